@@ -1,0 +1,95 @@
+"""Granting, revoking and checking time-boxed access to targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bastion.audit import Store
+from bastion.audit.records import Grant
+from bastion.clock import Clock, iso
+from bastion.config import Config, format_duration
+from bastion.errors import Denied, UsageError
+
+MODES = ("read", "write")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer, with the grant that allows it or the reason it is refused."""
+
+    allowed: bool
+    reason: str
+    grant: Grant | None = None
+
+
+@dataclass
+class Access:
+    store: Store
+    config: Config
+    clock: Clock
+
+    def grant(
+        self,
+        *,
+        user: str,
+        target: str,
+        duration: timedelta,
+        reason: str,
+        actor: str,
+        mode: str = "read",
+        starts_at: datetime | None = None,
+    ) -> Grant:
+        """Open a time-boxed window; refuses what the policy does not allow."""
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}: choose read or write")
+        reason = " ".join(reason.split())
+        minimum = self.config.grants.min_reason_length
+        if len(reason) < minimum:
+            raise UsageError(f"the reason must say why, in at least {minimum} characters")
+        limit = self.config.max_grant_for(target)
+        if duration <= timedelta(0) or duration > limit:
+            raise UsageError(
+                f"a grant on {target} may last at most {format_duration(limit)};"
+                f" asked for {format_duration(duration) if duration > timedelta(0) else duration}"
+            )
+        account = self.store.user(user)
+        if account.disabled_at is not None:
+            raise Denied(f"user {user!r} is disabled")
+        start = starts_at or self.clock.now()
+        return self.store.add_grant(
+            user=user,
+            target=target,
+            mode=mode,
+            starts_at=start,
+            ends_at=start + duration,
+            reason=reason,
+            actor=actor,
+        )
+
+    def revoke(self, grant_id: int, actor: str) -> Grant:
+        return self.store.revoke_grant(grant_id, actor)
+
+    def decide(self, user: str, target: str) -> Decision:
+        """May `user` open a session on `target` now? Pure reading: records nothing."""
+        now = self.clock.now()
+        account = self.store.find_user(user)
+        if account is None:
+            return Decision(False, f"no user named {user!r}")
+        if account.disabled_at is not None:
+            return Decision(False, f"user {user!r} is disabled")
+        if account.locked_at(now):
+            return Decision(
+                False, f"user {user!r} is locked until {iso(account.locked_until or now)}"
+            )
+        if self.store.find_target(target) is None:
+            return Decision(False, f"no target named {target!r}")
+        live = self.store.grants(user=user, target=target, live_at=now)
+        if not live:
+            return Decision(
+                False,
+                f"{user} has no access to {target} now; ask an admin:"
+                f' bastion grant {user} {target} --for 1h --reason "..."',
+            )
+        best = max(live, key=lambda g: (g.mode == "write", g.ends_at))
+        return Decision(True, f"grant {best.id} ({best.mode}) until {iso(best.ends_at)}", best)

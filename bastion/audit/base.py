@@ -1,0 +1,260 @@
+"""The store's connection: opening, migrations, write transactions and the audit chain."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import structlog
+
+from bastion.audit import chain
+from bastion.audit.chain import ChainedEvent, Event, Verdict
+from bastion.clock import Clock, iso
+from bastion.errors import StoreError
+
+log = structlog.get_logger("bastion.audit")
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",  # an audit event is on disk before the action it records
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=15000",
+)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The numbered migrations shipped with the package, in order: (number, name, sql)."""
+    found = []
+    for item in resources.files("bastion.audit").joinpath("migrations").iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class StoreBase:
+    """One SQLite file; every write is an IMMEDIATE transaction that also chains its events."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.anchor_path = self.path.with_name(self.path.name + ".head")
+        self._lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=15
+            )
+            conn.row_factory = sqlite3.Row
+            for pragma in PRAGMAS:
+                conn.execute(pragma)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._pending_head: tuple[int, str] | None = None
+        self._anchor_fd: int | None = None
+
+    @classmethod
+    def create(cls, path: Path, clock: Clock) -> StoreBase:
+        """Make a new store file; refuses to touch one that exists."""
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError as exc:
+            raise StoreError(f"the store {path} exists already; refusing to overwrite it") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create the store {path}: {exc.strerror}") from exc
+        store = cls(path, clock)
+        store.migrate()
+        return store
+
+    @classmethod
+    def open(cls, path: Path, clock: Clock) -> StoreBase:
+        """Open an existing store and bring its schema up to date."""
+        if not Path(path).exists():
+            raise StoreError(f"the store {path} does not exist; run `bastion init` first")
+        store = cls(path, clock)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+            if self._anchor_fd is not None:
+                os.close(self._anchor_fd)
+                self._anchor_fd = None
+
+    # -- schema -----------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if "schema_migrations" not in self.db.table_names():
+            return 0
+        row = self.conn.execute("SELECT max(number) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> list[str]:
+        """Apply every migration newer than the store, each in its own transaction."""
+        applied = []
+        with self._lock:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            current = self.schema_version()
+            for number, name, sql in migrations():
+                if number <= current:
+                    continue
+                self._apply_migration(number, name, sql)
+                applied.append(name)
+        return applied
+
+    def _apply_migration(self, number: int, name: str, sql: str) -> None:
+        script = (
+            "BEGIN IMMEDIATE;\n" + sql + "\nINSERT INTO schema_migrations VALUES "
+            f"({number}, '{name}', '{iso(self.clock.now())}');\nCOMMIT;"
+        )
+        try:
+            self.conn.executescript(script)
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
+
+    # -- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; if anything fails, nothing of it is kept."""
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"store write failed on {self.path}: {exc}") from exc
+                raise
+            self._write_anchor()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+
+    # -- the audit chain --------------------------------------------------------------
+
+    def _append(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[ChainedEvent]:
+        """Chain events after the current head, inside the caller's transaction."""
+        head = conn.execute(
+            "SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        seq, prev = (head[0], head[1]) if head else (0, chain.GENESIS)
+        at = iso(self.clock.now())
+        out = []
+        for event in events:
+            seq += 1
+            row = chain.link(event, seq, at, prev)
+            prev = row.row_hash
+            out.append(row)
+        conn.executemany(
+            "INSERT INTO audit_events (seq, at, kind, severity, actor, subject, session_id,"
+            " detail, prev_hash, row_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    r.seq,
+                    r.at,
+                    r.kind,
+                    r.severity,
+                    r.actor,
+                    r.subject,
+                    r.session_id,
+                    r.detail,
+                    r.prev_hash,
+                    r.row_hash,
+                )
+                for r in out
+            ],
+        )
+        self._pending_head = (seq, prev)
+        return out
+
+    def append_events(self, events: Sequence[Event]) -> list[ChainedEvent]:
+        """Write events durably in one transaction; returns them as chained."""
+        with self._write() as conn:
+            return self._append(conn, events)
+
+    def _write_anchor(self) -> None:
+        """Record the chain head outside the store, so deleting its last rows shows.
+
+        One fixed-width record rewritten in place (a single small write, no rename), after
+        the commit: the file may lag the store after a crash, but never runs ahead of it.
+        """
+        head = self._pending_head
+        if head is None:
+            return
+        self._pending_head = None
+        record = f"{head[0]:020d} {head[1]}\n".encode("ascii")
+        try:
+            if self._anchor_fd is None:
+                self._anchor_fd = os.open(self.anchor_path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.pwrite(self._anchor_fd, record, 0)
+        except OSError as exc:
+            log.warning("audit.anchor_write_failed", path=str(self.anchor_path), error=str(exc))
+
+    def read_anchor(self) -> tuple[int, str] | None:
+        try:
+            text = self.anchor_path.read_text(encoding="ascii").split()
+            seq, digest = int(text[0]), text[1]
+        except (OSError, ValueError, IndexError):
+            return None
+        return (seq, digest) if len(digest) == 64 else None
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[ChainedEvent]:
+        sql = "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq"
+        params: list[Any] = [after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [ChainedEvent(**row) for row in self._rows(sql, params)]
+
+    def last_events(self, count: int) -> list[ChainedEvent]:
+        rows = self._rows("SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?", [count])
+        return [ChainedEvent(**row) for row in reversed(rows)]
+
+    def _iter_events(self, batch: int = 5000) -> Iterator[ChainedEvent]:
+        last = 0
+        while True:
+            rows = self.events(after=last, limit=batch)
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+
+    def verify_chain(self) -> Verdict:
+        """Walk the whole chain, then compare its head with the anchor file."""
+        verdict = chain.verify(self._iter_events())
+        anchor = self.read_anchor()
+        if not verdict.ok or anchor is None:
+            return verdict
+        rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [anchor[0]])
+        problem = chain.check_anchor(
+            verdict, anchor[0], anchor[1], rows[0]["row_hash"] if rows else None
+        )
+        if problem:
+            return Verdict(
+                False, verdict.checked, verdict.head_seq, verdict.head_hash, problem, anchor[0]
+            )
+        return verdict

@@ -1,0 +1,289 @@
+"""Store queries for users, their SSH keys and their TOTP state."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import Event
+from bastion.audit.records import SshKey, User, user_from_row
+from bastion.clock import iso, parse_iso
+from bastion.errors import Conflict, NotFound
+
+USER_COLUMNS = (
+    "u.id, u.name, u.role, u.password_hash, u.failed_attempts, u.locked_until,"
+    " u.disabled_at, u.created_at,"
+    " (SELECT count(*) FROM ssh_keys k WHERE k.user_id = u.id) AS key_count"
+)
+
+
+class TotpResult(Enum):
+    """What happened to one TOTP attempt, as recorded in the store."""
+
+    ACCEPTED = "accepted"
+    WRONG = "wrong"  # no step in the window matched
+    REPLAYED = "replayed"  # the code matched a step already used
+    LOCKED = "locked"  # the user is locked; the code was not even looked at
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class TotpOutcome:
+    result: TotpResult
+    locked_until: datetime | None = None
+    just_locked: bool = False
+
+
+@dataclass(frozen=True)
+class UserSecrets:
+    """What authentication needs; stays inside identity, never printed."""
+
+    user: User
+    password_hash: str | None
+    totp_sealed: bytes
+
+
+class PeopleQueries(StoreBase):
+    def add_user(
+        self, name: str, role: str, password_hash: str | None, totp_sealed: bytes, actor: str
+    ) -> User:
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO users (name, role, password_hash, totp_sealed, created_at)"
+                    " VALUES (?,?,?,?,?)",
+                    (name, role, password_hash, totp_sealed, iso(self.clock.now())),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"user {name!r} exists already") from exc
+            self._append(conn, [Event("user.added", actor, name, "notice", detail={"role": role})])
+        return self.user(name)
+
+    def find_user(self, name: str) -> User | None:
+        rows = self._rows(f"SELECT {USER_COLUMNS} FROM users u WHERE u.name = ?", [name])
+        return user_from_row(rows[0]) if rows else None
+
+    def user(self, name: str) -> User:
+        found = self.find_user(name)
+        if found is None:
+            raise NotFound(f"no user named {name!r}")
+        return found
+
+    def users(self) -> list[User]:
+        rows = self._rows(f"SELECT {USER_COLUMNS} FROM users u ORDER BY u.name")
+        return [user_from_row(r) for r in rows]
+
+    def user_secrets(self, name: str) -> UserSecrets:
+        user = self.user(name)
+        row = self._rows("SELECT password_hash, totp_sealed FROM users WHERE id = ?", [user.id])[0]
+        return UserSecrets(user, row["password_hash"], bytes(row["totp_sealed"]))
+
+    def set_password(self, name: str, password_hash: str | None, actor: str) -> None:
+        user = self.user(name)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user.id)
+            )
+            kind = "user.password_set" if password_hash else "user.password_removed"
+            self._append(conn, [Event(kind, actor, name, "notice")])
+
+    def replace_totp(self, name: str, totp_sealed: bytes, actor: str) -> None:
+        """A new seed: every old code stops working and the failure count starts again."""
+        user = self.user(name)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE users SET totp_sealed = ?, totp_last_step = -1, failed_attempts = 0"
+                " WHERE id = ?",
+                (totp_sealed, user.id),
+            )
+            self._append(conn, [Event("user.totp_reset", actor, name, "warning")])
+
+    def disable_user(self, name: str, actor: str, reason: str) -> int:
+        """Offboard: mark disabled and revoke live grants in one step; returns grants revoked."""
+        user = self.user(name)
+        if user.disabled_at is not None:
+            raise Conflict(f"user {name!r} is disabled already")
+        now = iso(self.clock.now())
+        with self._write() as conn:
+            conn.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (now, user.id))
+            revoked = conn.execute(
+                "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE user_id = ?"
+                " AND revoked_at IS NULL AND ends_at > ?",
+                (now, actor, user.id, now),
+            ).rowcount
+            detail = {"reason": reason, "grants_revoked": revoked}
+            self._append(conn, [Event("user.disabled", actor, name, "warning", detail=detail)])
+        return revoked
+
+    def unlock_user(self, name: str, actor: str) -> None:
+        user = self.user(name)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE users SET locked_until = NULL, failed_attempts = 0 WHERE id = ?",
+                (user.id,),
+            )
+            self._append(conn, [Event("user.unlocked", actor, name, "notice")])
+
+    # -- TOTP -------------------------------------------------------------------------
+
+    def record_totp_attempt(
+        self, name: str, step: int | None, via: str, max_failures: int, lock_for: timedelta
+    ) -> TotpOutcome:
+        """Atomically check replay and lockout for a code that matched `step` (None: no match)."""
+        now = self.clock.now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
+                " FROM users WHERE name = ?",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no user named {name!r}")
+            outcome = self._judge_totp(
+                conn=conn,
+                name=name,
+                row=dict(row),
+                step=step,
+                via=via,
+                now=now,
+                max_failures=max_failures,
+                lock_for=lock_for,
+            )
+        return outcome
+
+    def _judge_totp(
+        self,
+        *,
+        conn: sqlite3.Connection,
+        name: str,
+        row: dict[str, object],
+        step: int | None,
+        via: str,
+        now: datetime,
+        max_failures: int,
+        lock_for: timedelta,
+    ) -> TotpOutcome:
+        detail = {"via": via}
+        if row["disabled_at"]:
+            self._append(
+                conn,
+                [
+                    Event(
+                        "auth.totp_refused",
+                        via,
+                        name,
+                        "warning",
+                        detail={**detail, "why": "disabled"},
+                    )
+                ],
+            )
+            return TotpOutcome(TotpResult.DISABLED)
+        locked_until = parse_iso(str(row["locked_until"])) if row["locked_until"] else None
+        if locked_until is not None and now < locked_until:
+            self._append(
+                conn,
+                [
+                    Event(
+                        "auth.totp_refused",
+                        via,
+                        name,
+                        "warning",
+                        detail={**detail, "why": "locked"},
+                    )
+                ],
+            )
+            return TotpOutcome(TotpResult.LOCKED, locked_until)
+        last_step = int(str(row["totp_last_step"]))
+        if step is not None and step > last_step:
+            conn.execute(
+                "UPDATE users SET totp_last_step = ?, failed_attempts = 0, locked_until = NULL"
+                " WHERE id = ?",
+                (step, row["id"]),
+            )
+            self._append(conn, [Event("auth.totp_ok", via, name, detail=detail)])
+            return TotpOutcome(TotpResult.ACCEPTED)
+        result = TotpResult.WRONG if step is None else TotpResult.REPLAYED
+        failures = int(str(row["failed_attempts"])) + 1
+        events = [
+            Event(
+                "auth.totp_failed",
+                via,
+                name,
+                "notice",
+                detail={**detail, "why": result.value, "consecutive": failures},
+            )
+        ]
+        new_lock = None
+        if failures >= max_failures:
+            new_lock = now + lock_for
+            failures = 0
+            events.append(
+                Event(
+                    "user.locked",
+                    via,
+                    name,
+                    "high",
+                    detail={"until": iso(new_lock), "after_failures": max_failures},
+                )
+            )
+        conn.execute(
+            "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE id = ?",
+            (failures, iso(new_lock) if new_lock else None, row["id"]),
+        )
+        self._append(conn, events)
+        return TotpOutcome(result, new_lock, just_locked=new_lock is not None)
+
+    # -- SSH keys ---------------------------------------------------------------------
+
+    def add_ssh_key(
+        self,
+        *,
+        name: str,
+        algorithm: str,
+        public_key: str,
+        fingerprint: str,
+        comment: str,
+        actor: str,
+    ) -> SshKey:
+        user = self.user(name)
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO ssh_keys (user_id, algorithm, public_key, fingerprint, comment,"
+                    " added_at) VALUES (?,?,?,?,?,?)",
+                    (user.id, algorithm, public_key, fingerprint, comment, iso(self.clock.now())),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"the key {fingerprint} is registered already") from exc
+            self._append(
+                conn,
+                [
+                    Event(
+                        "user.key_added", actor, name, "notice", detail={"fingerprint": fingerprint}
+                    )
+                ],
+            )
+        return next(k for k in self.ssh_keys(name) if k.fingerprint == fingerprint)
+
+    def ssh_keys(self, name: str | None = None) -> list[SshKey]:
+        sql = (
+            "SELECT k.*, u.name AS user FROM ssh_keys k JOIN users u ON u.id = k.user_id"
+            + (" WHERE u.name = ?" if name else "")
+            + " ORDER BY u.name, k.id"
+        )
+        rows = self._rows(sql, [name] if name else [])
+        return [
+            SshKey(
+                r["id"],
+                r["user"],
+                r["algorithm"],
+                r["public_key"],
+                r["fingerprint"],
+                r["comment"],
+                parse_iso(r["added_at"]),
+            )
+            for r in rows
+        ]

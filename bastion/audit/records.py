@@ -1,0 +1,140 @@
+"""Rows of the store as frozen records; what the rest of bastion sees instead of SQL."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from bastion.clock import iso, parse_iso
+
+
+def _when(text: str | None) -> datetime | None:
+    return parse_iso(text) if text else None
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    has_password: bool
+    failed_attempts: int
+    locked_until: datetime | None
+    disabled_at: datetime | None
+    created_at: datetime
+    key_count: int = 0
+
+    def locked_at(self, now: datetime) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+    def public(self) -> dict[str, Any]:
+        """The user as --json shows it; no secret material is in a User at all."""
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class SshKey:
+    id: int
+    user: str
+    algorithm: str
+    public_key: str
+    fingerprint: str
+    comment: str
+    added_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Target:
+    id: int
+    name: str
+    kind: str
+    host: str
+    port: int
+    login: str
+    database: str | None
+    host_key: str | None
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """The target as listings show it; the sealed credential never leaves the store."""
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: int
+    user: str
+    target: str
+    mode: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    granted_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    def live_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and self.starts_at <= now < self.ends_at
+
+    def state_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if now < self.starts_at:
+            return "scheduled"
+        return "active" if now < self.ends_at else "expired"
+
+    def public(self, now: datetime) -> dict[str, Any]:
+        return {**_jsonable(asdict(self)), "state": self.state_at(now)}
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in data.items()}
+
+
+def user_from_row(row: dict[str, Any]) -> User:
+    return User(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        has_password=row["password_hash"] is not None,
+        failed_attempts=row["failed_attempts"],
+        locked_until=_when(row["locked_until"]),
+        disabled_at=_when(row["disabled_at"]),
+        created_at=parse_iso(row["created_at"]),
+        key_count=row.get("key_count", 0),
+    )
+
+
+def target_from_row(row: dict[str, Any]) -> Target:
+    return Target(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        host=row["host"],
+        port=row["port"],
+        login=row["login"],
+        database=row["database"],
+        host_key=row["host_key"],
+        created_at=parse_iso(row["created_at"]),
+    )
+
+
+def grant_from_row(row: dict[str, Any]) -> Grant:
+    return Grant(
+        id=row["id"],
+        user=row["user"],
+        target=row["target"],
+        mode=row["mode"],
+        starts_at=parse_iso(row["starts_at"]),
+        ends_at=parse_iso(row["ends_at"]),
+        reason=row["reason"],
+        granted_by=row["granted_by"],
+        created_at=parse_iso(row["created_at"]),
+        revoked_at=_when(row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+    )

@@ -1,0 +1,184 @@
+"""Store queries for targets and the grants that open them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import Event
+from bastion.audit.records import Grant, Target, grant_from_row, target_from_row
+from bastion.clock import iso
+from bastion.errors import Conflict, NotFound
+
+GRANT_SELECT = (
+    "SELECT g.*, u.name AS user, t.name AS target FROM grants g"
+    " JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id"
+)
+
+
+class ResourceQueries(StoreBase):
+    def add_target(
+        self,
+        *,
+        name: str,
+        kind: str,
+        host: str,
+        port: int,
+        login: str,
+        database: str | None,
+        secret_sealed: bytes,
+        actor: str,
+    ) -> Target:
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO targets (name, kind, host, port, login, database,"
+                    " secret_sealed, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (name, kind, host, port, login, database, secret_sealed, iso(self.clock.now())),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"target {name!r} exists already") from exc
+            detail = {"kind": kind, "host": host, "port": port, "login": login}
+            if database:
+                detail["database"] = database
+            self._append(conn, [Event("target.added", actor, name, "notice", detail=detail)])
+        return self.target(name)
+
+    def find_target(self, name: str) -> Target | None:
+        rows = self._rows("SELECT * FROM targets WHERE name = ? AND removed_at IS NULL", [name])
+        return target_from_row(rows[0]) if rows else None
+
+    def target(self, name: str) -> Target:
+        found = self.find_target(name)
+        if found is None:
+            raise NotFound(f"no target named {name!r}")
+        return found
+
+    def targets(self) -> list[Target]:
+        rows = self._rows("SELECT * FROM targets WHERE removed_at IS NULL ORDER BY name")
+        return [target_from_row(r) for r in rows]
+
+    def target_secret(self, name: str) -> bytes:
+        """The sealed credential; only identity's SecretBox can open it."""
+        target = self.target(name)
+        rows = self._rows("SELECT secret_sealed FROM targets WHERE id = ?", [target.id])
+        return bytes(rows[0]["secret_sealed"])
+
+    def remove_target(self, name: str, actor: str) -> int:
+        """Retire a target and revoke its live grants; returns grants revoked."""
+        target = self.target(name)
+        now = iso(self.clock.now())
+        with self._write() as conn:
+            conn.execute("UPDATE targets SET removed_at = ? WHERE id = ?", (now, target.id))
+            revoked = conn.execute(
+                "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE target_id = ?"
+                " AND revoked_at IS NULL AND ends_at > ?",
+                (now, actor, target.id, now),
+            ).rowcount
+            self._append(
+                conn,
+                [
+                    Event(
+                        "target.removed", actor, name, "warning", detail={"grants_revoked": revoked}
+                    )
+                ],
+            )
+        return revoked
+
+    # -- grants -----------------------------------------------------------------------
+
+    def add_grant(
+        self,
+        *,
+        user: str,
+        target: str,
+        mode: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        reason: str,
+        actor: str,
+    ) -> Grant:
+        user_id = self._id_of("users", user, "user")
+        target_row = self.target(target)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO grants (user_id, target_id, mode, starts_at, ends_at, reason,"
+                " granted_by, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    user_id,
+                    target_row.id,
+                    mode,
+                    iso(starts_at),
+                    iso(ends_at),
+                    reason,
+                    actor,
+                    iso(self.clock.now()),
+                ),
+            )
+            grant_id = cursor.lastrowid
+            detail = {
+                "grant": grant_id,
+                "target": target,
+                "mode": mode,
+                "from": iso(starts_at),
+                "until": iso(ends_at),
+                "reason": reason,
+            }
+            self._append(conn, [Event("grant.created", actor, user, "notice", detail=detail)])
+        return self.grant(int(grant_id or 0))
+
+    def grant(self, grant_id: int) -> Grant:
+        rows = self._rows(GRANT_SELECT + " WHERE g.id = ?", [grant_id])
+        if not rows:
+            raise NotFound(f"no grant with id {grant_id}")
+        return grant_from_row(rows[0])
+
+    def grants(
+        self, *, user: str | None = None, target: str | None = None, live_at: datetime | None = None
+    ) -> list[Grant]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if user:
+            clauses.append("u.name = ?")
+            params.append(user)
+        if target:
+            clauses.append("t.name = ? AND t.removed_at IS NULL")
+            params.append(target)
+        if live_at is not None:
+            clauses.append("g.revoked_at IS NULL AND g.starts_at <= ? AND g.ends_at > ?")
+            params += [iso(live_at), iso(live_at)]
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return [
+            grant_from_row(r) for r in self._rows(GRANT_SELECT + where + " ORDER BY g.id", params)
+        ]
+
+    def revoke_grant(self, grant_id: int, actor: str) -> Grant:
+        grant = self.grant(grant_id)
+        if grant.revoked_at is not None:
+            raise Conflict(f"grant {grant_id} was revoked already")
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE id = ?",
+                (iso(self.clock.now()), actor, grant_id),
+            )
+            self._append(
+                conn,
+                [
+                    Event(
+                        "grant.revoked",
+                        actor,
+                        grant.user,
+                        "notice",
+                        detail={"grant": grant_id, "target": grant.target},
+                    )
+                ],
+            )
+        return self.grant(grant_id)
+
+    def _id_of(self, table: str, name: str, what: str) -> int:
+        rows = self._rows(f"SELECT id FROM {table} WHERE name = ?", [name])
+        if not rows:
+            raise NotFound(f"no {what} named {name!r}")
+        return int(rows[0]["id"])

@@ -1,0 +1,198 @@
+"""The `bastion` command line: parse arguments, run one command, turn errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bastion import __version__, logs
+from bastion.commands import audit, people, resources, setup
+from bastion.commands.app import App, default_config_path
+from bastion.errors import BastionError, Exit
+
+Handler = Callable[[App, argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that exits with our usage code and a one-line message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(Exit.USAGE, f"bastion: {message} (see `{self.prog} --help`)\n")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _qr_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--qr-png", metavar="FILE", help="also write the QR code as PNG")
+    parser.add_argument("--qr-svg", metavar="FILE", help="also write the QR code as SVG")
+    parser.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    _json_flag(parser)
+
+
+def _command(
+    sub: argparse._SubParsersAction[Parser], name: str, handler: Handler, help_text: str
+) -> Parser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_user_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("user", help="people: add, list, show, disable, unlock")
+    users = group.add_subparsers(dest="user_command", required=True, parser_class=Parser)
+    add = _command(users, "add", people.user_add, "add a user and enrol their TOTP")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["engineer", "admin", "reviewer"])
+    add.add_argument("--ssh-key", metavar="FILE", action="append", help="public key file(s)")
+    add.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
+    _qr_flags(add)
+    _json_flag(_command(users, "list", people.user_list, "list users"))
+    for name, handler, text in (
+        ("show", people.user_show, "show one user, their keys and grants"),
+        ("unlock", people.user_unlock, "clear a TOTP lockout"),
+    ):
+        cmd = _command(users, name, handler, text)
+        cmd.add_argument("name")
+        _json_flag(cmd)
+    disable = _command(
+        users, "disable", people.user_disable, "offboard: block logins and revoke every grant"
+    )
+    disable.add_argument("name")
+    disable.add_argument("--reason", default="")
+    _json_flag(disable)
+    reset = _command(users, "reset-totp", people.user_reset_totp, "enrol a new TOTP seed")
+    reset.add_argument("name")
+    _qr_flags(reset)
+    key = _command(users, "add-key", people.user_add_key, "register SSH public key(s)")
+    key.add_argument("name")
+    key.add_argument("file")
+    _json_flag(key)
+    password = _command(users, "set-password", people.user_set_password, "set a password")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true")
+    _json_flag(password)
+
+
+def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("target", help="SSH hosts and databases behind the bastion")
+    targets = group.add_subparsers(dest="target_command", required=True, parser_class=Parser)
+    ssh = _command(targets, "add-ssh", resources.target_add_ssh, "add an SSH host")
+    ssh.add_argument("name")
+    ssh.add_argument("--host", required=True)
+    ssh.add_argument("--port", type=int, default=22)
+    ssh.add_argument("--login", required=True, help="account on the target")
+    ssh.add_argument("--key", required=True, metavar="FILE", help="private key the bastion uses")
+    _json_flag(ssh)
+    pg = _command(targets, "add-postgres", resources.target_add_postgres, "add a database")
+    pg.add_argument("name")
+    pg.add_argument("--host", required=True)
+    pg.add_argument("--port", type=int, default=5432)
+    pg.add_argument("--database", required=True)
+    pg.add_argument("--user", required=True, help="the service role the bastion logs in as")
+    pg.add_argument("--password-stdin", action="store_true")
+    _json_flag(pg)
+    _json_flag(_command(targets, "list", resources.target_list, "list targets"))
+    remove = _command(targets, "remove", resources.target_remove, "retire a target")
+    remove.add_argument("name")
+    _json_flag(remove)
+
+
+def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    grant = _command(sub, "grant", resources.grant, "give USER time-boxed access to TARGET")
+    grant.add_argument("user")
+    grant.add_argument("target")
+    grant.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        metavar="DURATION",
+        help="how long, e.g. 30m, 2h, 1d",
+    )
+    grant.add_argument("--reason", required=True, help="why; kept in the audit trail")
+    grant.add_argument("--mode", choices=["read", "write"], default="read")
+    grant.add_argument("--from", dest="start", metavar="WHEN", help="ISO start time (default now)")
+    _json_flag(grant)
+    revoke = _command(sub, "revoke", resources.revoke, "end a grant now")
+    revoke.add_argument("grant_id", type=int)
+    _json_flag(revoke)
+    group = sub.add_parser("grants", help="list grants")
+    grants = group.add_subparsers(dest="grants_command", required=True, parser_class=Parser)
+    listing = _command(grants, "list", resources.grants_list, "list grants")
+    listing.add_argument("--active", action="store_true", help="only grants live now")
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    _json_flag(listing)
+    access_group = sub.add_parser("access", help="explain access decisions")
+    access = access_group.add_subparsers(dest="access_command", required=True, parser_class=Parser)
+    check = _command(access, "check", resources.access_check, "may USER reach TARGET now?")
+    check.add_argument("user")
+    check.add_argument("target")
+    _json_flag(check)
+
+
+def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("audit", help="the tamper-evident audit trail")
+    cmds = group.add_subparsers(dest="audit_command", required=True, parser_class=Parser)
+    _json_flag(_command(cmds, "verify", audit.audit_verify, "check the hash chain"))
+    tail = _command(cmds, "tail", audit.audit_tail, "print the latest audit events")
+    tail.add_argument("-n", "--lines", type=int, default=20)
+    tail.add_argument("-f", "--follow", action="store_true")
+    tail.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    _json_flag(tail)
+
+
+def serve(app: App, args: argparse.Namespace) -> int:
+    from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
+
+    logs.configure(app.config.logging.format, app.config.logging.level)
+    run_server(app.config, app.store)
+    return Exit.OK
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bastion", description="Production-access audit proxy.")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="configuration file (default: $BASTION_CONFIG or ./bastion.toml)",
+    )
+    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    init = _command(sub, "init", setup.run_init, "create a new bastion in DIR")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    init.add_argument("--ssh-port", type=int, default=2222)
+    init.add_argument("--postgres-port", type=int, default=6432)
+    init.add_argument("--web-port", type=int, default=8080)
+    _json_flag(init)
+    _add_user_commands(sub)
+    _add_target_commands(sub)
+    _add_access_commands(sub)
+    _add_audit_commands(sub)
+    _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    app = App(
+        config_path=args.config or default_config_path(), as_json=getattr(args, "json", False)
+    )
+    try:
+        return int(args.handler(app, args))
+    except BastionError as exc:
+        sys.stderr.write(f"bastion: {exc.message}\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return Exit.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The objects a CLI command works with, opened lazily from the configuration."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TextIO
+
+from bastion.access.grants import Access
+from bastion.audit import Store
+from bastion.clock import Clock, SystemClock
+from bastion.config import Config, load_config
+from bastion.errors import UsageError
+from bastion.identity.sealing import SecretBox
+from bastion.identity.service import Identity
+
+CONFIG_ENV = "BASTION_CONFIG"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or "bastion.toml")
+
+
+def cli_actor() -> str:
+    """Who is behind a CLI command: the operating-system account running it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+@dataclass
+class App:
+    config_path: Path
+    as_json: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    clock: Clock = field(default_factory=SystemClock)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store.open(self.config.paths.store, self.clock)
+
+    @cached_property
+    def box(self) -> SecretBox:
+        return SecretBox.load(self.config.paths.secrets_key)
+
+    @cached_property
+    def identity(self) -> Identity:
+        return Identity(self.store, self.box, self.clock, self.config.totp, self.config.lockout)
+
+    @cached_property
+    def access(self) -> Access:
+        return Access(self.store, self.config, self.clock)
+
+    @property
+    def actor(self) -> str:
+        return cli_actor()
+
+    def emit(self, data: Any, text: str) -> None:
+        """Print JSON when --json was given, else the human text."""
+        if self.as_json:
+            self.out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        elif text:
+            self.out.write(text if text.endswith("\n") else text + "\n")
+
+    def table(self, rows: list[dict[str, Any]], columns: list[str], empty: str) -> None:
+        """A listing: JSON array with --json, else aligned columns."""
+        if self.as_json:
+            self.emit(rows, "")
+            return
+        if not rows:
+            self.out.write(empty + "\n")
+            return
+        cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        self.out.write(
+            "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+            + "\n"
+        )
+        for row in cells:
+            self.out.write(
+                "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+            )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def read_secret_line(what: str) -> str:
+    """One line from standard input, for --password-stdin; never echoed, never logged."""
+    line = sys.stdin.readline()
+    value = line.rstrip("\r\n")
+    if not value:
+        raise UsageError(f"--password-stdin: no {what} on standard input")
+    return value

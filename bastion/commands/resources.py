@@ -1,0 +1,164 @@
+"""`bastion target ...`, `grant`, `revoke`, `grants list` and `access check`."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime
+
+import asyncssh
+
+from bastion.commands.app import App, read_secret_line
+from bastion.config import parse_duration
+from bastion.errors import UsageError
+
+TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _check_target_name(name: str) -> None:
+    if not TARGET_NAME.match(name):
+        raise UsageError(
+            f"bad target name {name!r}: use lower-case letters, digits, '.', '_' and '-'"
+        )
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port (1-65535)")
+
+
+def target_add_ssh(app: App, args: argparse.Namespace) -> int:
+    _check_target_name(args.name)
+    _check_port(args.port)
+    try:
+        key = asyncssh.read_private_key(args.key)
+    except asyncssh.KeyImportError as exc:
+        raise UsageError(f"{args.key}: not a usable unencrypted private key ({exc})") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.key}: {exc.strerror}") from exc
+    sealed = app.box.seal(key.export_private_key("openssh"), context=f"target:{args.name}")
+    target = app.store.add_target(
+        name=args.name,
+        kind="ssh",
+        host=args.host,
+        port=args.port,
+        login=args.login,
+        database=None,
+        secret_sealed=sealed,
+        actor=app.actor,
+    )
+    app.emit(
+        target.public(),
+        f"added ssh target {target.name} ({args.login}@{args.host}:{args.port});"
+        f" the key is sealed, you may delete {args.key}",
+    )
+    return 0
+
+
+def target_add_postgres(app: App, args: argparse.Namespace) -> int:
+    _check_target_name(args.name)
+    _check_port(args.port)
+    if not args.password_stdin:
+        raise UsageError("give the database password on standard input with --password-stdin")
+    password = read_secret_line("password")
+    sealed = app.box.seal(password.encode(), context=f"target:{args.name}")
+    target = app.store.add_target(
+        name=args.name,
+        kind="postgres",
+        host=args.host,
+        port=args.port,
+        login=args.user,
+        database=args.database,
+        secret_sealed=sealed,
+        actor=app.actor,
+    )
+    app.emit(
+        target.public(),
+        f"added postgres target {target.name}"
+        f" ({args.user}@{args.host}:{args.port}/{args.database})",
+    )
+    return 0
+
+
+def target_list(app: App, args: argparse.Namespace) -> int:
+    rows = [t.public() for t in app.store.targets()]
+    app.table(
+        rows,
+        ["name", "kind", "host", "port", "login", "database"],
+        "no targets yet: bastion target add-ssh NAME ... or add-postgres NAME ...",
+    )
+    return 0
+
+
+def target_remove(app: App, args: argparse.Namespace) -> int:
+    revoked = app.store.remove_target(args.name, app.actor)
+    app.emit(
+        {"target": args.name, "removed": True, "grants_revoked": revoked},
+        f"target {args.name} removed; {revoked} grant(s) revoked",
+    )
+    return 0
+
+
+def grant(app: App, args: argparse.Namespace) -> int:
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from exc
+    starts = None
+    if args.start:
+        try:
+            starts = datetime.fromisoformat(args.start)
+        except ValueError as exc:
+            raise UsageError(f"--from: {args.start!r} is not an ISO date and time") from exc
+        if starts.tzinfo is None:
+            raise UsageError("--from needs a time zone, e.g. 2026-11-23T09:00+00:00")
+    made = app.access.grant(
+        user=args.user,
+        target=args.target,
+        duration=duration,
+        reason=args.reason,
+        actor=app.actor,
+        mode=args.mode,
+        starts_at=starts,
+    )
+    app.emit(
+        made.public(app.clock.now()),
+        f"grant {made.id}: {made.user} may reach {made.target} ({made.mode})"
+        f" from {made.starts_at:%Y-%m-%d %H:%M} until {made.ends_at:%Y-%m-%d %H:%M} UTC",
+    )
+    return 0
+
+
+def revoke(app: App, args: argparse.Namespace) -> int:
+    done = app.access.revoke(args.grant_id, app.actor)
+    app.emit(
+        done.public(app.clock.now()), f"grant {done.id} revoked ({done.user} on {done.target})"
+    )
+    return 0
+
+
+def grants_list(app: App, args: argparse.Namespace) -> int:
+    now = app.clock.now()
+    found = app.store.grants(
+        user=args.user, target=args.target, live_at=now if args.active else None
+    )
+    rows = [g.public(now) for g in found]
+    app.table(
+        rows,
+        ["id", "user", "target", "mode", "state", "ends_at", "granted_by", "reason"],
+        "no grants match",
+    )
+    return 0
+
+
+def access_check(app: App, args: argparse.Namespace) -> int:
+    decision = app.access.decide(args.user, args.target)
+    app.emit(
+        {
+            "allowed": decision.allowed,
+            "reason": decision.reason,
+            "grant": decision.grant.id if decision.grant else None,
+        },
+        ("allowed: " if decision.allowed else "refused: ") + decision.reason,
+    )
+    return 0 if decision.allowed else 6

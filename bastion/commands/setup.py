@@ -1,0 +1,72 @@
+"""`bastion init`: a configuration, a secrets key, a store, host keys and TLS files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bastion.audit import Event, Store
+from bastion.commands.app import App, cli_actor
+from bastion.config import Config, default_config_text, load_config
+from bastion.errors import Conflict
+from bastion.identity.sealing import SecretBox
+from bastion.pki import make_ssh_host_key, make_tls
+
+
+def run_init(app: App, args: argparse.Namespace) -> int:
+    """Create everything a new bastion needs in DIR; refuse if any of it exists."""
+    directory = Path(args.directory).resolve()
+    config_path = directory / "bastion.toml"
+    if config_path.exists():
+        raise Conflict(f"{config_path} exists already; refusing to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    text = default_config_text(
+        ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
+    )
+    config = _write_config(config_path, text)
+    paths = config.paths
+    for existing in (paths.store, paths.secrets_key, paths.ssh_host_key, paths.tls_cert):
+        if existing.exists():
+            config_path.unlink()
+            raise Conflict(f"{existing} exists already; refusing to overwrite it")
+    SecretBox.create_key_file(paths.secrets_key)
+    paths.recordings.mkdir(parents=True, exist_ok=True)
+    paths.recordings.chmod(0o700)
+    fingerprint = make_ssh_host_key(paths.ssh_host_key)
+    tls = make_tls(paths.tls_cert.parent)
+    store = Store.create(paths.store, app.clock)
+    store.append_events(
+        [
+            Event(
+                "bastion.initialised",
+                cli_actor(),
+                str(directory),
+                "notice",
+                detail={"ssh_host_key": fingerprint},
+            )
+        ]
+    )
+    store.close()
+    app.emit(
+        {
+            "config": str(config_path),
+            "store": str(paths.store),
+            "ssh_host_key": fingerprint,
+            "tls_ca": str(tls.ca_cert),
+        },
+        f"initialised {directory}\n"
+        f"  config        {config_path}\n"
+        f"  store         {paths.store}\n"
+        f"  secrets key   {paths.secrets_key} (keep it off the database's backups)\n"
+        f"  ssh host key  {fingerprint}\n"
+        f"  TLS CA        {tls.ca_cert} (give this file to psql as sslrootcert)\n"
+        f"next: bastion --config {config_path} user add NAME --role admin",
+    )
+    return 0
+
+
+def _write_config(path: Path, text: str) -> Config:
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o640)
+    return load_config(path)

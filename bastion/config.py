@@ -1,0 +1,449 @@
+"""Load bastion.toml into typed, frozen settings; each mistake names the file, key and problem."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import date, datetime, time, timedelta
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar, get_args
+
+from bastion.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+TOTP_PERIOD = 30  # seconds per TOTP step (RFC 6238 default; authenticator apps assume it)
+TOTP_DIGITS = 6  # digits per TOTP code (RFC 6238 default)
+SECRETS_KEY_ENV = "BASTION_SECRETS_KEY"  # base64 of a 32-byte key; overrides paths.secrets_key
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class Listener:
+    enabled: bool
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Listeners:
+    ssh: Listener
+    postgres: Listener
+    web: Listener
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Files and directories bastion uses; always absolute."""
+
+    store: Path
+    recordings: Path
+    secrets_key: Path
+    ssh_host_key: Path
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path
+
+
+@dataclass(frozen=True)
+class TotpPolicy:
+    TOTP_PERIOD: ClassVar[int] = TOTP_PERIOD
+    TOTP_DIGITS: ClassVar[int] = TOTP_DIGITS
+
+    issuer: str = "bastion"
+    skew_steps: int = 1
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_failures: int = 5
+    lock_for: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class GrantPolicy:
+    default_max: timedelta = timedelta(hours=12)
+    min_reason_length: int = 10
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: LogFormat = "auto"
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    name: str
+    description: str = ""
+    max_grant: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    listeners: Listeners
+    paths: Paths
+    totp: TotpPolicy
+    lockout: LockoutPolicy
+    grants: GrantPolicy
+    logging: LoggingConfig
+    targets: Mapping[str, TargetPolicy]
+
+    def max_grant_for(self, target: str) -> timedelta:
+        """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
+        policy = self.targets.get(target)
+        if policy is not None and policy.max_grant is not None:
+            return policy.max_grant
+        return self.grants.default_max
+
+
+# --- the schema: every accepted key, declared as data -------------------------------------
+
+Kind = Literal["bool", "int", "str", "choice", "duration", "path"]
+Value = bool | int | str | timedelta | Path | None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key the loader accepts: its type, default (as written in TOML), limits and help."""
+
+    key: str
+    kind: Kind
+    default: bool | int | str | None
+    help: str
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    allow_empty: bool = False
+
+
+def _listener(name: str, port: int, what: str) -> tuple[Setting, ...]:
+    key = f"listeners.{name}"
+    return (
+        Setting(f"{key}.enabled", "bool", True, f"Accept {what} connections."),
+        Setting(f"{key}.address", "str", "127.0.0.1", f"Address the {what} listener binds."),
+        Setting(f"{key}.port", "int", port, f"TCP port for {what}.", low=1, high=65535),
+    )
+
+
+SETTINGS: tuple[Setting, ...] = (
+    *_listener("ssh", 2222, "SSH"),
+    *_listener("postgres", 6432, "PostgreSQL"),
+    *_listener("web", 8080, "web console"),
+    Setting("paths.store", "path", "bastion.db", "SQLite store with the audit trail."),
+    Setting("paths.recordings", "path", "recordings", "Directory for session recordings."),
+    Setting("paths.secrets_key", "path", "secrets.key", "Key that seals secrets at rest."),
+    Setting("paths.ssh_host_key", "path", "ssh_host_ed25519_key", "SSH host private key."),
+    Setting("paths.tls_cert", "path", "tls/server.pem", "TLS certificate chain (PEM)."),
+    Setting("paths.tls_key", "path", "tls/server.key", "TLS private key (PEM)."),
+    Setting("paths.tls_ca", "path", "tls/bastion-ca.pem", "CA that signed the TLS certificate."),
+    Setting("totp.issuer", "str", "bastion", "Name shown in authenticator apps."),
+    Setting("totp.skew_steps", "int", 1, "30 s steps of clock drift allowed.", low=0, high=2),
+    Setting("lockout.max_failures", "int", 5, "Failures before locking.", low=1, high=100),
+    Setting("lockout.lock_for", "duration", "15m", "How long a lock lasts."),
+    Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
+    Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
+    Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
+    Setting("logging.level", "choice", "info", "Least severe level.", choices=get_args(LogLevel)),
+)
+TARGET_SETTINGS: tuple[Setting, ...] = (
+    Setting("description", "str", "", "Shown next to the target's name.", allow_empty=True),
+    Setting("max_grant", "duration", None, "Longest grant on this target."),
+)
+
+
+def documented_keys() -> list[str]:
+    """Every dotted key the loader accepts; target keys appear as "targets.*.KEY"."""
+    return [s.key for s in SETTINGS] + [f"targets.*.{s.key}" for s in TARGET_SETTINGS]
+
+
+Parts = tuple[str, ...]
+_BY_KEY: dict[Parts, Setting] = {tuple(s.key.split(".")): s for s in SETTINGS}
+_CHILDREN: dict[Parts, list[str]] = {(): []}
+for _parts in [*_BY_KEY, ("targets",)]:
+    for _depth in range(len(_parts)):
+        _names = _CHILDREN.setdefault(_parts[:_depth], [])
+        if _parts[_depth] not in _names:
+            _names.append(_parts[_depth])
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_EXAMPLES = "e.g. '90s', '15m', '12h', '1h30m', '2w'"
+_DURATION = re.compile(r"(?:\d+\s*[A-Za-z]+\s*)+")
+_PART = re.compile(r"(\d+)\s*([A-Za-z]+)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Read "90s", "15m", "2h", "1d", "2w" or a combination such as "1h30m"; positive only."""
+    spec = text.strip()
+    if not spec:
+        raise ValueError(f"empty duration: write a whole number and a unit ({_EXAMPLES})")
+    if spec.startswith("-"):
+        raise ValueError(f"duration {text!r} is negative; it must be positive")
+    if re.search(r"\d[.,]\d", spec):
+        raise ValueError(f"duration {text!r}: use whole numbers, e.g. '1h30m' rather than '1.5h'")
+    if not _DURATION.fullmatch(spec):
+        if spec.isdigit():
+            raise ValueError(f"duration {text!r} has no unit: add s, m, h, d or w ({_EXAMPLES})")
+        raise ValueError(f"duration {text!r} is not a number followed by a unit ({_EXAMPLES})")
+    total, previous = 0, -1
+    for match in _PART.finditer(spec):
+        unit = match.group(2)
+        if unit not in _UNITS:
+            raise ValueError(
+                f"duration {text!r}: unknown unit {unit!r}; use s, m, h, d or w ({_EXAMPLES})"
+            )
+        rank = list(_UNITS).index(unit)
+        if rank <= previous:
+            raise ValueError(f"duration {text!r}: give each unit once, largest first, e.g. '1h30m'")
+        previous = rank
+        total += int(match.group(1)) * _UNITS[unit]
+    if total == 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
+
+
+def format_duration(delta: timedelta) -> str:
+    """Write a duration the way parse_duration reads it: 5400 s -> "1h30m" (whole seconds)."""
+    if delta < timedelta(0):
+        return "-" + format_duration(-delta)
+    remaining = delta // timedelta(seconds=1)
+    parts: list[str] = []
+    for unit, size in _UNITS.items():
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """A problem with one key; load_config adds the file name."""
+
+    def __init__(self, parts: Parts, problem: str) -> None:
+        super().__init__(problem)
+        self.parts = parts
+        self.problem = problem
+
+
+def _show(parts: Parts) -> str:
+    """A dotted key as TOML would spell it: bare parts where possible, else quoted."""
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else json.dumps(p) for p in parts)
+
+
+def _describe(value: object) -> str:
+    """Name a TOML value's type (and the value, briefly) for an error message."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return "string " + (repr(value) if len(value) <= 40 else repr(value[:37] + "..."))
+    if isinstance(value, datetime | date | time):
+        return f"date/time {value.isoformat()}"
+    if isinstance(value, int | float):
+        return f"{'integer' if isinstance(value, int) else 'float'} {value}"
+    names: dict[type[object], str] = {dict: "a table", list: "an array"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _unknown(parts: Parts, known: list[str]) -> _Bad:
+    close = difflib.get_close_matches(parts[-1], known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
+    return _Bad(parts, f"unknown key ({hint})")
+
+
+_EXPECTED = {"bool": "true or false", "int": "an integer", "duration": "a duration such as '15m'"}
+
+
+def _convert(setting: Setting, raw: object, base: Path) -> Value:
+    """Check one raw TOML value against its setting and return the typed value."""
+    if raw is None:  # TOML has no null: only an absent optional key gets here
+        return None
+    if setting.kind == "bool" and isinstance(raw, bool):
+        return raw
+    if setting.kind == "int" and isinstance(raw, int) and not isinstance(raw, bool):
+        low, high = setting.low, setting.high
+        if (low is not None and raw < low) or (high is not None and raw > high):
+            raise ValueError(f"must be between {low} and {high}, got {raw}")
+        return raw
+    if setting.kind in ("str", "choice", "duration", "path") and isinstance(raw, str):
+        if not raw.strip() and not setting.allow_empty:
+            raise ValueError("must not be empty")
+        if setting.kind == "duration":
+            return parse_duration(raw)
+        if setting.kind == "choice" and raw not in setting.choices:
+            options = ", ".join(repr(c) for c in setting.choices)
+            raise ValueError(f"must be one of {options}, got {raw!r}")
+        if setting.kind == "path":
+            return Path(os.path.abspath(base / Path(raw).expanduser()))
+        return raw
+    raise ValueError(f"expected {_EXPECTED.get(setting.kind, 'a string')}, got {_describe(raw)}")
+
+
+def _value(setting: Setting, parts: Parts, raw: object, base: Path) -> Value:
+    try:
+        return _convert(setting, raw, base)
+    except ValueError as exc:
+        raise _Bad(parts, str(exc)) from None
+
+
+def _table(parts: Parts, value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise _Bad(parts, f"expected a table, got {_describe(value)}")
+    return value
+
+
+def _collect(table: dict[str, object], prefix: Parts, found: dict[Parts, object]) -> None:
+    """Walk the parsed TOML, rejecting unknown keys and gathering the known ones."""
+    for name, value in table.items():
+        parts = (*prefix, name)
+        if parts == ("targets",):
+            continue  # checked by _targets
+        if parts in _BY_KEY:
+            found[parts] = value
+        elif parts in _CHILDREN:
+            _collect(_table(parts, value), parts, found)
+        else:
+            raise _unknown(parts, _CHILDREN[prefix])
+
+
+def _targets(raw: object, base: Path) -> dict[str, TargetPolicy]:
+    """Check the [targets.NAME] tables and return their policies by name."""
+    result: dict[str, TargetPolicy] = {}
+    known = [s.key for s in TARGET_SETTINGS]
+    for name, value in _table(("targets",), raw).items():
+        where = ("targets", name)
+        if not TARGET_NAME.fullmatch(name):
+            raise _Bad(
+                where,
+                "invalid target name: use 1-63 lowercase letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit",
+            )
+        table = _table(where, value)
+        for key in table:
+            if key not in known:
+                raise _unknown((*where, key), known)
+        got = {
+            s.key: _value(s, (*where, s.key), table.get(s.key, s.default), base)
+            for s in TARGET_SETTINGS
+        }
+        result[name] = _section(TargetPolicy, "", {"name": name, **got})
+    return result
+
+
+D = TypeVar("D", bound="DataclassInstance")
+
+
+def _section(cls: type[D], prefix: str, values: Mapping[str, Value]) -> D:
+    """Build one settings dataclass from converted values named PREFIX + field name."""
+    return cls(**{f.name: values[prefix + f.name] for f in fields(cls)})
+
+
+def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPolicy]) -> Config:
+    """Assemble the dataclasses; each field is named after its key in the schema."""
+    listeners = {
+        f.name: _section(Listener, f"listeners.{f.name}.", values) for f in fields(Listeners)
+    }
+    return Config(
+        path=path,
+        listeners=Listeners(**listeners),
+        paths=_section(Paths, "paths.", values),
+        totp=_section(TotpPolicy, "totp.", values),
+        lockout=_section(LockoutPolicy, "lockout.", values),
+        grants=_section(GrantPolicy, "grants.", values),
+        logging=_section(LoggingConfig, "logging.", values),
+        targets=MappingProxyType(targets),
+    )
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
+
+
+def _check_listeners(listeners: Listeners) -> None:
+    """Refuse two enabled listeners that would fight over one port."""
+    seen: list[tuple[str, Listener]] = []
+    for name in (f.name for f in fields(Listeners)):
+        mine: Listener = getattr(listeners, name)
+        if not mine.enabled:
+            continue
+        for other_name, other in seen:
+            shared = other.address == mine.address or {other.address, mine.address} & _WILDCARDS
+            if other.port == mine.port and shared:
+                raise _Bad(
+                    ("listeners", name, "port"),
+                    f"port {mine.port} is already used by listeners.{other_name}",
+                )
+        seen.append((name, mine))
+
+
+def _read(file: Path, shown: str) -> dict[str, object]:
+    """Read and parse the TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(shown, "(file)", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(shown, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (bad byte at offset {exc.start})"
+        raise ConfigError(shown, "(syntax)", problem) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problem = "invalid TOML: " + " ".join(str(exc).split())
+        raise ConfigError(shown, "(syntax)", problem) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a bastion.toml; raise ConfigError naming the file, key and problem."""
+    shown = str(path)
+    file = Path(os.path.abspath(Path(path).expanduser()))
+    raw = _read(file, shown)
+    base = file.parent
+    try:
+        found: dict[Parts, object] = {}
+        _collect(raw, (), found)
+        values = {
+            s.key: _value(s, parts, found.get(parts, s.default), base)
+            for parts, s in _BY_KEY.items()
+        }
+        config = _build(file, values, _targets(raw.get("targets", {}), base))
+        _check_listeners(config.listeners)
+    except _Bad as exc:
+        raise ConfigError(shown, _show(exc.parts), exc.problem) from None
+    return config
+
+
+def default_config_text(
+    *, ssh_port: int = 2222, postgres_port: int = 6432, web_port: int = 8080
+) -> str:
+    """The packaged config template with these ports filled in; `bastion init` writes it."""
+    ports = {"ssh_port": ssh_port, "postgres_port": postgres_port, "web_port": web_port}
+    for name, port in ports.items():
+        if isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"{name} must be between 1 and 65535, got {port!r}")
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(f"the three ports must differ, got {ports}")
+    template = resources.files("bastion").joinpath("config_template.toml")
+    return string.Template(template.read_text(encoding="utf-8")).substitute(ports)

@@ -1,0 +1,1 @@
+"""Who people are and how they prove it: users, passwords, TOTP, sealed secrets."""

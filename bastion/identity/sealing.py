@@ -1,0 +1,160 @@
+"""Seal secrets at rest (AES-256-GCM) with a key kept outside the database."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bastion.errors import SealError
+
+KEY_ENV = "BASTION_SECRETS_KEY"  # base64 (standard alphabet) of 32 random bytes
+
+KEY_SIZE = 32
+_MAGIC = b"BS1"
+_KEY_ID_SIZE = 8  # raw bytes of the key id stored in each blob (16 hex chars)
+_NONCE_SIZE = 12
+_TAG_SIZE = 16
+_HEADER_SIZE = len(_MAGIC) + _KEY_ID_SIZE + _NONCE_SIZE
+_MAX_KEY_FILE = 4096  # a key file is ~45 bytes; read no more than this
+_OPEN_FAILED = "sealed secret could not be opened: wrong key or damaged data"
+
+
+def _key_id_raw(key: bytes) -> bytes:
+    return hashlib.sha256(b"bastion-key-id\x00" + key).digest()[:_KEY_ID_SIZE]
+
+
+def _decode_key(text: str, source: str) -> bytes:
+    """Decode a base64 key; the message names the source, never the value."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SealError(f"{source} is not valid base64") from None
+    if len(key) != KEY_SIZE:
+        raise SealError(f"{source} must hold base64 of {KEY_SIZE} bytes, not {len(key)}")
+    return key
+
+
+def _read_key_file(key_path: Path) -> str:
+    """Read the key file, refusing one that other users can read or write."""
+    name = f"secrets key file {key_path}"
+    try:
+        fd = os.open(key_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # no FIFO hang
+    except FileNotFoundError:
+        raise SealError(
+            f"{name} not found; run `bastion init` or set {KEY_ENV}",
+        ) from None
+    except OSError as exc:
+        raise SealError(f"{name} could not be read: {exc.strerror}") from None
+    try:
+        st_mode = os.fstat(fd).st_mode
+        mode = stat.S_IMODE(st_mode)
+        if not stat.S_ISREG(st_mode):
+            raise SealError(f"{name} is not a regular file")
+        if mode & 0o077:
+            what = "readable" if mode & 0o044 else "accessible"
+            raise SealError(
+                f"{name} is {what} by other users (mode {mode:04o}); run chmod 600 {key_path}"
+            )
+        data = os.read(fd, _MAX_KEY_FILE)
+    except OSError as exc:
+        raise SealError(f"{name} could not be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SealError(f"{name} is not valid base64") from None
+
+
+class SecretBox:
+    """Seals and opens small secrets, each bound to the context (row) it belongs to."""
+
+    __slots__ = ("_aead", "_key_id_raw")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
+            raise SealError(f"secrets key must be exactly {KEY_SIZE} bytes")
+        self._aead = AESGCM(bytes(key))
+        self._key_id_raw = _key_id_raw(bytes(key))
+
+    def __repr__(self) -> str:
+        return f"SecretBox(key_id={self.key_id!r})"
+
+    @classmethod
+    def load(cls, key_path: Path, environ: Mapping[str, str] | None = None) -> SecretBox:
+        """Load the key from $BASTION_SECRETS_KEY if set and non-empty, else from key_path."""
+        env = os.environ if environ is None else environ
+        value = env.get(KEY_ENV, "")
+        if value:
+            return cls(_decode_key(value, f"environment variable {KEY_ENV}"))
+        text = _read_key_file(key_path)
+        return cls(_decode_key(text, f"secrets key file {key_path}"))
+
+    @staticmethod
+    def create_key_file(key_path: Path) -> None:
+        """Write a new random key (base64 + newline) to key_path, mode 0600; never overwrite."""
+        name = f"secrets key file {key_path}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(key_path, flags, 0o600)
+        except FileExistsError:
+            raise SealError(f"{name} exists already; refusing to overwrite it") from None
+        except FileNotFoundError:
+            raise SealError(f"{name}: directory {key_path.parent} does not exist") from None
+        except OSError as exc:
+            raise SealError(f"{name} could not be created: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)  # exact mode whatever the umask
+            data = base64.b64encode(secrets.token_bytes(KEY_SIZE)) + b"\n"
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(0, "short write")
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            key_path.unlink(missing_ok=True)
+            raise SealError(f"{name} could not be written: {exc.strerror}") from None
+        os.close(fd)
+
+    @property
+    def key_id(self) -> str:
+        """A short, non-secret fingerprint of the key (16 hex characters)."""
+        return self._key_id_raw.hex()
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        """Encrypt plaintext bound to context (e.g. "totp:alice") into a self-describing blob."""
+        if not context:
+            raise ValueError("seal needs a non-empty context")
+        nonce = secrets.token_bytes(_NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, bytes(plaintext), context.encode("utf-8"))
+        return _MAGIC + self._key_id_raw + nonce + sealed
+
+    def open(self, blob: bytes, context: str) -> bytes:
+        """Decrypt a blob sealed for this context; any failure raises SealError only."""
+        if not isinstance(blob, bytes | bytearray | memoryview) or not isinstance(context, str):
+            raise SealError(_OPEN_FAILED)
+        try:
+            data = bytes(blob)
+            aad = context.encode("utf-8")
+        except (TypeError, ValueError):
+            raise SealError(_OPEN_FAILED) from None
+        if len(data) < _HEADER_SIZE + _TAG_SIZE or not data.startswith(_MAGIC):
+            raise SealError(_OPEN_FAILED)
+        key_id = data[len(_MAGIC) : len(_MAGIC) + _KEY_ID_SIZE]
+        if not hmac.compare_digest(key_id, self._key_id_raw):
+            raise SealError(_OPEN_FAILED)
+        nonce = data[len(_MAGIC) + _KEY_ID_SIZE : _HEADER_SIZE]
+        try:
+            return self._aead.decrypt(nonce, data[_HEADER_SIZE:], aad)
+        except (InvalidTag, ValueError, TypeError, OverflowError):
+            raise SealError(_OPEN_FAILED) from None

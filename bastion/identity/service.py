@@ -1,0 +1,145 @@
+"""Identity operations: enrol users, register keys, check passwords and TOTP codes."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import asyncssh
+
+from bastion.audit import Store, TotpOutcome, TotpResult
+from bastion.audit.records import SshKey, User
+from bastion.clock import Clock
+from bastion.config import LockoutPolicy, TotpPolicy
+from bastion.errors import Denied, UsageError
+from bastion.identity import passwords, totp
+from bastion.identity.enrolment import Enrolment
+from bastion.identity.sealing import SecretBox
+
+ROLES = ("engineer", "admin", "reviewer")
+NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
+WEAK_KEY_TYPES = ("ssh-dss",)
+MIN_RSA_BITS = 2048
+
+
+def check_user_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"bad user name {name!r}: use 1-32 lower-case letters, digits, '.', '_' or '-',"
+            " starting with a letter"
+        )
+
+
+@dataclass
+class Identity:
+    """Who people are and how they prove it; the doors and the CLI both use this."""
+
+    store: Store
+    box: SecretBox
+    clock: Clock
+    totp_policy: TotpPolicy
+    lockout: LockoutPolicy
+
+    def _seal_seed(self, name: str, seed: str) -> bytes:
+        return self.box.seal(seed.encode(), context=f"totp:{name}")
+
+    def _enrolment(self, name: str, seed: str) -> Enrolment:
+        return Enrolment(name, totp.provisioning_uri(seed, name, self.totp_policy.issuer))
+
+    def enrol(self, name: str, role: str, password: str | None, actor: str) -> Enrolment:
+        """Create a user with a fresh TOTP seed; returns what their authenticator needs."""
+        check_user_name(name)
+        if role not in ROLES:
+            raise UsageError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+        password_hash = self._hash_password(password) if password is not None else None
+        seed = totp.new_secret()
+        self.store.add_user(name, role, password_hash, self._seal_seed(name, seed), actor)
+        return self._enrolment(name, seed)
+
+    def reset_totp(self, name: str, actor: str) -> Enrolment:
+        self.store.user(name)
+        seed = totp.new_secret()
+        self.store.replace_totp(name, self._seal_seed(name, seed), actor)
+        return self._enrolment(name, seed)
+
+    def set_password(self, name: str, password: str, actor: str) -> None:
+        self.store.set_password(name, self._hash_password(password), actor)
+
+    @staticmethod
+    def _hash_password(password: str) -> str:
+        weakness = passwords.check_password_strength(password)
+        if weakness:
+            raise UsageError(f"password refused: {weakness}")
+        return passwords.hash_password(password)
+
+    def add_ssh_key(self, name: str, key_text: str, actor: str) -> SshKey:
+        """Register a public key (OpenSSH one-line form) for a user."""
+        try:
+            key = asyncssh.import_public_key(key_text.strip())
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise UsageError(f"not an OpenSSH public key: {exc}") from exc
+        algorithm = key.get_algorithm()
+        if algorithm in WEAK_KEY_TYPES:
+            raise UsageError(f"{algorithm} keys are too weak; use ed25519 or ecdsa")
+        bits = getattr(getattr(key, "pyca_key", None), "key_size", None)
+        if algorithm == "ssh-rsa" and isinstance(bits, int) and bits < MIN_RSA_BITS:
+            raise UsageError(f"RSA keys need at least {MIN_RSA_BITS} bits; this one has {bits}")
+        comment = key.get_comment() or ""
+        key.set_comment(None)
+        public = key.export_public_key("openssh").decode().strip()
+        fingerprint = key.get_fingerprint("sha256")
+        return self.store.add_ssh_key(
+            name=name,
+            algorithm=algorithm,
+            public_key=public,
+            fingerprint=fingerprint,
+            comment=comment,
+            actor=actor,
+        )
+
+    def check_password(self, name: str, password: str) -> bool:
+        """True when the user exists, is enabled, has a password and it matches."""
+        found = self.store.find_user(name)
+        if found is None or found.disabled_at is not None:
+            passwords.verify_password(_dummy_hash(), password)  # same work either way
+            return False
+        secrets = self.store.user_secrets(name)
+        if secrets.password_hash is None:
+            return False
+        return passwords.verify_password(secrets.password_hash, password)
+
+    def check_totp(self, name: str, code: str, via: str) -> TotpOutcome:
+        """Try a code once: replay, lockout and the audit event are settled by the store."""
+        secrets = self.store.user_secrets(name)
+        step = None
+        if not secrets.user.locked_at(self.clock.now()) and secrets.user.disabled_at is None:
+            seed = self.box.open(secrets.totp_sealed, context=f"totp:{name}").decode()
+            step = totp.matching_step(seed, code, self.clock.now(), self.totp_policy.skew_steps)
+        return self.store.record_totp_attempt(
+            name, step, via, self.lockout.max_failures, self.lockout.lock_for
+        )
+
+    def require_totp(self, name: str, code: str, via: str) -> User:
+        """check_totp, turned into a one-line refusal for anything but success."""
+        outcome = self.check_totp(name, code, via)
+        if outcome.result is TotpResult.ACCEPTED:
+            return self.store.user(name)
+        raise Denied(refusal_text(outcome))
+
+
+def refusal_text(outcome: TotpOutcome) -> str:
+    """What to tell the person; never which part of a code was right."""
+    if outcome.result is TotpResult.LOCKED or outcome.just_locked:
+        until = outcome.locked_until.strftime("%H:%M UTC") if outcome.locked_until else "later"
+        return f"too many wrong codes: locked until {until}; an admin can unlock you"
+    if outcome.result is TotpResult.DISABLED:
+        return "this account is disabled"
+    if outcome.result is TotpResult.REPLAYED:
+        return "that code was used already; wait for the next one"
+    return "wrong verification code"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return passwords.hash_password("timing-equaliser-not-a-password")

@@ -1,0 +1,104 @@
+"""`bastion serve`: start every configured door in one asyncio process, stop them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Protocol
+
+import structlog
+
+from bastion import __version__
+from bastion.audit import Event, Store
+from bastion.config import Config
+from bastion.web import WebDoor
+
+log = structlog.get_logger("bastion.server")
+
+
+class Door(Protocol):
+    name: str
+    port: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Server:
+    """Owns the doors; the CLI only parses, the Config decides, the Server runs."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.doors: list[Door] = []
+        self._stopping = asyncio.Event()
+
+    def _build_doors(self) -> list[Door]:
+        listeners = self.config.listeners
+        doors: list[Door] = []
+        if listeners.web.enabled:
+            doors.append(WebDoor(listeners.web, self.store))
+        for name in ("ssh", "postgres"):
+            if getattr(listeners, name).enabled:
+                log.warning(
+                    "door.not_in_this_build",
+                    door=name,
+                    detail=f"the {name} door is not part of bastion {__version__} yet",
+                )
+        return doors
+
+    async def start(self) -> None:
+        self.store.append_events(
+            [
+                Event(
+                    "bastion.started",
+                    f"serve:{os.getpid()}",
+                    "",
+                    "notice",
+                    detail={"version": __version__},
+                )
+            ]
+        )
+        for door in self._build_doors():
+            await door.start()
+            self.doors.append(door)
+            listener = getattr(self.config.listeners, door.name)
+            log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+
+    async def stop(self) -> None:
+        for door in reversed(self.doors):
+            with contextlib.suppress(Exception):
+                await door.stop()
+        self.doors.clear()
+        self.store.append_events([Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")])
+        log.info("serve.stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop every door."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            log.info("serve.ready", doors=[d.name for d in self.doors])
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def run_server(config: Config, store: Store) -> None:
+    """Entry point for `bastion serve`: uvloop where installed."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(Server(config, store).run())
+    else:
+        uvloop.run(Server(config, store).run())

@@ -1,0 +1,43 @@
+"""The web door: for now a health endpoint; the console and JSON API grow here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bastion.audit import Store
+from bastion.config import Listener
+
+STORE_KEY = web.AppKey("store", Store)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive, and the store answers: the audit chain's head sequence number."""
+    store = request.app[STORE_KEY]
+    last = store.last_events(1)
+    return web.json_response({"status": "ok", "audit_head": last[0].seq if last else 0})
+
+
+class WebDoor:
+    """aiohttp on its own listener, sharing the server's event loop."""
+
+    name = "web"
+
+    def __init__(self, listener: Listener, store: Store) -> None:
+        self.listener = listener
+        app = web.Application()
+        app[STORE_KEY] = store
+        app.router.add_get("/healthz", healthz)
+        self._runner = web.AppRunner(app, access_log=None)
+        self.port = listener.port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.listener.address, self.listener.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
