@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
-from bastion.audit.records import SshKey, User, user_from_row
+from bastion.audit.records import NewKey, SshKey, User, user_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -46,13 +48,32 @@ class UserSecrets:
     totp_sealed: bytes
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One TOTP attempt inside its write transaction."""
+
+    conn: sqlite3.Connection
+    name: str
+    row: dict[str, Any]
+    via: str
+    now: datetime
+
+
 class PeopleQueries(StoreBase):
     def add_user(
-        self, name: str, role: str, password_hash: str | None, totp_sealed: bytes, actor: str
+        self,
+        name: str,
+        role: str,
+        password_hash: str | None,
+        totp_sealed: bytes,
+        actor: str,
+        *,
+        keys: Sequence[NewKey] = (),
     ) -> User:
+        """A new user and their keys, all or nothing."""
         with self._write() as conn:
             try:
-                conn.execute(
+                cursor = conn.execute(
                     "INSERT INTO users (name, role, password_hash, totp_sealed, created_at)"
                     " VALUES (?,?,?,?,?)",
                     (name, role, password_hash, totp_sealed, iso(self.clock.now())),
@@ -60,6 +81,7 @@ class PeopleQueries(StoreBase):
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"user {name!r} exists already") from exc
             self._append(conn, [Event("user.added", actor, name, "notice", detail={"role": role})])
+            self._insert_keys(conn, int(cursor.lastrowid or 0), name, keys, actor)
         return self.user(name)
 
     def find_user(self, name: str) -> User | None:
@@ -133,7 +155,6 @@ class PeopleQueries(StoreBase):
         self, name: str, step: int | None, via: str, max_failures: int, lock_for: timedelta
     ) -> TotpOutcome:
         """Atomically check replay and lockout for a code that matched `step` (None: no match)."""
-        now = self.clock.now()
         with self._write() as conn:
             row = conn.execute(
                 "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
@@ -142,131 +163,81 @@ class PeopleQueries(StoreBase):
             ).fetchone()
             if row is None:
                 raise NotFound(f"no user named {name!r}")
-            outcome = self._judge_totp(
-                conn=conn,
-                name=name,
-                row=dict(row),
-                step=step,
-                via=via,
-                now=now,
-                max_failures=max_failures,
-                lock_for=lock_for,
-            )
+            attempt = _Attempt(conn, name, dict(row), via, self.clock.now())
+            refusal = self._refusal(attempt)
+            if refusal is not None:
+                return refusal
+            if step is not None and step > int(attempt.row["totp_last_step"]):
+                conn.execute(
+                    "UPDATE users SET totp_last_step = ?, failed_attempts = 0,"
+                    " locked_until = NULL WHERE id = ?",
+                    (step, attempt.row["id"]),
+                )
+                self._append(conn, [Event("auth.totp_ok", via, name, detail={"via": via})])
+                return TotpOutcome(TotpResult.ACCEPTED)
+            result = TotpResult.WRONG if step is None else TotpResult.REPLAYED
+            return self._failure(attempt, result, max_failures, lock_for)
+
+    def _refusal(self, attempt: _Attempt) -> TotpOutcome | None:
+        """Disabled or locked users are refused without looking at the code."""
+        row = attempt.row
+        locked_until = parse_iso(row["locked_until"]) if row["locked_until"] else None
+        if row["disabled_at"]:
+            outcome, why = TotpOutcome(TotpResult.DISABLED), "disabled"
+        elif locked_until is not None and attempt.now < locked_until:
+            outcome, why = TotpOutcome(TotpResult.LOCKED, locked_until), "locked"
+        else:
+            return None
+        detail = {"via": attempt.via, "why": why}
+        event = Event("auth.totp_refused", attempt.via, attempt.name, "warning", detail=detail)
+        self._append(attempt.conn, [event])
         return outcome
 
-    def _judge_totp(
-        self,
-        *,
-        conn: sqlite3.Connection,
-        name: str,
-        row: dict[str, object],
-        step: int | None,
-        via: str,
-        now: datetime,
-        max_failures: int,
-        lock_for: timedelta,
+    def _failure(
+        self, attempt: _Attempt, result: TotpResult, max_failures: int, lock_for: timedelta
     ) -> TotpOutcome:
-        detail = {"via": via}
-        if row["disabled_at"]:
-            self._append(
-                conn,
-                [
-                    Event(
-                        "auth.totp_refused",
-                        via,
-                        name,
-                        "warning",
-                        detail={**detail, "why": "disabled"},
-                    )
-                ],
-            )
-            return TotpOutcome(TotpResult.DISABLED)
-        locked_until = parse_iso(str(row["locked_until"])) if row["locked_until"] else None
-        if locked_until is not None and now < locked_until:
-            self._append(
-                conn,
-                [
-                    Event(
-                        "auth.totp_refused",
-                        via,
-                        name,
-                        "warning",
-                        detail={**detail, "why": "locked"},
-                    )
-                ],
-            )
-            return TotpOutcome(TotpResult.LOCKED, locked_until)
-        last_step = int(str(row["totp_last_step"]))
-        if step is not None and step > last_step:
-            conn.execute(
-                "UPDATE users SET totp_last_step = ?, failed_attempts = 0, locked_until = NULL"
-                " WHERE id = ?",
-                (step, row["id"]),
-            )
-            self._append(conn, [Event("auth.totp_ok", via, name, detail=detail)])
-            return TotpOutcome(TotpResult.ACCEPTED)
-        result = TotpResult.WRONG if step is None else TotpResult.REPLAYED
-        failures = int(str(row["failed_attempts"])) + 1
-        events = [
-            Event(
-                "auth.totp_failed",
-                via,
-                name,
-                "notice",
-                detail={**detail, "why": result.value, "consecutive": failures},
-            )
-        ]
+        """Count a wrong or replayed code; the Nth in a row locks the user."""
+        failures = int(attempt.row["failed_attempts"]) + 1
+        detail = {"via": attempt.via, "why": result.value, "consecutive": failures}
+        events = [Event("auth.totp_failed", attempt.via, attempt.name, "notice", detail=detail)]
         new_lock = None
         if failures >= max_failures:
-            new_lock = now + lock_for
+            new_lock = attempt.now + lock_for
             failures = 0
-            events.append(
-                Event(
-                    "user.locked",
-                    via,
-                    name,
-                    "high",
-                    detail={"until": iso(new_lock), "after_failures": max_failures},
-                )
-            )
-        conn.execute(
+            detail = {"until": iso(new_lock), "after_failures": max_failures}
+            events.append(Event("user.locked", attempt.via, attempt.name, "high", detail=detail))
+        attempt.conn.execute(
             "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE id = ?",
-            (failures, iso(new_lock) if new_lock else None, row["id"]),
+            (failures, iso(new_lock) if new_lock else None, attempt.row["id"]),
         )
-        self._append(conn, events)
+        self._append(attempt.conn, events)
         return TotpOutcome(result, new_lock, just_locked=new_lock is not None)
 
     # -- SSH keys ---------------------------------------------------------------------
 
-    def add_ssh_key(
-        self,
-        *,
-        name: str,
-        algorithm: str,
-        public_key: str,
-        fingerprint: str,
-        comment: str,
-        actor: str,
-    ) -> SshKey:
+    def add_ssh_keys(self, name: str, keys: Sequence[NewKey], actor: str) -> list[SshKey]:
+        """Register keys for an existing user, all or nothing."""
         user = self.user(name)
         with self._write() as conn:
+            self._insert_keys(conn, user.id, name, keys, actor)
+        wanted = {k.fingerprint for k in keys}
+        return [k for k in self.ssh_keys(name) if k.fingerprint in wanted]
+
+    def _insert_keys(
+        self, conn: sqlite3.Connection, user_id: int, name: str, keys: Sequence[NewKey], actor: str
+    ) -> None:
+        now = iso(self.clock.now())
+        for key in keys:
             try:
                 conn.execute(
                     "INSERT INTO ssh_keys (user_id, algorithm, public_key, fingerprint, comment,"
                     " added_at) VALUES (?,?,?,?,?,?)",
-                    (user.id, algorithm, public_key, fingerprint, comment, iso(self.clock.now())),
+                    (user_id, key.algorithm, key.public_key, key.fingerprint, key.comment, now),
                 )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(f"the key {fingerprint} is registered already") from exc
-            self._append(
-                conn,
-                [
-                    Event(
-                        "user.key_added", actor, name, "notice", detail={"fingerprint": fingerprint}
-                    )
-                ],
-            )
-        return next(k for k in self.ssh_keys(name) if k.fingerprint == fingerprint)
+                raise Conflict(f"the key {key.fingerprint} is registered already") from exc
+            detail = {"fingerprint": key.fingerprint, "algorithm": key.algorithm}
+            self._append(conn, [Event("user.key_added", actor, name, "notice", detail=detail)])
 
     def ssh_keys(self, name: str | None = None) -> list[SshKey]:
         sql = (

@@ -34,6 +34,16 @@ class User:
 
 
 @dataclass(frozen=True)
+class NewKey:
+    """A checked public key, ready to register."""
+
+    algorithm: str
+    public_key: str
+    fingerprint: str
+    comment: str
+
+
+@dataclass(frozen=True)
 class SshKey:
     id: int
     user: str

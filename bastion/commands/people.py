@@ -38,17 +38,32 @@ def _show_enrolment(app: App, args: argparse.Namespace, enrolment: Enrolment, us
     )
 
 
+def _check_qr_paths(args: argparse.Namespace) -> None:
+    """Refuse bad QR file names before anything is created, so no seed goes unseen."""
+    for flag, path, suffix in (
+        ("--qr-png", args.qr_png, ".png"),
+        ("--qr-svg", args.qr_svg, ".svg"),
+    ):
+        if not path:
+            continue
+        target = Path(path)
+        if target.suffix.lower() != suffix:
+            raise UsageError(f"{flag} {path}: the file name must end in {suffix}")
+        if not target.parent.resolve().is_dir():
+            raise UsageError(f"{flag} {path}: the folder {target.parent} does not exist")
+
+
 def user_add(app: App, args: argparse.Namespace) -> int:
+    _check_qr_paths(args)
     keys = [k for f in args.ssh_key or [] for k in _read_key_file(f)]
     password = read_secret_line("password") if args.password_stdin else None
-    enrolment = app.identity.enrol(args.name, args.role, password, app.actor)
-    for key in keys:
-        app.identity.add_ssh_key(args.name, key, app.actor)
+    enrolment = app.identity.enrol(args.name, args.role, password, app.actor, ssh_keys=keys)
     _show_enrolment(app, args, enrolment, app.store.user(args.name))
     return 0
 
 
 def user_reset_totp(app: App, args: argparse.Namespace) -> int:
+    _check_qr_paths(args)
     enrolment = app.identity.reset_totp(args.name, app.actor)
     _show_enrolment(app, args, enrolment, app.store.user(args.name))
     return 0
@@ -87,7 +102,7 @@ def user_show(app: App, args: argparse.Namespace) -> int:
 
 
 def user_add_key(app: App, args: argparse.Namespace) -> int:
-    added = [app.identity.add_ssh_key(args.name, k, app.actor) for k in _read_key_file(args.file)]
+    added = app.identity.add_ssh_keys(args.name, _read_key_file(args.file), app.actor)
     app.emit(
         [k.public() for k in added],
         "\n".join(f"added {k.algorithm} {k.fingerprint} to {args.name}" for k in added),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncssh
 
 from bastion.audit import Store, TotpOutcome, TotpResult
-from bastion.audit.records import SshKey, User
+from bastion.audit.records import NewKey, SshKey, User
 from bastion.clock import Clock
 from bastion.config import LockoutPolicy, TotpPolicy
 from bastion.errors import Denied, UsageError
@@ -47,14 +48,25 @@ class Identity:
     def _enrolment(self, name: str, seed: str) -> Enrolment:
         return Enrolment(name, totp.provisioning_uri(seed, name, self.totp_policy.issuer))
 
-    def enrol(self, name: str, role: str, password: str | None, actor: str) -> Enrolment:
-        """Create a user with a fresh TOTP seed; returns what their authenticator needs."""
+    def enrol(
+        self,
+        name: str,
+        role: str,
+        password: str | None,
+        actor: str,
+        *,
+        ssh_keys: Sequence[str] = (),
+    ) -> Enrolment:
+        """Create a user (and their keys) with a fresh TOTP seed; all checks come first."""
         check_user_name(name)
         if role not in ROLES:
             raise UsageError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+        keys = [parse_public_key(text) for text in ssh_keys]
         password_hash = self._hash_password(password) if password is not None else None
         seed = totp.new_secret()
-        self.store.add_user(name, role, password_hash, self._seal_seed(name, seed), actor)
+        self.store.add_user(
+            name, role, password_hash, self._seal_seed(name, seed), actor, keys=keys
+        )
         return self._enrolment(name, seed)
 
     def reset_totp(self, name: str, actor: str) -> Enrolment:
@@ -73,30 +85,10 @@ class Identity:
             raise UsageError(f"password refused: {weakness}")
         return passwords.hash_password(password)
 
-    def add_ssh_key(self, name: str, key_text: str, actor: str) -> SshKey:
-        """Register a public key (OpenSSH one-line form) for a user."""
-        try:
-            key = asyncssh.import_public_key(key_text.strip())
-        except (asyncssh.KeyImportError, ValueError) as exc:
-            raise UsageError(f"not an OpenSSH public key: {exc}") from exc
-        algorithm = key.get_algorithm()
-        if algorithm in WEAK_KEY_TYPES:
-            raise UsageError(f"{algorithm} keys are too weak; use ed25519 or ecdsa")
-        bits = getattr(getattr(key, "pyca_key", None), "key_size", None)
-        if algorithm == "ssh-rsa" and isinstance(bits, int) and bits < MIN_RSA_BITS:
-            raise UsageError(f"RSA keys need at least {MIN_RSA_BITS} bits; this one has {bits}")
-        comment = key.get_comment() or ""
-        key.set_comment(None)
-        public = key.export_public_key("openssh").decode().strip()
-        fingerprint = key.get_fingerprint("sha256")
-        return self.store.add_ssh_key(
-            name=name,
-            algorithm=algorithm,
-            public_key=public,
-            fingerprint=fingerprint,
-            comment=comment,
-            actor=actor,
-        )
+    def add_ssh_keys(self, name: str, key_texts: Sequence[str], actor: str) -> list[SshKey]:
+        """Register public keys (OpenSSH one-line form) for a user; all or nothing."""
+        keys = [parse_public_key(text) for text in key_texts]
+        return self.store.add_ssh_keys(name, keys, actor)
 
     def check_password(self, name: str, password: str) -> bool:
         """True when the user exists, is enabled, has a password and it matches."""
@@ -126,6 +118,24 @@ class Identity:
         if outcome.result is TotpResult.ACCEPTED:
             return self.store.user(name)
         raise Denied(refusal_text(outcome))
+
+
+def parse_public_key(text: str) -> NewKey:
+    """Check an OpenSSH public key line; refuses weak or malformed keys in one line."""
+    try:
+        key = asyncssh.import_public_key(text.strip())
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise UsageError(f"not an OpenSSH public key: {exc}") from exc
+    algorithm = key.get_algorithm()
+    if algorithm in WEAK_KEY_TYPES:
+        raise UsageError(f"{algorithm} keys are too weak; use ed25519 or ecdsa")
+    bits = getattr(getattr(key, "pyca_key", None), "key_size", None)
+    if algorithm == "ssh-rsa" and isinstance(bits, int) and bits < MIN_RSA_BITS:
+        raise UsageError(f"RSA keys need at least {MIN_RSA_BITS} bits; this one has {bits}")
+    comment = key.get_comment() or ""
+    key.set_comment(None)
+    public = key.export_public_key("openssh").decode().strip()
+    return NewKey(algorithm, public, key.get_fingerprint("sha256"), comment)
 
 
 def refusal_text(outcome: TotpOutcome) -> str:

@@ -1,0 +1,187 @@
+"""Grants on a real store with a fake clock: windows, policy limits, revocation, offboarding."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bastion.access.grants import Access
+from bastion.audit import Store
+from bastion.clock import FakeClock
+from bastion.config import Config, load_config
+from bastion.errors import Conflict, Denied, NotFound, UsageError
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    path = tmp_path / "bastion.toml"
+    path.write_text('[targets.orders-prod]\nmax_grant = "4h"\n', encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def access(tmp_path: Path, clock: FakeClock, config: Config) -> Access:
+    store = Store.create(tmp_path / "bastion.db", clock)
+    for name in ("alice", "bob"):
+        store.add_user(name, "engineer", None, os.urandom(8), "cli:root")
+    for name in ("web-1", "orders-prod"):
+        store.add_target(
+            name=name,
+            kind="ssh",
+            host="127.0.0.1",
+            port=22,
+            login="deploy",
+            database=None,
+            secret_sealed=b"x",
+            actor="cli:root",
+        )
+    return Access(store, config, clock)
+
+
+REASON = "INC-4411 refund stuck in queue"
+
+
+def test_no_grant_means_no_access_and_says_how_to_ask(access: Access) -> None:
+    decision = access.decide("alice", "web-1")
+    assert not decision.allowed
+    assert "bastion grant alice web-1" in decision.reason
+
+
+def test_a_grant_opens_its_window_and_closes_on_time(access: Access, clock: FakeClock) -> None:
+    made = access.grant(
+        user="alice", target="web-1", duration=timedelta(hours=2), reason=REASON, actor="cli:admin"
+    )
+    decision = access.decide("alice", "web-1")
+    assert decision.allowed and decision.grant == made
+    assert not access.decide("bob", "web-1").allowed
+    assert not access.decide("alice", "orders-prod").allowed
+    clock.advance(timedelta(hours=2) - timedelta(microseconds=1))
+    assert access.decide("alice", "web-1").allowed
+    clock.advance(timedelta(microseconds=1))
+    assert not access.decide("alice", "web-1").allowed
+    assert made.state_at(clock.now()) == "expired"
+
+
+def test_a_scheduled_grant_opens_later(access: Access, clock: FakeClock) -> None:
+    start = clock.now() + timedelta(days=1)
+    made = access.grant(
+        user="alice",
+        target="web-1",
+        duration=timedelta(hours=1),
+        reason=REASON,
+        actor="cli:admin",
+        starts_at=start,
+    )
+    assert made.state_at(clock.now()) == "scheduled"
+    assert not access.decide("alice", "web-1").allowed
+    clock.set(start)
+    assert access.decide("alice", "web-1").allowed
+
+
+def test_revocation_ends_access_at_once_and_only_once(access: Access) -> None:
+    made = access.grant(
+        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
+    )
+    access.revoke(made.id, "cli:admin")
+    assert not access.decide("alice", "web-1").allowed
+    with pytest.raises(Conflict, match="revoked already"):
+        access.revoke(made.id, "cli:admin")
+    with pytest.raises(NotFound):
+        access.revoke(999, "cli:admin")
+
+
+def test_policy_limits_are_enforced(access: Access) -> None:
+    with pytest.raises(UsageError, match="at most 4h"):
+        access.grant(
+            user="alice",
+            target="orders-prod",
+            duration=timedelta(hours=5),
+            reason=REASON,
+            actor="cli:admin",
+        )
+    with pytest.raises(UsageError, match="at most 12h"):
+        access.grant(
+            user="alice",
+            target="web-1",
+            duration=timedelta(hours=13),
+            reason=REASON,
+            actor="cli:admin",
+        )
+    with pytest.raises(UsageError, match="at least 10 characters"):
+        access.grant(
+            user="alice",
+            target="web-1",
+            duration=timedelta(hours=1),
+            reason="  fix   ",
+            actor="cli:admin",
+        )
+    with pytest.raises(UsageError, match="mode"):
+        access.grant(
+            user="alice",
+            target="web-1",
+            duration=timedelta(hours=1),
+            reason=REASON,
+            actor="cli:admin",
+            mode="root",
+        )
+    with pytest.raises(NotFound):
+        access.grant(
+            user="alice",
+            target="nope",
+            duration=timedelta(hours=1),
+            reason=REASON,
+            actor="cli:admin",
+        )
+    assert access.store.grants() == []
+
+
+def test_disabling_a_user_revokes_everything_in_one_step(access: Access) -> None:
+    for target in ("web-1", "orders-prod"):
+        access.grant(
+            user="alice",
+            target=target,
+            duration=timedelta(hours=1),
+            reason=REASON,
+            actor="cli:admin",
+        )
+    assert access.store.disable_user("alice", "cli:admin", "left") == 2
+    assert not access.decide("alice", "web-1").allowed
+    assert "disabled" in access.decide("alice", "web-1").reason
+    with pytest.raises(Denied, match="disabled"):
+        access.grant(
+            user="alice",
+            target="web-1",
+            duration=timedelta(hours=1),
+            reason=REASON,
+            actor="cli:admin",
+        )
+    disabled = [e for e in access.store.events() if e.kind == "user.disabled"]
+    assert disabled[0].detail == '{"grants_revoked":2,"reason":"left"}'
+
+
+def test_removing_a_target_revokes_its_grants(access: Access) -> None:
+    access.grant(
+        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
+    )
+    assert access.store.remove_target("web-1", "cli:admin") == 1
+    assert not access.decide("alice", "web-1").allowed
+
+
+def test_every_grant_change_is_audited(access: Access) -> None:
+    made = access.grant(
+        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
+    )
+    access.revoke(made.id, "cli:other-admin")
+    events = {e.kind: e for e in access.store.events()}
+    assert events["grant.created"].actor == "cli:admin"
+    assert REASON in events["grant.created"].detail
+    assert events["grant.revoked"].actor == "cli:other-admin"
+    assert access.store.verify_chain().ok

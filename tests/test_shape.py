@@ -1,0 +1,43 @@
+"""The codebase keeps its shape: module purposes, sizes, and SQL only inside bastion/audit."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bastion"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+SQL = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I)
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(PACKAGE.parent))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_module_has_a_one_line_purpose(path: Path) -> None:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    assert doc, f"{rel(path)} has no module docstring"
+    assert len(doc.splitlines()[0]) <= 100
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_module_and_function_sizes(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 500, f"{rel(path)} is over 500 lines"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            assert length <= 60, f"{rel(path)}:{node.lineno} {node.name} is {length} lines"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_sql_lives_only_in_the_audit_package(path: Path) -> None:
+    if path.is_relative_to(PACKAGE / "audit"):
+        return
+    text = path.read_text(encoding="utf-8")
+    assert "sqlite3" not in text and "sqlite_utils" not in text, f"{rel(path)} opens the store"
+    assert not SQL.search(text), f"{rel(path)} contains SQL"
