@@ -13,9 +13,16 @@ import structlog
 from bastion import __version__
 from bastion.audit import Event, Store
 from bastion.config import Config
+from bastion.errors import BastionError, Exit
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
+
+
+class ServeError(BastionError):
+    """A door could not open; the configuration (or another process) is in the way."""
+
+    exit_code = Exit.CONFIG
 
 
 class Door(Protocol):
@@ -35,6 +42,8 @@ class Server:
         self.store = store
         self.doors: list[Door] = []
         self._stopping = asyncio.Event()
+        self._started = False
+        self._started = False
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -51,30 +60,35 @@ class Server:
         return doors
 
     async def start(self) -> None:
-        self.store.append_events(
-            [
-                Event(
-                    "bastion.started",
-                    f"serve:{os.getpid()}",
-                    "",
-                    "notice",
-                    detail={"version": __version__},
-                )
-            ]
-        )
+        """Open every door, or none: a door that cannot listen stops the others."""
         for door in self._build_doors():
-            await door.start()
-            self.doors.append(door)
             listener = getattr(self.config.listeners, door.name)
+            try:
+                await door.start()
+            except OSError as exc:
+                await self.stop()
+                raise ServeError(
+                    f"listeners.{door.name}: cannot listen on {listener.address}:{listener.port}:"
+                    f" {exc.strerror or exc}"
+                ) from exc
+            self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        detail = {"version": __version__, "doors": [d.name for d in self.doors]}
+        self.store.append_events(
+            [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
+        )
+        self._started = True
 
     async def stop(self) -> None:
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
-        self.store.append_events([Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")])
-        log.info("serve.stopped")
+        if self._started:
+            self._started = False
+            event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
+            self.store.append_events([event])
+            log.info("serve.stopped")
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -47,11 +47,14 @@ make_venv() {
         "$python" -m venv "$VENV"
     fi
     stamp="$VENV/.bastion-installed"
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $extras"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c 'import bastion' 2>/dev/null; then
+    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    # Up to date when pyproject.toml is unchanged and the extras asked for are installed.
+    if [ "${have%% *}" != "$want" ] || { [ -n "$extras" ] && [ "${have#* }" != "$extras" ]; } ||
+        ! "$VENV/bin/python" -c 'import bastion' 2>/dev/null; then
         say "installing bastion${extras:+ with [$extras]} into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"
-        echo "$want" >"$stamp"
+        "$VENV/bin/python" -m pip install -qq --upgrade pip
+        "$VENV/bin/python" -m pip install -qq -e "$ROOT${extras:+[$extras]}"
+        echo "$want $extras" >"$stamp"
     fi
 }

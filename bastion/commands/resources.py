@@ -6,8 +6,6 @@ import argparse
 import re
 from datetime import datetime
 
-import asyncssh
-
 from bastion.commands.app import App, read_secret_line
 from bastion.config import parse_duration
 from bastion.errors import UsageError
@@ -28,6 +26,8 @@ def _check_port(port: int) -> None:
 
 
 def target_add_ssh(app: App, args: argparse.Namespace) -> int:
+    import asyncssh  # noqa: PLC0415 - a heavy import most commands never need
+
     _check_target_name(args.name)
     _check_port(args.port)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from bastion.audit import Event, Store
 from bastion.commands.app import App, cli_actor
 from bastion.config import Config, default_config_text, load_config
-from bastion.errors import Conflict
+from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls
 
@@ -19,10 +19,16 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     config_path = directory / "bastion.toml"
     if config_path.exists():
         raise Conflict(f"{config_path} exists already; refusing to overwrite it")
+    try:
+        text = default_config_text(
+            ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for name in ("ssh", "postgres", "web"):
+            message = message.replace(f"{name}_port", f"--{name}-port")
+        raise UsageError(message) from exc
     directory.mkdir(parents=True, exist_ok=True)
-    text = default_config_text(
-        ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
-    )
     config = _write_config(config_path, text)
     paths = config.paths
     for existing in (paths.store, paths.secrets_key, paths.ssh_host_key, paths.tls_cert):

@@ -7,8 +7,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncssh
-
 from bastion.audit import Store, TotpOutcome, TotpResult
 from bastion.audit.records import NewKey, SshKey, User
 from bastion.clock import Clock
@@ -122,6 +120,8 @@ class Identity:
 
 def parse_public_key(text: str) -> NewKey:
     """Check an OpenSSH public key line; refuses weak or malformed keys in one line."""
+    import asyncssh  # noqa: PLC0415 - a heavy import most commands never need
+
     try:
         key = asyncssh.import_public_key(text.strip())
     except (asyncssh.KeyImportError, ValueError) as exc:
