@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion import __version__, logs
-from bastion.commands import audit, people, resources, setup
+from bastion.commands import audit, people, resources, sessions, setup
 from bastion.commands.app import App, default_config_path
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
 
 Handler = Callable[[App, argparse.Namespace], int]
@@ -96,7 +97,14 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     pg.add_argument("--password-stdin", action="store_true")
     _json_flag(pg)
     _json_flag(_command(targets, "list", resources.target_list, "list targets"))
+    trust = _command(targets, "trust", resources.target_trust,
+                     "fetch an SSH target's host key and pin it")  # fmt: skip
+    trust.add_argument("name")
+    trust.add_argument("--yes", action="store_true", help="trust what it presents now")
+    trust.add_argument("--fingerprint", metavar="SHA256:...", help="trust only this key")
+    _json_flag(trust)
     remove = _command(targets, "remove", resources.target_remove, "retire a target")
+
     remove.add_argument("name")
     _json_flag(remove)
 
@@ -145,11 +153,43 @@ def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(tail)
 
 
+def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("sessions", help="SSH and database sessions")
+    cmds = group.add_subparsers(dest="sessions_command", required=True, parser_class=Parser)
+    listing = _command(cmds, "list", sessions.sessions_list, "list sessions, newest first")
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--open", action="store_true", help="only sessions still open")
+    _json_flag(listing)
+    show = _command(cmds, "show", sessions.sessions_show, "a session with commands and files")
+    show.add_argument("session_id")
+    _json_flag(show)
+    kill = _command(cmds, "kill", sessions.sessions_kill, "end a live session now")
+    kill.add_argument("session_id")
+    kill.add_argument("--reason", default="")
+    _json_flag(kill)
+    replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
+    replay.add_argument("session_id")
+    replay.add_argument("--speed", type=float, default=1.0)
+    replay.add_argument("--idle-limit", type=float, default=2.0, metavar="SECONDS")
+    group = sub.add_parser("recordings", help="session recordings")
+    rec = group.add_subparsers(dest="recordings_command", required=True, parser_class=Parser)
+    export = _command(rec, "export", sessions.recordings_export, "write plain asciicast v2")
+    export.add_argument("session_id")
+    export.add_argument("--out", required=True, metavar="FILE.cast")
+    _json_flag(export)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
-    run_server(app.config, app.store)
+    core = Core(app.config, app.store, app.box, app.clock)
+    try:
+        run_server(core)
+    finally:
+        core.shutdown()
     return Exit.OK
 
 
@@ -174,6 +214,7 @@ def build_parser() -> Parser:
     _add_target_commands(sub)
     _add_access_commands(sub)
     _add_audit_commands(sub)
+    _add_session_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

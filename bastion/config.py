@@ -73,6 +73,17 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True)
+class SshPolicy:
+    """Limits the SSH door applies before anyone has logged in."""
+
+    login_grace: timedelta = timedelta(minutes=1)
+    max_unauthenticated_per_source: int = 10
+    max_failures_per_source: int = 20
+    failure_window: timedelta = timedelta(minutes=5)
+    block_for: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
 class GrantPolicy:
     default_max: timedelta = timedelta(hours=12)
     min_reason_length: int = 10
@@ -101,6 +112,7 @@ class Config:
     grants: GrantPolicy
     logging: LoggingConfig
     targets: Mapping[str, TargetPolicy]
+    ssh: SshPolicy = SshPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -154,6 +166,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("totp.skew_steps", "int", 1, "30 s steps of clock drift allowed.", low=0, high=2),
     Setting("lockout.max_failures", "int", 5, "Failures before locking.", low=1, high=100),
     Setting("lockout.lock_for", "duration", "15m", "How long a lock lasts."),
+    Setting("ssh.login_grace", "duration", "1m", "Time allowed to finish logging in."),
+    Setting(
+        "ssh.max_unauthenticated_per_source",
+        "int",
+        10,
+        "Logins in progress per address.",
+        low=1,
+        high=10000,
+    ),
+    Setting(
+        "ssh.max_failures_per_source",
+        "int",
+        20,
+        "Failed logins per address per window.",
+        low=1,
+        high=10000,
+    ),
+    Setting("ssh.failure_window", "duration", "5m", "Window for counting failed logins."),
+    Setting("ssh.block_for", "duration", "5m", "How long a failing address is refused."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
     Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
@@ -369,6 +400,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         paths=_section(Paths, "paths.", values),
         totp=_section(TotpPolicy, "totp.", values),
         lockout=_section(LockoutPolicy, "lockout.", values),
+        ssh=_section(SshPolicy, "ssh.", values),
         grants=_section(GrantPolicy, "grants.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),

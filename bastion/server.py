@@ -11,9 +11,10 @@ from typing import Protocol
 import structlog
 
 from bastion import __version__
-from bastion.audit import Event, Store
-from bastion.config import Config
+from bastion.audit import Event
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
@@ -37,30 +38,38 @@ class Door(Protocol):
 class Server:
     """Owns the doors; the CLI only parses, the Config decides, the Server runs."""
 
-    def __init__(self, config: Config, store: Store) -> None:
-        self.config = config
-        self.store = store
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
+        self.store = core.store
         self.doors: list[Door] = []
         self._stopping = asyncio.Event()
-        self._started = False
         self._started = False
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
         doors: list[Door] = []
+        if listeners.ssh.enabled:
+            doors.append(SSHDoor(listeners.ssh, self.core))
         if listeners.web.enabled:
             doors.append(WebDoor(listeners.web, self.store))
-        for name in ("ssh", "postgres"):
-            if getattr(listeners, name).enabled:
-                log.warning(
-                    "door.not_in_this_build",
-                    door=name,
-                    detail=f"the {name} door is not part of bastion {__version__} yet",
-                )
+        if listeners.postgres.enabled:
+            log.warning(
+                "door.not_in_this_build",
+                door="postgres",
+                detail=f"the postgres door is not part of bastion {__version__} yet",
+            )
         return doors
+
+    def recover(self) -> None:
+        """Sessions a crash left open are closed as interrupted; their recordings stay."""
+        closed = self.store.close_interrupted(f"serve:{os.getpid()}")
+        if closed:
+            log.warning("sessions.interrupted", count=len(closed), sessions=closed)
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
+        self.recover()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -108,11 +117,11 @@ class Server:
                 loop.remove_signal_handler(sig)
 
 
-def run_server(config: Config, store: Store) -> None:
+def run_server(core: Core) -> None:
     """Entry point for `bastion serve`: uvloop where installed."""
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(Server(config, store).run())
+        asyncio.run(Server(core).run())
     else:
-        uvloop.run(Server(config, store).run())
+        uvloop.run(Server(core).run())

@@ -184,7 +184,6 @@ def bst(tmp_path: Path, pristine: Path) -> Bastion:
     return Bastion(home=tmp_path / "b", cwd=tmp_path)
 
 
-
 @dataclass(frozen=True)
 class SshKeyFiles:
     private: Path

@@ -70,6 +70,11 @@ class Access:
     def revoke(self, grant_id: int, actor: str) -> Grant:
         return self.store.revoke_grant(grant_id, actor)
 
+    def reachable(self, user: str) -> list[str]:
+        """The targets `user` may open a session on now, by name."""
+        now = self.clock.now()
+        return sorted({g.target for g in self.store.grants(user=user, live_at=now)})
+
     def decide(self, user: str, target: str) -> Decision:
         """May `user` open a session on `target` now? Pure reading: records nothing."""
         now = self.clock.now()

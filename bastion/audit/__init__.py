@@ -7,11 +7,16 @@ from pathlib import Path
 from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.clock import Clock
 
 __all__ = [
     "ChainedEvent",
+    "CommandLine",
     "Event",
+    "FileOp",
+    "RecordingInfo",
+    "SessionQueries",
     "Store",
     "TotpOutcome",
     "TotpResult",
@@ -20,7 +25,7 @@ __all__ = [
 ]
 
 
-class Store(PeopleQueries, ResourceQueries):
+class Store(PeopleQueries, ResourceQueries, SessionQueries):
     """The whole store: people, targets, grants and the hash-chained audit trail."""
 
     @classmethod

@@ -148,3 +148,41 @@ def grant_from_row(row: dict[str, Any]) -> Grant:
         revoked_at=_when(row["revoked_at"]),
         revoked_by=row["revoked_by"],
     )
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    user: str | None
+    target: str | None
+    grant_id: int | None
+    protocol: str
+    client_addr: str
+    started_at: datetime
+    ended_at: datetime | None
+    state: str
+    end_reason: str | None
+    recording_path: str | None
+    recording_sha256: str | None
+    recording_size: int | None
+
+    def public(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def session_from_row(row: dict[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"],
+        user=row["user"],
+        target=row["target"],
+        grant_id=row["grant_id"],
+        protocol=row["protocol"],
+        client_addr=row["client_addr"],
+        started_at=parse_iso(row["started_at"]),
+        ended_at=_when(row["ended_at"]),
+        state=row["state"],
+        end_reason=row["end_reason"],
+        recording_path=row["recording_path"],
+        recording_sha256=row["recording_sha256"],
+        recording_size=row["recording_size"],
+    )

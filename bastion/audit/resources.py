@@ -87,6 +87,17 @@ class ResourceQueries(StoreBase):
             )
         return revoked
 
+    def set_host_key(self, name: str, host_key: str, fingerprint: str, actor: str) -> Target:
+        """Pin the target's host key; replacing a pinned one is a high-severity event."""
+        target = self.target(name)
+        severity = "high" if target.host_key and target.host_key != host_key else "notice"
+        with self._write() as conn:
+            conn.execute("UPDATE targets SET host_key = ? WHERE id = ?", (host_key, target.id))
+            detail = {"fingerprint": fingerprint, "replaced": bool(target.host_key)}
+            event = Event("target.host_key_trusted", actor, name, severity, detail=detail)
+            self._append(conn, [event])
+        return self.target(name)
+
     # -- grants -----------------------------------------------------------------------
 
     def add_grant(

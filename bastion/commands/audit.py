@@ -5,35 +5,57 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from bastion.audit.chain import ChainedEvent
 from bastion.commands.app import App
 from bastion.errors import Exit
+from bastion.recording import file_digest
+
+
+def changed_recordings(app: App) -> list[str]:
+    """Recordings whose file no longer hashes to what the audit chain recorded."""
+    problems = []
+    for session_id, info in app.store.recordings():
+        try:
+            digest, size = file_digest(Path(info.path))
+        except OSError as exc:
+            problems.append(f"recording of session {session_id} is unreadable: {exc.strerror}")
+            continue
+        if (digest, size) != (info.sha256, info.size):
+            problems.append(f"recording of session {session_id} changed since it was closed")
+    return problems
 
 
 def audit_verify(app: App, args: argparse.Namespace) -> int:
+    """Walk the chain, compare its head with the anchor, re-hash every closed recording."""
     verdict = app.store.verify_chain()
     anchored = app.store.read_anchor() is not None
+    recordings = changed_recordings(app)
     data = {
-        "ok": verdict.ok,
+        "ok": verdict.ok and not recordings,
         "checked": verdict.checked,
         "head_seq": verdict.head_seq,
         "head_hash": verdict.head_hash,
         "problem": verdict.problem or None,
         "bad_seq": verdict.bad_seq,
         "anchor_checked": anchored,
+        "recording_problems": recordings,
     }
-    if verdict.ok:
-        text = (
-            f"audit chain intact: {verdict.checked} events, head {verdict.head_seq}"
-            f" {verdict.head_hash[:16]}"
-        )
-        if not anchored:
-            text += " (no head file beside the store: deletions at the very end cannot be seen)"
-        app.emit(data, text)
-        return Exit.OK
-    app.emit(data, f"AUDIT CHAIN BROKEN: {verdict.problem}")
-    return Exit.TAMPERED
+    if not verdict.ok:
+        app.emit(data, f"AUDIT CHAIN BROKEN: {verdict.problem}")
+        return Exit.TAMPERED
+    if recordings:
+        app.emit(data, "RECORDINGS CHANGED: " + "; ".join(recordings))
+        return Exit.TAMPERED
+    text = (
+        f"audit chain intact: {verdict.checked} events, head {verdict.head_seq}"
+        f" {verdict.head_hash[:16]}; {len(app.store.recordings())} recordings match"
+    )
+    if not anchored:
+        text += " (no head file beside the store: deletions at the very end cannot be seen)"
+    app.emit(data, text)
+    return Exit.OK
 
 
 def _line(event: ChainedEvent) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import datetime
 
 from bastion.commands.app import App, read_secret_line
 from bastion.config import parse_duration
-from bastion.errors import UsageError
+from bastion.errors import Denied, UsageError
 
 TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -162,3 +163,32 @@ def access_check(app: App, args: argparse.Namespace) -> int:
         ("allowed: " if decision.allowed else "refused: ") + decision.reason,
     )
     return 0 if decision.allowed else 6
+
+
+def target_trust(app: App, args: argparse.Namespace) -> int:
+    """Fetch the target's host key, show its fingerprint, and pin it once confirmed."""
+    import asyncio  # noqa: PLC0415 - only this command needs an event loop
+
+    from bastion.ssh.upstream import fetch_host_key  # noqa: PLC0415 - pulls in asyncssh
+
+    target = app.store.target(args.name)
+    if target.kind != "ssh":
+        raise UsageError(f"{args.name} is a {target.kind} target; only SSH targets have host keys")
+    key = asyncio.run(fetch_host_key(target.host, target.port))
+    fingerprint = key.get_fingerprint("sha256")
+    line = key.export_public_key("openssh").decode().strip()
+    if args.fingerprint and args.fingerprint != fingerprint:
+        raise Denied(f"{target.name} presents {fingerprint}, not {args.fingerprint}; not trusted")
+    if not args.fingerprint and not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{target.name} presents {fingerprint}; confirm with --yes or --fingerprint FP"
+            )
+        answer = input(f"{target.name} ({target.host}:{target.port}) presents {fingerprint}."
+                       " Trust it? [y/N] ")  # fmt: skip
+        if answer.strip().lower() not in ("y", "yes"):
+            raise Denied("not trusted")
+    app.store.set_host_key(target.name, line, fingerprint, app.actor)
+    app.emit({"target": target.name, "fingerprint": fingerprint, "host_key": line},
+             f"{target.name}: host key {fingerprint} is now pinned")  # fmt: skip
+    return 0

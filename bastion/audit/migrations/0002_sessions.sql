@@ -1,0 +1,17 @@
+-- 0002: what the SSH door records about sessions, commands and file operations.
+
+ALTER TABLE sessions ADD COLUMN end_reason TEXT;
+ALTER TABLE sessions ADD COLUMN channel_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE commands ADD COLUMN reconstructed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE commands ADD COLUMN uncertain TEXT;
+ALTER TABLE file_transfers ADD COLUMN status TEXT;
+
+CREATE INDEX sessions_user ON sessions(user_id, started_at);
+CREATE INDEX sessions_target ON sessions(target_id, started_at);
+CREATE INDEX commands_session ON commands(session_id, at);
+CREATE INDEX file_transfers_session ON file_transfers(session_id, at);
+
+-- An admin's `bastion sessions kill`: the serving process ends the session and clears it.
+ALTER TABLE sessions ADD COLUMN kill_requested_at TEXT;
+ALTER TABLE sessions ADD COLUMN kill_requested_by TEXT;
+ALTER TABLE sessions ADD COLUMN kill_reason TEXT;

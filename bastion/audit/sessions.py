@@ -1,0 +1,241 @@
+"""Store queries for sessions and what happened in them: commands and file operations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import Event
+from bastion.audit.records import SessionRecord, session_from_row
+from bastion.clock import iso, parse_iso
+from bastion.errors import Conflict, NotFound
+
+SESSION_SELECT = (
+    "SELECT s.*, u.name AS user, t.name AS target FROM sessions s"
+    " LEFT JOIN users u ON u.id = s.user_id LEFT JOIN targets t ON t.id = s.target_id"
+)
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """A command as the door saw it: exact for exec, reconstructed for a shell."""
+
+    at: datetime
+    channel: int
+    text: str
+    reconstructed: bool = False
+    uncertain: str | None = None
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One SFTP operation: bytes moved, and the hash of a file read or written whole."""
+
+    at: datetime
+    operation: str
+    path: str
+    path2: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    status: str = "ok"
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    path: str
+    sha256: str
+    size: int
+
+
+class SessionQueries(StoreBase):
+    def open_session(
+        self,
+        *,
+        session_id: str,
+        user: str,
+        target: str,
+        grant_id: int | None,
+        protocol: str,
+        client_addr: str,
+        recording_path: str | None = None,
+    ) -> None:
+        """Record a session as open; the audit event is durable before any byte is relayed."""
+        user_id = self._id_of_name("users", user)
+        target_id = self._id_of_name("targets", target, live=True)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
+                " started_at, recording_path) VALUES (?,?,?,?,?,?,?,?)",
+                (session_id, user_id, target_id, grant_id, protocol, client_addr,
+                 iso(self.clock.now()), recording_path),
+            )  # fmt: skip
+            detail = {"target": target, "grant": grant_id, "protocol": protocol,
+                      "client": client_addr}  # fmt: skip
+            self._append(
+                conn, [Event("session.opened", user, target, "notice", session_id, detail)]
+            )
+
+    def close_session(
+        self,
+        session_id: str,
+        state: str,
+        reason: str,
+        recording: RecordingInfo | None = None,
+        channels: int = 0,
+    ) -> None:
+        """Close a session once; the recording's hash goes into the row and the chain."""
+        found = self.session(session_id)
+        if found.ended_at is not None:
+            raise Conflict(f"session {session_id} is closed already")
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
+                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
+                (iso(self.clock.now()), state, reason,
+                 recording.sha256 if recording else None,
+                 recording.size if recording else None, channels, session_id),
+            )  # fmt: skip
+            detail: dict[str, Any] = {"state": state, "reason": reason}
+            if recording is not None:
+                detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
+                           "recording_size": recording.size}  # fmt: skip
+            severity = "info" if state == "closed" else "warning"
+            event = Event("session.closed", found.user or "-", found.target or "", severity,
+                          session_id, detail)  # fmt: skip
+            self._append(conn, [event])
+
+    def session(self, session_id: str) -> SessionRecord:
+        rows = self._rows(SESSION_SELECT + " WHERE s.id = ?", [session_id])
+        if not rows:
+            raise NotFound(f"no session with id {session_id}")
+        return session_from_row(rows[0])
+
+    def sessions(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        open_only: bool = False,
+        limit: int = 200,
+    ) -> list[SessionRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("u.name = ?", user), ("t.name = ?", target),
+                              ("s.started_at >= ?", iso(since) if since else None)):  # fmt: skip
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if open_only:
+            clauses.append("s.ended_at IS NULL")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = SESSION_SELECT + where + " ORDER BY s.started_at DESC LIMIT ?"
+        return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
+
+    def close_interrupted(self, actor: str) -> list[str]:
+        """After a crash: every session still open is closed as interrupted."""
+        stale = self.sessions(open_only=True, limit=100_000)
+        for found in stale:
+            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})")
+        return [s.id for s in stale]
+
+    def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:
+        """Ask whichever process serves the session to end it (it polls for this)."""
+        found = self.session(session_id)
+        if found.ended_at is not None:
+            raise Conflict(f"session {session_id} has ended already ({found.state})")
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE sessions SET kill_requested_at = ?, kill_requested_by = ?,"
+                " kill_reason = ? WHERE id = ?",
+                (iso(self.clock.now()), actor, reason, session_id),
+            )
+            event = Event("session.kill_requested", actor, found.user or "", "warning",
+                          session_id, {"reason": reason, "target": found.target})  # fmt: skip
+            self._append(conn, [event])
+        return self.session(session_id)
+
+    def pending_kills(self) -> list[tuple[str, str, str]]:
+        """Open sessions an admin asked to end: (session id, who asked, why)."""
+        rows = self._rows(
+            "SELECT id, kill_requested_by, kill_reason FROM sessions"
+            " WHERE ended_at IS NULL AND kill_requested_at IS NOT NULL"
+        )
+        return [(r["id"], r["kill_requested_by"], r["kill_reason"] or "") for r in rows]
+
+    def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
+
+        if not commands:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
+                " uncertain) VALUES (?,?,?,?,?,?)",
+                [(session_id, iso(c.at), c.channel, c.text, int(c.reconstructed), c.uncertain)
+                 for c in commands],
+            )  # fmt: skip
+
+    def commands(self, session_id: str) -> list[CommandLine]:
+        rows = self._rows("SELECT * FROM commands WHERE session_id = ? ORDER BY id", [session_id])
+        return [
+            CommandLine(
+                _dt(r["at"]), r["channel"], r["command"], bool(r["reconstructed"]), r["uncertain"]
+            )
+            for r in rows
+        ]
+
+    def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
+        if not ops:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
+                " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
+                [(session_id, iso(o.at), o.operation, o.path, o.path2, o.size, o.sha256,
+                  o.status) for o in ops],
+            )  # fmt: skip
+
+    def file_ops(self, session_id: str) -> list[FileOp]:
+        rows = self._rows(
+            "SELECT * FROM file_transfers WHERE session_id = ? ORDER BY id", [session_id]
+        )
+        return [
+            FileOp(
+                _dt(r["at"]),
+                r["operation"],
+                r["path"],
+                r["path2"],
+                r["bytes"],
+                r["sha256"],
+                r["status"] or "ok",
+            )
+            for r in rows
+        ]
+
+    def recordings(self) -> list[tuple[str, RecordingInfo]]:
+        """Every closed session's recording with the hash the chain holds, for verification."""
+        rows = self._rows(
+            "SELECT id, recording_path, recording_sha256, recording_size FROM sessions"
+            " WHERE recording_sha256 IS NOT NULL ORDER BY started_at"
+        )
+        return [
+            (
+                r["id"],
+                RecordingInfo(r["recording_path"], r["recording_sha256"], r["recording_size"]),
+            )
+            for r in rows
+        ]
+
+    def _id_of_name(self, table: str, name: str, live: bool = False) -> int:
+        extra = " AND removed_at IS NULL" if live else ""
+        rows = self._rows(f"SELECT id FROM {table} WHERE name = ?{extra}", [name])
+        if not rows:
+            raise NotFound(f"no {table[:-1]} named {name!r}")
+        return int(rows[0]["id"])
+
+
+def _dt(text: str) -> datetime:
+    return parse_iso(text)

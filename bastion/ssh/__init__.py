@@ -1,0 +1,1 @@
+"""The SSH door: authentication, target selection, upstream relay, recording and SFTP logging."""

@@ -1,0 +1,290 @@
+"""One SSH session channel relayed to the target: access check, tap, flow control, exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+import structlog
+
+from bastion.audit import Event
+from bastion.errors import BastionError
+from bastion.ssh import menu
+from bastion.ssh.tap import SessionTap
+
+if TYPE_CHECKING:
+    from bastion.ssh.auth import BastionSSHServer
+
+log = structlog.get_logger("bastion.ssh")
+
+ENV_ALLOWED = re.compile(r"^(TERM|LANG|LC_[A-Z_]+)$")
+MAX_EARLY_INPUT = 64 * 1024  # keystrokes held while the target connects
+TICK = 0.5  # seconds between recording flush checks
+
+
+class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
+    """The engineer's side of one channel; UpstreamSession is the target's side."""
+
+    def __init__(self, server: BastionSSHServer) -> None:
+        self.server = server
+        self.core = server.core
+        self.chan: Any = None
+        self.up: Any = None
+        self.kind = "shell"
+        self.command: str | None = None
+        self.term: tuple[str, int, int] | None = None
+        self.early = bytearray()
+        self.menu: menu.Menu | None = None
+        self.tap: SessionTap | None = None
+        self.session_id = str(uuid.uuid4())
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._finished = False
+        self._ending: tuple[str, str] | None = None
+        self.finishing: asyncio.Task[None] | None = None
+
+    # -- requests before the session starts ----------------------------------------------
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
+                      term_modes: Any) -> bool:  # fmt: skip
+        self.term = (term_type or "xterm", term_size[0] or 80, term_size[1] or 24)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self.kind = "sftp"
+        return True
+
+    def session_started(self) -> None:
+        asyncio.get_running_loop().create_task(self._begin())
+
+    # -- starting: target, access, recording, upstream ----------------------------------
+
+    @property
+    def user(self) -> str:
+        return self.server.state.login.user
+
+    async def _begin(self) -> None:
+        target = self.server.state.login.target
+        if target is None:
+            target = await self._start_menu()
+            if target is None:
+                return
+        await self._open(target)
+
+    async def _start_menu(self) -> str | None:
+        reachable = await self.core.run(self.core.access.reachable, self.user)
+        if not reachable:
+            self.refuse(f"{self.user} has no access to any target now; ask an admin for a grant")
+            return None
+        if self.term is None or self.kind != "shell":
+            self.refuse(f"name a target: ssh {self.user}+TARGET@bastion (you may reach:"
+                        f" {', '.join(reachable)})")  # fmt: skip
+            return None
+        self.menu = menu.Menu(reachable)
+        self.chan.write(menu.render(self.user, reachable))
+        return None
+
+    async def _open(self, target: str) -> None:
+        try:
+            decision = await self.core.run(self.core.access.decide, self.user, target)
+            if not decision.allowed:
+                await self.core.audit(Event("access.denied", self.user, target, "notice",
+                                            detail={"reason": decision.reason,
+                                                    "protocol": "ssh"}))  # fmt: skip
+                self.refuse(decision.reason)
+                return
+            target_row = await self.core.run(self.core.store.target, target)
+            self.tap = SessionTap(self.core, self.session_id, self.kind, self.user, target,
+                                  pty=self.term is not None)  # fmt: skip
+            width, height = (self.term[1], self.term[2]) if self.term else (80, 24)
+            await self.tap.open(
+                grant_id=decision.grant.id if decision.grant else None,
+                client_addr=self._client_addr(), width=width, height=height,
+                env={str(k): str(v) for k, v in self._env().items()}, command=self.command,
+            )  # fmt: skip
+
+            self.server.live[self.session_id] = self
+            upstream = await self.server.upstream_for(target_row)
+            await self._connect_channel(upstream)
+        except BastionError as exc:
+            await self._fail_start(exc.message)
+
+    async def _fail_start(self, message: str) -> None:
+        self.refuse(message)
+        if self.tap is not None and self.tap.opened:
+            await self.tap.close("refused", message)
+
+    async def _connect_channel(self, upstream: asyncssh.SSHClientConnection) -> None:
+        from bastion.ssh.upstream_session import UpstreamSession  # noqa: PLC0415 - cycle
+
+        term_type, width, height = self.term if self.term else (None, 0, 0)
+        chan, _ = await upstream.create_session(
+            lambda: UpstreamSession(self), command=self.command,
+            subsystem="sftp" if self.kind == "sftp" else None, env=self._env(),
+            term_type=term_type, term_size=(width, height) if term_type else None,
+            encoding=None,
+        )  # fmt: skip
+        self.up = chan
+        if self.early:
+            self._to_target(bytes(self.early))
+            self.early.clear()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        log.info("ssh.session_started", session_id=self.session_id, user=self.user,
+                 target=self.tap.target if self.tap else None, kind=self.kind)  # fmt: skip
+
+    def _env(self) -> dict[bytes | str, bytes | str]:
+        if self.chan is None:
+            return {}
+        env = self.chan.get_environment()
+        return {str(k): str(v) for k, v in env.items() if ENV_ALLOWED.match(str(k))}
+
+    def _client_addr(self) -> str:
+        return self.server.source
+
+    def refuse(self, message: str) -> None:
+        """One line to the engineer, exit status 1, channel closed."""
+        log.info("ssh.refused", user=self.user, why=message)
+        if self.chan is not None:
+            self.chan.write_stderr(f"bastion: {message}\r\n".encode())
+            self.chan.exit(1)
+
+    # -- relaying -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.menu is not None and self.up is None:
+            self._menu_keys(data)
+        elif self.up is None:
+            if len(self.early) + len(data) > MAX_EARLY_INPUT:
+                self.chan.pause_reading()
+            self.early += data
+        else:
+            self._to_target(data)
+
+    def _menu_keys(self, data: bytes) -> None:
+        assert self.menu is not None
+        self.chan.write(self.menu.feed(data))
+        if self.menu.done:
+            choice, self.menu = self.menu.choice, None
+            if choice is None:
+                self.refuse("no target chosen")
+            else:
+                asyncio.get_running_loop().create_task(self._open(choice))
+
+    def _to_target(self, data: bytes) -> None:
+        """Record, then relay: bytes that cannot be recorded are not relayed."""
+        if self.tap is not None:
+            try:
+                self.tap.client_data(data)
+            except BastionError as exc:
+                self.end(exc.message, "recording_failed")
+                return
+        self.up.write(data)
+
+    def from_target(self, data: bytes, datatype: int | None) -> None:
+        """Called by UpstreamSession with the target's output."""
+        if self.tap is not None:
+            try:
+                self.tap.target_data(data)
+            except BastionError as exc:
+                self.end(exc.message, "recording_failed")
+                return
+        self.chan.write(data, datatype)
+
+    def eof_received(self) -> bool:
+        if self.up is not None:
+            self.up.write_eof()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int,
+                              pixheight: int) -> None:  # fmt: skip
+        if self.tap is not None:
+            self.tap.resize(width, height)
+        if self.up is not None:
+            self.up.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self.up is not None:
+            self.up.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.up is not None:
+            self.up.send_break(msec)
+        return True
+
+    def pause_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.resume_reading()
+
+    # -- ending -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Flush the recording at least once a second; a failed write ends the session."""
+        try:
+            while True:
+                await asyncio.sleep(TICK)
+                if self.tap is not None:
+                    await self.tap.tick()
+        except asyncio.CancelledError:
+            pass
+        except BastionError as exc:
+            self.end(f"recording failed, session ended: {exc.message}", "recording_failed")
+
+    def end(self, message: str, state: str = "killed") -> None:
+        """End the session from the bastion's side (kill, expiry, recording failure)."""
+        if self._ending is not None:
+            return
+        self._ending = (state, message)
+        if self.chan is not None:
+            self.chan.write_stderr(f"\r\nbastion: {message}\r\n".encode())
+        if self.up is not None:
+            self.up.close()
+        if self.chan is not None:
+            self.chan.exit(255)
+        self.finishing = asyncio.get_running_loop().create_task(self.finish(state, message))
+
+    def target_closed(self) -> None:
+        """The target ended the channel: pass on its exit status or signal."""
+        if self.exit_signal is not None:
+            self.chan.exit_with_signal(*self.exit_signal)
+        else:
+            self.chan.exit(self.exit_status if self.exit_status is not None else 255)
+        asyncio.get_running_loop().create_task(self.finish("closed", "target closed the channel"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.up is not None:
+            self.up.close()
+        reason = f"client connection lost: {exc}" if exc else "client closed the channel"
+        asyncio.get_running_loop().create_task(self.finish("closed", reason))
+
+    async def finish(self, state: str, reason: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._ending is not None:
+            state, reason = self._ending
+        self.server.live.pop(self.session_id, None)
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.tap is not None and self.tap.opened:
+            await self.tap.close(state, reason, self.exit_status)

@@ -1,0 +1,91 @@
+"""The SSH front door: an asyncssh listener whose connections log in with two factors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncssh
+import structlog
+
+from bastion.config import Listener
+from bastion.core import Core
+from bastion.ssh import twofactor
+from bastion.ssh.auth import BastionSSHServer
+from bastion.ssh.channel import ChannelSession
+from bastion.ssh.limits import PreauthLimiter, PreauthPolicy
+
+log = structlog.get_logger("bastion.ssh")
+
+
+KILL_POLL = 0.5
+
+
+class SSHDoor:
+    """Listens for ssh, scp and sftp; every connection gets its own BastionSSHServer."""
+
+    name = "ssh"
+
+    def __init__(self, listener: Listener, core: Core) -> None:
+        self.listener = listener
+        self.core = core
+        ssh = core.config.ssh
+        self.limiter = PreauthLimiter(
+            PreauthPolicy(
+                max_unauthenticated_per_source=ssh.max_unauthenticated_per_source,
+                max_failures=ssh.max_failures_per_source,
+                failure_window=ssh.failure_window,
+                block_for=ssh.block_for,
+            )
+        )
+        self.port = listener.port
+        self._server: Any = None
+        self.live: dict[str, ChannelSession] = {}  # session id -> its channel
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _new_connection(self) -> BastionSSHServer:
+        return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live)
+
+    async def start(self) -> None:
+        twofactor.install()
+        host_key = asyncssh.read_private_key(self.core.config.paths.ssh_host_key)
+        self._server = await asyncssh.create_server(
+            self._new_connection, self.listener.address, self.listener.port,
+            server_host_keys=[host_key],
+            login_timeout=self.core.config.ssh.login_grace.total_seconds(),
+            agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+            server_version="bastion", encoding=None, line_editor=False,
+        )  # fmt: skip
+        sockets = self._server.sockets or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_kills())
+
+    async def _watch_kills(self) -> None:
+        """End sessions an admin killed (`bastion sessions kill`), within a second."""
+        while True:
+            await asyncio.sleep(KILL_POLL)
+            try:
+                kills = await self.core.run(self.core.store.pending_kills)
+            except Exception as exc:  # keep watching; the store may come back
+                log.error("ssh.kill_watch_failed", error=str(exc))
+                continue
+            for session_id, who, reason in kills:
+                channel = self.live.get(session_id)
+                if channel is not None:
+                    channel.end(f"session ended by {who}: {reason or 'no reason given'}")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        channels = list(self.live.values())
+        for channel in channels:
+            channel.end("the bastion is shutting down", "interrupted")
+        pending = [c.finishing for c in channels if c.finishing is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,150 @@
+"""What the SSH door keeps of one channel: the recording, the commands and the file operations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bastion.audit import CommandLine, FileOp, RecordingInfo
+from bastion.core import Core
+from bastion.errors import BastionError
+from bastion.recording import RecordingWriter
+from bastion.ssh.commands import CommandDetector
+from bastion.ssh.sftp import SftpObserver, SftpOp, SftpProtocolError
+
+log = structlog.get_logger("bastion.ssh")
+
+RECORDED_KINDS = ("shell", "exec")
+
+
+class TapError(BastionError):
+    """What happened in the channel can no longer be recorded; the door ends it."""
+
+
+class SessionTap:
+    """Records a channel's bytes; writes commands and file operations in small batches."""
+
+    def __init__(
+        self, core: Core, session_id: str, kind: str, user: str, target: str, *, pty: bool
+    ) -> None:
+        self.core = core
+        # Typed input is recorded (redacted where unechoed) only with a terminal: stdin of a
+        # plain exec is data, may hold a secret (sudo -S), and is never echoed anyway.
+        self.record_input = pty
+        self.session_id = session_id
+        self.kind = kind
+        self.user = user
+        self.target = target
+        self.opened = False
+        self.writer: RecordingWriter | None = None
+        self.detector = CommandDetector() if kind == "shell" else None
+        self.sftp = SftpObserver() if kind == "sftp" else None
+        self.commands: list[CommandLine] = []
+        self.file_ops: list[FileOp] = []
+        self.started = time.monotonic()
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    async def open(
+        self,
+        *,
+        grant_id: int | None,
+        client_addr: str,
+        width: int,
+        height: int,
+        env: dict[str, str],
+        command: str | None,
+    ) -> None:
+        """Open the recording first, then the session row: no recording, no session."""
+        if self.kind in RECORDED_KINDS:
+            self.writer = await self.core.run(
+                RecordingWriter.create, self.core.config.paths.recordings, self.session_id,
+                self.core.clock.now(), width, height, f"{self.user} → {self.target}", env,
+                self.core.box, record_input=self.record_input,
+            )  # fmt: skip
+        await self.core.run(
+            self.core.store.open_session, session_id=self.session_id, user=self.user,
+            target=self.target, grant_id=grant_id, protocol="ssh", client_addr=client_addr,
+            recording_path=str(self.writer.path) if self.writer else None,
+        )  # fmt: skip
+        self.opened = True
+        self.started = time.monotonic()
+        if command is not None:
+            self.commands.append(CommandLine(self.core.clock.now(), 0, command))
+
+    def client_data(self, data: bytes) -> None:
+        elapsed = self._elapsed()
+        if self.writer is not None:
+            self.writer.input(data, elapsed)  # unechoed input is written redacted
+        if self.detector is not None:
+            self._take_commands(self.detector.feed_input(data, elapsed))
+        if self.sftp is not None:
+            self._take_ops(self._observe(self.sftp.feed_client, data))
+
+    def target_data(self, data: bytes) -> None:
+        elapsed = self._elapsed()
+        if self.writer is not None:
+            self.writer.output(data, elapsed)
+        if self.detector is not None:
+            self._take_commands(self.detector.feed_output(data, elapsed))
+        if self.sftp is not None:
+            self._take_ops(self._observe(self.sftp.feed_server, data))
+
+    @staticmethod
+    def _observe(feed: Callable[[bytes], list[SftpOp]], data: bytes) -> list[SftpOp]:
+        """SFTP that cannot be followed cannot be logged: the session must end."""
+        try:
+            return feed(data)
+        except SftpProtocolError as exc:
+            raise TapError(f"unreadable SFTP traffic, session ended: {exc}") from exc
+
+    def resize(self, width: int, height: int) -> None:
+        if self.writer is not None:
+            self.writer.resize(width, height, self._elapsed())
+
+    def _take_commands(self, found: list[Any]) -> None:
+        for line in found:
+            uncertain = (line.reason or "uncertain") if line.uncertain else None
+            self.commands.append(CommandLine(self.core.clock.now(), 0, line.text, True, uncertain))
+
+    def _take_ops(self, ops: list[SftpOp]) -> None:
+        now = self.core.clock.now()
+        for op in ops:
+            size = op.bytes_read + op.bytes_written
+            self.file_ops.append(FileOp(now, op.op, op.path or "", op.path2, size or None,
+                                        op.sha256, op.status))  # fmt: skip
+
+    async def tick(self) -> None:
+        """Flush what is due; raises RecordingError if the recording cannot be written."""
+        if self.writer is not None and self.writer.due(time.monotonic()):
+            await self.core.run(self.writer.flush)
+        await self._store_batches()
+
+    async def _store_batches(self) -> None:
+        commands, self.commands = self.commands, []
+        ops, self.file_ops = self.file_ops, []
+        if commands:
+            await self.core.run(self.core.store.log_commands, self.session_id, commands)
+        if ops:
+            await self.core.run(self.core.store.log_file_ops, self.session_id, ops)
+
+    async def close(self, state: str, reason: str, exit_status: int | None = None) -> None:
+        """Seal the recording, store what is left, close the session row with its hash."""
+        info = None
+        if self.writer is not None:
+            try:
+                summary = await self.core.run(self.writer.close)
+                info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
+            except Exception as exc:
+                log.error("recording.close_failed", session_id=self.session_id, error=str(exc))
+                state, reason = "recording_failed", f"{reason}; recording: {exc}"
+        if self.detector is not None:
+            self._take_commands(self.detector.flush())
+        await self._store_batches()
+        if exit_status is not None:
+            reason = f"{reason} (exit status {exit_status})"
+        await self.core.run(self.core.store.close_session, self.session_id, state, reason, info)

@@ -1,0 +1,71 @@
+"""Connecting to a target with its own sealed key and its pinned host key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncssh
+
+from bastion.audit import Event
+from bastion.audit.records import Target
+from bastion.core import Core
+from bastion.errors import BastionError
+
+CONNECT_TIMEOUT = 15.0
+
+
+class UpstreamError(BastionError):
+    """The target could not be reached as it should be; the message is for the engineer."""
+
+
+def pinned_known_hosts(
+    target: Target,
+) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+    """asyncssh's (trusted host keys, trusted CAs, revoked) form, holding only the pinned key."""
+    if not target.host_key:
+        raise UpstreamError(
+            f"target {target.name} has no trusted host key yet;"
+            f" an admin must run: bastion target trust {target.name}"
+        )
+    return ([asyncssh.import_public_key(target.host_key)], [], [])
+
+
+async def connect(core: Core, target: Target, user: str) -> asyncssh.SSHClientConnection:
+    """Log in to the target as its configured account; the engineer never sees the key."""
+    known_hosts = pinned_known_hosts(target)
+    sealed = await core.run(core.store.target_secret, target.name)
+    key = asyncssh.import_private_key(core.box.open(sealed, context=f"target:{target.name}"))
+    try:
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                target.host, target.port, username=target.login, client_keys=[key],
+                known_hosts=known_hosts, agent_path=None, config=None,
+                preferred_auth="publickey", client_version="bastion",
+            ),
+            timeout=CONNECT_TIMEOUT,
+        )  # fmt: skip
+    except asyncssh.HostKeyNotVerifiable as exc:
+        detail = {"host": target.host, "port": target.port, "error": str(exc)}
+        await core.audit(Event("target.host_key_mismatch", user, target.name, "high",
+                               detail=detail))  # fmt: skip
+        raise UpstreamError(
+            f"the host key of {target.name} has changed; refusing to connect"
+            " (an admin must check it and run: bastion target trust"
+            f" {target.name})"
+        ) from exc
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise UpstreamError(
+            f"cannot reach {target.name} ({target.host}:{target.port}): {reason}"
+        ) from exc
+
+
+async def fetch_host_key(host: str, port: int) -> asyncssh.SSHKey:
+    """The host key a target presents now, for an admin to confirm (`bastion target trust`)."""
+    try:
+        key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), CONNECT_TIMEOUT)
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise UpstreamError(f"cannot fetch the host key of {host}:{port}: {exc}") from exc
+    if key is None:
+        raise UpstreamError(f"{host}:{port} presented no host key")
+    return key

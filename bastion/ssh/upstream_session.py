@@ -1,0 +1,40 @@
+"""The target's side of a relayed channel: output, exit status, flow control."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+if TYPE_CHECKING:
+    from bastion.ssh.channel import ChannelSession
+
+
+class UpstreamSession(asyncssh.SSHClientSession):  # type: ignore[type-arg]
+    def __init__(self, down: ChannelSession) -> None:
+        self.down = down
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.down.from_target(data, datatype)
+
+    def eof_received(self) -> bool:
+        if self.down.chan is not None:
+            self.down.chan.write_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.down.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.down.exit_signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        if self.down.chan is not None:
+            self.down.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.down.chan is not None:
+            self.down.chan.resume_reading()
+
+    def connection_lost(self, exc: Any) -> None:
+        self.down.target_closed()

@@ -1,0 +1,166 @@
+"""A real bastion for door tests: its own home, store and SSH door, served from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import urllib.parse
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+from bastion.audit import Store
+from bastion.clock import FakeClock
+from bastion.config import load_config
+from bastion.core import Core
+from bastion.identity import totp
+from bastion.identity.sealing import SecretBox
+from bastion.pki import make_ssh_host_key
+from bastion.server import Server
+from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair
+
+T = TypeVar("T")
+
+CONFIG = """\
+[listeners.ssh]
+port = {port}
+[listeners.postgres]
+enabled = false
+[listeners.web]
+enabled = false
+"""
+
+
+class Bastion:
+    """A bastion home with users, targets and grants, and its doors served from a thread.
+
+    Its clock is a FakeClock that starts at the real time; each `code()` moves it on by one
+    TOTP step, so every login in a test gets a fresh single-use code without waiting.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        (home / "bastion.toml").write_text(CONFIG.format(port=self.port), encoding="utf-8")
+        self.config = load_config(home / "bastion.toml")
+        SecretBox.create_key_file(self.config.paths.secrets_key)
+        self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)
+        self.clock = FakeClock(datetime.now(UTC))
+        self.store = Store.create(self.config.paths.store, self.clock)
+        self.box = SecretBox.load(self.config.paths.secrets_key)
+        self.core = Core(self.config, self.store, self.box, self.clock)
+        self.seeds: dict[str, str] = {}
+        self.keys: dict[str, Path] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.server: Server | None = None
+
+    # -- running ------------------------------------------------------------------------
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the bastion's loop and wait for it."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def start(self) -> Bastion:
+        self._thread.start()
+        self.server = Server(self.core)
+        self.call(self.server.start())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.call(self.server.stop())
+            self.server = None
+        self.call(self._cancel_leftovers())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self.core.shutdown()
+        self.store.close()
+
+    def release(self) -> None:
+        """Give up the in-process bastion without starting it (a test serves it elsewhere)."""
+        self._loop.close()
+        self.core.shutdown()
+        self.store.close()
+
+    async def _cancel_leftovers(self) -> None:
+        """Let connections finish closing, then cancel what is left (tests end abruptly)."""
+        await asyncio.sleep(0.05)
+        current = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    # -- people, targets, grants ------------------------------------------------------
+
+    def add_user(self, name: str, role: str = "engineer", *, key: bool = True,
+                 password: str | None = None) -> None:  # fmt: skip
+        keys: list[str] = []
+        if key:
+            path = make_keypair(self.home / f"{name}_ed25519", comment=name)
+            self.keys[name] = path
+            keys.append(Path(f"{path}.pub").read_text())
+        enrolment = self.core.identity.enrol(name, role, password, "test", ssh_keys=keys)
+        query = urllib.parse.urlparse(enrolment.uri).query
+        self.seeds[name] = urllib.parse.parse_qs(query)["secret"][0]
+
+    def add_target(self, name: str, sshd: Sshd, *, trust: bool = True) -> None:
+        key = asyncssh.read_private_key(sshd.client_key_path)
+        sealed = self.box.seal(key.export_private_key("openssh"), context=f"target:{name}")
+        self.store.add_target(name=name, kind="ssh", host=sshd.host, port=sshd.port,
+                              login=sshd.login, database=None, secret_sealed=sealed,
+                              actor="test")  # fmt: skip
+        if trust:
+            self.store.set_host_key(name, sshd.host_key_pub, sshd.host_key_fingerprint, "test")
+
+    def grant(self, user: str, target: str, hours: float = 2) -> int:
+        made = self.core.access.grant(user=user, target=target,
+                                      duration=timedelta(hours=hours),
+                                      reason="testing the ssh door", actor="test")  # fmt: skip
+        return made.id
+
+    def code(self, user: str) -> str:
+        """A fresh TOTP code: the clock moves on one step first."""
+        self.clock.advance(totp.PERIOD)
+        return totp.code_for_step(self.seeds[user], totp.step_at(self.clock.now()))
+
+    # -- clients ------------------------------------------------------------------------
+
+    def openssh(self, user: str, workdir: Path, **kwargs: Any) -> OpenSSHClient:
+        """OpenSSH clients pointed at the bastion, pinned to its host key, with user's key."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        known = workdir / "known_hosts"
+        public = Path(f"{self.config.paths.ssh_host_key}.pub").read_text().split()
+        known.write_text(f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n")
+        kwargs.setdefault("identity", self.keys.get(user))
+        return OpenSSHClient("127.0.0.1", self.port, user, workdir=workdir, known_hosts=known,
+                             **kwargs)  # fmt: skip
+
+    def answers(self, user: str) -> Any:
+        """An askpass answer function giving a fresh code whenever the bastion asks."""
+
+        def answer(prompt: str) -> str | None:
+            return self.code(user) if "Verification code" in prompt else None
+
+        return answer
+
+    def known_hosts(self) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[Any]]:
+        """asyncssh's pinned form of the bastion's own host key."""
+        return ([asyncssh.read_public_key(f"{self.config.paths.ssh_host_key}.pub")], [], [])
+
+    def events(self, kind: str | None = None) -> list[Any]:
+        found = self.store.events()
+        return [e for e in found if kind is None or e.kind == kind]
+
+
+def env_without_agent() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}

@@ -1,0 +1,174 @@
+"""Admin-side SSH door: kill, replay, export, verify, crash recovery, fail-closed recording."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bastion.identity import totp
+from tests.realssh import Sshd, wait_for_banner
+from tests.ssh.harness import Bastion
+from tests.ssh.test_door_auth import connect
+from tests.ssh.test_door_sessions import closed_sessions
+
+
+@pytest.fixture
+def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def cli(b: Bastion, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"), *args],
+        capture_output=True, text=True, input=input, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def wait_until(predicate: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not callable(predicate) or not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.05)
+
+
+def test_sessions_kill_ends_a_live_session(bastion: Bastion) -> None:
+    async def long_running() -> asyncssh.SSHCompletedProcess:
+        key = asyncssh.read_private_key(bastion.keys["alice"])
+        conn, _ = await connect(bastion, "alice+web-1", [key], [bastion.code("alice")])
+        async with conn:
+            done: asyncssh.SSHCompletedProcess = await conn.run(
+                "echo started; sleep 60", check=False
+            )
+            return done
+
+    future = __import__("asyncio").run_coroutine_threadsafe(long_running(), bastion._loop)
+    wait_until(lambda: bool(bastion.store.sessions(open_only=True)))
+    [session] = bastion.store.sessions(open_only=True)
+    killed = cli(bastion, "sessions", "kill", session.id, "--reason", "incident over")
+    assert killed.returncode == 0, killed.stderr
+    started = time.monotonic()
+    done = future.result(timeout=20)
+    assert time.monotonic() - started < 20
+    assert "session ended by cli:" in str(done.stderr) and "incident over" in str(done.stderr)
+    [closed] = closed_sessions(bastion)
+    assert closed.state == "killed"
+    assert bastion.events("session.kill_requested")
+    again = cli(bastion, "sessions", "kill", session.id)
+    assert again.returncode == 5 and "ended already" in again.stderr
+
+
+def test_list_show_replay_export_and_verify(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    result = ssh.run_ssh("echo replay-marker", login="alice+web-1",
+                         answers=bastion.answers("alice"))  # fmt: skip
+    assert result.returncode == 0
+    [session] = closed_sessions(bastion)
+    listed = json.loads(cli(bastion, "sessions", "list", "--json").stdout)
+    assert [s["id"] for s in listed] == [session.id]
+    shown = json.loads(cli(bastion, "sessions", "show", session.id, "--json").stdout)
+    assert shown["commands"][0]["command"] == "echo replay-marker"
+    played = cli(bastion, "replay", session.id, "--speed", "1000")
+    assert played.returncode == 0 and "replay-marker" in played.stdout
+    out = tmp_path / "exported.cast"
+    exported = cli(bastion, "recordings", "export", session.id, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    lines = out.read_text().splitlines()
+    assert json.loads(lines[0])["version"] == 2
+    assert any("replay-marker" in json.loads(line)[2] for line in lines[1:])
+    kinds = [e.kind for e in bastion.events()]
+    assert "recording.replayed" in kinds and "recording.exported" in kinds
+    assert cli(bastion, "audit", "verify").returncode == 0
+    assert session.recording_path is not None
+    with open(session.recording_path, "ab") as handle:
+        handle.write(b"tampered\n")
+    verify = cli(bastion, "audit", "verify")
+    assert verify.returncode == 7
+    assert f"recording of session {session.id} changed" in verify.stdout
+
+
+def test_unwritable_recordings_refuse_the_session(tmp_path: Path, sshd: Sshd) -> None:
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    recordings = b.config.paths.recordings
+    recordings.parent.mkdir(parents=True, exist_ok=True)
+    recordings.write_text("a file where the recordings folder should be")
+    b.start()
+    try:
+        ssh = b.openssh("alice", tmp_path / "client")
+        result = ssh.run_ssh("echo should-not-run", login="alice+web-1",
+                             answers=b.answers("alice"))  # fmt: skip
+        assert result.returncode == 1
+        assert "cannot open the recording" in result.err
+        assert "should-not-run" not in result.out
+        assert not b.store.sessions()
+    finally:
+        b.stop()
+
+
+def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.release()
+
+    def serve() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"), "serve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_banner("127.0.0.1", b.port, timeout=20)
+        return proc
+
+    proc = serve()
+    try:
+        step = totp.step_at(datetime.now(UTC))
+        ssh = b.openssh("alice", tmp_path / "client")
+        answers = {"Verification code": totp.code_for_step(b.seeds["alice"], step + 1)}
+        with ssh.tmux(login="alice+web-1", answers=answers, flags=["-t"]) as tmux:
+            tmux.wait_for("$ ")
+            tmux.type_text("echo before-the-crash", enter=True)
+            tmux.wait_for(re.compile(r"before-the-crash\n\$"))
+            time.sleep(1.5)  # the recording flushes at least once a second
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        proc = serve()
+        from bastion.audit import Store  # noqa: PLC0415
+        from bastion.clock import SystemClock  # noqa: PLC0415
+
+        store = Store.open(b.config.paths.store, SystemClock())
+        wait_until(lambda: any(s.state == "interrupted" for s in store.sessions()))
+        [session] = store.sessions()
+        assert session.recording_path is not None
+        from bastion.recording import read_recording  # noqa: PLC0415
+
+        recording = read_recording(Path(session.recording_path), b.box)
+        assert "before-the-crash" in "".join(e.data for e in recording.events)
+        store.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -1,0 +1,126 @@
+"""Relayed sessions through the SSH door: shells, exec, files, recordings and commands."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.audit.records import SessionRecord
+from bastion.recording import read_recording
+from tests.realssh import Sshd
+from tests.ssh.harness import Bastion
+
+
+@pytest.fixture
+def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def closed_sessions(b: Bastion, count: int = 1, timeout: float = 15) -> list[SessionRecord]:
+    """Wait (polling, with a deadline) until `count` sessions are closed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [s for s in b.store.sessions() if s.ended_at is not None]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def text_of(b: Bastion, session: SessionRecord, code: str) -> str:
+    assert session.recording_path is not None
+    recording = read_recording(Path(session.recording_path), b.box)
+    return "".join(e.data for e in recording.events if e.code == code)
+
+
+def test_exec_is_recorded_logged_and_hashed(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    result = ssh.run_ssh("echo out-marker; echo err-marker >&2; exit 3", login="alice+web-1",
+                         answers=bastion.answers("alice"))  # fmt: skip
+    assert result.returncode == 3 and result.out == "out-marker\n"
+    assert "err-marker" in result.err
+    [session] = closed_sessions(bastion)
+    assert session.state == "closed" and "exit status 3" in (session.end_reason or "")
+    assert "out-marker" in text_of(bastion, session, "o")
+    [command] = bastion.store.commands(session.id)
+    assert command.text == "echo out-marker; echo err-marker >&2; exit 3"
+    assert not command.reconstructed
+    assert session.recording_path and Path(session.recording_path).exists()
+    data = Path(session.recording_path).read_bytes()
+    assert b"out-marker" not in data  # encrypted at rest
+    assert session.recording_sha256 == hashlib.sha256(data).hexdigest()
+    closed = bastion.events("session.closed")[-1]
+    assert session.recording_sha256 in closed.detail
+    assert bastion.store.verify_chain().ok
+
+
+def test_interactive_shell_is_recorded_with_commands(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    with ssh.tmux(login="alice+web-1", answers=bastion.answers("alice"), flags=["-t"]) as tmux:
+        tmux.wait_for("$ ")
+        tmux.type_text("echo typed-$((6*7))", enter=True)
+        tmux.wait_for("typed-42")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    assert "typed-42" in text_of(bastion, session, "o")
+    assert "echo typed-$((6*7))" in text_of(bastion, session, "i")
+    commands = [c.text for c in bastion.store.commands(session.id)]
+    assert "echo typed-$((6*7))" in commands
+    assert all(c.reconstructed for c in bastion.store.commands(session.id))
+
+
+def test_unechoed_password_is_redacted(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    with ssh.tmux(login="alice+web-1", answers=bastion.answers("alice"), flags=["-t"]) as tmux:
+        tmux.wait_for("$ ")
+        tmux.type_text("stty -echo; printf 'Password: '; read pw; stty echo; echo; echo got-${#pw}",
+                       enter=True)  # fmt: skip
+        tmux.wait_for("Password: ")
+        tmux.type_text("hunter2hunter2", enter=True)
+        tmux.wait_for("got-14")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    assert session.recording_path is not None
+    recording = read_recording(Path(session.recording_path), bastion.box)
+    everything = "".join(e.data for e in recording.events)
+    assert "hunter2" not in everything
+    assert "got-14" in everything
+    assert not any("hunter2" in c.text for c in bastion.store.commands(session.id))
+
+
+def test_scp_and_sftp_are_byte_identical_and_logged(bastion: Bastion, sshd: Sshd,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    local = tmp_path / "payload.bin"
+    local.write_bytes(payload)
+    remote = f"{sshd.files_dir}/up.bin"
+    answers = bastion.answers("alice")
+    up = ssh.run_scp(str(local), ssh.remote(remote), login="alice+web-1", answers=answers)
+    assert up.returncode == 0, up.err
+    assert Path(remote).read_bytes() == payload
+    back = tmp_path / "back.bin"
+    down = ssh.run_sftp([f"get {remote} {back}"], login="alice+web-1", answers=answers)
+    assert down.returncode == 0, down.err
+    assert back.read_bytes() == payload
+    digest = hashlib.sha256(payload).hexdigest()
+    sessions = closed_sessions(bastion, 2)
+    ops = [op for s in sessions for op in bastion.store.file_ops(s.id)]
+    writes = [op for op in ops if op.operation == "write" and op.path.endswith("up.bin")]
+    reads = [op for op in ops if op.operation == "read" and op.path.endswith("up.bin")]
+    assert writes and writes[0].sha256 == digest and writes[0].size == len(payload)
+    assert reads and reads[0].sha256 == digest
