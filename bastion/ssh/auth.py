@@ -67,6 +67,10 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source = str(peer[0])
+        # asyncssh asks the connection itself about agent and X11 forwarding; answer here,
+        # so each refusal is audited (recording cannot see inside a tunnel).
+        conn.create_agent_listener = self._refuse_agent  # type: ignore[method-assign]
+        conn.attach_x11_listener = self._refuse_x11  # type: ignore[method-assign,assignment]
         refusal = self.limiter.admit(self.source, self.core.clock.now())
         if refusal is None:
             self.admitted = True
@@ -212,6 +216,13 @@ class BastionSSHServer(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> bool:
         self._refuse_forwarding("remote-unix", listen_path)
         return False
+
+    async def _refuse_agent(self) -> bool:
+        self._refuse_forwarding("agent", "ssh-agent")
+        return False
+
+    async def _refuse_x11(self, *args: Any) -> None:
+        self._refuse_forwarding("x11", "X11 display")
 
     def _refuse_forwarding(self, kind: str, where: str) -> None:
         detail = {"forwarding": kind, "to": where, "source": self.source}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -172,3 +173,53 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_slow_client_slows_the_target_instead_of_filling_memory(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """200 MB of output to a client that stops reading: the bastion's memory stays bounded."""
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.release()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"), "serve"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    size = 200 * 1000 * 1000
+    try:
+        wait_for_banner("127.0.0.1", b.port, timeout=20)
+        before = _kib(proc.pid, "VmRSS")
+
+        async def slow_reader() -> int:
+            key = asyncssh.read_private_key(b.keys["alice"])
+            code = totp.code_for_step(b.seeds["alice"], totp.step_at(datetime.now(UTC)) + 1)
+            conn, _ = await connect(b, "alice+web-1", [key], [code])
+            async with conn:
+                process = await conn.create_process(
+                    f"head -c {size} /dev/zero | tr '\\\\0' a", encoding=None
+                )
+                await asyncio.sleep(3)  # not reading: the target must be held back
+                held = _kib(proc.pid, "VmRSS") - before
+                assert held < 64 * 1024, f"the bastion holds {held} KiB for a paused client"
+                total = 0
+                while chunk := await process.stdout.read(1 << 20):
+                    total += len(chunk)
+                await process.wait()
+            return total
+
+        assert asyncio.run(slow_reader()) == size
+        peak = _kib(proc.pid, "VmHWM") - before
+        assert peak < 128 * 1024, f"peak memory grew by {peak} KiB moving {size} bytes"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,3 +235,38 @@ def test_tcp_forwarding_is_refused_and_audited(bastion: Bastion) -> None:
     bastion.call(run())
     refused = bastion.events("ssh.forwarding_refused")
     assert refused and "127.0.0.1:22" in refused[0].detail
+
+
+def test_agent_and_x11_forwarding_are_refused_and_audited(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    answers = bastion.answers("alice")
+    flags = ["-o", "ForwardX11=yes"]
+    result = ssh.run_ssh("echo still-works", login="alice+web-1", answers=answers, flags=flags)
+
+    assert result.returncode == 0 and result.out == "still-works\n"
+    agent_sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(agent_sock)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not agent_sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        async def with_agent() -> str:
+            key = asyncssh.read_private_key(bastion.keys["alice"])
+            client = CodeClient([bastion.code("alice")])
+            conn = await asyncssh.connect(
+                "127.0.0.1", bastion.port, username="alice+web-1", client_keys=[key],
+                known_hosts=bastion.known_hosts(), client_factory=lambda: client,
+                agent_path=str(agent_sock), agent_forwarding=True, config=None,
+            )  # fmt: skip
+            async with conn:
+                done = await conn.run("echo agent-refused-but-running", check=True)
+            return str(done.stdout)
+
+        assert bastion.call(with_agent()) == "agent-refused-but-running\n"
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    kinds = {json.loads(e.detail)["forwarding"] for e in bastion.events("ssh.forwarding_refused")}
+    assert kinds == {"agent", "x11"}
