@@ -223,3 +223,21 @@ def test_a_slow_client_slows_the_target_instead_of_filling_memory(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_target_trust_pins_the_key_an_admin_confirms(bastion: Bastion, sshd: Sshd) -> None:
+    bastion.add_target("web-2", sshd, trust=False)
+    unconfirmed = cli(bastion, "target", "trust", "web-2")
+    assert unconfirmed.returncode == 2
+    assert sshd.host_key_fingerprint in unconfirmed.stderr
+    wrong = cli(bastion, "target", "trust", "web-2", "--fingerprint", "SHA256:not-this-one")
+    assert wrong.returncode == 6
+    assert bastion.store.target("web-2").host_key is None
+    ok = cli(bastion, "target", "trust", "web-2", "--fingerprint", sshd.host_key_fingerprint)
+    assert ok.returncode == 0, ok.stderr
+    assert bastion.store.target("web-2").host_key == sshd.host_key_pub.strip()
+    sshd.regenerate_host_key()
+    again = cli(bastion, "target", "trust", "web-2", "--yes")
+    assert again.returncode == 0
+    trusted = bastion.events("target.host_key_trusted")
+    assert [e.severity for e in trusted[-2:]] == ["notice", "high"]

@@ -124,3 +124,70 @@ def test_scp_and_sftp_are_byte_identical_and_logged(bastion: Bastion, sshd: Sshd
     reads = [op for op in ops if op.operation == "read" and op.path.endswith("up.bin")]
     assert writes and writes[0].sha256 == digest and writes[0].size == len(payload)
     assert reads and reads[0].sha256 == digest
+
+
+def test_menu_lists_reachable_targets_and_connects(bastion: Bastion, sshd: Sshd,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    bastion.add_target("web-2", sshd)
+    bastion.grant("alice", "web-2")
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    with ssh.tmux(login="alice", answers=bastion.answers("alice"), flags=["-t"]) as tmux:
+        screen = tmux.wait_for("Choose a target")
+        assert "1) web-1" in screen and "2) web-2" in screen
+        tmux.type_text("2", enter=True)
+        tmux.wait_for("$ ")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    assert session.target == "web-2"
+
+
+def test_no_target_without_a_terminal_says_how_to_name_one(bastion: Bastion,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    result = ssh.run_ssh("true", login="alice", answers=bastion.answers("alice"))
+    assert result.returncode == 1
+    assert "name a target: ssh alice+TARGET@bastion (you may reach: web-1)" in result.err
+
+
+def test_resize_is_recorded_and_only_allowed_env_passes(bastion: Bastion,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    flags = ["-t", "-o", "SetEnv=LANG=C.UTF-8 SECRET_TOKEN=leak"]
+    with ssh.tmux(login="alice+web-1", answers=bastion.answers("alice"), flags=flags) as tmux:
+        tmux.wait_for("$ ")
+        tmux.type_text("echo lang=$LANG token=${SECRET_TOKEN:-unset}", enter=True)
+        tmux.wait_for("token=unset")
+        tmux.resize(100, 30)
+        tmux.type_text("stty size", enter=True)
+        tmux.wait_for("30 100")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    assert session.recording_path is not None
+    recording = read_recording(Path(session.recording_path), bastion.box)
+    assert "100x30" in [e.data for e in recording.events if e.code == "r"]
+    assert recording.header["env"].get("LANG") == "C.UTF-8"
+    assert "SECRET_TOKEN" not in recording.header["env"]
+    assert "lang=C.UTF-8" in text_of(bastion, session, "o")
+
+
+def test_sftp_put_and_scp_get_are_logged(bastion: Bastion, sshd: Sshd, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    payload = os.urandom(1024 * 1024 + 3)
+    local = tmp_path / "put.bin"
+    local.write_bytes(payload)
+    remote = f"{sshd.files_dir}/put.bin"
+    answers = bastion.answers("alice")
+    put = ssh.run_sftp([f"put {local} {remote}", f"rename {remote} {remote}.2"],
+                       login="alice+web-1", answers=answers)  # fmt: skip
+    assert put.returncode == 0, put.err
+    got = tmp_path / "got.bin"
+    get = ssh.run_scp(ssh.remote(f"{remote}.2"), str(got), login="alice+web-1", answers=answers)
+    assert get.returncode == 0, get.err
+    assert got.read_bytes() == payload
+    digest = hashlib.sha256(payload).hexdigest()
+    ops = [op for s in closed_sessions(bastion, 2) for op in bastion.store.file_ops(s.id)]
+    assert any(o.operation == "write" and o.sha256 == digest for o in ops)
+    assert any(o.operation == "rename" and (o.path2 or "").endswith("put.bin.2") for o in ops)
+    assert any(o.operation == "read" and o.sha256 == digest for o in ops)
