@@ -230,11 +230,29 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 # --- sshd ------------------------------------------------------------------------------
 
 
+class ClosesOnExit:
+    """`with` support for helpers that own processes or files: leaving the block closes."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class _PortTaken(Exception):
     pass
 
 
-class Sshd:
+class Sshd(ClosesOnExit):
     """A private OpenSSH sshd on loopback: own host key, config, authorized key and log.
 
     Logins land on the unprivileged `login` (created when missing). Its working directory is
@@ -309,14 +327,6 @@ class Sshd:
 
     def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # facts
 
@@ -480,7 +490,7 @@ sys.stdout.write(answer + "\\n")
 """
 
 
-class Askpass:
+class Askpass(ClosesOnExit):
     """An SSH_ASKPASS program answering ssh's prompts from a mapping or a function.
 
     The program (`script`) asks this object over a Unix socket, so an AnswerFn runs in the test
@@ -546,17 +556,6 @@ class Askpass:
         self._thread.join(5)
         self._server.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _serve(self) -> None:
         while True:
@@ -864,7 +863,7 @@ set -g history-limit 50000
 """
 
 
-class TmuxSession:
+class TmuxSession(ClosesOnExit):
     """A command running in a detached pane of a private tmux server (own socket, no config).
 
     The pane stays after the command exits (remain-on-exit), so its last screen can still be
@@ -1002,14 +1001,3 @@ class TmuxSession:
         if self.askpass is not None:
             self.askpass.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

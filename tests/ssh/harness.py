@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Coroutine
@@ -22,7 +24,7 @@ from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key
 from bastion.server import Server
-from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair
+from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair, wait_for_banner
 
 T = TypeVar("T")
 
@@ -61,6 +63,15 @@ class Bastion:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.server: Server | None = None
 
+    @classmethod
+    def with_alice(cls, home: Path, sshd: Sshd) -> Bastion:
+        """The usual set-up: alice, with a key, granted web-1 (sshd, host key pinned)."""
+        b = cls(home)
+        b.add_user("alice")
+        b.add_target("web-1", sshd)
+        b.grant("alice", "web-1")
+        return b
+
     # -- running ------------------------------------------------------------------------
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
@@ -90,6 +101,16 @@ class Bastion:
         self._loop.close()
         self.core.shutdown()
         self.store.close()
+
+    def serve_process(self) -> subprocess.Popen[bytes]:
+        """`bastion serve` on this home as its own process (after release()), listening."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "--config", str(self.home / "bastion.toml"),
+             "serve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_banner("127.0.0.1", self.port, timeout=20)
+        return proc
 
     async def _cancel_leftovers(self) -> None:
         """Let connections finish closing, then cancel what is left (tests end abruptly)."""

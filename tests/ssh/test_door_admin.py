@@ -10,31 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
-import pytest
 
 from bastion.identity import totp
-from tests.realssh import Sshd, wait_for_banner
+from tests.realssh import Sshd
 from tests.ssh.harness import Bastion
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
-
-
-@pytest.fixture
-def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def cli(b: Bastion, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -108,10 +93,7 @@ def test_list_show_replay_export_and_verify(bastion: Bastion, tmp_path: Path) ->
 
 
 def test_unwritable_recordings_refuse_the_session(tmp_path: Path, sshd: Sshd) -> None:
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
+    b = Bastion.with_alice(tmp_path / "bastion", sshd)
     recordings = b.config.paths.recordings
     recordings.parent.mkdir(parents=True, exist_ok=True)
     recordings.write_text("a file where the recordings folder should be")
@@ -131,21 +113,9 @@ def test_unwritable_recordings_refuse_the_session(tmp_path: Path, sshd: Sshd) ->
 def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
     tmp_path: Path, sshd: Sshd
 ) -> None:
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
+    b = Bastion.with_alice(tmp_path / "bastion", sshd)
     b.release()
-
-    def serve() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"), "serve"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_banner("127.0.0.1", b.port, timeout=20)
-        return proc
-
-    proc = serve()
+    proc = b.serve_process()
     try:
         step = totp.step_at(datetime.now(UTC))
         ssh = b.openssh("alice", tmp_path / "client")
@@ -157,7 +127,7 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
             time.sleep(1.5)  # the recording flushes at least once a second
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        proc = serve()
+        proc = b.serve_process()
         from bastion.audit import Store  # noqa: PLC0415
         from bastion.clock import SystemClock  # noqa: PLC0415
 
@@ -186,18 +156,11 @@ def test_a_slow_client_slows_the_target_instead_of_filling_memory(
     tmp_path: Path, sshd: Sshd
 ) -> None:
     """200 MB of output to a client that stops reading: the bastion's memory stays bounded."""
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
+    b = Bastion.with_alice(tmp_path / "bastion", sshd)
     b.release()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"), "serve"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = b.serve_process()
     size = 200 * 1000 * 1000
     try:
-        wait_for_banner("127.0.0.1", b.port, timeout=20)
         before = _kib(proc.pid, "VmRSS")
 
         async def slow_reader() -> int:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,6 @@ import pytest
 
 from tests.realssh import Sshd
 from tests.ssh.harness import Bastion
-
-
-@pytest.fixture
-def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 class CodeClient(asyncssh.SSHClient):

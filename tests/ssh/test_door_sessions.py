@@ -5,28 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bastion.audit.records import SessionRecord
 from bastion.recording import read_recording
 from tests.realssh import Sshd
 from tests.ssh.harness import Bastion
-
-
-@pytest.fixture
-def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
-    b = Bastion(tmp_path / "bastion")
-    b.add_user("alice")
-    b.add_target("web-1", sshd)
-    b.grant("alice", "web-1")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def closed_sessions(b: Bastion, count: int = 1, timeout: float = 15) -> list[SessionRecord]:
