@@ -37,6 +37,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.command: str | None = None
         self.term: tuple[str, int, int] | None = None
         self.early = bytearray()
+        self.early_eof = False  # the client sent EOF before the target was connected
         self.menu: menu.Menu | None = None
         self.tap: SessionTap | None = None
         self.session_id = str(uuid.uuid4())
@@ -145,6 +146,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         if self.early:
             self._to_target(bytes(self.early))
             self.early.clear()
+            self.chan.resume_reading()
+        if self.early_eof:
+            self.up.write_eof()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         log.info("ssh.session_started", session_id=self.session_id, user=self.user,
                  target=self.tap.target if self.tap else None, kind=self.kind)  # fmt: skip
@@ -210,6 +214,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def eof_received(self) -> bool:
         if self.up is not None:
             self.up.write_eof()
+        else:
+            self.early_eof = True
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,

@@ -12,6 +12,7 @@ from bastion.core import Core
 from bastion.errors import BastionError
 
 CONNECT_TIMEOUT = 15.0
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
 
 class UpstreamError(BastionError):
@@ -41,6 +42,7 @@ async def connect(core: Core, target: Target, user: str) -> asyncssh.SSHClientCo
                 target.host, target.port, username=target.login, client_keys=[key],
                 known_hosts=known_hosts, agent_path=None, config=None,
                 preferred_auth="publickey", client_version="bastion",
+                encryption_algs=list(CIPHERS),
             ),
             timeout=CONNECT_TIMEOUT,
         )  # fmt: skip

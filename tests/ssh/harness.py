@@ -45,11 +45,12 @@ class Bastion:
     TOTP step, so every login in a test gets a fresh single-use code without waiting.
     """
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, extra_config: str = "") -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        (home / "bastion.toml").write_text(CONFIG.format(port=self.port), encoding="utf-8")
+        text = CONFIG.format(port=self.port) + extra_config
+        (home / "bastion.toml").write_text(text, encoding="utf-8")
         self.config = load_config(home / "bastion.toml")
         SecretBox.create_key_file(self.config.paths.secrets_key)
         self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)

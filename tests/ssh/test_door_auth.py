@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -257,3 +258,40 @@ def test_agent_and_x11_forwarding_are_refused_and_audited(bastion: Bastion, tmp_
         agent.wait(10)
     kinds = {json.loads(e.detail)["forwarding"] for e in bastion.events("ssh.forwarding_refused")}
     assert kinds == {"agent", "x11"}
+
+
+def test_preauth_limits_refuse_and_audit(tmp_path: Path, sshd: Sshd) -> None:
+    b = Bastion(tmp_path / "bastion",
+                '[ssh]\nlogin_grace = "1s"\nmax_unauthenticated_per_source = 3\n')  # fmt: skip
+    b.start()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+            sockets.append(sock)
+            assert sock.recv(64).startswith(b"SSH-2.0-bastion")
+        extra = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        sockets.append(extra)
+        told = b""
+        while chunk := extra.recv(4096):
+            told += chunk
+        assert b"too many unauthenticated connections" in told
+        # The first three say nothing and hit the login grace time.
+        deadline = time.monotonic() + 15
+        while len(b.events("auth.failed")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = b.events("auth.preauth_refused")
+        assert len(refused) == 1 and "too many unauthenticated" in refused[0].detail
+        failed = b.events("auth.failed")
+        assert len(failed) == 3 and all("timeout" in e.detail.lower() for e in failed)
+    finally:
+        for sock in sockets:
+            sock.close()
+        b.stop()
+
+
+def test_stdin_and_eof_reach_the_target(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    result = ssh.run_ssh("wc -c", login="alice+web-1", answers=bastion.answers("alice"),
+                         input=b"x" * 100_000)  # fmt: skip
+    assert result.returncode == 0 and result.out.strip() == "100000"

@@ -151,7 +151,9 @@ def test_resize_is_recorded_and_only_allowed_env_passes(bastion: Bastion,
     assert session.recording_path is not None
     recording = read_recording(Path(session.recording_path), bastion.box)
     assert "100x30" in [e.data for e in recording.events if e.code == "r"]
+    assert recording.header["title"] == "alice → web-1"
     assert recording.header["env"].get("LANG") == "C.UTF-8"
+
     assert "SECRET_TOKEN" not in recording.header["env"]
     assert "lang=C.UTF-8" in text_of(bastion, session, "o")
 
