@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion import __version__, logs
-from bastion.commands import audit, people, resources, sessions, setup
+from bastion.commands import audit, people, queries, resources, sessions, setup
 from bastion.commands.app import App, default_config_path
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
@@ -181,6 +181,23 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(export)
 
 
+def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    ticket = _command(sub, "ticket", queries.ticket,
+                      "a one-time database password for TARGET, after a TOTP code")  # fmt: skip
+    ticket.add_argument("target")
+    ticket.add_argument("--user", required=True, help="whose ticket (their code is asked)")
+    _json_flag(ticket)
+    group = sub.add_parser("queries", help="the database query log")
+    cmds = group.add_subparsers(dest="queries_command", required=True, parser_class=Parser)
+    listing = _command(cmds, "list", queries.queries_list, "statements, newest first")
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--grep", metavar="TEXT", help="only statements containing TEXT")
+    listing.add_argument("--limit", type=int, default=200)
+    _json_flag(listing)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
@@ -215,6 +232,7 @@ def build_parser() -> Parser:
     _add_access_commands(sub)
     _add_audit_commands(sub)
     _add_session_commands(sub)
+    _add_query_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

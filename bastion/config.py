@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar, get_args
 
+from bastion.durations import parse_duration
 from bastion.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,6 +85,15 @@ class SshPolicy:
 
 
 @dataclass(frozen=True)
+class AuditPolicy:
+    """How the PostgreSQL door writes its query log."""
+
+    durability: Literal["strict", "batched"] = "strict"
+    keep_literals: bool = False
+    ticket_valid_for: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
 class GrantPolicy:
     default_max: timedelta = timedelta(hours=12)
     min_reason_length: int = 10
@@ -113,6 +123,7 @@ class Config:
     logging: LoggingConfig
     targets: Mapping[str, TargetPolicy]
     ssh: SshPolicy = SshPolicy()
+    audit: AuditPolicy = AuditPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -185,6 +196,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ssh.failure_window", "duration", "5m", "Window for counting failed logins."),
     Setting("ssh.block_for", "duration", "5m", "How long a failing address is refused."),
+    Setting(
+        "audit.durability",
+        "choice",
+        "strict",
+        "When a statement's row is on disk.",
+        choices=("strict", "batched"),
+    ),
+    Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
+    Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
     Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
@@ -212,58 +232,6 @@ for _parts in [*_BY_KEY, ("targets",)]:
 
 
 # --- durations -----------------------------------------------------------------------------
-
-_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_EXAMPLES = "e.g. '90s', '15m', '12h', '1h30m', '2w'"
-_DURATION = re.compile(r"(?:\d+\s*[A-Za-z]+\s*)+")
-_PART = re.compile(r"(\d+)\s*([A-Za-z]+)")
-
-
-def parse_duration(text: str) -> timedelta:
-    """Read "90s", "15m", "2h", "1d", "2w" or a combination such as "1h30m"; positive only."""
-    spec = text.strip()
-    if not spec:
-        raise ValueError(f"empty duration: write a whole number and a unit ({_EXAMPLES})")
-    if spec.startswith("-"):
-        raise ValueError(f"duration {text!r} is negative; it must be positive")
-    if re.search(r"\d[.,]\d", spec):
-        raise ValueError(f"duration {text!r}: use whole numbers, e.g. '1h30m' rather than '1.5h'")
-    if not _DURATION.fullmatch(spec):
-        if spec.isdigit():
-            raise ValueError(f"duration {text!r} has no unit: add s, m, h, d or w ({_EXAMPLES})")
-        raise ValueError(f"duration {text!r} is not a number followed by a unit ({_EXAMPLES})")
-    total, previous = 0, -1
-    for match in _PART.finditer(spec):
-        unit = match.group(2)
-        if unit not in _UNITS:
-            raise ValueError(
-                f"duration {text!r}: unknown unit {unit!r}; use s, m, h, d or w ({_EXAMPLES})"
-            )
-        rank = list(_UNITS).index(unit)
-        if rank <= previous:
-            raise ValueError(f"duration {text!r}: give each unit once, largest first, e.g. '1h30m'")
-        previous = rank
-        total += int(match.group(1)) * _UNITS[unit]
-    if total == 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    try:
-        return timedelta(seconds=total)
-    except OverflowError:
-        raise ValueError(f"duration {text!r} is too long") from None
-
-
-def format_duration(delta: timedelta) -> str:
-    """Write a duration the way parse_duration reads it: 5400 s -> "1h30m" (whole seconds)."""
-    if delta < timedelta(0):
-        return "-" + format_duration(-delta)
-    remaining = delta // timedelta(seconds=1)
-    parts: list[str] = []
-    for unit, size in _UNITS.items():
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
 
 # --- loading -------------------------------------------------------------------------------
 
@@ -401,6 +369,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         totp=_section(TotpPolicy, "totp.", values),
         lockout=_section(LockoutPolicy, "lockout.", values),
         ssh=_section(SshPolicy, "ssh.", values),
+        audit=_section(AuditPolicy, "audit.", values),
         grants=_section(GrantPolicy, "grants.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),

@@ -10,8 +10,10 @@ from typing import ParamSpec, TypeVar
 
 from bastion.access.grants import Access
 from bastion.audit import Event, Store
+from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
 from bastion.config import Config
+from bastion.errors import StoreError
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
 
@@ -30,6 +32,7 @@ class Core:
     identity: Identity = field(init=False)
     access: Access = field(init=False)
     _executor: ThreadPoolExecutor = field(init=False)
+    writer: AuditWriter | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -47,6 +50,22 @@ class Core:
     async def audit(self, event: Event) -> None:
         """Write one audit event durably before returning (raises StoreError if it cannot)."""
         await self.run(self.store.append_events, [event])
+
+    def audit_writer(self) -> AuditWriter:
+        """The group-commit writer the doors share (started by the server)."""
+        if self.writer is None:
+            raise StoreError("the audit writer is not running")
+        return self.writer
+
+    async def start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = AuditWriter(self.store)
+            await self.writer.start()
+
+    async def stop_writer(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+            self.writer = None
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)

@@ -14,6 +14,7 @@ from bastion import __version__
 from bastion.audit import Event
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.pgproxy.door import PgDoor
 from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
 
@@ -54,11 +55,7 @@ class Server:
         if listeners.web.enabled:
             doors.append(WebDoor(listeners.web, self.store))
         if listeners.postgres.enabled:
-            log.warning(
-                "door.not_in_this_build",
-                door="postgres",
-                detail=f"the postgres door is not part of bastion {__version__} yet",
-            )
+            doors.append(PgDoor(listeners.postgres, self.core))
         return doors
 
     def recover(self) -> None:
@@ -70,6 +67,7 @@ class Server:
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
         self.recover()
+        await self.core.start_writer()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -93,6 +91,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
+        await self.core.stop_writer()
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")

@@ -41,8 +41,8 @@ from bench._common import (
     run_loop,
     write_text_file,
 )
+from tests.harness import Bastion
 from tests.realssh import Askpass, Sshd, openssh_version, wait_for_banner
-from tests.ssh.harness import Bastion
 
 TARGET = "web-1"
 LOOPBACK = "127.0.0.1"

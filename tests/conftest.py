@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.realpg import PgCluster, PgClusterFactory, PgDatabase
 from tests.realssh import OpenSSHClient, Sshd
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -45,3 +46,75 @@ def sshd(request: pytest.FixtureRequest) -> Iterator[Sshd]:
 def sshd_client(sshd: Sshd, tmp_path: Path) -> OpenSSHClient:
     """OpenSSH ssh/scp/sftp straight to `sshd` as its login, with its key and pinned host key."""
     return OpenSSHClient.for_sshd(sshd, tmp_path / "openssh-client")
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One private PostgreSQL 15 cluster per test process (per xdist worker), started once.
+
+    Tests share it: use `pg` for a database of your own, and leave the server running (tests
+    that stop, restart or kill a server take `pg_private`). When a test using it fails, the
+    server's log lines from during that test are printed."""
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _pg_cluster_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For tests using pg_cluster (directly or through pg): print its log of the test on failure."""
+    if "pg_cluster" not in request.fixturenames:
+        yield
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    start = cluster.log_offset()
+    yield
+    if request_failed(request):
+        print(f"--- PostgreSQL log ({cluster.host}:{cluster.port}) ---\n{cluster.log_text(start)}")
+
+
+@pytest.fixture
+def pg(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    """A fresh database on the shared cluster, owned by a fresh login role (SCRAM, random
+    password) and seeded like seed_orders (customers, orders); dropped with its role after."""
+    db = pg_cluster.fresh_orders()
+    try:
+        yield db
+    finally:
+        pg_cluster.discard(db)
+
+
+@pytest.fixture
+def pg_cluster_factory(request: pytest.FixtureRequest) -> Iterator[PgClusterFactory]:
+    """Makes and starts private clusters (e.g. ssl=True); each is closed after the test, and its
+    log printed when the test fails."""
+    clusters: list[PgCluster] = []
+
+    def make(*, ssl: bool = False, extra_config: Sequence[str] = ()) -> PgCluster:
+        cluster = PgCluster(ssl=ssl, extra_config=extra_config)
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        failed = request_failed(request)
+        for cluster in clusters:
+            try:
+                if failed:
+                    print(f"--- PostgreSQL log ({cluster.host}:{cluster.port}) ---")
+                    print(cluster.log_text())
+            finally:
+                cluster.close()
+
+
+@pytest.fixture
+def pg_private(pg_cluster_factory: PgClusterFactory) -> PgCluster:
+    """A started cluster of the test's own, to stop, restart or kill; closed after the test."""
+    return pg_cluster_factory()

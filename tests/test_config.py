@@ -24,10 +24,9 @@ from bastion.config import (
     TotpPolicy,
     default_config_text,
     documented_keys,
-    format_duration,
     load_config,
-    parse_duration,
 )
+from bastion.durations import format_duration, parse_duration
 from bastion.errors import ConfigError, Exit
 
 REPO = Path(__file__).resolve().parent.parent

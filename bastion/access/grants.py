@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from bastion.audit import Store
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
-from bastion.config import Config, format_duration
+from bastion.config import Config
+from bastion.durations import format_duration
 from bastion.errors import Denied, UsageError
 
 MODES = ("read", "write")

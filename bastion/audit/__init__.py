@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
+from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.clock import Clock
@@ -15,6 +16,8 @@ __all__ = [
     "CommandLine",
     "Event",
     "FileOp",
+    "QueryEnd",
+    "QueryStart",
     "RecordingInfo",
     "SessionQueries",
     "Store",
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-class Store(PeopleQueries, ResourceQueries, SessionQueries):
+class Store(PeopleQueries, ResourceQueries, SessionQueries, QueryQueries):
     """The whole store: people, targets, grants and the hash-chained audit trail."""
 
     @classmethod

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from bastion.audit.base import StoreBase
-from bastion.audit.chain import ChainedEvent, Event
+from bastion.audit.chain import ChainedEvent
+from bastion.audit.queries import QueryQueries, Record
 from bastion.errors import StoreError
 
 
@@ -18,10 +18,10 @@ class AuditWriter:
     many sessions share each fsync without any event being acknowledged before it is durable.
     """
 
-    def __init__(self, store: StoreBase, max_batch: int = 1024) -> None:
+    def __init__(self, store: QueryQueries, max_batch: int = 1024) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[ChainedEvent]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Record, asyncio.Future[ChainedEvent]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -39,13 +39,17 @@ class AuditWriter:
             self._task = None
         self._executor.shutdown(wait=True)
 
-    async def append(self, event: Event) -> ChainedEvent:
-        """Queue an event and wait until its batch is committed; raises StoreError if not."""
+    async def append(self, event: Record) -> ChainedEvent:
+        """Queue a record and wait until its batch is committed; raises StoreError if not."""
+        return await self.submit(event)
+
+    def submit(self, record: Record) -> asyncio.Future[ChainedEvent]:
+        """Queue a record; the future resolves once its batch is on disk (or fails)."""
         if self._task is None:
             raise StoreError("the audit writer is not running")
         future: asyncio.Future[ChainedEvent] = asyncio.get_running_loop().create_future()
-        await self._queue.put((event, future))
-        return await future
+        self._queue.put_nowait((record, future))
+        return future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -53,9 +57,9 @@ class AuditWriter:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            events = [event for event, _ in batch]
+            records = [record for record, _ in batch]
             try:
-                rows = await loop.run_in_executor(self._executor, self.store.append_events, events)
+                rows = await loop.run_in_executor(self._executor, self.store.write_batch, records)
             except Exception as exc:  # every waiter learns its event was not written
                 failure = (
                     exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")

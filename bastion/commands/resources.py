@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 
 from bastion.commands.app import App, read_secret_line
-from bastion.config import parse_duration
+from bastion.durations import parse_duration
 from bastion.errors import Denied, UsageError
 
 TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")

@@ -10,12 +10,13 @@ from pathlib import Path
 from bastion.audit import Event
 from bastion.audit.records import SessionRecord
 from bastion.commands.app import App
-from bastion.config import parse_duration
+from bastion.durations import parse_duration
 from bastion.errors import UsageError
 from bastion.recording import RecordingError, export_asciicast, read_recording, replay
 
 
-def _since(text: str | None, app: App) -> datetime | None:
+def since_arg(text: str | None, app: App) -> datetime | None:
+    """--since as a duration back from now (7d) or an ISO time with a zone."""
     if not text:
         return None
     try:
@@ -32,7 +33,7 @@ def _since(text: str | None, app: App) -> datetime | None:
 
 
 def sessions_list(app: App, args: argparse.Namespace) -> int:
-    found = app.store.sessions(user=args.user, target=args.target, since=_since(args.since, app),
+    found = app.store.sessions(user=args.user, target=args.target, since=since_arg(args.since, app),
                                open_only=args.open)  # fmt: skip
     rows = [s.public() for s in found]
     app.table(rows, ["id", "user", "target", "protocol", "state", "started_at", "ended_at"],

@@ -22,6 +22,7 @@ from bastion.ssh.login import Login, parse_login
 log = structlog.get_logger("bastion.ssh")
 
 PROMPT = "Verification code: "
+_AUDITS: set[asyncio.Task[None]] = set()
 MAX_CODES_PER_CONNECTION = 3
 
 
@@ -94,7 +95,9 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def _audit_soon(self, event: Event) -> None:
         """Audit from a synchronous callback; the write is still durable, just not awaited."""
-        asyncio.get_running_loop().create_task(self._audit(event))
+        task = asyncio.get_running_loop().create_task(self._audit(event))
+        _AUDITS.add(task)  # held until done, so the loop cannot drop it half-written
+        task.add_done_callback(_AUDITS.discard)
 
     async def _audit(self, event: Event) -> None:
         try:

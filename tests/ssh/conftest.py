@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import Bastion
 from tests.realssh import Sshd
-from tests.ssh.harness import Bastion
 
 
 @pytest.fixture

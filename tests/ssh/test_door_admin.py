@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncssh
 
 from bastion.identity import totp
+from tests.harness import Bastion
 from tests.realssh import Sshd
-from tests.ssh.harness import Bastion
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
 

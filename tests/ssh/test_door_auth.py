@@ -14,8 +14,8 @@ from typing import Any
 import asyncssh
 import pytest
 
+from tests.harness import Bastion
 from tests.realssh import Sshd
-from tests.ssh.harness import Bastion
 
 
 class CodeClient(asyncssh.SSHClient):
@@ -221,6 +221,9 @@ def test_tcp_forwarding_is_refused_and_audited(bastion: Bastion) -> None:
             await asyncio.sleep(0)
 
     bastion.call(run())
+    deadline = time.monotonic() + 10
+    while not bastion.events("ssh.forwarding_refused") and time.monotonic() < deadline:
+        time.sleep(0.02)  # the refusal is audited as the channel is refused, not awaited
     refused = bastion.events("ssh.forwarding_refused")
     assert refused and "127.0.0.1:22" in refused[0].detail
 
@@ -256,8 +259,16 @@ def test_agent_and_x11_forwarding_are_refused_and_audited(bastion: Bastion, tmp_
     finally:
         agent.terminate()
         agent.wait(10)
-    kinds = {json.loads(e.detail)["forwarding"] for e in bastion.events("ssh.forwarding_refused")}
-    assert kinds == {"agent", "x11"}
+
+    def kinds() -> set[str]:
+        return {
+            json.loads(e.detail)["forwarding"] for e in bastion.events("ssh.forwarding_refused")
+        }
+
+    deadline = time.monotonic() + 10
+    while len(kinds()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kinds() == {"agent", "x11"}
 
 
 def test_preauth_limits_refuse_and_audit(tmp_path: Path, sshd: Sshd) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bastion.audit.records import SessionRecord
 from bastion.recording import read_recording
+from tests.harness import Bastion
 from tests.realssh import Sshd
-from tests.ssh.harness import Bastion
 
 
 def closed_sessions(b: Bastion, count: int = 1, timeout: float = 15) -> list[SessionRecord]:

@@ -1,4 +1,4 @@
-"""A real bastion for door tests: its own home, store and SSH door, served from a thread."""
+"""A real bastion for door tests: its own home, store and doors, served from a thread."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from bastion.config import load_config
 from bastion.core import Core
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
-from bastion.pki import make_ssh_host_key
+from bastion.pki import make_ssh_host_key, make_tls
 from bastion.server import Server
+from tests.realpg import PgDatabase
 from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair, wait_for_banner
 
 T = TypeVar("T")
@@ -32,7 +33,8 @@ CONFIG = """\
 [listeners.ssh]
 port = {port}
 [listeners.postgres]
-enabled = false
+enabled = {postgres}
+port = {pg_port}
 [listeners.web]
 enabled = false
 """
@@ -45,15 +47,18 @@ class Bastion:
     TOTP step, so every login in a test gets a fresh single-use code without waiting.
     """
 
-    def __init__(self, home: Path, extra_config: str = "") -> None:
+    def __init__(self, home: Path, extra_config: str = "", *, postgres: bool = False) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        text = CONFIG.format(port=self.port) + extra_config
+        self.pg_port = free_port()
+        text = CONFIG.format(port=self.port, postgres=str(postgres).lower(),
+                             pg_port=self.pg_port) + extra_config  # fmt: skip
         (home / "bastion.toml").write_text(text, encoding="utf-8")
         self.config = load_config(home / "bastion.toml")
         SecretBox.create_key_file(self.config.paths.secrets_key)
         self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)
+        self.tls = make_tls(self.config.paths.tls_cert.parent)
         self.clock = FakeClock(datetime.now(UTC))
         self.store = Store.create(self.config.paths.store, self.clock)
         self.box = SecretBox.load(self.config.paths.secrets_key)
@@ -115,7 +120,7 @@ class Bastion:
 
     async def _cancel_leftovers(self) -> None:
         """Let connections finish closing, then cancel what is left (tests end abruptly)."""
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         current = asyncio.current_task()
         leftovers = [t for t in asyncio.all_tasks() if t is not current]
         for task in leftovers:
@@ -144,11 +149,26 @@ class Bastion:
         if trust:
             self.store.set_host_key(name, sshd.host_key_pub, sshd.host_key_fingerprint, "test")
 
-    def grant(self, user: str, target: str, hours: float = 2) -> int:
+    def add_pg_target(self, name: str, db: PgDatabase) -> None:
+        """A database target: the test cluster's database, reached as its service role."""
+        sealed = self.box.seal(db.password.encode(), context=f"target:{name}")
+        self.store.add_target(name=name, kind="postgres", host=db.host, port=db.port,
+                              login=db.user, database=db.database, secret_sealed=sealed,
+                              actor="test")  # fmt: skip
+
+    def via_bastion(self, user: str, target: str, password: str) -> PgDatabase:
+        """Connection settings for `user` through the bastion, with a fresh code appended."""
+        return PgDatabase("127.0.0.1", self.pg_port, target, user, password + self.code(user))
+
+    def grant(self, user: str, target: str, hours: float = 2, mode: str = "read") -> int:
         made = self.core.access.grant(user=user, target=target,
-                                      duration=timedelta(hours=hours),
-                                      reason="testing the ssh door", actor="test")  # fmt: skip
+                                      duration=timedelta(hours=hours), mode=mode,
+                                      reason="testing the doors", actor="test")  # fmt: skip
         return made.id
+
+    def pg_secret(self, user: str, password: str) -> str:
+        """What psql sends as the password: the password followed by a fresh code."""
+        return password + self.code(user)
 
     def code(self, user: str) -> str:
         """A fresh TOTP code: the clock moves on one step first."""

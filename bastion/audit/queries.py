@@ -1,0 +1,205 @@
+"""Store queries for the PostgreSQL door: statements, their outcome, and one-time tickets."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import ChainedEvent, Event
+from bastion.clock import iso, parse_iso
+from bastion.errors import Denied, NotFound
+
+
+@dataclass(frozen=True)
+class QueryStart:
+    """A statement about to go upstream (or refused): written before it is forwarded."""
+
+    key: str
+    session_id: str
+    user: str
+    target: str
+    at: datetime
+    step: str  # simple, parse, bind, execute, function
+    sql: str  # literals already replaced by placeholders unless the config keeps them
+    parameters: str | None = None
+    kind: str | None = None
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryEnd:
+    """How a statement ended: rows, command tag, SQLSTATE, duration."""
+
+    key: str
+    session_id: str
+    user: str
+    target: str
+    finished_at: datetime
+    rows: int | None
+    tag: str | None
+    sqlstate: str | None
+    duration_us: int
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    id: int
+    session_id: str
+    user: str | None
+    target: str | None
+    at: datetime
+    step: str
+    sql: str
+    parameters: str | None
+    kind: str | None
+    refused: str | None
+    rows: int | None
+    tag: str | None
+    sqlstate: str | None
+    duration_us: int | None
+
+    def public(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["at"] = iso(self.at)
+        return out
+
+
+Record = Event | QueryStart | QueryEnd
+
+
+class QueryQueries(StoreBase):
+    def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:
+        """Events, query starts and ends in one transaction: one fsync for all of them."""
+        with self._write() as conn:
+            events = [self._query_record(conn, r) for r in records]
+            return self._append(conn, events)
+
+    def _query_record(self, conn: sqlite3.Connection, record: Record) -> Event:
+        if isinstance(record, Event):
+            return record
+        if isinstance(record, QueryStart):
+            conn.execute(
+                "INSERT INTO queries (session_id, at, protocol_step, sql, parameters,"
+                " refused_reason, statement_kind, query_key) VALUES (?,?,?,?,?,?,?,?)",
+                (record.session_id, iso(record.at), record.step, record.sql, record.parameters,
+                 record.refused, record.kind, record.key),
+            )  # fmt: skip
+            detail: dict[str, Any] = {"key": record.key, "step": record.step, "sql": record.sql}
+            if record.parameters is not None:
+                detail["parameters"] = record.parameters
+            if record.refused is not None:
+                detail["refused"] = record.refused
+            kind = "query.refused" if record.refused else "query"
+            return Event(kind, record.user, record.target, "info", record.session_id, detail)
+        conn.execute(
+            "UPDATE queries SET finished_at = ?, rows = ?, command_tag = ?, sqlstate = ?,"
+            " duration_us = ? WHERE query_key = ?",
+            (iso(record.finished_at), record.rows, record.tag, record.sqlstate,
+             record.duration_us, record.key),
+        )  # fmt: skip
+        done = {"key": record.key, "rows": record.rows, "tag": record.tag,
+                "sqlstate": record.sqlstate, "us": record.duration_us}  # fmt: skip
+        return Event("query.done", record.user, record.target, "info", record.session_id, done)
+
+    def queries(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        grep: str | None = None,
+        session_id: str | None = None,
+        limit: int = 500,
+    ) -> list[QueryRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("u.name = ?", user),
+            ("t.name = ?", target),
+            ("q.at >= ?", iso(since) if since else None),
+            ("instr(lower(q.sql), lower(?)) > 0", grep),
+            ("q.session_id = ?", session_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = (
+            "SELECT q.*, u.name AS user, t.name AS target FROM queries q"
+            " JOIN sessions s ON s.id = q.session_id LEFT JOIN users u ON u.id = s.user_id"
+            " LEFT JOIN targets t ON t.id = s.target_id" + where + " ORDER BY q.id DESC LIMIT ?"
+        )
+        return [_query_row(r) for r in self._rows(sql, [*params, limit])]
+
+    # -- tickets ----------------------------------------------------------------------
+
+    def add_ticket(self, user: str, target: str, token: str, expires: datetime, actor: str) -> int:
+        """Keep only the token's hash; the token itself is shown once to the engineer."""
+        user_row = self._rows("SELECT id FROM users WHERE name = ?", [user])
+        target_row = self._rows(
+            "SELECT id FROM targets WHERE name = ? AND removed_at IS NULL", [target]
+        )
+        if not user_row or not target_row:
+            raise NotFound(f"no user {user!r} or target {target!r}")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at)"
+                " VALUES (?,?,?,?,?)",
+                (user_row[0]["id"], target_row[0]["id"], _digest(token),
+                 iso(self.clock.now()), iso(expires)),
+            )  # fmt: skip
+            detail = {"ticket": cursor.lastrowid, "target": target, "until": iso(expires)}
+            self._append(conn, [Event("ticket.issued", actor, user, "notice", detail=detail)])
+            return int(cursor.lastrowid or 0)
+
+    def use_ticket(self, user: str, target: str, token: str, via: str) -> int:
+        """Spend a ticket once: it must be this user's, for this target, and unexpired."""
+        now = self.clock.now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT k.id, k.expires_at, k.used_at, u.name AS user, t.name AS target"
+                " FROM tickets k JOIN users u ON u.id = k.user_id"
+                " JOIN targets t ON t.id = k.target_id WHERE k.token_sha256 = ?",
+                (_digest(token),),
+            ).fetchone()
+            problem = _ticket_problem(row, user, target, now)
+            if problem is None:
+                conn.execute("UPDATE tickets SET used_at = ? WHERE id = ?", (iso(now), row["id"]))
+            detail = {"via": via, "target": target, "why": problem} if problem else {
+                "via": via, "target": target, "ticket": row["id"]}  # fmt: skip
+            kind = "auth.ticket_refused" if problem else "auth.ticket_ok"
+            self._append(conn, [Event(kind, via, user, "notice" if problem else "info",
+                                      detail=detail)])  # fmt: skip
+        if problem is not None:
+            raise Denied(problem)
+        return int(row["id"])
+
+
+def _ticket_problem(row: Any, user: str, target: str, now: datetime) -> str | None:
+    if row is None or row["user"] != user:
+        return "unknown ticket"
+    if row["target"] != target:
+        return f"this ticket is for {row['target']}, not {target}"
+    if row["used_at"] is not None:
+        return "this ticket was used already"
+    if now >= parse_iso(row["expires_at"]):
+        return "this ticket has expired"
+    return None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _query_row(r: dict[str, Any]) -> QueryRow:
+    return QueryRow(
+        id=r["id"], session_id=r["session_id"], user=r["user"], target=r["target"],
+        at=parse_iso(r["at"]), step=r["protocol_step"], sql=r["sql"], parameters=r["parameters"],
+        kind=r["statement_kind"], refused=r["refused_reason"], rows=r["rows"],
+        tag=r["command_tag"], sqlstate=r["sqlstate"], duration_us=r["duration_us"],
+    )  # fmt: skip

@@ -1,0 +1,154 @@
+"""The PostgreSQL front door: accept, TLS, log in, relay; cancel requests and admin kills."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import secrets
+import ssl
+from typing import Any
+
+import structlog
+
+from bastion import pgwire
+from bastion.audit import Event
+from bastion.config import Listener
+from bastion.core import Core
+from bastion.errors import BastionError
+from bastion.pgproxy.client import Client, ClientRefused, check_startup
+from bastion.pgproxy.session import PgSession, authenticate
+from bastion.pgproxy.upstream import UpstreamError
+
+log = structlog.get_logger("bastion.postgres")
+
+STARTUP_TIMEOUT = 60.0
+KILL_POLL = 0.5
+
+
+class PgDoor:
+    """Listens for psql and drivers; each connection is a PgSession."""
+
+    name = "postgres"
+
+    def __init__(self, listener: Listener, core: Core) -> None:
+        self.listener = listener
+        self.core = core
+        self.port = listener.port
+        self.tls = self._tls_context()
+        self.live: dict[str, PgSession] = {}
+        self.by_key: dict[int, PgSession] = {}
+        self._server: asyncio.Server | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        paths = self.core.config.paths
+        if not paths.tls_cert.exists():
+            log.warning("postgres.no_tls", detail="no certificate: only loopback clients")
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(paths.tls_cert, paths.tls_key)
+        return context
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.listener.address, self.listener.port, limit=1 << 20
+        )
+        sockets = list(self._server.sockets or [])
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_kills())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for session in list(self.live.values()):
+            await session.end("interrupted", "the bastion is shutting down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _watch_kills(self) -> None:
+        while True:
+            await asyncio.sleep(KILL_POLL)
+            try:
+                kills = await self.core.run(self.core.store.pending_kills)
+            except Exception as exc:
+                log.error("postgres.kill_watch_failed", error=str(exc))
+                continue
+            for session_id, who, reason in kills:
+                session = self.live.get(session_id)
+                if session is not None:
+                    await session.end("killed", f"session ended by {who}: {reason or 'no reason'}")
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        client = Client(reader, writer, pgwire.FrameReader(), str(peer[0]))
+        try:
+            await self._serve(client)
+        except ClientRefused as exc:
+            client.fatal(exc.sqlstate, exc.message)
+        except pgwire.ProtocolError as exc:
+            client.fatal("08P01", f"protocol error: {exc.message}")
+        except UpstreamError as exc:
+            client.fatal("08006", exc.message)
+        except BastionError as exc:
+            client.fatal("58000", f"refused by the bastion: {exc.message}")
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.drain()
+            client.close()
+
+    async def _serve(self, client: Client) -> None:
+        first = await asyncio.wait_for(client.start(self.tls), STARTUP_TIMEOUT)
+        if first is None:
+            return
+        if isinstance(first, pgwire.CancelRequest):
+            await self._cancel(first)
+            return
+        passed = check_startup(client, first)
+        login = await asyncio.wait_for(authenticate(self.core, client, first), STARTUP_TIMEOUT)
+        session = PgSession(self.core, client)
+        session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
+        try:
+            await session.open(login, passed)
+        except UpstreamError as exc:
+            await self.core.audit(Event("session.upstream_failed", login.user, login.target.name,
+                                        "warning", session.id, {"detail": exc.detail}))  # fmt: skip
+            await self._close(session, "upstream_failed", exc.message)
+            raise
+        self.live[session.id] = session
+        try:
+            state, reason = await session.run()
+        finally:
+            self.live.pop(session.id, None)
+            self.by_key.pop(session.cancel_key[0], None)
+            if session.up is not None:
+                session.up.close()
+        await self._close(session, state, reason)
+
+    async def _close(self, session: PgSession, state: str, reason: str) -> None:
+        with contextlib.suppress(BastionError):
+            await self.core.run(self.core.store.close_session, session.id, state, reason)
+
+    def _new_pid(self, session: PgSession) -> int:
+        """A random proxy-side backend pid: the client never learns the upstream's."""
+        while True:
+            pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+            if pid and pid not in self.by_key:
+                self.by_key[pid] = session
+                return pid
+
+    async def _cancel(self, request: pgwire.CancelRequest) -> None:
+        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does)."""
+        session = self.by_key.get(request.pid)
+        if session is None or not hmac.compare_digest(session.cancel_key[1], request.key):
+            detail: dict[str, Any] = {"pid": request.pid}
+            await self.core.audit(Event("query.cancel_refused", "postgres", "", "notice",
+                                        detail=detail))  # fmt: skip
+            return
+        await session.cancel("the client sent a cancel request")

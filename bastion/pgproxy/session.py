@@ -1,0 +1,157 @@
+"""One database connection from start to end: login, access check, upstream, relay, close."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from bastion import pgwire
+from bastion.access.grants import Decision
+from bastion.audit import Event, TotpResult
+from bastion.audit.records import Target
+from bastion.core import Core
+from bastion.errors import BastionError, Denied
+from bastion.identity.service import refusal_text
+from bastion.pgproxy import upstream
+from bastion.pgproxy.client import Client, ClientRefused, split_password
+from bastion.pgproxy.relay import Relay
+
+log = structlog.get_logger("bastion.postgres")
+
+TICKET_PREFIX = "bt_"
+
+
+@dataclass
+class Login:
+    user: str
+    target: Target
+    decision: Decision
+
+
+async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessage) -> Login:
+    """Password + TOTP (or a ticket) inside TLS, then the access check; ClientRefused if not."""
+    user = startup.params.get("user", "")
+    name = startup.params.get("database") or user
+    target = await core.run(core.store.find_target, name)
+    if target is None or target.kind != "postgres":
+        raise ClientRefused("3D000", f"no database target named {name!r} behind this bastion")
+    client.send(pgwire.authentication_cleartext_password())
+    await client.writer.drain()
+    frame = await client.next_frame()
+    if frame is None or frame.type != b"p":
+        raise ClientRefused("28P01", "expected a password message")
+    secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
+    via = f"postgres:{client.address}"
+    if secret.startswith(TICKET_PREFIX):
+        try:
+            await core.run(core.store.use_ticket, user, name, secret, via)
+        except Denied as exc:
+            raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
+    else:
+        await _password_and_code(core, user, secret, via)
+    decision = await core.run(core.access.decide, user, name)
+    if not decision.allowed:
+        detail = {"reason": decision.reason, "protocol": "postgres"}
+        await core.audit(Event("access.denied", user, name, "notice", detail=detail))
+        raise ClientRefused("28000", decision.reason)
+    return Login(user, target, decision)
+
+
+async def _password_and_code(core: Core, user: str, secret: str, via: str) -> None:
+    password, code = split_password(secret)
+    if not await core.run(core.identity.check_password, user, password):
+        await core.audit(Event("auth.failed", via, user, "notice", detail={"why": "password"}))
+        raise ClientRefused("28P01", f"password authentication failed for user {user!r}"
+                            " (send your password followed by your 6-digit code)")  # fmt: skip
+    outcome = await core.run(core.identity.check_totp, user, code, via)
+    if outcome.result is not TotpResult.ACCEPTED:
+        raise ClientRefused("28P01", refusal_text(outcome))
+
+
+class PgSession:
+    """Everything about one client connection; the door keeps it for cancels and kills."""
+
+    def __init__(self, core: Core, client: Client) -> None:
+        self.core = core
+        self.client = client
+        self.id = str(uuid.uuid4())
+        self.relay: Relay | None = None
+        self.up: upstream.Upstream | None = None
+        self.cancel_key = (0, b"")
+        self.ending: tuple[str, str] | None = None
+
+    async def open(self, login: Login, passed: dict[str, str]) -> None:
+        """Record the session, log in upstream, and greet the client as the server would."""
+        target, user = login.target, login.user
+        grant = login.decision.grant
+        read_only = grant is None or grant.mode == "read"
+        await self.core.run(
+            self.core.store.open_session, session_id=self.id, user=user, target=target.name,
+            grant_id=grant.id if grant else None, protocol="postgres",
+            client_addr=self.client.address,
+        )  # fmt: skip
+        params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
+        if read_only:
+            params["default_transaction_read_only"] = "on"
+        sealed = await self.core.run(self.core.store.target_secret, target.name)
+        password = self.core.box.open(sealed, context=f"target:{target.name}").decode()
+        self.up = await upstream.connect(
+            target.host, target.port, user=target.login, password=password,
+            database=target.database or target.name, params=params,
+        )  # fmt: skip
+        self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only)
+        greeting = [pgwire.authentication_ok(), *self.up.parameters,
+                    pgwire.backend_key_data(*self.cancel_key), self.up.ready]  # fmt: skip
+        self.client.send(b"".join(greeting))
+        await self.client.writer.drain()
+
+    async def run(self) -> tuple[str, str]:
+        """Relay until one side ends; returns (state, reason) for the session row."""
+        assert self.relay is not None and self.up is not None
+        tasks = [asyncio.create_task(self.relay.from_client()),
+                 asyncio.create_task(self.relay.from_upstream())]  # fmt: skip
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        first = next(iter(done))
+        try:
+            why = first.result()
+        except (BastionError, pgwire.ProtocolError, ConnectionError) as exc:
+            why = f"error: {exc}"
+        return await self._wind_down(why)
+
+    async def _wind_down(self, why: str) -> tuple[str, str]:
+        assert self.relay is not None and self.up is not None
+        if self.ending is not None:
+            return self.ending
+        if why == "upstream_lost":
+            self.client.fatal("08006", f"the bastion lost its connection to {self.relay.target}")
+            self.relay.record_ends(self.relay.tracker.abandon(0, "upstream lost"))
+            return "upstream_lost", "the database closed the connection"
+        if self.relay.tracker.busy:
+            await self.cancel("client left mid-statement")
+            self.relay.record_ends(self.relay.tracker.abandon(0, "client disconnected"))
+        return "closed", why
+
+    async def cancel(self, why: str) -> None:
+        """Cancel what the backend is running (client's cancel key, disconnect, kill)."""
+        if self.up is None:
+            return
+        relay = self.relay
+        if relay is not None:
+            await self.core.audit(Event("query.cancelled", relay.user, relay.target, "notice",
+                                        self.id, {"why": why}))  # fmt: skip
+        await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
+
+    async def end(self, state: str, message: str) -> None:
+        """End from the bastion's side (kill, expiry): FATAL 57P01 to the client."""
+        self.ending = (state, message)
+        await self.cancel(message)
+        self.client.fatal("57P01", message)
+        self.client.close()
+        if self.up is not None:
+            self.up.close()

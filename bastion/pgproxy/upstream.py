@@ -1,0 +1,143 @@
+"""Logging in to the target database as its service role: SCRAM-SHA-256, md5, cleartext, trust."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import scramp
+
+from bastion import pgwire
+from bastion.errors import BastionError
+
+CONNECT_TIMEOUT = 15.0
+
+
+class UpstreamError(BastionError):
+    """The target could not be reached or refused the service role; detail is for the audit."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass
+class Upstream:
+    """A logged-in backend connection, with what it told us at start-up."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    frames: pgwire.FrameReader
+    host: str
+    port: int
+    pid: int = 0
+    key: bytes = b""
+    parameters: list[bytes] = field(default_factory=list)  # raw ParameterStatus messages
+    ready: bytes = b""  # the raw ReadyForQuery that ended start-up
+
+    async def next_frame(self) -> pgwire.Frame | None:
+        """The next whole message, or None at EOF."""
+        while True:
+            frame = self.frames.next_frame()
+            if frame is not None:
+                return frame
+            data = await self.reader.read(256 * 1024)
+            if not data:
+                return None
+            self.frames.feed(data)
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+async def connect(
+    host: str, port: int, *, user: str, password: str, database: str, params: Mapping[str, str]
+) -> Upstream:
+    """Open a connection and log in; UpstreamError says why not, without the password."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                CONNECT_TIMEOUT)  # fmt: skip
+    except (OSError, TimeoutError) as exc:
+        raise UpstreamError(f"cannot reach the database ({host}:{port})", str(exc)) from exc
+    up = Upstream(reader, writer, pgwire.FrameReader(), host, port)
+    try:
+        startup = {"user": user, "database": database, **params}
+        writer.write(pgwire.startup_message(startup))
+        await asyncio.wait_for(_login(up, user, password), CONNECT_TIMEOUT)
+    except BaseException:
+        up.close()
+        raise
+    return up
+
+
+async def _login(up: Upstream, user: str, password: str) -> None:
+    scram: scramp.ScramClient | None = None
+    while True:
+        frame = await up.next_frame()
+        if frame is None:
+            raise UpstreamError("the database closed the connection during login")
+        message = pgwire.decode_backend(frame)
+        if isinstance(message, pgwire.ErrorResponse):
+            raise UpstreamError("the database refused the bastion's service role",
+                                f"{message.sqlstate}: {message.message}")  # fmt: skip
+        if isinstance(message, pgwire.Authentication):
+            scram = _answer(up, message, user, password, scram)
+        elif isinstance(message, pgwire.BackendKeyData):
+            up.pid, up.key = message.pid, message.key
+        elif frame.type == b"S":
+            up.parameters.append(frame.raw)
+        elif isinstance(message, pgwire.ReadyForQuery):
+            up.ready = frame.raw
+            return
+
+
+def _answer(
+    up: Upstream,
+    auth: pgwire.Authentication,
+    user: str,
+    password: str,
+    scram: scramp.ScramClient | None,
+) -> scramp.ScramClient | None:
+    """Reply to one Authentication request; returns the SCRAM state while it lasts."""
+    code = auth.code
+    if code == 0:
+        return scram
+    if code == 3:
+        up.writer.write(pgwire.password_message(password.encode()))
+    elif code == 5:
+        up.writer.write(pgwire.password_message(pgwire.md5_password(user, password, auth.data)))
+    elif code == 10:
+        mechanisms = pgwire.sasl_mechanisms(auth.data)
+        if "SCRAM-SHA-256" not in mechanisms:
+            raise UpstreamError("the database offers no SASL mechanism the bastion speaks",
+                                ", ".join(mechanisms))  # fmt: skip
+        scram = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
+        first = scram.get_client_first().encode()
+        up.writer.write(pgwire.sasl_initial_response("SCRAM-SHA-256", first))
+    elif code == 11 and scram is not None:
+        scram.set_server_first(auth.data.decode())
+        up.writer.write(pgwire.sasl_response(scram.get_client_final().encode()))
+    elif code == 12 and scram is not None:
+        try:
+            scram.set_server_final(auth.data.decode())
+        except scramp.ScramException as exc:
+            raise UpstreamError("the database failed SCRAM server verification", str(exc)) from exc
+    else:
+        raise UpstreamError(f"the database asks for an authentication method ({code}) the"
+                            " bastion does not speak")  # fmt: skip
+    return scram
+
+
+async def send_cancel(host: str, port: int, pid: int, key: bytes) -> None:
+    """Ask the server to cancel what backend `pid` is running (a new connection, as always)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError):
+        return
+    writer.write(pgwire.cancel_request(pid, key))
+    try:
+        await writer.drain()
+    finally:
+        writer.close()
