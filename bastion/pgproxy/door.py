@@ -99,9 +99,10 @@ class PgDoor:
         except (ConnectionError, TimeoutError, ssl.SSLError):
             pass
         finally:
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.drain()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
+                await writer.drain()  # the last error reaches the client; shutdown may cancel
             client.close()
+
 
     async def _serve(self, client: Client) -> None:
         first = await asyncio.wait_for(client.start(self.tls), STARTUP_TIMEOUT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,3 +26,13 @@ def bastion(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
         yield b
     finally:
         b.stop()
+
+
+def wait_for_tags(b: Bastion, count: int) -> list[str | None]:
+    """Statement outcomes are written just after the reply (batched): poll for them."""
+    deadline = time.monotonic() + 10
+    while True:
+        tags = [q.tag for q in b.store.queries()]
+        if sum(t is not None for t in tags) >= count or time.monotonic() > deadline:
+            return tags
+        time.sleep(0.02)

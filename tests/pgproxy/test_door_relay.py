@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.harness import Bastion
-from tests.pgproxy.conftest import PASSWORD
+from tests.pgproxy.conftest import PASSWORD, wait_for_tags
 from tests.realpg import PgDatabase, psql_argv, psql_env, psycopg_connect, run_psql
 
 
@@ -44,6 +44,7 @@ def test_a_write_grant_allows_writes(bastion: Bastion, pg: PgDatabase) -> None:
     via = bastion.via_bastion("wendy", "orders-prod", PASSWORD)
     done = run_psql(via, "-c", "INSERT INTO orders (customer_id, total) VALUES (1, 9.5)")
     assert done.returncode == 0, done.stderr
+    wait_for_tags(bastion, 1)
     [row] = [q for q in bastion.store.queries() if "INSERT" in q.sql]
     assert row.tag == "INSERT 0 1" and row.rows == 1
 

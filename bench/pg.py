@@ -1,0 +1,418 @@
+"""PostgreSQL door throughput vs direct and pgbouncer: .venv/bin/python -m bench.pg [--quick]
+
+In one run on one private PostgreSQL 15 cluster: pgbench -S TPS (simple and extended, 1 and 10
+clients) direct, through pgbouncer (session mode) and through the bastion (served as its own
+process, audit durability "strict" then "batched"); and MB/s streaming a 1M-row result (psql
+SELECT, psql COPY TO STDOUT) through each. Figures only, never asserts speed.
+
+Logins through the bastion use one-time tickets minted in its store. Every pgbench process opens
+two connections (a setup connection, then its client), so each pgbench process is `-c 1 -j 1`
+with a private passfile and a two-host connection string: the setup connection goes through a
+one-shot local relay (ticket 1), which then refuses, so libpq moves on to the bastion itself
+(ticket 2). "10 clients" is 10 such processes started together, TPS summed; direct and pgbouncer
+runs use the same 10 x `-c 1` shape so the comparison is fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench._common import MIB, ServedBastion
+from tests.harness import Bastion
+from tests.realpg import (
+    PGBENCH,
+    PgCluster,
+    PgDatabase,
+    client_env,
+    make_conninfo,
+    pgbench_tps,
+    psql_argv,
+    psql_env,
+    run_pgbench,
+    run_psql,
+)
+from tests.realssh import free_port, wait_for_banner
+
+PGBOUNCER = Path("/usr/sbin/pgbouncer")
+USERS = [f"u{i}" for i in range(10)]
+PASSWORD = "bench-password-1"  # noqa: S105 - a throwaway bench user
+ROWS = 1_000_000
+PAD = 100
+
+
+# --- pgbouncer -------------------------------------------------------------------------
+
+
+def ensure_pgbouncer() -> None:
+    if PGBOUNCER.exists():
+        return
+    install = ["apt-get", "install", "-y", "pgbouncer"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, capture_output=True, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], capture_output=True, env=env, check=False)
+        subprocess.run(install, capture_output=True, env=env, check=True)
+
+
+def wait_port(port: int, alive: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            raise RuntimeError(f"the server for port {port} died")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listening on {port}")
+        time.sleep(0.05)
+
+
+def start_pgbouncer(directory: Path, db: PgDatabase) -> tuple[subprocess.Popen[bytes], int]:
+    """pgbouncer as the postgres OS user, session pooling, SCRAM to client and server."""
+    owner = pwd.getpwnam("postgres")
+    port = free_port()
+    (directory / "userlist.txt").write_text(f'"{db.user}" "{db.password}"\n')
+    (directory / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={db.host} port={db.port}\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = scram-sha-256\nauth_file = {directory}/userlist.txt\n"
+        "pool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 20\n"
+        f"logfile = {directory}/pgbouncer.log\npidfile = {directory}/pgbouncer.pid\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+    )
+    for path in (directory, *directory.iterdir()):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    directory.chmod(0o700)
+    proc = subprocess.Popen(
+        [str(PGBOUNCER), str(directory / "pgbouncer.ini")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "stderr").open("wb"),
+        user=owner.pw_uid,
+        group=owner.pw_gid,
+        extra_groups=[],
+        start_new_session=True,
+    )
+    try:
+        wait_port(port, lambda: proc.poll() is None)
+    except RuntimeError:
+        raise RuntimeError(
+            "pgbouncer did not start: " + (directory / "stderr").read_text(errors="replace")
+        ) from None
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- a one-shot relay for pgbench's setup connection -----------------------------------
+
+
+class OneShotRelay:
+    """Listens on a free port, relays exactly one connection to `port`, then refuses."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        finally:
+            self.sock.close()
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
+            back = threading.Thread(target=_pump, args=(server, client), daemon=True)
+            back.start()
+            _pump(client, server)
+            back.join(10)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+# --- pgbench ---------------------------------------------------------------------------
+
+
+class Tickets:
+    """Tickets minted in the bastion's store before it is served: per user, used in order."""
+
+    def __init__(self, b: Bastion, target: str, per_user: int) -> None:
+        expires = datetime.now(UTC) + timedelta(hours=2)
+        self.left: dict[str, list[str]] = {}
+        for user in USERS:
+            tokens = [f"bt_{secrets.token_urlsafe(24)}" for _ in range(per_user)]
+            for token in tokens:
+                b.store.add_ticket(user, target, token, expires, "bench")
+            self.left[user] = tokens
+
+    def take(self, user: str) -> str:
+        return self.left[user].pop()
+
+
+def pgbench_many(
+    work: Path,
+    db: PgDatabase,
+    *,
+    clients: int,
+    mode: str,
+    seconds: int,
+    tickets: Tickets | None,
+) -> float:
+    """`clients` pgbench processes of -c 1 -j 1 started together; their TPS summed."""
+    procs: list[subprocess.Popen[str]] = []
+    relays: list[OneShotRelay] = []
+    args = ["-S", "-n", "-T", str(seconds), "-c", "1", "-j", "1", "-M", mode]
+    try:
+        for i in range(clients):
+            if tickets is None:
+                target = db
+                env = psql_env(db)
+            else:
+                user = USERS[i]
+                relay = OneShotRelay(db.port)
+                relays.append(relay)
+                passfile = work / f"pgpass-{user}"
+                passfile.write_text(
+                    f"127.0.0.1:{relay.port}:*:{user}:{tickets.take(user)}\n"
+                    f"127.0.0.1:{db.port}:*:{user}:{tickets.take(user)}\n"
+                )
+                passfile.chmod(0o600)
+                target = db.replace(user=user)
+                env = client_env(None, {"PGPASSFILE": str(passfile)})
+                params = target.params(with_password=False)
+                params["host"] = "127.0.0.1,127.0.0.1"
+                params["port"] = f"{relay.port},{db.port}"
+                argv = [PGBENCH, *args, make_conninfo(params)]
+                procs.append(_popen(argv, env))
+                continue
+            argv = [PGBENCH, *args, make_conninfo(target.params(with_password=False))]
+            procs.append(_popen(argv, env))
+        total = 0.0
+        for proc in procs:
+            out, err = proc.communicate(timeout=seconds + 120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{out}{err}")
+            total += pgbench_tps(out)
+        return total
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for relay in relays:
+            relay.close()
+
+
+def _popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+
+
+# --- streaming -------------------------------------------------------------------------
+
+QUERIES = {
+    "select": ["-At", "-c", "SELECT * FROM big"],
+    "copy": ["-c", "COPY (SELECT * FROM big) TO STDOUT"],
+}
+
+
+def stream_seconds(db: PgDatabase, kind: str) -> float:
+    argv = psql_argv(db, *QUERIES[kind])
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=psql_env(db),
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"psql {kind} failed: {done.stderr}")
+    return elapsed
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+Results = dict[tuple[str, int, str], float]
+
+
+def bench_pgbench(work: Path, db: PgDatabase, seconds: int, tickets: Tickets | None) -> Results:
+    found: Results = {}
+    for mode in ("simple", "extended"):
+        for clients in (1, 10):
+            found[("", clients, mode)] = pgbench_many(
+                work, db, clients=clients, mode=mode, seconds=seconds, tickets=tickets
+            )
+    return found
+
+
+def report(
+    seconds: int,
+    tps: dict[str, Results],
+    streams: dict[tuple[str, str], float],
+    size: int,
+    problems: list[str],
+) -> None:
+    print(
+        "pg bench (2-core machine shared by clients, bastion, pgbouncer and PostgreSQL 15;"
+        f" pgbench -S -n -T {seconds}, scale 1)"
+    )
+    print(
+        "each client is its own `pgbench -c 1 -j 1` process (10 clients = 10 processes, TPS"
+        " summed), same shape for every path;"
+    )
+    print("bastion logins by one-time tickets; bastion served as its own process\n")
+    print(
+        f"{'select-only tps':<16}{'clients':>8}  {'mode':<9}{'direct':>9}{'pgbouncer':>11}"
+        f"{'bastion(strict)':>17}{'bastion(batched)':>18}{'pgb/direct':>12}"
+        f"{'strict/direct':>15}{'batched/direct':>16}{'strict/pgb':>12}{'batched/pgb':>13}"
+    )
+    for mode in ("simple", "extended"):
+        for clients in (1, 10):
+            key = ("", clients, mode)
+            d, p = tps["direct"][key], tps["pgbouncer"][key]
+            s, bt = tps["strict"][key], tps["batched"][key]
+            print(
+                f"{'':<16}{clients:>8}  {mode:<9}{d:>9.0f}{p:>11.0f}{s:>17.0f}{bt:>18.0f}"
+                f"{p / d:>11.2f}x{s / d:>14.2f}x{bt / d:>15.2f}x{s / p:>11.2f}x{bt / p:>12.2f}x"
+            )
+    print(f"\nstreaming {ROWS:,} rows (id, {PAD}-byte pad): {size / MIB:.1f} MiB of text")
+    labels = {"select": "1M-row SELECT", "copy": "COPY TO STDOUT"}
+    for kind in QUERIES:
+        rate = {name: size / MIB / streams[(name, kind)] for name in ("direct", "pgbouncer")}
+        rate["bastion"] = size / MIB / streams[("bastion", kind)]
+        print(
+            f"{labels[kind]:<16}direct {rate['direct']:7.1f} MiB/s   pgbouncer"
+            f" {rate['pgbouncer']:7.1f} MiB/s   bastion(strict) {rate['bastion']:7.1f} MiB/s"
+            f"   bastion/direct {rate['bastion'] / rate['direct']:.2f}x"
+            f"   bastion/pgbouncer {rate['bastion'] / rate['pgbouncer']:.2f}x"
+        )
+    print()
+    for line in problems:
+        print(line)
+
+
+def main() -> None:  # noqa: PLR0915 - one linear run, set-up to tear-down
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3-second pgbench runs")
+    seconds = 3 if parser.parse_args().quick else 10
+    ensure_pgbouncer()
+    work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    work.chmod(0o711)  # pgbouncer runs as postgres and must reach its own directory
+    cluster: PgCluster | None = None
+    bouncer: subprocess.Popen[bytes] | None = None
+    served: ServedBastion | None = None
+    problems: list[str] = []
+    try:
+        cluster = PgCluster().start()
+        db = cluster.seed_orders("benchdb")
+        done = run_pgbench(db, "-i", "-s", "1", "-q")
+        if done.returncode != 0:
+            raise RuntimeError(f"pgbench -i failed: {done.stderr}")
+        cluster.make_big_table(db, ROWS, pad=PAD)
+        size = int(
+            cluster.sql("SELECT sum(length(id::text) + length(pad) + 2) FROM big", db="benchdb")[0][
+                0
+            ]
+        )
+        bouncer_dir = work / "pgbouncer"
+        bouncer_dir.mkdir()
+        bouncer, bouncer_port = start_pgbouncer(bouncer_dir, db)
+        via_bouncer = db.replace(port=bouncer_port)
+
+        home = work / "bastion"
+        b = Bastion(home, '[audit]\ndurability = "strict"\n', postgres=True)
+        b.add_pg_target(db.database, db)
+        for user in USERS:
+            b.add_user(user, key=False, password=PASSWORD)
+            b.grant(user, db.database, mode="write")
+        tickets = Tickets(b, db.database, per_user=30)
+        b.release()
+        via_bastion = PgDatabase("127.0.0.1", b.pg_port, db.database, USERS[0], "")
+        config = home / "bastion.toml"
+
+        tps: dict[str, Results] = {}
+        tps["direct"] = bench_pgbench(work, db, seconds, None)
+        tps["pgbouncer"] = bench_pgbench(work, via_bouncer, seconds, None)
+        streams: dict[tuple[str, str], float] = {}
+        for durability in ("strict", "batched"):
+            text = config.read_text().replace('"strict"', f'"{durability}"')
+            config.write_text(text)
+            served = ServedBastion(config, work / f"bastion-{durability}.log").start()
+            wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
+            tps[durability] = bench_pgbench(work, via_bastion, seconds, tickets)
+            if durability == "strict":
+                for kind in QUERIES:
+                    for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
+                        streams[(name, kind)] = stream_seconds(target, kind)
+                    ticket = via_bastion.replace(password=tickets.take(USERS[0]))
+                    streams[("bastion", kind)] = stream_seconds(ticket, kind)
+                check = via_bastion.replace(password=tickets.take(USERS[0]))
+                ok = run_psql(check, "-At", "-c", "SELECT count(*) FROM big")
+                if ok.stdout.strip() != str(ROWS):
+                    problems.append(f"check through the bastion: {ok.stdout!r} {ok.stderr!r}")
+            served.stop()
+            lines, levels, worst = served.log_problems(limit=20)
+            problems.append(f"bastion ({durability}) log: {lines} lines, {levels}")
+            problems.extend(f"  {line}" for line in worst)
+            served = None
+
+        report(seconds, tps, streams, size, problems)
+    finally:
+        if served is not None:
+            served.stop()
+        stop(bouncer)
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
