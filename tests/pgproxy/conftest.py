@@ -14,13 +14,19 @@ from tests.realpg import PgDatabase
 PASSWORD = "correct horse battery"
 
 
+def alice_on(home: Path, db: PgDatabase) -> Bastion:
+    """A bastion (not started) where alice (password + TOTP) may read orders-prod, i.e. db."""
+    b = Bastion(home, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.add_pg_target("orders-prod", db)
+    b.grant("alice", "orders-prod")
+    return b
+
+
 @pytest.fixture
 def bastion(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
     """alice (password + TOTP) has a read grant on orders-prod, the test database."""
-    b = Bastion(tmp_path / "bastion", postgres=True)
-    b.add_user("alice", password=PASSWORD)
-    b.add_pg_target("orders-prod", pg)
-    b.grant("alice", "orders-prod")
+    b = alice_on(tmp_path / "bastion", pg)
     b.start()
     try:
         yield b

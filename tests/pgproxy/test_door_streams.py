@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bastion.identity import totp
 from tests.harness import Bastion
-from tests.pgproxy.conftest import PASSWORD, wait_for_tags
+from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_tags
 from tests.realpg import PgCluster, PgDatabase, psql_argv, psql_env, psycopg_connect, run_psql
 
 
@@ -55,10 +55,7 @@ def test_upstream_restart_ends_the_session_as_upstream_lost(
     tmp_path: Path, pg_private: PgCluster
 ) -> None:
     db = pg_private.seed_orders()
-    b = Bastion(tmp_path / "bastion", postgres=True)
-    b.add_user("alice", password=PASSWORD)
-    b.add_pg_target("orders-prod", db)
-    b.grant("alice", "orders-prod")
+    b = alice_on(tmp_path / "bastion", db)
     b.start()
     try:
         via = b.via_bastion("alice", "orders-prod", PASSWORD)
@@ -95,10 +92,7 @@ def test_a_slow_reader_of_500_mb_keeps_memory_bounded(
 ) -> None:
     """psql streams COPY output to a pipe nobody reads for a while: the bastion must wait."""
     pg_cluster.make_big_table(pg, 1_000_000, pad=500)
-    b = Bastion(tmp_path / "bastion", postgres=True)
-    b.add_user("alice", password=PASSWORD)
-    b.add_pg_target("orders-prod", pg)
-    b.grant("alice", "orders-prod")
+    b = alice_on(tmp_path / "bastion", pg)
     b.release()
     proc = b.serve_process()
     try:
