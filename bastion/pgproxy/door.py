@@ -103,7 +103,6 @@ class PgDoor:
                 await writer.drain()  # the last error reaches the client; shutdown may cancel
             client.close()
 
-
     async def _serve(self, client: Client) -> None:
         first = await asyncio.wait_for(client.start(self.tls), STARTUP_TIMEOUT)
         if first is None:
