@@ -17,7 +17,7 @@ import structlog
 from bastion.audit import chain
 from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.clock import Clock, iso
-from bastion.errors import StoreError
+from bastion.errors import NotFound, StoreError
 
 log = structlog.get_logger("bastion.audit")
 
@@ -27,6 +27,22 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=15000",
 )
+
+
+def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause from (clause, value) pairs whose value is not None; a tuple value fills
+    several placeholders, and True stands for a clause without one."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in conditions:
+        if value is None or value is False:
+            continue
+        clauses.append(clause)
+        if isinstance(value, tuple):
+            params.extend(value)
+        elif value is not True:
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -153,6 +169,14 @@ class StoreBase:
                 return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+
+    def _id_by_name(self, table: str, name: str) -> int:
+        """The id of a user, or of a target that is not removed; NotFound otherwise."""
+        live = " AND removed_at IS NULL" if table == "targets" else ""
+        rows = self._rows(f"SELECT id FROM {table} WHERE name = ?{live}", [name])
+        if not rows:
+            raise NotFound(f"no {table[:-1]} named {name!r}")
+        return int(rows[0]["id"])
 
     # -- the audit chain --------------------------------------------------------------
 

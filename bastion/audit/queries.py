@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bastion.audit.base import StoreBase
+from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import ChainedEvent, Event
 from bastion.clock import iso, parse_iso
-from bastion.errors import Denied, NotFound
+from bastion.errors import Denied
 
 
 @dataclass(frozen=True)
@@ -116,23 +116,17 @@ class QueryQueries(StoreBase):
         session_id: str | None = None,
         limit: int = 500,
     ) -> list[QueryRow]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
+        clause, params = where([
             ("u.name = ?", user),
             ("t.name = ?", target),
             ("q.at >= ?", iso(since) if since else None),
             ("instr(lower(q.sql), lower(?)) > 0", grep),
             ("q.session_id = ?", session_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        ])  # fmt: skip
         sql = (
             "SELECT q.*, u.name AS user, t.name AS target FROM queries q"
             " JOIN sessions s ON s.id = q.session_id LEFT JOIN users u ON u.id = s.user_id"
-            " LEFT JOIN targets t ON t.id = s.target_id" + where + " ORDER BY q.id DESC LIMIT ?"
+            " LEFT JOIN targets t ON t.id = s.target_id" + clause + " ORDER BY q.id DESC LIMIT ?"
         )
         return [_query_row(r) for r in self._rows(sql, [*params, limit])]
 
@@ -140,17 +134,13 @@ class QueryQueries(StoreBase):
 
     def add_ticket(self, user: str, target: str, token: str, expires: datetime, actor: str) -> int:
         """Keep only the token's hash; the token itself is shown once to the engineer."""
-        user_row = self._rows("SELECT id FROM users WHERE name = ?", [user])
-        target_row = self._rows(
-            "SELECT id FROM targets WHERE name = ? AND removed_at IS NULL", [target]
-        )
-        if not user_row or not target_row:
-            raise NotFound(f"no user {user!r} or target {target!r}")
+        user_id = self._id_by_name("users", user)
+        target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at)"
                 " VALUES (?,?,?,?,?)",
-                (user_row[0]["id"], target_row[0]["id"], _digest(token),
+                (user_id, target_id, _digest(token),
                  iso(self.clock.now()), iso(expires)),
             )  # fmt: skip
             detail = {"ticket": cursor.lastrowid, "target": target, "until": iso(expires)}

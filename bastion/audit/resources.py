@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from typing import Any
 
-from bastion.audit.base import StoreBase
+from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
 from bastion.audit.records import Grant, Target, grant_from_row, target_from_row
 from bastion.clock import iso
@@ -111,7 +110,7 @@ class ResourceQueries(StoreBase):
         reason: str,
         actor: str,
     ) -> Grant:
-        user_id = self._id_of("users", user, "user")
+        user_id = self._id_by_name("users", user)
         target_row = self.target(target)
         with self._write() as conn:
             cursor = conn.execute(
@@ -149,21 +148,14 @@ class ResourceQueries(StoreBase):
     def grants(
         self, *, user: str | None = None, target: str | None = None, live_at: datetime | None = None
     ) -> list[Grant]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if user:
-            clauses.append("u.name = ?")
-            params.append(user)
-        if target:
-            clauses.append("t.name = ? AND t.removed_at IS NULL")
-            params.append(target)
-        if live_at is not None:
-            clauses.append("g.revoked_at IS NULL AND g.starts_at <= ? AND g.ends_at > ?")
-            params += [iso(live_at), iso(live_at)]
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        return [
-            grant_from_row(r) for r in self._rows(GRANT_SELECT + where + " ORDER BY g.id", params)
-        ]
+        live = (iso(live_at), iso(live_at)) if live_at is not None else None
+        clause, params = where([
+            ("u.name = ?", user or None),
+            ("t.name = ? AND t.removed_at IS NULL", target or None),
+            ("g.revoked_at IS NULL AND g.starts_at <= ? AND g.ends_at > ?", live),
+        ])  # fmt: skip
+        rows = self._rows(GRANT_SELECT + clause + " ORDER BY g.id", params)
+        return [grant_from_row(r) for r in rows]
 
     def revoke_grant(self, grant_id: int, actor: str) -> Grant:
         grant = self.grant(grant_id)
@@ -187,9 +179,3 @@ class ResourceQueries(StoreBase):
                 ],
             )
         return self.grant(grant_id)
-
-    def _id_of(self, table: str, name: str, what: str) -> int:
-        rows = self._rows(f"SELECT id FROM {table} WHERE name = ?", [name])
-        if not rows:
-            raise NotFound(f"no {what} named {name!r}")
-        return int(rows[0]["id"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bastion.audit.base import StoreBase
+from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
 from bastion.audit.records import SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
@@ -63,8 +63,8 @@ class SessionQueries(StoreBase):
         recording_path: str | None = None,
     ) -> None:
         """Record a session as open; the audit event is durable before any byte is relayed."""
-        user_id = self._id_of_name("users", user)
-        target_id = self._id_of_name("targets", target, live=True)
+        user_id = self._id_by_name("users", user)
+        target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
@@ -122,17 +122,13 @@ class SessionQueries(StoreBase):
         open_only: bool = False,
         limit: int = 200,
     ) -> list[SessionRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("u.name = ?", user), ("t.name = ?", target),
-                              ("s.started_at >= ?", iso(since) if since else None)):  # fmt: skip
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if open_only:
-            clauses.append("s.ended_at IS NULL")
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = SESSION_SELECT + where + " ORDER BY s.started_at DESC LIMIT ?"
+        clause, params = where([
+            ("u.name = ?", user),
+            ("t.name = ?", target),
+            ("s.started_at >= ?", iso(since) if since else None),
+            ("s.ended_at IS NULL", open_only),
+        ])  # fmt: skip
+        sql = SESSION_SELECT + clause + " ORDER BY s.started_at DESC LIMIT ?"
         return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
 
     def close_interrupted(self, actor: str) -> list[str]:
@@ -182,7 +178,11 @@ class SessionQueries(StoreBase):
         rows = self._rows("SELECT * FROM commands WHERE session_id = ? ORDER BY id", [session_id])
         return [
             CommandLine(
-                _dt(r["at"]), r["channel"], r["command"], bool(r["reconstructed"]), r["uncertain"]
+                parse_iso(r["at"]),
+                r["channel"],
+                r["command"],
+                bool(r["reconstructed"]),
+                r["uncertain"],
             )
             for r in rows
         ]
@@ -204,7 +204,7 @@ class SessionQueries(StoreBase):
         )
         return [
             FileOp(
-                _dt(r["at"]),
+                parse_iso(r["at"]),
                 r["operation"],
                 r["path"],
                 r["path2"],
@@ -228,14 +228,3 @@ class SessionQueries(StoreBase):
             )
             for r in rows
         ]
-
-    def _id_of_name(self, table: str, name: str, live: bool = False) -> int:
-        extra = " AND removed_at IS NULL" if live else ""
-        rows = self._rows(f"SELECT id FROM {table} WHERE name = ?{extra}", [name])
-        if not rows:
-            raise NotFound(f"no {table[:-1]} named {name!r}")
-        return int(rows[0]["id"])
-
-
-def _dt(text: str) -> datetime:
-    return parse_iso(text)
