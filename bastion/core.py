@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
+
+import structlog
 
 from bastion.access.grants import Access
 from bastion.audit import Event, Store
@@ -18,6 +20,16 @@ from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
 
 P = ParamSpec("P")
+KILL_POLL = 0.5  # seconds between looks for `bastion sessions kill` requests
+log = structlog.get_logger("bastion.core")
+
+
+class Killable(Protocol):
+    """A live session a door can end at an admin's request."""
+
+    async def kill(self, message: str) -> None: ...
+
+
 T = TypeVar("T")
 
 
@@ -66,6 +78,20 @@ class Core:
         if self.writer is not None:
             await self.writer.stop()
             self.writer = None
+
+    async def watch_kills(self, live: Mapping[str, Killable]) -> None:
+        """End the sessions in `live` that an admin killed (`bastion sessions kill`)."""
+        while True:
+            await asyncio.sleep(KILL_POLL)
+            try:
+                kills = await self.run(self.store.pending_kills)
+            except Exception as exc:  # keep watching; the store may come back
+                log.error("kill_watch_failed", error=str(exc))
+                continue
+            for session_id, who, reason in kills:
+                session = live.get(session_id)
+                if session is not None:
+                    await session.kill(f"session ended by {who}: {reason or 'no reason given'}")
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)

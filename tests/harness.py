@@ -206,3 +206,11 @@ class Bastion:
 
 def env_without_agent() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+
+
+def proc_kib(pid: int, field: str) -> int:
+    """A memory figure of a process in KiB, from /proc: VmRSS now, VmHWM at its peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import secrets
 import sys
 
 from bastion.commands.app import App
 from bastion.commands.sessions import since_arg
 from bastion.errors import Denied, UsageError
-
-TICKET_PREFIX = "bt_"
 
 
 def ticket(app: App, args: argparse.Namespace) -> int:
@@ -24,10 +21,9 @@ def ticket(app: App, args: argparse.Namespace) -> int:
         raise Denied(decision.reason)
     code = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass(
         "Verification code: ")  # fmt: skip
-    app.identity.require_totp(args.user, code, f"cli:ticket:{app.actor}")
-    token = TICKET_PREFIX + secrets.token_urlsafe(24)
-    expires = app.clock.now() + app.config.audit.ticket_valid_for
-    app.store.add_ticket(args.user, args.target, token, expires, app.actor)
+    token, expires = app.identity.issue_ticket(
+        args.user, args.target, code, f"cli:ticket:{app.actor}", app.config.audit.ticket_valid_for
+    )
     app.emit({"ticket": token, "target": args.target, "expires_at": expires.isoformat()},
              f"{token}\n(use it once as the password for {args.target} before"
              f" {expires:%H:%M} UTC)")  # fmt: skip

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from bastion.audit import Store, TotpOutcome, TotpResult
 from bastion.audit.records import NewKey, SshKey, User
@@ -17,6 +19,7 @@ from bastion.identity.enrolment import Enrolment
 from bastion.identity.sealing import SecretBox
 
 ROLES = ("engineer", "admin", "reviewer")
+TICKET_PREFIX = "bt_"  # a password starting so is a one-time ticket, not password + code
 NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
 WEAK_KEY_TYPES = ("ssh-dss",)
 MIN_RSA_BITS = 2048
@@ -109,6 +112,16 @@ class Identity:
         return self.store.record_totp_attempt(
             name, step, via, self.lockout.max_failures, self.lockout.lock_for
         )
+
+    def issue_ticket(
+        self, name: str, target: str, code: str, via: str, valid_for: timedelta
+    ) -> tuple[str, datetime]:
+        """A single-use database password, minted only after a right TOTP code."""
+        self.require_totp(name, code, via)
+        token = TICKET_PREFIX + secrets.token_urlsafe(24)
+        expires = self.clock.now() + valid_for
+        self.store.add_ticket(name, target, token, expires, via)
+        return token, expires
 
     def require_totp(self, name: str, code: str, via: str) -> User:
         """check_totp, turned into a one-line refusal for anything but success."""

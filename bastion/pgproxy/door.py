@@ -24,7 +24,6 @@ from bastion.pgproxy.upstream import UpstreamError
 log = structlog.get_logger("bastion.postgres")
 
 STARTUP_TIMEOUT = 60.0
-KILL_POLL = 0.5
 
 
 class PgDoor:
@@ -59,7 +58,7 @@ class PgDoor:
         sockets = list(self._server.sockets or [])
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_kills())
+        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_kills(self.live))
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -69,19 +68,6 @@ class PgDoor:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
-    async def _watch_kills(self) -> None:
-        while True:
-            await asyncio.sleep(KILL_POLL)
-            try:
-                kills = await self.core.run(self.core.store.pending_kills)
-            except Exception as exc:
-                log.error("postgres.kill_watch_failed", error=str(exc))
-                continue
-            for session_id, who, reason in kills:
-                session = self.live.get(session_id)
-                if session is not None:
-                    await session.end("killed", f"session ended by {who}: {reason or 'no reason'}")
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)

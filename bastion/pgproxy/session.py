@@ -14,14 +14,12 @@ from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied
-from bastion.identity.service import refusal_text
+from bastion.identity.service import TICKET_PREFIX, refusal_text
 from bastion.pgproxy import upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
 from bastion.pgproxy.relay import Relay
 
 log = structlog.get_logger("bastion.postgres")
-
-TICKET_PREFIX = "bt_"
 
 
 @dataclass
@@ -146,6 +144,9 @@ class PgSession:
             await self.core.audit(Event("query.cancelled", relay.user, relay.target, "notice",
                                         self.id, {"why": why}))  # fmt: skip
         await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
+
+    async def kill(self, message: str) -> None:
+        await self.end("killed", message)
 
     async def end(self, state: str, message: str) -> None:
         """End from the bastion's side (kill, expiry): FATAL 57P01 to the client."""

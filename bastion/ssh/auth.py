@@ -11,12 +11,12 @@ import asyncssh
 import structlog
 from asyncssh.public_key import decode_ssh_public_key
 
+from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
 from bastion.core import Core
 from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
-from bastion.ssh.limits import PreauthLimiter
 from bastion.ssh.login import Login, parse_login
 
 log = structlog.get_logger("bastion.ssh")

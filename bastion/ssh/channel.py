@@ -256,6 +256,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         except BastionError as exc:
             self.end(f"recording failed, session ended: {exc.message}", "recording_failed")
 
+    async def kill(self, message: str) -> None:
+        self.end(message)
+
     def end(self, message: str, state: str = "killed") -> None:
         """End the session from the bastion's side (kill, expiry, recording failure)."""
         if self._ending is not None:

@@ -8,21 +8,15 @@ from typing import Any
 import asyncssh
 import structlog
 
+from bastion.access.preauth import PreauthLimiter, PreauthPolicy
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.ssh import twofactor
 from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
-from bastion.ssh.limits import PreauthLimiter, PreauthPolicy
+from bastion.ssh.upstream import CIPHERS
 
 log = structlog.get_logger("bastion.ssh")
-
-
-KILL_POLL = 0.5
-# AES (with the CPU's AES instructions) costs asyncssh far less per packet than
-# chacha20-poly1305, which it builds per packet; both are strong. OpenSSH clients prefer
-# chacha20, so it is left out of what the bastion offers and they settle on AES.
-CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
 
 class SSHDoor:
@@ -64,21 +58,7 @@ class SSHDoor:
         sockets = self._server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_kills())
-
-    async def _watch_kills(self) -> None:
-        """End sessions an admin killed (`bastion sessions kill`), within a second."""
-        while True:
-            await asyncio.sleep(KILL_POLL)
-            try:
-                kills = await self.core.run(self.core.store.pending_kills)
-            except Exception as exc:  # keep watching; the store may come back
-                log.error("ssh.kill_watch_failed", error=str(exc))
-                continue
-            for session_id, who, reason in kills:
-                channel = self.live.get(session_id)
-                if channel is not None:
-                    channel.end(f"session ended by {who}: {reason or 'no reason given'}")
+        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_kills(self.live))
 
     async def stop(self) -> None:
         if self._watcher is not None:

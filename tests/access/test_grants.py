@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.access.grants import Access
 from bastion.audit import Store
+from bastion.audit.records import Grant
 from bastion.clock import FakeClock
 from bastion.config import Config, load_config
 from bastion.errors import Conflict, Denied, NotFound, UsageError
@@ -49,6 +51,13 @@ def access(tmp_path: Path, clock: FakeClock, config: Config) -> Access:
 REASON = "INC-4411 refund stuck in queue"
 
 
+def give(access: Access, *, hours: float = 1, **overrides: Any) -> Grant:
+    """A grant for alice on web-1 by cli:admin unless told otherwise."""
+    fields: dict[str, Any] = {"user": "alice", "target": "web-1", "reason": REASON,
+                              "actor": "cli:admin", **overrides}  # fmt: skip
+    return access.grant(duration=timedelta(hours=hours), **fields)
+
+
 def test_no_grant_means_no_access_and_says_how_to_ask(access: Access) -> None:
     decision = access.decide("alice", "web-1")
     assert not decision.allowed
@@ -56,9 +65,7 @@ def test_no_grant_means_no_access_and_says_how_to_ask(access: Access) -> None:
 
 
 def test_a_grant_opens_its_window_and_closes_on_time(access: Access, clock: FakeClock) -> None:
-    made = access.grant(
-        user="alice", target="web-1", duration=timedelta(hours=2), reason=REASON, actor="cli:admin"
-    )
+    made = give(access, hours=2)
     decision = access.decide("alice", "web-1")
     assert decision.allowed and decision.grant == made
     assert not access.decide("bob", "web-1").allowed
@@ -72,14 +79,7 @@ def test_a_grant_opens_its_window_and_closes_on_time(access: Access, clock: Fake
 
 def test_a_scheduled_grant_opens_later(access: Access, clock: FakeClock) -> None:
     start = clock.now() + timedelta(days=1)
-    made = access.grant(
-        user="alice",
-        target="web-1",
-        duration=timedelta(hours=1),
-        reason=REASON,
-        actor="cli:admin",
-        starts_at=start,
-    )
+    made = give(access, hours=1, starts_at=start)
     assert made.state_at(clock.now()) == "scheduled"
     assert not access.decide("alice", "web-1").allowed
     clock.set(start)
@@ -87,9 +87,7 @@ def test_a_scheduled_grant_opens_later(access: Access, clock: FakeClock) -> None
 
 
 def test_revocation_ends_access_at_once_and_only_once(access: Access) -> None:
-    made = access.grant(
-        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
-    )
+    made = give(access, hours=1)
     access.revoke(made.id, "cli:admin")
     assert not access.decide("alice", "web-1").allowed
     with pytest.raises(Conflict, match="revoked already"):
@@ -100,85 +98,38 @@ def test_revocation_ends_access_at_once_and_only_once(access: Access) -> None:
 
 def test_policy_limits_are_enforced(access: Access) -> None:
     with pytest.raises(UsageError, match="at most 4h"):
-        access.grant(
-            user="alice",
-            target="orders-prod",
-            duration=timedelta(hours=5),
-            reason=REASON,
-            actor="cli:admin",
-        )
+        give(access, target="orders-prod", hours=5)
     with pytest.raises(UsageError, match="at most 12h"):
-        access.grant(
-            user="alice",
-            target="web-1",
-            duration=timedelta(hours=13),
-            reason=REASON,
-            actor="cli:admin",
-        )
+        give(access, hours=13)
     with pytest.raises(UsageError, match="at least 10 characters"):
-        access.grant(
-            user="alice",
-            target="web-1",
-            duration=timedelta(hours=1),
-            reason="  fix   ",
-            actor="cli:admin",
-        )
+        give(access, hours=1, reason="  fix   ")
     with pytest.raises(UsageError, match="mode"):
-        access.grant(
-            user="alice",
-            target="web-1",
-            duration=timedelta(hours=1),
-            reason=REASON,
-            actor="cli:admin",
-            mode="root",
-        )
+        give(access, hours=1, mode="root")
     with pytest.raises(NotFound):
-        access.grant(
-            user="alice",
-            target="nope",
-            duration=timedelta(hours=1),
-            reason=REASON,
-            actor="cli:admin",
-        )
+        give(access, target="nope", hours=1)
     assert access.store.grants() == []
 
 
 def test_disabling_a_user_revokes_everything_in_one_step(access: Access) -> None:
     for target in ("web-1", "orders-prod"):
-        access.grant(
-            user="alice",
-            target=target,
-            duration=timedelta(hours=1),
-            reason=REASON,
-            actor="cli:admin",
-        )
+        give(access, target=target, hours=1)
     assert access.store.disable_user("alice", "cli:admin", "left") == 2
     assert not access.decide("alice", "web-1").allowed
     assert "disabled" in access.decide("alice", "web-1").reason
     with pytest.raises(Denied, match="disabled"):
-        access.grant(
-            user="alice",
-            target="web-1",
-            duration=timedelta(hours=1),
-            reason=REASON,
-            actor="cli:admin",
-        )
+        give(access, hours=1)
     disabled = [e for e in access.store.events() if e.kind == "user.disabled"]
     assert disabled[0].detail == '{"grants_revoked":2,"reason":"left"}'
 
 
 def test_removing_a_target_revokes_its_grants(access: Access) -> None:
-    access.grant(
-        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
-    )
+    give(access, hours=1)
     assert access.store.remove_target("web-1", "cli:admin") == 1
     assert not access.decide("alice", "web-1").allowed
 
 
 def test_every_grant_change_is_audited(access: Access) -> None:
-    made = access.grant(
-        user="alice", target="web-1", duration=timedelta(hours=1), reason=REASON, actor="cli:admin"
-    )
+    made = give(access, hours=1)
     access.revoke(made.id, "cli:other-admin")
     events = {e.kind: e for e in access.store.events()}
     assert events["grant.created"].actor == "cli:admin"

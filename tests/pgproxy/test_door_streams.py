@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bastion.identity import totp
-from tests.harness import Bastion
+from tests.harness import Bastion, proc_kib
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_tags
 from tests.realpg import PgCluster, PgDatabase, psql_argv, psql_env, psycopg_connect, run_psql
 
@@ -80,13 +80,6 @@ def test_upstream_restart_ends_the_session_as_upstream_lost(
         b.stop()
 
 
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(field)
-
-
 def test_a_slow_reader_of_500_mb_keeps_memory_bounded(
     tmp_path: Path, pg_cluster: PgCluster, pg: PgDatabase
 ) -> None:
@@ -96,7 +89,7 @@ def test_a_slow_reader_of_500_mb_keeps_memory_bounded(
     b.release()
     proc = b.serve_process()
     try:
-        before = _kib(proc.pid, "VmRSS")
+        before = proc_kib(proc.pid, "VmRSS")
         code = totp.code_for_step(b.seeds["alice"], totp.step_at(datetime.now(UTC)) + 1)
         via = PgDatabase("127.0.0.1", b.pg_port, "orders-prod", "alice", PASSWORD + code)
         with subprocess.Popen(psql_argv(via, "-c", "COPY big TO STDOUT"), env=psql_env(via),
@@ -104,14 +97,14 @@ def test_a_slow_reader_of_500_mb_keeps_memory_bounded(
                               stderr=subprocess.DEVNULL) as reader:  # fmt: skip
             assert reader.stdout is not None
             time.sleep(3)  # nobody reads: psql blocks, so must the bastion
-            held = _kib(proc.pid, "VmRSS") - before
+            held = proc_kib(proc.pid, "VmRSS") - before
             total = 0
             while chunk := reader.stdout.read(1 << 20):
                 total += len(chunk)
             assert reader.wait(60) == 0
         assert total > 500 * 1_000_000
         assert held < 64 * 1024, f"the bastion held {held} KiB while the client paused"
-        peak = _kib(proc.pid, "VmHWM") - before
+        peak = proc_kib(proc.pid, "VmHWM") - before
         assert peak < 160 * 1024, f"peak memory grew by {peak} KiB"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncssh
 
 from bastion.identity import totp
-from tests.harness import Bastion
+from tests.harness import Bastion, proc_kib
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
@@ -145,13 +145,6 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
         proc.wait(20)
 
 
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
-
-
 def test_a_slow_client_slows_the_target_instead_of_filling_memory(
     tmp_path: Path, sshd: Sshd
 ) -> None:
@@ -161,7 +154,7 @@ def test_a_slow_client_slows_the_target_instead_of_filling_memory(
     proc = b.serve_process()
     size = 200 * 1000 * 1000
     try:
-        before = _kib(proc.pid, "VmRSS")
+        before = proc_kib(proc.pid, "VmRSS")
 
         async def slow_reader() -> int:
             key = asyncssh.read_private_key(b.keys["alice"])
@@ -172,7 +165,7 @@ def test_a_slow_client_slows_the_target_instead_of_filling_memory(
                     f"head -c {size} /dev/zero | tr '\\\\0' a", encoding=None
                 )
                 await asyncio.sleep(3)  # not reading: the target must be held back
-                held = _kib(proc.pid, "VmRSS") - before
+                held = proc_kib(proc.pid, "VmRSS") - before
                 assert held < 64 * 1024, f"the bastion holds {held} KiB for a paused client"
                 total = 0
                 while chunk := await process.stdout.read(1 << 20):
@@ -181,7 +174,7 @@ def test_a_slow_client_slows_the_target_instead_of_filling_memory(
             return total
 
         assert asyncio.run(slow_reader()) == size
-        peak = _kib(proc.pid, "VmHWM") - before
+        peak = proc_kib(proc.pid, "VmHWM") - before
         assert peak < 128 * 1024, f"peak memory grew by {peak} KiB moving {size} bytes"
     finally:
         proc.send_signal(signal.SIGTERM)

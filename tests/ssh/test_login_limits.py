@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from bastion.access.preauth import PreauthLimiter, PreauthPolicy
 from bastion.clock import FakeClock
-from bastion.ssh.limits import PreauthLimiter, PreauthPolicy
 from bastion.ssh.login import Login, parse_login
 
 

@@ -1,4 +1,4 @@
-"""Pre-authentication limits: unauthenticated connections and failures per source (pure)."""
+"""Pre-authentication limits: logins in progress and failures per source address (pure)."""
 
 from __future__ import annotations
 
