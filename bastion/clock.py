@@ -42,7 +42,9 @@ class FakeClock:
 
 def iso(when: datetime) -> str:
     """Format a datetime the way the store keeps it: UTC, microseconds, 'Z'."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:

@@ -51,14 +51,23 @@ class ChainedEvent:
         return out
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def row_hash(prev_hash: str, content: list[Any]) -> str:
-    """SHA-256 over the previous row's hash and this row's canonical content."""
-    return hashlib.sha256(f"{prev_hash}\n{canonical_json(content)}".encode()).hexdigest()
+    """SHA-256 over the previous row's hash and this row's canonical content.
+
+    The content's last item is the detail, canonical JSON already: it is hashed as it is, after
+    the other items' JSON and a newline (neither JSON text holds a raw newline, so the split
+    is unambiguous), rather than being escaped into a second JSON string.
+    """
+    head = _CANONICAL.encode(content[:-1])
+    return hashlib.sha256(f"{prev_hash}\n{head}\n{content[-1]}".encode()).hexdigest()
 
 
 def link(event: Event, seq: int, at: str, prev_hash: str) -> ChainedEvent:

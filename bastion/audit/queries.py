@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import ChainedEvent, Event
-from bastion.clock import iso, parse_iso
+from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied
 
 
@@ -73,38 +73,50 @@ Record = Event | QueryStart | QueryEnd
 
 
 class QueryQueries(StoreBase):
-    def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:
-        """Events, query starts and ends in one transaction: one fsync for all of them."""
-        with self._write() as conn:
-            events = [self._query_record(conn, r) for r in records]
-            return self._append(conn, events)
+    def __init__(self, path: Path, clock: Clock) -> None:
+        super().__init__(path, clock)
+        self._query_ids: dict[str, int] = {}  # statements written and not yet ended: key -> id
 
-    def _query_record(self, conn: sqlite3.Connection, record: Record) -> Event:
-        if isinstance(record, Event):
-            return record
-        if isinstance(record, QueryStart):
-            conn.execute(
-                "INSERT INTO queries (session_id, at, protocol_step, sql, parameters,"
-                " refused_reason, statement_kind, query_key) VALUES (?,?,?,?,?,?,?,?)",
-                (record.session_id, iso(record.at), record.step, record.sql, record.parameters,
-                 record.refused, record.kind, record.key),
-            )  # fmt: skip
-            detail: dict[str, Any] = {"key": record.key, "step": record.step, "sql": record.sql}
-            if record.parameters is not None:
-                detail["parameters"] = record.parameters
-            if record.refused is not None:
-                detail["refused"] = record.refused
-            kind = "query.refused" if record.refused else "query"
-            return Event(kind, record.user, record.target, "info", record.session_id, detail)
-        conn.execute(
-            "UPDATE queries SET finished_at = ?, rows = ?, command_tag = ?, sqlstate = ?,"
-            " duration_us = ? WHERE query_key = ?",
-            (iso(record.finished_at), record.rows, record.tag, record.sqlstate,
-             record.duration_us, record.key),
-        )  # fmt: skip
-        done = {"key": record.key, "rows": record.rows, "tag": record.tag,
-                "sqlstate": record.sqlstate, "us": record.duration_us}  # fmt: skip
-        return Event("query.done", record.user, record.target, "info", record.session_id, done)
+    def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:
+        """Events, query starts and ends in one transaction: one fsync for all of them.
+
+        A statement whose start and end are both in the batch becomes one row and one event.
+        Returns each record's chained event, in the records' order.
+        """
+        ends = {r.key: r for r in records if isinstance(r, QueryEnd)}
+        owner: list[int] = []  # for each record, the index of its event
+        events: list[Event] = []
+        merged: dict[str, int] = {}  # key -> event index, for starts that took their end
+        with self._write() as conn:
+            next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM queries").fetchone()[0])
+            rows: list[tuple[Any, ...]] = []
+            updates: list[tuple[Any, ...]] = []
+            for record in records:
+                if isinstance(record, QueryEnd) and record.key in merged:
+                    owner.append(merged[record.key])
+                    continue
+                owner.append(len(events))
+                if isinstance(record, QueryStart):
+                    end = ends.get(record.key)
+                    next_id += 1
+                    if end is None:
+                        self._query_ids[record.key] = next_id
+                    else:
+                        merged[record.key] = len(events)
+                    rows.append(_query_row_values(next_id, record, end))
+                    events.append(_query_event(record, end))
+                elif isinstance(record, QueryEnd):
+                    found = self._query_ids.pop(record.key, None)
+                    if found is not None:
+                        updates.append((*_outcome_values(record), found))
+                    events.append(Event("query.done", record.user, record.target, "info",
+                                        record.session_id, _outcome(record)))  # fmt: skip
+                else:
+                    events.append(record)
+            conn.executemany(_INSERT_QUERY, rows)
+            conn.executemany(_UPDATE_QUERY, updates)
+            chained = self._append(conn, events)
+        return [chained[i] for i in owner]
 
     def queries(
         self,
@@ -168,6 +180,45 @@ class QueryQueries(StoreBase):
         if problem is not None:
             raise Denied(problem)
         return int(row["id"])
+
+
+_INSERT_QUERY = (
+    "INSERT INTO queries (id, session_id, at, protocol_step, sql, parameters, refused_reason,"
+    " statement_kind, query_key, finished_at, rows, command_tag, sqlstate, duration_us)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPDATE_QUERY = (
+    "UPDATE queries SET finished_at = ?, rows = ?, command_tag = ?, sqlstate = ?,"
+    " duration_us = ? WHERE id = ?"
+)
+
+
+def _query_row_values(row_id: int, start: QueryStart, end: QueryEnd | None) -> tuple[Any, ...]:
+    done = _outcome_values(end) if end else (None, None, None, None, None)
+    return (row_id, start.session_id, iso(start.at), start.step, start.sql, start.parameters,
+            start.refused, start.kind, start.key, *done)  # fmt: skip
+
+
+def _outcome_values(end: QueryEnd) -> tuple[Any, ...]:
+    return (iso(end.finished_at), end.rows, end.tag, end.sqlstate, end.duration_us)
+
+
+def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
+    """The statement's audit event, with its outcome when that is known already."""
+    detail: dict[str, Any] = {"key": start.key, "step": start.step, "sql": start.sql}
+    if start.parameters is not None:
+        detail["parameters"] = start.parameters
+    if start.refused is not None:
+        detail["refused"] = start.refused
+    if end is not None:
+        detail["done"] = _outcome(end)
+    kind = "query.refused" if start.refused else "query"
+    return Event(kind, start.user, start.target, "info", start.session_id, detail)
+
+
+def _outcome(end: QueryEnd) -> dict[str, Any]:
+    return {"key": end.key, "rows": end.rows, "tag": end.tag, "sqlstate": end.sqlstate,
+            "us": end.duration_us}  # fmt: skip
 
 
 def _ticket_problem(row: Any, user: str, target: str, now: datetime) -> str | None:

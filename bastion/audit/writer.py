@@ -3,39 +3,50 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, Record
 from bastion.errors import StoreError
 
+LINGER = 0.04
+"""How long a record nobody waits on may sit before its batch is committed (seconds)."""
+
 
 class AuditWriter:
-    """The store's one writer thread; `append` returns only once the event is on disk.
+    """The store's one writer thread; a record's future resolves once it is on disk.
 
-    While one batch commits, new events queue up and go into the next commit together, so
-    many sessions share each fsync without any event being acknowledged before it is durable.
+    While one batch commits, new records queue up and go into the next commit together, so
+    many sessions share each fsync without any record being acknowledged before it is durable.
+    An urgent record (a statement about to run, a session opening) starts a commit at once;
+    one that nobody waits on (a statement's outcome, anything in batched mode) lingers up to
+    LINGER for company, so it usually rides along with the next urgent one.
     """
 
-    def __init__(self, store: QueryQueries, max_batch: int = 1024) -> None:
+    def __init__(self, store: QueryQueries, max_batch: int = 1024, linger: float = LINGER) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Record, asyncio.Future[ChainedEvent]]] = asyncio.Queue()
+        self.linger = linger
+        self._queue: deque[tuple[Record, asyncio.Future[ChainedEvent], bool]] = deque()
+        self._urgent = 0  # urgent records in the queue
+        self._wake: asyncio.Future[None] | None = None  # set while the writer sleeps
+        self._wake_on_any = False  # the writer sleeps until any record (not only urgent)
+        self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
         """Write what is queued, then stop the thread."""
         if self._task is not None:
-            await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._poke(urgent=True)
+            await self._task
             self._task = None
         self._executor.shutdown(wait=True)
 
@@ -43,35 +54,68 @@ class AuditWriter:
         """Queue a record and wait until its batch is committed; raises StoreError if not."""
         return await self.submit(event)
 
-    def submit(self, record: Record) -> asyncio.Future[ChainedEvent]:
+    def submit(self, record: Record, *, urgent: bool = True) -> asyncio.Future[ChainedEvent]:
         """Queue a record; the future resolves once its batch is on disk (or fails)."""
-        if self._task is None:
+        if self._task is None or self._stopping:
             raise StoreError("the audit writer is not running")
         future: asyncio.Future[ChainedEvent] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((record, future))
+        self._queue.append((record, future, urgent))
+        if urgent:
+            self._urgent += 1
+        self._poke(urgent)
         return future
 
-    async def _run(self) -> None:
+    def _poke(self, urgent: bool) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done() and (urgent or self._wake_on_any):
+            wake.set_result(None)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until a record comes (timeout None), or an urgent one or the timeout, whichever first."""
         loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        self._wake_on_any = timeout is None
+        timer = None if timeout is None else loop.call_later(timeout, _settle, wake)
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            records = [record for record, _ in batch]
-            try:
-                rows = await loop.run_in_executor(self._executor, self.store.write_batch, records)
-            except Exception as exc:  # every waiter learns its event was not written
-                failure = (
-                    exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")
-                )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-            else:
-                self.commits += 1
-                for (_, future), row in zip(batch, rows, strict=True):
-                    if not future.done():
-                        future.set_result(row)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            if not self._queue:
+                if self._stopping:
+                    return
+                await self._sleep(None)
+                continue
+            if not self._urgent and not self._stopping:
+                await self._sleep(self.linger)
+            await self._commit_batch()
+
+    async def _commit_batch(self) -> None:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+        self._urgent -= sum(1 for _, _, urgent in batch if urgent)
+        records = [record for record, _, _ in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await loop.run_in_executor(self._executor, self.store.write_batch, records)
+        except Exception as exc:  # every waiter learns its record was not written
+            failure = (
+                exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")
+            )
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self.commits += 1
+        for (_, future, _), row in zip(batch, rows, strict=True):
+            if not future.done():
+                future.set_result(row)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

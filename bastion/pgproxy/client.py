@@ -59,7 +59,7 @@ class Client:
             if not await self._fill():
                 return None
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | memoryview) -> None:
         if not self.writer.is_closing():
             self.writer.write(data)
 

@@ -24,6 +24,7 @@ from bastion.pgproxy.upstream import UpstreamError
 log = structlog.get_logger("bastion.postgres")
 
 STARTUP_TIMEOUT = 60.0
+STOP_GRACE = 10.0  # seconds for ended sessions to record their end when the bastion stops
 
 
 class PgDoor:
@@ -40,6 +41,7 @@ class PgDoor:
         self.by_key: dict[int, PgSession] = {}
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths
@@ -61,15 +63,23 @@ class PgDoor:
         self._watcher = asyncio.get_running_loop().create_task(self.core.watch_kills(self.live))
 
     async def stop(self) -> None:
+        """End every session with a message and let each close its row before returning."""
         if self._watcher is not None:
             self._watcher.cancel()
-        for session in list(self.live.values()):
-            await session.end("interrupted", "the bastion is shutting down")
         if self._server is not None:
             self._server.close()
+        for session in list(self.live.values()):
+            await session.end("interrupted", "the bastion is shutting down")
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         client = Client(reader, writer, pgwire.FrameReader(), str(peer[0]))
         try:

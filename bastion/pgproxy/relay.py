@@ -19,7 +19,13 @@ from bastion.pgproxy.upstream import Upstream
 
 log = structlog.get_logger("bastion.postgres")
 
-FLUSH_AT = 256 * 1024  # bytes of replies gathered before they are written to the client
+READ_SIZE = 256 * 1024  # bytes read from either side at a time
+REFUSED_SQL = "bastion refused this statement"
+"""Sent upstream in place of a refused statement. It is a syntax error, so the server answers
+with an error exactly where the refused statement's answer belongs, aborts the transaction and
+skips to Sync as for any failed statement; the relay swaps that error for its own message."""
+_STAND_IN_QUERY = pgwire.query(REFUSED_SQL)
+_STAND_IN_PARSE = pgwire.parse("", REFUSED_SQL, ())
 
 
 @dataclass
@@ -35,50 +41,102 @@ class Relay:
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
     portals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    skipping: bool = False  # a refused message in a pipeline: drop everything up to Sync
     counter: int = 0
     failure: str | None = None  # set when the audit trail could not be written
 
     # -- client to target ---------------------------------------------------------------
 
     async def from_client(self) -> str:
-        """Forward the client's messages; returns why the client side ended."""
+        """Forward the client's messages; returns why the client side ended.
+
+        Each read is scanned whole; its statements are queued for the audit trail together
+        and, under strict durability, are on disk before any of the read goes upstream.
+        """
+        scanner = pgwire.Scanner(b"d")  # CopyData passes in bulk
+        data = self.client.frames.take_buffered()
         while True:
-            frame = await self.client.next_frame()
-            if frame is None:
-                return "client closed the connection"
+            if not data:
+                data = await self.client.reader.read(READ_SIZE)
+                if not data:
+                    return "client closed the connection"
+            scan = scanner.feed(data)
+            data = b""
+            out: list[bytes | memoryview] = []
+            waits: list[asyncio.Future[Any]] = []
+            ended = False
+            for item in scan.items:
+                if isinstance(item, pgwire.Run):
+                    out.append(item.raw)
+                    continue
+                out.append(self._inspect(item, waits))
+                if item.type == b"X":
+                    ended = True
+                    break
             if self.failure is not None:
                 return self.failure
-            if self.skipping:
-                self._skip(frame)
-                continue
-            forward = await self._inspect(frame)
-            if forward:
-                self.up.writer.write(frame.raw)
+            if waits:
+                await asyncio.gather(*waits)  # StoreError: the statement must not run
+            if out:
+                self.up.writer.write(out[0] if len(out) == 1 else b"".join(out))
                 await self.up.writer.drain()
-            if frame.type == b"X":
+            if ended:
                 return "client ended the session"
+            if scan.error is not None:
+                raise scan.error
 
-    async def _inspect(self, frame: pgwire.Frame) -> bool:
+    def _inspect(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
+        """What to send upstream for one client message (itself, or a refusal's stand-in)."""
         kind = frame.type
         if kind == b"Q":
-            return await self._simple(frame)
+            query = pgwire.decode_frontend(frame)
+            assert isinstance(query, pgwire.Query)
+            return self._statement(frame.raw, "simple", query.sql, waits)
         if kind == b"P":
-            return await self._parse(frame)
+            parse = pgwire.decode_frontend(frame)
+            assert isinstance(parse, pgwire.Parse)
+            refused = self._refusal(parse.sql)
+            self.statements[parse.name] = parse.sql  # refused or not: what its Executes log
+            if refused is None:
+                return frame.raw
+            return self._refused("parse", parse.sql, refused, waits)
         if kind == b"B":
             bind = pgwire.decode_frontend(frame)
             assert isinstance(bind, pgwire.Bind)
             self.portals[bind.portal] = (bind.statement, self._params(bind))
         elif kind == b"E":
-            await self._execute(frame)
+            execute = pgwire.decode_frontend(frame)
+            assert isinstance(execute, pgwire.Execute)
+            statement, params = self.portals.get(execute.portal, ("", None))
+            sql = self.statements.get(statement)
+            if sql is None:  # prepared before the bastion saw it: nothing to show but its name
+                sql = f"[prepared statement {statement!r}]"
+            key = self._record_start("execute", sql, params, None, waits)
+            self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
         elif kind == b"F":
-            return await self._function_call()
-        return True
+            if self.read_only:
+                refused = "the fast-path function call cannot be checked"
+                return self._refused("function", "[fast-path function call]", refused, waits)
+            return self._statement(frame.raw, "function", "[fast-path function call]", waits)
+        return frame.raw
 
-    def _skip(self, frame: pgwire.Frame) -> None:
-        if frame.type == b"S":
-            self.skipping = False
-            self.client.send(pgwire.ready_for_query(self.status))
+    def _statement(
+        self, raw: bytes, step: str, sql: str, waits: list[asyncio.Future[Any]]
+    ) -> bytes:
+        """A simple Query or a function call: answered in full before ReadyForQuery."""
+        refused = self._refusal(sql) if step == "simple" else None
+        if refused is not None:
+            return self._refused(step, sql, refused, waits)
+        key = self._record_start(step, sql, None, None, waits)
+        self.tracker.sent(key, simple=True, now_ns=time.monotonic_ns())
+        return raw
+
+    def _refused(self, step: str, sql: str, reason: str, waits: list[asyncio.Future[Any]]) -> bytes:
+        """Log the refusal and send the stand-in that fails where the statement would have."""
+        key = self._record_start(step, sql, None, reason, waits)
+        message = f"refused by the bastion: {reason} (this grant is read-only)"
+        error = pgwire.error_response("ERROR", "25006", message)
+        self.tracker.sent(key, simple=step != "parse", now_ns=time.monotonic_ns(), stand_in=error)
+        return _STAND_IN_PARSE if step == "parse" else _STAND_IN_QUERY
 
     def _key(self) -> str:
         self.counter += 1
@@ -94,57 +152,6 @@ class Relay:
         refusal: str | None = found.read_only_refusal
         return refusal
 
-    async def _simple(self, frame: pgwire.Frame) -> bool:
-        query = pgwire.decode_frontend(frame)
-        assert isinstance(query, pgwire.Query)
-        refused = self._refusal(query.sql)
-        key = self._key()
-        await self._record_start(key, "simple", query.sql, None, refused)
-        if refused is not None:
-            self._refuse(refused)
-            self.client.send(pgwire.ready_for_query(self.status))
-            return False
-        self.tracker.sent(key, simple=True, now_ns=time.monotonic_ns())
-        return True
-
-    async def _parse(self, frame: pgwire.Frame) -> bool:
-        parse = pgwire.decode_frontend(frame)
-        assert isinstance(parse, pgwire.Parse)
-        refused = self._refusal(parse.sql)
-        if refused is not None:
-            await self._record_start(self._key(), "parse", parse.sql, None, refused)
-            self._refuse(refused)
-            self.skipping = True
-            return False
-        self.statements[parse.name] = parse.sql
-        return True
-
-    async def _execute(self, frame: pgwire.Frame) -> None:
-        execute = pgwire.decode_frontend(frame)
-        assert isinstance(execute, pgwire.Execute)
-        statement, params = self.portals.get(execute.portal, ("", None))
-        sql = self.statements.get(statement)
-        key = self._key()
-        if sql is None:  # prepared before the bastion saw it: nothing to show but its name
-            sql = f"[prepared statement {statement!r}]"
-        await self._record_start(key, "execute", sql, params, None)
-        self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
-
-    async def _function_call(self) -> bool:
-        refused = "the fast-path function call cannot be checked" if self.read_only else None
-        key = self._key()
-        await self._record_start(key, "function", "[fast-path function call]", None, refused)
-        if refused is not None:
-            self._refuse(refused)
-            self.skipping = True
-            return False
-        self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
-        return True
-
-    def _refuse(self, reason: str) -> None:
-        message = f"refused by the bastion: {reason} (this grant is read-only)"
-        self.client.send(pgwire.error_response("ERROR", "25006", message))
-
     def _params(self, bind: pgwire.Bind) -> str | None:
         if not bind.params:
             return None
@@ -152,18 +159,22 @@ class Relay:
             return json.dumps(sqlparse.describe_params(bind.params, bind.param_formats))
         return json.dumps(sqlparse.redact_params(bind.params))
 
-    async def _record_start(self, key: str, step: str, sql: str, params: str | None,
-                            refused: str | None) -> None:  # fmt: skip
-        """Durable before the statement goes upstream (strict), or queued (batched)."""
+    def _record_start(self, step: str, sql: str, params: str | None, refused: str | None,
+                      waits: list[asyncio.Future[Any]]) -> str:  # fmt: skip
+        """Queue the statement's audit row; strict durability waits for it before forwarding."""
+        audit = self.core.config.audit
+        key = self._key()
         placeholder = sql.startswith("[") and sql.endswith("]")
-        text = sql if self.core.config.audit.keep_literals or placeholder else sqlparse.redact(sql)
+        text = sql if audit.keep_literals or placeholder else sqlparse.redact(sql)
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
                             step, text, params, sqlparse.command_kind(sql), refused)  # fmt: skip
-        future = self.core.audit_writer().submit(record)
-        if self.core.config.audit.durability == "strict":
-            await future
+        strict = audit.durability == "strict"
+        future = self.core.audit_writer().submit(record, urgent=strict)
+        if strict:
+            waits.append(future)
         else:
             future.add_done_callback(self._check_write)
+        return key
 
     def _check_write(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -172,49 +183,57 @@ class Relay:
     # -- target to client ---------------------------------------------------------------
 
     async def from_upstream(self) -> str:
-        """Forward the target's replies, gathered, never faster than the client drains."""
-        out = bytearray()
+        """Forward the target's replies as read, never faster than the client drains."""
+        scanner = pgwire.Scanner(b"Dd")  # DataRows and COPY data pass in bulk, only counted
+        data = self.up.frames.take_buffered()
         while True:
-            frame = self.up.frames.next_frame()
-            if frame is None:
-                if out:
-                    self.client.send(bytes(out))
-                    out.clear()
-                    await self.client.writer.drain()
-                data = await self.up.reader.read(256 * 1024)
+            if not data:
+                data = await self.up.reader.read(READ_SIZE)
                 if not data:
                     return "upstream_lost"
-                self.up.frames.feed(data)
-                continue
-            self._observe(frame)
-            out += frame.raw
-            if len(out) >= FLUSH_AT:
-                self.client.send(bytes(out))
-                out.clear()
+            scan = scanner.feed(data)
+            data = b""
+            out = self._observe(scan)
+            if out:
+                self.client.send(out)
                 await self.client.writer.drain()
+            if scan.error is not None:
+                raise scan.error
 
-    def _observe(self, frame: pgwire.Frame) -> None:
-        kind = frame.type
-        if kind == b"D":
-            self.tracker.data_rows(1)
-            return
-        now = time.monotonic_ns()
+    def _observe(self, scan: pgwire.Scan) -> bytes | memoryview:
+        """Attribute the replies to statements; the bytes for the client (changed only where a
+        refused statement's stand-in error is swapped for the bastion's own)."""
+        swapped: dict[int, bytes] = {}
         finished: list[Finished] = []
-        if kind == b"C":
-            message = pgwire.decode_backend(frame)
-            assert isinstance(message, pgwire.CommandComplete)
-            finished = self.tracker.complete(message.tag, now)
-        elif kind in (b"I", b"s"):
-            finished = self.tracker.complete(None, now)
-        elif kind == b"E":
-            error = pgwire.decode_backend(frame)
-            assert isinstance(error, pgwire.ErrorResponse)
-            finished = self.tracker.error(error.sqlstate, now)
-        elif kind == b"Z":
-            self.status = chr(frame.raw[5])
-            finished = self.tracker.ready(now)
+        tracker = self.tracker
+        for index, item in enumerate(scan.items):
+            if isinstance(item, pgwire.Run):
+                tracker.data_rows(item.messages)
+                continue
+            kind = item.type
+            if kind == b"C":
+                message = pgwire.decode_backend(item)
+                assert isinstance(message, pgwire.CommandComplete)
+                finished += tracker.complete(message.tag, time.monotonic_ns())
+            elif kind in (b"I", b"s"):
+                finished += tracker.complete(None, time.monotonic_ns())
+            elif kind == b"E":
+                stand_in = tracker.stand_in()
+                if stand_in is not None:
+                    swapped[index] = stand_in
+                    finished += tracker.error("25006", time.monotonic_ns())
+                else:
+                    error = pgwire.decode_backend(item)
+                    assert isinstance(error, pgwire.ErrorResponse)
+                    finished += tracker.error(error.sqlstate, time.monotonic_ns())
+            elif kind == b"Z":
+                self.status = chr(item.raw[5])
+                finished += tracker.ready(time.monotonic_ns())
         if finished:
             self.record_ends(finished)
+        if not swapped:
+            return scan.data
+        return b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
 
     def record_ends(self, finished: list[Finished]) -> None:
         writer = self.core.audit_writer()
@@ -222,4 +241,4 @@ class Relay:
             record = QueryEnd(f.key, self.session_id, self.user, self.target,
                               self.core.clock.now(), f.rows, f.tag, f.sqlstate,
                               f.duration_ns // 1000)  # fmt: skip
-            writer.submit(record).add_done_callback(self._check_write)
+            writer.submit(record, urgent=False).add_done_callback(self._check_write)

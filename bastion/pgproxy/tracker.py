@@ -18,6 +18,7 @@ class Pending:
     rows: int = 0
     tag: str | None = None
     sqlstate: str | None = None
+    stand_in: bytes | None = None  # a refused statement: the error the client gets instead
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,15 @@ class Tracker:
 
     pending: deque[Pending] = field(default_factory=deque)
 
-    def sent(self, key: str, *, simple: bool, now_ns: int) -> None:
+    def sent(self, key: str, *, simple: bool, now_ns: int, stand_in: bytes | None = None) -> None:
+        """A statement went upstream; `stand_in` marks one the bastion refused (see Relay)."""
         if len(self.pending) >= MAX_PENDING:
             raise OverflowError("too many statements in flight")
-        self.pending.append(Pending(key, simple, now_ns))
+        self.pending.append(Pending(key, simple, now_ns, stand_in=stand_in))
+
+    def stand_in(self) -> bytes | None:
+        """The error to send instead of the next ErrorResponse, when it answers a refusal."""
+        return self.pending[0].stand_in if self.pending else None
 
     @property
     def busy(self) -> bool:

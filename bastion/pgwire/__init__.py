@@ -133,6 +133,7 @@ from bastion.pgwire.replies import (
     ready_for_query,
     row_description,
 )
+from bastion.pgwire.scanner import Run, Scan, Scanner
 from bastion.pgwire.startup import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
@@ -205,7 +206,10 @@ __all__ = [
     "Query",
     "ReadyForQuery",
     "RowDescription",
+    "Run",
     "SSLRequest",
+    "Scan",
+    "Scanner",
     "StartupMessage",
     "StartupPacket",
     "authentication_cleartext_password",

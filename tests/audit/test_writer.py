@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
-from bastion.audit import Event, Store
+from bastion.audit import Event, QueryEnd, QueryStart, Store
 from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock
 from bastion.errors import StoreError
@@ -44,3 +45,64 @@ async def test_append_before_start_is_refused(tmp_path: Path) -> None:
     writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()))
     with pytest.raises(StoreError, match="not running"):
         await writer.append(Event("test.n", "t"))
+
+
+async def test_lazy_records_wait_for_an_urgent_one_and_share_its_commit(tmp_path: Path) -> None:
+    writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()), linger=60)
+    await writer.start()
+    lazy = [writer.submit(Event("test.lazy", f"t{i}"), urgent=False) for i in range(3)]
+    await asyncio.sleep(0.05)  # the writer is lingering, not committing
+    assert not any(f.done() for f in lazy) and writer.commits == 0
+    urgent = await writer.append(Event("test.urgent", "t"))
+    rows = await asyncio.gather(*lazy)
+    await writer.stop()
+    assert writer.commits == 1
+    assert [r.seq for r in rows] + [urgent.seq] == [1, 2, 3, 4]
+
+
+async def test_a_lone_lazy_record_is_committed_after_the_linger(tmp_path: Path) -> None:
+    writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()), linger=0.01)
+    await writer.start()
+    row = await writer.submit(Event("test.lazy", "t"), urgent=False)
+    await writer.stop()
+    assert row.seq == 1 and writer.commits == 1
+
+
+async def test_stop_writes_what_is_lingering(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "b.db", FakeClock())
+    writer = AuditWriter(store, linger=3600)
+    await writer.start()
+    future = writer.submit(Event("test.lazy", "t"), urgent=False)
+    await writer.stop()
+    assert future.done() and future.result().seq == 1
+    assert [e.kind for e in store.events()] == ["test.lazy"]
+    with pytest.raises(StoreError, match="not running"):
+        writer.submit(Event("test.late", "t"))
+
+
+def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = Store.create(tmp_path / "b.db", clock)
+    store.add_user("alice", "engineer", None, b"seed", "admin")
+    store.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="svc",
+                     database="d", secret_sealed=b"x", actor="admin")  # fmt: skip
+    store.open_session(session_id="s1", user="alice", target="db", grant_id=None,
+                       protocol="postgres", client_addr="127.0.0.1")  # fmt: skip
+    start = [QueryStart(f"s1:{n}", "s1", "alice", "db", clock.now(), "simple", "SELECT $1")
+             for n in (1, 2)]  # fmt: skip
+    end = [QueryEnd(f"s1:{n}", "s1", "alice", "db", clock.now(), n, f"SELECT {n}", None, 7)
+           for n in (1, 2)]  # fmt: skip
+    first = store.write_batch([start[0], start[1], end[0]])  # 1 ends here, 2 in the next batch
+    second = store.write_batch([end[1]])
+    assert first[0] == first[2] and first[0] != first[1]
+    assert [e.kind for e in store.events()][-3:] == ["query", "query", "query.done"]
+    assert json.loads(first[0].detail)["done"]["tag"] == "SELECT 1"
+    assert json.loads(second[0].detail)["tag"] == "SELECT 2"
+    rows = sorted(store.queries(), key=lambda q: q.id)
+    assert [(q.rows, q.tag, q.duration_us) for q in rows] == [
+        (1, "SELECT 1", 7),
+        (2, "SELECT 2", 7),
+    ]
+    assert store.verify_chain().ok

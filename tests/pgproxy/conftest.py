@@ -14,9 +14,9 @@ from tests.realpg import PgDatabase
 PASSWORD = "correct horse battery"
 
 
-def alice_on(home: Path, db: PgDatabase) -> Bastion:
+def alice_on(home: Path, db: PgDatabase, extra_config: str = "") -> Bastion:
     """A bastion (not started) where alice (password + TOTP) may read orders-prod, i.e. db."""
-    b = Bastion(home, postgres=True)
+    b = Bastion(home, extra_config, postgres=True)
     b.add_user("alice", password=PASSWORD)
     b.add_pg_target("orders-prod", db)
     b.grant("alice", "orders-prod")
@@ -42,3 +42,13 @@ def wait_for_tags(b: Bastion, count: int) -> list[str | None]:
         if sum(t is not None for t in tags) >= count or time.monotonic() > deadline:
             return tags
         time.sleep(0.02)
+
+
+def wait_for_outcomes(b: Bastion, count: int) -> None:
+    """Poll until `count` statements have their outcome (tag, error or skip) in the log."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sum(q.duration_us is not None for q in b.store.queries()) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} statement outcomes were logged")

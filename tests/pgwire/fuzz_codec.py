@@ -98,6 +98,42 @@ def _frames(data: bytes, step: int) -> None:
     reader.feed_eof()
 
 
+def _scanned(data: bytes, step: int, bulk: bytes) -> None:
+    """Scan ``data`` fed in ``step``-byte chunks: the same messages as FrameReader's, in order."""
+    expected: list[bytes] = []
+    reader = pw.FrameReader(max_message=1 << 16)
+    try:
+        for start in range(0, len(data), step):
+            reader.feed(data[start : start + step])
+            expected.extend(frame.raw for frame in reader.frames())
+    except pw.ProtocolError:
+        pass
+    got: list[bytes] = []
+    scanner = pw.Scanner(bulk, max_message=1 << 16)
+    for start in range(0, len(data), step):
+        scan = scanner.feed(data[start : start + step])
+        got.extend(_raw_messages(scan))
+        if scan.error is not None:
+            break
+    assert got == expected
+
+
+def _raw_messages(scan: pw.Scan) -> list[bytes]:
+    """The scan's messages one by one; a Run is split again to check its count."""
+    out: list[bytes] = []
+    for item in scan.items:
+        if isinstance(item, pw.Run):
+            again = pw.FrameReader()
+            again.feed(bytes(item.raw))
+            frames = again.frames()
+            assert len(frames) == item.messages
+            out.extend(frame.raw for frame in frames)
+        else:
+            out.append(item.raw)
+    assert b"".join(out) == bytes(scan.data)
+    return out
+
+
 def _startups(data: bytes, step: int) -> None:
     """Read startup packets from ``data`` fed in ``step``-byte chunks."""
     reader = pw.FrameReader()
@@ -125,7 +161,7 @@ def one_input(data: bytes) -> None:
     """The fuzz target: ``data``'s first byte picks how the rest is fed to the codec."""
     if len(data) < 2:
         return
-    mode, step, rest = data[0] % 5, data[1] % 16 + 1, data[2:]
+    mode, step, rest = data[0] % 6, data[1] % 16 + 1, data[2:]
     if mode == 0:
         _expect_protocol_error(lambda: _frames(rest, step))
     elif mode == 1:
@@ -138,6 +174,8 @@ def one_input(data: bytes) -> None:
         _expect_protocol_error(lambda: _frames(mutated, step))
         for decode in BODY_DECODERS:
             _expect_protocol_error(partial(decode, mutated[5:]))
+    elif mode == 4:
+        _scanned(_mutate(b"".join(SEEDS), rest), step, b"D" if step % 2 else b"d")
     else:
         mutated = _mutate(STARTUP_SEEDS[step % len(STARTUP_SEEDS)], rest)
         _expect_protocol_error(lambda: _startups(mutated, step))

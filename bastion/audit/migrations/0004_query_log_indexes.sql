@@ -1,0 +1,5 @@
+-- 0004: cheaper query-log writes. The writer finds a statement's row by the id it assigned
+-- itself, and listings walk the primary key, so these two indexes only cost each insert.
+
+DROP INDEX queries_key;
+DROP INDEX queries_at;

@@ -1,0 +1,114 @@
+"""Refusals inside pipelines and transactions land where the server's own error would, and the
+query log keeps every statement's outcome under both durability settings."""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bastion.audit import Store
+from bastion.clock import FakeClock
+from tests.harness import Bastion
+from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
+from tests.realpg import PgDatabase, psycopg_connect, run_psql
+
+INSERT = "INSERT INTO orders (customer_id, total) VALUES (1, 2)"
+
+
+def test_a_refusal_mid_pipeline_answers_in_order_and_skips_to_sync(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as caught, conn.pipeline():
+            first = conn.execute("SELECT %s::int", (1,))
+            conn.execute(INSERT)
+            conn.execute("SELECT %s::int", (3,))
+        assert "refused by the bastion" in str(caught.value)
+        assert first.fetchone() == (1,)  # answered before the refusal, as sent
+        assert conn.execute("SELECT 4").fetchone() == (4,)  # the session goes on
+    wait_for_outcomes(bastion, 5)
+    rows = list(reversed(bastion.store.queries()))
+    assert [(q.step, q.sql.split()[0], q.sqlstate, q.tag) for q in rows] == [
+        ("execute", "SELECT", None, "SELECT 1"),
+        ("parse", "INSERT", "25006", None),  # refused at Parse ...
+        ("execute", "INSERT", None, "not executed"),  # ... so its Execute never ran,
+        ("execute", "SELECT", None, "not executed"),  # nor anything else before Sync
+        ("simple", "SELECT", None, "SELECT 1"),
+    ]
+
+
+def test_a_refusal_aborts_the_transaction_as_the_server_would(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # opens a transaction
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute(INSERT)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 2")
+        conn.rollback()
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_simple_protocol_refusal_keeps_the_reply_order(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    script = f"SELECT 'before';\n{INSERT};\nSELECT 'after';\n"
+    done = run_psql(via, "-At", "-v", "ON_ERROR_STOP=0", input=script)
+    assert done.stdout.split() == ["before", "after"]
+    assert "refused by the bastion" in done.stderr and "INSERT" in done.stderr
+
+
+@pytest.mark.parametrize("durability", ["strict", "batched"])
+def test_the_query_log_keeps_each_outcome(tmp_path: Path, pg: PgDatabase, durability: str) -> None:
+    b = alice_on(tmp_path / "bastion", pg, f'\n[audit]\ndurability = "{durability}"\n')
+    b.start()
+    try:
+        via = b.via_bastion("alice", "orders-prod", PASSWORD)
+        script = "SELECT id FROM customers WHERE id <= 3;\nSELECT 1/0;\nSELECT 'x' AS secret;\n"
+        run_psql(via, "-At", "-v", "ON_ERROR_STOP=0", input=script)
+        wait_for_outcomes(b, 3)
+        rows = list(reversed(b.store.queries()))
+        verdict = b.store.verify_chain()
+        kinds = [e.kind for e in b.store.events() if e.kind.startswith("query")]
+    finally:
+        b.stop()
+    assert [(q.rows, q.tag, q.sqlstate) for q in rows] == [
+        (3, "SELECT 3", None),
+        (None, None, "22012"),
+        (1, "SELECT 1", None),
+    ]
+    assert rows[2].sql == "SELECT $1 AS secret;"  # the literal never reaches the log
+    assert all(q.duration_us is not None and q.duration_us >= 0 for q in rows)
+    assert verdict.ok, verdict.problem
+    assert kinds.count("query") == 3
+
+
+def test_stopping_the_bastion_ends_live_sessions_and_closes_their_rows(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    """`bastion serve` on SIGTERM: clients get 57P01 and every session row is closed."""
+    b = alice_on(tmp_path / "bastion", pg)
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    b.store.add_ticket("alice", "orders-prod", "bt_stop-test-ticket", expires, "test")
+    b.release()
+    proc = b.serve_process()
+    try:
+        via = PgDatabase("127.0.0.1", b.pg_port, "orders-prod", "alice", "bt_stop-test-ticket")
+        with psycopg_connect(via, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            with pytest.raises(psycopg.OperationalError, match="shutting down"):
+                conn.execute("SELECT 2")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    store = Store.open(b.config.paths.store, FakeClock())
+    try:
+        [session] = store.sessions()
+        assert (session.state, session.ended_at is not None) == ("interrupted", True)
+    finally:
+        store.close()
