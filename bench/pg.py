@@ -3,7 +3,9 @@
 In one run on one private PostgreSQL 15 cluster: pgbench -S TPS (simple and extended, 1 and 10
 clients) direct, through pgbouncer (session mode) and through the bastion (served as its own
 process, audit durability "strict" then "batched"); and MB/s streaming a 1M-row result (psql
-SELECT, psql COPY TO STDOUT) through each. Figures only, never asserts speed.
+SELECT, psql COPY TO STDOUT) through each. Every connection is plain TCP (sslmode=disable) so
+the paths compare like for like; a second, smaller table repeats 10 clients and the SELECT with
+TLS on every connection, direct and through the bastion. Figures only, never asserts speed.
 
 Logins through the bastion use one-time tickets minted in its store. Every pgbench process opens
 two connections (a setup connection, then its client), so each pgbench process is `-c 1 -j 1`
@@ -24,7 +26,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,11 +33,11 @@ from pathlib import Path
 
 from bench._common import MIB, ServedBastion
 from tests.harness import Bastion
+from tests.oneshot import OneShotRelay, pgbench_via_bastion
 from tests.realpg import (
     PGBENCH,
     PgCluster,
     PgDatabase,
-    client_env,
     make_conninfo,
     pgbench_tps,
     psql_argv,
@@ -124,47 +125,6 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
-# --- a one-shot relay for pgbench's setup connection -----------------------------------
-
-
-class OneShotRelay:
-    """Listens on a free port, relays exactly one connection to `port`, then refuses."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port: int = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            client, _ = self.sock.accept()
-        except OSError:
-            return
-        finally:
-            self.sock.close()
-        with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
-            back = threading.Thread(target=_pump, args=(server, client), daemon=True)
-            back.start()
-            _pump(client, server)
-            back.join(10)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := src.recv(65536):
-            dst.sendall(data)
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
 # --- pgbench ---------------------------------------------------------------------------
 
 
@@ -192,6 +152,7 @@ def pgbench_many(
     mode: str,
     seconds: int,
     tickets: Tickets | None,
+    sslmode: str = "disable",
 ) -> float:
     """`clients` pgbench processes of -c 1 -j 1 started together; their TPS summed."""
     procs: list[subprocess.Popen[str]] = []
@@ -200,27 +161,15 @@ def pgbench_many(
     try:
         for i in range(clients):
             if tickets is None:
-                target = db
-                env = psql_env(db)
+                argv = [PGBENCH, *args, make_conninfo(db.params(with_password=False))]
+                env = psql_env(db, {"PGSSLMODE": sslmode})
             else:
                 user = USERS[i]
-                relay = OneShotRelay(db.port)
-                relays.append(relay)
-                passfile = work / f"pgpass-{user}"
-                passfile.write_text(
-                    f"127.0.0.1:{relay.port}:*:{user}:{tickets.take(user)}\n"
-                    f"127.0.0.1:{db.port}:*:{user}:{tickets.take(user)}\n"
+                pair = (tickets.take(user), tickets.take(user))
+                argv, env, relay = pgbench_via_bastion(
+                    work, db.replace(user=user), pair, args, sslmode
                 )
-                passfile.chmod(0o600)
-                target = db.replace(user=user)
-                env = client_env(None, {"PGPASSFILE": str(passfile)})
-                params = target.params(with_password=False)
-                params["host"] = "127.0.0.1,127.0.0.1"
-                params["port"] = f"{relay.port},{db.port}"
-                argv = [PGBENCH, *args, make_conninfo(params)]
-                procs.append(_popen(argv, env))
-                continue
-            argv = [PGBENCH, *args, make_conninfo(target.params(with_password=False))]
+                relays.append(relay)
             procs.append(_popen(argv, env))
         total = 0.0
         for proc in procs:
@@ -258,7 +207,7 @@ QUERIES = {
 }
 
 
-def stream_seconds(db: PgDatabase, kind: str) -> float:
+def stream_seconds(db: PgDatabase, kind: str, sslmode: str = "disable") -> float:
     argv = psql_argv(db, *QUERIES[kind])
     start = time.perf_counter()
     done = subprocess.run(
@@ -266,7 +215,7 @@ def stream_seconds(db: PgDatabase, kind: str) -> float:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=psql_env(db),
+        env=psql_env(db, {"PGSSLMODE": sslmode}),
         text=True,
         timeout=600,
         check=False,
@@ -293,22 +242,65 @@ def bench_pgbench(work: Path, db: PgDatabase, seconds: int, tickets: Tickets | N
     return found
 
 
-def report(
-    seconds: int,
-    tps: dict[str, Results],
-    streams: dict[tuple[str, str], float],
-    size: int,
-    problems: list[str],
-) -> None:
+class Run:
+    """Everything one bench run measures, and where it reaches the database."""
+
+    def __init__(self, work: Path, seconds: int, db: PgDatabase, size: int) -> None:
+        self.work, self.seconds, self.db, self.size = work, seconds, db, size
+        self.tps: dict[str, Results] = {}
+        self.streams: dict[tuple[str, str], float] = {}
+        self.tls_tps: dict[str, float] = {}
+        self.tls_streams: dict[str, float] = {}
+        self.problems: list[str] = []
+
+    def pgbench(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
+        self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets)
+
+    def tls(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
+        """10 simple-protocol clients and the 1M-row SELECT, every connection over TLS."""
+        self.tls_tps[name] = pgbench_many(self.work, db, clients=10, mode="simple",
+                                          seconds=self.seconds, tickets=tickets,
+                                          sslmode="require")  # fmt: skip
+        target = db if tickets is None else db.replace(password=tickets.take(USERS[0]))
+        self.tls_streams[name] = stream_seconds(target, "select", "require")
+
+    def served(self, durability: str, b: Bastion, tickets: Tickets, via: PgDatabase) -> None:
+        """The bastion as its own process with `durability`: pgbench, streams, TLS."""
+        config = b.home / "bastion.toml"
+        text = config.read_text().replace('"strict"', f'"{durability}"')
+        config.write_text(text)
+        served = ServedBastion(config, self.work / f"bastion-{durability}.log").start()
+        try:
+            wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
+            self.pgbench(durability, via, tickets)
+            self.tls(durability, via, tickets)
+            if durability == "strict":
+                for kind in QUERIES:
+                    ticket = via.replace(password=tickets.take(USERS[0]))
+                    self.streams[("bastion", kind)] = stream_seconds(ticket, kind)
+                check = via.replace(password=tickets.take(USERS[0]))
+                ok = run_psql(check, "-At", "-c", "SELECT count(*) FROM big")
+                if ok.stdout.strip() != str(ROWS):
+                    self.problems.append(f"check through the bastion: {ok.stdout!r} {ok.stderr!r}")
+        finally:
+            served.stop()
+        lines, levels, worst = served.log_problems(limit=20)
+        self.problems.append(f"bastion ({durability}) log: {lines} lines, {levels}")
+        self.problems.extend(f"  {line}" for line in worst)
+
+
+def report(run: Run) -> None:
     print(
         "pg bench (2-core machine shared by clients, bastion, pgbouncer and PostgreSQL 15;"
-        f" pgbench -S -n -T {seconds}, scale 1)"
+        f" pgbench -S -n -T {run.seconds}, scale 1)"
     )
     print(
         "each client is its own `pgbench -c 1 -j 1` process (10 clients = 10 processes, TPS"
         " summed), same shape for every path;"
     )
-    print("bastion logins by one-time tickets; bastion served as its own process\n")
+    print("bastion logins by one-time tickets; bastion served as its own process;")
+    print("every connection without TLS (sslmode=disable) except in the TLS table\n")
+    tps = run.tps
     print(
         f"{'select-only tps':<16}{'clients':>8}  {'mode':<9}{'direct':>9}{'pgbouncer':>11}"
         f"{'bastion(strict)':>17}{'bastion(batched)':>18}{'pgb/direct':>12}"
@@ -323,23 +315,37 @@ def report(
                 f"{'':<16}{clients:>8}  {mode:<9}{d:>9.0f}{p:>11.0f}{s:>17.0f}{bt:>18.0f}"
                 f"{p / d:>11.2f}x{s / d:>14.2f}x{bt / d:>15.2f}x{s / p:>11.2f}x{bt / p:>12.2f}x"
             )
-    print(f"\nstreaming {ROWS:,} rows (id, {PAD}-byte pad): {size / MIB:.1f} MiB of text")
+    mib = run.size / MIB
+    print(f"\nstreaming {ROWS:,} rows (id, {PAD}-byte pad): {mib:.1f} MiB of text")
     labels = {"select": "1M-row SELECT", "copy": "COPY TO STDOUT"}
     for kind in QUERIES:
-        rate = {name: size / MIB / streams[(name, kind)] for name in ("direct", "pgbouncer")}
-        rate["bastion"] = size / MIB / streams[("bastion", kind)]
+        rate = {name: mib / run.streams[(name, kind)] for name in ("direct", "pgbouncer")}
+        rate["bastion"] = mib / run.streams[("bastion", kind)]
         print(
             f"{labels[kind]:<16}direct {rate['direct']:7.1f} MiB/s   pgbouncer"
             f" {rate['pgbouncer']:7.1f} MiB/s   bastion(strict) {rate['bastion']:7.1f} MiB/s"
             f"   bastion/direct {rate['bastion'] / rate['direct']:.2f}x"
             f"   bastion/pgbouncer {rate['bastion'] / rate['pgbouncer']:.2f}x"
         )
+    d, s, bt = (run.tls_tps[name] for name in ("direct", "strict", "batched"))
+    print("\nwith TLS (sslmode=require) on every connection, direct and through the bastion:")
+    print(
+        f"10 clients simple tps: direct {d:.0f}   bastion(strict) {s:.0f} ({s / d:.2f}x)"
+        f"   bastion(batched) {bt:.0f} ({bt / d:.2f}x)"
+    )
+    rate = {name: mib / seconds for name, seconds in run.tls_streams.items()}
+    print(
+        f"1M-row SELECT: direct {rate['direct']:.1f} MiB/s   bastion(strict)"
+        f" {rate['strict']:.1f} MiB/s ({rate['strict'] / rate['direct']:.2f}x)"
+        f"   bastion(batched) {rate['batched']:.1f} MiB/s"
+        f" ({rate['batched'] / rate['direct']:.2f}x)"
+    )
     print()
-    for line in problems:
+    for line in run.problems:
         print(line)
 
 
-def main() -> None:  # noqa: PLR0915 - one linear run, set-up to tear-down
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3-second pgbench runs")
     seconds = 3 if parser.parse_args().quick else 10
@@ -348,66 +354,38 @@ def main() -> None:  # noqa: PLR0915 - one linear run, set-up to tear-down
     work.chmod(0o711)  # pgbouncer runs as postgres and must reach its own directory
     cluster: PgCluster | None = None
     bouncer: subprocess.Popen[bytes] | None = None
-    served: ServedBastion | None = None
-    problems: list[str] = []
     try:
-        cluster = PgCluster().start()
+        cluster = PgCluster(ssl=True).start()
         db = cluster.seed_orders("benchdb")
         done = run_pgbench(db, "-i", "-s", "1", "-q")
         if done.returncode != 0:
             raise RuntimeError(f"pgbench -i failed: {done.stderr}")
         cluster.make_big_table(db, ROWS, pad=PAD)
-        size = int(
-            cluster.sql("SELECT sum(length(id::text) + length(pad) + 2) FROM big", db="benchdb")[0][
-                0
-            ]
-        )
+        size = cluster.sql("SELECT sum(length(id::text) + length(pad) + 2) FROM big", db="benchdb")
+        run = Run(work, seconds, db, int(size[0][0]))
         bouncer_dir = work / "pgbouncer"
         bouncer_dir.mkdir()
         bouncer, bouncer_port = start_pgbouncer(bouncer_dir, db)
         via_bouncer = db.replace(port=bouncer_port)
+        run.pgbench("direct", db, None)
+        run.pgbench("pgbouncer", via_bouncer, None)
+        run.tls("direct", db, None)
+        for kind in QUERIES:
+            for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
+                run.streams[(name, kind)] = stream_seconds(target, kind)
 
-        home = work / "bastion"
-        b = Bastion(home, '[audit]\ndurability = "strict"\n', postgres=True)
+        b = Bastion(work / "bastion", '[audit]\ndurability = "strict"\n', postgres=True)
         b.add_pg_target(db.database, db)
         for user in USERS:
             b.add_user(user, key=False, password=PASSWORD)
             b.grant(user, db.database, mode="write")
-        tickets = Tickets(b, db.database, per_user=30)
+        tickets = Tickets(b, db.database, per_user=60)
         b.release()
         via_bastion = PgDatabase("127.0.0.1", b.pg_port, db.database, USERS[0], "")
-        config = home / "bastion.toml"
-
-        tps: dict[str, Results] = {}
-        tps["direct"] = bench_pgbench(work, db, seconds, None)
-        tps["pgbouncer"] = bench_pgbench(work, via_bouncer, seconds, None)
-        streams: dict[tuple[str, str], float] = {}
         for durability in ("strict", "batched"):
-            text = config.read_text().replace('"strict"', f'"{durability}"')
-            config.write_text(text)
-            served = ServedBastion(config, work / f"bastion-{durability}.log").start()
-            wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
-            tps[durability] = bench_pgbench(work, via_bastion, seconds, tickets)
-            if durability == "strict":
-                for kind in QUERIES:
-                    for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
-                        streams[(name, kind)] = stream_seconds(target, kind)
-                    ticket = via_bastion.replace(password=tickets.take(USERS[0]))
-                    streams[("bastion", kind)] = stream_seconds(ticket, kind)
-                check = via_bastion.replace(password=tickets.take(USERS[0]))
-                ok = run_psql(check, "-At", "-c", "SELECT count(*) FROM big")
-                if ok.stdout.strip() != str(ROWS):
-                    problems.append(f"check through the bastion: {ok.stdout!r} {ok.stderr!r}")
-            served.stop()
-            lines, levels, worst = served.log_problems(limit=20)
-            problems.append(f"bastion ({durability}) log: {lines} lines, {levels}")
-            problems.extend(f"  {line}" for line in worst)
-            served = None
-
-        report(seconds, tps, streams, size, problems)
+            run.served(durability, b, tickets, via_bastion)
+        report(run)
     finally:
-        if served is not None:
-            served.stop()
         stop(bouncer)
         if cluster is not None:
             cluster.close()

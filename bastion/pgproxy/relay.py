@@ -58,6 +58,7 @@ class Relay:
             if not data:
                 data = await self.client.reader.read(READ_SIZE)
                 if not data:
+                    scanner.feed_eof()  # ProtocolError if it stopped inside a message
                     return "client closed the connection"
             scan = scanner.feed(data)
             data = b""

@@ -118,7 +118,12 @@ class PgSession:
         first = next(iter(done))
         try:
             why = first.result()
-        except (BastionError, pgwire.ProtocolError, ConnectionError) as exc:
+        except pgwire.ProtocolError as exc:
+            side = "the client" if first is tasks[0] else "the database"
+            why = f"error: {side} sent a malformed message: {exc.message}"
+            self.client.fatal("08P01", f"protocol error: {side} sent a malformed message"
+                              f" ({exc.message})")  # fmt: skip
+        except (BastionError, ConnectionError) as exc:
             why = f"error: {exc}"
         return await self._wind_down(why)
 
