@@ -110,6 +110,8 @@ class TargetPolicy:
     name: str
     description: str = ""
     max_grant: timedelta | None = None
+    tls: Literal["off", "require", "verify-full"] = "off"
+    tls_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,10 @@ class Config:
         if policy is not None and policy.max_grant is not None:
             return policy.max_grant
         return self.grants.default_max
+
+    def target_policy(self, target: str) -> TargetPolicy:
+        """The [targets.NAME] table for a target, or the defaults when there is none."""
+        return self.targets.get(target) or TargetPolicy(target)
 
 
 # --- the schema: every accepted key, declared as data -------------------------------------
@@ -213,6 +219,14 @@ SETTINGS: tuple[Setting, ...] = (
 TARGET_SETTINGS: tuple[Setting, ...] = (
     Setting("description", "str", "", "Shown next to the target's name.", allow_empty=True),
     Setting("max_grant", "duration", None, "Longest grant on this target."),
+    Setting(
+        "tls",
+        "choice",
+        "off",
+        "TLS from the bastion to the target's PostgreSQL.",
+        choices=("off", "require", "verify-full"),
+    ),
+    Setting("tls_ca", "path", None, "CA that signs the target's PostgreSQL certificate."),
 )
 
 

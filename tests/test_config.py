@@ -379,9 +379,20 @@ def test_same_port_is_fine_when_a_listener_is_off_or_on_another_address(tmp_path
 def test_example_loads_and_matches_the_template() -> None:
     config = load_config(EXAMPLE)
     assert EXAMPLE.read_bytes() == default_config_text().encode("utf-8")
-    assert set(config.targets) == {"orders-prod"}
+    assert set(config.targets) == {"orders-prod", "billing-prod"}
     assert config.targets["orders-prod"].description
     assert config.targets["orders-prod"].max_grant == timedelta(hours=4)
+    billing = config.target_policy("billing-prod")
+    assert (
+        billing.tls == "verify-full"
+        and billing.tls_ca == EXAMPLE.parent / "tls/billing-prod-ca.pem"
+    )
+    assert config.target_policy("web-1").tls == "off"  # no table: the defaults
+
+
+def test_target_tls_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\.db\.tls.*'off', 'require', 'verify-full'"):
+        load_config(write(tmp_path, '[targets.db]\ntls = "prefer"\n'))
 
 
 def test_example_shows_the_true_defaults(tmp_path: Path) -> None:

@@ -96,9 +96,10 @@ class PgSession:
             params["default_transaction_read_only"] = "on"
         sealed = await self.core.run(self.core.store.target_secret, target.name)
         password = self.core.box.open(sealed, context=f"target:{target.name}").decode()
+        tls = upstream.tls_context(self.core.config.target_policy(target.name))
         self.up = await upstream.connect(
             target.host, target.port, user=target.login, password=password,
-            database=target.database or target.name, params=params,
+            database=target.database or target.name, params=params, tls=tls,
         )  # fmt: skip
         self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only)
         greeting = [pgwire.authentication_ok(), *self.up.parameters,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import scramp
 
 from bastion import pgwire
+from bastion.config import TargetPolicy
 from bastion.errors import BastionError
 
 CONNECT_TIMEOUT = 15.0
@@ -52,10 +54,36 @@ class Upstream:
             self.writer.close()
 
 
+def tls_context(policy: TargetPolicy) -> ssl.SSLContext | None:
+    """The TLS settings a target's policy asks for: None (off), encrypt only, or verify-full."""
+    if policy.tls == "off":
+        return None
+    if policy.tls == "require":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        try:
+            context = ssl.create_default_context(cafile=policy.tls_ca)
+        except OSError as exc:
+            raise UpstreamError(f"cannot read the CA for TLS to {policy.name} ({policy.tls_ca})",
+                                str(exc)) from exc  # fmt: skip
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 async def connect(
-    host: str, port: int, *, user: str, password: str, database: str, params: Mapping[str, str]
+    host: str,
+    port: int,
+    *,
+    user: str,
+    password: str,
+    database: str,
+    params: Mapping[str, str],
+    tls: ssl.SSLContext | None = None,
 ) -> Upstream:
-    """Open a connection and log in; UpstreamError says why not, without the password."""
+    """Open a connection (TLS first when `tls` is set) and log in; UpstreamError says why not,
+    without the password."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
                                                 CONNECT_TIMEOUT)  # fmt: skip
@@ -63,6 +91,8 @@ async def connect(
         raise UpstreamError(f"cannot reach the database ({host}:{port})", str(exc)) from exc
     up = Upstream(reader, writer, pgwire.FrameReader(), host, port)
     try:
+        if tls is not None:
+            await asyncio.wait_for(_start_tls(up, tls), CONNECT_TIMEOUT)
         startup = {"user": user, "database": database, **params}
         writer.write(pgwire.startup_message(startup))
         await asyncio.wait_for(_login(up, user, password), CONNECT_TIMEOUT)
@@ -70,6 +100,21 @@ async def connect(
         up.close()
         raise
     return up
+
+
+async def _start_tls(up: Upstream, tls: ssl.SSLContext) -> None:
+    up.writer.write(pgwire.ssl_request())
+    try:
+        answer = await up.reader.readexactly(1)
+    except asyncio.IncompleteReadError as exc:
+        raise UpstreamError("the database closed the connection when asked for TLS") from exc
+    if answer != b"S":
+        raise UpstreamError("the database does not accept TLS, which this target requires")
+    try:
+        await up.writer.start_tls(tls, server_hostname=up.host)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise UpstreamError(f"TLS to the database failed ({reason})", str(exc)) from exc
 
 
 async def _login(up: Upstream, user: str, password: str) -> None:
