@@ -85,6 +85,18 @@ class SshPolicy:
 
 
 @dataclass(frozen=True)
+class PostgresPolicy:
+    """Limits the PostgreSQL door applies before login, and the largest message it relays."""
+
+    login_grace: timedelta = timedelta(minutes=1)
+    max_unauthenticated_per_source: int = 10
+    max_failures_per_source: int = 20
+    failure_window: timedelta = timedelta(minutes=5)
+    block_for: timedelta = timedelta(minutes=5)
+    max_message: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class AuditPolicy:
     """How the PostgreSQL door writes its query log."""
 
@@ -125,6 +137,7 @@ class Config:
     logging: LoggingConfig
     targets: Mapping[str, TargetPolicy]
     ssh: SshPolicy = SshPolicy()
+    postgres: PostgresPolicy = PostgresPolicy()
     audit: AuditPolicy = AuditPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
@@ -168,6 +181,19 @@ def _listener(name: str, port: int, what: str) -> tuple[Setting, ...]:
     )
 
 
+def _preauth(door: str) -> tuple[Setting, ...]:
+    """The pre-login limits, the same keys for each door."""
+    return (
+        Setting(f"{door}.login_grace", "duration", "1m", "Time allowed to finish logging in."),
+        Setting(f"{door}.max_unauthenticated_per_source", "int", 10,
+                "Logins in progress per address.", low=1, high=10000),
+        Setting(f"{door}.max_failures_per_source", "int", 20,
+                "Failed logins per address per window.", low=1, high=10000),
+        Setting(f"{door}.failure_window", "duration", "5m", "Window for counting failed logins."),
+        Setting(f"{door}.block_for", "duration", "5m", "How long a failing address is refused."),
+    )  # fmt: skip
+
+
 SETTINGS: tuple[Setting, ...] = (
     *_listener("ssh", 2222, "SSH"),
     *_listener("postgres", 6432, "PostgreSQL"),
@@ -183,25 +209,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("totp.skew_steps", "int", 1, "30 s steps of clock drift allowed.", low=0, high=2),
     Setting("lockout.max_failures", "int", 5, "Failures before locking.", low=1, high=100),
     Setting("lockout.lock_for", "duration", "15m", "How long a lock lasts."),
-    Setting("ssh.login_grace", "duration", "1m", "Time allowed to finish logging in."),
+    *_preauth("ssh"),
+    *_preauth("postgres"),
     Setting(
-        "ssh.max_unauthenticated_per_source",
+        "postgres.max_message",
         "int",
-        10,
-        "Logins in progress per address.",
-        low=1,
-        high=10000,
+        64 * 1024 * 1024,
+        "Largest protocol message relayed, in bytes.",
+        low=1024 * 1024,
+        high=1024 * 1024 * 1024,
     ),
-    Setting(
-        "ssh.max_failures_per_source",
-        "int",
-        20,
-        "Failed logins per address per window.",
-        low=1,
-        high=10000,
-    ),
-    Setting("ssh.failure_window", "duration", "5m", "Window for counting failed logins."),
-    Setting("ssh.block_for", "duration", "5m", "How long a failing address is refused."),
     Setting(
         "audit.durability",
         "choice",
@@ -383,6 +400,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         totp=_section(TotpPolicy, "totp.", values),
         lockout=_section(LockoutPolicy, "lockout.", values),
         ssh=_section(SshPolicy, "ssh.", values),
+        postgres=_section(PostgresPolicy, "postgres.", values),
         audit=_section(AuditPolicy, "audit.", values),
         grants=_section(GrantPolicy, "grants.", values),
         logging=_section(LoggingConfig, "logging.", values),

@@ -13,17 +13,18 @@ from typing import Any
 import structlog
 
 from bastion import pgwire
+from bastion.access.preauth import PreauthLimiter, PreauthPolicy
 from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
-from bastion.pgproxy.session import PgSession, authenticate
+from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
 
 log = structlog.get_logger("bastion.postgres")
 
-STARTUP_TIMEOUT = 60.0
+PLAIN_REFUSAL_WAIT = 5.0  # seconds a refused address has to send its start-up packet
 STOP_GRACE = 10.0  # seconds for ended sessions to record their end when the bastion stops
 
 
@@ -42,6 +43,13 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        policy = core.config.postgres
+        self.limiter = PreauthLimiter(PreauthPolicy(
+            max_unauthenticated_per_source=policy.max_unauthenticated_per_source,
+            max_failures=policy.max_failures_per_source,
+            failure_window=policy.failure_window,
+            block_for=policy.block_for,
+        ))  # fmt: skip
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths
@@ -81,9 +89,12 @@ class PgDoor:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
-        client = Client(reader, writer, pgwire.FrameReader(), str(peer[0]))
+        frames = pgwire.FrameReader(self.core.config.postgres.max_message)
+        client = Client(reader, writer, frames, str(peer[0]))
         try:
-            await self._serve(client)
+            found = await self._admitted(client)
+            if found is not None:
+                await self._serve(client, *found)
         except ClientRefused as exc:
             client.fatal(exc.sqlstate, exc.message)
         except pgwire.ProtocolError as exc:
@@ -99,15 +110,47 @@ class PgDoor:
                 await writer.drain()  # the last error reaches the client; shutdown may cancel
             client.close()
 
-    async def _serve(self, client: Client) -> None:
-        first = await asyncio.wait_for(client.start(self.tls), STARTUP_TIMEOUT)
+    async def _admitted(self, client: Client) -> tuple[Login, dict[str, str]] | None:
+        """TLS, start-up and login within the grace time, counted against the address."""
+        source, now = client.address, self.core.clock.now()
+        refusal = self.limiter.admit(source, now)
+        if refusal is not None:
+            log.warning("postgres.preauth_refused", source=source, why=refusal)
+            detail = {"source": source, "why": refusal}
+            await self.core.audit(Event("auth.preauth_refused", f"postgres:{source}", "",
+                                        "warning", detail=detail))  # fmt: skip
+            # Answer in plain text (no TLS for a refused address) once its start-up packet is
+            # here: libpq shows an error sent then, but not one sent in reply to SSLRequest.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.start(None), PLAIN_REFUSAL_WAIT)
+            raise ClientRefused("53300", refusal)
+        found = None
+        try:
+            grace = self.core.config.postgres.login_grace.total_seconds()
+            found = await asyncio.wait_for(self._login(client), grace)
+            return found
+        except ClientRefused as exc:
+            if exc.sqlstate == "28P01" and self.limiter.failed(source, self.core.clock.now()):
+                await self.core.audit(Event("auth.source_blocked", f"postgres:{source}", "",
+                                            "high", detail={"source": source}))  # fmt: skip
+            raise
+        finally:
+            if found is not None:
+                self.limiter.authenticated(source)
+            else:
+                self.limiter.closed_unauthenticated(source)
+
+    async def _login(self, client: Client) -> tuple[Login, dict[str, str]] | None:
+        first = await client.start(self.tls)
         if first is None:
-            return
+            return None
         if isinstance(first, pgwire.CancelRequest):
             await self._cancel(first)
-            return
+            return None
         passed = check_startup(client, first)
-        login = await asyncio.wait_for(authenticate(self.core, client, first), STARTUP_TIMEOUT)
+        return await authenticate(self.core, client, first), passed
+
+    async def _serve(self, client: Client, login: Login, passed: dict[str, str]) -> None:
         session = PgSession(self.core, client)
         session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
         try:

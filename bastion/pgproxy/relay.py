@@ -52,7 +52,7 @@ class Relay:
         Each read is scanned whole; its statements are queued for the audit trail together
         and, under strict durability, are on disk before any of the read goes upstream.
         """
-        scanner = pgwire.Scanner(b"d")  # CopyData passes in bulk
+        scanner = pgwire.Scanner(b"d", self.core.config.postgres.max_message)  # COPY in bulk
         data = self.client.frames.take_buffered()
         while True:
             if not data:
@@ -185,7 +185,8 @@ class Relay:
 
     async def from_upstream(self) -> str:
         """Forward the target's replies as read, never faster than the client drains."""
-        scanner = pgwire.Scanner(b"Dd")  # DataRows and COPY data pass in bulk, only counted
+        # DataRows and COPY data pass in bulk, only counted
+        scanner = pgwire.Scanner(b"Dd", self.core.config.postgres.max_message)
         data = self.up.frames.take_buffered()
         while True:
             if not data:
