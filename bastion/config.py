@@ -74,8 +74,8 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True)
-class SshPolicy:
-    """Limits the SSH door applies before anyone has logged in."""
+class DoorLimits:
+    """Limits a door applies before anyone has logged in (the same keys for each door)."""
 
     login_grace: timedelta = timedelta(minutes=1)
     max_unauthenticated_per_source: int = 10
@@ -85,14 +85,14 @@ class SshPolicy:
 
 
 @dataclass(frozen=True)
-class PostgresPolicy:
-    """Limits the PostgreSQL door applies before login, and the largest message it relays."""
+class SshPolicy(DoorLimits):
+    """The SSH door's limits before login."""
 
-    login_grace: timedelta = timedelta(minutes=1)
-    max_unauthenticated_per_source: int = 10
-    max_failures_per_source: int = 20
-    failure_window: timedelta = timedelta(minutes=5)
-    block_for: timedelta = timedelta(minutes=5)
+
+@dataclass(frozen=True)
+class PostgresPolicy(DoorLimits):
+    """The PostgreSQL door's limits before login, and the largest message it relays."""
+
     max_message: int = 64 * 1024 * 1024
 
 

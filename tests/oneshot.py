@@ -24,17 +24,25 @@ class OneShotRelay:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
+        self.sock.settimeout(0.1)  # so close() never races a blocked accept()
         self.port: int = self.sock.getsockname()[1]
+        self._closing = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
-        try:
-            client, _ = self.sock.accept()
-        except OSError:
-            return
-        finally:
-            self.sock.close()
+        with self.sock:
+            while True:
+                if self._closing.is_set():
+                    return
+                try:
+                    client, _ = self.sock.accept()
+                    break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+        client.settimeout(None)
         with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
             back = threading.Thread(target=_pump, args=(server, client), daemon=True)
             back.start()
@@ -42,8 +50,9 @@ class OneShotRelay:
             back.join(10)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        """Stop listening (if nobody came) and wait for the relayed connection to end."""
+        self._closing.set()
+        self.thread.join(15)
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:

@@ -6,6 +6,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from bastion.config import DoorLimits
+
 
 @dataclass(frozen=True)
 class PreauthPolicy:
@@ -62,3 +64,13 @@ class PreauthLimiter:
             self._pending[source] -= 1
             if self._pending[source] == 0:
                 del self._pending[source]
+
+
+def limiter_for(limits: DoorLimits) -> PreauthLimiter:
+    """A door's limiter, from its [ssh] or [postgres] settings."""
+    return PreauthLimiter(PreauthPolicy(
+        max_unauthenticated_per_source=limits.max_unauthenticated_per_source,
+        max_failures=limits.max_failures_per_source,
+        failure_window=limits.failure_window,
+        block_for=limits.block_for,
+    ))  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from bastion import pgwire
-from bastion.access.preauth import PreauthLimiter, PreauthPolicy
+from bastion.access.preauth import limiter_for
 from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
@@ -43,13 +43,7 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        policy = core.config.postgres
-        self.limiter = PreauthLimiter(PreauthPolicy(
-            max_unauthenticated_per_source=policy.max_unauthenticated_per_source,
-            max_failures=policy.max_failures_per_source,
-            failure_window=policy.failure_window,
-            block_for=policy.block_for,
-        ))  # fmt: skip
+        self.limiter = limiter_for(core.config.postgres)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths

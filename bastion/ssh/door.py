@@ -8,7 +8,7 @@ from typing import Any
 import asyncssh
 import structlog
 
-from bastion.access.preauth import PreauthLimiter, PreauthPolicy
+from bastion.access.preauth import limiter_for
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.ssh import twofactor
@@ -27,15 +27,7 @@ class SSHDoor:
     def __init__(self, listener: Listener, core: Core) -> None:
         self.listener = listener
         self.core = core
-        ssh = core.config.ssh
-        self.limiter = PreauthLimiter(
-            PreauthPolicy(
-                max_unauthenticated_per_source=ssh.max_unauthenticated_per_source,
-                max_failures=ssh.max_failures_per_source,
-                failure_window=ssh.failure_window,
-                block_for=ssh.block_for,
-            )
-        )
+        self.limiter = limiter_for(core.config.ssh)
         self.port = listener.port
         self._server: Any = None
         self.live: dict[str, ChannelSession] = {}  # session id -> its channel
