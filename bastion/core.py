@@ -20,14 +20,15 @@ from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
 
 P = ParamSpec("P")
-KILL_POLL = 0.5  # seconds between looks for `bastion sessions kill` requests
+WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
 log = structlog.get_logger("bastion.core")
 
 
 class Killable(Protocol):
-    """A live session a door can end at an admin's request."""
+    """A live session the bastion can end: an admin's kill, or access that ended."""
 
-    async def kill(self, message: str) -> None: ...
+    async def terminate(self, state: str, message: str) -> None:
+        """Show `message` to the user, end the session and close its row as `state`."""
 
 
 T = TypeVar("T")
@@ -79,19 +80,26 @@ class Core:
             await self.writer.stop()
             self.writer = None
 
-    async def watch_kills(self, live: Mapping[str, Killable]) -> None:
-        """End the sessions in `live` that an admin killed (`bastion sessions kill`)."""
+    async def watch_sessions(self, live: Mapping[str, Killable]) -> None:
+        """End the sessions in `live` that an admin killed (`bastion sessions kill`) or whose
+        access ended: grant expired or revoked, user disabled. Looks every WATCH_EVERY."""
         while True:
-            await asyncio.sleep(KILL_POLL)
+            await asyncio.sleep(WATCH_EVERY)
             try:
                 kills = await self.run(self.store.pending_kills)
+                ended = await self.run(self.access.endings) if live else []
             except Exception as exc:  # keep watching; the store may come back
-                log.error("kill_watch_failed", error=str(exc))
+                log.error("session_watch_failed", error=str(exc))
                 continue
             for session_id, who, reason in kills:
                 session = live.get(session_id)
                 if session is not None:
-                    await session.kill(f"session ended by {who}: {reason or 'no reason given'}")
+                    message = f"session ended by {who}: {reason or 'no reason given'}"
+                    await session.terminate("killed", message)
+            for ending in ended:
+                session = live.get(ending.session_id)
+                if session is not None:
+                    await session.terminate(ending.state, ending.message)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bastion.access.enforce import Ending, endings
 from bastion.audit import Store
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
@@ -75,6 +76,16 @@ class Access:
         """The targets `user` may open a session on now, by name."""
         now = self.clock.now()
         return sorted({g.target for g in self.store.grants(user=user, live_at=now)})
+
+    def endings(self) -> list[Ending]:
+        """Open sessions whose access has ended (expired, revoked, user disabled)."""
+        sessions = self.store.open_sessions_access()
+        if not sessions:
+            return []
+        now = self.clock.now()
+        live = self.store.grants(live_at=now)
+        own = self.store.grants_by_ids(s.grant_id for s in sessions if s.grant_id is not None)
+        return endings(sessions, live, {g.id: g for g in own}, now)
 
     def decide(self, user: str, target: str) -> Decision:
         """May `user` open a session on `target` now? Pure reading: records nothing."""

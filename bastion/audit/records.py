@@ -186,3 +186,15 @@ def session_from_row(row: dict[str, Any]) -> SessionRecord:
         recording_sha256=row["recording_sha256"],
         recording_size=row["recording_size"],
     )
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """A session the store has as open, with what it was allowed on."""
+
+    session_id: str
+    user: str
+    target: str
+    grant_id: int | None
+    mode: str | None  # the grant's mode when the session opened
+    user_disabled: bool

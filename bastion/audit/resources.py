@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 
 from bastion.audit.base import StoreBase, where
@@ -155,6 +156,14 @@ class ResourceQueries(StoreBase):
             ("g.revoked_at IS NULL AND g.starts_at <= ? AND g.ends_at > ?", live),
         ])  # fmt: skip
         rows = self._rows(GRANT_SELECT + clause + " ORDER BY g.id", params)
+        return [grant_from_row(r) for r in rows]
+
+    def grants_by_ids(self, ids: Iterable[int]) -> list[Grant]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = self._rows(GRANT_SELECT + f" WHERE g.id IN ({marks})", wanted)
         return [grant_from_row(r) for r in rows]
 
     def revoke_grant(self, grant_id: int, actor: str) -> Grant:

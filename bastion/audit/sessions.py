@@ -9,7 +9,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
-from bastion.audit.records import SessionRecord, session_from_row
+from bastion.audit.records import OpenSession, SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -153,6 +153,17 @@ class SessionQueries(StoreBase):
                           session_id, {"reason": reason, "target": found.target})  # fmt: skip
             self._append(conn, [event])
         return self.session(session_id)
+
+    def open_sessions_access(self) -> list[OpenSession]:
+        """Every open session with its user, target, grant and whether the user is disabled."""
+        rows = self._rows(
+            "SELECT s.id, u.name AS user, t.name AS target, s.grant_id, g.mode,"
+            " u.disabled_at IS NOT NULL AS disabled FROM sessions s"
+            " JOIN users u ON u.id = s.user_id JOIN targets t ON t.id = s.target_id"
+            " LEFT JOIN grants g ON g.id = s.grant_id WHERE s.ended_at IS NULL"
+        )
+        return [OpenSession(r["id"], r["user"], r["target"], r["grant_id"], r["mode"],
+                            bool(r["disabled"])) for r in rows]  # fmt: skip
 
     def pending_kills(self) -> list[tuple[str, str, str]]:
         """Open sessions an admin asked to end: (session id, who asked, why)."""

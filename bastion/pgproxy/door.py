@@ -62,7 +62,7 @@ class PgDoor:
         sockets = list(self._server.sockets or [])
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_kills(self.live))
+        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(self.live))
 
     async def stop(self) -> None:
         """End every session with a message and let each close its row before returning."""

@@ -151,11 +151,13 @@ class PgSession:
                                         self.id, {"why": why}))  # fmt: skip
         await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
 
-    async def kill(self, message: str) -> None:
-        await self.end("killed", message)
+    async def terminate(self, state: str, message: str) -> None:
+        await self.end(state, message)
 
     async def end(self, state: str, message: str) -> None:
         """End from the bastion's side (kill, expiry): FATAL 57P01 to the client."""
+        if self.ending is not None:
+            return
         self.ending = (state, message)
         await self.cancel(message)
         self.client.fatal("57P01", message)

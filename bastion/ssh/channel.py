@@ -256,8 +256,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         except BastionError as exc:
             self.end(f"recording failed, session ended: {exc.message}", "recording_failed")
 
-    async def kill(self, message: str) -> None:
-        self.end(message)
+    async def terminate(self, state: str, message: str) -> None:
+        self.end(message, state)
 
     def end(self, message: str, state: str = "killed") -> None:
         """End the session from the bastion's side (kill, expiry, recording failure)."""

@@ -50,7 +50,7 @@ class SSHDoor:
         sockets = self._server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_kills(self.live))
+        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(self.live))
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -1,0 +1,68 @@
+"""Which live sessions must end now, and why: grant expired or revoked, user disabled (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from bastion.audit.records import Grant, OpenSession
+from bastion.clock import iso
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A session to end: its closing state and the one line its user is shown."""
+
+    session_id: str
+    state: str  # grant_expired, grant_revoked or user_disabled
+    message: str
+
+
+def covers(grant: Grant, session: OpenSession, now: datetime) -> bool:
+    """A grant live now on the session's user and target, at least as wide as its mode."""
+    if grant.user != session.user or grant.target != session.target or not grant.live_at(now):
+        return False
+    return session.mode is None or grant.mode in ("write", session.mode)
+
+
+def endings(
+    sessions: Iterable[OpenSession],
+    live: Iterable[Grant],
+    grants_by_id: Mapping[int, Grant],
+    now: datetime,
+) -> list[Ending]:
+    """The sessions that no live grant covers any more (a new grant keeps a session going).
+
+    `live` holds the grants live now; `grants_by_id` the grants the sessions opened under,
+    which say why access ended.
+    """
+    by_pair: dict[tuple[str, str], list[Grant]] = {}
+    for grant in live:
+        by_pair.setdefault((grant.user, grant.target), []).append(grant)
+    found = []
+    for session in sessions:
+        if session.user_disabled:
+            found.append(Ending(session.session_id, "user_disabled",
+                                f"{session.user} was disabled; the session is over"))  # fmt: skip
+            continue
+        candidates = by_pair.get((session.user, session.target), [])
+        if any(covers(grant, session, now) for grant in candidates):
+            continue
+        found.append(_why(session, grants_by_id.get(session.grant_id or -1), now))
+    return found
+
+
+def _why(session: OpenSession, grant: Grant | None, now: datetime) -> Ending:
+    where = f"access to {session.target}"
+    if grant is None:
+        return Ending(session.session_id, "grant_revoked", f"{where} ended: no grant covers it")
+    if grant.revoked_at is not None:
+        by = f" by {grant.revoked_by}" if grant.revoked_by else ""
+        return Ending(session.session_id, "grant_revoked",
+                      f"{where} ended: grant {grant.id} was revoked{by}")  # fmt: skip
+    if now >= grant.ends_at:
+        expired = f"{where} ended: grant {grant.id} expired at {iso(grant.ends_at)}"
+        return Ending(session.session_id, "grant_expired", expired)
+    return Ending(session.session_id, "grant_revoked",
+                  f"{where} ended: grant {grant.id} no longer covers it")  # fmt: skip

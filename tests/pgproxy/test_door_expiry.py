@@ -1,0 +1,100 @@
+"""Database sessions end when their access does: grant expired or revoked, user disabled, with
+FATAL 57P01, the running query cancelled upstream, and the session row saying why."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Bastion
+from tests.pgproxy.conftest import PASSWORD, alice_on
+from tests.pgproxy.test_door_admin import backend_queries, finish, psql_running
+from tests.realpg import PgDatabase, psycopg_connect
+from tests.ssh.test_door_admin import cli, wait_until
+
+SLEEP = "SELECT pg_sleep(60)"
+
+
+@pytest.fixture
+def granted(tmp_path: Path, pg: PgDatabase) -> tuple[Bastion, int]:
+    """alice with a one-hour read grant (and no other) on orders-prod."""
+    b = alice_on(tmp_path / "bastion", pg)
+    [first] = b.store.grants(user="alice")
+    b.core.access.revoke(first.id, "test")
+    return b, b.grant("alice", "orders-prod", hours=1)
+
+
+def ended(b: Bastion, pg: PgDatabase, end_access: object, expected: str) -> str:
+    """Run pg_sleep(60) through the door, end the access, return what psql printed."""
+    proc = psql_running(b, SLEEP + ";\n")
+    try:
+        wait_until(lambda: backend_queries(pg, SLEEP) == 1)
+        assert callable(end_access)
+        end_access()
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code != 0
+    wait_until(lambda: backend_queries(pg, SLEEP) == 0)  # cancelled upstream, not left running
+    wait_until(lambda: not b.store.sessions(open_only=True))
+    [session] = b.store.sessions()
+    assert session.state == expected, session.end_reason
+    return err
+
+
+def test_a_grant_expiring_mid_query_ends_the_session(granted: tuple[Bastion, int],
+                                                     pg: PgDatabase) -> None:  # fmt: skip
+    b, grant_id = granted
+    b.start()
+    try:
+        err = ended(b, pg, lambda: b.clock.advance(timedelta(hours=1, seconds=1)),
+                    "grant_expired")  # fmt: skip
+    finally:
+        b.stop()
+    assert "FATAL" in err and f"access to orders-prod ended: grant {grant_id} expired" in err
+
+
+def test_revoking_the_grant_ends_the_session(granted: tuple[Bastion, int], pg: PgDatabase) -> None:
+    b, grant_id = granted
+    b.start()
+    try:
+        err = ended(b, pg, lambda: b.core.access.revoke(grant_id, "bob"), "grant_revoked")
+    finally:
+        b.stop()
+    assert f"grant {grant_id} was revoked by bob" in err
+
+
+def test_disabling_the_user_ends_the_session(granted: tuple[Bastion, int], pg: PgDatabase) -> None:
+    b, _ = granted
+    b.start()
+    try:
+
+        def disable() -> None:
+            done = cli(b, "user", "disable", "alice", "--reason", "left the company")
+            assert done.returncode == 0, done.stderr
+
+        err = ended(b, pg, disable, "user_disabled")
+    finally:
+        b.stop()
+    assert "alice was disabled" in err
+
+
+def test_a_new_grant_keeps_the_session_going(granted: tuple[Bastion, int], pg: PgDatabase) -> None:
+    b, _ = granted
+    b.start()
+    try:
+        with psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD)) as conn:
+            b.clock.advance(timedelta(minutes=30))
+            b.grant("alice", "orders-prod", hours=2)  # extended before the first one ends
+            b.clock.advance(timedelta(minutes=31))
+            wait_until(lambda: bool(b.events("grant.created")))
+            for _ in range(5):  # a few looks of the watcher go by
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+                conn.execute("SELECT pg_sleep(0.3)")
+        wait_until(lambda: not b.store.sessions(open_only=True))
+        assert [s.state for s in b.store.sessions()] == ["closed"]  # by the client, not us
+    finally:
+        b.stop()

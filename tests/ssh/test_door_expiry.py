@@ -1,0 +1,64 @@
+"""SSH sessions end when their access does: a line on the terminal, the channel closed, and the
+session row saying why (the bastion's clock is moved, nothing sleeps for the grant's length)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+import asyncssh
+
+from tests.harness import Bastion
+from tests.ssh.test_door_admin import wait_until
+from tests.ssh.test_door_auth import connect
+from tests.ssh.test_door_sessions import closed_sessions
+
+STREAM = "while true; do echo tick; sleep 0.2; done"  # like `tail -f`: output until stopped
+
+
+def streaming_until(bastion: Bastion, end_access: Callable[[], object]) -> str:
+    """Open a streaming session, end the access once output flows; what stderr said."""
+
+    async def run() -> asyncssh.SSHCompletedProcess:
+        key = asyncssh.read_private_key(bastion.keys["alice"])
+        conn, _ = await connect(bastion, "alice+web-1", [key], [bastion.code("alice")])
+        async with conn:
+            done: asyncssh.SSHCompletedProcess = await conn.run(STREAM, check=False)
+            return done
+
+    future = asyncio.run_coroutine_threadsafe(run(), bastion._loop)
+    wait_until(lambda: bool(bastion.store.sessions(open_only=True)))
+    wait_until(lambda: bool(bastion.store.sessions()[0].recording_path))
+    end_access()
+    done = future.result(timeout=20)
+    assert "tick" in str(done.stdout)  # the stream was flowing when access ended
+    return str(done.stderr)
+
+
+def test_a_grant_expiring_ends_a_streaming_shell(bastion: Bastion) -> None:
+    [grant] = bastion.store.grants(user="alice")
+    err = streaming_until(bastion, lambda: bastion.clock.advance(timedelta(hours=3)))
+    assert f"bastion: access to web-1 ended: grant {grant.id} expired" in err
+    [closed] = closed_sessions(bastion)
+    assert closed.state == "grant_expired"
+
+
+def test_revoking_the_grant_ends_the_session(bastion: Bastion) -> None:
+    [grant] = bastion.store.grants(user="alice")
+    err = streaming_until(bastion, lambda: bastion.core.access.revoke(grant.id, "bob"))
+    assert f"grant {grant.id} was revoked by bob" in err
+    [closed] = closed_sessions(bastion)
+    assert closed.state == "grant_revoked"
+
+
+def test_disabling_the_user_ends_the_session(bastion: Bastion) -> None:
+    err = streaming_until(
+        bastion, lambda: bastion.store.disable_user("alice", "admin", "left the company")
+    )
+    assert "alice was disabled" in err
+    [closed] = closed_sessions(bastion)
+    assert closed.state == "user_disabled"
+    assert [e.kind for e in bastion.events() if e.kind.startswith("user.")][-1:] == [
+        "user.disabled"
+    ]
