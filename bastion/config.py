@@ -6,12 +6,10 @@ import difflib
 import json
 import os
 import re
-import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar, get_args
@@ -112,6 +110,14 @@ class GrantPolicy:
 
 
 @dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session may sit idle, and last at all, unless its target says otherwise."""
+
+    idle_timeout: timedelta = timedelta(minutes=15)
+    max_length: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "auto"
     level: LogLevel = "info"
@@ -124,6 +130,8 @@ class TargetPolicy:
     max_grant: timedelta | None = None
     tls: Literal["off", "require", "verify-full"] = "off"
     tls_ca: Path | None = None
+    idle_timeout: timedelta | None = None
+    max_session: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ class Config:
     ssh: SshPolicy = SshPolicy()
     postgres: PostgresPolicy = PostgresPolicy()
     audit: AuditPolicy = AuditPolicy()
+    sessions: SessionPolicy = SessionPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -146,6 +155,12 @@ class Config:
         if policy is not None and policy.max_grant is not None:
             return policy.max_grant
         return self.grants.default_max
+
+    def session_limits(self, target: str) -> tuple[timedelta, timedelta]:
+        """(idle timeout, longest session) for a target: its own, else [sessions]."""
+        policy = self.target_policy(target)
+        idle = policy.idle_timeout or self.sessions.idle_timeout
+        return idle, policy.max_session or self.sessions.max_length
 
     def target_policy(self, target: str) -> TargetPolicy:
         """The [targets.NAME] table for a target, or the defaults when there is none."""
@@ -215,7 +230,7 @@ SETTINGS: tuple[Setting, ...] = (
         "postgres.max_message",
         "int",
         64 * 1024 * 1024,
-        "Largest protocol message relayed, in bytes.",
+        "Largest message relayed (bytes).",
         low=1024 * 1024,
         high=1024 * 1024 * 1024,
     ),
@@ -230,6 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
+    Setting("sessions.idle_timeout", "duration", "15m", "Time without input that ends a session."),
+    Setting("sessions.max_length", "duration", "12h", "Longest a session may last."),
     Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "info", "Least severe level.", choices=get_args(LogLevel)),
 )
@@ -244,6 +261,8 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
         choices=("off", "require", "verify-full"),
     ),
     Setting("tls_ca", "path", None, "CA that signs the target's PostgreSQL certificate."),
+    Setting("idle_timeout", "duration", None, "Idle time that ends a session on this target."),
+    Setting("max_session", "duration", None, "Longest session on this target."),
 )
 
 
@@ -261,8 +280,6 @@ for _parts in [*_BY_KEY, ("targets",)]:
         if _parts[_depth] not in _names:
             _names.append(_parts[_depth])
 
-
-# --- durations -----------------------------------------------------------------------------
 
 # --- loading -------------------------------------------------------------------------------
 
@@ -403,6 +420,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         postgres=_section(PostgresPolicy, "postgres.", values),
         audit=_section(AuditPolicy, "audit.", values),
         grants=_section(GrantPolicy, "grants.", values),
+        sessions=_section(SessionPolicy, "sessions.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
     )
@@ -466,17 +484,3 @@ def load_config(path: str | Path) -> Config:
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config
-
-
-def default_config_text(
-    *, ssh_port: int = 2222, postgres_port: int = 6432, web_port: int = 8080
-) -> str:
-    """The packaged config template with these ports filled in; `bastion init` writes it."""
-    ports = {"ssh_port": ssh_port, "postgres_port": postgres_port, "web_port": web_port}
-    for name, port in ports.items():
-        if isinstance(port, bool) or not 1 <= port <= 65535:
-            raise ValueError(f"{name} must be between 1 and 65535, got {port!r}")
-    if len(set(ports.values())) != len(ports):
-        raise ValueError(f"the three ports must differ, got {ports}")
-    template = resources.files("bastion").joinpath("config_template.toml")
-    return string.Template(template.read_text(encoding="utf-8")).substitute(ports)

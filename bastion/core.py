@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
+from bastion.access.enforce import overstayed
 from bastion.access.grants import Access
 from bastion.audit import Event, Store
 from bastion.audit.writer import AuditWriter
@@ -25,7 +27,17 @@ log = structlog.get_logger("bastion.core")
 
 
 class Killable(Protocol):
-    """A live session the bastion can end: an admin's kill, or access that ended."""
+    """A live session the bastion can end: an admin's kill, access that ended, idleness."""
+
+    @property
+    def target_name(self) -> str: ...
+
+    @property
+    def opened_at(self) -> datetime: ...
+
+    @property
+    def last_input(self) -> datetime:
+        """When the engineer last sent anything (on the bastion's clock)."""
 
     async def terminate(self, state: str, message: str) -> None:
         """Show `message` to the user, end the session and close its row as `state`."""
@@ -100,6 +112,16 @@ class Core:
                 session = live.get(ending.session_id)
                 if session is not None:
                     await session.terminate(ending.state, ending.message)
+            await self._end_overstayed(live)
+
+    async def _end_overstayed(self, live: Mapping[str, Killable]) -> None:
+        now = self.clock.now()
+        for session in list(live.values()):
+            limits = self.config.session_limits(session.target_name)
+            found = overstayed(session.target_name, session.opened_at, session.last_input, now,
+                               limits)  # fmt: skip
+            if found is not None:
+                await session.terminate(*found)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)

@@ -22,10 +22,10 @@ from bastion.config import (
     LoggingConfig,
     TargetPolicy,
     TotpPolicy,
-    default_config_text,
     documented_keys,
     load_config,
 )
+from bastion.config_text import default_config_text
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import ConfigError, Exit
 

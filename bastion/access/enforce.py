@@ -1,13 +1,15 @@
-"""Which live sessions must end now, and why: grant expired or revoked, user disabled (pure)."""
+"""Which live sessions must end now, and why: grant expired or revoked, user disabled, idle too
+long, or at the longest a session may last (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bastion.audit.records import Grant, OpenSession
 from bastion.clock import iso
+from bastion.durations import format_duration
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,22 @@ def _why(session: OpenSession, grant: Grant | None, now: datetime) -> Ending:
         return Ending(session.session_id, "grant_expired", expired)
     return Ending(session.session_id, "grant_revoked",
                   f"{where} ended: grant {grant.id} no longer covers it")  # fmt: skip
+
+
+def overstayed(
+    target: str,
+    opened: datetime,
+    last_input: datetime,
+    now: datetime,
+    limits: tuple[timedelta, timedelta],
+) -> tuple[str, str] | None:
+    """(state, message) when a session has been idle too long or lasted too long, else None.
+
+    `limits` is (idle timeout, longest session) for the session's target.
+    """
+    idle, longest = limits
+    if now - opened >= longest:
+        return "session_cap", f"sessions on {target} last at most {format_duration(longest)}"
+    if now - last_input >= idle:
+        return "idle_timeout", f"no input for {format_duration(idle)} on {target}; session ended"
+    return None

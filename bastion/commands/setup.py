@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bastion.audit import Event, Store
 from bastion.commands.app import App, cli_actor
-from bastion.config import Config, default_config_text, load_config
+from bastion.config import Config, load_config
+from bastion.config_text import default_config_text
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls

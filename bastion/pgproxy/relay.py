@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -43,6 +44,7 @@ class Relay:
     portals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     counter: int = 0
     failure: str | None = None  # set when the audit trail could not be written
+    last_input: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     # -- client to target ---------------------------------------------------------------
 
@@ -60,6 +62,7 @@ class Relay:
                 if not data:
                     scanner.feed_eof()  # ProtocolError if it stopped inside a message
                     return "client closed the connection"
+            self.last_input = self.core.clock.now()
             scan = scanner.feed(data)
             data = b""
             out: list[bytes | memoryview] = []

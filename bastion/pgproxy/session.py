@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -80,6 +81,13 @@ class PgSession:
         self.up: upstream.Upstream | None = None
         self.cancel_key = (0, b"")
         self.ending: tuple[str, str] | None = None
+        self.target_name = ""
+        self.opened_at = core.clock.now()
+
+    @property
+    def last_input(self) -> datetime:
+        """When the client last sent anything (its relay keeps count)."""
+        return self.relay.last_input if self.relay is not None else self.opened_at
 
     async def open(self, login: Login, passed: dict[str, str]) -> None:
         """Record the session, log in upstream, and greet the client as the server would."""
@@ -102,6 +110,8 @@ class PgSession:
             database=target.database or target.name, params=params, tls=tls,
         )  # fmt: skip
         self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only)
+        self.target_name = target.name
+        self.opened_at = self.relay.last_input = self.core.clock.now()
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
                     pgwire.backend_key_data(*self.cancel_key), self.up.ready]  # fmt: skip
         self.client.send(b"".join(greeting))

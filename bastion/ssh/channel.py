@@ -47,6 +47,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self._finished = False
         self._ending: tuple[str, str] | None = None
         self.finishing: asyncio.Task[None] | None = None
+        self.target_name = ""
+        self.opened_at = self.last_input = self.core.clock.now()
 
     # -- requests before the session starts ----------------------------------------------
 
@@ -121,6 +123,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
                 env={str(k): str(v) for k, v in self._env().items()}, command=self.command,
             )  # fmt: skip
 
+            self.target_name = target
+            self.opened_at = self.last_input = self.core.clock.now()
             self.server.live[self.session_id] = self
             upstream = await self.server.upstream_for(target_row)
             await self._connect_channel(upstream)
@@ -172,6 +176,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     # -- relaying -----------------------------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.last_input = self.core.clock.now()
         if self.menu is not None and self.up is None:
             self._menu_keys(data)
         elif self.up is None:

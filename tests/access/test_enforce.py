@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bastion.access.enforce import endings
+from bastion.access.enforce import endings, overstayed
 from bastion.audit.records import Grant, OpenSession
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -68,3 +68,21 @@ def test_grants_of_other_users_or_targets_do_not_count() -> None:
 def test_a_session_without_a_known_grant_ends() -> None:
     [(_, state, message)] = end_of([], [session(None, mode=None)])
     assert state == "grant_revoked" and "no grant covers it" in message
+
+
+LIMITS = (timedelta(minutes=15), timedelta(hours=12))
+
+
+def test_a_session_with_recent_input_inside_its_cap_goes_on() -> None:
+    opened = NOW - timedelta(hours=11)
+    assert overstayed("db", opened, NOW - timedelta(minutes=14), NOW, LIMITS) is None
+
+
+def test_idle_too_long_ends_the_session() -> None:
+    found = overstayed("db", NOW - timedelta(hours=1), NOW - timedelta(minutes=15), NOW, LIMITS)
+    assert found == ("idle_timeout", "no input for 15m on db; session ended")
+
+
+def test_the_cap_ends_even_a_busy_session() -> None:
+    found = overstayed("db", NOW - timedelta(hours=12), NOW, NOW, LIMITS)
+    assert found == ("session_cap", "sessions on db last at most 12h")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.harness import Bastion
@@ -96,5 +97,24 @@ def test_a_new_grant_keeps_the_session_going(granted: tuple[Bastion, int], pg: P
                 conn.execute("SELECT pg_sleep(0.3)")
         wait_until(lambda: not b.store.sessions(open_only=True))
         assert [s.state for s in b.store.sessions()] == ["closed"]  # by the client, not us
+    finally:
+        b.stop()
+
+
+def test_an_idle_session_ends_after_the_idle_timeout(granted: tuple[Bastion, int]) -> None:
+    b, _ = granted
+    b.start()
+    try:
+        conn = psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD), autocommit=True)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        b.clock.advance(timedelta(minutes=14))
+        assert conn.execute("SELECT 2").fetchone() == (2,)  # input: the idle time starts again
+        b.clock.advance(timedelta(minutes=15))
+        wait_until(lambda: not b.store.sessions(open_only=True))
+        with pytest.raises(psycopg.OperationalError, match="no input for 15m on orders-prod"):
+            conn.execute("SELECT 3")
+        conn.close()
+        [session] = b.store.sessions()
+        assert session.state == "idle_timeout"
     finally:
         b.stop()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import asyncssh
 
 from tests.harness import Bastion
+from tests.realssh import Sshd
 from tests.ssh.test_door_admin import wait_until
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
@@ -62,3 +64,19 @@ def test_disabling_the_user_ends_the_session(bastion: Bastion) -> None:
     assert [e.kind for e in bastion.events() if e.kind.startswith("user.")][-1:] == [
         "user.disabled"
     ]
+
+
+def test_the_longest_session_a_target_allows_ends_a_busy_one(tmp_path: Path, sshd: Sshd) -> None:
+    policy = '\n[targets.web-1]\nmax_session = "1h"\nidle_timeout = "2h"\n'
+    b = Bastion(tmp_path / "bastion", policy)
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1", hours=3)
+    b.start()
+    try:
+        err = streaming_until(b, lambda: b.clock.advance(timedelta(minutes=61)))
+        assert "bastion: sessions on web-1 last at most 1h" in err
+        [closed] = closed_sessions(b)
+        assert closed.state == "session_cap"
+    finally:
+        b.stop()
