@@ -126,6 +126,9 @@ class Bastion:
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
+        # Transports closed just now close their sockets in a callback of a later loop turn;
+        # stopping the loop first would leave those sockets to the garbage collector.
+        await asyncio.sleep(0.05)
 
     # -- people, targets, grants ------------------------------------------------------
 
