@@ -12,8 +12,10 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
+from bastion.access.hours import Hours, parse_hours
+from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
 
@@ -24,8 +26,6 @@ TOTP_PERIOD = 30  # seconds per TOTP step (RFC 6238 default; authenticator apps 
 TOTP_DIGITS = 6  # digits per TOTP code (RFC 6238 default)
 SECRETS_KEY_ENV = "BASTION_SECRETS_KEY"  # base64 of a 32-byte key; overrides paths.secrets_key
 
-LogFormat = Literal["auto", "json", "console"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
@@ -132,6 +132,8 @@ class TargetPolicy:
     tls_ca: Path | None = None
     idle_timeout: timedelta | None = None
     max_session: timedelta | None = None
+    allowed_hours: Hours | None = None
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -165,110 +167,6 @@ class Config:
     def target_policy(self, target: str) -> TargetPolicy:
         """The [targets.NAME] table for a target, or the defaults when there is none."""
         return self.targets.get(target) or TargetPolicy(target)
-
-
-# --- the schema: every accepted key, declared as data -------------------------------------
-
-Kind = Literal["bool", "int", "str", "choice", "duration", "path"]
-Value = bool | int | str | timedelta | Path | None
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One key the loader accepts: its type, default (as written in TOML), limits and help."""
-
-    key: str
-    kind: Kind
-    default: bool | int | str | None
-    help: str
-    low: int | None = None
-    high: int | None = None
-    choices: tuple[str, ...] = ()
-    allow_empty: bool = False
-
-
-def _listener(name: str, port: int, what: str) -> tuple[Setting, ...]:
-    key = f"listeners.{name}"
-    return (
-        Setting(f"{key}.enabled", "bool", True, f"Accept {what} connections."),
-        Setting(f"{key}.address", "str", "127.0.0.1", f"Address the {what} listener binds."),
-        Setting(f"{key}.port", "int", port, f"TCP port for {what}.", low=1, high=65535),
-    )
-
-
-def _preauth(door: str) -> tuple[Setting, ...]:
-    """The pre-login limits, the same keys for each door."""
-    return (
-        Setting(f"{door}.login_grace", "duration", "1m", "Time allowed to finish logging in."),
-        Setting(f"{door}.max_unauthenticated_per_source", "int", 10,
-                "Logins in progress per address.", low=1, high=10000),
-        Setting(f"{door}.max_failures_per_source", "int", 20,
-                "Failed logins per address per window.", low=1, high=10000),
-        Setting(f"{door}.failure_window", "duration", "5m", "Window for counting failed logins."),
-        Setting(f"{door}.block_for", "duration", "5m", "How long a failing address is refused."),
-    )  # fmt: skip
-
-
-SETTINGS: tuple[Setting, ...] = (
-    *_listener("ssh", 2222, "SSH"),
-    *_listener("postgres", 6432, "PostgreSQL"),
-    *_listener("web", 8080, "web console"),
-    Setting("paths.store", "path", "bastion.db", "SQLite store with the audit trail."),
-    Setting("paths.recordings", "path", "recordings", "Directory for session recordings."),
-    Setting("paths.secrets_key", "path", "secrets.key", "Key that seals secrets at rest."),
-    Setting("paths.ssh_host_key", "path", "ssh_host_ed25519_key", "SSH host private key."),
-    Setting("paths.tls_cert", "path", "tls/server.pem", "TLS certificate chain (PEM)."),
-    Setting("paths.tls_key", "path", "tls/server.key", "TLS private key (PEM)."),
-    Setting("paths.tls_ca", "path", "tls/bastion-ca.pem", "CA that signed the TLS certificate."),
-    Setting("totp.issuer", "str", "bastion", "Name shown in authenticator apps."),
-    Setting("totp.skew_steps", "int", 1, "30 s steps of clock drift allowed.", low=0, high=2),
-    Setting("lockout.max_failures", "int", 5, "Failures before locking.", low=1, high=100),
-    Setting("lockout.lock_for", "duration", "15m", "How long a lock lasts."),
-    *_preauth("ssh"),
-    *_preauth("postgres"),
-    Setting(
-        "postgres.max_message",
-        "int",
-        64 * 1024 * 1024,
-        "Largest message relayed (bytes).",
-        low=1024 * 1024,
-        high=1024 * 1024 * 1024,
-    ),
-    Setting(
-        "audit.durability",
-        "choice",
-        "strict",
-        "When a statement's row is on disk.",
-        choices=("strict", "batched"),
-    ),
-    Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
-    Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
-    Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
-    Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
-    Setting("sessions.idle_timeout", "duration", "15m", "Time without input that ends a session."),
-    Setting("sessions.max_length", "duration", "12h", "Longest a session may last."),
-    Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
-    Setting("logging.level", "choice", "info", "Least severe level.", choices=get_args(LogLevel)),
-)
-TARGET_SETTINGS: tuple[Setting, ...] = (
-    Setting("description", "str", "", "Shown next to the target's name.", allow_empty=True),
-    Setting("max_grant", "duration", None, "Longest grant on this target."),
-    Setting(
-        "tls",
-        "choice",
-        "off",
-        "TLS from the bastion to the target's PostgreSQL.",
-        choices=("off", "require", "verify-full"),
-    ),
-    Setting("tls_ca", "path", None, "CA that signs the target's PostgreSQL certificate."),
-    Setting("idle_timeout", "duration", None, "Idle time that ends a session on this target."),
-    Setting("max_session", "duration", None, "Longest session on this target."),
-)
-
-
-def documented_keys() -> list[str]:
-    """Every dotted key the loader accepts; target keys appear as "targets.*.KEY"."""
-    return [s.key for s in SETTINGS] + [f"targets.*.{s.key}" for s in TARGET_SETTINGS]
 
 
 Parts = tuple[str, ...]
@@ -393,8 +291,18 @@ def _targets(raw: object, base: Path) -> dict[str, TargetPolicy]:
             s.key: _value(s, (*where, s.key), table.get(s.key, s.default), base)
             for s in TARGET_SETTINGS
         }
+        got["allowed_hours"] = _hours(where, got["allowed_hours"], got["timezone"])
         result[name] = _section(TargetPolicy, "", {"name": name, **got})
     return result
+
+
+def _hours(where: Parts, text: Value, zone: Value) -> Hours | None:
+    if text is None:
+        return None
+    try:
+        return parse_hours(str(text), str(zone))
+    except ValueError as exc:
+        raise _Bad((*where, "allowed_hours"), str(exc)) from None
 
 
 D = TypeVar("D", bound="DataclassInstance")

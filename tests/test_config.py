@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.config import (
-    SETTINGS,
     TOTP_DIGITS,
     TOTP_PERIOD,
     Config,
@@ -22,9 +21,9 @@ from bastion.config import (
     LoggingConfig,
     TargetPolicy,
     TotpPolicy,
-    documented_keys,
     load_config,
 )
+from bastion.config_schema import SETTINGS, documented_keys
 from bastion.config_text import default_config_text
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import ConfigError, Exit
@@ -536,3 +535,14 @@ def test_duration_round_trip_from_text(counts: list[int]) -> None:
     delta = parse_duration(text)
     assert format_duration(parse_duration(format_duration(delta))) == format_duration(delta)
     assert parse_duration(format_duration(delta)) == delta
+
+
+def test_allowed_hours_are_read_and_checked(tmp_path: Path) -> None:
+    text = '[targets.db]\nallowed_hours = "Mon-Fri 08:00-20:00"\ntimezone = "Europe/Berlin"\n'
+    hours = load_config(write(tmp_path, text)).target_policy("db").allowed_hours
+    assert hours is not None and hours.zone == "Europe/Berlin"
+    with pytest.raises(ConfigError, match=r"targets\.db\.allowed_hours.*unknown day 'weekdays'"):
+        load_config(write(tmp_path, '[targets.db]\nallowed_hours = "weekdays 08:00-20:00"\n'))
+    with pytest.raises(ConfigError, match=r"targets\.db\.allowed_hours.*unknown timezone"):
+        load_config(write(tmp_path, '[targets.db]\nallowed_hours = "daily 08:00-20:00"\n'
+                                    'timezone = "Mars/Olympus"\n'))  # fmt: skip

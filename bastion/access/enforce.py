@@ -17,7 +17,7 @@ class Ending:
     """A session to end: its closing state and the one line its user is shown."""
 
     session_id: str
-    state: str  # grant_expired, grant_revoked or user_disabled
+    state: str  # grant_expired, grant_revoked, user_disabled or outside_hours
     message: str
 
 
@@ -33,11 +33,13 @@ def endings(
     live: Iterable[Grant],
     grants_by_id: Mapping[int, Grant],
     now: datetime,
+    closed: Mapping[str, str] | None = None,
 ) -> list[Ending]:
     """The sessions that no live grant covers any more (a new grant keeps a session going).
 
     `live` holds the grants live now; `grants_by_id` the grants the sessions opened under,
-    which say why access ended.
+    which say why access ended; `closed` the targets outside their allowed hours now, with
+    the message their sessions end with.
     """
     by_pair: dict[tuple[str, str], list[Grant]] = {}
     for grant in live:
@@ -47,6 +49,9 @@ def endings(
         if session.user_disabled:
             found.append(Ending(session.session_id, "user_disabled",
                                 f"{session.user} was disabled; the session is over"))  # fmt: skip
+            continue
+        if closed and session.target in closed:
+            found.append(Ending(session.session_id, "outside_hours", closed[session.target]))
             continue
         candidates = by_pair.get((session.user, session.target), [])
         if any(covers(grant, session, now) for grant in candidates):

@@ -85,22 +85,34 @@ class Access:
         now = self.clock.now()
         live = self.store.grants(live_at=now)
         own = self.store.grants_by_ids(s.grant_id for s in sessions if s.grant_id is not None)
-        return endings(sessions, live, {g.id: g for g in own}, now)
+        closed: dict[str, str] = {}
+        for target in {s.target for s in sessions}:
+            hours = self.config.target_policy(target).allowed_hours
+            if hours is not None and not hours.allows(now):
+                closed[target] = hours.refusal(target, now)
+        return endings(sessions, live, {g.id: g for g in own}, now, closed)
+
+    def _account_refusal(self, user: str, now: datetime) -> str | None:
+        account = self.store.find_user(user)
+        if account is None:
+            return f"no user named {user!r}"
+        if account.disabled_at is not None:
+            return f"user {user!r} is disabled"
+        if account.locked_at(now):
+            return f"user {user!r} is locked until {iso(account.locked_until or now)}"
+        return None
 
     def decide(self, user: str, target: str) -> Decision:
         """May `user` open a session on `target` now? Pure reading: records nothing."""
         now = self.clock.now()
-        account = self.store.find_user(user)
-        if account is None:
-            return Decision(False, f"no user named {user!r}")
-        if account.disabled_at is not None:
-            return Decision(False, f"user {user!r} is disabled")
-        if account.locked_at(now):
-            return Decision(
-                False, f"user {user!r} is locked until {iso(account.locked_until or now)}"
-            )
+        refused = self._account_refusal(user, now)
+        if refused is not None:
+            return Decision(False, refused)
         if self.store.find_target(target) is None:
             return Decision(False, f"no target named {target!r}")
+        hours = self.config.target_policy(target).allowed_hours
+        if hours is not None and not hours.allows(now):
+            return Decision(False, hours.refusal(target, now))
         live = self.store.grants(user=user, target=target, live_at=now)
         if not live:
             return Decision(

@@ -86,3 +86,9 @@ def test_idle_too_long_ends_the_session() -> None:
 def test_the_cap_ends_even_a_busy_session() -> None:
     found = overstayed("db", NOW - timedelta(hours=12), NOW, NOW, LIMITS)
     assert found == ("session_cap", "sessions on db last at most 12h")
+
+
+def test_sessions_on_a_target_outside_its_hours_end_whatever_the_grants() -> None:
+    found = endings([session(1)], [grant(1)], {1: grant(1)}, NOW, {"db": "db is closed now"})
+    assert [(e.state, e.message) for e in found] == [("outside_hours", "db is closed now")]
+    assert endings([session(1)], [grant(1)], {1: grant(1)}, NOW, {"web-1": "closed"}) == []

@@ -3,7 +3,7 @@ FATAL 57P01, the running query cancelled upstream, and the session row saying wh
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -116,5 +116,35 @@ def test_an_idle_session_ends_after_the_idle_timeout(granted: tuple[Bastion, int
         conn.close()
         [session] = b.store.sessions()
         assert session.state == "idle_timeout"
+    finally:
+        b.stop()
+
+
+HOURS = '\n[targets.orders-prod]\nallowed_hours = "Mon-Fri 08:00-20:00"\ntimezone = "UTC"\n'
+
+
+def test_allowed_hours_refuse_a_login_outside_them_and_end_a_session_at_closing(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    b = alice_on(tmp_path / "bastion", pg, HOURS)
+    b.clock.set(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))  # a Sunday
+    b.grant("alice", "orders-prod", hours=2)
+    b.start()
+    try:
+        with pytest.raises(psycopg.OperationalError, match="it is Sun 12:00 there now"):
+            psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD))
+        [denied] = b.events("access.denied")
+        assert "only Mon-Fri 08:00-20:00 (UTC)" in denied.detail
+
+        b.clock.set(datetime(2026, 11, 23, 19, 58, tzinfo=UTC))  # Monday, just before closing
+        b.grant("alice", "orders-prod", hours=2)
+        conn = psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD), autocommit=True)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        b.clock.advance(timedelta(minutes=2))
+        wait_until(lambda: not b.store.sessions(open_only=True))
+        with pytest.raises(psycopg.OperationalError, match="it is Mon 20:00 there now"):
+            conn.execute("SELECT 2")
+        conn.close()
+        assert [s.state for s in b.store.sessions()] == ["outside_hours"]
     finally:
         b.stop()

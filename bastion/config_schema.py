@@ -1,0 +1,116 @@
+"""Every key bastion.toml accepts, declared as data: type, default, limits and a line of help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, get_args
+
+from bastion.access.hours import Hours
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+Kind = Literal["bool", "int", "str", "choice", "duration", "path"]
+Value = bool | int | str | timedelta | Path | Hours | None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key the loader accepts: its type, default (as written in TOML), limits and help."""
+
+    key: str
+    kind: Kind
+    default: bool | int | str | None
+    help: str
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    allow_empty: bool = False
+
+
+def _listener(name: str, port: int, what: str) -> tuple[Setting, ...]:
+    key = f"listeners.{name}"
+    return (
+        Setting(f"{key}.enabled", "bool", True, f"Accept {what} connections."),
+        Setting(f"{key}.address", "str", "127.0.0.1", f"Address the {what} listener binds."),
+        Setting(f"{key}.port", "int", port, f"TCP port for {what}.", low=1, high=65535),
+    )
+
+
+def _preauth(door: str) -> tuple[Setting, ...]:
+    """The pre-login limits, the same keys for each door."""
+    return (
+        Setting(f"{door}.login_grace", "duration", "1m", "Time allowed to finish logging in."),
+        Setting(f"{door}.max_unauthenticated_per_source", "int", 10,
+                "Logins in progress per address.", low=1, high=10000),
+        Setting(f"{door}.max_failures_per_source", "int", 20,
+                "Failed logins per address per window.", low=1, high=10000),
+        Setting(f"{door}.failure_window", "duration", "5m", "Window for counting failed logins."),
+        Setting(f"{door}.block_for", "duration", "5m", "How long a failing address is refused."),
+    )  # fmt: skip
+
+
+SETTINGS: tuple[Setting, ...] = (
+    *_listener("ssh", 2222, "SSH"),
+    *_listener("postgres", 6432, "PostgreSQL"),
+    *_listener("web", 8080, "web console"),
+    Setting("paths.store", "path", "bastion.db", "SQLite store with the audit trail."),
+    Setting("paths.recordings", "path", "recordings", "Directory for session recordings."),
+    Setting("paths.secrets_key", "path", "secrets.key", "Key that seals secrets at rest."),
+    Setting("paths.ssh_host_key", "path", "ssh_host_ed25519_key", "SSH host private key."),
+    Setting("paths.tls_cert", "path", "tls/server.pem", "TLS certificate chain (PEM)."),
+    Setting("paths.tls_key", "path", "tls/server.key", "TLS private key (PEM)."),
+    Setting("paths.tls_ca", "path", "tls/bastion-ca.pem", "CA that signed the TLS certificate."),
+    Setting("totp.issuer", "str", "bastion", "Name shown in authenticator apps."),
+    Setting("totp.skew_steps", "int", 1, "30 s steps of clock drift allowed.", low=0, high=2),
+    Setting("lockout.max_failures", "int", 5, "Failures before locking.", low=1, high=100),
+    Setting("lockout.lock_for", "duration", "15m", "How long a lock lasts."),
+    *_preauth("ssh"),
+    *_preauth("postgres"),
+    Setting(
+        "postgres.max_message",
+        "int",
+        64 * 1024 * 1024,
+        "Largest message relayed (bytes).",
+        low=1024 * 1024,
+        high=1024 * 1024 * 1024,
+    ),
+    Setting(
+        "audit.durability",
+        "choice",
+        "strict",
+        "When a statement's row is on disk.",
+        choices=("strict", "batched"),
+    ),
+    Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
+    Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
+    Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
+    Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
+    Setting("sessions.idle_timeout", "duration", "15m", "Time without input that ends a session."),
+    Setting("sessions.max_length", "duration", "12h", "Longest a session may last."),
+    Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
+    Setting("logging.level", "choice", "info", "Least severe level.", choices=get_args(LogLevel)),
+)
+TARGET_SETTINGS: tuple[Setting, ...] = (
+    Setting("description", "str", "", "Shown next to the target's name.", allow_empty=True),
+    Setting("max_grant", "duration", None, "Longest grant on this target."),
+    Setting(
+        "tls",
+        "choice",
+        "off",
+        "TLS from the bastion to the target's PostgreSQL.",
+        choices=("off", "require", "verify-full"),
+    ),
+    Setting("tls_ca", "path", None, "CA that signs the target's PostgreSQL certificate."),
+    Setting("idle_timeout", "duration", None, "Idle time that ends a session on this target."),
+    Setting("max_session", "duration", None, "Longest session on this target."),
+    Setting("allowed_hours", "str", None, "When sessions may be open, e.g. Mon-Fri 08:00-20:00."),
+    Setting("timezone", "str", "UTC", "Timezone of allowed_hours."),
+)
+
+
+def documented_keys() -> list[str]:
+    """Every dotted key the loader accepts; target keys appear as "targets.*.KEY"."""
+    return [s.key for s in SETTINGS] + [f"targets.*.{s.key}" for s in TARGET_SETTINGS]
