@@ -113,14 +113,13 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grant = _command(sub, "grant", resources.grant, "give USER time-boxed access to TARGET")
     grant.add_argument("user")
     grant.add_argument("target")
-    grant.add_argument(
-        "--for",
-        dest="duration",
-        required=True,
-        metavar="DURATION",
-        help="how long, e.g. 30m, 2h, 1d",
+    window = grant.add_mutually_exclusive_group(required=True)
+    window.add_argument(
+        "--for", dest="duration", metavar="DURATION", help="how long, e.g. 30m, 2h, 1d"
     )
+    window.add_argument("--until", metavar="WHEN", help="ISO end time, e.g. 2026-11-23T18:00Z")
     grant.add_argument("--reason", required=True, help="why; kept in the audit trail")
+    grant.add_argument("--ticket", help="the incident or change it is for, e.g. INC-4411")
     grant.add_argument("--mode", choices=["read", "write"], default="read")
     grant.add_argument("--from", dest="start", metavar="WHEN", help="ISO start time (default now)")
     _json_flag(grant)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -947,3 +947,43 @@ class TestServe:
         assert result.returncode not in (Exit.OK, Exit.FAILURE), result.stderr
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         assert str(port) in result.stderr
+
+
+class TestGrantWindows:
+    @pytest.fixture
+    def ready(self, bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
+        bst.add_user("alice", "--no-qr")
+        add_targets(bst, ssh_key)
+        return bst
+
+    def test_until_and_a_ticket_reference(self, ready: Bastion) -> None:
+        until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
+        made = ready.json("grant", "alice", "web-1", "--until", until, "--reason", REASON,
+                          "--ticket", "INC-4411")  # fmt: skip
+        assert made["ends_at"].startswith(until[:16]) and made["ticket_ref"] == "INC-4411"
+        [event] = [e for e in ready.events() if e["kind"] == "grant.created"]
+        assert event["detail"]["ticket"] == "INC-4411"
+
+    def test_a_scheduled_grant_opens_access_only_from_its_start(self, ready: Bastion) -> None:
+        start = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M+00:00")
+        made = ready.json("grant", "alice", "web-1", "--from", start, "--for", "2h",
+                          "--reason", REASON)  # fmt: skip
+        assert made["state"] == "scheduled"
+        assert ready.run("access", "check", "alice", "web-1").returncode == Exit.DENIED
+        assert ready.json("grants", "list", "--active") == []
+
+    @pytest.mark.parametrize(
+        ("args", "problem"),
+        [
+            (["--for", "1h", "--until", "2030-01-01T00:00Z"], "not allowed with"),
+            ([], "one of the arguments --for --until is required"),
+            (["--until", "2020-01-01T00:00Z"], "--until must be after"),
+            (["--until", "tomorrow"], "not an ISO date"),
+            (["--until", "2030-01-01T00:00"], "needs a time zone"),
+            (["--for", "1h", "--ticket", "   "], "ticket reference"),
+        ],
+    )
+    def test_bad_windows_are_refused(self, ready: Bastion, args: list[str], problem: str) -> None:
+        result = ready.run("grant", "alice", "web-1", *args, "--reason", REASON)
+        assert result.returncode == Exit.USAGE and problem in result.stderr, result.stderr
+        assert ready.json("grants", "list") == []

@@ -14,6 +14,7 @@ from bastion.durations import format_duration
 from bastion.errors import Denied, UsageError
 
 MODES = ("read", "write")
+MAX_TICKET_REF = 200  # characters in a grant's ticket reference
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class Access:
         actor: str,
         mode: str = "read",
         starts_at: datetime | None = None,
+        ticket_ref: str | None = None,
     ) -> Grant:
-        """Open a time-boxed window; refuses what the policy does not allow."""
+        """Open a time-boxed window (now, or scheduled from `starts_at`); refuses what the
+        policy does not allow."""
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}: choose read or write")
         reason = " ".join(reason.split())
@@ -55,10 +58,16 @@ class Access:
                 f"a grant on {target} may last at most {format_duration(limit)};"
                 f" asked for {format_duration(duration) if duration > timedelta(0) else duration}"
             )
+        if ticket_ref is not None:
+            ticket_ref = " ".join(ticket_ref.split())
+            if not ticket_ref or len(ticket_ref) > MAX_TICKET_REF:
+                raise UsageError(f"the ticket reference must be 1 to {MAX_TICKET_REF} characters")
         account = self.store.user(user)
         if account.disabled_at is not None:
             raise Denied(f"user {user!r} is disabled")
         start = starts_at or self.clock.now()
+        if start + duration <= self.clock.now():
+            raise UsageError("that window is over already")
         return self.store.add_grant(
             user=user,
             target=target,
@@ -67,6 +76,7 @@ class Access:
             ends_at=start + duration,
             reason=reason,
             actor=actor,
+            ticket_ref=ticket_ref,
         )
 
     def revoke(self, grant_id: int, actor: str) -> Grant:

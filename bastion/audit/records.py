@@ -87,6 +87,7 @@ class Grant:
     created_at: datetime
     revoked_at: datetime | None
     revoked_by: str | None
+    ticket_ref: str | None = None  # the incident or change the grant was given for
 
     def live_at(self, now: datetime) -> bool:
         return self.revoked_at is None and self.starts_at <= now < self.ends_at
@@ -147,6 +148,7 @@ def grant_from_row(row: dict[str, Any]) -> Grant:
         created_at=parse_iso(row["created_at"]),
         revoked_at=_when(row["revoked_at"]),
         revoked_by=row["revoked_by"],
+        ticket_ref=row["ticket_ref"],
     )
 
 

@@ -110,13 +110,14 @@ class ResourceQueries(StoreBase):
         ends_at: datetime,
         reason: str,
         actor: str,
+        ticket_ref: str | None = None,
     ) -> Grant:
         user_id = self._id_by_name("users", user)
         target_row = self.target(target)
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO grants (user_id, target_id, mode, starts_at, ends_at, reason,"
-                " granted_by, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                " granted_by, created_at, ticket_ref) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     user_id,
                     target_row.id,
@@ -126,6 +127,7 @@ class ResourceQueries(StoreBase):
                     reason,
                     actor,
                     iso(self.clock.now()),
+                    ticket_ref,
                 ),
             )
             grant_id = cursor.lastrowid
@@ -136,6 +138,7 @@ class ResourceQueries(StoreBase):
                 "from": iso(starts_at),
                 "until": iso(ends_at),
                 "reason": reason,
+                "ticket": ticket_ref,
             }
             self._append(conn, [Event("grant.created", actor, user, "notice", detail=detail)])
         return self.grant(int(grant_id or 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bastion.commands.app import App, read_secret_line
 from bastion.durations import parse_duration
@@ -101,18 +101,17 @@ def target_remove(app: App, args: argparse.Namespace) -> int:
 
 
 def grant(app: App, args: argparse.Namespace) -> int:
-    try:
-        duration = parse_duration(args.duration)
-    except ValueError as exc:
-        raise UsageError(f"--for: {exc}") from exc
-    starts = None
-    if args.start:
+    starts = _when("--from", args.start) if args.start else None
+    if args.until:
+        until = _when("--until", args.until)
+        duration = until - (starts or app.clock.now())
+        if duration <= timedelta(0):
+            raise UsageError("--until must be after the start of the grant")
+    else:
         try:
-            starts = datetime.fromisoformat(args.start)
+            duration = parse_duration(args.duration)
         except ValueError as exc:
-            raise UsageError(f"--from: {args.start!r} is not an ISO date and time") from exc
-        if starts.tzinfo is None:
-            raise UsageError("--from needs a time zone, e.g. 2026-11-23T09:00+00:00")
+            raise UsageError(f"--for: {exc}") from exc
     made = app.access.grant(
         user=args.user,
         target=args.target,
@@ -121,6 +120,7 @@ def grant(app: App, args: argparse.Namespace) -> int:
         actor=app.actor,
         mode=args.mode,
         starts_at=starts,
+        ticket_ref=args.ticket,
     )
     app.emit(
         made.public(app.clock.now()),
@@ -128,6 +128,17 @@ def grant(app: App, args: argparse.Namespace) -> int:
         f" from {made.starts_at:%Y-%m-%d %H:%M} until {made.ends_at:%Y-%m-%d %H:%M} UTC",
     )
     return 0
+
+
+def _when(flag: str, text: str) -> datetime:
+    """An ISO date and time with its zone ('Z' accepted), for --from and --until."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {text!r} is not an ISO date and time") from exc
+    if when.tzinfo is None:
+        raise UsageError(f"{flag} needs a time zone, e.g. 2026-11-23T09:00Z")
+    return when
 
 
 def revoke(app: App, args: argparse.Namespace) -> int:
@@ -146,7 +157,18 @@ def grants_list(app: App, args: argparse.Namespace) -> int:
     rows = [g.public(now) for g in found]
     app.table(
         rows,
-        ["id", "user", "target", "mode", "state", "ends_at", "granted_by", "reason"],
+        [
+            "id",
+            "user",
+            "target",
+            "mode",
+            "state",
+            "starts_at",
+            "ends_at",
+            "granted_by",
+            "ticket_ref",
+            "reason",
+        ],
         "no grants match",
     )
     return 0
