@@ -545,13 +545,15 @@ class TestTargets:
 # --- grants and access ----------------------------------------------------------------------
 
 
-class TestGrants:
-    @pytest.fixture
-    def ready(self, bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
-        bst.add_user("alice", "--no-qr")
-        add_targets(bst, ssh_key)
-        return bst
+@pytest.fixture
+def ready(bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
+    """alice, with the targets add_targets makes."""
+    bst.add_user("alice", "--no-qr")
+    add_targets(bst, ssh_key)
+    return bst
 
+
+class TestGrants:
     def test_grant_check_revoke(self, ready: Bastion) -> None:
         bst = ready
         denied = bst.run("access", "check", "alice", "web-1")
@@ -950,12 +952,6 @@ class TestServe:
 
 
 class TestGrantWindows:
-    @pytest.fixture
-    def ready(self, bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
-        bst.add_user("alice", "--no-qr")
-        add_targets(bst, ssh_key)
-        return bst
-
     def test_until_and_a_ticket_reference(self, ready: Bastion) -> None:
         until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
         made = ready.json("grant", "alice", "web-1", "--until", until, "--reason", REASON,
