@@ -82,6 +82,13 @@ class Access:
     def revoke(self, grant_id: int, actor: str) -> Grant:
         return self.store.revoke_grant(grant_id, actor)
 
+    def upcoming(self, user: str) -> list[Grant]:
+        """The user's grants live now or scheduled, soonest first."""
+        now = self.clock.now()
+        found = [g for g in self.store.grants(user=user)
+                 if g.revoked_at is None and g.ends_at > now]  # fmt: skip
+        return sorted(found, key=lambda g: (g.starts_at, g.id))
+
     def reachable(self, user: str) -> list[str]:
         """The targets `user` may open a session on now, by name."""
         now = self.clock.now()

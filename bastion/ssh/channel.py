@@ -12,7 +12,7 @@ import structlog
 
 from bastion.audit import Event
 from bastion.errors import BastionError
-from bastion.ssh import menu
+from bastion.ssh import menu, selfservice
 from bastion.ssh.tap import SessionTap
 
 if TYPE_CHECKING:
@@ -85,6 +85,12 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     async def _begin(self) -> None:
         target = self.server.state.login.target
+        if target is None and self.kind == "exec" and selfservice.is_command(self.command):
+            reply = await selfservice.run(self.core, self.user, self.command or "")
+            self.chan.write(reply.out.encode())
+            self.chan.write_stderr(reply.err.encode())
+            self.chan.exit(reply.status)
+            return
         if target is None:
             target = await self._start_menu()
             if target is None:
