@@ -33,14 +33,8 @@ def test_access_without_grants_says_how_to_get_one(bastion: Bastion, tmp_path: P
     assert "alice has no grants now or to come" in result.out
 
 
-def test_other_commands_without_a_target_still_ask_for_one(bastion: Bastion,
-                                                          tmp_path: Path) -> None:  # fmt: skip
-    ssh = bastion.openssh("alice", tmp_path / "client")
-    result = ssh.run_ssh("uptime", login="alice", answers=bastion.answers("alice"))
-    assert result.returncode == 1 and "name a target" in result.err
-
-
 def test_which_exec_requests_are_bastion_commands() -> None:
     assert selfservice.is_command("access") and selfservice.is_command("  access --json")
     assert not selfservice.is_command("uptime") and not selfservice.is_command(None)
     assert not selfservice.is_command("")
+    # anything else still asks for a target: test_no_target_without_a_terminal_says_how_to_name_one
