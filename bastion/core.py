@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,11 +92,13 @@ class Core:
             await self.writer.stop()
             self.writer = None
 
-    async def watch_sessions(self, live: Mapping[str, Killable]) -> None:
-        """End the sessions in `live` that an admin killed (`bastion sessions kill`) or whose
-        access ended: grant expired or revoked, user disabled. Looks every WATCH_EVERY."""
+    async def watch_sessions(self, lives: Sequence[Mapping[str, Killable]]) -> None:
+        """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
+        or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
+        allowed hours. One watcher for all doors; it looks every WATCH_EVERY."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
+            live = {key: session for sessions in lives for key, session in sessions.items()}
             try:
                 kills = await self.run(self.store.pending_kills)
                 ended = await self.run(self.access.endings) if live else []

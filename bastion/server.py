@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
 
 from bastion import __version__
 from bastion.audit import Event
-from bastion.core import Core
+from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
 from bastion.pgproxy.door import PgDoor
 from bastion.ssh.door import SSHDoor
@@ -31,6 +32,10 @@ class Door(Protocol):
     name: str
     port: int
 
+    @property
+    def live(self) -> Mapping[str, Killable]:
+        """The door's sessions now, by session id."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -46,6 +51,7 @@ class Server:
         self.doors: list[Door] = []
         self._stopping = asyncio.Event()
         self._started = False
+        self._watcher: asyncio.Task[None] | None = None
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -80,6 +86,8 @@ class Server:
                 ) from exc
             self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        lives = [door.live for door in self.doors]
+        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(lives))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
         self.store.append_events(
             [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
@@ -87,6 +95,9 @@ class Server:
         self._started = True
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()

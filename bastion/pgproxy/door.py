@@ -41,7 +41,6 @@ class PgDoor:
         self.live: dict[str, PgSession] = {}
         self.by_key: dict[int, PgSession] = {}
         self._server: asyncio.Server | None = None
-        self._watcher: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
 
@@ -62,16 +61,13 @@ class PgDoor:
         sockets = list(self._server.sockets or [])
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(self.live))
 
     async def stop(self) -> None:
         """End every session with a message and let each close its row before returning."""
-        if self._watcher is not None:
-            self._watcher.cancel()
         if self._server is not None:
             self._server.close()
         for session in list(self.live.values()):
-            await session.end("interrupted", "the bastion is shutting down")
+            await session.terminate("interrupted", "the bastion is shutting down")
         if self._handlers:
             await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
         if self._server is not None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -44,7 +44,10 @@ class Relay:
     portals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     counter: int = 0
     failure: str | None = None  # set when the audit trail could not be written
-    last_input: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_input: datetime = field(init=False)  # when the client last sent anything
+
+    def __post_init__(self) -> None:
+        self.last_input = self.core.clock.now()
 
     # -- client to target ---------------------------------------------------------------
 

@@ -111,7 +111,7 @@ class PgSession:
         )  # fmt: skip
         self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only)
         self.target_name = target.name
-        self.opened_at = self.relay.last_input = self.core.clock.now()
+        self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
                     pgwire.backend_key_data(*self.cancel_key), self.up.ready]  # fmt: skip
         self.client.send(b"".join(greeting))
@@ -162,9 +162,6 @@ class PgSession:
         await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
 
     async def terminate(self, state: str, message: str) -> None:
-        await self.end(state, message)
-
-    async def end(self, state: str, message: str) -> None:
         """End from the bastion's side (kill, expiry): FATAL 57P01 to the client."""
         if self.ending is not None:
             return

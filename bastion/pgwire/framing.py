@@ -182,10 +182,17 @@ class FrameReader:
             minimum, limit, what = 4, self._max, "message"
         else:  # startup: the length counts itself, the Int32 code and any parameters
             minimum, limit, what = 8, MAX_STARTUP, "startup packet"
-        if length < minimum:
-            self._error = ProtocolError(f"invalid {what} length {length}")
-            raise self._error
-        if length > limit:
-            self._error = ProtocolError(f"{what} length {length} exceeds the limit of {limit}")
-            raise self._error
+        error = length_error(length, minimum, limit, what)
+        if error is not None:
+            self._error = error
+            raise error
         return int(length) + offset
+
+
+def length_error(length: int, minimum: int, limit: int, what: str) -> ProtocolError | None:
+    """The error for a packet length outside [minimum, limit], or None when it is fine."""
+    if length < minimum:
+        return ProtocolError(f"invalid {what} length {length}")
+    if length > limit:
+        return ProtocolError(f"{what} length {length} exceeds the limit of {limit}")
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from bastion.pgwire.errors import ProtocolError
-from bastion.pgwire.framing import DEFAULT_MAX_MESSAGE, Frame
+from bastion.pgwire.framing import DEFAULT_MAX_MESSAGE, Frame, length_error
 from bastion.pgwire.wire import INT32
 
 _INT32_MAX = 2**31 - 1
@@ -92,7 +92,7 @@ class Scanner:
             (length,) = unpack(data, pos + 1)
             stop = pos + 1 + length
             if length < 4 or length > limit:
-                self._error = _bad_length(length, limit)
+                self._error = length_error(length, 4, limit, "message")
                 break
             if stop > end:
                 self._need = stop - pos
@@ -113,9 +113,3 @@ class Scanner:
         if run_count:
             append(Run(run_count, memoryview(data)[run_start:pos]))
         return pos
-
-
-def _bad_length(length: int, limit: int) -> ProtocolError:
-    if length < 4:
-        return ProtocolError(f"invalid message length {length}")
-    return ProtocolError(f"message length {length} exceeds the limit of {limit}")

@@ -31,7 +31,6 @@ class SSHDoor:
         self.port = listener.port
         self._server: Any = None
         self.live: dict[str, ChannelSession] = {}  # session id -> its channel
-        self._watcher: asyncio.Task[None] | None = None
 
     def _new_connection(self) -> BastionSSHServer:
         return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live)
@@ -50,12 +49,8 @@ class SSHDoor:
         sockets = self._server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(self.live))
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
         channels = list(self.live.values())
         for channel in channels:
             channel.end("the bastion is shutting down", "interrupted")

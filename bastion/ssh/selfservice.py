@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,14 +27,9 @@ def is_command(command: str | None) -> bool:
 
 
 async def run(core: Core, user: str, command: str) -> Reply:
-    """Run one self-service command line for `user`; unknown ones get the usage line."""
-    try:
-        words = shlex.split(command)
-    except ValueError as exc:
-        return Reply(2, err=f"bastion: cannot read the command: {exc}\n{USAGE}\n")
-    if not words or words[0] not in COMMANDS:
-        name = words[0] if words else ""
-        return Reply(2, err=f"bastion: unknown command {name!r}; {USAGE}\n")
+    """Run one self-service command line for `user` (see is_command)."""
+    if not is_command(command):
+        return Reply(2, err=f"bastion: unknown command {command!r}; {USAGE}\n")
     grants = await core.run(core.access.upcoming, user)
     return Reply(0, out=render_access(user, grants, core.clock.now()))
 

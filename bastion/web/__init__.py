@@ -6,6 +6,7 @@ from aiohttp import web
 
 from bastion.audit import Store
 from bastion.config import Listener
+from bastion.core import Killable
 
 STORE_KEY = web.AppKey("store", Store)
 
@@ -29,6 +30,7 @@ class WebDoor:
         app.router.add_get("/healthz", healthz)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = listener.port
+        self.live: dict[str, Killable] = {}  # no sessions behind this door yet
 
     async def start(self) -> None:
         await self._runner.setup()
