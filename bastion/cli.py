@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion import __version__, logs
-from bastion.commands import audit, people, queries, resources, sessions, setup
+from bastion.commands import audit, people, queries, requests, resources, sessions, setup
 from bastion.commands.app import App, default_config_path
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
@@ -111,7 +111,7 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grant = _command(sub, "grant", resources.grant, "give USER time-boxed access to TARGET")
-    grant.add_argument("user")
+    grant.add_argument("user", help="a user's name, or group:NAME")
     grant.add_argument("target")
     window = grant.add_mutually_exclusive_group(required=True)
     window.add_argument(
@@ -130,7 +130,8 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grants = group.add_subparsers(dest="grants_command", required=True, parser_class=Parser)
     listing = _command(grants, "list", resources.grants_list, "list grants")
     listing.add_argument("--active", action="store_true", help="only grants live now")
-    listing.add_argument("--user")
+    listing.add_argument("--user", help="as they apply to this user, their groups' included")
+    listing.add_argument("--group")
     listing.add_argument("--target")
     _json_flag(listing)
     access_group = sub.add_parser("access", help="explain access decisions")
@@ -139,6 +140,63 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     check.add_argument("user")
     check.add_argument("target")
     _json_flag(check)
+
+
+def _add_group_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("group", help="groups of users that grants can go to")
+    cmds = group.add_subparsers(dest="group_command", required=True, parser_class=Parser)
+    add = _command(cmds, "add", requests.group_add, "add a group")
+    add.add_argument("name")
+    _json_flag(add)
+    members = _command(cmds, "members", requests.group_members,
+                       "show a group's members; --add and --remove change them")  # fmt: skip
+    members.add_argument("name")
+    members.add_argument("--add", action="append", metavar="USER")
+    members.add_argument("--remove", action="append", metavar="USER")
+    _json_flag(members)
+    _json_flag(_command(cmds, "list", requests.group_list, "list groups and members"))
+
+
+def _decider(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="NAME", required=True,
+                        help="the bastion user deciding; their TOTP code is asked for")  # fmt: skip
+    _json_flag(parser)
+
+
+def _add_request_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    req = _command(sub, "request", requests.request, "ask for USER's access to TARGET")
+    req.add_argument("user")
+    req.add_argument("target")
+    req.add_argument("--for", dest="duration", required=True, metavar="DURATION")
+    req.add_argument("--reason", required=True)
+    req.add_argument("--ticket")
+    req.add_argument("--mode", choices=["read", "write"], default="read")
+    _json_flag(req)
+    group = sub.add_parser("requests", help="access requests")
+    cmds = group.add_subparsers(dest="requests_command", required=True, parser_class=Parser)
+    listing = _command(cmds, "list", requests.requests_list, "list requests")
+    states = ["pending", "approved", "denied", "expired", "cancelled"]
+    listing.add_argument("--state", choices=states)
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    _json_flag(listing)
+    approve = _command(sub, "approve", requests.approve, "approve a pending request")
+    approve.add_argument("request_id", type=int)
+    approve.add_argument("--for", dest="duration", metavar="DURATION", help="a shorter window")
+    _decider(approve)
+    deny = _command(sub, "deny", requests.deny, "deny a pending request")
+    deny.add_argument("request_id", type=int)
+    deny.add_argument("--reason", required=True)
+    _decider(deny)
+    glass = sub.add_parser("break-glass", help="emergency access engineers opened")
+    cmds = glass.add_subparsers(dest="glass_command", required=True, parser_class=Parser)
+    listing = _command(cmds, "list", requests.break_glass_list, "list break-glass grants")
+    listing.add_argument("--unacknowledged", action="store_true")
+    _json_flag(listing)
+    ack = _command(cmds, "ack", requests.break_glass_ack, "acknowledge a break-glass grant")
+    ack.add_argument("grant_id", type=int)
+    ack.add_argument("--note", default="")
+    _decider(ack)
 
 
 def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -229,6 +287,8 @@ def build_parser() -> Parser:
     _add_user_commands(sub)
     _add_target_commands(sub)
     _add_access_commands(sub)
+    _add_group_commands(sub)
+    _add_request_commands(sub)
     _add_audit_commands(sub)
     _add_session_commands(sub)
     _add_query_commands(sub)

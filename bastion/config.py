@@ -110,6 +110,21 @@ class GrantPolicy:
 
 
 @dataclass(frozen=True)
+class RequestPolicy:
+    pending_for: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    """The webhook that hears about requests, approvals, denials and break-glass."""
+
+    webhook_url: str = ""
+    timeout: timedelta = timedelta(seconds=5)
+    retries: int = 5
+    retry_after: timedelta = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
 class SessionPolicy:
     """How long a session may sit idle, and last at all, unless its target says otherwise."""
 
@@ -134,6 +149,9 @@ class TargetPolicy:
     max_session: timedelta | None = None
     allowed_hours: Hours | None = None
     timezone: str = "UTC"
+    approvals: int = 1
+    break_glass: bool = False
+    break_glass_max: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,8 @@ class Config:
     postgres: PostgresPolicy = PostgresPolicy()
     audit: AuditPolicy = AuditPolicy()
     sessions: SessionPolicy = SessionPolicy()
+    requests: RequestPolicy = RequestPolicy()
+    notify: NotifyPolicy = NotifyPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -329,12 +349,19 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         audit=_section(AuditPolicy, "audit.", values),
         grants=_section(GrantPolicy, "grants.", values),
         sessions=_section(SessionPolicy, "sessions.", values),
+        requests=_section(RequestPolicy, "requests.", values),
+        notify=_section(NotifyPolicy, "notify.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
     )
 
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
+
+
+def _check_webhook(url: str) -> None:
+    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise _Bad(("notify", "webhook_url"), "must be an http:// or https:// URL")
 
 
 def _check_listeners(listeners: Listeners) -> None:
@@ -389,6 +416,7 @@ def load_config(path: str | Path) -> Config:
         }
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
+        _check_webhook(config.notify.webhook_url)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

@@ -88,6 +88,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
+    Setting("requests.pending_for", "duration", "24h", "How long a request waits for approval."),
+    Setting("notify.webhook_url", "str", "", "Where notifications are posted.", allow_empty=True),
+    Setting("notify.timeout", "duration", "5s", "How long one post may take."),
+    Setting("notify.retries", "int", 5, "Retries of a failed post.", low=0, high=20),
+    Setting("notify.retry_after", "duration", "2s", "First retry delay; doubles each time."),
     Setting("sessions.idle_timeout", "duration", "15m", "Time without input that ends a session."),
     Setting("sessions.max_length", "duration", "12h", "Longest a session may last."),
     Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
@@ -108,6 +113,9 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
     Setting("max_session", "duration", None, "Longest session on this target."),
     Setting("allowed_hours", "str", None, "When sessions may be open, e.g. Mon-Fri 08:00-20:00."),
     Setting("timezone", "str", "UTC", "Timezone of allowed_hours."),
+    Setting("approvals", "int", 1, "Approvals a request needs; 0 opens it at once.", low=0, high=5),
+    Setting("break_glass", "bool", False, "Engineers may open emergency access themselves."),
+    Setting("break_glass_max", "duration", "1h", "Longest break-glass access."),
 )
 
 

@@ -95,11 +95,13 @@ class Core:
     async def watch_sessions(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
-        allowed hours. One watcher for all doors; it looks every WATCH_EVERY."""
+        allowed hours; and expire requests left pending too long. One watcher for all doors;
+        it looks every WATCH_EVERY."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
             live = {key: session for sessions in lives for key, session in sessions.items()}
             try:
+                await self.run(self.store.expire_requests)
                 kills = await self.run(self.store.pending_kills)
                 ended = await self.run(self.access.endings) if live else []
             except Exception as exc:  # keep watching; the store may come back

@@ -15,6 +15,7 @@ from bastion import __version__
 from bastion.audit import Event
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
+from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
@@ -51,7 +52,7 @@ class Server:
         self.doors: list[Door] = []
         self._stopping = asyncio.Event()
         self._started = False
-        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -87,7 +88,10 @@ class Server:
             self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
         lives = [door.live for door in self.doors]
-        self._watcher = asyncio.get_running_loop().create_task(self.core.watch_sessions(lives))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.core.watch_sessions(lives)))
+        if self.config.notify.webhook_url:
+            self._tasks.append(loop.create_task(Notifier(self.core).run()))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
         self.store.append_events(
             [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
@@ -95,9 +99,11 @@ class Server:
         self._started = True
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()

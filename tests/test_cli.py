@@ -419,7 +419,8 @@ class TestUserLifecycle:
         assert_ok(bst.run("access", "check", "alice", "web-1"))
 
         out = bst.json("user", "disable", "alice", "--reason", "left the company")
-        assert out == {"user": "alice", "disabled": True, "grants_revoked": 2}
+        assert out == {"user": "alice", "disabled": True, "grants_revoked": 2,
+                       "requests_cancelled": 0, "groups_left": 0}  # fmt: skip
 
         grants = bst.json("grants", "list")
         assert {g["id"]: g["state"] for g in grants} == {
@@ -437,7 +438,8 @@ class TestUserLifecycle:
         assert_error(refused, Exit.DENIED, "disabled")
         event = bst.events()[-1]
         assert event["kind"] == "user.disabled"
-        assert event["detail"] == {"reason": "left the company", "grants_revoked": 2}
+        assert event["detail"] == {"reason": "left the company", "grants_revoked": 2,
+                                   "requests_cancelled": 0, "groups_left": 0}  # fmt: skip
 
     def test_unlock_clears_a_lockout(self, bst: Bastion, ssh_key: SshKeyFiles) -> None:
         bst.add_user("alice", "--no-qr")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bastion.access.enforce import Ending, endings
-from bastion.audit import Store
+from bastion.audit import NewGrant, Store
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
 from bastion.config import Config
@@ -35,23 +35,51 @@ class Access:
     def grant(
         self,
         *,
-        user: str,
         target: str,
         duration: timedelta,
         reason: str,
         actor: str,
+        user: str | None = None,
+        group: str | None = None,
         mode: str = "read",
         starts_at: datetime | None = None,
         ticket_ref: str | None = None,
     ) -> Grant:
-        """Open a time-boxed window (now, or scheduled from `starts_at`); refuses what the
-        policy does not allow."""
+        """Open a time-boxed window for a user or a group (now, or scheduled from `starts_at`);
+        refuses what the policy does not allow."""
+        if (user is None) == (group is None):
+            raise UsageError("a grant goes to one user or to one group")
+        reason, ticket_ref = self.checked(target, mode, duration, reason, ticket_ref)
+        approvals = self.config.target_policy(target).approvals
+        if approvals >= 2:
+            raise Denied(
+                f"{target} needs {approvals} approvals: a direct grant is one;"
+                " ask through a request (bastion request ...)"
+            )
+        if user is not None:
+            account = self.store.user(user)
+            if account.disabled_at is not None:
+                raise Denied(f"user {user!r} is disabled")
+        else:
+            self.store.group(str(group))
+        start = starts_at or self.clock.now()
+        if start + duration <= self.clock.now():
+            raise UsageError("that window is over already")
+        return self.store.add_grant(NewGrant(
+            target=target, mode=mode, starts_at=start, ends_at=start + duration, reason=reason,
+            actor=actor, user=user, group=group, ticket_ref=ticket_ref))  # fmt: skip
+
+    def checked(
+        self, target: str, mode: str, duration: timedelta, reason: str, ticket_ref: str | None
+    ) -> tuple[str, str | None]:
+        """Check what any grant or request asks for; returns the tidied reason and ticket."""
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}: choose read or write")
         reason = " ".join(reason.split())
         minimum = self.config.grants.min_reason_length
         if len(reason) < minimum:
             raise UsageError(f"the reason must say why, in at least {minimum} characters")
+        self.store.target(target)
         limit = self.config.max_grant_for(target)
         if duration <= timedelta(0) or duration > limit:
             raise UsageError(
@@ -62,22 +90,7 @@ class Access:
             ticket_ref = " ".join(ticket_ref.split())
             if not ticket_ref or len(ticket_ref) > MAX_TICKET_REF:
                 raise UsageError(f"the ticket reference must be 1 to {MAX_TICKET_REF} characters")
-        account = self.store.user(user)
-        if account.disabled_at is not None:
-            raise Denied(f"user {user!r} is disabled")
-        start = starts_at or self.clock.now()
-        if start + duration <= self.clock.now():
-            raise UsageError("that window is over already")
-        return self.store.add_grant(
-            user=user,
-            target=target,
-            mode=mode,
-            starts_at=start,
-            ends_at=start + duration,
-            reason=reason,
-            actor=actor,
-            ticket_ref=ticket_ref,
-        )
+        return reason, ticket_ref
 
     def revoke(self, grant_id: int, actor: str) -> Grant:
         return self.store.revoke_grant(grant_id, actor)

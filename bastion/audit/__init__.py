@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.audit.chain import ChainedEvent, Event, Verdict
+from bastion.audit.grants import NewGrant
+from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
+from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.clock import Clock
@@ -16,6 +19,9 @@ __all__ = [
     "CommandLine",
     "Event",
     "FileOp",
+    "NewGrant",
+    "NewRequest",
+    "Notice",
     "QueryEnd",
     "QueryStart",
     "RecordingInfo",
@@ -28,8 +34,10 @@ __all__ = [
 ]
 
 
-class Store(PeopleQueries, ResourceQueries, SessionQueries, QueryQueries):
-    """The whole store: people, targets, grants and the hash-chained audit trail."""
+class Store(
+    PeopleQueries, ResourceQueries, RequestQueries, SessionQueries, QueryQueries, OutboxQueries
+):
+    """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
     @classmethod
     def create(cls, path: Path, clock: Clock) -> Store:

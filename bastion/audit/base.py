@@ -29,6 +29,9 @@ PRAGMAS = (
 )
 
 
+FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
+
+
 def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     """A WHERE clause from (clause, value) pairs whose value is not None; a tuple value fills
     several placeholders, and True stands for a clause without one."""
@@ -131,16 +134,28 @@ class StoreBase:
         return applied
 
     def _apply_migration(self, number: int, name: str, sql: str) -> None:
+        """One migration in one transaction. A migration that rebuilds a table says
+        "-- bastion: foreign_keys off"; it runs with them off and must pass a foreign key
+        check before it commits."""
+        rebuild = FOREIGN_KEYS_OFF in sql
         script = (
             "BEGIN IMMEDIATE;\n" + sql + "\nINSERT INTO schema_migrations VALUES "
-            f"({number}, '{name}', '{iso(self.clock.now())}');\nCOMMIT;"
+            f"({number}, '{name}', '{iso(self.clock.now())}');"
         )
         try:
+            if rebuild:
+                self.conn.execute("PRAGMA foreign_keys=OFF")
             self.conn.executescript(script)
+            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.IntegrityError(f"{len(broken)} rows break a foreign key")
+            self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
 
     # -- transactions -----------------------------------------------------------------
 
@@ -268,9 +283,13 @@ class StoreBase:
             last = rows[-1].seq
 
     def verify_chain(self) -> Verdict:
-        """Walk the whole chain, then compare its head with the anchor file."""
-        verdict = chain.verify(self._iter_events())
+        """Walk the whole chain, then compare its head with the anchor file.
+
+        The anchor is read first: it is written after each commit, so every event it names
+        is in the store by then, however busy a running bastion is meanwhile.
+        """
         anchor = self.read_anchor()
+        verdict = chain.verify(self._iter_events())
         if not verdict.ok or anchor is None:
             return verdict
         rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [anchor[0]])

@@ -123,22 +123,34 @@ class PeopleQueries(StoreBase):
             )
             self._append(conn, [Event("user.totp_reset", actor, name, "warning")])
 
-    def disable_user(self, name: str, actor: str, reason: str) -> int:
-        """Offboard: mark disabled and revoke live grants in one step; returns grants revoked."""
+    def disable_user(self, name: str, actor: str, reason: str) -> dict[str, int]:
+        """Offboard in one step: block logins, revoke live and scheduled grants, cancel pending
+        requests, leave every group. Returns how many of each."""
         user = self.user(name)
         if user.disabled_at is not None:
             raise Conflict(f"user {name!r} is disabled already")
         now = iso(self.clock.now())
         with self._write() as conn:
             conn.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (now, user.id))
-            revoked = conn.execute(
-                "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE user_id = ?"
-                " AND revoked_at IS NULL AND ends_at > ?",
-                (now, actor, user.id, now),
-            ).rowcount
-            detail = {"reason": reason, "grants_revoked": revoked}
+            counts = {
+                "grants_revoked": conn.execute(
+                    "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE user_id = ?"
+                    " AND revoked_at IS NULL AND ends_at > ?",
+                    (now, actor, user.id, now),
+                ).rowcount,
+                "requests_cancelled": conn.execute(
+                    "UPDATE access_requests SET state = 'cancelled', decided_at = ?,"
+                    " decided_by = ?, decision_reason = 'user disabled'"
+                    " WHERE user_id = ? AND state = 'pending'",
+                    (now, actor, user.id),
+                ).rowcount,
+                "groups_left": conn.execute(
+                    "DELETE FROM group_members WHERE user_id = ?", (user.id,)
+                ).rowcount,
+            }
+            detail = {"reason": reason, **counts}
             self._append(conn, [Event("user.disabled", actor, name, "warning", detail=detail)])
-        return revoked
+        return counts
 
     def unlock_user(self, name: str, actor: str) -> None:
         user = self.user(name)

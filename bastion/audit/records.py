@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.clock import iso, parse_iso
@@ -88,6 +88,16 @@ class Grant:
     revoked_at: datetime | None
     revoked_by: str | None
     ticket_ref: str | None = None  # the incident or change the grant was given for
+    group: str | None = None  # given to this group; `user` is the member it applies to, if any
+    break_glass: bool = False  # opened by the engineer in an emergency
+    acknowledged_at: datetime | None = None  # break-glass: when a reviewer looked at it
+    acknowledged_by: str | None = None
+    request_id: int | None = None  # the approved request it came from
+
+    @property
+    def holder(self) -> str:
+        """Who the grant was given to: a user's name, or "group:NAME"."""
+        return f"group:{self.group}" if self.group else self.user
 
     def live_at(self, now: datetime) -> bool:
         return self.revoked_at is None and self.starts_at <= now < self.ends_at
@@ -100,7 +110,7 @@ class Grant:
         return "active" if now < self.ends_at else "expired"
 
     def public(self, now: datetime) -> dict[str, Any]:
-        return {**_jsonable(asdict(self)), "state": self.state_at(now)}
+        return {**_jsonable(asdict(self)), "holder": self.holder, "state": self.state_at(now)}
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +159,86 @@ def grant_from_row(row: dict[str, Any]) -> Grant:
         revoked_at=_when(row["revoked_at"]),
         revoked_by=row["revoked_by"],
         ticket_ref=row["ticket_ref"],
+        group=row.get("grp"),
+        break_glass=bool(row.get("break_glass", 0)),
+        acknowledged_at=_when(row.get("acknowledged_at")),
+        acknowledged_by=row.get("acknowledged_by"),
+        request_id=row.get("request_id"),
     )
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """An engineer's request for a grant; the window it asks for opens at approval."""
+
+    id: int
+    user: str
+    target: str
+    mode: str
+    duration: timedelta
+    reason: str
+    ticket_ref: str | None
+    requested_by: str
+    created_at: datetime
+    expires_at: datetime
+    approvals_needed: int
+    state: str  # pending, approved, denied, expired or cancelled
+    decided_at: datetime | None
+    decided_by: str | None
+    decision_reason: str | None
+    grant_id: int | None
+    approvers: tuple[str, ...] = ()
+
+    def public(self) -> dict[str, Any]:
+        data = _jsonable(asdict(self))
+        data["duration"] = int(self.duration.total_seconds())
+        data["approvers"] = list(self.approvers)
+        return data
+
+
+def request_from_row(row: dict[str, Any], approvers: tuple[str, ...] = ()) -> AccessRequest:
+    return AccessRequest(
+        id=row["id"],
+        user=row["user"],
+        target=row["target"],
+        mode=row["mode"],
+        duration=timedelta(seconds=row["duration_s"]),
+        reason=row["reason"],
+        ticket_ref=row["ticket_ref"],
+        requested_by=row["requested_by"],
+        created_at=parse_iso(row["created_at"]),
+        expires_at=parse_iso(row["expires_at"]),
+        approvals_needed=row["approvals_needed"],
+        state=row["state"],
+        decided_at=_when(row["decided_at"]),
+        decided_by=row["decided_by"],
+        decision_reason=row["decision_reason"],
+        grant_id=row["grant_id"],
+        approvers=approvers,
+    )
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    members: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+    def public(self) -> dict[str, Any]:
+        return {**_jsonable(asdict(self)), "members": list(self.members)}
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One webhook message waiting in the outbox (its payload holds no secret)."""
+
+    id: int
+    kind: str
+    severity: str
+    payload: str  # the JSON body, as posted
+    attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)

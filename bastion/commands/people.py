@@ -119,10 +119,12 @@ def user_set_password(app: App, args: argparse.Namespace) -> int:
 
 
 def user_disable(app: App, args: argparse.Namespace) -> int:
-    revoked = app.store.disable_user(args.name, app.actor, args.reason or "")
+    counts = app.store.disable_user(args.name, app.actor, args.reason or "")
     app.emit(
-        {"user": args.name, "disabled": True, "grants_revoked": revoked},
-        f"{args.name} disabled; {revoked} grant(s) revoked",
+        {"user": args.name, "disabled": True, **counts},
+        f"{args.name} disabled; {counts['grants_revoked']} grant(s) revoked,"
+        f" {counts['requests_cancelled']} pending request(s) cancelled,"
+        f" {counts['groups_left']} group(s) left; live sessions end within seconds",
     )
     return 0
 

@@ -112,8 +112,10 @@ def grant(app: App, args: argparse.Namespace) -> int:
             duration = parse_duration(args.duration)
         except ValueError as exc:
             raise UsageError(f"--for: {exc}") from exc
+    group = args.user.removeprefix("group:") if args.user.startswith("group:") else None
     made = app.access.grant(
-        user=args.user,
+        user=None if group else args.user,
+        group=group,
         target=args.target,
         duration=duration,
         reason=args.reason,
@@ -124,7 +126,7 @@ def grant(app: App, args: argparse.Namespace) -> int:
     )
     app.emit(
         made.public(app.clock.now()),
-        f"grant {made.id}: {made.user} may reach {made.target} ({made.mode})"
+        f"grant {made.id}: {made.holder} may reach {made.target} ({made.mode})"
         f" from {made.starts_at:%Y-%m-%d %H:%M} until {made.ends_at:%Y-%m-%d %H:%M} UTC",
     )
     return 0
@@ -150,16 +152,19 @@ def revoke(app: App, args: argparse.Namespace) -> int:
 
 
 def grants_list(app: App, args: argparse.Namespace) -> int:
+    """Grants as given; with --user, as they apply to that person (their groups' included)."""
     now = app.clock.now()
-    found = app.store.grants(
-        user=args.user, target=args.target, live_at=now if args.active else None
-    )
+    live = now if args.active else None
+    if args.user:
+        found = app.store.grants(user=args.user, target=args.target, live_at=live)
+    else:
+        found = app.store.grant_rows(target=args.target, group=args.group, live_at=live)
     rows = [g.public(now) for g in found]
     app.table(
         rows,
         [
             "id",
-            "user",
+            "holder",
             "target",
             "mode",
             "state",
@@ -167,6 +172,7 @@ def grants_list(app: App, args: argparse.Namespace) -> int:
             "ends_at",
             "granted_by",
             "ticket_ref",
+            "break_glass",
             "reason",
         ],
         "no grants match",

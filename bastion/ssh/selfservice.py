@@ -1,16 +1,31 @@
-"""Commands an engineer runs on the bastion itself (`ssh alice@bastion access`): no shell there."""
+"""Commands an engineer runs on the bastion itself (`ssh alice@bastion request ...`): no shell
+there, the same rules as the CLI, and the person is the one who just logged in with TOTP."""
 
 from __future__ import annotations
 
+import argparse
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import NoReturn
 
-from bastion.audit.records import Grant
+from bastion.access.requests import Requests
+from bastion.audit.records import AccessRequest, Grant
 from bastion.clock import iso
 from bastion.core import Core
+from bastion.durations import parse_duration
+from bastion.errors import BastionError, UsageError
 
-COMMANDS = ("access",)
-USAGE = "bastion commands: access (your grants now and to come)"
+USAGE = """bastion commands (ssh -p PORT you@bastion COMMAND):
+  access                                       your grants now and to come
+  request TARGET --for 2h --reason "..." [--mode read|write] [--ticket ID]
+  requests                                     your requests; admins also see pending ones
+  cancel ID                                    take back a pending request of yours
+  approve ID [--for 1h]                        admins: approve someone else's request
+  deny ID --reason "..."                       admins: deny someone else's request
+  break-glass TARGET --reason "..." [--for 30m] [--mode read|write]
+"""
 
 
 @dataclass(frozen=True)
@@ -20,6 +35,52 @@ class Reply:
     err: str = ""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting: the reply goes to the channel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or USAGE)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _parser() -> _Parser:
+    root = _Parser(prog="bastion", add_help=False)
+    sub = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("access", add_help=False)
+    sub.add_parser("requests", add_help=False)
+    req = sub.add_parser("request", add_help=False)
+    req.add_argument("target")
+    req.add_argument("--for", dest="duration", type=_duration, required=True)
+    req.add_argument("--reason", required=True)
+    req.add_argument("--mode", choices=["read", "write"], default="read")
+    req.add_argument("--ticket")
+    for name in ("approve", "deny", "cancel"):
+        cmd = sub.add_parser(name, add_help=False)
+        cmd.add_argument("request_id", type=int)
+        if name == "approve":
+            cmd.add_argument("--for", dest="duration", type=_duration)
+        if name == "deny":
+            cmd.add_argument("--reason", required=True)
+    glass = sub.add_parser("break-glass", add_help=False)
+    glass.add_argument("target")
+    glass.add_argument("--reason", required=True)
+    glass.add_argument("--for", dest="duration", type=_duration)
+    glass.add_argument("--mode", choices=["read", "write"], default="read")
+    return root
+
+
+COMMANDS = ("access", "request", "requests", "cancel", "approve", "deny", "break-glass", "help")
+
+
 def is_command(command: str | None) -> bool:
     """Whether an exec request without a target names one of these commands."""
     words = (command or "").split()
@@ -27,11 +88,83 @@ def is_command(command: str | None) -> bool:
 
 
 async def run(core: Core, user: str, command: str) -> Reply:
-    """Run one self-service command line for `user` (see is_command)."""
-    if not is_command(command):
-        return Reply(2, err=f"bastion: unknown command {command!r}; {USAGE}\n")
-    grants = await core.run(core.access.upcoming, user)
-    return Reply(0, out=render_access(user, grants, core.clock.now()))
+    """Run one command line for `user`; every refusal is one line on stderr."""
+    try:
+        words = shlex.split(command)
+        if not words or words[0] == "help":
+            return Reply(0, out=USAGE)
+        args = _parser().parse_args(words)
+        text = await core.run(_handler(args.command), core, user, args)
+    except ValueError as exc:  # shlex: unbalanced quotes
+        return Reply(2, err=f"bastion: {exc}\n")
+    except BastionError as exc:
+        message = exc.message if exc.message.endswith("\n") else exc.message + "\n"
+        return Reply(int(exc.exit_code), err=("" if message == USAGE else "bastion: ") + message)
+    return Reply(0, out=text)
+
+
+Handler = Callable[[Core, str, argparse.Namespace], str]
+
+
+def _handler(name: str) -> Handler:
+    return {"access": _access, "request": _request, "requests": _requests, "cancel": _cancel,
+            "approve": _approve, "deny": _deny, "break-glass": _break_glass}[name]  # fmt: skip
+
+
+def _rules(core: Core) -> Requests:
+    return Requests(core.store, core.config, core.clock)
+
+
+def _access(core: Core, user: str, args: argparse.Namespace) -> str:
+    return render_access(user, core.access.upcoming(user), core.clock.now())
+
+
+def _request(core: Core, user: str, args: argparse.Namespace) -> str:
+    made = _rules(core).request(user=user, target=args.target, duration=args.duration,
+                                reason=args.reason, requested_by=user, mode=args.mode,
+                                ticket_ref=args.ticket)  # fmt: skip
+    if made.state == "approved":
+        return _rules(core).describe(made) + f"\naccess is open: ssh {user}+{args.target}@...\n"
+    return (_rules(core).describe(made)
+            + f"\nwaiting for {made.approvals_needed} approval(s) from admins\n")  # fmt: skip
+
+
+def _requests(core: Core, user: str, args: argparse.Namespace) -> str:
+    rules = _rules(core)
+    core.store.expire_requests()
+    mine = core.store.requests(user=user)
+    lines = [rules.describe(r) for r in mine[-20:]] or [f"{user} has no requests"]
+    if core.store.user(user).role == "admin":
+        others = [r for r in core.store.requests(state="pending") if user not in _askers(r)]
+        if others:
+            lines += ["", "pending, for you to decide:"]
+            lines += [f"{rules.describe(r)} -- {r.reason}" for r in others]
+    return "\n".join(lines) + "\n"
+
+
+def _askers(request: AccessRequest) -> tuple[str, str]:
+    return request.user, request.requested_by
+
+
+def _cancel(core: Core, user: str, args: argparse.Namespace) -> str:
+    return _rules(core).describe(_rules(core).cancel(args.request_id, user)) + "\n"
+
+
+def _approve(core: Core, user: str, args: argparse.Namespace) -> str:
+    done = _rules(core).approve(args.request_id, user, args.duration)
+    return _rules(core).describe(done) + "\n"
+
+
+def _deny(core: Core, user: str, args: argparse.Namespace) -> str:
+    return _rules(core).describe(_rules(core).deny(args.request_id, user, args.reason)) + "\n"
+
+
+def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
+    grant = _rules(core).break_glass(user=user, target=args.target, reason=args.reason,
+                                     duration=args.duration, mode=args.mode)  # fmt: skip
+    return (f"BREAK-GLASS grant {grant.id}: {user} may reach {grant.target} ({grant.mode})"
+            f" until {iso(grant.ends_at)}.\nIt is announced now and flagged to reviewers"
+            " until one acknowledges it.\n")  # fmt: skip
 
 
 def render_access(user: str, grants: list[Grant], now: datetime) -> str:
@@ -42,6 +175,8 @@ def render_access(user: str, grants: list[Grant], now: datetime) -> str:
     for grant in grants:
         when = "now" if grant.starts_at <= now else f"from {iso(grant.starts_at)}"
         ticket = f" [{grant.ticket_ref}]" if grant.ticket_ref else ""
+        via = f" via group {grant.group}" if grant.group else ""
+        glass = " BREAK-GLASS" if grant.break_glass else ""
         lines.append(f"  {grant.target:<20} {grant.mode:<5} {when} until {iso(grant.ends_at)}"
-                     f"  ({grant.reason}){ticket}")  # fmt: skip
+                     f"  ({grant.reason}){ticket}{via}{glass}")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""Store queries for the outbox of webhook notifications: enqueue with the event, deliver later."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import Event
+from bastion.audit.records import Notification
+from bastion.clock import iso, parse_iso
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to post: its kind and severity, and a JSON body that holds no secret."""
+
+    kind: str
+    severity: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def enqueue(conn: sqlite3.Connection, now: datetime, notices: tuple[Notice, ...]) -> None:
+    """Queue notices inside the caller's transaction: they exist exactly when its events do."""
+    conn.executemany(
+        "INSERT INTO notifications (created_at, kind, severity, payload, next_attempt_at)"
+        " VALUES (?,?,?,?,?)",
+        [(iso(now), n.kind, n.severity, json.dumps(n.body, sort_keys=True), iso(now))
+         for n in notices],
+    )  # fmt: skip
+
+
+class OutboxQueries(StoreBase):
+    def due_notifications(self, limit: int = 20) -> list[Notification]:
+        """Undelivered notifications whose next attempt is due, oldest first."""
+        rows = self._rows(
+            "SELECT id, kind, severity, payload, attempts, created_at FROM notifications"
+            " WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?"
+            " ORDER BY id LIMIT ?",
+            [iso(self.clock.now()), limit],
+        )
+        return [Notification(r["id"], r["kind"], r["severity"], r["payload"], r["attempts"],
+                             parse_iso(r["created_at"])) for r in rows]  # fmt: skip
+
+    def notification_delivered(self, notification_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE notifications SET delivered_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ?",
+                (iso(self.clock.now()), notification_id),
+            )
+
+    def notification_failed(
+        self, notice: Notification, error: str, retry_in: timedelta | None
+    ) -> None:
+        """Record a failed attempt; with no retry left, give up and say so in the audit trail."""
+        now = self.clock.now()
+        with self._write() as conn:
+            if retry_in is not None:
+                conn.execute(
+                    "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"
+                    " next_attempt_at = ? WHERE id = ?",
+                    (error, iso(now + retry_in), notice.id),
+                )
+                return
+            conn.execute(
+                "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"
+                " failed_at = ? WHERE id = ?",
+                (error, iso(now), notice.id),
+            )
+            detail = {"notification": notice.id, "kind": notice.kind,
+                      "attempts": notice.attempts + 1, "error": error}  # fmt: skip
+            self._append(
+                conn, [Event("notify.failed", "bastion", notice.kind, "warning", detail=detail)]
+            )
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every notification with its delivery state, newest first (for listings and tests)."""
+        rows = self._rows(
+            "SELECT id, created_at, kind, severity, payload, attempts, delivered_at, failed_at,"
+            " last_error FROM notifications ORDER BY id DESC"
+        )
+        return rows
