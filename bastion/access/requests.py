@@ -101,7 +101,7 @@ class Requests:
             raise Conflict(f"request {request_id} is {request.state}, not pending")
         person = self._active(actor)
         if person.role not in DECIDERS:
-            raise Denied(f"{actor} is a {person.role}; only admins may {verb} requests")
+            raise Denied(f"{actor} has the {person.role} role; only admins may {verb} requests")
         if actor in (request.user, request.requested_by):
             raise Denied(f"{actor} asked for request {request_id}; another admin must {verb} it")
         return request
@@ -146,7 +146,7 @@ class Requests:
         """A reviewer has looked at a break-glass grant; it is no longer flagged."""
         person = self._active(actor)
         if person.role not in ACKNOWLEDGERS:
-            raise Denied(f"{actor} is a {person.role}; only reviewers and admins acknowledge")
+            raise Denied(f"{actor} has the {person.role} role; only reviewers and admins acknowledge")
         grant = self.store.grant(grant_id)
         if grant.user == actor:
             raise Denied(f"{actor} opened break-glass grant {grant_id}; someone else must"

@@ -4,6 +4,7 @@ session row saying why (the bastion's clock is moved, nothing sleeps for the gra
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,6 @@ import asyncssh
 
 from tests.harness import Bastion
 from tests.realssh import Sshd
-from tests.ssh.test_door_admin import wait_until
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
 
@@ -21,21 +21,24 @@ STREAM = "while true; do echo tick; sleep 0.2; done"  # like `tail -f`: output u
 
 def streaming_until(bastion: Bastion, end_access: Callable[[], object]) -> str:
     """Open a streaming session, end the access once output flows; what stderr said."""
+    flowing = threading.Event()
 
-    async def run() -> asyncssh.SSHCompletedProcess:
+    async def run() -> tuple[str, str]:
         key = asyncssh.read_private_key(bastion.keys["alice"])
         conn, _ = await connect(bastion, "alice+web-1", [key], [bastion.code("alice")])
         async with conn:
-            done: asyncssh.SSHCompletedProcess = await conn.run(STREAM, check=False)
-            return done
+            proc = await conn.create_process(STREAM)
+            first = await proc.stdout.readline()
+            flowing.set()
+            rest, err = await proc.communicate()
+            return str(first) + str(rest), str(err)
 
     future = asyncio.run_coroutine_threadsafe(run(), bastion._loop)
-    wait_until(lambda: bool(bastion.store.sessions(open_only=True)))
-    wait_until(lambda: bool(bastion.store.sessions()[0].recording_path))
+    assert flowing.wait(20), "the stream never started"
     end_access()
-    done = future.result(timeout=20)
-    assert "tick" in str(done.stdout)  # the stream was flowing when access ended
-    return str(done.stderr)
+    out, err = future.result(timeout=20)
+    assert out.startswith("tick")  # the stream was flowing when access ended
+    return err
 
 
 def test_a_grant_expiring_ends_a_streaming_shell(bastion: Bastion) -> None:
