@@ -151,4 +151,7 @@ class Access:
                 f' bastion grant {user} {target} --for 1h --reason "..."',
             )
         best = max(live, key=lambda g: (g.mode == "write", g.ends_at))
-        return Decision(True, f"grant {best.id} ({best.mode}) until {iso(best.ends_at)}", best)
+        via = f" via group {best.group}" if best.group else ""
+        glass = ", break-glass" if best.break_glass else ""
+        until = iso(best.ends_at)
+        return Decision(True, f"grant {best.id} ({best.mode}{via}{glass}) until {until}", best)

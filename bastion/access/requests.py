@@ -146,7 +146,9 @@ class Requests:
         """A reviewer has looked at a break-glass grant; it is no longer flagged."""
         person = self._active(actor)
         if person.role not in ACKNOWLEDGERS:
-            raise Denied(f"{actor} has the {person.role} role; only reviewers and admins acknowledge")
+            raise Denied(
+                f"{actor} has the {person.role} role; only reviewers and admins acknowledge"
+            )
         grant = self.store.grant(grant_id)
         if grant.user == actor:
             raise Denied(f"{actor} opened break-glass grant {grant_id}; someone else must"

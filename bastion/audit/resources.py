@@ -60,7 +60,8 @@ class ResourceQueries(StoreBase):
         return bytes(rows[0]["secret_sealed"])
 
     def remove_target(self, name: str, actor: str) -> int:
-        """Retire a target and revoke its live grants; returns grants revoked."""
+        """Retire a target, revoke its live grants and cancel its pending requests; returns
+        grants revoked."""
         target = self.target(name)
         now = iso(self.clock.now())
         with self._write() as conn:
@@ -70,11 +71,20 @@ class ResourceQueries(StoreBase):
                 " AND revoked_at IS NULL AND ends_at > ?",
                 (now, actor, target.id, now),
             ).rowcount
+            cancelled = conn.execute(
+                "UPDATE access_requests SET state = 'cancelled', decided_at = ?, decided_by = ?,"
+                " decision_reason = 'target removed' WHERE target_id = ? AND state = 'pending'",
+                (now, actor, target.id),
+            ).rowcount
             self._append(
                 conn,
                 [
                     Event(
-                        "target.removed", actor, name, "warning", detail={"grants_revoked": revoked}
+                        "target.removed",
+                        actor,
+                        name,
+                        "warning",
+                        detail={"grants_revoked": revoked, "requests_cancelled": cancelled},
                     )
                 ],
             )

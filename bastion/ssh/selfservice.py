@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting: the reply goes to the channel."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog.removeprefix('bastion ')}: {message}")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise UsageError(message or USAGE)

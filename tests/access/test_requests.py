@@ -239,3 +239,20 @@ def test_offboarding_cancels_requests_and_leaves_groups(rules: Requests) -> None
     assert rules.store.group("oncall").members == ()
     with pytest.raises(Denied, match="disabled"):
         ask(rules)
+
+
+def test_removing_a_target_cancels_its_pending_requests(rules: Requests) -> None:
+    request_id = ask(rules)
+    assert rules.store.remove_target("web-1", "cli:root") == 0
+    done = rules.store.request(request_id)
+    assert (done.state, done.decision_reason) == ("cancelled", "target removed")
+    [event] = [e for e in rules.store.events() if e.kind == "target.removed"]
+    assert json.loads(event.detail)["requests_cancelled"] == 1
+
+
+def test_the_decision_says_when_access_comes_through_a_group(rules: Requests) -> None:
+    rules.store.add_group("oncall", "cli:root")
+    rules.store.set_membership("oncall", "alice", "cli:root", member=True)
+    rules.access.grant(group="oncall", target="web-1", duration=timedelta(hours=1),
+                       reason=REASON, actor="bob")  # fmt: skip
+    assert "(read via group oncall)" in rules.access.decide("alice", "web-1").reason

@@ -3,6 +3,7 @@ FATAL 57P01, the running query cancelled upstream, and the session row saying wh
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,8 +28,13 @@ def granted(tmp_path: Path, pg: PgDatabase) -> tuple[Bastion, int]:
     return b, b.grant("alice", "orders-prod", hours=1)
 
 
-def ended(b: Bastion, pg: PgDatabase, end_access: object, expected: str) -> str:
-    """Run pg_sleep(60) through the door, end the access, return what psql printed."""
+def ended(b: Bastion, pg: PgDatabase, end_access: object, expected: str,
+          cause: str | None = None) -> str:  # fmt: skip
+    """Run pg_sleep(60) through the door, end the access, return what psql printed.
+
+    The audit chain must verify and hold, in order: the grant, the session opening, the
+    `cause` event (if any), and the session closing with the `expected` state.
+    """
     proc = psql_running(b, SLEEP + ";\n")
     try:
         wait_until(lambda: backend_queries(pg, SLEEP) == 1)
@@ -43,6 +49,12 @@ def ended(b: Bastion, pg: PgDatabase, end_access: object, expected: str) -> str:
     wait_until(lambda: not b.store.sessions(open_only=True))
     [session] = b.store.sessions()
     assert session.state == expected, session.end_reason
+    assert b.store.verify_chain().ok
+    steps = [e for e in b.events() if e.kind in ("grant.created", "session.opened", cause,
+                                                 "session.closed")]  # fmt: skip
+    order = ["grant.created", "session.opened", *([cause] if cause else []), "session.closed"]
+    assert [e.kind for e in steps][-len(order) :] == order
+    assert json.loads(steps[-1].detail)["state"] == expected
     return err
 
 
@@ -62,7 +74,8 @@ def test_revoking_the_grant_ends_the_session(granted: tuple[Bastion, int], pg: P
     b, grant_id = granted
     b.start()
     try:
-        err = ended(b, pg, lambda: b.core.access.revoke(grant_id, "bob"), "grant_revoked")
+        err = ended(b, pg, lambda: b.core.access.revoke(grant_id, "bob"), "grant_revoked",
+                    "grant.revoked")  # fmt: skip
     finally:
         b.stop()
     assert f"grant {grant_id} was revoked by bob" in err
@@ -77,7 +90,7 @@ def test_disabling_the_user_ends_the_session(granted: tuple[Bastion, int], pg: P
             done = cli(b, "user", "disable", "alice", "--reason", "left the company")
             assert done.returncode == 0, done.stderr
 
-        err = ended(b, pg, disable, "user_disabled")
+        err = ended(b, pg, disable, "user_disabled", "user.disabled")
     finally:
         b.stop()
     assert "alice was disabled" in err

@@ -38,3 +38,35 @@ def test_which_exec_requests_are_bastion_commands() -> None:
     assert not selfservice.is_command("uptime") and not selfservice.is_command(None)
     assert not selfservice.is_command("")
     # anything else still asks for a target: test_no_target_without_a_terminal_says_how_to_name_one
+
+
+def test_requests_over_ssh_are_checked_and_refusals_are_one_line(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+
+    def run(command: str) -> tuple[int, str, str]:
+        done = ssh.run_ssh(command, login="alice", answers=bastion.answers("alice"))
+        return done.returncode, done.out, done.err
+
+    status, out, _ = run("help")
+    assert status == 0 and "break-glass TARGET" in out and "approve ID" in out
+    status, _, err = run('request web-1 --for forever --reason "INC-4411 refund stuck"')
+    assert status == 2 and err.startswith("bastion: request: argument --for: duration")
+    assert err.count("\n") == 1
+    status, _, err = run('request web-1 --for 2h --reason "INC-4411')
+    assert status == 2 and "quotation" in err
+    status, _, err = run('request web-1 --for 2h --reason "fix"')
+    assert status == 2 and "at least 10 characters" in err
+    status, out, _ = run('request web-1 --for 2h --reason "INC-4411 refund stuck"')
+    assert status == 0 and "waiting for 1 approval(s)" in out
+    status, _, err = run("cancel 99")
+    assert status == 4 and "no request with id 99" in err
+    status, out, _ = run("cancel 1")
+    assert status == 0 and "request 1: alice -> web-1 read for 2h: cancelled" in out
+    status, out, _ = run("requests")
+    assert "cancelled" in out
+    status, _, err = run("break-glass web-1 --reason 'INC-4412 site down'")
+    assert status == 6 and "break-glass is not allowed on web-1" in err
+    assert [e.kind for e in bastion.events() if e.kind.startswith("request.")] == [
+        "request.created", "request.cancelled"]  # fmt: skip
