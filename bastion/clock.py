@@ -48,5 +48,8 @@ def iso(when: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    """Read a timestamp written by iso()."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """Read a timestamp written by iso() (exactly that shape; fromisoformat is 30x faster
+    than strptime, which matters when the session watcher reads every live grant)."""
+    if len(text) != 27 or text[10] != "T" or text[19] != "." or text[-1] != "Z":
+        raise ValueError(f"{text!r} is not a timestamp as the store writes them")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)

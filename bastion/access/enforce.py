@@ -28,6 +28,17 @@ def covers(grant: Grant, session: OpenSession, now: datetime) -> bool:
     return session.mode is None or grant.mode in ("write", session.mode)
 
 
+def uncovered(
+    sessions: Iterable[OpenSession], live: Iterable[Grant], now: datetime
+) -> list[OpenSession]:
+    """The sessions that no live grant covers: only theirs need their own grant looked up."""
+    by_pair: dict[tuple[str, str], list[Grant]] = {}
+    for grant in live:
+        by_pair.setdefault((grant.user, grant.target), []).append(grant)
+    return [s for s in sessions
+            if not any(covers(g, s, now) for g in by_pair.get((s.user, s.target), ()))]  # fmt: skip
+
+
 def endings(
     sessions: Iterable[OpenSession],
     live: Iterable[Grant],

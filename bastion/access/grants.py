@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bastion.access.enforce import Ending, endings
+from bastion.access.enforce import Ending, endings, uncovered
 from bastion.audit import NewGrant, Store
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
@@ -114,7 +114,8 @@ class Access:
             return []
         now = self.clock.now()
         live = self.store.grants(live_at=now)
-        own = self.store.grants_by_ids(s.grant_id for s in sessions if s.grant_id is not None)
+        lost = uncovered(sessions, live, now)
+        own = self.store.grants_by_ids(s.grant_id for s in lost if s.grant_id is not None)
         closed: dict[str, str] = {}
         for target in {s.target for s in sessions}:
             hours = self.config.target_policy(target).allowed_hours

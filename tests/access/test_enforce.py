@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bastion.access.enforce import endings, overstayed
+from bastion.access.enforce import endings, overstayed, uncovered
 from bastion.audit.records import Grant, OpenSession
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -92,3 +92,11 @@ def test_sessions_on_a_target_outside_its_hours_end_whatever_the_grants() -> Non
     found = endings([session(1)], [grant(1)], {1: grant(1)}, NOW, {"db": "db is closed now"})
     assert [(e.state, e.message) for e in found] == [("outside_hours", "db is closed now")]
     assert endings([session(1)], [grant(1)], {1: grant(1)}, NOW, {"web-1": "closed"}) == []
+
+
+def test_only_uncovered_sessions_need_their_own_grant_looked_up() -> None:
+    live = [grant(1), grant(2, mode="write", target="web"), grant(3, user="bob")]
+    read_db, write_web = session(1), OpenSession("s9", "alice", "web", 2, "write", False)
+    writing_db = session(4, mode="write")  # alice's db grant is read only
+    bobs = OpenSession("s5", "bob", "web", 5, "read", False)  # bob has db, not web
+    assert uncovered([read_db, write_web, writing_db, bobs], live, NOW) == [writing_db, bobs]
