@@ -12,6 +12,7 @@ from typing import Any
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import NewKey, SshKey, User, user_from_row
+from bastion.audit.requests import cancel_pending
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -132,24 +133,21 @@ class PeopleQueries(StoreBase):
         now = iso(self.clock.now())
         with self._write() as conn:
             conn.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (now, user.id))
+            cancelled = cancel_pending(conn, ("user_id", user.id), actor, "user disabled", now)
             counts = {
                 "grants_revoked": conn.execute(
                     "UPDATE grants SET revoked_at = ?, revoked_by = ? WHERE user_id = ?"
                     " AND revoked_at IS NULL AND ends_at > ?",
                     (now, actor, user.id, now),
                 ).rowcount,
-                "requests_cancelled": conn.execute(
-                    "UPDATE access_requests SET state = 'cancelled', decided_at = ?,"
-                    " decided_by = ?, decision_reason = 'user disabled'"
-                    " WHERE user_id = ? AND state = 'pending'",
-                    (now, actor, user.id),
-                ).rowcount,
+                "requests_cancelled": len(cancelled),
                 "groups_left": conn.execute(
                     "DELETE FROM group_members WHERE user_id = ?", (user.id,)
                 ).rowcount,
             }
             detail = {"reason": reason, **counts}
-            self._append(conn, [Event("user.disabled", actor, name, "warning", detail=detail)])
+            event = Event("user.disabled", actor, name, "warning", detail=detail)
+            self._append(conn, [event, *cancelled])
         return counts
 
     def unlock_user(self, name: str, actor: str) -> None:

@@ -34,6 +34,27 @@ class NewRequest:
     approvals_needed: int
 
 
+def cancel_pending(
+    conn: sqlite3.Connection, whose: tuple[str, int], actor: str, why: str, now: str
+) -> list[Event]:
+    """Cancel the pending requests of one user or target (`whose` is ("user_id", id) or
+    ("target_id", id)) inside the caller's transaction; returns one request.cancelled event
+    each, for the caller to chain."""
+    column, row_id = whose
+    assert column in ("user_id", "target_id")
+    rows = conn.execute(
+        REQUEST_SELECT + f" WHERE r.{column} = ? AND r.state = 'pending' ORDER BY r.id", (row_id,)
+    ).fetchall()
+    conn.execute(
+        "UPDATE access_requests SET state = 'cancelled', decided_at = ?, decided_by = ?,"
+        f" decision_reason = ? WHERE {column} = ? AND state = 'pending'",
+        (now, actor, why, row_id),
+    )
+    return [Event("request.cancelled", actor, row["user"], "notice",
+                  detail={"request": row["id"], "target": row["target"], "reason": why})
+            for row in rows]  # fmt: skip
+
+
 class RequestQueries(GrantQueries):
     def add_request(
         self,

@@ -7,6 +7,7 @@ import sqlite3
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import Target, target_from_row
+from bastion.audit.requests import cancel_pending
 from bastion.clock import iso
 from bastion.errors import Conflict, NotFound
 
@@ -71,23 +72,10 @@ class ResourceQueries(StoreBase):
                 " AND revoked_at IS NULL AND ends_at > ?",
                 (now, actor, target.id, now),
             ).rowcount
-            cancelled = conn.execute(
-                "UPDATE access_requests SET state = 'cancelled', decided_at = ?, decided_by = ?,"
-                " decision_reason = 'target removed' WHERE target_id = ? AND state = 'pending'",
-                (now, actor, target.id),
-            ).rowcount
-            self._append(
-                conn,
-                [
-                    Event(
-                        "target.removed",
-                        actor,
-                        name,
-                        "warning",
-                        detail={"grants_revoked": revoked, "requests_cancelled": cancelled},
-                    )
-                ],
-            )
+            cancelled = cancel_pending(conn, ("target_id", target.id), actor, "target removed", now)
+            detail = {"grants_revoked": revoked, "requests_cancelled": len(cancelled)}
+            event = Event("target.removed", actor, name, "warning", detail=detail)
+            self._append(conn, [event, *cancelled])
         return revoked
 
     def set_host_key(self, name: str, host_key: str, fingerprint: str, actor: str) -> Target:
