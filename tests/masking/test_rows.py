@@ -1,0 +1,64 @@
+"""DataRow rewriting: masked columns replaced, the rest byte-for-byte, bad rows refused."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.masking.detect import findings, iban_valid, luhn
+from bastion.masking.rows import RowError, columns, data_row, mask_row
+from bastion.masking.values import full, null
+
+values = st.lists(st.one_of(st.none(), st.binary(max_size=40)), min_size=0, max_size=12)
+
+
+@given(values, st.sets(st.integers(min_value=0, max_value=14)))
+def test_masked_columns_change_and_nothing_else_does(row: list[bytes | None],
+                                                     masked: set[int]) -> None:  # fmt: skip
+    out = mask_row(data_row(row), {i: full for i in masked})
+    expected = [v if i not in masked or v is None else full(v) for i, v in enumerate(row)]
+    assert columns(out) == expected
+
+
+@given(values)
+def test_no_masks_is_the_same_bytes(row: list[bytes | None]) -> None:
+    body = data_row(row)
+    assert mask_row(body, {}) == body
+
+
+def test_null_masking_writes_sql_null() -> None:
+    out = mask_row(data_row([b"1", b"1990-01-01", None]), {1: null, 2: full})
+    assert columns(out) == [b"1", None, None]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00",
+        struct.pack("!h", 1),
+        struct.pack("!hi", 1, 10) + b"abc",
+        struct.pack("!hi", 1, -2),
+        data_row([b"abc"]) + b"x",
+        struct.pack("!hi", 2, 1) + b"a",
+    ],
+)
+def test_rows_that_do_not_add_up_are_refused(body: bytes) -> None:
+    with pytest.raises(RowError):
+        mask_row(body, {0: full})
+    with pytest.raises(RowError):
+        mask_row(body, {})
+
+
+def test_detectors_find_what_they_should_and_not_their_look_alikes() -> None:
+    assert findings(b"write to jane.doe@example.org today") == ["email"]
+    assert findings(b"card 4111-1111-1111-1111 on file") == ["card"]
+    assert findings(b"order 4111-1111-1111-1112") == []  # fails Luhn
+    assert findings(b"ssn 123-45-6789") == ["ssn"]
+    assert findings(b"ref 000-12-3456") == []
+    assert findings(b"IBAN DE89 3704 0044 0532 0130 00 please") == ["iban"]
+    assert findings(b"GB00XXXX12345678901234") == []
+    assert luhn("79927398713") and not luhn("79927398710")
+    assert iban_valid("GB82WEST12345698765432") and not iban_valid("GB82WEST12345698765433")
