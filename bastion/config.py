@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -18,6 +18,7 @@ from bastion.access.hours import Hours, parse_hours
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
+from bastion.masking.policy import MaskingConfigError, MaskingPolicy, parse_masking
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -152,6 +153,7 @@ class TargetPolicy:
     approvals: int = 1
     break_glass: bool = False
     break_glass_max: timedelta = timedelta(hours=1)
+    masking: MaskingPolicy = field(default_factory=MaskingPolicy)
 
 
 @dataclass(frozen=True)
@@ -305,15 +307,23 @@ def _targets(raw: object, base: Path) -> dict[str, TargetPolicy]:
             )
         table = _table(where, value)
         for key in table:
-            if key not in known:
-                raise _unknown((*where, key), known)
+            if key not in known and key != "masking":
+                raise _unknown((*where, key), [*known, "masking"])
         got = {
             s.key: _value(s, (*where, s.key), table.get(s.key, s.default), base)
             for s in TARGET_SETTINGS
         }
         got["allowed_hours"] = _hours(where, got["allowed_hours"], got["timezone"])
-        result[name] = _section(TargetPolicy, "", {"name": name, **got})
+        masking = _masking(where, table.get("masking", {}))
+        result[name] = replace(_section(TargetPolicy, "", {"name": name, **got}), masking=masking)
     return result
+
+
+def _masking(where: Parts, raw: object) -> MaskingPolicy:
+    try:
+        return parse_masking(raw)
+    except MaskingConfigError as exc:
+        raise _Bad((*where, "masking", *([exc.key] if exc.key else [])), exc.problem) from None
 
 
 def _hours(where: Parts, text: Value, zone: Value) -> Hours | None:
@@ -330,7 +340,9 @@ D = TypeVar("D", bound="DataclassInstance")
 
 def _section(cls: type[D], prefix: str, values: Mapping[str, Value]) -> D:
     """Build one settings dataclass from converted values named PREFIX + field name."""
-    return cls(**{f.name: values[prefix + f.name] for f in fields(cls)})
+    return cls(
+        **{f.name: values[prefix + f.name] for f in fields(cls) if prefix + f.name in values}
+    )
 
 
 def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPolicy]) -> Config:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from bastion.access.hours import Hours
+from bastion.masking.policy import KEYS as MASKING_KEYS
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -121,4 +122,5 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
 
 def documented_keys() -> list[str]:
     """Every dotted key the loader accepts; target keys appear as "targets.*.KEY"."""
-    return [s.key for s in SETTINGS] + [f"targets.*.{s.key}" for s in TARGET_SETTINGS]
+    masking = [f"targets.*.masking.{key}" for key in MASKING_KEYS]
+    return [s.key for s in SETTINGS] + [f"targets.*.{s.key}" for s in TARGET_SETTINGS] + masking

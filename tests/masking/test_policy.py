@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from bastion.config import load_config
+from bastion.errors import ConfigError
 from bastion.masking.classify import Column, Rules, by_name, check_pattern, classify, words
+from bastion.masking.policy import MaskingPolicy
 from bastion.masking.values import (
     full,
     keyed_hash,
@@ -138,3 +142,44 @@ def test_non_text_types_are_null_and_text_types_keep_the_style() -> None:
     assert masker("full", 1043, KEY, week) is full  # varchar
     assert masker("null", 25, KEY, week) is null
     assert masker("full", 99999, KEY, week, text_like=True) is full  # citext, by its name
+
+
+MASKING = """
+[targets.orders-prod.masking]
+sensitive = ["public.orders.note", "*.card_number"]
+clean = ["public.newsletter.email"]
+styles = { "*.email" = "hash" }
+subject_keys = ["customers.id", "public.orders.customer_id"]
+"""
+
+
+def test_a_targets_masking_table_loads(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text(MASKING, encoding="utf-8")
+    policy = load_config(path).target_policy("orders-prod").masking
+    assert policy.enabled and policy.rules.sensitive == ("public.orders.note", "*.card_number")
+    assert policy.rules.styles == (("*.email", "hash"),)
+    assert policy.subject_keys == ("customers.id", "public.orders.customer_id")
+    assert load_config(path).target_policy("other").masking == MaskingPolicy()
+
+
+@pytest.mark.parametrize(
+    ("table", "where", "problem"),
+    [
+        ('sensitive = "email"', "targets.db.masking.sensitive", "must be a list"),
+        ('clean = ["a.b.c.d"]', "targets.db.masking.clean", "not a column pattern"),
+        ('styles = { "*.email" = "blur" }', "targets.db.masking.styles", "'blur' is not a style"),
+        ('subject_keys = ["id"]', "targets.db.masking.subject_keys", "table.column"),
+        ('subject_keys = ["*.id"]', "targets.db.masking.subject_keys", "table.column"),
+        ("enabled = 1", "targets.db.masking.enabled", "true or false"),
+        ("colour = 1", "targets.db.masking.colour", "unknown key"),
+    ],
+)  # fmt: skip
+def test_mistakes_in_a_masking_table_name_the_key(
+    tmp_path: Path, table: str, where: str, problem: str
+) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text(f"[targets.db.masking]\n{table}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == where and problem in caught.value.problem
