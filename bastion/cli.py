@@ -8,7 +8,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion import __version__, logs
-from bastion.commands import audit, people, queries, requests, resources, sessions, setup
+from bastion.commands import (
+    audit,
+    masking,
+    people,
+    queries,
+    requests,
+    resources,
+    sessions,
+    setup,
+)
 from bastion.commands.app import App, default_config_path
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
@@ -255,6 +264,15 @@ def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(listing)
 
 
+def _add_masking_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("masking", help="what the PostgreSQL door masks")
+    cmds = group.add_subparsers(dest="masking_command", required=True, parser_class=Parser)
+    show = _command(cmds, "show", masking.masking_show,
+                    "every column of a database target, masked or clean, and why")  # fmt: skip
+    show.add_argument("target")
+    _json_flag(show)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
@@ -292,6 +310,7 @@ def build_parser() -> Parser:
     _add_audit_commands(sub)
     _add_session_commands(sub)
     _add_query_commands(sub)
+    _add_masking_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

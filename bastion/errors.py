@@ -17,6 +17,7 @@ class Exit(IntEnum):
     DENIED = 6  # a check refused: bad code, locked user, no grant
     TAMPERED = 7  # audit verification found an edited, deleted or reordered row
     STORE = 8  # the store or the secrets key could not be used
+    UNREACHABLE = 9  # a target could not be reached or refused the bastion's login
 
 
 class BastionError(Exception):
@@ -67,3 +68,9 @@ class SealError(BastionError):
     """A secret could not be sealed or opened (wrong key, damaged blob)."""
 
     exit_code = Exit.STORE
+
+
+class Unreachable(BastionError):
+    """A target could not be reached, or refused the bastion's own login."""
+
+    exit_code = Exit.UNREACHABLE

@@ -1,0 +1,113 @@
+"""A snapshot of a target's catalog and every column's verdict (pure, once the rows are read)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.masking.classify import Column, Verdict, classify
+from bastion.masking.policy import MaskingPolicy
+
+KINDS = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table",
+         "f": "foreign table"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Attribute:
+    attnum: int
+    name: str
+    type_oid: int
+    type_name: str
+    text_like: bool
+
+
+@dataclass(frozen=True)
+class Relation:
+    relid: int
+    schema: str
+    name: str
+    kind: str  # a pg_class relkind: r, v, m, p or f
+    attributes: tuple[Attribute, ...]
+    parents: tuple[int, ...] = ()
+    definition: str | None = None  # views and materialized views
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the target holds, by relation OID."""
+
+    relations: Mapping[int, Relation] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(
+        cls,
+        columns: Iterable[Mapping[str, Any]],
+        inherits: Iterable[Mapping[str, Any]] = (),
+        views: Iterable[Mapping[str, Any]] = (),
+    ) -> Catalog:
+        """Build the snapshot from the rows of bastion.audit.catalog's queries."""
+        found: dict[int, dict[str, Any]] = {}
+        for row in columns:
+            relid = int(row["relid"])
+            if relid not in found:
+                found[relid] = {"relid": relid, "schema": row["schema"], "name": row["relation"],
+                                "kind": row["kind"], "attributes": [], "parents": [],
+                                "definition": None}  # fmt: skip
+            attribute = Attribute(int(row["attnum"]), row["column_name"], int(row["type_oid"]),
+                                  row["type_name"], bool(row["text_like"]))  # fmt: skip
+            found[relid]["attributes"].append(attribute)
+        for row in inherits:
+            if int(row["child"]) in found:
+                found[int(row["child"])]["parents"].append(int(row["parent"]))
+        for row in views:
+            if int(row["relid"]) in found:
+                found[int(row["relid"])]["definition"] = row["definition"]
+        relations = {}
+        for relid, rel in found.items():
+            rel["attributes"], rel["parents"] = tuple(rel["attributes"]), tuple(rel["parents"])
+            relations[relid] = Relation(**rel)
+        return cls(relations)
+
+    def ancestors(self, relid: int) -> list[Relation]:
+        """The relation's parents, their parents and so on (inheritance and partitions)."""
+        out: list[Relation] = []
+        todo = list(self.relations[relid].parents) if relid in self.relations else []
+        while todo:
+            parent = self.relations.get(todo.pop(0))
+            if parent is not None and parent not in out:
+                out.append(parent)
+                todo.extend(parent.parents)
+        return out
+
+
+@dataclass(frozen=True)
+class ColumnVerdict:
+    relation: Relation
+    attribute: Attribute
+    verdict: Verdict
+
+
+def column_verdict(catalog: Catalog, relation: Relation, attribute: Attribute,
+                   policy: MaskingPolicy) -> Verdict:  # fmt: skip
+    """A column's verdict; a partition or child is sensitive where any ancestor's column of
+    the same name is (a rule written for the parent covers what is stored in its children)."""
+    own = classify(Column(relation.schema, relation.name, attribute.name), policy.rules)
+    if own.sensitive:
+        return own
+    for parent in catalog.ancestors(relation.relid):
+        inherited = classify(Column(parent.schema, parent.name, attribute.name), policy.rules)
+        if inherited.sensitive:
+            return Verdict(True, f"{inherited.rule} (on {parent.schema}.{parent.name})",
+                           inherited.category, inherited.style)  # fmt: skip
+    return own
+
+
+def verdicts(catalog: Catalog, policy: MaskingPolicy) -> list[ColumnVerdict]:
+    """Every column of the target with its verdict, by schema, relation and position."""
+    out = []
+    for relation in sorted(catalog.relations.values(), key=lambda r: (r.schema, r.name)):
+        for attribute in relation.attributes:
+            verdict = column_verdict(catalog, relation, attribute, policy)
+            out.append(ColumnVerdict(relation, attribute, verdict))
+    return out

@@ -1,0 +1,72 @@
+"""`bastion masking show` against a private PostgreSQL with the shop schema, as a real process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bastion.errors import Exit
+from tests import test_cli
+from tests.masking.shop import make_shop
+from tests.realpg import PgCluster, PgDatabase
+from tests.test_cli import Bastion, assert_error
+
+pristine = test_cli.pristine
+bst = test_cli.bst
+
+RULES = """
+[targets.shop.masking]
+sensitive = ["public.orders.note"]
+clean = ["public.newsletter_stats.email_count"]
+styles = { "customers.email" = "hash" }
+"""
+
+
+@pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    db = make_shop(pg_cluster)
+    yield db
+    pg_cluster.discard(db)
+
+
+def by_column(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{r['relation']}.{r['column']}": r for r in rows}
+
+
+def test_every_column_with_its_verdict_and_rule(bst: Bastion, shop: PgDatabase) -> None:
+    with bst.config.open("a", encoding="utf-8") as config:
+        config.write(RULES)
+    bst.json("target", "add-postgres", "shop", "--host", shop.host, "--port", str(shop.port),
+             "--database", shop.database, "--user", shop.user, "--password-stdin",
+             input=shop.password + "\n")  # fmt: skip
+    found = by_column(bst.json("masking", "show", "shop"))
+    expect = {
+        "customers.id": (False, None), "customers.name": (False, None),
+        "customers.email": (True, "hash"), "customers.phone": (True, "partial"),
+        "customers.ssn": (True, "partial"), "customers.date_of_birth": (True, "null"),
+        "customers.street": (True, "full"), "customers.client_ip": (True, "null"),
+        "orders.note": (True, "full"), "orders_2025.note": (True, "full"),
+        "orders.total_cents": (False, None), "payments.card_number": (True, "partial"),
+        "payments.iban": (True, "partial"), "payments.amount_cents": (False, None),
+        "newsletter_stats.email_count": (False, None), "customer_contacts.email": (True, "partial"),
+    }  # fmt: skip
+    assert {k: (found[k]["masked"], found[k]["style"]) for k in expect} == expect
+    assert found["customers.email"]["rule"] == "name looks like email"
+    assert (
+        found["orders_2025.note"]["rule"] == "sensitive = 'public.orders.note' (on public.orders)"
+    )
+    assert found["newsletter_stats.email_count"]["rule"] == (
+        "clean = 'public.newsletter_stats.email_count'")  # fmt: skip
+    assert found["orders.note"]["kind"] == "partitioned table"
+    assert found["customer_contacts.email"]["kind"] == "view"
+    text = bst.run("masking", "show", "shop")
+    assert text.returncode == 0 and text.stdout.rstrip().endswith("columns masked")
+
+
+def test_only_database_targets_and_reachable_ones(bst: Bastion, shop: PgDatabase) -> None:
+    bst.json("target", "add-postgres", "gone", "--host", "127.0.0.1", "--port", "9",
+             "--database", "x", "--user", "x", "--password-stdin", input="pw\n")  # fmt: skip
+    assert_error(bst.run("masking", "show", "gone"), Exit.UNREACHABLE, "cannot log in to gone")
+    assert_error(bst.run("masking", "show", "nope"), Exit.NOT_FOUND, "nope")
