@@ -111,3 +111,12 @@ def verdicts(catalog: Catalog, policy: MaskingPolicy) -> list[ColumnVerdict]:
             verdict = column_verdict(catalog, relation, attribute, policy)
             out.append(ColumnVerdict(relation, attribute, verdict))
     return out
+
+
+def sensitive_sources(catalog: Catalog, policy: MaskingPolicy) -> frozenset[tuple[int, int]]:
+    """(relation OID, attnum) of every sensitive column: what lineage checks sources against."""
+    return frozenset(
+        (found.relation.relid, found.attribute.attnum)
+        for found in verdicts(catalog, policy)
+        if found.verdict.sensitive
+    )

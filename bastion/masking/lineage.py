@@ -1,0 +1,350 @@
+"""Where each output column of a SELECT comes from, and whether a sensitive column is used other
+than by being projected as it is (pure; PostgreSQL's own grammar through pglast's JSON tree).
+
+Fail closed: a relation, function or node the analysis does not know refuses the statement; a
+sensitive column anywhere but a bare projection refuses it too, naming the column and the use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pglast import parser
+
+from bastion.masking.catalog import Catalog, Relation
+from bastion.sqlparse.tree import Node, string_list, unwrap
+
+Source = tuple[int, int]  # (relation OID, attnum)
+MAX_VIEW_DEPTH = 8
+
+# Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
+SAFE_FUNCTIONS = frozenset({
+    "count", "sum", "avg", "min", "max", "lower", "upper", "length", "char_length", "abs",
+    "round", "floor", "ceil", "now", "current_date", "date_trunc", "date_part", "extract",
+    "to_char", "coalesce", "nullif", "greatest", "least", "concat", "substring", "substr",
+    "trim", "btrim", "ltrim", "rtrim", "replace", "left", "right", "generate_series",
+    "age", "make_interval", "bool_and", "bool_or", "every", "string_agg", "array_agg",
+    "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value",
+    "current_setting", "version", "pg_backend_pid", "timezone", "to_timestamp",
+})  # fmt: skip
+
+
+# Clauses that read columns without returning them, and how a refusal names each.
+CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
+           ("distinctClause", "DISTINCT ON"), ("windowClause", "a window"))  # fmt: skip
+
+
+class Refused(Exception):
+    """The statement cannot run in masked mode; the message says why, naming the column."""
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column of a result or a range: its sources and whether it is a bare projection."""
+
+    name: str
+    sources: frozenset[Source] = frozenset()
+    bare: bool = False
+
+
+@dataclass
+class Scope:
+    """The ranges visible to an expression (alias → columns), and the enclosing scope."""
+
+    entries: list[tuple[str, list[Col]]] = field(default_factory=list)
+    parent: Scope | None = None
+    ctes: dict[str, list[Col]] = field(default_factory=dict)
+
+    def cte(self, name: str) -> list[Col] | None:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.ctes:
+                return scope.ctes[name]
+            scope = scope.parent
+        return None
+
+
+@dataclass
+class Analyzer:
+    catalog: Catalog
+    sensitive: Callable[[Source], bool]
+    search_path: tuple[str, ...] = ("public",)
+    depth: int = 0
+
+    # -- statements -------------------------------------------------------------------
+
+    def statement(self, sql: str) -> list[Col]:
+        """The output columns of the one SELECT in `sql` (Refused for anything else)."""
+        stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
+        if len(stmts) != 1:
+            raise Refused("one statement at a time")
+        name, fields = unwrap(stmts[0]["stmt"])
+        if name != "SelectStmt":
+            raise Refused(f"{name} is not allowed in masked mode")
+        return self.select(fields, None)
+
+    def select(self, node: Node, outer: Scope | None) -> list[Col]:
+        if node.get("intoClause") or node.get("lockingClause"):
+            raise Refused("SELECT INTO and FOR UPDATE/SHARE are not allowed in masked mode")
+        scope = Scope(parent=outer)
+        self._with(node.get("withClause"), scope)
+        if node.get("op", "SETOP_NONE") != "SETOP_NONE":
+            cols = self._set_operation(node, scope)
+        elif node.get("valuesLists"):
+            cols = self._values(node["valuesLists"], scope)
+        else:
+            for item in node.get("fromClause", []):
+                scope.entries.extend(self._range(item, scope))
+            cols = self._targets(node.get("targetList", []), scope)
+            for key, use in CLAUSES:
+                self._use(node.get(key), scope, use, [])
+            self._use(node.get("groupClause"), scope, "GROUP BY", cols)
+        self._use(node.get("sortClause"), scope, "ORDER BY", cols)
+        self._use(node.get("limitCount"), scope, "LIMIT", [])
+        self._use(node.get("limitOffset"), scope, "OFFSET", [])
+        return cols
+
+    def _with(self, clause: Node | None, scope: Scope) -> None:
+        if not clause:
+            return
+        if clause.get("recursive"):
+            raise Refused("WITH RECURSIVE is not analysed in masked mode")
+        for item in clause.get("ctes", []):
+            _, cte = unwrap(item)
+            _, query = unwrap(cte["ctequery"])
+            if "SelectStmt" not in cte["ctequery"]:
+                raise Refused("only SELECT may appear in WITH in masked mode")
+            cols = self.select(query, scope)
+            scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
+
+    def _set_operation(self, node: Node, scope: Scope) -> list[Col]:
+        left, right = self.select(node["larg"], scope), self.select(node["rarg"], scope)
+        if len(left) != len(right):
+            raise Refused("each side of a set operation must have as many columns")
+        return [Col(a.name, a.sources | b.sources, a.bare and b.bare)
+                for a, b in zip(left, right, strict=True)]  # fmt: skip
+
+    def _values(self, rows: list[Node], scope: Scope) -> list[Col]:
+        for row in rows:
+            self._use(row, scope, "VALUES", [])
+        width = len(unwrap(rows[0])[1].get("items", []))
+        return [Col(f"column{i + 1}") for i in range(width)]
+
+    # -- ranges (FROM) ----------------------------------------------------------------
+
+    def _range(self, item: Node, scope: Scope) -> list[tuple[str, list[Col]]]:
+        name, node = unwrap(item)
+        if name == "RangeVar":
+            return [self._relation(node, scope)]
+        if name == "RangeSubselect":
+            alias = node.get("alias", {})
+            inner = Scope(entries=list(scope.entries) if node.get("lateral") else [],
+                          parent=scope.parent, ctes=scope.ctes)  # fmt: skip
+            cols = self.select(unwrap(node["subquery"])[1], inner)
+            return [(alias.get("aliasname", ""), _renamed(cols, alias.get("colnames")))]
+        if name == "JoinExpr":
+            entries = self._range(node["larg"], scope) + self._range(node["rarg"], scope)
+            joined = Scope(entries=scope.entries + entries, parent=scope.parent, ctes=scope.ctes)
+            self._use(node.get("quals"), joined, "a JOIN condition", [])
+            for using in string_list(node.get("usingClause")):
+                self._check(self._resolve([using], joined), f"JOIN ... USING ({using})")
+            return entries
+        if name == "RangeFunction":
+            return [self._range_function(node, scope)]
+        raise Refused(f"{name} in FROM is not allowed in masked mode")
+
+    def _relation(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
+        relname, schema = node["relname"], node.get("schemaname")
+        alias = node.get("alias", {})
+        own = scope.cte(relname) if schema is None else None
+        if own is not None:
+            return alias.get("aliasname", relname), _renamed(own, alias.get("colnames"))
+        relation = self._lookup(schema, relname)
+        if relation.definition is not None:
+            cols = self._view(relation)
+        else:
+            cols = [Col(a.name, frozenset({(relation.relid, a.attnum)}), True)
+                    for a in relation.attributes]  # fmt: skip
+        return alias.get("aliasname", relname), _renamed(cols, alias.get("colnames"))
+
+    def _lookup(self, schema: str | None, name: str) -> Relation:
+        for candidate in [schema] if schema else list(self.search_path):
+            for relation in self.catalog.relations.values():
+                if relation.schema == candidate and relation.name == name:
+                    return relation
+        shown = f"{schema}.{name}" if schema else name
+        raise Refused(
+            f"relation {shown} is not in the catalog bastion knows; nothing unproven runs"
+        )
+
+    def _view(self, relation: Relation) -> list[Col]:
+        if self.depth >= MAX_VIEW_DEPTH:
+            raise Refused(f"view {relation.schema}.{relation.name} nests too deeply to analyse")
+        inner = Analyzer(self.catalog, self.sensitive, self.search_path, self.depth + 1)
+        try:
+            cols = inner.statement(relation.definition or "")
+        except Refused as exc:
+            raise Refused(f"view {relation.schema}.{relation.name}: {exc}") from None
+        return [Col(a.name, c.sources, c.bare)
+                for a, c in zip(relation.attributes, cols, strict=False)]  # fmt: skip
+
+    def _range_function(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
+        for function in node.get("functions", []):
+            for call in _items(function):
+                self._use(call, scope, "a function in FROM", [])
+        alias = node.get("alias", {})
+        names = [str(n) for n in string_list(alias.get("colnames"))] or ["value"]
+        return alias.get("aliasname", ""), [Col(n) for n in names]
+
+    # -- expressions ------------------------------------------------------------------
+
+    def _targets(self, targets: list[Node], scope: Scope) -> list[Col]:
+        cols: list[Col] = []
+        for target in targets:
+            _, res = unwrap(target)
+            value = res.get("val", {})
+            name, node = unwrap(value)
+            if name == "ColumnRef":
+                cols.extend(self._column_target(node, scope, res.get("name")))
+                continue
+            sources = self._sources(value, scope)
+            self._check(sources, "an expression")
+            cols.append(Col(res.get("name") or _expr_name(name, node), frozenset(sources)))
+        return cols
+
+    def _column_target(self, node: Node, scope: Scope, alias: str | None) -> list[Col]:
+        fields = node["fields"]
+        if "A_Star" in fields[-1]:
+            qualifier = string_list(fields[:-1])
+            entries = [e for e in scope.entries if not qualifier or e[0] == qualifier[-1]]
+            if qualifier and not entries:
+                raise Refused(f"no range named {qualifier[-1]}")
+            return [c for _, cols in entries for c in cols]
+        found = self._resolve(string_list(fields), scope)
+        if isinstance(found, Col):
+            return [Col(alias or found.name, found.sources, found.bare)]
+        self._check(found, "a whole-row reference")
+        return [Col(alias or string_list(fields)[-1], frozenset(found))]
+
+    def _resolve(self, names: list[str], scope: Scope) -> Col | set[Source]:
+        """A column by name (maybe qualified), or a whole row's sources by range alias."""
+        current: Scope | None = scope
+        while current is not None:
+            for alias, cols in current.entries:
+                if len(names) == 1 and names[0] == alias and not _has(cols, alias):
+                    return {s for c in cols for s in c.sources}
+                if len(names) >= 2 and names[-2] != alias:
+                    continue
+                for col in cols:
+                    if col.name == names[-1]:
+                        return col
+            current = current.parent
+        raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
+
+    def _sources(self, value: object, scope: Scope) -> set[Source]:
+        """Every source an expression reads (sub-selects analysed in their own scope)."""
+        found: set[Source] = set()
+        for name, node in _walk(value):
+            if name == "ColumnRef":
+                if "A_Star" in node["fields"][-1]:
+                    raise Refused("* inside an expression is not allowed in masked mode")
+                resolved = self._resolve(string_list(node["fields"]), scope)
+                found |= resolved.sources if isinstance(resolved, Col) else resolved
+            elif name == "SubLink":
+                for col in self.select(unwrap(node["subselect"])[1], scope):
+                    found |= col.sources
+                found |= self._sources(node.get("testexpr"), scope)
+            elif name == "FuncCall":
+                self._function(node)
+        return found
+
+    def _function(self, node: Node) -> None:
+        names = string_list(node.get("funcname"))
+        if names[:-1] not in ([], ["pg_catalog"]) or names[-1] not in SAFE_FUNCTIONS:
+            raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")
+
+    def _use(self, value: object, scope: Scope, use: str, outputs: list[Col]) -> None:
+        """Check a clause that reads columns without returning them (WHERE, ORDER BY, ...)."""
+        if value is None:
+            return
+        for item in value if isinstance(value, list) else [value]:
+            # ORDER BY and GROUP BY may name an output column; both readings are checked.
+            target = _output_ref(item, outputs)
+            try:
+                sources = self._sources(item, scope)
+            except Refused:
+                if target is None:
+                    raise
+                sources = set()
+            self._check(sources | (target.sources if target else set()), use)
+
+    def _check(self, sources: Col | set[Source], use: str) -> None:
+        found = sources.sources if isinstance(sources, Col) else sources
+        for source in sorted(found):
+            if self.sensitive(source):
+                raise Refused(f"{self.describe(source)} is sensitive: it may only be selected as"
+                              f" it is (and is then masked), not used in {use}")  # fmt: skip
+
+    def describe(self, source: Source) -> str:
+        relation = self.catalog.relations.get(source[0])
+        if relation is None:
+            return f"column {source[1]} of relation {source[0]}"
+        names = {a.attnum: a.name for a in relation.attributes}
+        return f"column {relation.schema}.{relation.name}.{names.get(source[1], source[1])}"
+
+
+def _renamed(cols: list[Col], colnames: object) -> list[Col]:
+    names = string_list(colnames)
+    return [Col(names[i], c.sources, c.bare) if i < len(names) else c for i, c in enumerate(cols)]
+
+
+def _has(cols: list[Col], name: str) -> bool:
+    return any(c.name == name for c in cols)
+
+
+def _items(value: object) -> list[object]:
+    return value.get("List", {}).get("items", []) if isinstance(value, dict) else []
+
+
+def _expr_name(name: str, node: Node) -> str:
+    if name == "FuncCall":
+        return string_list(node.get("funcname"))[-1]
+    return "?column?"
+
+
+def _output_ref(item: object, outputs: list[Col]) -> Col | None:
+    """ORDER BY / GROUP BY naming an output column by position or by its name."""
+    if not isinstance(item, dict) or not outputs:
+        return None
+    name, node = unwrap(item)
+    if name == "SortBy":
+        return _output_ref(node.get("node"), outputs)
+    if name == "A_Const" and "ival" in node:
+        index = int(node["ival"].get("ival", 0)) - 1
+        return outputs[index] if 0 <= index < len(outputs) else None
+    if name == "ColumnRef":
+        names = string_list(node["fields"])
+        if len(names) == 1:
+            return next((c for c in outputs if c.name == names[0]), None)
+    return None
+
+
+def _walk(value: object) -> Iterator[tuple[str, Node]]:
+    """Every wrapped node under `value`, outermost first; sub-selects are not entered."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+    elif isinstance(value, dict):
+        if len(value) == 1:
+            ((name, fields),) = value.items()
+            if isinstance(fields, dict) and name[:1].isupper():
+                yield name, fields
+                if name in ("SubLink", "ColumnRef"):
+                    return
+                for child in fields.values():
+                    yield from _walk(child)
+                return
+        for child in value.values():
+            yield from _walk(child)
