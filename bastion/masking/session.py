@@ -1,0 +1,166 @@
+"""One database session's masking: which statements may run, and how each result is masked
+(pure: the door hands in SQL text, RowDescription fields and DataRow bytes).
+
+A result column is shown in clear only when both the statement's lineage and the column's
+origin in the RowDescription say it is clean; a count that does not match masks everything.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pglast import parser
+from pglast.parser import ParseError
+
+from bastion.masking.catalog import Catalog, verdicts
+from bastion.masking.detect import findings
+from bastion.masking.lineage import Analyzer, Col, Refused, Source
+from bastion.masking.policy import MaskingPolicy
+from bastion.masking.rows import mask_row
+from bastion.masking.values import TEXT_LIKE, Masker, full, masker
+from bastion.pgwire import Field
+from bastion.sqlparse.tree import def_elems, unwrap
+
+# Settings a masked session may change; search_path and role are not among them.
+SETTABLE = frozenset({"application_name", "client_encoding", "datestyle", "timezone",
+                      "extra_float_digits", "intervalstyle", "statement_timeout",
+                      "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
+PLAN_CACHE = 2048
+_LENGTH = struct.Struct("!i")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a statement returns: its analysed columns, or None for SHOW, SET, BEGIN, EXPLAIN."""
+
+    columns: tuple[Col, ...] | None
+
+
+@dataclass
+class ResultMask:
+    """How one result's DataRows are masked, and what the audit trail says about it."""
+
+    maskers: dict[int, Masker]
+    masked: list[str]  # the masked columns' names, for the query log
+    detected: list[str] = field(default_factory=list)  # columns where a detector fired
+
+
+@dataclass
+class Masking:
+    catalog: Catalog
+    policy: MaskingPolicy
+    key: bytes
+    week: str
+    search_path: tuple[str, ...] = ("public",)
+    _plans: OrderedDict[str, Plan | Refused] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self.styles: dict[Source, str] = {}
+        for found in verdicts(self.catalog, self.policy):
+            if found.verdict.sensitive:
+                source = (found.relation.relid, found.attribute.attnum)
+                self.styles[source] = found.verdict.style or "full"
+        # Types whose text and binary forms are the plain string (citext too), by type OID.
+        self.text_types = TEXT_LIKE | {a.type_oid for r in self.catalog.relations.values()
+                                       for a in r.attributes if a.text_like}  # fmt: skip
+        self.analyzer = Analyzer(self.catalog, self.styles.__contains__, self.search_path)
+
+    # -- statements -------------------------------------------------------------------
+
+    def plan(self, sql: str) -> Plan:
+        """The plan for one statement; Refused (with the reason) when it may not run."""
+        cached = self._plans.get(sql)
+        if cached is None:
+            try:
+                cached = self._analyse(sql)
+            except Refused as exc:
+                cached = exc
+            except ParseError:
+                cached = Refused("the statement cannot be parsed, so it cannot be checked")
+            except (ValueError, LookupError, TypeError, RecursionError):
+                # A tree shape the analysis does not know: nothing unproven runs.
+                cached = Refused("the statement cannot be analysed, so it cannot be checked")
+            self._plans[sql] = cached
+            if len(self._plans) > PLAN_CACHE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(sql)
+        if isinstance(cached, Refused):
+            raise cached
+        return cached
+
+    def _analyse(self, sql: str) -> Plan:
+        stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
+        if len(stmts) != 1:
+            raise Refused("send one statement at a time in masked mode")
+        name, node = unwrap(stmts[0]["stmt"])
+        if name == "SelectStmt":
+            return Plan(tuple(self.analyzer.select(node, None)))
+        if name in ("VariableShowStmt", "TransactionStmt"):
+            return Plan(None)
+        if name == "VariableSetStmt" and str(node.get("name", "")).lower() in SETTABLE:
+            return Plan(None)
+        if name == "ExplainStmt":
+            options = [opt for opt, _ in def_elems(node.get("options"))]
+            if "analyze" in options:
+                raise Refused("EXPLAIN ANALYZE is not allowed in masked mode")
+            inner, fields = unwrap(node["query"])
+            if inner != "SelectStmt":
+                raise Refused(f"EXPLAIN of {inner} is not allowed in masked mode")
+            self.analyzer.select(fields, None)
+            return Plan(None)
+        if name == "VariableSetStmt":
+            raise Refused(f"SET {node.get('name', '')} is not allowed in masked mode")
+        raise Refused(f"{name.removesuffix('Stmt')} statements are not allowed in masked mode")
+
+    # -- results ----------------------------------------------------------------------
+
+    def result(self, plan: Plan | None, fields: Sequence[Field]) -> ResultMask:
+        """The maskers for a result with these columns, run under `plan` (None: not known)."""
+        columns = plan.columns if plan is not None else None
+        matched = columns is not None and len(columns) == len(fields)
+        out = ResultMask({}, [])
+        for index, f in enumerate(fields):
+            col = columns[index] if matched and columns is not None else None
+            sources = set(col.sources) if col is not None else set()
+            origin = (f.table_oid, f.column)
+            hidden = sorted(s for s in sources | {origin} if s in self.styles)
+            unknown = f.table_oid != 0 and (f.table_oid not in self.catalog.relations
+                                            or f.column <= 0)  # fmt: skip
+            if hidden or unknown or (columns is not None and not matched):
+                style = self.styles[hidden[0]] if len(hidden) == 1 else "full"
+                out.maskers[index] = masker(style, f.type_oid, self.key, self.week,
+                                            text_like=f.type_oid in self.text_types)  # fmt: skip
+                out.masked.append(f.name)
+            elif f.type_oid in self.text_types and not (col is not None and col.bare):
+                out.maskers[index] = self._net(f.name, out)
+        return out
+
+    def _net(self, name: str, out: ResultMask) -> Masker:
+        """The detectors over a text column nothing proves clean: a hit is masked and noted."""
+
+        def check(value: bytes) -> bytes:
+            if findings(value):
+                if name not in out.detected:
+                    out.detected.append(name)
+                return full(value)
+            return value
+
+        return check
+
+
+def mask_data_rows(raw: bytes | memoryview, mask: ResultMask) -> bytes:
+    """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten."""
+    view = memoryview(raw)
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(view):
+        (length,) = _LENGTH.unpack_from(view, pos + 1)
+        body = mask_row(view[pos + 5 : pos + 1 + length], mask.maskers)
+        out.append(b"D" + _LENGTH.pack(len(body) + 4) + body)
+        pos += 1 + length
+    return b"".join(out)
