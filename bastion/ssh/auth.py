@@ -50,9 +50,11 @@ class BastionSSHServer(asyncssh.SSHServer):
         limiter: PreauthLimiter,
         session_factory: Callable[[Any], Any],
         live: dict[str, Any] | None = None,
+        connections: set[BastionSSHServer] | None = None,
     ) -> None:
         self.core = core
         self.live: dict[str, Any] = live if live is not None else {}
+        self.connections = connections if connections is not None else set()
         self.limiter = limiter
         self.session_factory = session_factory
         self.state = LoginState()
@@ -61,11 +63,13 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.admitted = False
         self._upstreams: dict[str, asyncssh.SSHClientConnection] = {}
         self._upstream_lock = asyncio.Lock()
+        self._lost = False  # the client's connection is gone: no new upstream connections
 
     # -- connection ---------------------------------------------------------------------
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        self.connections.add(self)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source = str(peer[0])
         # asyncssh asks the connection itself about agent and X11 forwarding; answer here,
@@ -82,9 +86,9 @@ class BastionSSHServer(asyncssh.SSHServer):
         conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for connection in self._upstreams.values():
-            connection.close()
-        self._upstreams.clear()
+        self._lost = True
+        self.connections.discard(self)
+        self.close_upstreams()
         if self.admitted and not self.state.authenticated:
             self.limiter.closed_unauthenticated(self.source)
             why = str(exc) if exc else "client left"
@@ -92,6 +96,22 @@ class BastionSSHServer(asyncssh.SSHServer):
                       "first_factor": self.state.first_factor}  # fmt: skip
             self._audit_soon(Event("auth.failed", f"ssh:{self.source}",
                                    self.state.login.user, "notice", detail=detail))  # fmt: skip
+
+    def close_upstreams(self) -> None:
+        for connection in self._upstreams.values():
+            connection.close()
+        self._upstreams.clear()
+
+    async def close(self) -> None:
+        """End the client's connection and its upstream ones (the bastion is stopping)."""
+        closing: list[asyncssh.SSHClientConnection | asyncssh.SSHServerConnection] = [
+            *self._upstreams.values()]  # fmt: skip
+        if self.conn is not None:
+            closing.append(self.conn)
+        self.close_upstreams()
+        for connection in closing:
+            connection.close()
+        await asyncio.gather(*(c.wait_closed() for c in closing), return_exceptions=True)
 
     def _audit_soon(self, event: Event) -> None:
         """Audit from a synchronous callback; the write is still durable, just not awaited."""
@@ -194,9 +214,16 @@ class BastionSSHServer(asyncssh.SSHServer):
     async def upstream_for(self, target: Target) -> asyncssh.SSHClientConnection:
         """One upstream connection per target per client connection, shared by its channels."""
         async with self._upstream_lock:
+            if self._lost:
+                raise upstream.UpstreamError("the connection closed before reaching the target")
             found = self._upstreams.get(target.name)
             if found is None or found.is_closed():
                 found = await upstream.connect(self.core, target, self.state.login.user)
+                if self._lost:
+                    # The client left while the target was being reached: connection_lost has
+                    # already closed the upstreams it knew of, so this one must close here.
+                    found.close()
+                    raise upstream.UpstreamError("the connection closed while reaching the target")
                 self._upstreams[target.name] = found
             return found
 

@@ -175,7 +175,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def refuse(self, message: str) -> None:
         """One line to the engineer, exit status 1, channel closed."""
         log.info("ssh.refused", user=self.user, why=message)
-        if self.chan is not None:
+        if self.chan is not None and not self.chan.is_closing():
             self.chan.write_stderr(f"bastion: {message}\r\n".encode())
             self.chan.exit(1)
 

@@ -19,6 +19,9 @@ from bastion.ssh.upstream import CIPHERS
 log = structlog.get_logger("bastion.ssh")
 
 
+CLOSE_GRACE = 5.0  # seconds for client connections to close when the door stops
+
+
 class SSHDoor:
     """Listens for ssh, scp and sftp; every connection gets its own BastionSSHServer."""
 
@@ -31,9 +34,11 @@ class SSHDoor:
         self.port = listener.port
         self._server: Any = None
         self.live: dict[str, ChannelSession] = {}  # session id -> its channel
+        self.connections: set[BastionSSHServer] = set()  # open client connections
 
     def _new_connection(self) -> BastionSSHServer:
-        return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live)
+        return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live,
+                                self.connections)  # fmt: skip
 
     async def start(self) -> None:
         twofactor.install()
@@ -61,3 +66,8 @@ class SSHDoor:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # Closing the listener leaves accepted connections open: end them, and with them their
+        # upstream connections, so no socket outlives the door.
+        closing = [asyncio.ensure_future(c.close()) for c in list(self.connections)]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_GRACE)
