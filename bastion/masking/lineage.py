@@ -1,4 +1,4 @@
-"""Where each output column of a SELECT comes from, and whether a sensitive column is used other
+"""Where each output column of a query comes from, and whether a sensitive column is used other
 than by being projected as it is (pure; PostgreSQL's own grammar through pglast's JSON tree).
 
 Fail closed: a relation, function or node the analysis does not know refuses the statement; a
