@@ -10,6 +10,7 @@ from pathlib import Path
 from bastion import __version__, logs
 from bastion.commands import (
     audit,
+    harden,
     masking,
     people,
     queries,
@@ -112,6 +113,15 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     trust.add_argument("--yes", action="store_true", help="trust what it presents now")
     trust.add_argument("--fingerprint", metavar="SHA256:...", help="trust only this key")
     _json_flag(trust)
+    harden_cmd = _command(targets, "harden", harden.target_harden,
+                          "create the least-privilege roles the PostgreSQL door uses")  # fmt: skip
+    harden_cmd.add_argument("name")
+    harden_cmd.add_argument("--admin-user", required=True, help="a role that may create roles")
+    harden_cmd.add_argument("--password-stdin", action="store_true")
+    harden_cmd.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+    harden_cmd.add_argument("--masked-role", metavar="NAME")
+    harden_cmd.add_argument("--unmasked-role", metavar="NAME")
+    _json_flag(harden_cmd)
     remove = _command(targets, "remove", resources.target_remove, "retire a target")
 
     remove.add_argument("name")

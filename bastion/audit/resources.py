@@ -78,6 +78,34 @@ class ResourceQueries(StoreBase):
             self._append(conn, [event, *cancelled])
         return revoked
 
+    def set_target_roles(
+        self, name: str, roles: dict[str, tuple[str, bytes]], actor: str, detail: dict[str, int]
+    ) -> None:
+        """Keep the roles `target harden` made (purpose -> login and sealed password)."""
+        target = self.target(name)
+        now = iso(self.clock.now())
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO target_roles (target_id, purpose, login, secret_sealed,"
+                " created_at) VALUES (?,?,?,?,?)",
+                [(target.id, purpose, login, sealed, now)
+                 for purpose, (login, sealed) in sorted(roles.items())],
+            )  # fmt: skip
+            logins = {purpose: login for purpose, (login, _) in roles.items()}
+            event = Event("target.hardened", actor, name, "notice", detail={**logins, **detail})
+            self._append(conn, [event])
+
+    def target_role(self, name: str, purpose: str) -> tuple[str, bytes]:
+        """The login and sealed password of a role `target harden` made; NotFound otherwise."""
+        target = self.target(name)
+        rows = self._rows(
+            "SELECT login, secret_sealed FROM target_roles WHERE target_id = ? AND purpose = ?",
+            [target.id, purpose],
+        )
+        if not rows:
+            raise NotFound(f"{name} has no {purpose} role: run bastion target harden {name}")
+        return str(rows[0]["login"]), bytes(rows[0]["secret_sealed"])
+
     def set_host_key(self, name: str, host_key: str, fingerprint: str, actor: str) -> Target:
         """Pin the target's host key; replacing a pinned one is a high-severity event."""
         target = self.target(name)

@@ -1,0 +1,103 @@
+"""`bastion target harden` on a private PostgreSQL with the shop schema: the roles it makes are
+enforced by PostgreSQL itself (column privileges, no TEMP, read-only, a pinned search_path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from bastion.audit import Store
+from bastion.clock import SystemClock
+from bastion.errors import Exit
+from bastion.identity.sealing import SecretBox
+from tests import test_cli
+from tests.masking.shop import make_shop
+from tests.realpg import PgCluster, PgDatabase
+from tests.test_cli import Bastion, assert_error
+
+pristine = test_cli.pristine
+bst = test_cli.bst
+
+
+@pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    db = make_shop(pg_cluster)
+    yield db
+    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
+    for role in ("bastion_shop_masked", "bastion_shop_unmasked"):
+        pg_cluster.sql(f'DROP ROLE IF EXISTS "{role}"')
+    pg_cluster.drop_role(db.user)
+
+
+def add_shop(bst: Bastion, shop: PgDatabase) -> None:
+    """The shop as a target; its free-text order notes are sensitive by rule."""
+    with bst.config.open("a", encoding="utf-8") as config:
+        config.write('\n[targets.shop.masking]\nsensitive = ["public.orders.note"]\n')
+    bst.json("target", "add-postgres", "shop", "--host", shop.host, "--port", str(shop.port),
+             "--database", shop.database, "--user", shop.user, "--password-stdin",
+             input=shop.password + "\n")  # fmt: skip
+
+
+def harden(bst: Bastion, cluster: PgCluster, *extra: str) -> Any:
+    admin = cluster.superuser_database()
+    return bst.json("target", "harden", "shop", "--admin-user", admin.user, "--password-stdin",
+                    *extra, input=admin.password + "\n")  # fmt: skip
+
+
+def role_login(bst: Bastion, shop: PgDatabase, purpose: str) -> psycopg.Connection[Any]:
+    store = Store.open(bst.db, SystemClock())
+    login, sealed = store.target_role("shop", purpose)
+    store.close()
+    box = SecretBox.load(bst.home / "secrets.key")
+    password = box.open(sealed, context=f"target:shop:{purpose}").decode()
+    return psycopg.connect(host=shop.host, port=shop.port, dbname=shop.database, user=login,
+                           password=password, autocommit=True)  # fmt: skip
+
+
+def test_dry_run_prints_the_sql_and_changes_nothing(
+    bst: Bastion, shop: PgDatabase, pg_cluster: PgCluster
+) -> None:
+    add_shop(bst, shop)
+    out = harden(bst, pg_cluster, "--dry-run")
+    text = "\n".join(out["statements"])
+    assert 'GRANT SELECT ("id", "name", "created_at") ON "public"."customers" TO' in text
+    assert "REVOKE TEMPORARY ON DATABASE" in text and "<generated" in text
+    assert pg_cluster.sql("SELECT 1 FROM pg_roles WHERE rolname = 'bastion_shop_masked'") == []
+
+
+def test_the_roles_are_enforced_by_postgresql(
+    bst: Bastion, shop: PgDatabase, pg_cluster: PgCluster
+) -> None:
+    add_shop(bst, shop)
+    out = harden(bst, pg_cluster)
+    assert out["masked_role"] == "bastion_shop_masked" and out["withheld_columns"] > 5
+    with role_login(bst, shop, "masked") as masked:
+        assert masked.execute("SELECT id, name FROM customers ORDER BY id").fetchall() == [
+            (4711, "Jane Doe"), (4712, "John Roe")]  # fmt: skip
+        for sql in ("SELECT email FROM customers", "SELECT * FROM customers",
+                    "SELECT c FROM customers c", "SELECT id FROM customers WHERE ssn LIKE '1%'",
+                    "SELECT note FROM orders", "SELECT card_number FROM payments"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                masked.execute(sql)
+        assert masked.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        # Read-only is only a default a session may change (the door refuses that SET); TEMP
+        # is a privilege, and it is gone.
+        masked.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            masked.execute("CREATE TEMP TABLE t (x int)")
+        assert masked.execute("SHOW search_path").fetchone() == ("public",)
+    with role_login(bst, shop, "unmasked") as unmasked:
+        assert unmasked.execute("SELECT email FROM customers WHERE id = 4711").fetchone() == (
+            "jane.doe@example.com",)  # fmt: skip
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            unmasked.execute("DELETE FROM payments")
+    owner = psycopg.connect(shop.dsn, autocommit=True)
+    owner.execute("CREATE TEMP TABLE still_mine (x int)")  # the service role keeps TEMP
+    owner.close()
+    assert "target.hardened" in bst.kinds()
+    assert_error(bst.run("target", "harden", "shop", "--admin-user", "postgres",
+                         "--password-stdin", input=pg_cluster.superuser_password + "\n"),
+                 Exit.CONFLICT, "exists already")  # fmt: skip
