@@ -9,6 +9,7 @@ from bastion.masking.values import Masker
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_NULL = _I32.pack(-1)
 
 
 class RowError(ValueError):
@@ -17,50 +18,38 @@ class RowError(ValueError):
 
 def mask_row(body: bytes | memoryview, maskers: Mapping[int, Masker]) -> bytes:
     """A DataRow body (column count, then each column's length and bytes) with the columns in
-    `maskers` replaced; columns after the last masked one are copied in one slice. A NULL stays
-    NULL. Raises RowError when the lengths run past the body or leave bytes over."""
-    view = memoryview(body)
-    if len(view) < 2:
+    `maskers` replaced. Columns between masked ones are copied as one slice, and everything
+    after the last masked column in one more. A NULL stays NULL. Raises RowError when a
+    length up to the last masked column runs past the body."""
+    data = body if isinstance(body, bytes) else bytes(body)
+    size_all = len(data)
+    if size_all < 2:
         raise RowError("DataRow too short for its column count")
-    (count,) = _I16.unpack_from(view, 0)
-    last = max((i for i in maskers if i < count), default=-1)
-    out = [bytes(view[:2])]
-    pos = 2
-    for index in range(count):
-        if index > last:
-            out.append(bytes(view[pos:]))
-            pos = _skip(view, pos, count - index)
-            break
-        if pos + 4 > len(view):
+    (count,) = _I16.unpack_from(data, 0)
+    last = -1
+    for index in maskers:
+        if last < index < count:
+            last = index
+    out: list[bytes] = []
+    unpack, copied, pos = _I32.unpack_from, 0, 2
+    for index in range(last + 1):
+        if pos + 4 > size_all:
             raise RowError(f"DataRow ends inside column {index + 1}'s length")
-        (size,) = _I32.unpack_from(view, pos)
-        end = pos + 4 + max(size, 0)
-        if size < -1 or end > len(view):
+        (size,) = unpack(data, pos)
+        end = pos + 4 + (size if size > 0 else 0)
+        if size < -1 or end > size_all:
             raise RowError(f"DataRow column {index + 1} claims {size} bytes")
         mask = maskers.get(index)
-        if mask is None or size == -1:
-            out.append(bytes(view[pos:end]))
-        else:
-            masked = mask(bytes(view[pos + 4 : end]))
-            out.append(_I32.pack(-1) if masked is None else _I32.pack(len(masked)) + masked)
+        if mask is not None and size != -1:
+            out.append(data[copied:pos])
+            masked = mask(data[pos + 4 : end])
+            out.append(_NULL if masked is None else _I32.pack(len(masked)) + masked)
+            copied = end
         pos = end
-    if pos != len(view):
-        raise RowError(f"DataRow has {len(view) - pos} bytes after its {count} columns")
+    if not out:
+        return data
+    out.append(data[copied:])
     return b"".join(out)
-
-
-def _skip(view: memoryview, pos: int, columns: int) -> int:
-    """Walk the remaining columns' lengths (checking them) and return where they end."""
-    for _ in range(columns):
-        if pos + 4 > len(view):
-            raise RowError("DataRow ends inside a column's length")
-        (size,) = _I32.unpack_from(view, pos)
-        if size < -1:
-            raise RowError(f"DataRow column claims {size} bytes")
-        pos += 4 + max(size, 0)
-        if pos > len(view):
-            raise RowError("DataRow column runs past the message")
-    return pos
 
 
 def columns(body: bytes | memoryview) -> list[bytes | None]:

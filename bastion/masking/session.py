@@ -155,12 +155,13 @@ class Masking:
 
 def mask_data_rows(raw: bytes | memoryview, mask: ResultMask) -> bytes:
     """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten."""
-    view = memoryview(raw)
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    maskers, unpack, pack = mask.maskers, _LENGTH.unpack_from, _LENGTH.pack
     out: list[bytes] = []
-    pos = 0
-    while pos < len(view):
-        (length,) = _LENGTH.unpack_from(view, pos + 1)
-        body = mask_row(view[pos + 5 : pos + 1 + length], mask.maskers)
-        out.append(b"D" + _LENGTH.pack(len(body) + 4) + body)
+    pos, total = 0, len(data)
+    while pos < total:
+        (length,) = unpack(data, pos + 1)
+        body = mask_row(data[pos + 5 : pos + 1 + length], maskers)
+        out.append(b"D" + pack(len(body) + 4) + body)
         pos += 1 + length
     return b"".join(out)

@@ -22,12 +22,35 @@ Masker = Callable[[bytes], bytes | None]  # a value's bytes in; its replacement,
 
 def full(value: bytes) -> bytes:
     """'****', or as many stars as the value has bytes when it is shorter."""
-    return FULL[: max(1, min(len(value), len(FULL)))] if value else b""
+    return FULL[: len(value)] if len(value) < len(FULL) else FULL
+
+
+_NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
+_STARS = bytes(
+    42 if chr(c).isascii() and chr(c).isalnum() else c for c in range(256)
+)  # * for A-Za-z0-9
+_KEEP_DIGITS = 4
 
 
 def partial(value: bytes) -> bytes:
     """Show a little and hide the rest, the length kept: `j***@example.com` for an email,
     the last 4 digits of a card, phone, IBAN or ID (`***-**-6789`), else like full()."""
+    if not value.isascii():
+        return _partial_text(value)
+    at = value.find(b"@")
+    if at > 0 and at < len(value) - 1 and value.find(b"@", at + 1) < 0:
+        return value[:1] + b"*" * (at - 1) + value[at:]
+    if len(value.translate(None, _NOT_DIGITS)) >= 6:
+        seen, cut = 0, len(value)
+        while seen < _KEEP_DIGITS:  # everything before the last four digits is hidden
+            cut -= 1
+            seen += 48 <= value[cut] <= 57
+        return value[:cut].translate(_STARS) + value[cut:]
+    return full(value)
+
+
+def _partial_text(value: bytes) -> bytes:
+    """partial() for values beyond ASCII: the same rules on characters."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
@@ -35,17 +58,6 @@ def partial(value: bytes) -> bytes:
     local, at, domain = text.partition("@")
     if at and local and domain and "@" not in domain:
         return (local[0] + "*" * (len(local) - 1) + "@" + domain).encode()
-    digits = sum(c.isdigit() for c in text)
-    if digits >= 6:
-        keep = digits - 4
-        out = []
-        for char in text:
-            if char.isalnum() and keep > 0:
-                out.append("*")
-                keep -= char.isdigit()
-            else:
-                out.append(char)
-        return "".join(out).encode()
     return full(value)
 
 

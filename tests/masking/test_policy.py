@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion.config import load_config
 from bastion.errors import ConfigError
@@ -183,3 +185,17 @@ def test_mistakes_in_a_masking_table_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.key == where and problem in caught.value.problem
+
+
+@given(st.binary(max_size=64))
+def test_no_style_ever_makes_a_value_longer(value: bytes) -> None:
+    for mask in (full, partial, keyed_hash(KEY, "2026-W47")):
+        assert len(mask(value)) <= len(value)
+
+
+@given(st.text(alphabet="0123456789- +()", min_size=6, max_size=30))
+def test_partial_keeps_at_most_the_last_four_digits(value: str) -> None:
+    out = partial(value.encode()).decode()
+    shown = [c for c in out if c.isdigit()]
+    if sum(c.isdigit() for c in value) >= 6:
+        assert len(shown) == 4 and shown == [c for c in value if c.isdigit()][-4:]
