@@ -6,16 +6,12 @@ import argparse
 import asyncio
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
-
-from bastion.audit import catalog as catalog_sql
 from bastion.audit import harden as harden_sql
 from bastion.commands.app import App, read_secret_line
-from bastion.errors import Conflict, Unreachable, UsageError
+from bastion.commands.masking import connect_as, read_catalog
+from bastion.errors import Conflict, UsageError
 from bastion.masking.catalog import Catalog, verdicts
-from bastion.pgproxy.upstream import tls_context
 
 CONNECT_TIMEOUT = 10.0  # seconds
 HIDDEN = "<generated, sealed in the store>"
@@ -50,30 +46,17 @@ def build(app: App, target: str, catalog: Catalog, roles: tuple[str, str],
                                 [r for r in keep_temp if r not in roles])  # fmt: skip
 
 
-async def _connect(app: App, name: str, user: str, password: str) -> Any:
-    target = app.store.target(name)
-    try:
-        return await asyncpg.connect(host=target.host, port=target.port, user=user,
-                                     password=password, database=target.database,
-                                     ssl=tls_context(app.config.target_policy(name)) or False,
-                                     timeout=CONNECT_TIMEOUT)  # fmt: skip
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise Unreachable(f"cannot log in to {name} as {user}: {exc}") from exc
-
-
 async def run(app: App, args: argparse.Namespace, password: str) -> tuple[Outcome, dict[str, str]]:
     """Read the catalog as the admin, then (unless --dry-run) create the roles in one
     transaction. Returns the outcome and the new roles' passwords (never printed)."""
-    conn = await _connect(app, args.name, args.admin_user, password)
+    conn = await connect_as(app, args.name, args.admin_user, password)
     try:
         roles = role_names(args.name, args)
         for role in roles:
             if await conn.fetchval(harden_sql.ROLE_EXISTS, role):
                 raise Conflict(f"role {role} exists already on {args.name}; drop it first or"
                                " name other roles with --masked-role/--unmasked-role")  # fmt: skip
-        catalog = Catalog.from_rows(await conn.fetch(catalog_sql.COLUMNS),
-                                    await conn.fetch(catalog_sql.INHERITS),
-                                    await conn.fetch(catalog_sql.VIEWS))  # fmt: skip
+        catalog = await read_catalog(conn)
         keep = [r["rolname"] for r in await conn.fetch(harden_sql.TEMP_THROUGH_PUBLIC)]
         plan = build(app, args.name, catalog, roles, keep)
         passwords = {"masked": secrets.token_urlsafe(24), "unmasked": secrets.token_urlsafe(24)}

@@ -17,24 +17,35 @@ from bastion.pgproxy.upstream import tls_context
 CONNECT_TIMEOUT = 10.0  # seconds
 
 
+async def connect_as(app: App, name: str, user: str, password: str) -> Any:
+    """An asyncpg connection to a database target as `user`, with the target's TLS policy."""
+    target = app.store.target(name)
+    try:
+        return await asyncpg.connect(host=target.host, port=target.port, user=user,
+                                     password=password, database=target.database,
+                                     ssl=tls_context(app.config.target_policy(name)) or False,
+                                     timeout=CONNECT_TIMEOUT)  # fmt: skip
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        shown = f"{target.host}:{target.port}"
+        raise Unreachable(f"cannot log in to {name} ({shown}) as {user}: {exc}") from exc
+
+
+async def read_catalog(conn: Any) -> Catalog:
+    """The target's tables, views and partitions, as the connected role sees them."""
+    return Catalog.from_rows(await conn.fetch(catalog_sql.COLUMNS),
+                             await conn.fetch(catalog_sql.INHERITS),
+                             await conn.fetch(catalog_sql.VIEWS))  # fmt: skip
+
+
 async def fetch_catalog(app: App, name: str) -> Catalog:
     """Log in to the target as its service role and read its catalog."""
     target = app.store.target(name)
     password = app.box.open(app.store.target_secret(name), context=f"target:{name}").decode()
-    tls = tls_context(app.config.target_policy(name))
+    conn = await connect_as(app, name, target.login, password)
     try:
-        conn = await asyncpg.connect(host=target.host, port=target.port, user=target.login,
-                                     password=password, database=target.database,
-                                     ssl=tls or False, timeout=CONNECT_TIMEOUT)  # fmt: skip
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise Unreachable(f"cannot log in to {name} ({target.host}:{target.port}): {exc}") from exc
-    try:
-        columns = await conn.fetch(catalog_sql.COLUMNS)
-        inherits = await conn.fetch(catalog_sql.INHERITS)
-        views = await conn.fetch(catalog_sql.VIEWS)
+        return await read_catalog(conn)
     finally:
         await conn.close()
-    return Catalog.from_rows(columns, inherits, views)
 
 
 def masking_show(app: App, args: argparse.Namespace) -> int:
