@@ -18,6 +18,7 @@ from bastion.commands import (
     resources,
     sessions,
     setup,
+    unmask,
 )
 from bastion.commands.app import App, default_config_path
 from bastion.core import Core
@@ -283,6 +284,41 @@ def _add_masking_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(show)
 
 
+def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("unmask", help="see one subject's sensitive values, with consent")
+    cmds = group.add_subparsers(dest="unmask_command", required=True, parser_class=Parser)
+    req = _command(cmds, "request", unmask.unmask_request,
+                   "ask for USER to see COLUMNS of TARGET in one subject's rows")  # fmt: skip
+    req.add_argument("user")
+    req.add_argument("target")
+    req.add_argument("--columns", required=True, help="table.column,... (or a table)")
+    req.add_argument("--subject", required=True, help="a subject key and value: customers.id=4711")
+    req.add_argument("--reason", required=True)
+    req.add_argument("--consent", required=True, metavar="REF", help="where consent is recorded")
+    req.add_argument("--consent-file", metavar="FILE", help="the consent document (hashed)")
+    req.add_argument("--for", dest="duration", metavar="DURATION", help="default 1h")
+    _json_flag(req)
+    listing = _command(cmds, "list", unmask.unmask_list, "list unmask grants")
+    listing.add_argument("--user")
+    listing.add_argument("--target")
+    listing.add_argument("--state", choices=["pending", "active", "expired", "approved",
+                                             "denied", "revoked", "cancelled"])  # fmt: skip
+    _json_flag(listing)
+    approve = _command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
+    approve.add_argument("grant_id", type=int)
+    approve.add_argument("--consent-confirmed", action="store_true",
+                         help="you checked the subject's consent evidence")  # fmt: skip
+    approve.add_argument("--for", dest="duration", metavar="DURATION", help="a shorter window")
+    _decider(approve)
+    deny = _command(cmds, "deny", unmask.unmask_deny, "deny an unmask request")
+    deny.add_argument("grant_id", type=int)
+    deny.add_argument("--reason", required=True)
+    _decider(deny)
+    revoke = _command(cmds, "revoke", unmask.unmask_revoke, "end an unmask grant now")
+    revoke.add_argument("grant_id", type=int)
+    _json_flag(revoke)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
@@ -321,6 +357,7 @@ def build_parser() -> Parser:
     _add_session_commands(sub)
     _add_query_commands(sub)
     _add_masking_commands(sub)
+    _add_unmask_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

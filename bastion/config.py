@@ -153,6 +153,7 @@ class TargetPolicy:
     approvals: int = 1
     break_glass: bool = False
     break_glass_max: timedelta = timedelta(hours=1)
+    unmask_max: timedelta = timedelta(hours=4)
     masking: MaskingPolicy = field(default_factory=MaskingPolicy)
 
 

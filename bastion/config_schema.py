@@ -117,6 +117,7 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
     Setting("approvals", "int", 1, "Approvals a request needs; 0 opens it at once.", low=0, high=5),
     Setting("break_glass", "bool", False, "Engineers may open emergency access themselves."),
     Setting("break_glass_max", "duration", "1h", "Longest break-glass access."),
+    Setting("unmask_max", "duration", "4h", "Longest unmask grant on this target."),
 )
 
 

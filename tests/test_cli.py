@@ -420,7 +420,7 @@ class TestUserLifecycle:
 
         out = bst.json("user", "disable", "alice", "--reason", "left the company")
         assert out == {"user": "alice", "disabled": True, "grants_revoked": 2,
-                       "requests_cancelled": 0, "groups_left": 0}  # fmt: skip
+                       "requests_cancelled": 0, "groups_left": 0, "unmask_revoked": 0}  # fmt: skip
 
         grants = bst.json("grants", "list")
         assert {g["id"]: g["state"] for g in grants} == {
@@ -439,7 +439,8 @@ class TestUserLifecycle:
         event = bst.events()[-1]
         assert event["kind"] == "user.disabled"
         assert event["detail"] == {"reason": "left the company", "grants_revoked": 2,
-                                   "requests_cancelled": 0, "groups_left": 0}  # fmt: skip
+                                   "requests_cancelled": 0, "groups_left": 0,
+                                   "unmask_revoked": 0}  # fmt: skip
 
     def test_unlock_clears_a_lockout(self, bst: Bastion, ssh_key: SshKeyFiles) -> None:
         bst.add_user("alice", "--no-qr")

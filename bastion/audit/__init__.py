@@ -12,6 +12,7 @@ from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
+from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
 from bastion.clock import Clock
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "FileOp",
     "NewGrant",
     "NewRequest",
+    "NewUnmask",
     "Notice",
     "QueryEnd",
     "QueryStart",
@@ -29,13 +31,20 @@ __all__ = [
     "Store",
     "TotpOutcome",
     "TotpResult",
+    "UnmaskGrant",
     "UserSecrets",
     "Verdict",
 ]
 
 
 class Store(
-    PeopleQueries, ResourceQueries, RequestQueries, SessionQueries, QueryQueries, OutboxQueries
+    PeopleQueries,
+    ResourceQueries,
+    RequestQueries,
+    SessionQueries,
+    QueryQueries,
+    OutboxQueries,
+    UnmaskQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -125,8 +125,8 @@ class PeopleQueries(StoreBase):
             self._append(conn, [Event("user.totp_reset", actor, name, "warning")])
 
     def disable_user(self, name: str, actor: str, reason: str) -> dict[str, int]:
-        """Offboard in one step: block logins, revoke live and scheduled grants, cancel pending
-        requests, leave every group. Returns how many of each."""
+        """Offboard in one step: block logins, revoke live and scheduled grants and unmask
+        grants, cancel pending requests, leave every group. Returns how many of each."""
         user = self.user(name)
         if user.disabled_at is not None:
             raise Conflict(f"user {name!r} is disabled already")
@@ -141,6 +141,12 @@ class PeopleQueries(StoreBase):
                     (now, actor, user.id, now),
                 ).rowcount,
                 "requests_cancelled": len(cancelled),
+                "unmask_revoked": conn.execute(
+                    "UPDATE unmask_grants SET state = 'revoked', decided_by = ?, decided_at = ?"
+                    " WHERE user_id = ? AND state IN ('pending', 'approved')"
+                    " AND (ends_at IS NULL OR ends_at > ?)",
+                    (actor, now, user.id, now),
+                ).rowcount,
                 "groups_left": conn.execute(
                     "DELETE FROM group_members WHERE user_id = ?", (user.id,)
                 ).rowcount,

@@ -124,6 +124,7 @@ def user_disable(app: App, args: argparse.Namespace) -> int:
         {"user": args.name, "disabled": True, **counts},
         f"{args.name} disabled; {counts['grants_revoked']} grant(s) revoked,"
         f" {counts['requests_cancelled']} pending request(s) cancelled,"
+        f" {counts['unmask_revoked']} unmask grant(s) revoked,"
         f" {counts['groups_left']} group(s) left; live sessions end within seconds",
     )
     return 0

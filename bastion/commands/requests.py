@@ -20,7 +20,7 @@ def _requests(app: App) -> Requests:
     return Requests(app.store, app.config, app.clock)
 
 
-def _duration(flag: str, text: str | None) -> timedelta | None:
+def duration_arg(flag: str, text: str | None) -> timedelta | None:
     if text is None:
         return None
     try:
@@ -71,7 +71,7 @@ def group_list(app: App, args: argparse.Namespace) -> int:
 def request(app: App, args: argparse.Namespace) -> int:
     """An admin files a request on someone's behalf; others must approve it."""
     made = _requests(app).request(
-        user=args.user, target=args.target, duration=_duration("--for", args.duration)
+        user=args.user, target=args.target, duration=duration_arg("--for", args.duration)
         or timedelta(0), reason=args.reason, requested_by=app.actor, mode=args.mode,
         ticket_ref=args.ticket)  # fmt: skip
     app.emit(made.public(), _requests(app).describe(made))
@@ -91,7 +91,7 @@ def requests_list(app: App, args: argparse.Namespace) -> int:
 
 def approve(app: App, args: argparse.Namespace) -> int:
     approver = proven(app, args.as_user)
-    done = _requests(app).approve(args.request_id, approver, _duration("--for", args.duration))
+    done = _requests(app).approve(args.request_id, approver, duration_arg("--for", args.duration))
     app.emit(done.public(), _requests(app).describe(done))
     return 0
 

@@ -114,14 +114,16 @@ def test_disabling_a_user_revokes_everything_in_one_step(access: Access) -> None
     for target in ("web-1", "orders-prod"):
         give(access, target=target, hours=1)
     counts = access.store.disable_user("alice", "cli:admin", "left")
-    assert counts == {"grants_revoked": 2, "requests_cancelled": 0, "groups_left": 0}
+    assert counts == {"grants_revoked": 2, "requests_cancelled": 0, "groups_left": 0,
+                      "unmask_revoked": 0}  # fmt: skip
     assert not access.decide("alice", "web-1").allowed
     assert "disabled" in access.decide("alice", "web-1").reason
     with pytest.raises(Denied, match="disabled"):
         give(access, hours=1)
     disabled = [e for e in access.store.events() if e.kind == "user.disabled"]
     assert disabled[0].detail == (
-        '{"grants_revoked":2,"groups_left":0,"reason":"left","requests_cancelled":0}'
+        '{"grants_revoked":2,"groups_left":0,"reason":"left","requests_cancelled":0,'
+        '"unmask_revoked":0}'
     )
 
 
