@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from bastion.access.requests import Requests
+from bastion.access.unmask import Unmasking
 from bastion.audit.records import AccessRequest, Grant
 from bastion.clock import iso
 from bastion.core import Core
@@ -25,6 +26,8 @@ USAGE = """bastion commands (ssh -p PORT you@bastion COMMAND):
   approve ID [--for 1h]                        admins: approve someone else's request
   deny ID --reason "..."                       admins: deny someone else's request
   break-glass TARGET --reason "..." [--for 30m] [--mode read|write]
+  unmask TARGET --columns customers.email --subject customers.id=4711 --reason "..."
+         --consent SUP-1234 [--for 1h]      see one customer's values, with their consent
 """
 
 
@@ -75,10 +78,25 @@ def _parser() -> _Parser:
     glass.add_argument("--reason", required=True)
     glass.add_argument("--for", dest="duration", type=_duration)
     glass.add_argument("--mode", choices=["read", "write"], default="read")
+    unmask = sub.add_parser("unmask", add_help=False)
+    unmask.add_argument("target")
+    for flag in ("--columns", "--subject", "--reason", "--consent"):
+        unmask.add_argument(flag, required=True)
+    unmask.add_argument("--for", dest="duration", type=_duration)
     return root
 
 
-COMMANDS = ("access", "request", "requests", "cancel", "approve", "deny", "break-glass", "help")
+COMMANDS = (
+    "access",
+    "request",
+    "requests",
+    "cancel",
+    "approve",
+    "deny",
+    "break-glass",
+    "unmask",
+    "help",
+)
 
 
 def is_command(command: str | None) -> bool:
@@ -108,7 +126,8 @@ Handler = Callable[[Core, str, argparse.Namespace], str]
 
 def _handler(name: str) -> Handler:
     return {"access": _access, "request": _request, "requests": _requests, "cancel": _cancel,
-            "approve": _approve, "deny": _deny, "break-glass": _break_glass}[name]  # fmt: skip
+            "approve": _approve, "deny": _deny, "break-glass": _break_glass,
+            "unmask": _unmask}[name]  # fmt: skip
 
 
 def _rules(core: Core) -> Requests:
@@ -165,6 +184,16 @@ def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
     return (f"BREAK-GLASS grant {grant.id}: {user} may reach {grant.target} ({grant.mode})"
             f" until {iso(grant.ends_at)}.\nIt is announced now and flagged to reviewers"
             " until one acknowledges it.\n")  # fmt: skip
+
+
+def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
+    made = Unmasking(core.store, core.config, core.clock).request(
+        user=user, target=args.target, columns=args.columns.split(","), subject=args.subject,
+        reason=args.reason, consent_ref=args.consent, requested_by=user,
+        duration=args.duration)  # fmt: skip
+    return (f"unmask request {made.id}: {', '.join(made.columns)} of {made.target} for"
+            f" {made.subject_key}={made.subject_value}, waiting for an admin or reviewer"
+            " to confirm the consent\n")  # fmt: skip
 
 
 def render_access(user: str, grants: list[Grant], now: datetime) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bastion.ssh import selfservice
 from tests.harness import Bastion
+from tests.realpg import PgDatabase
 
 
 def test_access_lists_grants_now_and_to_come(bastion: Bastion, tmp_path: Path) -> None:
@@ -70,3 +71,24 @@ def test_requests_over_ssh_are_checked_and_refusals_are_one_line(
     assert status == 6 and "break-glass is not allowed on web-1" in err
     assert [e.kind for e in bastion.events() if e.kind.startswith("request.")] == [
         "request.created", "request.cancelled"]  # fmt: skip
+
+
+def test_an_engineer_asks_for_unmasking_over_ssh(
+    tmp_path: Path, sshd: Sshd, pg: PgDatabase
+) -> None:
+    b = Bastion(tmp_path / "bastion", '\n[targets.shop.masking]\nsubject_keys = ["customers.id"]\n')
+    b.add_user("alice")
+    b.add_pg_target("shop", pg)
+    b.start()
+    try:
+        ssh = b.openssh("alice", tmp_path / "client")
+        command = ("unmask shop --columns customers.email --subject customers.id=4711"
+                   " --reason 'SUP-1234 card charged twice' --consent SUP-1234")  # fmt: skip
+        done = ssh.run_ssh(command, login="alice", answers=b.answers("alice"))
+        assert done.returncode == 0, done.err
+        assert "unmask request 1: customers.email of shop for customers.id=4711" in done.out
+        [grant] = b.store.unmasks(user="alice")
+        assert (grant.state, grant.requested_by, grant.consent_ref) == ("pending", "alice",
+                                                                        "SUP-1234")  # fmt: skip
+    finally:
+        b.stop()
