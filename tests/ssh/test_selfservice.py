@@ -73,9 +73,7 @@ def test_requests_over_ssh_are_checked_and_refusals_are_one_line(
         "request.created", "request.cancelled"]  # fmt: skip
 
 
-def test_an_engineer_asks_for_unmasking_over_ssh(
-    tmp_path: Path, sshd: Sshd, pg: PgDatabase
-) -> None:
+def test_an_engineer_asks_for_unmasking_over_ssh(tmp_path: Path, pg: PgDatabase) -> None:
     b = Bastion(tmp_path / "bastion", '\n[targets.shop.masking]\nsubject_keys = ["customers.id"]\n')
     b.add_user("alice")
     b.add_pg_target("shop", pg)
