@@ -54,8 +54,9 @@ class Catalog:
                 found[relid] = {"relid": relid, "schema": row["schema"], "name": row["relation"],
                                 "kind": row["kind"], "attributes": [], "parents": [],
                                 "definition": None}  # fmt: skip
+            text_like = row["text_like"] in (True, "t", "true")  # asyncpg, or the text protocol
             attribute = Attribute(int(row["attnum"]), row["column_name"], int(row["type_oid"]),
-                                  row["type_name"], bool(row["text_like"]))  # fmt: skip
+                                  row["type_name"], text_like)  # fmt: skip
             found[relid]["attributes"].append(attribute)
         for row in inherits:
             if int(row["child"]) in found:

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import scramp
 
 from bastion import pgwire
+from bastion.audit import catalog as catalog_sql
 from bastion.config import TargetPolicy
 from bastion.errors import BastionError
+from bastion.masking.catalog import Catalog
 
 CONNECT_TIMEOUT = 15.0
 
@@ -186,3 +188,38 @@ async def send_cancel(host: str, port: int, pid: int, key: bytes) -> None:
         await writer.drain()
     finally:
         writer.close()
+
+
+async def simple_rows(up: Upstream, sql: str) -> list[dict[str, str | None]]:
+    """Run one statement with the simple protocol on a connection the relay is not using yet
+    (before the session starts), and return its rows as text; UpstreamError on an error."""
+    up.writer.write(pgwire.query(sql))
+    await up.writer.drain()
+    names: list[str] = []
+    rows: list[dict[str, str | None]] = []
+    failure: str | None = None
+    while True:
+        frame = await up.next_frame()
+        if frame is None:
+            raise UpstreamError("the database closed the connection")
+        if frame.type == b"D":
+            values = pgwire.data_row_values(frame.raw[5:])
+            row = zip(names, values, strict=True)
+            rows.append({n: None if v is None else v.decode() for n, v in row})
+            continue
+        message = pgwire.decode_backend(frame)
+        if isinstance(message, pgwire.RowDescription):
+            names = [f.name for f in message.fields]
+        elif isinstance(message, pgwire.ErrorResponse):
+            failure = message.fields.get("M", "error")
+        elif isinstance(message, pgwire.ReadyForQuery):
+            if failure is not None:
+                raise UpstreamError("the database refused a catalog query", failure)
+            return rows
+
+
+async def read_catalog(up: Upstream) -> Catalog:
+    """The target's catalog as the session's own role sees it, read before relaying starts."""
+    return Catalog.from_rows(await simple_rows(up, catalog_sql.COLUMNS),
+                             await simple_rows(up, catalog_sql.INHERITS),
+                             await simple_rows(up, catalog_sql.VIEWS))  # fmt: skip

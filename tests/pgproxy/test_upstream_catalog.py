@@ -1,0 +1,51 @@
+"""The door reads a target's catalog on its own upstream connection (text protocol), and gets
+the same snapshot as the CLI's asyncpg path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from bastion.commands.masking import read_catalog as read_with_asyncpg
+from bastion.masking.catalog import Catalog
+from bastion.pgproxy import upstream
+from tests.masking.shop import make_shop
+from tests.realpg import PgCluster, PgDatabase
+
+
+@pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    db = make_shop(pg_cluster)
+    yield db
+    pg_cluster.discard(db)
+
+
+def shape(catalog: Catalog) -> dict[str, object]:
+    return {f"{r.schema}.{r.name}": (r.kind, r.attributes, r.parents, bool(r.definition))
+            for r in catalog.relations.values()}  # fmt: skip
+
+
+async def test_both_ways_of_reading_the_catalog_agree(shop: PgDatabase) -> None:
+    up = await upstream.connect(shop.host, shop.port, user=shop.user, password=shop.password,
+                                database=shop.database, params={})  # fmt: skip
+    try:
+        door_view = await upstream.read_catalog(up)
+        with pytest.raises(upstream.UpstreamError, match="refused a catalog query"):
+            await upstream.simple_rows(up, "SELECT * FROM no_such_table")
+        assert await upstream.simple_rows(up, "SELECT 1 AS one") == [{"one": "1"}]  # still usable
+    finally:
+        up.close()
+    conn = await asyncpg.connect(host=shop.host, port=shop.port, user=shop.user,
+                                 password=shop.password, database=shop.database)  # fmt: skip
+    try:
+        cli_view = await read_with_asyncpg(conn)
+    finally:
+        await conn.close()
+    assert shape(door_view) == shape(cli_view)
+    customers = next(r for r in door_view.relations.values() if r.name == "customers")
+    assert [a.name for a in customers.attributes if a.text_like] == ["name", "email", "phone",
+                                                                   "ssn", "street"]  # fmt: skip
+    partition = next(r for r in door_view.relations.values() if r.name == "orders_2025")
+    assert [door_view.relations[p].name for p in partition.parents] == ["orders"]
