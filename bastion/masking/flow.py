@@ -1,0 +1,158 @@
+"""Which client message each server reply answers in a masked session, and so which mask its
+DataRows get (sans-I/O: the relay reports messages both ways and asks what to do).
+
+The server answers messages in the order they were sent. After an error in the extended
+protocol it skips everything up to Sync, so the queue drops those expectations too. A portal
+executed without a known RowDescription gets a Describe injected before its Execute; the
+relay swallows that Describe's reply.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from bastion.masking.session import Masking, Plan, ResultMask
+from bastion.pgwire import Field
+
+
+@dataclass
+class Expect:
+    """A reply the server owes: to a Query, Parse, Bind, Describe, Execute, Close or Sync."""
+
+    kind: str
+    name: str = ""  # the statement or portal it is about
+    plan: Plan | None = None
+    swallow: bool = False  # an injected Describe: its reply is not the client's
+
+
+class FlowError(Exception):
+    """A reply that no sent message explains: the session must end, nothing is forwarded."""
+
+
+@dataclass
+class Flow:
+    masking: Masking
+    queue: deque[Expect] = field(default_factory=deque)
+    plans: dict[str, Plan] = field(default_factory=dict)  # by statement name
+    statement_masks: dict[str, ResultMask] = field(default_factory=dict)
+    portals: dict[str, str] = field(default_factory=dict)  # portal -> statement
+    portal_masks: dict[str, ResultMask] = field(default_factory=dict)
+    current: ResultMask | None = None  # what the DataRows arriving now get
+
+    # -- client to server (plans raise Refused) ---------------------------------------
+
+    def query(self, sql: str) -> None:
+        self.queue.extend((Expect("query", plan=self.masking.plan(sql)), Expect("ready")))
+
+    def parse(self, name: str, sql: str) -> None:
+        self.plans[name] = self.masking.plan(sql)
+        self.statement_masks.pop(name, None)
+        self.queue.append(Expect("parse"))
+
+    def bind(self, portal: str, statement: str) -> None:
+        self.portals[portal] = statement
+        self.portal_masks.pop(portal, None)
+        self.queue.append(Expect("bind"))
+
+    def describe(self, kind: str, name: str) -> None:
+        self.queue.append(Expect("describe_s" if kind == "S" else "describe_p", name))
+
+    def execute(self, portal: str) -> bool:
+        """Queue an Execute; True when a Describe of the portal must be sent before it."""
+        statement = self.portals.get(portal, "")
+        known = portal in self.portal_masks or statement in self.statement_masks
+        # Described in this same batch, its reply not here yet: no need to ask again.
+        wanted = (("describe_p", portal), ("describe_s", statement))
+        coming = any((e.kind, e.name) in wanted for e in self.queue)
+        inject = not known and not coming
+        if inject:
+            self.queue.append(Expect("describe_p", portal, swallow=True))
+        self.queue.append(Expect("execute", portal))
+        return inject
+
+    def close(self, kind: str, name: str) -> None:
+        if kind == "S":
+            self.plans.pop(name, None)
+            self.statement_masks.pop(name, None)
+        else:
+            self.portals.pop(name, None)
+            self.portal_masks.pop(name, None)
+        self.queue.append(Expect("close"))
+
+    def sync(self) -> None:
+        self.queue.append(Expect("ready"))
+
+    # -- server to client -------------------------------------------------------------
+
+    def _head(self, *kinds: str) -> Expect:
+        if not self.queue or self.queue[0].kind not in kinds:
+            found = self.queue[0].kind if self.queue else "nothing"
+            raise FlowError(f"a reply for {'/'.join(kinds)} came while {found} was owed")
+        return self.queue[0]
+
+    def row_description(self, fields: list[Field]) -> bool:
+        """A RowDescription; returns whether the client should see it."""
+        head = self._head("query", "describe_s", "describe_p")
+        if head.kind == "query":
+            self.current = self.masking.result(head.plan, fields)
+            return True
+        self.queue.popleft()
+        if head.kind == "describe_s":
+            self.statement_masks[head.name] = self.masking.result(self.plans.get(head.name), fields)
+            return True
+        plan = self.plans.get(self.portals.get(head.name, ""))
+        self.portal_masks[head.name] = self.masking.result(plan, fields)
+        return not head.swallow
+
+    def no_data(self) -> bool:
+        head = self._head("describe_s", "describe_p")
+        self.queue.popleft()
+        if head.kind == "describe_p":
+            self.portal_masks[head.name] = ResultMask({}, [])
+        else:
+            self.statement_masks[head.name] = ResultMask({}, [])
+        return not head.swallow
+
+    def parameter_description(self) -> None:
+        self._head("describe_s")
+
+    def acknowledged(self) -> None:
+        """ParseComplete, BindComplete or CloseComplete."""
+        self._head("parse", "bind", "close")
+        self.queue.popleft()
+
+    def rows_mask(self) -> ResultMask | None:
+        """The mask for DataRows arriving now (None: nothing to mask, forward as they are)."""
+        head = self._head("query", "execute")
+        if head.kind == "query":
+            mask = self.current
+        else:
+            statement = self.portals.get(head.name, "")
+            mask = self.portal_masks.get(head.name) or self.statement_masks.get(statement)
+            if mask is None:
+                raise FlowError(f"rows for portal {head.name!r} with no description")
+        return mask if mask is not None and mask.maskers else None
+
+    def completed(self) -> None:
+        """CommandComplete, EmptyQueryResponse or PortalSuspended."""
+        head = self._head("query", "execute")
+        if head.kind == "execute":
+            self.queue.popleft()
+        self.current = None
+
+    def error(self) -> None:
+        """An ErrorResponse: a Query ends; in the extended protocol, skip to the Sync."""
+        if self.queue and self.queue[0].kind == "query":
+            self.queue.popleft()
+        else:
+            while self.queue and self.queue[0].kind != "ready":
+                self.queue.popleft()
+        self.current = None
+
+    def ready(self) -> None:
+        while self.queue and self.queue[0].kind == "query":  # a Query whose reply was only Z
+            self.queue.popleft()
+        self._head("ready")
+        self.queue.popleft()
+        self.current = None

@@ -1,0 +1,136 @@
+"""Replies matched to the messages they answer, in simple and extended protocol, pipelines with
+errors, and a Describe injected when a client executes a portal it never described."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.masking.flow import Flow, FlowError
+from bastion.masking.lineage import Refused
+from tests.masking.test_session import INT4, field, session
+
+CUSTOMERS = "SELECT id, email FROM customers"
+FIELDS = [field("id", 1, 1, INT4), field("email", 1, 3)]
+
+
+def flow() -> Flow:
+    return Flow(session())
+
+
+def test_a_simple_query_gets_its_mask_and_ends_at_ready() -> None:
+    f = flow()
+    f.query(CUSTOMERS)
+    assert f.row_description(FIELDS)
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
+    f.completed()
+    f.ready()
+    assert not f.queue
+
+
+def test_a_query_without_rows_and_one_that_fails() -> None:
+    f = flow()
+    f.query("SET application_name = 'x'")
+    f.completed()
+    f.ready()
+    f.query(CUSTOMERS)
+    f.error()
+    f.ready()
+    assert not f.queue
+
+
+def test_a_refused_statement_queues_nothing() -> None:
+    f = flow()
+    with pytest.raises(Refused):
+        f.query("SELECT lower(email) FROM customers")
+    with pytest.raises(Refused):
+        f.parse("s1", "COPY customers TO STDOUT")
+    assert not f.queue
+
+
+def test_extended_protocol_with_describe() -> None:
+    f = flow()
+    f.parse("", CUSTOMERS)
+    f.bind("", "")
+    f.describe("P", "")
+    assert not f.execute("")  # described: nothing to inject
+    f.sync()
+    f.acknowledged()
+    f.acknowledged()
+    assert f.row_description(FIELDS)
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
+    f.completed()
+    f.ready()
+    assert not f.queue
+
+
+def test_a_portal_never_described_gets_a_describe_whose_reply_is_swallowed() -> None:
+    f = flow()
+    f.parse("", CUSTOMERS)
+    f.bind("", "")
+    assert f.execute("")
+    f.sync()
+    f.acknowledged()
+    f.acknowledged()
+    assert not f.row_description(FIELDS)  # the injected Describe's reply: not for the client
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
+    f.completed()
+    f.ready()
+
+
+def test_a_statement_described_once_serves_its_later_portals() -> None:
+    f = flow()
+    f.parse("s1", CUSTOMERS)
+    f.describe("S", "s1")
+    f.sync()
+    f.acknowledged()
+    f.parameter_description()
+    assert f.row_description(FIELDS)
+    f.ready()
+    f.bind("p1", "s1")
+    assert not f.execute("p1")
+    f.sync()
+    f.acknowledged()
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
+    f.completed()
+    f.ready()
+
+
+def test_an_error_in_a_pipeline_skips_to_its_sync() -> None:
+    f = flow()
+    for portal in ("a", "b"):
+        f.parse("", CUSTOMERS)
+        f.bind(portal, "")
+        f.execute(portal)
+        f.sync()
+    f.acknowledged()
+    f.acknowledged()
+    f.row_description(FIELDS)
+    f.error()  # the first Execute failed: the server skips to the first Sync
+    f.ready()
+    f.acknowledged()
+    f.acknowledged()
+    f.row_description(FIELDS)
+    assert f.rows_mask() is not None
+    f.completed()
+    f.ready()
+    assert not f.queue
+
+
+def test_a_reply_nobody_asked_for_ends_the_session() -> None:
+    f = flow()
+    with pytest.raises(FlowError):
+        f.rows_mask()
+    f.query(CUSTOMERS)
+    with pytest.raises(FlowError):
+        f.acknowledged()
+
+
+def test_a_query_with_nothing_to_mask_is_forwarded_untouched() -> None:
+    f = flow()
+    f.query("SELECT id FROM customers")
+    f.row_description([field("id", 1, 1, INT4)])
+    assert f.rows_mask() is None
