@@ -52,9 +52,8 @@ def endings(
     which say why access ended; `closed` the targets outside their allowed hours now, with
     the message their sessions end with.
     """
-    by_pair: dict[tuple[str, str], list[Grant]] = {}
-    for grant in live:
-        by_pair.setdefault((grant.user, grant.target), []).append(grant)
+    sessions = list(sessions)
+    lost = {s.session_id for s in uncovered(sessions, live, now)}
     found = []
     for session in sessions:
         if session.user_disabled:
@@ -64,10 +63,8 @@ def endings(
         if closed and session.target in closed:
             found.append(Ending(session.session_id, "outside_hours", closed[session.target]))
             continue
-        candidates = by_pair.get((session.user, session.target), [])
-        if any(covers(grant, session, now) for grant in candidates):
-            continue
-        found.append(_why(session, grants_by_id.get(session.grant_id or -1), now))
+        if session.session_id in lost:
+            found.append(_why(session, grants_by_id.get(session.grant_id or -1), now))
     return found
 
 

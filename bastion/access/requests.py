@@ -93,6 +93,15 @@ class Requests:
             raise Denied(f"only {request.user} may cancel request {request_id}")
         return self.store.close_request(request_id, actor, "cancelled", "withdrawn")
 
+    def decidable_by(self, actor: str) -> list[AccessRequest]:
+        """The pending requests `actor` may approve or deny (none unless an active admin)."""
+        person = self.store.user(actor)
+        if person.role not in DECIDERS or person.disabled_at is not None:
+            return []
+        self.store.expire_requests()
+        return [r for r in self.store.requests(state="pending")
+                if actor not in (r.user, r.requested_by)]  # fmt: skip
+
     def _decidable(self, request_id: int, actor: str, verb: str) -> AccessRequest:
         """The request, if `actor` may decide on it: an active admin who is not asking."""
         self.store.expire_requests()

@@ -40,6 +40,14 @@ class Refused(Exception):
     """The statement cannot run in masked mode; the message says why, naming the column."""
 
 
+def only_statement(sql: str) -> tuple[str, Node]:
+    """The one statement in `sql`, parsed; Refused when there are more (or none)."""
+    stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
+    if len(stmts) != 1:
+        raise Refused("send one statement at a time in masked mode")
+    return unwrap(stmts[0]["stmt"])
+
+
 @dataclass(frozen=True)
 class Col:
     """One column of a result or a range: its sources and whether it is a bare projection."""
@@ -77,10 +85,7 @@ class Analyzer:
 
     def statement(self, sql: str) -> list[Col]:
         """The output columns of the one SELECT in `sql` (Refused for anything else)."""
-        stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
-        if len(stmts) != 1:
-            raise Refused("one statement at a time")
-        name, fields = unwrap(stmts[0]["stmt"])
+        name, fields = only_statement(sql)
         if name != "SelectStmt":
             raise Refused(f"{name} is not allowed in masked mode")
         return self.select(fields, None)

@@ -7,18 +7,16 @@ origin in the RowDescription say it is clean; a count that does not match masks 
 
 from __future__ import annotations
 
-import json
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pglast import parser
 from pglast.parser import ParseError
 
 from bastion.masking.catalog import Catalog, verdicts
 from bastion.masking.detect import findings
-from bastion.masking.lineage import Analyzer, Col, Refused, Source
+from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import mask_row
 from bastion.masking.values import TEXT_LIKE, Masker, full, masker
@@ -94,10 +92,7 @@ class Masking:
         return cached
 
     def _analyse(self, sql: str) -> Plan:
-        stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
-        if len(stmts) != 1:
-            raise Refused("send one statement at a time in masked mode")
-        name, node = unwrap(stmts[0]["stmt"])
+        name, node = only_statement(sql)
         if name == "SelectStmt":
             return Plan(tuple(self.analyzer.select(node, None)))
         if name in ("VariableShowStmt", "TransactionStmt"):

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from bastion.access.requests import Requests
 from bastion.access.unmask import Unmasking
-from bastion.audit.records import AccessRequest, Grant
+from bastion.audit.records import Grant
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.durations import parse_duration
@@ -153,16 +153,11 @@ def _requests(core: Core, user: str, args: argparse.Namespace) -> str:
     core.store.expire_requests()
     mine = core.store.requests(user=user)
     lines = [rules.describe(r) for r in mine[-20:]] or [f"{user} has no requests"]
-    if core.store.user(user).role == "admin":
-        others = [r for r in core.store.requests(state="pending") if user not in _askers(r)]
-        if others:
-            lines += ["", "pending, for you to decide:"]
-            lines += [f"{rules.describe(r)} -- {r.reason}" for r in others]
+    others = rules.decidable_by(user)
+    if others:
+        lines += ["", "pending, for you to decide:"]
+        lines += [f"{rules.describe(r)} -- {r.reason}" for r in others]
     return "\n".join(lines) + "\n"
-
-
-def _askers(request: AccessRequest) -> tuple[str, str]:
-    return request.user, request.requested_by
 
 
 def _cancel(core: Core, user: str, args: argparse.Namespace) -> str:

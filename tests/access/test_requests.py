@@ -258,3 +258,10 @@ def test_the_decision_says_when_access_comes_through_a_group(rules: Requests) ->
     rules.access.grant(group="oncall", target="web-1", duration=timedelta(hours=1),
                        reason=REASON, actor="bob")  # fmt: skip
     assert "(read via group oncall)" in rules.access.decide("alice", "web-1").reason
+
+
+def test_what_each_person_may_decide(rules: Requests) -> None:
+    theirs, own = ask(rules), ask(rules, user="bob", target="orders-prod")
+    assert [r.id for r in rules.decidable_by("carol")] == [theirs, own]
+    assert [r.id for r in rules.decidable_by("bob")] == [theirs]
+    assert rules.decidable_by("alice") == [] and rules.decidable_by("dave") == []
