@@ -13,6 +13,7 @@ import structlog
 
 from bastion.access.enforce import overstayed
 from bastion.access.grants import Access
+from bastion.access.unmask import Unmasking
 from bastion.audit import Event, Store
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
@@ -56,6 +57,7 @@ class Core:
     clock: Clock
     identity: Identity = field(init=False)
     access: Access = field(init=False)
+    unmasking: Unmasking = field(init=False)
     _executor: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
 
@@ -64,6 +66,7 @@ class Core:
             self.store, self.box, self.clock, self.config.totp, self.config.lockout
         )
         self.access = Access(self.store, self.config, self.clock)
+        self.unmasking = Unmasking(self.store, self.config, self.clock)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
 

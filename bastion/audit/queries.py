@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,8 @@ class QueryEnd:
     tag: str | None
     sqlstate: str | None
     duration_us: int
+    masking: str | None = None  # JSON: masked, detected and unmasked columns (no values)
+    server_message: str | None = None  # an error the client saw scrubbed, kept for the audit
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class QueryRow:
     tag: str | None
     sqlstate: str | None
     duration_us: int | None
+    masking: str | None = None
 
     def public(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -184,23 +188,23 @@ class QueryQueries(StoreBase):
 
 _INSERT_QUERY = (
     "INSERT INTO queries (id, session_id, at, protocol_step, sql, parameters, refused_reason,"
-    " statement_kind, query_key, finished_at, rows, command_tag, sqlstate, duration_us)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " statement_kind, query_key, finished_at, rows, command_tag, sqlstate, duration_us,"
+    " masked_columns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPDATE_QUERY = (
     "UPDATE queries SET finished_at = ?, rows = ?, command_tag = ?, sqlstate = ?,"
-    " duration_us = ? WHERE id = ?"
+    " duration_us = ?, masked_columns = ? WHERE id = ?"
 )
 
 
 def _query_row_values(row_id: int, start: QueryStart, end: QueryEnd | None) -> tuple[Any, ...]:
-    done = _outcome_values(end) if end else (None, None, None, None, None)
+    done = _outcome_values(end) if end else (None, None, None, None, None, None)
     return (row_id, start.session_id, iso(start.at), start.step, start.sql, start.parameters,
             start.refused, start.kind, start.key, *done)  # fmt: skip
 
 
 def _outcome_values(end: QueryEnd) -> tuple[Any, ...]:
-    return (iso(end.finished_at), end.rows, end.tag, end.sqlstate, end.duration_us)
+    return (iso(end.finished_at), end.rows, end.tag, end.sqlstate, end.duration_us, end.masking)
 
 
 def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
@@ -217,8 +221,13 @@ def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
 
 
 def _outcome(end: QueryEnd) -> dict[str, Any]:
-    return {"key": end.key, "rows": end.rows, "tag": end.tag, "sqlstate": end.sqlstate,
-            "us": end.duration_us}  # fmt: skip
+    out = {"key": end.key, "rows": end.rows, "tag": end.tag, "sqlstate": end.sqlstate,
+           "us": end.duration_us}  # fmt: skip
+    if end.masking is not None:
+        out["masking"] = json.loads(end.masking)
+    if end.server_message is not None:
+        out["server_message"] = end.server_message
+    return out
 
 
 def _ticket_problem(row: Any, user: str, target: str, now: datetime) -> str | None:
@@ -243,4 +252,5 @@ def _query_row(r: dict[str, Any]) -> QueryRow:
         at=parse_iso(r["at"]), step=r["protocol_step"], sql=r["sql"], parameters=r["parameters"],
         kind=r["statement_kind"], refused=r["refused_reason"], rows=r["rows"],
         tag=r["command_tag"], sqlstate=r["sqlstate"], duration_us=r["duration_us"],
+        masking=r["masked_columns"],
     )  # fmt: skip

@@ -79,13 +79,14 @@ def _read_key_file(key_path: Path) -> str:
 class SecretBox:
     """Seals and opens small secrets, each bound to the context (row) it belongs to."""
 
-    __slots__ = ("_aead", "_key_id_raw")
+    __slots__ = ("_aead", "_derived", "_key_id_raw")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
             raise SealError(f"secrets key must be exactly {KEY_SIZE} bytes")
         self._aead = AESGCM(bytes(key))
         self._key_id_raw = _key_id_raw(bytes(key))
+        self._derived = hmac.new(bytes(key), b"bastion:derive", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return f"SecretBox(key_id={self.key_id!r})"
@@ -130,6 +131,11 @@ class SecretBox:
     def key_id(self) -> str:
         """A short, non-secret fingerprint of the key (16 hex characters)."""
         return self._key_id_raw.hex()
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for one purpose (e.g. "masking:hash"), derived from the secrets key: it stays
+        outside the database too, and knowing it reveals nothing about the secrets key."""
+        return hmac.new(self._derived, purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         """Encrypt plaintext bound to context (e.g. "totp:alice") into a self-describing blob."""

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bastion.masking.session import Masking, Plan, ResultMask
+from bastion.masking.subject import Subject, SubjectRows, subject_rows
 from bastion.pgwire import Field
 
 
@@ -39,11 +40,29 @@ class Flow:
     portals: dict[str, str] = field(default_factory=dict)  # portal -> statement
     portal_masks: dict[str, ResultMask] = field(default_factory=dict)
     current: ResultMask | None = None  # what the DataRows arriving now get
+    subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
+
+    def _result(self, plan: Plan | None, fields: list[Field]) -> ResultMask:
+        mask = self.masking.result(plan, fields)
+        if mask.maskers and self.subjects:
+            mask.subjects = subject_rows(self.subjects, plan.columns if plan else None, fields)
+        return mask
+
+    def live(self, mask: ResultMask) -> list[SubjectRows]:
+        """The subject rows of `mask` whose grant is still live (expiry applies at once)."""
+        if not mask.subjects:
+            return []
+        ids = {s.grant_id for s in self.subjects}
+        return [rows for rows in mask.subjects if rows.subject.grant_id in ids]
 
     # -- client to server (plans raise Refused) ---------------------------------------
 
     def query(self, sql: str) -> None:
         self.queue.extend((Expect("query", plan=self.masking.plan(sql)), Expect("ready")))
+
+    def refused(self, *, simple: bool) -> None:
+        """A refused Query (or function call) or Parse went upstream as a failing stand-in."""
+        self.queue.extend((Expect("query"), Expect("ready")) if simple else (Expect("parse"),))
 
     def parse(self, name: str, sql: str) -> None:
         self.plans[name] = self.masking.plan(sql)
@@ -95,14 +114,14 @@ class Flow:
         """A RowDescription; returns whether the client should see it."""
         head = self._head("query", "describe_s", "describe_p")
         if head.kind == "query":
-            self.current = self.masking.result(head.plan, fields)
+            self.current = self._result(head.plan, fields)
             return True
         self.queue.popleft()
         if head.kind == "describe_s":
-            self.statement_masks[head.name] = self.masking.result(self.plans.get(head.name), fields)
+            self.statement_masks[head.name] = self._result(self.plans.get(head.name), fields)
             return True
         plan = self.plans.get(self.portals.get(head.name, ""))
-        self.portal_masks[head.name] = self.masking.result(plan, fields)
+        self.portal_masks[head.name] = self._result(plan, fields)
         return not head.swallow
 
     def no_data(self) -> bool:

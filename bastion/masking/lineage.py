@@ -7,9 +7,10 @@ sensitive column anywhere but a bare projection refuses it too, naming the colum
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pglast import parser
 
@@ -55,6 +56,7 @@ class Col:
     name: str
     sources: frozenset[Source] = frozenset()
     bare: bool = False
+    row: int = 0  # which occurrence of a relation a bare column comes from (0: none proven)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Analyzer:
     sensitive: Callable[[Source], bool]
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
+    occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- statements -------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Analyzer:
         left, right = self.select(node["larg"], scope), self.select(node["rarg"], scope)
         if len(left) != len(right):
             raise Refused("each side of a set operation must have as many columns")
+        # A row comes from either side: no occurrence is proven.
         return [Col(a.name, a.sources | b.sources, a.bare and b.bare)
                 for a, b in zip(left, right, strict=True)]  # fmt: skip
 
@@ -165,12 +169,17 @@ class Analyzer:
         alias = node.get("alias", {})
         own = scope.cte(relname) if schema is None else None
         if own is not None:
+            # Each reference to a CTE is its own occurrence of the rows inside it.
+            fresh: dict[int, int] = {}
+            own = [replace(c, row=fresh.setdefault(c.row, next(self.occurrences)) if c.row else 0)
+                   for c in own]  # fmt: skip
             return alias.get("aliasname", relname), _renamed(own, alias.get("colnames"))
         relation = self._lookup(schema, relname)
         if relation.definition is not None:
             cols = self._view(relation)
         else:
-            cols = [Col(a.name, frozenset({(relation.relid, a.attnum)}), True)
+            row = next(self.occurrences)
+            cols = [Col(a.name, frozenset({(relation.relid, a.attnum)}), True, row)
                     for a in relation.attributes]  # fmt: skip
         return alias.get("aliasname", relname), _renamed(cols, alias.get("colnames"))
 
@@ -187,12 +196,13 @@ class Analyzer:
     def _view(self, relation: Relation) -> list[Col]:
         if self.depth >= MAX_VIEW_DEPTH:
             raise Refused(f"view {relation.schema}.{relation.name} nests too deeply to analyse")
-        inner = Analyzer(self.catalog, self.sensitive, self.search_path, self.depth + 1)
+        inner = Analyzer(self.catalog, self.sensitive, self.search_path, self.depth + 1,
+                         self.occurrences)  # fmt: skip
         try:
             cols = inner.statement(relation.definition or "")
         except Refused as exc:
             raise Refused(f"view {relation.schema}.{relation.name}: {exc}") from None
-        return [Col(a.name, c.sources, c.bare)
+        return [replace(c, name=a.name)
                 for a, c in zip(relation.attributes, cols, strict=False)]  # fmt: skip
 
     def _range_function(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
@@ -229,7 +239,7 @@ class Analyzer:
             return [c for _, cols in entries for c in cols]
         found = self._resolve(string_list(fields), scope)
         if isinstance(found, Col):
-            return [Col(alias or found.name, found.sources, found.bare)]
+            return [replace(found, name=alias or found.name)]
         self._check(found, "a whole-row reference")
         return [Col(alias or string_list(fields)[-1], frozenset(found))]
 
@@ -302,7 +312,7 @@ class Analyzer:
 
 def _renamed(cols: list[Col], colnames: object) -> list[Col]:
     names = string_list(colnames)
-    return [Col(names[i], c.sources, c.bare) if i < len(names) else c for i, c in enumerate(cols)]
+    return [replace(c, name=names[i]) if i < len(names) else c for i, c in enumerate(cols)]
 
 
 def _has(cols: list[Col], name: str) -> bool:

@@ -15,7 +15,8 @@ from bastion import pgwire
 # no replication, no protocol extensions.
 STARTUP_ALLOWED = frozenset({"user", "database", "application_name", "client_encoding",
                              "datestyle", "timezone", "extra_float_digits", "intervalstyle",
-                             "fallback_application_name"})  # fmt: skip
+                             "fallback_application_name", "statement_timeout",
+                             "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
 
 _CLASSES = {
     "22": "a value did not fit its type or function",

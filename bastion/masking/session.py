@@ -18,7 +18,8 @@ from bastion.masking.catalog import Catalog, verdicts
 from bastion.masking.detect import findings
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
-from bastion.masking.rows import mask_row
+from bastion.masking.rows import RowError, mask_row
+from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, full, masker
 from bastion.pgwire import Field
 from bastion.sqlparse.tree import def_elems, unwrap
@@ -45,6 +46,7 @@ class ResultMask:
     maskers: dict[int, Masker]
     masked: list[str]  # the masked columns' names, for the query log
     detected: list[str] = field(default_factory=list)  # columns where a detector fired
+    subjects: list[SubjectRows] = field(default_factory=list)  # set by the session's Flow
 
 
 @dataclass
@@ -148,15 +150,39 @@ class Masking:
         return check
 
 
-def mask_data_rows(raw: bytes | memoryview, mask: ResultMask) -> bytes:
-    """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten."""
+def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
+                   subjects: Sequence[SubjectRows] = (), shown: dict[int, int] | None = None,
+                   ) -> bytes:  # fmt: skip
+    """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten.
+
+    In a row that belongs to a live grant's subject, that grant's columns stay in clear;
+    `shown` counts such rows per grant."""
     data = raw if isinstance(raw, bytes) else bytes(raw)
     maskers, unpack, pack = mask.maskers, _LENGTH.unpack_from, _LENGTH.pack
     out: list[bytes] = []
     pos, total = 0, len(data)
     while pos < total:
         (length,) = unpack(data, pos + 1)
-        body = mask_row(data[pos + 5 : pos + 1 + length], maskers)
+        body = data[pos + 5 : pos + 1 + length]
+        row_maskers = _for_subject(body, maskers, subjects, shown) if subjects else maskers
+        body = mask_row(body, row_maskers)
         out.append(b"D" + pack(len(body) + 4) + body)
         pos += 1 + length
     return b"".join(out)
+
+
+def _for_subject(body: bytes, maskers: dict[int, Masker], subjects: Sequence[SubjectRows],
+                 shown: dict[int, int] | None) -> dict[int, Masker]:  # fmt: skip
+    clear: set[int] = set()
+    for rows in subjects:
+        try:
+            key = column_at(body, rows.key_index)
+        except struct.error:
+            raise RowError("DataRow ends inside a column's length") from None
+        if key is not None and key == rows.matches:
+            clear |= rows.clear
+            if shown is not None:
+                shown[rows.subject.grant_id] = shown.get(rows.subject.grant_id, 0) + 1
+    if not clear:
+        return maskers
+    return {i: m for i, m in maskers.items() if i not in clear}

@@ -19,6 +19,7 @@ from bastion.config import Listener
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
+from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
 
@@ -43,6 +44,7 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
+        self.maskings = Maskings()  # each target's catalog snapshot and plan cache
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths
@@ -141,7 +143,7 @@ class PgDoor:
         return await authenticate(self.core, client, first), passed
 
     async def _serve(self, client: Client, login: Login, passed: dict[str, str]) -> None:
-        session = PgSession(self.core, client)
+        session = PgSession(self.core, client, self.maskings)
         session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
         try:
             await session.open(login, passed)

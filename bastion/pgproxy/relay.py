@@ -15,6 +15,7 @@ from bastion import pgwire, sqlparse
 from bastion.audit import QueryEnd, QueryStart
 from bastion.core import Core
 from bastion.pgproxy.client import Client
+from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
 from bastion.pgproxy.upstream import Upstream
 
@@ -38,6 +39,7 @@ class Relay:
     user: str
     target: str
     read_only: bool
+    guard: Guard | None = None  # set when the target masks (and then every reply is checked)
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
@@ -66,19 +68,13 @@ class Relay:
                     scanner.feed_eof()  # ProtocolError if it stopped inside a message
                     return "client closed the connection"
             self.last_input = self.core.clock.now()
+            if self.guard is not None and self.guard.grant_ids:
+                # Expiry and revocation of an unmask grant take effect on the next statement.
+                live = await self.core.run(self.core.unmasking.active, self.user, self.target)
+                self.guard.set_grants(live)
             scan = scanner.feed(data)
             data = b""
-            out: list[bytes | memoryview] = []
-            waits: list[asyncio.Future[Any]] = []
-            ended = False
-            for item in scan.items:
-                if isinstance(item, pgwire.Run):
-                    out.append(item.raw)
-                    continue
-                out.append(self._inspect(item, waits))
-                if item.type == b"X":
-                    ended = True
-                    break
+            out, waits, ended = self._client_scan(scan)
             if self.failure is not None:
                 return self.failure
             if waits:
@@ -91,21 +87,29 @@ class Relay:
             if scan.error is not None:
                 raise scan.error
 
+    def _client_scan(
+        self, scan: pgwire.Scan
+    ) -> tuple[list[bytes | memoryview], list[asyncio.Future[Any]], bool]:
+        """What to send upstream for one read, the audit writes to wait for, and whether the
+        client said goodbye (Terminate)."""
+        out: list[bytes | memoryview] = []
+        waits: list[asyncio.Future[Any]] = []
+        for item in scan.items:
+            if isinstance(item, pgwire.Run):
+                out.append(item.raw)
+                continue
+            out.append(self._inspect(item, waits))
+            if item.type == b"X":
+                return out, waits, True
+        return out, waits, False
+
     def _inspect(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
         """What to send upstream for one client message (itself, or a refusal's stand-in)."""
         kind = frame.type
-        if kind == b"Q":
-            query = pgwire.decode_frontend(frame)
-            assert isinstance(query, pgwire.Query)
-            return self._statement(frame.raw, "simple", query.sql, waits)
-        if kind == b"P":
-            parse = pgwire.decode_frontend(frame)
-            assert isinstance(parse, pgwire.Parse)
-            refused = self._refusal(parse.sql)
-            self.statements[parse.name] = parse.sql  # refused or not: what its Executes log
-            if refused is None:
-                return frame.raw
-            return self._refused("parse", parse.sql, refused, waits)
+        if kind in (b"Q", b"P", b"F"):
+            return self._checked(frame, waits)
+        # Tracked by the masking, which may put a Describe before an Execute.
+        raw = self.guard.message(frame) if self.guard is not None else frame.raw
         if kind == b"B":
             bind = pgwire.decode_frontend(frame)
             assert isinstance(bind, pgwire.Bind)
@@ -119,12 +123,34 @@ class Relay:
                 sql = f"[prepared statement {statement!r}]"
             key = self._record_start("execute", sql, params, None, waits)
             self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
-        elif kind == b"F":
-            if self.read_only:
-                refused = "the fast-path function call cannot be checked"
-                return self._refused("function", "[fast-path function call]", refused, waits)
-            return self._statement(frame.raw, "function", "[fast-path function call]", waits)
-        return frame.raw
+        return raw
+
+    def _checked(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
+        """A Query, Parse or function call: checked by the masking and the read-only guard."""
+        message, guard = pgwire.decode_frontend(frame), self.guard
+        if isinstance(message, pgwire.Query):
+            masked = guard.query(message.sql) if guard is not None else None
+            if masked is not None:
+                return self._refused("simple", message.sql, masked, waits, masked=True)
+            return self._statement(frame.raw, "simple", message.sql, waits)
+        if isinstance(message, pgwire.Parse):
+            masked = guard.parse(message.name, message.sql) if guard is not None else None
+            refused = masked or self._refusal(message.sql)
+            self.statements[message.name] = message.sql  # refused or not: what Executes log
+            if refused is None:
+                return frame.raw
+            return self._refused("parse", message.sql, refused, waits, masked=bool(masked))
+        return self._function_call(frame.raw, waits)
+
+    def _function_call(self, raw: bytes, waits: list[asyncio.Future[Any]]) -> bytes:
+        call = "[fast-path function call]"
+        if self.guard is not None:
+            reason = self.guard.function_call()
+            return self._refused("function", call, reason, waits, masked=True)
+        if self.read_only:
+            refused = "the fast-path function call cannot be checked"
+            return self._refused("function", call, refused, waits)
+        return self._statement(raw, "function", call, waits)
 
     def _statement(
         self, raw: bytes, step: str, sql: str, waits: list[asyncio.Future[Any]]
@@ -137,11 +163,15 @@ class Relay:
         self.tracker.sent(key, simple=True, now_ns=time.monotonic_ns())
         return raw
 
-    def _refused(self, step: str, sql: str, reason: str, waits: list[asyncio.Future[Any]]) -> bytes:
+    def _refused(self, step: str, sql: str, reason: str, waits: list[asyncio.Future[Any]],
+                 *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
         key = self._record_start(step, sql, None, reason, waits)
-        message = f"refused by the bastion: {reason} (this grant is read-only)"
-        error = pgwire.error_response("ERROR", "25006", message)
+        if masked:
+            error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
+        else:
+            message = f"refused by the bastion: {reason} (this grant is read-only)"
+            error = pgwire.error_response("ERROR", "25006", message)
         self.tracker.sent(key, simple=step != "parse", now_ns=time.monotonic_ns(), stand_in=error)
         return _STAND_IN_PARSE if step == "parse" else _STAND_IN_QUERY
 
@@ -201,7 +231,12 @@ class Relay:
                     return "upstream_lost"
             scan = scanner.feed(data)
             data = b""
-            out = self._observe(scan)
+            try:
+                out = self._observe(scan)
+            except MaskingLost as exc:  # nothing of this read reaches the client
+                self.client.fatal("XX000", "the bastion could not check a reply from the"
+                                  " database, so it ended the session")  # fmt: skip
+                return f"error: {exc}"
             if out:
                 self.client.send(out)
                 await self.client.writer.drain()
@@ -213,8 +248,12 @@ class Relay:
         refused statement's stand-in error is swapped for the bastion's own)."""
         swapped: dict[int, bytes] = {}
         finished: list[Finished] = []
-        tracker = self.tracker
+        tracker, guard = self.tracker, self.guard
         for index, item in enumerate(scan.items):
+            if guard is not None:
+                changed = guard.reply(item, tracker.head)
+                if changed is not None:
+                    swapped[index] = changed
             if isinstance(item, pgwire.Run):
                 tracker.data_rows(item.messages)
                 continue
@@ -229,7 +268,8 @@ class Relay:
                 stand_in = tracker.stand_in()
                 if stand_in is not None:
                     swapped[index] = stand_in
-                    finished += tracker.error("25006", time.monotonic_ns())
+                    sqlstate = "42501" if guard is not None else "25006"
+                    finished += tracker.error(sqlstate, time.monotonic_ns())
                 else:
                     error = pgwire.decode_backend(item)
                     assert isinstance(error, pgwire.ErrorResponse)
@@ -246,7 +286,10 @@ class Relay:
     def record_ends(self, finished: list[Finished]) -> None:
         writer = self.core.audit_writer()
         for f in finished:
+            p = f.pending
+            note = masking_note(p.mask, p.shown) if p is not None else None
             record = QueryEnd(f.key, self.session_id, self.user, self.target,
                               self.core.clock.now(), f.rows, f.tag, f.sqlstate,
-                              f.duration_ns // 1000)  # fmt: skip
+                              f.duration_ns // 1000, note,
+                              p.server_message if p is not None else None)  # fmt: skip
             writer.submit(record, urgent=False).add_done_callback(self._check_write)

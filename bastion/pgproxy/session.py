@@ -16,8 +16,9 @@ from bastion.audit.records import Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied
 from bastion.identity.service import TICKET_PREFIX, refusal_text
-from bastion.pgproxy import upstream
+from bastion.pgproxy import masked, upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
+from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.relay import Relay
 
 log = structlog.get_logger("bastion.postgres")
@@ -73,8 +74,9 @@ async def _password_and_code(core: Core, user: str, secret: str, via: str) -> No
 class PgSession:
     """Everything about one client connection; the door keeps it for cancels and kills."""
 
-    def __init__(self, core: Core, client: Client) -> None:
+    def __init__(self, core: Core, client: Client, maskings: masked.Maskings | None = None) -> None:
         self.core = core
+        self.maskings = maskings or masked.Maskings()
         self.client = client
         self.id = str(uuid.uuid4())
         self.relay: Relay | None = None
@@ -94,6 +96,9 @@ class PgSession:
         target, user = login.target, login.user
         grant = login.decision.grant
         read_only = grant is None or grant.mode == "read"
+        masking = self.core.config.target_policy(target.name).masking.enabled
+        if masking:
+            masked.check_startup(passed)
         await self.core.run(
             self.core.store.open_session, session_id=self.id, user=user, target=target.name,
             grant_id=grant.id if grant else None, protocol="postgres",
@@ -102,14 +107,29 @@ class PgSession:
         params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
         if read_only:
             params["default_transaction_read_only"] = "on"
-        sealed = await self.core.run(self.core.store.target_secret, target.name)
-        password = self.core.box.open(sealed, context=f"target:{target.name}").decode()
+        grants = (
+            await self.core.run(self.core.unmasking.active, user, target.name) if masking else []
+        )
+        if masking:
+            params["search_path"] = ", ".join(masked.SEARCH_PATH)
+            role, password = await masked.login_for(self.core, target, grants)
+        else:
+            sealed = await self.core.run(self.core.store.target_secret, target.name)
+            role, password = (
+                target.login,
+                self.core.box.open(sealed, context=f"target:{target.name}").decode(),
+            )
         tls = upstream.tls_context(self.core.config.target_policy(target.name))
         self.up = await upstream.connect(
-            target.host, target.port, user=target.login, password=password,
+            target.host, target.port, user=role, password=password,
             database=target.database or target.name, params=params, tls=tls,
         )  # fmt: skip
-        self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only)
+        guard: Guard | None = None
+        if masking:
+            guard = await self.maskings.guard(self.core, target, role, self.up)
+            guard.set_grants(grants)
+        self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only,
+                           guard)  # fmt: skip
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from bastion.masking.session import ResultMask
+
 MAX_PENDING = 100_000  # statements in flight on one connection (pipelines); beyond is abuse
 
 
@@ -19,6 +21,9 @@ class Pending:
     tag: str | None = None
     sqlstate: str | None = None
     stand_in: bytes | None = None  # a refused statement: the error the client gets instead
+    mask: ResultMask | None = None  # how its rows were masked (masked sessions)
+    shown: dict[int, int] = field(default_factory=dict)  # rows shown in clear, per unmask grant
+    server_message: str | None = None  # the server's error text, when the client's was scrubbed
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Finished:
     tag: str | None
     sqlstate: str | None
     duration_ns: int
+    pending: Pending | None = None  # what the masking noted about it
 
 
 @dataclass
@@ -51,6 +57,11 @@ class Tracker:
     def stand_in(self) -> bytes | None:
         """The error to send instead of the next ErrorResponse, when it answers a refusal."""
         return self.pending[0].stand_in if self.pending else None
+
+    @property
+    def head(self) -> Pending | None:
+        """The statement the replies arriving now belong to."""
+        return self.pending[0] if self.pending else None
 
     @property
     def busy(self) -> bool:
@@ -87,12 +98,13 @@ class Tracker:
             if head.simple:
                 done.append(self._finish(head, now_ns, tag=head.tag, sqlstate=head.sqlstate))
                 break
-            done.append(Finished(head.key, None, "not executed", None, now_ns - head.started_ns))
+            done.append(Finished(head.key, None, "not executed", None, now_ns - head.started_ns,
+                                 head))  # fmt: skip
         return done
 
     def abandon(self, now_ns: int, why: str) -> list[Finished]:
         """The connection ended: whatever was in flight ends with `why` as its tag."""
-        done = [Finished(p.key, p.rows or None, why, p.sqlstate, now_ns - p.started_ns)
+        done = [Finished(p.key, p.rows or None, why, p.sqlstate, now_ns - p.started_ns, p)
                 for p in self.pending]  # fmt: skip
         self.pending.clear()
         return done
@@ -104,7 +116,7 @@ class Tracker:
         rows = _rows_from_tag(tag) if tag else None
         if rows is None and p.rows:
             rows = p.rows
-        return Finished(p.key, rows, tag, sqlstate, now_ns - p.started_ns)
+        return Finished(p.key, rows, tag, sqlstate, now_ns - p.started_ns, p)
 
 
 def _rows_from_tag(tag: str) -> int | None:

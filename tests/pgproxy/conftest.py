@@ -14,9 +14,15 @@ from tests.realpg import PgDatabase
 PASSWORD = "correct horse battery"
 
 
-def alice_on(home: Path, db: PgDatabase, extra_config: str = "") -> Bastion:
+# The relay's own tests see the database as it is; masking has its own (tests/masking).
+UNMASKED = "\n[targets.orders-prod.masking]\nenabled = false\n"
+
+
+def alice_on(
+    home: Path, db: PgDatabase, extra_config: str = "", *, masked: bool = False
+) -> Bastion:
     """A bastion (not started) where alice (password + TOTP) may read orders-prod, i.e. db."""
-    b = Bastion(home, extra_config, postgres=True)
+    b = Bastion(home, extra_config + ("" if masked else UNMASKED), postgres=True)
     b.add_user("alice", password=PASSWORD)
     b.add_pg_target("orders-prod", db)
     b.grant("alice", "orders-prod")

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncssh
 
 from tests.harness import Bastion
-from tests.pgproxy.conftest import PASSWORD
+from tests.pgproxy.conftest import PASSWORD, UNMASKED
 from tests.realpg import PgDatabase, run_psql
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
@@ -15,7 +15,7 @@ from tests.ssh.test_door_auth import connect
 
 def test_a_code_used_for_ssh_is_refused_for_postgres(tmp_path: Path, sshd: Sshd,
                                                      pg: PgDatabase) -> None:  # fmt: skip
-    b = Bastion(tmp_path / "bastion", postgres=True)
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
     b.add_user("alice", password=PASSWORD)
     b.add_target("web-1", sshd)
     b.add_pg_target("orders-prod", pg)

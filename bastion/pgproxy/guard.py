@@ -1,0 +1,200 @@
+"""A masked session's checks in the door: plans at Query and Parse, masks on DataRows, scrubbed
+errors and notices, dropped notifications, and what the query log records (thin glue over the
+sans-I/O bastion.masking)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion import pgwire
+from bastion.audit import UnmaskGrant
+from bastion.masking.flow import Flow, FlowError
+from bastion.masking.lineage import Refused
+from bastion.masking.rows import RowError
+from bastion.masking.scrub import scrubbed
+from bastion.masking.session import Masking, ResultMask, mask_data_rows
+from bastion.masking.subject import resolve
+from bastion.pgproxy.tracker import Pending
+
+UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the bastion's SSH"
+               " door, or bastion unmask request)")  # fmt: skip
+
+
+class MaskingLost(Exception):
+    """A reply the masking cannot attribute or a row it cannot parse: the session must end."""
+
+
+@dataclass
+class Guard:
+    masking: Masking
+    subject_keys: tuple[str, ...]
+    flow: Flow = field(init=False)
+    grant_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.flow = Flow(self.masking)
+
+    # -- grants -----------------------------------------------------------------------
+
+    def set_grants(self, grants: Sequence[UnmaskGrant]) -> None:
+        """The engineer's live unmask grants on this target, as read for this statement."""
+        ids = tuple(g.id for g in grants)
+        if ids == self.grant_ids:
+            return
+        self.grant_ids = ids
+        catalog, keys = self.masking.catalog, self.subject_keys
+        self.flow.subjects = [
+            resolve(catalog, g.id, g.columns, keys, (g.subject_key, g.subject_value))
+            for g in grants
+        ]
+
+    # -- client to target (each returns the refusal's reason, or None) ----------------
+
+    def query(self, sql: str) -> str | None:
+        try:
+            self.flow.query(sql)
+        except Refused as exc:
+            self.flow.refused(simple=True)
+            return _reason(exc)
+        return None
+
+    def parse(self, name: str, sql: str) -> str | None:
+        try:
+            self.flow.parse(name, sql)
+        except Refused as exc:
+            self.flow.refused(simple=False)
+            return _reason(exc)
+        return None
+
+    def function_call(self) -> str:
+        self.flow.refused(simple=True)
+        return "the fast-path function call is not allowed in masked mode"
+
+    def message(self, frame: pgwire.Frame) -> bytes:
+        """Bind, Describe, Execute, Close, Sync: tracked; the bytes to send (an Execute of an
+        undescribed portal gets a Describe first, whose reply the client never sees)."""
+        kind, flow = frame.type, self.flow
+        message = pgwire.decode_frontend(frame)
+        if isinstance(message, pgwire.Bind):
+            flow.bind(message.portal, message.statement)
+        elif isinstance(message, pgwire.Describe):
+            flow.describe(message.kind, message.name)
+        elif isinstance(message, pgwire.Execute):
+            if flow.execute(message.portal):
+                return pgwire.describe("P", message.portal) + bytes(frame.raw)
+        elif isinstance(message, pgwire.Close):
+            flow.close(message.kind, message.name)
+        elif kind == b"S":
+            flow.sync()
+        return bytes(frame.raw)
+
+    # -- target to client -------------------------------------------------------------
+
+    def reply(self, item: pgwire.Frame | pgwire.Run, pending: Pending | None) -> bytes | None:
+        """What the client gets instead of this reply (b"" for nothing), or None: as it is."""
+        try:
+            if isinstance(item, pgwire.Run):
+                return self._rows(item, pending)
+            return self._message(item, pending)
+        except FlowError as exc:
+            raise MaskingLost(str(exc)) from None
+        except RowError as exc:
+            raise MaskingLost(f"a row could not be masked: {exc}") from None
+
+    def _rows(self, run: pgwire.Run, pending: Pending | None) -> bytes | None:
+        mask = self.flow.rows_mask()
+        if mask is None:
+            return None
+        shown: dict[int, int] = pending.shown if pending is not None else {}
+        if pending is not None:
+            pending.mask = mask
+        return mask_data_rows(run.raw, mask, self.flow.live(mask), shown)
+
+    def _message(self, frame: pgwire.Frame, pending: Pending | None) -> bytes | None:
+        kind, flow = frame.type, self.flow
+        if kind == b"T":
+            described = pgwire.decode_backend(frame)
+            assert isinstance(described, pgwire.RowDescription)
+            shown = flow.row_description(list(described.fields))
+        elif kind == b"n":
+            shown = flow.no_data()
+        elif kind in (b"C", b"I", b"s"):
+            notice = self._subject_notice(pending)
+            flow.completed()
+            return None if notice is None else notice + bytes(frame.raw)
+        elif kind in (b"E", b"N"):
+            return self._problem(frame, pending)
+        else:
+            shown = self._other(kind)
+        return None if shown else b""
+
+    def _other(self, kind: bytes) -> bool:
+        """Replies that carry nothing to mask; False for one the client must not see."""
+        flow = self.flow
+        if kind == b"t":
+            flow.parameter_description()
+        elif kind in (b"1", b"2", b"3"):
+            flow.acknowledged()
+        elif kind == b"Z":
+            flow.ready()
+        elif kind == b"A":
+            return False  # a notification's payload can carry any value
+        elif kind not in (b"S", b"K"):
+            raise FlowError(f"the server sent {kind!r}, which a masked session never expects")
+        return True
+
+    def _problem(self, frame: pgwire.Frame, pending: Pending | None) -> bytes | None:
+        """An error (the statement ends; the pipeline skips to Sync) or a notice: scrubbed."""
+        if frame.type == b"N":
+            return self._scrub(frame, None)
+        self.flow.error()
+        if pending is not None and pending.stand_in is not None:
+            return None  # the relay swaps a refusal's stand-in error for its own
+        return self._scrub(frame, pending)
+
+    def _scrub(self, frame: pgwire.Frame, pending: Pending | None) -> bytes:
+        fields = pgwire.error_fields(frame.body, "ErrorResponse")
+        if pending is not None and pending.server_message is None:
+            pending.server_message = fields.get("M", "")
+        return scrubbed(fields, notice=frame.type == b"N")
+
+    def _subject_notice(self, pending: Pending | None) -> bytes | None:
+        """After a masked result, under a live grant: how many rows it showed, and why no more."""
+        mask = pending.mask if pending is not None else None
+        if mask is None or not self.flow.subjects:
+            return None
+        shown = pending.shown if pending is not None else {}
+        parts = []
+        for subject in self.flow.subjects:
+            rows = shown.get(subject.grant_id, 0)
+            if rows:
+                parts.append(f"unmask grant {subject.grant_id} showed {rows} row(s)"
+                             f" of {subject.shown} in clear; other rows stay masked")  # fmt: skip
+            else:
+                parts.append(f"unmask grant {subject.grant_id} shows values only in rows whose"
+                             f" subject key, selected as it is from the same table, equals"
+                             f" {subject.shown}; these rows stay masked")  # fmt: skip
+        return pgwire.notice_response("NOTICE", "00000", "bastion: " + "; ".join(parts))
+
+
+def _reason(exc: Refused) -> str:
+    text = str(exc)
+    return text + UNMASK_HINT if "is sensitive" in text else text
+
+
+def masking_note(mask: ResultMask | None, shown: dict[int, int]) -> str | None:
+    """The query log's record of what was masked and shown: column names and counts only."""
+    if mask is None or (not mask.masked and not mask.detected):
+        return None
+    note: dict[str, Any] = {"masked": mask.masked}
+    if mask.detected:
+        note["detected"] = mask.detected
+    unmasked = [{"grant": rows.subject.grant_id, "columns": list(rows.names),
+                 "rows": shown.get(rows.subject.grant_id, 0)}
+                for rows in mask.subjects if shown.get(rows.subject.grant_id)]  # fmt: skip
+    if unmasked:
+        note["unmasked"] = unmasked
+    return json.dumps(note, sort_keys=True)

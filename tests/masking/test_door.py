@@ -1,0 +1,163 @@
+"""Masking in the PostgreSQL door, through psql (text), psycopg (extended) and asyncpg (binary):
+values masked in their column's style and type, refusals with 42501, errors scrubbed, the
+query log naming what was masked, and start-up parameters that would dodge the checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from bastion import pgwire as pw
+from tests.harness import Bastion
+from tests.masking.door import PASSWORD, plain, shop_bastion
+from tests.masking.shop import SECRETS
+from tests.masking.wiretap import Tap
+from tests.pgproxy.conftest import wait_for_outcomes
+from tests.realpg import asyncpg_connect, psycopg_connect, run_psql
+
+CUSTOMERS = "SELECT id, name, email, phone, ssn, date_of_birth, street, client_ip FROM customers"
+
+
+def test_psql_sees_each_column_in_its_style(bastion: Bastion) -> None:
+    with Tap(bastion.pg_port) as tap:
+        via = plain(bastion.via_bastion("alice", "shop", PASSWORD), tap.port)
+        done = run_psql(via, "-At", "-F", "|", "-c", CUSTOMERS + " ORDER BY id",
+                        env={"PGSSLMODE": "disable"})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert tap.leaked(SECRETS) == []
+        assert b"Jane Doe" in tap.received  # the tap sees plain text: the check is real
+    jane, john = (line.split("|") for line in done.stdout.splitlines())
+    assert jane[:3] == ["4711", "Jane Doe", "j*******@example.com"]  # the domain stays
+    assert jane[3].endswith("4567") and "555-123" not in jane[3]  # the last 4 of a phone
+    assert jane[4] == "***-**-6789"  # ssn: the last 4
+    assert jane[5:] == ["", "****", ""]  # a date and an inet become NULL; a street full
+    assert john[2].startswith("j*******@") and john[4] == "***-**-4321"
+
+
+def test_psycopg_extended_protocol_and_a_prepared_statement(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, email, date_of_birth FROM customers WHERE id = %s",
+                            (4711,), prepare=True).fetchall()  # fmt: skip
+        again = conn.execute("SELECT id, email, date_of_birth FROM customers WHERE id = %s",
+                             (4712,), prepare=True).fetchall()  # fmt: skip
+    assert rows == [(4711, "j*******@example.com", None)]
+    assert again[0][0] == 4712 and again[0][1].startswith("j*******@") and again[0][2] is None
+
+
+def test_asyncpg_binary_values_stay_valid_for_their_types(bastion: Bastion) -> None:
+    async def fetch() -> list[Any]:
+        via = bastion.via_bastion("alice", "shop", PASSWORD)
+        conn = await asyncpg_connect(via)
+        try:
+            stmt = await conn.prepare(CUSTOMERS + " ORDER BY id")
+            rows = list(await stmt.fetch())
+            # Executed again without a Describe: asyncpg reuses what it cached.
+            rows += await stmt.fetch()
+            total = await conn.fetchval("SELECT sum(amount_cents) FROM payments")
+            return [*rows, total]
+        finally:
+            await conn.close()
+
+    *rows, total = asyncio.run(fetch())
+    assert total == 6499
+    for row in rows:
+        assert row["date_of_birth"] is None and row["client_ip"] is None
+        assert row["ssn"].startswith("***-**-") and "@" in row["email"]
+        assert not any(s in str(tuple(row)) for s in SECRETS)
+
+
+def test_refusals_answer_42501_and_the_session_goes_on(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+            conn.execute("SELECT id FROM customers WHERE ssn LIKE '1%'")
+        text = str(caught.value)
+        assert "public.customers.ssn is sensitive" in text and "unmask" in text
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"(?i)COPY"):
+            conn.execute("COPY customers TO STDOUT")
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2,)
+    wait_for_outcomes(bastion, 3)
+    refused = [q for q in bastion.store.queries() if q.refused]
+    assert len(refused) == 2 and all(q.sqlstate == "42501" for q in refused)
+    assert "sensitive" in (refused[-1].refused or "")
+
+
+def test_server_errors_are_scrubbed_and_kept_in_the_audit_trail(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with Tap(bastion.pg_port) as tap:
+        conn = psycopg_connect(plain(via, tap.port), sslmode="disable", autocommit=True)
+        with conn, pytest.raises(psycopg.errors.DivisionByZero) as caught:
+            conn.execute("SELECT id / 0 FROM customers")
+        assert "masked mode" in str(caught.value) and "division" not in str(caught.value)
+        assert b"division by zero" not in tap.received
+    wait_for_outcomes(bastion, 1)
+    details = [json.loads(e.detail) if isinstance(e.detail, str) else e.detail
+               for e in bastion.events() if e.kind in ("query", "query.done")]  # fmt: skip
+    outcomes = [d.get("done", d) for d in details]
+    [failed] = [o for o in outcomes if isinstance(o, dict) and o.get("sqlstate")]
+    assert failed["sqlstate"] == "22012" and failed["server_message"] == "division by zero"
+
+
+def test_the_query_log_names_masked_columns_and_no_values(bastion: Bastion) -> None:
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        conn.execute("SELECT id, email, ssn FROM customers").fetchall()
+    wait_for_outcomes(bastion, 1)
+    [row] = [q for q in bastion.store.queries() if "customers" in q.sql]
+    assert json.loads(row.masking or "{}") == {"masked": ["email", "ssn"]}
+    trail = json.dumps([e.detail for e in bastion.events()])
+    assert not any(s in trail for s in SECRETS)
+
+
+def test_free_text_is_checked_by_the_detectors(tmp_path: Any, shop: Any) -> None:
+    # A target that does not call order notes sensitive: the detectors are the last net.
+    b = shop_bastion(tmp_path / "b", shop, policy="").start()
+    try:
+        via = b.via_bastion("alice", "shop", PASSWORD)
+        with psycopg_connect(via, autocommit=True) as conn:
+            notes = conn.execute("SELECT id, coalesce(note, '') FROM orders ORDER BY id")
+            # The note with an address in it is masked; the harmless one is not.
+            assert [r[1] for r in notes.fetchall()] == ["gift wrap please", "****"]
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize("param", ["search_path", "standard_conforming_strings"])
+def test_startup_parameters_that_would_dodge_the_checks_are_refused(
+    bastion: Bastion, param: str
+) -> None:
+    """libpq sends only `options` for these (refused at the door for everyone); a hand-made
+    client can put any setting in its start-up packet."""
+    with socket.create_connection(("127.0.0.1", bastion.pg_port), timeout=10) as sock:
+        sock.sendall(pw.startup_message({"user": "alice", "database": "shop", param: "x"}))
+        assert sock.recv(1)[:1] == b"R"  # asked for the password
+        sock.recv(100)
+        secret = bastion.pg_secret("alice", PASSWORD).encode()
+        sock.sendall(pw.password_message(secret))
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply[:1] == b"E" and b"42501" in reply
+    assert f"the startup parameter '{param}' is not allowed in masked mode".encode() in reply
+    assert not [s for s in bastion.store.sessions() if s.target == "shop"]
+
+
+def test_notifications_never_reach_a_masked_client(bastion: Bastion, shop: Any) -> None:
+    async def listen() -> list[Any]:
+        got: list[Any] = []
+        conn = await asyncpg_connect(bastion.via_bastion("alice", "shop", PASSWORD))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.add_listener("c", lambda *a: got.append(a))
+            return got
+        finally:
+            await conn.close()
+
+    assert asyncio.run(listen()) == []
