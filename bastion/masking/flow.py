@@ -40,6 +40,8 @@ class Flow:
     portals: dict[str, str] = field(default_factory=dict)  # portal -> statement
     portal_masks: dict[str, ResultMask] = field(default_factory=dict)
     current: ResultMask | None = None  # what the DataRows arriving now get
+    formats: tuple[int, ...] = ()  # the result formats of the rows arriving now
+    portal_formats: dict[str, tuple[int, ...]] = field(default_factory=dict)
     subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
 
     def _result(self, plan: Plan | None, fields: list[Field]) -> ResultMask:
@@ -48,12 +50,18 @@ class Flow:
             mask.subjects = subject_rows(self.subjects, plan.columns if plan else None, fields)
         return mask
 
-    def live(self, mask: ResultMask) -> list[SubjectRows]:
-        """The subject rows of `mask` whose grant is still live (expiry applies at once)."""
+    def live(self, mask: ResultMask) -> list[tuple[SubjectRows, bytes]]:
+        """The subject rows of `mask` whose grant is still live (expiry applies at once), each
+        with its key's bytes in the formats of the rows arriving now."""
         if not mask.subjects:
             return []
         ids = {s.grant_id for s in self.subjects}
-        return [rows for rows in mask.subjects if rows.subject.grant_id in ids]
+        found = []
+        for rows in mask.subjects:
+            key = rows.key(self.formats)
+            if rows.subject.grant_id in ids and key is not None:
+                found.append((rows, key))
+        return found
 
     # -- client to server (plans raise Refused) ---------------------------------------
 
@@ -69,8 +77,9 @@ class Flow:
         self.statement_masks.pop(name, None)
         self.queue.append(Expect("parse"))
 
-    def bind(self, portal: str, statement: str) -> None:
+    def bind(self, portal: str, statement: str, formats: tuple[int, ...] = ()) -> None:
         self.portals[portal] = statement
+        self.portal_formats[portal] = formats
         self.portal_masks.pop(portal, None)
         self.queue.append(Expect("bind"))
 
@@ -97,6 +106,7 @@ class Flow:
         else:
             self.portals.pop(name, None)
             self.portal_masks.pop(name, None)
+            self.portal_formats.pop(name, None)
         self.queue.append(Expect("close"))
 
     def sync(self) -> None:
@@ -144,6 +154,7 @@ class Flow:
     def rows_mask(self) -> ResultMask | None:
         """The mask for DataRows arriving now (None: nothing to mask, forward as they are)."""
         head = self._head("query", "execute")
+        self.formats = self.portal_formats.get(head.name, ()) if head.kind == "execute" else ()
         if head.kind == "query":
             mask = self.current
         else:

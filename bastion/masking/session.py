@@ -151,12 +151,13 @@ class Masking:
 
 
 def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
-                   subjects: Sequence[SubjectRows] = (), shown: dict[int, int] | None = None,
-                   ) -> bytes:  # fmt: skip
+                   subjects: Sequence[tuple[SubjectRows, bytes]] = (),
+                   shown: dict[int, int] | None = None) -> bytes:  # fmt: skip
     """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten.
 
-    In a row that belongs to a live grant's subject, that grant's columns stay in clear;
-    `shown` counts such rows per grant."""
+    In a row whose key column holds a live grant's subject (the key's bytes as the server
+    sends them in this result), that grant's columns stay in clear; `shown` counts such rows
+    per grant."""
     data = raw if isinstance(raw, bytes) else bytes(raw)
     maskers, unpack, pack = mask.maskers, _LENGTH.unpack_from, _LENGTH.pack
     out: list[bytes] = []
@@ -171,15 +172,16 @@ def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
     return b"".join(out)
 
 
-def _for_subject(body: bytes, maskers: dict[int, Masker], subjects: Sequence[SubjectRows],
+def _for_subject(body: bytes, maskers: dict[int, Masker],
+                 subjects: Sequence[tuple[SubjectRows, bytes]],
                  shown: dict[int, int] | None) -> dict[int, Masker]:  # fmt: skip
     clear: set[int] = set()
-    for rows in subjects:
+    for rows, wanted in subjects:
         try:
             key = column_at(body, rows.key_index)
         except struct.error:
             raise RowError("DataRow ends inside a column's length") from None
-        if key is not None and key == rows.matches:
+        if key is not None and key == wanted:
             clear |= rows.clear
             if shown is not None:
                 shown[rows.subject.grant_id] = shown.get(rows.subject.grant_id, 0) + 1

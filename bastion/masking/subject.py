@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bastion.masking.catalog import Catalog
 from bastion.masking.lineage import Col, Source
@@ -41,10 +41,17 @@ class SubjectRows:
 
     subject: Subject
     key_index: int
-    matches: bytes  # the subject's value in the key column's type and format
+    matches: tuple[bytes | None, bytes | None]  # the subject's value as text, as binary
     clear: frozenset[int]  # result positions shown in clear in matching rows
     names: tuple[str, ...]
-    rows: int = field(default=0)
+
+    def key(self, formats: tuple[int, ...]) -> bytes | None:
+        """The key's bytes under a Bind's result formats (none: text; one: for all)."""
+        if len(formats) > 1:
+            fmt = formats[self.key_index] if self.key_index < len(formats) else -1
+        else:
+            fmt = formats[0] if formats else 0
+        return self.matches[fmt] if fmt in (0, 1) else None
 
 
 def resolve(catalog: Catalog, grant_id: int, columns: Iterable[str], keys: Iterable[str],
@@ -81,13 +88,14 @@ def subject_rows(subjects: Sequence[Subject], cols: Sequence[Col] | None,
             origin = (f.table_oid, f.column)
             if origin not in subject.keys or not _proven(col, origin):
                 continue
-            matches = key_bytes(subject.value, f.type_oid, f.format)
+            matches = (key_bytes(subject.value, f.type_oid, 0),
+                       key_bytes(subject.value, f.type_oid, 1))  # fmt: skip
             clear = frozenset(
                 i for i, (c, g) in enumerate(zip(cols, fields, strict=True))
                 if (g.table_oid, g.column) in subject.clear and g.table_oid == f.table_oid
                 and _proven(c, (g.table_oid, g.column)) and c.row == col.row
             )  # fmt: skip
-            if matches is not None and clear:
+            if matches != (None, None) and clear:
                 names = tuple(fields[i].name for i in sorted(clear))
                 found.append(SubjectRows(subject, key_index, matches, clear, names))
     return found
