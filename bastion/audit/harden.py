@@ -81,6 +81,12 @@ SELECT r.rolsuper OR r.rolbypassrls AS powerful,
   FROM pg_roles r WHERE r.rolname = current_user
 """
 
+# How many of the given columns (relation OIDs, attnums) the current role may read.
+READABLE_COLUMNS = """
+SELECT count(*) FILTER (WHERE has_column_privilege(c.relid, c.attnum, 'SELECT'))
+  FROM unnest($1::oid[], $2::int2[]) AS c(relid, attnum)
+"""
+
 # Roles that can use TEMP on the database only through PUBLIC (they keep it after hardening).
 TEMP_THROUGH_PUBLIC = """
 SELECT r.rolname FROM pg_roles r

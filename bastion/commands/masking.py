@@ -9,8 +9,9 @@ from typing import Any
 import asyncpg
 
 from bastion.audit import catalog as catalog_sql
+from bastion.audit import harden as harden_sql
 from bastion.commands.app import App
-from bastion.errors import Unreachable, UsageError
+from bastion.errors import NotFound, Unreachable, UsageError
 from bastion.masking.catalog import KINDS, Catalog, verdicts
 from bastion.pgproxy.upstream import tls_context
 
@@ -71,4 +72,53 @@ def masking_show(app: App, args: argparse.Namespace) -> int:
         count = sum(1 for r in rows if r["masked"])
         state = "" if policy.enabled else " (masking is switched off for this target)"
         app.out.write(f"{count} of {len(rows)} columns masked{state}\n")
+        sensitive = [(f.relation.relid, f.attribute.attnum)
+                     for f in verdicts(catalog, policy) if f.verdict.sensitive]  # fmt: skip
+        login, missing = asyncio.run(missing_protections(app, args.target, sensitive))
+        if missing:
+            app.out.write(f"the door reads {args.target} as {login}, which PostgreSQL does not"
+                          f" hold back: {'; '.join(missing)}. Masking in the door still applies;"
+                          f" run bastion target harden {args.target} for the database's own"
+                          " protections\n")  # fmt: skip
+        else:
+            app.out.write(f"the door reads {args.target} as {login}, which PostgreSQL itself"
+                          " stops from reading sensitive columns\n")  # fmt: skip
     return 0
+
+
+def door_login(app: App, name: str) -> tuple[str, str]:
+    """The role the door logs in as for masked sessions, and its password."""
+    try:
+        login, sealed = app.store.target_role(name, "masked")
+    except NotFound:
+        target = app.store.target(name)
+        return target.login, app.box.open(app.store.target_secret(name),
+                                           context=f"target:{name}").decode()  # fmt: skip
+    return login, app.box.open(sealed, context=f"target:{name}:masked").decode()
+
+
+async def missing_protections(
+    app: App, name: str, sensitive: list[tuple[int, int]]
+) -> tuple[str, list[str]]:
+    """What the database lets the door's masked-session role do that it should not."""
+    login, password = door_login(app, name)
+    conn = await connect_as(app, name, login, password)
+    try:
+        role = await conn.fetchrow(harden_sql.CHECK_ROLE)
+        readable = await conn.fetchval(harden_sql.READABLE_COLUMNS, [r for r, _ in sensitive],
+                                       [a for _, a in sensitive])  # fmt: skip
+    finally:
+        await conn.close()
+    missing = [f"it can read {readable} sensitive column(s)"] if readable else []
+    missing += [text for key, text in LACKS if role[key]]
+    missing += [text for key, text in NOT_SET if not role[key]]
+    return login, missing
+
+
+LACKS = (("powerful", "it is a superuser or bypasses row security"),
+         ("can_temp", "it can create temporary tables"),
+         ("can_create", "it can create objects in the database"),
+         ("server_files", "it can read server files or run programs"),
+         ("monitoring", "it can read other sessions' statements and statistics"))  # fmt: skip
+NOT_SET = (("read_only", "it is not read-only by default"),
+           ("pinned_path", "its search_path is not pinned"))  # fmt: skip

@@ -71,3 +71,47 @@ def data_row(values: list[bytes | None]) -> bytes:
     for value in values:
         parts.append(_I32.pack(-1) if value is None else _I32.pack(len(value)) + value)
     return b"".join(parts)
+
+
+def mask_run(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
+    """A run of whole DataRow messages ('D', length, body) with the columns in `maskers`
+    replaced, as one pass over the run: each row's unmasked stretches are copied as slices of
+    the run, and only its length word is written anew. Raises RowError like mask_row."""
+    order = sorted(maskers.items())
+    unpack, pack, count_of = _I32.unpack_from, _I32.pack, _I16.unpack_from
+    out: list[bytes] = []
+    append = out.append
+    pos, total = 0, len(data)
+    while pos < total:
+        (length,) = unpack(data, pos + 1)
+        end = pos + 1 + length
+        if length < 6 or end > total:
+            raise RowError("DataRow too short for its column count")
+        (count,) = count_of(data, pos + 5)
+        pieces, copied, at, column, delta = [], pos + 5, pos + 7, 0, 0
+        for index, mask in order:
+            if index >= count:
+                break
+            while True:
+                if at + 4 > end:
+                    raise RowError(f"DataRow ends inside column {column + 1}'s length")
+                (size,) = unpack(data, at)
+                stop = at + 4 + (size if size > 0 else 0)
+                if size < -1 or stop > end:
+                    raise RowError(f"DataRow column {column + 1} claims {size} bytes")
+                if column == index:
+                    break
+                at, column = stop, column + 1
+            if size != -1:
+                masked = mask(data[at + 4 : stop])
+                pieces.append(data[copied:at])
+                pieces.append(_NULL if masked is None else pack(len(masked)) + masked)
+                delta += -size if masked is None else len(masked) - size
+                copied = stop
+            at, column = stop, column + 1
+        append(b"D")
+        append(pack(length + delta))
+        out.extend(pieces)
+        append(data[copied:end])
+        pos = end
+    return b"".join(out)

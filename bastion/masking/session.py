@@ -18,7 +18,7 @@ from bastion.masking.catalog import Catalog, verdicts
 from bastion.masking.detect import findings
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
-from bastion.masking.rows import RowError, mask_row
+from bastion.masking.rows import RowError, mask_row, mask_run
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, full, masker
 from bastion.pgwire import Field
@@ -160,6 +160,8 @@ def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
     per grant."""
     data = raw if isinstance(raw, bytes) else bytes(raw)
     maskers, unpack, pack = mask.maskers, _LENGTH.unpack_from, _LENGTH.pack
+    if not subjects:
+        return mask_run(data, maskers)
     out: list[bytes] = []
     pos, total = 0, len(data)
     while pos < total:

@@ -98,6 +98,9 @@ def test_the_roles_are_enforced_by_postgresql(
     owner.execute("CREATE TEMP TABLE still_mine (x int)")  # the service role keeps TEMP
     owner.close()
     assert "target.hardened" in bst.kinds()
+    shown = bst.run("masking", "show", "shop").stdout.rstrip().splitlines()[-1]
+    assert shown == ("the door reads shop as bastion_shop_masked, which PostgreSQL itself stops"
+                     " from reading sensitive columns")  # fmt: skip
     assert_error(bst.run("target", "harden", "shop", "--admin-user", "postgres",
                          "--password-stdin", input=pg_cluster.superuser_password + "\n"),
                  Exit.CONFLICT, "exists already")  # fmt: skip
