@@ -36,7 +36,7 @@ find_python() {
 }
 
 make_venv() {
-    # $1: the pip extras to install ("" or "test"). Reinstalls only when pyproject.toml changed.
+    # $1: the pip extras to install ("" or "test"). Reinstalls only when a build input changed.
     local extras="$1" python stamp want
     python="$(find_python)"
     if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
@@ -46,12 +46,18 @@ make_venv() {
         say "creating $VENV"
         "$python" -m venv "$VENV"
     fi
+    # The one compiled part (bastion/masking/_fastrows.c) needs a C compiler and Python's headers.
+    apt_install gcc libc6-dev
+    if [ ! -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+        apt_install python3-dev
+    fi
     stamp="$VENV/.bastion-installed"
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/bastion/masking/_fastrows.c" |
+        sha256sum | cut -d' ' -f1)"
     have="$(cat "$stamp" 2>/dev/null || true)"
-    # Up to date when pyproject.toml is unchanged and the extras asked for are installed.
+    # Up to date when the build inputs are unchanged and the extras asked for are installed.
     if [ "${have%% *}" != "$want" ] || { [ -n "$extras" ] && [ "${have#* }" != "$extras" ]; } ||
-        ! "$VENV/bin/python" -c 'import bastion' 2>/dev/null; then
+        ! "$VENV/bin/python" -c 'import bastion.masking._fastrows' 2>/dev/null; then
         say "installing bastion${extras:+ with [$extras]} into $VENV"
         "$VENV/bin/python" -m pip install -qq --upgrade pip
         "$VENV/bin/python" -m pip install -qq -e "$ROOT${extras:+[$extras]}"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-from bastion.masking.values import Masker
+from bastion.masking import _fastrows
+from bastion.masking.values import Masker, full, null, partial
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _NULL = _I32.pack(-1)
+_CALL = 3  # the compiled rewriter's kinds: 0 NULL, 1 full, 2 partial, 3 call the masker
+_KINDS: dict[Masker, int] = {null: 0, full: 1, partial: 2}
 
 
 class RowError(ValueError):
@@ -75,19 +78,33 @@ def data_row(values: list[bytes | None]) -> bytes:
 
 def mask_run(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
     """A run of whole DataRow messages ('D', length, body) with the columns in `maskers`
-    replaced, as one pass over the run: each row's unmasked stretches are copied as slices of
-    the run, and only its length word is written anew. Raises RowError like mask_row."""
+    replaced, in one pass (compiled: _fastrows.c; mask_run_python is the reference it is
+    tested against). Raises RowError when a row does not add up; nothing is returned then."""
+    plan = tuple((index, _KINDS.get(mask, _CALL), mask) for index, mask in sorted(maskers.items()))
+    try:
+        return _fastrows.mask_run(data, plan)
+    except _fastrows.RowShape as exc:
+        raise RowError(str(exc)) from None
+
+
+def mask_run_python(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
+    """mask_run in Python: each row's unmasked stretches are copied as slices of the run, and
+    only its length word is written anew."""
     order = sorted(maskers.items())
     unpack, pack, count_of = _I32.unpack_from, _I32.pack, _I16.unpack_from
     out: list[bytes] = []
     append = out.append
     pos, total = 0, len(data)
     while pos < total:
+        if pos + 7 > total or data[pos] != 0x44:  # "D"
+            raise RowError("not a whole DataRow where a row starts")
         (length,) = unpack(data, pos + 1)
         end = pos + 1 + length
         if length < 6 or end > total:
-            raise RowError("DataRow too short for its column count")
+            raise RowError("DataRow length does not fit its run")
         (count,) = count_of(data, pos + 5)
+        if count < 0:
+            raise RowError("DataRow claims a negative column count")
         pieces, copied, at, column, delta = [], pos + 5, pos + 7, 0, 0
         for index, mask in order:
             if index >= count:

@@ -1,0 +1,9 @@
+"""The compiled DataRow rewriter (bastion/masking/_fastrows.c)."""
+
+from collections.abc import Callable
+
+class RowShape(ValueError): ...
+
+def mask_run(
+    data: bytes, plan: tuple[tuple[int, int, Callable[[bytes], bytes | None]], ...], /
+) -> bytes: ...
