@@ -12,18 +12,20 @@ speed.
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.masking.rows import data_row
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
 from bastion.pgwire import Field
 from bench._common import MIB, ServedBastion
-from bench.pg import PASSWORD, USERS, Tickets
+from bench.pg import PASSWORD
 from tests.harness import Bastion
 from tests.masking.test_lineage import CATALOG, POLICY
 from tests.realpg import PgCluster, PgDatabase, psql_argv, psql_env
@@ -91,6 +93,7 @@ PEOPLE = (
     " timestamptz '2026-01-01' + g * interval '1 second' AS created_at"
     " FROM generate_series(1, {rows}) g"
 )
+USER = "bench"
 DOOR_CONFIG = '[audit]\ndurability = "strict"\n[targets.unmasked.masking]\nenabled = false\n'
 
 
@@ -116,19 +119,20 @@ def door(rows: int) -> None:
         cluster.sql(PEOPLE.format(rows=rows), db="maskdb")
         cluster.sql(f'ALTER TABLE people OWNER TO "{db.user}"', db="maskdb")
         b = Bastion(work / "bastion", DOOR_CONFIG, postgres=True)
+        b.add_user(USER, key=False, password=PASSWORD)
         tickets = {}
         for name in ("masked", "unmasked"):
             b.add_pg_target(name, db)
-        b.add_user(USERS[0], key=False, password=PASSWORD)
-        for name in ("masked", "unmasked"):
-            b.grant(USERS[0], name)
-            tickets[name] = Tickets(b, name, per_user=2)
+            b.grant(USER, name)
+            tickets[name] = f"bt_{secrets.token_urlsafe(24)}"
+            expires = datetime.now(UTC) + timedelta(hours=1)
+            b.store.add_ticket(USER, name, tickets[name], expires, "bench")
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
         results = {"direct": stream(db)}
         for name in ("unmasked", "masked"):
-            via = PgDatabase("127.0.0.1", b.pg_port, name, USERS[0], tickets[name].take(USERS[0]))
+            via = PgDatabase("127.0.0.1", b.pg_port, name, USER, tickets[name])
             results[name] = stream(via)
         report_door(rows, results)
     finally:
