@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 
 from bastion.commands.app import App
@@ -34,6 +35,10 @@ def queries_list(app: App, args: argparse.Namespace) -> int:
     found = app.store.queries(user=args.user, target=args.target, since=since_arg(args.since, app),
                               grep=args.grep, limit=args.limit)  # fmt: skip
     rows = [q.public() for q in found]
-    app.table(rows, ["at", "user", "target", "tag", "rows", "sqlstate", "refused", "sql"],
-              "no queries match")  # fmt: skip
+    for row in rows:
+        note = json.loads(row["masking"]) if row["masking"] else {}
+        row["masking"] = note or None
+        row["masked"] = ",".join(note.get("masked", []) + note.get("detected", []))
+    app.table(rows, ["at", "user", "target", "tag", "rows", "sqlstate", "refused", "masked",
+                     "sql"], "no queries match")  # fmt: skip
     return 0

@@ -68,6 +68,11 @@ class Masking:
         self.text_types = TEXT_LIKE | {a.type_oid for r in self.catalog.relations.values()
                                        for a in r.attributes if a.text_like}  # fmt: skip
         self.analyzer = Analyzer(self.catalog, self.styles.__contains__, self.search_path)
+        # Every column the snapshot knows: an origin outside it (a column added since, a new
+        # table) is unproven, so masked.
+        self.known: frozenset[Source] = frozenset(
+            (r.relid, a.attnum) for r in self.catalog.relations.values() for a in r.attributes
+        )
 
     # -- statements -------------------------------------------------------------------
 
@@ -126,8 +131,7 @@ class Masking:
             sources = set(col.sources) if col is not None else set()
             origin = (f.table_oid, f.column)
             hidden = sorted(s for s in sources | {origin} if s in self.styles)
-            unknown = f.table_oid != 0 and (f.table_oid not in self.catalog.relations
-                                            or f.column <= 0)  # fmt: skip
+            unknown = f.table_oid != 0 and origin not in self.known
             if hidden or unknown or (columns is not None and not matched):
                 style = self.styles[hidden[0]] if len(hidden) == 1 else "full"
                 out.maskers[index] = masker(style, f.type_oid, self.key, self.week,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
@@ -114,6 +116,12 @@ def test_the_query_log_names_masked_columns_and_no_values(bastion: Bastion) -> N
     assert json.loads(row.masking or "{}") == {"masked": ["email", "ssn"]}
     trail = json.dumps([e.detail for e in bastion.events()])
     assert not any(s in trail for s in SECRETS)
+    config = str(bastion.home / "bastion.toml")
+    for args, wanted in ((["--json"], '"masked": "email,ssn"'), ([], "email,ssn")):
+        listed = subprocess.run([sys.executable, "-m", "bastion", "--config", config, "queries",
+                                 "list", "--grep", "customers", *args],
+                                capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        assert wanted in listed.stdout
 
 
 def test_free_text_is_checked_by_the_detectors(tmp_path: Any, shop: Any) -> None:
