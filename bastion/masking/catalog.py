@@ -9,6 +9,27 @@ from typing import Any
 from bastion.masking.classify import Column, Verdict, classify
 from bastion.masking.policy import MaskingPolicy
 
+# System relations a masked session may read: the database's description of itself (what psql's
+# \d, \dt, \df, \du and \l ask), no stored values. Never statistics (pg_statistic, pg_stats),
+# other sessions (pg_stat_activity), connection secrets (pg_user_mapping, pg_subscription,
+# pg_foreign_server) or data (pg_largeobject).
+METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
+    "pg_catalog": (
+        "pg_am", "pg_attrdef", "pg_attribute", "pg_auth_members", "pg_class", "pg_collation",
+        "pg_constraint", "pg_database", "pg_depend", "pg_description", "pg_enum",
+        "pg_extension", "pg_index", "pg_indexes", "pg_inherits", "pg_matviews", "pg_namespace",
+        "pg_partitioned_table", "pg_policy", "pg_proc", "pg_publication",
+        "pg_publication_namespace", "pg_publication_rel", "pg_range", "pg_roles",
+        "pg_sequence", "pg_statistic_ext", "pg_tables", "pg_tablespace", "pg_trigger",
+        "pg_type", "pg_views",
+    ),
+    "information_schema": (
+        "columns", "key_column_usage", "referential_constraints", "schemata",
+        "table_constraints", "tables", "views",
+    ),
+}  # fmt: skip
+SYSTEM_SCHEMAS = frozenset(METADATA_RELATIONS)
+
 KINDS = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table",
          "f": "foreign table"}  # fmt: skip
 
@@ -38,6 +59,7 @@ class Catalog:
     """What the target holds, by relation OID."""
 
     relations: Mapping[int, Relation] = field(default_factory=dict)
+    system_names: frozenset[str] = frozenset()  # every relation name in pg_catalog
 
     @classmethod
     def from_rows(
@@ -45,6 +67,7 @@ class Catalog:
         columns: Iterable[Mapping[str, Any]],
         inherits: Iterable[Mapping[str, Any]] = (),
         views: Iterable[Mapping[str, Any]] = (),
+        system_names: Iterable[str] = (),
     ) -> Catalog:
         """Build the snapshot from the rows of bastion.audit.catalog's queries."""
         found: dict[int, dict[str, Any]] = {}
@@ -68,7 +91,7 @@ class Catalog:
         for relid, rel in found.items():
             rel["attributes"], rel["parents"] = tuple(rel["attributes"]), tuple(rel["parents"])
             relations[relid] = Relation(**rel)
-        return cls(relations)
+        return cls(relations, frozenset(system_names))
 
     def ancestors(self, relid: int) -> list[Relation]:
         """The relation's parents, their parents and so on (inheritance and partitions)."""
@@ -105,9 +128,11 @@ def column_verdict(catalog: Catalog, relation: Relation, attribute: Attribute,
 
 
 def verdicts(catalog: Catalog, policy: MaskingPolicy) -> list[ColumnVerdict]:
-    """Every column of the target with its verdict, by schema, relation and position."""
+    """Every column of the target with its verdict, by schema, relation and position (the
+    system relations a masked session may read describe the database and are never masked)."""
     out = []
-    for relation in sorted(catalog.relations.values(), key=lambda r: (r.schema, r.name)):
+    ours = [r for r in catalog.relations.values() if r.schema not in SYSTEM_SCHEMAS]
+    for relation in sorted(ours, key=lambda r: (r.schema, r.name)):
         for attribute in relation.attributes:
             verdict = column_verdict(catalog, relation, attribute, policy)
             out.append(ColumnVerdict(relation, attribute, verdict))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from pglast import parser
 
-from bastion.masking.catalog import Catalog, Relation
+from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
@@ -29,6 +29,16 @@ SAFE_FUNCTIONS = frozenset({
     "age", "make_interval", "bool_and", "bool_or", "every", "string_agg", "array_agg",
     "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value",
     "current_setting", "version", "pg_backend_pid", "timezone", "to_timestamp",
+    # The catalog's description of objects (psql's \d and friends); they take OIDs, not data.
+    "array_to_string", "array_upper", "array_length", "unnest", "format_type",
+    "col_description", "obj_description", "shobj_description", "pg_encoding_to_char",
+    "pg_function_is_visible", "pg_table_is_visible", "pg_type_is_visible", "pg_get_expr",
+    "pg_get_constraintdef", "pg_get_indexdef", "pg_get_triggerdef", "pg_get_viewdef",
+    "pg_get_function_arguments", "pg_get_function_result", "pg_get_partkeydef",
+    "pg_get_partition_constraintdef", "pg_get_statisticsobjdef_columns", "pg_get_userbyid",
+    "pg_partition_ancestors", "pg_relation_is_publishable", "pg_relation_size",
+    "pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_size_pretty",
+    "quote_ident", "current_schema", "current_database",
 })  # fmt: skip
 
 
@@ -57,6 +67,9 @@ class Col:
     sources: frozenset[Source] = frozenset()
     bare: bool = False
     row: int = 0  # which occurrence of a relation a bare column comes from (0: none proven)
+
+
+OPEN = Col("\0open")  # marks a function in FROM whose output columns are not known by name
 
 
 @dataclass
@@ -184,11 +197,18 @@ class Analyzer:
         return alias.get("aliasname", relname), _renamed(cols, alias.get("colnames"))
 
     def _lookup(self, schema: str | None, name: str) -> Relation:
-        for candidate in [schema] if schema else list(self.search_path):
+        # PostgreSQL looks in pg_catalog before the search_path unless the path names it.
+        for candidate in [schema] if schema else ["pg_catalog", *self.search_path]:
             for relation in self.catalog.relations.values():
                 if relation.schema == candidate and relation.name == name:
                     return relation
+            if schema is None and candidate == "pg_catalog" and name in self.catalog.system_names:
+                schema = candidate  # found there by the server: not one a masked session reads
+                break
         shown = f"{schema}.{name}" if schema else name
+        if schema in SYSTEM_SCHEMAS:
+            raise Refused(f"{shown} is not allowed in masked mode (only the catalog's"
+                          " description of tables, columns, types and roles is)")  # fmt: skip
         raise Refused(
             f"relation {shown} is not in the catalog bastion knows; nothing unproven runs"
         )
@@ -206,12 +226,21 @@ class Analyzer:
                 for a, c in zip(relation.attributes, cols, strict=False)]  # fmt: skip
 
     def _range_function(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
+        called: list[str] = []
         for function in node.get("functions", []):
             for call in _items(function):
                 self._use(call, scope, "a function in FROM", [])
+                if isinstance(call, dict) and "FuncCall" in call:
+                    called.append(string_list(call["FuncCall"].get("funcname"))[-1])
         alias = node.get("alias", {})
-        names = [str(n) for n in string_list(alias.get("colnames"))] or ["value"]
-        return alias.get("aliasname", ""), [Col(n) for n in names]
+        names = [str(n) for n in string_list(alias.get("colnames"))]
+        if names:
+            return alias.get("aliasname", ""), [Col(n) for n in names]
+        # Named by the function, or by its OUT parameters, which the snapshot does not hold:
+        # any name the other ranges lack is one of them (allowlisted, its arguments clean).
+        return alias.get("aliasname", called[0] if called else ""), [Col(n) for n in called] + [
+            OPEN
+        ]
 
     # -- expressions ------------------------------------------------------------------
 
@@ -236,6 +265,8 @@ class Analyzer:
             entries = [e for e in scope.entries if not qualifier or e[0] == qualifier[-1]]
             if qualifier and not entries:
                 raise Refused(f"no range named {qualifier[-1]}")
+            if any(OPEN in cols for _, cols in entries):
+                raise Refused("name the columns of a function in FROM: * cannot be expanded")
             return [c for _, cols in entries for c in cols]
         found = self._resolve(string_list(fields), scope)
         if isinstance(found, Col):
@@ -245,6 +276,18 @@ class Analyzer:
 
     def _resolve(self, names: list[str], scope: Scope) -> Col | set[Source]:
         """A column by name (maybe qualified), or a whole row's sources by range alias."""
+        found = self._find(names, scope)
+        if found is not None:
+            return found
+        current: Scope | None = scope
+        while current is not None:
+            for alias, cols in current.entries:
+                if OPEN in cols and (len(names) == 1 or names[-2] == alias):
+                    return Col(names[-1])  # an output column of a function in FROM
+            current = current.parent
+        raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
+
+    def _find(self, names: list[str], scope: Scope) -> Col | set[Source] | None:
         current: Scope | None = scope
         while current is not None:
             for alias, cols in current.entries:
@@ -253,10 +296,10 @@ class Analyzer:
                 if len(names) >= 2 and names[-2] != alias:
                     continue
                 for col in cols:
-                    if col.name == names[-1]:
+                    if col.name == names[-1] and col is not OPEN:
                         return col
             current = current.parent
-        raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
+        return None
 
     def _sources(self, value: object, scope: Scope) -> set[Source]:
         """Every source an expression reads (sub-selects analysed in their own scope)."""

@@ -13,7 +13,7 @@ from bastion import pgwire
 from bastion.audit import catalog as catalog_sql
 from bastion.config import TargetPolicy
 from bastion.errors import BastionError
-from bastion.masking.catalog import Catalog
+from bastion.masking.catalog import METADATA_RELATIONS, Catalog
 
 CONNECT_TIMEOUT = 15.0
 
@@ -219,7 +219,10 @@ async def simple_rows(up: Upstream, sql: str) -> list[dict[str, str | None]]:
 
 
 async def read_catalog(up: Upstream) -> Catalog:
-    """The target's catalog as the session's own role sees it, read before relaying starts."""
-    return Catalog.from_rows(await simple_rows(up, catalog_sql.COLUMNS),
-                             await simple_rows(up, catalog_sql.INHERITS),
-                             await simple_rows(up, catalog_sql.VIEWS))  # fmt: skip
+    """The target's catalog as the session's own role sees it, read before relaying starts,
+    with the system relations a masked session may read."""
+    columns = await simple_rows(up, catalog_sql.COLUMNS)
+    columns += await simple_rows(up, catalog_sql.metadata_columns(METADATA_RELATIONS))
+    names = [str(r["name"]) for r in await simple_rows(up, catalog_sql.SYSTEM_NAMES)]
+    return Catalog.from_rows(columns, await simple_rows(up, catalog_sql.INHERITS),
+                             await simple_rows(up, catalog_sql.VIEWS), names)  # fmt: skip

@@ -66,6 +66,10 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("13 files", "SELECT lo_import('/etc/hostname')", REFUSED),
     ("14 statistics", "SELECT histogram_bounds FROM pg_stats WHERE attname = 'ssn'", REFUSED),
     ("15 other sessions", "SELECT query FROM pg_stat_activity", REFUSED),
+    ("14 statistics", "SELECT stavalues1 FROM pg_statistic", REFUSED),
+    ("13 files", "SELECT data FROM pg_largeobject", REFUSED),
+    ("- secrets", "SELECT umoptions FROM pg_user_mappings", REFUSED),
+    ("- catalog", "SELECT relname FROM pg_class WHERE relname = 'customers'", ROWS),
     ("17 error oracles", "SELECT 1 / (CASE WHEN ssn LIKE '1%' THEN 0 ELSE 1 END) FROM customers",
      REFUSED),
     ("17 error oracles", "SELECT pg_sleep(CASE WHEN ssn LIKE '1%' THEN 1 ELSE 0 END)"

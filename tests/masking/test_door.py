@@ -169,3 +169,14 @@ def test_notifications_never_reach_a_masked_client(bastion: Bastion, shop: Any) 
             await conn.close()
 
     assert asyncio.run(listen()) == []
+
+
+@pytest.mark.parametrize("meta", [r"\d", r"\dt", r"\d customers", r"\d+ orders", r"\dv", r"\dn",
+                                  r"\df", r"\du", r"\l", r"\di"])  # fmt: skip
+def test_psql_describes_the_database_in_masked_mode(bastion: Bastion, meta: str) -> None:
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    done = run_psql(via, "-c", meta)
+    assert done.returncode == 0, done.stderr
+    assert not any(s in done.stdout for s in SECRETS)
+    if meta == r"\d customers":
+        assert "email" in done.stdout and "customers_pkey" in done.stdout
