@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from bastion.commands.masking import read_catalog as read_with_asyncpg
-from bastion.masking.catalog import Catalog
+from bastion.masking.catalog import METADATA_RELATIONS, SYSTEM_SCHEMAS, Catalog
 from bastion.pgproxy import upstream
 from tests.masking.shop import make_shop
 from tests.realpg import PgCluster, PgDatabase
@@ -23,8 +23,9 @@ def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
 
 
 def shape(catalog: Catalog) -> dict[str, object]:
+    """The target's own relations (the door also reads the system relations it allows)."""
     return {f"{r.schema}.{r.name}": (r.kind, r.attributes, r.parents, bool(r.definition))
-            for r in catalog.relations.values()}  # fmt: skip
+            for r in catalog.relations.values() if r.schema not in SYSTEM_SCHEMAS}  # fmt: skip
 
 
 async def test_both_ways_of_reading_the_catalog_agree(shop: PgDatabase) -> None:
@@ -44,6 +45,11 @@ async def test_both_ways_of_reading_the_catalog_agree(shop: PgDatabase) -> None:
     finally:
         await conn.close()
     assert shape(door_view) == shape(cli_view)
+    system = {(r.schema, r.name) for r in door_view.relations.values()
+              if r.schema in SYSTEM_SCHEMAS}  # fmt: skip
+    wanted = {(schema, name) for schema, names in METADATA_RELATIONS.items() for name in names}
+    assert system == wanted  # every allowed system relation, and nothing else
+    assert {"pg_class", "pg_stats", "pg_statistic"} <= door_view.system_names
     customers = next(r for r in door_view.relations.values() if r.name == "customers")
     assert [a.name for a in customers.attributes if a.text_like] == ["name", "email", "phone",
                                                                    "ssn", "street"]  # fmt: skip
