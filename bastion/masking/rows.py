@@ -19,42 +19,6 @@ class RowError(ValueError):
     """A DataRow whose column lengths do not add up: never forwarded."""
 
 
-def mask_row(body: bytes | memoryview, maskers: Mapping[int, Masker]) -> bytes:
-    """A DataRow body (column count, then each column's length and bytes) with the columns in
-    `maskers` replaced. Columns between masked ones are copied as one slice, and everything
-    after the last masked column in one more. A NULL stays NULL. Raises RowError when a
-    length up to the last masked column runs past the body."""
-    data = body if isinstance(body, bytes) else bytes(body)
-    size_all = len(data)
-    if size_all < 2:
-        raise RowError("DataRow too short for its column count")
-    (count,) = _I16.unpack_from(data, 0)
-    last = -1
-    for index in maskers:
-        if last < index < count:
-            last = index
-    out: list[bytes] = []
-    unpack, copied, pos = _I32.unpack_from, 0, 2
-    for index in range(last + 1):
-        if pos + 4 > size_all:
-            raise RowError(f"DataRow ends inside column {index + 1}'s length")
-        (size,) = unpack(data, pos)
-        end = pos + 4 + (size if size > 0 else 0)
-        if size < -1 or end > size_all:
-            raise RowError(f"DataRow column {index + 1} claims {size} bytes")
-        mask = maskers.get(index)
-        if mask is not None and size != -1:
-            out.append(data[copied:pos])
-            masked = mask(data[pos + 4 : end])
-            out.append(_NULL if masked is None else _I32.pack(len(masked)) + masked)
-            copied = end
-        pos = end
-    if not out:
-        return data
-    out.append(data[copied:])
-    return b"".join(out)
-
-
 def columns(body: bytes | memoryview) -> list[bytes | None]:
     """Every column's bytes (None for NULL); for tests and the content detectors."""
     view = memoryview(body)

@@ -18,7 +18,7 @@ from bastion.masking.catalog import Catalog, verdicts
 from bastion.masking.detect import findings
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
-from bastion.masking.rows import RowError, mask_row, mask_run
+from bastion.masking.rows import RowError, mask_run
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, full, masker
 from bastion.pgwire import Field
@@ -163,18 +163,20 @@ def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
     sends them in this result), that grant's columns stay in clear; `shown` counts such rows
     per grant."""
     data = raw if isinstance(raw, bytes) else bytes(raw)
-    maskers, unpack, pack = mask.maskers, _LENGTH.unpack_from, _LENGTH.pack
     if not subjects:
-        return mask_run(data, maskers)
+        return mask_run(data, mask.maskers)
     out: list[bytes] = []
     pos, total = 0, len(data)
     while pos < total:
-        (length,) = unpack(data, pos + 1)
-        body = data[pos + 5 : pos + 1 + length]
-        row_maskers = _for_subject(body, maskers, subjects, shown) if subjects else maskers
-        body = mask_row(body, row_maskers)
-        out.append(b"D" + pack(len(body) + 4) + body)
-        pos += 1 + length
+        if pos + 5 > total:
+            raise RowError("a DataRow ends inside its length")
+        (length,) = _LENGTH.unpack_from(data, pos + 1)
+        end = pos + 1 + length
+        if length < 6 or end > total:
+            raise RowError("DataRow length does not fit its run")
+        row_maskers = _for_subject(data[pos + 5 : end], mask.maskers, subjects, shown)
+        out.append(mask_run(data[pos:end], row_maskers))  # checks the row as it masks it
+        pos = end
     return b"".join(out)
 
 

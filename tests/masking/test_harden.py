@@ -3,7 +3,6 @@ enforced by PostgreSQL itself (column privileges, no TEMP, read-only, a pinned s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -14,22 +13,11 @@ from bastion.clock import SystemClock
 from bastion.errors import Exit
 from bastion.identity.sealing import SecretBox
 from tests import test_cli
-from tests.masking.shop import make_shop
 from tests.realpg import PgCluster, PgDatabase
 from tests.test_cli import Bastion, assert_error
 
 pristine = test_cli.pristine
 bst = test_cli.bst
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
-    for role in ("bastion_shop_masked", "bastion_shop_unmasked"):
-        pg_cluster.sql(f'DROP ROLE IF EXISTS "{role}"')
-    pg_cluster.drop_role(db.user)
 
 
 def add_shop(bst: Bastion, shop: PgDatabase) -> None:

@@ -8,10 +8,11 @@ import struct
 import pytest
 
 from bastion.masking.lineage import Analyzer, Col
-from bastion.masking.rows import data_row
+from bastion.masking.rows import RowError, data_row
+from bastion.masking.session import Masking, mask_data_rows
 from bastion.masking.subject import Subject, column_at, key_bytes, resolve, subject_rows
 from bastion.pgwire import Field
-from tests.masking.test_lineage import CATALOG, SENSITIVE
+from tests.masking.test_lineage import CATALOG, POLICY, SENSITIVE
 
 INT4, TEXT = 23, 25
 KEYS = ("public.customers.id", "orders.customer_id")
@@ -76,3 +77,24 @@ def test_column_at_reads_one_column() -> None:
     body = data_row([b"4711", None, b"x"])
     assert column_at(body, 0) == b"4711" and column_at(body, 1) is None
     assert column_at(body, 2) == b"x" and column_at(body, 5) is None
+
+
+def test_a_subjects_rows_in_clear_and_a_damaged_run_refused() -> None:
+    masking = Masking(CATALOG, POLICY, b"k" * 32, "2026-W47")
+    sql = "SELECT id, email FROM customers"
+    cols, fields = fields_for(sql)
+    mask = masking.result(masking.plan(sql), fields)
+    [rows] = subject_rows([subject(["customers.email"])], cols, fields)
+    run = b"".join(
+        b"D" + (len(b) + 4).to_bytes(4, "big") + b
+        for b in (
+            data_row([b"4711", b"jane@example.com"]),
+            data_row([b"4712", b"john@example.com"]),
+        )
+    )
+    shown: dict[int, int] = {}
+    out = mask_data_rows(run, mask, [(rows, b"4711")], shown)
+    assert b"jane@example.com" in out and b"john@" not in out and shown == {7: 1}
+    for damaged in (run[:-1], run[:3], run + b"D\xff\xff\xff\xff"):
+        with pytest.raises(RowError):
+            mask_data_rows(damaged, mask, [(rows, b"4711")], {})
