@@ -28,6 +28,9 @@ from bastion.sqlparse.tree import def_elems, unwrap
 SETTABLE = frozenset({"application_name", "client_encoding", "datestyle", "timezone",
                       "extra_float_digits", "intervalstyle", "statement_timeout",
                       "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
+# Statements that read nothing and change nothing a check relies on: SHOW, transaction control,
+# and what connection pools send when they hand a connection back (DISCARD, DEALLOCATE).
+HARMLESS = frozenset({"VariableShowStmt", "TransactionStmt", "DiscardStmt", "DeallocateStmt"})
 PLAN_CACHE = 2048
 _LENGTH = struct.Struct("!i")
 
@@ -99,10 +102,12 @@ class Masking:
         return cached
 
     def _analyse(self, sql: str) -> Plan:
+        if not sql.strip(" \t\r\n;"):
+            return Plan(None)  # an empty query: drivers ping with it (JDBC's isValid)
         name, node = only_statement(sql)
         if name == "SelectStmt":
             return Plan(tuple(self.analyzer.select(node, None)))
-        if name in ("VariableShowStmt", "TransactionStmt"):
+        if name in HARMLESS:
             return Plan(None)
         if name == "VariableSetStmt" and str(node.get("name", "")).lower() in SETTABLE:
             return Plan(None)

@@ -107,3 +107,15 @@ def test_allowed_statements_without_results_to_trace() -> None:
         masking.plan("EXPLAIN SELECT id FROM customers WHERE email = 'x'")
     with pytest.raises(Refused, match="WHERE"):  # refusals are cached too
         masking.plan("EXPLAIN SELECT id FROM customers WHERE email = 'x'")
+
+
+@pytest.mark.parametrize("sql", ["", " ;", "DISCARD ALL", "DEALLOCATE ALL", "SHOW search_path",
+                                 "BEGIN READ ONLY", "RESET application_name"])  # fmt: skip
+def test_what_drivers_and_pools_send_is_allowed(sql: str) -> None:
+    assert session().plan(sql).columns is None
+
+
+@pytest.mark.parametrize("sql", ["RESET ALL", "RESET search_path", "SET LOCAL role = x"])
+def test_resetting_what_the_checks_rely_on_is_refused(sql: str) -> None:
+    with pytest.raises(Refused):
+        session().plan(sql)
