@@ -18,6 +18,13 @@ STARTUP_ALLOWED = frozenset({"user", "database", "application_name", "client_enc
                              "fallback_application_name", "statement_timeout",
                              "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
 
+_EXACT = {
+    "42501": "the database refused a privilege: on a hardened target the masked role may not"
+             " read sensitive columns, so name the columns you need (SELECT * asks for all),"
+             " or ask for unmasking",
+    "42P01": "a table or view the statement names does not exist",
+    "42703": "a column the statement names does not exist",
+}  # fmt: skip
 _CLASSES = {
     "22": "a value did not fit its type or function",
     "23": "a constraint was violated",
@@ -44,7 +51,7 @@ def scrubbed(fields: Mapping[str, str], *, notice: bool = False) -> bytes:
     that quotes nothing from the statement or the data."""
     severity = fields.get("V") or fields.get("S") or ("NOTICE" if notice else "ERROR")
     sqlstate = fields.get("C", "XX000")
-    what = _CLASSES.get(sqlstate[:2], "the statement failed")
+    what = _EXACT.get(sqlstate) or _CLASSES.get(sqlstate[:2], "the statement failed")
     message = (f"{what} (SQLSTATE {sqlstate}); in masked mode the server's message is kept"
                " in the audit trail only")  # fmt: skip
     if notice:
