@@ -5,7 +5,7 @@ sans-I/O bastion.masking)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,9 @@ UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the ba
                " door, or bastion unmask request)")  # fmt: skip
 
 
+MISSING = "is not in the catalog bastion knows"
+
+
 class MaskingLost(Exception):
     """A reply the masking cannot attribute or a row it cannot parse: the session must end."""
 
@@ -31,6 +34,7 @@ class MaskingLost(Exception):
 class Guard:
     masking: Masking
     subject_keys: tuple[str, ...]
+    on_miss: Callable[[], None] | None = None  # a relation the snapshot lacks: read it again
     flow: Flow = field(init=False)
     grant_ids: tuple[int, ...] = ()
 
@@ -58,7 +62,7 @@ class Guard:
             self.flow.query(sql)
         except Refused as exc:
             self.flow.refused(simple=True)
-            return _reason(exc)
+            return self._reason(exc)
         return None
 
     def parse(self, name: str, sql: str) -> str | None:
@@ -66,8 +70,17 @@ class Guard:
             self.flow.parse(name, sql)
         except Refused as exc:
             self.flow.refused(simple=False)
-            return _reason(exc)
+            return self._reason(exc)
         return None
+
+    def _reason(self, exc: Refused) -> str:
+        text = str(exc)
+        if MISSING in text:
+            # Created since the snapshot, maybe: the next session reads the catalog again.
+            if self.on_miss is not None:
+                self.on_miss()
+            return text + "; if it was created a moment ago, connect again"
+        return text + UNMASK_HINT if "is sensitive" in text else text
 
     def function_call(self) -> str:
         self.flow.refused(simple=True)
@@ -178,11 +191,6 @@ class Guard:
                              f" subject key, selected as it is from the same table, equals"
                              f" {subject.shown}; these rows stay masked")  # fmt: skip
         return pgwire.notice_response("NOTICE", "00000", "bastion: " + "; ".join(parts))
-
-
-def _reason(exc: Refused) -> str:
-    text = str(exc)
-    return text + UNMASK_HINT if "is sensitive" in text else text
 
 
 def masking_note(mask: ResultMask | None, shown: dict[int, int]) -> str | None:

@@ -61,4 +61,11 @@ class Maskings:
             self.entries[(target.name, login)] = (now, week, masking)
         else:
             masking = found[2]
-        return Guard(masking, policy.subject_keys)
+        entry = (target.name, login)
+        return Guard(masking, policy.subject_keys, lambda: self.forget(entry, masking))
+
+    def forget(self, key: tuple[str, str], masking: Masking) -> None:
+        """Read the catalog again for the next session (unless that happened already)."""
+        found = self.entries.get(key)
+        if found is not None and found[2] is masking:
+            del self.entries[key]

@@ -21,7 +21,7 @@ from tests.masking.door import PASSWORD, plain, shop_bastion
 from tests.masking.shop import SECRETS
 from tests.masking.wiretap import Tap
 from tests.pgproxy.conftest import wait_for_outcomes
-from tests.realpg import asyncpg_connect, psycopg_connect, run_psql
+from tests.realpg import PgDatabase, asyncpg_connect, psycopg_connect, run_psql
 
 CUSTOMERS = "SELECT id, name, email, phone, ssn, date_of_birth, street, client_ip FROM customers"
 
@@ -180,3 +180,18 @@ def test_psql_describes_the_database_in_masked_mode(bastion: Bastion, meta: str)
     assert not any(s in done.stdout for s in SECRETS)
     if meta == r"\d customers":
         assert "email" in done.stdout and "customers_pkey" in done.stdout
+
+
+def test_a_table_made_after_the_snapshot_is_seen_by_the_next_session(
+    bastion: Bastion, shop: PgDatabase
+) -> None:
+    with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2,)
+        with psycopg.connect(shop.dsn, autocommit=True) as owner:
+            owner.execute("CREATE TABLE late_arrival (id int, email text)")
+            owner.execute("INSERT INTO late_arrival VALUES (1, 'late@example.com')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="connect again"):
+            conn.execute("SELECT id, email FROM late_arrival")
+    with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD), autocommit=True) as conn:
+        assert conn.execute("SELECT id, email FROM late_arrival").fetchall() == [
+            (1, "l***@example.com")]  # fmt: skip
