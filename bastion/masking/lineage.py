@@ -51,6 +51,10 @@ class Refused(Exception):
     """The statement cannot run in masked mode; the message says why, naming the column."""
 
 
+class UnknownRelation(Refused):
+    """A relation the catalog snapshot does not hold (maybe created since it was read)."""
+
+
 def only_statement(sql: str) -> tuple[str, Node]:
     """The one statement in `sql`, parsed; Refused when there are more (or none)."""
     stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
@@ -209,7 +213,7 @@ class Analyzer:
         if schema in SYSTEM_SCHEMAS:
             raise Refused(f"{shown} is not allowed in masked mode (only the catalog's"
                           " description of tables, columns, types and roles is)")  # fmt: skip
-        raise Refused(
+        raise UnknownRelation(
             f"relation {shown} is not in the catalog bastion knows; nothing unproven runs"
         )
 

@@ -12,7 +12,7 @@ from typing import Any
 from bastion import pgwire
 from bastion.audit import UnmaskGrant
 from bastion.masking.flow import Flow, FlowError
-from bastion.masking.lineage import Refused
+from bastion.masking.lineage import Refused, UnknownRelation
 from bastion.masking.rows import RowError
 from bastion.masking.scrub import scrubbed
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
@@ -21,9 +21,6 @@ from bastion.pgproxy.tracker import Pending
 
 UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the bastion's SSH"
                " door, or bastion unmask request)")  # fmt: skip
-
-
-MISSING = "is not in the catalog bastion knows"
 
 
 class MaskingLost(Exception):
@@ -75,7 +72,7 @@ class Guard:
 
     def _reason(self, exc: Refused) -> str:
         text = str(exc)
-        if MISSING in text:
+        if isinstance(exc, UnknownRelation):
             # Created since the snapshot, maybe: the next session reads the catalog again.
             if self.on_miss is not None:
                 self.on_miss()
