@@ -70,8 +70,10 @@ def test_unechoed_password_is_redacted(bastion: Bastion, tmp_path: Path) -> None
     ssh = bastion.openssh("alice", tmp_path / "client")
     with ssh.tmux(login="alice+web-1", answers=bastion.answers("alice"), flags=["-t"]) as tmux:
         tmux.wait_for("$ ")
-        tmux.type_text("stty -echo; printf 'Password: '; read pw; stty echo; echo; echo got-${#pw}",
-                       enter=True)  # fmt: skip
+        # The prompt is spelt apart in the command line so only the real prompt (printed after
+        # `stty -echo` took effect) can satisfy the wait; typing earlier would be echoed.
+        line = "stty -echo; printf 'Pass''word: '; read pw; stty echo; echo; echo got-${#pw}"
+        tmux.type_text(line, enter=True)
         tmux.wait_for("Password: ")
         tmux.type_text("hunter2hunter2", enter=True)
         tmux.wait_for("got-14")
