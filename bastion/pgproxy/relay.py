@@ -1,4 +1,5 @@
-"""Relaying one database session both ways: statement log, read-only guard, replies attributed."""
+"""What relaying one database session means: statement log, read-only guard, replies attributed
+(sans-I/O: the pump moves the bytes)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,18 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from bastion import pgwire, sqlparse
 from bastion.audit import QueryEnd, QueryStart
 from bastion.core import Core
-from bastion.pgproxy.client import Client
-from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
+from bastion.pgproxy.guard import Guard, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
-from bastion.pgproxy.upstream import Upstream
 
 log = structlog.get_logger("bastion.postgres")
 
-READ_SIZE = 256 * 1024  # bytes read from either side at a time
 REFUSED_SQL = "bastion refused this statement"
 """Sent upstream in place of a refused statement. It is a syntax error, so the server answers
 with an error exactly where the refused statement's answer belongs, aborts the transaction and
@@ -30,11 +28,18 @@ _STAND_IN_QUERY = pgwire.query(REFUSED_SQL)
 _STAND_IN_PARSE = pgwire.parse("", REFUSED_SQL, ())
 
 
+class ClientStep(NamedTuple):
+    """What one client read asks of the pump."""
+
+    out: bytes | memoryview  # for the target, once every wait is done
+    waits: list[asyncio.Future[Any]]  # audit writes that must be durable first (strict)
+    ended: bool  # the client said goodbye (Terminate)
+    error: pgwire.ProtocolError | None  # a malformed message followed `out`
+
+
 @dataclass
 class Relay:
     core: Core
-    client: Client
-    up: Upstream
     session_id: str
     user: str
     target: str
@@ -50,42 +55,38 @@ class Relay:
 
     def __post_init__(self) -> None:
         self.last_input = self.core.clock.now()
+        limit = self.core.config.postgres.max_message
+        self._from_client = pgwire.Scanner(b"d", limit)  # COPY in, in bulk
+        self._from_upstream = pgwire.Scanner(b"Dd", limit)  # DataRows and COPY out, counted
 
     # -- client to target ---------------------------------------------------------------
 
-    async def from_client(self) -> str:
-        """Forward the client's messages; returns why the client side ended.
+    def needs_refresh(self) -> bool:
+        """Whether the unmask grants must be read again before the next client read is used:
+        expiry and revocation take effect on the next statement."""
+        return self.guard is not None and bool(self.guard.grant_ids)
+
+    async def refresh_grants(self) -> None:
+        if self.guard is not None:
+            live = await self.core.run(self.core.unmasking.active, self.user, self.target)
+            self.guard.set_grants(live)
+
+    def client_read(self, data: bytes) -> ClientStep:
+        """One read from the client: what goes upstream, and what must be durable first.
 
         Each read is scanned whole; its statements are queued for the audit trail together
         and, under strict durability, are on disk before any of the read goes upstream.
         """
-        scanner = pgwire.Scanner(b"d", self.core.config.postgres.max_message)  # COPY in bulk
-        data = self.client.frames.take_buffered()
-        while True:
-            if not data:
-                data = await self.client.reader.read(READ_SIZE)
-                if not data:
-                    scanner.feed_eof()  # ProtocolError if it stopped inside a message
-                    return "client closed the connection"
-            self.last_input = self.core.clock.now()
-            if self.guard is not None and self.guard.grant_ids:
-                # Expiry and revocation of an unmask grant take effect on the next statement.
-                live = await self.core.run(self.core.unmasking.active, self.user, self.target)
-                self.guard.set_grants(live)
-            scan = scanner.feed(data)
-            data = b""
-            out, waits, ended = self._client_scan(scan)
-            if self.failure is not None:
-                return self.failure
-            if waits:
-                await asyncio.gather(*waits)  # StoreError: the statement must not run
-            if out:
-                self.up.writer.write(out[0] if len(out) == 1 else b"".join(out))
-                await self.up.writer.drain()
-            if ended:
-                return "client ended the session"
-            if scan.error is not None:
-                raise scan.error
+        self.last_input = self.core.clock.now()
+        scan = self._from_client.feed(data)
+        out, waits, ended = self._client_scan(scan)
+        joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
+        return ClientStep(joined, waits, ended, scan.error)
+
+    def client_eof(self) -> str:
+        """The client closed its side; ProtocolError if it stopped inside a message."""
+        self._from_client.feed_eof()
+        return "client closed the connection"
 
     def _client_scan(
         self, scan: pgwire.Scan
@@ -219,29 +220,12 @@ class Relay:
 
     # -- target to client ---------------------------------------------------------------
 
-    async def from_upstream(self) -> str:
-        """Forward the target's replies as read, never faster than the client drains."""
-        # DataRows and COPY data pass in bulk, only counted
-        scanner = pgwire.Scanner(b"Dd", self.core.config.postgres.max_message)
-        data = self.up.frames.take_buffered()
-        while True:
-            if not data:
-                data = await self.up.reader.read(READ_SIZE)
-                if not data:
-                    return "upstream_lost"
-            scan = scanner.feed(data)
-            data = b""
-            try:
-                out = self._observe(scan)
-            except MaskingLost as exc:  # nothing of this read reaches the client
-                self.client.fatal("XX000", "the bastion could not check a reply from the"
-                                  " database, so it ended the session")  # fmt: skip
-                return f"error: {exc}"
-            if out:
-                self.client.send(out)
-                await self.client.writer.drain()
-            if scan.error is not None:
-                raise scan.error
+    def upstream_read(self, data: bytes) -> tuple[bytes | memoryview, pgwire.ProtocolError | None]:
+        """One read from the target: the bytes for the client, and a framing error that
+        followed them. MaskingLost when the masking cannot vouch for the read (nothing of it
+        may reach the client)."""
+        scan = self._from_upstream.feed(data)
+        return self._observe(scan), scan.error
 
     def _observe(self, scan: pgwire.Scan) -> bytes | memoryview:
         """Attribute the replies to statements; the bytes for the client (changed only where a

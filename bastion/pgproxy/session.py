@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from bastion.identity.service import TICKET_PREFIX, refusal_text
 from bastion.pgproxy import masked, upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
 from bastion.pgproxy.guard import Guard
+from bastion.pgproxy.pump import Pump
 from bastion.pgproxy.relay import Relay
 
 log = structlog.get_logger("bastion.postgres")
@@ -128,8 +128,7 @@ class PgSession:
         if masking:
             guard = await self.maskings.guard(self.core, target, role, self.up)
             guard.set_grants(grants)
-        self.relay = Relay(self.core, self.client, self.up, self.id, user, target.name, read_only,
-                           guard)  # fmt: skip
+        self.relay = Relay(self.core, self.id, user, target.name, read_only, guard)
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
@@ -140,22 +139,21 @@ class PgSession:
     async def run(self) -> tuple[str, str]:
         """Relay until one side ends; returns (state, reason) for the session row."""
         assert self.relay is not None and self.up is not None
-        tasks = [asyncio.create_task(self.relay.from_client()),
-                 asyncio.create_task(self.relay.from_upstream())]  # fmt: skip
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        first = next(iter(done))
+        pump = Pump(self.relay, self.client, self.up)
         try:
-            why = first.result()
-        except pgwire.ProtocolError as exc:
-            side = "the client" if first is tasks[0] else "the database"
-            why = f"error: {side} sent a malformed message: {exc.message}"
+            ended = await pump.run()
+        finally:
+            pump.close()
+        why, error = ended.why, ended.error
+        if isinstance(error, pgwire.ProtocolError):
+            side = "the client" if ended.side == "client" else "the database"
+            why = f"error: {side} sent a malformed message: {error.message}"
             self.client.fatal("08P01", f"protocol error: {side} sent a malformed message"
-                              f" ({exc.message})")  # fmt: skip
-        except (BastionError, ConnectionError) as exc:
-            why = f"error: {exc}"
+                              f" ({error.message})")  # fmt: skip
+        elif isinstance(error, BastionError | ConnectionError):
+            why = f"error: {error}"
+        elif error is not None:
+            raise error
         return await self._wind_down(why)
 
     async def _wind_down(self, why: str) -> tuple[str, str]:

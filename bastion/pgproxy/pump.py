@@ -1,0 +1,276 @@
+"""Moving a session's bytes by transport callbacks: reads, writes, flow control, no streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, NamedTuple, cast
+
+from bastion.pgproxy.client import Client
+from bastion.pgproxy.guard import MaskingLost
+from bastion.pgproxy.relay import ClientStep, Relay
+from bastion.pgproxy.upstream import Upstream
+
+LOST_CHECK = "the bastion could not check a reply from the database, so it ended the session"
+
+
+class Ended(NamedTuple):
+    """Why the relay stopped: a reason for the session row, or the error that stopped it."""
+
+    side: str  # "client" or "database": whose bytes or connection ended it
+    why: str
+    error: BaseException | None = None
+
+
+class Pump:
+    """Runs a Relay between the client's and the target's transports.
+
+    Login uses streams; the relay takes the two transports over with protocols of its own, so
+    a statement costs two callbacks and two writes, with no task switches. A client read whose
+    audit rows must be durable first (strict durability), or that needs the unmask grants read
+    again, holds further client reads until that is done, then goes upstream in order. Each
+    side is read only while the other can take more (backpressure both ways).
+    """
+
+    def __init__(self, relay: Relay, client: Client, up: Upstream) -> None:
+        self.relay, self.client, self.up = relay, client, up
+        self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
+        self._client_t = cast(asyncio.Transport, client.writer.transport)
+        self._up_t = cast(asyncio.Transport, up.writer.transport)
+        self._sides = (_ClientSide(self, self._client_t.get_protocol()),
+                       _UpstreamSide(self, self._up_t.get_protocol()))  # fmt: skip
+        self._backlog: list[bytes] = []  # client reads that came while one was held
+        self._client_eof = False  # the client closed while a read was held
+        self._held = False  # a client read waits for its audit rows (or for grants)
+        self._up_full = False  # the target is not taking more: don't read the client
+        self._client_paused = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> Ended:
+        """Take over both transports and relay until one side ends."""
+        client_first = self.client.frames.take_buffered() + _take_buffered(self.client.reader)
+        up_first = self.up.frames.take_buffered() + _take_buffered(self.up.reader)
+        self._client_t.set_protocol(self._sides[0])
+        self._up_t.set_protocol(self._sides[1])
+        if up_first:
+            self.from_upstream(up_first)
+        if _finished(self.up.reader, self._up_t):
+            self.upstream_lost(self.up.reader.exception())
+        if client_first:
+            self.from_client(client_first)
+        if _finished(self.client.reader, self._client_t):
+            self.client_eof()
+        self._client_t.resume_reading()
+        self._up_t.resume_reading()
+        self._reading()
+        return await self.ended
+
+    def close(self) -> None:
+        """Stop (a held read is dropped) and give each open transport back to its stream."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        for transport, side in ((self._client_t, self._sides[0]), (self._up_t, self._sides[1])):
+            if not transport.is_closing() and transport.get_protocol() is side:
+                transport.set_protocol(side.original)
+
+    # -- client to target ---------------------------------------------------------------
+
+    def from_client(self, data: bytes) -> None:
+        if self.ended.done():
+            return
+        if self._held:
+            self._backlog.append(data)
+        elif self.relay.needs_refresh():
+            self._hold(self._refreshed(data))
+        else:
+            self._process(data)
+
+    def _process(self, data: bytes) -> None:
+        relay = self.relay
+        try:
+            step = relay.client_read(data)
+        except Exception as exc:  # run() decides what each error means
+            self._end("client", "", exc)
+            return
+        if relay.failure is not None:
+            self._end("client", relay.failure)
+        elif step.waits:
+            self._hold(self._when_durable(step))
+        else:
+            self._send_up(step)
+
+    def _send_up(self, step: ClientStep) -> None:
+        if self.ended.done():  # the client left while its read was held: it goes nowhere
+            return
+        if step.out:
+            self._up_t.write(step.out)
+        if step.ended:
+            self._end("client", "client ended the session")
+        elif step.error is not None:
+            self._end("client", "", step.error)
+
+    def _hold(self, work: Coroutine[Any, Any, None]) -> None:
+        """Read nothing more from the client until `work` is done."""
+        self._held = True
+        self._reading()
+        self._task = asyncio.get_running_loop().create_task(work)
+
+    async def _refreshed(self, data: bytes) -> None:
+        try:
+            await self.relay.refresh_grants()
+        except Exception as exc:  # a store error ends the session
+            self._end("client", "", exc)
+            return
+        self._held = False
+        self._process(data)
+        self._release()
+
+    async def _when_durable(self, step: ClientStep) -> None:
+        try:
+            await asyncio.gather(*step.waits)  # StoreError: the statement must not run
+        except Exception as exc:  # run() says what it was
+            self._end("client", "", exc)
+            return
+        self._held = False
+        self._send_up(step)
+        self._release()
+
+    def _release(self) -> None:
+        """Take the reads that came while one was held, in order, then read again."""
+        while self._backlog and not self._held and not self.ended.done():
+            self.from_client(self._backlog.pop(0))
+        if self._client_eof and not self._held:
+            self.client_eof()
+        self._reading()
+
+    def client_eof(self) -> None:
+        if self._held:
+            self._client_eof = True
+            return
+        try:
+            self._end("client", self.relay.client_eof())
+        except Exception as exc:  # a message cut short
+            self._end("client", "", exc)
+
+    def client_lost(self, exc: BaseException | None) -> None:
+        self._end("client", "client closed the connection", exc)
+
+    def client_full(self, full: bool) -> None:
+        """The client is not taking more: stop reading the target until it catches up."""
+        if self.ended.done():
+            return
+        if full:
+            self._up_t.pause_reading()
+        else:
+            self._up_t.resume_reading()
+
+    # -- target to client ---------------------------------------------------------------
+
+    def from_upstream(self, data: bytes) -> None:
+        if self.ended.done():
+            return
+        try:
+            out, error = self.relay.upstream_read(data)
+        except MaskingLost as exc:  # nothing of this read reaches the client
+            self.client.fatal("XX000", LOST_CHECK)
+            self._end("database", f"error: {exc}")
+            return
+        except Exception as exc:  # run() decides what each error means
+            self._end("database", "", exc)
+            return
+        if out:
+            self.client.send(out)
+        if error is not None:
+            self._end("database", "", error)
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        self._end("database", "upstream_lost")
+
+    def upstream_full(self, full: bool) -> None:
+        self._up_full = full
+        self._reading()
+
+    # -- both -----------------------------------------------------------------------------
+
+    def _reading(self) -> None:
+        """Read the client only while no read is held and the target takes more."""
+        pause = self._held or self._up_full or self.ended.done()
+        if pause == self._client_paused or self._client_t.is_closing():
+            return
+        self._client_paused = pause
+        if pause:
+            self._client_t.pause_reading()
+        else:
+            self._client_t.resume_reading()
+
+    def _end(self, side: str, why: str, error: BaseException | None = None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(Ended(side, why, error))
+
+
+class _Side(asyncio.Protocol):
+    """One transport's callbacks while the pump has it; the stream protocol it replaced still
+    hears the connection end, so the stream's writer knows too."""
+
+    def __init__(self, pump: Pump, original: asyncio.BaseProtocol) -> None:
+        self.pump = pump
+        self.original = original
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost(exc)
+        self.original.connection_lost(exc)
+
+    def lost(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+
+class _ClientSide(_Side):
+    def data_received(self, data: bytes) -> None:
+        self.pump.from_client(data)
+
+    def eof_received(self) -> bool | None:
+        self.pump.client_eof()
+        return True  # keep our side open: the session's last words (an error) still go out
+
+    def lost(self, exc: Exception | None) -> None:
+        self.pump.client_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.pump.client_full(True)
+
+    def resume_writing(self) -> None:
+        self.pump.client_full(False)
+
+
+class _UpstreamSide(_Side):
+    def data_received(self, data: bytes) -> None:
+        self.pump.from_upstream(data)
+
+    def eof_received(self) -> bool | None:
+        self.pump.upstream_lost(None)
+        return True  # the session closes it once it has told the client
+
+    def lost(self, exc: Exception | None) -> None:
+        self.pump.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.pump.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        self.pump.upstream_full(False)
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """What the stream read ahead and nobody consumed (asyncio has no public call for it)."""
+    buffer: bytearray = getattr(reader, "_buffer", bytearray())
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
+def _finished(reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> bool:
+    with contextlib.suppress(Exception):
+        if reader.exception() is not None:
+            return True
+    return reader.at_eof() or transport.is_closing()
