@@ -38,8 +38,7 @@ class Pump:
         self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self._client_t = cast(asyncio.Transport, client.writer.transport)
         self._up_t = cast(asyncio.Transport, up.writer.transport)
-        self._sides = (_ClientSide(self, self._client_t.get_protocol()),
-                       _UpstreamSide(self, self._up_t.get_protocol()))  # fmt: skip
+        self._sides = (_ClientSide(self, self._client_t), _UpstreamSide(self, self._up_t))
         self._backlog: list[bytes] = []  # client reads that came while one was held
         self._client_eof = False  # the client closed while a read was held
         self._held = False  # a client read waits for its audit rows (or for grants)
@@ -213,9 +212,14 @@ class _Side(asyncio.Protocol):
     """One transport's callbacks while the pump has it; the stream protocol it replaced still
     hears the connection end, so the stream's writer knows too."""
 
-    def __init__(self, pump: Pump, original: asyncio.BaseProtocol) -> None:
+    def __init__(self, pump: Pump, transport: asyncio.Transport) -> None:
         self.pump = pump
-        self.original = original
+        self.original = transport.get_protocol()
+        # Over plain TCP our side stays open after the peer's EOF, so the session's last
+        # words (an error) still go out; TLS has no half-close, and asyncio warns if asked.
+        self.keep_open: bool | None = (
+            True if transport.get_extra_info("sslcontext") is None else None
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost(exc)
@@ -231,7 +235,7 @@ class _ClientSide(_Side):
 
     def eof_received(self) -> bool | None:
         self.pump.client_eof()
-        return True  # keep our side open: the session's last words (an error) still go out
+        return self.keep_open
 
     def lost(self, exc: Exception | None) -> None:
         self.pump.client_lost(exc)
@@ -249,7 +253,7 @@ class _UpstreamSide(_Side):
 
     def eof_received(self) -> bool | None:
         self.pump.upstream_lost(None)
-        return True  # the session closes it once it has told the client
+        return self.keep_open
 
     def lost(self, exc: Exception | None) -> None:
         self.pump.upstream_lost(exc)

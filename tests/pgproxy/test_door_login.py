@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +14,13 @@ import pytest
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
+from tests.ssh.test_door_admin import wait_until
 
 
-def test_psql_logs_in_with_password_and_code_over_verified_tls(bastion: Bastion,
-                                                               pg: PgDatabase) -> None:  # fmt: skip
+def test_psql_logs_in_with_password_and_code_over_verified_tls(
+    bastion: Bastion, pg: PgDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asyncio")
     via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
     target = {**via.params(), "host": "localhost", "sslmode": "verify-full",
               "sslrootcert": str(bastion.tls.ca_cert)}  # fmt: skip
@@ -28,6 +32,8 @@ def test_psql_logs_in_with_password_and_code_over_verified_tls(bastion: Bastion,
     assert any("count(*)" in q.sql for q in queries)
     assert all("zzz" not in q.sql for q in queries)  # literals are not kept
     assert bastion.store.verify_chain().ok
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 def test_application_name_names_the_engineer(bastion: Bastion, pg: PgDatabase) -> None:
