@@ -4,16 +4,19 @@ query log keeps every statement's outcome under both durability settings."""
 from __future__ import annotations
 
 import signal
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from bastion import pgwire as pw
 from bastion.audit import Store
 from bastion.clock import FakeClock
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
+from tests.pgproxy.test_door_admin import logged_in
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
 
 INSERT = "INSERT INTO orders (customer_id, total) VALUES (1, 2)"
@@ -112,3 +115,27 @@ def test_stopping_the_bastion_ends_live_sessions_and_closes_their_rows(
         assert (session.state, session.ended_at is not None) == ("interrupted", True)
     finally:
         store.close()
+
+
+def test_reads_held_for_the_audit_trail_go_upstream_in_order(bastion: Bastion) -> None:
+    """Strict durability holds each client read until its statements are on disk; reads that
+    arrive meanwhile (one query per TCP segment, sent without waiting) wait their turn."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for n in range(1, 9):
+            sock.sendall(pw.query(f"SELECT {n} AS n, pg_backend_pid() IS NOT NULL"))
+        frames: list[pw.Frame] = []
+        while sum(f.type == b"Z" for f in frames) < 8:
+            data = sock.recv(65536)
+            assert data, "the door closed before every query was answered"
+            reader.feed(data)
+            frames += reader.frames()
+        sock.sendall(pw.terminate())
+    answers = [pw.data_row_values(f.raw[5:])[0] for f in frames if f.type == b"D"]
+    assert answers == [str(n).encode() for n in range(1, 9)]
+    assert [f.type for f in frames] == [b"T", b"D", b"C", b"Z"] * 8
+    wait_for_outcomes(bastion, 8)
+    rows = list(reversed(bastion.store.queries()))
+    assert [(q.rows, q.tag) for q in rows] == [(1, "SELECT 1")] * 8
+    assert bastion.config.audit.durability == "strict"
