@@ -46,18 +46,20 @@ make_venv() {
         say "creating $VENV"
         "$python" -m venv "$VENV"
     fi
-    # The one compiled part (bastion/masking/_fastrows.c) needs a C compiler and Python's headers.
+    # The compiled parts (bastion/masking/_fastrows.c, bastion/pgwire/_fastscan.c) need a C
+    # compiler and Python's headers.
     apt_install gcc libc6-dev
     if [ ! -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
         apt_install python3-dev
     fi
     stamp="$VENV/.bastion-installed"
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/bastion/masking/_fastrows.c" |
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/bastion/*/_fast*.c |
         sha256sum | cut -d' ' -f1)"
     have="$(cat "$stamp" 2>/dev/null || true)"
     # Up to date when the build inputs are unchanged and the extras asked for are installed.
     if [ "${have%% *}" != "$want" ] || { [ -n "$extras" ] && [ "${have#* }" != "$extras" ]; } ||
-        ! "$VENV/bin/python" -c 'import bastion.masking._fastrows' 2>/dev/null; then
+        ! "$VENV/bin/python" -c 'import bastion.masking._fastrows, bastion.pgwire._fastscan' \
+            2>/dev/null; then
         say "installing bastion${extras:+ with [$extras]} into $VENV"
         "$VENV/bin/python" -m pip install -qq --upgrade pip
         "$VENV/bin/python" -m pip install -qq -e "$ROOT${extras:+[$extras]}"
