@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, NamedTuple, cast
 
+from bastion.errors import StoreError
 from bastion.pgproxy.client import Client
 from bastion.pgproxy.guard import MaskingLost
 from bastion.pgproxy.relay import ClientStep, Relay
@@ -93,7 +94,7 @@ class Pump:
             self._end("client", "", exc)
             return
         if relay.failure is not None:
-            self._end("client", relay.failure)
+            self._end("client", "", StoreError(relay.failure))
         elif step.waits:
             self._hold(self._when_durable(step))
         else:

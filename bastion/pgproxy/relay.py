@@ -128,12 +128,14 @@ class Relay:
 
     def _checked(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
         """A Query, Parse or function call: checked by the masking and the read-only guard."""
-        message, guard = pgwire.decode_frontend(frame), self.guard
-        if isinstance(message, pgwire.Query):
-            masked = guard.query(message.sql) if guard is not None else None
+        guard = self.guard
+        if frame.type == b"Q":
+            sql = pgwire.query_text(frame)
+            masked = guard.query(sql) if guard is not None else None
             if masked is not None:
-                return self._refused("simple", message.sql, masked, waits, masked=True)
-            return self._statement(frame.raw, "simple", message.sql, waits)
+                return self._refused("simple", sql, masked, waits, masked=True)
+            return self._statement(frame.raw, "simple", sql, waits)
+        message = pgwire.decode_frontend(frame)
         if isinstance(message, pgwire.Parse):
             masked = guard.parse(message.name, message.sql) if guard is not None else None
             refused = masked or self._refusal(message.sql)
@@ -206,17 +208,14 @@ class Relay:
         text = sql if audit.keep_literals or placeholder else sqlparse.redact(sql)
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
                             step, text, params, sqlparse.command_kind(sql), refused)  # fmt: skip
-        strict = audit.durability == "strict"
-        future = self.core.audit_writer().submit(record, urgent=strict)
-        if strict:
-            waits.append(future)
+        if audit.durability == "strict":
+            waits.append(self.core.audit_writer().submit(record, urgent=True))
         else:
-            future.add_done_callback(self._check_write)
+            self.core.audit_writer().post(record, self._write_lost)
         return key
 
-    def _check_write(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.failure = "the audit trail could not be written; the session was ended"
+    def _write_lost(self) -> None:
+        self.failure = "the audit trail could not be written; the session was ended"
 
     # -- target to client ---------------------------------------------------------------
 
@@ -243,9 +242,7 @@ class Relay:
                 continue
             kind = item.type
             if kind == b"C":
-                message = pgwire.decode_backend(item)
-                assert isinstance(message, pgwire.CommandComplete)
-                finished += tracker.complete(message.tag, time.monotonic_ns())
+                finished += tracker.complete(pgwire.command_tag(item), time.monotonic_ns())
             elif kind in (b"I", b"s"):
                 finished += tracker.complete(None, time.monotonic_ns())
             elif kind == b"E":
@@ -271,9 +268,9 @@ class Relay:
         writer = self.core.audit_writer()
         for f in finished:
             p = f.pending
-            note = masking_note(p.mask, p.shown) if p is not None else None
+            note = masking_note(p.mask, p.shown) if p is not None and p.mask is not None else None
             record = QueryEnd(f.key, self.session_id, self.user, self.target,
                               self.core.clock.now(), f.rows, f.tag, f.sqlstate,
                               f.duration_ns // 1000, note,
                               p.server_message if p is not None else None)  # fmt: skip
-            writer.submit(record, urgent=False).add_done_callback(self._check_write)
+            writer.post(record, self._write_lost)

@@ -13,7 +13,7 @@ from bastion.access.grants import Decision
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
 from bastion.core import Core
-from bastion.errors import BastionError, Denied
+from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity.service import TICKET_PREFIX, refusal_text
 from bastion.pgproxy import masked, upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
@@ -22,6 +22,8 @@ from bastion.pgproxy.pump import Pump
 from bastion.pgproxy.relay import Relay
 
 log = structlog.get_logger("bastion.postgres")
+
+AUDIT_LOST = "the bastion could not write its audit trail, so it ended the session"
 
 
 @dataclass
@@ -150,6 +152,9 @@ class PgSession:
             why = f"error: {side} sent a malformed message: {error.message}"
             self.client.fatal("08P01", f"protocol error: {side} sent a malformed message"
                               f" ({error.message})")  # fmt: skip
+        elif isinstance(error, StoreError):
+            why = "error: the audit trail could not be written"
+            self.client.fatal("58030", AUDIT_LOST)
         elif isinstance(error, BastionError | ConnectionError):
             why = f"error: {error}"
         elif error is not None:
@@ -173,19 +178,22 @@ class PgSession:
         """Cancel what the backend is running (client's cancel key, disconnect, kill)."""
         if self.up is None:
             return
+        await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
         relay = self.relay
         if relay is not None:
-            await self.core.audit(Event("query.cancelled", relay.user, relay.target, "notice",
-                                        self.id, {"why": why}))  # fmt: skip
-        await upstream.send_cancel(self.up.host, self.up.port, self.up.pid, self.up.key)
+            try:
+                await self.core.audit(Event("query.cancelled", relay.user, relay.target,
+                                            "notice", self.id, {"why": why}))  # fmt: skip
+            except StoreError as exc:  # the cancel went anyway: stopping work is always safe
+                log.warning("postgres.cancel_not_recorded", session=self.id, error=str(exc))
 
     async def terminate(self, state: str, message: str) -> None:
         """End from the bastion's side (kill, expiry): FATAL 57P01 to the client."""
         if self.ending is not None:
             return
         self.ending = (state, message)
-        await self.cancel(message)
-        self.client.fatal("57P01", message)
+        self.client.fatal("57P01", message)  # first: the client hears why, not the cancel
         self.client.close()
+        await self.cancel(message)
         if self.up is not None:
             self.up.close()

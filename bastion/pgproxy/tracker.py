@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bastion.masking.session import ResultMask
 
 MAX_PENDING = 100_000  # statements in flight on one connection (pipelines); beyond is abuse
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A statement sent upstream and not yet answered."""
 
@@ -26,8 +27,7 @@ class Pending:
     server_message: str | None = None  # the server's error text, when the client's was scrubbed
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     key: str
     rows: int | None
     tag: str | None

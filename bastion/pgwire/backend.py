@@ -9,7 +9,7 @@ from typing import TypeAlias
 from bastion.pgwire.errors import ProtocolError
 from bastion.pgwire.framing import Frame
 from bastion.pgwire.startup import MAX_CANCEL_KEY, MIN_CANCEL_KEY
-from bastion.pgwire.wire import FIELD, INT16, Cursor, Source, cursor
+from bastion.pgwire.wire import FIELD, INT16, Cursor, Source, cursor, sole_cstr
 
 AUTH_OK = 0
 AUTH_KERBEROS_V5 = 2
@@ -258,6 +258,11 @@ def decode_command_complete(source: Source) -> CommandComplete:
     """Decode a CommandComplete body."""
     cur = cursor(source, "CommandComplete")
     return CommandComplete(_ended(cur, cur.cstr()))
+
+
+def command_tag(frame: Frame) -> str:
+    """A CommandComplete's tag: decode_command_complete's, for a relay's hot path."""
+    return sole_cstr(frame.raw, "CommandComplete")
 
 
 def error_fields(source: Source, what: str = "ErrorResponse") -> dict[str, str]:

@@ -122,6 +122,22 @@ class Cursor:
             raise ProtocolError(f"trailing bytes in {self.what} message")
 
 
+def sole_cstr(raw: bytes, what: str) -> str:
+    """The body of a whole message `raw` that is one NUL-terminated UTF-8 string (Query,
+    CommandComplete): what a Cursor reading one cstr and checking done() gives, in one step."""
+    end = len(raw) - 1
+    nul = raw.find(b"\0", 5)
+    if nul < 0:
+        raise ProtocolError(f"unterminated string in {what} message")
+    try:
+        text = raw[5:nul].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"invalid UTF-8 in {what} message") from None
+    if nul != end:
+        raise ProtocolError(f"trailing bytes in {what} message")
+    return text
+
+
 def cursor(source: Source, what: str) -> Cursor:
     """A cursor over a message body given as a Frame (no copy), bytes or memoryview."""
     if isinstance(source, bytes):

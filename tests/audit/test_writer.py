@@ -106,3 +106,26 @@ def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
         (2, "SELECT 2", 7),
     ]
     assert store.verify_chain().ok
+
+
+async def test_posted_records_are_written_and_their_loss_is_told_once_per_batch(
+    tmp_path: Path,
+) -> None:
+    store = Store.create(tmp_path / "b.db", FakeClock())
+    writer = AuditWriter(store, linger=0.01)
+    await writer.start()
+    told: list[str] = []
+    writer.post(Event("test.posted", "t"), lambda: told.append("a"))
+    await writer.append(Event("test.urgent", "t"))  # shares the posted record's commit
+    assert [e.kind for e in store.events()] == ["test.posted", "test.urgent"] and told == []
+    store.conn.execute("PRAGMA query_only=ON")
+    lost_a, lost_b = (lambda: told.append("a")), (lambda: told.append("b"))
+    for lost in (lost_a, lost_a, lost_b):
+        writer.post(Event("test.posted", "t"), lost)
+    with pytest.raises(StoreError):
+        await writer.append(Event("test.urgent", "t"))
+    await writer.stop()
+    store.conn.execute("PRAGMA query_only=OFF")
+    assert sorted(told) == ["a", "b"]  # each session hears of the lost batch once
+    with pytest.raises(StoreError, match="not running"):
+        writer.post(Event("test.late", "t"), lost_a)

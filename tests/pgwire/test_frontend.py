@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion import pgwire as pw
 from bastion.pgwire.frontend import FrontendMessage
@@ -171,3 +175,26 @@ def test_encoders_refuse_misuse() -> None:
 def test_password_is_kept_out_of_reprs() -> None:
     message = decoded(pw.password_message(b"hunter2 123456"))
     assert "hunter2" not in repr(message)
+
+
+BODIES = st.one_of(st.binary(max_size=30), st.text(max_size=20).map(lambda t: t.encode() + b"\0"))
+
+
+def outcome(decode: Callable[[pw.Frame], object], frame: pw.Frame) -> object:
+    try:
+        return decode(frame)
+    except pw.ProtocolError as exc:
+        return ("error", exc.message)
+
+
+@given(BODIES)
+def test_the_relays_query_text_agrees_with_decode_query(body: bytes) -> None:
+    frame = pw.Frame(b"Q", b"Q" + (len(body) + 4).to_bytes(4, "big") + body)
+    assert outcome(pw.query_text, frame) == outcome(lambda f: pw.decode_query(f).sql, frame)
+
+
+@given(BODIES)
+def test_the_relays_command_tag_agrees_with_decode_command_complete(body: bytes) -> None:
+    frame = pw.Frame(b"C", b"C" + (len(body) + 4).to_bytes(4, "big") + body)
+    expected = outcome(lambda f: pw.decode_command_complete(f).tag, frame)
+    assert outcome(pw.command_tag, frame) == expected
