@@ -20,6 +20,7 @@ from bastion.pgproxy.client import Client, ClientRefused, split_password
 from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.pump import Pump
 from bastion.pgproxy.relay import Relay
+from bastion.pgproxy.tracker import TooManyInFlight
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -155,10 +156,15 @@ class PgSession:
         elif isinstance(error, StoreError):
             why = "error: the audit trail could not be written"
             self.client.fatal("58030", AUDIT_LOST)
+        elif isinstance(error, TooManyInFlight):
+            why = f"error: {error}"
+            self.client.fatal("54000", error.message)
         elif isinstance(error, BastionError | ConnectionError):
             why = f"error: {error}"
-        elif error is not None:
-            raise error
+        elif error is not None:  # a bug: the session ends, saying so, and the door stays up
+            log.error("postgres.relay_failed", session=self.id, error=repr(error))
+            why = f"error: internal error in the bastion ({type(error).__name__})"
+            self.client.fatal("XX000", "internal error in the bastion; the session was ended")
         return await self._wind_down(why)
 
     async def _wind_down(self, why: str) -> tuple[str, str]:

@@ -6,9 +6,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from bastion.errors import BastionError
 from bastion.masking.session import ResultMask
 
 MAX_PENDING = 100_000  # statements in flight on one connection (pipelines); beyond is abuse
+
+
+class TooManyInFlight(BastionError):
+    """A client pipelined more statements than the bastion tracks for one connection."""
 
 
 @dataclass(slots=True)
@@ -51,7 +56,10 @@ class Tracker:
     def sent(self, key: str, *, simple: bool, now_ns: int, stand_in: bytes | None = None) -> None:
         """A statement went upstream; `stand_in` marks one the bastion refused (see Relay)."""
         if len(self.pending) >= MAX_PENDING:
-            raise OverflowError("too many statements in flight")
+            raise TooManyInFlight(
+                f"more than {MAX_PENDING} statements in flight on one"
+                " connection; wait for some answers before sending more"
+            )
         self.pending.append(Pending(key, simple, now_ns, stand_in=stand_in))
 
     def stand_in(self) -> bytes | None:

@@ -14,10 +14,12 @@ import pytest
 from bastion import pgwire as pw
 from bastion.audit import Store
 from bastion.clock import FakeClock
+from bastion.pgproxy import tracker
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
 from tests.pgproxy.test_door_admin import logged_in
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
+from tests.ssh.test_door_admin import wait_until
 
 INSERT = "INSERT INTO orders (customer_id, total) VALUES (1, 2)"
 
@@ -139,3 +141,44 @@ def test_reads_held_for_the_audit_trail_go_upstream_in_order(bastion: Bastion) -
     rows = list(reversed(bastion.store.queries()))
     assert [(q.rows, q.tag) for q in rows] == [(1, "SELECT 1")] * 8
     assert bastion.config.audit.durability == "strict"
+
+
+def test_too_many_statements_in_flight_end_the_session_with_a_reason(
+    bastion: Bastion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracker, "MAX_PENDING", 3)  # 100,000 in service
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(b"".join(pw.query(f"SELECT {n}") for n in range(10)))
+        while data := sock.recv(65536):
+            reader.feed(data)
+    error = pw.decode_backend(reader.frames()[-1])
+    assert isinstance(error, pw.ErrorResponse)
+    assert (error.severity, error.sqlstate) == ("FATAL", "54000")
+    assert "more than 3 statements in flight" in error.message
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    assert run_psql(via, "-c", "SELECT 1").returncode == 0  # the door is still up
+
+
+def test_a_fault_in_the_relay_ends_only_that_session_and_says_so(
+    bastion: Bastion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    sock, reader = logged_in(bastion)
+    monkeypatch.setattr(tracker.Tracker, "sent", broken)  # injected after login
+    with sock:
+        sock.sendall(pw.query("SELECT 1"))
+        while data := sock.recv(65536):
+            reader.feed(data)
+    monkeypatch.undo()
+    error = pw.decode_backend(reader.frames()[-1])
+    assert isinstance(error, pw.ErrorResponse)
+    assert (error.sqlstate, error.message) == (
+        "XX000", "internal error in the bastion; the session was ended")  # fmt: skip
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    assert run_psql(via, "-c", "SELECT 1").returncode == 0
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    [ended, _] = sorted(bastion.store.sessions(), key=lambda s: s.started_at)
+    assert "internal error" in (ended.end_reason or "")
