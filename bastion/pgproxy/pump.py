@@ -51,8 +51,10 @@ class Pump:
         """Take over both transports and relay until one side ends."""
         client_first = self.client.frames.take_buffered() + _take_buffered(self.client.reader)
         up_first = self.up.frames.take_buffered() + _take_buffered(self.up.reader)
-        self._client_t.set_protocol(self._sides[0])
-        self._up_t.set_protocol(self._sides[1])
+        for transport, side in ((self._client_t, self._sides[0]), (self._up_t, self._sides[1])):
+            transport.set_protocol(side)
+            if not transport.is_closing():
+                transport.resume_reading()  # a stream may have paused it; from here, _reading()
         if up_first:
             self.from_upstream(up_first)
         if _finished(self.up.reader, self._up_t):
@@ -61,8 +63,6 @@ class Pump:
             self.from_client(client_first)
         if _finished(self.client.reader, self._client_t):
             self.client_eof()
-        self._client_t.resume_reading()
-        self._up_t.resume_reading()
         self._reading()
         return await self.ended
 

@@ -182,3 +182,23 @@ def test_a_fault_in_the_relay_ends_only_that_session_and_says_so(
     wait_until(lambda: not bastion.store.sessions(open_only=True))
     [ended, _] = sorted(bastion.store.sessions(), key=lambda s: s.started_at)
     assert "internal error" in (ended.end_reason or "")
+
+
+def test_a_query_sent_with_the_password_is_answered_after_login(bastion: Bastion) -> None:
+    """Bytes that come before the relay starts (read ahead during login) are relayed first."""
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    reader = pw.FrameReader()
+    with socket.create_connection(("127.0.0.1", bastion.pg_port), timeout=15) as sock:
+        sock.sendall(pw.startup_message({"user": "alice", "database": "orders-prod"}))
+        while (frame := reader.next_frame()) is None:
+            reader.feed(sock.recv(65536))
+        assert frame.type == b"R"
+        sock.sendall(pw.password_message(via.password.encode()) + pw.query("SELECT 41 + 1"))
+        frames: list[pw.Frame] = []
+        while sum(f.type == b"Z" for f in frames) < 2:  # the greeting's, then the query's
+            data = sock.recv(65536)
+            assert data, "the door closed early"
+            reader.feed(data)
+            frames += reader.frames()
+    rows = [pw.data_row_values(f.raw[5:]) for f in frames if f.type == b"D"]
+    assert rows == [(b"42",)]
