@@ -268,7 +268,9 @@ class _UpstreamSide(_Side):
 
 def _take_buffered(reader: asyncio.StreamReader) -> bytes:
     """What the stream read ahead and nobody consumed (asyncio has no public call for it)."""
-    buffer: bytearray = getattr(reader, "_buffer", bytearray())
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray):  # never guess "empty": those bytes are the client's
+        raise RuntimeError("asyncio.StreamReader keeps no _buffer: the relay cannot take over")
     data = bytes(buffer)
     buffer.clear()
     return data

@@ -184,8 +184,12 @@ def test_a_fault_in_the_relay_ends_only_that_session_and_says_so(
     assert "internal error" in (ended.end_reason or "")
 
 
-def test_a_query_sent_with_the_password_is_answered_after_login(bastion: Bastion) -> None:
-    """Bytes that come before the relay starts (read ahead during login) are relayed first."""
+@pytest.mark.parametrize("together", [True, False], ids=["same-segment", "while-connecting"])
+def test_a_query_sent_with_the_password_is_answered_after_login(
+    bastion: Bastion, together: bool
+) -> None:
+    """Bytes that come before the relay starts (read ahead during login, or waiting while the
+    bastion logs in upstream) are relayed first."""
     via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
     reader = pw.FrameReader()
     with socket.create_connection(("127.0.0.1", bastion.pg_port), timeout=15) as sock:
@@ -193,7 +197,13 @@ def test_a_query_sent_with_the_password_is_answered_after_login(bastion: Bastion
         while (frame := reader.next_frame()) is None:
             reader.feed(sock.recv(65536))
         assert frame.type == b"R"
-        sock.sendall(pw.password_message(via.password.encode()) + pw.query("SELECT 41 + 1"))
+        password, query = pw.password_message(via.password.encode()), pw.query("SELECT 41 + 1")
+        if together:
+            sock.sendall(password + query)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(password)
+            sock.sendall(query)
         frames: list[pw.Frame] = []
         while sum(f.type == b"Z" for f in frames) < 2:  # the greeting's, then the query's
             data = sock.recv(65536)
