@@ -60,8 +60,7 @@ class AuditWriter:
 
     def submit(self, record: Record, *, urgent: bool = True) -> asyncio.Future[ChainedEvent]:
         """Queue a record; the future resolves once its batch is on disk (or fails)."""
-        if self._task is None or self._stopping:
-            raise StoreError("the audit writer is not running")
+        self._check_running()
         future: asyncio.Future[ChainedEvent] = asyncio.get_running_loop().create_future()
         self._queue.append((record, future, urgent, None))
         if urgent:
@@ -72,10 +71,13 @@ class AuditWriter:
     def post(self, record: Record, lost: Callable[[], None]) -> None:
         """Queue a record nobody waits for (it lingers); `lost` is called if it cannot be
         written. Cheaper than submit: the door posts every statement's outcome."""
-        if self._task is None or self._stopping:
-            raise StoreError("the audit writer is not running")
+        self._check_running()
         self._queue.append((record, None, False, lost))
         self._poke(False)
+
+    def _check_running(self) -> None:
+        if self._task is None or self._stopping:
+            raise StoreError("the audit writer is not running")
 
     def _poke(self, urgent: bool) -> None:
         wake = self._wake
