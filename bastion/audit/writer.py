@@ -1,14 +1,15 @@
-"""Group commit for the doors: events queued from the event loop, written durably in batches."""
+"""Group commit for the doors: events queued from the event loop, written durably in batches
+by the store's own process (the scribe)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, Record
+from bastion.audit.scribe import Scribe
 from bastion.errors import StoreError
 
 LINGER = 0.04
@@ -16,13 +17,17 @@ LINGER = 0.04
 
 
 class AuditWriter:
-    """The store's one writer thread; a record's future resolves once it is on disk.
+    """The store's one writer; a record's future resolves once it is on disk.
 
     While one batch commits, new records queue up and go into the next commit together, so
     many sessions share each fsync without any record being acknowledged before it is durable.
     An urgent record (a statement about to run, a session opening) starts a commit at once;
     one that nobody waits on (a statement's outcome, anything in batched mode) lingers up to
     LINGER for company, so it usually rides along with the next urgent one.
+
+    The commits happen in the scribe, a process of their own: SQLite and the chain's hashing
+    then neither hold this process's interpreter lock nor wait for it, so a commit's latency
+    does not depend on how busy the doors are.
     """
 
     def __init__(self, store: QueryQueries, max_batch: int = 1024, linger: float = LINGER) -> None:
@@ -37,22 +42,23 @@ class AuditWriter:
         self._wake: asyncio.Future[None] | None = None  # set while the writer sleeps
         self._wake_on_any = False  # the writer sleeps until any record (not only urgent)
         self._stopping = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self.scribe = Scribe(store.path)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
 
     async def start(self) -> None:
         self._stopping = False
+        await self.scribe.start()
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the scribe."""
         if self._task is not None:
             self._stopping = True
             self._poke(urgent=True)
             await self._task
             self._task = None
-        self._executor.shutdown(wait=True)
+        await self.scribe.stop()
 
     async def append(self, event: Record) -> ChainedEvent:
         """Queue a record and wait until its batch is committed; raises StoreError if not."""
@@ -113,9 +119,9 @@ class AuditWriter:
         batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
         self._urgent -= sum(1 for _, _, urgent, _ in batch if urgent)
         records = [record for record, _, _, _ in batch]
-        loop = asyncio.get_running_loop()
+        wanted = [i for i, (_, future, _, _) in enumerate(batch) if future is not None]
         try:
-            rows = await loop.run_in_executor(self._executor, self.store.write_batch, records)
+            written = await self.scribe.commit(self.store.clock.now(), records, wanted)
         except Exception as exc:  # every waiter learns its record was not written
             failure = (
                 exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")
@@ -129,7 +135,8 @@ class AuditWriter:
                     lost()
             return
         self.commits += 1
-        for (_, future, _, _), row in zip(batch, rows, strict=True):
+        for i, row in zip(wanted, written, strict=True):
+            future = batch[i][1]
             if future is not None and not future.done():
                 future.set_result(row)
 

@@ -66,6 +66,13 @@ class Client:
     def fatal(self, sqlstate: str, message: str) -> None:
         self.send(pgwire.error_response("FATAL", sqlstate, message))
 
+    def finish(self) -> None:
+        """Say no more: over plain TCP the client sees the end at once (a half-close, so
+        bytes it is still sending don't turn our last words into a reset); over TLS, which
+        has no half-close, the connection closes when the session is wound down."""
+        if not self.writer.is_closing() and self.writer.can_write_eof():
+            self.writer.write_eof()
+
     def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()

@@ -151,20 +151,20 @@ class PgSession:
         if isinstance(error, pgwire.ProtocolError):
             side = "the client" if ended.side == "client" else "the database"
             why = f"error: {side} sent a malformed message: {error.message}"
-            self.client.fatal("08P01", f"protocol error: {side} sent a malformed message"
+            self._last_words("08P01", f"protocol error: {side} sent a malformed message"
                               f" ({error.message})")  # fmt: skip
         elif isinstance(error, StoreError):
             why = "error: the audit trail could not be written"
-            self.client.fatal("58030", AUDIT_LOST)
+            self._last_words("58030", AUDIT_LOST)
         elif isinstance(error, TooManyInFlight):
             why = f"error: {error}"
-            self.client.fatal("54000", error.message)
+            self._last_words("54000", error.message)
         elif isinstance(error, BastionError | ConnectionError):
             why = f"error: {error}"
         elif error is not None:  # a bug: the session ends, saying so, and the door stays up
             log.error("postgres.relay_failed", session=self.id, error=repr(error))
             why = f"error: internal error in the bastion ({type(error).__name__})"
-            self.client.fatal("XX000", "internal error in the bastion; the session was ended")
+            self._last_words("XX000", "internal error in the bastion; the session was ended")
         return await self._wind_down(why)
 
     async def _wind_down(self, why: str) -> tuple[str, str]:
@@ -172,13 +172,19 @@ class PgSession:
         if self.ending is not None:
             return self.ending
         if why == "upstream_lost":
-            self.client.fatal("08006", f"the bastion lost its connection to {self.relay.target}")
+            self._last_words("08006", f"the bastion lost its connection to {self.relay.target}")
             self.relay.record_ends(self.relay.tracker.abandon(0, "upstream lost"))
             return "upstream_lost", "the database closed the connection"
         if self.relay.tracker.busy:
             await self.cancel("client left mid-statement")
             self.relay.record_ends(self.relay.tracker.abandon(0, "client disconnected"))
         return "closed", why
+
+    def _last_words(self, sqlstate: str, message: str) -> None:
+        """FATAL to the client, who hears it now, not after the bastion's own bookkeeping (a
+        cancel, audit rows) is done."""
+        self.client.fatal(sqlstate, message)
+        self.client.finish()
 
     async def cancel(self, why: str) -> None:
         """Cancel what the backend is running (client's cancel key, disconnect, kill)."""

@@ -14,6 +14,15 @@ from bastion.clock import FakeClock
 from bastion.errors import StoreError
 
 
+def break_chain_table(store: Store) -> None:
+    """Every later chain write fails, in the writer's process too (the table is gone)."""
+    store.conn.execute("ALTER TABLE audit_events RENAME TO audit_events_away")
+
+
+def mend_chain_table(store: Store) -> None:
+    store.conn.execute("ALTER TABLE audit_events_away RENAME TO audit_events")
+
+
 async def test_concurrent_appends_are_all_durable_and_chained(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "b.db", FakeClock())
     writer = AuditWriter(store)
@@ -29,15 +38,15 @@ async def test_concurrent_appends_are_all_durable_and_chained(tmp_path: Path) ->
 
 async def test_a_failed_commit_fails_every_waiter(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "b.db", FakeClock())
-    store.conn.execute("PRAGMA query_only=ON")
     writer = AuditWriter(store)
     await writer.start()
+    break_chain_table(store)
     results = await asyncio.gather(
         *(writer.append(Event("test.n", "t")) for _ in range(5)), return_exceptions=True
     )
     await writer.stop()
+    mend_chain_table(store)
     assert all(isinstance(r, StoreError) for r in results)
-    store.conn.execute("PRAGMA query_only=OFF")
     assert store.events() == []
 
 
@@ -118,14 +127,14 @@ async def test_posted_records_are_written_and_their_loss_is_told_once_per_batch(
     writer.post(Event("test.posted", "t"), lambda: told.append("a"))
     await writer.append(Event("test.urgent", "t"))  # shares the posted record's commit
     assert [e.kind for e in store.events()] == ["test.posted", "test.urgent"] and told == []
-    store.conn.execute("PRAGMA query_only=ON")
+    break_chain_table(store)
     lost_a, lost_b = (lambda: told.append("a")), (lambda: told.append("b"))
     for lost in (lost_a, lost_a, lost_b):
         writer.post(Event("test.posted", "t"), lost)
     with pytest.raises(StoreError):
         await writer.append(Event("test.urgent", "t"))
     await writer.stop()
-    store.conn.execute("PRAGMA query_only=OFF")
+    mend_chain_table(store)
     assert sorted(told) == ["a", "b"]  # each session hears of the lost batch once
     with pytest.raises(StoreError, match="not running"):
         writer.post(Event("test.late", "t"), lost_a)

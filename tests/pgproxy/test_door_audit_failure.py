@@ -3,7 +3,11 @@ the statement that could not be recorded never runs."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -28,11 +32,14 @@ def test_a_lost_audit_write_ends_the_session_with_a_reason(
     b = alice_on(tmp_path / "bastion", pg, f'\n[audit]\ndurability = "{durability}"\n')
     b.grant("alice", "orders-prod", mode="write")
     b.start()
+    broken = False
     try:
         with psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD),
                              autocommit=True) as conn:  # fmt: skip
             assert conn.execute("SELECT 1").fetchone() == (1,)
-            b.store.conn.execute("PRAGMA query_only=ON")  # every later write fails
+            # Every later chain write fails, in the audit writer's process too.
+            b.store.conn.execute("ALTER TABLE audit_events RENAME TO audit_events_away")
+            broken = True
             with pytest.raises(psycopg.OperationalError) as caught:
                 conn.execute(MARK)
                 deadline = time.monotonic() + 10
@@ -40,8 +47,42 @@ def test_a_lost_audit_write_ends_the_session_with_a_reason(
                     conn.execute("SELECT 1")
                     time.sleep(0.01)
     finally:
-        b.store.conn.execute("PRAGMA query_only=OFF")
+        if broken:
+            b.store.conn.execute("ALTER TABLE audit_events_away RENAME TO audit_events")
         b.stop()
     assert "could not write its audit trail" in str(caught.value)
     if durability == "strict":
         assert marked_rows(pg) == 0  # never recorded, so never run
+
+
+def test_a_writer_process_killed_mid_commit_ends_the_session_and_the_next_one_works(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    b = alice_on(tmp_path / "bastion", pg, '\n[audit]\ndurability = "strict"\n')
+    b.grant("alice", "orders-prod", mode="write")
+    b.start()
+    dsn = b.via_bastion("alice", "orders-prod", PASSWORD)
+    blocker = sqlite3.connect(b.store.path, isolation_level=None)
+    try:
+        with psycopg_connect(dsn, autocommit=True) as conn, ThreadPoolExecutor(1) as pool:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert b.core.writer is not None
+            pid = b.core.writer.scribe.pid
+            assert pid is not None
+            blocker.execute("BEGIN IMMEDIATE")  # the statement's commit waits for this lock
+            held = pool.submit(conn.execute, MARK)
+            time.sleep(0.3)
+            assert not held.done()  # strict: the statement waits for its audit row
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+            blocker.execute("ROLLBACK")  # the rest of the bastion may write again
+            with pytest.raises(psycopg.OperationalError) as caught:
+                held.result(timeout=10)
+        with psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD),
+                             autocommit=True) as again:  # fmt: skip
+            assert again.execute("SELECT 2").fetchone() == (2,)
+    finally:
+        blocker.close()
+        b.stop()
+    assert "could not write its audit trail" in str(caught.value)
+    assert marked_rows(pg) == 0  # never recorded, so never run

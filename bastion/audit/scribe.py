@@ -1,0 +1,206 @@
+"""The audit writer's own process: batches in over a socket pair, committed, answered back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bastion.audit.chain import ChainedEvent
+from bastion.audit.queries import QueryQueries, Record
+from bastion.errors import StoreError
+
+log = structlog.get_logger("bastion.audit")
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 30
+STOP_WAIT = 30.0  # seconds the scribe may take to finish its last commit and exit
+LOST = "the audit writer process ended"
+
+
+def encode(value: Any) -> bytes:
+    """One frame: a length, then the pickled value (both ends are this program)."""
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(body) > MAX_FRAME:
+        raise StoreError(f"an audit batch of {len(body)} bytes is too large to write")
+    return _HEADER.pack(len(body)) + body
+
+
+class Frames:
+    """Values out of a byte stream of frames, however it is cut (sans-I/O)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        buffer = self._buffer
+        buffer += data
+        out = []
+        while len(buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer)
+            if size > MAX_FRAME:
+                raise ValueError(f"an audit frame of {size} bytes is too large")
+            end = _HEADER.size + size
+            if len(buffer) < end:
+                break
+            # Both ends are this program, over a socket pair no one else holds.
+            out.append(pickle.loads(buffer[_HEADER.size : end]))  # noqa: S301
+            del buffer[:end]
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class Scribe:
+    """The parent's handle on the writer process: one batch in flight at a time.
+
+    If the process dies, the batch in flight fails (its waiters hear StoreError) and the next
+    batch starts a new process: a crash loses no record that was reported written.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._process: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.Transport | None = None
+        self._link: _Link | None = None
+        self.started = 0  # processes started, for tests and logs
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bastion.audit.scribe", str(child.fileno()),
+                str(self.path), pass_fds=(child.fileno(),),
+            )  # fmt: skip
+        except OSError as exc:
+            parent.close()
+            raise StoreError(f"cannot start the audit writer process: {exc}") from exc
+        finally:
+            child.close()
+        loop = asyncio.get_running_loop()
+        self._transport, self._link = await loop.create_connection(_Link, sock=parent)
+        self.started += 1
+
+    async def commit(
+        self, at: datetime, records: Sequence[Record], wanted: Sequence[int]
+    ) -> list[ChainedEvent]:
+        """Write one batch durably; the chained rows of the records at `wanted` indexes."""
+        if self._link is None or self._link.lost:
+            if self._process is not None:
+                log.warning("audit.writer_restarted", reason=LOST)
+            await self._forget()
+            await self.start()
+        assert self._transport is not None and self._link is not None
+        reply = self._link.expect()
+        self._transport.write(encode((at, list(records), list(wanted))))
+        error, rows = await reply
+        if error is not None:
+            raise StoreError(error)
+        return list(rows)
+
+    async def stop(self) -> None:
+        """Close the pair: the process ends after its last commit (killed if it hangs)."""
+        await self._forget()
+
+    async def _forget(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport, self._link = None, None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), STOP_WAIT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+class _Link(asyncio.Protocol):
+    """The parent's end of the pair: each reply settles the batch waiting for it."""
+
+    def __init__(self) -> None:
+        self.frames = Frames()
+        self.lost = False
+        self._waiting: asyncio.Future[tuple[str | None, list[ChainedEvent]]] | None = None
+
+    def expect(self) -> asyncio.Future[tuple[str | None, list[ChainedEvent]]]:
+        future = asyncio.get_running_loop().create_future()
+        if self.lost:
+            future.set_exception(StoreError(LOST))
+        self._waiting = future
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        for reply in self.frames.feed(data):
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None and not waiting.done():
+                waiting.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(StoreError(LOST))
+
+
+# -- the process itself -----------------------------------------------------------------
+
+
+class _BatchClock:
+    """The time the parent sent with the batch: events carry the parent's clock."""
+
+    def __init__(self) -> None:
+        self.at = datetime.now()
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def _write(store: QueryQueries, records: Sequence[Record], wanted: Sequence[int]) -> Any:
+    try:
+        rows = store.write_batch(records)
+    except StoreError as exc:
+        return str(exc), []
+    except Exception as exc:  # the parent fails every waiter with this line
+        return f"audit write failed: {type(exc).__name__}: {exc}", []
+    return None, [rows[i] for i in wanted]
+
+
+def serve(sock: socket.socket, path: Path) -> None:
+    """Commit each batch in order and answer it, until the parent closes its end.
+
+    Signals meant for the whole process group (Ctrl-C, a service manager's stop) are left to
+    the parent, which flushes what is queued and then closes the pair.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    clock = _BatchClock()
+    store = QueryQueries(path, clock)
+    frames = Frames()
+    while data := sock.recv(1 << 20):
+        for at, records, wanted in frames.feed(data):
+            clock.at = at
+            sock.sendall(encode(_write(store, records, wanted)))
+    store.close()
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[1])), Path(sys.argv[2]))
