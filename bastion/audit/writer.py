@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, Record
@@ -72,6 +72,24 @@ class AuditWriter:
         if urgent:
             self._urgent += 1
         self._poke(urgent)
+        return future
+
+    def submit_all(self, records: Sequence[Record]) -> asyncio.Future[ChainedEvent]:
+        """Queue urgent records together; one future resolves once all are on disk, or fails
+        if any is not written (even when a full batch splits them)."""
+        self._check_running()
+        future: asyncio.Future[ChainedEvent] = asyncio.get_running_loop().create_future()
+
+        def lost() -> None:
+            if not future.done():
+                future.set_exception(StoreError("an audit write failed"))
+
+        queue = self._queue
+        for record in records[:-1]:
+            queue.append((record, None, True, lost))
+        queue.append((records[-1], future, True, None))
+        self._urgent += len(records)
+        self._poke(True)
         return future
 
     def post(self, record: Record, lost: Callable[[], None]) -> None:

@@ -95,8 +95,10 @@ class Pump:
             return
         if relay.failure is not None:
             self._end("client", "", StoreError(relay.failure))
-        elif step.waits:
-            self._hold(self._when_durable(step))
+        elif step.durable is not None:
+            self._held = True
+            self._reading()
+            step.durable.add_done_callback(lambda done: self._durable(step, done))
         else:
             self._send_up(step)
 
@@ -126,11 +128,14 @@ class Pump:
         self._process(data)
         self._release()
 
-    async def _when_durable(self, step: ClientStep) -> None:
-        try:
-            await asyncio.gather(*step.waits)  # StoreError: the statement must not run
-        except Exception as exc:  # run() says what it was
-            self._end("client", "", exc)
+    def _durable(self, step: ClientStep, done: asyncio.Future[Any]) -> None:
+        """The held read's audit rows are on disk (or failed: the statements must not run)."""
+        if done.cancelled():
+            self._end("client", "the audit writer stopped")
+            return
+        error = done.exception()
+        if error is not None:  # run() says what it was
+            self._end("client", "", error)
             return
         self._held = False
         self._send_up(step)

@@ -31,8 +31,8 @@ _STAND_IN_PARSE = pgwire.parse("", REFUSED_SQL, ())
 class ClientStep(NamedTuple):
     """What one client read asks of the pump."""
 
-    out: bytes | memoryview  # for the target, once every wait is done
-    waits: list[asyncio.Future[Any]]  # audit writes that must be durable first (strict)
+    out: bytes | memoryview  # for the target, once `durable` is done
+    durable: asyncio.Future[Any] | None  # the read's audit rows, on disk first (strict)
     ended: bool  # the client said goodbye (Terminate)
     error: pgwire.ProtocolError | None  # a malformed message followed `out`
 
@@ -79,9 +79,11 @@ class Relay:
         """
         self.last_input = self.core.clock.now()
         scan = self._from_client.feed(data)
-        out, waits, ended = self._client_scan(scan)
+        records: list[QueryStart] = []
+        out, ended = self._client_scan(scan, records)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
-        return ClientStep(joined, waits, ended, scan.error)
+        durable = self.core.audit_writer().submit_all(records) if records else None
+        return ClientStep(joined, durable, ended, scan.error)
 
     def client_eof(self) -> str:
         """The client closed its side; ProtocolError if it stopped inside a message."""
@@ -89,22 +91,21 @@ class Relay:
         return "client closed the connection"
 
     def _client_scan(
-        self, scan: pgwire.Scan
-    ) -> tuple[list[bytes | memoryview], list[asyncio.Future[Any]], bool]:
-        """What to send upstream for one read, the audit writes to wait for, and whether the
-        client said goodbye (Terminate)."""
+        self, scan: pgwire.Scan, waits: list[QueryStart]
+    ) -> tuple[list[bytes | memoryview], bool]:
+        """What to send upstream for one read, and whether the client said goodbye
+        (Terminate); `waits` gets the audit rows that must be durable first (strict)."""
         out: list[bytes | memoryview] = []
-        waits: list[asyncio.Future[Any]] = []
         for item in scan.items:
             if isinstance(item, pgwire.Run):
                 out.append(item.raw)
                 continue
             out.append(self._inspect(item, waits))
             if item.type == b"X":
-                return out, waits, True
-        return out, waits, False
+                return out, True
+        return out, False
 
-    def _inspect(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
+    def _inspect(self, frame: pgwire.Frame, waits: list[QueryStart]) -> bytes:
         """What to send upstream for one client message (itself, or a refusal's stand-in)."""
         kind = frame.type
         if kind in (b"Q", b"P", b"F"):
@@ -126,7 +127,7 @@ class Relay:
             self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
         return raw
 
-    def _checked(self, frame: pgwire.Frame, waits: list[asyncio.Future[Any]]) -> bytes:
+    def _checked(self, frame: pgwire.Frame, waits: list[QueryStart]) -> bytes:
         """A Query, Parse or function call: checked by the masking and the read-only guard."""
         guard = self.guard
         if frame.type == b"Q":
@@ -145,7 +146,7 @@ class Relay:
             return self._refused("parse", message.sql, refused, waits, masked=bool(masked))
         return self._function_call(frame.raw, waits)
 
-    def _function_call(self, raw: bytes, waits: list[asyncio.Future[Any]]) -> bytes:
+    def _function_call(self, raw: bytes, waits: list[QueryStart]) -> bytes:
         call = "[fast-path function call]"
         if self.guard is not None:
             reason = self.guard.function_call()
@@ -155,9 +156,7 @@ class Relay:
             return self._refused("function", call, refused, waits)
         return self._statement(raw, "function", call, waits)
 
-    def _statement(
-        self, raw: bytes, step: str, sql: str, waits: list[asyncio.Future[Any]]
-    ) -> bytes:
+    def _statement(self, raw: bytes, step: str, sql: str, waits: list[QueryStart]) -> bytes:
         """A simple Query or a function call: answered in full before ReadyForQuery."""
         refused = self._refusal(sql) if step == "simple" else None
         if refused is not None:
@@ -166,7 +165,7 @@ class Relay:
         self.tracker.sent(key, simple=True, now_ns=time.monotonic_ns())
         return raw
 
-    def _refused(self, step: str, sql: str, reason: str, waits: list[asyncio.Future[Any]],
+    def _refused(self, step: str, sql: str, reason: str, waits: list[QueryStart],
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
         key = self._record_start(step, sql, None, reason, waits)
@@ -200,8 +199,9 @@ class Relay:
         return json.dumps(sqlparse.redact_params(bind.params))
 
     def _record_start(self, step: str, sql: str, params: str | None, refused: str | None,
-                      waits: list[asyncio.Future[Any]]) -> str:  # fmt: skip
-        """Queue the statement's audit row; strict durability waits for it before forwarding."""
+                      waits: list[QueryStart]) -> str:  # fmt: skip
+        """Queue the statement's audit row; strict durability waits for it before forwarding
+        (it joins `waits`, which the read submits together)."""
         audit = self.core.config.audit
         key = self._key()
         placeholder = sql.startswith("[") and sql.endswith("]")
@@ -209,7 +209,7 @@ class Relay:
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
                             step, text, params, sqlparse.command_kind(sql), refused)  # fmt: skip
         if audit.durability == "strict":
-            waits.append(self.core.audit_writer().submit(record, urgent=True))
+            waits.append(record)
         else:
             self.core.audit_writer().post(record, self._write_lost)
         return key
