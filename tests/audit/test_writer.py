@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,41 @@ async def test_posted_records_are_written_and_their_loss_is_told_once_per_batch(
     assert sorted(told) == ["a", "b"]  # each session hears of the lost batch once
     with pytest.raises(StoreError, match="not running"):
         writer.post(Event("test.late", "t"), lost_a)
+
+
+async def test_records_submitted_together_resolve_only_when_all_are_written(
+    tmp_path: Path,
+) -> None:
+    store = Store.create(tmp_path / "b.db", FakeClock())
+    writer = AuditWriter(store, max_batch=2)  # five records: three commits
+    await writer.start()
+    together = writer.submit_all([Event("test.n", f"t{i}") for i in range(5)])
+    await together
+    written = len(store.events())
+    await writer.stop()
+    assert written == 5 and writer.commits == 3
+
+
+async def test_records_submitted_together_fail_if_an_earlier_split_batch_fails(
+    tmp_path: Path,
+) -> None:
+    store = Store.create(tmp_path / "b.db", FakeClock())
+    writer = AuditWriter(store, max_batch=2)
+    real_commit = writer.scribe.commit
+    calls = 0
+
+    async def first_commit_fails(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreError("disk full")
+        return await real_commit(*args)
+
+    writer.scribe.commit = first_commit_fails  # type: ignore[method-assign]
+    await writer.start()
+    together = writer.submit_all([Event("test.n", f"t{i}") for i in range(3)])
+    with pytest.raises(StoreError):
+        await together
+    await writer.stop()
+    assert calls == 2  # the last record's batch was written, yet the group failed
+    assert [e.actor for e in store.events()] == ["t2"]
