@@ -169,7 +169,7 @@ async def test_records_submitted_together_fail_if_an_earlier_split_batch_fails(
             raise StoreError("disk full")
         return await real_commit(*args)
 
-    writer.scribe.commit = first_commit_fails  # type: ignore[method-assign]
+    writer.scribe.commit = first_commit_fails  # type: ignore[method-assign,assignment]
     await writer.start()
     together = writer.submit_all([Event("test.n", f"t{i}") for i in range(3)])
     with pytest.raises(StoreError):
