@@ -9,6 +9,7 @@ import signal
 import socket
 import struct
 import sys
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,13 @@ class Scribe:
             child.close()
         loop = asyncio.get_running_loop()
         self._transport, self._link = await loop.create_connection(_Link, sock=parent)
+        try:  # the process says it opened the store, or why it could not
+            problem, _ = await asyncio.wait_for(self._link.expect(), STOP_WAIT)
+        except (StoreError, TimeoutError):
+            problem = "it ended or did not answer"
+        if problem is not None:
+            await self._forget()
+            raise StoreError(f"the audit writer process could not start: {problem}")
         self.started += 1
 
     async def commit(
@@ -134,18 +142,22 @@ class Scribe:
 
 
 class _Link(asyncio.Protocol):
-    """The parent's end of the pair: each reply settles the batch waiting for it."""
+    """The parent's end of the pair: each reply settles the request waiting for it."""
 
     def __init__(self) -> None:
         self.frames = Frames()
         self.lost = False
-        self._waiting: asyncio.Future[tuple[str | None, list[ChainedEvent]]] | None = None
+        self._early: deque[Any] = deque()  # replies that came before anyone asked
+        self._waiting: asyncio.Future[Any] | None = None
 
-    def expect(self) -> asyncio.Future[tuple[str | None, list[ChainedEvent]]]:
-        future = asyncio.get_running_loop().create_future()
-        if self.lost:
+    def expect(self) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._early:
+            future.set_result(self._early.popleft())
+        elif self.lost:
             future.set_exception(StoreError(LOST))
-        self._waiting = future
+        else:
+            self._waiting = future
         return future
 
     def data_received(self, data: bytes) -> None:
@@ -153,6 +165,8 @@ class _Link(asyncio.Protocol):
             waiting, self._waiting = self._waiting, None
             if waiting is not None and not waiting.done():
                 waiting.set_result(reply)
+            else:
+                self._early.append(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -193,7 +207,14 @@ def serve(sock: socket.socket, path: Path) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     clock = _BatchClock()
-    store = QueryQueries(path, clock)
+    try:
+        if not path.exists():  # never let SQLite make an empty store in its place
+            raise StoreError(f"the store {path} does not exist")
+        store = QueryQueries(path, clock)
+    except StoreError as exc:
+        sock.sendall(encode((str(exc), [])))
+        return
+    sock.sendall(encode((None, [])))  # ready
     frames = Frames()
     while data := sock.recv(1 << 20):
         for at, records, wanted in frames.feed(data):

@@ -4,9 +4,11 @@ reported written and is replaced, signals for the process group leave it to the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion.audit import Event, Store
-from bastion.audit.scribe import Frames, encode
+from bastion.audit.scribe import Frames, Scribe, encode
 from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock, iso
 from bastion.errors import StoreError
+from tests.harness import Bastion
 
 values = st.recursive(
     st.none() | st.integers() | st.text() | st.binary(),
@@ -45,11 +48,12 @@ def test_a_frame_longer_than_any_batch_is_refused_before_it_is_buffered() -> Non
 
 
 def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for whoever adopted it counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
         return True
-    return False
+    return state in ("Z", "X")
 
 
 async def test_events_carry_the_parents_clock_and_stop_ends_the_process(tmp_path: Path) -> None:
@@ -105,3 +109,42 @@ async def test_ctrl_c_for_the_process_group_leaves_the_flush_to_the_parent(tmp_p
     await writer.stop()  # the parent flushes what lingers, then the process ends
     assert lingering.result().seq == 2
     assert [e.kind for e in store.events()] == ["test.first", "test.lingering"]
+
+
+async def test_a_writer_process_that_cannot_open_the_store_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    scribe = Scribe(tmp_path / "gone.db")
+    with pytest.raises(StoreError, match=r"could not start: the store .* does not exist"):
+        await scribe.start()
+    assert not (tmp_path / "gone.db").exists() and scribe.pid is None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(stat[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def test_the_writer_process_does_not_outlive_a_killed_bastion(tmp_path: Path) -> None:
+    b = Bastion(tmp_path / "bastion")
+    b.release()
+    proc = b.serve_process()
+    try:
+        [scribe] = children(proc.pid)
+        assert "bastion.audit.scribe" in Path(f"/proc/{scribe}/cmdline").read_text()
+        proc.kill()  # no flush, no goodbye: the pair's other end just closes
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not gone(scribe) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone(scribe)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
