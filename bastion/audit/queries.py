@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import ChainedEvent, Event
 from bastion.clock import Clock, iso, parse_iso
-from bastion.errors import Denied
+from bastion.errors import Denied, StoreError
 
 
 class QueryStart(NamedTuple):
@@ -33,6 +33,7 @@ class QueryStart(NamedTuple):
     parameters: str | None = None
     kind: str | None = None
     refused: str | None = None
+    raw: bool = False  # sql is still the client's text: the scribe redacts it and sets kind
 
 
 class QueryEnd(NamedTuple):
@@ -89,6 +90,8 @@ class QueryQueries(StoreBase):
         A statement whose start and end are both in the batch becomes one row and one event.
         Returns each record's chained event, in the records' order.
         """
+        if any(isinstance(r, QueryStart) and r.raw for r in records):
+            raise StoreError("a statement's text must be redacted before it is stored")
         ends = {r.key: r for r in records if isinstance(r, QueryEnd)}
         owner: list[int] = []  # for each record, the index of its event
         events: list[Event] = []

@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from bastion.audit.chain import ChainedEvent
-from bastion.audit.queries import QueryQueries, Record
+from bastion.audit.queries import QueryQueries, QueryStart, Record
 from bastion.errors import StoreError
+from bastion.sqlparse import command_kind, redact
 
 log = structlog.get_logger("bastion.audit")
 
@@ -188,9 +189,17 @@ class _BatchClock:
         return self.at
 
 
+def _redacted(record: Record) -> Record:
+    """A statement the door passed on unparsed: its literals replaced, its kind derived."""
+    if isinstance(record, QueryStart) and record.raw:
+        sql = record.sql
+        return record._replace(sql=redact(sql), kind=command_kind(sql), raw=False)
+    return record
+
+
 def _write(store: QueryQueries, records: Sequence[Record], wanted: Sequence[int]) -> Any:
     try:
-        rows = store.write_batch(records)
+        rows = store.write_batch([_redacted(record) for record in records])
     except StoreError as exc:
         return str(exc), []
     except Exception as exc:  # the parent fails every waiter with this line

@@ -205,9 +205,16 @@ class Relay:
         audit = self.core.config.audit
         key = self._key()
         placeholder = sql.startswith("[") and sql.endswith("]")
-        text = sql if audit.keep_literals or placeholder else sqlparse.redact(sql)
+        # The scribe redacts in its own process, unless this session parsed the text already
+        # (read-only and masked sessions check every statement before it goes upstream).
+        raw = not (audit.keep_literals or placeholder or self.read_only or self.guard is not None)
+        if raw:
+            text, kind = sql, None
+        else:
+            text = sql if audit.keep_literals or placeholder else sqlparse.redact(sql)
+            kind = sqlparse.command_kind(sql)
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
-                            step, text, params, sqlparse.command_kind(sql), refused)  # fmt: skip
+                            step, text, params, kind, refused, raw)  # fmt: skip
         if audit.durability == "strict":
             waits.append(record)
         else:

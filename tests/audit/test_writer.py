@@ -177,3 +177,33 @@ async def test_records_submitted_together_fail_if_an_earlier_split_batch_fails(
     await writer.stop()
     assert calls == 2  # the last record's batch was written, yet the group failed
     assert [e.actor for e in store.events()] == ["t2"]
+
+
+def test_the_store_refuses_a_statement_whose_text_was_not_redacted(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = Store.create(tmp_path / "b.db", clock)
+    raw = QueryStart("s1:1", "s1", "alice", "db", clock.now(), "simple", "SELECT 'x'", raw=True)
+    with pytest.raises(StoreError, match="must be redacted"):
+        store.write_batch([Event("test.n", "t"), raw])
+    assert store.events() == []
+
+
+async def test_the_writer_redacts_a_statement_the_door_passed_on_unparsed(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = Store.create(tmp_path / "b.db", clock)
+    store.add_user("alice", "engineer", None, b"seed", "admin")
+    store.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="svc",
+                     database="d", secret_sealed=b"x", actor="admin")  # fmt: skip
+    store.open_session(session_id="s1", user="alice", target="db", grant_id=None,
+                       protocol="postgres", client_addr="127.0.0.1")  # fmt: skip
+    writer = AuditWriter(store)
+    await writer.start()
+    sql = "UPDATE t SET pin = '4321' WHERE id = 7"
+    await writer.append(QueryStart("s1:1", "s1", "alice", "db", clock.now(), "simple", sql,
+                                   raw=True))  # fmt: skip
+    await writer.stop()
+    [row] = store.queries()
+    assert (row.sql, row.kind) == ("UPDATE t SET pin = $1 WHERE id = $2", "UPDATE")
+    assert "4321" not in json.dumps([e.as_dict() for e in store.events()])
