@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TypeAlias
 
 from bastion.pgwire.errors import ProtocolError
@@ -265,6 +266,8 @@ def decode_frontend(frame: Frame) -> FrontendMessage | None:
     Those are forwarded blindly (the empty ones are still checked to be empty);
     an unknown type byte is a ProtocolError.
     """
+    if frame.type in _REPEATED and len(frame.raw) <= _REPEATED_MAX:
+        return _decode_repeated(frame.raw)
     decoder = _DECODERS.get(frame.type)
     if decoder is not None:
         return decoder(frame)
@@ -275,6 +278,17 @@ def decode_frontend(frame: Frame) -> FrontendMessage | None:
             raise ProtocolError(f"trailing bytes in {_NAMES[frame.type]} message")
         return None
     raise ProtocolError(f"unknown frontend message type {frame.type!r}")
+
+
+_REPEATED = frozenset((b"P", b"E", b"D", b"C"))
+"""Messages a driver sends byte for byte the same again and again (the same Parse for every
+execution, an unnamed portal's Execute): decoded once each, as the results are immutable."""
+_REPEATED_MAX = 2048  # bytes: the cache holds at most 1024 of them
+
+
+@lru_cache(maxsize=1024)
+def _decode_repeated(raw: bytes) -> FrontendMessage:
+    return _DECODERS[raw[:1]](raw[5:])
 
 
 _NAMES = {b"S": "Sync", b"H": "Flush", b"X": "Terminate", b"c": "CopyDone"}

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bastion import pgwire as pw
-from bastion.pgwire.frontend import FrontendMessage
+from bastion.pgwire.frontend import (
+    FrontendMessage,
+    decode_close,
+    decode_describe,
+    decode_execute,
+    decode_parse,
+)
 
 
 def frame(raw: bytes) -> pw.Frame:
@@ -198,3 +204,32 @@ def test_the_relays_command_tag_agrees_with_decode_command_complete(body: bytes)
     frame = pw.Frame(b"C", b"C" + (len(body) + 4).to_bytes(4, "big") + body)
     expected = outcome(lambda f: pw.decode_command_complete(f).tag, frame)
     assert outcome(pw.command_tag, frame) == expected
+
+
+@given(st.sampled_from([b"P", b"E", b"D", b"C"]), st.binary(max_size=40))
+def test_a_repeated_message_decodes_as_the_first_time_or_fails_every_time(
+    kind: bytes, body: bytes
+) -> None:
+    """Parse, Execute, Describe and Close are decoded once per distinct message; the same
+    bytes give the same message (or the same error) however often they come."""
+    raw = kind + (len(body) + 4).to_bytes(4, "big") + body
+    outcomes: list[object] = []
+    for _ in range(3):
+        try:
+            outcomes.append(pw.decode_frontend(pw.Frame(kind, raw)))
+        except pw.ProtocolError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    decoder = {b"P": decode_parse, b"E": decode_execute, b"D": decode_describe,
+               b"C": decode_close}[kind]  # fmt: skip
+    try:
+        direct: object = decoder(pw.Frame(kind, raw))
+    except pw.ProtocolError as exc:
+        direct = str(exc)
+    assert direct == outcomes[0]
+
+
+def test_a_repeated_parse_is_one_message_for_every_execution() -> None:
+    raw = pw.parse("", "SELECT $1")
+    first, again = (pw.decode_frontend(pw.Frame(b"P", raw)) for _ in range(2))
+    assert first == pw.Parse("", "SELECT $1", ()) and first is again
