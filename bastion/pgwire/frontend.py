@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -124,7 +125,7 @@ class CopyFail:
 FrontendMessage: TypeAlias = (
     Query | Parse | Bind | Execute | Describe | Close | PasswordMessage | FunctionCall | CopyFail
 )
-_FORMATS = (0, 1)
+_FORMATS = frozenset((0, 1))
 _KINDS = ("S", "P")
 
 
@@ -153,9 +154,12 @@ def decode_parse(source: Source) -> Parse:
 
 def _formats(cur: Cursor) -> tuple[int, ...]:
     """An Int16 count of Int16 format codes, each 0 (text) or 1 (binary)."""
-    n = cur.count(2)
-    formats = tuple(cur.int16() for _ in range(n))
-    if any(code not in _FORMATS for code in formats):
+    n = cur.count(2)  # checked against the bytes left
+    if n == 0:
+        return ()
+    formats: tuple[int, ...] = struct.unpack_from(f">{n}h", cur.buf, cur.pos)
+    cur.pos += 2 * n
+    if not _FORMATS.issuperset(formats):
         raise ProtocolError(f"unsupported format code in {cur.what} message")
     return formats
 
