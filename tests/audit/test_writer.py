@@ -90,16 +90,22 @@ async def test_stop_writes_what_is_lingering(tmp_path: Path) -> None:
         writer.submit(Event("test.late", "t"))
 
 
-def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
-    tmp_path: Path,
-) -> None:
-    clock = FakeClock()
+def store_with_a_session(tmp_path: Path, clock: FakeClock) -> Store:
+    """A store where alice has session s1 open on the database target db."""
     store = Store.create(tmp_path / "b.db", clock)
     store.add_user("alice", "engineer", None, b"seed", "admin")
     store.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="svc",
                      database="d", secret_sealed=b"x", actor="admin")  # fmt: skip
     store.open_session(session_id="s1", user="alice", target="db", grant_id=None,
                        protocol="postgres", client_addr="127.0.0.1")  # fmt: skip
+    return store
+
+
+def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = store_with_a_session(tmp_path, clock)
     start = [QueryStart(f"s1:{n}", "s1", "alice", "db", clock.now(), "simple", "SELECT $1")
              for n in (1, 2)]  # fmt: skip
     end = [QueryEnd(f"s1:{n}", "s1", "alice", "db", clock.now(), n, f"SELECT {n}", None, 7)
@@ -192,12 +198,7 @@ async def test_the_writer_redacts_a_statement_the_door_passed_on_unparsed(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    store = Store.create(tmp_path / "b.db", clock)
-    store.add_user("alice", "engineer", None, b"seed", "admin")
-    store.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="svc",
-                     database="d", secret_sealed=b"x", actor="admin")  # fmt: skip
-    store.open_session(session_id="s1", user="alice", target="db", grant_id=None,
-                       protocol="postgres", client_addr="127.0.0.1")  # fmt: skip
+    store = store_with_a_session(tmp_path, clock)
     writer = AuditWriter(store)
     await writer.start()
     sql = "UPDATE t SET pin = '4321' WHERE id = 7"
