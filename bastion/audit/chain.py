@@ -66,7 +66,7 @@ _ONE_SHOT = (
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the same value always gives the same text."""
-    if _ONE_SHOT is None or isinstance(value, str):
+    if _ONE_SHOT is None:
         return _CANONICAL.encode(value)
     return "".join(_ONE_SHOT(value, 0))
 
