@@ -40,6 +40,11 @@ class PreauthLimiter:
         self._pending[source] += 1
         return None
 
+    def blocked(self, source: str, now: datetime) -> bool:
+        """True while the source is blocked: its open connections may not go on trying."""
+        until = self._blocked_until.get(source)
+        return until is not None and now < until
+
     def authenticated(self, source: str) -> None:
         """The connection logged in: it no longer counts as unauthenticated."""
         self._release(source)
