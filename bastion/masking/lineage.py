@@ -19,6 +19,7 @@ from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
+MAX_RECURSIVE_PASSES = 16
 
 # Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
 SAFE_FUNCTIONS = frozenset({
@@ -44,7 +45,19 @@ SAFE_FUNCTIONS = frozenset({
 
 # Clauses that read columns without returning them, and how a refusal names each.
 CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
-           ("distinctClause", "DISTINCT ON"), ("windowClause", "a window"))  # fmt: skip
+           ("windowClause", "a window"))  # fmt: skip
+# The SEARCH and CYCLE clauses of a recursive CTE: the columns they list, the columns they add
+# (made of the listed ones), and how a refusal names them.
+CTE_CLAUSES = (
+    ("search_clause", "search_col_list", ("search_seq_column",),
+     "SEARCH, which sorts by the columns it lists"),
+    ("cycle_clause", "cycle_col_list", ("cycle_mark_column", "cycle_path_column"),
+     "CYCLE, which compares the columns it lists"),
+)  # fmt: skip
+# Set operations compare whole rows (to drop duplicates, to match rows from both sides), so
+# every column they combine is used; only UNION ALL just appends one side to the other.
+SET_OPERATIONS = {"SETOP_UNION": "UNION", "SETOP_INTERSECT": "INTERSECT",
+                  "SETOP_EXCEPT": "EXCEPT"}  # fmt: skip
 
 
 class Refused(Exception):
@@ -125,7 +138,8 @@ class Analyzer:
             cols = self._targets(node.get("targetList", []), scope)
             for key, use in CLAUSES:
                 self._use(node.get(key), scope, use, [])
-            self._use(node.get("groupClause"), scope, "GROUP BY", cols)
+            self._distinct(node.get("distinctClause"), scope, cols)
+            self._use(_grouping_items(node.get("groupClause")), scope, "GROUP BY", cols)
         self._use(node.get("sortClause"), scope, "ORDER BY", cols)
         self._use(node.get("limitCount"), scope, "LIMIT", [])
         self._use(node.get("limitOffset"), scope, "OFFSET", [])
@@ -134,23 +148,75 @@ class Analyzer:
     def _with(self, clause: Node | None, scope: Scope) -> None:
         if not clause:
             return
-        if clause.get("recursive"):
-            raise Refused("WITH RECURSIVE is not analysed in masked mode")
         for item in clause.get("ctes", []):
             _, cte = unwrap(item)
             _, query = unwrap(cte["ctequery"])
             if "SelectStmt" not in cte["ctequery"]:
                 raise Refused("only SELECT may appear in WITH in masked mode")
-            cols = self.select(query, scope)
-            scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
+            if clause.get("recursive"):
+                scope.ctes[cte["ctename"]] = self._recursive(cte, query, scope)
+            else:
+                cols = self.select(query, scope)
+                scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
+
+    def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
+        """A CTE of WITH RECURSIVE: its non-recursive term, then the whole query again with
+        each pass's columns as the CTE's, until their sources stop growing. The UNION that
+        joins the terms is checked as any set operation; SEARCH sorts by its columns and
+        CYCLE compares its columns, so both use them."""
+        name, names = cte["ctename"], cte.get("aliascolnames")
+
+        def columns(node: Node) -> list[Col]:
+            return [
+                replace(c, bare=False, row=0) for c in _renamed(self.select(node, scope), names)
+            ]
+
+        cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
+        for _ in range(MAX_RECURSIVE_PASSES):
+            scope.ctes[name] = cols
+            again = columns(query)
+            if again == cols:
+                break
+            cols = again
+        else:
+            raise Refused(f"WITH RECURSIVE {name} cannot be traced to its sources")
+        added: list[Col] = []
+        for key, listed, extra, use in CTE_CLAUSES:
+            found = cte.get(key)
+            if found:
+                wanted = [c for c in cols if c.name in string_list(found.get(listed))]
+                self._compared(wanted, use)
+                sources = frozenset(s for c in wanted for s in c.sources)
+                added.extend(Col(str(found[k]), sources) for k in extra if found.get(k))
+        return cols + added
 
     def _set_operation(self, node: Node, scope: Scope) -> list[Col]:
         left, right = self.select(node["larg"], scope), self.select(node["rarg"], scope)
         if len(left) != len(right):
             raise Refused("each side of a set operation must have as many columns")
         # A row comes from either side: no occurrence is proven.
-        return [Col(a.name, a.sources | b.sources, a.bare and b.bare)
+        cols = [Col(a.name, a.sources | b.sources, a.bare and b.bare)
                 for a, b in zip(left, right, strict=True)]  # fmt: skip
+        op = SET_OPERATIONS.get(node["op"])
+        if op is None:
+            raise Refused(f"set operation {node['op']} is not analysed in masked mode")
+        if op != "UNION" or not node.get("all"):
+            shown = f"{op} ALL" if node.get("all") else op
+            self._compared(cols, f"{shown}, which compares every column it combines")
+        return cols
+
+    def _distinct(self, clause: list[Node] | None, scope: Scope, cols: list[Col]) -> None:
+        """DISTINCT compares every output column; DISTINCT ON its expressions, which may name
+        an output column by name or position as ORDER BY does."""
+        if not clause:
+            return
+        if any(not item for item in clause):
+            self._compared(cols, "DISTINCT, which compares every column it returns")
+        self._use([item for item in clause if item], scope, "DISTINCT ON", cols)
+
+    def _compared(self, cols: list[Col], use: str) -> None:
+        for col in cols:
+            self._check(col, use)
 
     def _values(self, rows: list[Node], scope: Scope) -> list[Col]:
         for row in rows:
@@ -171,15 +237,39 @@ class Analyzer:
             cols = self.select(unwrap(node["subquery"])[1], inner)
             return [(alias.get("aliasname", ""), _renamed(cols, alias.get("colnames")))]
         if name == "JoinExpr":
-            entries = self._range(node["larg"], scope) + self._range(node["rarg"], scope)
+            left, right = self._range(node["larg"], scope), self._range(node["rarg"], scope)
+            entries = left + right
             joined = Scope(entries=scope.entries + entries, parent=scope.parent, ctes=scope.ctes)
             self._use(node.get("quals"), joined, "a JOIN condition", [])
-            for using in string_list(node.get("usingClause")):
-                self._check(self._resolve([using], joined), f"JOIN ... USING ({using})")
+            self._join_columns(node, left, right)
             return entries
         if name == "RangeFunction":
             return [self._range_function(node, scope)]
         raise Refused(f"{name} in FROM is not allowed in masked mode")
+
+    def _join_columns(self, node: Node, left: list[tuple[str, list[Col]]],
+                      right: list[tuple[str, list[Col]]]) -> None:  # fmt: skip
+        """USING and NATURAL compare the columns of that name on both sides (every column of
+        that name: a side may itself be a join), so each is used."""
+        names = set(string_list(node.get("usingClause")))
+        use = f"JOIN ... USING ({', '.join(sorted(names))})"
+        if node.get("isNatural"):
+            use = "a NATURAL JOIN, which compares the columns both sides share"
+            left_names, right_names = _names(left), _names(right)
+            if OPEN.name in left_names and OPEN.name in right_names:
+                raise Refused("name the columns of a function in FROM: a NATURAL JOIN of two"
+                              " cannot be traced")  # fmt: skip
+            # A function in FROM whose columns are not known might share any name.
+            if OPEN.name in left_names:
+                names |= right_names
+            elif OPEN.name in right_names:
+                names |= left_names
+            else:
+                names |= left_names & right_names
+        for _, cols in left + right:
+            for col in cols:
+                if col.name in names:
+                    self._check(col, use)
 
     def _relation(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
         relname, schema = node["relname"], node.get("schemaname")
@@ -360,6 +450,26 @@ class Analyzer:
 def _renamed(cols: list[Col], colnames: object) -> list[Col]:
     names = string_list(colnames)
     return [replace(c, name=names[i]) if i < len(names) else c for i, c in enumerate(cols)]
+
+
+def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
+    return {c.name for _, cols in entries for c in cols}
+
+
+def _grouping_items(clause: object) -> list[object]:
+    """The items of a GROUP BY, with ROLLUP, CUBE, GROUPING SETS and parenthesised lists
+    opened: each item inside them may name an output column by name or position too."""
+    found: list[object] = []
+    for item in clause if isinstance(clause, list) else []:
+        name, node = unwrap(item) if isinstance(item, dict) and len(item) == 1 else ("", {})
+        if name == "GroupingSet":
+            found.extend(_grouping_items(node.get("content", [])))
+        elif name == "RowExpr":
+            found.append(item)  # read as a row too
+            found.extend(_grouping_items(node.get("args", [])))
+        else:
+            found.append(item)
+    return found
 
 
 def _has(cols: list[Col], name: str) -> bool:
