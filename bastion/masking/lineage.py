@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pglast import parser
 
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from bastion.masking.shapes import expr_name, grouping_items, items, walk
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
@@ -139,7 +140,7 @@ class Analyzer:
             for key, use in CLAUSES:
                 self._use(node.get(key), scope, use, [])
             self._distinct(node.get("distinctClause"), scope, cols)
-            self._use(_grouping_items(node.get("groupClause")), scope, "GROUP BY", cols)
+            self._use(grouping_items(node.get("groupClause")), scope, "GROUP BY", cols)
         self._use(node.get("sortClause"), scope, "ORDER BY", cols)
         self._use(node.get("limitCount"), scope, "LIMIT", [])
         self._use(node.get("limitOffset"), scope, "OFFSET", [])
@@ -322,7 +323,7 @@ class Analyzer:
     def _range_function(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
         called: list[str] = []
         for function in node.get("functions", []):
-            for call in _items(function):
+            for call in items(function):
                 self._use(call, scope, "a function in FROM", [])
                 if isinstance(call, dict) and "FuncCall" in call:
                     called.append(string_list(call["FuncCall"].get("funcname"))[-1])
@@ -349,7 +350,7 @@ class Analyzer:
                 continue
             sources = self._sources(value, scope)
             self._check(sources, "an expression")
-            cols.append(Col(res.get("name") or _expr_name(name, node), frozenset(sources)))
+            cols.append(Col(res.get("name") or expr_name(name, node), frozenset(sources)))
         return cols
 
     def _column_target(self, node: Node, scope: Scope, alias: str | None) -> list[Col]:
@@ -398,7 +399,7 @@ class Analyzer:
     def _sources(self, value: object, scope: Scope) -> set[Source]:
         """Every source an expression reads (sub-selects analysed in their own scope)."""
         found: set[Source] = set()
-        for name, node in _walk(value):
+        for name, node in walk(value):
             if name == "ColumnRef":
                 if "A_Star" in node["fields"][-1]:
                     raise Refused("* inside an expression is not allowed in masked mode")
@@ -456,34 +457,8 @@ def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
     return {c.name for _, cols in entries for c in cols}
 
 
-def _grouping_items(clause: object) -> list[object]:
-    """The items of a GROUP BY, with ROLLUP, CUBE, GROUPING SETS and parenthesised lists
-    opened: each item inside them may name an output column by name or position too."""
-    found: list[object] = []
-    for item in clause if isinstance(clause, list) else []:
-        name, node = unwrap(item) if isinstance(item, dict) and len(item) == 1 else ("", {})
-        if name == "GroupingSet":
-            found.extend(_grouping_items(node.get("content", [])))
-        elif name == "RowExpr":
-            found.append(item)  # read as a row too
-            found.extend(_grouping_items(node.get("args", [])))
-        else:
-            found.append(item)
-    return found
-
-
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
-
-
-def _items(value: object) -> list[object]:
-    return value.get("List", {}).get("items", []) if isinstance(value, dict) else []
-
-
-def _expr_name(name: str, node: Node) -> str:
-    if name == "FuncCall":
-        return string_list(node.get("funcname"))[-1]
-    return "?column?"
 
 
 def _output_ref(item: object, outputs: list[Col]) -> Col | None:
@@ -501,22 +476,3 @@ def _output_ref(item: object, outputs: list[Col]) -> Col | None:
         if len(names) == 1:
             return next((c for c in outputs if c.name == names[0]), None)
     return None
-
-
-def _walk(value: object) -> Iterator[tuple[str, Node]]:
-    """Every wrapped node under `value`, outermost first; sub-selects are not entered."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _walk(item)
-    elif isinstance(value, dict):
-        if len(value) == 1:
-            ((name, fields),) = value.items()
-            if isinstance(fields, dict) and name[:1].isupper():
-                yield name, fields
-                if name in ("SubLink", "ColumnRef"):
-                    return
-                for child in fields.values():
-                    yield from _walk(child)
-                return
-        for child in value.values():
-            yield from _walk(child)
