@@ -64,8 +64,8 @@ def base(draw: st.DrawFn) -> Query:
 
 
 def constant(draw: st.DrawFn, kind: str) -> str:
-    if kind == "bool":
-        return draw(st.sampled_from(["true", "false"]))
+    if kind in ("bool", "array"):
+        return draw(st.sampled_from(["true", "false"] if kind == "bool" else ["NULL"]))
     return draw(st.sampled_from(INTS)) if kind == "int" else f"'{draw(st.sampled_from(TEXTS))}'"
 
 
@@ -103,6 +103,18 @@ def wrapped(draw: st.DrawFn, inner: st.SearchStrategy[Query]) -> Query:
             f"SELECT count(*) FROM (SELECT {value} AS {c}) g JOIN {sub} USING ({c})", ("int",)),
         "case": lambda: Query(
             f"SELECT CASE WHEN {c} = {value} THEN 1 ELSE 0 END FROM {sub}", ("int",)),
+        "having": lambda: Query(
+            f"SELECT count(*) FROM {sub} HAVING count(DISTINCT {c}) > 1", ("int",)),
+        "ties": lambda: Query(
+            f"SELECT * FROM {sub} ORDER BY {c} FETCH FIRST 1 ROWS WITH TIES", q.types),
+        "scalar": lambda: Query(f"SELECT (SELECT {c} FROM {sub} LIMIT 1)", (kind,)),
+        "lag": lambda: Query(f"SELECT lag({c}) OVER (ORDER BY 1) FROM {sub}", (kind,)),
+        "array": lambda: Query(f"SELECT ARRAY(SELECT {c} FROM {sub})", ("array",)),
+        "join_on": lambda: Query(
+            f"SELECT count(*) FROM {sub} JOIN (SELECT {value} AS x) g ON g.x = s.{c}",
+            ("int",)),
+        "offset": lambda: Query(f"SELECT * FROM {sub} LIMIT 2 OFFSET 1", q.types),
+        "union_all": lambda: Query(f"({q.sql}) UNION ALL ({q.sql})", q.types),
         "cte": lambda: Query(f"WITH s({q.names}) AS ({q.sql}) SELECT * FROM s", q.types),
         "lateral": lambda: Query(
             f"SELECT l.* FROM (SELECT 1) o, LATERAL (SELECT * FROM {sub}) l", q.types),
