@@ -114,6 +114,7 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    recursing: bool = False  # analysing the passes of a WITH RECURSIVE
 
     # -- statements -------------------------------------------------------------------
 
@@ -161,10 +162,29 @@ class Analyzer:
                 scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
 
     def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
-        """A CTE of WITH RECURSIVE: its non-recursive term, then the whole query again with
-        each pass's columns as the CTE's, until their sources stop growing. The UNION that
-        joins the terms is checked as any set operation; SEARCH sorts by its columns and
-        CYCLE compares its columns, so both use them."""
+        """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
+        operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
+        if self.recursing:
+            # Each pass re-reads what is inside: nested, the passes would multiply.
+            raise Refused("WITH RECURSIVE inside another is not analysed in masked mode")
+        self.recursing = True
+        try:
+            cols = self._fixpoint(cte, query, scope)
+        finally:
+            self.recursing = False
+        added: list[Col] = []
+        for key, listed, extra, use in CTE_CLAUSES:
+            found = cte.get(key)
+            if found:
+                wanted = [c for c in cols if c.name in string_list(found.get(listed))]
+                self._compared(wanted, use)
+                sources = frozenset(s for c in wanted for s in c.sources)
+                added.extend(Col(str(found[k]), sources) for k in extra if found.get(k))
+        return cols + added
+
+    def _fixpoint(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
+        """The non-recursive term's columns, then the whole query's with each pass's columns
+        as the CTE's, until their sources stop growing."""
         name, names = cte["ctename"], cte.get("aliascolnames")
 
         def columns(node: Node) -> list[Col]:
@@ -177,19 +197,9 @@ class Analyzer:
             scope.ctes[name] = cols
             again = columns(query)
             if again == cols:
-                break
+                return cols
             cols = again
-        else:
-            raise Refused(f"WITH RECURSIVE {name} cannot be traced to its sources")
-        added: list[Col] = []
-        for key, listed, extra, use in CTE_CLAUSES:
-            found = cte.get(key)
-            if found:
-                wanted = [c for c in cols if c.name in string_list(found.get(listed))]
-                self._compared(wanted, use)
-                sources = frozenset(s for c in wanted for s in c.sources)
-                added.extend(Col(str(found[k]), sources) for k in extra if found.get(k))
-        return cols + added
+        raise Refused(f"WITH RECURSIVE {name} cannot be traced to its sources")
 
     def _set_operation(self, node: Node, scope: Scope) -> list[Col]:
         left, right = self.select(node["larg"], scope), self.select(node["rarg"], scope)

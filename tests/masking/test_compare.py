@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.masking.lineage import Refused
-from tests.masking.test_lineage import analyse, masked
+from bastion.masking.lineage import Analyzer, Refused
+from tests.masking.test_lineage import CATALOG, analyse, masked
+from tests.masking.test_lineage import SENSITIVE as SENSITIVE_SOURCES
 
 SENSITIVE = "is sensitive: it may only be selected as it is"
 
@@ -126,6 +127,16 @@ def test_a_natural_or_using_join_on_a_sensitive_column_is_refused(sql: str) -> N
 def test_a_recursive_cte_that_compares_a_sensitive_column_is_refused(sql: str, use: str) -> None:
     text = refusal(sql)
     assert "public.customers.email " + SENSITIVE in text and f"not used in {use}" in text
+
+
+def test_a_recursive_cte_inside_another_is_refused_rather_than_analysed_over_and_over() -> None:
+    inner = "WITH RECURSIVE q(m) AS (SELECT 1 UNION ALL SELECT m + 1 FROM q WHERE m < 2)"
+    sql = (f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ({inner}"
+           " SELECT max(m) FROM q)) SELECT n FROM r")  # fmt: skip
+    analyzer = Analyzer(CATALOG, SENSITIVE_SOURCES.__contains__)
+    with pytest.raises(Refused, match="WITH RECURSIVE inside another"):
+        analyzer.statement(sql)
+    assert [c.name for c in analyzer.statement(f"{inner} SELECT m FROM q")] == ["m"]
 
 
 @pytest.mark.parametrize(
