@@ -95,6 +95,7 @@ def test_deduplicating_or_grouping_a_sensitive_column_is_refused(sql: str, use: 
         # NATURAL JOIN compares every column both sides name alike: here email = 'g'.
         "SELECT c.id FROM customers c NATURAL JOIN (SELECT 'g' AS email) g",
         "SELECT count(*) FROM (SELECT 'g' AS email) g NATURAL JOIN customer_contacts",
+        "SELECT count(*) FROM customers NATURAL JOIN (VALUES ('g')) v(email)",
         # A function in FROM names its column after its alias.
         "SELECT c.id FROM customers c NATURAL JOIN unnest(ARRAY['g']) AS email",
         # USING compares both sides' columns: the clean one found first hides nothing.
