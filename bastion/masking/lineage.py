@@ -47,6 +47,12 @@ SAFE_FUNCTIONS = frozenset({
 # Clauses that read columns without returning them, and how a refusal names each.
 CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
            ("windowClause", "a window"))  # fmt: skip
+# Every field of a SELECT the analysis reads (a field a newer grammar adds refuses it).
+SELECT_FIELDS = frozenset({
+    "distinctClause", "intoClause", "targetList", "fromClause", "whereClause", "groupClause",
+    "groupDistinct", "havingClause", "windowClause", "valuesLists", "sortClause", "limitOffset",
+    "limitCount", "limitOption", "lockingClause", "withClause", "op", "all", "larg", "rarg",
+})  # fmt: skip
 # The SEARCH and CYCLE clauses of a recursive CTE: the columns they list, the columns they add
 # (made of the listed ones), and how a refusal names them.
 CTE_CLAUSES = (
@@ -126,6 +132,9 @@ class Analyzer:
         return self.select(fields, None)
 
     def select(self, node: Node, outer: Scope | None) -> list[Col]:
+        unknown = sorted(k for k, v in node.items() if v and k not in SELECT_FIELDS)
+        if unknown:
+            raise Refused(f"SELECT with {', '.join(unknown)} is not analysed in masked mode")
         if node.get("intoClause") or node.get("lockingClause"):
             raise Refused("SELECT INTO and FOR UPDATE/SHARE are not allowed in masked mode")
         scope = Scope(parent=outer)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.masking.lineage import Analyzer, Refused
+from bastion.masking.lineage import Analyzer, Refused, only_statement
 from tests.masking.test_lineage import CATALOG, analyse, masked
 from tests.masking.test_lineage import SENSITIVE as SENSITIVE_SOURCES
 
@@ -216,3 +216,11 @@ def test_selections_that_compare_nothing_sensitive_still_run(sql: str, expected:
 )
 def test_other_comparisons_of_a_sensitive_value_stay_refused(sql: str) -> None:
     assert SENSITIVE in refusal(sql) or "is not allowed in masked mode" in refusal(sql)
+
+
+def test_a_select_field_the_analysis_does_not_read_refuses_the_statement() -> None:
+    # A newer grammar's clause (it might sort or compare) is not silently skipped.
+    _, node = only_statement("SELECT email FROM customers")
+    node["keepClause"] = [{"ColumnRef": {"fields": [{"String": {"sval": "email"}}]}}]
+    with pytest.raises(Refused, match="SELECT with keepClause is not analysed"):
+        Analyzer(CATALOG, SENSITIVE_SOURCES.__contains__).select(node, None)
