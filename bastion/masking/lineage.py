@@ -15,7 +15,16 @@ from dataclasses import dataclass, field, replace
 from pglast import parser
 
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
-from bastion.masking.shapes import expr_name, grouping_items, items, walk
+from bastion.masking.shapes import (
+    CLAUSES,
+    CTE_CLAUSES,
+    SELECT_FIELDS,
+    SET_OPERATIONS,
+    expr_name,
+    grouping_items,
+    items,
+    walk,
+)
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
@@ -42,29 +51,6 @@ SAFE_FUNCTIONS = frozenset({
     "pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_size_pretty",
     "quote_ident", "current_schema", "current_database",
 })  # fmt: skip
-
-
-# Clauses that read columns without returning them, and how a refusal names each.
-CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
-           ("windowClause", "a window"))  # fmt: skip
-# Every field of a SELECT the analysis reads (a field a newer grammar adds refuses it).
-SELECT_FIELDS = frozenset({
-    "distinctClause", "intoClause", "targetList", "fromClause", "whereClause", "groupClause",
-    "groupDistinct", "havingClause", "windowClause", "valuesLists", "sortClause", "limitOffset",
-    "limitCount", "limitOption", "lockingClause", "withClause", "op", "all", "larg", "rarg",
-})  # fmt: skip
-# The SEARCH and CYCLE clauses of a recursive CTE: the columns they list, the columns they add
-# (made of the listed ones), and how a refusal names them.
-CTE_CLAUSES = (
-    ("search_clause", "search_col_list", ("search_seq_column",),
-     "SEARCH, which sorts by the columns it lists"),
-    ("cycle_clause", "cycle_col_list", ("cycle_mark_column", "cycle_path_column"),
-     "CYCLE, which compares the columns it lists"),
-)  # fmt: skip
-# Set operations compare whole rows (to drop duplicates, to match rows from both sides), so
-# every column they combine is used; only UNION ALL just appends one side to the other.
-SET_OPERATIONS = {"SETOP_UNION": "UNION", "SETOP_INTERSECT": "INTERSECT",
-                  "SETOP_EXCEPT": "EXCEPT"}  # fmt: skip
 
 
 class Refused(Exception):

@@ -1,11 +1,34 @@
-"""The shapes of parse-tree nodes that the lineage analysis reads: an expression's nodes, its
-default output name, the calls of a function in FROM and the items of a GROUP BY (pure)."""
+"""The shapes of parse-tree nodes that the lineage analysis reads: the fields of a SELECT and
+which of them compare, an expression's nodes, its default output name, the calls of a function
+in FROM and the items of a GROUP BY (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from bastion.sqlparse.tree import Node, string_list, unwrap
+
+# Clauses that read columns without returning them, and how a refusal names each.
+CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
+           ("windowClause", "a window"))  # fmt: skip
+# Every field of a SELECT the analysis reads (a field a newer grammar adds refuses it).
+SELECT_FIELDS = frozenset({
+    "distinctClause", "intoClause", "targetList", "fromClause", "whereClause", "groupClause",
+    "groupDistinct", "havingClause", "windowClause", "valuesLists", "sortClause", "limitOffset",
+    "limitCount", "limitOption", "lockingClause", "withClause", "op", "all", "larg", "rarg",
+})  # fmt: skip
+# The SEARCH and CYCLE clauses of a recursive CTE: the columns they list, the columns they add
+# (made of the listed ones), and how a refusal names them.
+CTE_CLAUSES = (
+    ("search_clause", "search_col_list", ("search_seq_column",),
+     "SEARCH, which sorts by the columns it lists"),
+    ("cycle_clause", "cycle_col_list", ("cycle_mark_column", "cycle_path_column"),
+     "CYCLE, which compares the columns it lists"),
+)  # fmt: skip
+# Set operations compare whole rows (to drop duplicates, to match rows from both sides), so
+# every column they combine is used; only UNION ALL just appends one side to the other.
+SET_OPERATIONS = {"SETOP_UNION": "UNION", "SETOP_INTERSECT": "INTERSECT",
+                  "SETOP_EXCEPT": "EXCEPT"}  # fmt: skip
 
 
 def grouping_items(clause: object) -> list[object]:
