@@ -3,6 +3,9 @@ than by being projected as it is (pure; PostgreSQL's own grammar through pglast'
 
 Fail closed: a relation, function or node the analysis does not know refuses the statement; a
 sensitive column anywhere but a bare projection refuses it too, naming the column and the use.
+Whatever compares, sorts, deduplicates or groups rows is a use of the columns it compares, even
+with no expression naming them: set operations other than UNION ALL, DISTINCT, NATURAL and
+USING joins, output positions in DISTINCT ON and grouping sets, SEARCH and CYCLE.
 """
 
 from __future__ import annotations
