@@ -80,6 +80,9 @@ class Col:
     sources: frozenset[Source] = frozenset()
     bare: bool = False
     row: int = 0  # which occurrence of a relation a bare column comes from (0: none proven)
+    # Values from sides that differ (a set operation): one keyed hash over them all would let
+    # a value of the engineer's choosing be compared with the real one.
+    mixed: bool = False
 
 
 OPEN = Col("\0open")  # marks a function in FROM whose output columns are not known by name
@@ -204,7 +207,8 @@ class Analyzer:
         if len(left) != len(right):
             raise Refused("each side of a set operation must have as many columns")
         # A row comes from either side: no occurrence is proven.
-        cols = [Col(a.name, a.sources | b.sources, a.bare and b.bare)
+        cols = [Col(a.name, a.sources | b.sources, a.bare and b.bare,
+                    mixed=a.mixed or b.mixed or a.sources != b.sources)
                 for a, b in zip(left, right, strict=True)]  # fmt: skip
         op = SET_OPERATIONS.get(node["op"])
         if op is None:

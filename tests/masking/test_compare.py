@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.masking.classify import Rules
 from bastion.masking.lineage import Analyzer, Refused, only_statement
+from bastion.masking.policy import MaskingPolicy
+from bastion.masking.session import Masking
+from bastion.pgwire import Field
 from tests.masking.test_lineage import CATALOG, analyse, masked
 from tests.masking.test_lineage import SENSITIVE as SENSITIVE_SOURCES
 
@@ -224,3 +228,26 @@ def test_a_select_field_the_analysis_does_not_read_refuses_the_statement() -> No
     node["keepClause"] = [{"ColumnRef": {"fields": [{"String": {"sval": "email"}}]}}]
     with pytest.raises(Refused, match="SELECT with keepClause is not analysed"):
         Analyzer(CATALOG, SENSITIVE_SOURCES.__contains__).select(node, None)
+
+
+def test_a_keyed_hash_never_spans_a_set_operations_differing_sides() -> None:
+    # UNION ALL compares nothing, but one keyed hash over the real value and a guess would
+    # let the engineer compare them: such a column is masked in full instead.
+    policy = MaskingPolicy(rules=Rules(sensitive=("public.orders.note",),
+                                       styles=(("customers.email", "hash"),)))  # fmt: skip
+    masking = Masking(CATALOG, policy, b"k" * 32, "2026-W47")
+    email = Field("email", 0, 0, 25, -1, -1, 0)
+    guessed = masking.plan("SELECT email FROM customers WHERE id = 7 UNION ALL SELECT 'g@x'")
+    [mask] = masking.result(guessed, [email]).maskers.values()
+    assert {mask(b"g@x"), mask(b"jane.doe@example.com")} == {b"***", b"****"}  # full
+    alike = masking.plan("SELECT email FROM customers WHERE id = 7 UNION ALL"
+                         " SELECT email FROM customer_contacts WHERE id = 8")  # fmt: skip
+    [mask] = masking.result(alike, [email]).maskers.values()
+    hashed = [mask(b"alice@example.com"), mask(b"bob@example.com")]
+    assert hashed[0] != hashed[1] and b"*" not in b"".join(h or b"" for h in hashed)
+    nested = masking.plan(
+        "WITH u AS (SELECT email FROM customers UNION ALL SELECT name"
+        " FROM customers) SELECT e FROM (SELECT email AS e FROM u) s"
+    )
+    [mask] = masking.result(nested, [email]).maskers.values()
+    assert mask(b"Jane Doe") == b"****"

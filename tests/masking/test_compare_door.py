@@ -6,17 +6,18 @@ records each refusal."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
 
 from tests.harness import Bastion
-from tests.masking.door import PASSWORD, plain
+from tests.masking.door import PASSWORD, POLICY, plain, shop_bastion
 from tests.masking.shop import SECRETS
 from tests.masking.wiretap import Tap
 from tests.pgproxy.conftest import wait_for_outcomes
-from tests.realpg import asyncpg_connect, psycopg_connect, run_psql
+from tests.realpg import PgDatabase, asyncpg_connect, psycopg_connect, run_psql
 
 # The oracle from the review: one row back when the guess is right.
 ORACLE = "SELECT email FROM customers WHERE id = 4711 INTERSECT SELECT '{guess}'"
@@ -100,3 +101,24 @@ def test_asyncpg_cannot_tell_the_last_digits_of_an_ssn(bastion: Bastion) -> None
     shown, answers = asyncio.run(attempt())
     assert shown == "***-**-6789"
     assert len(set(answers)) == 1 and "public.customers.ssn is sensitive" in answers[0]
+
+
+def test_a_guess_beside_a_hashed_column_is_not_hashed_alike(
+    tmp_path: Path, shop: PgDatabase
+) -> None:
+    """With email masked as a keyed hash (joins still work), a UNION ALL of the real value and
+    guesses would hash each guess alike: the right one would match. That column is masked
+    in full instead."""
+    policy = POLICY + 'styles = { "public.customers.email" = "hash" }\n'
+    b = shop_bastion(tmp_path / "bastion", shop, policy=policy).start()
+    try:
+        with psycopg_connect(b.via_bastion("alice", "shop", PASSWORD), autocommit=True) as conn:
+            [(hashed,)] = conn.execute("SELECT email FROM customers WHERE id = 4711").fetchall()
+            rows = conn.execute(
+                f"SELECT email FROM customers WHERE id = 4711 UNION ALL"
+                f" SELECT '{RIGHT}' UNION ALL SELECT '{WRONG}'"
+            ).fetchall()
+    finally:
+        b.stop()
+    assert "*" not in hashed and hashed != RIGHT  # the style is a hash
+    assert all(set(value) == {"*"} for (value,) in rows), rows
