@@ -215,7 +215,8 @@ class Analyzer:
             raise Refused(f"set operation {node['op']} is not analysed in masked mode")
         if op != "UNION" or not node.get("all"):
             shown = f"{op} ALL" if node.get("all") else op
-            self._compared(cols, f"{shown}, which compares every column it combines")
+            hint = " (UNION ALL does not)" if shown == "UNION" else ""
+            self._compared(cols, f"{shown}, which compares every column it combines{hint}")
         return cols
 
     def _distinct(self, clause: list[Node] | None, scope: Scope, cols: list[Col]) -> None:
