@@ -195,6 +195,29 @@ class PeopleQueries(StoreBase):
             result = TotpResult.WRONG if step is None else TotpResult.REPLAYED
             return self._failure(attempt, result, max_failures, lock_for)
 
+    def record_password_failure(
+        self, name: str, via: str, max_failures: int, lock_for: timedelta
+    ) -> None:
+        """Count a wrong password towards the user's lockout, as a wrong code counts; the
+        event is written for unknown users too, so both cost one durable write."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
+                " FROM users WHERE name = ?",
+                (name,),
+            ).fetchone()
+            now = self.clock.now()
+            locked = (
+                row is not None and row["locked_until"] and now < parse_iso(row["locked_until"])
+            )
+            if row is None or row["disabled_at"] or locked:
+                detail = {"via": via, "why": "password"}
+                self._append(conn, [Event("auth.password_failed", via, name, "notice",
+                                          detail=detail)])  # fmt: skip
+                return
+            attempt = _Attempt(conn, name, dict(row), via, now)
+            self._failure(attempt, None, max_failures, lock_for)
+
     def _refusal(self, attempt: _Attempt) -> TotpOutcome | None:
         """Disabled or locked users are refused without looking at the code.
 
@@ -221,12 +244,15 @@ class PeopleQueries(StoreBase):
         return outcome
 
     def _failure(
-        self, attempt: _Attempt, result: TotpResult, max_failures: int, lock_for: timedelta
+        self, attempt: _Attempt, result: TotpResult | None, max_failures: int, lock_for: timedelta
     ) -> TotpOutcome:
-        """Count a wrong or replayed code; the Nth in a row locks the user."""
+        """Count a wrong or replayed code (result None: a wrong password); the Nth failure in
+        a row locks the user."""
         failures = int(attempt.row["failed_attempts"]) + 1
-        detail = {"via": attempt.via, "why": result.value, "consecutive": failures}
-        events = [Event("auth.totp_failed", attempt.via, attempt.name, "notice", detail=detail)]
+        why = "password" if result is None else result.value
+        kind = "auth.password_failed" if result is None else "auth.totp_failed"
+        detail = {"via": attempt.via, "why": why, "consecutive": failures}
+        events = [Event(kind, attempt.via, attempt.name, "notice", detail=detail)]
         new_lock = None
         if failures >= max_failures:
             new_lock = attempt.now + lock_for
@@ -239,7 +265,7 @@ class PeopleQueries(StoreBase):
             (failures, iso(new_lock) if new_lock else None, attempt.row["id"]),
         )
         self._append(attempt.conn, events)
-        return TotpOutcome(result, new_lock, just_locked=new_lock is not None)
+        return TotpOutcome(result or TotpResult.WRONG, new_lock, just_locked=new_lock is not None)
 
     # -- SSH keys ---------------------------------------------------------------------
 

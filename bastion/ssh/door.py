@@ -37,8 +37,22 @@ class SSHDoor:
         self.connections: set[BastionSSHServer] = set()  # open client connections
 
     def _new_connection(self) -> BastionSSHServer:
-        return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live,
-                                self.connections)  # fmt: skip
+        """A connection's own view of the limiter, which may end it while it is in login:
+        to make room for another address, or because its address failed too often."""
+        holder: list[BastionSSHServer] = []
+
+        def evict(why: str) -> None:
+            conn = holder[0].conn if holder else None
+            if conn is not None:
+                log.warning("ssh.preauth_ended", source=holder[0].source, why=why)
+                asyncio.get_running_loop().call_soon(
+                    conn.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, why
+                )
+
+        seat = self.limiter.for_connection(evict, close_when_blocked=True)
+        server = BastionSSHServer(self.core, seat, ChannelSession, self.live, self.connections)
+        holder.append(server)
+        return server
 
     async def start(self) -> None:
         twofactor.install()
