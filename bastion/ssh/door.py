@@ -49,7 +49,7 @@ class SSHDoor:
                     conn.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, why
                 )
 
-        seat = self.limiter.for_connection(evict, close_when_blocked=True)
+        seat = self.limiter.for_connection(evict)
         server = BastionSSHServer(self.core, seat, ChannelSession, self.live, self.connections)
         holder.append(server)
         return server
