@@ -14,7 +14,6 @@ import structlog
 
 from bastion import pgwire
 from bastion.access.preauth import PreauthLimiter, limiter_for
-from bastion.access.tally import Tally
 from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
@@ -23,6 +22,7 @@ from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
+from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -30,7 +30,6 @@ PLAIN_REFUSAL_WAIT = 5.0  # seconds a refused address has to send its start-up p
 STOP_GRACE = 10.0  # seconds for ended sessions to record their end when the bastion stops
 PRELOGIN_MAX_MESSAGE = 8192  # bytes: a password, code or ticket fits many times over
 PRELOGIN_READ = 16 * 1024  # bytes read ahead of the login (the relay reads on its own)
-FLUSH_EVERY = 1.0  # seconds between looks for audit summaries to write
 
 
 class PgDoor:
@@ -49,8 +48,7 @@ class PgDoor:
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
         # Cancel requests and refused connections: counted, one audit summary a minute.
-        self.tally = Tally()
-        self._flusher: asyncio.Task[None] | None = None
+        self.summaries = Summaries(core, "postgres")
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -70,7 +68,7 @@ class PgDoor:
         sockets = list(self._server.sockets or [])
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_tally())
+        self.summaries.start()
 
     async def stop(self) -> None:
         """End every session with a message and let each close its row before returning."""
@@ -82,27 +80,7 @@ class PgDoor:
             await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
         if self._server is not None:
             await self._server.wait_closed()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
-        await self._write_tally(self.tally.drain())
-
-    async def _flush_tally(self) -> None:
-        """Write the summaries of refused connections and cancels whose minute is over."""
-        while True:
-            await asyncio.sleep(FLUSH_EVERY)
-            await self._write_tally(self.tally.due(self.core.clock.now()))
-
-    async def _write_tally(self, counts: list[Any]) -> None:
-        if not counts:
-            return
-        events = [Event(c.kind, f"postgres:{c.source}", "", "warning", detail=c.summary())
-                  for c in counts]  # fmt: skip
-        try:
-            await self.core.run(self.core.store.append_events, events)
-        except BastionError as exc:
-            log.error("audit.write_failed", error=exc.message, kind="summary")
+        await self.summaries.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -169,7 +147,7 @@ class PgDoor:
         """Turn a connection away; counted, and politely (in plain text, once its start-up
         packet is here) only while its address has not used up its minute's budget."""
         source = client.address
-        polite = self.tally.note("auth.preauth_refused", source, self.core.clock.now(), refusal)
+        polite = self.summaries.note("auth.preauth_refused", source, refusal)
         if not polite:
             client.close()
             raise ConnectionResetError("refused without an answer")
@@ -227,8 +205,7 @@ class PgDoor:
         session = self.by_key.get(request.pid)
         valid = session is not None and hmac.compare_digest(session.cancel_key[1], request.key)
         why = "cancelled" if valid else "no such backend key"
-        now = self.core.clock.now()
-        if self.tally.note("query.cancel_request", client.address, now, why) and (
+        if self.summaries.note("query.cancel_request", client.address, why) and (
             session is not None and valid
         ):
             await session.cancel("the client sent a cancel request")
