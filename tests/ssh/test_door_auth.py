@@ -276,7 +276,7 @@ def summed(b: Bastion, kind: str, want: int) -> int:
     (each summary is written once its minute is over)."""
     deadline = time.monotonic() + 15
     while True:
-        total = sum(json.loads(e.detail)["count"] for e in b.events(kind))
+        total = sum(int(json.loads(e.detail)["count"]) for e in b.events(kind))
         if total >= want or time.monotonic() > deadline:
             return total
         b.clock.advance(61)
