@@ -61,11 +61,11 @@ async def _drain_until_closed(reader: asyncio.StreamReader) -> None:
 
 
 async def pg_oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A password message that claims 64 MiB, then up to 1 MiB of junk, then waiting."""
+    """A password message that claims 64 MiB, then up to 4 MiB of junk, then waiting."""
     writer.write(pw.startup_message({"user": "mallory", "database": "orders-prod"}))
     await reader.read(1)  # the door asks for a password (or ends the connection)
     writer.write(b"p" + struct.pack("!i", 64 * 1024 * 1024))
-    for _ in range(64):
+    for _ in range(256):
         writer.write(JUNK)
         await writer.drain()
     await _drain_until_closed(reader)
