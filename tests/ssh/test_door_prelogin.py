@@ -55,3 +55,29 @@ def test_the_cap_turns_the_busiest_address_away_and_lets_a_real_user_in(
         for sock in held:
             sock.close()
         b.stop()
+
+
+def test_wrong_ssh_passwords_count_towards_the_users_lockout(tmp_path: Path) -> None:
+    b = Bastion(tmp_path / "bastion", "[lockout]\nmax_failures = 3\n")
+    b.add_user("pat", key=False, password="pat's long password 1")
+
+    async def attempt(password: str) -> None:
+        try:
+            conn = await asyncssh.connect(
+                "127.0.0.1", b.port, username="pat", password=password, known_hosts=b.known_hosts(),
+                client_keys=None, agent_path=None, config=None, preferred_auth="password",
+            )  # fmt: skip
+        except asyncssh.PermissionDenied:
+            return
+        conn.close()
+        raise AssertionError("a wrong password let pat in")
+
+    b.start()
+    try:
+        for guess in ("guess number one", "guess number two", "guess number three"):
+            b.call(attempt(guess))
+        assert b.store.user("pat").locked_until is not None
+        assert len(b.events("auth.password_failed")) == 3
+        assert b.events("user.locked")
+    finally:
+        b.stop()
