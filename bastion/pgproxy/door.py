@@ -112,10 +112,14 @@ class PgDoor:
     def _seat(self, client: Client) -> PreauthLimiter:
         """The limiter as this connection sees it: it may end the connection while in login."""
 
+        handler = asyncio.current_task()
+
         def evict(why: str) -> None:
             log.warning("postgres.preauth_ended", source=client.address, why=why)
             client.fatal("53300", why)
             client.close()
+            if handler is not None and handler is not asyncio.current_task():
+                handler.cancel()  # no password check, code or session for a login ended
 
         return self.limiter.for_connection(evict)
 
