@@ -15,6 +15,7 @@ load itself, without asking the door:
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,21 @@ from datetime import datetime, timedelta
 from bastion.config import DoorLimits
 
 Evict = Callable[[str], None]  # ends one connection in login, telling it why
+MAX_TRACKED = 10_000  # addresses with failures kept before the ones that are over are dropped
+
+
+def source_key(address: str) -> str:
+    """What the limits count by: the address, or for IPv6 its /64 (one host's share, which
+    a single client can rotate through freely)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+    except ValueError:
+        return address
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class PreauthLimiter:
 
     def admit(self, source: str, now: datetime) -> str | None:
         """None to let the connection in, or why it is refused."""
+        source = source_key(source)
         until = self._blocked_until.get(source)
         if until is not None:
             if now < until:
@@ -95,6 +112,7 @@ class PreauthLimiter:
 
     def blocked(self, source: str, now: datetime) -> bool:
         """True while the address is refused for failing too often."""
+        source = source_key(source)
         until = self._blocked_until.get(source)
         return until is not None and now < until
 
@@ -108,6 +126,9 @@ class PreauthLimiter:
     def failed(self, source: str, now: datetime) -> bool:
         """Count a failed attempt; True when this one blocks the source (and then its other
         connections in login are ended)."""
+        source = source_key(source)
+        if len(self._failures) >= MAX_TRACKED:
+            self._forget_old(now)
         window = self._failures[source]
         window.append(now)
         while window and now - window[0] > self.policy.failure_window:
@@ -147,7 +168,17 @@ class PreauthLimiter:
                 return True
         return False  # pragma: no cover - counts said there was one
 
+    def _forget_old(self, now: datetime) -> None:
+        """Drop failure windows and blocks that are over (many addresses, each failing once)."""
+        for key, window in list(self._failures.items()):
+            if not window or now - window[-1] > self.policy.failure_window:
+                del self._failures[key]
+        for key, until in list(self._blocked_until.items()):
+            if until <= now:
+                del self._blocked_until[key]
+
     def _release(self, source: str) -> None:
+        source = source_key(source)
         token = self._token
         if token is None:
             queue = self._anonymous.get(source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bastion.access.preauth import PreauthLimiter, PreauthPolicy
+from bastion.access.preauth import MAX_TRACKED, PreauthLimiter, PreauthPolicy
 from bastion.access.tally import Tally
 from bastion.clock import FakeClock
 
@@ -75,3 +75,29 @@ def test_the_tally_sums_a_minute_per_address_and_keeps_a_budget() -> None:
     assert other.count == 1
     [rest] = tally.drain()
     assert rest.summary()["count"] == 1
+
+
+def test_ipv6_addresses_count_by_their_64() -> None:
+    limiter = PreauthLimiter(PreauthPolicy(max_unauthenticated_per_source=2, max_failures=2))
+    now = FakeClock().now()
+    assert limiter.admit("2001:db8::1", now) is None
+    assert limiter.admit("2001:db8::ffff:2", now) is None
+    refused = limiter.admit("2001:db8::3", now)  # the same /64: one client rotating
+    assert refused is not None and "2001:db8::/64" in refused
+    assert limiter.admit("2001:db8:0:1::1", now) is None  # the next /64 is someone else
+    limiter.failed("2001:db8::a", now)
+    assert limiter.failed("2001:db8::b", now)
+    assert limiter.blocked("2001:db8::c", now) and not limiter.blocked("2001:db8:0:1::c", now)
+    assert limiter.admit("::ffff:10.0.0.1", now) is None  # IPv4-mapped counts as IPv4
+    limiter.closed_unauthenticated("10.0.0.1")
+    assert limiter.in_progress == 3
+
+
+def test_failures_from_many_addresses_are_forgotten_once_over() -> None:
+    clock = FakeClock()
+    limiter = PreauthLimiter(PreauthPolicy(failure_window=timedelta(minutes=1)))
+    for i in range(MAX_TRACKED):
+        limiter.failed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", clock.now())
+    clock.advance(61)
+    limiter.failed("192.0.2.1", clock.now())
+    assert len(limiter._failures) == 1
