@@ -18,6 +18,7 @@ from bastion.core import Core
 from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
 from bastion.ssh.login import Login, parse_login
+from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.ssh")
 
@@ -57,8 +58,11 @@ class BastionSSHServer(asyncssh.SSHServer):
         session_factory: Callable[[Any], Any],
         live: dict[str, Any] | None = None,
         connections: set[BastionSSHServer] | None = None,
+        *,
+        summaries: Summaries | None = None,
     ) -> None:
         self.core = core
+        self.summaries = summaries
         self.live: dict[str, Any] = live if live is not None else {}
         self.connections = connections if connections is not None else set()
         self.limiter = limiter
@@ -87,8 +91,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             self.admitted = True
             return
         log.warning("ssh.preauth_refused", source=self.source, why=refusal)
-        self._audit_soon(Event("auth.preauth_refused", f"ssh:{self.source}", "", "warning",
-                               detail={"source": self.source, "why": refusal}))  # fmt: skip
+        self._repeatable("auth.preauth_refused", refusal)
         conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -98,6 +101,9 @@ class BastionSSHServer(asyncssh.SSHServer):
         if self.admitted and not self.state.authenticated:
             self.limiter.closed_unauthenticated(self.source)
             why = str(exc) if exc else "client left"
+            if not self.state.failures:  # nothing was tried: counted, not a row each
+                self._repeatable("auth.abandoned", why)
+                return
             detail = {"source": self.source, "why": why, "failures": self.state.failures,
                       "first_factor": self.state.first_factor}  # fmt: skip
             self._audit_soon(Event("auth.failed", f"ssh:{self.source}",
@@ -118,6 +124,14 @@ class BastionSSHServer(asyncssh.SSHServer):
         for connection in closing:
             connection.close()
         await asyncio.gather(*(c.wait_closed() for c in closing), return_exceptions=True)
+
+    def _repeatable(self, kind: str, why: str) -> None:
+        """What a client can repeat at will before login goes into the door's summaries."""
+        if self.summaries is not None:
+            self.summaries.note(kind, self.source, why)
+            return
+        self._audit_soon(Event(kind, f"ssh:{self.source}", "", "warning",
+                               detail={"source": self.source, "why": why}))  # fmt: skip
 
     def _audit_soon(self, event: Event) -> None:
         """Audit from a synchronous callback; the write is still durable, just not awaited."""
@@ -184,7 +198,8 @@ class BastionSSHServer(asyncssh.SSHServer):
         self._stop_if_blocked()
         state = self.state
         # The same work for everyone: check_password pays for a hash even for unknown names.
-        ok = await self.core.run(self.core.identity.check_password, state.login.user, password)
+        # argon2 runs in the core's hashing threads; a wrong password counts towards lockout.
+        ok = await self.core.check_password(state.login.user, password, f"ssh:{self.source}")
         ok = ok and state.known and state.has_password and not state.key_fingerprints
         if not ok:
             self._failed("password")

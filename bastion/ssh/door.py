@@ -9,7 +9,6 @@ import asyncssh
 import structlog
 
 from bastion.access.preauth import PreauthLimiter, limiter_for
-from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.ssh import twofactor
@@ -22,23 +21,6 @@ log = structlog.get_logger("bastion.ssh")
 
 
 CLOSE_GRACE = 5.0  # seconds for client connections to close when the door stops
-
-
-class DoorSSHServer(BastionSSHServer):
-    """The login as auth.py runs it; events a client can repeat at will before login go
-    into the door's one-a-minute summaries instead of a durable row each."""
-
-    summaries: Summaries
-
-    def _audit_soon(self, event: Event) -> None:
-        source = self.source
-        detail = event.detail or {}
-        if event.kind == "auth.preauth_refused":
-            self.summaries.note(event.kind, source, str(detail.get("why", "")))
-        elif event.kind == "auth.failed" and not detail.get("failures"):
-            self.summaries.note("auth.abandoned", source, str(detail.get("why", "")))
-        else:
-            super()._audit_soon(event)
 
 
 class SSHDoor:
@@ -70,8 +52,8 @@ class SSHDoor:
                 )
 
         seat: PreauthLimiter = self.limiter.for_connection(evict)
-        server = DoorSSHServer(self.core, seat, ChannelSession, self.live, self.connections)
-        server.summaries = self.summaries
+        server = BastionSSHServer(self.core, seat, ChannelSession, self.live, self.connections,
+                                  summaries=self.summaries)  # fmt: skip
         holder.append(server)
         return server
 

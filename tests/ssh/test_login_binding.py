@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,9 @@ def test_a_blocked_source_stops_guessing_on_its_open_connection(tmp_path: Path, 
         assert not ok
         assert client.prompts == 2  # blocked after the second: no third code is asked
         assert len(b.events("auth.totp_failed")) == 2
+        deadline = time.monotonic() + 10
+        while not b.events("auth.source_blocked") and time.monotonic() < deadline:
+            time.sleep(0.02)  # audited as the block happens, not awaited by the login
         assert b.events("auth.source_blocked")
     finally:
         b.stop()
