@@ -6,10 +6,19 @@ from . import classifier as _classifier
 from . import redaction as _redaction
 from . import tree as _tree
 from .classifier import Classification, StatementInfo, classify, command_kind
-from .redaction import describe_params, redact, redact_params, split_statements, unparsable
+from .redaction import (
+    Redacted,
+    describe_params,
+    redact,
+    redact_params,
+    redaction,
+    split_statements,
+    unparsable,
+)
 
 __all__ = [
     "Classification",
+    "Redacted",
     "StatementInfo",
     "cache_clear",
     "classify",
@@ -17,6 +26,7 @@ __all__ = [
     "describe_params",
     "redact",
     "redact_params",
+    "redaction",
     "split_statements",
     "unparsable",
 ]
