@@ -81,7 +81,14 @@ SQL_TEXT_FUNCTIONS: dict[str, Callable[[list[Any]], list[int]]] = {
     "schedule_in_database": _cron,  # cron.schedule_in_database only
 }
 _CRON_ONLY = frozenset({"schedule", "schedule_in_database"})
-HINT_WORDS = (r"\bdo\b", "function", "procedure", "program", r"\bload\b", "u&", *SQL_TEXT_FUNCTIONS)
+# Settings whose value is a shell command or a library the server will run or load.
+COMMAND_SETTINGS = frozenset({
+    "archive_command", "archive_cleanup_command", "restore_command", "recovery_end_command",
+    "ssl_passphrase_command", "shared_preload_libraries", "session_preload_libraries",
+    "local_preload_libraries", "dynamic_library_path",
+})  # fmt: skip
+HINT_WORDS = (r"\bdo\b", "function", "procedure", "program", r"\bload\b", "u&", "_command",
+              "librar", *SQL_TEXT_FUNCTIONS)  # fmt: skip
 """Words without one of which (case-insensitive) a text holds no code: a cheap first test."""
 
 # PL/pgSQL statements that run a string as SQL, and the field holding the string's expression.
@@ -154,6 +161,9 @@ def _text_arguments(node: Node, depth: int, inner: Inner) -> list[tuple[int, str
         call = item.get("FuncCall") if len(item) == 1 else None
         if isinstance(call, dict):
             found.extend(_call_texts(call, depth, inner))
+        name = item.get("name")
+        if str(item.get("kind", "")).startswith("VAR_") and name in COMMAND_SETTINGS:
+            raise KeptWhole(f"it sets {name}, a command or library the server runs")
         stack.extend(item.values())
     return found
 
@@ -165,6 +175,8 @@ def _call_texts(call: Node, depth: int, inner: Inner) -> list[tuple[int, str]]:
     if which is None or (name in _CRON_ONLY and names[:-1] != ["cron"]):
         return []
     args = call.get("args") or []
+    if any(isinstance(arg, dict) and "NamedArgExpr" in arg for arg in args):
+        raise KeptWhole(f"{name}() is called with named arguments")
     found = []
     for index in which(args):
         const = _string_constant(args[index])

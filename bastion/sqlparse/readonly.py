@@ -171,10 +171,11 @@ def _select_node_refusal(fields: Node) -> str | None:
         reason = _call_refusal(fields)
         if reason is not None:
             return reason
-    if "operName" in fields:  # x = ANY (SELECT ...) and friends
-        reason = operator_refusal(string_list(fields["operName"]), "AEXPR_OP")
-        if reason is not None:
-            return reason
+    for key in ("operName", "useOp"):  # x = ANY (SELECT ...); ORDER BY x USING op
+        if key in fields:
+            reason = operator_refusal(string_list(fields[key]), "AEXPR_OP")
+            if reason is not None:
+                return reason
     if fields.get("intoClause"):
         return "SELECT INTO creates a table"
     if "lockingClause" in fields:

