@@ -20,7 +20,7 @@ import structlog
 from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, QueryStart, Record
 from bastion.errors import StoreError
-from bastion.sqlparse import command_kind, redaction
+from bastion.sqlparse import command_kind, log_text
 
 log = structlog.get_logger("bastion.audit")
 
@@ -194,7 +194,7 @@ def _redacted(record: Record) -> Record:
     whole text with the reason), its kind derived."""
     if isinstance(record, QueryStart) and record.raw:
         sql = record.sql
-        text, kept_whole = redaction(sql)
+        text, kept_whole = log_text(sql)
         return record._replace(sql=text, kind=command_kind(sql), raw=False, kept_whole=kept_whole)
     return record
 

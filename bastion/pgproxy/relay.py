@@ -215,7 +215,7 @@ class Relay:
             if audit.keep_literals or placeholder:
                 text = sql
             else:
-                text, kept_whole = sqlparse.redaction(sql)
+                text, kept_whole = sqlparse.log_text(sql)
             kind = sqlparse.command_kind(sql)
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
                             step, text, params, kind, refused, raw, kept_whole)  # fmt: skip

@@ -9,9 +9,9 @@ from .classifier import Classification, StatementInfo, classify, command_kind
 from .redaction import (
     Redacted,
     describe_params,
+    log_text,
     redact,
     redact_params,
-    redaction,
     split_statements,
     unparsable,
 )
@@ -24,9 +24,9 @@ __all__ = [
     "classify",
     "command_kind",
     "describe_params",
+    "log_text",
     "redact",
     "redact_params",
-    "redaction",
     "split_statements",
     "unparsable",
 ]

@@ -11,12 +11,11 @@ from typing import NamedTuple
 
 from pglast import parser
 
-from .code import COMMENT_PLACEHOLDER, HINT_WORDS, KeptWhole, code_literals, scrub
+from .code import COMMENT_PLACEHOLDER, KeptWhole, code_literals, may_hold_code, scrub
 from .tree import CACHE_MAX_CHARS, CACHE_SIZE, normalize, parse
 
-__all__ = ["COMMENT_PLACEHOLDER", "Redacted", "redact", "redaction", "unparsable"]
+__all__ = ["COMMENT_PLACEHOLDER", "Redacted", "log_text", "redact", "unparsable"]
 
-_MAY_HOLD_CODE = re.compile("|".join(HINT_WORDS), re.IGNORECASE)
 _MAY_NEED_SCAN = re.compile(r"'|--|/\*|\$(?!\d)|(?<![\w$])\d")
 """What any constant or comment token contains: a quote, a comment opener, a dollar quote, or a
 digit that does not continue an identifier or a `$n`. Normalized text without one is done."""
@@ -30,11 +29,11 @@ class Redacted(NamedTuple):
 
 
 def redact(sql: str) -> str:
-    """The query log's text for `sql` (see `redaction`); never raises."""
-    return redaction(sql).text
+    """The query log's text for `sql` (see `log_text`); never raises."""
+    return log_text(sql).text
 
 
-def redaction(sql: str) -> Redacted:
+def log_text(sql: str) -> Redacted:
     """`sql` with every literal replaced by `$n` and every comment emptied, but code kept.
 
     libpg_query's normalize replaces the constants it knows (numbering after any `$n` already in
@@ -111,7 +110,7 @@ def _redact(sql: str) -> Redacted:
         normalized = normalize(sql)
     except Exception:  # text that does not parse keeps nothing of itself
         return Redacted(unparsable(sql))
-    coded = _with_code(sql) if _MAY_HOLD_CODE.search(sql) else None
+    coded = _with_code(sql) if may_hold_code(sql) else None
     if coded is not None:
         return coded
     try:

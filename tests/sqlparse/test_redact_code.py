@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.sqlparse import Redacted, redact, redaction
+from bastion.sqlparse import Redacted, log_text, redact
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ from bastion.sqlparse import Redacted, redact, redaction
     ],
 )
 def test_code_is_logged_with_only_its_literals_redacted(sql: str, expected: str) -> None:
-    assert redaction(sql) == Redacted(expected, None)
+    assert log_text(sql) == Redacted(expected, None)
 
 
 @pytest.mark.parametrize(
@@ -143,11 +143,11 @@ def test_code_is_logged_with_only_its_literals_redacted(sql: str, expected: str)
 def test_code_that_cannot_be_redacted_keeps_the_statement_whole_and_flagged(
     sql: str, why: str
 ) -> None:
-    found = redaction(sql)
+    found = log_text(sql)
     assert found.text == sql
     assert found.kept_whole is not None and why in found.kept_whole
 
 
-def test_redact_gives_the_same_text_as_redaction() -> None:
+def test_redact_gives_the_same_text_as_log_text() -> None:
     sql = "DO 'BEGIN EXECUTE ''DROP TABLE orders CASCADE''; END'"
-    assert redact(sql) == redaction(sql).text
+    assert redact(sql) == log_text(sql).text
