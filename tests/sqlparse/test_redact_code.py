@@ -5,6 +5,8 @@ that keeps the whole statement, flagged with why."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.sqlparse import Redacted, log_text, redact
 
@@ -151,3 +153,35 @@ def test_code_that_cannot_be_redacted_keeps_the_statement_whole_and_flagged(
 def test_redact_gives_the_same_text_as_log_text() -> None:
     sql = "DO 'BEGIN EXECUTE ''DROP TABLE orders CASCADE''; END'"
     assert redact(sql) == log_text(sql).text
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# Code wrapped in code, any depth and order: each wrapper runs the text inside it.
+_WRAPPERS = (
+    lambda inner: f"DO {_quoted(f'BEGIN EXECUTE {_quoted(inner)}; END')}",
+    lambda inner: f"SELECT query_to_xml({_quoted(inner)}, true, true, '')",
+    lambda inner: f"CREATE FUNCTION f() RETURNS void LANGUAGE sql AS {_quoted(inner)}",
+    lambda inner: f"SELECT * FROM ts_stat({_quoted(inner)})",
+    lambda inner: "DO " + _quoted(f"DECLARE x text := 'LEAK'; BEGIN EXECUTE {_quoted(inner)}; END"),
+)
+_CODE = st.recursive(
+    st.sampled_from(["SELECT 'LEAK'", "DELETE FROM t WHERE s = 'LEAK' AND n = 42"]),
+    lambda inner: st.tuples(st.sampled_from(range(len(_WRAPPERS))), inner).map(
+        lambda pair: _WRAPPERS[pair[0]](pair[1])
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_CODE)
+def test_code_in_code_keeps_every_level_and_no_literal(sql: str) -> None:
+    found = log_text(sql)
+    assert found.kept_whole is None or "nested too deeply" in found.kept_whole
+    if found.kept_whole is None:
+        assert "LEAK" not in found.text and "42" not in found.text
+        for word in ("EXECUTE", "query_to_xml", "ts_stat", "LANGUAGE sql", "DELETE", "SELECT"):
+            assert (word in found.text) == (word in sql)
