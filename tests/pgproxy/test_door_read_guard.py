@@ -41,8 +41,12 @@ def test_sql_inside_a_function_argument_is_refused_and_changes_nothing(
     bastion: Bastion, pg: PgDatabase
 ) -> None:
     before = _state(pg)
+    heard: list[psycopg.Notify] = []
+    listener = psycopg.connect(pg.dsn, autocommit=True)
+    listener.add_notify_handler(heard.append)
+    listener.execute("LISTEN ch")
     via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
-    with psycopg_connect(via, autocommit=True) as conn:
+    with listener, psycopg_connect(via, autocommit=True) as conn:
         for attack in ATTACKS:
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as caught:
                 conn.execute(attack)
@@ -54,6 +58,8 @@ def test_sql_inside_a_function_argument_is_refused_and_changes_nothing(
         assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("SELECT setval('customers_id_seq', 4242)")
+        listener.execute("SELECT 1")  # takes in any notification sent meanwhile
+    assert heard == []
     assert _state(pg) == before
     refused = [q for q in bastion.store.queries() if q.refused]
     assert len(refused) == len(ATTACKS) + 1
