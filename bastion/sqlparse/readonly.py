@@ -8,7 +8,10 @@ proxy also runs the upstream session with `default_transaction_read_only = on`, 
 setting is the backstop for writes no parser can see: a query calling a user-defined function
 that writes, an operator or cast backed by one, or a trigger. PostgreSQL refuses those itself
 with SQLSTATE 25006. That is why the rules below also guard the setting (SET, RESET ALL,
-DISCARD ALL, READ WRITE transactions, set_config) as carefully as the writes themselves.
+DISCARD ALL, READ WRITE transactions, set_config) as carefully as the writes themselves, and
+why a query may call only the functions and operators on the allow-list in `functions`: a
+function that runs SQL text (ts_rewrite, ts_stat, query_to_xml) could lift the setting from
+inside a statement that looks like a read.
 """
 
 from __future__ import annotations
