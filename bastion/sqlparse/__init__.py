@@ -6,6 +6,7 @@ from . import classifier as _classifier
 from . import redaction as _redaction
 from . import tree as _tree
 from .classifier import Classification, StatementInfo, classify, command_kind
+from .functions import search_path_refusal
 from .redaction import (
     Redacted,
     describe_params,
@@ -27,6 +28,7 @@ __all__ = [
     "log_text",
     "redact",
     "redact_params",
+    "search_path_refusal",
     "split_statements",
     "unparsable",
 ]

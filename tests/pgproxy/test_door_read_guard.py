@@ -110,3 +110,20 @@ def test_drivers_read_the_catalog_types_under_a_read_grant(
         info = EnumInfo.fetch(conn, "mood")
         assert info is not None and info.labels == ["ok", "sad"]
     assert not [q.refused for q in bastion.store.queries() if q.refused]
+
+
+def test_a_start_up_search_path_cannot_put_pg_catalog_last(bastion: Bastion) -> None:
+    """Else `lower(x)` could find a function of the database's own before the built-in."""
+
+    async def connect(search_path: str) -> str:
+        via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+        settings = {"search_path": search_path}
+        conn = await asyncpg.connect(via.url, ssl=False, server_settings=settings)
+        try:
+            return str(await conn.fetchval("SHOW search_path"))
+        finally:
+            await conn.close()
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="pg_catalog after another"):
+        asyncio.run(connect("public, pg_catalog"))
+    assert asyncio.run(connect("pg_catalog, public")) == "pg_catalog, public"
