@@ -34,6 +34,7 @@ class QueryStart(NamedTuple):
     kind: str | None = None
     refused: str | None = None
     raw: bool = False  # sql is still the client's text: the scribe redacts it and sets kind
+    kept_whole: str | None = None  # why sql is the client's text: code that could not be redacted
 
 
 class QueryEnd(NamedTuple):
@@ -69,6 +70,7 @@ class QueryRow:
     sqlstate: str | None
     duration_us: int | None
     masking: str | None = None
+    kept_whole: str | None = None  # why the text was logged unredacted (its code did not parse)
 
     def public(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -194,7 +196,7 @@ class QueryQueries(StoreBase):
 _INSERT_QUERY = (
     "INSERT INTO queries (id, session_id, at, protocol_step, sql, parameters, refused_reason,"
     " statement_kind, query_key, finished_at, rows, command_tag, sqlstate, duration_us,"
-    " masked_columns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " masked_columns, kept_whole) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPDATE_QUERY = (
     "UPDATE queries SET finished_at = ?, rows = ?, command_tag = ?, sqlstate = ?,"
@@ -205,7 +207,7 @@ _UPDATE_QUERY = (
 def _query_row_values(row_id: int, start: QueryStart, end: QueryEnd | None) -> tuple[Any, ...]:
     done = _outcome_values(end) if end else (None, None, None, None, None, None)
     return (row_id, start.session_id, iso(start.at), start.step, start.sql, start.parameters,
-            start.refused, start.kind, start.key, *done)  # fmt: skip
+            start.refused, start.kind, start.key, *done, start.kept_whole)  # fmt: skip
 
 
 def _outcome_values(end: QueryEnd) -> tuple[Any, ...]:
@@ -219,6 +221,8 @@ def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
         detail["parameters"] = start.parameters
     if start.refused is not None:
         detail["refused"] = start.refused
+    if start.kept_whole is not None:
+        detail["kept_whole"] = start.kept_whole
     if end is not None:
         detail["done"] = _outcome(end)
     kind = "query.refused" if start.refused else "query"
@@ -257,5 +261,5 @@ def _query_row(r: dict[str, Any]) -> QueryRow:
         at=parse_iso(r["at"]), step=r["protocol_step"], sql=r["sql"], parameters=r["parameters"],
         kind=r["statement_kind"], refused=r["refused_reason"], rows=r["rows"],
         tag=r["command_tag"], sqlstate=r["sqlstate"], duration_us=r["duration_us"],
-        masking=r["masked_columns"],
+        masking=r["masked_columns"], kept_whole=r["kept_whole"],
     )  # fmt: skip

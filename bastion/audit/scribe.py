@@ -20,7 +20,7 @@ import structlog
 from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, QueryStart, Record
 from bastion.errors import StoreError
-from bastion.sqlparse import command_kind, redact
+from bastion.sqlparse import command_kind, log_text
 
 log = structlog.get_logger("bastion.audit")
 
@@ -190,10 +190,12 @@ class _BatchClock:
 
 
 def _redacted(record: Record) -> Record:
-    """A statement the door passed on unparsed: its literals replaced, its kind derived."""
+    """A statement the door passed on unparsed: its literals replaced (its code kept, or the
+    whole text with the reason), its kind derived."""
     if isinstance(record, QueryStart) and record.raw:
         sql = record.sql
-        return record._replace(sql=redact(sql), kind=command_kind(sql), raw=False)
+        text, kept_whole = log_text(sql)
+        return record._replace(sql=text, kind=command_kind(sql), raw=False, kept_whole=kept_whole)
     return record
 
 

@@ -39,6 +39,7 @@ def queries_list(app: App, args: argparse.Namespace) -> int:
         note = json.loads(row["masking"]) if row["masking"] else {}
         row["masking"] = note or None
         row["masked"] = ",".join(note.get("masked", []) + note.get("detected", []))
+    # kept_whole flags a text logged as sent: its code could not be parsed for redaction.
     app.table(rows, ["at", "user", "target", "tag", "rows", "sqlstate", "refused", "masked",
-                     "sql"], "no queries match")  # fmt: skip
+                     "kept_whole", "sql"], "no queries match")  # fmt: skip
     return 0

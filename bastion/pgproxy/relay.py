@@ -208,13 +208,17 @@ class Relay:
         # The scribe redacts in its own process, unless this session parsed the text already
         # (read-only and masked sessions check every statement before it goes upstream).
         raw = not (audit.keep_literals or placeholder or self.read_only or self.guard is not None)
+        kept_whole = None
         if raw:
             text, kind = sql, None
         else:
-            text = sql if audit.keep_literals or placeholder else sqlparse.redact(sql)
+            if audit.keep_literals or placeholder:
+                text = sql
+            else:
+                text, kept_whole = sqlparse.log_text(sql)
             kind = sqlparse.command_kind(sql)
         record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
-                            step, text, params, kind, refused, raw)  # fmt: skip
+                            step, text, params, kind, refused, raw, kept_whole)  # fmt: skip
         if audit.durability == "strict":
             waits.append(record)
         else:

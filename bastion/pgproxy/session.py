@@ -8,7 +8,7 @@ from datetime import datetime
 
 import structlog
 
-from bastion import pgwire
+from bastion import pgwire, sqlparse
 from bastion.access.grants import Decision
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
@@ -111,6 +111,8 @@ class PgSession:
         masking = self.core.config.target_policy(target.name).masking.enabled
         if masking:
             masked.check_startup(passed)
+        elif read_only:
+            _check_read_startup(passed)
         await self.core.run(
             self.core.store.open_session, session_id=self.id, user=user, target=target.name,
             grant_id=grant.id if grant else None, protocol="postgres",
@@ -218,3 +220,11 @@ class PgSession:
         await self.cancel(message)
         if self.up is not None:
             self.up.close()
+
+
+def _check_read_startup(params: dict[str, str]) -> None:
+    """A read grant's start-up search_path obeys the rule SET search_path does (pg_catalog
+    first, or left out), so an unqualified function name stays the allowed built-in."""
+    refusal = sqlparse.search_path_refusal([params.get("search_path", "")])
+    if refusal is not None:
+        raise ClientRefused("42501", f"refused by the bastion: {refusal}")

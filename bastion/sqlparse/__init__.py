@@ -6,17 +6,29 @@ from . import classifier as _classifier
 from . import redaction as _redaction
 from . import tree as _tree
 from .classifier import Classification, StatementInfo, classify, command_kind
-from .redaction import describe_params, redact, redact_params, split_statements, unparsable
+from .functions import search_path_refusal
+from .redaction import (
+    Redacted,
+    describe_params,
+    log_text,
+    redact,
+    redact_params,
+    split_statements,
+    unparsable,
+)
 
 __all__ = [
     "Classification",
+    "Redacted",
     "StatementInfo",
     "cache_clear",
     "classify",
     "command_kind",
     "describe_params",
+    "log_text",
     "redact",
     "redact_params",
+    "search_path_refusal",
     "split_statements",
     "unparsable",
 ]

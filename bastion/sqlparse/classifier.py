@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from pglast import parser
 
-from .readonly import refusal
+from .readonly import depends_on_values, refusal
 from .tags import command_tag
 from .tree import CACHE_MAX_CHARS, CACHE_SIZE, UncheckableError, normalize, parse
 
@@ -65,6 +65,7 @@ class Classification:
 class _Analysis:
     classification: Classification
     tags: tuple[str, ...]
+    by_shape: bool = False  # whether the verdict holds for every text of the same shape
 
 
 def classify(sql: str) -> Classification:
@@ -137,8 +138,10 @@ def _by_text(sql: str) -> _Analysis:
 
 def _value_independent(analysis: _Analysis) -> bool:
     result = analysis.classification
-    return result.error is None and all(
-        statement.kind in _SHAPE_KINDS for statement in result.statements
+    return (
+        analysis.by_shape
+        and result.error is None
+        and all(statement.kind in _SHAPE_KINDS for statement in result.statements)
     )
 
 
@@ -150,13 +153,15 @@ def _analyse(sql: str) -> _Analysis:
     try:
         infos = []
         tags = []
+        by_shape = True
         for kind, node in statements:
             reason = refusal(kind, node)
             infos.append(StatementInfo(kind=kind, writes=reason is not None, reason=reason))
             tags.append(command_tag(kind, node))
+            by_shape = by_shape and not depends_on_values(node)
     except Exception as exc:  # fail closed on a parse tree shaped unlike what the rules expect
         return _failed(f"the statement could not be checked ({type(exc).__name__})")
-    return _Analysis(Classification(tuple(infos)), tuple(tags))
+    return _Analysis(Classification(tuple(infos)), tuple(tags), by_shape)
 
 
 def _parse_failure(exc: Exception) -> str:

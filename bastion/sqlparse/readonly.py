@@ -8,7 +8,10 @@ proxy also runs the upstream session with `default_transaction_read_only = on`, 
 setting is the backstop for writes no parser can see: a query calling a user-defined function
 that writes, an operator or cast backed by one, or a trigger. PostgreSQL refuses those itself
 with SQLSTATE 25006. That is why the rules below also guard the setting (SET, RESET ALL,
-DISCARD ALL, READ WRITE transactions, set_config) as carefully as the writes themselves.
+DISCARD ALL, READ WRITE transactions, set_config) as carefully as the writes themselves, and
+why a query may call only the functions and operators on the allow-list in `functions`: a
+function that runs SQL text (ts_rewrite, ts_stat, query_to_xml) could lift the setting from
+inside a statement that looks like a read.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .functions import function_refusal
+from .functions import (
+    function_refusal,
+    operator_refusal,
+    search_path_refusal,
+    set_config_refusal,
+)
 from .tags import command_tag
 from .tree import Node, const_value, def_elems, string_list, truth, unwrap
 
@@ -93,6 +101,22 @@ def refusal(kind: str, node: Node) -> str | None:
     return _generic_refusal(kind, node)
 
 
+def depends_on_values(node: Node) -> bool:
+    """Whether a query's verdict reads a constant's value (set_config's setting name), so that
+    it may not stand for other texts of the same shape."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            call = item.get("FuncCall") if len(item) == 1 else None
+            if type(call) is dict and string_list(call.get("funcname"))[-1:] == ["set_config"]:
+                return True
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
+
+
 def _generic_refusal(kind: str, node: Node) -> str:
     tag = command_tag(kind, node)
     special = _SPECIAL.get(kind)
@@ -126,6 +150,11 @@ def _select(node: Node) -> str | None:
         item = stack.pop()
         children = item
         if type(item) is dict:
+            operator = item.get("A_Expr") if len(item) == 1 else None
+            if type(operator) is dict:
+                reason = operator_refusal(string_list(operator.get("name")), operator.get("kind"))
+                if reason is not None:
+                    return reason
             reason = _select_node_refusal(item)
             if reason is not None:
                 return reason
@@ -142,15 +171,27 @@ def _select_node_refusal(fields: Node) -> str | None:
         if name in _DATA_MODIFYING:
             return f"a data-modifying WITH query ({command_tag(name, {})}) changes data"
     if "funcname" in fields:
-        names = string_list(fields["funcname"])
-        reason = function_refusal(names[-1]) if names else None
+        reason = _call_refusal(fields)
         if reason is not None:
             return reason
+    for key in ("operName", "useOp"):  # x = ANY (SELECT ...); ORDER BY x USING op
+        if key in fields:
+            reason = operator_refusal(string_list(fields[key]), "AEXPR_OP")
+            if reason is not None:
+                return reason
     if fields.get("intoClause"):
         return "SELECT INTO creates a table"
     if "lockingClause" in fields:
         return f"SELECT {_lock_words(fields['lockingClause'])} locks rows"
     return None
+
+
+def _call_refusal(fields: Node) -> str | None:
+    """A function call: on the allow-list, or set_config of an ordinary setting."""
+    names = string_list(fields["funcname"])
+    if names and names[-1] == "set_config" and names[:-1] in ([], ["pg_catalog"]):
+        return set_config_refusal(fields.get("args"))
+    return function_refusal(names)
 
 
 def _lock_words(clauses: object) -> str:
@@ -205,6 +246,10 @@ def _variable_set(node: Node) -> str | None:
         return None if strengthens else f"{verb} {name} {GUARD}"
     if name in _IDENTITY_SETTINGS:
         return f"{verb} {_IDENTITY_SETTINGS[name]} changes the session's identity"
+    if name == "search_path" and kind == "VAR_SET_VALUE":
+        args = node.get("args")
+        values = [const_value(a) for a in args] if isinstance(args, list) else []
+        return search_path_refusal([v for v in values if isinstance(v, str)])
     return None
 
 

@@ -1,32 +1,48 @@
-"""Statement text for the query log: literals and comments redacted, statements split."""
+"""Statement text for the query log: literals and comments redacted, code kept, statements split."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 from pglast import parser
 
-from .tree import CACHE_MAX_CHARS, CACHE_SIZE, normalize
+from .code import COMMENT_PLACEHOLDER, KeptWhole, code_literals, may_hold_code, scrub
+from .tree import CACHE_MAX_CHARS, CACHE_SIZE, normalize, parse
 
-_CONSTANTS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "ICONST", "FCONST"})
-_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
-COMMENT_PLACEHOLDER = "/* */"
-"""What a comment becomes: comments are free text and may quote customer data."""
+__all__ = ["COMMENT_PLACEHOLDER", "Redacted", "log_text", "redact", "unparsable"]
+
 _MAY_NEED_SCAN = re.compile(r"'|--|/\*|\$(?!\d)|(?<![\w$])\d")
 """What any constant or comment token contains: a quote, a comment opener, a dollar quote, or a
 digit that does not continue an identifier or a `$n`. Normalized text without one is done."""
 
 
+class Redacted(NamedTuple):
+    """A statement's text for the query log, and why it was kept whole (None: redacted)."""
+
+    text: str
+    kept_whole: str | None = None
+
+
 def redact(sql: str) -> str:
-    """`sql` with every literal replaced by `$n` and every comment emptied; never raises.
+    """The query log's text for `sql` (see `log_text`); never raises."""
+    return log_text(sql).text
+
+
+def log_text(sql: str) -> Redacted:
+    """`sql` with every literal replaced by `$n` and every comment emptied, but code kept.
 
     libpg_query's normalize replaces the constants it knows (numbering after any `$n` already in
     the text); the literals it leaves in utility statements (COMMENT ON ... IS, PREPARE and
-    EXECUTE, COPY's file name, CREATE VIEW bodies) get the next numbers here. Text that does not
-    parse keeps none of its content: see `unparsable`.
+    EXECUTE, COPY's file name, CREATE VIEW bodies) get the next numbers here. A literal that is
+    code (a DO block, a function body, a query given to query_to_xml: see bastion.sqlparse.code)
+    stays, with its own literals redacted. A statement whose code cannot be parsed for that is
+    kept whole, with the reason. Text that does not parse keeps none of its content: see
+    `unparsable`. Never raises.
     """
     if len(sql) <= CACHE_MAX_CHARS:
         return _redact_cached(sql)
@@ -89,41 +105,41 @@ def _format_of(formats: Sequence[int], index: int) -> int:
     return formats[index] if index < len(formats) else 0
 
 
-def _redact(sql: str) -> str:
+def _redact(sql: str) -> Redacted:
     try:
         normalized = normalize(sql)
+    except Exception:  # text that does not parse keeps nothing of itself
+        return Redacted(unparsable(sql))
+    coded = _with_code(sql) if may_hold_code(sql) else None
+    if coded is not None:
+        return coded
+    try:
         if not _MAY_NEED_SCAN.search(normalized):
-            return normalized
-        return _scrub(normalized, parser.scan(normalized))
+            return Redacted(normalized)
+        return Redacted(scrub(normalized, parser.scan(normalized), {}))
     except Exception:  # any failure keeps nothing of the text
-        return unparsable(sql)
+        return Redacted(unparsable(sql))
 
 
-def _scrub(text: str, tokens: Sequence[parser.Token]) -> str:
-    """Replace the constant and comment tokens normalize left behind."""
-    number = max((_param_number(text, token) for token in tokens), default=0)
-    pieces = []
-    position = 0
-    for token in tokens:
-        if token.name in _CONSTANTS:
-            number += 1
-            replacement = f"${number}"
-        elif token.name in _COMMENTS:
-            replacement = COMMENT_PLACEHOLDER
-        else:
-            continue
-        pieces.append(text[position : token.start])
-        pieces.append(replacement)
-        position = token.end + 1
-    pieces.append(text[position:])
-    return "".join(pieces)
+def _with_code(sql: str) -> Redacted | None:
+    """The text of a statement with code in it; None when it holds none after all."""
+    try:
+        found = code_literals(sql, json.loads(parser.parse_sql_json(sql)), 0, _inner)
+        return Redacted(scrub(sql, parser.scan(sql), found)) if found else None
+    except KeptWhole as exc:
+        return Redacted(sql, str(exc))
+    except Exception as exc:  # fail towards showing what ran
+        return Redacted(sql, f"its code could not be checked ({type(exc).__name__})")
 
 
-def _param_number(text: str, token: parser.Token) -> int:
-    if token.name != "PARAM":
-        return 0
-    digits = text[token.start + 1 : token.end + 1]
-    return int(digits) if digits.isdigit() else 0
+def _inner(sql: str, depth: int) -> str:
+    """SQL text that PostgreSQL will run (a body, a query argument): redacted the same way."""
+    try:
+        parse(sql)  # refuses what the server would read differently (a NUL, say)
+        tree = json.loads(parser.parse_sql_json(sql))
+    except Exception:
+        raise KeptWhole("SQL text in it does not parse") from None
+    return scrub(sql, parser.scan(sql), code_literals(sql, tree, depth, _inner))
 
 
 def _split(sql: str) -> tuple[str, ...]:

@@ -68,7 +68,7 @@ UNPARSABLE = re.compile(r"^\[unparsable statement, \d+ bytes, sha256 [0-9a-f]{16
         # ones normalize handles
         ("CREATE USER bob PASSWORD 'hunter2'", "CREATE USER bob PASSWORD $1"),
         ("ALTER ROLE bob WITH PASSWORD 'hunter2'", "ALTER ROLE bob WITH PASSWORD $1"),
-        ("DO $$ BEGIN RAISE NOTICE 'secret'; END $$", "DO $1"),
+        ("DO $$ BEGIN RAISE NOTICE 'secret'; END $$", "DO $$ BEGIN RAISE NOTICE $1; END $$"),
         ("SET application_name = 'secret'", "SET application_name = $1"),
         ("SELECT set_config('x', 'secret', false)", "SELECT set_config($1, $2, $3)"),
         ("NOTIFY ch, 'secret'", "NOTIFY ch, $1"),
