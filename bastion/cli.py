@@ -177,9 +177,9 @@ def _add_group_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(_command(cmds, "list", requests.group_list, "list groups and members"))
 
 
-def _decider(parser: argparse.ArgumentParser) -> None:
+def _decider(parser: argparse.ArgumentParser, who: str = "deciding") -> None:
     parser.add_argument("--as", dest="as_user", metavar="NAME", required=True,
-                        help="the bastion user deciding; their TOTP code is asked for")  # fmt: skip
+                        help=f"the bastion user {who}; their TOTP code is asked for")  # fmt: skip
     _json_flag(parser)
 
 
@@ -191,7 +191,7 @@ def _add_request_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     req.add_argument("--reason", required=True)
     req.add_argument("--ticket")
     req.add_argument("--mode", choices=["read", "write"], default="read")
-    _json_flag(req)
+    _decider(req, "filing it")
     group = sub.add_parser("requests", help="access requests")
     cmds = group.add_subparsers(dest="requests_command", required=True, parser_class=Parser)
     listing = _command(cmds, "list", requests.requests_list, "list requests")
@@ -297,7 +297,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     req.add_argument("--consent", required=True, metavar="REF", help="where consent is recorded")
     req.add_argument("--consent-file", metavar="FILE", help="the consent document (hashed)")
     req.add_argument("--for", dest="duration", metavar="DURATION", help="default 1h")
-    _json_flag(req)
+    _decider(req, "filing it")
     listing = _command(cmds, "list", unmask.unmask_list, "list unmask grants")
     listing.add_argument("--user")
     listing.add_argument("--target")

@@ -36,10 +36,12 @@ def _line(data: dict[str, object]) -> str:
 
 
 def unmask_request(app: App, args: argparse.Namespace) -> int:
+    """A proven person files the request; someone else confirms the consent."""
+    filer = proven(app, args.as_user, "files it")
     made = _rules(app).request(
         user=args.user, target=args.target, columns=args.columns.split(","),
         subject=args.subject, reason=args.reason, consent_ref=args.consent,
-        consent_sha256=_digest(args.consent_file), requested_by=app.actor,
+        consent_sha256=_digest(args.consent_file), requested_by=filer,
         duration=duration_arg("--for", args.duration))  # fmt: skip
     data = made.public(app.clock.now())
     app.emit(data, _line(data))
