@@ -108,6 +108,10 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     pg.add_argument("--password-stdin", action="store_true")
     _json_flag(pg)
     _json_flag(_command(targets, "list", resources.target_list, "list targets"))
+    show = _command(targets, "show", resources.target_show,
+                    "one target; for a database, its TLS and login methods")  # fmt: skip
+    show.add_argument("name")
+    _json_flag(show)
     trust = _command(targets, "trust", resources.target_trust,
                      "fetch an SSH target's host key and pin it")  # fmt: skip
     trust.add_argument("name")

@@ -88,6 +88,7 @@ class Server:
                 ) from exc
             self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.core.watch_sessions(lives)))
@@ -98,6 +99,15 @@ class Server:
             [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
         )
         self._started = True
+
+    async def _warn_weak_targets(self) -> None:
+        """Say loudly, once at start-up, which databases are reached without TLS or with a
+        login that does not prove the server."""
+        targets = await self.core.run(self.store.targets)
+        for target in targets:
+            if target.kind == "postgres":
+                for line in self.config.target_policy(target.name).database_warnings():
+                    log.warning("target.weak_transport", target=target.name, warning=line)
 
     async def stop(self) -> None:
         for task in self._tasks:
