@@ -61,7 +61,7 @@ class Server:
         if listeners.ssh.enabled:
             doors.append(SSHDoor(listeners.ssh, self.core))
         if listeners.web.enabled:
-            doors.append(WebDoor(listeners.web, self.store))
+            doors.append(WebDoor(listeners.web, self.core))
         if listeners.postgres.enabled:
             doors.append(PgDoor(listeners.postgres, self.core))
         return doors
@@ -74,7 +74,7 @@ class Server:
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
-        self.recover()
+        await self.core.run(self.recover)
         await self.core.start_writer()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
@@ -95,9 +95,8 @@ class Server:
         if self.config.notify.webhook_url:
             self._tasks.append(loop.create_task(Notifier(self.core).run()))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
-        self.store.append_events(
-            [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
-        )
+        started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
+        await self.core.run(self.store.append_events, [started])
         self._started = True
 
     async def _warn_weak_targets(self) -> None:
@@ -123,7 +122,7 @@ class Server:
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
-            self.store.append_events([event])
+            await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
 
     def request_stop(self) -> None:

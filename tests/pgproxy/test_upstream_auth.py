@@ -15,6 +15,7 @@ import pytest
 
 from bastion.config import load_config
 from bastion.pgproxy import upstream
+from bastion.pgproxy.door import PgDoor
 from tests.pgproxy.conftest import PASSWORD, alice_on
 from tests.realpg import PgCluster, PgDatabase, psycopg_connect, random_password, unique_name
 
@@ -245,3 +246,19 @@ def test_a_configured_ca_means_verify_full_and_weak_targets_are_named(tmp_path: 
     weak = loaded.target_policy("b").database_warnings()
     assert "no TLS" in weak[0] and "md5" in weak[1]
     assert loaded.target_policy("zz").upstream_auth == ("scram-sha-256",)
+
+
+def test_a_failed_upstream_login_leaves_no_cancel_key(tmp_path: Path, pg: PgDatabase) -> None:
+    """The door hands out a cancel key before it logs in upstream; a login that fails there
+    must take it back, or every failure leaves a key (and its session) in the map for good."""
+    b = alice_on(tmp_path / "bastion", pg.replace(password="not-the-service-password")).start()
+    try:
+        assert b.server is not None
+        door = next(d for d in b.server.doors if isinstance(d, PgDoor))
+        for _ in range(3):
+            with pytest.raises(psycopg.OperationalError, match="refused the bastion"):
+                psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD))
+        assert len(b.events("session.upstream_failed")) == 3
+        assert door.by_key == {} and door.live == {}
+    finally:
+        b.stop()
