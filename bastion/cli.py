@@ -75,6 +75,7 @@ def _add_user_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     disable.add_argument("name")
     disable.add_argument("--reason", default="")
+    _optional_decider(disable)
     _json_flag(disable)
     reset = _command(users, "reset-totp", people.user_reset_totp, "enrol a new TOTP seed")
     reset.add_argument("name")
@@ -146,9 +147,11 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grant.add_argument("--ticket", help="the incident or change it is for, e.g. INC-4411")
     grant.add_argument("--mode", choices=["read", "write"], default="read")
     grant.add_argument("--from", dest="start", metavar="WHEN", help="ISO start time (default now)")
+    _optional_decider(grant)
     _json_flag(grant)
     revoke = _command(sub, "revoke", resources.revoke, "end a grant now")
     revoke.add_argument("grant_id", type=int)
+    _optional_decider(revoke)
     _json_flag(revoke)
     group = sub.add_parser("grants", help="list grants")
     grants = group.add_subparsers(dest="grants_command", required=True, parser_class=Parser)
@@ -179,6 +182,12 @@ def _add_group_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     members.add_argument("--remove", action="append", metavar="USER")
     _json_flag(members)
     _json_flag(_command(cmds, "list", requests.group_list, "list groups and members"))
+
+
+def _optional_decider(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="NAME",
+                        help="record the decision as this bastion user (their TOTP code is"
+                             " asked for) instead of the OS account")  # fmt: skip
 
 
 def _decider(parser: argparse.ArgumentParser, who: str = "deciding") -> None:
@@ -249,6 +258,7 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     kill = _command(cmds, "kill", sessions.sessions_kill, "end a live session now")
     kill.add_argument("session_id")
     kill.add_argument("--reason", default="")
+    _optional_decider(kill)
     _json_flag(kill)
     replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
     replay.add_argument("session_id")
@@ -320,6 +330,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _decider(deny)
     revoke = _command(cmds, "revoke", unmask.unmask_revoke, "end an unmask grant now")
     revoke.add_argument("grant_id", type=int)
+    _optional_decider(revoke)
     _json_flag(revoke)
 
 

@@ -168,3 +168,19 @@ def test_break_glass_is_listed_until_a_reviewer_acknowledges_it(people: People) 
     assert done["acknowledged_by"] == "dave"
     assert bst.json("break-glass", "list", "--unacknowledged") == []
     assert "breakglass.acknowledged" in bst.kinds()
+
+
+def test_one_person_decisions_can_be_bound_to_a_proven_person(people: People) -> None:
+    """grant, revoke (and user disable, sessions kill, unmask revoke) record the OS account
+    unless --as names a bastion user, whose TOTP code is then required."""
+    bst = people.bst
+    made = bst.json("grant", "alice", "reports", "--for", "1h", "--reason", REASON, "--as", "bob",
+                    input=people.code("bob"))  # fmt: skip
+    assert made["granted_by"] == "bob"
+    wrong = bst.run("revoke", str(made["id"]), "--as", "carol", input="000000\n")
+    assert_error(wrong, Exit.DENIED, "code")
+    assert bst.run("access", "check", "alice", "reports").returncode == 0
+    done = bst.json("revoke", str(made["id"]), "--as", "carol", input=people.code("carol"))
+    assert done["revoked_by"] == "carol"
+    plain = bst.json("grant", "alice", "reports", "--for", "1h", "--reason", REASON)
+    assert plain["granted_by"].startswith("cli:")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from datetime import timedelta
 
 from bastion.access.requests import Requests
-from bastion.commands.app import App
+from bastion.commands.app import App, proven
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
 
@@ -27,19 +25,6 @@ def duration_arg(flag: str, text: str | None) -> timedelta | None:
         return parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from exc
-
-
-def proven(app: App, name: str | None, role: str = "decides") -> str:
-    """The bastion user behind a decision or a filing, proven by their TOTP code (asked for on
-    the terminal, or read as one line from standard input); never the OS account alone."""
-    if not name:
-        raise UsageError(f"say who {role} with --as NAME; their TOTP code is asked for")
-    if sys.stdin.isatty():
-        code = getpass.getpass(f"{name}'s verification code: ")
-    else:
-        code = sys.stdin.readline().strip()
-    app.identity.require_totp(name, code, app.actor)
-    return name
 
 
 def group_add(app: App, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.audit.records import Target
-from bastion.commands.app import App, read_secret_line
+from bastion.commands.app import App, actor_of, read_secret_line
 from bastion.durations import parse_duration
 from bastion.errors import Denied, UsageError
 
@@ -141,13 +141,14 @@ def grant(app: App, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--for: {exc}") from exc
     group = args.user.removeprefix("group:") if args.user.startswith("group:") else None
+    actor = actor_of(app, args)
     made = app.access.grant(
         user=None if group else args.user,
         group=group,
         target=args.target,
         duration=duration,
         reason=args.reason,
-        actor=app.actor,
+        actor=actor,
         mode=args.mode,
         starts_at=starts,
         ticket_ref=args.ticket,
@@ -172,7 +173,7 @@ def _when(flag: str, text: str) -> datetime:
 
 
 def revoke(app: App, args: argparse.Namespace) -> int:
-    done = app.access.revoke(args.grant_id, app.actor)
+    done = app.access.revoke(args.grant_id, actor_of(app, args))
     app.emit(
         done.public(app.clock.now()), f"grant {done.id} revoked ({done.user} on {done.target})"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bastion.audit import Event
 from bastion.audit.records import SessionRecord
-from bastion.commands.app import App
+from bastion.commands.app import App, actor_of
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
 from bastion.recording import RecordingError, export_asciicast, read_recording, replay
@@ -63,7 +63,7 @@ def sessions_show(app: App, args: argparse.Namespace) -> int:
 
 
 def sessions_kill(app: App, args: argparse.Namespace) -> int:
-    session = app.store.request_kill(args.session_id, app.actor, args.reason or "")
+    session = app.store.request_kill(args.session_id, actor_of(app, args), args.reason or "")
     app.emit(session.public(), f"asked the bastion to end session {session.id}"
              f" ({session.user} on {session.target}); it ends within a few seconds")  # fmt: skip
     return 0

@@ -7,8 +7,8 @@ import hashlib
 from pathlib import Path
 
 from bastion.access.unmask import Unmasking
-from bastion.commands.app import App
-from bastion.commands.requests import duration_arg, proven
+from bastion.commands.app import App, actor_of, proven
+from bastion.commands.requests import duration_arg
 from bastion.errors import UsageError
 
 COLUMNS = ["id", "user", "target", "columns", "subject", "state", "starts_at", "ends_at",
@@ -77,6 +77,6 @@ def unmask_deny(app: App, args: argparse.Namespace) -> int:
 
 
 def unmask_revoke(app: App, args: argparse.Namespace) -> int:
-    data = app.store.revoke_unmask(args.grant_id, app.actor).public(app.clock.now())
+    data = app.store.revoke_unmask(args.grant_id, actor_of(app, args)).public(app.clock.now())
     app.emit(data, _line(data))
     return 0
