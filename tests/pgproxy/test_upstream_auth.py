@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from bastion.config import load_config
 from bastion.pgproxy import upstream
 from bastion.pgproxy.door import PgDoor
+from tests import test_cli
 from tests.pgproxy.conftest import PASSWORD, alice_on
 from tests.realpg import PgCluster, PgDatabase, psycopg_connect, random_password, unique_name
 
+pristine = test_cli.pristine  # the CLI tests' fixtures: one `bastion init`, copied per test
+bst = test_cli.bst
 SECRET = "s3rvice-r0le-secret-Zq8"
 Script = Callable[["Fake"], Awaitable[None]]
 
@@ -262,3 +267,26 @@ def test_a_failed_upstream_login_leaves_no_cancel_key(tmp_path: Path, pg: PgData
         assert door.by_key == {} and door.live == {}
     finally:
         b.stop()
+
+
+def test_target_show_and_list_warn_about_a_database_without_tls(bst: test_cli.Bastion) -> None:
+    bst.json("target", "add-postgres", "reports", "--host", "127.0.0.1", "--database",
+             "reports", "--user", "svc", "--password-stdin", input="pw\n")  # fmt: skip
+    shown = bst.run("target", "show", "reports", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["tls"] == "off" and data["upstream_auth"] == ["scram-sha-256"]
+    assert "warning: reports: no TLS to the database" in shown.stderr
+    listed = bst.run("target", "list")
+    assert listed.returncode == 0 and "warning: reports: no TLS" in listed.stderr
+
+
+def test_serve_warns_at_start_up_about_a_database_without_tls(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    with capture_logs() as logs:
+        b = alice_on(tmp_path / "bastion", pg).start()
+        b.stop()
+    warned = [e for e in logs if e["event"] == "target.weak_transport"]
+    assert [e["target"] for e in warned] == ["orders-prod"]
+    assert warned[0]["log_level"] == "warning" and "no TLS" in warned[0]["warning"]
