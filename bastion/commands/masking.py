@@ -13,6 +13,7 @@ from bastion.audit import harden as harden_sql
 from bastion.commands.app import App
 from bastion.errors import NotFound, Unreachable, UsageError
 from bastion.masking.catalog import KINDS, Catalog, verdicts
+from bastion.pgproxy import upstream
 from bastion.pgproxy.upstream import tls_context
 
 CONNECT_TIMEOUT = 10.0  # seconds
@@ -39,14 +40,27 @@ async def read_catalog(conn: Any) -> Catalog:
 
 
 async def fetch_catalog(app: App, name: str) -> Catalog:
-    """Log in to the target as its service role and read its catalog."""
+    """Log in to the target as its service role, as the door does (only the login methods
+    the target allows, the SCRAM server signature checked), and read its catalog."""
     target = app.store.target(name)
+    policy = app.config.target_policy(name)
     password = app.box.open(app.store.target_secret(name), context=f"target:{name}").decode()
-    conn = await connect_as(app, name, target.login, password)
     try:
-        return await read_catalog(conn)
-    finally:
-        await conn.close()
+        up = await upstream.connect(target.host, target.port, user=target.login,
+                                    password=password, database=target.database or name,
+                                    params={}, tls=upstream.tls_context(policy),
+                                    auth=policy.upstream_auth)  # fmt: skip
+        try:
+            columns = await upstream.simple_rows(up, catalog_sql.COLUMNS)
+            inherits = await upstream.simple_rows(up, catalog_sql.INHERITS)
+            views = await upstream.simple_rows(up, catalog_sql.VIEWS)
+        finally:
+            up.close()
+    except upstream.UpstreamError as exc:
+        shown = f"{target.host}:{target.port}"
+        raise Unreachable(f"cannot log in to {name} ({shown}) as {target.login}:"
+                          f" {exc.message}") from exc  # fmt: skip
+    return Catalog.from_rows(columns, inherits, views)
 
 
 def masking_show(app: App, args: argparse.Namespace) -> int:

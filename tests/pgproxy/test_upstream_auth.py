@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bastion.config import load_config
+from bastion.errors import Exit
 from bastion.pgproxy import upstream
 from bastion.pgproxy.door import PgDoor
 from tests import test_cli
@@ -290,3 +291,16 @@ def test_serve_warns_at_start_up_about_a_database_without_tls(
     warned = [e for e in logs if e["event"] == "target.weak_transport"]
     assert [e["target"] for e in warned] == ["orders-prod"]
     assert warned[0]["log_level"] == "warning" and "no TLS" in warned[0]["warning"]
+
+
+def test_masking_show_logs_in_as_the_door_does(
+    bst: test_cli.Bastion, pg_private: PgCluster
+) -> None:
+    """The CLI reads a target's catalog with the service role's password: the same allow-list
+    applies, so a server asking for md5 gets nothing from it either."""
+    db = _role(pg_private, "md5")
+    bst.json("target", "add-postgres", "md5db", "--host", db.host, "--port", str(db.port),
+             "--database", db.database, "--user", db.user, "--password-stdin",
+             input=db.password + "\n")  # fmt: skip
+    refused = bst.run("masking", "show", "md5db")
+    test_cli.assert_error(refused, Exit.UNREACHABLE, "md5 password, which this target does not")
