@@ -296,11 +296,14 @@ def test_serve_warns_at_start_up_about_a_database_without_tls(
 def test_masking_show_logs_in_as_the_door_does(
     bst: test_cli.Bastion, pg_private: PgCluster
 ) -> None:
-    """The CLI reads a target's catalog with the service role's password: the same allow-list
-    applies, so a server asking for md5 gets nothing from it either."""
+    """The CLI reads a target's catalog with the service role's password, and harden logs in
+    with an admin's: the same allow-list applies, so a server asking for md5 gets neither."""
     db = _role(pg_private, "md5")
     bst.json("target", "add-postgres", "md5db", "--host", db.host, "--port", str(db.port),
              "--database", db.database, "--user", db.user, "--password-stdin",
              input=db.password + "\n")  # fmt: skip
     refused = bst.run("masking", "show", "md5db")
     test_cli.assert_error(refused, Exit.UNREACHABLE, "md5 password, which this target does not")
+    harden = bst.run("target", "harden", "md5db", "--admin-user", db.user, "--password-stdin",
+                     "--dry-run", input=db.password + "\n")  # fmt: skip
+    test_cli.assert_error(harden, Exit.UNREACHABLE, "md5 password, which this target does not")
