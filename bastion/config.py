@@ -81,6 +81,7 @@ class DoorLimits:
     max_failures_per_source: int = 20
     failure_window: timedelta = timedelta(minutes=5)
     block_for: timedelta = timedelta(minutes=5)
+    max_logins_in_progress: int = 1000
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ def _preauth(door: str) -> tuple[Setting, ...]:
                 "Failed logins per address per window.", low=1, high=10000),
         Setting(f"{door}.failure_window", "duration", "5m", "Window for counting failed logins."),
         Setting(f"{door}.block_for", "duration", "5m", "How long a failing address is refused."),
+        Setting(f"{door}.max_logins_in_progress", "int", 1000,
+                "Logins in progress from every address.", low=1, high=100000),
     )  # fmt: skip
 
 

@@ -160,7 +160,8 @@ class PeopleQueries(StoreBase):
         user = self.user(name)
         with self._write() as conn:
             conn.execute(
-                "UPDATE users SET locked_until = NULL, failed_attempts = 0 WHERE id = ?",
+                "UPDATE users SET locked_until = NULL, failed_attempts = 0, refused_attempts = 0"
+                " WHERE id = ?",
                 (user.id,),
             )
             self._append(conn, [Event("user.unlocked", actor, name, "notice")])
@@ -173,8 +174,8 @@ class PeopleQueries(StoreBase):
         """Atomically check replay and lockout for a code that matched `step` (None: no match)."""
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
-                " FROM users WHERE name = ?",
+                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at,"
+                " refused_attempts FROM users WHERE name = ?",
                 (name,),
             ).fetchone()
             if row is None:
@@ -186,7 +187,7 @@ class PeopleQueries(StoreBase):
             if step is not None and step > int(attempt.row["totp_last_step"]):
                 conn.execute(
                     "UPDATE users SET totp_last_step = ?, failed_attempts = 0,"
-                    " locked_until = NULL WHERE id = ?",
+                    " locked_until = NULL, refused_attempts = 0 WHERE id = ?",
                     (step, attempt.row["id"]),
                 )
                 self._append(conn, [Event("auth.totp_ok", via, name, detail={"via": via})])
@@ -194,8 +195,36 @@ class PeopleQueries(StoreBase):
             result = TotpResult.WRONG if step is None else TotpResult.REPLAYED
             return self._failure(attempt, result, max_failures, lock_for)
 
+    def record_password_failure(
+        self, name: str, via: str, max_failures: int, lock_for: timedelta
+    ) -> None:
+        """Count a wrong password towards the user's lockout, as a wrong code counts; the
+        event is written for unknown users too, so both cost one durable write."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
+                " FROM users WHERE name = ?",
+                (name,),
+            ).fetchone()
+            now = self.clock.now()
+            locked = (
+                row is not None and row["locked_until"] and now < parse_iso(row["locked_until"])
+            )
+            if row is None or row["disabled_at"] or locked:
+                detail = {"via": via, "why": "password"}
+                self._append(conn, [Event("auth.password_failed", via, name, "notice",
+                                          detail=detail)])  # fmt: skip
+                return
+            attempt = _Attempt(conn, name, dict(row), via, now)
+            self._failure(attempt, None, max_failures, lock_for)
+
     def _refusal(self, attempt: _Attempt) -> TotpOutcome | None:
-        """Disabled or locked users are refused without looking at the code."""
+        """Disabled or locked users are refused without looking at the code.
+
+        Refusals are audited in aggregate: the first one, then at the 10th, 100th, 1000th...
+        each with the count so far, so a flood of guesses at a locked account cannot fill
+        the trail with one fsynced row per guess.
+        """
         row = attempt.row
         locked_until = parse_iso(row["locked_until"]) if row["locked_until"] else None
         if row["disabled_at"]:
@@ -204,18 +233,26 @@ class PeopleQueries(StoreBase):
             outcome, why = TotpOutcome(TotpResult.LOCKED, locked_until), "locked"
         else:
             return None
-        detail = {"via": attempt.via, "why": why}
-        event = Event("auth.totp_refused", attempt.via, attempt.name, "warning", detail=detail)
-        self._append(attempt.conn, [event])
+        refused = int(row["refused_attempts"]) + 1
+        attempt.conn.execute(
+            "UPDATE users SET refused_attempts = ? WHERE id = ?", (refused, row["id"])
+        )
+        if refused == 1 or _power_of_ten(refused):
+            detail = {"via": attempt.via, "why": why, "refused_so_far": refused}
+            event = Event("auth.totp_refused", attempt.via, attempt.name, "warning", detail=detail)
+            self._append(attempt.conn, [event])
         return outcome
 
     def _failure(
-        self, attempt: _Attempt, result: TotpResult, max_failures: int, lock_for: timedelta
+        self, attempt: _Attempt, result: TotpResult | None, max_failures: int, lock_for: timedelta
     ) -> TotpOutcome:
-        """Count a wrong or replayed code; the Nth in a row locks the user."""
+        """Count a wrong or replayed code (result None: a wrong password); the Nth failure in
+        a row locks the user."""
         failures = int(attempt.row["failed_attempts"]) + 1
-        detail = {"via": attempt.via, "why": result.value, "consecutive": failures}
-        events = [Event("auth.totp_failed", attempt.via, attempt.name, "notice", detail=detail)]
+        why = "password" if result is None else result.value
+        kind = "auth.password_failed" if result is None else "auth.totp_failed"
+        detail = {"via": attempt.via, "why": why, "consecutive": failures}
+        events = [Event(kind, attempt.via, attempt.name, "notice", detail=detail)]
         new_lock = None
         if failures >= max_failures:
             new_lock = attempt.now + lock_for
@@ -223,11 +260,12 @@ class PeopleQueries(StoreBase):
             detail = {"until": iso(new_lock), "after_failures": max_failures}
             events.append(Event("user.locked", attempt.via, attempt.name, "high", detail=detail))
         attempt.conn.execute(
-            "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE id = ?",
+            "UPDATE users SET failed_attempts = ?, locked_until = ?, refused_attempts = 0"
+            " WHERE id = ?",
             (failures, iso(new_lock) if new_lock else None, attempt.row["id"]),
         )
         self._append(attempt.conn, events)
-        return TotpOutcome(result, new_lock, just_locked=new_lock is not None)
+        return TotpOutcome(result or TotpResult.WRONG, new_lock, just_locked=new_lock is not None)
 
     # -- SSH keys ---------------------------------------------------------------------
 
@@ -274,3 +312,9 @@ class PeopleQueries(StoreBase):
             )
             for r in rows
         ]
+
+
+def _power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1

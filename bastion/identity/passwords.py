@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -41,6 +43,20 @@ def verify_password(stored: str, pw: str) -> bool:
         return _HASHER.verify(stored, pw)
     except (VerificationError, InvalidHashError, ValueError, TypeError):
         return False
+
+
+def verify_or_pretend(stored: str | None, pw: str) -> bool:
+    """verify_password, or (stored None: no user, no password) the same work against a
+    stand-in hash and False, so an answer's timing says nothing about who exists."""
+    if stored is None:
+        verify_password(_stand_in(), pw)
+        return False
+    return verify_password(stored, pw)
+
+
+@functools.cache
+def _stand_in() -> str:
+    return hash_password("timing-equaliser-not-a-password")
 
 
 def needs_rehash(stored: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import Sequence
@@ -91,16 +90,28 @@ class Identity:
         keys = [parse_public_key(text) for text in key_texts]
         return self.store.add_ssh_keys(name, keys, actor)
 
-    def check_password(self, name: str, password: str) -> bool:
-        """True when the user exists, is enabled, has a password and it matches."""
+    def check_password(self, name: str, password: str, via: str = "unknown") -> bool:
+        """True when the user exists, is enabled and unlocked, has a password and it matches;
+        a wrong one counts towards the lockout. All in the calling thread: the doors use
+        Core.check_password, which runs argon2 off the store's thread."""
+        ok = passwords.verify_or_pretend(self.password_to_verify(name), password)
+        if not ok:
+            self.password_failed(name, via)
+        return ok
+
+    def password_to_verify(self, name: str) -> str | None:
+        """The hash a password must match, or None when no password can succeed (unknown,
+        disabled, locked or key-only user): the caller still verifies against a stand-in."""
         found = self.store.find_user(name)
-        if found is None or found.disabled_at is not None:
-            passwords.verify_password(_dummy_hash(), password)  # same work either way
-            return False
-        secrets = self.store.user_secrets(name)
-        if secrets.password_hash is None:
-            return False
-        return passwords.verify_password(secrets.password_hash, password)
+        if found is None or found.disabled_at is not None or found.locked_at(self.clock.now()):
+            return None
+        return self.store.user_secrets(name).password_hash
+
+    def password_failed(self, name: str, via: str) -> None:
+        """A wrong password: counted towards the user's lockout like a wrong code."""
+        self.store.record_password_failure(
+            name, via, self.lockout.max_failures, self.lockout.lock_for
+        )
 
     def check_totp(self, name: str, code: str, via: str) -> TotpOutcome:
         """Try a code once: replay, lockout and the audit event are settled by the store."""
@@ -161,8 +172,3 @@ def refusal_text(outcome: TotpOutcome) -> str:
     if outcome.result is TotpResult.REPLAYED:
         return "that code was used already; wait for the next one"
     return "wrong verification code"
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    return passwords.hash_password("timing-equaliser-not-a-password")

@@ -3,6 +3,9 @@ than by being projected as it is (pure; PostgreSQL's own grammar through pglast'
 
 Fail closed: a relation, function or node the analysis does not know refuses the statement; a
 sensitive column anywhere but a bare projection refuses it too, naming the column and the use.
+Whatever compares, sorts, deduplicates or groups rows is a use of the columns it compares, even
+with no expression naming them: set operations other than UNION ALL, DISTINCT, NATURAL and
+USING joins, output positions in DISTINCT ON and grouping sets, SEARCH and CYCLE.
 """
 
 from __future__ import annotations
@@ -15,10 +18,21 @@ from dataclasses import dataclass, field, replace
 from pglast import parser
 
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from bastion.masking.shapes import (
+    CLAUSES,
+    CTE_CLAUSES,
+    SELECT_FIELDS,
+    SET_OPERATIONS,
+    expr_name,
+    grouping_items,
+    items,
+    walk,
+)
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
+MAX_RECURSIVE_PASSES = 16
 
 # Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
 SAFE_FUNCTIONS = frozenset({
@@ -40,11 +54,6 @@ SAFE_FUNCTIONS = frozenset({
     "pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_size_pretty",
     "quote_ident", "current_schema", "current_database",
 })  # fmt: skip
-
-
-# Clauses that read columns without returning them, and how a refusal names each.
-CLAUSES = (("whereClause", "a WHERE clause"), ("havingClause", "HAVING"),
-           ("distinctClause", "DISTINCT ON"), ("windowClause", "a window"))  # fmt: skip
 
 
 class Refused(Exception):
@@ -71,6 +80,9 @@ class Col:
     sources: frozenset[Source] = frozenset()
     bare: bool = False
     row: int = 0  # which occurrence of a relation a bare column comes from (0: none proven)
+    # Values from sides that differ (a set operation): one keyed hash over them all would let
+    # a value of the engineer's choosing be compared with the real one.
+    mixed: bool = False
 
 
 OPEN = Col("\0open")  # marks a function in FROM whose output columns are not known by name
@@ -100,6 +112,7 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    recursing: bool = False  # analysing the passes of a WITH RECURSIVE
 
     # -- statements -------------------------------------------------------------------
 
@@ -111,6 +124,9 @@ class Analyzer:
         return self.select(fields, None)
 
     def select(self, node: Node, outer: Scope | None) -> list[Col]:
+        unknown = sorted(k for k, v in node.items() if v and k not in SELECT_FIELDS)
+        if unknown:
+            raise Refused(f"SELECT with {', '.join(unknown)} is not analysed in masked mode")
         if node.get("intoClause") or node.get("lockingClause"):
             raise Refused("SELECT INTO and FOR UPDATE/SHARE are not allowed in masked mode")
         scope = Scope(parent=outer)
@@ -125,7 +141,8 @@ class Analyzer:
             cols = self._targets(node.get("targetList", []), scope)
             for key, use in CLAUSES:
                 self._use(node.get(key), scope, use, [])
-            self._use(node.get("groupClause"), scope, "GROUP BY", cols)
+            self._distinct(node.get("distinctClause"), scope, cols)
+            self._use(grouping_items(node.get("groupClause")), scope, "GROUP BY", cols)
         self._use(node.get("sortClause"), scope, "ORDER BY", cols)
         self._use(node.get("limitCount"), scope, "LIMIT", [])
         self._use(node.get("limitOffset"), scope, "OFFSET", [])
@@ -134,23 +151,86 @@ class Analyzer:
     def _with(self, clause: Node | None, scope: Scope) -> None:
         if not clause:
             return
-        if clause.get("recursive"):
-            raise Refused("WITH RECURSIVE is not analysed in masked mode")
         for item in clause.get("ctes", []):
             _, cte = unwrap(item)
             _, query = unwrap(cte["ctequery"])
             if "SelectStmt" not in cte["ctequery"]:
                 raise Refused("only SELECT may appear in WITH in masked mode")
-            cols = self.select(query, scope)
-            scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
+            if clause.get("recursive"):
+                scope.ctes[cte["ctename"]] = self._recursive(cte, query, scope)
+            else:
+                cols = self.select(query, scope)
+                scope.ctes[cte["ctename"]] = _renamed(cols, cte.get("aliascolnames"))
+
+    def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
+        """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
+        operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
+        if self.recursing:
+            # Each pass re-reads what is inside: nested, the passes would multiply.
+            raise Refused("WITH RECURSIVE inside another is not analysed in masked mode")
+        self.recursing = True
+        try:
+            cols = self._fixpoint(cte, query, scope)
+        finally:
+            self.recursing = False
+        added: list[Col] = []
+        for key, listed, extra, use in CTE_CLAUSES:
+            found = cte.get(key)
+            if found:
+                wanted = [c for c in cols if c.name in string_list(found.get(listed))]
+                self._compared(wanted, use)
+                sources = frozenset(s for c in wanted for s in c.sources)
+                added.extend(Col(str(found[k]), sources) for k in extra if found.get(k))
+        return cols + added
+
+    def _fixpoint(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
+        """The non-recursive term's columns, then the whole query's with each pass's columns
+        as the CTE's, until their sources stop growing."""
+        name, names = cte["ctename"], cte.get("aliascolnames")
+
+        def columns(node: Node) -> list[Col]:
+            return [
+                replace(c, bare=False, row=0) for c in _renamed(self.select(node, scope), names)
+            ]
+
+        cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
+        for _ in range(MAX_RECURSIVE_PASSES):
+            scope.ctes[name] = cols
+            again = columns(query)
+            if again == cols:
+                return cols
+            cols = again
+        raise Refused(f"WITH RECURSIVE {name} cannot be traced to its sources")
 
     def _set_operation(self, node: Node, scope: Scope) -> list[Col]:
         left, right = self.select(node["larg"], scope), self.select(node["rarg"], scope)
         if len(left) != len(right):
             raise Refused("each side of a set operation must have as many columns")
         # A row comes from either side: no occurrence is proven.
-        return [Col(a.name, a.sources | b.sources, a.bare and b.bare)
+        cols = [Col(a.name, a.sources | b.sources, a.bare and b.bare,
+                    mixed=a.mixed or b.mixed or a.sources != b.sources)
                 for a, b in zip(left, right, strict=True)]  # fmt: skip
+        op = SET_OPERATIONS.get(node["op"])
+        if op is None:
+            raise Refused(f"set operation {node['op']} is not analysed in masked mode")
+        if op != "UNION" or not node.get("all"):
+            shown = f"{op} ALL" if node.get("all") else op
+            hint = " (UNION ALL does not)" if shown == "UNION" else ""
+            self._compared(cols, f"{shown}, which compares every column it combines{hint}")
+        return cols
+
+    def _distinct(self, clause: list[Node] | None, scope: Scope, cols: list[Col]) -> None:
+        """DISTINCT compares every output column; DISTINCT ON its expressions, which may name
+        an output column by name or position as ORDER BY does."""
+        if not clause:
+            return
+        if any(not item for item in clause):
+            self._compared(cols, "DISTINCT, which compares every column it returns")
+        self._use([item for item in clause if item], scope, "DISTINCT ON", cols)
+
+    def _compared(self, cols: list[Col], use: str) -> None:
+        for col in cols:
+            self._check(col, use)
 
     def _values(self, rows: list[Node], scope: Scope) -> list[Col]:
         for row in rows:
@@ -171,15 +251,39 @@ class Analyzer:
             cols = self.select(unwrap(node["subquery"])[1], inner)
             return [(alias.get("aliasname", ""), _renamed(cols, alias.get("colnames")))]
         if name == "JoinExpr":
-            entries = self._range(node["larg"], scope) + self._range(node["rarg"], scope)
+            left, right = self._range(node["larg"], scope), self._range(node["rarg"], scope)
+            entries = left + right
             joined = Scope(entries=scope.entries + entries, parent=scope.parent, ctes=scope.ctes)
             self._use(node.get("quals"), joined, "a JOIN condition", [])
-            for using in string_list(node.get("usingClause")):
-                self._check(self._resolve([using], joined), f"JOIN ... USING ({using})")
+            self._join_columns(node, left, right)
             return entries
         if name == "RangeFunction":
             return [self._range_function(node, scope)]
         raise Refused(f"{name} in FROM is not allowed in masked mode")
+
+    def _join_columns(self, node: Node, left: list[tuple[str, list[Col]]],
+                      right: list[tuple[str, list[Col]]]) -> None:  # fmt: skip
+        """USING and NATURAL compare the columns of that name on both sides (every column of
+        that name: a side may itself be a join), so each is used."""
+        names = set(string_list(node.get("usingClause")))
+        use = f"JOIN ... USING ({', '.join(sorted(names))})"
+        if node.get("isNatural"):
+            use = "a NATURAL JOIN, which compares the columns both sides share"
+            left_names, right_names = _names(left), _names(right)
+            if OPEN.name in left_names and OPEN.name in right_names:
+                raise Refused("name the columns of a function in FROM: a NATURAL JOIN of two"
+                              " cannot be traced")  # fmt: skip
+            # A function in FROM whose columns are not known might share any name.
+            if OPEN.name in left_names:
+                names |= right_names
+            elif OPEN.name in right_names:
+                names |= left_names
+            else:
+                names |= left_names & right_names
+        for _, cols in left + right:
+            for col in cols:
+                if col.name in names:
+                    self._check(col, use)
 
     def _relation(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
         relname, schema = node["relname"], node.get("schemaname")
@@ -232,7 +336,7 @@ class Analyzer:
     def _range_function(self, node: Node, scope: Scope) -> tuple[str, list[Col]]:
         called: list[str] = []
         for function in node.get("functions", []):
-            for call in _items(function):
+            for call in items(function):
                 self._use(call, scope, "a function in FROM", [])
                 if isinstance(call, dict) and "FuncCall" in call:
                     called.append(string_list(call["FuncCall"].get("funcname"))[-1])
@@ -259,7 +363,7 @@ class Analyzer:
                 continue
             sources = self._sources(value, scope)
             self._check(sources, "an expression")
-            cols.append(Col(res.get("name") or _expr_name(name, node), frozenset(sources)))
+            cols.append(Col(res.get("name") or expr_name(name, node), frozenset(sources)))
         return cols
 
     def _column_target(self, node: Node, scope: Scope, alias: str | None) -> list[Col]:
@@ -308,7 +412,7 @@ class Analyzer:
     def _sources(self, value: object, scope: Scope) -> set[Source]:
         """Every source an expression reads (sub-selects analysed in their own scope)."""
         found: set[Source] = set()
-        for name, node in _walk(value):
+        for name, node in walk(value):
             if name == "ColumnRef":
                 if "A_Star" in node["fields"][-1]:
                     raise Refused("* inside an expression is not allowed in masked mode")
@@ -362,18 +466,12 @@ def _renamed(cols: list[Col], colnames: object) -> list[Col]:
     return [replace(c, name=names[i]) if i < len(names) else c for i, c in enumerate(cols)]
 
 
+def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
+    return {c.name for _, cols in entries for c in cols}
+
+
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
-
-
-def _items(value: object) -> list[object]:
-    return value.get("List", {}).get("items", []) if isinstance(value, dict) else []
-
-
-def _expr_name(name: str, node: Node) -> str:
-    if name == "FuncCall":
-        return string_list(node.get("funcname"))[-1]
-    return "?column?"
 
 
 def _output_ref(item: object, outputs: list[Col]) -> Col | None:
@@ -391,22 +489,3 @@ def _output_ref(item: object, outputs: list[Col]) -> Col | None:
         if len(names) == 1:
             return next((c for c in outputs if c.name == names[0]), None)
     return None
-
-
-def _walk(value: object) -> Iterator[tuple[str, Node]]:
-    """Every wrapped node under `value`, outermost first; sub-selects are not entered."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _walk(item)
-    elif isinstance(value, dict):
-        if len(value) == 1:
-            ((name, fields),) = value.items()
-            if isinstance(fields, dict) and name[:1].isupper():
-                yield name, fields
-                if name in ("SubLink", "ColumnRef"):
-                    return
-                for child in fields.values():
-                    yield from _walk(child)
-                return
-        for child in value.values():
-            yield from _walk(child)

@@ -139,6 +139,8 @@ class Masking:
             unknown = f.table_oid != 0 and origin not in self.known
             if hidden or unknown or (columns is not None and not matched):
                 style = self.styles[hidden[0]] if len(hidden) == 1 else "full"
+                if style == "hash" and col is not None and col.mixed:
+                    style = "full"  # a chosen value's hash would match the real one's
                 out.maskers[index] = masker(style, f.type_oid, self.key, self.week,
                                             text_like=f.type_oid in self.text_types)  # fmt: skip
                 out.masked.append(f.name)

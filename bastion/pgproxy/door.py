@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from bastion import pgwire
-from bastion.access.preauth import limiter_for
+from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
@@ -22,11 +22,14 @@ from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
+from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.postgres")
 
 PLAIN_REFUSAL_WAIT = 5.0  # seconds a refused address has to send its start-up packet
 STOP_GRACE = 10.0  # seconds for ended sessions to record their end when the bastion stops
+PRELOGIN_MAX_MESSAGE = 8192  # bytes: a password, code or ticket fits many times over
+PRELOGIN_READ = 16 * 1024  # bytes read ahead of the login (the relay reads on its own)
 
 
 class PgDoor:
@@ -44,6 +47,8 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
+        # Cancel requests and refused connections: counted, one audit summary a minute.
+        self.summaries = Summaries(core, "postgres")
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -58,11 +63,12 @@ class PgDoor:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.listener.address, self.listener.port, limit=1 << 20
+            self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
         )
         sockets = list(self._server.sockets or [])
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self.summaries.start()
 
     async def stop(self) -> None:
         """End every session with a message and let each close its row before returning."""
@@ -74,6 +80,7 @@ class PgDoor:
             await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
         if self._server is not None:
             await self._server.wait_closed()
+        await self.summaries.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -81,7 +88,7 @@ class PgDoor:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
-        frames = pgwire.FrameReader(self.core.config.postgres.max_message)
+        frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
         client = Client(reader, writer, frames, str(peer[0]))
         try:
             found = await self._admitted(client)
@@ -102,42 +109,63 @@ class PgDoor:
                 await writer.drain()  # the last error reaches the client; shutdown may cancel
             client.close()
 
+    def _seat(self, client: Client) -> PreauthLimiter:
+        """The limiter as this connection sees it: it may end the connection while in login."""
+
+        handler = asyncio.current_task()
+
+        def evict(why: str) -> None:
+            log.warning("postgres.preauth_ended", source=client.address, why=why)
+            client.fatal("53300", why)
+            client.close()
+            if handler is not None and handler is not asyncio.current_task():
+                handler.cancel()  # no password check, code or session for a login ended
+
+        return self.limiter.for_connection(evict)
+
     async def _admitted(self, client: Client) -> tuple[Login, dict[str, str]] | None:
         """TLS, start-up and login within the grace time, counted against the address."""
         source, now = client.address, self.core.clock.now()
-        refusal = self.limiter.admit(source, now)
+        seat = self._seat(client)
+        refusal = seat.admit(source, now)
         if refusal is not None:
-            log.warning("postgres.preauth_refused", source=source, why=refusal)
-            detail = {"source": source, "why": refusal}
-            await self.core.audit(Event("auth.preauth_refused", f"postgres:{source}", "",
-                                        "warning", detail=detail))  # fmt: skip
-            # Answer in plain text (no TLS for a refused address) once its start-up packet is
-            # here: libpq shows an error sent then, but not one sent in reply to SSLRequest.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.start(None), PLAIN_REFUSAL_WAIT)
-            raise ClientRefused("53300", refusal)
+            await self._refuse(client, refusal)
         found = None
         try:
             grace = self.core.config.postgres.login_grace.total_seconds()
             found = await asyncio.wait_for(self._login(client), grace)
             return found
         except ClientRefused as exc:
-            if exc.sqlstate == "28P01" and self.limiter.failed(source, self.core.clock.now()):
+            if exc.sqlstate == "28P01" and seat.failed(source, self.core.clock.now()):
                 await self.core.audit(Event("auth.source_blocked", f"postgres:{source}", "",
                                             "high", detail={"source": source}))  # fmt: skip
             raise
         finally:
             if found is not None:
-                self.limiter.authenticated(source)
+                seat.authenticated(source)
+                client.frames.allow(self.core.config.postgres.max_message)
             else:
-                self.limiter.closed_unauthenticated(source)
+                seat.closed_unauthenticated(source)
+
+    async def _refuse(self, client: Client, refusal: str) -> None:
+        """Turn a connection away; counted, and politely (in plain text, once its start-up
+        packet is here) only while its address has not used up its minute's budget."""
+        source = client.address
+        polite = self.summaries.note("auth.preauth_refused", source, refusal)
+        if not polite:
+            client.close()
+            raise ConnectionResetError("refused without an answer")
+        # libpq shows an error sent after its start-up packet, not one in reply to SSLRequest.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.start(None), PLAIN_REFUSAL_WAIT)
+        raise ClientRefused("53300", refusal)
 
     async def _login(self, client: Client) -> tuple[Login, dict[str, str]] | None:
         first = await client.start(self.tls)
         if first is None:
             return None
         if isinstance(first, pgwire.CancelRequest):
-            await self._cancel(first)
+            await self._cancel(client, first)
             return None
         passed = check_startup(client, first)
         return await authenticate(self.core, client, first), passed
@@ -179,12 +207,14 @@ class PgDoor:
                 self.by_key[pid] = session
                 return pid
 
-    async def _cancel(self, request: pgwire.CancelRequest) -> None:
-        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does)."""
+    async def _cancel(self, client: Client, request: pgwire.CancelRequest) -> None:
+        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does).
+        Cancels are counted per address into one audit summary a minute, and past the
+        minute's budget even a right key cancels nothing."""
         session = self.by_key.get(request.pid)
-        if session is None or not hmac.compare_digest(session.cancel_key[1], request.key):
-            detail: dict[str, Any] = {"pid": request.pid}
-            await self.core.audit(Event("query.cancel_refused", "postgres", "", "notice",
-                                        detail=detail))  # fmt: skip
-            return
-        await session.cancel("the client sent a cancel request")
+        valid = session is not None and hmac.compare_digest(session.cancel_key[1], request.key)
+        why = "cancelled" if valid else "no such backend key"
+        if self.summaries.note("query.cancel_request", client.address, why) and (
+            session is not None and valid
+        ):
+            await session.cancel("the client sent a cancel request")

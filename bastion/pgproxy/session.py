@@ -34,13 +34,21 @@ class Login:
     decision: Decision
 
 
+def login_failed(user: str, target: str) -> ClientRefused:
+    """One answer for a wrong password, an unknown user and an unknown target alike."""
+    return ClientRefused("28P01", f"password authentication failed for user {user!r} on"
+                         f" target {target!r} (send your password followed by your 6-digit"
+                         " code; repeated failures lock the account for a while)")  # fmt: skip
+
+
 async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessage) -> Login:
-    """Password + TOTP (or a ticket) inside TLS, then the access check; ClientRefused if not."""
+    """Password + TOTP (or a ticket) inside TLS, then the access check; ClientRefused if not.
+
+    The password is asked for before anything is looked up, and an unknown user, a user
+    without a password and an unknown target each cost the same argon2 verify and get the
+    same answer as a wrong password: nothing before login tells who or what exists."""
     user = startup.params.get("user", "")
     name = startup.params.get("database") or user
-    target = await core.run(core.store.find_target, name)
-    if target is None or target.kind != "postgres":
-        raise ClientRefused("3D000", f"no database target named {name!r} behind this bastion")
     client.send(pgwire.authentication_cleartext_password())
     await client.writer.drain()
     frame = await client.next_frame()
@@ -54,7 +62,10 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         except Denied as exc:
             raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
     else:
-        await _password_and_code(core, user, secret, via)
+        await _password_and_code(core, user, name, secret, via)
+    target = await core.run(core.store.find_target, name)
+    if target is None or target.kind != "postgres":
+        raise login_failed(user, name)
     decision = await core.run(core.access.decide, user, name)
     if not decision.allowed:
         detail = {"reason": decision.reason, "protocol": "postgres"}
@@ -63,12 +74,10 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
     return Login(user, target, decision)
 
 
-async def _password_and_code(core: Core, user: str, secret: str, via: str) -> None:
+async def _password_and_code(core: Core, user: str, target: str, secret: str, via: str) -> None:
     password, code = split_password(secret)
-    if not await core.run(core.identity.check_password, user, password):
-        await core.audit(Event("auth.failed", via, user, "notice", detail={"why": "password"}))
-        raise ClientRefused("28P01", f"password authentication failed for user {user!r}"
-                            " (send your password followed by your 6-digit code)")  # fmt: skip
+    if not await core.check_password(user, password, via):
+        raise login_failed(user, target)
     outcome = await core.run(core.identity.check_totp, user, code, via)
     if outcome.result is not TotpResult.ACCEPTED:
         raise ClientRefused("28P01", refusal_text(outcome))

@@ -57,6 +57,12 @@ class FrameReader:
         self._need = 0  # total size of the pending packet, 0 until its header is read
         self._error: ProtocolError | None = None
 
+    def allow(self, max_message: int) -> None:
+        """Raise the limit from here on (the login is over: a small one held until now)."""
+        if not self._max <= max_message <= _INT32_MAX:
+            raise ValueError(f"max_message can only grow, to at most 2**31-1: {max_message}")
+        self._max = max_message
+
     @property
     def buffered(self) -> int:
         """Bytes held and not yet returned as a message."""

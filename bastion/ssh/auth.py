@@ -26,15 +26,21 @@ _AUDITS: set[asyncio.Task[None]] = set()
 MAX_CODES_PER_CONNECTION = 3
 
 
+class NameChanged(asyncssh.ProtocolError):
+    """The client asked to change the login name during authentication (OpenSSH refuses too)."""
+
+
 @dataclass
 class LoginState:
-    """What this connection has proven so far."""
+    """What this connection has proven so far, all of it for the one login name it began with."""
 
+    name: str | None = None  # the login name of the first request; it may never change
     login: Login = field(default_factory=lambda: Login("", None))
     known: bool = False  # the user exists and is enabled
     key_fingerprints: frozenset[str] = frozenset()
     has_password: bool = False
     first_factor: str | None = None
+    first_factor_name: str | None = None  # the login name the first factor was proven for
     key_fingerprint: str | None = None
     authenticated: bool = False
     codes_tried: int = 0
@@ -128,6 +134,10 @@ class BastionSSHServer(asyncssh.SSHServer):
     # -- first factor -------------------------------------------------------------------
 
     async def begin_auth(self, username: str) -> bool:
+        # Never return False here: asyncssh takes that as "no authentication needed".
+        if self.state.name is not None:
+            self._name_changed(username)
+        self.state.name = username
         self.state.login = parse_login(username)
         user = self.state.login.user
         found = await self.core.run(self.core.store.find_user, user) if user else None
@@ -138,10 +148,25 @@ class BastionSSHServer(asyncssh.SSHServer):
             self.state.has_password = found.has_password
         return True
 
+    def _name_changed(self, username: str) -> None:
+        """A login is one person from its first packet to its last: end this connection."""
+        first = self.state.name or ""
+        self._failed("login name changed")
+        log.warning("ssh.name_changed", source=self.source, first=first[:64], then=username[:64])
+        self._audit_soon(Event("auth.name_changed", f"ssh:{self.source}", first[:64], "high",
+                               detail={"source": self.source, "then": username[:64]}))  # fmt: skip
+        raise NameChanged("the login name may not change during authentication")
+
+    def _same_name(self, username: str) -> bool:
+        """Every step must name the login the connection began with (asyncssh checks too)."""
+        return self.state.name is not None and username == self.state.name
+
     def public_key_auth_supported(self) -> bool:
         return self.state.first_factor is None
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if not self._same_name(username):
+            return False
         fingerprint = key.get_fingerprint("sha256")
         if fingerprint in self.state.key_fingerprints:
             self.state.key_fingerprint = fingerprint
@@ -149,38 +174,66 @@ class BastionSSHServer(asyncssh.SSHServer):
         return False
 
     def password_auth_supported(self) -> bool:
-        state = self.state
-        return state.first_factor is None and state.has_password and not state.key_fingerprints
+        # Offered to every name alike, so the method list never tells which users exist or
+        # which of them have a password; only users with a password and no keys may use it.
+        return self.state.first_factor is None
 
     async def validate_password(self, username: str, password: str) -> bool:
-        if not self.password_auth_supported():
+        if not self.password_auth_supported() or not self._same_name(username):
             return False
-        ok = await self.core.run(self.core.identity.check_password, self.state.login.user, password)
+        self._stop_if_blocked()
+        state = self.state
+        # The same work for everyone: check_password pays for a hash even for unknown names.
+        ok = await self.core.run(self.core.identity.check_password, state.login.user, password)
+        ok = ok and state.known and state.has_password and not state.key_fingerprints
         if not ok:
             self._failed("password")
         return ok
 
-    def first_factor_proven(self, method: str, key_data: bytes | None) -> None:
-        """Called by the two-factor handlers once a signature or password checked out."""
-        if key_data is not None:
-            key = decode_ssh_public_key(key_data)
+    def first_factor_proven(self, username: str, method: str, key_data: bytes | None) -> bool:
+        """Called by the two-factor handlers once a signature or password checked out.
 
-            self.state.key_fingerprint = key.get_fingerprint("sha256")
+        False (and no factor) unless the proof was for this connection's own login name.
+        """
+        if not self._same_name(username) or self.state.first_factor is not None:
+            return False
+        if key_data is not None:
+            fingerprint = decode_ssh_public_key(key_data).get_fingerprint("sha256")
+            if fingerprint not in self.state.key_fingerprints:
+                return False
+            self.state.key_fingerprint = fingerprint
         self.state.first_factor = method
+        self.state.first_factor_name = username
+        return True
 
     # -- second factor ------------------------------------------------------------------
 
+    def _second_factor_allowed(self, username: str) -> bool:
+        state = self.state
+        return (
+            state.first_factor is not None
+            and state.first_factor_name == username
+            and self._same_name(username)
+            and not state.authenticated
+            and state.codes_tried < MAX_CODES_PER_CONNECTION
+        )
+
     def kbdint_auth_supported(self) -> bool:
-        return self.state.first_factor is not None and not self.state.authenticated
+        state = self.state
+        return state.name is not None and self._second_factor_allowed(state.name)
 
     def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
-        if self.state.first_factor is None:
+        if self.state.codes_tried >= MAX_CODES_PER_CONNECTION:
+            # A client that starts keyboard-interactive again after its last code is done.
+            raise asyncssh.PermissionDenied("too many verification codes on one connection")
+        if not self._second_factor_allowed(username):
             return False
         return ("", "", "", [(PROMPT, False)])
 
     async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> Any:
-        if self.state.first_factor is None or len(responses) != 1:
+        if not self._second_factor_allowed(username) or len(responses) != 1:
             return False
+        self._stop_if_blocked()
         self.state.codes_tried += 1
         via = f"ssh:{self.source}"
         outcome = await self.core.run(
@@ -196,18 +249,43 @@ class BastionSSHServer(asyncssh.SSHServer):
             return ("", refusal_text(outcome), "", [(PROMPT, False)])
         if self.conn is not None:
             self.conn.send_auth_banner(f"bastion: {refusal_text(outcome)}\r\n")
-        return False
+        # No more codes on this connection: a client that would start again is cut off here.
+        raise asyncssh.PermissionDenied(refusal_text(outcome))
 
     def _failed(self, what: str) -> None:
+        """Count a failed step; once the source is blocked, this connection ends too."""
         self.state.failures.append(what)
         if self.limiter.failed(self.source, self.core.clock.now()):
             self._audit_soon(Event("auth.source_blocked", f"ssh:{self.source}", "", "high",
                                    detail={"source": self.source}))  # fmt: skip
+        self._stop_if_blocked()
+
+    def _stop_if_blocked(self) -> None:
+        if self.limiter.blocked(self.source, self.core.clock.now()):
+            raise asyncssh.PermissionDenied(f"too many failed logins from {self.source}")
 
     def auth_completed(self) -> None:
+        if not self.proven():
+            # Only the TOTP step completes a login; anything else is a fault to stop at once.
+            log.error("ssh.unproven_login", source=self.source)
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, "login not proven")
+            return
         self.limiter.authenticated(self.source)
         log.info("ssh.authenticated", user=self.state.login.user, source=self.source,
                  first_factor=self.state.first_factor)  # fmt: skip
+
+    def proven(self) -> bool:
+        """True when both factors were proven for the connection's one login name."""
+        state = self.state
+        name = self.conn.get_extra_info("username") if self.conn is not None else None
+        return (
+            state.authenticated
+            and state.first_factor is not None
+            and state.name is not None
+            and state.first_factor_name == state.name
+            and (name is None or name == state.name)
+        )
 
     # -- after login --------------------------------------------------------------------
 
@@ -228,6 +306,8 @@ class BastionSSHServer(asyncssh.SSHServer):
             return found
 
     def session_requested(self) -> Any:
+        if not self.proven():
+            return False
         return self.session_factory(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,

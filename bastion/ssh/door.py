@@ -8,18 +8,37 @@ from typing import Any
 import asyncssh
 import structlog
 
-from bastion.access.preauth import limiter_for
+from bastion.access.preauth import PreauthLimiter, limiter_for
+from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.ssh import twofactor
 from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
 from bastion.ssh.upstream import CIPHERS
+from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.ssh")
 
 
 CLOSE_GRACE = 5.0  # seconds for client connections to close when the door stops
+
+
+class DoorSSHServer(BastionSSHServer):
+    """The login as auth.py runs it; events a client can repeat at will before login go
+    into the door's one-a-minute summaries instead of a durable row each."""
+
+    summaries: Summaries
+
+    def _audit_soon(self, event: Event) -> None:
+        source = self.source
+        detail = event.detail or {}
+        if event.kind == "auth.preauth_refused":
+            self.summaries.note(event.kind, source, str(detail.get("why", "")))
+        elif event.kind == "auth.failed" and not detail.get("failures"):
+            self.summaries.note("auth.abandoned", source, str(detail.get("why", "")))
+        else:
+            super()._audit_soon(event)
 
 
 class SSHDoor:
@@ -31,14 +50,30 @@ class SSHDoor:
         self.listener = listener
         self.core = core
         self.limiter = limiter_for(core.config.ssh)
+        self.summaries = Summaries(core, "ssh")
         self.port = listener.port
         self._server: Any = None
         self.live: dict[str, ChannelSession] = {}  # session id -> its channel
         self.connections: set[BastionSSHServer] = set()  # open client connections
 
     def _new_connection(self) -> BastionSSHServer:
-        return BastionSSHServer(self.core, self.limiter, ChannelSession, self.live,
-                                self.connections)  # fmt: skip
+        """A connection's own view of the limiter, which may end it while it is in login:
+        to make room for another address, or because its address failed too often."""
+        holder: list[BastionSSHServer] = []
+
+        def evict(why: str) -> None:
+            conn = holder[0].conn if holder else None
+            if conn is not None:
+                log.warning("ssh.preauth_ended", source=holder[0].source, why=why)
+                asyncio.get_running_loop().call_soon(
+                    conn.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, why
+                )
+
+        seat: PreauthLimiter = self.limiter.for_connection(evict)
+        server = DoorSSHServer(self.core, seat, ChannelSession, self.live, self.connections)
+        server.summaries = self.summaries
+        holder.append(server)
+        return server
 
     async def start(self) -> None:
         twofactor.install()
@@ -54,6 +89,7 @@ class SSHDoor:
         sockets = self._server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self.summaries.start()
 
     async def stop(self) -> None:
         channels = list(self.live.values())
@@ -71,3 +107,4 @@ class SSHDoor:
         closing = [asyncio.ensure_future(c.close()) for c in list(self.connections)]
         if closing:
             await asyncio.wait(closing, timeout=CLOSE_GRACE)
+        await self.summaries.stop()

@@ -10,7 +10,8 @@ success does not end authentication. It tells the connection's owner that the fi
 factor is proven, and answers SSH_MSG_USERAUTH_FAILURE with partial success. The method
 list then holds only `keyboard-interactive`, where the owner asks for the TOTP code, and
 only that success completes the login. A key that was offered but never signed for
-(a PK_OK query) proves nothing.
+(a PK_OK query) proves nothing, and every factor is bound to the login name it was proven
+for: the owner refuses a factor for any other name, and a changed name ends the connection.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TESTED_WITH = "2.24"
 class FactorSink(Protocol):
     """The SSHServer that learns when a first factor is proven."""
 
-    def first_factor_proven(self, method: str, key_data: bytes | None) -> None: ...
+    def first_factor_proven(self, username: str, method: str, key_data: bytes | None) -> bool: ...
 
 
 def _sink(handler: _auth.ServerAuth) -> FactorSink:
@@ -54,9 +55,10 @@ class KeyFirstFactor(_auth._ServerPublicKeyAuth):
             self.send_failure()
         elif not sig_present:
             self.send_packet(_auth.MSG_USERAUTH_PK_OK, String(algorithm), String(key_data))
-        else:
-            _sink(self).first_factor_proven("publickey", key_data)
+        elif _sink(self).first_factor_proven(self._username, "publickey", key_data):
             self.send_failure(partial_success=True)
+        else:
+            self.send_failure()
 
 
 class PasswordFirstFactor(_auth._ServerPasswordAuth):
@@ -76,8 +78,8 @@ class PasswordFirstFactor(_auth._ServerPasswordAuth):
         except (UnicodeDecodeError, SASLPrepError):
             raise asyncssh.ProtocolError("Invalid password auth request") from None
         conn = self._conn
-        if await conn.validate_password(self._username, password):
-            _sink(self).first_factor_proven("password", None)
+        proven = await conn.validate_password(self._username, password)
+        if proven and _sink(self).first_factor_proven(self._username, "password", None):
             self.send_failure(partial_success=True)
         else:
             self.send_failure()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import urllib.parse
 from datetime import timedelta
@@ -193,3 +194,24 @@ def test_passwords_are_checked_and_weak_ones_refused(identity: Identity) -> None
 def test_bad_user_names_are_refused(identity: Identity, name: str) -> None:
     with pytest.raises(UsageError, match="bad user name"):
         identity.enrol(name, "engineer", None, "cli:root")
+
+
+def test_guesses_at_a_locked_account_are_audited_in_aggregate(
+    identity: Identity, clock: FakeClock
+) -> None:
+    """A flood of codes at a locked user writes a handful of rows that carry the count."""
+    seed = seed_of(identity.enrol("alice", "engineer", None, "cli:root").uri)
+    for _ in range(5):
+        identity.check_totp("alice", "000000", "ssh")
+    outcomes = [identity.check_totp("alice", "000000", "ssh:10.9.9.9") for _ in range(150)]
+    assert {o.result for o in outcomes} == {TotpResult.LOCKED}
+    refused = [e for e in identity.store.events() if e.kind == "auth.totp_refused"]
+    assert [json.loads(e.detail)["refused_so_far"] for e in refused] == [1, 10, 100]
+    # The count starts again once the lock is over.
+    clock.advance(timedelta(minutes=15))
+    assert identity.check_totp("alice", code(seed, clock), "ssh").result is TotpResult.ACCEPTED
+    for _ in range(5):
+        identity.check_totp("alice", "000000", "ssh")
+    identity.check_totp("alice", "000000", "ssh")
+    refused = [e for e in identity.store.events() if e.kind == "auth.totp_refused"]
+    assert json.loads(refused[-1].detail)["refused_so_far"] == 1

@@ -46,7 +46,8 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("5 aggregates", "SELECT min(ssn) FROM customers", REFUSED),
     ("6 subqueries", "SELECT x FROM (SELECT ssn AS x FROM customers) s", ROWS),
     ("6 subqueries", "WITH s AS (SELECT email FROM customers) SELECT * FROM s", ROWS),
-    ("6 subqueries", "SELECT name FROM customers UNION SELECT email FROM customers", ROWS),
+    ("6 subqueries", "SELECT name FROM customers UNION ALL SELECT email FROM customers", ROWS),
+    ("6 subqueries", "SELECT name FROM customers UNION SELECT email FROM customers", REFUSED),
     ("6 subqueries", "SELECT (SELECT email FROM customers LIMIT 1)", REFUSED),
     ("6 subqueries", "SELECT l.* FROM customers c, LATERAL (SELECT c.ssn) l", ROWS),
     ("6 subqueries", "VALUES ((SELECT ssn FROM customers LIMIT 1))", REFUSED),
@@ -84,6 +85,12 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("19 ordering", "SELECT count(*) FROM customers GROUP BY email", REFUSED),
     ("19 ordering", "SELECT DISTINCT ON (email) id FROM customers", REFUSED),
     ("19 ordering", "SELECT id, rank() OVER (ORDER BY ssn) FROM customers", REFUSED),
+    ("19 ordering", "SELECT DISTINCT email FROM customers", REFUSED),
+    ("19 ordering", "SELECT email, count(*) FROM customers GROUP BY ROLLUP (1)", REFUSED),
+    ("18 predicates", "SELECT email FROM customers WHERE id = 4711 INTERSECT"
+     " SELECT 'jane.doe@example.com'", REFUSED),
+    ("18 predicates", "SELECT c.id FROM customers c NATURAL JOIN"
+     " (SELECT 'jane.doe@example.com' AS email) g", REFUSED),
     ("20 returning", "UPDATE customers SET name = name RETURNING ssn", REFUSED),
     ("21 laundering", "INSERT INTO orders SELECT 3, id, '2026-03-01', 1, ssn FROM customers",
      REFUSED),

@@ -49,7 +49,7 @@ def test_names_resolve_to_columns_and_whole_tables() -> None:
         ("SELECT a.email, b.id FROM customers a, customers b", set()),
         ("WITH c AS (SELECT id, email FROM customers) SELECT a.email, b.id FROM c a, c b", set()),
         ("SELECT email FROM customers", set()),  # no key in the result
-        ("SELECT id, email FROM customers UNION SELECT id, email FROM customers", set()),
+        ("SELECT id, email FROM customers UNION ALL SELECT id, email FROM customers", set()),
     ],
 )
 def test_only_a_key_from_the_same_row_proves_whose_row_it_is(sql: str, clear: set[int]) -> None:
