@@ -75,6 +75,7 @@ def _add_user_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     disable.add_argument("name")
     disable.add_argument("--reason", default="")
+    _optional_decider(disable)
     _json_flag(disable)
     reset = _command(users, "reset-totp", people.user_reset_totp, "enrol a new TOTP seed")
     reset.add_argument("name")
@@ -108,6 +109,10 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     pg.add_argument("--password-stdin", action="store_true")
     _json_flag(pg)
     _json_flag(_command(targets, "list", resources.target_list, "list targets"))
+    show = _command(targets, "show", resources.target_show,
+                    "one target; for a database, its TLS and login methods")  # fmt: skip
+    show.add_argument("name")
+    _json_flag(show)
     trust = _command(targets, "trust", resources.target_trust,
                      "fetch an SSH target's host key and pin it")  # fmt: skip
     trust.add_argument("name")
@@ -142,9 +147,11 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grant.add_argument("--ticket", help="the incident or change it is for, e.g. INC-4411")
     grant.add_argument("--mode", choices=["read", "write"], default="read")
     grant.add_argument("--from", dest="start", metavar="WHEN", help="ISO start time (default now)")
+    _optional_decider(grant)
     _json_flag(grant)
     revoke = _command(sub, "revoke", resources.revoke, "end a grant now")
     revoke.add_argument("grant_id", type=int)
+    _optional_decider(revoke)
     _json_flag(revoke)
     group = sub.add_parser("grants", help="list grants")
     grants = group.add_subparsers(dest="grants_command", required=True, parser_class=Parser)
@@ -177,9 +184,15 @@ def _add_group_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(_command(cmds, "list", requests.group_list, "list groups and members"))
 
 
-def _decider(parser: argparse.ArgumentParser) -> None:
+def _optional_decider(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="NAME",
+                        help="record the decision as this bastion user (their TOTP code is"
+                             " asked for) instead of the OS account")  # fmt: skip
+
+
+def _decider(parser: argparse.ArgumentParser, who: str = "deciding") -> None:
     parser.add_argument("--as", dest="as_user", metavar="NAME", required=True,
-                        help="the bastion user deciding; their TOTP code is asked for")  # fmt: skip
+                        help=f"the bastion user {who}; their TOTP code is asked for")  # fmt: skip
     _json_flag(parser)
 
 
@@ -191,7 +204,7 @@ def _add_request_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     req.add_argument("--reason", required=True)
     req.add_argument("--ticket")
     req.add_argument("--mode", choices=["read", "write"], default="read")
-    _json_flag(req)
+    _decider(req, "filing it")
     group = sub.add_parser("requests", help="access requests")
     cmds = group.add_subparsers(dest="requests_command", required=True, parser_class=Parser)
     listing = _command(cmds, "list", requests.requests_list, "list requests")
@@ -245,6 +258,7 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     kill = _command(cmds, "kill", sessions.sessions_kill, "end a live session now")
     kill.add_argument("session_id")
     kill.add_argument("--reason", default="")
+    _optional_decider(kill)
     _json_flag(kill)
     replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
     replay.add_argument("session_id")
@@ -297,7 +311,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     req.add_argument("--consent", required=True, metavar="REF", help="where consent is recorded")
     req.add_argument("--consent-file", metavar="FILE", help="the consent document (hashed)")
     req.add_argument("--for", dest="duration", metavar="DURATION", help="default 1h")
-    _json_flag(req)
+    _decider(req, "filing it")
     listing = _command(cmds, "list", unmask.unmask_list, "list unmask grants")
     listing.add_argument("--user")
     listing.add_argument("--target")
@@ -316,6 +330,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _decider(deny)
     revoke = _command(cmds, "revoke", unmask.unmask_revoke, "end an unmask grant now")
     revoke.add_argument("grant_id", type=int)
+    _optional_decider(revoke)
     _json_flag(revoke)
 
 

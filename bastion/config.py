@@ -147,6 +147,7 @@ class TargetPolicy:
     max_grant: timedelta | None = None
     tls: Literal["off", "require", "verify-full"] = "off"
     tls_ca: Path | None = None
+    upstream_auth: tuple[str, ...] = ("scram-sha-256",)
     idle_timeout: timedelta | None = None
     max_session: timedelta | None = None
     allowed_hours: Hours | None = None
@@ -156,6 +157,22 @@ class TargetPolicy:
     break_glass_max: timedelta = timedelta(hours=1)
     unmask_max: timedelta = timedelta(hours=4)
     masking: MaskingPolicy = field(default_factory=MaskingPolicy)
+
+    def database_warnings(self) -> list[str]:
+        """What is weak about how the bastion reaches this database target, one line each."""
+        found = []
+        if self.tls == "off":
+            found.append(f"{self.name}: no TLS to the database (tls = \"off\"): the service"
+                         " role's login and every row cross the network in clear, and an"
+                         " impostor on the path is not detected")  # fmt: skip
+        elif self.tls == "require":
+            found.append(f"{self.name}: TLS without checking the server's certificate"
+                         " (tls = \"require\"); set tls_ca for verify-full")  # fmt: skip
+        weak = [m for m in self.upstream_auth if m != "scram-sha-256"]
+        if weak:
+            found.append(f"{self.name}: upstream_auth allows {', '.join(weak)}: a server"
+                         " need not prove it knows the password")  # fmt: skip
+        return found
 
 
 @dataclass(frozen=True)
@@ -268,8 +285,25 @@ def _convert(setting: Setting, raw: object, base: Path) -> Value:
     raise ValueError(f"expected {_EXPECTED.get(setting.kind, 'a string')}, got {_describe(raw)}")
 
 
+def _choices(setting: Setting, raw: object) -> tuple[str, ...]:
+    """A non-empty list of distinct names, each one of the setting's choices."""
+    options = ", ".join(repr(c) for c in setting.choices)
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"expected a list of names, got {_describe(raw)}")
+    if not raw:
+        raise ValueError(f"must name at least one of {options}")
+    for item in raw:
+        if not isinstance(item, str) or item not in setting.choices:
+            raise ValueError(f"each entry must be one of {options}, got {_describe(item)}")
+    if len(set(raw)) != len(raw):
+        raise ValueError("names an entry twice")
+    return tuple(str(item) for item in raw)
+
+
 def _value(setting: Setting, parts: Parts, raw: object, base: Path) -> Value:
     try:
+        if setting.kind == "choices":
+            return _choices(setting, raw)
         return _convert(setting, raw, base)
     except ValueError as exc:
         raise _Bad(parts, str(exc)) from None
@@ -316,6 +350,8 @@ def _targets(raw: object, base: Path) -> dict[str, TargetPolicy]:
             for s in TARGET_SETTINGS
         }
         got["allowed_hours"] = _hours(where, got["allowed_hours"], got["timezone"])
+        if "tls" not in table and got["tls_ca"] is not None:
+            got["tls"] = "verify-full"  # a CA is configured: check the server against it
         masking = _masking(where, table.get("masking", {}))
         result[name] = replace(_section(TargetPolicy, "", {"name": name, **got}), masking=masking)
     return result

@@ -13,8 +13,8 @@ from bastion.masking.policy import KEYS as MASKING_KEYS
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-Kind = Literal["bool", "int", "str", "choice", "duration", "path"]
-Value = bool | int | str | timedelta | Path | Hours | None
+Kind = Literal["bool", "int", "str", "choice", "choices", "duration", "path"]
+Value = bool | int | str | timedelta | Path | Hours | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Setting:
 
     key: str
     kind: Kind
-    default: bool | int | str | None
+    default: bool | int | str | tuple[str, ...] | None
     help: str
     low: int | None = None
     high: int | None = None
@@ -112,6 +112,13 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
         choices=("off", "require", "verify-full"),
     ),
     Setting("tls_ca", "path", None, "CA that signs the target's PostgreSQL certificate."),
+    Setting(
+        "upstream_auth",
+        "choices",
+        ("scram-sha-256",),
+        "How the bastion may log in to the target's PostgreSQL.",
+        choices=("scram-sha-256", "md5", "password", "trust"),
+    ),
     Setting("idle_timeout", "duration", None, "Idle time that ends a session on this target."),
     Setting("max_session", "duration", None, "Longest session on this target."),
     Setting("allowed_hours", "str", None, "When sessions may be open, e.g. Mon-Fri 08:00-20:00."),

@@ -116,36 +116,49 @@ class Core:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
         allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it looks every WATCH_EVERY."""
+        it looks every WATCH_EVERY, and no fault in one look or one session stops it."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            live = {key: session for sessions in lives for key, session in sessions.items()}
             try:
-                await self.run(self.store.expire_requests)
-                kills = await self.run(self.store.pending_kills)
-                ended = await self.run(self.access.endings) if live else []
+                await self._watch_once(lives)
             except Exception as exc:  # keep watching; the store may come back
-                log.error("session_watch_failed", error=str(exc))
-                continue
-            for session_id, who, reason in kills:
-                session = live.get(session_id)
-                if session is not None:
-                    message = f"session ended by {who}: {reason or 'no reason given'}"
-                    await session.terminate("killed", message)
-            for ending in ended:
-                session = live.get(ending.session_id)
-                if session is not None:
-                    await session.terminate(ending.state, ending.message)
-            await self._end_overstayed(live)
+                log.error("session_watch_failed", error=repr(exc))
+
+    async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
+        live = {key: session for sessions in lives for key, session in sessions.items()}
+        await self.run(self.store.expire_requests)
+        kills = await self.run(self.store.pending_kills)
+        ended = await self.run(self.access.endings) if live else []
+        for session_id, who, reason in kills:
+            session = live.get(session_id)
+            if session is not None:
+                message = f"session ended by {who}: {reason or 'no reason given'}"
+                await self._end(session_id, session, "killed", message)
+        for ending in ended:
+            session = live.get(ending.session_id)
+            if session is not None:
+                await self._end(ending.session_id, session, ending.state, ending.message)
+        await self._end_overstayed(live)
+
+    async def _end(self, session_id: str, session: Killable, state: str, message: str) -> None:
+        """End one session; a fault there is logged and never keeps the others from ending."""
+        try:
+            await session.terminate(state, message)
+        except Exception as exc:
+            log.error("session_end_failed", session=session_id, state=state, error=repr(exc))
 
     async def _end_overstayed(self, live: Mapping[str, Killable]) -> None:
         now = self.clock.now()
-        for session in list(live.values()):
-            limits = self.config.session_limits(session.target_name)
-            found = overstayed(session.target_name, session.opened_at, session.last_input, now,
-                               limits)  # fmt: skip
+        for session_id, session in list(live.items()):
+            try:
+                limits = self.config.session_limits(session.target_name)
+                found = overstayed(session.target_name, session.opened_at, session.last_input,
+                                   now, limits)  # fmt: skip
+            except Exception as exc:
+                log.error("session_watch_failed", session=session_id, error=repr(exc))
+                continue
             if found is not None:
-                await session.terminate(*found)
+                await self._end(session_id, session, *found)
 
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)

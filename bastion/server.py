@@ -61,7 +61,7 @@ class Server:
         if listeners.ssh.enabled:
             doors.append(SSHDoor(listeners.ssh, self.core))
         if listeners.web.enabled:
-            doors.append(WebDoor(listeners.web, self.store))
+            doors.append(WebDoor(listeners.web, self.core))
         if listeners.postgres.enabled:
             doors.append(PgDoor(listeners.postgres, self.core))
         return doors
@@ -74,7 +74,7 @@ class Server:
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
-        self.recover()
+        await self.core.run(self.recover)
         await self.core.start_writer()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
@@ -88,16 +88,25 @@ class Server:
                 ) from exc
             self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.core.watch_sessions(lives)))
         if self.config.notify.webhook_url:
             self._tasks.append(loop.create_task(Notifier(self.core).run()))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
-        self.store.append_events(
-            [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
-        )
+        started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
+        await self.core.run(self.store.append_events, [started])
         self._started = True
+
+    async def _warn_weak_targets(self) -> None:
+        """Say loudly, once at start-up, which databases are reached without TLS or with a
+        login that does not prove the server."""
+        targets = await self.core.run(self.store.targets)
+        for target in targets:
+            if target.kind == "postgres":
+                for line in self.config.target_policy(target.name).database_warnings():
+                    log.warning("target.weak_transport", target=target.name, warning=line)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -113,7 +122,7 @@ class Server:
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
-            self.store.append_events([event])
+            await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
 
     def request_stop(self) -> None:

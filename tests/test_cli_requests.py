@@ -12,7 +12,7 @@ from bastion.access.requests import Requests
 from bastion.audit import Store
 from bastion.clock import SystemClock
 from bastion.config import load_config
-from bastion.errors import Exit
+from bastion.errors import Denied, Exit
 from tests import test_cli
 from tests.test_cli import PG_PASSWORD, REASON, Bastion, assert_error, totp_secret
 
@@ -52,10 +52,11 @@ def people(bst: Bastion) -> People:
 
 def test_a_request_approved_by_another_admin_opens_access(people: People) -> None:
     bst = people.bst
-    made = bst.json("request", "alice", "reports", "--for", "2h", "--reason", REASON)
+    made = bst.json("request", "alice", "reports", "--for", "2h", "--reason", REASON, "--as",
+                    "carol", input=people.code("carol"))  # fmt: skip
     assert made["state"] == "pending" and made["approvals_needed"] == 1
     [pending] = bst.json("requests", "list", "--state", "pending")
-    assert pending["id"] == made["id"] and pending["requested_by"].startswith("cli:")
+    assert pending["id"] == made["id"] and pending["requested_by"] == "carol"
     refused = bst.run("approve", str(made["id"]), "--as", "bob", input="000000\n")
     assert_error(refused, Exit.DENIED, "code")
     assert bst.json("requests", "list")[0]["state"] == "pending"
@@ -66,13 +67,14 @@ def test_a_request_approved_by_another_admin_opens_access(people: People) -> Non
     assert grant["request_id"] == made["id"] and grant["granted_by"] == "bob"
     assert bst.run("access", "check", "alice", "reports").returncode == 0
     kinds = bst.kinds()
-    assert kinds.index("request.created") < kinds.index("auth.totp_ok") < kinds.index(
-        "request.approved")  # fmt: skip
+    filed, approved = kinds.index("request.created"), kinds.index("request.approved")
+    assert kinds[filed - 1] == "auth.totp_ok" and "auth.totp_ok" in kinds[filed:approved]
 
 
 def test_self_approval_and_engineers_are_refused(people: People) -> None:
     bst = people.bst
-    own = bst.json("request", "bob", "reports", "--for", "1h", "--reason", REASON)
+    own = bst.json("request", "bob", "reports", "--for", "1h", "--reason", REASON, "--as", "bob",
+                   input=people.code("bob"))  # fmt: skip
     result = bst.run("approve", str(own["id"]), "--as", "bob", input=people.code("bob"))
     assert_error(result, Exit.DENIED, "another admin must approve")
     result = bst.run("approve", str(own["id"]), "--as", "alice", input=people.code("alice"))
@@ -88,11 +90,48 @@ def test_a_target_needing_two_approvals_takes_no_direct_grant(people: People) ->
     bst = people.bst  # the template's orders-prod needs two approvals
     result = bst.run("grant", "alice", "orders-prod", "--for", "1h", "--reason", REASON)
     assert_error(result, Exit.DENIED, "needs 2 approvals")
-    made = bst.json("request", "alice", "orders-prod", "--for", "1h", "--reason", REASON)
+    made = bst.json("request", "alice", "orders-prod", "--for", "1h", "--reason", REASON,
+                    "--as", "alice", input=people.code("alice"))  # fmt: skip
     first = bst.json("approve", str(made["id"]), "--as", "bob", input=people.code("bob"))
     assert first["state"] == "pending" and first["approvers"] == ["bob"]
     done = bst.json("approve", str(made["id"]), "--as", "carol", input=people.code("carol"))
     assert done["state"] == "approved" and done["approvers"] == ["bob", "carol"]
+
+
+def test_the_filer_is_a_proven_person_who_may_not_approve(people: People) -> None:
+    """One admin at the terminal can't file for an engineer and approve it too: the filer is
+    the person proven with --as, not the OS account, and that person can't decide on it."""
+    bst = people.bst
+    unproven = bst.run("request", "alice", "reports", "--for", "1h", "--reason", REASON)
+    assert_error(unproven, Exit.USAGE, "--as")
+    wrong = bst.run("request", "alice", "reports", "--for", "1h", "--reason", REASON, "--as",
+                    "bob", input="000000\n")  # fmt: skip
+    assert_error(wrong, Exit.DENIED, "code")
+    made = bst.json("request", "alice", "reports", "--for", "1h", "--reason", REASON, "--as",
+                    "bob", input=people.code("bob"))  # fmt: skip
+    assert made["requested_by"] == "bob"
+    own = bst.run("approve", str(made["id"]), "--as", "bob", input=people.code("bob"))
+    assert_error(own, Exit.DENIED, "another admin must approve")
+    assert bst.json("requests", "list")[0]["state"] == "pending"
+    assert bst.run("access", "check", "alice", "reports").returncode == Exit.DENIED
+    done = bst.json("approve", str(made["id"]), "--as", "carol", input=people.code("carol"))
+    assert done["state"] == "approved" and done["approvers"] == ["carol"]
+
+
+def test_only_admins_file_for_someone_else_and_unproven_filers_are_refused(
+    people: People,
+) -> None:
+    bst = people.bst
+    other = bst.run("request", "dave", "reports", "--for", "1h", "--reason", REASON, "--as",
+                    "alice", input=people.code("alice"))  # fmt: skip
+    assert_error(other, Exit.DENIED, "only admins file requests for someone else")
+    # A request an older bastion filed as the OS account can't be decided: nobody proved it.
+    store = Store.open(bst.db, SystemClock())
+    rules = Requests(store, load_config(bst.config), SystemClock())
+    with pytest.raises(Denied, match="active bastion user"):
+        rules.request(user="alice", target="reports", duration=timedelta(hours=1),
+                      reason=REASON, requested_by="cli:root")  # fmt: skip
+    store.close()
 
 
 def test_groups_and_grants_to_groups(people: People) -> None:
@@ -129,3 +168,19 @@ def test_break_glass_is_listed_until_a_reviewer_acknowledges_it(people: People) 
     assert done["acknowledged_by"] == "dave"
     assert bst.json("break-glass", "list", "--unacknowledged") == []
     assert "breakglass.acknowledged" in bst.kinds()
+
+
+def test_one_person_decisions_can_be_bound_to_a_proven_person(people: People) -> None:
+    """grant, revoke (and user disable, sessions kill, unmask revoke) record the OS account
+    unless --as names a bastion user, whose TOTP code is then required."""
+    bst = people.bst
+    made = bst.json("grant", "alice", "reports", "--for", "1h", "--reason", REASON, "--as", "bob",
+                    input=people.code("bob"))  # fmt: skip
+    assert made["granted_by"] == "bob"
+    wrong = bst.run("revoke", str(made["id"]), "--as", "carol", input="000000\n")
+    assert_error(wrong, Exit.DENIED, "code")
+    assert bst.run("access", "check", "alice", "reports").returncode == 0
+    done = bst.json("revoke", str(made["id"]), "--as", "carol", input=people.code("carol"))
+    assert done["revoked_by"] == "carol"
+    plain = bst.json("grant", "alice", "reports", "--for", "1h", "--reason", REASON)
+    assert plain["granted_by"].startswith("cli:")

@@ -26,7 +26,8 @@ def consented(people: People, tmp_path: Path) -> tuple[People, int, Path]:
     made = people.bst.json("unmask", "request", "alice", "orders-prod", "--columns",
                            "customers.email,payments", "--subject", "customers.id=4711",
                            "--reason", REASON, "--consent", "SUP-1234", "--consent-file",
-                           str(document))  # fmt: skip
+                           str(document), "--as", "bob", input=people.code("bob"))  # fmt: skip
+    assert made["requested_by"] == "bob"
     return people, made["id"], document
 
 
@@ -56,5 +57,27 @@ def test_a_reviewer_confirms_consent_and_the_grant_goes_live(
 def test_a_subject_key_must_be_configured(people: People) -> None:
     result = people.bst.run("unmask", "request", "alice", "orders-prod", "--columns",
                             "customers.email", "--subject", "payments.id=1", "--reason",
-                            REASON, "--consent", "SUP-1")  # fmt: skip
+                            REASON, "--consent", "SUP-1", "--as", "bob",
+                            input=people.code("bob"))  # fmt: skip
     assert_error(result, Exit.USAGE, "not a subject key of orders-prod")
+
+
+def test_the_filer_may_not_confirm_consent_for_their_own_request(
+    consented: tuple[People, int, Path],
+) -> None:
+    """bob filed it, proven with his code; bob can't confirm the consent or approve it, an OS
+    account can't file at all, and an engineer can't file for someone else."""
+    people, grant_id, _ = consented
+    bst: Bastion = people.bst
+    own = bst.run("unmask", "approve", str(grant_id), "--as", "bob", "--consent-confirmed",
+                  input=people.code("bob"))  # fmt: skip
+    assert_error(own, Exit.DENIED, "someone else must approve")
+    assert bst.json("unmask", "list", "--state", "pending")[0]["id"] == grant_id
+    args = ["unmask", "request", "dave", "orders-prod", "--columns", "customers.email",
+            "--subject", "customers.id=1", "--reason", REASON, "--consent", "SUP-9"]  # fmt: skip
+    assert_error(bst.run(*args), Exit.USAGE, "--as")
+    engineer = bst.run(*args, "--as", "alice", input=people.code("alice"))
+    assert_error(engineer, Exit.DENIED, "only admins and reviewers file")
+    done = bst.json("unmask", "approve", str(grant_id), "--as", "carol", "--consent-confirmed",
+                    input=people.code("carol"))  # fmt: skip
+    assert done["state"] == "active" and done["decided_by"] == "carol"

@@ -39,8 +39,12 @@ class Requests:
         mode: str = "read",
         ticket_ref: str | None = None,
     ) -> AccessRequest:
-        """File a request for `user`; a target that needs no approval opens it at once."""
+        """File a request for `user`; a target that needs no approval opens it at once.
+
+        `requested_by` is a proven bastion user (never an OS account): the user themselves,
+        or an admin filing on their behalf, who then may not decide on it."""
         self._active(user)
+        self._filer(requested_by, user)
         reason, ticket_ref = self.access.checked(target, mode, duration, reason, ticket_ref)
         for other in self.store.requests(state="pending", user=user, target=target):
             if other.expires_at > self.clock.now():
@@ -113,7 +117,19 @@ class Requests:
             raise Denied(f"{actor} has the {person.role} role; only admins may {verb} requests")
         if actor in (request.user, request.requested_by):
             raise Denied(f"{actor} asked for request {request_id}; another admin must {verb} it")
+        if self.store.find_user(request.requested_by) is None:
+            raise Denied(f"request {request_id} was filed by {request.requested_by!r}, not a"
+                         " proven person; file it again with --as NAME")  # fmt: skip
         return request
+
+    def _filer(self, filer: str, user: str) -> None:
+        """Who files is a person: the user themselves or an active admin."""
+        found = self.store.find_user(filer)
+        if found is None or found.disabled_at is not None:
+            raise Denied(f"requests are filed by an active bastion user, not {filer!r}")
+        if filer != user and found.role not in DECIDERS:
+            raise Denied(f"{filer} has the {found.role} role; only admins file requests"
+                         " for someone else")  # fmt: skip
 
     def _announce(self, notice: Notice) -> tuple[Notice, ...]:
         """Queue the notice with its event, when a webhook is configured to hear it."""

@@ -81,12 +81,6 @@ SELECT r.rolsuper OR r.rolbypassrls AS powerful,
   FROM pg_roles r WHERE r.rolname = current_user
 """
 
-# How many of the given columns (relation OIDs, attnums) the current role may read.
-READABLE_COLUMNS = """
-SELECT count(*) FILTER (WHERE has_column_privilege(c.relid, c.attnum, 'SELECT'))
-  FROM unnest($1::oid[], $2::int2[]) AS c(relid, attnum)
-"""
-
 # Roles that can use TEMP on the database only through PUBLIC (they keep it after hardening).
 TEMP_THROUGH_PUBLIC = """
 SELECT r.rolname FROM pg_roles r
@@ -94,4 +88,16 @@ SELECT r.rolname FROM pg_roles r
    AND has_database_privilege(r.rolname, current_database(), 'TEMP')
 """
 
-ROLE_EXISTS = "SELECT 1 FROM pg_roles WHERE rolname = $1"
+
+def role_exists(role: str) -> str:
+    """A query with one row when the role exists (simple protocol: the name as a literal)."""
+    return f"SELECT 1 AS found FROM pg_roles WHERE rolname = {literal(role)}"
+
+
+def readable_columns(columns: Sequence[tuple[int, int]]) -> str:
+    """How many of the given columns (relation OIDs, attnums) the current role may read."""
+    relids = ",".join(str(int(r)) for r, _ in columns)
+    attnums = ",".join(str(int(a)) for _, a in columns)
+    return (f"SELECT count(*) FILTER (WHERE has_column_privilege(c.relid, c.attnum, 'SELECT'))"
+            f" AS readable FROM unnest('{{{relids}}}'::oid[], '{{{attnums}}}'::int2[])"
+            " AS c(relid, attnum)")  # fmt: skip

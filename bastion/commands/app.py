@@ -107,3 +107,23 @@ def read_secret_line(what: str) -> str:
     if not value:
         raise UsageError(f"--password-stdin: no {what} on standard input")
     return value
+
+
+def proven(app: App, name: str | None, role: str = "decides") -> str:
+    """The bastion user behind a decision or a filing, proven by their TOTP code (asked for on
+    the terminal, or read as one line from standard input); never the OS account alone."""
+    if not name:
+        raise UsageError(f"say who {role} with --as NAME; their TOTP code is asked for")
+    if sys.stdin.isatty():
+        code = getpass.getpass(f"{name}'s verification code: ")
+    else:
+        code = sys.stdin.readline().strip()
+    app.identity.require_totp(name, code, app.actor)
+    return name
+
+
+def actor_of(app: App, args: Any) -> str:
+    """Who a one-person decision is recorded as: the person proven with --as NAME when given
+    (their TOTP code is asked for), else the OS account running the command."""
+    name = getattr(args, "as_user", None)
+    return proven(app, name) if name else app.actor

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from bastion.audit import harden as harden_sql
 from bastion.commands.app import App, read_secret_line
-from bastion.commands.masking import connect_as, read_catalog
+from bastion.commands.masking import connect_as, read_catalog, rows
 from bastion.errors import Conflict, UsageError
 from bastion.masking.catalog import Catalog, verdicts
 
@@ -49,26 +49,25 @@ def build(app: App, target: str, catalog: Catalog, roles: tuple[str, str],
 async def run(app: App, args: argparse.Namespace, password: str) -> tuple[Outcome, dict[str, str]]:
     """Read the catalog as the admin, then (unless --dry-run) create the roles in one
     transaction. Returns the outcome and the new roles' passwords (never printed)."""
-    conn = await connect_as(app, args.name, args.admin_user, password)
+    up = await connect_as(app, args.name, args.admin_user, password)
     try:
         roles = role_names(args.name, args)
         for role in roles:
-            if await conn.fetchval(harden_sql.ROLE_EXISTS, role):
+            if await rows(up, harden_sql.role_exists(role)):
                 raise Conflict(f"role {role} exists already on {args.name}; drop it first or"
                                " name other roles with --masked-role/--unmasked-role")  # fmt: skip
-        catalog = await read_catalog(conn)
-        keep = [r["rolname"] for r in await conn.fetch(harden_sql.TEMP_THROUGH_PUBLIC)]
+        catalog = await read_catalog(up)
+        keep = [str(r["rolname"]) for r in await rows(up, harden_sql.TEMP_THROUGH_PUBLIC)]
         plan = build(app, args.name, catalog, roles, keep)
         passwords = {"masked": secrets.token_urlsafe(24), "unmasked": secrets.token_urlsafe(24)}
         statements = harden_sql.statements(plan, passwords["masked"], passwords["unmasked"])
         withheld = sum(1 for v in verdicts(catalog, app.config.target_policy(args.name).masking)
                        if v.verdict.sensitive)  # fmt: skip
-        if not args.dry_run:
-            async with conn.transaction():
-                for statement in statements:
-                    await conn.execute(statement)
+        if not args.dry_run:  # one transaction: an error, and the connection closing, undo it
+            for statement in ["BEGIN", *statements, "COMMIT"]:
+                await rows(up, statement)
     finally:
-        await conn.close()
+        up.close()
     shown = harden_sql.statements(plan, HIDDEN, HIDDEN)
     return Outcome(plan, shown, withheld), passwords
 

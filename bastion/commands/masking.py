@@ -6,47 +6,55 @@ import argparse
 import asyncio
 from typing import Any
 
-import asyncpg
-
 from bastion.audit import catalog as catalog_sql
 from bastion.audit import harden as harden_sql
 from bastion.commands.app import App
 from bastion.errors import NotFound, Unreachable, UsageError
 from bastion.masking.catalog import KINDS, Catalog, verdicts
-from bastion.pgproxy.upstream import tls_context
+from bastion.pgproxy import upstream
 
 CONNECT_TIMEOUT = 10.0  # seconds
 
 
-async def connect_as(app: App, name: str, user: str, password: str) -> Any:
-    """An asyncpg connection to a database target as `user`, with the target's TLS policy."""
+async def connect_as(app: App, name: str, user: str, password: str) -> upstream.Upstream:
+    """A connection to a database target as `user`, logged in as the door does: the target's
+    TLS policy, only the login methods it allows, the SCRAM server signature checked."""
     target = app.store.target(name)
+    policy = app.config.target_policy(name)
     try:
-        return await asyncpg.connect(host=target.host, port=target.port, user=user,
-                                     password=password, database=target.database,
-                                     ssl=tls_context(app.config.target_policy(name)) or False,
-                                     timeout=CONNECT_TIMEOUT)  # fmt: skip
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return await upstream.connect(target.host, target.port, user=user, password=password,
+                                      database=target.database or name, params={},
+                                      tls=upstream.tls_context(policy),
+                                      auth=policy.upstream_auth)  # fmt: skip
+    except upstream.UpstreamError as exc:
         shown = f"{target.host}:{target.port}"
-        raise Unreachable(f"cannot log in to {name} ({shown}) as {user}: {exc}") from exc
+        raise Unreachable(f"cannot log in to {name} ({shown}) as {user}: {exc.message}") from exc
 
 
-async def read_catalog(conn: Any) -> Catalog:
+async def rows(up: upstream.Upstream, sql: str) -> list[dict[str, str | None]]:
+    """One statement's rows as text; a refusal is one line with the server's reason."""
+    try:
+        return await upstream.simple_rows(up, sql)
+    except upstream.UpstreamError as exc:
+        raise Unreachable(f"{exc.message}: {exc.detail}") from exc
+
+
+async def read_catalog(up: upstream.Upstream) -> Catalog:
     """The target's tables, views and partitions, as the connected role sees them."""
-    return Catalog.from_rows(await conn.fetch(catalog_sql.COLUMNS),
-                             await conn.fetch(catalog_sql.INHERITS),
-                             await conn.fetch(catalog_sql.VIEWS))  # fmt: skip
+    return Catalog.from_rows(await rows(up, catalog_sql.COLUMNS),
+                             await rows(up, catalog_sql.INHERITS),
+                             await rows(up, catalog_sql.VIEWS))  # fmt: skip
 
 
 async def fetch_catalog(app: App, name: str) -> Catalog:
     """Log in to the target as its service role and read its catalog."""
     target = app.store.target(name)
     password = app.box.open(app.store.target_secret(name), context=f"target:{name}").decode()
-    conn = await connect_as(app, name, target.login, password)
+    up = await connect_as(app, name, target.login, password)
     try:
-        return await read_catalog(conn)
+        return await read_catalog(up)
     finally:
-        await conn.close()
+        up.close()
 
 
 def masking_show(app: App, args: argparse.Namespace) -> int:
@@ -102,13 +110,14 @@ async def missing_protections(
 ) -> tuple[str, list[str]]:
     """What the database lets the door's masked-session role do that it should not."""
     login, password = door_login(app, name)
-    conn = await connect_as(app, name, login, password)
+    up = await connect_as(app, name, login, password)
     try:
-        role = await conn.fetchrow(harden_sql.CHECK_ROLE)
-        readable = await conn.fetchval(harden_sql.READABLE_COLUMNS, [r for r, _ in sensitive],
-                                       [a for _, a in sensitive])  # fmt: skip
+        [found] = await rows(up, harden_sql.CHECK_ROLE)
+        role = {key: value == "t" for key, value in found.items()}
+        [count] = await rows(up, harden_sql.readable_columns(sensitive)) if sensitive else [{}]
+        readable = int(count.get("readable") or 0)
     finally:
-        await conn.close()
+        up.close()
     missing = [f"it can read {readable} sensitive column(s)"] if readable else []
     missing += [text for key, text in LACKS if role[key]]
     missing += [text for key, text in NOT_SET if not role[key]]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bastion.audit.records import User
-from bastion.commands.app import App, read_secret_line
+from bastion.commands.app import App, actor_of, read_secret_line
 from bastion.errors import UsageError
 from bastion.identity.enrolment import Enrolment
 
@@ -119,7 +119,7 @@ def user_set_password(app: App, args: argparse.Namespace) -> int:
 
 
 def user_disable(app: App, args: argparse.Namespace) -> int:
-    counts = app.store.disable_user(args.name, app.actor, args.reason or "")
+    counts = app.store.disable_user(args.name, actor_of(app, args), args.reason or "")
     app.emit(
         {"user": args.name, "disabled": True, **counts},
         f"{args.name} disabled; {counts['grants_revoked']} grant(s) revoked,"

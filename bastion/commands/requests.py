@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from datetime import timedelta
 
 from bastion.access.requests import Requests
-from bastion.commands.app import App
+from bastion.commands.app import App, proven
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
 
@@ -27,19 +25,6 @@ def duration_arg(flag: str, text: str | None) -> timedelta | None:
         return parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from exc
-
-
-def proven(app: App, name: str | None) -> str:
-    """The bastion user behind a decision, proven by their TOTP code (asked for on the
-    terminal, or read as one line from standard input)."""
-    if not name:
-        raise UsageError("say who decides with --as NAME; their TOTP code is asked for")
-    if sys.stdin.isatty():
-        code = getpass.getpass(f"{name}'s verification code: ")
-    else:
-        code = sys.stdin.readline().strip()
-    app.identity.require_totp(name, code, f"cli:{app.actor}")
-    return name
 
 
 def group_add(app: App, args: argparse.Namespace) -> int:
@@ -69,10 +54,12 @@ def group_list(app: App, args: argparse.Namespace) -> int:
 
 
 def request(app: App, args: argparse.Namespace) -> int:
-    """An admin files a request on someone's behalf; others must approve it."""
+    """A proven person files a request (for themselves, or an admin for someone else); others
+    must approve it."""
+    filer = proven(app, args.as_user, "files it")
     made = _requests(app).request(
         user=args.user, target=args.target, duration=duration_arg("--for", args.duration)
-        or timedelta(0), reason=args.reason, requested_by=app.actor, mode=args.mode,
+        or timedelta(0), reason=args.reason, requested_by=filer, mode=args.mode,
         ticket_ref=args.ticket)  # fmt: skip
     app.emit(made.public(), _requests(app).describe(made))
     return 0

@@ -6,8 +6,10 @@ import argparse
 import re
 import sys
 from datetime import datetime, timedelta
+from typing import Any
 
-from bastion.commands.app import App, read_secret_line
+from bastion.audit.records import Target
+from bastion.commands.app import App, actor_of, read_secret_line
 from bastion.durations import parse_duration
 from bastion.errors import Denied, UsageError
 
@@ -81,13 +83,39 @@ def target_add_postgres(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_transport(app: App, target: Target) -> dict[str, Any]:
+    """A target's row, with how a database target is reached and what is weak about it."""
+    row = target.public()
+    if target.kind == "postgres":
+        policy = app.config.target_policy(target.name)
+        row["tls"], row["upstream_auth"] = policy.tls, list(policy.upstream_auth)
+        row["warnings"] = policy.database_warnings()
+    return row
+
+
+def _warn(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        for line in row.get("warnings", ()):
+            sys.stderr.write(f"bastion: warning: {line}\n")
+
+
 def target_list(app: App, args: argparse.Namespace) -> int:
-    rows = [t.public() for t in app.store.targets()]
+    rows = [_with_transport(app, t) for t in app.store.targets()]
     app.table(
         rows,
-        ["name", "kind", "host", "port", "login", "database"],
+        ["name", "kind", "host", "port", "login", "database", "tls"],
         "no targets yet: bastion target add-ssh NAME ... or add-postgres NAME ...",
     )
+    _warn(rows)
+    return 0
+
+
+def target_show(app: App, args: argparse.Namespace) -> int:
+    """One target, and for a database how the bastion reaches it (TLS, login methods)."""
+    row = _with_transport(app, app.store.target(args.name))
+    lines = [f"{key}: {value}" for key, value in row.items() if key != "warnings"]
+    app.emit(row, "\n".join(lines))
+    _warn([row])
     return 0
 
 
@@ -113,13 +141,14 @@ def grant(app: App, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--for: {exc}") from exc
     group = args.user.removeprefix("group:") if args.user.startswith("group:") else None
+    actor = actor_of(app, args)
     made = app.access.grant(
         user=None if group else args.user,
         group=group,
         target=args.target,
         duration=duration,
         reason=args.reason,
-        actor=app.actor,
+        actor=actor,
         mode=args.mode,
         starts_at=starts,
         ticket_ref=args.ticket,
@@ -144,7 +173,7 @@ def _when(flag: str, text: str) -> datetime:
 
 
 def revoke(app: App, args: argparse.Namespace) -> int:
-    done = app.access.revoke(args.grant_id, app.actor)
+    done = app.access.revoke(args.grant_id, actor_of(app, args))
     app.emit(
         done.public(app.clock.now()), f"grant {done.id} revoked ({done.user} on {done.target})"
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from bastion.audit import Event
 from bastion.audit.records import SessionRecord
-from bastion.commands.app import App
+from bastion.commands.app import App, actor_of
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
 from bastion.recording import RecordingError, export_asciicast, read_recording, replay
@@ -62,7 +63,7 @@ def sessions_show(app: App, args: argparse.Namespace) -> int:
 
 
 def sessions_kill(app: App, args: argparse.Namespace) -> int:
-    session = app.store.request_kill(args.session_id, app.actor, args.reason or "")
+    session = app.store.request_kill(args.session_id, actor_of(app, args), args.reason or "")
     app.emit(session.public(), f"asked the bastion to end session {session.id}"
              f" ({session.user} on {session.target}); it ends within a few seconds")  # fmt: skip
     return 0
@@ -90,6 +91,17 @@ def replay_command(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_private(out: Path) -> int:
+    """A new file, 0600 from the first byte: a decrypted recording is for the admin who asked,
+    not for everyone who can read the directory (never an existing file, even in a race)."""
+    try:
+        return os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise UsageError(f"{out} exists already; refusing to overwrite it") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+
+
 def recordings_export(app: App, args: argparse.Namespace) -> int:
     """Write plain asciicast v2 (plays in asciinema); audited before the file is written."""
     session, path = _recorded(app, args.session_id)
@@ -100,8 +112,9 @@ def recordings_export(app: App, args: argparse.Namespace) -> int:
     event = Event("recording.exported", app.actor, session.user or "", "notice", session.id, detail)
     app.store.append_events([event])
 
+    fd = _create_private(out)
     try:
-        with out.open("x", encoding="utf-8") as handle:
+        with open(fd, "w", encoding="utf-8") as handle:
             export_asciicast(path, app.box, handle, session.id)
     except (RecordingError, OSError):
         out.unlink(missing_ok=True)

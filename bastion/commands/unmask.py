@@ -7,8 +7,8 @@ import hashlib
 from pathlib import Path
 
 from bastion.access.unmask import Unmasking
-from bastion.commands.app import App
-from bastion.commands.requests import duration_arg, proven
+from bastion.commands.app import App, actor_of, proven
+from bastion.commands.requests import duration_arg
 from bastion.errors import UsageError
 
 COLUMNS = ["id", "user", "target", "columns", "subject", "state", "starts_at", "ends_at",
@@ -36,10 +36,12 @@ def _line(data: dict[str, object]) -> str:
 
 
 def unmask_request(app: App, args: argparse.Namespace) -> int:
+    """A proven person files the request; someone else confirms the consent."""
+    filer = proven(app, args.as_user, "files it")
     made = _rules(app).request(
         user=args.user, target=args.target, columns=args.columns.split(","),
         subject=args.subject, reason=args.reason, consent_ref=args.consent,
-        consent_sha256=_digest(args.consent_file), requested_by=app.actor,
+        consent_sha256=_digest(args.consent_file), requested_by=filer,
         duration=duration_arg("--for", args.duration))  # fmt: skip
     data = made.public(app.clock.now())
     app.emit(data, _line(data))
@@ -75,6 +77,6 @@ def unmask_deny(app: App, args: argparse.Namespace) -> int:
 
 
 def unmask_revoke(app: App, args: argparse.Namespace) -> int:
-    data = app.store.revoke_unmask(args.grant_id, app.actor).public(app.clock.now())
+    data = app.store.revoke_unmask(args.grant_id, actor_of(app, args)).public(app.clock.now())
     app.emit(data, _line(data))
     return 0

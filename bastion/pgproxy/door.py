@@ -173,13 +173,18 @@ class PgDoor:
     async def _serve(self, client: Client, login: Login, passed: dict[str, str]) -> None:
         session = PgSession(self.core, client, self.maskings)
         session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
+        opened = False
         try:
             await session.open(login, passed)
+            opened = True
         except UpstreamError as exc:
             await self.core.audit(Event("session.upstream_failed", login.user, login.target.name,
                                         "warning", session.id, {"detail": exc.detail}))  # fmt: skip
             await self._close(session, "upstream_failed", exc.message)
             raise
+        finally:
+            if not opened:  # a failed login keeps no cancel key
+                self.by_key.pop(session.cancel_key[0], None)
         self.live[session.id] = session
         try:
             state, reason = await session.run()

@@ -133,10 +133,11 @@ class PgSession:
                 target.login,
                 self.core.box.open(sealed, context=f"target:{target.name}").decode(),
             )
-        tls = upstream.tls_context(self.core.config.target_policy(target.name))
+        policy = self.core.config.target_policy(target.name)
         self.up = await upstream.connect(
             target.host, target.port, user=role, password=password,
-            database=target.database or target.name, params=params, tls=tls,
+            database=target.database or target.name, params=params,
+            tls=upstream.tls_context(policy), auth=policy.upstream_auth,
         )  # fmt: skip
         guard: Guard | None = None
         if masking:

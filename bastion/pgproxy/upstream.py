@@ -1,29 +1,22 @@
-"""Logging in to the target database as its service role: SCRAM-SHA-256, md5, cleartext, trust."""
+"""Logging in to the target database as its service role, over TLS where the target has it,
+with only the authentication methods the target allows (SCRAM-SHA-256 unless told otherwise)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-
-import scramp
 
 from bastion import pgwire
 from bastion.audit import catalog as catalog_sql
 from bastion.config import TargetPolicy
-from bastion.errors import BastionError
 from bastion.masking.catalog import METADATA_RELATIONS, Catalog
+from bastion.pgproxy.upstream_auth import DEFAULT_METHODS, UpstreamAuth, UpstreamError
+
+__all__ = ["Upstream", "UpstreamError", "connect", "send_cancel", "tls_context"]
 
 CONNECT_TIMEOUT = 15.0
-
-
-class UpstreamError(BastionError):
-    """The target could not be reached or refused the service role; detail is for the audit."""
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail
 
 
 @dataclass
@@ -83,9 +76,10 @@ async def connect(
     database: str,
     params: Mapping[str, str],
     tls: ssl.SSLContext | None = None,
+    auth: Collection[str] = DEFAULT_METHODS,
 ) -> Upstream:
-    """Open a connection (TLS first when `tls` is set) and log in; UpstreamError says why not,
-    without the password."""
+    """Open a connection (TLS first when `tls` is set) and log in with one of the `auth`
+    methods; UpstreamError says why not, without the password."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
                                                 CONNECT_TIMEOUT)  # fmt: skip
@@ -97,7 +91,8 @@ async def connect(
             await asyncio.wait_for(_start_tls(up, tls), CONNECT_TIMEOUT)
         startup = {"user": user, "database": database, **params}
         writer.write(pgwire.startup_message(startup))
-        await asyncio.wait_for(_login(up, user, password), CONNECT_TIMEOUT)
+        exchange = UpstreamAuth(user, password, auth)
+        await asyncio.wait_for(_login(up, exchange), CONNECT_TIMEOUT)
     except BaseException:
         up.close()
         raise
@@ -119,8 +114,7 @@ async def _start_tls(up: Upstream, tls: ssl.SSLContext) -> None:
         raise UpstreamError(f"TLS to the database failed ({reason})", str(exc)) from exc
 
 
-async def _login(up: Upstream, user: str, password: str) -> None:
-    scram: scramp.ScramClient | None = None
+async def _login(up: Upstream, exchange: UpstreamAuth) -> None:
     while True:
         frame = await up.next_frame()
         if frame is None:
@@ -130,7 +124,12 @@ async def _login(up: Upstream, user: str, password: str) -> None:
             raise UpstreamError("the database refused the bastion's service role",
                                 f"{message.sqlstate}: {message.message}")  # fmt: skip
         if isinstance(message, pgwire.Authentication):
-            scram = _answer(up, message, user, password, scram)
+            reply = exchange.answer(message)
+            if reply:
+                up.writer.write(reply)
+        elif not exchange.finished and frame.type in (b"K", b"S", b"Z"):
+            raise UpstreamError("the database sent start-up data before authenticating; refused",
+                                f"message {frame.type!r}")  # fmt: skip
         elif isinstance(message, pgwire.BackendKeyData):
             up.pid, up.key = message.pid, message.key
         elif frame.type == b"S":
@@ -138,43 +137,6 @@ async def _login(up: Upstream, user: str, password: str) -> None:
         elif isinstance(message, pgwire.ReadyForQuery):
             up.ready = frame.raw
             return
-
-
-def _answer(
-    up: Upstream,
-    auth: pgwire.Authentication,
-    user: str,
-    password: str,
-    scram: scramp.ScramClient | None,
-) -> scramp.ScramClient | None:
-    """Reply to one Authentication request; returns the SCRAM state while it lasts."""
-    code = auth.code
-    if code == 0:
-        return scram
-    if code == 3:
-        up.writer.write(pgwire.password_message(password.encode()))
-    elif code == 5:
-        up.writer.write(pgwire.password_message(pgwire.md5_password(user, password, auth.data)))
-    elif code == 10:
-        mechanisms = pgwire.sasl_mechanisms(auth.data)
-        if "SCRAM-SHA-256" not in mechanisms:
-            raise UpstreamError("the database offers no SASL mechanism the bastion speaks",
-                                ", ".join(mechanisms))  # fmt: skip
-        scram = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
-        first = scram.get_client_first().encode()
-        up.writer.write(pgwire.sasl_initial_response("SCRAM-SHA-256", first))
-    elif code == 11 and scram is not None:
-        scram.set_server_first(auth.data.decode())
-        up.writer.write(pgwire.sasl_response(scram.get_client_final().encode()))
-    elif code == 12 and scram is not None:
-        try:
-            scram.set_server_final(auth.data.decode())
-        except scramp.ScramException as exc:
-            raise UpstreamError("the database failed SCRAM server verification", str(exc)) from exc
-    else:
-        raise UpstreamError(f"the database asks for an authentication method ({code}) the"
-                            " bastion does not speak")  # fmt: skip
-    return scram
 
 
 async def send_cancel(host: str, port: int, pid: int, key: bytes) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bastion.audit import Store
 from bastion.config import Listener
-from bastion.core import Killable
+from bastion.core import Core, Killable
 
-STORE_KEY = web.AppKey("store", Store)
+CORE_KEY = web.AppKey("core", Core)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive, and the store answers: the audit chain's head sequence number."""
-    store = request.app[STORE_KEY]
-    last = store.last_events(1)
+    """Alive, and the store answers: the audit chain's head sequence number (asked on the
+    store's own thread, like every store call from the event loop)."""
+    core = request.app[CORE_KEY]
+    last = await core.run(core.store.last_events, 1)
     return web.json_response({"status": "ok", "audit_head": last[0].seq if last else 0})
 
 
@@ -23,10 +23,10 @@ class WebDoor:
 
     name = "web"
 
-    def __init__(self, listener: Listener, store: Store) -> None:
+    def __init__(self, listener: Listener, core: Core) -> None:
         self.listener = listener
         app = web.Application()
-        app[STORE_KEY] = store
+        app[CORE_KEY] = core
         app.router.add_get("/healthz", healthz)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = listener.port

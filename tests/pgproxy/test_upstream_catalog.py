@@ -1,5 +1,5 @@
 """The door reads a target's catalog on its own upstream connection (text protocol), and gets
-the same snapshot as the CLI's asyncpg path."""
+the same snapshot as a typed read of the same queries through asyncpg."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from bastion.commands.masking import read_catalog as read_with_asyncpg
+from bastion.audit import catalog as catalog_sql
 from bastion.masking.catalog import METADATA_RELATIONS, SYSTEM_SCHEMAS, Catalog
 from bastion.pgproxy import upstream
 from tests.masking.shop import make_shop
@@ -20,6 +20,13 @@ def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
     db = make_shop(pg_cluster)
     yield db
     pg_cluster.discard(db)
+
+
+async def read_with_asyncpg(conn: asyncpg.Connection) -> Catalog:
+    """The same queries, their values typed by asyncpg rather than read as text."""
+    return Catalog.from_rows(await conn.fetch(catalog_sql.COLUMNS),
+                             await conn.fetch(catalog_sql.INHERITS),
+                             await conn.fetch(catalog_sql.VIEWS))  # fmt: skip
 
 
 def shape(catalog: Catalog) -> dict[str, object]:

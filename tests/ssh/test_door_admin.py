@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ def test_list_show_replay_export_and_verify(bastion: Bastion, tmp_path: Path) ->
     out = tmp_path / "exported.cast"
     exported = cli(bastion, "recordings", "export", session.id, "--out", str(out))
     assert exported.returncode == 0, exported.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # decrypted: for the admin alone
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["version"] == 2
     assert any("replay-marker" in json.loads(line)[2] for line in lines[1:])
