@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from bastion.access.hours import Hours, parse_hours
+from bastion.audit.anchors import AnchorError, parse_spec
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
@@ -102,6 +103,8 @@ class AuditPolicy:
     durability: Literal["strict", "batched"] = "strict"
     keep_literals: bool = False
     ticket_valid_for: timedelta = timedelta(minutes=10)
+    anchors: tuple[str, ...] = ()  # sinks for signed chain heads (bastion/audit/anchors.py)
+    anchor_every: timedelta = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ def _unknown(parts: Parts, known: list[str]) -> _Bad:
     return _Bad(parts, f"unknown key ({hint})")
 
 
-_EXPECTED = {"bool": "true or false", "int": "an integer", "duration": "a duration such as '15m'"}
+_EXPECTED = {"bool": "true or false", "int": "an integer", "duration": "a duration such as '15m'",
+             "strings": "an array of strings"}  # fmt: skip
 
 
 def _convert(setting: Setting, raw: object, base: Path) -> Value:
@@ -253,6 +257,8 @@ def _convert(setting: Setting, raw: object, base: Path) -> Value:
         if (low is not None and raw < low) or (high is not None and raw > high):
             raise ValueError(f"must be between {low} and {high}, got {raw}")
         return raw
+    if setting.kind == "strings" and isinstance(raw, list | tuple):
+        return _strings(raw)
     if setting.kind in ("str", "choice", "duration", "path") and isinstance(raw, str):
         if not raw.strip() and not setting.allow_empty:
             raise ValueError("must not be empty")
@@ -265,6 +271,12 @@ def _convert(setting: Setting, raw: object, base: Path) -> Value:
             return Path(os.path.abspath(base / Path(raw).expanduser()))
         return raw
     raise ValueError(f"expected {_EXPECTED.get(setting.kind, 'a string')}, got {_describe(raw)}")
+
+
+def _strings(raw: list[object] | tuple[object, ...]) -> tuple[str, ...]:
+    if not all(isinstance(item, str) and item.strip() for item in raw):
+        raise ValueError("expected an array of non-empty strings")
+    return tuple(str(item) for item in raw)
 
 
 def _value(setting: Setting, parts: Parts, raw: object, base: Path) -> Value:
@@ -377,6 +389,16 @@ def _check_webhook(url: str) -> None:
         raise _Bad(("notify", "webhook_url"), "must be an http:// or https:// URL")
 
 
+def _check_anchors(audit: AuditPolicy) -> None:
+    for spec in audit.anchors:
+        try:
+            parse_spec(spec)
+        except AnchorError as exc:
+            raise _Bad(("audit", "anchors"), str(exc)) from None
+    if not timedelta(seconds=1) <= audit.anchor_every <= timedelta(minutes=1):
+        raise _Bad(("audit", "anchor_every"), "must be between 1s and 1m")
+
+
 def _check_listeners(listeners: Listeners) -> None:
     """Refuse two enabled listeners that would fight over one port."""
     seen: list[tuple[str, Listener]] = []
@@ -430,6 +452,7 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
+        _check_anchors(config.audit)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

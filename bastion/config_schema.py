@@ -13,8 +13,8 @@ from bastion.masking.policy import KEYS as MASKING_KEYS
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-Kind = Literal["bool", "int", "str", "choice", "duration", "path"]
-Value = bool | int | str | timedelta | Path | Hours | None
+Kind = Literal["bool", "int", "str", "choice", "duration", "path", "strings"]
+Value = bool | int | str | timedelta | Path | Hours | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Setting:
 
     key: str
     kind: Kind
-    default: bool | int | str | None
+    default: bool | int | str | tuple[str, ...] | None
     help: str
     low: int | None = None
     high: int | None = None
@@ -87,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
     Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
+    Setting("audit.anchors", "strings", (), "Sinks for signed chain heads (file:, syslog)."),
+    Setting("audit.anchor_every", "duration", "1m", "Time between signed chain heads (<= 1m)."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
     Setting("requests.pending_for", "duration", "24h", "How long a request waits for approval."),

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -14,6 +15,8 @@ import structlog
 
 from bastion import __version__
 from bastion.audit import Event
+from bastion.audit.anchors import Anchorer, anchor_key
+from bastion.clock import iso
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
 from bastion.notify import Notifier
@@ -22,6 +25,11 @@ from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
+
+
+def _log_anchor_failures(failed: list[str]) -> None:
+    for problem in failed:
+        log.error("audit.anchor_failed", sink=problem)
 
 
 class ServeError(BastionError):
@@ -54,6 +62,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.anchorer: Anchorer | None = None
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -98,6 +107,20 @@ class Server:
             [Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)]
         )
         self._started = True
+        if self.config.audit.anchors:
+            self.anchorer = Anchorer(
+                self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
+                self.store.chain_head, lambda: iso(self.core.clock.now()),
+            )  # fmt: skip
+            self._tasks.append(loop.create_task(self._anchor_every()))
+
+    async def _anchor_every(self) -> None:
+        """Send the chain's signed head to the anchor sinks now, then every anchor_every."""
+        assert self.anchorer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
+            await asyncio.sleep(self.config.audit.anchor_every.total_seconds())
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -115,6 +138,10 @@ class Server:
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
             self.store.append_events([event])
             log.info("serve.stopped")
+        if self.anchorer is not None:  # the last head, bastion.stopped included
+            _log_anchor_failures(self.anchorer.anchor())
+            self.anchorer.close()
+            self.anchorer = None
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -336,8 +336,17 @@ class StoreBase:
 
     def _anchor_problem(self, verdict: Verdict, seq: int, mac: str) -> str:
         """'' when the chain holds event seq with this MAC, and reaches it; else what is wrong."""
+        return chain.check_anchor(verdict, seq, mac, self.mac_at(seq))
+
+    def chain_head(self) -> tuple[int, str]:
+        """The last event's seq and MAC, as the store holds them now ((0, GENESIS) if none)."""
+        rows = self._rows("SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return (rows[0]["seq"], rows[0]["row_hash"]) if rows else (0, chain.GENESIS)
+
+    def mac_at(self, seq: int) -> str | None:
+        """The MAC of event seq, or None if there is no such event."""
         rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [seq])
-        return chain.check_anchor(verdict, seq, mac, rows[0]["row_hash"] if rows else None)
+        return str(rows[0]["row_hash"]) if rows else None
 
     def chained_recordings(self, up_to: int) -> list[tuple[str, dict[str, Any]]]:
         """(session id, detail) of every session.closed event with a recording, up to seq

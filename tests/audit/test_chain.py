@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from bastion.audit import chain
 from bastion.audit.chain import ChainedEvent, Event
 
-
 KEY = bytes(range(32))
 AT = "2026-01-05T09:00:00.000000Z"
 
