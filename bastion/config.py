@@ -242,8 +242,7 @@ def _unknown(parts: Parts, known: list[str]) -> _Bad:
     return _Bad(parts, f"unknown key ({hint})")
 
 
-_EXPECTED = {"bool": "true or false", "int": "an integer", "duration": "a duration such as '15m'",
-             "strings": "an array of strings"}  # fmt: skip
+_EXPECTED = {"bool": "true or false", "int": "an integer", "duration": "a duration such as '15m'"}
 
 
 def _convert(setting: Setting, raw: object, base: Path) -> Value:
@@ -257,8 +256,6 @@ def _convert(setting: Setting, raw: object, base: Path) -> Value:
         if (low is not None and raw < low) or (high is not None and raw > high):
             raise ValueError(f"must be between {low} and {high}, got {raw}")
         return raw
-    if setting.kind == "strings" and isinstance(raw, list | tuple):
-        return _strings(raw)
     if setting.kind in ("str", "choice", "duration", "path") and isinstance(raw, str):
         if not raw.strip() and not setting.allow_empty:
             raise ValueError("must not be empty")
@@ -273,7 +270,9 @@ def _convert(setting: Setting, raw: object, base: Path) -> Value:
     raise ValueError(f"expected {_EXPECTED.get(setting.kind, 'a string')}, got {_describe(raw)}")
 
 
-def _strings(raw: list[object] | tuple[object, ...]) -> tuple[str, ...]:
+def _strings(raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"expected an array of strings, got {_describe(raw)}")
     if not all(isinstance(item, str) and item.strip() for item in raw):
         raise ValueError("expected an array of non-empty strings")
     return tuple(str(item) for item in raw)
@@ -281,6 +280,8 @@ def _strings(raw: list[object] | tuple[object, ...]) -> tuple[str, ...]:
 
 def _value(setting: Setting, parts: Parts, raw: object, base: Path) -> Value:
     try:
+        if setting.kind == "strings":
+            return _strings(raw)
         return _convert(setting, raw, base)
     except ValueError as exc:
         raise _Bad(parts, str(exc)) from None
