@@ -348,13 +348,17 @@ class StoreBase:
         rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [seq])
         return str(rows[0]["row_hash"]) if rows else None
 
-    def chained_recordings(self, up_to: int) -> list[tuple[str, dict[str, Any]]]:
+    def chained_recordings(
+        self, up_to: int, session_id: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """(session id, detail) of every session.closed event with a recording, up to seq
         `up_to` (a verified head): the hashes the chain holds, not the editable session rows."""
+        clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
         rows = self._rows(
-            "SELECT session_id, detail FROM audit_events WHERE kind = 'session.closed'"
-            " AND seq <= ? ORDER BY seq",
-            [up_to],
+            "SELECT session_id, detail FROM audit_events"
+            + clause
+            + " AND kind = 'session.closed' ORDER BY seq",
+            params,
         )
         out = []
         for row in rows:
