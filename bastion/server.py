@@ -112,15 +112,16 @@ class Server:
                 self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
                 self.store.chain_head, lambda: iso(self.core.clock.now()),
             )  # fmt: skip
+            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
             self._tasks.append(loop.create_task(self._anchor_every()))
 
     async def _anchor_every(self) -> None:
-        """Send the chain's signed head to the anchor sinks now, then every anchor_every."""
+        """Send the chain's signed head to the anchor sinks every anchor_every."""
         assert self.anchorer is not None
         loop = asyncio.get_running_loop()
         while True:
-            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
             await asyncio.sleep(self.config.audit.anchor_every.total_seconds())
+            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -69,11 +69,12 @@ def anchor_key(box: KeySource) -> bytes:
 def parse_line(line: str, key: bytes) -> Anchor | str | None:
     """The anchor in one line of a sink's file; None if the line holds none; a problem (str)
     if it holds one that is malformed or not signed with this key."""
-    start = line.find('{"bastion_anchor"')
-    if start < 0:
+    tagged = line.find(f"{TAG}: ")
+    text = line[tagged + len(TAG) + 2 :] if tagged >= 0 else line
+    if '"bastion_anchor"' not in text:
         return None
     try:
-        doc = json.loads(line[start:].strip())
+        doc = json.loads(text.strip())
         sig = doc.pop("sig")
         anchor = Anchor(str(doc["node"]), int(doc["seq"]), str(doc["mac"]), str(doc["at"]))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -112,14 +113,15 @@ def check(
     """What the chain contradicts: an anchored event that is gone or differs, or a chain that
     ends before the last anchor (events deleted from its end)."""
     problems = []
+    beyond = [anchor for anchor in anchors if anchor.seq > head_seq]
+    if beyond:
+        last = max(beyond, key=lambda anchor: anchor.seq)
+        problems.append(
+            f"the chain ends at event {head_seq}, but {last.node} anchored event {last.seq}"
+            f" at {last.at} (events were deleted from the end)"
+        )
     for anchor in anchors:
-        if anchor.seq > head_seq:
-            problems.append(
-                f"the chain ends at event {head_seq}, but {anchor.node} anchored event"
-                f" {anchor.seq} at {anchor.at} (events were deleted from the end)"
-            )
-            break
-        if anchor.seq > 0 and mac_at(anchor.seq) != anchor.mac:
+        if 0 < anchor.seq <= head_seq and mac_at(anchor.seq) != anchor.mac:
             problems.append(
                 f"event {anchor.seq} differs from the head {anchor.node} anchored at {anchor.at}"
                 " (the chain was rewritten)"
