@@ -27,11 +27,6 @@ from bastion.web import WebDoor
 log = structlog.get_logger("bastion.server")
 
 
-def _log_anchor_failures(failed: list[str]) -> None:
-    for problem in failed:
-        log.error("audit.anchor_failed", sink=problem)
-
-
 class ServeError(BastionError):
     """A door could not open; the configuration (or another process) is in the way."""
 
@@ -63,6 +58,7 @@ class Server:
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self.anchorer: Anchorer | None = None
+        self._anchors_failing = False
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -112,16 +108,36 @@ class Server:
                 self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
                 self.store.chain_head, lambda: iso(self.core.clock.now()),
             )  # fmt: skip
-            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
+            await loop.run_in_executor(None, self._anchor)
             self._tasks.append(loop.create_task(self._anchor_every()))
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""
-        assert self.anchorer is not None
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.audit.anchor_every.total_seconds())
-            _log_anchor_failures(await loop.run_in_executor(None, self.anchorer.anchor))
+            await loop.run_in_executor(None, self._anchor)
+
+    def _anchor(self) -> None:
+        """One round of signed heads (off the event loop). A sink that fails is logged each
+        time and audited once per outage; the sessions go on (their own audit is durable)."""
+        if self.anchorer is None:
+            return
+        try:
+            failed = self.anchorer.anchor()
+        except Exception as exc:  # the store could not be read: same as every sink failing
+            failed = [f"the chain head could not be read: {exc}"]
+        for problem in failed:
+            log.error("audit.anchor_failed", sink=problem)
+        if bool(failed) == self._anchors_failing:
+            return
+        self._anchors_failing = bool(failed)
+        kind, severity = (
+            ("audit.anchor_failed", "high") if failed else ("audit.anchor_ok", "notice")
+        )
+        with contextlib.suppress(Exception):  # logged above; the next round tries again
+            self.store.append_events([Event(kind, f"serve:{os.getpid()}", "", severity,
+                                            detail={"failed": failed})])  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -140,7 +156,7 @@ class Server:
             self.store.append_events([event])
             log.info("serve.stopped")
         if self.anchorer is not None:  # the last head, bastion.stopped included
-            _log_anchor_failures(self.anchorer.anchor())
+            self._anchor()
             self.anchorer.close()
             self.anchorer = None
 

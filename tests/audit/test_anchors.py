@@ -127,3 +127,21 @@ def test_serve_anchors_at_start_on_its_timer_and_at_stop(tmp_path: Path) -> None
     conn.close()
     assert kind == "bastion.stopped"
     assert (found[-1].seq, found[-1].mac) == (seq, mac)  # the stop's anchor covers the stop
+
+
+def test_a_failing_sink_is_audited_once_per_outage(tmp_path: Path) -> None:
+    path = tmp_path / "not-mounted-yet" / "anchors.log"
+    extra = f'[audit]\nanchors = ["file:{path}"]\nanchor_every = "1s"\n'
+    b = Bastion(tmp_path / "b", extra).start()
+    try:
+        [failed] = b.events("audit.anchor_failed")
+        assert failed.severity == "high" and str(path) in failed.detail
+        path.parent.mkdir()  # the mount comes back
+        deadline = time.monotonic() + DEADLINE
+        while not b.events("audit.anchor_ok"):
+            assert time.monotonic() < deadline, "the recovery was not audited"
+            time.sleep(0.1)
+        assert len(b.events("audit.anchor_failed")) == 1
+    finally:
+        b.stop()
+    assert read_anchors(path, anchors.anchor_key(b.box))[1] == []
