@@ -32,6 +32,7 @@ PRAGMAS = (
 
 
 FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
+KEYED_SCHEMA = 9  # the migration from which the chain is keyed
 
 
 def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -142,6 +143,9 @@ class StoreBase:
                     continue
                 self._apply_migration(number, name, sql)
                 applied.append(name)
+            if current < KEYED_SCHEMA <= self.schema_version() and self.chain_key is not None:
+                with self._write() as conn:  # the upgrade: key the chain, once, right now
+                    self._append(conn, [], upgrade=True)
         return applied
 
     def _apply_migration(self, number: int, name: str, sql: str) -> None:
@@ -206,11 +210,15 @@ class StoreBase:
 
     # -- the audit chain --------------------------------------------------------------
 
-    def _append(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[ChainedEvent]:
+    def _append(
+        self, conn: sqlite3.Connection, events: Sequence[Event], upgrade: bool = False
+    ) -> list[ChainedEvent]:
         """Chain events after the current head, inside the caller's transaction.
 
-        A keyed store that finds an unkeyed head first writes the keying event, which binds
-        that head under the key (the upgrade of a store from before the key)."""
+        A keyed store finds an unkeyed head only when migration 0009 has just been applied
+        (upgrade): it then writes the keying event, which binds that head under the key. At
+        any other time an unkeyed head means the chain was rewritten without the key, and
+        nothing more is written to it."""
         head = conn.execute(
             "SELECT seq, row_hash, alg FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -225,6 +233,11 @@ class StoreBase:
         at = iso(self.clock.now())
         out, wanted = [], len(events)
         if key is not None and head is not None and not keyed_head:
+            if not upgrade:
+                raise StoreError(
+                    "the audit chain's last event is not keyed: it was written without the key"
+                    " (see `bastion audit verify`); refusing to extend it"
+                )
             detail = {"key_id": key.key_id, "unkeyed_head_seq": seq, "unkeyed_head": prev}
             events = [Event(chain.KEYED_KIND, "bastion", "", "notice", None, detail), *events]
         for event in events:

@@ -122,28 +122,41 @@ def old_store(path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> 
     return hashes
 
 
-def test_an_unkeyed_store_is_keyed_by_its_first_keyed_write(
+def test_an_unkeyed_store_is_keyed_when_it_is_upgraded(
     tmp_path: Path, key: ChainKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "bastion.db"
     hashes = old_store(path, FakeClock(), monkeypatch)
-    store = Store.open(path, FakeClock(), key)
-    verdict = store.verify_chain()
-    assert not verdict.ok and "holds no keyed event" in verdict.problem  # not upgraded yet
-    [written] = store.append_events([Event("user.added", "cli:root", "u6")])
-    assert written.seq == 7 and written.alg == chain.KEYED
+    store = Store.open(path, FakeClock(), key)  # migration 0009, then the keying event
     keying = store.events()[5]
-    assert keying.kind == chain.KEYED_KIND and keying.alg == chain.KEYED
+    assert keying.seq == 6 and keying.kind == chain.KEYED_KIND and keying.alg == chain.KEYED
     assert json.loads(keying.detail) == {
         "key_id": key.key_id, "unkeyed_head": hashes[-1], "unkeyed_head_seq": 5,
     }  # fmt: skip
     verdict = store.verify_chain()
-    assert verdict.ok and verdict.keyed_from == 6 and verdict.checked == 7
-    store.append_events([Event("user.added", "cli:root", "u7")])  # no second keying event
+    assert verdict.ok and verdict.keyed_from == 6 and verdict.checked == 6
+    [written] = store.append_events([Event("user.added", "cli:root", "u6")])
+    assert written.seq == 7 and written.alg == chain.KEYED
+    Store.open(path, FakeClock(), key).append_events([Event("user.added", "cli:root", "u7")])
     assert [e.kind for e in store.events()].count(chain.KEYED_KIND) == 1
+    assert store.verify_chain().ok
     # the unkeyed prefix is bound: editing it now breaks the keying event's link
     attacker(path).execute("UPDATE audit_events SET subject = 'root' WHERE seq = 2")
     assert not store.verify_chain().ok
+
+
+def test_a_chain_relinked_without_the_key_is_never_extended(tmp_path: Path, key: ChainKey) -> None:
+    """Keying happens once, at the upgrade: a keyed chain rewritten as an unkeyed one is not
+    re-keyed by the next write (that would vouch for the forgery); the bastion stops."""
+    path = tmp_path / "bastion.db"
+    store = Store.create(path, FakeClock(), key)
+    store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(10)])
+    attacker(path).execute("DELETE FROM audit_events WHERE seq BETWEEN 3 AND 6")
+    relink_unkeyed(path)
+    with pytest.raises(StoreError, match="not keyed: it was written without the key"):
+        Store.open(path, FakeClock(), key).append_events([Event("test.n", "tester")])
+    assert [e.alg for e in store.events()] == [chain.LEGACY] * 6
+    assert "holds no keyed event" in store.verify_chain().problem
 
 
 async def test_the_scribe_writes_keyed_rows_and_gets_the_key_only_over_its_pair(
