@@ -107,7 +107,7 @@ class StoreBase:
     def open(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> StoreBase:
         """Open an existing store and bring its schema up to date.
 
-        An unkeyed chain (from before 0009) is keyed by the first write with the key."""
+        An unkeyed chain (from before 0009) is keyed when 0009 is applied with the key."""
         if not Path(path).exists():
             raise StoreError(f"the store {path} does not exist; run `bastion init` first")
         store = cls(path, clock, key)
