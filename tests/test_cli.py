@@ -903,6 +903,9 @@ class TestConfigErrors:
         (bst.home / "secrets.key").chmod(0o644)
         result = bst.run("user", "add", "alice", "--role", "engineer")
         assert_error(result, Exit.STORE, "secrets.key", "chmod 600")
+        # the store is opened with the chain's key, so reading waits for the key too
+        assert_error(bst.run("user", "list"), Exit.STORE, "chmod 600")
+        (bst.home / "secrets.key").chmod(0o600)
         assert bst.json("user", "list") == []
 
 
