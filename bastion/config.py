@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from bastion.access.hours import Hours, parse_hours
-from bastion.audit.anchors import AnchorError, parse_spec
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
@@ -391,6 +390,9 @@ def _check_webhook(url: str) -> None:
 
 
 def _check_anchors(audit: AuditPolicy) -> None:
+    if audit.anchors:  # imported only then: the config does not pull in the store's package
+        from bastion.audit.anchors import AnchorError, parse_spec  # noqa: PLC0415
+
     for spec in audit.anchors:
         try:
             parse_spec(spec)
