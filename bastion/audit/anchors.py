@@ -11,6 +11,7 @@ Sinks, as written in `[audit] anchors`:
     "file:/mnt/audit/bastion-anchors.log"   appended to (O_APPEND) and fsynced
     "syslog" or "syslog:/dev/log"           the local syslog socket (facility authpriv)
     "syslog:udp://HOST:PORT"                a remote syslog server (RFC 3164 over UDP)
+    "webhook:https://HOST/PATH"             POSTed as the JSON body (2xx expected)
 A syslog server's log file can be given to --anchors as it is: each line's anchor is found
 after its "bastion-anchor: " tag.
 """
@@ -23,6 +24,7 @@ import os
 import re
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,11 @@ ANCHOR_PURPOSE = "bastion audit anchor v1"
 TAG = "bastion-anchor"
 FORMAT = 1
 _SYSLOG_PRI = 10 * 8 + 5  # facility authpriv, severity notice
-_SPEC = re.compile(r"file:(/\S+)|syslog(?::(/\S+)|:udp://([\w.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5}))?")
+_SPEC = re.compile(
+    r"file:(/\S+)|syslog(?::(/\S+)|:udp://([\w.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5}))?"
+    r"|webhook:(https?://[^\s/]+(?:/\S*)?)"
+)
+_WEBHOOK_TIMEOUT = 5.0
 _MAX_LINE = 4096
 
 
@@ -143,16 +149,19 @@ class Sink(Protocol):
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """("file", path), ("syslog", socket path) or ("udp", "host:port"); AnchorError if bad."""
+    """("file", path), ("syslog", socket path), ("udp", "host:port") or ("webhook", url);
+    AnchorError if the spec is none of them."""
     found = _SPEC.fullmatch(spec)
     if found is None:
         raise AnchorError(
             f"{spec!r} is not an anchor sink: use 'file:/absolute/path', 'syslog',"
-            " 'syslog:/dev/log' or 'syslog:udp://host:514'"
+            " 'syslog:/dev/log', 'syslog:udp://host:514' or 'webhook:https://host/path'"
         )
-    path, unix, host, port = found.groups()
+    path, unix, host, port, url = found.groups()
     if path is not None:
         return "file", path
+    if url is not None:
+        return "webhook", url
     if host is not None:
         if not 0 < int(port) < 65536:
             raise AnchorError(f"{spec!r}: port {port} is out of range")
@@ -213,9 +222,30 @@ class SyslogSink:
             self._sock = None
 
 
+class WebhookSink:
+    """POSTs each anchor as a JSON body; anything but a 2xx answer is a failure."""
+
+    def __init__(self, url: str) -> None:
+        self.name = f"webhook:{url}"
+        self.url = url
+
+    def send(self, line: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is http(s), checked
+            self.url, data=line.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=_WEBHOOK_TIMEOUT) as answer:  # noqa: S310
+            if not 200 <= answer.status < 300:
+                raise OSError(f"the webhook answered {answer.status}")
+
+    def close(self) -> None:
+        pass
+
+
 def open_sink(spec: str) -> Sink:
     kind, where = parse_spec(spec)
-    return FileSink(where) if kind == "file" else SyslogSink(kind, where)
+    if kind == "file":
+        return FileSink(where)
+    return WebhookSink(where) if kind == "webhook" else SyslogSink(kind, where)
 
 
 class Anchorer:

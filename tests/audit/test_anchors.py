@@ -3,12 +3,15 @@ against them, and `bastion serve` sending them at start, on a timer and at stop.
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import sqlite3
 import stat
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -74,6 +77,38 @@ def test_the_syslog_sink_sends_to_a_unix_socket(tmp_path: Path) -> None:
     assert isinstance(anchor, Anchor) and anchor.seq == 9
 
 
+class _Collector(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[str]] = []
+    status = 204
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        type(self).bodies.append(self.rfile.read(length).decode())
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_webhook_sink_posts_each_anchor_and_a_refusal_is_a_failure() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/anchors"
+        anchorer = Anchorer([f"webhook:{url}"], KEY, "n", lambda: (4, "e" * 64), lambda: "t")
+        assert anchorer.anchor() == []
+        anchor = parse_line(_Collector.bodies[-1], KEY)
+        assert isinstance(anchor, Anchor) and (anchor.seq, anchor.mac) == (4, "e" * 64)
+        _Collector.status = 500
+        [failure] = anchorer.anchor()
+        assert url in failure
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_read_anchors_fails_on_a_missing_or_empty_file(tmp_path: Path) -> None:
     assert "cannot be read" in read_anchors(tmp_path / "none.log", KEY)[1][0]
     (tmp_path / "empty.log").write_text("")
@@ -88,13 +123,16 @@ def test_read_anchors_fails_on_a_missing_or_empty_file(tmp_path: Path) -> None:
         ("syslog:/run/log.sock", ("syslog", "/run/log.sock")),
         ("syslog:udp://loghost:514", ("udp", "loghost:514")),
         ("syslog:udp://[::1]:514", ("udp", "::1:514")),
+        ("webhook:https://audit.example/anchors", ("webhook", "https://audit.example/anchors")),
     ],
 )
 def test_sink_specs(spec: str, parsed: tuple[str, str]) -> None:
     assert anchors.parse_spec(spec) == parsed
 
 
-@pytest.mark.parametrize("spec", ["file:relative.log", "webhook", "syslog:tcp://h:1", "file:"])
+@pytest.mark.parametrize(
+    "spec", ["file:relative.log", "webhook", "webhook:ftp://h/x", "syslog:tcp://h:1", "file:"]
+)
 def test_bad_sink_specs_are_config_errors(spec: str, tmp_path: Path) -> None:
     with pytest.raises(AnchorError):
         anchors.parse_spec(spec)
