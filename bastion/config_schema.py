@@ -87,7 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
     Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
-    Setting("audit.anchors", "strings", (), "Sinks for signed chain heads (file, syslog, webhook)."),
+    Setting("audit.anchors", "strings", (), "Where signed chain heads are sent."),
     Setting("audit.anchor_every", "duration", "1m", "Time between signed chain heads (<= 1m)."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
