@@ -235,7 +235,11 @@ def _add_request_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("audit", help="the tamper-evident audit trail")
     cmds = group.add_subparsers(dest="audit_command", required=True, parser_class=Parser)
-    _json_flag(_command(cmds, "verify", audit.audit_verify, "check the hash chain"))
+    verify = _command(cmds, "verify", audit.audit_verify, "check the chain, anchors, recordings")
+    verify.add_argument("--anchors", type=Path, action="append", metavar="FILE",
+                        help="signed chain heads to check against (default: the file sinks"
+                        " of [audit] anchors); repeatable")  # fmt: skip
+    _json_flag(verify)
     tail = _command(cmds, "tail", audit.audit_tail, "print the latest audit events")
     tail.add_argument("-n", "--lines", type=int, default=20)
     tail.add_argument("-f", "--follow", action="store_true")

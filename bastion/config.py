@@ -103,6 +103,8 @@ class AuditPolicy:
     durability: Literal["strict", "batched"] = "strict"
     keep_literals: bool = False
     ticket_valid_for: timedelta = timedelta(minutes=10)
+    anchors: tuple[str, ...] = ()  # sinks for signed chain heads (bastion/audit/anchors.py)
+    anchor_every: timedelta = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -300,10 +302,20 @@ def _choices(setting: Setting, raw: object) -> tuple[str, ...]:
     return tuple(str(item) for item in raw)
 
 
+def _strings(raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"expected an array of strings, got {_describe(raw)}")
+    if not all(isinstance(item, str) and item.strip() for item in raw):
+        raise ValueError("expected an array of non-empty strings")
+    return tuple(str(item) for item in raw)
+
+
 def _value(setting: Setting, parts: Parts, raw: object, base: Path) -> Value:
     try:
         if setting.kind == "choices":
             return _choices(setting, raw)
+        if setting.kind == "strings":
+            return _strings(raw)
         return _convert(setting, raw, base)
     except ValueError as exc:
         raise _Bad(parts, str(exc)) from None
@@ -414,6 +426,19 @@ def _check_webhook(url: str) -> None:
         raise _Bad(("notify", "webhook_url"), "must be an http:// or https:// URL")
 
 
+def _check_anchors(audit: AuditPolicy) -> None:
+    if audit.anchors:  # imported only then: the config does not pull in the store's package
+        from bastion.audit.anchors import AnchorError, parse_spec  # noqa: PLC0415
+
+    for spec in audit.anchors:
+        try:
+            parse_spec(spec)
+        except AnchorError as exc:
+            raise _Bad(("audit", "anchors"), str(exc)) from None
+    if not timedelta(seconds=1) <= audit.anchor_every <= timedelta(minutes=1):
+        raise _Bad(("audit", "anchor_every"), "must be between 1s and 1m")
+
+
 def _check_listeners(listeners: Listeners) -> None:
     """Refuse two enabled listeners that would fight over one port."""
     seen: list[tuple[str, Listener]] = []
@@ -467,6 +492,7 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
+        _check_anchors(config.audit)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

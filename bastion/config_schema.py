@@ -13,7 +13,7 @@ from bastion.masking.policy import KEYS as MASKING_KEYS
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-Kind = Literal["bool", "int", "str", "choice", "choices", "duration", "path"]
+Kind = Literal["bool", "int", "str", "choice", "choices", "duration", "path", "strings"]
 Value = bool | int | str | timedelta | Path | Hours | tuple[str, ...] | None
 
 
@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("audit.keep_literals", "bool", False, "Keep literal values in the query log."),
     Setting("audit.ticket_valid_for", "duration", "10m", "How long a one-time ticket lasts."),
+    Setting("audit.anchors", "strings", (), "Where signed chain heads are sent."),
+    Setting("audit.anchor_every", "duration", "1m", "Time between signed chain heads (<= 1m)."),
     Setting("grants.default_max", "duration", "12h", "Longest grant unless a target says."),
     Setting("grants.min_reason_length", "int", 10, "Shortest reason.", low=0, high=1000),
     Setting("requests.pending_for", "duration", "24h", "How long a request waits for approval."),

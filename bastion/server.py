@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -14,6 +15,8 @@ import structlog
 
 from bastion import __version__
 from bastion.audit import Event
+from bastion.audit.anchors import Anchorer, anchor_key
+from bastion.clock import iso
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
 from bastion.notify import Notifier
@@ -54,6 +57,8 @@ class Server:
         self._stopping = asyncio.Event()
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.anchorer: Anchorer | None = None
+        self._anchors_failing = False
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -98,6 +103,41 @@ class Server:
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
         self._started = True
+        if self.config.audit.anchors:
+            self.anchorer = Anchorer(
+                self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
+                self.store.chain_head, lambda: iso(self.core.clock.now()),
+            )  # fmt: skip
+            await loop.run_in_executor(None, self._anchor)
+            self._tasks.append(loop.create_task(self._anchor_every()))
+
+    async def _anchor_every(self) -> None:
+        """Send the chain's signed head to the anchor sinks every anchor_every."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.audit.anchor_every.total_seconds())
+            await loop.run_in_executor(None, self._anchor)
+
+    def _anchor(self) -> None:
+        """One round of signed heads (off the event loop). A sink that fails is logged each
+        time and audited once per outage; the sessions go on (their own audit is durable)."""
+        if self.anchorer is None:
+            return
+        try:
+            failed = self.anchorer.anchor()
+        except Exception as exc:  # the store could not be read: same as every sink failing
+            failed = [f"the chain head could not be read: {exc}"]
+        for problem in failed:
+            log.error("audit.anchor_failed", sink=problem)
+        if bool(failed) == self._anchors_failing:
+            return
+        self._anchors_failing = bool(failed)
+        kind, severity = (
+            ("audit.anchor_failed", "high") if failed else ("audit.anchor_ok", "notice")
+        )
+        with contextlib.suppress(Exception):  # logged above; the next round tries again
+            self.store.append_events([Event(kind, f"serve:{os.getpid()}", "", severity,
+                                            detail={"failed": failed})])  # fmt: skip
 
     async def _warn_weak_targets(self) -> None:
         """Say loudly, once at start-up, which databases are reached without TLS or with a
@@ -124,6 +164,10 @@ class Server:
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
             await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
+        if self.anchorer is not None:  # the last head, bastion.stopped included
+            self._anchor()
+            self.anchorer.close()
+            self.anchorer = None
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from bastion.audit import Store
+from bastion.audit import ChainKey, Store
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.core import Core
@@ -60,8 +60,8 @@ class Bastion:
         self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)
         self.tls = make_tls(self.config.paths.tls_cert.parent)
         self.clock = FakeClock(datetime.now(UTC))
-        self.store = Store.create(self.config.paths.store, self.clock)
         self.box = SecretBox.load(self.config.paths.secrets_key)
+        self.store = Store.create(self.config.paths.store, self.clock, ChainKey.of(self.box))
         self.core = Core(self.config, self.store, self.box, self.clock)
         self.seeds: dict[str, str] = {}
         self.keys: dict[str, Path] = {}

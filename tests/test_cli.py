@@ -8,6 +8,7 @@ except `Exit`, for the expected exit codes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import queue
@@ -670,6 +671,32 @@ def assert_tampered(result: Result, *needles: str) -> str:
     return message
 
 
+def rehash_without_the_key(db: Path, deleted: str) -> None:
+    """Delete events, re-link the rest as an unkeyed SHA-256 chain, rewrite the head file."""
+    conn = open_as_attacker(db)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(audit_events)")]
+        conn.execute(f"DELETE FROM audit_events WHERE {deleted}")
+        rows = conn.execute(
+            "SELECT at, kind, severity, actor, subject, session_id, detail FROM audit_events"
+            " ORDER BY seq"
+        ).fetchall()
+        conn.execute("DELETE FROM audit_events")
+        prev = "0" * 64
+        for seq, (at, kind, severity, actor, subject, session, detail) in enumerate(rows, 1):
+            content = [seq, at, kind, severity, actor, subject, session]
+            head = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            digest = hashlib.sha256(f"{prev}\n{head}\n{detail}".encode()).hexdigest()
+            values = [seq, at, kind, severity, actor, subject, session, detail, prev, digest]
+            values += ["sha256"] if "alg" in columns else []
+            conn.execute(f"INSERT INTO audit_events VALUES ({','.join('?' * len(values))})", values)
+            prev = digest
+        conn.commit()
+    finally:
+        conn.close()
+    db.with_name(db.name + ".head").write_text(f"{len(rows):020d} {prev}\n", encoding="ascii")
+
+
 class TestAuditVerify:
     @pytest.fixture
     def busy(self, bst: Bastion) -> Bastion:
@@ -733,10 +760,18 @@ class TestAuditVerify:
         tamper(busy.db, "DELETE FROM audit_events WHERE seq = 5")
         assert_tampered(busy.run("audit", "verify"), "deleted from the end", "5")
 
-    def test_without_the_head_file_verify_says_what_it_cannot_see(self, busy: Bastion) -> None:
+    def test_without_the_head_file_verify_fails(self, busy: Bastion) -> None:
+        """Deleting the head file beside the store must not turn off the check it makes."""
         (busy.home / "bastion.db.head").unlink()
-        result = assert_ok(busy.run("audit", "verify"))
-        assert "no head file" in result.stdout
+        assert_tampered(busy.run("audit", "verify"), "head file", "missing")
+
+    def test_a_chain_rehashed_without_the_key_is_caught(self, busy: Bastion) -> None:
+        """The red team's rewrite: triggers dropped, events deleted, the rest re-linked with
+        the hash the code uses (the files do not hold the key) and the head file rewritten."""
+        assert_ok(busy.run("audit", "verify"))
+        rehash_without_the_key(busy.db, "seq IN (2, 3)")
+        message = assert_tampered(busy.run("audit", "verify"), "without the key")
+        assert "intact" not in message
 
 
 class TestAuditTail:
@@ -868,6 +903,9 @@ class TestConfigErrors:
         (bst.home / "secrets.key").chmod(0o644)
         result = bst.run("user", "add", "alice", "--role", "engineer")
         assert_error(result, Exit.STORE, "secrets.key", "chmod 600")
+        # the store is opened with the chain's key, so reading waits for the key too
+        assert_error(bst.run("user", "list"), Exit.STORE, "chmod 600")
+        (bst.home / "secrets.key").chmod(0o600)
         assert bst.json("user", "list") == []
 
 
@@ -952,6 +990,122 @@ class TestServe:
         assert result.returncode not in (Exit.OK, Exit.FAILURE), result.stderr
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         assert str(port) in result.stderr
+
+
+class SyslogServer:
+    """A UDP syslog receiver on loopback that keeps every message, as a log file would."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.messages: list[str] = []
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self.messages.append(data.decode())
+
+    def write_log(self, path: Path) -> Path:
+        path.write_text("".join(m + "\n" for m in self.messages), encoding="utf-8")
+        return path
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def serve_once(bst: Bastion) -> None:
+    """Start `bastion serve`, wait until it answers, stop it with SIGTERM."""
+    port = free_port()
+    bst.set_web_port(port)
+    proc = subprocess.Popen(bst.argv("serve"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=bst.cwd, env=child_env())  # fmt: skip
+    try:
+        wait_for_health(proc, port)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == Exit.OK, stderr
+        assert "anchor_failed" not in stderr, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE)
+        close_pipes(proc)
+
+
+def configure_anchors(bst: Bastion, *specs: str) -> None:
+    text = bst.config.read_text(encoding="utf-8")
+    assert text.count("\nanchors = []\n") == 1
+    listed = ", ".join(json.dumps(spec) for spec in specs)
+    bst.config.write_text(text.replace("\nanchors = []\n", f"\nanchors = [{listed}]\n"))
+
+
+class TestAnchors:
+    @pytest.fixture
+    def syslog(self) -> Iterator[SyslogServer]:
+        server = SyslogServer()
+        yield server
+        server.close()
+
+    def test_a_deleted_tail_with_a_rewritten_head_file_is_caught(
+        self, bst: Bastion, tmp_path: Path, syslog: SyslogServer
+    ) -> None:
+        other_mount = tmp_path / "other-mount"
+        other_mount.mkdir()
+        anchors = other_mount / "bastion-anchors.log"
+        configure_anchors(bst, f"file:{anchors}", f"syslog:udp://127.0.0.1:{syslog.port}")
+        serve_once(bst)
+        bst.add_user("alice", "--no-qr")
+        bst.add_user("bob", "--no-qr")
+        serve_once(bst)  # anchored at start and at stop: the head is bastion.stopped
+        assert mode_of(anchors) == 0o600
+        lines = anchors.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 4 and all('"sig":' in line for line in lines)
+        head = bst.events()[-1]
+        assert json.loads(lines[-1])["seq"] == head["seq"] == 7
+        assert json.loads(lines[-1])["mac"] == head["row_hash"]
+        result = assert_ok(bst.run("audit", "verify"))
+        assert "4 anchors in 1 file(s) agree" in result.stdout
+        syslog_log = syslog.write_log(tmp_path / "syslog.log")
+        assert_ok(bst.run("audit", "verify", "--anchors", str(syslog_log)))
+
+        # delete the tail (bob, and the second serve), and make the head file agree
+        tamper_tail(bst.db, keep=3)
+        assert_tampered(bst.run("audit", "verify"), "deleted from the end", "event 7")
+        assert_tampered(bst.run("audit", "verify", "--anchors", str(syslog_log)),
+                        "deleted from the end")  # fmt: skip
+
+    def test_a_missing_or_forged_anchors_file_fails(self, bst: Bastion, tmp_path: Path) -> None:
+        anchors = tmp_path / "anchors.log"
+        configure_anchors(bst, f"file:{anchors}")
+        bst.add_user("alice", "--no-qr")
+        assert_tampered(bst.run("audit", "verify"), "anchors file", "cannot be read")
+        missing = tmp_path / "nowhere.log"
+        assert_tampered(bst.run("audit", "verify", "--anchors", str(missing)), "cannot be read")
+        head = bst.events()[-1]
+        forged = {"at": "2026-01-01T00:00:00Z", "bastion_anchor": 1, "mac": head["row_hash"],
+                  "node": "x", "seq": head["seq"], "sig": "0" * 64}  # fmt: skip
+        anchors.write_text(json.dumps(forged) + "\n", encoding="utf-8")
+        assert_tampered(bst.run("audit", "verify"), "not signed with this bastion's key")
+
+
+def tamper_tail(db: Path, keep: int) -> None:
+    """Delete every event after `keep` and rewrite the head file to name the new last one."""
+    conn = open_as_attacker(db)
+    try:
+        conn.execute("DELETE FROM audit_events WHERE seq > ?", (keep,))
+        seq, mac = conn.execute(
+            "SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        conn.commit()
+    finally:
+        conn.close()
+    db.with_name(db.name + ".head").write_text(f"{seq:020d} {mac}\n", encoding="ascii")
 
 
 class TestGrantWindows:

@@ -9,10 +9,11 @@ import pyotp
 import pytest
 
 from bastion.access.requests import Requests
-from bastion.audit import Store
+from bastion.audit import ChainKey, Store
 from bastion.clock import SystemClock
 from bastion.config import load_config
 from bastion.errors import Denied, Exit
+from bastion.identity.sealing import SecretBox
 from tests import test_cli
 from tests.test_cli import PG_PASSWORD, REASON, Bastion, assert_error, totp_secret
 
@@ -153,7 +154,8 @@ def test_groups_and_grants_to_groups(people: People) -> None:
 
 def test_break_glass_is_listed_until_a_reviewer_acknowledges_it(people: People) -> None:
     bst = people.bst
-    store = Store.open(bst.db, SystemClock())
+    key = ChainKey.of(SecretBox.load(bst.home / "secrets.key", environ={}))
+    store = Store.open(bst.db, SystemClock(), key)
     rules = Requests(store, load_config(bst.config), SystemClock())
     opened = rules.break_glass(user="alice", target="orders-prod", reason=REASON,
                                duration=timedelta(minutes=20))  # fmt: skip

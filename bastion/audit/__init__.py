@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.audit.chain import ChainedEvent, Event, Verdict
+from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.grants import NewGrant
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
@@ -16,6 +16,7 @@ from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
 from bastion.clock import Clock
 
 __all__ = [
+    "ChainKey",
     "ChainedEvent",
     "CommandLine",
     "Event",
@@ -49,13 +50,13 @@ class Store(
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
     @classmethod
-    def create(cls, path: Path, clock: Clock) -> Store:
-        store = super().create(path, clock)
+    def create(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> Store:
+        store = super().create(path, clock, key)
         assert isinstance(store, Store)
         return store
 
     @classmethod
-    def open(cls, path: Path, clock: Clock) -> Store:
-        store = super().open(path, clock)
+    def open(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> Store:
+        store = super().open(path, clock, key)
         assert isinstance(store, Store)
         return store

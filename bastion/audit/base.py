@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import sqlite_utils
 import structlog
 
 from bastion.audit import chain
-from bastion.audit.chain import ChainedEvent, Event, Verdict
+from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.clock import Clock, iso
 from bastion.errors import NotFound, StoreError
 
@@ -30,6 +32,7 @@ PRAGMAS = (
 
 
 FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
+KEYED_SCHEMA = 11  # the migration from which the chain is keyed
 
 
 def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -59,11 +62,17 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 class StoreBase:
-    """One SQLite file; every write is an IMMEDIATE transaction that also chains its events."""
+    """One SQLite file; every write is an IMMEDIATE transaction that also chains its events.
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    `key` MACs the chain. Every process of a running bastion and every CLI command opens the
+    store with it; without it (tests, tools) the store can only extend a chain that is not
+    keyed yet, and refuses to write to one that is.
+    """
+
+    def __init__(self, path: Path, clock: Clock, key: ChainKey | None = None) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.chain_key = key
         self.anchor_path = self.path.with_name(self.path.name + ".head")
         self._lock = threading.RLock()
         try:
@@ -81,24 +90,27 @@ class StoreBase:
         self._anchor_fd: int | None = None
 
     @classmethod
-    def create(cls, path: Path, clock: Clock) -> StoreBase:
-        """Make a new store file; refuses to touch one that exists."""
+    def create(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> StoreBase:
+        """Make a new store file; refuses to touch one that exists. With a key, the chain is
+        keyed from its first event on."""
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError as exc:
             raise StoreError(f"the store {path} exists already; refusing to overwrite it") from exc
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc.strerror}") from exc
-        store = cls(path, clock)
+        store = cls(path, clock, key)
         store.migrate()
         return store
 
     @classmethod
-    def open(cls, path: Path, clock: Clock) -> StoreBase:
-        """Open an existing store and bring its schema up to date."""
+    def open(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> StoreBase:
+        """Open an existing store and bring its schema up to date.
+
+        An unkeyed chain (from before 0011) is keyed when 0011 is applied with the key."""
         if not Path(path).exists():
             raise StoreError(f"the store {path} does not exist; run `bastion init` first")
-        store = cls(path, clock)
+        store = cls(path, clock, key)
         store.migrate()
         return store
 
@@ -131,6 +143,9 @@ class StoreBase:
                     continue
                 self._apply_migration(number, name, sql)
                 applied.append(name)
+            if current < KEYED_SCHEMA <= self.schema_version() and self.chain_key is not None:
+                with self._write() as conn:  # the upgrade: key the chain, once, right now
+                    self._append(conn, [], upgrade=True)
         return applied
 
     def _apply_migration(self, number: int, name: str, sql: str) -> None:
@@ -195,22 +210,46 @@ class StoreBase:
 
     # -- the audit chain --------------------------------------------------------------
 
-    def _append(self, conn: sqlite3.Connection, events: Sequence[Event]) -> list[ChainedEvent]:
-        """Chain events after the current head, inside the caller's transaction."""
+    def _append(
+        self, conn: sqlite3.Connection, events: Sequence[Event], upgrade: bool = False
+    ) -> list[ChainedEvent]:
+        """Chain events after the current head, inside the caller's transaction.
+
+        A keyed store finds an unkeyed head only when migration 0011 has just been applied
+        (upgrade): it then writes the keying event, which binds that head under the key. At
+        any other time an unkeyed head means the chain was rewritten without the key, and
+        nothing more is written to it."""
         head = conn.execute(
-            "SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+            "SELECT seq, row_hash, alg FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         seq, prev = (head[0], head[1]) if head else (0, chain.GENESIS)
+        key = self.chain_key
+        secret = None if key is None else key.secret
+        keyed_head = head is not None and head[2] == chain.KEYED
+        if key is None and keyed_head:
+            raise StoreError(
+                "the audit chain is keyed: this program opened the store without the key"
+            )
         at = iso(self.clock.now())
-        out = []
+        out, wanted = [], len(events)
+        if key is not None and head is not None and not keyed_head:
+            if not upgrade:
+                raise StoreError(
+                    "the audit chain's last event is not keyed: it was written without the key"
+                    " (see `bastion audit verify`); refusing to extend it"
+                )
+            detail = {"key_id": key.key_id, "unkeyed_head_seq": seq, "unkeyed_head": prev}
+            events = [Event(chain.KEYED_KIND, "bastion", "", "notice", None, detail), *events]
         for event in events:
             seq += 1
-            row = chain.link(event, seq, at, prev)
+            row = chain.link(event, seq, at, prev, secret)
             prev = row.row_hash
             out.append(row)
+        if not out:
+            return out
         conn.executemany(
             "INSERT INTO audit_events (seq, at, kind, severity, actor, subject, session_id,"
-            " detail, prev_hash, row_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " detail, prev_hash, row_hash, alg) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     r.seq,
@@ -223,12 +262,13 @@ class StoreBase:
                     r.detail,
                     r.prev_hash,
                     r.row_hash,
+                    r.alg,
                 )
                 for r in out
             ],
         )
         self._pending_head = (seq, prev)
-        return out
+        return out[len(out) - wanted :]
 
     def append_events(self, events: Sequence[Event]) -> list[ChainedEvent]:
         """Write events durably in one transaction; returns them as chained."""
@@ -283,21 +323,59 @@ class StoreBase:
             last = rows[-1].seq
 
     def verify_chain(self) -> Verdict:
-        """Walk the whole chain, then compare its head with the anchor file.
+        """Walk the whole chain (MACs checked with the key), then compare its head with the
+        head file beside the store; a missing head file is a failure, not a pass.
 
-        The anchor is read first: it is written after each commit, so every event it names
+        The head file is read first: it is written after each commit, so every event it names
         is in the store by then, however busy a running bastion is meanwhile.
         """
         anchor = self.read_anchor()
-        verdict = chain.verify(self._iter_events())
-        if not verdict.ok or anchor is None:
+        key = None if self.chain_key is None else self.chain_key.secret
+        verdict = chain.verify(self._iter_events(), key)
+        if not verdict.ok:
             return verdict
-        rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [anchor[0]])
-        problem = chain.check_anchor(
-            verdict, anchor[0], anchor[1], rows[0]["row_hash"] if rows else None
-        )
-        if problem:
-            return Verdict(
-                False, verdict.checked, verdict.head_seq, verdict.head_hash, problem, anchor[0]
+        if anchor is None:
+            if verdict.checked == 0 and key is None:
+                return verdict
+            problem = (
+                f"the head file {self.anchor_path} is missing or unreadable: deletions at the"
+                " end of the chain could not be seen"
             )
+            return replace(verdict, ok=False, problem=problem, bad_seq=verdict.head_seq)
+        problem = self._anchor_problem(verdict, anchor[0], anchor[1])
+        if problem:
+            return replace(verdict, ok=False, problem=problem, bad_seq=anchor[0])
         return verdict
+
+    def _anchor_problem(self, verdict: Verdict, seq: int, mac: str) -> str:
+        """'' when the chain holds event seq with this MAC, and reaches it; else what is wrong."""
+        return chain.check_anchor(verdict, seq, mac, self.mac_at(seq))
+
+    def chain_head(self) -> tuple[int, str]:
+        """The last event's seq and MAC, as the store holds them now ((0, GENESIS) if none)."""
+        rows = self._rows("SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return (rows[0]["seq"], rows[0]["row_hash"]) if rows else (0, chain.GENESIS)
+
+    def mac_at(self, seq: int) -> str | None:
+        """The MAC of event seq, or None if there is no such event."""
+        rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [seq])
+        return str(rows[0]["row_hash"]) if rows else None
+
+    def chained_recordings(
+        self, up_to: int, session_id: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(session id, detail) of every session.closed event with a recording, up to seq
+        `up_to` (a verified head): the hashes the chain holds, not the editable session rows."""
+        clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
+        rows = self._rows(
+            "SELECT session_id, detail FROM audit_events"
+            + clause
+            + " AND kind = 'session.closed' ORDER BY seq",
+            params,
+        )
+        out = []
+        for row in rows:
+            detail = json.loads(row["detail"])
+            if isinstance(detail, dict) and "recording_sha256" in detail:
+                out.append((str(row["session_id"]), detail))
+        return out

@@ -1,15 +1,57 @@
-"""The audit hash chain: canonical event content, row hashes, and verification (pure)."""
+"""The audit chain: canonical event content, keyed row MACs, and verification (pure).
+
+Each row carries HMAC-SHA-256, under a key derived from the secrets key (never stored), over
+the previous row's MAC and its own content: someone with the store but without the key can
+delete or edit rows, but cannot re-link what is left. A store made with the key is keyed
+from its first row. Stores from before the key have a prefix of unkeyed (SHA-256) rows; the
+first keyed row is then a KEYED_KIND event that binds that prefix's head. Every row after
+the first keyed one must be keyed.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 GENESIS = "0" * 64
 SEVERITIES = ("info", "notice", "warning", "high")
+LEGACY = "sha256"  # rows written before the chain was keyed
+KEYED = "hmac-sha256"
+KEYED_KIND = "audit.chain_keyed"  # the first keyed row: binds the unkeyed prefix, if any
+CHAIN_PURPOSE = "bastion audit chain v1"
+
+
+class KeySource(Protocol):
+    """What holds the secrets key (a SecretBox): hands out purpose-bound keys."""
+
+    def hkdf(self, purpose: str) -> bytes: ...
+
+
+class ChainKey:
+    """The key that MACs the chain's rows; its repr and key_id never show the key."""
+
+    __slots__ = ("key_id", "secret")
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != 32:
+            raise ValueError("an audit chain key is 32 bytes")
+        self.secret = bytes(secret)
+        self.key_id = hmac.digest(secret, b"bastion audit chain key id", "sha256")[:8].hex()
+
+    @classmethod
+    def of(cls, box: KeySource) -> ChainKey:
+        return cls(box.hkdf(CHAIN_PURPOSE))
+
+    def __repr__(self) -> str:
+        return f"ChainKey(key_id={self.key_id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # never pickled into a frame by accident
+        raise TypeError("a ChainKey is passed as bytes, on purpose, never pickled")
 
 
 @dataclass(frozen=True)
@@ -43,7 +85,8 @@ class ChainedEvent:
     session_id: str | None
     detail: str
     prev_hash: str
-    row_hash: str
+    row_hash: str  # the MAC of a keyed row, the SHA-256 of a legacy one
+    alg: str = LEGACY
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -71,19 +114,46 @@ def canonical_json(value: Any) -> str:
     return "".join(_ONE_SHOT(value, 0))
 
 
-def row_hash(prev_hash: str, content: list[Any]) -> str:
-    """SHA-256 over the previous row's hash and this row's canonical content.
+def _message(prev_hash: str, content: list[Any]) -> bytes:
+    """The previous row's MAC and this row's canonical content, as MACed.
 
-    The content's last item is the detail, canonical JSON already: it is hashed as it is, after
+    The content's last item is the detail, canonical JSON already: it is taken as it is, after
     the other items' JSON and a newline (neither JSON text holds a raw newline, so the split
     is unambiguous), rather than being escaped into a second JSON string.
     """
     head = canonical_json(content[:-1])
-    return hashlib.sha256(f"{prev_hash}\n{head}\n{content[-1]}".encode()).hexdigest()
+    return f"{prev_hash}\n{head}\n{content[-1]}".encode()
 
 
-def link(event: Event, seq: int, at: str, prev_hash: str) -> ChainedEvent:
-    """Place an event after the row whose hash is prev_hash."""
+def row_hash(prev_hash: str, content: list[Any]) -> str:
+    """SHA-256 of a legacy (unkeyed) row."""
+    return hashlib.sha256(_message(prev_hash, content)).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after HMAC's inner and outer key blocks (RFC 2104), made once per key."""
+    block = (
+        key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest().ljust(64, b"\0")
+    )
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    return inner, outer
+
+
+def row_mac(key: bytes, prev_hash: str, content: list[Any]) -> str:
+    """HMAC-SHA-256 of a keyed row. The key's two pad blocks are hashed once and their states
+    copied per row, so a row's MAC costs what its SHA-256 did (hmac.digest costs 3x)."""
+    inner_pad, outer_pad = _pads(key)
+    inner = inner_pad.copy()
+    inner.update(_message(prev_hash, content))
+    outer = outer_pad.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+def link(event: Event, seq: int, at: str, prev_hash: str, key: bytes | None) -> ChainedEvent:
+    """Place an event after the row whose MAC is prev_hash; keyed unless key is None."""
     detail = canonical_json(dict(event.detail or {}))
     content = [
         seq,
@@ -105,13 +175,16 @@ def link(event: Event, seq: int, at: str, prev_hash: str) -> ChainedEvent:
         session_id=event.session_id,
         detail=detail,
         prev_hash=prev_hash,
-        row_hash=row_hash(prev_hash, content),
+        row_hash=row_hash(prev_hash, content) if key is None else row_mac(key, prev_hash, content),
+        alg=LEGACY if key is None else KEYED,
     )
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What verification found: ok, how many rows, the head, or the first broken row."""
+    """What verification found: ok, how many rows, the head, or the first broken row.
+
+    keyed_from is the seq of the row from which the chain is keyed (None: not keyed)."""
 
     ok: bool
     checked: int
@@ -119,59 +192,69 @@ class Verdict:
     head_hash: str
     problem: str = ""
     bad_seq: int | None = None
+    keyed_from: int | None = None
 
 
-def _recompute(row: ChainedEvent) -> str:
-    content = [
-        row.seq,
-        row.at,
-        row.kind,
-        row.severity,
-        row.actor,
-        row.subject,
-        row.session_id,
-        row.detail,
-    ]
-    return row_hash(row.prev_hash, content)
+def _content(row: ChainedEvent) -> list[Any]:
+    return [row.seq, row.at, row.kind, row.severity, row.actor, row.subject, row.session_id,
+            row.detail]  # fmt: skip
 
 
-def verify(rows: Iterable[ChainedEvent]) -> Verdict:
-    """Walk rows in seq order and name the first one that was edited, deleted or moved."""
-    prev_seq, prev_hash, checked = 0, GENESIS, 0
+def _row_problem(row: ChainedEvent, key: bytes | None, keyed: bool) -> str:
+    """Why this row's MAC (or legacy hash) is wrong, or ''."""
+    if keyed or row.kind == KEYED_KIND or (row.seq == 1 and row.alg == KEYED):
+        if key is None:
+            return f"event {row.seq} is keyed and can only be checked with the secrets key"
+        if row.alg == KEYED and hmac.compare_digest(
+            row_mac(key, row.prev_hash, _content(row)), row.row_hash
+        ):
+            return ""
+        return (
+            f"event {row.seq} does not carry this bastion's MAC (edited, or the chain was"
+            " re-hashed without the key)"
+        )
+    if row.alg != LEGACY or row_hash(row.prev_hash, _content(row)) != row.row_hash:
+        return f"event {row.seq} was edited after it was written"
+    return ""
+
+
+def _gap(prev_seq: int, seq: int) -> str:
+    missing = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1}-{seq - 1}"
+    return f"event {missing} is missing (deleted) before event {seq}"
+
+
+def verify(rows: Iterable[ChainedEvent], key: bytes | None = None) -> Verdict:
+    """Walk rows in seq order and name the first one that was edited, deleted or moved.
+
+    With a key, the chain must be keyed (a legacy prefix, then KEYED_KIND, then keyed rows);
+    without one (tests and tools on an unkeyed store), only legacy rows can be checked.
+    """
+    prev_seq, prev_hash, checked, keyed_from = 0, GENESIS, 0, None
     for row in rows:
+        problem = ""
         if row.seq != prev_seq + 1:
-            missing = (
-                f"{prev_seq + 1}" if row.seq == prev_seq + 2 else f"{prev_seq + 1}-{row.seq - 1}"
-            )
-            return Verdict(
-                False,
-                checked,
-                prev_seq,
-                prev_hash,
-                f"event {missing} is missing (deleted) before event {row.seq}",
-                prev_seq + 1,
-            )
-        if row.prev_hash != prev_hash:
-            return Verdict(
-                False,
-                checked,
-                prev_seq,
-                prev_hash,
+            problem = _gap(prev_seq, row.seq)
+        elif row.prev_hash != prev_hash:
+            problem = (
                 f"event {row.seq} does not follow event {prev_seq}"
-                " (inserted, reordered or its predecessor was replaced)",
-                row.seq,
+                " (inserted, reordered or its predecessor was replaced)"
             )
-        if _recompute(row) != row.row_hash:
-            return Verdict(
-                False,
-                checked,
-                prev_seq,
-                prev_hash,
-                f"event {row.seq} was edited after it was written",
-                row.seq,
-            )
+        else:
+            problem = _row_problem(row, key, keyed_from is not None)
+        if problem:
+            bad = prev_seq + 1 if row.seq != prev_seq + 1 else row.seq
+            return Verdict(False, checked, prev_seq, prev_hash, problem, bad, keyed_from)
+        if keyed_from is None and row.alg == KEYED:
+            keyed_from = row.seq
         prev_seq, prev_hash, checked = row.seq, row.row_hash, checked + 1
-    return Verdict(True, checked, prev_seq, prev_hash)
+    if key is not None and keyed_from is None:
+        problem = (
+            "the chain holds no keyed event: it was written, or rewritten, without the key"
+            if checked
+            else "the chain is empty: its events were deleted"
+        )
+        return Verdict(False, checked, prev_seq, prev_hash, problem, prev_seq + 1)
+    return Verdict(True, checked, prev_seq, prev_hash, keyed_from=keyed_from)
 
 
 def check_anchor(verdict: Verdict, anchor_seq: int, anchor_hash: str, known: str | None) -> str:

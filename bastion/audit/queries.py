@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bastion.audit.base import StoreBase, where
-from bastion.audit.chain import ChainedEvent, Event
+from bastion.audit.chain import ChainedEvent, ChainKey, Event
 from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied, StoreError
 
@@ -82,8 +82,8 @@ Record = Event | QueryStart | QueryEnd
 
 
 class QueryQueries(StoreBase):
-    def __init__(self, path: Path, clock: Clock) -> None:
-        super().__init__(path, clock)
+    def __init__(self, path: Path, clock: Clock, key: ChainKey | None = None) -> None:
+        super().__init__(path, clock, key)
         self._query_ids: dict[str, int] = {}  # statements written and not yet ended: key -> id
 
     def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:

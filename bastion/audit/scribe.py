@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from bastion.audit.chain import ChainedEvent
+from bastion.audit.chain import ChainedEvent, ChainKey
 from bastion.audit.queries import QueryQueries, QueryStart, Record
 from bastion.errors import StoreError
 from bastion.sqlparse import command_kind, log_text
@@ -72,8 +72,9 @@ class Scribe:
     batch starts a new process: a crash loses no record that was reported written.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: ChainKey | None = None) -> None:
         self.path = path
+        self._key = key
         self._process: asyncio.subprocess.Process | None = None
         self._transport: asyncio.Transport | None = None
         self._link: _Link | None = None
@@ -97,6 +98,8 @@ class Scribe:
             child.close()
         loop = asyncio.get_running_loop()
         self._transport, self._link = await loop.create_connection(_Link, sock=parent)
+        # The chain key goes over the pair, first: never on a command line or in an environment.
+        self._transport.write(encode(None if self._key is None else self._key.secret))
         try:  # the process says it opened the store, or why it could not
             problem, _ = await asyncio.wait_for(self._link.expect(), STOP_WAIT)
         except (StoreError, TimeoutError):
@@ -209,6 +212,17 @@ def _write(store: QueryQueries, records: Sequence[Record], wanted: Sequence[int]
     return None, [rows[i] for i in wanted]
 
 
+def _receive_key(sock: socket.socket, frames: Frames) -> ChainKey | None:
+    """The first frame the parent sends: the chain key's bytes (or None: an unkeyed store)."""
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            raise StoreError("the parent closed the pair before sending the audit key")
+        got = frames.feed(data)
+        if got:
+            return None if got[0] is None else ChainKey(got[0])
+
+
 def serve(sock: socket.socket, path: Path) -> None:
     """Commit each batch in order and answer it, until the parent closes its end.
 
@@ -218,15 +232,16 @@ def serve(sock: socket.socket, path: Path) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     clock = _BatchClock()
+    frames = Frames()
     try:
+        key = _receive_key(sock, frames)
         if not path.exists():  # never let SQLite make an empty store in its place
             raise StoreError(f"the store {path} does not exist")
-        store = QueryQueries(path, clock)
-    except StoreError as exc:
+        store = QueryQueries(path, clock, key)
+    except (StoreError, ValueError, TypeError) as exc:
         sock.sendall(encode((str(exc), [])))
         return
     sock.sendall(encode((None, [])))  # ready
-    frames = Frames()
     while data := sock.recv(1 << 20):
         for at, records, wanted in frames.feed(data):
             clock.at = at

@@ -42,7 +42,7 @@ class AuditWriter:
         self._wake: asyncio.Future[None] | None = None  # set while the writer sleeps
         self._wake_on_any = False  # the writer sleeps until any record (not only urgent)
         self._stopping = False
-        self.scribe = Scribe(store.path)
+        self.scribe = Scribe(store.path, store.chain_key)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
 

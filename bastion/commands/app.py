@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bastion.access.grants import Access
-from bastion.audit import Store
+from bastion.audit import ChainKey, Store
 from bastion.clock import Clock, SystemClock
 from bastion.config import Config, load_config
 from bastion.errors import UsageError
@@ -47,7 +47,7 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(self.config.paths.store, self.clock)
+        return Store.open(self.config.paths.store, self.clock, ChainKey.of(self.box))
 
     @cached_property
     def box(self) -> SecretBox:

@@ -1,4 +1,4 @@
-"""`bastion audit verify` and `bastion audit tail [--follow]`."""
+"""`bastion audit verify [--anchors FILE]` and `bastion audit tail [--follow]`."""
 
 from __future__ import annotations
 
@@ -6,56 +6,124 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from bastion.audit.chain import ChainedEvent
+from bastion.audit import anchors
+from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
+from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
 from bastion.errors import Exit
-from bastion.recording import file_digest
+from bastion.recording import RecordingError, file_digest
+from bastion.recording.reader import inspect_recording
 
 
-def changed_recordings(app: App) -> list[str]:
-    """Recordings whose file no longer hashes to what the audit chain recorded."""
-    problems = []
-    for session_id, info in app.store.recordings():
-        try:
-            digest, size = file_digest(Path(info.path))
-        except OSError as exc:
-            problems.append(f"recording of session {session_id} is unreadable: {exc.strerror}")
-            continue
-        if (digest, size) != (info.sha256, info.size):
-            problems.append(f"recording of session {session_id} changed since it was closed")
-    return problems
+def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
+    """--anchors FILE..., else the file sinks of [audit] anchors."""
+    if args.anchors:
+        return list(args.anchors)
+    specs = [parse_spec(spec) for spec in app.config.audit.anchors]
+    return [Path(where) for kind, where in specs if kind == "file"]
+
+
+def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, list[str]]:
+    """How many signed heads the files hold, and everything that disagrees with the chain."""
+    key = anchor_key(app.box)
+    count, problems = 0, []
+    for path in files:
+        found, bad = read_anchors(path, key)
+        count += len(found)
+        problems += bad + anchors.check(found, head_seq, app.store.mac_at)
+    return count, problems
+
+
+def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> list[str]:
+    """What is wrong with one recording the chain holds a hash for (nothing: [])."""
+    path = Path(str(detail.get("recording")))
+    try:
+        digest, size = file_digest(path)
+    except (OSError, RecordingError):
+        return [f"recording of session {session_id} is missing or unreadable ({path})"]
+    out = []
+    if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
+        out.append(f"recording of session {session_id} changed since it was closed")
+    try:
+        info = inspect_recording(path, app.box, session_id)
+    except RecordingError as exc:
+        return [*out, f"recording of session {session_id}: {exc}"]
+    if not info.complete:
+        out.append(
+            f"recording of session {session_id} is truncated: it has no final chunk"
+            f" ({info.chunks} chunks left; cut short, or its writer never closed it)"
+        )
+    return out
+
+
+def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
+    """Check every recording against the hash in its chained session.closed event (not the
+    editable session row), and each session row against the chain."""
+    chained = dict(app.store.chained_recordings(head_seq))
+    rows = dict(app.store.recordings())
+    problems = [p for sid, d in chained.items() for p in _recording_problems(app, sid, d)]
+    for session_id, info in rows.items():
+        detail = chained.get(session_id)
+        if detail is None:
+            problems.append(
+                f"session {session_id}'s row names a recording hash no chained event holds"
+            )
+        elif (info.sha256, info.size) != (detail["recording_sha256"], detail["recording_size"]):
+            problems.append(f"session {session_id}'s row was edited: its recording hash"
+                            " differs from the one in the chain")  # fmt: skip
+    return len(chained), problems
 
 
 def audit_verify(app: App, args: argparse.Namespace) -> int:
-    """Walk the chain, compare its head with the anchor, re-hash every closed recording."""
+    """Walk the chain (MACs, head file), check the anchors, re-check every closed recording."""
     verdict = app.store.verify_chain()
-    anchored = app.store.read_anchor() is not None
-    recordings = changed_recordings(app)
+    files = _anchor_files(app, args)
+    anchored, anchor_bad = anchor_problems(app, files, verdict.head_seq) if verdict.ok else (0, [])
+    recorded, rec_bad = recording_problems(app, verdict.head_seq) if verdict.ok else (0, [])
     data = {
-        "ok": verdict.ok and not recordings,
+        "ok": verdict.ok and not anchor_bad and not rec_bad,
         "checked": verdict.checked,
         "head_seq": verdict.head_seq,
         "head_hash": verdict.head_hash,
+        "keyed_from": verdict.keyed_from,
         "problem": verdict.problem or None,
         "bad_seq": verdict.bad_seq,
-        "anchor_checked": anchored,
-        "recording_problems": recordings,
+        "anchor_checked": verdict.ok,
+        "anchors_files": [str(f) for f in files],
+        "anchors_checked": anchored,
+        "anchor_problems": anchor_bad,
+        "recording_problems": rec_bad,
     }
     if not verdict.ok:
         app.emit(data, f"AUDIT CHAIN BROKEN: {verdict.problem}")
         return Exit.TAMPERED
-    if recordings:
-        app.emit(data, "RECORDINGS CHANGED: " + "; ".join(recordings))
+    if anchor_bad:
+        app.emit(data, "AUDIT ANCHORS DISAGREE: " + "; ".join(anchor_bad))
         return Exit.TAMPERED
+    if rec_bad:
+        app.emit(data, "RECORDINGS CHANGED: " + "; ".join(rec_bad))
+        return Exit.TAMPERED
+    app.emit(data, _intact_text(verdict, anchored, len(files), recorded))
+    return Exit.OK
+
+
+def _intact_text(verdict: Verdict, anchored: int, files: int, recorded: int) -> str:
     text = (
         f"audit chain intact: {verdict.checked} events, head {verdict.head_seq}"
-        f" {verdict.head_hash[:16]}; {len(app.store.recordings())} recordings match"
+        f" {verdict.head_hash[:16]}; {recorded} recordings match"
     )
-    if not anchored:
-        text += " (no head file beside the store: deletions at the very end cannot be seen)"
-    app.emit(data, text)
-    return Exit.OK
+    if verdict.keyed_from is not None and verdict.keyed_from > 1:
+        text += (
+            f"; events 1-{verdict.keyed_from - 1} predate the key (unkeyed SHA-256, bound by"
+            f" event {verdict.keyed_from}: only external anchors vouch for them)"
+        )
+    if files:
+        text += f"; {anchored} anchors in {files} file(s) agree"
+    else:
+        text += "; no external anchors checked (see [audit] anchors)"
+    return text
 
 
 def _line(event: ChainedEvent) -> str:

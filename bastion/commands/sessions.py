@@ -12,8 +12,15 @@ from bastion.audit import Event
 from bastion.audit.records import SessionRecord
 from bastion.commands.app import App, actor_of
 from bastion.durations import parse_duration
-from bastion.errors import UsageError
-from bastion.recording import RecordingError, export_asciicast, read_recording, replay
+from bastion.errors import Exit, UsageError
+from bastion.recording import (
+    Recording,
+    RecordingError,
+    export_asciicast,
+    file_digest,
+    read_recording,
+    replay,
+)
 
 
 def since_arg(text: str | None, app: App) -> datetime | None:
@@ -84,11 +91,36 @@ def replay_command(app: App, args: argparse.Namespace) -> int:
     recording = read_recording(path, app.box, session.id)
     app.store.append_events([Event("recording.replayed", app.actor, session.user or "", "notice",
                                    session.id, {"target": session.target})])  # fmt: skip
+    warnings = _replay_warnings(app, session, path, recording)
+    for warning in warnings:  # before the first byte, so nobody takes it for the whole session
+        sys.stderr.write(f"bastion: {warning}\n")
+    sys.stderr.flush()
     replay(recording, sys.stdout.buffer, speed=args.speed, idle_limit=args.idle_limit)
     sys.stdout.flush()
-    if recording.truncated:
-        sys.stderr.write("bastion: the recording ends early (the session was interrupted)\n")
-    return 0
+    return Exit.TAMPERED if warnings and session.ended_at is not None else Exit.OK
+
+
+def _replay_warnings(
+    app: App, session: SessionRecord, path: Path, recording: Recording
+) -> list[str]:
+    """What makes this recording less than the whole closed session the chain vouches for."""
+    if session.ended_at is None:
+        return ["the session is still open: this is the recording so far"]
+    out = []
+    if not recording.complete:
+        out.append(
+            "the recording has no final chunk: it was cut short (or its writer never closed"
+            " it); what follows is not the whole session"
+        )
+    chained = app.store.chained_recordings(2**62, session.id)
+    if not chained:
+        out.append("the audit chain holds no hash for this recording")
+    elif file_digest(path) != (
+        chained[-1][1]["recording_sha256"],
+        chained[-1][1]["recording_size"],
+    ):
+        out.append("the recording does not match the hash the audit chain holds for it")
+    return out
 
 
 def _create_private(out: Path) -> int:

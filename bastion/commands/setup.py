@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bastion.audit import Event, Store
+from bastion.audit import ChainKey, Event, Store
 from bastion.commands.app import App, cli_actor
 from bastion.config import Config, load_config
 from bastion.config_text import default_config_text
@@ -41,7 +41,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     paths.recordings.chmod(0o700)
     fingerprint = make_ssh_host_key(paths.ssh_host_key)
     tls = make_tls(paths.tls_cert.parent)
-    store = Store.create(paths.store, app.clock)
+    store = Store.create(paths.store, app.clock, ChainKey.of(SecretBox.load(paths.secrets_key)))
     store.append_events(
         [
             Event(

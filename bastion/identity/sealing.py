@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.errors import SealError
 
@@ -79,12 +81,13 @@ def _read_key_file(key_path: Path) -> str:
 class SecretBox:
     """Seals and opens small secrets, each bound to the context (row) it belongs to."""
 
-    __slots__ = ("_aead", "_derived", "_key_id_raw")
+    __slots__ = ("_aead", "_derived", "_key", "_key_id_raw")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
             raise SealError(f"secrets key must be exactly {KEY_SIZE} bytes")
         self._aead = AESGCM(bytes(key))
+        self._key = bytes(key)
         self._key_id_raw = _key_id_raw(bytes(key))
         self._derived = hmac.new(bytes(key), b"bastion:derive", hashlib.sha256).digest()
 
@@ -136,6 +139,12 @@ class SecretBox:
         """A key for one purpose (e.g. "masking:hash"), derived from the secrets key: it stays
         outside the database too, and knowing it reveals nothing about the secrets key."""
         return hmac.new(self._derived, purpose.encode(), hashlib.sha256).digest()
+
+    def hkdf(self, purpose: str) -> bytes:
+        """A 32-byte key bound to one purpose (HKDF-SHA-256, the purpose as its info): it is
+        never stored, and neither it nor any other purpose's key reveals the secrets key."""
+        kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return kdf.derive(self._key)
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         """Encrypt plaintext bound to context (e.g. "totp:alice") into a self-describing blob."""

@@ -51,6 +51,12 @@ def read_recording(path: Path, box: SecretBox, session_id: str | None = None) ->
     return Recording(info.session_id, header, events, info.truncated, info.complete)
 
 
+def inspect_recording(path: Path, box: SecretBox, session_id: str) -> RecordingInfo:
+    """Authenticate every chunk without keeping the plaintext: how many chunks, whether the
+    last line was cut, and whether the final chunk (the writer's close) is there."""
+    return _decrypt(path, box, session_id, lambda _plaintext: None)
+
+
 def export_asciicast(
     path: Path, box: SecretBox, out: TextIO, session_id: str | None = None
 ) -> RecordingInfo:

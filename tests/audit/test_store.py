@@ -146,7 +146,8 @@ def test_verify_names_a_reordered_row(store: Store) -> None:
 def test_verify_catches_a_row_inserted_at_the_end(store: Store) -> None:
     store.append_events([Event("test.n", "tester") for _ in range(3)])
     raw(store.path).execute(
-        "INSERT INTO audit_events VALUES (4, 'x', 'forged', 'info', 'evil', '', NULL, '{}', ?, ?)",
+        "INSERT INTO audit_events VALUES"
+        " (4, 'x', 'forged', 'info', 'evil', '', NULL, '{}', ?, ?, 'sha256')",
         ("0" * 64, "1" * 64),
     )
     verdict = store.verify_chain()
@@ -227,8 +228,9 @@ def test_grants_rebuilt_for_groups_keep_their_sessions(
     monkeypatch.setattr(base, "migrations", lambda: [m for m in every if m[0] <= 5])
     path = tmp_path / "old.db"
     old = Store.create(path, clock)
-    old.add_user("alice", "engineer", None, b"sealed", "admin")
     for sql in (
+        "INSERT INTO users (name, role, totp_sealed, created_at)"
+        " VALUES ('alice', 'engineer', x'00', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO targets (name, kind, host, port, login, secret_sealed, created_at)"
         " VALUES ('web-1', 'ssh', '127.0.0.1', 22, 'deploy', x'00', '2026-01-01T00:00:00.000000Z')",
         "INSERT INTO grants (user_id, target_id, mode, starts_at, ends_at, reason, granted_by,"

@@ -1,0 +1,284 @@
+"""Signed chain heads kept outside the machine: the record, its sinks, and checking against them.
+
+An anchor is one line of JSON, MACed with a key derived from the secrets key for this purpose
+only: which node wrote it, when, and the chain's head (seq and that row's MAC). `bastion
+serve` sends one to every configured sink at start, at least every minute, and when it
+stops. Someone with the store's files can rewrite the head file beside the store, but not an
+anchor already sent to another machine or an append-only file on another mount; `bastion
+audit verify --anchors FILE` then shows events deleted after the last anchor.
+
+Sinks, as written in `[audit] anchors`:
+    "file:/mnt/audit/bastion-anchors.log"   appended to (O_APPEND) and fsynced
+    "syslog" or "syslog:/dev/log"           the local syslog socket (facility authpriv)
+    "syslog:udp://HOST:PORT"                a remote syslog server (RFC 3164 over UDP)
+    "webhook:https://HOST/PATH"             POSTed as the JSON body (2xx expected)
+A syslog server's log file can be given to --anchors as it is: each line's anchor is found
+after its "bastion-anchor: " tag.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bastion.audit.chain import KeySource, canonical_json
+
+ANCHOR_PURPOSE = "bastion audit anchor v1"
+TAG = "bastion-anchor"
+FORMAT = 1
+_SYSLOG_PRI = 10 * 8 + 5  # facility authpriv, severity notice
+_SPEC = re.compile(
+    r"file:(/\S+)|syslog(?::(/\S+)|:udp://([\w.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5}))?"
+    r"|webhook:(https?://[^\s/]+(?:/\S*)?)"
+)
+_WEBHOOK_TIMEOUT = 5.0
+_MAX_LINE = 4096
+
+
+class AnchorError(Exception):
+    """An anchor sink spec is malformed."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One signed head: the chain reached event `seq`, whose MAC is `mac`, at `at`."""
+
+    node: str
+    seq: int
+    mac: str
+    at: str
+
+    def _body(self) -> dict[str, object]:
+        return {"bastion_anchor": FORMAT, "node": self.node, "seq": self.seq, "mac": self.mac,
+                "at": self.at}  # fmt: skip
+
+    def signed(self, key: bytes) -> str:
+        """The anchor's line (no newline): its fields and their MAC."""
+        body = self._body()
+        sig = hmac.digest(key, canonical_json(body).encode(), "sha256").hex()
+        return canonical_json({**body, "sig": sig})
+
+
+def anchor_key(box: KeySource) -> bytes:
+    return box.hkdf(ANCHOR_PURPOSE)
+
+
+def parse_line(line: str, key: bytes) -> Anchor | str | None:
+    """The anchor in one line of a sink's file; None if the line holds none; a problem (str)
+    if it holds one that is malformed or not signed with this key."""
+    tagged = line.find(f"{TAG}: ")
+    text = line[tagged + len(TAG) + 2 :] if tagged >= 0 else line
+    if '"bastion_anchor"' not in text:
+        return None
+    try:
+        doc = json.loads(text.strip())
+        sig = doc.pop("sig")
+        anchor = Anchor(str(doc["node"]), int(doc["seq"]), str(doc["mac"]), str(doc["at"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "a damaged anchor"
+    if doc != anchor._body() or not isinstance(sig, str):
+        return "a damaged anchor"
+    expected = hmac.digest(key, canonical_json(doc).encode(), "sha256").hex()
+    if not hmac.compare_digest(expected, sig):
+        return "an anchor not signed with this bastion's key (forged, or another bastion's)"
+    return anchor
+
+
+def read_anchors(path: Path, key: bytes) -> tuple[list[Anchor], list[str]]:
+    """Every anchor in a file, and a problem for each line that is not a good one; a file
+    that is missing, unreadable or holds no anchor at all is a problem too."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [], [f"the anchors file {path} cannot be read: {exc.strerror}"]
+    anchors: list[Anchor] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        found = parse_line(line, key)
+        if isinstance(found, Anchor):
+            anchors.append(found)
+        elif found is not None:
+            problems.append(f"{path} line {number} holds {found}")
+    if not anchors and not problems:
+        problems.append(f"the anchors file {path} holds no anchor")
+    return anchors, problems
+
+
+def check(
+    anchors: Sequence[Anchor], head_seq: int, mac_at: Callable[[int], str | None]
+) -> list[str]:
+    """What the chain contradicts: an anchored event that is gone or differs, or a chain that
+    ends before the last anchor (events deleted from its end)."""
+    problems = []
+    beyond = [anchor for anchor in anchors if anchor.seq > head_seq]
+    if beyond:
+        last = max(beyond, key=lambda anchor: anchor.seq)
+        problems.append(
+            f"the chain ends at event {head_seq}, but {last.node} anchored event {last.seq}"
+            f" at {last.at} (events were deleted from the end)"
+        )
+    for anchor in anchors:
+        if 0 < anchor.seq <= head_seq and mac_at(anchor.seq) != anchor.mac:
+            problems.append(
+                f"event {anchor.seq} differs from the head {anchor.node} anchored at {anchor.at}"
+                " (the chain was rewritten)"
+            )
+            break
+    return problems
+
+
+# -- sinks ---------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, line: str) -> None:
+        """Deliver one anchor line; OSError if it cannot."""
+
+    def close(self) -> None: ...
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """("file", path), ("syslog", socket path), ("udp", "host:port") or ("webhook", url);
+    AnchorError if the spec is none of them."""
+    found = _SPEC.fullmatch(spec)
+    if found is None:
+        raise AnchorError(
+            f"{spec!r} is not an anchor sink: use 'file:/absolute/path', 'syslog',"
+            " 'syslog:/dev/log', 'syslog:udp://host:514' or 'webhook:https://host/path'"
+        )
+    path, unix, host, port, url = found.groups()
+    if path is not None:
+        return "file", path
+    if url is not None:
+        return "webhook", url
+    if host is not None:
+        if not 0 < int(port) < 65536:
+            raise AnchorError(f"{spec!r}: port {port} is out of range")
+        return "udp", f"{host.strip('[]')}:{port}"
+    return "syslog", unix or "/dev/log"
+
+
+class FileSink:
+    """Appends to a file (meant for another mount), fsynced: a line is kept once sent."""
+
+    def __init__(self, path: str) -> None:
+        self.name = f"file:{path}"
+        self.path = path
+
+    def send(self, line: str) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        pass
+
+
+class SyslogSink:
+    """Sends RFC 3164 messages over a datagram socket: the local syslog or a remote server."""
+
+    def __init__(self, kind: str, where: str) -> None:
+        self.name = f"syslog:{where}" if kind == "syslog" else f"syslog:udp://{where}"
+        self._kind, self._where = kind, where
+        self._sock: socket.socket | None = None
+        self._address: str | tuple[Any, ...] = where
+
+    def _connect(self) -> socket.socket:
+        """The socket, made at the first send (a name that does not resolve yet is retried)."""
+        if self._kind == "syslog":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        else:
+            host, port = self._where.rsplit(":", 1)
+            family, _, _, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[
+                0
+            ]
+            sock, self._address = socket.socket(family, socket.SOCK_DGRAM), address
+        return sock
+
+    def send(self, line: str) -> None:
+        if self._sock is None:
+            self._sock = self._connect()
+        stamp = time.strftime("%b %d %H:%M:%S", time.gmtime())
+        message = f"<{_SYSLOG_PRI}>{stamp} {socket.gethostname()} {TAG}: {line}"
+        self._sock.sendto(message.encode()[:_MAX_LINE], self._address)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class WebhookSink:
+    """POSTs each anchor as a JSON body; anything but a 2xx answer is a failure."""
+
+    def __init__(self, url: str) -> None:
+        self.name = f"webhook:{url}"
+        self.url = url
+
+    def send(self, line: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is http(s), checked
+            self.url, data=line.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=_WEBHOOK_TIMEOUT) as answer:  # noqa: S310
+            if not 200 <= answer.status < 300:
+                raise OSError(f"the webhook answered {answer.status}")
+
+    def close(self) -> None:
+        pass
+
+
+def open_sink(spec: str) -> Sink:
+    kind, where = parse_spec(spec)
+    if kind == "file":
+        return FileSink(where)
+    return WebhookSink(where) if kind == "webhook" else SyslogSink(kind, where)
+
+
+class Anchorer:
+    """Signs the chain's head and sends it to every sink; returns what failed, to be logged.
+
+    A sink that fails does not stop the bastion (its sessions keep their own durable audit);
+    the failure is logged each time, and `audit verify` later shows the gap in the anchors.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[str],
+        key: bytes,
+        node: str,
+        head: Callable[[], tuple[int, str]],
+        now: Callable[[], str],
+    ) -> None:
+        self.sinks = [open_sink(spec) for spec in specs]
+        self._key, self.node, self._head, self._now = key, node, head, now
+        self.sent = 0
+
+    def anchor(self) -> list[str]:
+        seq, mac = self._head()
+        line = Anchor(self.node, seq, mac, self._now()).signed(self._key)
+        failed = []
+        for sink in self.sinks:
+            try:
+                sink.send(line)
+            except OSError as exc:
+                failed.append(f"{sink.name}: {exc.strerror or exc}")
+        self.sent += 1
+        return failed
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
