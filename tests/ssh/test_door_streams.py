@@ -194,11 +194,13 @@ def test_a_sudo_s_password_on_stdin_is_masked(bastion: Bastion, tmp_path: Path) 
     assert streams_of(bastion, session)["stdin"] == b"**************\nnot secret\n"
 
 
-def test_a_raw_tunnel_through_nc_is_refused_by_default(bastion: Bastion, tmp_path: Path,
-                                                       echo_server: EchoServer) -> None:  # fmt: skip
+def test_a_raw_tunnel_through_nc_is_refused_by_default(
+    bastion: Bastion, tmp_path: Path, echo_server: EchoServer
+) -> None:
     ssh = bastion.openssh("alice", tmp_path / "client")
-    for command in (f"nc -N {LOOPBACK} {echo_server.port}",
-                    f"bash -c 'exec 3<>/dev/tcp/{LOOPBACK}/{echo_server.port}; cat <&3'"):  # fmt: skip
+    port = echo_server.port
+    for command in (f"nc -N {LOOPBACK} {port}",
+                    f"bash -c 'exec 3<>/dev/tcp/{LOOPBACK}/{port}; cat <&3'"):  # fmt: skip
         result = ssh.run_ssh(command, login="alice+web-1", answers=bastion.answers("alice"),
                              input=b"knock\n")  # fmt: skip
         assert result.returncode == 1 and "raw network tunnels are refused" in result.err
