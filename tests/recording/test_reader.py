@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from bastion.recording import (
     RecordingError,
     RecordingTampered,
     container,
+    export_asciicast,
     read_recording,
 )
 from tests.recording.helpers import (
@@ -217,3 +219,21 @@ def test_kill_9_leaves_a_readable_recording_up_to_the_last_flush(tmp_path: Path)
     recording = read_recording(path, SecretBox(key))
     assert recording.events == [Event(0.5, "o", "flushed\r\n")]
     assert not recording.complete and not recording.truncated
+
+
+def test_a_format_1_recording_still_reads_and_exports(tmp_path: Path, box: SecretBox) -> None:
+    key = os.urandom(32)
+    aead = AESGCM(key)
+    header = b'{"version": 2, "width": 80, "height": 24}\n'
+    events = b'[0.5, "o", "old\\r\\n"]\n'
+    path = tmp_path / f"{SESSION}.cast"
+    path.write_bytes(
+        container.header_line(SESSION, box.seal(key, container.key_context(SESSION)), version=1)
+        + container.seal_chunk(aead, SESSION, 0, header, False)
+        + container.seal_chunk(aead, SESSION, 1, events, True)
+    )
+    recording = read_recording(path, box)
+    assert recording.complete and recording.events == [Event(0.5, "o", "old\r\n")]
+    out = io.StringIO()
+    export_asciicast(path, box, out)
+    assert out.getvalue() == (header + events).decode()
