@@ -99,10 +99,10 @@ class SessionTap:
             self._guard(data)
         elapsed = self._elapsed()
         if self.writer is not None:
-            recorded = self.writer.input(data, elapsed)  # a secret at a prompt is masked
+            data = self.writer.input(data, elapsed)  # a secret at a prompt is masked
             if self.stdin_log is not None:
-                self._take_stdin(self.stdin_log.feed(recorded))
-        if self.detector is not None:
+                self._take_stdin(self.stdin_log.feed(data))
+        if self.detector is not None:  # logs what the recording kept: secrets stay masked
             self._take_commands(self.detector.feed_input(data, elapsed))
         if self.sftp is not None:
             self._take_ops(self._observe(self.sftp.feed_client, data))

@@ -182,6 +182,8 @@ def test_a_command_typed_after_stty_echo_off_is_recorded_as_typed(
     recording = read_recording(Path(session.recording_path or ""), bastion.box)
     typed = "".join(e.data for e in recording.events if e.code == "i")
     assert "echo typed-$((40+2))" in typed and "*" not in typed
+    logged = [(c.text, c.uncertain) for c in bastion.store.commands(session.id)]
+    assert ("echo typed-$((40+2))", "not echoed") in logged
 
 
 def test_a_sudo_s_password_on_stdin_is_masked(bastion: Bastion, tmp_path: Path) -> None:
