@@ -1,4 +1,5 @@
 """SSH door figures vs direct and ProxyJump; run: .venv/bin/python -m bench.ssh [--quick] [--keep]
+[--bulk-only] [--mb N]
 
 Prints, in one run against the same private OpenSSH sshd (figures only, no assertions):
   bulk scp download   MB/s direct, through OpenSSH ProxyJump (a second sshd) and through the
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -542,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = Sizes(32, 50) if args.quick else Sizes(256, 200, keystrokes=2000, bulk_runs=5)
+    if args.mb:
+        sizes = replace(sizes, file_mb=args.mb)
     with rig(sizes, args.keep) as r:
         found = None if args.bulk_only else run_loop(interactive(r, sizes))
         ways = ("direct", "proxyjump", "bastion")
