@@ -1,5 +1,6 @@
 """SSH door figures vs direct and ProxyJump; run: .venv/bin/python -m bench.ssh [--quick] [--keep]
-[--bulk-only] [--mb N]
+
+Options: --bulk-only (the bulk transfers alone), --mb N (file size).
 
 Prints, in one run against the same private OpenSSH sshd (figures only, no assertions):
   bulk scp download   MB/s direct, through OpenSSH ProxyJump (a second sshd) and through the
@@ -541,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only the bulk transfers (no keystrokes, logins or idle memory)",
     )
+    parser.add_argument("--mb", type=int, default=0, help="file size in MB (default 256; quick 32)")
     args = parser.parse_args(argv)
     sizes = Sizes(32, 50) if args.quick else Sizes(256, 200, keystrokes=2000, bulk_runs=5)
     if args.mb:
