@@ -7,8 +7,9 @@ A format-2 recording's chunk plaintexts, concatenated, are a sequence of frames:
 Kinds: ``h`` the asciicast v2 header (JSON, the first frame), ``o`` output (the terminal,
 or stdout without one), ``e`` stderr, ``i`` input (stdin, or the keys typed at a terminal;
 secrets typed at a password prompt are masked before they are framed), ``r`` a resize
-("WxH"). Bytes are kept exactly as they crossed the proxy (binary streams included), so a
-frame costs a copy, not JSON escaping. Every chunk holds whole frames.
+("WxH"), ``m`` a marker (asciicast's): where input was masked, and at which prompt. Bytes
+are kept exactly as they crossed the proxy (binary streams included), so a frame costs a
+copy, not JSON escaping. Every chunk holds whole frames.
 
 `AsciicastView` turns frames into asciicast v2 events: each stream decoded as UTF-8 on its
 own (invalid bytes replaced), stderr shown as output, as a terminal would show it.
@@ -25,10 +26,10 @@ from typing import Any
 from bastion.recording.model import Event, RecordingError
 
 FRAME = struct.Struct(">cdI")
-HEADER, OUTPUT, STDERR, INPUT, RESIZE = b"h", b"o", b"e", b"i", b"r"
+HEADER, OUTPUT, STDERR, INPUT, RESIZE, MARKER = b"h", b"o", b"e", b"i", b"r", b"m"
 STREAMS = {OUTPUT: "stdout", STDERR: "stderr", INPUT: "stdin"}
-_KINDS = frozenset((HEADER, OUTPUT, STDERR, INPUT, RESIZE))
-_CODES = {OUTPUT: "o", STDERR: "e", INPUT: "i", RESIZE: "r"}
+_KINDS = frozenset((HEADER, OUTPUT, STDERR, INPUT, RESIZE, MARKER))
+_CODES = {OUTPUT: "o", STDERR: "e", INPUT: "i", RESIZE: "r", MARKER: "m"}
 
 
 def frame_header(kind: bytes, elapsed: float, length: int) -> bytes:
@@ -72,8 +73,8 @@ class AsciicastView:
                 continue
             if self.header is None:
                 raise RecordingError(f"{self.where} holds events before its header")
-            if kind == RESIZE:
-                events.append(Event(elapsed, "r", data.decode("ascii", "replace")))
+            if kind in (RESIZE, MARKER):
+                events.append(Event(elapsed, _CODES[kind], data.decode("utf-8", "replace")))
                 continue
             text = self._decoders[kind].decode(data)
             if text:

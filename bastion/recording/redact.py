@@ -12,7 +12,9 @@ and ends with ``:``, ``>`` or ``?`` (``[sudo] password for alice:``, ``Password:
 passphrase for key '...':``, ``Enter PEM pass phrase:``, ``Verification code:``). From
 there every input character is recorded as one ``*`` until the line ends (Enter, a newline,
 ^C or ^D), which is recorded as typed. A further line is masked only after new output asks
-again. ``arm()`` masks the next line without a prompt (``sudo -S``, which reads its password
+again. The recording marks each masked line with the prompt that caused it, so a fake
+prompt used to hide typed commands shows to a reviewer. ``arm()`` masks the next line
+without a prompt (``sudo -S``, which reads its password
 from the first line of stdin, often sent before the prompt shows).
 
 Input that is merely not echoed is recorded as typed: ``stty -echo; cat /etc/shadow`` is
@@ -44,11 +46,15 @@ SECRET_PROMPT = re.compile(
 )
 
 
+def last_line(output_tail: bytes) -> str:
+    """The output's last line, escape sequences removed."""
+    text = _ESCAPES.sub(b"", output_tail).decode("utf-8", "replace")
+    return re.split(r"[\r\n]", text)[-1]
+
+
 def is_secret_prompt(output_tail: bytes) -> bool:
     """True when the last line of output asks for a secret."""
-    text = _ESCAPES.sub(b"", output_tail).decode("utf-8", "replace")
-    last = re.split(r"[\r\n]", text)[-1]
-    return SECRET_PROMPT.search(last) is not None
+    return SECRET_PROMPT.search(last_line(output_tail)) is not None
 
 
 class PromptRedactor:
@@ -61,6 +67,7 @@ class PromptRedactor:
         self._armed = False  # arm(): mask the next line whatever the output says
         self._masked = 0  # bytes masked in the current line
         self.masked_lines = 0
+        self.prompt = ""  # the prompt of the last masked line (its last 80 characters)
 
     def output(self, data: bytes) -> None:
         """Note output (stdout or stderr) the target sent."""
@@ -95,6 +102,7 @@ class PromptRedactor:
 
     def _starts_secret(self) -> bool:
         if self._armed or (self._fresh and is_secret_prompt(self._tail)):
+            self.prompt = "(first line of stdin)" if self._armed else last_line(self._tail)[-80:]
             self._armed = self._fresh = False
             self._secret = True
             self._masked = 0

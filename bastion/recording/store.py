@@ -245,7 +245,12 @@ class RecordingWriter:
         if not data:
             return data
         with self._buf_lock:
+            masked = self.redactor.masked_lines
             data = self.redactor.input(data)
+            prompt = self.redactor.prompt if self.redactor.masked_lines != masked else None
+        if prompt is not None:  # a reviewer sees where input was hidden, and why
+            note = f"input masked at a secret prompt: {prompt}"
+            self._add(frames.MARKER, elapsed, note.encode("utf-8", "replace"))
         self._add(frames.INPUT, elapsed, data)
         return data
 
@@ -310,7 +315,7 @@ class RecordingWriter:
                 chunk = self._chunk
                 chunk.parts += (frames.frame_header(kind, elapsed, len(piece)), piece)
                 chunk.size += frames.FRAME.size + len(piece)
-                if kind != frames.RESIZE:
+                if kind in frames.STREAMS:
                     chunk.streams.append((kind, piece))
                 full = chunk.size >= CHUNK_BYTES and self._rotate()
             if full:

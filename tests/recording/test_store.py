@@ -90,6 +90,8 @@ def test_every_input_byte_is_recorded_and_a_secret_at_a_prompt_is_masked(
     assert typed == [(1.0, "stty -echo; cat /etc/shadow\r"), (1.2, "*******\r"),
                      (1.4, "\x00\ufffd binary\n")]  # fmt: skip
     assert read_streams(summary.path, box)["stdin"].endswith(b"\x00\xff binary\n")
+    markers = [(e.elapsed, e.data) for e in recording.events if e.code == "m"]
+    assert markers == [(1.2, "input masked at a secret prompt: [sudo] password for alice: ")]
     stdin = read_streams(summary.path, box)["stdin"]
     assert summary.streams["stdin"] == (len(stdin), hashlib.sha256(stdin).hexdigest())
 
