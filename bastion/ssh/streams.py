@@ -16,11 +16,15 @@ Limits, each covered by a test in tests/ssh/test_streams.py:
   data, recorded and hashed, and one line says so.
 - Lines longer than MAX_LINE characters are cut there and flagged.
 - The tunnel check reads the command as the shell would split it (quotes, ``;``, ``|``,
-  ``&&``, ``$(...)``, ``bash -c '...'`` one level down, wrappers such as sudo, env, exec,
-  timeout). A program that opens a socket itself (python, perl, curl, a copied binary
-  renamed) is not seen: the check stops the plain tools, not a determined insider, whose
-  bytes are recorded all the same. A command that cannot be split (unbalanced quotes) is
-  treated as a tunnel: refused where tunnels are.
+  ``&&``, ``$(...)``, ``bash -c '...'`` two levels down, wrappers such as sudo, env, exec,
+  timeout). It does not expand anything: a program named through a variable, ``eval`` or
+  base64, a program that opens a socket itself (python, perl, curl) or a copied binary
+  renamed is not seen. It stops the plain tools, not a determined insider, whose bytes are
+  recorded all the same. A command that cannot be split (unbalanced quotes) is treated as
+  a tunnel: refused where tunnels are.
+- `TunnelGuard` checks what a shell without a terminal is sent: each line, lines joined by
+  a trailing backslash, and the unfinished last line; stdin that is not text is refused.
+  Lines typed at a terminal are not checked (they are recorded and logged).
 """
 
 from __future__ import annotations
@@ -98,6 +102,40 @@ class StdinCommands:
         if len(text) > self.max_line:
             return StdinLine(text[: self.max_line], f"{FROM_STDIN}; line too long")
         return StdinLine(text, FROM_STDIN)
+
+
+class TunnelGuard:
+    """Reads what a non-terminal stdin tells a shell; says why a line opens a raw tunnel.
+
+    Checks each line as it completes, lines joined by a trailing backslash as one, and the
+    unfinished last line too (a shell runs it at end of input). Stdin that is not text
+    cannot be checked and is refused: a shell runs lines around a NUL byte all the same.
+    """
+
+    def __init__(self) -> None:
+        self._lines = StdinCommands(max_line=1 << 20)
+        self._continued = ""
+
+    def feed(self, data: bytes) -> str | None:
+        """Why the data sends the shell a raw tunnel (or unreadable input), else None."""
+        found = self._lines.feed(data)
+        if self._lines.binary:
+            return "input to a shell that is not text, which cannot be checked"
+        for line in found:
+            text = self._continued + line.text
+            if _continues(text):
+                self._continued = text[:-1]
+                continue
+            self._continued = ""
+            if why := raw_tunnel(text):
+                return why
+        why = raw_tunnel(self._continued + self._lines.partial)
+        return why if why and "cannot be split" not in why else None
+
+
+def _continues(text: str) -> bool:
+    """True when a line ends with an unescaped backslash (the shell joins the next one)."""
+    return (len(text) - len(text.rstrip("\\"))) % 2 == 1
 
 
 def _words(command: str) -> list[str] | None:

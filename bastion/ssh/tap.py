@@ -55,7 +55,7 @@ class SessionTap:
         scripted = scripted and streams.reads_commands_from_stdin(command)
         self.stdin_log = streams.StdinCommands() if scripted else None
         refuse = core.config.target_policy(target).raw_tunnels == "refuse"
-        self.stdin_guard = streams.StdinCommands() if scripted and refuse else None
+        self.stdin_guard = streams.TunnelGuard() if scripted and refuse else None
         self.command = command
         self.commands: list[CommandLine] = []
         self.file_ops: list[FileOp] = []
@@ -108,16 +108,12 @@ class SessionTap:
             self._take_ops(self._observe(self.sftp.feed_client, data))
 
     def _guard(self, data: bytes) -> None:
-        """A line for the shell that opens a raw tunnel ends the session before it is sent;
-        so does a partial one (a shell runs an unfinished last line at end of input)."""
+        """A line for the shell that opens a raw tunnel ends the session before it is sent."""
         assert self.stdin_guard is not None
-        lines = [line.text for line in self.stdin_guard.feed(data)]
-        for text in [*lines, self.stdin_guard.partial]:
-            why = streams.raw_tunnel(text)
-            if why and (text != self.stdin_guard.partial or "cannot be split" not in why):
-                refusal = tunnel_refusal(self.core.config.target_policy(self.target), why)
-                if refusal:
-                    raise TunnelRefused(refusal)
+        why = self.stdin_guard.feed(data)
+        refusal = tunnel_refusal(self.core.config.target_policy(self.target), why)
+        if refusal:
+            raise TunnelRefused(refusal)
 
     def _take_stdin(self, lines: list[streams.StdinLine]) -> None:
         now = self.core.clock.now()

@@ -214,6 +214,10 @@ def test_a_raw_tunnel_through_nc_is_refused_by_default(
         input=f"echo before\nnc -N {LOOPBACK} {echo_server.port}\n".encode(),
     )
     assert "raw network tunnels are refused" in result.err
+    # a NUL byte does not hide the lines after it (a shell runs them all the same)
+    result = ssh.run_ssh(flags=["-T"], login="alice+web-1", answers=bastion.answers("alice"),
+                         input=f"\x00\nnc -N {LOOPBACK} {port}\n".encode())  # fmt: skip
+    assert "raw network tunnels are refused" in result.err
     assert echo_server.connections == 0
     denied = [e for e in bastion.events("access.denied") if "tunnel" in str(e.detail)]
     assert len(denied) == 2

@@ -10,6 +10,7 @@ from bastion.ssh.streams import (
     FROM_STDIN,
     StdinCommands,
     StdinLine,
+    TunnelGuard,
     raw_tunnel,
     reads_commands_from_stdin,
     reads_secret_first,
@@ -99,3 +100,23 @@ def test_any_bytes_are_taken_without_error(data: bytes) -> None:
     for line in [*reader.feed(data), *reader.flush()]:
         assert line.note.startswith(FROM_STDIN) and "\n" not in line.text
     raw_tunnel(data.decode("utf-8", "replace"))
+
+
+def test_the_guard_checks_lines_partial_lines_and_continuations() -> None:
+    assert TunnelGuard().feed(b"echo ok\nls\n") is None
+    assert TunnelGuard().feed(b"echo ok\nnc x 1\n")
+    partial = TunnelGuard()
+    assert partial.feed(b"n") is None and partial.feed(b"c x 1")  # before its newline
+    joined = TunnelGuard()
+    assert joined.feed(b"n\\\n") is None and joined.feed(b"c x 1\n")
+    assert TunnelGuard().feed(b"echo 'open quote") is None  # may still be closed
+    assert TunnelGuard().feed(b"echo a\\\\\nls\n") is None  # an escaped backslash
+
+
+def test_the_guard_refuses_input_it_cannot_read() -> None:
+    assert "not text" in (TunnelGuard().feed(b"\x00\nnc x 1\n") or "")
+    assert "not text" in (TunnelGuard().feed(b"\xff\n") or "")
+
+
+def test_limit_the_guard_does_not_expand_variables() -> None:
+    assert TunnelGuard().feed(b"N=nc; $N x 1\n") is None
