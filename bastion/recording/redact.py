@@ -62,7 +62,8 @@ class PromptRedactor:
 
     def __init__(self) -> None:
         self._tail = b""
-        self._fresh = False  # output arrived since the last masked line ended
+        self._fresh = False  # output other than an echo arrived since the prompt was read
+        self._last_input = b""  # the last input, up to 64 bytes, to tell its echo
         self._secret = False  # inside a masked line
         self._armed = False  # arm(): mask the next line whatever the output says
         self._masked = 0  # bytes masked in the current line
@@ -70,10 +71,12 @@ class PromptRedactor:
         self.prompt = ""  # the prompt of the last masked line (its last 80 characters)
 
     def output(self, data: bytes) -> None:
-        """Note output (stdout or stderr) the target sent."""
+        """Note output (stdout or stderr) the target sent; the plain echo of the last input
+        is not a new prompt (typing ``echo password:`` at a shell masks nothing)."""
         if data:
             self._tail = (self._tail + data[-_TAIL:])[-_TAIL:]
-            self._fresh = True
+            self._fresh = self._fresh or data != self._last_input
+            self._last_input = b""
 
     def arm(self) -> None:
         """Mask the next input line, prompt or not (a program known to read a secret first)."""
@@ -81,6 +84,7 @@ class PromptRedactor:
 
     def input(self, data: bytes) -> bytes:
         """The bytes to record for this input: as typed, or masked inside a secret line."""
+        self._last_input = data if len(data) <= 64 else b""
         if not self._secret and not self._starts_secret():
             return data
         out = bytearray()
@@ -101,9 +105,10 @@ class PromptRedactor:
         return bytes(out)
 
     def _starts_secret(self) -> bool:
-        if self._armed or (self._fresh and is_secret_prompt(self._tail)):
+        prompted, self._fresh = self._fresh and is_secret_prompt(self._tail), False  # read once
+        if self._armed or prompted:
             self.prompt = "(first line of stdin)" if self._armed else last_line(self._tail)[-80:]
-            self._armed = self._fresh = False
+            self._armed = False
             self._secret = True
             self._masked = 0
             self.masked_lines += 1

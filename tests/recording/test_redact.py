@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.recording import PromptRedactor
@@ -32,6 +32,17 @@ def test_a_secret_at_a_prompt_is_masked_until_the_line_ends(prompt: bytes) -> No
 ])  # fmt: skip
 def test_input_without_a_secret_prompt_is_kept(output: bytes) -> None:
     assert typed(output, b"stty -echo; cat /etc/shadow\r") == b"stty -echo; cat /etc/shadow\r"
+
+
+def test_typing_a_prompt_like_line_at_a_shell_masks_nothing() -> None:
+    redactor = PromptRedactor()
+    redactor.output(b"$ ")
+    line = b"echo password: x\r"
+    got = b""
+    for key in line:
+        got += redactor.input(bytes([key]))
+        redactor.output(bytes([key]))  # the terminal's echo
+    assert got == line
 
 
 def test_keys_one_by_one_and_utf8_count_as_characters() -> None:
@@ -66,6 +77,7 @@ def test_the_prompt_is_read_from_the_last_line_only() -> None:
     assert not is_secret_prompt(b"Password: \r\nok\r\n$ ")
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.binary(max_size=40)), max_size=30))
 def test_masking_keeps_line_ends_and_never_adds_input(steps: list[tuple[bool, bytes]]) -> None:
     redactor = PromptRedactor()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.ssh.streams import (
@@ -94,6 +94,7 @@ def test_sudo_s_reads_a_password_first() -> None:
     assert not reads_secret_first("sudo -u bob ls") and not reads_secret_first("ls -S")
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_are_taken_without_error(data: bytes) -> None:
     reader = StdinCommands()
