@@ -48,7 +48,8 @@ class SessionTap:
         self.target = target
         self.opened = False
         self.writer: RecordingWriter | None = None
-        self.detector = CommandDetector() if kind == "shell" else None
+        # With a terminal (a shell, or `ssh -t host sudo -i`), lines are read from keys and echo.
+        self.detector = CommandDetector() if kind in RECORDED_KINDS and pty else None
         self.sftp = SftpObserver() if kind == "sftp" else None
         # Without a terminal, a shell (or `bash -s`) takes its commands from stdin: log them.
         scripted = kind in RECORDED_KINDS and not pty

@@ -117,8 +117,8 @@ def test_ssh_t_with_commands_on_stdin_is_recorded(bastion: Bastion, tmp_path: Pa
     assert streams_of(bastion, session)["stdin"] == b"echo hidden-$((6*7))\nexit 4\n"
     recording = read_recording(Path(session.recording_path or ""), bastion.box)
     assert "echo hidden-$((6*7))" in "".join(e.data for e in recording.events if e.code == "i")
-    texts = [c.text for c in bastion.store.commands(session.id) if c.uncertain == FROM_STDIN]
-    assert texts == ["echo hidden-$((6*7))", "exit 4"]
+    logged = [(c.text, c.uncertain) for c in bastion.store.commands(session.id)]
+    assert logged == [("echo hidden-$((6*7))", FROM_STDIN), ("exit 4", FROM_STDIN)]
 
 
 def test_legacy_scp_upload_is_recorded_with_its_hash(bastion: Bastion, sshd: Sshd,
@@ -184,6 +184,20 @@ def test_a_command_typed_after_stty_echo_off_is_recorded_as_typed(
     assert "echo typed-$((40+2))" in typed and "*" not in typed
     logged = [(c.text, c.uncertain) for c in bastion.store.commands(session.id)]
     assert ("echo typed-$((40+2))", "not echoed") in logged
+
+
+def test_commands_typed_in_a_terminal_exec_are_logged(bastion: Bastion, tmp_path: Path) -> None:
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    with ssh.tmux("sh", login="alice+web-1", answers=bastion.answers("alice"),
+                  flags=["-t"]) as tmux:  # fmt: skip
+        tmux.wait_for("$ ")
+        tmux.type_text("echo inner-$((40+2))", enter=True)
+        tmux.wait_for("inner-42")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    texts = [c.text for c in bastion.store.commands(session.id)]
+    assert texts[0] == "sh" and "echo inner-$((40+2))" in texts[1:]
 
 
 def test_a_sudo_s_password_on_stdin_is_masked(bastion: Bastion, tmp_path: Path) -> None:
