@@ -43,6 +43,7 @@ INTERPRETERS = SHELLS | {"python", "python3", "perl", "ruby", "php", "node"}
 _WRAPPERS = frozenset({"sudo", "doas", "env", "exec", "command", "nohup", "nice", "ionice",
                        "timeout", "stdbuf", "setsid", "time", "xargs", "busybox", "chroot",
                        "su", "runuser", "unbuffer", "script"})  # fmt: skip
+_USER_SWITCH = frozenset({"sudo", "doas", "su", "runuser"})
 _SSH_TUNNEL_FLAGS = re.compile(r"^-[A-Za-z]*[WLRDJ]|^-oProxy|^ProxyCommand|^ProxyJump", re.I)
 _SEPARATORS = frozenset({";", "|", "||", "&", "&&", "(", ")", "\n", "$(", "`", "{", "}", "!"})
 _DEV_NET = re.compile(r"/dev/(?:tcp|udp)/")
@@ -217,22 +218,24 @@ def reads_commands_from_stdin(command: str | None) -> bool:
     """True when the exec runs a shell or interpreter that takes its script from stdin."""
     if command is None:
         return True  # a shell channel
-    words = _words(command)
-    if not words:
-        return False
-    simple = _simple_commands(words)
-    if len(simple) != 1:
-        return False
-    start = _program_at(simple[0])
-    while start < len(simple[0]) and simple[0][start].rsplit("/", 1)[-1] in _WRAPPERS:
-        start = _program_at(simple[0], start + 1)
-    argv = simple[0][start:]
+    simple = _simple_commands(_words(command) or [])
+    return len(simple) == 1 and _reads_stdin(simple[0])
+
+
+def _reads_stdin(simple: list[str]) -> bool:
+    start, switch = _program_at(simple), ""
+    while start < len(simple) and simple[start].rsplit("/", 1)[-1] in _WRAPPERS:
+        name = simple[start].rsplit("/", 1)[-1]
+        switch = name if name in _USER_SWITCH else switch
+        start = _program_at(simple, start + 1)
+    argv = simple[start:]
+    login_shell = not argv or (switch in ("su", "runuser") and len(argv) == 1)
+    if switch and "-c" not in simple and login_shell:  # sudo -i, sudo su -, su - bob
+        return True
     if not argv or argv[0].rsplit("/", 1)[-1] not in INTERPRETERS:
         return False
     rest = argv[1:]
-    if "-c" in rest or "-e" in rest:
-        return False
-    return all(arg.startswith("-") for arg in rest)
+    return "-c" not in rest and "-e" not in rest and all(arg.startswith("-") for arg in rest)
 
 
 def reads_secret_first(command: str | None) -> bool:

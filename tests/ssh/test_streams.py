@@ -83,6 +83,8 @@ def test_limit_a_program_that_opens_its_own_socket_is_not_seen() -> None:
     (None, True), ("bash -s", True), ("bash", True), ("sh -x", True), ("sudo bash -s", True),
     ("python3", True), ("/bin/sh -s", True), ("bash script.sh", False), ("bash -c ls", False),
     ("cat", False), ("tar xf -", False), ("scp -t /tmp", False), ("bash -s; ls", False),
+    ("sudo -i", True), ("sudo su -", True), ("su - bob", True), ("sudo -s", True),
+    ("sudo ls", False), ("su -c 'ls' bob", False), ("sudo -u bob ls", False),
 ])  # fmt: skip
 def test_which_commands_read_their_script_from_stdin(command: str | None, scripted: bool) -> None:
     assert reads_commands_from_stdin(command) is scripted
