@@ -56,7 +56,7 @@ class RecordingSummary:
 class RecordingInfo:
     """What reading a recording's container found.
 
-    truncated: the last line was incomplete or failed authentication and was dropped (a crash
+    truncated: the last chunk was incomplete or failed authentication and was dropped (a crash
     mid-write); complete: the writer closed the recording (its final chunk is present).
     """
 
