@@ -129,6 +129,13 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
     Setting("break_glass", "bool", False, "Engineers may open emergency access themselves."),
     Setting("break_glass_max", "duration", "1h", "Longest break-glass access."),
     Setting("unmask_max", "duration", "4h", "Longest unmask grant on this target."),
+    Setting(
+        "raw_tunnels",
+        "choice",
+        "refuse",
+        "Whether SSH commands that open raw network tunnels (nc, socat, ssh -W) may run.",
+        choices=("refuse", "allow"),
+    ),
 )
 
 

@@ -1,9 +1,14 @@
 """SSH door figures vs direct and ProxyJump; run: .venv/bin/python -m bench.ssh [--quick] [--keep]
 
+Options: --bulk-only (the bulk transfers alone), --mb N (file size).
+
 Prints, in one run against the same private OpenSSH sshd (figures only, no assertions):
   bulk scp download   MB/s direct, through OpenSSH ProxyJump (a second sshd) and through the
                       bastion, timed from the first byte on disk to scp's exit (login excluded)
-  exec cat            `ssh host cat FILE` direct and through the bastion (the bastion records it)
+  exec cat            `ssh host cat FILE` direct, through ProxyJump and through the bastion
+                      (the bastion records it: stdout, stderr and stdin, hashed per stream)
+  tar down / tar up   `ssh host tar cf - FILE > out` and `ssh host tar xf - < archive` (stdin
+                      recorded), the same three ways, timed from the first byte written
   keystroke rtt       one byte to `cat` on a raw PTY shell and back, p50/p99, direct vs bastion
   connect+exec        full login (bastion: key + TOTP) and `true`, median, direct vs bastion
   idle memory         bastion RSS growth per idle interactive session at 200 (quick: 50)
@@ -22,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,6 +115,7 @@ class Rig:
     client_config: Path
     remote_file: Path
     size: int
+    archive: Path  # a tar of remote_file, made on this machine (the target's own tar)
 
 
 # --- setting up -----------------------------------------------------------------------
@@ -170,9 +176,12 @@ def rig(sizes: Sizes, keep: bool) -> Iterator[Rig]:
         bastion_line = f"[{LOOPBACK}]:{b.port} {public[0]} {public[1]}"
         known.write_text("\n".join([target.known_hosts_line, jump.known_hosts_line,
                                     bastion_line, ""]))  # fmt: skip
+        archive = work / "bulk.tar"
+        subprocess.run(["tar", "cf", str(archive), "-C", str(target.files_dir), "bulk.txt"],
+                       check=True)  # fmt: skip
         yield Rig(work, target, jump, served, b.port, b.known_hosts(), pool,
                   client_config(work, target.client_key_path, known), remote_file,
-                  sizes.file_mb * MIB)  # fmt: skip
+                  sizes.file_mb * MIB, archive)  # fmt: skip
     finally:
         if served is not None:
             log_summary(served, served.stop())
@@ -208,12 +217,15 @@ def client_env(askpass: Askpass) -> dict[str, str]:
 
 
 def timed_download(argv: Sequence[str], env: dict[str, str], dest: Path, size: int,
-                   *, to_stdout: bool) -> float:  # fmt: skip
-    """Run a download; seconds from the first byte landing in `dest` to the client's exit."""
+                   *, to_stdout: bool, stdin: Path | None = None,
+                   errors: Path | None = None) -> float:  # fmt: skip
+    """Run a transfer; seconds from the first byte landing in `dest` to the client's exit."""
     dest.unlink(missing_ok=True)
-    errors = dest.with_suffix(".err")
-    with errors.open("wb") as err, dest.open("wb") if to_stdout else open(os.devnull, "wb") as out:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+    errors = errors or dest.with_suffix(".err")
+    with (errors.open("wb") as err,
+          dest.open("wb") if to_stdout else open(os.devnull, "wb") as out,
+          stdin.open("rb") if stdin else open(os.devnull, "rb") as source):  # fmt: skip
+        proc = subprocess.Popen(list(argv), stdin=source, stdout=out, stderr=err,
                                 env=env, start_new_session=True)  # fmt: skip
         first: float | None = None
         deadline = time.monotonic() + TRANSFER_TIMEOUT
@@ -238,21 +250,29 @@ def timed_download(argv: Sequence[str], env: dict[str, str], dest: Path, size: i
 
 
 def download(r: Rig, way: str, tool: str) -> float:
-    """One download of the file by `way` with scp (SFTP) or `ssh cat`; returns MB/s."""
+    """One transfer of the file by `way`: scp (SFTP), `ssh cat`, tar down or tar up; MB/s."""
     dest = r.work / f"{way}-{tool}.out"
     login, key, code = "", None, ""
     if way == "bastion":
         user, key, code = r.users.take()
         login = f"{user}+{TARGET}"
-    argv = openssh_argv(r, way, tool, login, key)
+    argv = openssh_argv(r, way, "scp" if tool == "scp" else "ssh", login, key)
+    size, stdin, to_stdout = r.size, None, tool != "scp"
     if tool == "scp":
         argv += [f"{LOOPBACK}:{r.remote_file}", str(dest)]
-    else:
+    elif tool == "cat":
         argv += [LOOPBACK, f"cat {r.remote_file}"]
+    elif tool == "tar":
+        argv += [LOOPBACK, f"tar cf - -C {r.remote_file.parent} {r.remote_file.name}"]
+        size = r.archive.stat().st_size
+    else:  # tar up: the archive on stdin, unpacked on the target; dest is the file it writes
+        up = r.remote_file.parent / "up"
+        dest, stdin, to_stdout = up / r.remote_file.name, r.archive, False
+        argv += [LOOPBACK, f"mkdir -p {up} && tar xf - -C {up}"]
     with Askpass({"Verification code": code}) as askpass:
-        seconds = timed_download(argv, client_env(askpass), dest, r.size,
-                                 to_stdout=tool == "ssh")  # fmt: skip
-    return r.size / MIB / seconds
+        seconds = timed_download(argv, client_env(askpass), dest, size, to_stdout=to_stdout,
+                                 stdin=stdin, errors=r.work / f"{way}-{tool}.err")  # fmt: skip
+    return size / MIB / seconds
 
 
 @dataclass
@@ -452,8 +472,20 @@ async def interactive(r: Rig, sizes: Sizes) -> Interactive:
 # --- report ---------------------------------------------------------------------------
 
 
-def report(sizes: Sizes, found: Interactive, scp_run: Bulk, cat_run: Bulk) -> None:
-    scp, cat = scp_run.rates, cat_run.rates
+def bulk_row(label: str, run: Bulk, runs: int, what: str) -> tuple[str, str]:
+    """direct / proxyjump / bastion MB/s and the ratios, for one bulk case."""
+    rate = run.rates
+    return (label, f"direct {rate['direct']:.0f} MB/s   proxyjump {rate['proxyjump']:.0f} MB/s"
+            f"   bastion {rate['bastion']:.0f} MB/s   bastion/proxyjump"
+            f" {ratio(rate['bastion'], rate['proxyjump'])}   bastion/direct"
+            f" {ratio(rate['bastion'], rate['direct'])}   (median of {runs}; {what};"
+            f" bastion CPU {run.bastion_cpu:.2f} s/run)")  # fmt: skip
+
+
+def report(
+    sizes: Sizes, found: Interactive | None, scp_run: Bulk, streams: dict[str, Bulk]
+) -> None:
+    scp = scp_run.rates
     major, minor = openssh_version()
     print(f"ssh bench ({sizes.file_mb} MB file, {os.cpu_count()}-core machine shared by client,"
           f" bastion and sshd; OpenSSH {major}.{minor}, asyncssh {asyncssh.__version__},"
@@ -465,10 +497,21 @@ def report(sizes: Sizes, found: Interactive, scp_run: Bulk, cat_run: Bulk) -> No
          f" {ratio(scp['bastion'], scp['proxyjump'])}   bastion/direct"
          f" {ratio(scp['bastion'], scp['direct'])}   (median of {sizes.bulk_runs}, from first"
          f" byte; bastion CPU {scp_run.bastion_cpu:.2f} s/run)"),
-        ("exec cat (recorded)", f"direct {cat['direct']:.0f} MB/s   bastion {cat['bastion']:.0f}"
-         f" MB/s   bastion/direct {ratio(cat['bastion'], cat['direct'])}   (ssh host cat FILE,"
-         f" output recorded; bastion CPU {cat_run.bastion_cpu:.2f} s/run)"),
+        bulk_row("exec cat (recorded)", streams["cat"], sizes.bulk_runs,
+                 "ssh host cat FILE, every stream recorded"),
+        bulk_row("tar down (recorded)", streams["tar"], sizes.bulk_runs,
+                 "ssh host tar cf - FILE > out"),
+        bulk_row("tar up (recorded)", streams["tar-up"], sizes.bulk_runs,
+                 "ssh host tar xf - < archive, stdin recorded"),
     ]  # fmt: skip
+    if found is not None:
+        rows += interactive_rows(sizes, found)
+    for label, text in rows:
+        print(f"{label:<22}{text}")
+
+
+def interactive_rows(sizes: Sizes, found: Interactive) -> list[tuple[str, str]]:
+    rows = []
     d, b = ((percentile(found.rtt[w], 50), percentile(found.rtt[w], 99)) for w in WAYS)
     rows.append(("keystroke rtt p50/p99", f"direct {d[0]:.2f}/{d[1]:.2f} ms   bastion"
                  f" {b[0]:.2f}/{b[1]:.2f} ms   +{b[0] - d[0]:.2f}/+{b[1] - d[1]:.2f} ms"
@@ -483,8 +526,7 @@ def report(sizes: Sizes, found: Interactive, scp_run: Bulk, cat_run: Bulk) -> No
                  f" (bastion RSS {idle.rss_before / MIB:.0f} -> {idle.rss_after / MIB:.0f} MB;"
                  f" opened in {idle.open_seconds:.1f} s, {LOGIN_CONCURRENCY} logins at a time;"
                  f" idle CPU {idle.cpu_share:.0%} of a core)"))  # fmt: skip
-    for label, text in rows:
-        print(f"{label:<22}{text}")
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -495,13 +537,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="32 MB file, 50 idle sessions")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument(
+        "--bulk-only",
+        action="store_true",
+        help="only the bulk transfers (no keystrokes, logins or idle memory)",
+    )
+    parser.add_argument("--mb", type=int, default=0, help="file size in MB (default 256; quick 32)")
     args = parser.parse_args(argv)
     sizes = Sizes(32, 50) if args.quick else Sizes(256, 200, keystrokes=2000, bulk_runs=5)
+    if args.mb:
+        sizes = replace(sizes, file_mb=args.mb)
     with rig(sizes, args.keep) as r:
-        found = run_loop(interactive(r, sizes))
-        scp = bulk(r, "scp", ("direct", "proxyjump", "bastion"), sizes.bulk_runs)
-        cat = bulk(r, "ssh", ("direct", "bastion"), sizes.bulk_runs)
-        report(sizes, found, scp, cat)
+        found = None if args.bulk_only else run_loop(interactive(r, sizes))
+        ways = ("direct", "proxyjump", "bastion")
+        scp = bulk(r, "scp", ways, sizes.bulk_runs)
+        streams = {tool: bulk(r, tool, ways, sizes.bulk_runs) for tool in ("cat", "tar", "tar-up")}
+        report(sizes, found, scp, streams)
     return 0
 
 

@@ -14,7 +14,7 @@ from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
 from bastion.errors import Exit
 from bastion.recording import RecordingError, file_digest
-from bastion.recording.reader import inspect_recording
+from bastion.recording.reader import read_info
 
 
 def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
@@ -47,7 +47,7 @@ def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> li
     if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
         out.append(f"recording of session {session_id} changed since it was closed")
     try:
-        info = inspect_recording(path, app.box, session_id)
+        info = read_info(path, app.box, session_id)
     except RecordingError as exc:
         return [*out, f"recording of session {session_id}: {exc}"]
     if not info.complete:

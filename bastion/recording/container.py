@@ -1,17 +1,22 @@
 """The encrypted recording container: header line, chunk sealing and opening (no file I/O).
 
-A recording file is line-oriented, so a crash leaves a readable prefix:
+A recording file starts with one JSON header line, then its sealed chunks in order, so a
+crash leaves a readable prefix. Format 2 (written now) stores each chunk as a binary record:
 
-    {"bastion_recording": 1, "session": "<id>", "key": "<base64 of the wrapped key>"}
-    <base64(nonce || AES-256-GCM ciphertext of chunk 0)>
-    <base64(nonce || AES-256-GCM ciphertext of chunk 1)>
+    {"bastion_recording": 2, "session": "<id>", "key": "<base64 of the wrapped key>"}
+    <4-byte big-endian length N><N bytes: nonce || AES-256-GCM ciphertext of chunk 0>
+    <4-byte big-endian length N><N bytes: nonce || AES-256-GCM ciphertext of chunk 1>
     ...
+
+Format 1 (still read) stored each chunk as one base64 line instead; its plaintexts,
+concatenated, are an asciicast v2 file. Format 2's plaintexts are binary frames (see
+bastion.recording.frames): base64 and JSON escaping cost more than the encryption.
 
 The recording key is 32 random bytes, wrapped with SecretBox.seal(key, "recording:<id>").
 Each chunk's associated data binds the session id, the chunk index and whether it is the
 final chunk (written by close()), so chunks cannot be edited, reordered, dropped from the
-middle or moved between recordings undetected. The chunk plaintexts, concatenated, are an
-asciicast v2 file; chunk 0 holds its header line, and every chunk holds whole lines.
+middle or moved between recordings undetected; a recording without its final chunk shows.
+Chunk 0 holds the recording's header, and every chunk holds whole lines (1) or frames (2).
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ import binascii
 import json
 import re
 import secrets
+import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.recording.model import RecordingError
 
-FORMAT = 1
+FORMAT = 2  # written
+FORMATS = (1, 2)  # read
+RECORD_LENGTH = struct.Struct(">I")
+MAX_RECORD = 64 << 20  # bytes of one sealed chunk record; larger lengths are damage
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -56,10 +65,10 @@ def chunk_aad(session_id: str, index: int, final: bool) -> bytes:
     )
 
 
-def header_line(session_id: str, wrapped_key: bytes) -> bytes:
+def header_line(session_id: str, wrapped_key: bytes, version: int = FORMAT) -> bytes:
     """The container's first line (with its newline)."""
     doc = {
-        "bastion_recording": FORMAT,
+        "bastion_recording": version,
         "session": session_id,
         "key": base64.b64encode(wrapped_key).decode("ascii"),
     }
@@ -68,6 +77,12 @@ def header_line(session_id: str, wrapped_key: bytes) -> bytes:
 
 def parse_header_line(line: bytes, where: str) -> tuple[str, bytes]:
     """Session id and wrapped key from the first line; RecordingError if it is not one."""
+    _, session, wrapped = parse_header(line, where)
+    return session, wrapped
+
+
+def parse_header(line: bytes, where: str) -> tuple[int, str, bytes]:
+    """Format version, session id and wrapped key from the first line."""
     bad = f"{where} has a bad header line (not a bastion recording, or damaged)"
     try:
         doc = json.loads(line)
@@ -76,7 +91,7 @@ def parse_header_line(line: bytes, where: str) -> tuple[str, bytes]:
     if not isinstance(doc, dict):
         raise RecordingError(bad)
     version = doc.get("bastion_recording")
-    if type(version) is not int or version != FORMAT:
+    if type(version) is not int or version not in FORMATS:
         raise RecordingError(f"{where} has a header of an unsupported format version")
     session, key = doc.get("session"), doc.get("key")
     if not isinstance(session, str) or not valid_session_id(session) or not isinstance(key, str):
@@ -85,7 +100,7 @@ def parse_header_line(line: bytes, where: str) -> tuple[str, bytes]:
         wrapped = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raise RecordingError(bad) from None
-    return session, wrapped
+    return version, session, wrapped
 
 
 def seal_chunk(aead: AESGCM, session_id: str, index: int, plaintext: bytes, final: bool) -> bytes:
@@ -101,6 +116,30 @@ def open_chunk(aead: AESGCM, session_id: str, index: int, line: bytes) -> tuple[
         blob = base64.b64decode(line.rstrip(b"\n"), validate=True)
     except (binascii.Error, ValueError):
         return None
+    if len(blob) < NONCE_SIZE + TAG_SIZE:
+        return None
+    nonce, sealed = blob[:NONCE_SIZE], blob[NONCE_SIZE:]
+    for final in (False, True):
+        try:
+            return aead.decrypt(nonce, sealed, chunk_aad(session_id, index, final)), final
+        except InvalidTag:
+            continue
+    return None
+
+
+def seal_record(
+    aead: AESGCM, session_id: str, index: int, plaintext: bytes, final: bool
+) -> tuple[bytes, bytes, bytes]:
+    """One format-2 chunk record in three parts (written in turn): length, nonce, ciphertext."""
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    sealed = aead.encrypt(nonce, plaintext, chunk_aad(session_id, index, final))
+    return RECORD_LENGTH.pack(NONCE_SIZE + len(sealed)), nonce, sealed
+
+
+def open_record(
+    aead: AESGCM, session_id: str, index: int, blob: bytes
+) -> tuple[bytes, bool] | None:
+    """Plaintext and final flag of one record's body (after its length), or None if forged."""
     if len(blob) < NONCE_SIZE + TAG_SIZE:
         return None
     nonce, sealed = blob[:NONCE_SIZE], blob[NONCE_SIZE:]

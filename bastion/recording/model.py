@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,27 +23,40 @@ class RecordingTampered(RecordingError):
 
 
 class Event(NamedTuple):
-    """One asciicast v2 event: seconds since the start, code ("o", "i" or "r"), and data."""
+    """One event: seconds since the start, code, and text.
+
+    Codes are asciicast v2's ("o" output, "i" input, "r" resize) and "e" for stderr, which
+    an asciicast export writes as "o".
+    """
 
     elapsed: float
     code: str
     data: str
 
 
+class StreamStat(NamedTuple):
+    """One stream of a recording: bytes recorded and their SHA-256 (hex)."""
+
+    size: int
+    sha256: str
+
+
 @dataclass(frozen=True)
 class RecordingSummary:
-    """What the audit chain keeps for a closed recording: path, SHA-256 and size on disk."""
+    """What the audit chain keeps for a closed recording: path, SHA-256 and size on disk;
+    and, per stream ("stdin", "stdout", "stderr"), the bytes recorded and their hash."""
 
     path: Path
     sha256: str
     size: int
+    streams: Mapping[str, StreamStat] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RecordingInfo:
     """What reading a recording's container found.
 
-    truncated: the last line was incomplete or failed authentication and was dropped (a crash
+    truncated: the last chunk was incomplete or failed authentication and was dropped (a crash
     mid-write); complete: the writer closed the recording (its final chunk is present).
     """
 

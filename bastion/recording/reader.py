@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.errors import SealError
 from bastion.identity.sealing import SecretBox
-from bastion.recording import container
+from bastion.recording import container, frames
 from bastion.recording.model import (
     Event,
     Recording,
@@ -46,15 +46,32 @@ def read_recording(path: Path, box: SecretBox, session_id: str | None = None) ->
     that fails authentication anywhere else raises RecordingTampered.
     """
     parts: list[bytes] = []
-    info = _decrypt(path, box, session_id, parts.append)
-    header, events = _parse_asciicast(b"".join(parts), path)
-    return Recording(info.session_id, header, events, info.truncated, info.complete)
+    version, info = _decrypt(path, box, session_id, parts.append)
+    if version == 1:
+        header, events = _parse_asciicast(b"".join(parts), path)
+        return Recording(info.session_id, header, events, info.truncated, info.complete)
+    view = frames.AsciicastView(f"recording {path}")
+    events = [event for part in parts for event in view.feed(part)]
+    events += view.finish()
+    if view.header is None:
+        raise RecordingError(f"recording {path} holds no asciicast header")
+    return Recording(info.session_id, view.header, events, info.truncated, info.complete)
 
 
-def inspect_recording(path: Path, box: SecretBox, session_id: str) -> RecordingInfo:
-    """Authenticate every chunk without keeping the plaintext: how many chunks, whether the
-    last line was cut, and whether the final chunk (the writer's close) is there."""
-    return _decrypt(path, box, session_id, lambda _plaintext: None)
+def read_streams(path: Path, box: SecretBox, session_id: str | None = None) -> dict[str, bytes]:
+    """The bytes of each stream ("stdin", "stdout", "stderr") exactly as recorded (format 2)."""
+    found: dict[str, bytearray] = {name: bytearray() for name in frames.STREAMS.values()}
+    where = f"recording {path}"
+
+    def take(plaintext: bytes) -> None:
+        for kind, _, data in frames.iter_frames(plaintext, where):
+            if kind in frames.STREAMS:
+                found[frames.STREAMS[kind]] += data
+
+    version, _ = _decrypt(path, box, session_id, take)
+    if version == 1:
+        raise RecordingError(f"{where} is a format-1 recording: it holds text events only")
+    return {name: bytes(data) for name, data in found.items()}
 
 
 def export_asciicast(
@@ -66,39 +83,71 @@ def export_asciicast(
     is raised after the authentic prefix was written, so callers should discard out.
     """
 
-    def write(plaintext: bytes) -> None:
+    view = frames.AsciicastView(f"recording {path}")
+    wrote_header = False
+
+    def emit(text: str) -> None:
         try:
-            out.write(plaintext.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise RecordingError(f"recording {path} holds text that is not UTF-8") from None
+            out.write(text)
         except OSError as exc:
             raise RecordingError(f"cannot write the export: {exc.strerror}") from None
 
-    info = _decrypt(path, box, session_id, write)
-    if info.chunks == 0:
+    def write(plaintext: bytes) -> None:
+        nonlocal wrote_header
+        if version_of[0] == 1:
+            try:
+                emit(plaintext.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RecordingError(f"recording {path} holds text that is not UTF-8") from None
+            return
+        events = view.feed(plaintext)
+        if view.header is not None and not wrote_header:
+            emit(json.dumps(view.header) + "\n")
+            wrote_header = True
+        emit("".join(frames.asciicast_line(event) for event in events))
+
+    version_of = [0]
+    version, info = _decrypt(path, box, session_id, write, version_of)
+    if info.chunks == 0 or (version == 2 and not wrote_header):
         raise RecordingError(f"recording {path} holds no asciicast header")
+    if version == 2:
+        emit("".join(frames.asciicast_line(event) for event in view.finish()))
     return info
 
 
+def read_info(path: Path, box: SecretBox, session_id: str | None = None) -> RecordingInfo:
+    """Authenticate every chunk without keeping the plaintext: how many chunks, whether the
+    last one was cut, and whether the final chunk (the writer's close) is there."""
+    return _decrypt(path, box, session_id, lambda _: None)[1]
+
+
 def _decrypt(
-    path: Path, box: SecretBox, session_id: str | None, sink: Callable[[bytes], None]
-) -> RecordingInfo:
+    path: Path,
+    box: SecretBox,
+    session_id: str | None,
+    sink: Callable[[bytes], None],
+    version_out: list[int] | None = None,
+) -> tuple[int, RecordingInfo]:
+    """The format version and what was found; each authentic plaintext goes to sink in order."""
     try:
         with path.open("rb") as handle:
-            aead, session = _open_header(handle, path, box, session_id)
-            return _read_chunks(handle, path, aead, session, sink)
+            version, aead, session = _open_header(handle, path, box, session_id)
+            if version_out is not None:
+                version_out[0] = version
+            read = _read_chunks if version == 1 else _read_records
+            return version, read(handle, path, aead, session, sink)
     except OSError as exc:
         raise RecordingError(f"cannot read the recording {path}: {exc.strerror}") from None
 
 
 def _open_header(
     handle: BinaryIO, path: Path, box: SecretBox, session_id: str | None
-) -> tuple[AESGCM, str]:
+) -> tuple[int, AESGCM, str]:
     where = f"recording {path}"
     first = handle.readline()
     if not first.endswith(b"\n"):
         raise RecordingError(f"{where} has no complete header line")
-    session, wrapped = container.parse_header_line(first, where)
+    version, session, wrapped = container.parse_header(first, where)
     expected = path.stem if session_id is None else session_id
     if session != expected:
         raise RecordingTampered(f"{where} belongs to session {session!r}, not {expected!r}")
@@ -110,7 +159,7 @@ def _open_header(
         ) from None
     if len(key) != container.KEY_SIZE:
         raise RecordingError(f"{where} has a bad header line (damaged key)")
-    return AESGCM(key), session
+    return version, AESGCM(key), session
 
 
 def _read_chunks(
@@ -138,6 +187,47 @@ def _read_chunks(
         index += 1
         line = following
     return RecordingInfo(session, index, truncated, final)
+
+
+def _read_records(
+    handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None]
+) -> RecordingInfo:
+    """Format 2: length-prefixed records; a cut or forged last record reads as truncated."""
+    index, final, truncated = 0, False, False
+    record = _next_record(handle)
+    while record is not None:
+        following = _next_record(handle)
+        if final:
+            raise RecordingTampered(f"recording {path} has data after its final chunk")
+        opened = container.open_record(aead, session, index, record) if record else None
+        if opened is None:
+            if following is not None:
+                raise RecordingTampered(
+                    f"recording {path}: chunk {index} failed authentication"
+                    " (edited, removed, reordered or taken from another recording)"
+                )
+            truncated = True
+            break
+        plaintext, final = opened
+        sink(plaintext)
+        index += 1
+        record = following
+    return RecordingInfo(session, index, truncated, final)
+
+
+def _next_record(handle: BinaryIO) -> bytes | None:
+    """The next record's body; b"" for a cut or impossible record; None at the end."""
+    head = handle.read(container.RECORD_LENGTH.size)
+    if not head:
+        return None
+    if len(head) < container.RECORD_LENGTH.size:
+        return b""
+    (length,) = container.RECORD_LENGTH.unpack(head)
+    if length > container.MAX_RECORD:
+        handle.read()  # damage: nothing after it can be framed
+        return b""
+    body = handle.read(length)
+    return body if len(body) == length else b""
 
 
 def _parse_asciicast(data: bytes, path: Path) -> tuple[dict[str, Any], list[Event]]:

@@ -1,309 +1,124 @@
-"""Decide which typed input to record: echoed keys verbatim, unechoed keys (passwords) masked.
+"""Mask what is plainly a secret typed at a prompt; record every other input byte as sent.
 
-Pure: no I/O, no clock. Fed the session's input and output bytes in order, it returns the
-input events to record, each ``Event(elapsed_of_the_key, "i", text)``.
+Pure: no I/O, no clock. Fed a session's output (stdout and stderr) and input in relay order,
+``input()`` returns the bytes to record in place of what was typed.
 
 The rule
 --------
-A terminal normally echoes every printable key it receives; at a password prompt (sudo,
-``mysql -p``, passwd, ``read -s``) the target turns echo off, so the keys never come back.
+A secret is being typed when the target's output, at the moment input arrives, ends with a
+prompt that asks for one: its last line (escape sequences removed) names a password,
+passphrase, pass phrase, passcode, PIN, verification or one-time code, OTP, token or secret
+and ends with ``:``, ``>`` or ``?`` (``[sudo] password for alice:``, ``Password:``, ``Enter
+passphrase for key '...':``, ``Enter PEM pass phrase:``, ``Verification code:``). From
+there every input character is recorded as one ``*`` until the line ends (Enter, a newline,
+^C or ^D), which is recorded as typed. A further line is masked only after new output asks
+again. The recording marks each masked line with the prompt that caused it, so a fake
+prompt used to hide typed commands shows to a reviewer. ``arm()`` masks the next line
+without a prompt (``sudo -S``, which reads its password
+from the first line of stdin, often sent before the prompt shows).
 
-* Typed input is cut into *lines* by the keys that end one: Enter (``\\r`` or ``\\n``), ^C, ^D.
-* Control keys (Enter, ^C, backspace, tab, arrows and other escape sequences) are recorded
-  as typed. Printable keys are held *pending* until the output shows their echo. Order is
-  kept: nothing is recorded ahead of an earlier key that is still pending.
-* An output chunk echoes pending keys when, skipping terminal escape sequences, it begins
-  with them in typed order (typed control keys that come back literally may sit among
-  them). Matching stops at the first other character; the rest of the chunk is ignored.
-* While a line is still open, echoed keys are recorded at once, verbatim.
-* Once a line has ended with keys still pending, the output that follows decides it: if it
-  echoes all of them (then a line break, when Enter ended the line) they are recorded
-  verbatim, so fast typing and pastes whose echo trails the Enter are kept; the first output
-  chunk that does not masks every unrecorded printable key of that line.
-* Masking writes one ``*`` per key; consecutive masked keys share one event, stamped with
-  the first key's time (so keystroke timing is not kept).
-* ``flush_pending()`` (session end) masks whatever is still pending: fail closed. More than
-  ``max_pending`` keys waiting masks the oldest line.
+Input that is merely not echoed is recorded as typed: ``stty -echo; cat /etc/shadow`` is
+kept whole. Nothing else is masked.
 
-Limits (each covered by a test)
--------------------------------
-* Programs that do not echo keys literally (vim, less, top, tmux, shells that repaint the
-  whole line, tab completion that rewrites it) get those keys masked: over-masking only; the
-  output stream, recorded in full, still shows the screen.
-* Programs that echo ``*`` for each key get the keys masked (their output shows the stars).
-* Slow echo: once the line has ended, other output arriving before the echo masks it.
-* Type-ahead and multi-line pastes: a line typed before the previous command finished is
-  masked, because its echo comes after that command's output.
-* Editing keys inside one packet (``ab<BS>c`` sent together) whose echo is not literal stop
-  the matching: keys after them are masked (the whole line, if it had already ended).
-* Coincidence: while a line is open, output that happens to begin with the very key just
-  typed counts as its echo. A key typed at a no-echo prompt can so be recorded verbatim if
-  unrelated output starting with that same character arrives before the next key.
-* One ``*`` per key reveals a masked entry's length, as a terminal showing stars would.
-* Alt+key (ESC and a character in one packet) is recorded as a control key, unchecked.
-* Output is decoded per chunk, with no carry-over: an echo whose multibyte character is
-  split across two chunks does not match (masked). Only the first 16 KiB of a chunk is read.
+Limits
+------
+* A secret typed without such a prompt (a program that asks in other words, a prompt sent
+  after the secret, type-ahead before the prompt) is recorded as typed.
+* Output that happens to end with such a line (``cat`` of a file whose last line is
+  ``password:``) masks the next input line: over-masking only.
+* One ``*`` per character shows the secret's length, as a terminal showing stars would.
+* A masked line is cut after ``MAX_SECRET`` bytes without a line end: what follows is
+  recorded (a stream, not a typed secret).
 """
 
 from __future__ import annotations
 
-import codecs
+import re
 
-from bastion.recording.model import Event
-
-MASK = "*"
-ESC = "\x1b"
-_LINE_END = frozenset("\r\n")
-_BREAK = frozenset("\x03\x04")  # ^C, ^D: end the line without a line break in the echo
-_STRING_INTRO = frozenset("]P_^X")  # OSC, DCS, APC, PM, SOS: run to BEL or ST
-_MATCH_WINDOW = 16 * 1024
-_NO, _KEY, _EOL = 0, 1, 2
-
-
-def _is_printable(text: str) -> bool:
-    if len(text) != 1:
-        return False  # an escape sequence
-    code = ord(text)
-    return not (code < 0x20 or 0x7F <= code < 0xA0)
+MASK = b"*"
+MAX_SECRET = 4096  # bytes masked at most without a line end
+_TAIL = 256  # bytes of output kept to read the prompt from
+_LINE_END = frozenset(b"\r\n\x03\x04")
+_ESCAPES = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.)?")
+SECRET_PROMPT = re.compile(
+    r"(?i)(?:pass(?:word|phrase|code)|pass phrase|\bpin\b|verification code"
+    r"|one[- ]time (?:code|password)|\botp\b|\btoken\b|\bsecret\b)[^\r\n]{0,160}[:>?]\s*\Z"
+)
 
 
-def _csi_end(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and "\x20" <= text[i] <= "\x3f":
-        i += 1
-    return i + 1 if i < n and "\x40" <= text[i] <= "\x7e" else i
+def last_line(output_tail: bytes) -> str:
+    """The output's last line, escape sequences removed."""
+    text = _ESCAPES.sub(b"", output_tail).decode("utf-8", "replace")
+    return re.split(r"[\r\n]", text)[-1]
 
 
-def _string_end(text: str, i: int) -> int:
-    n = len(text)
-    while i < n:
-        if text[i] == "\x07":
-            return i + 1
-        if text[i] == ESC and text[i + 1 : i + 2] == "\\":
-            return i + 2
-        i += 1
-    return n
+def is_secret_prompt(output_tail: bytes) -> bool:
+    """True when the last line of output asks for a secret."""
+    return SECRET_PROMPT.search(last_line(output_tail)) is not None
 
 
-def escape_end(text: str, start: int) -> int:
-    """Index just past the escape sequence starting at text[start] (an ESC), within text."""
-    i = start + 1
-    if i >= len(text):
-        return len(text)
-    intro = text[i]
-    if intro == "[":
-        end = _csi_end(text, i + 1)
-    elif intro in _STRING_INTRO:
-        end = _string_end(text, i + 1)
-    elif intro == "O":  # SS3: one more character (F1-F4, keypad)
-        end = i + 2
-    elif "\x20" <= intro <= "\x2f":  # nF: intermediates, then one final character
-        while i < len(text) and "\x20" <= text[i] <= "\x2f":
-            i += 1
-        end = i + 1
-    elif intro < " " or intro == "\x7f":  # a lone ESC key, then a control key
-        end = i
-    else:  # ESC and one character: Alt+key, or a two-character escape
-        end = i + 1
-    return min(end, len(text))
-
-
-def split_keys(text: str) -> list[str]:
-    """Cut typed text into keys: one character, or one whole escape sequence."""
-    if ESC not in text:
-        return list(text)
-    keys: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        j = escape_end(text, i) if text[i] == ESC else i + 1
-        keys.append(text[i:j])
-        i = j
-    return keys
-
-
-def _skip_escapes(text: str, i: int) -> int:
-    while i < len(text) and text[i] == ESC:
-        i = escape_end(text, i)
-    return i
-
-
-class _Line:
-    """Keys typed since the last line end; decided once echoed, ended and fully matched."""
-
-    __slots__ = ("closed", "eol_seen", "masked", "unechoed", "want_eol")
+class PromptRedactor:
+    """Tracks the output's last line; masks an input line typed at a secret prompt."""
 
     def __init__(self) -> None:
-        self.closed = False
-        self.masked = False
-        self.unechoed = 0  # printable keys still waiting for their echo
-        self.want_eol = False  # ended by Enter while keys waited: the echo needs a line break
-        self.eol_seen = False
+        self._tail = b""
+        self._fresh = False  # output other than an echo arrived since the prompt was read
+        self._last_input = b""  # the last input, up to 64 bytes, to tell its echo
+        self._secret = False  # inside a masked line
+        self._armed = False  # arm(): mask the next line whatever the output says
+        self._masked = 0  # bytes masked in the current line
+        self.masked_lines = 0
+        self.prompt = ""  # the prompt of the last masked line (its last 80 characters)
 
-    def decided(self) -> bool:
-        """True for an ended line whose keys were all echoed, or a masked one."""
-        return self.masked or (
-            self.closed and self.unechoed == 0 and (self.eol_seen or not self.want_eol)
-        )
+    def output(self, data: bytes) -> None:
+        """Note output (stdout or stderr) the target sent; the plain echo of the last input
+        is not a new prompt (typing ``echo password:`` at a shell masks nothing)."""
+        if data:
+            self._tail = (self._tail + data[-_TAIL:])[-_TAIL:]
+            self._fresh = self._fresh or data != self._last_input
+            self._last_input = b""
 
+    def arm(self) -> None:
+        """Mask the next input line, prompt or not (a program known to read a secret first)."""
+        self._armed = True
 
-class _Key:
-    __slots__ = ("echoed", "elapsed", "ends_line", "enter", "line", "printable", "text")
-
-    def __init__(self, text: str, elapsed: float, line: _Line) -> None:
-        self.text = text
-        self.elapsed = elapsed
-        self.line = line
-        self.printable = _is_printable(text)
-        self.enter = text in _LINE_END
-        self.ends_line = self.enter or text in _BREAK
-        self.echoed = False
-
-
-class EchoRedactor:
-    """Records typed input verbatim only when the target echoed it; masks the rest."""
-
-    def __init__(self, max_pending: int = 4096) -> None:
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
-        self._max = max_pending
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._keys: list[_Key] = []  # typed keys not yet both recorded and passed by the echo
-        self._emitted = 0  # keys[:emitted] are recorded
-        self._cursor = 0  # keys[:cursor] are passed by the echo
-        self._line = _Line()
-        self._last_elapsed = 0.0
-        self._pieces: list[tuple[float, list[str]]] = []
-        self._last_masked = False
-
-    @property
-    def pending(self) -> int:
-        """How many typed keys are held, not yet recorded."""
-        return len(self._keys) - self._emitted
-
-    def input(self, data: bytes, elapsed: float) -> list[Event]:
-        """Take typed bytes; return the input events that can be recorded now."""
-        self._last_elapsed = elapsed
-        for text in split_keys(self._decoder.decode(data)):
-            self._type(text, elapsed)
-        self._prune()
-        return self._drain()
-
-    def output(self, data: bytes, elapsed: float) -> list[Event]:
-        """Take output bytes (the target's reply); return input events their echo released."""
-        if not self._keys:
-            return []  # nothing waits for an echo: bulk output costs nothing here
-        text = data[:_MATCH_WINDOW].decode("utf-8", errors="replace")
-        i = 0
-        while self._emitted < len(self._keys):
-            i = _skip_escapes(text, i)
-            if i >= len(text):
-                break
-            matched, at = self._echo(text[i])
-            if matched != _NO:
-                i += 1
-                if matched == _EOL and text[i - 1] == "\r" and text[i : i + 1] == "\n":
-                    i += 1
-                self._release()
-            elif at >= 0 and self._keys[at].line.closed:
-                self._mask(self._keys[at].line)
+    def input(self, data: bytes) -> bytes:
+        """The bytes to record for this input: as typed, or masked inside a secret line."""
+        self._last_input = data if len(data) <= 64 else b""
+        if not self._secret and not self._starts_secret():
+            return data
+        out = bytearray()
+        start = 0
+        for i, byte in enumerate(data):
+            if not self._secret:
+                out += data[i:] if not self._starts_secret() else self.input(data[i:])
+                return bytes(out)
+            if byte in _LINE_END or self._masked >= MAX_SECRET:
+                out += self._mask(data[start:i])
+                out.append(byte)
+                start = i + 1
+                self._end_line()
             else:
-                break
-        self._prune()
-        return self._drain()
+                self._masked += 1
+        if self._secret:
+            out += self._mask(data[start:])
+        return bytes(out)
 
-    def flush_pending(self) -> list[Event]:
-        """Session end: mask everything still pending (fail closed) and return it."""
-        for text in split_keys(self._decoder.decode(b"", final=True)):
-            self._type(text, self._last_elapsed)
-        while self._emitted < len(self._keys):
-            self._mask(self._keys[self._emitted].line)
-        self._prune()
-        return self._drain()
+    def _starts_secret(self) -> bool:
+        prompted, self._fresh = self._fresh and is_secret_prompt(self._tail), False  # read once
+        if self._armed or prompted:
+            self.prompt = "(first line of stdin)" if self._armed else last_line(self._tail)[-80:]
+            self._armed = False
+            self._secret = True
+            self._masked = 0
+            self.masked_lines += 1
+        return self._secret
 
-    def _type(self, text: str, elapsed: float) -> None:
-        line = self._line
-        if line.closed or line.masked:
-            line = self._line = _Line()
-        key = _Key(text, elapsed, line)
-        self._keys.append(key)
-        if key.ends_line:
-            line.closed = True
-            line.want_eol = key.enter and line.unechoed > 0
-        elif key.printable:
-            line.unechoed += 1
-        self._release()
-        while self.pending > self._max:
-            self._mask(self._keys[self._emitted].line)
+    def _end_line(self) -> None:
+        self._secret = False
+        self._masked = 0
 
-    def _echo(self, char: str) -> tuple[int, int]:
-        """Match one output character with the next expected echo; also say which key decided."""
-        keys, k = self._keys, self._cursor
-        while k < len(keys):
-            key = keys[k]
-            if key.printable:
-                if key.text != char:
-                    return _NO, k
-                key.echoed = True
-                key.line.unechoed -= 1
-                self._cursor = k + 1
-                return _KEY, k
-            mandatory = key.enter and key.line.want_eol and not key.line.eol_seen
-            if key.text == char or (key.enter and char in _LINE_END):
-                key.line.eol_seen = key.line.eol_seen or key.enter
-                self._cursor = k + 1
-                return (_EOL if key.enter else _KEY), k
-            if mandatory:
-                return _NO, k
-            k += 1  # a control key need not be echoed literally
-        return _NO, -1
-
-    def _release(self) -> None:
-        """Record, in typed order, every key at the front that no longer waits for an echo."""
-        keys = self._keys
-        while self._emitted < len(keys):
-            key = keys[self._emitted]
-            line = key.line
-            if line.closed or line.masked:
-                if not line.decided():
-                    return
-            elif key.printable and not key.echoed:
-                return
-            hide = line.masked and key.printable
-            self._emit(key.elapsed, MASK if hide else key.text, masked=hide)
-            self._emitted += 1
-
-    def _mask(self, line: _Line) -> None:
-        """Record a line now with its printable keys masked; stop expecting its echo."""
-        line.masked = True
-        k = self._emitted
-        while k < len(self._keys) and self._keys[k].line is not line:
-            k += 1
-        while k < len(self._keys) and self._keys[k].line is line:
-            k += 1
-        self._cursor = max(self._cursor, k)
-        self._release()
-
-    def _prune(self) -> None:
-        """Forget keys recorded and passed by the echo; all of them once nothing waits."""
-        if self._emitted == len(self._keys):
-            done = len(self._keys)
-        else:
-            done = min(self._emitted, self._cursor)
-        if done:
-            del self._keys[:done]
-            self._emitted -= done
-            self._cursor = max(0, self._cursor - done)
-
-    def _emit(self, elapsed: float, text: str, masked: bool) -> None:
-        pieces = self._pieces
-        if pieces and (pieces[-1][0] == elapsed or (masked and self._last_masked)):
-            pieces[-1][1].append(text)
-        else:
-            pieces.append((elapsed, [text]))
-        self._last_masked = masked
-
-    def _drain(self) -> list[Event]:
-        events = [Event(elapsed, "i", "".join(parts)) for elapsed, parts in self._pieces]
-        self._pieces = []
-        self._last_masked = False
-        return events
+    @staticmethod
+    def _mask(data: bytes) -> bytes:
+        """One star per UTF-8 character (continuation bytes do not count)."""
+        return MASK * sum(1 for byte in data if byte & 0xC0 != 0x80)

@@ -18,10 +18,11 @@ def replay(
     idle_limit: float | None = 2.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Write the "o" events to out, each after its gap since the previous output event.
+    """Write the output events to out, each after its gap since the previous output event.
 
     A gap is first capped at idle_limit seconds (None: no cap), then divided by speed.
-    Input and resize events are not shown. out may be a text or a binary stream (UTF-8).
+    Output is "o" and stderr "e"; input and resize events are not shown. out may be a text
+    or a binary stream (UTF-8).
     """
     if not (math.isfinite(speed) and speed > 0):
         raise ValueError("speed must be a number above 0")
@@ -30,7 +31,7 @@ def replay(
     write = _writer(out)
     previous = 0.0
     for event in recording.events:
-        if event.code != "o":
+        if event.code not in ("o", "e"):
             continue
         gap = max(0.0, event.elapsed - previous)
         previous = max(previous, event.elapsed)

@@ -1,13 +1,16 @@
-"""Write a session recording: encrypted asciicast v2, flushed and fsynced chunk by chunk.
+"""Write a session recording: every stream in encrypted binary frames, sealed in big chunks.
 
 The door creates a RecordingWriter before the first byte reaches the target (a
-RecordingError means: refuse the session), feeds it the session's output, input and resizes,
-calls flush() on a one-second timer (or whenever due() says so) and close() at the end. Any
-write or fsync failure raises RecordingError and leaves the writer unusable: end the session.
+RecordingError means: refuse the session), feeds it the session's output (stdout, stderr),
+input and resizes, calls flush() on a one-second timer (or whenever due() says so) and
+close() at the end. Any write or fsync failure raises RecordingError and leaves the writer
+unusable: end the session.
 
-Input goes through an EchoRedactor (see bastion.recording.redact), so keys the target did
-not echo (passwords) are recorded masked. For exec sessions without a PTY, where stdin is
-data (and may carry a password, as in ``sudo -S``), pass ``record_input=False``.
+Every input byte is recorded, terminal or not; a secret typed at a password prompt is masked
+first (see bastion.recording.redact). Data is framed as it comes (a copy, no escaping) and
+sealed in chunks of CHUNK_BYTES: a full chunk is encrypted, hashed and written by a worker
+thread while the relay goes on; when MAX_WAITING chunks wait for it, the caller writes them
+itself (back-pressure). A failure in the worker shows on the writer's next call.
 
 Thread safety: flush() and close() may run in a worker thread (``asyncio.to_thread``) while
 the event loop keeps calling output(), input() and resize(); nothing else is shared.
@@ -15,7 +18,7 @@ the event loop keeps calling output(), input() and resize(); nothing else is sha
 
 from __future__ import annotations
 
-import codecs
+import contextlib
 import errno
 import hashlib
 import json
@@ -23,7 +26,9 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -32,14 +37,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.errors import SealError
 from bastion.identity.sealing import SecretBox
-from bastion.recording import container
-from bastion.recording.model import Event, RecordingError, RecordingSummary
-from bastion.recording.redact import EchoRedactor
+from bastion.recording import container, frames
+from bastion.recording.model import RecordingError, RecordingSummary, StreamStat
+from bastion.recording.redact import PromptRedactor
 
 FLUSH_INTERVAL = 1.0  # seconds: a crash loses at most this much
-MAX_BUFFER = 1 << 20  # bytes of buffered events that force a flush at once
+MAX_BUFFER = 1 << 20  # bytes of buffered frames that make a chunk (CHUNK_BYTES)
+CHUNK_BYTES = MAX_BUFFER
+MAX_WAITING = 4  # full chunks waiting for the worker before the caller writes them itself
 DEFAULT_SIZE = (80, 24)  # a width or height of 0 (unknown) is recorded as these
-_SLICE = 256 * 1024  # larger reads are recorded as several events
+_SLICE = CHUNK_BYTES  # larger reads are recorded as several frames
+_SEALER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recording")
 _MAX_ELAPSED = 1e9
 _MAX_DIMENSION = 65535
 
@@ -82,7 +90,7 @@ def _asciicast_header(
         "title": title,
         "env": dict(env),
     }
-    return json.dumps(header).encode("ascii") + b"\n"
+    return json.dumps(header).encode("ascii")
 
 
 def _make_dirs(directory: Path) -> None:
@@ -126,8 +134,19 @@ def _open_new(path: Path) -> int:
     return fd
 
 
+class _Chunk:
+    """Frames waiting to be sealed: each frame's header and data, kept by reference."""
+
+    __slots__ = ("parts", "size", "streams")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.streams: list[tuple[bytes, bytes]] = []  # (kind, data) to hash
+
+
 class RecordingWriter:
-    """Appends one session's events to its encrypted asciicast v2 recording."""
+    """Appends one session's streams to its encrypted recording."""
 
     @classmethod
     def create(  # noqa: PLR0917 - the signature the doors call
@@ -141,7 +160,6 @@ class RecordingWriter:
         env: Mapping[str, str],
         box: SecretBox,
         *,
-        record_input: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> RecordingWriter:
         """Create the recording with its asciicast header, fsynced; RecordingError if not."""
@@ -160,11 +178,10 @@ class RecordingWriter:
             fd = _open_new(path)
         except OSError as exc:
             raise RecordingError(f"cannot open the recording {path}: {_reason(exc)}") from None
-        writer = cls(
-            fd, path, session_id, AESGCM(key), record_input=record_input, monotonic=monotonic
-        )
+        writer = cls(fd, path, session_id, AESGCM(key), monotonic=monotonic)
+        first = frames.frame_header(frames.HEADER, 0.0, len(header)) + header
         try:
-            writer._emit(container.header_line(session_id, wrapped) + writer._seal(header, False))
+            writer._emit(container.header_line(session_id, wrapped), *writer._seal(first, False))
             os.fsync(fd)
             _fsync_dir(path.parent)
         except OSError as exc:
@@ -174,33 +191,28 @@ class RecordingWriter:
         return writer
 
     def __init__(
-        self,
-        fd: int,
-        path: Path,
-        session_id: str,
-        aead: AESGCM,
-        *,
-        record_input: bool,
+        self, fd: int, path: Path, session_id: str, aead: AESGCM, *,
         monotonic: Callable[[], float],
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Use create(); this wraps an already opened, empty file."""
         self._fd = fd
         self._path = path
         self._session_id = session_id
         self._aead = aead
         self._monotonic = monotonic
-        self._redactor = EchoRedactor() if record_input else None
-        self._out_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.redactor = PromptRedactor()
         self._io_lock = threading.Lock()  # file writes, in chunk order
-        self._buf_lock = threading.Lock()  # the event buffer, decoder and redactor
-        self._buf: list[str] = []
-        self._buf_bytes = 0
+        self._buf_lock = threading.Lock()  # the open chunk and the redactor
+        self._chunk = _Chunk()
+        self._waiting: deque[_Chunk] = deque()  # full chunks, oldest first
         self._last_time = 0.0
         self._index = 0
         self._digest = hashlib.sha256()
+        self._streams = {kind: hashlib.sha256() for kind in frames.STREAMS}
+        self._counts = dict.fromkeys(frames.STREAMS, 0)
         self._written = 0
         self._last_flush = monotonic()
-        self._unsynced = False  # chunks written by the memory bound, not yet fsynced
+        self._unsynced = False  # chunks written but not yet fsynced
         self._failed: str | None = None
         self._summary: RecordingSummary | None = None
 
@@ -215,88 +227,75 @@ class RecordingWriter:
     def session_id(self) -> str:
         return self._session_id
 
-    def output(self, data: bytes, elapsed: float) -> list[Event]:
-        """Record output; return the input events its echo released (already redacted)."""
+    def output(self, data: bytes, elapsed: float, *, stderr: bool = False) -> None:
+        """Record output the target sent (stdout or the terminal; stderr when told)."""
         self._check_usable()
         _check_elapsed(elapsed)
-        released: list[Event] = []
-        for start in range(0, len(data), _SLICE):
-            piece = data[start : start + _SLICE]
-            with self._buf_lock:
-                if self._redactor is not None:
-                    released += self._add_all(self._redactor.output(piece, elapsed))
-                text = self._out_decoder.decode(piece)
-                if text:
-                    self._add(elapsed, "o", text)
-                full = self._buf_bytes >= MAX_BUFFER
-            if full:
-                self._flush(sync=False)
-        return released
+        if not data:
+            return
+        with self._buf_lock:
+            self.redactor.output(data)
+        self._add(frames.STDERR if stderr else frames.OUTPUT, elapsed, data)
 
-    def input(self, data: bytes, elapsed: float) -> list[Event]:
-        """Record typed input through the redactor; return the input events recorded now."""
+    def input(self, data: bytes, elapsed: float) -> bytes:
+        """Record input (stdin or typed keys), a secret typed at a prompt masked; return
+        the bytes recorded."""
         self._check_usable()
         _check_elapsed(elapsed)
-        if self._redactor is None:
-            return []
-        recorded: list[Event] = []
-        for start in range(0, len(data), _SLICE):
-            with self._buf_lock:
-                recorded += self._add_all(
-                    self._redactor.input(data[start : start + _SLICE], elapsed)
-                )
-                full = self._buf_bytes >= MAX_BUFFER
-            if full:
-                self._flush(sync=False)
-        return recorded
+        if not data:
+            return data
+        with self._buf_lock:
+            masked = self.redactor.masked_lines
+            data = self.redactor.input(data)
+            prompt = self.redactor.prompt if self.redactor.masked_lines != masked else None
+        if prompt is not None:  # a reviewer sees where input was hidden, and why
+            note = f"input masked at a secret prompt: {prompt}"
+            self._add(frames.MARKER, elapsed, note.encode("utf-8", "replace"))
+        self._add(frames.INPUT, elapsed, data)
+        return data
 
     def resize(self, width: int, height: int, elapsed: float) -> None:
         """Record a terminal resize as an "r" event with data "WxH"."""
         self._check_usable()
         _check_elapsed(elapsed)
         cols, rows = _size(width, height)
-        with self._buf_lock:
-            self._add(elapsed, "r", f"{cols}x{rows}")
+        self._add(frames.RESIZE, elapsed, f"{cols}x{rows}".encode("ascii"))
 
     def due(self, now_monotonic: float) -> bool:
         """True when data waits (buffered or not yet fsynced) and a flush interval passed."""
-        waiting = self._buf_bytes > 0 or self._unsynced
+        waiting = bool(self._chunk.size) or bool(self._waiting) or self._unsynced
         return waiting and now_monotonic - self._last_flush >= FLUSH_INTERVAL
 
     def flush(self) -> None:
-        """Write the buffered events as one chunk and fsync it; RecordingError on failure."""
-        self._flush(sync=True)
-
-    def _flush(self, sync: bool) -> None:
-        """Write buffered events as one chunk; fsync too when sync (the timer's flush).
-
-        A flush forced by the memory bound skips the fsync: the next timed flush makes it
-        durable, so a crash still loses at most about one flush interval.
-        """
+        """Write everything buffered and fsync it; RecordingError on failure."""
+        with self._buf_lock:
+            self._rotate()
         with self._io_lock:
             self._check_usable()
-            with self._buf_lock:
-                payload = self._take()
-            if payload:
-                self._write_chunk(payload, final=False, sync=sync)
-            elif sync and self._unsynced:
+            self._write_waiting()
+            if self._unsynced:
                 self._sync()
 
     def close(self) -> RecordingSummary:
-        """Write the final chunk, fsync and close; return the file's SHA-256 and size."""
+        """Write the final chunk, fsync and close; return the file's SHA-256, size, streams."""
         with self._io_lock:
             if self._summary is not None:
                 return self._summary
             try:
                 self._check_usable()
+                self._write_waiting()
                 with self._buf_lock:
-                    self._finish_streams()
-                    payload = self._take()
-                self._write_chunk(payload, final=True, sync=True)
+                    last, self._chunk = self._chunk, _Chunk()
+                self._write_chunk(last, final=True)
+                self._sync()
                 self._check_size()
             finally:
                 self._close_fd()
-            self._summary = RecordingSummary(self._path, self._digest.hexdigest(), self._written)
+            streams = {name: StreamStat(self._counts[kind], self._streams[kind].hexdigest())
+                       for kind, name in frames.STREAMS.items()}  # fmt: skip
+            self._summary = RecordingSummary(
+                self._path, self._digest.hexdigest(), self._written, streams
+            )
             return self._summary
 
     def _check_usable(self) -> None:
@@ -307,59 +306,77 @@ class RecordingWriter:
         if self._summary is not None or self._fd < 0:
             raise RecordingError(f"the recording {self._path} is closed")
 
-    def _add_all(self, events: list[Event]) -> list[Event]:
-        for event in events:
-            self._add(event.elapsed, event.code, event.data)
-        return events
+    def _add(self, kind: bytes, elapsed: float, data: bytes) -> None:
+        """Frame data into the open chunk; a full chunk goes to the worker."""
+        for start in range(0, len(data), _SLICE):
+            piece = data[start : start + _SLICE]
+            with self._buf_lock:
+                elapsed = self._last_time = max(elapsed, self._last_time)
+                chunk = self._chunk
+                chunk.parts += (frames.frame_header(kind, elapsed, len(piece)), piece)
+                chunk.size += frames.FRAME.size + len(piece)
+                if kind in frames.STREAMS:
+                    chunk.streams.append((kind, piece))
+                full = chunk.size >= CHUNK_BYTES and self._rotate()
+            if full:
+                self._hand_over()
 
-    def _add(self, elapsed: float, code: str, text: str) -> None:
-        """Buffer one event line; times never go backwards (buf_lock held)."""
-        elapsed = max(elapsed, self._last_time)
-        self._last_time = elapsed
-        line = f'[{elapsed:.6f}, "{code}", {json.dumps(text)}]\n'
-        self._buf.append(line)
-        self._buf_bytes += len(line)  # ASCII: json.dumps escapes everything else
+    def _rotate(self) -> bool:
+        """Move the open chunk to the waiting queue (buf_lock held); True if it had data."""
+        if not self._chunk.size:
+            return False
+        self._waiting.append(self._chunk)
+        self._chunk = _Chunk()
+        return True
 
-    def _take(self) -> bytes:
-        payload = "".join(self._buf).encode("ascii")
-        self._buf = []
-        self._buf_bytes = 0
-        return payload
+    def _hand_over(self) -> None:
+        """Let the worker write waiting chunks; write them here when too many wait."""
+        if len(self._waiting) <= MAX_WAITING:
+            _SEALER.submit(self._write_in_worker)
+            return
+        with self._io_lock:
+            self._check_usable()
+            self._write_waiting()
 
-    def _finish_streams(self) -> None:
-        """Session end: masked pending input and any incomplete UTF-8 tail (buf_lock held)."""
-        if self._redactor is not None:
-            self._add_all(self._redactor.flush_pending())
-        tail = self._out_decoder.decode(b"", final=True)
-        if tail:
-            self._add(self._last_time, "o", tail)
+    def _write_in_worker(self) -> None:
+        with self._io_lock:
+            if self._failed is not None or self._fd < 0:
+                return
+            with contextlib.suppress(RecordingError):  # _failed is set: the next call raises
+                self._write_waiting()
 
-    def _seal(self, plaintext: bytes, final: bool) -> bytes:
-        line = container.seal_chunk(self._aead, self._session_id, self._index, plaintext, final)
+    def _write_waiting(self) -> None:
+        """Seal and write every waiting chunk in order (io_lock held)."""
+        while self._waiting:
+            self._write_chunk(self._waiting.popleft(), final=False)
+
+    def _seal(self, plaintext: bytes, final: bool) -> tuple[bytes, bytes, bytes]:
+        record = container.seal_record(self._aead, self._session_id, self._index, plaintext, final)
         self._index += 1
-        return line
+        return record
 
-    def _emit(self, data: bytes) -> None:
-        """Write all of data at the end of the file (io_lock held)."""
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            if written <= 0:
-                raise OSError(errno.EIO, "short write")
-            view = view[written:]
-        self._digest.update(data)
-        self._written += len(data)
+    def _emit(self, *parts: bytes) -> None:
+        """Write all the parts, in order, at the end of the file (io_lock held)."""
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                written = os.write(self._fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[written:]
+            self._digest.update(part)
+            self._written += len(part)
 
-    def _write_chunk(self, payload: bytes, final: bool, sync: bool) -> None:
-        """Seal and write one chunk; any failure makes the writer unusable (io_lock held)."""
+    def _write_chunk(self, chunk: _Chunk, final: bool) -> None:
+        """Hash its streams, seal and write one chunk; a failure is final (io_lock held)."""
+        for kind, data in chunk.streams:
+            self._streams[kind].update(data)
+            self._counts[kind] += len(data)
         try:
-            self._emit(self._seal(payload, final))
+            self._emit(*self._seal(b"".join(chunk.parts), final))
         except OSError as exc:
             self._fail(exc)
-        if sync:
-            self._sync()
-        else:
-            self._unsynced = True
+        self._unsynced = True
 
     def _sync(self) -> None:
         """fsync what was written; the flush interval restarts (io_lock held)."""

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import structlog
 
+from bastion.access.tunnels import tunnel_refusal
 from bastion.audit import Event
 from bastion.errors import BastionError
-from bastion.ssh import menu, selfservice
+from bastion.ssh import menu, selfservice, streams
 from bastion.ssh.tap import SessionTap
 
 if TYPE_CHECKING:
@@ -119,9 +120,11 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
                                                     "protocol": "ssh"}))  # fmt: skip
                 self.refuse(decision.reason)
                 return
+            if await self._refused_tunnel(target):
+                return
             target_row = await self.core.run(self.core.store.target, target)
             self.tap = SessionTap(self.core, self.session_id, self.kind, self.user, target,
-                                  pty=self.term is not None)  # fmt: skip
+                                  pty=self.term is not None, command=self.command)  # fmt: skip
             width, height = (self.term[1], self.term[2]) if self.term else (80, 24)
             await self.tap.open(
                 grant_id=decision.grant.id if decision.grant else None,
@@ -136,6 +139,20 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             await self._connect_channel(upstream)
         except BastionError as exc:
             await self._fail_start(exc.message)
+
+    async def _refused_tunnel(self, target: str) -> bool:
+        """Refuse (and audit) an exec that opens a raw tunnel where the target refuses them."""
+        if self.kind != "exec" or self.command is None:
+            return False
+        why = streams.raw_tunnel(self.command)
+        refusal = tunnel_refusal(self.core.config.target_policy(target), why)
+        if refusal is None:
+            return False
+        await self.core.audit(Event("access.denied", self.user, target, "warning",
+                                    detail={"reason": refusal, "protocol": "ssh",
+                                            "command": self.command}))  # fmt: skip
+        self.refuse(refusal)
+        return True
 
     async def _fail_start(self, message: str) -> None:
         self.refuse(message)
@@ -208,7 +225,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             try:
                 self.tap.client_data(data)
             except BastionError as exc:
-                self.end(exc.message, "recording_failed")
+                self.end(exc.message, getattr(exc, "state", "recording_failed"))
                 return
         self.up.write(data)
 
@@ -216,7 +233,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         """Called by UpstreamSession with the target's output."""
         if self.tap is not None:
             try:
-                self.tap.target_data(data)
+                self.tap.target_data(data, stderr=datatype == asyncssh.EXTENDED_DATA_STDERR)
             except BastionError as exc:
                 self.end(exc.message, "recording_failed")
                 return

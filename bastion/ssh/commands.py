@@ -6,7 +6,9 @@ Enter. Keys are replayed on a line editor with a cursor (UTF-8, backspace, ^U ^W
 arrows, Home/End, Delete, Alt-b/f/d, bracketed paste); Tab completion and history recall are
 read back from the echo on the prompt's row. A line is reported with its typed text once its
 characters were seen in the echo; else with the text on the prompt's row ("read from screen");
-else empty ("not echoed"): text the target never showed is never stored.
+else with its typed text, flagged "not echoed" (``stty -echo; cat /etc/shadow`` is logged as
+typed). Feed it input with secrets already masked (the SSH tap feeds what the recording kept,
+see bastion.recording.redact): a password typed at a prompt arrives as ``*******``.
 
 Limits, each shown by a test in tests/ssh/test_commands.py:
 
@@ -19,9 +21,9 @@ Limits, each shown by a test in tests/ssh/test_commands.py:
 - Multi-line commands (a trailing backslash, an open quote, `for ... do` blocks) are logged one
   line per Enter; continuation lines are separate commands. Multi-line bracketed pastes stay
   one command with newlines inside.
-- Input the target does not echo (passwords at sudo or `mysql -p`, `stty -echo`) is logged
-  empty ("not echoed"); masked echo is logged as shown ("****"). Output from a background job
-  while a password is typed can pass for its echo. When echo lags more than a whole line behind
+- Input the target does not echo (`stty -echo`) is logged as typed, flagged "not echoed";
+  masked echo is logged as shown ("****"). A secret is only as masked as its input was: the
+  tap masks what is typed at a password prompt. When echo lags more than a whole line behind
   typing (lines sent in one batch without bracketed paste), later lines may be "not echoed".
 - Programs with their own line editing (psql, mysql, python) are read like a shell: their
   lines are logged, but their own key bindings (and inputrc macros anywhere) are unknown.
@@ -49,6 +51,7 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _WORD_BEFORE = re.compile(r"[^\W_]*[\W_]*\Z")  # readline words: letters and digits
 _WORD_AHEAD = re.compile(r"[\W_]*[^\W_]*")
 _SPACED_WORD_BEFORE = re.compile(r"\S*\s*\Z")
+_MASK_ECHO = frozenset("*\u2022\u25cf")  # what password prompts print per key: *, •, ●
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,13 +317,14 @@ class _Line:
         return self.echo_size >= self.cap or _shown(self.text, "".join(self.echo))
 
     def settle(self, row: _Row, shown: bool) -> ReconstructedCommand:
-        """The typed text if shown, else what the prompt's row shows, else nothing."""
+        """The typed text if shown; else what the prompt's row shows after Tab or history keys,
+        or when it shows stars; else the typed text, flagged "not echoed"."""
         screen = row.text_from(self.prompt_col).rstrip() if row.moves == self.moves else ""
         if shown:
             return _command(self.at, self.text, self.reasons)
-        if screen:
+        if screen and (self.reasons or set(screen) <= _MASK_ECHO):  # Tab, history; "****"
             return _command(self.at, screen, [*self.reasons, "read from screen"])
-        return _command(self.at, "", [*self.reasons, "not echoed"])
+        return _command(self.at, self.text, [*self.reasons, "not echoed"])
 
 
 def _command(at: float, text: str, reasons: list[str]) -> ReconstructedCommand:

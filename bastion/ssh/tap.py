@@ -8,10 +8,12 @@ from typing import Any
 
 import structlog
 
+from bastion.access.tunnels import tunnel_refusal
 from bastion.audit import CommandLine, FileOp, RecordingInfo
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.recording import RecordingWriter
+from bastion.ssh import streams
 from bastion.ssh.commands import CommandDetector
 from bastion.ssh.sftp import SftpObserver, SftpOp, SftpProtocolError
 
@@ -23,25 +25,39 @@ RECORDED_KINDS = ("shell", "exec")
 class TapError(BastionError):
     """What happened in the channel can no longer be recorded; the door ends it."""
 
+    state = "recording_failed"
+
+
+class TunnelRefused(TapError):
+    """A line sent to a shell on the target opens a raw tunnel the target refuses."""
+
+    state = "refused"
+
 
 class SessionTap:
     """Records a channel's bytes; writes commands and file operations in small batches."""
 
     def __init__(
-        self, core: Core, session_id: str, kind: str, user: str, target: str, *, pty: bool
-    ) -> None:
+        self, core: Core, session_id: str, kind: str, user: str, target: str, *, pty: bool,
+        command: str | None = None,
+    ) -> None:  # fmt: skip
         self.core = core
-        # Typed input is recorded (redacted where unechoed) only with a terminal: stdin of a
-        # plain exec is data, may hold a secret (sudo -S), and is never echoed anyway.
-        self.record_input = pty
         self.session_id = session_id
         self.kind = kind
         self.user = user
         self.target = target
         self.opened = False
         self.writer: RecordingWriter | None = None
-        self.detector = CommandDetector() if kind == "shell" else None
+        # With a terminal (a shell, or `ssh -t host sudo -i`), lines are read from keys and echo.
+        self.detector = CommandDetector() if kind in RECORDED_KINDS and pty else None
         self.sftp = SftpObserver() if kind == "sftp" else None
+        # Without a terminal, a shell (or `bash -s`) takes its commands from stdin: log them.
+        scripted = kind in RECORDED_KINDS and not pty
+        scripted = scripted and streams.reads_commands_from_stdin(command)
+        self.stdin_log = streams.StdinCommands() if scripted else None
+        refuse = core.config.target_policy(target).raw_tunnels == "refuse"
+        self.stdin_guard = streams.TunnelGuard() if scripted and refuse else None
+        self.command = command
         self.commands: list[CommandLine] = []
         self.file_ops: list[FileOp] = []
         self.started = time.monotonic()
@@ -64,8 +80,10 @@ class SessionTap:
             self.writer = await self.core.run(
                 RecordingWriter.create, self.core.config.paths.recordings, self.session_id,
                 self.core.clock.now(), width, height, f"{self.user} → {self.target}", env,
-                self.core.box, record_input=self.record_input,
+                self.core.box,
             )  # fmt: skip
+            if streams.reads_secret_first(command):
+                self.writer.redactor.arm()  # sudo -S: stdin's first line is a password
         await self.core.run(
             self.core.store.open_session, session_id=self.session_id, user=self.user,
             target=self.target, grant_id=grant_id, protocol="ssh", client_addr=client_addr,
@@ -77,18 +95,36 @@ class SessionTap:
             self.commands.append(CommandLine(self.core.clock.now(), 0, command))
 
     def client_data(self, data: bytes) -> None:
+        """Check, then record what the client sends; raises TapError to end the session."""
+        if self.stdin_guard is not None:
+            self._guard(data)
         elapsed = self._elapsed()
         if self.writer is not None:
-            self.writer.input(data, elapsed)  # unechoed input is written redacted
-        if self.detector is not None:
+            data = self.writer.input(data, elapsed)  # a secret at a prompt is masked
+            if self.stdin_log is not None:
+                self._take_stdin(self.stdin_log.feed(data))
+        if self.detector is not None:  # logs what the recording kept: secrets stay masked
             self._take_commands(self.detector.feed_input(data, elapsed))
         if self.sftp is not None:
             self._take_ops(self._observe(self.sftp.feed_client, data))
 
-    def target_data(self, data: bytes) -> None:
+    def _guard(self, data: bytes) -> None:
+        """A line for the shell that opens a raw tunnel ends the session before it is sent."""
+        assert self.stdin_guard is not None
+        why = self.stdin_guard.feed(data)
+        refusal = tunnel_refusal(self.core.config.target_policy(self.target), why)
+        if refusal:
+            raise TunnelRefused(refusal)
+
+    def _take_stdin(self, lines: list[streams.StdinLine]) -> None:
+        now = self.core.clock.now()
+        for line in lines:
+            self.commands.append(CommandLine(now, 0, line.text, True, line.note))
+
+    def target_data(self, data: bytes, stderr: bool = False) -> None:
         elapsed = self._elapsed()
         if self.writer is not None:
-            self.writer.output(data, elapsed)
+            self.writer.output(data, elapsed, stderr=stderr)
         if self.detector is not None:
             self._take_commands(self.detector.feed_output(data, elapsed))
         if self.sftp is not None:
@@ -135,10 +171,15 @@ class SessionTap:
     async def close(self, state: str, reason: str, exit_status: int | None = None) -> None:
         """Seal the recording, store what is left, close the session row with its hash."""
         info = None
+        if self.stdin_log is not None:
+            self._take_stdin(self.stdin_log.flush())
         if self.writer is not None:
             try:
                 summary = await self.core.run(self.writer.close)
                 info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
+                now = self.core.clock.now()
+                self.file_ops += [FileOp(now, "stream", name, None, stat.size, stat.sha256)
+                                  for name, stat in summary.streams.items()]  # fmt: skip
             except Exception as exc:
                 log.error("recording.close_failed", session_id=self.session_id, error=str(exc))
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"

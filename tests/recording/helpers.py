@@ -47,8 +47,26 @@ def make_writer(
 
 
 def lines_of(path: Path) -> list[bytes]:
-    """The file's lines, each with its newline (the last may lack one)."""
-    return path.read_bytes().splitlines(keepends=True)
+    """The file's units: its header line (with its newline), then each chunk record whole
+    (length and body; the last may be cut short). Joined again, they are the file."""
+    data = path.read_bytes()
+    end = data.find(b"\n") + 1 or len(data)
+    units, offset = [data[:end]], end
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        units.append(data[offset : offset + 4 + length])
+        offset += 4 + length
+    return units
+
+
+def body_of(record: bytes) -> bytes:
+    """A chunk record's body (nonce and ciphertext), without its length."""
+    return record[4:]
+
+
+def record_of(body: bytes) -> bytes:
+    """A chunk record holding body."""
+    return len(body).to_bytes(4, "big") + body
 
 
 def write_lines(path: Path, lines: list[bytes]) -> None:

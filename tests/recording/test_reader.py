@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import io
 import os
 import signal
 import subprocess
@@ -21,16 +21,24 @@ from bastion.recording import (
     RecordingError,
     RecordingTampered,
     container,
+    export_asciicast,
     read_recording,
 )
-from tests.recording.helpers import SESSION, lines_of, make_writer, write_lines
+from tests.recording.helpers import (
+    SESSION,
+    body_of,
+    lines_of,
+    make_writer,
+    record_of,
+    write_lines,
+)
 
 CHUNKS = ["first\r\n", "second\r\n", "third\r\n", "fourth\r\n"]
 
 
 def _four_chunks(root: Path, box: SecretBox, session_id: str = SESSION) -> Path:
     """A closed recording: header line, chunk 0 (asciicast header), 4 event chunks, final."""
-    writer = make_writer(root, box, session_id=session_id, record_input=False)
+    writer = make_writer(root, box, session_id=session_id)
     for i, text in enumerate(CHUNKS):
         writer.output(text.encode(), float(i + 1))
         writer.flush()
@@ -54,13 +62,13 @@ def test_a_chunk_is_unreadable_with_another_recordings_key(tmp_path: Path, box: 
     path_b = _four_chunks(tmp_path / "b", box)
     session, aead_b = _unwrap(path_b, box)
     for index, line in enumerate(lines_of(path_a)[1:]):
-        blob = base64.b64decode(line.strip())
+        blob = body_of(line)
         nonce, sealed = blob[:12], blob[12:]
         for final in (False, True):
             with pytest.raises(InvalidTag):
                 aead_b.decrypt(nonce, sealed, container.chunk_aad(session, index, final))
     _, aead_a = _unwrap(path_a, box)  # while its own key opens it
-    blob = base64.b64decode(lines_of(path_a)[2].strip())
+    blob = body_of(lines_of(path_a)[2])
     assert b"first" in aead_a.decrypt(blob[:12], blob[12:], container.chunk_aad(SESSION, 1, False))
 
 
@@ -83,13 +91,13 @@ def test_a_damaged_middle_chunk_is_tampering(tmp_path: Path, box: SecretBox, dam
     elif damage == "swap":
         lines[3], lines[4] = lines[4], lines[3]
     elif damage == "edit":
-        blob = bytearray(base64.b64decode(lines[3].strip()))
+        blob = bytearray(body_of(lines[3]))
         blob[20] ^= 1
-        lines[3] = base64.b64encode(bytes(blob)) + b"\n"
+        lines[3] = record_of(bytes(blob))
     elif damage == "duplicate":
         lines.insert(3, lines[3])
     else:
-        lines.insert(3, b"\n")
+        lines.insert(3, record_of(b""))
     write_lines(path, lines)
     with pytest.raises(RecordingTampered, match="failed authentication") as caught:
         read_recording(path, box)
@@ -154,7 +162,7 @@ def test_a_line_cut_mid_write_reads_up_to_the_last_chunk(
 ) -> None:
     path = _four_chunks(tmp_path, box)
     lines = lines_of(path)[:-1]  # as if the session never closed
-    lines[-1] = lines[-1][:cut]  # and the last write was cut short (no newline)
+    lines[-1] = lines[-1][:cut]  # and the last write was cut short
     write_lines(path, lines)
     recording = read_recording(path, box)
     assert recording.truncated and not recording.complete
@@ -164,7 +172,7 @@ def test_a_line_cut_mid_write_reads_up_to_the_last_chunk(
 def test_a_damaged_complete_last_line_reads_as_truncated(tmp_path: Path, box: SecretBox) -> None:
     path = _four_chunks(tmp_path, box)
     lines = lines_of(path)[:-1]
-    lines[-1] = b"A" * (len(lines[-1]) - 1) + b"\n"  # e.g. a torn write after power loss
+    lines[-1] = record_of(b"A" * (len(lines[-1]) - 4))  # e.g. a torn write after power loss
     write_lines(path, lines)
     recording = read_recording(path, box)
     assert recording.truncated and [e.data for e in recording.events] == CHUNKS[:3]
@@ -211,3 +219,21 @@ def test_kill_9_leaves_a_readable_recording_up_to_the_last_flush(tmp_path: Path)
     recording = read_recording(path, SecretBox(key))
     assert recording.events == [Event(0.5, "o", "flushed\r\n")]
     assert not recording.complete and not recording.truncated
+
+
+def test_a_format_1_recording_still_reads_and_exports(tmp_path: Path, box: SecretBox) -> None:
+    key = os.urandom(32)
+    aead = AESGCM(key)
+    header = b'{"version": 2, "width": 80, "height": 24}\n'
+    events = b'[0.5, "o", "old\\r\\n"]\n'
+    path = tmp_path / f"{SESSION}.cast"
+    path.write_bytes(
+        container.header_line(SESSION, box.seal(key, container.key_context(SESSION)), version=1)
+        + container.seal_chunk(aead, SESSION, 0, header, False)
+        + container.seal_chunk(aead, SESSION, 1, events, True)
+    )
+    recording = read_recording(path, box)
+    assert recording.complete and recording.events == [Event(0.5, "o", "old\r\n")]
+    out = io.StringIO()
+    export_asciicast(path, box, out)
+    assert out.getvalue() == (header + events).decode()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import stat
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from bastion.recording import (
     export_asciicast,
     file_digest,
     read_recording,
+    read_streams,
     recording_path,
 )
 from tests.recording.helpers import (
@@ -44,7 +47,7 @@ def _enospc(*_args: object) -> int:
 
 
 def test_round_trip(tmp_path: Path, box: SecretBox) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     writer.output(b"$ ", 0.25)
     writer.resize(100, 30, 0.5)
     writer.flush()
@@ -72,23 +75,42 @@ def test_round_trip(tmp_path: Path, box: SecretBox) -> None:
     assert (summary.sha256, summary.size) == file_digest(summary.path)
 
 
-def test_typed_input_is_recorded_once_echoed(tmp_path: Path, box: SecretBox) -> None:
+def test_every_input_byte_is_recorded_and_a_secret_at_a_prompt_is_masked(
+    tmp_path: Path, box: SecretBox
+) -> None:
     writer = make_writer(tmp_path, box)
-    assert writer.input(b"l", 1.0) == []
-    assert writer.output(b"l", 1.01) == [Event(1.0, "i", "l")]
-    writer.input(b"s", 1.2)
-    writer.output(b"s", 1.21)
-    writer.input(b"\r", 1.5)
-    writer.output(b"\r\nfile\r\n", 1.52)
-    recording = read_recording(writer.close().path, box)
-    assert recording.events == [
-        Event(1.0, "i", "l"),
-        Event(1.01, "o", "l"),
-        Event(1.2, "i", "s"),
-        Event(1.21, "o", "s"),
-        Event(1.5, "i", "\r"),
-        Event(1.52, "o", "\r\nfile\r\n"),
-    ]
+    assert writer.input(b"stty -echo; cat /etc/shadow\r", 1.0) == b"stty -echo; cat /etc/shadow\r"
+    writer.output(b"root:x:0\r\n$ sudo -k; sudo id\r\n[sudo] password for alice: ", 1.1)
+    assert writer.input(b"hunter2\r", 1.2) == b"*******\r"
+    writer.output(b"\r\nuid=0(root)\r\n$ ", 1.3)
+    writer.input(b"\x00\xff binary\n", 1.4)
+    summary = writer.close()
+    recording = read_recording(summary.path, box)
+    typed = [(e.elapsed, e.data) for e in recording.events if e.code == "i"]
+    assert typed == [(1.0, "stty -echo; cat /etc/shadow\r"), (1.2, "*******\r"),
+                     (1.4, "\x00\ufffd binary\n")]  # fmt: skip
+    assert read_streams(summary.path, box)["stdin"].endswith(b"\x00\xff binary\n")
+    markers = [(e.elapsed, e.data) for e in recording.events if e.code == "m"]
+    assert markers == [(1.2, "input masked at a secret prompt: [sudo] password for alice: ")]
+    stdin = read_streams(summary.path, box)["stdin"]
+    assert summary.streams["stdin"] == (len(stdin), hashlib.sha256(stdin).hexdigest())
+
+
+def test_stdout_and_stderr_are_kept_apart_byte_for_byte(tmp_path: Path, box: SecretBox) -> None:
+    writer = make_writer(tmp_path, box)
+    blob = bytes(range(256)) * 4
+    writer.output(blob, 0.1)
+    writer.output(b"warning\n", 0.2, stderr=True)
+    summary = writer.close()
+    streams = read_streams(summary.path, box)
+    assert streams == {"stdin": b"", "stdout": blob, "stderr": b"warning\n"}
+    assert summary.streams["stdout"].sha256 == hashlib.sha256(blob).hexdigest()
+    events = read_recording(summary.path, box).events
+    assert Event(0.2, "e", "warning\n") in events
+    out = io.StringIO()
+    export_asciicast(summary.path, box, out)
+    _, exported = validate_asciicast_v2(out.getvalue())
+    assert [0.2, "o", "warning\n"] in exported  # stderr plays as output
 
 
 def test_layout_modes_and_utc_date(tmp_path: Path, box: SecretBox) -> None:
@@ -168,7 +190,7 @@ def test_the_file_on_disk_holds_no_plaintext(tmp_path: Path, box: SecretBox) -> 
 
 
 def test_times_never_go_backwards_and_bad_times_are_refused(tmp_path: Path, box: SecretBox) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     writer.output(b"a", 2.0)
     writer.output(b"b", 1.0)  # a late clock reading is recorded at the previous time
     for bad in (-1.0, float("nan"), float("inf")):
@@ -189,7 +211,7 @@ def test_unknown_terminal_size_is_recorded_as_80x24(tmp_path: Path, box: SecretB
 
 
 def test_utf8_split_across_reads_is_kept_whole(tmp_path: Path, box: SecretBox) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     data = "caf\u00e9 \u2713 \U0001f600".encode()
     for i in range(len(data)):
         writer.output(data[i : i + 1], i / 100)
@@ -201,14 +223,14 @@ def test_utf8_split_across_reads_is_kept_whole(tmp_path: Path, box: SecretBox) -
 
 
 def test_an_incomplete_utf8_tail_at_close_is_replaced(tmp_path: Path, box: SecretBox) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     writer.output(b"ok \xe2\x9c", 1.0)
     events = read_recording(writer.close().path, box).events
     assert "".join(e.data for e in events) == "ok \ufffd"
 
 
 def test_invalid_utf8_is_replaced(tmp_path: Path, box: SecretBox) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     writer.output(b"a\xffb", 1.0)
     assert read_recording(writer.close().path, box).events == [Event(1.0, "o", "a\ufffdb")]
 
@@ -260,7 +282,7 @@ def test_buffer_over_one_mib_is_written_at_once_and_synced_by_the_timer(
         writer.output(piece, i)
     assert len(lines_of(writer.path)) == 2  # ~1000 KiB buffered: under the bound
     writer.output(piece, 5)
-    assert len(lines_of(writer.path)) == 3  # over 1 MiB: written inside output()
+    _wait_for_units(writer.path, 3)  # over 1 MiB: handed to the worker, which writes it
     assert syncs == []  # without waiting for the disk
     assert not writer.due(clock.now + 0.5)
     assert writer.due(clock.now + FLUSH_INTERVAL)  # not yet durable: the timer must flush
@@ -271,9 +293,18 @@ def test_buffer_over_one_mib_is_written_at_once_and_synced_by_the_timer(
     writer.close()
 
 
+def _wait_for_units(path: Path, count: int) -> None:
+    """Wait (bounded) until the worker has written the file up to `count` units."""
+    deadline = time.monotonic() + 10
+    while len(lines_of(path)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(lines_of(path)) == count
+
+
 def test_one_huge_read_is_split_and_bounded(tmp_path: Path, box: SecretBox) -> None:
     writer = make_writer(tmp_path, box)
     writer.output(b"z" * (3 * MAX_BUFFER), 1.0)
+    writer.flush()
     sizes = [len(line) for line in lines_of(writer.path)[2:]]
     assert len(sizes) >= 2 and max(sizes) < 2 * MAX_BUFFER  # several bounded chunks
     recording = read_recording(writer.close().path, box)
@@ -283,7 +314,7 @@ def test_one_huge_read_is_split_and_bounded(tmp_path: Path, box: SecretBox) -> N
 def test_flushing_from_another_thread_keeps_every_event_in_order(
     tmp_path: Path, box: SecretBox
 ) -> None:
-    writer = make_writer(tmp_path, box, record_input=False)
+    writer = make_writer(tmp_path, box)
     stop = threading.Event()
 
     def flusher() -> None:
@@ -364,14 +395,17 @@ def test_a_failed_write_ends_the_recording(
     assert not recording.complete
 
 
-def test_a_failed_write_inside_output_raises_there(
+def test_a_failed_write_in_the_worker_shows_at_the_next_call(
     tmp_path: Path, box: SecretBox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = make_writer(tmp_path, box)
     with monkeypatch.context() as patch:
         patch.setattr(os, "write", _enospc)
+        writer.output(b"x" * (MAX_BUFFER + 1), 1.0)  # a full chunk: the worker writes it
         with pytest.raises(RecordingError, match="No space left"):
-            writer.output(b"x" * (MAX_BUFFER + 1), 1.0)
+            writer.flush()
+    with pytest.raises(RecordingError, match="an earlier write failed"):
+        writer.output(b"more", 2.0)
     with pytest.raises(RecordingError):
         writer.close()
 

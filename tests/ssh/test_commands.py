@@ -273,11 +273,16 @@ def test_limit_continuation_lines_are_separate_commands() -> None:
     ]
 
 
-def test_limit_unechoed_input_is_reported_empty() -> None:
+def test_unechoed_input_is_logged_as_typed_and_flagged() -> None:
+    tty = Tty().typed("stty -echo").enter().key("cat /etc/shadow", "").key("\r", "")
+    tty.out("\r\nroot:*:19000:0:99999:7:::\r\n" + PROMPT)
+    assert tty.lines()[1] == ("cat /etc/shadow", True, "not echoed")
+
+
+def test_a_password_arrives_masked_and_is_logged_masked() -> None:
     tty = Tty().typed("sudo -i").enter("\r\n[sudo] password for alice: ")
-    tty.key("hunter2", "").key("\r", "").out("\r\n").out("root@web-1:~# ")
-    assert tty.lines() == [("sudo -i", False, None), ("", True, "not echoed")]
-    assert all("hunter2" not in c.text for c in tty.got)
+    tty.key("*******", "").key("\r", "").out("\r\n").out("root@web-1:~# ")  # as the tap feeds it
+    assert tty.lines() == [("sudo -i", False, None), ("*******", True, "not echoed")]
 
 
 def test_masked_echo_is_read_from_the_screen_never_the_keys() -> None:
@@ -295,7 +300,7 @@ def test_limit_background_output_while_a_password_is_typed_passes_for_echo() -> 
 
 def test_limit_lines_sent_in_one_batch_with_late_echo() -> None:
     tty = Tty().key("uptime\rdate\r", "").out("uptime\r\n 10:00 up 1 day\r\n" + PROMPT + "date\r\n")
-    assert tty.lines() == [("uptime", False, None), ("", True, "not echoed")]
+    assert tty.lines() == [("uptime", False, None), ("date", True, "not echoed")]
 
 
 def test_limit_programs_with_their_own_line_editing_are_read_as_lines() -> None:
@@ -320,7 +325,7 @@ def test_flush_settles_lines_still_waiting_for_echo() -> None:
     detector = CommandDetector()
     detector.feed_output(PROMPT.encode(), 0)
     assert detector.feed_input(b"exit\r", 1) == []
-    assert detector.flush() == [ReconstructedCommand(1, "", True, "not echoed")]
+    assert detector.flush() == [ReconstructedCommand(1, "exit", True, "not echoed")]
     assert detector.flush() == []
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from bastion.audit.records import SessionRecord
 from bastion.errors import Exit
 from tests.harness import Bastion
+from tests.recording.helpers import lines_of
 
 DEADLINE = 20.0  # a safety net for waits, never a timing assertion
 
@@ -39,7 +40,7 @@ def cut_to_first_chunk(session: SessionRecord, db: Path) -> None:
     """What the attacker did: keep the header and first chunk, fix up the session row."""
     assert session.recording_path is not None
     path = Path(session.recording_path)
-    lines = path.read_bytes().splitlines(keepends=True)
+    lines = lines_of(path)  # the header line, then each chunk record
     assert len(lines) >= 3, "the recording should hold more than its first chunk"
     path.write_bytes(b"".join(lines[:2]))
     data = path.read_bytes()
@@ -76,7 +77,7 @@ def test_a_recording_without_its_final_chunk_is_truncated(bastion: Bastion, tmp_
     session = recorded_session(bastion, tmp_path)
     assert session.recording_path is not None
     path = Path(session.recording_path)
-    lines = path.read_bytes().splitlines(keepends=True)
+    lines = lines_of(path)  # the header line, then each chunk record
     path.write_bytes(b"".join(lines[:-1]))  # the final chunk is gone
     result = cli(bastion, "audit", "verify")
     assert result.returncode == Exit.TAMPERED
