@@ -111,20 +111,12 @@ def seal_chunk(aead: AESGCM, session_id: str, index: int, plaintext: bytes, fina
 
 
 def open_chunk(aead: AESGCM, session_id: str, index: int, line: bytes) -> tuple[bytes, bool] | None:
-    """Plaintext and final flag of one chunk line, or None if it fails authentication."""
+    """Plaintext and final flag of one format-1 chunk line, or None if it fails."""
     try:
         blob = base64.b64decode(line.rstrip(b"\n"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    if len(blob) < NONCE_SIZE + TAG_SIZE:
-        return None
-    nonce, sealed = blob[:NONCE_SIZE], blob[NONCE_SIZE:]
-    for final in (False, True):
-        try:
-            return aead.decrypt(nonce, sealed, chunk_aad(session_id, index, final)), final
-        except InvalidTag:
-            continue
-    return None
+    return open_record(aead, session_id, index, blob)
 
 
 def seal_record(

@@ -165,41 +165,47 @@ def _open_header(
 def _read_chunks(
     handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None]
 ) -> RecordingInfo:
-    index, final, truncated = 0, False, False
-    line = handle.readline()
-    while line:
-        following = handle.readline()
-        if final:
-            raise RecordingTampered(f"recording {path} has data after its final chunk")
-        opened = None
-        if line.endswith(b"\n"):
-            opened = container.open_chunk(aead, session, index, line)
-        if opened is None:
-            if following:
-                raise RecordingTampered(
-                    f"recording {path}: chunk {index} failed authentication"
-                    " (edited, removed, reordered or taken from another recording)"
-                )
-            truncated = True
-            break
-        plaintext, final = opened
-        sink(plaintext)
-        index += 1
-        line = following
-    return RecordingInfo(session, index, truncated, final)
+    """Format 1: one base64 line a chunk; a line cut short reads as truncated."""
+
+    def next_line() -> bytes | None:
+        line = handle.readline()
+        return None if not line else line if line.endswith(b"\n") else b""
+
+    def open_line(line: bytes, index: int) -> tuple[bytes, bool] | None:
+        return container.open_chunk(aead, session, index, line)
+
+    return _authenticate(next_line, open_line, path, session, sink)
 
 
 def _read_records(
     handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None]
 ) -> RecordingInfo:
     """Format 2: length-prefixed records; a cut or forged last record reads as truncated."""
+
+    def open_body(body: bytes, index: int) -> tuple[bytes, bool] | None:
+        return container.open_record(aead, session, index, body)
+
+    return _authenticate(lambda: _next_record(handle), open_body, path, session, sink)
+
+
+def _authenticate(
+    next_unit: Callable[[], bytes | None],
+    open_unit: Callable[[bytes, int], tuple[bytes, bool] | None],
+    path: Path,
+    session: str,
+    sink: Callable[[bytes], None],
+) -> RecordingInfo:
+    """Open each chunk in turn (b"" from next_unit: cut short; None: the end).
+
+    Only the last chunk may fail (a crash mid-write: truncated); one that fails anywhere
+    else, or anything after the final chunk, is tampering."""
     index, final, truncated = 0, False, False
-    record = _next_record(handle)
-    while record is not None:
-        following = _next_record(handle)
+    unit = next_unit()
+    while unit is not None:
+        following = next_unit()
         if final:
             raise RecordingTampered(f"recording {path} has data after its final chunk")
-        opened = container.open_record(aead, session, index, record) if record else None
+        opened = open_unit(unit, index) if unit else None
         if opened is None:
             if following is not None:
                 raise RecordingTampered(
@@ -211,7 +217,7 @@ def _read_records(
         plaintext, final = opened
         sink(plaintext)
         index += 1
-        record = following
+        unit = following
     return RecordingInfo(session, index, truncated, final)
 
 
