@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from bastion.access.grants import Access
 from bastion.access.notices import request_notice
+from bastion.access.twoperson import check_filer, check_not_own
 from bastion.audit import NewGrant, NewRequest, Notice, Store
 from bastion.audit.records import AccessRequest, Grant, User
 from bastion.clock import Clock, iso
@@ -44,7 +45,7 @@ class Requests:
         `requested_by` is a proven bastion user (never an OS account): the user themselves,
         or an admin filing on their behalf, who then may not decide on it."""
         self._active(user)
-        self._filer(requested_by, user)
+        check_filer(self.store, requested_by, user, DECIDERS, "request")
         reason, ticket_ref = self.access.checked(target, mode, duration, reason, ticket_ref)
         for other in self.store.requests(state="pending", user=user, target=target):
             if other.expires_at > self.clock.now():
@@ -115,21 +116,9 @@ class Requests:
         person = self._active(actor)
         if person.role not in DECIDERS:
             raise Denied(f"{actor} has the {person.role} role; only admins may {verb} requests")
-        if actor in (request.user, request.requested_by):
-            raise Denied(f"{actor} asked for request {request_id}; another admin must {verb} it")
-        if self.store.find_user(request.requested_by) is None:
-            raise Denied(f"request {request_id} was filed by {request.requested_by!r}, not a"
-                         " proven person; file it again with --as NAME")  # fmt: skip
+        check_not_own(self.store, actor, (request.user, request.requested_by),
+                      item=f"request {request_id}", verb=verb, others="another admin")  # fmt: skip
         return request
-
-    def _filer(self, filer: str, user: str) -> None:
-        """Who files is a person: the user themselves or an active admin."""
-        found = self.store.find_user(filer)
-        if found is None or found.disabled_at is not None:
-            raise Denied(f"requests are filed by an active bastion user, not {filer!r}")
-        if filer != user and found.role not in DECIDERS:
-            raise Denied(f"{filer} has the {found.role} role; only admins file requests"
-                         " for someone else")  # fmt: skip
 
     def _announce(self, notice: Notice) -> tuple[Notice, ...]:
         """Queue the notice with its event, when a webhook is configured to hear it."""

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bastion.access.twoperson import check_filer, check_not_own
 from bastion.audit import NewUnmask, Store, UnmaskGrant
 from bastion.clock import Clock
 from bastion.config import Config
@@ -41,7 +42,7 @@ class Unmasking:
         account = self.store.user(user)
         if account.disabled_at is not None:
             raise Denied(f"user {user!r} is disabled")
-        self._filer(requested_by, user)
+        check_filer(self.store, requested_by, user, APPROVERS, "unmask request")
         if self.store.target(target).kind != "postgres":
             raise UsageError(f"{target} is not a database target")
         key, value = self.subject(target, subject)
@@ -105,21 +106,10 @@ class Unmasking:
         if person.role not in APPROVERS:
             raise Denied(f"{actor} has the {person.role} role; only admins and reviewers"
                          f" may {verb} unmasking")  # fmt: skip
-        if actor in (found.user, found.requested_by):
-            raise Denied(f"{actor} asked for unmask grant {grant_id}; someone else must {verb} it")
-        if self.store.find_user(found.requested_by) is None:
-            raise Denied(f"unmask grant {grant_id} was filed by {found.requested_by!r}, not a"
-                         " proven person; file it again with --as NAME")  # fmt: skip
+        item = f"unmask grant {grant_id}"
+        check_not_own(self.store, actor, (found.user, found.requested_by),
+                      item=item, verb=verb, others="someone else")  # fmt: skip
         return found
-
-    def _filer(self, filer: str, user: str) -> None:
-        """Who files is a person: the engineer themselves, or an active admin or reviewer."""
-        found = self.store.find_user(filer)
-        if found is None or found.disabled_at is not None:
-            raise Denied(f"unmask requests are filed by an active bastion user, not {filer!r}")
-        if filer != user and found.role not in APPROVERS:
-            raise Denied(f"{filer} has the {found.role} role; only admins and reviewers file"
-                         " unmask requests for someone else")  # fmt: skip
 
     def active(self, user: str, target: str) -> list[UnmaskGrant]:
         """The unmask grants live now for this engineer on this target (read per statement)."""
