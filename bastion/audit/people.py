@@ -173,11 +173,7 @@ class PeopleQueries(StoreBase):
     ) -> TotpOutcome:
         """Atomically check replay and lockout for a code that matched `step` (None: no match)."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at,"
-                " refused_attempts FROM users WHERE name = ?",
-                (name,),
-            ).fetchone()
+            row = _login_row(conn, name)
             if row is None:
                 raise NotFound(f"no user named {name!r}")
             attempt = _Attempt(conn, name, dict(row), via, self.clock.now())
@@ -201,11 +197,7 @@ class PeopleQueries(StoreBase):
         """Count a wrong password towards the user's lockout, as a wrong code counts; the
         event is written for unknown users too, so both cost one durable write."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at"
-                " FROM users WHERE name = ?",
-                (name,),
-            ).fetchone()
+            row = _login_row(conn, name)
             now = self.clock.now()
             locked = (
                 row is not None and row["locked_until"] and now < parse_iso(row["locked_until"])
@@ -312,6 +304,15 @@ class PeopleQueries(StoreBase):
             )
             for r in rows
         ]
+
+
+def _login_row(conn: sqlite3.Connection, name: str) -> Any:
+    """What a login attempt needs of a user's row (None: no such user)."""
+    return conn.execute(
+        "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at,"
+        " refused_attempts FROM users WHERE name = ?",
+        (name,),
+    ).fetchone()
 
 
 def _power_of_ten(n: int) -> bool:
