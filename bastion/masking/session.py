@@ -25,7 +25,7 @@ from bastion.pgwire import Field
 from bastion.sqlparse.tree import def_elems, unwrap
 
 # Settings a masked session may change; search_path and role are not among them.
-SETTABLE = frozenset({"application_name", "client_encoding", "datestyle", "timezone",
+SETTABLE = frozenset({"application_name", "datestyle", "timezone",
                       "extra_float_digits", "intervalstyle", "statement_timeout",
                       "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
 # Statements that read nothing and change nothing a check relies on: SHOW, transaction control,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bastion import pgwire
 from bastion.errors import BastionError
+from bastion.sqlparse import lexing
 
 # Start-up parameters passed on to the target; anything else that could change the
 # session's identity or search path (options, replication, role ...) is refused.
@@ -111,6 +112,9 @@ def check_startup(client: Client, startup: pgwire.StartupMessage) -> dict[str, s
     passed: dict[str, str] = {}
     for name, value in startup.params.items():
         if name in PASSED_PARAMS:
+            why = lexing.refusal(name, value)
+            if why is not None:
+                raise ClientRefused("22023", why)
             passed[name] = value
         elif name not in IGNORED_PARAMS:
             raise ClientRefused("08P01", f"start-up parameter {name!r} is not allowed through"

@@ -24,7 +24,13 @@ UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the ba
 
 
 class MaskingLost(Exception):
-    """A reply the masking cannot attribute or a row it cannot parse: the session must end."""
+    """A reply the checks cannot vouch for (one the masking cannot attribute, a row it cannot
+    parse, a setting that changes how SQL is read): the session must end, and nothing of
+    the read reaches the client. `told` is what the client is told, if not the usual line."""
+
+    def __init__(self, detail: str, told: str | None = None) -> None:
+        super().__init__(detail)
+        self.told = told
 
 
 @dataclass

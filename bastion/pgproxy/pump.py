@@ -178,7 +178,7 @@ class Pump:
         try:
             out, error = self.relay.upstream_read(data)
         except MaskingLost as exc:  # nothing of this read reaches the client
-            self.client.fatal("XX000", LOST_CHECK)
+            self.client.fatal("XX000", exc.told or LOST_CHECK)
             self._end("database", f"error: {exc}")
             return
         except Exception as exc:  # run() decides what each error means

@@ -15,8 +15,9 @@ import structlog
 from bastion import pgwire, sqlparse
 from bastion.audit import QueryEnd, QueryStart
 from bastion.core import Core
-from bastion.pgproxy.guard import Guard, masking_note
+from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
+from bastion.sqlparse import lexing as sqlparse_lexing
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -257,15 +258,9 @@ class Relay:
             elif kind in (b"I", b"s"):
                 finished += tracker.complete(None, time.monotonic_ns())
             elif kind == b"E":
-                stand_in = tracker.stand_in()
-                if stand_in is not None:
-                    swapped[index] = stand_in
-                    sqlstate = "42501" if guard is not None else "25006"
-                    finished += tracker.error(sqlstate, time.monotonic_ns())
-                else:
-                    error = pgwire.decode_backend(item)
-                    assert isinstance(error, pgwire.ErrorResponse)
-                    finished += tracker.error(error.sqlstate, time.monotonic_ns())
+                finished += self._error(item, index, swapped)
+            elif kind == b"S":
+                _check_lexing(item)
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
                 finished += tracker.ready(time.monotonic_ns())
@@ -274,6 +269,18 @@ class Relay:
         if not swapped:
             return scan.data
         return b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
+
+    def _error(self, item: pgwire.Frame, index: int, swapped: dict[int, bytes]) -> list[Finished]:
+        """An ErrorResponse ends its statement; a refused one's stand-in error is swapped."""
+        tracker = self.tracker
+        stand_in = tracker.stand_in()
+        if stand_in is not None:
+            swapped[index] = stand_in
+            sqlstate = "42501" if self.guard is not None else "25006"
+            return tracker.error(sqlstate, time.monotonic_ns())
+        error = pgwire.decode_backend(item)
+        assert isinstance(error, pgwire.ErrorResponse)
+        return tracker.error(error.sqlstate, time.monotonic_ns())
 
     def record_ends(self, finished: list[Finished]) -> None:
         writer = self.core.audit_writer()
@@ -285,3 +292,13 @@ class Relay:
                               f.duration_ns // 1000, note,
                               p.server_message if p is not None else None)  # fmt: skip
             writer.post(record, self._write_lost)
+
+
+def _check_lexing(frame: pgwire.Frame) -> None:
+    """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
+    a function, a role's default): the bastion would judge text the server reads otherwise."""
+    status = pgwire.decode_backend(frame)
+    if isinstance(status, pgwire.ParameterStatus):
+        why = sqlparse_lexing.refusal(status.name, status.value)
+        if why is not None:
+            raise MaskingLost(f"the database reported {status.name}={status.value}", why)

@@ -13,6 +13,7 @@ from bastion.audit import catalog as catalog_sql
 from bastion.config import TargetPolicy
 from bastion.masking.catalog import METADATA_RELATIONS, Catalog
 from bastion.pgproxy.upstream_auth import DEFAULT_METHODS, UpstreamAuth, UpstreamError
+from bastion.sqlparse import lexing
 
 __all__ = ["Upstream", "UpstreamError", "connect", "send_cancel", "tls_context"]
 
@@ -132,7 +133,10 @@ async def _login(up: Upstream, exchange: UpstreamAuth) -> None:
                                 f"message {frame.type!r}")  # fmt: skip
         elif isinstance(message, pgwire.BackendKeyData):
             up.pid, up.key = message.pid, message.key
-        elif frame.type == b"S":
+        elif isinstance(message, pgwire.ParameterStatus):
+            why = lexing.refusal(message.name, message.value)
+            if why is not None:  # a role's or database's own default, say
+                raise UpstreamError("the database reads SQL otherwise than the bastion", why)
             up.parameters.append(frame.raw)
         elif isinstance(message, pgwire.ReadyForQuery):
             up.ready = frame.raw

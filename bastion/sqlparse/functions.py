@@ -21,6 +21,7 @@ A search_path set as a role's or database's default, or in the startup packet, i
 
 from __future__ import annotations
 
+from . import lexing
 from .tree import const_value
 
 WRITE_HINT = (
@@ -314,12 +315,14 @@ def set_config_refusal(args: object) -> str | None:
     lowered = name.strip().lower()
     if lowered in GUARDED_SETTINGS:
         return f"set_config() of {lowered} would lift the read-only guard" + WRITE_HINT
+    if lowered not in lexing.PINNED and lowered != "search_path":
+        return None
+    value = _constant(items[1]) if len(items) > 1 else None
+    if not isinstance(value, str):
+        return f"set_config() of {lowered} to a value that is not a constant" + WRITE_HINT
     if lowered == "search_path":
-        value = _constant(items[1]) if len(items) > 1 else None
-        if not isinstance(value, str):
-            return "set_config() of search_path to a value that is not a constant" + WRITE_HINT
         return search_path_refusal([value])
-    return None
+    return lexing.refusal(lowered, value)
 
 
 def search_path_refusal(values: list[str]) -> str | None:

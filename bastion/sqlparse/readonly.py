@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import lexing
 from .functions import (
     function_refusal,
     operator_refusal,
@@ -226,6 +227,15 @@ def _copy(node: Node) -> str | None:
     return None
 
 
+def _lexing_set(name: str, kind: object, args: object) -> str | None:
+    """client_encoding and standard_conforming_strings may only be set to what they must be."""
+    values = [const_value(a) for a in args] if isinstance(args, list) else []
+    if kind != "VAR_SET_VALUE" or len(values) != 1 or not isinstance(values[0], str | bool):
+        return f"{name} may only be set to a constant through the bastion"
+    value = values[0] if isinstance(values[0], str) else ("on" if values[0] else "off")
+    return lexing.refusal(name, value)
+
+
 def _variable_set(node: Node) -> str | None:
     """SET and RESET of ordinary settings; not the read-only guard, identity, or RESET ALL."""
     kind = node.get("kind")
@@ -246,8 +256,14 @@ def _variable_set(node: Node) -> str | None:
         return None if strengthens else f"{verb} {name} {GUARD}"
     if name in _IDENTITY_SETTINGS:
         return f"{verb} {_IDENTITY_SETTINGS[name]} changes the session's identity"
+    return _value_refusal(name, kind, node.get("args"))
+
+
+def _value_refusal(name: str, kind: object, args: object) -> str | None:
+    """Settings whose value matters: search_path and the settings that change lexing."""
+    if name in lexing.PINNED:
+        return _lexing_set(name, kind, args)
     if name == "search_path" and kind == "VAR_SET_VALUE":
-        args = node.get("args")
         values = [const_value(a) for a in args] if isinstance(args, list) else []
         return search_path_refusal([v for v in values if isinstance(v, str)])
     return None

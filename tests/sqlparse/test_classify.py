@@ -43,6 +43,11 @@ ALLOWED = [
     "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
     "SELECT set_config('jit', $1, false)",
     "SELECT set_config('search_path', 'public', false)",
+    # the settings that change how SQL is read, set to what they must be
+    "SET client_encoding = 'UTF8'",
+    "SET NAMES 'utf-8'",
+    "SET standard_conforming_strings = on",
+    "SELECT set_config('client_encoding', 'UTF8', false)",
     "SELECT current_setting('default_transaction_read_only')",
     "SELECT row_to_json(c) FROM customers c",
     "SELECT 1; SELECT 2",
@@ -157,6 +162,16 @@ REFUSED = [
     ("SELECT 1 WHERE EXISTS (SELECT set_config(a, 'b', false) FROM t)", "set_config()"),
     ("SELECT set_config('search_path', 'public, pg_catalog', false)", "search_path"),
     ("SELECT set_config('search_path', $1, false)", "search_path"),
+    # a client encoding or escape rule under which the server would read other code
+    ("SET client_encoding = 'SJIS'", "client_encoding 'SJIS' is not allowed"),
+    ("SET NAMES 'GBK'", "client_encoding 'GBK' is not allowed"),
+    ("RESET client_encoding", "client_encoding may only be set to a constant"),
+    ("SET client_encoding TO DEFAULT", "client_encoding may only be set to a constant"),
+    ("SET standard_conforming_strings = off", "standard_conforming_strings must stay on"),
+    ("SET standard_conforming_strings TO false", "standard_conforming_strings must stay on"),
+    ("SELECT set_config('standard_conforming_strings', 'off', false)", "must stay on"),
+    ("SELECT set_config('client_encoding', 'BIG5', false)", "'BIG5' is not allowed"),
+    ("SELECT set_config('client_encoding', $1, false)", "not a constant"),
     ("SET search_path TO public, pg_catalog", "search_path with pg_catalog after"),
     ('SET search_path = "$user", public, "pg_catalog"', "search_path with pg_catalog after"),
     # not on the allow-list: named with why, and how to ask for more
