@@ -21,6 +21,7 @@ from typing import Any
 
 from . import lexing
 from .functions import (
+    WRITE_HINT,
     function_refusal,
     operator_refusal,
     search_path_refusal,
@@ -166,11 +167,24 @@ def _select(node: Node) -> str | None:
     return None
 
 
+def _node_kind_refusal(name: str) -> str | None:
+    """A node's own kind: a data-modifying WITH query, or grammar newer than the target's."""
+    if name in _DATA_MODIFYING:
+        return f"a data-modifying WITH query ({command_tag(name, {})}) changes data"
+    if name.startswith("Json") or name == "MergeSupportFunc":
+        # pglast reads a newer grammar than PostgreSQL 15: there, json_scalar(...) and
+        # merge_action() are plain calls that may find the database's own function.
+        return (f"{name} is newer SQL syntax that PostgreSQL 15 reads as a call to a"
+                " function that may be the database's own" + WRITE_HINT)  # fmt: skip
+    return None
+
+
 def _select_node_refusal(fields: Node) -> str | None:
     if len(fields) == 1:
         (name,) = fields
-        if name in _DATA_MODIFYING:
-            return f"a data-modifying WITH query ({command_tag(name, {})}) changes data"
+        reason = _node_kind_refusal(name)
+        if reason is not None:
+            return reason
     if "funcname" in fields:
         reason = _call_refusal(fields)
         if reason is not None:

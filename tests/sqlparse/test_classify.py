@@ -162,6 +162,11 @@ REFUSED = [
     ("SELECT 1 WHERE EXISTS (SELECT set_config(a, 'b', false) FROM t)", "set_config()"),
     ("SELECT set_config('search_path', 'public, pg_catalog', false)", "search_path"),
     ("SELECT set_config('search_path', $1, false)", "search_path"),
+    # newer grammar than the target's: PostgreSQL 15 reads these as plain function calls
+    ("SELECT json_scalar(1)", "JsonScalarExpr is newer SQL syntax"),
+    ("SELECT json_value(a, '$.b') FROM t", "newer SQL syntax"),
+    ("SELECT 1 FROM t WHERE json_exists(a, '$.b')", "newer SQL syntax"),
+    ("SELECT merge_action()", "MergeSupportFunc is newer SQL syntax"),
     # a client encoding or escape rule under which the server would read other code
     ("SET client_encoding = 'SJIS'", "client_encoding 'SJIS' is not allowed"),
     ("SET NAMES 'GBK'", "client_encoding 'GBK' is not allowed"),
