@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bastion.access.preauth import source_key
+
 MAX_KEYS = 10_000  # (kind, address) pairs counted at once; past that, the oldest close early
 
 
@@ -45,7 +47,9 @@ class Tally:
 
     def note(self, kind: str, source: str, now: datetime, why: str = "") -> bool:
         """Count one event; False once this address has used up its budget for the window
-        (the door then drops the request without doing its work)."""
+        (the door then drops the request without doing its work). An IPv6 address counts
+        by its /64, as the limits do, so a client rotating through its share gains nothing."""
+        source = source_key(source)
         key = (kind, source)
         found = self._counts.get(key)
         if found is not None and now - found.first >= self.window:

@@ -77,6 +77,17 @@ def test_the_tally_sums_a_minute_per_address_and_keeps_a_budget() -> None:
     assert rest.summary()["count"] == 1
 
 
+def test_the_tally_counts_an_ipv6_client_by_its_64() -> None:
+    """Rotating through one's /64 neither renews the budget nor writes a summary an address."""
+    clock = FakeClock()
+    tally = Tally(window=timedelta(minutes=1), budget=3)
+    worked = [tally.note("cancel", f"2001:db8::{i:x}", clock.now()) for i in range(1, 6)]
+    assert worked == [True, True, True, False, False]
+    clock.advance(60)
+    [summary] = tally.due(clock.now())
+    assert (summary.source, summary.count) == ("2001:db8::/64", 5)
+
+
 def test_ipv6_addresses_count_by_their_64() -> None:
     limiter = PreauthLimiter(PreauthPolicy(max_unauthenticated_per_source=2, max_failures=2))
     now = FakeClock().now()
