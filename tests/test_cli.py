@@ -1080,6 +1080,18 @@ class TestAnchors:
         assert_tampered(bst.run("audit", "verify", "--anchors", str(syslog_log)),
                         "deleted from the end")  # fmt: skip
 
+    def test_anchors_this_command_cannot_read_are_not_a_pass(
+        self, bst: Bastion, tmp_path: Path, syslog: SyslogServer
+    ) -> None:
+        """Only a syslog sink: without --anchors, a deleted tail would otherwise pass."""
+        configure_anchors(bst, f"syslog:udp://127.0.0.1:{syslog.port}")
+        serve_once(bst)
+        bst.add_user("alice", "--no-qr")
+        serve_once(bst)
+        assert_tampered(bst.run("audit", "verify"), "AUDIT ANCHORS NOT CHECKED", "--anchors")
+        syslog_log = syslog.write_log(tmp_path / "syslog.log")
+        assert_ok(bst.run("audit", "verify", "--anchors", str(syslog_log)))
+
     def test_a_missing_or_forged_anchors_file_fails(self, bst: Bastion, tmp_path: Path) -> None:
         anchors = tmp_path / "anchors.log"
         configure_anchors(bst, f"file:{anchors}")

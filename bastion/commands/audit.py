@@ -102,6 +102,13 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     if anchor_bad:
         app.emit(data, "AUDIT ANCHORS DISAGREE: " + "; ".join(anchor_bad))
         return Exit.TAMPERED
+    if app.config.audit.anchors and not files:
+        # Anchors are sent somewhere this command cannot read: without them a deleted tail
+        # with a rewritten head file would pass, so this is not a pass.
+        app.emit(data, "AUDIT ANCHORS NOT CHECKED: [audit] anchors has no file this command"
+                       " can read; pass --anchors FILE (the sink's copy, e.g. the syslog"
+                       " server's log)")  # fmt: skip
+        return Exit.TAMPERED
     if rec_bad:
         app.emit(data, "RECORDINGS CHANGED: " + "; ".join(rec_bad))
         return Exit.TAMPERED
