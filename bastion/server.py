@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -16,11 +17,14 @@ import structlog
 from bastion import __version__
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
+from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
+from bastion.recording.model import RecordingError
+from bastion.recording.reader import file_digest
 from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
 
@@ -73,7 +77,7 @@ class Server:
 
     def recover(self) -> None:
         """Sessions a crash left open are closed as interrupted; their recordings stay."""
-        closed = self.store.close_interrupted(f"serve:{os.getpid()}")
+        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left)
         if closed:
             log.warning("sessions.interrupted", count=len(closed), sessions=closed)
 
@@ -199,3 +203,12 @@ def run_server(core: Core) -> None:
         asyncio.run(Server(core).run())
     else:
         uvloop.run(Server(core).run())
+
+
+def _recording_left(path: str) -> RecordingInfo | None:
+    """The hash and size of what a crash left of a recording (None: nothing is there)."""
+    try:
+        digest, size = file_digest(Path(path))
+    except RecordingError:
+        return None
+    return RecordingInfo(path, digest, size)

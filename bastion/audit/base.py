@@ -364,8 +364,9 @@ class StoreBase:
     def chained_recordings(
         self, up_to: int, session_id: str | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
-        """(session id, detail) of every session.closed event with a recording, up to seq
-        `up_to` (a verified head): the hashes the chain holds, not the editable session rows."""
+        """(session id, detail) of every session.closed event with a recording (or one found
+        missing when a crashed session was closed), up to seq `up_to` (a verified head): the
+        hashes the chain holds, not the editable session rows."""
         clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
         rows = self._rows(
             "SELECT session_id, detail FROM audit_events"
@@ -376,6 +377,8 @@ class StoreBase:
         out = []
         for row in rows:
             detail = json.loads(row["detail"])
-            if isinstance(detail, dict) and "recording_sha256" in detail:
+            if isinstance(detail, dict) and (
+                "recording_sha256" in detail or "recording_missing" in detail
+            ):
                 out.append((str(row["session_id"]), detail))
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,6 +85,8 @@ class SessionQueries(StoreBase):
         reason: str,
         recording: RecordingInfo | None = None,
         channels: int = 0,
+        *,
+        missing: str | None = None,
     ) -> None:
         """Close a session once; the recording's hash goes into the row and the chain."""
         found = self.session(session_id)
@@ -102,6 +104,8 @@ class SessionQueries(StoreBase):
             if recording is not None:
                 detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
                            "recording_size": recording.size}  # fmt: skip
+            if missing is not None:  # the recording was gone when the session was closed
+                detail["recording_missing"] = missing
             severity = "info" if state == "closed" else "warning"
             event = Event("session.closed", found.user or "-", found.target or "", severity,
                           session_id, detail)  # fmt: skip
@@ -131,11 +135,19 @@ class SessionQueries(StoreBase):
         sql = SESSION_SELECT + clause + " ORDER BY s.started_at DESC LIMIT ?"
         return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
 
-    def close_interrupted(self, actor: str) -> list[str]:
-        """After a crash: every session still open is closed as interrupted."""
+    def close_interrupted(
+        self, actor: str, left: Callable[[str], RecordingInfo | None] | None = None
+    ) -> list[str]:
+        """After a crash: every session still open is closed as interrupted. `left` hashes
+        what remains of a session's recording (None: nothing is there), so the chain holds
+        that hash too and a recording changed or removed later shows in `audit verify`."""
         stale = self.sessions(open_only=True, limit=100_000)
         for found in stale:
-            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})")
+            path = found.recording_path
+            info = left(path) if left is not None and path else None
+            missing = path if path and info is None else None
+            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})", info,
+                               missing=missing)  # fmt: skip
         return [s.id for s in stale]
 
     def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:

@@ -38,6 +38,9 @@ def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, li
 
 def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> list[str]:
     """What is wrong with one recording the chain holds a hash for (nothing: [])."""
+    if "recording_missing" in detail:
+        return [f"recording of session {session_id} was missing when the bastion closed the"
+                f" session after a crash ({detail['recording_missing']})"]  # fmt: skip
     path = Path(str(detail.get("recording")))
     try:
         digest, size = file_digest(path)
@@ -50,7 +53,7 @@ def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> li
         info = read_info(path, app.box, session_id)
     except RecordingError as exc:
         return [*out, f"recording of session {session_id}: {exc}"]
-    if not info.complete:
+    if not info.complete and detail.get("state") != "interrupted":  # a crash cuts them short
         out.append(
             f"recording of session {session_id} is truncated: it has no final chunk"
             f" ({info.chunks} chunks left; cut short, or its writer never closed it)"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncssh
 
+from bastion.errors import Exit
 from bastion.identity import totp
 from tests.harness import Bastion, proc_kib
 from tests.realssh import Sshd
@@ -142,6 +143,17 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
         recording = read_recording(Path(session.recording_path), b.box)
         assert "before-the-crash" in "".join(e.data for e in recording.events)
         store.close()
+        # What the crash left is hashed into the chain: cut short is expected, not a fault...
+        verify = [sys.executable, "-m", "bastion", "--config", str(b.home / "bastion.toml"),
+                  "audit", "verify"]  # fmt: skip
+        done = subprocess.run(verify, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == Exit.OK, done.stdout + done.stderr
+        assert "1 recordings match" in done.stdout
+        # ...but removing it afterwards (an admin with the files, after the restart) shows.
+        Path(session.recording_path).unlink()
+        done = subprocess.run(verify, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == Exit.TAMPERED
+        assert f"recording of session {session.id} is missing" in done.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
