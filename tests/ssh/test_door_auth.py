@@ -79,7 +79,7 @@ OPENSSH_ORDER = ["aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-gcm@openssh.c
 
 
 def test_the_door_runs_aes_gcm_even_for_a_client_that_prefers_ctr(bastion: Bastion) -> None:
-    """CTR with umac costs the relay ~1 ms of CPU per MB more than GCM: the door offers GCM."""
+    """CTR with umac costs asyncssh more CPU per packet than GCM: the door offers only GCM."""
 
     async def run() -> tuple[str, str, str]:
         key = asyncssh.read_private_key(bastion.keys["alice"])
@@ -91,11 +91,8 @@ def test_the_door_runs_aes_gcm_even_for_a_client_that_prefers_ctr(bastion: Basti
         )  # fmt: skip
         async with conn:
             done = await conn.run("echo relayed", check=True)
-            return (
-                conn.get_extra_info("send_cipher"),
-                conn.get_extra_info("recv_cipher"),
-                done.stdout,
-            )
+            send, recv = conn.get_extra_info("send_cipher"), conn.get_extra_info("recv_cipher")
+        return str(send), str(recv), str(done.stdout)
 
     send, recv, out = bastion.call(run())
     assert (send, recv) == ("aes128-gcm@openssh.com", "aes128-gcm@openssh.com")
