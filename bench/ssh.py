@@ -1,6 +1,7 @@
 """SSH door figures vs direct and ProxyJump; run: .venv/bin/python -m bench.ssh [--quick] [--keep]
 
-Options: --bulk-only (the bulk transfers alone), --mb N (file size).
+Options: --bulk-only (the bulk transfers alone), --mb N (file size), --runs N (runs per bulk
+case), --tools scp,cat,tar,tar-up (which bulk cases).
 
 Prints, in one run against the same private OpenSSH sshd (figures only, no assertions):
   bulk scp download   MB/s direct, through OpenSSH ProxyJump (a second sshd) and through the
@@ -472,6 +473,14 @@ async def interactive(r: Rig, sizes: Sizes) -> Interactive:
 # --- report ---------------------------------------------------------------------------
 
 
+BULK_CASES = {  # tool: (label, what)
+    "scp": ("bulk scp download", "from first byte; SFTP, not recorded"),
+    "cat": ("exec cat (recorded)", "ssh host cat FILE, every stream recorded"),
+    "tar": ("tar down (recorded)", "ssh host tar cf - FILE > out"),
+    "tar-up": ("tar up (recorded)", "ssh host tar xf - < archive, stdin recorded"),
+}
+
+
 def bulk_row(label: str, run: Bulk, runs: int, what: str) -> tuple[str, str]:
     """direct / proxyjump / bastion MB/s and the ratios, for one bulk case."""
     rate = run.rates
@@ -482,28 +491,14 @@ def bulk_row(label: str, run: Bulk, runs: int, what: str) -> tuple[str, str]:
             f" bastion CPU {run.bastion_cpu:.2f} s/run)")  # fmt: skip
 
 
-def report(
-    sizes: Sizes, found: Interactive | None, scp_run: Bulk, streams: dict[str, Bulk]
-) -> None:
-    scp = scp_run.rates
+def report(sizes: Sizes, found: Interactive | None, runs: dict[str, Bulk]) -> None:
     major, minor = openssh_version()
     print(f"ssh bench ({sizes.file_mb} MB file, {os.cpu_count()}-core machine shared by client,"
           f" bastion and sshd; OpenSSH {major}.{minor}, asyncssh {asyncssh.__version__},"
           " client's default ciphers, bastion offers AES only; MB = 2**20 bytes)")  # fmt: skip
 
-    rows = [
-        ("bulk scp download", f"direct {scp['direct']:.0f} MB/s   proxyjump"
-         f" {scp['proxyjump']:.0f} MB/s   bastion {scp['bastion']:.0f} MB/s   bastion/proxyjump"
-         f" {ratio(scp['bastion'], scp['proxyjump'])}   bastion/direct"
-         f" {ratio(scp['bastion'], scp['direct'])}   (median of {sizes.bulk_runs}, from first"
-         f" byte; bastion CPU {scp_run.bastion_cpu:.2f} s/run)"),
-        bulk_row("exec cat (recorded)", streams["cat"], sizes.bulk_runs,
-                 "ssh host cat FILE, every stream recorded"),
-        bulk_row("tar down (recorded)", streams["tar"], sizes.bulk_runs,
-                 "ssh host tar cf - FILE > out"),
-        bulk_row("tar up (recorded)", streams["tar-up"], sizes.bulk_runs,
-                 "ssh host tar xf - < archive, stdin recorded"),
-    ]  # fmt: skip
+    rows = [bulk_row(BULK_CASES[tool][0], run, sizes.bulk_runs, BULK_CASES[tool][1])
+            for tool, run in runs.items()]  # fmt: skip
     if found is not None:
         rows += interactive_rows(sizes, found)
     for label, text in rows:
@@ -543,16 +538,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the bulk transfers (no keystrokes, logins or idle memory)",
     )
     parser.add_argument("--mb", type=int, default=0, help="file size in MB (default 256; quick 32)")
+    parser.add_argument("--runs", type=int, default=0, help="runs per bulk case (5; quick 3)")
+    parser.add_argument(
+        "--tools", default="scp,cat,tar,tar-up", help="bulk cases to run, comma-separated"
+    )
     args = parser.parse_args(argv)
     sizes = Sizes(32, 50) if args.quick else Sizes(256, 200, keystrokes=2000, bulk_runs=5)
     if args.mb:
         sizes = replace(sizes, file_mb=args.mb)
+    if args.runs:
+        sizes = replace(sizes, bulk_runs=args.runs)
+    tools = [tool for tool in args.tools.split(",") if tool]
     with rig(sizes, args.keep) as r:
         found = None if args.bulk_only else run_loop(interactive(r, sizes))
         ways = ("direct", "proxyjump", "bastion")
-        scp = bulk(r, "scp", ways, sizes.bulk_runs)
-        streams = {tool: bulk(r, tool, ways, sizes.bulk_runs) for tool in ("cat", "tar", "tar-up")}
-        report(sizes, found, scp, streams)
+        runs = {tool: bulk(r, tool, ways, sizes.bulk_runs) for tool in tools}
+        report(sizes, found, runs)
     return 0
 
 

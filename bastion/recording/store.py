@@ -13,7 +13,8 @@ thread while the relay goes on; when MAX_WAITING chunks wait for it, the caller 
 itself (back-pressure). A failure in the worker shows on the writer's next call.
 
 Thread safety: flush() and close() may run in a worker thread (``asyncio.to_thread``) while
-the event loop keeps calling output(), input() and resize(); nothing else is shared.
+the event loop keeps calling output(), input() and resize(); nothing else is shared. flush()'s
+fsync holds no lock the relay needs (see flush()), so a slow disk does not stall the relay.
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ class RecordingWriter:
         self._aead = aead
         self._monotonic = monotonic
         self.redactor = PromptRedactor()
+        self._sync_lock = threading.Lock()  # an fsync running; taken before io_lock
         self._io_lock = threading.Lock()  # file writes, in chunk order
         self._buf_lock = threading.Lock()  # the open chunk and the redactor
         self._chunk = _Chunk()
@@ -267,18 +269,24 @@ class RecordingWriter:
         return waiting and now_monotonic - self._last_flush >= FLUSH_INTERVAL
 
     def flush(self) -> None:
-        """Write everything buffered and fsync it; RecordingError on failure."""
+        """Write everything buffered and fsync it; RecordingError on failure.
+
+        The fsync runs without io_lock: the worker (and the relay, when too many chunks
+        wait) go on writing while the disk catches up, so a slow disk never stalls the event
+        loop. Chunks written during the fsync are synced by the next flush or by close()."""
         with self._buf_lock:
             self._rotate()
-        with self._io_lock:
-            self._check_usable()
-            self._write_waiting()
-            if self._unsynced:
+        with self._sync_lock:  # close() takes it first: the fd stays open while it syncs
+            with self._io_lock:
+                self._check_usable()
+                self._write_waiting()
+                unsynced, self._unsynced = self._unsynced, False
+            if unsynced:
                 self._sync()
 
     def close(self) -> RecordingSummary:
         """Write the final chunk, fsync and close; return the file's SHA-256, size, streams."""
-        with self._io_lock:
+        with self._sync_lock, self._io_lock:
             if self._summary is not None:
                 return self._summary
             try:
@@ -287,6 +295,7 @@ class RecordingWriter:
                 with self._buf_lock:
                     last, self._chunk = self._chunk, _Chunk()
                 self._write_chunk(last, final=True)
+                self._unsynced = False
                 self._sync()
                 self._check_size()
             finally:
@@ -379,12 +388,11 @@ class RecordingWriter:
         self._unsynced = True
 
     def _sync(self) -> None:
-        """fsync what was written; the flush interval restarts (io_lock held)."""
+        """fsync what was written; the flush interval restarts (sync_lock held)."""
         try:
             os.fsync(self._fd)
         except OSError as exc:
             self._fail(exc)
-        self._unsynced = False
         self._last_flush = self._monotonic()
 
     def _fail(self, exc: OSError) -> NoReturn:

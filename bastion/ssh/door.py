@@ -14,7 +14,7 @@ from bastion.core import Core
 from bastion.ssh import twofactor
 from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
-from bastion.ssh.upstream import CIPHERS
+from bastion.ssh.upstream import DOOR_CIPHERS
 from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.ssh")
@@ -66,7 +66,7 @@ class SSHDoor:
             login_timeout=self.core.config.ssh.login_grace.total_seconds(),
             agent_forwarding=False, x11_forwarding=False, allow_scp=False,
             server_version="bastion",
-            encryption_algs=list(CIPHERS), encoding=None, line_editor=False,
+            encryption_algs=list(DOOR_CIPHERS), encoding=None, line_editor=False,
         )  # fmt: skip
         sockets = self._server.sockets or []
         if sockets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -157,7 +158,7 @@ class SessionTap:
     async def tick(self) -> None:
         """Flush what is due; raises RecordingError if the recording cannot be written."""
         if self.writer is not None and self.writer.due(time.monotonic()):
-            await self.core.run(self.writer.flush)
+            await asyncio.to_thread(self.writer.flush)  # an fsync: not on the store's thread
         await self._store_batches()
 
     async def _store_batches(self) -> None:
@@ -175,7 +176,7 @@ class SessionTap:
             self._take_stdin(self.stdin_log.flush())
         if self.writer is not None:
             try:
-                summary = await self.core.run(self.writer.close)
+                summary = await asyncio.to_thread(self.writer.close)
                 info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
                 now = self.core.clock.now()
                 self.file_ops += [FileOp(now, "stream", name, None, stat.size, stat.sha256)

@@ -293,6 +293,44 @@ def test_buffer_over_one_mib_is_written_at_once_and_synced_by_the_timer(
     writer.close()
 
 
+def test_a_slow_fsync_holds_up_neither_the_writes_nor_the_relay(
+    tmp_path: Path, box: SecretBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the timer's flush waits for the disk, output goes on being sealed and written:
+    the relay (which writes chunks itself when too many wait) never waits for an fsync."""
+    writer = make_writer(tmp_path, box)
+    writer.output(b"before,", 0.1)
+    syncing, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        syncing.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    flusher = threading.Thread(target=writer.flush)
+    flusher.start()
+    assert syncing.wait(10)
+    piece = b"d" * MAX_BUFFER
+
+    def relay_output() -> None:
+        for _ in range(12):
+            writer.output(piece, 0.2)
+
+    relay = threading.Thread(target=relay_output)
+    relay.start()
+    relay.join(10)  # 12 MiB while the disk syncs: more chunks than may wait for the worker
+    held_up = relay.is_alive()
+    release.set()
+    flusher.join()
+    relay.join()
+    assert not held_up
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    recording = read_recording(writer.close().path, box)
+    assert "".join(e.data for e in recording.events) == "before," + "d" * (12 * MAX_BUFFER)
+
+
 def _wait_for_units(path: Path, count: int) -> None:
     """Wait (bounded) until the worker has written the file up to `count` units."""
     deadline = time.monotonic() + 10

@@ -73,6 +73,32 @@ def test_colon_form_and_exit_signal_pass_through(bastion: Bastion) -> None:
     assert done.exit_signal is not None and done.exit_signal[0] == "TERM"
 
 
+# OpenSSH's default cipher order (chacha20-poly1305 aside): CTR before GCM.
+OPENSSH_ORDER = ["aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-gcm@openssh.com",
+                 "aes256-gcm@openssh.com"]  # fmt: skip
+
+
+def test_the_door_runs_aes_gcm_even_for_a_client_that_prefers_ctr(bastion: Bastion) -> None:
+    """CTR with umac costs asyncssh more CPU per packet than GCM: the door offers only GCM."""
+
+    async def run() -> tuple[str, str, str]:
+        key = asyncssh.read_private_key(bastion.keys["alice"])
+        client = CodeClient([bastion.code("alice")])
+        conn = await asyncssh.connect(
+            "127.0.0.1", bastion.port, username="alice+web-1", client_keys=[key],
+            known_hosts=bastion.known_hosts(), client_factory=lambda: client, agent_path=None,
+            config=None, encryption_algs=OPENSSH_ORDER,
+        )  # fmt: skip
+        async with conn:
+            done = await conn.run("echo relayed", check=True)
+            send, recv = conn.get_extra_info("send_cipher"), conn.get_extra_info("recv_cipher")
+        return str(send), str(recv), str(done.stdout)
+
+    send, recv, out = bastion.call(run())
+    assert (send, recv) == ("aes128-gcm@openssh.com", "aes128-gcm@openssh.com")
+    assert out == "relayed\n"
+
+
 def test_wrong_code_is_refused_and_counted(bastion: Bastion, tmp_path: Path) -> None:
     ssh = bastion.openssh("alice", tmp_path / "client")
     result = ssh.run_ssh("true", login="alice+web-1", answers={"Verification code": "000000"})
