@@ -381,11 +381,11 @@ class RecordingWriter:
         for kind, data in chunk.streams:
             self._streams[kind].update(data)
             self._counts[kind] += len(data)
+        self._unsynced = True  # before the bytes reach the file: a flush must follow them
         try:
             self._emit(*self._seal(b"".join(chunk.parts), final))
         except OSError as exc:
             self._fail(exc)
-        self._unsynced = True
 
     def _sync(self) -> None:
         """fsync what was written; the flush interval restarts (sync_lock held)."""
