@@ -66,6 +66,10 @@ class SSHDoor:
             login_timeout=self.core.config.ssh.login_grace.total_seconds(),
             agent_forwarding=False, x11_forwarding=False, allow_scp=False,
             server_version="bastion",
+            # No GSSAPI (Kerberos) login or key exchange, even where the gssapi module is
+            # installed: asyncssh would otherwise offer it by default, as a login method
+            # that never passes through the two factors.
+            gss_host=None, gss_kex=False, gss_auth=False,
             encryption_algs=list(DOOR_CIPHERS), encoding=None, line_editor=False,
         )  # fmt: skip
         sockets = self._server.sockets or []
