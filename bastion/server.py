@@ -169,7 +169,7 @@ class Server:
             await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
         if self.anchorer is not None:  # the last head, bastion.stopped included
-            self._anchor()
+            await asyncio.get_running_loop().run_in_executor(None, self._anchor)
             self.anchorer.close()
             self.anchorer = None
 
