@@ -40,6 +40,7 @@ REUSABLE_PREFIX = "btr_"  # a password starting so is a reusable ticket
 TOKEN_BYTES = 32  # 256 bits of entropy
 KEY_PURPOSE = "bastion:ticket:reusable"
 UNKNOWN = "unknown ticket"
+DEFAULT_REUSABLE_FOR = timedelta(hours=1)  # when --for is not given
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -108,6 +109,13 @@ def ticket_refusal(
     return next((why for ok, why in checks if not ok), None)
 
 
+def reusable_note(described: str, capped_by: str) -> str:
+    """What the engineer reads under their new reusable ticket (the CLI and the SSH door)."""
+    return (f"({described}; lifetime set by {capped_by}. It is shown only now: use it as"
+            " the password for every connection to that target, keep it like a password,"
+            " and revoke it with `ticket revoke ID` when you are done)")  # fmt: skip
+
+
 @dataclass
 class Tickets:
     """Mint, admit, list and revoke reusable tickets; the doors and the CLI both use this."""
@@ -139,10 +147,10 @@ class Tickets:
         via: str,
     ) -> tuple[str, TicketRow, str]:  # fmt: skip
         """After `user`'s own TOTP code: a new token (shown once), its row, and what capped it."""
-        self.check_mintable(user, target)
+        bound = parse_bind(bind) if bind is not None else None
+        self.check_mintable(user, target)  # no code is spent on what would be refused
         self.identity.require_totp(user, code, via)
         grant = self.check_mintable(user, target)  # decided again, after the code
-        bound = parse_bind(bind) if bind is not None else None
         cap = self.config.target_policy(target).reusable_ticket_max
         expires, capped_by = lifetime(self.clock.now(), duration, cap, grant.ends_at)
         token = REUSABLE_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)

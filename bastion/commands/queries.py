@@ -6,14 +6,12 @@ import argparse
 import getpass
 import json
 import sys
-from datetime import timedelta
 
+from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
 from bastion.commands.app import App, actor_of
 from bastion.commands.requests import duration_arg
 from bastion.commands.sessions import since_arg
 from bastion.errors import Denied, UsageError
-
-DEFAULT_REUSABLE_FOR = timedelta(hours=1)
 
 
 def ticket(app: App, args: argparse.Namespace) -> int:
@@ -63,13 +61,6 @@ def _reusable(app: App, args: argparse.Namespace) -> int:
     data = {"ticket": token, **row.public(app.clock.now()), "capped_by": capped_by}
     app.emit(data, f"{token}\n{reusable_note(app.tickets.describe(row), capped_by)}")
     return 0
-
-
-def reusable_note(described: str, capped_by: str) -> str:
-    """What the engineer reads under their new reusable ticket (shared with the SSH door)."""
-    return (f"({described}; lifetime set by {capped_by}. It is shown only now: use it as"
-            " the password for every connection to that target, keep it like a password,"
-            " and revoke it with `ticket revoke ID` when you are done)")  # fmt: skip
 
 
 def _ticket_list(app: App, args: argparse.Namespace) -> int:
