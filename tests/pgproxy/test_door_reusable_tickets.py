@@ -54,7 +54,8 @@ def opens(b: Bastion, token: str, **where: str) -> None:
 @pytest.fixture
 def two(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
     """alice and bob may both read orders-prod; alice also orders-copy (the same database)."""
-    extra = '[postgres]\nmax_failures_per_source = 4\n[targets.orders-copy]\nreusable_ticket_max = "30m"\n'
+    extra = "[postgres]\nmax_failures_per_source = 4\n[targets.orders-copy]\n"
+    extra += 'reusable_ticket_max = "30m"\n'
     b = alice_on(tmp_path / "bastion", pg, extra)
     b.add_user("bob", password=PASSWORD)
     b.grant("bob", "orders-prod")
