@@ -8,16 +8,19 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
-from bastion.audit.tickets import TicketRow
 from bastion.errors import Denied
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on
 from tests.realpg import PgDatabase, asyncpg_connect, psycopg_connect, run_psql, run_psql_async
 from tests.ssh.test_door_admin import wait_until
+
+if TYPE_CHECKING:
+    from bastion.audit.tickets import TicketRow
 
 
 def mint(
