@@ -10,8 +10,9 @@ import structlog
 
 from bastion import pgwire, sqlparse
 from bastion.access.grants import Decision
-from bastion.audit import Event, TotpResult
-from bastion.audit.records import Target
+from bastion.access.tickets import REUSABLE_PREFIX
+from bastion.audit import Event, TicketRow, TotpResult
+from bastion.audit.records import Grant, Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity.service import TICKET_PREFIX, refusal_text
@@ -32,6 +33,7 @@ class Login:
     user: str
     target: Target
     decision: Decision
+    ticket_id: int | None = None  # the reusable ticket that opened it, if one did
 
 
 def login_failed(user: str, target: str) -> ClientRefused:
@@ -56,7 +58,13 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         raise ClientRefused("28P01", "expected a password message")
     secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
     via = f"postgres:{client.address}"
-    if secret.startswith(TICKET_PREFIX):
+    ticket: tuple[TicketRow, Grant] | None = None
+    if secret.startswith(REUSABLE_PREFIX):
+        try:
+            ticket = await core.run(core.tickets.admit, user, name, secret, client.address, via)
+        except Denied as exc:
+            raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
+    elif secret.startswith(TICKET_PREFIX):
         try:
             await core.run(core.store.use_ticket, user, name, secret, via)
         except Denied as exc:
@@ -71,7 +79,12 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         detail = {"reason": decision.reason, "protocol": "postgres"}
         await core.audit(Event("access.denied", user, name, "notice", detail=detail))
         raise ClientRefused("28000", decision.reason)
-    return Login(user, target, decision)
+    if ticket is None:
+        return Login(user, target, decision)
+    # A reusable ticket's session runs under the ticket's own grant, whatever else is live.
+    row, grant = ticket
+    reason = f"reusable ticket {row.id} under grant {grant.id} ({grant.mode})"
+    return Login(user, target, Decision(True, reason, grant), row.id)
 
 
 async def _password_and_code(core: Core, user: str, target: str, secret: str, via: str) -> None:
@@ -116,7 +129,7 @@ class PgSession:
         await self.core.run(
             self.core.store.open_session, session_id=self.id, user=user, target=target.name,
             grant_id=grant.id if grant else None, protocol="postgres",
-            client_addr=self.client.address,
+            client_addr=self.client.address, ticket_id=login.ticket_id,
         )  # fmt: skip
         params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
         if read_only:
