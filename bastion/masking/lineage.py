@@ -28,11 +28,19 @@ from bastion.masking.shapes import (
     items,
     walk,
 )
+from bastion.sqlparse.functions import MASKED_CATALOG_FUNCTIONS
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
 MAX_RECURSIVE_PASSES = 16
+# WITH RECURSIVE inside another (asyncpg's type introspection has one): each outer pass re-reads
+# the inner one, so the passes multiply; two levels is at most 16 * 16 passes.
+MAX_RECURSIVE_NESTING = 2
+# A table's system columns (PostgreSQL's attnums): row versions and places, no stored value.
+# psql's \dd and \dL join the catalogs on tableoid. Projected, they are masked by the origin
+# cross-check (the snapshot knows no such attnum).
+SYSTEM_COLUMNS = {"tableoid": -6, "cmax": -5, "xmax": -4, "cmin": -3, "xmin": -2, "ctid": -1}
 
 # Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
 SAFE_FUNCTIONS = frozenset({
@@ -112,7 +120,7 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    recursing: bool = False  # analysing the passes of a WITH RECURSIVE
+    recursing: int = 0  # how many WITH RECURSIVE passes are being analysed, one inside another
 
     # -- statements -------------------------------------------------------------------
 
@@ -165,14 +173,13 @@ class Analyzer:
     def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
         """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
         operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
-        if self.recursing:
-            # Each pass re-reads what is inside: nested, the passes would multiply.
-            raise Refused("WITH RECURSIVE inside another is not analysed in masked mode")
-        self.recursing = True
+        if self.recursing >= MAX_RECURSIVE_NESTING:
+            raise Refused("WITH RECURSIVE nested this deeply is not analysed in masked mode")
+        self.recursing += 1
         try:
             cols = self._fixpoint(cte, query, scope)
         finally:
-            self.recursing = False
+            self.recursing -= 1
         added: list[Col] = []
         for key, listed, extra, use in CTE_CLAUSES:
             found = cte.get(key)
@@ -344,6 +351,10 @@ class Analyzer:
         names = [str(n) for n in string_list(alias.get("colnames"))]
         if names:
             return alias.get("aliasname", ""), [Col(n) for n in names]
+        if len(called) == 1 and _one_column(node):
+            # PostgreSQL names that one column after the range's alias, or else the function.
+            name = alias.get("aliasname", called[0])
+            return name, [Col(name)]
         # Named by the function, or by its OUT parameters, which the snapshot does not hold:
         # any name the other ranges lack is one of them (allowlisted, its arguments clean).
         return alias.get("aliasname", called[0] if called else ""), [Col(n) for n in called] + [
@@ -393,6 +404,9 @@ class Analyzer:
                 if OPEN in cols and (len(names) == 1 or names[-2] == alias):
                     return Col(names[-1])  # an output column of a function in FROM
             current = current.parent
+        system = _system_column(names, scope)
+        if system is not None:
+            return system
         raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
 
     def _find(self, names: list[str], scope: Scope) -> Col | set[Source] | None:
@@ -428,7 +442,8 @@ class Analyzer:
 
     def _function(self, node: Node) -> None:
         names = string_list(node.get("funcname"))
-        if names[:-1] not in ([], ["pg_catalog"]) or names[-1] not in SAFE_FUNCTIONS:
+        known = names[-1] in SAFE_FUNCTIONS or names[-1] in MASKED_CATALOG_FUNCTIONS
+        if names[:-1] not in ([], ["pg_catalog"]) or not known:
             raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")
 
     def _use(self, value: object, scope: Scope, use: str, outputs: list[Col]) -> None:
@@ -472,6 +487,39 @@ def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
 
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
+
+
+def _one_column(node: Node) -> bool:
+    """A function in FROM that returns one column, named after it: unnest of one array,
+    generate_series, generate_subscripts (pgcli reads `SELECT * FROM unnest(...)`)."""
+    functions = node.get("functions", [])
+    if len(functions) != 1 or node.get("ordinality"):
+        return False
+    calls = [c for c in items(functions[0]) if isinstance(c, dict) and "FuncCall" in c]
+    if len(calls) != 1:
+        return False
+    call = calls[0]["FuncCall"]
+    names = string_list(call.get("funcname"))
+    if names[:-1] not in ([], ["pg_catalog"]):
+        return False
+    if names[-1] == "unnest":
+        return len(call.get("args", [])) == 1
+    return names[-1] in ("generate_series", "generate_subscripts")
+
+
+def _system_column(names: list[str], scope: Scope) -> Col | None:
+    """A system column (tableoid, ctid, xmin, ...) of a range that is one table's columns."""
+    attnum = SYSTEM_COLUMNS.get(names[-1])
+    current: Scope | None = scope if attnum is not None else None
+    while current is not None and attnum is not None:
+        for alias, cols in current.entries:
+            if len(names) >= 2 and names[-2] != alias:
+                continue
+            relids = {relid for c in cols for relid, _ in c.sources}
+            if len(relids) == 1 and all(c.bare and len(c.sources) == 1 for c in cols):
+                return Col(names[-1], frozenset({(relids.pop(), attnum)}), True, cols[0].row)
+        current = current.parent
+    return None
 
 
 def _output_ref(item: object, outputs: list[Col]) -> Col | None:
