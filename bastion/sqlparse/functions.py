@@ -382,7 +382,8 @@ _MASKED_CATALOG_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("session", "reads this session's own search path and temporary schema", """
         current_schemas pg_my_temp_schema pg_is_other_temp_schema pg_char_to_encoding"""),
     ("formatting", "builds text or JSON from its arguments (psql's \\dA, SQLAlchemy's"
-        " index reflection)", "format like_escape json_build_object"),
+        " index reflection; pgcli's casing query splits function source into words)",
+        "format like_escape json_build_object regexp_split_to_table"),
 )  # fmt: skip
 
 MASKED_CATALOG_FUNCTIONS: dict[str, str] = {
