@@ -13,7 +13,7 @@ from bastion.masking.policy import MaskingPolicy
 # \d, \dt, \df, \du and \l ask, and pgcli's, SQLAlchemy's and drivers' catalog queries), no
 # stored values. Never statistics (pg_statistic, pg_stats, pg_stats_ext, pg_statistic_ext_data:
 # their most common values and histograms are a column's data), other sessions
-# (pg_stat_activity), settings (pg_settings, pg_db_role_setting), connection secrets
+# (pg_stat_activity), other roles' and databases' settings (pg_db_role_setting), connection secrets
 # (pg_user_mapping, pg_subscription, pg_foreign_server) or data (pg_largeobject).
 METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
     "pg_catalog": (
@@ -30,6 +30,9 @@ METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
         "pg_event_trigger", "pg_language", "pg_opclass", "pg_operator", "pg_opfamily",
         "pg_rewrite", "pg_ts_config", "pg_ts_config_map", "pg_ts_dict", "pg_ts_parser",
         "pg_ts_template",
+        # The settings this session can see; current_setting() reads each of them already, and
+        # the server hides the ones a role may not read from both (pgjdbc, psql's \dconfig).
+        "pg_settings",
     ),
     "information_schema": (
         "columns", "key_column_usage", "referential_constraints", "schemata",

@@ -28,7 +28,10 @@ from bastion.masking.shapes import (
     items,
     walk,
 )
-from bastion.sqlparse.functions import MASKED_CATALOG_FUNCTIONS
+from bastion.sqlparse.functions import (
+    MASKED_CATALOG_FUNCTIONS,
+    MASKED_INFORMATION_SCHEMA_FUNCTIONS,
+)
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
@@ -442,6 +445,9 @@ class Analyzer:
 
     def _function(self, node: Node) -> None:
         names = string_list(node.get("funcname"))
+        helper = names[-1] in MASKED_INFORMATION_SCHEMA_FUNCTIONS
+        if names[:-1] == ["information_schema"] and helper:
+            return
         known = names[-1] in SAFE_FUNCTIONS or names[-1] in MASKED_CATALOG_FUNCTIONS
         if names[:-1] not in ([], ["pg_catalog"]) or not known:
             raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")

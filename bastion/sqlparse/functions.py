@@ -392,3 +392,9 @@ MASKED_CATALOG_FUNCTIONS: dict[str, str] = {
     for name in names.split()
 }
 """Masked mode's allowed functions beyond SAFE_FUNCTIONS, each with why (catalog queries)."""
+
+# information_schema's own helpers, called qualified (pgjdbc's getPrimaryKeys and
+# getIndexInfo). They belong to the bootstrap superuser, so a database cannot replace them.
+MASKED_INFORMATION_SCHEMA_FUNCTIONS: dict[str, str] = {
+    "_pg_expandarray": "arrays: the elements of an array given as argument, with their places",
+}
