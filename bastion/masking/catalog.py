@@ -33,6 +33,8 @@ METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
         # The settings this session can see; current_setting() reads each of them already, and
         # the server hides the ones a role may not read from both (pgjdbc, psql's \dconfig).
         "pg_settings",
+        # Comments on databases and roles, as shobj_description() reads them (pgAdmin).
+        "pg_shdescription",
     ),
     "information_schema": (
         "columns", "key_column_usage", "referential_constraints", "schemata",
