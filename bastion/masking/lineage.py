@@ -38,8 +38,11 @@ Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
 MAX_RECURSIVE_PASSES = 16
 # WITH RECURSIVE inside another (asyncpg's type introspection has one): each outer pass re-reads
-# the inner one, so the passes multiply; two levels is at most 16 * 16 passes.
+# the inner one, so the passes multiply. Two levels at most, and one outermost WITH RECURSIVE
+# and all inside it share a budget of passes (asyncpg's needs under 10), so a statement cannot
+# buy much more analysis per byte than with one level.
 MAX_RECURSIVE_NESTING = 2
+MAX_NESTED_PASSES = 48
 # A table's system columns (PostgreSQL's attnums): row versions and places, no stored value.
 # psql's \dd and \dL join the catalogs on tableoid. Projected, they are masked by the origin
 # cross-check (the snapshot knows no such attnum).
@@ -124,6 +127,7 @@ class Analyzer:
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     recursing: int = 0  # how many WITH RECURSIVE passes are being analysed, one inside another
+    passes: int = 0  # passes analysed under the outermost WITH RECURSIVE
 
     # -- statements -------------------------------------------------------------------
 
@@ -178,6 +182,8 @@ class Analyzer:
         operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
         if self.recursing >= MAX_RECURSIVE_NESTING:
             raise Refused("WITH RECURSIVE nested this deeply is not analysed in masked mode")
+        if not self.recursing:
+            self.passes = 0
         self.recursing += 1
         try:
             cols = self._fixpoint(cte, query, scope)
@@ -205,6 +211,9 @@ class Analyzer:
 
         cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
         for _ in range(MAX_RECURSIVE_PASSES):
+            self.passes += 1
+            if self.passes > MAX_NESTED_PASSES:
+                raise Refused(f"WITH RECURSIVE {name} needs too many passes to be analysed")
             scope.ctes[name] = cols
             again = columns(query)
             if again == cols:

@@ -153,6 +153,22 @@ def test_a_recursive_cte_inside_another_is_analysed_two_levels_deep_and_no_more(
         analyzer.statement(nest(inner, "r"))
 
 
+def test_nested_recursion_that_needs_many_passes_is_refused_not_analysed_for_long() -> None:
+    # Columns that hand their sources on one place per pass: 14 passes outside, each
+    # re-reading 14 inside, would be ~200 passes; one budget covers them all.
+    def shifting(name: str, where: str) -> str:
+        cols = [f"{name}{i}" for i in range(14)]
+        first, shift = ["id"] + ["0"] * 13, ["0", *cols[:-1]]
+        return (f"WITH RECURSIVE {name}({', '.join(cols)}) AS (SELECT {', '.join(first)} FROM"
+                f" customers UNION ALL SELECT {', '.join(shift)} FROM {name} WHERE {where})"
+                f" SELECT max({cols[-1]}) FROM {name}")  # fmt: skip
+
+    analyzer = Analyzer(CATALOG, SENSITIVE_SOURCES.__contains__)
+    assert [c.name for c in analyzer.statement(shifting("q", "q0 < 2"))] == ["max"]
+    with pytest.raises(Refused, match="needs too many passes"):
+        analyzer.statement(shifting("r", f"r0 < ({shifting('q', 'q0 < 2')})"))
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
