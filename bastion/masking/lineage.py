@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from pglast import parser
 
+from bastion.masking import catalog_reads as reads
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
 from bastion.masking.shapes import (
     CLAUSES,
@@ -26,27 +27,14 @@ from bastion.masking.shapes import (
     expr_name,
     grouping_items,
     items,
+    output_position,
     walk,
-)
-from bastion.sqlparse.functions import (
-    MASKED_CATALOG_FUNCTIONS,
-    MASKED_INFORMATION_SCHEMA_FUNCTIONS,
 )
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
 Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
 MAX_RECURSIVE_PASSES = 16
-# WITH RECURSIVE inside another (asyncpg's type introspection has one): each outer pass re-reads
-# the inner one, so the passes multiply. Two levels at most, and one outermost WITH RECURSIVE
-# and all inside it share a budget of passes (asyncpg's needs under 10), so a statement cannot
-# buy much more analysis per byte than with one level.
-MAX_RECURSIVE_NESTING = 2
-MAX_NESTED_PASSES = 48
-# A table's system columns (PostgreSQL's attnums): row versions and places, no stored value.
-# psql's \dd and \dL join the catalogs on tableoid. Projected, they are masked by the origin
-# cross-check (the snapshot knows no such attnum).
-SYSTEM_COLUMNS = {"tableoid": -6, "cmax": -5, "xmax": -4, "cmin": -3, "xmin": -2, "ctid": -1}
 
 # Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
 SAFE_FUNCTIONS = frozenset({
@@ -126,7 +114,7 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    recursing: int = 0  # how many WITH RECURSIVE passes are being analysed, one inside another
+    recursing: int = 0  # WITH RECURSIVE passes being analysed, one inside another
     passes: int = 0  # passes analysed under the outermost WITH RECURSIVE
 
     # -- statements -------------------------------------------------------------------
@@ -180,7 +168,7 @@ class Analyzer:
     def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
         """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
         operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
-        if self.recursing >= MAX_RECURSIVE_NESTING:
+        if self.recursing >= reads.MAX_RECURSIVE_NESTING:
             raise Refused("WITH RECURSIVE nested this deeply is not analysed in masked mode")
         if not self.recursing:
             self.passes = 0
@@ -212,7 +200,7 @@ class Analyzer:
         cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
         for _ in range(MAX_RECURSIVE_PASSES):
             self.passes += 1
-            if self.passes > MAX_NESTED_PASSES:
+            if self.passes > reads.MAX_NESTED_PASSES:
                 raise Refused(f"WITH RECURSIVE {name} needs too many passes to be analysed")
             scope.ctes[name] = cols
             again = columns(query)
@@ -363,8 +351,7 @@ class Analyzer:
         names = [str(n) for n in string_list(alias.get("colnames"))]
         if names:
             return alias.get("aliasname", ""), [Col(n) for n in names]
-        if len(called) == 1 and _one_column(node):
-            # PostgreSQL names that one column after the range's alias, or else the function.
+        if len(called) == 1 and reads.one_column(node):
             name = alias.get("aliasname", called[0])
             return name, [Col(name)]
         # Named by the function, or by its OUT parameters, which the snapshot does not hold:
@@ -416,9 +403,9 @@ class Analyzer:
                 if OPEN in cols and (len(names) == 1 or names[-2] == alias):
                     return Col(names[-1])  # an output column of a function in FROM
             current = current.parent
-        system = _system_column(names, scope)
+        system = reads.system_column(names, scope)
         if system is not None:
-            return system
+            return Col(names[-1], frozenset({system[0]}), True, system[1])
         raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
 
     def _find(self, names: list[str], scope: Scope) -> Col | set[Source] | None:
@@ -454,11 +441,9 @@ class Analyzer:
 
     def _function(self, node: Node) -> None:
         names = string_list(node.get("funcname"))
-        helper = names[-1] in MASKED_INFORMATION_SCHEMA_FUNCTIONS
-        if names[:-1] == ["information_schema"] and helper:
+        if reads.catalog_function(names):
             return
-        known = names[-1] in SAFE_FUNCTIONS or names[-1] in MASKED_CATALOG_FUNCTIONS
-        if names[:-1] not in ([], ["pg_catalog"]) or not known:
+        if names[:-1] not in ([], ["pg_catalog"]) or names[-1] not in SAFE_FUNCTIONS:
             raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")
 
     def _use(self, value: object, scope: Scope, use: str, outputs: list[Col]) -> None:
@@ -467,7 +452,8 @@ class Analyzer:
             return
         for item in value if isinstance(value, list) else [value]:
             # ORDER BY and GROUP BY may name an output column; both readings are checked.
-            target = _output_ref(item, outputs)
+            found = output_position(item, [c.name for c in outputs])
+            target = None if found is None else outputs[found]
             try:
                 sources = self._sources(item, scope)
             except Refused:
@@ -502,53 +488,3 @@ def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
 
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
-
-
-def _one_column(node: Node) -> bool:
-    """A function in FROM that returns one column, named after it: unnest of one array,
-    generate_series, generate_subscripts (pgcli reads `SELECT * FROM unnest(...)`)."""
-    functions = node.get("functions", [])
-    if len(functions) != 1 or node.get("ordinality"):
-        return False
-    calls = [c for c in items(functions[0]) if isinstance(c, dict) and "FuncCall" in c]
-    if len(calls) != 1:
-        return False
-    call = calls[0]["FuncCall"]
-    names = string_list(call.get("funcname"))
-    if names[:-1] not in ([], ["pg_catalog"]):
-        return False
-    if names[-1] == "unnest":
-        return len(call.get("args", [])) == 1
-    return names[-1] in ("generate_series", "generate_subscripts")
-
-
-def _system_column(names: list[str], scope: Scope) -> Col | None:
-    """A system column (tableoid, ctid, xmin, ...) of a range that is one table's columns."""
-    attnum = SYSTEM_COLUMNS.get(names[-1])
-    current: Scope | None = scope if attnum is not None else None
-    while current is not None and attnum is not None:
-        for alias, cols in current.entries:
-            if len(names) >= 2 and names[-2] != alias:
-                continue
-            relids = {relid for c in cols for relid, _ in c.sources}
-            if len(relids) == 1 and all(c.bare and len(c.sources) == 1 for c in cols):
-                return Col(names[-1], frozenset({(relids.pop(), attnum)}), True, cols[0].row)
-        current = current.parent
-    return None
-
-
-def _output_ref(item: object, outputs: list[Col]) -> Col | None:
-    """ORDER BY / GROUP BY naming an output column by position or by its name."""
-    if not isinstance(item, dict) or not outputs:
-        return None
-    name, node = unwrap(item)
-    if name == "SortBy":
-        return _output_ref(node.get("node"), outputs)
-    if name == "A_Const" and "ival" in node:
-        index = int(node["ival"].get("ival", 0)) - 1
-        return outputs[index] if 0 <= index < len(outputs) else None
-    if name == "ColumnRef":
-        names = string_list(node["fields"])
-        if len(names) == 1:
-            return next((c for c in outputs if c.name == names[0]), None)
-    return None
