@@ -349,8 +349,9 @@ def _constant(node: object) -> str | int | bool | None:
 # describes the catalog; none reads a table's rows, another session, a file or a setting. A
 # sensitive column is still refused as any function's argument (lineage's projection-only
 # rule), so these only ever see clean values. Every name is also on ALLOWED above.
-# Deliberately absent: pg_tablespace_location (a server path), pg_settings and
-# pg_db_role_setting (settings may hold secrets), pg_mcv_list_items (statistics are data).
+# Deliberately absent: pg_tablespace_location (a server path), pg_mcv_list_items and
+# pg_stat_get_* (statistics and activity), pg_read_file and kin (files), pg_get_wal_* (WAL).
+# Which catalog relations a masked session reads is bastion.masking.catalog's list.
 _MASKED_CATALOG_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("arrays", "reads an array given as argument (SQLAlchemy's key and index reflection)", """
         generate_subscripts array_remove array_position array_positions array_lower
