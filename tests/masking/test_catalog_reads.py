@@ -47,6 +47,10 @@ def names(masking: Masking, sql: str) -> list[str]:
         ("SELECT (information_schema._pg_expandarray(con.conkey)).n AS n FROM pg_constraint con",
          ["n"]),
         ("SELECT generate_subscripts(indkey, 1) FROM pg_index", ["generate_subscripts"]),
+        # pgjdbc's getMaxIndexKeys and psql's \dconfig; pgAdmin's database comments.
+        ("SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'", ["setting"]),
+        ("SELECT description FROM pg_shdescription WHERE classoid = 'pg_database'::regclass",
+         ["description"]),
     ],
 )  # fmt: skip
 def test_what_catalog_queries_use_is_analysed(masking: Masking, sql: str,
