@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pglast.parser import ParseError
 
-from bastion.masking.catalog import Catalog, verdicts
+from bastion.masking.catalog import Catalog, catalog_data, verdicts
 from bastion.masking.detect import findings
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
@@ -67,6 +67,8 @@ class Masking:
             if found.verdict.sensitive:
                 source = (found.relation.relid, found.attribute.attnum)
                 self.styles[source] = found.verdict.style or "full"
+        for source in catalog_data(self.catalog):
+            self.styles[source] = "full"
         # Types whose text and binary forms are the plain string (citext too), by type OID.
         self.text_types = TEXT_LIKE | {a.type_oid for r in self.catalog.relations.values()
                                        for a in r.attributes if a.text_like}  # fmt: skip
