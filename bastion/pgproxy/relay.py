@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -17,7 +18,9 @@ from bastion.audit import QueryEnd, QueryStart
 from bastion.core import Core
 from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
+from bastion.sqlparse import disguise
 from bastion.sqlparse import lexing as sqlparse_lexing
+from bastion.sqlparse.names import GuardCatalog
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -46,6 +49,8 @@ class Relay:
     target: str
     read_only: bool
     guard: Guard | None = None  # set when the target masks (and then every reply is checked)
+    names: GuardCatalog | None = None  # a read grant's snapshot of the target's names
+    names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
@@ -190,6 +195,13 @@ class Relay:
             # The parser's message quotes the text near the error; keep none of it.
             return "cannot parse the statement"
         refusal: str | None = found.read_only_refusal
+        if refusal is not None:
+            return refusal
+        if self.names is None:  # fail closed: nothing can prove a qualified name a column
+            return "the bastion has not read the target's names to check the statement"
+        refusal = disguise.refusal(sql, self.names)
+        if refusal is not None and self.names_missed is not None:
+            self.names_missed()  # maybe created since the snapshot: the next session reads again
         return refusal
 
     def _params(self, bind: pgwire.Bind) -> str | None:
