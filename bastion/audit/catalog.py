@@ -69,8 +69,9 @@ SELECT c.oid AS relid, n.nspname AS schema, c.relname AS relation, c.relkind::te
  ORDER BY c.oid, a.attnum
 """
 
-# The built-in functions that return rows or records: each overload's output column names
-# (OUT, INOUT and TABLE parameters), or its composite result type, or whether it is a record.
+# The built-in functions that may return rows or records: each overload of such a name (the
+# scalar ones too) with its output column names (OUT, INOUT and TABLE parameters), or its
+# composite result type, or whether it returns a record.
 GUARD_FUNCTIONS = """
 SELECT p.proname AS name,
        (SELECT array_to_string(array_agg(u.n ORDER BY u.i), ',')
@@ -79,6 +80,11 @@ SELECT p.proname AS name,
        t.typrelid AS relid, p.prorettype = 'pg_catalog.record'::pg_catalog.regtype AS is_record
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.prorettype
  WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+   AND p.proname IN (
+       SELECT q.proname FROM pg_catalog.pg_proc q JOIN pg_catalog.pg_type r ON r.oid = q.prorettype
+        WHERE q.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+          AND (q.proargmodes IS NOT NULL OR r.typrelid <> 0
+               OR q.prorettype = 'pg_catalog.record'::pg_catalog.regtype))
 """
 
 # Function names and operator symbols defined outside pg_catalog: an unqualified call of that

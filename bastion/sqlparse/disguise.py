@@ -150,18 +150,33 @@ class _Statement:
         return self._call(".".join(names), names[-1], ".".join(names[:-1]))
 
     def _indirection(self, fields: Node) -> str | None:
-        current = self._value_type(fields.get("arg"))
-        shown = _shown(fields.get("arg"))
+        found = self._selected(fields)
+        return found if isinstance(found, str) else None
+
+    def _selected(self, fields: Node) -> list[Cols] | str:
+        """The fields of what an A_Indirection selects, or the refusal of a step in it."""
+        arg = fields.get("arg")
+        current: list[Cols]
+        if isinstance(arg, dict) and "A_Indirection" in arg:
+            inner = self._selected(arg["A_Indirection"])
+            current = [None] if isinstance(inner, str) else inner
+        else:
+            current = self._value_type(arg)
+        shown = _shown(arg)
         for item in fields.get("indirection", []):
             if not isinstance(item, dict) or "String" not in item:
                 current = [None]  # a subscript: the element's type is not known
                 continue
             name = str(item["String"].get("sval", ""))
             if not _has(current, name):
-                return self._call(f"({shown}).{name}", name, f"({shown})")
+                reason = self._call(f"({shown}).{name}", name, f"({shown})")
+                if reason is not None:
+                    return reason
+                current = [None]
+                continue
             current = [self._composite(_type_of(c, name)) for c in current]
             shown = f"({shown}).{name}"
-        return None
+        return current
 
     def _func_call(self, fields: Node) -> str | None:
         names = string_list(fields.get("funcname"))
@@ -207,7 +222,21 @@ class _Statement:
         if reason is None:
             return None
         return (f"{shown} is not a column the bastion can prove, so PostgreSQL may read it as"
-                f" a call {name}({of}); {reason}; if {of} is new, connect again")  # fmt: skip
+                f" a call {name}({of}); {reason}{self._missing()}")  # fmt: skip
+
+    def _missing(self) -> str:
+        """A hint naming the statement's relations that the snapshot lacks (maybe new)."""
+        missing = sorted(
+            str(f.get("relname"))
+            for found in self.ranges.values()
+            for kind, f in found
+            if kind == "RangeVar"
+            and not self.catalog.relations(str(f.get("relname")), f.get("schemaname"))
+            and (f.get("schemaname") or str(f.get("relname")) not in self.ctes)
+        )
+        if not missing:
+            return ""
+        return f" ({', '.join(missing)} not among the names read at connect: if new, connect again)"
 
     # -- what a name can mean -----------------------------------------------------------
 

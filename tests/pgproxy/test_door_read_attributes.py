@@ -34,6 +34,13 @@ SETUP = [
     "CREATE FUNCTION plus(text, int) RETURNS int LANGUAGE sql AS"
     " $$SELECT 1 FROM (SELECT set_config('default_transaction_read_only', 'off', false)) s$$",
     "CREATE OPERATOR + (leftarg = text, rightarg = int, function = plus)",
+    # a cast that runs the database's own function
+    "CREATE FUNCTION to_address(int) RETURNS address LANGUAGE sql AS"
+    " $$SELECT ROW(set_config('default_transaction_read_only', 'off', false), '')::address$$",
+    "CREATE CAST (int AS address) WITH FUNCTION to_address(int)",
+    # immutable, so the planner runs it to fold it, even under a plain EXPLAIN
+    "CREATE FUNCTION imm(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$BEGIN"
+    " PERFORM set_config('default_transaction_read_only', 'off', false); RETURN 1; END$$",
 ]
 
 # Each would lift the guard (or call the database's own function) if it ran.
@@ -60,6 +67,8 @@ ATTACKS = [
     "SELECT lower(o) FROM orders o",
     "SELECT o.lower FROM orders o",
     "SELECT 'a'::text + 1",
+    "SELECT 1::address",
+    "EXPLAIN SELECT imm(1)",
 ]
 
 
@@ -119,3 +128,17 @@ def test_columns_and_fields_still_read(bastion: Bastion, pg: PgDatabase) -> None
             row = conn.execute(sql).fetchone()
             assert row is not None and len(row) == width, sql
     assert not [q.refused for q in bastion.store.queries() if q.refused]
+
+
+def test_a_plain_explain_cannot_fold_a_call_that_lifts_the_guard(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Planning runs an immutable function with constant arguments; EXPLAIN only plans, but
+    the call runs all the same, so a plain EXPLAIN's calls are checked as a query's are."""
+    _setup(pg)
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="EXPLAIN plans"):
+            conn.execute("EXPLAIN SELECT imm(1)")
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        assert conn.execute("EXPLAIN SELECT upper(name) FROM customers").fetchall()
