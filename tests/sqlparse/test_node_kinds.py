@@ -11,14 +11,18 @@ from bastion.sqlparse.readonly import refusal
 
 
 def test_a_made_up_node_kind_is_refused_by_name() -> None:
-    made_up = {"targetList": [{"ResTarget": {"val": {"MadeUpNode": {"arg": {}}}, "location": 7}}]}
+    made_up: dict[str, object] = {
+        "targetList": [{"ResTarget": {"val": {"MadeUpNode": {"arg": {}}}, "location": 7}}]
+    }
     reason = refusal("SelectStmt", made_up)
     assert reason is not None
     assert "MadeUpNode is not a kind of SQL the read guard knows to be harmless" in reason
 
 
 def test_a_known_kind_inside_an_unknown_one_does_not_vouch_for_it() -> None:
-    wrapped = {"whereClause": {"FutureExpr": {"arg": {"ColumnRef": {"fields": []}}}}}
+    wrapped: dict[str, object] = {
+        "whereClause": {"FutureExpr": {"arg": {"ColumnRef": {"fields": []}}}}
+    }
     reason = refusal("SelectStmt", wrapped)
     assert reason is not None and "FutureExpr" in reason
 
