@@ -272,7 +272,7 @@ class Relay:
             elif kind == b"E":
                 finished += self._error(item, index, swapped)
             elif kind == b"S":
-                _check_lexing(item)
+                _check_status(item, self.read_only)
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
                 finished += tracker.ready(time.monotonic_ns())
@@ -306,11 +306,19 @@ class Relay:
             writer.post(record, self._write_lost)
 
 
-def _check_lexing(frame: pgwire.Frame) -> None:
+LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"
+          " operator of its own); the session was ended")  # fmt: skip
+
+
+def _check_status(frame: pgwire.Frame, read_only: bool) -> None:
     """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
-    a function, a role's default): the bastion would judge text the server reads otherwise."""
+    a function, a role's default): the bastion would judge text the server reads otherwise.
+    Under a read grant, it reports default_transaction_read_only turned off: code the guard
+    could not see lifted it, and the session ends before anything else runs."""
     status = pgwire.decode_backend(frame)
     if isinstance(status, pgwire.ParameterStatus):
         why = sqlparse_lexing.refusal(status.name, status.value)
         if why is not None:
             raise MaskingLost(f"the database reported {status.name}={status.value}", why)
+        if read_only and status.name == "default_transaction_read_only" and status.value != "on":
+            raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)

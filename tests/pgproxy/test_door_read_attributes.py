@@ -4,6 +4,8 @@ Each is refused at the door, and nothing changes in the database."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -142,3 +144,29 @@ def test_a_plain_explain_cannot_fold_a_call_that_lifts_the_guard(
             conn.execute("EXPLAIN SELECT imm(1)")
         assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
         assert conn.execute("EXPLAIN SELECT upper(name) FROM customers").fetchall()
+
+
+def test_a_session_whose_guard_code_lifted_unseen_is_ended(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """The backstop for what no parser sees (a view's body here; an implicit cast or an
+    operator class's function alike): the server reports default_transaction_read_only
+    turned off, and the session ends before it can run anything else."""
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE VIEW lifting AS SELECT o.id FROM orders o,"
+            " (SELECT set_config('default_transaction_read_only', 'off', false)) s"
+        )
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error, match="read-only guard was lifted"):
+            conn.execute("SELECT count(*) FROM lifting")
+        assert conn.closed or conn.broken
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        reasons = [s.end_reason or "" for s in bastion.store.sessions()]
+        if any("default_transaction_read_only=off" in r for r in reasons):
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the session's end was not recorded with its reason")
