@@ -98,15 +98,22 @@ SELECT DISTINCT o.oprname AS name FROM pg_catalog.pg_operator o
  WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
 """
 
-# Types a cast to which runs the database's own code: the target of a cast whose function is
-# not a built-in, and a domain (outside the system schemas) with a CHECK constraint.
+# Types a cast to which may run the database's own code: the target of a cast whose function
+# is not a built-in, every domain outside the system schemas (its checks, or its base domain's,
+# may call a function), and every composite type or table row with a field of such a domain.
 GUARD_OWN_CAST_TYPES = """
+WITH domains AS (
+  SELECT t.oid FROM pg_catalog.pg_type t
+   WHERE t.typtype = 'd'
+     AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
+                                'information_schema'::pg_catalog.regnamespace))
 SELECT DISTINCT t.typname AS name FROM pg_catalog.pg_type t
- WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc
+ WHERE t.oid IN (SELECT oid FROM domains)
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc
                 WHERE k.casttarget = t.oid
                   AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)
-    OR (t.typtype = 'd'
-        AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
-                                   'information_schema'::pg_catalog.regnamespace)
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid))
+    OR (t.typrelid <> 0
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.atttypid IN (SELECT oid FROM domains)))
 """

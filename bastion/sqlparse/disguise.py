@@ -200,6 +200,10 @@ class _Statement:
     def _a_expr(self, fields: Node) -> str | None:
         return self._operators(string_list(fields.get("name")), fields.get("kind"))
 
+    def _case(self, fields: Node) -> str | None:
+        """CASE x WHEN y compares with the = operator PostgreSQL finds for their types."""
+        return self._operators(["="]) if fields.get("arg") else None
+
     def _sub_link(self, fields: Node) -> str | None:
         return self._operators(string_list(fields.get("operName")))
 
@@ -256,11 +260,13 @@ class _Statement:
         if len(names) != len(arg["ColumnRef"].get("fields", [])) or not names:
             return [None]
         if len(names) == 1:
-            # PostgreSQL tries a column of that name first, then a range (a whole row).
-            found = [self._composite(_type_of(c, names[0]))
-                     for cols in self._every_range() if _named(cols, names[0])
-                     for c in [cols]]  # fmt: skip
+            # PostgreSQL tries a column of that name first, then a range (a whole row); a
+            # range whose columns are unknown may hold a column of that name.
+            every = self._every_range()
+            found = [self._composite(_type_of(c, names[0])) for c in every if _named(c, names[0])]
             found += [self._columns(kind, f) for kind, f in self.ranges.get(names[0], [])]
+            if any(c is None for c in every):
+                found.append(None)
             return found or [None]
         owners = self._qualified(names[:-1])
         if not _has(owners, names[-1]):
@@ -496,6 +502,7 @@ _CHECKS = {
     "FuncCall": _Statement._func_call,
     "A_Expr": _Statement._a_expr,
     "SubLink": _Statement._sub_link,
+    "CaseExpr": _Statement._case,
     "SortBy": _Statement._sort_by,
     "TypeCast": _Statement._type_cast,
 }

@@ -103,6 +103,8 @@ REFUSED = [
     ("SELECT 1 = ANY (SELECT 1) FROM orders ORDER BY id USING +", "operator +"),
     ("SELECT 1::checked_domain", "checked_domain"),
     ("SELECT CAST(1 AS public.checked_domain)", "checked_domain"),
+    # a range whose columns are unknown may hold a column `o`, which PostgreSQL reads first
+    ("SELECT (o).total FROM orders o, (SELECT * FROM new_table) s", "total"),
 ]
 
 
@@ -122,6 +124,13 @@ def test_between_uses_the_comparison_operators() -> None:
     catalog = GuardCatalog.from_rows([], own_operators=["<="])
     reason = disguise.refusal("SELECT 1 BETWEEN 0 AND 2", catalog)
     assert reason is not None and "operator <=" in reason
+
+
+def test_case_compares_with_the_equality_operator() -> None:
+    catalog = GuardCatalog.from_rows([], own_operators=["="])
+    reason = disguise.refusal("SELECT CASE 'a'::text WHEN 'b' THEN 1 END", catalog)
+    assert reason is not None and "operator =" in reason
+    assert disguise.refusal("SELECT CASE WHEN true THEN 1 END", catalog) is None
 
 
 def test_a_verdict_stands_for_every_text_of_the_same_shape() -> None:
