@@ -175,7 +175,7 @@ class Relay:
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
         key = self._record_start(step, sql, None, reason, waits)
-        if masked:
+        if masked or not self.read_only:  # a masked session's check (its grant may write)
             error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
         else:
             message = f"refused by the bastion: {reason} (this grant is read-only)"
@@ -188,15 +188,17 @@ class Relay:
         return f"{self.session_id}:{self.counter}"
 
     def _refusal(self, sql: str) -> str | None:
-        if not self.read_only:
+        """A read grant's refusal; and for read and masked sessions alike, a call in disguise."""
+        if not self.read_only and self.guard is None:
             return None
-        found = sqlparse.classify(sql)
-        if found.error is not None:
-            # The parser's message quotes the text near the error; keep none of it.
-            return "cannot parse the statement"
-        refusal: str | None = found.read_only_refusal
-        if refusal is not None:
-            return refusal
+        if self.read_only:
+            found = sqlparse.classify(sql)
+            if found.error is not None:
+                # The parser's message quotes the text near the error; keep none of it.
+                return "cannot parse the statement"
+            refusal: str | None = found.read_only_refusal
+            if refusal is not None:
+                return refusal
         if self.names is None:  # fail closed: nothing can prove a qualified name a column
             return "the bastion has not read the target's names to check the statement"
         refusal = disguise.refusal(sql, self.names)

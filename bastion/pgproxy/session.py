@@ -147,7 +147,7 @@ class PgSession:
             guard = await self.maskings.guard(self.core, target, role, self.up)
             guard.set_grants(grants)
         self.relay = Relay(self.core, self.id, user, target.name, read_only, guard)
-        if read_only:
+        if read_only or masking:  # both check for calls in disguise
             names = await self.read_names.get(target.name, role, self.up)
             self.relay.names = names
             self.relay.names_missed = self.read_names.forgetter(target.name, role, names)
