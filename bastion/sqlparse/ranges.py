@@ -138,8 +138,11 @@ class Ranges:
             defs = parts[1] if len(parts) > 1 else None
             found = self._function_columns(call, defs, alias, len(functions) > 1
                                            or bool(fields.get("is_rowsfrom")))  # fmt: skip
-            if found is None:
-                return None
+            if found is None or (not found and len(functions) == 1):
+                # Overloads that disagree: the alias's column names still name the first
+                # columns, whichever overload PostgreSQL picks.
+                names = string_list(alias.get("colnames"))
+                return tuple((n, 0) for n in names) if names else None
             cols += found
         if fields.get("ordinality"):
             cols.append(("ordinality", 0))

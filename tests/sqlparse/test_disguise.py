@@ -29,6 +29,8 @@ def _catalog() -> GuardCatalog:
     functions: list[dict[str, object]] = [
         {"name": "json_each", "outs": "key,value", "relid": 0, "is_record": "t"},
         {"name": "generate_series", "outs": None, "relid": 0, "is_record": "f"},
+        {"name": "unnest", "outs": None, "relid": 0, "is_record": "f"},
+        {"name": "unnest", "outs": "lexeme,positions,weights", "relid": 0, "is_record": "t"},
     ]
     return GuardCatalog.from_rows(
         rows, functions, own_functions=["lift", "lower", "f"], own_operators=["+"],
@@ -58,6 +60,7 @@ PROVEN = [
     "SELECT j.total FROM (orders o JOIN customers c ON c.id = o.customer_id) AS j",
     "SELECT x.p FROM XMLTABLE('/a' PASSING '<a/>' COLUMNS p int) x",
     "SELECT c.relname FROM pg_catalog.pg_class c",
+    "SELECT u.x FROM unnest(ARRAY[1]) AS u(x)",  # overloads differ; the alias names it
     "SELECT e.id FROM events e",  # both schemas' events have id
     "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.id)",
     "SELECT * FROM orders o, LATERAL (SELECT o.total) l",
@@ -93,6 +96,7 @@ REFUSED = [
     ("SELECT s.lift FROM (SELECT 1 * 1) s", "lift"),
     ("SELECT s.lift FROM (SELECT * FROM new_table) s", "lift"),
     ("SELECT j.lift FROM json_each('{}') j", "lift"),
+    ("SELECT u.u FROM unnest(ARRAY[1]) u", "u.u"),  # scalar here, lexeme... for a tsvector
     ("EXPLAIN SELECT o.lift FROM orders o", "lift"),
     ("DECLARE c CURSOR FOR SELECT o.lift FROM orders o", "lift"),
     ("SELECT o.total FROM orders o, customers o", "o.total"),  # both candidates must have it
