@@ -20,6 +20,7 @@ from bastion.pgproxy import masked, upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
 from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.pump import Pump
+from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.relay import Relay
 from bastion.pgproxy.tracker import TooManyInFlight
 
@@ -99,9 +100,11 @@ async def _password_and_code(core: Core, user: str, target: str, secret: str, vi
 class PgSession:
     """Everything about one client connection; the door keeps it for cancels and kills."""
 
-    def __init__(self, core: Core, client: Client, maskings: masked.Maskings | None = None) -> None:
+    def __init__(self, core: Core, client: Client, maskings: masked.Maskings | None = None,
+                 read_names: ReadNames | None = None) -> None:  # fmt: skip
         self.core = core
         self.maskings = maskings or masked.Maskings()
+        self.read_names = read_names or ReadNames()
         self.client = client
         self.id = str(uuid.uuid4())
         self.relay: Relay | None = None
@@ -157,6 +160,10 @@ class PgSession:
             guard = await self.maskings.guard(self.core, target, role, self.up)
             guard.set_grants(grants)
         self.relay = Relay(self.core, self.id, user, target.name, read_only, guard)
+        if read_only or masking:  # both check for calls in disguise
+            names = await self.read_names.get(target.name, role, self.up)
+            self.relay.names = names
+            self.relay.names_missed = self.read_names.forgetter(target.name, role, names)
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,

@@ -10,12 +10,14 @@ dblink), and any function a database defines for itself, which the proxy cannot 
 The table is grouped by family; the family's line says why its members are safe. A name is
 checked, not a signature: every built-in overload of a listed name must be safe too (that is
 why ts_rewrite, whose two-argument form runs a query, is not listed at all). A search_path that
-puts another schema before pg_catalog is refused, so an unqualified name is the built-in.
+puts another schema before pg_catalog is refused, and a name the database also defines outside
+pg_catalog (an overload PostgreSQL may prefer) is refused by `disguise`, which also judges
+`o.f` and `(x).f` as the calls they may be, and refuses operator symbols and casts the database
+defined for itself.
 
-Limits: operators are checked by symbol and casts are allowed, so an operator, cast, domain
-check or view that the database itself defined on its own types still runs the database's own
-function. Writes there stop at the upstream session's default_transaction_read_only; a
-database function that runs SQL text it is given is trusted as the database's owner wrote it.
+Limits: code no parser sees (a view's body, an own type's implicit cast or operator class)
+still runs the database's own function. Writes there stop at the upstream session's
+default_transaction_read_only, and the door ends a session whose server reports it lifted.
 A search_path set as a role's or database's default, or in the startup packet, is not seen here.
 """
 
