@@ -76,6 +76,7 @@ SELECT r.rolsuper OR r.rolbypassrls AS powerful,
          OR pg_has_role(r.rolname, 'pg_execute_server_program', 'USAGE') AS server_files,
        pg_has_role(r.rolname, 'pg_monitor', 'USAGE')
          OR pg_has_role(r.rolname, 'pg_read_all_stats', 'USAGE') AS monitoring,
+       pg_has_role(r.rolname, 'pg_read_all_settings', 'USAGE') AS all_settings,
        coalesce(r.rolconfig::text, '') LIKE '%default_transaction_read_only=on%' AS read_only,
        coalesce(r.rolconfig::text, '') LIKE '%search_path=%' AS pinned_path
   FROM pg_roles r WHERE r.rolname = current_user

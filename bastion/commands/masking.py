@@ -128,6 +128,8 @@ LACKS = (("powerful", "it is a superuser or bypasses row security"),
          ("can_temp", "it can create temporary tables"),
          ("can_create", "it can create objects in the database"),
          ("server_files", "it can read server files or run programs"),
-         ("monitoring", "it can read other sessions' statements and statistics"))  # fmt: skip
+         ("monitoring", "it can read other sessions' statements and statistics"),
+         ("all_settings", "it can read every server setting (SHOW, current_setting and"
+                          " pg_settings then show connection strings and paths)"))  # fmt: skip
 NOT_SET = (("read_only", "it is not read-only by default"),
            ("pinned_path", "its search_path is not pinned"))  # fmt: skip

@@ -92,3 +92,19 @@ def test_the_roles_are_enforced_by_postgresql(
     assert_error(bst.run("target", "harden", "shop", "--admin-user", "postgres",
                          "--password-stdin", input=pg_cluster.superuser_password + "\n"),
                  Exit.CONFLICT, "exists already")  # fmt: skip
+
+
+def test_a_hardened_role_that_may_read_every_setting_is_called_out(
+    bst: Bastion, shop: PgDatabase, pg_cluster: PgCluster
+) -> None:
+    """Masked sessions may SHOW settings and read pg_settings: PostgreSQL hides the ones that
+    hold connection strings and paths unless the role may read them all, so say so."""
+    add_shop(bst, shop)
+    harden(bst, pg_cluster)
+    # Hardening makes the role NOINHERIT; an admin who later changes that and grants the
+    # predefined role gives it every setting.
+    pg_cluster.sql(
+        "ALTER ROLE bastion_shop_masked INHERIT; GRANT pg_read_all_settings TO bastion_shop_masked"
+    )
+    shown = bst.run("masking", "show", "shop").stdout.rstrip().splitlines()[-1]
+    assert "which PostgreSQL does not hold back: it can read every server setting" in shown
