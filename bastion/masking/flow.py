@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from bastion.masking.copyflow import CopyOut, start_copy
 from bastion.masking.session import Masking, Plan, ResultMask
 from bastion.masking.subject import Subject, SubjectRows, subject_rows
 from bastion.pgwire import Field
@@ -43,6 +44,7 @@ class Flow:
     formats: tuple[int, ...] = ()  # the result formats of the rows arriving now
     portal_formats: dict[str, tuple[int, ...]] = field(default_factory=dict)
     subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
+    copy: CopyOut | None = None  # the planned COPY TO STDOUT whose CopyData arrives now
 
     def _result(self, plan: Plan | None, fields: list[Field]) -> ResultMask:
         mask = self.masking.result(plan, fields)
@@ -164,12 +166,25 @@ class Flow:
                 raise FlowError(f"rows for portal {head.name!r} with no description")
         return mask if mask is not None and mask.maskers else None
 
+    def copy_out(self, overall: int, formats: tuple[int, ...], shown: dict[int, int]) -> CopyOut:
+        """A CopyOutResponse: only as the reply to a planned COPY TO STDOUT."""
+        head = self._head("query", "execute")
+        statement = self.portals.get(head.name, "")
+        plan = head.plan if head.kind == "query" else self.plans.get(statement)
+        if plan is None or plan.copy is None or self.copy is not None:
+            raise FlowError("a CopyOutResponse that answers no planned COPY TO STDOUT")
+        self.copy = start_copy(self.masking, plan, (overall, formats), subjects=self.subjects,
+                               shown=shown)  # fmt: skip
+        return self.copy
+
     def completed(self) -> None:
         """CommandComplete, EmptyQueryResponse or PortalSuspended."""
         head = self._head("query", "execute")
+        if self.copy is not None and not self.copy.done:
+            raise FlowError("a COPY ended without its CopyDone")
         if head.kind == "execute":
             self.queue.popleft()
-        self.current = None
+        self.current = self.copy = None
 
     def error(self) -> None:
         """An ErrorResponse: a Query ends; in the extended protocol, skip to the Sync."""
@@ -178,9 +193,11 @@ class Flow:
         else:
             while self.queue and self.queue[0].kind != "ready":
                 self.queue.popleft()
-        self.current = None
+        self.current = self.copy = None
 
     def ready(self) -> None:
+        if self.copy is not None:
+            raise FlowError("ReadyForQuery inside a COPY")
         while self.queue and self.queue[0].kind == "query":  # a Query whose reply was only Z
             self.queue.popleft()
         self._head("ready")
