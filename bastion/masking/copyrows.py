@@ -67,10 +67,10 @@ def _text_escape(value: bytes, fmt: CopyFormat) -> bytes:
     delim = fmt.delimiter[0]
     out = bytearray()
     for byte in value:
-        if byte == delim:
-            out += b"\\" + fmt.delimiter
-        elif byte in _ESCAPE:
+        if byte in _ESCAPE:  # first, as PostgreSQL does: a tab delimiter is written \t
             out += _ESCAPE[byte]
+        elif byte == delim:
+            out += b"\\" + fmt.delimiter
         else:
             out.append(byte)
     return bytes(out)
