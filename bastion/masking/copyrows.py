@@ -9,6 +9,7 @@ width raises CopyError and nothing of it is forwarded.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -63,17 +64,18 @@ def csv_format(**options: bytes | bool) -> CopyFormat:
 
 def _text_escape(value: bytes, fmt: CopyFormat) -> bytes:
     """A value as COPY's text format writes it: backslash, the delimiter and \\b \\f \\n \\r \\t
-    \\v escaped; every other byte as it is."""
-    delim = fmt.delimiter[0]
-    out = bytearray()
-    for byte in value:
-        if byte in _ESCAPE:  # first, as PostgreSQL does: a tab delimiter is written \t
-            out += _ESCAPE[byte]
-        elif byte == delim:
-            out += b"\\" + fmt.delimiter
-        else:
-            out.append(byte)
-    return bytes(out)
+    \\v escaped (a tab as \\t even when it is the delimiter); every other byte as it is."""
+    return _escaper(fmt.delimiter).sub(_escape_one, value)
+
+
+@functools.lru_cache(maxsize=32)
+def _escaper(delimiter: bytes) -> re.Pattern[bytes]:
+    return re.compile(b"[" + re.escape(bytes(_ESCAPE) + delimiter) + b"]")
+
+
+def _escape_one(match: re.Match[bytes]) -> bytes:
+    found = match.group()
+    return _ESCAPE.get(found[0], b"\\" + found)
 
 
 def _text_unescape(raw: bytes, fmt: CopyFormat) -> bytes:
@@ -137,25 +139,29 @@ def _csv_field(line: bytes, pos: int, fmt: CopyFormat) -> tuple[bytes, Value, in
     quote, escape, delim = fmt.quote[0], fmt.escape[0], fmt.delimiter[0]
     size = len(line)
     if pos < size and line[pos] == quote:
-        out, at = bytearray(), pos + 1
-        while True:
-            if at >= size:
+        out, at = [], pos + 1
+        while True:  # from one quote or escape character to the next
+            cut = line.find(fmt.quote, at)
+            if cut < 0:
                 raise CopyError("a csv row ends inside quotes")
-            byte = line[at]
-            following = line[at + 1] if at + 1 < size else -1
+            if escape != quote:
+                found = line.find(fmt.escape, at, cut)
+                cut = cut if found < 0 else found
+            out.append(line[at:cut])
+            following = line[cut + 1] if cut + 1 < size else -1
             escaped = following == quote or (following == escape and escape != quote)
-            if byte == escape and escaped:
-                out.append(following)
-                at += 2
-            elif byte == quote:
-                at += 1
+            if line[cut] == escape and escaped:
+                out.append(line[cut + 1 : cut + 2])
+                at = cut + 2
+            elif line[cut] == quote:
+                at = cut + 1
                 break
-            else:
-                out.append(byte)
-                at += 1
+            else:  # an escape character escaping nothing stands for itself, as COPY FROM reads
+                out.append(line[cut : cut + 1])
+                at = cut + 1
         if at < size and line[at] != delim:
             raise CopyError("text after a closing quote in a csv row")
-        return line[pos:at], bytes(out), at
+        return line[pos:at], b"".join(out), at
     stop = line.find(fmt.delimiter, pos)
     stop = size if stop < 0 else stop
     raw = line[pos:stop]

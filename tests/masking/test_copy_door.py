@@ -98,6 +98,33 @@ def test_psycopg_copy_text_and_binary_rows(bastion: Bastion) -> None:
     assert binary_rows[0][3].year == 2026  # a clean timestamptz decodes as itself
 
 
+@pytest.mark.parametrize("options", ["", "(HEADER)", "(FORMAT csv, HEADER)", "(FORMAT binary)"])
+def test_empty_and_large_exports(bastion: Bastion, options: str) -> None:
+    # No rows (a binary header and trailer share one message), then many rows over many reads:
+    # every generated address masked by the detectors, every clean number intact.
+    made = "SELECT g AS n, 'user' || g || '@example.com' AS mail FROM generate_series(1, 20000) g"
+    with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD)) as conn:
+        cur = conn.cursor()
+        with cur.copy(
+            f"COPY (SELECT id, email FROM customers WHERE false) TO STDOUT {options}"
+        ) as c:
+            empty = b"".join(bytes(b) for b in c)
+        with cur.copy(f"COPY ({made}) TO STDOUT {options}") as c:
+            data = b"".join(bytes(b) for b in c)
+        assert cur.execute("SELECT 1").fetchone() == (1,)
+    header = b"id\temail\n" if "HEADER" in options and "csv" not in options else b""
+    if "binary" in options:
+        assert empty == b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\xff\xff"
+        assert data.count(b"\x00\x00\x00\x04****") == 20000
+    else:
+        assert empty in (header, b"id,email\n")
+        lines = data.decode().splitlines()[1 if "HEADER" in options else 0 :]
+        sep = "," if "csv" in options else "\t"
+        wanted = [f"{n}{sep}" + ('"****"' if sep == "," else "****") for n in range(1, 20001)]
+        assert lines == wanted
+    assert b"@example.com" not in data
+
+
 def test_the_query_log_says_what_the_copy_masked(bastion: Bastion) -> None:
     sql = "COPY customers (id, email, ssn) TO STDOUT (FORMAT csv)"
     with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD)) as conn, \
