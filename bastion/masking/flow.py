@@ -45,6 +45,7 @@ class Flow:
     portal_formats: dict[str, tuple[int, ...]] = field(default_factory=dict)
     subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
     copy: CopyOut | None = None  # the planned COPY TO STDOUT whose CopyData arrives now
+    bound: dict[str, Plan | None] = field(default_factory=dict)  # portal -> plan at its Bind
 
     def _result(self, plan: Plan | None, fields: list[Field]) -> ResultMask:
         mask = self.masking.result(plan, fields)
@@ -81,6 +82,7 @@ class Flow:
 
     def bind(self, portal: str, statement: str, formats: tuple[int, ...] = ()) -> None:
         self.portals[portal] = statement
+        self.bound[portal] = self.plans.get(statement)  # a later Parse does not change it
         self.portal_formats[portal] = formats
         self.portal_masks.pop(portal, None)
         self.queue.append(Expect("bind"))
@@ -107,6 +109,7 @@ class Flow:
             self.statement_masks.pop(name, None)
         else:
             self.portals.pop(name, None)
+            self.bound.pop(name, None)
             self.portal_masks.pop(name, None)
             self.portal_formats.pop(name, None)
         self.queue.append(Expect("close"))
@@ -169,8 +172,7 @@ class Flow:
     def copy_out(self, overall: int, formats: tuple[int, ...], shown: dict[int, int]) -> CopyOut:
         """A CopyOutResponse: only as the reply to a planned COPY TO STDOUT."""
         head = self._head("query", "execute")
-        statement = self.portals.get(head.name, "")
-        plan = head.plan if head.kind == "query" else self.plans.get(statement)
+        plan = head.plan if head.kind == "query" else self.bound.get(head.name)
         if plan is None or plan.copy is None or self.copy is not None:
             raise FlowError("a CopyOutResponse that answers no planned COPY TO STDOUT")
         self.copy = start_copy(self.masking, plan, (overall, formats), subjects=self.subjects,

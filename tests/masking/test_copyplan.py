@@ -138,3 +138,20 @@ def test_an_extended_protocol_copy() -> None:
     f.completed()
     f.ready()
     assert not f.queue
+
+
+def test_a_portal_keeps_the_copy_it_was_bound_to() -> None:
+    # The unnamed statement parsed again after Bind: the portal still runs the first COPY,
+    # so its rows are masked by the first plan, not by the text parsed since.
+    f = Flow(session())
+    f.parse("", "COPY (SELECT ssn FROM customers) TO STDOUT")
+    f.bind("p", "")
+    f.parse("", "COPY (SELECT name FROM customers) TO STDOUT")
+    f.execute("p")
+    f.sync()
+    for _ in range(3):
+        f.acknowledged()
+    f.no_data()
+    copy = f.copy_out(0, (0,), {})
+    assert copy.mask.masked == ["ssn"]
+    assert copy.run(message(b"123-45-6789\n")) == message(b"***-**-6789\n")
