@@ -232,6 +232,28 @@ def _binary_fields(body: bytes, pos: int) -> list[Value]:
     return values
 
 
+class _Lazy(Sequence[Value]):
+    """A text or csv row's values, each read from its raw field when first asked for (most
+    fields are never masked, so never unescaped)."""
+
+    __slots__ = ("_fmt", "_null", "_raws")
+
+    def __init__(self, raws: list[bytes], null: bytes, fmt: CopyFormat | None) -> None:
+        self._raws, self._null, self._fmt = raws, null, fmt  # fmt None: csv, nothing escaped
+
+    def __len__(self) -> int:
+        return len(self._raws)
+
+    def __getitem__(self, index: int) -> Value:  # type: ignore[override]
+        raw = self._raws[index]
+        if raw == self._null:
+            return None
+        return raw if self._fmt is None else _text_unescape(raw, self._fmt)
+
+
+Values = Sequence[Value]
+
+
 # -- one COPY's stream ---------------------------------------------------------------------
 
 
@@ -256,12 +278,18 @@ class CopyRows:
             return self._binary(body)
         if not body.endswith(b"\n"):
             raise CopyError("a CopyData message that does not end a row")
+        raws, values = self._split(body[:-1])
         if self.fmt.header and not self.started:
             self.started = True
-            self._split(body[:-1])  # the column names: checked, sent as they are
+            return body  # the column names: checked, sent as they are
+        changed = self._masked(values)
+        if not changed:
             return body
-        fields = self._split(body[:-1])
-        return self._mask_line(fields, body)
+        fmt = self.fmt
+        quote = _csv_quote if fmt.kind == "csv" else _text_escape
+        for index, new in changed.items():
+            raws[index] = fmt.null if new is None else quote(new, fmt)
+        return fmt.delimiter.join(raws) + b"\n"
 
     def done(self) -> None:
         """CopyDone: the stream must be complete (a binary one ends with its trailer)."""
@@ -270,18 +298,25 @@ class CopyRows:
         if self.fmt.header and not self.started:
             raise CopyError("CopyDone before the header line")
 
-    def _split(self, line: bytes) -> list[tuple[bytes, Value]]:
+    def _split(self, line: bytes) -> tuple[list[bytes], Values]:
+        """A row's raw fields, and its values (read only where the masking needs them)."""
         fmt = self.fmt
-        if fmt.kind == "csv":
+        if fmt.kind == "csv" and fmt.quote not in line:  # nothing quoted: fields as they are
+            if b"\n" in line or b"\r" in line:
+                raise CopyError("a quote or line break in an unquoted csv field")
+            raws = line.split(fmt.delimiter)
+            values: Values = _Lazy(raws, fmt.null, None)
+        elif fmt.kind == "csv":
             fields = _csv_fields(line, fmt)
+            raws, values = [raw for raw, _ in fields], [value for _, value in fields]
         else:
-            fields = [(raw, None if raw == fmt.null else _text_unescape(raw, fmt))
-                      for raw in _text_fields(line, fmt)]  # fmt: skip
-        if len(fields) != self.width:
-            raise CopyError(f"a row of {len(fields)} fields where {self.width} were planned")
-        return fields
+            raws = _text_fields(line, fmt)
+            values = _Lazy(raws, fmt.null, fmt)
+        if len(raws) != self.width:
+            raise CopyError(f"a row of {len(raws)} fields where {self.width} were planned")
+        return raws, values
 
-    def _masked(self, values: Sequence[Value]) -> dict[int, Value]:
+    def _masked(self, values: Values) -> dict[int, Value]:
         """The new value of each field the masking changes in this row."""
         self.rows += 1
         clear = self.clear(values) if self.clear is not None else frozenset()
@@ -293,21 +328,6 @@ class CopyRows:
                 if new != value:
                     changed[index] = new
         return changed
-
-    def _mask_line(self, fields: list[tuple[bytes, Value]], body: bytes) -> bytes:
-        changed = self._masked([value for _, value in fields])
-        if not changed:
-            return body
-        fmt = self.fmt
-        quote = _csv_quote if fmt.kind == "csv" else _text_escape
-        parts = []
-        for index, (raw, _) in enumerate(fields):
-            if index not in changed:
-                parts.append(raw)
-            else:
-                new = changed[index]
-                parts.append(fmt.null if new is None else quote(new, fmt))
-        return fmt.delimiter.join(parts) + b"\n"
 
     def _binary(self, body: bytes) -> bytes:
         pos = 0
@@ -338,10 +358,9 @@ def parse_row(body: bytes, fmt: CopyFormat, width: int) -> list[Value]:
     tests and the reference)."""
     if fmt.binary:
         return _binary_fields(body, 0)
-    rows = CopyRows(fmt, width, {})
     if not body.endswith(b"\n"):
         raise CopyError("a CopyData message that does not end a row")
-    return [value for _, value in rows._split(body[:-1])]
+    return list(CopyRows(fmt, width, {})._split(body[:-1])[1])
 
 
 def encode_row(values: Sequence[Value], fmt: CopyFormat) -> bytes:
