@@ -111,7 +111,8 @@ def _textual(kind: str, header: bool, given: dict[str, object]) -> CopyFormat:
         raise Refused("COPY QUOTE and ESCAPE belong to the csv format")
     if delimiter in (b"\n", b"\r") or (csv and delimiter == quote):
         raise Refused("that COPY DELIMITER cannot be read back safely")
-    if b"\n" in null or b"\r" in null or delimiter in null:
+    if not null.isascii() or b"\n" in null or b"\r" in null or delimiter in null:
+        # ASCII: the same bytes in every allowed client encoding, as the server writes them.
         raise Refused("that COPY NULL string cannot be read back safely")
     if not csv and (delimiter in b"\\.abcdefghijklmnopqrstuvwxyz0123456789"):
         raise Refused("that COPY DELIMITER cannot be read back safely")

@@ -67,6 +67,7 @@ def test_copy_to_stdout_is_planned_as_its_select(
         ("COPY (SELECT ssn FROM customers) TO STDOUT (NULL '123-45-6789')", "NULL string"),
         ("COPY (SELECT ssn FROM customers) TO STDOUT (NULL '')", "NULL string"),
         ("COPY (SELECT ssn FROM customers) TO STDOUT (NULL '\\\\')", "NULL string"),
+        ("COPY (SELECT ssn FROM customers) TO STDOUT (FORMAT csv, NULL 'é')", "NULL string"),
     ],
 )
 def test_what_stays_refused(sql: str, why: str) -> None:
