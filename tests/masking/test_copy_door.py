@@ -9,11 +9,13 @@ import asyncio
 import csv
 import io
 import json
+import select
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from tests.harness import Bastion
 from tests.masking.door import PASSWORD, plain, shop_bastion, unmask
@@ -238,3 +240,46 @@ def test_psql_copy_from_stdin_is_refused_in_one_line(bastion: Bastion) -> None:
     done = run_psql(via, "-c", "\\copy customers from stdin", input="1\tx\n\\.\n")
     assert done.returncode != 0
     assert "only COPY ... TO STDOUT is allowed in masked mode" in done.stderr
+
+
+def test_psycopg_copy_with_a_parameter(bastion: Bastion) -> None:
+    sql = "COPY (SELECT id, email FROM customers WHERE id = %s) TO STDOUT"
+    with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD)) as conn, \
+            conn.cursor().copy(sql, (4711,)) as copy:  # fmt: skip
+        rows = [tuple(r) for r in copy.rows()]
+    assert rows == [("4711", "j*******@example.com")]
+
+
+def test_an_extended_protocol_copy_through_libpq(bastion: Bastion) -> None:
+    # PQsendQueryParams: Parse, Bind, Describe portal (NoData), Execute, Sync; the reply is
+    # CopyOutResponse, CopyData, CopyDone, CommandComplete.
+    sql = b"COPY (SELECT id, email, ssn FROM customers ORDER BY id) TO STDOUT (FORMAT csv)"
+    with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD)) as conn:
+        pgconn = conn.pgconn
+        pgconn.send_query_params(sql, None)
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [], 10)
+        started = _result(pgconn)
+        assert started is not None and started.status == pq.ExecStatus.COPY_OUT
+        chunks = []
+        while (got := pgconn.get_copy_data(1))[0] != -1:
+            if got[0] == 0:  # nothing yet: wait for the socket without blocking the bastion
+                select.select([pgconn.socket], [], [], 10)
+                pgconn.consume_input()
+            else:
+                chunks.append(bytes(got[1]))
+        finished = _result(pgconn)
+        assert finished is not None and finished.status == pq.ExecStatus.COMMAND_OK
+        assert _result(pgconn) is None
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2,)
+    assert chunks == [b'4711,"j*******@example.com","***-**-6789"\n',
+                      b'4712,"j*******@example.org","***-**-4321"\n']  # fmt: skip
+
+
+def _result(pgconn: Any) -> Any:
+    """libpq's next result, waited for on the socket (a blocking PQgetResult would hold the
+    GIL that the bastion, served in this process, needs to answer)."""
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [], 10)
+        pgconn.consume_input()
+    return pgconn.get_result()
