@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from bastion.masking.copyflow import CopyOut, start_copy
 from bastion.masking.session import Masking, Plan, ResultMask
 from bastion.masking.subject import Subject, SubjectRows, subject_rows
 from bastion.pgwire import Field
@@ -43,6 +44,8 @@ class Flow:
     formats: tuple[int, ...] = ()  # the result formats of the rows arriving now
     portal_formats: dict[str, tuple[int, ...]] = field(default_factory=dict)
     subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
+    copy: CopyOut | None = None  # the planned COPY TO STDOUT whose CopyData arrives now
+    bound: dict[str, Plan | None] = field(default_factory=dict)  # portal -> plan at its Bind
 
     def _result(self, plan: Plan | None, fields: list[Field]) -> ResultMask:
         mask = self.masking.result(plan, fields)
@@ -79,6 +82,7 @@ class Flow:
 
     def bind(self, portal: str, statement: str, formats: tuple[int, ...] = ()) -> None:
         self.portals[portal] = statement
+        self.bound[portal] = self.plans.get(statement)  # a later Parse does not change it
         self.portal_formats[portal] = formats
         self.portal_masks.pop(portal, None)
         self.queue.append(Expect("bind"))
@@ -105,6 +109,7 @@ class Flow:
             self.statement_masks.pop(name, None)
         else:
             self.portals.pop(name, None)
+            self.bound.pop(name, None)
             self.portal_masks.pop(name, None)
             self.portal_formats.pop(name, None)
         self.queue.append(Expect("close"))
@@ -164,12 +169,24 @@ class Flow:
                 raise FlowError(f"rows for portal {head.name!r} with no description")
         return mask if mask is not None and mask.maskers else None
 
+    def copy_out(self, overall: int, formats: tuple[int, ...], shown: dict[int, int]) -> CopyOut:
+        """A CopyOutResponse: only as the reply to a planned COPY TO STDOUT."""
+        head = self._head("query", "execute")
+        plan = head.plan if head.kind == "query" else self.bound.get(head.name)
+        if plan is None or plan.copy is None or self.copy is not None:
+            raise FlowError("a CopyOutResponse that answers no planned COPY TO STDOUT")
+        self.copy = start_copy(self.masking, plan, (overall, formats), subjects=self.subjects,
+                               shown=shown)  # fmt: skip
+        return self.copy
+
     def completed(self) -> None:
         """CommandComplete, EmptyQueryResponse or PortalSuspended."""
         head = self._head("query", "execute")
+        if self.copy is not None and not self.copy.done:
+            raise FlowError("a COPY ended without its CopyDone")
         if head.kind == "execute":
             self.queue.popleft()
-        self.current = None
+        self.current = self.copy = None
 
     def error(self) -> None:
         """An ErrorResponse: a Query ends; in the extended protocol, skip to the Sync."""
@@ -178,9 +195,11 @@ class Flow:
         else:
             while self.queue and self.queue[0].kind != "ready":
                 self.queue.popleft()
-        self.current = None
+        self.current = self.copy = None
 
     def ready(self) -> None:
+        if self.copy is not None:
+            raise FlowError("ReadyForQuery inside a COPY")
         while self.queue and self.queue[0].kind == "query":  # a Query whose reply was only Z
             self.queue.popleft()
         self._head("ready")

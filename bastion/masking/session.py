@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pglast.parser import ParseError
 
 from bastion.masking.catalog import Catalog, catalog_data, verdicts
+from bastion.masking.copyplan import plan_copy
+from bastion.masking.copyrows import CopyFormat
 from bastion.masking.detect import findings
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
@@ -40,6 +42,7 @@ class Plan:
     """What a statement returns: its analysed columns, or None for SHOW, SET, BEGIN, EXPLAIN."""
 
     columns: tuple[Col, ...] | None
+    copy: CopyFormat | None = None  # a COPY TO STDOUT: how its CopyData rows are written
 
 
 @dataclass
@@ -111,6 +114,9 @@ class Masking:
             return Plan(tuple(self.analyzer.select(node, None)))
         if name in HARMLESS:
             return Plan(None)
+        if name == "CopyStmt":  # TO STDOUT only: planned as the SELECT it runs
+            columns, copy = plan_copy(node, self.analyzer)
+            return Plan(tuple(columns), copy)
         if name == "VariableSetStmt" and str(node.get("name", "")).lower() in SETTABLE:
             return Plan(None)
         if name == "ExplainStmt":

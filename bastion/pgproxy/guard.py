@@ -11,6 +11,7 @@ from typing import Any
 
 from bastion import pgwire
 from bastion.audit import UnmaskGrant
+from bastion.masking.copyrows import CopyError
 from bastion.masking.flow import Flow, FlowError
 from bastion.masking.lineage import Refused, UnknownRelation
 from bastion.masking.rows import RowError
@@ -119,8 +120,14 @@ class Guard:
             raise MaskingLost(str(exc)) from None
         except RowError as exc:
             raise MaskingLost(f"a row could not be masked: {exc}") from None
+        except CopyError as exc:
+            raise MaskingLost(f"a COPY row could not be masked: {exc}") from None
 
     def _rows(self, run: pgwire.Run, pending: Pending | None) -> bytes | None:
+        if self.flow.copy is not None:  # a planned COPY TO STDOUT's CopyData
+            return self.flow.copy.run(bytes(run.raw))
+        if run.raw[0] == 0x64:  # "d": CopyData only ever follows a planned COPY's response
+            raise FlowError("CopyData outside a planned COPY TO STDOUT")
         mask = self.flow.rows_mask()
         if mask is None:
             return None
@@ -143,9 +150,27 @@ class Guard:
             return None if notice is None else notice + bytes(frame.raw)
         elif kind in (b"E", b"N"):
             return self._problem(frame, pending)
+        elif kind in (b"H", b"c"):
+            shown = self._copy(frame, pending)
         else:
             shown = self._other(kind)
         return None if shown else b""
+
+    def _copy(self, frame: pgwire.Frame, pending: Pending | None) -> bool:
+        """CopyOutResponse (only after a planned COPY TO STDOUT) and CopyDone; never CopyIn or
+        CopyBoth, which fall to _other's refusal."""
+        if frame.type == b"c":
+            if self.flow.copy is None:
+                raise FlowError("a CopyDone outside a COPY")
+            self.flow.copy.finish()
+            return True
+        response = pgwire.decode_backend(frame)
+        assert isinstance(response, pgwire.CopyResponse)
+        shown: dict[int, int] = pending.shown if pending is not None else {}
+        copy = self.flow.copy_out(response.format, response.column_formats, shown)
+        if pending is not None:
+            pending.mask = copy.mask
+        return True
 
     def _other(self, kind: bytes) -> bool:
         """Replies that carry nothing to mask; False for one the client must not see."""

@@ -55,8 +55,9 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("7 views", "SELECT email FROM customer_contacts WHERE email LIKE 'j%'", REFUSED),
     ("8 functions", "SELECT top_customer()", REFUSED),
     ("8 functions", "SELECT * FROM top_customer()", REFUSED),
-    ("9 copy", "COPY customers TO STDOUT", REFUSED),
-    ("9 copy", "COPY (SELECT ssn FROM customers) TO STDOUT", REFUSED),
+    # COPY ... TO STDOUT is answered masked (test_copy_door.py); the rest stays refused.
+    ("9 copy", "COPY customers FROM STDIN", REFUSED),
+    ("9 copy", "COPY (SELECT ssn FROM customers) TO PROGRAM 'cat'", REFUSED),
     ("11 cursors", "DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM customers", REFUSED),
     ("10 prepared", "PREPARE p AS SELECT ssn FROM customers", REFUSED),
     ("12 dynamic", "DO $$ BEGIN RAISE NOTICE '%', (SELECT ssn FROM customers LIMIT 1); END $$",

@@ -84,7 +84,7 @@ def test_refusals_answer_42501_and_the_session_goes_on(bastion: Bastion) -> None
         text = str(caught.value)
         assert "public.customers.ssn is sensitive" in text and "unmask" in text
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"(?i)COPY"):
-            conn.execute("COPY customers TO STDOUT")
+            conn.execute("COPY customers FROM STDIN")
         assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2,)
     wait_for_outcomes(bastion, 3)
     refused = [q for q in bastion.store.queries() if q.refused]

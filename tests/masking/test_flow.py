@@ -44,7 +44,7 @@ def test_a_refused_statement_queues_nothing() -> None:
     with pytest.raises(Refused):
         f.query("SELECT lower(email) FROM customers")
     with pytest.raises(Refused):
-        f.parse("s1", "COPY customers TO STDOUT")
+        f.parse("s1", "COPY customers FROM STDIN")
     assert not f.queue
 
 

@@ -79,7 +79,7 @@ def test_detectors_catch_what_computed_text_carries() -> None:
 @pytest.mark.parametrize(
     ("sql", "needle"),
     [
-        ("COPY customers TO STDOUT", "Copy statements are not allowed"),
+        ("COPY customers FROM STDIN", "only COPY ... TO STDOUT is allowed"),
         ("DO $$ BEGIN END $$", "Do statements are not allowed"),
         ("LISTEN c", "Listen statements"),
         ("NOTIFY c, 'x'", "Notify statements"),
