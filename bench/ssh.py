@@ -288,6 +288,7 @@ def bulk(r: Rig, tool: str, ways: Sequence[str], runs: int) -> Bulk:
     cpu = 0.0
     for _ in range(runs):
         for way in ways:
+            os.sync()  # each run starts with no earlier run's writes still going to the disk
             before = cpu_seconds(r.bastion.pid)
             rates[way].append(download(r, way, tool))
             if way == "bastion":

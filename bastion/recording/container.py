@@ -27,8 +27,11 @@ import json
 import re
 import secrets
 import struct
+import threading
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.recording.model import RecordingError
@@ -126,6 +129,37 @@ def seal_record(
     nonce = secrets.token_bytes(NONCE_SIZE)
     sealed = aead.encrypt(nonce, plaintext, chunk_aad(session_id, index, final))
     return RECORD_LENGTH.pack(NONCE_SIZE + len(sealed)), nonce, sealed
+
+
+_SCRATCH = threading.local()  # per thread: the buffer seal_parts encrypts into
+_BLOCK = 16
+
+
+def seal_parts(
+    key: bytes, session_id: str, index: int, parts: Sequence[bytes], final: bool
+) -> tuple[bytes, bytes, memoryview]:
+    """seal_record of the parts joined, streamed: the same record, without joining them.
+
+    The ciphertext and tag are written into a buffer the calling thread reuses: the returned
+    view is valid until that thread's next call (write it out before sealing again). A big
+    chunk thus costs neither a joined copy of its plaintext nor a fresh ciphertext buffer,
+    whose page faults and copies (made with the GIL held) stalled the relay.
+    """
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(chunk_aad(session_id, index, final))
+    size = sum(len(part) for part in parts)
+    scratch: bytearray | None = getattr(_SCRATCH, "buf", None)
+    if scratch is None or len(scratch) < size + _BLOCK + TAG_SIZE:
+        scratch = _SCRATCH.buf = bytearray(size + _BLOCK + TAG_SIZE)
+    view = memoryview(scratch)
+    done = 0
+    for part in parts:
+        done += encryptor.update_into(part, view[done:])
+    tail = encryptor.finalize() + encryptor.tag  # GCM is a stream mode: the tail is the tag
+    view[done : done + len(tail)] = tail
+    done += len(tail)
+    return RECORD_LENGTH.pack(NONCE_SIZE + done), nonce, view[:done]
 
 
 def open_record(

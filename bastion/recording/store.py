@@ -34,8 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from bastion.errors import SealError
 from bastion.identity.sealing import SecretBox
 from bastion.recording import container, frames
@@ -179,10 +177,11 @@ class RecordingWriter:
             fd = _open_new(path)
         except OSError as exc:
             raise RecordingError(f"cannot open the recording {path}: {_reason(exc)}") from None
-        writer = cls(fd, path, session_id, AESGCM(key), monotonic=monotonic)
+        writer = cls(fd, path, session_id, key, monotonic=monotonic)
         first = frames.frame_header(frames.HEADER, 0.0, len(header)) + header
         try:
-            writer._emit(container.header_line(session_id, wrapped), *writer._seal(first, False))
+            writer._emit(container.header_line(session_id, wrapped))
+            writer._emit(*writer._seal([first], False))
             os.fsync(fd)
             _fsync_dir(path.parent)
         except OSError as exc:
@@ -192,14 +191,14 @@ class RecordingWriter:
         return writer
 
     def __init__(
-        self, fd: int, path: Path, session_id: str, aead: AESGCM, *,
+        self, fd: int, path: Path, session_id: str, key: bytes, *,
         monotonic: Callable[[], float],
     ) -> None:  # fmt: skip
         """Use create(); this wraps an already opened, empty file."""
         self._fd = fd
         self._path = path
         self._session_id = session_id
-        self._aead = aead
+        self._key = key
         self._monotonic = monotonic
         self.redactor = PromptRedactor()
         self._sync_lock = threading.Lock()  # an fsync running; taken before io_lock
@@ -359,12 +358,13 @@ class RecordingWriter:
         while self._waiting:
             self._write_chunk(self._waiting.popleft(), final=False)
 
-    def _seal(self, plaintext: bytes, final: bool) -> tuple[bytes, bytes, bytes]:
-        record = container.seal_record(self._aead, self._session_id, self._index, plaintext, final)
+    def _seal(self, parts: list[bytes], final: bool) -> tuple[bytes, bytes, memoryview]:
+        """The next chunk's record; its ciphertext is valid until this thread seals again."""
+        record = container.seal_parts(self._key, self._session_id, self._index, parts, final)
         self._index += 1
         return record
 
-    def _emit(self, *parts: bytes) -> None:
+    def _emit(self, *parts: bytes | memoryview) -> None:
         """Write all the parts, in order, at the end of the file (io_lock held)."""
         for part in parts:
             view = memoryview(part)
@@ -383,7 +383,7 @@ class RecordingWriter:
             self._counts[kind] += len(data)
         self._unsynced = True  # before the bytes reach the file: a flush must follow them
         try:
-            self._emit(*self._seal(b"".join(chunk.parts), final))
+            self._emit(*self._seal(chunk.parts, final))
         except OSError as exc:
             self._fail(exc)
 

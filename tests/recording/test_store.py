@@ -458,3 +458,23 @@ def test_errors_and_reprs_carry_no_key_material(tmp_path: Path, box: SecretBox) 
         f"recording {writer.path}: its key cannot be unwrapped"
         " (wrong secrets key or damaged header)"
     )
+
+
+def test_sessions_recording_at_once_keep_every_byte_and_hash(
+    tmp_path: Path, box: SecretBox
+) -> None:
+    """Big chunks of several sessions are sealed by the same worker threads, each into a
+    buffer it reuses: every session still reads back byte for byte, with matching hashes."""
+    payloads = {f"s-{n}": os.urandom(MAX_BUFFER // 3) for n in range(3)}
+    writers = {sid: make_writer(tmp_path, box, session_id=sid) for sid in payloads}
+    for round_ in range(8):
+        for sid, writer in writers.items():
+            writer.output(payloads[sid], float(round_))
+            writer.input(payloads[sid][:5000], float(round_))
+    for sid, writer in writers.items():
+        summary = writer.close()
+        assert (summary.sha256, summary.size) == file_digest(writer.path)
+        streams = read_streams(writer.path, box, sid)
+        assert streams["stdout"] == payloads[sid] * 8
+        assert streams["stdin"] == payloads[sid][:5000] * 8
+        assert summary.streams["stdout"].sha256 == hashlib.sha256(payloads[sid] * 8).hexdigest()
