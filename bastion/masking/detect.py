@@ -12,6 +12,7 @@ passes; sensitive columns are found by lineage first.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import re
@@ -131,8 +132,11 @@ def _module(kind: str) -> ModuleType:
     return _MODULES[kind]
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
 def _digits(text: str) -> int:
-    return sum(c.isascii() and c.isdigit() for c in text)
+    return len(_NOT_DIGIT.sub("", text))
 
 
 def find(text: str, detectors: Detectors) -> list[Hit]:
@@ -171,28 +175,67 @@ def _in_run(text: str, start: int, end: int, kinds: set[str], regions: Iterable[
     return hits
 
 
+_PHONE_TOKEN = re.compile(r"\+?\(?[0-9]+\)?")
+_GROUPS = re.compile(r"[0-9]+")
+MOST_TOKENS = 6  # a phone number is written in at most this many groups
+
+
 def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
-    """Valid numbers in any region's plan. A number written with "+" counts as it is; one in
-    national form only when its digits are grouped as that region writes them or spaced
-    ("2024-000123" is an invoice, "06 1234 5678" a Dutch mobile)."""
-    found: dict[tuple[int, int], Hit] = {}
-    for region in ("ZZ", *regions) if "+" in run else regions:
-        strict = {
-            (m.start, m.end) for m in _matches(run, region, phonenumbers.Leniency.STRICT_GROUPING)
-        }
-        for m in _matches(run, region, phonenumbers.Leniency.VALID):
-            raw = m.raw_string
-            if _DATE.search(raw):
-                continue  # "2024-01-15 10" reads as a Washington number; dates are not phones
-            if not (raw.startswith("+") or (m.start, m.end) in strict or " " in raw or "(" in raw):
-                continue
-            head = _head(raw, len(str(m.number.country_code)))
-            found.setdefault((m.start, m.end), Hit(start + m.start, start + m.end, "phone", head))
-    return list(found.values())
+    """Valid numbers in any region's plan, tried on the run's groups of digits, the longest
+    stretch first. A number written with "+" counts as it is; one in national form only when
+    spaced, or grouped as that region writes it ("2024-000123" is an invoice)."""
+    tokens = list(_PHONE_TOKEN.finditer(run))
+    hits, index = [], 0
+    while index < len(tokens):
+        found = None
+        for stop in range(min(len(tokens), index + MOST_TOKENS), index, -1):
+            lo, hi = tokens[index].start(), tokens[stop - 1].end()
+            if MIN_DIGITS <= _digits(run[lo:hi]) <= 15:
+                found = _phone(run[lo:hi], tuple(regions))
+                if found is not None:
+                    hits.append(Hit(start + lo, start + hi, "phone", found))
+                    index = stop
+                    break
+        if found is None:
+            index += 1
+    return hits
 
 
-def _matches(run: str, region: str, leniency: int) -> list[phonenumbers.PhoneNumberMatch]:
-    return list(phonenumbers.PhoneNumberMatcher(run, region, leniency=leniency))
+@functools.lru_cache(maxsize=4096)
+def _phone(raw: str, regions: tuple[str, ...]) -> int | None:
+    """How much of `raw` stays in clear when it is a valid phone number, else None."""
+    if _DATE.search(raw):
+        return None  # "2024-01-15 10" reads as a Washington number; dates are not phones
+    international = raw.startswith("+")
+    for region in (None,) if international else _regions_for(raw, regions):
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_valid_number(number):
+            continue
+        if international or " " in raw or "(" in raw or _grouped_as_written(raw, number):
+            return _head(raw, len(str(number.country_code)))
+    return None
+
+
+def _regions_for(raw: str, regions: tuple[str, ...]) -> tuple[str, ...]:
+    """A national number with a leading 0 is from a region that dials 0 first (most of
+    Europe), one without from a region that doesn't (the US and Canada)."""
+    trunk = raw.lstrip("(").startswith("0")
+    return tuple(r for r in regions if _dials_zero(r) == trunk) or regions
+
+
+@functools.lru_cache(maxsize=256)
+def _dials_zero(region: str) -> bool:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return metadata is not None and metadata.national_prefix == "0"
+
+
+def _grouped_as_written(raw: str, number: phonenumbers.PhoneNumber) -> bool:
+    shown = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    written = _GROUPS.findall(raw)
+    return len(written) == 1 or written == _GROUPS.findall(shown)
 
 
 def _head(raw: str, code_digits: int) -> int:
