@@ -103,7 +103,7 @@ class Hit:
 
 
 EMAIL = re.compile(r"[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63})+")
-_RUN = re.compile(r"[0-9 ()+\-./]+")
+_RUN = re.compile(r"[0-9 ()+\-./]*[0-9][0-9 ()+\-./]*")
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 # A national id: digits with separators, a letter at most before and after.
 _ID = re.compile(
@@ -139,21 +139,25 @@ def _digits(text: str) -> int:
     return len(_NOT_DIGIT.sub("", text))
 
 
-def find(text: str, detectors: Detectors) -> list[Hit]:
-    """Every match of the detectors in `text`, validated, in order of where it starts."""
+def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
+    """Every match of the detectors in `text`, validated, in order of where it starts.
+    `shapes` (candidates() of the text's bytes) skips the detectors whose shape is absent."""
     kinds, hits = set(detectors.kinds), []
-    if "email" in kinds and "@" in text:
+    if "email" in kinds and shapes & AT and "@" in text:
         hits += [Hit(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
-    for run in _RUN.finditer(text):
+    for run in _RUN.finditer(text) if shapes & DIGITS else ():
         if _digits(run.group()) >= MIN_DIGITS:
             hits += _in_run(text, run.start(), run.end(), kinds, detectors.regions)
-    if kinds & set(NATIONAL_IDS):
-        hits += _national_ids(text, kinds)
-    if "iban" in kinds:
+    if kinds & set(NATIONAL_IDS) and shapes & DIGITS:
+        international = [
+            (h.start, h.end) for h in hits if h.kind == "phone" and text[h.start] == "+"
+        ]
+        hits += _national_ids(text, kinds, international)
+    if "iban" in kinds and shapes & IBAN_START:
         hits += _ibans(text)
-    if "ipv4" in kinds:
+    if "ipv4" in kinds and shapes & DOTTED:
         hits += _ips(text, _IPV4, 4)
-    if "ipv6" in kinds:
+    if "ipv6" in kinds and shapes & COLONS:
         hits += _ips(text, _IPV6, 6)
     return sorted(hits, key=lambda h: (h.start, -h.end, _RANK.get(h.kind, 2)))
 
@@ -201,9 +205,29 @@ def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
     return hits
 
 
+_VALID_SHAPES: dict[tuple[str, tuple[str, ...]], int] = {}
+_LAST_DIGITS = re.compile(r"[0-9](?=(?:[^0-9]*[0-9]){0,3}[^0-9]*$)")
+
+
 @functools.lru_cache(maxsize=4096)
 def _phone(raw: str, regions: tuple[str, ...]) -> int | None:
-    """How much of `raw` stays in clear when it is a valid phone number, else None."""
+    """How much of `raw` stays in clear when it is a valid phone number, else None.
+
+    Parsing is the slow part of a scan, and numbering plans are ranges of leading digits: a
+    number that differs from one found valid only in its last four digits is taken as valid
+    without parsing it again (erring, if ever, towards hiding)."""
+    shape = (_LAST_DIGITS.sub("#", raw), regions)
+    head = _VALID_SHAPES.get(shape)
+    if head is None:
+        head = _parse_phone(raw, regions)
+        if head is not None:
+            if len(_VALID_SHAPES) >= 4096:
+                _VALID_SHAPES.clear()
+            _VALID_SHAPES[shape] = head
+    return head
+
+
+def _parse_phone(raw: str, regions: tuple[str, ...]) -> int | None:
     if _DATE.search(raw):
         return None  # "2024-01-15 10" reads as a Washington number; dates are not phones
     international = raw.startswith("+")
@@ -251,12 +275,15 @@ def _head(raw: str, code_digits: int) -> int:
     return 0
 
 
-def _national_ids(text: str, kinds: set[str]) -> list[Hit]:
-    """National ids python-stdnum validates: each token, and each run of its spaced parts."""
+def _national_ids(text: str, kinds: set[str], inside: list[tuple[int, int]]) -> list[Hit]:
+    """National ids python-stdnum validates: each token, and each run of its spaced parts,
+    but not inside a number written with "+" (`inside`: an international phone's digits)."""
     wanted = [k for k in NATIONAL_IDS if k in kinds and k != "us.ssn"]
     hits = []
     for m in _ID.finditer(text) if wanted else ():
-        if _digits(m.group()) < MIN_DIGITS:
+        if _digits(m.group()) < MIN_DIGITS or any(
+            a <= m.start() and m.end() <= b for a, b in inside
+        ):
             continue
         for lo, hi in _pieces(m.group(), m.start()):
             piece = text[lo:hi]
@@ -337,10 +364,11 @@ def _hide(piece: str, hit: Hit) -> str:
     return "".join(reversed(out))
 
 
-def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None) -> str:
+def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None,
+              shapes: int = ~0) -> str:  # fmt: skip
     """`text` with every detected match hidden in place (lengths kept); `counts` adds up the
-    matches per detector."""
-    hits = find(text, detectors)
+    matches per detector; `shapes` as for find()."""
+    hits = find(text, detectors, shapes)
     if not hits:
         return text
     chars, covered = list(text), -1

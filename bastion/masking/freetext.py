@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import Callable, Set
 
+from bastion.masking import _fastrows
 from bastion.masking.detect import ESCAPE, Detectors, mask_text
 from bastion.masking.values import full
 
@@ -102,7 +103,7 @@ class Scan:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             return whole(value) if whole is not None else None
-        masked = mask_text(text, self.detectors, self.counts)
+        masked = mask_text(text, self.detectors, self.counts, _fastrows.candidates(value))
         return value if masked is text else masked.encode("utf-8")
 
     def _json(self, value: bytes, *, jsonb: bool) -> bytes | None:
