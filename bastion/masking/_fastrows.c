@@ -96,6 +96,8 @@ static int is_digit_sep(unsigned char c) {
 /* Byte classes for the scan: what each run may hold. */
 enum { B_DIGIT = 1, B_SEP = 2, B_HEX = 4, B_ALPHA = 8 };
 static unsigned char byte_class[256];
+enum { Q_DIGIT = 1, Q_DOT = 2, Q_SPECIAL = 4 };
+static unsigned char quick_class[256];
 
 static void init_classes(void) {
     for (int c = 0; c < 256; c++) {
@@ -109,24 +111,31 @@ static void init_classes(void) {
         if (is_alpha((unsigned char)c) && is_hex((unsigned char)c))
             k |= B_HEX;
         byte_class[c] = k;
+        quick_class[c] = (unsigned char)(is_digit((unsigned char)c) ? Q_DIGIT
+                                         : c == '.'                  ? Q_DOT
+                                         : (c == '@' || c == ':' || c == '\\') ? Q_SPECIAL
+                                                                     : 0);
     }
 }
 
 /* The candidate shapes in a value, in one pass; each run is tracked as in the reference:
- * digits of a [0-9 ()+-./] run, dots of a [0-9.] run, colons of a [0-9A-Fa-f:] run. */
-static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
+ * digits of a [0-9 ()+-./] run, dots and digits of a [0-9.] run, colons of a [0-9A-Fa-f:]
+ * run. */
+static long full_scan(const unsigned char *v, Py_ssize_t n) {
     long found = 0;
-    Py_ssize_t digits = 0, dots = 0, colons = 0;
+    Py_ssize_t digits = 0, dots = 0, dot_digits = 0, colons = 0;
     int dbl = 0;
     for (Py_ssize_t i = 0; i < n && found != SHAPE_ALL; i++) {
         unsigned char c = v[i], k = byte_class[c];
         if (k & B_DIGIT) { /* in every run */
             if (++digits >= MIN_DIGITS)
                 found |= SHAPE_DIGITS;
+            if (++dot_digits >= 4 && dots >= 3)
+                found |= SHAPE_DOTTED;
             continue;
         }
         if (k & B_ALPHA) {
-            digits = dots = 0;
+            digits = dots = dot_digits = 0;
             if (!(k & B_HEX))
                 colons = dbl = 0;
             if (i + 3 < n && (byte_class[v[i + 1]] & B_ALPHA) &&
@@ -138,12 +147,12 @@ static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
         if (k & B_SEP) { /* keeps a digit run going; only "." keeps a dotted one */
             colons = dbl = 0;
             if (c != '.')
-                dots = 0;
-            else if (++dots >= 3)
+                dots = dot_digits = 0;
+            else if (++dots >= 3 && dot_digits >= 4)
                 found |= SHAPE_DOTTED;
             continue;
         }
-        digits = dots = 0;
+        digits = dots = dot_digits = 0;
         if (c == ':') {
             colons++;
             if (i > 0 && v[i - 1] == ':')
@@ -159,6 +168,33 @@ static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
             found |= SHAPE_ESCAPE;
     }
     return found;
+}
+
+/* Only the IBAN shape: two letters, not inside a word, then two digits. */
+static long iban_only(const unsigned char *v, Py_ssize_t n) {
+    for (Py_ssize_t i = 2; i + 1 < n; i++)
+        if ((byte_class[v[i]] & B_DIGIT) && (byte_class[v[i + 1]] & B_DIGIT) &&
+            (byte_class[v[i - 1]] & B_ALPHA) && (byte_class[v[i - 2]] & B_ALPHA) &&
+            (i == 2 || !(byte_class[v[i - 3]] & (B_ALPHA | B_DIGIT))))
+            return SHAPE_IBAN;
+    return 0;
+}
+
+/* First a count of digits, dots and the bytes that begin a shape on their own ("@", ":",
+ * "\"): most text has too few of them for any shape but an IBAN's, decided without the
+ * full scan. */
+static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
+    Py_ssize_t digits = 0, dots = 0;
+    unsigned char special = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char q = quick_class[v[i]];
+        digits += q & Q_DIGIT;
+        dots += (q >> 1) & 1;
+        special |= q;
+    }
+    if (!(special & Q_SPECIAL) && digits < MIN_DIGITS && (dots < 3 || digits < 4))
+        return digits >= 2 ? iban_only(v, n) : 0;
+    return full_scan(v, n);
 }
 
 /* A value with its length word: "****" (shorter when the value is). */

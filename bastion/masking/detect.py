@@ -28,7 +28,7 @@ from stdnum import luhn
 AT = 1  # an "@"
 DIGITS = 2  # a run of digits and " ()+-./" holding at least 7 digits
 IBAN_START = 4  # two letters then two digits, not inside a word
-DOTTED = 8  # a run of digits and dots holding at least 3 dots
+DOTTED = 8  # a run of digits and dots holding at least 3 dots and 4 digits
 COLONS = 16  # a run of hex digits and colons holding "::" or at least 6 colons
 ESCAPE = 32  # a backslash and "u": a JSON escape can spell any character
 MIN_DIGITS = 7
@@ -52,7 +52,11 @@ class Detectors:
     kinds: tuple[str, ...] = DEFAULT
     regions: tuple[str, ...] = DEFAULT_REGIONS
 
-    @property
+    @functools.cached_property
+    def kind_set(self) -> frozenset[str]:
+        return frozenset(self.kinds)
+
+    @functools.cached_property
     def classes(self) -> int:
         """The candidate shapes these detectors need (ESCAPE is added for JSON by the caller)."""
         found = 0
@@ -76,13 +80,17 @@ def candidates(value: bytes) -> int:
         found |= DIGITS
     if _IBAN_HEAD.search(value):
         found |= IBAN_START
-    if any(m.group().count(b".") >= 3 for m in _DOT_RUN.finditer(value)):
+    if any(_dotted(m.group()) for m in _DOT_RUN.finditer(value)):
         found |= DOTTED
     if any(_ipv6_shape(m.group()) for m in _HEX_RUN.finditer(value)):
         found |= COLONS
     if b"\\u" in value:
         found |= ESCAPE
     return found
+
+
+def _dotted(run: bytes) -> bool:
+    return run.count(b".") >= 3 and len(run) - run.count(b".") >= 4
 
 
 def _ipv6_shape(run: bytes | str) -> bool:
@@ -142,13 +150,13 @@ def _digits(text: str) -> int:
 def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
     """Every match of the detectors in `text`, validated, in order of where it starts.
     `shapes` (candidates() of the text's bytes) skips the detectors whose shape is absent."""
-    kinds, hits = set(detectors.kinds), []
+    kinds, hits = detectors.kind_set, []
     if "email" in kinds and shapes & AT and "@" in text:
         hits += [Hit(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
     for run in _RUN.finditer(text) if shapes & DIGITS else ():
         if _digits(run.group()) >= MIN_DIGITS:
             hits += _in_run(text, run.start(), run.end(), kinds, detectors.regions)
-    if kinds & set(NATIONAL_IDS) and shapes & DIGITS:
+    if not kinds.isdisjoint(NATIONAL_IDS) and shapes & DIGITS:
         international = [
             (h.start, h.end) for h in hits if h.kind == "phone" and text[h.start] == "+"
         ]
@@ -162,7 +170,8 @@ def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
     return sorted(hits, key=lambda h: (h.start, -h.end, _RANK.get(h.kind, 2)))
 
 
-def _in_run(text: str, start: int, end: int, kinds: set[str], regions: Iterable[str]) -> list[Hit]:
+def _in_run(text: str, start: int, end: int, kinds: frozenset[str],
+            regions: Iterable[str]) -> list[Hit]:  # fmt: skip
     """Cards, US SSNs and phone numbers inside one run of digits and separators."""
     run, hits = text[start:end], []
     if "card" in kinds:
@@ -206,7 +215,6 @@ def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
 
 
 _VALID_SHAPES: dict[tuple[str, tuple[str, ...]], int] = {}
-_LAST_DIGITS = re.compile(r"[0-9](?=(?:[^0-9]*[0-9]){0,3}[^0-9]*$)")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -216,7 +224,7 @@ def _phone(raw: str, regions: tuple[str, ...]) -> int | None:
     Parsing is the slow part of a scan, and numbering plans are ranges of leading digits: a
     number that differs from one found valid only in its last four digits is taken as valid
     without parsing it again (erring, if ever, towards hiding)."""
-    shape = (_LAST_DIGITS.sub("#", raw), regions)
+    shape = (_without_last_digits(raw), regions)
     head = _VALID_SHAPES.get(shape)
     if head is None:
         head = _parse_phone(raw, regions)
@@ -225,6 +233,16 @@ def _phone(raw: str, regions: tuple[str, ...]) -> int | None:
                 _VALID_SHAPES.clear()
             _VALID_SHAPES[shape] = head
     return head
+
+
+def _without_last_digits(raw: str, count: int = 4) -> str:
+    """raw with its last `count` digits as "#": "+31 6 1234 ####"."""
+    chars = list(raw)
+    for index in range(len(chars) - 1, -1, -1):
+        if count and "0" <= chars[index] <= "9":
+            chars[index] = "#"
+            count -= 1
+    return "".join(chars)
 
 
 def _parse_phone(raw: str, regions: tuple[str, ...]) -> int | None:
@@ -275,7 +293,7 @@ def _head(raw: str, code_digits: int) -> int:
     return 0
 
 
-def _national_ids(text: str, kinds: set[str], inside: list[tuple[int, int]]) -> list[Hit]:
+def _national_ids(text: str, kinds: frozenset[str], inside: list[tuple[int, int]]) -> list[Hit]:
     """National ids python-stdnum validates: each token, and each run of its spaced parts,
     but not inside a number written with "+" (`inside`: an international phone's digits)."""
     wanted = [k for k in NATIONAL_IDS if k in kinds and k != "us.ssn"]
