@@ -198,12 +198,13 @@ def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
     stretch first. A number written with "+" counts as it is; one in national form only when
     spaced, or grouped as that region writes it ("2024-000123" is an invoice)."""
     tokens = list(_PHONE_TOKEN.finditer(run))
+    counts = [len(t.group().strip("+()")) for t in tokens]
     hits, index = [], 0
     while index < len(tokens):
         found = None
         for stop in range(min(len(tokens), index + MOST_TOKENS), index, -1):
             lo, hi = tokens[index].start(), tokens[stop - 1].end()
-            if MIN_DIGITS <= _digits(run[lo:hi]) <= 15:
+            if MIN_DIGITS <= sum(counts[index:stop]) <= 15:
                 found = _phone(run[lo:hi], tuple(regions))
                 if found is not None:
                     hits.append(Hit(start + lo, start + hi, "phone", found))
@@ -371,15 +372,16 @@ def _hide(piece: str, hit: Hit) -> str:
         local, _, domain = piece.partition("@")
         shown = local[:1] if len(local) > 2 else ""  # "x@y.com" would show it all
         return shown + "*" * (len(local) - len(shown)) + "@" + domain
-    keep_tail, out, seen = _KEEP_TAIL.get(hit.kind, 0), [], 0
-    for index in range(len(piece) - 1, -1, -1):  # from the end, to keep the last digits
-        char = piece[index]
-        if char.isalnum() and index >= hit.keep_head:
-            seen += 1
-            out.append(char if seen <= keep_tail else "*")
-        else:
-            out.append(char)
-    return "".join(reversed(out))
+    keep_tail, head = _KEEP_TAIL.get(hit.kind, 0), hit.keep_head
+    cut = len(piece)
+    for _ in range(keep_tail):  # where the last `keep_tail` letters or digits begin
+        found = _LAST_ALNUM.search(piece, head, cut)
+        cut = found.start() if found is not None else head
+    return piece[:head] + _ALNUM.sub("*", piece[head:cut]) + piece[cut:]
+
+
+_ALNUM = re.compile(r"[^\W_]")
+_LAST_ALNUM = re.compile(r"[^\W_](?=[\W_]*$)")
 
 
 def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None,
