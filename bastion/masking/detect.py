@@ -153,14 +153,15 @@ def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
     kinds, hits = detectors.kind_set, []
     if "email" in kinds and shapes & AT and "@" in text:
         hits += [Hit(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
+    ids = not kinds.isdisjoint(NATIONAL_IDS)
     for run in _RUN.finditer(text) if shapes & DIGITS else ():
         if _digits(run.group()) >= MIN_DIGITS:
-            hits += _in_run(text, run.start(), run.end(), kinds, detectors.regions)
-    if not kinds.isdisjoint(NATIONAL_IDS) and shapes & DIGITS:
-        international = [
-            (h.start, h.end) for h in hits if h.kind == "phone" and text[h.start] == "+"
-        ]
-        hits += _national_ids(text, kinds, international)
+            found = _in_run(text, run.start(), run.end(), kinds, detectors.regions)
+            hits += found
+            if ids and not any(h.kind == "phone" and text[h.start] == "+" and
+                               h.start <= run.start() + 1 and run.end() - 1 <= h.end
+                               for h in found):  # fmt: skip
+                hits += _national_ids(text, kinds, run.start(), run.end())
     if "iban" in kinds and shapes & IBAN_START:
         hits += _ibans(text)
     if "ipv4" in kinds and shapes & DOTTED:
@@ -294,15 +295,13 @@ def _head(raw: str, code_digits: int) -> int:
     return 0
 
 
-def _national_ids(text: str, kinds: frozenset[str], inside: list[tuple[int, int]]) -> list[Hit]:
-    """National ids python-stdnum validates: each token, and each run of its spaced parts,
-    but not inside a number written with "+" (`inside`: an international phone's digits)."""
+def _national_ids(text: str, kinds: frozenset[str], start: int, end: int) -> list[Hit]:
+    """National ids python-stdnum validates around one run of digits (a letter may stand at
+    either end): each token, and each run of its spaced parts."""
     wanted = [k for k in NATIONAL_IDS if k in kinds and k != "us.ssn"]
     hits = []
-    for m in _ID.finditer(text) if wanted else ():
-        if _digits(m.group()) < MIN_DIGITS or any(
-            a <= m.start() and m.end() <= b for a, b in inside
-        ):
+    for m in _ID.finditer(text, max(0, start - 1), end + 1) if wanted else ():
+        if _digits(m.group()) < MIN_DIGITS:
             continue
         for lo, hi in _pieces(m.group(), m.start()):
             piece = text[lo:hi]
