@@ -145,8 +145,9 @@ def door(rows: int, every: int) -> None:
             tickets[name] = f"bt_{secrets.token_urlsafe(24)}"
             expires = datetime.now(UTC) + timedelta(hours=1)
             b.store.add_ticket(USER, name, tickets[name], expires, "bench")
-        tickets["free text"] = f"bt_{secrets.token_urlsafe(24)}"  # a ticket opens one session
-        b.store.add_ticket(USER, "masked", tickets["free text"], expires, "bench")
+        for name, label in (("masked", "free text"), ("unmasked", "free text, off")):
+            tickets[label] = f"bt_{secrets.token_urlsafe(24)}"  # a ticket opens one session
+            b.store.add_ticket(USER, name, tickets[label], expires, "bench")
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
@@ -155,9 +156,11 @@ def door(rows: int, every: int) -> None:
             via = PgDatabase("127.0.0.1", b.pg_port, name, USER, tickets[name])
             results[name] = stream(via)
         report_door(rows, results)
-        masked = PgDatabase("127.0.0.1", b.pg_port, "masked", USER, tickets["free text"])
-        report_free_text(rows, every, {"direct": stream(db, "tickets"),
-                                "masked": stream(masked, "tickets")})  # fmt: skip
+        free = {"direct": stream(db, "tickets")}
+        for name, label in (("unmasked", "free text, off"), ("masked", "free text")):
+            via = PgDatabase("127.0.0.1", b.pg_port, name, USER, tickets[label])
+            free[name] = stream(via, "tickets")
+        report_free_text(rows, every, free)
     finally:
         if served is not None:
             served.stop()
@@ -186,7 +189,8 @@ def report_free_text(rows: int, every: int, results: dict[str, tuple[float, int,
           " psql prints it; email, phone and ssn masked, note and body scanned; one note in"
           f" {every} holds an email and a phone number")  # fmt: skip
     direct = size / results["direct"][0]
-    for name, label in (("direct", "direct"), ("masked", "bastion, 3 masked + 2 scanned")):
+    for name, label in (("direct", "direct"), ("unmasked", "bastion, masking off"),
+                        ("masked", "bastion, 3 masked + 2 scanned")):  # fmt: skip
         rate = size / results[name][0]
         print(f"  {label:<28} {rate:8.1f} MiB/s   {rate / direct:5.2f}x direct"
               f"   {rows / results[name][0]:>10,.0f} rows/s")  # fmt: skip
