@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import NamedTuple
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
@@ -102,8 +103,9 @@ def _ipv6_shape(run: bytes | str) -> bool:
 # -- finding and validating ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """One match: where it is, which detector, how much of its start stays in clear."""
+
     start: int
     end: int
     kind: str
