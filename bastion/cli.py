@@ -278,9 +278,21 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     ticket = _command(sub, "ticket", queries.ticket,
-                      "a one-time database password for TARGET, after a TOTP code")  # fmt: skip
-    ticket.add_argument("target")
-    ticket.add_argument("--user", required=True, help="whose ticket (their code is asked)")
+                      "a database password for TARGET after a TOTP code (one-use, or"
+                      " --reusable); `ticket list [--user U]`, `ticket revoke ID`")  # fmt: skip
+    ticket.add_argument("target", help="the database target, or list, or revoke")
+    ticket.add_argument("ticket_id", nargs="?", type=int, help="revoke: the ticket's id")
+    ticket.add_argument("--user", help="whose ticket (their code is asked)")
+    ticket.add_argument("--reusable", action="store_true",
+                        help="good for any number of connections until it expires")  # fmt: skip
+    ticket.add_argument("--for", dest="duration", metavar="DURATION",
+                        help="--reusable: how long (capped by the grant and the target's"
+                             " reusable_ticket_max); default 1h")  # fmt: skip
+    ticket.add_argument("--bind-address", metavar="ADDR[/BITS]",
+                        help="--reusable: only clients from this address or network")  # fmt: skip
+    ticket.add_argument("--all", action="store_true", help="list: expired and revoked too")
+    ticket.add_argument("--reason", default="", help="revoke: why")
+    _optional_decider(ticket)
     _json_flag(ticket)
     group = sub.add_parser("queries", help="the database query log")
     cmds = group.add_subparsers(dest="queries_command", required=True, parser_class=Parser)

@@ -158,6 +158,7 @@ class TargetPolicy:
     break_glass: bool = False
     break_glass_max: timedelta = timedelta(hours=1)
     unmask_max: timedelta = timedelta(hours=4)
+    reusable_ticket_max: timedelta = timedelta(hours=8)
     raw_tunnels: Literal["refuse", "allow"] = "refuse"
     masking: MaskingPolicy = field(default_factory=MaskingPolicy)
 

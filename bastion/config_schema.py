@@ -129,6 +129,7 @@ TARGET_SETTINGS: tuple[Setting, ...] = (
     Setting("break_glass", "bool", False, "Engineers may open emergency access themselves."),
     Setting("break_glass_max", "duration", "1h", "Longest break-glass access."),
     Setting("unmask_max", "duration", "4h", "Longest unmask grant on this target."),
+    Setting("reusable_ticket_max", "duration", "8h", "Longest a reusable ticket may last."),
     Setting(
         "raw_tunnels",
         "choice",

@@ -13,6 +13,7 @@ import structlog
 
 from bastion.access.enforce import overstayed
 from bastion.access.grants import Access
+from bastion.access.tickets import Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import Event, Store
 from bastion.audit.writer import AuditWriter
@@ -60,6 +61,7 @@ class Core:
     identity: Identity = field(init=False)
     access: Access = field(init=False)
     unmasking: Unmasking = field(init=False)
+    tickets: Tickets = field(init=False)
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
@@ -70,6 +72,7 @@ class Core:
         )
         self.access = Access(self.store, self.config, self.clock)
         self.unmasking = Unmasking(self.store, self.config, self.clock)
+        self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.

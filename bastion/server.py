@@ -110,27 +110,30 @@ class Server:
         if self.config.audit.anchors:
             self.anchorer = Anchorer(
                 self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
-                self.store.chain_head, lambda: iso(self.core.clock.now()),
+                lambda: iso(self.core.clock.now()),
             )  # fmt: skip
-            await loop.run_in_executor(None, self._anchor)
+            await self._anchor()
             self._tasks.append(loop.create_task(self._anchor_every()))
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.audit.anchor_every.total_seconds())
-            await loop.run_in_executor(None, self._anchor)
+            await self._anchor()
 
-    def _anchor(self) -> None:
-        """One round of signed heads (off the event loop). A sink that fails is logged each
-        time and audited once per outage; the sessions go on (their own audit is durable)."""
-        if self.anchorer is None:
+    async def _anchor(self) -> None:
+        """One round of signed heads: the head read on the store's thread, the sinks written
+        off the event loop. A sink that fails is logged each time and audited once per
+        outage; the sessions go on (their own audit is durable)."""
+        anchorer = self.anchorer
+        if anchorer is None:
             return
         try:
-            failed = self.anchorer.anchor()
+            head = await self.core.run(self.store.chain_head)
         except Exception as exc:  # the store could not be read: same as every sink failing
             failed = [f"the chain head could not be read: {exc}"]
+        else:
+            failed = await asyncio.get_running_loop().run_in_executor(None, anchorer.anchor, head)
         for problem in failed:
             log.error("audit.anchor_failed", sink=problem)
         if bool(failed) == self._anchors_failing:
@@ -139,9 +142,9 @@ class Server:
         kind, severity = (
             ("audit.anchor_failed", "high") if failed else ("audit.anchor_ok", "notice")
         )
+        event = Event(kind, f"serve:{os.getpid()}", "", severity, detail={"failed": failed})
         with contextlib.suppress(Exception):  # logged above; the next round tries again
-            self.store.append_events([Event(kind, f"serve:{os.getpid()}", "", severity,
-                                            detail={"failed": failed})])  # fmt: skip
+            await self.core.run(self.store.append_events, [event])
 
     async def _warn_weak_targets(self) -> None:
         """Say loudly, once at start-up, which databases are reached without TLS or with a
@@ -169,7 +172,7 @@ class Server:
             await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
         if self.anchorer is not None:  # the last head, bastion.stopped included
-            await asyncio.get_running_loop().run_in_executor(None, self._anchor)
+            await self._anchor()
             self.anchorer.close()
             self.anchorer = None
 

@@ -17,7 +17,7 @@ class Ending:
     """A session to end: its closing state and the one line its user is shown."""
 
     session_id: str
-    state: str  # grant_expired, grant_revoked, user_disabled or outside_hours
+    state: str  # grant_expired, grant_revoked, user_disabled, ticket_revoked, outside_hours
     message: str
 
 
@@ -59,6 +59,11 @@ def endings(
         if session.user_disabled:
             found.append(Ending(session.session_id, "user_disabled",
                                 f"{session.user} was disabled; the session is over"))  # fmt: skip
+            continue
+        if session.ticket_revoked is not None:
+            found.append(Ending(session.session_id, "ticket_revoked",
+                                f"ticket {session.ticket_revoked}, which opened this session,"
+                                " was revoked; the session is over"))  # fmt: skip
             continue
         if closed and session.target in closed:
             found.append(Ending(session.session_id, "outside_hours", closed[session.target]))

@@ -12,6 +12,7 @@ from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
+from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
 from bastion.clock import Clock
 
@@ -23,6 +24,7 @@ __all__ = [
     "FileOp",
     "NewGrant",
     "NewRequest",
+    "NewTicket",
     "NewUnmask",
     "Notice",
     "QueryEnd",
@@ -30,6 +32,7 @@ __all__ = [
     "RecordingInfo",
     "SessionQueries",
     "Store",
+    "TicketRow",
     "TotpOutcome",
     "TotpResult",
     "UnmaskGrant",
@@ -46,6 +49,7 @@ class Store(
     QueryQueries,
     OutboxQueries,
     UnmaskQueries,
+    TicketQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

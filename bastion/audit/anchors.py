@@ -260,15 +260,15 @@ class Anchorer:
         specs: Sequence[str],
         key: bytes,
         node: str,
-        head: Callable[[], tuple[int, str]],
         now: Callable[[], str],
     ) -> None:
         self.sinks = [open_sink(spec) for spec in specs]
-        self._key, self.node, self._head, self._now = key, node, head, now
+        self._key, self.node, self._now = key, node, now
         self.sent = 0
 
-    def anchor(self) -> list[str]:
-        seq, mac = self._head()
+    def anchor(self, head: tuple[int, str]) -> list[str]:
+        """Send the signed head (seq, MAC), read by the caller on the store's own thread."""
+        seq, mac = head
         line = Anchor(self.node, seq, mac, self._now()).signed(self._key)
         failed = []
         for sink in self.sinks:

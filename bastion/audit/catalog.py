@@ -49,3 +49,71 @@ SYSTEM_NAMES = """
 SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'pg_catalog' AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
 """
+
+
+# -- a read grant's guard (bastion.sqlparse.names) ------------------------------------------
+
+# Every column of every relation and composite type the session's role can name, system
+# schemas included (a read grant may read them), each with the pg_class OID of its type when
+# that type is composite: what proves that `o.f` and `(o.addr).street` select a column.
+GUARD_COLUMNS = """
+SELECT c.oid AS relid, n.nspname AS schema, c.relname AS relation, c.relkind::text AS kind,
+       a.attname AS column_name, COALESCE(NULLIF(t.typrelid, 0), b.typrelid, 0) AS type_relid
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+ WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'c')
+   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+ ORDER BY c.oid, a.attnum
+"""
+
+# The built-in functions that may return rows or records: each overload of such a name (the
+# scalar ones too) with its output column names (OUT, INOUT and TABLE parameters), or its
+# composite result type, or whether it returns a record.
+GUARD_FUNCTIONS = """
+SELECT p.proname AS name,
+       (SELECT array_to_string(array_agg(u.n ORDER BY u.i), ',')
+          FROM unnest(p.proargnames, p.proargmodes) WITH ORDINALITY AS u(n, m, i)
+         WHERE u.m IN ('o', 'b', 't')) AS outs,
+       t.typrelid AS relid, p.prorettype = 'pg_catalog.record'::pg_catalog.regtype AS is_record
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.prorettype
+ WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+   AND p.proname IN (
+       SELECT q.proname FROM pg_catalog.pg_proc q JOIN pg_catalog.pg_type r ON r.oid = q.prorettype
+        WHERE q.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+          AND (q.proargmodes IS NOT NULL OR r.typrelid <> 0
+               OR q.prorettype = 'pg_catalog.record'::pg_catalog.regtype))
+"""
+
+# Function names and operator symbols defined outside pg_catalog: an unqualified call of that
+# name, or that symbol, may find the database's own code rather than the built-in.
+GUARD_OWN_FUNCTIONS = """
+SELECT DISTINCT p.proname AS name FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+"""
+GUARD_OWN_OPERATORS = """
+SELECT DISTINCT o.oprname AS name FROM pg_catalog.pg_operator o
+ WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+"""
+
+# Types a cast to which may run the database's own code: the target of a cast whose function
+# is not a built-in, every domain outside the system schemas (its checks, or its base domain's,
+# may call a function), and every composite type or table row with a field of such a domain.
+GUARD_OWN_CAST_TYPES = """
+WITH domains AS (
+  SELECT t.oid FROM pg_catalog.pg_type t
+   WHERE t.typtype = 'd'
+     AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
+                                'information_schema'::pg_catalog.regnamespace))
+SELECT DISTINCT t.typname AS name FROM pg_catalog.pg_type t
+ WHERE t.oid IN (SELECT oid FROM domains)
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc
+                WHERE k.casttarget = t.oid
+                  AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)
+    OR (t.typrelid <> 0
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.atttypid IN (SELECT oid FROM domains)))
+"""

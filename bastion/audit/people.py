@@ -13,6 +13,7 @@ from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import NewKey, SshKey, User, user_from_row
 from bastion.audit.requests import cancel_pending
+from bastion.audit.tickets import revoke_users_tickets
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -153,6 +154,17 @@ class PeopleQueries(StoreBase):
             }
             detail = {"reason": reason, **counts}
             event = Event("user.disabled", actor, name, "warning", detail=detail)
+            tickets = revoke_users_tickets(conn, user.id, actor, now)
+            if tickets:
+                cancelled.append(
+                    Event(
+                        "ticket.revoked",
+                        actor,
+                        name,
+                        "notice",
+                        detail={"tickets": tickets, "reason": "user disabled"},
+                    )
+                )
             self._append(conn, [event, *cancelled])
         return counts
 

@@ -175,9 +175,10 @@ class QueryQueries(StoreBase):
         now = self.clock.now()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT k.id, k.expires_at, k.used_at, u.name AS user, t.name AS target"
-                " FROM tickets k JOIN users u ON u.id = k.user_id"
-                " JOIN targets t ON t.id = k.target_id WHERE k.token_sha256 = ?",
+                "SELECT k.id, k.expires_at, k.used_at, k.revoked_at, u.name AS user,"
+                " t.name AS target FROM tickets k JOIN users u ON u.id = k.user_id"
+                " JOIN targets t ON t.id = k.target_id"
+                " WHERE k.token_sha256 = ? AND k.reusable = 0",
                 (_digest(token),),
             ).fetchone()
             problem = _ticket_problem(row, user, target, now)
@@ -244,6 +245,8 @@ def _ticket_problem(row: Any, user: str, target: str, now: datetime) -> str | No
         return "unknown ticket"
     if row["target"] != target:
         return f"this ticket is for {row['target']}, not {target}"
+    if row["revoked_at"] is not None:
+        return "this ticket was revoked"
     if row["used_at"] is not None:
         return "this ticket was used already"
     if now >= parse_iso(row["expires_at"]):

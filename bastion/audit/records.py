@@ -289,3 +289,4 @@ class OpenSession:
     grant_id: int | None
     mode: str | None  # the grant's mode when the session opened
     user_disabled: bool
+    ticket_revoked: int | None = None  # the revoked reusable ticket it was opened with

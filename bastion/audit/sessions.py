@@ -61,6 +61,7 @@ class SessionQueries(StoreBase):
         protocol: str,
         client_addr: str,
         recording_path: str | None = None,
+        ticket_id: int | None = None,
     ) -> None:
         """Record a session as open; the audit event is durable before any byte is relayed."""
         user_id = self._id_by_name("users", user)
@@ -68,12 +69,14 @@ class SessionQueries(StoreBase):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
-                " started_at, recording_path) VALUES (?,?,?,?,?,?,?,?)",
+                " started_at, recording_path, ticket_id) VALUES (?,?,?,?,?,?,?,?,?)",
                 (session_id, user_id, target_id, grant_id, protocol, client_addr,
-                 iso(self.clock.now()), recording_path),
+                 iso(self.clock.now()), recording_path, ticket_id),
             )  # fmt: skip
             detail = {"target": target, "grant": grant_id, "protocol": protocol,
                       "client": client_addr}  # fmt: skip
+            if ticket_id is not None:
+                detail["ticket"] = ticket_id
             self._append(
                 conn, [Event("session.opened", user, target, "notice", session_id, detail)]
             )
@@ -170,12 +173,14 @@ class SessionQueries(StoreBase):
         """Every open session with its user, target, grant and whether the user is disabled."""
         rows = self._rows(
             "SELECT s.id, u.name AS user, t.name AS target, s.grant_id, g.mode,"
-            " u.disabled_at IS NOT NULL AS disabled FROM sessions s"
+            " u.disabled_at IS NOT NULL AS disabled,"
+            " CASE WHEN k.revoked_at IS NOT NULL THEN k.id END AS ticket_revoked FROM sessions s"
             " JOIN users u ON u.id = s.user_id JOIN targets t ON t.id = s.target_id"
-            " LEFT JOIN grants g ON g.id = s.grant_id WHERE s.ended_at IS NULL"
+            " LEFT JOIN grants g ON g.id = s.grant_id LEFT JOIN tickets k ON k.id = s.ticket_id"
+            " WHERE s.ended_at IS NULL"
         )
         return [OpenSession(r["id"], r["user"], r["target"], r["grant_id"], r["mode"],
-                            bool(r["disabled"])) for r in rows]  # fmt: skip
+                            bool(r["disabled"]), r["ticket_revoked"]) for r in rows]  # fmt: skip
 
     def pending_kills(self) -> list[tuple[str, str, str]]:
         """Open sessions an admin asked to end: (session id, who asked, why)."""

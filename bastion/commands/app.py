@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bastion.access.grants import Access
+from bastion.access.tickets import Tickets
 from bastion.audit import ChainKey, Store
 from bastion.clock import Clock, SystemClock
 from bastion.config import Config, load_config
@@ -60,6 +61,10 @@ class App:
     @cached_property
     def access(self) -> Access:
         return Access(self.store, self.config, self.clock)
+
+    @cached_property
+    def tickets(self) -> Tickets:
+        return Tickets(self.store, self.config, self.clock, self.access, self.identity)
 
     @property
     def actor(self) -> str:

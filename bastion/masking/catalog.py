@@ -10,9 +10,11 @@ from bastion.masking.classify import Column, Verdict, classify
 from bastion.masking.policy import MaskingPolicy
 
 # System relations a masked session may read: the database's description of itself (what psql's
-# \d, \dt, \df, \du and \l ask), no stored values. Never statistics (pg_statistic, pg_stats),
-# other sessions (pg_stat_activity), connection secrets (pg_user_mapping, pg_subscription,
-# pg_foreign_server) or data (pg_largeobject).
+# \d, \dt, \df, \du and \l ask, and pgcli's, SQLAlchemy's and drivers' catalog queries), no
+# stored values. Never statistics (pg_statistic, pg_stats, pg_stats_ext, pg_statistic_ext_data:
+# their most common values and histograms are a column's data), other sessions
+# (pg_stat_activity), other roles' and databases' settings (pg_db_role_setting), connection secrets
+# (pg_user_mapping, pg_subscription, pg_foreign_server) or data (pg_largeobject).
 METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
     "pg_catalog": (
         "pg_am", "pg_attrdef", "pg_attribute", "pg_auth_members", "pg_class", "pg_collation",
@@ -22,6 +24,17 @@ METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
         "pg_publication_namespace", "pg_publication_rel", "pg_range", "pg_roles",
         "pg_sequence", "pg_statistic_ext", "pg_tables", "pg_tablespace", "pg_trigger",
         "pg_type", "pg_views",
+        # Operators, casts, languages, text search and rules: definitions (psql's \do, \dC,
+        # \dL, \dF*, \dA*, \dd; pgAdmin's and DBeaver's trees), as the relations above.
+        "pg_aggregate", "pg_amop", "pg_amproc", "pg_cast", "pg_conversion", "pg_default_acl",
+        "pg_event_trigger", "pg_language", "pg_opclass", "pg_operator", "pg_opfamily",
+        "pg_rewrite", "pg_ts_config", "pg_ts_config_map", "pg_ts_dict", "pg_ts_parser",
+        "pg_ts_template",
+        # The settings this session can see; current_setting() reads each of them already, and
+        # the server hides the ones a role may not read from both (pgjdbc, psql's \dconfig).
+        "pg_settings",
+        # Comments on databases and roles, as shobj_description() reads them (pgAdmin).
+        "pg_shdescription",
     ),
     "information_schema": (
         "columns", "key_column_usage", "referential_constraints", "schemata",
@@ -29,6 +42,11 @@ METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 SYSTEM_SCHEMAS = frozenset(METADATA_RELATIONS)
+# Columns of those relations that hold a table's values after all, masked like a sensitive
+# column: attmissingval is the value every row stored before ADD COLUMN ... DEFAULT has.
+CATALOG_DATA: dict[tuple[str, str], tuple[str, ...]] = {
+    ("pg_catalog", "pg_attribute"): ("attmissingval",),
+}
 
 KINDS = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table",
          "f": "foreign table"}  # fmt: skip
@@ -137,6 +155,15 @@ def verdicts(catalog: Catalog, policy: MaskingPolicy) -> list[ColumnVerdict]:
             verdict = column_verdict(catalog, relation, attribute, policy)
             out.append(ColumnVerdict(relation, attribute, verdict))
     return out
+
+
+def catalog_data(catalog: Catalog) -> list[tuple[int, int]]:
+    """(relation OID, attnum) of the CATALOG_DATA columns in the snapshot."""
+    found = []
+    for relation in catalog.relations.values():
+        data = CATALOG_DATA.get((relation.schema, relation.name), ())
+        found += [(relation.relid, a.attnum) for a in relation.attributes if a.name in data]
+    return found
 
 
 def sensitive_sources(catalog: Catalog, policy: MaskingPolicy) -> frozenset[tuple[int, int]]:

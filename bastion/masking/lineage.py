@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from pglast import parser
 
+from bastion.masking import catalog_reads as reads
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
 from bastion.masking.shapes import (
     CLAUSES,
@@ -26,6 +27,7 @@ from bastion.masking.shapes import (
     expr_name,
     grouping_items,
     items,
+    output_position,
     walk,
 )
 from bastion.sqlparse.tree import Node, string_list, unwrap
@@ -112,7 +114,8 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    recursing: bool = False  # analysing the passes of a WITH RECURSIVE
+    recursing: int = 0  # WITH RECURSIVE passes being analysed, one inside another
+    passes: int = 0  # passes analysed under the outermost WITH RECURSIVE
 
     # -- statements -------------------------------------------------------------------
 
@@ -165,14 +168,15 @@ class Analyzer:
     def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
         """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
         operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
-        if self.recursing:
-            # Each pass re-reads what is inside: nested, the passes would multiply.
-            raise Refused("WITH RECURSIVE inside another is not analysed in masked mode")
-        self.recursing = True
+        if self.recursing >= reads.MAX_RECURSIVE_NESTING:
+            raise Refused("WITH RECURSIVE nested this deeply is not analysed in masked mode")
+        if not self.recursing:
+            self.passes = 0
+        self.recursing += 1
         try:
             cols = self._fixpoint(cte, query, scope)
         finally:
-            self.recursing = False
+            self.recursing -= 1
         added: list[Col] = []
         for key, listed, extra, use in CTE_CLAUSES:
             found = cte.get(key)
@@ -195,6 +199,9 @@ class Analyzer:
 
         cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
         for _ in range(MAX_RECURSIVE_PASSES):
+            self.passes += 1
+            if self.passes > reads.MAX_NESTED_PASSES:
+                raise Refused(f"WITH RECURSIVE {name} needs too many passes to be analysed")
             scope.ctes[name] = cols
             again = columns(query)
             if again == cols:
@@ -344,6 +351,9 @@ class Analyzer:
         names = [str(n) for n in string_list(alias.get("colnames"))]
         if names:
             return alias.get("aliasname", ""), [Col(n) for n in names]
+        if len(called) == 1 and reads.one_column(node):
+            name = alias.get("aliasname", called[0])
+            return name, [Col(name)]
         # Named by the function, or by its OUT parameters, which the snapshot does not hold:
         # any name the other ranges lack is one of them (allowlisted, its arguments clean).
         return alias.get("aliasname", called[0] if called else ""), [Col(n) for n in called] + [
@@ -393,6 +403,9 @@ class Analyzer:
                 if OPEN in cols and (len(names) == 1 or names[-2] == alias):
                     return Col(names[-1])  # an output column of a function in FROM
             current = current.parent
+        system = reads.system_column(names, scope)
+        if system is not None:
+            return Col(names[-1], frozenset({system[0]}), True, system[1])
         raise Refused(f"column {'.'.join(names)} cannot be traced to a source")
 
     def _find(self, names: list[str], scope: Scope) -> Col | set[Source] | None:
@@ -428,6 +441,8 @@ class Analyzer:
 
     def _function(self, node: Node) -> None:
         names = string_list(node.get("funcname"))
+        if reads.catalog_function(names):
+            return
         if names[:-1] not in ([], ["pg_catalog"]) or names[-1] not in SAFE_FUNCTIONS:
             raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")
 
@@ -437,7 +452,8 @@ class Analyzer:
             return
         for item in value if isinstance(value, list) else [value]:
             # ORDER BY and GROUP BY may name an output column; both readings are checked.
-            target = _output_ref(item, outputs)
+            found = output_position(item, [c.name for c in outputs])
+            target = None if found is None else outputs[found]
             try:
                 sources = self._sources(item, scope)
             except Refused:
@@ -472,20 +488,3 @@ def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
 
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
-
-
-def _output_ref(item: object, outputs: list[Col]) -> Col | None:
-    """ORDER BY / GROUP BY naming an output column by position or by its name."""
-    if not isinstance(item, dict) or not outputs:
-        return None
-    name, node = unwrap(item)
-    if name == "SortBy":
-        return _output_ref(node.get("node"), outputs)
-    if name == "A_Const" and "ival" in node:
-        index = int(node["ival"].get("ival", 0)) - 1
-        return outputs[index] if 0 <= index < len(outputs) else None
-    if name == "ColumnRef":
-        names = string_list(node["fields"])
-        if len(names) == 1:
-            return next((c for c in outputs if c.name == names[0]), None)
-    return None

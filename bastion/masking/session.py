@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from pglast.parser import ParseError
 
-from bastion.masking.catalog import Catalog, verdicts
+from bastion.masking.catalog import Catalog, catalog_data, verdicts
 from bastion.masking.freetext import Scan, family
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
@@ -102,6 +102,8 @@ class Masking:
             if found.verdict.sensitive:
                 source = (found.relation.relid, found.attribute.attnum)
                 self.styles[source] = found.verdict.style or "full"
+        for source in catalog_data(self.catalog):
+            self.styles[source] = "full"
         # Columns a `clean` rule declares clean: the detectors never scan them.
         self.clean: frozenset[Source] = frozenset(
             (found.relation.relid, found.attribute.attnum)

@@ -74,3 +74,21 @@ def walk(value: object) -> Iterator[tuple[str, Node]]:
                 return
         for child in value.values():
             yield from walk(child)
+
+
+def output_position(item: object, names: list[str]) -> int | None:
+    """Which output column (0-based, of those named `names`) an ORDER BY or GROUP BY item
+    names by position or by its name; None when it names none."""
+    if not isinstance(item, dict) or not names:
+        return None
+    name, node = unwrap(item)
+    if name == "SortBy":
+        return output_position(node.get("node"), names)
+    if name == "A_Const" and "ival" in node:
+        index = int(node["ival"].get("ival", 0)) - 1
+        return index if 0 <= index < len(names) else None
+    if name == "ColumnRef":
+        fields = string_list(node["fields"])
+        if len(fields) == 1 and fields[0] in names:
+            return names.index(fields[0])
+    return None

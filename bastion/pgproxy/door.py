@@ -20,6 +20,7 @@ from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
+from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
 from bastion.summaries import Summaries
@@ -50,6 +51,7 @@ class PgDoor:
         # Cancel requests and refused connections: counted, one audit summary a minute.
         self.summaries = Summaries(core, "postgres")
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
+        self.read_names = ReadNames()  # each target's names, for read grants' guard
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths
@@ -171,7 +173,7 @@ class PgDoor:
         return await authenticate(self.core, client, first), passed
 
     async def _serve(self, client: Client, login: Login, passed: dict[str, str]) -> None:
-        session = PgSession(self.core, client, self.maskings)
+        session = PgSession(self.core, client, self.maskings, self.read_names)
         session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
         opened = False
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -17,7 +18,9 @@ from bastion.audit import QueryEnd, QueryStart
 from bastion.core import Core
 from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
+from bastion.sqlparse import disguise
 from bastion.sqlparse import lexing as sqlparse_lexing
+from bastion.sqlparse.names import GuardCatalog
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -46,6 +49,8 @@ class Relay:
     target: str
     read_only: bool
     guard: Guard | None = None  # set when the target masks (and then every reply is checked)
+    names: GuardCatalog | None = None  # a read grant's snapshot of the target's names
+    names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
@@ -170,7 +175,7 @@ class Relay:
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
         key = self._record_start(step, sql, None, reason, waits)
-        if masked:
+        if masked or not self.read_only:  # a masked session's check (its grant may write)
             error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
         else:
             message = f"refused by the bastion: {reason} (this grant is read-only)"
@@ -183,13 +188,22 @@ class Relay:
         return f"{self.session_id}:{self.counter}"
 
     def _refusal(self, sql: str) -> str | None:
-        if not self.read_only:
+        """A read grant's refusal; and for read and masked sessions alike, a call in disguise."""
+        if not self.read_only and self.guard is None:
             return None
-        found = sqlparse.classify(sql)
-        if found.error is not None:
-            # The parser's message quotes the text near the error; keep none of it.
-            return "cannot parse the statement"
-        refusal: str | None = found.read_only_refusal
+        if self.read_only:
+            found = sqlparse.classify(sql)
+            if found.error is not None:
+                # The parser's message quotes the text near the error; keep none of it.
+                return "cannot parse the statement"
+            refusal: str | None = found.read_only_refusal
+            if refusal is not None:
+                return refusal
+        if self.names is None:  # fail closed: nothing can prove a qualified name a column
+            return "the bastion has not read the target's names to check the statement"
+        refusal = disguise.refusal(sql, self.names)
+        if refusal is not None and self.names_missed is not None:
+            self.names_missed()  # maybe created since the snapshot: the next session reads again
         return refusal
 
     def _params(self, bind: pgwire.Bind) -> str | None:
@@ -260,7 +274,7 @@ class Relay:
             elif kind == b"E":
                 finished += self._error(item, index, swapped)
             elif kind == b"S":
-                _check_lexing(item)
+                _check_status(item, self.read_only)
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
                 finished += tracker.ready(time.monotonic_ns())
@@ -294,11 +308,19 @@ class Relay:
             writer.post(record, self._write_lost)
 
 
-def _check_lexing(frame: pgwire.Frame) -> None:
+LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"
+          " operator of its own); the session was ended")  # fmt: skip
+
+
+def _check_status(frame: pgwire.Frame, read_only: bool) -> None:
     """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
-    a function, a role's default): the bastion would judge text the server reads otherwise."""
+    a function, a role's default): the bastion would judge text the server reads otherwise.
+    Under a read grant, it reports default_transaction_read_only turned off: code the guard
+    could not see lifted it, and the session ends before anything else runs."""
     status = pgwire.decode_backend(frame)
     if isinstance(status, pgwire.ParameterStatus):
         why = sqlparse_lexing.refusal(status.name, status.value)
         if why is not None:
             raise MaskingLost(f"the database reported {status.name}={status.value}", why)
+        if read_only and status.name == "default_transaction_read_only" and status.value != "on":
+            raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)

@@ -10,8 +10,9 @@ import structlog
 
 from bastion import pgwire, sqlparse
 from bastion.access.grants import Decision
-from bastion.audit import Event, TotpResult
-from bastion.audit.records import Target
+from bastion.access.tickets import REUSABLE_PREFIX
+from bastion.audit import Event, TicketRow, TotpResult
+from bastion.audit.records import Grant, Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity.service import TICKET_PREFIX, refusal_text
@@ -19,6 +20,7 @@ from bastion.pgproxy import masked, upstream
 from bastion.pgproxy.client import Client, ClientRefused, split_password
 from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.pump import Pump
+from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.relay import Relay
 from bastion.pgproxy.tracker import TooManyInFlight
 
@@ -32,6 +34,7 @@ class Login:
     user: str
     target: Target
     decision: Decision
+    ticket_id: int | None = None  # the reusable ticket that opened it, if one did
 
 
 def login_failed(user: str, target: str) -> ClientRefused:
@@ -56,7 +59,13 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         raise ClientRefused("28P01", "expected a password message")
     secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
     via = f"postgres:{client.address}"
-    if secret.startswith(TICKET_PREFIX):
+    ticket: tuple[TicketRow, Grant] | None = None
+    if secret.startswith(REUSABLE_PREFIX):
+        try:
+            ticket = await core.run(core.tickets.admit, user, name, secret, client.address, via)
+        except Denied as exc:
+            raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
+    elif secret.startswith(TICKET_PREFIX):
         try:
             await core.run(core.store.use_ticket, user, name, secret, via)
         except Denied as exc:
@@ -71,7 +80,12 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         detail = {"reason": decision.reason, "protocol": "postgres"}
         await core.audit(Event("access.denied", user, name, "notice", detail=detail))
         raise ClientRefused("28000", decision.reason)
-    return Login(user, target, decision)
+    if ticket is None:
+        return Login(user, target, decision)
+    # A reusable ticket's session runs under the ticket's own grant, whatever else is live.
+    row, grant = ticket
+    reason = f"reusable ticket {row.id} under grant {grant.id} ({grant.mode})"
+    return Login(user, target, Decision(True, reason, grant), row.id)
 
 
 async def _password_and_code(core: Core, user: str, target: str, secret: str, via: str) -> None:
@@ -86,9 +100,11 @@ async def _password_and_code(core: Core, user: str, target: str, secret: str, vi
 class PgSession:
     """Everything about one client connection; the door keeps it for cancels and kills."""
 
-    def __init__(self, core: Core, client: Client, maskings: masked.Maskings | None = None) -> None:
+    def __init__(self, core: Core, client: Client, maskings: masked.Maskings | None = None,
+                 read_names: ReadNames | None = None) -> None:  # fmt: skip
         self.core = core
         self.maskings = maskings or masked.Maskings()
+        self.read_names = read_names or ReadNames()
         self.client = client
         self.id = str(uuid.uuid4())
         self.relay: Relay | None = None
@@ -116,7 +132,7 @@ class PgSession:
         await self.core.run(
             self.core.store.open_session, session_id=self.id, user=user, target=target.name,
             grant_id=grant.id if grant else None, protocol="postgres",
-            client_addr=self.client.address,
+            client_addr=self.client.address, ticket_id=login.ticket_id,
         )  # fmt: skip
         params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
         if read_only:
@@ -144,6 +160,10 @@ class PgSession:
             guard = await self.maskings.guard(self.core, target, role, self.up)
             guard.set_grants(grants)
         self.relay = Relay(self.core, self.id, user, target.name, read_only, guard)
+        if read_only or masking:  # both check for calls in disguise
+            names = await self.read_names.get(target.name, role, self.up)
+            self.relay.names = names
+            self.relay.names_missed = self.read_names.forgetter(target.name, role, names)
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,

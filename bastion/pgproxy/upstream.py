@@ -14,6 +14,7 @@ from bastion.config import TargetPolicy
 from bastion.masking.catalog import METADATA_RELATIONS, Catalog
 from bastion.pgproxy.upstream_auth import DEFAULT_METHODS, UpstreamAuth, UpstreamError
 from bastion.sqlparse import lexing
+from bastion.sqlparse.names import GuardCatalog
 
 __all__ = ["Upstream", "UpstreamError", "connect", "send_cancel", "tls_context"]
 
@@ -192,3 +193,19 @@ async def read_catalog(up: Upstream) -> Catalog:
     names = [str(r["name"]) for r in await simple_rows(up, catalog_sql.SYSTEM_NAMES)]
     return Catalog.from_rows(columns, await simple_rows(up, catalog_sql.INHERITS),
                              await simple_rows(up, catalog_sql.VIEWS), names)  # fmt: skip
+
+
+async def read_guard_catalog(up: Upstream) -> GuardCatalog:
+    """What a read grant's guard needs to know of the target's names (columns, composite
+    fields, its own functions, operators and casts), read before relaying starts."""
+    columns = await simple_rows(up, catalog_sql.GUARD_COLUMNS)
+    functions = await simple_rows(up, catalog_sql.GUARD_FUNCTIONS)
+
+    async def names(sql: str) -> list[str]:
+        return [str(r["name"]) for r in await simple_rows(up, sql)]
+
+    return GuardCatalog.from_rows(
+        columns, functions, await names(catalog_sql.GUARD_OWN_FUNCTIONS),
+        await names(catalog_sql.GUARD_OWN_OPERATORS),
+        await names(catalog_sql.GUARD_OWN_CAST_TYPES),
+    )  # fmt: skip

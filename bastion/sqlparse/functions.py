@@ -10,12 +10,14 @@ dblink), and any function a database defines for itself, which the proxy cannot 
 The table is grouped by family; the family's line says why its members are safe. A name is
 checked, not a signature: every built-in overload of a listed name must be safe too (that is
 why ts_rewrite, whose two-argument form runs a query, is not listed at all). A search_path that
-puts another schema before pg_catalog is refused, so an unqualified name is the built-in.
+puts another schema before pg_catalog is refused, and a name the database also defines outside
+pg_catalog (an overload PostgreSQL may prefer) is refused by `disguise`, which also judges
+`o.f` and `(x).f` as the calls they may be, and refuses operator symbols and casts the database
+defined for itself.
 
-Limits: operators are checked by symbol and casts are allowed, so an operator, cast, domain
-check or view that the database itself defined on its own types still runs the database's own
-function. Writes there stop at the upstream session's default_transaction_read_only; a
-database function that runs SQL text it is given is trusted as the database's owner wrote it.
+Limits: code no parser sees (a view's body, an own type's implicit cast or operator class)
+still runs the database's own function. Writes there stop at the upstream session's
+default_transaction_read_only, and the door ends a session whose server reports it lifted.
 A search_path set as a role's or database's default, or in the startup packet, is not seen here.
 """
 
@@ -340,3 +342,62 @@ def _constant(node: object) -> str | int | bool | None:
     if isinstance(node, dict) and "TypeCast" in node:
         node = node["TypeCast"].get("arg")
     return const_value(node)
+
+
+# --- Masked mode: the functions tools' catalog queries call (issue 14, the driver corpus) ---
+# What psql's \d commands, pgcli's completion, SQLAlchemy's reflection, asyncpg's and psycopg's
+# type lookups and JDBC/GUI metadata queries call besides bastion.masking.lineage.SAFE_FUNCTIONS
+# (tests/masking/corpus holds the statements). Each takes OIDs, names or arrays given to it and
+# describes the catalog; none reads a table's rows, another session, a file or a setting. A
+# sensitive column is still refused as any function's argument (lineage's projection-only
+# rule), so these only ever see clean values. Every name is also on ALLOWED above.
+# Deliberately absent: pg_tablespace_location (a server path), pg_mcv_list_items and
+# pg_stat_get_* (statistics and activity), pg_read_file and kin (files), pg_get_wal_* (WAL).
+# Which catalog relations a masked session reads is bastion.masking.catalog's list.
+_MASKED_CATALOG_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("arrays", "reads an array given as argument (SQLAlchemy's key and index reflection)", """
+        generate_subscripts array_remove array_position array_positions array_lower
+        array_ndims array_dims cardinality array_to_string"""),
+    ("name lookups", "turns a name given as argument into the catalog object's OID",
+        """to_regtype to_regclass to_regproc to_regprocedure to_regnamespace to_regrole
+        to_regoper to_regoperator to_regcollation"""),
+    ("privileges", "answers from the catalog's ACLs whether a role holds a privilege", """
+        has_table_privilege has_column_privilege has_any_column_privilege
+        has_database_privilege has_schema_privilege has_function_privilege
+        has_sequence_privilege has_type_privilege has_language_privilege
+        has_tablespace_privilege has_foreign_data_wrapper_privilege has_server_privilege
+        pg_has_role"""),
+    ("definitions", "prints an object's definition from the catalog (a function's is the text"
+        " pg_proc.prosrc already shows every role)", """
+        pg_get_functiondef pg_get_function_sqlbody pg_get_function_identity_arguments
+        pg_get_function_arg_default pg_get_ruledef pg_get_serial_sequence pg_get_statisticsobjdef
+        pg_get_statisticsobjdef_expressions pg_get_replica_identity_index
+        pg_describe_object pg_identify_object pg_index_column_has_property
+        pg_index_has_property pg_indexam_has_property pg_get_keywords pg_options_to_table
+        oidvectortypes"""),
+    ("visibility", "says whether an object is found on this session's search_path", """
+        pg_opclass_is_visible pg_opfamily_is_visible pg_operator_is_visible
+        pg_collation_is_visible pg_conversion_is_visible pg_ts_config_is_visible
+        pg_ts_dict_is_visible pg_ts_parser_is_visible pg_ts_template_is_visible
+        pg_statistics_obj_is_visible"""),
+    ("sizes", "reads how large a database is on disk (psql's \\l+), as pg_table_size does",
+        "pg_database_size"),
+    ("session", "reads this session's own search path and temporary schema", """
+        current_schemas pg_my_temp_schema pg_is_other_temp_schema pg_char_to_encoding"""),
+    ("formatting", "builds text or JSON from its arguments (psql's \\dA, SQLAlchemy's"
+        " index reflection; pgcli's casing query splits function source into words)",
+        "format like_escape json_build_object regexp_split_to_table"),
+)  # fmt: skip
+
+MASKED_CATALOG_FUNCTIONS: dict[str, str] = {
+    name: f"{family}: {why}"
+    for family, why, names in _MASKED_CATALOG_FAMILIES
+    for name in names.split()
+}
+"""Masked mode's allowed functions beyond SAFE_FUNCTIONS, each with why (catalog queries)."""
+
+# information_schema's own helpers, called qualified (pgjdbc's getPrimaryKeys and
+# getIndexInfo). They belong to the bootstrap superuser, so a database cannot replace them.
+MASKED_INFORMATION_SCHEMA_FUNCTIONS: dict[str, str] = {
+    "_pg_expandarray": "arrays: the elements of an array given as argument, with their places",
+}

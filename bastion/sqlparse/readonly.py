@@ -21,12 +21,12 @@ from typing import Any
 
 from . import lexing
 from .functions import (
-    WRITE_HINT,
     function_refusal,
     operator_refusal,
     search_path_refusal,
     set_config_refusal,
 )
+from .nodes import PLANNED_KINDS, READ_KINDS, kind_refusal
 from .tags import command_tag
 from .tree import Node, const_value, def_elems, string_list, truth, unwrap
 
@@ -142,11 +142,17 @@ def _inner(node: Node, key: str) -> str | None:
 
 
 def _select(node: Node) -> str | None:
-    """SELECT, VALUES and TABLE: no INTO, no row locks, no data-modifying WITH, no bad calls.
+    """SELECT, VALUES and TABLE: no INTO, no row locks, no data-modifying WITH, no bad calls,
+    and only node kinds on the allow-list (`nodes.READ_KINDS`)."""
+    return _walk_refusal(node, READ_KINDS)
 
-    Every nested node is visited (subqueries, CTEs, set operations, FROM functions), with a
+
+def _walk_refusal(node: Node, kinds: dict[str, str]) -> str | None:
+    """Every nested node is visited (subqueries, CTEs, set operations, FROM functions), with a
     stack rather than recursion, since a query can nest deeper than Python's recursion limit.
-    """
+    A node's own fields are checked before its children, so a SELECT's INTO or FOR UPDATE is
+    named before anything inside it."""
+    planned = kinds is PLANNED_KINDS
     stack: list[Any] = [node]
     while stack:
         item = stack.pop()
@@ -157,7 +163,7 @@ def _select(node: Node) -> str | None:
                 reason = operator_refusal(string_list(operator.get("name")), operator.get("kind"))
                 if reason is not None:
                     return reason
-            reason = _select_node_refusal(item)
+            reason = _select_node_refusal(item, kinds, planned)
             if reason is not None:
                 return reason
             children = item.values()
@@ -167,37 +173,41 @@ def _select(node: Node) -> str | None:
     return None
 
 
-def _node_kind_refusal(name: str) -> str | None:
-    """A node's own kind: a data-modifying WITH query, or grammar newer than the target's."""
-    if name in _DATA_MODIFYING:
+def _node_kind_refusal(name: str, kinds: dict[str, str], planned: bool) -> str | None:
+    """A node's own kind: a data-modifying WITH query, or a kind not on the allow-list."""
+    if name in _DATA_MODIFYING and not planned:
         return f"a data-modifying WITH query ({command_tag(name, {})}) changes data"
-    if name.startswith("Json") or name == "MergeSupportFunc":
-        # pglast reads a newer grammar than PostgreSQL 15: there, json_scalar(...) and
-        # merge_action() are plain calls that may find the database's own function.
-        return (f"{name} is newer SQL syntax that PostgreSQL 15 reads as a call to a"
-                " function that may be the database's own" + WRITE_HINT)  # fmt: skip
-    return None
+    return kind_refusal(name, kinds)
 
 
-def _select_node_refusal(fields: Node) -> str | None:
+def _select_node_refusal(fields: Node, kinds: dict[str, str], planned: bool) -> str | None:
     if len(fields) == 1:
-        (name,) = fields
-        reason = _node_kind_refusal(name)
-        if reason is not None:
-            return reason
+        ((name, value),) = fields.items()
+        # A node is {Kind: {fields}}, its kind CamelCase; a one-field dict of fields is not.
+        if type(value) is dict and name[:1].isupper():
+            reason = _node_kind_refusal(name, kinds, planned)
+            if reason is not None:
+                return reason
     if "funcname" in fields:
         reason = _call_refusal(fields)
         if reason is not None:
             return reason
+    reason = _operator_fields_refusal(fields)
+    if reason is not None or planned:
+        return reason
+    if fields.get("intoClause"):
+        return "SELECT INTO creates a table"
+    if "lockingClause" in fields:
+        return f"SELECT {_lock_words(fields['lockingClause'])} locks rows"
+    return None
+
+
+def _operator_fields_refusal(fields: Node) -> str | None:
     for key in ("operName", "useOp"):  # x = ANY (SELECT ...); ORDER BY x USING op
         if key in fields:
             reason = operator_refusal(string_list(fields[key]), "AEXPR_OP")
             if reason is not None:
                 return reason
-    if fields.get("intoClause"):
-        return "SELECT INTO creates a table"
-    if "lockingClause" in fields:
-        return f"SELECT {_lock_words(fields['lockingClause'])} locks rows"
     return None
 
 
@@ -223,7 +233,13 @@ def _explain(node: Node) -> str | None:
         for name, arg in def_elems(node.get("options"))
     )
     if not analyze:
-        return None
+        # Planning runs the immutable calls it folds (and EXECUTE's parameters): the calls
+        # are checked, though a write is only planned.
+        nested = node.get("query")
+        if not isinstance(nested, dict):
+            return "the nested query could not be read"
+        reason = _walk_refusal(nested, PLANNED_KINDS)
+        return None if reason is None else f"EXPLAIN plans the statement: {reason}"
     reason = _inner(node, "query")
     return None if reason is None else f"EXPLAIN ANALYZE runs the statement: {reason}"
 

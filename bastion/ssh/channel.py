@@ -39,6 +39,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.term: tuple[str, int, int] | None = None
         self.early = bytearray()
         self.early_eof = False  # the client sent EOF before the target was connected
+        self._input = asyncio.Event()  # set whenever early input or EOF arrives
         self.menu: menu.Menu | None = None
         self.tap: SessionTap | None = None
         self.session_id = str(uuid.uuid4())
@@ -87,7 +88,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     async def _begin(self) -> None:
         target = self.server.state.login.target
         if target is None and self.kind == "exec" and selfservice.is_command(self.command):
-            reply = await selfservice.run(self.core, self.user, self.command or "")
+            code = await self._read_code() if selfservice.needs_code(self.command) else None
+            reply = await selfservice.run(self.core, self.user, self.command or "", code=code,
+                                          source=self._client_addr())  # fmt: skip
             self.chan.write(reply.out.encode())
             self.chan.write_stderr(reply.err.encode())
             self.chan.exit(reply.status)
@@ -97,6 +100,23 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if target is None:
                 return
         await self._open(target)
+
+    async def _read_code(self) -> str | None:
+        """One line from the client's stdin (a fresh TOTP code), asked for on stderr; None
+        when none comes before EOF or the login grace time. Never logged or recorded."""
+        self.chan.write_stderr(b"Verification code: ")
+        grace = self.core.config.ssh.login_grace.total_seconds()
+        try:
+            async with asyncio.timeout(grace):
+                while b"\n" not in self.early and not self.early_eof:
+                    self._input.clear()
+                    await self._input.wait()
+        except TimeoutError:
+            return None
+        line = bytes(self.early).split(b"\n", 1)[0]
+        self.early.clear()
+        self.chan.write_stderr(b"\r\n")
+        return line.decode("utf-8", "replace").strip() or None
 
     async def _start_menu(self) -> str | None:
         reachable = await self.core.run(self.core.access.reachable, self.user)
@@ -206,6 +226,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if len(self.early) + len(data) > MAX_EARLY_INPUT:
                 self.chan.pause_reading()
             self.early += data
+            self._input.set()
         else:
             self._to_target(data)
 
@@ -244,6 +265,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.up.write_eof()
         else:
             self.early_eof = True
+            self._input.set()
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,

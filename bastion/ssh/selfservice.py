@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from bastion.access.requests import Requests
+from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
 from bastion.access.unmask import Unmasking
 from bastion.audit.records import Grant
 from bastion.clock import iso
@@ -28,6 +29,11 @@ USAGE = """bastion commands (ssh -p PORT you@bastion COMMAND):
   break-glass TARGET --reason "..." [--for 30m] [--mode read|write]
   unmask TARGET --columns customers.email --subject customers.id=4711 --reason "..."
          --consent SUP-1234 [--for 1h]      see one customer's values, with their consent
+  ticket TARGET [--reusable --for 4h [--bind-address [ADDR]]]
+                                 a database password (asks for a fresh code on stdin);
+                                 --reusable: for tools that open several connections
+  ticket list                                  your live tickets
+  ticket revoke ID                             revoke one of your tickets
 """
 
 
@@ -83,6 +89,12 @@ def _parser() -> _Parser:
     for flag in ("--columns", "--subject", "--reason", "--consent"):
         unmask.add_argument(flag, required=True)
     unmask.add_argument("--for", dest="duration", type=_duration)
+    ticket = sub.add_parser("ticket", add_help=False)
+    ticket.add_argument("target")
+    ticket.add_argument("ticket_id", nargs="?", type=int)
+    ticket.add_argument("--reusable", action="store_true")
+    ticket.add_argument("--for", dest="duration", type=_duration)
+    ticket.add_argument("--bind-address", nargs="?", const="")  # bare: this login's address
     return root
 
 
@@ -95,6 +107,7 @@ COMMANDS = (
     "deny",
     "break-glass",
     "unmask",
+    "ticket",
     "help",
 )
 
@@ -105,13 +118,23 @@ def is_command(command: str | None) -> bool:
     return bool(words) and words[0] in COMMANDS
 
 
-async def run(core: Core, user: str, command: str) -> Reply:
-    """Run one command line for `user`; every refusal is one line on stderr."""
+def needs_code(command: str | None) -> bool:
+    """Whether the command mints a ticket, and so reads a fresh TOTP code from stdin first."""
+    words = (command or "").split()
+    return len(words) >= 2 and words[0] == "ticket" and words[1] not in ("list", "revoke")
+
+
+async def run(
+    core: Core, user: str, command: str, *, code: str | None = None, source: str = ""
+) -> Reply:
+    """Run one command line for `user` (logged in from `source`; `code` is a fresh TOTP
+    code read from stdin, for the commands that need one); every refusal is one line."""
     try:
         words = shlex.split(command)
         if not words or words[0] == "help":
             return Reply(0, out=USAGE)
         args = _parser().parse_args(words)
+        args.code, args.source = code, source
         text = await core.run(_handler(args.command), core, user, args)
     except ValueError as exc:  # shlex: unbalanced quotes
         return Reply(2, err=f"bastion: {exc}\n")
@@ -127,7 +150,7 @@ Handler = Callable[[Core, str, argparse.Namespace], str]
 def _handler(name: str) -> Handler:
     return {"access": _access, "request": _request, "requests": _requests, "cancel": _cancel,
             "approve": _approve, "deny": _deny, "break-glass": _break_glass,
-            "unmask": _unmask}[name]  # fmt: skip
+            "unmask": _unmask, "ticket": _ticket}[name]  # fmt: skip
 
 
 def _rules(core: Core) -> Requests:
@@ -189,6 +212,37 @@ def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
     return (f"unmask request {made.id}: {', '.join(made.columns)} of {made.target} for"
             f" {made.subject_key}={made.subject_value}, waiting for an admin or reviewer"
             " to confirm the consent\n")  # fmt: skip
+
+
+def _ticket(core: Core, user: str, args: argparse.Namespace) -> str:
+    """`ticket TARGET [--reusable ...]`, `ticket list`, `ticket revoke ID`: the person's own."""
+    if args.target == "list":
+        found = core.store.tickets(user=user, live_at=core.clock.now())
+        return "\n".join(core.tickets.describe(t) for t in found) + "\n" if found else (
+            f"{user} has no live tickets\n")  # fmt: skip
+    if args.target == "revoke":
+        if args.ticket_id is None:
+            raise UsageError("ticket revoke takes the ticket's id: ticket revoke ID")
+        row, sessions = core.tickets.revoke(args.ticket_id, user, "revoked by its owner",
+                                            owner=user)  # fmt: skip
+        return f"ticket {row.id} revoked; {len(sessions)} live session(s) opened with it end\n"
+    if args.ticket_id is not None:
+        raise UsageError("ticket TARGET takes no id (did you mean `ticket revoke ID`?)")
+    if not args.code:
+        raise UsageError("send your verification code on stdin: echo CODE | ssh ... ticket ...")
+    via = f"ssh:{args.source}:ticket"
+    if not args.reusable:
+        if args.duration or args.bind_address is not None:
+            raise UsageError("--for and --bind-address go with --reusable")
+        core.tickets.check_mintable(user, args.target)
+        token, expires = core.identity.issue_ticket(user, args.target, args.code, via,
+                                                    core.config.audit.ticket_valid_for)  # fmt: skip
+        return f"{token}\n(use it once as the password for {args.target} before {iso(expires)})\n"
+    bind = args.bind_address if args.bind_address != "" else args.source
+    token, row, capped_by = core.tickets.mint(
+        user, args.target, args.code, duration=args.duration or DEFAULT_REUSABLE_FOR,
+        bind=bind, via=via)  # fmt: skip
+    return f"{token}\n{reusable_note(core.tickets.describe(row), capped_by)}\n"
 
 
 def render_access(user: str, grants: list[Grant], now: datetime) -> str:

@@ -49,9 +49,8 @@ def test_check_names_a_deleted_tail_and_a_rewritten_event() -> None:
 
 def test_the_file_sink_appends_signed_lines_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "anchors.log"
-    heads = iter([(1, "a" * 64), (2, "b" * 64)])
-    anchorer = Anchorer([f"file:{path}"], KEY, "node-1", lambda: next(heads), lambda: "now")
-    assert anchorer.anchor() == [] and anchorer.anchor() == []
+    anchorer = Anchorer([f"file:{path}"], KEY, "node-1", lambda: "now")
+    assert anchorer.anchor((1, "a" * 64)) == [] and anchorer.anchor((2, "b" * 64)) == []
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     found, problems = read_anchors(path, KEY)
     assert problems == [] and [(a.seq, a.mac) for a in found] == [(1, "a" * 64), (2, "b" * 64)]
@@ -59,8 +58,8 @@ def test_the_file_sink_appends_signed_lines_mode_0600(tmp_path: Path) -> None:
 
 def test_a_sink_that_fails_is_reported_not_raised(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-mount" / "anchors.log"
-    anchorer = Anchorer([f"file:{missing}"], KEY, "n", lambda: (1, "a" * 64), lambda: "now")
-    [failure] = anchorer.anchor()
+    anchorer = Anchorer([f"file:{missing}"], KEY, "n", lambda: "now")
+    [failure] = anchorer.anchor((1, "a" * 64))
     assert str(missing) in failure
 
 
@@ -68,8 +67,8 @@ def test_the_syslog_sink_sends_to_a_unix_socket(tmp_path: Path) -> None:
     address = str(tmp_path / "log.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(address)
-        anchorer = Anchorer([f"syslog:{address}"], KEY, "n", lambda: (9, "f" * 64), lambda: "t")
-        assert anchorer.anchor() == []
+        anchorer = Anchorer([f"syslog:{address}"], KEY, "n", lambda: "t")
+        assert anchorer.anchor((9, "f" * 64)) == []
         message = server.recv(65536).decode()
         anchorer.close()
     assert message.startswith("<85>") and f" {anchors.TAG}: " in message
@@ -97,12 +96,12 @@ def test_the_webhook_sink_posts_each_anchor_and_a_refusal_is_a_failure() -> None
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/anchors"
-        anchorer = Anchorer([f"webhook:{url}"], KEY, "n", lambda: (4, "e" * 64), lambda: "t")
-        assert anchorer.anchor() == []
+        anchorer = Anchorer([f"webhook:{url}"], KEY, "n", lambda: "t")
+        assert anchorer.anchor((4, "e" * 64)) == []
         anchor = parse_line(_Collector.bodies[-1], KEY)
         assert isinstance(anchor, Anchor) and (anchor.seq, anchor.mac) == (4, "e" * 64)
         _Collector.status = 500
-        [failure] = anchorer.anchor()
+        [failure] = anchorer.anchor((4, "e" * 64))
         assert url in failure
     finally:
         server.shutdown()

@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -197,3 +198,28 @@ def test_a_table_made_after_the_snapshot_is_seen_by_the_next_session(
     with psycopg_connect(bastion.via_bastion("alice", "shop", PASSWORD), autocommit=True) as conn:
         assert conn.execute("SELECT id, email FROM late_arrival").fetchall() == [
             (1, "l***@example.com")]  # fmt: skip
+
+
+def test_a_masked_session_with_a_write_grant_refuses_a_call_in_attribute_notation(
+    tmp_path: Path, shop: PgDatabase
+) -> None:
+    """`(t).lift` reads as a whole row (no sensitive column) with a field: the masking's
+    lineage passes it, but PostgreSQL calls the database's lift(t)."""
+    with psycopg.connect(shop.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1)")
+        conn.execute(
+            "CREATE FUNCTION lift(things) RETURNS int LANGUAGE sql AS"
+            " $$SELECT 1 FROM (SELECT set_config('work_mem', '7MB', false)) s$$"
+        )
+    b = shop_bastion(tmp_path / "bastion", shop)
+    b.grant("alice", "shop", mode="write")
+    b.start()
+    try:
+        via = b.via_bastion("alice", "shop", PASSWORD)
+        with psycopg_connect(via, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="lift"):
+                conn.execute("SELECT (t).lift FROM things t")
+            assert conn.execute("SHOW work_mem").fetchone() != ("7MB",)
+            assert conn.execute("SELECT t.id FROM things t").fetchone() == (1,)
+    finally:
+        b.stop()
