@@ -59,7 +59,8 @@ def plan_times(rounds: int) -> tuple[list[float], list[float]]:
 def rows_per_second(rows: int) -> list[tuple[str, float, float]]:
     masking = Masking(CATALOG, POLICY, b"k" * 32, "2026-W47")
     plan = masking.plan("SELECT id, name, email, phone, ssn, created_at FROM customers")
-    fields = [Field(n, 1, i, 25, -1, -1, 0) for i, n in enumerate(
+    types = (23, 25, 25, 25, 25, 1184)  # int4, text ... timestamptz: the shop's own types
+    fields = [Field(n, 1, i, types[i - 1], -1, -1, 0) for i, n in enumerate(
         ("id", "name", "email", "phone", "ssn", "created_at"), 1)]  # fmt: skip
     result = masking.result(plan, fields)
     body = data_row([b"4711", b"Jane Doe", b"jane.doe@example.com", b"+1 555-123-4567",
@@ -68,7 +69,7 @@ def rows_per_second(rows: int) -> list[tuple[str, float, float]]:
     batch = row * 1000
     mib = len(row) * rows / 2**20
     out = []
-    for label, mask in (("3 of 6 columns masked", result), ("walked, nothing masked",
+    for label, mask in (("3 masked, name scanned", result), ("walked, nothing masked",
                                                              ResultMask({}, []))):  # fmt: skip
         started = time.perf_counter()
         for _ in range(rows // 1000):
@@ -93,23 +94,38 @@ PEOPLE = (
     " timestamptz '2026-01-01' + g * interval '1 second' AS created_at"
     " FROM generate_series(1, {rows}) g"
 )
+# Two free-text columns scanned by the content detectors (one row in {every} holds an email and
+# a phone number in its note), beside the same three masked columns.
+FREE_TEXT = (
+    "CREATE TABLE tickets AS SELECT g AS id, 'person' || g || '@example.com' AS email,"
+    " '+1 555-' || lpad(g::text, 7, '0') AS phone,"
+    " lpad((g % 1000)::text, 3, '0') || '-' || lpad((g % 100)::text, 2, '0') || '-'"
+    " || lpad((g % 10000)::text, 4, '0') AS ssn,"
+    " CASE WHEN g % {every} = 0 THEN 'please call +31 6 1234 ' || lpad((g % 10000)::text, 4, '0')"
+    "  || ' or mail person' || g || '@example.com about order ' || g"
+    "  ELSE 'order ' || g || ' shipped in 2 parcels, customer asked for gift wrap' END AS note,"
+    " 'status: delivered at the front door; rating ' || (g % 5 + 1) || ' of 5' AS body"
+    " FROM generate_series(1, {rows}) g"
+)
 USER = "bench"
 DOOR_CONFIG = '[audit]\ndurability = "strict"\n[targets.unmasked.masking]\nenabled = false\n'
 
 
-def stream(db: PgDatabase) -> tuple[float, int, bytes]:
+def stream(db: PgDatabase, table: str = "people") -> tuple[float, int, bytes]:
     """Seconds to stream the table through psql (text), the bytes it printed, a sample."""
-    argv = psql_argv(db, "-At", "-c", "SELECT * FROM people")
+    argv = psql_argv(db, "-At", "-c", f"SELECT * FROM {table}")
     started = time.perf_counter()
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=900,
                           env=psql_env(db, {"PGSSLMODE": "disable"}), check=False)  # fmt: skip
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"psql failed: {done.stderr.decode(errors='replace')}")
-    return seconds, len(done.stdout), done.stdout[:2000]
+    at = done.stdout.find(b"please call")  # and the first note with personal data in it
+    sample = done.stdout[:2000] + (done.stdout[at : at + 300] if at >= 0 else b"")
+    return seconds, len(done.stdout), sample
 
 
-def door(rows: int) -> None:
+def door(rows: int, every: int) -> None:
     """The same result direct, through the door with masking off, and masked (3 columns)."""
     work = Path(tempfile.mkdtemp(prefix="bench-masking-"))
     cluster = PgCluster().start()
@@ -118,6 +134,8 @@ def door(rows: int) -> None:
         db = cluster.seed_orders("maskdb")
         cluster.sql(PEOPLE.format(rows=rows), db="maskdb")
         cluster.sql(f'ALTER TABLE people OWNER TO "{db.user}"', db="maskdb")
+        cluster.sql(FREE_TEXT.format(rows=rows, every=every), db="maskdb")
+        cluster.sql(f'ALTER TABLE tickets OWNER TO "{db.user}"', db="maskdb")
         b = Bastion(work / "bastion", DOOR_CONFIG, postgres=True)
         b.add_user(USER, key=False, password=PASSWORD)
         tickets = {}
@@ -127,6 +145,9 @@ def door(rows: int) -> None:
             tickets[name] = f"bt_{secrets.token_urlsafe(24)}"
             expires = datetime.now(UTC) + timedelta(hours=1)
             b.store.add_ticket(USER, name, tickets[name], expires, "bench")
+        for name, label in (("masked", "free text"), ("unmasked", "free text, off")):
+            tickets[label] = f"bt_{secrets.token_urlsafe(24)}"  # a ticket opens one session
+            b.store.add_ticket(USER, name, tickets[label], expires, "bench")
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
@@ -135,6 +156,11 @@ def door(rows: int) -> None:
             via = PgDatabase("127.0.0.1", b.pg_port, name, USER, tickets[name])
             results[name] = stream(via)
         report_door(rows, results)
+        free = {"direct": stream(db, "tickets")}
+        for name, label in (("unmasked", "free text, off"), ("masked", "free text")):
+            via = PgDatabase("127.0.0.1", b.pg_port, name, USER, tickets[label])
+            free[name] = stream(via, "tickets")
+        report_free_text(rows, every, free)
     finally:
         if served is not None:
             served.stop()
@@ -157,10 +183,33 @@ def report_door(rows: int, results: dict[str, tuple[float, int, bytes]]) -> None
         print("  PROBLEM: the masked stream showed an address in clear")
 
 
+def report_free_text(rows: int, every: int, results: dict[str, tuple[float, int, bytes]]) -> None:
+    size = results["direct"][1] / MIB
+    print(f"\nfree text: {rows:,} rows (id, email, phone, ssn, note, body), {size:.1f} MiB as"
+          " psql prints it; email, phone and ssn masked, note and body scanned; one note in"
+          f" {every} holds an email and a phone number")  # fmt: skip
+    direct = size / results["direct"][0]
+    for name, label in (("direct", "direct"), ("unmasked", "bastion, masking off"),
+                        ("masked", "bastion, 3 masked + 2 scanned")):  # fmt: skip
+        rate = size / results[name][0]
+        print(f"  {label:<28} {rate:8.1f} MiB/s   {rate / direct:5.2f}x direct"
+              f"   {rows / results[name][0]:>10,.0f} rows/s")  # fmt: skip
+    sample = results["masked"][2]
+    if b"please call" not in sample or f"person{every}@".encode() in sample:
+        print("  PROBLEM: the scanned stream showed an address or a phone number in clear")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and rows")
     parser.add_argument("--no-door", action="store_true", help="masking's own costs only")
+    parser.add_argument(
+        "--pii-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="one free-text note in N holds personal data (default 100)",
+    )
     args = parser.parse_args()
     cold, warm = plan_times(20 if args.quick else 200)
     for label, times in (("plan, cold", cold), ("plan, warm cache", warm)):
@@ -173,7 +222,7 @@ def main() -> None:
     for label, per_second, mib in rows_per_second(rows):
         print(f"  {label:<30} {per_second:>12,.0f} rows/s {mib:>9.1f} MiB/s")
     if not args.no_door:
-        door(100_000 if args.quick else 1_000_000)
+        door(100_000 if args.quick else 1_000_000, args.pii_every)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from bastion.audit import catalog as catalog_sql
 from bastion.audit import harden as harden_sql
 from bastion.commands.app import App
 from bastion.errors import NotFound, Unreachable, UsageError
-from bastion.masking.catalog import KINDS, Catalog, verdicts
+from bastion.masking.catalog import KINDS, Catalog, ColumnVerdict, verdicts
+from bastion.masking.freetext import scan_reason
+from bastion.masking.policy import MaskingPolicy
+from bastion.masking.values import TEXT_LIKE
 from bastion.pgproxy import upstream
 
 CONNECT_TIMEOUT = 10.0  # seconds
@@ -63,23 +66,17 @@ def masking_show(app: App, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.target} is an {target.kind} target; masking is for databases")
     policy = app.config.target_policy(args.target).masking
     catalog = asyncio.run(fetch_catalog(app, args.target))
-    rows: list[dict[str, Any]] = []
-    for found in verdicts(catalog, policy):
-        masked = found.verdict.sensitive and policy.enabled
-        text_like = found.attribute.text_like
-        rows.append({
-            "schema": found.relation.schema, "relation": found.relation.name,
-            "kind": KINDS[found.relation.kind], "column": found.attribute.name,
-            "type": found.attribute.type_name, "masked": masked,
-            "style": (found.verdict.style if text_like else "null") if masked else None,
-            "category": found.verdict.category, "rule": found.verdict.rule,
-        })  # fmt: skip
-    app.table(rows, ["schema", "relation", "kind", "column", "type", "masked", "style", "rule"],
+    rows = [_row(found, policy, text_types(catalog)) for found in verdicts(catalog, policy)]
+    app.table(rows, ["schema", "relation", "kind", "column", "type", "masked", "style", "rule",
+                     "scanned", "why"],
               f"{args.target} has no tables or views outside the system schemas")  # fmt: skip
     if not app.as_json:
         count = sum(1 for r in rows if r["masked"])
+        scanned = sum(1 for r in rows if r["scanned"])
         state = "" if policy.enabled else " (masking is switched off for this target)"
-        app.out.write(f"{count} of {len(rows)} columns masked{state}\n")
+        detectors = ", ".join(policy.detectors.kinds) or "none"
+        app.out.write(f"{count} of {len(rows)} columns masked{state}; {scanned} scanned for"
+                      f" personal data in free text (detectors: {detectors})\n")  # fmt: skip
         sensitive = [(f.relation.relid, f.attribute.attnum)
                      for f in verdicts(catalog, policy) if f.verdict.sensitive]  # fmt: skip
         login, missing = asyncio.run(missing_protections(app, args.target, sensitive))
@@ -92,6 +89,36 @@ def masking_show(app: App, args: argparse.Namespace) -> int:
             app.out.write(f"the door reads {args.target} as {login}, which PostgreSQL itself"
                           " stops from reading sensitive columns\n")  # fmt: skip
     return 0
+
+
+def text_types(catalog: Catalog) -> frozenset[int]:
+    """Types whose values are plain strings (citext too), as the door reads them."""
+    return TEXT_LIKE | {a.type_oid for r in catalog.relations.values() for a in r.attributes
+                        if a.text_like}  # fmt: skip
+
+
+def _row(found: ColumnVerdict, policy: MaskingPolicy, texts: frozenset[int]) -> dict[str, Any]:
+    """One column: masked (and how), else whether the content detectors scan it, and why."""
+    masked = found.verdict.sensitive and policy.enabled
+    text_like = found.attribute.text_like
+    if masked:
+        scanned, why = False, "masked as a whole"
+    elif not policy.enabled:
+        scanned, why = False, "masking is switched off"
+    else:
+        rule = found.verdict.rule if found.verdict.rule.startswith("clean = ") else None
+        scanned, why = scan_reason(found.attribute.type_oid, found.attribute.type_name, texts,
+                                   rule)  # fmt: skip
+        if scanned and not policy.detectors.kinds:
+            scanned, why = False, "no detectors are turned on"
+    return {
+        "schema": found.relation.schema, "relation": found.relation.name,
+        "kind": KINDS[found.relation.kind], "column": found.attribute.name,
+        "type": found.attribute.type_name, "masked": masked,
+        "style": (found.verdict.style if text_like else "null") if masked else None,
+        "category": found.verdict.category, "rule": found.verdict.rule,
+        "scanned": scanned, "why": why,
+    }  # fmt: skip
 
 
 def door_login(app: App, name: str) -> tuple[str, str]:

@@ -89,7 +89,7 @@ def queries_list(app: App, args: argparse.Namespace) -> int:
     for row in rows:
         note = json.loads(row["masking"]) if row["masking"] else {}
         row["masking"] = note or None
-        row["masked"] = ",".join(note.get("masked", []) + note.get("detected", []))
+        row["masked"] = ",".join(note.get("masked", []) + list(note.get("detected", {})))
     # kept_whole flags a text logged as sent: its code could not be parsed for redaction.
     app.table(rows, ["at", "user", "target", "tag", "rows", "sqlstate", "refused", "masked",
                      "kept_whole", "sql"], "no queries match")  # fmt: skip

@@ -7,14 +7,22 @@
  *
  * mask_run(data: bytes, plan: tuple[tuple[int, int, callable], ...]) -> bytes
  *   plan: (column index, kind, fallback) sorted by index; kinds: 0 NULL, 1 full ("****"),
- *   2 partial (ASCII here; anything else goes to the fallback), 3 call the fallback.
+ *   2 partial (ASCII here; anything else goes to the fallback), 3 call the fallback,
+ *   4 + (shapes << 8) scan: the value is copied as it is unless candidates() finds one of
+ *   `shapes` in it, and only then the fallback (the detectors) is called.
+ *
+ * candidates(value: bytes) -> int: the candidate shapes in a value, the same bits as
+ *   bastion.masking.detect.candidates, its reference (a test checks both agree).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
-enum { KIND_NULL = 0, KIND_FULL = 1, KIND_PARTIAL = 2, KIND_CALL = 3 };
+enum { KIND_NULL = 0, KIND_FULL = 1, KIND_PARTIAL = 2, KIND_CALL = 3, KIND_SCAN = 4 };
+enum { SHAPE_AT = 1, SHAPE_DIGITS = 2, SHAPE_IBAN = 4, SHAPE_DOTTED = 8, SHAPE_COLONS = 16,
+       SHAPE_ESCAPE = 32, SHAPE_ALL = 63 };
+#define MIN_DIGITS 7
 #define KEEP_DIGITS 4
 #define MAX_PLAN 1600 /* PostgreSQL allows at most 1664 result columns */
 
@@ -72,8 +80,121 @@ static int16_t read_int16(const unsigned char *p) {
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-static int is_alnum(unsigned char c) {
-    return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+static int is_alpha(unsigned char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+
+static int is_alnum(unsigned char c) { return is_digit(c) || is_alpha(c); }
+
+static int is_hex(unsigned char c) {
+    return is_digit(c) || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f');
+}
+
+/* What may sit between the digits of a phone, card or id number. */
+static int is_digit_sep(unsigned char c) {
+    return c == ' ' || c == '(' || c == ')' || c == '+' || c == '-' || c == '.' || c == '/';
+}
+
+/* Byte classes for the scan: what each run may hold. */
+enum { B_DIGIT = 1, B_SEP = 2, B_HEX = 4, B_ALPHA = 8 };
+static unsigned char byte_class[256];
+enum { Q_DIGIT = 1, Q_DOT = 2, Q_SPECIAL = 4 };
+static unsigned char quick_class[256];
+
+static void init_classes(void) {
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = 0;
+        if (is_digit((unsigned char)c))
+            k |= B_DIGIT;
+        if (is_digit_sep((unsigned char)c))
+            k |= B_SEP;
+        if (is_alpha((unsigned char)c))
+            k |= B_ALPHA;
+        if (is_alpha((unsigned char)c) && is_hex((unsigned char)c))
+            k |= B_HEX;
+        byte_class[c] = k;
+        quick_class[c] = (unsigned char)(is_digit((unsigned char)c) ? Q_DIGIT
+                                         : c == '.'                  ? Q_DOT
+                                         : (c == '@' || c == ':' || c == '\\') ? Q_SPECIAL
+                                                                     : 0);
+    }
+}
+
+/* The candidate shapes in a value, in one pass; each run is tracked as in the reference:
+ * digits of a [0-9 ()+-./] run, dots and digits of a [0-9.] run, colons of a [0-9A-Fa-f:]
+ * run. */
+static long full_scan(const unsigned char *v, Py_ssize_t n) {
+    long found = 0;
+    Py_ssize_t digits = 0, dots = 0, dot_digits = 0, colons = 0;
+    int dbl = 0;
+    for (Py_ssize_t i = 0; i < n && found != SHAPE_ALL; i++) {
+        unsigned char c = v[i], k = byte_class[c];
+        if (k & B_DIGIT) { /* in every run */
+            if (++digits >= MIN_DIGITS)
+                found |= SHAPE_DIGITS;
+            if (++dot_digits >= 4 && dots >= 3)
+                found |= SHAPE_DOTTED;
+            continue;
+        }
+        if (k & B_ALPHA) {
+            digits = dots = dot_digits = 0;
+            if (!(k & B_HEX))
+                colons = dbl = 0;
+            if (i + 3 < n && (byte_class[v[i + 1]] & B_ALPHA) &&
+                (byte_class[v[i + 2]] & B_DIGIT) && (byte_class[v[i + 3]] & B_DIGIT) &&
+                (i == 0 || !(byte_class[v[i - 1]] & (B_ALPHA | B_DIGIT))))
+                found |= SHAPE_IBAN;
+            continue;
+        }
+        if (k & B_SEP) { /* keeps a digit run going; only "." keeps a dotted one */
+            colons = dbl = 0;
+            if (c != '.')
+                dots = dot_digits = 0;
+            else if (++dots >= 3 && dot_digits >= 4)
+                found |= SHAPE_DOTTED;
+            continue;
+        }
+        digits = dots = dot_digits = 0;
+        if (c == ':') {
+            colons++;
+            if (i > 0 && v[i - 1] == ':')
+                dbl = 1;
+            if (dbl || colons >= 6)
+                found |= SHAPE_COLONS;
+            continue;
+        }
+        colons = dbl = 0;
+        if (c == '@')
+            found |= SHAPE_AT;
+        else if (c == '\\' && i + 1 < n && v[i + 1] == 'u')
+            found |= SHAPE_ESCAPE;
+    }
+    return found;
+}
+
+/* Only the IBAN shape: two letters, not inside a word, then two digits. */
+static long iban_only(const unsigned char *v, Py_ssize_t n) {
+    for (Py_ssize_t i = 2; i + 1 < n; i++)
+        if ((byte_class[v[i]] & B_DIGIT) && (byte_class[v[i + 1]] & B_DIGIT) &&
+            (byte_class[v[i - 1]] & B_ALPHA) && (byte_class[v[i - 2]] & B_ALPHA) &&
+            (i == 2 || !(byte_class[v[i - 3]] & (B_ALPHA | B_DIGIT))))
+            return SHAPE_IBAN;
+    return 0;
+}
+
+/* First a count of digits, dots and the bytes that begin a shape on their own ("@", ":",
+ * "\"): most text has too few of them for any shape but an IBAN's, decided without the
+ * full scan. */
+static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
+    Py_ssize_t digits = 0, dots = 0;
+    unsigned char special = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char q = quick_class[v[i]];
+        digits += q & Q_DIGIT;
+        dots += (q >> 1) & 1;
+        special |= q;
+    }
+    if (!(special & Q_SPECIAL) && digits < MIN_DIGITS && (dots < 3 || digits < 4))
+        return digits >= 2 ? iban_only(v, n) : 0;
+    return full_scan(v, n);
 }
 
 /* A value with its length word: "****" (shorter when the value is). */
@@ -154,7 +275,7 @@ static int is_ascii(const unsigned char *v, Py_ssize_t size) {
 
 static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
                       Py_ssize_t size) {
-    switch (kind) {
+    switch (kind & 0xff) {
     case KIND_NULL:
         return out_int32(out, -1);
     case KIND_FULL:
@@ -163,9 +284,16 @@ static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
         if (is_ascii(v, size))
             return put_partial(out, v, size);
         return put_call(out, fn, v, size);
+    case KIND_SCAN:
+        return put_call(out, fn, v, size); /* a candidate: the detectors decide */
     default:
         return put_call(out, fn, v, size);
     }
+}
+
+/* A scan step whose value holds none of its shapes: nothing to rewrite. */
+static int scan_passes(long kind, const unsigned char *v, Py_ssize_t size) {
+    return (kind & 0xff) == KIND_SCAN && (scan_shapes(v, size) & (kind >> 8)) == 0;
 }
 
 typedef struct {
@@ -233,7 +361,7 @@ static int mask_one(Out *out, const unsigned char *row, Py_ssize_t end, const St
             at = stop;
             column++;
         }
-        if (size != -1) {
+        if (size != -1 && !scan_passes(steps[s].kind, row + at + 4, size)) {
             if (out_put(out, row + copied, at - copied) < 0)
                 return -1;
             if (put_masked(out, steps[s].kind, steps[s].fn, row + at + 4, size) < 0)
@@ -296,8 +424,19 @@ static PyObject *mask_run(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *candidates(PyObject *self, PyObject *arg) {
+    Py_buffer buf;
+    (void)self;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    long found = scan_shapes(buf.buf, buf.len);
+    PyBuffer_Release(&buf);
+    return PyLong_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
     {"mask_run", mask_run, METH_VARARGS, "Mask the planned columns of a run of DataRows."},
+    {"candidates", candidates, METH_O, "The candidate shapes in a value (detect.candidates)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -310,6 +449,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastrows(void) {
+    init_classes();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -65,7 +65,8 @@ def start_copy(masking: Masking, plan: Plan, response: tuple[int, Sequence[int]]
     if mask.maskers and subjects:
         mask.subjects = subject_rows(subjects, columns, fields)
     clear = _clear(mask.subjects, code, shown) if mask.subjects else None
-    return CopyOut(fmt, mask, CopyRows(fmt, len(columns), mask.maskers, clear))
+    maskers = mask.for_formats((code,))  # a scan reads binary values in their own layout
+    return CopyOut(fmt, mask, CopyRows(fmt, len(columns), maskers, clear))
 
 
 def _clear(found: list[SubjectRows], code: int, shown: dict[int, int]) -> Clear:

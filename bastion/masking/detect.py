@@ -1,51 +1,424 @@
-"""Content detectors, the last net over text not proven clean: emails, Luhn-valid card numbers,
-US SSN shapes and IBANs with a valid check (pure). A net, never a control: any encoding of a
-value defeats it, which is why sensitive columns are found by lineage first."""
+"""Content detectors over free text: emails, phone numbers, payment cards, IBANs, national ids
+and IP addresses, each found and masked where it stands in the text (pure).
+
+Scanning is in two steps. `candidates` says which kinds of shape a value's bytes could hold;
+it is the reference for the compiled scanner in _fastrows.c, which runs it over every value,
+and every detector below only ever looks where its candidate shape was seen (a test checks
+that too). Only a value with a candidate goes on to `find`, which validates each match with
+a well-kept library: phonenumbers for phones, python-stdnum for cards, IBANs and national ids.
+A net, never a control: an encoding the detectors don't read (base64, spelled-out digits)
+passes; sensitive columns are found by lineage first.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import ipaddress
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import NamedTuple
 
-EMAIL = re.compile(rb"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+")
-CARD = re.compile(rb"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
-SSN = re.compile(
-    rb"(?<![0-9])(?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9])"
-)
-IBAN = re.compile(rb"(?<![A-Z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?![A-Z0-9])")
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+
+# Candidate shapes: a bit each, the same numbers as in _fastrows.c.
+AT = 1  # an "@"
+DIGITS = 2  # a run of digits and " ()+-./" holding at least 7 digits
+IBAN_START = 4  # two letters then two digits, not inside a word
+DOTTED = 8  # a run of digits and dots holding at least 3 dots and 4 digits
+COLONS = 16  # a run of hex digits and colons holding "::" or at least 6 colons
+ESCAPE = 32  # a backslash and "u": a JSON escape can spell any character
+MIN_DIGITS = 7
+
+# National ids python-stdnum validates, each with at least 7 digits (a DIGITS candidate).
+NATIONAL_IDS = (
+    "us.ssn", "nl.bsn", "be.nn", "de.idnr", "fr.nir", "es.dni", "dk.cpr", "se.personnummer",
+    "no.fodselsnummer", "fi.hetu", "pl.pesel", "pt.nif", "br.cpf", "in_.aadhaar",
+)  # fmt: skip
+KINDS = ("email", "phone", "card", "iban", "ipv4", "ipv6", *NATIONAL_IDS)
+DEFAULT = ("email", "phone", "card", "iban", "us.ssn", "nl.bsn", "ipv4", "ipv6")
+DEFAULT_REGIONS = ("US", "GB", "NL", "DE", "FR")
+_NEEDS = {"email": AT, "phone": DIGITS, "card": DIGITS, "iban": IBAN_START, "ipv4": DOTTED,
+          "ipv6": COLONS} | dict.fromkeys(NATIONAL_IDS, DIGITS)  # fmt: skip
 
 
-def luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+@dataclass(frozen=True)
+class Detectors:
+    """Which detectors run, and the regions a phone number without "+" is read in."""
+
+    kinds: tuple[str, ...] = DEFAULT
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+
+    @functools.cached_property
+    def kind_set(self) -> frozenset[str]:
+        return frozenset(self.kinds)
+
+    @functools.cached_property
+    def classes(self) -> int:
+        """The candidate shapes these detectors need (ESCAPE is added for JSON by the caller)."""
+        found = 0
+        for kind in self.kinds:
+            found |= _NEEDS[kind]
+        return found
 
 
-def iban_valid(text: str) -> bool:
-    """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 is 1."""
-    plain = text.replace(" ", "")
-    moved = plain[4:] + plain[:4]
-    number = "".join(str(int(c, 36)) for c in moved)
-    return 15 <= len(plain) <= 34 and int(number) % 97 == 1
+# -- the candidate scan (reference for _fastrows.c) -----------------------------------------
+
+_DIGIT_RUN = re.compile(rb"[0-9 ()+\-./]+")
+_DOT_RUN = re.compile(rb"[0-9.]+")
+_HEX_RUN = re.compile(rb"[0-9A-Fa-f:]+")
+_IBAN_HEAD = re.compile(rb"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
 
 
-def findings(value: bytes) -> list[str]:
-    """The kinds of sensitive content found in one value, each kind once, in a fixed order."""
-    found = []
-    if b"@" in value and EMAIL.search(value):
-        found.append("email")
-    for match in CARD.finditer(value):
-        digits = re.sub(rb"[ \-]", b"", match.group()).decode()
-        if 13 <= len(digits) <= 19 and luhn(digits):
-            found.append("card")
-            break
-    if SSN.search(value):
-        found.append("ssn")
-    for match in IBAN.finditer(value):
-        if iban_valid(match.group().decode()):
-            found.append("iban")
-            break
+def candidates(value: bytes) -> int:
+    """The candidate shapes in a value's bytes, as a set of bits."""
+    found = AT if b"@" in value else 0
+    if any(sum(48 <= c <= 57 for c in m.group()) >= MIN_DIGITS for m in _DIGIT_RUN.finditer(value)):
+        found |= DIGITS
+    if _IBAN_HEAD.search(value):
+        found |= IBAN_START
+    if any(_dotted(m.group()) for m in _DOT_RUN.finditer(value)):
+        found |= DOTTED
+    if any(_ipv6_shape(m.group()) for m in _HEX_RUN.finditer(value)):
+        found |= COLONS
+    if b"\\u" in value:
+        found |= ESCAPE
     return found
+
+
+def _dotted(run: bytes) -> bool:
+    return run.count(b".") >= 3 and len(run) - run.count(b".") >= 4
+
+
+def _ipv6_shape(run: bytes | str) -> bool:
+    colons = run.count(b":") if isinstance(run, bytes) else run.count(":")
+    double = b"::" in run if isinstance(run, bytes) else "::" in run
+    return double or colons >= 6
+
+
+# -- finding and validating ------------------------------------------------------------------
+
+
+class Hit(NamedTuple):
+    """One match: where it is, which detector, how much of its start stays in clear."""
+
+    start: int
+    end: int
+    kind: str
+    keep_head: int = 0  # characters kept in clear at the start (a phone's country code)
+
+
+EMAIL = re.compile(r"[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63})+")
+_RUN = re.compile(r"[0-9 ()+\-./]*[0-9][0-9 ()+\-./]*")
+_CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
+# A national id: digits with separators, a letter at most before and after.
+_ID = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]?[0-9](?:[0-9]|[ ./\-](?=[0-9]))*[A-Za-z]?(?![A-Za-z0-9])"
+)
+_SSN = re.compile(r"(?<![0-9\-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9\-])")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}[A-Za-z0-9]*(?: [A-Za-z0-9]+)*")
+# Addresses stand alone: "v1.2.3.4" is a version, "std::vector" code.
+_IPV4 = re.compile(r"(?<![\w.])[0-9.]+(?!\w)")
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]+(?:[0-9.]*)(?![\w:])")
+# Card numbers begin with an issuer's prefix: Visa 4, Mastercard 51-55 and 2221-2720, Amex
+# 34/37, Discover 6011/65/644-649, JCB 35, Diners 30/36/38, UnionPay 62, Maestro 50/56-69.
+_ISSUER = re.compile(r"4|5[0-9]|2[2-7]|3[0-8]|6[0-9]")
+_DATE = re.compile(
+    r"(?<![0-9])(?:[0-9]{4}[\-./][0-9]{1,2}[\-./][0-9]{1,2}"
+    r"|[0-9]{1,2}[\-./][0-9]{1,2}[\-./][0-9]{4})(?![0-9])"
+)
+_MODULES: dict[str, ModuleType] = {}
+# Of two detectors matching the same text, the one whose check is stricter names it.
+_RANK = {"card": 0, "iban": 1, "ipv4": 3, "ipv6": 3, "phone": 4}
+
+
+def _module(kind: str) -> ModuleType:
+    if kind not in _MODULES:
+        _MODULES[kind] = importlib.import_module(f"stdnum.{kind}")
+    return _MODULES[kind]
+
+
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
+def _digits(text: str) -> int:
+    return len(_NOT_DIGIT.sub("", text))
+
+
+def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
+    """Every match of the detectors in `text`, validated, in order of where it starts.
+    `shapes` (candidates() of the text's bytes) skips the detectors whose shape is absent."""
+    kinds, hits = detectors.kind_set, []
+    if "email" in kinds and shapes & AT and "@" in text:
+        hits += [Hit(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
+    ids = not kinds.isdisjoint(NATIONAL_IDS)
+    for run in _RUN.finditer(text) if shapes & DIGITS else ():
+        if _digits(run.group()) >= MIN_DIGITS:
+            found = _in_run(text, run.start(), run.end(), kinds, detectors.regions)
+            hits += found
+            if ids and not any(h.kind == "phone" and text[h.start] == "+" and
+                               h.start <= run.start() + 1 and run.end() - 1 <= h.end
+                               for h in found):  # fmt: skip
+                hits += _national_ids(text, kinds, run.start(), run.end())
+    if "iban" in kinds and shapes & IBAN_START:
+        hits += _ibans(text)
+    if "ipv4" in kinds and shapes & DOTTED:
+        hits += _ips(text, _IPV4, 4)
+    if "ipv6" in kinds and shapes & COLONS:
+        hits += _ips(text, _IPV6, 6)
+    return sorted(hits, key=lambda h: (h.start, -h.end, _RANK.get(h.kind, 2)))
+
+
+def _in_run(text: str, start: int, end: int, kinds: frozenset[str],
+            regions: Iterable[str]) -> list[Hit]:  # fmt: skip
+    """Cards, US SSNs and phone numbers inside one run of digits and separators."""
+    run, hits = text[start:end], []
+    if "card" in kinds:
+        for m in _CARD.finditer(run):
+            digits = re.sub(r"[ \-]", "", m.group())
+            if _ISSUER.match(digits) and luhn.is_valid(digits):
+                hits.append(Hit(start + m.start(), start + m.end(), "card"))
+    if "us.ssn" in kinds:
+        for m in _SSN.finditer(run):
+            if _module("us.ssn").is_valid(m.group()):
+                hits.append(Hit(start + m.start(), start + m.end(), "us.ssn"))
+    if "phone" in kinds:
+        hits += _phones(run, start, regions)
+    return hits
+
+
+_PHONE_TOKEN = re.compile(r"\+?\(?[0-9]+\)?")
+_GROUPS = re.compile(r"[0-9]+")
+MOST_TOKENS = 6  # a phone number is written in at most this many groups
+
+
+def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
+    """Valid numbers in any region's plan, tried on the run's groups of digits, the longest
+    stretch first. A number written with "+" counts as it is; one in national form only when
+    spaced, or grouped as that region writes it ("2024-000123" is an invoice)."""
+    tokens = list(_PHONE_TOKEN.finditer(run))
+    counts = [len(t.group().strip("+()")) for t in tokens]
+    hits, index = [], 0
+    while index < len(tokens):
+        found = None
+        for stop in range(min(len(tokens), index + MOST_TOKENS), index, -1):
+            lo, hi = tokens[index].start(), tokens[stop - 1].end()
+            if MIN_DIGITS <= sum(counts[index:stop]) <= 15:
+                found = _phone(run[lo:hi], tuple(regions))
+                if found is not None:
+                    hits.append(Hit(start + lo, start + hi, "phone", found))
+                    index = stop
+                    break
+        if found is None:
+            index += 1
+    return hits
+
+
+_VALID_SHAPES: dict[tuple[str, tuple[str, ...]], int] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _phone(raw: str, regions: tuple[str, ...]) -> int | None:
+    """How much of `raw` stays in clear when it is a valid phone number, else None.
+
+    Parsing is the slow part of a scan, and numbering plans are ranges of leading digits: a
+    number that differs from one found valid only in its last four digits is taken as valid
+    without parsing it again (erring, if ever, towards hiding)."""
+    shape = (_without_last_digits(raw), regions)
+    head = _VALID_SHAPES.get(shape)
+    if head is None:
+        head = _parse_phone(raw, regions)
+        if head is not None:
+            if len(_VALID_SHAPES) >= 4096:
+                _VALID_SHAPES.clear()
+            _VALID_SHAPES[shape] = head
+    return head
+
+
+def _without_last_digits(raw: str, count: int = 4) -> str:
+    """raw with its last `count` digits as "#": "+31 6 1234 ####"."""
+    chars = list(raw)
+    for index in range(len(chars) - 1, -1, -1):
+        if count and "0" <= chars[index] <= "9":
+            chars[index] = "#"
+            count -= 1
+    return "".join(chars)
+
+
+def _parse_phone(raw: str, regions: tuple[str, ...]) -> int | None:
+    if _DATE.search(raw):
+        return None  # "2024-01-15 10" reads as a Washington number; dates are not phones
+    international = raw.startswith("+")
+    for region in (None,) if international else _regions_for(raw, regions):
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_valid_number(number):
+            continue
+        if international or " " in raw or "(" in raw or _grouped_as_written(raw, number):
+            return _head(raw, len(str(number.country_code)))
+    return None
+
+
+def _regions_for(raw: str, regions: tuple[str, ...]) -> tuple[str, ...]:
+    """A national number with a leading 0 is from a region that dials 0 first (most of
+    Europe), one without from a region that doesn't (the US and Canada)."""
+    trunk = raw.lstrip("(").startswith("0")
+    return tuple(r for r in regions if _dials_zero(r) == trunk) or regions
+
+
+@functools.lru_cache(maxsize=256)
+def _dials_zero(region: str) -> bool:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return metadata is not None and metadata.national_prefix == "0"
+
+
+def _grouped_as_written(raw: str, number: phonenumbers.PhoneNumber) -> bool:
+    shown = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    written = _GROUPS.findall(raw)
+    return len(written) == 1 or written == _GROUPS.findall(shown)
+
+
+def _head(raw: str, code_digits: int) -> int:
+    """How much of an international number stays: "+31 6" of "+31 6 1234 5678" (the country
+    code and one digit more); nothing of a national one."""
+    if not raw.startswith("+"):
+        return 0
+    seen = 0
+    for index, char in enumerate(raw):
+        seen += char.isdigit()
+        if seen == code_digits + 1:
+            return index + 1
+    return 0
+
+
+def _national_ids(text: str, kinds: frozenset[str], start: int, end: int) -> list[Hit]:
+    """National ids python-stdnum validates around one run of digits (a letter may stand at
+    either end): each token, and each run of its spaced parts."""
+    wanted = [k for k in NATIONAL_IDS if k in kinds and k != "us.ssn"]
+    hits = []
+    for m in _ID.finditer(text, max(0, start - 1), end + 1) if wanted else ():
+        if _digits(m.group()) < MIN_DIGITS:
+            continue
+        for lo, hi in _pieces(m.group(), m.start()):
+            piece = text[lo:hi]
+            kind = next((k for k in wanted if _valid(k, piece)), None)
+            if kind is not None:
+                hits.append(Hit(lo, hi, kind))
+    return hits
+
+
+def _pieces(token: str, offset: int, most: int = 8) -> list[tuple[int, int]]:
+    """The token and every run of its space-separated parts (longest first), as spans."""
+    parts, at = [], 0
+    for part in token.split(" ")[:most]:
+        parts.append((offset + at, offset + at + len(part)))
+        at += len(part) + 1
+    return [(parts[i][0], parts[j][1]) for size in range(len(parts), 0, -1)
+            for i in range(len(parts) - size + 1) for j in (i + size - 1,)]  # fmt: skip
+
+
+def _valid(kind: str, piece: str) -> bool:
+    if _digits(piece) < MIN_DIGITS:
+        return False
+    try:
+        return bool(_module(kind).is_valid(piece))
+    except Exception:  # a validator that trips over odd input has found nothing
+        return False
+
+
+def _ibans(text: str) -> list[Hit]:
+    hits = []
+    for m in _IBAN.finditer(text):
+        groups = m.group().split(" ")
+        for count in range(len(groups), 0, -1):  # the longest valid prefix of groups
+            candidate = " ".join(groups[:count])
+            if 15 <= len(candidate.replace(" ", "")) <= 34 and stdnum_iban.is_valid(candidate):
+                hits.append(Hit(m.start(), m.start() + len(candidate), "iban", 2))
+                break
+    return hits
+
+
+def _ips(text: str, pattern: re.Pattern[str], version: int) -> list[Hit]:
+    hits = []
+    for m in pattern.finditer(text):
+        run = m.group().rstrip(".")
+        if version == 4 and run.count(".") != 3:
+            continue  # fewer dots is no address, more is a version or an outline number
+        if version == 6 and not (_ipv6_shape(run.split(".")[0]) and run.strip(":")):
+            continue  # "::" alone is an address too, but in text it is punctuation
+        for size in dict.fromkeys((len(run), len(run.split(".")[0]))):
+            try:
+                ipaddress.ip_address(run[:size])
+            except ValueError:
+                continue
+            hits.append(Hit(m.start(), m.start() + size, f"ipv{version}"))
+            break
+    return hits
+
+
+# -- masking ---------------------------------------------------------------------------------
+
+_KEEP_TAIL = {"card": 4, "phone": 2, "iban": 2}
+
+
+def _hide(piece: str, hit: Hit) -> str:
+    """The match with its letters and digits starred, separators and a few characters kept."""
+    if hit.kind == "email":
+        local, _, domain = piece.partition("@")
+        shown = local[:1] if len(local) > 2 else ""  # "x@y.com" would show it all
+        return shown + "*" * (len(local) - len(shown)) + "@" + domain
+    keep_tail, head = _KEEP_TAIL.get(hit.kind, 0), hit.keep_head
+    cut = len(piece)
+    for _ in range(keep_tail):  # where the last `keep_tail` letters or digits begin
+        found = _LAST_ALNUM.search(piece, head, cut)
+        cut = found.start() if found is not None else head
+    return piece[:head] + _ALNUM.sub("*", piece[head:cut]) + piece[cut:]
+
+
+_ALNUM = re.compile(r"[^\W_]")
+_LAST_ALNUM = re.compile(r"[^\W_](?=[\W_]*$)")
+
+
+def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None,
+              shapes: int = ~0) -> str:  # fmt: skip
+    """`text` with every detected match hidden in place (lengths kept); `counts` adds up the
+    matches per detector; `shapes` as for find()."""
+    hits = find(text, detectors, shapes)
+    if not hits:
+        return text
+    chars, covered = list(text), -1
+    for hit in hits:
+        # A match inside one already hidden (a phone-shaped part of an IBAN, digits glued to
+        # an email's domain) is hidden too, but counted once.
+        if counts is not None and hit.end > covered:
+            counts[hit.kind] = counts.get(hit.kind, 0) + 1
+        chars[hit.start : hit.end] = _hide("".join(chars[hit.start : hit.end]), hit)
+        covered = max(covered, hit.end)
+    return "".join(chars)
+
+
+def check_kinds(kinds: Iterable[object]) -> tuple[str, ...]:
+    """Detector names, checked against KINDS; raises ValueError naming the unknown one."""
+    out = []
+    for kind in kinds:
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ValueError(f"{kind!r} is not a detector; choose from {', '.join(KINDS)}")
+        out.append(kind)
+    return tuple(out)
+
+
+def check_regions(regions: Iterable[object]) -> tuple[str, ...]:
+    """Two-letter phone regions phonenumbers knows; raises ValueError naming a wrong one."""
+    known = phonenumbers.SUPPORTED_REGIONS
+    out = []
+    for region in regions:
+        if not isinstance(region, str) or region.upper() not in known:
+            raise ValueError(f"{region!r} is not a region phonenumbers knows (e.g. NL, US)")
+        out.append(region.upper())
+    return tuple(out)

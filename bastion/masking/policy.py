@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bastion.masking.classify import STYLES, Rules, check_pattern
+from bastion.masking.detect import DEFAULT, DEFAULT_REGIONS, Detectors, check_kinds, check_regions
 
-KEYS = ("enabled", "sensitive", "clean", "styles", "subject_keys")
+KEYS = ("enabled", "sensitive", "clean", "styles", "subject_keys", "detectors", "phone_regions")
 
 
 class MaskingConfigError(ValueError):
@@ -26,6 +27,7 @@ class MaskingPolicy:
     enabled: bool = True
     rules: Rules = field(default_factory=Rules)
     subject_keys: tuple[str, ...] = ()  # "schema.table.column" or "table.column" per table
+    detectors: Detectors = field(default_factory=Detectors)  # over free text nothing declares clean
 
 
 def _patterns(key: str, raw: object) -> tuple[str, ...]:
@@ -63,6 +65,22 @@ def _subject_keys(raw: object) -> tuple[str, ...]:
     return keys
 
 
+def _detectors(raw: Mapping[str, object]) -> Detectors:
+    kinds = raw.get("detectors", list(DEFAULT))
+    regions = raw.get("phone_regions", list(DEFAULT_REGIONS))
+    for key, value in (("detectors", kinds), ("phone_regions", regions)):
+        if not isinstance(value, list):
+            raise MaskingConfigError(key, "must be a list of names")
+    try:
+        checked = check_kinds(kinds)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise MaskingConfigError("detectors", str(exc)) from None
+    try:
+        return Detectors(checked, check_regions(regions))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise MaskingConfigError("phone_regions", str(exc)) from None
+
+
 def parse_masking(raw: object) -> MaskingPolicy:
     """Check a masking table; raises MaskingConfigError naming the key that is wrong."""
     if not isinstance(raw, Mapping):
@@ -81,4 +99,5 @@ def parse_masking(raw: object) -> MaskingPolicy:
             styles=_styles(raw.get("styles", {})),
         ),
         subject_keys=_subject_keys(raw.get("subject_keys", [])),
+        detectors=_detectors(raw),
     )

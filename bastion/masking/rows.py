@@ -6,12 +6,15 @@ import struct
 from collections.abc import Mapping
 
 from bastion.masking import _fastrows
+from bastion.masking.detect import candidates
+from bastion.masking.freetext import Scan
 from bastion.masking.values import Masker, full, null, partial
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _NULL = _I32.pack(-1)
-_CALL = 3  # the compiled rewriter's kinds: 0 NULL, 1 full, 2 partial, 3 call the masker
+_CALL = 3  # the compiled rewriter's kinds: 0 NULL, 1 full, 2 partial, 3 call the masker,
+_SCAN = 4  # 4 + (shapes << 8): call the masker only when the value holds one of those shapes
 _KINDS: dict[Masker, int] = {null: 0, full: 1, partial: 2}
 
 
@@ -44,11 +47,17 @@ def mask_run(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
     """A run of whole DataRow messages ('D', length, body) with the columns in `maskers`
     replaced, in one pass (compiled: _fastrows.c; mask_run_python is the reference it is
     tested against). Raises RowError when a row does not add up; nothing is returned then."""
-    plan = tuple((index, _KINDS.get(mask, _CALL), mask) for index, mask in sorted(maskers.items()))
+    plan = tuple((index, _kind(mask), mask) for index, mask in sorted(maskers.items()))
     try:
         return _fastrows.mask_run(data, plan)
     except _fastrows.RowShape as exc:
         raise RowError(str(exc)) from None
+
+
+def _kind(mask: Masker) -> int:
+    if isinstance(mask, Scan):
+        return _SCAN | mask.classes << 8
+    return _KINDS.get(mask, _CALL)
 
 
 def mask_run_python(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
@@ -83,8 +92,10 @@ def mask_run_python(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
                 if column == index:
                     break
                 at, column = stop, column + 1
-            if size != -1:
-                masked = mask(data[at + 4 : stop])
+            value = data[at + 4 : stop]
+            passes = isinstance(mask, Scan) and not candidates(value) & mask.classes
+            if size != -1 and not passes:
+                masked = mask(value)
                 pieces.append(data[copied:at])
                 pieces.append(_NULL if masked is None else pack(len(masked)) + masked)
                 delta += -size if masked is None else len(masked) - size

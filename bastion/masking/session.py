@@ -3,6 +3,8 @@
 
 A result column is shown in clear only when both the statement's lineage and the column's
 origin in the RowDescription say it is clean; a count that does not match masks everything.
+Every other column whose type may hold free text is scanned by the content detectors, unless
+a `clean` rule declares the column it comes from clean.
 """
 
 from __future__ import annotations
@@ -10,19 +12,19 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pglast.parser import ParseError
 
 from bastion.masking.catalog import Catalog, catalog_data, verdicts
 from bastion.masking.copyplan import plan_copy
 from bastion.masking.copyrows import CopyFormat
-from bastion.masking.detect import findings
+from bastion.masking.freetext import Scan, family
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
 from bastion.masking.subject import SubjectRows, column_at
-from bastion.masking.values import TEXT_LIKE, Masker, full, masker
+from bastion.masking.values import TEXT_LIKE, Masker, masker
 from bastion.pgwire import Field
 from bastion.sqlparse.tree import def_elems, unwrap
 
@@ -51,8 +53,41 @@ class ResultMask:
 
     maskers: dict[int, Masker]
     masked: list[str]  # the masked columns' names, for the query log
-    detected: list[str] = field(default_factory=list)  # columns where a detector fired
+    # Per scanned column, how often each detector fired (counts only, never values).
+    detected: dict[str, dict[str, int]] = field(default_factory=dict)
     subjects: list[SubjectRows] = field(default_factory=list)  # set by the session's Flow
+    _by_formats: dict[tuple[int, ...], dict[int, Masker]] = field(default_factory=dict)
+
+    def for_formats(self, formats: tuple[int, ...]) -> dict[int, Masker]:
+        """The maskers for rows in these result formats (a Bind's: none, one for all, or one
+        per column): a scanned column reads binary values in their own layout."""
+        if not any(formats):
+            return self.maskers
+        found = self._by_formats.get(formats)
+        if found is None:
+            found = {index: mask.in_format(_binary(formats, index)) if isinstance(mask, Scan)
+                     else mask for index, mask in self.maskers.items()}  # fmt: skip
+            self._by_formats[formats] = found
+        return found
+
+    def fired(self) -> dict[str, dict[str, int]]:
+        """The columns where a detector fired, with its counts."""
+        return {name: dict(counts) for name, counts in self.detected.items() if counts}
+
+    def snapshot(self) -> ResultMask:
+        """A copy for the query log, its counts fixed as they are now."""
+        return replace(self, detected=self.fired(), _by_formats={})
+
+    def restart(self) -> None:
+        """Counts start again for a new statement using this (cached) mask."""
+        for counts in self.detected.values():
+            counts.clear()
+
+
+def _binary(formats: tuple[int, ...], index: int) -> bool:
+    if len(formats) == 1:
+        return formats[0] == 1
+    return index < len(formats) and formats[index] == 1
 
 
 @dataclass
@@ -72,6 +107,12 @@ class Masking:
                 self.styles[source] = found.verdict.style or "full"
         for source in catalog_data(self.catalog):
             self.styles[source] = "full"
+        # Columns a `clean` rule declares clean: the detectors never scan them.
+        self.clean: frozenset[Source] = frozenset(
+            (found.relation.relid, found.attribute.attnum)
+            for found in verdicts(self.catalog, self.policy)
+            if not found.verdict.sensitive and found.verdict.rule.startswith("clean = ")
+        )
         # Types whose text and binary forms are the plain string (citext too), by type OID.
         self.text_types = TEXT_LIKE | {a.type_oid for r in self.catalog.relations.values()
                                        for a in r.attributes if a.text_like}  # fmt: skip
@@ -152,34 +193,36 @@ class Masking:
                 out.maskers[index] = masker(style, f.type_oid, self.key, self.week,
                                             text_like=f.type_oid in self.text_types)  # fmt: skip
                 out.masked.append(f.name)
-            elif f.type_oid in self.text_types and not (col is not None and col.bare):
-                out.maskers[index] = self._net(f.name, out)
+            elif self._scanned(f, col):
+                counts = out.detected.setdefault(f.name, {})
+                out.maskers[index] = Scan(self.policy.detectors, f.type_oid, self.text_types,
+                                          counts)  # fmt: skip
         return out
 
-    def _net(self, name: str, out: ResultMask) -> Masker:
-        """The detectors over a text column nothing proves clean: a hit is masked and noted."""
-
-        def check(value: bytes) -> bytes:
-            if findings(value):
-                if name not in out.detected:
-                    out.detected.append(name)
-                return full(value)
-            return value
-
-        return check
+    def _scanned(self, f: Field, col: Col | None) -> bool:
+        """Whether a column nothing masks goes through the detectors: its type may hold free
+        text, and it is not a bare reference to columns a `clean` rule declares clean."""
+        if family(f.type_oid, self.text_types) is None:
+            return False
+        if (f.table_oid, f.column) not in self.clean:
+            return True
+        return col is not None and not (col.bare and col.sources <= self.clean)
 
 
 def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
                    subjects: Sequence[tuple[SubjectRows, bytes]] = (),
-                   shown: dict[int, int] | None = None) -> bytes:  # fmt: skip
-    """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten.
+                   shown: dict[int, int] | None = None,
+                   formats: tuple[int, ...] = ()) -> bytes:  # fmt: skip
+    """A run of whole DataRow messages ('D', length, body) with their masked columns rewritten,
+    the rows being in the result `formats` of their Bind (none: all text).
 
     In a row whose key column holds a live grant's subject (the key's bytes as the server
     sends them in this result), that grant's columns stay in clear; `shown` counts such rows
     per grant."""
     data = raw if isinstance(raw, bytes) else bytes(raw)
+    maskers = mask.for_formats(formats)
     if not subjects:
-        return mask_run(data, mask.maskers)
+        return mask_run(data, maskers)
     out: list[bytes] = []
     pos, total = 0, len(data)
     while pos < total:
@@ -189,7 +232,7 @@ def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
         end = pos + 1 + length
         if length < 6 or end > total:
             raise RowError("DataRow length does not fit its run")
-        row_maskers = _for_subject(data[pos + 5 : end], mask.maskers, subjects, shown)
+        row_maskers = _for_subject(data[pos + 5 : end], maskers, subjects, shown)
         out.append(mask_run(data[pos:end], row_maskers))  # checks the row as it masks it
         pos = end
     return b"".join(out)

@@ -133,8 +133,10 @@ class Guard:
             return None
         shown: dict[int, int] = pending.shown if pending is not None else {}
         if pending is not None:
+            if pending.mask is not mask:
+                mask.restart()  # the detectors' counts are this statement's own
             pending.mask = mask
-        return mask_data_rows(run.raw, mask, self.flow.live(mask), shown)
+        return mask_data_rows(run.raw, mask, self.flow.live(mask), shown, self.flow.formats)
 
     def _message(self, frame: pgwire.Frame, pending: Pending | None) -> bytes | None:
         kind, flow = frame.type, self.flow
@@ -145,6 +147,8 @@ class Guard:
         elif kind == b"n":
             shown = flow.no_data()
         elif kind in (b"C", b"I", b"s"):
+            if pending is not None and pending.mask is not None:
+                pending.mask = pending.mask.snapshot()  # its counts, before a rerun restarts them
             notice = self._subject_notice(pending)
             flow.completed()
             return None if notice is None else notice + bytes(frame.raw)
@@ -223,11 +227,12 @@ class Guard:
 
 def masking_note(mask: ResultMask | None, shown: dict[int, int]) -> str | None:
     """The query log's record of what was masked and shown: column names and counts only."""
-    if mask is None or (not mask.masked and not mask.detected):
+    detected = mask.fired() if mask is not None else {}
+    if mask is None or (not mask.masked and not detected):
         return None
     note: dict[str, Any] = {"masked": mask.masked}
-    if mask.detected:
-        note["detected"] = mask.detected
+    if detected:
+        note["detected"] = detected  # {column: {detector: matches}}
     unmasked = [{"grant": rows.subject.grant_id, "columns": list(rows.names),
                  "rows": shown.get(rows.subject.grant_id, 0)}
                 for rows in mask.subjects if shown.get(rows.subject.grant_id)]  # fmt: skip

@@ -4,12 +4,53 @@ maskers, and refuses the same malformed input (Hypothesis, whole runs and damage
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.masking import _fastrows
+from bastion.masking.detect import Detectors, candidates
+from bastion.masking.freetext import Scan
 from bastion.masking.rows import RowError, data_row, mask_run, mask_run_python
 from bastion.masking.values import Masker, full, keyed_hash, null, partial
+
+# Free text with the shapes the compiled scanner looks for, and their near misses.
+PIECES = [
+    " ",
+    "a",
+    "@",
+    ":",
+    "::",
+    ".",
+    "-",
+    "+",
+    "(",
+    ")",
+    "/",
+    "\\u0040",
+    "\\",
+    "1",
+    "12",
+    "123",
+    "1234",
+    "NL",
+    "fe80",
+    "jane@example.com",
+    "+31 6 1234 5678",
+    "06-12345678",
+    "4111 1111 1111 1111",
+    "123-45-6789",
+    "111222333",
+    "NL91 ABNA 0417 1643 00",
+    "203.0.113.7",
+    "2001:db8::1",
+    "1:2:3:4:5:6:7:8",
+    "2024-01-15 10:30",
+    "é",
+    "\x00",
+]
+FREE_TEXT = st.lists(st.sampled_from(PIECES), max_size=12).map(lambda p: "".join(p).encode())
+SCANS = [Scan(Detectors(), oid, set(), {}, binary=binary)
+         for oid in (25, 114, 3802, 1009, 16385) for binary in (False, True)]  # fmt: skip
 
 VALUES = st.one_of(
     st.none(),
@@ -18,9 +59,10 @@ VALUES = st.one_of(
     st.from_regex(r"[a-z.]{1,10}@[a-z]{1,8}\.[a-z]{2,3}", fullmatch=True).map(str.encode),
     st.from_regex(r"[+ ()0-9-]{0,20}", fullmatch=True).map(str.encode),
     st.sampled_from([b"", b"@", b"a@", b"@b", b"a@@b", b"123456", b"12345", b"\xc3\xa9@x.y"]),
+    FREE_TEXT,
 )
 MASKERS: list[Masker] = [null, full, partial, keyed_hash(b"k" * 32, "2026-W47"),
-                         lambda v: v + b"+grown", lambda v: None]  # fmt: skip
+                         lambda v: v + b"+grown", lambda v: None, *SCANS]  # fmt: skip
 
 
 def message(values: list[bytes | None]) -> bytes:
@@ -46,7 +88,7 @@ def runs(draw: st.DrawFn) -> tuple[bytes, dict[int, Masker]]:
     return b"".join(message(r) for r in rows), chosen
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_the_same_bytes_as_the_reference(case: tuple[bytes, dict[int, Masker]]) -> None:
     data, maskers = case
@@ -54,7 +96,7 @@ def test_the_same_bytes_as_the_reference(case: tuple[bytes, dict[int, Masker]]) 
     assert compiled == reference
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(runs(), st.data())
 def test_damaged_runs_are_refused_alike(case: tuple[bytes, dict[int, Masker]],
                                         data: st.DataObject) -> None:  # fmt: skip
@@ -94,3 +136,9 @@ def test_a_plan_that_makes_no_sense_is_a_type_error() -> None:
         _fastrows.mask_run(b"", ((2, 1, full), (1, 1, full)))
     with pytest.raises(TypeError, match="bytes or None"):
         _fastrows.mask_run(message([b"x"]), ((0, 3, lambda v: "text"),))  # type: ignore[arg-type,return-value]
+
+
+@settings(max_examples=600)
+@given(st.one_of(st.binary(max_size=120), FREE_TEXT))
+def test_the_compiled_scanner_sees_the_same_shapes_as_the_reference(value: bytes) -> None:
+    assert _fastrows.candidates(value) == candidates(value)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from bastion.config import load_config
 from bastion.errors import ConfigError
 from bastion.masking.classify import Column, Rules, by_name, check_pattern, classify, words
-from bastion.masking.policy import MaskingPolicy
+from bastion.masking.detect import DEFAULT
+from bastion.masking.policy import MaskingConfigError, MaskingPolicy, parse_masking
 from bastion.masking.values import (
     full,
     keyed_hash,
@@ -199,3 +200,16 @@ def test_partial_keeps_at_most_the_last_four_digits(value: str) -> None:
     shown = [c for c in out if c.isdigit()]
     if sum(c.isdigit() for c in value) >= 6:
         assert len(shown) == 4 and shown == [c for c in value if c.isdigit()][-4:]
+
+
+def test_detectors_and_phone_regions_are_checked() -> None:
+    policy = parse_masking({"detectors": ["email", "de.idnr"], "phone_regions": ["nl", "BE"]})
+    assert policy.detectors.kinds == ("email", "de.idnr")
+    assert policy.detectors.regions == ("NL", "BE")
+    assert parse_masking({}).detectors.kinds == DEFAULT
+    for raw, key in (({"detectors": ["email", "passport"]}, "detectors"),
+                     ({"detectors": "email"}, "detectors"),
+                     ({"phone_regions": ["XX"]}, "phone_regions")):  # fmt: skip
+        with pytest.raises(MaskingConfigError) as caught:
+            parse_masking(raw)
+        assert caught.value.key == key

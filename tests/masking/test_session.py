@@ -3,9 +3,13 @@ column, DataRows rewritten, detectors as the last net."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from bastion.masking.classify import Rules
 from bastion.masking.lineage import Refused
+from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import columns, data_row
 from bastion.masking.session import Masking, Plan, mask_data_rows
 from bastion.pgwire import Field
@@ -72,8 +76,47 @@ def test_detectors_catch_what_computed_text_carries() -> None:
     plan = masking.plan("SELECT 'call jane.doe@example.com' AS note, name FROM customers")
     result = masking.result(plan, [field("note"), field("name", 1, 2)])
     out = mask_data_rows(message([b"call jane.doe@example.com", b"Jane"]), result)
-    assert columns(out[5:]) == [b"****", b"Jane"]
-    assert result.detected == ["note"] and result.masked == []
+    assert columns(out[5:]) == [b"call j*******@example.com", b"Jane"]
+    assert result.fired() == {"note": {"email": 1}} and result.masked == []
+
+
+def test_a_column_clean_by_its_name_is_scanned_and_only_the_match_is_masked() -> None:
+    """customers.name says nothing by its name: today's main sent it as it is."""
+    masking = session()
+    plan = masking.plan("SELECT id, name FROM customers")
+    result = masking.result(plan, [field("id", 1, 1, INT4), field("name", 1, 2)])
+    note = b"contact me at jane@example.com, +31 6 1234 5678"
+    out = mask_data_rows(message([b"12345678901", note]), result)
+    assert columns(out[5:]) == [b"12345678901", b"contact me at j***@example.com, +31 6 **** **78"]
+    assert result.fired() == {"name": {"email": 1, "phone": 1}}
+    result.restart()
+    assert result.fired() == {}
+
+
+def test_a_clean_rule_and_a_type_without_text_are_not_scanned() -> None:
+    policy = MaskingPolicy(rules=Rules(sensitive=POLICY.rules.sensitive,
+                                       clean=("customers.name",)))  # fmt: skip
+    masking = Masking(CATALOG, policy, KEY, "2026-W47")
+    plan = masking.plan("SELECT id, name, name || '' AS copy FROM customers")
+    fields = [field("id", 1, 1, INT4), field("name", 1, 2), field("copy")]
+    result = masking.result(plan, fields)
+    assert sorted(result.maskers) == [2]  # only the computed copy: it is no bare reference
+    value = b"jane@example.com"
+    out = mask_data_rows(message([value, value, value]), result)
+    assert columns(out[5:]) == [value, value, b"j***@example.com"]
+
+
+def test_binary_results_are_scanned_in_their_own_layout() -> None:
+    masking = session()
+    plan = masking.plan("SELECT id, name FROM customers")
+    result = masking.result(plan, [field("id", 1, 1, INT4), field("name", 1, 2, 3802)])
+    jsonb = b'\x01{"note": "mail jane@example.com", "n": 4111111111111111}'
+    out = mask_data_rows(message([b"\x00\x00\x00\x01", jsonb]), result, formats=(1,))
+    masked = columns(out[5:])[1]
+    assert masked is not None and masked[:1] == b"\x01"
+    assert json.loads(masked[1:]) == {"note": "mail j***@example.com", "n": None}
+    text = mask_data_rows(message([b"1", jsonb[1:]]), result)  # the same in text format
+    assert columns(text[5:])[1] == masked[1:]
 
 
 @pytest.mark.parametrize(

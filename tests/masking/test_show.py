@@ -19,7 +19,7 @@ bst = test_cli.bst
 RULES = """
 [targets.shop.masking]
 sensitive = ["public.orders.note"]
-clean = ["public.newsletter_stats.email_count"]
+clean = ["public.newsletter_stats.email_count", "customers.name"]
 styles = { "customers.email" = "hash" }
 """
 
@@ -59,10 +59,24 @@ def test_every_column_with_its_verdict_and_rule(bst: Bastion, shop: PgDatabase) 
     )
     assert found["newsletter_stats.email_count"]["rule"] == (
         "clean = 'public.newsletter_stats.email_count'")  # fmt: skip
+    scans = {k: (found[k]["scanned"], found[k]["why"]) for k in
+             ("customers.id", "customers.name", "orders.note", "payments.card_number",
+              "customers.created_at")}  # fmt: skip
+    assert scans == {
+        "customers.id": (False, "int4 holds no free text"),
+        "customers.name": (False, "declared clean (clean = 'customers.name')"),
+        "orders.note": (False, "masked as a whole"),
+        "payments.card_number": (False, "masked as a whole"),
+        "customers.created_at": (False, "timestamptz holds no free text"),
+    }
+    assert found["payments.id"]["scanned"] is False
+    assert found["customers.street"]["scanned"] is False
+    assert found["customer_contacts.name"]["scanned"] is True  # the view's own column: no rule
+    assert "may hold free text" in found["customer_contacts.name"]["why"]
     assert found["orders.note"]["kind"] == "partitioned table"
     assert found["customer_contacts.email"]["kind"] == "view"
     text = bst.run("masking", "show", "shop")
-    assert text.returncode == 0 and "columns masked\n" in text.stdout
+    assert text.returncode == 0 and "scanned for personal data in free text" in text.stdout
     # Not hardened: the service role owns the tables, and the output says what that allows.
     last = text.stdout.rstrip().splitlines()[-1]
     assert f"the door reads shop as {shop.user}, which PostgreSQL does not hold back" in last
