@@ -16,18 +16,15 @@ from pglast.parser import ParseError
 
 from bastion.masking.catalog import Catalog, verdicts
 from bastion.masking.detect import findings
-from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
+from bastion.masking.lineage import Analyzer, Col, Refused, Source, statements
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
+from bastion.masking.settings import set_refusal
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, full, masker
 from bastion.pgwire import Field
-from bastion.sqlparse.tree import def_elems, unwrap
+from bastion.sqlparse.tree import Node, def_elems, unwrap
 
-# Settings a masked session may change; search_path and role are not among them.
-SETTABLE = frozenset({"application_name", "datestyle", "timezone",
-                      "extra_float_digits", "intervalstyle", "statement_timeout",
-                      "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
 # Statements that read nothing and change nothing a check relies on: SHOW, transaction control,
 # and what connection pools send when they hand a connection back (DISCARD, DEALLOCATE).
 HARMLESS = frozenset({"VariableShowStmt", "TransactionStmt", "DiscardStmt", "DeallocateStmt"})
@@ -59,7 +56,7 @@ class Masking:
     key: bytes
     week: str
     search_path: tuple[str, ...] = ("public",)
-    _plans: OrderedDict[str, Plan | Refused] = field(default_factory=OrderedDict)
+    _plans: OrderedDict[str, tuple[Plan, ...] | Refused] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.styles: dict[Source, str] = {}
@@ -80,11 +77,20 @@ class Masking:
     # -- statements -------------------------------------------------------------------
 
     def plan(self, sql: str) -> Plan:
-        """The plan for one statement; Refused (with the reason) when it may not run."""
+        """The plan for a Parse's one statement; Refused (with the reason) when it may not run."""
+        found = self.plans(sql)
+        if len(found) != 1:
+            raise Refused("a prepared statement holds one statement: send one statement at a time")
+        return found[0]
+
+    def plans(self, sql: str) -> tuple[Plan, ...]:
+        """A plan per statement of a simple Query's text, in order (one for text with none:
+        the server answers it with EmptyQueryResponse); Refused when any may not run, for
+        then none of them does."""
         cached = self._plans.get(sql)
         if cached is None:
             try:
-                cached = self._analyse(sql)
+                cached = self._analyse_all(sql)
             except Refused as exc:
                 cached = exc
             except ParseError:
@@ -101,15 +107,21 @@ class Masking:
             raise cached
         return cached
 
-    def _analyse(self, sql: str) -> Plan:
-        if not sql.strip(" \t\r\n;"):
-            return Plan(None)  # an empty query: drivers ping with it (JDBC's isValid)
-        name, node = only_statement(sql)
+    def _analyse_all(self, sql: str) -> tuple[Plan, ...]:
+        found = statements(sql)
+        if not found:
+            return (Plan(None),)  # an empty query: drivers ping with it (JDBC's isValid)
+        return tuple(self._analyse(name, node) for name, node in found)
+
+    def _analyse(self, name: str, node: Node) -> Plan:
         if name == "SelectStmt":
             return Plan(tuple(self.analyzer.select(node, None)))
         if name in HARMLESS:
             return Plan(None)
-        if name == "VariableSetStmt" and str(node.get("name", "")).lower() in SETTABLE:
+        if name == "VariableSetStmt":
+            why = set_refusal(node)
+            if why is not None:
+                raise Refused(why)
             return Plan(None)
         if name == "ExplainStmt":
             options = [opt for opt, _ in def_elems(node.get("options"))]
@@ -120,8 +132,6 @@ class Masking:
                 raise Refused(f"EXPLAIN of {inner} is not allowed in masked mode")
             self.analyzer.select(fields, None)
             return Plan(None)
-        if name == "VariableSetStmt":
-            raise Refused(f"SET {node.get('name', '')} is not allowed in masked mode")
         raise Refused(f"{name.removesuffix('Stmt')} statements are not allowed in masked mode")
 
     # -- results ----------------------------------------------------------------------
