@@ -35,6 +35,10 @@ from bastion.sqlparse.tree import Node, string_list, unwrap
 Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
 MAX_RECURSIVE_PASSES = 16
+# A WITH RECURSIVE inside another (asyncpg's type introspection has one) is traced again on
+# each pass of the outer one: one level of nesting, and a budget of passes for them all.
+MAX_RECURSIVE_NESTING = 2
+MAX_PASSES = 64
 
 # Built-in functions a masked session may call (pg_catalog, unqualified): the table, with why,
 # is bastion.masking.functions; set_config is SET by another name (bastion.masking.settings).
@@ -103,7 +107,8 @@ class Analyzer:
     search_path: tuple[str, ...] = ("public",)
     depth: int = 0
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    recursing: bool = False  # analysing the passes of a WITH RECURSIVE
+    recursing: int = 0  # how many WITH RECURSIVE passes are being analysed, one inside another
+    passes: int = 0  # passes analysed since the outermost WITH RECURSIVE began
 
     # -- statements -------------------------------------------------------------------
 
@@ -156,14 +161,16 @@ class Analyzer:
     def _recursive(self, cte: Node, query: Node, scope: Scope) -> list[Col]:
         """A CTE of WITH RECURSIVE. The UNION that joins its terms is checked as any set
         operation; SEARCH sorts by its columns and CYCLE compares them, so both use them."""
-        if self.recursing:
-            # Each pass re-reads what is inside: nested, the passes would multiply.
-            raise Refused("WITH RECURSIVE inside another is not analysed in masked mode")
-        self.recursing = True
+        if self.recursing >= MAX_RECURSIVE_NESTING:
+            # Each pass re-reads what is inside: nested deeper, the passes would multiply.
+            raise Refused("WITH RECURSIVE nested this deep is not analysed in masked mode")
+        if not self.recursing:
+            self.passes = 0
+        self.recursing += 1
         try:
             cols = self._fixpoint(cte, query, scope)
         finally:
-            self.recursing = False
+            self.recursing -= 1
         added: list[Col] = []
         for key, listed, extra, use in CTE_CLAUSES:
             found = cte.get(key)
@@ -186,6 +193,9 @@ class Analyzer:
 
         cols = columns(query["larg"] if query.get("op") == "SETOP_UNION" else query)
         for _ in range(MAX_RECURSIVE_PASSES):
+            self.passes += 1
+            if self.passes > MAX_PASSES:
+                raise Refused(f"WITH RECURSIVE {name} takes too many passes to trace")
             scope.ctes[name] = cols
             again = columns(query)
             if again == cols:

@@ -29,6 +29,7 @@ from bastion.sqlparse.tree import Node, def_elems, unwrap
 # and what connection pools send when they hand a connection back (DISCARD, DEALLOCATE).
 HARMLESS = frozenset({"VariableShowStmt", "TransactionStmt", "DiscardStmt", "DeallocateStmt"})
 PLAN_CACHE = 2048
+_ONE = "a prepared statement holds one statement: send one statement at a time"
 _LENGTH = struct.Struct("!i")
 
 
@@ -78,9 +79,14 @@ class Masking:
 
     def plan(self, sql: str) -> Plan:
         """The plan for a Parse's one statement; Refused (with the reason) when it may not run."""
-        found = self.plans(sql)
+        try:
+            found = self.plans(sql)
+        except Refused:
+            if _several(sql):
+                raise Refused(_ONE) from None
+            raise
         if len(found) != 1:
-            raise Refused("a prepared statement holds one statement: send one statement at a time")
+            raise Refused(_ONE)
         return found[0]
 
     def plans(self, sql: str) -> tuple[Plan, ...]:
@@ -169,6 +175,13 @@ class Masking:
             return value
 
         return check
+
+
+def _several(sql: str) -> bool:
+    try:
+        return len(statements(sql)) > 1
+    except ParseError:
+        return False
 
 
 def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
