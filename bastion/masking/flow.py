@@ -2,10 +2,10 @@
 DataRows get (sans-I/O: the relay reports messages both ways and asks what to do).
 
 The server answers messages in the order they were sent. A simple Query owes one result per
-statement it holds, each masked by that statement's own plan; an error ends the rest. After an error in the extended
-protocol it skips everything up to Sync, so the queue drops those expectations too. A portal
-executed without a known RowDescription gets a Describe injected before its Execute; the
-relay swallows that Describe's reply.
+statement it holds, each masked by that statement's own plan; an error ends the rest. After
+an error in the extended protocol the server skips everything up to Sync, so the queue drops
+those expectations too. A portal executed without a known RowDescription gets a Describe
+injected before its Execute; the relay swallows that Describe's reply.
 """
 
 from __future__ import annotations

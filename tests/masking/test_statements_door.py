@@ -105,30 +105,32 @@ def test_asyncpg_arrays_composites_enums_and_reused_statements(door: Bastion) ->
 
 def test_psycopg_client_and_server_binding_executemany_and_pipeline(door: Bastion) -> None:
     sql = "SELECT id, status, contact_email FROM shipments WHERE id = %s"
-    with Tap(door.pg_port) as tap:
-        with psycopg_connect(_tapped(door, tap), sslmode="disable", autocommit=True) as conn:
-            server = conn.execute(sql, (1,)).fetchall()
-            client = psycopg.ClientCursor(conn).execute(sql, (2,)).fetchall()
-            setting = "SELECT set_config('application_name', %s, false)"
-            named = [
-                conn.execute(setting, ("report",)).fetchone(),
-                psycopg.ClientCursor(conn).execute(setting, ("adhoc",)).fetchone(),
-            ]
-            whole = conn.execute("SELECT row_to_json(w) FROM warehouses w WHERE id = %s",
+    with (
+        Tap(door.pg_port) as tap,
+        psycopg_connect(_tapped(door, tap), sslmode="disable", autocommit=True) as conn,
+    ):
+        server = conn.execute(sql, (1,)).fetchall()
+        client = psycopg.ClientCursor(conn).execute(sql, (2,)).fetchall()
+        setting = "SELECT set_config('application_name', %s, false)"
+        named = [
+            conn.execute(setting, ("report",)).fetchone(),
+            psycopg.ClientCursor(conn).execute(setting, ("adhoc",)).fetchone(),
+        ]
+        whole = conn.execute("SELECT row_to_json(w) FROM warehouses w WHERE id = %s",
                                  (2,)).fetchone()  # fmt: skip
-            cursor = conn.cursor()
-            cursor.executemany(sql, [(1,), (2,)], returning=True)
-            many = [cursor.fetchone()]
-            while cursor.nextset():
-                many.append(cursor.fetchone())
-            with conn.pipeline():
-                piped = [conn.execute(sql, (n,)) for n in (1, 2)]
-                board = conn.execute("SELECT count(*) FROM shipment_board")
-            piped_rows = [c.fetchone() for c in piped]
-            counted = board.fetchone()
-            with conn.transaction():
-                conn.execute("SET LOCAL statement_timeout = '5s'")
-                assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
+        cursor = conn.cursor()
+        cursor.executemany(sql, [(1,), (2,)], returning=True)
+        many = [cursor.fetchone()]
+        while cursor.nextset():
+            many.append(cursor.fetchone())
+        with conn.pipeline():
+            piped = [conn.execute(sql, (n,)) for n in (1, 2)]
+            board = conn.execute("SELECT count(*) FROM shipment_board")
+        piped_rows = [c.fetchone() for c in piped]
+        counted = board.fetchone()
+        with conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = '5s'")
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
     for rows in (server, client, many, piped_rows):
         assert all(row is not None and _masked(row[2]) for row in rows), rows
     assert server[0][:2] == (1, "sent") and client[0][:2] == (2, "packed")
