@@ -134,13 +134,22 @@ def test_a_recursive_cte_that_compares_a_sensitive_column_is_refused(sql: str, u
     assert "public.customers.email " + SENSITIVE in text and f"not used in {use}" in text
 
 
-def test_a_recursive_cte_inside_another_is_refused_rather_than_analysed_over_and_over() -> None:
+def test_a_recursive_cte_inside_another_is_traced_within_a_budget_of_passes() -> None:
+    """asyncpg's type introspection nests one WITH RECURSIVE in another: traced. Deeper
+    nesting, or so many inside one that the passes multiply, is refused."""
     inner = "WITH RECURSIVE q(m) AS (SELECT 1 UNION ALL SELECT m + 1 FROM q WHERE m < 2)"
     sql = (f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ({inner}"
            " SELECT max(m) FROM q)) SELECT n FROM r")  # fmt: skip
     analyzer = Analyzer(CATALOG, SENSITIVE_SOURCES.__contains__)
-    with pytest.raises(Refused, match="WITH RECURSIVE inside another"):
-        analyzer.statement(sql)
+    assert [c.name for c in analyzer.statement(sql)] == ["n"]
+    deeper = sql.replace("FROM q WHERE m < 2", f"FROM q WHERE m < ({inner} SELECT max(m) FROM q)")
+    with pytest.raises(Refused, match="nested this deep"):
+        analyzer.statement(deeper)
+    many = " AND ".join(f"n < ({inner} SELECT max(m) FROM q)" for _ in range(80))
+    wide = (f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE {many})"
+            " SELECT n FROM r")  # fmt: skip
+    with pytest.raises(Refused, match="too many passes"):
+        analyzer.statement(wide)
     assert [c.name for c in analyzer.statement(f"{inner} SELECT m FROM q")] == ["m"]
 
 
