@@ -48,7 +48,6 @@ _STATISTICS = "reads statistics, which hold values of sensitive columns too"
 WITHHELD: dict[str, str] = {
     "table_to_xml": "reads a table's rows by name, sensitive columns included",
     "table_to_xml_and_xmlschema": "reads a table's rows by name, sensitive columns included",
-    "lo_get": "reads a large object's bytes, which no lineage traces",
     "pg_mcv_list_items": _STATISTICS,
     "pg_stat_get_activity": _OTHERS + " and their SQL",
     "pg_stat_get_backend_idset": _OTHERS,
