@@ -238,3 +238,32 @@ def test_a_jdbc_style_session_start(door: Bastion) -> None:
     [(key, email)] = rows[JDBC_STATEMENTS[6]]
     assert key == b"1" and email == b"j*******@example.com"
     assert tap.leaked(SECRETS) == []
+
+
+SEVERAL = (
+    "begin; select id, city from warehouses order by id; select count(*) from shipments;"
+    " select id, contact_email from shipments order by id; select 1/0;"
+    " select id from warehouses; commit"
+)
+
+
+def test_several_statements_answer_as_postgresql_does_each_masked_by_its_own_plan(
+    door: Bastion, shop: PgDatabase
+) -> None:
+    direct = run_psql(shop, "-At", "-c", SEVERAL, env={"PGSSLMODE": "disable"})
+    env = {"PGSSLMODE": "disable"}
+    with Tap(door.pg_port) as tap:
+        through = run_psql(_tapped(door, tap), "-At", "-c", SEVERAL, env=env)
+        refused = run_psql(_tapped(door, tap), "-At", "-c",
+                           "select 1; select lower(contact_email) from shipments", env=env)  # fmt: skip
+    expected = direct.stdout
+    for email, shown in zip(EMAILS, ("j*******@example.com", "j*******@example.org"), strict=True):
+        assert email in expected  # the shop holds the real addresses
+        expected = expected.replace(email, shown)
+    # Each result as PostgreSQL sent it, the third masked, and nothing after the error.
+    assert through.stdout == expected
+    assert expected.splitlines()[-1] == "2|j*******@example.org"
+    assert through.returncode == direct.returncode == 1 and "22012" in through.stderr
+    # A string holding a refused statement runs none of it (its first statement included).
+    assert refused.stdout == "" and "refused by the bastion" in refused.stderr
+    assert tap.leaked(SECRETS) == []
