@@ -12,6 +12,7 @@ from bastion.masking.functions import MASKED_ALLOWED, TAKEN, WITHHELD
 from bastion.masking.lineage import Refused
 from bastion.masking.session import Masking
 from bastion.masking.settings import SETTABLE
+from bastion.pgproxy.guard import masking_note
 from bastion.sqlparse.functions import ALLOWED, FAMILIES
 from tests.masking.test_lineage import POLICY, TABLES, VIEWS
 from tests.masking.test_session import INT4, KEY, field
@@ -288,3 +289,15 @@ def test_whole_rows_of_clean_relations_are_answered(sql: str) -> None:
 def test_whole_rows_holding_a_sensitive_column_are_refused(sql: str) -> None:
     with pytest.raises(Refused, match="is sensitive"):
         masking().plans(sql)
+
+
+def test_the_query_log_notes_every_masked_result_of_a_simple_query() -> None:
+    flow = Flow(masking())
+    flow.query("SELECT id, email FROM customers; SELECT id, phone FROM customers")
+    flow.row_description(EMAIL)
+    first = flow.rows_mask()
+    flow.completed()
+    flow.row_description([field("id", 1, 1, INT4), field("phone", 1, 4)])
+    second = flow.rows_mask()
+    assert first is not None and second is not None
+    assert masking_note(second, {}, [first]) == '{"masked": ["email", "phone"]}'
