@@ -28,6 +28,7 @@ from bastion.masking.shapes import (
     expr_name,
     grouping_items,
     items,
+    output_ref,
     walk,
 )
 from bastion.sqlparse.tree import Node, string_list, unwrap
@@ -455,7 +456,7 @@ class Analyzer:
             return
         for item in value if isinstance(value, list) else [value]:
             # ORDER BY and GROUP BY may name an output column; both readings are checked.
-            target = _output_ref(item, outputs)
+            target = output_ref(item, outputs)
             try:
                 sources = self._sources(item, scope)
             except Refused:
@@ -490,20 +491,3 @@ def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
 
 def _has(cols: list[Col], name: str) -> bool:
     return any(c.name == name for c in cols)
-
-
-def _output_ref(item: object, outputs: list[Col]) -> Col | None:
-    """ORDER BY / GROUP BY naming an output column by position or by its name."""
-    if not isinstance(item, dict) or not outputs:
-        return None
-    name, node = unwrap(item)
-    if name == "SortBy":
-        return _output_ref(node.get("node"), outputs)
-    if name == "A_Const" and "ival" in node:
-        index = int(node["ival"].get("ival", 0)) - 1
-        return outputs[index] if 0 <= index < len(outputs) else None
-    if name == "ColumnRef":
-        names = string_list(node["fields"])
-        if len(names) == 1:
-            return next((c for c in outputs if c.name == names[0]), None)
-    return None

@@ -4,7 +4,8 @@ in FROM and the items of a GROUP BY (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
@@ -74,3 +75,28 @@ def walk(value: object) -> Iterator[tuple[str, Node]]:
                 return
         for child in value.values():
             yield from walk(child)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def output_ref(item: object, outputs: Sequence[N]) -> N | None:
+    """ORDER BY / GROUP BY naming an output column by position or by its name."""
+    if not isinstance(item, dict) or not outputs:
+        return None
+    name, node = unwrap(item)
+    if name == "SortBy":
+        return output_ref(node.get("node"), outputs)
+    if name == "A_Const" and "ival" in node:
+        index = int(node["ival"].get("ival", 0)) - 1
+        return outputs[index] if 0 <= index < len(outputs) else None
+    if name == "ColumnRef":
+        names = string_list(node["fields"])
+        if len(names) == 1:
+            return next((c for c in outputs if c.name == names[0]), None)
+    return None
