@@ -175,21 +175,24 @@ def test_psql_describes_expanded_timing_and_several_statements(door: Bastion) ->
     assert tap.leaked(SECRETS) == []
 
 
-# What the PostgreSQL JDBC driver (pgjdbc 42.x) sends when it connects, taken from its
-# ConnectionFactoryImpl and PgConnection: the start-up parameters, then (extended protocol,
-# unnamed statements) the settings older servers did not take at start-up, then what
-# getSchema() and getTransactionIsolation() ask.
+# What the PostgreSQL JDBC driver (pgjdbc 42.7) sends when it connects, from its
+# ConnectionFactoryImpl (getParametersForStartup, runInitialQueries, isPrimary) and
+# PgConnection: the start-up parameters; then, in the extended protocol, the settings it sends
+# as SQL (to servers before 12, or when application_name was not sent at start-up; wrapped in
+# BEGIN/COMMIT with groupStartupParameters); the read-only probe of targetServerType; then what
+# getSchema(), getTransactionIsolation() and setTransactionIsolation() send.
 JDBC_STARTUP = {"user": "alice", "database": "shop", "client_encoding": "UTF8",
-                "DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "2"}  # fmt: skip
+                "DateStyle": "ISO", "TimeZone": "Europe/Amsterdam"}  # fmt: skip
 JDBC_STATEMENTS = (
+    "BEGIN",
     "SET extra_float_digits = 3",
     "SET application_name = 'PostgreSQL JDBC Driver'",
+    "COMMIT",
+    "show transaction_read_only",
     "select current_schema()",
     "show transaction isolation level",
     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-    "BEGIN",
     "SELECT id, contact_email FROM shipments WHERE id = 1",
-    "COMMIT",
 )
 
 
@@ -235,7 +238,8 @@ def test_a_jdbc_style_session_start(door: Bastion) -> None:
             for sql, frames in zip(JDBC_STATEMENTS, answers, strict=True)}  # fmt: skip
     assert rows["select current_schema()"] == [(b"public",)]
     assert rows["show transaction isolation level"] == [(b"read committed",)]
-    [(key, email)] = rows[JDBC_STATEMENTS[6]]
+    assert rows["show transaction_read_only"] in ([(b"on",)], [(b"off",)])
+    [(key, email)] = rows[JDBC_STATEMENTS[-1]]
     assert key == b"1" and email == b"j*******@example.com"
     assert tap.leaked(SECRETS) == []
 
