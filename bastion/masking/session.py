@@ -29,6 +29,7 @@ from bastion.sqlparse.tree import Node, def_elems, unwrap
 # and what connection pools send when they hand a connection back (DISCARD, DEALLOCATE).
 HARMLESS = frozenset({"VariableShowStmt", "TransactionStmt", "DiscardStmt", "DeallocateStmt"})
 PLAN_CACHE = 2048
+MAX_STATEMENTS = 1000  # statements in one simple Query; each is planned and tracked
 _ONE = "a prepared statement holds one statement: send one statement at a time"
 _LENGTH = struct.Struct("!i")
 
@@ -115,6 +116,9 @@ class Masking:
 
     def _analyse_all(self, sql: str) -> tuple[Plan, ...]:
         found = statements(sql)
+        if len(found) > MAX_STATEMENTS:
+            raise Refused(f"more than {MAX_STATEMENTS} statements in one query are not allowed"
+                          " in masked mode")  # fmt: skip
         if not found:
             return (Plan(None),)  # an empty query: drivers ping with it (JDBC's isValid)
         return tuple(self._analyse(name, node) for name, node in found)

@@ -190,6 +190,12 @@ def test_a_string_with_any_refused_statement_runs_none_of_them(sql: str) -> None
     assert not allowed(sql)
 
 
+def test_a_query_with_too_many_statements_is_refused() -> None:
+    assert len(masking().plans("SELECT 1;" * 1000)) == 1000
+    with pytest.raises(Refused, match="more than 1000 statements"):
+        masking().plans("SELECT 1;" * 1001)
+
+
 def test_a_prepared_statement_still_holds_one_statement() -> None:
     with pytest.raises(Refused, match="one statement at a time"):
         masking().plan("SELECT 1; SELECT 2")
