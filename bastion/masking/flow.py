@@ -1,10 +1,11 @@
 """Which client message each server reply answers in a masked session, and so which mask its
 DataRows get (sans-I/O: the relay reports messages both ways and asks what to do).
 
-The server answers messages in the order they were sent. After an error in the extended
-protocol it skips everything up to Sync, so the queue drops those expectations too. A portal
-executed without a known RowDescription gets a Describe injected before its Execute; the
-relay swallows that Describe's reply.
+The server answers messages in the order they were sent. A simple Query owes one result per
+statement it holds, each masked by that statement's own plan; an error ends the rest. After
+an error in the extended protocol the server skips everything up to Sync, so the queue drops
+those expectations too. A portal executed without a known RowDescription gets a Describe
+injected before its Execute; the relay swallows that Describe's reply.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class Flow:
     # -- client to server (plans raise Refused) ---------------------------------------
 
     def query(self, sql: str) -> None:
-        self.queue.extend((Expect("query", plan=self.masking.plan(sql)), Expect("ready")))
+        """A simple Query: one result owed per statement, each masked by its own plan."""
+        plans = self.masking.plans(sql)
+        self.queue.extend(Expect("query", plan=plan) for plan in plans)
+        self.queue.append(Expect("ready"))
 
     def refused(self, *, simple: bool) -> None:
         """A refused Query (or function call) or Parse went upstream as a failing stand-in."""
@@ -180,18 +184,20 @@ class Flow:
         return self.copy
 
     def completed(self) -> None:
-        """CommandComplete, EmptyQueryResponse or PortalSuspended."""
-        head = self._head("query", "execute")
+        """CommandComplete, EmptyQueryResponse or PortalSuspended: that statement's result
+        ends (the next statement of a simple Query gets its own)."""
+        self._head("query", "execute")
         if self.copy is not None and not self.copy.done:
             raise FlowError("a COPY ended without its CopyDone")
-        if head.kind == "execute":
-            self.queue.popleft()
+        self.queue.popleft()
         self.current = self.copy = None
 
     def error(self) -> None:
-        """An ErrorResponse: a Query ends; in the extended protocol, skip to the Sync."""
+        """An ErrorResponse: a simple Query stops there, its later statements unrun; in the
+        extended protocol, skip to the Sync."""
         if self.queue and self.queue[0].kind == "query":
-            self.queue.popleft()
+            while self.queue and self.queue[0].kind == "query":
+                self.queue.popleft()
         else:
             while self.queue and self.queue[0].kind != "ready":
                 self.queue.popleft()
@@ -200,7 +206,7 @@ class Flow:
     def ready(self) -> None:
         if self.copy is not None:
             raise FlowError("ReadyForQuery inside a COPY")
-        while self.queue and self.queue[0].kind == "query":  # a Query whose reply was only Z
+        while self.queue and self.queue[0].kind == "query":  # statements that sent nothing
             self.queue.popleft()
         self._head("ready")
         self.queue.popleft()

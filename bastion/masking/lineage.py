@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, replace
 from pglast import parser
 
 from bastion.masking import catalog_reads as reads
+from bastion.masking import functions, settings
 from bastion.masking.catalog import SYSTEM_SCHEMAS, Catalog, Relation
+from bastion.masking.functions import MASKED_ALLOWED
 from bastion.masking.shapes import (
     CLAUSES,
     CTE_CLAUSES,
@@ -27,7 +29,7 @@ from bastion.masking.shapes import (
     expr_name,
     grouping_items,
     items,
-    output_position,
+    output_ref,
     walk,
 )
 from bastion.sqlparse.tree import Node, string_list, unwrap
@@ -36,26 +38,9 @@ Source = tuple[int, int]  # (relation OID, attnum)
 MAX_VIEW_DEPTH = 8
 MAX_RECURSIVE_PASSES = 16
 
-# Built-in functions safe to call on clean values in masked mode (pg_catalog, unqualified).
-SAFE_FUNCTIONS = frozenset({
-    "count", "sum", "avg", "min", "max", "lower", "upper", "length", "char_length", "abs",
-    "round", "floor", "ceil", "now", "current_date", "date_trunc", "date_part", "extract",
-    "to_char", "coalesce", "nullif", "greatest", "least", "concat", "substring", "substr",
-    "trim", "btrim", "ltrim", "rtrim", "replace", "left", "right", "generate_series",
-    "age", "make_interval", "bool_and", "bool_or", "every", "string_agg", "array_agg",
-    "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value",
-    "current_setting", "version", "pg_backend_pid", "timezone", "to_timestamp",
-    # The catalog's description of objects (psql's \d and friends); they take OIDs, not data.
-    "array_to_string", "array_upper", "array_length", "unnest", "format_type",
-    "col_description", "obj_description", "shobj_description", "pg_encoding_to_char",
-    "pg_function_is_visible", "pg_table_is_visible", "pg_type_is_visible", "pg_get_expr",
-    "pg_get_constraintdef", "pg_get_indexdef", "pg_get_triggerdef", "pg_get_viewdef",
-    "pg_get_function_arguments", "pg_get_function_result", "pg_get_partkeydef",
-    "pg_get_partition_constraintdef", "pg_get_statisticsobjdef_columns", "pg_get_userbyid",
-    "pg_partition_ancestors", "pg_relation_is_publishable", "pg_relation_size",
-    "pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_size_pretty",
-    "quote_ident", "current_schema", "current_database",
-})  # fmt: skip
+# Built-in functions a masked session may call (pg_catalog, unqualified): the table, with why,
+# is bastion.masking.functions; set_config is SET by another name (bastion.masking.settings).
+SAFE_FUNCTIONS = frozenset(MASKED_ALLOWED)
 
 
 class Refused(Exception):
@@ -66,12 +51,18 @@ class UnknownRelation(Refused):
     """A relation the catalog snapshot does not hold (maybe created since it was read)."""
 
 
+def statements(sql: str) -> list[tuple[str, Node]]:
+    """Every statement in `sql`, parsed, in order (none for text with only comments)."""
+    parsed = json.loads(parser.parse_sql_json(sql))
+    return [unwrap(s["stmt"]) for s in parsed.get("stmts", [])]
+
+
 def only_statement(sql: str) -> tuple[str, Node]:
     """The one statement in `sql`, parsed; Refused when there are more (or none)."""
-    stmts = json.loads(parser.parse_sql_json(sql))["stmts"]
-    if len(stmts) != 1:
+    found = statements(sql)
+    if len(found) != 1:
         raise Refused("send one statement at a time in masked mode")
-    return unwrap(stmts[0]["stmt"])
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -428,7 +419,8 @@ class Analyzer:
         for name, node in walk(value):
             if name == "ColumnRef":
                 if "A_Star" in node["fields"][-1]:
-                    raise Refused("* inside an expression is not allowed in masked mode")
+                    found |= self._whole_rows(string_list(node["fields"][:-1]), scope)
+                    continue
                 resolved = self._resolve(string_list(node["fields"]), scope)
                 found |= resolved.sources if isinstance(resolved, Col) else resolved
             elif name == "SubLink":
@@ -439,12 +431,28 @@ class Analyzer:
                 self._function(node)
         return found
 
+    def _whole_rows(self, qualifier: list[str], scope: Scope) -> set[Source]:
+        """`t.*` (or `*`) inside an expression, as in count(t.*) or ROW(t.*): the sources of
+        every column of that range (of every range in this scope, for a bare `*`)."""
+        current: Scope | None = scope
+        while current is not None:
+            entries = [cols for alias, cols in current.entries
+                       if not qualifier or alias == qualifier[-1]]  # fmt: skip
+            if entries:
+                return {s for cols in entries for c in cols for s in c.sources}
+            current = current.parent
+        raise Refused(f"no range named {'.'.join(qualifier) or '*'}")
+
     def _function(self, node: Node) -> None:
         names = string_list(node.get("funcname"))
         if reads.catalog_function(names):
             return
-        if names[:-1] not in ([], ["pg_catalog"]) or names[-1] not in SAFE_FUNCTIONS:
-            raise Refused(f"function {'.'.join(names)} is not allowed in masked mode")
+        if names in (["set_config"], ["pg_catalog", "set_config"]):
+            why = settings.set_config_refusal(node.get("args"))
+        else:
+            why = functions.refusal(names)
+        if why is not None:
+            raise Refused(why)
 
     def _use(self, value: object, scope: Scope, use: str, outputs: list[Col]) -> None:
         """Check a clause that reads columns without returning them (WHERE, ORDER BY, ...)."""
@@ -452,8 +460,7 @@ class Analyzer:
             return
         for item in value if isinstance(value, list) else [value]:
             # ORDER BY and GROUP BY may name an output column; both readings are checked.
-            found = output_position(item, [c.name for c in outputs])
-            target = None if found is None else outputs[found]
+            target = output_ref(item, outputs)
             try:
                 sources = self._sources(item, scope)
             except Refused:

@@ -20,22 +20,21 @@ from bastion.masking.catalog import Catalog, catalog_data, verdicts
 from bastion.masking.copyplan import plan_copy
 from bastion.masking.copyrows import CopyFormat
 from bastion.masking.freetext import Scan, family
-from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
+from bastion.masking.lineage import Analyzer, Col, Refused, Source, statements
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
+from bastion.masking.settings import set_refusal
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, masker
 from bastion.pgwire import Field
-from bastion.sqlparse.tree import def_elems, unwrap
+from bastion.sqlparse.tree import Node, def_elems, unwrap
 
-# Settings a masked session may change; search_path and role are not among them.
-SETTABLE = frozenset({"application_name", "datestyle", "timezone",
-                      "extra_float_digits", "intervalstyle", "statement_timeout",
-                      "lock_timeout", "idle_in_transaction_session_timeout"})  # fmt: skip
 # Statements that read nothing and change nothing a check relies on: SHOW, transaction control,
 # and what connection pools send when they hand a connection back (DISCARD, DEALLOCATE).
 HARMLESS = frozenset({"VariableShowStmt", "TransactionStmt", "DiscardStmt", "DeallocateStmt"})
 PLAN_CACHE = 2048
+MAX_STATEMENTS = 1000  # statements in one simple Query; each is planned and tracked
+_ONE = "a prepared statement holds one statement: send one statement at a time"
 _LENGTH = struct.Struct("!i")
 
 
@@ -97,7 +96,7 @@ class Masking:
     key: bytes
     week: str
     search_path: tuple[str, ...] = ("public",)
-    _plans: OrderedDict[str, Plan | Refused] = field(default_factory=OrderedDict)
+    _plans: OrderedDict[str, tuple[Plan, ...] | Refused] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.styles: dict[Source, str] = {}
@@ -126,11 +125,25 @@ class Masking:
     # -- statements -------------------------------------------------------------------
 
     def plan(self, sql: str) -> Plan:
-        """The plan for one statement; Refused (with the reason) when it may not run."""
+        """The plan for a Parse's one statement; Refused (with the reason) when it may not run."""
+        try:
+            found = self.plans(sql)
+        except Refused:
+            if _several(sql):
+                raise Refused(_ONE) from None
+            raise
+        if len(found) != 1:
+            raise Refused(_ONE)
+        return found[0]
+
+    def plans(self, sql: str) -> tuple[Plan, ...]:
+        """A plan per statement of a simple Query's text, in order (one for text with none:
+        the server answers it with EmptyQueryResponse); Refused when any may not run, for
+        then none of them does."""
         cached = self._plans.get(sql)
         if cached is None:
             try:
-                cached = self._analyse(sql)
+                cached = self._analyse_all(sql)
             except Refused as exc:
                 cached = exc
             except ParseError:
@@ -147,10 +160,16 @@ class Masking:
             raise cached
         return cached
 
-    def _analyse(self, sql: str) -> Plan:
-        if not sql.strip(" \t\r\n;"):
-            return Plan(None)  # an empty query: drivers ping with it (JDBC's isValid)
-        name, node = only_statement(sql)
+    def _analyse_all(self, sql: str) -> tuple[Plan, ...]:
+        found = statements(sql)
+        if len(found) > MAX_STATEMENTS:
+            raise Refused(f"more than {MAX_STATEMENTS} statements in one query are not allowed"
+                          " in masked mode")  # fmt: skip
+        if not found:
+            return (Plan(None),)  # an empty query: drivers ping with it (JDBC's isValid)
+        return tuple(self._analyse(name, node) for name, node in found)
+
+    def _analyse(self, name: str, node: Node) -> Plan:
         if name == "SelectStmt":
             return Plan(tuple(self.analyzer.select(node, None)))
         if name in HARMLESS:
@@ -158,7 +177,10 @@ class Masking:
         if name == "CopyStmt":  # TO STDOUT only: planned as the SELECT it runs
             columns, copy = plan_copy(node, self.analyzer)
             return Plan(tuple(columns), copy)
-        if name == "VariableSetStmt" and str(node.get("name", "")).lower() in SETTABLE:
+        if name == "VariableSetStmt":
+            why = set_refusal(node)
+            if why is not None:
+                raise Refused(why)
             return Plan(None)
         if name == "ExplainStmt":
             options = [opt for opt, _ in def_elems(node.get("options"))]
@@ -169,8 +191,6 @@ class Masking:
                 raise Refused(f"EXPLAIN of {inner} is not allowed in masked mode")
             self.analyzer.select(fields, None)
             return Plan(None)
-        if name == "VariableSetStmt":
-            raise Refused(f"SET {node.get('name', '')} is not allowed in masked mode")
         raise Refused(f"{name.removesuffix('Stmt')} statements are not allowed in masked mode")
 
     # -- results ----------------------------------------------------------------------
@@ -207,6 +227,13 @@ class Masking:
         if (f.table_oid, f.column) not in self.clean:
             return True
         return col is not None and not (col.bare and col.sources <= self.clean)
+
+
+def _several(sql: str) -> bool:
+    try:
+        return len(statements(sql)) > 1
+    except ParseError:
+        return False
 
 
 def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,

@@ -4,7 +4,8 @@ in FROM and the items of a GROUP BY (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from bastion.sqlparse.tree import Node, string_list, unwrap
 
@@ -76,19 +77,26 @@ def walk(value: object) -> Iterator[tuple[str, Node]]:
             yield from walk(child)
 
 
-def output_position(item: object, names: list[str]) -> int | None:
-    """Which output column (0-based, of those named `names`) an ORDER BY or GROUP BY item
-    names by position or by its name; None when it names none."""
-    if not isinstance(item, dict) or not names:
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def output_ref(item: object, outputs: Sequence[N]) -> N | None:
+    """ORDER BY / GROUP BY naming an output column by position or by its name."""
+    if not isinstance(item, dict) or not outputs:
         return None
     name, node = unwrap(item)
     if name == "SortBy":
-        return output_position(node.get("node"), names)
+        return output_ref(node.get("node"), outputs)
     if name == "A_Const" and "ival" in node:
         index = int(node["ival"].get("ival", 0)) - 1
-        return index if 0 <= index < len(names) else None
+        return outputs[index] if 0 <= index < len(outputs) else None
     if name == "ColumnRef":
-        fields = string_list(node["fields"])
-        if len(fields) == 1 and fields[0] in names:
-            return names.index(fields[0])
+        names = string_list(node["fields"])
+        if len(names) == 1:
+            return next((c for c in outputs if c.name == names[0]), None)
     return None

@@ -132,9 +132,10 @@ class Guard:
         if mask is None:
             return None
         shown: dict[int, int] = pending.shown if pending is not None else {}
-        if pending is not None:
-            if pending.mask is not mask:
-                mask.restart()  # the detectors' counts are this statement's own
+        if pending is not None and pending.mask is not mask:
+            if pending.mask is not None:  # a later statement of the same simple Query
+                pending.earlier.append(pending.mask.snapshot())
+            mask.restart()  # the detectors' counts are this statement's own
             pending.mask = mask
         return mask_data_rows(run.raw, mask, self.flow.live(mask), shown, self.flow.formats)
 
@@ -173,6 +174,8 @@ class Guard:
         shown: dict[int, int] = pending.shown if pending is not None else {}
         copy = self.flow.copy_out(response.format, response.column_formats, shown)
         if pending is not None:
+            if pending.mask is not None:  # a later statement of the same simple Query
+                pending.earlier.append(pending.mask.snapshot())
             pending.mask = copy.mask
         return True
 
@@ -225,17 +228,29 @@ class Guard:
         return pgwire.notice_response("NOTICE", "00000", "bastion: " + "; ".join(parts))
 
 
-def masking_note(mask: ResultMask | None, shown: dict[int, int]) -> str | None:
-    """The query log's record of what was masked and shown: column names and counts only."""
-    detected = mask.fired() if mask is not None else {}
-    if mask is None or (not mask.masked and not detected):
+def masking_note(mask: ResultMask | None, shown: dict[int, int],
+                 earlier: Sequence[ResultMask] = ()) -> str | None:  # fmt: skip
+    """The query log's record of what was masked and shown: column names and counts only
+    (over every result of a simple Query that holds several statements)."""
+    if mask is None:
         return None
-    note: dict[str, Any] = {"masked": mask.masked}
+    results = [*earlier, mask]
+    masked = [name for m in results for name in m.masked]
+    detected: dict[str, dict[str, int]] = {}  # {column: {detector: matches}}
+    for m in results:
+        for column, counts in m.fired().items():
+            into = detected.setdefault(column, {})
+            for detector, matches in counts.items():
+                into[detector] = into.get(detector, 0) + matches
+    if not masked and not detected:
+        return None
+    note: dict[str, Any] = {"masked": masked}
     if detected:
-        note["detected"] = detected  # {column: {detector: matches}}
+        note["detected"] = detected
     unmasked = [{"grant": rows.subject.grant_id, "columns": list(rows.names),
                  "rows": shown.get(rows.subject.grant_id, 0)}
-                for rows in mask.subjects if shown.get(rows.subject.grant_id)]  # fmt: skip
+                for m in results for rows in m.subjects
+                if shown.get(rows.subject.grant_id)]  # fmt: skip
     if unmasked:
         note["unmasked"] = unmasked
     return json.dumps(note, sort_keys=True)

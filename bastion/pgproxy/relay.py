@@ -300,7 +300,7 @@ class Relay:
         writer = self.core.audit_writer()
         for f in finished:
             p = f.pending
-            note = masking_note(p.mask, p.shown) if p is not None and p.mask is not None else None
+            note = masking_note(p.mask, p.shown, p.earlier) if p is not None else None
             record = QueryEnd(f.key, self.session_id, self.user, self.target,
                               self.core.clock.now(), f.rows, f.tag, f.sqlstate,
                               f.duration_ns // 1000, note,

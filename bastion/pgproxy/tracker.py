@@ -28,6 +28,7 @@ class Pending:
     sqlstate: str | None = None
     stand_in: bytes | None = None  # a refused statement: the error the client gets instead
     mask: ResultMask | None = None  # how its rows were masked (masked sessions)
+    earlier: list[ResultMask] = field(default_factory=list)  # a simple Query's earlier results
     shown: dict[int, int] = field(default_factory=dict)  # rows shown in clear, per unmask grant
     server_message: str | None = None  # the server's error text, when the client's was scrubbed
 

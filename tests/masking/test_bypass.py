@@ -118,6 +118,33 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("- locking", "SELECT email FROM customers FOR UPDATE", REFUSED),
     ("- read-only", "SET default_transaction_read_only = off", REFUSED),
     ("- standard strings", "SET standard_conforming_strings = off", REFUSED),
+    # What masked mode lets ordinary work do (settings, functions, several statements, whole
+    # rows of clean relations), each tried the wrong way.
+    ("23 search_path", "SELECT set_config(lower('SEARCH_PATH'), 'pg_temp', false)", REFUSED),
+    ("23 search_path", "SELECT set_config('search_' || 'path', 'pg_temp', false)", REFUSED),
+    ("- settings", "SELECT set_config('application_name', ssn, false) FROM customers", REFUSED),
+    ("- settings", "SELECT set_config('jit', (SELECT email FROM customers LIMIT 1), false)",
+     REFUSED),
+    ("- settings", "SET app.tenant_id = '4711'", REFUSED),
+    ("- read-only", "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", REFUSED),
+    ("- read-only", "SELECT set_config('default_transaction_read_only', 'off', false)", REFUSED),
+    ("- standard strings", "SELECT set_config('standard_conforming_strings', 'off', false)",
+     REFUSED),
+    ("27 parser confusion", "SET standard_conforming_strings = off; SELECT 'a\\' , ssn"
+     " FROM customers --'", REFUSED),
+    ("33 several", "SELECT 1; SELECT lower(ssn) FROM customers", REFUSED),
+    ("4 whole row", "SELECT count(c.*) FROM customers c", REFUSED),
+    ("4 whole row", "SELECT row_to_json(v) FROM customer_contacts v", REFUSED),
+    ("4 whole row", "WITH s AS (SELECT * FROM customers) SELECT to_jsonb(s) FROM s", REFUSED),
+    ("4 whole row", "SELECT to_jsonb(s) FROM (SELECT id, ssn FROM customers) s", REFUSED),
+    ("4 whole row", "SELECT count(*) FROM customers c WHERE c IS NOT NULL", REFUSED),
+    ("13 files", "SELECT table_to_xml('customers', true, false, '')", REFUSED),
+    ("15 other sessions", "SELECT * FROM pg_stat_get_activity(NULL)", REFUSED),
+    ("4 whole row", "SELECT count(n.*) FROM newsletter_stats n", REFUSED),  # email_count
+    ("- ordinary", "SELECT pg_sleep(0.01), now() > '2020-01-01', to_char(1234.5, '9999D9')",
+     ROWS),
+    ("- ordinary", "SELECT count(o.*), sum(total_cents) FROM (SELECT id, total_cents FROM"
+     " orders) o", ROWS),
 )  # fmt: skip
 
 # psql sends `SELECT 1 /* ; */;` and the rest as two statements; drivers send one string.
