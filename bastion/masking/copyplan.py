@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from bastion.masking.catalog import Catalog
 from bastion.masking.copyrows import CopyFormat
-from bastion.masking.lineage import Analyzer, Col, Refused, only_statement
+from bastion.masking.lineage import Analyzer, Col, Refused
 from bastion.pgwire import Field
 from bastion.sqlparse.lexing import ENCODINGS
 from bastion.sqlparse.tree import Node, unwrap
@@ -55,18 +55,18 @@ def plan_copy(node: Node, analyzer: Analyzer) -> tuple[list[Col], CopyFormat]:
 
 
 def _as_select(relation: Node, attlist: list[Node]) -> Node:
-    """COPY table [(columns)] TO is SELECT columns FROM ONLY table (COPY reads no children)."""
+    """COPY table [(columns)] TO reads those columns of ONLY that table, as a query of them would
+    (COPY reads no children): the tree PostgreSQL's grammar gives that query."""
     names = [_string(item) for item in attlist]
-    columns = ", ".join(_ident(n) for n in names) if names else "*"
-    schema = relation.get("schemaname")
-    table = (_ident(str(schema)) + "." if schema else "") + _ident(str(relation["relname"]))
-    name, select = only_statement(f"SELECT {columns} FROM ONLY {table}")
-    assert name == "SelectStmt"
-    return select
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    fields: list[Node] = [{"String": {"sval": n}} for n in names] or [{"A_Star": {}}]
+    targets = [{"ResTarget": {"val": {"ColumnRef": {"fields": [f], "location": i}},
+                              "location": i}} for i, f in enumerate(fields)]  # fmt: skip
+    table: Node = {"relname": str(relation["relname"]), "relpersistence": "p",
+                   "location": len(fields)}  # fmt: skip
+    if relation.get("schemaname"):
+        table["schemaname"] = str(relation["schemaname"])
+    return {"targetList": targets, "fromClause": [{"RangeVar": table}],
+            "limitOption": "LIMIT_OPTION_DEFAULT", "op": "SETOP_NONE"}  # fmt: skip
 
 
 def _string(item: object) -> str:

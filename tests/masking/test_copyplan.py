@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from bastion.masking.copyflow import CopyMismatch
+from bastion.masking.copyplan import _as_select
 from bastion.masking.copyrows import CopyError, CopyFormat, csv_format
 from bastion.masking.flow import Flow, FlowError
-from bastion.masking.lineage import Refused
+from bastion.masking.lineage import Refused, only_statement
 from tests.masking.test_session import session
 
 
@@ -158,3 +159,27 @@ def test_a_portal_keeps_the_copy_it_was_bound_to() -> None:
     copy = f.copy_out(0, (0,), {})
     assert copy.mask.masked == ["ssn"]
     assert copy.run(message(b"123-45-6789\n")) == message(b"***-**-6789\n")
+
+
+def _without_locations(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_locations(v) for k, v in value.items() if k != "location"}
+    if isinstance(value, list):
+        return [_without_locations(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("copy", "query"),
+    [
+        ("COPY customers TO STDOUT", 'SELECT * FROM ONLY "customers"'),
+        ('COPY public."Odd ""t""" (id, "E") TO STDOUT',
+         'SELECT "id", "E" FROM ONLY public."Odd ""t"""'),
+    ],
+)  # fmt: skip
+def test_a_copied_table_is_planned_as_the_tree_the_grammar_gives_its_query(
+    copy: str, query: str
+) -> None:
+    copy_node = only_statement(copy)[1]
+    built = _as_select(copy_node["relation"], copy_node.get("attlist") or [])
+    assert _without_locations(built) == _without_locations(only_statement(query)[1])
