@@ -45,6 +45,9 @@ SAFE_FUNCTIONS = frozenset({
     "age", "make_interval", "bool_and", "bool_or", "every", "string_agg", "array_agg",
     "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value",
     "current_setting", "version", "pg_backend_pid", "timezone", "to_timestamp",
+    # Ordered-set aggregates: one value of (or between) the sorted clean values, as min and max
+    # are; a sensitive column in WITHIN GROUP (ORDER BY ...) is refused like any argument.
+    "percentile_cont", "percentile_disc",
     # The catalog's description of objects (psql's \d and friends); they take OIDs, not data.
     "array_to_string", "array_upper", "array_length", "unnest", "format_type",
     "col_description", "obj_description", "shobj_description", "pg_encoding_to_char",
