@@ -126,5 +126,6 @@ WITH RECURSIVE own(oid) AS (
                        WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
                          AND a.atttypid = own.oid))
 )
-SELECT DISTINCT t.typname AS name FROM pg_catalog.pg_type t WHERE t.oid IN (SELECT oid FROM own)
+SELECT t.oid AS oid, t.typname AS name FROM pg_catalog.pg_type t
+ WHERE t.oid IN (SELECT oid FROM own)
 """

@@ -54,6 +54,16 @@ def refusal(sql: str, catalog: GuardCatalog) -> str | None:
     return verdict
 
 
+def parameter_refusal(param_types: tuple[int, ...], catalog: GuardCatalog) -> str | None:
+    """Why a read grant may not prepare a statement with these parameter types (Parse's
+    OIDs, which the text never shows): a value Bind sends is read into each of them."""
+    for n, oid in enumerate(param_types, start=1):
+        if oid in catalog.own_type_oids:
+            return (f"parameter ${n} is of a type the database defined (type OID {oid}), whose"
+                    " input, cast or domain check is its own code" + WRITE_HINT)  # fmt: skip
+    return None
+
+
 def _check_text(sql: str, catalog: GuardCatalog) -> str | None:
     try:
         statements = parse(sql)

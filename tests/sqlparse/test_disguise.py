@@ -34,7 +34,7 @@ def _catalog() -> GuardCatalog:
     ]
     return GuardCatalog.from_rows(
         rows, functions, own_functions=["lift", "lower", "f"], own_operators=["+"],
-        own_cast_types=["checked_domain"],
+        own_cast_types=["checked_domain"], own_type_oids=[16500],
     )  # fmt: skip
 
 
@@ -178,3 +178,9 @@ def test_a_database_type_is_refused_wherever_a_type_is_named(sql: str) -> None:
 def test_built_in_types_outside_casts_still_run() -> None:
     sql = "SELECT int4 '1', a FROM json_to_record('{\"a\":1}') AS x(a int, b text[])"
     assert disguise.refusal(sql, CATALOG) is None
+
+
+def test_a_parameter_of_a_database_type_is_refused() -> None:
+    reason = disguise.parameter_refusal((23, 16500), CATALOG)
+    assert reason is not None and "parameter $2" in reason and "\n" not in reason
+    assert disguise.parameter_refusal((0, 23, 25), CATALOG) is None
