@@ -209,3 +209,24 @@ def test_an_ordered_set_aggregate_takes_only_clean_values(masking: Masking) -> N
                 " FROM customers"):  # fmt: skip
         with pytest.raises(Refused, match="sensitive"):
             masking.plan(sql)
+
+
+def test_a_database_domain_is_refused_in_masked_mode_wherever_a_type_is_named(
+    bastion: Bastion, shop: PgDatabase
+) -> None:
+    """Masked sessions run the same guard: a domain whose CHECK is the database's own code is
+    refused in a column-definition list, XMLTABLE, a typed literal and Parse's types alike."""
+    with psycopg_connect(shop, autocommit=True) as owner:
+        owner.execute("CREATE FUNCTION touchx(int) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        owner.execute("CREATE DOMAIN dd AS int CHECK (touchx(VALUE) = 1)")
+        row = owner.execute("SELECT 'dd'::regtype::oid").fetchone()
+    assert row is not None
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        for sql in ("SELECT * FROM json_to_record('{\"a\":1}') AS x(a dd)",
+                    "SELECT * FROM XMLTABLE('/a' PASSING '<a>1</a>' COLUMNS c dd PATH '.') x",
+                    "SELECT dd '1'", "SELECT '{1}'::_dd"):  # fmt: skip
+            with pytest.raises(psycopg.Error, match="refused by the bastion"):
+                conn.execute(sql)
+        parsed = conn.pgconn.prepare(b"p", b"SELECT $1", [int(row[0])])
+        assert b"refused by the bastion" in (parsed.error_message or b"")
