@@ -1,6 +1,9 @@
 """Calls in disguise under a read grant (pure): `o.f` and `(x).f`, which PostgreSQL reads as a
-call f(o) when f is not a column or field of o, and a built-in name, operator symbol or cast
-that the database has also defined for itself, which PostgreSQL may resolve to its own code.
+call f(o) when f is not a column or field of o, a built-in name, operator symbol or cast that
+the database has also defined for itself, which PostgreSQL may resolve to its own code, and a
+type of the database's own (a domain's CHECK, an input or cast function) wherever a statement
+or Parse's parameter types name one: a cast, a column-definition list, XMLTABLE or JSON_TABLE
+columns, a typed literal, RETURNING (every TypeName in the tree, found generically).
 
 Fail closed, with positive proof: a qualified name or field selection runs only when the
 target's catalog snapshot (`names.GuardCatalog`) proves it names a column of every range the
