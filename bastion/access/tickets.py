@@ -40,6 +40,10 @@ REUSABLE_PREFIX = "btr_"  # a password starting so is a reusable ticket
 TOKEN_BYTES = 32  # 256 bits of entropy
 KEY_PURPOSE = "bastion:ticket:reusable"
 UNKNOWN = "unknown ticket"
+TICKET_REFUSED = "ticket refused"
+"""All a client is told of any ticket refusal: the reason (which can name the ticket's target,
+network or grant) goes only to the audit event, so a stolen ticket's holder learns nothing of
+where it would work, nor whether it was ever a ticket."""
 DEFAULT_REUSABLE_FOR = timedelta(hours=1)  # when --for is not given
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -98,22 +98,34 @@ SELECT DISTINCT o.oprname AS name FROM pg_catalog.pg_operator o
  WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
 """
 
-# Types a cast to which may run the database's own code: the target of a cast whose function
-# is not a built-in, every domain outside the system schemas (its checks, or its base domain's,
-# may call a function), and every composite type or table row with a field of such a domain.
+# Types whose values may run the database's own code wherever a statement names them: every
+# domain outside the system schemas (its checks, or its base domain's, may call a function),
+# a type whose input, receive or typmod function is not a built-in, the target of a cast whose
+# function is not a built-in, and, transitively, each array, domain, range and composite type
+# (or table row) built on one of those.
 GUARD_OWN_CAST_TYPES = """
-WITH domains AS (
+WITH RECURSIVE own(oid) AS (
   SELECT t.oid FROM pg_catalog.pg_type t
-   WHERE t.typtype = 'd'
-     AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
-                                'information_schema'::pg_catalog.regnamespace))
-SELECT DISTINCT t.typname AS name FROM pg_catalog.pg_type t
- WHERE t.oid IN (SELECT oid FROM domains)
-    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc
-                WHERE k.casttarget = t.oid
-                  AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)
-    OR (t.typrelid <> 0
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
-                       AND a.atttypid IN (SELECT oid FROM domains)))
+   WHERE (t.typtype = 'd'
+          AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
+                                     'information_schema'::pg_catalog.regnamespace))
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                  WHERE p.oid IN (t.typinput, t.typreceive, t.typmodin)
+                    AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p
+                     ON p.oid = k.castfunc
+                  WHERE k.casttarget = t.oid
+                    AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)
+  UNION
+  SELECT t.oid FROM pg_catalog.pg_type t, own
+   WHERE t.typelem = own.oid OR t.typbasetype = own.oid
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_range r
+                  WHERE r.rngtypid = t.oid AND r.rngsubtype = own.oid)
+      OR (t.typrelid <> 0
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                         AND a.atttypid = own.oid))
+)
+SELECT t.oid AS oid, t.typname AS name FROM pg_catalog.pg_type t
+ WHERE t.oid IN (SELECT oid FROM own)
 """

@@ -13,8 +13,9 @@ from bastion.masking.policy import MaskingPolicy
 # \d, \dt, \df, \du and \l ask, and pgcli's, SQLAlchemy's and drivers' catalog queries), no
 # stored values. Never statistics (pg_statistic, pg_stats, pg_stats_ext, pg_statistic_ext_data:
 # their most common values and histograms are a column's data), other sessions
-# (pg_stat_activity), other roles' and databases' settings (pg_db_role_setting), connection secrets
-# (pg_user_mapping, pg_subscription, pg_foreign_server) or data (pg_largeobject).
+# (pg_stat_activity), other roles' and databases' settings (pg_db_role_setting; pg_roles'
+# rolconfig holds them too, so it is masked: CATALOG_DATA below), connection secrets
+# (pg_user_mapping, pg_subscription, pg_foreign_*) or data (pg_largeobject).
 METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
     "pg_catalog": (
         "pg_am", "pg_attrdef", "pg_attribute", "pg_auth_members", "pg_class", "pg_collation",
@@ -42,10 +43,28 @@ METADATA_RELATIONS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 SYSTEM_SCHEMAS = frozenset(METADATA_RELATIONS)
-# Columns of those relations that hold a table's values after all, masked like a sensitive
-# column: attmissingval is the value every row stored before ADD COLUMN ... DEFAULT has.
-CATALOG_DATA: dict[tuple[str, str], tuple[str, ...]] = {
-    ("pg_catalog", "pg_attribute"): ("attmissingval",),
+# Columns of those relations that hold a table's values, a setting's value or a secret after
+# all, masked like a sensitive column (projected masked, refused in any expression or
+# predicate), each with why. Every other column of them describes the database: reloptions
+# (pg_class), spcoptions (pg_tablespace) and dictinitoption (pg_ts_dict) take only the
+# parameters PostgreSQL or the template knows, with checked values, and psql's \d reads
+# reloptions in an expression; pg_database has no settings since they moved to
+# pg_db_role_setting; pg_roles.rolpassword is always '********'; a function's body (prosrc) is
+# code every role may read. Relations holding settings or secrets whole stay out of
+# METADATA_RELATIONS (pg_db_role_setting, pg_authid, pg_shadow, pg_user, pg_user_mapping(s),
+# pg_foreign_*, pg_subscription).
+CATALOG_DATA: dict[tuple[str, str], dict[str, str]] = {
+    ("pg_catalog", "pg_attribute"): {
+        "attmissingval": "the value every row stored before ADD COLUMN ... DEFAULT has",
+        "attoptions": "n_distinct overrides: a column's statistics, set by hand",
+        "attfdwoptions": "a foreign table column's options, free text its wrapper reads",
+    },
+    ("pg_catalog", "pg_roles"): {
+        "rolconfig": "a role's own settings (ALTER ROLE ... SET), which can hold a key",
+    },
+    ("pg_catalog", "pg_proc"): {
+        "proconfig": "a function's SET clauses, which can hold a key",
+    },
 }
 
 KINDS = {"r": "table", "v": "view", "m": "materialized view", "p": "partitioned table",
@@ -161,7 +180,7 @@ def catalog_data(catalog: Catalog) -> list[tuple[int, int]]:
     """(relation OID, attnum) of the CATALOG_DATA columns in the snapshot."""
     found = []
     for relation in catalog.relations.values():
-        data = CATALOG_DATA.get((relation.schema, relation.name), ())
+        data = CATALOG_DATA.get((relation.schema, relation.name), {})
         found += [(relation.relid, a.attnum) for a in relation.attributes if a.name in data]
     return found
 

@@ -47,6 +47,8 @@ _STATISTICS = "reads statistics, which hold values of sensitive columns too"
 
 WITHHELD: dict[str, str] = {
     "table_to_xml": "reads a table's rows by name, sensitive columns included",
+    "pg_get_functiondef": "prints a function's SET clauses, which can hold a setting's value"
+    " (pg_proc.proconfig is masked for the same reason)",
     "table_to_xml_and_xmlschema": "reads a table's rows by name, sensitive columns included",
     "pg_mcv_list_items": _STATISTICS,
     "pg_stat_get_activity": _OTHERS + " and their SQL",

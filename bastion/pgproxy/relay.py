@@ -145,7 +145,7 @@ class Relay:
         message = pgwire.decode_frontend(frame)
         if isinstance(message, pgwire.Parse):
             masked = guard.parse(message.name, message.sql) if guard is not None else None
-            refused = masked or self._refusal(message.sql)
+            refused = masked or self._refusal(message.sql, message.param_types)
             self.statements[message.name] = message.sql  # refused or not: what Executes log
             if refused is None:
                 return frame.raw
@@ -187,7 +187,7 @@ class Relay:
         self.counter += 1
         return f"{self.session_id}:{self.counter}"
 
-    def _refusal(self, sql: str) -> str | None:
+    def _refusal(self, sql: str, param_types: tuple[int, ...] = ()) -> str | None:
         """A read grant's refusal; and for read and masked sessions alike, a call in disguise."""
         if not self.read_only and self.guard is None:
             return None
@@ -202,6 +202,8 @@ class Relay:
         if self.names is None:  # fail closed: nothing can prove a qualified name a column
             return "the bastion has not read the target's names to check the statement"
         refusal = disguise.refusal(sql, self.names)
+        if refusal is None and param_types:
+            return disguise.parameter_refusal(param_types, self.names)
         if refusal is not None and self.names_missed is not None:
             self.names_missed()  # maybe created since the snapshot: the next session reads again
         return refusal

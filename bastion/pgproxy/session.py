@@ -10,7 +10,7 @@ import structlog
 
 from bastion import pgwire, sqlparse
 from bastion.access.grants import Decision
-from bastion.access.tickets import REUSABLE_PREFIX
+from bastion.access.tickets import REUSABLE_PREFIX, TICKET_REFUSED
 from bastion.audit import Event, TicketRow, TotpResult
 from bastion.audit.records import Grant, Target
 from bastion.core import Core
@@ -64,12 +64,12 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
         try:
             ticket = await core.run(core.tickets.admit, user, name, secret, client.address, via)
         except Denied as exc:
-            raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
+            raise ClientRefused("28P01", TICKET_REFUSED) from exc  # the reason is audited
     elif secret.startswith(TICKET_PREFIX):
         try:
             await core.run(core.store.use_ticket, user, name, secret, via)
         except Denied as exc:
-            raise ClientRefused("28P01", f"ticket refused: {exc.message}") from exc
+            raise ClientRefused("28P01", TICKET_REFUSED) from exc
     else:
         await _password_and_code(core, user, name, secret, via)
     target = await core.run(core.store.find_target, name)

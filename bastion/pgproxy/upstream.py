@@ -204,8 +204,9 @@ async def read_guard_catalog(up: Upstream) -> GuardCatalog:
     async def names(sql: str) -> list[str]:
         return [str(r["name"]) for r in await simple_rows(up, sql)]
 
+    own_types = await simple_rows(up, catalog_sql.GUARD_OWN_CAST_TYPES)
     return GuardCatalog.from_rows(
         columns, functions, await names(catalog_sql.GUARD_OWN_FUNCTIONS),
         await names(catalog_sql.GUARD_OWN_OPERATORS),
-        await names(catalog_sql.GUARD_OWN_CAST_TYPES),
+        [str(r["name"]) for r in own_types], own_type_oids=[int(r["oid"] or 0) for r in own_types],
     )  # fmt: skip

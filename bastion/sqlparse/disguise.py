@@ -1,6 +1,9 @@
 """Calls in disguise under a read grant (pure): `o.f` and `(x).f`, which PostgreSQL reads as a
-call f(o) when f is not a column or field of o, and a built-in name, operator symbol or cast
-that the database has also defined for itself, which PostgreSQL may resolve to its own code.
+call f(o) when f is not a column or field of o, a built-in name, operator symbol or cast that
+the database has also defined for itself, which PostgreSQL may resolve to its own code, and a
+type of the database's own (a domain's CHECK, an input or cast function) wherever a statement
+or Parse's parameter types name one: a cast, a column-definition list, XMLTABLE or JSON_TABLE
+columns, a typed literal, RETURNING (every TypeName in the tree, found generically).
 
 Fail closed, with positive proof: a qualified name or field selection runs only when the
 target's catalog snapshot (`names.GuardCatalog`) proves it names a column of every range the
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import suppress
+
+from pglast import ast as pg_ast
 
 from .functions import WRITE_HINT, function_refusal
 from .names import GuardCatalog
@@ -52,6 +57,16 @@ def refusal(sql: str, catalog: GuardCatalog) -> str | None:
     return verdict
 
 
+def parameter_refusal(param_types: tuple[int, ...], catalog: GuardCatalog) -> str | None:
+    """Why a read grant may not prepare a statement with these parameter types (Parse's
+    OIDs, which the text never shows): a value Bind sends is read into each of them."""
+    for n, oid in enumerate(param_types, start=1):
+        if oid in catalog.own_type_oids:
+            return (f"parameter ${n} is of a type the database defined (type OID {oid}), whose"
+                    " input, cast or domain check is its own code" + WRITE_HINT)  # fmt: skip
+    return None
+
+
 def _check_text(sql: str, catalog: GuardCatalog) -> str | None:
     try:
         statements = parse(sql)
@@ -74,6 +89,7 @@ class _Statement:
 
     def __init__(self, catalog: GuardCatalog, tree: Node) -> None:
         self.catalog = catalog
+        self.tree = tree
         self.nodes = walk(tree)
         self.ranges = Ranges(catalog, self.nodes)
 
@@ -85,6 +101,17 @@ class _Statement:
             reason = check(self, fields) if check is not None else None
             if reason is not None:
                 return reason
+        return self._types()
+
+    def _types(self) -> str | None:
+        """A type the database defined, wherever the statement names one (a cast, a column-
+        definition list, XMLTABLE or JSON_TABLE columns, a typed literal, RETURNING, PREPARE's
+        types...): its input, cast or domain check is the database's own code."""
+        for type_name in type_names(self.tree):
+            names = string_list(type_name.get("names"))
+            if names and names[-1] in self.catalog.own_cast_types:
+                return (f"the type {'.'.join(names)} runs a function the database defined (its"
+                        " own input, cast or domain check)" + WRITE_HINT)  # fmt: skip
         return None
 
     def _column_ref(self, fields: Node) -> str | None:
@@ -157,14 +184,6 @@ class _Statement:
     def _sort_by(self, fields: Node) -> str | None:
         return self._operators(string_list(fields.get("useOp")))
 
-    def _type_cast(self, fields: Node) -> str | None:
-        type_name = fields.get("typeName")
-        names = string_list(type_name.get("names")) if isinstance(type_name, dict) else []
-        if names and names[-1] in self.catalog.own_cast_types:
-            return (f"a cast to {'.'.join(names)} runs a function the database defined (its"
-                    " own cast or domain check)" + WRITE_HINT)  # fmt: skip
-        return None
-
     def _call(self, shown: str, name: str, of: str) -> str | None:
         """`shown` is not a proven column or field: PostgreSQL would call name(of)."""
         reason = function_refusal([name])
@@ -236,5 +255,35 @@ _CHECKS = {
     "SubLink": _Statement._sub_link,
     "CaseExpr": _Statement._case,
     "SortBy": _Statement._sort_by,
-    "TypeCast": _Statement._type_cast,
 }
+
+
+def _type_fields() -> frozenset[str]:
+    """Every node field that holds a TypeName, read from pglast's node definitions so that a
+    position added by a new grammar is checked too (a TypeName in a list is wrapped as one)."""
+    found = {"typeName"}
+    for node in vars(pg_ast).values():
+        slots = getattr(node, "__slots__", None)
+        if isinstance(node, type) and isinstance(slots, dict):
+            found.update(k for k, v in slots.items() if "TypeName*" in str(v))
+    return frozenset(found)
+
+
+TYPE_FIELDS = _type_fields()
+
+
+def type_names(tree: object) -> list[Node]:
+    """Every TypeName in a tree, wherever it sits: the value of a TypeName-typed field of any
+    node, wrapped nodes and the unwrapped structs nested in them alike (no recursion)."""
+    out: list[Node] = []
+    stack: list[object] = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, dict) and (key == "TypeName" or key in TYPE_FIELDS):
+                    out.append(value)
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out

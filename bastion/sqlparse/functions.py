@@ -351,7 +351,8 @@ def _constant(node: object) -> str | int | bool | None:
 # describes the catalog; none reads a table's rows, another session, a file or a setting. A
 # sensitive column is still refused as any function's argument (lineage's projection-only
 # rule), so these only ever see clean values. Every name is also on ALLOWED above.
-# Deliberately absent: pg_tablespace_location (a server path), pg_mcv_list_items and
+# Deliberately absent: pg_tablespace_location (a server path), pg_get_functiondef (it prints a
+# function's SET clauses, pg_proc.proconfig, which masked mode masks), pg_mcv_list_items and
 # pg_stat_get_* (statistics and activity), pg_read_file and kin (files), pg_get_wal_* (WAL).
 # Which catalog relations a masked session reads is bastion.masking.catalog's list.
 _MASKED_CATALOG_FAMILIES: tuple[tuple[str, str, str], ...] = (
@@ -367,9 +368,10 @@ _MASKED_CATALOG_FAMILIES: tuple[tuple[str, str, str], ...] = (
         has_sequence_privilege has_type_privilege has_language_privilege
         has_tablespace_privilege has_foreign_data_wrapper_privilege has_server_privilege
         pg_has_role"""),
-    ("definitions", "prints an object's definition from the catalog (a function's is the text"
-        " pg_proc.prosrc already shows every role)", """
-        pg_get_functiondef pg_get_function_sqlbody pg_get_function_identity_arguments
+    ("definitions", "prints an object's definition from the catalog (a function's body is the"
+        " text pg_proc.prosrc already shows every role; not pg_get_functiondef, which also"
+        " prints the SET clauses masked in pg_proc.proconfig)", """
+        pg_get_function_sqlbody pg_get_function_identity_arguments
         pg_get_function_arg_default pg_get_ruledef pg_get_serial_sequence pg_get_statisticsobjdef
         pg_get_statisticsobjdef_expressions pg_get_replica_identity_index
         pg_describe_object pg_identify_object pg_index_column_has_property

@@ -47,6 +47,7 @@ class GuardCatalog:
     own_functions: frozenset[str] = frozenset()  # names defined outside pg_catalog
     own_operators: frozenset[str] = frozenset()  # symbols defined outside pg_catalog
     own_cast_types: frozenset[str] = frozenset()  # casts to these run the database's code
+    own_type_oids: frozenset[int] = frozenset()  # the same types, as Parse's parameter types
     cache: OrderedDict[str, str | None] = field(default_factory=OrderedDict, repr=False)
     """The guard's verdicts on this snapshot, by statement shape (bastion.sqlparse.disguise)."""
 
@@ -58,6 +59,8 @@ class GuardCatalog:
         own_functions: Iterable[str] = (),
         own_operators: Iterable[str] = (),
         own_cast_types: Iterable[str] = (),
+        *,
+        own_type_oids: Iterable[int] = (),
     ) -> GuardCatalog:
         """Build the snapshot from the rows of bastion.audit.catalog's GUARD_ queries."""
         found: dict[int, tuple[str, str, str, list[tuple[str, int]]]] = {}
@@ -81,6 +84,7 @@ class GuardCatalog:
             frozenset(own_functions),
             frozenset(own_operators),
             frozenset(own_cast_types),
+            frozenset(own_type_oids),
         )
 
     def relations(self, name: str, schema: str | None = None) -> tuple[Relation, ...]:

@@ -15,7 +15,7 @@ from tests.harness import Bastion
 from tests.masking.door import PASSWORD
 from tests.masking.shop import SECRETS
 from tests.masking.test_corpus import shop_masking
-from tests.realpg import PgDatabase, psycopg_connect
+from tests.realpg import PgCluster, PgDatabase, psycopg_connect
 
 
 @pytest.fixture
@@ -134,3 +134,99 @@ def test_statistics_and_attmissingval_never_show_values_through_the_door(
     # The default as the DDL wrote it is computed text: the content detectors see the email.
     assert [name for name, _ in described] == ["vip_email"]
     assert "jane.doe@example.com" not in str(described)
+
+
+SETTING_SECRET = "AKIAEXAMPLESECRET0042"
+
+# Catalog relations a masked session may not read at all: other roles' settings and password
+# hashes, connection options and secrets of foreign servers and subscriptions.
+SETTINGS_REFUSED = [
+    "SELECT setconfig FROM pg_db_role_setting",
+    "SELECT usename, useconfig FROM pg_user",
+    "SELECT usename, passwd FROM pg_shadow",
+    "SELECT rolname, rolpassword FROM pg_authid",
+    "SELECT * FROM pg_user_mapping",
+    "SELECT * FROM pg_catalog.pg_user_mappings",
+    "SELECT srvname, srvoptions FROM pg_foreign_server",
+    "SELECT fdwoptions FROM pg_foreign_data_wrapper",
+    "SELECT ftoptions FROM pg_foreign_table",
+    "SELECT subconninfo FROM pg_subscription",
+    "SELECT pg_get_functiondef('keyed'::regproc)",  # prints the function's SET clauses
+]
+
+# A setting value held by an allowed catalog, in an expression or a predicate.
+SETTINGS_USED = [
+    "SELECT rolconfig::text FROM pg_roles",
+    "SELECT rolname FROM pg_roles WHERE rolconfig::text LIKE '%AKIA%'",
+    "SELECT array_to_string(rolconfig, ',') FROM pg_roles",
+    "SELECT o.* FROM pg_roles r, pg_options_to_table(r.rolconfig) o",
+    "SELECT proname FROM pg_proc WHERE 'app.k=" + SETTING_SECRET + "' = ANY (proconfig)",
+    "SELECT attoptions::text FROM pg_attribute",
+]
+
+
+def test_other_roles_and_functions_settings_never_show_through_the_door(
+    bastion: Bastion, shop: PgDatabase, pg_cluster: PgCluster
+) -> None:
+    """The red team's case: ALTER ROLE ... SET app.s3_secret_key = '...' is in every role's
+    view of pg_roles.rolconfig; a function's SET clause in pg_proc.proconfig likewise."""
+    pg_cluster.sql(f"ALTER ROLE \"{shop.user}\" SET app.s3_secret_key = '{SETTING_SECRET}'")
+    pg_cluster.sql(
+        "CREATE FUNCTION keyed() RETURNS int LANGUAGE sql"
+        f" SET app.k = '{SETTING_SECRET}' AS 'SELECT 1'",
+        db=shop.database,
+    )
+    with psycopg_connect(shop, autocommit=True) as owner:
+        owner.execute("ALTER TABLE customers ALTER COLUMN email SET (n_distinct = 4242)")
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        shown = [
+            conn.execute("SELECT rolname, rolconfig FROM pg_roles").fetchall(),
+            conn.execute("SELECT * FROM pg_catalog.pg_roles").fetchall(),
+            conn.execute(
+                "SELECT proname, proconfig FROM pg_proc WHERE proname = 'keyed'"
+            ).fetchall(),
+            conn.execute(
+                "SELECT attname, attoptions FROM pg_attribute"
+                " WHERE attrelid = 'customers'::regclass"
+            ).fetchall(),
+        ]
+        for sql in SETTINGS_REFUSED:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused"):
+                conn.execute(sql)
+        for sql in SETTINGS_USED:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="sensitive"):
+                conn.execute(sql)
+    assert shown[0] and shown[2] == [("keyed", None)]
+    assert SETTING_SECRET not in str(shown) and "4242" not in str(shown)
+
+
+def test_an_ordered_set_aggregate_takes_only_clean_values(masking: Masking) -> None:
+    assert names(masking, "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id) AS m"
+                          " FROM customers") == ["m"]  # fmt: skip
+    for sql in ("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY ssn) FROM customers",
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY length(email))"
+                " FROM customers"):  # fmt: skip
+        with pytest.raises(Refused, match="sensitive"):
+            masking.plan(sql)
+
+
+def test_a_database_domain_is_refused_in_masked_mode_wherever_a_type_is_named(
+    bastion: Bastion, shop: PgDatabase
+) -> None:
+    """Masked sessions run the same guard: a domain whose CHECK is the database's own code is
+    refused in a column-definition list, XMLTABLE, a typed literal and Parse's types alike."""
+    with psycopg_connect(shop, autocommit=True) as owner:
+        owner.execute("CREATE FUNCTION touchx(int) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        owner.execute("CREATE DOMAIN dd AS int CHECK (touchx(VALUE) = 1)")
+        row = owner.execute("SELECT 'dd'::regtype::oid").fetchone()
+    assert row is not None
+    via = bastion.via_bastion("alice", "shop", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        for sql in ("SELECT * FROM json_to_record('{\"a\":1}') AS x(a dd)",
+                    "SELECT * FROM XMLTABLE('/a' PASSING '<a>1</a>' COLUMNS c dd PATH '.') x",
+                    "SELECT dd '1'", "SELECT '{1}'::_dd"):  # fmt: skip
+            with pytest.raises(psycopg.Error, match="refused by the bastion"):
+                conn.execute(sql)
+        parsed = conn.pgconn.prepare(b"p", b"SELECT $1", [int(row[0])])
+        assert b"refused by the bastion" in (parsed.error_message or b"")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -78,13 +79,15 @@ def test_tickets_are_single_use_and_expire(bastion: Bastion) -> None:
     via = bastion.via_bastion("alice", "orders-prod", PASSWORD).replace(password=token)
     assert run_psql(via, "-c", "SELECT 1").returncode == 0
     again = run_psql(via, "-c", "SELECT 1")
-    assert again.returncode != 0 and "used already" in again.stderr
+    assert again.returncode != 0 and "ticket refused" in again.stderr  # the reason: audited
+    assert "used already" in json.loads(bastion.events("auth.ticket_refused")[-1].detail)["why"]
     late = "bt_test-ticket-two"
     bastion.store.add_ticket("alice", "orders-prod", late,
                              bastion.clock.now() + timedelta(minutes=10), "test")  # fmt: skip
     bastion.clock.advance(timedelta(minutes=11))
     expired = run_psql(via.replace(password=late), "-c", "SELECT 1")
-    assert expired.returncode != 0 and "expired" in expired.stderr
+    assert expired.returncode != 0 and "ticket refused" in expired.stderr
+    assert "expired" in json.loads(bastion.events("auth.ticket_refused")[-1].detail)["why"]
 
 
 def test_asyncpg_extended_protocol_and_binary_results(bastion: Bastion) -> None:

@@ -170,3 +170,64 @@ def test_a_session_whose_guard_code_lifted_unseen_is_ended(
         time.sleep(0.02)
     else:
         raise AssertionError("the session's end was not recorded with its reason")
+
+
+def test_a_database_domain_is_refused_wherever_a_type_is_named(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """The red team's case: a domain whose CHECK calls the database's own function runs it
+    wherever the statement names the domain, not only in a `::` cast: a column-definition
+    list, XMLTABLE columns, a typed literal, its array type."""
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION touchx(int) RETURNS int LANGUAGE sql AS"
+            " $$SELECT 1 FROM (SELECT set_config('default_transaction_read_only', 'off',"
+            " false)) s$$"
+        )
+        conn.execute("CREATE DOMAIN dd AS int CHECK (touchx(VALUE) = 1)")
+    attacks = [
+        "SELECT * FROM json_to_record('{\"a\":1}') AS x(a dd)",
+        "SELECT * FROM jsonb_to_recordset('[{\"a\":1}]') AS x(a dd)",
+        "SELECT * FROM XMLTABLE('/a' PASSING '<a>1</a>' COLUMNS c dd PATH '.') x",
+        "SELECT dd '1'",
+        "SELECT '{1}'::_dd",
+        "SELECT CAST(1 AS public.dd)",
+    ]
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        for attack in attacks:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as caught:
+                conn.execute(attack)
+            message = str(caught.value).strip()
+            assert "refused by the bastion" in message and "dd" in message, attack
+            assert "\n" not in message
+            assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        row = conn.execute("SELECT * FROM json_to_record('{\"a\":1}') AS x(a int)").fetchone()
+        assert row == (1,)
+
+
+def test_a_parameter_typed_as_a_database_domain_is_refused_at_parse(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """The same domain named by OID in Parse's parameter types, which the text never shows:
+    Bind's value would be read into the domain, and its CHECK would run."""
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION touchx(int) RETURNS int LANGUAGE sql AS"
+            " $$SELECT 1 FROM (SELECT set_config('default_transaction_read_only', 'off',"
+            " false)) s$$"
+        )
+        conn.execute("CREATE DOMAIN dd AS int CHECK (touchx(VALUE) = 1)")
+        row = conn.execute("SELECT 'dd'::regtype::oid, '_dd'::regtype::oid").fetchone()
+    assert row is not None
+    via = bastion.via_bastion("alice", "orders-prod", PASSWORD)
+    with psycopg_connect(via, autocommit=True) as conn:
+        for n, oid in enumerate(row):
+            parsed = conn.pgconn.prepare(f"s{n}".encode(), b"SELECT $1", [int(oid)])
+            message = (parsed.error_message or b"").decode()
+            assert "refused by the bastion" in message and "parameter $1" in message, message
+        fine = conn.pgconn.prepare(b"ok", b"SELECT $1", [23])  # int4
+        assert fine.error_message in (None, b""), fine.error_message
+        done = conn.pgconn.exec_prepared(b"ok", [b"7"])
+        assert done.get_value(0, 0) == b"7"
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)

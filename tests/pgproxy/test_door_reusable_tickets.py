@@ -43,10 +43,17 @@ def with_ticket(
 ONE_TRY = {"PGSSLMODE": "require"}  # TLS or nothing: libpq's "prefer" tries twice
 
 
-def refused(b: Bastion, token: str, needle: str, **where: str) -> None:
+def refused(b: Bastion, token: str, why: str, **where: str) -> str:
+    """The client is told only "ticket refused"; the reason (`why`) is in the audit event.
+    Returns what the client read."""
+    before = len(b.events("auth.ticket_refused"))
     done = run_psql(with_ticket(b, token, **where), "-c", "SELECT 1", env=ONE_TRY)
     assert done.returncode != 0, done.stdout
-    assert needle in done.stderr, done.stderr
+    assert "ticket refused" in done.stderr and why not in done.stderr, done.stderr
+    events = b.events("auth.ticket_refused")
+    assert len(events) == before + 1
+    assert why in json.loads(events[-1].detail)["why"]
+    return done.stderr
 
 
 def opens(b: Bastion, token: str, **where: str) -> None:
@@ -87,6 +94,20 @@ def test_someone_elses_ticket_is_refused_under_any_name(two: Bastion) -> None:
 def test_a_ticket_opens_only_its_own_target(two: Bastion) -> None:
     token, _ = mint(two)
     refused(two, token, "this ticket is for orders-prod, not orders-copy", target="orders-copy")
+
+
+def test_a_refused_ticket_tells_its_holder_nothing_of_where_it_works(two: Bastion) -> None:
+    """A stolen ticket's holder learns neither its target, nor its network, nor its owner."""
+    token, _ = mint(two, bind="10.9.8.0/24")
+    told = refused(two, token, "this ticket is for orders-prod", target="orders-copy")
+    told += refused(two, token, "bound to 10.9.8.0/24")
+    told += refused(two, token, "unknown ticket", user="bob")
+    for secret in ("orders-prod", "10.9.8", "/24", "alice", "bound", "is for"):
+        assert secret not in told, told
+    one_use, _ = two.core.identity.issue_ticket("alice", "orders-prod", two.code("alice"),
+                                                "test", timedelta(minutes=10))  # fmt: skip
+    told = refused(two, one_use, "this ticket is for orders-prod", target="orders-copy")
+    assert "orders-prod" not in told and "is for" not in told, told
 
 
 def test_an_expired_ticket_is_refused(two: Bastion) -> None:
@@ -145,7 +166,8 @@ def test_a_locked_account_is_refused_at_every_connection(two: Bastion) -> None:
     token, _ = mint(two)
     for _ in range(two.config.lockout.max_failures):
         two.core.identity.check_totp("alice", "000000", "test")
-    refused(two, token, "locked")
+    done = run_psql(with_ticket(two, token), "-c", "SELECT 1", env=ONE_TRY)
+    assert done.returncode != 0 and "locked" in done.stderr, done.stderr
 
 
 def test_a_bound_ticket_opens_only_from_its_address(two: Bastion) -> None:

@@ -34,7 +34,7 @@ def _catalog() -> GuardCatalog:
     ]
     return GuardCatalog.from_rows(
         rows, functions, own_functions=["lift", "lower", "f"], own_operators=["+"],
-        own_cast_types=["checked_domain"],
+        own_cast_types=["checked_domain"], own_type_oids=[16500],
     )  # fmt: skip
 
 
@@ -148,3 +148,39 @@ def test_an_empty_snapshot_proves_nothing() -> None:
     empty = GuardCatalog()
     assert disguise.refusal("SELECT o.id FROM orders o", empty) is not None
     assert disguise.refusal("SELECT id FROM orders", empty) is None  # a bare name is no call
+
+
+# Every place the grammar takes a type name, not only `::`: a column-definition list, XMLTABLE
+# and JSON_TABLE columns, typed literals, arrays, PREPARE's parameter types, XMLSERIALIZE, and
+# a domain's array type; each runs the domain's check (the database's own code) on the value.
+TYPED_ELSEWHERE = [
+    "SELECT * FROM json_to_record('{\"a\":1}') AS x(a checked_domain)",
+    "SELECT * FROM jsonb_to_recordset('[{\"a\":1}]') AS x(a int, b public.checked_domain)",
+    "SELECT * FROM ROWS FROM (json_to_record('{}') AS (a checked_domain)) x",
+    "SELECT * FROM XMLTABLE('/a' PASSING '<a/>' COLUMNS p checked_domain PATH 'x') x",
+    "SELECT * FROM JSON_TABLE('{}'::jsonb, '$' COLUMNS (a checked_domain PATH '$.a')) j",
+    "SELECT checked_domain '1'",
+    "SELECT ARRAY[]::checked_domain[]",
+    "SELECT json_populate_record(NULL::checked_domain, '{}')",
+    "SELECT XMLSERIALIZE(CONTENT '<a/>'::xml AS checked_domain)",
+    "PREPARE p(checked_domain) AS SELECT $1",
+    "SELECT JSON_VALUE('{}'::jsonb, '$.a' RETURNING checked_domain)",
+]
+
+
+@pytest.mark.parametrize("sql", TYPED_ELSEWHERE)
+def test_a_database_type_is_refused_wherever_a_type_is_named(sql: str) -> None:
+    reason = disguise.refusal(sql, CATALOG)
+    assert reason is not None and "checked_domain" in reason
+    assert "\n" not in reason
+
+
+def test_built_in_types_outside_casts_still_run() -> None:
+    sql = "SELECT int4 '1', a FROM json_to_record('{\"a\":1}') AS x(a int, b text[])"
+    assert disguise.refusal(sql, CATALOG) is None
+
+
+def test_a_parameter_of_a_database_type_is_refused() -> None:
+    reason = disguise.parameter_refusal((23, 16500), CATALOG)
+    assert reason is not None and "parameter $2" in reason and "\n" not in reason
+    assert disguise.parameter_refusal((0, 23, 25), CATALOG) is None
