@@ -210,7 +210,10 @@ class _Statement:
 
     # -- what a name can mean -----------------------------------------------------------
     def _value_type(self, arg: object) -> list[Cols]:
-        """The fields of a value whose field is selected: a whole row or a composite column."""
+        """The fields of a value whose field is selected: a whole row, a composite column, or a
+        value cast to a composite type (`($1::parcel).label`)."""
+        if isinstance(arg, dict) and "TypeCast" in arg:
+            return self._cast_type(arg["TypeCast"].get("typeName"))
         if not isinstance(arg, dict) or "ColumnRef" not in arg:
             return [None]
         names = string_list(arg["ColumnRef"].get("fields"))
@@ -233,6 +236,18 @@ class _Statement:
         if not has(owners, names[-1]):
             return [None]
         return [self.ranges.composite(type_of(c, names[-1])) for c in owners]
+
+
+    def _cast_type(self, type_name: object) -> list[Cols]:
+        """The fields of the composite type (or table's row type) a value is cast to; every
+        type of that name in any schema, as the session's search_path may pick any."""
+        if not isinstance(type_name, dict) or type_name.get("arrayBounds"):
+            return [None]
+        names = string_list(type_name.get("names"))
+        if not names or len(names) > 2:
+            return [None]
+        found = self.catalog.relations(names[-1], names[0] if len(names) == 2 else None)
+        return [r.columns for r in found] or [None]
 
 
 def _overload(name: str) -> str:

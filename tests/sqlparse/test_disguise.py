@@ -68,6 +68,7 @@ PROVEN = [
     "SELECT pg_catalog.lower('X'), upper('x'::text) IS NULL OR 1 OPERATOR(pg_catalog.+) 1 = 2",
     "SELECT (x).upper FROM (SELECT 'a'::text AS x) s",  # upper(text): on the allow-list
     "EXPLAIN SELECT o.id FROM orders o",
+    "SELECT ($1::address).street, (CAST('(a,b)' AS public.address)).city",  # asyncpg's composites
 ]
 
 REFUSED = [
@@ -78,6 +79,8 @@ REFUSED = [
     ("SELECT (c.addr).lift FROM customers c", "lift"),
     ("SELECT (o.id).lift FROM orders o", "lift"),
     ("SELECT (1).lift", "lift"),
+    ("SELECT ($1::address).lift", "lift"),
+    ("SELECT ($1::address[]).street", "street"),
     ("SELECT ('customers_id_seq').nextval", "nextval"),
     ("SELECT ('SELECT 1').ts_stat", "ts_stat"),
     ("SELECT g.lift FROM generate_series(1, 2) g", "lift"),
