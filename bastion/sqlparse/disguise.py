@@ -237,7 +237,6 @@ class _Statement:
             return [None]
         return [self.ranges.composite(type_of(c, names[-1])) for c in owners]
 
-
     def _cast_type(self, type_name: object) -> list[Cols]:
         """The fields of the composite type (or table's row type) a value is cast to; every
         type of that name in any schema, as the session's search_path may pick any."""
