@@ -98,6 +98,15 @@ class Catalog:
     relations: Mapping[int, Relation] = field(default_factory=dict)
     system_names: frozenset[str] = frozenset()  # every relation name in pg_catalog
 
+    def column_source(self, schema: str, relation: str, column: str) -> tuple[int, int] | None:
+        """(relation OID, attnum) of a column the snapshot holds, or None."""
+        for found in self.relations.values():
+            if found.schema == schema and found.name == relation:
+                for attribute in found.attributes:
+                    if attribute.name == column:
+                        return found.relid, attribute.attnum
+        return None
+
     @classmethod
     def from_rows(
         cls,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bastion.masking.copyflow import CopyOut, start_copy
 from bastion.masking.session import Masking, Plan, ResultMask
+from bastion.masking.settings import CUSTOM_HIDDEN
 from bastion.masking.subject import Subject, SubjectRows, subject_rows
 from bastion.pgwire import Field
 
@@ -84,9 +85,15 @@ class Flow:
         self.statement_masks.pop(name, None)
         self.queue.append(Expect("parse"))
 
-    def bind(self, portal: str, statement: str, formats: tuple[int, ...] = ()) -> None:
+    def bind(self, portal: str, statement: str, formats: tuple[int, ...] = (),
+             params: tuple[bytes | None, ...] = ()) -> None:  # fmt: skip
+        plan = self.plans.get(statement)
+        for number in plan.setting_params if plan is not None else ():
+            value = params[number - 1] if 0 < number <= len(params) else None
+            if value is not None and b"." in value:
+                raise FlowError(CUSTOM_HIDDEN)
         self.portals[portal] = statement
-        self.bound[portal] = self.plans.get(statement)  # a later Parse does not change it
+        self.bound[portal] = plan  # a later Parse does not change it
         self.portal_formats[portal] = formats
         self.portal_masks.pop(portal, None)
         self.queue.append(Expect("bind"))

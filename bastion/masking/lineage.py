@@ -107,6 +107,8 @@ class Analyzer:
     occurrences: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     recursing: int = 0  # WITH RECURSIVE passes being analysed, one inside another
     passes: int = 0  # passes analysed under the outermost WITH RECURSIVE
+    # Parameters the statement passes to current_setting as a name: checked at each Bind.
+    setting_params: set[int] = field(default_factory=set)
 
     # -- statements -------------------------------------------------------------------
 
@@ -429,7 +431,18 @@ class Analyzer:
                 found |= self._sources(node.get("testexpr"), scope)
             elif name == "FuncCall":
                 self._function(node)
+                if string_list(node.get("funcname"))[-1] == "current_setting":
+                    self._setting_name(node, scope)
         return found
+
+    def _setting_name(self, node: Node, scope: Scope) -> None:
+        listed = self.catalog.column_source("pg_catalog", "pg_settings", "name")
+        reads_ = lambda a: self._sources(a, scope)  # noqa: E731
+        param, why = settings.setting_param(node.get("args"), reads_, listed)
+        if why is not None:
+            raise Refused(why)
+        if param is not None:
+            self.setting_params.add(param)
 
     def _whole_rows(self, qualifier: list[str], scope: Scope) -> set[Source]:
         """`t.*` (or `*`) inside an expression, as in count(t.*) or ROW(t.*): the sources of

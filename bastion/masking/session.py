@@ -23,7 +23,7 @@ from bastion.masking.freetext import Scan, family
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, statements
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
-from bastion.masking.settings import set_refusal
+from bastion.masking.settings import set_refusal, show_refusal
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, masker
 from bastion.pgwire import Field
@@ -44,6 +44,7 @@ class Plan:
 
     columns: tuple[Col, ...] | None
     copy: CopyFormat | None = None  # a COPY TO STDOUT: how its CopyData rows are written
+    setting_params: frozenset[int] = frozenset()  # $n passed to current_setting as a name
 
 
 @dataclass
@@ -171,7 +172,13 @@ class Masking:
 
     def _analyse(self, name: str, node: Node) -> Plan:
         if name == "SelectStmt":
-            return Plan(tuple(self.analyzer.select(node, None)))
+            self.analyzer.setting_params.clear()
+            selected = tuple(self.analyzer.select(node, None))
+            return Plan(selected, setting_params=frozenset(self.analyzer.setting_params))
+        if name == "VariableShowStmt":
+            why = show_refusal(node)
+            if why is not None:
+                raise Refused(why)
         if name in HARMLESS:
             return Plan(None)
         if name == "CopyStmt":  # TO STDOUT only: planned as the SELECT it runs

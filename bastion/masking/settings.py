@@ -15,6 +15,8 @@ can widen what a role sees).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bastion.sqlparse.tree import Node, const_value, def_elems, string_list
 
 _OUTPUT = "changes how this session's own output is formatted"
@@ -127,3 +129,45 @@ def _constant(node: object) -> str | int | bool | None:
 def _constant_or_parameter(node: object) -> bool:
     inner = _uncast(node)
     return isinstance(inner, dict) and ("A_Const" in inner or "ParamRef" in inner)
+
+
+CUSTOM_HIDDEN = (
+    "a custom setting (a name with a dot) is not shown in masked mode: ALTER DATABASE or ALTER"
+    " ROLE ... SET can give every session one that holds a key"
+)
+
+
+def show_refusal(node: Node) -> str | None:
+    """SHOW of a custom setting: refused (SHOW ALL lists no custom setting)."""
+    name = str(node.get("name", ""))
+    return CUSTOM_HIDDEN if "." in name else None
+
+
+def setting_param(args: object, sources: Callable[[object], set[tuple[int, int]]],
+                  listed: tuple[int, int] | None) -> tuple[int | None, str | None]:  # fmt: skip
+    """Check current_setting's name: a constant without a dot, a parameter (its number is
+    returned, to be checked at Bind), or pg_settings.name (`listed`; it lists no custom
+    setting). Returns (the parameter's number, the refusal)."""
+    if not isinstance(args, list) or not args:
+        return None, None
+    constant, param = setting_name(args[0])
+    if constant is not None and "." in constant:
+        return None, CUSTOM_HIDDEN
+    if constant is not None or param is not None:
+        return param, None
+    column = _uncast(args[0])
+    found = sources(column) if isinstance(column, dict) and "ColumnRef" in column else set()
+    if not found or listed is None or found != {listed}:
+        return None, ("current_setting takes a setting's name as a constant, a parameter or"
+                      " pg_settings.name in masked mode")  # fmt: skip
+    return None, None
+
+
+def setting_name(arg: object) -> tuple[str | None, int | None]:
+    """current_setting's first argument, under any casts: (the constant name, None), (None,
+    the parameter's number), or (None, None) for anything else."""
+    arg = _uncast(arg)
+    if isinstance(arg, dict) and "ParamRef" in arg:
+        return None, int(arg["ParamRef"].get("number", 0))
+    value = const_value(arg)
+    return (value, None) if isinstance(value, str) else (None, None)

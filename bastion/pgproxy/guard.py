@@ -96,7 +96,7 @@ class Guard:
         kind, flow = frame.type, self.flow
         message = pgwire.decode_frontend(frame)
         if isinstance(message, pgwire.Bind):
-            flow.bind(message.portal, message.statement, message.result_formats)
+            flow.bind(message.portal, message.statement, message.result_formats, message.params)
         elif isinstance(message, pgwire.Describe):
             flow.describe(message.kind, message.name)
         elif isinstance(message, pgwire.Execute):
