@@ -132,6 +132,8 @@ class Scan:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             return whole(value) if whole is not None else None
+        if whole is not None and _is_json(text):
+            return self._json(value, jsonb=False)  # JSON held as text stays valid JSON
         shapes = _fastrows.candidates(value)
         masked = mask_text(text, self.detectors, self.counts, shapes, self.budget)
         if shapes & ESCAPE:
@@ -212,6 +214,17 @@ class Scan:
             return None  # escaped characters (JSON in an array literal) can't be read here
         masked = mask_text(text, self.detectors, self.counts, budget=self.budget)
         return value if masked is text else None
+
+
+def _is_json(text: str) -> bool:
+    """Whether a text value is a JSON object, array or string (as `payload::text` gives)."""
+    if text.lstrip(" \t\r\n")[:1] not in ("{", "[", '"'):
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 # A JSON-style escape, however many backslashes stand before it (a literal in an array or a
