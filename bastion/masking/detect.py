@@ -17,6 +17,7 @@ import importlib
 import ipaddress
 import itertools
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -107,7 +108,8 @@ def _ipv6_shape(run: bytes | str) -> bool:
 
 CHECKS_PER_VALUE = 1000  # candidates validated (and emails found) one value may cost
 CHECKS_PER_RESULT = 1_000_000  # the same over a whole result
-SCAN_LIMIT = 1 << 20  # bytes: a longer value with a candidate shape is masked whole
+READS_PER_VALUE = 20_000  # groups of digits, IBAN- and address-shaped runs one value may hold
+SCAN_LIMIT = 256 << 10  # bytes: a longer value with a candidate shape is masked whole
 TOO_MUCH = "too_much_to_scan"  # the query log's name for a value masked whole for that
 
 
@@ -119,18 +121,25 @@ class Budget:
     """The checks left to spend: per value (from `start()`) and over the whole result. Past
     either, `charge` raises TooMuchToScan; the scan runs on the proxy's one event loop."""
 
-    def __init__(self, per_value: int = CHECKS_PER_VALUE,
-                 per_result: int = CHECKS_PER_RESULT) -> None:  # fmt: skip
-        self.per_value, self.per_result = per_value, per_result
-        self.in_value = self.in_result = 0
+    def __init__(self, per_value: int = CHECKS_PER_VALUE, per_result: int = CHECKS_PER_RESULT,
+                 reads: int = READS_PER_VALUE) -> None:  # fmt: skip
+        self.per_value, self.per_result, self.reads = per_value, per_result, reads
+        self.in_value = self.in_result = self.read_in_value = 0
 
     def start(self) -> None:
         """A new value begins."""
-        self.in_value = 0
+        self.in_value = self.read_in_value = 0
 
     def restart(self) -> None:
         """A new result begins."""
-        self.in_value = self.in_result = 0
+        self.in_value = self.in_result = self.read_in_value = 0
+
+    def read(self) -> None:
+        """One shape more read in Python (a group of digits, a run shaped like an IBAN or an
+        address): cheap, but a value of nothing else would keep the loop busy."""
+        self.read_in_value += 1
+        if self.read_in_value > self.reads:
+            raise TooMuchToScan
 
     def charge(self) -> None:
         """One check more, before it is made."""
@@ -261,28 +270,42 @@ MOST_TOKENS = 6  # a phone number is written in at most this many groups
 def _phones(run: str, start: int, regions: Iterable[str], budget: Budget) -> list[Hit]:
     """Valid numbers in any region's plan, tried on the run's groups of digits, the longest
     stretch first. A number written with "+" counts as it is; one in national form only when
-    spaced, or grouped as that region writes it ("2024-000123" is an invoice)."""
-    tokens = list(_PHONE_TOKEN.finditer(run))
-    # Digits before each token: a stretch's count is a difference, found in constant time.
-    before = list(itertools.accumulate((len(t.group().strip("+()")) for t in tokens), initial=0))
-    hits, index = [], 0
-    while index < len(tokens):
+    spaced, or grouped as that region writes it ("2024-000123" is an invoice). The groups are
+    read as the stretches move on, so a budget spent stops the reading too."""
+    tokens = _PHONE_TOKEN.finditer(run)
+    window: deque[tuple[int, int, int]] = deque()  # (start, end, digits) of the next groups
+    hits: list[Hit] = []
+    held = 0  # the digits in the window
+    while True:
+        while len(window) < MOST_TOKENS and (token := next(tokens, None)) is not None:
+            budget.read()
+            window.append((token.start(), token.end(), len(token.group().strip("+()"))))
+            held += window[-1][2]
+        if not window:
+            return hits
         found = None
-        if before[min(len(tokens), index + MOST_TOKENS)] - before[index] < MIN_DIGITS:
-            index += 1  # too few digits from here for any stretch
-            continue
-        for stop in range(min(len(tokens), index + MOST_TOKENS), index, -1):
-            lo, hi = tokens[index].start(), tokens[stop - 1].end()
-            if MIN_DIGITS <= before[stop] - before[index] <= 15:
-                budget.charge()
-                found = _phone(run[lo:hi], tuple(regions))
-                if found is not None:
-                    hits.append(Hit(start + lo, start + hi, "phone", found))
-                    index = stop
-                    break
-        if found is None:
-            index += 1
-    return hits
+        if held >= MIN_DIGITS:  # else too few digits from here for any stretch
+            found = _phone_at(run, start, window, tuple(regions), budget)
+        taken = found[1] if found is not None else 1
+        for _ in range(taken):
+            held -= window.popleft()[2]
+        if found is not None:
+            hits.append(found[0])
+
+
+def _phone_at(run: str, start: int, window: deque[tuple[int, int, int]],
+              regions: tuple[str, ...], budget: Budget) -> tuple[Hit, int] | None:  # fmt: skip
+    """The longest stretch of the window's groups, from its first, that is a valid number,
+    and how many groups it takes."""
+    sums = list(itertools.accumulate(digits for _, _, digits in window))
+    for stop in range(len(window), 0, -1):
+        if MIN_DIGITS <= sums[stop - 1] <= 15:
+            lo, hi = window[0][0], window[stop - 1][1]
+            budget.charge()
+            head = _phone(run[lo:hi], regions)
+            if head is not None:
+                return Hit(start + lo, start + hi, "phone", head), stop
+    return None
 
 
 _VALID_SHAPES: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -404,6 +427,7 @@ def _valid(kind: str, piece: str) -> bool:
 def _ibans(text: str, budget: Budget) -> list[Hit]:
     hits = []
     for m in _IBAN.finditer(text):
+        budget.read()
         # The prefixes of groups an IBAN's 15 to 34 characters could fill, longest first: a
         # match of a million groups costs no more than one of six.
         ends, size, at = [], 0, m.start()
@@ -428,6 +452,7 @@ _IBAN_GROUP = re.compile(r"[A-Za-z0-9]++")
 def _ips(text: str, pattern: re.Pattern[str], version: int, budget: Budget) -> list[Hit]:
     hits = []
     for m in pattern.finditer(text):
+        budget.read()
         run = m.group().rstrip(".")
         if version == 4 and run.count(".") != 3:
             continue  # fewer dots is no address, more is a version or an outline number

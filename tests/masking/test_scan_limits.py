@@ -31,7 +31,7 @@ from bastion.masking.freetext import Scan
 ALL = Detectors(KINDS)
 CARD = " card 4111 1111 1111 1111"
 HIDDEN = " card **** **** **** 1111"
-BIG = 320_000  # on main the IPv6 case alone took ~17 minutes at this size
+BIG = 120_000  # on main the IPv6 case alone took minutes at this size
 
 
 def scan(value: str | bytes, detectors: Detectors = ALL, oid: int = 25,
@@ -49,8 +49,10 @@ RED_TEAM = [
     ("(" * BIG + CARD, "(" * BIG + HIDDEN),
     ("." * BIG + CARD, "." * BIG + HIDDEN),
     ("call (" + "(" * BIG + "." * BIG + CARD, "call (" + "(" * BIG + "." * BIG + HIDDEN),
-    # _ID gave back a separated run from each of its starts
-    ("1 " * (BIG // 2) + "ab, BSN 111222333", "1 " * (BIG // 2) + "ab, BSN *********"),
+    # _ID gave back a separated run from each of its starts; past READS_PER_VALUE groups of
+    # digits the value is masked whole
+    ("1 " * 5_000 + "ab, BSN 111222333", "1 " * 5_000 + "ab, BSN *********"),
+    ("1 " * (BIG // 2) + "ab, BSN 111222333", "****"),
     # _ibans joined every prefix of a run of groups
     ("NL12 " + "ab " * (BIG // 3) + "; DE89370400440532013000",
      "NL12 " + "ab " * (BIG // 3) + "; DE******************00"),
@@ -67,6 +69,7 @@ def test_pathological_text_finishes_and_is_masked_right(text: str, masked: str) 
 
 def test_a_megabyte_of_phone_numbers_is_masked_whole_and_counted() -> None:
     phones = "+1 555 123 4567 " * (SCAN_LIMIT // 16)  # exactly SCAN_LIMIT: scanned, too costly
+    assert scan(phones * 4) == b"****"  # a megabyte: longer than SCAN_LIMIT, not read
     counts: dict[str, int] = {}
     assert scan(phones, counts=counts) == b"****"
     assert counts == {TOO_MUCH: 1}
@@ -101,13 +104,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
 
 
 COSTLY = [
-    "+1 555 123 4567 " * 20_000,
-    "4111 1111 1111 1111, " * 20_000,
-    "1234 5678 " * 40_000,
-    "BSN 111222333 or 1112.22.333; " * 20_000,
-    "203.0.113.7 2001:db8::1 " * 20_000,
-    "NL91 ABNA 0417 1643 00, " * 20_000,
-    "06-12345678 (212) 555-0143 123-45-6789 " * 20_000,
+    "+1 555 123 4567 " * 5_000,
+    "4111 1111 1111 1111, " * 5_000,
+    "1234 5678 " * 10_000,
+    "BSN 111222333 or 1112.22.333; " * 5_000,
+    "203.0.113.7 2001:db8::1 " * 5_000,
+    "NL91 ABNA 0417 1643 00, " * 5_000,
+    "06-12345678 (212) 555-0143 123-45-6789 " * 5_000,
 ]
 
 
