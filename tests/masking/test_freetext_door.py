@@ -196,7 +196,8 @@ def test_copy_of_json_escapes_shows_nothing_personal(door: Bastion, options: str
 
 def test_costly_values_finish_masked_whole_and_the_log_says_why(door: Bastion) -> None:
     # The red team's inputs: an IPv6-shaped run that backtracked quadratically (minutes at
-    # this size, the whole proxy stalled; under the size limit, so scanned), and more phone-like text than a scan may check.
+    # this size, under the scan's size limit, the whole proxy stalled), and more phone-like
+    # text than a scan may check.
     ipv6 = ("SELECT string_agg(CASE WHEN i = 1 THEN '::' WHEN i = 200000 THEN 'g' ELSE '1' END,"
             " '' ORDER BY i) AS v6 FROM generate_series(1, 200000) i")  # fmt: skip
     phones = ("SELECT string_agg('+1 555 123 4567 ', '') AS phones,"
