@@ -27,6 +27,8 @@ import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
+from bastion.masking.scanguard import FOLDED_BYTES, Budget, normal_view
+
 # Candidate shapes: a bit each, the same numbers as in _fastrows.c.
 AT = 1  # an "@"
 DIGITS = 2  # a run of digits and " ()+-./" holding at least 7 digits
@@ -34,6 +36,8 @@ IBAN_START = 4  # two letters then two digits, not inside a word
 DOTTED = 8  # a run of digits and dots holding at least 3 dots and 4 digits
 COLONS = 16  # a run of hex digits and colons holding "::" or at least 6 colons
 ESCAPE = 32  # a backslash and "u": a JSON escape can spell any character
+UNICODE = 64  # a character the normalised view changes (a Unicode space or dash, a fullwidth
+# form, a zero-width character): "+31\u00a06 1234 5678" or "jane\uff20example.com"
 MIN_DIGITS = 7
 LONGEST_ID = 40  # characters: a national id is written in fewer, separators included
 LONGEST_ADDRESS = 45  # characters: an IPv6 address with an IPv4 tail, written out in full
@@ -91,6 +95,8 @@ def candidates(value: bytes) -> int:
         found |= COLONS
     if b"\\u" in value:
         found |= ESCAPE
+    if FOLDED_BYTES.search(value):
+        found |= UNICODE
     return found
 
 
@@ -102,51 +108,6 @@ def _ipv6_shape(run: bytes | str) -> bool:
     colons = run.count(b":") if isinstance(run, bytes) else run.count(":")
     double = b"::" in run if isinstance(run, bytes) else "::" in run
     return double or colons >= 6
-
-
-# -- the work a value may cost ---------------------------------------------------------------
-
-CHECKS_PER_VALUE = 1000  # candidates validated (and emails found) one value may cost
-CHECKS_PER_RESULT = 1_000_000  # the same over a whole result
-READS_PER_VALUE = 20_000  # groups of digits, IBAN- and address-shaped runs one value may hold
-SCAN_LIMIT = 256 << 10  # bytes: a longer value with a candidate shape is masked whole
-TOO_MUCH = "too_much_to_scan"  # the query log's name for a value masked whole for that
-
-
-class TooMuchToScan(Exception):
-    """A value would cost more scanning than a scan may spend on it: it is masked whole."""
-
-
-class Budget:
-    """The checks left to spend: per value (from `start()`) and over the whole result. Past
-    either, `charge` raises TooMuchToScan; the scan runs on the proxy's one event loop."""
-
-    def __init__(self, per_value: int = CHECKS_PER_VALUE, per_result: int = CHECKS_PER_RESULT,
-                 reads: int = READS_PER_VALUE) -> None:  # fmt: skip
-        self.per_value, self.per_result, self.reads = per_value, per_result, reads
-        self.in_value = self.in_result = self.read_in_value = 0
-
-    def start(self) -> None:
-        """A new value begins."""
-        self.in_value = self.read_in_value = 0
-
-    def restart(self) -> None:
-        """A new result begins."""
-        self.in_value = self.in_result = self.read_in_value = 0
-
-    def read(self) -> None:
-        """One shape more read in Python (a group of digits, a run shaped like an IBAN or an
-        address): cheap, but a value of nothing else would keep the loop busy."""
-        self.read_in_value += 1
-        if self.read_in_value > self.reads:
-            raise TooMuchToScan
-
-    def charge(self) -> None:
-        """One check more, before it is made."""
-        self.in_value += 1
-        self.in_result += 1
-        if self.in_value > self.per_value or self.in_result > self.per_result:
-            raise TooMuchToScan
 
 
 # -- finding and validating ------------------------------------------------------------------
@@ -175,6 +136,12 @@ _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
 # digits are possessive, so a failed end gives back one block at most (the separator before it
 # is a valid end), and a start is never inside a block.
 _ID = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]?[0-9]++(?:[ ./\-][0-9]++)*[A-Za-z]?(?![A-Za-z0-9])")
+# An SSN written without dashes, after its label ("SSN: 123456789"). Linear: fixed words, the
+# blanks possessive, and a start only where a word starts.
+_SSN_LABELLED = re.compile(
+    r"(?i)(?<![a-z])(?:ssn|social security(?: number| no\.?)?)"
+    r"[ \t]*+[:#]?[ \t]*+([0-9]{9})(?![0-9])"
+)
 # Linear: fixed width.
 _SSN = re.compile(r"(?<![0-9\-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9\-])")
 # Linear: nothing follows the groups, so the greedy first try always stands; only a run's
@@ -232,6 +199,11 @@ def find(text: str, detectors: Detectors, shapes: int = ~0,
                                h.start <= run.start() + 1 and run.end() - 1 <= h.end
                                for h in found):  # fmt: skip
                 hits += _national_ids(text, kinds, run.start(), run.end(), budget)
+    if "us.ssn" in kinds and shapes & DIGITS:
+        for m in _SSN_LABELLED.finditer(text):
+            budget.charge()
+            if _module("us.ssn").is_valid(m.group(1)):
+                hits.append(Hit(m.start(1), m.end(1), "us.ssn"))
     if "iban" in kinds and shapes & IBAN_START:
         hits += _ibans(text, budget)
     if "ipv4" in kinds and shapes & DOTTED:
@@ -498,7 +470,32 @@ def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = N
               shapes: int = ~0, budget: Budget | None = None) -> str:  # fmt: skip
     """`text` with every detected match hidden in place (lengths kept); `counts` adds up the
     matches per detector; `shapes` and `budget` as for find()."""
-    hits = find(text, detectors, shapes, budget)
+    masked = _mask(text, find(text, detectors, shapes, budget), counts)
+    if shapes & UNICODE and not text.isascii():
+        hidden = _hide_folded(text, masked, detectors, counts, budget)
+        if hidden is not None:
+            return hidden
+    return masked
+
+
+def _hide_folded(text: str, masked: str, detectors: Detectors, counts: dict[str, int] | None,
+                 budget: Budget | None) -> str | None:  # fmt: skip
+    """The text with every letter and digit starred when its normalised view holds a match
+    the text itself does not show (a phone spaced with U+00A0): where the match stands in the
+    text is not mapped back, so the whole value is hidden. None when there is none."""
+    view = normal_view(masked)
+    if view == masked:
+        return None
+    found = find(view, detectors, ~0, budget)
+    if not found:
+        return None
+    if counts is not None:
+        for hit in found:
+            counts[hit.kind] = counts.get(hit.kind, 0) + 1
+    return _ALNUM.sub("*", text)
+
+
+def _mask(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     if not hits:
         return text
     chars, covered = list(text), -1

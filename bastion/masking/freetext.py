@@ -15,16 +15,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Set
 
 from bastion.masking import _fastrows
-from bastion.masking.detect import (
-    ESCAPE,
-    SCAN_LIMIT,
-    TOO_MUCH,
-    Budget,
-    Detectors,
-    TooMuchToScan,
-    find,
-    mask_text,
-)
+from bastion.masking.detect import ESCAPE, UNICODE, Detectors, find, mask_text
+from bastion.masking.scanguard import SCAN_LIMIT, TOO_MUCH, Budget, TooMuchToScan
 from bastion.masking.values import full
 
 # Types that hold no free text: numbers, booleans, dates and times, uuids, network and
@@ -86,7 +78,7 @@ class Scan:
         self.kind = family(type_oid, text_types) or "other"
         self.counts, self.binary = counts, binary
         self.budget = budget if budget is not None else Budget()
-        self.classes = detectors.classes | ESCAPE
+        self.classes = detectors.classes | ESCAPE | UNICODE
         self._twin: Scan | None = None
 
     def in_format(self, binary: bool) -> Scan:

@@ -19,11 +19,11 @@ from pglast.parser import ParseError
 from bastion.masking.catalog import Catalog, catalog_data, verdicts
 from bastion.masking.copyplan import plan_copy
 from bastion.masking.copyrows import CopyFormat
-from bastion.masking.detect import Budget
 from bastion.masking.freetext import Scan, family
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, only_statement
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
+from bastion.masking.scanguard import Budget
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, masker
 from bastion.pgwire import Field

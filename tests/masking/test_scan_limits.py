@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,18 +16,9 @@ import pytest
 from stdnum import iban, luhn
 
 from bastion.masking import detect
-from bastion.masking.detect import (
-    CHECKS_PER_VALUE,
-    DEFAULT,
-    KINDS,
-    NATIONAL_IDS,
-    SCAN_LIMIT,
-    TOO_MUCH,
-    Budget,
-    Detectors,
-    mask_text,
-)
+from bastion.masking.detect import DEFAULT, KINDS, NATIONAL_IDS, Detectors, mask_text
 from bastion.masking.freetext import Scan
+from bastion.masking.scanguard import CHECKS_PER_VALUE, SCAN_LIMIT, TOO_MUCH, Budget, TooMuchToScan
 
 ALL = Detectors(KINDS)
 CARD = " card 4111 1111 1111 1111"
@@ -142,7 +134,7 @@ def test_a_result_shares_one_budget_and_each_value_starts_afresh(calls: dict[str
 
 
 def test_find_alone_is_bounded_too() -> None:
-    with pytest.raises(detect.TooMuchToScan):
+    with pytest.raises(TooMuchToScan):
         mask_text("jane@example.com " * (CHECKS_PER_VALUE + 1), ALL)
 
 
@@ -180,3 +172,41 @@ def test_json_held_as_text_stays_json_and_holds_nothing_personal() -> None:
     literal = '{"jane.doe\\\\u0040example.com",plain}'  # a text[] literal doubles backslashes
     out = scan(literal, oid=1009)
     assert out is not None and b"jane.doe" not in out and out.endswith(b",plain}")
+
+
+# -- the normalised view: Unicode spaces and dashes, fullwidth forms, zero-width characters ----
+
+FOLDED = [
+    ("call +31\u00a06\u00a01234\u00a05678 today", "phone"),
+    ("call +31\u202f6\u20091234\u30005678 today", "phone"),
+    ("card 4111\u20131111\u20141111\u20131111 on file", "card"),
+    ("mail jane\uff20example.com please", "email"),
+    ("mail jane\u200b@example.com please", "email"),
+    ("tel \uff0b\uff13\uff11 \uff16 \uff11\uff12\uff13\uff14 \uff15\uff16\uff17\uff18", "phone"),
+    ("ssn 123\u201345\u20136789", "us.ssn"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), FOLDED)
+def test_what_only_the_normalised_view_shows_hides_the_whole_value(text: str, kind: str) -> None:
+    counts: dict[str, int] = {}
+    out = scan(text, Detectors(DEFAULT), counts=counts)
+    assert out == re.sub(r"[^\W_]", "*", text).encode()  # every letter and digit starred
+    assert counts.get(kind) == 1, counts
+
+
+def test_ordinary_text_beyond_ascii_is_left_alone() -> None:
+    for text in ("Straße 12, 2\u00a0°C, €1.234,56 \u2013 prima", "\u3042\u3000\uff11\uff12\u3002",
+                 "l\u2019été à 10\u202fh"):  # fmt: skip
+        assert scan(text, Detectors(DEFAULT)) == text.encode()
+
+
+def test_an_undashed_ssn_after_its_label_is_found() -> None:
+    counts: dict[str, int] = {}
+    ssn = Detectors(("us.ssn",))
+    assert (
+        scan("SSN: 123456789, ref 123456789", ssn, counts=counts)
+        == b"SSN: *********, ref 123456789"
+    )
+    assert counts == {"us.ssn": 1}
+    assert scan("Social Security No. 536904512", ssn) == b"Social Security No. *********"
