@@ -220,9 +220,9 @@ def _is_json(text: str) -> bool:
 
 
 # A JSON-style escape, however many backslashes stand before it (a literal in an array or a
-# record doubles them): read as its character, erring towards finding more. Linear: the
-# backslashes are possessive and the rest fixed.
-_ESCAPED = re.compile(r"\\++u([0-9A-Fa-f]{4})")
+# record doubles them): read as its character, erring towards finding more. Linear: a start
+# only where a run of backslashes starts, the run possessive and the rest fixed.
+_ESCAPED = re.compile(r"(?<!\\)\\++u([0-9A-Fa-f]{4})")
 _STAR = re.compile(r"[^\W_]")
 Span = tuple[int, int]
 

@@ -51,6 +51,8 @@ RED_TEAM = [
     # an IPv4 look-alike run, and an email look-alike one
     ("1" * BIG + "a 203.0.113.7", "1" * BIG + "a ***.*.***.*"),
     ("a" * BIG + " jane@example.com", "a" * BIG + " j***@example.com"),
+    # a run of backslashes, each of which could start an escape
+    ("\\" * BIG + "x jane\\u0040example.com", "\\" * BIG + "x ****\\u002a*******.***"),
 ]  # fmt: skip
 
 
