@@ -5,7 +5,8 @@ a catalog of the shop schema, decision), cold and with a warm cache, p50 and p99
 of rewriting DataRows with 3 of 6 columns masked, against walking the same rows without masking
 and against copying them (the floor), in rows/s and MiB/s; then, on a private PostgreSQL 15,
 psql streaming a 1M-row result with 3 masked columns through the door (served as its own
-process), against the same result with masking off and direct. Figures only, never asserts
+process), against the same result with masking off and direct; and one scan of each
+pathological value the red team found (linear patterns, bounded checks). Figures only, never asserts
 speed.
 """
 
@@ -21,6 +22,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bastion.masking.detect import KINDS, Detectors
+from bastion.masking.freetext import Scan
 from bastion.masking.rows import data_row
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
 from bastion.pgwire import Field
@@ -199,6 +202,30 @@ def report_free_text(rows: int, every: int, results: dict[str, tuple[float, int,
         print("  PROBLEM: the scanned stream showed an address or a phone number in clear")
 
 
+# The red team's values, each just under the scan's size limit (and one a megabyte, over it):
+# how long one scan of each takes.
+PATHOLOGICAL = (
+    ("IPv6-shaped run", "::" + "1" * 250_000 + "g"),
+    ("run of '(' then a card", "(" * 250_000 + " 4111 1111 1111 1111"),
+    ("separated digits", "1 " * 125_000 + "ab"),
+    ("phone-like text", "+1 555 123 4567 " * 16_000),
+    ("phone-like text, 1 MiB", "+1 555 123 4567 " * 65_536),
+    ("emails", "jane@example.com " * 15_000),
+)
+
+
+def pathological() -> None:
+    """One scan of each pathological value: the most one value stalls the event loop."""
+    print("\npathological values, one scan each (all detectors on):")
+    for label, text in PATHOLOGICAL:
+        counts: dict[str, int] = {}
+        masker = Scan(Detectors(KINDS), 25, set(), counts)
+        started = time.perf_counter()
+        masker(text.encode())
+        took = time.perf_counter() - started
+        print(f"  {label:<28} {len(text) / 1024:8.0f} KiB {took * 1e3:9.1f} ms   {counts}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and rows")
@@ -221,6 +248,7 @@ def main() -> None:
     print(f"\nDataRows (6 text columns, {rows:,} rows):")
     for label, per_second, mib in rows_per_second(rows):
         print(f"  {label:<30} {per_second:>12,.0f} rows/s {mib:>9.1f} MiB/s")
+    pathological()
     if not args.no_door:
         door(100_000 if args.quick else 1_000_000, args.pii_every)
 

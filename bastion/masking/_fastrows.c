@@ -21,7 +21,7 @@
 
 enum { KIND_NULL = 0, KIND_FULL = 1, KIND_PARTIAL = 2, KIND_CALL = 3, KIND_SCAN = 4 };
 enum { SHAPE_AT = 1, SHAPE_DIGITS = 2, SHAPE_IBAN = 4, SHAPE_DOTTED = 8, SHAPE_COLONS = 16,
-       SHAPE_ESCAPE = 32, SHAPE_ALL = 63 };
+       SHAPE_ESCAPE = 32, SHAPE_UNICODE = 64, SHAPE_ALL = 127 };
 #define MIN_DIGITS 7
 #define KEEP_DIGITS 4
 #define MAX_PLAN 1600 /* PostgreSQL allows at most 1664 result columns */
@@ -113,9 +113,29 @@ static void init_classes(void) {
         byte_class[c] = k;
         quick_class[c] = (unsigned char)(is_digit((unsigned char)c) ? Q_DIGIT
                                          : c == '.'                  ? Q_DOT
-                                         : (c == '@' || c == ':' || c == '\\') ? Q_SPECIAL
+                                         : (c == '@' || c == ':' || c == '\\' || c == 0xC2 ||
+                                            c == 0xE2 || c == 0xE3 || c == 0xEF) ? Q_SPECIAL
                                                                      : 0);
     }
+}
+
+/* A character the normalised view changes begins at v[i] (detect's FOLDED_BYTES): U+00A0,
+ * U+00AD, U+2000-2015, U+202F, U+2060, U+2212, U+3000, U+FEFF, U+FF00-FF5F. */
+static int folded_at(const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
+    unsigned char a = v[i], b = i + 1 < n ? v[i + 1] : 0, c = i + 2 < n ? v[i + 2] : 0;
+    if (a == 0xC2)
+        return b == 0xA0 || b == 0xAD;
+    if (i + 2 >= n)
+        return 0;
+    if (a == 0xE2)
+        return (b == 0x80 && ((c >= 0x80 && c <= 0x95) || c == 0xAF)) ||
+               (b == 0x81 && c == 0xA0) || (b == 0x88 && c == 0x92);
+    if (a == 0xE3)
+        return b == 0x80 && c == 0x80;
+    if (a == 0xEF)
+        return (b == 0xBB && c == 0xBF) || (b == 0xBC && c >= 0x80 && c <= 0xBF) ||
+               (b == 0xBD && c >= 0x80 && c <= 0x9F);
+    return 0;
 }
 
 /* The candidate shapes in a value, in one pass; each run is tracked as in the reference:
@@ -166,6 +186,8 @@ static long full_scan(const unsigned char *v, Py_ssize_t n) {
             found |= SHAPE_AT;
         else if (c == '\\' && i + 1 < n && v[i + 1] == 'u')
             found |= SHAPE_ESCAPE;
+        else if (c >= 0xC2 && folded_at(v, i, n))
+            found |= SHAPE_UNICODE;
     }
     return found;
 }

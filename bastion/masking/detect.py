@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import importlib
 import ipaddress
+import itertools
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -25,6 +27,8 @@ import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
+from bastion.masking.scanguard import FOLDED_BYTES, Budget, normal_view
+
 # Candidate shapes: a bit each, the same numbers as in _fastrows.c.
 AT = 1  # an "@"
 DIGITS = 2  # a run of digits and " ()+-./" holding at least 7 digits
@@ -32,7 +36,11 @@ IBAN_START = 4  # two letters then two digits, not inside a word
 DOTTED = 8  # a run of digits and dots holding at least 3 dots and 4 digits
 COLONS = 16  # a run of hex digits and colons holding "::" or at least 6 colons
 ESCAPE = 32  # a backslash and "u": a JSON escape can spell any character
+UNICODE = 64  # a character the normalised view changes (a Unicode space or dash, a fullwidth
+# form, a zero-width character): "+31\u00a06 1234 5678" or "jane\uff20example.com"
 MIN_DIGITS = 7
+LONGEST_ID = 40  # characters: a national id is written in fewer, separators included
+LONGEST_ADDRESS = 45  # characters: an IPv6 address with an IPv4 tail, written out in full
 
 # National ids python-stdnum validates, each with at least 7 digits (a DIGITS candidate).
 NATIONAL_IDS = (
@@ -87,6 +95,8 @@ def candidates(value: bytes) -> int:
         found |= COLONS
     if b"\\u" in value:
         found |= ESCAPE
+    if FOLDED_BYTES.search(value):
+        found |= UNICODE
     return found
 
 
@@ -112,21 +122,41 @@ class Hit(NamedTuple):
     keep_head: int = 0  # characters kept in clear at the start (a phone's country code)
 
 
-EMAIL = re.compile(r"[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63})+")
-_RUN = re.compile(r"[0-9 ()+\-./]*[0-9][0-9 ()+\-./]*")
+# Every pattern here runs in time linear in the text (a value may be megabytes, and the scan
+# runs on the proxy's one event loop): a start position is tried only where a lookbehind lets
+# it (the start of a run), and after the greedy first try at most a bounded give-back follows.
+# Possessive quantifiers ("*+", "++") keep a run from being given back character by character.
+# Linear: the local part is at most 64 characters tried from each start, and "@" ends it.
+EMAIL = re.compile(r"[\w.%+\-]{1,64}+@[\w\-]{1,63}+(?:\.[\w\-]{1,63}+)+")
+# Linear: tried only where a run of digits and separators starts, the run read once.
+_RUN = re.compile(r"(?<![0-9 ()+\-./])[ ()+\-./]*+[0-9][0-9 ()+\-./]*+")
+# Linear: at most 19 digits tried from each start, and a start is never after a digit.
 _CARD = re.compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,18}(?![0-9])")
-# A national id: digits with separators, a letter at most before and after.
-_ID = re.compile(
-    r"(?<![A-Za-z0-9])[A-Za-z]?[0-9](?:[0-9]|[ ./\-](?=[0-9]))*[A-Za-z]?(?![A-Za-z0-9])"
+# A national id: digits with separators, a letter at most before and after. Linear: blocks of
+# digits are possessive, so a failed end gives back one block at most (the separator before it
+# is a valid end), and a start is never inside a block.
+_ID = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]?[0-9]++(?:[ ./\-][0-9]++)*[A-Za-z]?(?![A-Za-z0-9])")
+# An SSN written without dashes, after its label ("SSN: 123456789"). Linear: fixed words, the
+# blanks possessive, and a start only where a word starts.
+_SSN_LABELLED = re.compile(
+    r"(?i)(?<![a-z])(?:ssn|social security(?: number| no\.?)?)"
+    r"[ \t]*+[:#]?[ \t]*+([0-9]{9})(?![0-9])"
 )
+# Linear: fixed width.
 _SSN = re.compile(r"(?<![0-9\-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9\-])")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}[A-Za-z0-9]*(?: [A-Za-z0-9]+)*")
-# Addresses stand alone: "v1.2.3.4" is a version, "std::vector" code.
-_IPV4 = re.compile(r"(?<![\w.])[0-9.]+(?!\w)")
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]+(?:[0-9.]*)(?![\w:])")
+# Linear: nothing follows the groups, so the greedy first try always stands; only a run's
+# start may start it.
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}[A-Za-z0-9]*+(?: [A-Za-z0-9]++)*+")
+# Addresses stand alone: "v1.2.3.4" is a version, "std::vector" code. Linear: a start only
+# where a run starts; the digits are possessive, so a failed end gives back to a dot at most.
+_IPV4 = re.compile(r"(?<![\w.])(?:[0-9]++|\.)+(?!\w)")
+# The hex-and-colon part is read once; then dotted digits (an IPv4 tail), where a failed end
+# gives back one group, or the dots before it, at most (a dot is a valid end).
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]++(?:\.++[0-9]++)*(?:\.+(?![0-9]))?(?![\w:])")
 # Card numbers begin with an issuer's prefix: Visa 4, Mastercard 51-55 and 2221-2720, Amex
 # 34/37, Discover 6011/65/644-649, JCB 35, Diners 30/36/38, UnionPay 62, Maestro 50/56-69.
 _ISSUER = re.compile(r"4|5[0-9]|2[2-7]|3[0-8]|6[0-9]")
+# Linear: fixed widths.
 _DATE = re.compile(
     r"(?<![0-9])(?:[0-9]{4}[\-./][0-9]{1,2}[\-./][0-9]{1,2}"
     r"|[0-9]{1,2}[\-./][0-9]{1,2}[\-./][0-9]{4})(?![0-9])"
@@ -149,45 +179,58 @@ def _digits(text: str) -> int:
     return len(_NOT_DIGIT.sub("", text))
 
 
-def find(text: str, detectors: Detectors, shapes: int = ~0) -> list[Hit]:
+def find(text: str, detectors: Detectors, shapes: int = ~0,
+         budget: Budget | None = None) -> list[Hit]:  # fmt: skip
     """Every match of the detectors in `text`, validated, in order of where it starts.
-    `shapes` (candidates() of the text's bytes) skips the detectors whose shape is absent."""
+    `shapes` (candidates() of the text's bytes) skips the detectors whose shape is absent.
+    Each check is charged to `budget` (a fresh one when None): raises TooMuchToScan."""
     kinds, hits = detectors.kind_set, []
+    budget = budget if budget is not None else Budget()
     if "email" in kinds and shapes & AT and "@" in text:
-        hits += [Hit(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
+        for m in EMAIL.finditer(text):
+            budget.charge()
+            hits.append(Hit(m.start(), m.end(), "email"))
     ids = not kinds.isdisjoint(NATIONAL_IDS)
     for run in _RUN.finditer(text) if shapes & DIGITS else ():
         if _digits(run.group()) >= MIN_DIGITS:
-            found = _in_run(text, run.start(), run.end(), kinds, detectors.regions)
+            found = _in_run(text, run.start(), run.end(), detectors, budget)
             hits += found
             if ids and not any(h.kind == "phone" and text[h.start] == "+" and
                                h.start <= run.start() + 1 and run.end() - 1 <= h.end
                                for h in found):  # fmt: skip
-                hits += _national_ids(text, kinds, run.start(), run.end())
+                hits += _national_ids(text, kinds, run.start(), run.end(), budget)
+    if "us.ssn" in kinds and shapes & DIGITS:
+        for m in _SSN_LABELLED.finditer(text):
+            budget.charge()
+            if _module("us.ssn").is_valid(m.group(1)):
+                hits.append(Hit(m.start(1), m.end(1), "us.ssn"))
     if "iban" in kinds and shapes & IBAN_START:
-        hits += _ibans(text)
+        hits += _ibans(text, budget)
     if "ipv4" in kinds and shapes & DOTTED:
-        hits += _ips(text, _IPV4, 4)
+        hits += _ips(text, _IPV4, 4, budget)
     if "ipv6" in kinds and shapes & COLONS:
-        hits += _ips(text, _IPV6, 6)
+        hits += _ips(text, _IPV6, 6, budget)
     return sorted(hits, key=lambda h: (h.start, -h.end, _RANK.get(h.kind, 2)))
 
 
-def _in_run(text: str, start: int, end: int, kinds: frozenset[str],
-            regions: Iterable[str]) -> list[Hit]:  # fmt: skip
+def _in_run(text: str, start: int, end: int, detectors: Detectors,
+            budget: Budget) -> list[Hit]:  # fmt: skip
     """Cards, US SSNs and phone numbers inside one run of digits and separators."""
-    run, hits = text[start:end], []
+    run, hits, kinds = text[start:end], [], detectors.kind_set
     if "card" in kinds:
         for m in _CARD.finditer(run):
             digits = re.sub(r"[ \-]", "", m.group())
-            if _ISSUER.match(digits) and luhn.is_valid(digits):
-                hits.append(Hit(start + m.start(), start + m.end(), "card"))
+            if _ISSUER.match(digits):
+                budget.charge()
+                if luhn.is_valid(digits):
+                    hits.append(Hit(start + m.start(), start + m.end(), "card"))
     if "us.ssn" in kinds:
         for m in _SSN.finditer(run):
+            budget.charge()
             if _module("us.ssn").is_valid(m.group()):
                 hits.append(Hit(start + m.start(), start + m.end(), "us.ssn"))
     if "phone" in kinds:
-        hits += _phones(run, start, regions)
+        hits += _phones(run, start, detectors.regions, budget)
     return hits
 
 
@@ -196,26 +239,45 @@ _GROUPS = re.compile(r"[0-9]+")
 MOST_TOKENS = 6  # a phone number is written in at most this many groups
 
 
-def _phones(run: str, start: int, regions: Iterable[str]) -> list[Hit]:
+def _phones(run: str, start: int, regions: Iterable[str], budget: Budget) -> list[Hit]:
     """Valid numbers in any region's plan, tried on the run's groups of digits, the longest
     stretch first. A number written with "+" counts as it is; one in national form only when
-    spaced, or grouped as that region writes it ("2024-000123" is an invoice)."""
-    tokens = list(_PHONE_TOKEN.finditer(run))
-    counts = [len(t.group().strip("+()")) for t in tokens]
-    hits, index = [], 0
-    while index < len(tokens):
+    spaced, or grouped as that region writes it ("2024-000123" is an invoice). The groups are
+    read as the stretches move on, so a budget spent stops the reading too."""
+    tokens = _PHONE_TOKEN.finditer(run)
+    window: deque[tuple[int, int, int]] = deque()  # (start, end, digits) of the next groups
+    hits: list[Hit] = []
+    held = 0  # the digits in the window
+    while True:
+        while len(window) < MOST_TOKENS and (token := next(tokens, None)) is not None:
+            budget.read()
+            window.append((token.start(), token.end(), len(token.group().strip("+()"))))
+            held += window[-1][2]
+        if not window:
+            return hits
         found = None
-        for stop in range(min(len(tokens), index + MOST_TOKENS), index, -1):
-            lo, hi = tokens[index].start(), tokens[stop - 1].end()
-            if MIN_DIGITS <= sum(counts[index:stop]) <= 15:
-                found = _phone(run[lo:hi], tuple(regions))
-                if found is not None:
-                    hits.append(Hit(start + lo, start + hi, "phone", found))
-                    index = stop
-                    break
-        if found is None:
-            index += 1
-    return hits
+        if held >= MIN_DIGITS:  # else too few digits from here for any stretch
+            found = _phone_at(run, start, window, tuple(regions), budget)
+        taken = found[1] if found is not None else 1
+        for _ in range(taken):
+            held -= window.popleft()[2]
+        if found is not None:
+            hits.append(found[0])
+
+
+def _phone_at(run: str, start: int, window: deque[tuple[int, int, int]],
+              regions: tuple[str, ...], budget: Budget) -> tuple[Hit, int] | None:  # fmt: skip
+    """The longest stretch of the window's groups, from its first, that is a valid number,
+    and how many groups it takes."""
+    sums = list(itertools.accumulate(digits for _, _, digits in window))
+    for stop in range(len(window), 0, -1):
+        if MIN_DIGITS <= sums[stop - 1] <= 15:
+            lo, hi = window[0][0], window[stop - 1][1]
+            budget.charge()
+            head = _phone(run[lo:hi], regions)
+            if head is not None:
+                return Hit(start + lo, start + hi, "phone", head), stop
+    return None
 
 
 _VALID_SHAPES: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -297,7 +359,8 @@ def _head(raw: str, code_digits: int) -> int:
     return 0
 
 
-def _national_ids(text: str, kinds: frozenset[str], start: int, end: int) -> list[Hit]:
+def _national_ids(text: str, kinds: frozenset[str], start: int, end: int,
+                  budget: Budget) -> list[Hit]:  # fmt: skip
     """National ids python-stdnum validates around one run of digits (a letter may stand at
     either end): each token, and each run of its spaced parts."""
     wanted = [k for k in NATIONAL_IDS if k in kinds and k != "us.ssn"]
@@ -307,6 +370,9 @@ def _national_ids(text: str, kinds: frozenset[str], start: int, end: int) -> lis
             continue
         for lo, hi in _pieces(m.group(), m.start()):
             piece = text[lo:hi]
+            if _digits(piece) < MIN_DIGITS or len(piece) > LONGEST_ID:
+                continue
+            budget.charge()  # one candidate, tried by each national id turned on
             kind = next((k for k in wanted if _valid(k, piece)), None)
             if kind is not None:
                 hits.append(Hit(lo, hi, kind))
@@ -324,35 +390,50 @@ def _pieces(token: str, offset: int, most: int = 8) -> list[tuple[int, int]]:
 
 
 def _valid(kind: str, piece: str) -> bool:
-    if _digits(piece) < MIN_DIGITS:
-        return False
     try:
         return bool(_module(kind).is_valid(piece))
     except Exception:  # a validator that trips over odd input has found nothing
         return False
 
 
-def _ibans(text: str) -> list[Hit]:
+def _ibans(text: str, budget: Budget) -> list[Hit]:
     hits = []
     for m in _IBAN.finditer(text):
-        groups = m.group().split(" ")
-        for count in range(len(groups), 0, -1):  # the longest valid prefix of groups
-            candidate = " ".join(groups[:count])
-            if 15 <= len(candidate.replace(" ", "")) <= 34 and stdnum_iban.is_valid(candidate):
-                hits.append(Hit(m.start(), m.start() + len(candidate), "iban", 2))
+        budget.read()
+        # The prefixes of groups an IBAN's 15 to 34 characters could fill, longest first: a
+        # match of a million groups costs no more than one of six.
+        ends, size, at = [], 0, m.start()
+        for group in _IBAN_GROUP.finditer(text, m.start(), m.end()):
+            size += len(group.group())
+            if size > 34:
+                break
+            at = group.end()
+            if size >= 15:
+                ends.append(at)
+        for stop in reversed(ends):
+            budget.charge()
+            if stdnum_iban.is_valid(text[m.start() : stop]):
+                hits.append(Hit(m.start(), stop, "iban", 2))
                 break
     return hits
 
 
-def _ips(text: str, pattern: re.Pattern[str], version: int) -> list[Hit]:
+_IBAN_GROUP = re.compile(r"[A-Za-z0-9]++")
+
+
+def _ips(text: str, pattern: re.Pattern[str], version: int, budget: Budget) -> list[Hit]:
     hits = []
     for m in pattern.finditer(text):
+        budget.read()
         run = m.group().rstrip(".")
         if version == 4 and run.count(".") != 3:
             continue  # fewer dots is no address, more is a version or an outline number
         if version == 6 and not (_ipv6_shape(run.split(".")[0]) and run.strip(":")):
             continue  # "::" alone is an address too, but in text it is punctuation
         for size in dict.fromkeys((len(run), len(run.split(".")[0]))):
+            if size > LONGEST_ADDRESS:
+                continue  # no address is written longer
+            budget.charge()
             try:
                 ipaddress.ip_address(run[:size])
             except ValueError:
@@ -386,10 +467,35 @@ _LAST_ALNUM = re.compile(r"[^\W_](?=[\W_]*$)")
 
 
 def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None,
-              shapes: int = ~0) -> str:  # fmt: skip
+              shapes: int = ~0, budget: Budget | None = None) -> str:  # fmt: skip
     """`text` with every detected match hidden in place (lengths kept); `counts` adds up the
-    matches per detector; `shapes` as for find()."""
-    hits = find(text, detectors, shapes)
+    matches per detector; `shapes` and `budget` as for find()."""
+    masked = _mask(text, find(text, detectors, shapes, budget), counts)
+    if shapes & UNICODE and not text.isascii():
+        hidden = _hide_folded(text, masked, detectors, counts, budget)
+        if hidden is not None:
+            return hidden
+    return masked
+
+
+def _hide_folded(text: str, masked: str, detectors: Detectors, counts: dict[str, int] | None,
+                 budget: Budget | None) -> str | None:  # fmt: skip
+    """The text with every letter and digit starred when its normalised view holds a match
+    the text itself does not show (a phone spaced with U+00A0): where the match stands in the
+    text is not mapped back, so the whole value is hidden. None when there is none."""
+    view = normal_view(masked)
+    if view == masked:
+        return None
+    found = find(view, detectors, ~0, budget)
+    if not found:
+        return None
+    if counts is not None:
+        for hit in found:
+            counts[hit.kind] = counts.get(hit.kind, 0) + 1
+    return _ALNUM.sub("*", text)
+
+
+def _mask(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     if not hits:
         return text
     chars, covered = list(text), -1

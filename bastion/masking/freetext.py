@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import re
 import struct
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Set
 
 from bastion.masking import _fastrows
-from bastion.masking.detect import ESCAPE, Detectors, mask_text
+from bastion.masking.detect import ESCAPE, UNICODE, Detectors, find, mask_text
+from bastion.masking.scanguard import SCAN_LIMIT, TOO_MUCH, Budget, TooMuchToScan
 from bastion.masking.values import full
 
 # Types that hold no free text: numbers, booleans, dates and times, uuids, network and
@@ -34,7 +36,9 @@ JSON, JSONB = 114, 3802
 ARRAYS = {1009: 25, 1015: 1043, 1014: 1042, 1003: 19, 199: JSON, 3807: JSONB}  # by element
 _I32 = struct.Struct("!i")
 _NULL = _I32.pack(-1)
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+\-]?[0-9]+)?')
+# Linear: applied only to valid JSON (the server's, or text json.loads accepted), where each
+# string is read once from its opening quote; every run is possessive.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|-?[0-9]++(?:\.[0-9]++)?+(?:[eE][+\-]?[0-9]++)?+')
 
 
 def family(type_oid: int, text_types: Set[int]) -> str | None:
@@ -63,14 +67,18 @@ def scan_reason(type_oid: int, type_name: str, text_types: Set[int],
 
 class Scan:
     """The masker for one scanned column in one format: a value goes through the detectors
-    only when the compiled scanner saw a candidate shape in it (`classes`)."""
+    only when the compiled scanner saw a candidate shape in it (`classes`; a JSON escape can
+    spell any character, so it is one in every type). A value that would cost more than
+    `budget` allows is masked whole and counted as TOO_MUCH."""
 
     def __init__(self, detectors: Detectors, type_oid: int, text_types: Set[int],
-                 counts: dict[str, int], *, binary: bool = False) -> None:  # fmt: skip
+                 counts: dict[str, int], *, binary: bool = False,
+                 budget: Budget | None = None) -> None:  # fmt: skip
         self.detectors, self.type_oid, self.text_types = detectors, type_oid, text_types
         self.kind = family(type_oid, text_types) or "other"
         self.counts, self.binary = counts, binary
-        self.classes = detectors.classes | (0 if self.kind == "text" else ESCAPE)
+        self.budget = budget if budget is not None else Budget()
+        self.classes = detectors.classes | ESCAPE | UNICODE
         self._twin: Scan | None = None
 
     def in_format(self, binary: bool) -> Scan:
@@ -79,22 +87,35 @@ class Scan:
             return self
         if self._twin is None:
             self._twin = Scan(self.detectors, self.type_oid, self.text_types, self.counts,
-                              binary=binary)  # fmt: skip
+                              binary=binary, budget=self.budget)  # fmt: skip
         return self._twin
 
     def __call__(self, value: bytes) -> bytes | None:
+        self.budget.start()
+        return self.scan(value)
+
+    def scan(self, value: bytes) -> bytes | None:
+        """The value masked, charged to the budget of the value it is part of."""
         try:
-            if self.kind == "text":
-                return self._text(value)
-            if self.kind in ("json", "jsonb"):
-                return self._json(value, jsonb=self.kind == "jsonb" and self.binary)
-            if self.kind == "array" and self.binary:
-                return self._binary_array(value)
-            if self.binary or ARRAYS.get(self.type_oid) in (JSON, JSONB):
-                return self._opaque(value)
-            return self._text(value, whole=None)  # a text literal keeps its punctuation
+            if len(value) > SCAN_LIMIT and _fastrows.candidates(value) & self.classes:
+                raise TooMuchToScan
+            return self._dispatch(value)
+        except TooMuchToScan:
+            self.counts[TOO_MUCH] = self.counts.get(TOO_MUCH, 0) + 1
+            return full(value) if self.kind == "text" else None
         except (UnicodeDecodeError, ValueError, struct.error, RecursionError):
             return None
+
+    def _dispatch(self, value: bytes) -> bytes | None:
+        if self.kind == "text":
+            return self._text(value)
+        if self.kind in ("json", "jsonb"):
+            return self._json(value, jsonb=self.kind == "jsonb" and self.binary)
+        if self.kind == "array" and self.binary:
+            return self._binary_array(value)
+        if self.binary or ARRAYS.get(self.type_oid) in (JSON, JSONB):
+            return self._opaque(value)
+        return self._text(value, whole=None)  # a text literal keeps its punctuation
 
     # -- forms -------------------------------------------------------------------------
 
@@ -103,8 +124,33 @@ class Scan:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             return whole(value) if whole is not None else None
-        masked = mask_text(text, self.detectors, self.counts, _fastrows.candidates(value))
+        if whole is not None and _is_json(text):
+            return self._json(value, jsonb=False)  # JSON held as text stays valid JSON
+        shapes = _fastrows.candidates(value)
+        masked = mask_text(text, self.detectors, self.counts, shapes, self.budget)
+        if shapes & ESCAPE:
+            masked = self._escaped(text, masked)
         return value if masked is text else masked.encode("utf-8")
+
+    def _escaped(self, text: str, masked: str) -> str:
+        """`masked` with what only the text's JSON-style escapes spell hidden too: the text
+        is read with each escape as its character, and a match there that holds an escape
+        is hidden in `masked` where it stands (an escape in it as the escaped "*")."""
+        decoded, keys, spans = _unescape(text)
+        if not keys:
+            return masked
+        shapes = _fastrows.candidates(decoded.encode("utf-8", "surrogatepass"))
+        chars: list[str] | None = None
+        for hit in find(decoded, self.detectors, shapes, self.budget):
+            first = bisect_left(keys, hit.start)
+            if first == len(keys) or keys[first] >= hit.end:
+                continue  # no escape in it: the text itself holds it, and it is hidden
+            chars = chars if chars is not None else list(masked)
+            self.counts[hit.kind] = self.counts.get(hit.kind, 0) + 1
+            lo, hi = _where(keys, spans, hit.start)[0], _where(keys, spans, hit.end - 1)[1]
+            last = bisect_left(keys, hit.end)
+            _hide_span(chars, lo, hi, spans[first:last])
+        return masked if chars is None else "".join(chars)
 
     def _json(self, value: bytes, *, jsonb: bool) -> bytes | None:
         if jsonb:
@@ -117,14 +163,14 @@ class Scan:
         return value if masked == text else masked.encode("utf-8")
 
     def _json_token(self, match: re.Match[str]) -> str:
-        token = match.group()
+        token, budget = match.group(), self.budget
         if token[0] != '"':
-            masked = mask_text(token, self.detectors, self.counts)
+            masked = mask_text(token, self.detectors, self.counts, budget=budget)
             return token if masked is token else "null"  # a number can't hold a star
         if "\\" not in token:
-            return '"' + mask_text(token[1:-1], self.detectors, self.counts) + '"'
+            return '"' + mask_text(token[1:-1], self.detectors, self.counts, budget=budget) + '"'
         plain = json.loads(token)
-        masked = mask_text(plain, self.detectors, self.counts)
+        masked = mask_text(plain, self.detectors, self.counts, budget=budget)
         return token if masked is plain else json.dumps(masked, ensure_ascii=False)
 
     def _binary_array(self, value: bytes) -> bytes | None:
@@ -134,7 +180,8 @@ class Scan:
         pos = 12 + 8 * ndim
         if not 0 <= ndim <= 6 or pos > len(value):
             return None
-        inner = Scan(self.detectors, element, self.text_types, self.counts, binary=True)
+        inner = Scan(self.detectors, element, self.text_types, self.counts, binary=True,
+                     budget=self.budget)  # fmt: skip
         if inner.kind == "array":
             return None
         out = [value[:pos]]
@@ -146,7 +193,7 @@ class Scan:
                 continue
             if size < 0 or pos + size > len(value):
                 return None
-            masked = inner(value[pos : pos + size])
+            masked = inner.scan(value[pos : pos + size])
             pos += size
             out.append(_NULL if masked is None else _I32.pack(len(masked)) + masked)
         return b"".join(out)
@@ -157,4 +204,59 @@ class Scan:
         text = value.decode("latin-1")
         if "\\u" in text:
             return None  # escaped characters (JSON in an array literal) can't be read here
-        return value if mask_text(text, self.detectors, self.counts) is text else None
+        masked = mask_text(text, self.detectors, self.counts, budget=self.budget)
+        return value if masked is text else None
+
+
+def _is_json(text: str) -> bool:
+    """Whether a text value is a JSON object, array or string (as `payload::text` gives)."""
+    if text.lstrip(" \t\r\n")[:1] not in ("{", "[", '"'):
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+# A JSON-style escape, however many backslashes stand before it (a literal in an array or a
+# record doubles them): read as its character, erring towards finding more. Linear: a start
+# only where a run of backslashes starts, the run possessive and the rest fixed.
+_ESCAPED = re.compile(r"(?<!\\)\\++u([0-9A-Fa-f]{4})")
+_STAR = re.compile(r"[^\W_]")
+Span = tuple[int, int]
+
+
+def _unescape(text: str) -> tuple[str, list[int], list[Span]]:
+    """`text` with each escape read as its character; where each escape's character stands
+    in that reading (ascending), and the escape's span in `text`."""
+    out, keys, spans, at, shift = [], [], [], 0, 0
+    for m in _ESCAPED.finditer(text):
+        out += [text[at : m.start()], chr(int(m.group(1), 16))]
+        keys.append(m.start() - shift)
+        spans.append(m.span())
+        shift += m.end() - m.start() - 1
+        at = m.end()
+    out.append(text[at:])
+    return "".join(out), keys, spans
+
+
+def _where(keys: list[int], spans: list[Span], index: int) -> Span:
+    """The span in the text of the character at `index` of its unescaped reading."""
+    found = bisect_right(keys, index) - 1
+    if found < 0:
+        return index, index + 1
+    if keys[found] == index:
+        return spans[found]
+    at = spans[found][1] + index - keys[found] - 1
+    return at, at + 1
+
+
+def _hide_span(chars: list[str], lo: int, hi: int, escapes: list[Span]) -> None:
+    """Letters and digits in chars[lo:hi] starred, each escape in it made the escaped "*"."""
+    at = lo
+    for start, end in [*escapes, (hi, hi)]:
+        chars[at:start] = _STAR.sub("*", "".join(chars[at:start]))
+        if end > start:
+            chars[end - 4 : end] = "002a"
+        at = end

@@ -23,6 +23,7 @@ from bastion.masking.freetext import Scan, family
 from bastion.masking.lineage import Analyzer, Col, Refused, Source, statements
 from bastion.masking.policy import MaskingPolicy
 from bastion.masking.rows import RowError, mask_run
+from bastion.masking.scanguard import Budget
 from bastion.masking.settings import set_refusal, show_refusal
 from bastion.masking.subject import SubjectRows, column_at
 from bastion.masking.values import TEXT_LIKE, Masker, masker
@@ -56,6 +57,7 @@ class ResultMask:
     # Per scanned column, how often each detector fired (counts only, never values).
     detected: dict[str, dict[str, int]] = field(default_factory=dict)
     subjects: list[SubjectRows] = field(default_factory=list)  # set by the session's Flow
+    budget: Budget = field(default_factory=Budget)  # the checks the scanned columns may cost
     _by_formats: dict[tuple[int, ...], dict[int, Masker]] = field(default_factory=dict)
 
     def for_formats(self, formats: tuple[int, ...]) -> dict[int, Masker]:
@@ -82,6 +84,7 @@ class ResultMask:
         """Counts start again for a new statement using this (cached) mask."""
         for counts in self.detected.values():
             counts.clear()
+        self.budget.restart()
 
 
 def _binary(formats: tuple[int, ...], index: int) -> bool:
@@ -223,7 +226,7 @@ class Masking:
             elif self._scanned(f, col):
                 counts = out.detected.setdefault(f.name, {})
                 out.maskers[index] = Scan(self.policy.detectors, f.type_oid, self.text_types,
-                                          counts)  # fmt: skip
+                                          counts, budget=out.budget)  # fmt: skip
         return out
 
     def _scanned(self, f: Field, col: Col | None) -> bool:

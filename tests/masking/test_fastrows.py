@@ -47,6 +47,18 @@ PIECES = [
     "2024-01-15 10:30",
     "é",
     "\x00",
+    "\u00a0",  # what the normalised view reads differently, and near misses
+    "\u00a9",
+    "\u2013",
+    "\u2019",
+    "\u200b",
+    "\u2212",
+    "\u3000",
+    "\u3042",
+    "\uff20",
+    "\uff11",
+    "\uff5f",
+    "\ufeff",
 ]
 FREE_TEXT = st.lists(st.sampled_from(PIECES), max_size=12).map(lambda p: "".join(p).encode())
 SCANS = [Scan(Detectors(), oid, set(), {}, binary=binary)

@@ -153,3 +153,61 @@ def test_the_query_log_counts_what_was_found_and_a_clean_rule_exempts(
         clean.stop()
     assert first == (NOTES[0],)  # declared clean: shown as it is
     assert copied is not None and "jane.doe@" not in copied[0]  # computed: scanned again
+
+
+# -- JSON held as text: its escapes are read as what they spell -------------------------------
+
+ESCAPED_CARD = '\'{"card": "4111\\u00201111\\u00201111\\u00201111"}\'::json'
+AS_TEXT = (f"SELECT id, raw::text, (raw -> 'from')::text, {ESCAPED_CARD}::text,"
+           " notes || ' ' || raw::text FROM tickets ORDER BY id")  # fmt: skip
+IN_CLEAR = ("jane.doe", "john.roe", "4111", "1643\\u0020", "5500000000000004")
+
+
+def test_psql_text_holding_json_escapes_shows_nothing_personal(door: Bastion) -> None:
+    with Tap(door.pg_port) as tap:
+        via = plain(door.via_bastion("alice", "shop", PASSWORD), tap.port)
+        done = run_psql(via, "-At", "-F", "|", "-c", AS_TEXT, env={"PGSSLMODE": "disable"})
+        assert done.returncode == 0, done.stderr
+        assert tap.leaked(SECRETS + IN_CLEAR) == []
+        assert b'"amount": 19.99' in tap.received  # the tap reads plain text: the check is real
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        doc = json.loads(row[1])  # JSON held as text stays JSON
+        assert row[2] in ("", '"j*******@example.com"')  # raw -> 'from', NULL in two rows
+        assert json.loads(row[3])["card"] == "**** **** **** 1111"
+    assert doc["ok"] is True and doc["iban"].startswith("DE**") and doc["card"] is None
+
+
+@pytest.mark.parametrize("options", ["", "(FORMAT csv)", "(FORMAT binary)"])
+def test_copy_of_json_escapes_shows_nothing_personal(door: Bastion, options: str) -> None:
+    # COPY types every expression as text: the JSON path's reading of escapes must hold there.
+    sql = (f"COPY (SELECT id, raw -> 'from', raw::text, {ESCAPED_CARD}, raw -> 'lines'"
+           f" FROM tickets ORDER BY id) TO STDOUT {options}")  # fmt: skip
+    with Tap(door.pg_port) as tap:
+        via = plain(door.via_bastion("alice", "shop", PASSWORD), tap.port)
+        with psycopg_connect(via, sslmode="disable") as conn, conn.cursor().copy(sql) as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+        assert tap.leaked(SECRETS + IN_CLEAR) == []
+    assert b"j*******@example.com" in data and b"**** **** **** 1111" in data
+    assert b"19.99" in data and b"+44 2* **** **58" in data
+    assert not any(s.encode() in data for s in IN_CLEAR)
+
+
+def test_costly_values_finish_masked_whole_and_the_log_says_why(door: Bastion) -> None:
+    # The red team's inputs: an IPv6-shaped run that backtracked quadratically (minutes at
+    # this size, under the scan's size limit, the whole proxy stalled), and more phone-like
+    # text than a scan may check.
+    ipv6 = ("SELECT string_agg(CASE WHEN i = 1 THEN '::' WHEN i = 200000 THEN 'g' ELSE '1' END,"
+            " '' ORDER BY i) AS v6 FROM generate_series(1, 200000) i")  # fmt: skip
+    phones = ("SELECT string_agg('+1 555 123 4567 ', '') AS phones,"
+              " min('jane@example.com') AS mail FROM generate_series(1, 40000)")  # fmt: skip
+    with psycopg_connect(door.via_bastion("alice", "shop", PASSWORD), autocommit=True) as conn:
+        [(v6,)] = conn.execute(ipv6).fetchall()
+        [(masked, mail)] = conn.execute(phones).fetchall()
+    assert v6 == "::" + "1" * 199998 + "g"  # no address in it: as it is
+    assert masked == "****" and mail == "j***@example.com"  # masked whole; the next column not
+    wait_for_outcomes(door, 2)
+    [row] = [q for q in door.store.queries(target="shop") if "AS phones" in q.sql]
+    assert json.loads(row.masking or "{}")["detected"] == {
+        "phones": {"too_much_to_scan": 1}, "mail": {"email": 1}}  # fmt: skip
