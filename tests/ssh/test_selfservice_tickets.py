@@ -3,6 +3,7 @@ code is a fresh one read from stdin, and the ticket then opens the PostgreSQL do
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def test_an_engineer_mints_a_bound_reusable_ticket_over_ssh(door: Bastion, tmp_p
     mine = ssh.run_ssh(f"ticket revoke {row.id}", login="alice", answers=door.answers("alice"))
     assert mine.returncode == 0, mine.err
     refused = run_psql(via, "-c", "SELECT 1", env={"PGSSLMODE": "require"})
-    assert refused.returncode != 0 and "revoked" in refused.stderr
+    assert refused.returncode != 0 and "ticket refused" in refused.stderr  # and nothing more
+    assert "revoked" not in refused.stderr
+    assert "revoked" in json.loads(door.events("auth.ticket_refused")[-1].detail)["why"]
 
 
 def test_minting_over_ssh_needs_a_fresh_code_of_the_login(door: Bastion, tmp_path: Path) -> None:
