@@ -98,6 +98,14 @@ class Catalog:
     relations: Mapping[int, Relation] = field(default_factory=dict)
     system_names: frozenset[str] = frozenset()  # every relation name in pg_catalog
 
+    def describe(self, source: tuple[int, int]) -> str:
+        """A column named for people: "column public.customers.email"."""
+        relation = self.relations.get(source[0])
+        if relation is None:
+            return f"column {source[1]} of relation {source[0]}"
+        names = {a.attnum: a.name for a in relation.attributes}
+        return f"column {relation.schema}.{relation.name}.{names.get(source[1], source[1])}"
+
     def column_source(self, schema: str, relation: str, column: str) -> tuple[int, int] | None:
         """(relation OID, attnum) of a column the snapshot holds, or None."""
         for found in self.relations.values():

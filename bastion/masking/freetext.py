@@ -15,7 +15,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Set
 
 from bastion.masking import _fastrows
-from bastion.masking.detect import ESCAPE, UNICODE, Detectors, find, mask_text
+from bastion.masking.detect import ESCAPE, UNICODE, Detectors, find
+from bastion.masking.hiding import mask_text
 from bastion.masking.scanguard import SCAN_LIMIT, TOO_MUCH, Budget, TooMuchToScan
 from bastion.masking.values import full
 

@@ -28,7 +28,9 @@ from bastion.masking.shapes import (
     SET_OPERATIONS,
     expr_name,
     grouping_items,
+    has_name,
     items,
+    names_in,
     output_ref,
     walk,
 )
@@ -269,7 +271,7 @@ class Analyzer:
         use = f"JOIN ... USING ({', '.join(sorted(names))})"
         if node.get("isNatural"):
             use = "a NATURAL JOIN, which compares the columns both sides share"
-            left_names, right_names = _names(left), _names(right)
+            left_names, right_names = names_in(left), names_in(right)
             if OPEN.name in left_names and OPEN.name in right_names:
                 raise Refused("name the columns of a function in FROM: a NATURAL JOIN of two"
                               " cannot be traced")  # fmt: skip
@@ -405,7 +407,7 @@ class Analyzer:
         current: Scope | None = scope
         while current is not None:
             for alias, cols in current.entries:
-                if len(names) == 1 and names[0] == alias and not _has(cols, alias):
+                if len(names) == 1 and names[0] == alias and not has_name(cols, alias):
                     return {s for c in cols for s in c.sources}
                 if len(names) >= 2 and names[-2] != alias:
                     continue
@@ -486,25 +488,11 @@ class Analyzer:
         found = sources.sources if isinstance(sources, Col) else sources
         for source in sorted(found):
             if self.sensitive(source):
-                raise Refused(f"{self.describe(source)} is sensitive: it may only be selected as"
+                raise Refused(f"{self.catalog.describe(source)} is sensitive: it may only be"
+                              " selected as"
                               f" it is (and is then masked), not used in {use}")  # fmt: skip
-
-    def describe(self, source: Source) -> str:
-        relation = self.catalog.relations.get(source[0])
-        if relation is None:
-            return f"column {source[1]} of relation {source[0]}"
-        names = {a.attnum: a.name for a in relation.attributes}
-        return f"column {relation.schema}.{relation.name}.{names.get(source[1], source[1])}"
 
 
 def _renamed(cols: list[Col], colnames: object) -> list[Col]:
     names = string_list(colnames)
     return [replace(c, name=names[i]) if i < len(names) else c for i, c in enumerate(cols)]
-
-
-def _names(entries: list[tuple[str, list[Col]]]) -> set[str]:
-    return {c.name for _, cols in entries for c in cols}
-
-
-def _has(cols: list[Col], name: str) -> bool:
-    return any(c.name == name for c in cols)

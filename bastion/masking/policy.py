@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import phonenumbers
+
 from bastion.masking.classify import STYLES, Rules, check_pattern
-from bastion.masking.detect import DEFAULT, DEFAULT_REGIONS, Detectors, check_kinds, check_regions
+from bastion.masking.detect import DEFAULT, DEFAULT_REGIONS, KINDS, Detectors
 
 KEYS = ("enabled", "sensitive", "clean", "styles", "subject_keys", "detectors", "phone_regions")
 
@@ -101,3 +103,24 @@ def parse_masking(raw: object) -> MaskingPolicy:
         subject_keys=_subject_keys(raw.get("subject_keys", [])),
         detectors=_detectors(raw),
     )
+
+
+def check_kinds(kinds: Iterable[object]) -> tuple[str, ...]:
+    """Detector names, checked against KINDS; raises ValueError naming the unknown one."""
+    out = []
+    for kind in kinds:
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ValueError(f"{kind!r} is not a detector; choose from {', '.join(KINDS)}")
+        out.append(kind)
+    return tuple(out)
+
+
+def check_regions(regions: Iterable[object]) -> tuple[str, ...]:
+    """Two-letter phone regions phonenumbers knows; raises ValueError naming a wrong one."""
+    known = phonenumbers.SUPPORTED_REGIONS
+    out = []
+    for region in regions:
+        if not isinstance(region, str) or region.upper() not in known:
+            raise ValueError(f"{region!r} is not a region phonenumbers knows (e.g. NL, US)")
+        out.append(region.upper())
+    return tuple(out)

@@ -85,6 +85,15 @@ class _Named(Protocol):
 N = TypeVar("N", bound=_Named)
 
 
+def names_in(entries: Sequence[tuple[str, Sequence[_Named]]]) -> set[str]:
+    """Every column name of a scope's entries."""
+    return {c.name for _, cols in entries for c in cols}
+
+
+def has_name(cols: Sequence[_Named], name: str) -> bool:
+    return any(c.name == name for c in cols)
+
+
 def output_ref(item: object, outputs: Sequence[N]) -> N | None:
     """ORDER BY / GROUP BY naming an output column by position or by its name."""
     if not isinstance(item, dict) or not outputs:

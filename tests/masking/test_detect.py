@@ -17,11 +17,11 @@ from bastion.masking.detect import (
     NATIONAL_IDS,
     Detectors,
     candidates,
-    check_kinds,
     find,
-    mask_text,
 )
 from bastion.masking.freetext import Scan, family, scan_reason
+from bastion.masking.hiding import mask_text
+from bastion.masking.policy import check_kinds
 
 ALL = Detectors(KINDS)
 

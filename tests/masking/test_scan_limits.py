@@ -16,8 +16,9 @@ import pytest
 from stdnum import iban, luhn
 
 from bastion.masking import detect
-from bastion.masking.detect import DEFAULT, KINDS, NATIONAL_IDS, Detectors, mask_text
+from bastion.masking.detect import DEFAULT, KINDS, NATIONAL_IDS, Detectors
 from bastion.masking.freetext import Scan
+from bastion.masking.hiding import mask_text
 from bastion.masking.scanguard import CHECKS_PER_VALUE, SCAN_LIMIT, TOO_MUCH, Budget, TooMuchToScan
 
 ALL = Detectors(KINDS)
