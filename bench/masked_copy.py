@@ -9,12 +9,10 @@ with masking off, and masked (email, phone, ssn), side by side. Figures only, ne
 from __future__ import annotations
 
 import argparse
-import secrets
 import shutil
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.masking.copyrows import (
@@ -28,7 +26,7 @@ from bastion.masking.copyrows import (
 )
 from bastion.masking.rows import data_row, mask_run
 from bastion.masking.values import partial
-from bench._common import MIB, ServedBastion
+from bench._common import MIB, ServedBastion, one_use_ticket
 from bench.pg import PASSWORD
 from tests.harness import Bastion
 from tests.realpg import PgCluster, PgDatabase, psql_argv, psql_env
@@ -104,9 +102,7 @@ def door(rows: int) -> None:
         for name in ("masked", "unmasked"):
             b.add_pg_target(name, db)
             b.grant(USER, name)
-            tickets[name] = f"bt_{secrets.token_urlsafe(24)}"
-            expires = datetime.now(UTC) + timedelta(hours=1)
-            b.store.add_ticket(USER, name, tickets[name], expires, "bench")
+            tickets[name] = one_use_ticket(b.store, USER, name)
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)

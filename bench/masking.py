@@ -13,13 +13,11 @@ speed.
 from __future__ import annotations
 
 import argparse
-import secrets
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.masking.detect import KINDS, Detectors
@@ -27,7 +25,7 @@ from bastion.masking.freetext import Scan
 from bastion.masking.rows import data_row
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
 from bastion.pgwire import Field
-from bench._common import MIB, ServedBastion
+from bench._common import MIB, ServedBastion, one_use_ticket
 from bench.pg import PASSWORD
 from tests.harness import Bastion
 from tests.masking.test_lineage import CATALOG, POLICY
@@ -145,12 +143,9 @@ def door(rows: int, every: int) -> None:
         for name in ("masked", "unmasked"):
             b.add_pg_target(name, db)
             b.grant(USER, name)
-            tickets[name] = f"bt_{secrets.token_urlsafe(24)}"
-            expires = datetime.now(UTC) + timedelta(hours=1)
-            b.store.add_ticket(USER, name, tickets[name], expires, "bench")
+            tickets[name] = one_use_ticket(b.store, USER, name)
         for name, label in (("masked", "free text"), ("unmasked", "free text, off")):
-            tickets[label] = f"bt_{secrets.token_urlsafe(24)}"  # a ticket opens one session
-            b.store.add_ticket(USER, name, tickets[label], expires, "bench")
+            tickets[label] = one_use_ticket(b.store, USER, name)  # one session each
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
