@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,13 @@ def test_pandas_read_sql_over_sqlalchemy_is_masked(bastion: Bastion) -> None:
 def test_pgcli_starts_runs_a_command_and_its_completion_queries_pass(
     bastion: Bastion, tmp_path: Path
 ) -> None:
+    # One reusable ticket for every connection pgcli opens: the CLI's, and the completion
+    # refresher's second one.
+    token, _, _ = bastion.core.tickets.mint(
+        "alice", "shop", bastion.code("alice"), duration=timedelta(hours=1), bind=None, via="test"
+    )
+    via = PgDatabase("127.0.0.1", bastion.pg_port, "shop", "alice", token)
     # Start-up as a person runs it: the CLI, non-interactively, one connection (-c).
-    via = bastion.via_bastion("alice", "shop", PASSWORD)
     env = dict(os.environ, PGPASSWORD=via.password, HOME=str(tmp_path), PGSSLMODE="prefer")
     pgcli = Path(sys.executable).parent / "pgcli"
     done = subprocess.run(
@@ -144,10 +150,8 @@ def test_pgcli_starts_runs_a_command_and_its_completion_queries_pass(
     assert done.returncode == 0, done.stderr
     assert "j*******@example.com" in done.stdout and "***-**-6789" in done.stdout
     assert "payments" in done.stdout and clear(done.stdout) == []
-    # The completion refresher's own queries, on the connection it opens (fresh code here).
-    second = bastion.via_bastion("alice", "shop", PASSWORD)
-    executor = PGExecute(second.database, second.user, second.password, second.host,
-                         second.port, None)  # fmt: skip
+    # The completion refresher's own queries, on the connection it opens: the same ticket.
+    executor = PGExecute(via.database, via.user, via.password, via.host, via.port, None)
     try:
         completer = PGCompleter(smart_completion=True, pgspecial=PGSpecial())
         for refresh in CompletionRefresher.refreshers.values():
@@ -168,3 +172,4 @@ def test_pgcli_starts_runs_a_command_and_its_completion_queries_pass(
         executor.conn.close()
     assert "customers" in completer.dbmetadata["tables"]["public"]
     assert rows[0] is not None and clear(list(rows[0])) == []
+    assert len(bastion.events("auth.ticket_ok")) >= 2  # both connections on the one ticket
