@@ -23,7 +23,7 @@ from bastion.core import Core
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls
-from bastion.server import Server
+from bastion.server import ServeError, Server
 from tests.realpg import PgDatabase
 from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair, wait_for_banner
 
@@ -86,10 +86,32 @@ class Bastion:
         return future.result(timeout)
 
     def start(self) -> Bastion:
+        """Serve the doors from a thread. Ports were free when the home was made; one taken
+        since by another test's process is given up for new ones (a few times at most)."""
         self._thread.start()
-        self.server = Server(self.core)
-        self.call(self.server.start())
+        for attempt in range(5):
+            self.server = Server(self.core)
+            try:
+                self.call(self.server.start())
+                return self
+            except ServeError as exc:
+                if "address already in use" not in str(exc) or attempt == 4:
+                    raise
+                self._move_to_free_ports()
         return self
+
+    def _move_to_free_ports(self) -> None:
+        path = self.home / "bastion.toml"
+        text = path.read_text(encoding="utf-8")
+        old = CONFIG.format(port=self.port, postgres="{postgres}", pg_port=self.pg_port)
+        self.port, self.pg_port = free_port(), free_port()
+        new = CONFIG.format(port=self.port, postgres="{postgres}", pg_port=self.pg_port)
+        head_old, head_new = old.split("enabled = {postgres}"), new.split("enabled = {postgres}")
+        for before, after in zip(head_old, head_new, strict=True):
+            text = text.replace(before, after, 1)
+        path.write_text(text, encoding="utf-8")
+        self.config = load_config(path)
+        self.core.config = self.config
 
     def stop(self) -> None:
         if self.server is not None:
