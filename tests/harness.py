@@ -18,7 +18,7 @@ import asyncssh
 
 from bastion.audit import ChainKey, Store
 from bastion.clock import FakeClock
-from bastion.config import load_config
+from bastion.config import Config, load_config
 from bastion.core import Core
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
@@ -50,12 +50,10 @@ class Bastion:
     def __init__(self, home: Path, extra_config: str = "", *, postgres: bool = False) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
+        self._postgres, self._extra_config = postgres, extra_config
         self.port = free_port()
         self.pg_port = free_port()
-        text = CONFIG.format(port=self.port, postgres=str(postgres).lower(),
-                             pg_port=self.pg_port) + extra_config  # fmt: skip
-        (home / "bastion.toml").write_text(text, encoding="utf-8")
-        self.config = load_config(home / "bastion.toml")
+        self.config = self._write_config()
         SecretBox.create_key_file(self.config.paths.secrets_key)
         self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)
         self.tls = make_tls(self.config.paths.tls_cert.parent)
@@ -100,18 +98,16 @@ class Bastion:
                 self._move_to_free_ports()
         return self
 
+    def _write_config(self) -> Config:
+        """bastion.toml with this bastion's ports, read back."""
+        text = CONFIG.format(port=self.port, postgres=str(self._postgres).lower(),
+                             pg_port=self.pg_port) + self._extra_config  # fmt: skip
+        (self.home / "bastion.toml").write_text(text, encoding="utf-8")
+        return load_config(self.home / "bastion.toml")
+
     def _move_to_free_ports(self) -> None:
-        path = self.home / "bastion.toml"
-        text = path.read_text(encoding="utf-8")
-        old = CONFIG.format(port=self.port, postgres="{postgres}", pg_port=self.pg_port)
         self.port, self.pg_port = free_port(), free_port()
-        new = CONFIG.format(port=self.port, postgres="{postgres}", pg_port=self.pg_port)
-        head_old, head_new = old.split("enabled = {postgres}"), new.split("enabled = {postgres}")
-        for before, after in zip(head_old, head_new, strict=True):
-            text = text.replace(before, after, 1)
-        path.write_text(text, encoding="utf-8")
-        self.config = load_config(path)
-        self.core.config = self.config
+        self.config = self.core.config = self._write_config()
 
     def stop(self) -> None:
         if self.server is not None:
