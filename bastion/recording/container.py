@@ -27,7 +27,6 @@ import json
 import re
 import secrets
 import struct
-import threading
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -131,28 +130,28 @@ def seal_record(
     return RECORD_LENGTH.pack(NONCE_SIZE + len(sealed)), nonce, sealed
 
 
-_SCRATCH = threading.local()  # per thread: the buffer seal_parts encrypts into
 _BLOCK = 16
+OVERHEAD = _BLOCK + TAG_SIZE  # room a sealed chunk needs beyond its plaintext
 
 
 def seal_parts(
-    key: bytes, session_id: str, index: int, parts: Sequence[bytes], final: bool
-) -> tuple[bytes, bytes, memoryview]:
+    key: bytes, session_id: str, index: int, parts: Sequence[bytes], final: bool, *,
+    into: bytearray | None = None,
+) -> tuple[bytes, bytes, memoryview]:  # fmt: skip
     """seal_record of the parts joined, streamed: the same record, without joining them.
 
-    The ciphertext and tag are written into a buffer the calling thread reuses: the returned
-    view is valid until that thread's next call (write it out before sealing again). A big
-    chunk thus costs neither a joined copy of its plaintext nor a fresh ciphertext buffer,
-    whose page faults and copies (made with the GIL held) stalled the relay.
+    The ciphertext and tag are written into `into` when it is big enough (plaintext size
+    plus OVERHEAD), else into a new buffer; the returned view is valid while that buffer is
+    not reused. A big chunk thus costs neither a joined copy of its plaintext nor a fresh
+    ciphertext buffer, whose page faults and copies (made with the GIL held) stall the relay.
     """
     nonce = secrets.token_bytes(NONCE_SIZE)
     encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(chunk_aad(session_id, index, final))
     size = sum(len(part) for part in parts)
-    scratch: bytearray | None = getattr(_SCRATCH, "buf", None)
-    if scratch is None or len(scratch) < size + _BLOCK + TAG_SIZE:
-        scratch = _SCRATCH.buf = bytearray(size + _BLOCK + TAG_SIZE)
-    view = memoryview(scratch)
+    if into is None or len(into) < size + OVERHEAD:
+        into = bytearray(size + OVERHEAD)
+    view = memoryview(into)
     done = 0
     for part in parts:
         done += encryptor.update_into(part, view[done:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from bastion.audit import Event
 from bastion.errors import BastionError
 from bastion.ssh import menu, selfservice, streams
 from bastion.ssh.tap import SessionTap
+from bastion.ssh.valve import Valve
 
 if TYPE_CHECKING:
     from bastion.ssh.auth import BastionSSHServer
@@ -51,11 +53,15 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.finishing: asyncio.Task[None] | None = None
         self.target_name = ""
         self.opened_at = self.last_input = self.core.clock.now()
+        self.client_valve = Valve()  # reading the engineer's side
+        self.target_valve = Valve()  # reading the target's side
+        self._loop = asyncio.get_running_loop()
 
     # -- requests before the session starts ----------------------------------------------
 
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
+        self.client_valve.attach(chan)
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
                       term_modes: Any) -> bool:  # fmt: skip
@@ -190,10 +196,11 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             encoding=None,
         )  # fmt: skip
         self.up = chan
+        self.target_valve.attach(chan)
         if self.early:
             self._to_target(bytes(self.early))
             self.early.clear()
-            self.chan.resume_reading()
+        self.client_valve.release("early")
         if self.early_eof:
             self.up.write_eof()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -224,7 +231,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self._menu_keys(data)
         elif self.up is None:
             if len(self.early) + len(data) > MAX_EARLY_INPUT:
-                self.chan.pause_reading()
+                self.client_valve.hold("early")
             self.early += data
             self._input.set()
         else:
@@ -248,6 +255,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             except BastionError as exc:
                 self.end(exc.message, getattr(exc, "state", "recording_failed"))
                 return
+            self._hold_if_recording_behind()
         self.up.write(data)
 
     def from_target(self, data: bytes, datatype: int | None) -> None:
@@ -258,7 +266,25 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             except BastionError as exc:
                 self.end(exc.message, "recording_failed")
                 return
+            self._hold_if_recording_behind()
         self.chan.write(data, datatype)
+
+    def _hold_if_recording_behind(self) -> None:
+        """Stop reading both sides while the recording's disk is behind (back-pressure);
+        the writer wakes us from its thread once it has caught up."""
+        assert self.tap is not None
+        if self.tap.congested(self._recording_caught_up):
+            self.client_valve.hold("recording")
+            self.target_valve.hold("recording")
+
+    def _recording_caught_up(self) -> None:
+        """Called from the recording's worker thread."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to resume
+            self._loop.call_soon_threadsafe(self._resume_after_recording)
+
+    def _resume_after_recording(self) -> None:
+        self.client_valve.release("recording")
+        self.target_valve.release("recording")
 
     def eof_received(self) -> bool:
         if self.up is not None:
@@ -285,12 +311,10 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return True
 
     def pause_writing(self) -> None:
-        if self.up is not None:
-            self.up.pause_reading()
+        self.target_valve.hold("client")  # the engineer's side is full
 
     def resume_writing(self) -> None:
-        if self.up is not None:
-            self.up.resume_reading()
+        self.target_valve.release("client")
 
     # -- ending -------------------------------------------------------------------------
 

@@ -139,6 +139,11 @@ class SessionTap:
         except SftpProtocolError as exc:
             raise TapError(f"unreadable SFTP traffic, session ended: {exc}") from exc
 
+    def congested(self, resume: Callable[[], None]) -> bool:
+        """True while the recording's disk is behind; resume() is called (from a worker
+        thread) once it has caught up."""
+        return self.writer is not None and self.writer.congested(resume)
+
     def resize(self, width: int, height: int) -> None:
         if self.writer is not None:
             self.writer.resize(width, height, self._elapsed())

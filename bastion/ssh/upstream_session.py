@@ -29,12 +29,10 @@ class UpstreamSession(asyncssh.SSHClientSession):  # type: ignore[type-arg]
         self.down.exit_signal = (signal, core_dumped, msg, lang)
 
     def pause_writing(self) -> None:
-        if self.down.chan is not None:
-            self.down.chan.pause_reading()
+        self.down.client_valve.hold("target")  # the target's side is full
 
     def resume_writing(self) -> None:
-        if self.down.chan is not None:
-            self.down.chan.resume_reading()
+        self.down.client_valve.release("target")
 
     def connection_lost(self, exc: Any) -> None:
         self.down.target_closed()

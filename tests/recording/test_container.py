@@ -44,3 +44,16 @@ def test_each_thread_seals_into_its_own_buffer() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_a_record_is_sealed_into_the_buffer_given_when_it_fits() -> None:
+    key = os.urandom(container.KEY_SIZE)
+    plaintext = os.urandom(5000)
+    roomy = bytearray(len(plaintext) + container.OVERHEAD)
+    _, nonce, sealed = container.seal_parts(key, "s", 1, [plaintext], False, into=roomy)
+    assert sealed.obj is roomy
+    assert container.open_record(AESGCM(key), "s", 1, nonce + bytes(sealed)) == (plaintext, False)
+    small = bytearray(len(plaintext))  # no room for the tag: a new buffer, the small one untouched
+    _, nonce, sealed = container.seal_parts(key, "s", 2, [plaintext], True, into=small)
+    assert sealed.obj is not small and small == bytearray(len(plaintext))
+    assert container.open_record(AESGCM(key), "s", 2, nonce + bytes(sealed)) == (plaintext, True)

@@ -405,14 +405,14 @@ def test_disk_full_at_create_refuses_and_leaves_no_file(
     tmp_path: Path, box: SecretBox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(os, "write", _enospc)
+        patch.setattr(os, "writev", _enospc)
         with pytest.raises(RecordingError, match="No space left on device"):
             make_writer(tmp_path, box)
     assert list(tmp_path.rglob("*.cast")) == []
     make_writer(tmp_path, box).close()  # the session id can be used once space is back
 
 
-@pytest.mark.parametrize("call", ["write", "fsync"])
+@pytest.mark.parametrize("call", ["writev", "fsync"])
 def test_a_failed_write_ends_the_recording(
     tmp_path: Path, box: SecretBox, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
@@ -438,7 +438,7 @@ def test_a_failed_write_in_the_worker_shows_at_the_next_call(
 ) -> None:
     writer = make_writer(tmp_path, box)
     with monkeypatch.context() as patch:
-        patch.setattr(os, "write", _enospc)
+        patch.setattr(os, "writev", _enospc)
         writer.output(b"x" * (MAX_BUFFER + 1), 1.0)  # a full chunk: the worker writes it
         with pytest.raises(RecordingError, match="No space left"):
             writer.flush()

@@ -5,16 +5,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import socket
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.audit.records import SessionRecord
-from bastion.recording import read_recording, read_streams
+from bastion.recording import MAX_BUFFER, read_recording, read_streams
+from bastion.recording.store import MAX_WAITING
+from bastion.ssh.door import SSHDoor
 from bastion.ssh.streams import FROM_STDIN
 from tests.harness import Bastion
 from tests.realssh import LOOPBACK, Sshd
@@ -249,3 +254,57 @@ def test_an_allowed_tunnel_is_recorded_both_ways(tunnels_allowed: Bastion, tmp_p
     [session] = closed_sessions(b)
     found = assert_streams_logged(b, session)
     assert found["stdin"] == blob and found["stdout"] == b"echo:" + blob
+
+
+def _live_channel(b: Bastion) -> Any:
+    door = next(d for d in (b.server.doors if b.server else []) if isinstance(d, SSHDoor))
+    deadline = time.monotonic() + 30
+    while not door.live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [channel] = door.live.values()
+    return channel
+
+
+def test_a_slow_recording_disk_pauses_the_session_and_loses_nothing(
+    bastion: Bastion, sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the recording's disk falls behind, the door stops reading the target (memory
+    stays bounded, nothing is sent unrecorded) and goes on once the disk catches up."""
+    payload = os.urandom(24 * MAX_BUFFER)
+    big = sshd.files_dir / "big.bin"
+    big.write_bytes(payload)
+    big.chmod(0o644)
+    gate, real = threading.Event(), os.writev
+
+    def slow_disk(fd: int, parts: Any) -> int:  # big chunks wait; headers and small ones pass
+        if sum(len(part) for part in parts) > 65536:
+            assert gate.wait(60)
+        return real(fd, parts)
+
+    monkeypatch.setattr(os, "writev", slow_disk)
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    results: list[Any] = []
+    client = threading.Thread(
+        target=lambda: results.append(
+            ssh.run_ssh(
+                f"cat {big}", login="alice+web-1", answers=bastion.answers("alice"), timeout=120
+            )
+        )
+    )
+    client.start()
+    try:
+        channel = _live_channel(bastion)
+        deadline = time.monotonic() + 30
+        while "recording" not in channel.target_valve.reasons and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "recording" in channel.target_valve.reasons  # paused for the disk
+        writer = channel.tap.writer
+        assert len(writer._sealed) <= MAX_WAITING + 2  # not the whole 24 MiB in memory
+    finally:
+        gate.set()
+        client.join(120)
+    [result] = results
+    assert result.returncode == 0, result.err
+    assert result.stdout == payload
+    [session] = closed_sessions(bastion)
+    assert assert_streams_logged(bastion, session)["stdout"] == payload
