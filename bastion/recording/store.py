@@ -301,6 +301,8 @@ class RecordingWriter:
                 self._check_usable()
                 self._write_sealed()
                 unsynced, self._unsynced = self._unsynced, False
+            with self._queue_lock:
+                self._spare.clear()  # an idle session keeps no big buffer; bulk makes a new one
             if unsynced:
                 self._sync()
 
