@@ -18,6 +18,7 @@ class UpstreamSession(asyncssh.SSHClientSession):  # type: ignore[type-arg]
         self.down.from_target(data, datatype)
 
     def eof_received(self) -> bool:
+        self.down.send_outgoing()  # its last output first
         if self.down.chan is not None:
             self.down.chan.write_eof()
         return True

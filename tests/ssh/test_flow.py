@@ -1,8 +1,9 @@
-"""A relay's reads pause while any reason holds and resume only when none does."""
+"""A relay's reads pause while any reason holds and resume only when none does; output read
+in one turn is sent as one, each stream in its turn."""
 
 from __future__ import annotations
 
-from bastion.ssh.valve import Valve
+from bastion.ssh.flow import Batch, Valve
 
 
 class Channel:
@@ -47,3 +48,14 @@ def test_a_reason_held_before_the_channel_exists_pauses_it_when_attached() -> No
     assert channel.calls == ["pause"]
     valve.release("recording")
     assert channel.calls == ["pause", "resume"]
+
+
+def test_a_batch_joins_one_stream_and_hands_back_the_other_in_order() -> None:
+    batch, sent = Batch(), list[tuple[bytes, int | None] | None]()
+    for data, datatype in [(b"o1", None), (b"o2", None), (b"e1", 1), (b"o3", None)]:
+        earlier = batch.add(data, datatype)
+        if earlier is not None:
+            sent.append(earlier)
+    sent.append(batch.take())
+    assert sent == [(b"o1o2", None), (b"e1", 1), (b"o3", None)]
+    assert not batch and batch.take() is None
