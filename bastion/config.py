@@ -55,6 +55,8 @@ class Paths:
     tls_cert: Path
     tls_key: Path
     tls_ca: Path
+    reports: Path = Path("reports")
+    report_signing_key: Path = Path("report_signing.key")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,25 @@ class NotifyPolicy:
 
 
 @dataclass(frozen=True)
+class ReportPolicy:
+    """The weekly access review: its weeks, schedule, recipients, thresholds and mail."""
+
+    timezone: str = "UTC"
+    week_starts: Literal["monday", "sunday"] = "monday"
+    build_at: str = "06:00"
+    recipients: tuple[str, ...] = ()
+    sign_within: timedelta = timedelta(days=7)
+    working_hours: str = "Mon-Fri 07:00-20:00"
+    large_transfer_mb: int = 100
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_from: str = "bastion@localhost"
+    smtp_user: str = ""
+    smtp_password_file: str = ""  # relative to the config file's directory
+    smtp_ca: str = ""
+
+
+@dataclass(frozen=True)
 class SessionPolicy:
     """How long a session may sit idle, and last at all, unless its target says otherwise."""
 
@@ -195,6 +216,7 @@ class Config:
     sessions: SessionPolicy = SessionPolicy()
     requests: RequestPolicy = RequestPolicy()
     notify: NotifyPolicy = NotifyPolicy()
+    reports: ReportPolicy = ReportPolicy()
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -415,6 +437,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         sessions=_section(SessionPolicy, "sessions.", values),
         requests=_section(RequestPolicy, "requests.", values),
         notify=_section(NotifyPolicy, "notify.", values),
+        reports=_section(ReportPolicy, "reports.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
     )
