@@ -51,5 +51,6 @@ def _names_a_column(node: object) -> bool:
     if isinstance(node, tuple | list):
         return any(_names_a_column(item) for item in node)
     if isinstance(node, ast.Node):
-        return any(_names_a_column(getattr(node, name, None)) for name in type(node).__slots__)
+        fields: tuple[str, ...] = getattr(type(node), "__slots__", ())
+        return any(_names_a_column(getattr(node, name, None)) for name in fields)
     return False
