@@ -267,6 +267,14 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
     replay.add_argument("session_id")
     replay.add_argument("--speed", type=float, default=1.0)
+    replay.add_argument(
+        "--from",
+        dest="start",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="show the screen at this moment at once, then play from there",
+    )
     replay.add_argument("--idle-limit", type=float, default=2.0, metavar="SECONDS")
     group = sub.add_parser("recordings", help="session recordings")
     rec = group.add_subparsers(dest="recordings_command", required=True, parser_class=Parser)
