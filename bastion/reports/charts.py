@@ -1,0 +1,98 @@
+"""The weekly report's charts drawn by matplotlib as SVG, the same bytes for the same series.
+
+Pure: no pyplot and no global figure state; rcParams are set only for the length of one
+drawing. Determinism: `svg.hashsalt` fixes the ids, the SVG's Date metadata is dropped and
+text is drawn as paths from the font matplotlib ships (so the bytes do not depend on the
+fonts installed). Labels come from the store (people, targets): math text is off, so a
+name with dollar signs is drawn as typed, and matplotlib escapes what it writes in the
+SVG's comments. Many series are folded: the largest ones by name, the rest as "others".
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
+
+from bastion.reports.model import Series
+
+MAX_SERIES = 10  # people in the per-day chart before the rest become "others"
+MAX_BARS = 25  # targets in the hours chart before the rest become "others"
+
+_RC: dict[RcKeyType, Any] = {
+    "svg.hashsalt": "bastion-weekly-report",
+    "svg.fonttype": "path",
+    "text.parse_math": False,
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def fold(values: Mapping[str, tuple[float, ...]], keep: int) -> dict[str, tuple[float, ...]]:
+    """The `keep` largest series by total (ties by name), the rest summed as "others (N)"."""
+    order = sorted(values, key=lambda name: (-sum(values[name]), name))
+    if len(order) <= keep:
+        return {name: values[name] for name in sorted(values)}
+    kept = sorted(order[: keep - 1])
+    rest = order[keep - 1 :]
+    width = len(values[rest[0]])
+    others = tuple(sum(values[name][i] for name in rest) for i in range(width))
+    return {**{name: values[name] for name in kept}, f"others ({len(rest)})": others}
+
+
+def _svg(figure: Figure) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="svg", metadata={"Date": None})
+    return out.getvalue()
+
+
+def sessions_per_day(series: Series) -> bytes:
+    """Stacked bars: sessions on each local day, one colour a person."""
+    values = fold(series.values, MAX_SERIES)
+    with mpl.rc_context(_RC):
+        figure = Figure(figsize=(7.0, 3.0), layout="constrained")
+        axes = figure.add_subplot()
+        bottom = [0.0] * len(series.labels)
+        positions = list(range(len(series.labels)))
+        for name, row in values.items():
+            axes.bar(positions, row, bottom=bottom, label=name, width=0.7)
+            bottom = [b + v for b, v in zip(bottom, row, strict=True)]
+        axes.set_xticks(positions, series.labels)
+        axes.set_ylabel("sessions")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if values:
+            axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        return _svg(figure)
+
+
+def hours_per_target(series: Series) -> bytes:
+    """Horizontal bars: hours spent on each target, the largest at the top."""
+    hours = dict(zip(series.labels, next(iter(series.values.values()), ()), strict=True))
+    folded = fold({name: (value,) for name, value in hours.items()}, MAX_BARS)
+    ranked = sorted(folded.items(), key=lambda item: (-item[1][0], item[0]))
+    with mpl.rc_context(_RC):
+        height = 1.0 + 0.28 * max(len(ranked), 1)
+        figure = Figure(figsize=(7.0, height), layout="constrained")
+        axes = figure.add_subplot()
+        names = [name for name, _ in ranked][::-1]
+        axes.barh(names, [value[0] for _, value in ranked][::-1], height=0.6)
+        axes.set_xlabel("hours")
+        return _svg(figure)
+
+
+DRAWERS = {"sessions_per_day": sessions_per_day, "hours_per_target": hours_per_target}
+
+
+def draw(series: Series) -> bytes | None:
+    """The chart of a series as SVG bytes; None when it has nothing to show or no drawer."""
+    drawer = DRAWERS.get(series.key)
+    if drawer is None or not any(v for row in series.values.values() for v in row):
+        return None
+    return drawer(series)
