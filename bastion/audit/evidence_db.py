@@ -1,11 +1,11 @@
 """A standalone SQLite file of plain typed tables (a report's evidence), written once, whole.
 
 Not the store: a new file for people to open in Datasette or sqlite3. It is written to a
-temporary name beside the target and renamed over it, so a reader never sees half a file
-and an old file at the path is replaced, not appended to. Tables are created with their
-types, primary keys and foreign keys declared (Datasette links rows through them), then
-filled in the order given; the journal is the default rollback journal (no -wal file to
-carry along), and the file is vacuumed so the same tables give the same bytes.
+temporary name beside the target (no journal, synced once when whole) and renamed over it,
+so a reader never sees half a file and an old file at the path is replaced, not appended
+to. Tables are created with their types, primary keys and foreign keys declared (Datasette
+links rows through them), then filled in the order given; the file has no -wal or
+-journal beside it to carry along, and is vacuumed so the same tables give the same bytes.
 """
 
 from __future__ import annotations
@@ -46,14 +46,27 @@ def write_tables(path: Path, tables: Sequence[PlainTable]) -> None:
     scratch.unlink(missing_ok=True)
     try:
         with closing(sqlite3.connect(scratch)) as conn:
+            # A scratch file: no journal and no syncing while it is built, one sync at the end.
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
             db = sqlite_utils.Database(conn)
             for table in tables:
                 _create(db, table)
             conn.commit()
             conn.execute("VACUUM")
+        _sync(scratch)
         os.replace(scratch, path)
+        _sync(path.parent)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _create(db: sqlite_utils.Database, table: PlainTable) -> None:
