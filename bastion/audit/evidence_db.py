@@ -69,7 +69,12 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _create(db: sqlite_utils.Database, table: PlainTable) -> None:
+    """Create the table with sqlite-utils (types, keys); fill it in one executemany."""
     names = [name for name, _ in table.columns]
     db[table.name].create(  # type: ignore[union-attr]
         {name: _TYPES[kind] for name, kind in table.columns},
@@ -77,7 +82,9 @@ def _create(db: sqlite_utils.Database, table: PlainTable) -> None:
         foreign_keys=list(table.foreign_keys),
         column_order=names,
     )
-    if table.rows:
-        db[table.name].insert_all(  # type: ignore[union-attr]
-            (dict(zip(names, row, strict=True)) for row in table.rows), batch_size=1000
-        )
+    marks = ", ".join("?" for _ in names)
+    columns = ", ".join(_quote(name) for name in names)
+    db.conn.executemany(
+        f"INSERT INTO {_quote(table.name)} ({columns}) VALUES ({marks})",
+        (tuple(row) for row in table.rows),
+    )

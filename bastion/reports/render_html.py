@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bastion.reports import charts
@@ -233,8 +234,10 @@ def _summary(summary: Sequence[Metric]) -> str:
 def _charts(report: WeeklyReport) -> str:
     figures = []
     for series in report.charts:
-        for name, row in series.values.items():
-            cell(NUMBER, sum(row), f"chart {series.key}.{name}")  # finite, or refused
+        for name, row in series.values.items():  # as render_json: refused, not misdrawn
+            if len(row) != len(series.labels):
+                raise ValueError(f"chart {series.key}: {name} has {len(row)} values")
+            cell(NUMBER, sum(row), f"chart {series.key}.{name}")  # finite
         svg = charts.draw(series)
         if svg is None:
             figures.append(f'<h3>{e(series.title)}</h3><p class="empty">Nothing this week.</p>')
@@ -247,29 +250,40 @@ def _charts(report: WeeklyReport) -> str:
     return f'<section id="charts"><h2>Charts</h2>{"".join(figures)}</section>'
 
 
-def _cell(column: str, value: Cell, zone: ZoneInfo | None) -> str:
-    if value is None:
-        return "<td></td>"
-    if isinstance(value, bool):
-        return f"<td>{'yes' if value else 'no'}</td>"
-    if isinstance(value, int | float):
-        return f'<td class="num">{number(value)}</td>'
+def _writer(column: str, zone: ZoneInfo | None) -> Callable[[Cell], str]:
+    """How a column's cells are written, chosen once a table (tables run to many rows)."""
+    text: Callable[[str], str] = e
     if column == "at" or column.endswith("_at"):
-        return f"<td>{when(value, zone)}</td>"
-    if column in ("text", "replay") or column.endswith("sha256") or column == "mac":
-        return f"<td><code>{e(value)}</code></td>"
-    return f"<td>{e(value)}</td>"
+        text = partial(when, zone=zone)
+    elif column in ("text", "replay") or column.endswith("sha256"):
+        text = _code
+
+    def write(value: Cell) -> str:
+        if value is None:
+            return "<td></td>"
+        if isinstance(value, bool):
+            return f"<td>{'yes' if value else 'no'}</td>"
+        if isinstance(value, int | float):
+            return f'<td class="num">{number(value)}</td>'
+        return f"<td>{text(value)}</td>"
+
+    return write
+
+
+def _code(value: str) -> str:
+    return f"<code>{e(value)}</code>"
 
 
 def _table(report: WeeklyReport, key: str, zone: ZoneInfo | None) -> str:
     title, about = SECTIONS.get(key, (key, ""))
     types = column_types(key)
     head = "".join(f"<th>{e(name)}</th>" for name, _ in types)
+    columns = [(name, kind, _writer(name, zone)) for name, kind in types]
     rows = "".join(
         "<tr>"
         + "".join(
-            _cell(name, cell(kind, value, f"{key}.{name}"), zone)
-            for (name, kind), value in zip(types, row, strict=True)
+            write(cell(kind, value, f"{key}.{name}"))
+            for (name, kind, write), value in zip(columns, row, strict=True)
         )
         + "</tr>"
         for row in report.tables[key].rows

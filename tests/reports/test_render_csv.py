@@ -1,4 +1,4 @@
-"""The CSV rendering: one file a section, each with its header, and no formula a spreadsheet runs."""
+"""The CSV rendering: a file a section, each with its header, no formula a spreadsheet runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTML report in headless Chromium (Debian's): it renders, prints, runs nothing, fetches nothing.
+"""The HTML report in Debian's headless Chromium: it renders, prints, runs and fetches nothing.
 
 Every request the page makes is recorded and aborted; the test fails on any. A control
 test shows the same harness does catch a page that reaches out, so an empty list means

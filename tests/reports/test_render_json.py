@@ -42,7 +42,9 @@ def test_the_same_report_gives_the_same_bytes() -> None:
 
 def test_the_shipped_schema_file_is_the_generated_one() -> None:
     assert published_schema() == build_schema()
-    assert schema_bytes() == json.dumps(published_schema(), indent=2, sort_keys=True).encode() + b"\n"
+    assert (
+        schema_bytes() == json.dumps(published_schema(), indent=2, sort_keys=True).encode() + b"\n"
+    )
 
 
 def test_every_section_and_column_is_named_in_the_schema() -> None:

@@ -57,7 +57,7 @@ def test_evidence_joins_its_finding_and_session(tmp_path: Path) -> None:
     )
     assert joined == [("break_glass", SCRIPT_COMMAND, "db1",
                        "bastion replay 0b6f7c1e-alice-ssh-db1 --at 328.5")]  # fmt: skip
-    prov = dict(rows(path, "SELECT key, value FROM provenance"))  # type: ignore[arg-type]
+    prov = {key: value for key, value in rows(path, "SELECT key, value FROM provenance")}
     assert prov["week"] == "2026-W47" and prov["chain_end_seq"] == "5230"
     assert prov["count.findings"] == "8"
 
