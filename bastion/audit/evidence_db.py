@@ -69,6 +69,13 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def _bindable(value: Value) -> Value:
+    """A value SQLite can store: text UTF-8 cannot encode (lone surrogates) as its escapes."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -86,5 +93,5 @@ def _create(db: sqlite_utils.Database, table: PlainTable) -> None:
     columns = ", ".join(_quote(name) for name in names)
     db.conn.executemany(
         f"INSERT INTO {_quote(table.name)} ({columns}) VALUES ({marks})",
-        (tuple(row) for row in table.rows),
+        (tuple(_bindable(value) for value in row) for row in table.rows),
     )

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.typing import RcKeyType
 
+from bastion.reports.columns import encodable
 from bastion.reports.model import Series
 
 MAX_SERIES = 10  # people in the per-day chart before the rest become "others"
@@ -62,9 +63,9 @@ def sessions_per_day(series: Series) -> bytes:
         bottom = [0.0] * len(series.labels)
         positions = list(range(len(series.labels)))
         for name, row in values.items():
-            axes.bar(positions, row, bottom=bottom, label=name, width=0.7)
+            axes.bar(positions, row, bottom=bottom, label=encodable(name), width=0.7)
             bottom = [b + v for b, v in zip(bottom, row, strict=True)]
-        axes.set_xticks(positions, series.labels)
+        axes.set_xticks(positions, [encodable(label) for label in series.labels])
         axes.set_ylabel("sessions")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         if values:
@@ -81,7 +82,7 @@ def hours_per_target(series: Series) -> bytes:
         height = 1.0 + 0.28 * max(len(ranked), 1)
         figure = Figure(figsize=(7.0, height), layout="constrained")
         axes = figure.add_subplot()
-        names = [name for name, _ in ranked][::-1]
+        names = [encodable(name) for name, _ in ranked][::-1]
         axes.barh(names, [value[0] for _, value in ranked][::-1], height=0.6)
         axes.set_xlabel("hours")
         return _svg(figure)

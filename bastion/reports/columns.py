@@ -15,6 +15,19 @@ from bastion.reports.model import TABLES, Cell
 
 TEXT, INTEGER, NUMBER, BOOLEAN = "text", "integer", "number", "boolean"
 
+# Text from the store may hold lone surrogates (bytes that were not UTF-8, kept by
+# surrogateescape); an insider must not be able to stop the report with one. Renderings
+# encode with this handler, which writes such a character as its escape (\udcff).
+UNENCODABLE = "backslashreplace"
+
+
+def encodable(text: str) -> str:
+    """`text`, with any character UTF-8 cannot encode written as its backslash escape."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", UNENCODABLE).decode("utf-8")
+
+
 _AT = {"at": TEXT}
 COLUMN_TYPES: Mapping[str, Mapping[str, str]] = {
     "sessions": {"id": TEXT, "person": TEXT, "target": TEXT, "door": TEXT,

@@ -19,7 +19,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 
-from bastion.reports.columns import NUMBER, cell, column_types
+from bastion.reports.columns import NUMBER, UNENCODABLE, cell, column_types
 from bastion.reports.model import TABLES, Cell, Finding, Provenance, WeeklyReport
 
 # What makes a spreadsheet read a cell as a formula (OWASP's list, and full-width forms
@@ -58,7 +58,7 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> bytes:
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_format(value) for value in row])
-    return out.getvalue().encode("utf-8")
+    return out.getvalue().encode("utf-8", UNENCODABLE)
 
 
 def _table_rows(report: WeeklyReport, key: str) -> list[tuple[Cell, ...]]:

@@ -19,7 +19,7 @@ from functools import partial
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bastion.reports import charts
-from bastion.reports.columns import NUMBER, cell, column_types
+from bastion.reports.columns import NUMBER, UNENCODABLE, cell, column_types
 from bastion.reports.model import (
     SEVERITIES,
     TABLES,
@@ -317,4 +317,4 @@ def render_html(report: WeeklyReport) -> bytes:
         f"audit store, chain seq {e(p.chain_start.seq)} to {e(p.chain_end.seq)}.</p></footer>"
         "</body></html>\n"
     )
-    return page.encode("utf-8")
+    return page.encode("utf-8", UNENCODABLE)

@@ -14,7 +14,15 @@ import sys
 from importlib import resources
 from typing import Any
 
-from bastion.reports.columns import BOOLEAN, INTEGER, NUMBER, TEXT, cell, column_types
+from bastion.reports.columns import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    TEXT,
+    UNENCODABLE,
+    cell,
+    column_types,
+)
 from bastion.reports.model import (
     SEVERITIES,
     TABLES,
@@ -42,7 +50,7 @@ def render_json(report: WeeklyReport) -> bytes:
         allow_nan=False,
         separators=(",", ":"),
     )
-    return (text + "\n").encode("utf-8")
+    return (text + "\n").encode("utf-8", UNENCODABLE)
 
 
 def report_dict(report: WeeklyReport) -> JSON:
