@@ -11,16 +11,16 @@ SVG's comments. Many series are folded: the largest ones by name, the rest as "o
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from typing import Any
-
-import matplotlib as mpl
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from matplotlib.typing import RcKeyType
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from bastion.reports.columns import encodable
 from bastion.reports.model import Series
+
+if TYPE_CHECKING:  # matplotlib itself is imported when a chart is drawn (it takes 0.7 s)
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 MAX_SERIES = 10  # people in the per-day chart before the rest become "others"
 MAX_BARS = 25  # targets in the hours chart before the rest become "others"
@@ -48,6 +48,16 @@ def fold(values: Mapping[str, tuple[float, ...]], keep: int) -> dict[str, tuple[
     return {**{name: values[name] for name in kept}, f"others ({len(rest)})": others}
 
 
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[Figure]:
+    """A figure drawn and saved under the report's rcParams only."""
+    import matplotlib as mpl  # noqa: PLC0415 - lazy, see the TYPE_CHECKING import
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    with mpl.rc_context(_RC):
+        yield Figure(figsize=(width, height), layout="constrained")
+
+
 def _svg(figure: Figure) -> bytes:
     out = io.BytesIO()
     figure.savefig(out, format="svg", metadata={"Date": None})
@@ -56,9 +66,10 @@ def _svg(figure: Figure) -> bytes:
 
 def sessions_per_day(series: Series) -> bytes:
     """Stacked bars: sessions on each local day, one colour a person."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
     values = fold(series.values, MAX_SERIES)
-    with mpl.rc_context(_RC):
-        figure = Figure(figsize=(7.0, 3.0), layout="constrained")
+    with _figure(7.0, 3.0) as figure:
         axes = figure.add_subplot()
         bottom = [0.0] * len(series.labels)
         positions = list(range(len(series.labels)))
@@ -78,9 +89,7 @@ def hours_per_target(series: Series) -> bytes:
     hours = dict(zip(series.labels, next(iter(series.values.values()), ()), strict=True))
     folded = fold({name: (value,) for name, value in hours.items()}, MAX_BARS)
     ranked = sorted(folded.items(), key=lambda item: (-item[1][0], item[0]))
-    with mpl.rc_context(_RC):
-        height = 1.0 + 0.28 * max(len(ranked), 1)
-        figure = Figure(figsize=(7.0, height), layout="constrained")
+    with _figure(7.0, 1.0 + 0.28 * max(len(ranked), 1)) as figure:
         axes = figure.add_subplot()
         names = [encodable(name) for name, _ in ranked][::-1]
         axes.barh(names, [value[0] for _, value in ranked][::-1], height=0.6)
