@@ -64,7 +64,9 @@ th { background: #eee; } td.num { text-align: right; font-variant-numeric: tabul
 code, pre { font: .92em/1.35 ui-monospace, "DejaVu Sans Mono", monospace; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
 td code, dd code { overflow-wrap: anywhere; }
-.local { color: #555; display: block; font-size: .9em; }
+.local { color: #555; display: block; font-size: .9em; } time { white-space: nowrap; }
+nav ul { list-style: none; padding: 0; margin: .5em 0; } nav li { display: inline; }
+nav li + li::before { content: " · "; color: #888; }
 .provenance dl { display: grid; grid-template-columns: max-content 1fr; gap: .1em 1em; }
 .provenance dt { font-weight: 600; } .provenance dd { margin: 0; }
 .alert { border: 2px solid var(--high); padding: .5em; margin: .5em 0; font-weight: 600; }
@@ -87,7 +89,7 @@ figure { margin: 1em 0; break-inside: avoid; } figure img { max-width: 100%; }
   body { margin: 0; max-width: none; font-size: 9pt; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   thead { display: table-header-group; } tr, .finding, figure { break-inside: avoid; }
-  h2 { break-after: avoid; } main h2 { break-before: auto; }
+  h2 { break-after: avoid; } nav { display: none; }
 }
 """
 
@@ -305,13 +307,17 @@ def render_html(report: WeeklyReport) -> bytes:
     order = [key for key in SECTIONS if key in TABLES]
     order += [key for key in TABLES if key not in SECTIONS]
     sections = "".join(_table(report, key, zone) for key in order)
+    links = [("findings", "Findings"), ("summary", "Summary"), ("charts", "Charts")]
+    links += [(key, SECTIONS.get(key, (key, ""))[0]) for key in order]
+    nav = "".join(f'<li><a href="#{e(key)}">{e(title)}</a></li>' for key, title in links)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Weekly access review {e(p.week)}</title><style>{STYLE}</style></head><body>"
-        f"{_provenance(p)}<main>{_findings(report.findings, zone)}{_summary(report.summary)}"
+        f'{_provenance(p)}<nav aria-label="Sections"><ul>{nav}</ul></nav>'
+        f"<main>{_findings(report.findings, zone)}{_summary(report.summary)}"
         f'{_charts(report)}<div class="sections">{sections}</div></main>'
         f'<footer class="meta"><p>Made by bastion {e(p.version)} at {e(p.made_at)} from the '
         f"audit store, chain seq {e(p.chain_start.seq)} to {e(p.chain_end.seq)}.</p></footer>"
