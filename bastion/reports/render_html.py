@@ -161,7 +161,8 @@ def _evidence_row(ev: Evidence, zone: ZoneInfo | None) -> str:
         where += f" at {number(ev.offset)} s"
     replay = f"<code>{e(ev.replay)}</code>" if ev.replay else ""
     return (
-        f"<tr><td>{when(ev.at, zone)}</td><td>{e(ev.kind)} {e(ev.ref)}</td>"
+        f'<tr data-evidence="{e(ev.kind)}:{e(ev.ref)}"><td>{when(ev.at, zone)}</td>'
+        f"<td>{e(ev.kind)} {e(ev.ref)}</td>"
         f"<td><pre>{e(ev.text)}</pre></td><td>{where}</td><td>{replay}</td></tr>"
     )
 
