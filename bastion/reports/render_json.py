@@ -175,7 +175,11 @@ def _object(properties: JSON, description: str = "") -> JSON:
 
 
 def _row_schema(key: str) -> JSON:
-    props = {name: {"type": [_TYPES[kind], "null"]} for name, kind in column_types(key)}
+    """A row: every column, typed and nullable; instants (at, *_at) in UTC as utc() writes."""
+    props: JSON = {}
+    for name, kind in column_types(key):
+        instant = name == "at" or name.endswith("_at")
+        props[name] = _nullable(_UTC) if instant else {"type": [_TYPES[kind], "null"]}
     return _object(props)
 
 

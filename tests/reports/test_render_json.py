@@ -93,3 +93,9 @@ def test_a_figure_that_is_not_a_number_fails_the_rendering() -> None:
     summary = (*report.summary, Metric("hours", "Hours", math.nan, 1.0))
     with pytest.raises(ValueError):
         render_json(dataclasses.replace(report, summary=summary))
+
+
+def test_instants_in_tables_must_be_utc() -> None:
+    document = json.loads(render_json(sample_report()))
+    document["tables"]["sessions"][0]["started_at"] = "2026-11-17T02:58:30+01:00"
+    assert not validator().is_valid(document)
