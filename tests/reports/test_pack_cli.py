@@ -140,8 +140,8 @@ class TestReportVerify:
         assert "intact" in result.stdout and "the store was not checked" in result.stdout
         other = tmp_path / "other.pem"
         stranger = Ed25519PrivateKey.generate().public_key()
-        other.write_bytes(stranger.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        other.write_bytes(stranger.public_bytes(serialization.Encoding.PEM, spki))
         result = test_cli.run_bastion("report", "verify", str(elsewhere), "--key", str(other),
                                       "--no-store", cwd=tmp_path)  # fmt: skip
         assert_tampered(result, "signed by another key")
