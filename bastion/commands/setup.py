@@ -21,15 +21,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     config_path = directory / "bastion.toml"
     if config_path.exists():
         raise Conflict(f"{config_path} exists already; refusing to overwrite it")
-    try:
-        text = default_config_text(
-            ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
-        )
-    except ValueError as exc:
-        message = str(exc)
-        for name in ("ssh", "postgres", "web"):
-            message = message.replace(f"{name}_port", f"--{name}-port")
-        raise UsageError(message) from exc
+    text = _config_text(args)
     directory.mkdir(parents=True, exist_ok=True)
     config = _write_config(config_path, text)
     paths = config.paths
@@ -77,6 +69,18 @@ def run_init(app: App, args: argparse.Namespace) -> int:
         f"next: bastion --config {config_path} user add NAME --role admin",
     )
     return 0
+
+
+def _config_text(args: argparse.Namespace) -> str:
+    try:
+        return default_config_text(
+            ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for name in ("ssh", "postgres", "web"):
+            message = message.replace(f"{name}_port", f"--{name}-port")
+        raise UsageError(message) from exc
 
 
 def _write_config(path: Path, text: str) -> Config:
