@@ -197,8 +197,9 @@ def write_pack(
     key: Ed25519PrivateKey,
     now: datetime | None = None,
 ) -> Manifest:
-    """Write each file, then manifest.json, then manifest.sig (last: a pack without its
-    signature is unfinished). out_dir must be new or empty: a stale file would be unlisted."""
+    """Write each file, then manifest.sig, then manifest.json (renamed into place last: a
+    pack is found by its manifest, so a half-written one is never read as tampered).
+    out_dir must be new or empty: a stale file would be one the manifest does not list."""
     for name in files:
         if problem := name_problem(name):
             raise UsageError(f"a review pack cannot hold {problem}")
@@ -223,9 +224,21 @@ def write_pack(
     )
     Manifest.from_bytes(manifest.to_bytes())  # what verify reads must parse: fail here first
     body = manifest.to_bytes()
-    _write_file(out_dir / MANIFEST, body)
     _write_file(out_dir / SIGNATURE, key.sign(body))
+    part = out_dir / f".{MANIFEST}.part"
+    _write_file(part, body)
+    os.rename(part, out_dir / MANIFEST)  # a pack is found by its manifest: whole, or not yet
+    dir_fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return manifest
+
+
+def manifest_sha256(directory: Path) -> str:
+    """The SHA-256 of a pack's manifest.json: what a week's sign-off is bound to."""
+    return hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()
 
 
 # -- verifying -----------------------------------------------------------------------------

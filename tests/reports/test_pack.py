@@ -6,6 +6,7 @@ as the auditor would, in child processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sqlite3
@@ -22,7 +23,7 @@ from bastion.clock import FakeClock
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.reports.model import ChainHead
-from bastion.reports.pack import MANIFEST, SIGNATURE, verify_pack, write_pack
+from bastion.reports.pack import MANIFEST, SIGNATURE, manifest_sha256, verify_pack, write_pack
 from bastion.reports.signing import key_id, public_pem
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -266,6 +267,14 @@ def test_counts_and_recordings_must_match_the_store(
     write_pack(forged, FILES, week="2026-W47", chain_start=chain.start, chain_end=chain.end,
                counts=COUNTS, recordings={SESSION: "cd" * 32}, key=key)  # fmt: skip
     assert "recording of session s-1: the chain's hash differs" in problem(forged, key, chain)
+    unknown = tmp_path / "unknown"
+    write_pack(unknown, FILES, week="2026-W47", chain_start=chain.start, chain_end=chain.end,
+               counts=COUNTS, recordings={"s-9": RECORDING}, key=key)  # fmt: skip
+    assert "session s-9: the chain holds no hash for it" in problem(unknown, key, chain)
+
+
+def test_the_manifest_digest_is_what_a_sign_off_binds(pack: Path) -> None:
+    assert manifest_sha256(pack) == hashlib.sha256((pack / MANIFEST).read_bytes()).hexdigest()
 
 
 def test_write_pack_refuses_a_directory_with_files_in_it(
