@@ -13,6 +13,8 @@ from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
 from bastion.errors import Exit
 from bastion.recording.check import chained_recording_problems
+from bastion.reports import pack
+from bastion.reports.signing import ReportKeyError, load_private_key
 
 
 def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
@@ -32,6 +34,21 @@ def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, li
         count += len(found)
         problems += bad + anchors.check(found, head_seq, app.store.mac_at)
     return count, problems
+
+
+def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
+    """The weekly review packs' signed chain heads: how many packs, and every one the chain
+    contradicts (the latest end head first) or whose signature fails. They outlive the head
+    file: a tail deleted before the last signed head shows even if that file was rewritten."""
+    reports = app.config.paths.reports
+    if not any(pack.pack_dirs(reports)):
+        return 0, []
+    try:
+        public = load_private_key(app.config.paths.report_signing_key).public_key()
+    except ReportKeyError as exc:
+        return 0, [f"the review packs in {reports} cannot be checked: {exc.message}"]
+    good, bad = pack.signed_heads(reports, public)
+    return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at)
 
 
 def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
@@ -59,6 +76,8 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     verdict = app.store.verify_chain()
     files = _anchor_files(app, args)
     anchored, anchor_bad = anchor_problems(app, files, verdict.head_seq) if verdict.ok else (0, [])
+    packs, pack_bad = pack_problems(app, verdict.head_seq) if verdict.ok else (0, [])
+    anchor_bad = pack_bad + anchor_bad
     recorded, rec_bad = recording_problems(app, verdict.head_seq) if verdict.ok else (0, [])
     data = {
         "ok": verdict.ok and not anchor_bad and not rec_bad,
@@ -72,6 +91,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "anchors_files": [str(f) for f in files],
         "anchors_checked": anchored,
         "anchor_problems": anchor_bad,
+        "review_packs_checked": packs,
         "recording_problems": rec_bad,
     }
     if not verdict.ok:
@@ -90,7 +110,8 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     if rec_bad:
         app.emit(data, "RECORDINGS CHANGED: " + "; ".join(rec_bad))
         return Exit.TAMPERED
-    app.emit(data, _intact_text(verdict, anchored, len(files), recorded))
+    text = _intact_text(verdict, anchored, len(files), recorded)
+    app.emit(data, text + (f"; {packs} signed review pack(s) agree" if packs else ""))
     return Exit.OK
 
 
