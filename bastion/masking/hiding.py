@@ -61,6 +61,21 @@ def _hide_folded(text: str, masked: str, detectors: Detectors, counts: dict[str,
 def _mask(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     if not hits:
         return text
+    pieces: list[str] = []
+    at = 0
+    for hit in hits:
+        if hit.start < at:  # inside one hidden already: hidden again in place
+            return _mask_overlapping(text, hits, counts)
+        pieces += (text[at : hit.start], _hide(text[hit.start : hit.end], hit))
+        at = hit.end
+    if counts is not None:
+        for hit in hits:
+            counts[hit.kind] = counts.get(hit.kind, 0) + 1
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
+def _mask_overlapping(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     chars, covered = list(text), -1
     for hit in hits:
         # A match inside one already hidden (a phone-shaped part of an IBAN, digits glued to
