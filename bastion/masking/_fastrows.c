@@ -35,7 +35,8 @@ typedef struct {
     Py_ssize_t size, used;
 } Out;
 
-static int out_reserve(Out *out, Py_ssize_t more) {
+/* Room for `more` bytes: grown (doubled at least) when the room is not there. */
+static int out_grow(Out *out, Py_ssize_t more) {
     if (more < 0 || out->used > PY_SSIZE_T_MAX - more) {
         PyErr_NoMemory();
         return -1;
@@ -53,7 +54,13 @@ static int out_reserve(Out *out, Py_ssize_t more) {
     return 0;
 }
 
-static int out_put(Out *out, const void *bytes, Py_ssize_t n) {
+static inline int out_reserve(Out *out, Py_ssize_t more) {
+    if (more >= 0 && more <= out->size - out->used)
+        return 0;
+    return out_grow(out, more);
+}
+
+static inline int out_put(Out *out, const void *bytes, Py_ssize_t n) {
     if (out_reserve(out, n) < 0)
         return -1;
     memcpy(out->data + out->used, bytes, (size_t)n);
@@ -199,6 +206,24 @@ static long step(Runs *r, const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
     return found;
 }
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether eight bytes are all quiet, read as one word: none is 0x80 or above, in ".-:" (that
+ * is ".", "/", 0-9, ":"), "@" or "\\". A "no" is only a maybe: the bytes are then stepped one
+ * by one ("/" is quiet, and so are most bytes above 0x7F). */
+static inline int quiet8(const unsigned char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (x & HIGHS)
+        return 0;
+    uint64_t from_dot = x + ONES * (0x80 - '.'), past_colon = x + ONES * (0x80 - ':' - 1);
+    uint64_t at = x ^ (ONES * '@'), backslash = x ^ (ONES * '\\');
+    uint64_t found = (from_dot & ~past_colon) | ((at - ONES) & ~at) |
+                     ((backslash - ONES) & ~backslash);
+    return (found & HIGHS) == 0;
+}
+
 /* The candidate shapes in a value, in one pass. While no run is counted, the bytes that keep
  * it so (letters, separators but ".", most punctuation) are skipped in a tight loop; from a
  * digit, ".", ":" or a rare byte on, each byte is stepped until no run is counted again.
@@ -208,6 +233,8 @@ static long find_shapes(const unsigned char *v, Py_ssize_t n, long enough, int a
     Runs r = {0, 0, 0, 0, 0};
     Py_ssize_t i = 0;
     for (;;) {
+        while (i + 8 <= n && quiet8(v + i))
+            i += 8;
         while (i < n && (flags[v[i]] & F_QUIET))
             i++;
         if (i >= n)
@@ -233,18 +260,22 @@ static int put_full(Out *out, Py_ssize_t size) {
     return out_put(out, "****", n);
 }
 
-/* partial() on an ASCII value: j***@example.com, ***-**-6789, else full. */
-static int put_partial(Out *out, const unsigned char *v, Py_ssize_t size) {
-    Py_ssize_t at = -1, ats = 0, digits = 0;
+static int put_call(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t size);
+
+/* partial() on an ASCII value: j***@example.com, ***-**-6789, else full; any other value goes
+ * to the fallback. */
+static int put_partial(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t size) {
+    Py_ssize_t ats = 0, digits = 0;
+    unsigned char high = 0;
     for (Py_ssize_t i = 0; i < size; i++) {
-        if (v[i] == '@') {
-            ats++;
-            if (at < 0)
-                at = i;
-        }
+        ats += v[i] == '@';
         digits += is_digit(v[i]);
+        high |= v[i];
     }
-    if (at > 0 && at < size - 1 && ats == 1) {
+    if (high >= 0x80)
+        return put_call(out, fn, v, size);
+    Py_ssize_t at = ats == 1 ? (const unsigned char *)memchr(v, '@', (size_t)size) - v : -1;
+    if (at > 0 && at < size - 1) {
         if (out_int32(out, (int32_t)size) < 0 || out_reserve(out, size) < 0)
             return -1;
         char *w = out->data + out->used;
@@ -294,13 +325,6 @@ static int put_call(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t s
     return rc;
 }
 
-static int is_ascii(const unsigned char *v, Py_ssize_t size) {
-    for (Py_ssize_t i = 0; i < size; i++)
-        if (v[i] >= 0x80)
-            return 0;
-    return 1;
-}
-
 static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
                       Py_ssize_t size) {
     switch (kind & 0xff) {
@@ -309,9 +333,7 @@ static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
     case KIND_FULL:
         return put_full(out, size);
     case KIND_PARTIAL:
-        if (is_ascii(v, size))
-            return put_partial(out, v, size);
-        return put_call(out, fn, v, size);
+        return put_partial(out, fn, v, size);
     case KIND_SCAN:
         return put_call(out, fn, v, size); /* a candidate: the detectors decide */
     default:

@@ -104,3 +104,16 @@ def test_masking_from_slices_is_masking_in_place(case: tuple[str, list[Hit]]) ->
     in_place: dict[str, int] = {}
     assert _mask(text, hits, counts) == _mask_overlapping(text, hits, in_place)
     assert counts == in_place
+
+
+def test_a_shape_byte_anywhere_in_a_word_of_eight_is_seen() -> None:
+    # The quiet stretch is skipped eight bytes at a time: a byte that starts a shape must stop
+    # the skip wherever it stands in the word, and a quiet byte on either side of the range
+    # ("-" and "/", ";" and "?") must not hide it.
+    for filler in (b"x", b"-", b"/", b";", b"?", b"A", b"\x7f"):
+        for special in (b"0", b"9", b".", b":", b"@", b"\\u", b"\xc2\xa0", b"\xef\xbc\xa0"):
+            for at in range(24):
+                value = filler * at + special + filler * (23 - at)
+                assert _fastrows.candidates(value) == candidates(value), (filler, special, at)
+                for wanted in (1, 2, 8, 16, 32, 64, 127):
+                    assert _scan_passes(value, wanted) == (candidates(value) & wanted == 0)
