@@ -1,9 +1,12 @@
 """The scan's shortcuts find exactly what the plain way finds (Hypothesis): the compiled scan
 that stops at the first shape a column asks for, the email search that starts at each "@",
-the labelled SSN looked for only where nine digits stand in a row, and the masking of
-matches that do not overlap, built from slices."""
+the labelled SSN looked for only where nine digits stand in a row, the masking of matches
+that do not overlap, built from slices, and the kept tail of a match found without a
+pattern."""
 
 from __future__ import annotations
+
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +23,7 @@ from bastion.masking.detect import (
     candidates,
     find,
 )
-from bastion.masking.hiding import _mask, _mask_overlapping
+from bastion.masking.hiding import _mask, _mask_overlapping, _tail_start
 from bastion.masking.rows import data_row
 
 # Pieces of free text around the shapes, their near misses, and what ends a run of each.
@@ -117,3 +120,21 @@ def test_a_shape_byte_anywhere_in_a_word_of_eight_is_seen() -> None:
                 assert _fastrows.candidates(value) == candidates(value), (filler, special, at)
                 for wanted in (1, 2, 8, 16, 32, 64, 127):
                     assert _scan_passes(value, wanted) == (candidates(value) & wanted == 0)
+
+
+_LAST_ALNUM = re.compile(r"[^\W_](?=[\W_]*$)")  # the pattern _tail_start replaced
+
+
+def _tail_start_by_pattern(piece: str, head: int, keep: int) -> int:
+    cut = len(piece)
+    for _ in range(keep):
+        found = _LAST_ALNUM.search(piece, head, cut)
+        cut = found.start() if found is not None else head
+    return cut
+
+
+@settings(max_examples=800)
+@given(st.one_of(TEXT, st.text(max_size=30)), st.integers(0, 8), st.integers(0, 5))
+def test_the_kept_tail_starts_where_the_pattern_said(piece: str, head: int, keep: int) -> None:
+    head = min(head, len(piece))
+    assert _tail_start(piece, head, keep) == _tail_start_by_pattern(piece, head, keep)
