@@ -5,7 +5,9 @@
  * of its row before it is used; a row that does not add up raises RowShape and nothing of the
  * run is returned.
  *
- * mask_run(data: bytes, plan: tuple[tuple[int, int, callable], ...]) -> bytes
+ * mask_run(data: bytes-like, plan: tuple[tuple[int, int, callable], ...]) -> bytes
+ *   data: bytes, or a view of the read they lie in; the result is written straight into the
+ *   bytes object returned.
  *   plan: (column index, kind, fallback) sorted by index; kinds: 0 NULL, 1 full ("****"),
  *   2 partial (ASCII here; anything else goes to the fallback), 3 call the fallback,
  *   4 + (shapes << 8) scan: the value is copied as it is unless candidates() finds one of
