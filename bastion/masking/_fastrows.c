@@ -5,7 +5,9 @@
  * of its row before it is used; a row that does not add up raises RowShape and nothing of the
  * run is returned.
  *
- * mask_run(data: bytes, plan: tuple[tuple[int, int, callable], ...]) -> bytes
+ * mask_run(data: bytes-like, plan: tuple[tuple[int, int, callable], ...]) -> bytes
+ *   data: bytes, or a view of the read they lie in; the result is written straight into the
+ *   bytes object returned.
  *   plan: (column index, kind, fallback) sorted by index; kinds: 0 NULL, 1 full ("****"),
  *   2 partial (ASCII here; anything else goes to the fallback), 3 call the fallback,
  *   4 + (shapes << 8) scan: the value is copied as it is unless candidates() finds one of
@@ -28,12 +30,15 @@ enum { SHAPE_AT = 1, SHAPE_DIGITS = 2, SHAPE_IBAN = 4, SHAPE_DOTTED = 8, SHAPE_C
 
 static PyObject *RowShape;
 
+/* The run being written, straight into the bytes object returned (resized as it grows). */
 typedef struct {
+    PyObject *obj;
     char *data;
     Py_ssize_t size, used;
 } Out;
 
-static int out_reserve(Out *out, Py_ssize_t more) {
+/* Room for `more` bytes: grown (doubled at least) when the room is not there. */
+static int out_grow(Out *out, Py_ssize_t more) {
     if (more < 0 || out->used > PY_SSIZE_T_MAX - more) {
         PyErr_NoMemory();
         return -1;
@@ -44,17 +49,20 @@ static int out_reserve(Out *out, Py_ssize_t more) {
     Py_ssize_t grown = out->size > PY_SSIZE_T_MAX / 2 ? need : out->size * 2;
     if (grown < need)
         grown = need;
-    char *data = PyMem_Realloc(out->data, (size_t)grown);
-    if (data == NULL) {
-        PyErr_NoMemory();
+    if (_PyBytes_Resize(&out->obj, grown) < 0) /* which drops it, and says why */
         return -1;
-    }
-    out->data = data;
+    out->data = PyBytes_AS_STRING(out->obj);
     out->size = grown;
     return 0;
 }
 
-static int out_put(Out *out, const void *bytes, Py_ssize_t n) {
+static inline int out_reserve(Out *out, Py_ssize_t more) {
+    if (more >= 0 && more <= out->size - out->used)
+        return 0;
+    return out_grow(out, more);
+}
+
+static inline int out_put(Out *out, const void *bytes, Py_ssize_t n) {
     if (out_reserve(out, n) < 0)
         return -1;
     memcpy(out->data + out->used, bytes, (size_t)n);
@@ -93,29 +101,32 @@ static int is_digit_sep(unsigned char c) {
     return c == ' ' || c == '(' || c == ')' || c == '+' || c == '-' || c == '.' || c == '/';
 }
 
-/* Byte classes for the scan: what each run may hold. */
-enum { B_DIGIT = 1, B_SEP = 2, B_HEX = 4, B_ALPHA = 8 };
-static unsigned char byte_class[256];
-enum { Q_DIGIT = 1, Q_DOT = 2, Q_SPECIAL = 4 };
-static unsigned char quick_class[256];
+/* Byte classes for the scan. */
+enum {
+    F_DIGIT = 1,  /* 0-9 */
+    F_SEP = 2,    /* what may sit between the digits of a number: " ()+-./" */
+    F_HEX = 4,    /* a letter that is a hex digit */
+    F_ALPHA = 8,  /* A-Z a-z */
+    F_RARE = 16,  /* "@", "\", or a byte that may begin a character the view folds */
+    F_QUIET = 32, /* from no run counted, leaves none counted and finds nothing */
+};
+static unsigned char flags[256];
 
 static void init_classes(void) {
     for (int c = 0; c < 256; c++) {
-        unsigned char k = 0;
-        if (is_digit((unsigned char)c))
-            k |= B_DIGIT;
-        if (is_digit_sep((unsigned char)c))
-            k |= B_SEP;
-        if (is_alpha((unsigned char)c))
-            k |= B_ALPHA;
-        if (is_alpha((unsigned char)c) && is_hex((unsigned char)c))
-            k |= B_HEX;
-        byte_class[c] = k;
-        quick_class[c] = (unsigned char)(is_digit((unsigned char)c) ? Q_DIGIT
-                                         : c == '.'                  ? Q_DOT
-                                         : (c == '@' || c == ':' || c == '\\' || c == 0xC2 ||
-                                            c == 0xE2 || c == 0xE3 || c == 0xEF) ? Q_SPECIAL
-                                                                     : 0);
+        unsigned char b = (unsigned char)c, f = 0;
+        if (is_digit(b))
+            f |= F_DIGIT;
+        if (is_digit_sep(b))
+            f |= F_SEP;
+        if (is_alpha(b))
+            f |= F_ALPHA | (is_hex(b) ? F_HEX : 0);
+        int special = b == '@' || b == '\\' || b == 0xC2 || b == 0xE2 || b == 0xE3 || b == 0xEF;
+        if (special)
+            f |= F_RARE;
+        if (!is_digit(b) && b != '.' && b != ':' && !special)
+            f |= F_QUIET;
+        flags[c] = f;
     }
 }
 
@@ -138,85 +149,109 @@ static int folded_at(const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
     return 0;
 }
 
-/* The candidate shapes in a value, in one pass; each run is tracked as in the reference:
- * digits of a [0-9 ()+-./] run, dots and digits of a [0-9.] run, colons of a [0-9A-Fa-f:]
- * run. */
-static long full_scan(const unsigned char *v, Py_ssize_t n) {
+/* Two letters, not inside a word, then two digits, where v[i] is the first of the digits. */
+static int iban_head_at(const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
+    return i >= 2 && i + 1 < n && (flags[v[i]] & F_DIGIT) && (flags[v[i + 1]] & F_DIGIT) &&
+           (flags[v[i - 1]] & F_ALPHA) && (flags[v[i - 2]] & F_ALPHA) &&
+           (i == 2 || !(flags[v[i - 3]] & (F_ALPHA | F_DIGIT)));
+}
+
+/* What a rare byte ("@", "\\", a folded character's first byte) adds at v[i]. */
+static long rare_at(const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
+    unsigned char c = v[i];
+    if (c == '@')
+        return SHAPE_AT;
+    if (c == '\\')
+        return i + 1 < n && v[i + 1] == 'u' ? SHAPE_ESCAPE : 0;
+    return folded_at(v, i, n) ? SHAPE_UNICODE : 0;
+}
+
+/* The shapes one byte adds, and the runs it continues or ends (the reference's runs: digits
+ * of a [0-9 ()+-./] run, dots and digits of a [0-9.] run, colons of a [0-9A-Fa-f:] run). */
+typedef struct {
+    Py_ssize_t digits, dots, dot_digits, colons;
+    int dbl;
+} Runs;
+
+static long step(Runs *r, const unsigned char *v, Py_ssize_t i, Py_ssize_t n) {
+    unsigned char c = v[i], f = flags[c];
     long found = 0;
-    Py_ssize_t digits = 0, dots = 0, dot_digits = 0, colons = 0;
-    int dbl = 0;
-    for (Py_ssize_t i = 0; i < n && found != SHAPE_ALL; i++) {
-        unsigned char c = v[i], k = byte_class[c];
-        if (k & B_DIGIT) { /* in every run */
-            if (++digits >= MIN_DIGITS)
-                found |= SHAPE_DIGITS;
-            if (++dot_digits >= 4 && dots >= 3)
-                found |= SHAPE_DOTTED;
-            continue;
-        }
-        if (k & B_ALPHA) {
-            digits = dots = dot_digits = 0;
-            if (!(k & B_HEX))
-                colons = dbl = 0;
-            if (i + 3 < n && (byte_class[v[i + 1]] & B_ALPHA) &&
-                (byte_class[v[i + 2]] & B_DIGIT) && (byte_class[v[i + 3]] & B_DIGIT) &&
-                (i == 0 || !(byte_class[v[i - 1]] & (B_ALPHA | B_DIGIT))))
-                found |= SHAPE_IBAN;
-            continue;
-        }
-        if (k & B_SEP) { /* keeps a digit run going; only "." keeps a dotted one */
-            colons = dbl = 0;
-            if (c != '.')
-                dots = dot_digits = 0;
-            else if (++dots >= 3 && dot_digits >= 4)
-                found |= SHAPE_DOTTED;
-            continue;
-        }
-        digits = dots = dot_digits = 0;
-        if (c == ':') {
-            colons++;
-            if (i > 0 && v[i - 1] == ':')
-                dbl = 1;
-            if (dbl || colons >= 6)
-                found |= SHAPE_COLONS;
-            continue;
-        }
-        colons = dbl = 0;
-        if (c == '@')
-            found |= SHAPE_AT;
-        else if (c == '\\' && i + 1 < n && v[i + 1] == 'u')
-            found |= SHAPE_ESCAPE;
-        else if (c >= 0xC2 && folded_at(v, i, n))
-            found |= SHAPE_UNICODE;
+    if (f & F_DIGIT) { /* in every run */
+        if (++r->digits >= MIN_DIGITS)
+            found |= SHAPE_DIGITS;
+        if (++r->dot_digits >= 4 && r->dots >= 3)
+            found |= SHAPE_DOTTED;
+        if (i >= 2 && (flags[v[i - 1]] & F_ALPHA) && iban_head_at(v, i, n))
+            found |= SHAPE_IBAN;
+    } else if (f & F_ALPHA) {
+        r->digits = r->dots = r->dot_digits = 0;
+        if (!(f & F_HEX))
+            r->colons = r->dbl = 0;
+    } else if (f & F_SEP) { /* keeps a digit run going; only "." keeps a dotted one */
+        r->colons = r->dbl = 0;
+        if (c != '.')
+            r->dots = r->dot_digits = 0;
+        else if (++r->dots >= 3 && r->dot_digits >= 4)
+            found |= SHAPE_DOTTED;
+    } else if (c == ':') {
+        r->digits = r->dots = r->dot_digits = 0;
+        r->colons++;
+        if (i > 0 && v[i - 1] == ':')
+            r->dbl = 1;
+        if (r->dbl || r->colons >= 6)
+            found |= SHAPE_COLONS;
+    } else {
+        r->digits = r->dots = r->dot_digits = r->colons = r->dbl = 0;
+        if (f & F_RARE)
+            found |= rare_at(v, i, n);
     }
     return found;
 }
 
-/* Only the IBAN shape: two letters, not inside a word, then two digits. */
-static long iban_only(const unsigned char *v, Py_ssize_t n) {
-    for (Py_ssize_t i = 2; i + 1 < n; i++)
-        if ((byte_class[v[i]] & B_DIGIT) && (byte_class[v[i + 1]] & B_DIGIT) &&
-            (byte_class[v[i - 1]] & B_ALPHA) && (byte_class[v[i - 2]] & B_ALPHA) &&
-            (i == 2 || !(byte_class[v[i - 3]] & (B_ALPHA | B_DIGIT))))
-            return SHAPE_IBAN;
-    return 0;
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether eight bytes are all quiet, read as one word: none is 0x80 or above, in ".-:" (that
+ * is ".", "/", 0-9, ":"), "@" or "\\". A "no" is only a maybe: the bytes are then stepped one
+ * by one ("/" is quiet, and so are most bytes above 0x7F). */
+static inline int quiet8(const unsigned char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (x & HIGHS)
+        return 0;
+    uint64_t from_dot = x + ONES * (0x80 - '.'), past_colon = x + ONES * (0x80 - ':' - 1);
+    uint64_t at = x ^ (ONES * '@'), backslash = x ^ (ONES * '\\');
+    uint64_t found = (from_dot & ~past_colon) | ((at - ONES) & ~at) |
+                     ((backslash - ONES) & ~backslash);
+    return (found & HIGHS) == 0;
 }
 
-/* First a count of digits, dots and the bytes that begin a shape on their own ("@", ":",
- * "\"): most text has too few of them for any shape but an IBAN's, decided without the
- * full scan. */
-static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
-    Py_ssize_t digits = 0, dots = 0;
-    unsigned char special = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char q = quick_class[v[i]];
-        digits += q & Q_DIGIT;
-        dots += (q >> 1) & 1;
-        special |= q;
+/* The candidate shapes in a value, in one pass. While no run is counted, the bytes that keep
+ * it so (letters, separators but ".", most punctuation) are skipped in a tight loop; from a
+ * digit, ".", ":" or a rare byte on, each byte is stepped until no run is counted again.
+ * Stops once `enough` of the shapes are found (each one of them, or with `any` one). */
+static long find_shapes(const unsigned char *v, Py_ssize_t n, long enough, int any) {
+    long found = 0;
+    Runs r = {0, 0, 0, 0, 0};
+    Py_ssize_t i = 0;
+    for (;;) {
+        while (i + 8 <= n && quiet8(v + i))
+            i += 8;
+        while (i < n && (flags[v[i]] & F_QUIET))
+            i++;
+        if (i >= n)
+            return found;
+        do {
+            found |= step(&r, v, i, n);
+            i++;
+            if (any ? (found & enough) != 0 : (found & enough) == enough)
+                return found;
+        } while (i < n && (r.digits | r.dots | r.dot_digits | r.colons | r.dbl));
     }
-    if (!(special & Q_SPECIAL) && digits < MIN_DIGITS && (dots < 3 || digits < 4))
-        return digits >= 2 ? iban_only(v, n) : 0;
-    return full_scan(v, n);
+}
+
+static long scan_shapes(const unsigned char *v, Py_ssize_t n) {
+    return find_shapes(v, n, SHAPE_ALL, 0);
 }
 
 /* A value with its length word: "****" (shorter when the value is). */
@@ -227,18 +262,22 @@ static int put_full(Out *out, Py_ssize_t size) {
     return out_put(out, "****", n);
 }
 
-/* partial() on an ASCII value: j***@example.com, ***-**-6789, else full. */
-static int put_partial(Out *out, const unsigned char *v, Py_ssize_t size) {
-    Py_ssize_t at = -1, ats = 0, digits = 0;
+static int put_call(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t size);
+
+/* partial() on an ASCII value: j***@example.com, ***-**-6789, else full; any other value goes
+ * to the fallback. */
+static int put_partial(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t size) {
+    Py_ssize_t ats = 0, digits = 0;
+    unsigned char high = 0;
     for (Py_ssize_t i = 0; i < size; i++) {
-        if (v[i] == '@') {
-            ats++;
-            if (at < 0)
-                at = i;
-        }
+        ats += v[i] == '@';
         digits += is_digit(v[i]);
+        high |= v[i];
     }
-    if (at > 0 && at < size - 1 && ats == 1) {
+    if (high >= 0x80)
+        return put_call(out, fn, v, size);
+    Py_ssize_t at = ats == 1 ? (const unsigned char *)memchr(v, '@', (size_t)size) - v : -1;
+    if (at > 0 && at < size - 1) {
         if (out_int32(out, (int32_t)size) < 0 || out_reserve(out, size) < 0)
             return -1;
         char *w = out->data + out->used;
@@ -288,13 +327,6 @@ static int put_call(Out *out, PyObject *fn, const unsigned char *v, Py_ssize_t s
     return rc;
 }
 
-static int is_ascii(const unsigned char *v, Py_ssize_t size) {
-    for (Py_ssize_t i = 0; i < size; i++)
-        if (v[i] >= 0x80)
-            return 0;
-    return 1;
-}
-
 static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
                       Py_ssize_t size) {
     switch (kind & 0xff) {
@@ -303,9 +335,7 @@ static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
     case KIND_FULL:
         return put_full(out, size);
     case KIND_PARTIAL:
-        if (is_ascii(v, size))
-            return put_partial(out, v, size);
-        return put_call(out, fn, v, size);
+        return put_partial(out, fn, v, size);
     case KIND_SCAN:
         return put_call(out, fn, v, size); /* a candidate: the detectors decide */
     default:
@@ -315,7 +345,7 @@ static int put_masked(Out *out, long kind, PyObject *fn, const unsigned char *v,
 
 /* A scan step whose value holds none of its shapes: nothing to rewrite. */
 static int scan_passes(long kind, const unsigned char *v, Py_ssize_t size) {
-    return (kind & 0xff) == KIND_SCAN && (scan_shapes(v, size) & (kind >> 8)) == 0;
+    return (kind & 0xff) == KIND_SCAN && (find_shapes(v, size, kind >> 8, 1) & (kind >> 8)) == 0;
 }
 
 typedef struct {
@@ -421,11 +451,13 @@ static PyObject *mask_run(PyObject *self, PyObject *args) {
     }
     const unsigned char *data = buf.buf;
     Py_ssize_t total = buf.len, pos = 0;
-    Out out = {PyMem_Malloc((size_t)(total > 0 ? total : 1)), total > 0 ? total : 1, 0};
-    if (out.data == NULL) {
+    Out out = {PyBytes_FromStringAndSize(NULL, total > 0 ? total : 1), NULL, total > 0 ? total : 1,
+               0};
+    if (out.obj == NULL) {
         PyBuffer_Release(&buf);
-        return PyErr_NoMemory();
+        return NULL;
     }
+    out.data = PyBytes_AS_STRING(out.obj);
     int rc = 0;
     while (rc == 0 && pos < total) {
         if (pos + 7 > total || data[pos] != 'D') {
@@ -441,9 +473,13 @@ static PyObject *mask_run(PyObject *self, PyObject *args) {
         pos += 1 + (Py_ssize_t)length;
     }
     PyBuffer_Release(&buf);
-    PyObject *result = rc == 0 ? PyBytes_FromStringAndSize(out.data, out.used) : NULL;
-    PyMem_Free(out.data);
-    return result;
+    if (rc != 0 || out.obj == NULL) {
+        Py_XDECREF(out.obj);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&out.obj, out.used) < 0)
+        return NULL;
+    return out.obj;
 }
 
 static PyObject *candidates(PyObject *self, PyObject *arg) {

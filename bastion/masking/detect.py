@@ -18,7 +18,7 @@ import ipaddress
 import itertools
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
@@ -187,19 +187,22 @@ def find(text: str, detectors: Detectors, shapes: int = ~0,
     kinds, hits = detectors.kind_set, []
     budget = budget if budget is not None else Budget()
     if "email" in kinds and shapes & AT and "@" in text:
-        for m in EMAIL.finditer(text):
+        for m in _emails(text):
             budget.charge()
             hits.append(Hit(m.start(), m.end(), "email"))
     ids = not kinds.isdisjoint(NATIONAL_IDS)
+    nine = False  # nine digits in a row, as a labelled SSN needs
     for run in _RUN.finditer(text) if shapes & DIGITS else ():
-        if _digits(run.group()) >= MIN_DIGITS:
+        digits = len(run.group().translate(_SEPARATORS))  # a run holds digits and these only
+        if digits >= MIN_DIGITS:
+            nine = nine or (digits >= 9 and _NINE.search(run.group()) is not None)
             found = _in_run(text, run.start(), run.end(), detectors, budget)
             hits += found
             if ids and not any(h.kind == "phone" and text[h.start] == "+" and
                                h.start <= run.start() + 1 and run.end() - 1 <= h.end
                                for h in found):  # fmt: skip
                 hits += _national_ids(text, kinds, run.start(), run.end(), budget)
-    if "us.ssn" in kinds and shapes & DIGITS:
+    if "us.ssn" in kinds and nine:
         for m in _SSN_LABELLED.finditer(text):
             budget.charge()
             if _module("us.ssn").is_valid(m.group(1)):
@@ -211,6 +214,27 @@ def find(text: str, detectors: Detectors, shapes: int = ~0,
     if "ipv6" in kinds and shapes & COLONS:
         hits += _ips(text, _IPV6, 6, budget)
     return sorted(hits, key=lambda h: (h.start, -h.end, _RANK.get(h.kind, 2)))
+
+
+def _emails(text: str) -> Iterator[re.Match[str]]:
+    """EMAIL.finditer(text), without trying every start before each "@": a match holds one "@",
+    and its local part (at most 64 characters) is the run of local-part characters before it,
+    so it starts where that run starts, or 64 characters before the "@"; else not at all."""
+    pos = 0
+    while (at := text.find("@", pos)) >= 0:
+        lo = max(pos, at - 64)
+        before = _NOT_LOCAL.search(text[lo:at][::-1])  # the last character no local part holds
+        m = EMAIL.match(text, at - before.start() if before is not None else lo)
+        if m is not None:
+            yield m
+            pos = m.end()
+        else:  # no match holds this "@": the next starts after it
+            pos = at + 1
+
+
+_NOT_LOCAL = re.compile(r"[^\w.%+\-]")
+_NINE = re.compile(r"[0-9]{9}")
+_SEPARATORS = str.maketrans("", "", " ()+-./")
 
 
 def _in_run(text: str, start: int, end: int, detectors: Detectors,

@@ -17,16 +17,22 @@ def _hide(piece: str, hit: Hit) -> str:
         local, _, domain = piece.partition("@")
         shown = local[:1] if len(local) > 2 else ""  # "x@y.com" would show it all
         return shown + "*" * (len(local) - len(shown)) + "@" + domain
-    keep_tail, head = _KEEP_TAIL.get(hit.kind, 0), hit.keep_head
-    cut = len(piece)
-    for _ in range(keep_tail):  # where the last `keep_tail` letters or digits begin
-        found = _LAST_ALNUM.search(piece, head, cut)
-        cut = found.start() if found is not None else head
+    head = hit.keep_head
+    cut = _tail_start(piece, head, _KEEP_TAIL.get(hit.kind, 0))
     return piece[:head] + _ALNUM.sub("*", piece[head:cut]) + piece[cut:]
 
 
+def _tail_start(piece: str, head: int, keep: int) -> int:
+    """Where the last `keep` letters or digits after `head` begin (`head` when fewer)."""
+    cut, index = len(piece), len(piece)
+    while keep and index > head:
+        index -= 1
+        if piece[index].isalnum():  # what [^\W_] matches
+            cut, keep = index, keep - 1
+    return head if keep else cut
+
+
 _ALNUM = re.compile(r"[^\W_]")
-_LAST_ALNUM = re.compile(r"[^\W_](?=[\W_]*$)")
 
 
 def mask_text(text: str, detectors: Detectors, counts: dict[str, int] | None = None,
@@ -61,6 +67,21 @@ def _hide_folded(text: str, masked: str, detectors: Detectors, counts: dict[str,
 def _mask(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     if not hits:
         return text
+    pieces: list[str] = []
+    at = 0
+    for hit in hits:
+        if hit.start < at:  # inside one hidden already: hidden again in place
+            return _mask_overlapping(text, hits, counts)
+        pieces += (text[at : hit.start], _hide(text[hit.start : hit.end], hit))
+        at = hit.end
+    if counts is not None:
+        for hit in hits:
+            counts[hit.kind] = counts.get(hit.kind, 0) + 1
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
+def _mask_overlapping(text: str, hits: list[Hit], counts: dict[str, int] | None) -> str:
     chars, covered = list(text), -1
     for hit in hits:
         # A match inside one already hidden (a phone-shaped part of an IBAN, digits glued to

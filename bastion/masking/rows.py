@@ -43,7 +43,7 @@ def data_row(values: list[bytes | None]) -> bytes:
     return b"".join(parts)
 
 
-def mask_run(data: bytes, maskers: Mapping[int, Masker]) -> bytes:
+def mask_run(data: bytes | memoryview, maskers: Mapping[int, Masker]) -> bytes:
     """A run of whole DataRow messages ('D', length, body) with the columns in `maskers`
     replaced, in one pass (compiled: _fastrows.c; mask_run_python is the reference it is
     tested against). Raises RowError when a row does not add up; nothing is returned then."""

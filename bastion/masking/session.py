@@ -256,10 +256,10 @@ def mask_data_rows(raw: bytes | memoryview, mask: ResultMask,
     In a row whose key column holds a live grant's subject (the key's bytes as the server
     sends them in this result), that grant's columns stay in clear; `shown` counts such rows
     per grant."""
-    data = raw if isinstance(raw, bytes) else bytes(raw)
     maskers = mask.for_formats(formats)
     if not subjects:
-        return mask_run(data, maskers)
+        return mask_run(raw, maskers)  # a view of the read is masked where it lies
+    data = raw if isinstance(raw, bytes) else bytes(raw)
     out: list[bytes] = []
     pos, total = 0, len(data)
     while pos < total:

@@ -68,10 +68,10 @@ class Scanner:
         if self._error is not None:
             raise self._error
         if self._tail:
-            self._tail += data
-            if len(self._tail) < self._need:
+            if len(self._tail) + len(data) < self._need:
+                self._tail += data
                 return Scan(b"", [])
-            data, self._tail = bytes(self._tail), bytearray()
+            data, self._tail = bytes(self._tail) + data, bytearray()  # the read copied once
         items: list[Frame | Run] = []
         end = self._scan(data, items)
         if end == len(data):

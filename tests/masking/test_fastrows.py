@@ -154,3 +154,19 @@ def test_a_plan_that_makes_no_sense_is_a_type_error() -> None:
 @given(st.one_of(st.binary(max_size=120), FREE_TEXT))
 def test_the_compiled_scanner_sees_the_same_shapes_as_the_reference(value: bytes) -> None:
     assert _fastrows.candidates(value) == candidates(value)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(runs(), st.binary(max_size=7))
+def test_a_view_of_a_read_is_masked_like_its_bytes(case: tuple[bytes, dict[int, Masker]],
+                                                   before: bytes) -> None:  # fmt: skip
+    # The relay masks DataRows where they lie in the read, as a memoryview slice of it.
+    data, maskers = case
+    view = memoryview(before + data + b"Z")[len(before) : len(before) + len(data)]
+    outcomes: list[object] = []
+    for given_ in (data, view):
+        try:
+            outcomes.append(mask_run(given_, maskers))
+        except RowError:
+            outcomes.append(RowError)
+    assert outcomes[0] == outcomes[1]
