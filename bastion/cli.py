@@ -14,6 +14,7 @@ from bastion.commands import (
     masking,
     people,
     queries,
+    report_review,
     requests,
     resources,
     sessions,
@@ -350,6 +351,30 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(revoke)
 
 
+def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("report", help="the weekly access review")
+    cmds = group.add_subparsers(dest="report_command", required=True, parser_class=Parser)
+    _add_report_review_commands(cmds)
+
+
+def _add_report_review_commands(cmds: argparse._SubParsersAction[Parser]) -> None:
+    review = _command(cmds, "review", report_review.review, "mark a finding of a week ok or flag")
+    review.add_argument("week", metavar="WEEK", help="e.g. 2026-W47")
+    review.add_argument("--finding", required=True, metavar="ID")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--ok", dest="verdict", action="store_const", const="ok")
+    verdict.add_argument("--flag", dest="verdict", action="store_const", const="flag")
+    review.add_argument("--note", required=True, help="what was looked at, and why")
+    _decider(review, "reviewing")
+    sign = _command(cmds, "sign", report_review.sign, "sign off a reviewed week and its pack")
+    sign.add_argument("week", metavar="WEEK")
+    _decider(sign, "signing")
+    listing = _command(cmds, "findings", report_review.findings, "list a week's findings")
+    listing.add_argument("week", metavar="WEEK")
+    listing.add_argument("--state", choices=["open", "ok", "flag"])
+    _json_flag(listing)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
@@ -389,6 +414,7 @@ def build_parser() -> Parser:
     _add_query_commands(sub)
     _add_masking_commands(sub)
     _add_unmask_commands(sub)
+    _add_report_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

@@ -11,6 +11,7 @@ from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSec
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
@@ -30,6 +31,8 @@ __all__ = [
     "QueryEnd",
     "QueryStart",
     "RecordingInfo",
+    "ReportWeek",
+    "ReviewedFinding",
     "SessionQueries",
     "Store",
     "TicketRow",
@@ -50,6 +53,7 @@ class Store(
     OutboxQueries,
     UnmaskQueries,
     TicketQueries,
+    ReviewQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
