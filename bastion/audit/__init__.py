@@ -9,6 +9,7 @@ from bastion.audit.grants import NewGrant
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
+from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
@@ -53,6 +54,7 @@ class Store(
     OutboxQueries,
     UnmaskQueries,
     TicketQueries,
+    ReportQueries,
     ReviewQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""

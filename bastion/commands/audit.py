@@ -6,15 +6,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
 from bastion.errors import Exit
-from bastion.recording import RecordingError, file_digest
-from bastion.recording.reader import read_info
+from bastion.recording.check import chained_recording_problems
 
 
 def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
@@ -36,37 +34,14 @@ def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, li
     return count, problems
 
 
-def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> list[str]:
-    """What is wrong with one recording the chain holds a hash for (nothing: [])."""
-    if "recording_missing" in detail:
-        return [f"recording of session {session_id} was missing when the bastion closed the"
-                f" session after a crash ({detail['recording_missing']})"]  # fmt: skip
-    path = Path(str(detail.get("recording")))
-    try:
-        digest, size = file_digest(path)
-    except (OSError, RecordingError):
-        return [f"recording of session {session_id} is missing or unreadable ({path})"]
-    out = []
-    if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
-        out.append(f"recording of session {session_id} changed since it was closed")
-    try:
-        info = read_info(path, app.box, session_id)
-    except RecordingError as exc:
-        return [*out, f"recording of session {session_id}: {exc}"]
-    if not info.complete and detail.get("state") != "interrupted":  # a crash cuts them short
-        out.append(
-            f"recording of session {session_id} is truncated: it has no final chunk"
-            f" ({info.chunks} chunks left; cut short, or its writer never closed it)"
-        )
-    return out
-
-
 def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
     """Check every recording against the hash in its chained session.closed event (not the
     editable session row), and each session row against the chain."""
     chained = dict(app.store.chained_recordings(head_seq))
     rows = dict(app.store.recordings())
-    problems = [p for sid, d in chained.items() for p in _recording_problems(app, sid, d)]
+    problems = [
+        p for sid, d in chained.items() for p in chained_recording_problems(app.box, sid, d)
+    ]
     for session_id, info in rows.items():
         detail = chained.get(session_id)
         if detail is None:
