@@ -135,6 +135,8 @@ class Reviews:
     def _involvement(self, reviewer: str, finding: ReviewedFinding) -> str:
         if finding.subject == reviewer:
             return "it is about their own access"
+        if reviewer in finding.involved:
+            return "they gave, approved or asked for what it rests on"
         requests = set(finding.requests)
         for grant_id in finding.grants:
             why, request_id = self._grant_involvement(reviewer, grant_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,8 +17,8 @@ from bastion.errors import Conflict, NotFound
 
 VERDICTS = ("ok", "flag")
 FINDING_SELECT = (
-    "SELECT week, finding_id, rule, severity, title, subject, state, note, reviewed_by,"
-    " reviewed_at FROM report_findings"
+    "SELECT week, finding_id, rule, severity, title, action, evidence, subject, state, note,"
+    " reviewed_by, reviewed_at FROM report_findings"
 )
 
 
@@ -32,6 +33,12 @@ class FindingLike(Protocol):
     def severity(self) -> str: ...
     @property
     def title(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def evidence(self) -> tuple[Any, ...]: ...  # dataclasses, kept as JSON
+    @property
+    def involved(self) -> tuple[str, ...]: ...
     @property
     def subject(self) -> str | None: ...
     @property
@@ -66,9 +73,12 @@ class ReviewedFinding:
     rule: str
     severity: str
     title: str
+    action: str
+    evidence: tuple[dict[str, Any], ...]
     subject: str | None
     grants: tuple[int, ...]
     requests: tuple[int, ...]
+    involved: tuple[str, ...]  # who gave, approved or asked for what it rests on
     state: str  # open, ok or flag
     note: str | None
     reviewed_by: str | None
@@ -77,6 +87,7 @@ class ReviewedFinding:
     def public(self) -> dict[str, Any]:
         data = asdict(self)
         data["grants"], data["requests"] = list(self.grants), list(self.requests)
+        data["involved"], data["evidence"] = list(self.involved), list(self.evidence)
         data["reviewed_at"] = iso(self.reviewed_at) if self.reviewed_at else None
         return data
 
@@ -103,12 +114,29 @@ def _refs(conn: sqlite3.Connection, week: str, finding_id: str, kind: str) -> tu
     return tuple(int(r[0]) for r in rows)
 
 
+def _people(conn: sqlite3.Connection, week: str, finding_id: str) -> tuple[str, ...]:
+    rows = conn.execute(
+        "SELECT person FROM report_finding_people WHERE week = ? AND finding_id = ?"
+        " ORDER BY person",
+        (week, finding_id),
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
+def _evidence(items: tuple[Any, ...]) -> str:
+    """Evidence records as JSON (each a dataclass instance, or a mapping already)."""
+    rows = [asdict(e) if is_dataclass(e) and not isinstance(e, type) else dict(e) for e in items]
+    return json.dumps(rows, sort_keys=True)
+
+
 def _finding(conn: sqlite3.Connection, row: Any) -> ReviewedFinding:
     week, fid = row["week"], row["finding_id"]
     return ReviewedFinding(
         week=week, id=fid, rule=row["rule"], severity=row["severity"], title=row["title"],
+        action=row["action"], evidence=tuple(json.loads(row["evidence"])),
         subject=row["subject"], grants=_refs(conn, week, fid, "grant"),
-        requests=_refs(conn, week, fid, "request"), state=row["state"], note=row["note"],
+        requests=_refs(conn, week, fid, "request"), involved=_people(conn, week, fid),
+        state=row["state"], note=row["note"],
         reviewed_by=row["reviewed_by"], reviewed_at=_when(row["reviewed_at"]),
     )  # fmt: skip
 
@@ -153,6 +181,7 @@ class ReviewQueries(StoreBase):
             for row in conn.execute(FINDING_SELECT + " WHERE week = ?", (week,)).fetchall()
         }
         conn.execute("DELETE FROM report_finding_refs WHERE week = ?", (week,))
+        conn.execute("DELETE FROM report_finding_people WHERE week = ?", (week,))
         conn.execute("DELETE FROM report_findings WHERE week = ?", (week,))
         for f in {f.id: f for f in findings}.values():
             was = kept.get(f.id)
@@ -162,9 +191,15 @@ class ReviewQueries(StoreBase):
                 else ("open", None, None, None)
             )
             conn.execute(
-                "INSERT INTO report_findings (week, finding_id, rule, severity, title, subject,"
-                " state, note, reviewed_by, reviewed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (week, f.id, f.rule, f.severity, f.title, f.subject, *decision),
+                "INSERT INTO report_findings (week, finding_id, rule, severity, title, action,"
+                " evidence, subject, state, note, reviewed_by, reviewed_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (week, f.id, f.rule, f.severity, f.title, f.action, _evidence(f.evidence),
+                 f.subject, *decision),
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO report_finding_people (week, finding_id, person) VALUES (?,?,?)",
+                [(week, f.id, person) for person in sorted(set(f.involved) - {""})],
             )
             refs = [("grant", g) for g in set(f.grants)] + [("request", r) for r in set(f.requests)]
             conn.executemany(

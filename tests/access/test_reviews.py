@@ -17,6 +17,7 @@ from bastion.audit import NewGrant, Store
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.errors import Conflict, Denied
+from bastion.reports.carry import UNSIGNED_RULE, carry
 from bastion.reports.model import Evidence, Finding
 
 REASON = "INC-4411 refund stuck in queue"
@@ -166,3 +167,34 @@ def test_a_sign_off_is_bound_to_the_manifest_it_was_checked_against(
     store.record_report_week("2026-W48", [])
     with pytest.raises(Conflict, match="no pack"):
         reviews.sign("2026-W48", "bob")
+
+
+def test_who_gave_approved_or_asked_may_not_pass_it(reviews: Reviews) -> None:
+    evidence = (Evidence(kind="grant", ref="7", at=None, text="grant 7"),)
+    item = Finding(rule="long_grant", severity="low", title="grant 7 is long", action="shorten",
+                   evidence=evidence, involved=("carol",))  # fmt: skip
+    reviews.store.record_report_week("2026-W47", [item])
+    assert reviews.store.report_finding("2026-W47", item.id).involved == ("carol",)
+    with pytest.raises(Denied, match="gave, approved or asked for"):
+        reviews.review("2026-W47", item.id, "carol", "ok", "fine")
+    assert reviews.review("2026-W47", item.id, "bob", "ok", "fine").state == "ok"
+
+
+def test_the_next_report_carries_open_findings_and_unsigned_weeks(
+    reviews: Reviews, clock: FakeClock
+) -> None:
+    store, config = reviews.store, reviews.config
+    store.record_report_week("2026-W46", [finding("a"), finding("b", grants=(3,))])
+    reviews.review("2026-W46", finding("a").id, "bob", "ok", "fine")
+    assert carry(store, config, clock, "2026-W47") == [
+        Finding(**{**vars(finding("b", grants=(3,))), "first_seen": "2026-W46"})
+    ]
+    clock.advance(timedelta(days=7, seconds=1))
+    unsigned, carried = carry(store, config, clock, "2026-W47")
+    assert unsigned.rule == UNSIGNED_RULE and unsigned.evidence[0].ref == "2026-W46"
+    assert "not signed within 1w" in unsigned.title
+    assert carried.id == finding("b", grants=(3,)).id and carried.first_seen == "2026-W46"
+    store.record_report_week("2026-W47", [unsigned, carried])
+    again = carry(store, config, clock, "2026-W48")
+    assert [f.id for f in again] == [unsigned.id, carried.id]  # once each, same ids
+    assert len([e for e in store.events() if e.kind == "report.sign_overdue"]) == 1

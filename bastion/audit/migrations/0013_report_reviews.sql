@@ -1,7 +1,8 @@
 -- 0013: the weekly access review's sign-off. One row per built week (its pack, bound by the
 -- SHA-256 of the pack's manifest.json, and who signed it), one per finding of the week with
 -- the reviewer's decision, and the grants and requests each finding concerns (whoever gave
--- or approved one may not pass the finding). Standard SQL, as on PostgreSQL.
+-- or approved one may not pass the finding), and the people who gave, approved or asked for
+-- what it rests on (nor may they). Standard SQL, as on PostgreSQL.
 
 CREATE TABLE report_weeks (
     week            TEXT PRIMARY KEY,                -- ISO label, e.g. 2026-W47
@@ -22,6 +23,8 @@ CREATE TABLE report_findings (
     rule        TEXT NOT NULL,
     severity    TEXT NOT NULL,
     title       TEXT NOT NULL,
+    action      TEXT NOT NULL,                       -- the recommended action
+    evidence    TEXT NOT NULL,                       -- JSON list: what it rests on (carry-over)
     subject     TEXT,                                -- the person it is about
     state       TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'ok', 'flag')),
     note        TEXT,
@@ -38,5 +41,13 @@ CREATE TABLE report_finding_refs (
     kind       TEXT NOT NULL CHECK (kind IN ('grant', 'request')),
     ref_id     INTEGER NOT NULL,
     PRIMARY KEY (week, finding_id, kind, ref_id),
+    FOREIGN KEY (week, finding_id) REFERENCES report_findings(week, finding_id)
+);
+
+CREATE TABLE report_finding_people (
+    week       TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    person     TEXT NOT NULL,
+    PRIMARY KEY (week, finding_id, person),
     FOREIGN KEY (week, finding_id) REFERENCES report_findings(week, finding_id)
 );
