@@ -156,8 +156,12 @@ class Reviews:
             grant = self.store.grant(grant_id)
         except NotFound:
             return f"grant {grant_id} is not in the store", None
-        if reviewer in grant.granted_by.split(","):
+        givers = grant.granted_by.split(",")
+        if reviewer in givers:
             return f"they gave grant {grant_id}", None
+        unproven = [g for g in givers if g != "policy" and self.store.find_user(g) is None]
+        if unproven:  # given as an OS account: the reviewer may be who was at that terminal
+            return f"grant {grant_id} was given by {unproven[0]!r}, not a proven person", None
         if grant.user == reviewer or (
             grant.group is not None and reviewer in self.store.group(grant.group).members
         ):

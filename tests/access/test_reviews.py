@@ -136,12 +136,19 @@ def test_group_grants_requests_asked_for_and_unknown_grants(reviews: Reviews) ->
     rules = Requests(store, reviews.config, reviews.clock)
     filed = rules.request(user="alice", target="web-1", duration=timedelta(hours=1),
                           reason=REASON, requested_by="carol")  # fmt: skip
-    found = [finding("g", None, grants=(to_group.id,)), finding("r", None, requests=(filed.id,)),
-             finding("x", None, grants=(999,))]  # fmt: skip
+    by_terminal = store.add_grant(NewGrant(target="web-1", mode="read", starts_at=now,
+                                           ends_at=now + timedelta(hours=1), reason=REASON,
+                                           actor="cli:root", user="alice"))  # fmt: skip
+    found = [finding("g", None, grants=(to_group.id,)),
+             finding("r", None, requests=(filed.id,)),
+             finding("x", None, grants=(999,)),
+             finding("t", None, grants=(by_terminal.id,))]  # fmt: skip
     store.record_report_week("2026-W47", found)
     for item, who, why in ((found[0], "bob", "their own access"),
                            (found[1], "carol", "they asked for request"),
-                           (found[2], "carol", "grant 999 is not in the store")):  # fmt: skip
+                           (found[2], "carol", "grant 999 is not in the store"),
+                           (found[3], "carol", "'cli:root', not a proven person"),
+                           ):  # fmt: skip
         with pytest.raises(Denied, match=why):
             reviews.review("2026-W47", item.id, who, "ok", "fine")
         reviews.review("2026-W47", item.id, who, "flag", "not mine to pass")
