@@ -20,6 +20,10 @@ FINDING_SELECT = (
     "SELECT week, finding_id, rule, severity, title, action, evidence, subject, state, note,"
     " reviewed_by, reviewed_at FROM report_findings"
 )
+BY_SEVERITY = (
+    " ORDER BY CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2"
+    " ELSE 3 END, rule, finding_id"
+)
 
 
 class FindingLike(Protocol):
@@ -227,10 +231,10 @@ class ReviewQueries(StoreBase):
         return [_week(r) for r in self._rows("SELECT * FROM report_weeks ORDER BY week")]
 
     def report_findings(self, week: str, *, state: str | None = None) -> list[ReviewedFinding]:
-        """The week's findings (by id), all or those in one state."""
+        """The week's findings, most severe first; all, or those in one state."""
         clause, params = where([("week = ?", week), ("state = ?", state)])
         with self._lock:
-            rows = self.conn.execute(FINDING_SELECT + clause + " ORDER BY finding_id", params)
+            rows = self.conn.execute(FINDING_SELECT + clause + BY_SEVERITY, params)
             return [_finding(self.conn, r) for r in rows.fetchall()]
 
     def report_finding(self, week: str, finding_id: str) -> ReviewedFinding:
