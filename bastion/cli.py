@@ -15,6 +15,7 @@ from bastion.commands import (
     people,
     queries,
     report_pack,
+    report_review,
     requests,
     resources,
     sessions,
@@ -374,6 +375,25 @@ def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     key = _command(cmds, "key", report_pack.report_key,
                    "print the public key that checks review packs, and how")  # fmt: skip
     _json_flag(key)
+    _add_report_review_commands(cmds)
+
+
+def _add_report_review_commands(cmds: argparse._SubParsersAction[Parser]) -> None:
+    review = _command(cmds, "review", report_review.review, "mark a finding of a week ok or flag")
+    review.add_argument("week", metavar="WEEK", help="e.g. 2026-W47")
+    review.add_argument("--finding", required=True, metavar="ID")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--ok", dest="verdict", action="store_const", const="ok")
+    verdict.add_argument("--flag", dest="verdict", action="store_const", const="flag")
+    review.add_argument("--note", required=True, help="what was looked at, and why")
+    _decider(review, "reviewing")
+    sign = _command(cmds, "sign", report_review.sign, "sign off a reviewed week and its pack")
+    sign.add_argument("week", metavar="WEEK")
+    _decider(sign, "signing")
+    listing = _command(cmds, "findings", report_review.findings, "list a week's findings")
+    listing.add_argument("week", metavar="WEEK")
+    listing.add_argument("--state", choices=["open", "ok", "flag"])
+    _json_flag(listing)
 
 
 def serve(app: App, args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
@@ -31,6 +32,8 @@ __all__ = [
     "QueryEnd",
     "QueryStart",
     "RecordingInfo",
+    "ReportWeek",
+    "ReviewedFinding",
     "SessionQueries",
     "Store",
     "TicketRow",
@@ -52,6 +55,7 @@ class Store(
     UnmaskQueries,
     TicketQueries,
     ReportQueries,
+    ReviewQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -1,0 +1,42 @@
+"""`bastion report review`, `report sign` and `report findings`: the weekly review's sign-off."""
+
+from __future__ import annotations
+
+import argparse
+
+from bastion.access.reviews import Reviews
+from bastion.commands.app import App, proven
+
+FINDING_COLUMNS = ["id", "severity", "rule", "subject", "state", "reviewed_by", "title"]
+
+
+def _reviews(app: App) -> Reviews:
+    return Reviews(app.store, app.config, app.clock)
+
+
+def review(app: App, args: argparse.Namespace) -> int:
+    """A proven admin marks one finding of a week ok or flag, with a note."""
+    week = _reviews(app).label(args.week)  # a typo costs no code
+    reviewer = proven(app, args.as_user, "reviews")
+    done = _reviews(app).review(week, args.finding, reviewer, args.verdict, args.note)
+    app.emit(done.public(), f"week {done.week}: finding {done.id} ({done.rule}) marked"
+             f" {done.state} by {done.reviewed_by}")  # fmt: skip
+    return 0
+
+
+def sign(app: App, args: argparse.Namespace) -> int:
+    """A proven admin signs a fully reviewed week, bound to its pack's manifest."""
+    week = _reviews(app).label(args.week)
+    signer = proven(app, args.as_user, "signs")
+    done = _reviews(app).sign(week, signer)
+    app.emit(done.public(), f"week {done.week} signed by {done.signed_by}; manifest SHA-256"
+             f" {done.manifest_sha256}")  # fmt: skip
+    return 0
+
+
+def findings(app: App, args: argparse.Namespace) -> int:
+    """A week's findings and the decisions on them."""
+    week = app.store.report_week(_reviews(app).label(args.week)).week
+    rows = [f.public() for f in app.store.report_findings(week, state=args.state)]
+    app.table(rows, FINDING_COLUMNS, f"week {week} has no findings")
+    return 0
