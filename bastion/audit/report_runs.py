@@ -131,7 +131,7 @@ class ReportRunQueries(StoreBase):
                 "INSERT INTO report_runs (week, channel, state, next_attempt_at, last_error,"
                 " delivered_at, payload_sha256, notification_id, created_at, directory,"
                 " manifest_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(*row, now, built.directory, built.manifest_sha256) for row in rows],
+                [(week, *row, now, built.directory, built.manifest_sha256) for row in rows],
             )
             detail = {"week": week, "directory": built.directory,
                       "manifest_sha256": built.manifest_sha256}  # fmt: skip

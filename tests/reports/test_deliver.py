@@ -1,0 +1,247 @@
+"""The weekly review by mail, to a real local SMTP server (aiosmtpd) over STARTTLS: it arrives
+whole; a server without STARTTLS or with an untrusted certificate gets nothing; failures are
+retried, then given up, each one audited; the SMTP password is never in a log or an event."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from structlog.testing import capture_logs
+
+from bastion.pki import TlsFiles
+from bastion.reports.deliver import SmtpSettings, spool_path
+from bastion.reports.schedule import ReportScheduler
+from tests.harness import Bastion
+from tests.reports.packs import (
+    CSVS,
+    HTML,
+    PASSWORD,
+    Builder,
+    Mailbox,
+    events,
+    first_week,
+    home,
+    reports_config,
+    server_context,
+    smtp_server,
+    tls_files,
+)
+
+
+@pytest.fixture
+def box() -> Mailbox:
+    return Mailbox()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    """The CA the bastion trusts (smtp_ca) and the server's certificate it signed."""
+    return tls_files(tmp_path / "smtp-tls")
+
+
+@pytest.fixture
+def starttls(box: Mailbox, tls: TlsFiles) -> Iterator[Controller]:
+    yield from smtp_server(box, server_context(tls))
+
+
+@pytest.fixture
+def bastions(tmp_path: Path) -> Iterator[list[Bastion]]:
+    made: list[Bastion] = []
+    yield made
+    for b in made:
+        b.release()
+
+
+def make(
+    bastions: list[Bastion], tmp_path: Path, port: int, ca: Path | None, extra: str = ""
+) -> Bastion:
+    b = home(tmp_path / f"bastion{len(bastions)}", reports_config(port, ca, extra=extra))
+    bastions.append(b)
+    return b
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+async def test_the_review_arrives_over_starttls_with_its_attachments_intact(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    builder = Builder(b)
+    week = first_week(b)
+    scheduler = ReportScheduler(b.core, builder)
+    await scheduler.tick()
+    assert [label for label, _ in builder.calls] == [week.label]
+    [envelope] = box.received
+    assert box.tls == [True] and box.logins == ["reports"]
+    assert envelope.mail_from == "bastion@example.test"
+    assert envelope.rcpt_tos == ["security@example.test", "auditor@example.test"]
+    assert isinstance(envelope.original_content, bytes)
+    msg = parse(envelope.original_content)
+    assert (
+        msg["Subject"]
+        == f"Weekly access review {week.label}: 3 people, 12 sessions, 1 high finding"
+    )
+    pack = builder.home.config.paths.reports / week.label
+    manifest = hashlib.sha256((pack / "manifest.json").read_bytes()).hexdigest()
+    assert str(msg["X-Bastion-Manifest-SHA256"]).strip() == manifest
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and html is not None
+    assert manifest in text.get_content() and str(pack) in text.get_content()
+    assert html.get_payload(decode=True) == HTML.encode()  # inline, byte for byte
+    attached = {p.get_filename(): p for p in msg.iter_attachments()}
+    assert set(attached) == {f"access-review-{week.label}.json", *CSVS}
+    assert attached[f"access-review-{week.label}.json"].get_content_type() == "application/json"
+    assert (
+        attached[f"access-review-{week.label}.json"].get_payload(decode=True)
+        == (pack / "report.json").read_bytes()
+    )
+    for name, data in CSVS.items():
+        assert attached[name].get_content_type() == "text/csv"
+        assert attached[name].get_payload(decode=True) == data  # CRLF and UTF-8 intact
+    [run] = [r for r in b.store.report_runs(week.label) if r.channel == "mail"]
+    assert run.state == "done" and run.attempts == 1 and run.delivered_at == b.clock.now()
+    [delivered] = events(b, "report.delivered")
+    assert delivered["detail"]["recipients"] == 2 and delivered["subject"] == week.label
+    assert not spool_path(b.config.paths.reports, week.label).exists()
+    await scheduler.tick()  # delivered once: a second look sends nothing more
+    assert len(box.received) == 1 and len(builder.calls) == 1
+
+
+async def test_a_server_that_does_not_offer_starttls_gets_nothing(
+    box: Mailbox, bastions: list[Bastion], tmp_path: Path, tls: TlsFiles
+) -> None:
+    for plain in smtp_server(box, None):
+        b = make(bastions, tmp_path, plain.port, tls.ca_cert)
+        week = first_week(b)
+        await ReportScheduler(b.core, Builder(b)).tick()
+    assert box.data_calls == 0 and box.logins == []
+    [failed] = events(b, "report.delivery_failed")
+    assert failed["severity"] == "high" and failed["detail"]["channel"] == "mail"
+    assert "does not offer STARTTLS" in failed["detail"]["error"]
+    assert b.store.report_run(week.label, "mail").state == "pending"  # type: ignore[union-attr]
+
+
+async def test_a_server_whose_certificate_is_not_trusted_gets_nothing(
+    box: Mailbox, bastions: list[Bastion], tmp_path: Path, tls: TlsFiles
+) -> None:
+    """The server's certificate is signed by another CA than smtp_ca: no login, no mail."""
+    other = tls_files(tmp_path / "impostor")
+    for impostor in smtp_server(box, server_context(other)):
+        b = make(bastions, tmp_path, impostor.port, tls.ca_cert)
+        first_week(b)
+        await ReportScheduler(b.core, Builder(b)).tick()
+        c = make(bastions, tmp_path, impostor.port, None)  # the system's CAs: not trusted either
+        first_week(c)
+        await ReportScheduler(c.core, Builder(c)).tick()
+    assert box.data_calls == 0 and box.logins == []
+    for home_ in (b, c):
+        [failed] = events(home_, "report.delivery_failed")
+        assert failed["severity"] == "high"
+        assert "certificate is not trusted" in failed["detail"]["error"]
+
+
+async def test_a_failing_server_is_retried_with_backoff_then_given_up(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    box.answer = "451 4.3.0 mailbox busy, try later"
+    extra = '\n[notify]\nretries = 2\nretry_after = "2s"\n'
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert, extra=extra)
+    week = first_week(b)
+    scheduler = ReportScheduler(b.core, Builder(b))
+    await scheduler.tick()
+    assert box.data_calls == 1
+    assert await scheduler.deliver_due() == 0 and box.data_calls == 1  # not due yet
+    b.clock.advance(timedelta(seconds=2))
+    assert await scheduler.deliver_due() == 0 and box.data_calls == 2
+    b.clock.advance(timedelta(seconds=3))
+    assert await scheduler.deliver_due() == 0 and box.data_calls == 2  # the second wait is 4 s
+    b.clock.advance(timedelta(seconds=1))
+    assert await scheduler.deliver_due() == 0 and box.data_calls == 3
+    b.clock.advance(timedelta(days=1))
+    assert await scheduler.deliver_due() == 0 and box.data_calls == 3  # given up
+    failures = events(b, "report.delivery_failed")
+    assert [f["detail"]["attempt"] for f in failures] == [1, 2, 3]
+    assert [f["detail"]["gives_up"] for f in failures] == [False, False, True]
+    assert failures[-1]["severity"] == "high"
+    assert all("451" in f["detail"]["error"] for f in failures)
+    run = b.store.report_run(week.label, "mail")
+    assert run is not None and run.state == "failed" and run.attempts == 3
+    assert run.last_error is not None and "mailbox busy" in run.last_error
+
+
+async def test_the_smtp_password_is_never_in_a_log_or_an_event(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """A hostile (or chatty) server quotes the login back in its refusal."""
+    box.echo_password = True
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    week = first_week(b)
+    with capture_logs() as logs:
+        await ReportScheduler(b.core, Builder(b)).tick()
+    assert set(box.logins) == {"reports"} and box.data_calls == 0  # PLAIN, then LOGIN
+    [failed] = events(b, "report.delivery_failed")
+    assert "refused the login as reports" in failed["detail"]["error"]
+    assert "<secret>" in failed["detail"]["error"]
+    seen = json.dumps([e.as_dict() for e in b.store.events()]) + repr(logs)
+    seen += repr(b.store.report_runs(week.label)) + repr(b.store.notifications())
+    for form in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode(),
+                 base64.b64encode(f"\0reports\0{PASSWORD}".encode()).decode()):  # fmt: skip
+        assert form not in seen
+
+
+async def test_a_password_file_others_can_read_is_refused_before_connecting(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    (b.home / "smtp.password").chmod(0o644)
+    first_week(b)
+    await ReportScheduler(b.core, Builder(b)).tick()
+    assert box.logins == [] and box.data_calls == 0
+    [failed] = events(b, "report.delivery_failed")
+    assert "chmod 600" in failed["detail"]["error"] and PASSWORD not in json.dumps(failed)
+
+
+async def test_a_spooled_mail_changed_after_the_build_is_not_sent(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """Someone with the files swaps the waiting message: it is refused, not retried."""
+    box.answer = "451 4.3.0 try later"
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    week = first_week(b)
+    scheduler = ReportScheduler(b.core, Builder(b))
+    await scheduler.tick()
+    spooled = spool_path(b.config.paths.reports, week.label)
+    spooled.write_bytes(spooled.read_bytes().replace(b"3 people", b"0 people"))
+    box.answer = "250 OK"
+    b.clock.advance(timedelta(minutes=5))
+    assert await scheduler.deliver_due() == 0
+    assert box.received == []
+    failed = events(b, "report.delivery_failed")[-1]
+    assert failed["severity"] == "high" and failed["detail"]["gives_up"] is True
+    assert "not the one built for this week" in failed["detail"]["error"]
+
+
+def test_settings_resolve_files_beside_the_config(tmp_path: Path) -> None:
+    b = home(tmp_path / "b", reports_config(2525, Path("tls/ca.pem")))
+    try:
+        settings = SmtpSettings.of(b.config)
+        assert settings.password_file == b.home / "smtp.password"
+        assert settings.ca == b.home / "tls/ca.pem"
+        assert settings.missing() == ""
+    finally:
+        b.release()
