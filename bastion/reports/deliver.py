@@ -38,6 +38,7 @@ from bastion.config import Config
 from bastion.reports.week import Week
 
 SMTP_TIMEOUT = 60.0  # seconds for each step of the conversation with the SMTP server
+MAIL_BUDGET = 15 * 2**20  # bytes of attachments; base64 makes it ~20 MiB, under most limits
 SPOOL = "outbox"  # paths.reports/outbox/WEEK.eml: messages built, not yet accepted
 
 
@@ -138,8 +139,12 @@ def _attachment_name(name: str, suffix: str) -> str:
     return base if base.endswith(suffix) else base + suffix
 
 
-def compose(built: BuiltReport, settings: SmtpSettings, now: datetime) -> EmailMessage:
-    """The review as one message: text and HTML alternatives, then the JSON and the CSVs."""
+def compose(
+    built: BuiltReport, settings: SmtpSettings, now: datetime, budget: int = MAIL_BUDGET
+) -> EmailMessage:
+    """The review as one message: text and HTML alternatives, then the JSON and the CSVs,
+    each attached while the attachments stay within `budget` bytes; the text part names
+    the files left out (they are in the pack)."""
     sender = address(settings.sender, "smtp_from")
     recipients = [address(r, "recipients") for r in settings.recipients]
     msg = EmailMessage(policy=email.policy.SMTP)
@@ -149,19 +154,35 @@ def compose(built: BuiltReport, settings: SmtpSettings, now: datetime) -> EmailM
     msg["Date"] = email.utils.format_datetime(now)
     msg["Message-ID"] = email.utils.make_msgid(f"review.{built.week}", sender.split("@")[1])
     msg["X-Bastion-Manifest-SHA256"] = one_line(built.manifest_sha256, 64)
-    msg.set_content(
+    files = [(f"access-review-{built.week}.json", "application", "json", built.json)]
+    files += [(_attachment_name(name, ".csv"), "text", "csv", data)
+              for name, data in sorted(built.csvs.items())]  # fmt: skip
+    attached, left_out, used = [], [], 0
+    for file in files:
+        if used + len(file[3]) <= budget:
+            attached.append(file)
+            used += len(file[3])
+        else:
+            left_out.append(f"{file[0]} ({len(file[3]) / 2**20:.1f} MiB)")
+    msg.set_content(_text(built, left_out))
+    msg.add_alternative(built.html, "text", "html", params={"charset": "utf-8"})
+    for name, maintype, subtype, data in attached:
+        msg.add_attachment(data, maintype, subtype, filename=name)
+    return msg
+
+
+def _text(built: BuiltReport, left_out: list[str]) -> str:
+    """The plain-text alternative: what this is, where the pack is, how to check it."""
+    text = (
         f"Weekly access review {built.week}\n\n{one_line(built.summary_line)}\n\n"
         "The review is this mail's HTML part; its JSON and one CSV per section are attached.\n"
         f"The signed pack is on the bastion in {built.directory}; its manifest's SHA-256 is\n"
         f"{built.manifest_sha256}\n"
         f"Check the pack with: bastion report verify {built.directory}\n"
     )
-    msg.add_alternative(built.html, "text", "html", params={"charset": "utf-8"})
-    msg.add_attachment(built.json, "application", "json",
-                       filename=f"access-review-{built.week}.json")  # fmt: skip
-    for name, data in sorted(built.csvs.items()):
-        msg.add_attachment(data, "text", "csv", filename=_attachment_name(name, ".csv"))
-    return msg
+    if left_out:
+        text += "\nToo large to attach (find them in the pack): " + ", ".join(left_out) + "\n"
+    return text
 
 
 def ready_notice(built: BuiltReport) -> Notice:
@@ -254,13 +275,15 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 def send_mail(settings: SmtpSettings, data: bytes) -> list[str]:
     """Send one message (blocking: run it in a thread); returns the recipients the server
-    refused while accepting others. MailError, without secrets, when nothing was sent."""
+    refused while accepting others. MailError, without secrets, when nothing was sent; final
+    when the server's answer was permanent (5xx: retrying would only repeat it)."""
     if settings.missing():
         raise MailError(settings.missing())
     password = read_password(settings.password_file) if settings.password_file else None
     secrets = _secret_forms(settings.user, password)
+    context = _tls_context(settings.ca)
     try:
-        return _converse(settings, data, password)
+        return _converse(settings, context, data, password)
     except MailError:
         raise
     except ssl.SSLCertVerificationError as exc:
@@ -270,19 +293,36 @@ def send_mail(settings: SmtpSettings, data: bytes) -> list[str]:
     except ssl.SSLError as exc:
         raise MailError(f"TLS with the SMTP server failed ({exc.reason}): not sent",
                         "high") from None  # fmt: skip
-    except smtplib.SMTPAuthenticationError as exc:
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        raise MailError(f"the SMTP server refused every recipient ({sorted(set(codes))})",
+                        final=all(code >= 500 for code in codes)) from None  # fmt: skip
+    except smtplib.SMTPResponseException as exc:
         reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) \
             else str(exc.smtp_error)  # fmt: skip
-        raise MailError(scrub(f"the SMTP server refused the login as {settings.user}:"
-                              f" {exc.smtp_code} {reply}", secrets)) from None  # fmt: skip
+        what = (f"refused the login as {settings.user}"
+                if isinstance(exc, smtplib.SMTPAuthenticationError) else "answered")  # fmt: skip
+        raise MailError(scrub(f"the SMTP server {what}: {exc.smtp_code} {reply}", secrets),
+                        final=exc.smtp_code >= 500) from None  # fmt: skip
     except (smtplib.SMTPException, OSError) as exc:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise MailError(scrub(f"SMTP {settings.host}:{settings.port}: {text}", secrets)) from None
 
 
-def _converse(settings: SmtpSettings, data: bytes, password: str | None) -> list[str]:
-    context = ssl.create_default_context(cafile=str(settings.ca) if settings.ca else None)
+def _tls_context(ca: Path | None) -> ssl.SSLContext:
+    """Certificates verified, host name checked, TLS 1.2 at least; against smtp_ca if set."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MailError(f"[reports] smtp_ca {ca}: cannot be read as PEM certificates ({exc})",
+                        "high") from None  # fmt: skip
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _converse(
+    settings: SmtpSettings, context: ssl.SSLContext, data: bytes, password: str | None
+) -> list[str]:
     with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
         smtp.ehlo()
         if not smtp.has_extn("starttls"):
@@ -290,6 +330,10 @@ def _converse(settings: SmtpSettings, data: bytes, password: str | None) -> list
                             " STARTTLS: refusing to send the review in clear", "high")  # fmt: skip
         smtp.starttls(context=context)
         smtp.ehlo()
+        limit = smtp.esmtp_features.get("size", "")
+        if limit.isdigit() and 0 < int(limit) < len(data):
+            raise MailError(f"the review's mail is {len(data)} bytes, over the SMTP server's"
+                            f" limit of {limit}: not sent", final=True)  # fmt: skip
         if password is not None:
             smtp.login(settings.user, password)
         refused = smtp.sendmail(settings.sender, list(settings.recipients), data)

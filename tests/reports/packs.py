@@ -50,6 +50,7 @@ class Builder:
 
     home: Bastion
     failures: int = 0
+    summary: str = "3 people, 12 sessions, 1 high finding"
     calls: list[tuple[str, datetime]] = field(default_factory=list)
 
     def __call__(self, week: Week) -> Pack:
@@ -69,8 +70,7 @@ class Builder:
         ).encode()
         (directory / "manifest.json").write_bytes(manifest)
         return Pack(week.label, directory, HTML.encode(), data, dict(CSVS),
-                    hashlib.sha256(manifest).hexdigest(),
-                    "3 people, 12 sessions, 1 high finding")  # fmt: skip
+                    hashlib.sha256(manifest).hexdigest(), self.summary)  # fmt: skip
 
 
 @dataclass
@@ -114,12 +114,13 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
-def smtp_server(box: Mailbox, tls: ssl.SSLContext | None) -> Iterator[Controller]:
+def smtp_server(box: Mailbox, tls: ssl.SSLContext | None, **options: Any) -> Iterator[Controller]:
     """An aiosmtpd server on a free loopback port: STARTTLS (required) when given a TLS
     context, plain SMTP without it; logins only over TLS."""
     controller = Controller(
         box, hostname="127.0.0.1", port=free_port(), tls_context=tls,
         require_starttls=tls is not None, authenticator=box.authenticate, auth_require_tls=True,
+        **options,
     )  # fmt: skip
     controller.start()
     try:
@@ -128,13 +129,20 @@ def smtp_server(box: Mailbox, tls: ssl.SSLContext | None) -> Iterator[Controller
         controller.stop()
 
 
-def reports_config(port: int, ca: Path | None, *, user: bool = True, extra: str = "") -> str:
+def reports_config(
+    port: int,
+    ca: Path | None,
+    *,
+    user: bool = True,
+    extra: str = "",
+    recipients: str = '["security@example.test", "auditor@example.test"]',
+) -> str:
     """[reports] for a bastion home whose mail goes to the test's server."""
     lines = [
         "[reports]",
         'timezone = "Europe/Amsterdam"',
         'build_at = "06:00"',
-        'recipients = ["security@example.test", "auditor@example.test"]',
+        f"recipients = {recipients}",
         'smtp_host = "127.0.0.1"',
         f"smtp_port = {port}",
         'smtp_from = "bastion@example.test"',

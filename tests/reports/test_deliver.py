@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from bastion.pki import TlsFiles
-from bastion.reports.deliver import SmtpSettings, spool_path
+from bastion.reports.deliver import SmtpSettings, compose, spool_path
 from bastion.reports.schedule import ReportScheduler
 from tests.harness import Bastion
 from tests.reports.packs import (
@@ -243,5 +243,82 @@ def test_settings_resolve_files_beside_the_config(tmp_path: Path) -> None:
         assert settings.password_file == b.home / "smtp.password"
         assert settings.ca == b.home / "tls/ca.pem"
         assert settings.missing() == ""
+    finally:
+        b.release()
+
+
+async def test_a_permanent_refusal_is_given_up_at_once(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    box.answer = "554 5.7.1 message rejected"
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    week = first_week(b)
+    scheduler = ReportScheduler(b.core, Builder(b))
+    await scheduler.tick()
+    b.clock.advance(timedelta(hours=1))
+    await scheduler.deliver_due()
+    assert box.data_calls == 1
+    [failed] = events(b, "report.delivery_failed")
+    assert failed["detail"]["gives_up"] is True and "554" in failed["detail"]["error"]
+    assert b.store.report_run(week.label, "mail").state == "failed"  # type: ignore[union-attr]
+
+
+async def test_a_mail_over_the_servers_size_limit_is_not_sent(
+    box: Mailbox, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    for small in smtp_server(box, server_context(tls), data_size_limit=2000):
+        b = make(bastions, tmp_path, small.port, tls.ca_cert)
+        first_week(b)
+        await ReportScheduler(b.core, Builder(b)).tick()
+    assert box.data_calls == 0 and box.logins == []
+    [failed] = events(b, "report.delivery_failed")
+    assert "over the SMTP server's limit of 2000" in failed["detail"]["error"]
+    assert failed["detail"]["gives_up"] is True
+
+
+async def test_a_line_break_in_the_summary_cannot_add_a_header_or_a_recipient(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
+    first_week(b)
+    builder = Builder(b, summary="ok\r\nBcc: evil@example.test\r\n\r\n<script>")
+    await ReportScheduler(b.core, builder).tick()
+    [envelope] = box.received
+    assert envelope.rcpt_tos == ["security@example.test", "auditor@example.test"]
+    assert isinstance(envelope.original_content, bytes)
+    msg = parse(envelope.original_content)
+    assert msg["Bcc"] is None
+    assert str(msg["Subject"]).endswith("ok Bcc: evil@example.test <script>")
+
+
+async def test_a_recipient_that_is_not_one_plain_address_gets_nothing(
+    box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
+) -> None:
+    injected = '["security@example.test\\r\\nBcc: evil@example.test"]'
+    config = reports_config(starttls.port, tls.ca_cert, recipients=injected)
+    b = home(tmp_path / "injected", config)
+    bastions.append(b)
+    week = first_week(b)
+    await ReportScheduler(b.core, Builder(b)).tick()
+    assert box.data_calls == 0 and box.logins == []
+    [failed] = events(b, "report.delivery_failed")
+    assert "is not an email address" in failed["detail"]["error"]
+    assert b.store.report_run(week.label, "build").state == "done"  # type: ignore[union-attr]
+    assert b.store.report_run(week.label, "mail").state == "failed"  # type: ignore[union-attr]
+
+
+def test_attachments_over_the_budget_are_named_in_the_text_not_attached(tmp_path: Path) -> None:
+    b = home(tmp_path / "b", reports_config(2525, None))
+    try:
+        week = first_week(b)
+        pack = Builder(b)(week)
+        budget = len(pack.json) + 10
+        msg = compose(pack, SmtpSettings.of(b.config), b.clock.now(), budget=budget)
+        names = [p.get_filename() for p in msg.iter_attachments()]
+        assert names == [f"access-review-{week.label}.json"]
+        text = msg.get_body(("plain",))
+        assert text is not None
+        assert "Too large to attach" in text.get_content()
+        assert "sessions.csv" in text.get_content() and "access.csv" in text.get_content()
     finally:
         b.release()
