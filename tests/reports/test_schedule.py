@@ -140,6 +140,37 @@ async def test_the_loop_builds_each_week_at_build_at_and_only_once(
     assert [e["subject"] for e in events(b, "report.built")] == [week.label, following.label]
 
 
+async def test_the_loop_keeps_local_time_across_the_spring_change(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """Weeks around the last Sunday of March (Amsterdam): each built Monday 06:00 local, which
+    is 05:00 UTC before the change and 04:00 after; the week owed at start is built at once."""
+    b = make(bastions, tmp_path)
+    year = b.clock.now().year + 1
+    start, stop_at = utc(year, 3, 17, 12), utc(year, 4, 8)
+    b.clock.set(start)
+
+    async def sleep(seconds: float) -> None:
+        b.clock.advance(seconds)
+        if b.clock.now() >= stop_at:
+            raise Stop
+        await asyncio.sleep(0)
+
+    builder = Builder(b)
+    with pytest.raises(Stop):
+        await ReportScheduler(b.core, builder, sleep=sleep, look_every=86400).run()
+    (first, at_start), *scheduled = builder.calls
+    assert at_start == start and len(scheduled) == 3
+    amsterdam = zone("Europe/Amsterdam")
+    for _, at in scheduled:
+        local = at.astimezone(amsterdam)
+        assert (local.isoweekday(), local.hour, local.minute) == (1, 6, 0)
+    hours = [at.hour for _, at in scheduled]  # [5, 4, 4] in 2027
+    assert set(hours) == {5, 4} and hours == sorted(hours, reverse=True)
+    labels = [first] + [label for label, _ in scheduled]
+    assert len(set(labels)) == 4
+
+
 async def test_a_run_missed_while_down_is_caught_up_on_start(
     bastions: list[Bastion], tmp_path: Path
 ) -> None:
