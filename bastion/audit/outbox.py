@@ -67,6 +67,15 @@ class OutboxQueries(StoreBase):
                 " last_error = NULL WHERE id = ?",
                 (iso(self.clock.now()), notification_id),
             )
+            row = conn.execute(
+                "SELECT kind, payload, attempts FROM notifications WHERE id = ?",
+                (notification_id,),
+            ).fetchone()
+            if row is not None and row[0] == REPORT_READY:  # the review reached the webhook
+                week = str(json.loads(row[1]).get("week", ""))
+                detail = {"week": week, "channel": "webhook", "attempts": row[2]}
+                event = Event("report.delivered", REPORTS_ACTOR, week, "notice", detail=detail)
+                self._append(conn, [event])
 
     def notification_failed(
         self, notice: Notification, error: str, retry_in: timedelta | None

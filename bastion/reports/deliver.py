@@ -22,6 +22,7 @@ import email.policy
 import email.utils
 import hashlib
 import os
+import re
 import smtplib
 import ssl
 import stat
@@ -39,7 +40,10 @@ from bastion.reports.week import Week
 
 SMTP_TIMEOUT = 60.0  # seconds for each step of the conversation with the SMTP server
 MAIL_BUDGET = 15 * 2**20  # bytes of attachments; base64 makes it ~20 MiB, under most limits
-SPOOL = "outbox"  # paths.reports/outbox/WEEK.eml: messages built, not yet accepted
+SPOOL = "outbox"
+_LABEL = re.compile(
+    r"\d{4}-W\d{2}"
+)  # paths.reports/outbox/WEEK.eml: messages built, not yet accepted
 
 
 class BuiltReport(Protocol):
@@ -205,6 +209,9 @@ def ready_notice(built: BuiltReport) -> Notice:
 
 
 def spool_path(reports: Path, week: str) -> Path:
+    """Where a week's message waits; the label is checked, as it may come from the store."""
+    if not _LABEL.fullmatch(week):
+        raise MailError(f"{week!r} is not a review week's label; not sent", "high", final=True)
     return reports / SPOOL / f"{week}.eml"
 
 

@@ -200,8 +200,8 @@ class ReportScheduler:
         """Send every mail whose try is due; returns how many were accepted."""
         sent = 0
         for run in await self.core.run(self.store.report_mail_due):
-            path = spool_path(self.core.config.paths.reports, run.week)
             try:
+                path = spool_path(self.core.config.paths.reports, run.week)
                 data = await asyncio.to_thread(unspool, path, run.payload_sha256)
                 refused = await asyncio.to_thread(self._send, self.smtp, data)
             except MailError as exc:

@@ -287,6 +287,8 @@ async def test_report_ready_reaches_the_webhook_with_the_week_and_hash_only(
         assert content not in body  # none of the report itself
     done = b.store.report_run(week.label, "webhook")
     assert done is not None and done.state == "done" and done.delivered_at is not None
+    [delivered] = events(b, "report.delivered")
+    assert delivered["detail"] == {"week": week.label, "channel": "webhook", "attempts": 1}
 
 
 async def test_each_failed_webhook_post_of_the_review_is_an_audit_event(
