@@ -136,7 +136,7 @@ class ReportScheduler:
         now = self.core.clock.now()
         _, when = next_run(now, self.policy.timezone, self.policy.week_starts, self.at)
         retry = await self.core.run(self.store.report_next_attempt)
-        if retry is not None:
+        if retry is not None and retry > now:  # one already due is an older week's: not owed
             when = min(when, retry)
         return min(max((when - now).total_seconds(), 0.0), self.look_every)
 

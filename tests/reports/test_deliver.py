@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from bastion.pki import TlsFiles
-from bastion.reports.deliver import SmtpSettings, compose, spool_path
+from bastion.reports.deliver import MailError, SmtpSettings, compose, spool_path
 from bastion.reports.schedule import ReportScheduler
 from tests.harness import Bastion
 from tests.reports.packs import (
@@ -322,3 +322,11 @@ def test_attachments_over_the_budget_are_named_in_the_text_not_attached(tmp_path
         assert "sessions.csv" in text.get_content() and "access.csv" in text.get_content()
     finally:
         b.release()
+
+
+@pytest.mark.parametrize("label", ["../../etc/passwd", "2026-W47/../../x", "2026-W4", ""])
+def test_a_spool_path_is_only_ever_a_week_label(tmp_path: Path, label: str) -> None:
+    """A week read back from the store is checked before it names a file to send."""
+    with pytest.raises(MailError, match="not a review week's label"):
+        spool_path(tmp_path, label)
+    assert spool_path(tmp_path, "2026-W47") == tmp_path / "outbox" / "2026-W47.eml"

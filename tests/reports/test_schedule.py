@@ -240,6 +240,23 @@ async def test_a_failing_build_is_retried_with_backoff_then_given_up(
     assert run is not None and run.state == "failed" and run.attempts == 3
 
 
+async def test_a_week_left_pending_by_a_newer_one_does_not_spin_the_loop(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """A build that failed, then the bastion was down past the next week's run: the newer
+    week is built, and the older one's stale retry time does not make the loop busy."""
+    b = make(bastions, tmp_path)
+    week = first_week(b)
+    builder = Builder(b, failures=1)
+    scheduler = ReportScheduler(b.core, builder)
+    await scheduler.tick()
+    b.clock.advance(timedelta(days=8))
+    await scheduler.tick()
+    (failed, _), (newer, _) = builder.calls
+    assert failed == week.label and newer != week.label
+    assert await scheduler.wait() > 0
+
+
 # -- the webhook ---------------------------------------------------------------------------------
 
 
