@@ -25,6 +25,7 @@ from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
 from bastion.recording.reader import file_digest
+from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
@@ -54,8 +55,9 @@ class Door(Protocol):
 class Server:
     """Owns the doors; the CLI only parses, the Config decides, the Server runs."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, report_builder: ReportBuilder | None = None) -> None:
         self.core = core
+        self.report_builder = report_builder or pack_builder(core)
         self.config = core.config
         self.store = core.store
         self.doors: list[Door] = []
@@ -85,7 +87,7 @@ class Server:
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
         try:
-            reports = ReportScheduler(self.core, pack_builder(self.core))
+            reports = ReportScheduler(self.core, self.report_builder)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
         await self.core.run(self.recover)

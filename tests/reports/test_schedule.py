@@ -337,11 +337,22 @@ async def test_serve_refuses_a_build_time_it_cannot_read(
         await Server(b.core).start()
 
 
-def test_serve_runs_the_review_schedule(tmp_path: Path) -> None:
-    b = Bastion(tmp_path / "b", REPORTS).start()
+async def test_serve_catches_up_a_missed_week_as_it_starts(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    b = make(bastions, tmp_path)
+    week = first_week(b)
+    b.clock.advance(timedelta(days=3))  # down since before Monday 06:00
+    builder = Builder(b)
+    server = Server(b.core, report_builder=builder)
+    await server.start()
     try:
-        assert b.server is not None
-        names = [t.get_coro().__qualname__ for t in b.server._tasks]  # type: ignore[union-attr]
-        assert "ReportScheduler.run" in names
+        for _ in range(400):  # the scheduler's first look runs as serve starts
+            if b.store.report_run(week.label, "build") is not None:
+                break
+            await asyncio.sleep(0.05)
     finally:
-        b.stop()
+        await server.stop()
+    assert builder.calls == [(week.label, b.clock.now())]
+    run = b.store.report_run(week.label, "build")
+    assert run is not None and run.state == "done"
