@@ -14,6 +14,7 @@ from bastion.commands import (
     masking,
     people,
     queries,
+    report_pack,
     requests,
     resources,
     sessions,
@@ -23,6 +24,7 @@ from bastion.commands import (
 from bastion.commands.app import App, default_config_path
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.reports.signing import ensure_key
 
 Handler = Callable[[App, argparse.Namespace], int]
 
@@ -267,6 +269,14 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
     replay.add_argument("session_id")
     replay.add_argument("--speed", type=float, default=1.0)
+    replay.add_argument(
+        "--from",
+        dest="start",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="show the screen at this moment at once, then play from there",
+    )
     replay.add_argument("--idle-limit", type=float, default=2.0, metavar="SECONDS")
     group = sub.add_parser("recordings", help="session recordings")
     rec = group.add_subparsers(dest="recordings_command", required=True, parser_class=Parser)
@@ -350,10 +360,27 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(revoke)
 
 
+def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("report", help="the weekly access review and its signed packs")
+    cmds = group.add_subparsers(dest="report_command", required=True, parser_class=Parser)
+    verify = _command(cmds, "verify", report_pack.report_verify,
+                      "check a review pack: signature, files, and the store behind it")  # fmt: skip
+    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("--key", type=Path, metavar="PEM",
+                        help="the public key to check with (default: this bastion's)")  # fmt: skip
+    verify.add_argument("--no-store", action="store_true",
+                        help="check the pack alone, not the chain and counts behind")  # fmt: skip
+    _json_flag(verify)
+    key = _command(cmds, "key", report_pack.report_key,
+                   "print the public key that checks review packs, and how")  # fmt: skip
+    _json_flag(key)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
+    ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
     core = Core(app.config, app.store, app.box, app.clock)
     try:
         run_server(core)
@@ -389,6 +416,7 @@ def build_parser() -> Parser:
     _add_query_commands(sub)
     _add_masking_commands(sub)
     _add_unmask_commands(sub)
+    _add_report_commands(sub)
     _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

@@ -15,6 +15,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from bastion.access.hours import Hours, parse_hours
+from bastion.config_policies import (
+    GrantPolicy,
+    NotifyPolicy,
+    ReportPolicy,
+    RequestPolicy,
+    SessionPolicy,
+)
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
@@ -110,54 +117,6 @@ class AuditPolicy:
 
 
 @dataclass(frozen=True)
-class GrantPolicy:
-    default_max: timedelta = timedelta(hours=12)
-    min_reason_length: int = 10
-
-
-@dataclass(frozen=True)
-class RequestPolicy:
-    pending_for: timedelta = timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class NotifyPolicy:
-    """The webhook that hears about requests, approvals, denials and break-glass."""
-
-    webhook_url: str = ""
-    timeout: timedelta = timedelta(seconds=5)
-    retries: int = 5
-    retry_after: timedelta = timedelta(seconds=2)
-
-
-@dataclass(frozen=True)
-class ReportPolicy:
-    """The weekly access review: its weeks, schedule, recipients, thresholds and mail."""
-
-    timezone: str = "UTC"
-    week_starts: Literal["monday", "sunday"] = "monday"
-    build_at: str = "06:00"
-    recipients: tuple[str, ...] = ()
-    sign_within: timedelta = timedelta(days=7)
-    working_hours: str = "Mon-Fri 07:00-20:00"
-    large_transfer_mb: int = 100
-    smtp_host: str = ""
-    smtp_port: int = 587
-    smtp_from: str = "bastion@localhost"
-    smtp_user: str = ""
-    smtp_password_file: str = ""  # relative to the config file's directory
-    smtp_ca: str = ""
-
-
-@dataclass(frozen=True)
-class SessionPolicy:
-    """How long a session may sit idle, and last at all, unless its target says otherwise."""
-
-    idle_timeout: timedelta = timedelta(minutes=15)
-    max_length: timedelta = timedelta(hours=12)
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "auto"
     level: LogLevel = "info"
@@ -213,10 +172,10 @@ class Config:
     ssh: SshPolicy = SshPolicy()
     postgres: PostgresPolicy = PostgresPolicy()
     audit: AuditPolicy = AuditPolicy()
-    sessions: SessionPolicy = SessionPolicy()
-    requests: RequestPolicy = RequestPolicy()
-    notify: NotifyPolicy = NotifyPolicy()
-    reports: ReportPolicy = ReportPolicy()
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
+    requests: RequestPolicy = field(default_factory=RequestPolicy)
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
+    reports: ReportPolicy = field(default_factory=ReportPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -446,6 +405,12 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
+def _check_reports(reports: ReportPolicy) -> None:
+    problem = reports.problem()
+    if problem is not None:
+        raise _Bad(("reports", problem[0]), problem[1])
+
+
 def _check_webhook(url: str) -> None:
     if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
         raise _Bad(("notify", "webhook_url"), "must be an http:// or https:// URL")
@@ -517,6 +482,7 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
+        _check_reports(config.reports)
         _check_anchors(config.audit)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None

@@ -15,7 +15,6 @@ from bastion.config import (
     TOTP_DIGITS,
     TOTP_PERIOD,
     Config,
-    GrantPolicy,
     Listener,
     LockoutPolicy,
     LoggingConfig,
@@ -23,6 +22,7 @@ from bastion.config import (
     TotpPolicy,
     load_config,
 )
+from bastion.config_policies import GrantPolicy
 from bastion.config_schema import SETTINGS, documented_keys
 from bastion.config_text import default_config_text
 from bastion.durations import format_duration, parse_duration
@@ -546,3 +546,15 @@ def test_allowed_hours_are_read_and_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"targets\.db\.allowed_hours.*unknown timezone"):
         load_config(write(tmp_path, '[targets.db]\nallowed_hours = "daily 08:00-20:00"\n'
                                     'timezone = "Mars/Olympus"\n'))  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "key", "problem"), [
+    ('timezone = "Mars/Olympus"', "timezone", "unknown timezone 'Mars/Olympus'"),
+    ('build_at = "25:00"', "build_at", "'25:00' is not a time of day written HH:MM"),
+    ('working_hours = "Moonday 9-5"', "working_hours", ""),
+    ('recipients = ["sec@example.com, boss@example.com"]', "recipients", "not one email"),
+])  # fmt: skip
+def test_a_weekly_review_setting_that_cannot_work_is_refused_at_load(
+    tmp_path: Path, line: str, key: str, problem: str
+) -> None:
+    config_error(write(tmp_path, f"[reports]\n{line}\n"), f"reports.{key}", problem)

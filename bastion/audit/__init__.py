@@ -10,6 +10,7 @@ from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
 from bastion.audit.report_runs import ReportRunQueries
+from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
@@ -51,6 +52,7 @@ class Store(
     OutboxQueries,
     UnmaskQueries,
     TicketQueries,
+    ReportQueries,
     ReportRunQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""

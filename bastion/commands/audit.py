@@ -6,15 +6,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
 from bastion.errors import Exit
-from bastion.recording import RecordingError, file_digest
-from bastion.recording.reader import read_info
+from bastion.recording.check import chained_recording_problems
+from bastion.reports import pack
+from bastion.reports.signing import ReportKeyError, load_private_key
 
 
 def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
@@ -36,29 +36,19 @@ def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, li
     return count, problems
 
 
-def _recording_problems(app: App, session_id: str, detail: dict[str, Any]) -> list[str]:
-    """What is wrong with one recording the chain holds a hash for (nothing: [])."""
-    if "recording_missing" in detail:
-        return [f"recording of session {session_id} was missing when the bastion closed the"
-                f" session after a crash ({detail['recording_missing']})"]  # fmt: skip
-    path = Path(str(detail.get("recording")))
+def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
+    """The weekly review packs' signed chain heads: how many packs, and every one the chain
+    contradicts (the latest end head first) or whose signature fails. They outlive the head
+    file: a tail deleted before the last signed head shows even if that file was rewritten."""
+    reports = app.config.paths.reports
+    if not any(pack.pack_dirs(reports)):
+        return 0, []
     try:
-        digest, size = file_digest(path)
-    except (OSError, RecordingError):
-        return [f"recording of session {session_id} is missing or unreadable ({path})"]
-    out = []
-    if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
-        out.append(f"recording of session {session_id} changed since it was closed")
-    try:
-        info = read_info(path, app.box, session_id)
-    except RecordingError as exc:
-        return [*out, f"recording of session {session_id}: {exc}"]
-    if not info.complete and detail.get("state") != "interrupted":  # a crash cuts them short
-        out.append(
-            f"recording of session {session_id} is truncated: it has no final chunk"
-            f" ({info.chunks} chunks left; cut short, or its writer never closed it)"
-        )
-    return out
+        public = load_private_key(app.config.paths.report_signing_key).public_key()
+    except ReportKeyError as exc:
+        return 0, [f"the review packs in {reports} cannot be checked: {exc.message}"]
+    good, bad = pack.signed_heads(reports, public)
+    return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at)
 
 
 def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
@@ -66,7 +56,9 @@ def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
     editable session row), and each session row against the chain."""
     chained = dict(app.store.chained_recordings(head_seq))
     rows = dict(app.store.recordings())
-    problems = [p for sid, d in chained.items() for p in _recording_problems(app, sid, d)]
+    problems = [
+        p for sid, d in chained.items() for p in chained_recording_problems(app.box, sid, d)
+    ]
     for session_id, info in rows.items():
         detail = chained.get(session_id)
         if detail is None:
@@ -84,6 +76,8 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     verdict = app.store.verify_chain()
     files = _anchor_files(app, args)
     anchored, anchor_bad = anchor_problems(app, files, verdict.head_seq) if verdict.ok else (0, [])
+    packs, pack_bad = pack_problems(app, verdict.head_seq) if verdict.ok else (0, [])
+    anchor_bad = pack_bad + anchor_bad
     recorded, rec_bad = recording_problems(app, verdict.head_seq) if verdict.ok else (0, [])
     data = {
         "ok": verdict.ok and not anchor_bad and not rec_bad,
@@ -97,6 +91,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "anchors_files": [str(f) for f in files],
         "anchors_checked": anchored,
         "anchor_problems": anchor_bad,
+        "review_packs_checked": packs,
         "recording_problems": rec_bad,
     }
     if not verdict.ok:
@@ -115,7 +110,8 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     if rec_bad:
         app.emit(data, "RECORDINGS CHANGED: " + "; ".join(rec_bad))
         return Exit.TAMPERED
-    app.emit(data, _intact_text(verdict, anchored, len(files), recorded))
+    text = _intact_text(verdict, anchored, len(files), recorded)
+    app.emit(data, text + (f"; {packs} signed review pack(s) agree" if packs else ""))
     return Exit.OK
 
 

@@ -87,6 +87,8 @@ def replay_command(app: App, args: argparse.Namespace) -> int:
     """Play a recording in the terminal; the viewing is audited before the first byte."""
     if args.speed <= 0:
         raise UsageError("--speed must be positive")
+    if args.start < 0:
+        raise UsageError("--from must be a number of seconds >= 0")
     session, path = _recorded(app, args.session_id)
     recording = read_recording(path, app.box, session.id)
     app.store.append_events([Event("recording.replayed", app.actor, session.user or "", "notice",
@@ -95,7 +97,8 @@ def replay_command(app: App, args: argparse.Namespace) -> int:
     for warning in warnings:  # before the first byte, so nobody takes it for the whole session
         sys.stderr.write(f"bastion: {warning}\n")
     sys.stderr.flush()
-    replay(recording, sys.stdout.buffer, speed=args.speed, idle_limit=args.idle_limit)
+    replay(recording, sys.stdout.buffer, speed=args.speed, idle_limit=args.idle_limit,
+           start=args.start)  # fmt: skip
     sys.stdout.flush()
     return Exit.TAMPERED if warnings and session.ended_at is not None else Exit.OK
 

@@ -12,6 +12,7 @@ from bastion.config_text import default_config_text
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls
+from bastion.reports.signing import create_key_file, key_id
 
 
 def run_init(app: App, args: argparse.Namespace) -> int:
@@ -20,23 +21,18 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     config_path = directory / "bastion.toml"
     if config_path.exists():
         raise Conflict(f"{config_path} exists already; refusing to overwrite it")
-    try:
-        text = default_config_text(
-            ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
-        )
-    except ValueError as exc:
-        message = str(exc)
-        for name in ("ssh", "postgres", "web"):
-            message = message.replace(f"{name}_port", f"--{name}-port")
-        raise UsageError(message) from exc
+    text = _config_text(args)
     directory.mkdir(parents=True, exist_ok=True)
     config = _write_config(config_path, text)
     paths = config.paths
-    for existing in (paths.store, paths.secrets_key, paths.ssh_host_key, paths.tls_cert):
+    made = (paths.store, paths.secrets_key, paths.report_signing_key, paths.ssh_host_key,
+            paths.tls_cert)  # fmt: skip
+    for existing in made:
         if existing.exists():
             config_path.unlink()
             raise Conflict(f"{existing} exists already; refusing to overwrite it")
     SecretBox.create_key_file(paths.secrets_key)
+    report_key = key_id(create_key_file(paths.report_signing_key).public_key())
     paths.recordings.mkdir(parents=True, exist_ok=True)
     paths.recordings.chmod(0o700)
     fingerprint = make_ssh_host_key(paths.ssh_host_key)
@@ -49,7 +45,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
                 cli_actor(),
                 str(directory),
                 "notice",
-                detail={"ssh_host_key": fingerprint},
+                detail={"ssh_host_key": fingerprint, "report_key_id": report_key},
             )
         ]
     )
@@ -59,17 +55,32 @@ def run_init(app: App, args: argparse.Namespace) -> int:
             "config": str(config_path),
             "store": str(paths.store),
             "ssh_host_key": fingerprint,
+            "report_key_id": report_key,
             "tls_ca": str(tls.ca_cert),
         },
         f"initialised {directory}\n"
         f"  config        {config_path}\n"
         f"  store         {paths.store}\n"
         f"  secrets key   {paths.secrets_key} (keep it off the database's backups)\n"
+        f"  report key    {paths.report_signing_key} (signs review packs; `bastion report"
+        f" key` prints its public half, id {report_key[:16]})\n"
         f"  ssh host key  {fingerprint}\n"
         f"  TLS CA        {tls.ca_cert} (give this file to psql as sslrootcert)\n"
         f"next: bastion --config {config_path} user add NAME --role admin",
     )
     return 0
+
+
+def _config_text(args: argparse.Namespace) -> str:
+    try:
+        return default_config_text(
+            ssh_port=args.ssh_port, postgres_port=args.postgres_port, web_port=args.web_port
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for name in ("ssh", "postgres", "web"):
+            message = message.replace(f"{name}_port", f"--{name}-port")
+        raise UsageError(message) from exc
 
 
 def _write_config(path: Path, text: str) -> Config:

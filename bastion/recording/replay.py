@@ -17,19 +17,24 @@ def replay(
     speed: float = 1.0,
     idle_limit: float | None = 2.0,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    start: float = 0.0,
 ) -> None:
     """Write the output events to out, each after its gap since the previous output event.
 
     A gap is first capped at idle_limit seconds (None: no cap), then divided by speed.
     Output is "o" and stderr "e"; input and resize events are not shown. out may be a text
-    or a binary stream (UTF-8).
+    or a binary stream (UTF-8). Output before `start` seconds is written at once (the screen
+    as it stood then), and playing in time begins there.
     """
     if not (math.isfinite(speed) and speed > 0):
         raise ValueError("speed must be a number above 0")
     if idle_limit is not None and not (math.isfinite(idle_limit) and idle_limit > 0):
         raise ValueError("idle limit must be a number of seconds above 0, or None")
+    if not (math.isfinite(start) and start >= 0):
+        raise ValueError("start must be a number of seconds >= 0")
     write = _writer(out)
-    previous = 0.0
+    previous = start
     for event in recording.events:
         if event.code not in ("o", "e"):
             continue

@@ -127,6 +127,7 @@ class Finding:
     grants: tuple[int, ...] = ()  # grants it concerns: who gave one may not pass it
     requests: tuple[int, ...] = ()  # requests it concerns: who approved one may not pass it
     first_seen: str | None = None  # the week it first appeared, when carried over
+    involved: tuple[str, ...] = ()  # who gave, approved or asked for it: they may not pass it
     id: str = field(default="")
 
     def __post_init__(self) -> None:

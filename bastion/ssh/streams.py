@@ -205,6 +205,24 @@ def raw_tunnel(command: str, depth: int = 0) -> str | None:
     return None
 
 
+def programs(command: str) -> set[str]:
+    """The programs a command line runs (each simple command's, after wrappers such as env
+    or timeout; sudo and su are programs here); empty when it cannot be split."""
+    words = _words(command) or []
+    found = set()
+    for simple in _simple_commands(words):
+        at = _program_at(simple)
+        while at < len(simple):  # wrappers (sudo, env, doas) and what they run
+            name = simple[at].rsplit("/", 1)[-1]
+            found.add(name)
+            if name not in _WRAPPERS:
+                break
+            at = _program_at(simple, at + 1)
+        for argv in _candidates(simple):
+            found.add(argv[0].rsplit("/", 1)[-1])
+    return found
+
+
 def _tunnel_program(argv: list[str]) -> str | None:
     name = argv[0].rsplit("/", 1)[-1] if argv else ""
     if name in TUNNEL_TOOLS:

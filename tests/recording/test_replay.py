@@ -70,3 +70,17 @@ def test_replay_of_a_recording_read_from_disk(tmp_path: Path, box: SecretBox) ->
     replay(recording, out, speed=2.0, sleep=sleeps.append)
     assert out.getvalue() == "hello world\r\n"
     assert sleeps == [0.1, 1.0]
+
+
+def test_playing_from_a_moment_shows_the_screen_then_at_once_and_times_the_rest() -> None:
+    sleeps: list[float] = []
+    out = io.StringIO()
+    replay(RECORDING, out, sleep=sleeps.append, start=9.0)
+    assert out.getvalue() == "$ ls\r\ncaf\u00e9\r\n"
+    assert sleeps == [1.0, 0.25]  # nothing waited before 9 s; 9 -> 10 -> 10.25 in time
+
+
+@pytest.mark.parametrize("start", [-1.0, float("nan"), float("inf")])
+def test_a_bad_start_is_refused(start: float) -> None:
+    with pytest.raises(ValueError, match="start must be"):
+        replay(RECORDING, io.StringIO(), start=start)

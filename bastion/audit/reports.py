@@ -1,0 +1,182 @@
+"""Store queries for the weekly review: one week's rows, read only, in standard SQL.
+
+Every query takes the week as [start, end) in the store's own timestamp form (clock.iso) and
+returns plain rows; bastion/reports/gather.py turns them into the report. The SQL sticks to
+what SQLite and PostgreSQL both run (no json_extract, no date functions): whatever needs
+JSON or dates is done in Python over rows already narrowed by the week, and the big table
+(queries) is only ever aggregated or read for the statements that can matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.audit.base import StoreBase
+
+Rows = list[dict[str, Any]]
+
+_SESSIONS = (
+    "SELECT s.id, u.name AS person, t.name AS target, s.protocol AS door,"
+    " s.client_addr, s.started_at, s.ended_at, s.state, s.end_reason, s.recording_path,"
+    " s.recording_sha256, s.grant_id"
+    " FROM sessions s LEFT JOIN users u ON u.id = s.user_id"
+    " LEFT JOIN targets t ON t.id = s.target_id"
+    " WHERE s.started_at < ? AND (s.ended_at IS NULL OR s.ended_at >= ?)"
+    " ORDER BY s.started_at, s.id"
+)
+_BY_SESSION = (
+    " FROM {table} x JOIN sessions s ON s.id = x.session_id"
+    " LEFT JOIN users u ON u.id = s.user_id LEFT JOIN targets t ON t.id = s.target_id"
+)
+# Statements that can matter: anything not a plain read, refused, or exporting (COPY).
+_NOTABLE_STATEMENT = (
+    "(x.refused_reason IS NOT NULL OR x.statement_kind IS NULL"
+    " OR x.statement_kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
+    " 'SET', 'RESET', 'DISCARD ALL', 'DEALLOCATE', 'START TRANSACTION', 'EMPTY', 'FETCH',"
+    " 'DECLARE CURSOR', 'CLOSE CURSOR', 'SAVEPOINT', 'RELEASE'))"
+)
+_GRANTS = (
+    "SELECT g.id, u.name AS person, gr.name AS grp, t.name AS target, g.mode, g.starts_at,"
+    " g.ends_at, g.reason, g.granted_by, g.created_at, g.revoked_at, g.revoked_by,"
+    " g.ticket_ref, g.break_glass, g.acknowledged_at, g.acknowledged_by, g.request_id"
+    " FROM grants g LEFT JOIN users u ON u.id = g.user_id"
+    " LEFT JOIN groups gr ON gr.id = g.group_id JOIN targets t ON t.id = g.target_id"
+)
+
+
+class ReportQueries(StoreBase):
+    """The weekly review's reads."""
+
+    def week_sessions(self, start: str, end: str) -> Rows:
+        """Sessions open at any moment of the week, on every door."""
+        return self._rows(_SESSIONS, (end, start))
+
+    def week_statement_counts(self, start: str, end: str) -> Rows:
+        """Statements per command tag and whether refused: (kind, refused, n)."""
+        return self._rows(
+            "SELECT statement_kind AS kind, CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END"
+            " AS refused, COUNT(*) AS n FROM queries WHERE at >= ? AND at < ?"
+            " GROUP BY statement_kind, CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END",
+            (start, end),
+        )
+
+    def week_statements_per_person(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT u.name AS person, COUNT(*) AS n,"
+            " SUM(CASE WHEN x.refused_reason IS NULL THEN 0 ELSE 1 END) AS refused"
+            + _BY_SESSION.format(table="queries")
+            + " WHERE x.at >= ? AND x.at < ? GROUP BY u.name",
+            (start, end),
+        )
+
+    def week_masking_notes(self, start: str, end: str) -> Rows:
+        """Each distinct masking note of the week (JSON text) with how many statements had it."""
+        return self._rows(
+            "SELECT masked_columns AS note, COUNT(*) AS n FROM queries"
+            " WHERE at >= ? AND at < ? AND masked_columns IS NOT NULL GROUP BY masked_columns",
+            (start, end),
+        )
+
+    def week_notable_statements(self, start: str, end: str) -> Rows:
+        """Statements that are not plain reads (writes, DDL, exports, refusals), with where."""
+        return self._rows(
+            "SELECT x.id, x.session_id, x.at, x.sql, x.statement_kind AS kind, x.command_tag,"
+            " x.rows, x.refused_reason, u.name AS person, t.name AS target, s.started_at"
+            + _BY_SESSION.format(table="queries")
+            + f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT} ORDER BY x.at, x.id",
+            (start, end),
+        )
+
+    def week_commands(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT x.id, x.session_id, x.at, x.command, x.reconstructed, x.uncertain,"
+            " u.name AS person, t.name AS target, s.started_at"
+            + _BY_SESSION.format(table="commands")
+            + " WHERE x.at >= ? AND x.at < ? ORDER BY x.at, x.id",
+            (start, end),
+        )
+
+    def week_file_ops(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT x.id, x.session_id, x.at, x.operation, x.path, x.path2, x.bytes, x.sha256,"
+            " x.status, u.name AS person, t.name AS target, s.started_at"
+            + _BY_SESSION.format(table="file_transfers")
+            + " WHERE x.at >= ? AND x.at < ? ORDER BY x.at, x.id",
+            (start, end),
+        )
+
+    def week_event_counts(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT kind, COUNT(*) AS n FROM audit_events WHERE at >= ? AND at < ? GROUP BY kind",
+            (start, end),
+        )
+
+    def week_events(self, start: str, end: str, kinds: tuple[str, ...]) -> Rows:
+        """The week's events of the kinds named, oldest first."""
+        marks = ", ".join("?" for _ in kinds)
+        return self._rows(
+            "SELECT seq, at, kind, severity, actor, subject, session_id, detail"
+            f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN ({marks}) ORDER BY seq",
+            (start, end, *kinds),
+        )
+
+    def chain_head_before(self, moment: str) -> tuple[int, str]:
+        """The last event written before `moment`: (seq, row MAC); (0, "") when none."""
+        rows = self._rows(
+            "SELECT seq, row_hash FROM audit_events WHERE at < ? ORDER BY seq DESC LIMIT 1",
+            (moment,),
+        )
+        return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, "")
+
+    def week_grants(self, start: str, end: str) -> Rows:
+        """Grants whose window touches the week, made in it, or live after it."""
+        return self._rows(
+            _GRANTS + " WHERE (g.starts_at < ? AND g.ends_at >= ?) OR (g.created_at >= ?"
+            " AND g.created_at < ?) OR (g.revoked_at >= ? AND g.revoked_at < ?)"
+            " ORDER BY g.id",
+            (end, start, start, end, start, end),
+        )
+
+    def grant_sessions(self, grant_ids: list[int]) -> Rows:
+        """How many sessions each grant ever opened (any week)."""
+        if not grant_ids:
+            return []
+        marks = ", ".join("?" for _ in grant_ids)
+        return self._rows(
+            f"SELECT grant_id, COUNT(*) AS n FROM sessions WHERE grant_id IN ({marks})"
+            " GROUP BY grant_id",
+            grant_ids,
+        )
+
+    def week_requests(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT r.id, u.name AS person, t.name AS target, r.mode, r.duration_s, r.reason,"
+            " r.ticket_ref, r.requested_by, r.created_at, r.state, r.decided_at, r.decided_by,"
+            " r.decision_reason, r.grant_id FROM access_requests r"
+            " JOIN users u ON u.id = r.user_id JOIN targets t ON t.id = r.target_id"
+            " WHERE (r.created_at >= ? AND r.created_at < ?)"
+            " OR (r.decided_at >= ? AND r.decided_at < ?) ORDER BY r.id",
+            (start, end, start, end),
+        )
+
+    def request_approvers(self, request_ids: list[int]) -> Rows:
+        if not request_ids:
+            return []
+        marks = ", ".join("?" for _ in request_ids)
+        return self._rows(
+            f"SELECT request_id, approver, at FROM request_approvals WHERE request_id IN ({marks})"
+            " ORDER BY at",
+            request_ids,
+        )
+
+    def week_unmask_grants(self, start: str, end: str) -> Rows:
+        return self._rows(
+            "SELECT g.id, u.name AS person, t.name AS target, g.subject_key, g.subject_value,"
+            " g.reason, g.consent_ref, g.consent_sha256, g.requested_by, g.created_at, g.state,"
+            " g.decided_by, g.decided_at, g.starts_at, g.ends_at FROM unmask_grants g"
+            " JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id"
+            " WHERE (g.created_at >= ? AND g.created_at < ?)"
+            " OR (g.decided_at >= ? AND g.decided_at < ?)"
+            " OR (g.starts_at < ? AND g.ends_at >= ?) ORDER BY g.id",
+            (start, end, start, end, end, start),
+        )

@@ -1,0 +1,79 @@
+"""Settings sections of bastion.toml that are plain values: grants, requests, notifications,
+sessions and the weekly review (bastion.config loads them)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bastion.access.hours import parse_hours
+
+_CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+@dataclass(frozen=True)
+class GrantPolicy:
+    default_max: timedelta = timedelta(hours=12)
+    min_reason_length: int = 10
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    pending_for: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    """The webhook that hears about requests, approvals, denials and break-glass."""
+
+    webhook_url: str = ""
+    timeout: timedelta = timedelta(seconds=5)
+    retries: int = 5
+    retry_after: timedelta = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class ReportPolicy:
+    """The weekly access review: its weeks, schedule, recipients, thresholds and mail."""
+
+    timezone: str = "UTC"
+    week_starts: Literal["monday", "sunday"] = "monday"
+    build_at: str = "06:00"
+    recipients: tuple[str, ...] = ()
+    sign_within: timedelta = timedelta(days=7)
+    working_hours: str = "Mon-Fri 07:00-20:00"
+    large_transfer_mb: int = 100
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_from: str = "bastion@localhost"
+    smtp_user: str = ""
+    smtp_password_file: str = ""  # relative to the config file's directory
+    smtp_ca: str = ""
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for the first value that cannot work, else None."""
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return "timezone", f"unknown timezone {self.timezone!r} (an IANA name, e.g. UTC)"
+        if not _CLOCK.fullmatch(self.build_at):
+            return "build_at", f"{self.build_at!r} is not a time of day written HH:MM"
+        try:
+            parse_hours(self.working_hours, self.timezone)
+        except ValueError as exc:
+            return "working_hours", str(exc)
+        bad = [r for r in self.recipients if "@" not in r or any(c in r for c in " \r\n,;<>")]
+        if bad:
+            return "recipients", f"{bad[0]!r} is not one email address"
+        return None
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session may sit idle, and last at all, unless its target says otherwise."""
+
+    idle_timeout: timedelta = timedelta(minutes=15)
+    max_length: timedelta = timedelta(hours=12)

@@ -1,0 +1,149 @@
+"""One week's rows from the store, read once, and the derivations findings and tables share."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bastion.audit import Store
+from bastion.clock import iso, parse_iso
+from bastion.reports.week import Week
+
+Rows = list[dict[str, Any]]
+
+# Events the review reads one by one (the rest it only counts).
+EVENT_KINDS = (
+    "breakglass.opened", "breakglass.acknowledged", "grant.created", "grant.revoked",
+    "request.created", "request.approved", "request.denied", "request.cancelled",
+    "request.expired", "user.disabled", "user.locked", "auth.password_failed",
+    "auth.totp_failed", "auth.failed", "auth.source_blocked", "recording.replayed",
+    "recording.exported", "queries.listed", "audit.verified", "unmask.requested",
+    "unmask.approved", "unmask.denied", "unmask.revoked", "ticket.issued", "ticket.revoked",
+    "session.kill_requested", "report.signed",
+)  # fmt: skip
+READ_TAGS = frozenset({"SELECT", "SHOW", "EXPLAIN", "FETCH", "COPY", "VALUES", "TABLE"})
+WRITE_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+DDL_WORDS = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT",
+                       "REINDEX", "CLUSTER", "SECURITY", "REFRESH", "IMPORT",
+                       "REASSIGN"})  # fmt: skip
+
+
+def statement_class(tag: str | None) -> str:
+    """read, write, ddl or other, from a statement's command tag."""
+    if not tag:
+        return "other"
+    if tag in READ_TAGS or tag.startswith("SELECT"):
+        return "read"
+    first = tag.split(" ", 1)[0]
+    if first in WRITE_TAGS:
+        return "write"
+    return "ddl" if first in DDL_WORDS else "other"
+
+
+def hours_within(row: dict[str, Any], week: Week, now: datetime) -> float:
+    """The hours a session was open inside the week (an open one counts up to now)."""
+    start = max(parse_iso(row["started_at"]), week.start)
+    ended = parse_iso(row["ended_at"]) if row["ended_at"] else min(now, week.end)
+    end = min(ended, week.end)
+    return max((end - start) / timedelta(hours=1), 0.0)
+
+
+@dataclass
+class Facts:
+    """The week's rows, each list oldest first."""
+
+    week: Week
+    now: datetime
+    sessions: Rows
+    commands: Rows
+    statements: Rows  # the notable ones: not plain reads
+    statement_counts: Rows
+    per_person_statements: Rows
+    masking_notes: Rows
+    file_ops: Rows
+    events: Rows
+    event_counts: dict[str, int]
+    grants: Rows  # with "sessions": how many sessions each ever opened
+    requests: Rows  # with "approvers": [(name, at)]
+    unmasks: Rows  # with "rows_shown"
+
+    def events_of(self, *kinds: str) -> Rows:
+        return [e for e in self.events if e["kind"] in kinds]
+
+    def detail(self, event: dict[str, Any]) -> dict[str, Any]:
+        found = json.loads(event["detail"] or "{}")
+        return found if isinstance(found, dict) else {}
+
+
+def collect(store: Store, week: Week, now: datetime) -> Facts:
+    """Read the week from the store (a handful of narrow queries)."""
+    start, end = iso(week.start), iso(week.end)
+    grants = store.week_grants(start, end)
+    used = {
+        int(r["grant_id"]): int(r["n"]) for r in store.grant_sessions([g["id"] for g in grants])
+    }
+    for grant in grants:
+        grant["sessions"] = used.get(int(grant["id"]), 0)
+    requests = store.week_requests(start, end)
+    approvers: dict[int, list[tuple[str, str]]] = {}
+    for row in store.request_approvers([r["id"] for r in requests]):
+        approvers.setdefault(int(row["request_id"]), []).append((row["approver"], row["at"]))
+    for request in requests:
+        request["approvers"] = approvers.get(int(request["id"]), [])
+    notes = store.week_masking_notes(start, end)
+    unmasks = store.week_unmask_grants(start, end)
+    shown = rows_shown(notes)
+    for unmask in unmasks:
+        unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
+    return Facts(
+        week=week, now=now, sessions=store.week_sessions(start, end),
+        commands=store.week_commands(start, end),
+        statements=store.week_notable_statements(start, end),
+        statement_counts=store.week_statement_counts(start, end),
+        per_person_statements=store.week_statements_per_person(start, end),
+        masking_notes=notes, file_ops=store.week_file_ops(start, end),
+        events=store.week_events(start, end, EVENT_KINDS),
+        event_counts={r["kind"]: int(r["n"]) for r in store.week_event_counts(start, end)},
+        grants=grants, requests=requests, unmasks=unmasks,
+    )  # fmt: skip
+
+
+def _notes(rows: Rows) -> list[tuple[dict[str, Any], int]]:
+    out = []
+    for row in rows:
+        try:
+            note = json.loads(row["note"])
+        except (TypeError, ValueError):
+            continue
+        if isinstance(note, dict):
+            out.append((note, int(row["n"])))
+    return out
+
+
+def rows_shown(notes: Rows) -> dict[int, int]:
+    """Rows each unmask grant showed in clear over the week."""
+    shown: Counter[int] = Counter()
+    for note, n in _notes(notes):
+        for item in note.get("unmasked") or []:
+            if isinstance(item, dict) and isinstance(item.get("grant"), int):
+                shown[item["grant"]] += int(item.get("rows") or 0) * n
+    return dict(shown)
+
+
+def detector_counts(notes: Rows) -> dict[str, int]:
+    """Values the free-text detectors masked over the week, per detector."""
+    counts: Counter[str] = Counter()
+    for note, n in _notes(notes):
+        for per_column in (note.get("detected") or {}).values():
+            if isinstance(per_column, dict):
+                for detector, matches in per_column.items():
+                    counts[str(detector)] += int(matches) * n
+    return dict(counts)
+
+
+def masked_columns(notes: Rows) -> int:
+    """Columns masked in results over the week (each result counts each column once)."""
+    return sum(len(note.get("masked") or []) * n for note, n in _notes(notes))
