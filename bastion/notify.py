@@ -10,7 +10,7 @@ import aiohttp
 import structlog
 
 from bastion.audit.records import Notification
-from bastion.config import NotifyPolicy
+from bastion.config_policies import NotifyPolicy
 from bastion.core import Core
 
 log = structlog.get_logger("bastion.notify")

@@ -10,6 +10,7 @@ import email.policy
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -294,12 +295,13 @@ async def test_a_line_break_in_the_summary_cannot_add_a_header_or_a_recipient(
 async def test_a_recipient_that_is_not_one_plain_address_gets_nothing(
     box: Mailbox, starttls: Controller, tls: TlsFiles, bastions: list[Bastion], tmp_path: Path
 ) -> None:
-    injected = '["security@example.test\\r\\nBcc: evil@example.test"]'
-    config = reports_config(starttls.port, tls.ca_cert, recipients=injected)
-    b = home(tmp_path / "injected", config)
-    bastions.append(b)
+    """The config refuses such a recipient at load; the mail checks again as it is made."""
+    b = make(bastions, tmp_path, starttls.port, tls.ca_cert)
     week = first_week(b)
-    await ReportScheduler(b.core, Builder(b)).tick()
+    scheduler = ReportScheduler(b.core, Builder(b))
+    injected = "security@example.test\r\nBcc: evil@example.test"
+    scheduler.smtp = replace(scheduler.smtp, recipients=(injected,))
+    await scheduler.tick()
     assert box.data_calls == 0 and box.logins == []
     [failed] = events(b, "report.delivery_failed")
     assert "is not an email address" in failed["detail"]["error"]

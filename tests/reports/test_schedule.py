@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -331,8 +332,9 @@ async def test_each_failed_webhook_post_of_the_review_is_an_audit_event(
 async def test_serve_refuses_a_build_time_it_cannot_read(
     bastions: list[Bastion], tmp_path: Path
 ) -> None:
-    b = Bastion(tmp_path / "bad", '\n[reports]\nbuild_at = "6am"\n')
-    bastions.append(b)
+    """The config refuses it at load; serve checks again before it opens a door."""
+    b = make(bastions, tmp_path)
+    b.core.config = replace(b.config, reports=replace(b.config.reports, build_at="6am"))
     with pytest.raises(ServeError, match="build_at"):
         await Server(b.core).start()
 
