@@ -211,8 +211,9 @@ class ReportScheduler:
                 await self.core.run(self.store.report_delivery_failed, run.week, "mail",
                                     str(exc), retry, exc.severity)  # fmt: skip
                 continue
-            detail = {"recipients": len(self.smtp.recipients) - len(refused),
-                      "refused": refused, "at": iso(self.core.clock.now())}  # fmt: skip
+            accepted = [r for r in self.smtp.recipients if r not in refused]
+            detail = {"to": accepted, "refused": refused, "manifest_sha256": run.manifest_sha256,
+                      "at": iso(self.core.clock.now())}  # fmt: skip
             await self.core.run(self.store.report_delivered, run.week, "mail", detail)
             log.info("report.mailed", week=run.week, refused=refused)
             with contextlib.suppress(OSError):

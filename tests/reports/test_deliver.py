@@ -117,7 +117,9 @@ async def test_the_review_arrives_over_starttls_with_its_attachments_intact(
     [run] = [r for r in b.store.report_runs(week.label) if r.channel == "mail"]
     assert run.state == "done" and run.attempts == 1 and run.delivered_at == b.clock.now()
     [delivered] = events(b, "report.delivered")
-    assert delivered["detail"]["recipients"] == 2 and delivered["subject"] == week.label
+    assert delivered["detail"]["to"] == ["security@example.test", "auditor@example.test"]
+    assert delivered["detail"]["manifest_sha256"] == manifest
+    assert delivered["subject"] == week.label
     assert not spool_path(b.config.paths.reports, week.label).exists()
     await scheduler.tick()  # delivered once: a second look sends nothing more
     assert len(box.received) == 1 and len(builder.calls) == 1
