@@ -10,11 +10,21 @@ import aiohttp
 import structlog
 
 from bastion.audit.records import Notification
+from bastion.config_policies import NotifyPolicy
 from bastion.core import Core
 
 log = structlog.get_logger("bastion.notify")
 
 LOOK_EVERY = 0.5  # seconds between looks at the outbox
+
+
+def backoff(policy: NotifyPolicy, attempts: int) -> timedelta | None:
+    """The wait before the next try after `attempts` earlier failures (retry_after, doubling
+    each time); None: give up. The weekly review's deliveries retry the same way."""
+    if attempts >= policy.retries:
+        return None
+    wait: timedelta = policy.retry_after * (2**attempts)
+    return wait
 
 
 class Notifier:
@@ -53,10 +63,7 @@ class Notifier:
 
     def retry_in(self, attempts: int) -> timedelta | None:
         """The wait before the next try after `attempts` earlier failures; None: give up."""
-        if attempts >= self.policy.retries:
-            return None
-        wait: timedelta = self.policy.retry_after * (2**attempts)
-        return wait
+        return backoff(self.policy, attempts)
 
     async def _post(self, http: aiohttp.ClientSession, notice: Notification) -> str | None:
         """Post once; None on a 2xx answer, else what went wrong in a few words."""

@@ -25,6 +25,8 @@ from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
 from bastion.recording.reader import file_digest
+from bastion.reports.deliver import ReportBuilder
+from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
 from bastion.web import WebDoor
 
@@ -53,8 +55,9 @@ class Door(Protocol):
 class Server:
     """Owns the doors; the CLI only parses, the Config decides, the Server runs."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, report_builder: ReportBuilder | None = None) -> None:
         self.core = core
+        self.report_builder = report_builder or pack_builder(core)
         self.config = core.config
         self.store = core.store
         self.doors: list[Door] = []
@@ -83,6 +86,10 @@ class Server:
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
+        try:
+            reports = ReportScheduler(self.core, self.report_builder)
+        except ValueError as exc:
+            raise ServeError(str(exc)) from None
         await self.core.run(self.recover)
         await self.core.start_writer()
         for door in self._build_doors():
@@ -103,6 +110,8 @@ class Server:
         self._tasks.append(loop.create_task(self.core.watch_sessions(lives)))
         if self.config.notify.webhook_url:
             self._tasks.append(loop.create_task(Notifier(self.core).run()))
+        # builds last week's review when due (and a run missed while down), then delivers it
+        self._tasks.append(loop.create_task(reports.run()))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])

@@ -9,6 +9,7 @@ from bastion.audit.grants import NewGrant
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
+from bastion.audit.report_runs import ReportRunQueries
 from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
@@ -56,6 +57,7 @@ class Store(
     TicketQueries,
     ReportQueries,
     ReviewQueries,
+    ReportRunQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

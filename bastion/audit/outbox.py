@@ -33,6 +33,21 @@ def enqueue(conn: sqlite3.Connection, now: datetime, notices: tuple[Notice, ...]
     )  # fmt: skip
 
 
+REPORT_READY = "report.ready"  # the weekly review's webhook message (bastion/reports)
+REPORTS_ACTOR = "bastion:reports"
+
+
+def delivery_failed(
+    week: str, channel: str, attempt: int, error: str, *, gives_up: bool, severity: str = "warning"
+) -> Event:
+    """The audit event for one failed delivery of a week's review (no secret in it)."""
+    detail = {"week": week, "channel": channel, "attempt": attempt, "error": error,
+              "gives_up": gives_up}  # fmt: skip
+    if gives_up and severity == "warning":
+        severity = "high"
+    return Event("report.delivery_failed", REPORTS_ACTOR, week, severity, detail=detail)
+
+
 class OutboxQueries(StoreBase):
     def due_notifications(self, limit: int = 20) -> list[Notification]:
         """Undelivered notifications whose next attempt is due, oldest first."""
@@ -52,6 +67,15 @@ class OutboxQueries(StoreBase):
                 " last_error = NULL WHERE id = ?",
                 (iso(self.clock.now()), notification_id),
             )
+            row = conn.execute(
+                "SELECT kind, payload, attempts FROM notifications WHERE id = ?",
+                (notification_id,),
+            ).fetchone()
+            if row is not None and row[0] == REPORT_READY:  # the review reached the webhook
+                week = str(json.loads(row[1]).get("week", ""))
+                detail = {"week": week, "channel": "webhook", "attempts": row[2]}
+                event = Event("report.delivered", REPORTS_ACTOR, week, "notice", detail=detail)
+                self._append(conn, [event])
 
     def notification_failed(
         self, notice: Notification, error: str, retry_in: timedelta | None
@@ -59,6 +83,11 @@ class OutboxQueries(StoreBase):
         """Record a failed attempt; with no retry left, give up and say so in the audit trail."""
         now = self.clock.now()
         with self._write() as conn:
+            if notice.kind == REPORT_READY:  # every failure of the review's delivery is audited
+                week = str(json.loads(notice.payload).get("week", ""))
+                conn_event = delivery_failed(week, "webhook", notice.attempts + 1, error,
+                                             gives_up=retry_in is None)  # fmt: skip
+                self._append(conn, [conn_event])
             if retry_in is not None:
                 conn.execute(
                     "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"
