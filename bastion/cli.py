@@ -16,6 +16,7 @@ from bastion.commands import (
     queries,
     report_pack,
     report_review,
+    report_weekly,
     requests,
     resources,
     sessions,
@@ -376,6 +377,14 @@ def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
                    "print the public key that checks review packs, and how")  # fmt: skip
     _json_flag(key)
     _add_report_review_commands(cmds)
+    weekly = _command(cmds, "weekly", report_weekly.weekly,
+                      "build, sign and record a week's access review")  # fmt: skip
+    weekly.add_argument("--week", metavar="WEEK", help="e.g. 2026-W47 (default: last week)")
+    weekly.add_argument("--format", default="html,json,csv,sqlite", metavar="LIST",
+                        help="formats in the pack (default: html,json,csv,sqlite)")  # fmt: skip
+    weekly.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the pack here (default: paths.reports/WEEK)")  # fmt: skip
+    _json_flag(weekly)
 
 
 def _add_report_review_commands(cmds: argparse._SubParsersAction[Parser]) -> None:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.commands.app import App
 from bastion.errors import Exit, NotFound
+from bastion.reports.facts import collect
 from bastion.reports.pack import PackVerdict, Recount, verify_pack
 from bastion.reports.signing import (
     ensure_key,
@@ -18,6 +19,8 @@ from bastion.reports.signing import (
     load_public_key,
     public_pem,
 )
+from bastion.reports.tables import build_tables
+from bastion.reports.week import parse_week
 
 AUDITOR_GUIDE = """\
 To check a review pack without the bastion, save the key above as report-key.pem, then in
@@ -48,10 +51,19 @@ def _public_key(app: App, args: argparse.Namespace) -> Ed25519PublicKey:
     return load_private_key(app.config.paths.report_signing_key).public_key()
 
 
-def week_counts(app: App) -> Recount | None:
-    """The week's counts as the store holds them now, to compare with the pack's; None until
-    the report's gathering (bastion/reports/gather.py) is wired in here."""
-    return None
+def week_counts(app: App) -> Recount:
+    """The week's counts as the store holds them now, to compare with the pack's: each
+    table's rows gathered again, and the findings recorded when the week was built."""
+
+    def recount(label: str) -> dict[str, int]:
+        policy = app.config.reports
+        week = parse_week(label, policy.timezone, policy.week_starts)
+        tables = build_tables(collect(app.store, week, app.clock.now()))
+        counts = {key: len(table.rows) for key, table in tables.items()}
+        counts["findings"] = len(app.store.report_findings(label))
+        return counts
+
+    return recount
 
 
 def report_verify(app: App, args: argparse.Namespace) -> int:

@@ -27,9 +27,10 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
 class Week:
     """A store the test writes a week into, moving its fake clock to each moment."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.clock = FakeClock(at(9, 9))
-        self.store = Store.create(tmp_path / "bastion.db", self.clock)
+    def __init__(self, tmp_path: Path, store: Store | None = None,
+                 clock: FakeClock | None = None) -> None:  # fmt: skip
+        self.clock = clock or FakeClock(at(9, 9))
+        self.store = store or Store.create(tmp_path / "bastion.db", self.clock)
         for name, role in [("alice", "engineer"), ("bob", "engineer"), ("carol", "admin")]:
             self.store.add_user(name, role, None, os.urandom(16), "test")
         for name, kind in [("web-1", "ssh"), ("db-1", "postgres")]:
@@ -70,8 +71,10 @@ class Week:
         ])  # fmt: skip
 
 
-def build_week(tmp_path: Path) -> Week:
-    w = Week(tmp_path)
+def build_week(tmp_path: Path, store: Store | None = None,
+               clock: FakeClock | None = None) -> Week:  # fmt: skip
+    """Week 2026-W47 of three people on two targets, with something for every rule."""
+    w = Week(tmp_path, store, clock)
     g_alice = w.grant("alice", "web-1", at(16, 9), 72, "INC-4711 disk full on web-1 cleanup")
     w.grant("bob", "db-1", at(16, 9), 12, "look")  # never used, weak reason
     g_db = w.grant("alice", "db-1", at(16, 10), 8, "CHG-22 migrate the invoices table safely")
