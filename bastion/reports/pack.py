@@ -394,7 +394,7 @@ def store_problem(manifest: Manifest, store: ChainView) -> str:
 
 def counts_problem(manifest: Manifest, recount: Recount) -> str:
     now = recount(manifest.week)
-    for name in sorted({*manifest.counts, *now}):
+    for name in sorted(manifest.counts):  # what the signer counted (the signature covers it)
         signed, held = manifest.counts.get(name), now.get(name)
         if signed != held:
             return f"count {name!r}: the pack says {signed}, the store now holds {held}"
