@@ -31,6 +31,24 @@ DDL_WORDS = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE",
                        "REASSIGN"})  # fmt: skip
 
 
+EXPORT_ROWS = 100_000  # a result or COPY of this many rows is a large export
+
+
+def notable(rows: Rows) -> Rows:
+    """The statements that matter: not plain reads, refused, destructive wherever it hides
+    in the text, or exporting EXPORT_ROWS rows or more."""
+    from bastion.reports.sqlcheck import destructive_statement  # noqa: PLC0415 - pglast
+
+    kept = []
+    for row in rows:
+        row["destroys"] = destructive_statement(row["sql"], row["kind"])
+        plain = statement_class(row["kind"]) in ("read", "other")
+        if (not plain or row["refused_reason"] or row["destroys"]
+                or int(row["rows"] or 0) >= EXPORT_ROWS):  # fmt: skip
+            kept.append(row)
+    return kept
+
+
 def statement_class(tag: str | None) -> str:
     """read, write, ddl or other, from a statement's command tag."""
     if not tag:
@@ -101,7 +119,7 @@ def collect(store: Store, week: Week, now: datetime) -> Facts:
     return Facts(
         week=week, now=now, sessions=store.week_sessions(start, end),
         commands=store.week_commands(start, end),
-        statements=store.week_notable_statements(start, end),
+        statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS)),
         statement_counts=store.week_statement_counts(start, end),
         per_person_statements=store.week_statements_per_person(start, end),
         masking_notes=notes, file_ops=store.week_file_ops(start, end),

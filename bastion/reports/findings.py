@@ -8,7 +8,6 @@ pass it (bastion/access decides that). Rules are plain functions over Facts; pur
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -16,22 +15,11 @@ from typing import Any
 from bastion.access.hours import Hours, parse_hours
 from bastion.clock import parse_iso
 from bastion.config import Config
+from bastion.reports.commandcheck import destructive_command, escalating
 from bastion.reports.facts import Facts
 from bastion.reports.model import Evidence, Finding, utc
-from bastion.reports.sqlcheck import destructive_statement
-from bastion.ssh.streams import programs
 
 Rule = Callable[[Facts, Config], list[Finding]]
-
-DESTRUCTIVE = (
-    (re.compile(r"\brm\s+(?:-[a-zA-Z]*[rR][a-zA-Z]*\s+-?[a-zA-Z]*f|-[a-zA-Z]*f[a-zA-Z]*\s+-[a-zA-Z]*[rR]"
-                r"|-[a-zA-Z]*(?:rf|fr)|--recursive\s+--force|--force\s+--recursive)"), "rm -rf"),
-    (re.compile(r"(?:^|[;&|]\s*|sudo\s+)(?:shutdown|reboot|halt|poweroff)\b"), "shutdown"),
-    (re.compile(r"\biptables\s+(?:-[a-zA-Z]*F|--flush)"), "iptables flush"),
-    (re.compile(r"\bmkfs(?:\.\w+)?\b"), "mkfs"),
-    (re.compile(r"\bdd\b[^\n]*\bof=/dev/"), "dd to a device"),
-)  # fmt: skip
-ESCALATION = frozenset({"sudo", "su", "doas", "pkexec", "runuser"})
 
 
 def _offset(row: dict[str, Any]) -> float | None:
@@ -82,6 +70,18 @@ def grant_people(facts: Facts, grant_id: int | None) -> tuple[str, ...]:
             approvers = tuple(name for name, _ in request["approvers"]) if request else ()
             return tuple(sorted({grant["granted_by"], *approvers}))
     return ()
+
+
+def under(facts: Facts, grant_id: int | None) -> dict[str, Any]:
+    """A finding's `grants` and `involved` for activity under one grant: who gave it (and
+    approved its request) may not pass what it allowed."""
+    if not grant_id:
+        return {}
+    return {"grants": (int(grant_id),), "involved": grant_people(facts, int(grant_id))}
+
+
+def _under(facts: Facts, row: dict[str, Any]) -> dict[str, Any]:
+    return under(facts, row.get("grant_id"))
 
 
 def break_glass(facts: Facts, config: Config) -> list[Finding]:
@@ -139,14 +139,14 @@ def outside_hours(facts: Facts, config: Config) -> list[Finding]:
 def destructive(facts: Facts, config: Config) -> list[Finding]:
     found = []
     for row in facts.commands:
-        names = [name for pattern, name in DESTRUCTIVE if pattern.search(row["command"])]
-        if names:
+        what = destructive_command(row["command"])
+        if what:
             found.append(Finding(
-                "destructive_command", "high", f"{row['person']} ran {names[0]} on {row['target']}",
+                "destructive_command", "high", f"{row['person']} ran {what} on {row['target']}",
                 "Check the change was planned (a ticket) and its effect.",
-                (command_evidence(row),), subject=row["person"]))  # fmt: skip
+                (command_evidence(row),), subject=row["person"], **_under(facts, row)))  # fmt: skip
     for row in facts.statements:
-        why = destructive_statement(row["sql"], row["kind"])
+        why = row["destroys"]
         if why is None:
             continue
         refused = row["refused_reason"] is not None
@@ -154,20 +154,20 @@ def destructive(facts: Facts, config: Config) -> list[Finding]:
             "destructive_statement", "medium" if refused else "high",
             f"{row['person']} {'tried' if refused else 'ran'} {why} on {row['target']}",
             "Check the change was planned (a ticket) and what it removed.",
-            (statement_evidence(row),), subject=row["person"]))  # fmt: skip
+            (statement_evidence(row),), subject=row["person"], **_under(facts, row)))  # fmt: skip
     return found
 
 
 def escalation(facts: Facts, config: Config) -> list[Finding]:
     found = []
     for row in facts.commands:
-        used = sorted(ESCALATION.intersection(programs(row["command"])))
+        used = escalating(row["command"])
         if used:
             found.append(Finding(
                 "privilege_escalation", "medium",
                 f"{row['person']} used {used[0]} on {row['target']}",
                 "Check the command needed root and was recorded in full.",
-                (command_evidence(row),), subject=row["person"]))  # fmt: skip
+                (command_evidence(row),), subject=row["person"], **_under(facts, row)))  # fmt: skip
     return found
 
 

@@ -10,20 +10,20 @@ from typing import Any
 
 from bastion.clock import parse_iso
 from bastion.config import Config
-from bastion.reports.facts import Facts
+from bastion.reports.facts import EXPORT_ROWS, Facts
 from bastion.reports.findings import (
     event_evidence,
     grant_evidence,
     grant_people,
     session_evidence,
     statement_evidence,
+    under,
 )
 from bastion.reports.model import Evidence, Finding, utc
 
 _FAILED = ("auth.password_failed", "auth.totp_failed", "auth.failed")
 _BURST = 5  # failed logins ...
 _BURST_WINDOW = timedelta(minutes=10)  # ... within this long is a burst
-_EXPORT_ROWS = 100_000  # a COPY out of this many rows is a large export
 _MIB = 1 << 20
 _MIN_WORDS = 3
 _REPEATS = 3  # the same reason this many times in a week is copied, not written
@@ -131,7 +131,7 @@ def interrupted(facts: Facts, config: Config) -> list[Finding]:
         Finding("interrupted_session", "low",
                 f"{s['person']}'s session on {s['target']} ended interrupted",
                 "Check the bastion's log for why, and that the recording is whole.",
-                (session_evidence(s),), subject=s["person"])
+                (session_evidence(s),), subject=s["person"], **under(facts, s["grant_id"]))
         for s in facts.sessions if s["state"] == "interrupted"
     ]  # fmt: skip
 
@@ -168,13 +168,14 @@ def large_transfers(facts: Facts, config: Config) -> list[Finding]:
         Finding("large_transfer", "medium",
                 f"{s['person']} moved {moved[s['id']] // _MIB} MiB in one session on {s['target']}",
                 "Check what left production and that it was needed.",
-                (session_evidence(s),), subject=s["person"])
+                (session_evidence(s),), subject=s["person"], **under(facts, s["grant_id"]))
         for s in facts.sessions if moved[s["id"]] > limit
     ]  # fmt: skip
     for row in facts.statements:
-        if row["kind"] == "COPY" and int(row["rows"] or 0) >= _EXPORT_ROWS:
+        if int(row["rows"] or 0) >= EXPORT_ROWS and not row["refused_reason"]:
             found.append(Finding(
                 "large_export", "medium", f"{row['person']} exported {row['rows']} rows",
                 "Check what left production and that it was needed.",
-                (statement_evidence(row),), subject=row["person"]))  # fmt: skip
+                (statement_evidence(row),), subject=row["person"],
+                **under(facts, row.get("grant_id"))))  # fmt: skip
     return found

@@ -8,16 +8,10 @@ from collections import defaultdict
 from typing import Any
 
 from bastion.clock import parse_iso
+from bastion.reports.commandcheck import destructive_command, escalating
 from bastion.reports.facts import Facts, hours_within
-from bastion.reports.findings import (
-    DESTRUCTIVE,
-    ESCALATION,
-    command_evidence,
-    statement_evidence,
-)
+from bastion.reports.findings import command_evidence, statement_evidence
 from bastion.reports.model import Cell, Table, utc
-from bastion.reports.sqlcheck import destructive_statement
-from bastion.ssh.streams import programs
 
 CHANGE_KINDS = (
     "request.created", "request.approved", "request.denied", "request.cancelled",
@@ -106,15 +100,15 @@ def _notable(facts: Facts) -> list[tuple[Cell, ...]]:
     """Commands that destroy or escalate, and every statement that is not a plain read."""
     out: list[tuple[str, tuple[Cell, ...]]] = []
     for c in facts.commands:
-        why = [name for pattern, name in DESTRUCTIVE if pattern.search(c["command"])]
-        why += sorted(ESCALATION.intersection(programs(c["command"])))
+        destroys = destructive_command(c["command"])
+        why = [destroys, *escalating(c["command"])] if destroys else escalating(c["command"])
         if why:
             e = command_evidence(c)
             out.append((c["at"], (e.at, c["person"], c["target"], c["session_id"], "command",
                                   c["command"], ", ".join(why), e.offset, e.replay)))  # fmt: skip
     for q in facts.statements:
         e = statement_evidence(q)
-        reason = destructive_statement(q["sql"], q["kind"]) or (
+        reason = q["destroys"] or (
             f"refused: {q['refused_reason']}" if q["refused_reason"] else (q["kind"] or "?")
         )
         out.append((q["at"], (e.at, q["person"], q["target"], q["session_id"], "statement",

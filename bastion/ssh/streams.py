@@ -182,8 +182,9 @@ def _candidates(simple: list[str]) -> list[list[str]]:
     while i < len(simple) and simple[i].rsplit("/", 1)[-1] in _WRAPPERS:
         i, wrapped = _program_at(simple, i + 1), True
     found = [simple[i:]] if i < len(simple) else []
-    if wrapped and i + 1 < len(simple):
-        found.append(simple[_program_at(simple, i + 1) :])
+    after = _program_at(simple, i + 1) if wrapped else len(simple)
+    if after < len(simple):
+        found.append(simple[after:])
     return found
 
 
@@ -205,22 +206,31 @@ def raw_tunnel(command: str, depth: int = 0) -> str | None:
     return None
 
 
-def programs(command: str) -> set[str]:
-    """The programs a command line runs (each simple command's, after wrappers such as env
-    or timeout; sudo and su are programs here); empty when it cannot be split."""
-    words = _words(command) or []
-    found = set()
+def command_argvs(command: str, depth: int = 0) -> list[list[str]] | None:
+    """Every argv a command line may run: each simple command from its program on, each
+    wrapper's (sudo, env, doas) and what it runs, and what a `-c` argument runs, two levels
+    down; None when the line cannot be split (unbalanced quotes)."""
+    words = _words(command)
+    if words is None:
+        return None
+    found: list[list[str]] = []
     for simple in _simple_commands(words):
         at = _program_at(simple)
-        while at < len(simple):  # wrappers (sudo, env, doas) and what they run
-            name = simple[at].rsplit("/", 1)[-1]
-            found.add(name)
-            if name not in _WRAPPERS:
+        while at < len(simple):  # wrappers and what they run, each as its own argv
+            found.append(simple[at:])
+            if simple[at].rsplit("/", 1)[-1] not in _WRAPPERS:
                 break
             at = _program_at(simple, at + 1)
-        for argv in _candidates(simple):
-            found.add(argv[0].rsplit("/", 1)[-1])
+        found += _candidates(simple)
+    for i, word in enumerate(words[:-1]):
+        if word == "-c" and depth < 2:
+            found += command_argvs(words[i + 1], depth + 1) or []
     return found
+
+
+def programs(command: str) -> set[str]:
+    """The programs a command line may run (see command_argvs); empty when it cannot be split."""
+    return {argv[0].rsplit("/", 1)[-1] for argv in command_argvs(command) or [] if argv}
 
 
 def _tunnel_program(argv: list[str]) -> str | None:

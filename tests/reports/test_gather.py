@@ -92,6 +92,7 @@ def build_week(tmp_path: Path, store: Store | None = None,
     w.statement("s-db", "alice", at(19, 10, 5), "SELECT * FROM invoices", tag="SELECT", rows=10)
     w.statement("s-db", "alice", at(19, 10, 6), "DELETE FROM invoices", tag="DELETE", rows=9000)
     w.statement("s-db", "alice", at(19, 10, 7), "DROP TABLE old_invoices", tag="DROP TABLE")
+    w.statement("s-db", "alice", at(19, 10, 8), "SELECT 1; TRUNCATE payments", tag="SELECT")
     glass = w.grant("bob", "web-1", at(20, 22), 1, "pager: web-1 down", break_glass=True,
                     actor="bob")  # fmt: skip
     w.session("s-glass", "bob", "web-1", glass, start=at(20, 22, 5), minutes=15)
@@ -133,7 +134,7 @@ def test_each_thing_that_happened_is_found_once_with_its_evidence(report: Weekly
     [rm] = found["destructive_command"]
     assert rm.evidence[0].replay == "bastion replay s-night --from 300"
     what = {f.title.split(" ran ")[1].split(" on ")[0] for f in found["destructive_statement"]}
-    assert what == {"DELETE without WHERE", "DROP"}
+    assert what == {"DELETE without WHERE", "DROP", "TRUNCATE"}  # one hid behind a SELECT
     assert [f.subject for f in found["privilege_escalation"]] == ["alice"]
     assert [f.evidence[0].ref for f in found["unused_grant"]] == ["2"]
     assert any("'look'" in f.title for f in found["weak_reason"])
@@ -154,7 +155,7 @@ def test_the_summary_counts_the_week_against_the_last(report: WeeklyReport) -> N
     summary = {m.key: (m.this_week, m.last_week) for m in report.summary}
     assert summary["people_active"] == (2, 0)
     assert summary["sessions_ssh"] == (4, 0) and summary["sessions_postgres"] == (1, 0)
-    assert summary["statements_read"] == (1, 0) and summary["statements_write"] == (1, 0)
+    assert summary["statements_read"] == (2, 0) and summary["statements_write"] == (1, 0)
     assert summary["statements_ddl"] == (1, 0)
     assert summary["break_glass"] == (1, 0) and summary["lockouts"] == (1, 0)
     assert summary["grants_never_used"] == (1, 0)

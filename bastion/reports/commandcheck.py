@@ -1,0 +1,71 @@
+"""Whether a logged command line destroys (rm -rf, shutdown, a firewall flush, mkfs, dd to a
+device) or escalates (sudo, su, doas, pkexec, sudoedit, systemd-run); read as a shell splits
+it, wherever the flags stand and through wrappers and `sh -c`; pure."""
+
+from __future__ import annotations
+
+import re
+
+from bastion.ssh.streams import command_argvs
+
+ESCALATION = frozenset({"sudo", "su", "doas", "pkexec", "runuser", "sudoedit", "systemd-run",
+                        "machinectl"})  # fmt: skip
+_POWER = frozenset({"shutdown", "reboot", "halt", "poweroff"})
+_SYSTEMCTL_POWER = frozenset({"poweroff", "reboot", "halt", "kexec", "emergency", "rescue"})
+_FALLBACK = (  # lines that cannot be split: the plain spellings at least
+    (re.compile(r"\brm\s+-\w*[rR]\w*f|\brm\s+-\w*f\w*[rR]"), "rm -rf"),
+    (re.compile(r"\b(?:shutdown|reboot|halt|poweroff)\b"), "shutdown"),
+    (re.compile(r"\b(?:ip6?tables\S*)\b.*\s(?:-F|--flush)\b"), "firewall flush"),
+)
+
+
+def _short(args: list[str], letters: str) -> bool:
+    """A short-option cluster (-rvf) anywhere in args holds one of the letters."""
+    return any(a.startswith("-") and not a.startswith("--") and set(a[1:]) & set(letters)
+               for a in args)  # fmt: skip
+
+
+def _rm(name: str, args: list[str]) -> bool:
+    recursive = _short(args, "rR") or "--recursive" in args
+    return name == "rm" and recursive and (_short(args, "f") or "--force" in args)
+
+
+def _power(name: str, args: list[str]) -> bool:
+    return (name in _POWER or (name in ("init", "telinit") and bool({"0", "6"} & set(args)))
+            or (name == "systemctl" and bool(_SYSTEMCTL_POWER & set(args))))  # fmt: skip
+
+
+def _flush(name: str, args: list[str]) -> bool:
+    tables = re.fullmatch(r"ip6?tables(?:-\w+)?", name) is not None
+    return (tables and (_short(args, "FX") or "--flush" in args)) or (
+        name == "nft" and "flush" in args)  # fmt: skip
+
+
+def _disk(name: str, args: list[str]) -> bool:
+    return name.startswith("mkfs") or (name == "wipefs" and bool(args)) or (
+        name == "dd" and any(a.startswith("of=/dev/") for a in args))  # fmt: skip
+
+
+_CHECKS = (("rm -rf", _rm), ("shutdown", _power), ("firewall flush", _flush),
+           ("disk overwrite", _disk))  # fmt: skip
+
+
+def _argv_destroys(argv: list[str]) -> str | None:
+    name, args = argv[0].rsplit("/", 1)[-1], argv[1:]
+    return next((what for what, check in _CHECKS if check(name, args)), None)
+
+
+def destructive_command(command: str) -> str | None:
+    """What makes the command destructive ("rm -rf", "shutdown", ...), or None."""
+    argvs = command_argvs(command)
+    if argvs is None:
+        return next((name for pattern, name in _FALLBACK if pattern.search(command)), None)
+    return next((found for argv in argvs if argv and (found := _argv_destroys(argv))), None)
+
+
+def escalating(command: str) -> list[str]:
+    """The programs in the command that run as another user (sudo, su, ...), sorted."""
+    argvs = command_argvs(command)
+    if argvs is None:
+        return sorted(name for name in ESCALATION if re.search(rf"\b{name}\b", command))
+    return sorted({argv[0].rsplit("/", 1)[-1] for argv in argvs if argv} & ESCALATION)
