@@ -42,9 +42,10 @@ class Reviews:
     def review(
         self, week: str, finding_id: str, reviewer: str, verdict: str, note: str
     ) -> ReviewedFinding:
-        """Mark one finding ok or flag. Only an active admin reviews, and nobody passes a
-        finding about their own access, nor about a grant or request they gave or approved
-        (they may flag it). A refusal is itself an audit event."""
+        """Mark one finding ok or flag. Only an active admin reviews, and nobody decides a
+        finding about their own access, nor about a grant or request they gave or approved,
+        either way: a flag closes a finding as surely as an ok. A refusal is itself an audit
+        event."""
         week = self.label(week)
         if verdict not in VERDICTS:
             raise UsageError("say --ok or --flag")
@@ -55,8 +56,7 @@ class Reviews:
 
         def decide() -> ReviewedFinding:
             self._admin(reviewer, "review")
-            if verdict == "ok":
-                self._not_involved(reviewer, finding)
+            self._not_involved(reviewer, finding)
             return self.store.review_finding(week, finding_id, reviewer, verdict, note)
 
         return self._audited("review", week, reviewer, decide, finding=finding_id)
@@ -129,8 +129,8 @@ class Reviews:
         decided on what it concerns; a grant or request not in the store is denied too."""
         why = self._involvement(reviewer, finding)
         if why:
-            raise Denied(f"{reviewer} may not pass finding {finding.id}: {why}; another admin"
-                         " must, or --flag it")  # fmt: skip
+            raise Denied(f"{reviewer} may not decide finding {finding.id}: {why}; another"
+                         " admin must")  # fmt: skip
 
     def _involvement(self, reviewer: str, finding: ReviewedFinding) -> str:
         if finding.subject == reviewer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.access.hours import Hours, parse_hours
@@ -114,13 +115,13 @@ def outside_hours(facts: Facts, config: Config) -> list[Finding]:
     working = _hours(config.reports.working_hours, config.reports.timezone)
     late: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for session in facts.sessions:
-        started = parse_iso(session["started_at"])
-        if started < facts.week.start or not session["person"]:
+        if not session["person"]:
             continue
+        moments = _moments(session, facts)
         allowed = config.target_policy(session["target"] or "").allowed_hours
-        if allowed is not None and not allowed.allows(started):
+        if allowed is not None and not all(allowed.allows(m) for m in moments):
             late[(session["person"], "high")].append(session)
-        elif working is not None and not working.allows(started):
+        elif working is not None and not all(working.allows(m) for m in moments):
             late[(session["person"], "low")].append(session)
     found = []
     for (person, severity), sessions in sorted(late.items()):
@@ -134,6 +135,20 @@ def outside_hours(facts: Facts, config: Config) -> list[Finding]:
             tuple(session_evidence(s) for s in sessions), subject=person,
             grants=tuple(grants), involved=tuple(sorted(involved))))  # fmt: skip
     return found
+
+
+def _moments(session: dict[str, Any], facts: Facts) -> list[datetime]:
+    """The moments of a session inside the week, every 15 minutes and its last: one opened
+    at 19:55 and kept open overnight is outside working hours too."""
+    start = max(parse_iso(session["started_at"]), facts.week.start)
+    ended = parse_iso(session["ended_at"]) if session["ended_at"] else facts.now
+    end = min(ended, facts.week.end - timedelta(microseconds=1))
+    moments: list[datetime] = []
+    at = start
+    while at < end and len(moments) < 7 * 24 * 4:
+        moments.append(at)
+        at += timedelta(minutes=15)
+    return [*moments, end] if end >= start else moments
 
 
 def destructive(facts: Facts, config: Config) -> list[Finding]:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+
 from bastion import __version__
 from bastion.audit import Store
 from bastion.clock import iso, parse_iso
@@ -36,6 +38,8 @@ from bastion.reports.model import (
 from bastion.reports.tables import build_tables
 from bastion.reports.week import Week
 
+log = structlog.get_logger("bastion.reports")
+
 RULES = (
     person_rules.break_glass, person_rules.outside_hours, person_rules.destructive,
     person_rules.escalation, person_rules.unmasks, access_rules.unused_grants,
@@ -55,7 +59,7 @@ def gather(
     caller made, such as an unsigned week)."""
     facts = collect(store, week, now)
     last = collect(store, week.previous(), now)
-    found = [finding for rule in RULES for finding in rule(facts, config)]
+    found = run_rules(facts, config)
     found += verification_findings(verification)
     seen = {f.id for f in found}
     found += [f for f in carried if f.id not in seen]
@@ -73,6 +77,23 @@ def gather(
         verification=verification,
     )  # fmt: skip
     return WeeklyReport(provenance, summary(facts, last), tuple(found), tables, charts(facts))
+
+
+def run_rules(facts: Facts, config: Config) -> list[Finding]:
+    """Every rule's findings; a rule that fails is itself a high finding, so the week's
+    review still goes out (an insider's odd command must not stop it) and says so."""
+    found: list[Finding] = []
+    for rule in RULES:
+        try:
+            found += rule(facts, config)
+        except Exception as exc:
+            log.error("report.rule_failed", rule=rule.__name__, error=str(exc))
+            what = f"{type(exc).__name__}: {exc}"[:300]
+            found.append(Finding(
+                "rule_failed", "high", f"the review rule {rule.__name__} failed: {what}",
+                "Report the bug; check by hand what this rule looks for in this week.",
+                (Evidence("report", rule.__name__, None, what),)))  # fmt: skip
+    return found
 
 
 def verification_findings(verification: Verification) -> list[Finding]:

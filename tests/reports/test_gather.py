@@ -172,3 +172,34 @@ def test_the_tables_hold_the_week(report: WeeklyReport) -> None:
     assert set(people) == {"alice", "bob"}
     assert report.provenance.chain_end.seq > report.provenance.chain_start.seq > 0
     assert report.provenance.counts["sessions"] == 5
+
+
+def test_a_session_opened_in_hours_and_kept_open_overnight_is_outside_them(
+    tmp_path: Path,
+) -> None:
+    w = Week(tmp_path)
+    grant = w.grant("alice", "db-1", at(16, 9), 72, "CHG-1 long migration of the invoices")
+    w.session("s-late", "alice", "db-1", grant, start=at(17, 19, 55), minutes=7 * 60)
+    w.when(at(24, 9))
+    report = gather(w.store, load_config_text(tmp_path), WEEK, now=w.clock.now(),
+                    verification=INTACT)  # fmt: skip
+    [late] = by_rule(report)["outside_hours"]
+    assert [e.ref for e in late.evidence] == ["s-late"] and late.severity == "low"
+
+
+def test_a_rule_that_fails_is_a_high_finding_and_the_review_still_goes_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = build_week(tmp_path)
+
+    def broken(facts: object, config: object) -> list[Finding]:
+        raise IndexError("list index out of range")
+
+    from bastion.reports import gather as gather_module  # noqa: PLC0415
+
+    monkeypatch.setattr(gather_module, "RULES", (*gather_module.RULES, broken))
+    report = gather(w.store, load_config_text(tmp_path), WEEK, now=w.clock.now(),
+                    verification=INTACT)  # fmt: skip
+    [failed] = by_rule(report)["rule_failed"]
+    assert failed.severity == "high" and "broken" in failed.title
+    assert "destructive_command" in by_rule(report)  # the other rules still ran
