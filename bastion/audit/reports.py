@@ -190,3 +190,19 @@ class ReportQueries(StoreBase):
             " OR (g.starts_at < ? AND g.ends_at >= ?) ORDER BY g.id",
             (start, end, start, end, end, start),
         )
+
+    def query_log_between(self, start: str, end: str) -> Rows:
+        """Each statement row (its door's key, text, refusal, rows) written in [start, end)."""
+        return self._rows(
+            "SELECT query_key AS key, sql, refused_reason, rows FROM queries"
+            " WHERE at >= ? AND at < ?",
+            (start, end),
+        )
+
+    def query_events_between(self, start: str, end: str) -> Rows:
+        """The chained event of each statement written in [start, end): its detail."""
+        return self._rows(
+            "SELECT seq, detail FROM audit_events WHERE at >= ? AND at < ?"
+            " AND kind IN ('query', 'query.refused')",
+            (start, end),
+        )

@@ -26,6 +26,7 @@ from bastion.reports.carry import carry
 from bastion.reports.gather import gather
 from bastion.reports.model import Verification, WeeklyReport
 from bastion.reports.pack import manifest_sha256, write_pack
+from bastion.reports.querycheck import query_log_problem
 from bastion.reports.render_csv import render_csv
 from bastion.reports.render_html import render_html
 from bastion.reports.render_json import render_json
@@ -87,6 +88,8 @@ def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
     """The whole chain, and every recording of the week against the hash the chain holds."""
     verdict = store.verify_chain()
     chain = "intact" if verdict.ok else verdict.problem or "the chain does not verify"
+    if verdict.ok:
+        chain = query_log_problem(store, week) or chain
     ids = {row["id"] for row in store.week_sessions(*_span(week))}
     chained = [(sid, d) for sid, d in store.chained_recordings(verdict.head_seq) if sid in ids]
     failed = tuple(f"{sid}: {problem}" for sid, detail in chained

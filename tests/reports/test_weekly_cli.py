@@ -45,6 +45,7 @@ def test_a_week_becomes_a_signed_pack_in_every_format(bst: Bastion) -> None:
     assert {"break_glass", "destructive_command", "destructive_statement", "lockout",
             "unused_grant", "interrupted_session", "many_addresses"} <= rules  # fmt: skip
     assert out["findings"] == len(report["findings"]) > 0
+    assert report["provenance"]["verification"]["chain"] == "intact"
     assert "people" in out["summary"] and "alice" not in out["summary"]  # counts, no names
     with sqlite3.connect(pack / "evidence.db") as db:
         assert db.execute("SELECT COUNT(*) FROM sessions").fetchone() == (5,)
@@ -65,3 +66,17 @@ def test_an_edited_pack_no_longer_verifies_and_the_file_is_named(bst: Bastion) -
 
 def test_a_week_that_has_not_ended_is_refused(bst: Bastion) -> None:
     assert_error(bst.run("report", "weekly", "--week", "2030-W01"), Exit.USAGE, "has not ended yet")
+
+
+def test_a_query_log_edited_without_the_key_is_a_high_finding(bst: Bastion) -> None:
+    """The review reads the editable query log: an admin with the files who rewrites a DROP
+    into a SELECT there (the chain untouched) is caught against the statement's event."""
+    fill_week(bst)
+    with sqlite3.connect(bst.db) as db:
+        db.execute("UPDATE queries SET sql = 'SELECT 1', statement_kind = 'SELECT'"
+                   " WHERE sql LIKE 'DROP%'")  # fmt: skip
+    out = json.loads(assert_ok(bst.run("report", "weekly", "--week", "2026-W47", "--json")).stdout)
+    report = json.loads((Path(out["directory"]) / "report.json").read_text())
+    assert "differs from its chained event" in report["provenance"]["verification"]["chain"]
+    failed = [f for f in report["findings"] if f["rule"] == "verification_failed"]
+    assert failed and failed[0]["severity"] == "high"
