@@ -194,7 +194,7 @@ class ReportQueries(StoreBase):
     def query_log_between(self, start: str, end: str) -> Rows:
         """Each statement row (its door's key, text, refusal, rows) written in [start, end)."""
         return self._rows(
-            "SELECT query_key AS key, sql, refused_reason, rows FROM queries"
+            "SELECT query_key AS key, at, sql, refused_reason, rows FROM queries"
             " WHERE at >= ? AND at < ?",
             (start, end),
         )
@@ -202,7 +202,7 @@ class ReportQueries(StoreBase):
     def query_events_between(self, start: str, end: str) -> Rows:
         """The chained event of each statement written in [start, end): its detail."""
         return self._rows(
-            "SELECT seq, detail FROM audit_events WHERE at >= ? AND at < ?"
+            "SELECT seq, at, detail FROM audit_events WHERE at >= ? AND at < ?"
             " AND kind IN ('query', 'query.refused')",
             (start, end),
         )

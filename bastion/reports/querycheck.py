@@ -16,30 +16,31 @@ MARGIN = timedelta(hours=1)  # an event is written a little after its statement 
 
 def query_log_problem(store: Store, week: Week) -> str | None:
     """The first query-log row of the week that its chained event does not vouch for (edited,
-    added or deleted without the key), or None."""
-    events = _events(store, iso(week.start - MARGIN), iso(week.end + MARGIN))
-    rows = {r["key"]: r for r in store.query_log_between(iso(week.start - MARGIN),
-                                                         iso(week.end + MARGIN))}  # fmt: skip
-    for row in store.query_log_between(iso(week.start), iso(week.end)):
+    added or deleted without the key), or None. Each table is read once, over the week and
+    a margin either side (an event is written a little after its statement ran)."""
+    start, end = iso(week.start), iso(week.end)
+    wide = iso(week.start - MARGIN), iso(week.end + MARGIN)
+    events: dict[str, dict[str, Any]] = {}
+    inside: list[str] = []
+    for row in store.query_events_between(*wide):
+        detail = json.loads(row["detail"])
+        if isinstance(detail, dict) and isinstance(detail.get("key"), str):
+            events[detail["key"]] = detail
+            if start <= row["at"] < end:
+                inside.append(detail["key"])
+    rows = {r["key"]: r for r in store.query_log_between(*wide)}
+    for row in rows.values():
+        if not start <= row["at"] < end:
+            continue
         event = events.get(row["key"])
         if event is None:
             return f"statement {row['key']} is in the query log but in no chained event"
         if _differs(row, event):
             return f"statement {row['key']} in the query log differs from its chained event"
-    inside = _events(store, iso(week.start), iso(week.end))
     for key in inside:
         if key not in rows:
             return f"statement {key} is in the chain but was deleted from the query log"
     return None
-
-
-def _events(store: Store, start: str, end: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for row in store.query_events_between(start, end):
-        detail = json.loads(row["detail"])
-        if isinstance(detail, dict) and isinstance(detail.get("key"), str):
-            found[detail["key"]] = detail
-    return found
 
 
 def _differs(row: dict[str, Any], event: dict[str, Any]) -> bool:

@@ -7,6 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bastion.audit import ChainKey, Store
 from bastion.clock import FakeClock
 from bastion.config import load_config
@@ -68,15 +70,21 @@ def test_a_week_that_has_not_ended_is_refused(bst: Bastion) -> None:
     assert_error(bst.run("report", "weekly", "--week", "2030-W01"), Exit.USAGE, "has not ended yet")
 
 
-def test_a_query_log_edited_without_the_key_is_a_high_finding(bst: Bastion) -> None:
-    """The review reads the editable query log: an admin with the files who rewrites a DROP
-    into a SELECT there (the chain untouched) is caught against the statement's event."""
+@pytest.mark.parametrize(("edit", "said"), [
+    ("UPDATE queries SET sql = 'SELECT 1', statement_kind = 'SELECT' WHERE sql LIKE 'DROP%'",
+     "differs from its chained event"),
+    ("DELETE FROM queries WHERE sql LIKE 'DROP%'", "was deleted from the query log"),
+])  # fmt: skip
+def test_a_query_log_edited_without_the_key_is_a_high_finding(
+    bst: Bastion, edit: str, said: str
+) -> None:
+    """The review reads the editable query log: an admin with the files who rewrites or
+    deletes a DROP there (the chain untouched) is caught against the statement's event."""
     fill_week(bst)
     with sqlite3.connect(bst.db) as db:
-        db.execute("UPDATE queries SET sql = 'SELECT 1', statement_kind = 'SELECT'"
-                   " WHERE sql LIKE 'DROP%'")  # fmt: skip
+        db.execute(edit)
     out = json.loads(assert_ok(bst.run("report", "weekly", "--week", "2026-W47", "--json")).stdout)
     report = json.loads((Path(out["directory"]) / "report.json").read_text())
-    assert "differs from its chained event" in report["provenance"]["verification"]["chain"]
+    assert said in report["provenance"]["verification"]["chain"]
     failed = [f for f in report["findings"] if f["rule"] == "verification_failed"]
     assert failed and failed[0]["severity"] == "high"
