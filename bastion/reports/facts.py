@@ -96,8 +96,9 @@ class Facts:
         return found if isinstance(found, dict) else {}
 
 
-def collect(store: Store, week: Week, now: datetime) -> Facts:
-    """Read the week from the store (a handful of narrow queries)."""
+def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> Facts:
+    """Read the week from the store (a handful of narrow queries); without `detail`, only
+    what the summary's figures need (last week's, beside this week's)."""
     start, end = iso(week.start), iso(week.end)
     grants = store.week_grants(start, end)
     used = {
@@ -118,12 +119,13 @@ def collect(store: Store, week: Week, now: datetime) -> Facts:
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
     return Facts(
         week=week, now=now, sessions=store.week_sessions(start, end),
-        commands=store.week_commands(start, end),
-        statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS)),
+        commands=store.week_commands(start, end) if detail else [],
+        statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS))
+        if detail else [],
         statement_counts=store.week_statement_counts(start, end),
         per_person_statements=store.week_statements_per_person(start, end),
         masking_notes=notes, file_ops=store.week_file_ops(start, end),
-        events=store.week_events(start, end, EVENT_KINDS),
+        events=store.week_events(start, end, EVENT_KINDS) if detail else [],
         event_counts={r["kind"]: int(r["n"]) for r in store.week_event_counts(start, end)},
         grants=grants, requests=requests, unmasks=unmasks,
     )  # fmt: skip

@@ -58,7 +58,7 @@ def gather(
     """The week's report; `carried` are earlier findings still open (and other findings the
     caller made, such as an unsigned week)."""
     facts = collect(store, week, now)
-    last = collect(store, week.previous(), now)
+    last = collect(store, week.previous(), now, detail=False)
     found = run_rules(facts, config)
     found += verification_findings(verification)
     seen = {f.id for f in found}
