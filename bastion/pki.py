@@ -16,29 +16,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bastion.privatefiles import write_new
+
 CA_FILE = "bastion-ca.pem"
 SERVER_CERT_FILE = "server.pem"
 SERVER_KEY_FILE = "server.key"
 CA_VALIDITY = timedelta(days=3650)
 SERVER_VALIDITY = timedelta(days=825)  # the longest lifetime clients (Apple) accept
 _BACKDATE = timedelta(minutes=5)  # tolerate small clock skew between hosts
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create path with exactly mode and write data; FileExistsError if it exists."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, mode)
-    try:
-        os.fchmod(fd, mode)  # exact mode whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
 
 
 def _refuse_existing(paths: Sequence[Path]) -> None:
@@ -65,7 +50,7 @@ def _write_all_new(files: Sequence[tuple[Path, bytes, int]]) -> None:
     done: list[Path] = []
     try:
         for path, data, mode in files:
-            _write_new(path, data, mode)
+            write_new(path, data, mode)
             done.append(path)
     except BaseException:
         for path in done:

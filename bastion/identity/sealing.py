@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.errors import SealError
+from bastion.privatefiles import NotPrivate, WriteFailed, read_private, write_new
 
 KEY_ENV = "BASTION_SECRETS_KEY"  # base64 (standard alphabet) of 32 random bytes
 
@@ -50,28 +50,17 @@ def _read_key_file(key_path: Path) -> str:
     """Read the key file, refusing one that other users can read or write."""
     name = f"secrets key file {key_path}"
     try:
-        fd = os.open(key_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # no FIFO hang
+        data = read_private(key_path, _MAX_KEY_FILE)
     except FileNotFoundError:
-        raise SealError(
-            f"{name} not found; run `bastion init` or set {KEY_ENV}",
-        ) from None
+        raise SealError(f"{name} not found; run `bastion init` or set {KEY_ENV}") from None
+    except NotPrivate as exc:
+        if exc.mode is None:
+            raise SealError(f"{name} is not a regular file") from None
+        what = "readable" if exc.mode & 0o044 else "accessible"
+        raise SealError(f"{name} is {what} by other users (mode {exc.mode:04o});"
+                        f" run chmod 600 {key_path}") from None  # fmt: skip
     except OSError as exc:
         raise SealError(f"{name} could not be read: {exc.strerror}") from None
-    try:
-        st_mode = os.fstat(fd).st_mode
-        mode = stat.S_IMODE(st_mode)
-        if not stat.S_ISREG(st_mode):
-            raise SealError(f"{name} is not a regular file")
-        if mode & 0o077:
-            what = "readable" if mode & 0o044 else "accessible"
-            raise SealError(
-                f"{name} is {what} by other users (mode {mode:04o}); run chmod 600 {key_path}"
-            )
-        data = os.read(fd, _MAX_KEY_FILE)
-    except OSError as exc:
-        raise SealError(f"{name} could not be read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
     try:
         return data.decode("ascii")
     except UnicodeDecodeError:
@@ -108,27 +97,17 @@ class SecretBox:
     def create_key_file(key_path: Path) -> None:
         """Write a new random key (base64 + newline) to key_path, mode 0600; never overwrite."""
         name = f"secrets key file {key_path}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        data = base64.b64encode(secrets.token_bytes(KEY_SIZE)) + b"\n"
         try:
-            fd = os.open(key_path, flags, 0o600)
+            write_new(key_path, data, 0o600)
         except FileExistsError:
             raise SealError(f"{name} exists already; refusing to overwrite it") from None
+        except WriteFailed as exc:
+            raise SealError(f"{name} could not be written: {exc.strerror}") from None
         except FileNotFoundError:
             raise SealError(f"{name}: directory {key_path.parent} does not exist") from None
         except OSError as exc:
             raise SealError(f"{name} could not be created: {exc.strerror}") from None
-        try:
-            os.fchmod(fd, 0o600)  # exact mode whatever the umask
-            data = base64.b64encode(secrets.token_bytes(KEY_SIZE)) + b"\n"
-            written = os.write(fd, data)
-            if written != len(data):
-                raise OSError(0, "short write")
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            key_path.unlink(missing_ok=True)
-            raise SealError(f"{name} could not be written: {exc.strerror}") from None
-        os.close(fd)
 
     @property
     def key_id(self) -> str:

@@ -25,7 +25,6 @@ import os
 import re
 import smtplib
 import ssl
-import stat
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +35,7 @@ from typing import Protocol
 
 from bastion.audit.outbox import REPORT_READY, Notice
 from bastion.config import Config
+from bastion.privatefiles import NotPrivate, read_private
 from bastion.reports.week import Week
 
 SMTP_TIMEOUT = 60.0  # seconds for each step of the conversation with the SMTP server
@@ -248,17 +248,15 @@ def read_password(path: Path) -> str:
     """The SMTP password from its file (first line), refused unless only its owner can
     read it; errors name the file, never its content."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        data = read_private(path, 4096, follow=False)
+    except NotPrivate:
+        raise MailError(f"[reports] smtp_password_file {path}: must be a file only its"
+                        f" owner can read (chmod 600 {path})", "high") from None  # fmt: skip
     except OSError as exc:
         raise MailError(
             f"[reports] smtp_password_file {path}: cannot open ({exc.strerror})"
         ) from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode) or stat.S_IMODE(mode) & 0o077:
-            raise MailError(f"[reports] smtp_password_file {path}: must be a file only its"
-                            f" owner can read (chmod 600 {path})", "high")  # fmt: skip
-        lines = handle.read(4096).decode("utf-8", "replace").splitlines()
+    lines = data.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
         raise MailError(f"[reports] smtp_password_file {path} is empty")
     return lines[0]

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bastion.audit import Verdict
 from bastion.errors import Conflict, UsageError
+from bastion.privatefiles import write_new
 from bastion.reports.model import ChainHead, utc
 from bastion.reports.signing import key_id
 
@@ -174,15 +175,7 @@ def name_problem(name: str) -> str:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new(path, data, 0o640)
 
 
 def write_pack(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bastion.audit import Event, Store
 from bastion.errors import BastionError, Exit
+from bastion.privatefiles import NotPrivate, WriteFailed, read_private, write_new
 
 KEY_CREATED = "report.signing_key_created"
 _MAX_KEY_FILE = 8192
@@ -37,23 +37,14 @@ def create_key_file(path: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags, 0o600)
+        write_new(path, pem, 0o600)
     except FileExistsError:
         raise ReportKeyError(f"{name} exists already; refusing to overwrite it") from None
+    except WriteFailed as exc:
+        raise ReportKeyError(f"{name} could not be written: {exc.strerror}") from None
     except OSError as exc:
         raise ReportKeyError(f"{name} could not be created: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)
-        if os.write(fd, pem) != len(pem):
-            raise OSError(0, "short write")
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise ReportKeyError(f"{name} could not be written: {exc.strerror}") from None
-    os.close(fd)
     return key
 
 
@@ -61,25 +52,16 @@ def _read_private(path: Path) -> bytes:
     """The key file's bytes; refuses a file other users can reach, or one that is not a file."""
     name = f"report signing key {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+        return read_private(path, _MAX_KEY_FILE, follow=False)
     except FileNotFoundError:
         raise ReportKeyError(f"{name} not found; run `bastion report key` to make one") from None
+    except NotPrivate as exc:
+        if exc.mode is None:
+            raise ReportKeyError(f"{name} is not a regular file") from None
+        raise ReportKeyError(f"{name} is accessible by other users (mode {exc.mode:04o});"
+                             f" run chmod 600 {path}") from None  # fmt: skip
     except OSError as exc:
         raise ReportKeyError(f"{name} could not be read: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ReportKeyError(f"{name} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise ReportKeyError(
-                f"{name} is accessible by other users (mode {mode:04o}); run chmod 600 {path}"
-            )
-        return os.read(fd, _MAX_KEY_FILE)
-    except OSError as exc:
-        raise ReportKeyError(f"{name} could not be read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
