@@ -90,15 +90,11 @@ def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
     chain = "intact" if verdict.ok else verdict.problem or "the chain does not verify"
     if verdict.ok:
         chain = query_log_problem(store, week) or chain
-    ids = {row["id"] for row in store.week_sessions(*_span(week))}
+    ids = {row["id"] for row in store.week_sessions(iso(week.start), iso(week.end))}
     chained = [(sid, d) for sid, d in store.chained_recordings(verdict.head_seq) if sid in ids]
     failed = tuple(f"{sid}: {problem}" for sid, detail in chained
                    for problem in chained_recording_problems(box, sid, detail))  # fmt: skip
     return Verification(chain, len(chained), failed)
-
-
-def _span(week: Week) -> tuple[str, str]:
-    return iso(week.start), iso(week.end)
 
 
 def render(report: WeeklyReport, formats: Sequence[str] = FORMATS) -> dict[str, bytes]:

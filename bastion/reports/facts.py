@@ -10,6 +10,8 @@ from typing import Any
 
 from bastion.audit import Store
 from bastion.clock import iso, parse_iso
+from bastion.reports.commandcheck import destructive_command, escalating
+from bastion.reports.sqlcheck import destructive_statement
 from bastion.reports.week import Week
 
 Rows = list[dict[str, Any]]
@@ -36,9 +38,7 @@ EXPORT_ROWS = 100_000  # a result or COPY of this many rows is a large export
 
 def notable(rows: Rows) -> Rows:
     """The statements that matter: not plain reads, refused, destructive wherever it hides
-    in the text, or exporting EXPORT_ROWS rows or more."""
-    from bastion.reports.sqlcheck import destructive_statement  # noqa: PLC0415 - pglast
-
+    in the text, or exporting EXPORT_ROWS rows or more; each with "destroys" judged once."""
     kept = []
     for row in rows:
         row["destroys"] = destructive_statement(row["sql"], row["kind"])
@@ -47,6 +47,15 @@ def notable(rows: Rows) -> Rows:
                 or int(row["rows"] or 0) >= EXPORT_ROWS):  # fmt: skip
             kept.append(row)
     return kept
+
+
+def judged(commands: Rows) -> Rows:
+    """Each command with what it destroys ("destroys") and who it runs as ("escalates"),
+    judged once for the rules and the tables."""
+    for row in commands:
+        row["destroys"] = destructive_command(row["command"])
+        row["escalates"] = escalating(row["command"])
+    return commands
 
 
 def statement_class(tag: str | None) -> str:
@@ -119,7 +128,7 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
     return Facts(
         week=week, now=now, sessions=store.week_sessions(start, end),
-        commands=store.week_commands(start, end) if detail else [],
+        commands=judged(store.week_commands(start, end)) if detail else [],
         statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS))
         if detail else [],
         statement_counts=store.week_statement_counts(start, end),

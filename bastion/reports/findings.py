@@ -16,7 +16,6 @@ from typing import Any
 from bastion.access.hours import Hours, parse_hours
 from bastion.clock import parse_iso
 from bastion.config import Config
-from bastion.reports.commandcheck import destructive_command, escalating
 from bastion.reports.facts import Facts
 from bastion.reports.model import Evidence, Finding, utc
 
@@ -154,7 +153,7 @@ def _moments(session: dict[str, Any], facts: Facts) -> list[datetime]:
 def destructive(facts: Facts, config: Config) -> list[Finding]:
     found = []
     for row in facts.commands:
-        what = destructive_command(row["command"])
+        what = row["destroys"]
         if what:
             found.append(Finding(
                 "destructive_command", "high", f"{row['person']} ran {what} on {row['target']}",
@@ -176,7 +175,7 @@ def destructive(facts: Facts, config: Config) -> list[Finding]:
 def escalation(facts: Facts, config: Config) -> list[Finding]:
     found = []
     for row in facts.commands:
-        used = escalating(row["command"])
+        used = row["escalates"]
         if used:
             found.append(Finding(
                 "privilege_escalation", "medium",

@@ -8,7 +8,6 @@ from collections import defaultdict
 from typing import Any
 
 from bastion.clock import parse_iso
-from bastion.reports.commandcheck import destructive_command, escalating
 from bastion.reports.facts import Facts, hours_within
 from bastion.reports.findings import command_evidence, statement_evidence
 from bastion.reports.model import Cell, Table, utc
@@ -100,8 +99,7 @@ def _notable(facts: Facts) -> list[tuple[Cell, ...]]:
     """Commands that destroy or escalate, and every statement that is not a plain read."""
     out: list[tuple[str, tuple[Cell, ...]]] = []
     for c in facts.commands:
-        destroys = destructive_command(c["command"])
-        why = [destroys, *escalating(c["command"])] if destroys else escalating(c["command"])
+        why = [c["destroys"], *c["escalates"]] if c["destroys"] else list(c["escalates"])
         if why:
             e = command_evidence(c)
             out.append((c["at"], (e.at, c["person"], c["target"], c["session_id"], "command",
