@@ -1,5 +1,6 @@
-"""The compiled parts: DataRow masking (bastion/masking/_fastrows.c) and the relays' message
-splitter (bastion/pgwire/_fastscan.c); the rest is in pyproject.toml."""
+"""The compiled parts: DataRow masking (bastion/masking/_fastrows.c), the relays' message
+splitter (bastion/pgwire/_fastscan.c) and the audit chain's walk (bastion/audit/_fastchain.c,
+on SQLite's and OpenSSL's C libraries); the rest is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -13,6 +14,12 @@ setup(
         Extension(
             "bastion.pgwire._fastscan",
             ["bastion/pgwire/_fastscan.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+        ),
+        Extension(
+            "bastion.audit._fastchain",
+            ["bastion/audit/_fastchain.c"],
+            libraries=["sqlite3", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
         ),
     ]

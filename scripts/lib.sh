@@ -46,9 +46,10 @@ make_venv() {
         say "creating $VENV"
         "$python" -m venv "$VENV"
     fi
-    # The compiled parts (bastion/masking/_fastrows.c, bastion/pgwire/_fastscan.c) need a C
-    # compiler and Python's headers.
-    apt_install gcc libc6-dev
+    # The compiled parts (bastion/masking/_fastrows.c, bastion/pgwire/_fastscan.c,
+    # bastion/audit/_fastchain.c) need a C compiler, Python's headers, and SQLite's and
+    # OpenSSL's headers (the chain's walk reads the store and MACs with them).
+    apt_install gcc libc6-dev libsqlite3-dev libssl-dev
     if [ ! -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
         apt_install python3-dev
     fi
@@ -58,7 +59,8 @@ make_venv() {
     have="$(cat "$stamp" 2>/dev/null || true)"
     # Up to date when the build inputs are unchanged and the extras asked for are installed.
     if [ "${have%% *}" != "$want" ] || { [ -n "$extras" ] && [ "${have#* }" != "$extras" ]; } ||
-        ! "$VENV/bin/python" -c 'import bastion.masking._fastrows, bastion.pgwire._fastscan' \
+        ! "$VENV/bin/python" -c \
+            'import bastion.masking._fastrows, bastion.pgwire._fastscan, bastion.audit._fastchain' \
             2>/dev/null; then
         say "installing bastion${extras:+ with [$extras]} into $VENV"
         "$VENV/bin/python" -m pip install -qq --upgrade pip

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
@@ -18,6 +18,7 @@ import structlog
 
 from bastion.audit import chain
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
+from bastion.audit.chainwalk import walk_store
 from bastion.clock import Clock, iso
 from bastion.errors import NotFound, StoreError
 
@@ -313,25 +314,17 @@ class StoreBase:
         rows = self._rows("SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?", [count])
         return [ChainedEvent(**row) for row in reversed(rows)]
 
-    def _iter_events(self, batch: int = 5000) -> Iterator[ChainedEvent]:
-        last = 0
-        while True:
-            rows = self.events(after=last, limit=batch)
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1].seq
-
-    def verify_chain(self) -> Verdict:
+    def verify_chain(self, progress: Callable[[int], None] | None = None) -> Verdict:
         """Walk the whole chain (MACs checked with the key), then compare its head with the
         head file beside the store; a missing head file is a failure, not a pass.
 
         The head file is read first: it is written after each commit, so every event it names
-        is in the store by then, however busy a running bastion is meanwhile.
+        is in the store by then, however busy a running bastion is meanwhile. `progress` is
+        told how many rows are checked, every so often.
         """
         anchor = self.read_anchor()
         key = None if self.chain_key is None else self.chain_key.secret
-        verdict = chain.verify(self._iter_events(), key)
+        verdict = walk_store(self.events, self.path, key, progress)
         if not verdict.ok:
             return verdict
         if anchor is None:

@@ -223,38 +223,68 @@ def _gap(prev_seq: int, seq: int) -> str:
     return f"event {missing} is missing (deleted) before event {seq}"
 
 
-def verify(rows: Iterable[ChainedEvent], key: bytes | None = None) -> Verdict:
-    """Walk rows in seq order and name the first one that was edited, deleted or moved.
+class Walk:
+    """Rows checked one at a time in seq order: where the chain stands, and the first row
+    that was edited, deleted or moved.
 
     With a key, the chain must be keyed (a legacy prefix, then KEYED_KIND, then keyed rows);
     without one (tests and tools on an unkeyed store), only legacy rows can be checked.
     """
-    prev_seq, prev_hash, checked, keyed_from = 0, GENESIS, 0, None
-    for row in rows:
-        problem = ""
-        if row.seq != prev_seq + 1:
-            problem = _gap(prev_seq, row.seq)
-        elif row.prev_hash != prev_hash:
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+        self.prev_seq, self.prev_hash, self.checked = 0, GENESIS, 0
+        self.keyed_from: int | None = None
+
+    def step(self, row: ChainedEvent) -> Verdict | None:
+        """Take the next row: None when it holds, else the failing verdict."""
+        if row.seq != self.prev_seq + 1:
+            problem = _gap(self.prev_seq, row.seq)
+        elif row.prev_hash != self.prev_hash:
             problem = (
-                f"event {row.seq} does not follow event {prev_seq}"
+                f"event {row.seq} does not follow event {self.prev_seq}"
                 " (inserted, reordered or its predecessor was replaced)"
             )
         else:
-            problem = _row_problem(row, key, keyed_from is not None)
+            try:
+                problem = _row_problem(row, self.key, self.keyed_from is not None)
+            except (TypeError, ValueError):  # a column holds a value the writer never writes
+                problem = f"event {row.seq} was edited (a column holds a value of the wrong type)"
         if problem:
-            bad = prev_seq + 1 if row.seq != prev_seq + 1 else row.seq
-            return Verdict(False, checked, prev_seq, prev_hash, problem, bad, keyed_from)
-        if keyed_from is None and row.alg == KEYED:
-            keyed_from = row.seq
-        prev_seq, prev_hash, checked = row.seq, row.row_hash, checked + 1
-    if key is not None and keyed_from is None:
-        problem = (
-            "the chain holds no keyed event: it was written, or rewritten, without the key"
-            if checked
-            else "the chain is empty: its events were deleted"
-        )
-        return Verdict(False, checked, prev_seq, prev_hash, problem, prev_seq + 1)
-    return Verdict(True, checked, prev_seq, prev_hash, keyed_from=keyed_from)
+            bad = self.prev_seq + 1 if row.seq != self.prev_seq + 1 else row.seq
+            return Verdict(False, self.checked, self.prev_seq, self.prev_hash, problem, bad,
+                           self.keyed_from)  # fmt: skip
+        if self.keyed_from is None and row.alg == KEYED:
+            self.keyed_from = row.seq
+        self.prev_seq, self.prev_hash, self.checked = row.seq, row.row_hash, self.checked + 1
+        return None
+
+    def vouched(self, seq: int, mac: str, count: int) -> None:
+        """Rows up to seq were checked elsewhere (the compiled walk), the last with this MAC."""
+        self.prev_seq, self.prev_hash, self.checked = seq, mac, self.checked + count
+
+    def end(self) -> Verdict:
+        """The verdict once no row follows."""
+        if self.key is not None and self.keyed_from is None:
+            problem = (
+                "the chain holds no keyed event: it was written, or rewritten, without the key"
+                if self.checked
+                else "the chain is empty: its events were deleted"
+            )
+            return Verdict(False, self.checked, self.prev_seq, self.prev_hash, problem,
+                           self.prev_seq + 1)  # fmt: skip
+        return Verdict(True, self.checked, self.prev_seq, self.prev_hash,
+                       keyed_from=self.keyed_from)  # fmt: skip
+
+
+def verify(rows: Iterable[ChainedEvent], key: bytes | None = None) -> Verdict:
+    """Walk rows in seq order and name the first one that was edited, deleted or moved."""
+    walk = Walk(key)
+    for row in rows:
+        failed = walk.step(row)
+        if failed is not None:
+            return failed
+    return walk.end()
 
 
 def check_anchor(verdict: Verdict, anchor_seq: int, anchor_hash: str, known: str | None) -> str:

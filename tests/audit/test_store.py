@@ -6,7 +6,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -260,13 +259,17 @@ def test_verify_is_not_fooled_by_a_write_during_the_walk(
     """A running bastion writes while an auditor verifies: no false alarm."""
     store.append_events([Event("test.one", "tester")])
     writer = Store.open(store.path, clock)
-    walk = store._iter_events
+    read = store.events
+    wrote: list[bool] = []
 
-    def walk_while_writing() -> Iterator[ChainedEvent]:
-        rows = list(walk())
-        writer.append_events([Event("test.two", "tester")])  # commits, then moves the anchor
-        return iter(rows)
+    def read_while_writing(after: int = 0, limit: int | None = None) -> list[ChainedEvent]:
+        rows = read(after, limit)
+        if not wrote:  # commits, then moves the anchor
+            writer.append_events([Event("test.two", "tester")])
+            wrote.append(True)
+        return rows
 
-    monkeypatch.setattr(store, "_iter_events", walk_while_writing)
+    monkeypatch.setattr(store, "events", read_while_writing)
     assert store.verify_chain().ok
+    assert wrote
     writer.close()
