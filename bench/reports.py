@@ -38,7 +38,8 @@ SQL = {
     "INSERT": "INSERT INTO notes (body) VALUES ($1)",
     "DELETE": "DELETE FROM sessions_cache",
 }
-NOTE = '{"masked": ["customers.email"], "detected": {"notes.body": {"email": 1}}}'
+# A masking note as the door writes it (sorted keys).
+NOTE = '{"detected": {"notes.body": {"email": 1}}, "masked": ["customers.email"]}'
 
 
 @dataclass

@@ -4,13 +4,16 @@ Every query takes the week as [start, end) in the store's own timestamp form (cl
 returns plain rows; bastion/reports/gather.py turns them into the report. The SQL sticks to
 what SQLite and PostgreSQL both run (no json_extract, no date functions): whatever needs
 JSON or dates is done in Python over rows already narrowed by the week, and the big table
-(queries) is only ever aggregated or read for the statements that can matter.
+(queries) is only ever aggregated or read for the statements that can matter. The one
+exception is the query log's comparison with the chain (bastion/audit/querylog.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+from bastion.audit import querylog
 from bastion.audit.base import StoreBase
 
 Rows = list[dict[str, Any]]
@@ -191,18 +194,19 @@ class ReportQueries(StoreBase):
             (start, end, start, end, end, start),
         )
 
-    def query_log_between(self, start: str, end: str) -> Rows:
-        """Each statement row (its door's key, text, refusal, rows) written in [start, end)."""
-        return self._rows(
-            "SELECT query_key AS key, at, sql, refused_reason, rows FROM queries"
-            " WHERE at >= ? AND at < ?",
-            (start, end),
-        )
+    def query_log_candidates(
+        self, week: tuple[str, str], wide: tuple[str, str]
+    ) -> Iterator[tuple[str, Rows]]:
+        """Query-log rows that may differ from their chained events, in pages, then the first
+        event whose row is gone (bastion/audit/querylog.py); on a connection of its own."""
+        return querylog.query_log_candidates(self.path, week, wide)
 
-    def query_events_between(self, start: str, end: str) -> Rows:
-        """The chained event of each statement written in [start, end): its detail."""
-        return self._rows(
-            "SELECT seq, at, detail FROM audit_events WHERE at >= ? AND at < ?"
-            " AND kind IN ('query', 'query.refused')",
-            (start, end),
+    def events_by_seq(self, seqs: list[int]) -> dict[int, dict[str, Any]]:
+        """Events by seq: (kind, session_id, detail)."""
+        if not seqs:
+            return {}
+        marks = ", ".join("?" for _ in seqs)
+        rows = self._rows(
+            f"SELECT seq, kind, session_id, detail FROM audit_events WHERE seq IN ({marks})", seqs
         )
+        return {int(r["seq"]): r for r in rows}

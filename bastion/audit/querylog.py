@@ -1,0 +1,108 @@
+"""The week's query log compared with the chain in the database: the rows that may differ.
+
+The review reads the editable `queries` table, so each of its rows must match its statement's
+chained event. A million statements can't be compared in Python in time, so the database does
+it: each event's fields are read out of its JSON once into a temporary table on a read-only
+connection of its own (safe to run in a thread beside the build), and one join names every
+row whose text, session, refusal or outcome is not what the chain says, and every event
+whose row is gone. The comparison is strict; what it names are candidates, which
+bastion/reports/querycheck.py confirms field by field (a masking note written with other
+spacing or escapes is the same note). JSON is read with SQLite's json_extract; on PostgreSQL
+it would be ->> on jsonb (issue 18), the rest is standard SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bastion.errors import StoreError
+
+Rows = list[dict[str, Any]]
+KINDS = "('query', 'query.refused', 'query.done')"
+PAGE = 1000  # candidate rows read at a time
+
+
+def _outcome(field: str) -> str:
+    path = f"CASE kind WHEN 'query.done' THEN '$.{field}' ELSE '$.done.{field}' END"
+    return f"json_extract(detail, {path}) AS {field}"
+
+
+_EVENTS = (
+    "CREATE TEMP TABLE ev AS SELECT seq, json_extract(detail, '$.key') AS k, kind, at,"
+    " session_id, json_extract(detail, '$.sql') AS sql,"
+    " json_type(detail, '$.refused') IS NOT NULL AS refused,"
+    " CASE kind WHEN 'query.done' THEN 'object' ELSE json_type(detail, '$.done') END AS done,"
+    f" {_outcome('rows')}, {_outcome('tag')}, {_outcome('masking')}"
+    f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN {KINDS}"
+)
+_LOG = "CREATE TEMP TABLE ql AS SELECT query_key AS k FROM queries WHERE at >= ? AND at < ?"
+_NOTE = (
+    "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
+)
+_DIFFERS = "q.rows IS NOT o.rows OR q.command_tag IS NOT o.tag OR " + _NOTE + " IS NOT o.masking"
+_ROWS = (
+    "SELECT q.id, q.query_key AS key, q.session_id, q.sql, q.refused_reason, q.rows,"
+    " q.command_tag, q.masked_columns, q.finished_at, st.seq AS started_seq,"
+    " dn.seq AS done_seq FROM queries q"
+    " LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'"
+    " LEFT JOIN ev dn ON dn.k = q.query_key AND dn.kind = 'query.done'"
+    " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND (st.k IS NULL"
+    " OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
+    " OR (q.refused_reason IS NOT NULL) <> st.refused"
+    " OR (q.finished_at IS NOT NULL AND st.done IS NULL AND dn.k IS NULL)"
+    " OR (st.done = 'object' AND EXISTS (SELECT 1 FROM (SELECT st.rows AS rows, st.tag AS tag,"
+    " st.masking AS masking) o WHERE " + _DIFFERS + "))"
+    " OR (dn.k IS NOT NULL AND EXISTS (SELECT 1 FROM (SELECT dn.rows AS rows, dn.tag AS tag,"
+    " dn.masking AS masking) o WHERE " + _DIFFERS + ")))"
+    " ORDER BY q.id LIMIT ?"
+)
+_DELETED = (
+    "SELECT ev.seq, ev.k AS key FROM ev LEFT JOIN ql ON ql.k = ev.k"
+    " WHERE ev.kind <> 'query.done' AND ev.at >= ? AND ev.at < ? AND ql.k IS NULL"
+    " ORDER BY ev.seq LIMIT 1"
+)
+
+
+def reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection of its own to the store file (usable from another thread)."""
+    try:
+        conn = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=15
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}: {exc}") from exc
+
+
+def query_log_candidates(
+    path: Path, week: tuple[str, str], wide: tuple[str, str]
+) -> Iterator[tuple[str, Rows]]:
+    """Pages of ("row", query rows that may differ from their events, with the events' seqs),
+    then ("deleted", the first statement event of the week whose row is gone, if any).
+    `week` is [start, end); `wide` adds a margin either side (an event is written a little
+    after its statement ran, and may be read for a row near the week's edge)."""
+    try:
+        with closing(reader(path)) as conn:
+            conn.execute("BEGIN")  # one snapshot for every read below
+            conn.execute(_EVENTS, wide)
+            conn.execute("CREATE INDEX temp.ev_k ON ev (k, kind)")
+            conn.execute(_LOG, wide)
+            conn.execute("CREATE INDEX temp.ql_k ON ql (k)")
+            after, page = 0, PAGE
+            while True:
+                rows = [dict(r) for r in conn.execute(_ROWS, (*week, after, page))]
+                if rows:
+                    yield "row", rows
+                if len(rows) < page:
+                    break
+                after = int(rows[-1]["id"])
+            yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot compare the query log in {path}: {exc}") from exc

@@ -1,0 +1,123 @@
+"""The week's query log against the chain, on a real store: every field the review reads from
+the editable `queries` table, edited by an admin with the files (and not the key), is caught;
+the same note written another way is not a false alarm."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bastion.audit import ChainKey, NewGrant, QueryEnd, QueryStart, Store, querylog
+from bastion.clock import FakeClock
+from bastion.reports.querycheck import query_log_problem
+from bastion.reports.week import parse_week
+
+WEEK = parse_week("2026-W47", "UTC")
+NOTE = {"masked": ["customers.email"], "unmasked": [{"grant": 3, "rows": 2, "columns": ["e"]}]}
+
+
+def start(key: str, sql: str, at_hours: float, **kw: object) -> QueryStart:
+    at = WEEK.start + timedelta(hours=at_hours)
+    return QueryStart(key, "s1", "alice", "db", at, "simple", sql, **kw)  # type: ignore[arg-type]
+
+
+def end(key: str, rows: int, tag: str, note: object = None, at_hours: float = 1) -> QueryEnd:
+    at = WEEK.start + timedelta(hours=at_hours)
+    masking = json.dumps(note, sort_keys=True) if note is not None else None
+    return QueryEnd(key, "s1", "alice", "db", at, rows, tag, None, 50, masking)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    clock = FakeClock(WEEK.start)
+    made = Store.create(tmp_path / "bastion.db", clock, ChainKey(bytes(32)))
+    made.add_user("alice", "engineer", None, bytes(16), "admin")
+    made.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="x",
+                    database="app", secret_sealed=b"x", actor="admin")  # fmt: skip
+    grant = made.add_grant(NewGrant(target="db", mode="write", starts_at=WEEK.start,
+                                    ends_at=WEEK.end, reason="INC-1 fix", actor="admin",
+                                    user="alice"))  # fmt: skip
+    made.open_session(session_id="s1", user="alice", target="db", grant_id=grant.id,
+                      protocol="postgres", client_addr="127.0.0.1:5000")  # fmt: skip
+    clock.advance(timedelta(hours=1))
+    made.write_batch([
+        start("q1", "SELECT email FROM customers", 1, kind="SELECT"),
+        end("q1", 2, "SELECT 2", NOTE),
+        start("q2", "DROP TABLE invoices", 1, kind="DROP"), end("q2", 0, "DROP TABLE"),
+        start("q3", "DELETE FROM carts", 1, kind="DELETE"),  # ends in a later batch
+        start("q4", "SELECT secret FROM keys", 1, kind="SELECT", refused="masked column"),
+    ])  # fmt: skip
+    clock.advance(timedelta(minutes=5))
+    made.write_batch([end("q3", 40, "DELETE 40", at_hours=1.1)])
+    return made
+
+
+def edit(store: Store, sql: str, *params: object) -> None:
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn.execute(sql, params)
+    conn.close()
+
+
+def test_an_untouched_log_passes(store: Store) -> None:
+    assert query_log_problem(store, WEEK) is None
+
+
+DIFFERS = "in the query log differs"
+
+
+@pytest.mark.parametrize(("change", "key", "said"), [
+    ("sql = 'SELECT 1'", "q2", DIFFERS),
+    ("session_id = 's0'", "q2", DIFFERS),
+    ("refused_reason = NULL", "q4", DIFFERS),
+    ("refused_reason = 'x'", "q1", DIFFERS),
+    ("rows = 4", "q3", DIFFERS),  # its outcome came in a query.done event
+    ("command_tag = 'SELECT 0'", "q3", DIFFERS),
+    ("rows = 0", "q1", DIFFERS),
+    ("masked_columns = '{\"masked\": [\"customers.email\"]}'", "q1", DIFFERS),
+    ("masked_columns = NULL", "q1", DIFFERS),
+    ("masked_columns = '{not json'", "q1", DIFFERS),
+    ("finished_at = at, rows = 9", "q4", DIFFERS),  # an outcome the chain never saw
+    ("query_key = 'q9'", "q2", "q9 is in the query log but in no chained event"),
+    (None, "q3", "q3 is in the chain but was deleted"),
+])  # fmt: skip
+def test_each_field_the_review_reads_is_checked(
+    store: Store, change: str | None, key: str, said: str
+) -> None:
+    if change is None:
+        edit(store, "DELETE FROM queries WHERE query_key = ?", key)
+    else:
+        edit(store, f"UPDATE queries SET {change} WHERE query_key = ?", key)
+    problem = query_log_problem(store, WEEK)
+    assert problem is not None and said in problem
+
+
+def test_the_same_note_written_another_way_is_no_false_alarm(store: Store) -> None:
+    """Other key order, spacing and \\u escapes: the same note, so no finding."""
+    edit(store, "UPDATE queries SET masked_columns = ? WHERE query_key = 'q1'",
+         '{ "unmasked": [{"rows": 2, "columns": ["\\u0065"], "grant": 3}],'
+         ' "masked": ["customers.email"] }')  # fmt: skip
+    assert query_log_problem(store, WEEK) is None
+
+
+def test_a_problem_after_a_page_of_false_candidates_is_found(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates come in pages: a real difference past the first page is still found."""
+    monkeypatch.setattr(querylog, "PAGE", 1)
+    edit(store, "UPDATE queries SET masked_columns = ? WHERE query_key = 'q1'",
+         json.dumps(NOTE, indent=1))  # fmt: skip
+    assert query_log_problem(store, WEEK) is None
+    edit(store, "UPDATE queries SET sql = 'DROP TABLE x' WHERE query_key = 'q3'")
+    problem = query_log_problem(store, WEEK)
+    assert problem is not None and "q3" in problem
+
+
+def test_rows_outside_the_week_are_not_judged(store: Store) -> None:
+    later = parse_week("2026-W48", "UTC")
+    edit(store, "UPDATE queries SET sql = 'SELECT 1' WHERE query_key = 'q2'")
+    assert query_log_problem(store, later) is None
+    assert query_log_problem(store, WEEK) is not None
