@@ -147,3 +147,29 @@ def test_destructive_statements_are_found_where_they_hide(
     sql: str, tag: str, why: str | None
 ) -> None:
     assert destructive_statement(sql, tag) == why
+
+
+# Commands the log holds in shapes a plain reading missed: a pasted block (one command with
+# newlines), a shell keyword before the program, an editor's, pager's or client's shell escape.
+@pytest.mark.parametrize(("command", "why"), [
+    ("ls -la\nrm -rf /srv/app", "rm -rf"), ("cd /srv\n\nrm -rf app\n", "rm -rf"),
+    ("cat <<EOF\nx\nEOF\nrm -rf /y", "rm -rf"), ("for f in a b; do rm -rf /$f; done", "rm -rf"),
+    ("if true; then shutdown -h now; fi", "shutdown"), ("while :; do iptables -F; done",
+                                                        "firewall flush"),
+    (":!rm -rf /srv/app", "rm -rf"), (":%!rm -rf /srv", "rm -rf"), (":r !rm -rf /x", "rm -rf"),
+    (":w !sudo shutdown now", "shutdown"), ("!rm -rf /srv", "rm -rf"),
+    ("\\! rm -rf /srv", "rm -rf"), ("shell rm -rf /srv", "rm -rf"),
+    ("ls \\\n  -la", None), ('echo "a\nrm -rf /"', None), (":wq", None), ("!ls", None),
+])  # fmt: skip
+def test_a_destructive_command_is_named_in_a_paste_a_loop_or_an_escape(
+    command: str, why: str | None
+) -> None:
+    assert destructive_command(command) == why
+
+
+@pytest.mark.parametrize(("command", "found"), [
+    ("ls\nsudo -i", ["sudo"]), (":!sudo id", ["sudo"]), (":w !sudo tee %", ["sudo"]),
+    ("\\! su - postgres", ["su"]), ("if true; then doas sh; fi", ["doas"]),
+])  # fmt: skip
+def test_escalation_is_seen_in_a_paste_or_an_escape(command: str, found: list[str]) -> None:
+    assert escalating(command) == found
