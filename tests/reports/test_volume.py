@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bastion.audit import FileOp
+from bastion.reports import volume
 from bastion.reports.facts import EXPORT_ROWS
 from bastion.reports.gather import gather
 from bastion.reports.model import WeeklyReport
@@ -145,3 +148,12 @@ def test_a_session_over_midnight_counts_each_statement_on_its_own_local_day(
     _exports(w, "s-morning", 19, 9, count=5, rows=10_000)  # ... and 50,000 more
     [day] = by_rule(_report(w, tmp_path))["large_export_day"]
     assert "2026-11-19" in day.title and "110000 rows" in day.title
+
+
+def test_with_many_sessions_over_midnight_every_statement_is_split_by_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past volume._MANY such sessions the review splits all statements by day in one scan:
+    the same days come out."""
+    monkeypatch.setattr(volume, "_MANY", 0)
+    test_a_session_over_midnight_counts_each_statement_on_its_own_local_day(tmp_path)

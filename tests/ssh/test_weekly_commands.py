@@ -118,3 +118,26 @@ def test_an_editors_shell_escape_is_judged_and_its_session_named(
     assert f":!rm -rf {victim}" in _destroyed(found)
     [unread] = found["unparsed_input"]
     assert session.id in {e.ref for e in unread.evidence} and "full-screen" in str(unread)
+
+
+def test_a_destructive_line_in_a_pasted_block_is_judged(
+    bastion: Bastion, sshd: Sshd, tmp_path: Path
+) -> None:
+    """However the shell takes a pasted block (line by line here; one command with newlines
+    inside under readline's bracketed paste, judged line by line: tests/reports/
+    test_sqlcheck.py), its destructive line is found."""
+    ssh = bastion.openssh("alice", tmp_path / "client")
+    victim = _victim(sshd, "six")
+    with ssh.tmux(login="alice+web-1", answers=bastion.answers("alice")) as tmux:
+        tmux.wait_for("$ ")
+        tmux._tmux("set-buffer", f"echo pasted\nrm -rf {victim}\n")
+        tmux._tmux("paste-buffer", "-p", "-t", tmux.target)
+        tmux.wait_for("pasted\n")
+        tmux.type_text("exit", enter=True)
+        tmux.wait_exit()
+    [session] = closed_sessions(bastion)
+    assert not victim.exists()
+    destroyed = _destroyed(review(bastion))
+    assert any(f"rm -rf {victim}" in text for text in destroyed), [
+        c.text for c in bastion.store.commands(session.id)
+    ]
