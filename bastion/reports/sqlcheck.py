@@ -1,8 +1,9 @@
 """Whether a logged statement is destructive (DROP, TRUNCATE, DELETE or UPDATE whose WHERE
-lets every row through, ALTER/CREATE ROLE, GRANT, REVOKE, a DO block or function body not
-analysed, MERGE, DROP COLUMN), wherever it stands: any statement of a multi-statement
-string, inside EXPLAIN ANALYZE, a CTE, a cursor, a PREPARE or an SQL function's body. Read
-with PostgreSQL's own grammar; the tag and plain words only when the text does not parse.
+lets every row through, ALTER/CREATE ROLE, GRANT, REVOKE, COPY ... PROGRAM, a DO block or
+function body not analysed, MERGE, DROP COLUMN), wherever it stands: any statement of a
+multi-statement string, inside EXPLAIN ANALYZE, a CTE, a cursor, a PREPARE or an SQL
+function's body. Read with PostgreSQL's own grammar; the tag and plain words only when the
+text does not parse.
 
 A WHERE lets every row through when it reads no column (`WHERE true`, `WHERE 1 = 1`, and
 `WHERE $1` as the query log redacts literals) or is a tautology this module can prove
@@ -26,6 +27,7 @@ _SIMPLE: dict[type[ast.Node], str] = {
 _TAGGED = {"DROP": "DROP", "TRUNCATE": "TRUNCATE", "ALTER ROLE": "ALTER ROLE",
            "ALTER USER": "ALTER ROLE", "GRANT": "GRANT", "REVOKE": "REVOKE",
            "CREATE ROLE": "CREATE ROLE", "DO": "a DO block", "MERGE": "MERGE"}  # fmt: skip
+_PROGRAM = re.compile(r"\bcopy\b.*\b(?:from|to)\s+program\b", re.IGNORECASE | re.DOTALL)
 _WORDS = re.compile(r"\b(drop|truncate|grant|revoke|merge)\b|\balter\s+(?:role|user)\b"
                     r"|\bcreate\s+role\b|\bdo\s+\$", re.IGNORECASE)  # fmt: skip
 _WHERE = re.compile(r"\bwhere\b", re.IGNORECASE)
@@ -59,8 +61,14 @@ def _judge(node: ast.Node) -> str | None:
         node.whereClause, node.relation
     ):
         return ("DELETE" if isinstance(node, ast.DeleteStmt) else "UPDATE") + " without WHERE"
+    return _judge_more(node)
+
+
+def _judge_more(node: ast.Node) -> str | None:
     if isinstance(node, ast.CreateFunctionStmt):
         return _function_body(node)
+    if isinstance(node, ast.CopyStmt) and node.is_program:
+        return "COPY PROGRAM"  # a shell command on the database server, as its owner
     if isinstance(node, ast.AlterTableCmd) and getattr(node.subtype, "name", "") == "AT_DropColumn":
         return "DROP COLUMN"
     return None
@@ -89,6 +97,8 @@ def _by_words(sql: str, tag: str) -> str | None:
     for prefix, name in _TAGGED.items():
         if tag == prefix or tag.startswith(prefix + " "):
             return name
+    if _PROGRAM.search(sql):
+        return "COPY PROGRAM"
     if match := _WORDS.search(sql):
         return " ".join(match.group(0).split()).upper().replace("DO $", "a DO block")
     change = _CHANGE.search(sql)
