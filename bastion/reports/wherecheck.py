@@ -6,7 +6,8 @@ a tautology provable from its shape: the same expression on both sides of `=`, `
 or IS NOT DISTINCT FROM; an OR with such a branch or with a condition and its opposite
 (`x OR NOT x`, `x IS NULL OR x IS NOT NULL`, `a < b OR a >= b`); an AND of such parts;
 `x IN (x, ...)`; `LIKE '%'`; a lone `IS NOT NULL`; `NOT` of a contradiction; a subquery
-that reads the same table unfiltered (`id IN (SELECT id FROM t)`) or an unfiltered EXISTS.
+that reads the same table unfiltered (`id IN` a subquery of all ids of the table) or an
+unfiltered EXISTS.
 "True for every row with a value" counts: `id = id` passes every row whose id is not NULL.
 
 Flagging is the safe side (a reviewer looks), so anything else that reads a column is taken
@@ -139,7 +140,7 @@ def _opposite(a: ast.Node, b: ast.Node) -> bool:
 
 
 def _unfiltered(node: ast.SubLink, relation: ast.Node | None) -> bool:
-    """EXISTS over an unfiltered query, or `col IN (SELECT col FROM the same table)`."""
+    """EXISTS over an unfiltered query, or a column IN all of its own table's values."""
     select = node.subselect
     if not isinstance(select, ast.SelectStmt) or select.whereClause or select.havingClause:
         return False
