@@ -39,6 +39,12 @@ def _involved(facts: Facts, grant_ids: set[int]) -> dict[str, Any]:
     return {"grants": tuple(grants), "involved": tuple(people)}
 
 
+def _grants_of(facts: Facts, sessions: list[str]) -> set[int]:
+    """The grants all of these sessions ran under (not only the listed pieces')."""
+    wanted = set(sessions)
+    return {int(s["grant_id"]) for s in facts.sessions if s["id"] in wanted and s["grant_id"]}
+
+
 def _some(names: list[str], most: int = 20) -> str:
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more
@@ -104,5 +110,5 @@ def large_export_days(facts: Facts, config: Config) -> list[Finding]:
             "Check what left production and that it was needed; many small exports in one"
             " day can be one large one split up.",
             (summary, *(statement_evidence(p) for p in pieces)), subject=day["person"],
-            **_involved(facts, {int(p["grant_id"]) for p in pieces if p["grant_id"]})))  # fmt: skip
+            **_involved(facts, _grants_of(facts, day["sessions"]))))  # fmt: skip
     return found
