@@ -5,8 +5,9 @@ The command rules (destructive commands, escalation) read the SSH door's command
 typed at a terminal, an exec's command line, and the lines of a script sent to a shell on
 stdin (`ssh host bash < script`). Input that is not in it: keys typed into a full-screen
 program (an editor's or pager's shell escape typed there is logged, but the rest of what was
-typed is not a command line), stdin that was binary or had lines too long, and stdin an
-exec sent to a program that does not take it as shell lines (`ssh host 'tee s | sh' <
+typed is not a command line), stdin that was binary or had lines too long, stdin read by an
+interpreter that is not a shell (`ssh host python3 < x.py`: logged, but as code), and stdin
+an exec sent to a program that does not take it as shell lines (`ssh host 'tee s | sh' <
 script`, `cat > run.sh`). The weekly review does not decrypt recordings to read them again:
 with 20,000 sessions a week, that would cost the size of every recording (a copied dump
 included), unbounded, against a build that must stay in seconds. Instead each person with
@@ -27,7 +28,7 @@ from bastion.config import Config
 from bastion.reports.facts import Facts
 from bastion.reports.findings import grant_people
 from bastion.reports.model import Evidence, Finding, utc
-from bastion.ssh.streams import command_argvs
+from bastion.ssh.streams import INTERPRETERS, SHELLS, command_argvs
 
 MOST = 20  # sessions listed per person
 _NOT_READ = ("full-screen program", "binary data", "line too long")
@@ -45,12 +46,21 @@ def _data_transfer(command: str) -> bool:
     return flags is not None and (not flags or any(f in args for f in flags))
 
 
+def _code_reader(command: str) -> str | None:
+    """The interpreter other than a shell (python, perl ...) an exec runs, if any: the lines
+    it reads from stdin are logged, but they are its code, not shell command lines."""
+    names = {argv[0].rsplit("/", 1)[-1] for argv in command_argvs(command) or [] if argv}
+    return next(iter(sorted(names & (INTERPRETERS - SHELLS))), None)
+
+
 def _why(size: int, commands: list[dict[str, Any]]) -> str | None:
     read = [c for c in commands if c["reconstructed"]]
     notes = sorted({n for c in read for n in _NOT_READ if n in (c["uncertain"] or "")})
     if notes:
         return f"{size} bytes of input, not all read as command lines ({', '.join(notes)})"
     ran = next((c["command"] for c in commands if not c["reconstructed"]), None)
+    if ran is not None and (code := _code_reader(ran)):
+        return f"{size} bytes of input were {code} code, not shell command lines"
     if not read and ran is not None and not _data_transfer(ran):
         shown = ran if len(ran) <= 200 else ran[:200] + "..."
         return f"{size} bytes of input went to {shown!r}, which does not read it as command lines"
