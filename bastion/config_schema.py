@@ -131,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
         "reports.large_transfer_mb",
         "int",
         100,
-        "A session moving more MiB than this is a finding.",
+        "A session, or a person's day of copies, moving more MiB than this is a finding.",
         low=1,
         high=10_000_000,
     ),

@@ -100,6 +100,42 @@ class ReportQueries(StoreBase):
             (start, end, big),
         )
 
+    def week_statement_volume(
+        self, start: str, end: str, below: int, days: list[str] | None = None,
+        sessions: list[str] | None = None,
+    ) -> Rows:  # fmt: skip
+        """Rows returned (or changed) by each session's unrefused statements of fewer than
+        `below` rows each: (session_id, day, n, rows). Without `days`, day is 0 (one row per
+        session, the cheap scan); with them (the instants the week's second to last days
+        begin), day is 0 to len(days). `sessions`, when given, narrows to those sessions."""
+        days = days or []
+        cases = " ".join(f"WHEN at < ? THEN {i}" for i in range(len(days)))
+        day = f"CASE {cases} ELSE {len(days)} END" if days else "0"
+        only = f" AND session_id IN ({', '.join('?' for _ in sessions)})" if sessions else ""
+        return self._rows(
+            "SELECT session_id, day, COUNT(*) AS n, SUM(rows) AS rows FROM ("
+            f"SELECT session_id, rows, {day} AS day FROM queries"
+            f" WHERE at >= ? AND at < ? AND rows > 0 AND rows < ? AND refused_reason IS NULL{only}"
+            ") pieces GROUP BY session_id, day",
+            (*days, start, end, below, *(sessions or [])),
+        )
+
+    def largest_statements(self, session_ids: list[str], start: str, end: str, below: int,
+                           limit: int) -> Rows:  # fmt: skip
+        """The `limit` unrefused statements of these sessions in [start, end) that returned
+        the most rows, each of fewer than `below`."""
+        if not session_ids:
+            return []
+        marks = ", ".join("?" for _ in session_ids)
+        return self._rows(
+            "SELECT x.id, x.session_id, x.at, x.sql, x.statement_kind AS kind, x.rows,"
+            " x.refused_reason, u.name AS person, t.name AS target, s.started_at, s.grant_id"
+            + _BY_SESSION.format(table="queries")
+            + f" WHERE x.session_id IN ({marks}) AND x.at >= ? AND x.at < ? AND x.rows > 0"
+            " AND x.rows < ? AND x.refused_reason IS NULL ORDER BY x.rows DESC, x.id LIMIT ?",
+            (*session_ids, start, end, below, limit),
+        )
+
     def week_commands(self, start: str, end: str) -> Rows:
         return self._rows(
             "SELECT x.id, x.session_id, x.at, x.command, x.reconstructed, x.uncertain,"

@@ -1,6 +1,9 @@
 """Whether a logged command line destroys (rm -rf, shutdown, a firewall flush, mkfs, dd to a
 device) or escalates (sudo, su, doas, pkexec, sudoedit, systemd-run); read as a shell splits
-it, wherever the flags stand and through wrappers and `sh -c`; pure."""
+it, wherever the flags stand, through wrappers and `sh -c`, each line of a pasted block, after
+shell keywords (`do`, `then`), and after an editor's, pager's or client's shell escape (vi's
+`:!cmd`, `:r !cmd`, `:w !cmd`; less's and ftp's `!cmd`; psql's `\\! cmd`; gdb's `shell cmd`);
+pure."""
 
 from __future__ import annotations
 
@@ -46,6 +49,17 @@ def _disk(name: str, args: list[str]) -> bool:
         name == "dd" and any(a.startswith("of=/dev/") for a in args))  # fmt: skip
 
 
+# A shell escape at the start of a line typed into a program: what follows runs in a shell.
+_ESCAPE = re.compile(r"^\s*(?::[\s%.,$\d'<>+-]*(?:r(?:ead)?|w(?:rite)?)?\s*!+|!+|\\!|shell\s)"
+                     r"\s*(?P<command>\S.*)$", re.DOTALL)  # fmt: skip
+
+
+def shell_texts(command: str) -> list[str]:
+    """The line, and what it runs in a shell when it is a program's shell escape."""
+    escape = _ESCAPE.match(command)
+    return [command, escape["command"]] if escape else [command]
+
+
 _CHECKS = (("rm -rf", _rm), ("shutdown", _power), ("firewall flush", _flush),
            ("disk overwrite", _disk))  # fmt: skip
 
@@ -55,16 +69,24 @@ def _argv_destroys(argv: list[str]) -> str | None:
     return next((what for what, check in _CHECKS if check(name, args)), None)
 
 
-def destructive_command(command: str) -> str | None:
+def destructive_command(line: str) -> str | None:
     """What makes the command destructive ("rm -rf", "shutdown", ...), or None."""
+    return next((found for text in shell_texts(line) if (found := _destroys(text))), None)
+
+
+def _destroys(command: str) -> str | None:
     argvs = command_argvs(command)
     if argvs is None:
         return next((name for pattern, name in _FALLBACK if pattern.search(command)), None)
     return next((found for argv in argvs if argv and (found := _argv_destroys(argv))), None)
 
 
-def escalating(command: str) -> list[str]:
+def escalating(line: str) -> list[str]:
     """The programs in the command that run as another user (sudo, su, ...), sorted."""
+    return sorted({name for text in shell_texts(line) for name in _escalates(text)})
+
+
+def _escalates(command: str) -> list[str]:
     argvs = command_argvs(command)
     if argvs is None:
         return sorted(name for name in ESCALATION if re.search(rf"\b{name}\b", command))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +12,7 @@ from bastion.audit import Store
 from bastion.clock import iso, parse_iso
 from bastion.reports.commandcheck import destructive_command, escalating
 from bastion.reports.sqlcheck import destructive_statement
+from bastion.reports.volume import export_days
 from bastion.reports.week import Week
 
 Rows = list[dict[str, Any]]
@@ -96,6 +97,8 @@ class Facts:
     grants: Rows  # with "sessions": how many sessions each ever opened
     requests: Rows  # with "approvers": [(name, at)]
     unmasks: Rows  # with "rows_shown"
+    # each person's day of many small statements adding up to an export (volume.py)
+    export_days: Rows = field(default_factory=list)
 
     def events_of(self, *kinds: str) -> Rows:
         return [e for e in self.events if e["kind"] in kinds]
@@ -126,8 +129,9 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
     shown = rows_shown(notes)
     for unmask in unmasks:
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
+    sessions = store.week_sessions(start, end)
     return Facts(
-        week=week, now=now, sessions=store.week_sessions(start, end),
+        week=week, now=now, sessions=sessions,
         commands=judged(store.week_commands(start, end)) if detail else [],
         statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS))
         if detail else [],
@@ -137,6 +141,7 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
         events=store.week_events(start, end, EVENT_KINDS) if detail else [],
         event_counts={r["kind"]: int(r["n"]) for r in store.week_event_counts(start, end)},
         grants=grants, requests=requests, unmasks=unmasks,
+        export_days=export_days(store, week, sessions, EXPORT_ROWS) if detail else [],
     )  # fmt: skip
 
 

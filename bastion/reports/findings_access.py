@@ -19,6 +19,7 @@ from bastion.reports.findings import (
     statement_evidence,
     under,
 )
+from bastion.reports.findings_volume import session_bytes
 from bastion.reports.model import Evidence, Finding, utc
 
 _FAILED = ("auth.password_failed", "auth.totp_failed", "auth.failed")
@@ -159,11 +160,11 @@ def many_addresses(facts: Facts, config: Config) -> list[Finding]:
 
 
 def large_transfers(facts: Facts, config: Config) -> list[Finding]:
+    """A session that moved more than the threshold: files, and its recorded streams (an
+    exec's `cat dump` moves data without scp or sftp); days of smaller pieces that add up
+    are findings_volume's."""
     limit = config.reports.large_transfer_mb * _MIB
-    moved: Counter[str] = Counter()
-    for op in facts.file_ops:
-        if op["operation"] != "stream":
-            moved[op["session_id"]] += int(op["bytes"] or 0)
+    moved = session_bytes(facts)
     found = [
         Finding("large_transfer", "medium",
                 f"{s['person']} moved {moved[s['id']] // _MIB} MiB in one session on {s['target']}",

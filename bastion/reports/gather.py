@@ -20,6 +20,8 @@ from bastion.clock import iso, parse_iso
 from bastion.config import Config
 from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
+from bastion.reports import findings_input as input_rules
+from bastion.reports import findings_volume as volume_rules
 from bastion.reports.facts import Facts, collect, detector_counts, hours_within, statement_class
 from bastion.reports.model import (
     SEVERITIES,
@@ -45,6 +47,7 @@ RULES = (
     person_rules.escalation, person_rules.unmasks, access_rules.unused_grants,
     access_rules.long_grants, access_rules.weak_reasons, access_rules.failed_logins,
     access_rules.interrupted, access_rules.many_addresses, access_rules.large_transfers,
+    volume_rules.large_transfer_days, volume_rules.large_export_days, input_rules.unparsed_input,
 )  # fmt: skip
 _REFUSED_LOGINS = ("auth.failed", "auth.password_failed", "auth.preauth_refused",
                    "auth.ticket_refused", "access.denied")  # fmt: skip

@@ -1,16 +1,22 @@
 """Whether a logged statement is destructive (DROP, TRUNCATE, DELETE or UPDATE whose WHERE
-reads no column, ALTER/CREATE ROLE, GRANT, REVOKE, a DO block, MERGE, DROP COLUMN), wherever
-it stands: any statement of a multi-statement string, inside EXPLAIN ANALYZE, a CTE, a
-cursor or a PREPARE. Read with PostgreSQL's own grammar; the tag and plain words only when
-the logged text does not parse."""
+lets every row through, ALTER/CREATE ROLE, GRANT, REVOKE, COPY ... PROGRAM, a DO block or
+function body not analysed, MERGE, DROP COLUMN), wherever it stands: any statement of a
+multi-statement string, inside EXPLAIN ANALYZE, a CTE, a cursor, a PREPARE or an SQL
+function's body. Read with PostgreSQL's own grammar; the tag and plain words only when the
+text does not parse.
+
+A WHERE lets every row through when it reads no column (`WHERE true`, `WHERE 1 = 1`, and
+`WHERE $1` as the query log redacts literals) or is a tautology this module can prove
+(bastion/reports/wherecheck.py): flagging is the safe side, a reviewer looks at it."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pglast
 from pglast import ast
+
+from bastion.reports.wherecheck import restricts, walk
 
 _SIMPLE: dict[type[ast.Node], str] = {
     ast.DropStmt: "DROP", ast.TruncateStmt: "TRUNCATE", ast.AlterRoleStmt: "ALTER ROLE",
@@ -21,9 +27,15 @@ _SIMPLE: dict[type[ast.Node], str] = {
 _TAGGED = {"DROP": "DROP", "TRUNCATE": "TRUNCATE", "ALTER ROLE": "ALTER ROLE",
            "ALTER USER": "ALTER ROLE", "GRANT": "GRANT", "REVOKE": "REVOKE",
            "CREATE ROLE": "CREATE ROLE", "DO": "a DO block", "MERGE": "MERGE"}  # fmt: skip
+_PROGRAM = re.compile(r"\bcopy\b.*\b(?:from|to)\s+program\b", re.IGNORECASE | re.DOTALL)
 _WORDS = re.compile(r"\b(drop|truncate|grant|revoke|merge)\b|\balter\s+(?:role|user)\b"
                     r"|\bcreate\s+role\b|\bdo\s+\$", re.IGNORECASE)  # fmt: skip
 _WHERE = re.compile(r"\bwhere\b", re.IGNORECASE)
+_CONST = r"(?:\$\d+|'[^']*'|\d+(?:\.\d+)?|true|false)"
+_TAUTOLOGY = re.compile(  # in text that does not parse: WHERE true, 1=1, id = id, NOT false
+    rf"\bwhere\s+\(?\s*(?:(?:true|not\s+(?:false|\$\d+)|\$\d+)(?![\w.=<>!])"
+    rf"|{_CONST}\s*(?:=|<>|!=|<=|>=|<|>)\s*{_CONST}(?![\w.])"
+    rf"|([A-Za-z_][\w.]*)\s*(?:=|<=|>=)\s*\1(?![\w.]))", re.IGNORECASE)  # fmt: skip
 _CHANGE = re.compile(r"\b(delete|update)\b", re.IGNORECASE)
 
 
@@ -33,7 +45,7 @@ def destructive_statement(sql: str, tag: str | None) -> str | None:
         statements = pglast.parse_sql(sql)
     except pglast.parser.ParseError:
         return _by_words(sql, (tag or "").upper())
-    for node in _walk(statements):
+    for node in walk(statements):
         found = _judge(node)
         if found is not None:
             return found
@@ -45,29 +57,39 @@ def _judge(node: ast.Node) -> str | None:
         return _SIMPLE[type(node)]
     if isinstance(node, ast.GrantStmt):
         return "GRANT" if node.is_grant else "REVOKE"
-    if isinstance(node, ast.DeleteStmt | ast.UpdateStmt) and not _names_a_column(node.whereClause):
+    if isinstance(node, ast.DeleteStmt | ast.UpdateStmt) and not restricts(
+        node.whereClause, node.relation
+    ):
         return ("DELETE" if isinstance(node, ast.DeleteStmt) else "UPDATE") + " without WHERE"
+    return _judge_more(node)
+
+
+def _judge_more(node: ast.Node) -> str | None:
+    if isinstance(node, ast.CreateFunctionStmt):
+        return _function_body(node)
+    if isinstance(node, ast.CopyStmt) and node.is_program:
+        return "COPY PROGRAM"  # a shell command on the database server, as its owner
     if isinstance(node, ast.AlterTableCmd) and getattr(node.subtype, "name", "") == "AT_DropColumn":
         return "DROP COLUMN"
     return None
 
 
-def _walk(node: object) -> Iterator[ast.Node]:
-    """Every node of the tree, the outer ones first."""
-    if isinstance(node, ast.Node):
-        yield node
-        fields: tuple[str, ...] = getattr(type(node), "__slots__", ())
-        for name in fields:
-            yield from _walk(getattr(node, name, None))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
-def _names_a_column(node: object) -> bool:
-    """True when a WHERE clause reads some column: `WHERE true` or `WHERE 1 = 1` does not,
-    and touches every row all the same."""
-    return any(isinstance(found, ast.ColumnRef) for found in _walk(node))
+def _function_body(node: ast.CreateFunctionStmt) -> str | None:
+    """An SQL function's body judged as statements; any other language's is not analysed
+    (as a DO block). A BEGIN ATOMIC body is already in the tree, walked with the rest."""
+    options = {o.defname: o.arg for o in node.options or () if isinstance(o, ast.DefElem)}
+    language = getattr(options.get("language"), "sval", "sql").lower()
+    body = options.get("as")
+    if body is None:
+        return None
+    if language != "sql":
+        return "a function body (not analysed)"
+    texts = [getattr(part, "sval", "") for part in body] if isinstance(body, tuple) else []
+    try:
+        inner = [pglast.parse_sql(text) for text in texts]
+    except pglast.parser.ParseError:
+        return "a function body (not analysed)"
+    return next((found for tree in inner for n in walk(tree) if (found := _judge(n))), None)
 
 
 def _by_words(sql: str, tag: str) -> str | None:
@@ -75,9 +97,11 @@ def _by_words(sql: str, tag: str) -> str | None:
     for prefix, name in _TAGGED.items():
         if tag == prefix or tag.startswith(prefix + " "):
             return name
+    if _PROGRAM.search(sql):
+        return "COPY PROGRAM"
     if match := _WORDS.search(sql):
         return " ".join(match.group(0).split()).upper().replace("DO $", "a DO block")
     change = _CHANGE.search(sql)
-    if change and not _WHERE.search(sql):
+    if change and (not _WHERE.search(sql) or _TAUTOLOGY.search(sql)):
         return f"{change.group(1).upper()} without WHERE"
     return None

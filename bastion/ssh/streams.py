@@ -47,6 +47,7 @@ _USER_SWITCH = frozenset({"sudo", "doas", "su", "runuser"})
 _SSH_TUNNEL_FLAGS = re.compile(r"^-[A-Za-z]*[WLRDJ]|^-oProxy|^ProxyCommand|^ProxyJump", re.I)
 _SEPARATORS = frozenset({";", "|", "||", "&", "&&", "(", ")", "\n", "$(", "`", "{", "}", "!"})
 _DEV_NET = re.compile(r"/dev/(?:tcp|udp)/")
+_KEYWORDS = frozenset({"if", "then", "else", "elif", "do", "while", "until"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -141,8 +142,9 @@ def _continues(text: str) -> bool:
 
 def _words(command: str) -> list[str] | None:
     """The command split as a shell would, separators as their own words; None if it can't."""
-    lexer = shlex.shlex(command.replace("$(", " ( ").replace("`", " ` "), posix=True,
-                        punctuation_chars=";&|()")  # fmt: skip
+    text = command.replace("\\\n", " ").replace("$(", " ( ").replace("`", " ` ")
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|()\n")
+    lexer.whitespace = " \t\r"  # a newline ends a command (a pasted block, a script)
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
@@ -156,7 +158,7 @@ def _simple_commands(words: list[str]) -> list[list[str]]:
     found: list[list[str]] = []
     current: list[str] = []
     for word in [*words, ";"]:
-        if word in _SEPARATORS or set(word) <= set(";&|()"):
+        if word in _SEPARATORS or set(word) <= set(";&|()\n"):
             if current:
                 found.append(current)
             current = []
@@ -166,10 +168,12 @@ def _simple_commands(words: list[str]) -> list[list[str]]:
 
 
 def _program_at(simple: list[str], i: int = 0) -> int:
-    """Index of the first word from i on that is not an assignment, flag or number."""
+    """Index of the first word from i on that is not an assignment, flag, number or a shell
+    keyword before a command (`do rm -rf`, `then nc`)."""
     while i < len(simple) and (
         _ASSIGNMENT.match(simple[i]) or simple[i].startswith("-") or simple[i].isdigit()
-    ):
+        or simple[i] in _KEYWORDS
+    ):  # fmt: skip
         i += 1
     return i
 

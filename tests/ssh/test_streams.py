@@ -123,3 +123,12 @@ def test_the_guard_refuses_input_it_cannot_read() -> None:
 
 def test_limit_the_guard_does_not_expand_variables() -> None:
     assert TunnelGuard().feed(b"N=nc; $N x 1\n") is None
+
+
+@pytest.mark.parametrize("command", [
+    "ls\nnc db 5432", "echo ok\n\nsocat - TCP:db:5432", "if true; then nc db 5432; fi",
+    "while :; do ncat db 5432; done",
+])  # fmt: skip
+def test_a_tunnel_on_a_later_line_or_after_a_keyword_is_found(command: str) -> None:
+    """An exec's command line may hold several lines (`ssh host $'ls\\nnc db 5432'`)."""
+    assert raw_tunnel(command)
