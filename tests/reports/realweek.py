@@ -6,17 +6,18 @@ do. The bastion's FakeClock is set to each moment of the ISO week after today's 
 Europe/Amsterdam), so a session at 03:00 and five days of one week take no waiting. What
 happens, and the finding each thing should make:
 
-- Mon 08:00  grants for the week (dave's is never used: unused_grant)
+- Mon 08:00  grants for the week (dave's is never used: unused_grant; it outlives the week)
 - Mon 09:30  alice on web-1: `rm -rf ...; sudo ...` (destructive_command, privilege_escalation)
 - Mon 14:00  alice on web-1 again, from a second address (many_addresses)
 - Tue 03:00  alice on web-1 (outside_hours: working hours are Mon-Fri 07:00-20:00)
 - Tue 10:00  alice on orders-prod with psql: a DROP and an UPDATE without WHERE
              (destructive_statement, twice)
+- Wed 09:00  bob asks for orders-prod over SSH, carol approves over SSH, bob reads
 - Wed 10:00  bob asks over SSH to unmask customer 4711 (consent SUP-1234); carol approves;
              bob reads the customer through the database door (unmask)
 - Wed 13:00  bob opens break-glass on web-1 over SSH and uses it (break_glass)
 - Thu 09:00  dave's wrong codes until he is locked out (lockout, failed_login_burst)
-- Thu 16:00  alice's session is live when the bastion stops (interrupted_session); on
+- Thu 16:00  alice's session is live 25 minutes when the bastion stops (interrupted_session); on
              restart `bastion serve` builds the week before (the store's first), which
              nobody signs in [reports] sign_within (review_unsigned in this week's review)
 - next Mon 06:01  the scheduler `bastion serve` runs builds this week's review and mails it
@@ -24,7 +25,10 @@ happens, and the finding each thing should make:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -51,10 +55,11 @@ NUKE = "rm -rf /tmp/e2e-scratch; sudo -n true 2>/dev/null; true"
 DROP = "DROP TABLE scratch_e2e"
 UPDATE = "UPDATE orders SET id = id"
 CONSENT = "SUP-1234"
+ASKED = "SUP-3301 check a refund in orders"
 GLASS_REASON = "INC-4412 web-1 answers 502 to every customer"
 SHOP_TABLE = '[targets.shop]\nmax_grant = "7d"'
 # alice's last session, cut short by the bastion stopping; found on the target by its token
-LONG = f"sleep 119; : e2e-{secrets.token_hex(6)}"
+LONG = f"sleep 119.{secrets.randbelow(10**9):09d}"
 WRONG = "000000"  # a wrong code (a right one by chance once in a million runs)
 
 
@@ -95,6 +100,7 @@ class Facts:
     sessions: dict[str, SessionRecord] = field(default_factory=dict)  # by scenario name
     grants: dict[str, int] = field(default_factory=dict)
     unmask_id: int = 0
+    request_id: int = 0
     glass_grant: int = 0
     first_week: str = ""  # the week built on restart, left unsigned
     pack: Path = Path()
@@ -162,6 +168,7 @@ class Scenario:
         self.alice_on_web()
         self.alice_at_night()
         self.alice_on_the_database()
+        self.bob_asks_for_access()
         self.bob_unmasks()
         self.bob_breaks_glass()
         self.dave_is_locked_out()
@@ -177,8 +184,9 @@ class Scenario:
             ("bob-shop", "bob", "shop", "read", "SUP-3300 support cases on the shop"),
             ("dave-web", "dave", "web-1", "read", "CHG-2103 check web-1 kernel readiness"),
         ]:  # fmt: skip
+            days = 7 if user == "dave" else 6  # dave's outlives the week: standing access
             self.facts.grants[name] = self.b.core.access.grant(
-                user=user, target=target, duration=timedelta(days=6), mode=mode,
+                user=user, target=target, duration=timedelta(days=days), mode=mode,
                 reason=reason, actor="carol").id  # fmt: skip
 
     def alice_on_web(self) -> None:
@@ -197,6 +205,18 @@ class Scenario:
         self.psql("alice", "orders-prod", "SELECT count(*) FROM orders",
                   "CREATE TABLE scratch_e2e (id int)", DROP, UPDATE)  # fmt: skip
         self.facts.sessions["database"] = self._new_session("alice", before)
+
+    def bob_asks_for_access(self) -> None:
+        """A request over SSH, approved by carol over SSH with her own login and code."""
+        self.when(2, 9)
+        done = self.ssh("bob", "bob", f"request orders-prod --for 2h --reason '{ASKED}'")
+        assert done.returncode == 0 and "waiting for 1 approval(s)" in done.out, done.err
+        self.facts.request_id = int(done.out.split()[1].rstrip(":"))
+        done = self.ssh("carol", "carol", f"approve {self.facts.request_id}")
+        assert done.returncode == 0, done.err
+        before = {s.id for s in self.b.store.sessions(user="bob")}
+        self.psql("bob", "orders-prod", "SELECT count(*) FROM orders WHERE id = 1")
+        self.facts.sessions["asked"] = self._new_session("bob", before)
 
     def bob_unmasks(self) -> None:
         self.when(2, 10)
@@ -249,12 +269,16 @@ class Scenario:
             self.ssh("alice", "alice+web-1", f"echo started; {LONG}")))  # fmt: skip
         client.start()
         deadline = time.monotonic() + 30
-        while not self._running_on_target(LONG):  # the session is through to the target
+        while not self._on_target(LONG):  # the session is through to the target
             assert time.monotonic() < deadline, "alice's session never reached web-1"
             time.sleep(0.05)
+        self.b.clock.advance(timedelta(minutes=25))  # it has been open a while
         assert self.b.server is not None
         self.b.call(self.b.server.stop())
         client.join(30)
+        for pid in self._on_target(LONG):  # a command without a terminal outlives its channel
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         self.facts.sessions["interrupted"] = self._new_session("alice", before)
         self.b.server = Server(self.b.core)
         self.b.call(self.b.server.start())
@@ -266,10 +290,11 @@ class Scenario:
             time.sleep(0.1)
         self.facts.first_week = previous
 
-    def _running_on_target(self, command: str) -> bool:
+    def _on_target(self, command: str) -> list[int]:
+        """The target's processes (as its login) running `command`, by id."""
         found = subprocess.run(["pgrep", "-u", self.sshd.login, "-f", command],
-                               capture_output=True, check=False)  # fmt: skip
-        return found.returncode == 0
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        return [int(pid) for pid in found.stdout.split()]
 
     def review(self) -> None:
         """On the next week's first day, after build_at: what serve's scheduler runs then.

@@ -29,6 +29,7 @@ from tests.realssh import Sshd
 from tests.reports.formats import findings_by_format
 from tests.reports.packs import Mailbox, server_context, smtp_server, tls_files
 from tests.reports.realweek import (
+    ASKED,
     CONSENT,
     DROP,
     NUKE,
@@ -157,8 +158,12 @@ def test_access_findings_point_at_their_sessions_grants_and_events(week: Week) -
     assert [e["ref"] for e in night["evidence"]] == [week.session("night")]
     assert week.facts.sessions["night"].started_at.astimezone(week.facts.week.local_start.tzinfo
                                                               ).hour == 3  # fmt: skip
+    dave = week.facts.grants["dave-web"]
     [unused] = week.of("unused_grant")
-    assert [e["ref"] for e in unused["evidence"]] == [str(week.facts.grants["dave-web"])]
+    assert [e["ref"] for e in unused["evidence"]] == [str(dave)]
+    assert unused["action"] == f"Revoke it: bastion revoke {dave}"  # it is still live
+    [standing] = week.report["tables"]["access"]
+    assert (standing["grant_id"], standing["person"], standing["standing"]) == (dave, "dave", True)
     [cut] = week.of("interrupted_session")
     assert [e["ref"] for e in cut["evidence"]] == [week.session("interrupted")]
     assert week.facts.sessions["interrupted"].state == "interrupted"
@@ -244,8 +249,26 @@ def test_the_mail_arrives_over_starttls_with_the_review_inline_and_attached(week
                         **csvs}  # fmt: skip
 
 
-def test_report_verify_passes_on_the_pack(week: Week) -> None:
+def test_the_request_and_its_approval_are_in_the_changes(week: Week) -> None:
+    changes = [
+        (c["kind"], c["actor"], c["person"], c["target"], c["reason"])
+        for c in week.report["tables"]["changes"]
+        if c["kind"].startswith("request.")
+    ]
+    assert changes == [("request.created", "bob", "bob", "orders-prod", ASKED),
+                       ("request.approved", "carol", "bob", "orders-prod", None)]  # fmt: skip
+    people = {p["person"]: p for p in week.report["tables"]["people"]}
+    assert people["alice"]["hours"] > 0.4  # the interrupted session was open 25 minutes
+    assert set(people) == {"alice", "bob"}  # dave never got in; carol only approved
+
+
+@pytest.mark.parametrize("which", ["this", "first"])
+def test_report_verify_passes_on_the_packs(week: Week, which: str) -> None:
+    """This week's pack, and the store's first week's (built by serve on its restart, with
+    no event before its start)."""
+    label = week.facts.week.label if which == "this" else week.facts.first_week
+    pack = week.b.config.paths.reports / label
     config = week.b.home / "bastion.toml"
-    result = assert_ok(run_bastion("--config", str(config), "report", "verify", str(week.pack),
+    result = assert_ok(run_bastion("--config", str(config), "report", "verify", str(pack),
                                    cwd=week.b.home))  # fmt: skip
     assert "intact" in result.stdout
