@@ -159,11 +159,13 @@ def many_addresses(facts: Facts, config: Config) -> list[Finding]:
 
 
 def large_transfers(facts: Facts, config: Config) -> list[Finding]:
+    """Sessions that moved more than [reports] large_transfer_mb, in SFTP operations or in a
+    command's streams (`ssh host pg_dump > x` and `scp -O` move their bytes there), and
+    results or COPYs of EXPORT_ROWS rows or more."""
     limit = config.reports.large_transfer_mb * _MIB
     moved: Counter[str] = Counter()
     for op in facts.file_ops:
-        if op["operation"] != "stream":
-            moved[op["session_id"]] += int(op["bytes"] or 0)
+        moved[op["session_id"]] += int(op["bytes"] or 0)
     found = [
         Finding("large_transfer", "medium",
                 f"{s['person']} moved {moved[s['id']] // _MIB} MiB in one session on {s['target']}",

@@ -20,6 +20,7 @@ happens, and the finding each thing should make:
 - Thu 16:00  alice's session is live 25 minutes when the bastion stops (interrupted_session); on
              restart `bastion serve` builds the week before (the store's first), which
              nobody signs in [reports] sign_within (review_unsigned in this week's review)
+- Fri 11:00  alice copies 2 MiB out through a command's output (large_transfer)
 - next Mon 06:01  the scheduler `bastion serve` runs builds this week's review and mails it
 """
 
@@ -60,6 +61,7 @@ GLASS_REASON = "INC-4412 web-1 answers 502 to every customer"
 SHOP_TABLE = '[targets.shop]\nmax_grant = "7d"'
 # alice's last session, cut short by the bastion stopping; found on the target by its token
 LONG = f"sleep 119.{secrets.randbelow(10**9):09d}"
+DUMP = "head -c 2097152 /dev/zero"  # over [reports] large_transfer_mb = 1
 WRONG = "000000"  # a wrong code (a right one by chance once in a million runs)
 
 
@@ -70,6 +72,7 @@ def config_text(smtp_port: int, smtp_ca: Path) -> str:
 timezone = "{TIMEZONE}"
 build_at = "06:00"
 sign_within = "2d"
+large_transfer_mb = 1
 recipients = ["security@example.test"]
 smtp_host = "127.0.0.1"
 smtp_port = {smtp_port}
@@ -173,6 +176,7 @@ class Scenario:
         self.bob_breaks_glass()
         self.dave_is_locked_out()
         self.alice_interrupted()
+        self.alice_dumps()
         self.review()
         return self.facts
 
@@ -289,6 +293,11 @@ class Scenario:
             assert time.monotonic() < deadline, f"serve did not build {previous}"
             time.sleep(0.1)
         self.facts.first_week = previous
+
+    def alice_dumps(self) -> None:
+        """Two MiB through a command's output, as `ssh host pg_dump > x` would."""
+        self.when(4, 11)
+        self.session("dump", "alice", "alice+web-1", DUMP)
 
     def _on_target(self, command: str) -> list[int]:
         """The target's processes (as its login) running `command`, by id."""

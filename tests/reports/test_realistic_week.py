@@ -48,7 +48,7 @@ EXPECTED = {
     "break_glass": 1, "outside_hours": 1, "destructive_command": 1,
     "privilege_escalation": 1, "destructive_statement": 2, "unmask": 1, "unused_grant": 1,
     "lockout": 1, "failed_login_burst": 1, "interrupted_session": 1, "many_addresses": 1,
-    "review_unsigned": 1,
+    "review_unsigned": 1, "large_transfer": 1,
 }  # fmt: skip
 
 
@@ -123,7 +123,7 @@ def test_the_json_validates_against_its_published_schema(week: Week) -> None:
     assert provenance["week"] == week.facts.week.label
     assert provenance["verification"]["chain"] == "intact"
     ssh = [r for r in week.report["tables"]["sessions"] if r["door"] == "ssh"]
-    assert len(ssh) == 5  # nuke, elsewhere, night, glass, interrupted: each recorded
+    assert len(ssh) == 6  # nuke, elsewhere, night, glass, interrupted, dump: each recorded
     assert provenance["verification"]["recordings_checked"] == len(ssh)
     assert provenance["verification"]["recordings_failed"] == []
 
@@ -175,6 +175,9 @@ def test_access_findings_point_at_their_sessions_grants_and_events(week: Week) -
     assert locked["subject"] == "dave" and locked["evidence"][0]["text"].startswith("user.locked")
     [burst] = week.of("failed_login_burst")
     assert burst["subject"] == "dave" and len(burst["evidence"]) >= 5
+    [dump] = week.of("large_transfer")
+    assert [e["ref"] for e in dump["evidence"]] == [week.session("dump")]
+    assert dump["title"] == "alice moved 2 MiB in one session on web-1"
     [late] = week.of("review_unsigned")
     assert [e["ref"] for e in late["evidence"]] == [week.facts.first_week]
 
