@@ -290,6 +290,8 @@ class Scenario:
         previous = self.facts.week.previous().label
         deadline = time.monotonic() + 60
         while previous not in {w.week for w in self.b.store.report_weeks()}:
+            run = self.b.store.report_run(previous, "build")
+            assert run is None or not run.last_error, f"serve's build failed: {run.last_error}"
             assert time.monotonic() < deadline, f"serve did not build {previous}"
             time.sleep(0.1)
         self.facts.first_week = previous
