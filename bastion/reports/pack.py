@@ -151,7 +151,12 @@ def _head(value: object, what: str) -> ChainHead:
     doc = _dict(value, what)
     if set(doc) != {"seq", "mac"}:
         raise ValueError(f"{what} is not a chain head")
-    return ChainHead(_int(doc["seq"], f"{what}.seq"), _digest(doc["mac"], f"{what}.mac"))
+    seq = _int(doc["seq"], f"{what}.seq")
+    if seq == 0:  # before the first event (the store's first week): no event, no MAC
+        if doc["mac"] != "":
+            raise ValueError(f"{what} is event 0, which has no MAC")
+        return ChainHead(0, "")
+    return ChainHead(seq, _digest(doc["mac"], f"{what}.mac"))
 
 
 def _pack_file(value: object) -> PackFile:

@@ -83,11 +83,12 @@ def _sqlite(path: Path) -> Found:
     return [(i, tuple((kind, ref) for fid, kind, ref in pairs if fid == i)) for i in ids]
 
 
-def findings_by_format(directory: Path) -> dict[str, Found]:
-    """The findings of each rendering under `directory`, in the order each lists them."""
+def findings_by_format(directory: Path, csvs: Path | None = None) -> dict[str, Found]:
+    """The findings of each rendering under `directory` (its CSVs in `csvs`, by default
+    directory/csv; a signed pack keeps them beside the others), in the order each lists them."""
     return {
         "html": _html(directory / "report.html"),
         "json": _json(directory / "report.json"),
-        "csv": _csv(directory / "csv"),
+        "csv": _csv(csvs or directory / "csv"),
         "sqlite": _sqlite(directory / "evidence.db"),
     }

@@ -187,6 +187,31 @@ def test_a_session_opened_in_hours_and_kept_open_overnight_is_outside_them(
     assert [e.ref for e in late.evidence] == ["s-late"] and late.severity == "low"
 
 
+def test_a_dump_through_a_commands_output_is_a_large_transfer(tmp_path: Path) -> None:
+    """`ssh alice+db-1 pg_dump > dump` or `scp -O` moves its bytes in the exec channel's
+    streams, not in SFTP operations: those bytes count too (in and out), per session."""
+    w = Week(tmp_path)
+    grant = w.grant("alice", "web-1", at(16, 9), 8, "CHG-5 copy the invoices for the audit")
+    w.session("s-dump", "alice", "web-1", grant, start=at(16, 10), minutes=5)
+    w.session("s-small", "alice", "web-1", grant, start=at(16, 11), minutes=5)
+    w.store.log_file_ops("s-dump", [
+        FileOp(at(16, 10, 5), "stream", "stdout", size=150 << 20, sha256="cd" * 32),
+        FileOp(at(16, 10, 5), "stream", "stdin", size=0, sha256="ef" * 32),
+    ])  # fmt: skip
+    w.store.log_file_ops("s-small", [
+        FileOp(at(16, 11, 5), "stream", "stdout", size=60 << 20, sha256="ab" * 32),
+        FileOp(at(16, 11, 5), "stream", "stdin", size=60 << 20, sha256="ab" * 32),
+    ])  # fmt: skip
+    w.when(at(24, 9))
+    report = gather(w.store, load_config_text(tmp_path), WEEK, now=w.clock.now(),
+                    verification=INTACT)  # fmt: skip
+    moved = by_rule(report)["large_transfer"]
+    assert sorted((f.evidence[0].ref, f.title) for f in moved) == [
+        ("s-dump", "alice moved 150 MiB in one session on web-1"),
+        ("s-small", "alice moved 120 MiB in one session on web-1"),
+    ]  # fmt: skip
+
+
 def test_a_rule_that_fails_is_a_high_finding_and_the_review_still_goes_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -126,6 +126,22 @@ def test_an_untouched_pack_is_intact_with_and_without_the_store(
     assert len((pack / SIGNATURE).read_bytes()) == 64  # raw Ed25519, nothing around it
 
 
+def test_the_stores_first_week_starts_before_any_event_and_still_packs(
+    tmp_path: Path, key: Ed25519PrivateKey, chain: Chain
+) -> None:
+    """The week the bastion was installed in has no event before its start: head 0, no MAC."""
+    empty = ChainHead(0, "")
+    write_pack(tmp_path / "first", FILES, week="2026-W47", chain_start=empty,
+               chain_end=chain.end, counts=COUNTS, recordings={SESSION: RECORDING}, key=key,
+               now=NOW)  # fmt: skip
+    verdict = verify_pack(tmp_path / "first", key.public_key(), chain.store)
+    assert verdict.ok and verdict.manifest is not None and verdict.manifest.chain_start == empty
+    with pytest.raises(ValueError, match="event 0, which has no MAC"):
+        write_pack(tmp_path / "forged", FILES, week="2026-W47",
+                   chain_start=ChainHead(0, "ab" * 32), chain_end=chain.end, counts=COUNTS,
+                   recordings={SESSION: RECORDING}, key=key, now=NOW)  # fmt: skip
+
+
 def test_an_edited_file_is_named(pack: Path, key: Ed25519PrivateKey) -> None:
     (pack / "sessions.csv").write_bytes(b"id,person\ns-1,carol\n")  # same size
     message = problem(pack, key)
