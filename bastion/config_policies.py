@@ -52,6 +52,9 @@ class ReportPolicy:
     smtp_user: str = ""
     smtp_password_file: str = ""  # relative to the config file's directory
     smtp_ca: str = ""
+    daily_flags: bool = True
+    flag_every: timedelta = timedelta(minutes=15)
+    catch_up_weeks: int = 8
 
     def problem(self) -> tuple[str, str] | None:
         """(key, what is wrong) for the first value that cannot work, else None."""
