@@ -255,9 +255,10 @@ async def test_a_week_left_pending_by_a_newer_one_does_not_spin_the_loop(
     b.clock.advance(timedelta(days=8))
     await scheduler.tick()
     (failed, _), (retried, _), (newer, _) = builder.calls
-    assert failed == retried == week.label and newer == week_of(
-        week.first_day + timedelta(days=7), "Europe/Amsterdam"
-    ).label
+    assert (
+        failed == retried == week.label
+        and newer == week_of(week.first_day + timedelta(days=7), "Europe/Amsterdam").label
+    )
     assert {r.state for r in b.store.report_runs() if r.channel == "build"} == {"done"}
     assert await scheduler.wait() > 0
 
