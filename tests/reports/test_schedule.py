@@ -21,6 +21,7 @@ from bastion.reports.schedule import (
     due_at,
     latest_due_week,
     next_run,
+    pack_builder,
     parse_build_at,
 )
 from bastion.reports.week import parse_week, week_of, zone
@@ -204,6 +205,21 @@ async def test_the_week_before_last_is_caught_up_before_this_weeks_build_time(
     builder = Builder(b)
     await ReportScheduler(b.core, builder).tick()
     assert [label for label, _ in builder.calls] == [week.label]
+
+
+async def test_the_real_builder_builds_the_week_the_store_was_born_in(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """No event comes before that week: its pack's start head is the chain's genesis, not an
+    empty MAC the pack refuses (which made every new bastion's first review fail)."""
+    b = make(bastions, tmp_path)
+    week = first_week(b)
+    await ReportScheduler(b.core, pack_builder(b.core)).tick()
+    assert events(b, "report.build_failed") == []
+    run = b.store.report_run(week.label, "build")
+    assert run is not None and run.state == "done" and run.attempts == 1
+    manifest = json.loads((b.config.paths.reports / week.label / "manifest.json").read_text())
+    assert manifest["chain"]["start"]["seq"] == 0
 
 
 async def test_no_week_that_ended_before_the_store_existed_is_built(
