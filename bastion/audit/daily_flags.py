@@ -63,11 +63,13 @@ class DailyFlagQueries(StoreBase):
         return self._rows(sql + " ORDER BY flagged_at, finding_id", params)
 
     def daily_checked(
-        self, day: str, until: datetime, complete: bool, flags: list[Flag]
-    ) -> list[str]:
+        self, day: str, until: datetime, complete: bool, flags: list[Flag],
+        overflow: Notice | None = None,
+    ) -> list[str]:  # fmt: skip
         """One check of a day, in one transaction: each flag not sent before is recorded,
-        audited (report.flagged) and queued for the webhook; then how far the day was read.
-        Returns the ids newly flagged (a flag already sent is skipped, whoever sent it)."""
+        audited (report.flagged) and queued for the webhook (with `overflow`, the message for
+        those past the day's budget); then how far the day was read. Returns the ids newly
+        flagged (a flag already sent is skipped, whoever sent it)."""
         now = self.clock.now()
         sent: list[str] = []
         with self._write() as conn:
@@ -91,6 +93,8 @@ class DailyFlagQueries(StoreBase):
                 self._append(conn, [Event(FLAGGED, ACTOR, flag.finding_id, flag.severity,
                                           detail=detail)])  # fmt: skip
                 sent.append(flag.finding_id)
+            if overflow is not None:  # after the day's own messages
+                enqueue(conn, now, (overflow,))
             conn.execute(
                 "INSERT INTO daily_checks (day, checked_until, complete, flagged)"
                 " VALUES (?,?,?,?) ON CONFLICT (day) DO UPDATE SET"

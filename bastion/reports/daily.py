@@ -19,6 +19,7 @@ high finding of that day (sent once per day), never a silent gap.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -51,6 +52,8 @@ DAILY_RULES: tuple[Rule, ...] = (
 )
 GRACE = timedelta(minutes=10)  # a day is read whole this long after it ended
 FLAGGED_SEVERITIES = ("high",)
+MAX_NOTICES = 20  # webhook messages a day; beyond, one says how many more (and of what)
+_FIRST = ("break_glass", "verification_failed", "rule_failed", "lockout")  # sent before others
 _MAX_REFS = 10  # evidence ids named in one notification
 
 
@@ -129,6 +132,31 @@ def flag_notice(finding: Finding, day: str) -> Notice:
     return Notice(FLAG_NOTICE, finding.severity, body)
 
 
+def overflow_notice(day: str, rules: Counter[str]) -> Notice:
+    """One message for the findings past MAX_NOTICES: how many, of which rules."""
+    count = sum(rules.values())
+    kinds = ", ".join(f"{rule}: {n}" for rule, n in sorted(rules.items()))
+    body: dict[str, object] = {
+        "text": f"bastion: {count} more high findings on {day} ({kinds}), not sent one by one;"
+        " each is in this week's review: bastion report findings WEEK",
+        "event": FLAG_NOTICE, "severity": "high", "day": day, "finding": f"more@{day}",
+        "count": count, "rules": dict(sorted(rules.items())),
+    }  # fmt: skip
+    return Notice(FLAG_NOTICE, "high", body)
+
+
+def plan(
+    found: list[Finding], day: str, known: set[str], room: int
+) -> tuple[list[Flag], Notice | None]:
+    """The flags to record for new high findings, the most urgent first: the first `room`
+    with their own webhook message, the rest in one overflow message (room < 0: no webhook)."""
+    new = [f for f in _unique(found) if f.severity in FLAGGED_SEVERITIES and f.id not in known]
+    new.sort(key=lambda f: _FIRST.index(f.rule) if f.rule in _FIRST else len(_FIRST))
+    flags = [to_flag(f, day, 0 <= i < room) for i, f in enumerate(new)]
+    rest = Counter(f.rule for f in new[max(room, 0) :])
+    return flags, overflow_notice(day, rest) if room >= 0 and rest else None
+
+
 def to_flag(finding: Finding, day: str, webhook: bool) -> Flag:
     detail = {"evidence": [f"{e.kind}:{e.ref}" for e in finding.evidence[:_MAX_REFS]],
               "evidence_count": len(finding.evidence), "subject": finding.subject}  # fmt: skip
@@ -168,10 +196,12 @@ class DailyFlags:
             verdict = await asyncio.to_thread(verify_day, self.store, self.core.box, day)
             found += verification_findings(verdict)
         webhook = bool(self.core.config.notify.webhook_url)
-        flags = [to_flag(f, day.label, webhook) for f in _unique(found)
-                 if f.severity in FLAGGED_SEVERITIES]  # fmt: skip
+        earlier = await self.core.run(self.store.daily_flags, day.label)
+        room = MAX_NOTICES - sum(1 for r in earlier if r["notification_id"]) if webhook else -1
+        known = await self.core.run(self.store.daily_flagged, [f.id for f in found])
+        flags, more = plan(found, day.label, known, room)
         sent = await self.core.run(self.store.daily_checked, day.label, min(now, day.end),
-                                   whole, flags)  # fmt: skip
+                                   whole, flags, more)  # fmt: skip
         for finding_id in sent:
             log.warning("report.flagged", day=day.label, finding=finding_id, webhook=webhook)
         return sent

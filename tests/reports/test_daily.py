@@ -343,3 +343,36 @@ async def test_the_scheduler_loop_runs_the_daily_check(
     await scheduler.tick()
     assert len(flagged(d.b)) == 1
     assert {c.day for c in d.b.store.daily_checks()} == {d.first.isoformat()}
+
+
+async def test_a_flood_of_high_findings_cannot_bury_a_break_glass(
+    bastions: list[Bastion], tmp_path: Path, hook: Hook
+) -> None:
+    """An insider who runs 25 DROPs, then opens break-glass: the break-glass is sent first,
+    the day's webhook messages stop at MAX_NOTICES, and one more says how many were left;
+    every finding is still recorded and audited."""
+    d = Day(bastions, tmp_path, hook.url)
+    g = d.grant("bob", "db-1", 0, 9)
+    d.session("s-db", "bob", "db-1", g, 0, hour=10)
+    for n in range(25):
+        d.statement("s-db", "bob", d.at(0, 10, n + 1), f"DROP TABLE t{n}", tag="DROP TABLE")
+    glass = d.break_glass(0, 11)
+    d.when(0, 12)
+    assert len(await d.check()) == 26
+    while await d.deliver():
+        pass
+    sent = hook.flags()
+    assert len(sent) == daily.MAX_NOTICES + 1
+    assert sent[0]["rule"] == "break_glass"
+    assert {"kind": "grant", "ref": str(glass), "session": None} in sent[0]["evidence"]
+    [more] = [p for p in sent if "count" in p]
+    assert more["count"] == 26 - daily.MAX_NOTICES
+    assert more["rules"] == {"destructive_statement": 26 - daily.MAX_NOTICES}
+    assert len(d.b.store.daily_flags()) == 26 == len(flagged(d.b))
+    d.statement("s-db", "bob", d.at(0, 12, 30), "DROP TABLE late", tag="DROP TABLE")
+    d.when(0, 13)
+    assert len(await d.check()) == 1
+    while await d.deliver():
+        pass
+    [late] = hook.flags()[len(sent) :]
+    assert late["count"] == 1  # the day's budget stays spent
