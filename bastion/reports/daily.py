@@ -190,7 +190,9 @@ class DailyFlags:
 
     async def check_day(self, day: Week, now: datetime) -> list[str]:
         whole = now >= day.end + GRACE
-        facts = await self.core.run(collect, self.store, day, now)
+        # in a worker thread, as the weekly build is: the store's own thread (the doors')
+        # waits only for each query, not for the judging of the day's statements
+        facts = await asyncio.to_thread(collect, self.store, day, now)
         found = day_findings(facts, self.core.config)
         if whole:  # once a day, when it is over: its recordings and query log
             verdict = await asyncio.to_thread(verify_day, self.store, self.core.box, day)
