@@ -68,6 +68,8 @@ class ReportPolicy:
             parse_hours(self.working_hours, self.timezone)
         except ValueError as exc:
             return "working_hours", str(exc)
+        if self.flag_every < timedelta(minutes=1):  # each look reads a day of the store
+            return "flag_every", "must be at least 1m (each look reads the day so far)"
         bad = [r for r in self.recipients if "@" not in r or any(c in r for c in " \r\n,;<>")]
         if bad:
             return "recipients", f"{bad[0]!r} is not one email address"

@@ -16,8 +16,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bastion.audit import ChainKey, CommandLine, Event, NewGrant, QueryEnd, QueryStart, Store
+from bastion.audit import (
+    ChainKey,
+    CommandLine,
+    DayChecked,
+    Event,
+    NewGrant,
+    QueryEnd,
+    QueryStart,
+    Store,
+)
+from bastion.config import load_config
 from bastion.core import Core
+from bastion.errors import BastionError
 from bastion.notify import Notifier
 from bastion.reports import daily
 from bastion.reports.daily import DailyFlags, days_to_check
@@ -154,8 +165,6 @@ def flagged(b: Bastion) -> list[dict[str, Any]]:
 
 
 def test_the_days_read_are_those_after_the_last_whole_one_through_today() -> None:
-    from bastion.audit import DayChecked  # noqa: PLC0415
-
     today = date(2026, 11, 20)
     assert days_to_check(today, [], 56) == [today]
     part = [DayChecked("2026-11-17", "x", False, 0)]
@@ -376,3 +385,10 @@ async def test_a_flood_of_high_findings_cannot_bury_a_break_glass(
         pass
     [late] = hook.flags()[len(sent) :]
     assert late["count"] == 1  # the day's budget stays spent
+
+
+def test_a_look_more_often_than_once_a_minute_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text('[reports]\nflag_every = "10s"\n', encoding="utf-8")
+    with pytest.raises(BastionError, match="flag_every"):
+        load_config(path)
