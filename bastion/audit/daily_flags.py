@@ -47,13 +47,15 @@ class DailyFlagQueries(StoreBase):
 
     def daily_flagged(self, finding_ids: list[str]) -> set[str]:
         """Which of these findings were flagged already (on any day)."""
-        if not finding_ids:
-            return set()
-        marks = ", ".join("?" for _ in finding_ids)
-        rows = self._rows(
-            f"SELECT finding_id FROM daily_flags WHERE finding_id IN ({marks})", finding_ids
-        )
-        return {str(r["finding_id"]) for r in rows}
+        found: set[str] = set()
+        for at in range(0, len(finding_ids), 500):  # within any database's parameter limit
+            part = finding_ids[at : at + 500]
+            marks = ", ".join("?" for _ in part)
+            rows = self._rows(
+                f"SELECT finding_id FROM daily_flags WHERE finding_id IN ({marks})", part
+            )
+            found.update(str(r["finding_id"]) for r in rows)
+        return found
 
     def daily_flags(self, day: str | None = None) -> list[dict[str, Any]]:
         """Flags sent (of one day, or all), oldest first."""
