@@ -16,6 +16,7 @@ from bastion.commands import (
     queries,
     report_pack,
     report_review,
+    report_runs,
     report_weekly,
     requests,
     resources,
@@ -385,6 +386,20 @@ def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     weekly.add_argument("--out", type=Path, metavar="DIR",
                         help="write the pack here (default: paths.reports/WEEK)")  # fmt: skip
     _json_flag(weekly)
+    _add_report_run_commands(cmds)
+
+
+def _add_report_run_commands(cmds: argparse._SubParsersAction[Parser]) -> None:
+    runs = _command(cmds, "runs", report_runs.runs,
+                    "each week's build, mail and webhook: state, attempts, last error")  # fmt: skip
+    runs.add_argument("--week", metavar="WEEK", help="e.g. 2026-W47 (default: every week)")
+    _json_flag(runs)
+    resend = _command(cmds, "resend", report_runs.resend,
+                      "send a built week's review again (bastion serve delivers it)")  # fmt: skip
+    resend.add_argument("week", metavar="WEEK", help="e.g. 2026-W47")
+    resend.add_argument("--channel", choices=["mail", "webhook"],
+                        help="only this one (default: every one configured)")  # fmt: skip
+    _json_flag(resend)
 
 
 def _add_report_review_commands(cmds: argparse._SubParsersAction[Parser]) -> None:

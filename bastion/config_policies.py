@@ -52,6 +52,9 @@ class ReportPolicy:
     smtp_user: str = ""
     smtp_password_file: str = ""  # relative to the config file's directory
     smtp_ca: str = ""
+    daily_flags: bool = True
+    flag_every: timedelta = timedelta(minutes=15)
+    catch_up_weeks: int = 8
 
     def problem(self) -> tuple[str, str] | None:
         """(key, what is wrong) for the first value that cannot work, else None."""
@@ -65,6 +68,8 @@ class ReportPolicy:
             parse_hours(self.working_hours, self.timezone)
         except ValueError as exc:
             return "working_hours", str(exc)
+        if self.flag_every < timedelta(minutes=1):  # each look reads a day of the store
+            return "flag_every", "must be at least 1m (each look reads the day so far)"
         bad = [r for r in self.recipients if "@" not in r or any(c in r for c in " \r\n,;<>")]
         if bad:
             return "recipients", f"{bad[0]!r} is not one email address"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
+from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.grants import NewGrant
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
@@ -23,8 +24,10 @@ __all__ = [
     "ChainKey",
     "ChainedEvent",
     "CommandLine",
+    "DayChecked",
     "Event",
     "FileOp",
+    "Flag",
     "NewGrant",
     "NewRequest",
     "NewTicket",
@@ -58,6 +61,7 @@ class Store(
     ReportQueries,
     ReviewQueries,
     ReportRunQueries,
+    DailyFlagQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

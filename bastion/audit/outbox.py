@@ -35,6 +35,7 @@ def enqueue(conn: sqlite3.Connection, now: datetime, notices: tuple[Notice, ...]
 
 REPORT_READY = "report.ready"  # the weekly review's webhook message (bastion/reports)
 REPORTS_ACTOR = "bastion:reports"
+FLAG_NOTICE = "report.flag"  # a high finding sent on its day (bastion/reports/daily.py)
 
 
 def delivery_failed(
@@ -46,6 +47,14 @@ def delivery_failed(
     if gives_up and severity == "warning":
         severity = "high"
     return Event("report.delivery_failed", REPORTS_ACTOR, week, severity, detail=detail)
+
+
+def _flag_failed(notice: Notification, error: str, gives_up: bool) -> Event:
+    finding = str(json.loads(notice.payload).get("finding", ""))
+    detail = {"finding": finding, "notification": notice.id, "attempt": notice.attempts + 1,
+              "error": error, "gives_up": gives_up}  # fmt: skip
+    return Event("report.flag_failed", REPORTS_ACTOR, finding, "high" if gives_up else "warning",
+                 detail=detail)  # fmt: skip
 
 
 class OutboxQueries(StoreBase):
@@ -88,6 +97,8 @@ class OutboxQueries(StoreBase):
                 conn_event = delivery_failed(week, "webhook", notice.attempts + 1, error,
                                              gives_up=retry_in is None)  # fmt: skip
                 self._append(conn, [conn_event])
+            if notice.kind == FLAG_NOTICE:  # so is every failure of a daily flag's
+                self._append(conn, [_flag_failed(notice, error, retry_in is None)])
             if retry_in is not None:
                 conn.execute(
                     "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"

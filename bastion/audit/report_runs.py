@@ -12,6 +12,7 @@ from bastion.audit.chain import Event
 from bastion.audit.outbox import REPORTS_ACTOR as ACTOR
 from bastion.audit.outbox import Notice, delivery_failed, enqueue
 from bastion.clock import iso, parse_iso
+from bastion.errors import NotFound
 
 CHANNELS = ("build", "mail", "webhook")
 
@@ -112,6 +113,9 @@ class ReportRunQueries(StoreBase):
         now = iso(self.clock.now())
         week = built.week
         with self._write() as conn:
+            tried = conn.execute(
+                "SELECT attempts FROM report_runs WHERE week = ? AND channel = 'build'", (week,)
+            ).fetchone()
             conn.execute("DELETE FROM report_runs WHERE week = ?", (week,))
             rows: list[
                 tuple[str, str, str | None, str | None, str | None, str | None, int | None]
@@ -132,6 +136,10 @@ class ReportRunQueries(StoreBase):
                 " delivered_at, payload_sha256, notification_id, created_at, directory,"
                 " manifest_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(week, *row, now, built.directory, built.manifest_sha256) for row in rows],
+            )
+            conn.execute(  # the build's tries: the failed ones before, and this one
+                "UPDATE report_runs SET attempts = ? WHERE week = ? AND channel = 'build'",
+                ((tried[0] if tried else 0) + 1, week),
             )
             detail = {"week": week, "directory": built.directory,
                       "manifest_sha256": built.manifest_sha256}  # fmt: skip
@@ -197,3 +205,38 @@ class ReportRunQueries(StoreBase):
             "SELECT attempts FROM report_runs WHERE week = ? AND channel = ?", (week, channel)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def report_resend(
+        self, week: str, channel: str, actor: str, *, mail_sha256: str | None = None,
+        notice: Notice | None = None,
+    ) -> None:  # fmt: skip
+        """Deliver a built week again on one channel: the mail's row is due now with the new
+        spool's hash (its tries counted afresh), or a new webhook message is queued; an audit
+        event names who asked. `bastion serve` sends it, with the usual retries."""
+        now = iso(self.clock.now())
+        with self._write() as conn:
+            built = conn.execute(
+                "SELECT directory, manifest_sha256 FROM report_runs WHERE week = ? AND"
+                " channel = 'build' AND state = 'done'",
+                (week,),
+            ).fetchone()
+            if built is None:
+                raise NotFound(f"week {week} has no built pack to send again")
+            notice_id = None
+            if notice is not None:
+                enqueue(conn, self.clock.now(), (notice,))
+                (notice_id,) = conn.execute("SELECT max(id) FROM notifications").fetchone()
+            state = "queued" if channel == "webhook" else "pending"
+            conn.execute(
+                "INSERT INTO report_runs (week, channel, state, attempts, next_attempt_at,"
+                " last_error, created_at, delivered_at, directory, manifest_sha256,"
+                " payload_sha256, notification_id) VALUES (?,?,?,0,?,NULL,?,NULL,?,?,?,?)"
+                " ON CONFLICT (week, channel) DO UPDATE SET state = excluded.state,"
+                " attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL,"
+                " delivered_at = NULL, payload_sha256 = excluded.payload_sha256,"
+                " notification_id = excluded.notification_id",
+                (week, channel, state, now if channel == "mail" else None, now, built[0],
+                 built[1], mail_sha256, notice_id),
+            )  # fmt: skip
+            detail = {"week": week, "channel": channel, "manifest_sha256": built[1]}
+            self._append(conn, [Event("report.resend", actor, week, "notice", detail=detail)])

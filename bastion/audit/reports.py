@@ -15,6 +15,7 @@ from typing import Any
 
 from bastion.audit import querylog
 from bastion.audit.base import StoreBase
+from bastion.audit.chain import GENESIS
 
 Rows = list[dict[str, Any]]
 
@@ -170,12 +171,13 @@ class ReportQueries(StoreBase):
         )
 
     def chain_head_before(self, moment: str) -> tuple[int, str]:
-        """The last event written before `moment`: (seq, row MAC); (0, "") when none."""
+        """The last event written before `moment`: (seq, row MAC); before the first event,
+        (0, GENESIS), as chain_head() says of an empty chain (a pack's heads must be MACs)."""
         rows = self._rows(
             "SELECT seq, row_hash FROM audit_events WHERE at < ? ORDER BY seq DESC LIMIT 1",
             (moment,),
         )
-        return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, "")
+        return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, GENESIS)
 
     def week_grants(self, start: str, end: str) -> Rows:
         """Grants whose window touches the week, made in it, or live after it."""

@@ -17,7 +17,7 @@ from bastion.access.hours import Hours, parse_hours
 from bastion.clock import parse_iso
 from bastion.config import Config
 from bastion.reports.facts import Facts
-from bastion.reports.model import Evidence, Finding, utc
+from bastion.reports.model import Evidence, Finding, finding_id, utc
 
 Rule = Callable[[Facts, Config], list[Finding]]
 
@@ -85,6 +85,8 @@ def _under(facts: Facts, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def break_glass(facts: Facts, config: Config) -> list[Finding]:
+    """Each break-glass opened in the period; its id rests on the grant alone, so the day's
+    flag and the week's finding are one (sessions opened under it later are evidence)."""
     found = []
     for grant in facts.grants:
         if not grant["break_glass"] or not facts.week.start <= parse_iso(grant["created_at"]):
@@ -99,7 +101,8 @@ def break_glass(facts: Facts, config: Config) -> list[Finding]:
             "break_glass", "high",
             f"{grant['person']} opened break-glass {grant['mode']} access to {grant['target']}"
             f" ({state})", action, (grant_evidence(grant), *sessions), subject=grant["person"],
-            grants=(int(grant["id"]),), involved=(grant["person"],)))  # fmt: skip
+            grants=(int(grant["id"]),), involved=(grant["person"],),
+            id=finding_id("break_glass", (grant_evidence(grant),))))  # fmt: skip
     return found
 
 

@@ -2,10 +2,13 @@
 
 At [reports] build_at, local time in [reports] timezone, on a review week's first day, the
 week that just ended is built (by the builder, into paths.reports/<week>/), then mailed and
-announced on the webhook. On start the latest week that was due and has no run yet is built
-at once: a run missed while the bastion was down is caught up. A week that ended before the
-store existed is never built. Failed builds and mails are retried with the notifications'
-backoff and given up after notify.retries, each failure an audit event.
+announced on the webhook. On start every week owed is built at once, oldest first: the latest
+due week and, once the scheduler has run before, each unsigned week since its first run that
+has no build yet or whose retry is due (at most [reports] catch_up_weeks back), so runs missed
+while the bastion was down are caught up. A week that ended before the store existed is never
+built. Failed builds and mails are retried with the notifications' backoff and given up after
+notify.retries, each failure an audit event. The same loop runs the daily flags
+(bastion/reports/daily.py) every [reports] flag_every.
 
 Time comes from the core's clock and waits go through an injectable `sleep`, so tests move a
 FakeClock instead of waiting; when to run is decided by pure functions (next_run, due_at).
@@ -27,6 +30,7 @@ from bastion.audit.report_runs import Built
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.notify import backoff
+from bastion.reports.daily import DailyFlags
 from bastion.reports.deliver import (
     BuiltReport,
     MailError,
@@ -112,6 +116,7 @@ class ReportScheduler:
         zone(self.policy.timezone)
         self.smtp = SmtpSettings.of(core.config)
         self.build = build
+        self.flags = DailyFlags(core) if self.policy.daily_flags else None
         self._sleep, self._send, self.look_every = sleep, send, look_every
 
     async def run(self) -> None:
@@ -125,11 +130,22 @@ class ReportScheduler:
             await self._sleep(wait)
 
     async def tick(self) -> None:
-        """One look: build the week owed, if any, then send the mail that is due."""
-        week = await self.owed(self.core.clock.now())
-        if week is not None:
+        """One look: build every week owed, oldest first, then send the mail that is due,
+        then look at the day so far when that is due."""
+        for week in await self.owed(self.core.clock.now()):
             await self.build_week(week)
         await self.deliver_due()
+        await self.flag_due()
+
+    async def flag_due(self) -> None:
+        """The daily flags' look, when due; one that fails is logged and tried again at the
+        next look (the weekly review goes on meanwhile)."""
+        if self.flags is None or not self.flags.due(self.core.clock.now()):
+            return
+        try:
+            await self.flags.check()
+        except Exception as exc:
+            log.error("report.flags_failed", error=one_line(f"{type(exc).__name__}: {exc}"))
 
     async def wait(self) -> float:
         """Seconds until the next build or retry is due, at most look_every."""
@@ -138,20 +154,35 @@ class ReportScheduler:
         retry = await self.core.run(self.store.report_next_attempt)
         if retry is not None and retry > now:  # one already due is an older week's: not owed
             when = min(when, retry)
+        if self.flags is not None and self.flags.next_at is not None:
+            when = min(when, self.flags.next_at)
         return min(max((when - now).total_seconds(), 0.0), self.look_every)
 
-    async def owed(self, now: datetime) -> Week | None:
-        """The latest due week, unless it ended before the store existed, is built, was
-        given up, or waits for its next try."""
-        week = latest_due_week(now, self.policy.timezone, self.policy.week_starts, self.at)
+    async def owed(self, now: datetime) -> list[Week]:
+        """The weeks to build now, oldest first: the latest due week and each earlier one
+        since the first run (at most catch_up_weeks in all), unless it ended before the store
+        existed, is signed, is built, was given up, or waits for its next try."""
+        latest = latest_due_week(now, self.policy.timezone, self.policy.week_starts, self.at)
         born = await self.core.run(self.store.store_born_at)
-        if born is not None and week.end <= born:
-            return None
-        run = await self.core.run(self.store.report_run, week.label, "build")
-        if run is None:
-            return week
-        due = run.next_attempt_at is not None and run.next_attempt_at <= now
-        return week if run.state == "pending" and due else None
+        runs = {r.week: r for r in await self.core.run(self.store.report_runs)
+                if r.channel == "build"}  # fmt: skip
+        signed = {w.week for w in await self.core.run(self.store.report_weeks)
+                  if w.signed_at is not None}  # fmt: skip
+        first = min(runs, default=latest.label)
+        weeks: list[Week] = []
+        week = latest
+        while len(weeks) < self.policy.catch_up_weeks and week.label >= first:
+            weeks.append(week)
+            week = week.previous()
+        owed = []
+        for week in reversed(weeks):
+            if (born is not None and week.end <= born) or week.label in signed:
+                continue
+            run = runs.get(week.label)
+            due = run is not None and run.next_attempt_at is not None and run.next_attempt_at <= now
+            if run is None or (run.state == "pending" and due):
+                owed.append(week)
+        return owed
 
     async def build_week(self, week: Week) -> BuiltReport | None:
         """Build one week (in a worker thread), then queue its deliveries."""

@@ -21,6 +21,7 @@ from bastion.reports.schedule import (
     due_at,
     latest_due_week,
     next_run,
+    pack_builder,
     parse_build_at,
 )
 from bastion.reports.week import parse_week, week_of, zone
@@ -114,7 +115,7 @@ def make(bastions: list[Bastion], tmp_path: Path, extra: str = "") -> Bastion:
 async def test_the_loop_builds_each_week_at_build_at_and_only_once(
     bastions: list[Bastion], tmp_path: Path
 ) -> None:
-    b = make(bastions, tmp_path)
+    b = make(bastions, tmp_path, "daily_flags = false\n")  # only the weekly looks here
     born = b.clock.now()
     week = week_of(born.astimezone(zone("Europe/Amsterdam")).date(), "Europe/Amsterdam")
     following = week_of(week.first_day + timedelta(days=7), "Europe/Amsterdam")
@@ -146,7 +147,7 @@ async def test_the_loop_keeps_local_time_across_the_spring_change(
 ) -> None:
     """Weeks around the last Sunday of March (Amsterdam): each built Monday 06:00 local, which
     is 05:00 UTC before the change and 04:00 after; the week owed at start is built at once."""
-    b = make(bastions, tmp_path)
+    b = make(bastions, tmp_path, "daily_flags = false\n")
     year = b.clock.now().year + 1
     start, stop_at = utc(year, 3, 17, 12), utc(year, 4, 8)
     b.clock.set(start)
@@ -206,6 +207,21 @@ async def test_the_week_before_last_is_caught_up_before_this_weeks_build_time(
     assert [label for label, _ in builder.calls] == [week.label]
 
 
+async def test_the_real_builder_builds_the_week_the_store_was_born_in(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """No event comes before that week: its pack's start head is the chain's genesis, not an
+    empty MAC the pack refuses (which made every new bastion's first review fail)."""
+    b = make(bastions, tmp_path)
+    week = first_week(b)
+    await ReportScheduler(b.core, pack_builder(b.core)).tick()
+    assert events(b, "report.build_failed") == []
+    run = b.store.report_run(week.label, "build")
+    assert run is not None and run.state == "done" and run.attempts == 1
+    manifest = json.loads((b.config.paths.reports / week.label / "manifest.json").read_text())
+    assert manifest["chain"]["start"]["seq"] == 0
+
+
 async def test_no_week_that_ended_before_the_store_existed_is_built(
     bastions: list[Bastion], tmp_path: Path
 ) -> None:
@@ -244,8 +260,9 @@ async def test_a_failing_build_is_retried_with_backoff_then_given_up(
 async def test_a_week_left_pending_by_a_newer_one_does_not_spin_the_loop(
     bastions: list[Bastion], tmp_path: Path
 ) -> None:
-    """A build that failed, then the bastion was down past the next week's run: the newer
-    week is built, and the older one's stale retry time does not make the loop busy."""
+    """A build that failed, then the bastion was down past the next week's run: the older
+    week's overdue retry is made first, then the newer week is built, and no stale retry
+    time makes the loop busy afterwards."""
     b = make(bastions, tmp_path)
     week = first_week(b)
     builder = Builder(b, failures=1)
@@ -253,9 +270,46 @@ async def test_a_week_left_pending_by_a_newer_one_does_not_spin_the_loop(
     await scheduler.tick()
     b.clock.advance(timedelta(days=8))
     await scheduler.tick()
-    (failed, _), (newer, _) = builder.calls
-    assert failed == week.label and newer != week.label
+    (failed, _), (retried, _), (newer, _) = builder.calls
+    assert (
+        failed == retried == week.label
+        and newer == week_of(week.first_day + timedelta(days=7), "Europe/Amsterdam").label
+    )
+    assert {r.state for r in b.store.report_runs() if r.channel == "build"} == {"done"}
     assert await scheduler.wait() > 0
+
+
+async def test_every_week_missed_while_down_is_built_oldest_first(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    """Built once, then down for three weeks: the three weeks owed are built at start, oldest
+    first, and the one built before is not built again."""
+    b = make(bastions, tmp_path)
+    week = first_week(b)
+    builder = Builder(b)
+    await ReportScheduler(b.core, builder).tick()
+    b.clock.advance(timedelta(days=21))
+    await ReportScheduler(b.core, builder).tick()  # started again
+    later = [week_of(week.first_day + timedelta(days=7 * n), "Europe/Amsterdam").label
+             for n in (1, 2, 3)]  # fmt: skip
+    assert [label for label, _ in builder.calls] == [week.label, *later]
+    assert [e["subject"] for e in events(b, "report.built")] == [week.label, *later]
+    await ReportScheduler(b.core, builder).tick()
+    assert len(builder.calls) == 4
+
+
+async def test_catching_up_goes_back_at_most_catch_up_weeks(
+    bastions: list[Bastion], tmp_path: Path
+) -> None:
+    b = make(bastions, tmp_path, "catch_up_weeks = 2\n")
+    week = first_week(b)
+    builder = Builder(b)
+    await ReportScheduler(b.core, builder).tick()
+    b.clock.advance(timedelta(days=7 * 5))
+    await ReportScheduler(b.core, builder).tick()
+    later = [week_of(week.first_day + timedelta(days=7 * n), "Europe/Amsterdam").label
+             for n in (4, 5)]  # fmt: skip
+    assert [label for label, _ in builder.calls] == [week.label, *later]
 
 
 # -- the webhook ---------------------------------------------------------------------------------
