@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bastion.audit import Verdict
+from bastion.audit.chain import GENESIS
 from bastion.errors import Conflict, UsageError
 from bastion.privatefiles import write_new
 from bastion.reports.model import ChainHead, utc
@@ -152,10 +153,10 @@ def _head(value: object, what: str) -> ChainHead:
     if set(doc) != {"seq", "mac"}:
         raise ValueError(f"{what} is not a chain head")
     seq = _int(doc["seq"], f"{what}.seq")
-    if seq == 0:  # before the first event (the store's first week): no event, no MAC
-        if doc["mac"] != "":
-            raise ValueError(f"{what} is event 0, which has no MAC")
-        return ChainHead(0, "")
+    if seq == 0:  # before the first event (the store's first week): the chain's start value
+        if doc["mac"] != GENESIS:
+            raise ValueError(f"{what} is event 0, whose MAC can only be the chain's start")
+        return ChainHead(0, GENESIS)
     return ChainHead(seq, _digest(doc["mac"], f"{what}.mac"))
 
 

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit import ChainKey, Event, Store
+from bastion.audit.chain import GENESIS
 from bastion.clock import FakeClock
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
@@ -129,14 +130,15 @@ def test_an_untouched_pack_is_intact_with_and_without_the_store(
 def test_the_stores_first_week_starts_before_any_event_and_still_packs(
     tmp_path: Path, key: Ed25519PrivateKey, chain: Chain
 ) -> None:
-    """The week the bastion was installed in has no event before its start: head 0, no MAC."""
-    empty = ChainHead(0, "")
+    """The week the bastion was installed in has no event before its start: head 0, whose MAC
+    is the chain's start value (what the store says of an empty chain)."""
+    empty = ChainHead(0, GENESIS)
     write_pack(tmp_path / "first", FILES, week="2026-W47", chain_start=empty,
                chain_end=chain.end, counts=COUNTS, recordings={SESSION: RECORDING}, key=key,
                now=NOW)  # fmt: skip
     verdict = verify_pack(tmp_path / "first", key.public_key(), chain.store)
     assert verdict.ok and verdict.manifest is not None and verdict.manifest.chain_start == empty
-    with pytest.raises(ValueError, match="event 0, which has no MAC"):
+    with pytest.raises(ValueError, match="event 0, whose MAC can only be"):
         write_pack(tmp_path / "forged", FILES, week="2026-W47",
                    chain_start=ChainHead(0, "ab" * 32), chain_end=chain.end, counts=COUNTS,
                    recordings={SESSION: RECORDING}, key=key, now=NOW)  # fmt: skip
