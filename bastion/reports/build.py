@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -85,16 +86,35 @@ def terminal_progress() -> Progress:
 
 
 def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
-    """The whole chain, and every recording of the week against the hash the chain holds."""
-    verdict = store.verify_chain()
-    chain = "intact" if verdict.ok else verdict.problem or "the chain does not verify"
-    if verdict.ok:
-        chain = query_log_problem(store, week) or chain
-    ids = {row["id"] for row in store.week_sessions(iso(week.start), iso(week.end))}
-    chained = [(sid, d) for sid, d in store.chained_recordings(verdict.head_seq) if sid in ids]
-    failed = tuple(f"{sid}: {problem}" for sid, detail in chained
-                   for problem in chained_recording_problems(box, sid, detail))  # fmt: skip
-    return Verification(chain, len(chained), failed)
+    """The whole chain, the week's query log against it, and every recording of the week
+    against the hash the chain holds."""
+    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        return verifying(pool, store, box, week)()
+
+
+def verifying(
+    pool: ThreadPoolExecutor, store: Store, box: SecretBox, week: Week
+) -> Callable[[], Verification]:
+    """Start verifying the week in the pool (the chain's walk and the query log's comparison
+    run in compiled code and SQLite, off the GIL, beside the gathering); the returned call
+    waits for the verdict."""
+    verdict = pool.submit(store.verify_chain)
+    query_log = pool.submit(query_log_problem, store, week)
+
+    def result() -> Verification:
+        walked = verdict.result()
+        chain = "intact" if walked.ok else walked.problem or "the chain does not verify"
+        differs = query_log.result()
+        if walked.ok and differs:
+            chain = differs
+        ids = {row["id"] for row in store.week_sessions(iso(week.start), iso(week.end))}
+        chained = [(sid, d) for sid, d in store.chained_recordings(walked.head_seq)
+                   if sid in ids]  # fmt: skip
+        failed = tuple(f"{sid}: {problem}" for sid, detail in chained
+                       for problem in chained_recording_problems(box, sid, detail))  # fmt: skip
+        return Verification(chain, len(chained), failed)
+
+    return result
 
 
 def render(report: WeeklyReport, formats: Sequence[str] = FORMATS) -> dict[str, bytes]:
@@ -136,11 +156,12 @@ def build_week(
     if signed is not None and signed.signed_at is not None:
         raise Conflict(f"week {week.label} is signed already; its pack stands as signed")
     key = ensure_key(config.paths.report_signing_key, store, actor)
-    progress(f"{week.label}: verifying the audit chain and the week's recordings")
-    verification = verify_week(store, sources.box, week)
-    progress(f"{week.label}: gathering the week")
-    report = gather(store, config, week, now=sources.clock.now(), verification=verification,
-                    carried=carry(store, config, sources.clock, week.label))  # fmt: skip
+    progress(f"{week.label}: verifying the audit chain and the week's recordings,"
+             " and gathering the week")  # fmt: skip
+    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        verification = verifying(pool, store, sources.box, week)
+        report = gather(store, config, week, now=sources.clock.now(), verification=verification,
+                        carried=carry(store, config, sources.clock, week.label))  # fmt: skip
     progress(f"{week.label}: rendering {', '.join(formats)}")
     files = render(report, formats)
     recordings = {str(row[0]): str(row[10]) for row in report.tables["sessions"].rows

@@ -39,10 +39,15 @@ EXPORT_ROWS = 100_000  # a result or COPY of this many rows is a large export
 
 def notable(rows: Rows) -> Rows:
     """The statements that matter: not plain reads, refused, destructive wherever it hides
-    in the text, or exporting EXPORT_ROWS rows or more; each with "destroys" judged once."""
+    in the text, or exporting EXPORT_ROWS rows or more; each with "destroys" judged once
+    (and each distinct text once: a parameterised statement repeats its text)."""
     kept = []
+    seen: dict[tuple[str, str | None], Any] = {}
     for row in rows:
-        row["destroys"] = destructive_statement(row["sql"], row["kind"])
+        text = (row["sql"], row["kind"])
+        if text not in seen:
+            seen[text] = destructive_statement(*text)
+        row["destroys"] = seen[text]
         plain = statement_class(row["kind"]) in ("read", "other")
         if (not plain or row["refused_reason"] or row["destroys"]
                 or int(row["rows"] or 0) >= EXPORT_ROWS):  # fmt: skip
@@ -52,10 +57,14 @@ def notable(rows: Rows) -> Rows:
 
 def judged(commands: Rows) -> Rows:
     """Each command with what it destroys ("destroys") and who it runs as ("escalates"),
-    judged once for the rules and the tables."""
+    judged once for the rules and the tables (each distinct text once)."""
+    seen: dict[str, tuple[Any, Any]] = {}
     for row in commands:
-        row["destroys"] = destructive_command(row["command"])
-        row["escalates"] = escalating(row["command"])
+        text = row["command"]
+        if text not in seen:
+            seen[text] = (destructive_command(text), escalating(text))
+        row["destroys"], escalates = seen[text]
+        row["escalates"] = list(escalates)
     return commands
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,14 +55,17 @@ _TOTP_FAILURES = ("auth.totp_failed", "auth.totp_refused")
 
 
 def gather(
-    store: Store, config: Config, week: Week, *, now: datetime, verification: Verification,
-    carried: Sequence[Finding] = (),
+    store: Store, config: Config, week: Week, *, now: datetime,
+    verification: Verification | Callable[[], Verification], carried: Sequence[Finding] = (),
 ) -> WeeklyReport:  # fmt: skip
     """The week's report; `carried` are earlier findings still open (and other findings the
-    caller made, such as an unsigned week)."""
+    caller made, such as an unsigned week). `verification` may be a call that waits for it,
+    made once the week is read (the caller verifies beside the gathering)."""
     facts = collect(store, week, now)
     last = collect(store, week.previous(), now, detail=False)
     found = run_rules(facts, config)
+    if callable(verification):
+        verification = verification()
     found += verification_findings(verification)
     seen = {f.id for f in found}
     found += [f for f in carried if f.id not in seen]
