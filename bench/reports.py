@@ -31,13 +31,27 @@ from bastion.reports.week import parse_week
 
 WEEK = "2026-W47"
 PEOPLE, TARGETS = 50, 10
+# The week's statements: nine in ten reads, the rest writes with their WHERE; one update in
+# ten typed with its literal (each a text of its own, judged on its own), and one statement
+# in 10,000 destructive (a DELETE without WHERE: 100 high findings in a million).
 KINDS = ["SELECT"] * 90 + ["UPDATE"] * 5 + ["INSERT"] * 4 + ["DELETE"]
 SQL = {
     "SELECT": "SELECT id, email FROM customers WHERE id = $1",
     "UPDATE": "UPDATE invoices SET paid = $1 WHERE id = $2",
     "INSERT": "INSERT INTO notes (body) VALUES ($1)",
-    "DELETE": "DELETE FROM sessions_cache",
+    "DELETE": "DELETE FROM sessions_cache WHERE expires_at < $1",
 }
+DESTRUCTIVE = "DELETE FROM sessions_cache"
+
+
+def _sql(i: int, kind: str) -> str:
+    if i % 10_000 == 5_099:
+        return DESTRUCTIVE
+    if kind == "UPDATE" and i % 1000 < 100:
+        return f"UPDATE invoices SET paid = true WHERE id = {i}"
+    return SQL[kind]
+
+
 # A masking note as the door writes it (sorted keys).
 NOTE = '{"detected": {"notes.body": {"email": 1}}, "masked": ["customers.email"]}'
 
@@ -115,7 +129,8 @@ def fill(root: Path, sessions: int, statements: int) -> None:
                 sid,
                 [
                     CommandLine(clock.now(), 0, c)
-                    for c in ("ls -la", "sudo systemctl restart app", "tail -f log")
+                    for c in ("ls -la", "tail -f log", "systemctl status app")
+                    + (("sudo systemctl restart app",) if n % 20 == 1 else ())
                 ],
             )
             store.log_file_ops(sid, [FileOp(clock.now(), "read", "/srv/x", size=4096)])
@@ -137,7 +152,7 @@ def _statements(
     for i in range(first, first + count):
         kind = KINDS[i % len(KINDS)]
         key = f"q{i}"
-        out.append(QueryStart(key, sid, person, target, at, "simple", SQL[kind], kind=kind))
+        out.append(QueryStart(key, sid, person, target, at, "simple", _sql(i, kind), kind=kind))
         out.append(
             QueryEnd(
                 key,

@@ -277,7 +277,12 @@ def _code(value: str) -> str:
     return f"<code>{e(value)}</code>"
 
 
+HTML_ROWS = 2000  # rows of a table the page shows; every row is in the CSV and evidence.db
+
+
 def _table(report: WeeklyReport, key: str, zone: ZoneInfo | None) -> str:
+    """A section's table; past HTML_ROWS rows (a busy week's writes) the page shows the first
+    ones and says where all of them are, so the page stays one a browser can open."""
     title, about = SECTIONS.get(key, (key, ""))
     types = column_types(key)
     head = "".join(f"<th>{e(name)}</th>" for name, _ in types)
@@ -289,10 +294,15 @@ def _table(report: WeeklyReport, key: str, zone: ZoneInfo | None) -> str:
             for (name, kind, write), value in zip(columns, row, strict=True)
         )
         + "</tr>"
-        for row in report.tables[key].rows
+        for row in report.tables[key].rows[:HTML_ROWS]
     )
     intro = f"<p>{e(about)}</p>" if about else ""
     count = len(report.tables[key].rows)
+    if count > HTML_ROWS:
+        intro += (
+            f'<p class="more">The first {number(HTML_ROWS)} of {number(count)} rows, oldest'
+            f" first; every row is in {e(key)}.csv and in evidence.db.</p>"
+        )
     body = (
         f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
         if rows

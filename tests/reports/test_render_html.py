@@ -6,8 +6,8 @@ import dataclasses
 import re
 
 from bastion.reports import charts
-from bastion.reports.model import Metric, Series
-from bastion.reports.render_html import change, ordered, render_html
+from bastion.reports.model import Metric, Series, Table
+from bastion.reports.render_html import HTML_ROWS, change, ordered, render_html
 from tests.reports.sample import IMG_STATEMENT, SCRIPT_COMMAND, empty_report, sample_report
 
 
@@ -101,3 +101,19 @@ def test_many_people_fold_into_others() -> None:
     assert len(folded) == 10 and "others (21)" in folded
     assert "person29" in folded and "person00" not in folded
     assert sum(sum(v) for v in folded.values()) == sum(range(30))
+
+
+def test_a_busy_table_shows_its_first_rows_and_says_where_all_are() -> None:
+    """A week of 90,000 writes must still give a page a browser opens: the HTML shows the
+    first HTML_ROWS rows of a table and names the files that hold every row."""
+    report = sample_report()
+    sessions = report.tables["sessions"]
+    many = tuple(sessions.rows[i % len(sessions.rows)] for i in range(HTML_ROWS + 7))
+    tables = {**report.tables, "sessions": Table("sessions", many)}
+    text = render_html(dataclasses.replace(report, tables=tables)).decode()
+    section = text[text.index('<section id="sessions">') :]
+    section = section[: section.index("</section>")]
+    assert section.count("<tr>") == HTML_ROWS + 1  # the header row, then the first rows
+    assert f"Sessions ({HTML_ROWS + 7})" in section
+    assert f"The first {HTML_ROWS:,} of {HTML_ROWS + 7:,} rows" in section
+    assert "sessions.csv and in evidence.db" in section
