@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
@@ -33,6 +33,7 @@ PRAGMAS = (
 
 FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
 KEYED_SCHEMA = 11  # the migration from which the chain is keyed
+PROGRESS_EVERY = 10_000  # verify_chain's progress callback: once per this many events walked
 
 
 def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -49,6 +50,22 @@ def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
         elif value is not True:
             params.append(value)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _counted(
+    rows: Iterable[ChainedEvent], progress: Callable[[int], None] | None
+) -> Iterable[ChainedEvent]:
+    """The rows as they are, calling progress(walked) every PROGRESS_EVERY rows."""
+    if progress is None:
+        return rows
+
+    def walk() -> Iterator[ChainedEvent]:
+        for walked, row in enumerate(rows, 1):
+            yield row
+            if walked % PROGRESS_EVERY == 0:
+                progress(walked)
+
+    return walk()
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -322,16 +339,17 @@ class StoreBase:
             yield from rows
             last = rows[-1].seq
 
-    def verify_chain(self) -> Verdict:
+    def verify_chain(self, progress: Callable[[int], None] | None = None) -> Verdict:
         """Walk the whole chain (MACs checked with the key), then compare its head with the
-        head file beside the store; a missing head file is a failure, not a pass.
+        head file beside the store; a missing head file is a failure, not a pass. `progress`,
+        if given, is called with the number of events walked every PROGRESS_EVERY events.
 
         The head file is read first: it is written after each commit, so every event it names
         is in the store by then, however busy a running bastion is meanwhile.
         """
         anchor = self.read_anchor()
         key = None if self.chain_key is None else self.chain_key.secret
-        verdict = chain.verify(self._iter_events(), key)
+        verdict = chain.verify(_counted(self._iter_events(), progress), key)
         if not verdict.ok:
             return verdict
         if anchor is None:
