@@ -32,13 +32,22 @@ bst = test_cli.bst
 STATEMENTS = ("DELETE FROM invoices", "DROP TABLE old_invoices", "SELECT * FROM invoices")
 
 
-def last(bst: Bastion, kind: str) -> dict[str, Any]:
-    return [e for e in bst.events() if e["kind"] == kind][-1]
-
-
 def keyed_store(bst: Bastion) -> Store:
     config = load_config(bst.config)
     return Store.open(bst.db, SystemClock(), ChainKey.of(SecretBox.load(config.paths.secrets_key)))
+
+
+def chained(bst: Bastion, *kinds: str) -> list[dict[str, Any]]:
+    """The chain's events of these kinds, read from the store (`audit tail` would add one)."""
+    store = keyed_store(bst)
+    try:
+        return [e.as_dict() for e in store.events() if e.kind in kinds]
+    finally:
+        store.close()
+
+
+def last(bst: Bastion, kind: str) -> dict[str, Any]:
+    return chained(bst, kind)[-1]
 
 
 # --- queries list ---------------------------------------------------------------------------
@@ -78,7 +87,34 @@ def test_a_listing_that_cannot_be_recorded_is_not_shown(bst: Bastion, how: str) 
         assert_error(result, Exit.STORE, "the query log is not shown")
         assert result.stdout == ""
         assert not any(text in result.stderr for text in STATEMENTS)
-    assert not [e for e in bst.events() if e["kind"] == "queries.listed"]
+    assert not chained(bst, "queries.listed")
+
+
+def test_the_chain_s_statement_events_shown_by_audit_tail_are_a_reading_too(
+    bst: Bastion,
+) -> None:
+    """`audit tail` prints the statements' events (their text, the server's messages): the
+    query log read another way leaves the same event, written before they are shown."""
+    fill_week(bst)
+    tail = assert_ok(bst.run("audit", "tail", "-n", "500", "--json"))
+    shown = [json.loads(line) for line in tail.stdout.splitlines()]
+    statements = [e["seq"] for e in shown if e["kind"] in ("query", "query.refused", "query.done")]
+    assert statements
+    event = last(bst, "queries.listed")
+    assert event["detail"] == {"filters": {"via": "audit tail", "lines": 500},
+                               "rows": len(statements),
+                               "seqs": [min(statements), max(statements)]}  # fmt: skip
+    count = len(chained(bst, "queries.listed"))
+    assert_ok(bst.run("audit", "tail", "-n", "1"))  # the last event is no statement
+    assert len(chained(bst, "queries.listed")) == count
+    with sqlite3.connect(bst.db) as db:
+        db.execute(
+            "CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind = 'queries.listed'"
+            " BEGIN SELECT RAISE(IGNORE); END"
+        )
+    refused = bst.run("audit", "tail", "-n", "500")
+    assert_error(refused, Exit.STORE, "the query log is not shown")
+    assert refused.stdout == ""
 
 
 # --- audit verify and report verify ----------------------------------------------------------
@@ -129,9 +165,9 @@ def test_report_verify_is_chained_with_the_pack_s_week_and_heads(bst: Bastion) -
         "report verify", "2026-W47", "intact")  # fmt: skip
     assert (detail["from_seq"], detail["to_seq"]) == (
         manifest["chain"]["start"]["seq"], manifest["chain"]["end"]["seq"])  # fmt: skip
-    count = len(bst.events())
+    count = len(chained(bst, "audit.verified"))
     assert_ok(bst.run("report", "verify", str(pack), "--no-store"))  # no store at hand
-    assert len(bst.events()) == count
+    assert len(chained(bst, "audit.verified")) == count
     csv = pack / "sessions.csv"
     csv.write_bytes(csv.read_bytes().replace(b"s-night", b"s-nite"))
     assert bst.run("report", "verify", str(pack)).returncode == Exit.TAMPERED
@@ -149,7 +185,7 @@ def test_the_weekly_review_shows_who_listed_queries_and_who_verified(bst: Bastio
     assert_ok(bst.run("queries", "list", "--grep", "invoices"))
     assert_ok(bst.run("audit", "verify"))
     assert_ok(bst.run("report", "verify", str(bst.home / "reports" / "2026-W47")))
-    events = [e for e in bst.events() if e["kind"] in ("queries.listed", "audit.verified")]
+    events = chained(bst, "queries.listed", "audit.verified")
     config = load_config(bst.config)
     store, policy = keyed_store(bst), config.reports
     days = sorted({parse_iso(e["at"]).astimezone(zone(policy.timezone)).date() for e in events})
@@ -166,10 +202,11 @@ def test_the_weekly_review_shows_who_listed_queries_and_who_verified(bst: Bastio
         (actor, "audit.verified"),
         (actor, "audit.verified"),
     ]
-    assert rows[0][3] == "query log (grep=invoices, limit=200): 3 rows shown"
-    assert rows[1][3].startswith("audit verify: audit chain, events 1-") and "intact" in rows[1][3]
-    assert rows[2][3].startswith("report verify: review pack 2026-W47, events ")
-    assert rows[2][3].endswith(": intact")
+    what = [str(row[3]) for row in rows]
+    assert what[0] == "query log (grep=invoices, limit=200): 3 rows shown"
+    assert what[1].startswith("audit verify: audit chain, events 1-") and "intact" in what[1]
+    assert what[2].startswith("report verify: review pack 2026-W47, events ")
+    assert what[2].endswith(": intact")
 
 
 # --- progress --------------------------------------------------------------------------------

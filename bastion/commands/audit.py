@@ -11,7 +11,7 @@ from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
-from bastion.commands.reviewing import record_verification
+from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
 from bastion.progress import Progress, counted, every, quiet, terminal_progress
 from bastion.recording.check import chained_recording_problems
@@ -53,6 +53,8 @@ def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
     return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at)
 
 
+# Chained with a statement's text, or its outcome (the server's message may quote values).
+STATEMENT_KINDS = ("query", "query.refused", "query.done")
 RECORDINGS_EVERY = 100  # a progress line per this many recordings checked
 
 
@@ -182,9 +184,21 @@ def _print(app: App, events: list[ChainedEvent]) -> None:
     app.out.flush()
 
 
+def _record_statements_shown(
+    app: App, events: list[ChainedEvent], args: argparse.Namespace
+) -> None:
+    """The chain's statement events hold what the query log holds: showing them, or
+    following the chain (statements to come), is a reading of the query log, chained first."""
+    seqs = [e.seq for e in events if e.kind in STATEMENT_KINDS]
+    if seqs or args.follow:
+        filters = {"via": "audit tail", "lines": args.lines, "follow": args.follow or None}
+        record_reading(app, filters, len(seqs), "seqs", (min(seqs), max(seqs)) if seqs else None)
+
+
 def audit_tail(app: App, args: argparse.Namespace) -> int:
     """The last N events; with --follow, keep printing new ones (JSON lines with --json)."""
     events = app.store.last_events(args.lines)
+    _record_statements_shown(app, events, args)
     _print(app, events)
     if not args.follow:
         return Exit.OK

@@ -21,11 +21,19 @@ from bastion.errors import StoreError
 def record_listing(app: App, filters: Mapping[str, Any], rows: Sequence[QueryRow]) -> None:
     """Chain who listed the query log, with which filters and how many rows (never their
     text); raise StoreError, so nothing is shown, if the event is not in the chain after."""
+    ids = [row.id for row in rows]
+    record_reading(app, filters, len(rows), "ids", (min(ids), max(ids)) if ids else None)
+
+
+def record_reading(
+    app: App, filters: Mapping[str, Any], count: int, unit: str, span: tuple[int, int] | None
+) -> None:
+    """`queries.listed` for any way of reading statements (`unit`: what `span` counts, the
+    query log's ids or the chain's seqs), chained and read back before anything is shown."""
     given = {key: value for key, value in filters.items() if value is not None}
-    detail: dict[str, Any] = {"filters": given, "rows": len(rows)}
-    if rows:
-        ids = [row.id for row in rows]
-        detail["ids"] = [min(ids), max(ids)]
+    detail: dict[str, Any] = {"filters": given, "rows": count}
+    if span is not None:
+        detail[unit] = list(span)
     event = Event("queries.listed", app.actor, str(given.get("user") or ""), "notice",
                   detail=detail)  # fmt: skip
     try:
