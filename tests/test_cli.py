@@ -711,12 +711,14 @@ class TestAuditVerify:
         result = assert_ok(busy.run("audit", "verify"))
         assert "intact" in result.stdout
         assert "5 events" in result.stdout
-        out = busy.json("audit", "verify")
+        out = busy.json("audit", "verify")  # the first check is an event of the chain now
         assert out["ok"] is True
-        assert out["checked"] == 5
-        assert out["head_seq"] == 5
+        assert out["checked"] == 6
+        assert out["head_seq"] == 6
         assert out["anchor_checked"] is True
-        assert out["head_hash"] == busy.events()[-1]["row_hash"]
+        events = busy.events()
+        assert out["head_hash"] == events[5]["row_hash"]
+        assert [e["kind"] for e in events[5:]] == ["audit.verified", "audit.verified"]
 
     def test_triggers_refuse_casual_edits(self, busy: Bastion) -> None:
         conn = sqlite3.connect(busy.db)

@@ -18,7 +18,7 @@ import structlog
 
 from bastion.audit import chain
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
-from bastion.audit.chainwalk import walk_store
+from bastion.audit.chainwalk import CHUNK, walk_store
 from bastion.clock import Clock, iso
 from bastion.errors import NotFound, StoreError
 
@@ -34,6 +34,7 @@ PRAGMAS = (
 
 FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
 KEYED_SCHEMA = 11  # the migration from which the chain is keyed
+PROGRESS_EVERY = CHUNK  # verify_chain's progress callback: once per this many events walked
 
 
 def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -316,11 +317,11 @@ class StoreBase:
 
     def verify_chain(self, progress: Callable[[int], None] | None = None) -> Verdict:
         """Walk the whole chain (MACs checked with the key), then compare its head with the
-        head file beside the store; a missing head file is a failure, not a pass.
+        head file beside the store; a missing head file is a failure, not a pass. `progress`,
+        if given, is called with the number of events walked every PROGRESS_EVERY events.
 
         The head file is read first: it is written after each commit, so every event it names
-        is in the store by then, however busy a running bastion is meanwhile. `progress` is
-        told how many rows are checked, every so often.
+        is in the store by then, however busy a running bastion is meanwhile.
         """
         anchor = self.read_anchor()
         key = None if self.chain_key is None else self.chain_key.secret

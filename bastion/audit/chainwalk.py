@@ -9,8 +9,7 @@ from pathlib import Path
 from bastion.audit import _fastchain
 from bastion.audit.chain import ChainedEvent, Verdict, Walk
 
-CHUNK = 250_000  # rows per compiled walk: progress is told between them
-BATCH = 5_000  # rows per read when Python walks
+CHUNK = 10_000  # rows per compiled walk and per read when Python walks; progress between
 
 Events = Callable[[int, int], list[ChainedEvent]]  # (after seq, limit) -> rows in seq order
 Progress = Callable[[int], None]  # rows checked so far
@@ -26,14 +25,13 @@ def walk_store(
     walk = Walk(key)
     fast = key is not None and path is not None and path.is_file()
     while True:
-        batch = BATCH
+        batch = CHUNK - walk.checked % CHUNK  # each chunk ends on a multiple of CHUNK
         if fast and key is not None and walk.keyed_from is not None:
             seq, mac, count, stopped = _fastchain.walk(
-                str(path), key, walk.prev_seq, walk.prev_hash, CHUNK
+                str(path), key, walk.prev_seq, walk.prev_hash, batch
             )
             walk.vouched(seq, mac, count)
-            if progress is not None and count:
-                progress(walk.checked)
+            _tell(progress, walk.checked)
             if stopped == 2:
                 continue
             batch = 1  # the row the compiled walk stopped at, if any, is judged here
@@ -44,7 +42,11 @@ def walk_store(
             failed = walk.step(row)
             if failed is not None:
                 return failed
+            _tell(progress, walk.checked)
             if fast and walk.keyed_from is not None:
                 break
-        if progress is not None and not fast:
-            progress(walk.checked)
+
+
+def _tell(progress: Progress | None, checked: int) -> None:
+    if progress is not None and checked and checked % CHUNK == 0:
+        progress(checked)

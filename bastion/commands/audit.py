@@ -11,7 +11,9 @@ from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.commands.app import App
+from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
+from bastion.progress import Progress, counted, every, quiet, terminal_progress
 from bastion.recording.check import chained_recording_problems
 from bastion.reports import pack
 from bastion.reports.signing import ReportKeyError, load_private_key
@@ -51,34 +53,56 @@ def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
     return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at)
 
 
-def recording_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
+# Chained with a statement's text, or its outcome (the server's message may quote values).
+STATEMENT_KINDS = ("query", "query.refused", "query.done")
+RECORDINGS_EVERY = 100  # a progress line per this many recordings checked
+
+
+def walk_chain(app: App, progress: Progress) -> Verdict:
+    """The store's chain walk, with a progress line every so many events (and the total)."""
+    total = app.store.chain_head()[0]
+    progress(f"audit chain: walking {total:,} events")
+    walked = counted(progress, "audit chain", total, "events checked")
+    return app.store.verify_chain(progress=walked)
+
+
+def recording_problems(
+    app: App, head_seq: int, progress: Progress = quiet
+) -> tuple[int, list[str]]:
     """Check every recording against the hash in its chained session.closed event (not the
     editable session row), and each session row against the chain."""
     chained = dict(app.store.chained_recordings(head_seq))
     rows = dict(app.store.recordings())
-    problems = [
-        p for sid, d in chained.items() for p in chained_recording_problems(app.box, sid, d)
-    ]
+    total = len(chained)
+    tick = every(counted(progress, "recordings", total, "checked"), RECORDINGS_EVERY, total)
+    problems = []
+    for done, (sid, detail) in enumerate(chained.items(), 1):
+        problems += chained_recording_problems(app.box, sid, detail)
+        tick(done)
     for session_id, info in rows.items():
-        detail = chained.get(session_id)
-        if detail is None:
+        held = chained.get(session_id)
+        if held is None:
             problems.append(
                 f"session {session_id}'s row names a recording hash no chained event holds"
             )
-        elif (info.sha256, info.size) != (detail["recording_sha256"], detail["recording_size"]):
+        elif (info.sha256, info.size) != (held["recording_sha256"], held["recording_size"]):
             problems.append(f"session {session_id}'s row was edited: its recording hash"
                             " differs from the one in the chain")  # fmt: skip
     return len(chained), problems
 
 
 def audit_verify(app: App, args: argparse.Namespace) -> int:
-    """Walk the chain (MACs, head file), check the anchors, re-check every closed recording."""
-    verdict = app.store.verify_chain()
+    """Walk the chain (MACs, head file), check the anchors, re-check every closed recording;
+    the check and its result are chained as `audit.verified` (unless the chain is in doubt)."""
+    progress = quiet if app.as_json else terminal_progress()
+    verdict = walk_chain(app, progress)
     files = _anchor_files(app, args)
     anchored, anchor_bad = anchor_problems(app, files, verdict.head_seq) if verdict.ok else (0, [])
     packs, pack_bad = pack_problems(app, verdict.head_seq) if verdict.ok else (0, [])
     anchor_bad = pack_bad + anchor_bad
-    recorded, rec_bad = recording_problems(app, verdict.head_seq) if verdict.ok else (0, [])
+    recorded, rec_bad = (
+        recording_problems(app, verdict.head_seq, progress) if verdict.ok else (0, [])
+    )
     data = {
         "ok": verdict.ok and not anchor_bad and not rec_bad,
         "checked": verdict.checked,
@@ -94,25 +118,36 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "review_packs_checked": packs,
         "recording_problems": rec_bad,
     }
+    result, text = _outcome(app, verdict, files, anchor_bad, rec_bad)
+    if result == "intact":
+        text = _intact_text(verdict, anchored, len(files), recorded)
+        text += f"; {packs} signed review pack(s) agree" if packs else ""
+    detail = {"command": "audit verify", "ok": result == "intact", "result": result,
+              "from_seq": 1, "to_seq": verdict.head_seq, "events": verdict.checked,
+              "recordings": recorded, "anchors": anchored, "review_packs": packs}  # fmt: skip
+    record_verification(app, detail, end_in_doubt=not verdict.ok or bool(anchor_bad))
+    app.emit(data, text)
+    return Exit.OK if result == "intact" else Exit.TAMPERED
+
+
+def _outcome(
+    app: App, verdict: Verdict, files: list[Path], anchor_bad: list[str], rec_bad: list[str]
+) -> tuple[str, str]:
+    """The result in a few words (for the audit event) and the line printed, when not intact."""
     if not verdict.ok:
-        app.emit(data, f"AUDIT CHAIN BROKEN: {verdict.problem}")
-        return Exit.TAMPERED
+        return "chain broken", f"AUDIT CHAIN BROKEN: {verdict.problem}"
     if anchor_bad:
-        app.emit(data, "AUDIT ANCHORS DISAGREE: " + "; ".join(anchor_bad))
-        return Exit.TAMPERED
+        return "anchors disagree", "AUDIT ANCHORS DISAGREE: " + "; ".join(anchor_bad)
     if app.config.audit.anchors and not files:
         # Anchors are sent somewhere this command cannot read: without them a deleted tail
         # with a rewritten head file would pass, so this is not a pass.
-        app.emit(data, "AUDIT ANCHORS NOT CHECKED: [audit] anchors has no file this command"
-                       " can read; pass --anchors FILE (the sink's copy, e.g. the syslog"
-                       " server's log)")  # fmt: skip
-        return Exit.TAMPERED
+        return "anchors not checked", (
+            "AUDIT ANCHORS NOT CHECKED: [audit] anchors has no file this command can read;"
+            " pass --anchors FILE (the sink's copy, e.g. the syslog server's log)"
+        )
     if rec_bad:
-        app.emit(data, "RECORDINGS CHANGED: " + "; ".join(rec_bad))
-        return Exit.TAMPERED
-    text = _intact_text(verdict, anchored, len(files), recorded)
-    app.emit(data, text + (f"; {packs} signed review pack(s) agree" if packs else ""))
-    return Exit.OK
+        return "recordings changed", "RECORDINGS CHANGED: " + "; ".join(rec_bad)
+    return "intact", ""
 
 
 def _intact_text(verdict: Verdict, anchored: int, files: int, recorded: int) -> str:
@@ -149,9 +184,21 @@ def _print(app: App, events: list[ChainedEvent]) -> None:
     app.out.flush()
 
 
+def _record_statements_shown(
+    app: App, events: list[ChainedEvent], args: argparse.Namespace
+) -> None:
+    """The chain's statement events hold what the query log holds: showing them, or
+    following the chain (statements to come), is a reading of the query log, chained first."""
+    seqs = [e.seq for e in events if e.kind in STATEMENT_KINDS]
+    if seqs or args.follow:
+        filters = {"via": "audit tail", "lines": args.lines, "follow": args.follow or None}
+        record_reading(app, filters, len(seqs), "seqs", (min(seqs), max(seqs)) if seqs else None)
+
+
 def audit_tail(app: App, args: argparse.Namespace) -> int:
     """The last N events; with --follow, keep printing new ones (JSON lines with --json)."""
     events = app.store.last_events(args.lines)
+    _record_statements_shown(app, events, args)
     _print(app, events)
     if not args.follow:
         return Exit.OK

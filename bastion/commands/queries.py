@@ -8,8 +8,10 @@ import json
 import sys
 
 from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
+from bastion.clock import iso
 from bastion.commands.app import App, actor_of
 from bastion.commands.requests import duration_arg
+from bastion.commands.reviewing import record_listing
 from bastion.commands.sessions import since_arg
 from bastion.errors import Denied, UsageError
 
@@ -83,8 +85,13 @@ def _ticket_revoke(app: App, args: argparse.Namespace) -> int:
 
 
 def queries_list(app: App, args: argparse.Namespace) -> int:
-    found = app.store.queries(user=args.user, target=args.target, since=since_arg(args.since, app),
-                              grep=args.grep, limit=args.limit)  # fmt: skip
+    """The query log, newest first; the reading is chained before a row is shown."""
+    since = since_arg(args.since, app)
+    found = app.store.queries(user=args.user, target=args.target, since=since, grep=args.grep,
+                              limit=args.limit)  # fmt: skip
+    filters = {"user": args.user, "target": args.target, "since": since and iso(since),
+               "grep": args.grep, "limit": args.limit}  # fmt: skip
+    record_listing(app, filters, found)
     rows = [q.public() for q in found]
     for row in rows:
         note = json.loads(row["masking"]) if row["masking"] else {}

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from bastion.audit.chain import Verdict
 from bastion.commands.app import App
+from bastion.commands.audit import walk_chain
+from bastion.commands.reviewing import record_verification
 from bastion.errors import Exit, NotFound
+from bastion.progress import Progress, quiet, terminal_progress
 from bastion.reports.facts import collect
-from bastion.reports.pack import PackVerdict, Recount, verify_pack
+from bastion.reports.pack import Manifest, PackVerdict, Recount, head_problem, verify_pack
 from bastion.reports.signing import (
     ensure_key,
     key_id,
@@ -51,11 +57,12 @@ def _public_key(app: App, args: argparse.Namespace) -> Ed25519PublicKey:
     return load_private_key(app.config.paths.report_signing_key).public_key()
 
 
-def week_counts(app: App) -> Recount:
+def week_counts(app: App, progress: Progress = quiet) -> Recount:
     """The week's counts as the store holds them now, to compare with the pack's: each
     table's rows gathered again, and the findings recorded when the week was built."""
 
     def recount(label: str) -> dict[str, int]:
+        progress(f"{label}: counting the week's rows in the store again")
         policy = app.config.reports
         week = parse_week(label, policy.timezone, policy.week_starts)
         tables = build_tables(collect(app.store, week, app.clock.now()))
@@ -66,21 +73,73 @@ def week_counts(app: App) -> Recount:
     return recount
 
 
+@dataclass
+class Walked:
+    """The store as verify_pack reads it, the chain walk shown as progress and its verdict
+    kept (to know whether the chain's end is in doubt before anything is written to it)."""
+
+    app: App
+    progress: Progress
+    verdict: Verdict | None = None
+
+    def verify_chain(self) -> Verdict:
+        self.verdict = walk_chain(self.app, self.progress)
+        return self.verdict
+
+    def mac_at(self, seq: int) -> str | None:
+        return self.app.store.mac_at(seq)
+
+    def chained_recordings(
+        self, up_to: int, session_id: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return self.app.store.chained_recordings(up_to, session_id)
+
+
 def report_verify(app: App, args: argparse.Namespace) -> int:
-    """Check a pack's signature and files and, unless --no-store, the store behind it."""
+    """Check a pack's signature and files and, unless --no-store, the store behind it; with
+    the store, the check is chained as `audit.verified`."""
     directory = Path(args.directory)
     if not directory.is_dir():
         raise NotFound(f"{directory} is not a directory")
     public = _public_key(app, args)
-    store = None if args.no_store else app.store
-    recount = None if args.no_store else week_counts(app)
+    progress = quiet if app.as_json else terminal_progress()
+    store = None if args.no_store else Walked(app, progress)
+    recount = None if args.no_store else week_counts(app, progress)
+    progress(f"{directory}: checking the signature and every file of the pack")
     verdict = verify_pack(directory, public, store, recount)
     data = _verdict_data(verdict, directory, public)
+    if store is not None:
+        _record(app, verdict, store.verdict, directory)
     if not verdict.ok:
         app.emit(data, f"REVIEW PACK NOT INTACT: {verdict.problem}")
         return Exit.TAMPERED
     app.emit(data, _intact_text(verdict, public))
     return Exit.OK
+
+
+def _record(app: App, verdict: PackVerdict, chain: Verdict | None, directory: Path) -> None:
+    """`audit.verified` for this pack and its result."""
+    manifest = verdict.manifest
+    detail = {"command": "report verify", "ok": verdict.ok,
+              "result": "intact" if verdict.ok else verdict.problem,
+              "week": manifest.week if manifest else None, "pack": str(directory.resolve()),
+              "from_seq": manifest.chain_start.seq if manifest else None,
+              "to_seq": manifest.chain_end.seq if manifest else None,
+              "chain_walked_to": chain.head_seq if chain else None,
+              "counts_checked": verdict.counts_checked}  # fmt: skip
+    record_verification(app, detail, end_in_doubt=_end_in_doubt(app, manifest, chain))
+
+
+def _end_in_doubt(app: App, manifest: Manifest | None, chain: Verdict | None) -> bool:
+    """The walk found the chain broken, or without the pack's heads (cut or rewritten): it
+    is left as found. Not walked (the pack failed first): the store is as in any command."""
+    if chain is None or manifest is None:
+        return False
+    if not chain.ok:
+        return True
+    heads = (("start", manifest.chain_start), ("end", manifest.chain_end))
+    return any(head_problem(which, head, chain.head_seq, app.store.mac_at)
+               for which, head in heads)  # fmt: skip
 
 
 def _verdict_data(

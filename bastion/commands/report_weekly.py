@@ -8,6 +8,7 @@ import sys
 
 from bastion.commands.app import App
 from bastion.errors import Exit, UsageError
+from bastion.progress import terminal_progress
 from bastion.reports.week import Week, last_complete_week, parse_week
 
 
@@ -26,7 +27,7 @@ def _week(app: App, label: str | None) -> Week:
 
 def weekly(app: App, args: argparse.Namespace) -> int:
     """Build one week's review: verified, gathered, rendered, signed, recorded."""
-    from bastion.reports.build import build_week, terminal_progress  # noqa: PLC0415 - heavy
+    from bastion.reports.build import build_week  # noqa: PLC0415 - heavy
 
     week = _week(app, args.week)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from bastion.clock import Clock, iso
 from bastion.config import Config
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
+from bastion.progress import Progress, quiet, terminal_progress  # noqa: F401 - moved there
 from bastion.recording.check import chained_recording_problems
 from bastion.reports.carry import carry
 from bastion.reports.gather import gather
@@ -36,7 +36,6 @@ from bastion.reports.signing import ensure_key
 from bastion.reports.week import Week
 
 FORMATS = ("html", "json", "csv", "sqlite")
-Progress = Callable[[str], None]
 
 
 class Sources(Protocol):
@@ -67,22 +66,6 @@ class Built:
     manifest_sha256: str
     summary_line: str
     findings: int
-
-
-def quiet(_line: str) -> None:
-    """No progress (a build in `bastion serve`, or output piped)."""
-
-
-def terminal_progress() -> Progress:
-    """Progress lines on stderr when it is a terminal; nothing when piped."""
-    if not sys.stderr.isatty():
-        return quiet
-
-    def say(line: str) -> None:
-        sys.stderr.write(f"bastion: {line}\n")
-        sys.stderr.flush()
-
-    return say
 
 
 def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:

@@ -120,12 +120,25 @@ def _transfers(facts: Facts) -> list[tuple[Cell, ...]]:
 
 
 def _reviewers(facts: Facts) -> list[tuple[Cell, ...]]:
-    out: list[tuple[Cell, ...]] = []
-    for event in facts.events_of(*REVIEW_KINDS):
-        detail = facts.detail(event)
-        what = event["session_id"] or detail.get("week") or json.dumps(detail, sort_keys=True)
-        out.append((_at(event["at"]), event["actor"], event["kind"], what))
-    return out
+    return [(_at(event["at"]), event["actor"], event["kind"],
+             _reviewed(event, facts.detail(event)))
+            for event in facts.events_of(*REVIEW_KINDS)]  # fmt: skip
+
+
+def _reviewed(event: dict[str, Any], detail: dict[str, Any]) -> str:
+    """What a reviewer's action was about, in one line (never a statement's text)."""
+    if event["session_id"]:
+        return str(event["session_id"])
+    if event["kind"] == "queries.listed":
+        filters = detail.get("filters")
+        filters = filters if isinstance(filters, dict) else {}
+        given = ", ".join(f"{key}={value}" for key, value in sorted(filters.items()))
+        return f"query log ({given or 'no filter'}): {detail.get('rows')} rows shown"
+    if event["kind"] == "audit.verified":
+        what = f"review pack {detail['week']}" if detail.get("week") else "audit chain"
+        span = f"events {detail.get('from_seq')}-{detail.get('to_seq')}"
+        return f"{detail.get('command') or 'verify'}: {what}, {span}: {detail.get('result')}"
+    return str(detail.get("week") or json.dumps(detail, sort_keys=True))
 
 
 def _consent(facts: Facts) -> list[tuple[Cell, ...]]:
