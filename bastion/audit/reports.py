@@ -49,6 +49,7 @@ _NOTABLE_STATEMENT = (
     " 'SET', 'RESET', 'DISCARD ALL', 'DEALLOCATE', 'START TRANSACTION', 'EMPTY', 'FETCH',"
     " 'DECLARE CURSOR', 'CLOSE CURSOR', 'SAVEPOINT', 'RELEASE'))"
 )
+_IN_CHUNK = 10_000  # texts per IN list (SQLite takes 32,766 parameters)
 _GRANTS = (
     "SELECT g.id, u.name AS person, gr.name AS grp, t.name AS target, g.mode, g.starts_at,"
     " g.ends_at, g.reason, g.granted_by, g.created_at, g.revoked_at, g.revoked_by,"
@@ -75,11 +76,15 @@ class ReportQueries(StoreBase):
         )
 
     def week_statements_per_person(self, start: str, end: str) -> Rows:
+        """Statements and refusals per person (counted per session first: one join a
+        session, not one a statement)."""
         return self._rows(
-            "SELECT u.name AS person, COUNT(*) AS n,"
-            " SUM(CASE WHEN x.refused_reason IS NULL THEN 0 ELSE 1 END) AS refused"
-            + _BY_SESSION.format(table="queries")
-            + " WHERE x.at >= ? AND x.at < ? GROUP BY u.name",
+            "SELECT u.name AS person, SUM(x.n) AS n, SUM(x.refused) AS refused FROM ("
+            "SELECT session_id, COUNT(*) AS n,"
+            " SUM(CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END) AS refused FROM queries"
+            " WHERE at >= ? AND at < ? GROUP BY session_id) x"
+            " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
+            " GROUP BY u.name",
             (start, end),
         )
 
@@ -91,17 +96,39 @@ class ReportQueries(StoreBase):
             (start, end),
         )
 
-    def week_notable_statements(self, start: str, end: str, big: int) -> Rows:
-        """Statements that may not be plain reads (writes, DDL, refusals, exports of `big`
-        rows or more, reads whose text holds more), with where they ran."""
+    def week_statement_texts(self, start: str, end: str, big: int) -> Rows:
+        """The week's statements that may not be plain reads, neither refused nor exporting
+        `big` rows or more, one row per person, target, text and tag: how many, the first
+        and last time, and one of their sessions (a write run 5,000 times is one row)."""
         return self._rows(
-            "SELECT x.id, x.session_id, x.at, x.sql, x.statement_kind AS kind, x.command_tag,"
-            " x.rows, x.refused_reason, u.name AS person, t.name AS target, s.started_at,"
-            " s.grant_id"
+            "SELECT u.name AS person, t.name AS target, x.sql, x.statement_kind AS kind,"
+            " COUNT(*) AS n, MIN(x.at) AS first_at, MAX(x.at) AS last_at,"
+            " MIN(x.session_id) AS session_id"
             + _BY_SESSION.format(table="queries")
-            + f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT} ORDER BY x.at, x.id",
-            (start, end, big),
+            + f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT}"
+            " AND x.refused_reason IS NULL AND (x.rows IS NULL OR x.rows < ?)"
+            " GROUP BY u.name, t.name, x.sql, x.statement_kind ORDER BY MIN(x.at)",
+            (start, end, big, big),
         )
+
+    def week_statements_of(self, start: str, end: str, big: int, texts: list[str]) -> Rows:
+        """Each statement of the week that was refused, exported `big` rows or more, or has
+        one of these texts, with where it ran."""
+        out: Rows = []
+        chunks = [texts[i : i + _IN_CHUNK] for i in range(0, len(texts), _IN_CHUNK)] or [[]]
+        for number, chunk in enumerate(chunks):
+            which = "x.refused_reason IS NOT NULL OR x.rows >= ?" if number == 0 else "0 = ?"
+            if chunk:
+                which += f" OR x.sql IN ({', '.join('?' for _ in chunk)})"
+            out += self._rows(
+                "SELECT x.id, x.session_id, x.at, x.sql, x.statement_kind AS kind,"
+                " x.command_tag, x.rows, x.refused_reason, u.name AS person, t.name AS target,"
+                " s.started_at, s.grant_id"
+                + _BY_SESSION.format(table="queries")
+                + f" WHERE x.at >= ? AND x.at < ? AND ({which})",
+                (start, end, big if number == 0 else 1, *chunk),
+            )
+        return sorted(out, key=lambda r: (r["at"], r["id"]))
 
     def week_statement_volume(
         self, start: str, end: str, below: int, days: list[str] | None = None,

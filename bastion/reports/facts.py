@@ -37,12 +37,15 @@ DDL_WORDS = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE",
 EXPORT_ROWS = 100_000  # a result or COPY of this many rows is a large export
 
 
-def notable(rows: Rows) -> Rows:
+Judged = dict[tuple[str, str | None], Any]  # (text, tag) -> what it destroys, or None
+
+
+def notable(rows: Rows, seen: Judged | None = None) -> Rows:
     """The statements that matter: not plain reads, refused, destructive wherever it hides
     in the text, or exporting EXPORT_ROWS rows or more; each with "destroys" judged once
     (and each distinct text once: a parameterised statement repeats its text)."""
     kept = []
-    seen: dict[tuple[str, str | None], Any] = {}
+    seen = {} if seen is None else seen
     for row in rows:
         text = (row["sql"], row["kind"])
         if text not in seen:
@@ -53,6 +56,23 @@ def notable(rows: Rows) -> Rows:
                 or int(row["rows"] or 0) >= EXPORT_ROWS):  # fmt: skip
             kept.append(row)
     return kept
+
+
+def week_statements(store: Store, start: str, end: str) -> tuple[Rows, Rows]:
+    """(each statement that matters on its own: destructive, DDL, refused or exporting; the
+    routine writes, one row per person, target and text, with how many and when)."""
+    seen: Judged = {}
+    groups = store.week_statement_texts(start, end, EXPORT_ROWS)
+    single: set[str] = set()
+    for group in groups:
+        text = (group["sql"], group["kind"])
+        if text not in seen:
+            seen[text] = destructive_statement(*text)
+        if seen[text] or statement_class(group["kind"]) == "ddl":
+            single.add(group["sql"])
+    routine = [dict(g, destroys=None) for g in groups
+               if g["sql"] not in single and statement_class(g["kind"]) == "write"]  # fmt: skip
+    return notable(store.week_statements_of(start, end, EXPORT_ROWS, sorted(single)), seen), routine
 
 
 def judged(commands: Rows) -> Rows:
@@ -96,7 +116,8 @@ class Facts:
     now: datetime
     sessions: Rows
     commands: Rows
-    statements: Rows  # the notable ones: not plain reads
+    statements: Rows  # the notable ones, each: destructive, DDL, refused, exporting
+    routine_writes: Rows  # the other writes, per person, target and text: n, first_at, last_at
     statement_counts: Rows
     per_person_statements: Rows
     masking_notes: Rows
@@ -139,11 +160,11 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
     for unmask in unmasks:
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
     sessions = store.week_sessions(start, end)
+    statements, routine = week_statements(store, start, end) if detail else ([], [])
     return Facts(
         week=week, now=now, sessions=sessions,
         commands=judged(store.week_commands(start, end)) if detail else [],
-        statements=notable(store.week_notable_statements(start, end, EXPORT_ROWS))
-        if detail else [],
+        statements=statements, routine_writes=routine,
         statement_counts=store.week_statement_counts(start, end),
         per_person_statements=store.week_statements_per_person(start, end),
         masking_notes=notes, file_ops=store.week_file_ops(start, end),

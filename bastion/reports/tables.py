@@ -96,7 +96,8 @@ def _people(facts: Facts) -> list[tuple[Cell, ...]]:
 
 
 def _notable(facts: Facts) -> list[tuple[Cell, ...]]:
-    """Commands that destroy or escalate, and every statement that is not a plain read."""
+    """Commands that destroy or escalate, each statement that is destructive, DDL, refused or
+    exporting, and the other writes once per person, target and text (with how many)."""
     out: list[tuple[str, tuple[Cell, ...]]] = []
     for c in facts.commands:
         why = [c["destroys"], *c["escalates"]] if c["destroys"] else list(c["escalates"])
@@ -111,6 +112,12 @@ def _notable(facts: Facts) -> list[tuple[Cell, ...]]:
         )
         out.append((q["at"], (e.at, q["person"], q["target"], q["session_id"], "statement",
                               e.text, reason, e.offset, None)))  # fmt: skip
+    for w in facts.routine_writes:
+        n, tag = int(w["n"]), str(w["kind"] or "?")
+        said = tag if n == 1 else f"{tag}, {n:,} times until {_at(w['last_at'])}"
+        out.append((w["first_at"], (_at(w["first_at"]), w["person"], w["target"],
+                                    w["session_id"], "statement" if n == 1 else "statements",
+                                    w["sql"], said, None, None)))  # fmt: skip
     return [row for _, row in sorted(out, key=lambda item: item[0])]
 
 

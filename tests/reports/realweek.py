@@ -48,6 +48,7 @@ from tests.harness import Bastion
 from tests.masking.door import POLICY as SHOP_POLICY
 from tests.realpg import psycopg_connect, run_psql
 from tests.realssh import OpenSSHClient, Sshd, SshResult
+from tests.test_cli import run_bastion
 
 TIMEZONE = "Europe/Amsterdam"
 ZONE = ZoneInfo(TIMEZONE)
@@ -106,6 +107,7 @@ class Facts:
     request_id: int = 0
     glass_grant: int = 0
     first_week: str = ""  # the week built on restart, left unsigned
+    first_verified: str = ""  # `report verify` on its pack, run as soon as it was built
     pack: Path = Path()
 
 
@@ -295,11 +297,23 @@ class Scenario:
             assert time.monotonic() < deadline, f"serve did not build {previous}"
             time.sleep(0.1)
         self.facts.first_week = previous
+        # Verified now: the CLI runs on the real clock, and the real today falls in that week
+        # (the scenario's week is the next one), so a CLI event written later (a verify, a
+        # listing) would land in it and rightly no longer match the pack's counts.
+        self.facts.first_verified = self._verify(self.b.config.paths.reports / previous)
 
     def alice_dumps(self) -> None:
         """Two MiB through a command's output, as `ssh host pg_dump > x` would."""
         self.when(4, 11)
         self.session("dump", "alice", "alice+web-1", DUMP)
+
+    def _verify(self, pack: Path) -> str:
+        """`bastion report verify` on a pack, with the store: its output (it must pass)."""
+        config = self.b.home / "bastion.toml"
+        done = run_bastion("--config", str(config), "report", "verify", str(pack),
+                           cwd=self.b.home)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def _on_target(self, command: str) -> list[int]:
         """The target's processes (as its login) running `command`, by id."""

@@ -13,7 +13,9 @@ import pytest
 
 from bastion.audit import ChainKey, NewGrant, QueryEnd, QueryStart, Store, querylog
 from bastion.clock import FakeClock
+from bastion.reports.facts import collect
 from bastion.reports.querycheck import query_log_problem
+from bastion.reports.tables import build_tables
 from bastion.reports.week import parse_week
 
 WEEK = parse_week("2026-W47", "UTC")
@@ -121,3 +123,25 @@ def test_rows_outside_the_week_are_not_judged(store: Store) -> None:
     edit(store, "UPDATE queries SET sql = 'SELECT 1' WHERE query_key = 'q2'")
     assert query_log_problem(store, later) is None
     assert query_log_problem(store, WEEK) is not None
+
+
+def test_routine_writes_are_one_row_a_text_and_what_matters_one_row_each(store: Store) -> None:
+    """The review's statements table: a write run many times is one row (how many, until
+    when); a destructive statement, DDL or a refusal is a row each, with its own evidence."""
+    store.write_batch([
+        *[r for n in range(3) for r in (start(f"u{n}", "UPDATE t SET a = $1 WHERE id = $2", 2,
+                                              kind="UPDATE"), end(f"u{n}", 1, "UPDATE 1"))],
+        start("d1", "DELETE FROM carts", 3, kind="DELETE"), end("d1", 5, "DELETE 5"),
+        start("c1", "CREATE INDEX i ON t (a)", 3, kind="CREATE INDEX"),
+        end("c1", 0, "CREATE INDEX"),
+    ])  # fmt: skip
+    facts = collect(store, WEEK, WEEK.end)
+    rows = build_tables(facts)["notable"].rows
+    updates = [r for r in rows if r[5] == "UPDATE t SET a = $1 WHERE id = $2"]
+    assert len(updates) == 1 and updates[0][4] == "statements"
+    assert str(updates[0][6]).startswith("UPDATE, 3 times until ")
+    deletes = [r for r in rows if r[5] == "DELETE FROM carts"]
+    assert len(deletes) == 2 and all(r[4] == "statement" for r in deletes)  # q3 and d1
+    assert [r[4] for r in rows if r[5] == "CREATE INDEX i ON t (a)"] == ["statement"]
+    assert [r[6] for r in rows if r[5] == "SELECT secret FROM keys"] == ["refused: masked column"]
+    assert {s["sql"] for s in facts.statements} >= {"DELETE FROM carts", "DROP TABLE invoices"}
