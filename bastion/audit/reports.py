@@ -99,15 +99,20 @@ class ReportQueries(StoreBase):
     def week_statement_texts(self, start: str, end: str, big: int) -> Rows:
         """The week's statements that may not be plain reads, neither refused nor exporting
         `big` rows or more, one row per person, target, text and tag: how many, the first
-        and last time, and one of their sessions (a write run 5,000 times is one row)."""
+        and last time, and one of their sessions (a write run 5,000 times is one row).
+        Grouped per session first, so that only the groups are joined to their people."""
         return self._rows(
-            "SELECT u.name AS person, t.name AS target, x.sql, x.statement_kind AS kind,"
-            " COUNT(*) AS n, MIN(x.at) AS first_at, MAX(x.at) AS last_at,"
-            " MIN(x.session_id) AS session_id"
-            + _BY_SESSION.format(table="queries")
-            + f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT}"
+            "SELECT u.name AS person, t.name AS target, x.sql, x.kind, SUM(x.n) AS n,"
+            " MIN(x.first_at) AS first_at, MAX(x.last_at) AS last_at,"
+            " MIN(x.session_id) AS session_id FROM ("
+            "SELECT x.session_id, x.sql, x.statement_kind AS kind, COUNT(*) AS n,"
+            " MIN(x.at) AS first_at, MAX(x.at) AS last_at FROM queries x"
+            f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT}"
             " AND x.refused_reason IS NULL AND (x.rows IS NULL OR x.rows < ?)"
-            " GROUP BY u.name, t.name, x.sql, x.statement_kind ORDER BY MIN(x.at)",
+            " GROUP BY x.session_id, x.sql, x.statement_kind) x"
+            " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
+            " LEFT JOIN targets t ON t.id = s.target_id"
+            " GROUP BY u.name, t.name, x.sql, x.kind ORDER BY MIN(x.first_at)",
             (start, end, big, big),
         )
 
