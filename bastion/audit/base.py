@@ -328,6 +328,9 @@ class StoreBase:
         verdict = walk_store(self.events, self.path, key, progress)
         if not verdict.ok:
             return verdict
+        problem = self._table_problem(verdict)
+        if problem:
+            return replace(verdict, ok=False, problem=problem, bad_seq=verdict.head_seq)
         if anchor is None:
             if verdict.checked == 0 and key is None:
                 return verdict
@@ -340,6 +343,25 @@ class StoreBase:
         if problem:
             return replace(verdict, ok=False, problem=problem, bad_seq=anchor[0])
         return verdict
+
+    def _table_problem(self, verdict: Verdict) -> str:
+        """'' when the walk saw every row: seq is still the table's own key (no repeated or
+        missing seq a rebuilt table could hide beside the walk), and the table holds no row
+        up to the head that the walk did not check."""
+        columns = {r["name"]: r for r in self._rows("PRAGMA table_info(audit_events)")}
+        seq = columns.get("seq")
+        if seq is None or int(seq["pk"]) != 1 or str(seq["type"]).upper() != "INTEGER":
+            return "the audit_events table was rebuilt: seq is no longer its INTEGER PRIMARY KEY"
+        held = self._rows(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE seq IS NULL OR seq <= ?",
+            [verdict.head_seq],
+        )[0]["n"]
+        if int(held) != verdict.checked:
+            return (
+                f"the store holds {held} events up to event {verdict.head_seq}, the chain"
+                f" {verdict.checked} (rows beside the chain)"
+            )
+        return ""
 
     def _anchor_problem(self, verdict: Verdict, seq: int, mac: str) -> str:
         """'' when the chain holds event seq with this MAC, and reaches it; else what is wrong."""

@@ -217,7 +217,8 @@ def _outcome_values(end: QueryEnd) -> tuple[Any, ...]:
 
 def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
     """The statement's audit event, with its outcome when that is known already."""
-    detail: dict[str, Any] = {"key": start.key, "step": start.step, "sql": start.sql}
+    detail: dict[str, Any] = {"key": start.key, "step": start.step, "sql": start.sql,
+                              "at": iso(start.at), "kind": start.kind}  # fmt: skip
     if start.parameters is not None:
         detail["parameters"] = start.parameters
     if start.refused is not None:

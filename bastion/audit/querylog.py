@@ -34,37 +34,51 @@ def _outcome(field: str) -> str:
 
 _EVENTS = (
     "CREATE TEMP TABLE ev AS SELECT seq, json_extract(detail, '$.key') AS k, kind, at,"
-    " session_id, json_extract(detail, '$.sql') AS sql,"
-    " json_type(detail, '$.refused') IS NOT NULL AS refused,"
+    " session_id, actor, subject, json_extract(detail, '$.sql') AS sql,"
+    " json_extract(detail, '$.refused') AS refused,"
+    " json_extract(detail, '$.at') AS ran_at, json_extract(detail, '$.kind') AS tag_kind,"
     " CASE kind WHEN 'query.done' THEN 'object' ELSE json_type(detail, '$.done') END AS done,"
     f" {_outcome('rows')}, {_outcome('tag')}, {_outcome('masking')}"
     f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN {KINDS}"
 )
-_LOG = "CREATE TEMP TABLE ql AS SELECT query_key AS k FROM queries WHERE at >= ? AND at < ?"
+_LOG = "CREATE TEMP TABLE ql AS SELECT query_key AS k, at FROM queries WHERE at >= ? AND at < ?"
 _NOTE = (
     "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
 )
 _DIFFERS = "q.rows IS NOT o.rows OR q.command_tag IS NOT o.tag OR " + _NOTE + " IS NOT o.masking"
 _ROWS = (
-    "SELECT q.id, q.query_key AS key, q.session_id, q.sql, q.refused_reason, q.rows,"
-    " q.command_tag, q.masked_columns, q.finished_at, st.seq AS started_seq,"
-    " dn.seq AS done_seq FROM queries q"
+    "SELECT q.id, q.query_key AS key, q.at, q.statement_kind AS kind, q.session_id, q.sql,"
+    " q.refused_reason, q.rows, q.command_tag, q.masked_columns, q.finished_at,"
+    " st.seq AS started_seq,"
+    " dn.seq AS done_seq, u.name AS person, t.name AS target FROM queries q"
+    " LEFT JOIN sessions s ON s.id = q.session_id LEFT JOIN users u ON u.id = s.user_id"
+    " LEFT JOIN targets t ON t.id = s.target_id"
     " LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'"
     " LEFT JOIN ev dn ON dn.k = q.query_key AND dn.kind = 'query.done'"
     " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND (st.k IS NULL"
     " OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
-    " OR (q.refused_reason IS NOT NULL) <> st.refused"
-    " OR (q.finished_at IS NOT NULL AND st.done IS NULL AND dn.k IS NULL)"
+    " OR u.name IS NOT st.actor OR t.name IS NOT st.subject"
+    " OR q.refused_reason IS NOT st.refused"
+    " OR (st.ran_at IS NOT NULL AND (q.at IS NOT st.ran_at OR q.statement_kind IS NOT st.tag_kind))"
+    " OR (st.done IS NULL AND dn.k IS NULL AND (q.finished_at IS NOT NULL OR q.rows IS NOT NULL"
+    " OR q.command_tag IS NOT NULL OR q.masked_columns IS NOT NULL))"
     " OR (st.done = 'object' AND EXISTS (SELECT 1 FROM (SELECT st.rows AS rows, st.tag AS tag,"
     " st.masking AS masking) o WHERE " + _DIFFERS + "))"
     " OR (dn.k IS NOT NULL AND EXISTS (SELECT 1 FROM (SELECT dn.rows AS rows, dn.tag AS tag,"
     " dn.masking AS masking) o WHERE " + _DIFFERS + ")))"
     " ORDER BY q.id LIMIT ?"
 )
+# An event's row is gone when no row has its key (and, once events say when their statement
+# ran, that time: a row moved across the week's edge is gone from where it ran).
 _DELETED = (
     "SELECT ev.seq, ev.k AS key FROM ev LEFT JOIN ql ON ql.k = ev.k"
+    " AND (ev.ran_at IS NULL OR ql.at = ev.ran_at)"
     " WHERE ev.kind <> 'query.done' AND ev.at >= ? AND ev.at < ? AND ql.k IS NULL"
     " ORDER BY ev.seq LIMIT 1"
+)
+_REPEATED = (
+    "SELECT k AS key, COUNT(*) AS n FROM ql WHERE k IS NOT NULL GROUP BY k"
+    " HAVING COUNT(*) > 1 LIMIT 1"
 )
 
 
@@ -85,7 +99,8 @@ def query_log_candidates(
     path: Path, week: tuple[str, str], wide: tuple[str, str]
 ) -> Iterator[tuple[str, Rows]]:
     """Pages of ("row", query rows that may differ from their events, with the events' seqs),
-    then ("deleted", the first statement event of the week whose row is gone, if any).
+    then ("repeated", a key held by more than one row, if any), then ("deleted", the first
+    statement event of the week whose row is gone, if any).
     `week` is [start, end); `wide` adds a margin either side (an event is written a little
     after its statement ran, and may be read for a row near the week's edge)."""
     try:
@@ -103,6 +118,25 @@ def query_log_candidates(
                 if len(rows) < page:
                     break
                 after = int(rows[-1]["id"])
+            yield "repeated", [dict(r) for r in conn.execute(_REPEATED)]
             yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)]
     except sqlite3.Error as exc:
         raise StoreError(f"cannot compare the query log in {path}: {exc}") from exc
+
+
+CHECKED_TABLES = ("audit_events", "queries", "sessions", "users", "targets", "grants")
+
+
+def index_problem(path: Path) -> str | None:
+    """None when every index of the tables the review reads agrees with its table; else the
+    first disagreement. An admin with the files can rebuild an index to leave a row out of
+    every read by time (and put its old definition back), which nothing else would see."""
+    try:
+        with closing(reader(path)) as conn:
+            for table in CHECKED_TABLES:
+                said = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({table})")]
+                if said != ["ok"]:
+                    return f"the store's table {table} and its indexes disagree: {said[0]}"
+    except sqlite3.Error as exc:
+        return f"the store's tables could not be checked: {exc}"
+    return None

@@ -273,12 +273,18 @@ class ReportQueries(StoreBase):
         event whose row is gone (bastion/audit/querylog.py); on a connection of its own."""
         return querylog.query_log_candidates(self.path, week, wide)
 
+    def index_problem(self) -> str | None:
+        """Whether the indexes of the tables the review reads agree with their tables."""
+        return querylog.index_problem(self.path)
+
     def events_by_seq(self, seqs: list[int]) -> dict[int, dict[str, Any]]:
-        """Events by seq: (kind, session_id, detail)."""
+        """Events by seq: (kind, session_id, actor, subject, detail)."""
         if not seqs:
             return {}
         marks = ", ".join("?" for _ in seqs)
         rows = self._rows(
-            f"SELECT seq, kind, session_id, detail FROM audit_events WHERE seq IN ({marks})", seqs
+            "SELECT seq, kind, session_id, actor, subject, detail FROM audit_events"
+            f" WHERE seq IN ({marks})",
+            seqs,
         )
         return {int(r["seq"]): r for r in rows}

@@ -71,7 +71,7 @@ class Built:
 def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
     """The whole chain, the week's query log against it, and every recording of the week
     against the hash the chain holds."""
-    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+    with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
         return verifying(pool, store, box, week)()
 
 
@@ -83,11 +83,12 @@ def verifying(
     waits for the verdict."""
     verdict = pool.submit(store.verify_chain)
     query_log = pool.submit(query_log_problem, store, week)
+    indexes = pool.submit(store.index_problem)
 
     def result() -> Verification:
         walked = verdict.result()
         chain = "intact" if walked.ok else walked.problem or "the chain does not verify"
-        differs = query_log.result()
+        differs = query_log.result() or indexes.result()
         if walked.ok and differs:
             chain = differs
         ids = {row["id"] for row in store.week_sessions(iso(week.start), iso(week.end))}
@@ -141,7 +142,7 @@ def build_week(
     key = ensure_key(config.paths.report_signing_key, store, actor)
     progress(f"{week.label}: verifying the audit chain and the week's recordings,"
              " and gathering the week")  # fmt: skip
-    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+    with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
         verification = verifying(pool, store, sources.box, week)
         report = gather(store, config, week, now=sources.clock.now(), verification=verification,
                         carried=carry(store, config, sources.clock, week.label))  # fmt: skip

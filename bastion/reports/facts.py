@@ -52,7 +52,7 @@ def notable(rows: Rows, seen: Judged | None = None) -> Rows:
             seen[text] = destructive_statement(*text)
         row["destroys"] = seen[text]
         plain = statement_class(row["kind"]) in ("read", "other")
-        if (not plain or row["refused_reason"] or row["destroys"]
+        if (not plain or row["refused_reason"] is not None or row["destroys"]
                 or int(row["rows"] or 0) >= EXPORT_ROWS):  # fmt: skip
             kept.append(row)
     return kept

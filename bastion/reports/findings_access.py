@@ -173,7 +173,7 @@ def large_transfers(facts: Facts, config: Config) -> list[Finding]:
         for s in facts.sessions if moved[s["id"]] > limit
     ]  # fmt: skip
     for row in facts.statements:
-        if int(row["rows"] or 0) >= EXPORT_ROWS and not row["refused_reason"]:
+        if int(row["rows"] or 0) >= EXPORT_ROWS and row["refused_reason"] is None:
             found.append(Finding(
                 "large_export", "medium", f"{row['person']} exported {row['rows']} rows",
                 "Check what left production and that it was needed.",

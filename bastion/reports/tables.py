@@ -107,9 +107,9 @@ def _notable(facts: Facts) -> list[tuple[Cell, ...]]:
                                   c["command"], ", ".join(why), e.offset, e.replay)))  # fmt: skip
     for q in facts.statements:
         e = statement_evidence(q)
-        reason = q["destroys"] or (
-            f"refused: {q['refused_reason']}" if q["refused_reason"] else (q["kind"] or "?")
-        )
+        refused = q["refused_reason"]
+        reason = q["destroys"] or (f"refused: {refused}" if refused is not None
+                                   else (q["kind"] or "?"))  # fmt: skip
         out.append((q["at"], (e.at, q["person"], q["target"], q["session_id"], "statement",
                               e.text, reason, e.offset, None)))  # fmt: skip
     for w in facts.routine_writes:

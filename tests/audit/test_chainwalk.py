@@ -161,3 +161,31 @@ def test_an_unreadable_store_is_an_error_not_a_pass(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a SQLite file" * 100)
     with pytest.raises(OSError, match="cannot walk the audit chain"):
         _fastchain.walk(str(path), KEY.secret, 0, chain.GENESIS, 10)
+
+
+@pytest.mark.parametrize("forged_seq", [4, None])
+def test_a_rebuilt_table_cannot_hide_a_row_beside_the_walk(
+    tmp_path: Path, forged_seq: int | None
+) -> None:
+    """An admin rebuilds audit_events without its primary key and adds a row that repeats a
+    seq (or has none): the walk would never read it, so verify says the table was rebuilt."""
+    store = Store.create(tmp_path / "b.db", FakeClock(), KEY)
+    store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(6)])
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    names = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(audit_events)"))
+    conn.executescript(
+        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
+        " ALTER TABLE audit_events RENAME TO old;"
+        " CREATE TABLE audit_events (seq INTEGER, at, kind, severity, actor, subject,"
+        f" session_id, detail, prev_hash, row_hash, alg); INSERT INTO audit_events SELECT {names}"
+        " FROM old ORDER BY seq; DROP TABLE old;"
+    )
+    assert store.verify_chain().problem.endswith("seq is no longer its INTEGER PRIMARY KEY")
+    conn.execute(
+        "INSERT INTO audit_events SELECT ?, at, 'breakglass.acknowledged', severity, 'ciso',"
+        " subject, session_id, detail, prev_hash, row_hash, alg FROM audit_events WHERE seq = 4",
+        (forged_seq,),
+    )
+    conn.close()
+    assert not store.verify_chain().ok
+    store.close()

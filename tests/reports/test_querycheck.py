@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bastion.audit import ChainKey, NewGrant, QueryEnd, QueryStart, Store, querylog
-from bastion.clock import FakeClock
+from bastion.clock import FakeClock, iso
 from bastion.reports.facts import collect
 from bastion.reports.querycheck import query_log_problem
 from bastion.reports.tables import build_tables
@@ -84,6 +84,13 @@ DIFFERS = "in the query log differs"
     ("masked_columns = '{not json'", "q1", DIFFERS),
     ("finished_at = at, rows = 9", "q4", DIFFERS),  # an outcome the chain never saw
     ("query_key = 'q9'", "q2", "q9 is in the query log but in no chained event"),
+    ("refused_reason = ''", "q2", DIFFERS),  # "ran" would read as "tried"
+    ("refused_reason = 'other words'", "q4", DIFFERS),
+    ("masked_columns = replace(masked_columns, '\"grant\": 3', '\"grant\": 3.0')", "q1", DIFFERS),
+    ("rows = 250000", "q4", DIFFERS),  # no outcome chained: a SELECT made an export
+    ("command_tag = 'COPY 9'", "q4", DIFFERS),
+    ("statement_kind = 'SELECT'", "q2", DIFFERS),  # a DROP relabelled as a read
+    (f"at = '{iso(WEEK.start - timedelta(minutes=40))}'", "q2", "or moved from when it ran"),
     (None, "q3", "q3 is in the chain but was deleted"),
 ])  # fmt: skip
 def test_each_field_the_review_reads_is_checked(
@@ -95,6 +102,25 @@ def test_each_field_the_review_reads_is_checked(
         edit(store, f"UPDATE queries SET {change} WHERE query_key = ?", key)
     problem = query_log_problem(store, WEEK)
     assert problem is not None and said in problem
+
+
+def test_a_session_handed_to_someone_else_is_named(store: Store) -> None:
+    """The statements' events say alice ran them: a session row pointed at bob (or alice
+    renamed) no longer matches."""
+    store.add_user("bob", "engineer", None, bytes(16), "admin")
+    edit(store, "UPDATE sessions SET user_id = (SELECT id FROM users WHERE name = 'bob')")
+    problem = query_log_problem(store, WEEK)
+    assert problem is not None and DIFFERS in problem
+
+
+def test_a_copied_row_is_named(store: Store) -> None:
+    """Copies of a row would count its statement (and the unmasked rows it showed) twice."""
+    edit(store, "INSERT INTO queries (id, session_id, at, protocol_step, sql, statement_kind,"
+         " query_key, finished_at, rows, command_tag, masked_columns) SELECT 99, session_id,"
+         " at, protocol_step, sql, statement_kind, query_key, finished_at, rows, command_tag,"
+         " masked_columns FROM queries WHERE query_key = 'q1'")  # fmt: skip
+    problem = query_log_problem(store, WEEK)
+    assert problem is not None and "q1 is in the query log 2 times" in problem
 
 
 def test_the_same_note_written_another_way_is_no_false_alarm(store: Store) -> None:
@@ -145,3 +171,26 @@ def test_routine_writes_are_one_row_a_text_and_what_matters_one_row_each(store: 
     assert [r[4] for r in rows if r[5] == "CREATE INDEX i ON t (a)"] == ["statement"]
     assert [r[6] for r in rows if r[5] == "SELECT secret FROM keys"] == ["refused: masked column"]
     assert {s["sql"] for s in facts.statements} >= {"DELETE FROM carts", "DROP TABLE invoices"}
+
+
+def test_an_index_rebuilt_to_lie_is_named(store: Store) -> None:
+    """An admin rebuilds the index on queries.at so that the DROP's entry says it ran before
+    the week, then puts the index's old definition back: every read by time would skip it
+    while its row stays untouched. The build checks the indexes against their tables."""
+    assert store.index_problem() is None
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    (row_id,) = conn.execute("SELECT id FROM queries WHERE query_key = 'q2'").fetchone()
+    (definition,) = conn.execute(
+        "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'queries_at'"
+    ).fetchone()
+    before = iso(WEEK.start - timedelta(minutes=30))
+    conn.execute("DROP INDEX queries_at")
+    conn.execute(
+        f"CREATE INDEX queries_at ON queries((CASE WHEN id = {row_id} THEN '{before}' ELSE at END))"
+    )
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_schema SET sql = ? WHERE name = 'queries_at'", (definition,))
+    conn.execute("PRAGMA writable_schema=OFF")
+    conn.close()
+    problem = store.index_problem()
+    assert problem is not None and "queries and its indexes disagree" in problem
