@@ -731,6 +731,20 @@ class TestAuditVerify:
             conn.close()
         assert_ok(busy.run("audit", "verify"))
 
+    def test_an_index_rebuilt_to_lie_is_named(self, busy: Bastion) -> None:
+        """An index that no longer matches its table (rebuilt, its definition put back) would
+        hide rows from every read through it: verify names it."""
+        conn = sqlite3.connect(busy.db, isolation_level=None)
+        conn.execute("DROP INDEX audit_events_kind")
+        conn.execute("CREATE INDEX audit_events_kind ON audit_events((CASE WHEN seq = 3"
+                     " THEN 'x' ELSE kind END))")  # fmt: skip
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX audit_events_kind ON"
+                     " audit_events(kind)' WHERE name = 'audit_events_kind'")  # fmt: skip
+        conn.execute("PRAGMA writable_schema=OFF")
+        conn.close()
+        assert_tampered(busy.run("audit", "verify"), "STORE EDITED", "audit_events")
+
     def test_edited_row(self, busy: Bastion) -> None:
         tamper(busy.db, "UPDATE audit_events SET detail = ? WHERE seq = 3", ('{"role":"admin"}',))
         assert_tampered(busy.run("audit", "verify"), "event 3", "edited")

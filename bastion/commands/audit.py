@@ -103,6 +103,8 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     recorded, rec_bad = (
         recording_problems(app, verdict.head_seq, progress) if verdict.ok else (0, [])
     )
+    if verdict.ok and (index_bad := app.store.index_problem()):
+        anchor_bad = [*anchor_bad, index_bad]  # a rebuilt index hides rows from every read
     data = {
         "ok": verdict.ok and not anchor_bad and not rec_bad,
         "checked": verdict.checked,
@@ -136,6 +138,8 @@ def _outcome(
     """The result in a few words (for the audit event) and the line printed, when not intact."""
     if not verdict.ok:
         return "chain broken", f"AUDIT CHAIN BROKEN: {verdict.problem}"
+    if any("indexes disagree" in problem for problem in anchor_bad):
+        return "store edited", "STORE EDITED: " + "; ".join(anchor_bad)
     if anchor_bad:
         return "anchors disagree", "AUDIT ANCHORS DISAGREE: " + "; ".join(anchor_bad)
     if app.config.audit.anchors and not files:
