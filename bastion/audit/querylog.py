@@ -89,7 +89,7 @@ def reader(path: Path) -> sqlite3.Connection:
             f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=15
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA temp_store=FILE")  # a week's events would hold 150 MB in memory
         return conn
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the store {path}: {exc}") from exc
