@@ -35,8 +35,8 @@ from bastion.reports.model import (
     WeeklyReport,
 )
 
-SCHEMA_VERSION = 1
-SCHEMA_ID = "urn:bastion:weekly-report:1"
+SCHEMA_VERSION = 2  # 2: each finding names the people involved, who may not pass it
+SCHEMA_ID = "urn:bastion:weekly-report:2"
 
 JSON = dict[str, Any]
 
@@ -134,6 +134,7 @@ def _finding(f: Finding) -> JSON:
         "subject": f.subject,
         "grants": list(f.grants),
         "requests": list(f.requests),
+        "involved": list(f.involved),
         "first_seen": f.first_seen,
         "evidence": [_evidence(e) for e in f.evidence],
     }
@@ -235,6 +236,7 @@ def _finding_schema() -> JSON:
             "subject": _nullable(_STR),
             "grants": {"type": "array", "items": _INT},
             "requests": {"type": "array", "items": _INT},
+            "involved": {"type": "array", "items": _STR},
             "first_seen": _nullable({"type": "string", "pattern": r"^\d{4}-W\d{2}$"}),
             "evidence": {"type": "array", "items": evidence},
         }

@@ -99,3 +99,14 @@ def test_instants_in_tables_must_be_utc() -> None:
     document = json.loads(render_json(sample_report()))
     document["tables"]["sessions"][0]["started_at"] = "2026-11-17T02:58:30+01:00"
     assert not validator().is_valid(document)
+
+
+def test_each_finding_names_who_may_not_pass_it() -> None:
+    """A SIEM or an auditor sees who was involved in a finding (who gave, approved or asked
+    for the access), the people the review refuses as its judges."""
+    report = sample_report()
+    first = dataclasses.replace(report.findings[0], involved=("carol", "dave"))
+    changed = dataclasses.replace(report, findings=(first, *report.findings[1:]))
+    document = json.loads(render_json(changed))
+    assert document["findings"][0]["involved"] == ["carol", "dave"]
+    assert all(isinstance(f["involved"], list) for f in document["findings"])
