@@ -50,14 +50,11 @@ _ROWS = (
     "SELECT q.id, q.query_key AS key, q.at, q.statement_kind AS kind, q.session_id, q.sql,"
     " q.refused_reason, q.rows, q.command_tag, q.masked_columns, q.finished_at,"
     " st.seq AS started_seq,"
-    " dn.seq AS done_seq, u.name AS person, t.name AS target FROM queries q"
-    " LEFT JOIN sessions s ON s.id = q.session_id LEFT JOIN users u ON u.id = s.user_id"
-    " LEFT JOIN targets t ON t.id = s.target_id"
+    " dn.seq AS done_seq FROM queries q"
     " LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'"
     " LEFT JOIN ev dn ON dn.k = q.query_key AND dn.kind = 'query.done'"
     " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND (st.k IS NULL"
     " OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
-    " OR u.name IS NOT st.actor OR t.name IS NOT st.subject"
     " OR q.refused_reason IS NOT st.refused"
     " OR (st.ran_at IS NOT NULL AND (q.at IS NOT st.ran_at OR q.statement_kind IS NOT st.tag_kind))"
     " OR (st.done IS NULL AND dn.k IS NULL AND (q.finished_at IS NOT NULL OR q.rows IS NOT NULL"
@@ -75,6 +72,16 @@ _DELETED = (
     " AND (ev.ran_at IS NULL OR ql.at = ev.ran_at)"
     " WHERE ev.kind <> 'query.done' AND ev.at >= ? AND ev.at < ? AND ql.k IS NULL"
     " ORDER BY ev.seq LIMIT 1"
+)
+# Each session's person and target, as the sessions table names them, against the person and
+# target of its statements' events (once a session: the rows already name their session).
+_PEOPLE = (
+    "SELECT e.session_id, e.actor, e.subject, u.name AS person, t.name AS target FROM ("
+    "SELECT DISTINCT session_id, actor, subject FROM ev WHERE kind <> 'query.done'"
+    " AND at >= ? AND at < ?) e"
+    " LEFT JOIN sessions s ON s.id = e.session_id LEFT JOIN users u ON u.id = s.user_id"
+    " LEFT JOIN targets t ON t.id = s.target_id"
+    " WHERE u.name IS NOT e.actor OR t.name IS NOT e.subject LIMIT 1"
 )
 _REPEATED = (
     "SELECT k AS key, COUNT(*) AS n FROM ql WHERE k IS NOT NULL GROUP BY k"
@@ -99,7 +106,8 @@ def query_log_candidates(
     path: Path, week: tuple[str, str], wide: tuple[str, str]
 ) -> Iterator[tuple[str, Rows]]:
     """Pages of ("row", query rows that may differ from their events, with the events' seqs),
-    then ("repeated", a key held by more than one row, if any), then ("deleted", the first
+    then ("people", a session whose person or target is not its statements', if any), then
+    ("repeated", a key held by more than one row, if any), then ("deleted", the first
     statement event of the week whose row is gone, if any).
     `week` is [start, end); `wide` adds a margin either side (an event is written a little
     after its statement ran, and may be read for a row near the week's edge)."""
@@ -118,6 +126,7 @@ def query_log_candidates(
                 if len(rows) < page:
                     break
                 after = int(rows[-1]["id"])
+            yield "people", [dict(r) for r in conn.execute(_PEOPLE, week)]
             yield "repeated", [dict(r) for r in conn.execute(_REPEATED)]
             yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)]
     except sqlite3.Error as exc:
