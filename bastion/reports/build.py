@@ -10,28 +10,29 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from bastion.audit import Store
-from bastion.clock import Clock, iso
+from bastion.clock import Clock
 from bastion.config import Config
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.progress import Progress, quiet, terminal_progress  # noqa: F401 - moved there
-from bastion.recording.check import chained_recording_problems
 from bastion.reports.carry import carry
 from bastion.reports.gather import gather
 from bastion.reports.model import Verification, WeeklyReport
 from bastion.reports.pack import manifest_sha256, write_pack
 from bastion.reports.querycheck import query_log_problem
+from bastion.reports.recordcheck import recording_problems
 from bastion.reports.render_csv import render_csv
 from bastion.reports.render_html import render_html
 from bastion.reports.render_json import render_json
 from bastion.reports.render_sqlite import render_sqlite
+from bastion.reports.resend import PackOnDisk
 from bastion.reports.signing import ensure_key
 from bastion.reports.week import Week
 
@@ -55,16 +56,9 @@ class Sources(Protocol):
 
 
 @dataclass(frozen=True)
-class Built:
-    """A week's review as written: its pack, and what delivery sends of it."""
+class Built(PackOnDisk):
+    """A week's review as written: its pack, what delivery sends of it, how many findings."""
 
-    week: str
-    directory: Path
-    html: bytes
-    json: bytes
-    csvs: Mapping[str, bytes]
-    manifest_sha256: str
-    summary_line: str
     findings: int
 
 
@@ -91,12 +85,8 @@ def verifying(
         differs = query_log.result() or indexes.result()
         if walked.ok and differs:
             chain = differs
-        ids = {row["id"] for row in store.week_sessions(iso(week.start), iso(week.end))}
-        chained = [(sid, d) for sid, d in store.chained_recordings(walked.head_seq)
-                   if sid in ids]  # fmt: skip
-        failed = tuple(f"{sid}: {problem}" for sid, detail in chained
-                       for problem in chained_recording_problems(box, sid, detail))  # fmt: skip
-        return Verification(chain, len(chained), failed)
+        checked, failed = recording_problems(store, box, week, walked.head_seq)
+        return Verification(chain, checked, failed)
 
     return result
 

@@ -27,11 +27,9 @@ import structlog
 
 from bastion.audit import DayChecked, Flag, Notice, Store
 from bastion.audit.outbox import FLAG_NOTICE
-from bastion.clock import iso
 from bastion.config import Config
 from bastion.core import Core
 from bastion.identity.sealing import SecretBox
-from bastion.recording.check import chained_recording_problems
 from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
 from bastion.reports.facts import Facts, collect
@@ -39,6 +37,7 @@ from bastion.reports.findings import Rule
 from bastion.reports.gather import verification_findings
 from bastion.reports.model import Evidence, Finding, Verification
 from bastion.reports.querycheck import query_log_problem
+from bastion.reports.recordcheck import recording_problems
 from bastion.reports.week import Week, zone
 
 log = structlog.get_logger("bastion.reports")
@@ -101,14 +100,8 @@ def verify_day(store: Store, box: SecretBox, day: Week) -> Verification:
     """The day's query log against the chain, and each recording of the day's sessions
     against the hash its chained session.closed event holds."""
     problem = query_log_problem(store, day)
-    head = store.chain_head()[0]
-    failed: list[str] = []
-    checked = 0
-    for session in store.week_sessions(iso(day.start), iso(day.end)):
-        for sid, detail in store.chained_recordings(head, session["id"]):
-            checked += 1
-            failed += [f"{sid}: {p}" for p in chained_recording_problems(box, sid, detail)]
-    return Verification(problem or "intact", checked, tuple(failed))
+    checked, failed = recording_problems(store, box, day, store.chain_head()[0])
+    return Verification(problem or "intact", checked, failed)
 
 
 def flag_notice(finding: Finding, day: str) -> Notice:
