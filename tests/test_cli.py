@@ -162,11 +162,18 @@ class Bastion:
         return out
 
     def set_web_port(self, port: int) -> None:
+        """The web listener on `port`, and the SSH and PostgreSQL ones on free ports (the
+        defaults may be taken on a machine that runs a demo bastion)."""
+        self.set_port("web", port)
+        self.set_port("ssh", free_port())
+        self.set_port("postgres", free_port())
+
+    def set_port(self, listener: str, port: int) -> None:
         text = self.config.read_text(encoding="utf-8")
         new, count = re.subn(
-            r"(\[listeners\.web\][^\[]*?\nport = )\d+", rf"\g<1>{port}", text, flags=re.S
+            rf"(\[listeners\.{listener}\][^\[]*?\nport = )\d+", rf"\g<1>{port}", text, flags=re.S
         )
-        assert count == 1, "no [listeners.web] port in the generated bastion.toml"
+        assert count == 1, f"no [listeners.{listener}] port in the generated bastion.toml"
         self.config.write_text(new, encoding="utf-8")
 
 

@@ -28,6 +28,8 @@ _SESSIONS = (
     " WHERE s.started_at < ? AND (s.ended_at IS NULL OR s.ended_at >= ?)"
     " ORDER BY s.started_at, s.id"
 )
+_LAST_EVENT = "SELECT seq, row_hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+_EVENT_BEFORE = "SELECT seq, row_hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1"
 _BY_SESSION = (
     " FROM {table} x JOIN sessions s ON s.id = x.session_id"
     " LEFT JOIN users u ON u.id = s.user_id LEFT JOIN targets t ON t.id = s.target_id"
@@ -66,26 +68,22 @@ class ReportQueries(StoreBase):
         """Sessions open at any moment of the week, on every door."""
         return self._rows(_SESSIONS, (end, start))
 
-    def week_statement_counts(self, start: str, end: str) -> Rows:
-        """Statements per command tag and whether refused: (kind, refused, n)."""
+    def week_session_statements(self, start: str, end: str, below: int) -> Rows:
+        """The week's statements in one scan, per session and command tag: n, refused, and
+        `small_n`/`small_rows`, the unrefused ones of 1 to `below` - 1 rows and their rows;
+        with the session's person and whether the session is known (`known`). The summary's
+        counts, the per-person figures and the export-by-volume rule all fold from these."""
         return self._rows(
-            "SELECT statement_kind AS kind, CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END"
-            " AS refused, COUNT(*) AS n FROM queries WHERE at >= ? AND at < ?"
-            " GROUP BY statement_kind, CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END",
-            (start, end),
-        )
-
-    def week_statements_per_person(self, start: str, end: str) -> Rows:
-        """Statements and refusals per person (counted per session first: one join a
-        session, not one a statement)."""
-        return self._rows(
-            "SELECT u.name AS person, SUM(x.n) AS n, SUM(x.refused) AS refused FROM ("
-            "SELECT session_id, COUNT(*) AS n,"
-            " SUM(CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END) AS refused FROM queries"
-            " WHERE at >= ? AND at < ? GROUP BY session_id) x"
-            " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
-            " GROUP BY u.name",
-            (start, end),
+            "SELECT x.session_id, x.kind, x.n, x.refused, x.small_n, x.small_rows,"
+            " u.name AS person, s.id IS NOT NULL AS known FROM ("
+            "SELECT session_id, statement_kind AS kind, COUNT(*) AS n,"
+            " SUM(refused_reason IS NOT NULL) AS refused,"
+            " SUM(rows > 0 AND rows < ? AND refused_reason IS NULL) AS small_n,"
+            " SUM(CASE WHEN rows > 0 AND rows < ? AND refused_reason IS NULL THEN rows ELSE 0"
+            " END) AS small_rows FROM queries WHERE at >= ? AND at < ?"
+            " GROUP BY session_id, statement_kind) x"
+            " LEFT JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id",
+            (below, below, start, end),
         )
 
     def week_masking_notes(self, start: str, end: str) -> Rows:
@@ -205,12 +203,25 @@ class ReportQueries(StoreBase):
         )
 
     def chain_head_before(self, moment: str) -> tuple[int, str]:
-        """The last event written before `moment`: (seq, row MAC); before the first event,
-        (0, GENESIS), as chain_head() says of an empty chain (a pack's heads must be MACs)."""
-        rows = self._rows(
-            "SELECT seq, row_hash FROM audit_events WHERE at < ? ORDER BY seq DESC LIMIT 1",
-            (moment,),
-        )
+        """The last event written before `moment` (the highest seq whose time is earlier):
+        (seq, row MAC); before the first event, (0, GENESIS), as chain_head() says of an
+        empty chain (a pack's heads must be MACs). Reads the time index from `moment` on,
+        not the whole history, nor the events' rows."""
+        first = self._rows(
+            "SELECT MIN(seq) AS m, COUNT(*) AS n FROM audit_events WHERE at >= ?", (moment,)
+        )[0]
+        after, last = first["m"], self._rows(_LAST_EVENT, ())
+        if after is None:
+            rows = last  # every event is earlier
+        elif int(first["n"]) == int(last[0]["seq"]) - int(after) + 1:
+            # every seq from `after` on is an event at or after the moment: none later is earlier
+            rows = self._rows(_EVENT_BEFORE, (after,))
+        else:  # a clock stepped back (or seqs are missing): read the later rows' times
+            rows = self._rows(
+                "SELECT seq, row_hash FROM audit_events WHERE seq > ? AND +at < ?"
+                " ORDER BY seq DESC LIMIT 1",
+                (after, moment),
+            ) or self._rows(_EVENT_BEFORE, (after,))
         return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, GENESIS)
 
     def week_grants(self, start: str, end: str) -> Rows:

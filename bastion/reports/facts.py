@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from bastion.audit import Store
@@ -102,9 +103,15 @@ def statement_class(tag: str | None) -> str:
 
 def hours_within(row: dict[str, Any], week: Week, now: datetime) -> float:
     """The hours a session was open inside the week (an open one counts up to now)."""
-    start = max(parse_iso(row["started_at"]), week.start)
-    ended = parse_iso(row["ended_at"]) if row["ended_at"] else min(now, week.end)
-    end = min(ended, week.end)
+    return _hours(row["started_at"], row["ended_at"], week.start, week.end, now)
+
+
+@lru_cache(maxsize=1 << 15)  # the summary, the tables and the charts each ask per session
+def _hours(started: str, ended_at: str | None, first: datetime, last: datetime,
+           now: datetime) -> float:  # fmt: skip
+    start = max(parse_iso(started), first)
+    ended = parse_iso(ended_at) if ended_at else min(now, last)
+    end = min(ended, last)
     return max((end - start) / timedelta(hours=1), 0.0)
 
 
@@ -160,19 +167,49 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
     for unmask in unmasks:
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
     sessions = store.week_sessions(start, end)
+    counts, per_person, volume = fold_statements(
+        store.week_session_statements(start, end, EXPORT_ROWS)
+    )
     statements, routine = week_statements(store, start, end) if detail else ([], [])
     return Facts(
         week=week, now=now, sessions=sessions,
         commands=judged(store.week_commands(start, end)) if detail else [],
         statements=statements, routine_writes=routine,
-        statement_counts=store.week_statement_counts(start, end),
-        per_person_statements=store.week_statements_per_person(start, end),
+        statement_counts=counts, per_person_statements=per_person,
         masking_notes=notes, file_ops=store.week_file_ops(start, end),
         events=store.week_events(start, end, EVENT_KINDS) if detail else [],
         event_counts={r["kind"]: int(r["n"]) for r in store.week_event_counts(start, end)},
         grants=grants, requests=requests, unmasks=unmasks,
-        export_days=export_days(store, week, sessions, EXPORT_ROWS) if detail else [],
+        export_days=export_days(store, week, sessions, EXPORT_ROWS, volume) if detail else [],
     )  # fmt: skip
+
+
+def fold_statements(rows: Rows) -> tuple[Rows, Rows, Rows]:
+    """From the per-session, per-tag counts: (statements per tag and refused or not; per
+    person n and refused, over known sessions; per session the small unrefused statements'
+    n and rows, day 0, for export_days)."""
+    kinds: Counter[tuple[Any, int]] = Counter()
+    people: dict[Any, list[int]] = {}
+    small: dict[str, list[int]] = {}
+    for row in rows:
+        n, refused = int(row["n"]), int(row["refused"] or 0)
+        kinds[(row["kind"], 0)] += n - refused
+        kinds[(row["kind"], 1)] += refused
+        if row["known"]:
+            figures = people.setdefault(row["person"], [0, 0])
+            figures[0] += n
+            figures[1] += refused
+        if row["small_n"]:
+            pair = small.setdefault(row["session_id"], [0, 0])
+            pair[0] += int(row["small_n"])
+            pair[1] += int(row["small_rows"] or 0)
+    counts = [{"kind": kind, "refused": refused, "n": n}
+              for (kind, refused), n in kinds.items() if n]  # fmt: skip
+    per_person = [{"person": person, "n": n, "refused": refused}
+                  for person, (n, refused) in people.items()]  # fmt: skip
+    volume = [{"session_id": sid, "day": 0, "n": n, "rows": rows}
+              for sid, (n, rows) in small.items()]  # fmt: skip
+    return counts, per_person, volume
 
 
 def _notes(rows: Rows) -> list[tuple[dict[str, Any], int]]:

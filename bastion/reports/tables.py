@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from bastion.clock import parse_iso
@@ -24,7 +25,14 @@ REVIEW_KINDS = ("recording.replayed", "recording.exported", "queries.listed", "a
 
 
 def _at(text: str | None) -> str | None:
-    return utc(parse_iso(text)) if text else None
+    """A stored instant as the report writes it. The store keeps UTC with microseconds, so
+    the report's form is its first 19 characters and a Z (checked as parse_iso checks it)."""
+    if not text:
+        return None
+    if len(text) == 27 and text[10] == "T" and text[19] == "." and text[-1] == "Z":
+        datetime.fromisoformat(text[:-1])  # the same check parse_iso makes; strftime is slow
+        return text[:19] + "Z"
+    return utc(parse_iso(text))  # raises on any other shape, as before
 
 
 def build_tables(facts: Facts) -> dict[str, Table]:

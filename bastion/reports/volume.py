@@ -28,13 +28,14 @@ def local_day(week: Week, moment: datetime) -> str:
     return moment.astimezone(zone(week.timezone)).date().isoformat()
 
 
-def export_days(store: Store, week: Week, sessions: Rows, below: int) -> Rows:
+def export_days(store: Store, week: Week, sessions: Rows, below: int, whole: Rows) -> Rows:
     """Each person's day whose statements of fewer than `below` rows each returned `below`
     rows or more in all, across sessions and targets: person, day, n, rows, sessions and
     `pieces` (its largest statements, at most PIECES). Statements of `below` rows or more
-    are each a finding of their own and are not counted again here."""
+    are each a finding of their own and are not counted again here. `whole` holds each
+    session's small statements, n and rows, over the week (facts.fold_statements)."""
     starts = day_starts(week)
-    volume = _volume(store, week, sessions, below)
+    volume = _volume(store, week, sessions, below, whole)
     owner = {s["id"]: s["person"] or "?" for s in sessions}
     days: dict[tuple[str, int], dict[str, Any]] = defaultdict(
         lambda: {"n": 0, "rows": 0, "sessions": set()}
@@ -57,8 +58,8 @@ def export_days(store: Store, week: Week, sessions: Rows, below: int) -> Rows:
     return found
 
 
-def _volume(store: Store, week: Week, sessions: Rows, below: int) -> Rows:
-    """Each session's rows per day index: one cheap scan per session, and the statements of
+def _volume(store: Store, week: Week, sessions: Rows, below: int, whole: Rows) -> Rows:
+    """Each session's rows per day index: `whole` per session, and the statements of
     sessions that span local days split by day (all by day when there are many such)."""
     starts = day_starts(week)
     start, end = iso(week.start), iso(week.end)
@@ -67,7 +68,6 @@ def _volume(store: Store, week: Week, sessions: Rows, below: int) -> Rows:
     bounds = [iso(moment) for moment in starts[1:7]]
     if len(spanning) > _MANY:
         return store.week_statement_volume(start, end, below, bounds)
-    whole = store.week_statement_volume(start, end, below)
     split = store.week_statement_volume(start, end, below, bounds, spanning) if spanning else []
     kept = set(spanning)
     return [{**row, "day": index.get(row["session_id"], 0)} for row in whole

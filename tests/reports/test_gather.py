@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.audit import CommandLine, Event, FileOp, NewGrant, QueryEnd, QueryStart, Store
 from bastion.clock import FakeClock
 from bastion.config import load_config
+from bastion.reports.facts import fold_statements
 from bastion.reports.gather import gather
 from bastion.reports.model import TABLES, Finding, Verification, WeeklyReport
 from bastion.reports.week import parse_week
@@ -228,3 +230,26 @@ def test_a_rule_that_fails_is_a_high_finding_and_the_review_still_goes_out(
     [failed] = by_rule(report)["rule_failed"]
     assert failed.severity == "high" and "broken" in failed.title
     assert "destructive_command" in by_rule(report)  # the other rules still ran
+
+
+def test_one_scan_of_the_statements_folds_into_counts_people_and_volume() -> None:
+    rows: list[dict[str, Any]] = [
+        {"session_id": "a", "kind": "SELECT", "n": 5, "refused": 1, "small_n": 3,
+         "small_rows": 30, "person": "alice", "known": 1},
+        {"session_id": "a", "kind": "UPDATE", "n": 2, "refused": 0, "small_n": 0,
+         "small_rows": 0, "person": "alice", "known": 1},
+        {"session_id": "b", "kind": "SELECT", "n": 4, "refused": 0, "small_n": 4,
+         "small_rows": 8, "person": "bob", "known": 1},
+        {"session_id": "gone", "kind": None, "n": 7, "refused": 7, "small_n": None,
+         "small_rows": None, "person": None, "known": 0},
+    ]  # fmt: skip
+    counts, people, volume = fold_statements(rows)
+    assert sorted((c["kind"] or "", c["refused"], c["n"]) for c in counts) == [
+        ("", 1, 7), ("SELECT", 0, 8), ("SELECT", 1, 1), ("UPDATE", 0, 2)
+    ]  # fmt: skip
+    assert {p["person"]: (p["n"], p["refused"]) for p in people} == {
+        "alice": (7, 1), "bob": (4, 0)
+    }  # a session the store no longer knows is nobody's  # fmt: skip
+    assert {v["session_id"]: (v["day"], v["n"], v["rows"]) for v in volume} == {
+        "a": (0, 3, 30), "b": (0, 4, 8)
+    }  # fmt: skip
