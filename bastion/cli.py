@@ -25,6 +25,7 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.config import Listeners
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
 from bastion.reports.signing import ensure_key
@@ -446,9 +447,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     init = _command(sub, "init", setup.run_init, "create a new bastion in DIR")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR")
-    init.add_argument("--ssh-port", type=int, default=2222)
-    init.add_argument("--postgres-port", type=int, default=6432)
-    init.add_argument("--web-port", type=int, default=8080)
+    for door, listener in vars(Listeners()).items():  # the ports' defaults, declared there
+        init.add_argument(f"--{door}-port", type=int, default=listener.port)
     _json_flag(init)
     _add_user_commands(sub)
     _add_target_commands(sub)

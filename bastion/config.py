@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
+from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_policies import (
     GrantPolicy,
@@ -37,31 +38,35 @@ SECRETS_KEY_ENV = "BASTION_SECRETS_KEY"  # base64 of a 32-byte key; overrides pa
 TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
+# A field's default below is its setting's one default: an absent key reads as it.
+
+
 @dataclass(frozen=True)
 class Listener:
-    enabled: bool
-    address: str
-    port: int
+    enabled: bool = True
+    address: str = "127.0.0.1"  # nothing is reachable from other machines until chosen
+    port: int = field(kw_only=True)
 
 
 @dataclass(frozen=True)
 class Listeners:
-    ssh: Listener
-    postgres: Listener
-    web: Listener
+    ssh: Listener = Listener(port=2222)  # port 22 stays with the host's sshd
+    postgres: Listener = Listener(port=6432)  # 5432 stays free for a real PostgreSQL
+    web: Listener = Listener(port=8080)
 
 
 @dataclass(frozen=True)
 class Paths:
-    """Files and directories bastion uses; always absolute."""
+    """Files and directories bastion uses; always absolute once loaded (the defaults here are
+    relative to the config file's directory)."""
 
-    store: Path
-    recordings: Path
-    secrets_key: Path
-    ssh_host_key: Path
-    tls_cert: Path
-    tls_key: Path
-    tls_ca: Path
+    store: Path = Path("bastion.db")
+    recordings: Path = Path("recordings")
+    secrets_key: Path = Path("secrets.key")
+    ssh_host_key: Path = Path("ssh_host_ed25519_key")
+    tls_cert: Path = Path("tls/server.pem")
+    tls_key: Path = Path("tls/server.key")
+    tls_ca: Path = Path("tls/bastion-ca.pem")
     reports: Path = Path("reports")
     report_signing_key: Path = Path("report_signing.key")
 
@@ -197,6 +202,8 @@ class Config:
 
 Parts = tuple[str, ...]
 _BY_KEY: dict[Parts, Setting] = {tuple(s.key.split(".")): s for s in SETTINGS}
+_DEFAULTS = config_schema.written_defaults(Config, SETTINGS)  # what an absent key reads as
+_TARGET_DEFAULTS = config_schema.written_defaults(TargetPolicy, TARGET_SETTINGS)
 _CHILDREN: dict[Parts, list[str]] = {(): []}
 for _parts in [*_BY_KEY, ("targets",)]:
     for _depth in range(len(_parts)):
@@ -341,7 +348,7 @@ def _targets(raw: object, base: Path) -> dict[str, TargetPolicy]:
             if key not in known and key != "masking":
                 raise _unknown((*where, key), [*known, "masking"])
         got = {
-            s.key: _value(s, (*where, s.key), table.get(s.key, s.default), base)
+            s.key: _value(s, (*where, s.key), table.get(s.key, _TARGET_DEFAULTS[s.key]), base)
             for s in TARGET_SETTINGS
         }
         got["allowed_hours"] = _hours(where, got["allowed_hours"], got["timezone"])
@@ -476,7 +483,7 @@ def load_config(path: str | Path) -> Config:
         found: dict[Parts, object] = {}
         _collect(raw, (), found)
         values = {
-            s.key: _value(s, parts, found.get(parts, s.default), base)
+            s.key: _value(s, parts, found.get(parts, _DEFAULTS[s.key]), base)
             for parts, s in _BY_KEY.items()
         }
         config = _build(file, values, _targets(raw.get("targets", {}), base))

@@ -5,9 +5,16 @@ from __future__ import annotations
 import string
 from importlib import resources
 
+from bastion.config import Listeners
+
+_DOORS = Listeners()  # the ports' defaults, declared there once
+
 
 def default_config_text(
-    *, ssh_port: int = 2222, postgres_port: int = 6432, web_port: int = 8080
+    *,
+    ssh_port: int = _DOORS.ssh.port,
+    postgres_port: int = _DOORS.postgres.port,
+    web_port: int = _DOORS.web.port,
 ) -> str:
     """The packaged config template with these ports filled in; `bastion init` writes it."""
     ports = {"ssh_port": ssh_port, "postgres_port": postgres_port, "web_port": web_port}

@@ -28,6 +28,7 @@ from bastion.recording.reader import file_digest
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
+from bastion.tasks import spawn
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
@@ -106,12 +107,11 @@ class Server:
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
         await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self.core.watch_sessions(lives)))
+        self._tasks.append(spawn(self.core.watch_sessions(lives), name="watch-sessions"))
         if self.config.notify.webhook_url:
-            self._tasks.append(loop.create_task(Notifier(self.core).run()))
+            self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
-        self._tasks.append(loop.create_task(reports.run()))
+        self._tasks.append(spawn(reports.run(), name="weekly-reports"))
         detail = {"version": __version__, "doors": [d.name for d in self.doors]}
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
@@ -122,7 +122,7 @@ class Server:
                 lambda: iso(self.core.clock.now()),
             )  # fmt: skip
             await self._anchor()
-            self._tasks.append(loop.create_task(self._anchor_every()))
+            self._tasks.append(spawn(self._anchor_every(), name="anchors"))
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""

@@ -10,6 +10,7 @@ from bastion.access.tally import Count, Tally
 from bastion.audit import Event
 from bastion.core import Core
 from bastion.errors import BastionError
+from bastion.tasks import spawn
 
 log = structlog.get_logger("bastion.audit")
 
@@ -30,7 +31,7 @@ class Summaries:
         return self.tally.note(kind, source, self.core.clock.now(), why)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = spawn(self._run(), name=f"{self.door}-summaries")
 
     async def stop(self) -> None:
         """Write everything counted so far (the door is stopping)."""

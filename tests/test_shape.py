@@ -1,4 +1,4 @@
-"""The codebase keeps its shape: module purposes, sizes, and SQL only inside bastion/audit."""
+"""The codebase keeps its shape: module purposes, sizes, SQL only in bastion/audit, tasks held."""
 
 from __future__ import annotations
 
@@ -41,3 +41,21 @@ def test_sql_lives_only_in_the_audit_package(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "sqlite3" not in text and "sqlite_utils" not in text, f"{rel(path)} opens the store"
     assert not SQL.search(text), f"{rel(path)} contains SQL"
+
+
+TASK_STARTERS = {"create_task", "ensure_future"}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_background_tasks_start_only_through_the_helper(path: Path) -> None:
+    """A bare create_task leaves the task held only weakly and its exception unseen: every
+    background task goes through bastion.tasks.spawn, which holds it and logs its failure."""
+    if path == PACKAGE / "tasks.py":
+        return
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            assert name not in TASK_STARTERS, (
+                f"{rel(path)}:{node.lineno} starts a task with {name}: use bastion.tasks.spawn"
+            )

@@ -11,6 +11,7 @@ from bastion.audit.chain import ChainedEvent
 from bastion.audit.queries import QueryQueries, Record
 from bastion.audit.scribe import Scribe
 from bastion.errors import StoreError
+from bastion.tasks import spawn
 
 LINGER = 0.04
 """How long a record nobody waits on may sit before its batch is committed (seconds)."""
@@ -49,7 +50,7 @@ class AuditWriter:
     async def start(self) -> None:
         self._stopping = False
         await self.scribe.start()
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._task = spawn(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
         """Write what is queued, then stop the scribe."""

@@ -12,6 +12,7 @@ from bastion.pgproxy.client import Client
 from bastion.pgproxy.guard import MaskingLost
 from bastion.pgproxy.relay import ClientStep, Relay
 from bastion.pgproxy.upstream import Upstream
+from bastion.tasks import spawn
 
 LOST_CHECK = "the bastion could not check a reply from the database, so it ended the session"
 
@@ -116,7 +117,7 @@ class Pump:
         """Read nothing more from the client until `work` is done."""
         self._held = True
         self._reading()
-        self._task = asyncio.get_running_loop().create_task(work)
+        self._task = spawn(work, name="pg-held-read")
 
     async def _refreshed(self, data: bytes) -> None:
         try:

@@ -19,11 +19,11 @@ from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
 from bastion.ssh.login import Login, parse_login
 from bastion.summaries import Summaries
+from bastion.tasks import spawn
 
 log = structlog.get_logger("bastion.ssh")
 
 PROMPT = "Verification code: "
-_AUDITS: set[asyncio.Task[None]] = set()
 MAX_CODES_PER_CONNECTION = 3
 
 
@@ -135,9 +135,7 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def _audit_soon(self, event: Event) -> None:
         """Audit from a synchronous callback; the write is still durable, just not awaited."""
-        task = asyncio.get_running_loop().create_task(self._audit(event))
-        _AUDITS.add(task)  # held until done, so the loop cannot drop it half-written
-        task.add_done_callback(_AUDITS.discard)
+        spawn(self._audit(event), name="ssh-audit")  # held until done, never half-written
 
     async def _audit(self, event: Event) -> None:
         try:

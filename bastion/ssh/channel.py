@@ -17,6 +17,7 @@ from bastion.errors import BastionError
 from bastion.ssh import menu, selfservice, streams
 from bastion.ssh.flow import Batch, Valve
 from bastion.ssh.tap import SessionTap
+from bastion.tasks import spawn
 
 if TYPE_CHECKING:
     from bastion.ssh.auth import BastionSSHServer
@@ -84,7 +85,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return True
 
     def session_started(self) -> None:
-        asyncio.get_running_loop().create_task(self._begin())
+        spawn(self._begin(), name="ssh-begin")
 
     # -- starting: target, access, recording, upstream ----------------------------------
 
@@ -204,7 +205,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         self.client_valve.release("early")
         if self.early_eof:
             self.up.write_eof()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._ticker = spawn(self._tick(), name="ssh-tick")
         log.info("ssh.session_started", session_id=self.session_id, user=self.user,
                  target=self.tap.target if self.tap else None, kind=self.kind)  # fmt: skip
 
@@ -246,7 +247,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             if choice is None:
                 self.refuse("no target chosen")
             else:
-                asyncio.get_running_loop().create_task(self._open(choice))
+                spawn(self._open(choice), name="ssh-open")
 
     def _to_target(self, data: bytes) -> None:
         """Record, then relay: bytes that cannot be recorded are not relayed."""
@@ -362,7 +363,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.up.close()
         if self.chan is not None:
             self.chan.exit(255)
-        self.finishing = asyncio.get_running_loop().create_task(self.finish(state, message))
+        self.finishing = spawn(self.finish(state, message), name="ssh-finish")
 
     def target_closed(self) -> None:
         """The target ended the channel: pass on its exit status or signal."""
@@ -371,13 +372,13 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.chan.exit_with_signal(*self.exit_signal)
         else:
             self.chan.exit(self.exit_status if self.exit_status is not None else 255)
-        asyncio.get_running_loop().create_task(self.finish("closed", "target closed the channel"))
+        spawn(self.finish("closed", "target closed the channel"), name="ssh-finish")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.up is not None:
             self.up.close()
         reason = f"client connection lost: {exc}" if exc else "client closed the channel"
-        asyncio.get_running_loop().create_task(self.finish("closed", reason))
+        spawn(self.finish("closed", reason), name="ssh-finish")
 
     async def finish(self, state: str, reason: str) -> None:
         if self._finished:

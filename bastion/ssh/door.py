@@ -16,6 +16,7 @@ from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
 from bastion.ssh.upstream import DOOR_CIPHERS
 from bastion.summaries import Summaries
+from bastion.tasks import spawn
 
 log = structlog.get_logger("bastion.ssh")
 
@@ -90,7 +91,7 @@ class SSHDoor:
             self._server = None
         # Closing the listener leaves accepted connections open: end them, and with them their
         # upstream connections, so no socket outlives the door.
-        closing = [asyncio.ensure_future(c.close()) for c in list(self.connections)]
+        closing = [spawn(c.close(), name="ssh-close") for c in list(self.connections)]
         if closing:
             await asyncio.wait(closing, timeout=CLOSE_GRACE)
         await self.summaries.stop()
