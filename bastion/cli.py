@@ -252,15 +252,30 @@ def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(tail)
 
 
+def _page_flags(parser: argparse.ArgumentParser, limit: int) -> None:
+    parser.add_argument("--limit", type=int, default=limit, help=f"rows a page (default {limit})")
+    parser.add_argument("--cursor", metavar="CURSOR", help="the next page, as the last one said")
+
+
 def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("sessions", help="SSH and database sessions")
     cmds = group.add_subparsers(dest="sessions_command", required=True, parser_class=Parser)
     listing = _command(cmds, "list", sessions.sessions_list, "list sessions, newest first")
     listing.add_argument("--user")
     listing.add_argument("--target")
-    listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--since", metavar="WHEN", help="open at or after: 7d back, or ISO")
+    listing.add_argument("--until", metavar="WHEN", help="begun before: 7d back, or ISO")
+    listing.add_argument("--text", metavar="TEXT",
+                         help="in a command, statement or file path of the session")  # fmt: skip
+    listing.add_argument("--protocol", choices=["ssh", "postgres"])
     listing.add_argument("--open", action="store_true", help="only sessions still open")
+    _page_flags(listing, 200)
     _json_flag(listing)
+    index = _command(cmds, "index", sessions.sessions_index,
+                     "a session's commands or statements, with their offsets")  # fmt: skip
+    index.add_argument("session_id")
+    _page_flags(index, 500)
+    _json_flag(index)
     show = _command(cmds, "show", sessions.sessions_show, "a session with commands and files")
     show.add_argument("session_id")
     _json_flag(show)
@@ -313,8 +328,10 @@ def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--until", metavar="WHEN", help="before: 7d back, or an ISO time")
     listing.add_argument("--grep", metavar="TEXT", help="only statements containing TEXT")
-    listing.add_argument("--limit", type=int, default=200)
+    listing.add_argument("--session", metavar="ID", help="only this session's statements")
+    _page_flags(listing, 200)
     _json_flag(listing)
 
 
@@ -346,6 +363,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--target")
     listing.add_argument("--state", choices=["pending", "active", "expired", "approved",
                                              "denied", "revoked", "cancelled"])  # fmt: skip
+    _page_flags(listing, 500)
     _json_flag(listing)
     approve = _command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
     approve.add_argument("grant_id", type=int)
