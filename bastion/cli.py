@@ -253,8 +253,10 @@ def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def _page_flags(parser: argparse.ArgumentParser, limit: int) -> None:
+    """--limit and --cursor of a listing in pages, and --json."""
     parser.add_argument("--limit", type=int, default=limit, help=f"rows a page (default {limit})")
     parser.add_argument("--cursor", metavar="CURSOR", help="the next page, as the last one said")
+    _json_flag(parser)
 
 
 def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -265,17 +267,13 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="open at or after: 7d back, or ISO")
     listing.add_argument("--until", metavar="WHEN", help="begun before: 7d back, or ISO")
-    listing.add_argument("--text", metavar="TEXT",
-                         help="in a command, statement or file path of the session")  # fmt: skip
+    listing.add_argument("--text", help="in a command, statement or file path of the session")
     listing.add_argument("--protocol", choices=["ssh", "postgres"])
     listing.add_argument("--open", action="store_true", help="only sessions still open")
     _page_flags(listing, 200)
-    _json_flag(listing)
-    index = _command(cmds, "index", sessions.sessions_index,
-                     "a session's commands or statements, with their offsets")  # fmt: skip
+    index = _command(cmds, "index", sessions.sessions_index, "commands, statements, offsets")
     index.add_argument("session_id")
     _page_flags(index, 500)
-    _json_flag(index)
     show = _command(cmds, "show", sessions.sessions_show, "a session with commands and files")
     show.add_argument("session_id")
     _json_flag(show)
@@ -332,7 +330,6 @@ def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--grep", metavar="TEXT", help="only statements containing TEXT")
     listing.add_argument("--session", metavar="ID", help="only this session's statements")
     _page_flags(listing, 200)
-    _json_flag(listing)
 
 
 def _add_masking_commands(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -364,7 +361,6 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--state", choices=["pending", "active", "expired", "approved",
                                              "denied", "revoked", "cancelled"])  # fmt: skip
     _page_flags(listing, 500)
-    _json_flag(listing)
     approve = _command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
     approve.add_argument("grant_id", type=int)
     approve.add_argument("--consent-confirmed", action="store_true",

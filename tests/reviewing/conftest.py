@@ -1,0 +1,23 @@
+"""Fixtures for the reviewer's reads: a real store with real recordings, and the viewers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.access.viewing import Viewer
+from tests.reviewing.world import World, build
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = build(tmp_path)
+    yield w
+    w.store.close()
+
+
+OPERATOR = Viewer.operator("cli:root")
+RITA = Viewer.user("rita", "reviewer")
+ALICE = Viewer.user("alice", "engineer")
+BOB = Viewer.user("bob", "engineer")
