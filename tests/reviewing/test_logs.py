@@ -139,7 +139,7 @@ def test_the_ledger_filters_and_pages(world: World) -> None:
 
 
 def test_an_engineer_reads_only_their_own_unmask_grants(world: World) -> None:
-    shown, pending, later = ledger_world(world)
+    _, pending, _ = ledger_world(world)
     now = world.clock.now()
     assert [r["id"] for r in consent_ledger(world.store, BOB, now).items] == [pending]
     with pytest.raises(Denied):

@@ -128,4 +128,3 @@ def test_a_tampered_recording_is_refused_and_no_viewing_is_chained(world: World)
 def test_only_viewing_events_may_be_written(world: World) -> None:
     with pytest.raises(ValueError, match="a viewing is one of"):
         open_recording(world.store, world.box, RITA, "s-a1", kind="session.closed")
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from tests.reviewing.conftest import ALICE, BOB, OPERATOR, RITA
 from tests.reviewing.world import World, day
 
 
-def ids(world: World, viewer: Viewer = OPERATOR, **wanted: object) -> list[str]:
-    page = search_sessions(world.store, viewer, SessionFilter(**wanted), limit=100)  # type: ignore[arg-type]
+def ids(world: World, viewer: Viewer = OPERATOR, **wanted: Any) -> list[str]:
+    page = search_sessions(world.store, viewer, SessionFilter(**wanted), limit=100)
     assert page.next is None
     return [item["id"] for item in page.items]
 
@@ -51,7 +52,7 @@ def test_no_filter_is_every_session_newest_first(world: World) -> None:
         ({"text": "nothing like this"}, []),
     ],
 )
-def test_each_filter(world: World, wanted: dict[str, object], expected: list[str]) -> None:
+def test_each_filter(world: World, wanted: dict[str, Any], expected: list[str]) -> None:
     assert ids(world, **wanted) == expected
 
 

@@ -11,8 +11,17 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from bastion.audit import ChainKey, CommandLine, NewUnmask, QueryEnd, QueryStart, RecordingInfo, Store
+from bastion.audit import (
+    ChainKey,
+    CommandLine,
+    NewUnmask,
+    QueryEnd,
+    QueryStart,
+    RecordingInfo,
+    Store,
+)
 from bastion.clock import FakeClock
 from bastion.identity.sealing import SecretBox
 from bastion.recording import RecordingWriter
@@ -40,10 +49,16 @@ class World:
     home: Path
     box: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))
     clock: FakeClock = field(default_factory=lambda: FakeClock(day(1, 8)))
+    store_path: Path | None = None  # an existing store (made by `bastion init`), else a new one
+    recordings: Path | None = None
 
     def __post_init__(self) -> None:
-        self.store = Store.create(self.home / "bastion.db", self.clock, ChainKey.of(self.box))
-        self.recordings = self.home / "recordings"
+        key = ChainKey.of(self.box)
+        if self.store_path is None:
+            self.store = Store.create(self.home / "bastion.db", self.clock, key)
+        else:
+            self.store = Store.open(self.store_path, self.clock, key)
+        self.recording_root = self.recordings or self.home / "recordings"
         for name, role in [("alice", "engineer"), ("bob", "engineer"), ("rita", "reviewer"),
                            ("carol", "admin")]:  # fmt: skip
             self.store.add_user(name, role, None, os.urandom(16), "test")
@@ -61,8 +76,9 @@ class World:
         Each command is typed, logged as the door logs it, then its output recorded."""
         self.at(start)
         mono = Monotonic()
-        writer = RecordingWriter.create(self.recordings, sid, start, 80, 24, f"{user} -> {target}",
-                                        {"TERM": "xterm"}, self.box, monotonic=mono)  # fmt: skip
+        writer = RecordingWriter.create(self.recording_root, sid, start, 80, 24,
+                                        f"{user} -> {target}", {"TERM": "xterm"}, self.box,
+                                        monotonic=mono)  # fmt: skip
         self.store.open_session(session_id=sid, user=user, target=target, grant_id=None,
                                 protocol="ssh", client_addr="10.0.0.5:50000",
                                 recording_path=str(writer.path))  # fmt: skip
@@ -112,17 +128,21 @@ class World:
         return grant.id
 
 
-def build(home: Path) -> World:
+def build(home: Path, **where: Any) -> World:
     """Three days: alice and bob on web-1, web-2 and db-1; one session still open."""
-    w = World(home)
+    w = World(home, **where)
     w.ssh("s-a1", "alice", "web-1", day(1, 9),
           [(300.0, "ls /srv", "backups  www"),
            (600.0, "sudo systemctl restart nginx", "")])  # fmt: skip
     w.ssh("s-b1", "bob", "web-2", day(2, 10), [(60.0, "cat /etc/shadow", "Permission denied")],
           minutes=20)  # fmt: skip
-    w.psql("s-a2", "alice", day(2, 23, 30),
-           [(10.0, "SELECT * FROM customers"), (1895.5, "DELETE FROM invoices WHERE id = $1")],
-           minutes=60)  # fmt: skip  (the DELETE runs after midnight, on day 3)
+    w.psql(
+        "s-a2",
+        "alice",
+        day(2, 23, 30),
+        [(10.0, "SELECT * FROM customers"), (1895.5, "DELETE FROM invoices WHERE id = $1")],
+        minutes=60,
+    )  # fmt: skip  (the DELETE runs after midnight, on day 3)
     w.psql("s-b2", "bob", day(3, 11), [(5.0, "select 1")])
     w.ssh("s-a3", "alice", "web-2", day(3, 14), [(30.0, "echo 100%_done", "100%_done")],
           minutes=5)  # fmt: skip
