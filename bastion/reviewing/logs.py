@@ -15,7 +15,7 @@ from bastion.clock import iso
 from bastion.errors import UsageError
 from bastion.reports.facts import rows_shown
 from bastion.reviewing.audited import chain_before_showing
-from bastion.reviewing.sessions import Page, id_cursor, page_size
+from bastion.reviewing.sessions import Page, id_cursor, page_size, search_text
 
 STATES = ("pending", "active", "expired", "approved", "denied", "revoked", "cancelled")
 SHOWN_ONLY = ("active", "expired")  # states worked out from an approved grant's window
@@ -40,10 +40,11 @@ def search_queries(
     """Statements newest first; `queries.listed` (the filters and the count, never a text)
     is chained and read back before a row is returned."""
     user = whose(viewer, wanted.user)
+    text = search_text(wanted.text)
     before = id_cursor(cursor)
     size = page_size(limit)
     found = store.queries(user=user, target=wanted.target, since=wanted.since,
-                          until=wanted.until, grep=wanted.text or None,
+                          until=wanted.until, grep=text,
                           session_id=wanted.session, before=before,
                           limit=size + 1)  # fmt: skip
     more = len(found) > size
@@ -51,7 +52,7 @@ def search_queries(
     filters = {"user": user, "target": wanted.target,
                "since": iso(wanted.since) if wanted.since else None,
                "until": iso(wanted.until) if wanted.until else None,
-               "grep": wanted.text or None, "session": wanted.session, "before": before,
+               "grep": text, "session": wanted.session, "before": before,
                "limit": size}  # fmt: skip
     ids = [row.id for row in found]
     record_reading(store, viewer.actor, filters, len(found), unit="ids",

@@ -14,6 +14,7 @@ from bastion.errors import NotFound, UsageError
 from bastion.recording.container import valid_session_id
 
 MAX_PAGE = 500
+MAX_TEXT = 500  # characters of a text search: what a command or statement could be looked up by
 PROTOCOLS = ("ssh", "postgres")
 
 
@@ -34,6 +35,13 @@ def page_size(limit: int) -> int:
     return limit
 
 
+def search_text(text: str | None) -> str | None:
+    """The text to search for (None: no text filter); refused when longer than MAX_TEXT."""
+    if text and len(text) > MAX_TEXT:
+        raise UsageError(f"a search text is at most {MAX_TEXT} characters")
+    return text or None
+
+
 def session_item(session: SessionRecord) -> dict[str, Any]:
     """A session as listings show it: where its recording lies on disk is not for the page."""
     data = session.public()
@@ -51,7 +59,7 @@ def search_sessions(
         raise UsageError(f"protocol is one of {', '.join(PROTOCOLS)}")
     if wanted.since and wanted.until and wanted.until <= wanted.since:
         raise UsageError("the end of the date range must come after its start")
-    wanted = replace(wanted, user=whose(viewer, wanted.user), text=wanted.text or None)
+    wanted = replace(wanted, user=whose(viewer, wanted.user), text=search_text(wanted.text))
     size = page_size(limit)
     found = store.search_sessions(wanted, after=_session_cursor(cursor), limit=size + 1)
     more = len(found) > size

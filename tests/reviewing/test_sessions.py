@@ -195,3 +195,9 @@ def test_someone_else_s_session_is_not_found_as_a_missing_one_is(world: World) -
     assert str(other.value) == "no session with id s-a1"
     assert str(missing.value) == "no session with id s-nope"
     assert command_index(world.store, BOB, "s-b1")["entries"][0]["text"] == "cat /etc/shadow"
+
+
+def test_a_search_text_is_bounded(world: World) -> None:
+    assert ids(world, text="x" * 500) == []
+    with pytest.raises(UsageError, match="at most 500 characters"):
+        search_sessions(world.store, OPERATOR, SessionFilter(text="x" * 501))
