@@ -21,17 +21,16 @@ from bastion.clock import iso
 Rows = list[dict[str, Any]]
 
 _MATCHES = "instr(lower({column}), lower(?)) > 0"
-# A session matches a text when one of its commands, statements or file paths holds it.
+# A session matches a text when one of its commands, statements or file paths holds it: each
+# table is read once for the text (not once a session), and the sessions found are joined.
 _TEXT = (
-    "(EXISTS (SELECT 1 FROM commands c WHERE c.session_id = s.id AND "
-    + _MATCHES.format(column="c.command")
-    + ") OR EXISTS (SELECT 1 FROM queries q WHERE q.session_id = s.id AND "
-    + _MATCHES.format(column="q.sql")
-    + ") OR EXISTS (SELECT 1 FROM file_transfers f WHERE f.session_id = s.id AND ("
-    + _MATCHES.format(column="f.path")
-    + " OR "
-    + _MATCHES.format(column="coalesce(f.path2, '')")
-    + ")))"
+    "s.id IN (SELECT session_id FROM commands WHERE "
+    + _MATCHES.format(column="command")
+    + " UNION SELECT session_id FROM queries WHERE "
+    + _MATCHES.format(column="sql")
+    + " UNION SELECT session_id FROM file_transfers WHERE "
+    + _MATCHES.format(column="path || char(10) || coalesce(path2, '')")
+    + ")"
 )
 
 
@@ -65,7 +64,7 @@ class ReviewerReadQueries(StoreBase):
             ("(s.ended_at IS NULL OR s.ended_at >= ?)", iso(found.since) if found.since else None),
             ("s.started_at < ?", iso(found.until) if found.until else None),
             ("s.ended_at IS NULL", found.open_only),
-            (_TEXT, (text, text, text, text) if text else None),
+            (_TEXT, (text, text, text) if text else None),
             ("(s.started_at < ? OR (s.started_at = ? AND s.id < ?))",
              (after[0], after[0], after[1]) if after else None),
         ])  # fmt: skip
