@@ -60,6 +60,9 @@ def test_sessions_index_gives_each_command_s_offset(busy: Bastion) -> None:
     text = assert_ok(busy.run("sessions", "index", "s-a1")).stdout
     assert "300.000s" in text and "sudo systemctl restart nginx" in text
     assert_error(busy.run("sessions", "index", "s-nope"), Exit.NOT_FOUND, "no session")
+    shown = busy.json("sessions", "show", "s-a1")
+    assert [(c["command"], c["offset"]) for c in shown["commands"]] == [
+        ("ls /srv", 300.0), ("sudo systemctl restart nginx", 600.0)]  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["ABORT, 'no trace wanted'", "IGNORE"])

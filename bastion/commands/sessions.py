@@ -14,7 +14,7 @@ from bastion.durations import parse_duration
 from bastion.errors import Exit, UsageError
 from bastion.recording import RecordingError, replay
 from bastion.reviewing.recordings import open_recording
-from bastion.reviewing.sessions import command_index, search_sessions
+from bastion.reviewing.sessions import command_index, offset_of, search_sessions
 
 
 def since_arg(text: str | None, app: App, flag: str = "--since") -> datetime | None:
@@ -66,8 +66,9 @@ def sessions_index(app: App, args: argparse.Namespace) -> int:
 
 def sessions_show(app: App, args: argparse.Namespace) -> int:
     session = app.store.session(args.session_id)
-    commands = [{"at": c.at.isoformat(), "command": c.text, "reconstructed": c.reconstructed,
-                 "uncertain": c.uncertain} for c in app.store.commands(session.id)]  # fmt: skip
+    commands = [{"at": c.at.isoformat(), "offset": offset_of(c.at, session.started_at),
+                 "command": c.text, "reconstructed": c.reconstructed, "uncertain": c.uncertain}
+                for c in app.store.commands(session.id)]  # fmt: skip
     files = [{"at": f.at.isoformat(), "operation": f.operation, "path": f.path, "path2": f.path2,
               "bytes": f.size, "sha256": f.sha256, "status": f.status}
              for f in app.store.file_ops(session.id)]  # fmt: skip
