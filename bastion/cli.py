@@ -253,15 +253,28 @@ def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     _json_flag(tail)
 
 
+def _page_flags(parser: argparse.ArgumentParser, limit: int) -> None:
+    """--limit and --cursor of a listing in pages, and --json."""
+    parser.add_argument("--limit", type=int, default=limit, help=f"rows a page (default {limit})")
+    parser.add_argument("--cursor", metavar="CURSOR", help="the next page, as the last one said")
+    _json_flag(parser)
+
+
 def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("sessions", help="SSH and database sessions")
     cmds = group.add_subparsers(dest="sessions_command", required=True, parser_class=Parser)
     listing = _command(cmds, "list", sessions.sessions_list, "list sessions, newest first")
     listing.add_argument("--user")
     listing.add_argument("--target")
-    listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--since", metavar="WHEN", help="open at or after: 7d back, or ISO")
+    listing.add_argument("--until", metavar="WHEN", help="begun before: 7d back, or ISO")
+    listing.add_argument("--text", help="in a command, statement or file path of the session")
+    listing.add_argument("--protocol", choices=["ssh", "postgres"])
     listing.add_argument("--open", action="store_true", help="only sessions still open")
-    _json_flag(listing)
+    _page_flags(listing, 200)
+    index = _command(cmds, "index", sessions.sessions_index, "commands, statements, offsets")
+    index.add_argument("session_id")
+    _page_flags(index, 500)
     show = _command(cmds, "show", sessions.sessions_show, "a session with commands and files")
     show.add_argument("session_id")
     _json_flag(show)
@@ -314,9 +327,10 @@ def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
+    listing.add_argument("--until", metavar="WHEN", help="before: 7d back, or an ISO time")
     listing.add_argument("--grep", metavar="TEXT", help="only statements containing TEXT")
-    listing.add_argument("--limit", type=int, default=200)
-    _json_flag(listing)
+    listing.add_argument("--session", metavar="ID", help="only this session's statements")
+    _page_flags(listing, 200)
 
 
 def _add_masking_commands(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -347,7 +361,7 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--target")
     listing.add_argument("--state", choices=["pending", "active", "expired", "approved",
                                              "denied", "revoked", "cancelled"])  # fmt: skip
-    _json_flag(listing)
+    _page_flags(listing, 500)
     approve = _command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
     approve.add_argument("grant_id", type=int)
     approve.add_argument("--consent-confirmed", action="store_true",

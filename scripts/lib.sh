@@ -3,6 +3,7 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BASTION_VENV:-$ROOT/.venv}"
+VENDOR="$ROOT/vendor"  # browser assets from the npm registry (gitignored, never committed)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -67,4 +68,26 @@ make_venv() {
         "$VENV/bin/python" -m pip install -qq -e "$ROOT${extras:+[$extras]}"
         echo "$want $extras" >"$stamp"
     fi
+    install_player
+}
+
+install_player() {
+    # The web console's recording player, asciinema-player, from the npm registry into
+    # vendor/ (bastion/reviewing/player.py finds it there). The version and the integrity
+    # hash of every package are pinned in scripts/player/package-lock.json; `npm ci`
+    # installs exactly that and refuses a tarball whose hash differs.
+    local want have
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    want="$(cat "$ROOT/scripts/player/package.json" "$ROOT/scripts/player/package-lock.json" |
+        sha256sum | cut -d' ' -f1)"
+    have="$(cat "$VENDOR/.bastion-installed" 2>/dev/null || true)"
+    if [ "$want" = "$have" ] && [ -f "$VENDOR/node_modules/asciinema-player/package.json" ]; then
+        return 0
+    fi
+    say "installing the recording player (asciinema-player) into $VENDOR"
+    mkdir -p "$VENDOR"
+    cp "$ROOT/scripts/player/package.json" "$ROOT/scripts/player/package-lock.json" "$VENDOR/"
+    (cd "$VENDOR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2) ||
+        die "npm could not install the recording player into $VENDOR (see above)"
+    echo "$want" >"$VENDOR/.bastion-installed"
 }

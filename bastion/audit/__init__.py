@@ -15,6 +15,7 @@ from bastion.audit.report_runs import ReportRunQueries
 from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.reviewing import ReviewerReadQueries, SessionFilter
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
@@ -39,6 +40,7 @@ __all__ = [
     "RecordingInfo",
     "ReportWeek",
     "ReviewedFinding",
+    "SessionFilter",
     "SessionQueries",
     "Store",
     "TicketRow",
@@ -63,6 +65,7 @@ class Store(
     ReviewQueries,
     ReportRunQueries,
     DailyFlagQueries,
+    ReviewerReadQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

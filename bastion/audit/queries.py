@@ -138,13 +138,18 @@ class QueryQueries(StoreBase):
         grep: str | None = None,
         session_id: str | None = None,
         limit: int = 500,
+        until: datetime | None = None,
+        before: int | None = None,
     ) -> list[QueryRow]:
+        """The query log, newest first; `before` is the previous page's last id."""
         clause, params = where([
             ("u.name = ?", user),
             ("t.name = ?", target),
             ("q.at >= ?", iso(since) if since else None),
-            ("instr(lower(q.sql), lower(?)) > 0", grep),
+            ("q.at < ?", iso(until) if until else None),
+            ("instr(lower(q.sql), lower(?)) > 0", grep or None),
             ("q.session_id = ?", session_id),
+            ("q.id < ?", before),
         ])  # fmt: skip
         sql = (
             "SELECT q.*, u.name AS user, t.name AS target FROM queries q"

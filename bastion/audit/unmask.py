@@ -59,7 +59,7 @@ class UnmaskGrant:
         }  # fmt: skip
 
 
-def _from_row(row: dict[str, Any]) -> UnmaskGrant:
+def unmask_from_row(row: dict[str, Any]) -> UnmaskGrant:
     return UnmaskGrant(
         id=row["id"], user=row["user"], target=row["target"],
         columns=tuple(json.loads(row["columns"])), subject_key=row["subject_key"],
@@ -112,14 +112,17 @@ class UnmaskQueries(StoreBase):
         rows = self._rows(UNMASK_SELECT + " WHERE g.id = ?", [grant_id])
         if not rows:
             raise NotFound(f"no unmask grant with id {grant_id}")
-        return _from_row(rows[0])
+        return unmask_from_row(rows[0])
 
     def unmasks(
         self, *, user: str | None = None, target: str | None = None, state: str | None = None
     ) -> list[UnmaskGrant]:
         clause, params = where([("u.name = ?", user), ("t.name = ?", target),
                                 ("g.state = ?", state)])  # fmt: skip
-        return [_from_row(r) for r in self._rows(UNMASK_SELECT + clause + " ORDER BY g.id", params)]
+        return [
+            unmask_from_row(r)
+            for r in self._rows(UNMASK_SELECT + clause + " ORDER BY g.id", params)
+        ]
 
     def decide_unmask(
         self,

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from bastion.access.grants import Access
 from bastion.access.tickets import Tickets
+from bastion.access.viewing import Viewer
 from bastion.audit import ChainKey, Store
 from bastion.clock import Clock, SystemClock
 from bastion.config import Config, load_config
@@ -69,6 +70,11 @@ class App:
     @property
     def actor(self) -> str:
         return cli_actor()
+
+    @property
+    def viewer(self) -> Viewer:
+        """Who reads through the CLI: the host's operator, who sees every session and log."""
+        return Viewer.operator(self.actor)
 
     def emit(self, data: Any, text: str) -> None:
         """Print JSON when --json was given, else the human text."""

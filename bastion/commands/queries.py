@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 
 from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
-from bastion.clock import iso
 from bastion.commands.app import App, actor_of
 from bastion.commands.requests import duration_arg
-from bastion.commands.reviewing import record_listing
-from bastion.commands.sessions import since_arg
+from bastion.commands.sessions import more_note, since_arg
 from bastion.errors import Denied, UsageError
+from bastion.reviewing.logs import QueryFilter, search_queries
 
 
 def ticket(app: App, args: argparse.Namespace) -> int:
@@ -86,18 +84,16 @@ def _ticket_revoke(app: App, args: argparse.Namespace) -> int:
 
 def queries_list(app: App, args: argparse.Namespace) -> int:
     """The query log, newest first; the reading is chained before a row is shown."""
-    since = since_arg(args.since, app)
-    found = app.store.queries(user=args.user, target=args.target, since=since, grep=args.grep,
-                              limit=args.limit)  # fmt: skip
-    filters = {"user": args.user, "target": args.target, "since": since and iso(since),
-               "grep": args.grep, "limit": args.limit}  # fmt: skip
-    record_listing(app, filters, found)
-    rows = [q.public() for q in found]
-    for row in rows:
-        note = json.loads(row["masking"]) if row["masking"] else {}
-        row["masking"] = note or None
-        row["masked"] = ",".join(note.get("masked", []) + list(note.get("detected", {})))
+    wanted = QueryFilter(user=args.user, target=args.target, since=since_arg(args.since, app),
+                         until=since_arg(args.until, app, "--until"), text=args.grep,
+                         session=args.session)  # fmt: skip
+    page = search_queries(app.store, app.viewer, wanted, cursor=args.cursor, limit=args.limit)
+    rows = page.items
+    if not app.as_json:
+        for row in rows:
+            row["masked"] = ",".join(row["masked"])
     # kept_whole flags a text logged as sent: its code could not be parsed for redaction.
     app.table(rows, ["at", "user", "target", "tag", "rows", "sqlstate", "refused", "masked",
                      "kept_whole", "sql"], "no queries match")  # fmt: skip
+    more_note(page.next, "statements")
     return 0

@@ -9,42 +9,21 @@ move the head file past the damage), and a store that cannot take it is said, no
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from bastion.audit import Event
-from bastion.audit.queries import QueryRow
 from bastion.commands.app import App
 from bastion.errors import StoreError
-
-
-def record_listing(app: App, filters: Mapping[str, Any], rows: Sequence[QueryRow]) -> None:
-    """Chain who listed the query log, with which filters and how many rows (never their
-    text); raise StoreError, so nothing is shown, if the event is not in the chain after."""
-    ids = [row.id for row in rows]
-    record_reading(app, filters, len(rows), "ids", (min(ids), max(ids)) if ids else None)
+from bastion.reviewing import logs
 
 
 def record_reading(
     app: App, filters: Mapping[str, Any], count: int, unit: str, span: tuple[int, int] | None
 ) -> None:
-    """`queries.listed` for any way of reading statements (`unit`: what `span` counts, the
-    query log's ids or the chain's seqs), chained and read back before anything is shown."""
-    given = {key: value for key, value in filters.items() if value is not None}
-    detail: dict[str, Any] = {"filters": given, "rows": count}
-    if span is not None:
-        detail[unit] = list(span)
-    event = Event("queries.listed", app.actor, str(given.get("user") or ""), "notice",
-                  detail=detail)  # fmt: skip
-    try:
-        [chained] = app.store.append_events([event])
-        held = app.store.mac_at(chained.seq)
-    except StoreError as exc:
-        raise StoreError(f"the query log is not shown: reading it could not be recorded in"
-                         f" the audit chain ({exc.message})") from exc  # fmt: skip
-    if held != chained.row_hash:
-        raise StoreError("the query log is not shown: the audit chain does not hold the event"
-                         " recording this reading (was the store altered?)")  # fmt: skip
+    """`queries.listed` for any way of reading statements, chained and read back before
+    anything is shown (bastion/reviewing/logs.py)."""
+    logs.record_reading(app.store, app.actor, filters, count, unit=unit, span=span)
 
 
 def record_verification(app: App, detail: Mapping[str, Any], *, end_in_doubt: bool) -> bool:

@@ -8,23 +8,17 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from bastion.audit import Event
-from bastion.audit.records import SessionRecord
+from bastion.audit import SessionFilter
 from bastion.commands.app import App, actor_of
 from bastion.durations import parse_duration
 from bastion.errors import Exit, UsageError
-from bastion.recording import (
-    Recording,
-    RecordingError,
-    export_asciicast,
-    file_digest,
-    read_recording,
-    replay,
-)
+from bastion.recording import RecordingError, replay
+from bastion.reviewing.recordings import open_recording
+from bastion.reviewing.sessions import command_index, offset_of, search_sessions
 
 
-def since_arg(text: str | None, app: App) -> datetime | None:
-    """--since as a duration back from now (7d) or an ISO time with a zone."""
+def since_arg(text: str | None, app: App, flag: str = "--since") -> datetime | None:
+    """--since (or --until) as a duration back from now (7d) or an ISO time with a zone."""
     if not text:
         return None
     try:
@@ -34,25 +28,47 @@ def since_arg(text: str | None, app: App) -> datetime | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise UsageError(f"--since {text!r}: give a duration (2h, 7d) or an ISO time") from exc
+        raise UsageError(f"{flag} {text!r}: give a duration (2h, 7d) or an ISO time") from exc
     if when.tzinfo is None:
-        raise UsageError("--since needs a time zone, e.g. 2026-11-23T09:00+00:00")
+        raise UsageError(f"{flag} needs a time zone, e.g. 2026-11-23T09:00+00:00")
     return when
 
 
+def more_note(following: str | None, what: str) -> None:
+    """Say on stderr how to ask for the next page (stdout keeps the listing alone)."""
+    if following:
+        sys.stderr.write(f"bastion: more {what} match: add --cursor {following}\n")
+
+
 def sessions_list(app: App, args: argparse.Namespace) -> int:
-    found = app.store.sessions(user=args.user, target=args.target, since=since_arg(args.since, app),
-                               open_only=args.open)  # fmt: skip
-    rows = [s.public() for s in found]
-    app.table(rows, ["id", "user", "target", "protocol", "state", "started_at", "ended_at"],
-              "no sessions match")  # fmt: skip
+    """Sessions by person, target, date range and text in their commands or statements."""
+    wanted = SessionFilter(user=args.user, target=args.target,
+                           since=since_arg(args.since, app),
+                           until=since_arg(args.until, app, "--until"), text=args.text,
+                           protocol=args.protocol, open_only=args.open)  # fmt: skip
+    page = search_sessions(app.store, app.viewer, wanted, cursor=args.cursor, limit=args.limit)
+    app.table(page.items, ["id", "user", "target", "protocol", "state", "started_at",
+                           "ended_at"], "no sessions match")  # fmt: skip
+    more_note(page.next, "sessions")
+    return 0
+
+
+def sessions_index(app: App, args: argparse.Namespace) -> int:
+    """A session's commands or statements, each with its offset into the recording."""
+    found = command_index(app.store, app.viewer, args.session_id, cursor=args.cursor,
+                          limit=args.limit)  # fmt: skip
+    lines = [f"{e['offset']:>10.3f}s  {e['at']}  {e['text']}" for e in found["entries"]]
+    app.emit(found, "\n".join(lines) or "no commands or statements in this session")
+    if not app.as_json:
+        more_note(found["next"], "entries")
     return 0
 
 
 def sessions_show(app: App, args: argparse.Namespace) -> int:
     session = app.store.session(args.session_id)
-    commands = [{"at": c.at.isoformat(), "command": c.text, "reconstructed": c.reconstructed,
-                 "uncertain": c.uncertain} for c in app.store.commands(session.id)]  # fmt: skip
+    commands = [{"at": c.at.isoformat(), "offset": offset_of(c.at, session.started_at),
+                 "command": c.text, "reconstructed": c.reconstructed, "uncertain": c.uncertain}
+                for c in app.store.commands(session.id)]  # fmt: skip
     files = [{"at": f.at.isoformat(), "operation": f.operation, "path": f.path, "path2": f.path2,
               "bytes": f.size, "sha256": f.sha256, "status": f.status}
              for f in app.store.file_ops(session.id)]  # fmt: skip
@@ -76,54 +92,22 @@ def sessions_kill(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded(app: App, session_id: str) -> tuple[SessionRecord, Path]:
-    session = app.store.session(session_id)
-    if not session.recording_path:
-        raise UsageError(f"session {session_id} has no recording ({session.protocol})")
-    return session, Path(session.recording_path)
-
-
 def replay_command(app: App, args: argparse.Namespace) -> int:
     """Play a recording in the terminal; the viewing is audited before the first byte."""
     if args.speed <= 0:
         raise UsageError("--speed must be positive")
     if args.start < 0:
         raise UsageError("--from must be a number of seconds >= 0")
-    session, path = _recorded(app, args.session_id)
-    recording = read_recording(path, app.box, session.id)
-    app.store.append_events([Event("recording.replayed", app.actor, session.user or "", "notice",
-                                   session.id, {"target": session.target})])  # fmt: skip
-    warnings = _replay_warnings(app, session, path, recording)
-    for warning in warnings:  # before the first byte, so nobody takes it for the whole session
+    opened = open_recording(app.store, app.box, app.viewer, args.session_id)
+    recording = opened.read()
+    for warning in opened.warnings:  # before the first byte: not taken for the whole session
         sys.stderr.write(f"bastion: {warning}\n")
     sys.stderr.flush()
     replay(recording, sys.stdout.buffer, speed=args.speed, idle_limit=args.idle_limit,
            start=args.start)  # fmt: skip
     sys.stdout.flush()
-    return Exit.TAMPERED if warnings and session.ended_at is not None else Exit.OK
-
-
-def _replay_warnings(
-    app: App, session: SessionRecord, path: Path, recording: Recording
-) -> list[str]:
-    """What makes this recording less than the whole closed session the chain vouches for."""
-    if session.ended_at is None:
-        return ["the session is still open: this is the recording so far"]
-    out = []
-    if not recording.complete:
-        out.append(
-            "the recording has no final chunk: it was cut short (or its writer never closed"
-            " it); what follows is not the whole session"
-        )
-    chained = app.store.chained_recordings(2**62, session.id)
-    if not chained:
-        out.append("the audit chain holds no hash for this recording")
-    elif file_digest(path) != (
-        chained[-1][1]["recording_sha256"],
-        chained[-1][1]["recording_size"],
-    ):
-        out.append("the recording does not match the hash the audit chain holds for it")
-    return out
+    closed = opened.session.ended_at is not None
+    return Exit.TAMPERED if opened.warnings and closed else Exit.OK
 
 
 def _create_private(out: Path) -> int:
@@ -139,20 +123,20 @@ def _create_private(out: Path) -> int:
 
 def recordings_export(app: App, args: argparse.Namespace) -> int:
     """Write plain asciicast v2 (plays in asciinema); audited before the file is written."""
-    session, path = _recorded(app, args.session_id)
     out = Path(args.out)
     if out.exists():
         raise UsageError(f"{out} exists already; refusing to overwrite it")
-    detail = {"target": session.target, "to": str(out)}
-    event = Event("recording.exported", app.actor, session.user or "", "notice", session.id, detail)
-    app.store.append_events([event])
-
+    opened = open_recording(app.store, app.box, app.viewer, args.session_id,
+                            kind="recording.exported", detail={"to": str(out)})  # fmt: skip
+    for warning in opened.warnings:
+        sys.stderr.write(f"bastion: {warning}\n")
     fd = _create_private(out)
     try:
         with open(fd, "w", encoding="utf-8") as handle:
-            export_asciicast(path, app.box, handle, session.id)
+            opened.write_asciicast(handle)
     except (RecordingError, OSError):
         out.unlink(missing_ok=True)
         raise
-    app.emit({"session": session.id, "out": str(out)}, f"wrote {out} (asciicast v2)")
+    app.emit({"session": opened.session.id, "out": str(out), "warnings": list(opened.warnings)},
+             f"wrote {out} (asciicast v2)")  # fmt: skip
     return 0

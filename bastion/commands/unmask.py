@@ -9,7 +9,9 @@ from pathlib import Path
 from bastion.access.unmask import Unmasking
 from bastion.commands.app import App, actor_of, proven
 from bastion.commands.requests import duration_arg
+from bastion.commands.sessions import more_note
 from bastion.errors import UsageError
+from bastion.reviewing.logs import consent_ledger
 
 COLUMNS = ["id", "user", "target", "columns", "subject", "state", "starts_at", "ends_at",
            "consent_ref", "requested_by", "decided_by", "reason"]  # fmt: skip
@@ -49,14 +51,16 @@ def unmask_request(app: App, args: argparse.Namespace) -> int:
 
 
 def unmask_list(app: App, args: argparse.Namespace) -> int:
-    now = app.clock.now()
-    rows = [g.public(now) for g in app.store.unmasks(user=args.user, target=args.target)]
-    if args.state:
-        rows = [r for r in rows if r["state"] == args.state]
+    """The consent ledger, newest first: each grant with its consent and rows shown."""
+    page = consent_ledger(app.store, app.viewer, app.clock.now(), user=args.user,
+                          target=args.target, state=args.state, cursor=args.cursor,
+                          limit=args.limit)  # fmt: skip
+    rows = page.items
     if not app.as_json:
         for row in rows:
             row["columns"] = ",".join(row["columns"])
-    app.table(rows, COLUMNS, "no unmask grants match")
+    app.table(rows, [*COLUMNS, "rows_shown"], "no unmask grants match")
+    more_note(page.next, "unmask grants")
     return 0
 
 

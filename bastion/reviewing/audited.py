@@ -1,0 +1,21 @@
+"""A reading chained before it is shown: the event is written, then read back from the chain."""
+
+from __future__ import annotations
+
+from bastion.audit import ChainedEvent, Event, Store
+from bastion.errors import StoreError
+
+
+def chain_before_showing(store: Store, event: Event, what: str) -> ChainedEvent:
+    """Chain `event` and confirm the chain holds it; else StoreError, "`what` is not shown"
+    (an insider's trigger that refuses the row, or drops it silently, hides nothing)."""
+    try:
+        [chained] = store.append_events([event])
+        held = store.mac_at(chained.seq)
+    except StoreError as exc:
+        raise StoreError(f"{what} is not shown: reading it could not be recorded in the"
+                         f" audit chain ({exc.message})") from exc  # fmt: skip
+    if held != chained.row_hash:
+        raise StoreError(f"{what} is not shown: the audit chain does not hold the event"
+                         " recording this reading (was the store altered?)")  # fmt: skip
+    return chained
