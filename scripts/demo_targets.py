@@ -86,8 +86,9 @@ class DemoTargets:
         self.login = pwd.getpwuid(os.getuid())
         """Whom SSH logins land on: bastion-demo as root, else whoever runs the demo."""
 
-    def start(self, children: Children) -> None:
-        """Start both servers (making them the first time) and add them to the bastion."""
+    def start(self, children: Children, fresh: bool) -> None:
+        """Start both servers (making them the first time) and add them to the bastion (a
+        fresh one has none yet)."""
         if os.geteuid() == 0:
             self.login = ensure_system_login()
             assert self.pg_owner is not None
@@ -96,7 +97,7 @@ class DemoTargets:
         ports = self._ports()
         self._start_postgres(children, ports["postgres"])
         self._start_sshd(children, ports["sshd"])
-        existing = {row["name"]: row for row in self.bastion("target", "list")}
+        existing = {} if fresh else {row["name"]: row for row in self.bastion("target", "list")}
         if SSH_TARGET not in existing:
             self._add_ssh_target(ports["sshd"])
         elif not existing[SSH_TARGET]["host_key"]:
