@@ -3,7 +3,8 @@
 Started by scripts/demo with the venv's Python. The first run creates everything in the demo
 folder; later runs reuse it. Ctrl-C (SIGINT), SIGTERM or SIGHUP stop every process it started,
 and so does a step that fails half-way. `demo_stack.py code NAME` prints a demo user's current
-TOTP code, `pg-password NAME` their password followed by it (what the PostgreSQL door wants).
+TOTP code, `password NAME` their password, `pg-password NAME` the two together (what the
+PostgreSQL door wants).
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class Demo:
         self.dir.chmod(0o711)  # the postgres and login users must reach their files inside
         self.logs.mkdir(mode=0o700, exist_ok=True)
         fresh = not self.config.exists()
-        if fresh:
+        if not fresh:
+            say(f"reusing the demo in {self.dir} (delete it to start again)")
+        else:
             say(f"creating a demo bastion in {self.dir}")
             ports = {name: _port_from_env(name) for name in DEFAULT_PORTS}
             self.bastion.json("init", str(self.dir), *[a for name, port in ports.items()
@@ -186,11 +189,18 @@ def _demo_command() -> str:
     return shown
 
 
+def _conninfo_value(value: str) -> str:
+    """A libpq connection-string value, quoted when it holds a space, quote or backslash."""
+    if not any(c in value for c in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def instructions(demo: Demo, ssh_login: str) -> str:
     ports, cmd = demo.ports(), _demo_command()
     ca = demo.dir / "tls" / "bastion-ca.pem"
     conninfo = (f"host=127.0.0.1 port={ports['postgres']} user={ENGINEER} dbname=demo-shop"
-                f" sslmode=verify-full sslrootcert={ca}")  # fmt: skip
+                f" sslmode=verify-full sslrootcert={_conninfo_value(str(ca))}")  # fmt: skip
     query = "SELECT * FROM customers"
     return f"""
 The demo bastion is running, with a private SSH host (demo-web, logins land on the
@@ -198,8 +208,9 @@ unprivileged user {ssh_login!r}) and a shop database (demo-shop) behind it. Ever
 lives in {demo.dir}; delete that folder to start again.
 
 Sign-in (demo only): the users' passwords and TOTP secrets are kept in the private file
-{demo.users_file}. Scan {demo.dir}/alice-totp.png and admin-totp.png with an
-authenticator app, or print a current code with: {cmd} code alice
+{demo.users_file}; print one with: {cmd} password alice
+Scan {demo.dir}/alice-totp.png and admin-totp.png with an authenticator
+app, or print a current code with: {cmd} code alice
 (each code works once; wait for the next one to log in again).
 
 Three things to try, in another terminal:
@@ -259,22 +270,25 @@ def run(demo: Demo) -> int:
         say("stopped")
 
 
-def print_code(demo: Demo, name: str, with_password: bool) -> int:
+def print_sign_in(demo: Demo, what: str, name: str) -> int:
+    """Print a demo user's password, current TOTP code, or both run together."""
     user = demo.users().get(name)
     if user is None:
         sys.stderr.write(f"demo: no demo user {name!r} in {demo.users_file}\n")
         return 2
     code = pyotp.TOTP(user["totp_secret"]).now()
-    print(user["password"] + code if with_password else code)
+    print(
+        {"code": code, "password": user["password"], "pg-password": user["password"] + code}[what]
+    )
     return 0
 
 
 def main(argv: Sequence[str]) -> int:
     demo = Demo(Path(os.environ.get("BASTION_DEMO_DIR") or ROOT / "demo").resolve())
-    if len(argv) == 2 and argv[0] in ("code", "pg-password"):
-        return print_code(demo, argv[1], argv[0] == "pg-password")
+    if len(argv) == 2 and argv[0] in ("code", "password", "pg-password"):
+        return print_sign_in(demo, argv[0], argv[1])
     if argv:
-        sys.stderr.write("usage: scripts/demo [code NAME | pg-password NAME]\n")
+        sys.stderr.write("usage: scripts/demo [code|password|pg-password NAME]\n")
         return 2
     return run(demo)
 
