@@ -220,7 +220,9 @@ def test_a_step_failing_half_way_stops_what_was_started(
         squatter.bind((LOOPBACK, ports["web"]))
         squatter.listen()
         seen: dict[str, set[str]] = {}  # each process's command lines (exec, exit change it)
+        deadline = time.monotonic() + START_TIMEOUT
         while demo.proc.poll() is None:
+            assert time.monotonic() < deadline, f"the demo did not give up:\n{demo.output}"
             for tag in demo.family():
                 seen.setdefault(tag, set()).add(_cmdline(int(tag.split()[0])))
             time.sleep(0.05)
