@@ -17,6 +17,7 @@ from bastion.errors import BastionError
 from bastion.ssh import menu, selfservice, streams
 from bastion.ssh.flow import Batch, Valve
 from bastion.ssh.tap import SessionTap
+from bastion.ssh.upstream_session import UpstreamSession
 
 if TYPE_CHECKING:
     from bastion.ssh.auth import BastionSSHServer
@@ -187,8 +188,6 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             await self.tap.close("refused", message)
 
     async def _connect_channel(self, upstream: asyncssh.SSHClientConnection) -> None:
-        from bastion.ssh.upstream_session import UpstreamSession  # noqa: PLC0415 - cycle
-
         term_type, width, height = self.term if self.term else (None, 0, 0)
         chan, _ = await upstream.create_session(
             lambda: UpstreamSession(self), command=self.command,

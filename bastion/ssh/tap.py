@@ -15,7 +15,7 @@ from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.recording import RecordingWriter
 from bastion.ssh import streams
-from bastion.ssh.commands import CommandDetector
+from bastion.ssh.cmdline import CommandDetector
 from bastion.ssh.sftp import SftpObserver, SftpOp, SftpProtocolError
 
 log = structlog.get_logger("bastion.ssh")
