@@ -284,3 +284,24 @@ def test_a_session_opened_then_ended_is_the_same_at_both_doors(doors: Bastion,
     assert kinds == ["auth.totp_ok", "session.opened", "session.kill_requested", "session.closed"]
     assert dict(ssh[-1][5]) == {"reason": '"session ended by admin: testing the end"',
                                 "state": '"killed"'}  # fmt: skip
+
+
+def test_a_target_of_the_other_kind_is_refused_alike_at_both_doors(
+    doors: Bastion, tmp_path: Path
+) -> None:
+    """A grant on a database does not open it at the SSH door, nor an SSH host at the
+    PostgreSQL door: both refuse it as no target of theirs, and both audit the refusal
+    (psql is still told only that the login failed, as for an unknown target)."""
+    doors.grant(SSH_USER, "orders-prod")
+    doors.grant(PG_USER, "web-1")
+    code = codes_now(doors)
+    ssh, pg = both(
+        doors,
+        lambda: ssh_login(doors, tmp_path, "orders-prod", PASSWORD, code[SSH_USER]),
+        lambda: psql_login(doors, "web-1", PASSWORD, code[PG_USER]),
+        "access.denied",
+    )
+    assert [e[0] for e in ssh] == [e[0] for e in pg] == ["auth.totp_ok", "access.denied"]
+    assert dict(ssh[-1][5])["reason"] == "\"no ssh target named 'TARGET0'\""
+    assert dict(pg[-1][5])["reason"] == "\"no postgres target named 'TARGET0'\""
+    assert not doors.store.sessions()
