@@ -18,6 +18,7 @@ from bastion.access.admission import (
     PUBLICKEY,
     Admission,
     Attempt,
+    KeyProof,
     PasswordProof,
     door_decision,
 )
@@ -29,6 +30,7 @@ from bastion.core import Core
 from bastion.errors import Denied
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
+from tests.realssh import fingerprint, make_keypair
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ACCEPTED = TotpOutcome(TotpResult.ACCEPTED)
@@ -163,5 +165,23 @@ async def test_no_session_opens_for_an_unproven_login(tmp_path: Path) -> None:
         assert not decision.allowed and decision.reason == NOT_PROVEN
         [denied] = [e for e in core.store.events() if e.kind == "access.denied"]
         assert json.loads(denied.detail)["reason"] == NOT_PROVEN
+    finally:
+        core.shutdown()
+
+
+async def test_a_key_proves_only_for_its_owner(tmp_path: Path) -> None:
+    core, _ = make_core(tmp_path)
+    try:
+        public = Path(f"{make_keypair(tmp_path / 'k', 'kim')}.pub").read_text()
+        core.identity.enrol("kim", "engineer", None, "test", ssh_keys=[public])
+        mine = fingerprint(public)
+        kim, wes = (
+            core.admission("ssh", "10.0.0.9", "kim"),
+            core.admission("ssh", "10.0.0.9", "wes"),
+        )
+        assert not await core.prove(wes, KeyProof(mine))  # wes's login, kim's key
+        assert wes.first_factor is None and wes.failures == []  # offered keys are no failure
+        assert await core.prove(kim, KeyProof(mine))
+        assert kim.first_factor == PUBLICKEY
     finally:
         core.shutdown()
