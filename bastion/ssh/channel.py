@@ -172,6 +172,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             await self._connect_channel(upstream)
         except BastionError as exc:
             await self._fail_start(exc.message)
+        except asyncssh.Error as exc:  # the target refused the channel, or it was ended
+            await self._fail_start(f"{self.target_name or target} refused the session:"
+                                   f" {exc.reason}")  # fmt: skip
 
     async def _refused_tunnel(self, target: str) -> bool:
         """Refuse (and audit) an exec that opens a raw tunnel where the target refuses them."""
@@ -187,6 +190,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return True
 
     async def _fail_start(self, message: str) -> None:
+        if self._ending is not None:  # ended while starting (a kill): finish() closes it
+            return
         self.refuse(message)
         if self.tap is not None and self.tap.opened:
             await self.tap.close("refused", message)

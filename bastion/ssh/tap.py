@@ -175,7 +175,11 @@ class SessionTap:
             await self.core.log_file_ops(self.session_id, ops)
 
     async def close(self, state: str, reason: str, exit_status: int | None = None) -> None:
-        """Seal the recording, store what is left, close the session row with its hash."""
+        """Seal the recording, store what is left, close the session row with its hash;
+        once: a session ends with one state and one reason."""
+        if not self.opened:
+            return
+        self.opened = False
         info = None
         if self.stdin_log is not None:
             self._take_stdin(self.stdin_log.flush())
