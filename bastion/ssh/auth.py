@@ -11,7 +11,7 @@ import asyncssh
 import structlog
 from asyncssh.public_key import decode_ssh_public_key
 
-from bastion.access.admission import NAME_CHANGED, PUBLICKEY, Admission, PasswordProof
+from bastion.access.admission import NAME_CHANGED, Admission, PasswordProof
 from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
@@ -50,10 +50,6 @@ class LoginState:
     @property
     def authenticated(self) -> bool:
         return self.admission is not None and self.admission.authenticated
-
-    @property
-    def failures(self) -> list[str]:
-        return self.admission.failures if self.admission is not None else []
 
 
 class BastionSSHServer(asyncssh.SSHServer):
@@ -204,7 +200,8 @@ class BastionSSHServer(asyncssh.SSHServer):
             return False
         self._stop_if_blocked()
         state = self.state
-        assert state.admission is not None  # begin_auth made it
+        if state.admission is None:  # begin_auth makes it: never proven without one
+            return False
         # The same work for everyone: the password is checked even for unknown names, and
         # for users with keys, who may not use one here. argon2 runs in the core's hashing
         # threads; a wrong password counts towards lockout.
@@ -229,7 +226,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             if fingerprint not in self.state.key_fingerprints:
                 return False
             self.state.key_fingerprint = fingerprint
-        if not admission.proven(PUBLICKEY if key_data is not None else method, True):
+        if not admission.proven(method, True):
             return False
         self.state.first_factor = method
         self.state.first_factor_name = username
@@ -264,9 +261,11 @@ class BastionSSHServer(asyncssh.SSHServer):
             return False
         self._stop_if_blocked()
         self.state.codes_tried += 1
-        assert self.state.admission is not None  # a first factor was proven on it
-        outcome = await self.core.second_factor(self.state.admission, responses[0])
-        if self.state.admission.authenticated:
+        admission = self.state.admission
+        if admission is None:  # a first factor was proven on it: never without one
+            return False
+        outcome = await self.core.second_factor(admission, responses[0])
+        if admission.authenticated:
             return True
         self._failed()
         if outcome.result in (TotpResult.WRONG, TotpResult.REPLAYED) and (
