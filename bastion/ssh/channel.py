@@ -169,7 +169,8 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.opened_at = self.last_input = self.core.clock.now()
             self.server.live[self.session_id] = self
             upstream = await self.server.upstream_for(target_row)
-            await self._connect_channel(upstream)
+            if self._ending is None:  # not ended (killed) while the target was reached
+                await self._connect_channel(upstream)
         except BastionError as exc:
             await self._fail_start(exc.message)
         except asyncssh.Error as exc:  # the target refused the channel, or it was ended
@@ -204,6 +205,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             term_type=term_type, term_size=(width, height) if term_type else None,
             encoding=None,
         )  # fmt: skip
+        if self._ending is not None:  # ended while the channel opened: nothing is relayed
+            chan.close()
+            return
         self.up = chan
         self.target_valve.attach(chan)
         if self.early:
