@@ -11,18 +11,38 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
+from bastion.access.admission import (
+    Admission,
+    Attempt,
+    LoginFacts,
+    PasswordProof,
+    Proof,
+    door_decision,
+)
 from bastion.access.enforce import overstayed
-from bastion.access.grants import Access
-from bastion.access.tickets import Tickets
+from bastion.access.grants import Access, Decision
+from bastion.access.requests import Requests
+from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
-from bastion.audit import Event, Store
+from bastion.audit import (
+    CommandLine,
+    Event,
+    FileOp,
+    RecordingInfo,
+    Store,
+    TicketRow,
+    TotpOutcome,
+    TotpResult,
+)
+from bastion.audit.records import Grant, Target
+from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
 from bastion.config import Config
-from bastion.errors import StoreError
+from bastion.errors import Denied, StoreError
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
-from bastion.identity.service import Identity
+from bastion.identity.service import Identity, refusal_text
 
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
@@ -62,6 +82,7 @@ class Core:
     access: Access = field(init=False)
     unmasking: Unmasking = field(init=False)
     tickets: Tickets = field(init=False)
+    requests: Requests = field(init=False)
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
@@ -73,6 +94,7 @@ class Core:
         self.access = Access(self.store, self.config, self.clock)
         self.unmasking = Unmasking(self.store, self.config, self.clock)
         self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
+        self.requests = Requests(self.store, self.config, self.clock)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.
@@ -98,6 +120,149 @@ class Core:
     async def audit(self, event: Event) -> None:
         """Write one audit event durably before returning (raises StoreError if it cannot)."""
         await self.run(self.store.append_events, [event])
+
+    async def audit_all(self, events: Sequence[Event]) -> None:
+        """Write several audit events durably, in one commit."""
+        await self.run(self.store.append_events, list(events))
+
+    async def audit_head(self) -> int:
+        """The audit chain's head sequence number (0 when empty): the store answers."""
+        last = await self.run(self.store.last_events, 1)
+        return last[0].seq if last else 0
+
+    # -- the one way in: bastion/access/admission.py decides, the core does the I/O -------
+
+    def admission(self, door: str, source: str, user: str) -> Admission:
+        """A login beginning at `door` from `source`, for the person named `user`."""
+        return Admission(Attempt(door, source, user))
+
+    async def login_facts(self, name: str) -> LoginFacts:
+        """Whether `name` is a live user, their key fingerprints, whether they have a password."""
+        return await self.run(self._login_facts, name)
+
+    def _login_facts(self, name: str) -> LoginFacts:
+        found = self.store.find_user(name) if name else None
+        if found is None or found.disabled_at is not None:
+            return LoginFacts()
+        keys = frozenset(k.fingerprint for k in self.store.ssh_keys(name))
+        return LoginFacts(True, keys, found.has_password)
+
+    async def check_proof(self, admission: Admission, proof: Proof) -> bool:
+        """Check a first factor; a failed one counts (lockout, `auth.failed`). A door that
+        binds the factor to more than the person (SSH: the login name) settles it itself."""
+        ok = await proof.verify(self, admission.attempt)
+        if not ok:
+            admission.proven(proof.method, False)
+        return ok
+
+    async def prove(self, admission: Admission, proof: Proof) -> bool:
+        """Check a first factor and, if it holds, count it as this login's first factor."""
+        return await self.check_proof(admission, proof) and admission.proven(proof.method, True)
+
+    async def second_factor(self, admission: Admission, code: str) -> TotpOutcome:
+        """The TOTP code (single use, lockout and its events settled by the store); only
+        after a first factor, else refused without looking."""
+        if admission.first_factor is None:
+            outcome = TotpOutcome(TotpResult.WRONG)
+        else:
+            outcome = await self.run(self.identity.check_totp, admission.user, code,
+                                     admission.attempt.via)  # fmt: skip
+        admission.second_factor(outcome)
+        return outcome
+
+    async def admit_ticket(self, admission: Admission, target: str,
+                           secret: str) -> tuple[TicketRow, Grant] | None:  # fmt: skip
+        """A one-time or reusable (`btr_`) ticket as both factors; Denied if refused (the
+        reason goes to the audit trail only). A reusable one returns its row and grant."""
+        via, user = admission.attempt.via, admission.user
+        found = None
+        if secret.startswith(REUSABLE_PREFIX):
+            found = await self.run(self.tickets.admit, user, target, secret,
+                                   admission.attempt.source, via)  # fmt: skip
+        else:
+            await self.run(self.store.use_ticket, user, target, secret, via)
+        admission.ticket()
+        return found
+
+    async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
+        """May this proven login open a session on `target` now? A refusal is audited."""
+        decision = await self.run(self.access.decide, admission.user, target, kind)
+        decision = door_decision(admission, decision)
+        if not decision.allowed:
+            await self.audit(admission.denied_event(target, decision.reason))
+        return decision
+
+    async def login_failed(self, admission: Admission) -> None:
+        """The login ended without both factors: one `auth.failed` event, if it tried."""
+        event = admission.failed_event()
+        if event is not None:
+            await self.audit(event)
+
+    async def sign_in(self, door: str, source: str, user: str, password: str,
+                      code: str) -> Admission:  # fmt: skip
+        """Password and TOTP without a target (the web console's sign-in): the proven
+        Admission, or Denied with the one line to show (a failure is audited first)."""
+        admission = self.admission(door, source, user)
+        try:
+            if not await self.prove(admission, PasswordProof(password)):
+                raise Denied("wrong user name, password or verification code")
+            outcome = await self.second_factor(admission, code)
+            if not admission.authenticated:
+                raise Denied(refusal_text(outcome))
+        except Denied:
+            await self.login_failed(admission)
+            raise
+        return admission
+
+    # -- sessions: one lifecycle for every door ------------------------------------------
+
+    async def open_session(self, admission: Admission, session_id: str, target: str,
+                           grant_id: int | None, *, recording_path: str | None = None,
+                           ticket_id: int | None = None) -> None:  # fmt: skip
+        """Record a session as open (durable before any byte is relayed); only for a login
+        whose two factors are proven."""
+        if not admission.may_decide():
+            raise Denied("not signed in: both factors must be proven first")
+        attempt = admission.attempt
+        await self.run(self.store.open_session, session_id=session_id, user=admission.user,
+                       target=target, grant_id=grant_id, protocol=attempt.door,
+                       client_addr=attempt.source, recording_path=recording_path,
+                       ticket_id=ticket_id)  # fmt: skip
+
+    async def close_session(self, session_id: str, state: str, reason: str,
+                            recording: RecordingInfo | None = None) -> None:  # fmt: skip
+        """Close a session once, with its state, its reason and its recording's hash."""
+        await self.run(self.store.close_session, session_id, state, reason, recording)
+
+    async def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
+        await self.run(self.store.log_commands, session_id, commands)
+
+    async def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
+        await self.run(self.store.log_file_ops, session_id, ops)
+
+    # -- targets and grants, as the doors need them --------------------------------------
+
+    async def reachable(self, user: str) -> list[str]:
+        return await self.run(self.access.reachable, user)
+
+    async def target(self, name: str) -> Target:
+        return await self.run(self.store.target, name)
+
+    async def find_target(self, name: str) -> Target | None:
+        return await self.run(self.store.find_target, name)
+
+    async def target_secret(self, name: str) -> bytes:
+        """The target's own credential, opened (a key or a password; never to the engineer)."""
+        sealed = await self.run(self.store.target_secret, name)
+        return self.box.open(sealed, context=f"target:{name}")
+
+    async def target_role(self, name: str, purpose: str) -> tuple[str, str]:
+        """The login and password of a role `target harden` made; NotFound otherwise."""
+        login, sealed = await self.run(self.store.target_role, name, purpose)
+        return login, self.box.open(sealed, context=f"target:{name}:{purpose}").decode()
+
+    async def unmask_grants(self, user: str, target: str) -> list[UnmaskGrant]:
+        return await self.run(self.unmasking.active, user, target)
 
     def audit_writer(self) -> AuditWriter:
         """The group-commit writer the doors share (started by the server)."""

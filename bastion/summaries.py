@@ -52,6 +52,6 @@ class Summaries:
         events = [Event(c.kind, f"{self.door}:{c.source}", "", "warning", detail=c.summary())
                   for c in counts]  # fmt: skip
         try:
-            await self.core.run(self.core.store.append_events, events)
+            await self.core.audit_all(events)
         except BastionError as exc:  # the store is failing: the doors find out on their own
             log.error("audit.write_failed", error=exc.message, kind="summaries")

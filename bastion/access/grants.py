@@ -133,14 +133,18 @@ class Access:
             return f"user {user!r} is locked until {iso(account.locked_until or now)}"
         return None
 
-    def decide(self, user: str, target: str) -> Decision:
-        """May `user` open a session on `target` now? Pure reading: records nothing."""
+    def decide(self, user: str, target: str, kind: str | None = None) -> Decision:
+        """May `user` open a session on `target` (of `kind`, when a door asks) now? Pure
+        reading: records nothing. A target of another kind is refused like an unknown one."""
         now = self.clock.now()
         refused = self._account_refusal(user, now)
         if refused is not None:
             return Decision(False, refused)
-        if self.store.find_target(target) is None:
+        found = self.store.find_target(target)
+        if found is None:
             return Decision(False, f"no target named {target!r}")
+        if kind is not None and found.kind != kind:
+            return Decision(False, f"no {kind} target named {target!r}")
         hours = self.config.target_policy(target).allowed_hours
         if hours is not None and not hours.allows(now):
             return Decision(False, hours.refusal(target, now))

@@ -98,6 +98,11 @@ class Requests:
             raise Denied(f"only {request.user} may cancel request {request_id}")
         return self.store.close_request(request_id, actor, "cancelled", "withdrawn")
 
+    def of(self, user: str) -> list[AccessRequest]:
+        """`user`'s own requests (those left pending too long expire first)."""
+        self.store.expire_requests()
+        return self.store.requests(user=user)
+
     def decidable_by(self, actor: str) -> list[AccessRequest]:
         """The pending requests `actor` may approve or deny (none unless an active admin)."""
         person = self.store.user(actor)

@@ -178,6 +178,10 @@ class Tickets:
             raise Denied(problem or UNKNOWN)
         return ticket, next(g for g in live if g.id == ticket.grant_id)
 
+    def live(self, user: str) -> list[TicketRow]:
+        """`user`'s tickets that may still be used."""
+        return self.store.tickets(user=user, live_at=self.clock.now())
+
     def revoke(
         self, ticket_id: int, actor: str, reason: str = "", *, owner: str | None = None
     ) -> tuple[TicketRow, list[str]]:

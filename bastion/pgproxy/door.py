@@ -199,7 +199,7 @@ class PgDoor:
 
     async def _close(self, session: PgSession, state: str, reason: str) -> None:
         with contextlib.suppress(BastionError):
-            await self.core.run(self.core.store.close_session, session.id, state, reason)
+            await self.core.close_session(session.id, state, reason)
 
     def _new_pid(self, session: PgSession) -> int:
         """A random proxy-side backend pid: the client never learns the upstream's."""

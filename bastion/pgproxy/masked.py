@@ -33,12 +33,9 @@ async def login_for(core: Core, target: Target, grants: list[UnmaskGrant]) -> tu
     while an unmask grant is live), or the target's service role when it was never hardened."""
     purpose = "unmasked" if grants else "masked"
     try:
-        login, sealed = await core.run(core.store.target_role, target.name, purpose)
+        return await core.target_role(target.name, purpose)
     except NotFound:
-        sealed = await core.run(core.store.target_secret, target.name)
-        return target.login, core.box.open(sealed, context=f"target:{target.name}").decode()
-    context = f"target:{target.name}:{purpose}"
-    return login, core.box.open(sealed, context=context).decode()
+        return target.login, (await core.target_secret(target.name)).decode()
 
 
 @dataclass

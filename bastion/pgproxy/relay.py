@@ -74,7 +74,7 @@ class Relay:
 
     async def refresh_grants(self) -> None:
         if self.guard is not None:
-            live = await self.core.run(self.core.unmasking.active, self.user, self.target)
+            live = await self.core.unmask_grants(self.user, self.target)
             self.guard.set_grants(live)
 
     def client_read(self, data: bytes) -> ClientStep:

@@ -9,10 +9,11 @@ from datetime import datetime
 import structlog
 
 from bastion import pgwire, sqlparse
+from bastion.access.admission import Admission, PasswordProof
 from bastion.access.grants import Decision
 from bastion.access.tickets import REUSABLE_PREFIX, TICKET_REFUSED
-from bastion.audit import Event, TicketRow, TotpResult
-from bastion.audit.records import Grant, Target
+from bastion.audit import Event
+from bastion.audit.records import Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity.service import TICKET_PREFIX, refusal_text
@@ -31,10 +32,14 @@ AUDIT_LOST = "the bastion could not write its audit trail, so it ended the sessi
 
 @dataclass
 class Login:
-    user: str
+    admission: Admission  # the proven login (bastion/access/admission.py)
     target: Target
     decision: Decision
     ticket_id: int | None = None  # the reusable ticket that opened it, if one did
+
+    @property
+    def user(self) -> str:
+        return self.admission.user
 
 
 def login_failed(user: str, target: str) -> ClientRefused:
@@ -58,42 +63,39 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
     if frame is None or frame.type != b"p":
         raise ClientRefused("28P01", "expected a password message")
     secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
-    via = f"postgres:{client.address}"
-    ticket: tuple[TicketRow, Grant] | None = None
-    if secret.startswith(REUSABLE_PREFIX):
-        try:
-            ticket = await core.run(core.tickets.admit, user, name, secret, client.address, via)
-        except Denied as exc:
-            raise ClientRefused("28P01", TICKET_REFUSED) from exc  # the reason is audited
-    elif secret.startswith(TICKET_PREFIX):
-        try:
-            await core.run(core.store.use_ticket, user, name, secret, via)
-        except Denied as exc:
-            raise ClientRefused("28P01", TICKET_REFUSED) from exc
-    else:
-        await _password_and_code(core, user, name, secret, via)
-    target = await core.run(core.store.find_target, name)
+    admission = core.admission("postgres", client.address, user)
+    ticket = None
+    try:
+        if secret.startswith((REUSABLE_PREFIX, TICKET_PREFIX)):
+            try:
+                ticket = await core.admit_ticket(admission, name, secret)
+            except Denied as exc:
+                raise ClientRefused("28P01", TICKET_REFUSED) from exc  # the reason is audited
+        else:
+            await _password_and_code(core, admission, name, secret)
+    except ClientRefused:
+        await core.login_failed(admission)
+        raise
+    target = await core.find_target(name)
+    decision = await core.decide(admission, name, "postgres")
     if target is None or target.kind != "postgres":
-        raise login_failed(user, name)
-    decision = await core.run(core.access.decide, user, name)
+        raise login_failed(user, name)  # audited as access.denied; the client learns nothing
     if not decision.allowed:
-        detail = {"reason": decision.reason, "protocol": "postgres"}
-        await core.audit(Event("access.denied", user, name, "notice", detail=detail))
         raise ClientRefused("28000", decision.reason)
     if ticket is None:
-        return Login(user, target, decision)
+        return Login(admission, target, decision)
     # A reusable ticket's session runs under the ticket's own grant, whatever else is live.
     row, grant = ticket
     reason = f"reusable ticket {row.id} under grant {grant.id} ({grant.mode})"
-    return Login(user, target, Decision(True, reason, grant), row.id)
+    return Login(admission, target, Decision(True, reason, grant), row.id)
 
 
-async def _password_and_code(core: Core, user: str, target: str, secret: str, via: str) -> None:
+async def _password_and_code(core: Core, admission: Admission, target: str, secret: str) -> None:
     password, code = split_password(secret)
-    if not await core.check_password(user, password, via):
-        raise login_failed(user, target)
-    outcome = await core.run(core.identity.check_totp, user, code, via)
-    if outcome.result is not TotpResult.ACCEPTED:
+    if not await core.prove(admission, PasswordProof(password)):
+        raise login_failed(admission.user, target)
+    outcome = await core.second_factor(admission, code)
+    if not admission.authenticated:
         raise ClientRefused("28P01", refusal_text(outcome))
 
 
@@ -129,26 +131,18 @@ class PgSession:
             masked.check_startup(passed)
         elif read_only:
             _check_read_startup(passed)
-        await self.core.run(
-            self.core.store.open_session, session_id=self.id, user=user, target=target.name,
-            grant_id=grant.id if grant else None, protocol="postgres",
-            client_addr=self.client.address, ticket_id=login.ticket_id,
-        )  # fmt: skip
+        grant_id = grant.id if grant else None
+        await self.core.open_session(login.admission, self.id, target.name, grant_id,
+                                     ticket_id=login.ticket_id)  # fmt: skip
         params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
         if read_only:
             params["default_transaction_read_only"] = "on"
-        grants = (
-            await self.core.run(self.core.unmasking.active, user, target.name) if masking else []
-        )
+        grants = await self.core.unmask_grants(user, target.name) if masking else []
         if masking:
             params["search_path"] = ", ".join(masked.SEARCH_PATH)
             role, password = await masked.login_for(self.core, target, grants)
         else:
-            sealed = await self.core.run(self.core.store.target_secret, target.name)
-            role, password = (
-                target.login,
-                self.core.box.open(sealed, context=f"target:{target.name}").decode(),
-            )
+            role, password = target.login, (await self.core.target_secret(target.name)).decode()
         policy = self.core.config.target_policy(target.name)
         self.up = await upstream.connect(
             target.host, target.port, user=role, password=password,

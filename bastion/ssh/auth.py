@@ -11,6 +11,7 @@ import asyncssh
 import structlog
 from asyncssh.public_key import decode_ssh_public_key
 
+from bastion.access.admission import NAME_CHANGED, Admission, PasswordProof
 from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
@@ -43,9 +44,12 @@ class LoginState:
     first_factor: str | None = None
     first_factor_name: str | None = None  # the login name the first factor was proven for
     key_fingerprint: str | None = None
-    authenticated: bool = False
     codes_tried: int = 0
-    failures: list[str] = field(default_factory=list)
+    admission: Admission | None = None  # the shared login steps (bastion/access/admission.py)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.admission is not None and self.admission.authenticated
 
 
 class BastionSSHServer(asyncssh.SSHServer):
@@ -100,14 +104,12 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.close_upstreams()
         if self.admitted and not self.state.authenticated:
             self.limiter.closed_unauthenticated(self.source)
-            why = str(exc) if exc else "client left"
-            if not self.state.failures:  # nothing was tried: counted, not a row each
-                self._repeatable("auth.abandoned", why)
+            admission = self.state.admission
+            failed = admission.failed_event() if admission is not None else None
+            if failed is None:  # nothing was tried: counted, not a row each
+                self._repeatable("auth.abandoned", str(exc) if exc else "client left")
                 return
-            detail = {"source": self.source, "why": why, "failures": self.state.failures,
-                      "first_factor": self.state.first_factor}  # fmt: skip
-            self._audit_soon(Event("auth.failed", f"ssh:{self.source}",
-                                   self.state.login.user, "notice", detail=detail))  # fmt: skip
+            self._audit_soon(failed)
 
     def close_upstreams(self) -> None:
         for connection in self._upstreams.values():
@@ -152,18 +154,19 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.state.name = username
         self.state.login = parse_login(username)
         user = self.state.login.user
-        found = await self.core.run(self.core.store.find_user, user) if user else None
-        if found is not None and found.disabled_at is None:
-            keys = await self.core.run(self.core.store.ssh_keys, user)
-            self.state.known = True
-            self.state.key_fingerprints = frozenset(k.fingerprint for k in keys)
-            self.state.has_password = found.has_password
+        self.state.admission = self.core.admission("ssh", self.source, user)
+        facts = await self.core.login_facts(user)
+        self.state.known = facts.known
+        self.state.key_fingerprints = facts.key_fingerprints
+        self.state.has_password = facts.has_password
         return True
 
     def _name_changed(self, username: str) -> None:
         """A login is one person from its first packet to its last: end this connection."""
         first = self.state.name or ""
-        self._failed("login name changed")
+        if self.state.admission is not None:
+            self.state.admission.failed(NAME_CHANGED)
+        self._failed()
         log.warning("ssh.name_changed", source=self.source, first=first[:64], then=username[:64])
         self._audit_soon(Event("auth.name_changed", f"ssh:{self.source}", first[:64], "high",
                                detail={"source": self.source, "then": username[:64]}))  # fmt: skip
@@ -195,12 +198,15 @@ class BastionSSHServer(asyncssh.SSHServer):
             return False
         self._stop_if_blocked()
         state = self.state
-        # The same work for everyone: check_password pays for a hash even for unknown names.
-        # argon2 runs in the core's hashing threads; a wrong password counts towards lockout.
-        ok = await self.core.check_password(state.login.user, password, f"ssh:{self.source}")
-        ok = ok and state.known and state.has_password and not state.key_fingerprints
+        if state.admission is None:  # begin_auth makes it: never proven without one
+            return False
+        # The same work for everyone: the password is checked even for unknown names, and
+        # for users with keys, who may not use one here. argon2 runs in the core's hashing
+        # threads; a wrong password counts towards lockout.
+        allowed = state.known and state.has_password and not state.key_fingerprints
+        ok = await self.core.check_proof(state.admission, PasswordProof(password, allowed))
         if not ok:
-            self._failed("password")
+            self._failed()
         return ok
 
     def first_factor_proven(self, username: str, method: str, key_data: bytes | None) -> bool:
@@ -208,13 +214,18 @@ class BastionSSHServer(asyncssh.SSHServer):
 
         False (and no factor) unless the proof was for this connection's own login name.
         """
+        admission = self.state.admission
         if not self._same_name(username) or self.state.first_factor is not None:
+            return False
+        if admission is None or admission.first_factor is not None:
             return False
         if key_data is not None:
             fingerprint = decode_ssh_public_key(key_data).get_fingerprint("sha256")
             if fingerprint not in self.state.key_fingerprints:
                 return False
             self.state.key_fingerprint = fingerprint
+        if not admission.proven(method, True):
+            return False
         self.state.first_factor = method
         self.state.first_factor_name = username
         return True
@@ -248,14 +259,13 @@ class BastionSSHServer(asyncssh.SSHServer):
             return False
         self._stop_if_blocked()
         self.state.codes_tried += 1
-        via = f"ssh:{self.source}"
-        outcome = await self.core.run(
-            self.core.identity.check_totp, self.state.login.user, responses[0], via
-        )
-        if outcome.result is TotpResult.ACCEPTED:
-            self.state.authenticated = True
+        admission = self.state.admission
+        if admission is None:  # a first factor was proven on it: never without one
+            return False
+        outcome = await self.core.second_factor(admission, responses[0])
+        if admission.authenticated:
             return True
-        self._failed(f"totp {outcome.result.value}")
+        self._failed()
         if outcome.result in (TotpResult.WRONG, TotpResult.REPLAYED) and (
             self.state.codes_tried < MAX_CODES_PER_CONNECTION
         ):
@@ -265,9 +275,9 @@ class BastionSSHServer(asyncssh.SSHServer):
         # No more codes on this connection: a client that would start again is cut off here.
         raise asyncssh.PermissionDenied(refusal_text(outcome))
 
-    def _failed(self, what: str) -> None:
-        """Count a failed step; once the source is blocked, this connection ends too."""
-        self.state.failures.append(what)
+    def _failed(self) -> None:
+        """Count a failed step against the source (the admission noted which step it was);
+        once the source is blocked, this connection ends too."""
         if self.limiter.failed(self.source, self.core.clock.now()):
             self._audit_soon(Event("auth.source_blocked", f"ssh:{self.source}", "", "high",
                                    detail={"source": self.source}))  # fmt: skip

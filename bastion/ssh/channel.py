@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import structlog
 
+from bastion.access.admission import Admission
 from bastion.access.tunnels import tunnel_refusal
-from bastion.audit import Event
-from bastion.errors import BastionError
+from bastion.errors import BastionError, Denied
 from bastion.ssh import menu, selfservice, streams
 from bastion.ssh.flow import Batch, Valve
 from bastion.ssh.tap import SessionTap
+from bastion.ssh.upstream_session import UpstreamSession
 from bastion.tasks import spawn
 
 if TYPE_CHECKING:
@@ -93,6 +94,14 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     def user(self) -> str:
         return self.server.state.login.user
 
+    @property
+    def admission(self) -> Admission:
+        """The connection's proven login; a channel is only opened after both factors."""
+        found = self.server.state.admission
+        if found is None or not found.may_decide():
+            raise Denied("not signed in: both factors must be proven first")
+        return found
+
     async def _begin(self) -> None:
         target = self.server.state.login.target
         if target is None and self.kind == "exec" and selfservice.is_command(self.command):
@@ -127,7 +136,7 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         return line.decode("utf-8", "replace").strip() or None
 
     async def _start_menu(self) -> str | None:
-        reachable = await self.core.run(self.core.access.reachable, self.user)
+        reachable = await self.core.reachable(self.user)
         if not reachable:
             self.refuse(f"{self.user} has no access to any target now; ask an admin for a grant")
             return None
@@ -141,22 +150,19 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
     async def _open(self, target: str) -> None:
         try:
-            decision = await self.core.run(self.core.access.decide, self.user, target)
+            decision = await self.core.decide(self.admission, target, "ssh")
             if not decision.allowed:
-                await self.core.audit(Event("access.denied", self.user, target, "notice",
-                                            detail={"reason": decision.reason,
-                                                    "protocol": "ssh"}))  # fmt: skip
                 self.refuse(decision.reason)
                 return
             if await self._refused_tunnel(target):
                 return
-            target_row = await self.core.run(self.core.store.target, target)
-            self.tap = SessionTap(self.core, self.session_id, self.kind, self.user, target,
+            target_row = await self.core.target(target)
+            self.tap = SessionTap(self.core, self.session_id, self.kind, self.admission, target,
                                   pty=self.term is not None, command=self.command)  # fmt: skip
             width, height = (self.term[1], self.term[2]) if self.term else (80, 24)
             await self.tap.open(
                 grant_id=decision.grant.id if decision.grant else None,
-                client_addr=self._client_addr(), width=width, height=height,
+                width=width, height=height,
                 env={str(k): str(v) for k, v in self._env().items()}, command=self.command,
             )  # fmt: skip
 
@@ -164,9 +170,13 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             self.opened_at = self.last_input = self.core.clock.now()
             self.server.live[self.session_id] = self
             upstream = await self.server.upstream_for(target_row)
-            await self._connect_channel(upstream)
+            if self._ending is None:  # not ended (killed) while the target was reached
+                await self._connect_channel(upstream)
         except BastionError as exc:
             await self._fail_start(exc.message)
+        except asyncssh.Error as exc:  # the target refused the channel, or it was ended
+            await self._fail_start(f"{self.target_name or target} refused the session:"
+                                   f" {exc.reason}")  # fmt: skip
 
     async def _refused_tunnel(self, target: str) -> bool:
         """Refuse (and audit) an exec that opens a raw tunnel where the target refuses them."""
@@ -176,20 +186,19 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
         refusal = tunnel_refusal(self.core.config.target_policy(target), why)
         if refusal is None:
             return False
-        await self.core.audit(Event("access.denied", self.user, target, "warning",
-                                    detail={"reason": refusal, "protocol": "ssh",
-                                            "command": self.command}))  # fmt: skip
+        await self.core.audit(self.admission.denied_event(
+            target, refusal, severity="warning", extra={"command": self.command}))  # fmt: skip
         self.refuse(refusal)
         return True
 
     async def _fail_start(self, message: str) -> None:
+        if self._ending is not None:  # ended while starting (a kill): finish() closes it
+            return
         self.refuse(message)
         if self.tap is not None and self.tap.opened:
             await self.tap.close("refused", message)
 
     async def _connect_channel(self, upstream: asyncssh.SSHClientConnection) -> None:
-        from bastion.ssh.upstream_session import UpstreamSession  # noqa: PLC0415 - cycle
-
         term_type, width, height = self.term if self.term else (None, 0, 0)
         chan, _ = await upstream.create_session(
             lambda: UpstreamSession(self), command=self.command,
@@ -197,6 +206,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
             term_type=term_type, term_size=(width, height) if term_type else None,
             encoding=None,
         )  # fmt: skip
+        if self._ending is not None:  # ended while the channel opened: nothing is relayed
+            chan.close()
+            return
         self.up = chan
         self.target_valve.attach(chan)
         if self.early:

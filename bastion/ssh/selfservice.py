@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from bastion.access.requests import Requests
 from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
-from bastion.access.unmask import Unmasking
 from bastion.audit.records import Grant
 from bastion.clock import iso
 from bastion.core import Core
@@ -153,28 +151,23 @@ def _handler(name: str) -> Handler:
             "unmask": _unmask, "ticket": _ticket}[name]  # fmt: skip
 
 
-def _rules(core: Core) -> Requests:
-    return Requests(core.store, core.config, core.clock)
-
-
 def _access(core: Core, user: str, args: argparse.Namespace) -> str:
     return render_access(user, core.access.upcoming(user), core.clock.now())
 
 
 def _request(core: Core, user: str, args: argparse.Namespace) -> str:
-    made = _rules(core).request(user=user, target=args.target, duration=args.duration,
+    made = core.requests.request(user=user, target=args.target, duration=args.duration,
                                 reason=args.reason, requested_by=user, mode=args.mode,
                                 ticket_ref=args.ticket)  # fmt: skip
     if made.state == "approved":
-        return _rules(core).describe(made) + f"\naccess is open: ssh {user}+{args.target}@...\n"
-    return (_rules(core).describe(made)
+        return core.requests.describe(made) + f"\naccess is open: ssh {user}+{args.target}@...\n"
+    return (core.requests.describe(made)
             + f"\nwaiting for {made.approvals_needed} approval(s) from admins\n")  # fmt: skip
 
 
 def _requests(core: Core, user: str, args: argparse.Namespace) -> str:
-    rules = _rules(core)
-    core.store.expire_requests()
-    mine = core.store.requests(user=user)
+    rules = core.requests
+    mine = rules.of(user)
     lines = [rules.describe(r) for r in mine[-20:]] or [f"{user} has no requests"]
     others = rules.decidable_by(user)
     if others:
@@ -184,20 +177,20 @@ def _requests(core: Core, user: str, args: argparse.Namespace) -> str:
 
 
 def _cancel(core: Core, user: str, args: argparse.Namespace) -> str:
-    return _rules(core).describe(_rules(core).cancel(args.request_id, user)) + "\n"
+    return core.requests.describe(core.requests.cancel(args.request_id, user)) + "\n"
 
 
 def _approve(core: Core, user: str, args: argparse.Namespace) -> str:
-    done = _rules(core).approve(args.request_id, user, args.duration)
-    return _rules(core).describe(done) + "\n"
+    done = core.requests.approve(args.request_id, user, args.duration)
+    return core.requests.describe(done) + "\n"
 
 
 def _deny(core: Core, user: str, args: argparse.Namespace) -> str:
-    return _rules(core).describe(_rules(core).deny(args.request_id, user, args.reason)) + "\n"
+    return core.requests.describe(core.requests.deny(args.request_id, user, args.reason)) + "\n"
 
 
 def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
-    grant = _rules(core).break_glass(user=user, target=args.target, reason=args.reason,
+    grant = core.requests.break_glass(user=user, target=args.target, reason=args.reason,
                                      duration=args.duration, mode=args.mode)  # fmt: skip
     return (f"BREAK-GLASS grant {grant.id}: {user} may reach {grant.target} ({grant.mode})"
             f" until {iso(grant.ends_at)}.\nIt is announced now and flagged to reviewers"
@@ -205,7 +198,7 @@ def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
 
 
 def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
-    made = Unmasking(core.store, core.config, core.clock).request(
+    made = core.unmasking.request(
         user=user, target=args.target, columns=args.columns.split(","), subject=args.subject,
         reason=args.reason, consent_ref=args.consent, requested_by=user,
         duration=args.duration)  # fmt: skip
@@ -217,7 +210,7 @@ def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
 def _ticket(core: Core, user: str, args: argparse.Namespace) -> str:
     """`ticket TARGET [--reusable ...]`, `ticket list`, `ticket revoke ID`: the person's own."""
     if args.target == "list":
-        found = core.store.tickets(user=user, live_at=core.clock.now())
+        found = core.tickets.live(user)
         return "\n".join(core.tickets.describe(t) for t in found) + "\n" if found else (
             f"{user} has no live tickets\n")  # fmt: skip
     if args.target == "revoke":

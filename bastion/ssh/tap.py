@@ -9,13 +9,14 @@ from typing import Any
 
 import structlog
 
+from bastion.access.admission import Admission
 from bastion.access.tunnels import tunnel_refusal
 from bastion.audit import CommandLine, FileOp, RecordingInfo
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.recording import RecordingWriter
 from bastion.ssh import streams
-from bastion.ssh.commands import CommandDetector
+from bastion.ssh.cmdline import CommandDetector
 from bastion.ssh.sftp import SftpObserver, SftpOp, SftpProtocolError
 
 log = structlog.get_logger("bastion.ssh")
@@ -39,13 +40,14 @@ class SessionTap:
     """Records a channel's bytes; writes commands and file operations in small batches."""
 
     def __init__(
-        self, core: Core, session_id: str, kind: str, user: str, target: str, *, pty: bool,
-        command: str | None = None,
+        self, core: Core, session_id: str, kind: str, admission: Admission, target: str, *,
+        pty: bool, command: str | None = None,
     ) -> None:  # fmt: skip
         self.core = core
         self.session_id = session_id
         self.kind = kind
-        self.user = user
+        self.admission = admission
+        self.user = admission.user
         self.target = target
         self.opened = False
         self.writer: RecordingWriter | None = None
@@ -70,7 +72,6 @@ class SessionTap:
         self,
         *,
         grant_id: int | None,
-        client_addr: str,
         width: int,
         height: int,
         env: dict[str, str],
@@ -85,9 +86,8 @@ class SessionTap:
             )  # fmt: skip
             if streams.reads_secret_first(command):
                 self.writer.redactor.arm()  # sudo -S: stdin's first line is a password
-        await self.core.run(
-            self.core.store.open_session, session_id=self.session_id, user=self.user,
-            target=self.target, grant_id=grant_id, protocol="ssh", client_addr=client_addr,
+        await self.core.open_session(
+            self.admission, self.session_id, self.target, grant_id,
             recording_path=str(self.writer.path) if self.writer else None,
         )  # fmt: skip
         self.opened = True
@@ -170,12 +170,16 @@ class SessionTap:
         commands, self.commands = self.commands, []
         ops, self.file_ops = self.file_ops, []
         if commands:
-            await self.core.run(self.core.store.log_commands, self.session_id, commands)
+            await self.core.log_commands(self.session_id, commands)
         if ops:
-            await self.core.run(self.core.store.log_file_ops, self.session_id, ops)
+            await self.core.log_file_ops(self.session_id, ops)
 
     async def close(self, state: str, reason: str, exit_status: int | None = None) -> None:
-        """Seal the recording, store what is left, close the session row with its hash."""
+        """Seal the recording, store what is left, close the session row with its hash;
+        once: a session ends with one state and one reason."""
+        if not self.opened:
+            return
+        self.opened = False
         info = None
         if self.stdin_log is not None:
             self._take_stdin(self.stdin_log.flush())
@@ -194,4 +198,4 @@ class SessionTap:
         await self._store_batches()
         if exit_status is not None:
             reason = f"{reason} (exit status {exit_status})"
-        await self.core.run(self.core.store.close_session, self.session_id, state, reason, info)
+        await self.core.close_session(self.session_id, state, reason, info)

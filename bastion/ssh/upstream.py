@@ -42,8 +42,7 @@ def pinned_known_hosts(
 async def connect(core: Core, target: Target, user: str) -> asyncssh.SSHClientConnection:
     """Log in to the target as its configured account; the engineer never sees the key."""
     known_hosts = pinned_known_hosts(target)
-    sealed = await core.run(core.store.target_secret, target.name)
-    key = asyncssh.import_private_key(core.box.open(sealed, context=f"target:{target.name}"))
+    key = asyncssh.import_private_key(await core.target_secret(target.name))
     try:
         return await asyncio.wait_for(
             asyncssh.connect(

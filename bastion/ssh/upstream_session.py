@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncssh
 
-if TYPE_CHECKING:
-    from bastion.ssh.channel import ChannelSession
+from bastion.ssh.flow import Valve
+
+
+class Downstream(Protocol):
+    """What the target's side needs of the engineer's (ChannelSession): no import of it."""
+
+    chan: Any
+    exit_status: int | None
+    exit_signal: tuple[str, bool, str, str] | None
+    client_valve: Valve
+
+    def from_target(self, data: bytes, datatype: int | None) -> None: ...
+
+    def send_outgoing(self) -> None: ...
+
+    def target_closed(self) -> None: ...
 
 
 class UpstreamSession(asyncssh.SSHClientSession):  # type: ignore[type-arg]
-    def __init__(self, down: ChannelSession) -> None:
+    def __init__(self, down: Downstream) -> None:
         self.down = down
 
     def data_received(self, data: bytes, datatype: int | None) -> None:

@@ -1,4 +1,4 @@
-"""Interactive command lines rebuilt from keystrokes and terminal echo; pure, no I/O.
+"""The command-line detector: command lines rebuilt from keystrokes and terminal echo (pure).
 
 `CommandDetector` is fed what the engineer typed (`feed_input`) and what the target printed
 (`feed_output`), in relay order, and returns a `ReconstructedCommand` per line submitted with
@@ -10,7 +10,7 @@ else with its typed text, flagged "not echoed" (``stty -echo; cat /etc/shadow`` 
 typed). Feed it input with secrets already masked (the SSH tap feeds what the recording kept,
 see bastion.recording.redact): a password typed at a prompt arrives as ``*******``.
 
-Limits, each shown by a test in tests/ssh/test_commands.py:
+Limits, each shown by a test in tests/ssh/test_cmdline.py:
 
 - Full-screen programs (vim, less, top) on the alternate screen: lines submitted there are
   reported as uncertain ("full-screen program"); a half-typed line is dropped when such a

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.ssh import commands
-from bastion.ssh.commands import CommandDetector, ReconstructedCommand
+from bastion.ssh import cmdline
+from bastion.ssh.cmdline import CommandDetector, ReconstructedCommand
 
 UP, LEFT, RIGHT, HOME, END, DELETE = "\x1b[A", "\x1b[D", "\x1b[C", "\x1b[H", "\x1b[F", "\x1b[3~"
 PROMPT = "user@web-1:~$ "
@@ -19,7 +19,7 @@ PROMPT = "user@web-1:~$ "
 class Tty:
     """A scripted terminal: keys go in, the target's echo comes back, commands are collected."""
 
-    def __init__(self, prompt: str = PROMPT, max_line: int = commands.MAX_LINE) -> None:
+    def __init__(self, prompt: str = PROMPT, max_line: int = cmdline.MAX_LINE) -> None:
         self.detector = CommandDetector(max_line)
         self.now = 0.0
         self.got: list[ReconstructedCommand] = []
@@ -331,7 +331,7 @@ def test_flush_settles_lines_still_waiting_for_echo() -> None:
 
 def test_lines_waiting_for_echo_are_bounded() -> None:
     detector = CommandDetector()
-    settled = detector.feed_input(b"x\r" * (commands.MAX_WAITING + 3), 1)
+    settled = detector.feed_input(b"x\r" * (cmdline.MAX_WAITING + 3), 1)
     assert len(settled) == 3 and all(c.reason == "not echoed" for c in settled)
 
 
@@ -342,7 +342,7 @@ def test_bulk_output_is_cheap_and_keeps_only_the_last_row() -> None:
 
 
 def test_the_detector_is_pure() -> None:
-    assert imported_modules(commands.__file__) <= {"codecs", "re", "collections", "dataclasses"}
+    assert imported_modules(cmdline.__file__) <= {"codecs", "re", "collections", "dataclasses"}
 
 
 def imported_modules(path: str | None) -> set[str]:
