@@ -18,6 +18,7 @@ from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
+from bastion.audit.websessions import WebSession, WebSessionQueries
 from bastion.clock import Clock
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "UnmaskGrant",
     "UserSecrets",
     "Verdict",
+    "WebSession",
 ]
 
 
@@ -62,6 +64,7 @@ class Store(
     ReviewQueries,
     ReportRunQueries,
     DailyFlagQueries,
+    WebSessionQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
