@@ -109,6 +109,7 @@ async def _signin(request: web.Request) -> web.StreamResponse:
                              client=client)  # fmt: skip
     except SignInRefused as exc:
         return web.json_response({"error": exc.message}, status=exc.status)
+    await websession.replace(core, request)
     response = web.json_response({"user": done.user, "role": done.role,
                                   "csrf_token": done.csrf_token})  # fmt: skip
     websession.set_cookie(response, core, done.token)

@@ -75,9 +75,7 @@ async def signin_post(request: web.Request) -> web.StreamResponse:
                              client=client_of(request))  # fmt: skip
     except SignInRefused as exc:
         return await signin_page(request, exc.message, exc.status)
-    old = await websession.current(core, request)
-    if old is not None:  # a cookie from before is never carried on: it ends here
-        await websession.end(core, old, "replaced by a new sign-in")
+    await websession.replace(core, request)
     response = redirect("/access")
     websession.set_cookie(response, core, done.token)
     response.del_cookie(PRE_COOKIE, path="/")

@@ -77,6 +77,13 @@ async def current(core: Core, request: web.Request) -> WebSession | None:
     return found
 
 
+async def replace(core: Core, request: web.Request) -> None:
+    """At sign-in: a session the browser still holds is ended, never carried on."""
+    old = await current(core, request)
+    if old is not None:
+        await core.run(core.store.end_web_session, old.id, "replaced by a new sign-in", old.user)
+
+
 async def end(core: Core, session: WebSession, reason: str) -> None:
     await core.run(core.store.end_web_session, session.id, reason, session.user)
 

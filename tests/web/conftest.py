@@ -3,6 +3,7 @@ console's tests: people of each role, a target of each kind, and a clock the tes
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import urllib.parse
@@ -142,6 +143,11 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
         await server.stop()
         core.shutdown()
         store.close()
+
+
+def detail(event: ChainedEvent) -> dict[str, Any]:
+    found = json.loads(event.detail) if isinstance(event.detail, str) else event.detail
+    return dict(found or {})
 
 
 def set_cookie_headers(response: Any) -> list[str]:
