@@ -177,85 +177,41 @@ async def _users(request: web.Request) -> Any:
     return await core.run(engineer.users, core)
 
 
+V1 = "/api/v1"
+API: tuple[tuple[str, str, Call, frozenset[str], str], ...] = (
+    ("GET", "/me", _me, ANYONE, "Who is signed in, and the CSRF token"),
+    ("GET", "/access", _mine(engineer.my_access), ANYONE,
+     "My grants now and to come, with the seconds each has left"),
+    ("GET", "/requests", _mine(engineer.my_requests), ANYONE, "My access requests"),
+    ("POST", "/requests", _request, ANYONE, "Request access to a target for myself"),
+    ("GET", "/unmask-requests", _mine(engineer.my_unmasks), ANYONE,
+     "My unmask requests and grants"),
+    ("POST", "/unmask-requests", _unmask, ANYONE,
+     "Ask to see one subject's masked values, with their consent"),
+    ("GET", "/sessions", _mine(engineer.my_sessions), ANYONE,
+     "My sessions through the SSH and database doors"),
+    ("GET", "/web-sessions", _mine(engineer.my_web_sessions), ANYONE,
+     "My live web console sign-ins"),
+    ("POST", "/tickets", _ticket, ANYONE,
+     "A one-time database password (after a fresh TOTP code) and its psql command"),
+    ("POST", "/signout", _signout, ANYONE, "Sign out of this session"),
+    ("POST", "/signout-everywhere", _signout_everywhere, ANYONE, "End every web session of mine"),
+    ("GET", "/admin/users", _users, ADMIN, "Every user (admins)"),
+)  # fmt: skip
+BODIES = {"/requests": REQUEST, "/unmask-requests": UNMASK, "/tickets": TICKET}
+
+
 def add_api(routes: Routes) -> None:
     """Every API route with its roles (and, for writes, its body's schema)."""
-    v1 = "/api/v1"
-    add = routes.add
-    add(
+    routes.add(
         "POST",
-        f"{v1}/signin",
+        f"{V1}/signin",
         endpoint(_signin),
         (),
         public=True,
         body=SIGNIN,
-        summary="Sign in with user name, password and TOTP code; sets the session cookie",
+        summary="Sign in with user name, password and TOTP code; sets the cookie",
     )
-    add("GET", f"{v1}/me", endpoint(_me), ANYONE, summary="Who is signed in, and the CSRF token")
-    add(
-        "GET",
-        f"{v1}/access",
-        endpoint(_mine(engineer.my_access)),
-        ANYONE,
-        summary="My grants now and to come, with the seconds each has left",
-    )
-    add(
-        "GET",
-        f"{v1}/requests",
-        endpoint(_mine(engineer.my_requests)),
-        ANYONE,
-        summary="My access requests",
-    )
-    add(
-        "POST",
-        f"{v1}/requests",
-        endpoint(_request),
-        ANYONE,
-        body=REQUEST,
-        summary="Request access to a target for myself",
-    )
-    add(
-        "GET",
-        f"{v1}/unmask-requests",
-        endpoint(_mine(engineer.my_unmasks)),
-        ANYONE,
-        summary="My unmask requests and grants",
-    )
-    add(
-        "POST",
-        f"{v1}/unmask-requests",
-        endpoint(_unmask),
-        ANYONE,
-        body=UNMASK,
-        summary="Ask to see one subject's masked values, with their consent",
-    )
-    add(
-        "GET",
-        f"{v1}/sessions",
-        endpoint(_mine(engineer.my_sessions)),
-        ANYONE,
-        summary="My sessions through the SSH and database doors",
-    )
-    add(
-        "GET",
-        f"{v1}/web-sessions",
-        endpoint(_mine(engineer.my_web_sessions)),
-        ANYONE,
-        summary="My live web console sign-ins",
-    )
-    add(
-        "POST",
-        f"{v1}/tickets",
-        endpoint(_ticket),
-        ANYONE,
-        body=TICKET,
-        summary="A one-time database password (after a fresh TOTP code) and its psql command",
-    )
-    add("POST", f"{v1}/signout", endpoint(_signout), ANYONE, summary="Sign out of this session")
-    add(
-        "POST",
-        f"{v1}/signout-everywhere",
-        endpoint(_signout_everywhere),
-        ANYONE,
-        summary="End every web session of mine",
-    )
-    add("GET", f"{v1}/admin/users", endpoint(_users), ADMIN, summary="Every user (admins)")
+    for method, path, call, roles, summary in API:
+        body = BODIES.get(path) if method == "POST" else None
+        routes.add(method, V1 + path, endpoint(call), roles, summary=summary, body=body)

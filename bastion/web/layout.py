@@ -63,6 +63,7 @@ def page(title: str, session: WebSession | None, *body: object, status: int = 20
     head = el("head", None, el("meta", {"charset": "utf-8"}),
               el("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}),
               el("title", None, f"{title} - bastion"),
+              el("link", {"rel": "icon", "href": "data:,"}),
               el("link", {"rel": "stylesheet", "href": "/static/console.css"}))  # fmt: skip
     flash = join(
         el("p", {"class": "notice", "role": "status"}, notice) if notice else None,

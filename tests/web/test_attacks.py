@@ -59,7 +59,7 @@ async def test_a_stolen_cookie_dies_with_sign_out_everywhere(console: Console) -
             assert r.status == 200  # the stolen copy works, until...
         csrf = await _api_csrf(console, phone, "alice")  # a second session of alice's
         status, ended = await _json(phone, "POST", "/api/v1/signout-everywhere", csrf)
-        assert status == 200 and len(ended["signed_out"]) == 2  # type: ignore[arg-type]
+        assert status == 200 and len(ended["signed_out"]) == 2
         async with thief.get("/api/v1/me") as r:
             assert r.status == 401
         async with thief.get("/access", allow_redirects=False) as r:
@@ -170,3 +170,17 @@ async def test_wrong_codes_lock_the_account_for_every_door(console: Console) -> 
         assert status == 401 and "wrong user name" in str(answer["error"])  # locked: no hint
     assert [e for e in console.events("user.locked") if e.subject == "bob"]
     assert not await _ssh_login(console, "bob", console.code("bob"))
+
+
+async def test_fetch_metadata_from_another_site_is_refused(console: Console) -> None:
+    async with console.http() as http:
+        csrf = await console.sign_in(http, "alice")
+        form = {"csrf": csrf, "target": "web-1", "for": "1h", "reason": "cross-site request"}
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Origin": "null"}):  # fmt: skip
+            async with http.post("/access/request", data=form, headers=headers) as r:
+                assert r.status == 403, headers
+        same = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}  # as Chromium sends it
+        async with http.post("/access/request", data=form, headers=same) as r:
+            assert r.status == 200
+    assert len(console.store.requests()) == 1
