@@ -3,11 +3,12 @@ console's tests: people of each role, a target of each kind, and a clock the tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,8 @@ enabled = false
 port = {pg}
 [listeners.web]
 port = {web}
+[targets.orders.masking]
+subject_keys = ["public.customers.id"]
 """
 
 
@@ -117,11 +120,14 @@ def _targets(core: Core, box: SecretBox) -> None:
                               actor="test")  # fmt: skip
 
 
-@pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[Console]:
-    home = tmp_path / "bastion"
+@contextlib.asynccontextmanager
+async def running(home: Path, *, postgres: bool = False,
+                  before: Callable[[Core, SecretBox], None] | None = None,
+                  ) -> AsyncIterator[Console]:  # fmt: skip
+    """A bastion in `home` serving the console (and SSH, and the database door if asked)."""
     home.mkdir()
     text = CONFIG.format(ssh=free_port(), pg=free_port(), web=free_port())
+    text = text.replace("enabled = false", f"enabled = {str(postgres).lower()}")
     (home / "bastion.toml").write_text(text, encoding="utf-8")
     config = load_config(home / "bastion.toml")
     SecretBox.create_key_file(config.paths.secrets_key)
@@ -133,7 +139,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     core = Core(config, store, box, clock)
     seeds: dict[str, str] = {}
     _enrol(core, seeds)
-    _targets(core, box)
+    (before or _targets)(core, box)
     server = Server(core)
     await server.start()
     context = ssl.create_default_context(cafile=str(tls.ca_cert))
@@ -143,6 +149,12 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
         await server.stop()
         core.shutdown()
         store.close()
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    async with running(tmp_path / "bastion") as found:
+        yield found
 
 
 def detail(event: ChainedEvent) -> dict[str, Any]:
