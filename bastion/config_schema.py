@@ -156,10 +156,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reports.catch_up_weeks", "int", 8, "Missed weeks and days caught up.", low=1, high=52),
     Setting("sessions.idle_timeout", "duration", "15m", "Time without input that ends a session."),
     Setting("sessions.max_length", "duration", "12h", "Longest a session may last."),
-    Setting("web.idle_timeout", "duration", "30m",
-            "Time without a request that signs a web console user out."),
-    Setting("web.session_lifetime", "duration", "12h",
-            "Longest a web console sign-in lasts, however busy."),
+    Setting(
+        "web.idle_timeout",
+        "duration",
+        "30m",
+        "Time without a request that signs a web console user out.",
+    ),
+    Setting(
+        "web.session_lifetime",
+        "duration",
+        "12h",
+        "Longest a web console sign-in lasts, however busy.",
+    ),
     Setting("logging.format", "choice", "auto", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "info", "Least severe level.", choices=get_args(LogLevel)),
 )
