@@ -222,3 +222,18 @@ async def test_the_api_is_described_by_its_openapi_document(console: Console) ->
     api = {(m.lower(), p) for (m, p), d in routes.declared.items() if d.api}
     listed = {(m, p) for p, ops in paths.items() for m in ops}
     assert listed == api - {("get", "/api/v1/openapi.json")}
+
+
+async def test_no_secret_reaches_the_audit_trail(console: Console) -> None:
+    async with console.http() as http:
+        csrf = await console.sign_in(http, "alice")
+        cookie = console.cookie(http)
+        wrong = {"username": "alice", "password": "a-wrong-password-1", "code": "654321"}
+        async with http.post("/api/v1/signin", json=wrong) as r:
+            assert r.status == 401
+    trail = "\n".join(f"{e.actor} {e.subject} {e.detail}" for e in console.store.events())
+    for secret in (PASSWORDS["alice"], "a-wrong-password-1", cookie, csrf,
+                   console.seeds["alice"]):  # fmt: skip
+        assert secret not in trail
+    stored = console.store.web_sessions("alice")[0]
+    assert stored.csrf_token == csrf and cookie not in str(stored)  # only the cookie's hash
