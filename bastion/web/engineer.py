@@ -53,7 +53,8 @@ def request_access(core: Core, user: str, *, target: str, for_: str, reason: str
 
 def my_requests(core: Core, user: str) -> list[dict[str, Any]]:
     core.store.expire_requests()
-    return [r.public() for r in core.store.requests(user=user)]
+    rules = Requests(core.store, core.config, core.clock)
+    return [{**r.public(), "text": rules.describe(r)} for r in core.store.requests(user=user)]
 
 
 def request_unmask(core: Core, user: str, *, target: str, columns: str, subject: str,

@@ -41,6 +41,12 @@ async def _data(request: web.Request, fn: Callable[..., Any], **kwargs: Any) -> 
     return await core.run(lambda: fn(core, session_of(request).user, **kwargs))
 
 
+def _filed(request: web.Request, mine: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The person's own item named by ?filed=ID (after a form that filed it), if any."""
+    wanted = request.query.get("filed", "")
+    return next((item for item in mine if str(item["id"]) == wanted), None)
+
+
 async def _form(request: web.Request) -> dict[str, str]:
     posted = await request.post()
     return {k: v for k, v in posted.items() if isinstance(v, str)}
@@ -104,6 +110,8 @@ async def access_page(request: web.Request, notice: str | None = None,
     session = session_of(request)
     grants = await _data(request, engineer.my_access)
     asked = await _data(request, engineer.my_requests)
+    filed = _filed(request, asked)
+    notice = notice or (filed["text"] if filed else None)
     grant_rows = [(g["target"], g["mode"], g["state"], g["ends_at"], _left(g["seconds_left"]),
                    g["reason"]) for g in grants]  # fmt: skip
     request_rows = [(r["id"], r["target"], r["mode"], r["state"], r["created_at"], r["reason"])
@@ -131,7 +139,7 @@ async def access_request(request: web.Request) -> web.StreamResponse:
                            mode=data.get("mode", "read"), ticket=data.get("ticket"))  # fmt: skip
     except BastionError as exc:
         return await access_page(request, error=exc.message)
-    return await access_page(request, notice=made["text"])
+    return redirect(f"/access?filed={made['id']}")  # a reload does not file it again
 
 
 # -- unmasking ----------------------------------------------------------------------------
@@ -141,6 +149,9 @@ async def unmask_page(request: web.Request, notice: str | None = None,
                       error: str | None = None) -> web.Response:  # fmt: skip
     session = session_of(request)
     mine = await _data(request, engineer.my_unmasks)
+    if notice is None and _filed(request, mine) is not None:
+        notice = (f"unmask request {request.query['filed']} filed: waiting for an admin or"
+                  " reviewer to confirm the consent")  # fmt: skip
     rows = [(g["id"], g["target"], ", ".join(g["columns"]), g["subject"], g["state"],
              g["consent_ref"], g["reason"]) for g in reversed(mine)]  # fmt: skip
     ask = form("/unmask", session,
@@ -173,8 +184,7 @@ async def unmask_post(request: web.Request) -> web.StreamResponse:
                            for_=data.get("for") or None)  # fmt: skip
     except BastionError as exc:
         return await unmask_page(request, error=exc.message)
-    return await unmask_page(request, notice=f"unmask request {made['id']} filed: waiting for"
-                             " an admin or reviewer to confirm the consent")  # fmt: skip
+    return redirect(f"/unmask?filed={made['id']}")
 
 
 # -- sessions and tickets -----------------------------------------------------------------

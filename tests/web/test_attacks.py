@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import asyncssh
 
+from bastion.access.requests import Requests
 from tests.web.conftest import PASSWORDS, Console, detail
 
 
@@ -49,6 +50,12 @@ async def test_an_engineer_cannot_act_or_read_as_someone_else(console: Console) 
         body = {"target": "web-1", "for": "1h", "reason": "my own request, as alice"}
         status, made = await _json(http, "POST", "/api/v1/requests", csrf, body)
         assert status == 201 and made["user"] == "alice" and made["requested_by"] == "alice"
+        bobs = Requests(console.store, console.core.config, console.clock).request(
+            user="bob", target="orders", duration=timedelta(hours=1), mode="read",
+            reason="bob's secret investigation", requested_by="bob")  # fmt: skip
+        for page in ("/access", "/unmask"):
+            async with http.get(f"{page}?filed={bobs.id}") as r:
+                assert r.status == 200 and "bob" not in await r.text()
 
 
 async def test_a_stolen_cookie_dies_with_sign_out_everywhere(console: Console) -> None:
