@@ -77,6 +77,6 @@ def page(title: str, session: WebSession | None, *body: object, status: int = 20
 
 
 def refusal_page(status: int, message: str) -> web.Response:
-    return page("Refused" if status in (401, 403) else "Error", None, el("p", None, message),
-                el("p", None, el("a", {"href": "/access"}, "Back to the console")), status=status,
-                error=message)  # fmt: skip
+    title = "Refused" if status in (401, 403) else "Error"
+    back = el("p", None, el("a", {"href": "/access"}, "Back to the console"))
+    return page(title, None, back, status=status, error=message)
