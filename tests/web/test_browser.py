@@ -10,8 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from bastion.web.security import CSP
 from tests.web.conftest import PASSWORDS, Console
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/test
@@ -167,3 +168,24 @@ async def test_a_form_without_its_csrf_token_is_refused(console: Console, browse
     await tab.shot("csrf-refused")
     assert console.store.requests() == []
     await tab.close()
+
+
+async def test_the_console_errors_would_show_an_inline_script(console: Console, browser: Browser,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """Control: a page with an inline script, under the console's own CSP, is refused by
+    Chromium and the refusal reaches Tab.errors, so an empty list above means something."""
+    tab = await Tab.open(console, browser, tmp_path / "screenshots")
+
+    async def fulfil(route: Route) -> None:
+        await route.fulfill(
+            status=200,
+            content_type="text/html",
+            headers={"Content-Security-Policy": CSP},
+            body="<p>x</p><script>window.ran = 1</script>",
+        )
+
+    await tab.page.route("**/inline-control", fulfil)
+    await tab.page.goto("/inline-control")
+    assert await tab.page.evaluate("window.ran") is None
+    assert any("Content Security Policy" in e for e in tab.errors), tab.errors
+    await tab.context.close()
