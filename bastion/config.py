@@ -22,6 +22,7 @@ from bastion.config_policies import (
     ReportPolicy,
     RequestPolicy,
     SessionPolicy,
+    WebPolicy,
 )
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
@@ -181,6 +182,7 @@ class Config:
     requests: RequestPolicy = field(default_factory=RequestPolicy)
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
     reports: ReportPolicy = field(default_factory=ReportPolicy)
+    web: WebPolicy = field(default_factory=WebPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -404,6 +406,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         requests=_section(RequestPolicy, "requests.", values),
         notify=_section(NotifyPolicy, "notify.", values),
         reports=_section(ReportPolicy, "reports.", values),
+        web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
     )

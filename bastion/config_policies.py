@@ -82,3 +82,11 @@ class SessionPolicy:
 
     idle_timeout: timedelta = timedelta(minutes=15)
     max_length: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class WebPolicy:
+    """How long a web console sign-in lasts: idle, and at most."""
+
+    idle_timeout: timedelta = timedelta(minutes=30)
+    session_lifetime: timedelta = timedelta(hours=12)

@@ -204,6 +204,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reports.catch_up_weeks", "int", "Missed weeks and days caught up.", low=1, high=52),
     Setting("sessions.idle_timeout", "duration", "Time without input that ends a session."),
     Setting("sessions.max_length", "duration", "Longest a session may last."),
+    Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
+    Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

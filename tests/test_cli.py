@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import stat
 import subprocess
 import sys
@@ -943,14 +944,16 @@ class TestUsage:
 # --- serve ----------------------------------------------------------------------------------
 
 
-def wait_for_health(proc: subprocess.Popen[str], port: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/healthz"
+def wait_for_health(proc: subprocess.Popen[str], port: int, ca: Path) -> dict[str, Any]:
+    """The web listener's health, over TLS verified against the CA `bastion init` made."""
+    url = f"https://127.0.0.1:{port}/healthz"
+    context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"bastion serve exited early with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 body: dict[str, Any] = json.loads(response.read())
                 assert response.status == 200
                 return body
@@ -986,7 +989,7 @@ class TestServe:
         self, serving: tuple[Bastion, subprocess.Popen[str], int], sig: signal.Signals
     ) -> None:
         bst, proc, port = serving
-        health = wait_for_health(proc, port)
+        health = wait_for_health(proc, port, bst.home / "tls" / "bastion-ca.pem")
         assert health["status"] == "ok"
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=DEADLINE)
@@ -1049,7 +1052,7 @@ def serve_once(bst: Bastion) -> None:
     proc = subprocess.Popen(bst.argv("serve"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=bst.cwd, env=child_env())  # fmt: skip
     try:
-        wait_for_health(proc, port)
+        wait_for_health(proc, port, bst.home / "tls" / "bastion-ca.pem")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=DEADLINE)
         assert proc.returncode == Exit.OK, stderr

@@ -20,6 +20,7 @@ from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
+from bastion.audit.websessions import WebSession, WebSessionQueries
 from bastion.clock import Clock
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "UnmaskGrant",
     "UserSecrets",
     "Verdict",
+    "WebSession",
 ]
 
 
@@ -66,6 +68,7 @@ class Store(
     ReportRunQueries,
     DailyFlagQueries,
     ReviewerReadQueries,
+    WebSessionQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

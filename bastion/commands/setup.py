@@ -65,7 +65,8 @@ def run_init(app: App, args: argparse.Namespace) -> int:
         f"  report key    {paths.report_signing_key} (signs review packs; `bastion report"
         f" key` prints its public half, id {report_key[:16]})\n"
         f"  ssh host key  {fingerprint}\n"
-        f"  TLS CA        {tls.ca_cert} (give this file to psql as sslrootcert)\n"
+        f"  TLS CA        {tls.ca_cert} (give this file to psql as sslrootcert, and to"
+        " browsers for the web console)\n"
         f"next: bastion --config {config_path} user add NAME --role admin",
     )
     return 0

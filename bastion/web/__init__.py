@@ -1,13 +1,26 @@
-"""The web door: for now a health endpoint; the console and JSON API grow here."""
+"""The web door: the console and its JSON API (bastion/web/app.py), and the health endpoint."""
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
+
+import structlog
 from aiohttp import web
 
 from bastion.config import Listener
 from bastion.core import Core, Killable
+from bastion.errors import BastionError, Exit
+from bastion.web.app import build_app
+from bastion.web.state import CORE_KEY
 
-CORE_KEY = web.AppKey("core", Core)
+log = structlog.get_logger("bastion.web")
+
+
+class NoCertificate(BastionError):
+    """The console would listen beyond loopback without TLS."""
+
+    exit_code = Exit.CONFIG
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -17,6 +30,31 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "audit_head": await core.audit_head()})
 
 
+def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:
+    """TLS with the certificate `bastion init` made. Without one the console serves loopback
+    only (and says so); on any other address it refuses to start."""
+    paths = core.config.paths
+    if not paths.tls_cert.exists():
+        if not _loopback(listener.address):
+            raise NoCertificate(
+                f"listeners.web: no TLS certificate at {paths.tls_cert}; the"
+                " console serves other addresses than loopback only over TLS"
+            )
+        log.warning("web.no_tls", detail="no certificate: serving loopback only, without TLS")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(paths.tls_cert, paths.tls_key)
+    return context
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 class WebDoor:
     """aiohttp on its own listener, sharing the server's event loop."""
 
@@ -24,16 +62,19 @@ class WebDoor:
 
     def __init__(self, listener: Listener, core: Core) -> None:
         self.listener = listener
-        app = web.Application()
-        app[CORE_KEY] = core
-        app.router.add_get("/healthz", healthz)
+        self.core = core
+        app = build_app(core, {"/healthz": healthz})
         self._runner = web.AppRunner(app, access_log=None)
         self.port = listener.port
-        self.live: dict[str, Killable] = {}  # no sessions behind this door yet
+        self.live: dict[str, Killable] = {}  # web sign-ins are no target sessions
+        self.tls = False
 
     async def start(self) -> None:
+        context = tls_context(self.core, self.listener)
+        self.tls = context is not None
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.listener.address, self.listener.port)
+        site = web.TCPSite(self._runner, self.listener.address, self.listener.port,
+                           ssl_context=context)  # fmt: skip
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
