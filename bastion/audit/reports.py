@@ -299,3 +299,20 @@ class ReportQueries(StoreBase):
             seqs,
         )
         return {int(r["seq"]): r for r in rows}
+
+    def session_events(self, start: str, end: str) -> Rows:
+        """The session.opened and session.closed events written in [start, end), oldest first."""
+        return self._rows(
+            "SELECT seq, at, kind, actor, subject, session_id, detail FROM audit_events"
+            " WHERE at >= ? AND at < ? AND kind IN ('session.opened', 'session.closed')"
+            " ORDER BY seq",
+            (start, end),
+        )
+
+    def session_event(self, session_id: str, kind: str, start: str, end: str) -> Rows:
+        """A session's event of this kind written in [start, end] (by the time index)."""
+        return self._rows(
+            "SELECT seq, at, kind, actor, subject, session_id, detail FROM audit_events"
+            " WHERE at >= ? AND at <= ? AND kind = ? AND session_id = ? ORDER BY seq LIMIT 1",
+            (start, end, kind, session_id),
+        )

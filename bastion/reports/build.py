@@ -33,6 +33,7 @@ from bastion.reports.render_html import render_html
 from bastion.reports.render_json import render_json
 from bastion.reports.render_sqlite import render_sqlite
 from bastion.reports.resend import PackOnDisk
+from bastion.reports.sessioncheck import session_log_problem
 from bastion.reports.signing import ensure_key
 from bastion.reports.week import Week
 
@@ -63,8 +64,8 @@ class Built(PackOnDisk):
 
 
 def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
-    """The whole chain, the week's query log against it, and every recording of the week
-    against the hash the chain holds."""
+    """The whole chain, the week's query log and sessions against it, and every recording of
+    the week against the hash the chain holds."""
     with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
         return verifying(pool, store, box, week)()
 
@@ -77,12 +78,13 @@ def verifying(
     waits for the verdict."""
     verdict = pool.submit(store.verify_chain)
     query_log = pool.submit(query_log_problem, store, week)
+    session_log = pool.submit(session_log_problem, store, week)
     indexes = pool.submit(store.index_problem)
 
     def result() -> Verification:
         walked = verdict.result()
         chain = "intact" if walked.ok else walked.problem or "the chain does not verify"
-        differs = query_log.result() or indexes.result()
+        differs = query_log.result() or session_log.result() or indexes.result()
         if walked.ok and differs:
             chain = differs
         checked, failed = recording_problems(store, box, week, walked.head_seq)

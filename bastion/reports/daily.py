@@ -38,6 +38,7 @@ from bastion.reports.gather import verification_findings
 from bastion.reports.model import Evidence, Finding, Verification
 from bastion.reports.querycheck import query_log_problem
 from bastion.reports.recordcheck import recording_problems
+from bastion.reports.sessioncheck import session_log_problem
 from bastion.reports.week import Week, zone
 
 log = structlog.get_logger("bastion.reports")
@@ -97,9 +98,9 @@ def day_findings(facts: Facts, config: Config) -> list[Finding]:
 
 
 def verify_day(store: Store, box: SecretBox, day: Week) -> Verification:
-    """The day's query log against the chain, and each recording of the day's sessions
+    """The day's query log and sessions against the chain, and each recording of the day's sessions
     against the hash its chained session.closed event holds."""
-    problem = query_log_problem(store, day)
+    problem = query_log_problem(store, day) or session_log_problem(store, day)
     checked, failed = recording_problems(store, box, day, store.chain_head()[0])
     return Verification(problem or "intact", checked, failed)
 
