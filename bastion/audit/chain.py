@@ -218,6 +218,11 @@ def _row_problem(row: ChainedEvent, key: bytes | None, keyed: bool) -> str:
     return ""
 
 
+def keyed_row_holds(row: ChainedEvent, key: ChainKey | None) -> bool:
+    """Whether this one row carries this bastion's MAC (only the key could have written it)."""
+    return key is not None and row.alg == KEYED and not _row_problem(row, key.secret, True)
+
+
 def _gap(prev_seq: int, seq: int) -> str:
     missing = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1}-{seq - 1}"
     return f"event {missing} is missing (deleted) before event {seq}"

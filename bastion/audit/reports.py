@@ -15,7 +15,7 @@ from typing import Any
 
 from bastion.audit import querylog
 from bastion.audit.base import StoreBase
-from bastion.audit.chain import GENESIS
+from bastion.audit.chain import GENESIS, ChainedEvent, keyed_row_holds
 
 Rows = list[dict[str, Any]]
 
@@ -316,3 +316,17 @@ class ReportQueries(StoreBase):
             " WHERE at >= ? AND at <= ? AND kind = ? AND session_id = ? ORDER BY seq LIMIT 1",
             (start, end, kind, session_id),
         )
+
+    def session_owner(self, session_id: str, started_at: str, until: str) -> str | None:
+        """Who the chain says opened this session: the actor of its session.opened event
+        written in [started_at, until], if that event carries this bastion's MAC; else None
+        (a sessions row an admin edited does not decide whose a session is)."""
+        rows = self._rows(
+            "SELECT * FROM audit_events WHERE at >= ? AND at <= ? AND kind = 'session.opened'"
+            " AND session_id = ? ORDER BY seq LIMIT 1",
+            (started_at, until, session_id),
+        )
+        if not rows:
+            return None
+        event = ChainedEvent(**rows[0])
+        return event.actor if keyed_row_holds(event, self.chain_key) else None

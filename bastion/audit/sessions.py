@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.audit.base import StoreBase, where
@@ -13,6 +13,9 @@ from bastion.audit.records import OpenSession, SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
+# A session's row is written in the same transaction as its session.opened (or .closed) event,
+# a moment before it: the row's time is earlier than the event's by at most this.
+ROW_SLACK = timedelta(seconds=5)
 SESSION_SELECT = (
     "SELECT s.*, u.name AS user, t.name AS target FROM sessions s"
     " LEFT JOIN users u ON u.id = s.user_id LEFT JOIN targets t ON t.id = s.target_id"

@@ -15,15 +15,15 @@ from typing import Any
 from bastion.audit import Event
 from bastion.commands.app import App
 from bastion.errors import StoreError
-from bastion.reviewing import logs
+from bastion.reviewing import audited
 
 
 def record_reading(
     app: App, filters: Mapping[str, Any], count: int, unit: str, span: tuple[int, int] | None
 ) -> None:
     """`queries.listed` for any way of reading statements, chained and read back before
-    anything is shown (bastion/reviewing/logs.py)."""
-    logs.record_reading(app.store, app.actor, filters, count, unit=unit, span=span)
+    anything is shown (bastion/reviewing/audited.py)."""
+    audited.record_reading(app.store, app.actor, filters, count, unit=unit, span=span)
 
 
 def record_verification(app: App, detail: Mapping[str, Any], *, end_in_doubt: bool) -> bool:

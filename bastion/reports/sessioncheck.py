@@ -12,14 +12,15 @@ event inside it, are checked for their row's fields but a deleted one is not not
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bastion.audit import Store
+from bastion.audit.sessions import ROW_SLACK
 from bastion.clock import iso, parse_iso
 from bastion.reports.week import Week
 
-SLACK = timedelta(seconds=5)
+SLACK = ROW_SLACK
 Row = dict[str, Any]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from bastion.audit import ChainedEvent, Event, Store
 from bastion.errors import StoreError
 
@@ -19,3 +22,18 @@ def chain_before_showing(store: Store, event: Event, what: str) -> ChainedEvent:
         raise StoreError(f"{what} is not shown: the audit chain does not hold the event"
                          " recording this reading (was the store altered?)")  # fmt: skip
     return chained
+
+
+def record_reading(
+    store: Store, actor: str, filters: Mapping[str, Any], count: int, *, unit: str,
+    span: tuple[int, int] | None,
+) -> None:  # fmt: skip
+    """`queries.listed` for any way of reading statements (`unit`: what `span` counts, the
+    query log's ids or the chain's seqs), chained and read back before anything is shown."""
+    given = {key: value for key, value in filters.items() if value is not None}
+    detail: dict[str, Any] = {"filters": given, "rows": count}
+    if span is not None:
+        detail[unit] = list(span)
+    event = Event("queries.listed", actor, str(given.get("user") or ""), "notice",
+                  detail=detail)  # fmt: skip
+    chain_before_showing(store, event, "the query log")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bastion.access.viewing import Viewer, whose
-from bastion.audit import Event, Store, UnmaskGrant
+from bastion.audit import Store, UnmaskGrant
 from bastion.audit.queries import QueryRow
 from bastion.clock import iso
 from bastion.errors import UsageError
 from bastion.reports.facts import rows_shown
-from bastion.reviewing.audited import chain_before_showing
+from bastion.reviewing.audited import record_reading
 from bastion.reviewing.sessions import Page, id_cursor, page_size, search_text
 
 STATES = ("pending", "active", "expired", "approved", "denied", "revoked", "cancelled")
@@ -70,21 +69,6 @@ def query_item(row: QueryRow) -> dict[str, Any]:
         str(c) for c in note.get("detected", {})
     ]
     return data
-
-
-def record_reading(
-    store: Store, actor: str, filters: Mapping[str, Any], count: int, *, unit: str,
-    span: tuple[int, int] | None,
-) -> None:  # fmt: skip
-    """`queries.listed` for any way of reading statements (`unit`: what `span` counts, the
-    query log's ids or the chain's seqs), chained and read back before anything is shown."""
-    given = {key: value for key, value in filters.items() if value is not None}
-    detail: dict[str, Any] = {"filters": given, "rows": count}
-    if span is not None:
-        detail[unit] = list(span)
-    event = Event("queries.listed", actor, str(given.get("user") or ""), "notice",
-                  detail=detail)  # fmt: skip
-    chain_before_showing(store, event, "the query log")
 
 
 def consent_ledger(

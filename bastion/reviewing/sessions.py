@@ -6,12 +6,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from bastion.access.viewing import Viewer, may_read, whose
+from bastion.access.viewing import SEES_EVERYONE, Viewer, may_read, whose
 from bastion.audit import SessionFilter, Store
 from bastion.audit.records import SessionRecord
+from bastion.audit.sessions import ROW_SLACK
 from bastion.clock import iso, parse_iso
 from bastion.errors import NotFound, UsageError
 from bastion.recording.container import valid_session_id
+from bastion.reviewing.audited import record_reading
 
 MAX_PAGE = 500
 MAX_TEXT = 500  # characters of a text search: what a command or statement could be looked up by
@@ -64,6 +66,10 @@ def search_sessions(
     found = store.search_sessions(wanted, after=_session_cursor(cursor), limit=size + 1)
     more = len(found) > size
     found = found[:size]
+    if wanted.text:  # which sessions ran a statement holding the text: a reading of the log
+        record_reading(store, viewer.actor, {"via": "sessions search", "user": wanted.user,
+                       "target": wanted.target, "grep": wanted.text}, len(found),
+                       unit="sessions", span=None)  # fmt: skip
     last = found[-1] if found else None
     following = f"{iso(last.started_at)}~{last.id}" if more and last else None
     return Page([session_item(s) for s in found], following)
@@ -89,9 +95,20 @@ def readable_session(store: Store, viewer: Viewer, session_id: str) -> SessionRe
         session = store.session(session_id)
     except NotFound:
         session = None
-    if session is None or not may_read(viewer, session.user):
+    if session is None or not may_read(viewer, session.user) or not _owned(store, viewer, session):
         raise NotFound(f"no session with id {session_id}")
     return session
+
+
+def _owned(store: Store, viewer: Viewer, session: SessionRecord) -> bool:
+    """Those who see everyone may read it; anyone else only when the chain's own
+    session.opened event names them: a sessions row edited by an admin with the files
+    does not hand someone else's recording to an engineer."""
+    if viewer.role in SEES_EVERYONE:
+        return True
+    start = session.started_at
+    owner = store.session_owner(session.id, iso(start), iso(start + ROW_SLACK))
+    return owner is not None and owner == viewer.person
 
 
 def offset_of(at: datetime, started: datetime) -> float:
@@ -117,6 +134,12 @@ def command_index(
         kind = "command"
     more = len(rows) > size
     rows = rows[:size]
+    if kind == "statement":  # reading statements is `queries.listed`, however it is done
+        ids = [int(row["id"]) for row in rows]
+        record_reading(store, viewer.actor, {"via": "sessions index", "user": session.user,
+                       "session": session.id, "after": after or None, "limit": size},
+                       len(rows), unit="ids",
+                       span=(min(ids), max(ids)) if ids else None)  # fmt: skip
     entries = [_entry(kind, row, session.started_at) for row in rows]
     following = str(rows[-1]["id"]) if more else None
     return {"session": session_item(session), "entries": entries, "next": following}
@@ -133,6 +156,6 @@ def _entry(kind: str, row: dict[str, Any], started: datetime) -> dict[str, Any]:
 def id_cursor(cursor: str | None) -> int | None:
     if not cursor:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise UsageError("not a cursor this listing gave")
     return int(cursor)

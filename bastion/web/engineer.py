@@ -12,10 +12,13 @@ from typing import Any
 
 from bastion.access.requests import Requests
 from bastion.access.unmask import Unmasking
+from bastion.access.viewing import Viewer
+from bastion.audit import SessionFilter
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
+from bastion.reviewing.sessions import search_sessions
 
 MODES = ("read", "write")
 
@@ -75,8 +78,11 @@ def my_unmasks(core: Core, user: str) -> list[dict[str, Any]]:
 
 
 def my_sessions(core: Core, user: str) -> list[dict[str, Any]]:
-    """The person's own sessions through the SSH and database doors, newest first."""
-    return [s.public() for s in core.store.sessions(user=user, limit=100)]
+    """The person's own sessions through the SSH and database doors, newest first, as the
+    shared read shows them (where a recording lies on disk is not for the page); narrowed
+    to their own whatever their role."""
+    mine = Viewer.user(user, "engineer")
+    return search_sessions(core.store, mine, SessionFilter(user=user), limit=100).items
 
 
 def my_web_sessions(core: Core, user: str) -> list[dict[str, Any]]:

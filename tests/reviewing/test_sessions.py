@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from bastion.access.viewing import Viewer
 from bastion.audit import SessionFilter
-from bastion.errors import Denied, NotFound, UsageError
+from bastion.errors import Denied, NotFound, StoreError, UsageError
 from bastion.recording import read_recording
 from bastion.reviewing.sessions import command_index, search_sessions
 from tests.reviewing.conftest import ALICE, BOB, OPERATOR, RITA
@@ -201,3 +202,57 @@ def test_a_search_text_is_bounded(world: World) -> None:
     assert ids(world, text="x" * 500) == []
     with pytest.raises(UsageError, match="at most 500 characters"):
         search_sessions(world.store, OPERATOR, SessionFilter(text="x" * 501))
+
+
+def _listed(world: World) -> list[dict[str, Any]]:
+    events = world.store.last_events(500)
+    return [json.loads(e.detail) for e in events if e.kind == "queries.listed"]
+
+
+def test_a_database_session_s_index_is_a_reading_of_the_query_log(world: World) -> None:
+    before = len(_listed(world))
+    index = command_index(world.store, RITA, "s-a2")
+    after = _listed(world)
+    assert len(after) == before + 1 and len(index["entries"]) == 2
+    assert after[-1]["filters"]["via"] == "sessions index" and after[-1]["rows"] == 2
+    assert after[-1]["filters"]["session"] == "s-a2"
+
+
+def test_an_ssh_session_s_index_is_not_a_query_log_reading(world: World) -> None:
+    before = len(_listed(world))
+    command_index(world.store, RITA, "s-a1")
+    assert len(_listed(world)) == before
+
+
+def test_an_index_that_cannot_be_recorded_shows_nothing(world: World) -> None:
+    with sqlite3.connect(world.store.path) as conn:
+        conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind ="
+                     " 'queries.listed' BEGIN SELECT RAISE(IGNORE); END")  # fmt: skip
+    with pytest.raises(StoreError, match="is not shown"):
+        command_index(world.store, RITA, "s-a2")
+
+
+def test_searching_by_text_is_a_reading_of_the_query_log(world: World) -> None:
+    before = len(_listed(world))
+    assert ids(world, text="invoices") == ["s-a2"]
+    after = _listed(world)
+    assert len(after) == before + 1 and after[-1]["filters"]["grep"] == "invoices"
+    ids(world, user="bob")  # no text: nothing read of what anyone typed
+    assert len(_listed(world)) == before + 1
+
+
+def test_a_row_given_to_an_engineer_does_not_open_someone_else_s_session(world: World) -> None:
+    """An admin with the files (not the key) gives bob's session to alice: the chain's
+    session.opened still names bob, so alice is told it does not exist."""
+    with sqlite3.connect(world.store.path) as conn:
+        conn.execute("UPDATE sessions SET user_id = (SELECT id FROM users WHERE name = 'alice')"
+                     " WHERE id = 's-b1'")  # fmt: skip
+    with pytest.raises(NotFound, match="no session with id s-b1"):
+        command_index(world.store, ALICE, "s-b1")
+    assert command_index(world.store, ALICE, "s-a1")["session"]["id"] == "s-a1"
+
+
+@pytest.mark.parametrize("cursor", ["²", "١٢", "12x"])
+def test_a_cursor_of_other_digits_is_refused_not_a_crash(world: World, cursor: str) -> None:
+    with pytest.raises(UsageError, match="not a cursor"):
+        command_index(world.store, RITA, "s-a1", cursor=cursor)
