@@ -120,7 +120,7 @@ def _break_glass(core: Core) -> list[dict[str, Any]]:
 
 
 def _kill_form(csrf: str, session_id: str) -> Markup:
-    return el("form", {"method": "post", "action": "/admin/live/kill", "class": "inline kill"},
+    return el("form", {"method": "post", "action": "/live/kill", "class": "inline kill"},
               el("input", {"type": "hidden", "name": "csrf", "value": csrf}),
               el("input", {"type": "hidden", "name": "session_id", "value": session_id}),
               el("input", {"type": "text", "name": "reason", "required": True,
@@ -143,7 +143,7 @@ def _live_table(rows: list[dict[str, Any]], csrf: str | None) -> Markup:
             last = _kill_form(csrf, r["id"])
         body.append(el("tr", {"data-session": r["id"]}, *(el("td", None, c) for c in cells),
                        el("td", None, last)))  # fmt: skip
-    attrs = {"id": "live", "data-events": "/admin/live/events", "data-csrf": csrf}
+    attrs = {"id": "live", "data-events": "/live/events", "data-csrf": csrf}
     return el("table", attrs, el("thead", None, head), el("tbody", None, *body))
 
 
@@ -173,7 +173,7 @@ async def live_kill(request: web.Request) -> web.StreamResponse:
         await kill(core_of(request), session_of(request).user, session_id, data.get("reason", ""))
     except BastionError as exc:
         return await live_page(request, error=exc.message)
-    raise web.HTTPSeeOther(f"/admin/live?killed={session_id}")
+    raise web.HTTPSeeOther(f"/live?killed={session_id}")
 
 
 def _sse(event: str, data: object) -> bytes:
@@ -226,7 +226,7 @@ async def break_glass_page(request: web.Request, notice: str | None = None,
     for g in reversed(found):
         ack: object = f"by {g['acknowledged_by']} at {g['acknowledged_at']}"
         if g["acknowledged_at"] is None:
-            ack = form("/admin/break-glass/ack", session,
+            ack = form("/break-glass/ack", session,
                        el("input", {"type": "hidden", "name": "grant_id", "value": g["id"]}),
                        el("input", {"type": "text", "name": "note", "placeholder": "note",
                                     "aria-label": "note", "autocomplete": "off"}),
@@ -247,7 +247,7 @@ async def break_glass_ack(request: web.Request) -> web.StreamResponse:
         done = await core.run(_ack, core, actor, data.get("grant_id", ""), data.get("note", ""))
     except BastionError as exc:
         return await break_glass_page(request, error=exc.message)
-    raise web.HTTPSeeOther(f"/admin/break-glass?acknowledged={done['id']}")
+    raise web.HTTPSeeOther(f"/break-glass?acknowledged={done['id']}")
 
 
 # -- API ---------------------------------------------------------------------------------
@@ -278,11 +278,11 @@ async def _api_ack(request: web.Request) -> Any:
 def add_live(routes: Routes) -> None:
     """The live sessions and break-glass pages, their stream, and their API."""
     add = routes.add
-    add("GET", "/admin/live", live_page, WATCHERS, summary="live sessions")
-    add("GET", "/admin/live/events", live_events, WATCHERS, summary="live sessions (events)")
-    add("POST", "/admin/live/kill", live_kill, ADMIN, summary="end a live session")
-    add("GET", "/admin/break-glass", break_glass_page, ACKNOWLEDGERS, summary="break-glass")
-    add("POST", "/admin/break-glass/ack", break_glass_ack, ACKNOWLEDGERS,
+    add("GET", "/live", live_page, WATCHERS, summary="live sessions")
+    add("GET", "/live/events", live_events, WATCHERS, summary="live sessions (events)")
+    add("POST", "/live/kill", live_kill, ADMIN, summary="end a live session")
+    add("GET", "/break-glass", break_glass_page, ACKNOWLEDGERS, summary="break-glass")
+    add("POST", "/break-glass/ack", break_glass_ack, ACKNOWLEDGERS,
         summary="acknowledge a break-glass grant")  # fmt: skip
     add(
         "GET",

@@ -126,7 +126,7 @@ async def test_the_stream_shows_a_real_ssh_session_open_and_end(
     console = live
     async with console.http() as admin:
         csrf = await sign_in_api(console, admin, "ada")
-        async with admin.get("/admin/live/events") as response:
+        async with admin.get("/live/events") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/event-stream")
             stream = events(response)
@@ -162,10 +162,10 @@ async def test_roles_on_live_sessions_and_break_glass(console: Console) -> None:
     async with console.http() as engineer, console.http() as reviewer:
         await console.sign_in(engineer, "alice")
         for path in (
-            "/admin/live",
-            "/admin/live/events",
+            "/live",
+            "/live/events",
             "/api/v1/live-sessions",
-            "/admin/break-glass",
+            "/break-glass",
             "/api/v1/break-glass",
         ):
             async with engineer.get(path, allow_redirects=False) as refused:
@@ -178,10 +178,10 @@ async def test_roles_on_live_sessions_and_break_glass(console: Console) -> None:
             async with engineer.post(path, json=body, headers={"X-CSRF-Token": csrf}) as refused:
                 assert refused.status == 403, path
         rcsrf = await sign_in_api(console, reviewer, "rita")
-        async with reviewer.get("/admin/live") as page:
+        async with reviewer.get("/live") as page:
             text = await page.text()
             assert page.status == 200 and "Live sessions" in text
-            assert "/admin/live/kill" not in text  # no kill button for a reviewer
+            assert "/live/kill" not in text  # no kill button for a reviewer
         async with reviewer.post(
             "/api/v1/live-sessions/kill",
             json={"session_id": "x", "reason": "r"},
@@ -197,29 +197,27 @@ async def test_a_kill_without_its_csrf_token_is_refused(live: Console, tmp_path:
     ssh = start_long_session(console, tmp_path / "ssh")
     async with console.http() as admin:
         csrf = await console.sign_in(admin, "ada")
-        async with admin.get("/admin/live/events") as response:
+        async with admin.get("/live/events") as response:
             [row] = await next_list(events(response), bool)
         form = {"session_id": row["id"], "reason": "no token"}
-        async with admin.post("/admin/live/kill", data=form) as refused:
+        async with admin.post("/live/kill", data=form) as refused:
             assert refused.status == 403 and "no valid CSRF token" in await refused.text()
-        async with admin.post("/admin/live/kill", data={**form, "csrf": "forged"}) as refused:
+        async with admin.post("/live/kill", data={**form, "csrf": "forged"}) as refused:
             assert refused.status == 403
         async with admin.post("/api/v1/live-sessions/kill", json=form) as refused:
             assert refused.status == 403
         assert console.events("session.kill_requested") == []
         async with admin.post(
-            "/admin/live/kill", data={**form, "csrf": csrf, "reason": "\x1b]0;owned\x07"}
+            "/live/kill", data={**form, "csrf": csrf, "reason": "\x1b]0;owned\x07"}
         ) as bad:
             assert bad.status == 400 and "printable" in await bad.text()
-        async with admin.post(
-            "/admin/live/kill", data={**form, "csrf": csrf, "reason": "  "}
-        ) as bad:
+        async with admin.post("/live/kill", data={**form, "csrf": csrf, "reason": "  "}) as bad:
             assert bad.status == 400 and "give a reason" in await bad.text()
         assert console.events("session.kill_requested") == []
         async with admin.post(
-            "/admin/live/kill", data={**form, "csrf": csrf, "reason": "the right way"}
+            "/live/kill", data={**form, "csrf": csrf, "reason": "the right way"}
         ) as done:
-            assert done.status == 200 and done.url.path == "/admin/live"
+            assert done.status == 200 and done.url.path == "/live"
             assert f"asked the bastion to end session {row['id']}" in await done.text()
     result = await ssh
     assert "session ended by ada: the right way" in result.err
@@ -248,14 +246,14 @@ async def test_break_glass_is_acknowledged_by_someone_else(console: Console) -> 
         ) as own:
             assert own.status == 403 and "someone else" in (await own.json())["error"]
         csrf = await console.sign_in(rita, "rita")
-        async with rita.get("/admin/break-glass") as page:
+        async with rita.get("/break-glass") as page:
             assert "outage" in await page.text() and "Acknowledge" in await page.text()
         form = {"grant_id": str(made.id), "note": "looked at it", "csrf": csrf}
-        async with rita.post("/admin/break-glass/ack", data=form) as done:
+        async with rita.post("/break-glass/ack", data=form) as done:
             text = await done.text()
             assert done.status == 200 and f"break-glass grant {made.id} acknowledged" in text
             assert "by rita at" in text
-        async with rita.post("/admin/break-glass/ack", data=form) as again:
+        async with rita.post("/break-glass/ack", data=form) as again:
             assert again.status == 400 and "acknowledged by rita already" in await again.text()
         async with rita.get("/api/v1/break-glass") as listed:
             [shown] = await listed.json()
@@ -267,7 +265,7 @@ async def test_break_glass_is_acknowledged_by_someone_else(console: Console) -> 
 async def test_the_stream_ends_when_the_watcher_is_signed_out(console: Console) -> None:
     async with console.http() as admin, console.http() as other:
         await console.sign_in(admin, "ada")
-        async with admin.get("/admin/live/events") as response:
+        async with admin.get("/live/events") as response:
             stream = events(response)
             assert await anext(stream) == ("sessions", [])
             csrf = await console.sign_in(other, "ada")  # the same person, elsewhere

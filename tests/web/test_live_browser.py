@@ -33,7 +33,7 @@ async def test_a_live_ssh_session_appears_and_is_killed_from_the_page(
     ssh = start_long_session(console, tmp_path / "ssh")
     row = page.locator("#live tbody tr", has_text="alice")
     await row.wait_for()  # arrives by the event stream: the page is not reloaded
-    assert page.url.endswith("/admin/live")
+    assert page.url.endswith("/live")
     cells = await row.locator("td").all_inner_texts()
     assert cells[:4] == ["alice", "web-1", "ssh", "127.0.0.1"]
     assert cells[6].startswith("#1 read until ")

@@ -18,7 +18,7 @@
 
   function killForm(id) {
     const form = document.createElement("form");
-    form.method = "post"; form.action = "/admin/live/kill"; form.className = "inline kill";
+    form.method = "post"; form.action = "/live/kill"; form.className = "inline kill";
     form.appendChild(input("hidden", "csrf", csrf));
     form.appendChild(input("hidden", "session_id", id));
     const reason = input("text", "reason");
