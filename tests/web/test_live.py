@@ -147,7 +147,10 @@ async def test_the_stream_shows_a_real_ssh_session_open_and_end(
                 assert done.status == 201, await done.text()
                 assert (await done.json())["kill_requested"] is True
             assert await next_list(stream, lambda rows: not rows) == []
-    result = await ssh
+        result = await ssh
+        async with admin.post("/api/v1/live-sessions/kill", json=kill,
+                              headers={"X-CSRF-Token": csrf}) as again:  # fmt: skip
+            assert again.status == 409 and "ended already" in (await again.json())["error"]
     assert result.returncode != 0
     assert f"session ended by ada: {KILL_REASON}" in result.err
     [closed] = console.store.sessions()
@@ -275,3 +278,15 @@ async def test_the_stream_ends_when_the_watcher_is_signed_out(console: Console) 
             async with asyncio.timeout(60):  # a bound on a fault; the change wakes it
                 name, _ = await anext(stream)
             assert name == "signedout"
+
+
+async def test_open_streams_end_when_the_server_stops(console: Console) -> None:
+    """A watcher's open page never holds `bastion serve` up on its way out."""
+    async with console.http() as admin:
+        await console.sign_in(admin, "ada")
+        async with admin.get("/live/events") as response:
+            stream = events(response)
+            assert await anext(stream) == ("sessions", [])
+            async with asyncio.timeout(30):  # aiohttp itself would wait 60s for the handler
+                await console.server.stop()
+                assert [event async for event in stream] == []
