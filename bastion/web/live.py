@@ -223,7 +223,7 @@ async def break_glass_page(request: web.Request, notice: str | None = None,
     if notice is None and any(str(g["id"]) == done for g in found):
         notice = f"break-glass grant {done} acknowledged"
     rows = []
-    for g in reversed(found):
+    for g in sorted(reversed(found), key=lambda g: g["acknowledged_at"] is not None):
         ack: object = f"by {g['acknowledged_by']} at {g['acknowledged_at']}"
         if g["acknowledged_at"] is None:
             ack = form("/break-glass/ack", session,

@@ -3,10 +3,12 @@ reload, is killed from it with a reason, and the ssh client is shown that reason
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from playwright.async_api import Browser
 
+from bastion.audit import NewGrant
 from tests.web.conftest import Console
 from tests.web.test_browser import Tab, browser  # noqa: F401 - the fixture
 from tests.web.test_live import live, start_long_session  # noqa: F401 - the fixture
@@ -49,4 +51,25 @@ async def test_a_live_ssh_session_appears_and_is_killed_from_the_page(
     assert closed.state == "killed"
     [asked] = console.events("session.kill_requested")
     assert asked.actor == "ada"
+    await acknowledge_break_glass(tab, console)
     await tab.close()
+
+
+async def acknowledge_break_glass(tab: Tab, console: Console) -> None:
+    """alice's emergency access, acknowledged by the admin on the break-glass page."""
+    now = console.clock.now()
+    made = console.store.add_grant(NewGrant(target="web-1", mode="write", starts_at=now,
+                                            ends_at=now + timedelta(minutes=30), user="alice",
+                                            reason="INC-9 disk full", actor="alice",
+                                            break_glass=True))  # fmt: skip
+    await tab.submit("nav >> text=Break-glass")
+    row = tab.page.locator("table tbody tr", has_text="INC-9 disk full")
+    await row.locator("input[name=note]").fill("checked with alice on the call")
+    await tab.shot("break-glass")
+    async with tab.page.expect_navigation():
+        await row.locator("button").click()
+    notice = await tab.page.inner_text(".notice")
+    assert notice == f"break-glass grant {made.id} acknowledged"
+    assert "by ada at" in await tab.page.inner_text("table")
+    [event] = console.events("breakglass.acknowledged")
+    assert event.actor == "ada"
