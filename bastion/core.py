@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
-from bastion.audit.records import Grant, Target
+from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
@@ -70,6 +71,38 @@ class Killable(Protocol):
 T = TypeVar("T")
 
 
+class SessionFeed:
+    """Word that the live sessions changed, for one subscriber (a console's stream); closed
+    when the server stops watching sessions."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    def notify(self) -> None:
+        self._changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next change (or close), or `timeout` seconds at most."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        self._changed.clear()
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """An open session as the console shows it: the store's row, and how long it is idle
+    (None when no door of this process serves it)."""
+
+    record: SessionRecord
+    idle_seconds: int | None
+    kill_requested: bool
+
+
 @dataclass
 class Core:
     """Everything a door may ask; doors never open the store or read the config file."""
@@ -86,6 +119,8 @@ class Core:
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
+    _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
+    _feeds: set[SessionFeed] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -228,11 +263,47 @@ class Core:
                        target=target, grant_id=grant_id, protocol=attempt.door,
                        client_addr=attempt.source, recording_path=recording_path,
                        ticket_id=ticket_id)  # fmt: skip
+        self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
                             recording: RecordingInfo | None = None) -> None:  # fmt: skip
         """Close a session once, with its state, its reason and its recording's hash."""
-        await self.run(self.store.close_session, session_id, state, reason, recording)
+        try:
+            await self.run(self.store.close_session, session_id, state, reason, recording)
+        finally:
+            self.sessions_changed()
+
+    # -- live sessions, for the console: every door's, and word of each change -----------
+
+    def sessions_changed(self) -> None:
+        """Tell every subscriber that a session opened, ended or was asked to end."""
+        for feed in self._feeds:
+            feed.notify()
+
+    def subscribe_sessions(self) -> SessionFeed:
+        """A feed told whenever the live sessions change; unsubscribe after."""
+        feed = SessionFeed()
+        self._feeds.add(feed)
+        return feed
+
+    def unsubscribe_sessions(self, feed: SessionFeed) -> None:
+        self._feeds.discard(feed)
+
+    async def live_sessions(self) -> list[LiveSession]:
+        """Every open session in the store (every door's), with its idle time when a door of
+        this process serves it."""
+        found = await self.run(self.store.sessions, open_only=True, limit=10_000)
+        kills = {k[0] for k in await self.run(self.store.pending_kills)}
+        live = {key: s for sessions in self._lives for key, s in sessions.items()}
+        now = self.clock.now()
+        out = []
+        for record in found:
+            served = live.get(record.id)
+            idle = None
+            if served is not None:
+                idle = max(0, int((now - served.last_input).total_seconds()))
+            out.append(LiveSession(record, idle, record.id in kills))
+        return out
 
     async def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
         await self.run(self.store.log_commands, session_id, commands)
@@ -284,13 +355,20 @@ class Core:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
         allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it looks every WATCH_EVERY, and no fault in one look or one session stops it."""
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            try:
-                await self._watch_once(lives)
-            except Exception as exc:  # keep watching; the store may come back
-                log.error("session_watch_failed", error=repr(exc))
+        it looks every WATCH_EVERY, and no fault in one look or one session stops it. The
+        console lists the same sessions (live_sessions)."""
+        self._lives = lives
+        try:
+            while True:
+                await asyncio.sleep(WATCH_EVERY)
+                try:
+                    await self._watch_once(lives)
+                except Exception as exc:  # keep watching; the store may come back
+                    log.error("session_watch_failed", error=repr(exc))
+        finally:  # the server is stopping: the console's streams end with the watch
+            self._lives = ()
+            for feed in list(self._feeds):
+                feed.close()
 
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}

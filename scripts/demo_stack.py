@@ -222,8 +222,11 @@ Three things to try, in another terminal:
      password followed by a current code):
        PGPASSWORD="$({cmd} pg-password alice)" psql "{conninfo}" -c {shlex.quote(query)}
 
-  3. The web console: https://127.0.0.1:{ports["web"]}/  (sign in as admin or alice:
-     password, then a code; its certificate is signed by {ca})
+  3. The web console (TLS only): https://127.0.0.1:{ports["web"]}/  (sign in as admin or
+     alice: password, then a code). Its certificate is signed by the demo's own CA, {ca};
+     trust that file in your browser, or check the console with it:
+       curl --cacert {shlex.quote(str(ca))} https://127.0.0.1:{ports["web"]}/healthz
+     As admin, Live sessions shows the SSH session of step 1 and can end it.
 
 Then look at what was recorded:
   {BASTION} --config {demo.config} sessions list

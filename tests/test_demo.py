@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -172,12 +173,29 @@ def _ssh_as_alice(demo: RunningDemo, port: int, password: str, code: str) -> str
     return result.out
 
 
+def _the_printed_health_check_trusts_the_demo_ca(demo: RunningDemo, port: int) -> None:
+    """The console's curl line, run as printed: TLS verified against the CA it names."""
+    printed = re.search(r"^ *(curl --cacert .+/healthz)$", demo.output, re.MULTILINE)
+    assert printed is not None, demo.output
+    argv = shlex.split(printed.group(1))
+    assert argv[-1] == f"https://127.0.0.1:{port}/healthz"
+    assert Path(argv[2]) == demo.dir / "tls" / "bastion-ca.pem"
+    done = subprocess.run([*argv[:1], "-sS", "--fail", *argv[1:]], capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "ok"
+    plain = subprocess.run(["curl", "-sS", argv[-1].replace("https:", "http:")],
+                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert plain.returncode != 0 or "ok" not in plain.stdout  # TLS only
+
+
 def test_the_demo_serves_both_doors_masks_the_shop_and_stops_on_sigint(
     demo: RunningDemo, ports: dict[str, int]
 ) -> None:
     demo.wait_ready()
     assert f"ssh -p {ports['ssh']} alice+demo-web@127.0.0.1" in demo.output
     assert f"https://127.0.0.1:{ports['web']}/" in demo.output
+    _the_printed_health_check_trusts_the_demo_ca(demo, ports["web"])
     alice = json.loads((demo.dir / "users.json").read_text())["alice"]
     assert alice["password"] not in demo.output and alice["totp_secret"] not in demo.output
     codes = _codes(alice["totp_secret"])

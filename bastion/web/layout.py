@@ -13,6 +13,8 @@ NAV = (  # (path, label, roles)
     ("/ticket", "Database ticket", ("engineer", "admin", "reviewer")),
     ("/sessions", "My sessions", ("engineer", "admin", "reviewer")),
     ("/admin/users", "Users", ("admin",)),
+    ("/live", "Live sessions", ("admin", "reviewer")),
+    ("/break-glass", "Break-glass", ("admin", "reviewer")),
 )
 
 

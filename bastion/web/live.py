@@ -1,0 +1,310 @@
+"""The console's live sessions (every door's, kept current by server-sent events, with a kill
+button for admins) and the break-glass grants waiting to be acknowledged.
+
+A kill is `bastion sessions kill`: the same store call (one `session.kill_requested` event,
+the admin as its actor) and the same watcher ending the session with the same words. An
+acknowledgement is `bastion break-glass ack`: the same access call and its rules. Reviewers
+watch the live list read-only; only admins kill."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from bastion.access.requests import ACKNOWLEDGERS
+from bastion.clock import iso
+from bastion.core import Core, LiveSession
+from bastion.errors import BastionError, NotFound, UsageError
+from bastion.web import websession
+from bastion.web.api import V1, body_of, endpoint, schema
+from bastion.web.html import Markup, el, table
+from bastion.web.layout import form, page
+from bastion.web.routes import ADMIN, Routes
+from bastion.web.state import core_of, session_of
+
+WATCHERS = frozenset({"admin", "reviewer"})  # who sees the live list; only admins kill
+REFRESH = 5.0  # seconds between lists on a quiet stream (idle times move on)
+MAX_REASON = 300
+KILL = schema("session_id", "reason")
+ACK = schema("grant_id", optional=("note",))
+HEADERS = ("who", "target", "door", "from", "since", "idle", "grant")
+
+
+def clean_reason(reason: str) -> str:
+    """The kill's reason as the person whose session ends will read it: one line of
+    printable text (no escape sequence reaches their terminal), and not empty."""
+    text = " ".join(reason.split())
+    if not text:
+        raise UsageError("give a reason: the person whose session ends is shown it")
+    if not text.isprintable() or len(text) > MAX_REASON:
+        raise UsageError(f"the reason must be printable text of at most {MAX_REASON} characters")
+    return text
+
+
+def _idle(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _since(when: datetime) -> str:
+    return iso(when).replace("T", " ")[:19] + " UTC"
+
+
+def _grant_text(core: Core, grant_id: int | None) -> str:
+    if grant_id is None:
+        return "-"
+    try:
+        grant = core.store.grant(grant_id)
+    except NotFound:
+        return f"#{grant_id}"
+    glass = " BREAK-GLASS" if grant.break_glass else ""
+    return f"#{grant.id} {grant.mode}{glass} until {_since(grant.ends_at)}"
+
+
+def _row(core: Core, live: LiveSession) -> dict[str, Any]:
+    s = live.record
+    return {"id": s.id, "user": s.user, "target": s.target, "door": s.protocol,
+            "client": s.client_addr, "started_at": iso(s.started_at), "since": _since(s.started_at),
+            "idle_seconds": live.idle_seconds, "idle": _idle(live.idle_seconds),
+            "grant_id": s.grant_id, "grant": _grant_text(core, s.grant_id),
+            "kill_requested": live.kill_requested}  # fmt: skip
+
+
+async def live_rows(core: Core) -> list[dict[str, Any]]:
+    """Every open session on every door, as the page, the stream and the API show it."""
+    found = await core.live_sessions()
+    return await core.run(lambda: [_row(core, live) for live in found])
+
+
+def _kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]:
+    """`bastion sessions kill`'s call: the serving door ends it within a moment."""
+    done = core.store.request_kill(session_id, actor, clean_reason(reason))
+    return {**done.public(), "kill_requested": True}
+
+
+async def kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]:
+    done = await core.run(_kill, core, actor, session_id, reason)
+    core.sessions_changed()
+    return done
+
+
+def _asked_to_end(core: Core, session_id: str) -> bool:
+    """Whether a kill was asked for this session (a notice names only a real one)."""
+    try:
+        core.store.session(session_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _ack(core: Core, actor: str, grant_id: str, note: str) -> dict[str, Any]:
+    """`bastion break-glass ack`'s call (who may, and never one's own, decided there)."""
+    if not grant_id.isascii() or not grant_id.isdigit() or len(grant_id) > 12:
+        raise UsageError("grant_id must be a grant's number")
+    done = core.requests.acknowledge(int(grant_id), actor, note)
+    return done.public(core.clock.now())
+
+
+def _break_glass(core: Core) -> list[dict[str, Any]]:
+    now = core.clock.now()
+    return [g.public(now) for g in core.store.break_glass_grants()]
+
+
+# -- pages -------------------------------------------------------------------------------
+
+
+def _kill_form(csrf: str, session_id: str) -> Markup:
+    return el("form", {"method": "post", "action": "/live/kill", "class": "inline kill"},
+              el("input", {"type": "hidden", "name": "csrf", "value": csrf}),
+              el("input", {"type": "hidden", "name": "session_id", "value": session_id}),
+              el("input", {"type": "text", "name": "reason", "required": True,
+                           "placeholder": "reason", "aria-label": "reason",
+                           "maxlength": MAX_REASON, "autocomplete": "off"}),
+              el("button", {"type": "submit", "class": "kill"}, "Kill"))  # fmt: skip
+
+
+def _live_table(rows: list[dict[str, Any]], csrf: str | None) -> Markup:
+    """The list as the page first shows it; live.js keeps it current (same cells)."""
+    head = el("tr", None, *(el("th", {"scope": "col"}, h) for h in HEADERS),
+              el("th", {"scope": "col"}, "" if csrf is None else "end it"))  # fmt: skip
+    body = []
+    for r in rows:
+        cells = (r["user"], r["target"], r["door"], r["client"], r["since"], r["idle"], r["grant"])
+        last: object = ""
+        if r["kill_requested"]:
+            last = "kill requested"
+        elif csrf is not None:
+            last = _kill_form(csrf, r["id"])
+        body.append(el("tr", {"data-session": r["id"]}, *(el("td", None, c) for c in cells),
+                       el("td", None, last)))  # fmt: skip
+    attrs = {"id": "live", "data-events": "/live/events", "data-csrf": csrf}
+    return el("table", attrs, el("thead", None, head), el("tbody", None, *body))
+
+
+async def live_page(request: web.Request, notice: str | None = None,
+                    error: str | None = None) -> web.Response:  # fmt: skip
+    session, core = session_of(request), core_of(request)
+    rows = await live_rows(core)
+    csrf = session.csrf_token if session.role in ADMIN else None
+    killed = request.query.get("killed", "")
+    if notice is None and killed and await core.run(_asked_to_end, core, killed):
+        notice = f"asked the bastion to end session {killed}; it ends within a few seconds"
+    status = el(
+        "p",
+        {"id": "live-status", "class": "empty", "role": "status"},
+        "Updates as sessions open and end." if rows else "No open sessions.",
+    )
+    return page("Live sessions", session, status, _live_table(rows, csrf),
+                el("script", {"src": "/static/live.js", "defer": True}),
+                notice=notice, error=error, status=400 if error else 200)  # fmt: skip
+
+
+async def live_kill(request: web.Request) -> web.StreamResponse:
+    posted = await request.post()
+    data = {k: v for k, v in posted.items() if isinstance(v, str)}
+    session_id = data.get("session_id", "")
+    try:
+        await kill(core_of(request), session_of(request).user, session_id, data.get("reason", ""))
+    except BastionError as exc:
+        return await live_page(request, error=exc.message)
+    raise web.HTTPSeeOther(f"/live?killed={session_id}")
+
+
+def _sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _still_allowed(core: Core, request: web.Request) -> bool:
+    """The web session behind the stream is still live and still a watcher's (looked up
+    without counting as activity: an open page keeps no one signed in)."""
+    token = request.cookies.get(websession.COOKIE, "")
+    found = await core.run(core.store.web_session_by_token, websession.token_hash(token))
+    return (found is not None and websession.why_over(core, found) is None
+            and found.role in WATCHERS)  # fmt: skip
+
+
+async def live_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the whole list at once, again whenever a session opens, ends or
+    is asked to end, and every REFRESH seconds while idle times move on."""
+    core = core_of(request)
+    response = web.StreamResponse(headers={"X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    feed = core.subscribe_sessions()
+    last: list[dict[str, Any]] | None = None
+    try:
+        await response.write(b"retry: 3000\n\n")
+        while not feed.closed:
+            if not await _still_allowed(core, request):
+                await response.write(_sse("signedout", "sign in again to watch"))
+                break
+            rows = await live_rows(core)
+            await response.write(_sse("sessions", rows) if rows != last else b": still here\n\n")
+            last = rows
+            await feed.wait(REFRESH)
+    except ConnectionError:
+        pass  # the browser went away
+    finally:
+        core.unsubscribe_sessions(feed)
+    return response
+
+
+async def break_glass_page(request: web.Request, notice: str | None = None,
+                           error: str | None = None) -> web.Response:  # fmt: skip
+    session, core = session_of(request), core_of(request)
+    found = await core.run(_break_glass, core)
+    done = request.query.get("acknowledged", "")
+    if notice is None and any(str(g["id"]) == done for g in found):
+        notice = f"break-glass grant {done} acknowledged"
+    rows = []
+    for g in sorted(reversed(found), key=lambda g: g["acknowledged_at"] is not None):
+        ack: object = f"by {g['acknowledged_by']} at {g['acknowledged_at']}"
+        if g["acknowledged_at"] is None:
+            ack = form("/break-glass/ack", session,
+                       el("input", {"type": "hidden", "name": "grant_id", "value": g["id"]}),
+                       el("input", {"type": "text", "name": "note", "placeholder": "note",
+                                    "aria-label": "note", "autocomplete": "off"}),
+                       button="Acknowledge")  # fmt: skip
+        rows.append((g["id"], g["user"], g["target"], g["mode"], g["state"], g["starts_at"],
+                     g["ends_at"], g["reason"], ack))  # fmt: skip
+    return page("Break-glass", session,
+                table(["id", "who", "target", "mode", "state", "from", "until", "reason",
+                       "acknowledged"], rows, "No one has used break-glass access."),
+                notice=notice, error=error, status=400 if error else 200)  # fmt: skip
+
+
+async def break_glass_ack(request: web.Request) -> web.StreamResponse:
+    posted = await request.post()
+    data = {k: v for k, v in posted.items() if isinstance(v, str)}
+    core, actor = core_of(request), session_of(request).user
+    try:
+        done = await core.run(_ack, core, actor, data.get("grant_id", ""), data.get("note", ""))
+    except BastionError as exc:
+        return await break_glass_page(request, error=exc.message)
+    raise web.HTTPSeeOther(f"/break-glass?acknowledged={done['id']}")
+
+
+# -- API ---------------------------------------------------------------------------------
+
+
+async def _api_live(request: web.Request) -> Any:
+    return await live_rows(core_of(request))
+
+
+async def _api_kill(request: web.Request) -> Any:
+    data = await body_of(request, KILL)
+    return await kill(core_of(request), session_of(request).user, data["session_id"],
+                      data["reason"])  # fmt: skip
+
+
+async def _api_break_glass(request: web.Request) -> Any:
+    core = core_of(request)
+    return await core.run(_break_glass, core)
+
+
+async def _api_ack(request: web.Request) -> Any:
+    data = await body_of(request, ACK)
+    core = core_of(request)
+    return await core.run(_ack, core, session_of(request).user, data["grant_id"],
+                          data.get("note", ""))  # fmt: skip
+
+
+def add_live(routes: Routes) -> None:
+    """The live sessions and break-glass pages, their stream, and their API."""
+    add = routes.add
+    add("GET", "/live", live_page, WATCHERS, summary="live sessions")
+    add("GET", "/live/events", live_events, WATCHERS, summary="live sessions (events)")
+    add("POST", "/live/kill", live_kill, ADMIN, summary="end a live session")
+    add("GET", "/break-glass", break_glass_page, ACKNOWLEDGERS, summary="break-glass")
+    add("POST", "/break-glass/ack", break_glass_ack, ACKNOWLEDGERS,
+        summary="acknowledge a break-glass grant")  # fmt: skip
+    add(
+        "GET",
+        f"{V1}/live-sessions",
+        endpoint(_api_live),
+        WATCHERS,
+        summary="Every open session on every door, with its idle time and grant",
+    )
+    add(
+        "POST",
+        f"{V1}/live-sessions/kill",
+        endpoint(_api_kill),
+        ADMIN,
+        body=KILL,
+        summary="End a live session with a reason the person is shown (as `sessions kill`)",
+    )
+    add(
+        "GET",
+        f"{V1}/break-glass",
+        endpoint(_api_break_glass),
+        ACKNOWLEDGERS,
+        summary="Break-glass grants, acknowledged or not",
+    )
+    add("POST", f"{V1}/break-glass/ack", endpoint(_api_ack), ACKNOWLEDGERS, body=ACK,
+        summary="Acknowledge a break-glass grant (as `break-glass ack`)")  # fmt: skip
