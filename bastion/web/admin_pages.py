@@ -341,7 +341,7 @@ async def requests_page(request: web.Request, notice: str | None = None,
 def _decision(fn: Callable[..., Any], verb: str) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         def said(r: dict[str, Any]) -> str:
-            return str(r.get("text") or f"unmask request {r['id']}: {r['state']}")
+            return str(r.get("text") or f"unmask request {r['id']} {verb}d: {r['state']}")
 
         return await _post(request, requests_page, fn, said, via=via(request, verb))
 
