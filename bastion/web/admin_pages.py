@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
+from bastion.durations import format_duration
 from bastion.errors import BastionError
 from bastion.identity.service import ROLES
 from bastion.web import admin
@@ -320,7 +322,8 @@ async def requests_page(request: web.Request, notice: str | None = None,
     session = session_of(request)
     core = core_of(request)
     found = await core.run(admin.pending, core, session.user)
-    asked = [(r["id"], r["user"], r["target"], r["mode"], r["duration"], r["requested_by"],
+    asked = [(r["id"], r["user"], r["target"], r["mode"],
+              format_duration(timedelta(seconds=r["duration"])), r["requested_by"],
               r["ticket_ref"] or "", r["reason"], _decide(request, "requests", r))
              for r in found["requests"]]  # fmt: skip
     unmasks = [(g["id"], g["user"], g["target"], ", ".join(g["columns"]), g["subject"],
