@@ -9,6 +9,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
+from tests.realssh import Sshd
 from tests.web.conftest import Console
 from tests.web.test_browser import Tab, browser  # noqa: F401 - the fixture, shared
 
@@ -71,3 +72,31 @@ async def test_an_engineer_asks_an_admin_approves_and_the_engineer_sees_the_gran
     assert {p.name for p in shots.iterdir()} >= {
         "admin-pending.png", "admin-grants.png", "admin-targets.png",
         "admin-enrolment.png", "admin-users.png"}  # fmt: skip
+
+
+async def test_an_admin_adds_an_ssh_target_and_confirms_its_host_key(
+    console: Console,
+    browser: Browser,  # noqa: F811 - the fixture imported above
+    sshd: Sshd,
+    tmp_path: Path,
+) -> None:
+    admin = await Tab.open(console, browser, tmp_path / "screenshots")
+    page = admin.page
+    await admin.sign_in("ada")
+    await admin.submit("nav >> text=Targets")
+    await page.fill("#name", "web-2")
+    await page.fill("#host", sshd.host)
+    await page.fill("#port", str(sshd.port))
+    await page.fill("#login", sshd.login)
+    await page.fill("#private_key", sshd.client_key_path.read_text(encoding="utf-8"))
+    await admin.shot("admin-target-add")
+    await admin.submit("button:has-text('Add SSH target')")
+    assert await page.inner_text("h1") == "Host key of web-2"
+    assert await page.inner_text("#fingerprint") == sshd.host_key_fingerprint
+    assert console.store.target("web-2").host_key is None  # not before it is confirmed
+    await admin.shot("admin-target-host-key")
+    await admin.submit("button:has-text('Trust this host key')")
+    assert f"host key {sshd.host_key_fingerprint} pinned" in await page.inner_text(".notice")
+    assert console.store.target("web-2").host_key == sshd.host_key_pub.strip()
+    await admin.shot("admin-targets-pinned")
+    await admin.close()
