@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -56,3 +56,14 @@ def format_duration(delta: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
+
+
+def parse_when(text: str) -> datetime:
+    """An ISO date and time with its zone ('Z' accepted), e.g. 2026-11-23T09:00Z."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO date and time") from exc
+    if when.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-11-23T09:00Z")
+    return when

@@ -17,6 +17,14 @@ MODES = ("read", "write")
 MAX_TICKET_REF = 200  # characters in a grant's ticket reference
 
 
+def holder(text: str) -> tuple[str | None, str | None]:
+    """Who a grant is for, as typed: "alice" (a user) or "group:oncall" -> (user, group)."""
+    text = text.strip()
+    if text.startswith("group:"):
+        return None, text.removeprefix("group:")
+    return text, None
+
+
 @dataclass(frozen=True)
 class Decision:
     """The answer, with the grant that allows it or the reason it is refused."""

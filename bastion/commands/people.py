@@ -9,6 +9,7 @@ from bastion.audit.records import User
 from bastion.commands.app import App, actor_of, read_secret_line
 from bastion.errors import UsageError
 from bastion.identity.enrolment import Enrolment
+from bastion.identity.service import user_state
 
 
 def _read_key_file(path: str) -> list[str]:
@@ -72,7 +73,7 @@ def user_reset_totp(app: App, args: argparse.Namespace) -> int:
 def _user_row(app: App, user: User) -> dict[str, object]:
     row = user.public()
     now = app.clock.now()
-    row["state"] = "disabled" if user.disabled_at else "locked" if user.locked_at(now) else "active"
+    row["state"] = user_state(user, now)
     return row
 
 

@@ -3,53 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from bastion.audit.records import Target
+from bastion.access.grants import holder
+from bastion.access.targets import Targets, check_port, check_target_name, ssh_private_key
 from bastion.commands.app import App, actor_of, read_secret_line
-from bastion.durations import parse_duration
+from bastion.durations import parse_duration, parse_when
 from bastion.errors import Denied, UsageError
 
-TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
-
-def _check_target_name(name: str) -> None:
-    if not TARGET_NAME.match(name):
-        raise UsageError(
-            f"bad target name {name!r}: use lower-case letters, digits, '.', '_' and '-'"
-        )
-
-
-def _check_port(port: int) -> None:
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port (1-65535)")
+def _targets(app: App) -> Targets:
+    return Targets(app.store, app.config, app.box)
 
 
 def target_add_ssh(app: App, args: argparse.Namespace) -> int:
-    import asyncssh  # noqa: PLC0415 - a heavy import most commands never need
-
-    _check_target_name(args.name)
-    _check_port(args.port)
+    check_target_name(args.name)
+    check_port(args.port)
     try:
-        key = asyncssh.read_private_key(args.key)
-    except asyncssh.KeyImportError as exc:
-        raise UsageError(f"{args.key}: not a usable unencrypted private key ({exc})") from exc
+        text = Path(args.key).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {args.key}: {exc.strerror}") from exc
-    sealed = app.box.seal(key.export_private_key("openssh"), context=f"target:{args.name}")
-    target = app.store.add_target(
-        name=args.name,
-        kind="ssh",
-        host=args.host,
-        port=args.port,
-        login=args.login,
-        database=None,
-        secret_sealed=sealed,
-        actor=app.actor,
-    )
+    except UnicodeDecodeError:
+        text = ""
+    try:
+        key = ssh_private_key(text)
+    except UsageError as exc:
+        raise UsageError(f"{args.key}: {exc.message}") from exc
+    target = _targets(app).add_ssh(name=args.name, host=args.host, port=args.port,
+                                   login=args.login, private_key=key, actor=app.actor)  # fmt: skip
     app.emit(
         target.public(),
         f"added ssh target {target.name} ({args.login}@{args.host}:{args.port});"
@@ -59,38 +43,20 @@ def target_add_ssh(app: App, args: argparse.Namespace) -> int:
 
 
 def target_add_postgres(app: App, args: argparse.Namespace) -> int:
-    _check_target_name(args.name)
-    _check_port(args.port)
+    check_target_name(args.name)
+    check_port(args.port)
     if not args.password_stdin:
         raise UsageError("give the database password on standard input with --password-stdin")
     password = read_secret_line("password")
-    sealed = app.box.seal(password.encode(), context=f"target:{args.name}")
-    target = app.store.add_target(
-        name=args.name,
-        kind="postgres",
-        host=args.host,
-        port=args.port,
-        login=args.user,
-        database=args.database,
-        secret_sealed=sealed,
-        actor=app.actor,
-    )
+    target = _targets(app).add_postgres(name=args.name, host=args.host, port=args.port,
+                                        user=args.user, database=args.database,
+                                        password=password, actor=app.actor)  # fmt: skip
     app.emit(
         target.public(),
         f"added postgres target {target.name}"
         f" ({args.user}@{args.host}:{args.port}/{args.database})",
     )
     return 0
-
-
-def _with_transport(app: App, target: Target) -> dict[str, Any]:
-    """A target's row, with how a database target is reached and what is weak about it."""
-    row = target.public()
-    if target.kind == "postgres":
-        policy = app.config.target_policy(target.name)
-        row["tls"], row["upstream_auth"] = policy.tls, list(policy.upstream_auth)
-        row["warnings"] = policy.database_warnings()
-    return row
 
 
 def _warn(rows: list[dict[str, Any]]) -> None:
@@ -100,7 +66,7 @@ def _warn(rows: list[dict[str, Any]]) -> None:
 
 
 def target_list(app: App, args: argparse.Namespace) -> int:
-    rows = [_with_transport(app, t) for t in app.store.targets()]
+    rows = _targets(app).listed()
     app.table(
         rows,
         ["name", "kind", "host", "port", "login", "database", "tls"],
@@ -112,7 +78,7 @@ def target_list(app: App, args: argparse.Namespace) -> int:
 
 def target_show(app: App, args: argparse.Namespace) -> int:
     """One target, and for a database how the bastion reaches it (TLS, login methods)."""
-    row = _with_transport(app, app.store.target(args.name))
+    row = _targets(app).row(app.store.target(args.name))
     lines = [f"{key}: {value}" for key, value in row.items() if key != "warnings"]
     app.emit(row, "\n".join(lines))
     _warn([row])
@@ -120,7 +86,7 @@ def target_show(app: App, args: argparse.Namespace) -> int:
 
 
 def target_remove(app: App, args: argparse.Namespace) -> int:
-    revoked = app.store.remove_target(args.name, app.actor)
+    revoked = _targets(app).remove(args.name, app.actor)
     app.emit(
         {"target": args.name, "removed": True, "grants_revoked": revoked},
         f"target {args.name} removed; {revoked} grant(s) revoked",
@@ -140,10 +106,10 @@ def grant(app: App, args: argparse.Namespace) -> int:
             duration = parse_duration(args.duration)
         except ValueError as exc:
             raise UsageError(f"--for: {exc}") from exc
-    group = args.user.removeprefix("group:") if args.user.startswith("group:") else None
+    user, group = holder(args.user)
     actor = actor_of(app, args)
     made = app.access.grant(
-        user=None if group else args.user,
+        user=user,
         group=group,
         target=args.target,
         duration=duration,
@@ -164,12 +130,9 @@ def grant(app: App, args: argparse.Namespace) -> int:
 def _when(flag: str, text: str) -> datetime:
     """An ISO date and time with its zone ('Z' accepted), for --from and --until."""
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parse_when(text)
     except ValueError as exc:
-        raise UsageError(f"{flag}: {text!r} is not an ISO date and time") from exc
-    if when.tzinfo is None:
-        raise UsageError(f"{flag} needs a time zone, e.g. 2026-11-23T09:00Z")
-    return when
+        raise UsageError(f"{flag}: {exc}") from exc
 
 
 def revoke(app: App, args: argparse.Namespace) -> int:
@@ -228,14 +191,10 @@ def target_trust(app: App, args: argparse.Namespace) -> int:
 
     from bastion.ssh.upstream import fetch_host_key  # noqa: PLC0415 - pulls in asyncssh
 
-    target = app.store.target(args.name)
-    if target.kind != "ssh":
-        raise UsageError(f"{args.name} is a {target.kind} target; only SSH targets have host keys")
+    target = _targets(app).ssh_target(args.name)
     key = asyncio.run(fetch_host_key(target.host, target.port))
     fingerprint = key.get_fingerprint("sha256")
     line = key.export_public_key("openssh").decode().strip()
-    if args.fingerprint and args.fingerprint != fingerprint:
-        raise Denied(f"{target.name} presents {fingerprint}, not {args.fingerprint}; not trusted")
     if not args.fingerprint and not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -245,7 +204,8 @@ def target_trust(app: App, args: argparse.Namespace) -> int:
                        " Trust it? [y/N] ")  # fmt: skip
         if answer.strip().lower() not in ("y", "yes"):
             raise Denied("not trusted")
-    app.store.set_host_key(target.name, line, fingerprint, app.actor)
+    confirmed = args.fingerprint or fingerprint  # --yes, or answered yes to what it showed
+    _targets(app).trust(target.name, (line, fingerprint), confirmed, app.actor)
     app.emit({"target": target.name, "fingerprint": fingerprint, "host_key": line},
              f"{target.name}: host key {fingerprint} is now pinned")  # fmt: skip
     return 0

@@ -31,3 +31,9 @@ class Enrolment:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             segno.make(self.uri, error="m").save(out, kind=suffix[1:], scale=6, border=2)
+
+    def svg_data_uri(self) -> str:
+        """The QR code as an SVG data: URI for an <img> (no script, no inline style), made in
+        memory for the one page that shows it; never written anywhere."""
+        uri: str = segno.make(self.uri, error="m").svg_data_uri(scale=6, border=2)
+        return uri

@@ -172,3 +172,10 @@ def refusal_text(outcome: TotpOutcome) -> str:
     if outcome.result is TotpResult.REPLAYED:
         return "that code was used already; wait for the next one"
     return "wrong verification code"
+
+
+def user_state(user: User, now: datetime) -> str:
+    """active, locked (too many failed codes or passwords) or disabled (offboarded)."""
+    if user.disabled_at:
+        return "disabled"
+    return "locked" if user.locked_at(now) else "active"

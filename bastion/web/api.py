@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bastion.errors import BastionError, Conflict, Denied, NotFound, StoreError, UsageError
 from bastion.web import engineer, websession
-from bastion.web.routes import ADMIN, ANYONE, ROUTES_KEY, Routes
+from bastion.web.routes import ANYONE, ROUTES_KEY, Routes
 from bastion.web.signin import SignInRefused, sign_in
 from bastion.web.state import LIMITER_KEY, client_of, core_of, session_of
 
@@ -172,11 +172,6 @@ async def _signout_everywhere(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _users(request: web.Request) -> Any:
-    core = core_of(request)
-    return await core.run(engineer.users, core)
-
-
 V1 = "/api/v1"
 API: tuple[tuple[str, str, Call, frozenset[str], str], ...] = (
     ("GET", "/me", _me, ANYONE, "Who is signed in, and the CSRF token"),
@@ -196,7 +191,6 @@ API: tuple[tuple[str, str, Call, frozenset[str], str], ...] = (
      "A one-time database password (after a fresh TOTP code) and its psql command"),
     ("POST", "/signout", _signout, ANYONE, "Sign out of this session"),
     ("POST", "/signout-everywhere", _signout_everywhere, ANYONE, "End every web session of mine"),
-    ("GET", "/admin/users", _users, ADMIN, "Every user (admins)"),
 )  # fmt: skip
 BODIES = {"/requests": REQUEST, "/unmask-requests": UNMASK, "/tickets": TICKET}
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bastion.access.preauth import PreauthLimiter, PreauthPolicy
 from bastion.core import Core
+from bastion.web.admin_pages import add_admin
 from bastion.web.api import add_api
 from bastion.web.live import add_live
 from bastion.web.openapi import add_openapi
@@ -36,6 +37,7 @@ def build_app(core: Core, public: Mapping[str, Handler] | None = None) -> web.Ap
     add_pages(routes)
     add_api(routes)
     add_live(routes)
+    add_admin(routes)
     add_openapi(routes)
     routes.add_static("/static", str(STATIC))
     app.on_startup.append(_check)

@@ -107,8 +107,3 @@ def psql_command(core: Core, host: str, user: str, target: str, token: str) -> s
     port = core.config.listeners.postgres.port
     return (f"psql \"host={host} port={port} user={user} dbname={target}"
             f" sslmode=verify-full sslrootcert=bastion-ca.pem password={token}\"")  # fmt: skip
-
-
-def users(core: Core) -> list[dict[str, Any]]:
-    """Every user, for admins (never a secret: User.public has no hash or seed)."""
-    return [u.public() for u in core.store.users()]

@@ -13,6 +13,9 @@ NAV = (  # (path, label, roles)
     ("/ticket", "Database ticket", ("engineer", "admin", "reviewer")),
     ("/sessions", "My sessions", ("engineer", "admin", "reviewer")),
     ("/admin/users", "Users", ("admin",)),
+    ("/admin/targets", "Targets", ("admin",)),
+    ("/admin/grants", "Grants", ("admin",)),
+    ("/admin/requests", "Pending", ("admin",)),
     ("/live", "Live sessions", ("admin", "reviewer")),
     ("/break-glass", "Break-glass", ("admin", "reviewer")),
 )

@@ -1,4 +1,4 @@
-"""The console's pages: sign-in, and what an engineer does for themselves; admins' users list.
+"""The console's pages: sign-in, and what an engineer does for themselves.
 
 Every page reads and writes through bastion/web/engineer.py, the calls the API makes; a
 refusal is shown on the page it came from, in one line."""
@@ -14,12 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from bastion.audit import WebSession
-from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.web import engineer, websession
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import field, form, page
-from bastion.web.routes import ADMIN, ANYONE, Routes
+from bastion.web.routes import ANYONE, Routes
 from bastion.web.signin import SignInRefused, sign_in
 from bastion.web.state import LIMITER_KEY, client_of, core_of, session_of
 
@@ -242,21 +241,6 @@ async def ticket_post(request: web.Request) -> web.Response:
     return page("Database ticket", session, shown, notice=f"ticket for {made['target']}")
 
 
-def _state(user: dict[str, Any]) -> str:
-    if user["disabled_at"]:
-        return "disabled"
-    return "locked" if user["locked_until"] else "active"
-
-
-async def users_page(request: web.Request) -> web.Response:
-    core: Core = core_of(request)
-    found = await core.run(engineer.users, core)
-    rows = [(u["name"], u["role"], _state(u), u["created_at"]) for u in found]
-    return page(
-        "Users", session_of(request), table(["name", "role", "state", "since"], rows, "no users")
-    )
-
-
 async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/access")
 
@@ -283,4 +267,3 @@ def add_pages(routes: Routes) -> None:
     add("GET", "/sessions", sessions_page, ANYONE, summary="my sessions")
     add("GET", "/ticket", ticket_page, ANYONE, summary="database ticket form")
     add("POST", "/ticket", ticket_post, ANYONE, summary="mint a database ticket")
-    add("GET", "/admin/users", users_page, ADMIN, summary="users (admins)")
