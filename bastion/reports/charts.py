@@ -11,7 +11,9 @@ SVG's comments. Many series are folded: the largest ones by name, the rest as "o
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -100,9 +102,33 @@ def hours_per_target(series: Series) -> bytes:
 DRAWERS = {"sessions_per_day": sessions_per_day, "hours_per_target": hours_per_target}
 
 
+_DRAWING = threading.Lock()  # matplotlib's rcParams are global: one drawing at a time
+_PENDING: dict[tuple[Any, ...], Future[bytes | None]] = {}
+
+
+def _content(series: Series) -> tuple[Any, ...]:
+    return (series.key, series.title, series.labels, tuple(sorted(series.values.items())))
+
+
+def predraw(charts: Sequence[Series]) -> None:
+    """Start drawing these charts in a thread of their own: importing matplotlib and drawing
+    take most of a second, which the weekly build spends while it waits for its verification;
+    draw() then takes the finished drawing (or waits for it)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="charts")
+    for series in charts:
+        _PENDING[_content(series)] = pool.submit(_draw, series)
+    pool.shutdown(wait=False)  # the worker ends when its drawings are done
+
+
 def draw(series: Series) -> bytes | None:
     """The chart of a series as SVG bytes; None when it has nothing to show or no drawer."""
+    pending = _PENDING.pop(_content(series), None)
+    return pending.result() if pending is not None else _draw(series)
+
+
+def _draw(series: Series) -> bytes | None:
     drawer = DRAWERS.get(series.key)
     if drawer is None or not any(v for row in series.values.values() for v in row):
         return None
-    return drawer(series)
+    with _DRAWING:
+        return drawer(series)

@@ -22,6 +22,7 @@ from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
 from bastion.reports import findings_input as input_rules
 from bastion.reports import findings_volume as volume_rules
+from bastion.reports.charts import predraw
 from bastion.reports.facts import Facts, collect, detector_counts, hours_within, statement_class
 from bastion.reports.model import (
     SEVERITIES,
@@ -64,13 +65,16 @@ def gather(
     facts = collect(store, week, now)
     last = collect(store, week.previous(), now, detail=False)
     found = run_rules(facts, config)
+    tables = build_tables(facts)  # all that needs no verdict is done before waiting for it
+    heads = [ChainHead(*store.chain_head_before(iso(m))) for m in (week.start, week.end)]
+    figures, drawn = summary(facts, last), charts(facts)
+    predraw(drawn)
     if callable(verification):
         verification = verification()
     found += verification_findings(verification)
     seen = {f.id for f in found}
     found += [f for f in carried if f.id not in seen]
     found.sort(key=lambda f: (SEVERITIES.index(f.severity), f.rule, f.title, f.id))
-    tables = build_tables(facts)
     counts = {key: len(table.rows) for key, table in tables.items()}
     counts["findings"] = len(found)
     provenance = Provenance(
@@ -78,11 +82,9 @@ def gather(
         end=utc(week.end) or "", start_local=week.local_start.isoformat(),
         end_local=week.local_end.isoformat(), made_at=utc(now) or "", version=__version__,
         filters={"week": week.label, "people": "all", "targets": "all", "doors": "all"},
-        counts=counts, chain_start=ChainHead(*store.chain_head_before(iso(week.start))),
-        chain_end=ChainHead(*store.chain_head_before(iso(week.end))),
-        verification=verification,
+        counts=counts, chain_start=heads[0], chain_end=heads[1], verification=verification,
     )  # fmt: skip
-    return WeeklyReport(provenance, summary(facts, last), tuple(found), tables, charts(facts))
+    return WeeklyReport(provenance, figures, tuple(found), tables, drawn)
 
 
 def run_rules(facts: Facts, config: Config) -> list[Finding]:

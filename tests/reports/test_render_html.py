@@ -117,3 +117,11 @@ def test_a_busy_table_shows_its_first_rows_and_says_where_all_are() -> None:
     assert f"Sessions ({HTML_ROWS + 7})" in section
     assert f"The first {HTML_ROWS:,} of {HTML_ROWS + 7:,} rows" in section
     assert "sessions.csv and in evidence.db" in section
+
+
+def test_charts_drawn_ahead_in_their_own_thread_are_the_same_bytes() -> None:
+    series = sample_report().charts
+    direct = [charts.draw(s) for s in series]
+    charts.predraw(series)
+    assert [charts.draw(s) for s in series] == direct
+    assert not charts._PENDING  # each drawing ahead is taken once, none left behind
