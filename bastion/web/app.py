@@ -12,6 +12,7 @@ from bastion.core import Core
 from bastion.web.api import add_api
 from bastion.web.openapi import add_openapi
 from bastion.web.pages import MAX_DOCUMENT, add_pages
+from bastion.web.review import add_review
 from bastion.web.routes import ROUTES_KEY, Handler, Routes, check_declared
 from bastion.web.security import add_headers, guard
 from bastion.web.state import CORE_KEY, LIMITER_KEY
@@ -34,6 +35,7 @@ def build_app(core: Core, public: Mapping[str, Handler] | None = None) -> web.Ap
         routes.add("GET", path, handler, (), public=True, summary="health")
     add_pages(routes)
     add_api(routes)
+    add_review(routes)
     add_openapi(routes)
     routes.add_static("/static", str(STATIC))
     app.on_startup.append(_check)

@@ -13,6 +13,10 @@ NAV = (  # (path, label, roles)
     ("/ticket", "Database ticket", ("engineer", "admin", "reviewer")),
     ("/sessions", "My sessions", ("engineer", "admin", "reviewer")),
     ("/admin/users", "Users", ("admin",)),
+    ("/review/sessions", "Replay", ("engineer", "admin", "reviewer")),
+    ("/review/weeks", "Weekly reviews", ("admin", "reviewer")),
+    ("/review/queries", "Query log", ("admin", "reviewer")),
+    ("/review/consents", "Consent ledger", ("admin", "reviewer")),
 )
 
 
