@@ -1,0 +1,170 @@
+"""The reviewer's console over HTTP: who sees what, CSRF on the review and sign writes, and a
+recording shown only once its viewing is in the audit chain."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.web.conftest import Console, detail, running
+from tests.web.review_world import WEEK, reviewed_world
+
+
+@pytest.fixture
+async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
+    async with running(tmp_path / "bastion", before=reviewed_world) as found:
+        yield found
+
+
+async def signed_in(console: Console, user: str) -> tuple[aiohttp.ClientSession, str]:
+    http = console.http()
+    return http, await console.sign_in(http, user)
+
+
+async def get_json(http: aiohttp.ClientSession, path: str) -> tuple[int, object]:
+    async with http.get(path) as answer:
+        return answer.status, await answer.json()
+
+
+async def test_an_engineer_sees_only_their_own_sessions_and_recordings(reviewed: Console) -> None:
+    http, _ = await signed_in(reviewed, "bob")
+    async with http:
+        status, found = await get_json(http, "/api/v1/review/sessions")
+        assert status == 200 and isinstance(found, dict)
+        assert [s["id"] for s in found["items"]] == ["s-bob"]
+        status, refused = await get_json(http, "/api/v1/review/sessions?user=alice")
+        assert status == 403 and "only their own" in str(refused)
+        status, mine = await get_json(http, "/api/v1/review/recording?session=s-bob")
+        assert status == 200 and isinstance(mine, dict) and "cat /etc/shadow" in mine["asciicast"]
+        for path in ("/api/v1/review/recording?session=s-alice",
+                     "/api/v1/review/commands?session=s-alice"):  # fmt: skip
+            status, other = await get_json(http, path)
+            assert (status, other) == (404, {"error": "no session with id s-alice"})
+        async with http.get("/review/sessions/s-alice") as page:
+            assert page.status == 404 and "ls /srv" not in await page.text()
+        async with http.get("/review/sessions") as page:
+            text = await page.text()
+            assert "s-bob" in text and "s-alice" not in text
+    viewings = reviewed.events("recording.replayed")
+    assert [(e.actor, e.session_id) for e in viewings] == [("bob", "s-bob")]
+
+
+async def test_an_engineer_sees_nothing_of_the_weekly_reviews_or_the_logs(
+    reviewed: Console,
+) -> None:
+    http, csrf = await signed_in(reviewed, "alice")
+    async with http:
+        for path in ("/api/v1/review/weeks", f"/api/v1/review/findings?week={WEEK}",
+                     "/api/v1/review/queries", "/api/v1/review/consents"):  # fmt: skip
+            status, body = await get_json(http, path)
+            assert status == 403 and "your role (engineer) may not use this" in str(body), path
+        for path in ("/review/weeks", f"/review/weeks/{WEEK}", "/review/queries",
+                     "/review/consents"):  # fmt: skip
+            async with http.get(path) as page:
+                text = await page.text()
+                assert page.status == 403 and "unusual_hours" not in text, path
+        headers = {"X-CSRF-Token": csrf}
+        async with http.post(
+            "/api/v1/review/signoffs",
+            headers=headers,
+            json={"week": WEEK, "code": reviewed.code("alice")},
+        ) as r:
+            assert r.status == 403
+        async with http.get("/review/sessions") as page:
+            assert "Weekly reviews" not in await page.text()  # not in the navigation either
+    assert reviewed.store.report_week(WEEK).signed_at is None
+
+
+async def test_the_review_and_sign_writes_want_the_csrf_token(reviewed: Console) -> None:
+    [first, _] = [f.id for f in reviewed.store.report_findings(WEEK)]
+    http, csrf = await signed_in(reviewed, "ada")
+    async with http:
+        form = {"verdict": "ok", "note": "looked at it"}
+        async with http.post(f"/review/weeks/{WEEK}/findings/{first}", data=form) as r:
+            assert r.status == 403 and "no valid CSRF token" in await r.text()
+        async with http.post(f"/review/weeks/{WEEK}/findings/{first}",
+                             data={**form, "csrf": "forged"}) as r:  # fmt: skip
+            assert r.status == 403
+        async with http.post(f"/review/weeks/{WEEK}/sign", data={"code": "123456"}) as r:
+            assert r.status == 403
+        body = {"week": WEEK, "finding": first, "verdict": "ok", "note": "fine"}
+        async with http.post("/api/v1/review/findings", json=body) as r:
+            assert r.status == 403 and "CSRF" in (await r.json())["error"]
+        assert {f.state for f in reviewed.store.report_findings(WEEK)} == {"open"}
+        async with http.post(f"/review/weeks/{WEEK}/findings/{first}",
+                             data={**form, "csrf": csrf}) as r:  # fmt: skip
+            assert r.status == 200 and f"finding {first} marked" in await r.text()
+    states = {f.id: (f.state, f.reviewed_by, f.note) for f in reviewed.store.report_findings(WEEK)}
+    assert states[first] == ("ok", "ada", "looked at it")
+
+
+async def test_the_api_reviews_and_signs_as_the_cli_does(reviewed: Console) -> None:
+    ids = [f.id for f in reviewed.store.report_findings(WEEK)]
+    http, csrf = await signed_in(reviewed, "ada")
+    headers = {"X-CSRF-Token": csrf}
+    async with http:
+        sign = {"week": WEEK, "code": reviewed.code("ada")}
+        async with http.post("/api/v1/review/signoffs", json=sign, headers=headers) as r:
+            assert r.status == 409 and "2 open findings" in (await r.json())["error"]
+        for fid, verdict in zip(ids, ("ok", "flag"), strict=True):
+            body = {"week": WEEK, "finding": fid, "verdict": verdict, "note": "seen"}
+            async with http.post("/api/v1/review/findings", json=body, headers=headers) as r:
+                assert r.status == 201 and (await r.json())["state"] == verdict
+        wrong = {"week": WEEK, "code": "000000"}
+        async with http.post("/api/v1/review/signoffs", json=wrong, headers=headers) as r:
+            assert r.status == 403 and "code" in (await r.json())["error"]
+        sign = {"week": WEEK, "code": reviewed.code("ada")}
+        async with http.post("/api/v1/review/signoffs", json=sign, headers=headers) as r:
+            done = await r.json()
+            assert r.status == 201 and done["signed_by"] == "ada", done
+        status, weeks = await get_json(http, "/api/v1/review/weeks")
+        assert status == 200 and isinstance(weeks, list)
+        assert [(w["week"], w["signed_by"], w["findings_open"]) for w in weeks] == [
+            (WEEK, "ada", 0)]  # fmt: skip
+    assert reviewed.store.report_week(WEEK).signed_by == "ada"
+
+
+async def test_a_reviewer_reads_the_query_log_and_the_consent_ledger(reviewed: Console) -> None:
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        status, found = await get_json(http, "/api/v1/review/queries?text=customers")
+        assert status == 200 and isinstance(found, dict)
+        assert [q["sql"] for q in found["items"]] == ["SELECT email FROM customers"]
+        status, ledger = await get_json(http, "/api/v1/review/consents")
+        assert (status, ledger) == (200, {"items": [], "next": None})
+        status, hits = await get_json(http, "/api/v1/review/sessions?text=shadow")
+        assert status == 200 and isinstance(hits, dict)
+        assert [s["id"] for s in hits["items"]] == ["s-bob"]
+        async with http.get("/review/queries?user=alice") as page:
+            assert page.status == 200 and "SELECT email FROM customers" in await page.text()
+        async with http.get("/review/sessions/s-db") as page:
+            assert "select 1" in await page.text()  # a database session: its statements
+    listed = [detail(e) for e in reviewed.events("queries.listed")]
+    assert listed and listed[0]["filters"]["grep"] == "customers"
+
+
+def refuse_viewings(console: Console) -> None:
+    """An insider's trigger: the store refuses every recording.* event."""
+    with sqlite3.connect(console.core.config.paths.store) as conn:
+        conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind LIKE"
+                     " 'recording.%' BEGIN SELECT RAISE(ABORT, 'no trace wanted'); END")  # fmt: skip
+
+
+async def test_a_recording_is_sent_only_after_its_viewing_is_chained(reviewed: Console) -> None:
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        status, opened = await get_json(http, "/api/v1/review/recording?session=s-alice")
+        assert status == 200 and isinstance(opened, dict)
+        [viewing] = reviewed.events("recording.replayed")
+        assert (viewing.actor, viewing.session_id, viewing.subject) == ("rita", "s-alice", "alice")
+        assert detail(viewing) == {"target": "web-1", "via": "web console"}
+        refuse_viewings(reviewed)
+        async with http.get("/api/v1/review/recording?session=s-alice") as r:
+            body = await r.read()
+        assert r.status == 503 and b"the recording is not shown" in body
+        assert b"ls /srv" not in body and b"asciicast" not in body
+    assert len(reviewed.events("recording.replayed")) == 1
