@@ -32,7 +32,7 @@ class Monotonic:
         return self.now
 
 
-def record(core: Core, box: SecretBox, sid: str, user: str, target: str,
+def record(core: Core, box: SecretBox, sid: str, *, user: str, target: str,
            steps: list[tuple[float, str, str]]) -> None:  # fmt: skip
     """An SSH session with its recording; `steps` are (seconds in, command typed, output)."""
     clock = core.clock
@@ -93,6 +93,6 @@ def reviewed_world(core: Core, box: SecretBox) -> None:
     """The console's targets, two recorded SSH sessions, a database session, a built week."""
     _targets(core, box)
     for sid, (user, target, steps) in SESSIONS.items():
-        record(core, box, sid, user, target, steps)
+        record(core, box, sid, user=user, target=target, steps=steps)
     statements(core, "s-db", "alice", ["SELECT email FROM customers", "select 1"])
     build_week(core, core.config.paths.reports / "pack-w47")

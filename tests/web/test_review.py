@@ -151,7 +151,8 @@ def refuse_viewings(console: Console) -> None:
     """An insider's trigger: the store refuses every recording.* event."""
     with sqlite3.connect(console.core.config.paths.store) as conn:
         conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind LIKE"
-                     " 'recording.%' BEGIN SELECT RAISE(ABORT, 'no trace wanted'); END")  # fmt: skip
+                     " 'recording.%' BEGIN SELECT RAISE(ABORT, 'no trace wanted');"
+                     " END")  # fmt: skip
 
 
 async def test_a_recording_is_sent_only_after_its_viewing_is_chained(reviewed: Console) -> None:
