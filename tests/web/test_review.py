@@ -3,13 +3,17 @@ recording shown only once its viewing is in the audit chain."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from bastion.web.security import CSP, CSP_WASM, add_headers
 from tests.web.conftest import Console, detail, running
 from tests.web.review_world import WEEK, reviewed_world
 
@@ -169,3 +173,31 @@ async def test_a_recording_is_sent_only_after_its_viewing_is_chained(reviewed: C
         assert r.status == 503 and b"the recording is not shown" in body
         assert b"ls /srv" not in body and b"asciicast" not in body
     assert len(reviewed.events("recording.replayed")) == 1
+
+
+async def test_only_the_replay_page_lets_the_player_run_webassembly(reviewed: Console) -> None:
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        async with http.get("/review/sessions/s-alice") as r:
+            text = await r.text()
+            assert r.headers["Content-Security-Policy"] == CSP_WASM
+        scripts = re.findall(r"<script[^>]*>(.*?)</script>", text, re.S)
+        assert scripts == ["", ""] and " style=" not in text  # two files, no inline code
+        assert re.findall(r'<script src="([^"]+)"', text) == [
+            "/player/asciinema-player.min.js", "/static/replay.js"]  # fmt: skip
+        for path in ("/review/sessions", f"/review/weeks/{WEEK}", "/review/queries",
+                     "/api/v1/review/recording?session=s-alice",
+                     "/player/asciinema-player.min.js", "/static/replay.js"):  # fmt: skip
+            async with http.get(path) as r:
+                assert r.status == 200, path
+                assert r.headers["Content-Security-Policy"] == CSP, path
+        async with http.get("/player/package.json") as r:
+            assert r.status == 404  # only the player's two files are served from vendor/
+
+
+async def test_a_page_may_ask_for_the_webassembly_policy_and_no_other() -> None:
+    """A handler that sets any other policy (a looser one, say) has it replaced by CSP."""
+    for asked, sent in (("script-src * 'unsafe-inline'", CSP), (CSP_WASM, CSP_WASM), ("", CSP)):
+        response = web.Response(headers={"Content-Security-Policy": asked})
+        await add_headers(make_mocked_request("GET", "/review/sessions/x"), response)
+        assert response.headers["Content-Security-Policy"] == sent
