@@ -201,3 +201,18 @@ async def test_a_page_may_ask_for_the_webassembly_policy_and_no_other() -> None:
         response = web.Response(headers={"Content-Security-Policy": asked})
         await add_headers(make_mocked_request("GET", "/review/sessions/x"), response)
         assert response.headers["Content-Security-Policy"] == sent
+
+
+async def test_the_core_decides_who_signs_as_on_the_cli(reviewed: Console) -> None:
+    """The console adds no rule of its own: the reviewer role reads the weeks, and the core
+    (bastion/access/reviews.py) refuses them the decisions as it does on the CLI, audited."""
+    [first, _] = [f.id for f in reviewed.store.report_findings(WEEK)]
+    http, csrf = await signed_in(reviewed, "rita")
+    async with http:
+        async with http.get(f"/review/weeks/{WEEK}") as page:
+            assert page.status == 200 and "unusual_hours" in await page.text()
+        form = {"verdict": "ok", "note": "seen", "csrf": csrf}
+        async with http.post(f"/review/weeks/{WEEK}/findings/{first}", data=form) as page:
+            assert page.status == 400 and "only admins may review" in await page.text()
+    [refused] = reviewed.events("report.review_refused")
+    assert refused.actor == "rita" and detail(refused)["finding"] == first
