@@ -70,72 +70,34 @@ def _recording(core: Core, who: Viewer, asked: Mapping[str, str]) -> Any:
     return reviewer.recording(core, who, asked.get("session", ""))
 
 
+Route = tuple[str, str, Callable[[web.Request], Any], frozenset[str], tuple[str, ...], str]
+API: tuple[Route, ...] = (
+    ("GET", "/weeks", _weeks, REVIEWERS, (),
+     "The built weekly reviews, newest first, with their open findings (reviewers)"),
+    ("GET", "/findings", _week, REVIEWERS, ("week",),
+     "One week's findings and the decisions on them (?week=2026-W47)"),
+    ("POST", "/findings", _review, REVIEWERS, (),
+     "Pass (verdict ok) or flag one finding of a week, with a note"),
+    ("POST", "/signoffs", _sign, REVIEWERS, (),
+     "Sign a fully reviewed week off, with a fresh TOTP code"),
+    ("GET", "/sessions", _read(reviewer.sessions), ANYONE, reviewer.SESSION_QUERY,
+     "Sessions by person, target, date and command text (an engineer: their own)"),
+    ("GET", "/commands", _read(_commands), ANYONE, ("session", "cursor"),
+     "A session's commands or statements, each with its offset in the recording"),
+    ("GET", "/recording", _read(_recording), ANYONE, ("session",),
+     "A session's recording as asciicast v2, after recording.replayed is chained"),
+    ("GET", "/queries", _read(reviewer.queries), REVIEWERS, reviewer.QUERY_QUERY,
+     "The query log, searched (reviewers)"),
+    ("GET", "/consents", _read(reviewer.consents), REVIEWERS, reviewer.CONSENT_QUERY,
+     "The consent ledger: unmask grants with their consent (reviewers)"),
+)  # fmt: skip
+BODIES = {"/findings": FINDING, "/signoffs": SIGNOFF}
+
+
 def add_review_api(routes: Routes) -> None:
-    """Every reviewer API route with its roles and the query parameters it takes."""
-    add = routes.add
-    add(
-        "GET",
-        f"{V1}/review/weeks",
-        endpoint(_weeks),
-        REVIEWERS,
-        summary="The built weekly reviews, newest first, with their open findings (reviewers)",
-    )
-    add(
-        "GET",
-        f"{V1}/review/findings",
-        endpoint(_week),
-        REVIEWERS,
-        query=("week",),
-        summary="One week's findings and the decisions on them (?week=2026-W47)",
-    )
-    add(
-        "POST",
-        f"{V1}/review/findings",
-        endpoint(_review),
-        REVIEWERS,
-        body=FINDING,
-        summary="Pass (verdict ok) or flag one finding of a week, with a note",
-    )
-    add(
-        "POST",
-        f"{V1}/review/signoffs",
-        endpoint(_sign),
-        REVIEWERS,
-        body=SIGNOFF,
-        summary="Sign a fully reviewed week off, with a fresh TOTP code",
-    )
-    add(
-        "GET",
-        f"{V1}/review/sessions",
-        endpoint(_read(reviewer.sessions)),
-        ANYONE,
-        query=reviewer.SESSION_QUERY,
-        summary="Sessions by person, target, date and command text (an engineer: their own)",
-    )
-    add(
-        "GET",
-        f"{V1}/review/commands",
-        endpoint(_read(_commands)),
-        ANYONE,
-        query=("session", "cursor"),
-        summary="A session's commands or statements, each with its offset in the recording",
-    )
-    add(
-        "GET",
-        f"{V1}/review/recording",
-        endpoint(_read(_recording)),
-        ANYONE,
-        query=("session",),
-        summary="A session's recording as asciicast v2, after recording.replayed is chained",
-    )
-    add(
-        "GET",
-        f"{V1}/review/queries",
-        endpoint(_read(reviewer.queries)),
-        REVIEWERS,
-        query=reviewer.QUERY_QUERY,
-        summary="The query log, searched (reviewers)",
-    )
-    add("GET", f"{V1}/review/consents", endpoint(_read(reviewer.consents)), REVIEWERS,
-        query=reviewer.CONSENT_QUERY,
-        summary="The consent ledger: unmask grants with their consent (reviewers)")  # fmt: skip
+    """Every reviewer API route with its roles, the query parameters it takes and, for
+    writes, its body's schema."""
+    for method, path, call, roles, query, summary in API:
+        body = BODIES.get(path) if method == "POST" else None
+        routes.add(method, f"{V1}/review{path}", endpoint(call), roles, summary=summary,
+                   body=body, query=query)  # fmt: skip
