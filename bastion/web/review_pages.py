@@ -109,6 +109,9 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
                f" {s['client_addr']}, {s['started_at']} to {s['ended_at'] or 'now'}"
                f" ({s['state']})")  # fmt: skip
     entries = _entries(found["entries"], s["recorded"])
+    if found["next"]:
+        more = "Only the first commands are listed; the rest are in the API (its next cursor)."
+        entries = join(entries, el("p", {"class": "empty"}, more))
     if not s["recorded"]:
         return page(f"Session {sid}", session, facts, el("h2", None, "Statements"), entries)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from bastion.access.reviews import Reviews
@@ -21,12 +22,13 @@ from bastion.errors import UsageError
 from bastion.reports import signoff
 from bastion.reviewing.logs import QueryFilter, consent_ledger, search_queries
 from bastion.reviewing.recordings import open_recording
-from bastion.reviewing.sessions import command_index, search_sessions
+from bastion.reviewing.sessions import command_index, readable_session, search_sessions
 
 REVIEWERS = frozenset({"admin", "reviewer"})
 SESSION_QUERY = ("user", "target", "since", "until", "text", "protocol", "cursor")
 QUERY_QUERY = ("user", "target", "since", "until", "text", "session", "cursor")
 CONSENT_QUERY = ("user", "target", "state", "cursor")
+MAX_BROWSER_RECORDING = 64 * 2**20  # bytes on disk: sent whole, as JSON, to the player
 
 
 def viewer(session: WebSession) -> Viewer:
@@ -100,10 +102,25 @@ def commands(core: Core, who: Viewer, session_id: str,
 
 def recording(core: Core, who: Viewer, session_id: str) -> dict[str, Any]:
     """The recording as asciicast v2 text, only after `recording.replayed` is in the chain
-    (read back); with the warnings to show before it."""
+    (read back); with the warnings to show before it. One too large to hold in memory and
+    send whole is refused before anything is chained or read."""
+    session = readable_session(core.store, who, session_id)
+    size = _stored_size(session.recording_path)
+    if size > MAX_BROWSER_RECORDING:
+        raise UsageError(f"the recording is {size // 2**20} MiB, more than the browser's player"
+                         f" takes ({MAX_BROWSER_RECORDING // 2**20} MiB): replay it with"
+                         f" `bastion replay {session.id}` on the bastion host")  # fmt: skip
     opened = open_recording(core.store, core.box, who, session_id,
                             detail={"via": "web console"})  # fmt: skip
     return {**opened.public(), "asciicast": opened.asciicast()}
+
+
+def _stored_size(path: str | None) -> int:
+    """The recording file's size (0 when there is none: open_recording says so)."""
+    try:
+        return Path(path).stat().st_size if path else 0
+    except OSError:
+        return 0
 
 
 def queries(core: Core, who: Viewer, asked: Mapping[str, str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from bastion.web import reviewer
 from bastion.web.security import CSP, CSP_WASM, add_headers
 from tests.web.conftest import Console, detail, running
 from tests.web.review_world import WEEK, reviewed_world
@@ -216,3 +217,14 @@ async def test_the_core_decides_who_signs_as_on_the_cli(reviewed: Console) -> No
             assert page.status == 400 and "only admins may review" in await page.text()
     [refused] = reviewed.events("report.review_refused")
     assert refused.actor == "rita" and detail(refused)["finding"] == first
+
+
+async def test_a_recording_too_large_for_the_browser_is_refused_before_any_reading(
+    reviewed: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reviewer, "MAX_BROWSER_RECORDING", 100)  # bytes; the file holds more
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        status, refused = await get_json(http, "/api/v1/review/recording?session=s-alice")
+        assert status == 400 and "bastion replay s-alice" in str(refused)
+    assert reviewed.events("recording.replayed") == []
