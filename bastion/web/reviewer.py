@@ -76,7 +76,7 @@ def moment(text: str | None, what: str, *, end: bool = False) -> datetime | None
             day = datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), UTC)
             return day + timedelta(days=1) if end else day
         return parse_iso(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"{what}: give a date as YYYY-MM-DD") from None
 
 

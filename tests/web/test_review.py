@@ -228,3 +228,29 @@ async def test_a_recording_too_large_for_the_browser_is_refused_before_any_readi
         status, refused = await get_json(http, "/api/v1/review/recording?session=s-alice")
         assert status == 400 and "bastion replay s-alice" in str(refused)
     assert reviewed.events("recording.replayed") == []
+
+
+HOSTILE = ("", " ", "9999-12-31", "0001-01-01", "2026-02-30", "x" * 600,
+           "\uff12\uff10\uff12\uff16-01-01",
+           "2026-11-16T09:00:00", "'; DROP TABLE sessions; --", "../../etc/passwd", "-1",
+           "٣", "99999999999999999999", "%00", "<script>", "s-alice")  # fmt: skip
+READS = {"/api/v1/review/sessions": reviewer.SESSION_QUERY,
+         "/api/v1/review/queries": reviewer.QUERY_QUERY,
+         "/api/v1/review/consents": reviewer.CONSENT_QUERY,
+         "/api/v1/review/findings": ("week",),
+         "/api/v1/review/commands": ("session", "cursor"),
+         "/api/v1/review/recording": ("session",)}  # fmt: skip
+
+
+async def test_hostile_search_parameters_are_refused_in_one_line(reviewed: Console) -> None:
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        for path, names in READS.items():
+            for name in names:
+                for value in HOSTILE:
+                    async with http.get(path, params={name: value}) as r:
+                        assert r.status in (200, 400, 404), (path, name, value, r.status)
+                        assert "error" in await r.json() or r.status == 200
+        for page in ("/review/sessions", "/review/queries"):
+            async with http.get(page, params={"since": "9999-12-31", "until": "9999-12-31"}) as r:
+                assert r.status == 400 and "<script>" not in await r.text()
