@@ -12,7 +12,6 @@ event inside it, are checked for their row's fields but a deleted one is not not
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from bastion.audit import Store
@@ -47,23 +46,24 @@ def _in_week(event: Row, week: Week) -> bool:
 
 
 def _event(store: Store, events: dict[tuple[str, str], Row], kind: str, row: Row,
-           when: datetime) -> Row | None:  # fmt: skip
-    """The session's event of this kind, written within SLACK after `when`."""
+           column: str) -> Row | str:  # fmt: skip
+    """The session's event of this kind, written within SLACK after the row's `column`
+    says; else the problem, in one line."""
+    when = parse_iso(row[column])
     found = events.get((kind, row["id"]))
     if found is None:  # outside the week's window: looked up by the time index
         near = store.session_event(row["id"], kind, iso(when), iso(when + SLACK))
         found = near[0] if near else None
+    if found is None or not when <= parse_iso(found["at"]) <= when + SLACK:
+        return (f"session {row['id']} has {column} {row[column]} in the sessions table;"
+                f" no chained {kind} event says so")  # fmt: skip
     return found
 
 
 def _opened(store: Store, row: Row, events: dict[tuple[str, str], Row]) -> str | None:
-    started = parse_iso(row["started_at"])
-    event = _event(store, events, "session.opened", row, started)
-    if event is None or not started <= parse_iso(event["at"]) <= started + SLACK:
-        return (
-            f"session {row['id']} starts at {row['started_at']} in the sessions table;"
-            " no chained session.opened event says so"
-        )
+    event = _event(store, events, "session.opened", row, "started_at")
+    if isinstance(event, str):
+        return event
     detail = _detail(event)
     said = (event["actor"], event["subject"], detail.get("protocol"), detail.get("client"),
             detail.get("grant"))  # fmt: skip
@@ -77,20 +77,14 @@ def _opened(store: Store, row: Row, events: dict[tuple[str, str], Row]) -> str |
 
 def _closed(store: Store, row: Row, events: dict[tuple[str, str], Row]) -> str | None:
     if row["ended_at"] is None:
-        event = events.get(("session.closed", row["id"]))
-        if event is not None:
-            return (
-                f"session {row['id']} is open in the sessions table;"
-                f" the chain closed it at {event['at']}"
-            )
+        shut = events.get(("session.closed", row["id"]))
+        if shut is not None:
+            return (f"session {row['id']} is open in the sessions table;"
+                    f" the chain closed it at {shut['at']}")  # fmt: skip
         return None
-    ended = parse_iso(row["ended_at"])
-    event = _event(store, events, "session.closed", row, ended)
-    if event is None or not ended <= parse_iso(event["at"]) <= ended + SLACK:
-        return (
-            f"session {row['id']} ends at {row['ended_at']} in the sessions table;"
-            " no chained session.closed event says so"
-        )
+    event = _event(store, events, "session.closed", row, "ended_at")
+    if isinstance(event, str):
+        return event
     detail = _detail(event)
     said = (detail.get("state"), detail.get("reason"), detail.get("recording_sha256"))
     held = (row["state"], row["end_reason"], row["recording_sha256"])

@@ -3,29 +3,15 @@ bastion, to the test sshd; then the search, the command index and the browser's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bastion.audit import SessionFilter
 from bastion.reviewing.recordings import open_recording
 from bastion.reviewing.sessions import command_index, search_sessions
 from tests.harness import Bastion
-from tests.realssh import Sshd
 from tests.recording.helpers import validate_asciicast_v2
 from tests.reviewing.conftest import ALICE, RITA
 from tests.ssh.test_door_sessions import closed_sessions
-
-
-@pytest.fixture
-def bastion(tmp_path: Path, sshd: Sshd) -> Iterator[Bastion]:
-    b = Bastion.with_alice(tmp_path / "bastion", sshd)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def test_a_door_written_session_is_found_indexed_and_played(
