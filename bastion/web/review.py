@@ -16,7 +16,7 @@ from bastion.web import reviewer
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import field, form, page
 from bastion.web.review_api import add_review_api
-from bastion.web.review_pages import add_review_pages
+from bastion.web.review_pages import add_review_pages, session_url
 from bastion.web.routes import Routes
 from bastion.web.state import core_of, session_of
 
@@ -41,8 +41,20 @@ async def weeks_page(request: web.Request) -> web.Response:
 
 
 def _evidence(finding: dict[str, Any]) -> Markup:
-    items = [el("li", None, str(e.get("text") or e.get("ref") or "")) for e in finding["evidence"]]
-    return el("ul", {"class": "evidence"}, *items[:10]) if items else join()
+    """What the finding rests on; a moment of a session links to its replay from there."""
+    items = []
+    for e in finding["evidence"][:10]:
+        text = str(e.get("text") or e.get("ref") or "")
+        session = e.get("session")
+        if isinstance(session, str) and session:
+            at = e.get("offset")
+            query = f"?at={float(at):g}" if isinstance(at, int | float) else ""
+            link = el("a", {"href": session_url(session) + query, "class": "evidence-replay"},
+                      "replay")  # fmt: skip
+            items.append(el("li", None, text, " ", link))
+        else:
+            items.append(el("li", None, text))
+    return el("ul", {"class": "evidence"}, *items) if items else join()
 
 
 def _decide(request: web.Request, week: str, finding: dict[str, Any]) -> Markup:

@@ -72,15 +72,17 @@ def statements(core: Core, sid: str, user: str, sqls: list[str]) -> None:
     core.store.close_session(sid, "closed", "client closed")
 
 
-def finding(rule: str, ref: str, subject: str) -> Finding:
-    evidence = (Evidence(kind="event", ref=ref, at=None, text=f"{rule} evidence {ref}"),)
+def finding(rule: str, ref: str, subject: str, *more: Evidence) -> Finding:
+    evidence = (Evidence(kind="event", ref=ref, at=None, text=f"{rule} evidence {ref}"), *more)
     return Finding(rule=rule, severity="high", title=f"{rule} by {subject}", action="look",
                    evidence=evidence, subject=subject)  # fmt: skip
 
 
 def build_week(core: Core, pack: Path) -> list[str]:
     """Week 2026-W47 built with two findings about alice, its pack's manifest on disk."""
-    found = (finding("unusual_hours", "e1", "alice"), finding("break_glass", "e2", "alice"))
+    seen = Evidence(kind="command", ref="c1", at=None, text="uptime on web-1", session="s-alice",
+                    offset=40.0)  # fmt: skip
+    found = (finding("unusual_hours", "e1", "alice", seen), finding("break_glass", "e2", "alice"))
     pack.mkdir(parents=True)
     manifest = json.dumps({"week": WEEK, "files": {}}).encode()
     (pack / "manifest.json").write_bytes(manifest)

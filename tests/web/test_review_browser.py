@@ -6,6 +6,7 @@ in the test's tmp_path/screenshots."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,13 +74,21 @@ async def test_a_reviewer_replays_and_an_admin_signs_the_week(reviewed: Console,
     assert "the recording is not shown" in await rita.page.inner_text("#player-status")
     assert await rita.page.query_selector(TERMINAL) is None  # no cast, no terminal
     await rita.shot("replay-refused")
+    with sqlite3.connect(reviewed.core.config.paths.store) as conn:
+        conn.execute("DROP TRIGGER hide")
     ada = await Tab.open(reviewed, browser, shots)
     await ada.sign_in("ada")
     await ada.submit("nav >> text=Weekly reviews")
     await ada.shot("weekly-reviews")
     await ada.submit(f"table >> text={WEEK}")
-    first, second = [f.id for f in reviewed.store.report_findings(WEEK)]
     page = ada.page
+    await ada.submit(".evidence-replay")  # a finding's evidence: its session, from that moment
+    assert page.url.endswith("/review/sessions/s-alice?at=40")
+    await terminal_shows(ada, "$ uptime")  # the moment the command was typed
+    assert await page.evaluate("window.bastionPlayer.getCurrentTime()") == 40.0
+    await ada.shot("replay-from-evidence")
+    await page.go_back()
+    first, second = [f.id for f in reviewed.store.report_findings(WEEK)]
     await page.fill(f"#note-{first}", "usual for the on-call week")
     await ada.submit(f"#decision-{first} button")
     assert f"finding {first} marked" in await page.inner_text(".notice")

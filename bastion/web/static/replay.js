@@ -71,6 +71,10 @@
         + " viewing is in the audit trail).", warnings.length ? "error" : "notice");
       cast = answer.body.asciicast;
       make(0, false);
+      var at = Number(new URLSearchParams(window.location.search).get("at"));
+      if (at > 0) {
+        player.seek(at); // ?at=SECONDS: a finding's evidence, shown from that moment
+      }
       wire();
       box.dataset.ready = "yes";
     })
