@@ -80,6 +80,8 @@ async def week_page(request: web.Request, notice: str | None = None,
     label = request.match_info["week"]
     marked = request.query.get("marked")
     notice = notice or (f"finding {marked} marked" if marked and not error else None)
+    if not notice and not error and request.query.get("signed"):
+        notice = "The week is signed."
     try:
         found = await core.run(reviewer.week_findings, core, label)
     except BastionError as exc:
@@ -129,11 +131,11 @@ async def sign_post(request: web.Request) -> web.StreamResponse:
     core, user = core_of(request), session_of(request).user
     data = await _posted(request)
     try:
-        await core.run(reviewer.sign, core, user, request.match_info["week"],
-                       data.get("code", ""))  # fmt: skip
+        done = await core.run(reviewer.sign, core, user, request.match_info["week"],
+                              data.get("code", ""))  # fmt: skip
     except BastionError as exc:
         return await week_page(request, error=exc.message, status=400)
-    return await week_page(request, notice="The week is signed.")
+    raise web.HTTPSeeOther(f"{week_url(done['week'])}?signed=1")  # a reload signs nothing
 
 
 def add_review(routes: Routes) -> None:
