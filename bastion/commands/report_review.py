@@ -6,6 +6,7 @@ import argparse
 
 from bastion.access.reviews import Reviews
 from bastion.commands.app import App, proven
+from bastion.reports import signoff
 
 FINDING_COLUMNS = ["id", "severity", "rule", "subject", "state", "reviewed_by", "title"]
 
@@ -15,10 +16,12 @@ def _reviews(app: App) -> Reviews:
 
 
 def review(app: App, args: argparse.Namespace) -> int:
-    """A proven admin marks one finding of a week ok or flag, with a note."""
-    week = _reviews(app).label(args.week)  # a typo costs no code
+    """A proven admin marks one finding ok or flag, with a note."""
+    _reviews(app).label(args.week)  # a typo costs no code
     reviewer = proven(app, args.as_user, "reviews")
-    done = _reviews(app).review(week, args.finding, reviewer, args.verdict, args.note)
+    done = signoff.review(_reviews(app), app.identity, args.week, args.finding,
+                          reviewer=reviewer, verdict=args.verdict, note=args.note, code=None,
+                          via=app.actor)  # fmt: skip
     app.emit(done.public(), f"week {done.week}: finding {done.id} ({done.rule}) marked"
              f" {done.state} by {done.reviewed_by}")  # fmt: skip
     return 0
@@ -26,9 +29,9 @@ def review(app: App, args: argparse.Namespace) -> int:
 
 def sign(app: App, args: argparse.Namespace) -> int:
     """A proven admin signs a fully reviewed week, bound to its pack's manifest."""
-    week = _reviews(app).label(args.week)
+    _reviews(app).label(args.week)
     signer = proven(app, args.as_user, "signs")
-    done = _reviews(app).sign(week, signer)
+    done = signoff.sign(_reviews(app), app.identity, args.week, signer, code=None, via=app.actor)
     app.emit(done.public(), f"week {done.week} signed by {done.signed_by}; manifest SHA-256"
              f" {done.manifest_sha256}")  # fmt: skip
     return 0
@@ -36,7 +39,7 @@ def sign(app: App, args: argparse.Namespace) -> int:
 
 def findings(app: App, args: argparse.Namespace) -> int:
     """A week's findings and the decisions on them."""
-    week = app.store.report_week(_reviews(app).label(args.week)).week
-    rows = [f.public() for f in app.store.report_findings(week, state=args.state)]
-    app.table(rows, FINDING_COLUMNS, f"week {week} has no findings")
+    found = signoff.week_findings(_reviews(app), args.week, args.state)
+    rows = [f.public() for f in found.findings]
+    app.table(rows, FINDING_COLUMNS, f"week {found.week.week} has no findings")
     return 0

@@ -14,6 +14,7 @@ from bastion.web.api import add_api
 from bastion.web.live import add_live
 from bastion.web.openapi import add_openapi
 from bastion.web.pages import MAX_DOCUMENT, add_pages
+from bastion.web.review import add_review
 from bastion.web.routes import ROUTES_KEY, Handler, Routes, check_declared
 from bastion.web.security import add_headers, guard
 from bastion.web.state import CORE_KEY, LIMITER_KEY
@@ -38,6 +39,7 @@ def build_app(core: Core, public: Mapping[str, Handler] | None = None) -> web.Ap
     add_api(routes)
     add_live(routes)
     add_admin(routes)
+    add_review(routes)
     add_openapi(routes)
     routes.add_static("/static", str(STATIC))
     app.on_startup.append(_check)

@@ -18,6 +18,10 @@ NAV = (  # (path, label, roles)
     ("/admin/requests", "Pending", ("admin",)),
     ("/live", "Live sessions", ("admin", "reviewer")),
     ("/break-glass", "Break-glass", ("admin", "reviewer")),
+    ("/review/sessions", "Replay", ("engineer", "admin", "reviewer")),
+    ("/review/weeks", "Weekly reviews", ("admin", "reviewer")),
+    ("/review/queries", "Query log", ("admin", "reviewer")),
+    ("/review/consents", "Consent ledger", ("admin", "reviewer")),
 )
 
 

@@ -26,8 +26,11 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+CSP_HEADER = "Content-Security-Policy"
+# The replay page only: the recording player instantiates WebAssembly (no eval of scripts).
+CSP_WASM = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
 HEADERS = {
-    "Content-Security-Policy": CSP,
+    CSP_HEADER: CSP,
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -38,8 +41,12 @@ HEADERS = {
 
 
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the headers on every answer, errors and static files too."""
+    """on_response_prepare: the headers on every answer, errors and static files too. A page
+    may ask for CSP_WASM instead of CSP (that exact policy; anything else is overwritten)."""
+    wasm = response.headers.get(CSP_HEADER) == CSP_WASM
     response.headers.update(HEADERS)
+    if wasm:
+        response.headers[CSP_HEADER] = CSP_WASM
     if request.secure:
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
     if not request.path.startswith("/static/"):

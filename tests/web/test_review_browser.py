@@ -1,0 +1,107 @@
+"""The reviewer's console in Debian's headless Chromium: a real recording replayed in the
+asciinema player (the terminal shows the typed command, a click on a command seeks there),
+a refused viewing shown as an error with no cast, and a weekly review marked and signed.
+No CSP violation on any page (the replay page's WebAssembly included); screenshots are left
+in the test's tmp_path/screenshots."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser
+
+from tests.web import test_browser
+from tests.web.conftest import Console, running
+from tests.web.review_world import WEEK, reviewed_world
+from tests.web.test_browser import Tab
+from tests.web.test_review import refuse_viewings
+
+browser = test_browser.browser
+TERMINAL = "#player .ap-term"
+
+
+@pytest.fixture
+async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
+    async with running(tmp_path / "bastion", before=reviewed_world) as found:
+        yield found
+
+
+async def terminal_shows(tab: Tab, text: str) -> None:
+    await tab.page.wait_for_function(
+        "([selector, text]) => (document.querySelector(selector) || {}).textContent"
+        " ?.includes(text)", arg=[TERMINAL, text], timeout=15000)  # fmt: skip
+
+
+async def replay(tab: Tab, console: Console) -> None:
+    page = tab.page
+    await tab.submit("nav >> text=Replay")
+    await page.fill("#text", "uptime")  # sessions by the text of a command
+    await tab.submit("#search")
+    assert "s-bob" not in await page.inner_text("table")
+    await tab.shot("sessions-search")
+    await tab.submit("table >> text=replay")
+    assert page.url.endswith("/review/sessions/s-alice")
+    await page.wait_for_selector("#player[data-ready=yes]")
+    assert "in the audit trail" in await page.inner_text("#player-status")
+    [viewing] = console.events("recording.replayed")
+    assert (viewing.actor, viewing.session_id) == ("rita", "s-alice")
+    commands = await page.inner_text("#commands")
+    assert "ls /srv" in commands and "uptime" in commands
+    await page.click("#commands li:has-text('ls /srv') button.seek")
+    await terminal_shows(tab, "ls /srv")  # the typed command, on the terminal
+    await terminal_shows(tab, "backups  www")
+    await page.click("#pause")
+    await page.select_option("#speed", "4")
+    await page.click("#commands li:has-text('uptime') button.seek")  # seek: 40 s in
+    await terminal_shows(tab, "up 12 days")
+    at = await page.evaluate("window.bastionPlayer.getCurrentTime()")
+    assert at >= 40.0
+    await tab.shot("replay")
+
+
+async def test_a_reviewer_replays_and_an_admin_signs_the_week(reviewed: Console, browser: Browser,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    shots = tmp_path / "screenshots"
+    rita = await Tab.open(reviewed, browser, shots)
+    await rita.sign_in("rita")
+    await replay(rita, reviewed)
+    refuse_viewings(reviewed)  # an insider's trigger: the viewing cannot be chained
+    await rita.page.reload()
+    await rita.page.wait_for_selector("#player-status.error")
+    assert "the recording is not shown" in await rita.page.inner_text("#player-status")
+    assert await rita.page.query_selector(TERMINAL) is None  # no cast, no terminal
+    await rita.shot("replay-refused")
+    with sqlite3.connect(reviewed.core.config.paths.store) as conn:
+        conn.execute("DROP TRIGGER hide")
+    ada = await Tab.open(reviewed, browser, shots)
+    await ada.sign_in("ada")
+    await ada.submit("nav >> text=Weekly reviews")
+    await ada.shot("weekly-reviews")
+    await ada.submit(f"table >> text={WEEK}")
+    page = ada.page
+    await ada.submit(".evidence-replay")  # a finding's evidence: its session, from that moment
+    assert page.url.endswith("/review/sessions/s-alice?at=40")
+    await terminal_shows(ada, "$ uptime")  # the moment the command was typed
+    assert await page.evaluate("window.bastionPlayer.getCurrentTime()") == 40.0
+    await ada.shot("replay-from-evidence")
+    await page.go_back()
+    first, second = [f.id for f in reviewed.store.report_findings(WEEK)]
+    await page.fill(f"#note-{first}", "usual for the on-call week")
+    await ada.submit(f"#decision-{first} button")
+    assert f"finding {first} marked" in await page.inner_text(".notice")
+    await page.select_option(f"#verdict-{second}", "flag")
+    await page.fill(f"#note-{second}", "break-glass without a ticket: ask alice")
+    await ada.submit(f"#decision-{second} button")
+    await ada.shot("weekly-review-marked")
+    await page.fill("#code", reviewed.code("ada"))
+    await ada.submit("button:has-text('Sign the week')")
+    assert "Signed by ada" in await page.inner_text("#signed")
+    await ada.shot("weekly-review-signed")
+    decided = {f.id: (f.state, f.reviewed_by) for f in reviewed.store.report_findings(WEEK)}
+    assert decided == {first: ("ok", "ada"), second: ("flag", "ada")}
+    assert reviewed.store.report_week(WEEK).signed_by == "ada"
+    await rita.close()
+    await ada.close()
