@@ -16,7 +16,7 @@ def _reviews(app: App) -> Reviews:
 
 
 def review(app: App, args: argparse.Namespace) -> int:
-    """A proven admin marks one finding ok or flag, with a note."""
+    """A proven admin or reviewer marks one finding ok or flag, with a note."""
     _reviews(app).label(args.week)  # a typo costs no code
     reviewer = proven(app, args.as_user, "reviews")
     done = signoff.review(_reviews(app), app.identity, args.week, args.finding,
@@ -28,7 +28,7 @@ def review(app: App, args: argparse.Namespace) -> int:
 
 
 def sign(app: App, args: argparse.Namespace) -> int:
-    """A proven admin signs a fully reviewed week, bound to its pack's manifest."""
+    """A proven admin or reviewer signs a fully reviewed week, bound to its pack's manifest."""
     _reviews(app).label(args.week)
     signer = proven(app, args.as_user, "signs")
     done = signoff.sign(_reviews(app), app.identity, args.week, signer, code=None, via=app.actor)

@@ -152,8 +152,8 @@ def test_group_grants_requests_asked_for_and_unknown_grants(reviews: Reviews) ->
         for verdict in ("ok", "flag"):  # a flag would close it as surely as an ok
             with pytest.raises(Denied, match=why):
                 reviews.review("2026-W47", item.id, who, verdict, "fine")
-    with pytest.raises(Denied, match="only admins"):
-        reviews.review("2026-W47", found[0].id, "dave", "flag", "fine")
+    with pytest.raises(Denied, match="only admins and reviewers"):
+        reviews.review("2026-W47", found[0].id, "alice", "flag", "fine")
     refused = [json.loads(e.detail) for e in store.events() if e.kind == "report.review_refused"]
     assert [r["finding"] for r in refused] == [f.id for f in found for _ in "ab"] + [found[0].id]
 
