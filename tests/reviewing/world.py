@@ -75,28 +75,9 @@ class World:
         """An SSH session with a recording; `steps` are (seconds in, command typed, output).
         Each command is typed, logged as the door logs it, then its output recorded."""
         self.at(start)
-        mono = Monotonic()
-        writer = RecordingWriter.create(self.recording_root, sid, start, 80, 24,
-                                        f"{user} -> {target}", {"TERM": "xterm"}, self.box,
-                                        monotonic=mono)  # fmt: skip
-        self.store.open_session(session_id=sid, user=user, target=target, grant_id=None,
-                                protocol="ssh", client_addr="10.0.0.5:50000",
-                                recording_path=str(writer.path))  # fmt: skip
-        writer.output(b"$ ", 0.0)
-        for offset, command, output in steps:
-            mono.now = offset
-            writer.input(command.encode() + b"\r", offset)
-            writer.output(command.encode() + b"\r\n", offset)
-            self.at(start + timedelta(seconds=offset))
-            self.store.log_commands(sid, [CommandLine(self.clock.now(), 0, command, True)])
-            writer.output(output.encode() + b"\r\n$ ", offset + 0.5)
-        writer.flush()
-        if close:
-            summary = writer.close()
-            self.at(start + timedelta(minutes=minutes))
-            info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
-            self.store.close_session(sid, "closed", "client closed", info)
-        return writer.path
+        end = start + timedelta(minutes=minutes) if close else None
+        return ssh_session(self.store, self.clock, self.box, self.recording_root, sid,
+                           user=user, target=target, steps=steps, end=end)  # fmt: skip
 
     def psql(self, sid: str, user: str, start: datetime, statements: list[tuple[float, str]],
              *, minutes: int = 30, masking: str | None = None) -> None:  # fmt: skip
@@ -149,3 +130,32 @@ def build(home: Path, **where: Any) -> World:
     w.ssh("s-open", "alice", "web-1", day(3, 16), [(12.0, "tail -f /var/log/syslog", "...")],
           close=False)  # fmt: skip
     return w
+
+
+def ssh_session(store: Store, clock: FakeClock, box: SecretBox, root: Path, sid: str, *,
+                user: str, target: str, steps: list[tuple[float, str, str]],
+                end: datetime | None) -> Path:  # fmt: skip
+    """An SSH session begun at the clock's now, written as the SSH door writes it: the
+    recording created first, the session row opened, each command typed, logged and its
+    output recorded at its offset; sealed and its hash chained at `end` (None: left open)."""
+    start, mono = clock.now(), Monotonic()
+    writer = RecordingWriter.create(root, sid, start, 80, 24, f"{user} -> {target}",
+                                    {"TERM": "xterm"}, box, monotonic=mono)  # fmt: skip
+    store.open_session(session_id=sid, user=user, target=target, grant_id=None,
+                       protocol="ssh", client_addr="10.0.0.5:50000",
+                       recording_path=str(writer.path))  # fmt: skip
+    writer.output(b"$ ", 0.0)
+    for offset, command, output in steps:
+        mono.now = offset
+        writer.input(command.encode() + b"\r", offset)
+        writer.output(command.encode() + b"\r\n", offset)
+        clock.set(start + timedelta(seconds=offset))
+        store.log_commands(sid, [CommandLine(clock.now(), 0, command, True)])
+        writer.output(output.encode() + b"\r\n$ ", offset + 0.5)
+    writer.flush()
+    if end is not None:
+        summary = writer.close()
+        clock.set(end)
+        info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
+        store.close_session(sid, "closed", "client closed", info)
+    return writer.path

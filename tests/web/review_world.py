@@ -9,11 +9,12 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from bastion.audit import CommandLine, QueryEnd, QueryStart, RecordingInfo
+from bastion.audit import QueryEnd, QueryStart
+from bastion.clock import FakeClock
 from bastion.core import Core
 from bastion.identity.sealing import SecretBox
-from bastion.recording import RecordingWriter
 from bastion.reports.model import Evidence, Finding
+from tests.reviewing.world import ssh_session
 from tests.web.conftest import _targets
 
 WEEK = "2026-W47"
@@ -22,40 +23,14 @@ SESSIONS = {"s-alice": ("alice", "web-1", [(5.0, "ls /srv", "backups  www"),
             "s-bob": ("bob", "web-1", [(3.0, "cat /etc/shadow", "Permission denied")])}  # fmt: skip
 
 
-class Monotonic:
-    """The recording's own clock, moved with the console's."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def record(core: Core, box: SecretBox, sid: str, *, user: str, target: str,
            steps: list[tuple[float, str, str]]) -> None:  # fmt: skip
     """An SSH session with its recording; `steps` are (seconds in, command typed, output)."""
     clock = core.clock
-    start, mono = clock.now(), Monotonic()
-    writer = RecordingWriter.create(core.config.paths.recordings, sid, start, 80, 24,
-                                    f"{user} -> {target}", {"TERM": "xterm"}, box,
-                                    monotonic=mono)  # fmt: skip
-    core.store.open_session(session_id=sid, user=user, target=target, grant_id=None,
-                            protocol="ssh", client_addr="10.0.0.5:50000",
-                            recording_path=str(writer.path))  # fmt: skip
-    writer.output(b"$ ", 0.0)
-    for offset, command, output in steps:
-        mono.now = offset
-        writer.input(command.encode() + b"\r", offset)
-        writer.output(command.encode() + b"\r\n", offset)
-        clock.set(start + timedelta(seconds=offset))  # type: ignore[attr-defined]
-        core.store.log_commands(sid, [CommandLine(clock.now(), 0, command, True)])
-        writer.output(output.encode() + b"\r\n$ ", offset + 0.5)
-    writer.flush()
-    summary = writer.close()
-    clock.set(start + timedelta(seconds=steps[-1][0] + 30))  # type: ignore[attr-defined]
-    info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
-    core.store.close_session(sid, "closed", "client closed", info)
+    assert isinstance(clock, FakeClock)
+    end = clock.now() + timedelta(seconds=steps[-1][0] + 30)
+    ssh_session(core.store, clock, box, core.config.paths.recordings, sid, user=user,
+                target=target, steps=steps, end=end)  # fmt: skip
 
 
 def statements(core: Core, sid: str, user: str, sqls: list[str]) -> None:
