@@ -113,8 +113,10 @@ def _content(series: Series) -> tuple[Any, ...]:
 def predraw(charts: Sequence[Series]) -> None:
     """Start drawing these charts in a thread of their own: importing matplotlib and drawing
     take most of a second, which the weekly build spends while it waits for its verification;
-    draw() then takes the finished drawing (or waits for it)."""
+    draw() then takes the finished drawing (or waits for it). A later call forgets the
+    drawings an earlier one made and nobody took; draw() then draws again."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="charts")
+    _PENDING.clear()  # one build's drawings at a time: one never rendered is not kept
     for series in charts:
         _PENDING[_content(series)] = pool.submit(_draw, series)
     pool.shutdown(wait=False)  # the worker ends when its drawings are done

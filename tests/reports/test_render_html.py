@@ -125,3 +125,7 @@ def test_charts_drawn_ahead_in_their_own_thread_are_the_same_bytes() -> None:
     charts.predraw(series)
     assert [charts.draw(s) for s in series] == direct
     assert not charts._PENDING  # each drawing ahead is taken once, none left behind
+    charts.predraw(series)  # a build that never renders (its drawings left untaken) ...
+    charts.predraw(empty_report().charts)  # ... is forgotten by the next one
+    assert len(charts._PENDING) <= len(empty_report().charts)
+    assert [charts.draw(s) for s in series] == direct  # drawn again, the same bytes
