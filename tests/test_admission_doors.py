@@ -112,7 +112,9 @@ def shape(b: Bastion, since: int, user: str, door: str) -> list[tuple[Any, ...]]
     (as roles), detail keys, and the wording of the detail values that must agree."""
     found = []
     for event in b.store.events():
-        if event.seq <= since or event.kind.split(".")[0] == "query":  # statements: the db's
+        # statements are the database's; the daily flags (report.flagged) are the bastion's
+        # own, written whenever its scheduler looks at the day, not by a door
+        if event.seq <= since or event.kind.split(".")[0] in {"query", "report"}:
             continue
         detail = json.loads(event.detail) if event.detail else {}
         keys = tuple(sorted(set(detail) - ONLY_RECORDED))
