@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bastion.access.offboarding import offboard
 from bastion.audit.records import User
 from bastion.commands.app import App, actor_of, read_secret_line
 from bastion.errors import UsageError
@@ -120,7 +121,7 @@ def user_set_password(app: App, args: argparse.Namespace) -> int:
 
 
 def user_disable(app: App, args: argparse.Namespace) -> int:
-    counts = app.store.disable_user(args.name, actor_of(app, args), args.reason or "")
+    counts = offboard(app.store, args.name, actor_of(app, args), args.reason or "")
     app.emit(
         {"user": args.name, "disabled": True, **counts},
         f"{args.name} disabled; {counts['grants_revoked']} grant(s) revoked,"

@@ -12,10 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from bastion.access.grants import holder
+from bastion.access.offboarding import offboard
 from bastion.access.targets import Targets, port_of, ssh_private_key
 from bastion.core import Core
 from bastion.durations import parse_when
-from bastion.errors import Denied, UsageError
+from bastion.errors import UsageError
 from bastion.identity.enrolment import Enrolment
 from bastion.identity.service import user_state
 from bastion.web.engineer import MODES, duration
@@ -60,9 +61,7 @@ def reset_totp(core: Core, actor: str, name: str) -> dict[str, Any]:
 def disable_user(core: Core, actor: str, name: str, reason: str = "") -> dict[str, Any]:
     """Offboard, as `bastion user disable`: grants revoked, requests cancelled, unmask grants
     revoked, groups left; live sessions (web ones too) end within seconds."""
-    if name == actor:
-        raise Denied("you cannot disable yourself; ask another admin")
-    counts = core.store.disable_user(name, actor, " ".join(reason.split()))
+    counts = offboard(core.store, name, actor, " ".join(reason.split()))
     return {"user": name, "disabled": True, **counts}
 
 
