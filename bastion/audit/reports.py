@@ -134,14 +134,13 @@ class ReportQueries(StoreBase):
         return sorted(out, key=lambda r: (r["at"], r["id"]))
 
     def week_statement_volume(
-        self, start: str, end: str, below: int, days: list[str] | None = None,
+        self, start: str, end: str, below: int, days: list[str],
         sessions: list[str] | None = None,
     ) -> Rows:  # fmt: skip
         """Rows returned (or changed) by each session's unrefused statements of fewer than
-        `below` rows each: (session_id, day, n, rows). Without `days`, day is 0 (one row per
-        session, the cheap scan); with them (the instants the week's second to last days
-        begin), day is 0 to len(days). `sessions`, when given, narrows to those sessions."""
-        days = days or []
+        `below` rows each, per day: (session_id, day, n, rows), day 0 to len(days) (`days`:
+        the instants the week's second to last days begin). `sessions`, when given, narrows
+        to those sessions. (The whole week's per session is week_session_statements'.)"""
         cases = " ".join(f"WHEN at < ? THEN {i}" for i in range(len(days)))
         day = f"CASE {cases} ELSE {len(days)} END" if days else "0"
         only = f" AND session_id IN ({', '.join('?' for _ in sessions)})" if sessions else ""
