@@ -311,8 +311,8 @@ class ReportQueries(StoreBase):
     def session_event(self, session_id: str, kind: str, start: str, end: str) -> Rows:
         """A session's event of this kind written in [start, end] (by the time index)."""
         return self._rows(
-            "SELECT seq, at, kind, actor, subject, session_id, detail FROM audit_events"
-            " WHERE at >= ? AND at <= ? AND kind = ? AND session_id = ? ORDER BY seq LIMIT 1",
+            "SELECT * FROM audit_events WHERE at >= ? AND at <= ? AND kind = ?"
+            " AND session_id = ? ORDER BY seq LIMIT 1",
             (start, end, kind, session_id),
         )
 
@@ -320,11 +320,7 @@ class ReportQueries(StoreBase):
         """Who the chain says opened this session: the actor of its session.opened event
         written in [started_at, until], if that event carries this bastion's MAC; else None
         (a sessions row an admin edited does not decide whose a session is)."""
-        rows = self._rows(
-            "SELECT * FROM audit_events WHERE at >= ? AND at <= ? AND kind = 'session.opened'"
-            " AND session_id = ? ORDER BY seq LIMIT 1",
-            (started_at, until, session_id),
-        )
+        rows = self.session_event(session_id, "session.opened", started_at, until)
         if not rows:
             return None
         event = ChainedEvent(**rows[0])
