@@ -43,13 +43,41 @@ _BY_SESSION = (
 _MAY_HIDE = ("';'", "'delete'", "'update'", "'drop'", "'truncate'", "'grant'", "'revoke'",
              "'alter'", "'merge'", "'insert'", "'create'", "'do '", "'$$'", "'prepare'",
              "'execute'")  # fmt: skip
-_NOTABLE_STATEMENT = (
-    "(x.rows >= ? OR "
-    + " OR ".join(f"x.sql LIKE '%' || {word} || '%'" for word in _MAY_HIDE)
-    + " OR x.refused_reason IS NOT NULL OR x.statement_kind IS NULL"
-    " OR x.statement_kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
+_NOTABLE_TEXT = (
+    "("
+    + " OR ".join(f"g.sql LIKE '%' || {word} || '%'" for word in _MAY_HIDE)
+    + " OR g.kind IS NULL"
+    " OR g.kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
     " 'SET', 'RESET', 'DISCARD ALL', 'DEALLOCATE', 'START TRANSACTION', 'EMPTY', 'FETCH',"
     " 'DECLARE CURSOR', 'CLOSE CURSOR', 'SAVEPOINT', 'RELEASE'))"
+)
+_REFUSED = "CASE WHEN refused_reason IS NULL THEN 0 ELSE 1 END"
+_BIG = "CASE WHEN rows >= ? THEN 1 ELSE 0 END"
+_SMALL = "rows > 0 AND rows < ?"
+# One scan of the week's statements into groups (g), read three ways, told apart by `part`.
+_STATEMENT_GROUPS = (
+    "WITH g AS MATERIALIZED (SELECT session_id, statement_kind AS kind, sql,"
+    f" masked_columns AS note, {_REFUSED} AS refused, {_BIG} AS big, COUNT(*) AS n,"
+    f" SUM(CASE WHEN {_SMALL} THEN 1 ELSE 0 END) AS small_n,"
+    f" SUM(CASE WHEN {_SMALL} THEN rows ELSE 0 END) AS small_rows,"
+    " MIN(at) AS first_at, MAX(at) AS last_at FROM queries WHERE at >= ? AND at < ?"
+    f" GROUP BY session_id, statement_kind, sql, masked_columns, {_REFUSED}, {_BIG})"
+    " SELECT 'sessions' AS part, x.session_id, x.kind, NULL AS sql, x.n, x.refused,"
+    " x.small_n, x.small_rows, NULL AS first_at, NULL AS last_at, u.name AS person,"
+    " NULL AS target, CASE WHEN s.id IS NULL THEN 0 ELSE 1 END AS known FROM ("
+    "SELECT session_id, kind, SUM(n) AS n, SUM(refused * n) AS refused,"
+    " SUM((1 - refused) * small_n) AS small_n, SUM((1 - refused) * small_rows) AS small_rows"
+    " FROM g GROUP BY session_id, kind) x"
+    " LEFT JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
+    " UNION ALL SELECT 'notes', NULL, NULL, note, SUM(n), NULL, NULL, NULL, NULL, NULL, NULL,"
+    " NULL, NULL FROM g WHERE note IS NOT NULL GROUP BY note"
+    " UNION ALL SELECT 'texts', MIN(x.session_id), x.kind, x.sql, SUM(x.n), NULL, NULL, NULL,"
+    " MIN(x.first_at), MAX(x.last_at), u.name, t.name, NULL FROM ("
+    "SELECT session_id, kind, sql, SUM(n) AS n, MIN(first_at) AS first_at,"
+    " MAX(last_at) AS last_at"
+    f" FROM g WHERE refused = 0 AND big = 0 AND {_NOTABLE_TEXT} GROUP BY session_id, sql, kind) x"
+    " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
+    " LEFT JOIN targets t ON t.id = s.target_id GROUP BY u.name, t.name, x.sql, x.kind"
 )
 _IN_CHUNK = 10_000  # texts per IN list (SQLite takes 32,766 parameters)
 _GRANTS = (
@@ -68,51 +96,21 @@ class ReportQueries(StoreBase):
         """Sessions open at any moment of the week, on every door."""
         return self._rows(_SESSIONS, (end, start))
 
-    def week_session_statements(self, start: str, end: str, below: int) -> Rows:
-        """The week's statements in one scan, per session and command tag: n, refused, and
-        `small_n`/`small_rows`, the unrefused ones of 1 to `below` - 1 rows and their rows;
-        with the session's person and whether the session is known (`known`). The summary's
-        counts, the per-person figures and the export-by-volume rule all fold from these."""
-        return self._rows(
-            "SELECT x.session_id, x.kind, x.n, x.refused, x.small_n, x.small_rows,"
-            " u.name AS person, s.id IS NOT NULL AS known FROM ("
-            "SELECT session_id, statement_kind AS kind, COUNT(*) AS n,"
-            " SUM(refused_reason IS NOT NULL) AS refused,"
-            " SUM(rows > 0 AND rows < ? AND refused_reason IS NULL) AS small_n,"
-            " SUM(CASE WHEN rows > 0 AND rows < ? AND refused_reason IS NULL THEN rows ELSE 0"
-            " END) AS small_rows FROM queries WHERE at >= ? AND at < ?"
-            " GROUP BY session_id, statement_kind) x"
-            " LEFT JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id",
-            (below, below, start, end),
-        )
-
-    def week_masking_notes(self, start: str, end: str) -> Rows:
-        """Each distinct masking note of the week (JSON text) with how many statements had it."""
-        return self._rows(
-            "SELECT masked_columns AS note, COUNT(*) AS n FROM queries"
-            " WHERE at >= ? AND at < ? AND masked_columns IS NOT NULL GROUP BY masked_columns",
-            (start, end),
-        )
-
-    def week_statement_texts(self, start: str, end: str, big: int) -> Rows:
-        """The week's statements that may not be plain reads, neither refused nor exporting
-        `big` rows or more, one row per person, target, text and tag: how many, the first
-        and last time, and one of their sessions (a write run 5,000 times is one row).
-        Grouped per session first, so that only the groups are joined to their people."""
-        return self._rows(
-            "SELECT u.name AS person, t.name AS target, x.sql, x.kind, SUM(x.n) AS n,"
-            " MIN(x.first_at) AS first_at, MAX(x.last_at) AS last_at,"
-            " MIN(x.session_id) AS session_id FROM ("
-            "SELECT x.session_id, x.sql, x.statement_kind AS kind, COUNT(*) AS n,"
-            " MIN(x.at) AS first_at, MAX(x.at) AS last_at FROM queries x"
-            f" WHERE x.at >= ? AND x.at < ? AND {_NOTABLE_STATEMENT}"
-            " AND x.refused_reason IS NULL AND (x.rows IS NULL OR x.rows < ?)"
-            " GROUP BY x.session_id, x.sql, x.statement_kind) x"
-            " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
-            " LEFT JOIN targets t ON t.id = s.target_id"
-            " GROUP BY u.name, t.name, x.sql, x.kind ORDER BY MIN(x.first_at)",
-            (start, end, big, big),
-        )
+    def week_statement_groups(self, start: str, end: str, big: int) -> dict[str, Rows]:
+        """The week's statements in one scan, grouped by session, tag, text, masking note,
+        refused or not and exporting `big` rows or more, then folded three ways:
+        "sessions": per session and tag, n, refused, and `small_n`/`small_rows` (the unrefused
+        of 1 to `big` - 1 rows, and their rows), with the session's person and whether the
+        session is known (`known`); "notes": each distinct masking note (JSON text, `sql`)
+        with how many statements had it; "texts": the unrefused, non-exporting statements that
+        may not be plain reads, one row per person, target, text and tag, with how many, the
+        first and last time and one of their sessions (a write run 5,000 times is one row).
+        The text test runs once per group, not per statement."""
+        found: dict[str, Rows] = {"sessions": [], "notes": [], "texts": []}
+        for row in self._rows(_STATEMENT_GROUPS, (big, big, big, start, end, big)):
+            found[row.pop("part")].append(row)
+        found["texts"].sort(key=lambda row: str(row["first_at"]))
+        return found
 
     def week_statements_of(self, start: str, end: str, big: int, texts: list[str]) -> Rows:
         """Each statement of the week that was refused, exported `big` rows or more, or has
@@ -140,7 +138,7 @@ class ReportQueries(StoreBase):
         """Rows returned (or changed) by each session's unrefused statements of fewer than
         `below` rows each, per day: (session_id, day, n, rows), day 0 to len(days) (`days`:
         the instants the week's second to last days begin). `sessions`, when given, narrows
-        to those sessions. (The whole week's per session is week_session_statements'.)"""
+        to those sessions. (The whole week's per session is week_statement_groups' "sessions".)"""
         cases = " ".join(f"WHEN at < ? THEN {i}" for i in range(len(days)))
         day = f"CASE {cases} ELSE {len(days)} END" if days else "0"
         only = f" AND session_id IN ({', '.join('?' for _ in sessions)})" if sessions else ""

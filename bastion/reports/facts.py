@@ -59,11 +59,11 @@ def notable(rows: Rows, seen: Judged | None = None) -> Rows:
     return kept
 
 
-def week_statements(store: Store, start: str, end: str) -> tuple[Rows, Rows]:
+def week_statements(store: Store, start: str, end: str, groups: Rows) -> tuple[Rows, Rows]:
     """(each statement that matters on its own: destructive, DDL, refused or exporting; the
-    routine writes, one row per person, target and text, with how many and when)."""
+    routine writes, one row per person, target and text, with how many and when), from the
+    week's texts that may not be plain reads (week_statement_groups' "texts")."""
     seen: Judged = {}
-    groups = store.week_statement_texts(start, end, EXPORT_ROWS)
     single: set[str] = set()
     for group in groups:
         text = (group["sql"], group["kind"])
@@ -161,16 +161,16 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
         approvers.setdefault(int(row["request_id"]), []).append((row["approver"], row["at"]))
     for request in requests:
         request["approvers"] = approvers.get(int(request["id"]), [])
-    notes = store.week_masking_notes(start, end)
+    groups = store.week_statement_groups(start, end, EXPORT_ROWS)
+    notes = [{"note": row["sql"], "n": row["n"]} for row in groups["notes"]]
     unmasks = store.week_unmask_grants(start, end)
     shown = rows_shown(notes)
     for unmask in unmasks:
         unmask["rows_shown"] = shown.get(int(unmask["id"]), 0)
     sessions = store.week_sessions(start, end)
-    counts, per_person, volume = fold_statements(
-        store.week_session_statements(start, end, EXPORT_ROWS)
-    )
-    statements, routine = week_statements(store, start, end) if detail else ([], [])
+    counts, per_person, volume = fold_statements(groups["sessions"])
+    statements, routine = (week_statements(store, start, end, groups["texts"]) if detail
+                           else ([], []))  # fmt: skip
     return Facts(
         week=week, now=now, sessions=sessions,
         commands=judged(store.week_commands(start, end)) if detail else [],
