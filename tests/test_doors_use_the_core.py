@@ -65,3 +65,16 @@ def test_the_walk_sees_every_way_of_naming_the_store(source: str) -> None:
 def test_a_door_takes_no_login_step_of_its_own(path: Path) -> None:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         assert not OWN_STEPS.search(line), f"{rel(path)}:{number} logs in on its own: {line}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "console").rglob("*.py")), ids=rel)
+def test_the_console_use_cases_import_no_door(path: Path) -> None:
+    """bastion/console is the core's side of the web door: it never reaches back into a door."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        for name in names or [a.name for a in node.names]:
+            assert not name.startswith(tuple(f"bastion.{door}" for door in DOORS)), (
+                f"{rel(path)}:{node.lineno} imports {name}, a door"
+            )
