@@ -1,4 +1,4 @@
-"""The admin's JSON API under /api/v1/admin/: the calls of bastion/web/admin.py, each route
+"""The admin's JSON API under /api/v1/admin/: the calls of bastion/console/admin.py, each route
 for admins only, each write with its body's schema (what names the thing acted on is in the
 body, so the OpenAPI document describes every input)."""
 
@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.console import admin
+from bastion.core import Core
 from bastion.errors import UsageError
-from bastion.web import admin
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.routes import ADMIN, Routes
 from bastion.web.state import client_of, core_of, session_of
@@ -62,19 +63,29 @@ def reads(fn: Callable[..., Any], *, mine: bool = False) -> Call:
     return call
 
 
+async def presented_key(core: Core, name: str) -> tuple[str, str]:
+    """The host key an SSH target presents now: its OpenSSH line and SHA256 fingerprint."""
+    from bastion.ssh.upstream import fetch_host_key  # noqa: PLC0415 - pulls in asyncssh
+
+    host, port = await core.run(admin.ssh_target, core, name)
+    key = await fetch_host_key(host, port)
+    fingerprint: str = key.get_fingerprint("sha256")
+    return key.export_public_key("openssh").decode().strip(), fingerprint
+
+
 async def host_key(request: web.Request) -> Any:
     """What an SSH target presents now, to be confirmed with POST /admin/targets/trust."""
     name = request.query.get("name", "")
     if not name:
         raise UsageError("name the target: ?name=NAME")
-    line, fingerprint = await admin.presented_key(core_of(request), name)
+    line, fingerprint = await presented_key(core_of(request), name)
     return {"target": name, "fingerprint": fingerprint, "host_key": line}
 
 
 async def trust(request: web.Request) -> Any:
     data = await body_of(request, TRUST)
     core, actor = core_of(request), session_of(request).user
-    presented = await admin.presented_key(core, data["name"])
+    presented = await presented_key(core, data["name"])
     return await core.run(admin.trust_target, core, actor, data["name"], presented,
                           data["fingerprint"])  # fmt: skip
 

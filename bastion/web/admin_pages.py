@@ -1,6 +1,6 @@
 """The admin's pages: users, targets, grants, and the requests waiting for a decision.
 
-Every page reads and writes through bastion/web/admin.py, the calls the API makes; a refusal
+Every page reads and writes through bastion/console/admin.py, the calls the API makes; a refusal
 is shown on the page it came from, in one line. A new TOTP seed is shown once, as a QR code
 in an <img> (an SVG data: URI, no script), on the answer to the form that made it; it is
 never in a URL, a log line or a stored row."""
@@ -14,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.console import admin
+from bastion.console.engineer import MODES
 from bastion.durations import format_duration
 from bastion.errors import BastionError
 from bastion.identity.service import ROLES
-from bastion.web import admin
-from bastion.web.admin_api import KEYWORDS, add_admin_api, via
-from bastion.web.engineer import MODES
+from bastion.web.admin_api import KEYWORDS, add_admin_api, presented_key, via
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import csrf_input, field, form, page
 from bastion.web.pages import redirect
@@ -219,7 +219,7 @@ async def trust_page(request: web.Request) -> web.Response:
     """What the target presents now, and a button to pin exactly that."""
     name = request.query.get("name", "")
     try:
-        line, fingerprint = await admin.presented_key(core_of(request), name)
+        line, fingerprint = await presented_key(core_of(request), name)
     except BastionError as exc:
         return await targets_page(request, error=exc.message)
     confirm = form("/admin/targets/trust", session_of(request),
@@ -238,7 +238,7 @@ async def trust_post(request: web.Request) -> web.StreamResponse:
     data = await _form(request)
     name = data.get("name", "")
     try:  # fetched again: what is pinned is what the target presents now, if confirmed
-        presented = await admin.presented_key(core_of(request), name)
+        presented = await presented_key(core_of(request), name)
         await _do(request, admin.trust_target, name, presented, data.get("fingerprint", ""))
     except BastionError as exc:
         return await targets_page(request, error=exc.message)

@@ -12,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.console import engineer
 from bastion.errors import BastionError, Conflict, Denied, NotFound, StoreError, UsageError
-from bastion.web import engineer, websession
+from bastion.web import websession
 from bastion.web.routes import ANYONE, ROUTES_KEY, Routes
 from bastion.web.signin import SignInRefused, sign_in
 from bastion.web.state import LIMITER_KEY, client_of, core_of, session_of

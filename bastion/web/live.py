@@ -1,23 +1,22 @@
 """The console's live sessions (every door's, kept current by server-sent events, with a kill
 button for admins) and the break-glass grants waiting to be acknowledged.
 
-A kill is `bastion sessions kill`: the same store call (one `session.kill_requested` event,
-the admin as its actor) and the same watcher ending the session with the same words. An
-acknowledgement is `bastion break-glass ack`: the same access call and its rules. Reviewers
-watch the live list read-only; only admins kill."""
+What they list and do is bastion/console/live.py's (a kill is `bastion sessions kill`'s call,
+an acknowledgement `bastion break-glass ack`'s), run in the core's thread; this module only
+renders and streams. Reviewers watch the live list read-only; only admins kill."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from bastion.access.requests import ACKNOWLEDGERS
-from bastion.clock import iso
-from bastion.core import Core, LiveSession
-from bastion.errors import BastionError, NotFound, UsageError
+from bastion.console import live, websessions
+from bastion.console.live import MAX_REASON
+from bastion.core import Core
+from bastion.errors import BastionError
 from bastion.web import websession
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.html import Markup, el, table
@@ -27,93 +26,21 @@ from bastion.web.state import core_of, session_of
 
 WATCHERS = frozenset({"admin", "reviewer"})  # who sees the live list; only admins kill
 REFRESH = 5.0  # seconds between lists on a quiet stream (idle times move on)
-MAX_REASON = 300
 KILL = schema("session_id", "reason")
 ACK = schema("grant_id", optional=("note",))
 HEADERS = ("who", "target", "door", "from", "since", "idle", "grant")
 
 
-def clean_reason(reason: str) -> str:
-    """The kill's reason as the person whose session ends will read it: one line of
-    printable text (no escape sequence reaches their terminal), and not empty."""
-    text = " ".join(reason.split())
-    if not text:
-        raise UsageError("give a reason: the person whose session ends is shown it")
-    if not text.isprintable() or len(text) > MAX_REASON:
-        raise UsageError(f"the reason must be printable text of at most {MAX_REASON} characters")
-    return text
-
-
-def _idle(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
-def _since(when: datetime) -> str:
-    return iso(when).replace("T", " ")[:19] + " UTC"
-
-
-def _grant_text(core: Core, grant_id: int | None) -> str:
-    if grant_id is None:
-        return "-"
-    try:
-        grant = core.store.grant(grant_id)
-    except NotFound:
-        return f"#{grant_id}"
-    glass = " BREAK-GLASS" if grant.break_glass else ""
-    return f"#{grant.id} {grant.mode}{glass} until {_since(grant.ends_at)}"
-
-
-def _row(core: Core, live: LiveSession) -> dict[str, Any]:
-    s = live.record
-    return {"id": s.id, "user": s.user, "target": s.target, "door": s.protocol,
-            "client": s.client_addr, "started_at": iso(s.started_at), "since": _since(s.started_at),
-            "idle_seconds": live.idle_seconds, "idle": _idle(live.idle_seconds),
-            "grant_id": s.grant_id, "grant": _grant_text(core, s.grant_id),
-            "kill_requested": live.kill_requested}  # fmt: skip
-
-
 async def live_rows(core: Core) -> list[dict[str, Any]]:
     """Every open session on every door, as the page, the stream and the API show it."""
     found = await core.live_sessions()
-    return await core.run(lambda: [_row(core, live) for live in found])
-
-
-def _kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]:
-    """`bastion sessions kill`'s call: the serving door ends it within a moment."""
-    done = core.store.request_kill(session_id, actor, clean_reason(reason))
-    return {**done.public(), "kill_requested": True}
+    return await core.run(live.rows, core, found)
 
 
 async def kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]:
-    done = await core.run(_kill, core, actor, session_id, reason)
+    done = await core.run(live.kill, core, actor, session_id, reason)
     core.sessions_changed()
     return done
-
-
-def _asked_to_end(core: Core, session_id: str) -> bool:
-    """Whether a kill was asked for this session (a notice names only a real one)."""
-    try:
-        core.store.session(session_id)
-    except NotFound:
-        return False
-    return True
-
-
-def _ack(core: Core, actor: str, grant_id: str, note: str) -> dict[str, Any]:
-    """`bastion break-glass ack`'s call (who may, and never one's own, decided there)."""
-    if not grant_id.isascii() or not grant_id.isdigit() or len(grant_id) > 12:
-        raise UsageError("grant_id must be a grant's number")
-    done = core.requests.acknowledge(int(grant_id), actor, note)
-    return done.public(core.clock.now())
-
-
-def _break_glass(core: Core) -> list[dict[str, Any]]:
-    now = core.clock.now()
-    return [g.public(now) for g in core.store.break_glass_grants()]
 
 
 # -- pages -------------------------------------------------------------------------------
@@ -153,7 +80,7 @@ async def live_page(request: web.Request, notice: str | None = None,
     rows = await live_rows(core)
     csrf = session.csrf_token if session.role in ADMIN else None
     killed = request.query.get("killed", "")
-    if notice is None and killed and await core.run(_asked_to_end, core, killed):
+    if notice is None and killed and await core.run(live.asked_to_end, core, killed):
         notice = f"asked the bastion to end session {killed}; it ends within a few seconds"
     status = el(
         "p",
@@ -183,10 +110,8 @@ def _sse(event: str, data: object) -> bytes:
 async def _still_allowed(core: Core, request: web.Request) -> bool:
     """The web session behind the stream is still live and still a watcher's (looked up
     without counting as activity: an open page keeps no one signed in)."""
-    token = request.cookies.get(websession.COOKIE, "")
-    found = await core.run(core.store.web_session_by_token, websession.token_hash(token))
-    return (found is not None and websession.why_over(core, found) is None
-            and found.role in WATCHERS)  # fmt: skip
+    found = await core.run(websessions.peek, core, websession.token_of(request))
+    return found is not None and found.role in WATCHERS
 
 
 async def live_events(request: web.Request) -> web.StreamResponse:
@@ -218,7 +143,7 @@ async def live_events(request: web.Request) -> web.StreamResponse:
 async def break_glass_page(request: web.Request, notice: str | None = None,
                            error: str | None = None) -> web.Response:  # fmt: skip
     session, core = session_of(request), core_of(request)
-    found = await core.run(_break_glass, core)
+    found = await core.run(live.break_glass, core)
     done = request.query.get("acknowledged", "")
     if notice is None and any(str(g["id"]) == done for g in found):
         notice = f"break-glass grant {done} acknowledged"
@@ -244,7 +169,9 @@ async def break_glass_ack(request: web.Request) -> web.StreamResponse:
     data = {k: v for k, v in posted.items() if isinstance(v, str)}
     core, actor = core_of(request), session_of(request).user
     try:
-        done = await core.run(_ack, core, actor, data.get("grant_id", ""), data.get("note", ""))
+        done = await core.run(
+            live.acknowledge, core, actor, data.get("grant_id", ""), data.get("note", "")
+        )
     except BastionError as exc:
         return await break_glass_page(request, error=exc.message)
     raise web.HTTPSeeOther(f"/break-glass?acknowledged={done['id']}")
@@ -265,13 +192,13 @@ async def _api_kill(request: web.Request) -> Any:
 
 async def _api_break_glass(request: web.Request) -> Any:
     core = core_of(request)
-    return await core.run(_break_glass, core)
+    return await core.run(live.break_glass, core)
 
 
 async def _api_ack(request: web.Request) -> Any:
     data = await body_of(request, ACK)
     core = core_of(request)
-    return await core.run(_ack, core, session_of(request).user, data["grant_id"],
+    return await core.run(live.acknowledge, core, session_of(request).user, data["grant_id"],
                           data.get("note", ""))  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The console's pages: sign-in, and what an engineer does for themselves.
 
-Every page reads and writes through bastion/web/engineer.py, the calls the API makes; a
+Every page reads and writes through bastion/console/engineer.py, the calls the API makes; a
 refusal is shown on the page it came from, in one line."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from bastion.audit import WebSession
+from bastion.console import engineer
 from bastion.errors import BastionError
-from bastion.web import engineer, websession
+from bastion.web import websession
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import field, form, page
 from bastion.web.routes import ANYONE, Routes

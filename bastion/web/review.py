@@ -1,6 +1,6 @@
 """The reviewer's pages: the weekly reviews to pass, flag and sign; `add_review` adds them all.
 
-Every page reads and writes through bastion/web/reviewer.py, the calls the reviewer's API
+Every page reads and writes through bastion/console/reviewer.py, the calls the reviewer's API
 (review_api.py) makes; the sessions, replay, query-log and consent pages are in
 review_pages.py. A refusal is shown on the page it came from, in one line."""
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.console import reviewer
 from bastion.errors import BastionError, NotFound
-from bastion.web import reviewer
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import field, form, page
 from bastion.web.review_api import add_review_api

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from bastion.access.viewing import Viewer
+from bastion.console import reviewer
 from bastion.core import Core
-from bastion.web import reviewer
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.routes import ANYONE, Routes
 from bastion.web.state import core_of, session_of

@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from bastion.console import reviewer
 from bastion.errors import BastionError, NotFound
 from bastion.reviewing.player import player_assets
-from bastion.web import reviewer
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import field, page
 from bastion.web.routes import ANYONE, Routes

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event
+from bastion.console import websessions
 from bastion.core import Core
 from bastion.errors import Denied
-from bastion.web import websession
 
 WRONG = "wrong user name, password or verification code"  # as Core.sign_in says it
 MAX_FIELD = 1024  # longer user names, passwords or codes are refused unread
@@ -49,9 +49,8 @@ async def sign_in(core: Core, limiter: PreauthLimiter, *, username: str, passwor
     except Denied as exc:
         await _failed(core, limiter, client)
         raise SignInRefused(str(exc)) from None
-    user = await core.run(core.store.user, admission.user)
-    token, csrf = await websession.open_session(core, user.name, client)
-    return SignedIn(user.name, user.role, token, csrf)
+    opened = await core.run(websessions.open_session, core, admission.user, client)
+    return SignedIn(opened.user, opened.role, opened.token, opened.csrf_token)
 
 
 async def _failed(core: Core, limiter: PreauthLimiter, client: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from bastion.web import reviewer
+from bastion.console import reviewer
 from bastion.web.security import CSP, CSP_WASM, add_headers
 from tests.web.conftest import Console, detail, running
 from tests.web.review_world import WEEK, reviewed_world

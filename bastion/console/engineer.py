@@ -1,4 +1,4 @@
-"""What a signed-in person may do for themselves, for the pages and the API alike.
+"""What a signed-in person may do for themselves, for the console's pages and API alike.
 
 Each call takes the person from their web session, never from the request, and goes through
 the same core calls the CLI and the SSH self-service use (Requests, Unmasking, Tickets and
@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from bastion.access.requests import Requests
-from bastion.access.unmask import Unmasking
 from bastion.access.viewing import Viewer
 from bastion.audit import SessionFilter
 from bastion.clock import iso
@@ -47,7 +45,7 @@ def request_access(core: Core, user: str, *, target: str, for_: str, reason: str
     """File a request for oneself (`ssh bastion request`, `bastion request`)."""
     if mode not in MODES:
         raise UsageError("mode: choose read or write")
-    rules = Requests(core.store, core.config, core.clock)
+    rules = core.requests
     made = rules.request(user=user, target=target.strip(), duration=duration(for_, "for"),
                          reason=reason, requested_by=user, mode=mode,
                          ticket_ref=ticket or None)  # fmt: skip
@@ -56,7 +54,7 @@ def request_access(core: Core, user: str, *, target: str, for_: str, reason: str
 
 def my_requests(core: Core, user: str) -> list[dict[str, Any]]:
     core.store.expire_requests()
-    rules = Requests(core.store, core.config, core.clock)
+    rules = core.requests
     return [{**r.public(), "text": rules.describe(r)} for r in core.store.requests(user=user)]
 
 
@@ -64,7 +62,7 @@ def request_unmask(core: Core, user: str, *, target: str, columns: str, subject:
                    reason: str, consent_ref: str, consent_sha256: str | None = None,
                    for_: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Ask to see one subject's values, with the consent's reference (and document's hash)."""
-    made = Unmasking(core.store, core.config, core.clock).request(
+    made = core.unmasking.request(
         user=user, target=target.strip(), columns=columns.split(","), subject=subject,
         reason=reason, consent_ref=consent_ref, requested_by=user,
         consent_sha256=consent_sha256 or None,

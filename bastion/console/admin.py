@@ -4,7 +4,7 @@ and deciding on others' requests.
 Each call takes the admin from their web session, never from the request, and goes through
 the services the CLI uses (Identity, Targets, Access, Requests, Unmasking); the two-person
 rule and the role checks are theirs. A decision on a request costs a fresh TOTP code, as the
-CLI's `--as NAME` does. All are blocking except `presented_key`: run them with Core.run."""
+CLI's `--as NAME` does. All are blocking: run them with Core.run."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import Any
 from bastion.access.grants import holder
 from bastion.access.offboarding import offboard
 from bastion.access.targets import Targets, port_of, ssh_private_key
+from bastion.console.engineer import MODES, duration
 from bastion.core import Core
 from bastion.durations import parse_when
 from bastion.errors import UsageError
 from bastion.identity.enrolment import Enrolment
 from bastion.identity.service import user_state
-from bastion.web.engineer import MODES, duration
 
 
 def _targets(core: Core) -> Targets:
@@ -94,14 +94,11 @@ def add_postgres_target(core: Core, actor: str, *, name: str, host: str, port: s
     return made.public()
 
 
-async def presented_key(core: Core, name: str) -> tuple[str, str]:
-    """The host key an SSH target presents now: its OpenSSH line and SHA256 fingerprint."""
-    from bastion.ssh.upstream import fetch_host_key  # noqa: PLC0415 - pulls in asyncssh
-
-    target = await core.run(_targets(core).ssh_target, name)
-    key = await fetch_host_key(target.host, target.port)
-    fingerprint: str = key.get_fingerprint("sha256")
-    return key.export_public_key("openssh").decode().strip(), fingerprint
+def ssh_target(core: Core, name: str) -> tuple[str, int]:
+    """Where an SSH target listens (host, port), to ask it for its host key; NotFound if
+    there is no SSH target of that name."""
+    target = _targets(core).ssh_target(name)
+    return target.host, target.port
 
 
 def trust_target(core: Core, actor: str, name: str, presented: tuple[str, str],

@@ -1,0 +1,102 @@
+"""Web sessions kept server-side: opened at sign-in, looked up per request, ended on time.
+
+The cookie holds a fresh 256-bit secret made at sign-in (never before, so a cookie planted
+before sign-in is worth nothing); the store keeps only its SHA-256. Every request looks the
+session up, and ends it when it was signed out, its person is disabled, or it outlived its
+idle or absolute lifetime on the core's clock. All calls block: run them with Core.run."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bastion.audit import WebSession
+from bastion.core import Core
+
+TOUCH_EVERY = timedelta(seconds=30)  # last_seen is written at most this often
+MAX_TOKEN = 100  # a longer cookie is no session of ours, and is not looked up
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A web session just opened for a proven person: the cookie's value and the CSRF token."""
+
+    user: str
+    role: str
+    token: str
+    csrf_token: str
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def open_session(core: Core, user: str, client: str) -> Opened:
+    """A new web session for a person who just proved both factors (Core.sign_in)."""
+    person = core.store.user(user)
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    core.store.open_web_session(session_id=str(uuid.uuid4()), token_sha256=token_hash(token),
+                                user=person.name, csrf_token=csrf, client=client)  # fmt: skip
+    return Opened(person.name, person.role, token, csrf)
+
+
+def why_over(core: Core, session: WebSession) -> str | None:
+    """Why this session may not be used any more (None: it may)."""
+    if session.ended_at is not None:
+        return session.end_reason or "signed out"
+    if session.user_disabled:
+        return "user disabled"
+    now = core.clock.now()
+    policy = core.config.web
+    if now - session.started_at >= policy.session_lifetime:
+        return "lifetime over"
+    if now - session.last_seen_at >= policy.idle_timeout:
+        return "idle"
+    return None
+
+
+def _found(core: Core, token: str) -> WebSession | None:
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    return core.store.web_session_by_token(token_hash(token))
+
+
+def current(core: Core, token: str) -> WebSession | None:
+    """The live web session the cookie `token` names, or None (and it is ended if due); a
+    use counts as activity (written at most every TOUCH_EVERY)."""
+    found = _found(core, token)
+    if found is None:
+        return None
+    over = why_over(core, found)
+    if over is not None:
+        if found.ended_at is None:
+            core.store.end_web_session(found.id, over, "bastion")
+        return None
+    if core.clock.now() - found.last_seen_at >= TOUCH_EVERY:
+        core.store.touch_web_session(found.id)
+    return found
+
+
+def peek(core: Core, token: str) -> WebSession | None:
+    """The live web session `token` names, looked up without counting as activity (an open
+    page keeps no one signed in) and without ending it; None if there is none or it is over."""
+    found = _found(core, token)
+    return found if found is not None and why_over(core, found) is None else None
+
+
+def replace(core: Core, token: str) -> None:
+    """At sign-in: a session the browser still holds is ended, never carried on."""
+    old = current(core, token)
+    if old is not None:
+        core.store.end_web_session(old.id, "replaced by a new sign-in", old.user)
+
+
+def end(core: Core, session: WebSession, reason: str) -> None:
+    core.store.end_web_session(session.id, reason, session.user)
+
+
+def end_everywhere(core: Core, session: WebSession) -> list[str]:
+    return core.store.end_user_web_sessions(session.user, "signed out everywhere", session.user)
