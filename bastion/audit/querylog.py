@@ -46,20 +46,40 @@ _NOTE = (
     "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
 )
 _DIFFERS = "q.rows IS NOT o.rows OR q.command_tag IS NOT o.tag OR " + _NOTE + " IS NOT o.masking"
-_ROWS = (
-    "SELECT q.id, q.query_key AS key, q.at, q.statement_kind AS kind, q.session_id, q.sql,"
-    " q.refused_reason, q.rows, q.command_tag, q.masked_columns, q.finished_at,"
-    " st.seq AS started_seq, {done_seq} AS done_seq FROM queries q"
-    " LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'{done_join}"
-    " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND (st.k IS NULL"
-    " OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
+_JOINED = (
+    " FROM queries q LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'{done_join}"
+)
+_DIFFERS_FROM_EVENT = (
+    "(st.k IS NULL OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
     " OR q.refused_reason IS NOT st.refused"
     " OR (st.ran_at IS NOT NULL AND (q.at IS NOT st.ran_at OR q.statement_kind IS NOT st.tag_kind))"
     " OR (st.done IS NULL AND {no_done} AND (q.finished_at IS NOT NULL OR q.rows IS NOT NULL"
     " OR q.command_tag IS NOT NULL OR q.masked_columns IS NOT NULL))"
     " OR (st.done = 'object' AND EXISTS (SELECT 1 FROM (SELECT st.rows AS rows, st.tag AS tag,"
     " st.masking AS masking) o WHERE " + _DIFFERS + ")){done_differs})"
-    " ORDER BY q.id LIMIT ?"
+)
+_ROWS = (
+    "SELECT q.id, q.query_key AS key, q.at, q.statement_kind AS kind, q.session_id, q.sql,"
+    " q.refused_reason, q.rows, q.command_tag, q.masked_columns, q.finished_at,"
+    " st.seq AS started_seq, {done_seq} AS done_seq"
+    + _JOINED
+    + " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND "
+    + _DIFFERS_FROM_EVENT
+    + " ORDER BY q.id LIMIT ?"
+)
+# One pass over the log rows of the wide span that says whether anything needs naming: how
+# many rows of the week differ from their events (`differ`), and how many of the week's
+# statement events a row stands for (`kept`: an event's row is where the event says the
+# statement ran, or anywhere in the span for events that don't say). With every key held by
+# one row at most, `kept` short of the week's events (`events`) means a row is gone.
+_TALLY = (
+    "SELECT (SELECT COUNT(*) FROM ev WHERE kind <> 'query.done' AND at >= ? AND at < ?)"
+    " AS events, COALESCE(SUM(CASE WHEN q.at >= ? AND q.at < ? AND "
+    + _DIFFERS_FROM_EVENT
+    + " THEN 1 ELSE 0 END), 0) AS differ, COALESCE(SUM(CASE WHEN st.at >= ? AND st.at < ?"
+    " AND (st.ran_at IS NULL OR q.at = st.ran_at) THEN 1 ELSE 0 END), 0) AS kept"
+    + _JOINED
+    + " WHERE q.at >= ? AND q.at < ?"
 )
 # Events of the first form end a statement with an event of its own (query.done); a week
 # without any is compared without looking for them (a million lookups saved).
@@ -125,9 +145,11 @@ def query_log_candidates(
             conn.execute("CREATE INDEX temp.ev_k ON ev (k, kind)")
             conn.execute(_LOG, wide)
             repeated = _index_log(conn)
-            compare = _ROWS.format(**(_WITH_DONE if _any(conn, _ANY_DONE) else _WITHOUT_DONE))
+            form = _WITH_DONE if _any(conn, _ANY_DONE) else _WITHOUT_DONE
+            compare = _ROWS.format(**form)
+            tally = conn.execute(_TALLY.format(**form), (*week, *week, *week, *wide)).fetchone()
             after, page = 0, PAGE
-            while True:
+            while tally["differ"]:
                 rows = [dict(r) for r in conn.execute(compare, (*week, after, page))]
                 if rows:
                     yield "row", rows
@@ -136,7 +158,8 @@ def query_log_candidates(
                 after = int(rows[-1]["id"])
             yield "people", [dict(r) for r in conn.execute(_PEOPLE, week)]
             yield "repeated", [dict(r) for r in conn.execute(_REPEATED)] if repeated else []
-            yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)]
+            gone = repeated or tally["kept"] != tally["events"]
+            yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)] if gone else []
     except sqlite3.Error as exc:
         raise StoreError(f"cannot compare the query log in {path}: {exc}") from exc
 
