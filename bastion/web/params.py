@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 
 from bastion.identity.service import NAME_RE
-from bastion.recording.container import _SESSION_ID
-from bastion.reports.week import _LABEL
+from bastion.recording.container import SESSION_ID_RE
+from bastion.reports.week import LABEL_RE
 from bastion.reviewing.logs import STATES
 from bastion.reviewing.sessions import MAX_TEXT, PROTOCOLS
 
@@ -37,8 +37,8 @@ def _string(pattern: str | None = None, *, max_length: int = 256,
 
 
 ISO = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"  # clock.iso()
-SESSION_ID = _string(_anchored(_SESSION_ID), max_length=128)
-WEEK = _string(_anchored(_LABEL), max_length=8)
+SESSION_ID = _string(_anchored(SESSION_ID_RE), max_length=128)
+WEEK = _string(_anchored(LABEL_RE), max_length=8)
 QUERY: dict[str, Schema] = {
     "user": _string(_anchored(NAME_RE), max_length=32),
     "target": _string(),
@@ -48,7 +48,7 @@ QUERY: dict[str, Schema] = {
     "protocol": _string(enum=PROTOCOLS),
     "state": _string(enum=STATES),
     # an id (commands, queries, consents) or a start~session (sessions), as the listing gave
-    "cursor": _string(f"^(?:[0-9]{{1,18}}|{ISO}~{_SESSION_ID.pattern})$", max_length=160),
+    "cursor": _string(f"^(?:[0-9]{{1,18}}|{ISO}~{SESSION_ID_RE.pattern})$", max_length=160),
     "session": SESSION_ID,
     "week": WEEK,
     "name": _string(),  # a target's name
@@ -83,7 +83,7 @@ def problem(schema: Schema, name: str, value: str) -> str | None:
     if isinstance(enum, list) and value not in enum:
         return f"{name} is one of {', '.join(map(str, enum))}"
     pattern = schema.get("pattern")
-    if isinstance(pattern, str) and re.fullmatch(pattern, value) is None:
+    if isinstance(pattern, str) and re.fullmatch(pattern, value, re.ASCII) is None:
         return f"{name} is not in the form this API takes (see its OpenAPI document)"
     return None
 
