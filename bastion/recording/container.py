@@ -43,12 +43,12 @@ KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 _AAD_PREFIX = b"bastion-recording/1\x00"
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def valid_session_id(session_id: str) -> bool:
     """True when session_id is safe as a file name: letters, digits, '.', '_', '-'."""
-    return isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id) is not None
+    return isinstance(session_id, str) and SESSION_ID_RE.fullmatch(session_id) is not None
 
 
 def key_context(session_id: str) -> str:

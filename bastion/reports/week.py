@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_LABEL = re.compile(r"(\d{4})-W(\d{2})")
+LABEL_RE = re.compile(r"(\d{4})-W(\d{2})")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def zone(name: str) -> ZoneInfo:
 
 def parse_week(label: str, timezone: str, week_starts: str = "monday") -> Week:
     """The week labelled YYYY-Www; ValueError with the reason if it is not one."""
-    match = _LABEL.fullmatch(label.strip())
+    match = LABEL_RE.fullmatch(label.strip())
     if match is None:
         raise ValueError(f"week {label!r} is not written as YYYY-Www, e.g. 2026-W47")
     year, number = int(match.group(1)), int(match.group(2))

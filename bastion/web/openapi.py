@@ -7,23 +7,37 @@ from typing import Any
 from aiohttp import web
 
 from bastion import __version__
-from bastion.web.routes import ROUTES_KEY, Routes
+from bastion.web.params import PATH, QUERY
+from bastion.web.routes import ROUTES_KEY, Declared, Routes
 from bastion.web.security import CSRF_HEADER
 from bastion.web.websession import COOKIE
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
-def _operation(method: str, declared: Any) -> dict[str, Any]:
+def _parameters(method: str, declared: Declared) -> list[dict[str, Any]]:
+    """Its path placeholders, its query parameters (an empty one is no filter) and, for a
+    write, the CSRF header: each with the schema the guard checks it against."""
+    out: list[dict[str, Any]] = [{"name": n, "in": "path", "required": True, "schema": PATH[n]}
+                                 for n in declared.path]  # fmt: skip
+    out += [{"name": n, "in": "query", "required": False, "allowEmptyValue": True,
+             "schema": QUERY[n]} for n in declared.query]  # fmt: skip
+    if method == "POST" and not declared.public:
+        out.append({"name": CSRF_HEADER, "in": "header", "required": True,
+                    "schema": {"type": "string"},
+                    "description": "the CSRF token (GET /api/v1/me)"})  # fmt: skip
+    return out
+
+
+def _operation(method: str, declared: Declared) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": declared.summary,
                           "responses": _responses(method, declared.public)}  # fmt: skip
     if not declared.public:
         op["security"] = [{"session": []}]
         op["x-roles"] = sorted(declared.roles)
-    if method == "POST" and not declared.public:
-        op["parameters"] = [{"name": CSRF_HEADER, "in": "header", "required": True,
-                             "schema": {"type": "string"},
-                             "description": "the CSRF token (GET /api/v1/me)"}]  # fmt: skip
+    parameters = _parameters(method, declared)
+    if parameters:
+        op["parameters"] = parameters
     if declared.body is not None:
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": declared.body}}}  # fmt: skip

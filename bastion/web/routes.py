@@ -4,7 +4,10 @@ A route is added only through `Routes.add`, which takes its roles. The applicati
 to start when its router holds a route that was not declared so (`check_declared`), and the
 role check refuses, at request time, any route it finds no declaration for. PUBLIC marks the
 few routes that need no sign-in (the sign-in itself, static files, health, the API's
-description)."""
+description).
+
+Each route's query parameters and path placeholders are named in bastion/web/params.py with
+their schema; `Routes.add` refuses a route naming one that is not."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from bastion.identity.service import ROLES
+from bastion.web.params import placeholders, undescribed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC: frozenset[str] = frozenset()
@@ -35,6 +39,7 @@ class Declared:
     api: bool  # part of /api/v1 (JSON), described in the OpenAPI document
     body: dict[str, object] | None = None  # JSON schema of the request body (API writes)
     query: tuple[str, ...] = ()  # query parameters it accepts (anything else is refused)
+    path: tuple[str, ...] = ()  # its path template's placeholders
 
 
 @dataclass
@@ -47,12 +52,18 @@ class Routes:
     def add(self, method: str, path: str, handler: Handler, roles: Collection[str], *,
             summary: str, public: bool = False, body: dict[str, object] | None = None,
             query: tuple[str, ...] = ()) -> None:  # fmt: skip
-        """Declare and add one route; public routes say so, others name at least one role."""
+        """Declare and add one route; public routes say so, others name at least one role,
+        and every parameter it takes has its schema in bastion/web/params.py."""
         wanted = frozenset(roles)
         if public == bool(wanted) or not wanted <= ANYONE:
             raise UndeclaredRoute(f"{method} {path}: name the roles allowed, or public=True")
+        missing = undescribed(tuple(query), path)
+        if missing:
+            raise UndeclaredRoute(f"{method} {path}: {', '.join(missing)} has no schema"
+                                  " in bastion/web/params.py")  # fmt: skip
         self.declared[(method, path)] = Declared(wanted, public, summary,
-                                                 path.startswith("/api/"), body, query)  # fmt: skip
+                                                 path.startswith("/api/"), body, tuple(query),
+                                                 placeholders(path))  # fmt: skip
         self.router.add_route(method, path, handler)
 
     def add_static(self, prefix: str, directory: str) -> None:

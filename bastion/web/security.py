@@ -2,8 +2,10 @@
 
 Order: the route's declaration (none: refused), then for unsafe methods the Origin (another
 site's: refused), then the session (none: sign in), the role (not on the route's list:
-refused), and for unsafe methods the CSRF token (missing or wrong: refused). Every response,
-refusals included, carries the security headers."""
+refused), and for unsafe methods the CSRF token (missing or wrong: refused); then an API
+call's query and path values, against the schemas the OpenAPI document gives them (a value
+out of shape: refused with 400). Every response, refusals included, carries the security
+headers."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import hmac
 from aiohttp import web
 
 from bastion.audit import WebSession
-from bastion.web import websession
+from bastion.web import params, websession
 from bastion.web.routes import ROUTES_KEY, Declared, Handler
 from bastion.web.state import SESSION_KEY, core_of
 
@@ -93,8 +95,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in SAFE and not same_origin(request):
         return refuse(request, 403, "refused: the request came from another site")
     if declared.public:
-        return await handler(request)
+        return await _checked(request, handler, declared)
     return await _signed_in(request, handler, declared)
+
+
+async def _checked(
+    request: web.Request, handler: Handler, declared: Declared
+) -> web.StreamResponse:
+    """An API call's parameters in the shape its declaration gives them, then the handler."""
+    if declared.api:
+        wrong = params.refusal(declared.query, list(request.query.items()),
+                               request.match_info)  # fmt: skip
+        if wrong:
+            return refuse(request, 400, f"refused: {wrong}")
+    return await handler(request)
 
 
 async def _signed_in(
@@ -113,4 +127,4 @@ async def _signed_in(
     if request.method not in SAFE and not await csrf_ok(request, session):
         return refuse(request, 403, CSRF_REFUSED)
     request[SESSION_KEY] = session
-    return await handler(request)
+    return await _checked(request, handler, declared)
