@@ -743,12 +743,12 @@ class TestAuditVerify:
         """An index that no longer matches its table (rebuilt, its definition put back) would
         hide rows from every read through it: verify names it."""
         conn = sqlite3.connect(busy.db, isolation_level=None)
-        conn.execute("DROP INDEX audit_events_kind")
-        conn.execute("CREATE INDEX audit_events_kind ON audit_events((CASE WHEN seq = 3"
-                     " THEN 'x' ELSE kind END))")  # fmt: skip
+        conn.execute("DROP INDEX audit_events_kind_at")
+        conn.execute("CREATE INDEX audit_events_kind_at ON audit_events((CASE WHEN seq = 3"
+                     " THEN 'x' ELSE kind END), at)")  # fmt: skip
         conn.execute("PRAGMA writable_schema=ON")
-        conn.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX audit_events_kind ON"
-                     " audit_events(kind)' WHERE name = 'audit_events_kind'")  # fmt: skip
+        conn.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX audit_events_kind_at ON"
+                     " audit_events(kind, at)' WHERE name = 'audit_events_kind_at'")  # fmt: skip
         conn.execute("PRAGMA writable_schema=OFF")
         conn.close()
         assert_tampered(busy.run("audit", "verify"), "STORE EDITED", "audit_events")

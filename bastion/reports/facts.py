@@ -19,6 +19,11 @@ from bastion.reports.week import Week
 Rows = list[dict[str, Any]]
 
 # Events the review reads one by one (the rest it only counts).
+# The events the summary counts (refused logins, TOTP failures, lockouts, break-glass).
+REFUSED_LOGINS = ("auth.failed", "auth.password_failed", "auth.preauth_refused",
+                  "auth.ticket_refused", "access.denied")  # fmt: skip
+TOTP_FAILURES = ("auth.totp_failed", "auth.totp_refused")
+COUNTED_KINDS = (*REFUSED_LOGINS, *TOTP_FAILURES, "user.locked", "breakglass.opened")
 EVENT_KINDS = (
     "breakglass.opened", "breakglass.acknowledged", "grant.created", "grant.revoked",
     "request.created", "request.approved", "request.denied", "request.cancelled",
@@ -178,7 +183,8 @@ def collect(store: Store, week: Week, now: datetime, *, detail: bool = True) -> 
         statement_counts=counts, per_person_statements=per_person,
         masking_notes=notes, file_ops=store.week_file_ops(start, end),
         events=store.week_events(start, end, EVENT_KINDS) if detail else [],
-        event_counts={r["kind"]: int(r["n"]) for r in store.week_event_counts(start, end)},
+        event_counts={r["kind"]: int(r["n"])
+                      for r in store.week_event_counts(start, end, COUNTED_KINDS)},
         grants=grants, requests=requests, unmasks=unmasks,
         export_days=export_days(store, week, sessions, EXPORT_ROWS, volume) if detail else [],
     )  # fmt: skip

@@ -23,7 +23,15 @@ from bastion.reports import findings_access as access_rules
 from bastion.reports import findings_input as input_rules
 from bastion.reports import findings_volume as volume_rules
 from bastion.reports.charts import predraw
-from bastion.reports.facts import Facts, collect, detector_counts, hours_within, statement_class
+from bastion.reports.facts import (
+    REFUSED_LOGINS,
+    TOTP_FAILURES,
+    Facts,
+    collect,
+    detector_counts,
+    hours_within,
+    statement_class,
+)
 from bastion.reports.model import (
     SEVERITIES,
     TABLES,
@@ -50,9 +58,6 @@ RULES = (
     access_rules.interrupted, access_rules.many_addresses, access_rules.large_transfers,
     volume_rules.large_transfer_days, volume_rules.large_export_days, input_rules.unparsed_input,
 )  # fmt: skip
-_REFUSED_LOGINS = ("auth.failed", "auth.password_failed", "auth.preauth_refused",
-                   "auth.ticket_refused", "access.denied")  # fmt: skip
-_TOTP_FAILURES = ("auth.totp_failed", "auth.totp_refused")
 
 
 def gather(
@@ -141,8 +146,8 @@ def _values(facts: Facts) -> dict[str, float]:
         "transfer_mib": round(sum(int(op["bytes"] or 0) for op in moved) / (1 << 20), 2),
         "unmask_grants_used": sum(1 for u in facts.unmasks if u["rows_shown"]),
         "break_glass": events.get("breakglass.opened", 0),
-        "refused_logins": sum(events.get(kind, 0) for kind in _REFUSED_LOGINS),
-        "totp_failures": sum(events.get(kind, 0) for kind in _TOTP_FAILURES),
+        "refused_logins": sum(events.get(kind, 0) for kind in REFUSED_LOGINS),
+        "totp_failures": sum(events.get(kind, 0) for kind in TOTP_FAILURES),
         "lockouts": events.get("user.locked", 0),
         "grants_issued": len(in_week),
         "grants_used": len(used),
