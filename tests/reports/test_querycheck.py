@@ -124,6 +124,23 @@ def test_a_copied_row_is_named(store: Store) -> None:
     assert problem is not None and "q1 is in the query log 2 times" in problem
 
 
+def test_a_row_deleted_and_another_copied_in_its_place_is_named(store: Store) -> None:
+    """The rows still number the week's events, so the count alone would balance: the deleted
+    row is named as well as the copy."""
+    edit(store, "DELETE FROM queries WHERE query_key = 'q2'")
+    edit(store, "INSERT INTO queries (id, session_id, at, protocol_step, sql, statement_kind,"
+         " query_key, finished_at, rows, command_tag, masked_columns) SELECT 99, session_id,"
+         " at, protocol_step, sql, statement_kind, query_key, finished_at, rows, command_tag,"
+         " masked_columns FROM queries WHERE query_key = 'q1'")  # fmt: skip
+    found = dict(
+        querylog.query_log_candidates(
+            store.path, (iso(WEEK.start), iso(WEEK.end)), (iso(WEEK.start), iso(WEEK.end))
+        )
+    )
+    assert [r["key"] for r in found["repeated"]] == ["q1"]
+    assert [r["key"] for r in found["deleted"]] == ["q2"]
+
+
 def test_the_same_note_written_another_way_is_no_false_alarm(store: Store) -> None:
     """Other key order, spacing and \\u escapes: the same note, so no finding."""
     edit(store, "UPDATE queries SET masked_columns = ? WHERE query_key = 'q1'",
