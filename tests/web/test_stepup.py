@@ -69,6 +69,7 @@ async def test_a_session_older_than_the_window_cannot_make_any_admin_change(
         assert status == 201, made  # right after sign-in: the sign-in is the proof
         _stale(console)
         for method, path in routes:
+            assert method == "POST", path  # reading never asks for a fresh code
             body = {**GRANT, "name": "eve", "role": "admin", "id": "1", "session_id": "x",
                     "grant_id": "1", "fingerprint": "SHA256:x", "csrf": csrf}  # fmt: skip
             if path.startswith("/api/"):
@@ -166,9 +167,11 @@ async def test_a_reviewer_or_engineer_gains_nothing_from_step_up(console: Consol
         _stale(console)
         status, _ = await _json(rita, "/api/v1/step-up", rcsrf, {"code": console.code("rita")})
         assert status == 201  # reviewers acknowledge break-glass, a write that asks for it
-        for path, body in (("/api/v1/admin/grants", GRANT),
-                           ("/api/v1/admin/users", {"name": "eve", "role": "admin"}),
-                           ("/api/v1/live-sessions/kill", {"session_id": "x", "reason": "r"})):
+        for path, body in (
+            ("/api/v1/admin/grants", GRANT),
+            ("/api/v1/admin/users", {"name": "eve", "role": "admin"}),
+            ("/api/v1/live-sessions/kill", {"session_id": "x", "reason": "r"}),
+        ):
             status, answer = await _json(rita, path, rcsrf, body)  # fmt: skip
             assert status == 403 and "your role (reviewer)" in answer["error"], path
     assert _grants(console) == 0 and console.store.find_user("eve") is None
