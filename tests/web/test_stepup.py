@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from bastion.access.stepup import NEEDED
+from bastion.clock import iso
 from bastion.identity import totp
 from bastion.web.app import build_app
 from bastion.web.routes import ROUTES_KEY
@@ -218,3 +219,21 @@ async def test_decisions_carry_their_own_code_and_ask_for_no_step_up(console: Co
         body = {"id": str(asked.id), "code": console.code("ada")}
         status, answer = await _json(http, "/api/v1/admin/requests/approve", csrf, body)
         assert status == 201, answer
+
+
+async def test_the_api_says_which_calls_ask_for_it_and_until_when_the_proof_holds(
+    console: Console,
+) -> None:
+    async with console.http() as http:
+        async with http.get("/api/v1/openapi.json") as r:
+            paths = (await r.json())["paths"]
+        assert paths["/api/v1/admin/grants"]["post"]["x-step-up"] is True
+        assert "x-step-up" not in paths["/api/v1/admin/requests/approve"]["post"]
+        assert "x-step-up" not in paths["/api/v1/step-up"]["post"]
+        await _signin(console, http, "ada")
+        async with http.get("/api/v1/me") as r:
+            until = (await r.json())["step_up_until"]
+        assert until == iso(console.clock.now() + console.core.config.web.step_up)
+        _stale(console)
+        async with http.get("/api/v1/me") as r:
+            assert (await r.json())["step_up_until"] is None
