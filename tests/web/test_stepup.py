@@ -237,3 +237,19 @@ async def test_the_api_says_which_calls_ask_for_it_and_until_when_the_proof_hold
         _stale(console)
         async with http.get("/api/v1/me") as r:
             assert (await r.json())["step_up_until"] is None
+
+
+async def test_the_form_sends_the_admin_back_only_to_a_page_of_the_console(
+    console: Console,
+) -> None:
+    async with console.http() as http:
+        csrf = await console.sign_in(http, "ada")
+        for back, expected in (("https://evil.example/admin/users", "/"),
+                               ("//evil.example/admin/users", "/"),
+                               ("/admin/users/disable", "/admin/users"),
+                               ("/admin/targets/trust", "/admin/targets"),
+                               ("/api/v1/admin/grants", "/")):  # fmt: skip
+            _stale(console)
+            form = {"csrf": csrf, "code": console.code("ada"), "back": back}
+            async with http.post("/step-up", data=form, allow_redirects=False) as r:
+                assert (r.status, r.headers["Location"]) == (303, expected), back
