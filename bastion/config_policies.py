@@ -86,7 +86,9 @@ class SessionPolicy:
 
 @dataclass(frozen=True)
 class WebPolicy:
-    """How long a web console sign-in lasts: idle, and at most."""
+    """How long a web console sign-in lasts: idle, and at most; and how long a proven TOTP
+    code lets it make an admin's changes (step-up)."""
 
     idle_timeout: timedelta = timedelta(minutes=30)
     session_lifetime: timedelta = timedelta(hours=12)
+    step_up: timedelta = timedelta(minutes=10)

@@ -206,6 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sessions.max_length", "duration", "Longest a session may last."),
     Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
     Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
+    Setting("web.step_up", "duration", "How long a proven TOTP code lets a sign-in make changes."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

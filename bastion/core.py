@@ -23,6 +23,7 @@ from bastion.access.admission import (
 from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
+from bastion.access.stepup import SESSION as STEP_UP_SESSION
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
@@ -247,6 +248,18 @@ class Core:
         except Denied:
             await self.login_failed(admission)
             raise
+        return admission
+
+    async def step_up(self, door: str, source: str, user: str, code: str) -> Admission:
+        """A fresh TOTP code from a person already signed in (their live session stands for
+        the first factor): the shared check, with its single use, lockout and events; the
+        proven Admission, or Denied with the one line to show (`auth.failed` written first)."""
+        admission = self.admission(door, source, user)
+        admission.proven(STEP_UP_SESSION, True)
+        outcome = await self.second_factor(admission, code)
+        if not admission.authenticated:
+            await self.login_failed(admission)
+            raise Denied(refusal_text(outcome))
         return admission
 
     # -- sessions: one lifecycle for every door ------------------------------------------

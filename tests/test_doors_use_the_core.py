@@ -78,3 +78,21 @@ def test_the_console_use_cases_import_no_door(path: Path) -> None:
             assert not name.startswith(tuple(f"bastion.{door}" for door in DOORS)), (
                 f"{rel(path)}:{node.lineno} imports {name}, a door"
             )
+
+
+SERVICES = frozenset({"access", "requests", "tickets", "identity", "unmasking", "store"})
+
+
+def service_calls(source: str) -> list[str]:
+    """`core.SERVICE` reads in `source`: a door reaching past Core's calls and the use cases."""
+    return [f"{node.lineno}: core.{node.attr}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr in SERVICES
+            and isinstance(node.value, ast.Name) and node.value.id == "core"]  # fmt: skip
+
+
+def test_the_ssh_self_service_only_parses_and_prints() -> None:
+    """Its commands' use cases live in bastion/console/selfservice.py (the web's use cases'
+    home): the SSH door reads the command line, runs one of them, and prints the answer."""
+    path = PACKAGE / "ssh" / "selfservice.py"
+    assert service_calls(path.read_text(encoding="utf-8")) == []
+    assert service_calls("core.requests.cancel(1, 'a')") == ["1: core.requests"]

@@ -1,4 +1,4 @@
-"""Store queries for the web console's sign-ins: open, look up, touch and end web sessions."""
+"""Store queries for the web console's sign-ins: open, look up, touch, step up and end them."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class WebSession:
     last_seen_at: datetime
     ended_at: datetime | None
     end_reason: str | None
+    proven_at: datetime | None = None  # when it last proved its person's TOTP code (step-up)
 
     def public(self) -> dict[str, Any]:
         """What the person may see of it (never the CSRF token or the cookie's hash)."""
@@ -41,11 +42,12 @@ class WebSession:
 
 
 def _from_row(row: dict[str, Any]) -> WebSession:
-    ended = row["ended_at"]
+    ended, proven = row["ended_at"], row["proven_at"]
     return WebSession(
         row["id"], row["user"], row["role"], row["disabled_at"] is not None, row["csrf_token"],
         row["client_addr"], parse_iso(row["started_at"]), parse_iso(row["last_seen_at"]),
         parse_iso(ended) if ended else None, row["end_reason"],
+        parse_iso(proven) if proven else None,
     )  # fmt: skip
 
 
@@ -59,8 +61,8 @@ class WebSessionQueries(StoreBase):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO web_sessions (id, token_sha256, user_id, csrf_token, client_addr,"
-                " started_at, last_seen_at) VALUES (?,?,?,?,?,?,?)",
-                (session_id, token_sha256, user_id, csrf_token, client, now, now),
+                " started_at, last_seen_at, proven_at) VALUES (?,?,?,?,?,?,?,?)",
+                (session_id, token_sha256, user_id, csrf_token, client, now, now, now),
             )
             detail = {"door": "web", "client": client}
             self._append(conn, [Event("web.signed_in", user, "web", "notice", session_id,
@@ -84,6 +86,23 @@ class WebSessionQueries(StoreBase):
                 "UPDATE web_sessions SET last_seen_at = ? WHERE id = ? AND ended_at IS NULL",
                 (iso(self.clock.now()), session_id),
             )
+
+    def prove_web_session(self, session_id: str, user: str, client: str) -> bool:
+        """Step-up: the live web session `session_id` of `user` just proved a TOTP code; its
+        `web.stepped_up` event in the same transaction. False (and nothing written) when no
+        live session of that id belongs to that person."""
+        user_id = self._id_by_name("users", user)
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE web_sessions SET proven_at = ? WHERE id = ? AND user_id = ?"
+                " AND ended_at IS NULL",
+                (iso(self.clock.now()), session_id, user_id),
+            ).rowcount
+            if changed:
+                detail = {"door": "web", "client": client}
+                self._append(conn, [Event("web.stepped_up", user, "web", "notice", session_id,
+                                          detail)])  # fmt: skip
+        return bool(changed)
 
     def end_web_session(self, session_id: str, reason: str, actor: str) -> bool:
         """End one web session (False when it had ended already); chained as web.signed_out."""

@@ -11,10 +11,13 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from bastion.access import stepup
+from bastion.access.stepup import StepUpCheck
 from bastion.audit import WebSession
 from bastion.core import Core
+from bastion.errors import Denied
 
 TOUCH_EVERY = timedelta(seconds=30)  # last_seen is written at most this often
 MAX_TOKEN = 100  # a longer cookie is no session of ours, and is not looked up
@@ -100,3 +103,29 @@ def end(core: Core, session: WebSession, reason: str) -> None:
 
 def end_everywhere(core: Core, session: WebSession) -> list[str]:
     return core.store.end_user_web_sessions(session.user, "signed out everywhere", session.user)
+
+
+# -- step-up: a recent TOTP proof for an admin's writes (bastion/access/stepup.py decides) --
+
+
+def step_up_check(core: Core, session: WebSession) -> StepUpCheck:
+    """Whether this session proved its person's code recently enough for a step-up write."""
+    return stepup.check(role=session.role, proven_at=session.proven_at, now=core.clock.now(),
+                        window=core.config.web.step_up)  # fmt: skip
+
+
+def proved(core: Core, session: WebSession, client: str) -> datetime | None:
+    """This session's person just proved a code (Core.step_up): kept on this session's row
+    only; until when it holds. Denied when the session ended meanwhile."""
+    if not core.store.prove_web_session(session.id, session.user, client):
+        raise Denied("this sign-in has ended; sign in again")
+    return stepup.valid_until(core.clock.now(), core.config.web.step_up)
+
+
+def after_failed_step_up(core: Core, session: WebSession) -> bool:
+    """Wrong codes that locked the account end this web session: whoever holds the cookie may
+    guess no further. True when it ended."""
+    if not core.store.user(session.user).locked_at(core.clock.now()):
+        return False
+    core.store.end_web_session(session.id, "locked: too many wrong codes", "bastion")
+    return True

@@ -1,5 +1,8 @@
 """Commands an engineer runs on the bastion itself (`ssh alice@bastion request ...`): no shell
-there, the same rules as the CLI, and the person is the one who just logged in with TOTP."""
+there, the same rules as the CLI, and the person is the one who just logged in with TOTP.
+
+This module only parses the command line and prints the answer; what each command does is
+bastion/console/selfservice.py's, run in the core's thread."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from bastion.access.tickets import DEFAULT_REUSABLE_FOR, reusable_note
 from bastion.audit.records import Grant
 from bastion.clock import iso
+from bastion.console import selfservice as use
 from bastion.core import Core
 from bastion.durations import parse_duration
 from bastion.errors import BastionError, UsageError
@@ -152,56 +155,51 @@ def _handler(name: str) -> Handler:
 
 
 def _access(core: Core, user: str, args: argparse.Namespace) -> str:
-    return render_access(user, core.access.upcoming(user), core.clock.now())
+    grants, now = use.upcoming(core, user)
+    return render_access(user, grants, now)
 
 
 def _request(core: Core, user: str, args: argparse.Namespace) -> str:
-    made = core.requests.request(user=user, target=args.target, duration=args.duration,
-                                reason=args.reason, requested_by=user, mode=args.mode,
-                                ticket_ref=args.ticket)  # fmt: skip
-    if made.state == "approved":
-        return core.requests.describe(made) + f"\naccess is open: ssh {user}+{args.target}@...\n"
-    return (core.requests.describe(made)
-            + f"\nwaiting for {made.approvals_needed} approval(s) from admins\n")  # fmt: skip
+    made = use.request_access(core, user, target=args.target, duration=args.duration,
+                              reason=args.reason, mode=args.mode, ticket=args.ticket)  # fmt: skip
+    if made.request.state == "approved":
+        return made.text + f"\naccess is open: ssh {user}+{args.target}@...\n"
+    return made.text + f"\nwaiting for {made.request.approvals_needed} approval(s) from admins\n"
 
 
 def _requests(core: Core, user: str, args: argparse.Namespace) -> str:
-    rules = core.requests
-    mine = rules.of(user)
-    lines = [rules.describe(r) for r in mine[-20:]] or [f"{user} has no requests"]
-    others = rules.decidable_by(user)
-    if others:
+    found = use.requests(core, user)
+    lines = found.mine or [f"{user} has no requests"]
+    if found.to_decide:
         lines += ["", "pending, for you to decide:"]
-        lines += [f"{rules.describe(r)} -- {r.reason}" for r in others]
+        lines += [f"{text} -- {reason}" for text, reason in found.to_decide]
     return "\n".join(lines) + "\n"
 
 
 def _cancel(core: Core, user: str, args: argparse.Namespace) -> str:
-    return core.requests.describe(core.requests.cancel(args.request_id, user)) + "\n"
+    return use.cancel(core, user, args.request_id).text + "\n"
 
 
 def _approve(core: Core, user: str, args: argparse.Namespace) -> str:
-    done = core.requests.approve(args.request_id, user, args.duration)
-    return core.requests.describe(done) + "\n"
+    return use.approve(core, user, args.request_id, args.duration).text + "\n"
 
 
 def _deny(core: Core, user: str, args: argparse.Namespace) -> str:
-    return core.requests.describe(core.requests.deny(args.request_id, user, args.reason)) + "\n"
+    return use.deny(core, user, args.request_id, args.reason).text + "\n"
 
 
 def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
-    grant = core.requests.break_glass(user=user, target=args.target, reason=args.reason,
-                                     duration=args.duration, mode=args.mode)  # fmt: skip
+    grant = use.break_glass(core, user, target=args.target, reason=args.reason,
+                            duration=args.duration, mode=args.mode)  # fmt: skip
     return (f"BREAK-GLASS grant {grant.id}: {user} may reach {grant.target} ({grant.mode})"
             f" until {iso(grant.ends_at)}.\nIt is announced now and flagged to reviewers"
             " until one acknowledges it.\n")  # fmt: skip
 
 
 def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
-    made = core.unmasking.request(
-        user=user, target=args.target, columns=args.columns.split(","), subject=args.subject,
-        reason=args.reason, consent_ref=args.consent, requested_by=user,
-        duration=args.duration)  # fmt: skip
+    made = use.request_unmask(
+        core, user, target=args.target, columns=args.columns.split(","), subject=args.subject,
+        reason=args.reason, consent_ref=args.consent, duration=args.duration)  # fmt: skip
     return (f"unmask request {made.id}: {', '.join(made.columns)} of {made.target} for"
             f" {made.subject_key}={made.subject_value}, waiting for an admin or reviewer"
             " to confirm the consent\n")  # fmt: skip
@@ -210,15 +208,13 @@ def _unmask(core: Core, user: str, args: argparse.Namespace) -> str:
 def _ticket(core: Core, user: str, args: argparse.Namespace) -> str:
     """`ticket TARGET [--reusable ...]`, `ticket list`, `ticket revoke ID`: the person's own."""
     if args.target == "list":
-        found = core.tickets.live(user)
-        return "\n".join(core.tickets.describe(t) for t in found) + "\n" if found else (
-            f"{user} has no live tickets\n")  # fmt: skip
+        found = use.my_tickets(core, user)
+        return "\n".join(found) + "\n" if found else f"{user} has no live tickets\n"
     if args.target == "revoke":
         if args.ticket_id is None:
             raise UsageError("ticket revoke takes the ticket's id: ticket revoke ID")
-        row, sessions = core.tickets.revoke(args.ticket_id, user, "revoked by its owner",
-                                            owner=user)  # fmt: skip
-        return f"ticket {row.id} revoked; {len(sessions)} live session(s) opened with it end\n"
+        ticket_id, ended = use.revoke_ticket(core, user, args.ticket_id)
+        return f"ticket {ticket_id} revoked; {ended} live session(s) opened with it end\n"
     if args.ticket_id is not None:
         raise UsageError("ticket TARGET takes no id (did you mean `ticket revoke ID`?)")
     if not args.code:
@@ -227,15 +223,12 @@ def _ticket(core: Core, user: str, args: argparse.Namespace) -> str:
     if not args.reusable:
         if args.duration or args.bind_address is not None:
             raise UsageError("--for and --bind-address go with --reusable")
-        core.tickets.check_mintable(user, args.target)
-        token, expires = core.identity.issue_ticket(user, args.target, args.code, via,
-                                                    core.config.audit.ticket_valid_for)  # fmt: skip
+        token, expires = use.one_time_ticket(core, user, args.target, args.code, via)
         return f"{token}\n(use it once as the password for {args.target} before {iso(expires)})\n"
     bind = args.bind_address if args.bind_address != "" else args.source
-    token, row, capped_by = core.tickets.mint(
-        user, args.target, args.code, duration=args.duration or DEFAULT_REUSABLE_FOR,
-        bind=bind, via=via)  # fmt: skip
-    return f"{token}\n{reusable_note(core.tickets.describe(row), capped_by)}\n"
+    token, note = use.reusable_ticket(core, user, args.target, args.code,
+                                      duration=args.duration, bind=bind, via=via)  # fmt: skip
+    return f"{token}\n{note}\n"
 
 
 def render_access(user: str, grants: list[Grant], now: datetime) -> str:

@@ -30,6 +30,10 @@ DENY = schema("id", "code", "reason")
 APPROVE_UNMASK = schema("id", "code", "consent_ref", optional=("for",))
 
 Call = Callable[[web.Request], Any]
+# Decisions carry their own fresh TOTP code, a stronger proof than a recent one: they ask
+# for no step-up (every other admin write does: bastion/access/stepup.py).
+OWN_CODE = frozenset(f"/admin/{kind}/{verb}" for kind in ("requests", "unmask-requests")
+                     for verb in ("approve", "deny"))  # fmt: skip
 
 
 def via(request: web.Request, what: str) -> str:
@@ -136,5 +140,6 @@ ROUTES: tuple[tuple[str, str, Call, str, dict[str, Any] | None], ...] = (
 def add_admin_api(routes: Routes) -> None:
     for method, path, call, summary, body in ROUTES:
         query = ("name",) if path == "/targets/host-key" else ()
+        step_up = False if f"{A}{path}" in OWN_CODE else None  # None: a write asks
         routes.add(method, f"{V1}{A}{path}", endpoint(call), ADMIN, summary=summary, body=body,
-                   query=query)  # fmt: skip
+                   query=query, step_up=step_up)  # fmt: skip

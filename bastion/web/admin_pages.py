@@ -19,12 +19,13 @@ from bastion.console.engineer import MODES
 from bastion.durations import format_duration
 from bastion.errors import BastionError
 from bastion.identity.service import ROLES
-from bastion.web.admin_api import KEYWORDS, add_admin_api, presented_key, via
+from bastion.web.admin_api import KEYWORDS, OWN_CODE, add_admin_api, presented_key, via
 from bastion.web.html import Markup, el, join, table
 from bastion.web.layout import csrf_input, field, form, page
 from bastion.web.pages import redirect
 from bastion.web.routes import ADMIN, Routes
 from bastion.web.state import core_of, session_of
+from bastion.web.stepup import add_step_up
 
 Page = Callable[..., Awaitable[web.Response]]
 
@@ -380,5 +381,7 @@ def add_admin(routes: Routes) -> None:
     )  # fmt: skip
     for method, path, handler, summary in pages:
         query = ("name",) if path == "/admin/targets/trust" and method == "GET" else ()
-        routes.add(method, path, handler, ADMIN, summary=summary, query=query)
+        step_up = False if path in OWN_CODE else None  # None: every other write asks
+        routes.add(method, path, handler, ADMIN, summary=summary, query=query, step_up=step_up)
     add_admin_api(routes)
+    add_step_up(routes)  # the form and call that prove a fresh code for those writes

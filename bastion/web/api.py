@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bastion.console import engineer
+from bastion.clock import iso
+from bastion.console import engineer, websessions
 from bastion.errors import BastionError, Conflict, Denied, NotFound, StoreError, UsageError
 from bastion.web import websession
 from bastion.web.routes import ANYONE, ROUTES_KEY, Routes
@@ -118,9 +119,11 @@ async def _signin(request: web.Request) -> web.StreamResponse:
 
 
 async def _me(request: web.Request) -> dict[str, Any]:
-    session = session_of(request)
+    session, core = session_of(request), core_of(request)
+    until = websessions.step_up_check(core, session).valid_until
     return {"user": session.user, "role": session.role, "csrf_token": session.csrf_token,
-            "session": session.public()}  # fmt: skip
+            "session": session.public(),
+            "step_up_until": iso(until) if until else None}  # fmt: skip
 
 
 def _mine(fn: Callable[..., Any]) -> Call:

@@ -209,7 +209,7 @@ def add_live(routes: Routes) -> None:
     add("GET", "/live/events", live_events, WATCHERS, summary="live sessions (events)")
     add("POST", "/live/kill", live_kill, ADMIN, summary="end a live session")
     add("GET", "/break-glass", break_glass_page, ACKNOWLEDGERS, summary="break-glass")
-    add("POST", "/break-glass/ack", break_glass_ack, ACKNOWLEDGERS,
+    add("POST", "/break-glass/ack", break_glass_ack, ACKNOWLEDGERS, step_up=True,
         summary="acknowledge a break-glass grant")  # fmt: skip
     add(
         "GET",
@@ -234,4 +234,4 @@ def add_live(routes: Routes) -> None:
         summary="Break-glass grants, acknowledged or not",
     )
     add("POST", f"{V1}/break-glass/ack", endpoint(_api_ack), ACKNOWLEDGERS, body=ACK,
-        summary="Acknowledge a break-glass grant (as `break-glass ack`)")  # fmt: skip
+        step_up=True, summary="Acknowledge a break-glass grant (as `break-glass ack`)")  # fmt: skip

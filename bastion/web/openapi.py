@@ -35,6 +35,8 @@ def _operation(method: str, declared: Declared) -> dict[str, Any]:
     if not declared.public:
         op["security"] = [{"session": []}]
         op["x-roles"] = sorted(declared.roles)
+    if declared.step_up:  # refused (403) unless this sign-in proved a code within [web] step_up
+        op["x-step-up"] = True
     parameters = _parameters(method, declared)
     if parameters:
         op["parameters"] = parameters
@@ -50,7 +52,8 @@ def _responses(method: str, public: bool) -> dict[str, Any]:
 
     ok = "201" if method == "POST" else "200"
     out = {ok: answer("done", {}), "400": answer("refused: bad input", ERROR),
-           "403": answer("refused: role, CSRF token, origin or rule", ERROR),
+           "403": answer("refused: role, CSRF token, origin, rule, or a fresh TOTP code is"
+                         " needed first (POST /api/v1/step-up)", ERROR),
            "404": answer("no such thing", ERROR), "409": answer("conflict", ERROR)}  # fmt: skip
     if public:
         out["200"] = out.pop(ok)

@@ -4,7 +4,8 @@ A route is added only through `Routes.add`, which takes its roles. The applicati
 to start when its router holds a route that was not declared so (`check_declared`), and the
 role check refuses, at request time, any route it finds no declaration for. PUBLIC marks the
 few routes that need no sign-in (the sign-in itself, static files, health, the API's
-description).
+description). A write for admins only also needs a recent TOTP proof (step-up) unless its
+declaration says otherwise.
 
 Each route's query parameters and path placeholders are named in bastion/web/params.py with
 their schema; `Routes.add` refuses a route naming one that is not."""
@@ -40,6 +41,7 @@ class Declared:
     body: dict[str, object] | None = None  # JSON schema of the request body (API writes)
     query: tuple[str, ...] = ()  # query parameters it accepts (anything else is refused)
     path: tuple[str, ...] = ()  # its path template's placeholders
+    step_up: bool = False  # a write that needs a recent TOTP proof (bastion/access/stepup.py)
 
 
 @dataclass
@@ -51,9 +53,10 @@ class Routes:
 
     def add(self, method: str, path: str, handler: Handler, roles: Collection[str], *,
             summary: str, public: bool = False, body: dict[str, object] | None = None,
-            query: tuple[str, ...] = ()) -> None:  # fmt: skip
+            query: tuple[str, ...] = (), step_up: bool | None = None) -> None:  # fmt: skip
         """Declare and add one route; public routes say so, others name at least one role,
-        and every parameter it takes has its schema in bastion/web/params.py."""
+        and every parameter it takes has its schema in bastion/web/params.py. A write for
+        admins only needs a recent TOTP proof (step-up) unless it says step_up=False."""
         wanted = frozenset(roles)
         if public == bool(wanted) or not wanted <= ANYONE:
             raise UndeclaredRoute(f"{method} {path}: name the roles allowed, or public=True")
@@ -61,9 +64,11 @@ class Routes:
         if missing:
             raise UndeclaredRoute(f"{method} {path}: {', '.join(missing)} has no schema"
                                   " in bastion/web/params.py")  # fmt: skip
+        if step_up is None:
+            step_up = method not in ("GET", "HEAD", "OPTIONS") and wanted == ADMIN
         self.declared[(method, path)] = Declared(wanted, public, summary,
                                                  path.startswith("/api/"), body, tuple(query),
-                                                 placeholders(path))  # fmt: skip
+                                                 placeholders(path), step_up)  # fmt: skip
         self.router.add_route(method, path, handler)
 
     def add_static(self, prefix: str, directory: str) -> None:

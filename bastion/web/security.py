@@ -2,7 +2,8 @@
 
 Order: the route's declaration (none: refused), then for unsafe methods the Origin (another
 site's: refused), then the session (none: sign in), the role (not on the route's list:
-refused), and for unsafe methods the CSRF token (missing or wrong: refused); then an API
+refused), and for unsafe methods the CSRF token (missing or wrong: refused); for a write
+that asks for it, a recent TOTP proof (step-up; none: refused with the form); then an API
 call's query and path values, against the schemas the OpenAPI document gives them (a value
 out of shape: refused with 400). Every response, refusals included, carries the security
 headers."""
@@ -14,7 +15,8 @@ import hmac
 from aiohttp import web
 
 from bastion.audit import WebSession
-from bastion.web import params, websession
+from bastion.console import websessions
+from bastion.web import params, stepup, websession
 from bastion.web.routes import ROUTES_KEY, Declared, Handler
 from bastion.web.state import SESSION_KEY, core_of
 
@@ -127,4 +129,8 @@ async def _signed_in(
     if request.method not in SAFE and not await csrf_ok(request, session):
         return refuse(request, 403, CSRF_REFUSED)
     request[SESSION_KEY] = session
+    if declared.step_up:
+        fresh = websessions.step_up_check(core, session)
+        if not fresh.allowed:
+            return await stepup.needed(request, session, fresh.reason)
     return await _checked(request, handler, declared)

@@ -5,6 +5,7 @@ the test's tmp_path/screenshots."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from playwright.async_api import Browser
@@ -99,4 +100,34 @@ async def test_an_admin_adds_an_ssh_target_and_confirms_its_host_key(
     assert f"host key {sshd.host_key_fingerprint} pinned" in await page.inner_text(".notice")
     assert console.store.target("web-2").host_key == sshd.host_key_pub.strip()
     await admin.shot("admin-targets-pinned")
+    await admin.close()
+
+
+async def test_after_the_step_up_window_a_fresh_code_in_the_form_lets_the_admin_revoke(
+    console: Console,
+    browser: Browser,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    made = console.core.access.grant(user="bob", target="web-1", duration=timedelta(hours=2),
+                                     mode="read", reason=REASON, actor="ada")  # fmt: skip
+    admin = await Tab.open(console, browser, tmp_path / "screenshots")
+    page = admin.page
+    await admin.sign_in("ada")
+    await admin.submit("nav >> text=Grants")
+    console.clock.advance(console.core.config.web.step_up + timedelta(seconds=1))
+    revoke = f"[data-grant='{made.id}'] button:has-text('Revoke')"
+    await admin.submit(revoke)
+    assert await page.inner_text("h1") == "Confirm it is you"
+    assert "needs a fresh verification code" in await page.inner_text(".error")
+    assert console.store.grant(made.id).revoked_at is None
+    await admin.shot("admin-step-up")
+    await page.fill("#code", "000000")
+    await admin.submit("button:has-text('Confirm')")
+    assert "wrong verification code" in await page.inner_text(".error")
+    await page.fill("#code", console.code("ada"))
+    await admin.submit("button:has-text('Confirm')")
+    assert await page.inner_text("h1") == "Grants"  # back where the refused change was made
+    await admin.submit(revoke)
+    assert f"grant {made.id} revoked" in await page.inner_text(".notice")
+    assert console.store.grant(made.id).revoked_at is not None
     await admin.close()
