@@ -76,14 +76,16 @@ class EventLogQueries(StoreBase):
     """The audit chain searched and summed up for the console's audit log."""
 
     def search_events(
-        self, wanted: EventFilter, *, before: int | None, limit: int, budget: int = BUDGET
-    ) -> EventPage:
+        self, wanted: EventFilter, *, before: int | None, limit: int, budget: int = BUDGET,
+        window: int = WINDOW,
+    ) -> EventPage:  # fmt: skip
         """Up to `limit` events matching `wanted` with seq below `before` (None: from the
-        head), newest first, looking at `budget` events at most."""
-        top = self.chain_head()[0] + 1 if before is None else min(before, self.chain_head()[0] + 1)
+        head), newest first, looking at `budget` events at most, `window` per statement."""
+        top = self.chain_head()[0] + 1
+        top = top if before is None else min(before, top)
         hi, found = top, list[ChainedEvent]()
         while hi > 1 and len(found) <= limit and top - hi < budget:
-            lo = max(1, hi - min(WINDOW, budget - (top - hi)))
+            lo = max(1, hi - min(window, budget - (top - hi)))
             clause, params = where([("seq >= ?", lo), ("seq < ?", hi), *_conditions(wanted)])
             rows = self._rows("SELECT * FROM audit_events" + clause + " ORDER BY seq DESC"
                               " LIMIT ?", [*params, limit + 1 - len(found)])  # fmt: skip

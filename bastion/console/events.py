@@ -155,5 +155,5 @@ def chain_state(core: Core, who: Viewer) -> dict[str, Any]:
         verified = {"seq": last.seq, "at": last.at, "by": last.actor,
                     "command": detail.get("command"), "ok": detail.get("ok") is True,
                     "result": detail.get("result"), "to_seq": to_seq,
-                    "since_then": head_seq - (to_seq or last.seq)}  # fmt: skip
+                    "since_then": head_seq - last.seq}  # fmt: skip
     return {"head_seq": head_seq, "head_at": head_at, "verified": verified}

@@ -53,7 +53,7 @@ def _verified(state: Mapping[str, Any], tz: str) -> Markup:
     )
     since = int(done["since_then"])
     if since > 0:
-        line += f" Not verified since then: {since} later event(s)."
+        line += f" Not verified since then: {since} event(s) written after it."
     css = "notice" if done["ok"] and since <= 0 else "error"
     return el("p", {"id": "verified", "class": css}, line)
 
@@ -133,7 +133,7 @@ async def events_page(request: web.Request) -> web.Response:
     tz = core.config.reports.timezone
     asked = {n: request.query[n] for n in events.EVENT_QUERY if request.query.get(n)}
     who = viewer(session)
-    form = _form(asked, tz)
+    form = _form({n: v for n, v in asked.items() if len(v) <= events.MAX_NAME}, tz)
     try:
         state = await core.run(events.chain_state, core, who)
         found = await asyncio.to_thread(events.search, core, who, asked, tz)
