@@ -59,7 +59,7 @@ def _verified(state: Mapping[str, Any], tz: str) -> Markup:
 
 
 def _state(state: Mapping[str, Any], tz: str) -> Markup:
-    head = (f"Chain head: event {state['head_seq']} at {_local(state['head_at'], tz)}"
+    head = (f"Chain head: event {state['head_seq']} at {_local(state['head_at'], tz)} ({tz})"
             if state["head_seq"] else "The chain is empty.")  # fmt: skip
     note = ("A verification that finds the chain broken leaves it as found, unrecorded: for"
             " the state right now, run `bastion audit verify`.")  # fmt: skip
@@ -82,7 +82,7 @@ def _form(asked: Mapping[str, str], tz: str) -> Markup:
     fields = [field(f"From ({tz})", "since", required=False, value=asked.get("since")),
               field(f"Until ({tz}, excluded)", "until", required=False,
                     value=asked.get("until")),
-              field("Kind (exact, or a prefix: session.)", "kind", required=False,
+              field("Kind (or a prefix: session.)", "kind", required=False,
                     value=asked.get("kind")),
               field("Actor", "actor", required=False, value=asked.get("actor")),
               field("Subject", "subject", required=False, value=asked.get("subject")),
