@@ -107,11 +107,19 @@ def paging(asked: Mapping[str, str]) -> tuple[int | None, int]:
     return (None if cursor is None else int(cursor)), (PAGE if limit is None else int(limit))
 
 
+def parsed(detail: object) -> Any:
+    """An event's detail as JSON; as the text found when it is not (a row edited by hand)."""
+    try:
+        return json.loads(detail)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(detail)
+
+
 def item(event: ChainedEvent, replay: bool) -> dict[str, Any]:
     """An event as the log shows it: its detail parsed, whether its session can be replayed."""
     return {"seq": event.seq, "at": event.at, "kind": event.kind, "severity": event.severity,
             "actor": event.actor, "subject": event.subject, "session_id": event.session_id,
-            "detail": json.loads(event.detail), "replay": replay}  # fmt: skip
+            "detail": parsed(event.detail), "replay": replay}  # fmt: skip
 
 
 def _record(core: Core, who: Viewer, found: EventFilter, page: EventPage, *,
@@ -149,7 +157,8 @@ def chain_state(core: Core, who: Viewer) -> dict[str, Any]:
     last = core.store.last_verification()
     verified = None
     if last is not None:
-        detail = json.loads(last.detail)
+        detail = parsed(last.detail)
+        detail = detail if isinstance(detail, dict) else {}
         walked = detail.get("chain_walked_to", detail.get("to_seq"))  # report verify: the walk
         to_seq = walked if isinstance(walked, int) else None
         verified = {"seq": last.seq, "at": last.at, "by": last.actor,

@@ -36,7 +36,10 @@ SUMMARY = 90  # characters of an event's detail shown before it is opened
 def _local(at: str | None, tz: str) -> str:
     if not at:
         return ""
-    return parse_iso(at).astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return parse_iso(at).astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:  # not as the store writes it: shown as found
+        return at
 
 
 def _verified(state: Mapping[str, Any], tz: str) -> Markup:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -203,10 +204,11 @@ async def test_each_search_is_reviewer_activity_in_the_weekly_review(reviewed: C
     report = gather(reviewed.store, config, week, now=week.end + timedelta(days=1),
                     verification=Verification("intact", 0))  # fmt: skip
     rows = [row for row in report.tables["reviewers"].rows if row[2] == "queries.listed"]
-    ours = [str(row[3]) for row in rows if row[1] == "rita" and "via=audit log" in str(row[3])]
-    assert ours[0] == (f"query log (actor=alice, kind=session., limit=5, via=audit log):"
-                       f" {len(seqs)} rows shown")  # fmt: skip
-    assert ours[1].startswith("query log (limit=50, severity=warning, via=audit log)")
+    ours = [str(row[3]) for row in rows if row[1] == "rita" and "audit log" in str(row[3])]
+    assert ours == [
+        f"audit log (actor=alice, kind=session., limit=5): {len(seqs)} rows shown",
+        f"audit log (limit=50, severity=warning): {second['rows']} rows shown",
+    ]
 
 
 async def test_the_chain_state_is_the_last_verification_recorded(console: Console) -> None:
@@ -231,3 +233,19 @@ async def test_the_chain_state_is_the_last_verification_recorded(console: Consol
     assert "Last verification recorded: intact, by " in page and "(audit verify)" in page
     assert "Not verified since then: " in page
     assert json.loads(made.detail)["to_seq"] == made.seq - 1
+
+
+async def test_an_edited_row_is_shown_as_found_not_a_server_error(reviewed: Console) -> None:
+    """An admin with the files rewrote an event's detail and time: the log shows the text."""
+    with sqlite3.connect(reviewed.core.config.paths.store) as conn:
+        conn.execute("DROP TRIGGER audit_events_no_update")
+        conn.execute("UPDATE audit_events SET detail = '<b>not json', at = 'later<i>'"
+                     " WHERE kind = 'session.opened'")  # fmt: skip
+    http, _ = await signed_in(reviewed, "rita")
+    async with http:
+        async with http.get("/review/events", params={"kind": "session.opened"}) as r:
+            text = await r.text()
+            assert r.status == 200
+        shown = await found(http, kind="session.opened")
+    assert "&lt;b&gt;not json" in text and "later&lt;i&gt;" in text and "<b>" not in text
+    assert {e["detail"] for e in shown["items"]} == {"<b>not json"}
