@@ -9,7 +9,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from bastion.access.viewing import Viewer
 from bastion.clock import iso, parse_iso
 from bastion.console import events
-from bastion.errors import Denied
+from bastion.errors import Denied, UsageError
 from bastion.reports.gather import gather
 from bastion.reports.model import Verification
 from bastion.reports.week import week_of, zone
@@ -249,3 +249,26 @@ async def test_an_edited_row_is_shown_as_found_not_a_server_error(reviewed: Cons
         shown = await found(http, kind="session.opened")
     assert "&lt;b&gt;not json" in text and "later&lt;i&gt;" in text and "<b>" not in text
     assert {e["detail"] for e in shown["items"]} == {"<b>not json"}
+
+
+def test_the_page_reads_times_in_the_reports_timezone_and_the_api_in_utc() -> None:
+    zone_name = "Europe/Amsterdam"  # UTC+1 in December, UTC+2 in July
+    assert iso(events.moment("2026-12-07", "since", zone_name) or _never()) == (
+        "2026-12-06T23:00:00.000000Z")  # fmt: skip
+    assert iso(events.moment("2026-12-07", "until", zone_name, end=True) or _never()) == (
+        "2026-12-07T23:00:00.000000Z")  # fmt: skip
+    assert iso(events.moment("2026-07-01T12:00", "since", zone_name) or _never()) == (
+        "2026-07-01T10:00:00.000000Z")  # fmt: skip
+    stored = "2026-07-01T12:00:00.000000Z"  # as the store writes it: UTC, whatever the zone
+    assert iso(events.moment(stored, "since", zone_name) or _never()) == stored
+    assert iso(events.moment("2026-07-01T12:00", "since", "UTC") or _never()) == (
+        "2026-07-01T12:00:00.000000Z")  # fmt: skip
+    for bad in ("2026-07-01 12:00", "2026-07-01T12", "9999-12-31T23:59+01:00", "١٢٣٤-01-01"):
+        with pytest.raises(UsageError):
+            events.moment(bad, "since", zone_name)
+    with pytest.raises(UsageError):
+        events.moment("9999-12-31", "until", zone_name, end=True)
+
+
+def _never() -> datetime:
+    raise AssertionError("no moment")
