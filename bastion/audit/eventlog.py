@@ -20,7 +20,7 @@ from bastion.audit.chain import ChainedEvent
 from bastion.clock import iso
 
 WINDOW = 20_000  # events read by one statement of a search
-BUDGET = 200_000  # events a search looks at, at most, before it says where it stopped
+BUDGET = 500_000  # events a search looks at, at most, before it says where it stopped
 VERIFIED = "audit.verified"  # chained by `bastion audit verify` and `report verify`
 
 
