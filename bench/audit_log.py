@@ -17,7 +17,9 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bastion.audit import ChainKey, Event, EventFilter, Store
 from bastion.audit.eventlog import BUDGET, WINDOW
@@ -40,10 +42,10 @@ class Timed(Store):
 
     longest = 0.0
 
-    def _rows(self, sql: str, params: object = ()) -> list[dict[str, object]]:  # type: ignore[override]
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         start = time.perf_counter()
         try:
-            return super()._rows(sql, params)  # type: ignore[arg-type]
+            return super()._rows(sql, params)
         finally:
             self.longest = max(self.longest, time.perf_counter() - start)
 
