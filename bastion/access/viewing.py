@@ -55,3 +55,10 @@ def may_read(viewer: Viewer, owner: str | None) -> bool:
     if viewer.role in SEES_EVERYONE:
         return True
     return viewer.role in SEES_OWN and viewer.person is not None and owner == viewer.person
+
+
+def may_read_everything(viewer: Viewer) -> None:
+    """The whole audit trail (every person's events, every statement's) is for those who
+    see everyone; anyone else is refused outright, not narrowed."""
+    if viewer.role not in SEES_EVERYONE:
+        raise Denied(f"the role {viewer.role!r} may not read the audit log")

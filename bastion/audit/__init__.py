@@ -7,6 +7,7 @@ from pathlib import Path
 from bastion.audit import sqliteutils  # noqa: F401 - first: sqlite-utils without pandas
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
+from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
@@ -29,6 +30,8 @@ __all__ = [
     "CommandLine",
     "DayChecked",
     "Event",
+    "EventFilter",
+    "EventPage",
     "FileOp",
     "Flag",
     "NewGrant",
@@ -69,6 +72,7 @@ class Store(
     DailyFlagQueries,
     ReviewerReadQueries,
     WebSessionQueries,
+    EventLogQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -146,9 +146,10 @@ def _reviewed(event: dict[str, Any], detail: dict[str, Any]) -> str:
         return str(event["session_id"])
     if event["kind"] == "queries.listed":
         filters = detail.get("filters")
-        filters = filters if isinstance(filters, dict) else {}
+        filters = dict(filters) if isinstance(filters, dict) else {}
+        read = str(filters.pop("via", None) or "query log")  # audit log, sessions search...
         given = ", ".join(f"{key}={value}" for key, value in sorted(filters.items()))
-        return f"query log ({given or 'no filter'}): {detail.get('rows')} rows shown"
+        return f"{read} ({given or 'no filter'}): {detail.get('rows')} rows shown"
     if event["kind"] == "audit.verified":
         what = f"review pack {detail['week']}" if detail.get("week") else "audit chain"
         span = f"events {detail.get('from_seq')}-{detail.get('to_seq')}"

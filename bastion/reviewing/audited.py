@@ -26,14 +26,15 @@ def chain_before_showing(store: Store, event: Event, what: str) -> ChainedEvent:
 
 def record_reading(
     store: Store, actor: str, filters: Mapping[str, Any], count: int, *, unit: str,
-    span: tuple[int, int] | None,
+    span: tuple[int, int] | None, what: str = "the query log",
 ) -> None:  # fmt: skip
     """`queries.listed` for any way of reading statements (`unit`: what `span` counts, the
-    query log's ids or the chain's seqs), chained and read back before anything is shown."""
+    query log's ids or the chain's seqs), chained and read back before anything is shown;
+    `what` names what is then not shown, when it cannot be."""
     given = {key: value for key, value in filters.items() if value is not None}
     detail: dict[str, Any] = {"filters": given, "rows": count}
     if span is not None:
         detail[unit] = list(span)
     event = Event("queries.listed", actor, str(given.get("user") or ""), "notice",
                   detail=detail)  # fmt: skip
-    chain_before_showing(store, event, "the query log")
+    chain_before_showing(store, event, what)

@@ -11,6 +11,7 @@ from bastion.access.preauth import PreauthLimiter, PreauthPolicy
 from bastion.core import Core
 from bastion.web.admin_pages import add_admin
 from bastion.web.api import add_api
+from bastion.web.events import add_events
 from bastion.web.live import add_live
 from bastion.web.openapi import add_openapi
 from bastion.web.pages import MAX_DOCUMENT, add_pages
@@ -40,6 +41,7 @@ def build_app(core: Core, public: Mapping[str, Handler] | None = None) -> web.Ap
     add_live(routes)
     add_admin(routes)
     add_review(routes)
+    add_events(routes)
     add_openapi(routes)
     routes.add_static("/static", str(STATIC))
     app.on_startup.append(_check)

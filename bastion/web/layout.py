@@ -22,6 +22,7 @@ NAV = (  # (path, label, roles)
     ("/review/weeks", "Weekly reviews", ("admin", "reviewer")),
     ("/review/queries", "Query log", ("admin", "reviewer")),
     ("/review/consents", "Consent ledger", ("admin", "reviewer")),
+    ("/review/events", "Audit log", ("admin", "reviewer")),
 )
 
 

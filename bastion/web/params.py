@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bastion.audit.chain import SEVERITIES
+from bastion.console.events import KIND_RE, MAX_KIND, MAX_NAME, MAX_PAGE
 from bastion.identity.service import NAME_RE
 from bastion.recording.container import SESSION_ID_RE
 from bastion.reports.week import LABEL_RE
@@ -52,6 +54,12 @@ QUERY: dict[str, Schema] = {
     "session": SESSION_ID,
     "week": WEEK,
     "name": _string(),  # a target's name
+    # the audit log's: a kind or a prefix of kinds, who did it, what about, least severity
+    "kind": _string(_anchored(KIND_RE), max_length=MAX_KIND),
+    "actor": _string(max_length=MAX_NAME),
+    "subject": _string(max_length=MAX_NAME),
+    "severity": _string(enum=SEVERITIES),
+    "limit": _string(f"^(?:[1-9][0-9]?|1[0-9]{{2}}|{MAX_PAGE})$", max_length=3),
 }
 PATH: dict[str, Schema] = {
     "week": WEEK,
