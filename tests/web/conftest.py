@@ -164,3 +164,18 @@ def detail(event: ChainedEvent) -> dict[str, Any]:
 
 def set_cookie_headers(response: Any) -> list[str]:
     return list(response.headers.getall("Set-Cookie", []))
+
+
+@pytest.fixture
+async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
+    """A console over the review world: a week of sessions, findings and people."""
+    from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports this module)
+
+    async with running(tmp_path / "bastion", before=reviewed_world) as found:
+        yield found
+
+
+async def signed_in(console: Console, user: str) -> tuple[aiohttp.ClientSession, str]:
+    """A client of the console signed in as `user`, and its CSRF token."""
+    http = console.http()
+    return http, await console.sign_in(http, user)

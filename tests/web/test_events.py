@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,21 +22,9 @@ from bastion.reports.gather import gather
 from bastion.reports.model import Verification
 from bastion.reports.week import week_of, zone
 from tests.test_cli import assert_ok, run_bastion
-from tests.web.conftest import Console, detail, running
-from tests.web.review_world import reviewed_world
+from tests.web.conftest import Console, detail, signed_in
 
 SCRIPT = '<script>alert("pwned")</script>'
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
-    async with running(tmp_path / "bastion", before=reviewed_world) as found:
-        yield found
-
-
-async def signed_in(console: Console, user: str) -> tuple[aiohttp.ClientSession, str]:
-    http = console.http()
-    return http, await console.sign_in(http, user)
 
 
 async def found(http: aiohttp.ClientSession, **query: str) -> dict[str, Any]:

@@ -4,24 +4,15 @@ CSP violation on the way; screenshots are left in the test's tmp_path/screenshot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser
 
 from tests.web import test_browser
-from tests.web.conftest import Console, detail, running
-from tests.web.review_world import reviewed_world
+from tests.web.conftest import Console, detail
 from tests.web.test_browser import Tab
 
 browser = test_browser.browser
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
-    async with running(tmp_path / "bastion", before=reviewed_world) as found:
-        yield found
 
 
 async def test_a_reviewer_filters_the_audit_log_and_opens_an_event(

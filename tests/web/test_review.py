@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,19 +13,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from bastion.console import reviewer
 from bastion.web.security import CSP, CSP_WASM, add_headers
-from tests.web.conftest import Console, detail, running
-from tests.web.review_world import WEEK, reviewed_world
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
-    async with running(tmp_path / "bastion", before=reviewed_world) as found:
-        yield found
-
-
-async def signed_in(console: Console, user: str) -> tuple[aiohttp.ClientSession, str]:
-    http = console.http()
-    return http, await console.sign_in(http, user)
+from tests.web.conftest import Console, detail, signed_in
+from tests.web.review_world import WEEK
 
 
 async def get_json(http: aiohttp.ClientSession, path: str) -> tuple[int, object]:

@@ -8,26 +8,18 @@ in the test's tmp_path/screenshots."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser
 
 from tests.web import test_browser
-from tests.web.conftest import Console, running
-from tests.web.review_world import WEEK, reviewed_world
+from tests.web.conftest import Console
+from tests.web.review_world import WEEK
 from tests.web.test_browser import Tab
 from tests.web.test_review import refuse_viewings
 
 browser = test_browser.browser
 TERMINAL = "#player .ap-term"
-
-
-@pytest.fixture
-async def reviewed(tmp_path: Path) -> AsyncIterator[Console]:
-    async with running(tmp_path / "bastion", before=reviewed_world) as found:
-        yield found
 
 
 async def terminal_shows(tab: Tab, text: str) -> None:
