@@ -80,9 +80,7 @@ def test_the_relay_module_imports_no_io_no_core_and_no_clock() -> None:
 # -- a read grant -------------------------------------------------------------------------
 
 
-def test_a_refused_write_goes_upstream_only_as_its_stand_in_and_the_client_gets_the_reason() -> (
-    None
-):
+def test_a_refused_write_goes_upstream_only_as_its_stand_in_and_is_logged() -> None:
     relay = read_relay()
     step = client(relay, pgwire.query("DELETE FROM orders WHERE id = 42"))
     assert bytes(step.up) == pgwire.query(REFUSED_SQL)  # the write never reaches the database
@@ -336,3 +334,11 @@ def test_statements_in_flight_when_the_connection_ends_are_recorded_as_abandoned
     (end,) = relay.abandon(why, T1, 3_001_000)
     assert (end.key, end.tag, end.finished_at, end.duration_us) == ("s1:1", why, T1, 3_000)
     assert not relay.tracker.busy
+
+
+def test_a_malformed_reply_is_reported_after_the_bytes_before_it() -> None:
+    relay = write_relay()
+    client(relay, pgwire.query("SELECT 1"))
+    done = pgwire.command_complete("SELECT 1")
+    step = relay.upstream_read(done + b"Z\x00\x00\x00\x02", T1, 0)  # a length below 4
+    assert step.error is not None and bytes(step.down) == done and step.fatal is None
