@@ -150,7 +150,13 @@ def add_review(routes: Routes) -> None:
         REVIEWERS,
         summary="pass or flag a finding",
     )
-    add("POST", "/review/weeks/{week}/sign", sign_post, REVIEWERS, step_up=False,
-        summary="sign a week (with a code of its own)")
+    add(
+        "POST",
+        "/review/weeks/{week}/sign",
+        sign_post,
+        REVIEWERS,
+        step_up=False,
+        summary="sign a week (with a code of its own)",
+    )
     add_review_pages(routes)
     add_review_api(routes)
