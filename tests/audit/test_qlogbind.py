@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from bastion.audit import Event, QueryEnd, QueryStart, Store, _fastqlog, qlogbind
 from bastion.clock import FakeClock
@@ -77,3 +80,26 @@ def test_each_row_s_digests_are_the_ones_its_commit_binds(tmp_path: Path) -> Non
 def test_a_store_without_commit_events_has_nothing_to_check(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "b.db", FakeClock())
     assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
+
+
+def test_a_commit_landing_during_the_check_is_no_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a live store a statement's end can commit between the read of the events and the
+    read of the rows: its row then shows an outcome the events read don't bind yet. The
+    second pass sees that commit; an edit stays a finding on both."""
+    clock = FakeClock()
+    store = store_with_a_session(tmp_path, clock)
+    store.write_batch([_start("a", clock)])
+    real, landed = _fastqlog.check, []
+
+    def commit_lands_first(*args: Any) -> list[tuple[int, int]]:
+        if not landed:
+            landed.append(store.write_batch([_end("a", clock)]))
+        return real(*args)
+
+    monkeypatch.setattr(qlogbind._fastqlog, "check", commit_lands_first)
+    assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
+    assert landed
+    store.conn.execute("UPDATE queries SET sql = 'SELECT 2' WHERE query_key = 'a'")
+    assert [f.code for f in qlogbind.check(store.path, ("0", "9"), ("0", "9"))] == [1]
