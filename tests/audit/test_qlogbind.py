@@ -91,14 +91,15 @@ def test_a_commit_landing_during_the_check_is_no_finding(
     clock = FakeClock()
     store = store_with_a_session(tmp_path, clock)
     store.write_batch([_start("a", clock)])
-    real, landed = _fastqlog.check, []
+    real = _fastqlog.check
+    landed: list[object] = []
 
     def commit_lands_first(*args: Any) -> list[tuple[int, int]]:
         if not landed:
             landed.append(store.write_batch([_end("a", clock)]))
         return real(*args)
 
-    monkeypatch.setattr(qlogbind._fastqlog, "check", commit_lands_first)
+    monkeypatch.setattr(_fastqlog, "check", commit_lands_first)
     assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
     assert landed
     store.conn.execute("UPDATE queries SET sql = 'SELECT 2' WHERE query_key = 'a'")
