@@ -23,7 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256(): no provider look-up or allocation per call */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init and co: see sha_digest */
 #include <openssl/sha.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -68,11 +68,15 @@ static int add_text(Buf *b, const void *s, size_t n) {
     return buf_add(b, head, (size_t)len) || buf_add(b, s, n);
 }
 
-/* OpenSSL's one-shot SHA256(): the EVP interface costs a provider look-up and an allocation
- * per digest, several times the hashing of a record this size. */
+/* OpenSSL's low-level SHA-256 on a context on the stack: the EVP interface, and OpenSSL 3's
+ * one-shot SHA256() built on it, look the algorithm up and allocate on every digest, which
+ * costs several times the hashing of a record this size. */
 static void sha_digest(const Buf *b, unsigned char out[DIGEST]) {
     unsigned char full[SHA256_DIGEST_LENGTH];
-    SHA256(b->data, b->size, full);
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, b->data, b->size);
+    SHA256_Final(full, &ctx);
     memcpy(out, full, DIGEST);
 }
 
