@@ -135,3 +135,14 @@ def test_a_store_of_the_first_form_still_verifies_and_is_checked(bst: Bastion) -
     assert "intact" in assert_ok(bst.run("audit", "verify")).stdout
     tamper(bst.db, "UPDATE queries SET rows = 7 WHERE query_key = 'o2'")
     assert_tampered(bst.run("audit", "verify"), EDITED, "statement o2 in the query log differs")
+
+
+def test_a_row_slipped_in_below_the_first_commit_is_named(logged: Bastion) -> None:
+    """Ids below the first commit's are of the first form: such a row needs an event of its
+    own, which a copy under id 0 has not."""
+    tamper(
+        logged.db,
+        "INSERT INTO queries (id, session_id, at, protocol_step, sql, query_key)"
+        " SELECT 0, session_id, at, protocol_step, sql, 'q0' FROM queries WHERE id = 2",
+    )
+    assert_tampered(logged.run("audit", "verify"), EDITED, "q0 is in the query log but in no")

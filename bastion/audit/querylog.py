@@ -165,7 +165,7 @@ def query_log_candidates(
             tally = conn.execute(
                 _TALLY.format(**form), (*week, *week, *week, *wide, below)
             ).fetchone()
-            after, page = 0, PAGE
+            after, page = -(1 << 63), PAGE  # ids below 1 are rows too (an admin can write them)
             while tally["differ"]:
                 rows = [dict(r) for r in conn.execute(compare, (*week, after, below, page))]
                 if rows:

@@ -239,3 +239,13 @@ def test_an_index_rebuilt_to_lie_is_named(store: Store) -> None:
     conn.close()
     problem = store.index_problem()
     assert problem is not None and "queries and its indexes disagree" in problem
+
+
+def test_a_row_under_an_id_below_one_is_judged(store: Store) -> None:
+    """Ids are what the writer hands out from 1, but an admin can write 0 or below: such a
+    row is compared like any other (the comparison once paged from id 0 and skipped it)."""
+    edit(store, "INSERT INTO queries (id, session_id, at, protocol_step, sql, statement_kind,"
+         " query_key) SELECT -5, session_id, at, protocol_step, 'DROP TABLE x', statement_kind,"
+         " 'q9' FROM queries WHERE query_key = 'q2'")  # fmt: skip
+    problem = query_log_problem(store, WEEK)
+    assert problem is not None and "q9 is in the query log but in no chained event" in problem
