@@ -146,3 +146,15 @@ def test_a_row_slipped_in_below_the_first_commit_is_named(logged: Bastion) -> No
         " SELECT 0, session_id, at, protocol_step, sql, 'q0' FROM queries WHERE id = 2",
     )
     assert_tampered(logged.run("audit", "verify"), EDITED, "q0 is in the query log but in no")
+
+
+def test_a_row_added_with_a_time_out_of_any_range_is_named(logged: Bastion) -> None:
+    """Every range by time would skip a row whose time is not a time; `queries list` would
+    still show it. verify looks at every row by id."""
+    tamper(
+        logged.db,
+        "INSERT INTO queries (id, session_id, at, protocol_step, sql, query_key)"
+        " SELECT 50, session_id, 'zzz', protocol_step, 'DROP TABLE x', 'q50' FROM queries"
+        " WHERE id = 2",
+    )
+    assert_tampered(logged.run("audit", "verify"), EDITED, "query log row 50 (statement q50)")

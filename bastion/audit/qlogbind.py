@@ -40,6 +40,7 @@ KIND = "queries.committed"
 START_TAG = "query start v1"
 END_TAG = "query end v1"
 LIMIT = 100  # findings read at most
+EVERYTHING = ("", "\U0010ffff")  # [start, end) holding every time, also one an admin wrote
 Field = str | int | None
 
 
@@ -142,6 +143,7 @@ _COMMITS = (
     " AND at >= ? AND at < ? ORDER BY seq"
 )
 _ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE at >= ? AND at < ? AND id >= ?"
+_ALL_ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE id >= ?"  # whatever their time
 _PEOPLE = (
     "SELECT e.session_id, e.actor, e.subject, u.name AS person, t.name AS target FROM ("
     "SELECT DISTINCT j.key AS session_id, json_extract(j.value, '$[0]') AS actor,"
@@ -183,7 +185,10 @@ def _check_once(path: Path, week: tuple[str, str], wide: tuple[str, str]) -> lis
             commits = [dict(r) for r in conn.execute(_COMMITS, wide)]
             starts = [(int(c["first"]), bytes.fromhex(c["starts"] or "")) for c in commits]
             ends = b"".join(bytes.fromhex(c["ends"] or "") for c in commits)
-            lo, hi = conn.execute(_ROW_IDS, (*week, first)).fetchone()
+            if week == EVERYTHING:
+                lo, hi = conn.execute(_ALL_ROW_IDS, (first,)).fetchone()
+            else:
+                lo, hi = conn.execute(_ROW_IDS, (*week, first)).fetchone()
             found = _fastqlog.check(str(path), lo if lo is not None else 1, hi or 0, first,
                                     *week, starts, ends, LIMIT)  # fmt: skip
             return [_finding(conn, commits, i, code) for i, code in found

@@ -10,6 +10,7 @@ from pathlib import Path
 from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
+from bastion.audit.qlogbind import EVERYTHING
 from bastion.commands.app import App
 from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
@@ -57,7 +58,6 @@ def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
 # A commit event (queries.committed) names the sessions that ran statements, and may hold the
 # server's error text for a statement.
 STATEMENT_KINDS = ("query", "query.refused", "query.done", "queries.committed")
-EVERYTHING = ("0", "9")  # [start, end) covering every timestamp the store writes
 RECORDINGS_EVERY = 100  # a progress line per this many recordings checked
 
 

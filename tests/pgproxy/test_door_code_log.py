@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bastion.commands.audit import EVERYTHING
+from bastion.audit.qlogbind import EVERYTHING
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
 
