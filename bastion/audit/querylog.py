@@ -1,4 +1,6 @@
-"""The week's query log compared with the chain in the database: the rows that may differ.
+"""The week's query log of the first form (a chained event per statement, as stores were
+written before commit events; bastion/audit/qlogbind.py checks the rest) compared with the
+chain in the database: the rows that may differ.
 
 The review reads the editable `queries` table, so each of its rows must match its statement's
 chained event. A million statements can't be compared in Python in time, so the database does

@@ -1,7 +1,8 @@
 """The week's query log checked against the chain: the review reads the editable `queries`
-table, so each of its rows must match the statement's chained event (text, session and the
+table, so each of its rows must match what the chain holds for it (text, session and the
 person and target the session names, refusal, outcome: rows, tag, masking note), and no
-statement event may have lost its row.
+statement the chain holds may have lost its row. Rows bound by a commit event are checked by
+digest (bastion/audit/qlogbind.py); rows of stores written before, against their own events.
 
 The database names the candidates (bastion/audit/querylog.py); each is confirmed here field by
 field, so a masking note written with other key order, spacing or escapes is not a false alarm
