@@ -158,3 +158,15 @@ def test_a_row_added_with_a_time_out_of_any_range_is_named(logged: Bastion) -> N
         " WHERE id = 2",
     )
     assert_tampered(logged.run("audit", "verify"), EDITED, "query log row 50 (statement q50)")
+
+
+def test_a_row_added_under_a_far_off_id_is_named(logged: Bastion) -> None:
+    """An id far beyond every commit's is read and named, without a slot for every id
+    between (which would not fit in memory)."""
+    tamper(
+        logged.db,
+        "INSERT INTO queries (id, session_id, at, protocol_step, sql, query_key)"
+        " SELECT 4611686018427387904, session_id, at, protocol_step, sql, 'far' FROM queries"
+        " WHERE id = 2",
+    )
+    assert_tampered(logged.run("audit", "verify"), EDITED, "(statement far) is in no chained")

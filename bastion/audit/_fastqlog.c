@@ -11,9 +11,9 @@
  *   The digest of a record given as Python values (None, int, str).
  *
  * check(path, lo, hi, boundary, since, until, starts, ends, limit) -> list[(id, code)]
- *   Reads the `queries` rows with lo <= id <= hi, widened to every id the expectations name,
- *   from the store at path (read-only, its own connection, the GIL released) and compares
- *   each with what the commit events bind:
+ *   Reads the `queries` rows with lo <= id <= hi (none when lo > hi), widened to every id
+ *   the expectations name, from the store at path (read-only, its own connection, the GIL
+ *   released) and compares each with what the commit events bind:
  *   starts is a list of (first id, n 16-byte start digests: rows first.. first+n-1), ends is
  *   24-byte records (the row's id, 8 bytes big-endian, and its end digest). Codes:
  *   1 the row's start record differs; 2 a row from `boundary` on, and of [since, until),
@@ -27,6 +27,7 @@
 #include <openssl/sha.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <limits.h>
 #include <string.h>
 
 #define DIGEST 16
@@ -126,7 +127,8 @@ static PyObject *digest(PyObject *self, PyObject *fields) {
 enum { BOUND_START = 1, BOUND_END = 2, SEEN = 4 };
 
 typedef struct {
-    long long lo, n, boundary, limit, found;
+    long long lo, n, boundary, limit, found; /* lo, n: the ids the commits bind */
+    long long scan_lo, scan_hi; /* the ids read: those, and the given range's */
     unsigned char *flags, *starts, *ends;
     const char *since, *until;
     long long *ids;
@@ -194,6 +196,8 @@ static int finished(sqlite3_stmt *st) {
 static int check_row(sqlite3_stmt *st, Check *c, Buf *b) {
     long long id = sqlite3_column_int64(st, 0), i = id - c->lo;
     unsigned char got[DIGEST];
+    if (i < 0 || i >= c->n) /* no commit read binds this id */
+        return id >= c->boundary && in_span(st, c) && found(c, id, 2);
     c->flags[i] |= SEEN;
     if (!(c->flags[i] & BOUND_START)) {
         if (id >= c->boundary && in_span(st, c) && found(c, id, 2))
@@ -220,8 +224,8 @@ static const char *scan(sqlite3 *db, Check *c, char *detail, size_t detail_size)
     Buf b = {0};
     const char *failure = NULL;
     if (sqlite3_prepare_v2(db, SELECT, -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_bind_int64(st, 1, c->lo) != SQLITE_OK ||
-        sqlite3_bind_int64(st, 2, c->lo + c->n - 1) != SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, c->scan_lo) != SQLITE_OK ||
+        sqlite3_bind_int64(st, 2, c->scan_hi) != SQLITE_OK) {
         snprintf(detail, detail_size, "%s", sqlite3_errmsg(db));
         failure = detail;
     }
@@ -324,7 +328,7 @@ static const char *run(const char *path, Check *c, char *detail, size_t size) {
         sqlite3_busy_timeout(db, 15000) != SQLITE_OK) {
         snprintf(detail, size, "%s", db ? sqlite3_errmsg(db) : "cannot open");
         failure = detail;
-    } else if (c->n > 0) {
+    } else if (c->scan_lo <= c->scan_hi) {
         failure = scan(db, c, detail, size);
     }
     sqlite3_close(db);
@@ -366,14 +370,18 @@ static PyObject *check(PyObject *self, PyObject *args) {
     PyObject *starts, *seq, *out = NULL;
     Py_buffer ends;
     Check c = {0};
-    long long lo, hi;
+    long long lo, hi, bound_lo = LLONG_MAX, bound_hi = LLONG_MIN;
     if (!PyArg_ParseTuple(args, "sLLLssOy*L", &path, &lo, &hi, &c.boundary, &c.since,
                           &c.until, &starts, &ends, &c.limit))
         return NULL;
     seq = PySequence_Fast(starts, "starts is a list of (first id, digests)");
-    if (seq != NULL && span(seq, &ends, &lo, &hi) == 0) {
-        c.lo = lo;
-        c.n = hi >= lo ? hi - lo + 1 : 0;
+    if (seq != NULL && span(seq, &ends, &bound_lo, &bound_hi) == 0) {
+        /* Arrays for the ids the commits bind only: rows of the given range beyond them
+         * (an id far off, written by hand) are read and judged without a slot. */
+        c.lo = bound_lo;
+        c.n = bound_hi >= bound_lo ? bound_hi - bound_lo + 1 : 0;
+        c.scan_lo = lo <= hi && lo < bound_lo ? lo : bound_lo;
+        c.scan_hi = lo <= hi && hi > bound_hi ? hi : bound_hi;
         c.limit = c.limit < 1 ? 1 : c.limit;
         out = checked(path, &c, seq, &ends);
     }
