@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bastion.audit import _fastqlog
 from bastion.audit.chain import Event, canonical_json
@@ -176,22 +176,50 @@ def check(path: Path, week: tuple[str, str], wide: tuple[str, str]) -> list[Find
     return [f for f in found if (f.id, f.code) in again]
 
 
+class _Commit(NamedTuple):
+    """Where a commit event's records are: its seq, first row id and how many new rows, and
+    its ends' place in the joined end records (the hex itself is not kept: a week's is
+    80 MB of text)."""
+
+    seq: int
+    first: int
+    new_rows: int
+    ends_from: int
+    ends_to: int
+
+
+def _expected(
+    conn: sqlite3.Connection, wide: tuple[str, str]
+) -> tuple[list[_Commit], list[tuple[int, bytes]], bytes]:
+    """The commits of [wide), their start digests by first id, and their end records."""
+    commits: list[_Commit] = []
+    starts: list[tuple[int, bytes]] = []
+    ends: list[bytes] = []
+    size = 0
+    for seq, first, starts_hex, ends_hex in conn.execute(_COMMITS, wide):
+        blob, tail = bytes.fromhex(starts_hex or ""), bytes.fromhex(ends_hex or "")
+        commits.append(_Commit(int(seq), int(first), len(blob) // 16, size, size + len(tail)))
+        starts.append((int(first), blob))
+        ends.append(tail)
+        size += len(tail)
+    return commits, starts, b"".join(ends)
+
+
 def _check_once(path: Path, week: tuple[str, str], wide: tuple[str, str]) -> list[Finding]:
     try:
         with closing(reader(path)) as conn:
             first = boundary(conn)
             if first is None:
                 return []
-            commits = [dict(r) for r in conn.execute(_COMMITS, wide)]
-            starts = [(int(c["first"]), bytes.fromhex(c["starts"] or "")) for c in commits]
-            ends = b"".join(bytes.fromhex(c["ends"] or "") for c in commits)
+            commits, starts, ends = _expected(conn, wide)
             if week == EVERYTHING:
                 lo, hi = conn.execute(_ALL_ROW_IDS, (first,)).fetchone()
             else:
                 lo, hi = conn.execute(_ROW_IDS, (*week, first)).fetchone()
             found = _fastqlog.check(str(path), lo if lo is not None else 1, hi or 0, first,
                                     *week, starts, ends, LIMIT)  # fmt: skip
-            return [_finding(conn, commits, i, code) for i, code in found
+            del starts
+            return [_finding(conn, commits, ends, i, code) for i, code in found
                     if code != 4 or not _same_note(conn, ends, i)]  # fmt: skip
     except (sqlite3.Error, OSError, ValueError) as exc:
         raise StoreError(f"cannot check the query log in {path}: {exc}") from exc
@@ -230,28 +258,26 @@ def _bound_end(ends: bytes, row_id: int) -> bytes | None:
 
 
 def _finding(
-    conn: sqlite3.Connection, commits: list[dict[str, Any]], row_id: int, code: int
+    conn: sqlite3.Connection, commits: list[_Commit], ends: bytes, row_id: int, code: int
 ) -> Finding:
     row = conn.execute("SELECT query_key FROM queries WHERE id = ?", (row_id,)).fetchone()
-    return Finding(row_id, code, _binding_seq(commits, row_id, code), row[0] if row else None)
+    seq = _binding_seq(commits, ends, row_id, code)
+    return Finding(row_id, code, seq, row[0] if row else None)
 
 
-def _binding_seq(commits: list[dict[str, Any]], row_id: int, code: int) -> int | None:
+def _binding_seq(commits: list[_Commit], ends: bytes, row_id: int, code: int) -> int | None:
     """The seq of the commit event that binds the row (its end's, for an outcome)."""
-    head = row_id.to_bytes(8, "big").hex()
+    head = row_id.to_bytes(8, "big")
     if code in (3, 4):
         for c in commits:
-            ends = c["ends"] or ""
-            bound = any(ends[at : at + 16] == head for at in range(0, len(ends), 48))
+            bound = any(ends[at : at + 8] == head for at in range(c.ends_from, c.ends_to, 24))
             if bound and (code == 4 or not _starts_here(c, row_id)):
-                return int(c["seq"])
-    firsts = [int(c["first"]) for c in commits]
-    at = bisect_right(firsts, row_id) - 1
+                return c.seq
+    at = bisect_right([c.first for c in commits], row_id) - 1
     if at >= 0 and _starts_here(commits[at], row_id):
-        return int(commits[at]["seq"])
+        return commits[at].seq
     return None
 
 
-def _starts_here(commit: dict[str, Any], row_id: int) -> bool:
-    first = int(commit["first"])
-    return first <= row_id < first + len(commit["starts"] or "") // 32
+def _starts_here(commit: _Commit, row_id: int) -> bool:
+    return commit.first <= row_id < commit.first + commit.new_rows
