@@ -1,6 +1,7 @@
 """The compiled parts: DataRow masking (bastion/masking/_fastrows.c), the relays' message
-splitter (bastion/pgwire/_fastscan.c) and the audit chain's walk (bastion/audit/_fastchain.c,
-on SQLite's and OpenSSL's C libraries); the rest is in pyproject.toml."""
+splitter (bastion/pgwire/_fastscan.c), the audit chain's walk (bastion/audit/_fastchain.c) and
+the query log's statement digests (bastion/audit/_fastqlog.c), on SQLite's and OpenSSL's C
+libraries; the rest is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -19,6 +20,12 @@ setup(
         Extension(
             "bastion.audit._fastchain",
             ["bastion/audit/_fastchain.c"],
+            libraries=["sqlite3", "crypto"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+        ),
+        Extension(
+            "bastion.audit._fastqlog",
+            ["bastion/audit/_fastqlog.c"],
             libraries=["sqlite3", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
         ),

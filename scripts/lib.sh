@@ -48,8 +48,9 @@ make_venv() {
         "$python" -m venv "$VENV"
     fi
     # The compiled parts (bastion/masking/_fastrows.c, bastion/pgwire/_fastscan.c,
-    # bastion/audit/_fastchain.c) need a C compiler, Python's headers, and SQLite's and
-    # OpenSSL's headers (the chain's walk reads the store and MACs with them).
+    # bastion/audit/_fastchain.c, bastion/audit/_fastqlog.c) need a C compiler, Python's
+    # headers, and SQLite's and OpenSSL's headers (the chain's walk and the query log's
+    # check read the store and hash with them).
     apt_install gcc libc6-dev libsqlite3-dev libssl-dev
     if [ ! -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
         apt_install python3-dev
@@ -61,7 +62,7 @@ make_venv() {
     # Up to date when the build inputs are unchanged and the extras asked for are installed.
     if [ "${have%% *}" != "$want" ] || { [ -n "$extras" ] && [ "${have#* }" != "$extras" ]; } ||
         ! "$VENV/bin/python" -c \
-            'import bastion.masking._fastrows, bastion.pgwire._fastscan, bastion.audit._fastchain' \
+            'import bastion.masking._fastrows, bastion.pgwire._fastscan, bastion.audit._fastchain, bastion.audit._fastqlog' \
             2>/dev/null; then
         say "installing bastion${extras:+ with [$extras]} into $VENV"
         "$VENV/bin/python" -m pip install -qq --upgrade pip

@@ -114,7 +114,7 @@ def shape(b: Bastion, since: int, user: str, door: str) -> list[tuple[Any, ...]]
     for event in b.store.events():
         # statements are the database's; the daily flags (report.flagged) are the bastion's
         # own, written whenever its scheduler looks at the day, not by a door
-        if event.seq <= since or event.kind.split(".")[0] in {"query", "report"}:
+        if event.seq <= since or event.kind.split(".")[0] in {"query", "queries", "report"}:
             continue
         detail = json.loads(event.detail) if event.detail else {}
         keys = tuple(sorted(set(detail) - ONLY_RECORDED))

@@ -16,6 +16,7 @@ import pytest
 from bastion.audit import ChainKey, Event, Store
 from bastion.audit.base import PROGRESS_EVERY
 from bastion.clock import SystemClock, parse_iso
+from bastion.commands.audit import STATEMENT_KINDS
 from bastion.config import load_config
 from bastion.errors import Exit
 from bastion.identity.sealing import SecretBox
@@ -98,7 +99,7 @@ def test_the_chain_s_statement_events_shown_by_audit_tail_are_a_reading_too(
     fill_week(bst)
     tail = assert_ok(bst.run("audit", "tail", "-n", "500", "--json"))
     shown = [json.loads(line) for line in tail.stdout.splitlines()]
-    statements = [e["seq"] for e in shown if e["kind"] in ("query", "query.refused", "query.done")]
+    statements = [e["seq"] for e in shown if e["kind"] in STATEMENT_KINDS]
     assert statements
     event = last(bst, "queries.listed")
     assert event["detail"] == {"filters": {"via": "audit tail", "lines": 500},

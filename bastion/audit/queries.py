@@ -10,8 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bastion.audit import qlogbind
 from bastion.audit.base import StoreBase, where
-from bastion.audit.chain import ChainedEvent, ChainKey, Event
+from bastion.audit.chain import ChainedEvent, ChainKey, Event, canonical_json
 from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied, StoreError
 
@@ -89,44 +90,52 @@ class QueryQueries(StoreBase):
     def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:
         """Events, query starts and ends in one transaction: one fsync for all of them.
 
-        A statement whose start and end are both in the batch becomes one row and one event.
-        Returns each record's chained event, in the records' order.
+        Each statement is one row; the statement records of the batch are bound by one
+        chained `queries.committed` event (bastion/audit/qlogbind.py), appended after the
+        batch's other events. Returns, in the records' order, each event's chained row and,
+        for each statement record, the commit event that made it durable.
         """
         if any(isinstance(r, QueryStart) and r.raw for r in records):
             raise StoreError("a statement's text must be redacted before it is stored")
         ends = {r.key: r for r in records if isinstance(r, QueryEnd)}
-        owner: list[int] = []  # for each record, the index of its event
+        started = {r.key for r in records if isinstance(r, QueryStart)}
+        owner: list[int] = []  # for each record, the index of its event (-1: the commit's)
         events: list[Event] = []
-        merged: dict[str, int] = {}  # key -> event index, for starts that took their end
         with self._write() as conn:
             next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM queries").fetchone()[0])
+            commit = qlogbind.Commit(next_id + 1)
             rows: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
             for record in records:
-                if isinstance(record, QueryEnd) and record.key in merged:
-                    owner.append(merged[record.key])
-                    continue
-                owner.append(len(events))
                 if isinstance(record, QueryStart):
+                    owner.append(-1)
                     end = ends.get(record.key)
                     next_id += 1
                     if end is None:
                         self._query_ids[record.key] = next_id
-                    else:
-                        merged[record.key] = len(events)
-                    rows.append(_query_row_values(next_id, record, end))
-                    events.append(_query_event(record, end))
+                    row = _query_row_values(next_id, record, end)
+                    rows.append(row)
+                    commit.started(row, record.user, record.target)
+                    if end is not None:
+                        commit.ended((next_id, *row[9:15]), end.key, end.server_message)
                 elif isinstance(record, QueryEnd):
+                    owner.append(-1)
+                    if record.key in started:
+                        continue  # its start took it: one row
                     found = self._query_ids.pop(record.key, None)
-                    if found is not None:
-                        updates.append((*_outcome_values(record), found))
-                    events.append(Event("query.done", record.user, record.target, "info",
-                                        record.session_id, _outcome(record)))  # fmt: skip
+                    if found is None:  # its row is not this writer's: the outcome alone
+                        commit.orphan(_outcome(record))
+                        continue
+                    outcome = _outcome_values(record)
+                    updates.append((*outcome, found))
+                    commit.ended((found, *outcome), record.key, record.server_message)
                 else:
+                    owner.append(len(events))
                     events.append(record)
             conn.executemany(_INSERT_QUERY, rows)
             conn.executemany(_UPDATE_QUERY, updates)
-            chained = self._append(conn, events)
+            bound = commit.event()
+            chained = self._append(conn, [*events, bound] if bound else events)
         return [chained[i] for i in owner]
 
     def queries(
@@ -217,23 +226,19 @@ def _query_row_values(row_id: int, start: QueryStart, end: QueryEnd | None) -> t
 
 
 def _outcome_values(end: QueryEnd) -> tuple[Any, ...]:
-    return (iso(end.finished_at), end.rows, end.tag, end.sqlstate, end.duration_us, end.masking)
+    return (iso(end.finished_at), end.rows, end.tag, end.sqlstate, end.duration_us,
+            _note(end.masking))  # fmt: skip
 
 
-def _query_event(start: QueryStart, end: QueryEnd | None) -> Event:
-    """The statement's audit event, with its outcome when that is known already."""
-    detail: dict[str, Any] = {"key": start.key, "step": start.step, "sql": start.sql,
-                              "at": iso(start.at), "kind": start.kind}  # fmt: skip
-    if start.parameters is not None:
-        detail["parameters"] = start.parameters
-    if start.refused is not None:
-        detail["refused"] = start.refused
-    if start.kept_whole is not None:
-        detail["kept_whole"] = start.kept_whole
-    if end is not None:
-        detail["done"] = _outcome(end)
-    kind = "query.refused" if start.refused else "query"
-    return Event(kind, start.user, start.target, "info", start.session_id, detail)
+def _note(masking: str | None) -> str | None:
+    """The masking note in canonical JSON: the form its digest binds, so a note rewritten in
+    another form (a jsonb column, a tool) can be recognised as the same note."""
+    if masking is None:
+        return None
+    try:
+        return canonical_json(json.loads(masking))
+    except ValueError:
+        return masking
 
 
 def _outcome(end: QueryEnd) -> dict[str, Any]:

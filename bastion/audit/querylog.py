@@ -1,4 +1,6 @@
-"""The week's query log compared with the chain in the database: the rows that may differ.
+"""The week's query log of the first form (a chained event per statement, as stores were
+written before commit events; bastion/audit/qlogbind.py checks the rest) compared with the
+chain in the database: the rows that may differ.
 
 The review reads the editable `queries` table, so each of its rows must match its statement's
 chained event. A million statements can't be compared in Python in time, so the database does
@@ -41,7 +43,10 @@ _EVENTS = (
     f" {_outcome('rows')}, {_outcome('tag')}, {_outcome('masking')}"
     f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN {KINDS}"
 )
-_LOG = "CREATE TEMP TABLE ql AS SELECT query_key AS k, at FROM queries WHERE at >= ? AND at < ?"
+_LOG = (
+    "CREATE TEMP TABLE ql AS SELECT query_key AS k, at FROM queries WHERE at >= ? AND at < ?"
+    " AND id < ?"
+)
 _NOTE = (
     "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
 )
@@ -63,7 +68,7 @@ _ROWS = (
     " q.refused_reason, q.rows, q.command_tag, q.masked_columns, q.finished_at,"
     " st.seq AS started_seq, {done_seq} AS done_seq"
     + _JOINED
-    + " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND "
+    + " WHERE q.at >= ? AND q.at < ? AND q.id > ? AND q.id < ? AND "
     + _DIFFERS_FROM_EVENT
     + " ORDER BY q.id LIMIT ?"
 )
@@ -79,7 +84,7 @@ _TALLY = (
     + " THEN 1 ELSE 0 END), 0) AS differ, COALESCE(SUM(CASE WHEN st.at >= ? AND st.at < ?"
     " AND (st.ran_at IS NULL OR q.at = st.ran_at) THEN 1 ELSE 0 END), 0) AS kept"
     + _JOINED
-    + " WHERE q.at >= ? AND q.at < ?"
+    + " WHERE q.at >= ? AND q.at < ? AND q.id < ?"
 )
 # Events of the first form end a statement with an event of its own (query.done); a week
 # without any is compared without looking for them (a million lookups saved).
@@ -129,28 +134,42 @@ def reader(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot read the store {path}: {exc}") from exc
 
 
+# Rows of the first form, or statement events of the first form, near the week: a week
+# written wholly in the second form (bastion/audit/qlogbind.py) skips everything below.
+_FIRST_FORM = (
+    "SELECT 1 WHERE EXISTS (SELECT 1 FROM queries WHERE at >= ? AND at < ? AND id < ?)"
+    f" OR EXISTS (SELECT 1 FROM audit_events WHERE kind IN {KINDS} AND at >= ? AND at < ?)"
+)
+NO_BOUND = 1 << 62  # `below` for a store with no commit event: every row is of the first form
+
+
 def query_log_candidates(
-    path: Path, week: tuple[str, str], wide: tuple[str, str]
+    path: Path, week: tuple[str, str], wide: tuple[str, str], below: int = NO_BOUND
 ) -> Iterator[tuple[str, Rows]]:
     """Pages of ("row", query rows that may differ from their events, with the events' seqs),
     then ("people", a session whose person or target is not its statements', if any), then
     ("repeated", a key held by more than one row, if any), then ("deleted", the first
     statement event of the week whose row is gone, if any).
     `week` is [start, end); `wide` adds a margin either side (an event is written a little
-    after its statement ran, and may be read for a row near the week's edge)."""
+    after its statement ran, and may be read for a row near the week's edge). Only rows with
+    ids below `below` are of this form and compared here."""
     try:
         with closing(reader(path)) as conn:
             conn.execute("BEGIN")  # one snapshot for every read below
+            if below != NO_BOUND and not _any(conn, _FIRST_FORM, (*wide, below, *wide)):
+                return
             conn.execute(_EVENTS, wide)
             conn.execute("CREATE INDEX temp.ev_k ON ev (k, kind)")
-            conn.execute(_LOG, wide)
+            conn.execute(_LOG, (*wide, below))
             repeated = _index_log(conn)
             form = _WITH_DONE if _any(conn, _ANY_DONE) else _WITHOUT_DONE
             compare = _ROWS.format(**form)
-            tally = conn.execute(_TALLY.format(**form), (*week, *week, *week, *wide)).fetchone()
-            after, page = 0, PAGE
+            tally = conn.execute(
+                _TALLY.format(**form), (*week, *week, *week, *wide, below)
+            ).fetchone()
+            after, page = -(1 << 63), PAGE  # ids below 1 are rows too (an admin can write them)
             while tally["differ"]:
-                rows = [dict(r) for r in conn.execute(compare, (*week, after, page))]
+                rows = [dict(r) for r in conn.execute(compare, (*week, after, below, page))]
                 if rows:
                     yield "row", rows
                 if len(rows) < page:
@@ -175,8 +194,8 @@ def _index_log(conn: sqlite3.Connection) -> bool:
     return False
 
 
-def _any(conn: sqlite3.Connection, sql: str) -> bool:
-    return conn.execute(sql).fetchone() is not None
+def _any(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> bool:
+    return conn.execute(sql, params).fetchone() is not None
 
 
 CHECKED_TABLES = ("audit_events", "queries", "sessions", "users", "targets", "grants")

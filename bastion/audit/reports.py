@@ -5,15 +5,17 @@ returns plain rows; bastion/reports/gather.py turns them into the report. The SQ
 what SQLite and PostgreSQL both run (no json_extract, no date functions): whatever needs
 JSON or dates is done in Python over rows already narrowed by the week, and the big table
 (queries) is only ever aggregated or read for the statements that can matter. The one
-exception is the query log's comparison with the chain (bastion/audit/querylog.py).
+exception is the query log's comparison with the chain (bastion/audit/querylog.py and
+bastion/audit/qlogbind.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
-from bastion.audit import querylog
+from bastion.audit import qlogbind, querylog
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import GENESIS, ChainedEvent, keyed_row_holds
 
@@ -279,11 +281,27 @@ class ReportQueries(StoreBase):
         )
 
     def query_log_candidates(
-        self, week: tuple[str, str], wide: tuple[str, str]
+        self, week: tuple[str, str], wide: tuple[str, str], below: int = querylog.NO_BOUND
     ) -> Iterator[tuple[str, Rows]]:
-        """Query-log rows that may differ from their chained events, in pages, then the first
-        event whose row is gone (bastion/audit/querylog.py); on a connection of its own."""
-        return querylog.query_log_candidates(self.path, week, wide)
+        """Query-log rows of the first form (ids below `below`) that may differ from their
+        chained events, in pages, then the first event whose row is gone
+        (bastion/audit/querylog.py); on a connection of its own."""
+        return querylog.query_log_candidates(self.path, week, wide, below)
+
+    def first_commit_id(self) -> int:
+        """The first row id bound by a commit event; querylog.NO_BOUND before the first."""
+        with closing(querylog.reader(self.path)) as conn:
+            first = qlogbind.boundary(conn)
+        return querylog.NO_BOUND if first is None else first
+
+    def commit_findings(
+        self, week: tuple[str, str], wide: tuple[str, str]
+    ) -> tuple[list[qlogbind.Finding], dict[str, Any] | None]:
+        """Rows of the second form against their commit events (bastion/audit/qlogbind.py):
+        the rows that don't match, and a session whose person or target is not what its
+        commits say."""
+        found = qlogbind.check(self.path, week, wide)
+        return found, qlogbind.people_problem(self.path, week)
 
     def index_problem(self) -> str | None:
         """Whether the indexes of the tables the review reads agree with their tables."""

@@ -10,12 +10,13 @@ from pathlib import Path
 from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
+from bastion.audit.qlogbind import EVERYTHING
 from bastion.commands.app import App
 from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
 from bastion.progress import Progress, counted, every, quiet, terminal_progress
 from bastion.recording.check import chained_recording_problems
-from bastion.reports import pack
+from bastion.reports import pack, querycheck
 from bastion.reports.signing import ReportKeyError, load_private_key
 
 
@@ -54,7 +55,9 @@ def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
 
 
 # Chained with a statement's text, or its outcome (the server's message may quote values).
-STATEMENT_KINDS = ("query", "query.refused", "query.done")
+# A commit event (queries.committed) names the sessions that ran statements, and may hold the
+# server's error text for a statement.
+STATEMENT_KINDS = ("query", "query.refused", "query.done", "queries.committed")
 RECORDINGS_EVERY = 100  # a progress line per this many recordings checked
 
 
@@ -91,6 +94,18 @@ def recording_problems(
     return len(chained), problems
 
 
+def query_log_problems(app: App, progress: Progress = quiet) -> list[str]:
+    """Every query-log row against the chain: rows of the second form against their commit
+    events (each named), then the first row of the first form that differs, if any."""
+    progress("query log: checking every statement row against the chain")
+    found, people = app.store.commit_findings(EVERYTHING, EVERYTHING)
+    problems = [str(f) for f in found]
+    if people is not None:
+        problems.append(querycheck.people_text(people))
+    first_form = querycheck.first_form_problem(app.store, EVERYTHING, EVERYTHING)
+    return problems + ([first_form] if first_form else [])
+
+
 def audit_verify(app: App, args: argparse.Namespace) -> int:
     """Walk the chain (MACs, head file), check the anchors, re-check every closed recording;
     the check and its result are chained as `audit.verified` (unless the chain is in doubt)."""
@@ -103,6 +118,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     recorded, rec_bad = (
         recording_problems(app, verdict.head_seq, progress) if verdict.ok else (0, [])
     )
+    query_bad = query_log_problems(app, progress) if verdict.ok else []
     if verdict.ok and (index_bad := app.store.index_problem()):
         anchor_bad = [*anchor_bad, index_bad]  # a rebuilt index hides rows from every read
     data = {
@@ -119,8 +135,12 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "anchor_problems": anchor_bad,
         "review_packs_checked": packs,
         "recording_problems": rec_bad,
+        "query_log_problems": query_bad,
     }
+    data["ok"] = data["ok"] and not query_bad
     result, text = _outcome(app, verdict, files, anchor_bad, rec_bad)
+    if query_bad and result in ("intact", "anchors not checked"):
+        result, text = "query log edited", "QUERY LOG EDITED: " + "; ".join(query_bad)
     if result == "intact":
         text = _intact_text(verdict, anchored, len(files), recorded)
         text += f"; {packs} signed review pack(s) agree" if packs else ""

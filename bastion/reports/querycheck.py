@@ -1,7 +1,8 @@
 """The week's query log checked against the chain: the review reads the editable `queries`
-table, so each of its rows must match the statement's chained event (text, session and the
+table, so each of its rows must match what the chain holds for it (text, session and the
 person and target the session names, refusal, outcome: rows, tag, masking note), and no
-statement event may have lost its row.
+statement the chain holds may have lost its row. Rows bound by a commit event are checked by
+digest (bastion/audit/qlogbind.py); rows of stores written before, against their own events.
 
 The database names the candidates (bastion/audit/querylog.py); each is confirmed here field by
 field, so a masking note written with other key order, spacing or escapes is not a false alarm
@@ -28,7 +29,31 @@ def query_log_problem(store: Store, week: Week) -> str | None:
     added or deleted without the key), or None."""
     span = iso(week.start), iso(week.end)
     wide = iso(week.start - MARGIN), iso(week.end + MARGIN)
-    for what, rows in store.query_log_candidates(span, wide):
+    return commit_problem(store, span, wide) or first_form_problem(store, span, wide)
+
+
+def commit_problem(store: Store, span: tuple[str, str], wide: tuple[str, str]) -> str | None:
+    """The first row of the second form (bound by commit events) its commit does not vouch
+    for, or a session handed to someone else than its commits say."""
+    found, people = store.commit_findings(span, wide)
+    if found:
+        return str(found[0])
+    if people is not None:
+        return people_text(people)
+    return None
+
+
+def people_text(row: dict[str, Any]) -> str:
+    return (
+        f"session {row['session_id']} names {row['person']} on {row['target']},"
+        f" its statements' chained events {row['actor']} on {row['subject']}"
+    )
+
+
+def first_form_problem(store: Store, span: tuple[str, str], wide: tuple[str, str]) -> str | None:
+    """The first row of the first form (a chained event per statement) that differs."""
+    below = store.first_commit_id()
+    for what, rows in store.query_log_candidates(span, wide, below):
         if what == "deleted":
             for row in rows:
                 return (f"statement {row['key']} is in the chain but was deleted from the query"
@@ -36,10 +61,7 @@ def query_log_problem(store: Store, week: Week) -> str | None:
             continue
         if what == "people":
             for row in rows:
-                return (
-                    f"session {row['session_id']} names {row['person']} on {row['target']},"
-                    f" its statements' chained events {row['actor']} on {row['subject']}"
-                )
+                return people_text(row)
             continue
         if what == "repeated":
             for row in rows:

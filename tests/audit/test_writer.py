@@ -101,7 +101,7 @@ def store_with_a_session(tmp_path: Path, clock: FakeClock) -> Store:
     return store
 
 
-def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
+def test_a_statement_started_and_ended_in_one_batch_is_one_row_bound_by_its_commit(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
@@ -112,10 +112,13 @@ def test_a_statement_started_and_ended_in_one_batch_is_one_row_and_one_event(
            for n in (1, 2)]  # fmt: skip
     first = store.write_batch([start[0], start[1], end[0]])  # 1 ends here, 2 in the next batch
     second = store.write_batch([end[1]])
-    assert first[0] == first[2] and first[0] != first[1]
-    assert [e.kind for e in store.events()][-3:] == ["query", "query", "query.done"]
-    assert json.loads(first[0].detail)["done"]["tag"] == "SELECT 1"
-    assert json.loads(second[0].detail)["tag"] == "SELECT 2"
+    assert first[0] == first[1] == first[2] and first[0].kind == "queries.committed"
+    assert second[0].kind == "queries.committed" and second[0].seq == first[0].seq + 1
+    assert [e.kind for e in store.events()][-2:] == ["queries.committed"] * 2
+    bound, later = json.loads(first[0].detail), json.loads(second[0].detail)
+    assert (bound["first"], len(bound["starts"]) // 32, len(bound["ends"]) // 48) == (1, 2, 1)
+    assert bound["sessions"] == {"s1": ["alice", "db"]}
+    assert (len(later["starts"]), int(later["ends"][:16], 16)) == (0, 2)  # row 2's outcome
     rows = sorted(store.queries(), key=lambda q: q.id)
     assert [(q.rows, q.tag, q.duration_us) for q in rows] == [
         (1, "SELECT 1", 7),

@@ -72,14 +72,14 @@ def test_a_week_that_has_not_ended_is_refused(bst: Bastion) -> None:
 
 @pytest.mark.parametrize(("edit", "said"), [
     ("UPDATE queries SET sql = 'SELECT 1', statement_kind = 'SELECT' WHERE sql LIKE 'DROP%'",
-     "differs from its chained event"),
-    ("DELETE FROM queries WHERE sql LIKE 'DROP%'", "was deleted from the query log"),
+     "differs from its chained commit"),
+    ("DELETE FROM queries WHERE sql LIKE 'DROP%'", "was deleted (or renumbered)"),
 ])  # fmt: skip
 def test_a_query_log_edited_without_the_key_is_a_high_finding(
     bst: Bastion, edit: str, said: str
 ) -> None:
     """The review reads the editable query log: an admin with the files who rewrites or
-    deletes a DROP there (the chain untouched) is caught against the statement's event."""
+    deletes a DROP there (the chain untouched) is caught against the event of its commit."""
     fill_week(bst)
     with sqlite3.connect(bst.db) as db:
         db.execute(edit)

@@ -1,0 +1,15 @@
+"""Statement records hashed and checked in bulk (bastion/audit/_fastqlog.c)."""
+
+def digest(fields: tuple[str | int | None, ...], /) -> bytes: ...
+def check(
+    path: str,
+    lo: int,
+    hi: int,
+    boundary: int,
+    since: str,
+    until: str,
+    starts: list[tuple[int, bytes]],
+    ends: bytes,
+    limit: int,
+    /,
+) -> list[tuple[int, int]]: ...

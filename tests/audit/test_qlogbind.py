@@ -1,0 +1,106 @@
+"""The commit event that binds a group commit's statement rows: the compiled digest agrees
+with the reference encoding, the event holds what the rows can't (the server's scrubbed
+message, an outcome without its row), and a batch without statements has no commit event."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.audit import Event, QueryEnd, QueryStart, Store, _fastqlog, qlogbind
+from bastion.clock import FakeClock
+from tests.audit.test_writer import store_with_a_session
+
+
+def test_the_compiled_digest_is_the_reference_encoding() -> None:
+    rng = random.Random(17)
+    pool: list[str | int | None] = [None, 0, -1, 2**63 - 1, -(2**63), "", "n", "i1;", "s1:x",
+                                    "é\u2028\U0001f600", "a\x00b", "'; DROP", "1"]  # fmt: skip
+    for _ in range(2000):
+        fields = tuple(rng.choice(pool) for _ in range(rng.randint(0, 12)))
+        assert _fastqlog.digest(fields) == qlogbind.reference_digest(fields)
+
+
+def test_the_encoding_is_unambiguous_by_type_and_length() -> None:
+    assert qlogbind.encode([None]) != qlogbind.encode([""])
+    assert qlogbind.encode([1]) != qlogbind.encode(["1"])
+    assert qlogbind.encode(["ab", "c"]) != qlogbind.encode(["a", "bc"])
+
+
+def _start(key: str, clock: FakeClock) -> QueryStart:
+    return QueryStart(key, "s1", "alice", "db", clock.now(), "simple", "SELECT $1")
+
+
+def _end(key: str, clock: FakeClock, message: str | None = None) -> QueryEnd:
+    return QueryEnd(key, "s1", "alice", "db", clock.now(), None, None, "22012", 9,
+                    server_message=message)  # fmt: skip
+
+
+def test_a_batch_without_statements_has_no_commit_event(tmp_path: Path) -> None:
+    store = store_with_a_session(tmp_path, FakeClock())
+    written = store.write_batch([Event("ticket.issued", "admin", "alice")])
+    assert [e.kind for e in written] == ["ticket.issued"]
+    assert store.events()[-1].kind == "ticket.issued"
+
+
+def test_the_commit_holds_the_server_message_and_an_outcome_without_its_row(
+    tmp_path: Path,
+) -> None:
+    """The scrubbed error text is not a column of the row: the commit event keeps it. An end
+    whose start another writer held has no row here: its outcome is kept whole."""
+    clock = FakeClock()
+    store = store_with_a_session(tmp_path, clock)
+    ticket = Event("ticket.issued", "admin", "alice")
+    written = store.write_batch([_start("k1", clock), _end("k1", clock, "division by zero"),
+                                 _end("gone", clock), ticket])  # fmt: skip
+    assert [e.kind for e in written] == ["queries.committed"] * 3 + ["ticket.issued"]
+    assert written[0].seq == written[3].seq + 1  # the commit's event comes last
+    detail = json.loads(written[0].detail)
+    assert detail["messages"] == {"k1": "division by zero"}
+    assert [o["key"] for o in detail["orphans"]] == ["gone"]
+    assert store.verify_chain().ok
+
+
+def test_each_row_s_digests_are_the_ones_its_commit_binds(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = store_with_a_session(tmp_path, clock)
+    store.write_batch([_start("a", clock), _start("b", clock), _end("a", clock)])
+    store.write_batch([_end("b", clock)])
+    assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
+    store.conn.execute("UPDATE queries SET sqlstate = '00000' WHERE query_key = 'b'")
+    found = qlogbind.check(store.path, ("0", "9"), ("0", "9"))
+    assert [(f.id, f.code, f.key) for f in found] == [(2, 4, "b")]
+    assert f"event {store.events()[-1].seq}" in str(found[0])  # the later commit binds it
+
+
+def test_a_store_without_commit_events_has_nothing_to_check(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "b.db", FakeClock())
+    assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
+
+
+def test_a_commit_landing_during_the_check_is_no_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a live store a statement's end can commit between the read of the events and the
+    read of the rows: its row then shows an outcome the events read don't bind yet. The
+    second pass sees that commit; an edit stays a finding on both."""
+    clock = FakeClock()
+    store = store_with_a_session(tmp_path, clock)
+    store.write_batch([_start("a", clock)])
+    real = _fastqlog.check
+    landed: list[object] = []
+
+    def commit_lands_first(*args: Any) -> list[tuple[int, int]]:
+        if not landed:
+            landed.append(store.write_batch([_end("a", clock)]))
+        return real(*args)
+
+    monkeypatch.setattr(_fastqlog, "check", commit_lands_first)
+    assert qlogbind.check(store.path, ("0", "9"), ("0", "9")) == []
+    assert landed
+    store.conn.execute("UPDATE queries SET sql = 'SELECT 2' WHERE query_key = 'a'")
+    assert [f.code for f in qlogbind.check(store.path, ("0", "9"), ("0", "9"))] == [1]
