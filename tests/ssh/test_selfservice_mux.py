@@ -5,6 +5,7 @@ through the shared check (single use, counted towards lockout, audited)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 
 REASON = "INC-4411 refund stuck"
+
+
+@dataclass(frozen=True)
+class Done:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
 CONFIG = '\n[targets.web-1]\napprovals = 1\nbreak_glass = true\nbreak_glass_max = "30m"\n'
 
 
@@ -30,14 +40,14 @@ def _pending(b: Bastion) -> list[int]:
     return [r.id for r in b.store.requests() if r.state == "pending"]
 
 
-async def _decide(conn: Any, command: str, code: str | None) -> asyncssh.SSHCompletedProcess:
+async def _decide(conn: Any, command: str, code: str | None) -> Done:
     """One command on a new channel of `conn`, sending `code` as its stdin (None: stdin is
     closed at once, as `ssh ... < /dev/null` does)."""
     if code is None:
-        done: asyncssh.SSHCompletedProcess = await conn.run(command, stdin=asyncssh.DEVNULL,
-                                                            check=False)  # fmt: skip
-        return done
-    return await conn.run(command, input=f"{code}\n", check=False)  # type: ignore[no-any-return]
+        done = await conn.run(command, stdin=asyncssh.DEVNULL, check=False)
+    else:
+        done = await conn.run(command, input=f"{code}\n", check=False)
+    return Done(int(done.exit_status), str(done.stdout), str(done.stderr))
 
 
 def test_each_decision_on_a_multiplexed_connection_needs_its_own_fresh_code(
