@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bastion.clock import iso
 from bastion.console import websessions
@@ -70,7 +71,8 @@ async def test_a_row_made_in_the_store_for_another_admin_is_no_session(console: 
            csrf, "10.9.9.9", now, now, now))  # fmt: skip
     async with console.http() as http:
         http.cookie_jar.update_cookies({COOKIE: token})
-        assert await _me(http) == 401
+        async with http.get("/api/v1/me") as r:
+            assert r.status == 401 and "MAC" not in await r.text()  # as if there were none
         assert await _write(http, csrf) in (401, 403)
     _nothing_written_as(console, "zed")
 
@@ -89,12 +91,17 @@ async def _own_row_edited(console: Console, edit: Callable[[str], None]) -> None
     _nothing_written_as(console, "zed")
 
 
-async def test_an_own_row_moved_to_another_admin_is_refused(console: Console) -> None:
+async def test_an_own_row_moved_to_another_admin_is_refused(
+    console: Console, capsys: pytest.CaptureFixture[str]
+) -> None:
     def move(session_id: str) -> None:
         _edit(console, "UPDATE web_sessions SET user_id = ? WHERE id = ?",
               (_user_id(console, "zed"), session_id))  # fmt: skip
 
     await _own_row_edited(console, move)
+    refused = [line for line in capsys.readouterr().out.splitlines()
+               if "web.session_refused" in line]  # fmt: skip
+    assert refused and all("user=zed" in line and "key's MAC" in line for line in refused)
 
 
 async def test_a_step_up_proof_pushed_forward_is_refused(console: Console) -> None:
