@@ -6,3 +6,7 @@
 -- neither: their cookies find nothing, and their people sign in again.
 ALTER TABLE web_sessions RENAME COLUMN token_sha256 TO token_mac;
 ALTER TABLE web_sessions ADD COLUMN row_mac TEXT;
+-- The same for reusable tickets: row_mac binds a ticket's keyed digest to its person,
+-- target, grant, end and address binding, so a row moved to someone else or stretched is no
+-- ticket. Reusable tickets from before this migration stop working: mint a new one.
+ALTER TABLE tickets ADD COLUMN row_mac TEXT;
