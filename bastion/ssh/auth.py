@@ -150,7 +150,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         try:
             await self.core.login_failed(admission)
         except Exception as exc:  # the store failed: nothing more can be recorded
-            log.error("audit.write_failed", error=str(exc), kind="auth.failed")
+            log.error("audit.write_failed", error=str(exc), kind="login failed")
 
     async def _shown(self, login_name: str) -> str:
         """A login name as the trail and the log may show it: as typed when its user part is
