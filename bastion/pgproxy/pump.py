@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+import time
+from collections.abc import Coroutine, Sequence
 from typing import Any, NamedTuple, cast
 
+from bastion.audit import QueryEnd, QueryStart
+from bastion.core import Core
 from bastion.errors import StoreError
 from bastion.pgproxy.client import Client
-from bastion.pgproxy.guard import MaskingLost
-from bastion.pgproxy.relay import ClientStep, Relay
+from bastion.pgproxy.relay import Relay, Step
 from bastion.pgproxy.upstream import Upstream
 from bastion.tasks import spawn
 
-LOST_CHECK = "the bastion could not check a reply from the database, so it ended the session"
+WRITE_LOST = "the audit trail could not be written; the session was ended"
 
 
 class Ended(NamedTuple):
@@ -29,14 +31,19 @@ class Pump:
     """Runs a Relay between the client's and the target's transports.
 
     Login uses streams; the relay takes the two transports over with protocols of its own, so
-    a statement costs two callbacks and two writes, with no task switches. A client read whose
+    a statement costs two callbacks and two writes, with no task switches. The relay does no
+    I/O: the pump gives it each read and the time, and does what its step asks (audit records
+    submitted, unmask grants read, bytes written, the session ended). A client read whose
     audit rows must be durable first (strict durability), or that needs the unmask grants read
     again, holds further client reads until that is done, then goes upstream in order. Each
-    side is read only while the other can take more (backpressure both ways).
+    side is read only while the other can take more (backpressure both ways). A record that
+    cannot be written ends the session at the next client read (StoreError).
     """
 
-    def __init__(self, relay: Relay, client: Client, up: Upstream) -> None:
-        self.relay, self.client, self.up = relay, client, up
+    def __init__(self, core: Core, relay: Relay, client: Client, up: Upstream) -> None:
+        self.core, self.relay, self.client, self.up = core, relay, client, up
+        self.strict = core.config.audit.durability == "strict"
+        self.failure: str | None = None  # set when a posted record could not be written
         self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self._client_t = cast(asyncio.Transport, client.writer.transport)
         self._up_t = cast(asyncio.Transport, up.writer.transport)
@@ -82,32 +89,54 @@ class Pump:
             return
         if self._held:
             self._backlog.append(data)
-        elif self.relay.needs_refresh():
-            self._hold(self._refreshed(data))
         else:
             self._process(data)
 
     def _process(self, data: bytes) -> None:
-        relay = self.relay
         try:
-            step = relay.client_read(data)
+            step = self.relay.client_read(data, self.core.clock.now(), time.monotonic_ns())
+            if step.refresh:
+                self._hold(self._refreshed(data))
+                return
+            durable = self._record(step.starts) if step.starts else None
         except Exception as exc:  # run() decides what each error means
             self._end("client", "", exc)
             return
-        if relay.failure is not None:
-            self._end("client", "", StoreError(relay.failure))
-        elif step.durable is not None:
+        if self.failure is not None:
+            self._end("client", "", StoreError(self.failure))
+        elif durable is not None:
             self._held = True
             self._reading()
-            step.durable.add_done_callback(lambda done: self._durable(step, done))
+            durable.add_done_callback(lambda done: self._durable(step, done))
         else:
             self._send_up(step)
 
-    def _send_up(self, step: ClientStep) -> None:
+    def _record(self, starts: Sequence[QueryStart]) -> asyncio.Future[Any] | None:
+        """The read's statement records: under strict durability, the future its bytes wait
+        for; otherwise posted (nobody waits)."""
+        writer = self.core.audit_writer()
+        if self.strict:
+            return writer.submit_all(starts)
+        for record in starts:
+            writer.post(record, self._write_lost)
+        return None
+
+    def post_ends(self, ends: Sequence[QueryEnd]) -> None:
+        """Statements' outcomes: posted, in order; nobody waits for them."""
+        writer = self.core.audit_writer()
+        for record in ends:
+            writer.post(record, self._write_lost)
+
+    def _write_lost(self) -> None:
+        self.failure = WRITE_LOST
+
+    def _send_up(self, step: Step) -> None:
         if self.ended.done():  # the client left while its read was held: it goes nowhere
             return
-        if step.out:
-            self._up_t.write(step.out)
+        if step.up:
+            self._up_t.write(step.up)
+        if step.down:
+            self.client.send(step.down)
         if step.ended:
             self._end("client", "client ended the session")
         elif step.error is not None:
@@ -120,8 +149,9 @@ class Pump:
         self._task = spawn(work, name="pg-held-read")
 
     async def _refreshed(self, data: bytes) -> None:
+        relay = self.relay
         try:
-            await self.relay.refresh_grants()
+            relay.set_grants(await self.core.unmask_grants(relay.user, relay.target))
         except Exception as exc:  # a store error ends the session
             self._end("client", "", exc)
             return
@@ -129,7 +159,7 @@ class Pump:
         self._process(data)
         self._release()
 
-    def _durable(self, step: ClientStep, done: asyncio.Future[Any]) -> None:
+    def _durable(self, step: Step, done: asyncio.Future[Any]) -> None:
         """The held read's audit rows are on disk (or failed: the statements must not run)."""
         if done.cancelled():
             self._end("client", "the audit writer stopped")
@@ -177,18 +207,22 @@ class Pump:
         if self.ended.done():
             return
         try:
-            out, error = self.relay.upstream_read(data)
-        except MaskingLost as exc:  # nothing of this read reaches the client
-            self.client.fatal("XX000", exc.told or LOST_CHECK)
-            self._end("database", f"error: {exc}")
-            return
+            step = self.relay.upstream_read(data, self.core.clock.now(), time.monotonic_ns())
+            if step.fatal is not None:  # nothing of this read reaches the client
+                self.client.fatal(step.fatal.sqlstate, step.fatal.told)
+                self._end("database", step.fatal.why)
+                return
+            if step.ends:
+                self.post_ends(step.ends)
         except Exception as exc:  # run() decides what each error means
             self._end("database", "", exc)
             return
-        if out:
-            self.client.send(out)
-        if error is not None:
-            self._end("database", "", error)
+        if step.up:
+            self._up_t.write(step.up)
+        if step.down:
+            self.client.send(step.down)
+        if step.error is not None:
+            self._end("database", "", step.error)
 
     def upstream_lost(self, exc: BaseException | None) -> None:
         self._end("database", "upstream_lost")

@@ -1,28 +1,21 @@
 """What relaying one database session means: statement log, read-only guard, replies attributed
-(sans-I/O: the pump moves the bytes)."""
+(sans-I/O: given bytes and the time, it returns bytes, audit records and decisions)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
-
-import structlog
+from typing import NamedTuple
 
 from bastion import pgwire, sqlparse
-from bastion.audit import QueryEnd, QueryStart
-from bastion.core import Core
+from bastion.audit import QueryEnd, QueryStart, UnmaskGrant
 from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
 from bastion.sqlparse import disguise
 from bastion.sqlparse import lexing as sqlparse_lexing
 from bastion.sqlparse.names import GuardCatalog
-
-log = structlog.get_logger("bastion.postgres")
 
 REFUSED_SQL = "bastion refused this statement"
 """Sent upstream in place of a refused statement. It is a syntax error, so the server answers
@@ -31,65 +24,94 @@ skips to Sync as for any failed statement; the relay swaps that error for its ow
 _STAND_IN_QUERY = pgwire.query(REFUSED_SQL)
 _STAND_IN_PARSE = pgwire.parse("", REFUSED_SQL, ())
 
+LOST_CHECK = "the bastion could not check a reply from the database, so it ended the session"
 
-class ClientStep(NamedTuple):
-    """What one client read asks of the pump."""
 
-    out: bytes | memoryview  # for the target, once `durable` is done
-    durable: asyncio.Future[Any] | None  # the read's audit rows, on disk first (strict)
-    ended: bool  # the client said goodbye (Terminate)
-    error: pgwire.ProtocolError | None  # a malformed message followed `out`
+class Fatal(NamedTuple):
+    """The session must end now: FATAL `sqlstate` `told` to the client, `why` for its row."""
+
+    sqlstate: str
+    told: str
+    why: str
+
+
+class Step(NamedTuple):
+    """What one read asks of the pump, which does it in this order: end with `fatal` (and
+    nothing else); submit `starts` (under strict durability, `up` waits until they are
+    durable) and post `ends`; send `up` to the target and `down` to the client; then end the
+    session if `ended` (the client said goodbye) or `error` (a malformed message followed)."""
+
+    up: bytes | memoryview = b""
+    down: bytes | memoryview = b""
+    starts: Sequence[QueryStart] = ()  # statements begun or refused, in order
+    ends: Sequence[QueryEnd] = ()  # statements answered, in order
+    ended: bool = False
+    error: pgwire.ProtocolError | None = None
+    fatal: Fatal | None = None
+    refresh: bool = False  # nothing was taken: read the unmask grants, set_grants, read again
+
+
+_REFRESH = Step(refresh=True)
 
 
 @dataclass
 class Relay:
-    core: Core
+    """One session's protocol logic; it holds no core, reads no clock and does no I/O."""
+
     session_id: str
     user: str
     target: str
     read_only: bool
+    opened: datetime  # when the session opened: the first `last_input`
     guard: Guard | None = None  # set when the target masks (and then every reply is checked)
     names: GuardCatalog | None = None  # a read grant's snapshot of the target's names
     names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
+    keep_literals: bool = False  # config audit.keep_literals
+    max_message: int = pgwire.DEFAULT_MAX_MESSAGE  # config postgres.max_message
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
     portals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     counter: int = 0
-    failure: str | None = None  # set when the audit trail could not be written
     last_input: datetime = field(init=False)  # when the client last sent anything
+    _now: datetime = field(init=False)  # the time the current step was given
+    _now_ns: int = field(init=False)  # and its monotonic reading, for durations
+    _fresh: bool = field(init=False, default=False)  # grants were read for the next read
 
     def __post_init__(self) -> None:
-        self.last_input = self.core.clock.now()
-        limit = self.core.config.postgres.max_message
-        self._from_client = pgwire.Scanner(b"d", limit)  # COPY in, in bulk
-        self._from_upstream = pgwire.Scanner(b"Dd", limit)  # DataRows and COPY out, counted
+        self.last_input = self._now = self.opened
+        self._now_ns = 0
+        self._from_client = pgwire.Scanner(b"d", self.max_message)  # COPY in, in bulk
+        self._from_upstream = pgwire.Scanner(b"Dd", self.max_message)  # DataRows, COPY out
 
     # -- client to target ---------------------------------------------------------------
 
-    def needs_refresh(self) -> bool:
-        """Whether the unmask grants must be read again before the next client read is used:
-        expiry and revocation take effect on the next statement."""
-        return self.guard is not None and bool(self.guard.grant_ids)
-
-    async def refresh_grants(self) -> None:
+    def set_grants(self, live: Sequence[UnmaskGrant]) -> None:
+        """The engineer's live unmask grants, read by the pump because a step asked (`refresh`):
+        the next client read is taken under them."""
         if self.guard is not None:
-            live = await self.core.unmask_grants(self.user, self.target)
             self.guard.set_grants(live)
+        self._fresh = True
 
-    def client_read(self, data: bytes) -> ClientStep:
-        """One read from the client: what goes upstream, and what must be durable first.
+    def client_read(self, data: bytes, now: datetime, now_ns: int) -> Step:
+        """One read from the client, at `now` (wall) and `now_ns` (monotonic): what goes
+        upstream, and the audit records of its statements.
 
-        Each read is scanned whole; its statements are queued for the audit trail together
-        and, under strict durability, are on disk before any of the read goes upstream.
+        Each read is scanned whole; its statements' records come back together (under strict
+        durability the pump has them on disk before any of the read goes upstream). Under an
+        unmask grant, nothing is taken until the grants are read again (`refresh`): expiry and
+        revocation take effect on the next statement.
         """
-        self.last_input = self.core.clock.now()
+        if self.guard is not None and self.guard.grant_ids and not self._fresh:
+            return _REFRESH
+        self._fresh = False
+        self.last_input = self._now = now
+        self._now_ns = now_ns
         scan = self._from_client.feed(data)
-        records: list[QueryStart] = []
-        out, ended = self._client_scan(scan, records)
+        starts: list[QueryStart] = []
+        out, ended = self._client_scan(scan, starts)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
-        durable = self.core.audit_writer().submit_all(records) if records else None
-        return ClientStep(joined, durable, ended, scan.error)
+        return Step(joined, b"", starts, (), ended, scan.error)
 
     def client_eof(self) -> str:
         """The client closed its side; ProtocolError if it stopped inside a message."""
@@ -97,25 +119,25 @@ class Relay:
         return "client closed the connection"
 
     def _client_scan(
-        self, scan: pgwire.Scan, waits: list[QueryStart]
+        self, scan: pgwire.Scan, starts: list[QueryStart]
     ) -> tuple[list[bytes | memoryview], bool]:
         """What to send upstream for one read, and whether the client said goodbye
-        (Terminate); `waits` gets the audit rows that must be durable first (strict)."""
+        (Terminate); `starts` gets the records of its statements."""
         out: list[bytes | memoryview] = []
         for item in scan.items:
             if isinstance(item, pgwire.Run):
                 out.append(item.raw)
                 continue
-            out.append(self._inspect(item, waits))
+            out.append(self._inspect(item, starts))
             if item.type == b"X":
                 return out, True
         return out, False
 
-    def _inspect(self, frame: pgwire.Frame, waits: list[QueryStart]) -> bytes:
+    def _inspect(self, frame: pgwire.Frame, starts: list[QueryStart]) -> bytes:
         """What to send upstream for one client message (itself, or a refusal's stand-in)."""
         kind = frame.type
         if kind in (b"Q", b"P", b"F"):
-            return self._checked(frame, waits)
+            return self._checked(frame, starts)
         # Tracked by the masking, which may put a Describe before an Execute.
         raw = self.guard.message(frame) if self.guard is not None else frame.raw
         if kind == b"B":
@@ -129,19 +151,19 @@ class Relay:
             sql = self.statements.get(statement)
             if sql is None:  # prepared before the bastion saw it: nothing to show but its name
                 sql = f"[prepared statement {statement!r}]"
-            key = self._record_start("execute", sql, params, None, waits)
-            self.tracker.sent(key, simple=False, now_ns=time.monotonic_ns())
+            key = self._record_start("execute", sql, params, None, starts)
+            self.tracker.sent(key, simple=False, now_ns=self._now_ns)
         return raw
 
-    def _checked(self, frame: pgwire.Frame, waits: list[QueryStart]) -> bytes:
+    def _checked(self, frame: pgwire.Frame, starts: list[QueryStart]) -> bytes:
         """A Query, Parse or function call: checked by the masking and the read-only guard."""
         guard = self.guard
         if frame.type == b"Q":
             sql = pgwire.query_text(frame)
             masked = guard.query(sql) if guard is not None else None
             if masked is not None:
-                return self._refused("simple", sql, masked, waits, masked=True)
-            return self._statement(frame.raw, "simple", sql, waits)
+                return self._refused("simple", sql, masked, starts, masked=True)
+            return self._statement(frame.raw, "simple", sql, starts)
         message = pgwire.decode_frontend(frame)
         if isinstance(message, pgwire.Parse):
             masked = guard.parse(message.name, message.sql) if guard is not None else None
@@ -149,38 +171,38 @@ class Relay:
             self.statements[message.name] = message.sql  # refused or not: what Executes log
             if refused is None:
                 return frame.raw
-            return self._refused("parse", message.sql, refused, waits, masked=bool(masked))
-        return self._function_call(frame.raw, waits)
+            return self._refused("parse", message.sql, refused, starts, masked=bool(masked))
+        return self._function_call(frame.raw, starts)
 
-    def _function_call(self, raw: bytes, waits: list[QueryStart]) -> bytes:
+    def _function_call(self, raw: bytes, starts: list[QueryStart]) -> bytes:
         call = "[fast-path function call]"
         if self.guard is not None:
             reason = self.guard.function_call()
-            return self._refused("function", call, reason, waits, masked=True)
+            return self._refused("function", call, reason, starts, masked=True)
         if self.read_only:
             refused = "the fast-path function call cannot be checked"
-            return self._refused("function", call, refused, waits)
-        return self._statement(raw, "function", call, waits)
+            return self._refused("function", call, refused, starts)
+        return self._statement(raw, "function", call, starts)
 
-    def _statement(self, raw: bytes, step: str, sql: str, waits: list[QueryStart]) -> bytes:
+    def _statement(self, raw: bytes, step: str, sql: str, starts: list[QueryStart]) -> bytes:
         """A simple Query or a function call: answered in full before ReadyForQuery."""
         refused = self._refusal(sql) if step == "simple" else None
         if refused is not None:
-            return self._refused(step, sql, refused, waits)
-        key = self._record_start(step, sql, None, None, waits)
-        self.tracker.sent(key, simple=True, now_ns=time.monotonic_ns())
+            return self._refused(step, sql, refused, starts)
+        key = self._record_start(step, sql, None, None, starts)
+        self.tracker.sent(key, simple=True, now_ns=self._now_ns)
         return raw
 
-    def _refused(self, step: str, sql: str, reason: str, waits: list[QueryStart],
+    def _refused(self, step: str, sql: str, reason: str, starts: list[QueryStart],
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
-        key = self._record_start(step, sql, None, reason, waits)
+        key = self._record_start(step, sql, None, reason, starts)
         if masked or not self.read_only:  # a masked session's check (its grant may write)
             error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
         else:
             message = f"refused by the bastion: {reason} (this grant is read-only)"
             error = pgwire.error_response("ERROR", "25006", message)
-        self.tracker.sent(key, simple=step != "parse", now_ns=time.monotonic_ns(), stand_in=error)
+        self.tracker.sent(key, simple=step != "parse", now_ns=self._now_ns, stand_in=error)
         return _STAND_IN_PARSE if step == "parse" else _STAND_IN_QUERY
 
     def _key(self) -> str:
@@ -211,55 +233,53 @@ class Relay:
     def _params(self, bind: pgwire.Bind) -> str | None:
         if not bind.params:
             return None
-        if self.core.config.audit.keep_literals:
+        if self.keep_literals:
             return json.dumps(sqlparse.describe_params(bind.params, bind.param_formats))
         return json.dumps(sqlparse.redact_params(bind.params))
 
     def _record_start(self, step: str, sql: str, params: str | None, refused: str | None,
-                      waits: list[QueryStart]) -> str:  # fmt: skip
-        """Queue the statement's audit row; strict durability waits for it before forwarding
-        (it joins `waits`, which the read submits together)."""
-        audit = self.core.config.audit
+                      starts: list[QueryStart]) -> str:  # fmt: skip
+        """The statement's audit record joins `starts`, which the read returns together."""
+        keep_literals = self.keep_literals
         key = self._key()
         placeholder = sql.startswith("[") and sql.endswith("]")
         # The scribe redacts in its own process, unless this session parsed the text already
         # (read-only and masked sessions check every statement before it goes upstream).
-        raw = not (audit.keep_literals or placeholder or self.read_only or self.guard is not None)
+        raw = not (keep_literals or placeholder or self.read_only or self.guard is not None)
         kept_whole = None
         if raw:
             text, kind = sql, None
         else:
-            if audit.keep_literals or placeholder:
+            if keep_literals or placeholder:
                 text = sql
             else:
                 text, kept_whole = sqlparse.log_text(sql)
             kind = sqlparse.command_kind(sql)
-        record = QueryStart(key, self.session_id, self.user, self.target, self.core.clock.now(),
-                            step, text, params, kind, refused, raw, kept_whole)  # fmt: skip
-        if audit.durability == "strict":
-            waits.append(record)
-        else:
-            self.core.audit_writer().post(record, self._write_lost)
+        starts.append(QueryStart(key, self.session_id, self.user, self.target, self._now, step,
+                                 text, params, kind, refused, raw, kept_whole))  # fmt: skip
         return key
-
-    def _write_lost(self) -> None:
-        self.failure = "the audit trail could not be written; the session was ended"
 
     # -- target to client ---------------------------------------------------------------
 
-    def upstream_read(self, data: bytes) -> tuple[bytes | memoryview, pgwire.ProtocolError | None]:
-        """One read from the target: the bytes for the client, and a framing error that
-        followed them. MaskingLost when the masking cannot vouch for the read (nothing of it
+    def upstream_read(self, data: bytes, now: datetime, now_ns: int) -> Step:
+        """One read from the target: the bytes for the client and the records of the
+        statements it ended. `fatal` when the checks cannot vouch for the read (nothing of it
         may reach the client)."""
+        self._now, self._now_ns = now, now_ns
         scan = self._from_upstream.feed(data)
-        return self._observe(scan), scan.error
+        try:
+            down, finished = self._observe(scan)
+        except MaskingLost as exc:
+            return Step(fatal=Fatal("XX000", exc.told or LOST_CHECK, f"error: {exc}"))
+        return Step(b"", down, (), self._ends(finished) if finished else (), False, scan.error)
 
-    def _observe(self, scan: pgwire.Scan) -> bytes | memoryview:
-        """Attribute the replies to statements; the bytes for the client (changed only where a
-        refused statement's stand-in error is swapped for the bastion's own)."""
+    def _observe(self, scan: pgwire.Scan) -> tuple[bytes | memoryview, list[Finished]]:
+        """Attribute the replies to statements; the bytes for the client (changed only where
+        the masking rewrites or a refused statement's stand-in error is swapped for the
+        bastion's own), and the statements that ended."""
         swapped: dict[int, bytes] = {}
         finished: list[Finished] = []
-        tracker, guard = self.tracker, self.guard
+        tracker, guard, now_ns = self.tracker, self.guard, self._now_ns
         for index, item in enumerate(scan.items):
             if guard is not None:
                 changed = guard.reply(item, tracker.head)
@@ -270,21 +290,20 @@ class Relay:
                 continue
             kind = item.type
             if kind == b"C":
-                finished += tracker.complete(pgwire.command_tag(item), time.monotonic_ns())
+                finished += tracker.complete(pgwire.command_tag(item), now_ns)
             elif kind in (b"I", b"s"):
-                finished += tracker.complete(None, time.monotonic_ns())
+                finished += tracker.complete(None, now_ns)
             elif kind == b"E":
                 finished += self._error(item, index, swapped)
             elif kind == b"S":
                 _check_status(item, self.read_only)
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
-                finished += tracker.ready(time.monotonic_ns())
-        if finished:
-            self.record_ends(finished)
+                finished += tracker.ready(now_ns)
         if not swapped:
-            return scan.data
-        return b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
+            return scan.data, finished
+        joined = b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
+        return joined, finished
 
     def _error(self, item: pgwire.Frame, index: int, swapped: dict[int, bytes]) -> list[Finished]:
         """An ErrorResponse ends its statement; a refused one's stand-in error is swapped."""
@@ -293,21 +312,25 @@ class Relay:
         if stand_in is not None:
             swapped[index] = stand_in
             sqlstate = "42501" if self.guard is not None else "25006"
-            return tracker.error(sqlstate, time.monotonic_ns())
+            return tracker.error(sqlstate, self._now_ns)
         error = pgwire.decode_backend(item)
         assert isinstance(error, pgwire.ErrorResponse)
-        return tracker.error(error.sqlstate, time.monotonic_ns())
+        return tracker.error(error.sqlstate, self._now_ns)
 
-    def record_ends(self, finished: list[Finished]) -> None:
-        writer = self.core.audit_writer()
+    def abandon(self, why: str, now: datetime, now_ns: int) -> list[QueryEnd]:
+        """The connection ended: the records of whatever was still in flight, tagged `why`."""
+        self._now, self._now_ns = now, now_ns
+        return self._ends(self.tracker.abandon(now_ns, why))
+
+    def _ends(self, finished: list[Finished]) -> list[QueryEnd]:
+        ends = []
         for f in finished:
             p = f.pending
             note = masking_note(p.mask, p.shown, p.earlier) if p is not None else None
-            record = QueryEnd(f.key, self.session_id, self.user, self.target,
-                              self.core.clock.now(), f.rows, f.tag, f.sqlstate,
-                              f.duration_ns // 1000, note,
-                              p.server_message if p is not None else None)  # fmt: skip
-            writer.post(record, self._write_lost)
+            ends.append(QueryEnd(f.key, self.session_id, self.user, self.target, self._now,
+                                 f.rows, f.tag, f.sqlstate, f.duration_ns // 1000, note,
+                                 p.server_message if p is not None else None))  # fmt: skip
+        return ends
 
 
 LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"

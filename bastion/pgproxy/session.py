@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,7 @@ from bastion import pgwire, sqlparse
 from bastion.access.admission import Admission, PasswordProof
 from bastion.access.grants import Decision
 from bastion.access.tickets import REUSABLE_PREFIX, TICKET_REFUSED
-from bastion.audit import Event
+from bastion.audit import Event, QueryEnd
 from bastion.audit.records import Target
 from bastion.core import Core
 from bastion.errors import BastionError, Denied, StoreError
@@ -153,11 +154,14 @@ class PgSession:
         if masking:
             guard = await self.maskings.guard(self.core, target, role, self.up)
             guard.set_grants(grants)
-        self.relay = Relay(self.core, self.id, user, target.name, read_only, guard)
+        names, names_missed = None, None
         if read_only or masking:  # both check for calls in disguise
             names = await self.read_names.get(target.name, role, self.up)
-            self.relay.names = names
-            self.relay.names_missed = self.read_names.forgetter(target.name, role, names)
+            names_missed = self.read_names.forgetter(target.name, role, names)
+        config = self.core.config
+        self.relay = Relay(self.id, user, target.name, read_only, self.core.clock.now(), guard,
+                           names, names_missed, keep_literals=config.audit.keep_literals,
+                           max_message=config.postgres.max_message)  # fmt: skip
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
@@ -168,7 +172,7 @@ class PgSession:
     async def run(self) -> tuple[str, str]:
         """Relay until one side ends; returns (state, reason) for the session row."""
         assert self.relay is not None and self.up is not None
-        pump = Pump(self.relay, self.client, self.up)
+        pump = Pump(self.core, self.relay, self.client, self.up)
         try:
             ended = await pump.run()
         finally:
@@ -191,20 +195,24 @@ class PgSession:
             log.error("postgres.relay_failed", session=self.id, error=repr(error))
             why = f"error: internal error in the bastion ({type(error).__name__})"
             self._last_words("XX000", "internal error in the bastion; the session was ended")
-        return await self._wind_down(why)
+        return await self._wind_down(why, pump)
 
-    async def _wind_down(self, why: str) -> tuple[str, str]:
+    async def _wind_down(self, why: str, pump: Pump) -> tuple[str, str]:
         assert self.relay is not None and self.up is not None
         if self.ending is not None:
             return self.ending
         if why == "upstream_lost":
             self._last_words("08006", f"the bastion lost its connection to {self.relay.target}")
-            self.relay.record_ends(self.relay.tracker.abandon(0, "upstream lost"))
+            pump.post_ends(self._abandon("upstream lost"))
             return "upstream_lost", "the database closed the connection"
         if self.relay.tracker.busy:
             await self.cancel("client left mid-statement")
-            self.relay.record_ends(self.relay.tracker.abandon(0, "client disconnected"))
+            pump.post_ends(self._abandon("client disconnected"))
         return "closed", why
+
+    def _abandon(self, why: str) -> list[QueryEnd]:
+        assert self.relay is not None
+        return self.relay.abandon(why, self.core.clock.now(), time.monotonic_ns())
 
     def _last_words(self, sqlstate: str, message: str) -> None:
         """FATAL to the client, who hears it now, not after the bastion's own bookkeeping (a

@@ -150,6 +150,13 @@ def add_review(routes: Routes) -> None:
         REVIEWERS,
         summary="pass or flag a finding",
     )
-    add("POST", "/review/weeks/{week}/sign", sign_post, REVIEWERS, summary="sign a week")
+    add(
+        "POST",
+        "/review/weeks/{week}/sign",
+        sign_post,
+        REVIEWERS,
+        step_up=False,
+        summary="sign a week (with a code of its own)",
+    )
     add_review_pages(routes)
     add_review_api(routes)

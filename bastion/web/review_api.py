@@ -92,6 +92,7 @@ API: tuple[Route, ...] = (
      "The consent ledger: unmask grants with their consent (reviewers)"),
 )  # fmt: skip
 BODIES = {"/findings": FINDING, "/signoffs": SIGNOFF}
+OWN_CODE = frozenset({"/signoffs"})  # signing asks for a code of its own: no step-up
 
 
 def add_review_api(routes: Routes) -> None:
@@ -100,4 +101,4 @@ def add_review_api(routes: Routes) -> None:
     for method, path, call, roles, query, summary in API:
         body = BODIES.get(path) if method == "POST" else None
         routes.add(method, f"{V1}/review{path}", endpoint(call), roles, summary=summary,
-                   body=body, query=query)  # fmt: skip
+                   body=body, query=query, step_up=False if path in OWN_CODE else None)  # fmt: skip

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bastion.access.stepup import STEP_UP_ROLES
 from bastion.identity.service import ROLES
 from bastion.web.params import placeholders, undescribed
 
@@ -24,6 +25,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC: frozenset[str] = frozenset()
 ANYONE: frozenset[str] = frozenset(ROLES)  # every signed-in person, for their own things
 ADMIN: frozenset[str] = frozenset({"admin"})
+SAFE = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
 
 
 class UndeclaredRoute(RuntimeError):
@@ -55,8 +57,9 @@ class Routes:
             summary: str, public: bool = False, body: dict[str, object] | None = None,
             query: tuple[str, ...] = (), step_up: bool | None = None) -> None:  # fmt: skip
         """Declare and add one route; public routes say so, others name at least one role,
-        and every parameter it takes has its schema in bastion/web/params.py. A write for
-        admins only needs a recent TOTP proof (step-up) unless it says step_up=False."""
+        and every parameter it takes has its schema in bastion/web/params.py. A write open
+        only to people who may step up (admins, reviewers) needs a recent TOTP proof unless
+        it says step_up=False (it asks for a code of its own)."""
         wanted = frozenset(roles)
         if public == bool(wanted) or not wanted <= ANYONE:
             raise UndeclaredRoute(f"{method} {path}: name the roles allowed, or public=True")
@@ -65,7 +68,7 @@ class Routes:
             raise UndeclaredRoute(f"{method} {path}: {', '.join(missing)} has no schema"
                                   " in bastion/web/params.py")  # fmt: skip
         if step_up is None:
-            step_up = method not in ("GET", "HEAD", "OPTIONS") and wanted == ADMIN
+            step_up = method not in SAFE and bool(wanted) and wanted <= STEP_UP_ROLES
         self.declared[(method, path)] = Declared(wanted, public, summary,
                                                  path.startswith("/api/"), body, tuple(query),
                                                  placeholders(path), step_up)  # fmt: skip

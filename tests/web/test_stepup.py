@@ -11,13 +11,14 @@ from typing import Any
 
 import aiohttp
 
-from bastion.access.stepup import NEEDED
+from bastion.access.stepup import NEEDED, STEP_UP_ROLES
 from bastion.clock import iso
 from bastion.identity import totp
 from bastion.web.app import build_app
 from bastion.web.routes import ROUTES_KEY
 from tests.web.conftest import PASSWORDS, Console, detail
 
+SAMPLE = {"week": "2026-W47"}  # placeholder values for the walk over every route
 GRANT = {"holder": "bob", "target": "web-1", "reason": "INC-7 on-call", "for": "1h"}
 
 
@@ -75,8 +76,9 @@ async def test_a_session_older_than_the_window_cannot_make_any_admin_change(
                     "grant_id": "1", "fingerprint": "SHA256:x", "csrf": csrf}  # fmt: skip
             if path.startswith("/api/"):
                 sent = http.post(path, json=body, headers={"X-CSRF-Token": csrf})
-            else:
-                sent = http.post(path, data=body)
+            else:  # a path's placeholders filled with values of their shape
+                sent = http.post(re.sub(r"\{(\w+)\}", lambda m: SAMPLE.get(m[1], "1"), path),
+                                 data=body)  # fmt: skip
             async with sent as r:
                 text = await r.text()
                 assert r.status == 403 and NEEDED in text, (path, r.status, text[:300])
@@ -253,3 +255,26 @@ async def test_the_form_sends_the_admin_back_only_to_a_page_of_the_console(
             form = {"csrf": csrf, "code": console.code("ada"), "back": back}
             async with http.post("/step-up", data=form, allow_redirects=False) as r:
                 assert (r.status, r.headers["Location"]) == (303, expected), back
+
+
+# The writes open to admins or reviewers that carry a code of their own instead (a decision,
+# a signature) or prove one (step-up itself). Anything else they may write asks for step-up.
+OWN_CODE_ROUTES = {
+    *(("POST", f"{prefix}/admin/{kind}/{verb}") for prefix in ("", "/api/v1")
+      for kind in ("requests", "unmask-requests") for verb in ("approve", "deny")),
+    ("POST", "/review/weeks/{week}/sign"), ("POST", "/api/v1/review/signoffs"),
+    ("POST", "/step-up"), ("POST", "/api/v1/step-up"),
+}  # fmt: skip
+
+
+def test_every_write_open_only_to_admins_or_reviewers_asks_for_step_up(console: Console) -> None:
+    """Passing or flagging a finding, acknowledging break-glass, any admin change: a stolen
+    admin's or reviewer's session can do none of them past the window. Only the writes that
+    carry their own code are exempt, and they are named here."""
+    declared = build_app(console.core)[ROUTES_KEY].declared
+    privileged = {key: d for key, d in declared.items()
+                  if key[0] != "GET" and d.roles and d.roles <= STEP_UP_ROLES}  # fmt: skip
+    assert ("POST", "/api/v1/review/findings") in privileged
+    assert ("POST", "/review/weeks/{week}/findings/{finding}") in privileged
+    exempt = {key for key, d in privileged.items() if not d.step_up}
+    assert exempt == OWN_CODE_ROUTES
