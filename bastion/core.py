@@ -229,10 +229,18 @@ class Core:
         return decision
 
     async def login_failed(self, admission: Admission) -> None:
-        """The login ended without both factors: one `auth.failed` event, if it tried."""
-        event = admission.failed_event()
+        """The login ended without both factors: one `auth.failed` event, if it tried (a name
+        that is no user is chained as its keyed digest, never as typed)."""
+        if not admission.tried():
+            return
+        event = admission.failed_event(await self.audit_name(admission.user))
         if event is not None:
             await self.audit(event)
+
+    async def audit_name(self, name: str) -> str:
+        """How the audit trail names a login name: itself for an existing user, else a keyed
+        digest (bastion/identity/pseudonym.py)."""
+        return await self.run(self.identity.audit_name, name)
 
     async def sign_in(self, door: str, source: str, user: str, password: str,
                       code: str) -> Admission:  # fmt: skip

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from bastion.identity import totp
+from bastion.ssh import selfservice
 from tests.harness import Bastion
 from tests.realssh import Sshd, free_port
 from tests.ssh.test_door_admin import wait_until
@@ -79,10 +81,15 @@ break_glass_max = "30m"
 
 
 def over_ssh(b: Bastion, tmp_path: Path, login: str, command: str) -> tuple[int, str, str]:
-    """OpenSSH as the person in `login` (user or user+target), answering with fresh codes."""
+    """OpenSSH as the person in `login` (user or user+target), answering with fresh codes; a
+    decision's own fresh code goes on stdin."""
     user = login.split("+", maxsplit=1)[0]
     ssh = b.openssh(user, tmp_path / user)
-    done = ssh.run_ssh(command, login=login, answers=b.answers(user))
+    code = None
+    if selfservice.needs_code(command):
+        code = f"{totp.code_for_step(b.seeds[user], totp.step_at(b.clock.now()) + 2)}\n"
+    done = ssh.run_ssh(command, login=login, answers=b.answers(user),
+                       input=code.encode() if code else None)  # fmt: skip
     return done.returncode, done.out, done.err
 
 

@@ -157,15 +157,20 @@ class Admission:
         """An access decision only follows both factors (fail closed)."""
         return self.authenticated and self.first_factor is not None
 
-    def failed_event(self) -> Event | None:
-        """`auth.failed` for a login that ended without both factors after trying; None when
-        it succeeded or tried nothing (the doors count those in their summaries)."""
-        if self.authenticated or not self.failures:
+    def tried(self) -> bool:
+        """Whether the login ended without both factors after trying something."""
+        return not self.authenticated and bool(self.failures)
+
+    def failed_event(self, shown_as: str) -> Event | None:
+        """`auth.failed` for a login that ended without both factors after trying, naming the
+        person `shown_as` (Identity.audit_name: a name that is no user is a keyed digest);
+        None when it succeeded or tried nothing (the doors count those in their summaries)."""
+        if not self.tried():
             return None
         last = self.failures[-1]
         detail = self._detail({"failures": list(self.failures), "first_factor": self.first_factor,
                                "reason": REASONS.get(last, last)})  # fmt: skip
-        return Event("auth.failed", self.attempt.via, self.user, "notice", detail=detail)
+        return Event("auth.failed", self.attempt.via, shown_as, "notice", detail=detail)
 
     def denied_event(self, target: str, reason: str, *, severity: str = "notice",
                      extra: Mapping[str, Any] | None = None) -> Event:  # fmt: skip

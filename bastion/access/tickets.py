@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 
+import structlog
+
 from bastion.access.grants import Access
 from bastion.audit import NewTicket, Store, TicketRow
+from bastion.audit.chain import canonical_json
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
 from bastion.config import Config
@@ -36,9 +39,12 @@ from bastion.durations import format_duration
 from bastion.errors import Denied, UsageError
 from bastion.identity.service import Identity
 
+log = structlog.get_logger("bastion.access")
+
 REUSABLE_PREFIX = "btr_"  # a password starting so is a reusable ticket
 TOKEN_BYTES = 32  # 256 bits of entropy
 KEY_PURPOSE = "bastion:ticket:reusable"
+ROW_PURPOSE = "bastion reusable ticket rows v1"  # the MAC over a ticket's row (its limits)
 UNKNOWN = "unknown ticket"
 TICKET_REFUSED = "ticket refused"
 """All a client is told of any ticket refusal: the reason (which can name the ticket's target,
@@ -137,6 +143,29 @@ class Tickets:
     def digest(self, token: str) -> str:
         return hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
 
+    @cached_property
+    def _row_key(self) -> bytes:
+        return self.identity.box.hkdf(ROW_PURPOSE)
+
+    def row_mac(self, digest: str, user: str, target: str, *, grant_id: int | None,
+                expires_at: datetime, bind: str | None) -> str:  # fmt: skip
+        """The keyed MAC binding a reusable ticket's digest to its person, target, grant,
+        end and binding: a row edited without the key (moved to someone else, stretched,
+        unbound) is no ticket."""
+        fields = ["reusable-ticket", digest, user, target, grant_id, iso(expires_at), bind]
+        text = canonical_json(fields).encode()
+        return hmac.new(self._row_key, text, hashlib.sha256).hexdigest()
+
+    def _holds(self, ticket: TicketRow, digest: str) -> bool:
+        mac = self.row_mac(digest, ticket.user, ticket.target, grant_id=ticket.grant_id,
+                           expires_at=ticket.expires_at, bind=ticket.bind_address)  # fmt: skip
+        if ticket.row_mac is not None and hmac.compare_digest(mac, ticket.row_mac):
+            return True
+        log.warning("ticket.row_refused", ticket=ticket.id, user=ticket.user,
+                    why="its row does not carry the key's MAC (edited without the key, or"
+                        " from before the key bound it)")  # fmt: skip
+        return False
+
     def check_mintable(self, user: str, target: str) -> Grant:
         """The grant a ticket would live under; refuses a non-database target or no access."""
         if self.store.target(target).kind != "postgres":
@@ -158,9 +187,12 @@ class Tickets:
         cap = self.config.target_policy(target).reusable_ticket_max
         expires, capped_by = lifetime(self.clock.now(), duration, cap, grant.ends_at)
         token = REUSABLE_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        digest = self.digest(token)
+        mac = self.row_mac(digest, user, target, grant_id=grant.id, expires_at=expires,
+                           bind=bound)  # fmt: skip
         row = self.store.add_reusable_ticket(NewTicket(
-            user=user, target=target, digest=self.digest(token), grant_id=grant.id,
-            expires_at=expires, bind_address=bound, actor=via, capped_by=capped_by))  # fmt: skip
+            user=user, target=target, digest=digest, grant_id=grant.id, expires_at=expires,
+            bind_address=bound, actor=via, capped_by=capped_by, row_mac=mac))  # fmt: skip
         return token, row, capped_by
 
     def admit(
@@ -168,7 +200,10 @@ class Tickets:
     ) -> tuple[TicketRow, Grant]:
         """Whether the ticket opens this connection; every use and refusal is an audit event.
         Returns the ticket and the grant the session runs under (its own); Denied if refused."""
-        ticket = self.store.reusable_ticket_by_digest(self.digest(token))
+        digest = self.digest(token)
+        ticket = self.store.reusable_ticket_by_digest(digest)
+        if ticket is not None and not self._holds(ticket, digest):
+            ticket = None  # refused as an unknown ticket is
         now = self.clock.now()
         live = self.store.grants(user=user, target=target, live_at=now) if ticket else []
         problem = ticket_refusal(ticket, user=user, target=target, address=address, now=now,

@@ -204,10 +204,11 @@ class PeopleQueries(StoreBase):
             return self._failure(attempt, result, max_failures, lock_for)
 
     def record_password_failure(
-        self, name: str, via: str, max_failures: int, lock_for: timedelta
+        self, name: str, via: str, max_failures: int, lock_for: timedelta, *, unknown_as: str
     ) -> None:
         """Count a wrong password towards the user's lockout, as a wrong code counts; the
-        event is written for unknown users too, so both cost one durable write."""
+        event is written for unknown users too, so both cost one durable write, naming them
+        `unknown_as` (a keyed digest: the text typed as a name may be a password)."""
         with self._write() as conn:
             row = _login_row(conn, name)
             now = self.clock.now()
@@ -216,7 +217,8 @@ class PeopleQueries(StoreBase):
             )
             if row is None or row["disabled_at"] or locked:
                 detail = {"via": via, "why": "password"}
-                self._append(conn, [Event("auth.password_failed", via, name, "notice",
+                shown = name if row is not None else unknown_as
+                self._append(conn, [Event("auth.password_failed", via, shown, "notice",
                                           detail=detail)])  # fmt: skip
                 return
             attempt = _Attempt(conn, name, dict(row), via, now)

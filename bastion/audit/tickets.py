@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,8 @@ from bastion.errors import Conflict, NotFound
 
 _SELECT = (
     "SELECT k.id, u.name AS user, t.name AS target, k.reusable, k.grant_id, k.bind_address,"
-    " k.created_at, k.created_by, k.expires_at, k.used_at, k.uses, k.revoked_at, k.revoked_by"
+    " k.created_at, k.created_by, k.expires_at, k.used_at, k.uses, k.revoked_at, k.revoked_by,"
+    " k.row_mac"
     " FROM tickets k JOIN users u ON u.id = k.user_id JOIN targets t ON t.id = k.target_id"
 )
 
@@ -35,6 +36,7 @@ class TicketRow:
     uses: int
     revoked_at: datetime | None
     revoked_by: str | None
+    row_mac: str | None = field(default=None, repr=False)  # a reusable one's limits, keyed
 
     def state_at(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -44,7 +46,8 @@ class TicketRow:
         return "expired" if now >= self.expires_at else "live"
 
     def public(self, now: datetime) -> dict[str, Any]:
-        out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__
+                               if k != "row_mac"}  # fmt: skip
         for key in ("created_at", "expires_at", "used_at", "revoked_at"):
             out[key] = iso(out[key]) if out[key] is not None else None
         out["kind"] = "reusable" if self.reusable else "one-use"
@@ -64,6 +67,7 @@ class NewTicket:
     bind_address: str | None
     actor: str
     capped_by: str  # what set expires_at: asked, the target's maximum, or the grant's end
+    row_mac: str  # Tickets' keyed MAC over the digest and every limit above
 
 
 class TicketQueries(StoreBase):
@@ -74,9 +78,10 @@ class TicketQueries(StoreBase):
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO tickets (user_id, target_id, token_hmac, reusable, grant_id,"
-                " bind_address, created_at, created_by, expires_at) VALUES (?,?,?,1,?,?,?,?,?)",
+                " bind_address, created_at, created_by, expires_at, row_mac)"
+                " VALUES (?,?,?,1,?,?,?,?,?,?)",
                 (user_id, target_id, new.digest, new.grant_id, new.bind_address,
-                 iso(self.clock.now()), new.actor, iso(new.expires_at)),
+                 iso(self.clock.now()), new.actor, iso(new.expires_at), new.row_mac),
             )  # fmt: skip
             ticket_id = int(cursor.lastrowid or 0)
             detail = {"ticket": ticket_id, "target": new.target, "reusable": True,
@@ -178,5 +183,5 @@ def _ticket(r: dict[str, Any]) -> TicketRow:
         grant_id=r["grant_id"], bind_address=r["bind_address"],
         created_at=parse_iso(r["created_at"]), created_by=r["created_by"],
         expires_at=parse_iso(r["expires_at"]), used_at=when("used_at"), uses=int(r["uses"]),
-        revoked_at=when("revoked_at"), revoked_by=r["revoked_by"],
+        revoked_at=when("revoked_at"), revoked_by=r["revoked_by"], row_mac=r["row_mac"],
     )  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 from bastion.access.viewing import Viewer
 from bastion.audit import SessionFilter
 from bastion.clock import iso
+from bastion.console import websessions
 from bastion.core import Core
 from bastion.durations import parse_duration
 from bastion.errors import UsageError
@@ -84,7 +85,7 @@ def my_sessions(core: Core, user: str) -> list[dict[str, Any]]:
 
 
 def my_web_sessions(core: Core, user: str) -> list[dict[str, Any]]:
-    return [s.public() for s in core.store.web_sessions(user)]
+    return [s.public() for s in websessions.listed(core, user)]
 
 
 def mint_ticket(core: Core, user: str, *, target: str, code: str, client: str,

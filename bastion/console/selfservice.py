@@ -58,19 +58,27 @@ def cancel(core: Core, user: str, request_id: int) -> Described:
     return Described(done, core.requests.describe(done))
 
 
-def approve(core: Core, user: str, request_id: int, duration: timedelta | None) -> Described:
-    """An admin's approval: this SSH login's own TOTP code, just proven, is the decider's."""
+def approve(core: Core, user: str, request_id: int, duration: timedelta | None, *, code: str,
+            via: str) -> Described:  # fmt: skip
+    """An admin's approval, proven by the decider's own fresh TOTP code (the shared check:
+    single use, lockout, audited), as the web console and the CLI ask for it."""
+    core.identity.require_totp(user, code.strip(), via)
     done = core.requests.approve(request_id, user, duration)
     return Described(done, core.requests.describe(done))
 
 
-def deny(core: Core, user: str, request_id: int, reason: str) -> Described:
+def deny(core: Core, user: str, request_id: int, reason: str, *, code: str,
+         via: str) -> Described:  # fmt: skip
+    """An admin's refusal, after the decider's own fresh TOTP code."""
+    core.identity.require_totp(user, code.strip(), via)
     done = core.requests.deny(request_id, user, reason)
     return Described(done, core.requests.describe(done))
 
 
-def break_glass(core: Core, user: str, *, target: str, reason: str,
-                duration: timedelta | None, mode: str) -> Grant:  # fmt: skip
+def break_glass(core: Core, user: str, *, target: str, reason: str, duration: timedelta | None,
+                mode: str, code: str, via: str) -> Grant:  # fmt: skip
+    """Break-glass access, after the person's own fresh TOTP code."""
+    core.identity.require_totp(user, code.strip(), via)
     return core.requests.break_glass(user=user, target=target, reason=reason,
                                      duration=duration, mode=mode)  # fmt: skip
 

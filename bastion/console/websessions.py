@@ -1,13 +1,15 @@
 """Web sessions kept server-side: opened at sign-in, looked up per request, ended on time.
 
 The cookie holds a fresh 256-bit secret made at sign-in (never before, so a cookie planted
-before sign-in is worth nothing); the store keeps only its SHA-256. Every request looks the
-session up, and ends it when it was signed out, its person is disabled, or it outlived its
-idle or absolute lifetime on the core's clock. All calls block: run them with Core.run."""
+before sign-in is worth nothing); the store keeps only its HMAC, and a MAC over every field
+of the row the guard trusts, both under a key derived from the secrets key
+(bastion/audit/sessionmac.py): a row made or edited without that key is refused like a
+missing one. Every request looks the session up, and ends it when it was signed out, its
+person is disabled, or it outlived its idle or absolute lifetime on the core's clock. All
+calls block: run them with Core.run."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from datetime import datetime, timedelta
 from bastion.access import stepup
 from bastion.access.stepup import StepUpCheck
 from bastion.audit import WebSession
+from bastion.audit.sessionmac import WebSessionKey
 from bastion.core import Core
 from bastion.errors import Denied
 
@@ -33,17 +36,24 @@ class Opened:
     csrf_token: str
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def key_of(core: Core) -> WebSessionKey:
+    """The key web session rows are MACed with (derived from the secrets key, never stored)."""
+    return WebSessionKey.of(core.box)
 
 
 def open_session(core: Core, user: str, client: str) -> Opened:
     """A new web session for a person who just proved both factors (Core.sign_in)."""
     person = core.store.user(user)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    core.store.open_web_session(session_id=str(uuid.uuid4()), token_sha256=token_hash(token),
+    key = key_of(core)
+    core.store.open_web_session(key, session_id=str(uuid.uuid4()), token_mac=key.token(token),
                                 user=person.name, csrf_token=csrf, client=client)  # fmt: skip
     return Opened(person.name, person.role, token, csrf)
+
+
+def listed(core: Core, user: str) -> list[WebSession]:
+    """`user`'s live web sessions (those whose rows hold their MAC), newest first."""
+    return core.store.web_sessions(user, key_of(core))
 
 
 def why_over(core: Core, session: WebSession) -> str | None:
@@ -64,7 +74,8 @@ def why_over(core: Core, session: WebSession) -> str | None:
 def _found(core: Core, token: str) -> WebSession | None:
     if not token or len(token) > MAX_TOKEN:
         return None
-    return core.store.web_session_by_token(token_hash(token))
+    key = key_of(core)
+    return core.store.web_session_by_token(key, key.token(token))
 
 
 def current(core: Core, token: str) -> WebSession | None:
@@ -79,7 +90,7 @@ def current(core: Core, token: str) -> WebSession | None:
             core.store.end_web_session(found.id, over, "bastion")
         return None
     if core.clock.now() - found.last_seen_at >= TOUCH_EVERY:
-        core.store.touch_web_session(found.id)
+        return core.store.touch_web_session(key_of(core), found)
     return found
 
 
@@ -117,7 +128,7 @@ def step_up_check(core: Core, session: WebSession) -> StepUpCheck:
 def proved(core: Core, session: WebSession, client: str) -> datetime | None:
     """This session's person just proved a code (Core.step_up): kept on this session's row
     only; until when it holds. Denied when the session ended meanwhile."""
-    if not core.store.prove_web_session(session.id, session.user, client):
+    if not core.store.prove_web_session(key_of(core), session, client):
         raise Denied("this sign-in has ended; sign in again")
     return stepup.valid_until(core.clock.now(), core.config.web.step_up)
 

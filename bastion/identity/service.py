@@ -15,6 +15,7 @@ from bastion.config import LockoutPolicy, TotpPolicy
 from bastion.errors import Denied, UsageError
 from bastion.identity import passwords, totp
 from bastion.identity.enrolment import Enrolment
+from bastion.identity.pseudonym import unknown_name
 from bastion.identity.sealing import SecretBox
 
 ROLES = ("engineer", "admin", "reviewer")
@@ -108,10 +109,19 @@ class Identity:
         return self.store.user_secrets(name).password_hash
 
     def password_failed(self, name: str, via: str) -> None:
-        """A wrong password: counted towards the user's lockout like a wrong code."""
+        """A wrong password: counted towards the user's lockout like a wrong code; a name that
+        is no user is chained as its keyed digest (bastion/identity/pseudonym.py)."""
         self.store.record_password_failure(
-            name, via, self.lockout.max_failures, self.lockout.lock_for
-        )
+            name, via, self.lockout.max_failures, self.lockout.lock_for,
+            unknown_as=unknown_name(self.box, name),
+        )  # fmt: skip
+
+    def audit_name(self, name: str) -> str:
+        """How the audit trail names the login name `name`: itself for an existing user, else
+        its keyed digest (what someone typed there may be their password)."""
+        if name and self.store.find_user(name) is not None:
+            return name
+        return unknown_name(self.box, name)
 
     def check_totp(self, name: str, code: str, via: str) -> TotpOutcome:
         """Try a code once: replay, lockout and the audit event are settled by the store."""

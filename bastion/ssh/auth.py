@@ -105,11 +105,10 @@ class BastionSSHServer(asyncssh.SSHServer):
         if self.admitted and not self.state.authenticated:
             self.limiter.closed_unauthenticated(self.source)
             admission = self.state.admission
-            failed = admission.failed_event() if admission is not None else None
-            if failed is None:  # nothing was tried: counted, not a row each
+            if admission is None or not admission.tried():  # counted, not a row each
                 self._repeatable("auth.abandoned", str(exc) if exc else "client left")
                 return
-            self._audit_soon(failed)
+            spawn(self._login_failed(admission), name="ssh-audit")
 
     def close_upstreams(self) -> None:
         for connection in self._upstreams.values():
@@ -145,6 +144,29 @@ class BastionSSHServer(asyncssh.SSHServer):
         except Exception as exc:  # the store failed: nothing more can be recorded
             log.error("audit.write_failed", error=str(exc), kind=event.kind)
 
+    async def _login_failed(self, admission: Admission) -> None:
+        """`auth.failed` for a login that tried and failed (Core names an unknown user by a
+        keyed digest, never as typed)."""
+        try:
+            await self.core.login_failed(admission)
+        except Exception as exc:  # the store failed: nothing more can be recorded
+            log.error("audit.write_failed", error=str(exc), kind="login failed")
+
+    async def _shown(self, login_name: str) -> str:
+        """A login name as the trail and the log may show it: as typed when its user part is
+        an existing user, else its keyed digest (it may be a password typed in the wrong
+        field)."""
+        user = parse_login(login_name).user
+        if user and await self.core.audit_name(user) == user:
+            return login_name[:64]
+        return await self.core.audit_name(login_name)
+
+    async def _audit_name_changed(self, first: str, then: str) -> None:
+        first, then = await self._shown(first), await self._shown(then)
+        log.warning("ssh.name_changed", source=self.source, first=first, then=then)
+        await self._audit(Event("auth.name_changed", f"ssh:{self.source}", first, "high",
+                                detail={"source": self.source, "then": then}))  # fmt: skip
+
     # -- first factor -------------------------------------------------------------------
 
     async def begin_auth(self, username: str) -> bool:
@@ -167,9 +189,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         if self.state.admission is not None:
             self.state.admission.failed(NAME_CHANGED)
         self._failed()
-        log.warning("ssh.name_changed", source=self.source, first=first[:64], then=username[:64])
-        self._audit_soon(Event("auth.name_changed", f"ssh:{self.source}", first[:64], "high",
-                               detail={"source": self.source, "then": username[:64]}))  # fmt: skip
+        spawn(self._audit_name_changed(first, username), name="ssh-audit")
         raise NameChanged("the login name may not change during authentication")
 
     def _same_name(self, username: str) -> bool:

@@ -28,6 +28,7 @@ USAGE = """bastion commands (ssh -p PORT you@bastion COMMAND):
   approve ID [--for 1h]                        admins: approve someone else's request
   deny ID --reason "..."                       admins: deny someone else's request
   break-glass TARGET --reason "..." [--for 30m] [--mode read|write]
+                                 each decision asks for a fresh code on stdin
   unmask TARGET --columns customers.email --subject customers.id=4711 --reason "..."
          --consent SUP-1234 [--for 1h]      see one customer's values, with their consent
   ticket TARGET [--reusable --for 4h [--bind-address [ADDR]]]
@@ -119,10 +120,25 @@ def is_command(command: str | None) -> bool:
     return bool(words) and words[0] in COMMANDS
 
 
+DECISIONS = ("approve", "deny", "break-glass")  # each one proven by its own fresh code
+
+
 def needs_code(command: str | None) -> bool:
-    """Whether the command mints a ticket, and so reads a fresh TOTP code from stdin first."""
+    """Whether the command is a decision or mints a ticket, and so reads a fresh TOTP code from
+    stdin first: the login's code proved the connection, and a multiplexed connection
+    (OpenSSH ControlPersist) lives for hours, so it never stands for a decision."""
     words = (command or "").split()
+    if words and words[0] in DECISIONS:
+        return True
     return len(words) >= 2 and words[0] == "ticket" and words[1] not in ("list", "revoke")
+
+
+def _fresh_code(args: argparse.Namespace) -> tuple[str, str]:
+    """The decision's own code and how the trail names where it came from; refused without."""
+    if not args.code:
+        raise UsageError(f"{args.command} needs a fresh verification code, on stdin:"
+                         f" echo CODE | ssh ... {args.command} ...")  # fmt: skip
+    return args.code, f"ssh:{args.source}:{args.command}"
 
 
 async def run(
@@ -181,16 +197,20 @@ def _cancel(core: Core, user: str, args: argparse.Namespace) -> str:
 
 
 def _approve(core: Core, user: str, args: argparse.Namespace) -> str:
-    return use.approve(core, user, args.request_id, args.duration).text + "\n"
+    code, via = _fresh_code(args)
+    return use.approve(core, user, args.request_id, args.duration, code=code, via=via).text + "\n"
 
 
 def _deny(core: Core, user: str, args: argparse.Namespace) -> str:
-    return use.deny(core, user, args.request_id, args.reason).text + "\n"
+    code, via = _fresh_code(args)
+    return use.deny(core, user, args.request_id, args.reason, code=code, via=via).text + "\n"
 
 
 def _break_glass(core: Core, user: str, args: argparse.Namespace) -> str:
+    code, via = _fresh_code(args)
     grant = use.break_glass(core, user, target=args.target, reason=args.reason,
-                            duration=args.duration, mode=args.mode)  # fmt: skip
+                            duration=args.duration, mode=args.mode, code=code,
+                            via=via)  # fmt: skip
     return (f"BREAK-GLASS grant {grant.id}: {user} may reach {grant.target} ({grant.mode})"
             f" until {iso(grant.ends_at)}.\nIt is announced now and flagged to reviewers"
             " until one acknowledges it.\n")  # fmt: skip

@@ -42,11 +42,11 @@ def login(door: str = "ssh") -> Admission:
 
 
 def test_a_login_that_tried_nothing_or_succeeded_writes_no_failure() -> None:
-    assert login().failed_event() is None
+    assert login().failed_event("alice") is None
     done = login()
     done.proven(PASSWORD, True)
     assert done.second_factor(ACCEPTED) is None
-    assert done.may_decide() and done.failed_event() is None
+    assert done.may_decide() and done.failed_event("alice") is None
 
 
 def test_failures_are_one_event_of_one_shape_for_every_door() -> None:
@@ -55,7 +55,7 @@ def test_failures_are_one_event_of_one_shape_for_every_door() -> None:
         attempt = login(door)
         attempt.proven(PASSWORD, True)
         attempt.second_factor(TotpOutcome(TotpResult.REPLAYED))
-        event = attempt.failed_event()
+        event = attempt.failed_event("alice")
         assert event is not None and event.actor == f"{door}:10.0.0.7"
         detail = dict(event.detail or {})
         assert detail.pop("protocol") == door
@@ -69,7 +69,7 @@ def test_failures_are_one_event_of_one_shape_for_every_door() -> None:
 def test_a_key_not_accepted_is_no_failure_but_a_wrong_password_is() -> None:
     attempt = login()
     assert not attempt.proven(PUBLICKEY, False)  # clients offer each of their keys
-    assert attempt.failed_event() is None
+    assert attempt.failed_event("alice") is None
     assert not attempt.proven(PASSWORD, False)
     assert attempt.failures == [PASSWORD]
 

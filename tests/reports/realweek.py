@@ -41,9 +41,11 @@ from zoneinfo import ZoneInfo
 
 from bastion.access.unmask import Unmasking
 from bastion.audit.records import SessionRecord
+from bastion.identity import totp
 from bastion.reports.schedule import ReportScheduler, due_at, pack_builder, parse_build_at
 from bastion.reports.week import Week, week_of
 from bastion.server import Server
+from bastion.ssh import selfservice
 from tests.harness import Bastion
 from tests.masking.door import POLICY as SHOP_POLICY
 from tests.realpg import psycopg_connect, run_psql
@@ -138,8 +140,15 @@ class Scenario:
 
     def ssh(self, user: str, login: str, command: str, *, source: str = "127.0.0.1",
             answers: Callable[[str], str | None] | None = None) -> SshResult:  # fmt: skip
+        """OpenSSH as `user`; a decision's own fresh code (the step after the login's) goes
+        on stdin."""
+        code = None
+        if selfservice.needs_code(command):
+            step = totp.step_at(self.b.clock.now()) + 2
+            code = f"{totp.code_for_step(self.b.seeds[user], step)}\n".encode()
         return self.client(user).run_ssh(command, login=login, flags=["-b", source],
-                                         answers=answers or self.b.answers(user))  # fmt: skip
+                                         answers=answers or self.b.answers(user),
+                                         input=code)  # fmt: skip
 
     def session(self, name: str, user: str, login: str, command: str, *,
                 source: str = "127.0.0.1") -> None:  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from bastion.identity import totp
 from bastion.ssh import selfservice
 from tests.harness import Bastion
 from tests.realpg import PgDatabase
@@ -47,7 +48,10 @@ def test_requests_over_ssh_are_checked_and_refusals_are_one_line(
     ssh = bastion.openssh("alice", tmp_path / "client")
 
     def run(command: str) -> tuple[int, str, str]:
-        done = ssh.run_ssh(command, login="alice", answers=bastion.answers("alice"))
+        step = totp.step_at(bastion.clock.now()) + 2  # a decision's own code, after the login's
+        code = f"{totp.code_for_step(bastion.seeds['alice'], step)}\n".encode()
+        done = ssh.run_ssh(command, login="alice", answers=bastion.answers("alice"),
+                           input=code if selfservice.needs_code(command) else None)  # fmt: skip
         return done.returncode, done.out, done.err
 
     status, out, _ = run("help")

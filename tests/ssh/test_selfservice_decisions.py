@@ -10,7 +10,10 @@ REASON = "INC-4411 refund stuck"
 
 
 def _run(bastion: Bastion, user: str, command: str) -> selfservice.Reply:
-    return bastion.call(selfservice.run(bastion.core, user, command, source="127.0.0.1"))
+    """One command as the door runs it; a decision sends its person's own fresh code."""
+    code = bastion.code(user) if selfservice.needs_code(command) else None
+    return bastion.call(selfservice.run(bastion.core, user, command, code=code,
+                                        source="127.0.0.1"))  # fmt: skip
 
 
 def test_an_admin_approves_and_denies_others_requests_but_not_their_own(

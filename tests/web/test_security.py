@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from bastion.config import Listener
+from bastion.console import websessions
 from bastion.web import NoCertificate, WebDoor
 from bastion.web.app import build_app
 from bastion.web.routes import ANYONE, ROUTES_KEY, UndeclaredRoute
@@ -235,5 +236,5 @@ async def test_no_secret_reaches_the_audit_trail(console: Console) -> None:
     for secret in (PASSWORDS["alice"], "a-wrong-password-1", cookie, csrf,
                    console.seeds["alice"]):  # fmt: skip
         assert secret not in trail
-    stored = console.store.web_sessions("alice")[0]
+    stored = websessions.listed(console.core, "alice")[0]
     assert stored.csrf_token == csrf and cookie not in str(stored)  # only the cookie's hash
