@@ -1,4 +1,4 @@
--- 0021: web session rows bound to the key kept outside the store. The cookie's secret is
+-- 0020: web session rows bound to the key kept outside the store. The cookie's secret is
 -- kept as an HMAC under a key derived from the secrets key (no longer its plain SHA-256), and
 -- row_mac is an HMAC over every field the console trusts (id, person, CSRF token, client,
 -- started, last seen, step-up proof), checked on every request. A row written without the
