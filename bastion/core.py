@@ -216,7 +216,7 @@ class Core:
             found = await self.run(self.tickets.admit, user, target, secret,
                                    admission.attempt.source, via)  # fmt: skip
         else:
-            await self.run(self.store.use_ticket, user, target, secret, via)
+            await self.run(self.identity.use_ticket, user, target, secret, via)
         admission.ticket()
         return found
 

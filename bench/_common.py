@@ -30,11 +30,11 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def one_use_ticket(store: Any, user: str, target: str) -> str:
+def one_use_ticket(identity: Any, user: str, target: str) -> str:
     """A one-connection ticket for `user` on `target`, good for an hour (benches log in so
     instead of answering a TOTP prompt)."""
     token = f"bt_{secrets.token_urlsafe(24)}"
-    store.add_ticket(user, target, token, datetime.now(UTC) + timedelta(hours=1), "bench")
+    identity.add_ticket(user, target, token, datetime.now(UTC) + timedelta(hours=1), "bench")
     return token
 
 

@@ -102,7 +102,7 @@ def door(rows: int) -> None:
         for name in ("masked", "unmasked"):
             b.add_pg_target(name, db)
             b.grant(USER, name)
-            tickets[name] = one_use_ticket(b.store, USER, name)
+            tickets[name] = one_use_ticket(b.core.identity, USER, name)
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)

@@ -147,11 +147,13 @@ def door(rows: int, every: int, rounds: int = 1) -> None:
         for name in ("masked", "unmasked"):
             b.add_pg_target(name, db)
             b.grant(USER, name)
-        tickets = {f"{name} {table} {r}": one_use_ticket(b.store, USER, name)
+        tickets = {f"{name} {table} {r}": one_use_ticket(b.core.identity, USER, name)
                    for name in ("masked", "unmasked") for table in ("people", "tickets")
                    for r in range(rounds)}  # fmt: skip
         for name in ("masked", "unmasked"):
-            tickets[f"warm {name}"] = one_use_ticket(b.store, USER, name)  # one session each
+            tickets[f"warm {name}"] = one_use_ticket(
+                b.core.identity, USER, name
+            )  # one session each
         b.release()
         served = ServedBastion(b.home / "bastion.toml", work / "bastion.log").start()
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)

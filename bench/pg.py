@@ -137,7 +137,7 @@ class Tickets:
         for user in USERS:
             tokens = [f"bt_{secrets.token_urlsafe(24)}" for _ in range(per_user)]
             for token in tokens:
-                b.store.add_ticket(user, target, token, expires, "bench")
+                b.core.identity.add_ticket(user, target, token, expires, "bench")
             self.left[user] = tokens
 
     def take(self, user: str) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,8 @@ from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, canonical_json
 from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied, StoreError
+
+RowCheck = Callable[[str, str, str, str, str | None], bool]  # a ticket row's MAC, checked
 
 
 class QueryStart(NamedTuple):
@@ -169,33 +170,40 @@ class QueryQueries(StoreBase):
 
     # -- tickets ----------------------------------------------------------------------
 
-    def add_ticket(self, user: str, target: str, token: str, expires: datetime, actor: str) -> int:
-        """Keep only the token's hash; the token itself is shown once to the engineer."""
+    def add_ticket(self, user: str, target: str, digest: str, expires: datetime, actor: str,
+                   *, row_mac: str) -> int:  # fmt: skip
+        """Keep a one-time ticket by its keyed digest (the token is shown once to the
+        engineer, never stored) with the key's MAC over its row (bastion/identity/onetime.py)."""
         user_id = self._id_by_name("users", user)
         target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at)"
-                " VALUES (?,?,?,?,?)",
-                (user_id, target_id, _digest(token),
-                 iso(self.clock.now()), iso(expires)),
-            )  # fmt: skip
+                "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at,"
+                " row_mac) VALUES (?,?,?,?,?,?)",
+                (user_id, target_id, digest, iso(self.clock.now()), iso(expires), row_mac),
+            )
             detail = {"ticket": cursor.lastrowid, "target": target, "until": iso(expires)}
             self._append(conn, [Event("ticket.issued", actor, user, "notice", detail=detail)])
             return int(cursor.lastrowid or 0)
 
-    def use_ticket(self, user: str, target: str, token: str, via: str) -> int:
-        """Spend a ticket once: it must be this user's, for this target, and unexpired."""
+    def use_ticket(self, user: str, target: str, digest: str, via: str,
+                   holds: RowCheck) -> int:  # fmt: skip
+        """Spend a ticket once: it must be this user's, for this target, unexpired, and its
+        row must carry the key's MAC (`holds`: digest, person, target, end, MAC)."""
         now = self.clock.now()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT k.id, k.expires_at, k.used_at, k.revoked_at, u.name AS user,"
+                "SELECT k.id, k.expires_at, k.used_at, k.revoked_at, k.row_mac, u.name AS user,"
                 " t.name AS target FROM tickets k JOIN users u ON u.id = k.user_id"
                 " JOIN targets t ON t.id = k.target_id"
                 " WHERE k.token_sha256 = ? AND k.reusable = 0",
-                (_digest(token),),
+                (digest,),
             ).fetchone()
-            problem = _ticket_problem(row, user, target, now)
+            if row is not None and not holds(digest, row["user"], row["target"],
+                                             row["expires_at"], row["row_mac"]):  # fmt: skip
+                problem: str | None = "unknown ticket (its row does not carry the key's MAC)"
+            else:
+                problem = _ticket_problem(row, user, target, now)
             if problem is None:
                 conn.execute("UPDATE tickets SET used_at = ? WHERE id = ?", (iso(now), row["id"]))
             detail = {"via": via, "target": target, "why": problem} if problem else {
@@ -263,10 +271,6 @@ def _ticket_problem(row: Any, user: str, target: str, now: datetime) -> str | No
     if now >= parse_iso(row["expires_at"]):
         return "this ticket has expired"
     return None
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _query_row(r: dict[str, Any]) -> QueryRow:

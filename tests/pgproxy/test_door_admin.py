@@ -170,7 +170,7 @@ def test_pgbench_through_the_door(bastion: Bastion, pg: PgDatabase, tmp_path: Pa
     expires = bastion.clock.now() + timedelta(minutes=10)
     tickets = (f"bt_{tmp_path.name}-1", f"bt_{tmp_path.name}-2")
     for token in tickets:
-        bastion.store.add_ticket("wendy", "orders-prod", token, expires, "test")
+        bastion.core.identity.add_ticket("wendy", "orders-prod", token, expires, "test")
     via = PgDatabase("127.0.0.1", bastion.pg_port, "orders-prod", "wendy", "")
     args = ["-S", "-n", "-t", "200", "-c", "1", "-j", "1", "-M", "extended"]
     argv, env, relay = pgbench_via_bastion(tmp_path, via, tickets, args)

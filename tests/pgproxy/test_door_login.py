@@ -74,7 +74,7 @@ def test_no_grant_is_refused_with_28000(bastion: Bastion) -> None:
 
 def test_tickets_are_single_use_and_expire(bastion: Bastion) -> None:
     token = "bt_test-ticket-one"
-    bastion.store.add_ticket("alice", "orders-prod", token,
+    bastion.core.identity.add_ticket("alice", "orders-prod", token,
                              bastion.clock.now() + timedelta(minutes=10), "test")  # fmt: skip
     via = bastion.via_bastion("alice", "orders-prod", PASSWORD).replace(password=token)
     assert run_psql(via, "-c", "SELECT 1").returncode == 0
@@ -82,7 +82,7 @@ def test_tickets_are_single_use_and_expire(bastion: Bastion) -> None:
     assert again.returncode != 0 and "ticket refused" in again.stderr  # the reason: audited
     assert "used already" in json.loads(bastion.events("auth.ticket_refused")[-1].detail)["why"]
     late = "bt_test-ticket-two"
-    bastion.store.add_ticket("alice", "orders-prod", late,
+    bastion.core.identity.add_ticket("alice", "orders-prod", late,
                              bastion.clock.now() + timedelta(minutes=10), "test")  # fmt: skip
     bastion.clock.advance(timedelta(minutes=11))
     expired = run_psql(via.replace(password=late), "-c", "SELECT 1")

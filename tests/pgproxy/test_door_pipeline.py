@@ -98,7 +98,7 @@ def test_stopping_the_bastion_ends_live_sessions_and_closes_their_rows(
     """`bastion serve` on SIGTERM: clients get 57P01 and every session row is closed."""
     b = alice_on(tmp_path / "bastion", pg)
     expires = datetime.now(UTC) + timedelta(minutes=10)
-    b.store.add_ticket("alice", "orders-prod", "bt_stop-test-ticket", expires, "test")
+    b.core.identity.add_ticket("alice", "orders-prod", "bt_stop-test-ticket", expires, "test")
     b.release()
     proc = b.serve_process()
     try:

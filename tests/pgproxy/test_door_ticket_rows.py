@@ -4,6 +4,7 @@ as an unknown one), while the row as minted opens connections."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
@@ -59,3 +60,40 @@ def test_a_ticket_row_edited_without_the_key_opens_nothing(
 def test_the_limits_are_under_the_mac_the_row_is_written_with(two: Bastion) -> None:  # noqa: F811
     _, row = mint(two, "alice")
     assert row.row_mac and "row_mac" not in row.public(two.clock.now())
+
+
+def _one_time(b: Bastion, user: str = "alice") -> tuple[str, int]:
+    """A one-time ticket issued after the user's own code, and its row id."""
+    token, _ = b.core.identity.issue_ticket(user, "orders-prod", b.code(user), "test",
+                                            timedelta(minutes=10))  # fmt: skip
+    return token, max(t.id for t in b.store.tickets())
+
+
+def test_a_one_time_ticket_row_moved_to_someone_else_opens_nothing(two: Bastion) -> None:  # noqa: F811
+    """alice edits her own one-time ticket's row to bob's: it does not log her in as bob."""
+    token, ticket = _one_time(two)
+    bob, _ = _to_bob(two)
+    _edit(two, "UPDATE tickets SET user_id = ? WHERE id = ?", (bob, ticket))
+    refused(two, token, "key's MAC", user="bob")
+    assert not two.store.sessions(user="bob")
+
+
+def test_a_one_time_ticket_row_inserted_without_the_key_opens_nothing(two: Bastion) -> None:  # noqa: F811
+    """A row written with the file alone, with a token's plain or keyed digest of the
+    writer's choosing, is no ticket: the key's digest and MAC can't be made without it."""
+    bob, _ = _to_bob(two)
+    token = "bt_" + "x" * 32
+    target = next(t.id for t in two.store.targets() if t.name == "orders-prod")
+    until = iso(two.clock.now() + timedelta(minutes=10))
+    for digest in (hashlib.sha256(token.encode()).hexdigest(), "0" * 64):
+        _edit(two, "INSERT INTO tickets (user_id, target_id, token_sha256, created_at,"
+              " expires_at, row_mac) VALUES (?, ?, ?, ?, ?, ?)",
+              (bob, target, digest, iso(two.clock.now()), until, "0" * 64))  # fmt: skip
+    refused(two, token, "unknown", user="bob")
+    assert not two.store.sessions(user="bob")
+
+
+def test_a_one_time_ticket_as_issued_opens_once(two: Bastion) -> None:  # noqa: F811
+    token, _ = _one_time(two)
+    opens(two, token, user="alice")
+    refused(two, token, "used already", user="alice")  # spent
