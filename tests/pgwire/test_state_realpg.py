@@ -23,6 +23,8 @@ STATEMENTS = st.sampled_from(["", "s1", "s2"])
 PORTALS = st.sampled_from(["", "p1", "p2"])
 VARIANTS = st.sampled_from(["ok", "ok", "parse_error", "run_error"])
 PROBE_STATEMENTS = "SELECT name FROM pg_prepared_statements WHERE NOT from_sql ORDER BY 1"
+STATEMENT_NAMED = re.compile(r'prepared statement "(\w*)" (does not exist|already exists)')
+PORTAL_NAMED = re.compile(r'(portal|cursor) "(\w*)" (does not exist|already exists)')
 PROBE_PORTALS = "SELECT name FROM pg_cursors WHERE name <> '' ORDER BY 1"
 
 
@@ -158,90 +160,94 @@ def trusted(pg: PgDatabase, pg_cluster: PgCluster) -> Iterator[PgDatabase]:
         pg_cluster.set_role_auth(pg.user, None)
 
 
+class Pipelines(RuleBasedStateMachine):
+    """Builds a pipeline message by message; `send` ends it with a Sync and checks."""
+
+    db: PgDatabase  # set by the test
+
+    @initialize()
+    def connect(self) -> None:
+        self.talk = Conversation(self.db)
+        self.out: list[bytes] = []
+        self.next_id = 0
+        self.skipped = 0
+
+    def teardown(self) -> None:
+        if hasattr(self, "talk"):
+            self.talk.close()
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def _sent(self, request: Request | None) -> None:
+        if request is not None and request.outcome == SKIPPED:
+            self.skipped += 1
+
+    @rule(name=STATEMENTS, variant=VARIANTS)
+    def parse(self, name: str, variant: str) -> None:
+        ident = self._id()
+        self.out.append(pgwire.parse(name, _sql(variant, ident)))
+        self._sent(self.talk.state.parse(name, ident))
+
+    @rule(portal=PORTALS, statement=STATEMENTS)
+    def bind(self, portal: str, statement: str) -> None:
+        self.out.append(pgwire.bind(portal, statement, ()))
+        self._sent(self.talk.state.bind(portal, statement))
+
+    @rule(which=st.sampled_from([b"S", b"P"]), statement=STATEMENTS, portal=PORTALS)
+    def describe(self, which: bytes, statement: str, portal: str) -> None:
+        name = statement if which == b"S" else portal
+        self.out.append(pgwire.describe(which.decode(), name))
+        self._sent(self.talk.state.describe(which, name))
+
+    @rule(portal=PORTALS)
+    def execute(self, portal: str) -> None:
+        self.out.append(pgwire.execute(portal))
+        self._sent(self.talk.state.execute(portal))
+
+    @rule(which=st.sampled_from([b"S", b"P"]), statement=STATEMENTS, portal=PORTALS)
+    def close(self, which: bytes, statement: str, portal: str) -> None:
+        name = statement if which == b"S" else portal
+        self.out.append(pgwire.close(which.decode(), name))
+        self._sent(self.talk.state.close(which, name))
+
+    @rule()
+    def sync(self) -> None:
+        self.out.append(pgwire.sync())
+        self.talk.state.sync()
+
+    @rule(shape=st.sampled_from(["one", "two", "fails", "begin", "commit", "rollback",
+                                 "empty", "syntax"]))  # fmt: skip
+    def query(self, shape: str) -> None:
+        a, b, c = self._id(), self._id(), self._id()
+        sql, ids = {
+            "one": (f"SELECT {a}", [a]),
+            "two": (f"SELECT {a}; SELECT {b}", [a, b]),
+            "fails": (f"SELECT {a}; {_sql('run_error', b)}; SELECT {c}", [a, b, c]),
+            "begin": ("BEGIN", [None]),
+            "commit": ("COMMIT", [None]),
+            "rollback": ("ROLLBACK", [None]),
+            "empty": ("", [None]),
+            "syntax": (f"SELEC {a}", [a]),
+        }[shape]
+        self.out.append(pgwire.query(sql))
+        self._sent(self.talk.state.query(ids))
+
+    @precondition(lambda self: bool(self.out))
+    @rule()
+    def send(self) -> None:
+        self.talk.state.sync()
+        self.talk.exchange(b"".join(self.out) + pgwire.sync())
+        self.out.clear()
+        assert not self.talk.state.in_flight
+        self.talk.probe()
+
+
 def test_the_machine_attributes_arbitrary_pipelines_as_the_server_answers(
     trusted: PgDatabase,
 ) -> None:
-    class Pipelines(RuleBasedStateMachine):
-        """Builds a pipeline message by message; `send` ends it with a Sync and checks."""
-
-        @initialize()
-        def connect(self) -> None:
-            self.talk = Conversation(trusted)
-            self.out: list[bytes] = []
-            self.next_id = 0
-            self.skipped = 0
-
-        def teardown(self) -> None:
-            if hasattr(self, "talk"):
-                self.talk.close()
-
-        def _id(self) -> int:
-            self.next_id += 1
-            return self.next_id
-
-        def _sent(self, request: Request | None) -> None:
-            if request is not None and request.outcome == SKIPPED:
-                self.skipped += 1
-
-        @rule(name=STATEMENTS, variant=VARIANTS)
-        def parse(self, name: str, variant: str) -> None:
-            ident = self._id()
-            self.out.append(pgwire.parse(name, _sql(variant, ident)))
-            self._sent(self.talk.state.parse(name, ident))
-
-        @rule(portal=PORTALS, statement=STATEMENTS)
-        def bind(self, portal: str, statement: str) -> None:
-            self.out.append(pgwire.bind(portal, statement, ()))
-            self._sent(self.talk.state.bind(portal, statement))
-
-        @rule(which=st.sampled_from([b"S", b"P"]), statement=STATEMENTS, portal=PORTALS)
-        def describe(self, which: bytes, statement: str, portal: str) -> None:
-            name = statement if which == b"S" else portal
-            self.out.append(pgwire.describe(which.decode(), name))
-            self._sent(self.talk.state.describe(which, name))
-
-        @rule(portal=PORTALS)
-        def execute(self, portal: str) -> None:
-            self.out.append(pgwire.execute(portal))
-            self._sent(self.talk.state.execute(portal))
-
-        @rule(which=st.sampled_from([b"S", b"P"]), statement=STATEMENTS, portal=PORTALS)
-        def close(self, which: bytes, statement: str, portal: str) -> None:
-            name = statement if which == b"S" else portal
-            self.out.append(pgwire.close(which.decode(), name))
-            self._sent(self.talk.state.close(which, name))
-
-        @rule()
-        def sync(self) -> None:
-            self.out.append(pgwire.sync())
-            self.talk.state.sync()
-
-        @rule(shape=st.sampled_from(["one", "two", "fails", "begin", "commit", "rollback",
-                                     "empty", "syntax"]))  # fmt: skip
-        def query(self, shape: str) -> None:
-            a, b, c = self._id(), self._id(), self._id()
-            sql, ids = {
-                "one": (f"SELECT {a}", [a]),
-                "two": (f"SELECT {a}; SELECT {b}", [a, b]),
-                "fails": (f"SELECT {a}; {_sql('run_error', b)}; SELECT {c}", [a, b, c]),
-                "begin": ("BEGIN", [None]),
-                "commit": ("COMMIT", [None]),
-                "rollback": ("ROLLBACK", [None]),
-                "empty": ("", [None]),
-                "syntax": (f"SELEC {a}", [a]),
-            }[shape]
-            self.out.append(pgwire.query(sql))
-            self._sent(self.talk.state.query(ids))
-
-        @precondition(lambda self: bool(self.out))
-        @rule()
-        def send(self) -> None:
-            self.talk.state.sync()
-            self.talk.exchange(b"".join(self.out) + pgwire.sync())
-            self.out.clear()
-            assert not self.talk.state.in_flight
-            self.talk.probe()
-
+    Pipelines.db = trusted
     Pipelines.TestCase.settings = settings(
         max_examples=40,
         stateful_step_count=25,
@@ -304,8 +310,10 @@ def test_portals_last_until_the_transaction_ends(trusted: PgDatabase) -> None:
         state.bind("", "s1")
         state.bind("p1", "s1")
         state.sync()
-        talk.exchange(pgwire.query("BEGIN") + pgwire.parse("s1", "SELECT 1")
-                      + pgwire.bind("", "s1", ()) + pgwire.bind("p1", "s1", ()) + pgwire.sync())  # fmt: skip
+        binds = pgwire.bind("", "s1", ()) + pgwire.bind("p1", "s1", ())
+        talk.exchange(
+            pgwire.query("BEGIN") + pgwire.parse("s1", "SELECT 1") + binds + pgwire.sync()
+        )
         assert sorted(state.portals) == ["", "p1"] and state.status == "T"
         state.execute("")
         state.close(b"P", "p1")
