@@ -135,7 +135,8 @@ class ProtocolState:
     def parse(self, name: str, tag: object = None) -> Request:
         request = Request(b"P", name, tag)
         if name and name not in self.statements and not self._skipping:
-            if len(self.statements) + self._new_statements >= self.max_statements:
+            named = len(self.statements) - ("" in self.statements)
+            if named + self._new_statements >= self.max_statements:
                 raise TooMany(f"more than {self.max_statements} prepared statements on one"
                               " connection; close some before preparing more")  # fmt: skip
             request._new = True
@@ -145,7 +146,8 @@ class ProtocolState:
     def bind(self, portal: str, statement: str, tag: object = None) -> Request:
         request = Request(b"B", portal, tag, statement=statement)
         if portal and portal not in self.portals and not self._skipping:
-            if len(self.portals) + self._new_portals >= self.max_portals:
+            named = len(self.portals) - ("" in self.portals)
+            if named + self._new_portals >= self.max_portals:
                 raise TooMany(f"more than {self.max_portals} open portals on one connection;"
                               " close some or end the transaction")  # fmt: skip
             request._new = True
