@@ -222,15 +222,19 @@ class ProtocolState:
     def _head(self, kinds: frozenset[bytes], what: str) -> Request:
         queue = self._queue
         if not queue or queue[0].kind not in kinds:
-            found = repr(queue[0]) if queue else "nothing"
-            raise StateError(f"{what} came while {found} was owed")
+            raise self._unexpected(what)
         return queue[0]
 
+    def _unexpected(self, what: str) -> StateError:
+        found = repr(self._queue[0]) if self._queue else "nothing"
+        return StateError(f"{what} came while {found} was owed")
+
     def _pop(self, outcome: int) -> Request:
-        request = self._queue.popleft()
-        request.outcome = outcome
-        self._resolve(request)
         queue = self._queue
+        request = queue.popleft()
+        request.outcome = outcome
+        if request.kind in _BOOKED:
+            self._resolve(request)
         while queue and queue[0].kind == b"c":  # CopyDone/CopyFail outside a COPY: ignored
             queue.popleft()
         return request
@@ -256,15 +260,21 @@ class ProtocolState:
             self.statements.pop("", None)  # the server dropped the old one before parsing
 
     def _parsed(self) -> Request:
-        self._head(_PARSE, "a ParseComplete")
+        queue = self._queue
+        if not queue or queue[0].kind != b"P":
+            raise self._unexpected("a ParseComplete")
         return self._pop(DONE)
 
     def _bound(self) -> Request:
-        self._head(_BIND, "a BindComplete")
+        queue = self._queue
+        if not queue or queue[0].kind != b"B":
+            raise self._unexpected("a BindComplete")
         return self._pop(DONE)
 
     def _closed(self) -> Request:
-        self._head(_CLOSE, "a CloseComplete")
+        queue = self._queue
+        if not queue or queue[0].kind != b"C":
+            raise self._unexpected("a CloseComplete")
         return self._pop(DONE)
 
     def _parameters(self) -> Request:
@@ -275,10 +285,13 @@ class ProtocolState:
 
     def _described(self) -> Request:
         """RowDescription: a Describe's, or a Query statement's."""
-        request = self._head(_DESCRIBED, "a RowDescription")
-        if request.kind == b"Q":
-            return request
-        return self._pop(DONE)
+        queue = self._queue
+        kind = queue[0].kind if queue else b""
+        if kind == b"D":
+            return self._pop(DONE)
+        if kind == b"Q":
+            return queue[0]
+        raise self._unexpected("a RowDescription")
 
     def _no_data(self) -> Request:
         self._head(_DESCRIBE, "a NoData")
@@ -286,9 +299,12 @@ class ProtocolState:
 
     def rows(self) -> Request:
         """DataRows (any number of them): they belong to the head Query or Execute."""
-        if self._copy:
-            raise StateError("a DataRow came inside a COPY")
-        return self._head(_ROWS, "a DataRow")
+        queue = self._queue
+        if queue and not self._copy:
+            request = queue[0]
+            if request.kind in _ROWS:
+                return request
+        raise self._unexpected("a DataRow")
 
     def _copy_out(self) -> Request:
         request = self._head(_ROWS, "a CopyOutResponse")
@@ -324,11 +340,15 @@ class ProtocolState:
 
     def _ended(self) -> Request:
         """CommandComplete, EmptyQueryResponse, PortalSuspended: a statement's result ends."""
+        queue = self._queue
+        kind = queue[0].kind if queue else b""
+        if kind == b"E" and not self._copy:
+            return self._pop(DONE)
         request = self._head(_ROWS, "a CommandComplete, EmptyQueryResponse or PortalSuspended")
         if self._copy == 1:
             raise StateError("a COPY TO STDOUT ended without its CopyDone")
         self._copy = 0
-        if request.kind == b"E":
+        if kind == b"E":
             return self._pop(DONE)
         self._query_statement_ends()
         return request
@@ -369,15 +389,16 @@ class ProtocolState:
     def ready(self, status: str | None = None) -> Request:
         """ReadyForQuery ends a Query, Sync or function call; `status` is its transaction
         status: at 'I' (a transaction's end) the server has dropped every portal."""
-        request = self._head(_READY, "a ReadyForQuery")
-        if self._copy:
-            raise StateError("ReadyForQuery came inside a COPY")
+        queue = self._queue
+        if not queue or queue[0].kind not in _READY or self._copy:
+            raise self._unexpected("a ReadyForQuery")
+        request = queue[0]
         if request.kind == b"Q" and not request.results:
             self.statements.pop("", None)  # an empty Query string: dropped all the same
         self._pop(DONE)
         if status is not None:
             self.status = status
-            if status == "I":
+            if status == "I" and self.portals:
                 self.portals.clear()
         return request
 
@@ -389,10 +410,7 @@ def _nothing() -> None:
     return None
 
 
-_PARSE = frozenset((b"P",))
-_BIND = frozenset((b"B",))
-_CLOSE = frozenset((b"C",))
+_BOOKED = frozenset((b"P", b"B", b"C"))  # their outcome changes a table
 _DESCRIBE = frozenset((b"D",))
-_DESCRIBED = frozenset((b"D", b"Q"))
 _READY = frozenset((b"Q", b"S", b"F"))
 _CALL = frozenset((b"F",))
