@@ -126,6 +126,11 @@ class ProtocolState:
         return self._queue[0] if self._queue else None
 
     @property
+    def queue(self) -> deque[Request]:
+        """The requests not yet answered, oldest first (read it; never change it)."""
+        return self._queue
+
+    @property
     def in_flight(self) -> int:
         return len(self._queue)
 

@@ -134,3 +134,47 @@ def test_a_query_with_nothing_to_mask_is_forwarded_untouched() -> None:
     f.query("SELECT id FROM customers")
     f.row_description([field("id", 1, 1, INT4)])
     assert f.rows_mask() is None
+
+
+UNION = "SELECT email FROM customers UNION ALL SELECT email FROM customers"
+NO_ORIGIN = [field("email", 0, 0)]  # a UNION's column: the server names no table for it
+
+
+def test_a_parse_the_server_skipped_does_not_replace_the_statement_it_runs() -> None:
+    """After an error the server skips to Sync: a Parse sent there never ran, so a later Bind
+    binds the statement that was there before, and its rows get that statement's plan."""
+    f = flow()
+    f.parse("", UNION)
+    f.sync()
+    f.acknowledged()
+    f.ready()
+    f.bind("p", "missing")  # fails: the server skips to the Sync
+    f.parse("", "SELECT 'x' AS email")  # skipped: the UNION stays the unnamed statement
+    f.sync()
+    f.bind("", "")
+    assert f.execute("")
+    f.sync()
+    f.error()
+    f.ready()
+    f.acknowledged()
+    assert not f.row_description(NO_ORIGIN)
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
+
+
+def test_a_named_parse_refused_as_a_duplicate_leaves_the_first_plan_in_force() -> None:
+    f = flow()
+    f.parse("s1", UNION)
+    f.parse("s1", "SELECT 'x' AS email")  # the server: prepared statement "s1" already exists
+    f.sync()
+    f.bind("p1", "s1")
+    f.describe("P", "p1")
+    f.execute("p1")
+    f.sync()
+    f.acknowledged()
+    f.error()
+    f.ready()
+    f.acknowledged()
+    assert f.row_description(NO_ORIGIN)
+    mask = f.rows_mask()
+    assert mask is not None and mask.masked == ["email"]
