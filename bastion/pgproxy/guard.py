@@ -19,6 +19,7 @@ from bastion.masking.scrub import scrubbed
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
 from bastion.masking.subject import resolve
 from bastion.pgproxy.tracker import Pending
+from bastion.pgwire.state import MAX_STATEMENTS, ProtocolState
 
 UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the bastion's SSH"
                " door, or bastion unmask request)")  # fmt: skip
@@ -41,9 +42,11 @@ class Guard:
     on_miss: Callable[[], None] | None = None  # a relation the snapshot lacks: read it again
     flow: Flow = field(init=False)
     grant_ids: tuple[int, ...] = ()
+    max_prepared: int = MAX_STATEMENTS  # statements, and portals, the session may hold
 
     def __post_init__(self) -> None:
-        self.flow = Flow(self.masking)
+        bound = self.max_prepared
+        self.flow = Flow(self.masking, ProtocolState(max_statements=bound, max_portals=bound))
 
     # -- grants -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import pytest
 
 from bastion.masking.flow import Flow, FlowError
 from bastion.masking.lineage import Refused
+from bastion.pgwire.state import ProtocolState, TooMany
 from tests.masking.test_session import INT4, field, session
 
 CUSTOMERS = "SELECT id, email FROM customers"
@@ -178,3 +179,13 @@ def test_a_named_parse_refused_as_a_duplicate_leaves_the_first_plan_in_force() -
     assert f.row_description(NO_ORIGIN)
     mask = f.rows_mask()
     assert mask is not None and mask.masked == ["email"]
+
+
+def test_the_statement_table_is_bounded_before_the_parse_goes_upstream() -> None:
+    f = Flow(session(), ProtocolState(max_statements=2))
+    f.parse("s1", CUSTOMERS)
+    f.parse("s2", CUSTOMERS)
+    with pytest.raises(TooMany, match="more than 2 prepared statements"):
+        f.parse("s3", CUSTOMERS)
+    f.parse("", CUSTOMERS)  # the unnamed statement replaces itself
+    assert len(f.queue) == 3
