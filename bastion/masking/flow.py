@@ -22,6 +22,10 @@ from bastion.masking.subject import Subject, SubjectRows, subject_rows
 from bastion.pgwire import Field
 from bastion.pgwire.state import ProtocolState, Request, StateError
 
+_LOOK_BACK = 256
+"""How far back an Execute looks for its portal's Bind and Describe; past it, a Describe is
+sent (so a long pipeline costs linear, not quadratic, time)."""
+
 
 @dataclass(slots=True)
 class Expect:
@@ -50,7 +54,9 @@ class Flow:
     formats: tuple[int, ...] = ()  # the result formats of the rows arriving now
     subjects: list[Subject] = field(default_factory=list)  # live unmask grants, kept current
     copy: CopyOut | None = None  # the planned COPY TO STDOUT whose CopyData arrives now
-    sent_plans: dict[str, list[Plan]] = field(default_factory=dict)  # Parses not yet answered
+    # Per statement name, the setting parameters ($n passed to current_setting as a name) of
+    # its Parses sent since the conversation was last at rest: any of them may land.
+    sent_settings: dict[str, set[int]] = field(default_factory=dict)
 
     @property
     def queue(self) -> deque[Request]:
@@ -100,26 +106,27 @@ class Flow:
     def parse(self, name: str, sql: str) -> None:
         plan = self.masking.plan(sql)
         self._send(b"P", name, Expect("parse", name, plan=plan))
-        self.sent_plans.setdefault(name, []).append(plan)
+        if plan.setting_params:
+            self.sent_settings.setdefault(name, set()).update(plan.setting_params)
 
     def bind(self, portal: str, statement: str, formats: tuple[int, ...] = (),
              params: tuple[bytes | None, ...] = ()) -> None:  # fmt: skip
-        for plan in self._candidates(statement):
-            for number in plan.setting_params:
-                value = params[number - 1] if 0 < number <= len(params) else None
-                if value is not None and b"." in value:
-                    raise FlowError(CUSTOM_HIDDEN)
+        for number in self._setting_params(statement):
+            value = params[number - 1] if 0 < number <= len(params) else None
+            if value is not None and b"." in value:
+                raise FlowError(CUSTOM_HIDDEN)
         self._send(b"B", portal, Expect("bind", portal, formats=formats), statement=statement)
 
-    def _candidates(self, statement: str) -> list[Plan]:
-        """Every plan the statement may have when the server binds it: the one in force and
-        those of its Parses still in flight (any of them may be the one that lands)."""
+    def _setting_params(self, statement: str) -> set[int] | frozenset[int]:
+        """The setting parameters of every plan the statement may have when the server binds
+        it: the one in force and those of its Parses still in flight."""
         made = self.state.statements.get(statement)
-        found = list(self.sent_plans.get(statement, ()))
         expect = made.tag if made is not None else None
-        if isinstance(expect, Expect) and expect.plan is not None:
-            found.append(expect.plan)
-        return found
+        found = expect.plan.setting_params if isinstance(expect, Expect) and expect.plan else None
+        sent = self.sent_settings.get(statement)
+        if sent is None:
+            return found or frozenset()
+        return sent | found if found else sent
 
     def describe(self, kind: str, name: str) -> None:
         target = b"S" if kind == "S" else b"P"
@@ -138,7 +145,7 @@ class Flow:
         """Whether the portal's RowDescription will be known when its rows come, whatever the
         server makes of the requests still in flight."""
         queue = self.state.queue
-        for index in range(len(queue) - 1, -1, -1):
+        for index in range(len(queue) - 1, max(len(queue) - _LOOK_BACK, 0) - 1, -1):
             request = queue[index]
             if request.name != portal or request.kind not in (b"B", b"C", b"D"):
                 continue
@@ -151,6 +158,8 @@ class Flow:
                     return False  # closed after its last Bind
                 continue
             return self._statement_will_know(request.statement, index)
+        if len(queue) > _LOOK_BACK:
+            return False  # older requests not looked at might change the portal
         bound = self.state.portals.get(portal)
         expect = bound.tag if bound is not None else None
         if not isinstance(expect, Expect):
@@ -160,7 +169,9 @@ class Flow:
 
     def _statement_will_know(self, statement: str, before: int) -> bool:
         queue = self.state.queue
-        for index in range(before - 1, -1, -1):
+        if len(queue) - before >= _LOOK_BACK:
+            return False  # looked far enough: a Describe costs less than the search
+        for index in range(before - 1, max(len(queue) - _LOOK_BACK, 0) - 1, -1):
             request = queue[index]
             if request.name != statement or request.kind not in (b"P", b"C", b"D"):
                 continue
@@ -168,6 +179,8 @@ class Flow:
                 return False
             if request.target == b"S":
                 return request.kind == b"D"
+        if len(queue) > _LOOK_BACK:
+            return False  # older requests not looked at might change the statement
         made = self.state.statements.get(statement)
         expect = made.tag if made is not None else None
         return isinstance(expect, Expect) and expect.mask is not None
@@ -317,4 +330,4 @@ class Flow:
         self._reply(b"Z", status)
         self.current = None
         if not self.state.queue:
-            self.sent_plans.clear()
+            self.sent_settings.clear()

@@ -189,3 +189,24 @@ def test_the_statement_table_is_bounded_before_the_parse_goes_upstream() -> None
         f.parse("s3", CUSTOMERS)
     f.parse("", CUSTOMERS)  # the unnamed statement replaces itself
     assert len(f.queue) == 3
+
+
+def test_a_long_pipeline_costs_linear_time_and_stays_attributed() -> None:
+    """Executes far from their Bind get a Describe rather than a search through the queue."""
+    f = flow()
+    f.parse("s1", CUSTOMERS)
+    f.describe("S", "s1")
+    f.bind("p1", "s1")
+    injected = 0
+    for _ in range(2000):
+        f.parse("", "SELECT 1")
+        injected += f.execute("p1")
+    assert 0 < injected < 2000  # near the Bind the Describe is known; far from it, asked again
+
+
+def test_a_setting_parameter_of_any_parse_in_flight_is_checked() -> None:
+    f = flow()
+    f.parse("s1", "SELECT current_setting($1)")
+    f.parse("s1", "SELECT $1::text")  # a duplicate: the first one is what the server keeps
+    with pytest.raises(FlowError):
+        f.bind("", "s1", (), (b"app.secret",))
