@@ -142,6 +142,13 @@ SETTINGS: tuple[Setting, ...] = (
         high=1024 * 1024 * 1024,
     ),
     Setting(
+        "postgres.max_prepared",
+        "int",
+        "Prepared statements (and open portals) one masked session may hold.",
+        low=16,
+        high=1_000_000,
+    ),
+    Setting(
         "audit.durability",
         "choice",
         "When a statement's row is on disk.",

@@ -19,6 +19,7 @@ from bastion.masking.scrub import scrubbed
 from bastion.masking.session import Masking, ResultMask, mask_data_rows
 from bastion.masking.subject import resolve
 from bastion.pgproxy.tracker import Pending
+from bastion.pgwire.state import MAX_STATEMENTS, ProtocolState
 
 UNMASK_HINT = ("; to see values, ask for unmasking (the unmask command on the bastion's SSH"
                " door, or bastion unmask request)")  # fmt: skip
@@ -41,9 +42,11 @@ class Guard:
     on_miss: Callable[[], None] | None = None  # a relation the snapshot lacks: read it again
     flow: Flow = field(init=False)
     grant_ids: tuple[int, ...] = ()
+    max_prepared: int = MAX_STATEMENTS  # statements, and portals, the session may hold
 
     def __post_init__(self) -> None:
-        self.flow = Flow(self.masking)
+        bound = self.max_prepared
+        self.flow = Flow(self.masking, ProtocolState(max_statements=bound, max_portals=bound))
 
     # -- grants -----------------------------------------------------------------------
 
@@ -151,14 +154,14 @@ class Guard:
             if pending is not None and pending.mask is not None:
                 pending.mask = pending.mask.snapshot()  # its counts, before a rerun restarts them
             notice = self._subject_notice(pending)
-            flow.completed()
+            flow.completed(kind)
             return None if notice is None else notice + bytes(frame.raw)
         elif kind in (b"E", b"N"):
             return self._problem(frame, pending)
         elif kind in (b"H", b"c"):
             shown = self._copy(frame, pending)
         else:
-            shown = self._other(kind)
+            shown = self._other(frame)
         return None if shown else b""
 
     def _copy(self, frame: pgwire.Frame, pending: Pending | None) -> bool:
@@ -179,15 +182,15 @@ class Guard:
             pending.mask = copy.mask
         return True
 
-    def _other(self, kind: bytes) -> bool:
+    def _other(self, frame: pgwire.Frame) -> bool:
         """Replies that carry nothing to mask; False for one the client must not see."""
-        flow = self.flow
+        kind, flow = frame.type, self.flow
         if kind == b"t":
             flow.parameter_description()
         elif kind in (b"1", b"2", b"3"):
-            flow.acknowledged()
+            flow.acknowledged(kind)
         elif kind == b"Z":
-            flow.ready()
+            flow.ready(chr(frame.raw[5]))
         elif kind == b"A":
             return False  # a notification's payload can carry any value
         elif kind not in (b"S", b"K"):

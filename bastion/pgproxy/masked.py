@@ -59,7 +59,8 @@ class Maskings:
         else:
             masking = found[2]
         entry = (target.name, login)
-        return Guard(masking, policy.subject_keys, lambda: self.forget(entry, masking))
+        return Guard(masking, policy.subject_keys, lambda: self.forget(entry, masking),
+                     max_prepared=core.config.postgres.max_prepared)  # fmt: skip
 
     def forget(self, key: tuple[str, str], masking: Masking) -> None:
         """Read the catalog again for the next session (unless that happened already)."""

@@ -25,6 +25,7 @@ from bastion.pgproxy.pump import Pump
 from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.relay import Relay
 from bastion.pgproxy.tracker import TooManyInFlight
+from bastion.pgwire.state import TooMany
 
 log = structlog.get_logger("bastion.postgres")
 
@@ -186,9 +187,9 @@ class PgSession:
         elif isinstance(error, StoreError):
             why = "error: the audit trail could not be written"
             self._last_words("58030", AUDIT_LOST)
-        elif isinstance(error, TooManyInFlight):
+        elif isinstance(error, TooManyInFlight | TooMany):
             why = f"error: {error}"
-            self._last_words("54000", error.message)
+            self._last_words("54000", str(error))
         elif isinstance(error, BastionError | ConnectionError):
             why = f"error: {error}"
         elif error is not None:  # a bug: the session ends, saying so, and the door stays up

@@ -1,0 +1,109 @@
+"""Pipelines through the real masked door: a Parse the server never ran (skipped after an error,
+or refused as a duplicate name) must not lend its plan to the statement the server does run."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from bastion import pgwire as pw
+from tests.harness import Bastion
+from tests.masking.door import PASSWORD, shop_bastion
+from tests.masking.shop import SECRETS
+from tests.realpg import PgDatabase
+
+STARTUP = {"user": "alice", "database": "shop"}
+UNION = "SELECT street FROM customers UNION ALL SELECT street FROM customers"
+DECOY = "SELECT 'x' AS street"
+
+
+def _until_ready(sock: socket.socket, reader: pw.FrameReader, count: int = 1) -> list[pw.Frame]:
+    frames: list[pw.Frame] = []
+    while sum(f.type == b"Z" for f in frames) < count:
+        got = reader.next_frame()
+        if got is None:
+            data = sock.recv(65536)
+            assert data, "the door closed early"
+            reader.feed(data)
+        else:
+            frames.append(got)
+    return frames
+
+
+def _session(b: Bastion, steps: list[tuple[bytes, int]]) -> list[pw.Frame]:
+    """Log in over a raw socket, send each step and read its ReadyForQuerys."""
+    via = b.via_bastion("alice", "shop", PASSWORD)
+    reader = pw.FrameReader()
+    frames: list[pw.Frame] = []
+    with socket.create_connection(("127.0.0.1", b.pg_port), 15) as sock:
+        sock.sendall(pw.startup_message(STARTUP))
+        while (frame := reader.next_frame()) is None:
+            reader.feed(sock.recv(65536))
+        assert frame.type == b"R"
+        sock.sendall(pw.password_message(via.password.encode()))
+        assert not any(f.type == b"E" for f in _until_ready(sock, reader))
+        for out, readies in steps:
+            sock.sendall(out)
+            frames += _until_ready(sock, reader, readies)
+        sock.sendall(pw.terminate())
+    return frames
+
+
+def _values(frames: list[pw.Frame]) -> list[bytes | None]:
+    return [v for f in frames if f.type == b"D" for v in pw.data_row_values(f.raw[5:])]
+
+
+def test_a_parse_skipped_after_an_error_does_not_unmask_the_statement_that_runs(
+    bastion: Bastion,
+) -> None:
+    frames = _session(bastion, [
+        (pw.parse("", UNION) + pw.sync(), 1),
+        (pw.bind("p", "missing", ()) + pw.parse("", DECOY) + pw.sync()  # skipped: UNION stays
+         + pw.bind("", "", ()) + pw.execute("") + pw.sync(), 2),
+    ])  # fmt: skip
+    values = _values(frames)
+    assert len(values) == 4 and all(v is not None and b"*" in v for v in values), values
+    assert not [s for s in SECRETS if any(s.encode() in (v or b"") for v in values)]
+
+
+def test_a_duplicate_parse_does_not_unmask_the_statement_already_prepared(
+    bastion: Bastion,
+) -> None:
+    frames = _session(bastion, [
+        (pw.parse("s1", UNION) + pw.sync(), 1),
+        (pw.parse("s1", DECOY) + pw.sync()  # prepared statement "s1" already exists
+         + pw.bind("p1", "s1", ()) + pw.execute("p1") + pw.sync(), 2),
+    ])  # fmt: skip
+    assert any(f.type == b"E" for f in frames)
+    values = _values(frames)
+    assert len(values) == 4 and all(v is not None and b"*" in v for v in values), values
+    assert not [s for s in SECRETS if any(s.encode() in (v or b"") for v in values)]
+
+
+def _login(b: Bastion, sock: socket.socket, reader: pw.FrameReader) -> None:
+    via = b.via_bastion("alice", "shop", PASSWORD)
+    sock.sendall(pw.startup_message(STARTUP))
+    while (frame := reader.next_frame()) is None:
+        reader.feed(sock.recv(65536))
+    assert frame.type == b"R"
+    sock.sendall(pw.password_message(via.password.encode()))
+    assert not any(f.type == b"E" for f in _until_ready(sock, reader))
+
+
+def test_prepared_statements_past_the_bound_end_the_session_with_one_clear_error(
+    tmp_path: Path, shop: PgDatabase
+) -> None:
+    b = shop_bastion(tmp_path / "bastion", shop, extra="[postgres]\nmax_prepared = 16\n").start()
+    try:
+        reader = pw.FrameReader()
+        with socket.create_connection(("127.0.0.1", b.pg_port), 15) as sock:
+            _login(b, sock, reader)
+            sock.sendall(b"".join(pw.parse(f"s{n}", "SELECT 1") for n in range(17)) + pw.sync())
+            while data := sock.recv(65536):
+                reader.feed(data)
+        frames = reader.frames()
+    finally:
+        b.stop()
+    assert [f.type for f in frames] == [b"E"]  # not one ParseComplete: nothing went upstream
+    fields = pw.error_fields(frames[0].raw[5:])
+    assert fields["C"] == "54000" and "more than 16 prepared statements" in fields["M"]
