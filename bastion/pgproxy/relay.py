@@ -38,8 +38,12 @@ class Fatal(NamedTuple):
 class Step(NamedTuple):
     """What one read asks of the pump, which does it in this order: end with `fatal` (and
     nothing else); submit `starts` (under strict durability, `up` waits until they are
-    durable) and post `ends`; send `up` to the target and `down` to the client; then end the
-    session if `ended` (the client said goodbye) or `error` (a malformed message followed)."""
+    durable, unless `pure`) and post `ends`; send `up` to the target and `down` to the
+    client; then end the session if `ended` (the client said goodbye) or `error` (a
+    malformed message followed). `pure`: the session is read-only upstream and every
+    statement of `starts` was parsed and checked as a read (or refused, its stand-in sent),
+    so `up` changes nothing: under strict durability it goes at once, and every byte the
+    client gets from then on is held until `starts` are durable."""
 
     up: bytes | memoryview = b""
     down: bytes | memoryview = b""
@@ -49,6 +53,7 @@ class Step(NamedTuple):
     error: pgwire.ProtocolError | None = None
     fatal: Fatal | None = None
     refresh: bool = False  # nothing was taken: read the unmask grants, set_grants, read again
+    pure: bool = False  # only pure reads: `up` may go before `starts` are durable
 
 
 _REFRESH = Step(refresh=True)
@@ -77,6 +82,7 @@ class Relay:
     _now: datetime = field(init=False)  # the time the current step was given
     _now_ns: int = field(init=False)  # and its monotonic reading, for durations
     _fresh: bool = field(init=False, default=False)  # grants were read for the next read
+    _unknown: bool = field(init=False, default=False)  # this read runs text the relay never saw
 
     def __post_init__(self) -> None:
         self.last_input = self._now = self.opened
@@ -109,9 +115,13 @@ class Relay:
         self._now_ns = now_ns
         scan = self._from_client.feed(data)
         starts: list[QueryStart] = []
+        self._unknown = False
         out, ended = self._client_scan(scan, starts)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
-        return Step(joined, b"", starts, (), ended, scan.error)
+        # A read grant checks every statement as a read before it goes upstream (refused ones
+        # are replaced by a stand-in that fails), on a session the server holds read-only.
+        pure = self.read_only and not self._unknown
+        return Step(joined, b"", starts, (), ended, scan.error, pure=pure)
 
     def client_eof(self) -> str:
         """The client closed its side; ProtocolError if it stopped inside a message."""
@@ -151,6 +161,7 @@ class Relay:
             sql = self.statements.get(statement)
             if sql is None:  # prepared before the bastion saw it: nothing to show but its name
                 sql = f"[prepared statement {statement!r}]"
+                self._unknown = True  # never checked: not known to be a read
             key = self._record_start("execute", sql, params, None, starts)
             self.tracker.sent(key, simple=False, now_ns=self._now_ns)
         return raw
