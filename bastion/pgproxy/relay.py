@@ -66,13 +66,16 @@ class Relay:
     session_id: str
     user: str
     target: str
-    read_only: bool
+    read_only: bool  # a read grant: every statement is checked as a read
     opened: datetime  # when the session opened: the first `last_input`
     guard: Guard | None = None  # set when the target masks (and then every reply is checked)
     names: GuardCatalog | None = None  # a read grant's snapshot of the target's names
     names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
     keep_literals: bool = False  # config audit.keep_literals
     max_message: int = pgwire.DEFAULT_MAX_MESSAGE  # config postgres.max_message
+    # The server holds the session read-only: a read grant's default_transaction_read_only,
+    # or the masked role `target harden` made (read-only by default until it reports not).
+    upstream_read_only: bool = False
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class Relay:
     def __post_init__(self) -> None:
         self.last_input = self._now = self.opened
         self._now_ns = 0
+        self.upstream_read_only = self.upstream_read_only or self.read_only
         self._from_client = pgwire.Scanner(b"d", self.max_message)  # COPY in, in bulk
         self._from_upstream = pgwire.Scanner(b"Dd", self.max_message)  # DataRows, COPY out
 
@@ -118,9 +122,10 @@ class Relay:
         self._unknown = False
         out, ended = self._client_scan(scan, starts)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
-        # A read grant checks every statement as a read before it goes upstream (refused ones
-        # are replaced by a stand-in that fails), on a session the server holds read-only.
-        pure = self.read_only and not self._unknown
+        # A read grant and the masking check every statement as a read calling only allowed
+        # functions before it goes upstream (refused ones go as a stand-in that fails).
+        checked = self.read_only or self.guard is not None
+        pure = checked and self.upstream_read_only and not self._unknown
         return Step(joined, b"", starts, (), ended, scan.error, pure=pure)
 
     def client_eof(self) -> str:
@@ -306,8 +311,8 @@ class Relay:
                 finished += tracker.complete(None, now_ns)
             elif kind == b"E":
                 finished += self._error(item, index, swapped)
-            elif kind == b"S":
-                _check_status(item, self.read_only)
+            elif kind == b"S" and not _check_status(item, self.read_only):
+                self.upstream_read_only = False  # a masked session's statements wait again
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
                 finished += tracker.ready(now_ns)
@@ -348,15 +353,19 @@ LIFTED = ("the read-only guard was lifted by code the database runs (a function,
           " operator of its own); the session was ended")  # fmt: skip
 
 
-def _check_status(frame: pgwire.Frame, read_only: bool) -> None:
+def _check_status(frame: pgwire.Frame, read_only: bool) -> bool:
     """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
     a function, a role's default): the bastion would judge text the server reads otherwise.
     Under a read grant, it reports default_transaction_read_only turned off: code the guard
-    could not see lifted it, and the session ends before anything else runs."""
+    could not see lifted it, and the session ends before anything else runs. False when the
+    server reports the session no longer read-only (where that may happen)."""
     status = pgwire.decode_backend(frame)
     if isinstance(status, pgwire.ParameterStatus):
         why = sqlparse_lexing.refusal(status.name, status.value)
         if why is not None:
             raise MaskingLost(f"the database reported {status.name}={status.value}", why)
-        if read_only and status.name == "default_transaction_read_only" and status.value != "on":
-            raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)
+        if status.name == "default_transaction_read_only" and status.value != "on":
+            if read_only:
+                raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)
+            return False  # the session is no longer read-only upstream
+    return True

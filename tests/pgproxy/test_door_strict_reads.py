@@ -35,11 +35,13 @@ def strict(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
         b.stop()
 
 
-def logged_in(b: Bastion, user: str) -> tuple[socket.socket, pw.FrameReader]:
+def logged_in(
+    b: Bastion, user: str, target: str = "orders-prod"
+) -> tuple[socket.socket, pw.FrameReader]:
     """A raw protocol connection through the door as `user`, ready for queries."""
-    via = b.via_bastion(user, "orders-prod", PASSWORD)
+    via = b.via_bastion(user, target, PASSWORD)
     sock = socket.create_connection(("127.0.0.1", b.pg_port), timeout=15)
-    sock.sendall(pw.startup_message({"user": user, "database": "orders-prod"}))
+    sock.sendall(pw.startup_message({"user": user, "database": target}))
     reader = pw.FrameReader()
     while True:
         frame = reader.next_frame()
