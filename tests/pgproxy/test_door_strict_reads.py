@@ -4,6 +4,7 @@ FATAL, nothing of the reply). Writes still wait for their record before they go 
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bastion import pgwire as pw
+from bastion.pgproxy.door import PgDoor
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
@@ -218,8 +220,9 @@ def test_a_pipeline_of_read_write_read_keeps_its_order(
 def test_a_held_reply_past_its_bound_stops_reading_the_database(
     strict: Bastion, pg: PgDatabase
 ) -> None:
-    """Back-pressure, not memory: a large reply held for its record leaves the server waiting
-    to write (ClientWrite) until the record is durable; then every row arrives."""
+    """Back-pressure, not memory: past its bound, a large reply held for its record stops the
+    door reading the database, which waits to write (ClientWrite) until the record is durable;
+    then every row arrives."""
     sock, reader = logged_in(strict, "alice")
     blocker = locked(strict)
     try:
@@ -228,6 +231,7 @@ def test_a_held_reply_past_its_bound_stops_reading_the_database(
                 "SELECT 'strict-big', repeat('x', 1000) FROM generate_series(1, 100000)"
             ))  # fmt: skip
             wait_for_backend_waiting(pg, "strict-big")
+            wait_for_upstream_paused(strict)  # the door holds a bounded part, reads no more
             assert nothing_received(sock)
             blocker.execute("ROLLBACK")
             frames = frames_until(sock, reader, 1)
@@ -253,3 +257,22 @@ def wait_for_backend_waiting(pg: PgDatabase, marker: str) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError(f"the backend running {marker!r} never waited to write")
+
+
+def wait_for_upstream_paused(b: Bastion) -> None:
+    """Poll until the one live database session's upstream transport is not being read."""
+
+    async def reading() -> bool:
+        assert b.server is not None
+        [door] = [d for d in b.server.doors if isinstance(d, PgDoor)]
+        [session] = door.live.values()
+        assert session.up is not None
+        transport = session.up.writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        return transport.is_reading()
+
+    deadline = time.monotonic() + 10
+    while b.call(reading()):
+        if time.monotonic() > deadline:
+            raise AssertionError("the door kept reading the database past the held bound")
+        time.sleep(0.02)
