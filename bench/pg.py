@@ -348,7 +348,10 @@ def report(run: Run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3-second pgbench runs")
-    seconds = 3 if parser.parse_args().quick else 10
+    parser.add_argument("--grant", choices=("write", "read"), default="write",
+                        help="the bench users' grant (read: strict reads go at once)")  # fmt: skip
+    args = parser.parse_args()
+    seconds = 3 if args.quick else 10
     ensure_pgbouncer()
     work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     work.chmod(0o711)  # pgbouncer runs as postgres and must reach its own directory
@@ -380,7 +383,7 @@ def main() -> None:
         b.add_pg_target(db.database, db)
         for user in USERS:
             b.add_user(user, key=False, password=PASSWORD)
-            b.grant(user, db.database, mode="write")
+            b.grant(user, db.database, mode=args.grant)
         tickets = Tickets(b, db.database, per_user=60)
         b.release()
         via_bastion = PgDatabase("127.0.0.1", b.pg_port, db.database, USERS[0], "")

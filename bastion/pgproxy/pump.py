@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -17,6 +18,9 @@ from bastion.pgproxy.upstream import Upstream
 from bastion.tasks import spawn
 
 WRITE_LOST = "the audit trail could not be written; the session was ended"
+HELD_BOUND = 4 * 1024 * 1024
+"""Bytes of held replies (pure reads whose records are not yet durable) kept in memory; past
+this the pump stops reading the target until the records are durable (backpressure)."""
 
 
 class Ended(NamedTuple):
@@ -35,9 +39,12 @@ class Pump:
     I/O: the pump gives it each read and the time, and does what its step asks (audit records
     submitted, unmask grants read, bytes written, the session ended). A client read whose
     audit rows must be durable first (strict durability), or that needs the unmask grants read
-    again, holds further client reads until that is done, then goes upstream in order. Each
-    side is read only while the other can take more (backpressure both ways). A record that
-    cannot be written ends the session at the next client read (StoreError).
+    again, holds further client reads until that is done, then goes upstream in order. A read
+    of pure reads (Step.pure) goes upstream at once under strict durability, and every byte
+    for the client from then on is held until its rows are durable (if they are lost, the
+    session ends and nothing held is sent). Each side is read only while the other can take
+    more (backpressure both ways), and the target not while held bytes pass HELD_BOUND. A
+    record that cannot be written ends the session at the next client read (StoreError).
     """
 
     def __init__(self, core: Core, relay: Relay, client: Client, up: Upstream) -> None:
@@ -54,6 +61,13 @@ class Pump:
         self._up_full = False  # the target is not taking more: don't read the client
         self._client_paused = False
         self._task: asyncio.Task[None] | None = None
+        self._holds: deque[asyncio.Future[Any]] = deque()  # pure reads' records, in order
+        self._holds_made = 0  # pure reads whose records were submitted
+        self._holds_done = 0  # of those, the first ones whose records are durable
+        self._down_held: deque[tuple[int, bytes]] = deque()  # (pure reads it waits for, bytes)
+        self._held_size = 0
+        self._client_full = False
+        self._up_paused = False
 
     async def run(self) -> Ended:
         """Take over both transports and relay until one side ends."""
@@ -104,6 +118,9 @@ class Pump:
             return
         if self.failure is not None:
             self._end("client", "", StoreError(self.failure))
+        elif durable is not None and step.pure:
+            self._hold_replies(durable)
+            self._send_up(step)
         elif durable is not None:
             self._held = True
             self._reading()
@@ -136,7 +153,7 @@ class Pump:
         if step.up:
             self._up_t.write(step.up)
         if step.down:
-            self.client.send(step.down)
+            self._to_client(step.down)
         if step.ended:
             self._end("client", "client ended the session")
         elif step.error is not None:
@@ -194,12 +211,62 @@ class Pump:
 
     def client_full(self, full: bool) -> None:
         """The client is not taking more: stop reading the target until it catches up."""
-        if self.ended.done():
+        self._client_full = full
+        self._reading_up()
+
+    def _reading_up(self) -> None:
+        """Read the target only while the client takes more and held bytes are in bound."""
+        if self.ended.done() or self._up_t.is_closing():
             return
-        if full:
+        pause = self._client_full or self._held_size > HELD_BOUND
+        if pause == self._up_paused:
+            return
+        self._up_paused = pause
+        if pause:
             self._up_t.pause_reading()
         else:
             self._up_t.resume_reading()
+
+    # -- replies held for pure reads' records -------------------------------------------
+
+    def _hold_replies(self, durable: asyncio.Future[Any]) -> None:
+        """A pure read goes upstream before its records are durable: what the client gets
+        from now on waits for them (and for every pure read's before)."""
+        self._holds.append(durable)
+        self._holds_made += 1
+        durable.add_done_callback(self._hold_done)
+
+    def _to_client(self, data: bytes | memoryview) -> None:
+        if self._holds_done == self._holds_made:
+            self.client.send(data)
+            return
+        self._down_held.append((self._holds_made, bytes(data)))
+        self._held_size += len(data)
+        self._reading_up()
+
+    def _hold_done(self, done: asyncio.Future[Any]) -> None:
+        """A pure read's records were written (or not: the session ends, nothing held sent)."""
+        if not done.cancelled():
+            done.exception()  # seen here, even when the session ended first
+        if self.ended.done():
+            return
+        while self._holds and self._holds[0].done():
+            first = self._holds.popleft()
+            error = None if first.cancelled() else first.exception()
+            if first.cancelled() or error is not None:
+                self._down_held.clear()
+                self._held_size = 0
+                self._end("client", "", error or StoreError("the audit writer stopped"))
+                return
+            self._holds_done += 1
+        released: list[bytes] = []
+        while self._down_held and self._down_held[0][0] <= self._holds_done:
+            data = self._down_held.popleft()[1]
+            self._held_size -= len(data)
+            released.append(data)
+        if released:
+            self.client.send(b"".join(released))
+        self._reading_up()
 
     # -- target to client ---------------------------------------------------------------
 
@@ -220,7 +287,7 @@ class Pump:
         if step.up:
             self._up_t.write(step.up)
         if step.down:
-            self.client.send(step.down)
+            self._to_client(step.down)
         if step.error is not None:
             self._end("database", "", step.error)
 

@@ -38,8 +38,12 @@ class Fatal(NamedTuple):
 class Step(NamedTuple):
     """What one read asks of the pump, which does it in this order: end with `fatal` (and
     nothing else); submit `starts` (under strict durability, `up` waits until they are
-    durable) and post `ends`; send `up` to the target and `down` to the client; then end the
-    session if `ended` (the client said goodbye) or `error` (a malformed message followed)."""
+    durable, unless `pure`) and post `ends`; send `up` to the target and `down` to the
+    client; then end the session if `ended` (the client said goodbye) or `error` (a
+    malformed message followed). `pure`: the session is read-only upstream and every
+    statement of `starts` was parsed and checked as a read (or refused, its stand-in sent),
+    so `up` changes nothing: under strict durability it goes at once, and every byte the
+    client gets from then on is held until `starts` are durable."""
 
     up: bytes | memoryview = b""
     down: bytes | memoryview = b""
@@ -49,6 +53,7 @@ class Step(NamedTuple):
     error: pgwire.ProtocolError | None = None
     fatal: Fatal | None = None
     refresh: bool = False  # nothing was taken: read the unmask grants, set_grants, read again
+    pure: bool = False  # only pure reads: `up` may go before `starts` are durable
 
 
 _REFRESH = Step(refresh=True)
@@ -61,13 +66,16 @@ class Relay:
     session_id: str
     user: str
     target: str
-    read_only: bool
+    read_only: bool  # a read grant: every statement is checked as a read
     opened: datetime  # when the session opened: the first `last_input`
     guard: Guard | None = None  # set when the target masks (and then every reply is checked)
     names: GuardCatalog | None = None  # a read grant's snapshot of the target's names
     names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
     keep_literals: bool = False  # config audit.keep_literals
     max_message: int = pgwire.DEFAULT_MAX_MESSAGE  # config postgres.max_message
+    # The server holds the session read-only: a read grant's default_transaction_read_only,
+    # or the masked role `target harden` made (read-only by default until it reports not).
+    upstream_read_only: bool = False
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
     tracker: Tracker = field(default_factory=Tracker)
     statements: dict[str, str] = field(default_factory=dict)
@@ -77,10 +85,12 @@ class Relay:
     _now: datetime = field(init=False)  # the time the current step was given
     _now_ns: int = field(init=False)  # and its monotonic reading, for durations
     _fresh: bool = field(init=False, default=False)  # grants were read for the next read
+    _unknown: bool = field(init=False, default=False)  # this read runs text the relay never saw
 
     def __post_init__(self) -> None:
         self.last_input = self._now = self.opened
         self._now_ns = 0
+        self.upstream_read_only = self.upstream_read_only or self.read_only
         self._from_client = pgwire.Scanner(b"d", self.max_message)  # COPY in, in bulk
         self._from_upstream = pgwire.Scanner(b"Dd", self.max_message)  # DataRows, COPY out
 
@@ -109,9 +119,14 @@ class Relay:
         self._now_ns = now_ns
         scan = self._from_client.feed(data)
         starts: list[QueryStart] = []
+        self._unknown = False
         out, ended = self._client_scan(scan, starts)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
-        return Step(joined, b"", starts, (), ended, scan.error)
+        # A read grant and the masking check every statement as a read calling only allowed
+        # functions before it goes upstream (refused ones go as a stand-in that fails).
+        checked = self.read_only or self.guard is not None
+        pure = checked and self.upstream_read_only and not self._unknown
+        return Step(joined, b"", starts, (), ended, scan.error, pure=pure)
 
     def client_eof(self) -> str:
         """The client closed its side; ProtocolError if it stopped inside a message."""
@@ -151,6 +166,7 @@ class Relay:
             sql = self.statements.get(statement)
             if sql is None:  # prepared before the bastion saw it: nothing to show but its name
                 sql = f"[prepared statement {statement!r}]"
+                self._unknown = True  # never checked: not known to be a read
             key = self._record_start("execute", sql, params, None, starts)
             self.tracker.sent(key, simple=False, now_ns=self._now_ns)
         return raw
@@ -295,8 +311,8 @@ class Relay:
                 finished += tracker.complete(None, now_ns)
             elif kind == b"E":
                 finished += self._error(item, index, swapped)
-            elif kind == b"S":
-                _check_status(item, self.read_only)
+            elif kind == b"S" and not _check_status(item, self.read_only):
+                self.upstream_read_only = False  # a masked session's statements wait again
             elif kind == b"Z":
                 self.status = chr(item.raw[5])
                 finished += tracker.ready(now_ns)
@@ -337,15 +353,19 @@ LIFTED = ("the read-only guard was lifted by code the database runs (a function,
           " operator of its own); the session was ended")  # fmt: skip
 
 
-def _check_status(frame: pgwire.Frame, read_only: bool) -> None:
+def _check_status(frame: pgwire.Frame, read_only: bool) -> bool:
     """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
     a function, a role's default): the bastion would judge text the server reads otherwise.
     Under a read grant, it reports default_transaction_read_only turned off: code the guard
-    could not see lifted it, and the session ends before anything else runs."""
+    could not see lifted it, and the session ends before anything else runs. False when the
+    server reports the session no longer read-only (where that may happen)."""
     status = pgwire.decode_backend(frame)
     if isinstance(status, pgwire.ParameterStatus):
         why = sqlparse_lexing.refusal(status.name, status.value)
         if why is not None:
             raise MaskingLost(f"the database reported {status.name}={status.value}", why)
-        if read_only and status.name == "default_transaction_read_only" and status.value != "on":
-            raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)
+        if status.name == "default_transaction_read_only" and status.value != "on":
+            if read_only:
+                raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)
+            return False  # the session is no longer read-only upstream
+    return True

@@ -162,7 +162,8 @@ class PgSession:
         config = self.core.config
         self.relay = Relay(self.id, user, target.name, read_only, self.core.clock.now(), guard,
                            names, names_missed, keep_literals=config.audit.keep_literals,
-                           max_message=config.postgres.max_message)  # fmt: skip
+                           max_message=config.postgres.max_message,
+                           upstream_read_only=_reported_read_only(self.up))  # fmt: skip
         self.target_name = target.name
         self.opened_at = self.relay.last_input
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
@@ -244,6 +245,18 @@ class PgSession:
         await self.cancel(message)
         if self.up is not None:
             self.up.close()
+
+
+def _reported_read_only(up: upstream.Upstream) -> bool:
+    """Whether the server said at login that the session is read-only (the role `target
+    harden` made sets it; PostgreSQL 14 and later report it)."""
+    for raw in up.parameters:
+        status = pgwire.decode_backend(pgwire.Frame(raw[:1], raw))
+        if isinstance(status, pgwire.ParameterStatus) and status.name == (
+            "default_transaction_read_only"
+        ):
+            return status.value == "on"
+    return False
 
 
 def _check_read_startup(params: dict[str, str]) -> None:

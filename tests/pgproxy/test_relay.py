@@ -342,3 +342,31 @@ def test_a_malformed_reply_is_reported_after_the_bytes_before_it() -> None:
     done = pgwire.command_complete("SELECT 1")
     step = relay.upstream_read(done + b"Z\x00\x00\x00\x02", T1, 0)  # a length below 4
     assert step.error is not None and bytes(step.down) == done and step.fatal is None
+
+
+def test_a_read_grants_checked_statements_are_pure_reads_the_pump_may_send_at_once() -> None:
+    relay = read_relay()
+    assert client(relay, pgwire.query("SELECT 1")).pure
+    refused = client(relay, pgwire.query("DELETE FROM orders"))  # only its stand-in goes
+    assert refused.pure and refused.up == pgwire.query(REFUSED_SQL)
+    extended = (pgwire.parse("q", "SELECT $1::int", ()) + pgwire.bind("", "q", (b"1",))
+                + pgwire.execute("") + pgwire.sync())  # fmt: skip
+    assert client(relay, extended).pure
+
+
+def test_a_statement_the_relay_never_saw_parsed_is_not_known_to_be_a_read() -> None:
+    relay = read_relay()
+    unseen = pgwire.bind("", "earlier", ()) + pgwire.execute("") + pgwire.sync()
+    assert not client(relay, unseen).pure
+    assert client(relay, pgwire.query("SELECT 1")).pure  # judged afresh at each read
+
+
+def test_a_write_grants_statements_are_pure_reads_only_when_masked_on_a_read_only_role() -> None:
+    assert not client(write_relay(), pgwire.query("SELECT 1")).pure
+    assert not client(masked_relay(), pgwire.query("SELECT 1")).pure  # the service role
+    masked = masked_relay()
+    masked.upstream_read_only = True  # the masked role `target harden` made
+    assert client(masked, pgwire.query("SELECT 1")).pure
+    lifted = pgwire.parameter_status("default_transaction_read_only", "off")
+    server(masked, lifted)  # the server says it no longer is: statements wait again
+    assert not client(masked, pgwire.query("SELECT 1")).pure
