@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Protocol
 
-from bastion.audit.chain import canonical_json
+from bastion.audit.chain import KeySource, canonical_json
 
 DIGEST_PURPOSE = "bastion one-time tickets v1"
 ROW_PURPOSE = "bastion one-time ticket rows v1"
-
-
-class KeySource(Protocol):
-    """What holds the secrets key (a SecretBox): hands out purpose-bound keys."""
-
-    def hkdf(self, purpose: str) -> bytes: ...
 
 
 class OneTimeKey:

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Protocol
+
+from bastion.audit.chain import KeySource
 
 PURPOSE = "bastion unknown login names v1"
 PREFIX = "unknown:"
 DIGITS = 12  # 48 bits: distinct names stay apart in a week's trail, and nothing is readable
-
-
-class KeySource(Protocol):
-    """What holds the secrets key (a SecretBox): hands out purpose-bound keys."""
-
-    def hkdf(self, purpose: str) -> bytes: ...
 
 
 def unknown_name(box: KeySource, name: str) -> str:

@@ -9,11 +9,11 @@ from pathlib import Path
 from bastion import pgwire as pw
 from tests.masking.door import shop_bastion
 from tests.masking.test_unmask_door import harden
+from tests.pgproxy.test_door_admin import logged_in
 from tests.pgproxy.test_door_strict_reads import (
     STRICT,
     frames_until,
     locked,
-    logged_in,
     nothing_received,
     wait_for_backend,
 )

@@ -88,11 +88,13 @@ def test_watch_is_cancelled_by_ctrl_c(bastion: Bastion, pg: PgDatabase) -> None:
     assert bastion.events("query.cancelled")
 
 
-def logged_in(b: Bastion) -> tuple[socket.socket, pw.FrameReader]:
-    """A raw protocol connection through the door, logged in and ready for queries."""
-    via = b.via_bastion("alice", "orders-prod", PASSWORD)
+def logged_in(
+    b: Bastion, user: str = "alice", target: str = "orders-prod"
+) -> tuple[socket.socket, pw.FrameReader]:
+    """A raw protocol connection through the door as `user`, ready for queries."""
+    via = b.via_bastion(user, target, PASSWORD)
     sock = socket.create_connection(("127.0.0.1", b.pg_port), timeout=15)
-    sock.sendall(pw.startup_message({"user": "alice", "database": "orders-prod"}))
+    sock.sendall(pw.startup_message({"user": user, "database": target}))
     reader = pw.FrameReader()
     while True:
         frame = reader.next_frame()

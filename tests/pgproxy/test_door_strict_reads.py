@@ -8,7 +8,6 @@ import asyncio
 import select
 import socket
 import sqlite3
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from bastion import pgwire as pw
 from bastion.pgproxy.door import PgDoor
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
+from tests.pgproxy.test_door_admin import logged_in
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
 
 STRICT = '\n[audit]\ndurability = "strict"\n'
@@ -35,28 +35,6 @@ def strict(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
         yield b
     finally:
         b.stop()
-
-
-def logged_in(
-    b: Bastion, user: str, target: str = "orders-prod"
-) -> tuple[socket.socket, pw.FrameReader]:
-    """A raw protocol connection through the door as `user`, ready for queries."""
-    via = b.via_bastion(user, target, PASSWORD)
-    sock = socket.create_connection(("127.0.0.1", b.pg_port), timeout=15)
-    sock.sendall(pw.startup_message({"user": user, "database": target}))
-    reader = pw.FrameReader()
-    while True:
-        frame = reader.next_frame()
-        if frame is None:
-            data = sock.recv(65536)
-            assert data, "the door closed during login"
-            reader.feed(data)
-            continue
-        if frame.type == b"R" and frame.raw[5:9] == struct.pack("!i", 3):
-            sock.sendall(pw.password_message(via.password.encode()))
-        elif frame.type == b"Z":
-            return sock, reader
-        assert frame.type != b"E", bytes(frame.raw)
 
 
 def frames_until(sock: socket.socket, reader: pw.FrameReader, readies: int) -> list[pw.Frame]:
