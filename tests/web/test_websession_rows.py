@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
-import pytest
+from structlog.testing import capture_logs
 
 from bastion.clock import iso
 from bastion.console import websessions
@@ -91,17 +91,15 @@ async def _own_row_edited(console: Console, edit: Callable[[str], None]) -> None
     _nothing_written_as(console, "zed")
 
 
-async def test_an_own_row_moved_to_another_admin_is_refused(
-    console: Console, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_an_own_row_moved_to_another_admin_is_refused(console: Console) -> None:
     def move(session_id: str) -> None:
         _edit(console, "UPDATE web_sessions SET user_id = ? WHERE id = ?",
               (_user_id(console, "zed"), session_id))  # fmt: skip
 
-    await _own_row_edited(console, move)
-    refused = [line for line in capsys.readouterr().out.splitlines()
-               if "web.session_refused" in line]  # fmt: skip
-    assert refused and all("user=zed" in line and "key's MAC" in line for line in refused)
+    with capture_logs() as logs:
+        await _own_row_edited(console, move)
+    refused = [e for e in logs if e["event"] == "web.session_refused"]
+    assert refused and all(e["user"] == "zed" and "key's MAC" in e["why"] for e in refused)
 
 
 async def test_a_step_up_proof_pushed_forward_is_refused(console: Console) -> None:
