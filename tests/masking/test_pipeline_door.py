@@ -8,11 +8,11 @@ from pathlib import Path
 
 from bastion import pgwire as pw
 from tests.harness import Bastion
-from tests.masking.door import PASSWORD, shop_bastion
+from tests.masking.door import shop_bastion
 from tests.masking.shop import SECRETS
+from tests.pgproxy.test_door_admin import logged_in
 from tests.realpg import PgDatabase
 
-STARTUP = {"user": "alice", "database": "shop"}
 UNION = "SELECT street FROM customers UNION ALL SELECT street FROM customers"
 DECOY = "SELECT 'x' AS street"
 
@@ -32,16 +32,9 @@ def _until_ready(sock: socket.socket, reader: pw.FrameReader, count: int = 1) ->
 
 def _session(b: Bastion, steps: list[tuple[bytes, int]]) -> list[pw.Frame]:
     """Log in over a raw socket, send each step and read its ReadyForQuerys."""
-    via = b.via_bastion("alice", "shop", PASSWORD)
-    reader = pw.FrameReader()
     frames: list[pw.Frame] = []
-    with socket.create_connection(("127.0.0.1", b.pg_port), 15) as sock:
-        sock.sendall(pw.startup_message(STARTUP))
-        while (frame := reader.next_frame()) is None:
-            reader.feed(sock.recv(65536))
-        assert frame.type == b"R"
-        sock.sendall(pw.password_message(via.password.encode()))
-        assert not any(f.type == b"E" for f in _until_ready(sock, reader))
+    sock, reader = logged_in(b, "alice", "shop")
+    with sock:
         for out, readies in steps:
             sock.sendall(out)
             frames += _until_ready(sock, reader, readies)
@@ -80,24 +73,13 @@ def test_a_duplicate_parse_does_not_unmask_the_statement_already_prepared(
     assert not [s for s in SECRETS if any(s.encode() in (v or b"") for v in values)]
 
 
-def _login(b: Bastion, sock: socket.socket, reader: pw.FrameReader) -> None:
-    via = b.via_bastion("alice", "shop", PASSWORD)
-    sock.sendall(pw.startup_message(STARTUP))
-    while (frame := reader.next_frame()) is None:
-        reader.feed(sock.recv(65536))
-    assert frame.type == b"R"
-    sock.sendall(pw.password_message(via.password.encode()))
-    assert not any(f.type == b"E" for f in _until_ready(sock, reader))
-
-
 def test_prepared_statements_past_the_bound_end_the_session_with_one_clear_error(
     tmp_path: Path, shop: PgDatabase
 ) -> None:
     b = shop_bastion(tmp_path / "bastion", shop, extra="[postgres]\nmax_prepared = 16\n").start()
     try:
-        reader = pw.FrameReader()
-        with socket.create_connection(("127.0.0.1", b.pg_port), 15) as sock:
-            _login(b, sock, reader)
+        sock, reader = logged_in(b, "alice", "shop")
+        with sock:
             sock.sendall(b"".join(pw.parse(f"s{n}", "SELECT 1") for n in range(17)) + pw.sync())
             while data := sock.recv(65536):
                 reader.feed(data)
