@@ -109,7 +109,7 @@ class PostgresPolicy(DoorLimits):
     """The PostgreSQL door's limits before login, and the largest message it relays."""
 
     max_message: int = 64 * 1024 * 1024
-    max_prepared: int = 10_000  # prepared statements, and open portals, per masked session
+    max_prepared: int = 10_000  # prepared statements, and open portals, per session
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ class Pump:
                 self._hold(self._refreshed(data))
                 return
             durable = self._record(step.starts) if step.starts else None
+            if step.ends:  # statements the server will skip: they end as they start
+                self.post_ends(step.ends)
         except Exception as exc:  # run() decides what each error means
             self._end("client", "", exc)
             return

@@ -13,6 +13,7 @@ from bastion import pgwire, sqlparse
 from bastion.audit import QueryEnd, QueryStart, UnmaskGrant
 from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
 from bastion.pgproxy.tracker import Finished, Tracker
+from bastion.pgwire.state import MAX_STATEMENTS, ProtocolState, Request, StateError
 from bastion.sqlparse import disguise
 from bastion.sqlparse import lexing as sqlparse_lexing
 from bastion.sqlparse.names import GuardCatalog
@@ -25,6 +26,8 @@ _STAND_IN_QUERY = pgwire.query(REFUSED_SQL)
 _STAND_IN_PARSE = pgwire.parse("", REFUSED_SQL, ())
 
 LOST_CHECK = "the bastion could not check a reply from the database, so it ended the session"
+UNATTRIBUTED = ("the bastion could not tell which statement a reply from the database answers,"
+                " so it ended the session")  # fmt: skip
 
 
 class Fatal(NamedTuple):
@@ -73,24 +76,34 @@ class Relay:
     names_missed: Callable[[], None] | None = None  # the snapshot lacked a name: read it again
     keep_literals: bool = False  # config audit.keep_literals
     max_message: int = pgwire.DEFAULT_MAX_MESSAGE  # config postgres.max_message
+    max_prepared: int = MAX_STATEMENTS  # config postgres.max_prepared (without masking)
     # The server holds the session read-only: a read grant's default_transaction_read_only,
     # or the masked role `target harden` made (read-only by default until it reports not).
     upstream_read_only: bool = False
     status: str = "I"  # the last ReadyForQuery status: I idle, T in transaction, E failed
-    tracker: Tracker = field(default_factory=Tracker)
-    statements: dict[str, str] = field(default_factory=dict)
-    portals: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     counter: int = 0
+    state: ProtocolState = field(init=False)  # the one protocol state machine (the masking's)
+    tracker: Tracker = field(init=False)
     last_input: datetime = field(init=False)  # when the client last sent anything
     _now: datetime = field(init=False)  # the time the current step was given
     _now_ns: int = field(init=False)  # and its monotonic reading, for durations
     _fresh: bool = field(init=False, default=False)  # grants were read for the next read
     _unknown: bool = field(init=False, default=False)  # this read runs text the relay never saw
+    _unrun: list[Finished] = field(init=False, default_factory=list)  # this read's skipped ones
+    # Parses refused since the last Sync, by name: the text their Binds and Executes log (the
+    # server skips those, as the stand-in failed).
+    _refused: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.last_input = self._now = self.opened
         self._now_ns = 0
         self.upstream_read_only = self.upstream_read_only or self.read_only
+        if self.guard is not None:  # the masking's flow feeds it
+            self.state = self.guard.flow.state
+        else:
+            bound = self.max_prepared
+            self.state = ProtocolState(max_statements=bound, max_portals=bound)
+        self.tracker = Tracker(self.state)
         self._from_client = pgwire.Scanner(b"d", self.max_message)  # COPY in, in bulk
         self._from_upstream = pgwire.Scanner(b"Dd", self.max_message)  # DataRows, COPY out
 
@@ -119,6 +132,7 @@ class Relay:
         self._now_ns = now_ns
         scan = self._from_client.feed(data)
         starts: list[QueryStart] = []
+        self._unrun: list[Finished] = []
         self._unknown = False
         out, ended = self._client_scan(scan, starts)
         joined = out[0] if len(out) == 1 else b"".join(out) if out else b""
@@ -126,7 +140,8 @@ class Relay:
         # functions before it goes upstream (refused ones go as a stand-in that fails).
         checked = self.read_only or self.guard is not None
         pure = checked and self.upstream_read_only and not self._unknown
-        return Step(joined, b"", starts, (), ended, scan.error, pure=pure)
+        ends = self._ends(self._unrun) if self._unrun else ()
+        return Step(joined, b"", starts, ends, ended, scan.error, pure=pure)
 
     def client_eof(self) -> str:
         """The client closed its side; ProtocolError if it stopped inside a message."""
@@ -153,23 +168,50 @@ class Relay:
         kind = frame.type
         if kind in (b"Q", b"P", b"F"):
             return self._checked(frame, starts)
-        # Tracked by the masking, which may put a Describe before an Execute.
-        raw = self.guard.message(frame) if self.guard is not None else frame.raw
-        if kind == b"B":
-            bind = pgwire.decode_frontend(frame)
-            assert isinstance(bind, pgwire.Bind)
-            self.portals[bind.portal] = (bind.statement, self._params(bind))
-        elif kind == b"E":
-            execute = pgwire.decode_frontend(frame)
-            assert isinstance(execute, pgwire.Execute)
-            statement, params = self.portals.get(execute.portal, ("", None))
-            sql = self.statements.get(statement)
-            if sql is None:  # prepared before the bastion saw it: nothing to show but its name
-                sql = f"[prepared statement {statement!r}]"
-                self._unknown = True  # never checked: not known to be a read
-            key = self._record_start("execute", sql, params, None, starts)
-            self.tracker.sent(key, simple=False, now_ns=self._now_ns)
+        message = pgwire.decode_frontend(frame) if kind in _NAMED else None
+        if self.guard is not None:  # tracked by the masking, which may add a Describe
+            raw = self.guard.message(frame)
+        else:
+            raw = frame.raw
+            self._follow(kind, message)
+        if kind == b"S":
+            self._refused.clear()
+        elif isinstance(message, pgwire.Bind):
+            request = self.state.last
+            assert request is not None
+            sql = self._refused.get(message.statement)
+            if sql is None:
+                made = self.state.statement(message.statement)
+                sql = made.note if made is not None and isinstance(made.note, str) else None
+            request.note = (sql, message.statement, self._params(message))
+        elif isinstance(message, pgwire.Execute):
+            self._execute(message.portal, starts)
         return raw
+
+    def _follow(self, kind: bytes, message: pgwire.FrontendMessage | None) -> None:
+        """Feed the state machine a message that is not a statement (without masking)."""
+        state = self.state
+        if isinstance(message, pgwire.Bind):
+            state.bind(message.portal, message.statement)
+        elif isinstance(message, pgwire.Execute):
+            state.execute(message.portal)
+        elif isinstance(message, pgwire.Describe):
+            state.describe(message.kind.encode(), message.name)
+        elif isinstance(message, pgwire.Close):
+            state.close(message.kind.encode(), message.name)
+        else:
+            state.client(kind)  # Sync, CopyDone, CopyFail; Flush, CopyData and Terminate owe none
+
+    def _execute(self, portal: str, starts: list[QueryStart]) -> None:
+        """An Execute's record: the text of the statement its portal was bound to."""
+        bound = self.state.portal(portal)
+        note = bound.note if bound is not None else None
+        sql, statement, params = note if isinstance(note, tuple) else (None, portal, None)
+        if sql is None:  # prepared before the bastion saw it: nothing to show but its name
+            sql = f"[prepared statement {statement!r}]"
+            self._unknown = True  # never checked: not known to be a read
+        key = self._record_start("execute", sql, params, None, starts)
+        self._unrun += self.tracker.sent(self.state.last, key, now_ns=self._now_ns)
 
     def _checked(self, frame: pgwire.Frame, starts: list[QueryStart]) -> bytes:
         """A Query, Parse or function call: checked by the masking and the read-only guard."""
@@ -178,47 +220,64 @@ class Relay:
             sql = pgwire.query_text(frame)
             masked = guard.query(sql) if guard is not None else None
             if masked is not None:
-                return self._refused("simple", sql, masked, starts, masked=True)
+                return self._refused_statement("simple", sql, masked, starts, masked=True)
             return self._statement(frame.raw, "simple", sql, starts)
         message = pgwire.decode_frontend(frame)
         if isinstance(message, pgwire.Parse):
             masked = guard.parse(message.name, message.sql) if guard is not None else None
             refused = masked or self._refusal(message.sql, message.param_types)
-            self.statements[message.name] = message.sql  # refused or not: what Executes log
-            if refused is None:
-                return frame.raw
-            return self._refused("parse", message.sql, refused, starts, masked=bool(masked))
+            if refused is not None:
+                if len(self._refused) >= self.max_prepared:
+                    self._refused.clear()  # only what a skipped Execute's row shows is lost
+                self._refused[message.name] = message.sql
+                return self._refused_statement(
+                    "parse", message.sql, refused, starts, masked=bool(masked)
+                )
+            self._refused.pop(message.name, None)  # the latest Parse of a name is the one
+            request = self._request(b"P", message.name)
+            if request is not None:
+                request.note = message.sql  # what its Executes log
+            return frame.raw
         return self._function_call(frame.raw, starts)
+
+    def _request(self, kind: bytes, name: str = "") -> Request | None:
+        """The request a client message rides on: made by the masking's flow already, or
+        here (the message going upstream is a Query, Parse or function call)."""
+        if self.guard is None:
+            self.state.client(kind, name)
+        return self.state.last
 
     def _function_call(self, raw: bytes, starts: list[QueryStart]) -> bytes:
         call = "[fast-path function call]"
         if self.guard is not None:
             reason = self.guard.function_call()
-            return self._refused("function", call, reason, starts, masked=True)
+            return self._refused_statement("function", call, reason, starts, masked=True)
         if self.read_only:
             refused = "the fast-path function call cannot be checked"
-            return self._refused("function", call, refused, starts)
+            return self._refused_statement("function", call, refused, starts)
         return self._statement(raw, "function", call, starts)
 
     def _statement(self, raw: bytes, step: str, sql: str, starts: list[QueryStart]) -> bytes:
         """A simple Query or a function call: answered in full before ReadyForQuery."""
         refused = self._refusal(sql) if step == "simple" else None
         if refused is not None:
-            return self._refused(step, sql, refused, starts)
+            return self._refused_statement(step, sql, refused, starts)
+        request = self._request(b"Q" if step == "simple" else b"F")
         key = self._record_start(step, sql, None, None, starts)
-        self.tracker.sent(key, simple=True, now_ns=self._now_ns)
+        self._unrun += self.tracker.sent(request, key, now_ns=self._now_ns)
         return raw
 
-    def _refused(self, step: str, sql: str, reason: str, starts: list[QueryStart],
+    def _refused_statement(self, step: str, sql: str, reason: str, starts: list[QueryStart],
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
+        request = self._request(b"P" if step == "parse" else b"Q")  # the stand-in's
         key = self._record_start(step, sql, None, reason, starts)
         if masked or not self.read_only:  # a masked session's check (its grant may write)
             error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
         else:
             message = f"refused by the bastion: {reason} (this grant is read-only)"
             error = pgwire.error_response("ERROR", "25006", message)
-        self.tracker.sent(key, simple=step != "parse", now_ns=self._now_ns, stand_in=error)
+        self._unrun += self.tracker.sent(request, key, now_ns=self._now_ns, stand_in=error)
         return _STAND_IN_PARSE if step == "parse" else _STAND_IN_QUERY
 
     def _key(self) -> str:
@@ -287,6 +346,8 @@ class Relay:
             down, finished = self._observe(scan)
         except MaskingLost as exc:
             return Step(fatal=Fatal("XX000", exc.told or LOST_CHECK, f"error: {exc}"))
+        except StateError as exc:
+            return Step(fatal=Fatal("XX000", UNATTRIBUTED, f"error: {exc}"))
         return Step(b"", down, (), self._ends(finished) if finished else (), False, scan.error)
 
     def _observe(self, scan: pgwire.Scan) -> tuple[bytes | memoryview, list[Finished]]:
@@ -295,43 +356,58 @@ class Relay:
         bastion's own), and the statements that ended."""
         swapped: dict[int, bytes] = {}
         finished: list[Finished] = []
-        tracker, guard, now_ns = self.tracker, self.guard, self._now_ns
+        tracker, guard, state = self.tracker, self.guard, self.state
         for index, item in enumerate(scan.items):
-            if guard is not None:
+            request = state.head  # the request this reply answers (if it answers one)
+            if guard is not None:  # the masking's flow feeds the state machine
                 changed = guard.reply(item, tracker.head)
                 if changed is not None:
                     swapped[index] = changed
             if isinstance(item, pgwire.Run):
-                tracker.data_rows(item.messages)
+                if guard is None:  # DataRows, or a COPY TO STDOUT's CopyData
+                    state.server(b"D" if item.raw[0] == 0x44 else b"d")
+                tracker.data_rows(request, item.messages)
                 continue
-            kind = item.type
-            if kind == b"C":
-                finished += tracker.complete(pgwire.command_tag(item), now_ns)
-            elif kind in (b"I", b"s"):
-                finished += tracker.complete(None, now_ns)
-            elif kind == b"E":
-                finished += self._error(item, index, swapped)
-            elif kind == b"S" and not _check_status(item, self.read_only):
-                self.upstream_read_only = False  # a masked session's statements wait again
-            elif kind == b"Z":
-                self.status = chr(item.raw[5])
-                finished += tracker.ready(now_ns)
+            if guard is None:
+                state.server(item.type, chr(item.raw[5]) if item.type == b"Z" else None)
+            finished += self._reply(request, item, index, swapped)
         if not swapped:
             return scan.data, finished
         joined = b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
         return joined, finished
 
-    def _error(self, item: pgwire.Frame, index: int, swapped: dict[int, bytes]) -> list[Finished]:
-        """An ErrorResponse ends its statement; a refused one's stand-in error is swapped."""
+    def _reply(self, request: Request | None, item: pgwire.Frame, index: int,
+               swapped: dict[int, bytes]) -> list[Finished]:  # fmt: skip
+        """What one reply (answering `request`) ends."""
+        kind, tracker, now_ns = item.type, self.tracker, self._now_ns
+        if kind == b"C":
+            return tracker.complete(request, pgwire.command_tag(item), now_ns)
+        if kind in (b"I", b"s"):
+            return tracker.complete(request, None, now_ns)
+        if kind == b"E":
+            return self._error(request, item, index, swapped)
+        if kind == b"S" and not _check_status(item, self.read_only):
+            self.upstream_read_only = False  # a masked session's statements wait again
+        elif kind == b"Z":
+            self.status = chr(item.raw[5])
+            return tracker.ready(request, now_ns)
+        return []
+
+    def _error(self, request: Request | None, item: pgwire.Frame, index: int,
+               swapped: dict[int, bytes]) -> list[Finished]:  # fmt: skip
+        """An ErrorResponse ends its statement (and skips the rest up to Sync); a refused
+        one's stand-in error is swapped."""
         tracker = self.tracker
-        stand_in = tracker.stand_in()
+        skipped = self.state.skipped if request is not None and request.kind in _SKIPS else ()
+        note = request.note if request is not None else None
+        stand_in = getattr(note, "stand_in", None)
         if stand_in is not None:
             swapped[index] = stand_in
             sqlstate = "42501" if self.guard is not None else "25006"
-            return tracker.error(sqlstate, self._now_ns)
+            return tracker.error(request, sqlstate, self._now_ns, skipped)
         error = pgwire.decode_backend(item)
         assert isinstance(error, pgwire.ErrorResponse)
-        return tracker.error(error.sqlstate, self._now_ns)
+        return tracker.error(request, error.sqlstate, self._now_ns, skipped)
 
     def abandon(self, why: str, now: datetime, now_ns: int) -> list[QueryEnd]:
         """The connection ended: the records of whatever was still in flight, tagged `why`."""
@@ -348,6 +424,9 @@ class Relay:
                                  p.server_message if p is not None else None))  # fmt: skip
         return ends
 
+
+_NAMED = frozenset((b"B", b"E", b"D", b"C"))  # client messages whose names the books need
+_SKIPS = frozenset((b"P", b"B", b"D", b"E", b"C"))  # an error answering one skips to Sync
 
 LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"
           " operator of its own); the session was ended")  # fmt: skip

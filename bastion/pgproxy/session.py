@@ -163,6 +163,7 @@ class PgSession:
         self.relay = Relay(self.id, user, target.name, read_only, self.core.clock.now(), guard,
                            names, names_missed, keep_literals=config.audit.keep_literals,
                            max_message=config.postgres.max_message,
+                           max_prepared=config.postgres.max_prepared,
                            upstream_read_only=_reported_read_only(self.up))  # fmt: skip
         self.target_name = target.name
         self.opened_at = self.relay.last_input

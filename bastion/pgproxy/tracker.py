@@ -1,13 +1,15 @@
-"""Which statement each backend reply belongs to: rows, tag and SQLSTATE per statement (pure)."""
+"""Each statement's outcome (rows, tag, SQLSTATE), read off the protocol state machine's
+attribution of every reply to its request (pure)."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from bastion.errors import BastionError
 from bastion.masking.session import ResultMask
+from bastion.pgwire.state import SKIPPED, ProtocolState, Request
 
 MAX_PENDING = 100_000  # statements in flight on one connection (pipelines); beyond is abuse
 
@@ -18,10 +20,10 @@ class TooManyInFlight(BastionError):
 
 @dataclass(slots=True)
 class Pending:
-    """A statement sent upstream and not yet answered."""
+    """A statement sent upstream and not yet answered (the note on its Query, Execute,
+    function call, or refused Parse's stand-in)."""
 
     key: str
-    simple: bool  # a simple Query: answered by everything up to ReadyForQuery
     started_ns: int
     rows: int = 0
     tag: str | None = None
@@ -42,90 +44,125 @@ class Finished(NamedTuple):
     pending: Pending | None = None  # what the masking noted about it
 
 
-@dataclass
-class Tracker:
-    """Fed the backend message types in order; yields each statement's outcome.
+NOT_EXECUTED = "not executed"
+_LEADING = frozenset((b"P", b"B", b"D"))  # requests that come before their Execute
 
-    Extended protocol: each Execute ends at CommandComplete, EmptyQueryResponse,
-    PortalSuspended or ErrorResponse. After an error the server skips to Sync, so the
-    Executes still waiting when ReadyForQuery comes were never run. A simple Query may
-    hold several statements; it ends at ReadyForQuery with the last tag and the sum of rows.
+
+class Tracker:
+    """Statements' outcomes from the requests they rode on.
+
+    The state machine says which request each reply answers; the tracker keeps a `Pending`
+    on each statement's request and ends it: an Execute at its CommandComplete,
+    EmptyQueryResponse, PortalSuspended or ErrorResponse; a simple Query or function call at
+    its ReadyForQuery (with the last tag and the sum of rows). An error in a pipeline skips
+    the requests up to its Sync: the first statement skipped carries the error when the
+    failed request was not a statement (its Parse or Bind failed), the others never ran.
     """
 
-    pending: deque[Pending] = field(default_factory=deque)
+    __slots__ = ("open", "state")
 
-    def sent(self, key: str, *, simple: bool, now_ns: int, stand_in: bytes | None = None) -> None:
-        """A statement went upstream; `stand_in` marks one the bastion refused (see Relay)."""
-        if len(self.pending) >= MAX_PENDING:
+    def __init__(self, state: ProtocolState | None = None) -> None:
+        self.state = state if state is not None else ProtocolState()
+        self.open = 0  # statements in flight
+
+    def sent(self, request: Request | None, key: str, *, now_ns: int,
+             stand_in: bytes | None = None) -> list[Finished]:  # fmt: skip
+        """A statement went upstream on `request` (the state machine's, just made); it ends at
+        once, unrun, when the server will skip it. `stand_in` marks one the bastion refused."""
+        if self.open >= MAX_PENDING:
             raise TooManyInFlight(
                 f"more than {MAX_PENDING} statements in flight on one"
                 " connection; wait for some answers before sending more"
             )
-        self.pending.append(Pending(key, simple, now_ns, stand_in=stand_in))
-
-    def stand_in(self) -> bytes | None:
-        """The error to send instead of the next ErrorResponse, when it answers a refusal."""
-        return self.pending[0].stand_in if self.pending else None
+        pending = Pending(key, now_ns, stand_in=stand_in)
+        if request is None or request.outcome == SKIPPED:
+            return [Finished(key, None, NOT_EXECUTED, None, 0, pending)]
+        request.note = pending
+        self.open += 1
+        return []
 
     @property
     def head(self) -> Pending | None:
-        """The statement the replies arriving now belong to."""
-        return self.pending[0] if self.pending else None
+        """The statement the replies arriving now concern: the head request's, or when that is
+        the statement's Parse, Bind or Describe, the first statement after it before a Sync."""
+        for request in self.state.queue:
+            note = request.note
+            if isinstance(note, Pending):
+                return note
+            if request.kind not in _LEADING:
+                return None
+        return None
 
     @property
     def busy(self) -> bool:
-        return bool(self.pending)
+        return self.open > 0
 
-    def data_rows(self, count: int) -> None:
-        if self.pending:
-            self.pending[0].rows += count
+    def data_rows(self, request: Request | None, count: int) -> None:
+        note = _pending(request)
+        if note is not None:
+            note.rows += count
 
-    def complete(self, tag: str | None, now_ns: int) -> list[Finished]:
+    def complete(self, request: Request | None, tag: str | None, now_ns: int) -> list[Finished]:
         """CommandComplete (tag), EmptyQueryResponse or PortalSuspended (tag None)."""
-        if not self.pending:
+        note = _pending(request)
+        if note is None:
             return []
-        head = self.pending[0]
-        if head.simple:
-            head.tag = tag
-            return []
-        return [self._finish(self.pending.popleft(), now_ns, tag=tag)]
+        assert request is not None
+        if request.kind == b"E":
+            return [self._finish(note, now_ns, tag=tag)]
+        note.tag = tag
+        return []
 
-    def error(self, sqlstate: str, now_ns: int) -> list[Finished]:
-        if not self.pending:
+    def error(self, request: Request | None, sqlstate: str, now_ns: int,
+              skipped: Iterable[Request] = ()) -> list[Finished]:  # fmt: skip
+        """An ErrorResponse answering `request`; `skipped`: what it made the server skip."""
+        note = _pending(request)
+        if request is not None and request.kind in (b"Q", b"F"):
+            if note is not None:
+                note.sqlstate = sqlstate
             return []
-        head = self.pending[0]
-        if head.simple:
-            head.sqlstate = sqlstate
-            return []
-        return [self._finish(self.pending.popleft(), now_ns, sqlstate=sqlstate)]
-
-    def ready(self, now_ns: int) -> list[Finished]:
-        """ReadyForQuery: a simple Query ends; Executes skipped after an error end unrun."""
-        done: list[Finished] = []
-        while self.pending:
-            head = self.pending.popleft()
-            if head.simple:
-                done.append(self._finish(head, now_ns, tag=head.tag, sqlstate=head.sqlstate))
-                break
-            done.append(Finished(head.key, None, "not executed", None, now_ns - head.started_ns,
-                                 head))  # fmt: skip
+        done = [self._finish(note, now_ns, sqlstate=sqlstate)] if note is not None else []
+        for following in skipped:
+            unrun = _pending(following)
+            if unrun is None:
+                continue
+            if not done:  # its own Parse or Bind failed: the statement failed with it
+                done.append(self._finish(unrun, now_ns, sqlstate=sqlstate))
+            else:
+                done.append(self._finish(unrun, now_ns, tag=NOT_EXECUTED, count=False))
         return done
+
+    def ready(self, request: Request | None, now_ns: int) -> list[Finished]:
+        """ReadyForQuery: a simple Query or function call ends."""
+        note = _pending(request)
+        if note is None:
+            return []
+        return [self._finish(note, now_ns, tag=note.tag, sqlstate=note.sqlstate)]
 
     def abandon(self, now_ns: int, why: str) -> list[Finished]:
         """The connection ended: whatever was in flight ends with `why` as its tag."""
-        done = [Finished(p.key, p.rows or None, why, p.sqlstate, now_ns - p.started_ns, p)
-                for p in self.pending]  # fmt: skip
-        self.pending.clear()
+        done = []
+        for request in self.state.queue:
+            p = _pending(request)
+            if p is not None:
+                request.note = None
+                done.append(Finished(p.key, p.rows or None, why, p.sqlstate,
+                                     now_ns - p.started_ns, p))  # fmt: skip
+        self.open = 0
         return done
 
-    @staticmethod
-    def _finish(
-        p: Pending, now_ns: int, *, tag: str | None = None, sqlstate: str | None = None
-    ) -> Finished:
-        rows = _rows_from_tag(tag) if tag else None
+    def _finish(self, p: Pending, now_ns: int, *, tag: str | None = None,
+                sqlstate: str | None = None, count: bool = True) -> Finished:  # fmt: skip
+        self.open -= 1
+        rows = _rows_from_tag(tag) if tag and count else None
         if rows is None and p.rows:
             rows = p.rows
         return Finished(p.key, rows, tag, sqlstate, now_ns - p.started_ns, p)
+
+
+def _pending(request: Request | None) -> Pending | None:
+    note = request.note if request is not None else None
+    return note if isinstance(note, Pending) else None
 
 
 def _rows_from_tag(tag: str) -> int | None:

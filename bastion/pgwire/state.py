@@ -52,7 +52,8 @@ class TooMany(Exception):
 class Request:
     """One client message that owes a reply; `tag` is the caller's own (its SQL, a log key)."""
 
-    __slots__ = ("_new", "kind", "name", "outcome", "results", "statement", "tag", "target")
+    __slots__ = ("_new", "kind", "name", "note", "outcome", "results", "statement", "tag",
+                 "target")  # fmt: skip
 
     def __init__(self, kind: bytes, name: str, tag: object, target: bytes = b"",
                  statement: str = "") -> None:  # fmt: skip
@@ -61,6 +62,7 @@ class Request:
         self.target = target  # D and C: b"S" a statement, b"P" a portal
         self.statement = statement  # B: the statement it binds
         self.tag = tag
+        self.note: object = None  # a second consumer's own (the relay's statement record)
         self.outcome = PENDING
         self.results = 0  # Query: statements ended so far (C, I or E each)
         self._new = False  # counted against a table's bound while in flight
@@ -84,7 +86,11 @@ class ProtocolState:
         "_new_statements",
         "_queue",
         "_replies",
+        "_sent_portals",
+        "_sent_statements",
         "_skipping",
+        "_unrun",
+        "last",
         "max_in_flight",
         "max_portals",
         "max_statements",
@@ -109,6 +115,10 @@ class ProtocolState:
         self._copy_in = False  # the client is inside a COPY FROM STDIN (its Sync is swallowed)
         self._new_statements = 0  # Parses in flight that may add a statement
         self._new_portals = 0
+        self._sent_statements: dict[str, Request] = {}  # name -> its Parse still in flight
+        self._sent_portals: dict[str, Request] = {}  # name -> its Bind still in flight
+        self._unrun: list[Request] = []  # Parses and Binds skipped since the last Sync
+        self.last: Request | None = None  # the request the last client message made
         self._replies: dict[bytes, Callable[[], Request | None]] = {
             b"1": self._parsed, b"2": self._bound, b"3": self._closed,
             b"t": self._parameters, b"T": self._described, b"n": self._no_data,
@@ -146,7 +156,9 @@ class ProtocolState:
                               " connection; close some before preparing more")  # fmt: skip
             request._new = True
             self._new_statements += 1
-        return self._send(request)
+        self._send(request)
+        self._sent(self._sent_statements, request)
+        return request
 
     def bind(self, portal: str, statement: str, tag: object = None) -> Request:
         request = Request(b"B", portal, tag, statement=statement)
@@ -157,7 +169,9 @@ class ProtocolState:
                               " close some or end the transaction")  # fmt: skip
             request._new = True
             self._new_portals += 1
-        return self._send(request)
+        self._send(request)
+        self._sent(self._sent_portals, request)
+        return request
 
     def describe(self, target: bytes, name: str, tag: object = None) -> Request:
         return self._send(Request(b"D", name, tag, target))
@@ -175,6 +189,11 @@ class ProtocolState:
         """A Sync (None while a COPY FROM STDIN swallows it)."""
         if self._copy_in:
             return None
+        for unrun in self._unrun:
+            table = self._sent_statements if unrun.kind == b"P" else self._sent_portals
+            if table.get(unrun.name) is unrun:
+                del table[unrun.name]
+        self._unrun.clear()
         self._skipping = False
         return self._send(Request(b"S", "", tag))
 
@@ -185,7 +204,24 @@ class ProtocolState:
         elif self._queue:
             self._queue.append(Request(b"c", "", None))  # ends a COPY that has not begun yet
 
+    def _sent(self, table: dict[str, Request], request: Request) -> None:
+        """What the client last sent by this name (a skipped one until the next Sync)."""
+        table[request.name] = request
+        if request.outcome == SKIPPED:
+            self._unrun.append(request)
+
+    def statement(self, name: str) -> Request | None:
+        """The Parse behind statement `name` once what was sent has run: the latest one still
+        in flight (or skipped since the last Sync), else the one the server holds (None: none
+        the bastion saw)."""
+        return self._sent_statements.get(name) or self.statements.get(name)
+
+    def portal(self, name: str) -> Request | None:
+        """The Bind behind portal `name` once what was sent has run (as `statement`)."""
+        return self._sent_portals.get(name) or self.portals.get(name)
+
     def _send(self, request: Request) -> Request:
+        self.last = request
         if self._skipping:  # the server will read it and drop it
             request.outcome = SKIPPED
             self._resolve(request)
@@ -246,6 +282,11 @@ class ProtocolState:
 
     def _resolve(self, request: Request) -> None:
         """A request is answered or skipped: its table changes land, its counts go."""
+        if request.kind == b"P":
+            if self._sent_statements.get(request.name) is request:
+                del self._sent_statements[request.name]
+        elif request.kind == b"B" and self._sent_portals.get(request.name) is request:
+            del self._sent_portals[request.name]
         if request._new:
             request._new = False
             if request.kind == b"P":

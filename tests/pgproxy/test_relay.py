@@ -16,6 +16,7 @@ from bastion.audit import QueryEnd, QueryStart, UnmaskGrant
 from bastion.pgproxy import relay as relay_module
 from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.relay import LIFTED, LOST_CHECK, REFUSED_SQL, Relay, Step
+from bastion.pgwire.state import TooMany
 from bastion.sqlparse.names import GuardCatalog
 from tests.masking.test_session import INT4, field, session
 
@@ -370,3 +371,67 @@ def test_a_write_grants_statements_are_pure_reads_only_when_masked_on_a_read_onl
     lifted = pgwire.parameter_status("default_transaction_read_only", "off")
     server(masked, lifted)  # the server says it no longer is: statements wait again
     assert not client(masked, pgwire.query("SELECT 1")).pure
+
+
+# -- one protocol state machine: the relay's books follow the server's -------------------
+
+PARSED, BOUND = pgwire.parse_complete(), pgwire.bind_complete()
+
+
+def one_row(tag: str = "SELECT 1") -> bytes:
+    return pgwire.data_row([b"1"]) + pgwire.command_complete(tag)
+
+
+def test_a_sync_between_pipelined_statements_keeps_the_later_ones_waiting() -> None:
+    """P B E S P B E S: the first part fails; its ReadyForQuery does not end the second."""
+    relay = write_relay()
+    part = [pgwire.parse("", sql, ()) + pgwire.bind("", "", []) + pgwire.execute("")
+            + pgwire.sync() for sql in ("SELECT 1/0", "SELECT 1")]  # fmt: skip
+    client(relay, b"".join(part))
+    division = pgwire.error_response("ERROR", "22012", "division by zero")
+    first = server(relay, PARSED + BOUND + division + READY)
+    assert [(e.key, e.sqlstate, e.tag) for e in first.ends] == [("s1:1", "22012", None)]
+    assert relay.tracker.busy
+    second = server(relay, PARSED + BOUND + one_row() + READY)
+    assert [(e.key, e.rows, e.tag) for e in second.ends] == [("s1:2", 1, "SELECT 1")]
+    assert not relay.tracker.busy
+
+
+def test_statements_sent_after_an_error_before_the_sync_end_unrun_at_once() -> None:
+    relay = write_relay()
+    client(relay, pgwire.parse("", "SELECT 1/0", ()) + pgwire.bind("", "", [])
+           + pgwire.execute("") + pgwire.flush())  # fmt: skip
+    division = pgwire.error_response("ERROR", "22012", "division by zero")
+    server(relay, PARSED + BOUND + division)
+    later = relay.client_read(pgwire.parse("", "SELECT 2", ()) + pgwire.bind("", "", [])
+                              + pgwire.execute("") + pgwire.sync(), T0, 2_000)  # fmt: skip
+    assert [s.sql for s in later.starts] == ["SELECT 2"]
+    assert [(e.key, e.tag) for e in later.ends] == [("s1:2", "not executed")]
+    assert not server(relay, FAILED).ends and not relay.tracker.busy
+
+
+def test_a_closed_statement_leaves_the_books_and_a_later_execute_names_it_only() -> None:
+    relay = write_relay()
+    client(relay, pgwire.parse("s1", "SELECT 1", ()) + pgwire.bind("p", "s1", [])
+           + pgwire.execute("p") + pgwire.sync())  # fmt: skip
+    server(relay, PARSED + BOUND + one_row() + READY)
+    assert set(relay.state.statements) == {"s1"}
+    client(relay, pgwire.close("S", "s1") + pgwire.sync())
+    server(relay, pgwire.close_complete() + READY)
+    assert relay.state.statements == {} and relay.state.portals == {}
+    again = client(relay, pgwire.bind("p", "s1", []) + pgwire.execute("p") + pgwire.sync())
+    assert [s.sql for s in again.starts] == ["[prepared statement 's1']"]
+
+
+def test_a_session_without_masking_holds_at_most_max_prepared_statements() -> None:
+    relay = Relay("s1", "alice", "orders-prod", False, T0, max_prepared=16)
+    client(relay, b"".join(pgwire.parse(f"s{n}", "SELECT 1", ()) for n in range(16)))
+    with pytest.raises(TooMany, match="more than 16 prepared statements"):
+        relay.client_read(pgwire.parse("s16", "SELECT 1", ()), T0, 0)
+
+
+def test_a_reply_no_request_explains_ends_a_session_without_masking_too() -> None:
+    relay = write_relay()
+    step = relay.upstream_read(pgwire.parse_complete(), T1, 0)
+    assert step.fatal is not None and not step.down
+    assert "could not tell which statement" in step.fatal.told
