@@ -166,41 +166,50 @@ class Relay:
     def _inspect(self, frame: pgwire.Frame, starts: list[QueryStart]) -> bytes:
         """What to send upstream for one client message (itself, or a refusal's stand-in)."""
         kind = frame.type
-        if kind in (b"Q", b"P", b"F"):
+        if kind in _STATEMENTS:
             return self._checked(frame, starts)
-        message = pgwire.decode_frontend(frame) if kind in _NAMED else None
-        if self.guard is not None:  # tracked by the masking, which may add a Describe
-            raw = self.guard.message(frame)
-        else:
-            raw = frame.raw
-            self._follow(kind, message)
-        if kind == b"S":
+        guard, state = self.guard, self.state
+        # The masking's flow feeds the state machine itself (and may add a Describe).
+        raw = guard.message(frame) if guard is not None else frame.raw
+        if kind == b"B":
+            self._bind(frame, guard is None)
+        elif kind == b"E":
+            execute = pgwire.decode_frontend(frame)
+            assert isinstance(execute, pgwire.Execute)
+            if guard is None:
+                state.execute(execute.portal)
+            self._execute(execute.portal, starts)
+        elif kind == b"S":
             self._refused.clear()
-        elif isinstance(message, pgwire.Bind):
-            request = self.state.last
-            assert request is not None
-            sql = self._refused.get(message.statement)
-            if sql is None:
-                made = self.state.statement(message.statement)
-                sql = made.note if made is not None and isinstance(made.note, str) else None
-            request.note = (sql, message.statement, self._params(message))
-        elif isinstance(message, pgwire.Execute):
-            self._execute(message.portal, starts)
+            if guard is None:
+                state.sync()
+        elif guard is None:
+            self._follow(frame)
         return raw
 
-    def _follow(self, kind: bytes, message: pgwire.FrontendMessage | None) -> None:
-        """Feed the state machine a message that is not a statement (without masking)."""
+    def _bind(self, frame: pgwire.Frame, follow: bool) -> None:
+        """A Bind's request notes the text of its statement and its parameters, redacted."""
+        bind = pgwire.decode_frontend(frame)
+        assert isinstance(bind, pgwire.Bind)
         state = self.state
-        if isinstance(message, pgwire.Bind):
-            state.bind(message.portal, message.statement)
-        elif isinstance(message, pgwire.Execute):
-            state.execute(message.portal)
-        elif isinstance(message, pgwire.Describe):
-            state.describe(message.kind.encode(), message.name)
-        elif isinstance(message, pgwire.Close):
-            state.close(message.kind.encode(), message.name)
-        else:
-            state.client(kind)  # Sync, CopyDone, CopyFail; Flush, CopyData and Terminate owe none
+        request = state.bind(bind.portal, bind.statement) if follow else state.last
+        assert request is not None
+        sql = self._refused.get(bind.statement)
+        if sql is None:
+            made = state.statement(bind.statement)
+            sql = made.note if made is not None and isinstance(made.note, str) else None
+        request.note = (sql, bind.statement, self._params(bind))
+
+    def _follow(self, frame: pgwire.Frame) -> None:
+        """Feed the state machine a Describe, Close, CopyDone or CopyFail (without masking);
+        Flush, CopyData and Terminate owe nothing."""
+        kind = frame.type
+        if kind in _NAMED:
+            message = pgwire.decode_frontend(frame)
+            assert isinstance(message, pgwire.Describe | pgwire.Close)
+            self.state.client(kind, message.name, message.kind.encode())
+        elif kind in _COPY_ENDS:
+            self.state.copy_end()
 
     def _execute(self, portal: str, starts: list[QueryStart]) -> None:
         """An Execute's record: the text of the statement its portal was bound to."""
@@ -211,7 +220,9 @@ class Relay:
             sql = f"[prepared statement {statement!r}]"
             self._unknown = True  # never checked: not known to be a read
         key = self._record_start("execute", sql, params, None, starts)
-        self._unrun += self.tracker.sent(self.state.last, key, now_ns=self._now_ns)
+        unrun = self.tracker.sent(self.state.last, key, now_ns=self._now_ns)
+        if unrun:
+            self._unrun += unrun
 
     def _checked(self, frame: pgwire.Frame, starts: list[QueryStart]) -> bytes:
         """A Query, Parse or function call: checked by the masking and the read-only guard."""
@@ -425,7 +436,9 @@ class Relay:
         return ends
 
 
-_NAMED = frozenset((b"B", b"E", b"D", b"C"))  # client messages whose names the books need
+_STATEMENTS = frozenset((b"Q", b"P", b"F"))  # client messages the checks read first
+_NAMED = frozenset((b"D", b"C"))  # Describe, Close: what they name is in the books
+_COPY_ENDS = frozenset((b"c", b"f"))
 _SKIPS = frozenset((b"P", b"B", b"D", b"E", b"C"))  # an error answering one skips to Sync
 
 LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"
