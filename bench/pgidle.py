@@ -46,10 +46,6 @@ class Idle:
     nofile: str  # the served bastion's open-files limit (soft, hard)
     durability: str
 
-    @property
-    def per_session_kib(self) -> float:
-        return (self.bastion[1] - self.bastion[0]) / self.sessions / KIB
-
 
 class Backends:
     """PostgreSQL backends on one database started since mark() (pg_stat_activity)."""
