@@ -5,20 +5,29 @@ clients) direct, through pgbouncer (session mode) and through the bastion (serve
 process, audit durability "strict" then "batched"); and MB/s streaming a 1M-row result (psql
 SELECT, psql COPY TO STDOUT) through each. Every connection is plain TCP (sslmode=disable) so
 the paths compare like for like; a second, smaller table repeats 10 clients and the SELECT with
-TLS on every connection, direct and through the bastion. Figures only, never asserts speed.
+TLS on every connection, direct and through the bastion. Then, on each path after its reads,
+pgbench's default TPC-B-like script (writes) the same way, pgbench's tables made afresh
+(pgbench -i) before each of those runs and after the last, so no run sees another's updates;
+with --grant read the users may not write and these runs are skipped, saying so. Last, a fresh
+bastion process holds --idle N (default 1000) idle sessions (bench/pgidle.py): its RSS per
+session, its audit scribe's apart; the upstream backends are not counted. Figures only, never
+asserts speed.
 
 Logins through the bastion use one-time tickets minted in its store. Every pgbench process opens
 two connections (a setup connection, then its client), so each pgbench process is `-c 1 -j 1`
 with a private passfile and a two-host connection string: the setup connection goes through a
 one-shot local relay (ticket 1), which then refuses, so libpq moves on to the bastion itself
 (ticket 2). "10 clients" is 10 such processes started together, TPS summed; direct and pgbouncer
-runs use the same 10 x `-c 1` shape so the comparison is fair.
+runs use the same 10 x `-c 1` shape so the comparison is fair. The cluster's max_connections is
+raised for the idle sessions, and this process's open-files limit to its hard limit (the
+served bastion inherits it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import pwd
 import secrets
@@ -31,7 +40,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import pgidle
 from bench._common import MIB, ServedBastion
+from bench.pgidle import Idle
+from tests.flood import raise_fd_limit
 from tests.harness import Bastion
 from tests.oneshot import OneShotRelay, pgbench_via_bastion
 from tests.realpg import (
@@ -52,6 +64,8 @@ USERS = [f"u{i}" for i in range(10)]
 PASSWORD = "bench-password-1"  # noqa: S105 - a throwaway bench user
 ROWS = 1_000_000
 PAD = 100
+SELECT, TPCB = "select-only", "tpcb-like"  # pgbench's built-in scripts (-S, and its default)
+IDLE = 1000  # idle sessions held through the bastion (--idle; about 10 s, --quick too)
 
 
 # --- pgbouncer -------------------------------------------------------------------------
@@ -153,11 +167,13 @@ def pgbench_many(
     seconds: int,
     tickets: Tickets | None,
     sslmode: str = "disable",
+    script: str = SELECT,
 ) -> float:
-    """`clients` pgbench processes of -c 1 -j 1 started together; their TPS summed."""
+    """`clients` pgbench processes of -c 1 -j 1 running the built-in `script`, started
+    together; their TPS summed."""
     procs: list[subprocess.Popen[str]] = []
     relays: list[OneShotRelay] = []
-    args = ["-S", "-n", "-T", str(seconds), "-c", "1", "-j", "1", "-M", mode]
+    args = ["-b", script, "-n", "-T", str(seconds), "-c", "1", "-j", "1", "-M", mode]
     try:
         for i in range(clients):
             if tickets is None:
@@ -229,32 +245,63 @@ def stream_seconds(db: PgDatabase, kind: str, sslmode: str = "disable") -> float
 # --- the run ---------------------------------------------------------------------------
 
 
-Results = dict[tuple[str, int, str], float]
+Results = dict[tuple[str, int, str], float]  # (script, clients, mode): TPS
 
 
-def bench_pgbench(work: Path, db: PgDatabase, seconds: int, tickets: Tickets | None) -> Results:
+def bench_pgbench(
+    work: Path,
+    db: PgDatabase,
+    seconds: int,
+    tickets: Tickets | None,
+    *,
+    script: str = SELECT,
+    before_each: Callable[[], None] | None = None,
+) -> Results:
     found: Results = {}
     for mode in ("simple", "extended"):
         for clients in (1, 10):
-            found[("", clients, mode)] = pgbench_many(
-                work, db, clients=clients, mode=mode, seconds=seconds, tickets=tickets
-            )
+            if before_each is not None:
+                before_each()
+            found[(script, clients, mode)] = pgbench_many(
+                work, db, clients=clients, mode=mode, seconds=seconds, tickets=tickets,
+                script=script,
+            )  # fmt: skip
     return found
+
+
+def init_pgbench(db: PgDatabase) -> None:
+    """pgbench's tables at scale 1, dropped and made afresh (as the database's owner)."""
+    done = run_pgbench(db, "-i", "-s", "1", "-q")
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed: {done.stderr}")
 
 
 class Run:
     """Everything one bench run measures, and where it reaches the database."""
 
-    def __init__(self, work: Path, seconds: int, db: PgDatabase, size: int) -> None:
+    def __init__(self, work: Path, seconds: int, db: PgDatabase, size: int, writes: bool) -> None:
         self.work, self.seconds, self.db, self.size = work, seconds, db, size
+        self.writes = writes  # the bench users may write: the TPC-B-like runs go ahead
         self.tps: dict[str, Results] = {}
         self.streams: dict[tuple[str, str], float] = {}
         self.tls_tps: dict[str, float] = {}
         self.tls_streams: dict[str, float] = {}
         self.problems: list[str] = []
+        self.idled: Idle | None = None
 
     def pgbench(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
         self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets)
+
+    def tpcb(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
+        """The TPC-B-like script (writes), each run on pgbench's tables made afresh, and made
+        afresh again after the last, so no path's runs see another's updates and rows."""
+        if not self.writes:
+            return
+        fresh = functools.partial(init_pgbench, self.db)
+        self.tps[name].update(
+            bench_pgbench(self.work, db, self.seconds, tickets, script=TPCB, before_each=fresh)
+        )
+        fresh()
 
     def tls(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
         """10 simple-protocol clients and the 1M-row SELECT, every connection over TLS."""
@@ -282,17 +329,46 @@ class Run:
                 ok = run_psql(check, "-At", "-c", "SELECT count(*) FROM big")
                 if ok.stdout.strip() != str(ROWS):
                     self.problems.append(f"check through the bastion: {ok.stdout!r} {ok.stderr!r}")
+            self.tpcb(durability, via, tickets)
         finally:
             served.stop()
+        self.log_problems(durability, served)
+
+    def idle(self, b: Bastion, tickets: list[str], via: PgDatabase, cluster: PgCluster) -> Idle:
+        """Sessions held open through the bastion, served afresh: its RSS per session."""
+        log = self.work / "bastion-idle.log"
+        idle, served = pgidle.measure(b, log, via, tickets, cluster)
+        self.log_problems("idle sessions", served)
+        return idle
+
+    def log_problems(self, name: str, served: ServedBastion) -> None:
         lines, levels, worst = served.log_problems(limit=20)
-        self.problems.append(f"bastion ({durability}) log: {lines} lines, {levels}")
+        self.problems.append(f"bastion ({name}) log: {lines} lines, {levels}")
         self.problems.extend(f"  {line}" for line in worst)
+
+
+def tps_table(tps: dict[str, Results], script: str) -> None:
+    """One script's TPS on every path, and the bastion's ratios to direct and pgbouncer."""
+    print(
+        f"{script + ' tps':<16}{'clients':>8}  {'mode':<9}{'direct':>9}{'pgbouncer':>11}"
+        f"{'bastion(strict)':>17}{'bastion(batched)':>18}{'pgb/direct':>12}"
+        f"{'strict/direct':>15}{'batched/direct':>16}{'strict/pgb':>12}{'batched/pgb':>13}"
+    )
+    for mode in ("simple", "extended"):
+        for clients in (1, 10):
+            key = (script, clients, mode)
+            d, p = tps["direct"][key], tps["pgbouncer"][key]
+            s, bt = tps["strict"][key], tps["batched"][key]
+            print(
+                f"{'':<16}{clients:>8}  {mode:<9}{d:>9.0f}{p:>11.0f}{s:>17.0f}{bt:>18.0f}"
+                f"{p / d:>11.2f}x{s / d:>14.2f}x{bt / d:>15.2f}x{s / p:>11.2f}x{bt / p:>12.2f}x"
+            )
 
 
 def report(run: Run) -> None:
     print(
         "pg bench (2-core machine shared by clients, bastion, pgbouncer and PostgreSQL 15;"
-        f" pgbench -S -n -T {run.seconds}, scale 1)"
+        f" pgbench -n -T {run.seconds}, scale 1)"
     )
     print(
         "each client is its own `pgbench -c 1 -j 1` process (10 clients = 10 processes, TPS"
@@ -300,21 +376,15 @@ def report(run: Run) -> None:
     )
     print("bastion logins by one-time tickets; bastion served as its own process;")
     print("every connection without TLS (sslmode=disable) except in the TLS table\n")
-    tps = run.tps
-    print(
-        f"{'select-only tps':<16}{'clients':>8}  {'mode':<9}{'direct':>9}{'pgbouncer':>11}"
-        f"{'bastion(strict)':>17}{'bastion(batched)':>18}{'pgb/direct':>12}"
-        f"{'strict/direct':>15}{'batched/direct':>16}{'strict/pgb':>12}{'batched/pgb':>13}"
-    )
-    for mode in ("simple", "extended"):
-        for clients in (1, 10):
-            key = ("", clients, mode)
-            d, p = tps["direct"][key], tps["pgbouncer"][key]
-            s, bt = tps["strict"][key], tps["batched"][key]
-            print(
-                f"{'':<16}{clients:>8}  {mode:<9}{d:>9.0f}{p:>11.0f}{s:>17.0f}{bt:>18.0f}"
-                f"{p / d:>11.2f}x{s / d:>14.2f}x{bt / d:>15.2f}x{s / p:>11.2f}x{bt / p:>12.2f}x"
-            )
+    tps_table(run.tps, SELECT)
+    if run.writes:
+        print(
+            "\npgbench's default TPC-B-like script (writes; its tables made afresh before each run)"
+        )
+        tps_table(run.tps, TPCB)
+    else:
+        print("\nTPC-B-like writes: skipped: the bench users have read grants (--grant read),"
+              " and the bastion refuses their writes")  # fmt: skip
     mib = run.size / MIB
     print(f"\nstreaming {ROWS:,} rows (id, {PAD}-byte pad): {mib:.1f} MiB of text")
     labels = {"select": "1M-row SELECT", "copy": "COPY TO STDOUT"}
@@ -340,6 +410,8 @@ def report(run: Run) -> None:
         f"   bastion(batched) {rate['batched']:.1f} MiB/s"
         f" ({rate['batched'] / rate['direct']:.2f}x)"
     )
+    if run.idled is not None:
+        pgidle.report(run.idled)
     print()
     for line in run.problems:
         print(line)
@@ -348,24 +420,33 @@ def report(run: Run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3-second pgbench runs")
-    parser.add_argument("--grant", choices=("write", "read"), default="write",
-                        help="the bench users' grant (read: strict reads go at once)")  # fmt: skip
+    parser.add_argument(
+        "--grant",
+        choices=("write", "read"),
+        default="write",
+        help="the bench users' grant (read: strict reads go at once;"
+        " the TPC-B-like runs are skipped)",
+    )
+    parser.add_argument("--idle", type=int, default=IDLE, metavar="N",
+                        help="idle sessions held through the bastion")  # fmt: skip
     args = parser.parse_args()
     seconds = 3 if args.quick else 10
+    idle = args.idle
+    raise_fd_limit()  # the served bastion inherits it: two sockets per idle session
     ensure_pgbouncer()
     work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     work.chmod(0o711)  # pgbouncer runs as postgres and must reach its own directory
     cluster: PgCluster | None = None
     bouncer: subprocess.Popen[bytes] | None = None
     try:
-        cluster = PgCluster(ssl=True).start()
+        # a backend per idle session, beside pgbouncer's pool and the pgbench clients
+        extra = [f"max_connections = {max(300, idle + 100)}"]
+        cluster = PgCluster(ssl=True, extra_config=extra).start()
         db = cluster.seed_orders("benchdb")
-        done = run_pgbench(db, "-i", "-s", "1", "-q")
-        if done.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed: {done.stderr}")
+        init_pgbench(db)
         cluster.make_big_table(db, ROWS, pad=PAD)
         size = cluster.sql("SELECT sum(length(id::text) + length(pad) + 2) FROM big", db="benchdb")
-        run = Run(work, seconds, db, int(size[0][0]))
+        run = Run(work, seconds, db, int(size[0][0]), writes=args.grant == "write")
         bouncer_dir = work / "pgbouncer"
         bouncer_dir.mkdir()
         bouncer, bouncer_port = start_pgbouncer(bouncer_dir, db)
@@ -376,6 +457,8 @@ def main() -> None:
         for kind in QUERIES:
             for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
                 run.streams[(name, kind)] = stream_seconds(target, kind)
+        run.tpcb("direct", db, None)
+        run.tpcb("pgbouncer", via_bouncer, None)
 
         # The relay's own figures: masking (bench.masking) is switched off for this target.
         relay_only = '[audit]\ndurability = "strict"\n[targets.benchdb.masking]\nenabled = false\n'
@@ -384,11 +467,13 @@ def main() -> None:
         for user in USERS:
             b.add_user(user, key=False, password=PASSWORD)
             b.grant(user, db.database, mode=args.grant)
-        tickets = Tickets(b, db.database, per_user=60)
+        tickets = Tickets(b, db.database, per_user=80)
+        idle_tickets = pgidle.mint(b, db.database, idle, PASSWORD)
         b.release()
         via_bastion = PgDatabase("127.0.0.1", b.pg_port, db.database, USERS[0], "")
         for durability in ("strict", "batched"):
             run.served(durability, b, tickets, via_bastion)
+        run.idled = run.idle(b, idle_tickets, via_bastion, cluster)
         report(run)
     finally:
         stop(bouncer)
