@@ -40,9 +40,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench import pgidle
-from bench._common import MIB, ServedBastion
+from bench import pgcpu, pgidle, pgreport
+from bench._common import ServedBastion
 from bench.pgidle import Idle
+from bench.pgreport import PAD, QUERIES, ROWS, SELECT, TPCB
 from tests.flood import raise_fd_limit
 from tests.harness import Bastion
 from tests.oneshot import OneShotRelay, pgbench_via_bastion
@@ -62,9 +63,6 @@ from tests.realssh import free_port, wait_for_banner
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 USERS = [f"u{i}" for i in range(10)]
 PASSWORD = "bench-password-1"  # noqa: S105 - a throwaway bench user
-ROWS = 1_000_000
-PAD = 100
-SELECT, TPCB = "select-only", "tpcb-like"  # pgbench's built-in scripts (-S, and its default)
 IDLE = 1000  # idle sessions held through the bastion (--idle; about 10 s, --quick too)
 
 
@@ -217,11 +215,6 @@ def _popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 # --- streaming -------------------------------------------------------------------------
 
-QUERIES = {
-    "select": ["-At", "-c", "SELECT * FROM big"],
-    "copy": ["-c", "COPY (SELECT * FROM big) TO STDOUT"],
-}
-
 
 def stream_seconds(db: PgDatabase, kind: str, sslmode: str = "disable") -> float:
     argv = psql_argv(db, *QUERIES[kind])
@@ -256,16 +249,22 @@ def bench_pgbench(
     *,
     script: str = SELECT,
     before_each: Callable[[], None] | None = None,
+    pids: Callable[[], dict[str, int]] = dict,
+    cpu: dict[tuple[str, int, str], pgcpu.Cpu] | None = None,
 ) -> Results:
+    """Every mode at 1 and 10 clients; `cpu` gets what the processes `pids` names used."""
     found: Results = {}
     for mode in ("simple", "extended"):
         for clients in (1, 10):
             if before_each is not None:
                 before_each()
-            found[(script, clients, mode)] = pgbench_many(
-                work, db, clients=clients, mode=mode, seconds=seconds, tickets=tickets,
-                script=script,
-            )  # fmt: skip
+            with pgcpu.metered(pids) as used:
+                found[(script, clients, mode)] = pgbench_many(
+                    work, db, clients=clients, mode=mode, seconds=seconds, tickets=tickets,
+                    script=script,
+                )  # fmt: skip
+            if cpu is not None:
+                cpu[(script, clients, mode)] = used
     return found
 
 
@@ -288,9 +287,13 @@ class Run:
         self.tls_streams: dict[str, float] = {}
         self.problems: list[str] = []
         self.idled: Idle | None = None
+        self.cpu: dict[str, dict[tuple[str, int, str], pgcpu.Cpu]] = {}
+        self.pids: Callable[[], dict[str, int]] = dict  # the processes of the path measured
 
     def pgbench(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
-        self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets)
+        cpu = self.cpu.setdefault(name, {})
+        self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets, pids=self.pids,
+                                       cpu=cpu)  # fmt: skip
 
     def tpcb(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
         """The TPC-B-like script (writes), each run on pgbench's tables made afresh, and made
@@ -298,10 +301,35 @@ class Run:
         if not self.writes:
             return
         fresh = functools.partial(init_pgbench, self.db)
+        cpu = self.cpu.setdefault(name, {})
         self.tps[name].update(
-            bench_pgbench(self.work, db, self.seconds, tickets, script=TPCB, before_each=fresh)
+            bench_pgbench(
+                self.work,
+                db,
+                self.seconds,
+                tickets,
+                script=TPCB,
+                before_each=fresh,
+                pids=self.pids,
+                cpu=cpu,
+            )
         )
         fresh()
+
+    def peers(self, via_bouncer: PgDatabase, bouncer: int) -> None:
+        """Everything measured direct and through pgbouncer (process `bouncer`)."""
+        db = self.db
+        self.pgbench("direct", db, None)
+        self.pids = lambda: {"pgbouncer": bouncer}
+        self.pgbench("pgbouncer", via_bouncer, None)
+        self.pids = dict
+        self.tls("direct", db, None)
+        for kind in QUERIES:
+            for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
+                self.streams[(name, kind)] = stream_seconds(target, kind)
+        self.tpcb("direct", db, None)
+        self.pids = lambda: {"pgbouncer": bouncer}
+        self.tpcb("pgbouncer", via_bouncer, None)
 
     def tls(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
         """10 simple-protocol clients and the 1M-row SELECT, every connection over TLS."""
@@ -317,6 +345,10 @@ class Run:
         text = config.read_text().replace('"strict"', f'"{durability}"')
         config.write_text(text)
         served = ServedBastion(config, self.work / f"bastion-{durability}.log").start()
+        self.pids = lambda: {
+            "door": served.pid,
+            **{name: pid for pid, name in pgidle.children(served.pid).items()},
+        }
         try:
             wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
             self.pgbench(durability, via, tickets)
@@ -345,76 +377,6 @@ class Run:
         lines, levels, worst = served.log_problems(limit=20)
         self.problems.append(f"bastion ({name}) log: {lines} lines, {levels}")
         self.problems.extend(f"  {line}" for line in worst)
-
-
-def tps_table(tps: dict[str, Results], script: str) -> None:
-    """One script's TPS on every path, and the bastion's ratios to direct and pgbouncer."""
-    print(
-        f"{script + ' tps':<16}{'clients':>8}  {'mode':<9}{'direct':>9}{'pgbouncer':>11}"
-        f"{'bastion(strict)':>17}{'bastion(batched)':>18}{'pgb/direct':>12}"
-        f"{'strict/direct':>15}{'batched/direct':>16}{'strict/pgb':>12}{'batched/pgb':>13}"
-    )
-    for mode in ("simple", "extended"):
-        for clients in (1, 10):
-            key = (script, clients, mode)
-            d, p = tps["direct"][key], tps["pgbouncer"][key]
-            s, bt = tps["strict"][key], tps["batched"][key]
-            print(
-                f"{'':<16}{clients:>8}  {mode:<9}{d:>9.0f}{p:>11.0f}{s:>17.0f}{bt:>18.0f}"
-                f"{p / d:>11.2f}x{s / d:>14.2f}x{bt / d:>15.2f}x{s / p:>11.2f}x{bt / p:>12.2f}x"
-            )
-
-
-def report(run: Run) -> None:
-    print(
-        "pg bench (2-core machine shared by clients, bastion, pgbouncer and PostgreSQL 15;"
-        f" pgbench -n -T {run.seconds}, scale 1)"
-    )
-    print(
-        "each client is its own `pgbench -c 1 -j 1` process (10 clients = 10 processes, TPS"
-        " summed), same shape for every path;"
-    )
-    print("bastion logins by one-time tickets; bastion served as its own process;")
-    print("every connection without TLS (sslmode=disable) except in the TLS table\n")
-    tps_table(run.tps, SELECT)
-    if run.writes:
-        print(
-            "\npgbench's default TPC-B-like script (writes; its tables made afresh before each run)"
-        )
-        tps_table(run.tps, TPCB)
-    else:
-        print("\nTPC-B-like writes: skipped: the bench users have read grants (--grant read),"
-              " and the bastion refuses their writes")  # fmt: skip
-    mib = run.size / MIB
-    print(f"\nstreaming {ROWS:,} rows (id, {PAD}-byte pad): {mib:.1f} MiB of text")
-    labels = {"select": "1M-row SELECT", "copy": "COPY TO STDOUT"}
-    for kind in QUERIES:
-        rate = {name: mib / run.streams[(name, kind)] for name in ("direct", "pgbouncer")}
-        rate["bastion"] = mib / run.streams[("bastion", kind)]
-        print(
-            f"{labels[kind]:<16}direct {rate['direct']:7.1f} MiB/s   pgbouncer"
-            f" {rate['pgbouncer']:7.1f} MiB/s   bastion(strict) {rate['bastion']:7.1f} MiB/s"
-            f"   bastion/direct {rate['bastion'] / rate['direct']:.2f}x"
-            f"   bastion/pgbouncer {rate['bastion'] / rate['pgbouncer']:.2f}x"
-        )
-    d, s, bt = (run.tls_tps[name] for name in ("direct", "strict", "batched"))
-    print("\nwith TLS (sslmode=require) on every connection, direct and through the bastion:")
-    print(
-        f"10 clients simple tps: direct {d:.0f}   bastion(strict) {s:.0f} ({s / d:.2f}x)"
-        f"   bastion(batched) {bt:.0f} ({bt / d:.2f}x)"
-    )
-    rate = {name: mib / seconds for name, seconds in run.tls_streams.items()}
-    print(
-        f"1M-row SELECT: direct {rate['direct']:.1f} MiB/s   bastion(strict)"
-        f" {rate['strict']:.1f} MiB/s ({rate['strict'] / rate['direct']:.2f}x)"
-        f"   bastion(batched) {rate['batched']:.1f} MiB/s"
-        f" ({rate['batched'] / rate['direct']:.2f}x)"
-    )
-    if run.idled is not None:
-        pgidle.report(run.idled)
-    print()
-    for line in run.problems:
-        print(line)
 
 
 def main() -> None:
@@ -451,14 +413,7 @@ def main() -> None:
         bouncer_dir.mkdir()
         bouncer, bouncer_port = start_pgbouncer(bouncer_dir, db)
         via_bouncer = db.replace(port=bouncer_port)
-        run.pgbench("direct", db, None)
-        run.pgbench("pgbouncer", via_bouncer, None)
-        run.tls("direct", db, None)
-        for kind in QUERIES:
-            for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
-                run.streams[(name, kind)] = stream_seconds(target, kind)
-        run.tpcb("direct", db, None)
-        run.tpcb("pgbouncer", via_bouncer, None)
+        run.peers(via_bouncer, bouncer.pid)
 
         # The relay's own figures: masking (bench.masking) is switched off for this target.
         relay_only = '[audit]\ndurability = "strict"\n[targets.benchdb.masking]\nenabled = false\n'
@@ -474,7 +429,7 @@ def main() -> None:
         for durability in ("strict", "batched"):
             run.served(durability, b, tickets, via_bastion)
         run.idled = run.idle(b, idle_tickets, via_bastion, cluster)
-        report(run)
+        pgreport.report(run)
     finally:
         stop(bouncer)
         if cluster is not None:
