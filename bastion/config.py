@@ -110,6 +110,8 @@ class PostgresPolicy(DoorLimits):
 
     max_message: int = 64 * 1024 * 1024
     max_prepared: int = 10_000  # prepared statements, and open portals, per session
+    max_sessions: int = 5_000  # database sessions open through this door at once
+    max_sessions_per_user: int = 100  # and per person
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "postgres.max_prepared",
         "int",
-        "Prepared statements (and open portals) one masked session may hold.",
+        "Prepared statements (and open portals) one session may hold.",
         low=16,
+        high=1_000_000,
+    ),
+    Setting(
+        "postgres.max_sessions",
+        "int",
+        "Database sessions open through the door at once.",
+        low=1,
+        high=1_000_000,
+    ),
+    Setting(
+        "postgres.max_sessions_per_user",
+        "int",
+        "Database sessions one person may have open at once.",
+        low=1,
         high=1_000_000,
     ),
     Setting(

@@ -14,6 +14,7 @@ import structlog
 
 from bastion import pgwire
 from bastion.access.preauth import PreauthLimiter, limiter_for
+from bastion.access.seats import Seats
 from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
@@ -48,6 +49,8 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
+        policy = core.config.postgres
+        self.seats = Seats(policy.max_sessions, policy.max_sessions_per_user)
         # Cancel requests and refused connections: counted, one audit summary a minute.
         self.summaries = Summaries(core, "postgres")
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
@@ -173,6 +176,19 @@ class PgDoor:
         return await authenticate(self.core, client, first), passed
 
     async def _serve(self, client: Client, login: Login, passed: dict[str, str]) -> None:
+        """A proven login gets a seat (within the door's and the person's caps), then its
+        session; the refusal is audited and told in one line."""
+        refusal = self.seats.take(login.user)
+        if refusal is not None:
+            event = login.admission.denied_event(login.target.name, refusal, severity="warning")
+            await self.core.audit(event)
+            raise ClientRefused("53300", refusal)
+        try:
+            await self._seated(client, login, passed)
+        finally:
+            self.seats.give_back(login.user)
+
+    async def _seated(self, client: Client, login: Login, passed: dict[str, str]) -> None:
         session = PgSession(self.core, client, self.maskings, self.read_names)
         session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
         opened = False
