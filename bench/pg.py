@@ -417,6 +417,9 @@ def main() -> None:
 
         # The relay's own figures: masking (bench.masking) is switched off for this target.
         relay_only = '[audit]\ndurability = "strict"\n[targets.benchdb.masking]\nenabled = false\n'
+        # The idle sessions are one person's: the door's caps on open sessions are raised.
+        seats = idle + 100
+        relay_only += f"[postgres]\nmax_sessions = {seats}\nmax_sessions_per_user = {seats}\n"
         b = Bastion(work / "bastion", relay_only, postgres=True)
         b.add_pg_target(db.database, db)
         for user in USERS:
