@@ -1,0 +1,214 @@
+"""Red-team: pipelines through the real door that try to make the query log misstate what ran
+(the text an Execute is logged with, its outcome, or no outcome at all), or to wedge, crash or
+bloat the session's protocol books. Each test asserts what a truthful log must show."""
+
+from __future__ import annotations
+
+import socket
+
+from bastion import pgwire as pw
+from bastion.audit.queries import QueryRow
+from tests.harness import Bastion
+from tests.pgproxy.conftest import PASSWORD, wait_for_outcomes
+from tests.pgproxy.test_door_admin import logged_in
+from tests.realpg import PgDatabase, psycopg_connect
+from tests.ssh.test_door_admin import wait_until
+
+
+def _writer(b: Bastion) -> tuple[socket.socket, pw.FrameReader]:
+    """wendy, with a write grant on orders-prod, over a raw protocol connection."""
+    b.add_user("wendy", password=PASSWORD)
+    b.grant("wendy", "orders-prod", mode="write")
+    return logged_in(b, "wendy")
+
+
+def _until(sock: socket.socket, reader: pw.FrameReader, readies: int,
+           stop: bytes = b"Z") -> list[pw.Frame]:  # fmt: skip
+    """Read frames until `readies` frames of type `stop` came (or the door closed)."""
+    frames: list[pw.Frame] = []
+    while sum(f.type == stop for f in frames) < readies:
+        got = reader.next_frame()
+        if got is not None:
+            frames.append(got)
+            continue
+        data = sock.recv(65536)
+        if not data:
+            break
+        reader.feed(data)
+    return frames
+
+
+def _log(b: Bastion, count: int) -> list[QueryRow]:
+    wait_for_outcomes(b, count)
+    return list(reversed(b.store.queries()))
+
+
+def _orders(pg: PgDatabase) -> int:
+    with psycopg_connect(pg) as conn:
+        row = conn.execute("SELECT count(*) FROM orders").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _errors(frames: list[pw.Frame]) -> list[str]:
+    return [pw.error_fields(f.body)["C"] for f in frames if f.type == b"E"]
+
+
+DELETE_ALL = "DELETE FROM orders"
+DECOY = "SELECT 1"
+
+
+# -- A1: a named statement "redefined" by a Parse that fails (its name is taken) -----------
+
+
+def test_an_execute_is_logged_with_the_text_the_server_ran_not_a_failed_redefinition(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Parse s1 DELETE; Sync. Then, pipelined: Parse s1 'SELECT 1' (fails: 42P05, s1 exists),
+    Sync, Bind s1, Execute, Sync. The server runs the DELETE; the relay logs the Execute with
+    the failed Parse's text, and the DELETE's own text is in no row of the log."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["42P05"]  # prepared statement "s1" already exists
+    assert _orders(pg) == 0 < before  # the DELETE ran
+    [row] = _log(bastion, 1)
+    assert row.tag == f"DELETE {before}"
+    assert row.sql.startswith("DELETE"), f"logged {row.sql!r} for a DELETE that ran"
+
+
+# -- A2: the unnamed statement "redefined" by a Parse the server skips ------------------------
+
+
+def test_an_execute_of_the_unnamed_statement_is_logged_with_what_ran_not_a_skipped_parse(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Parse '' DELETE; Sync. Then, pipelined: Bind of a missing statement (fails), Parse ''
+    'SELECT 1' (skipped: the unnamed statement stays the DELETE), Sync, Bind '', Execute,
+    Sync. The DELETE runs; the log says the Execute ran 'SELECT 1'."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.bind("", "missing", ()) + pw.parse("", DECOY) + pw.sync()
+                     + pw.bind("", "", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["26000"]  # prepared statement "missing" does not exist
+    assert _orders(pg) == 0 < before  # the DELETE ran
+    [row] = _log(bastion, 1)
+    assert row.tag == f"DELETE {before}"
+    assert row.sql.startswith("DELETE"), f"logged {row.sql!r} for a DELETE that ran"
+
+
+# -- A3: a named portal "rebound" by a Bind that fails (its name is taken) --------------------
+
+
+def test_an_execute_of_a_portal_is_logged_with_what_ran_not_a_failed_rebind(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """In a transaction: Bind portal p to a DELETE (not executed), SAVEPOINT. Then, pipelined:
+    Bind p to 'SELECT 1' (fails: 42P03, p exists), Sync, ROLLBACK TO the savepoint, Execute p,
+    Sync, COMMIT. The DELETE runs and commits; the log says Execute p ran 'SELECT 1'."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + pw.parse("sd", DELETE_ALL) + pw.parse("ss", DECOY)
+                     + pw.bind("p", "sd", ()) + pw.sync() + pw.query("SAVEPOINT a"))  # fmt: skip
+        _until(sock, reader, 3)
+        sock.sendall(pw.bind("p", "ss", ()) + pw.sync()
+                     + pw.parse("", "ROLLBACK TO SAVEPOINT a") + pw.bind("", "", ())
+                     + pw.execute("") + pw.execute("p") + pw.sync()
+                     + pw.query("COMMIT"))  # fmt: skip
+        frames = _until(sock, reader, 3)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["42P03"]  # cursor "p" already exists
+    assert _orders(pg) == 0 < before  # the DELETE ran, and was committed
+    rows = _log(bastion, 5)
+    [execute_p] = [r for r in rows if r.tag and r.tag.startswith("DELETE")]
+    assert execute_p.sql.startswith("DELETE"), f"logged {execute_p.sql!r} for a DELETE that ran"
+
+
+# -- A4 (held): a message sent into a COPY FROM STDIN ------------------------------------------
+
+
+def test_a_query_sent_into_a_copy_ends_the_session_and_is_not_logged_as_run(
+    bastion: Bastion,
+) -> None:
+    """COPY FROM STDIN; once it waits for data, a Query. The state machine would book the Query
+    as owed while the server eats it; PostgreSQL 15 ends the connection instead (protocol
+    synchronization lost), so no later reply can be misattributed."""
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("COPY orders (customer_id, total) FROM STDIN"))
+        assert [f.type for f in _until(sock, reader, 1, b"G")] == [b"G"]
+        sock.sendall(pw.query(DECOY))  # eaten by the COPY
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames)[:2] == ["08P01", "08P01"]  # ...then the bastion's 08006
+    rows = _log(bastion, 2)
+    assert [(r.sql.split()[0], r.tag) for r in rows] == [
+        ("COPY", "upstream lost"), ("SELECT", "upstream lost")]  # fmt: skip
+
+
+# -- A5: a reply the books cannot explain loses the outcomes read with it ---------------------
+
+
+def _pbe(sql: str) -> bytes:
+    return pw.parse("", sql) + pw.bind("", "", ()) + pw.execute("")
+
+
+def test_statements_answered_in_the_read_that_ends_the_session_keep_their_outcome(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """BEGIN; then, pipelined: DELETE, COMMIT, COPY FROM STDIN, and a Parse behind it. The
+    server answers DELETE, COMMIT and the CopyInResponse in one write; the CopyInResponse with
+    a request queued behind it is a reply the books cannot explain, and the session ends. The
+    DELETE ran and was committed, but its outcome was in the same read: it is never logged."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN"))
+        _until(sock, reader, 1)
+        sock.sendall(_pbe(DELETE_ALL) + _pbe("COMMIT")
+                     + _pbe("COPY orders (customer_id, total) FROM STDIN")
+                     + pw.parse("", DECOY) + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames) == ["XX000"]  # the bastion could not tell which statement...
+    assert _orders(pg) == 0 < before  # the DELETE ran, and was committed
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    wait_until(lambda: len(bastion.store.queries()) >= 4)
+    rows = list(reversed(bastion.store.queries()))
+    [delete] = [r for r in rows if r.sql.startswith("DELETE")]
+    assert (delete.tag, delete.rows) == (f"DELETE {before}", before), delete
+
+
+# -- A6: the commit at Sync fails: what the Executes did is rolled back -----------------------
+
+
+def test_a_commit_that_fails_at_sync_is_not_logged_as_rows_written(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """A deferred foreign key: INSERT (CommandComplete 'INSERT 0 1'), then Sync, whose commit
+    fails (23503) and rolls the row back. Nothing in the log says the INSERT did not stick."""
+    with psycopg_connect(pg, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ADD CONSTRAINT orders_customer FOREIGN KEY (customer_id)"
+                     " REFERENCES customers (id) DEFERRABLE INITIALLY DEFERRED")  # fmt: skip
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe("INSERT INTO orders (customer_id, total) VALUES (999999, 1)")
+                     + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"1", b"2", b"C", b"E", b"Z"]
+    assert _errors(frames) == ["23503"]
+    assert _orders(pg) == before  # nothing was written
+    [row] = _log(bastion, 1)
+    assert row.sqlstate == "23503" or row.tag != "INSERT 0 1", row
