@@ -212,3 +212,48 @@ def test_a_commit_that_fails_at_sync_is_not_logged_as_rows_written(
     assert _orders(pg) == before  # nothing was written
     [row] = _log(bastion, 1)
     assert row.sqlstate == "23503" or row.tag != "INSERT 0 1", row
+
+
+# -- A9: statements and portals changed by SQL (DEALLOCATE/PREPARE, CLOSE/DECLARE) ------------
+
+
+def test_a_statement_redefined_by_sql_is_not_logged_with_its_old_protocol_text(
+    bastion: Bastion,
+) -> None:
+    """Read grant. Parse s1 'SELECT 1'; then DEALLOCATE s1 and PREPARE s1 AS a read of every
+    SSN, by simple Query (both allowed); then Bind s1, Execute. The relay's table still holds
+    the Parse, so the Execute's row says 'SELECT 1' over the 1000 SSNs it returned."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync() + pw.query("DEALLOCATE s1")
+                     + pw.query("PREPARE s1 AS SELECT ssn FROM customers"))  # fmt: skip
+        _until(sock, reader, 3)
+        sock.sendall(pw.bind("", "s1", ()) + pw.execute("") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    ran = sum(f.type == b"D" for f in frames)
+    assert ran > 1 and not _errors(frames)
+    execute = _log(bastion, 3)[-1]
+    assert execute.rows == ran
+    assert "ssn" in execute.sql or execute.sql.startswith("[prepared"), execute.sql
+
+
+def test_a_portal_redeclared_by_sql_is_not_logged_with_its_old_protocol_text(
+    bastion: Bastion,
+) -> None:
+    """Read grant. BEGIN; Bind portal p to 'SELECT 1'; then CLOSE p and DECLARE p CURSOR FOR a
+    read of every SSN, by simple Query; then Execute p. The Execute's row says 'SELECT 1'."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + pw.parse("s1", DECOY) + pw.bind("p", "s1", ())
+                     + pw.sync() + pw.query("CLOSE p")
+                     + pw.query("DECLARE p CURSOR FOR SELECT ssn FROM customers"))  # fmt: skip
+        _until(sock, reader, 4)
+        sock.sendall(pw.execute("p") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    ran = sum(f.type == b"D" for f in frames)
+    assert ran > 1 and not _errors(frames)
+    execute = _log(bastion, 4)[-1]
+    assert execute.rows == ran
+    assert "ssn" in execute.sql or execute.sql.startswith("[prepared"), execute.sql
