@@ -257,3 +257,58 @@ def test_a_portal_redeclared_by_sql_is_not_logged_with_its_old_protocol_text(
     execute = _log(bastion, 4)[-1]
     assert execute.rows == ran
     assert "ssn" in execute.sql or execute.sql.startswith("[prepared"), execute.sql
+
+
+# -- A10: a data-modifying portal suspended after its first row --------------------------------
+
+
+def test_a_delete_returning_suspended_after_one_row_is_not_logged_as_one_row(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """DELETE ... RETURNING id, Execute with max_rows 1, Sync. PostgreSQL runs the whole DELETE
+    at the first Execute (and commits it at Sync), sends one row and PortalSuspended. The row
+    says rows=1 and no tag: nothing tells the reader that every order was deleted."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("", DELETE_ALL + " RETURNING id") + pw.bind("", "", ())
+                     + pw.execute("", 1) + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"1", b"2", b"D", b"s", b"Z"]
+    assert _orders(pg) == 0 < before  # every row was deleted
+    [row] = _log(bastion, 1)
+    assert row.rows == before or row.tag is not None, row
+
+
+# -- A11: a fast-path function call under a write grant ----------------------------------------
+
+
+def _function_call(oid: int, *args: bytes) -> bytes:
+    """FunctionCall of `oid` with text arguments, text result."""
+    body = oid.to_bytes(4, "big") + b"\x00\x00" + len(args).to_bytes(2, "big")
+    body += b"".join(len(a).to_bytes(4, "big") + a for a in args) + b"\x00\x00"
+    return b"F" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def test_a_fast_path_call_is_logged_with_the_function_it_ran(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Write grant: a FunctionCall of a function that deletes every order. The row says only
+    '[fast-path function call]': not which function, nor its arguments."""
+    with psycopg_connect(pg, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION wipe(reason text) RETURNS int LANGUAGE sql"
+                     " AS 'WITH d AS (DELETE FROM orders RETURNING 1) SELECT count(*)::int"
+                     " FROM d'")  # fmt: skip
+        found = conn.execute("SELECT 'wipe'::regproc::oid").fetchone()
+    assert found is not None
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_function_call(int(found[0]), b"cleanup"))
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"V", b"Z"]
+    assert _orders(pg) == 0 < before
+    [row] = _log(bastion, 1)
+    assert "wipe" in row.sql or str(found[0]) in row.sql, row

@@ -51,3 +51,17 @@ def test_a_server_error_ahead_of_a_refused_parse_is_still_scrubbed_in_masked_mod
     reply = server(relay, pgwire.error_response("ERROR", "22P02", said) + READY)
     down = bytes(reply.down)
     assert b"123-45-6789" not in down, error_of(down)
+
+
+# -- A12: CopyDone outside a COPY books a request each, past every bound ----------------------
+
+
+def test_copy_done_outside_a_copy_is_not_booked_without_bound() -> None:
+    """With one statement in flight, a stream of CopyDone (5 bytes each; the server ignores
+    them outside a COPY): the state machine queues a pseudo-request for each, without looking
+    at max_in_flight, so a slow statement plus a flood of 5-byte messages grows the queue."""
+    relay = read_relay()
+    relay.state.max_in_flight = 100
+    client(relay, pgwire.query("SELECT 1"))
+    client(relay, pgwire.copy_done() * 1_000)
+    assert relay.state.in_flight <= relay.state.max_in_flight
