@@ -312,3 +312,71 @@ def test_a_fast_path_call_is_logged_with_the_function_it_ran(
     assert _orders(pg) == 0 < before
     [row] = _log(bastion, 1)
     assert "wipe" in row.sql or str(found[0]) in row.sql, row
+
+
+# -- A13: a simple Query of several statements is logged with its last tag only --------------
+
+
+def test_a_multi_statement_query_is_not_logged_as_touching_only_its_last_statements_rows(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """'DELETE FROM orders; SELECT 1': the row's tag is 'SELECT 1' and its rows 1 (the module
+    says 'the sum of rows'); the 5000 rows deleted are in no count of the log."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query(DELETE_ALL + "; " + DECOY))
+        _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _orders(pg) == 0 < before
+    [row] = _log(bastion, 1)
+    assert row.rows is not None and row.rows >= before, row
+
+
+# -- held: what the books got right ------------------------------------------------------------
+
+
+def test_held_close_then_redefine_in_flight_logs_the_new_text(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Close s1 (a DELETE), Parse s1 'SELECT 1', Bind, Execute, all in flight: the server runs
+    the new text, and the log says so."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.close("S", "s1") + pw.parse("s1", DECOY) + pw.bind("", "s1", ())
+                     + pw.execute("") + pw.sync())  # fmt: skip
+        _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _orders(pg) == before
+    [row] = _log(bastion, 1)
+    assert (row.sql, row.tag) == ("SELECT $1", "SELECT 1")
+
+
+def test_held_function_call_and_query_mid_pipeline_and_suspended_portals(
+    bastion: Bastion,
+) -> None:
+    """BEGIN; P B E, a fast-path call and a simple Query before the Sync, then a portal run
+    two rows at a time: each row of the log has its own outcome, in order."""
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + _pbe("SELECT 1") + _function_call(1299)
+                     + pw.query("SELECT 2") + pw.sync()
+                     + pw.parse("g", "SELECT generate_series(1, 5)") + pw.bind("p", "g", ())
+                     + pw.execute("p", 2) + pw.execute("p", 2) + pw.execute("p", 0)
+                     + pw.sync() + pw.query("COMMIT"))  # fmt: skip
+        _until(sock, reader, 6)
+        sock.sendall(pw.terminate())
+    rows = _log(bastion, 8)
+    assert [(r.step, r.rows, r.tag) for r in rows] == [
+        ("simple", None, "BEGIN"),
+        ("execute", 1, "SELECT 1"),
+        ("function", None, None),
+        ("simple", 1, "SELECT 1"),
+        ("execute", 2, None),  # suspended
+        ("execute", 2, None),
+        ("execute", 1, "SELECT 1"),
+        ("simple", None, "COMMIT"),
+    ]
