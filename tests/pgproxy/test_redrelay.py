@@ -380,3 +380,48 @@ def test_held_function_call_and_query_mid_pipeline_and_suspended_portals(
         ("execute", 1, "SELECT 1"),
         ("simple", None, "COMMIT"),
     ]
+
+
+def test_a_delete_rolled_back_by_a_later_describe_error_is_not_logged_as_done(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """P B E (DELETE), Describe of a missing statement, Sync: the Describe's error aborts the
+    implicit transaction, so nothing is deleted; the log says 'DELETE 5000' and holds the error
+    nowhere (it answered a request that is no statement)."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(DELETE_ALL) + pw.describe("S", "missing") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["26000"]
+    assert _orders(pg) == before  # rolled back
+    [row] = _log(bastion, 1)
+    assert row.sqlstate is not None or row.tag != f"DELETE {before}", row
+
+
+def test_held_copy_from_stdin_in_a_pipeline_with_syncs_inside_and_after(
+    bastion: Bastion,
+) -> None:
+    """Extended COPY FROM STDIN with Syncs during the copy (swallowed), CopyFail, Sync, then
+    a second COPY that succeeds and a query behind it, all in one write: each row's outcome
+    is its own."""
+    copy = "COPY orders (customer_id, total) FROM STDIN"
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(copy) + pw.sync())
+        _until(sock, reader, 1, b"G")
+        sock.sendall(pw.copy_data(b"1\t2\n") + pw.sync() + pw.flush()
+                     + pw.copy_fail("no") + pw.sync())  # fmt: skip
+        _until(sock, reader, 1)
+        sock.sendall(pw.query(copy))
+        _until(sock, reader, 1, b"G")
+        sock.sendall(pw.copy_data(b"1\t2\n1\t3\n") + pw.copy_done() + pw.query("SELECT 1"))
+        _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    rows = _log(bastion, 3)
+    assert [(r.sql.split()[0], r.tag, r.sqlstate) for r in rows] == [
+        ("COPY", None, "57014"),
+        ("COPY", "COPY 2", None),
+        ("SELECT", "SELECT 1", None),
+    ]

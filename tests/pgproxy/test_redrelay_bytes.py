@@ -4,8 +4,10 @@ to Sync, and a masked error that escapes the scrubbing behind a refusal's stand-
 from __future__ import annotations
 
 from bastion import pgwire
+from bastion.pgproxy.relay import Relay
 from tests.pgproxy.test_relay import (
     READY,
+    T0,
     client,
     error_of,
     masked_relay,
@@ -65,3 +67,18 @@ def test_copy_done_outside_a_copy_is_not_booked_without_bound() -> None:
     client(relay, pgwire.query("SELECT 1"))
     client(relay, pgwire.copy_done() * 1_000)
     assert relay.state.in_flight <= relay.state.max_in_flight
+
+
+# -- A14: statements the server dropped by SQL still count against max_prepared ---------------
+
+
+def test_statements_deallocated_by_sql_do_not_count_against_the_bound() -> None:
+    """Functional, not security: 16 Parses (the bound), then DEALLOCATE ALL (or DISCARD ALL, as
+    poolers send), which the server runs: it holds no statement, the relay's table still holds
+    16, and the next Parse ends the session with 'more than 16 prepared statements'."""
+    relay = Relay("s1", "wendy", "orders-prod", False, T0, max_prepared=16)
+    client(relay, b"".join(pgwire.parse(f"s{n}", "SELECT 1") for n in range(16)) + pgwire.sync())
+    server(relay, PARSED * 16 + READY)
+    client(relay, pgwire.query("DEALLOCATE ALL"))
+    server(relay, pgwire.command_complete("DEALLOCATE ALL") + READY)
+    client(relay, pgwire.parse("s16", "SELECT 1") + pgwire.sync())  # TooMany on main
