@@ -425,3 +425,43 @@ def test_held_copy_from_stdin_in_a_pipeline_with_syncs_inside_and_after(
         ("COPY", "COPY 2", None),
         ("SELECT", "SELECT 1", None),
     ]
+
+
+def test_a_committed_delete_keeps_its_outcome_when_a_setting_ends_the_session(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Write grant, one pipeline: DELETE, then SET standard_conforming_strings = off, Sync.
+    The server commits both and answers them in one write; the ParameterStatus ends the
+    session (rightly), but the DELETE's CommandComplete, in the same read, is dropped with it:
+    its row never gets an outcome, though every order is gone. (A simpler trigger for A5.)"""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(DELETE_ALL) + _pbe("SET standard_conforming_strings = off") + pw.sync())
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames) == ["XX000"]
+    assert _orders(pg) == 0 < before  # committed
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    wait_until(lambda: len(bastion.store.queries()) >= 2)
+    [delete] = [r for r in bastion.store.queries() if r.sql.startswith("DELETE")]
+    assert delete.tag == f"DELETE {before}", delete
+
+
+def test_a_read_grant_cannot_hide_what_it_read_behind_a_failed_redefinition(
+    bastion: Bastion,
+) -> None:
+    """A1 under a read grant: Parse s1 reading every SSN; Sync; Parse s1 'SELECT 1' (42P05),
+    Sync, Bind s1, Execute, Sync. 2000 SSNs come back; no row of the log mentions ssn."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    read = sum(f.type == b"D" for f in frames)
+    assert read > 1
+    [row] = _log(bastion, 1)
+    assert row.rows == read
+    assert "ssn" in row.sql, f"{read} SSNs read, logged as {row.sql!r}"
