@@ -465,3 +465,26 @@ def test_a_read_grant_cannot_hide_what_it_read_behind_a_failed_redefinition(
     [row] = _log(bastion, 1)
     assert row.rows == read
     assert "ssn" in row.sql, f"{read} SSNs read, logged as {row.sql!r}"
+
+
+def test_a_parse_behind_a_refusal_does_not_lend_its_text_past_the_sync(
+    bastion: Bastion,
+) -> None:
+    """Read grant. s1 reads every SSN. Then, pipelined: Parse s1 DELETE (refused: its stand-in
+    fails, so the server skips to Sync), Parse s1 'SELECT 1' (skipped), Sync, Bind s1, Execute,
+    Sync. The server runs the SSN read; the relay, which knew the skip was certain, logs the
+    skipped Parse's 'SELECT 1'."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    read = sum(f.type == b"D" for f in frames)
+    assert read > 1
+    rows = _log(bastion, 2)
+    assert rows[0].refused is not None
+    assert rows[-1].rows == read
+    assert "ssn" in rows[-1].sql, f"{read} SSNs read, logged as {rows[-1].sql!r}"
