@@ -1,0 +1,67 @@
+"""Red-team, masked sessions through the real door: the query log's text for an Execute whose
+statement a failed Parse 'redefined', and a server error that escapes the scrubbing when a
+refusal's stand-in stands behind it."""
+
+from __future__ import annotations
+
+import socket
+
+from bastion import pgwire as pw
+from tests.harness import Bastion
+from tests.masking.shop import SECRETS
+from tests.pgproxy.conftest import wait_for_outcomes
+from tests.pgproxy.test_door_admin import logged_in
+
+
+def _until(sock: socket.socket, reader: pw.FrameReader, readies: int) -> list[pw.Frame]:
+    frames: list[pw.Frame] = []
+    while sum(f.type == b"Z" for f in frames) < readies:
+        got = reader.next_frame()
+        if got is not None:
+            frames.append(got)
+            continue
+        data = sock.recv(65536)
+        assert data, "the door closed early"
+        reader.feed(data)
+    return frames
+
+
+def test_a_masked_execute_is_logged_with_the_text_that_ran_not_a_failed_redefinition(
+    bastion: Bastion,
+) -> None:
+    """Parse s1 reading every email; Sync. Then Parse s1 'SELECT 1' (42P05), Sync, Bind s1,
+    Execute, Sync: the emails come back (masked), and the log's text says 'SELECT 1'."""
+    sock, reader = logged_in(bastion, "alice", "shop")
+    with sock:
+        sock.sendall(pw.parse("s1", "SELECT email FROM customers") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", "SELECT 1") + pw.sync() + pw.bind("", "s1", ())
+                     + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    assert sum(f.type == b"D" for f in frames) > 1
+    wait_for_outcomes(bastion, 1)
+    [row] = bastion.store.queries()
+    assert "email" in row.sql, (row.sql, row.masking)
+
+
+def test_a_bind_error_ahead_of_a_refused_parse_is_scrubbed_in_masked_mode(
+    bastion: Bastion,
+) -> None:
+    """Bind with a parameter the server cannot read (its error quotes it), then a Parse the
+    masking refuses, Sync: the guard takes the error for the stand-in's and passes the server's
+    text to the client unscrubbed (alone, the same error is scrubbed)."""
+    secret = SECRETS[0].encode()
+    sock, reader = logged_in(bastion, "alice", "shop")
+    with sock:
+        sock.sendall(pw.parse("sid", "SELECT name FROM customers WHERE id = $1") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.bind("", "sid", (secret,)) + pw.sync())
+        alone = _until(sock, reader, 1)
+        sock.sendall(pw.bind("", "sid", (secret,))
+                     + pw.parse("", "SELECT lower(email) FROM customers") + pw.sync())  # fmt: skip
+        behind = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f for f in alone if f.type == b"E"] and not [f for f in alone if secret in f.raw]
+    assert [f for f in behind if f.type == b"E"]
+    assert not [f for f in behind if secret in f.raw], [bytes(f.raw) for f in behind]

@@ -1,0 +1,490 @@
+"""Red-team: pipelines through the real door that try to make the query log misstate what ran
+(the text an Execute is logged with, its outcome, or no outcome at all), or to wedge, crash or
+bloat the session's protocol books. Each test asserts what a truthful log must show."""
+
+from __future__ import annotations
+
+import socket
+
+from bastion import pgwire as pw
+from bastion.audit.queries import QueryRow
+from tests.harness import Bastion
+from tests.pgproxy.conftest import PASSWORD, wait_for_outcomes
+from tests.pgproxy.test_door_admin import logged_in
+from tests.realpg import PgDatabase, psycopg_connect
+from tests.ssh.test_door_admin import wait_until
+
+
+def _writer(b: Bastion) -> tuple[socket.socket, pw.FrameReader]:
+    """wendy, with a write grant on orders-prod, over a raw protocol connection."""
+    b.add_user("wendy", password=PASSWORD)
+    b.grant("wendy", "orders-prod", mode="write")
+    return logged_in(b, "wendy")
+
+
+def _until(sock: socket.socket, reader: pw.FrameReader, readies: int,
+           stop: bytes = b"Z") -> list[pw.Frame]:  # fmt: skip
+    """Read frames until `readies` frames of type `stop` came (or the door closed)."""
+    frames: list[pw.Frame] = []
+    while sum(f.type == stop for f in frames) < readies:
+        got = reader.next_frame()
+        if got is not None:
+            frames.append(got)
+            continue
+        data = sock.recv(65536)
+        if not data:
+            break
+        reader.feed(data)
+    return frames
+
+
+def _log(b: Bastion, count: int) -> list[QueryRow]:
+    wait_for_outcomes(b, count)
+    return list(reversed(b.store.queries()))
+
+
+def _orders(pg: PgDatabase) -> int:
+    with psycopg_connect(pg) as conn:
+        row = conn.execute("SELECT count(*) FROM orders").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _errors(frames: list[pw.Frame]) -> list[str]:
+    return [pw.error_fields(f.body)["C"] for f in frames if f.type == b"E"]
+
+
+DELETE_ALL = "DELETE FROM orders"
+DECOY = "SELECT 1"
+
+
+# -- A1: a named statement "redefined" by a Parse that fails (its name is taken) -----------
+
+
+def test_an_execute_is_logged_with_the_text_the_server_ran_not_a_failed_redefinition(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Parse s1 DELETE; Sync. Then, pipelined: Parse s1 'SELECT 1' (fails: 42P05, s1 exists),
+    Sync, Bind s1, Execute, Sync. The server runs the DELETE; the relay logs the Execute with
+    the failed Parse's text, and the DELETE's own text is in no row of the log."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["42P05"]  # prepared statement "s1" already exists
+    assert _orders(pg) == 0 < before  # the DELETE ran
+    [row] = _log(bastion, 1)
+    assert row.tag == f"DELETE {before}"
+    assert row.sql.startswith("DELETE"), f"logged {row.sql!r} for a DELETE that ran"
+
+
+# -- A2: the unnamed statement "redefined" by a Parse the server skips ------------------------
+
+
+def test_an_execute_of_the_unnamed_statement_is_logged_with_what_ran_not_a_skipped_parse(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Parse '' DELETE; Sync. Then, pipelined: Bind of a missing statement (fails), Parse ''
+    'SELECT 1' (skipped: the unnamed statement stays the DELETE), Sync, Bind '', Execute,
+    Sync. The DELETE runs; the log says the Execute ran 'SELECT 1'."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.bind("", "missing", ()) + pw.parse("", DECOY) + pw.sync()
+                     + pw.bind("", "", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["26000"]  # prepared statement "missing" does not exist
+    assert _orders(pg) == 0 < before  # the DELETE ran
+    [row] = _log(bastion, 1)
+    assert row.tag == f"DELETE {before}"
+    assert row.sql.startswith("DELETE"), f"logged {row.sql!r} for a DELETE that ran"
+
+
+# -- A3: a named portal "rebound" by a Bind that fails (its name is taken) --------------------
+
+
+def test_an_execute_of_a_portal_is_logged_with_what_ran_not_a_failed_rebind(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """In a transaction: Bind portal p to a DELETE (not executed), SAVEPOINT. Then, pipelined:
+    Bind p to 'SELECT 1' (fails: 42P03, p exists), Sync, ROLLBACK TO the savepoint, Execute p,
+    Sync, COMMIT. The DELETE runs and commits; the log says Execute p ran 'SELECT 1'."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + pw.parse("sd", DELETE_ALL) + pw.parse("ss", DECOY)
+                     + pw.bind("p", "sd", ()) + pw.sync() + pw.query("SAVEPOINT a"))  # fmt: skip
+        _until(sock, reader, 3)
+        sock.sendall(pw.bind("p", "ss", ()) + pw.sync()
+                     + pw.parse("", "ROLLBACK TO SAVEPOINT a") + pw.bind("", "", ())
+                     + pw.execute("") + pw.execute("p") + pw.sync()
+                     + pw.query("COMMIT"))  # fmt: skip
+        frames = _until(sock, reader, 3)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["42P03"]  # cursor "p" already exists
+    assert _orders(pg) == 0 < before  # the DELETE ran, and was committed
+    rows = _log(bastion, 5)
+    [execute_p] = [r for r in rows if r.tag and r.tag.startswith("DELETE")]
+    assert execute_p.sql.startswith("DELETE"), f"logged {execute_p.sql!r} for a DELETE that ran"
+
+
+# -- A4 (held): a message sent into a COPY FROM STDIN ------------------------------------------
+
+
+def test_a_query_sent_into_a_copy_ends_the_session_and_is_not_logged_as_run(
+    bastion: Bastion,
+) -> None:
+    """COPY FROM STDIN; once it waits for data, a Query. The state machine would book the Query
+    as owed while the server eats it; PostgreSQL 15 ends the connection instead (protocol
+    synchronization lost), so no later reply can be misattributed."""
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("COPY orders (customer_id, total) FROM STDIN"))
+        assert [f.type for f in _until(sock, reader, 1, b"G")] == [b"G"]
+        sock.sendall(pw.query(DECOY))  # eaten by the COPY
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames)[:2] == ["08P01", "08P01"]  # ...then the bastion's 08006
+    rows = _log(bastion, 2)
+    assert [(r.sql.split()[0], r.tag) for r in rows] == [
+        ("COPY", "upstream lost"), ("SELECT", "upstream lost")]  # fmt: skip
+
+
+# -- A5: a reply the books cannot explain loses the outcomes read with it ---------------------
+
+
+def _pbe(sql: str) -> bytes:
+    return pw.parse("", sql) + pw.bind("", "", ()) + pw.execute("")
+
+
+def test_statements_answered_in_the_read_that_ends_the_session_keep_their_outcome(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """BEGIN; then, pipelined: DELETE, COMMIT, COPY FROM STDIN, and a Parse behind it. The
+    server answers DELETE, COMMIT and the CopyInResponse in one write; the CopyInResponse with
+    a request queued behind it is a reply the books cannot explain, and the session ends. The
+    DELETE ran and was committed, but its outcome was in the same read: it is never logged."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN"))
+        _until(sock, reader, 1)
+        sock.sendall(_pbe(DELETE_ALL) + _pbe("COMMIT")
+                     + _pbe("COPY orders (customer_id, total) FROM STDIN")
+                     + pw.parse("", DECOY) + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames) == ["XX000"]  # the bastion could not tell which statement...
+    assert _orders(pg) == 0 < before  # the DELETE ran, and was committed
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    wait_until(lambda: len(bastion.store.queries()) >= 4)
+    rows = list(reversed(bastion.store.queries()))
+    [delete] = [r for r in rows if r.sql.startswith("DELETE")]
+    assert (delete.tag, delete.rows) == (f"DELETE {before}", before), delete
+
+
+# -- A6: the commit at Sync fails: what the Executes did is rolled back -----------------------
+
+
+def test_a_commit_that_fails_at_sync_is_not_logged_as_rows_written(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """A deferred foreign key: INSERT (CommandComplete 'INSERT 0 1'), then Sync, whose commit
+    fails (23503) and rolls the row back. Nothing in the log says the INSERT did not stick."""
+    with psycopg_connect(pg, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ADD CONSTRAINT orders_customer FOREIGN KEY (customer_id)"
+                     " REFERENCES customers (id) DEFERRABLE INITIALLY DEFERRED")  # fmt: skip
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe("INSERT INTO orders (customer_id, total) VALUES (999999, 1)")
+                     + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"1", b"2", b"C", b"E", b"Z"]
+    assert _errors(frames) == ["23503"]
+    assert _orders(pg) == before  # nothing was written
+    [row] = _log(bastion, 1)
+    assert row.sqlstate == "23503" or row.tag != "INSERT 0 1", row
+
+
+# -- A9: statements and portals changed by SQL (DEALLOCATE/PREPARE, CLOSE/DECLARE) ------------
+
+
+def test_a_statement_redefined_by_sql_is_not_logged_with_its_old_protocol_text(
+    bastion: Bastion,
+) -> None:
+    """Read grant. Parse s1 'SELECT 1'; then DEALLOCATE s1 and PREPARE s1 AS a read of every
+    SSN, by simple Query (both allowed); then Bind s1, Execute. The relay's table still holds
+    the Parse, so the Execute's row says 'SELECT 1' over the 1000 SSNs it returned."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync() + pw.query("DEALLOCATE s1")
+                     + pw.query("PREPARE s1 AS SELECT ssn FROM customers"))  # fmt: skip
+        _until(sock, reader, 3)
+        sock.sendall(pw.bind("", "s1", ()) + pw.execute("") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    ran = sum(f.type == b"D" for f in frames)
+    assert ran > 1 and not _errors(frames)
+    execute = _log(bastion, 3)[-1]
+    assert execute.rows == ran
+    assert "ssn" in execute.sql or execute.sql.startswith("[prepared"), execute.sql
+
+
+def test_a_portal_redeclared_by_sql_is_not_logged_with_its_old_protocol_text(
+    bastion: Bastion,
+) -> None:
+    """Read grant. BEGIN; Bind portal p to 'SELECT 1'; then CLOSE p and DECLARE p CURSOR FOR a
+    read of every SSN, by simple Query; then Execute p. The Execute's row says 'SELECT 1'."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + pw.parse("s1", DECOY) + pw.bind("p", "s1", ())
+                     + pw.sync() + pw.query("CLOSE p")
+                     + pw.query("DECLARE p CURSOR FOR SELECT ssn FROM customers"))  # fmt: skip
+        _until(sock, reader, 4)
+        sock.sendall(pw.execute("p") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    ran = sum(f.type == b"D" for f in frames)
+    assert ran > 1 and not _errors(frames)
+    execute = _log(bastion, 4)[-1]
+    assert execute.rows == ran
+    assert "ssn" in execute.sql or execute.sql.startswith("[prepared"), execute.sql
+
+
+# -- A10: a data-modifying portal suspended after its first row --------------------------------
+
+
+def test_a_delete_returning_suspended_after_one_row_is_not_logged_as_one_row(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """DELETE ... RETURNING id, Execute with max_rows 1, Sync. PostgreSQL runs the whole DELETE
+    at the first Execute (and commits it at Sync), sends one row and PortalSuspended. The row
+    says rows=1 and no tag: nothing tells the reader that every order was deleted."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("", DELETE_ALL + " RETURNING id") + pw.bind("", "", ())
+                     + pw.execute("", 1) + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"1", b"2", b"D", b"s", b"Z"]
+    assert _orders(pg) == 0 < before  # every row was deleted
+    [row] = _log(bastion, 1)
+    assert row.rows == before or row.tag is not None, row
+
+
+# -- A11: a fast-path function call under a write grant ----------------------------------------
+
+
+def _function_call(oid: int, *args: bytes) -> bytes:
+    """FunctionCall of `oid` with text arguments, text result."""
+    body = oid.to_bytes(4, "big") + b"\x00\x00" + len(args).to_bytes(2, "big")
+    body += b"".join(len(a).to_bytes(4, "big") + a for a in args) + b"\x00\x00"
+    return b"F" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def test_a_fast_path_call_is_logged_with_the_function_it_ran(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Write grant: a FunctionCall of a function that deletes every order. The row says only
+    '[fast-path function call]': not which function, nor its arguments."""
+    with psycopg_connect(pg, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION wipe(reason text) RETURNS int LANGUAGE sql"
+                     " AS 'WITH d AS (DELETE FROM orders RETURNING 1) SELECT count(*)::int"
+                     " FROM d'")  # fmt: skip
+        found = conn.execute("SELECT 'wipe'::regproc::oid").fetchone()
+    assert found is not None
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_function_call(int(found[0]), b"cleanup"))
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert [f.type for f in frames] == [b"V", b"Z"]
+    assert _orders(pg) == 0 < before
+    [row] = _log(bastion, 1)
+    assert "wipe" in row.sql or str(found[0]) in row.sql, row
+
+
+# -- A13: a simple Query of several statements is logged with its last tag only --------------
+
+
+def test_a_multi_statement_query_is_not_logged_as_touching_only_its_last_statements_rows(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """'DELETE FROM orders; SELECT 1': the row's tag is 'SELECT 1' and its rows 1 (the module
+    says 'the sum of rows'); the 5000 rows deleted are in no count of the log."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query(DELETE_ALL + "; " + DECOY))
+        _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _orders(pg) == 0 < before
+    [row] = _log(bastion, 1)
+    assert row.rows is not None and row.rows >= before, row
+
+
+# -- held: what the books got right ------------------------------------------------------------
+
+
+def test_held_close_then_redefine_in_flight_logs_the_new_text(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Close s1 (a DELETE), Parse s1 'SELECT 1', Bind, Execute, all in flight: the server runs
+    the new text, and the log says so."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.close("S", "s1") + pw.parse("s1", DECOY) + pw.bind("", "s1", ())
+                     + pw.execute("") + pw.sync())  # fmt: skip
+        _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _orders(pg) == before
+    [row] = _log(bastion, 1)
+    assert (row.sql, row.tag) == ("SELECT $1", "SELECT 1")
+
+
+def test_held_function_call_and_query_mid_pipeline_and_suspended_portals(
+    bastion: Bastion,
+) -> None:
+    """BEGIN; P B E, a fast-path call and a simple Query before the Sync, then a portal run
+    two rows at a time: each row of the log has its own outcome, in order."""
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(pw.query("BEGIN") + _pbe("SELECT 1") + _function_call(1299)
+                     + pw.query("SELECT 2") + pw.sync()
+                     + pw.parse("g", "SELECT generate_series(1, 5)") + pw.bind("p", "g", ())
+                     + pw.execute("p", 2) + pw.execute("p", 2) + pw.execute("p", 0)
+                     + pw.sync() + pw.query("COMMIT"))  # fmt: skip
+        _until(sock, reader, 6)
+        sock.sendall(pw.terminate())
+    rows = _log(bastion, 8)
+    assert [(r.step, r.rows, r.tag) for r in rows] == [
+        ("simple", None, "BEGIN"),
+        ("execute", 1, "SELECT 1"),
+        ("function", None, None),
+        ("simple", 1, "SELECT 1"),
+        ("execute", 2, None),  # suspended
+        ("execute", 2, None),
+        ("execute", 1, "SELECT 1"),
+        ("simple", None, "COMMIT"),
+    ]
+
+
+def test_a_delete_rolled_back_by_a_later_describe_error_is_not_logged_as_done(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """P B E (DELETE), Describe of a missing statement, Sync: the Describe's error aborts the
+    implicit transaction, so nothing is deleted; the log says 'DELETE 5000' and holds the error
+    nowhere (it answered a request that is no statement)."""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(DELETE_ALL) + pw.describe("S", "missing") + pw.sync())
+        frames = _until(sock, reader, 1)
+        sock.sendall(pw.terminate())
+    assert _errors(frames) == ["26000"]
+    assert _orders(pg) == before  # rolled back
+    [row] = _log(bastion, 1)
+    assert row.sqlstate is not None or row.tag != f"DELETE {before}", row
+
+
+def test_held_copy_from_stdin_in_a_pipeline_with_syncs_inside_and_after(
+    bastion: Bastion,
+) -> None:
+    """Extended COPY FROM STDIN with Syncs during the copy (swallowed), CopyFail, Sync, then
+    a second COPY that succeeds and a query behind it, all in one write: each row's outcome
+    is its own."""
+    copy = "COPY orders (customer_id, total) FROM STDIN"
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(copy) + pw.sync())
+        _until(sock, reader, 1, b"G")
+        sock.sendall(pw.copy_data(b"1\t2\n") + pw.sync() + pw.flush()
+                     + pw.copy_fail("no") + pw.sync())  # fmt: skip
+        _until(sock, reader, 1)
+        sock.sendall(pw.query(copy))
+        _until(sock, reader, 1, b"G")
+        sock.sendall(pw.copy_data(b"1\t2\n1\t3\n") + pw.copy_done() + pw.query("SELECT 1"))
+        _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    rows = _log(bastion, 3)
+    assert [(r.sql.split()[0], r.tag, r.sqlstate) for r in rows] == [
+        ("COPY", None, "57014"),
+        ("COPY", "COPY 2", None),
+        ("SELECT", "SELECT 1", None),
+    ]
+
+
+def test_a_committed_delete_keeps_its_outcome_when_a_setting_ends_the_session(
+    bastion: Bastion, pg: PgDatabase
+) -> None:
+    """Write grant, one pipeline: DELETE, then SET standard_conforming_strings = off, Sync.
+    The server commits both and answers them in one write; the ParameterStatus ends the
+    session (rightly), but the DELETE's CommandComplete, in the same read, is dropped with it:
+    its row never gets an outcome, though every order is gone. (A simpler trigger for A5.)"""
+    before = _orders(pg)
+    sock, reader = _writer(bastion)
+    with sock:
+        sock.sendall(_pbe(DELETE_ALL) + _pbe("SET standard_conforming_strings = off") + pw.sync())
+        frames = _until(sock, reader, 99)  # to the end of the connection
+    assert _errors(frames) == ["XX000"]
+    assert _orders(pg) == 0 < before  # committed
+    wait_until(lambda: not bastion.store.sessions(open_only=True))
+    wait_until(lambda: len(bastion.store.queries()) >= 2)
+    [delete] = [r for r in bastion.store.queries() if r.sql.startswith("DELETE")]
+    assert delete.tag == f"DELETE {before}", delete
+
+
+def test_a_read_grant_cannot_hide_what_it_read_behind_a_failed_redefinition(
+    bastion: Bastion,
+) -> None:
+    """A1 under a read grant: Parse s1 reading every SSN; Sync; Parse s1 'SELECT 1' (42P05),
+    Sync, Bind s1, Execute, Sync. 2000 SSNs come back; no row of the log mentions ssn."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    read = sum(f.type == b"D" for f in frames)
+    assert read > 1
+    [row] = _log(bastion, 1)
+    assert row.rows == read
+    assert "ssn" in row.sql, f"{read} SSNs read, logged as {row.sql!r}"
+
+
+def test_a_parse_behind_a_refusal_does_not_lend_its_text_past_the_sync(
+    bastion: Bastion,
+) -> None:
+    """Read grant. s1 reads every SSN. Then, pipelined: Parse s1 DELETE (refused: its stand-in
+    fails, so the server skips to Sync), Parse s1 'SELECT 1' (skipped), Sync, Bind s1, Execute,
+    Sync. The server runs the SSN read; the relay, which knew the skip was certain, logs the
+    skipped Parse's 'SELECT 1'."""
+    sock, reader = logged_in(bastion)
+    with sock:
+        sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
+        _until(sock, reader, 1)
+        sock.sendall(pw.parse("s1", DELETE_ALL) + pw.parse("s1", DECOY) + pw.sync()
+                     + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
+        frames = _until(sock, reader, 2)
+        sock.sendall(pw.terminate())
+    read = sum(f.type == b"D" for f in frames)
+    assert read > 1
+    rows = _log(bastion, 2)
+    assert rows[0].refused is not None
+    assert rows[-1].rows == read
+    assert "ssn" in rows[-1].sql, f"{read} SSNs read, logged as {rows[-1].sql!r}"
