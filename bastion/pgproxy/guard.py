@@ -201,8 +201,10 @@ class Guard:
         """An error (the statement ends; the pipeline skips to Sync) or a notice: scrubbed."""
         if frame.type == b"N":
             return self._scrub(frame, None)
+        head = self.flow.state.head  # the request the error answers
+        stand_in = pending is not None and pending.stand_in is not None
         self.flow.error()
-        if pending is not None and pending.stand_in is not None:
+        if stand_in and head is not None and head.note is pending:
             return None  # the relay swaps a refusal's stand-in error for its own
         return self._scrub(frame, pending)
 

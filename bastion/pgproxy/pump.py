@@ -278,6 +278,7 @@ class Pump:
         try:
             step = self.relay.upstream_read(data, self.core.clock.now(), time.monotonic_ns())
             if step.fatal is not None:  # nothing of this read reaches the client
+                self.post_ends(step.ends)  # what it answered before the fault keeps its outcome
                 self.client.fatal(step.fatal.sqlstate, step.fatal.told)
                 self._end("database", step.fatal.why)
                 return

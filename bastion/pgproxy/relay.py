@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,10 +13,10 @@ from typing import NamedTuple
 from bastion import pgwire, sqlparse
 from bastion.audit import QueryEnd, QueryStart, UnmaskGrant
 from bastion.pgproxy.guard import Guard, MaskingLost, masking_note
+from bastion.pgproxy.reported import check_status
 from bastion.pgproxy.tracker import Finished, Tracker
 from bastion.pgwire.state import MAX_STATEMENTS, ProtocolState, Request, StateError
 from bastion.sqlparse import disguise
-from bastion.sqlparse import lexing as sqlparse_lexing
 from bastion.sqlparse.names import GuardCatalog
 
 REFUSED_SQL = "bastion refused this statement"
@@ -168,17 +169,22 @@ class Relay:
         kind = frame.type
         if kind in _STATEMENTS:
             return self._checked(frame, starts)
+        message = pgwire.decode_frontend(frame) if kind in _BOUND else None
         guard, state = self.guard, self.state
+        # Without masking the log alone says what ran: a definition in doubt is refused. (The
+        # masking's plans follow the server's tables; there only the row's text may differ.)
+        if guard is None and isinstance(message, pgwire.Bind | pgwire.Execute):
+            doubt = self._doubt(message)
+            if doubt is not None:
+                return self._refused_in_doubt(message, doubt, starts)
         # The masking's flow feeds the state machine itself (and may add a Describe).
         raw = guard.message(frame) if guard is not None else frame.raw
-        if kind == b"B":
-            self._bind(frame, guard is None)
-        elif kind == b"E":
-            execute = pgwire.decode_frontend(frame)
-            assert isinstance(execute, pgwire.Execute)
+        if isinstance(message, pgwire.Bind):
+            self._bind(message, guard is None)
+        elif isinstance(message, pgwire.Execute):
             if guard is None:
-                state.execute(execute.portal)
-            self._execute(execute.portal, starts)
+                state.execute(message.portal)
+            self._execute(message.portal, starts)
         elif kind == b"S":
             self._refused.clear()
             if guard is None:
@@ -187,10 +193,32 @@ class Relay:
             self._follow(frame)
         return raw
 
-    def _bind(self, frame: pgwire.Frame, follow: bool) -> None:
+    def _doubt(self, message: pgwire.Bind | pgwire.Execute) -> str | None:
+        """Why the bastion cannot tell what a Bind binds or an Execute runs (None: it can)."""
+        state = self.state
+        if isinstance(message, pgwire.Bind):
+            if not state.uncertain(state.statement(message.statement)):
+                return None
+            what = f"the statement {message.statement!r} it binds"
+        else:
+            if not state.uncertain(state.portal(message.portal)):
+                return None
+            what = f"the portal {message.portal!r} it runs"
+        return (f"{what} was redefined in an earlier part of this pipeline that the database"
+                " has not answered yet, so the bastion cannot tell which definition would"
+                " run; send it after that answer")  # fmt: skip
+
+    def _refused_in_doubt(self, message: pgwire.Bind | pgwire.Execute, reason: str,
+                          starts: list[QueryStart]) -> bytes:  # fmt: skip
+        """A Bind or Execute refused: its stand-in fails in its place."""
+        if isinstance(message, pgwire.Bind):
+            step, sql = "bind", f"[prepared statement {message.statement!r}]"
+        else:
+            step, sql = "execute", f"[portal {message.portal!r}]"
+        return self._refused_statement(step, sql, reason, starts, masked=True)
+
+    def _bind(self, bind: pgwire.Bind, follow: bool) -> None:
         """A Bind's request notes the text of its statement and its parameters, redacted."""
-        bind = pgwire.decode_frontend(frame)
-        assert isinstance(bind, pgwire.Bind)
         state = self.state
         request = state.bind(bind.portal, bind.statement) if follow else state.last
         assert request is not None
@@ -245,6 +273,8 @@ class Relay:
                     "parse", message.sql, refused, starts, masked=bool(masked)
                 )
             self._refused.pop(message.name, None)  # the latest Parse of a name is the one
+            if self.guard is None and _NAMES_SQL.search(message.sql):
+                self.state.forget_names()
             request = self._request(b"P", message.name)
             if request is not None:
                 request.note = message.sql  # what its Executes log
@@ -259,7 +289,9 @@ class Relay:
         return self.state.last
 
     def _function_call(self, raw: bytes, starts: list[QueryStart]) -> bytes:
-        call = "[fast-path function call]"
+        """A FunctionCall, logged by its function's OID (its arguments are values: not kept)."""
+        oid = int.from_bytes(raw[5:9], "big") if len(raw) >= 9 else 0
+        call = f"[fast-path function call: function OID {oid}]"
         if self.guard is not None:
             reason = self.guard.function_call()
             return self._refused_statement("function", call, reason, starts, masked=True)
@@ -274,6 +306,8 @@ class Relay:
         if refused is not None:
             return self._refused_statement(step, sql, refused, starts)
         request = self._request(b"Q" if step == "simple" else b"F")
+        if self.guard is None and _NAMES_SQL.search(sql):
+            self.state.forget_names()
         key = self._record_start(step, sql, None, None, starts)
         self._unrun += self.tracker.sent(request, key, now_ns=self._now_ns)
         return raw
@@ -281,7 +315,8 @@ class Relay:
     def _refused_statement(self, step: str, sql: str, reason: str, starts: list[QueryStart],
                  *, masked: bool = False) -> bytes:  # fmt: skip
         """Log the refusal and send the stand-in that fails where the statement would have."""
-        request = self._request(b"P" if step == "parse" else b"Q")  # the stand-in's
+        parse = step in _PARSE_STAND_IN
+        request = self._request(b"P" if parse else b"Q")  # the stand-in's
         key = self._record_start(step, sql, None, reason, starts)
         if masked or not self.read_only:  # a masked session's check (its grant may write)
             error = pgwire.error_response("ERROR", "42501", f"refused by the bastion: {reason}")
@@ -289,7 +324,7 @@ class Relay:
             message = f"refused by the bastion: {reason} (this grant is read-only)"
             error = pgwire.error_response("ERROR", "25006", message)
         self._unrun += self.tracker.sent(request, key, now_ns=self._now_ns, stand_in=error)
-        return _STAND_IN_PARSE if step == "parse" else _STAND_IN_QUERY
+        return _STAND_IN_PARSE if parse else _STAND_IN_QUERY
 
     def _key(self) -> str:
         self.counter += 1
@@ -353,20 +388,20 @@ class Relay:
         may reach the client)."""
         self._now, self._now_ns = now, now_ns
         scan = self._from_upstream.feed(data)
+        finished: list[Finished] = []
         try:
-            down, finished = self._observe(scan)
-        except MaskingLost as exc:
-            return Step(fatal=Fatal("XX000", exc.told or LOST_CHECK, f"error: {exc}"))
-        except StateError as exc:
-            return Step(fatal=Fatal("XX000", UNATTRIBUTED, f"error: {exc}"))
+            down = self._observe(scan, finished)
+        except (MaskingLost, StateError) as exc:  # the replies before it keep their outcomes
+            told = UNATTRIBUTED if isinstance(exc, StateError) else exc.told or LOST_CHECK
+            ends = self._ends(finished) if finished else ()
+            return Step(ends=ends, fatal=Fatal("XX000", told, f"error: {exc}"))
         return Step(b"", down, (), self._ends(finished) if finished else (), False, scan.error)
 
-    def _observe(self, scan: pgwire.Scan) -> tuple[bytes | memoryview, list[Finished]]:
+    def _observe(self, scan: pgwire.Scan, finished: list[Finished]) -> bytes | memoryview:
         """Attribute the replies to statements; the bytes for the client (changed only where
         the masking rewrites or a refused statement's stand-in error is swapped for the
         bastion's own), and the statements that ended."""
         swapped: dict[int, bytes] = {}
-        finished: list[Finished] = []
         tracker, guard, state = self.tracker, self.guard, self.state
         for index, item in enumerate(scan.items):
             request = state.head  # the request this reply answers (if it answers one)
@@ -383,9 +418,8 @@ class Relay:
                 state.server(item.type, chr(item.raw[5]) if item.type == b"Z" else None)
             finished += self._reply(request, item, index, swapped)
         if not swapped:
-            return scan.data, finished
-        joined = b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
-        return joined, finished
+            return scan.data
+        return b"".join(swapped.get(i, item.raw) for i, item in enumerate(scan.items))
 
     def _reply(self, request: Request | None, item: pgwire.Frame, index: int,
                swapped: dict[int, bytes]) -> list[Finished]:  # fmt: skip
@@ -397,7 +431,7 @@ class Relay:
             return tracker.complete(request, None, now_ns)
         if kind == b"E":
             return self._error(request, item, index, swapped)
-        if kind == b"S" and not _check_status(item, self.read_only):
+        if kind == b"S" and not check_status(item, self.read_only):
             self.upstream_read_only = False  # a masked session's statements wait again
         elif kind == b"Z":
             self.status = chr(item.raw[5])
@@ -438,26 +472,9 @@ class Relay:
 
 _STATEMENTS = frozenset((b"Q", b"P", b"F"))  # client messages the checks read first
 _NAMED = frozenset((b"D", b"C"))  # Describe, Close: what they name is in the books
+_BOUND = frozenset((b"B", b"E"))  # Bind, Execute: what they name must be certain
+_PARSE_STAND_IN = frozenset(("parse", "bind", "execute"))  # refused with a failing Parse
+# SQL that changes the server's statements or portals behind the protocol's back.
+_NAMES_SQL = re.compile(r"\b(?:prepare|deallocate|discard|declare|close)\b", re.IGNORECASE)
 _COPY_ENDS = frozenset((b"c", b"f"))
 _SKIPS = frozenset((b"P", b"B", b"D", b"E", b"C"))  # an error answering one skips to Sync
-
-LIFTED = ("the read-only guard was lifted by code the database runs (a function, view, cast or"
-          " operator of its own); the session was ended")  # fmt: skip
-
-
-def _check_status(frame: pgwire.Frame, read_only: bool) -> bool:
-    """The server reports a setting that changes how it reads SQL (SET in a pipelined query,
-    a function, a role's default): the bastion would judge text the server reads otherwise.
-    Under a read grant, it reports default_transaction_read_only turned off: code the guard
-    could not see lifted it, and the session ends before anything else runs. False when the
-    server reports the session no longer read-only (where that may happen)."""
-    status = pgwire.decode_backend(frame)
-    if isinstance(status, pgwire.ParameterStatus):
-        why = sqlparse_lexing.refusal(status.name, status.value)
-        if why is not None:
-            raise MaskingLost(f"the database reported {status.name}={status.value}", why)
-        if status.name == "default_transaction_read_only" and status.value != "on":
-            if read_only:
-                raise MaskingLost(f"the database reported {status.name}={status.value}", LIFTED)
-            return False  # the session is no longer read-only upstream
-    return True

@@ -25,7 +25,8 @@ class Pending:
 
     key: str
     started_ns: int
-    rows: int = 0
+    rows: int = 0  # DataRows seen
+    counted: int | None = None  # a simple Query's statements: the sum of their tags' counts
     tag: str | None = None
     sqlstate: str | None = None
     stand_in: bytes | None = None  # a refused statement: the error the client gets instead
@@ -111,6 +112,9 @@ class Tracker:
         if request.kind == b"E":
             return [self._finish(note, now_ns, tag=tag)]
         note.tag = tag
+        counted = _rows_from_tag(tag) if tag else None
+        if counted is not None:
+            note.counted = (note.counted or 0) + counted
         return []
 
     def error(self, request: Request | None, sqlstate: str, now_ns: int,
@@ -137,7 +141,10 @@ class Tracker:
         note = _pending(request)
         if note is None:
             return []
-        return [self._finish(note, now_ns, tag=note.tag, sqlstate=note.sqlstate)]
+        done = self._finish(note, now_ns, tag=note.tag, sqlstate=note.sqlstate)
+        if note.counted is not None:  # every statement's rows, not only the last one's
+            done = done._replace(rows=note.counted)
+        return [done]
 
     def abandon(self, now_ns: int, why: str) -> list[Finished]:
         """The connection ended: whatever was in flight ends with `why` as its tag."""

@@ -52,8 +52,8 @@ class TooMany(Exception):
 class Request:
     """One client message that owes a reply; `tag` is the caller's own (its SQL, a log key)."""
 
-    __slots__ = ("_new", "kind", "name", "note", "outcome", "results", "statement", "tag",
-                 "target")  # fmt: skip
+    __slots__ = ("_new", "doubt", "forgotten", "kind", "name", "note", "outcome", "results",
+                 "segment", "statement", "tag", "target")  # fmt: skip
 
     def __init__(self, kind: bytes, name: str, tag: object, target: bytes = b"",
                  statement: str = "") -> None:  # fmt: skip
@@ -63,6 +63,9 @@ class Request:
         self.statement = statement  # B: the statement it binds
         self.tag = tag
         self.note: object = None  # a second consumer's own (the relay's statement record)
+        self.segment = 0  # how many Syncs the client had sent before it
+        self.doubt = False  # P, B: the name had another definition when it was sent
+        self.forgotten = False  # P, B: sent before forget_names: it lands in no table
         self.outcome = PENDING
         self.results = 0  # Query: statements ended so far (C, I or E each)
         self._new = False  # counted against a table's bound while in flight
@@ -98,6 +101,7 @@ class ProtocolState:
         "skipped",
         "statements",
         "status",
+        "syncs",
     )  # fmt: skip
 
     def __init__(self, *, max_statements: int = MAX_STATEMENTS, max_portals: int = MAX_PORTALS,
@@ -119,6 +123,7 @@ class ProtocolState:
         self._sent_portals: dict[str, Request] = {}  # name -> its Bind still in flight
         self._unrun: list[Request] = []  # Parses and Binds skipped since the last Sync
         self.last: Request | None = None  # the request the last client message made
+        self.syncs = 0  # Syncs the client has sent: the pipeline's segment now being sent
         self._replies: dict[bytes, Callable[[], Request | None]] = {
             b"1": self._parsed, b"2": self._bound, b"3": self._closed,
             b"t": self._parameters, b"T": self._described, b"n": self._no_data,
@@ -195,20 +200,56 @@ class ProtocolState:
                 del table[unrun.name]
         self._unrun.clear()
         self._skipping = False
-        return self._send(Request(b"S", "", tag))
+        request = self._send(Request(b"S", "", tag))
+        self.syncs += 1
+        return request
 
     def copy_end(self) -> None:
         """CopyDone or CopyFail: a COPY FROM STDIN's input ends (outside one: ignored)."""
         if self._copy_in:
             self._copy_in = False
+        elif len(self._queue) >= self.max_in_flight:
+            raise TooMany(f"more than {self.max_in_flight} requests in flight on one"
+                          " connection; wait for some answers before sending more")  # fmt: skip
         elif self._queue:
             self._queue.append(Request(b"c", "", None))  # ends a COPY that has not begun yet
 
     def _sent(self, table: dict[str, Request], request: Request) -> None:
-        """What the client last sent by this name (a skipped one until the next Sync)."""
-        table[request.name] = request
+        """What the client last sent by this name (a skipped one until the next Sync, as far
+        as the bound allows: past it, a skipped one is simply not remembered)."""
+        name = request.name
+        held = self.statements if request.kind == b"P" else self.portals
+        request.doubt = name in table or name in held
         if request.outcome == SKIPPED:
+            if len(self._unrun) >= self.max_statements:
+                return
             self._unrun.append(request)
+        table[name] = request
+
+    def uncertain(self, request: Request | None) -> bool:
+        """Whether the server may answer `request` (a Parse or Bind the client sent earlier)
+        other than as sent, with a later request of the current segment still running: sent
+        before a Sync and not yet answered (or skipped), while its name had another
+        definition that would stay if it failed. Within one segment a failure skips the
+        rest, so only a request from an earlier segment can be uncertain."""
+        return (
+            request is not None
+            and request.outcome in (PENDING, SKIPPED)
+            and request.segment < self.syncs
+            and request.doubt
+        )
+
+    def forget_names(self) -> None:
+        """SQL changed the server's statements or portals (PREPARE, DEALLOCATE, DISCARD,
+        DECLARE, CLOSE) in ways not followed here: drop every name, and let no request in
+        flight bring one back."""
+        self.statements.clear()
+        self.portals.clear()
+        self._sent_statements.clear()
+        self._sent_portals.clear()
+        for request in self._queue:
+            if request.kind in (b"P", b"B") and request.outcome == PENDING:
+                request.doubt = request.forgotten = True
 
     def statement(self, name: str) -> Request | None:
         """The Parse behind statement `name` once what was sent has run: the latest one still
@@ -222,6 +263,7 @@ class ProtocolState:
 
     def _send(self, request: Request) -> Request:
         self.last = request
+        request.segment = self.syncs
         if self._skipping:  # the server will read it and drop it
             request.outcome = SKIPPED
             self._resolve(request)
@@ -293,7 +335,7 @@ class ProtocolState:
                 self._new_statements -= 1
             else:
                 self._new_portals -= 1
-        if request.outcome == DONE:
+        if request.outcome == DONE and not request.forgotten:
             kind = request.kind
             if kind == b"P":
                 self.statements[request.name] = request

@@ -15,7 +15,8 @@ from bastion import pgwire
 from bastion.audit import QueryEnd, QueryStart, UnmaskGrant
 from bastion.pgproxy import relay as relay_module
 from bastion.pgproxy.guard import Guard
-from bastion.pgproxy.relay import LIFTED, LOST_CHECK, REFUSED_SQL, Relay, Step
+from bastion.pgproxy.relay import LOST_CHECK, REFUSED_SQL, Relay, Step
+from bastion.pgproxy.reported import LIFTED
 from bastion.pgwire.state import TooMany
 from bastion.sqlparse.names import GuardCatalog
 from tests.masking.test_session import INT4, field, session
@@ -153,7 +154,7 @@ def test_a_fast_path_function_call_is_refused_under_a_read_grant() -> None:
     step = client(relay, function_call())
     assert bytes(step.up) == pgwire.query(REFUSED_SQL)
     (start,) = step.starts
-    assert (start.step, start.sql) == ("function", "[fast-path function call]")
+    assert (start.step, start.sql) == ("function", "[fast-path function call: function OID 1299]")
     assert start.refused == "the fast-path function call cannot be checked"
 
 

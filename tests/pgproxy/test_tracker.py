@@ -52,7 +52,7 @@ def test_a_simple_query_ends_at_ready_for_query_with_all_rows() -> None:
     assert b.done == []
     b.reply(b"Z", 30)
     [done] = b.done
-    assert (done.key, done.rows, done.tag, done.duration_ns) == ("q1", 3, "SELECT 3", 30)
+    assert (done.key, done.rows, done.tag, done.duration_ns) == ("q1", 5, "SELECT 3", 30)
     assert not b.tracker.busy
 
 
