@@ -19,9 +19,11 @@ from bastion.access.hours import Hours, parse_hours
 from bastion.config_policies import (
     GrantPolicy,
     NotifyPolicy,
+    PostgresPolicy,
     ReportPolicy,
     RequestPolicy,
     SessionPolicy,
+    SshPolicy,
     WebPolicy,
 )
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
@@ -88,33 +90,6 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True)
-class DoorLimits:
-    """Limits a door applies before anyone has logged in (the same keys for each door)."""
-
-    login_grace: timedelta = timedelta(minutes=1)
-    max_unauthenticated_per_source: int = 10
-    max_failures_per_source: int = 20
-    failure_window: timedelta = timedelta(minutes=5)
-    block_for: timedelta = timedelta(minutes=5)
-    max_logins_in_progress: int = 1000
-
-
-@dataclass(frozen=True)
-class SshPolicy(DoorLimits):
-    """The SSH door's limits before login."""
-
-
-@dataclass(frozen=True)
-class PostgresPolicy(DoorLimits):
-    """The PostgreSQL door's limits before login, and the largest message it relays."""
-
-    max_message: int = 64 * 1024 * 1024
-    max_prepared: int = 10_000  # prepared statements, and open portals, per session
-    max_sessions: int = 5_000  # database sessions open through this door at once
-    max_sessions_per_user: int = 100  # and per person
-
-
-@dataclass(frozen=True)
 class AuditPolicy:
     """How the PostgreSQL door writes its query log."""
 
@@ -178,8 +153,8 @@ class Config:
     grants: GrantPolicy
     logging: LoggingConfig
     targets: Mapping[str, TargetPolicy]
-    ssh: SshPolicy = SshPolicy()
-    postgres: PostgresPolicy = PostgresPolicy()
+    ssh: SshPolicy = field(default_factory=SshPolicy)
+    postgres: PostgresPolicy = field(default_factory=PostgresPolicy)
     audit: AuditPolicy = AuditPolicy()
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     requests: RequestPolicy = field(default_factory=RequestPolicy)

@@ -1,5 +1,5 @@
-"""Settings sections of bastion.toml that are plain values: grants, requests, notifications,
-sessions and the weekly review (bastion.config loads them)."""
+"""Settings sections of bastion.toml that are plain values: the doors' limits, grants,
+requests, notifications, sessions and the weekly review (bastion.config loads them)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,33 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bastion.access.hours import parse_hours
 
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    """Limits a door applies before anyone has logged in (the same keys for each door)."""
+
+    login_grace: timedelta = timedelta(minutes=1)
+    max_unauthenticated_per_source: int = 10
+    max_failures_per_source: int = 20
+    failure_window: timedelta = timedelta(minutes=5)
+    block_for: timedelta = timedelta(minutes=5)
+    max_logins_in_progress: int = 1000
+
+
+@dataclass(frozen=True)
+class SshPolicy(DoorLimits):
+    """The SSH door's limits before login."""
+
+
+@dataclass(frozen=True)
+class PostgresPolicy(DoorLimits):
+    """The PostgreSQL door's limits before login, and the largest message it relays."""
+
+    max_message: int = 64 * 1024 * 1024
+    max_prepared: int = 10_000  # prepared statements, and open portals, per session
+    max_sessions: int = 5_000  # database sessions open through this door at once
+    max_sessions_per_user: int = 100  # and per person
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bastion.config import DoorLimits
+from bastion.config_policies import DoorLimits
 
 Evict = Callable[[str], None]  # ends one connection in login, telling it why
 MAX_TRACKED = 10_000  # addresses with failures kept before the ones that are over are dropped

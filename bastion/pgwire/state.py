@@ -77,6 +77,8 @@ class Request:
 
 _OWES = frozenset((b"Q", b"P", b"B", b"D", b"E", b"C", b"S", b"F"))
 _ROWS = frozenset((b"Q", b"E"))
+_BOOKED = frozenset((b"P", b"B", b"C"))  # their outcome changes a table
+_DESCRIBE, _READY, _CALL = frozenset((b"D",)), frozenset((b"Q", b"S", b"F")), frozenset((b"F",))
 
 
 class ProtocolState:
@@ -215,8 +217,8 @@ class ProtocolState:
             self._queue.append(Request(b"c", "", None))  # ends a COPY that has not begun yet
 
     def _sent(self, table: dict[str, Request], request: Request) -> None:
-        """What the client last sent by this name (a skipped one until the next Sync, as far
-        as the bound allows: past it, a skipped one is simply not remembered)."""
+        """What the client last sent by this name (a skipped one until the next Sync, within
+        the bound)."""
         name = request.name
         held = self.statements if request.kind == b"P" else self.portals
         request.doubt = name in table or name in held
@@ -227,11 +229,9 @@ class ProtocolState:
         table[name] = request
 
     def uncertain(self, request: Request | None) -> bool:
-        """Whether the server may answer `request` (a Parse or Bind the client sent earlier)
-        other than as sent, with a later request of the current segment still running: sent
-        before a Sync and not yet answered (or skipped), while its name had another
-        definition that would stay if it failed. Within one segment a failure skips the
-        rest, so only a request from an earlier segment can be uncertain."""
+        """Whether a Parse or Bind sent before a Sync, not yet answered (or skipped), may fail
+        and leave its name's other definition in place for the current segment (within one
+        segment a failure skips the rest, so only an earlier segment's can)."""
         return (
             request is not None
             and request.outcome in (PENDING, SKIPPED)
@@ -240,9 +240,8 @@ class ProtocolState:
         )
 
     def forget_names(self) -> None:
-        """SQL changed the server's statements or portals (PREPARE, DEALLOCATE, DISCARD,
-        DECLARE, CLOSE) in ways not followed here: drop every name, and let no request in
-        flight bring one back."""
+        """SQL changed the server's names (PREPARE, DEALLOCATE, DISCARD, DECLARE, CLOSE):
+        drop every one, and let no request in flight bring one back."""
         self.statements.clear()
         self.portals.clear()
         self._sent_statements.clear()
@@ -496,9 +495,3 @@ class ProtocolState:
 
 def _nothing() -> None:
     return None
-
-
-_BOOKED = frozenset((b"P", b"B", b"C"))  # their outcome changes a table
-_DESCRIBE = frozenset((b"D",))
-_READY = frozenset((b"Q", b"S", b"F"))
-_CALL = frozenset((b"F",))
