@@ -239,6 +239,7 @@ def stream_seconds(db: PgDatabase, kind: str, sslmode: str = "disable") -> float
 
 
 Results = dict[tuple[str, int, str], float]  # (script, clients, mode): TPS
+Pids = Callable[[], dict[str, int]]  # a path's proxy processes by name, read when it starts
 
 
 def bench_pgbench(
@@ -249,7 +250,7 @@ def bench_pgbench(
     *,
     script: str = SELECT,
     before_each: Callable[[], None] | None = None,
-    pids: Callable[[], dict[str, int]] = dict,
+    pids: Pids = dict,
     cpu: dict[tuple[str, int, str], pgcpu.Cpu] | None = None,
 ) -> Results:
     """Every mode at 1 and 10 clients; `cpu` gets what the processes `pids` names used."""
@@ -288,14 +289,15 @@ class Run:
         self.problems: list[str] = []
         self.idled: Idle | None = None
         self.cpu: dict[str, dict[tuple[str, int, str], pgcpu.Cpu]] = {}
-        self.pids: Callable[[], dict[str, int]] = dict  # the processes of the path measured
 
-    def pgbench(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
+    def pgbench(self, name: str, db: PgDatabase, tickets: Tickets | None,
+                pids: Pids = dict) -> None:  # fmt: skip
+        """pgbench -S on one path; `pids` names its proxy's processes, whose CPU is read."""
         cpu = self.cpu.setdefault(name, {})
-        self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets, pids=self.pids,
-                                       cpu=cpu)  # fmt: skip
+        self.tps[name] = bench_pgbench(self.work, db, self.seconds, tickets, pids=pids, cpu=cpu)
 
-    def tpcb(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
+    def tpcb(self, name: str, db: PgDatabase, tickets: Tickets | None,
+             pids: Pids = dict) -> None:  # fmt: skip
         """The TPC-B-like script (writes), each run on pgbench's tables made afresh, and made
         afresh again after the last, so no path's runs see another's updates and rows."""
         if not self.writes:
@@ -310,7 +312,7 @@ class Run:
                 tickets,
                 script=TPCB,
                 before_each=fresh,
-                pids=self.pids,
+                pids=pids,
                 cpu=cpu,
             )
         )
@@ -319,17 +321,18 @@ class Run:
     def peers(self, via_bouncer: PgDatabase, bouncer: int) -> None:
         """Everything measured direct and through pgbouncer (process `bouncer`)."""
         db = self.db
+
+        def pids() -> dict[str, int]:
+            return {"pgbouncer": bouncer}
+
         self.pgbench("direct", db, None)
-        self.pids = lambda: {"pgbouncer": bouncer}
-        self.pgbench("pgbouncer", via_bouncer, None)
-        self.pids = dict
+        self.pgbench("pgbouncer", via_bouncer, None, pids)
         self.tls("direct", db, None)
         for kind in QUERIES:
             for name, target in (("direct", db), ("pgbouncer", via_bouncer)):
                 self.streams[(name, kind)] = stream_seconds(target, kind)
         self.tpcb("direct", db, None)
-        self.pids = lambda: {"pgbouncer": bouncer}
-        self.tpcb("pgbouncer", via_bouncer, None)
+        self.tpcb("pgbouncer", via_bouncer, None, pids)
 
     def tls(self, name: str, db: PgDatabase, tickets: Tickets | None) -> None:
         """10 simple-protocol clients and the 1M-row SELECT, every connection over TLS."""
@@ -345,13 +348,14 @@ class Run:
         text = config.read_text().replace('"strict"', f'"{durability}"')
         config.write_text(text)
         served = ServedBastion(config, self.work / f"bastion-{durability}.log").start()
-        self.pids = lambda: {
-            "door": served.pid,
-            **{name: pid for pid, name in pgidle.children(served.pid).items()},
-        }
+
+        def pids() -> dict[str, int]:
+            return {"door": served.pid, **{name: pid for pid, name in
+                                           pgidle.children(served.pid).items()}}  # fmt: skip
+
         try:
             wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
-            self.pgbench(durability, via, tickets)
+            self.pgbench(durability, via, tickets, pids)
             self.tls(durability, via, tickets)
             if durability == "strict":
                 for kind in QUERIES:
@@ -361,7 +365,7 @@ class Run:
                 ok = run_psql(check, "-At", "-c", "SELECT count(*) FROM big")
                 if ok.stdout.strip() != str(ROWS):
                     self.problems.append(f"check through the bastion: {ok.stdout!r} {ok.stderr!r}")
-            self.tpcb(durability, via, tickets)
+            self.tpcb(durability, via, tickets, pids)
         finally:
             served.stop()
         self.log_problems(durability, served)

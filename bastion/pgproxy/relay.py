@@ -273,7 +273,7 @@ class Relay:
                     "parse", message.sql, refused, starts, masked=bool(masked)
                 )
             self._refused.pop(message.name, None)  # the latest Parse of a name is the one
-            if self.guard is None and _NAMES_SQL.search(message.sql):
+            if guard is None and _NAMES_SQL.search(message.sql):
                 self.state.forget_names()
             request = self._request(b"P", message.name)
             if request is not None:

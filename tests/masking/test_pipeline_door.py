@@ -3,31 +3,17 @@ or refused as a duplicate name) must not lend its plan to the statement the serv
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from bastion import pgwire as pw
 from tests.harness import Bastion
 from tests.masking.door import shop_bastion
 from tests.masking.shop import SECRETS
-from tests.pgproxy.test_door_admin import logged_in
+from tests.pgproxy.test_door_admin import frames_until, logged_in
 from tests.realpg import PgDatabase
 
 UNION = "SELECT street FROM customers UNION ALL SELECT street FROM customers"
 DECOY = "SELECT 'x' AS street"
-
-
-def _until_ready(sock: socket.socket, reader: pw.FrameReader, count: int = 1) -> list[pw.Frame]:
-    frames: list[pw.Frame] = []
-    while sum(f.type == b"Z" for f in frames) < count:
-        got = reader.next_frame()
-        if got is None:
-            data = sock.recv(65536)
-            assert data, "the door closed early"
-            reader.feed(data)
-        else:
-            frames.append(got)
-    return frames
 
 
 def _session(b: Bastion, steps: list[tuple[bytes, int]]) -> list[pw.Frame]:
@@ -37,7 +23,7 @@ def _session(b: Bastion, steps: list[tuple[bytes, int]]) -> list[pw.Frame]:
     with sock:
         for out, readies in steps:
             sock.sendall(out)
-            frames += _until_ready(sock, reader, readies)
+            frames += frames_until(sock, reader, readies, closing_ok=False)
         sock.sendall(pw.terminate())
     return frames
 

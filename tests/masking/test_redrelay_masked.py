@@ -3,25 +3,10 @@ when a refusal's stand-in stands behind it."""
 
 from __future__ import annotations
 
-import socket
-
 from bastion import pgwire as pw
 from tests.harness import Bastion
 from tests.masking.shop import SECRETS
-from tests.pgproxy.test_door_admin import logged_in
-
-
-def _until(sock: socket.socket, reader: pw.FrameReader, readies: int) -> list[pw.Frame]:
-    frames: list[pw.Frame] = []
-    while sum(f.type == b"Z" for f in frames) < readies:
-        got = reader.next_frame()
-        if got is not None:
-            frames.append(got)
-            continue
-        data = sock.recv(65536)
-        assert data, "the door closed early"
-        reader.feed(data)
-    return frames
+from tests.pgproxy.test_door_admin import frames_until, logged_in
 
 
 def test_a_bind_error_ahead_of_a_refused_parse_is_scrubbed_in_masked_mode(
@@ -34,12 +19,12 @@ def test_a_bind_error_ahead_of_a_refused_parse_is_scrubbed_in_masked_mode(
     sock, reader = logged_in(bastion, "alice", "shop")
     with sock:
         sock.sendall(pw.parse("sid", "SELECT name FROM customers WHERE id = $1") + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1, closing_ok=False)
         sock.sendall(pw.bind("", "sid", (secret,)) + pw.sync())
-        alone = _until(sock, reader, 1)
+        alone = frames_until(sock, reader, 1, closing_ok=False)
         sock.sendall(pw.bind("", "sid", (secret,))
                      + pw.parse("", "SELECT lower(email) FROM customers") + pw.sync())  # fmt: skip
-        behind = _until(sock, reader, 1)
+        behind = frames_until(sock, reader, 1, closing_ok=False)
         sock.sendall(pw.terminate())
     assert [f for f in alone if f.type == b"E"] and not [f for f in alone if secret in f.raw]
     assert [f for f in behind if f.type == b"E"]

@@ -22,6 +22,7 @@ from tests.harness import Bastion
 from tests.masking.door import PASSWORD, plain, shop_bastion
 from tests.masking.shop import SECRETS
 from tests.masking.wiretap import Tap
+from tests.pgproxy.test_door_admin import frames_until
 from tests.realpg import PgDatabase, asyncpg_connect, psycopg_connect, run_psql
 
 # Types asyncpg must introspect (an enum, a composite, arrays of them), a table with a
@@ -196,19 +197,6 @@ JDBC_STATEMENTS = (
 )
 
 
-def _frames_until_ready(sock: socket.socket, reader: pw.FrameReader) -> list[pw.Frame]:
-    frames: list[pw.Frame] = []
-    while not frames or frames[-1].type != b"Z":
-        got = reader.next_frame()
-        if got is None:
-            data = sock.recv(65536)
-            assert data, "the door closed early"
-            reader.feed(data)
-        else:
-            frames.append(got)
-    return frames
-
-
 def _extended(sql: str) -> bytes:
     """One statement as pgjdbc sends it: Parse, Bind, Describe portal, Execute, Sync."""
     return (pw.parse("", sql, ()) + pw.bind("", "", (), (), ()) + pw.describe("P", "")
@@ -225,11 +213,11 @@ def test_a_jdbc_style_session_start(door: Bastion) -> None:
             reader.feed(sock.recv(65536))
         assert frame.type == b"R"
         sock.sendall(pw.password_message(via.password.encode()))
-        greeting = _frames_until_ready(sock, reader)
+        greeting = frames_until(sock, reader, 1, closing_ok=False)
         assert not any(f.type == b"E" for f in greeting)
         for sql in JDBC_STATEMENTS:
             sock.sendall(_extended(sql))
-            answers.append(_frames_until_ready(sock, reader))
+            answers.append(frames_until(sock, reader, 1, closing_ok=False))
         sock.sendall(pw.terminate())
     errors = {sql: [pw.error_fields(f.raw[5:]) for f in frames if f.type == b"E"]
               for sql, frames in zip(JDBC_STATEMENTS, answers, strict=True)}  # fmt: skip

@@ -9,10 +9,9 @@ from pathlib import Path
 from bastion import pgwire as pw
 from tests.masking.door import shop_bastion
 from tests.masking.test_unmask_door import harden
-from tests.pgproxy.test_door_admin import logged_in
+from tests.pgproxy.test_door_admin import frames_until, logged_in
 from tests.pgproxy.test_door_strict_reads import (
     STRICT,
-    frames_until,
     locked,
     nothing_received,
     wait_for_backend,

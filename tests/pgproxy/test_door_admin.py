@@ -121,6 +121,24 @@ def replies_until_ready(sock: socket.socket, reader: pw.FrameReader) -> list[pw.
     return frames
 
 
+def frames_until(sock: socket.socket, reader: pw.FrameReader, readies: int, *,
+                 stop: bytes = b"Z", closing_ok: bool = True) -> list[pw.Frame]:  # fmt: skip
+    """Replies up to the `readies`-th message of type `stop` (ReadyForQuery), or until the door
+    closes (which fails the test unless `closing_ok`)."""
+    frames: list[pw.Frame] = []
+    while sum(f.type == stop for f in frames) < readies:
+        frame = reader.next_frame()
+        if frame is not None:
+            frames.append(frame)
+            continue
+        data = sock.recv(65536)
+        if not data:
+            assert closing_ok, "the door closed early"
+            break
+        reader.feed(data)
+    return frames
+
+
 def replies(sock: socket.socket, reader: pw.FrameReader) -> list[pw.Frame]:
     frames = reader.frames()
     while data := sock.recv(65536):

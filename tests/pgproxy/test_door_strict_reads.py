@@ -18,7 +18,7 @@ from bastion import pgwire as pw
 from bastion.pgproxy.door import PgDoor
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, alice_on, wait_for_outcomes
-from tests.pgproxy.test_door_admin import logged_in
+from tests.pgproxy.test_door_admin import frames_until, logged_in
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
 
 STRICT = '\n[audit]\ndurability = "strict"\n'
@@ -35,20 +35,6 @@ def strict(tmp_path: Path, pg: PgDatabase) -> Iterator[Bastion]:
         yield b
     finally:
         b.stop()
-
-
-def frames_until(sock: socket.socket, reader: pw.FrameReader, readies: int) -> list[pw.Frame]:
-    """Replies up to the `readies`-th ReadyForQuery, or until the door closes."""
-    frames: list[pw.Frame] = []
-    while sum(f.type == b"Z" for f in frames) < readies:
-        frames += reader.frames()
-        if sum(f.type == b"Z" for f in frames) >= readies:
-            break
-        data = sock.recv(65536)
-        if not data:
-            return frames + reader.frames()
-        reader.feed(data)
-    return frames
 
 
 def nothing_received(sock: socket.socket) -> bool:

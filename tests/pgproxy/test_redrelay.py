@@ -10,7 +10,7 @@ from bastion import pgwire as pw
 from bastion.audit.queries import QueryRow
 from tests.harness import Bastion
 from tests.pgproxy.conftest import PASSWORD, wait_for_outcomes
-from tests.pgproxy.test_door_admin import logged_in
+from tests.pgproxy.test_door_admin import frames_until, logged_in
 from tests.realpg import PgDatabase, psycopg_connect
 from tests.ssh.test_door_admin import wait_until
 
@@ -20,22 +20,6 @@ def _writer(b: Bastion) -> tuple[socket.socket, pw.FrameReader]:
     b.add_user("wendy", password=PASSWORD)
     b.grant("wendy", "orders-prod", mode="write")
     return logged_in(b, "wendy")
-
-
-def _until(sock: socket.socket, reader: pw.FrameReader, readies: int,
-           stop: bytes = b"Z") -> list[pw.Frame]:  # fmt: skip
-    """Read frames until `readies` frames of type `stop` came (or the door closed)."""
-    frames: list[pw.Frame] = []
-    while sum(f.type == stop for f in frames) < readies:
-        got = reader.next_frame()
-        if got is not None:
-            frames.append(got)
-            continue
-        data = sock.recv(65536)
-        if not data:
-            break
-        reader.feed(data)
-    return frames
 
 
 def _log(b: Bastion, count: int) -> list[QueryRow]:
@@ -86,10 +70,10 @@ def test_an_execute_is_logged_with_the_text_the_server_ran_not_a_failed_redefini
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.parse("s1", DECOY) + pw.sync()
                      + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
-        frames = _until(sock, reader, 2)
+        frames = frames_until(sock, reader, 2)
         sock.sendall(pw.terminate())
     assert _errors(frames)[0] == "42P05"  # prepared statement "s1" already exists
     _refused_in_doubt(frames)
@@ -112,10 +96,10 @@ def test_an_execute_of_the_unnamed_statement_is_logged_with_what_ran_not_a_skipp
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.parse("", DELETE_ALL) + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.bind("", "missing", ()) + pw.parse("", DECOY) + pw.sync()
                      + pw.bind("", "", ()) + pw.execute("") + pw.sync())  # fmt: skip
-        frames = _until(sock, reader, 2)
+        frames = frames_until(sock, reader, 2)
         sock.sendall(pw.terminate())
     assert _errors(frames)[0] == "26000"  # prepared statement "missing" does not exist
     _refused_in_doubt(frames)
@@ -137,12 +121,12 @@ def test_an_execute_of_a_portal_is_logged_with_what_ran_not_a_failed_rebind(
     with sock:
         sock.sendall(pw.query("BEGIN") + pw.parse("sd", DELETE_ALL) + pw.parse("ss", DECOY)
                      + pw.bind("p", "sd", ()) + pw.sync() + pw.query("SAVEPOINT a"))  # fmt: skip
-        _until(sock, reader, 3)
+        frames_until(sock, reader, 3)
         sock.sendall(pw.bind("p", "ss", ()) + pw.sync()
                      + pw.parse("", "ROLLBACK TO SAVEPOINT a") + pw.bind("", "", ())
                      + pw.execute("") + pw.execute("p") + pw.sync()
                      + pw.query("COMMIT"))  # fmt: skip
-        frames = _until(sock, reader, 3)
+        frames = frames_until(sock, reader, 3)
         sock.sendall(pw.terminate())
     assert _errors(frames)[0] == "42P03"  # cursor "p" already exists
     _refused_in_doubt(frames)
@@ -164,9 +148,9 @@ def test_a_query_sent_into_a_copy_ends_the_session_and_is_not_logged_as_run(
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.query("COPY orders (customer_id, total) FROM STDIN"))
-        assert [f.type for f in _until(sock, reader, 1, b"G")] == [b"G"]
+        assert [f.type for f in frames_until(sock, reader, 1, stop=b"G")] == [b"G"]
         sock.sendall(pw.query(DECOY))  # eaten by the COPY
-        frames = _until(sock, reader, 99)  # to the end of the connection
+        frames = frames_until(sock, reader, 99)  # to the end of the connection
     assert _errors(frames)[:2] == ["08P01", "08P01"]  # ...then the bastion's 08006
     rows = _log(bastion, 2)
     assert [(r.sql.split()[0], r.tag) for r in rows] == [
@@ -191,11 +175,11 @@ def test_statements_answered_in_the_read_that_ends_the_session_keep_their_outcom
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.query("BEGIN"))
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(_pbe(DELETE_ALL) + _pbe("COMMIT")
                      + _pbe("COPY orders (customer_id, total) FROM STDIN")
                      + pw.parse("", DECOY) + pw.sync())  # fmt: skip
-        frames = _until(sock, reader, 99)  # to the end of the connection
+        frames = frames_until(sock, reader, 99)  # to the end of the connection
     assert _errors(frames) == ["XX000"]  # the bastion could not tell which statement...
     assert _orders(pg) == 0 < before  # the DELETE ran, and was committed
     wait_until(lambda: not bastion.store.sessions(open_only=True))
@@ -218,9 +202,9 @@ def test_a_statement_redefined_by_sql_is_not_logged_with_its_old_protocol_text(
     with sock:
         sock.sendall(pw.parse("s1", DECOY) + pw.sync() + pw.query("DEALLOCATE s1")
                      + pw.query("PREPARE s1 AS SELECT ssn FROM customers"))  # fmt: skip
-        _until(sock, reader, 3)
+        frames_until(sock, reader, 3)
         sock.sendall(pw.bind("", "s1", ()) + pw.execute("") + pw.sync())
-        frames = _until(sock, reader, 1)
+        frames = frames_until(sock, reader, 1)
         sock.sendall(pw.terminate())
     ran = sum(f.type == b"D" for f in frames)
     assert ran > 1 and not _errors(frames)
@@ -239,9 +223,9 @@ def test_a_portal_redeclared_by_sql_is_not_logged_with_its_old_protocol_text(
         sock.sendall(pw.query("BEGIN") + pw.parse("s1", DECOY) + pw.bind("p", "s1", ())
                      + pw.sync() + pw.query("CLOSE p")
                      + pw.query("DECLARE p CURSOR FOR SELECT ssn FROM customers"))  # fmt: skip
-        _until(sock, reader, 4)
+        frames_until(sock, reader, 4)
         sock.sendall(pw.execute("p") + pw.sync())
-        frames = _until(sock, reader, 1)
+        frames = frames_until(sock, reader, 1)
         sock.sendall(pw.terminate())
     ran = sum(f.type == b"D" for f in frames)
     assert ran > 1 and not _errors(frames)
@@ -275,7 +259,7 @@ def test_a_fast_path_call_is_logged_with_the_function_it_ran(
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(_function_call(int(found[0]), b"cleanup"))
-        frames = _until(sock, reader, 1)
+        frames = frames_until(sock, reader, 1)
         sock.sendall(pw.terminate())
     assert [f.type for f in frames] == [b"V", b"Z"]
     assert _orders(pg) == 0 < before
@@ -295,7 +279,7 @@ def test_a_multi_statement_query_is_not_logged_as_touching_only_its_last_stateme
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.query(DELETE_ALL + "; " + DECOY))
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.terminate())
     assert _orders(pg) == 0 < before
     [row] = _log(bastion, 1)
@@ -314,10 +298,10 @@ def test_held_close_then_redefine_in_flight_logs_the_new_text(
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(pw.parse("s1", DELETE_ALL) + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.close("S", "s1") + pw.parse("s1", DECOY) + pw.bind("", "s1", ())
                      + pw.execute("") + pw.sync())  # fmt: skip
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.terminate())
     assert _orders(pg) == before
     [row] = _log(bastion, 1)
@@ -336,7 +320,7 @@ def test_held_function_call_and_query_mid_pipeline_and_suspended_portals(
                      + pw.parse("g", "SELECT generate_series(1, 5)") + pw.bind("p", "g", ())
                      + pw.execute("p", 2) + pw.execute("p", 2) + pw.execute("p", 0)
                      + pw.sync() + pw.query("COMMIT"))  # fmt: skip
-        _until(sock, reader, 6)
+        frames_until(sock, reader, 6)
         sock.sendall(pw.terminate())
     rows = _log(bastion, 8)
     assert [(r.step, r.rows, r.tag) for r in rows] == [
@@ -361,14 +345,14 @@ def test_held_copy_from_stdin_in_a_pipeline_with_syncs_inside_and_after(
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(_pbe(copy) + pw.sync())
-        _until(sock, reader, 1, b"G")
+        frames_until(sock, reader, 1, stop=b"G")
         sock.sendall(pw.copy_data(b"1\t2\n") + pw.sync() + pw.flush()
                      + pw.copy_fail("no") + pw.sync())  # fmt: skip
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.query(copy))
-        _until(sock, reader, 1, b"G")
+        frames_until(sock, reader, 1, stop=b"G")
         sock.sendall(pw.copy_data(b"1\t2\n1\t3\n") + pw.copy_done() + pw.query("SELECT 1"))
-        _until(sock, reader, 2)
+        frames_until(sock, reader, 2)
         sock.sendall(pw.terminate())
     rows = _log(bastion, 3)
     assert [(r.sql.split()[0], r.tag, r.sqlstate) for r in rows] == [
@@ -389,7 +373,7 @@ def test_a_committed_delete_keeps_its_outcome_when_a_setting_ends_the_session(
     sock, reader = _writer(bastion)
     with sock:
         sock.sendall(_pbe(DELETE_ALL) + _pbe("SET standard_conforming_strings = off") + pw.sync())
-        frames = _until(sock, reader, 99)  # to the end of the connection
+        frames = frames_until(sock, reader, 99)  # to the end of the connection
     assert _errors(frames) == ["XX000"]
     assert _orders(pg) == 0 < before  # committed
     wait_until(lambda: not bastion.store.sessions(open_only=True))
@@ -407,10 +391,10 @@ def test_a_read_grant_cannot_hide_what_it_read_behind_a_failed_redefinition(
     sock, reader = logged_in(bastion)
     with sock:
         sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.parse("s1", DECOY) + pw.sync()
                      + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
-        frames = _until(sock, reader, 2)
+        frames = frames_until(sock, reader, 2)
         sock.sendall(pw.terminate())
     assert not [f for f in frames if f.type == b"D"]
     _refused_in_doubt(frames)
@@ -426,10 +410,10 @@ def test_a_parse_behind_a_refusal_does_not_lend_its_text_past_the_sync(
     sock, reader = logged_in(bastion)
     with sock:
         sock.sendall(pw.parse("s1", "SELECT ssn FROM customers") + pw.sync())
-        _until(sock, reader, 1)
+        frames_until(sock, reader, 1)
         sock.sendall(pw.parse("s1", DELETE_ALL) + pw.parse("s1", DECOY) + pw.sync()
                      + pw.bind("", "s1", ()) + pw.execute("") + pw.sync())  # fmt: skip
-        frames = _until(sock, reader, 2)
+        frames = frames_until(sock, reader, 2)
         sock.sendall(pw.terminate())
     assert not [f for f in frames if f.type == b"D"]
     _refused_in_doubt(frames)
