@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
@@ -104,6 +105,14 @@ class LiveSession:
     kill_requested: bool
 
 
+class Uploads(Protocol):
+    """Where recordings go once in the spool (bastion.recording.upload.Uploader)."""
+
+    def track(self, path: Path) -> None: ...
+
+    def finish(self, path: Path) -> None: ...
+
+
 @dataclass
 class Core:
     """Everything a door may ask; doors never open the store or read the config file."""
@@ -120,6 +129,7 @@ class Core:
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
+    uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
 

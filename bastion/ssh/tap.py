@@ -91,6 +91,8 @@ class SessionTap:
             recording_path=str(self.writer.path) if self.writer else None,
         )  # fmt: skip
         self.opened = True
+        if self.writer is not None and self.core.uploads is not None:
+            self.core.uploads.track(self.writer.path)
         self.started = time.monotonic()
         if command is not None:
             self.commands.append(CommandLine(self.core.clock.now(), 0, command))
@@ -193,6 +195,8 @@ class SessionTap:
             except Exception as exc:
                 log.error("recording.close_failed", session_id=self.session_id, error=str(exc))
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"
+            if self.core.uploads is not None:  # after the final chunk (or what is there)
+                self.core.uploads.finish(self.writer.path)
         if self.detector is not None:
             self._take_commands(self.detector.flush())
         await self._store_batches()

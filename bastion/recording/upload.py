@@ -1,0 +1,207 @@
+"""Stream spooled recordings to the object store in parts, off the sessions' path.
+
+The recordings folder is the spool: sessions write there exactly as without an object store.
+One thread per node uploads each recording as a multipart upload while it grows (a part
+once PART_SIZE new bytes are there), and at its end sends the rest, completes the upload,
+and checks the object's SHA-256 and size against the local file before the spool copy goes.
+The object store being down never reaches a session: the thread retries with backoff and the
+spool keeps the bytes. On start-up, recover() queues what the spool holds (a node killed
+mid-session left a readable prefix: it is uploaded as it is).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bastion.recording.model import RecordingError
+from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
+from bastion.recording.reader import file_digest
+
+log = structlog.get_logger("bastion.recording.upload")
+
+POLL = 1.0  # seconds between looks at growing recordings
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Upload:
+    """One spool file on its way to the object store (the uploader thread's own state)."""
+
+    path: Path
+    key: str
+    finished: bool = False  # the writer closed it: no more bytes come
+    upload_id: str | None = None
+    etags: list[str] = field(default_factory=list)
+    sent: int = 0
+    failures: int = 0
+    retry_at: float = 0.0
+    again: bool = False  # started over: never take an object already there for this one
+
+    def restart(self) -> None:
+        """Start again from the first byte (the upload was lost or came out wrong)."""
+        self.upload_id, self.etags, self.sent, self.again = None, [], 0, True
+
+
+def next_part(sent: int, available: int, finished: bool) -> int:
+    """How many bytes the next part takes (0: none now). Every part but the last is
+    PART_SIZE; the last, sent once the file is finished, takes what is left."""
+    left = available - sent
+    if left >= PART_SIZE:
+        return PART_SIZE
+    return left if finished and left > 0 else 0
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` failures in a row: 1, 2, 4 ... MAX_BACKOFF."""
+    return float(min(MAX_BACKOFF, 2 ** max(0, failures - 1)))
+
+
+class Uploader:
+    """The node's uploader thread; track() a recording when it opens, finish() when closed."""
+
+    def __init__(
+        self, store: ObjectStore, spool: Path, *, keep: bool = False,
+        monotonic: Callable[[], float] = time.monotonic, poll: float = POLL,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.spool = spool
+        self.keep = keep
+        self._monotonic = monotonic
+        self._poll = poll
+        self._uploads: dict[Path, Upload] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.failing: str | None = None  # the last error while the object store fails
+
+    def name(self, path: Path) -> str:
+        """The object key of a spool file."""
+        return self.store.key(path.relative_to(self.spool).as_posix())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="recording-upload", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; what is not uploaded stays in the spool for the next start."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def track(self, path: Path) -> None:
+        """A recording opened in the spool: upload its parts as they come."""
+        with self._wake:
+            self._uploads.setdefault(path, Upload(path, self.name(path)))
+
+    def finish(self, path: Path) -> None:
+        """The recording's writer closed it (or failed): send the rest and complete."""
+        with self._wake:
+            upload = self._uploads.setdefault(path, Upload(path, self.name(path)))
+            upload.finished = True
+            upload.retry_at = 0.0
+            self._wake.notify_all()
+
+    def recover(self) -> list[Path]:
+        """Queue every recording the spool holds (none is being written at start-up)."""
+        found = sorted(self.spool.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.cast"))
+        for path in found:
+            self.finish(path)
+        return found
+
+    def pending(self) -> list[Path]:
+        """Spool files not yet uploaded and checked."""
+        with self._lock:
+            return sorted(self._uploads)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                uploads = list(self._uploads.values())
+            for upload in uploads:
+                if self._stopping:
+                    return
+                if self._monotonic() >= upload.retry_at:
+                    self._step(upload)
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait(self._poll)
+
+    def _step(self, upload: Upload) -> None:
+        """Send what is due of one upload; a failure waits its backoff, the spool keeps all."""
+        try:
+            if self._send(upload):
+                self._done(upload)
+            upload.failures = 0
+            if self.failing is not None:
+                log.info("recording.upload_resumed", object=self.store.url(upload.key))
+                self.failing = None
+        except ObjectStoreError as exc:
+            upload.failures += 1
+            upload.retry_at = self._monotonic() + backoff(upload.failures)
+            if exc.code == "NoSuchUpload":
+                upload.restart()
+            if self.failing != exc.message:
+                log.warning("recording.upload_failed", error=exc.message, retry=True)
+            self.failing = exc.message
+        except (OSError, RecordingError) as exc:  # the spool file itself: nothing to retry
+            log.error("recording.upload_abandoned", path=str(upload.path), error=str(exc))
+            self._forget(upload)
+
+    def _send(self, upload: Upload) -> bool:
+        """Upload every part due; True once the object is complete."""
+        size = upload.path.stat().st_size
+        finished = upload.finished
+        fresh = finished and upload.upload_id is None and not upload.again
+        if fresh and self.store.head(upload.key) == size:
+            return True  # uploaded before the spool copy could go (a stop or crash between)
+        if finished and size == 0:  # created, then killed before its first byte
+            self.store.put(upload.key, b"")
+            return True
+        with upload.path.open("rb") as spool:
+            while length := next_part(upload.sent, size, finished):
+                if upload.upload_id is None:
+                    upload.upload_id = self.store.create_upload(upload.key)
+                spool.seek(upload.sent)
+                data = spool.read(length)
+                if len(data) != length:
+                    raise RecordingError(f"{upload.path} shrank while being uploaded")
+                tag = self.store.upload_part(
+                    upload.key, upload.upload_id, len(upload.etags) + 1, data
+                )
+                upload.etags.append(tag)
+                upload.sent += length
+        if not finished or upload.upload_id is None:
+            return False
+        self.store.complete(upload.key, upload.upload_id, upload.etags)
+        return True
+
+    def _done(self, upload: Upload) -> None:
+        """Check the object against the spool file; then the spool copy may go."""
+        local = file_digest(upload.path)
+        remote = self.store.sha256(upload.key)
+        if remote != local:
+            upload.restart()
+            raise ObjectStoreError(
+                f"object store: {self.store.url(upload.key)} does not match {upload.path}"
+                f" (size {remote[1]}, local {local[1]}): uploading it again"
+            )
+        if not self.keep:
+            upload.path.unlink(missing_ok=True)
+        log.info("recording.uploaded", object=self.store.url(upload.key), size=local[1])
+        self._forget(upload)
+
+    def _forget(self, upload: Upload) -> None:
+        with self._lock:
+            self._uploads.pop(upload.path, None)
