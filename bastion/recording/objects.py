@@ -179,6 +179,18 @@ class ObjectStore:
         ))  # fmt: skip
         return done["ETag"]
 
+    def parts(self, key: str, upload_id: str) -> int | None:
+        """How many parts an upload holds; None when there is no such upload (any more)."""
+        try:
+            listed = self._call("list the parts of", key, lambda: self._client.list_parts(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MaxParts=10000,
+            ))  # fmt: skip
+        except ObjectStoreError as exc:
+            if exc.code in ("NoSuchUpload", "404"):
+                return None
+            raise
+        return len(listed.get("Parts", []))
+
     def complete(self, key: str, upload_id: str, etags: list[str]) -> None:
         parts: list[CompletedPartTypeDef] = [
             {"PartNumber": n, "ETag": tag} for n, tag in enumerate(etags, 1)

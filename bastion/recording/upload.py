@@ -163,6 +163,10 @@ class Uploader:
         """Upload every part due; True once the object is complete."""
         size = upload.path.stat().st_size
         finished = upload.finished
+        if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
+            held = self.store.parts(upload.key, upload.upload_id)
+            if held is None or held < len(upload.etags):
+                upload.restart()
         fresh = finished and upload.upload_id is None and not upload.again
         if fresh and self.store.head(upload.key) == size:
             return True  # uploaded before the spool copy could go (a stop or crash between)
