@@ -86,7 +86,7 @@ class MotoS3(ClosesOnExit):
         """A client with the good key (the test's own view of the bucket)."""
         return boto3.client("s3", **self._kwargs(self.key_id, self.secret))
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         found = self.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])
         return sorted(item["Key"] for item in found)
 

@@ -81,6 +81,7 @@ def recording_problems(
     problems = []
     for done, (sid, detail) in enumerate(chained.items(), 1):
         problems += chained_recording_problems(app.box, sid, detail, app.fetcher.local)
+        app.fetcher.drop(Path(str(detail.get("recording"))))  # a copy from the object store
         tick(done)
     for session_id, info in rows.items():
         held = chained.get(session_id)

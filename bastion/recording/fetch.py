@@ -2,9 +2,10 @@
 
 Readers (replay, export, `audit verify`) take the path the store holds. When that file is
 gone from the spool (uploaded, then removed), `Fetcher.local` downloads the object of the
-same name into a private temporary folder (0700, files 0600, removed at exit) and returns
-that path; every check a reader makes on a local file (chunk authentication, the hash the
-chain holds) is made on the copy in the same way.
+same name into a private temporary folder (0700, files 0600) and returns that path; every
+check a reader makes on a local file (chunk authentication, the hash the chain holds) is
+made on the copy in the same way. Copies go with drop(), close() or the `with` block's end
+(at the latest when the process exits).
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from bastion.config import Config
 from bastion.recording.model import RecordingError
-from bastion.recording.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from bastion.recording.objects import ObjectStore
 
 
 class Fetcher:
@@ -29,6 +34,7 @@ class Fetcher:
         self._store: ObjectStore | None = None
         self._folder: Path | None = None
         self._copies: dict[Path, Path] = {}
+        self._made = 0
         self._lock = threading.Lock()
 
     @property
@@ -36,6 +42,8 @@ class Fetcher:
         """The object store [recordings] url names (None without one)."""
         policy = self._config.recordings
         if self._store is None and policy.url:
+            from bastion.recording.objects import ObjectStore  # noqa: PLC0415 - boto3 if used
+
             self._store = ObjectStore.from_policy(policy, self._config.path.parent)
         return self._store
 
@@ -64,7 +72,8 @@ class Fetcher:
                 f"the recording {name} is neither in the spool nor at {store.url(key)}"
             )
         folder = self._private_folder()
-        copy = folder / f"{len(self._copies)}-{file_name}"
+        self._made += 1
+        copy = folder / f"{self._made}-{file_name}"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             store.download(key, out)
@@ -76,9 +85,26 @@ class Fetcher:
             atexit.register(self.close)
         return self._folder
 
+    def drop(self, recorded: Path) -> None:
+        """Remove the copy made of one recording, if any (a checker done with it)."""
+        with self._lock:
+            copy = self._copies.pop(recorded, None)
+        if copy is not None:
+            copy.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Remove the copies made (decrypting them needs the secrets key; still, tidy)."""
-        folder, self._folder = self._folder, None
-        self._copies.clear()
+        with self._lock:
+            folder, self._folder = self._folder, None
+            self._copies.clear()
         if folder is not None:
+            atexit.unregister(self.close)
             shutil.rmtree(folder, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -121,8 +121,10 @@ class ObjectStore:
             error: dict[str, Any] = dict(exc.response.get("Error", {}))
             code = str(error.get("Code", "error"))
             said = " ".join(str(error.get("Message", "")).split())[:200]
+            if code in _CREDENTIAL_CODES:
+                said += " (refused: check the access key, its secret and its rights on the bucket)"
             raise ObjectStoreError(
-                f"object store: {what} {self.url(key)}: {code}{': ' + said if said else ''}",
+                f"object store: {what} {self.url(key)}: {code}: {said.strip()}",
                 code=code, lasting=code in _CREDENTIAL_CODES or code == "NoSuchBucket",
             ) from None  # fmt: skip
         except botocore.exceptions.BotoCoreError as exc:

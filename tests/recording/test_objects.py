@@ -196,3 +196,29 @@ def test_no_credentials_at_all_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     with pytest.raises(ObjectStoreError, match="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
         ObjectStore.from_policy(RecordingsPolicy(url="s3://bucket"), tmp_path)
+
+
+def test_an_upload_the_store_lost_is_started_again(moto: MotoS3, tmp_path: Path) -> None:
+    """The object store restarts empty between two parts: the upload id is gone, so the
+    uploader starts the object again from the spool, which still holds every byte."""
+    spool = tmp_path / "recordings"
+    path = spool / "2026" / "12" / "07" / "s3.cast"
+    path.parent.mkdir(parents=True)
+    uploader = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    uploader.start()
+    try:
+        path.write_bytes(os.urandom(PART_SIZE + 10))
+        uploader.track(path)
+        client = moto.client()
+        wait_until(lambda: client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"))
+        wait_until(lambda: uploader._uploads[path].sent == PART_SIZE)
+        moto.stop()
+        moto.start()
+        with path.open("ab") as more:
+            more.write(b"the rest")
+        data = path.read_bytes()
+        uploader.finish(path)
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+    assert moto.read("node-a/2026/12/07/s3.cast") == data
