@@ -141,8 +141,9 @@ class Uploader:
     def _step(self, upload: Upload) -> None:
         """Send what is due of one upload; a failure waits its backoff, the spool keeps all."""
         try:
-            if self._send(upload):
-                self._done(upload)
+            sent = self._send(upload)
+            if sent:
+                self._done(upload, found=sent == "found")
             upload.failures = 0
             if self.failing is not None:
                 log.info("recording.upload_resumed", object=self.store.url(upload.key))
@@ -159,8 +160,9 @@ class Uploader:
             log.error("recording.upload_abandoned", path=str(upload.path), error=str(exc))
             self._forget(upload)
 
-    def _send(self, upload: Upload) -> bool:
-        """Upload every part due; True once the object is complete."""
+    def _send(self, upload: Upload) -> str:
+        """Upload every part due: "sent" once the object is complete, "found" when it was
+        there already, "" while more is to come."""
         size = upload.path.stat().st_size
         finished = upload.finished
         if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
@@ -169,10 +171,10 @@ class Uploader:
                 upload.restart()
         fresh = finished and upload.upload_id is None and not upload.again
         if fresh and self.store.head(upload.key) == size:
-            return True  # uploaded before the spool copy could go (a stop or crash between)
+            return "found"  # uploaded before: kept, or stopped before the spool copy went
         if finished and size == 0:  # created, then killed before its first byte
             self.store.put(upload.key, b"")
-            return True
+            return "sent"
         with upload.path.open("rb") as spool:
             while length := next_part(upload.sent, size, finished):
                 if upload.upload_id is None:
@@ -187,12 +189,16 @@ class Uploader:
                 upload.etags.append(tag)
                 upload.sent += length
         if not finished or upload.upload_id is None:
-            return False
+            return ""
         self.store.complete(upload.key, upload.upload_id, upload.etags)
-        return True
+        return "sent"
 
-    def _done(self, upload: Upload) -> None:
-        """Check the object against the spool file; then the spool copy may go."""
+    def _done(self, upload: Upload, *, found: bool) -> None:
+        """Check the object against the spool file; then the spool copy may go. A kept copy
+        whose object was there already was checked when it was uploaded: not read again."""
+        if found and self.keep:
+            self._forget(upload)
+            return
         local = file_digest(upload.path)
         remote = self.store.sha256(upload.key)
         if remote != local:

@@ -13,6 +13,8 @@ import pytest
 from bastion.config import load_config
 from bastion.config_policies import RecordingsPolicy
 from bastion.errors import ConfigError
+from bastion.recording.fetch import Fetcher
+from bastion.recording.model import RecordingError
 from bastion.recording.objects import MIN_PART, PART_SIZE, ObjectStore, ObjectStoreError
 from bastion.recording.upload import Uploader, backoff, next_part
 from tests.reals3 import BUCKET, MotoS3
@@ -222,3 +224,26 @@ def test_an_upload_the_store_lost_is_started_again(moto: MotoS3, tmp_path: Path)
     finally:
         uploader.stop()
     assert moto.read("node-a/2026/12/07/s3.cast") == data
+
+
+# --- reading back ---------------------------------------------------------------------------
+
+
+def test_reading_back_fetches_only_the_spools_names(moto: MotoS3, tmp_path: Path) -> None:
+    """A path the store names outside the spool (a row edited by someone with the files) is
+    never turned into an object name; a name the bucket lacks is one clear error."""
+    moto.write_credentials(tmp_path / "s3.credentials")
+    (tmp_path / "bastion.toml").write_text(moto.config(), encoding="utf-8")
+    config = load_config(tmp_path / "bastion.toml")
+    spool = config.paths.recordings
+    with Fetcher(config) as fetcher:
+        for outside in (spool / ".." / "secrets.key", Path("/etc/x.cast")):
+            assert fetcher.local(outside) == outside
+        with pytest.raises(RecordingError, match="neither in the spool nor at s3://"):
+            fetcher.local(spool / "2026" / "12" / "07" / "gone.cast")
+        moto.client().put_object(Bucket=BUCKET, Key="node-a/2026/12/07/s4.cast", Body=b"rec")
+        copy = fetcher.local(spool / "2026" / "12" / "07" / "s4.cast")
+        assert copy.read_bytes() == b"rec"
+        assert copy.stat().st_mode & 0o777 == 0o600
+        assert copy.parent.stat().st_mode & 0o777 == 0o700
+    assert not copy.exists()  # the copies go with the fetcher
