@@ -159,6 +159,11 @@ class Uploader:
         except (OSError, RecordingError) as exc:  # the spool file itself: nothing to retry
             log.error("recording.upload_abandoned", path=str(upload.path), error=str(exc))
             self._forget(upload)
+        except Exception as exc:  # not foreseen: the thread goes on, the upload waits
+            upload.failures += 1
+            upload.retry_at = self._monotonic() + backoff(upload.failures)
+            log.error("recording.upload_error", path=str(upload.path),
+                      error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
 
     def _send(self, upload: Upload) -> str:
         """Upload every part due: "sent" once the object is complete, "found" when it was

@@ -189,3 +189,23 @@ def test_wrong_credentials_stop_start_up_in_one_line_without_the_secret(
     logged = done.stdout + done.stderr + "".join(capfd.readouterr())
     assert "not-the-secret-93c1" not in logged + str(caught.value)
     assert moto.secret not in logged
+
+
+def test_a_bucket_unreachable_at_start_only_delays_the_upload(
+    tmp_path: Path, sshd: Sshd, moto: MotoS3
+) -> None:
+    """The node starts (sessions go on into the spool) and uploads what its spool held once
+    the bucket answers."""
+    b = s3_bastion(tmp_path, sshd, moto)
+    left = b.config.paths.recordings / "2026" / "12" / "06" / "left-over.cast"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"what a stopped node left")
+    moto.stop()
+    b.start()
+    try:
+        assert left.exists()
+        moto.start()
+        wait_until(lambda: not left.exists())
+        assert moto.read("node-a/2026/12/06/left-over.cast") == b"what a stopped node left"
+    finally:
+        b.stop()
