@@ -112,6 +112,8 @@ class Uploads(Protocol):
 
     def finish(self, path: Path) -> None: ...
 
+    def health(self) -> dict[str, object]: ...
+
 
 @dataclass
 class Core:

@@ -118,6 +118,13 @@ class Uploader:
             self.finish(path)
         return found
 
+    def health(self) -> dict[str, object]:
+        """For /healthz: whether the object store takes uploads, and how many wait (no
+        names: the health check answers anyone who reaches the port)."""
+        with self._lock:
+            waiting = len(self._uploads)
+        return {"object_store": "failing" if self.failing else "ok", "uploads_waiting": waiting}
+
     def pending(self) -> list[Path]:
         """Spool files not yet uploaded and checked."""
         with self._lock:
