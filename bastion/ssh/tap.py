@@ -195,11 +195,13 @@ class SessionTap:
             except Exception as exc:
                 log.error("recording.close_failed", session_id=self.session_id, error=str(exc))
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"
-            if self.core.uploads is not None:  # after the final chunk (or what is there)
-                self.core.uploads.finish(self.writer.path)
         if self.detector is not None:
             self._take_commands(self.detector.flush())
         await self._store_batches()
         if exit_status is not None:
             reason = f"{reason} (exit status {exit_status})"
         await self.core.close_session(self.session_id, state, reason, info)
+        if self.writer is not None and self.core.uploads is not None:
+            # the final chunk (or what is there) written and its hash stored: the spool copy
+            # may go once uploaded (a failure above leaves it to the next start's recovery)
+            self.core.uploads.finish(self.writer.path)
