@@ -25,7 +25,7 @@ def chained_recording_problems(
         path = locate(path) if locate is not None else path
         digest, size = file_digest(path)
     except (OSError, RecordingError) as exc:
-        return [f"recording of session {session_id} is missing or unreadable ({path}: {exc})"]
+        return [f"recording of session {session_id} is missing or unreadable ({exc})"]
     out = []
     if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
         out.append(f"recording of session {session_id} changed since it was closed")

@@ -25,7 +25,7 @@ from bastion.errors import Exit
 from bastion.identity import totp
 from bastion.server import ServeError
 from tests.harness import Bastion
-from tests.reals3 import MotoS3
+from tests.reals3 import BUCKET, MotoS3
 from tests.realssh import Sshd
 from tests.recording.test_objects import wait_until
 from tests.ssh.test_door_auth import connect
@@ -87,6 +87,17 @@ def test_a_recording_reaches_the_bucket_and_replays_from_it(
     verified = cli(b, "audit", "verify")
     assert verified.returncode == Exit.OK, verified.stdout + verified.stderr
     assert "1 recordings match" in verified.stdout
+    # Someone with write access to the bucket cuts the object short, then removes it.
+    data = moto.read(key)
+    moto.client().put_object(Bucket=BUCKET, Key=key, Body=data[: len(data) // 2])
+    verified = cli(b, "audit", "verify")
+    assert verified.returncode == Exit.TAMPERED
+    assert f"recording of session {session.id} changed since it was closed" in verified.stdout
+    moto.client().delete_object(Bucket=BUCKET, Key=key)
+    verified = cli(b, "audit", "verify")
+    assert verified.returncode == Exit.TAMPERED
+    assert f"recording of session {session.id} is missing or unreadable" in verified.stdout
+    assert "neither in the spool nor at s3://bastion-recordings/node-a/" in verified.stdout
 
 
 def test_the_bucket_going_down_mid_session_leaves_the_session_whole(
