@@ -25,6 +25,8 @@ from bastion.recording.model import RecordingError
 if TYPE_CHECKING:
     from bastion.recording.objects import ObjectStore
 
+_SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder's disk
+
 
 class Fetcher:
     """Finds recordings for one process; the object store is reached only when needed."""
@@ -69,11 +71,15 @@ class Fetcher:
         store = self.store
         assert store is not None
         key = store.key(name)
-        if store.head(key) is None:
+        size = store.head(key)
+        if size is None:
             raise RecordingError(
                 f"the recording {name} is neither in the spool nor at {store.url(key)}"
             )
         folder = self._private_folder()
+        if shutil.disk_usage(folder).free < size + _SPARE_DISK:  # an object blown up
+            raise RecordingError(f"{store.url(key)} holds {size} bytes: no room to copy it"
+                                 f" into {folder.parent}")  # fmt: skip
         self._made += 1
         copy = folder / f"{self._made}-{file_name}"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
