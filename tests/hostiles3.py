@@ -1,0 +1,128 @@
+"""A hostile S3-compatible server for red-team tests: a real HTTP server on loopback that
+answers the few calls bastion makes, but lies about sizes or hangs mid-download."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.realssh import LOOPBACK, ClosesOnExit
+
+BUCKET = "bastion-recordings"
+_CHUNK = 1 << 16
+_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+              b"<Message>reduce your request rate</Message></Error>")  # fmt: skip
+
+
+class HostileS3(ClosesOnExit):
+    """HEAD of any object says `head_size` bytes; GET sends `body_size` bytes (a store that
+    sends more than it announced), or, with `hang`, a first few bytes and then nothing
+    until release(). Writes are refused with 503 SlowDown (the spool keeps its files)."""
+
+    def __init__(self, *, head_size: int = 1000, body_size: int | None = None,
+                 hang: bool = False) -> None:  # fmt: skip
+        self.head_size = head_size
+        self.body_size = head_size if body_size is None else body_size
+        self.hang = hang
+        self.gets = 0  # GETs of an object begun
+        self.hanging = 0  # GETs now held
+        self.sent = 0  # body bytes sent in all
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+
+    def config(self, credentials: str, prefix: str = "node-a") -> str:
+        return (f'\n[recordings]\nurl = "s3://{BUCKET}/{prefix}"\nendpoint = "{self.endpoint}"\n'
+                f'credentials_file = "{credentials}"\n')  # fmt: skip
+
+    @staticmethod
+    def write_credentials(path: Path) -> Path:
+        path.write_text("hostile-key-id\nhostile-secret-0d1e\n", encoding="utf-8")
+        path.chmod(0o600)
+        return path
+
+    def count(self, **more: int) -> None:
+        with self._lock:
+            for name, n in more.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def held(self) -> None:
+        """Block one GET until release()."""
+        self.count(hanging=1)
+        self._release.wait(120)
+        self.count(hanging=-1)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(s3: HostileS3) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _is_object(self) -> bool:
+            path = self.path.split("?", 1)[0].strip("/")
+            return "/" in path and "?" not in self.path
+
+        def _headers(self, status: int, length: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(length))
+            self.send_header("Content-Type", "binary/octet-stream")
+            self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+            self.send_header("Last-Modified", "Mon, 07 Dec 2026 07:00:00 GMT")
+            self.end_headers()
+
+        def do_HEAD(self) -> None:
+            self._headers(200, s3.head_size if self._is_object() else 0)
+
+        def do_GET(self) -> None:
+            if not self._is_object():
+                return self._refuse()
+            s3.count(gets=1)
+            self._headers(200, s3.body_size)
+            left = s3.body_size
+            try:
+                if s3.hang:
+                    self.wfile.write(b"x" * min(16, left))
+                    self.wfile.flush()
+                    left -= min(16, left)
+                    s3.held()
+                while left > 0:
+                    n = min(_CHUNK, left)
+                    self.wfile.write(b"\0" * n)
+                    s3.count(sent=n)
+                    left -= n
+            except OSError:
+                return None
+            return None
+
+        def _refuse(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(_SLOW_DOWN)))
+            self.send_header("Content-Type", "application/xml")
+            self.end_headers()
+            self.wfile.write(_SLOW_DOWN)
+
+        do_PUT = do_POST = do_DELETE = _refuse
+
+    return Handler
