@@ -4,6 +4,7 @@ Real servers only: moto_server, or a hostile HTTP server on loopback (tests/host
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from bastion.config import load_config
+from bastion.config_policies import RecordingsPolicy
 from bastion.recording.fetch import Fetcher
 from bastion.recording.model import RecordingError
+from bastion.recording.objects import ObjectStore
 from bastion.recording.upload import Uploader
 from tests.hostiles3 import HostileS3
 from tests.reals3 import BUCKET, MotoS3
@@ -128,3 +131,96 @@ def test_a_node_with_another_spool_path_reads_a_recording_from_the_bucket(
         found = fetcher.local(spool_a / DAY / "s-a1.cast")  # the row's path, as A wrote it
         assert found.exists(), f"node B did not find the uploaded recording ({found})"
         assert found.read_bytes() == b"rec"
+
+
+def test_the_uploader_never_follows_a_link_out_of_the_spool(moto: MotoS3, tmp_path: Path) -> None:
+    """Someone who can write the spool folder (a network mount, a careless group mode) but
+    not the bastion's secrets puts a link named like a recording: the uploader opens it as
+    the bastion's user, sends what it points at (here the secrets key, which decrypts every
+    recording) to the bucket, checks it, and removes the link. A spool entry that is not a
+    regular file must be refused (O_NOFOLLOW), never uploaded."""
+    secret = tmp_path / "secrets.key"
+    secret.write_bytes(b"the key that opens every recording")
+    secret.chmod(0o600)
+    link = tmp_path / "recordings" / DAY / "s-link.cast"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    uploader = Uploader(store_for(moto, tmp_path), tmp_path / "recordings", poll=0.05)
+    uploader.start()
+    try:
+        uploader.recover()
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+    sent = [moto.read(key) for key in moto.object_keys()]
+    assert secret.read_bytes() not in sent, "a file outside the spool went to the bucket"
+
+
+def test_health_says_failing_while_a_broken_store_takes_no_upload(tmp_path: Path) -> None:
+    """A store (or a proxy before it) that answers every write 200 with an empty document:
+    no upload id comes back, the step fails with an error bastion did not foresee, and the
+    uploader retries for ever, but /healthz keeps saying the object store is 'ok' (only
+    ObjectStoreError sets it failing), so monitoring never learns that nothing uploads."""
+    with HostileS3(head_size=None, empty_answers=True) as hostile:
+        hostile.write_credentials(tmp_path / "s3.credentials")
+        (tmp_path / "bastion.toml").write_text(hostile.config("s3.credentials"), "utf-8")
+        config = load_config(tmp_path / "bastion.toml")
+        spooled(config.paths.recordings, "s-stuck.cast", b"a whole recording")
+        with Fetcher(config) as fetcher:
+            assert fetcher.store is not None
+            uploader = Uploader(fetcher.store, config.paths.recordings, poll=0.05)
+            uploader.start()
+            try:
+                [path] = uploader.recover()
+                wait_until(lambda: hostile.writes >= 1 and uploader.health()["uploads_waiting"])
+                wait_until(lambda: uploader._uploads[path].failures >= 1)
+                health = uploader.health()
+            finally:
+                uploader.stop()
+    assert path.exists()  # the spool keeps it: that part holds
+    assert health["object_store"] == "failing", health
+
+
+def test_health_does_not_count_live_sessions_for_anyone_who_asks(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """/healthz answers anyone who reaches the port (no login). 'uploads_waiting' counts every
+    tracked recording, live sessions included: an outsider polling it learns how many people
+    are in production right now and when they come and go. Only what waits (finished,
+    not yet uploaded) should be counted, or the number kept for signed-in operators."""
+    spool = tmp_path / "recordings"
+    live = [spooled(spool, f"s-live-{n}.cast", b"so far") for n in range(3)]
+    uploader = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    for path in live:
+        uploader.track(path)  # three sessions open, as the SSH tap does; nothing waits
+    assert uploader.health()["uploads_waiting"] == 0
+
+
+def test_no_secret_of_the_object_store_reaches_any_log_even_at_debug(
+    moto: MotoS3,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Every logger at DEBUG (botocore logs its requests and headers there) while a recording
+    is uploaded, checked and read back, and a wrong key is refused: the secret is in no
+    line (held: botocore logs the signature, never the secret)."""
+    caplog.set_level(logging.DEBUG)
+    spool = tmp_path / "recordings"
+    path = spooled(spool, "s-logged.cast", b"a recording")
+    uploader = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    uploader.start()
+    try:
+        uploader.finish(path)
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+    moto.write_credentials(tmp_path / "wrong.credentials", secret="wrong-secret-77aa")
+    policy = RecordingsPolicy(url=f"s3://{BUCKET}", endpoint=moto.endpoint,
+                              credentials_file="wrong.credentials")  # fmt: skip
+    ObjectStore.from_policy(policy, tmp_path).check()  # moto without auth takes any key
+    out, err = capfd.readouterr()
+    for text in (caplog.text, out, err):
+        assert moto.secret not in text
+        assert "wrong-secret-77aa" not in text
+    assert "Authorization" in caplog.text or "s3" in caplog.text.lower()  # logs were on
