@@ -23,12 +23,14 @@ class HostileS3(ClosesOnExit):
     with `empty_answers` taken with a 200 and an empty body (a broken store or proxy)."""
 
     def __init__(self, *, head_size: int | None = 1000, body_size: int | None = None,
-                 hang: bool = False, empty_answers: bool = False) -> None:  # fmt: skip
+                 hang: bool = False, empty_answers: bool = False,
+                 hang_bucket: bool = False) -> None:  # fmt: skip
         self.head_size = head_size  # None: no such object (404)
         self.body_size = (head_size or 0) if body_size is None else body_size
         self.hang = hang
         self.empty_answers = empty_answers  # writes answered 200 with an empty document
         self.writes = 0
+        self.hang_bucket = hang_bucket  # HEAD of the bucket (the start-up check) hangs
         self.gets = 0  # GETs of an object begun
         self.hanging = 0  # GETs now held
         self.sent = 0  # body bytes sent in all
@@ -95,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         if not self._is_object():
+            if self.s3.hang_bucket:
+                self.s3.held()
             return self._headers(200, 0)
         if self.s3.head_size is None:
             return self._headers(404, 0)

@@ -13,6 +13,7 @@ import pytest
 
 from bastion.config import load_config
 from bastion.config_policies import RecordingsPolicy
+from bastion.errors import ConfigError
 from bastion.recording.fetch import Fetcher
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore
@@ -224,3 +225,24 @@ def test_no_secret_of_the_object_store_reaches_any_log_even_at_debug(
         assert moto.secret not in text
         assert "wrong-secret-77aa" not in text
     assert "Authorization" in caplog.text or "s3" in caplog.text.lower()  # logs were on
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1.nip.io:9000",  # looks like loopback, is not
+        "http://localhost.evil.example:9000",
+        "http://0x7f000001:9000",
+        "https://AKIDEXAMPLE:secret-in-url@store.example",  # a secret in the endpoint
+        "https://store.example/?X-Amz-Credential=AKID",
+    ],
+)
+def test_an_endpoint_that_only_looks_safe_is_refused(tmp_path: Path, endpoint: str) -> None:
+    """Held: plain http only to loopback (a look-alike host is not), no user info and no
+    query (nothing secret ever sits in the endpoint, which errors and logs show)."""
+    text = f'[recordings]\nurl = "s3://bucket/p"\nendpoint = "{endpoint}"\n'
+    (tmp_path / "bastion.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "bastion.toml")
+    assert "recordings.endpoint" in str(caught.value)
+    assert "secret-in-url" not in str(caught.value)

@@ -180,3 +180,29 @@ async def test_a_spool_copy_removed_mid_request_is_never_downloaded_on_the_store
                     await asyncio.gather(ask, return_exceptions=True)
                 await probe
     assert probe in done, "a download from the object store held the store's thread"
+
+
+async def test_a_hanging_object_store_does_not_hold_the_doors_shut_at_start(
+    tmp_path: Path,
+) -> None:
+    """The object store accepts connections and never answers (a brown-out, a proxy that
+    hangs). `bastion serve` checks the bucket before it opens any door and waits for that
+    check (connect 5 s, read 30 s, two attempts: about a minute, each restart): during an
+    incident that takes the store down, every node restarted locks everyone out for that
+    long. Only credentials the store refuses should stop the start; a store that does
+    not answer must only delay uploads, as an unreachable one does."""
+    from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports conftest)
+
+    with HostileS3(hang_bucket=True) as hostile:
+        credentials = hostile.write_credentials(tmp_path / "s3.credentials")
+        extra = hostile.config(str(credentials))
+        serving = running(tmp_path / "bastion", before=reviewed_world, extra=extra)
+        start = asyncio.ensure_future(serving.__aenter__())
+        try:
+            await until(lambda: hostile.hanging >= 1 or start.done(), "the start-up check")
+            done, _ = await asyncio.wait({start}, timeout=SAFETY_NET)
+        finally:
+            hostile.release()
+            await start
+            await serving.__aexit__(None, None, None)
+    assert start in done, "the doors stayed shut while the object store did not answer"
