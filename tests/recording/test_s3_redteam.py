@@ -84,6 +84,28 @@ def test_keep_spool_never_takes_an_object_it_did_not_check(moto: MotoS3, tmp_pat
     assert moto.read("node-a/2026/12/07/s-kept.cast") == real, "a planted object was kept"
 
 
+def test_a_planted_object_is_replaced_and_the_spool_kept_until_checked(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """Held (keep_spool off): an object planted at the key with the spool file's size is read
+    and compared, found different, uploaded again; the spool copy goes only once the
+    object holds exactly its bytes."""
+    spool = tmp_path / "recordings"
+    real = os.urandom(4000)
+    path = spooled(spool, "s-planted.cast", real)
+    key = "node-a/2026/12/07/s-planted.cast"
+    moto.client().put_object(Bucket=BUCKET, Key=key, Body=b"\0" * len(real))
+    uploader = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    uploader.start()
+    try:
+        uploader.recover()
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+    assert moto.read(key) == real
+    assert not path.exists()
+
+
 # --- nodes and spools ---------------------------------------------------------------------------
 
 
