@@ -6,11 +6,15 @@ once PART_SIZE new bytes are there), and at its end sends the rest, completes th
 and checks the object's SHA-256 and size against the local file before the spool copy goes.
 The object store being down never reaches a session: the thread retries with backoff and the
 spool keeps the bytes. On start-up, recover() queues what the spool holds (a node killed
-mid-session left a readable prefix: it is uploaded as it is).
+mid-session left a readable prefix: it is uploaded as it is). Only regular files below the
+spool are read, through no link, and hashed and sent from one descriptor.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +25,45 @@ import structlog
 
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
-from bastion.recording.reader import file_digest
 
 log = structlog.get_logger("bastion.recording.upload")
 
 POLL = 1.0  # seconds between looks at growing recordings
 MAX_BACKOFF = 60.0
+_BLOCK = 1 << 20
+
+
+def open_spooled(spool: Path, path: Path) -> int:
+    """A read-only descriptor of a regular file below the spool, every folder and the file
+    itself opened without following a link: a link planted in the spool (to the secrets
+    key, say) is refused, never read."""
+    parts = path.relative_to(spool).parts
+    if not parts or ".." in parts:
+        raise RecordingError(f"{path} is not a recording in the spool")
+    where = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=where)
+            os.close(where)
+            where = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=where)
+    except OSError as exc:
+        raise RecordingError(f"{path}: not opened as a spool file ({exc.strerror})") from None
+    finally:
+        os.close(where)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RecordingError(f"{path} is not a regular file: refused, never uploaded")
+    return fd
+
+
+def fd_digest(fd: int) -> tuple[str, int]:
+    """SHA-256 (hex) and size of what the descriptor reads from its first byte."""
+    digest, size = hashlib.sha256(), 0
+    while block := os.pread(fd, _BLOCK, size):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
 
 
 @dataclass
@@ -112,10 +149,16 @@ class Uploader:
             self._wake.notify_all()
 
     def recover(self) -> list[Path]:
-        """Queue every recording the spool holds (none is being written at start-up)."""
-        found = sorted(self.spool.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.cast"))
-        for path in found:
-            self.finish(path)
+        """Queue every recording the spool holds (none is being written at start-up); an
+        entry that is not a regular file (a link, a folder) is left where it is, unread."""
+        found = []
+        for path in sorted(self.spool.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.cast")):
+            if stat.S_ISREG(path.lstat().st_mode):  # the folders: open_spooled checks them
+                found.append(path)
+                self.finish(path)
+            else:
+                log.error("recording.upload_refused", path=str(path),
+                          error="not a regular file in the spool: never uploaded")  # fmt: skip
         return found
 
     def health(self) -> dict[str, object]:
@@ -148,9 +191,13 @@ class Uploader:
     def _step(self, upload: Upload) -> None:
         """Send what is due of one upload; a failure waits its backoff, the spool keeps all."""
         try:
-            sent = self._send(upload)
-            if sent:
-                self._done(upload, found=sent == "found")
+            fd = open_spooled(self.spool, upload.path)
+            try:
+                sent = self._send(upload, fd)
+                if sent:
+                    self._done(upload, fd, found=sent == "found")
+            finally:
+                os.close(fd)
             upload.failures = 0
             if self.failing is not None:
                 log.info("recording.upload_resumed", object=self.store.url(upload.key))
@@ -172,10 +219,10 @@ class Uploader:
             log.error("recording.upload_error", path=str(upload.path),
                       error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
 
-    def _send(self, upload: Upload) -> str:
-        """Upload every part due: "sent" once the object is complete, "found" when it was
-        there already, "" while more is to come."""
-        size = upload.path.stat().st_size
+    def _send(self, upload: Upload, fd: int) -> str:
+        """Upload every part due from the spool file's descriptor: "sent" once the object is
+        complete, "found" when it was there already, "" while more is to come."""
+        size = os.fstat(fd).st_size
         finished = upload.finished
         if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
             held = self.store.parts(upload.key, upload.upload_id)
@@ -187,31 +234,27 @@ class Uploader:
         if finished and size == 0:  # created, then killed before its first byte
             self.store.put(upload.key, b"")
             return "sent"
-        with upload.path.open("rb") as spool:
-            while length := next_part(upload.sent, size, finished):
-                if upload.upload_id is None:
-                    upload.upload_id = self.store.create_upload(upload.key)
-                spool.seek(upload.sent)
-                data = spool.read(length)
-                if len(data) != length:
-                    raise RecordingError(f"{upload.path} shrank while being uploaded")
-                tag = self.store.upload_part(
-                    upload.key, upload.upload_id, len(upload.etags) + 1, data
-                )
-                upload.etags.append(tag)
-                upload.sent += length
+        while length := next_part(upload.sent, size, finished):
+            if upload.upload_id is None:
+                upload.upload_id = self.store.create_upload(upload.key)
+            data = os.pread(fd, length, upload.sent)
+            if len(data) != length:
+                raise RecordingError(f"{upload.path} shrank while being uploaded")
+            tag = self.store.upload_part(upload.key, upload.upload_id, len(upload.etags) + 1, data)
+            upload.etags.append(tag)
+            upload.sent += length
         if not finished or upload.upload_id is None:
             return ""
         self.store.complete(upload.key, upload.upload_id, upload.etags)
         return "sent"
 
-    def _done(self, upload: Upload, *, found: bool) -> None:
+    def _done(self, upload: Upload, fd: int, *, found: bool) -> None:
         """Check the object against the spool file; then the spool copy may go. A kept copy
         whose object was there already was checked when it was uploaded: not read again."""
         if found and self.keep:
             self._forget(upload)
             return
-        local = file_digest(upload.path)
+        local = fd_digest(fd)
         remote = self.store.sha256(upload.key)
         if remote != local:
             upload.restart()
