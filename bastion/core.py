@@ -153,6 +153,13 @@ class Core:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
+    def recorded_hash(self, path: Path) -> str | None:
+        """For the recording uploader's thread: the SHA-256 the session row holds for the
+        spool file at `path` (None: the session is open, or the row names another file;
+        NotFound: no session has that id)."""
+        found = self._executor.submit(self.store.session, path.stem).result(timeout=60)
+        return found.recording_sha256 if found.recording_path == str(path) else None
+
     async def check_password(self, name: str, password: str, via: str) -> bool:
         """Identity.check_password with argon2 in its own threads: the store's thread only
         reads the hash and counts a failure. Unknown, locked and key-only users cost one

@@ -145,7 +145,8 @@ class Server:
             if exc.lasting:
                 raise ServeError(exc.message) from None
             log.warning("recordings.object_store_unreachable", error=exc.message)
-        uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool)
+        uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
+                            recorded=self.core.recorded_hash)  # fmt: skip
         uploader.start()
         queued = await asyncio.to_thread(uploader.recover)
         if queued:

@@ -12,6 +12,7 @@ spool are read, through no link, and hashed and sent from one descriptor.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from bastion.errors import NotFound
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
 
@@ -31,6 +33,29 @@ log = structlog.get_logger("bastion.recording.upload")
 POLL = 1.0  # seconds between looks at growing recordings
 MAX_BACKOFF = 60.0
 _BLOCK = 1 << 20
+LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its whole life
+
+
+def hold_spool(spool: Path) -> int | str:
+    """Take the spool's lock (exclusive, for as long as the descriptor stays open): the
+    descriptor, or one line saying why not (another uploader holds it)."""
+    spool.mkdir(parents=True, exist_ok=True)
+    path = spool / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        return f"recordings: cannot open the spool's lock {path} ({exc.strerror})"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        return (f"recordings: another uploader (pid {holder}) holds the spool {spool}:"
+                " this one uploads and removes nothing; run one bastion per spool")  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def open_spooled(spool: Path, path: Path) -> int:
@@ -100,15 +125,23 @@ def backoff(failures: int) -> float:
 
 
 class Uploader:
-    """The node's uploader thread; track() a recording when it opens, finish() when closed."""
+    """The node's uploader thread; track() a recording when it opens, finish() when closed.
+
+    `recorded` (the server's: the SHA-256 the session row holds for a spool file, None while
+    the session is open) guards the spool copy: it goes only when the object's hash is the
+    row's (NotFound: no row names the file). Without it the local file's hash stands in."""
 
     def __init__(
         self, store: ObjectStore, spool: Path, *, keep: bool = False,
         monotonic: Callable[[], float] = time.monotonic, poll: float = POLL,
+        recorded: Callable[[Path], str | None] | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.spool = spool
         self.keep = keep
+        self._recorded = recorded
+        self._hold: int | None = None  # the spool's lock, held from start() to stop()
+        self.refused: str | None = None  # why this uploader does nothing (the spool is held)
         self._monotonic = monotonic
         self._poll = poll
         self._uploads: dict[Path, Upload] = {}
@@ -123,6 +156,15 @@ class Uploader:
         return self.store.key(path.relative_to(self.spool).as_posix())
 
     def start(self) -> None:
+        """Hold the spool's lock and start the thread. When another uploader holds the spool,
+        refuse (one line, in the log, `refused` and the health check): this one then queues,
+        uploads and removes nothing, and the spool keeps every byte for the holder."""
+        held = hold_spool(self.spool)
+        if isinstance(held, str):
+            self.refused = self.failing = held
+            log.error("recording.upload_refused", error=held)
+            return
+        self._hold = held
         self._thread = threading.Thread(target=self._run, name="recording-upload", daemon=True)
         self._thread.start()
 
@@ -133,15 +175,24 @@ class Uploader:
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # still in a store call: it keeps the spool's lock
+                return
             self._thread = None
+        if self._hold is not None:
+            os.close(self._hold)
+            self._hold = None
 
     def track(self, path: Path) -> None:
         """A recording opened in the spool: upload its parts as they come."""
+        if self.refused:
+            return
         with self._wake:
             self._uploads.setdefault(path, Upload(path, self.name(path)))
 
     def finish(self, path: Path) -> None:
         """The recording's writer closed it (or failed): send the rest and complete."""
+        if self.refused:
+            return
         with self._wake:
             upload = self._uploads.setdefault(path, Upload(path, self.name(path)))
             upload.finished = True
@@ -151,7 +202,9 @@ class Uploader:
     def recover(self) -> list[Path]:
         """Queue every recording the spool holds (none is being written at start-up); an
         entry that is not a regular file (a link, a folder) is left where it is, unread."""
-        found = []
+        found: list[Path] = []
+        if self.refused:
+            return found
         for path in sorted(self.spool.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.cast")):
             if stat.S_ISREG(path.lstat().st_mode):  # the folders: open_spooled checks them
                 found.append(path)
@@ -262,10 +315,31 @@ class Uploader:
                 f"object store: {self.store.url(upload.key)} does not match {upload.path}"
                 f" (size {remote[1]}, local {local[1]}): uploading it again"
             )
-        if not self.keep:
-            upload.path.unlink(missing_ok=True)
         log.info("recording.uploaded", object=self.store.url(upload.key), size=local[1])
+        if not self.keep and self._may_remove(upload.path, remote[0]):
+            upload.path.unlink(missing_ok=True)
         self._forget(upload)
+
+    def _may_remove(self, path: Path, sha256: str) -> bool:
+        """Whether the spool copy may go: the session row holds the object's very hash (a
+        live session's row holds none yet; a changed spool file, another). When it may not,
+        the copy stays for the next start to check again. A file no session row names (no
+        session opened with it) goes once its object is checked against it."""
+        if self._recorded is None:
+            return True
+        try:
+            expected = self._recorded(path)
+        except NotFound:
+            return True
+        except Exception as exc:  # the store could not say: keep the copy
+            why = f"the session row could not be read: {type(exc).__name__}: {exc}"[:300]
+        else:
+            if expected == sha256:
+                return True
+            why = ("the session row holds no hash yet (open session)" if expected is None
+                   else "the session row holds another hash")  # fmt: skip
+        log.warning("recording.spool_kept", path=str(path), reason=why)
+        return False
 
     def _forget(self, upload: Upload) -> None:
         with self._lock:
