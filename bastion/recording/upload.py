@@ -246,9 +246,8 @@ class Uploader:
         try:
             fd = open_spooled(self.spool, upload.path)
             try:
-                sent = self._send(upload, fd)
-                if sent:
-                    self._done(upload, fd, found=sent == "found")
+                if self._send(upload, fd):
+                    self._done(upload, fd)
             finally:
                 os.close(fd)
             upload.failures = 0
@@ -301,12 +300,10 @@ class Uploader:
         self.store.complete(upload.key, upload.upload_id, upload.etags)
         return "sent"
 
-    def _done(self, upload: Upload, fd: int, *, found: bool) -> None:
-        """Check the object against the spool file; then the spool copy may go. A kept copy
-        whose object was there already was checked when it was uploaded: not read again."""
-        if found and self.keep:
-            self._forget(upload)
-            return
+    def _done(self, upload: Upload, fd: int) -> None:
+        """Check the object against the spool file; then the spool copy may go. An object
+        found at the key (uploaded before, or planted by someone who can write the bucket)
+        is read and checked too, kept spool or not: a different one is uploaded again."""
         local = fd_digest(fd)
         remote = self.store.sha256(upload.key)
         if remote != local:
