@@ -148,6 +148,8 @@ class Server:
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
                             recorded=self.core.recorded_hash)  # fmt: skip
         uploader.start()
+        if uploader.refused:  # another node's uploader holds this spool: fail closed
+            raise ServeError(uploader.refused)
         queued = await asyncio.to_thread(uploader.recover)
         if queued:
             log.info("recordings.spool_queued", count=len(queued))

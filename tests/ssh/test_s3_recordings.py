@@ -220,3 +220,26 @@ def test_a_bucket_unreachable_at_start_only_delays_the_upload(
         assert moto.read("node-a/2026/12/06/left-over.cast") == b"what a stopped node left"
     finally:
         b.stop()
+
+
+def test_a_second_node_on_the_same_spool_refuses_to_start_in_one_line(
+    tmp_path: Path, sshd: Sshd, moto: MotoS3
+) -> None:
+    """Two nodes whose recordings folders are one folder (a shared mount, here a link): the
+    second refuses to start, in one line, rather than upload or remove the first's files."""
+    first = s3_bastion(tmp_path / "a", sshd, moto)
+    second = s3_bastion(tmp_path / "b", sshd, moto)
+    spool = second.config.paths.recordings
+    if spool.exists():
+        spool.rmdir()
+    spool.symlink_to(first.config.paths.recordings, target_is_directory=True)
+    first.start()
+    try:
+        with pytest.raises(ServeError) as caught:
+            second.start()
+        second.stop()
+        said = str(caught.value)
+        assert "another uploader" in said and "holds the spool" in said
+        assert "\n" not in said
+    finally:
+        first.stop()
