@@ -39,17 +39,18 @@ LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its wh
 def hold_spool(spool: Path) -> int | str:
     """Take the spool's lock (exclusive, for as long as the descriptor stays open): the
     descriptor, or one line saying why not (another uploader holds it)."""
-    spool.mkdir(parents=True, exist_ok=True)
     path = spool / LOCK_NAME
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         return f"recordings: cannot open the spool's lock {path} ({exc.strerror})"
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        said = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        holder = said if said.isdigit() else "?"  # the file is the spool's: only a number
         os.close(fd)
         return (f"recordings: another uploader (pid {holder}) holds the spool {spool}:"
                 " this one uploads and removes nothing; run one bastion per spool")  # fmt: skip
