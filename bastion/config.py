@@ -20,6 +20,7 @@ from bastion.config_policies import (
     GrantPolicy,
     NotifyPolicy,
     PostgresPolicy,
+    RecordingsPolicy,
     ReportPolicy,
     RequestPolicy,
     SessionPolicy,
@@ -160,6 +161,7 @@ class Config:
     requests: RequestPolicy = field(default_factory=RequestPolicy)
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
     reports: ReportPolicy = field(default_factory=ReportPolicy)
+    recordings: RecordingsPolicy = field(default_factory=RecordingsPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
@@ -384,6 +386,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         requests=_section(RequestPolicy, "requests.", values),
         notify=_section(NotifyPolicy, "notify.", values),
         reports=_section(ReportPolicy, "reports.", values),
+        recordings=_section(RecordingsPolicy, "recordings.", values),
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
@@ -393,10 +396,10 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
-def _check_reports(reports: ReportPolicy) -> None:
-    problem = reports.problem()
-    if problem is not None:
-        raise _Bad(("reports", problem[0]), problem[1])
+def _check_reports(reports: ReportPolicy, recordings: RecordingsPolicy) -> None:
+    for section, problem in (("reports", reports.problem()), ("recordings", recordings.problem())):
+        if problem is not None:
+            raise _Bad((section, problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -470,7 +473,7 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
-        _check_reports(config.reports)
+        _check_reports(config.reports, config.recordings)
         _check_anchors(config.audit)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None

@@ -119,3 +119,52 @@ class WebPolicy:
     idle_timeout: timedelta = timedelta(minutes=30)
     session_lifetime: timedelta = timedelta(hours=12)
     step_up: timedelta = timedelta(minutes=10)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+_ENDPOINT = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?")
+_LOOPBACK = re.compile(r"localhost|127\.\d+\.\d+\.\d+|\[::1\]")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of s3://BUCKET[/PREFIX]; ValueError saying what is wrong."""
+    if not url.startswith("s3://"):
+        raise ValueError("must be s3://BUCKET or s3://BUCKET/PREFIX")
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    prefix = prefix.rstrip("/")
+    if prefix and (not _PREFIX.fullmatch(prefix) or ".." in prefix.split("/")):
+        raise ValueError(f"prefix {prefix!r}: use letters, digits, '.', '_', '-' and '/'")
+    return bucket, prefix
+
+
+@dataclass(frozen=True)
+class RecordingsPolicy:
+    """Where recordings are kept besides the local folder (the spool): S3-compatible storage."""
+
+    url: str = ""  # s3://bucket/prefix; "" keeps recordings in paths.recordings only
+    endpoint: str = ""  # "" is AWS's own endpoint for the region
+    region: str = "us-east-1"
+    credentials_file: str = ""  # relative to the config file's directory; "" reads AWS_* env
+    keep_spool: bool = False
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for the first value that cannot work, else None."""
+        if self.url:
+            try:
+                parse_s3_url(self.url)
+            except ValueError as exc:
+                return "url", str(exc)
+        elif self.endpoint or self.credentials_file:
+            return "url", "is needed when endpoint or credentials_file is set"
+        if self.endpoint:
+            found = _ENDPOINT.fullmatch(self.endpoint)
+            if found is None:
+                return "endpoint", "must be https://HOST[:PORT] (no path)"
+            if found.group(1) == "http" and not _LOOPBACK.fullmatch(found.group(2)):
+                return "endpoint", "must use https (http is allowed only on loopback)"
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+|[a-z0-9-]{1,32}", self.region):
+            return "region", f"{self.region!r} is not a region name (e.g. us-east-1)"
+        return None

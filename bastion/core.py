@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
@@ -104,6 +105,16 @@ class LiveSession:
     kill_requested: bool
 
 
+class Uploads(Protocol):
+    """Where recordings go once in the spool (bastion.recording.upload.Uploader)."""
+
+    def track(self, path: Path) -> None: ...
+
+    def finish(self, path: Path) -> None: ...
+
+    def health(self) -> dict[str, object]: ...
+
+
 @dataclass
 class Core:
     """Everything a door may ask; doors never open the store or read the config file."""
@@ -120,6 +131,7 @@ class Core:
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
+    uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
 
@@ -140,6 +152,13 @@ class Core:
         """Run a blocking core call off the event loop, in the store's thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def recorded_hash(self, path: Path) -> str | None:
+        """For the recording uploader's thread: the SHA-256 the session row holds for the
+        spool file at `path` (None: the session is open, or the row names another file;
+        NotFound: no session has that id)."""
+        found = self._executor.submit(self.store.session, path.stem).result(timeout=60)
+        return found.recording_sha256 if found.recording_path == str(path) else None
 
     async def check_password(self, name: str, password: str, via: str) -> bool:
         """Identity.check_password with argon2 in its own threads: the store's thread only

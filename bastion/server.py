@@ -24,7 +24,9 @@ from bastion.errors import BastionError, Exit
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
+from bastion.recording.objects import ObjectStore, ObjectStoreError
 from bastion.recording.reader import file_digest
+from bastion.recording.upload import Uploader
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
@@ -67,6 +69,7 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self.anchorer: Anchorer | None = None
         self._anchors_failing = False
+        self.uploader: Uploader | None = None
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -92,6 +95,7 @@ class Server:
         except ValueError as exc:
             raise ServeError(str(exc)) from None
         await self.core.run(self.recover)
+        await self._start_uploads()
         await self.core.start_writer()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
@@ -123,6 +127,33 @@ class Server:
             )  # fmt: skip
             await self._anchor()
             self._tasks.append(spawn(self._anchor_every(), name="anchors"))
+
+    async def _start_uploads(self) -> None:
+        """With [recordings] url: prove the bucket and credentials (refusing to start when
+        they are wrong; an unreachable store only delays uploads), start the uploader and
+        queue what the spool holds, recordings of sessions a crash cut short included."""
+        policy = self.config.recordings
+        if not policy.url:
+            return
+        try:
+            store = ObjectStore.from_policy(policy, self.config.path.parent)
+        except ObjectStoreError as exc:
+            raise ServeError(exc.message) from None
+        try:
+            await asyncio.to_thread(store.check)
+        except ObjectStoreError as exc:
+            if exc.lasting:
+                raise ServeError(exc.message) from None
+            log.warning("recordings.object_store_unreachable", error=exc.message)
+        uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
+                            recorded=self.core.recorded_hash)  # fmt: skip
+        uploader.start()
+        if uploader.refused:  # another node's uploader holds this spool: fail closed
+            raise ServeError(uploader.refused)
+        queued = await asyncio.to_thread(uploader.recover)
+        if queued:
+            log.info("recordings.spool_queued", count=len(queued))
+        self.core.uploads = self.uploader = uploader
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""
@@ -175,6 +206,10 @@ class Server:
                 await door.stop()
         self.doors.clear()
         await self.core.stop_writer()
+        if self.uploader is not None:  # what is not uploaded yet stays in the spool
+            self.core.uploads = None
+            await asyncio.to_thread(self.uploader.stop)
+            self.uploader = None
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")

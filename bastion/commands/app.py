@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bastion.access.grants import Access
 from bastion.access.tickets import Tickets
@@ -20,6 +20,9 @@ from bastion.config import Config, load_config
 from bastion.errors import UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
+
+if TYPE_CHECKING:
+    from bastion.recording.fetch import Fetcher
 
 CONFIG_ENV = "BASTION_CONFIG"
 
@@ -54,6 +57,13 @@ class App:
     @cached_property
     def box(self) -> SecretBox:
         return SecretBox.load(self.config.paths.secrets_key)
+
+    @cached_property
+    def fetcher(self) -> Fetcher:
+        """Recordings from the spool, or from the object store ([recordings] url)."""
+        from bastion.recording.fetch import Fetcher  # noqa: PLC0415 - boto3 only when needed
+
+        return Fetcher(self.config)
 
     @cached_property
     def identity(self) -> Identity:

@@ -80,7 +80,8 @@ def recording_problems(
     tick = every(counted(progress, "recordings", total, "checked"), RECORDINGS_EVERY, total)
     problems = []
     for done, (sid, detail) in enumerate(chained.items(), 1):
-        problems += chained_recording_problems(app.box, sid, detail)
+        problems += chained_recording_problems(app.box, sid, detail, app.fetcher.local)
+        app.fetcher.drop(Path(str(detail.get("recording"))))  # a copy from the object store
         tick(done)
     for session_id, info in rows.items():
         held = chained.get(session_id)

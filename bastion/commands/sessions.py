@@ -98,7 +98,8 @@ def replay_command(app: App, args: argparse.Namespace) -> int:
         raise UsageError("--speed must be positive")
     if args.start < 0:
         raise UsageError("--from must be a number of seconds >= 0")
-    opened = open_recording(app.store, app.box, app.viewer, args.session_id)
+    opened = open_recording(app.store, app.box, app.viewer, args.session_id,
+                            locate=app.fetcher.local)  # fmt: skip
     recording = opened.read()
     for warning in opened.warnings:  # before the first byte: not taken for the whole session
         sys.stderr.write(f"bastion: {warning}\n")
@@ -127,7 +128,8 @@ def recordings_export(app: App, args: argparse.Namespace) -> int:
     if out.exists():
         raise UsageError(f"{out} exists already; refusing to overwrite it")
     opened = open_recording(app.store, app.box, app.viewer, args.session_id,
-                            kind="recording.exported", detail={"to": str(out)})  # fmt: skip
+                            kind="recording.exported", detail={"to": str(out)},
+                            locate=app.fetcher.local)  # fmt: skip
     for warning in opened.warnings:
         sys.stderr.write(f"bastion: {warning}\n")
     fd = _create_private(out)

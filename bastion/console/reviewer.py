@@ -8,7 +8,7 @@ Core.run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,18 +100,31 @@ def commands(core: Core, who: Viewer, session_id: str,
     return command_index(core.store, who, session_id, cursor=cursor or None)
 
 
-def recording(core: Core, who: Viewer, session_id: str) -> dict[str, Any]:
+def recording_to_fetch(core: Core, who: Viewer, session_id: str) -> Path | None:
+    """The spool path of a recording the viewer may read that is only in the object store
+    (to be fetched off the store's thread first); None when nothing is to be fetched."""
+    session = readable_session(core.store, who, session_id)
+    path = Path(session.recording_path) if session.recording_path else None
+    if path is None or not core.config.recordings.url or path.exists():
+        return None
+    return path
+
+
+def recording(
+    core: Core, who: Viewer, session_id: str, locate: Callable[[Path], Path] | None = None
+) -> dict[str, Any]:
     """The recording as asciicast v2 text, only after `recording.replayed` is in the chain
     (read back); with the warnings to show before it. One too large to hold in memory and
-    send whole is refused before anything is chained or read."""
+    send whole is refused before anything is chained or read. locate finds a recording the
+    spool no longer holds (see recording_to_fetch)."""
     session = readable_session(core.store, who, session_id)
-    size = _stored_size(session.recording_path)
+    size = _stored_size(session.recording_path) or (session.recording_size or 0)
     if size > MAX_BROWSER_RECORDING:
         raise UsageError(f"the recording is {size // 2**20} MiB, more than the browser's player"
                          f" takes ({MAX_BROWSER_RECORDING // 2**20} MiB): replay it with"
                          f" `bastion replay {session.id}` on the bastion host")  # fmt: skip
     opened = open_recording(core.store, core.box, who, session_id,
-                            detail={"via": "web console"})  # fmt: skip
+                            detail={"via": "web console"}, locate=locate)  # fmt: skip
     return {**opened.public(), "asciicast": opened.asciicast()}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +12,20 @@ from bastion.recording.reader import file_digest, read_info
 
 
 def chained_recording_problems(
-    box: SecretBox, session_id: str, detail: Mapping[str, Any]
-) -> list[str]:
-    """What is wrong with one recording the chain holds a hash for (nothing: [])."""
+    box: SecretBox, session_id: str, detail: Mapping[str, Any],
+    locate: Callable[[Path], Path] | None = None,
+) -> list[str]:  # fmt: skip
+    """What is wrong with one recording the chain holds a hash for (nothing: []); locate
+    finds the file (a copy from the object store when the spool has it no more)."""
     if "recording_missing" in detail:
         return [f"recording of session {session_id} was missing when the bastion closed the"
                 f" session after a crash ({detail['recording_missing']})"]  # fmt: skip
     path = Path(str(detail.get("recording")))
     try:
+        path = locate(path) if locate is not None else path
         digest, size = file_digest(path)
-    except (OSError, RecordingError):
-        return [f"recording of session {session_id} is missing or unreadable ({path})"]
+    except (OSError, RecordingError) as exc:
+        return [f"recording of session {session_id} is missing or unreadable ({exc})"]
     out = []
     if (digest, size) != (detail.get("recording_sha256"), detail.get("recording_size")):
         out.append(f"recording of session {session_id} changed since it was closed")

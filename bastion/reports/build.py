@@ -22,6 +22,7 @@ from bastion.config import Config
 from bastion.errors import Conflict, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.progress import Progress, quiet, terminal_progress  # noqa: F401 - moved there
+from bastion.recording.fetch import Fetcher
 from bastion.reports.carry import carry
 from bastion.reports.gather import gather
 from bastion.reports.model import Verification, WeeklyReport
@@ -63,16 +64,19 @@ class Built(PackOnDisk):
     findings: int
 
 
-def verify_week(store: Store, box: SecretBox, week: Week) -> Verification:
+def verify_week(
+    store: Store, box: SecretBox, week: Week, fetcher: Fetcher | None = None
+) -> Verification:
     """The whole chain, the week's query log and sessions against it, and every recording of
     the week against the hash the chain holds."""
     with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
-        return verifying(pool, store, box, week)()
+        return verifying(pool, store, box, week, fetcher)()
 
 
 def verifying(
-    pool: ThreadPoolExecutor, store: Store, box: SecretBox, week: Week
-) -> Callable[[], Verification]:
+    pool: ThreadPoolExecutor, store: Store, box: SecretBox, week: Week,
+    fetcher: Fetcher | None = None,
+) -> Callable[[], Verification]:  # fmt: skip
     """Start verifying the week in the pool (the chain's walk and the query log's comparison
     run in compiled code and SQLite, off the GIL, beside the gathering); the returned call
     waits for the verdict."""
@@ -87,7 +91,7 @@ def verifying(
         differs = query_log.result() or session_log.result() or indexes.result()
         if walked.ok and differs:
             chain = differs
-        checked, failed = recording_problems(store, box, week, walked.head_seq)
+        checked, failed = recording_problems(store, box, week, walked.head_seq, fetcher)
         return Verification(chain, checked, failed)
 
     return result
@@ -134,8 +138,8 @@ def build_week(
     key = ensure_key(config.paths.report_signing_key, store, actor)
     progress(f"{week.label}: verifying the audit chain and the week's recordings,"
              " and gathering the week")  # fmt: skip
-    with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
-        verification = verifying(pool, store, sources.box, week)
+    with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool, Fetcher(config) as fetcher:
+        verification = verifying(pool, store, sources.box, week, fetcher)
         report = gather(store, config, week, now=sources.clock.now(), verification=verification,
                         carried=carry(store, config, sources.clock, week.label))  # fmt: skip
     progress(f"{week.label}: rendering {', '.join(formats)}")

@@ -30,6 +30,7 @@ from bastion.audit.outbox import FLAG_NOTICE
 from bastion.config import Config
 from bastion.core import Core
 from bastion.identity.sealing import SecretBox
+from bastion.recording.fetch import Fetcher
 from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
 from bastion.reports.facts import Facts, collect
@@ -97,11 +98,13 @@ def day_findings(facts: Facts, config: Config) -> list[Finding]:
     return found
 
 
-def verify_day(store: Store, box: SecretBox, day: Week) -> Verification:
+def verify_day(
+    store: Store, box: SecretBox, day: Week, fetcher: Fetcher | None = None
+) -> Verification:
     """The day's query log and sessions against the chain, and each recording of the day's sessions
     against the hash its chained session.closed event holds."""
     problem = query_log_problem(store, day) or session_log_problem(store, day)
-    checked, failed = recording_problems(store, box, day, store.chain_head()[0])
+    checked, failed = recording_problems(store, box, day, store.chain_head()[0], fetcher)
     return Verification(problem or "intact", checked, failed)
 
 
@@ -189,7 +192,10 @@ class DailyFlags:
         facts = await asyncio.to_thread(collect, self.store, day, now)
         found = day_findings(facts, self.core.config)
         if whole:  # once a day, when it is over: its recordings and query log
-            verdict = await asyncio.to_thread(verify_day, self.store, self.core.box, day)
+            with Fetcher(self.core.config) as fetcher:  # recordings uploaded to S3 too
+                verdict = await asyncio.to_thread(
+                    verify_day, self.store, self.core.box, day, fetcher
+                )
             found += verification_findings(verdict)
         webhook = bool(self.core.config.notify.webhook_url)
         earlier = await self.core.run(self.store.daily_flags, day.label)

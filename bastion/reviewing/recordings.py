@@ -11,7 +11,7 @@ the event cannot be written, nothing is shown.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -68,18 +68,22 @@ class OpenedRecording:
 def open_recording(
     store: Store, box: SecretBox, viewer: Viewer, session_id: str, *,
     kind: str = "recording.replayed", detail: Mapping[str, Any] | None = None,
+    locate: Callable[[Path], Path] | None = None,
 ) -> OpenedRecording:  # fmt: skip
     """Check the recording, chain the viewing, and only then hand it over.
 
     Raises NotFound for a session the viewer may not read, UsageError for one without a
-    recording, RecordingError/RecordingTampered for one that fails authentication (nothing
-    chained, nothing shown), StoreError when the viewing cannot be chained."""
+    recording, RecordingError/RecordingTampered for one that fails authentication or cannot
+    be had (nothing chained, nothing shown), StoreError when the viewing cannot be chained.
+    locate finds the file (a copy from the object store when the spool has it no more)."""
     if kind not in VIEWINGS:
         raise ValueError(f"a viewing is one of {VIEWINGS}")
     session = readable_session(store, viewer, session_id)
     if not session.recording_path:
         raise UsageError(f"session {session.id} has no recording ({session.protocol})")
     path = Path(session.recording_path)
+    if locate is not None:
+        path = locate(path)
     info = read_info(path, box, session.id)
     warnings = recording_warnings(store, session, path, info)
     said: dict[str, Any] = {"target": session.target, **(detail or {})}

@@ -91,6 +91,8 @@ class SessionTap:
             recording_path=str(self.writer.path) if self.writer else None,
         )  # fmt: skip
         self.opened = True
+        if self.writer is not None and self.core.uploads is not None:
+            self.core.uploads.track(self.writer.path)
         self.started = time.monotonic()
         if command is not None:
             self.commands.append(CommandLine(self.core.clock.now(), 0, command))
@@ -199,3 +201,7 @@ class SessionTap:
         if exit_status is not None:
             reason = f"{reason} (exit status {exit_status})"
         await self.core.close_session(self.session_id, state, reason, info)
+        if self.writer is not None and self.core.uploads is not None:
+            # the final chunk (or what is there) written and its hash stored: the spool copy
+            # may go once uploaded (a failure above leaves it to the next start's recovery)
+            self.core.uploads.finish(self.writer.path)

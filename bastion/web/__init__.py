@@ -25,9 +25,13 @@ class NoCertificate(BastionError):
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
-    store's own thread, like every store call from the event loop)."""
+    store's own thread, like every store call from the event loop); with [recordings] url,
+    whether the object store takes uploads and how many wait in the spool."""
     core = request.app[CORE_KEY]
-    return web.json_response({"status": "ok", "audit_head": await core.audit_head()})
+    body: dict[str, object] = {"status": "ok", "audit_head": await core.audit_head()}
+    if core.uploads is not None:
+        body["recordings"] = core.uploads.health()
+    return web.json_response(body)
 
 
 def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:

@@ -7,6 +7,7 @@ carry the CSRF token like every write (the guard checks it)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from bastion.access.viewing import Viewer
 from bastion.console import reviewer
 from bastion.core import Core
+from bastion.recording.fetch import Fetcher
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.routes import ANYONE, Routes
 from bastion.web.state import core_of, session_of
@@ -66,8 +68,17 @@ def _commands(core: Core, who: Viewer, asked: Mapping[str, str]) -> Any:
     return reviewer.commands(core, who, asked.get("session", ""), asked.get("cursor"))
 
 
-def _recording(core: Core, who: Viewer, asked: Mapping[str, str]) -> Any:
-    return reviewer.recording(core, who, asked.get("session", ""))
+async def _recording(request: web.Request) -> Any:
+    """The viewer's right is checked first; a recording only in the object store is then
+    downloaded in a worker thread (never the store's: the doors wait on that one), and
+    shown as a local one is, once its viewing is chained."""
+    core, who = core_of(request), reviewer.viewer(session_of(request))
+    session_id = request.query.get("session", "")
+    fetch = await core.run(reviewer.recording_to_fetch, core, who, session_id)
+    with Fetcher(core.config) as fetcher:
+        if fetch is not None:
+            await asyncio.to_thread(fetcher.local, fetch)
+        return await core.run(reviewer.recording, core, who, session_id, fetcher.local)
 
 
 Route = tuple[str, str, Callable[[web.Request], Any], frozenset[str], tuple[str, ...], str]
@@ -84,7 +95,7 @@ API: tuple[Route, ...] = (
      "Sessions by person, target, date and command text (an engineer: their own)"),
     ("GET", "/commands", _read(_commands), ANYONE, ("session", "cursor"),
      "A session's commands or statements, each with its offset in the recording"),
-    ("GET", "/recording", _read(_recording), ANYONE, ("session",),
+    ("GET", "/recording", _recording, ANYONE, ("session",),
      "A session's recording as asciicast v2, after recording.replayed is chained"),
     ("GET", "/queries", _read(reviewer.queries), REVIEWERS, reviewer.QUERY_QUERY,
      "The query log, searched (reviewers)"),

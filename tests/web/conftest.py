@@ -122,12 +122,12 @@ def _targets(core: Core, box: SecretBox) -> None:
 
 @contextlib.asynccontextmanager
 async def running(home: Path, *, postgres: bool = False,
-                  before: Callable[[Core, SecretBox], None] | None = None,
+                  before: Callable[[Core, SecretBox], None] | None = None, extra: str = "",
                   ) -> AsyncIterator[Console]:  # fmt: skip
     """A bastion in `home` serving the console (and SSH, and the database door if asked)."""
     home.mkdir()
     text = CONFIG.format(ssh=free_port(), pg=free_port(), web=free_port())
-    text = text.replace("enabled = false", f"enabled = {str(postgres).lower()}")
+    text = text.replace("enabled = false", f"enabled = {str(postgres).lower()}") + extra
     (home / "bastion.toml").write_text(text, encoding="utf-8")
     config = load_config(home / "bastion.toml")
     SecretBox.create_key_file(config.paths.secrets_key)

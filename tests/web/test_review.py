@@ -3,8 +3,10 @@ recording shown only once its viewing is in the audit chain."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,7 +15,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from bastion.console import reviewer
 from bastion.web.security import CSP, CSP_WASM, add_headers
-from tests.web.conftest import Console, detail, signed_in
+from tests.reals3 import MotoS3
+from tests.web.conftest import Console, detail, running, signed_in
 from tests.web.review_world import WEEK
 
 
@@ -242,3 +245,29 @@ async def test_hostile_search_parameters_are_refused_in_one_line(reviewed: Conso
         for page in ("/review/sessions", "/review/queries"):
             async with http.get(page, params={"since": "9999-12-31", "until": "9999-12-31"}) as r:
                 assert r.status == 400 and "<script>" not in await r.text()
+
+
+async def test_the_console_plays_a_recording_from_the_object_store(tmp_path: Path) -> None:
+    """The spool copies uploaded and gone: the player gets the recording from the bucket,
+    still only for who may read it, and still only once the viewing is chained."""
+    from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports conftest)
+
+    with MotoS3(tmp_path) as moto:
+        moto.start()
+        credentials = moto.write_credentials(tmp_path / "s3.credentials")
+        config = moto.config(credentials=str(credentials))
+        async with running(tmp_path / "bastion", before=reviewed_world, extra=config) as found:
+            spool = found.core.config.paths.recordings
+            deadline = asyncio.get_running_loop().time() + 60  # a safety net, not a timing
+            while list(spool.rglob("*.cast")):  # uploaded at start, checked, then removed
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            http, _ = await signed_in(found, "bob")
+            async with http:
+                status, mine = await get_json(http, "/api/v1/review/recording?session=s-bob")
+                assert status == 200 and isinstance(mine, dict), mine
+                assert "cat /etc/shadow" in mine["asciicast"]
+                status, other = await get_json(http, "/api/v1/review/recording?session=s-alice")
+                assert (status, other) == (404, {"error": "no session with id s-alice"})
+            viewings = found.events("recording.replayed")
+            assert [(e.actor, e.session_id) for e in viewings] == [("bob", "s-bob")]

@@ -1,0 +1,344 @@
+"""Stream spooled recordings to the object store in parts, off the sessions' path.
+
+The recordings folder is the spool: sessions write there exactly as without an object store.
+One thread per node uploads each recording as a multipart upload while it grows (a part
+once PART_SIZE new bytes are there), and at its end sends the rest, completes the upload,
+and checks the object's SHA-256 and size against the local file before the spool copy goes.
+The object store being down never reaches a session: the thread retries with backoff and the
+spool keeps the bytes. On start-up, recover() queues what the spool holds (a node killed
+mid-session left a readable prefix: it is uploaded as it is). Only regular files below the
+spool are read, through no link, and hashed and sent from one descriptor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bastion.errors import NotFound
+from bastion.recording.model import RecordingError
+from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
+
+log = structlog.get_logger("bastion.recording.upload")
+
+POLL = 1.0  # seconds between looks at growing recordings
+MAX_BACKOFF = 60.0
+_BLOCK = 1 << 20
+LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its whole life
+
+
+def hold_spool(spool: Path) -> int | str:
+    """Take the spool's lock (exclusive, for as long as the descriptor stays open): the
+    descriptor, or one line saying why not (another uploader holds it)."""
+    path = spool / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        return f"recordings: cannot open the spool's lock {path} ({exc.strerror})"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        said = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        holder = said if said.isdigit() else "?"  # the file is the spool's: only a number
+        os.close(fd)
+        return (f"recordings: another uploader (pid {holder}) holds the spool {spool}:"
+                " this one uploads and removes nothing; run one bastion per spool")  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def open_spooled(spool: Path, path: Path) -> int:
+    """A read-only descriptor of a regular file below the spool, every folder and the file
+    itself opened without following a link: a link planted in the spool (to the secrets
+    key, say) is refused, never read."""
+    parts = path.relative_to(spool).parts
+    if not parts or ".." in parts:
+        raise RecordingError(f"{path} is not a recording in the spool")
+    where = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=where)
+            os.close(where)
+            where = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=where)
+    except OSError as exc:
+        raise RecordingError(f"{path}: not opened as a spool file ({exc.strerror})") from None
+    finally:
+        os.close(where)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RecordingError(f"{path} is not a regular file: refused, never uploaded")
+    return fd
+
+
+def fd_digest(fd: int) -> tuple[str, int]:
+    """SHA-256 (hex) and size of what the descriptor reads from its first byte."""
+    digest, size = hashlib.sha256(), 0
+    while block := os.pread(fd, _BLOCK, size):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
+@dataclass
+class Upload:
+    """One spool file on its way to the object store (the uploader thread's own state)."""
+
+    path: Path
+    key: str
+    finished: bool = False  # the writer closed it: no more bytes come
+    upload_id: str | None = None
+    etags: list[str] = field(default_factory=list)
+    sent: int = 0
+    failures: int = 0
+    retry_at: float = 0.0
+    again: bool = False  # started over: never take an object already there for this one
+
+    def restart(self) -> None:
+        """Start again from the first byte (the upload was lost or came out wrong)."""
+        self.upload_id, self.etags, self.sent, self.again = None, [], 0, True
+
+
+def next_part(sent: int, available: int, finished: bool) -> int:
+    """How many bytes the next part takes (0: none now). Every part but the last is
+    PART_SIZE; the last, sent once the file is finished, takes what is left."""
+    left = available - sent
+    if left >= PART_SIZE:
+        return PART_SIZE
+    return left if finished and left > 0 else 0
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` failures in a row: 1, 2, 4 ... MAX_BACKOFF."""
+    return float(min(MAX_BACKOFF, 2 ** max(0, failures - 1)))
+
+
+class Uploader:
+    """The node's uploader thread; track() a recording when it opens, finish() when closed.
+
+    `recorded` (the server's: the SHA-256 the session row holds for a spool file, None while
+    the session is open) guards the spool copy: it goes only when the object's hash is the
+    row's (NotFound: no row names the file). Without it the local file's hash stands in."""
+
+    def __init__(
+        self, store: ObjectStore, spool: Path, *, keep: bool = False,
+        monotonic: Callable[[], float] = time.monotonic, poll: float = POLL,
+        recorded: Callable[[Path], str | None] | None = None,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.spool = spool
+        self.keep = keep
+        self._recorded = recorded
+        self._hold: int | None = None  # the spool's lock, held from start() to stop()
+        self.refused: str | None = None  # why this uploader does nothing (the spool is held)
+        self._monotonic = monotonic
+        self._poll = poll
+        self._uploads: dict[Path, Upload] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.failing: str | None = None  # the last error while the object store fails
+
+    def name(self, path: Path) -> str:
+        """The object key of a spool file."""
+        return self.store.key(path.relative_to(self.spool).as_posix())
+
+    def start(self) -> None:
+        """Hold the spool's lock and start the thread. When another uploader holds the spool,
+        refuse (one line, in the log, `refused` and the health check): this one then queues,
+        uploads and removes nothing, and the spool keeps every byte for the holder."""
+        held = hold_spool(self.spool)
+        if isinstance(held, str):
+            self.refused = self.failing = held
+            log.error("recording.upload_refused", error=held)
+            return
+        self._hold = held
+        self._thread = threading.Thread(target=self._run, name="recording-upload", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; what is not uploaded stays in the spool for the next start."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():  # still in a store call: it keeps the spool's lock
+                return
+            self._thread = None
+        if self._hold is not None:
+            os.close(self._hold)
+            self._hold = None
+
+    def track(self, path: Path) -> None:
+        """A recording opened in the spool: upload its parts as they come."""
+        if self.refused:
+            return
+        with self._wake:
+            self._uploads.setdefault(path, Upload(path, self.name(path)))
+
+    def finish(self, path: Path) -> None:
+        """The recording's writer closed it (or failed): send the rest and complete."""
+        if self.refused:
+            return
+        with self._wake:
+            upload = self._uploads.setdefault(path, Upload(path, self.name(path)))
+            upload.finished = True
+            upload.retry_at = 0.0
+            self._wake.notify_all()
+
+    def recover(self) -> list[Path]:
+        """Queue every recording the spool holds (none is being written at start-up); an
+        entry that is not a regular file (a link, a folder) is left where it is, unread."""
+        found: list[Path] = []
+        if self.refused:
+            return found
+        for path in sorted(self.spool.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.cast")):
+            if stat.S_ISREG(path.lstat().st_mode):  # the folders: open_spooled checks them
+                found.append(path)
+                self.finish(path)
+            else:
+                log.error("recording.upload_refused", path=str(path),
+                          error="not a regular file in the spool: never uploaded")  # fmt: skip
+        return found
+
+    def health(self) -> dict[str, object]:
+        """For /healthz: whether the object store takes uploads, and how many wait (no
+        names: the health check answers anyone who reaches the port)."""
+        with self._lock:
+            waiting = len(self._uploads)
+        return {"object_store": "failing" if self.failing else "ok", "uploads_waiting": waiting}
+
+    def pending(self) -> list[Path]:
+        """Spool files not yet uploaded and checked."""
+        with self._lock:
+            return sorted(self._uploads)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                uploads = list(self._uploads.values())
+            for upload in uploads:
+                if self._stopping:
+                    return
+                if self._monotonic() >= upload.retry_at:
+                    self._step(upload)
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait(self._poll)
+
+    def _step(self, upload: Upload) -> None:
+        """Send what is due of one upload; a failure waits its backoff, the spool keeps all."""
+        try:
+            fd = open_spooled(self.spool, upload.path)
+            try:
+                if self._send(upload, fd):
+                    self._done(upload, fd)
+            finally:
+                os.close(fd)
+            upload.failures = 0
+            if self.failing is not None:
+                log.info("recording.upload_resumed", object=self.store.url(upload.key))
+                self.failing = None
+        except ObjectStoreError as exc:
+            upload.failures += 1
+            upload.retry_at = self._monotonic() + backoff(upload.failures)
+            if exc.code == "NoSuchUpload":
+                upload.restart()
+            if self.failing != exc.message:
+                log.warning("recording.upload_failed", error=exc.message, retry=True)
+            self.failing = exc.message
+        except (OSError, RecordingError) as exc:  # the spool file itself: nothing to retry
+            log.error("recording.upload_abandoned", path=str(upload.path), error=str(exc))
+            self._forget(upload)
+        except Exception as exc:  # not foreseen: the thread goes on, the upload waits
+            upload.failures += 1
+            upload.retry_at = self._monotonic() + backoff(upload.failures)
+            log.error("recording.upload_error", path=str(upload.path),
+                      error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
+
+    def _send(self, upload: Upload, fd: int) -> str:
+        """Upload every part due from the spool file's descriptor: "sent" once the object is
+        complete, "found" when it was there already, "" while more is to come."""
+        size = os.fstat(fd).st_size
+        finished = upload.finished
+        if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
+            held = self.store.parts(upload.key, upload.upload_id)
+            if held is None or held < len(upload.etags):
+                upload.restart()
+        fresh = finished and upload.upload_id is None and not upload.again
+        if fresh and self.store.head(upload.key) == size:
+            return "found"  # uploaded before: kept, or stopped before the spool copy went
+        if finished and size == 0:  # created, then killed before its first byte
+            self.store.put(upload.key, b"")
+            return "sent"
+        while length := next_part(upload.sent, size, finished):
+            if upload.upload_id is None:
+                upload.upload_id = self.store.create_upload(upload.key)
+            data = os.pread(fd, length, upload.sent)
+            if len(data) != length:
+                raise RecordingError(f"{upload.path} shrank while being uploaded")
+            tag = self.store.upload_part(upload.key, upload.upload_id, len(upload.etags) + 1, data)
+            upload.etags.append(tag)
+            upload.sent += length
+        if not finished or upload.upload_id is None:
+            return ""
+        self.store.complete(upload.key, upload.upload_id, upload.etags)
+        return "sent"
+
+    def _done(self, upload: Upload, fd: int) -> None:
+        """Check the object against the spool file; then the spool copy may go. An object
+        found at the key (uploaded before, or planted by someone who can write the bucket)
+        is read and checked too, kept spool or not: a different one is uploaded again."""
+        local = fd_digest(fd)
+        remote = self.store.sha256(upload.key)
+        if remote != local:
+            upload.restart()
+            raise ObjectStoreError(
+                f"object store: {self.store.url(upload.key)} does not match {upload.path}"
+                f" (size {remote[1]}, local {local[1]}): uploading it again"
+            )
+        log.info("recording.uploaded", object=self.store.url(upload.key), size=local[1])
+        if not self.keep and self._may_remove(upload.path, remote[0]):
+            upload.path.unlink(missing_ok=True)
+        self._forget(upload)
+
+    def _may_remove(self, path: Path, sha256: str) -> bool:
+        """Whether the spool copy may go: the session row holds the object's very hash (a
+        live session's row holds none yet; a changed spool file, another). When it may not,
+        the copy stays for the next start to check again. A file no session row names (no
+        session opened with it) goes once its object is checked against it."""
+        if self._recorded is None:
+            return True
+        try:
+            expected = self._recorded(path)
+        except NotFound:
+            return True
+        except Exception as exc:  # the store could not say: keep the copy
+            why = f"the session row could not be read: {type(exc).__name__}: {exc}"[:300]
+        else:
+            if expected == sha256:
+                return True
+            why = ("the session row holds no hash yet (open session)" if expected is None
+                   else "the session row holds another hash")  # fmt: skip
+        log.warning("recording.spool_kept", path=str(path), reason=why)
+        return False
+
+    def _forget(self, upload: Upload) -> None:
+        with self._lock:
+            self._uploads.pop(upload.path, None)

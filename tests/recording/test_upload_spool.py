@@ -1,0 +1,125 @@
+"""The uploader and its spool (issue 18, red-team findings 5 and 6): only regular files below
+the spool are read, through no link (a linked folder, a FIFO); one uploader per spool; the
+spool copy goes only when the object is what the session row holds. Real moto_server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import NotFound, StoreError
+from bastion.recording.upload import Uploader
+from tests.reals3 import MotoS3
+from tests.recording.test_objects import store_for, wait_until
+
+DAY = Path("2026") / "12" / "07"
+
+
+@pytest.fixture
+def moto(tmp_path: Path) -> Iterator[MotoS3]:
+    server = MotoS3(tmp_path)
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+def drain(uploader: Uploader) -> None:
+    uploader.start()
+    try:
+        uploader.recover()
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+
+
+def test_a_linked_day_folder_is_never_read(moto: MotoS3, tmp_path: Path) -> None:
+    """The day folder is a link to a folder outside the spool holding a file named like a
+    recording: nothing of it reaches the bucket, and the file outside stays."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "s-x.cast"
+    secret.write_bytes(b"not a recording: a file the bastion's user may read")
+    spool = tmp_path / "recordings"
+    (spool / DAY).parent.mkdir(parents=True)
+    (spool / DAY).symlink_to(outside, target_is_directory=True)
+    drain(Uploader(store_for(moto, tmp_path), spool, poll=0.05))
+    assert moto.object_keys() == []
+    assert secret.exists()
+
+
+def test_a_fifo_in_the_spool_never_holds_the_uploader(moto: MotoS3, tmp_path: Path) -> None:
+    """A FIFO named like a recording is refused (opening it does not wait for a writer), and
+    the real recording beside it is still uploaded."""
+    spool = tmp_path / "recordings"
+    (spool / DAY).mkdir(parents=True)
+    os.mkfifo(spool / DAY / "s-fifo.cast")
+    (spool / DAY / "s-real.cast").write_bytes(b"a real recording")
+    drain(Uploader(store_for(moto, tmp_path), spool, poll=0.05))
+    assert moto.object_keys() == ["node-a/2026/12/07/s-real.cast"]
+    assert (spool / DAY / "s-fifo.cast").exists()
+
+
+def test_a_second_uploader_refuses_in_one_line_and_the_next_takes_the_spool(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """While one uploader holds the spool a second refuses (one line, in its health too) and
+    queues nothing; once the first stops, a new one takes the spool."""
+    spool = tmp_path / "recordings"
+    (spool / DAY).mkdir(parents=True)
+    (spool / DAY / "s-one.cast").write_bytes(b"a recording")
+    first = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    first.start()
+    second = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    try:
+        second.start()
+        assert second.refused is not None
+        assert f"another uploader (pid {os.getpid()}) holds the spool" in second.refused
+        assert "\n" not in second.refused
+        assert second.health()["object_store"] == "failing"
+        assert second.recover() == []
+        assert second.pending() == []
+    finally:
+        second.stop()
+        first.stop()
+    third = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
+    third.start()
+    try:
+        assert third.refused is None
+        assert third.recover() == [spool / DAY / "s-one.cast"]
+        wait_until(lambda: not third.pending())
+    finally:
+        third.stop()
+    assert moto.object_keys() == ["node-a/2026/12/07/s-one.cast"]
+
+
+def test_the_spool_copy_goes_only_when_the_object_is_what_the_session_row_holds(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """Every file is uploaded and checked; only the one whose session row holds the object's
+    hash leaves the spool: an open session's row (no hash yet) and a row holding another
+    hash (the spool file changed after the session closed) keep their copies. A file no
+    session row names goes once checked; a store that cannot answer keeps the copy."""
+    spool = tmp_path / "recordings"
+    (spool / DAY).mkdir(parents=True)
+    rows: dict[str, str | None] = {}
+    for name, row in (("s-closed", "same"), ("s-open", None), ("s-changed", "other"),
+                      ("s-norow", "none"), ("s-down", "down")):  # fmt: skip
+        data = name.encode() * 100
+        (spool / DAY / f"{name}.cast").write_bytes(data)
+        rows[name] = hashlib.sha256(data).hexdigest() if row == "same" else row
+
+    def recorded(path: Path) -> str | None:
+        if rows[path.stem] == "none":
+            raise NotFound(f"no session with id {path.stem}")
+        if rows[path.stem] == "down":
+            raise StoreError("the store is unreachable")
+        return rows[path.stem]
+
+    drain(Uploader(store_for(moto, tmp_path), spool, poll=0.05, recorded=recorded))
+    assert len(moto.object_keys()) == 5
+    assert sorted(p.stem for p in (spool / DAY).iterdir()) == ["s-changed", "s-down", "s-open"]
