@@ -101,13 +101,14 @@ def commands(core: Core, who: Viewer, session_id: str,
 
 
 def recording_to_fetch(core: Core, who: Viewer, session_id: str) -> Path | None:
-    """The spool path of a recording the viewer may read that is only in the object store
-    (to be fetched off the store's thread first); None when nothing is to be fetched."""
+    """The recorded path of a recording the viewer may read, to be found (the spool's file,
+    or a copy from the object store) off the store's thread first; None without an object
+    store. Whether the spool still holds it is not asked here: the uploader may remove it
+    at any moment, and the store's thread never downloads."""
     session = readable_session(core.store, who, session_id)
-    path = Path(session.recording_path) if session.recording_path else None
-    if path is None or not core.config.recordings.url or path.exists():
+    if not session.recording_path or not core.config.recordings.url:
         return None
-    return path
+    return Path(session.recording_path)
 
 
 def recording(
@@ -116,7 +117,7 @@ def recording(
     """The recording as asciicast v2 text, only after `recording.replayed` is in the chain
     (read back); with the warnings to show before it. One too large to hold in memory and
     send whole is refused before anything is chained or read. locate finds a recording the
-    spool no longer holds (see recording_to_fetch)."""
+    spool no longer holds without downloading it (see recording_to_fetch)."""
     session = readable_session(core.store, who, session_id)
     size = _stored_size(session.recording_path) or (session.recording_size or 0)
     if size > MAX_BROWSER_RECORDING:

@@ -93,6 +93,12 @@ class Fetcher:
             atexit.register(self.close)
         return self._folder
 
+    def found(self, recorded: Path) -> Path:
+        """The copy local() made of the recording, else the path as it is; never downloads
+        (for a thread that must not wait on the object store: the store's)."""
+        with self._lock:
+            return self._copies.get(recorded, recorded)
+
     def drop(self, recorded: Path) -> None:
         """Remove the copy made of one recording, if any (a checker done with it)."""
         with self._lock:

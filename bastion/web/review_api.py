@@ -69,8 +69,9 @@ def _commands(core: Core, who: Viewer, asked: Mapping[str, str]) -> Any:
 
 
 async def _recording(request: web.Request) -> Any:
-    """The viewer's right is checked first; a recording only in the object store is then
-    downloaded in a worker thread (never the store's: the doors wait on that one), and
+    """The viewer's right is checked first; the recording is then found (the spool's file,
+    or one only in the object store downloaded) in a worker thread, never the store's: the
+    doors wait on that one, so what runs there only looks up what the worker found. It is
     shown as a local one is, once its viewing is chained."""
     core, who = core_of(request), reviewer.viewer(session_of(request))
     session_id = request.query.get("session", "")
@@ -78,7 +79,7 @@ async def _recording(request: web.Request) -> Any:
     with Fetcher(core.config) as fetcher:
         if fetch is not None:
             await asyncio.to_thread(fetcher.local, fetch)
-        return await core.run(reviewer.recording, core, who, session_id, fetcher.local)
+        return await core.run(reviewer.recording, core, who, session_id, fetcher.found)
 
 
 Route = tuple[str, str, Callable[[web.Request], Any], frozenset[str], tuple[str, ...], str]
