@@ -16,6 +16,7 @@ from typing import Any
 from bastion.access.reviews import Reviews
 from bastion.access.viewing import Viewer
 from bastion.audit import SessionFilter, WebSession
+from bastion.audit.records import SessionRecord
 from bastion.clock import parse_iso
 from bastion.core import Core
 from bastion.errors import UsageError
@@ -106,6 +107,7 @@ def recording_to_fetch(core: Core, who: Viewer, session_id: str) -> Path | None:
     store. Whether the spool still holds it is not asked here: the uploader may remove it
     at any moment, and the store's thread never downloads."""
     session = readable_session(core.store, who, session_id)
+    refuse_too_large(session)  # before any download: the row holds the size
     if not session.recording_path or not core.config.recordings.url:
         return None
     return Path(session.recording_path)
@@ -119,14 +121,20 @@ def recording(
     send whole is refused before anything is chained or read. locate finds a recording the
     spool no longer holds without downloading it (see recording_to_fetch)."""
     session = readable_session(core.store, who, session_id)
-    size = _stored_size(session.recording_path) or (session.recording_size or 0)
+    refuse_too_large(session)
+    opened = open_recording(core.store, core.box, who, session_id,
+                            detail={"via": "web console"}, locate=locate)  # fmt: skip
+    return {**opened.public(), "asciicast": opened.asciicast()}
+
+
+def refuse_too_large(session: SessionRecord) -> None:
+    """UsageError for a recording larger than the browser's player takes, by the size the
+    session row holds or the spool's file has, whichever is larger (no download needed)."""
+    size = max(_stored_size(session.recording_path), session.recording_size or 0)
     if size > MAX_BROWSER_RECORDING:
         raise UsageError(f"the recording is {size // 2**20} MiB, more than the browser's player"
                          f" takes ({MAX_BROWSER_RECORDING // 2**20} MiB): replay it with"
                          f" `bastion replay {session.id}` on the bastion host")  # fmt: skip
-    opened = open_recording(core.store, core.box, who, session_id,
-                            detail={"via": "web console"}, locate=locate)  # fmt: skip
-    return {**opened.public(), "asciicast": opened.asciicast()}
 
 
 def _stored_size(path: str | None) -> int:
