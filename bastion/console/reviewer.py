@@ -113,6 +113,16 @@ def recording_to_fetch(core: Core, who: Viewer, session_id: str) -> Path | None:
     return Path(session.recording_path)
 
 
+def recording_fetch(core: Core, who: Viewer, session_id: str) -> tuple[Path, int] | None:
+    """recording_to_fetch's path with the most bytes a copy of it may hold: the size the
+    session row holds (once closed), never more than the browser's player takes."""
+    path = recording_to_fetch(core, who, session_id)
+    if path is None:
+        return None
+    row = readable_session(core.store, who, session_id).recording_size
+    return path, min(row, MAX_BROWSER_RECORDING) if row is not None else MAX_BROWSER_RECORDING
+
+
 def recording(
     core: Core, who: Viewer, session_id: str, locate: Callable[[Path], Path] | None = None
 ) -> dict[str, Any]:

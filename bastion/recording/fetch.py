@@ -49,10 +49,12 @@ class Fetcher:
             self._store = ObjectStore.from_policy(policy, self._config.path.parent)
         return self._store
 
-    def local(self, recorded: Path) -> Path:
+    def local(self, recorded: Path, limit: int | None = None) -> Path:
         """The recording's local file: the spool's, or a fresh copy from the object store.
         A path the spool does not hold and no object store is configured comes back as it
-        is (the reader then says it is missing); RecordingError when the bucket has none."""
+        is (the reader then says it is missing); RecordingError when the bucket has none,
+        or when it holds (or sends) more than it announced or than `limit` (bytes: the size
+        the session row holds, when the caller has it): no copy is kept then."""
         spool = self._config.paths.recordings
         if recorded.exists() or not self._config.recordings.url:
             return recorded
@@ -64,10 +66,10 @@ class Fetcher:
             return recorded
         with self._lock:
             if recorded not in self._copies:
-                self._copies[recorded] = self._download(name, recorded.name)
+                self._copies[recorded] = self._download(name, recorded.name, limit)
             return self._copies[recorded]
 
-    def _download(self, name: str, file_name: str) -> Path:
+    def _download(self, name: str, file_name: str, limit: int | None) -> Path:
         store = self.store
         assert store is not None
         key = store.key(name)
@@ -76,6 +78,8 @@ class Fetcher:
             raise RecordingError(
                 f"the recording {name} is neither in the spool nor at {store.url(key)}"
             )
+        if limit is not None:
+            size = min(size, limit)  # the row's size: a larger object is not the recording
         folder = self._private_folder()
         if shutil.disk_usage(folder).free < size + _SPARE_DISK:  # an object blown up
             raise RecordingError(f"{store.url(key)} holds {size} bytes: no room to copy it"
@@ -83,8 +87,14 @@ class Fetcher:
         self._made += 1
         copy = folder / f"{self._made}-{file_name}"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            store.download(key, out)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                store.download(
+                    key, out, size
+                )  # at most what was announced (and checked room for) or the row holds
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
         return copy
 
     def _private_folder(self) -> Path:

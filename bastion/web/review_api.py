@@ -75,10 +75,10 @@ async def _recording(request: web.Request) -> Any:
     shown as a local one is, once its viewing is chained."""
     core, who = core_of(request), reviewer.viewer(session_of(request))
     session_id = request.query.get("session", "")
-    fetch = await core.run(reviewer.recording_to_fetch, core, who, session_id)
+    fetch = await core.run(reviewer.recording_fetch, core, who, session_id)
     with Fetcher(core.config) as fetcher:
         if fetch is not None:
-            await asyncio.to_thread(fetcher.local, fetch)
+            await asyncio.to_thread(fetcher.local, *fetch)
         return await core.run(reviewer.recording, core, who, session_id, fetcher.found)
 
 
