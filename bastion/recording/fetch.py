@@ -5,16 +5,21 @@ gone from the spool (uploaded, then removed), `Fetcher.local` downloads the obje
 same name into a private temporary folder (0700, files 0600) and returns that path; every
 check a reader makes on a local file (chunk authentication, the hash the chain holds) is
 made on the copy in the same way. Copies go with drop(), close() or the `with` block's end
-(at the latest when the process exits).
+(at the latest when the process exits). The web console fetches through `fetched`: in
+threads of its own, a bounded number at once, each waited for a bounded time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -26,6 +31,10 @@ if TYPE_CHECKING:
     from bastion.recording.objects import ObjectStore
 
 _SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder's disk
+# The console's downloads at once: as many as asyncio's default pool holds, never in it (the
+# SSH door seals recordings in threads too); more are refused, not queued.
+CONSOLE_DOWNLOADS = min(32, (os.cpu_count() or 1) + 4)
+CONSOLE_DEADLINE = 120.0  # seconds the console waits for one download, all told
 
 
 class Fetcher:
@@ -132,3 +141,93 @@ class Fetcher:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _Last:
+    """Runs `fn` when the last of its holders lets go (a request and its download thread)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._held = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._held -= 1
+            last = self._held == 0
+        if last:
+            self._fn()
+
+
+class ConsoleDownloads:
+    """Recordings fetched for the web console, each in a daemon thread of its own: never in
+    asyncio's default pool nor on the store's thread, at most `slots` at once (one more is
+    refused at once: a hostile or hanging store cannot pile threads up), each waited for at
+    most `deadline` seconds (its thread ends with the object store's own timeouts)."""
+
+    def __init__(self, slots: int = CONSOLE_DOWNLOADS, deadline: float = CONSOLE_DEADLINE):
+        self._slots = threading.BoundedSemaphore(slots)
+        self.deadline = deadline
+
+    async def fetch(self, fetcher: Fetcher, recorded: Path, limit: int, last: _Last) -> None:
+        """fetcher.local(recorded, limit) in a thread; RecordingError if no slot is free or
+        the deadline passes (the copy then goes when the thread ends: `last`)."""
+        if not self._slots.acquire(blocking=False):
+            raise RecordingError("the console is fetching as many recordings from the object"
+                                 " store as it may at once: try again shortly")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        last.hold()
+
+        def work() -> None:
+            failed: BaseException | None = None
+            try:
+                fetcher.local(recorded, limit)
+            except BaseException as exc:  # handed to the request, raised there
+                failed = exc
+            finally:
+                self._slots.release()
+                last.release()
+            with contextlib.suppress(RuntimeError):  # a loop gone: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, failed)
+
+        threading.Thread(target=work, name="bastion-console-fetch", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.deadline)
+        except TimeoutError:
+            raise RecordingError(f"the object store did not deliver the recording within"
+                                 f" {self.deadline:.0f} s: try again later") from None  # fmt: skip
+
+
+def _settle(done: asyncio.Future[None], failed: BaseException | None) -> None:
+    if done.done():
+        return
+    if failed is None:
+        done.set_result(None)
+    else:
+        done.set_exception(failed)
+
+
+_console = ConsoleDownloads()
+
+
+@asynccontextmanager
+async def fetched(
+    config: Config, recorded: Path | None, limit: int
+) -> AsyncIterator[Callable[[Path], Path]]:
+    """For the web console: the recording found (the spool's file, or a copy of at most
+    `limit` bytes from the object store) in a download thread; yields a locate() for the
+    store's thread that only looks up what was found. The copy goes when both the block and
+    the thread are done."""
+    fetcher = Fetcher(config)
+    last = _Last(fetcher.close)
+    try:
+        if recorded is not None:
+            await _console.fetch(fetcher, recorded, limit, last)
+        yield fetcher.found
+    finally:
+        last.release()
