@@ -16,6 +16,7 @@ from bastion.access.viewing import Viewer
 from bastion.console import reviewer
 from bastion.core import Core
 from bastion.recording.fetch import fetched
+from bastion.recording.model import RecordingError
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.routes import ANYONE, Routes
 from bastion.web.state import core_of, session_of
@@ -77,8 +78,16 @@ async def _recording(request: web.Request) -> Any:
     session_id = request.query.get("session", "")
     fetch = await core.run(reviewer.recording_fetch, core, who, session_id)
     path, limit = fetch if fetch is not None else (None, 0)
-    async with fetched(core.config, path, limit) as found:
-        return await core.run(reviewer.recording, core, who, session_id, found)
+    for again in (True, False):
+        async with fetched(core.config, path, limit) as found:
+            try:
+                return await core.run(reviewer.recording, core, who, session_id, found)
+            except RecordingError:
+                # the spool's file, found in the worker, removed by the uploader just after:
+                # once more, from the bucket (in the worker again)
+                if not again or path is None or found(path) != path or path.exists():
+                    raise
+    raise AssertionError("unreachable")
 
 
 Route = tuple[str, str, Callable[[web.Request], Any], frozenset[str], tuple[str, ...], str]
