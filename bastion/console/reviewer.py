@@ -124,7 +124,10 @@ def recording_fetch(core: Core, who: Viewer, session_id: str) -> tuple[Path, int
 
 
 def recording(
-    core: Core, who: Viewer, session_id: str, locate: Callable[[Path], Path] | None = None
+    core: Core,
+    who: Viewer,
+    session_id: str,
+    locate: Callable[[Path, int | None], Path] | None = None,
 ) -> dict[str, Any]:
     """The recording as asciicast v2 text, only after `recording.replayed` is in the chain
     (read back); with the warnings to show before it. One too large to hold in memory and

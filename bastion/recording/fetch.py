@@ -112,9 +112,10 @@ class Fetcher:
             atexit.register(self.close)
         return self._folder
 
-    def found(self, recorded: Path) -> Path:
+    def found(self, recorded: Path, limit: int | None = None) -> Path:
         """The copy local() made of the recording, else the path as it is; never downloads
-        (for a thread that must not wait on the object store: the store's)."""
+        (for a thread that must not wait on the object store: the store's). limit: as for
+        local(), which made the copy with it."""
         with self._lock:
             return self._copies.get(recorded, recorded)
 
@@ -218,7 +219,7 @@ _console = ConsoleDownloads()
 @asynccontextmanager
 async def fetched(
     config: Config, recorded: Path | None, limit: int
-) -> AsyncIterator[Callable[[Path], Path]]:
+) -> AsyncIterator[Callable[[Path, int | None], Path]]:
     """For the web console: the recording found (the spool's file, or a copy of at most
     `limit` bytes from the object store) in a download thread; yields a locate() for the
     store's thread that only looks up what was found. The copy goes when both the block and

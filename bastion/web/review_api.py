@@ -85,7 +85,7 @@ async def _recording(request: web.Request) -> Any:
             except RecordingError:
                 # the spool's file, found in the worker, removed by the uploader just after:
                 # once more, from the bucket (in the worker again)
-                if not again or path is None or found(path) != path or path.exists():
+                if not again or path is None or found(path, None) != path or path.exists():
                     raise
     raise AssertionError("unreachable")
 

@@ -5,12 +5,15 @@ holds; against a real hostile S3-compatible server on loopback (tests/hostiles3.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
 from bastion.config import Config, load_config
+from bastion.identity.sealing import SecretBox
 from bastion.recording import fetch
+from bastion.recording.check import chained_recording_problems
 from bastion.recording.fetch import ConsoleDownloads, Fetcher, fetched
 from bastion.recording.model import RecordingError
 from tests.hostiles3 import HostileS3
@@ -77,3 +80,18 @@ async def test_a_copy_stops_at_the_size_the_session_row_holds(tmp_path: Path) ->
             async with fetched(config, config.paths.recordings / RECORDED, 100):
                 raise AssertionError("never reached: the object is larger than the row says")
     assert hostile.sent <= 5000
+
+
+def test_a_check_copies_no_more_than_the_chain_says_the_recording_holds(tmp_path: Path) -> None:
+    """`audit verify` and the reviews read a recording the spool no longer has from the
+    bucket: an object larger than the size the chain holds (announced honestly, 8 MiB) is
+    cut off at that size and reported, never copied whole."""
+    with HostileS3(head_size=8 << 20) as hostile:
+        config = configured(hostile, tmp_path)
+        detail = {"recording": str(config.paths.recordings / RECORDED),
+                  "recording_sha256": "0" * 64, "recording_size": 100}  # fmt: skip
+        box = SecretBox(os.urandom(32))
+        with Fetcher(config) as fetcher:
+            problems = chained_recording_problems(box, "s-gone", detail, fetcher.local)
+    assert len(problems) == 1 and "more than the 100 bytes" in problems[0], problems
+    assert hostile.sent <= 1 << 20
