@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -35,6 +36,18 @@ _SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder'
 # SSH door seals recordings in threads too); more are refused, not queued.
 CONSOLE_DOWNLOADS = min(32, (os.cpu_count() or 1) + 4)
 CONSOLE_DEADLINE = 120.0  # seconds the console waits for one download, all told
+
+
+# The spool's layout (bastion/recording/store.py recording_path): YYYY/MM/DD/<session id>.cast
+_SPOOL_NAME = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}/[A-Za-z0-9][A-Za-z0-9._-]*\.cast")
+
+
+def object_name(recorded: Path) -> str | None:
+    """The recording's name below the bucket's prefix: the spool's last four parts, whichever
+    node's spool the row names (each node has its own home); None for a path not of the
+    spool's shape."""
+    name = "/".join(recorded.parts[-4:])
+    return name if _SPOOL_NAME.fullmatch(name) and ".." not in name else None
 
 
 class Fetcher:
@@ -64,14 +77,10 @@ class Fetcher:
         is (the reader then says it is missing); RecordingError when the bucket has none,
         or when it holds (or sends) more than it announced or than `limit` (bytes: the size
         the session row holds, when the caller has it): no copy is kept then."""
-        spool = self._config.paths.recordings
         if recorded.exists() or not self._config.recordings.url:
             return recorded
-        try:
-            name = recorded.relative_to(spool).as_posix()
-        except ValueError:
-            return recorded
-        if ".." in name.split("/"):  # a row edited to reach outside the spool's names
+        name = object_name(recorded)
+        if name is None:  # a row edited to reach outside the spool's names
             return recorded
         with self._lock:
             if recorded not in self._copies:
