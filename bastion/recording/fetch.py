@@ -209,6 +209,7 @@ class ConsoleDownloads:
         try:
             await asyncio.wait_for(asyncio.shield(done), self.deadline)
         except TimeoutError:
+            done.add_done_callback(_unheard)  # its late outcome is nobody's any more
             raise RecordingError(f"the object store did not deliver the recording within"
                                  f" {self.deadline:.0f} s: try again later") from None  # fmt: skip
 
@@ -220,6 +221,11 @@ def _settle(done: asyncio.Future[None], failed: BaseException | None) -> None:
         done.set_result(None)
     else:
         done.set_exception(failed)
+
+
+def _unheard(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # taken: asyncio would log it as never retrieved
 
 
 _console = ConsoleDownloads()
