@@ -83,6 +83,13 @@ def _credentials(policy: RecordingsPolicy, base: Path) -> Credentials:
     return Credentials(key_id, secret)
 
 
+def _printable(text: str) -> str:
+    """What a store said, fit for one log line and a browser: no control characters (a
+    hostile store's terminal escapes), at most 200 characters."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())[:200]
+
+
 class ObjectStore:
     """One bucket and prefix; every call raises ObjectStoreError, never a boto3 exception."""
 
@@ -120,8 +127,8 @@ class ObjectStore:
             return fn()
         except botocore.exceptions.ClientError as exc:
             error: dict[str, Any] = dict(exc.response.get("Error", {}))
-            code = str(error.get("Code", "error"))
-            said = " ".join(str(error.get("Message", "")).split())[:200]
+            code = _printable(str(error.get("Code", "error")))[:60]
+            said = _printable(str(error.get("Message", "")))
             if code in _CREDENTIAL_CODES:
                 said += " (refused: check the access key, its secret and its rights on the bucket)"
             raise ObjectStoreError(
@@ -129,7 +136,7 @@ class ObjectStore:
                 code=code, lasting=code in _CREDENTIAL_CODES or code == "NoSuchBucket",
             ) from None  # fmt: skip
         except botocore.exceptions.BotoCoreError as exc:
-            said = " ".join(str(exc).split())[:200]
+            said = _printable(str(exc))
             raise ObjectStoreError(f"object store: {what} {self.url(key)}: {said}") from None
 
     def check(self) -> None:

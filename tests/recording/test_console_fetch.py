@@ -8,6 +8,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 
 from bastion.config import Config, load_config
@@ -16,6 +17,7 @@ from bastion.recording import fetch
 from bastion.recording.check import chained_recording_problems
 from bastion.recording.fetch import ConsoleDownloads, Fetcher, fetched
 from bastion.recording.model import RecordingError
+from bastion.recording.objects import ObjectStoreError
 from tests.hostiles3 import HostileS3
 from tests.recording.test_objects import wait_until
 
@@ -95,3 +97,22 @@ def test_a_check_copies_no_more_than_the_chain_says_the_recording_holds(tmp_path
             problems = chained_recording_problems(box, "s-gone", detail, fetcher.local)
     assert len(problems) == 1 and "more than the 100 bytes" in problems[0], problems
     assert hostile.sent <= 1 << 20
+
+
+def test_what_a_store_says_reaches_no_log_with_control_characters(tmp_path: Path) -> None:
+    """A hostile store's error message with terminal escapes and line breaks becomes one
+    printable line (it goes to logs and to the console's answer)."""
+    with HostileS3() as hostile:
+        config = configured(hostile, tmp_path)
+        with Fetcher(config) as fetcher:
+            store = fetcher.store
+            assert store is not None
+            said = {"Error": {"Code": "Slow\x1bDown", "Message": "a\x1b[2J\nforged line\r"}}
+
+            def refuse() -> None:
+                raise botocore.exceptions.ClientError(said, "GetObject")  # type: ignore[arg-type]
+
+            with pytest.raises(ObjectStoreError) as refused:
+                store._call("read", "k", refuse)
+    text = str(refused.value)
+    assert text.isprintable() and "forged line" in text, text
