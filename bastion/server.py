@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import os
 import signal
 import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +55,48 @@ class Door(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+START_CHECK = 2.0  # seconds start-up waits for the object store's answer; then it goes on
+
+
+async def _check_store(store: ObjectStore) -> None:
+    """Prove the bucket and credentials, waiting START_CHECK s at most (in a thread of its
+    own): refused credentials or a missing bucket stop the start; a store that cannot be
+    reached, or does not answer in time, only delays uploads (its late answer is logged)."""
+    checked: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def check() -> None:
+        try:
+            store.check()
+        except BaseException as exc:  # handed to whoever waits
+            checked.set_exception(exc)
+        else:
+            checked.set_result(None)
+
+    threading.Thread(target=check, name="bastion-store-check", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(checked)), START_CHECK)
+    except ObjectStoreError as exc:
+        if exc.lasting:
+            raise ServeError(exc.message) from None
+        log.warning("recordings.object_store_unreachable", error=exc.message)
+    except TimeoutError:
+        log.warning("recordings.object_store_not_answering", waited=START_CHECK,
+                    note="uploads wait in the spool; the check goes on")  # fmt: skip
+        checked.add_done_callback(_late_answer)
+
+
+def _late_answer(checked: concurrent.futures.Future[None]) -> None:
+    """The start-up check's answer after the doors opened: refused credentials are an error
+    to act on (every upload will fail; the spool keeps the recordings)."""
+    exc = checked.exception()
+    if isinstance(exc, ObjectStoreError) and exc.lasting:
+        log.error("recordings.object_store_refused", error=exc.message)
+    elif exc is not None:
+        log.warning("recordings.object_store_unreachable", error=str(exc))
+    else:
+        log.info("recordings.object_store_ok")
 
 
 class Server:
@@ -139,12 +183,7 @@ class Server:
             store = ObjectStore.from_policy(policy, self.config.path.parent)
         except ObjectStoreError as exc:
             raise ServeError(exc.message) from None
-        try:
-            await asyncio.to_thread(store.check)
-        except ObjectStoreError as exc:
-            if exc.lasting:
-                raise ServeError(exc.message) from None
-            log.warning("recordings.object_store_unreachable", error=exc.message)
+        await _check_store(store)
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
                             recorded=self.core.recorded_hash)  # fmt: skip
         uploader.start()

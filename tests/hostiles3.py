@@ -3,6 +3,7 @@ answers the few calls bastion makes, but lies about sizes or hangs mid-download.
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,6 +80,12 @@ class HostileS3(ClosesOnExit):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     s3: HostileS3
+
+    def setup(self) -> None:
+        # `sent` should count what the client took in: keep the kernel from buffering
+        # megabytes on this side of the connection (its send buffer grows to tcp_wmem's max)
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _CHUNK)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         return

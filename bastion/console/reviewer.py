@@ -16,6 +16,7 @@ from typing import Any
 from bastion.access.reviews import Reviews
 from bastion.access.viewing import Viewer
 from bastion.audit import SessionFilter, WebSession
+from bastion.audit.records import SessionRecord
 from bastion.clock import parse_iso
 from bastion.core import Core
 from bastion.errors import UsageError
@@ -101,31 +102,52 @@ def commands(core: Core, who: Viewer, session_id: str,
 
 
 def recording_to_fetch(core: Core, who: Viewer, session_id: str) -> Path | None:
-    """The spool path of a recording the viewer may read that is only in the object store
-    (to be fetched off the store's thread first); None when nothing is to be fetched."""
+    """The recorded path of a recording the viewer may read, to be found (the spool's file,
+    or a copy from the object store) off the store's thread first; None without an object
+    store. Whether the spool still holds it is not asked here: the uploader may remove it
+    at any moment, and the store's thread never downloads."""
     session = readable_session(core.store, who, session_id)
-    path = Path(session.recording_path) if session.recording_path else None
-    if path is None or not core.config.recordings.url or path.exists():
+    refuse_too_large(session)  # before any download: the row holds the size
+    if not session.recording_path or not core.config.recordings.url:
         return None
-    return path
+    return Path(session.recording_path)
+
+
+def recording_fetch(core: Core, who: Viewer, session_id: str) -> tuple[Path, int] | None:
+    """recording_to_fetch's path with the most bytes a copy of it may hold: the size the
+    session row holds (once closed), never more than the browser's player takes."""
+    path = recording_to_fetch(core, who, session_id)
+    if path is None:
+        return None
+    row = readable_session(core.store, who, session_id).recording_size
+    return path, min(row, MAX_BROWSER_RECORDING) if row is not None else MAX_BROWSER_RECORDING
 
 
 def recording(
-    core: Core, who: Viewer, session_id: str, locate: Callable[[Path], Path] | None = None
+    core: Core,
+    who: Viewer,
+    session_id: str,
+    locate: Callable[[Path, int | None], Path] | None = None,
 ) -> dict[str, Any]:
     """The recording as asciicast v2 text, only after `recording.replayed` is in the chain
     (read back); with the warnings to show before it. One too large to hold in memory and
     send whole is refused before anything is chained or read. locate finds a recording the
-    spool no longer holds (see recording_to_fetch)."""
+    spool no longer holds without downloading it (see recording_to_fetch)."""
     session = readable_session(core.store, who, session_id)
-    size = _stored_size(session.recording_path) or (session.recording_size or 0)
+    refuse_too_large(session)
+    opened = open_recording(core.store, core.box, who, session_id,
+                            detail={"via": "web console"}, locate=locate)  # fmt: skip
+    return {**opened.public(), "asciicast": opened.asciicast()}
+
+
+def refuse_too_large(session: SessionRecord) -> None:
+    """UsageError for a recording larger than the browser's player takes, by the size the
+    session row holds or the spool's file has, whichever is larger (no download needed)."""
+    size = max(_stored_size(session.recording_path), session.recording_size or 0)
     if size > MAX_BROWSER_RECORDING:
         raise UsageError(f"the recording is {size // 2**20} MiB, more than the browser's player"
                          f" takes ({MAX_BROWSER_RECORDING // 2**20} MiB): replay it with"
                          f" `bastion replay {session.id}` on the bastion host")  # fmt: skip
-    opened = open_recording(core.store, core.box, who, session_id,
-                            detail={"via": "web console"}, locate=locate)  # fmt: skip
-    return {**opened.public(), "asciicast": opened.asciicast()}
 
 
 def _stored_size(path: str | None) -> int:

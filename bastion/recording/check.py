@@ -13,16 +13,18 @@ from bastion.recording.reader import file_digest, read_info
 
 def chained_recording_problems(
     box: SecretBox, session_id: str, detail: Mapping[str, Any],
-    locate: Callable[[Path], Path] | None = None,
+    locate: Callable[[Path, int | None], Path] | None = None,
 ) -> list[str]:  # fmt: skip
     """What is wrong with one recording the chain holds a hash for (nothing: []); locate
-    finds the file (a copy from the object store when the spool has it no more)."""
+    finds the file (a copy from the object store when the spool has it no more, of at most
+    the size the chain holds)."""
     if "recording_missing" in detail:
         return [f"recording of session {session_id} was missing when the bastion closed the"
                 f" session after a crash ({detail['recording_missing']})"]  # fmt: skip
     path = Path(str(detail.get("recording")))
     try:
-        path = locate(path) if locate is not None else path
+        size = detail.get("recording_size")
+        path = locate(path, size if isinstance(size, int) else None) if locate else path
         digest, size = file_digest(path)
     except (OSError, RecordingError) as exc:
         return [f"recording of session {session_id} is missing or unreadable ({exc})"]

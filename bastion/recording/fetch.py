@@ -5,16 +5,22 @@ gone from the spool (uploaded, then removed), `Fetcher.local` downloads the obje
 same name into a private temporary folder (0700, files 0600) and returns that path; every
 check a reader makes on a local file (chunk authentication, the hash the chain holds) is
 made on the copy in the same way. Copies go with drop(), close() or the `with` block's end
-(at the latest when the process exits).
+(at the latest when the process exits). The web console fetches through `fetched`: in
+threads of its own, a bounded number at once, each waited for a bounded time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -26,6 +32,22 @@ if TYPE_CHECKING:
     from bastion.recording.objects import ObjectStore
 
 _SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder's disk
+# The console's downloads at once: as many as asyncio's default pool holds, never in it (the
+# SSH door seals recordings in threads too); more are refused, not queued.
+CONSOLE_DOWNLOADS = min(32, (os.cpu_count() or 1) + 4)
+CONSOLE_DEADLINE = 120.0  # seconds the console waits for one download, all told
+
+
+# The spool's layout (bastion/recording/store.py recording_path): YYYY/MM/DD/<session id>.cast
+_SPOOL_NAME = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}/[A-Za-z0-9][A-Za-z0-9._-]*\.cast")
+
+
+def object_name(recorded: Path) -> str | None:
+    """The recording's name below the bucket's prefix: the spool's last four parts, whichever
+    node's spool the row names (each node has its own home); None for a path not of the
+    spool's shape."""
+    name = "/".join(recorded.parts[-4:])
+    return name if _SPOOL_NAME.fullmatch(name) and ".." not in name else None
 
 
 class Fetcher:
@@ -49,25 +71,23 @@ class Fetcher:
             self._store = ObjectStore.from_policy(policy, self._config.path.parent)
         return self._store
 
-    def local(self, recorded: Path) -> Path:
+    def local(self, recorded: Path, limit: int | None = None) -> Path:
         """The recording's local file: the spool's, or a fresh copy from the object store.
         A path the spool does not hold and no object store is configured comes back as it
-        is (the reader then says it is missing); RecordingError when the bucket has none."""
-        spool = self._config.paths.recordings
+        is (the reader then says it is missing); RecordingError when the bucket has none,
+        or when it holds (or sends) more than it announced or than `limit` (bytes: the size
+        the session row holds, when the caller has it): no copy is kept then."""
         if recorded.exists() or not self._config.recordings.url:
             return recorded
-        try:
-            name = recorded.relative_to(spool).as_posix()
-        except ValueError:
-            return recorded
-        if ".." in name.split("/"):  # a row edited to reach outside the spool's names
+        name = object_name(recorded)
+        if name is None:  # a row edited to reach outside the spool's names
             return recorded
         with self._lock:
             if recorded not in self._copies:
-                self._copies[recorded] = self._download(name, recorded.name)
+                self._copies[recorded] = self._download(name, recorded.name, limit)
             return self._copies[recorded]
 
-    def _download(self, name: str, file_name: str) -> Path:
+    def _download(self, name: str, file_name: str, limit: int | None) -> Path:
         store = self.store
         assert store is not None
         key = store.key(name)
@@ -76,6 +96,8 @@ class Fetcher:
             raise RecordingError(
                 f"the recording {name} is neither in the spool nor at {store.url(key)}"
             )
+        if limit is not None:
+            size = min(size, limit)  # the row's size: a larger object is not the recording
         folder = self._private_folder()
         if shutil.disk_usage(folder).free < size + _SPARE_DISK:  # an object blown up
             raise RecordingError(f"{store.url(key)} holds {size} bytes: no room to copy it"
@@ -83,8 +105,14 @@ class Fetcher:
         self._made += 1
         copy = folder / f"{self._made}-{file_name}"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            store.download(key, out)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                store.download(
+                    key, out, size
+                )  # at most what was announced (and checked room for) or the row holds
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
         return copy
 
     def _private_folder(self) -> Path:
@@ -92,6 +120,13 @@ class Fetcher:
             self._folder = Path(tempfile.mkdtemp(prefix="bastion-recordings-"))  # mode 0700
             atexit.register(self.close)
         return self._folder
+
+    def found(self, recorded: Path, limit: int | None = None) -> Path:
+        """The copy local() made of the recording, else the path as it is; never downloads
+        (for a thread that must not wait on the object store: the store's). limit: as for
+        local(), which made the copy with it."""
+        with self._lock:
+            return self._copies.get(recorded, recorded)
 
     def drop(self, recorded: Path) -> None:
         """Remove the copy made of one recording, if any (a checker done with it)."""
@@ -116,3 +151,99 @@ class Fetcher:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _Last:
+    """Runs `fn` when the last of its holders lets go (a request and its download thread)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._held = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._held -= 1
+            last = self._held == 0
+        if last:
+            self._fn()
+
+
+class ConsoleDownloads:
+    """Recordings fetched for the web console, each in a daemon thread of its own: never in
+    asyncio's default pool nor on the store's thread, at most `slots` at once (one more is
+    refused at once: a hostile or hanging store cannot pile threads up), each waited for at
+    most `deadline` seconds (its thread ends with the object store's own timeouts)."""
+
+    def __init__(self, slots: int = CONSOLE_DOWNLOADS, deadline: float = CONSOLE_DEADLINE):
+        self._slots = threading.BoundedSemaphore(slots)
+        self.deadline = deadline
+
+    async def fetch(self, fetcher: Fetcher, recorded: Path, limit: int, last: _Last) -> None:
+        """fetcher.local(recorded, limit) in a thread; RecordingError if no slot is free or
+        the deadline passes (the copy then goes when the thread ends: `last`)."""
+        if not self._slots.acquire(blocking=False):
+            raise RecordingError("the console is fetching as many recordings from the object"
+                                 " store as it may at once: try again shortly")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        last.hold()
+
+        def work() -> None:
+            failed: BaseException | None = None
+            try:
+                fetcher.local(recorded, limit)
+            except BaseException as exc:  # handed to the request, raised there
+                failed = exc
+            finally:
+                self._slots.release()
+                last.release()
+            with contextlib.suppress(RuntimeError):  # a loop gone: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, failed)
+
+        threading.Thread(target=work, name="bastion-console-fetch", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.deadline)
+        except TimeoutError:
+            done.add_done_callback(_unheard)  # its late outcome is nobody's any more
+            raise RecordingError(f"the object store did not deliver the recording within"
+                                 f" {self.deadline:.0f} s: try again later") from None  # fmt: skip
+
+
+def _settle(done: asyncio.Future[None], failed: BaseException | None) -> None:
+    if done.done():
+        return
+    if failed is None:
+        done.set_result(None)
+    else:
+        done.set_exception(failed)
+
+
+def _unheard(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # taken: asyncio would log it as never retrieved
+
+
+_console = ConsoleDownloads()
+
+
+@asynccontextmanager
+async def fetched(
+    config: Config, recorded: Path | None, limit: int
+) -> AsyncIterator[Callable[[Path, int | None], Path]]:
+    """For the web console: the recording found (the spool's file, or a copy of at most
+    `limit` bytes from the object store) in a download thread; yields a locate() for the
+    store's thread that only looks up what was found. The copy goes when both the block and
+    the thread are done."""
+    fetcher = Fetcher(config)
+    last = _Last(fetcher.close)
+    try:
+        if recorded is not None:
+            await _console.fetch(fetcher, recorded, limit, last)
+        yield fetcher.found
+    finally:
+        last.release()

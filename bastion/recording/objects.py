@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -82,6 +83,13 @@ def _credentials(policy: RecordingsPolicy, base: Path) -> Credentials:
     return Credentials(key_id, secret)
 
 
+def _printable(text: str) -> str:
+    """What a store said, fit for one log line and a browser: no control characters (a
+    hostile store's terminal escapes), at most 200 characters."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())[:200]
+
+
 class ObjectStore:
     """One bucket and prefix; every call raises ObjectStoreError, never a boto3 exception."""
 
@@ -119,8 +127,8 @@ class ObjectStore:
             return fn()
         except botocore.exceptions.ClientError as exc:
             error: dict[str, Any] = dict(exc.response.get("Error", {}))
-            code = str(error.get("Code", "error"))
-            said = " ".join(str(error.get("Message", "")).split())[:200]
+            code = _printable(str(error.get("Code", "error")))[:60]
+            said = _printable(str(error.get("Message", "")))
             if code in _CREDENTIAL_CODES:
                 said += " (refused: check the access key, its secret and its rights on the bucket)"
             raise ObjectStoreError(
@@ -128,7 +136,7 @@ class ObjectStore:
                 code=code, lasting=code in _CREDENTIAL_CODES or code == "NoSuchBucket",
             ) from None  # fmt: skip
         except botocore.exceptions.BotoCoreError as exc:
-            said = " ".join(str(exc).split())[:200]
+            said = _printable(str(exc))
             raise ObjectStoreError(f"object store: {what} {self.url(key)}: {said}") from None
 
     def check(self) -> None:
@@ -206,15 +214,30 @@ class ObjectStore:
             Bucket=self.bucket, Key=key, UploadId=upload_id,
         ))  # fmt: skip
 
-    def _chunks(self, key: str) -> Iterator[bytes]:
-        body = self._call(
-            "read", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        )
+    def _chunks(self, key: str, limit: int | None = None) -> Iterator[bytes]:
+        """The object's bytes; with limit, ObjectStoreError as soon as it proves larger (an
+        announced length or the bytes themselves: at most limit + 1 are read)."""
+        got = self._call("read", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        body, left = got["Body"], limit
         try:
-            while chunk := self._call("read", key, lambda: body.read(_READ)):
+            if left is not None and int(got.get("ContentLength", 0)) > left:
+                raise self._larger(key, limit)
+            while True:
+                want = _READ if left is None else min(_READ, left + 1)
+                chunk = self._call("read", key, partial(body.read, want))
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                    if left < 0:
+                        raise self._larger(key, limit)
                 yield chunk
         finally:
             body.close()
+
+    def _larger(self, key: str, limit: int | None) -> ObjectStoreError:
+        return ObjectStoreError(f"object store: {self.url(key)} sends more than the {limit}"
+                                " bytes it may hold: not read further")  # fmt: skip
 
     def sha256(self, key: str) -> tuple[str, int]:
         """The SHA-256 and size of the object's bytes, read as a stream."""
@@ -224,10 +247,11 @@ class ObjectStore:
             size += len(chunk)
         return digest.hexdigest(), size
 
-    def download(self, key: str, out: BinaryIO) -> int:
-        """Write the object's bytes to out; how many."""
+    def download(self, key: str, out: BinaryIO, limit: int | None = None) -> int:
+        """Write the object's bytes to out; how many. ObjectStoreError, after at most limit
+        bytes written, when it holds more than limit."""
         size = 0
-        for chunk in self._chunks(key):
+        for chunk in self._chunks(key, limit):
             out.write(chunk)
             size += len(chunk)
         return size

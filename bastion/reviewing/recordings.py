@@ -68,14 +68,15 @@ class OpenedRecording:
 def open_recording(
     store: Store, box: SecretBox, viewer: Viewer, session_id: str, *,
     kind: str = "recording.replayed", detail: Mapping[str, Any] | None = None,
-    locate: Callable[[Path], Path] | None = None,
+    locate: Callable[[Path, int | None], Path] | None = None,
 ) -> OpenedRecording:  # fmt: skip
     """Check the recording, chain the viewing, and only then hand it over.
 
     Raises NotFound for a session the viewer may not read, UsageError for one without a
     recording, RecordingError/RecordingTampered for one that fails authentication or cannot
     be had (nothing chained, nothing shown), StoreError when the viewing cannot be chained.
-    locate finds the file (a copy from the object store when the spool has it no more)."""
+    locate finds the file (a copy from the object store when the spool has it no more, of
+    at most the size the session row holds)."""
     if kind not in VIEWINGS:
         raise ValueError(f"a viewing is one of {VIEWINGS}")
     session = readable_session(store, viewer, session_id)
@@ -83,7 +84,7 @@ def open_recording(
         raise UsageError(f"session {session.id} has no recording ({session.protocol})")
     path = Path(session.recording_path)
     if locate is not None:
-        path = locate(path)
+        path = locate(path, session.recording_size)
     info = read_info(path, box, session.id)
     warnings = recording_warnings(store, session, path, info)
     said: dict[str, Any] = {"target": session.target, **(detail or {})}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import structlog
 
@@ -22,6 +24,14 @@ from bastion.ssh.sftp import SftpObserver, SftpOp, SftpProtocolError
 log = structlog.get_logger("bastion.ssh")
 
 RECORDED_KINDS = ("shell", "exec")
+T = TypeVar("T")
+# Recordings are flushed (an fsync) and sealed in threads of their own: not the store's, and
+# not asyncio's default pool, which anything else may fill (a download, a slow sink).
+_RECORDING_IO = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), "bastion-recording-io")
+
+
+async def _in_recording_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_RECORDING_IO, fn)
 
 
 class TapError(BastionError):
@@ -165,7 +175,7 @@ class SessionTap:
     async def tick(self) -> None:
         """Flush what is due; raises RecordingError if the recording cannot be written."""
         if self.writer is not None and self.writer.due(time.monotonic()):
-            await asyncio.to_thread(self.writer.flush)  # an fsync: not on the store's thread
+            await _in_recording_thread(self.writer.flush)  # an fsync: not the store's thread
         await self._store_batches()
 
     async def _store_batches(self) -> None:
@@ -187,7 +197,7 @@ class SessionTap:
             self._take_stdin(self.stdin_log.flush())
         if self.writer is not None:
             try:
-                summary = await asyncio.to_thread(self.writer.close)
+                summary = await _in_recording_thread(self.writer.close)
                 info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
                 now = self.core.clock.now()
                 self.file_ops += [FileOp(now, "stream", name, None, stat.size, stat.sha256)

@@ -7,7 +7,6 @@ carry the CSRF token like every write (the guard checks it)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,7 +15,8 @@ from aiohttp import web
 from bastion.access.viewing import Viewer
 from bastion.console import reviewer
 from bastion.core import Core
-from bastion.recording.fetch import Fetcher
+from bastion.recording.fetch import fetched
+from bastion.recording.model import RecordingError
 from bastion.web.api import V1, body_of, endpoint, schema
 from bastion.web.routes import ANYONE, Routes
 from bastion.web.state import core_of, session_of
@@ -69,16 +69,25 @@ def _commands(core: Core, who: Viewer, asked: Mapping[str, str]) -> Any:
 
 
 async def _recording(request: web.Request) -> Any:
-    """The viewer's right is checked first; a recording only in the object store is then
-    downloaded in a worker thread (never the store's: the doors wait on that one), and
-    shown as a local one is, once its viewing is chained."""
+    """The viewer's right is checked first; the recording is then found (the spool's file,
+    or one only in the object store downloaded) in a worker thread, never the store's: the
+    doors wait on that one, so what runs there only looks up what the worker found (see
+    recording.fetch.fetched: a bounded number at once, each waited for a bounded time). It
+    is shown as a local one is, once its viewing is chained."""
     core, who = core_of(request), reviewer.viewer(session_of(request))
     session_id = request.query.get("session", "")
-    fetch = await core.run(reviewer.recording_to_fetch, core, who, session_id)
-    with Fetcher(core.config) as fetcher:
-        if fetch is not None:
-            await asyncio.to_thread(fetcher.local, fetch)
-        return await core.run(reviewer.recording, core, who, session_id, fetcher.local)
+    fetch = await core.run(reviewer.recording_fetch, core, who, session_id)
+    path, limit = fetch if fetch is not None else (None, 0)
+    for again in (True, False):
+        async with fetched(core.config, path, limit) as found:
+            try:
+                return await core.run(reviewer.recording, core, who, session_id, found)
+            except RecordingError:
+                # the spool's file, found in the worker, removed by the uploader just after:
+                # once more, from the bucket (in the worker again)
+                if not again or path is None or found(path, None) != path or path.exists():
+                    raise
+    raise AssertionError("unreachable")
 
 
 Route = tuple[str, str, Callable[[web.Request], Any], frozenset[str], tuple[str, ...], str]

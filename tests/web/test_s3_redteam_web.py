@@ -15,6 +15,8 @@ import pytest
 from bastion.access.viewing import Viewer
 from bastion.console import reviewer
 from bastion.core import Core
+from bastion.recording.fetch import Fetcher
+from bastion.recording.upload import Uploader
 from tests.hostiles3 import HostileS3
 from tests.reals3 import BUCKET, MotoS3
 from tests.web.conftest import Console, running, signed_in
@@ -206,3 +208,37 @@ async def test_a_hanging_object_store_does_not_hold_the_doors_shut_at_start(
             await start
             await serving.__aexit__(None, None, None)
     assert start in done, "the doors stayed shut while the object store did not answer"
+
+
+async def test_a_spool_copy_removed_after_it_was_found_is_read_from_the_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker finds the spool's file; the uploader removes it before the store's thread
+    reads it: the console fetches it from the bucket once more (in the worker) and shows it,
+    rather than answering that the recording is missing."""
+    from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports conftest)
+
+    real = Fetcher.local
+
+    def found_then_uploaded(fetcher: Fetcher, recorded: Path, limit: int | None = None) -> Path:
+        path = real(fetcher, recorded, limit)
+        if path == recorded:
+            recorded.unlink()  # the uploader, just then
+        return path
+
+    monkeypatch.setattr(Fetcher, "local", found_then_uploaded)
+    with MotoS3(tmp_path) as moto:
+        moto.start()
+        credentials = moto.write_credentials(tmp_path / "s3.credentials")
+        extra = moto.config(credentials=str(credentials)) + "keep_spool = true\n"
+        async with running(tmp_path / "bastion", before=reviewed_world, extra=extra) as found:
+            uploads = found.core.uploads
+            assert isinstance(uploads, Uploader)
+            await until(lambda: not uploads.pending(), "uploads done")
+            assert spool_file(found, "s-bob").exists()
+            http, _ = await signed_in(found, "bob")
+            async with http:
+                status, answer = await get_json(http, "/api/v1/review/recording?session=s-bob")
+            assert status == 200, answer
+            assert not spool_file(found, "s-bob").exists()
+            assert len(found.events("recording.replayed")) == 1
