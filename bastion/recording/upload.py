@@ -216,11 +216,15 @@ class Uploader:
         return found
 
     def health(self) -> dict[str, object]:
-        """For /healthz: whether the object store takes uploads, and how many wait (no
-        names: the health check answers anyone who reaches the port)."""
+        """For /healthz: whether the object store takes uploads (failing too while the thread
+        is not running or a step failed in a way not foreseen), and how many finished
+        recordings wait. Live sessions are not counted, and no name is given: the health
+        check answers anyone who reaches the port."""
         with self._lock:
-            waiting = len(self._uploads)
-        return {"object_store": "failing" if self.failing else "ok", "uploads_waiting": waiting}
+            waiting = sum(1 for upload in self._uploads.values() if upload.finished)
+        running = self._thread is not None and self._thread.is_alive() and not self._stopping
+        failing = self.failing is not None or not running
+        return {"object_store": "failing" if failing else "ok", "uploads_waiting": waiting}
 
     def pending(self) -> list[Path]:
         """Spool files not yet uploaded and checked."""
@@ -269,8 +273,9 @@ class Uploader:
         except Exception as exc:  # not foreseen: the thread goes on, the upload waits
             upload.failures += 1
             upload.retry_at = self._monotonic() + backoff(upload.failures)
-            log.error("recording.upload_error", path=str(upload.path),
-                      error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
+            said = f"{type(exc).__name__}: {exc}"[:300]
+            log.error("recording.upload_error", path=str(upload.path), error=said)
+            self.failing = f"object store: an unforeseen error: {said}"
 
     def _send(self, upload: Upload, fd: int) -> str:
         """Upload every part due from the spool file's descriptor: "sent" once the object is
