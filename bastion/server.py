@@ -28,7 +28,7 @@ from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore, ObjectStoreError
 from bastion.recording.reader import file_digest
-from bastion.recording.upload import Uploader
+from bastion.recording.upload import Uploader, hold_spool
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
@@ -114,6 +114,7 @@ class Server:
         self.anchorer: Anchorer | None = None
         self._anchors_failing = False
         self.uploader: Uploader | None = None
+        self._spool_lock: int | None = None  # hold_spool's descriptor while no uploader has it
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -138,8 +139,15 @@ class Server:
             reports = ReportScheduler(self.core, self.report_builder)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
-        await self.core.run(self.recover)
-        await self._start_uploads()
+        # The spool first: a second process on this home refuses here, before its crash
+        # recovery could close the live sessions of the process that holds the spool.
+        self._spool_lock = await asyncio.to_thread(_hold_spool, self.config.paths.recordings)
+        try:
+            await self.core.run(self.recover)
+            await self._start_uploads()
+        except BaseException:
+            self._release_spool()
+            raise
         await self.core.start_writer()
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
@@ -186,9 +194,8 @@ class Server:
         await _check_store(store)
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
                             recorded=self.core.recorded_hash)  # fmt: skip
-        uploader.start()
-        if uploader.refused:  # another node's uploader holds this spool: fail closed
-            raise ServeError(uploader.refused)
+        held, self._spool_lock = self._spool_lock, None
+        uploader.start(held)  # the uploader holds the spool's lock from now on
         queued = await asyncio.to_thread(uploader.recover)
         if queued:
             log.info("recordings.spool_queued", count=len(queued))
@@ -249,6 +256,7 @@ class Server:
             self.core.uploads = None
             await asyncio.to_thread(self.uploader.stop)
             self.uploader = None
+        self._release_spool()
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
@@ -258,6 +266,11 @@ class Server:
             await self._anchor()
             self.anchorer.close()
             self.anchorer = None
+
+    def _release_spool(self) -> None:
+        if self._spool_lock is not None:
+            os.close(self._spool_lock)
+            self._spool_lock = None
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -289,6 +302,14 @@ def run_server(core: Core) -> None:
         asyncio.run(Server(core).run())
     else:
         uvloop.run(Server(core).run())
+
+
+def _hold_spool(spool: Path) -> int:
+    """The spool's lock (recording.upload.hold_spool), or ServeError in one line."""
+    held = hold_spool(spool)
+    if isinstance(held, str):
+        raise ServeError(held)
+    return held
 
 
 def _recording_left(path: str) -> RecordingInfo | None:

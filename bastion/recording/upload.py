@@ -38,7 +38,8 @@ LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its wh
 
 def hold_spool(spool: Path) -> int | str:
     """Take the spool's lock (exclusive, for as long as the descriptor stays open): the
-    descriptor, or one line saying why not (another uploader holds it)."""
+    descriptor, or one line saying why not (another process holds it: a bastion serving
+    this home, or its uploader)."""
     path = spool / LOCK_NAME
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -52,8 +53,8 @@ def hold_spool(spool: Path) -> int | str:
         said = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         holder = said if said.isdigit() else "?"  # the file is the spool's: only a number
         os.close(fd)
-        return (f"recordings: another uploader (pid {holder}) holds the spool {spool}:"
-                " this one uploads and removes nothing; run one bastion per spool")  # fmt: skip
+        return (f"recordings: another bastion (pid {holder}) holds the spool {spool}: this"
+                " one closes, uploads and removes nothing; run one bastion per spool")  # fmt: skip
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -156,16 +157,18 @@ class Uploader:
         """The object key of a spool file."""
         return self.store.key(path.relative_to(self.spool).as_posix())
 
-    def start(self) -> None:
-        """Hold the spool's lock and start the thread. When another uploader holds the spool,
-        refuse (one line, in the log, `refused` and the health check): this one then queues,
-        uploads and removes nothing, and the spool keeps every byte for the holder."""
-        held = hold_spool(self.spool)
-        if isinstance(held, str):
-            self.refused = self.failing = held
-            log.error("recording.upload_refused", error=held)
+    def start(self, held: int | None = None) -> None:
+        """Hold the spool's lock (or take over `held`, hold_spool's descriptor: the server
+        takes it before it closes crashed sessions) and start the thread. When another
+        uploader holds the spool, refuse (one line, in the log, `refused` and the health
+        check): this one then queues, uploads and removes nothing, and the spool keeps every
+        byte for the holder."""
+        lock = hold_spool(self.spool) if held is None else held
+        if isinstance(lock, str):
+            self.refused = self.failing = lock
+            log.error("recording.upload_refused", error=lock)
             return
-        self._hold = held
+        self._hold = lock
         self._thread = threading.Thread(target=self._run, name="recording-upload", daemon=True)
         self._thread.start()
 

@@ -78,7 +78,7 @@ def test_a_second_uploader_refuses_in_one_line_and_the_next_takes_the_spool(
     try:
         second.start()
         assert second.refused is not None
-        assert f"another uploader (pid {os.getpid()}) holds the spool" in second.refused
+        assert f"another bastion (pid {os.getpid()}) holds the spool" in second.refused
         assert "\n" not in second.refused
         assert second.health()["object_store"] == "failing"
         assert second.recover() == []

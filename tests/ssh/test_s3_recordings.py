@@ -239,7 +239,7 @@ def test_a_second_node_on_the_same_spool_refuses_to_start_in_one_line(
             second.start()
         second.stop()
         said = str(caught.value)
-        assert "another uploader" in said and "holds the spool" in said
+        assert "another bastion" in said and "holds the spool" in said
         assert "\n" not in said
     finally:
         first.stop()
