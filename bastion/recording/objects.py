@@ -209,6 +209,20 @@ class ObjectStore:
             Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
         ))  # fmt: skip
 
+    def uploads_in_progress(self, under: str) -> list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload begun and neither completed nor
+        aborted whose key starts with `under` (a full key: pass one to find its own)."""
+
+        def walk() -> list[tuple[str, str]]:
+            pages = self._client.get_paginator("list_multipart_uploads")
+            found = []
+            for page in pages.paginate(Bucket=self.bucket, Prefix=under):
+                found += [(item["Key"], item["UploadId"]) for item in page.get("Uploads", [])
+                          if "Key" in item and "UploadId" in item]  # fmt: skip
+            return found
+
+        return self._call("list the uploads in progress under", under, walk)
+
     def abort(self, key: str, upload_id: str) -> None:
         self._call("abort the upload of", key, lambda: self._client.abort_multipart_upload(
             Bucket=self.bucket, Key=key, UploadId=upload_id,

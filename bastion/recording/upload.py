@@ -106,6 +106,7 @@ class Upload:
     failures: int = 0
     retry_at: float = 0.0
     again: bool = False  # started over: never take an object already there for this one
+    leftover: bool = False  # queued at start-up: a crash may have left uploads of its key
 
     def restart(self) -> None:
         """Start again from the first byte (the upload was lost or came out wrong)."""
@@ -213,6 +214,8 @@ class Uploader:
             if stat.S_ISREG(path.lstat().st_mode):  # the folders: open_spooled checks them
                 found.append(path)
                 self.finish(path)
+                with self._lock:
+                    self._uploads[path].leftover = True
             else:
                 log.error("recording.upload_refused", path=str(path),
                           error="not a regular file in the spool: never uploaded")  # fmt: skip
@@ -285,9 +288,14 @@ class Uploader:
         complete, "found" when it was there already, "" while more is to come."""
         size = os.fstat(fd).st_size
         finished = upload.finished
+        if upload.leftover:  # before anything is sent: a crash's uploads of this key go
+            self._abort_leftovers(upload.key)
+            upload.leftover = False
         if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
             held = self.store.parts(upload.key, upload.upload_id)
             if held is None or held < len(upload.etags):
+                if held is not None:  # parts lost: this upload is never completed
+                    self._abort(upload.key, upload.upload_id)
                 upload.restart()
         fresh = finished and upload.upload_id is None and not upload.again
         if fresh and self.store.head(upload.key) == size:
@@ -308,6 +316,27 @@ class Uploader:
             return ""
         self.store.complete(upload.key, upload.upload_id, upload.etags)
         return "sent"
+
+    def _abort_leftovers(self, key: str) -> None:
+        """Abort the multipart uploads of `key` a crash of this node left (its id died with
+        the process): the spool holds every byte, so the recording is uploaded whole again,
+        and no upload is left to be billed for ever or completed into half a recording.
+        Only keys of this node's own spool files come here (the spool's lock is held), never
+        another node's live upload. Uploads whose node and spool are gone for good are the
+        upload completer's (not built: it needs an election through the store; it would
+        list them with ObjectStore.uploads_in_progress(prefix))."""
+        for found, upload_id in self.store.uploads_in_progress(key):
+            if found == key:
+                self._abort(key, upload_id)
+                log.info("recording.upload_aborted", object=self.store.url(key),
+                         reason="left by a crash; uploaded again from the spool")  # fmt: skip
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.store.abort(key, upload_id)
+        except ObjectStoreError as exc:
+            if exc.code not in ("NoSuchUpload", "404"):
+                raise
 
     def _done(self, upload: Upload, fd: int) -> None:
         """Check the object against the spool file; then the spool copy may go. An object

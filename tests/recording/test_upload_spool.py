@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import NotFound, StoreError
+from bastion.recording.objects import PART_SIZE
 from bastion.recording.upload import Uploader
-from tests.reals3 import MotoS3
+from tests.reals3 import BUCKET, MotoS3
 from tests.recording.test_objects import store_for, wait_until
 
 DAY = Path("2026") / "12" / "07"
@@ -123,3 +124,27 @@ def test_the_spool_copy_goes_only_when_the_object_is_what_the_session_row_holds(
     drain(Uploader(store_for(moto, tmp_path), spool, poll=0.05, recorded=recorded))
     assert len(moto.object_keys()) == 5
     assert sorted(p.stem for p in (spool / DAY).iterdir()) == ["s-changed", "s-down", "s-open"]
+
+
+def test_uploads_a_crash_left_are_aborted_and_the_recording_sent_whole(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """A node killed mid-upload leaves a multipart upload begun, a part in it, its id lost
+    with the process: billed for ever, and a completer could make half a recording of it.
+    On restart the node aborts it and uploads the spool file whole; another node's upload
+    under the same prefix (a key not in this spool) is left alone."""
+    spool = tmp_path / "recordings"
+    data = os.urandom(PART_SIZE + 1000)  # two parts
+    path = spool / DAY / "s-crashed.cast"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    store = store_for(moto, tmp_path)
+    key = store.key(f"{DAY.as_posix()}/s-crashed.cast")
+    left = store.create_upload(key)  # what the killed node had sent
+    store.upload_part(key, left, 1, data[:PART_SIZE])
+    elsewhere = store.key(f"{DAY.as_posix()}/s-live-on-node-b.cast")
+    live = store.create_upload(elsewhere)
+    drain(Uploader(store, spool, poll=0.05))
+    uploads = moto.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [(u.get("Key"), u.get("UploadId")) for u in uploads] == [(elsewhere, live)]
+    assert moto.read(key) == data and not path.exists()
