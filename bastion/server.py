@@ -28,7 +28,7 @@ from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore, ObjectStoreError
 from bastion.recording.reader import file_digest
-from bastion.recording.upload import Uploader, hold_spool
+from bastion.recording.upload import SpoolHeld, Uploader, hold_spool
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
@@ -141,7 +141,9 @@ class Server:
             raise ServeError(str(exc)) from None
         # The spool first: a second process on this home refuses here, before its crash
         # recovery could close the live sessions of the process that holds the spool.
-        self._spool_lock = await asyncio.to_thread(_hold_spool, self.config.paths.recordings)
+        self._spool_lock = await asyncio.to_thread(
+            _hold_spool, self.config.paths.recordings, bool(self.config.recordings.url)
+        )
         try:
             await self.core.run(self.recover)
             await self._start_uploads()
@@ -304,11 +306,17 @@ def run_server(core: Core) -> None:
         uvloop.run(Server(core).run())
 
 
-def _hold_spool(spool: Path) -> int:
-    """The spool's lock (recording.upload.hold_spool), or ServeError in one line."""
+def _hold_spool(spool: Path, uploads: bool) -> int | None:
+    """The spool's lock (recording.upload.hold_spool), or ServeError in one line when another
+    process holds it. A lock that cannot be made (the recordings folder unusable) stops the
+    start only when an uploader needs it; else each session is refused when its recording
+    cannot be opened, as without the lock."""
     held = hold_spool(spool)
-    if isinstance(held, str):
+    if isinstance(held, SpoolHeld) or (isinstance(held, str) and uploads):
         raise ServeError(held)
+    if isinstance(held, str):
+        log.warning("recordings.spool_unlocked", error=held)
+        return None
     return held
 
 
