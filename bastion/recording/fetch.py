@@ -36,6 +36,7 @@ _SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder'
 # SSH door seals recordings in threads too); more are refused, not queued.
 CONSOLE_DOWNLOADS = min(32, (os.cpu_count() or 1) + 4)
 CONSOLE_DEADLINE = 120.0  # seconds the console waits for one download, all told
+CONSOLE_PER_USER = 2  # downloads one console user may have under way at once
 
 
 # The spool's layout (bastion/recording/store.py recording_path): YYYY/MM/DD/<session id>.cast
@@ -175,20 +176,48 @@ class _Last:
 
 class ConsoleDownloads:
     """Recordings fetched for the web console, each in a daemon thread of its own: never in
-    asyncio's default pool nor on the store's thread, at most `slots` at once (one more is
-    refused at once: a hostile or hanging store cannot pile threads up), each waited for at
+    asyncio's default pool nor on the store's thread, at most `slots` at once and at most
+    `per_user` for one user (one more is refused at once: a hostile or hanging store cannot
+    pile threads up, nor can one user take every slot from the others), each waited for at
     most `deadline` seconds (its thread ends with the object store's own timeouts)."""
 
-    def __init__(self, slots: int = CONSOLE_DOWNLOADS, deadline: float = CONSOLE_DEADLINE):
+    def __init__(
+        self, slots: int = CONSOLE_DOWNLOADS, deadline: float = CONSOLE_DEADLINE,
+        per_user: int = CONSOLE_PER_USER,
+    ) -> None:  # fmt: skip
         self._slots = threading.BoundedSemaphore(slots)
         self.deadline = deadline
+        self.per_user = per_user
+        self._users: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    async def fetch(self, fetcher: Fetcher, recorded: Path, limit: int, last: _Last) -> None:
-        """fetcher.local(recorded, limit) in a thread; RecordingError if no slot is free or
-        the deadline passes (the copy then goes when the thread ends: `last`)."""
-        if not self._slots.acquire(blocking=False):
-            raise RecordingError("the console is fetching as many recordings from the object"
-                                 " store as it may at once: try again shortly")  # fmt: skip
+    def _take(self, who: str) -> None:
+        """A slot for `who`, or RecordingError at once."""
+        with self._lock:
+            if self._users.get(who, 0) >= self.per_user:
+                raise RecordingError(f"you are fetching {self.per_user} recordings from the"
+                                     " object store already: wait for them")  # fmt: skip
+            if not self._slots.acquire(blocking=False):
+                raise RecordingError(
+                    "the console is fetching as many recordings from the object store as it"
+                    " may at once: try again shortly"
+                )
+            self._users[who] = self._users.get(who, 0) + 1
+
+    def _give_back(self, who: str) -> None:
+        with self._lock:
+            left = self._users.pop(who, 1) - 1
+            if left:
+                self._users[who] = left
+            self._slots.release()
+
+    async def fetch(
+        self, fetcher: Fetcher, recorded: Path, limit: int, last: _Last, who: str = ""
+    ) -> None:
+        """fetcher.local(recorded, limit) in a thread for the console user `who`;
+        RecordingError if no slot is free (for anyone, or for `who`) or the deadline passes
+        (the copy then goes when the thread ends: `last`)."""
+        self._take(who)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         last.hold()
@@ -200,7 +229,7 @@ class ConsoleDownloads:
             except BaseException as exc:  # handed to the request, raised there
                 failed = exc
             finally:
-                self._slots.release()
+                self._give_back(who)
                 last.release()
             with contextlib.suppress(RuntimeError):  # a loop gone: nobody waits any more
                 loop.call_soon_threadsafe(_settle, done, failed)
@@ -233,17 +262,17 @@ _console = ConsoleDownloads()
 
 @asynccontextmanager
 async def fetched(
-    config: Config, recorded: Path | None, limit: int
+    config: Config, recorded: Path | None, limit: int, who: str = ""
 ) -> AsyncIterator[Callable[[Path, int | None], Path]]:
-    """For the web console: the recording found (the spool's file, or a copy of at most
-    `limit` bytes from the object store) in a download thread; yields a locate() for the
-    store's thread that only looks up what was found. The copy goes when both the block and
-    the thread are done."""
+    """For the web console user `who`: the recording found (the spool's file, or a copy of
+    at most `limit` bytes from the object store) in a download thread; yields a locate() for
+    the store's thread that only looks up what was found. The copy goes when both the block
+    and the thread are done."""
     fetcher = Fetcher(config)
     last = _Last(fetcher.close)
     try:
         if recorded is not None:
-            await _console.fetch(fetcher, recorded, limit, last)
+            await _console.fetch(fetcher, recorded, limit, last, who)
         yield fetcher.found
     finally:
         last.release()

@@ -79,7 +79,7 @@ async def _recording(request: web.Request) -> Any:
     fetch = await core.run(reviewer.recording_fetch, core, who, session_id)
     path, limit = fetch if fetch is not None else (None, 0)
     for again in (True, False):
-        async with fetched(core.config, path, limit) as found:
+        async with fetched(core.config, path, limit, who.actor) as found:
             try:
                 return await core.run(reviewer.recording, core, who, session_id, found)
             except RecordingError:

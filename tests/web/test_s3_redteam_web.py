@@ -15,6 +15,7 @@ import pytest
 from bastion.access.viewing import Viewer
 from bastion.console import reviewer
 from bastion.core import Core
+from bastion.recording import fetch
 from bastion.recording.fetch import Fetcher
 from bastion.recording.upload import Uploader
 from tests.hostiles3 import HostileS3
@@ -44,7 +45,7 @@ async def until(predicate: Callable[[], object], what: str) -> None:
 
 
 async def test_a_hanging_object_store_never_holds_the_threads_sessions_flush_in(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An engineer asks the console for their own recording many times at once while the
     object store trickles (a hostile store, or a slow one and a big recording). Each ask
@@ -54,12 +55,13 @@ async def test_a_hanging_object_store_never_holds_the_threads_sessions_flush_in(
     store lets go. A job put in that pool must still run while the store hangs."""
     from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports conftest)
 
+    workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    monkeypatch.setattr(fetch._console, "per_user", workers + 2)  # bob's own cap aside
     with HostileS3(head_size=2000, hang=True) as hostile:
         credentials = hostile.write_credentials(tmp_path / "s3.credentials")
         extra = hostile.config(str(credentials))
         async with running(tmp_path / "bastion", before=reviewed_world, extra=extra) as found:
             spool_file(found, "s-bob").unlink()  # uploaded, checked and removed (as on a node)
-            workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
             http, _ = await signed_in(found, "bob")
             async with http:
                 asks = [asyncio.ensure_future(get_json(http, "/api/v1/review/recording?"
@@ -242,3 +244,41 @@ async def test_a_spool_copy_removed_after_it_was_found_is_read_from_the_bucket(
             assert status == 200, answer
             assert not spool_file(found, "s-bob").exists()
             assert len(found.events("recording.replayed")) == 1
+
+
+async def test_one_user_cannot_take_every_download_slot_of_the_console(tmp_path: Path) -> None:
+    """bob asks for his own recording again and again while the object store hangs: each ask
+    held a download thread and a slot until the deadline, so one engineer could take every
+    slot and lock every reviewer out of the recordings. Past his own cap bob is refused at
+    once, and alice still gets hers fetched."""
+    from tests.web.review_world import reviewed_world  # noqa: PLC0415 (it imports conftest)
+
+    cap = fetch._console.per_user
+    with HostileS3(head_size=100, hang=True) as hostile:  # less than either recording
+        credentials = hostile.write_credentials(tmp_path / "s3.credentials")
+        extra = hostile.config(str(credentials))
+        async with running(tmp_path / "bastion", before=reviewed_world, extra=extra) as found:
+            for session_id in ("s-bob", "s-alice"):
+                spool_file(found, session_id).unlink()  # uploaded, checked and removed
+            bob, _ = await signed_in(found, "bob")
+            alice, _ = await signed_in(found, "alice")
+            async with bob, alice:
+                asks = [asyncio.ensure_future(get_json(bob, "/api/v1/review/recording?"
+                                                            "session=s-bob"))
+                        for _ in range(cap + 1)]  # fmt: skip
+                try:
+                    await until(lambda: hostile.hanging >= cap, "bob's downloads held")
+                    first = asyncio.FIRST_COMPLETED
+                    refused, _ = await asyncio.wait(asks, timeout=SAFETY_NET, return_when=first)
+                    hers = asyncio.ensure_future(get_json(alice, "/api/v1/review/recording?"
+                                                                 "session=s-alice"))  # fmt: skip
+                    await until(lambda: hostile.hanging >= cap + 1 or hers.done(), "alice's")
+                    held = hostile.hanging
+                finally:
+                    hostile.release()
+                    await asyncio.gather(*asks, return_exceptions=True)
+    assert len(refused) == 1, "bob's ask past his cap was not refused at once"
+    status, said = next(iter(refused)).result()
+    assert status != 200 and "already" in str(said), said
+    assert held == cap + 1, "alice's download was refused while only bob's were under way"
+    await asyncio.gather(hers, return_exceptions=True)
