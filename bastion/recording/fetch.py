@@ -2,10 +2,12 @@
 
 Readers (replay, export, `audit verify`) take the path the store holds. When that file is
 gone from the spool (uploaded, then removed), `Fetcher.local` downloads the object of the
-same name into a private temporary folder (0700, files 0600) and returns that path; every
+same name into a private folder (0700, files 0600) below the spool's COPIES folder, on the
+bastion's own disk (never /tmp: often tmpfs, memory), and returns that path; every
 check a reader makes on a local file (chunk authentication, the hash the chain holds) is
 made on the copy in the same way. Copies go with drop(), close() or the `with` block's end
-(at the latest when the process exits). The web console fetches through `fetched`: in
+(at the latest when the process exits; a killed process's folder goes at the next fetch
+of any process). The web console fetches through `fetched`: in
 threads of its own, a bounded number at once, each waited for a bounded time.
 """
 
@@ -17,6 +19,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +34,8 @@ from bastion.recording.model import RecordingError
 if TYPE_CHECKING:
     from bastion.recording.objects import ObjectStore
 
-_SPARE_DISK = 256 << 20  # bytes a copy must leave free on the temporary folder's disk
+_SPARE_DISK = 256 << 20  # bytes a copy must leave free on the copies folder's disk
+COPIES = ".fetched"  # below the spool (paths.recordings): one <pid>-<random> folder a process
 # The console's downloads at once: as many as asyncio's default pool holds, never in it (the
 # SSH door seals recordings in threads too); more are refused, not queued.
 CONSOLE_DOWNLOADS = min(32, (os.cpu_count() or 1) + 4)
@@ -118,7 +122,8 @@ class Fetcher:
 
     def _private_folder(self) -> Path:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="bastion-recordings-"))  # mode 0700
+            copies = copies_folder(self._config.paths.recordings)
+            self._folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=copies))  # 0700
             atexit.register(self.close)
         return self._folder
 
@@ -152,6 +157,37 @@ class Fetcher:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def copies_folder(spool: Path) -> Path:
+    """The spool's folder for copies from the bucket (made 0700; refused when it is a link or
+    not the process's own), after removing what processes no longer running left there."""
+    copies = spool / COPIES
+    try:
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            copies.mkdir(mode=0o700)
+        found = copies.lstat()
+    except OSError as exc:
+        raise RecordingError(f"cannot make {copies} for copies from the object store"
+                             f" ({exc.strerror})") from None  # fmt: skip
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+        raise RecordingError(f"{copies} is not a folder of this user's: no copy is made there")
+    for left in copies.iterdir():
+        pid = left.name.partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):  # killed before its copies went
+            shutil.rmtree(left, ignore_errors=True)
+    return copies
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to judge
+        return True
+    return True
 
 
 class _Last:

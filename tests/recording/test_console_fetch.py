@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import botocore.exceptions
@@ -58,7 +61,9 @@ async def test_a_download_that_does_not_end_is_given_up_and_its_copy_removed(
     tmp_path: Path,
 ) -> None:
     """A store that sends the first bytes and then nothing: the console gives up after its
-    deadline with one clear error, and the partial copy goes once the thread lets go."""
+    deadline with one clear error, and the partial copy goes once the thread lets go. The
+    copy is made on the bastion's disk, below the spool, never in /tmp (often tmpfs: a big
+    recording, or many, would fill the memory)."""
     with HostileS3(head_size=2000, hang=True) as hostile:
         config = configured(hostile, tmp_path)
         with pytest.MonkeyPatch.context() as patch:
@@ -66,11 +71,33 @@ async def test_a_download_that_does_not_end_is_given_up_and_its_copy_removed(
             with pytest.raises(RecordingError, match="did not deliver"):
                 async with fetched(config, config.paths.recordings / RECORDED, 2000):
                     raise AssertionError("never reached: the download did not end")
-        copies = list(Path("/tmp").glob("bastion-recordings-*/*-s-gone.cast"))
+        await asyncio.to_thread(wait_until, lambda: hostile.hanging >= 1)  # the copy begun
+        in_tmp = list(Path(tempfile.gettempdir()).glob("bastion-recordings-*/*-s-gone.cast"))
+        copies = list((config.paths.recordings / fetch.COPIES).glob("*/*-s-gone.cast"))
         hostile.release()
         await asyncio.to_thread(
             wait_until, lambda: not [c for c in copies if c.exists()] and hostile.hanging == 0
         )
+    assert in_tmp == [] and len(copies) == 1, (in_tmp, copies)
+    assert list((config.paths.recordings / fetch.COPIES).iterdir()) == []
+
+
+def test_copies_a_killed_process_left_are_removed_by_the_next(tmp_path: Path) -> None:
+    """`bastion replay` killed mid-download leaves its copy (atexit never ran): the next
+    process to fetch removes the folders of processes no longer running, not its own."""
+    with HostileS3(head_size=100) as hostile:
+        config = configured(hostile, tmp_path)
+        copies = fetch.copies_folder(config.paths.recordings)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        left = copies / f"{gone.stdout.strip()}-x1"
+        left.mkdir()
+        (left / "1-s-old.cast").write_bytes(b"a decrypted-looking copy")
+        with Fetcher(config) as fetcher:
+            copy = fetcher.local(config.paths.recordings / RECORDED, 100)
+            assert copy.parent.parent == copies and copy.read_bytes() == b"\0" * 100
+            assert not left.exists()
+        assert not copy.exists()
 
 
 async def test_a_copy_stops_at_the_size_the_session_row_holds(tmp_path: Path) -> None:
