@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bastion import __version__, logs
+from bastion import __version__, logs, storelock
 from bastion.cli_common import (
     Parser,
     command,
@@ -31,6 +31,7 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
@@ -341,12 +342,13 @@ def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
-    ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
-    core = Core(app.config, app.store, app.box, app.clock)
-    try:
-        run_server(core)
-    finally:
-        core.shutdown()
+    with storelock.serving(app.config.paths.store):  # first: a restore waits for no store
+        ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
+        core = Core(app.config, app.store, app.box, app.clock)
+        try:
+            run_server(core)
+        finally:
+            core.shutdown()
     return Exit.OK
 
 
@@ -377,6 +379,7 @@ def build_parser() -> Parser:
     _add_masking_commands(sub)
     _add_unmask_commands(sub)
     add_report_commands(sub)
+    add_store_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 
