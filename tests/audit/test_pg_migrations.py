@@ -26,7 +26,14 @@ from tests.audit.migschema import (
     sqlite_schema,
     twin_problems,
 )
-from tests.realpg import PgCluster, PgDatabase, psycopg_connect, random_password, unique_name
+from tests.realpg import (
+    PgCluster,
+    PgDatabase,
+    asyncpg_connect,
+    psycopg_connect,
+    random_password,
+    unique_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 APPEND_ONLY = "audit events are append-only"
@@ -133,6 +140,31 @@ def test_the_schema_at_head_is_the_same_on_both_engines(
     lite, pg = sqlite_schema(sqlite_head), pg_schema(pg_head)
     assert len(lite.tables) >= 25 and "effective_grants" in lite.views
     assert schema_differences(lite, pg) == []
+
+
+async def test_asyncpg_applies_every_twin_as_the_store_will(
+    pg_db: PgDatabase, sqlite_head: sqlite3.Connection
+) -> None:
+    """The store's driver sends each twin as one script in one transaction (with the runner's
+    own INSERT after it); the result is the same schema."""
+    conn = await asyncpg_connect(pg_db)
+    try:
+        await conn.execute("CREATE SCHEMA via_asyncpg; SET search_path = via_asyncpg")
+        await conn.execute(
+            "CREATE TABLE schema_migrations (number bigint PRIMARY KEY,"
+            ' name text COLLATE "C" NOT NULL, applied_at text COLLATE "C" NOT NULL)'
+        )
+        for number, name, sql in pg_migrations():
+            async with conn.transaction():
+                await conn.execute(
+                    sql + f"\nINSERT INTO schema_migrations VALUES ({number}, '{name}', 'now');"
+                )
+        assert await conn.fetchval("SELECT max(number) FROM schema_migrations") == number
+    finally:
+        await conn.close()
+    with psycopg_connect(pg_db, autocommit=True) as reader:
+        reader.execute("SET search_path = via_asyncpg")
+        assert schema_differences(sqlite_schema(sqlite_head), pg_schema(reader)) == []
 
 
 def type_offenders(conn: psycopg.Connection[Any]) -> list[str]:
