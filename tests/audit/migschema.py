@@ -114,7 +114,7 @@ class Table:
     columns: list[Column] = field(default_factory=list)
     primary_key: tuple[str, ...] = ()
     uniques: set[tuple[str, ...]] = field(default_factory=set)
-    foreign_keys: set[tuple[tuple[str, ...], str, tuple[str, ...], str]] = field(
+    foreign_keys: set[tuple[tuple[str, ...], str, tuple[str, ...], str, str]] = field(
         default_factory=set
     )
     indexes: dict[str, tuple[tuple[str, ...], bool, str | None]] = field(default_factory=dict)
@@ -252,14 +252,14 @@ def _sqlite_table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
                 norm_where(where[1] if len(where) > 1 else None),
             )
     keys: dict[int, list[Any]] = {}
-    for fk_id, _seq, parent, src, dst, _on_update, on_delete, _match in conn.execute(
+    for fk_id, _seq, parent, src, dst, on_update, on_delete, _match in conn.execute(
         f'PRAGMA foreign_key_list("{name}")'
     ):
-        keys.setdefault(fk_id, [parent, on_delete, [], []])
-        keys[fk_id][2].append(src)
-        keys[fk_id][3].append(dst)
-    for parent, on_delete, src_cols, dst_cols in keys.values():
-        table.foreign_keys.add((tuple(src_cols), parent, tuple(dst_cols), on_delete))
+        keys.setdefault(fk_id, [parent, on_update, on_delete, [], []])
+        keys[fk_id][3].append(src)
+        keys[fk_id][4].append(dst)
+    for parent, on_update, on_delete, src_cols, dst_cols in keys.values():
+        table.foreign_keys.add((tuple(src_cols), parent, tuple(dst_cols), on_update, on_delete))
     names = {c.name for c in table.columns}
     table.checks = Counter(check_signature(e, names) for e in check_clauses(sql))
     return table
@@ -288,7 +288,7 @@ SELECT con.contype, con.conindid,
        con.confrelid::regclass::text,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
                JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
-       con.confdeltype, pg_get_constraintdef(con.oid)
+       con.confupdtype, con.confdeltype, pg_get_constraintdef(con.oid)
   FROM pg_constraint con WHERE con.conrelid = %s
 """
 _PG_INDEXES = """
@@ -333,7 +333,7 @@ def _pg_table(conn: psycopg.Connection[Any], oid: int) -> Table:
         if identity:
             table.generated_ids.add(name)
     names = {c.name for c in table.columns}
-    for kind, _index, cols, parent, parent_cols, on_delete, definition in conn.execute(
+    for kind, _index, cols, parent, parent_cols, on_update, on_delete, definition in conn.execute(
         _PG_CONSTRAINTS, [oid]
     ):
         if kind == "p":
@@ -342,7 +342,13 @@ def _pg_table(conn: psycopg.Connection[Any], oid: int) -> Table:
             table.uniques.add(tuple(cols))
         elif kind == "f":
             table.foreign_keys.add(
-                (tuple(cols), parent, tuple(parent_cols), _PG_ACTIONS[on_delete])
+                (
+                    tuple(cols),
+                    parent,
+                    tuple(parent_cols),
+                    _PG_ACTIONS[on_update],
+                    _PG_ACTIONS[on_delete],
+                )
             )
         elif kind == "c":
             expression = definition.removeprefix("CHECK ")
@@ -402,3 +408,16 @@ def _table_differences(name: str, lite: Table, pg: Table) -> list[str]:
             f"generated ids {sorted(wanted)} vs identity columns {sorted(pg.generated_ids)}"
         )
     return found
+
+
+_OWN_TRANSACTION = re.compile(
+    r"\b(?:BEGIN|COMMIT|ROLLBACK|START\s+TRANSACTION|SAVEPOINT|CONCURRENTLY|VACUUM)\b|\bEND\s*;",
+    re.IGNORECASE,
+)
+
+
+def transaction_control(sql: str) -> list[str]:
+    """What in a migration would end or escape the one transaction the runner wraps it in
+    (function bodies between $$ are not looked at)."""
+    outside = re.sub(r"\$\$.*?\$\$", " ", strip_comments(sql), flags=re.DOTALL)
+    return [m.group(0) for m in _OWN_TRANSACTION.finditer(outside)]

@@ -143,7 +143,8 @@ CREATE FUNCTION audit_events_append_only() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    RAISE EXCEPTION 'audit events are append-only';
+    -- class 23, as SQLite's RAISE(ABORT) in a trigger is a constraint error
+    RAISE EXCEPTION 'audit events are append-only' USING ERRCODE = 'restrict_violation';
 END;
 $$;
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
