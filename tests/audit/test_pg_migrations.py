@@ -335,66 +335,86 @@ def split(number: int) -> tuple[list[Migration], list[Migration], list[Migration
     )
 
 
-def test_rows_written_at_0005_survive_every_later_migration_alike(
-    pg_db: PgDatabase, tmp_path: Path
-) -> None:
-    """Through both rebuilds (grants in 0006, tickets in 0012) and every ALTER: the same rows
-    on both engines, ids kept, new ids after the highest, and the foreign keys still hold."""
+Pair = tuple[sqlite3.Connection, psycopg.Connection[Any]]
+
+
+@pytest.fixture(scope="module")
+def early(pg_db: PgDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """The same rows written on both engines at 0005, then every later migration applied."""
     lite_early, lite_late, pg_early, pg_late = split(5)
-    lite = open_sqlite(tmp_path / "early.db")
+    lite = open_sqlite(tmp_path_factory.mktemp("early") / "early.db")
     pg = pg_schema_conn(pg_db, "early")
+    apply_sqlite(lite, lite_early)
+    apply_pg(pg, pg_early)
+    for table, rows in EARLY_ROWS.items():
+        for row in rows:
+            insert(lite, "?", table, row)
+            insert(pg, "%s", table, row)
+    apply_sqlite(lite, lite_late)
+    apply_pg(pg, pg_late)
+    yield lite, pg
+    lite.close()
+    pg.close()
+
+
+def test_rows_written_at_0005_are_the_same_on_both_engines_at_head(early: Pair) -> None:
+    """Through both rebuilds (grants in 0006, tickets in 0012) and every ALTER."""
+    lite, pg = early
+    keys = {name: list(t.primary_key) for name, t in sqlite_schema(lite).tables.items()}
+    keys["effective_grants"] = ["id", '"user"']
+    on_pg, on_lite = everything(pg, keys), everything(lite, keys)
+    assert on_pg == on_lite
+    assert len(on_pg.pop("effective_grants")) == 2  # each grant as its user holds it
+    assert {t: len(r) for t, r in on_pg.items() if r} == {t: len(r) for t, r in EARLY_ROWS.items()}
+
+
+def test_rows_written_at_0005_keep_their_values_and_take_the_new_defaults(early: Pair) -> None:
+    _, pg = early
+    assert pg.execute("SELECT id, user_id, group_id, target_id FROM grants").fetchall() == [
+        (1, 1, None, 1),
+        (5, 2, None, 3),
+    ]
+    assert pg.execute("SELECT break_glass, ticket_ref FROM grants ORDER BY id").fetchall() == [
+        (0, "INC-1"),
+        (0, None),
+    ]
+    assert pg.execute("SELECT id, reusable, uses, token_sha256 FROM tickets").fetchall() == [
+        (7, 0, 0, "ab" * 32)
+    ]
+    assert pg.execute("SELECT alg FROM audit_events").fetchall() == [("sha256",)] * 2
+    assert pg.execute("SELECT totp_last_step FROM users WHERE id = 1").fetchone() == (BIG,)
+    assert pg.execute("SELECT grant_id FROM sessions ORDER BY id").fetchall() == [(1,), (5,)]
+    assert pg.execute("""SELECT id FROM effective_grants WHERE "user" = 'alice'""").fetchall() == [
+        (1,)
+    ]
+
+
+GRANT = (
+    "INSERT INTO grants (user_id, target_id, mode, starts_at, ends_at, reason, granted_by,"
+    " created_at) VALUES (2, 1, 'read', 'a', 'b', 'r', 'bob', 'c') RETURNING id"
+)
+TICKET = (
+    "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at)"
+    " VALUES (2, 1, 'cd', 'a', 'b') RETURNING id"
+)
+ORPHAN = {"id": "s-9", "grant_id": 999, "protocol": "ssh", "client_addr": "x", "started_at": "x"}
+
+
+def test_after_the_rebuilds_new_ids_follow_the_highest_and_keys_still_hold(early: Pair) -> None:
+    lite, pg = early
+    lite.execute("BEGIN")
     try:
-        apply_sqlite(lite, lite_early)
-        apply_pg(pg, pg_early)
-        for table, rows in EARLY_ROWS.items():
-            for row in rows:
-                insert(lite, "?", table, row)
-                insert(pg, "%s", table, row)
-        apply_sqlite(lite, lite_late)
-        apply_pg(pg, pg_late)
-
-        keys = {name: list(t.primary_key) for name, t in sqlite_schema(lite).tables.items()} | {
-            "effective_grants": ["id", '"user"']
-        }
-        on_pg, on_lite = everything(pg, keys), everything(lite, keys)
-        assert on_pg == on_lite
-        assert len(on_pg.pop("effective_grants")) == 2  # each grant as its user holds it
-        assert {t: len(r) for t, r in on_pg.items() if r} == {
-            t: len(r) for t, r in EARLY_ROWS.items()
-        }
-        assert on_pg["grants"][0][:4] == (1, 1, None, 1)  # group_id third, NULL
-        assert [r[0] for r in on_pg["tickets"]] == [7]
-        assert pg.execute("SELECT alg FROM audit_events").fetchall() == [("sha256",)] * 2
-        assert pg.execute("SELECT break_glass, ticket_ref FROM grants ORDER BY id").fetchall() == [
-            (0, "INC-1"),
-            (0, None),
-        ]
-        assert pg.execute("SELECT reusable, uses, token_sha256 FROM tickets").fetchall() == [
-            (0, 0, "ab" * 32)
-        ]
-        assert pg.execute("SELECT totp_last_step FROM users WHERE id = 1").fetchone() == (BIG,)
-
-        grant = (
-            "INSERT INTO grants (user_id, target_id, mode, starts_at, ends_at, reason,"
-            " granted_by, created_at) VALUES (2, 1, 'read', 'a', 'b', 'r', 'bob', 'c')"
-            " RETURNING id"
-        )
-        ticket = (
-            "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at)"
-            " VALUES (2, 1, 'cd', 'a', 'b') RETURNING id"
-        )
-        for statement, expected in ((grant, 6), (ticket, 8)):
-            assert lite.execute(statement).fetchone() == (expected,)
-            assert pg.execute(statement).fetchone() == (expected,)
-        orphan = {"id": "s-9", "grant_id": 999, "protocol": "ssh", "client_addr": "x",
-                  "started_at": "x"}  # fmt: skip
-        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            insert(lite, "?", "sessions", orphan)
-        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="sessions_grant_id_fkey"):
-            insert(pg, "%s", "sessions", orphan)
+        with pg.transaction(force_rollback=True):
+            for statement, expected in ((GRANT, 6), (TICKET, 8)):
+                assert lite.execute(statement).fetchone() == (expected,)
+                assert pg.execute(statement).fetchone() == (expected,)
+            with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+                insert(lite, "?", "sessions", ORPHAN)
+            refused = pytest.raises(psycopg.errors.ForeignKeyViolation, match="grant_id_fkey")
+            with refused, pg.transaction():
+                insert(pg, "%s", "sessions", ORPHAN)
     finally:
-        lite.close()
-        pg.close()
+        lite.execute("ROLLBACK")
 
 
 # -- JSON validity, which PostgreSQL 15 does not have built in ---------------------------------
