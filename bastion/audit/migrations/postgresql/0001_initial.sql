@@ -14,7 +14,7 @@ BEGIN
     IF doc IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM doc::json;
+    PERFORM doc::pg_catalog.json;  -- qualified: no search_path can put another json first
     RETURN true;
 EXCEPTION WHEN others THEN
     RETURN false;

@@ -60,7 +60,9 @@ CREATE INDEX grants_group ON grants(group_id) WHERE group_id IS NOT NULL;
 CREATE INDEX grants_unacknowledged ON grants(id) WHERE break_glass = 1 AND acknowledged_at IS NULL;
 
 -- Every grant as it applies to one person: their own, and their groups' (one row per member).
--- "user" is quoted: bare, PostgreSQL reads it as CURRENT_USER.
+-- "user" is quoted: bare, PostgreSQL reads it as CURRENT_USER. PostgreSQL expands g.* once,
+-- here (SQLite at every use): a later migration that adds a column to grants must recreate
+-- this view in its PostgreSQL twin, or the view's columns differ between the engines.
 CREATE VIEW effective_grants AS
     SELECT g.*, u.name AS "user", CAST(NULL AS text) COLLATE "C" AS grp, t.name AS target,
            t.removed_at AS target_removed_at
