@@ -226,31 +226,16 @@ def sqlite_schema(conn: sqlite3.Connection) -> Schema:
 def _sqlite_table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     table = Table()
     info = conn.execute(f'PRAGMA table_info("{name}")').fetchall()
-    pk = [(r[5], r[1]) for r in info if r[5]]
-    table.primary_key = tuple(col for _, col in sorted(pk))
+    pk = [col for _, col in sorted((r[5], r[1]) for r in info if r[5])]
+    table.primary_key = tuple(pk)
     for _cid, col, declared, notnull, default, in_pk in info:
-        kind = _SQLITE_TYPES.get(declared, f"sqlite {declared}")
+        kind = _SQLITE_TYPES.get(declared.upper(), f"sqlite {declared}")
         # A primary key column is NOT NULL on PostgreSQL, and on SQLite for rowid aliases;
         # SQLite's legacy NULLs in other keys are not something the store relies on.
         table.columns.append(Column(col, kind, bool(notnull or in_pk), norm_default(default)))
-    if len(pk) == 1 and table.columns[[c.name for c in table.columns].index(pk[0][1])].type == (
-        "integer"
-    ):
-        table.generated_ids.add(pk[0][1])
-    for _seq, index, unique, origin, _partial in conn.execute(f'PRAGMA index_list("{name}")'):
-        cols = tuple(r[2] for r in conn.execute(f'PRAGMA index_info("{index}")'))
-        if origin == "u":
-            table.uniques.add(cols)
-        elif origin == "c":
-            (index_sql,) = conn.execute(
-                "SELECT sql FROM sqlite_master WHERE name = ?", [index]
-            ).fetchone()
-            where = re.split(r"\bWHERE\b", index_sql, maxsplit=1, flags=re.IGNORECASE)
-            table.indexes[index] = (
-                cols,
-                bool(unique),
-                norm_where(where[1] if len(where) > 1 else None),
-            )
+        if kind == "integer" and pk == [col]:
+            table.generated_ids.add(col)  # INTEGER PRIMARY KEY: the rowid
+    _sqlite_indexes(conn, name, table)
     keys: dict[int, list[Any]] = {}
     for fk_id, _seq, parent, src, dst, on_update, on_delete, _match in conn.execute(
         f'PRAGMA foreign_key_list("{name}")'
@@ -263,6 +248,21 @@ def _sqlite_table(conn: sqlite3.Connection, name: str, sql: str) -> Table:
     names = {c.name for c in table.columns}
     table.checks = Counter(check_signature(e, names) for e in check_clauses(sql))
     return table
+
+
+def _sqlite_indexes(conn: sqlite3.Connection, name: str, table: Table) -> None:
+    """UNIQUE constraints (SQLite's automatic indexes) and CREATE INDEX indexes, with WHERE."""
+    for _seq, index, unique, origin, _partial in conn.execute(f'PRAGMA index_list("{name}")'):
+        cols = tuple(r[2] for r in conn.execute(f'PRAGMA index_info("{index}")'))
+        if origin == "u":
+            table.uniques.add(cols)
+        elif origin == "c":
+            (index_sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = ?", [index]
+            ).fetchone()
+            where = re.split(r"\bWHERE\b", index_sql, maxsplit=1, flags=re.IGNORECASE)
+            predicate = norm_where(where[1]) if len(where) > 1 else None
+            table.indexes[index] = (cols, bool(unique), predicate)
 
 
 # -- PostgreSQL's catalog ------------------------------------------------------------------
