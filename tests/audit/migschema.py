@@ -153,16 +153,14 @@ def norm_where(text: str | None) -> str | None:
     return " ".join(text.replace("(", " ").replace(")", " ").split())
 
 
-_LITERAL = re.compile(r"'((?:[^']|'')*)'")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_LITERAL_OR_NUMBER = re.compile(r"'(?:[^']|'')*'|(?<![\w.])-?\d+(?![\w.])")
 
 
 def check_signature(expression: str, columns: set[str]) -> tuple[frozenset[str], tuple[str, ...]]:
     """What a CHECK constraint rests on: the columns it names and its literals, in order of
     appearance (strings quoted, numbers bare)."""
-    literals = []
-    for match in re.finditer(r"'(?:[^']|'')*'|(?<![\w.])-?\d+(?![\w.])", expression):
-        literals.append(match.group(0))
+    literals = [match.group(0) for match in _LITERAL_OR_NUMBER.finditer(expression)]
     names = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", _LITERAL.sub(" ", expression)))
     return frozenset(names & columns), tuple(literals)
 
@@ -260,7 +258,9 @@ def _sqlite_indexes(conn: sqlite3.Connection, name: str, table: Table) -> None:
             (index_sql,) = conn.execute(
                 "SELECT sql FROM sqlite_master WHERE name = ?", [index]
             ).fetchone()
-            where = re.split(r"\bWHERE\b", index_sql, maxsplit=1, flags=re.IGNORECASE)
+            where = re.split(
+                r"\bWHERE\b", strip_comments(index_sql), maxsplit=1, flags=re.IGNORECASE
+            )
             predicate = norm_where(where[1]) if len(where) > 1 else None
             table.indexes[index] = (cols, bool(unique), predicate)
 
