@@ -13,8 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Protocol
 
-from bastion.audit.sqlconn import Conn, DbError, Dialect
+from bastion.audit.sqlconn import DbError, Dialect, Result
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
 _WORD = re.compile(r"[A-Za-z_]+")
@@ -155,28 +156,29 @@ def is_read(sql: str) -> bool:
 
 # -- fragments the two engines spell differently --------------------------------------------
 #
-# Each is a format string over column expressions ({col}, {x}, {value}, ...) and JSON keys
-# ({key}, {index}) that the caller supplies from its own code, never from input (see
-# `fragment`, which checks the keys). The JSON readers agree on both engines for the values
-# they name: `json_text` strings only, `json_number` numbers only (NULL otherwise, never an
-# error, never the other type), `json_type` in PostgreSQL's words. `json_at` and
-# `json_canonical` give JSON text to be compared within one engine: SQLite's is minified with
-# its keys in written order, PostgreSQL's is jsonb's (spaced, keys sorted), so two notes
-# that differ only in spacing compare equal on both, and in key order on PostgreSQL only.
-# `detail` and the other JSON columns are text on both engines (the chain MACs the text).
+# Each is a format string over column expressions ({col}, {x}, {value}, ...) and a JSON path
+# of plain names ("first", "done.rows") or an array index, which the caller supplies from its
+# own code, never from input (`fragment` checks them). The JSON readers agree on both engines
+# for what they name: `json_text` strings only, `json_number` numbers only (NULL otherwise,
+# never an error, never the other type), `json_type` in PostgreSQL's words. `json_at` and
+# `json_canonical` give JSON text to compare within one engine: SQLite's is minified with
+# keys in written order, PostgreSQL's is jsonb's (spaced, keys sorted), so two notes that
+# differ only in spacing are equal on both, and two that differ in key order on PostgreSQL
+# only. `detail` and the other JSON columns are text on both (the chain MACs the text).
+# `bastion_json_valid` is a function of the PostgreSQL migrations (a text that casts to json).
 
 
 @dataclass(frozen=True)
 class Fragments:
     """The SQL one engine needs where the two differ."""
 
-    json_text: str  # a string member of a JSON object, as text; NULL if absent or no string
-    json_number: str  # a number member, as a number; NULL if absent or no number
+    json_text: str  # a string at a path of a JSON text, as text; NULL if absent or no string
+    json_number: str  # a number at a path, as a number; NULL if absent or no number
     json_type: str  # object, array, string, number, boolean or null; NULL if absent
-    json_at: str  # a member as JSON text (compare within one engine)
+    json_at: str  # the value at a path as JSON text (compare within one engine)
     json_canonical: str  # a text as canonical JSON when it is JSON, else the text itself
-    json_valid: str  # whether a text is JSON
-    json_each: str  # FROM item: the members of an object member (columns key, value)
+    json_valid: str  # whether a text is JSON (false for NULL)
+    json_each: str  # FROM item: the members of the object at a path (columns key, value)
     json_item_text: str  # element {index} of a json_each value (an array) as text
     like_ci: str  # a LIKE that ignores ASCII case
     contains: str  # whether {needle} occurs in {x}
@@ -184,19 +186,21 @@ class Fragments:
     integrity: str  # SQLite: one table's check; PostgreSQL: one table's btree indexes
 
 
+_SQLITE_AT = "'$.{path}'"
+_PG_AT = "'{{{keys}}}'"
 FRAGMENTS: dict[Dialect, Fragments] = {
     "sqlite": Fragments(
-        json_text="(CASE WHEN json_type({col}, '$.{key}') = 'text'"
-        " THEN json_extract({col}, '$.{key}') END)",
-        json_number="(CASE WHEN json_type({col}, '$.{key}') IN ('integer', 'real')"
-        " THEN json_extract({col}, '$.{key}') END)",
-        json_type="(CASE json_type({col}, '$.{key}') WHEN 'integer' THEN 'number'"
+        json_text=f"(CASE WHEN json_type({{col}}, {_SQLITE_AT}) = 'text'"
+        f" THEN json_extract({{col}}, {_SQLITE_AT}) END)",
+        json_number=f"(CASE WHEN json_type({{col}}, {_SQLITE_AT}) IN ('integer', 'real')"
+        f" THEN json_extract({{col}}, {_SQLITE_AT}) END)",
+        json_type=f"(CASE json_type({{col}}, {_SQLITE_AT}) WHEN 'integer' THEN 'number'"
         " WHEN 'real' THEN 'number' WHEN 'text' THEN 'string' WHEN 'true' THEN 'boolean'"
-        " WHEN 'false' THEN 'boolean' ELSE json_type({col}, '$.{key}') END)",
-        json_at="({col} -> '$.{key}')",
+        f" WHEN 'false' THEN 'boolean' ELSE json_type({{col}}, {_SQLITE_AT}) END)",
+        json_at=f"({{col}} -> {_SQLITE_AT})",
         json_canonical="(CASE WHEN json_valid({x}) THEN json({x}) ELSE {x} END)",
-        json_valid="json_valid({x})",
-        json_each="json_each({col}, '$.{key}')",
+        json_valid="coalesce(json_valid({x}), 0)",
+        json_each=f"json_each({{col}}, {_SQLITE_AT})",
         json_item_text="json_extract({value}, '$[{index}]')",
         like_ci="({x} LIKE {pattern})",
         contains="(instr({x}, {needle}) > 0)",
@@ -208,15 +212,15 @@ FRAGMENTS: dict[Dialect, Fragments] = {
         integrity="PRAGMA integrity_check({table})",
     ),
     "postgresql": Fragments(
-        json_text="(CASE WHEN jsonb_typeof({col}::jsonb -> '{key}') = 'string'"
-        " THEN {col}::jsonb ->> '{key}' END)",
-        json_number="(CASE WHEN jsonb_typeof({col}::jsonb -> '{key}') = 'number'"
-        " THEN ({col}::jsonb ->> '{key}')::numeric END)",
-        json_type="jsonb_typeof({col}::jsonb -> '{key}')",
-        json_at="(({col}::jsonb -> '{key}')::text)",
+        json_text=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'string'"
+        f" THEN {{col}}::jsonb #>> {_PG_AT} END)",
+        json_number=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'number'"
+        f" THEN ({{col}}::jsonb #>> {_PG_AT})::numeric END)",
+        json_type=f"jsonb_typeof({{col}}::jsonb #> {_PG_AT})",
+        json_at=f"(({{col}}::jsonb #> {_PG_AT})::text)",
         json_canonical="(CASE WHEN bastion_json_valid({x}) THEN ({x}::jsonb)::text ELSE {x} END)",
-        json_valid="bastion_json_valid({x})",
-        json_each="jsonb_each({col}::jsonb -> '{key}')",
+        json_valid="coalesce(bastion_json_valid({x}), false)",
+        json_each=f"jsonb_each({{col}}::jsonb #> {_PG_AT})",
         json_item_text="({value} ->> {index})",
         like_ci="({x} ILIKE {pattern})",
         contains="(strpos({x}, {needle}) > 0)",
@@ -230,7 +234,7 @@ FRAGMENTS: dict[Dialect, Fragments] = {
         integrity=(
             "SELECT {amcheck}.bt_index_check(i.indexrelid, true) FROM pg_index i"
             " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
-            " WHERE i.indrelid = to_regclass({table_literal}) AND am.amname = 'btree'"
+            " WHERE i.indrelid = to_regclass('{table}') AND am.amname = 'btree'"
         ),
     ),
 }
@@ -239,65 +243,84 @@ AMCHECK_SCHEMA = (
     " WHERE e.extname = 'amcheck'"
 )
 HEAP_CHECK = (
-    "SELECT blkno, offnum, msg FROM {amcheck}.verify_heapam(to_regclass({table_literal})) LIMIT 1"
+    "SELECT blkno, offnum, msg FROM {amcheck}.verify_heapam(to_regclass('{table}')) LIMIT 1"
 )
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _EXPRESSION = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\?|'[^']*'")
 
 
+def _fits(part: str, value: str | int) -> bool:
+    if part == "path":
+        return isinstance(value, str) and all(_NAME.fullmatch(k) for k in value.split("."))
+    if part in ("table", "amcheck"):
+        return isinstance(value, str) and _NAME.fullmatch(value.strip('"')) is not None
+    if part == "index":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, str) and _EXPRESSION.fullmatch(value) is not None
+
+
 def fragment(engine: Dialect, name: str, **parts: str | int) -> str:
-    """One fragment filled in. Keys and indexes must be plain names and numbers, and column
-    expressions plain (qualified) names, `?` or a simple literal: they come from code."""
+    """One fragment filled in. A path is plain names joined by dots, an index a number, a
+    column expression a plain (qualified) name, `?` or a simple literal: all from code."""
     for part, value in parts.items():
-        if part in ("key", "table"):
-            ok = isinstance(value, str) and _NAME.fullmatch(value) is not None
-        elif part == "index":
-            ok = isinstance(value, int) and value >= 0
-        else:
-            ok = isinstance(value, str) and _EXPRESSION.fullmatch(value) is not None
-        if not ok:
-            raise ValueError(f"{part}={value!r} is not a name this fragment takes")
+        if not _fits(part, value):
+            raise ValueError(f"{part}={value!r} is not what this fragment takes")
+    if "path" in parts:
+        parts["keys"] = str(parts["path"]).replace(".", ",")
     text: str = getattr(FRAGMENTS[engine], name)
     return text.format(**parts)
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+class Reads(Protocol):
+    """What the index check needs of a connection (a Conn has it)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result: ...
+
+    def table_exists(self, name: str) -> bool: ...
 
 
-def index_problem(conn: Conn, tables: Sequence[str]) -> str | None:
+def index_problem(conn: Reads, tables: Sequence[str]) -> str | None:
     """None when every index (and, on PostgreSQL, the heap) of these tables agrees with its
     table; else the first problem, or why they could not be checked (fail closed). Run it
     outside a transaction: on PostgreSQL a failed check ends the transaction it is in."""
-    if conn.dialect == "sqlite":
-        for table in tables:
-            try:
-                said = [
-                    str(r[0]) for r in conn.execute(fragment("sqlite", "integrity", table=table))
-                ]
-            except DbError as exc:
-                return f"the store's table {table} could not be checked: {exc}"
-            if said != ["ok"]:
-                return f"the store's table {table} and its indexes disagree: {said[0]}"
-        return None
-    return _pg_index_problem(conn, tables)
+    if conn.dialect == "postgresql":
+        return _pg_index_problem(conn, tables)
+    for table in tables:
+        try:
+            check = fragment("sqlite", "integrity", table=table)
+            said = [str(r[0]) for r in conn.execute(check)]
+        except (DbError, ValueError) as exc:
+            return f"the store's table {table} could not be checked: {exc}"
+        if said != ["ok"]:
+            return f"the store's table {table} and its indexes disagree: {said[0]}"
+    return None
 
 
-def _pg_index_problem(conn: Conn, tables: Sequence[str]) -> str | None:
+def _amcheck(conn: Reads) -> tuple[str, str]:
+    """(the amcheck schema, quoted; '') or ('', why the indexes cannot be checked)."""
     found = conn.execute(AMCHECK_SCHEMA).fetchone()
     if found is None:
-        return ("the store's indexes cannot be checked: the amcheck extension is not installed"
-                " in the store's database (CREATE EXTENSION amcheck, as a superuser)")  # fmt: skip
-    amcheck = quote_ident(str(found[0]))
+        return "", ("the store's indexes cannot be checked: the amcheck extension is not"
+                    " installed in the store's database (CREATE EXTENSION amcheck, as a"
+                    " superuser)")  # fmt: skip
+    if not _NAME.fullmatch(str(found[0])):
+        return "", f"the store's indexes cannot be checked: amcheck is in schema {found[0]!r}"
+    return '"' + str(found[0]) + '"', ""
+
+
+def _pg_index_problem(conn: Reads, tables: Sequence[str]) -> str | None:
+    amcheck, problem = _amcheck(conn)
+    if problem:
+        return problem
     for table in tables:
         if not _NAME.fullmatch(table) or not conn.table_exists(table):
             return f"the store has no table {table}"
-        literal = "'" + table + "'"
         try:
-            conn.execute(
-                FRAGMENTS["postgresql"].integrity.format(amcheck=amcheck, table_literal=literal)
-            )
-            bad = conn.execute(HEAP_CHECK.format(amcheck=amcheck, table_literal=literal)).fetchone()
+            conn.execute(fragment("postgresql", "integrity", amcheck=amcheck, table=table))
+            bad = conn.execute(HEAP_CHECK.format(amcheck=amcheck, table=table)).fetchone()
         except DbError as exc:
             if "SQLSTATE 42501" in str(exc):
                 return f"the store's indexes cannot be checked: {exc}"
