@@ -24,7 +24,7 @@ import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -64,6 +64,7 @@ BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 BEGIN_MIGRATION = (
     f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
 )
+NO_SCHEMA = "SELECT current_schema() IS NULL"
 MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (number bigint PRIMARY KEY,"
     ' name text COLLATE "C" NOT NULL, applied_at text COLLATE "C" NOT NULL)'
@@ -93,7 +94,7 @@ class PgResult:
         self._at = len(self._rows)
         return rest
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
 
 
@@ -228,6 +229,11 @@ class PgConn:
             await conn.set_type_codec(
                 "numeric", encoder=str, decoder=numeric, schema="pg_catalog", format="text"
             )
+            if "search_path" in self._settings and await conn.fetchval(NO_SCHEMA):
+                raise DbError(
+                    f"the store's schema {self._settings['search_path']} does not exist in"
+                    " its database; create it first (CREATE SCHEMA ... AUTHORIZATION ...)"
+                )
         except BaseException:
             conn.terminate()
             raise
@@ -245,6 +251,8 @@ class PgConn:
         self._drop()
         try:
             self._conn = self._loop.run_until_complete(self._connect())
+        except DbError:
+            raise
         except Exception as exc:
             raise DbError(f"cannot connect to the store {self.label}: {message(exc)}") from None
         return self._conn
@@ -358,6 +366,11 @@ class PgConn:
 
     def _abandon(self) -> None:
         """Roll back whatever the server holds open (a BEGIN whose lock timed out)."""
+        try:
+            asyncio.get_running_loop()
+            return  # refused before anything was sent
+        except RuntimeError:
+            pass
         with self._mutex:
             conn = self._conn
             if conn is None or conn.is_closed() or not conn.is_in_transaction():
@@ -391,6 +404,7 @@ class PgConn:
             raise DbError(ROLLED_BACK)
 
     def rollback(self) -> None:
+        _refuse_in_loop()
         if not self._tx_open:
             return
         self._tx_open = False

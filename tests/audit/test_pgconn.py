@@ -518,3 +518,27 @@ def test_a_store_that_cannot_be_reached_is_a_dberror(tmp_path: Path) -> None:
     gone = PgLocation("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(DbError, match="cannot connect to the store postgresql://nobody@"):
         gone.connect("gone")
+
+
+def test_a_writer_stuck_in_its_transaction_is_cut_off(
+    opened: Callable[..., PgConn], pg_cluster: PgCluster
+) -> None:
+    stuck, other = opened(idle_in_transaction=0.05), opened()
+    stuck.begin_write()
+    pid = backend_pid(stuck)
+    wait_until(
+        lambda: not pg_cluster.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", params=[pid]),
+        "the server ends the idle transaction",
+    )
+    other.begin_write()  # the chain lock went with it
+    other.commit()
+    with pytest.raises(DbError, match="middle of a transaction"):
+        stuck.execute("SELECT 1")
+    stuck.rollback()
+    assert stuck.execute("SELECT 1").fetchall()[0][0] == 1
+
+
+def test_a_schema_that_does_not_exist_is_named(location: PgLocation) -> None:
+    missing = PgLocation.handed(location.url, location.handoff()[1], "no_such_schema")
+    with pytest.raises(DbError, match='schema "no_such_schema" does not exist'):
+        missing.connect("missing")
