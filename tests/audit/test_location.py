@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from bastion.audit.location import PgLocation, check_url, is_local, read_password_file
+from bastion.audit.sqlconn import DbError
 from bastion.errors import ConfigError
+from tests.realpg import PgClusterFactory, make_server_tls
 
 SECRET = "s3cret-Pa55word"
 
@@ -131,3 +133,26 @@ def test_settings_name_the_node_and_the_schema() -> None:
         "5000ms",
     )
     assert settings["synchronous_commit"] == "on"
+
+
+def test_verify_full_reaches_a_store_that_proves_who_it_is(
+    pg_cluster_factory: PgClusterFactory, tmp_path: Path
+) -> None:
+    cluster = pg_cluster_factory(ssl=True)
+    cluster.set_hba(["hostssl all all 127.0.0.1/32 scram-sha-256"])  # TLS or nothing
+    db = cluster.fresh_orders()
+    wrong_ca = tmp_path / "other-ca.crt"
+    wrong_ca.write_bytes(make_server_tls().ca_cert)
+    secret = secret_file(tmp_path, text=db.password)
+    base = f"postgresql://{db.user}@localhost:{db.port}/{db.database}?sslmode=verify-full"
+    location = PgLocation(f"{base}&sslrootcert={cluster.ca_cert_path}", password_file=secret)
+    conn = location.connect("tls")
+    try:
+        ssl = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert ssl.fetchall() == [(True,)]
+    finally:
+        conn.close()
+    impostor = PgLocation(f"{base}&sslrootcert={wrong_ca}", password_file=secret)
+    with pytest.raises(DbError, match="certificate verify failed") as refused:
+        impostor.connect("tls")
+    assert db.password not in str(refused.value)

@@ -542,3 +542,13 @@ def test_a_schema_that_does_not_exist_is_named(location: PgLocation) -> None:
     missing = PgLocation.handed(location.url, location.handoff()[1], "no_such_schema")
     with pytest.raises(DbError, match='schema "no_such_schema" does not exist'):
         missing.connect("missing")
+
+
+def test_a_read_run_again_may_not_write_after_all(conn: PgConn, pg_cluster: PgCluster) -> None:
+    conn.execute("INSERT INTO t (id, name) VALUES (1, 'a')")
+    conn.execute("CREATE SEQUENCE ids")
+    for sneaky in ("SELECT * FROM t FOR UPDATE", "SELECT nextval('ids')"):
+        terminate(pg_cluster, backend_pid(conn))
+        with pytest.raises(DbError, match="read-only transaction"):
+            conn.execute(sneaky)
+    assert conn.execute("SELECT nextval('ids')").fetchall()[0][0] == 1
