@@ -281,6 +281,9 @@ class PgConn:
                     raise DbError(self._lost_tx) from None
                 if replay == "never":
                     raise DbError(WRITE_IN_DOUBT) from None
+            except BaseException:
+                self._interrupted()
+                raise
             conn = self._live()
             try:
                 again = work(conn) if replay == "again" else self._read_only(conn, work)
@@ -289,6 +292,18 @@ class PgConn:
                 if _lost(exc, conn):
                     self._drop()
                 raise self._refused(exc, params) from None
+            except BaseException:
+                self._interrupted()
+                raise
+
+    def _interrupted(self) -> None:
+        """Interrupted mid-call (Ctrl-C): what the server did is unknown, so the connection
+        goes, and a transaction on it stays failed until rolled back."""
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()  # it ends quietly on the next call
+        self._drop()
+        if self._tx_open and self._lost_tx is None:
+            self._lost_tx = COMMIT_UNKNOWN if self._committing else LOST_IN_TRANSACTION
 
     @staticmethod
     async def _read_only(conn: Any, work: Work[T]) -> T:

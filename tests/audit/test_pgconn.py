@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -552,3 +553,31 @@ def test_a_read_run_again_may_not_write_after_all(conn: PgConn, pg_cluster: PgCl
         with pytest.raises(DbError, match="read-only transaction"):
             conn.execute(sneaky)
     assert conn.execute("SELECT nextval('ids')").fetchall()[0][0] == 1
+
+
+def test_an_interrupted_statement_leaves_its_transaction_failed(
+    conn: PgConn, pg_cluster: PgCluster
+) -> None:
+    assert threading.current_thread() is threading.main_thread()  # where SIGINT lands
+    conn.begin_write()
+    pid = backend_pid(conn)
+
+    def interrupt() -> None:
+        wait_until(
+            lambda: bool(pg_cluster.sql(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND query LIKE %s",
+                params=[pid, "%pg_sleep%"],
+            )),
+            "the statement runs",
+        )  # fmt: skip
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    thread, _ = in_thread(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        conn.execute("SELECT pg_sleep(60)")
+    thread.join(WAIT)
+    terminate(pg_cluster, pid)  # the server would only notice when it next writes
+    with pytest.raises(DbError, match="middle of a transaction"):
+        conn.execute("SELECT 1")
+    conn.rollback()
+    assert conn.execute("SELECT 1").fetchall()[0][0] == 1
