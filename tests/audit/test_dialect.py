@@ -22,9 +22,9 @@ from tests.realpg import PgCluster, PgDatabase, unique_name
 
 # What the PostgreSQL migrations define (another part of issue 18); the tests define it too.
 JSON_VALID = (
-    "CREATE FUNCTION bastion_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE"
-    " STRICT AS $$ BEGIN PERFORM t::json; RETURN true; EXCEPTION WHEN others THEN"
-    " RETURN false; END $$"
+    "CREATE FUNCTION bastion_json_valid(doc text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE"
+    " AS $$ BEGIN IF doc IS NULL THEN RETURN false; END IF; PERFORM doc::pg_catalog.json;"
+    " RETURN true; EXCEPTION WHEN others THEN RETURN false; END $$"
 )
 
 # -- ? to $n ----------------------------------------------------------------------------
