@@ -183,7 +183,7 @@ class PgConn:
         self._settings = dict(server_settings)
         self._timeout = connect_timeout
         self.label = label
-        self._loop = asyncio.new_event_loop()
+        self._loop = asyncio.SelectorEventLoop()  # whatever the policy: measured the quickest here
         self._mutex = threading.Lock()
         self._conn: Any = None
         self._statements: OrderedDict[str, Any] = OrderedDict()
