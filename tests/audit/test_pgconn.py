@@ -357,6 +357,62 @@ def test_begin_write_serialises_two_connections(
     assert [r[0] for r in first.execute("SELECT seq FROM chain ORDER BY seq")] == [1, 2, 3]
 
 
+def test_appends_from_three_connections_make_one_gapless_chain(
+    opened: Callable[..., PgConn],
+) -> None:
+    conns = [opened() for _ in range(3)]
+    conns[0].execute("CREATE TABLE chain (seq bigint PRIMARY KEY, by text NOT NULL)")
+
+    def append(conn: PgConn, by: str) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                conn.begin_write()
+                head = conn.execute("SELECT coalesce(max(seq), 0) FROM chain").fetchall()[0][0]
+                conn.execute("INSERT INTO chain VALUES (?, ?)", [head + 1, by])
+                conn.commit()
+
+        return run
+
+    started = [in_thread(append(c, str(i))) for i, c in enumerate(conns)]
+    for thread, out in started:
+        thread.join(WAIT)
+        assert out == [None]
+    rows = conns[0].execute("SELECT seq, by FROM chain ORDER BY seq").fetchall()
+    assert [r["seq"] for r in rows] == list(range(1, 61))
+    assert sorted({r["by"] for r in rows}) == ["0", "1", "2"]
+
+
+def test_one_time_step_offered_twice_at_once_is_accepted_once(
+    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase
+) -> None:
+    first, second = opened(), opened()
+    first.execute("CREATE TABLE users (id bigint PRIMARY KEY, totp_last_step bigint NOT NULL)")
+    first.execute("INSERT INTO users VALUES (1, 100)")
+
+    def offer(conn: PgConn) -> Callable[[], str]:
+        def run() -> str:  # people.record_totp_attempt's read-then-write, as it is today
+            conn.begin_write()
+            last = conn.execute("SELECT totp_last_step FROM users WHERE id = 1").fetchall()[0][0]
+            if last >= 101:
+                conn.rollback()
+                return "REPLAYED"
+            conn.execute("UPDATE users SET totp_last_step = ? WHERE id = 1", [101])
+            conn.commit()
+            return "ACCEPTED"
+
+        return run
+
+    holder = Holder(pg_cluster, db, CHAIN_LOCK)
+    try:
+        started = [in_thread(offer(c)) for c in (first, second)]
+        wait_until(lambda: advisory_waiters(pg_cluster, CHAIN_LOCK) == 2, "both offers wait")
+    finally:
+        holder.release()
+    for thread, _ in started:
+        thread.join(WAIT)
+    assert sorted(out[0] for _, out in started) == ["ACCEPTED", "REPLAYED"]
+
+
 def test_a_writer_that_waits_too_long_for_the_lock_fails(
     opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase
 ) -> None:
