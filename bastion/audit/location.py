@@ -185,6 +185,7 @@ class PgLocation:
         *,
         lock_timeout: float = LOCK_TIMEOUT_S,
         idle_in_transaction: float = IDLE_IN_TRANSACTION_S,
+        command_timeout: float | None = None,
     ) -> PgConn:
         """A PgConn on this store, connected now (DbError if it can't be)."""
         from bastion.audit.pgconn import PgConn  # noqa: PLC0415 - asyncpg only when on PostgreSQL
@@ -195,5 +196,9 @@ class PgLocation:
             idle_in_transaction=idle_in_transaction,
         )
         return PgConn.open(
-            self.url, password=self._password, server_settings=settings, label=str(self)
+            self.url,
+            password=self._password,
+            server_settings=settings,
+            label=str(self),
+            command_timeout=command_timeout,
         )

@@ -176,12 +176,16 @@ class PgConn:
         server_settings: Mapping[str, str],
         label: str,
         connect_timeout: float = 10.0,
+        command_timeout: float | None = None,
     ) -> None:
-        """`dsn` holds no password (it is passed apart); `label` names the store in messages."""
+        """`dsn` holds no password (it is passed apart); `label` names the store in messages.
+        With a command_timeout, a statement the store does not answer in time fails, and the
+        connection is dropped (a partitioned network holds no thread for a quarter hour)."""
         self._dsn = dsn
         self._password = password
         self._settings = dict(server_settings)
         self._timeout = connect_timeout
+        self._command_timeout = command_timeout
         self.label = label
         self._loop = asyncio.SelectorEventLoop()  # whatever the policy: measured the quickest here
         self._mutex = threading.Lock()
@@ -223,6 +227,7 @@ class PgConn:
             password=self._password,
             server_settings=self._settings,
             timeout=self._timeout,
+            command_timeout=self._command_timeout,
             statement_cache_size=0,  # statements are prepared and kept here
         )
         try:
@@ -279,6 +284,9 @@ class PgConn:
                 if self._tx_open:
                     self._lost_tx = COMMIT_UNKNOWN if self._committing else LOST_IN_TRANSACTION
                     raise DbError(self._lost_tx) from None
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise DbError(f"the store did not answer within {self._command_timeout} s;"
+                                  " the connection was dropped") from None  # fmt: skip
                 if replay == "never":
                     raise DbError(WRITE_IN_DOUBT) from None
             except BaseException:

@@ -637,3 +637,13 @@ def test_an_interrupted_statement_leaves_its_transaction_failed(
         conn.execute("SELECT 1")
     conn.rollback()
     assert conn.execute("SELECT 1").fetchall()[0][0] == 1
+
+
+def test_a_statement_the_store_does_not_answer_in_time_fails(
+    opened: Callable[..., PgConn],
+) -> None:
+    impatient = opened(command_timeout=0.2)
+    before = backend_pid(impatient)
+    with pytest.raises(DbError, match=r"did not answer within 0\.2 s"):
+        impatient.execute("SELECT pg_sleep(5)")
+    assert backend_pid(impatient) != before
