@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U00
 _WORD = re.compile(r"[A-Za-z_]+")
 _TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort"})
 READ_WORDS = frozenset({"select", "values", "show", "table"})
+_CHANGES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 
 
 def lock_key(purpose: str) -> int:
@@ -152,6 +154,20 @@ def is_read(sql: str) -> bool:
     the server still has the last word (a retried read runs in a READ ONLY transaction)."""
     words = statements_words(sql)
     return len(words) == 1 and words[0][0] in READ_WORDS
+
+
+def rowcount(status: str | None) -> int:
+    """How many rows a command changed, from its status tag ("INSERT 0 1", "UPDATE 3",
+    "DELETE 2"); -1 for any other command, as sqlite3 says for them."""
+    word, _, rest = (status or "").partition(" ")
+    count = rest.rsplit(" ", 1)[-1]
+    return int(count) if word in _CHANGES and count.isdigit() else -1
+
+
+def numeric(text: str) -> int | Decimal:
+    """A numeric value as int when it is integral (SUM over bigint is numeric)."""
+    value = Decimal(text)
+    return int(value) if value.is_finite() and value == value.to_integral_value() else value
 
 
 # -- fragments the two engines spell differently --------------------------------------------

@@ -25,7 +25,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
@@ -34,7 +33,7 @@ from asyncpg import exceptions as pgerr
 from asyncpg.exceptions import _base as pgbase
 
 from bastion.audit import dialect
-from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK
+from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK, numeric, rowcount
 from bastion.audit.sqlconn import DbError, Dialect, Duplicate
 
 T = TypeVar("T")
@@ -70,7 +69,6 @@ MIGRATIONS_TABLE = (
     ' name text COLLATE "C" NOT NULL, applied_at text COLLATE "C" NOT NULL)'
 )
 _ARGUMENT = re.compile(r"invalid input for query argument (\$\d+)")
-_CHANGES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 
 
 class PgResult:
@@ -96,20 +94,6 @@ class PgResult:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
-
-
-def rowcount(status: str | None) -> int:
-    """How many rows a command changed, from its status tag ("INSERT 0 1", "UPDATE 3",
-    "DELETE 2"); -1 for any other command, as sqlite3 says for them."""
-    word, _, rest = (status or "").partition(" ")
-    count = rest.rsplit(" ", 1)[-1]
-    return int(count) if word in _CHANGES and count.isdigit() else -1
-
-
-def numeric(text: str) -> int | Decimal:
-    """A numeric value as int when it is integral (SUM over bigint is numeric)."""
-    value = Decimal(text)
-    return int(value) if value.is_finite() and value == value.to_integral_value() else value
 
 
 @lru_cache(maxsize=2048)

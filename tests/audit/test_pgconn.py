@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from psycopg import sql as pgsql
 
-from bastion.audit import pgconn
+from bastion.audit import dialect
 from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK
 from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import PgConn
@@ -213,7 +213,7 @@ def test_rowcount_comes_from_the_status_tag(conn: PgConn) -> None:
 
 
 def test_status_tags_parse(conn: PgConn) -> None:
-    assert [pgconn.rowcount(s) for s in ("INSERT 0 5", "UPDATE 0", "MERGE 2", "SELECT 4", "")] == [
+    assert [dialect.rowcount(s) for s in ("INSERT 0 5", "UPDATE 0", "MERGE 2", "SELECT 4", "")] == [
         5,
         0,
         2,
