@@ -329,3 +329,12 @@ def test_postgresql_index_check_needs_amcheck_and_sees_a_missing_row(
     assert found is not None
     assert "table ix and its indexes disagree: " in found
     assert 'lacks matching index tuple within index "ix_v"' in found
+
+
+def test_the_postgresql_side_sorts_unlike_sqlite(engines: Engines) -> None:
+    """The fixture is hostile on purpose: ICU en-US orders punctuation unlike bytes, so a text
+    compared without COLLATE "C" would show here."""
+    sql = "SELECT 'session_c' < 'session-b', 'session-b' < 'session.a', 'a' < 'B'"
+    lite, pg = (list(conn.execute(sql).fetchall()[0]) for conn in engines.values())
+    assert [bool(v) for v in lite] == [False, True, False]  # byte order
+    assert pg == [True, True, True]
