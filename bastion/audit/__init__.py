@@ -16,6 +16,7 @@ from bastion.audit.report_runs import ReportRunQueries
 from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.restores import Restore, RestoreQueries
 from bastion.audit.reviewing import ReviewerReadQueries, SessionFilter
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
@@ -43,6 +44,7 @@ __all__ = [
     "QueryStart",
     "RecordingInfo",
     "ReportWeek",
+    "Restore",
     "ReviewedFinding",
     "SessionFilter",
     "SessionQueries",
@@ -73,6 +75,7 @@ class Store(
     ReviewerReadQueries,
     WebSessionQueries,
     EventLogQueries,
+    RestoreQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
