@@ -202,6 +202,10 @@ class Server:
         if queued:
             log.info("recordings.spool_queued", count=len(queued))
         self.core.uploads = self.uploader = uploader
+        # Seam for the upload completer (not built: it needs the store's lease, migration
+        # 0021): a task spawned here that, while this node holds the lease, lists
+        # store.uploads_in_progress(prefix), skips keys of live nodes' sessions, and aborts
+        # (or completes from its parts, for a node gone with its spool) the rest.
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""
