@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -195,7 +195,8 @@ class Server:
             raise ServeError(exc.message) from None
         await _check_store(store)
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
-                            recorded=self.core.recorded_hash)  # fmt: skip
+                            recorded=self.core.recorded_hash,
+                            alarm=self._alarm_from(asyncio.get_running_loop()))  # fmt: skip
         held, self._spool_lock = self._spool_lock, None
         uploader.start(held)  # the uploader holds the spool's lock from now on
         queued = await asyncio.to_thread(uploader.recover)
@@ -206,6 +207,19 @@ class Server:
         # 0021): a task spawned here that, while this node holds the lease, lists
         # store.uploads_in_progress(prefix), skips keys of live nodes' sessions, and aborts
         # (or completes from its parts, for a node gone with its spool) the rest.
+
+    def _alarm_from(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[str, dict[str, object]], None]:
+        """For the uploader's thread: chain a high event (on the store's thread, through the
+        loop), without waiting for it."""
+
+        def alarm(kind: str, detail: dict[str, object]) -> None:
+            event = Event(kind, f"serve:{os.getpid()}", "", "high", detail=detail)
+            appended = self.core.run(self.store.append_events, [event])
+            asyncio.run_coroutine_threadsafe(appended, loop)
+
+        return alarm
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""

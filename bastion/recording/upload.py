@@ -145,11 +145,13 @@ class Uploader:
         self, store: ObjectStore, spool: Path, *, keep: bool = False,
         monotonic: Callable[[], float] = time.monotonic, poll: float = POLL,
         recorded: Callable[[Path], str | None] | None = None,
+        alarm: Callable[[str, dict[str, object]], None] | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.spool = spool
         self.keep = keep
         self._recorded = recorded
+        self._alarm = alarm  # the server's: an audit event of this kind with this detail
         self._hold: int | None = None  # the spool's lock, held from start() to stop()
         self.refused: str | None = None  # why this uploader does nothing (the spool is held)
         self._monotonic = monotonic
@@ -353,6 +355,7 @@ class Uploader:
         remote = self.store.sha256(upload.key)
         if remote != local:
             upload.restart()
+            self._raise_alarm(upload, remote[1], local[1])
             raise ObjectStoreError(
                 f"object store: {self.store.url(upload.key)} does not match {upload.path}"
                 f" (size {remote[1]}, local {local[1]}): uploading it again"
@@ -361,6 +364,18 @@ class Uploader:
         if not self.keep and self._may_remove(upload.path, remote[0]):
             upload.path.unlink(missing_ok=True)
         self._forget(upload)
+
+    def _raise_alarm(self, upload: Upload, size: int, local: int) -> None:
+        """An object at the key is not the spool file (someone wrote the bucket, or the store
+        kept something else): an audit event, not only a log line. Never stops the thread."""
+        if self._alarm is None:
+            return
+        detail = {"object": self.store.url(upload.key), "session": upload.path.stem,
+                  "size": size, "local_size": local}  # fmt: skip
+        try:
+            self._alarm("recording.object_mismatch", detail)
+        except Exception as exc:  # the log line below the raise still says it
+            log.error("recording.alarm_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _may_remove(self, path: Path, sha256: str) -> bool:
         """Whether the spool copy may go: the session row holds the object's very hash (a

@@ -5,6 +5,7 @@ mid-session; wrong credentials at start-up."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -243,3 +244,28 @@ def test_a_second_node_on_the_same_spool_refuses_to_start_in_one_line(
         assert "\n" not in said
     finally:
         first.stop()
+
+
+def test_an_object_in_the_bucket_that_is_not_the_recording_is_an_audit_event(
+    tmp_path: Path, sshd: Sshd, moto: MotoS3
+) -> None:
+    """Someone who can write the bucket puts an object of the very size at the key of a
+    recording waiting in the spool: the node finds it, reads it, uploads the recording
+    again, and the chain says so (a high event naming the object), not only a log line."""
+    b = s3_bastion(tmp_path, sshd, moto)
+    left = b.config.paths.recordings / "2026" / "12" / "06" / "s-planted.cast"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"recorded by the node ...")
+    key = "node-a/2026/12/06/s-planted.cast"
+    moto.client().put_object(Bucket=BUCKET, Key=key, Body=b"put by a bucket writer..")
+    b.start()
+    try:
+        wait_until(lambda: not left.exists())
+        assert moto.read(key) == b"recorded by the node ..."
+        wait_until(lambda: b.events("recording.object_mismatch"))
+        [event] = b.events("recording.object_mismatch")
+    finally:
+        b.stop()
+    detail = json.loads(event.detail)
+    assert event.severity == "high"
+    assert detail["object"] == f"s3://{BUCKET}/{key}" and detail["session"] == "s-planted"
