@@ -365,8 +365,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     init = command(sub, "init", setup.run_init, "create a new bastion in DIR")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR")
-    for door, listener in vars(Listeners()).items():  # the ports' defaults, declared there
-        init.add_argument(f"--{door}-port", type=int, default=listener.port)
+    for door in Listeners.DOORS:  # the ports' defaults, declared there
+        init.add_argument(f"--{door}-port", type=int, default=getattr(Listeners(), door).port)
     json_flag(init)
     _add_user_commands(sub)
     _add_target_commands(sub)
