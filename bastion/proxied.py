@@ -150,12 +150,18 @@ class ProxiedListener:
 async def open_streams(
     sock: socket.socket, limit: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over a handed-over socket, as asyncio.start_server gives its handler."""
+    """Streams over a handed-over socket, as asyncio.start_server gives its handler (the
+    writer's start_tls then knows it is the server's side)."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit)
-    protocol = asyncio.StreamReaderProtocol(reader)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    opened: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    opened = loop.create_future()
+
+    def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.set_result((reader, writer))
+
+    protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit), connected)
+    await loop.connect_accepted_socket(lambda: protocol, sock)
+    return await opened
 
 
 class SourcedProtocol(asyncio.Protocol):

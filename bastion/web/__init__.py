@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -107,7 +108,8 @@ class WebDoor:
             return SourcedProtocol(server(), source, sources)
 
         loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(protocol, sock, ssl=self._context)
+        with contextlib.suppress(OSError, TimeoutError):  # a failed TLS handshake, a reset
+            await loop.connect_accepted_socket(protocol, sock, ssl=self._context)
 
     async def stop(self) -> None:
         if self._proxied is not None:
