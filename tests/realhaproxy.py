@@ -32,11 +32,11 @@ class HAProxy:
     """haproxy -db with one frontend and backend per route, its stats on a unix socket."""
 
     def __init__(self, workdir: Path, routes: list[Route], *, source: str = BALANCER,
-                 proxy: str = "send-proxy-v2") -> None:  # fmt: skip
+                 proxy: str = "send-proxy-v2", inter: str = "500ms") -> None:  # fmt: skip
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.routes = {route.name: route for route in routes}
-        self.source, self.proxy = source, proxy
+        self.source, self.proxy, self.inter = source, proxy, inter
         self.config = workdir / "haproxy.cfg"
         self.stats = workdir / "stats.sock"
         self.log = workdir / "haproxy.log"
@@ -61,7 +61,7 @@ class HAProxy:
                 server = f"    server node{n} 127.0.0.1:{node} {self.proxy} source {self.source}"
                 if route.check_ports:
                     server += (f" check check-ssl verify none check-send-proxy"
-                               f" port {route.check_ports[n]} inter 500ms")  # fmt: skip
+                               f" port {route.check_ports[n]} inter {self.inter}")  # fmt: skip
                 lines.append(server)
         return "\n".join(lines) + "\n"
 
@@ -91,6 +91,13 @@ class HAProxy:
 
     def statuses(self) -> dict[tuple[str, str], str]:
         """Each server's status as HAProxy sees it: (backend, server) -> "UP", "DOWN", ..."""
+        return {key: cells["status"] for key, cells in self._stats().items()}
+
+    def stat(self, backend: str, server: str, column: str) -> int:
+        """One server's counter from `show stat`, e.g. "stot" (connections sent to it)."""
+        return int(self._stats()[(backend, server)][column] or 0)
+
+    def _stats(self) -> dict[tuple[str, str], dict[str, str]]:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(str(self.stats))
@@ -104,7 +111,7 @@ class HAProxy:
         for row in rows[1:]:
             cells = dict(zip(header, row.split(","), strict=False))
             if cells.get("svname") not in (None, "FRONTEND", "BACKEND"):
-                found[(cells["pxname"], cells["svname"])] = cells["status"]
+                found[(cells["pxname"], cells["svname"])] = cells
         return found
 
     def wait_up(self, backend: str, timeout: float = 20) -> dict[tuple[str, str], str]:
