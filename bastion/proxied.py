@@ -62,12 +62,13 @@ class ProxiedListener:
     none), any other with its own peer address, unread."""
 
     def __init__(self, door: str, address: str, port: int, trusted: Trusted,
-                 handoff: Handoff) -> None:  # fmt: skip
+                 handoff: Handoff, *, header_wait: float = HEADER_WAIT) -> None:  # fmt: skip
         self.door = door
         self.address = address
         self.port = port
         self.trusted = trusted
         self.handoff = handoff
+        self.header_wait = header_wait
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -112,7 +113,7 @@ class ProxiedListener:
         source = peer
         if peer in self.trusted:
             try:
-                source = await read_header(sock) or peer
+                source = await read_header(sock, self.header_wait) or peer
             except (HeaderError, TimeoutError, ConnectionError) as exc:
                 why = str(exc) or type(exc).__name__
                 log.warning("proxied.no_header", door=self.door, balancer=peer, why=why)
