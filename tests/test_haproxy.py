@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
@@ -122,6 +123,23 @@ def test_healthz_through_haproxy_and_its_checks_pass(balanced: tuple[Balanced, H
     with urllib.request.urlopen(url, context=context, timeout=10) as answer:
         assert answer.status == 200
         assert json.loads(answer.read())["status"] == "ok"
+
+
+def test_a_web_signin_through_haproxy_names_the_engineers_address(
+    balanced: tuple[Balanced, HAProxy],
+) -> None:
+    b, lb = balanced
+    context = ssl.create_default_context(cafile=str(b.config.paths.tls_ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", lb.port("web"), timeout=10, context=context,
+                                       source_address=(ENGINEER, 0))  # fmt: skip
+    body = json.dumps({"username": "pia", "password": "not pia's password", "code": "000000"})
+    conn.request("POST", "/api/v1/signin", body, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert answer.status == 401, answer.read()
+    conn.close()
+    [failed] = b.events("auth.failed")
+    assert failed.actor == f"web:{ENGINEER}" and json.loads(failed.detail)["source"] == ENGINEER
+    assert BALANCER not in recorded(b)
 
 
 def last_words(sock: socket.socket) -> bytes:
