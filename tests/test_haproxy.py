@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from bastion.config import Config, load_config
 from bastion.proxyproto import encode_v1, encode_v2
 from tests.harness import CONFIG, Bastion
-from tests.realhaproxy import BALANCER, HAProxy, Route
+from tests.realhaproxy import BALANCER, HAPROXY, HAProxy, Route
 from tests.realpg import PgDatabase, run_psql
 from tests.realssh import OpenSSHClient, Sshd, free_port
 
@@ -140,6 +141,19 @@ def test_a_web_signin_through_haproxy_names_the_engineers_address(
     [failed] = b.events("auth.failed")
     assert failed.actor == f"web:{ENGINEER}" and json.loads(failed.detail)["source"] == ENGINEER
     assert BALANCER not in recorded(b)
+
+
+def test_the_documented_example_is_valid_and_sends_proxy_v2_to_every_node() -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "haproxy.cfg"
+    checked = subprocess.run([HAPROXY, "-c", "-f", str(example)], capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = [line.split() for line in example.read_text().splitlines()]
+    servers = [line for line in lines if line[:1] == ["server"]]
+    assert len(servers) == 9  # three nodes behind each of the three doors
+    [default] = [line for line in lines if line[:1] == ["default-server"]]
+    assert {"send-proxy-v2", "check", "check-ssl", "check-send-proxy"} <= set(default)
+    assert not [line for line in lines if line[:1] == ["mode"] and line[1] != "tcp"]
 
 
 def last_words(sock: socket.socket) -> bytes:
