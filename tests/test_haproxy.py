@@ -5,8 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import ssl
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
