@@ -365,6 +365,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     init = command(sub, "init", setup.run_init, "create a new bastion in DIR")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    init.add_argument("--tls-name", action="append", metavar="NAME",
+                      help="a DNS name or address the TLS certificate also covers (the load"
+                           " balancer's name when several nodes share it); repeatable")  # fmt: skip
     for door in Listeners.DOORS:  # the ports' defaults, declared there
         init.add_argument(f"--{door}-port", type=int, default=getattr(Listeners(), door).port)
     json_flag(init)
