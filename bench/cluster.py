@@ -7,9 +7,11 @@ and a real HAProxy in TCP mode in front of both (round robin, send-proxy-v2, hea
 (listeners.proxy_from), so it reads the PROXY header on HAProxy's connections only.
 
   pg login+SELECT 1   asyncpg over TLS: connect (a one-time ticket), SELECT 1, close; N in a
-                      row after one uncounted (p50, p95) and N by --concurrency clients at once (logins/s):
-                      PostgreSQL itself, one node directly, and HAProxy over the two nodes
-  ssh login+true      asyncssh: key + TOTP, `true`, close; --ssh in a row (p50), one node
+                      row after one uncounted (p50, p95), and N by --concurrency clients at
+                      once (logins/s): PostgreSQL itself, one node directly, and HAProxy over
+                      the two nodes
+  ssh login+true      asyncssh: key + TOTP, `true`, close; --ssh in a row after one
+                      uncounted (p50), one node
                       directly and HAProxy over the two nodes (0: skipped)
   spread              the connections HAProxy sent to each node
 
