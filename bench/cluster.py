@@ -11,8 +11,8 @@ and a real HAProxy in TCP mode in front of both (round robin, send-proxy-v2, hea
                       once (logins/s): PostgreSQL itself, one node directly, and HAProxy over
                       the two nodes
   ssh login+true      asyncssh: key + TOTP, `true`, close; --ssh in a row after one
-                      uncounted (p50), one node
-                      directly and HAProxy over the two nodes (0: skipped)
+                      uncounted (p50), one node directly and HAProxy over the two nodes
+                      (0: skipped)
   spread              the connections HAProxy sent to each node
 
 Ratios are to one node directly. Figures only, never asserts speed.
