@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -145,5 +146,29 @@ def test_ssh_failed_logins_block_the_client_behind_the_balancer_not_the_balancer
         blocked = [json.loads(e.detail)["source"] for e in b.events("auth.source_blocked")]
         assert blocked == ["198.51.100.1"]
         assert [s.client_addr for s in b.store.sessions()] == ["198.51.100.2"]
+    finally:
+        b.stop()
+
+
+def startup(user: str, database: str) -> bytes:
+    body = struct.pack("!I", 196608) + f"user\0{user}\0database\0{database}\0\0".encode()
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def test_a_client_a_balancer_calls_local_still_needs_tls(tmp_path: Path) -> None:
+    """Plain TCP is let through for clients on this machine only; a header naming 127.0.0.1
+    does not make the balancer's hop local."""
+    b = Bastion(tmp_path / "bastion", '[listeners]\nproxy_from = ["127.0.0.3"]\n', postgres=True)
+    b.start()
+    try:
+        said = {}
+        for peer, header in ((BALANCER, encode_v2("127.0.0.1", 1, "127.0.0.1", b.pg_port)),
+                             ("127.0.0.2", b"")):  # fmt: skip
+            with socket.create_connection(("127.0.0.1", b.pg_port), timeout=10,
+                                          source_address=(peer, 0)) as sock:  # fmt: skip
+                sock.sendall(header + startup("pia", "orders-prod"))
+                said[peer] = sock.recv(4096)
+        assert said[BALANCER].startswith(b"E") and b"requires TLS" in said[BALANCER]
+        assert b"requires TLS" not in said["127.0.0.2"]  # a local client without a balancer
     finally:
         b.stop()

@@ -111,7 +111,8 @@ class PgDoor:
             task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
-        client = Client(reader, writer, frames, source or str(peer[0]))
+        address = source or str(peer[0])
+        client = Client(reader, writer, frames, address, proxied=address != str(peer[0]))
         try:
             found = await self._admitted(client)
             if found is not None:
