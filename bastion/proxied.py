@@ -93,6 +93,8 @@ class ProxiedListener:
             raise
         for sock in self._sockets:
             self._track(spawn(self._accept(sock), name=f"{self.door}-accept"))
+        balancers = [str(network) for network in self.trusted.networks]
+        log.info("proxied.listening", door=self.door, proxy_from=balancers)
         return int(self._sockets[0].getsockname()[1]) if self._sockets else self.port
 
     async def _accept(self, listening: socket.socket) -> None:
