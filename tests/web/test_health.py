@@ -16,6 +16,7 @@ from bastion.config import load_config
 from bastion.core import Core
 from bastion.identity.sealing import SecretBox
 from bastion.server import Server
+from tests.hostiles3 import HostileS3
 from tests.reals3 import MotoS3
 from tests.realssh import free_port
 
@@ -101,3 +102,41 @@ async def test_healthz_says_whether_the_object_store_takes_uploads(tmp_path: Pat
             await server.stop()
             await asyncio.get_running_loop().run_in_executor(None, core.shutdown)
             store.close()
+
+
+async def test_healthz_says_failing_while_a_broken_store_answers_writes_with_nothing(
+    tmp_path: Path,
+) -> None:
+    """A store (or a proxy before it) that answers every write 200 with an empty document:
+    nothing uploads, and /healthz must say so, not 'ok' (red-team finding 10)."""
+    port = free_port()
+    with HostileS3(head_size=None, empty_answers=True) as hostile:
+        credentials = hostile.write_credentials(tmp_path / "s3.credentials")
+        config_path = tmp_path / "bastion.toml"
+        config_path.write_text("[listeners.ssh]\nenabled = false\n[listeners.postgres]\n"
+                               f"enabled = false\n[listeners.web]\nport = {port}\n"
+                               + hostile.config(str(credentials)))  # fmt: skip
+        config = load_config(config_path)
+        left = config.paths.recordings / "2026" / "12" / "06" / "stuck.cast"
+        left.parent.mkdir(parents=True)
+        left.write_bytes(b"a recording in the spool")
+        SecretBox.create_key_file(config.paths.secrets_key)
+        store = Store.create(config.paths.store, SystemClock())
+        core = Core(config, store, SecretBox.load(config.paths.secrets_key), SystemClock())
+        server = Server(core)
+        await server.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60  # a safety net, not a timing
+            while hostile.writes < 2:  # the first try and its retry both failed
+                assert loop.time() < deadline, "the uploader never tried"
+                await asyncio.sleep(0.05)
+            url = f"http://127.0.0.1:{port}/healthz"
+            async with aiohttp.ClientSession() as http, http.get(url) as response:
+                body = await response.json()
+        finally:
+            await server.stop()
+            await asyncio.get_running_loop().run_in_executor(None, core.shutdown)
+            store.close()
+    assert left.exists()
+    assert body["recordings"] == {"object_store": "failing", "uploads_waiting": 1}, body
