@@ -215,11 +215,19 @@ class Server:
         loop), without waiting for it."""
 
         def alarm(kind: str, detail: dict[str, object]) -> None:
+            if loop.is_closed():
+                raise RuntimeError("the server has stopped: the event is not chained")
             event = Event(kind, f"serve:{os.getpid()}", "", "high", detail=detail)
-            appended = self.core.run(self.store.append_events, [event])
-            asyncio.run_coroutine_threadsafe(appended, loop)
+            asyncio.run_coroutine_threadsafe(self._chain(event), loop)
 
         return alarm
+
+    async def _chain(self, event: Event) -> None:
+        """Append one event on the store's thread; a failure is logged (nobody waits)."""
+        try:
+            await self.core.run(self.store.append_events, [event])
+        except Exception as exc:
+            log.error("audit.append_failed", kind=event.kind, error=f"{type(exc).__name__}")
 
     async def _anchor_every(self) -> None:
         """Send the chain's signed head to the anchor sinks every anchor_every."""
