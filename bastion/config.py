@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_policies import (
+    ClusterPolicy,
     GrantPolicy,
     NotifyPolicy,
     PostgresPolicy,
@@ -161,6 +162,7 @@ class Config:
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
     reports: ReportPolicy = field(default_factory=ReportPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
+    cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -385,6 +387,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         notify=_section(NotifyPolicy, "notify.", values),
         reports=_section(ReportPolicy, "reports.", values),
         web=_section(WebPolicy, "web.", values),
+        cluster=_section(ClusterPolicy, "cluster.", values),
         logging=_section(LoggingConfig, "logging.", values),
         targets=MappingProxyType(targets),
     )
@@ -393,10 +396,11 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
-def _check_reports(reports: ReportPolicy) -> None:
-    problem = reports.problem()
-    if problem is not None:
-        raise _Bad(("reports", problem[0]), problem[1])
+def _check_sections(config: Config) -> None:
+    for name in ("reports", "postgres", "cluster"):
+        problem = getattr(config, name).problem()
+        if problem is not None:
+            raise _Bad((name, problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -470,7 +474,7 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
-        _check_reports(config.reports)
+        _check_sections(config)
         _check_anchors(config.audit)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None

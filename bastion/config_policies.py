@@ -39,6 +39,44 @@ class PostgresPolicy(DoorLimits):
     max_prepared: int = 10_000  # prepared statements, and open portals, per session
     max_sessions: int = 5_000  # database sessions open through this door at once
     max_sessions_per_user: int = 100  # and per person
+    cancel_advertise: str = ""  # host:port peers forward cancels to; "" is the listener's
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for a value that cannot work, else None."""
+        if self.cancel_advertise and host_port(self.cancel_advertise) is None:
+            why = "is not host:port (an IPv6 address in brackets, a port from 1 to 65535)"
+            return "cancel_advertise", f"{self.cancel_advertise!r} {why}"
+        return None
+
+
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """("host", port) from "host:port" or "[v6]:port"; None when it is not that."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or len(port) > 5:
+        return None
+    if not 1 <= int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ClusterPolicy:
+    """This node among the bastions sharing one store."""
+
+    node: str = ""  # "" is the host's name
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for a value that cannot work, else None."""
+        if self.node and not _NODE.fullmatch(self.node):
+            return (
+                "node",
+                "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        return None
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,15 @@ SETTINGS: tuple[Setting, ...] = (
         high=1_000_000,
     ),
     Setting(
+        "postgres.cancel_advertise",
+        "str",
+        "host:port other nodes forward cancel requests to (default: the listener's).",
+        allow_empty=True,
+    ),
+    Setting(
+        "cluster.node", "str", "This node's name among bastions sharing a store.", allow_empty=True
+    ),
+    Setting(
         "audit.durability",
         "choice",
         "When a statement's row is on disk.",

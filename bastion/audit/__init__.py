@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.audit import sqliteutils  # noqa: F401 - first: sqlite-utils without pandas
+from bastion.audit.cancelkeys import CancelKeyQueries, CancelOwner
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
@@ -25,6 +26,7 @@ from bastion.audit.websessions import WebSession, WebSessionQueries
 from bastion.clock import Clock
 
 __all__ = [
+    "CancelOwner",
     "ChainKey",
     "ChainedEvent",
     "CommandLine",
@@ -73,6 +75,7 @@ class Store(
     ReviewerReadQueries,
     WebSessionQueries,
     EventLogQueries,
+    CancelKeyQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

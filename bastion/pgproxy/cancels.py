@@ -1,0 +1,144 @@
+"""Cancel keys across bastion nodes: pids unique in the store, cancels forwarded to their owner.
+
+Behind a load balancer a client's CancelRequest may reach any node. Each node claims its
+sessions' pids in the store's cancel_keys (never the secret half), so a pid names one
+session on one node; a node that does not hold a pid looks it up there and hands the same
+request, marked as forwarded, to the owner's door, which checks the secret itself. A
+forwarded request is never forwarded again, and a node never forwards to itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Container
+
+import structlog
+
+from bastion import pgwire
+from bastion.access.tally import Tally
+from bastion.config_policies import host_port
+from bastion.core import Core
+from bastion.errors import BastionError
+from bastion.summaries import Summaries
+
+log = structlog.get_logger("bastion.postgres")
+
+KEY_BYTES = 4  # the secret half of every cancel key the door hands out (protocol 3.0)
+CLAIM_TRIES = 8  # random pids tried at one login before it is refused
+MAX_ROUTING = 8  # cancels being looked up or forwarded at once; past it, dropped
+FORWARD_TIMEOUT = 2.0  # seconds to reach the owner's door and hand it the request
+# Forwarded cancels reach the owner from its peers' addresses, each peer carrying many
+# clients' (every client is held to the door's own budget at the node it reached first).
+FORWARDED_BUDGET = 1000  # per sending address per minute, as the door's Tally counts
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
+
+
+def node_name(core: Core) -> str:
+    """This node's name among those sharing the store: [cluster] node, else the host's."""
+    return core.config.cluster.node or socket.gethostname()
+
+
+def advertised(core: Core, port: int) -> str:
+    """host:port where peers reach this door: [postgres] cancel_advertise, else the listener's
+    address (the host's name when it binds every address) and the port it listens on."""
+    configured = core.config.postgres.cancel_advertise
+    if configured:
+        return configured
+    address = core.config.listeners.postgres.address
+    host = socket.gethostname() if address in WILDCARDS else address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class CancelRoutes:
+    """This node's rows in cancel_keys, and the forwarding of cancels it does not hold."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.node = node_name(core)
+        self.address = ""  # set by start(), once the door's port is known
+        self._routing = 0
+        # Cancels other nodes forwarded here: counted apart, one audit summary a minute.
+        self.forwarded = Summaries(core, "postgres", Tally(budget=FORWARDED_BUDGET))
+
+    async def start(self, port: int) -> None:
+        """Advertise this door; the sessions this node held before it started are gone, so
+        the pids the store still gives it are forgotten."""
+        self.address = advertised(self.core, port)
+        left = await self.core.run(self.core.store.clear_cancel_pids, self.node)
+        if left:
+            log.info("postgres.cancel_keys_cleared", node=self.node, count=left)
+        self.forwarded.start()
+
+    async def stop(self) -> None:
+        await self.forwarded.stop()
+
+    async def claim(self, held: Container[int], session_id: str) -> int:
+        """A random pid that no node holds, claimed in the store for this session (before
+        its client learns it); BastionError when none could be claimed."""
+        for _ in range(CLAIM_TRIES):
+            pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+            if not pid or pid in held:
+                continue
+            store = self.core.store
+            if await self.core.run(store.claim_cancel_pid, pid, self.node, self.address,
+                                   session_id):  # fmt: skip
+                return pid
+        raise BastionError("no cancel key could be claimed in the store")
+
+    async def release(self, pid: int, session_id: str) -> None:
+        """The session ended: its pid names nothing (if the store fails now, the row stays
+        until this node starts again, and a cancel sent to it finds nothing here)."""
+        try:
+            await self.core.run(self.core.store.release_cancel_pid, pid, self.node, session_id)
+        except BastionError as exc:
+            log.warning("postgres.cancel_key_kept", error=exc.message)
+
+    async def forward(self, request: pgwire.CancelRequest) -> str:
+        """Hand a cancel for a pid this node does not hold to the node the store says holds
+        it; what became of it, for the log. Bounded: past MAX_ROUTING at once, dropped."""
+        if request.forwarded:
+            return "forwarded here: never forwarded again"
+        if len(request.key) != KEY_BYTES:
+            return "not a key the bastion hands out"
+        if self._routing >= MAX_ROUTING:
+            return "too many cancels being forwarded"
+        self._routing += 1
+        try:
+            outcome = await self._route(request)
+        finally:
+            self._routing -= 1
+        log.debug("postgres.cancel_routed", pid=request.pid, outcome=outcome)
+        return outcome
+
+    async def _route(self, request: pgwire.CancelRequest) -> str:
+        try:
+            owner = await self.core.run(self.core.store.cancel_owner, request.pid)
+        except BastionError:
+            return "the store could not be read"
+        if owner is None:
+            return "no such backend key"
+        if owner.node == self.node or owner.address == self.address:
+            return "held here, and ended"
+        where = host_port(owner.address)
+        if where is None:
+            return "the owner's address is not host:port"
+        try:
+            await asyncio.wait_for(_send(*where, request), FORWARD_TIMEOUT)
+        except (OSError, TimeoutError):
+            return f"node {owner.node} could not be reached"
+        return f"forwarded to node {owner.node}"
+
+
+async def _send(host: str, port: int, request: pgwire.CancelRequest) -> None:
+    """The request, marked as forwarded, on a connection of its own (closed after, as ever)."""
+    _, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(pgwire.cancel_request(request.pid, request.key, forwarded=True))
+        await writer.drain()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
