@@ -110,7 +110,7 @@ class CancelRoutes:
             outcome = await self._route(request)
         finally:
             self._routing -= 1
-        log.debug("postgres.cancel_routed", pid=request.pid, outcome=outcome)
+        log.info("postgres.cancel_routed", pid=request.pid, outcome=outcome)
         return outcome
 
     async def _route(self, request: pgwire.CancelRequest) -> str:

@@ -238,6 +238,7 @@ class PgDoor:
         why = "cancelled" if valid else "no such backend key"
         if request.forwarded:
             counted = self.routes.forwarded.note("query.cancel_forwarded", client.address, why)
+            log.info("postgres.cancel_forwarded_here", pid=request.pid, outcome=why)
         else:
             counted = self.summaries.note("query.cancel_request", client.address, why)
         if counted and session is not None and valid:

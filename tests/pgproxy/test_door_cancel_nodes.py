@@ -1,0 +1,297 @@
+"""Cancels across nodes: two `bastion serve` processes (a and b) share one store, and a cancel
+sent to either finds the session wherever it runs, while a wrong, stale or bounced one
+cancels nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bastion import pgwire as pw
+from bastion.audit import CancelOwner, ChainKey, Store
+from bastion.clock import FakeClock
+from tests.harness import CONFIG, Bastion
+from tests.pgproxy.conftest import UNMASKED, alice_on
+from tests.realpg import PgDatabase
+from tests.realssh import free_port
+
+SLEEP = "SELECT pg_sleep(60)"
+NODE = """
+[postgres]
+cancel_advertise = "{advertise}"
+[cluster]
+node = "{name}"
+[logging]
+format = "json"
+"""
+
+
+class Node:
+    """One `bastion serve` of the shared home, with its own config, ports and log."""
+
+    def __init__(self, home: Path, name: str, advertise: str = "", pg_port: int = 0) -> None:
+        self.name, self.home = name, home
+        self.ssh_port, self.pg_port = free_port(), pg_port or free_port()
+        self.config = home / f"node-{name}.toml"
+        self.log = home / f"node-{name}.log"
+        text = CONFIG.format(port=self.ssh_port, postgres="true", pg_port=self.pg_port)
+        text += UNMASKED + NODE.format(advertise=advertise, name=name)
+        self.config.write_text(text, encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, store: Store) -> None:
+        """Serve, and return once this process has said in the store that it started."""
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bastion", "--config", str(self.config), "serve"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+        actor = f"serve:{self.proc.pid}"
+        until(lambda: any(e.kind == "bastion.started" and e.actor == actor
+                          for e in store.events()), f"node {self.name} to start")  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        lines = self.log.read_text(encoding="utf-8").splitlines() if self.log.exists() else []
+        found = [json.loads(line) for line in lines if line.startswith("{")]
+        return [line for line in found if line.get("event") == event]
+
+    def cancel(self, pid: int, secret: int) -> None:
+        """The 16 bytes asyncpg (or libpq) sends to cancel, sent to this node; returns once
+        the node has closed the connection (it has done whatever it will do)."""
+        with socket.create_connection(("127.0.0.1", self.pg_port), timeout=10) as sock:
+            sock.sendall(pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True)))
+            assert sock.recv(1) == b""
+
+
+def until(done: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Wait for observable state, bounded; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Cluster:
+    """alice may read orders-prod (the test database) and holds one-time tickets; nodes a
+    and b serve the one store."""
+
+    def __init__(self, home: Path, pg: PgDatabase) -> None:
+        b = alice_on(home, pg)
+        expires = datetime.now(UTC) + timedelta(minutes=10)
+        self.tickets = [f"bt_cancel-nodes-{n}" for n in range(3)]
+        for ticket in self.tickets:
+            b.core.identity.add_ticket("alice", "orders-prod", ticket, expires, "test")
+        b.release()
+        self.bastion: Bastion = b
+        self.store = Store.open(b.config.paths.store, FakeClock(), ChainKey.of(b.box))
+        self.nodes: dict[str, Node] = {}
+
+    def node(self, name: str, advertise: str = "", pg_port: int = 0) -> Node:
+        self.nodes[name] = Node(self.bastion.home, name, advertise, pg_port)
+        return self.nodes[name]
+
+    def url(self, node: Node) -> str:
+        return PgDatabase("127.0.0.1", node.pg_port, "orders-prod", "alice",
+                          self.tickets.pop(0)).url  # fmt: skip
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg: PgDatabase) -> Iterator[Cluster]:
+    made = Cluster(tmp_path / "bastion", pg)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+async def sleeping(pg: PgDatabase) -> int:
+    """How many pg_sleep queries the test database is running (pg_stat_activity)."""
+    conn = await asyncpg.connect(pg.url, ssl=False)
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'", SLEEP
+        )
+    finally:
+        await conn.close()
+    return int(found)
+
+
+async def wait_until(check: Callable[[], Awaitable[object]], what: str) -> None:
+    """Wait for observable state, bounded; fail naming what never happened."""
+    deadline = time.monotonic() + 20
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def sleep_through(url: str, pg: PgDatabase) -> tuple[asyncpg.Connection, Any, int, int]:
+    """A client running pg_sleep(60) through a node: its connection, the query's future,
+    and the (pid, secret) the bastion gave it (what asyncpg itself would send to cancel)."""
+    conn = await asyncpg.connect(url, ssl=False)
+    query = asyncio.ensure_future(conn.fetchval(SLEEP))
+    await wait_until(lambda: sleeping(pg), "the query to run upstream")
+    return conn, query, *key_of(conn)
+
+
+def key_of(conn: asyncpg.Connection) -> tuple[int, int]:
+    """The (pid, secret) the bastion gave this client, where asyncpg's own cancel reads them."""
+    protocol = conn._protocol
+    return int(protocol.backend_pid), int(protocol.backend_secret)
+
+
+async def logged(node: Node, event: str) -> list[dict[str, Any]]:
+    return node.logged(event)
+
+
+def two_nodes(cluster: Cluster, advertise_a: str = "") -> tuple[Node, Node]:
+    a, b = cluster.node("a", advertise_a), cluster.node("b")
+    a.start(cluster.store)
+    b.start(cluster.store)
+    return a, b
+
+
+# -- the cancel finds its session ------------------------------------------------------------
+
+
+def test_a_query_through_node_a_is_cancelled_by_a_cancel_sent_to_node_b(
+    cluster: Cluster, pg: PgDatabase
+) -> None:
+    a, b = two_nodes(cluster)
+    asyncio.run(_cancelled_through_b(cluster, a, b, pg))
+    [routed] = b.logged("postgres.cancel_routed")
+    assert routed["outcome"] == "forwarded to node a"
+    events = cluster.store.events()
+    assert [e.kind for e in events].count("query.cancelled") == 1
+
+
+async def _cancelled_through_b(cluster: Cluster, a: Node, b: Node, pg: PgDatabase) -> None:
+    conn, query, pid, secret = await sleep_through(cluster.url(a), pg)
+    try:
+        assert cluster.store.cancel_owner(pid) == CancelOwner("a", f"127.0.0.1:{a.pg_port}")
+        await asyncio.to_thread(b.cancel, pid, secret)
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await asyncio.wait_for(query, 20)
+        assert await conn.fetchval("SELECT 1") == 1  # the session itself goes on
+    finally:
+        await conn.close()
+    await wait_until(lambda: _released(cluster, pid), "the ended session's pid to be released")
+
+
+async def _released(cluster: Cluster, pid: int) -> bool:
+    return cluster.store.cancel_owner(pid) is None
+
+
+# -- and nothing else does -------------------------------------------------------------------
+
+
+def test_a_wrong_secret_sent_to_node_b_cancels_nothing(cluster: Cluster, pg: PgDatabase) -> None:
+    a, b = two_nodes(cluster)
+    asyncio.run(_wrong_secret(cluster, a, b, pg))
+
+
+async def _wrong_secret(cluster: Cluster, a: Node, b: Node, pg: PgDatabase) -> None:
+    conn, query, pid, secret = await sleep_through(cluster.url(a), pg)
+    try:
+        await asyncio.to_thread(b.cancel, pid, secret ^ 1)
+        await wait_until(lambda: logged(a, "postgres.cancel_forwarded_here"),
+                         "node a to weigh the forwarded cancel")  # fmt: skip
+        [weighed] = a.logged("postgres.cancel_forwarded_here")
+        assert (weighed["pid"], weighed["outcome"]) == (pid, "no such backend key")
+        assert await sleeping(pg) == 1 and not query.done()  # still running
+        await asyncio.to_thread(b.cancel, pid, secret)  # the right one still works
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await asyncio.wait_for(query, 20)
+    finally:
+        await conn.close()
+
+
+def test_the_key_of_a_session_that_ended_cancels_nothing(cluster: Cluster, pg: PgDatabase) -> None:
+    a, b = two_nodes(cluster)
+    asyncio.run(_ended_key(cluster, a, b, pg))
+    outcomes = [r["outcome"] for r in b.logged("postgres.cancel_routed")]
+    assert outcomes == ["no such backend key"]  # looked up, and not forwarded anywhere
+
+
+async def _ended_key(cluster: Cluster, a: Node, b: Node, pg: PgDatabase) -> None:
+    ended = await asyncpg.connect(cluster.url(a), ssl=False)
+    old_pid, old_secret = key_of(ended)
+    assert cluster.store.cancel_owner(old_pid) is not None
+    await ended.close()
+    await wait_until(lambda: _released(cluster, old_pid), "the ended session's pid to go")
+    conn, query, _, _ = await sleep_through(cluster.url(a), pg)
+    try:
+        await asyncio.to_thread(b.cancel, old_pid, old_secret)
+        await asyncio.to_thread(a.cancel, old_pid, old_secret)
+        assert await sleeping(pg) == 1 and not query.done()
+    finally:
+        query.cancel()
+        conn.terminate()
+
+
+def test_a_node_clears_its_stale_rows_when_it_starts(cluster: Cluster) -> None:
+    """Rows a crashed node left name sessions that are gone: cleared when it starts again,
+    and only its own."""
+    cluster.store.claim_cancel_pid(1234567, "a", "127.0.0.1:1", "crashed-session")
+    cluster.store.claim_cancel_pid(7654321, "c", "127.0.0.1:2", "another-nodes-session")
+    a = cluster.node("a")
+    a.start(cluster.store)
+    assert cluster.store.cancel_owner(1234567) is None
+    assert cluster.store.cancel_owner(7654321) == CancelOwner("c", "127.0.0.1:2")
+    [cleared] = a.logged("postgres.cancel_keys_cleared")
+    assert (cleared["node"], cleared["count"]) == ("a", 1)
+
+
+def test_a_forwarded_cancel_is_never_forwarded_again(cluster: Cluster, pg: PgDatabase) -> None:
+    """Node a advertises an address that reaches node b (a mistake an operator can make, as
+    with the load balancer's address): b forwards the cancel once, to itself, and drops it
+    there, rather than passing it round for ever."""
+    b_port = free_port()
+    a = cluster.node("a", f"localhost:{b_port}")
+    b = cluster.node("b", pg_port=b_port)
+    a.start(cluster.store)
+    b.start(cluster.store)
+    asyncio.run(_bounced(cluster, a, b, pg))
+    b.stop()  # every handler done: the log is whole
+    assert [r["outcome"] for r in b.logged("postgres.cancel_routed")] == ["forwarded to node a"]
+    bounced = [(r["pid"], r["outcome"]) for r in b.logged("postgres.cancel_forwarded_here")]
+    assert len(bounced) == 1 and bounced[0][1] == "no such backend key"
+
+
+async def _bounced(cluster: Cluster, a: Node, b: Node, pg: PgDatabase) -> None:
+    conn, query, pid, secret = await sleep_through(cluster.url(a), pg)
+    try:
+        await asyncio.to_thread(b.cancel, pid, secret)
+        await wait_until(lambda: logged(b, "postgres.cancel_forwarded_here"),
+                         "node b to drop the cancel it forwarded to itself")  # fmt: skip
+        assert await sleeping(pg) == 1 and not query.done()
+    finally:
+        query.cancel()
+        conn.terminate()
