@@ -5,20 +5,30 @@ sessions' pids in the store's cancel_keys (never the secret half), so a pid name
 session on one node; a node that does not hold a pid looks it up there and hands the same
 request, marked as forwarded, to the owner's door, which checks the secret itself. A
 forwarded request is never forwarded again, and a node never forwards to itself.
+
+The key goes to a peer only inside TLS, and only once the peer has shown the very
+certificate this node serves (the nodes share one): an address in the store that names
+anything else (a typo, or a row an admin with the store wrote) is sent an SSLRequest and
+nothing more. A node without a certificate serves loopback only, and forwards so too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Container
+from pathlib import Path
 
 import structlog
 
 from bastion import pgwire
 from bastion.access.tally import Tally
+from bastion.audit import CancelOwner
 from bastion.config_policies import host_port
 from bastion.core import Core
 from bastion.errors import BastionError
@@ -52,6 +62,32 @@ def advertised(core: Core, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class PeerRefused(Exception):
+    """The address did not prove to be a bastion node: the key is not sent."""
+
+
+def pinned_certificate(path: Path) -> bytes | None:
+    """The DER of the first certificate in this node's chain file; None without one."""
+    try:
+        pem = path.read_text(encoding="ascii")
+    except (OSError, ValueError):
+        return None
+    end = "-----END CERTIFICATE-----"
+    start, stop = pem.find("-----BEGIN CERTIFICATE-----"), pem.find(end)
+    if start < 0 or stop < start:
+        return None
+    return ssl.PEM_cert_to_DER_cert(pem[start : stop + len(end)])
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class CancelRoutes:
     """This node's rows in cancel_keys, and the forwarding of cancels it does not hold."""
 
@@ -59,6 +95,7 @@ class CancelRoutes:
         self.core = core
         self.node = node_name(core)
         self.address = ""  # set by start(), once the door's port is known
+        self.pin = pinned_certificate(core.config.paths.tls_cert)
         self._routing = 0
         # Cancels other nodes forwarded here: counted apart, one audit summary a minute.
         self.forwarded = Summaries(core, "postgres", Tally(budget=FORWARDED_BUDGET))
@@ -122,23 +159,59 @@ class CancelRoutes:
             return "no such backend key"
         if owner.node == self.node or owner.address == self.address:
             return "held here, and ended"
+        return await self._send_to(owner, request)
+
+    async def _send_to(self, owner: CancelOwner, request: pgwire.CancelRequest) -> str:
         where = host_port(owner.address)
         if where is None:
             return "the owner's address is not host:port"
         try:
-            await asyncio.wait_for(_send(*where, request), FORWARD_TIMEOUT)
-        except (OSError, TimeoutError):
+            await asyncio.wait_for(_send(*where, request, self.pin), FORWARD_TIMEOUT)
+        except PeerRefused as exc:
+            log.warning("postgres.cancel_peer_refused", node=owner.node, address=owner.address,
+                        why=str(exc))  # fmt: skip
+            return f"node {owner.node}'s address is no bastion: {exc}"
+        except (OSError, TimeoutError, EOFError):
             return f"node {owner.node} could not be reached"
         return f"forwarded to node {owner.node}"
 
 
-async def _send(host: str, port: int, request: pgwire.CancelRequest) -> None:
-    """The request, marked as forwarded, on a connection of its own (closed after, as ever)."""
-    _, writer = await asyncio.open_connection(host, port)
+async def _send(host: str, port: int, request: pgwire.CancelRequest, pin: bytes | None) -> None:
+    """The request, marked as forwarded, on a connection of its own (closed after, as ever):
+    inside TLS to a peer showing `pin`, or without a certificate, in clear on this host."""
+    if pin is None and not _loopback(host):
+        raise PeerRefused("no certificate here to forward to another host under TLS")
+    reader, writer = await asyncio.open_connection(host, port)
     try:
+        if pin is not None:
+            await _tls(reader, writer, host, pin)
         writer.write(pgwire.cancel_request(request.pid, request.key, forwarded=True))
         await writer.drain()
     finally:
         writer.close()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+
+
+async def _tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, pin: bytes
+) -> None:
+    """SSLRequest, then TLS; PeerRefused unless the peer shows this node's own certificate
+    (checked by pinning, not by name: peers are reached by addresses the certificate need
+    not name)."""
+    writer.write(pgwire.ssl_request())
+    await writer.drain()
+    if await reader.readexactly(1) != b"S":
+        raise PeerRefused("it refused TLS")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin below is the check
+    try:
+        await writer.start_tls(context, server_hostname=host)
+    except ssl.SSLError as exc:
+        raise PeerRefused(f"TLS failed: {exc.reason}") from None
+    tls = writer.get_extra_info("ssl_object")
+    shown = tls.getpeercert(binary_form=True) if tls is not None else None
+    if not shown or not hmac.compare_digest(shown, pin):
+        raise PeerRefused("it showed another certificate than this node's")

@@ -8,8 +8,10 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ import pytest
 from bastion import pgwire as pw
 from bastion.audit import CancelOwner, ChainKey, Store
 from bastion.clock import FakeClock
+from bastion.pki import TlsFiles, make_tls
 from tests.harness import CONFIG, Bastion
 from tests.pgproxy.conftest import UNMASKED, alice_on
 from tests.realpg import PgDatabase
@@ -295,3 +298,73 @@ async def _bounced(cluster: Cluster, a: Node, b: Node, pg: PgDatabase) -> None:
     finally:
         query.cancel()
         conn.terminate()
+
+
+# -- what the lookup and the forward cost, and where they may go ------------------------------
+
+
+def test_a_cancel_flood_looks_the_store_up_only_within_the_addresss_budget(
+    cluster: Cluster,
+) -> None:
+    """Made-up pids from one address: the first 100 a minute are looked up, the rest are
+    counted and dropped without touching the store."""
+    b = cluster.node("b")
+    b.start(cluster.store)
+    for n in range(150):
+        b.cancel(1_000_000 + n, 1)
+    b.stop()  # every handler done, the summary written
+    assert len(b.logged("postgres.cancel_routed")) == 100
+    [summary] = [e for e in cluster.store.events() if e.kind == "query.cancel_request"]
+    assert json.loads(summary.detail)["count"] == 150
+
+
+class NotABastion:
+    """A listener the store's row points at that is no bastion node: it answers the
+    SSLRequest with 'N', or with TLS under a certificate of its own, and keeps every byte."""
+
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.context.load_cert_chain(tls.server_cert, tls.server_key)
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(20)
+        self.received.append(conn.recv(8))
+        conn.sendall(b"N" if self.context is None else b"S")
+        stream = conn
+        try:
+            if self.context is not None:
+                stream = self.context.wrap_socket(conn, server_side=True)
+            while chunk := stream.recv(64):
+                self.received.append(chunk)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            stream.close()
+            conn.close()
+            self.sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["refuses-tls", "another-certificate"])
+def test_a_row_pointing_at_something_else_gets_no_key(
+    cluster: Cluster, tmp_path: Path, tls: bool
+) -> None:
+    """An admin with the store writes a row sending some pid's cancels to a service of their
+    choosing: the node sends it an SSLRequest, sees it is not a bastion node, and stops."""
+    peer = NotABastion(make_tls(tmp_path / "other") if tls else None)
+    cluster.store.claim_cancel_pid(4242, "x", f"127.0.0.1:{peer.port}", "someones-session")
+    b = cluster.node("b")
+    b.start(cluster.store)
+    b.cancel(4242, 0x5EC2E7)
+    peer.thread.join(20)
+    assert b"".join(peer.received) == pw.ssl_request()  # 8 fixed bytes; never the key
+    [refused] = b.logged("postgres.cancel_peer_refused")
+    assert refused["why"] == ("it showed another certificate than this node's" if tls
+                              else "it refused TLS")  # fmt: skip
