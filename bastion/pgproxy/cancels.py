@@ -4,7 +4,9 @@ Behind a load balancer a client's CancelRequest may reach any node. Each node cl
 sessions' pids in the store's cancel_keys (never the secret half), so a pid names one
 session on one node; a node that does not hold a pid looks it up there and hands the same
 request, marked as forwarded, to the owner's door, which checks the secret itself. A
-forwarded request is never forwarded again, and a node never forwards to itself.
+forwarded request is never forwarded again, and a node never forwards to itself. It carries
+a MAC under a key every node derives from the shared secrets key, so only a node can send
+one: a client sending bastion's forwarded code itself is refused without a look.
 
 The key goes to a peer only inside TLS, and only once the peer has shown the very
 certificate this node serves (the nodes share one): an address in the store that names
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -43,6 +47,8 @@ FORWARD_TIMEOUT = 2.0  # seconds to reach the owner's door and hand it the reque
 # Forwarded cancels reach the owner from its peers' addresses, each peer carrying many
 # clients' (every client is held to the door's own budget at the node it reached first).
 FORWARDED_BUDGET = 1000  # per sending address per minute, as the door's Tally counts
+MAC_BYTES = 32  # HMAC-SHA-256 of a forwarded cancel, after its key
+FORWARD_PURPOSE = "bastion postgres forwarded cancel v1"  # the MAC key's HKDF info
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
@@ -60,6 +66,14 @@ def advertised(core: Core, port: int) -> str:
     address = core.config.listeners.postgres.address
     host = socket.gethostname() if address in WILDCARDS else address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Cancellable(Protocol):
+    """A live session as a cancel sees it: its key, and a way to cancel its query."""
+
+    cancel_key: tuple[int, bytes]
+
+    async def cancel(self, why: str) -> None: ...
 
 
 class PeerRefused(Exception):
@@ -96,6 +110,7 @@ class CancelRoutes:
         self.node = node_name(core)
         self.address = ""  # set by start(), once the door's port is known
         self.pin = pinned_certificate(core.config.paths.tls_cert)
+        self._mac_key = core.box.hkdf(FORWARD_PURPOSE)  # the same on every node
         self._routing = 0
         # Cancels other nodes forwarded here: counted apart, one audit summary a minute.
         self.forwarded = Summaries(core, "postgres", Tally(budget=FORWARDED_BUDGET))
@@ -133,40 +148,76 @@ class CancelRoutes:
         except BastionError as exc:
             log.warning("postgres.cancel_key_kept", error=exc.message)
 
-    async def forward(self, request: pgwire.CancelRequest) -> str:
+    async def handle(self, source: str, request: pgwire.CancelRequest,
+                     held: Mapping[int, Cancellable], summaries: Summaries) -> None:  # fmt: skip
+        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does).
+        Cancels are counted per address into one audit summary a minute (`summaries`, the
+        door's), and past the minute's budget even a right key cancels nothing. A pid held
+        here is checked here; any other is forwarded to its node, unless it was forwarded
+        here (then counted apart, and dropped if not held)."""
+        key = self._opened(request)
+        if key is None:
+            summaries.note("query.cancel_request", source, "forwarded cancel not from a node")
+            return
+        session = held.get(request.pid)
+        valid = session is not None and hmac.compare_digest(session.cancel_key[1], key)
+        why = "cancelled" if valid else "no such backend key"
+        if request.forwarded:
+            counted = self.forwarded.note("query.cancel_forwarded", source, why)
+            log.info("postgres.cancel_forwarded_here", pid=request.pid, outcome=why)
+        else:
+            counted = summaries.note("query.cancel_request", source, why)
+        if counted and session is not None and valid:
+            await session.cancel("the client sent a cancel request")
+        elif counted and session is None and not request.forwarded:
+            await self.forward(request.pid, key)
+
+    def _mac(self, pid: int, key: bytes) -> bytes:
+        message = pid.to_bytes(4, "big", signed=True) + key
+        return hmac.new(self._mac_key, message, hashlib.sha256).digest()
+
+    def _opened(self, request: pgwire.CancelRequest) -> bytes | None:
+        """The key a request quotes; for a forwarded one, only if a node's MAC follows it."""
+        if not request.forwarded:
+            return request.key
+        key, mac = request.key[:KEY_BYTES], request.key[KEY_BYTES:]
+        if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(request.pid, key)):
+            return None
+        return key
+
+    async def forward(self, pid: int, key: bytes) -> str:
         """Hand a cancel for a pid this node does not hold to the node the store says holds
         it; what became of it, for the log. Bounded: past MAX_ROUTING at once, dropped."""
-        if request.forwarded:
-            return "forwarded here: never forwarded again"
-        if len(request.key) != KEY_BYTES:
+        if len(key) != KEY_BYTES:
             return "not a key the bastion hands out"
         if self._routing >= MAX_ROUTING:
             return "too many cancels being forwarded"
         self._routing += 1
         try:
-            outcome = await self._route(request)
+            outcome = await self._route(pid, key)
         finally:
             self._routing -= 1
-        log.info("postgres.cancel_routed", pid=request.pid, outcome=outcome)
+        log.info("postgres.cancel_routed", pid=pid, outcome=outcome)
         return outcome
 
-    async def _route(self, request: pgwire.CancelRequest) -> str:
+    async def _route(self, pid: int, key: bytes) -> str:
         try:
-            owner = await self.core.run(self.core.store.cancel_owner, request.pid)
+            owner = await self.core.run(self.core.store.cancel_owner, pid)
         except BastionError:
             return "the store could not be read"
         if owner is None:
             return "no such backend key"
         if owner.node == self.node or owner.address == self.address:
             return "held here, and ended"
-        return await self._send_to(owner, request)
+        packet = pgwire.cancel_request(pid, key + self._mac(pid, key), forwarded=True)
+        return await self._send_to(owner, packet)
 
-    async def _send_to(self, owner: CancelOwner, request: pgwire.CancelRequest) -> str:
+    async def _send_to(self, owner: CancelOwner, packet: bytes) -> str:
         where = host_port(owner.address)
         if where is None:
             return "the owner's address is not host:port"
         try:
-            await asyncio.wait_for(_send(*where, request, self.pin), FORWARD_TIMEOUT)
+            await asyncio.wait_for(_send(*where, packet, self.pin), FORWARD_TIMEOUT)
         except PeerRefused as exc:
             log.warning("postgres.cancel_peer_refused", node=owner.node, address=owner.address,
                         why=str(exc))  # fmt: skip
@@ -176,16 +227,16 @@ class CancelRoutes:
         return f"forwarded to node {owner.node}"
 
 
-async def _send(host: str, port: int, request: pgwire.CancelRequest, pin: bytes | None) -> None:
-    """The request, marked as forwarded, on a connection of its own (closed after, as ever):
-    inside TLS to a peer showing `pin`, or without a certificate, in clear on this host."""
+async def _send(host: str, port: int, packet: bytes, pin: bytes | None) -> None:
+    """The forwarded request on a connection of its own (closed after, as ever): inside TLS
+    to a peer showing `pin`, or without a certificate, in clear on this host."""
     if pin is None and not _loopback(host):
         raise PeerRefused("no certificate here to forward to another host under TLS")
     reader, writer = await asyncio.open_connection(host, port)
     try:
         if pin is not None:
             await _tls(reader, writer, host, pin)
-        writer.write(pgwire.cancel_request(request.pid, request.key, forwarded=True))
+        writer.write(packet)
         await writer.drain()
     finally:
         writer.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import secrets
 import ssl
 from typing import Any
@@ -229,19 +228,5 @@ class PgDoor:
             await self.routes.release(pid, session.id)
 
     async def _cancel(self, client: Client, request: pgwire.CancelRequest) -> None:
-        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does).
-        Cancels are counted per address into one audit summary a minute, and past the
-        minute's budget even a right key cancels nothing. A pid another node holds is
-        forwarded to it (cancels.py); one forwarded here is counted apart."""
-        session = self.by_key.get(request.pid)
-        valid = session is not None and hmac.compare_digest(session.cancel_key[1], request.key)
-        why = "cancelled" if valid else "no such backend key"
-        if request.forwarded:
-            counted = self.routes.forwarded.note("query.cancel_forwarded", client.address, why)
-            log.info("postgres.cancel_forwarded_here", pid=request.pid, outcome=why)
-        else:
-            counted = self.summaries.note("query.cancel_request", client.address, why)
-        if counted and session is not None and valid:
-            await session.cancel("the client sent a cancel request")
-        elif counted and session is None:
-            await self.routes.forward(request)
+        """Checked here, or forwarded to the node holding it (cancels.py)."""
+        await self.routes.handle(client.address, request, self.by_key, self.summaries)

@@ -80,10 +80,14 @@ class Node:
         return [line for line in found if line.get("event") == event]
 
     def cancel(self, pid: int, secret: int) -> None:
-        """The 16 bytes asyncpg (or libpq) sends to cancel, sent to this node; returns once
-        the node has closed the connection (it has done whatever it will do)."""
+        """The 16 bytes asyncpg (or libpq) sends to cancel, sent to this node."""
+        self.send(pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True)))
+
+    def send(self, packet: bytes) -> None:
+        """One start-up packet on a connection of its own; returns once the node has closed
+        it (it has done whatever it will do with it)."""
         with socket.create_connection(("127.0.0.1", self.pg_port), timeout=10) as sock:
-            sock.sendall(pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True)))
+            sock.sendall(packet)
             assert sock.recv(1) == b""
 
 
@@ -368,3 +372,31 @@ def test_a_row_pointing_at_something_else_gets_no_key(
     [refused] = b.logged("postgres.cancel_peer_refused")
     assert refused["why"] == ("it showed another certificate than this node's" if tls
                               else "it refused TLS")  # fmt: skip
+
+
+def test_a_client_cannot_pose_as_a_node(cluster: Cluster, pg: PgDatabase) -> None:
+    """bastion's forwarded-cancel code, sent by a client (even with its own right key), is
+    dropped: only a node can make the MAC a forwarded cancel carries."""
+    a, _ = two_nodes(cluster)
+    asyncio.run(_posing(cluster, a, pg))
+    a.stop()  # the summary is written
+    [summary] = [e for e in cluster.store.events() if e.kind == "query.cancel_request"]
+    why = json.loads(summary.detail)["why"]
+    assert why == {"forwarded cancel not from a node": 2, "cancelled": 1}
+    assert [e.kind for e in cluster.store.events()].count("query.cancelled") == 1
+    assert not a.logged("postgres.cancel_forwarded_here")
+
+
+async def _posing(cluster: Cluster, a: Node, pg: PgDatabase) -> None:
+    conn, query, pid, secret = await sleep_through(cluster.url(a), pg)
+    key = secret.to_bytes(4, "big", signed=True)
+    try:
+        for forged in (key, key + bytes(32)):  # bare, and with a made-up MAC
+            packet = pw.cancel_request(pid, forged, forwarded=True)
+            await asyncio.to_thread(a.send, packet)
+        assert await sleeping(pg) == 1 and not query.done()
+        await asyncio.to_thread(a.cancel, pid, secret)
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await asyncio.wait_for(query, 20)
+    finally:
+        await conn.close()

@@ -13,9 +13,9 @@ def body(packet: bytes) -> bytes:
     return packet[4:]
 
 
-def test_a_forwarded_cancel_is_the_same_sixteen_bytes_under_the_nodes_own_code() -> None:
-    """One bastion node hands another a client's cancel under its own code: same pid and
-    key, marked, so the node it reaches never forwards it again."""
+def test_a_forwarded_cancel_is_a_cancel_under_the_nodes_own_code() -> None:
+    """One bastion node hands another a client's cancel under its own code: same layout,
+    marked, so the node it reaches never forwards it again."""
     plain, forwarded = (
         pw.cancel_request(77, b"abcd"),
         pw.cancel_request(77, b"abcd", forwarded=True),
