@@ -27,6 +27,7 @@ from bastion.access.stepup import SESSION as STEP_UP_SESSION
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
+    CancelOwner,
     CommandLine,
     Event,
     FileOp,
@@ -293,6 +294,21 @@ class Core:
             await self.run(self.store.close_session, session_id, state, reason, recording)
         finally:
             self.sessions_changed()
+
+    # -- cancel keys: which node holds each pid (bastion/pgproxy/cancels.py) -------------
+
+    async def claim_cancel_pid(self, pid: int, node: str, address: str, session: str) -> bool:
+        """Take pid for a session of `node`; False when any node holds it already."""
+        return await self.run(self.store.claim_cancel_pid, pid, node, address, session)
+
+    async def release_cancel_pid(self, pid: int, node: str, session: str) -> None:
+        await self.run(self.store.release_cancel_pid, pid, node, session)
+
+    async def clear_cancel_pids(self, node: str) -> int:
+        return await self.run(self.store.clear_cancel_pids, node)
+
+    async def cancel_owner(self, pid: int) -> CancelOwner | None:
+        return await self.run(self.store.cancel_owner, pid)
 
     # -- live sessions, for the console: every door's, and word of each change -----------
 

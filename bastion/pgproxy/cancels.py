@@ -119,7 +119,7 @@ class CancelRoutes:
         """Advertise this door; the sessions this node held before it started are gone, so
         the pids the store still gives it are forgotten."""
         self.address = advertised(self.core, port)
-        left = await self.core.run(self.core.store.clear_cancel_pids, self.node)
+        left = await self.core.clear_cancel_pids(self.node)
         if left:
             log.info("postgres.cancel_keys_cleared", node=self.node, count=left)
         self.forwarded.start()
@@ -134,9 +134,7 @@ class CancelRoutes:
             pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
             if not pid or pid in held:
                 continue
-            store = self.core.store
-            if await self.core.run(store.claim_cancel_pid, pid, self.node, self.address,
-                                   session_id):  # fmt: skip
+            if await self.core.claim_cancel_pid(pid, self.node, self.address, session_id):
                 return pid
         raise BastionError("no cancel key could be claimed in the store")
 
@@ -144,7 +142,7 @@ class CancelRoutes:
         """The session ended: its pid names nothing (if the store fails now, the row stays
         until this node starts again, and a cancel sent to it finds nothing here)."""
         try:
-            await self.core.run(self.core.store.release_cancel_pid, pid, self.node, session_id)
+            await self.core.release_cancel_pid(pid, self.node, session_id)
         except BastionError as exc:
             log.warning("postgres.cancel_key_kept", error=exc.message)
 
@@ -202,7 +200,7 @@ class CancelRoutes:
 
     async def _route(self, pid: int, key: bytes) -> str:
         try:
-            owner = await self.core.run(self.core.store.cancel_owner, pid)
+            owner = await self.core.cancel_owner(pid)
         except BastionError:
             return "the store could not be read"
         if owner is None:

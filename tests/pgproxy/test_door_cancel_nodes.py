@@ -61,9 +61,14 @@ class Node:
                 [sys.executable, "-m", "bastion", "--config", str(self.config), "serve"],
                 stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
+        until(lambda: self._started(store), f"node {self.name} to start")
+
+    def _started(self, store: Store) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"node {self.name} exited: {self.log.read_text()[-2000:]}")
         actor = f"serve:{self.proc.pid}"
-        until(lambda: any(e.kind == "bastion.started" and e.actor == actor
-                          for e in store.events()), f"node {self.name} to start")  # fmt: skip
+        return any(e.kind == "bastion.started" and e.actor == actor for e in store.events())
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -139,12 +144,14 @@ def cluster(tmp_path: Path, pg: PgDatabase) -> Iterator[Cluster]:
 
 
 async def sleeping(pg: PgDatabase) -> int:
-    """How many pg_sleep queries the test database is running (pg_stat_activity)."""
+    """How many pg_sleep queries this test's database is running (pg_stat_activity; other
+    tests share the cluster)."""
     conn = await asyncpg.connect(pg.url, ssl=False)
     try:
         found = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'", SLEEP
-        )
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query = $1 AND state = 'active' AND datname = $2", SLEEP, pg.database
+        )  # fmt: skip
     finally:
         await conn.close()
     return int(found)
