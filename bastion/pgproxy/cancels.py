@@ -25,6 +25,7 @@ import os
 import socket
 import ssl
 from collections.abc import Container, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,10 @@ KEY_BYTES = 4  # the secret half of every cancel key the door hands out (protoco
 CLAIM_TRIES = 8  # random pids tried at one login before it is refused
 MAX_ROUTING = 8  # cancels being looked up or forwarded at once; past it, dropped
 FORWARD_TIMEOUT = 2.0  # seconds to reach the owner's door and hand it the request
+# A node that could not be reached is not tried again for a while: the rows of a node that
+# is down stay until it starts again, and cancels quoting them must not hold every slot.
+UNREACHABLE_FOR = timedelta(seconds=10)
+MAX_UNREACHABLE = 1024  # addresses remembered as unreachable; past it, all forgotten
 # Forwarded cancels reach the owner from its peers' addresses, each peer carrying many
 # clients' (every client is held to the door's own budget at the node it reached first).
 FORWARDED_BUDGET = 1000  # per sending address per minute, as the door's Tally counts
@@ -112,6 +117,7 @@ class CancelRoutes:
         self.pin = pinned_certificate(core.config.paths.tls_cert)
         self._mac_key = core.box.hkdf(FORWARD_PURPOSE)  # the same on every node
         self._routing = 0
+        self._unreachable: dict[str, datetime] = {}  # address -> not tried before then
         # Cancels other nodes forwarded here: counted apart, one audit summary a minute.
         self.forwarded = Summaries(core, "postgres", Tally(budget=FORWARDED_BUDGET))
 
@@ -214,6 +220,9 @@ class CancelRoutes:
         where = host_port(owner.address)
         if where is None:
             return "the owner's address is not host:port"
+        now = self.core.clock.now()
+        if now < self._unreachable.get(owner.address, now):
+            return f"node {owner.node} was unreachable a moment ago"
         try:
             await asyncio.wait_for(_send(*where, packet, self.pin), FORWARD_TIMEOUT)
         except PeerRefused as exc:
@@ -221,6 +230,9 @@ class CancelRoutes:
                         why=str(exc))  # fmt: skip
             return f"node {owner.node}'s address is no bastion: {exc}"
         except (OSError, TimeoutError, EOFError):
+            if len(self._unreachable) >= MAX_UNREACHABLE:
+                self._unreachable.clear()
+            self._unreachable[owner.address] = now + UNREACHABLE_FOR
             return f"node {owner.node} could not be reached"
         return f"forwarded to node {owner.node}"
 

@@ -407,3 +407,18 @@ async def _posing(cluster: Cluster, a: Node, pg: PgDatabase) -> None:
             await asyncio.wait_for(query, 20)
     finally:
         await conn.close()
+
+
+def test_a_node_that_is_down_is_not_tried_again_at_once(cluster: Cluster) -> None:
+    """The rows of a node that is down stay until it starts again: cancels quoting them try
+    it once, then are dropped for a while, so they cannot hold every forwarding slot."""
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = int(gone.getsockname()[1])
+    gone.close()  # nothing listens there now: the node is down
+    cluster.store.claim_cancel_pid(4343, "c", f"127.0.0.1:{port}", "a-session-on-c")
+    b = cluster.node("b")
+    b.start(cluster.store)
+    b.cancel(4343, 1)
+    b.cancel(4343, 2)
+    outcomes = [r["outcome"] for r in b.logged("postgres.cancel_routed")]
+    assert outcomes == ["node c could not be reached", "node c was unreachable a moment ago"]
