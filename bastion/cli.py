@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from bastion import __version__, logs
+from bastion import __version__, logs, storelock
+from bastion.cli_common import (
+    Parser,
+    command,
+    decider,
+    json_flag,
+    optional_decider,
+    page_flags,
+    qr_flags,
+)
+from bastion.cli_reports import add_report_commands
 from bastion.commands import (
     audit,
     harden,
     masking,
     people,
     queries,
-    report_pack,
-    report_review,
-    report_runs,
-    report_weekly,
     requests,
     resources,
     sessions,
@@ -25,107 +31,80 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
 from bastion.reports.signing import ensure_key
 
-Handler = Callable[[App, argparse.Namespace], int]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that exits with our usage code and a one-line message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(Exit.USAGE, f"bastion: {message} (see `{self.prog} --help`)\n")
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _qr_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--qr-png", metavar="FILE", help="also write the QR code as PNG")
-    parser.add_argument("--qr-svg", metavar="FILE", help="also write the QR code as SVG")
-    parser.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
-    _json_flag(parser)
-
-
-def _command(
-    sub: argparse._SubParsersAction[Parser], name: str, handler: Handler, help_text: str
-) -> Parser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(handler=handler)
-    return parser
-
 
 def _add_user_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("user", help="people: add, list, show, disable, unlock")
     users = group.add_subparsers(dest="user_command", required=True, parser_class=Parser)
-    add = _command(users, "add", people.user_add, "add a user and enrol their TOTP")
+    add = command(users, "add", people.user_add, "add a user and enrol their TOTP")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["engineer", "admin", "reviewer"])
     add.add_argument("--ssh-key", metavar="FILE", action="append", help="public key file(s)")
     add.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
-    _qr_flags(add)
-    _json_flag(_command(users, "list", people.user_list, "list users"))
+    qr_flags(add)
+    json_flag(command(users, "list", people.user_list, "list users"))
     for name, handler, text in (
         ("show", people.user_show, "show one user, their keys and grants"),
         ("unlock", people.user_unlock, "clear a TOTP lockout"),
     ):
-        cmd = _command(users, name, handler, text)
+        cmd = command(users, name, handler, text)
         cmd.add_argument("name")
-        _json_flag(cmd)
-    disable = _command(
+        json_flag(cmd)
+    disable = command(
         users, "disable", people.user_disable, "offboard: block logins and revoke every grant"
     )
     disable.add_argument("name")
     disable.add_argument("--reason", default="")
-    _optional_decider(disable)
-    _json_flag(disable)
-    reset = _command(users, "reset-totp", people.user_reset_totp, "enrol a new TOTP seed")
+    optional_decider(disable)
+    json_flag(disable)
+    reset = command(users, "reset-totp", people.user_reset_totp, "enrol a new TOTP seed")
     reset.add_argument("name")
-    _qr_flags(reset)
-    key = _command(users, "add-key", people.user_add_key, "register SSH public key(s)")
+    qr_flags(reset)
+    key = command(users, "add-key", people.user_add_key, "register SSH public key(s)")
     key.add_argument("name")
     key.add_argument("file")
-    _json_flag(key)
-    password = _command(users, "set-password", people.user_set_password, "set a password")
+    json_flag(key)
+    password = command(users, "set-password", people.user_set_password, "set a password")
     password.add_argument("name")
     password.add_argument("--password-stdin", action="store_true")
-    _json_flag(password)
+    json_flag(password)
 
 
 def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("target", help="SSH hosts and databases behind the bastion")
     targets = group.add_subparsers(dest="target_command", required=True, parser_class=Parser)
-    ssh = _command(targets, "add-ssh", resources.target_add_ssh, "add an SSH host")
+    ssh = command(targets, "add-ssh", resources.target_add_ssh, "add an SSH host")
     ssh.add_argument("name")
     ssh.add_argument("--host", required=True)
     ssh.add_argument("--port", type=int, default=22)
     ssh.add_argument("--login", required=True, help="account on the target")
     ssh.add_argument("--key", required=True, metavar="FILE", help="private key the bastion uses")
-    _json_flag(ssh)
-    pg = _command(targets, "add-postgres", resources.target_add_postgres, "add a database")
+    json_flag(ssh)
+    pg = command(targets, "add-postgres", resources.target_add_postgres, "add a database")
     pg.add_argument("name")
     pg.add_argument("--host", required=True)
     pg.add_argument("--port", type=int, default=5432)
     pg.add_argument("--database", required=True)
     pg.add_argument("--user", required=True, help="the service role the bastion logs in as")
     pg.add_argument("--password-stdin", action="store_true")
-    _json_flag(pg)
-    _json_flag(_command(targets, "list", resources.target_list, "list targets"))
-    show = _command(targets, "show", resources.target_show,
+    json_flag(pg)
+    json_flag(command(targets, "list", resources.target_list, "list targets"))
+    show = command(targets, "show", resources.target_show,
                     "one target; for a database, its TLS and login methods")  # fmt: skip
     show.add_argument("name")
-    _json_flag(show)
-    trust = _command(targets, "trust", resources.target_trust,
+    json_flag(show)
+    trust = command(targets, "trust", resources.target_trust,
                      "fetch an SSH target's host key and pin it")  # fmt: skip
     trust.add_argument("name")
     trust.add_argument("--yes", action="store_true", help="trust what it presents now")
     trust.add_argument("--fingerprint", metavar="SHA256:...", help="trust only this key")
-    _json_flag(trust)
-    harden_cmd = _command(targets, "harden", harden.target_harden,
+    json_flag(trust)
+    harden_cmd = command(targets, "harden", harden.target_harden,
                           "create the least-privilege roles the PostgreSQL door uses")  # fmt: skip
     harden_cmd.add_argument("name")
     harden_cmd.add_argument("--admin-user", required=True, help="a role that may create roles")
@@ -133,15 +112,15 @@ def _add_target_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     harden_cmd.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
     harden_cmd.add_argument("--masked-role", metavar="NAME")
     harden_cmd.add_argument("--unmasked-role", metavar="NAME")
-    _json_flag(harden_cmd)
-    remove = _command(targets, "remove", resources.target_remove, "retire a target")
+    json_flag(harden_cmd)
+    remove = command(targets, "remove", resources.target_remove, "retire a target")
 
     remove.add_argument("name")
-    _json_flag(remove)
+    json_flag(remove)
 
 
 def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    grant = _command(sub, "grant", resources.grant, "give USER time-boxed access to TARGET")
+    grant = command(sub, "grant", resources.grant, "give USER time-boxed access to TARGET")
     grant.add_argument("user", help="a user's name, or group:NAME")
     grant.add_argument("target")
     window = grant.add_mutually_exclusive_group(required=True)
@@ -153,117 +132,98 @@ def _add_access_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     grant.add_argument("--ticket", help="the incident or change it is for, e.g. INC-4411")
     grant.add_argument("--mode", choices=["read", "write"], default="read")
     grant.add_argument("--from", dest="start", metavar="WHEN", help="ISO start time (default now)")
-    _optional_decider(grant)
-    _json_flag(grant)
-    revoke = _command(sub, "revoke", resources.revoke, "end a grant now")
+    optional_decider(grant)
+    json_flag(grant)
+    revoke = command(sub, "revoke", resources.revoke, "end a grant now")
     revoke.add_argument("grant_id", type=int)
-    _optional_decider(revoke)
-    _json_flag(revoke)
+    optional_decider(revoke)
+    json_flag(revoke)
     group = sub.add_parser("grants", help="list grants")
     grants = group.add_subparsers(dest="grants_command", required=True, parser_class=Parser)
-    listing = _command(grants, "list", resources.grants_list, "list grants")
+    listing = command(grants, "list", resources.grants_list, "list grants")
     listing.add_argument("--active", action="store_true", help="only grants live now")
     listing.add_argument("--user", help="as they apply to this user, their groups' included")
     listing.add_argument("--group")
     listing.add_argument("--target")
-    _json_flag(listing)
+    json_flag(listing)
     access_group = sub.add_parser("access", help="explain access decisions")
     access = access_group.add_subparsers(dest="access_command", required=True, parser_class=Parser)
-    check = _command(access, "check", resources.access_check, "may USER reach TARGET now?")
+    check = command(access, "check", resources.access_check, "may USER reach TARGET now?")
     check.add_argument("user")
     check.add_argument("target")
-    _json_flag(check)
+    json_flag(check)
 
 
 def _add_group_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("group", help="groups of users that grants can go to")
     cmds = group.add_subparsers(dest="group_command", required=True, parser_class=Parser)
-    add = _command(cmds, "add", requests.group_add, "add a group")
+    add = command(cmds, "add", requests.group_add, "add a group")
     add.add_argument("name")
-    _json_flag(add)
-    members = _command(cmds, "members", requests.group_members,
+    json_flag(add)
+    members = command(cmds, "members", requests.group_members,
                        "show a group's members; --add and --remove change them")  # fmt: skip
     members.add_argument("name")
     members.add_argument("--add", action="append", metavar="USER")
     members.add_argument("--remove", action="append", metavar="USER")
-    _json_flag(members)
-    _json_flag(_command(cmds, "list", requests.group_list, "list groups and members"))
-
-
-def _optional_decider(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--as", dest="as_user", metavar="NAME",
-                        help="record the decision as this bastion user (their TOTP code is"
-                             " asked for) instead of the OS account")  # fmt: skip
-
-
-def _decider(parser: argparse.ArgumentParser, who: str = "deciding") -> None:
-    parser.add_argument("--as", dest="as_user", metavar="NAME", required=True,
-                        help=f"the bastion user {who}; their TOTP code is asked for")  # fmt: skip
-    _json_flag(parser)
+    json_flag(members)
+    json_flag(command(cmds, "list", requests.group_list, "list groups and members"))
 
 
 def _add_request_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    req = _command(sub, "request", requests.request, "ask for USER's access to TARGET")
+    req = command(sub, "request", requests.request, "ask for USER's access to TARGET")
     req.add_argument("user")
     req.add_argument("target")
     req.add_argument("--for", dest="duration", required=True, metavar="DURATION")
     req.add_argument("--reason", required=True)
     req.add_argument("--ticket")
     req.add_argument("--mode", choices=["read", "write"], default="read")
-    _decider(req, "filing it")
+    decider(req, "filing it")
     group = sub.add_parser("requests", help="access requests")
     cmds = group.add_subparsers(dest="requests_command", required=True, parser_class=Parser)
-    listing = _command(cmds, "list", requests.requests_list, "list requests")
+    listing = command(cmds, "list", requests.requests_list, "list requests")
     states = ["pending", "approved", "denied", "expired", "cancelled"]
     listing.add_argument("--state", choices=states)
     listing.add_argument("--user")
     listing.add_argument("--target")
-    _json_flag(listing)
-    approve = _command(sub, "approve", requests.approve, "approve a pending request")
+    json_flag(listing)
+    approve = command(sub, "approve", requests.approve, "approve a pending request")
     approve.add_argument("request_id", type=int)
     approve.add_argument("--for", dest="duration", metavar="DURATION", help="a shorter window")
-    _decider(approve)
-    deny = _command(sub, "deny", requests.deny, "deny a pending request")
+    decider(approve)
+    deny = command(sub, "deny", requests.deny, "deny a pending request")
     deny.add_argument("request_id", type=int)
     deny.add_argument("--reason", required=True)
-    _decider(deny)
+    decider(deny)
     glass = sub.add_parser("break-glass", help="emergency access engineers opened")
     cmds = glass.add_subparsers(dest="glass_command", required=True, parser_class=Parser)
-    listing = _command(cmds, "list", requests.break_glass_list, "list break-glass grants")
+    listing = command(cmds, "list", requests.break_glass_list, "list break-glass grants")
     listing.add_argument("--unacknowledged", action="store_true")
-    _json_flag(listing)
-    ack = _command(cmds, "ack", requests.break_glass_ack, "acknowledge a break-glass grant")
+    json_flag(listing)
+    ack = command(cmds, "ack", requests.break_glass_ack, "acknowledge a break-glass grant")
     ack.add_argument("grant_id", type=int)
     ack.add_argument("--note", default="")
-    _decider(ack)
+    decider(ack)
 
 
 def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("audit", help="the tamper-evident audit trail")
     cmds = group.add_subparsers(dest="audit_command", required=True, parser_class=Parser)
-    verify = _command(cmds, "verify", audit.audit_verify, "check the chain, anchors, recordings")
+    verify = command(cmds, "verify", audit.audit_verify, "check the chain, anchors, recordings")
     verify.add_argument("--anchors", type=Path, action="append", metavar="FILE",
                         help="signed chain heads to check against (default: the file sinks"
                         " of [audit] anchors); repeatable")  # fmt: skip
-    _json_flag(verify)
-    tail = _command(cmds, "tail", audit.audit_tail, "print the latest audit events")
+    json_flag(verify)
+    tail = command(cmds, "tail", audit.audit_tail, "print the latest audit events")
     tail.add_argument("-n", "--lines", type=int, default=20)
     tail.add_argument("-f", "--follow", action="store_true")
     tail.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
-    _json_flag(tail)
-
-
-def _page_flags(parser: argparse.ArgumentParser, limit: int) -> None:
-    """--limit and --cursor of a listing in pages, and --json."""
-    parser.add_argument("--limit", type=int, default=limit, help=f"rows a page (default {limit})")
-    parser.add_argument("--cursor", metavar="CURSOR", help="the next page, as the last one said")
-    _json_flag(parser)
+    json_flag(tail)
 
 
 def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("sessions", help="SSH and database sessions")
     cmds = group.add_subparsers(dest="sessions_command", required=True, parser_class=Parser)
-    listing = _command(cmds, "list", sessions.sessions_list, "list sessions, newest first")
+    listing = command(cmds, "list", sessions.sessions_list, "list sessions, newest first")
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="open at or after: 7d back, or ISO")
@@ -271,19 +231,19 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     listing.add_argument("--text", help="in a command, statement or file path of the session")
     listing.add_argument("--protocol", choices=["ssh", "postgres"])
     listing.add_argument("--open", action="store_true", help="only sessions still open")
-    _page_flags(listing, 200)
-    index = _command(cmds, "index", sessions.sessions_index, "commands, statements, offsets")
+    page_flags(listing, 200)
+    index = command(cmds, "index", sessions.sessions_index, "commands, statements, offsets")
     index.add_argument("session_id")
-    _page_flags(index, 500)
-    show = _command(cmds, "show", sessions.sessions_show, "a session with commands and files")
+    page_flags(index, 500)
+    show = command(cmds, "show", sessions.sessions_show, "a session with commands and files")
     show.add_argument("session_id")
-    _json_flag(show)
-    kill = _command(cmds, "kill", sessions.sessions_kill, "end a live session now")
+    json_flag(show)
+    kill = command(cmds, "kill", sessions.sessions_kill, "end a live session now")
     kill.add_argument("session_id")
     kill.add_argument("--reason", default="")
-    _optional_decider(kill)
-    _json_flag(kill)
-    replay = _command(sub, "replay", sessions.replay_command, "play a session's recording")
+    optional_decider(kill)
+    json_flag(kill)
+    replay = command(sub, "replay", sessions.replay_command, "play a session's recording")
     replay.add_argument("session_id")
     replay.add_argument("--speed", type=float, default=1.0)
     replay.add_argument(
@@ -297,14 +257,14 @@ def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     replay.add_argument("--idle-limit", type=float, default=2.0, metavar="SECONDS")
     group = sub.add_parser("recordings", help="session recordings")
     rec = group.add_subparsers(dest="recordings_command", required=True, parser_class=Parser)
-    export = _command(rec, "export", sessions.recordings_export, "write plain asciicast v2")
+    export = command(rec, "export", sessions.recordings_export, "write plain asciicast v2")
     export.add_argument("session_id")
     export.add_argument("--out", required=True, metavar="FILE.cast")
-    _json_flag(export)
+    json_flag(export)
 
 
 def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    ticket = _command(sub, "ticket", queries.ticket,
+    ticket = command(sub, "ticket", queries.ticket,
                       "a database password for TARGET after a TOTP code (one-use, or"
                       " --reusable); `ticket list [--user U]`, `ticket revoke ID`")  # fmt: skip
     ticket.add_argument("target", help="the database target, or list, or revoke")
@@ -319,33 +279,33 @@ def _add_query_commands(sub: argparse._SubParsersAction[Parser]) -> None:
                         help="--reusable: only clients from this address or network")  # fmt: skip
     ticket.add_argument("--all", action="store_true", help="list: expired and revoked too")
     ticket.add_argument("--reason", default="", help="revoke: why")
-    _optional_decider(ticket)
-    _json_flag(ticket)
+    optional_decider(ticket)
+    json_flag(ticket)
     group = sub.add_parser("queries", help="the database query log")
     cmds = group.add_subparsers(dest="queries_command", required=True, parser_class=Parser)
-    listing = _command(cmds, "list", queries.queries_list, "statements, newest first")
+    listing = command(cmds, "list", queries.queries_list, "statements, newest first")
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--since", metavar="WHEN", help="a duration back (7d) or an ISO time")
     listing.add_argument("--until", metavar="WHEN", help="before: 7d back, or an ISO time")
     listing.add_argument("--grep", metavar="TEXT", help="only statements containing TEXT")
     listing.add_argument("--session", metavar="ID", help="only this session's statements")
-    _page_flags(listing, 200)
+    page_flags(listing, 200)
 
 
 def _add_masking_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("masking", help="what the PostgreSQL door masks")
     cmds = group.add_subparsers(dest="masking_command", required=True, parser_class=Parser)
-    show = _command(cmds, "show", masking.masking_show,
+    show = command(cmds, "show", masking.masking_show,
                     "every column of a database target, masked or clean, and why")  # fmt: skip
     show.add_argument("target")
-    _json_flag(show)
+    json_flag(show)
 
 
 def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     group = sub.add_parser("unmask", help="see one subject's sensitive values, with consent")
     cmds = group.add_subparsers(dest="unmask_command", required=True, parser_class=Parser)
-    req = _command(cmds, "request", unmask.unmask_request,
+    req = command(cmds, "request", unmask.unmask_request,
                    "ask for USER to see COLUMNS of TARGET in one subject's rows")  # fmt: skip
     req.add_argument("user")
     req.add_argument("target")
@@ -355,96 +315,40 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     req.add_argument("--consent", required=True, metavar="REF", help="where consent is recorded")
     req.add_argument("--consent-file", metavar="FILE", help="the consent document (hashed)")
     req.add_argument("--for", dest="duration", metavar="DURATION", help="default 1h")
-    _decider(req, "filing it")
-    listing = _command(cmds, "list", unmask.unmask_list, "list unmask grants")
+    decider(req, "filing it")
+    listing = command(cmds, "list", unmask.unmask_list, "list unmask grants")
     listing.add_argument("--user")
     listing.add_argument("--target")
     listing.add_argument("--state", choices=["pending", "active", "expired", "approved",
                                              "denied", "revoked", "cancelled"])  # fmt: skip
-    _page_flags(listing, 500)
-    approve = _command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
+    page_flags(listing, 500)
+    approve = command(cmds, "approve", unmask.unmask_approve, "approve, confirming the consent")
     approve.add_argument("grant_id", type=int)
     approve.add_argument("--consent-confirmed", action="store_true",
                          help="you checked the subject's consent evidence")  # fmt: skip
     approve.add_argument("--for", dest="duration", metavar="DURATION", help="a shorter window")
-    _decider(approve)
-    deny = _command(cmds, "deny", unmask.unmask_deny, "deny an unmask request")
+    decider(approve)
+    deny = command(cmds, "deny", unmask.unmask_deny, "deny an unmask request")
     deny.add_argument("grant_id", type=int)
     deny.add_argument("--reason", required=True)
-    _decider(deny)
-    revoke = _command(cmds, "revoke", unmask.unmask_revoke, "end an unmask grant now")
+    decider(deny)
+    revoke = command(cmds, "revoke", unmask.unmask_revoke, "end an unmask grant now")
     revoke.add_argument("grant_id", type=int)
-    _optional_decider(revoke)
-    _json_flag(revoke)
-
-
-def _add_report_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    group = sub.add_parser("report", help="the weekly access review and its signed packs")
-    cmds = group.add_subparsers(dest="report_command", required=True, parser_class=Parser)
-    verify = _command(cmds, "verify", report_pack.report_verify,
-                      "check a review pack: signature, files, and the store behind it")  # fmt: skip
-    verify.add_argument("directory", metavar="DIR")
-    verify.add_argument("--key", type=Path, metavar="PEM",
-                        help="the public key to check with (default: this bastion's)")  # fmt: skip
-    verify.add_argument("--no-store", action="store_true",
-                        help="check the pack alone, not the chain and counts behind")  # fmt: skip
-    _json_flag(verify)
-    key = _command(cmds, "key", report_pack.report_key,
-                   "print the public key that checks review packs, and how")  # fmt: skip
-    _json_flag(key)
-    _add_report_review_commands(cmds)
-    weekly = _command(cmds, "weekly", report_weekly.weekly,
-                      "build, sign and record a week's access review")  # fmt: skip
-    weekly.add_argument("--week", metavar="WEEK", help="e.g. 2026-W47 (default: last week)")
-    weekly.add_argument("--format", default="html,json,csv,sqlite", metavar="LIST",
-                        help="formats in the pack (default: html,json,csv,sqlite)")  # fmt: skip
-    weekly.add_argument("--out", type=Path, metavar="DIR",
-                        help="write the pack here (default: paths.reports/WEEK)")  # fmt: skip
-    _json_flag(weekly)
-    _add_report_run_commands(cmds)
-
-
-def _add_report_run_commands(cmds: argparse._SubParsersAction[Parser]) -> None:
-    runs = _command(cmds, "runs", report_runs.runs,
-                    "each week's build, mail and webhook: state, attempts, last error")  # fmt: skip
-    runs.add_argument("--week", metavar="WEEK", help="e.g. 2026-W47 (default: every week)")
-    _json_flag(runs)
-    resend = _command(cmds, "resend", report_runs.resend,
-                      "send a built week's review again (bastion serve delivers it)")  # fmt: skip
-    resend.add_argument("week", metavar="WEEK", help="e.g. 2026-W47")
-    resend.add_argument("--channel", choices=["mail", "webhook"],
-                        help="only this one (default: every one configured)")  # fmt: skip
-    _json_flag(resend)
-
-
-def _add_report_review_commands(cmds: argparse._SubParsersAction[Parser]) -> None:
-    review = _command(cmds, "review", report_review.review, "mark a finding of a week ok or flag")
-    review.add_argument("week", metavar="WEEK", help="e.g. 2026-W47")
-    review.add_argument("--finding", required=True, metavar="ID")
-    verdict = review.add_mutually_exclusive_group(required=True)
-    verdict.add_argument("--ok", dest="verdict", action="store_const", const="ok")
-    verdict.add_argument("--flag", dest="verdict", action="store_const", const="flag")
-    review.add_argument("--note", required=True, help="what was looked at, and why")
-    _decider(review, "reviewing")
-    sign = _command(cmds, "sign", report_review.sign, "sign off a reviewed week and its pack")
-    sign.add_argument("week", metavar="WEEK")
-    _decider(sign, "signing")
-    listing = _command(cmds, "findings", report_review.findings, "list a week's findings")
-    listing.add_argument("week", metavar="WEEK")
-    listing.add_argument("--state", choices=["open", "ok", "flag"])
-    _json_flag(listing)
+    optional_decider(revoke)
+    json_flag(revoke)
 
 
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
-    ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
-    core = Core(app.config, app.store, app.box, app.clock)
-    try:
-        run_server(core)
-    finally:
-        core.shutdown()
+    with storelock.serving(app.config.paths.store):  # first: a restore waits for no store
+        ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
+        core = Core(app.config, app.store, app.box, app.clock)
+        try:
+            run_server(core)
+        finally:
+            core.shutdown()
     return Exit.OK
 
 
@@ -459,11 +363,14 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    init = _command(sub, "init", setup.run_init, "create a new bastion in DIR")
+    init = command(sub, "init", setup.run_init, "create a new bastion in DIR")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    init.add_argument("--tls-name", action="append", metavar="NAME",
+                      help="a DNS name or address the TLS certificate also covers (the load"
+                           " balancer's name when several nodes share it); repeatable")  # fmt: skip
     for door, listener in vars(Listeners()).items():  # the ports' defaults, declared there
         init.add_argument(f"--{door}-port", type=int, default=listener.port)
-    _json_flag(init)
+    json_flag(init)
     _add_user_commands(sub)
     _add_target_commands(sub)
     _add_access_commands(sub)
@@ -474,8 +381,9 @@ def build_parser() -> Parser:
     _add_query_commands(sub)
     _add_masking_commands(sub)
     _add_unmask_commands(sub)
-    _add_report_commands(sub)
-    _command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
+    add_report_commands(sub)
+    add_store_commands(sub)
+    command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 
 

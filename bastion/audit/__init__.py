@@ -17,6 +17,7 @@ from bastion.audit.report_runs import ReportRunQueries
 from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
+from bastion.audit.restores import Restore, RestoreQueries
 from bastion.audit.reviewing import ReviewerReadQueries, SessionFilter
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
@@ -45,6 +46,7 @@ __all__ = [
     "QueryStart",
     "RecordingInfo",
     "ReportWeek",
+    "Restore",
     "ReviewedFinding",
     "SessionFilter",
     "SessionQueries",
@@ -75,6 +77,7 @@ class Store(
     ReviewerReadQueries,
     WebSessionQueries,
     EventLogQueries,
+    RestoreQueries,
     CancelKeyQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.audit.chain import KeySource, canonical_json
+from bastion.audit.restores import Restore, explaining
 
 ANCHOR_PURPOSE = "bastion audit anchor v1"
 TAG = "bastion-anchor"
@@ -114,10 +115,15 @@ def read_anchors(path: Path, key: bytes) -> tuple[list[Anchor], list[str]]:
 
 
 def check(
-    anchors: Sequence[Anchor], head_seq: int, mac_at: Callable[[int], str | None]
+    anchors: Sequence[Anchor],
+    head_seq: int,
+    mac_at: Callable[[int], str | None],
+    restores: Sequence[Restore] = (),
 ) -> list[str]:
     """What the chain contradicts: an anchored event that is gone or differs, or a chain that
-    ends before the last anchor (events deleted from its end)."""
+    ends before the last anchor (events deleted from its end). An anchor of an event that a
+    chained restore dropped (sent before the restore) is explained, not contradicted."""
+    anchors = [anchor for anchor in anchors if explaining(restores, anchor.seq, anchor.at) is None]
     problems = []
     beyond = [anchor for anchor in anchors if anchor.seq > head_seq]
     if beyond:

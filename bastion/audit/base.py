@@ -296,12 +296,7 @@ class StoreBase:
             log.warning("audit.anchor_write_failed", path=str(self.anchor_path), error=str(exc))
 
     def read_anchor(self) -> tuple[int, str] | None:
-        try:
-            text = self.anchor_path.read_text(encoding="ascii").split()
-            seq, digest = int(text[0]), text[1]
-        except (OSError, ValueError, IndexError):
-            return None
-        return (seq, digest) if len(digest) == 64 else None
+        return chain.read_head_file(self.anchor_path)
 
     def events(self, after: int = 0, limit: int | None = None) -> list[ChainedEvent]:
         sql = "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq"

@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 GENESIS = "0" * 64
@@ -290,6 +291,16 @@ def verify(rows: Iterable[ChainedEvent], key: bytes | None = None) -> Verdict:
         if failed is not None:
             return failed
     return walk.end()
+
+
+def read_head_file(path: Path) -> tuple[int, str] | None:
+    """The (seq, MAC) a store's head file records, or None if it is missing or unreadable."""
+    try:
+        text = path.read_text(encoding="ascii").split()
+        seq, digest = int(text[0]), text[1]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (seq, digest) if len(digest) == 64 else None
 
 
 def check_anchor(verdict: Verdict, anchor_seq: int, anchor_hash: str, known: str | None) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bastion.audit import anchors
 from bastion.audit.anchors import anchor_key, parse_spec, read_anchors
 from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.audit.qlogbind import EVERYTHING
+from bastion.audit.restores import Restore, restore_problems
 from bastion.commands.app import App
 from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
@@ -20,7 +22,7 @@ from bastion.reports import pack, querycheck
 from bastion.reports.signing import ReportKeyError, load_private_key
 
 
-def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
+def anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
     """--anchors FILE..., else the file sinks of [audit] anchors."""
     if args.anchors:
         return list(args.anchors)
@@ -28,18 +30,22 @@ def _anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
     return [Path(where) for kind, where in specs if kind == "file"]
 
 
-def anchor_problems(app: App, files: list[Path], head_seq: int) -> tuple[int, list[str]]:
+def anchor_problems(
+    app: App, files: list[Path], head_seq: int, restores: Sequence[Restore] = ()
+) -> tuple[int, list[str]]:
     """How many signed heads the files hold, and everything that disagrees with the chain."""
     key = anchor_key(app.box)
     count, problems = 0, []
     for path in files:
         found, bad = read_anchors(path, key)
         count += len(found)
-        problems += bad + anchors.check(found, head_seq, app.store.mac_at)
+        problems += bad + anchors.check(found, head_seq, app.store.mac_at, restores)
     return count, problems
 
 
-def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
+def pack_problems(
+    app: App, head_seq: int, restores: Sequence[Restore] = ()
+) -> tuple[int, list[str]]:
     """The weekly review packs' signed chain heads: how many packs, and every one the chain
     contradicts (the latest end head first) or whose signature fails. They outlive the head
     file: a tail deleted before the last signed head shows even if that file was rewritten."""
@@ -51,7 +57,7 @@ def pack_problems(app: App, head_seq: int) -> tuple[int, list[str]]:
     except ReportKeyError as exc:
         return 0, [f"the review packs in {reports} cannot be checked: {exc.message}"]
     good, bad = pack.signed_heads(reports, public)
-    return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at)
+    return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at, restores)
 
 
 # Chained with a statement's text, or its outcome (the server's message may quote values).
@@ -111,10 +117,13 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     the check and its result are chained as `audit.verified` (unless the chain is in doubt)."""
     progress = quiet if app.as_json else terminal_progress()
     verdict = walk_chain(app, progress)
-    files = _anchor_files(app, args)
-    anchored, anchor_bad = anchor_problems(app, files, verdict.head_seq) if verdict.ok else (0, [])
-    packs, pack_bad = pack_problems(app, verdict.head_seq) if verdict.ok else (0, [])
-    anchor_bad = pack_bad + anchor_bad
+    files = anchor_files(app, args)
+    restores = app.store.restores(verdict.head_seq) if verdict.ok else []
+    anchored, anchor_bad = (
+        anchor_problems(app, files, verdict.head_seq, restores) if verdict.ok else (0, [])
+    )
+    packs, pack_bad = pack_problems(app, verdict.head_seq, restores) if verdict.ok else (0, [])
+    anchor_bad = restore_problems(restores, app.store.mac_at) + pack_bad + anchor_bad
     recorded, rec_bad = (
         recording_problems(app, verdict.head_seq, progress) if verdict.ok else (0, [])
     )
@@ -136,6 +145,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "review_packs_checked": packs,
         "recording_problems": rec_bad,
         "query_log_problems": query_bad,
+        "restores": [found.describe() for found in restores],
     }
     data["ok"] = data["ok"] and not query_bad
     result, text = _outcome(app, verdict, files, anchor_bad, rec_bad)
@@ -144,6 +154,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     if result == "intact":
         text = _intact_text(verdict, anchored, len(files), recorded)
         text += f"; {packs} signed review pack(s) agree" if packs else ""
+        text += "".join(f"\nRESTORED: {found.describe()}" for found in restores)
     detail = {"command": "audit verify", "ok": result == "intact", "result": result,
               "from_seq": 1, "to_seq": verdict.head_seq, "events": verdict.checked,
               "recordings": recorded, "anchors": anchored, "review_packs": packs}  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 from pathlib import Path
 
 from bastion.audit import ChainKey, Event, Store
@@ -22,6 +24,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     if config_path.exists():
         raise Conflict(f"{config_path} exists already; refusing to overwrite it")
     text = _config_text(args)
+    hosts, addresses = tls_names(args.tls_name or [])  # refused before anything is written
     directory.mkdir(parents=True, exist_ok=True)
     config = _write_config(config_path, text)
     paths = config.paths
@@ -36,7 +39,7 @@ def run_init(app: App, args: argparse.Namespace) -> int:
     paths.recordings.mkdir(parents=True, exist_ok=True)
     paths.recordings.chmod(0o700)
     fingerprint = make_ssh_host_key(paths.ssh_host_key)
-    tls = make_tls(paths.tls_cert.parent)
+    tls = make_tls(paths.tls_cert.parent, ["localhost", *hosts], ["127.0.0.1", "::1", *addresses])
     store = Store.create(paths.store, app.clock, ChainKey.of(SecretBox.load(paths.secrets_key)))
     store.append_events(
         [
@@ -70,6 +73,27 @@ def run_init(app: App, args: argparse.Namespace) -> int:
         f"next: bastion --config {config_path} user add NAME --role admin",
     )
     return 0
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def tls_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """--tls-name values as (DNS names, IP addresses) for the certificate; the name every
+    node answers to behind a load balancer goes here. One line for a name that is neither."""
+    hosts: list[str] = []
+    addresses: list[str] = []
+    for name in names:
+        try:
+            addresses.append(str(ipaddress.ip_address(name)))
+            continue
+        except ValueError:
+            pass
+        if not _HOSTNAME.fullmatch(name.lower()):
+            raise UsageError(f"--tls-name {name!r}: give a DNS name or an IP address")
+        hosts.append(name.lower())
+    return hosts, addresses
 
 
 def _config_text(args: argparse.Namespace) -> str:

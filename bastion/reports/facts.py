@@ -31,7 +31,7 @@ EVENT_KINDS = (
     "auth.totp_failed", "auth.failed", "auth.source_blocked", "recording.replayed",
     "recording.exported", "queries.listed", "audit.verified", "unmask.requested",
     "unmask.approved", "unmask.denied", "unmask.revoked", "ticket.issued", "ticket.revoked",
-    "session.kill_requested", "report.signed",
+    "session.kill_requested", "report.signed", "store.restored",
 )  # fmt: skip
 READ_TAGS = frozenset({"SELECT", "SHOW", "EXPLAIN", "FETCH", "COPY", "VALUES", "TABLE"})
 WRITE_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})

@@ -3,6 +3,7 @@ logins and lockouts, interrupted sessions, many addresses, large transfers; pure
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
@@ -135,6 +136,25 @@ def interrupted(facts: Facts, config: Config) -> list[Finding]:
                 (session_evidence(s),), subject=s["person"], **under(facts, s["grant_id"]))
         for s in facts.sessions if s["state"] == "interrupted"
     ]  # fmt: skip
+
+
+def restores(facts: Facts, config: Config) -> list[Finding]:
+    """Each restore of the store from a backup: the events after its backup are gone."""
+    found = []
+    for event in facts.events_of("store.restored"):
+        detail = json.loads(event["detail"])
+        kept, lost = int(detail["kept"]["seq"]), int(detail["lost_seq"])
+        gone = (
+            f"events {kept + 1} to {lost} were lost" if lost > kept else "no later event was seen"
+        )
+        found.append(Finding(
+            "store_restored", "high",
+            f"{event['actor']} restored the store from {detail['source']}: {gone}",
+            "Confirm the store was lost with the operators (reason given:"
+            f" {detail['reason']}); the anchors and last week's pack name the lost events.",
+            (event_evidence(event),), subject=event["actor"],
+            involved=(event["actor"],)))  # fmt: skip
+    return found
 
 
 def _address(client: str) -> str:

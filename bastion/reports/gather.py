@@ -55,7 +55,8 @@ RULES = (
     person_rules.break_glass, person_rules.outside_hours, person_rules.destructive,
     person_rules.escalation, person_rules.unmasks, access_rules.unused_grants,
     access_rules.long_grants, access_rules.weak_reasons, access_rules.failed_logins,
-    access_rules.interrupted, access_rules.many_addresses, access_rules.large_transfers,
+    access_rules.interrupted, access_rules.restores, access_rules.many_addresses,
+    access_rules.large_transfers,
     volume_rules.large_transfer_days, volume_rules.large_export_days, input_rules.unparsed_input,
 )  # fmt: skip
 

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bastion.audit import Verdict
 from bastion.audit.chain import GENESIS
+from bastion.audit.restores import Restore, explaining
 from bastion.errors import Conflict, UsageError
 from bastion.privatefiles import write_new
 from bastion.reports.model import ChainHead, utc
@@ -448,12 +449,18 @@ def signed_heads(
 
 
 def anchor_problems(
-    packs: list[tuple[Path, Manifest]], head_seq: int, mac_at: Callable[[int], str | None]
+    packs: list[tuple[Path, Manifest]],
+    head_seq: int,
+    mac_at: Callable[[int], str | None],
+    restores: Sequence[Restore] = (),
 ) -> list[str]:
-    """What the chain contradicts: the latest signed end head first, then any other."""
+    """What the chain contradicts: the latest signed end head first, then any other. A head
+    that a chained restore dropped (the pack made before the restore) is explained."""
     ordered = sorted(packs, key=lambda pack: pack[1].chain_end.seq, reverse=True)
     for directory, manifest in ordered:
         for which, head in (("end", manifest.chain_end), ("start", manifest.chain_start)):
+            if explaining(restores, head.seq, manifest.made_at) is not None:
+                continue
             if problem := head_problem(which, head, head_seq, mac_at):
                 return [f"review pack {manifest.week} ({directory}): {problem}"]
     return []

@@ -253,3 +253,20 @@ def test_one_scan_of_the_statements_folds_into_counts_people_and_volume() -> Non
     assert {v["session_id"]: (v["day"], v["n"], v["rows"]) for v in volume} == {
         "a": (0, 3, 30), "b": (0, 4, 8)
     }  # fmt: skip
+
+
+def test_a_restore_of_the_store_is_a_high_finding_the_restorer_cannot_pass(
+    tmp_path: Path,
+) -> None:
+    w = Week(tmp_path)
+    w.when(at(18, 10))
+    w.store.record_restore("carol", "nightly.db", "disk died", 40, {})
+    w.when(at(24, 9))
+    report = gather(w.store, load_config_text(tmp_path), WEEK, now=w.clock.now(),
+                    verification=INTACT)  # fmt: skip
+    [restored] = by_rule(report)["store_restored"]
+    kept = restored.evidence[0].ref
+    assert restored.severity == "high" and restored.involved == ("carol",)
+    assert (
+        f"events {int(kept)} to 40 were lost" in restored.title and "disk died" in restored.action
+    )

@@ -1,0 +1,137 @@
+"""Backups of the store, and restores as the chain records them: which lost events each explains.
+
+A restore puts back an older copy of the store: every event after the backup's head is gone.
+The witnesses kept outside the store (anchors, the head file, the review packs' signed heads)
+still name those lost events, so `audit verify` would rightly call it a deletion. A restore is
+therefore written into the chain itself, as the first event after the backup's head, naming
+who restored, why, the backup's head and the furthest lost event any witness saw. A witness
+written before that event and naming an event after the backup's head is then explained, and
+shown, instead of failing: the loss stays visible in every verify and weekly review, but it
+is an admitted, signed loss rather than a silent one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bastion.audit.base import StoreBase
+from bastion.audit.chain import ChainedEvent, Event, Verdict
+from bastion.audit.chainwalk import walk_store
+from bastion.errors import StoreError
+
+RESTORED_KIND = "store.restored"
+
+
+@dataclass(frozen=True)
+class Restore:
+    """One restore, as chained: event `seq` at `at`; the backup held events up to `kept_seq`."""
+
+    seq: int
+    at: str
+    actor: str
+    kept_seq: int
+    kept_mac: str
+    lost_seq: int  # the furthest event a witness named when restoring (kept_seq if none)
+    source: str
+    reason: str
+
+    def explains(self, seq: int, at: str) -> bool:
+        """Whether a witness written at `at`, naming event `seq`, saw an event this restore
+        dropped: written before the restore, about an event after the backup's head."""
+        return seq > self.kept_seq and at < self.at
+
+    def describe(self) -> str:
+        lost = self.lost_seq - self.kept_seq
+        what = f"events {self.kept_seq + 1} to {self.lost_seq} were lost" if lost > 0 else (
+            "no witness named a later event")  # fmt: skip
+        return (
+            f"the store was restored at {self.at} by {self.actor} from {self.source}, which"
+            f" ends at event {self.kept_seq}: {what} (reason: {self.reason})"
+        )
+
+
+def explaining(restores: Sequence[Restore], seq: int, at: str) -> Restore | None:
+    """The restore that explains a witness of event `seq` written at `at`, if any."""
+    return next((r for r in restores if r.explains(seq, at)), None)
+
+
+def restore_problems(restores: Sequence[Restore], mac_at: Callable[[int], str | None]) -> list[str]:
+    """A restore event must be the first event after the backup's head it names; one that is
+    not cannot explain anything (it was written into a chain it does not describe)."""
+    problems = []
+    for found in restores:
+        if found.seq != found.kept_seq + 1 or mac_at(found.kept_seq) != found.kept_mac:
+            problems.append(
+                f"event {found.seq} says the store was restored from a backup ending at event"
+                f" {found.kept_seq}, but it does not follow that event"
+            )
+    return problems
+
+
+def _restore(event: ChainedEvent) -> Restore | None:
+    try:
+        detail = json.loads(event.detail)
+        kept, lost = detail["kept"], detail["lost_seq"]
+        return Restore(event.seq, event.at, event.actor, int(kept["seq"]), str(kept["mac"]),
+                       int(lost), str(detail["source"]), str(detail["reason"]))  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class RestoreQueries(StoreBase):
+    """The store's side of backups and restores."""
+
+    def restores(self, up_to: int) -> list[Restore]:
+        """Every restore the chain records up to seq `up_to` (a verified head), oldest first;
+        a restore event whose detail cannot be read explains nothing."""
+        rows = self._rows(
+            "SELECT * FROM audit_events WHERE kind = ? AND seq <= ? ORDER BY seq",
+            [RESTORED_KIND, up_to],
+        )
+        found = (_restore(ChainedEvent(**row)) for row in rows)
+        return [r for r in found if r is not None]
+
+    def walk(self) -> Verdict:
+        """The chain walked and its table checked, without a head file (a backup has none)."""
+        key = None if self.chain_key is None else self.chain_key.secret
+        verdict = walk_store(self.events, self.path, key)
+        if verdict.ok and (problem := self._table_problem(verdict)):
+            return replace(verdict, ok=False, problem=problem, bad_seq=verdict.head_seq)
+        return verdict
+
+    def backup_to(self, dest: Path) -> None:
+        """A consistent copy of the whole store in a new file (0600), while others write."""
+        try:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError as exc:
+            raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from exc
+        try:
+            with self._lock:
+                self.conn.execute("VACUUM INTO ?", [str(dest)])
+        except Exception as exc:
+            dest.unlink(missing_ok=True)
+            raise StoreError(f"the backup to {dest} failed: {exc}") from exc
+
+    def record_restore(
+        self, actor: str, source: str, reason: str, lost_seq: int, extra: dict[str, Any]
+    ) -> ChainedEvent:
+        """Chain the restore as the first event after the restored head; refuses once anything
+        else has been written after it (the restore must describe the chain it sits in)."""
+        with self._write() as conn:
+            head = conn.execute(
+                "SELECT seq, row_hash, kind FROM audit_events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if head is None:
+                raise StoreError("the restored store holds no event: nothing to restore to")
+            seq, mac = int(head[0]), str(head[1])
+            detail = {"kept": {"seq": seq, "mac": mac}, "lost_seq": max(lost_seq, seq),
+                      "source": source, "reason": reason, **extra}  # fmt: skip
+            event = Event(RESTORED_KIND, actor, source, "high", None, detail)
+            return self._append(conn, [event])[0]

@@ -1,0 +1,192 @@
+"""`bastion store backup` and `bastion store restore`: a consistent copy, and putting one back.
+
+A restore never deletes: the store it replaces is moved aside beside it. The restored copy's
+chain is walked before anything changes, the restore is chained as the first event after the
+backup's head (naming the furthest event any witness saw, so the loss stays visible), and the
+admin who restores proves a TOTP code held in the restored copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from bastion import storelock
+from bastion.access.restoring import may_restore
+from bastion.audit import ChainKey, Store
+from bastion.audit.anchors import anchor_key, read_anchors
+from bastion.audit.chain import read_head_file
+from bastion.cli_common import Parser, command, json_flag
+from bastion.commands.app import App
+from bastion.commands.audit import anchor_files
+from bastion.errors import Conflict, Exit, StoreError, UsageError
+from bastion.identity.service import Identity
+from bastion.reports import pack
+from bastion.reports.signing import ReportKeyError, load_private_key
+
+SIDECARS = ("", "-wal", "-shm", ".head")  # the files an embedded store is made of
+
+
+def store_backup(app: App, args: argparse.Namespace) -> int:
+    """Copy the store, consistently even while bastions serve from it, and walk the copy."""
+    dest: Path = args.to
+    app.store.backup_to(dest)
+    copy = Store.open(dest, app.clock, ChainKey.of(app.box))
+    try:
+        verdict = copy.walk()
+    finally:
+        copy.close()
+    for sidecar in SIDECARS[1:]:  # the copy is one file: nothing beside it to lose
+        Path(f"{dest}{sidecar}").unlink(missing_ok=True)
+    if not verdict.ok:
+        dest.unlink()
+        raise StoreError(f"the copy's audit chain does not verify ({verdict.problem}); removed")
+    data = {"backup": str(dest), "events": verdict.checked, "head_seq": verdict.head_seq,
+            "head_mac": verdict.head_hash}  # fmt: skip
+    app.emit(data, (
+        f"backed up {app.config.paths.store} to {dest}: {verdict.checked} events, head"
+        f" {verdict.head_seq} {verdict.head_hash[:16]}. The secrets key"
+        f" ({app.config.paths.secrets_key}) is not in it: keep a copy of that apart"))  # fmt: skip
+    return Exit.OK
+
+
+def _witnesses(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every head recorded outside the backup: the store being replaced, its head file, the
+    anchors files and the review packs. Read before anything changes."""
+    store_path = app.config.paths.store
+    found: list[dict[str, Any]] = []
+    if store_path.is_file():
+        try:
+            old = Store(store_path, app.clock, ChainKey.of(app.box))
+            try:
+                found.append({"where": "the store replaced", "seq": old.chain_head()[0]})
+            finally:
+                old.close()
+        except StoreError:
+            pass  # a store too damaged to read witnesses nothing
+    head = read_head_file(store_path.with_name(store_path.name + ".head"))
+    if head is not None:
+        found.append({"where": "its head file", "seq": head[0]})
+    key = anchor_key(app.box)
+    for path in anchor_files(app, args):
+        anchors, _ = read_anchors(path, key)
+        if anchors:
+            found.append({"where": f"anchors in {path}", "seq": max(a.seq for a in anchors)})
+    try:
+        public = load_private_key(app.config.paths.report_signing_key).public_key()
+        good, _ = pack.signed_heads(app.config.paths.reports, public)
+    except ReportKeyError:
+        good = []
+    for directory, manifest in good:
+        found.append({"where": f"review pack {directory.name}", "seq": manifest.chain_end.seq})
+    return found
+
+
+def _copy_in(backup: Path, dest: Path) -> None:
+    """The backup, copied byte for byte into a new private file beside the store."""
+    if not backup.is_file():
+        raise UsageError(f"{backup} is not a file")
+    if Path(f"{backup}-wal").exists():
+        raise UsageError(f"{backup} has a write-ahead log beside it: it is an open store, not"
+                         " a backup (make one with `bastion store backup --to FILE`)")  # fmt: skip
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError as exc:
+        raise Conflict(f"{dest} exists: an earlier restore stopped half-way; remove it") from exc
+    with os.fdopen(fd, "wb") as out, backup.open("rb") as source:
+        shutil.copyfileobj(source, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _discard(path: Path) -> None:
+    for sidecar in SIDECARS:
+        Path(f"{path}{sidecar}").unlink(missing_ok=True)
+
+
+def _swap(store_path: Path, restoring: Path, stamp: str) -> Path:
+    """Move the store aside (every file of it) and the restored copy into its place."""
+    aside = store_path.with_name(f"{store_path.name}.before-restore-{stamp}")
+    for sidecar in SIDECARS:
+        if Path(f"{store_path}{sidecar}").exists():
+            os.rename(f"{store_path}{sidecar}", f"{aside}{sidecar}")
+    for sidecar in SIDECARS:
+        if Path(f"{restoring}{sidecar}").exists():
+            os.rename(f"{restoring}{sidecar}", f"{store_path}{sidecar}")
+    directory = os.open(store_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return aside
+
+
+def _prove(app: App, store: Store, name: str) -> None:
+    """The admin restoring proves a code held in the restored copy (their TOTP step is used
+    there, after the restore event)."""
+    if sys.stdin.isatty():
+        code = getpass.getpass(f"{name}'s verification code: ")
+    else:
+        code = sys.stdin.readline().strip()
+    identity = Identity(store, app.box, app.clock, app.config.totp, app.config.lockout)
+    may_restore(identity.require_totp(name, code, app.actor))
+
+
+def store_restore(app: App, args: argparse.Namespace) -> int:
+    """Put a backup back in the store's place, with the restore chained; see the module."""
+    store_path: Path = app.config.paths.store
+    reason = " ".join(args.reason.split())
+    if not reason:
+        raise UsageError("--reason: say why the store is restored")
+    restoring = store_path.with_name(store_path.name + ".restoring")
+    with storelock.alone(store_path, "restoring it"):
+        witnesses = _witnesses(app, args)
+        _copy_in(args.backup, restoring)
+        try:
+            copy = Store.open(restoring, app.clock, ChainKey.of(app.box))
+            try:
+                verdict = copy.walk()
+                if not verdict.ok:
+                    raise StoreError(f"the backup's audit chain does not verify: {verdict.problem}")
+                lost = max((w["seq"] for w in witnesses), default=0)
+                event = copy.record_restore(args.as_user, args.backup.name, reason, lost,
+                                            {"witnesses": witnesses})  # fmt: skip
+                _prove(app, copy, args.as_user)
+            finally:
+                copy.close()
+            aside = _swap(store_path, restoring, app.clock.now().strftime("%Y%m%dT%H%M%S"))
+        except BaseException:
+            _discard(restoring)
+            raise
+    kept = event.seq - 1
+    data = {"restored": str(store_path), "from": str(args.backup), "kept_seq": kept,
+            "lost_seq": max(lost, kept), "restore_seq": event.seq, "moved_aside": str(aside),
+            "witnesses": witnesses}  # fmt: skip
+    gone = (
+        f"events {kept + 1} to {lost} are lost" if lost > kept else "no witness saw a later event"
+    )
+    app.emit(data, (f"restored {store_path} from {args.backup}: the chain keeps events 1 to"
+                    f" {kept}; {gone}; the restore is event {event.seq}. The replaced store"
+                    f" is kept at {aside}"))  # fmt: skip
+    return Exit.OK
+
+
+def add_store_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    group = sub.add_parser("store", help="the store: back it up, restore a backup")
+    cmds = group.add_subparsers(dest="store_command", required=True, parser_class=Parser)
+    backup = command(cmds, "backup", store_backup, "copy the store consistently, even live")
+    backup.add_argument("--to", type=Path, required=True, metavar="FILE")
+    json_flag(backup)
+    restore = command(cmds, "restore", store_restore, "put a backup back, the loss chained")
+    restore.add_argument("backup", type=Path, metavar="FILE")
+    restore.add_argument("--as", dest="as_user", metavar="NAME", required=True,
+                         help="the admin restoring (their TOTP code is asked)")  # fmt: skip
+    restore.add_argument("--reason", required=True, help="why the store is restored")
+    restore.add_argument("--anchors", type=Path, nargs="+", metavar="FILE",
+                         help="anchors files (default: the file sinks configured)")  # fmt: skip
+    json_flag(restore)

@@ -1,0 +1,50 @@
+"""The lock file beside an embedded store: every `serve` shares it, a restore needs it alone."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bastion.errors import Conflict, StoreError
+
+
+def lock_path(store: Path) -> Path:
+    return store.with_name(store.name + ".lock")
+
+
+def _open(store: Path) -> int:
+    try:
+        return os.open(lock_path(store), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                       0o600)  # fmt: skip
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {lock_path(store)}: {exc.strerror}") from exc
+
+
+@contextmanager
+def serving(store: Path) -> Iterator[None]:
+    """Held (shared) for as long as a bastion serves from this store; several nodes may."""
+    fd = _open(store)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def alone(store: Path, doing: str) -> Iterator[None]:
+    """Held (exclusive) while the store's files are replaced; refuses while any bastion serves."""
+    fd = _open(store)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise Conflict(
+                f"a bastion is serving from {store}: stop every `bastion serve` before {doing}"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
