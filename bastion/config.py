@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
+from bastion.config_cluster import ClusterPolicy
 from bastion.config_policies import (
-    ClusterPolicy,
     GrantPolicy,
     NotifyPolicy,
     PostgresPolicy,
@@ -387,8 +387,8 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         notify=_section(NotifyPolicy, "notify.", values),
         reports=_section(ReportPolicy, "reports.", values),
         web=_section(WebPolicy, "web.", values),
-        cluster=_section(ClusterPolicy, "cluster.", values),
         logging=_section(LoggingConfig, "logging.", values),
+        cluster=_section(ClusterPolicy, "cluster.", values),
         targets=MappingProxyType(targets),
     )
 
@@ -396,11 +396,16 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
-def _check_sections(config: Config) -> None:
-    for name in ("reports", "postgres", "cluster"):
-        problem = getattr(config, name).problem()
-        if problem is not None:
-            raise _Bad((name, problem[0]), problem[1])
+def _check_reports(reports: ReportPolicy) -> None:
+    problem = reports.problem()
+    if problem is not None:
+        raise _Bad(("reports", problem[0]), problem[1])
+
+
+def _check_cluster(cluster: ClusterPolicy) -> None:
+    problem = cluster.problem()
+    if problem is not None:
+        raise _Bad(("cluster", problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -438,6 +443,12 @@ def _check_listeners(listeners: Listeners) -> None:
         seen.append((name, mine))
 
 
+def _check_postgres(postgres: PostgresPolicy) -> None:
+    problem = postgres.problem()
+    if problem is not None:
+        raise _Bad(("postgres", problem[0]), problem[1])
+
+
 def _read(file: Path, shown: str) -> dict[str, object]:
     """Read and parse the TOML file, turning every failure into a one-line ConfigError."""
     try:
@@ -473,9 +484,11 @@ def load_config(path: str | Path) -> Config:
         }
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
+        _check_postgres(config.postgres)
         _check_webhook(config.notify.webhook_url)
-        _check_sections(config)
+        _check_reports(config.reports)
         _check_anchors(config.audit)
+        _check_cluster(config.cluster)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

@@ -49,7 +49,6 @@ class PostgresPolicy(DoorLimits):
         return None
 
 
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
@@ -61,22 +60,6 @@ def host_port(text: str) -> tuple[str, int] | None:
     if not 1 <= int(port) <= 65535:
         return None
     return host.strip("[]"), int(port)
-
-
-@dataclass(frozen=True)
-class ClusterPolicy:
-    """This node among the bastions sharing one store."""
-
-    node: str = ""  # "" is the host's name
-
-    def problem(self) -> tuple[str, str] | None:
-        """(key, what is wrong) for a value that cannot work, else None."""
-        if self.node and not _NODE.fullmatch(self.node):
-            return (
-                "node",
-                "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        return None
 
 
 @dataclass(frozen=True)

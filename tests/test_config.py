@@ -565,18 +565,15 @@ def test_a_weekly_review_setting_that_cannot_work_is_refused_at_load(
     ('[postgres]\ncancel_advertise = "::1:6432"', "postgres.cancel_advertise", "in brackets"),
     ('[postgres]\ncancel_advertise = "b1:70000"', "postgres.cancel_advertise", "not host:port"),
     ('[postgres]\ncancel_advertise = "a b:1"', "postgres.cancel_advertise", "not host:port"),
-    ('[cluster]\nnode = "-a"', "cluster.node", "starting with a letter or digit"),
-    ('[cluster]\nnode = "a/b"', "cluster.node", "1-63 letters"),
 ])  # fmt: skip
-def test_a_node_name_or_cancel_address_that_cannot_work_is_refused_at_load(
+def test_a_cancel_address_that_cannot_work_is_refused_at_load(
     tmp_path: Path, text: str, key: str, problem: str
 ) -> None:
     config_error(write(tmp_path, text + "\n"), key, problem)
 
 
-def test_cancel_addresses_and_node_names_that_work(tmp_path: Path) -> None:
-    text = '[postgres]\ncancel_advertise = "[::1]:6432"\n[cluster]\nnode = "bastion-1.eu"\n'
-    config = load_config(write(tmp_path, text))
-    assert (config.postgres.cancel_advertise, config.cluster.node) == ("[::1]:6432", "bastion-1.eu")
+def test_cancel_addresses_that_work(tmp_path: Path) -> None:
+    text = '[postgres]\ncancel_advertise = "[::1]:6432"\n'
+    assert load_config(write(tmp_path, text)).postgres.cancel_advertise == "[::1]:6432"
     assert host_port("[::1]:6432") == ("::1", 6432)
     assert host_port("bastion-1.internal:6432") == ("bastion-1.internal", 6432)

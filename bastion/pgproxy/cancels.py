@@ -59,7 +59,7 @@ WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, n
 
 def node_name(core: Core) -> str:
     """This node's name among those sharing the store: [cluster] node, else the host's."""
-    return core.config.cluster.node or socket.gethostname()
+    return core.config.cluster.node_name()
 
 
 def advertised(core: Core, port: int) -> str:
