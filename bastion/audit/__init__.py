@@ -67,6 +67,7 @@ class Store(
     RequestQueries,
     SessionQueries,
     QueryQueries,
+    CancelKeyQueries,
     OutboxQueries,
     UnmaskQueries,
     TicketQueries,
@@ -78,7 +79,6 @@ class Store(
     WebSessionQueries,
     EventLogQueries,
     RestoreQueries,
-    CancelKeyQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
