@@ -368,8 +368,8 @@ def build_parser() -> Parser:
     init.add_argument("--tls-name", action="append", metavar="NAME",
                       help="a DNS name or address the TLS certificate also covers (the load"
                            " balancer's name when several nodes share it); repeatable")  # fmt: skip
-    for door, listener in vars(Listeners()).items():  # the ports' defaults, declared there
-        init.add_argument(f"--{door}-port", type=int, default=listener.port)
+    for door in Listeners.DOORS:  # the ports' defaults, declared there
+        init.add_argument(f"--{door}-port", type=int, default=getattr(Listeners(), door).port)
     json_flag(init)
     _add_user_commands(sub)
     _add_target_commands(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -57,6 +58,10 @@ class Listeners:
     ssh: Listener = Listener(port=2222)  # port 22 stays with the host's sshd
     postgres: Listener = Listener(port=6432)  # 5432 stays free for a real PostgreSQL
     web: Listener = Listener(port=8080)
+    DOORS: ClassVar[tuple[str, ...]] = ("ssh", "postgres", "web")
+    # Load balancers whose connections start with a PROXY protocol header naming the client
+    # (addresses or networks); empty: no header is read from anyone.
+    proxy_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -369,12 +374,10 @@ def _section(cls: type[D], prefix: str, values: Mapping[str, Value]) -> D:
 
 def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPolicy]) -> Config:
     """Assemble the dataclasses; each field is named after its key in the schema."""
-    listeners = {
-        f.name: _section(Listener, f"listeners.{f.name}.", values) for f in fields(Listeners)
-    }
+    listeners = {name: _section(Listener, f"listeners.{name}.", values) for name in Listeners.DOORS}
     return Config(
         path=path,
-        listeners=Listeners(**listeners),
+        listeners=Listeners(**listeners, proxy_from=_strings_of(values["listeners.proxy_from"])),
         paths=_section(Paths, "paths.", values),
         totp=_section(TotpPolicy, "totp.", values),
         lockout=_section(LockoutPolicy, "lockout.", values),
@@ -426,10 +429,20 @@ def _check_anchors(audit: AuditPolicy) -> None:
         raise _Bad(("audit", "anchor_every"), "must be between 1s and 1m")
 
 
+def _strings_of(value: Value) -> tuple[str, ...]:
+    return tuple(str(item) for item in value) if isinstance(value, tuple) else ()
+
+
 def _check_listeners(listeners: Listeners) -> None:
-    """Refuse two enabled listeners that would fight over one port."""
+    """Refuse two enabled listeners that would fight over one port, and a balancer address
+    that is not an address or network."""
+    for network in listeners.proxy_from:
+        try:
+            ipaddress.ip_network(network, strict=True)
+        except ValueError as exc:
+            raise _Bad(("listeners", "proxy_from"), f"{network!r}: {exc}") from None
     seen: list[tuple[str, Listener]] = []
-    for name in (f.name for f in fields(Listeners)):
+    for name in Listeners.DOORS:
         mine: Listener = getattr(listeners, name)
         if not mine.enabled:
             continue

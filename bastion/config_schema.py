@@ -115,6 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     *_listener("ssh", "SSH"),
     *_listener("postgres", "PostgreSQL"),
     *_listener("web", "web console"),
+    Setting("listeners.proxy_from", "strings", "Load balancers that send a PROXY header."),
     Setting("paths.store", "path", "SQLite store with the audit trail."),
     Setting("paths.recordings", "path", "Directory for session recordings."),
     Setting("paths.secrets_key", "path", "Key that seals secrets at rest."),

@@ -36,6 +36,7 @@ class Client:
     frames: pgwire.FrameReader
     address: str
     tls: bool = False
+    proxied: bool = False  # the address is a load balancer's word, not this socket's peer
 
     async def _fill(self) -> bool:
         data = await self.reader.read(256 * 1024)
@@ -80,6 +81,10 @@ class Client:
 
     @property
     def loopback(self) -> bool:
+        """On this machine, so plain TCP never crosses a network: never said of a client a
+        balancer speaks for (the balancer's hop to the bastion is a network's)."""
+        if self.proxied:
+            return False
         try:
             return ipaddress.ip_address(self.address.split("%")[0]).is_loopback
         except ValueError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import ssl
 from typing import Any
 
@@ -23,6 +24,7 @@ from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
+from bastion.proxied import ProxiedListener, Trusted, open_streams
 from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.postgres")
@@ -46,6 +48,7 @@ class PgDoor:
         self.live: dict[str, PgSession] = {}
         self.by_key: dict[int, PgSession] = {}
         self._server: asyncio.Server | None = None
+        self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
         self._handlers: set[asyncio.Task[Any]] = set()
         self.limiter = limiter_for(core.config.postgres)
         policy = core.config.postgres
@@ -67,6 +70,13 @@ class PgDoor:
         return context
 
     async def start(self) -> None:
+        trusted = Trusted(self.core.config.listeners.proxy_from)
+        if trusted:
+            where = self.listener.address, self.listener.port
+            self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
+            self.port = await self._proxied.start()
+            self.summaries.start()
+            return
         self._server = await asyncio.start_server(
             self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
         )
@@ -80,6 +90,8 @@ class PgDoor:
         """End every session with a message and let each close its row before returning."""
         if self._server is not None:
             self._server.close()
+        if self._proxied is not None:
+            await self._proxied.close()
         for session in list(self.live.values()):
             await session.terminate("interrupted", "the bastion is shutting down")
         if self._handlers:
@@ -89,14 +101,20 @@ class PgDoor:
         await self.summaries.stop()
         await self.routes.stop()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accepted(self, sock: socket.socket, source: str) -> None:
+        """A connection the balancer-aware listener hands over, with its client's address."""
+        await self._handle(*await open_streams(sock, PRELOGIN_READ), source=source)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      source: str | None = None) -> None:  # fmt: skip
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
-        client = Client(reader, writer, frames, str(peer[0]))
+        address = source or str(peer[0])
+        client = Client(reader, writer, frames, address, proxied=address != str(peer[0]))
         try:
             found = await self._admitted(client)
             if found is not None:

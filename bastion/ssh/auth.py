@@ -64,6 +64,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         connections: set[BastionSSHServer] | None = None,
         *,
         summaries: Summaries | None = None,
+        source: str | None = None,
     ) -> None:
         self.core = core
         self.summaries = summaries
@@ -74,6 +75,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.state = LoginState()
         self.conn: asyncssh.SSHServerConnection | None = None
         self.source = "?"
+        self._claimed = source  # the client's address a trusted balancer's header gave
         self.admitted = False
         self._upstreams: dict[str, asyncssh.SSHClientConnection] = {}
         self._upstream_lock = asyncio.Lock()
@@ -85,7 +87,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.conn = conn
         self.connections.add(self)
         peer = conn.get_extra_info("peername") or ("?", 0)
-        self.source = str(peer[0])
+        self.source = self._claimed or str(peer[0])
         # asyncssh asks the connection itself about agent and X11 forwarding; answer here,
         # so each refusal is audited (recording cannot see inside a tunnel).
         conn.create_agent_listener = self._refuse_agent  # type: ignore[method-assign]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 import asyncssh
@@ -11,6 +13,7 @@ import structlog
 from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.config import Listener
 from bastion.core import Core
+from bastion.proxied import ProxiedListener, Trusted
 from bastion.ssh import twofactor
 from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
@@ -36,10 +39,12 @@ class SSHDoor:
         self.summaries = Summaries(core, "ssh")
         self.port = listener.port
         self._server: Any = None
+        self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
+        self._options: asyncssh.SSHServerConnectionOptions | None = None
         self.live: dict[str, ChannelSession] = {}  # session id -> its channel
         self.connections: set[BastionSSHServer] = set()  # open client connections
 
-    def _new_connection(self) -> BastionSSHServer:
+    def _new_connection(self, source: str | None = None) -> BastionSSHServer:
         """A connection's own view of the limiter, which may end it while it is in login:
         to make room for another address, or because its address failed too often."""
         holder: list[BastionSSHServer] = []
@@ -54,16 +59,15 @@ class SSHDoor:
 
         seat: PreauthLimiter = self.limiter.for_connection(evict)
         server = BastionSSHServer(self.core, seat, ChannelSession, self.live, self.connections,
-                                  summaries=self.summaries)  # fmt: skip
+                                  summaries=self.summaries, source=source)  # fmt: skip
         holder.append(server)
         return server
 
     async def start(self) -> None:
         twofactor.install()
         host_key = asyncssh.read_private_key(self.core.config.paths.ssh_host_key)
-        self._server = await asyncssh.create_server(
-            self._new_connection, self.listener.address, self.listener.port,
-            server_host_keys=[host_key],
+        options = await asyncssh.SSHServerConnectionOptions.construct(
+            server_factory=self._new_connection, server_host_keys=[host_key],
             login_timeout=self.core.config.ssh.login_grace.total_seconds(),
             agent_forwarding=False, x11_forwarding=False, allow_scp=False,
             server_version="bastion",
@@ -73,12 +77,35 @@ class SSHDoor:
             gss_host=None, gss_kex=False, gss_auth=False,
             encryption_algs=list(DOOR_CIPHERS), encoding=None, line_editor=False,
         )  # fmt: skip
+        trusted = Trusted(self.core.config.listeners.proxy_from)
+        if trusted:
+            self._options = options
+            where = self.listener.address, self.listener.port
+            self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
+            self.port = await self._proxied.start()
+            self.summaries.start()
+            return
+        self._server = await asyncssh.create_server(
+            self._new_connection, self.listener.address, self.listener.port, options=options
+        )
         sockets = self._server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.summaries.start()
 
+    async def _accepted(self, sock: socket.socket, source: str) -> None:
+        """A connection the balancer-aware listener hands over, with its client's address;
+        a login that fails ends here, told and audited by its BastionSSHServer."""
+
+        def server() -> BastionSSHServer:
+            return self._new_connection(source)
+
+        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+            await asyncssh.run_server(sock, options=self._options, server_factory=server)
+
     async def stop(self) -> None:
+        if self._proxied is not None:
+            await self._proxied.close()
         channels = list(self.live.values())
         for channel in channels:
             channel.end("the bastion is shutting down", "interrupted")

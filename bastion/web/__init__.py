@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import socket
 import ssl
 
 import structlog
@@ -11,8 +14,9 @@ from aiohttp import web
 from bastion.config import Listener
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
+from bastion.proxied import ProxiedListener, SourcedProtocol, Trusted
 from bastion.web.app import build_app
-from bastion.web.state import CORE_KEY
+from bastion.web.state import CORE_KEY, PROXIED_KEY
 
 log = structlog.get_logger("bastion.web")
 
@@ -64,15 +68,26 @@ class WebDoor:
         self.listener = listener
         self.core = core
         app = build_app(core, {"/healthz": healthz})
+        self._sources: dict[asyncio.BaseTransport, str] = {}  # clients behind balancers
+        app[PROXIED_KEY] = self._sources
         self._runner = web.AppRunner(app, access_log=None)
         self.port = listener.port
         self.live: dict[str, Killable] = {}  # web sign-ins are no target sessions
         self.tls = False
+        self._context: ssl.SSLContext | None = None
+        self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
 
     async def start(self) -> None:
         context = tls_context(self.core, self.listener)
         self.tls = context is not None
         await self._runner.setup()
+        trusted = Trusted(self.core.config.listeners.proxy_from)
+        if trusted:
+            self._context = context
+            where = self.listener.address, self.listener.port
+            self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
+            self.port = await self._proxied.start()
+            return
         site = web.TCPSite(self._runner, self.listener.address, self.listener.port,
                            ssl_context=context)  # fmt: skip
         await site.start()
@@ -81,5 +96,22 @@ class WebDoor:
         if sockets:
             self.port = sockets[0].getsockname()[1]
 
+    async def _accepted(self, sock: socket.socket, source: str) -> None:
+        """A connection the balancer-aware listener hands over, with its client's address
+        (which the console's handlers then see for this connection's requests)."""
+        server, sources = self._runner.server, self._sources
+        if server is None:
+            sock.close()
+            return
+
+        def protocol() -> SourcedProtocol:
+            return SourcedProtocol(server(), source, sources)
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError, TimeoutError):  # a failed TLS handshake, a reset
+            await loop.connect_accepted_socket(protocol, sock, ssl=self._context)
+
     async def stop(self) -> None:
+        if self._proxied is not None:
+            await self._proxied.close()
         await self._runner.cleanup()
