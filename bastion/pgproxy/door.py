@@ -75,14 +75,13 @@ class PgDoor:
             where = self.listener.address, self.listener.port
             self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
             self.port = await self._proxied.start()
-            self.summaries.start()
-            return
-        self._server = await asyncio.start_server(
-            self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
-        )
-        sockets = list(self._server.sockets or [])
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        else:
+            self._server = await asyncio.start_server(
+                self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
+            )
+            sockets = list(self._server.sockets or [])
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
         await self.routes.start(self.port)
         self.summaries.start()
 

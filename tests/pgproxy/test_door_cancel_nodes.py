@@ -44,13 +44,15 @@ format = "json"
 class Node:
     """One `bastion serve` of the shared home, with its own config, ports and log."""
 
-    def __init__(self, home: Path, name: str, advertise: str = "", pg_port: int = 0) -> None:
+    def __init__(
+        self, home: Path, name: str, advertise: str = "", pg_port: int = 0, extra: str = ""
+    ) -> None:
         self.name, self.home = name, home
         self.ssh_port, self.pg_port = free_port(), pg_port or free_port()
         self.config = home / f"node-{name}.toml"
         self.log = home / f"node-{name}.log"
         text = CONFIG.format(port=self.ssh_port, postgres="true", pg_port=self.pg_port)
-        text += UNMASKED + NODE.format(advertise=advertise, name=name)
+        text += UNMASKED + NODE.format(advertise=advertise, name=name) + extra
         self.config.write_text(text, encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -120,8 +122,8 @@ class Cluster:
         self.store = Store.open(b.config.paths.store, FakeClock(), ChainKey.of(b.box))
         self.nodes: dict[str, Node] = {}
 
-    def node(self, name: str, advertise: str = "", pg_port: int = 0) -> Node:
-        self.nodes[name] = Node(self.bastion.home, name, advertise, pg_port)
+    def node(self, name: str, advertise: str = "", pg_port: int = 0, extra: str = "") -> Node:
+        self.nodes[name] = Node(self.bastion.home, name, advertise, pg_port, extra)
         return self.nodes[name]
 
     def url(self, node: Node) -> str:
@@ -185,8 +187,8 @@ async def logged(node: Node, event: str) -> list[dict[str, Any]]:
     return node.logged(event)
 
 
-def two_nodes(cluster: Cluster, advertise_a: str = "") -> tuple[Node, Node]:
-    a, b = cluster.node("a", advertise_a), cluster.node("b")
+def two_nodes(cluster: Cluster, advertise_a: str = "", extra: str = "") -> tuple[Node, Node]:
+    a, b = cluster.node("a", advertise_a, extra=extra), cluster.node("b", extra=extra)
     a.start(cluster.store)
     b.start(cluster.store)
     return a, b
@@ -195,10 +197,16 @@ def two_nodes(cluster: Cluster, advertise_a: str = "") -> tuple[Node, Node]:
 # -- the cancel finds its session ------------------------------------------------------------
 
 
+# Behind load balancers the doors listen through the balancer-aware listener; the nodes reach
+# each other directly (from addresses that are no balancer's).
+BEHIND_BALANCERS = '[listeners]\nproxy_from = ["127.0.0.3"]\n'
+
+
+@pytest.mark.parametrize("extra", ["", BEHIND_BALANCERS], ids=["plain", "behind-balancers"])
 def test_a_query_through_node_a_is_cancelled_by_a_cancel_sent_to_node_b(
-    cluster: Cluster, pg: PgDatabase
+    cluster: Cluster, pg: PgDatabase, extra: str
 ) -> None:
-    a, b = two_nodes(cluster)
+    a, b = two_nodes(cluster, extra=extra)
     asyncio.run(_cancelled_through_b(cluster, a, b, pg))
     [routed] = b.logged("postgres.cancel_routed")
     assert routed["outcome"] == "forwarded to node a"
