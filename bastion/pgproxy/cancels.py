@@ -12,6 +12,8 @@ The key goes to a peer only inside TLS, and only once the peer has shown the ver
 certificate this node serves (the nodes share one): an address in the store that names
 anything else (a typo, or a row an admin with the store wrote) is sent an SSLRequest and
 nothing more. A node without a certificate serves loopback only, and forwards so too.
+A node whose own address is one the nodes read PROXY headers from (listeners.proxy_from,
+the same on every node) opens with a LOCAL header, as a balancer's own check would.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bastion.audit import CancelOwner
 from bastion.config_policies import host_port
 from bastion.core import Core
 from bastion.errors import BastionError
+from bastion.proxied import Trusted
+from bastion.proxyproto import V2_SIGNATURE
 from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.postgres")
@@ -54,6 +58,7 @@ MAX_UNREACHABLE = 1024  # addresses remembered as unreachable; past it, all forg
 FORWARDED_BUDGET = 1000  # per sending address per minute, as the door's Tally counts
 MAC_BYTES = 32  # HMAC-SHA-256 of a forwarded cancel, after its key
 FORWARD_PURPOSE = "bastion postgres forwarded cancel v1"  # the MAC key's HKDF info
+LOCAL_HEADER = V2_SIGNATURE + bytes([0x20, 0x00, 0x00, 0x00])  # PROXY v2 LOCAL, no addresses
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
@@ -115,6 +120,7 @@ class CancelRoutes:
         self.node = node_name(core)
         self.address = ""  # set by start(), once the door's port is known
         self.pin = pinned_certificate(core.config.paths.tls_cert)
+        self.balancers = Trusted(core.config.listeners.proxy_from)
         self._mac_key = core.box.hkdf(FORWARD_PURPOSE)  # the same on every node
         self._routing = 0
         self._unreachable: dict[str, datetime] = {}  # address -> not tried before then
@@ -224,7 +230,8 @@ class CancelRoutes:
         if now < self._unreachable.get(owner.address, now):
             return f"node {owner.node} was unreachable a moment ago"
         try:
-            await asyncio.wait_for(_send(*where, packet, self.pin), FORWARD_TIMEOUT)
+            sending = _send(*where, packet, self.pin, self.balancers)
+            await asyncio.wait_for(sending, FORWARD_TIMEOUT)
         except PeerRefused as exc:
             log.warning("postgres.cancel_peer_refused", node=owner.node, address=owner.address,
                         why=str(exc))  # fmt: skip
@@ -237,13 +244,17 @@ class CancelRoutes:
         return f"forwarded to node {owner.node}"
 
 
-async def _send(host: str, port: int, packet: bytes, pin: bytes | None) -> None:
+async def _send(host: str, port: int, packet: bytes, pin: bytes | None, balancers: Trusted) -> None:
     """The forwarded request on a connection of its own (closed after, as ever): inside TLS
-    to a peer showing `pin`, or without a certificate, in clear on this host."""
+    to a peer showing `pin`, or without a certificate, in clear on this host; after a LOCAL
+    PROXY header when the peer reads one from this node's address."""
     if pin is None and not _loopback(host):
         raise PeerRefused("no certificate here to forward to another host under TLS")
     reader, writer = await asyncio.open_connection(host, port)
     try:
+        mine = writer.get_extra_info("sockname")
+        if mine and str(mine[0]) in balancers:
+            writer.write(LOCAL_HEADER)
         if pin is not None:
             await _tls(reader, writer, host, pin)
         writer.write(packet)

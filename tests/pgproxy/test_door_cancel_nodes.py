@@ -27,6 +27,7 @@ from bastion.clock import FakeClock
 from bastion.pki import TlsFiles, make_tls
 from tests.harness import CONFIG, Bastion
 from tests.pgproxy.conftest import UNMASKED, alice_on
+from tests.realhaproxy import HAProxy, Route
 from tests.realpg import PgDatabase
 from tests.realssh import free_port
 
@@ -91,11 +92,15 @@ class Node:
         self.send(pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True)))
 
     def send(self, packet: bytes) -> None:
-        """One start-up packet on a connection of its own; returns once the node has closed
-        it (it has done whatever it will do with it)."""
-        with socket.create_connection(("127.0.0.1", self.pg_port), timeout=10) as sock:
-            sock.sendall(packet)
-            assert sock.recv(1) == b""
+        send_to(self.pg_port, packet)
+
+
+def send_to(port: int, packet: bytes) -> None:
+    """One start-up packet on a connection of its own; returns once the far end has closed
+    it (the node has done whatever it will do with it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(packet)
+        assert sock.recv(1) == b""
 
 
 def until(done: Callable[[], bool], what: str, timeout: float = 20) -> None:
@@ -430,3 +435,32 @@ def test_a_node_that_is_down_is_not_tried_again_at_once(cluster: Cluster) -> Non
     b.cancel(4343, 2)
     outcomes = [r["outcome"] for r in b.logged("postgres.cancel_routed")]
     assert outcomes == ["node c could not be reached", "node c was unreachable a moment ago"]
+
+
+def test_behind_haproxy_a_cancel_sent_to_node_b_cancels_the_query_on_node_a(
+    cluster: Cluster, pg: PgDatabase, tmp_path: Path
+) -> None:
+    """The issue's check behind a real HAProxy (send-proxy-v2). The nodes sit on the
+    balancers' own network (proxy_from covers every loopback address, theirs too), so each
+    connection must open with a PROXY header: node b's forward to a opens with a LOCAL one."""
+    a, b = two_nodes(cluster, extra='[listeners]\nproxy_from = ["127.0.0.0/8"]\n')
+    with HAProxy(tmp_path / "haproxy", [Route("to_a", [a.pg_port]),
+                                        Route("to_b", [b.pg_port])]) as lb:  # fmt: skip
+        asyncio.run(_through_haproxy(cluster, lb, pg))
+    assert [r["outcome"] for r in b.logged("postgres.cancel_routed")] == ["forwarded to node a"]
+
+
+async def _through_haproxy(cluster: Cluster, lb: HAProxy, pg: PgDatabase) -> None:
+    url = PgDatabase("127.0.0.1", lb.port("to_a"), "orders-prod", "alice",
+                     cluster.tickets.pop(0)).url  # fmt: skip
+    conn = await asyncpg.connect(url, ssl="require")  # TLS: the balancer's hop is a network's
+    try:
+        query = asyncio.ensure_future(conn.fetchval(SLEEP))
+        await wait_until(lambda: sleeping(pg), "the query to run upstream")
+        pid, secret = key_of(conn)
+        cancel = pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True))
+        await asyncio.to_thread(send_to, lb.port("to_b"), cancel)
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await asyncio.wait_for(query, 20)
+    finally:
+        await conn.close()
