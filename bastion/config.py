@@ -456,12 +456,6 @@ def _check_listeners(listeners: Listeners) -> None:
         seen.append((name, mine))
 
 
-def _check_postgres(postgres: PostgresPolicy) -> None:
-    problem = postgres.problem()
-    if problem is not None:
-        raise _Bad(("postgres", problem[0]), problem[1])
-
-
 def _read(file: Path, shown: str) -> dict[str, object]:
     """Read and parse the TOML file, turning every failure into a one-line ConfigError."""
     try:
@@ -497,7 +491,6 @@ def load_config(path: str | Path) -> Config:
         }
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
-        _check_postgres(config.postgres)
         _check_webhook(config.notify.webhook_url)
         _check_reports(config.reports)
         _check_anchors(config.audit)

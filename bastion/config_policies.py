@@ -3,6 +3,7 @@ requests, notifications, sessions and the weekly review (bastion.config loads th
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,17 +50,20 @@ class PostgresPolicy(DoorLimits):
         return None
 
 
-_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}")
 
 
 def host_port(text: str) -> tuple[str, int] | None:
     """("host", port) from "host:port" or "[v6]:port"; None when it is not that."""
     host, sep, port = text.rpartition(":")
-    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or len(port) > 5:
+    if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         return None
-    if not 1 <= int(port) <= 65535:
-        return None
-    return host.strip("[]"), int(port)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        except ValueError:
+            return None
+    return (host, int(port)) if _HOST.fullmatch(host) else None
 
 
 @dataclass(frozen=True)

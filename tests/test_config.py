@@ -22,7 +22,7 @@ from bastion.config import (
     TotpPolicy,
     load_config,
 )
-from bastion.config_policies import GrantPolicy, host_port
+from bastion.config_policies import GrantPolicy
 from bastion.config_schema import SETTINGS, documented_keys
 from bastion.config_text import default_config_text
 from bastion.durations import format_duration, parse_duration
@@ -558,22 +558,3 @@ def test_a_weekly_review_setting_that_cannot_work_is_refused_at_load(
     tmp_path: Path, line: str, key: str, problem: str
 ) -> None:
     config_error(write(tmp_path, f"[reports]\n{line}\n"), f"reports.{key}", problem)
-
-
-@pytest.mark.parametrize(("text", "key", "problem"), [
-    ('[postgres]\ncancel_advertise = "bastion-1"', "postgres.cancel_advertise", "not host:port"),
-    ('[postgres]\ncancel_advertise = "::1:6432"', "postgres.cancel_advertise", "in brackets"),
-    ('[postgres]\ncancel_advertise = "b1:70000"', "postgres.cancel_advertise", "not host:port"),
-    ('[postgres]\ncancel_advertise = "a b:1"', "postgres.cancel_advertise", "not host:port"),
-])  # fmt: skip
-def test_a_cancel_address_that_cannot_work_is_refused_at_load(
-    tmp_path: Path, text: str, key: str, problem: str
-) -> None:
-    config_error(write(tmp_path, text + "\n"), key, problem)
-
-
-def test_cancel_addresses_that_work(tmp_path: Path) -> None:
-    text = '[postgres]\ncancel_advertise = "[::1]:6432"\n'
-    assert load_config(write(tmp_path, text)).postgres.cancel_advertise == "[::1]:6432"
-    assert host_port("[::1]:6432") == ("::1", 6432)
-    assert host_port("bastion-1.internal:6432") == ("bastion-1.internal", 6432)

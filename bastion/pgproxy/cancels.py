@@ -38,7 +38,7 @@ from bastion.access.tally import Tally
 from bastion.audit import CancelOwner
 from bastion.config_policies import host_port
 from bastion.core import Core
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigError
 from bastion.proxied import Trusted
 from bastion.proxyproto import V2_SIGNATURE
 from bastion.summaries import Summaries
@@ -72,6 +72,9 @@ def advertised(core: Core, port: int) -> str:
     address (the host's name when it binds every address) and the port it listens on."""
     configured = core.config.postgres.cancel_advertise
     if configured:
+        problem = core.config.postgres.problem()  # checked here: config.py is full
+        if problem is not None:
+            raise ConfigError(str(core.config.path), f"postgres.{problem[0]}", problem[1])
         return configured
     address = core.config.listeners.postgres.address
     host = socket.gethostname() if address in WILDCARDS else address

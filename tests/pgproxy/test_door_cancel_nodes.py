@@ -24,6 +24,7 @@ import pytest
 from bastion import pgwire as pw
 from bastion.audit import CancelOwner, ChainKey, Store
 from bastion.clock import FakeClock
+from bastion.errors import Exit
 from bastion.pki import TlsFiles, make_tls
 from tests.harness import CONFIG, Bastion
 from tests.pgproxy.conftest import UNMASKED, alice_on
@@ -464,3 +465,13 @@ async def _through_haproxy(cluster: Cluster, lb: HAProxy, pg: PgDatabase) -> Non
             await asyncio.wait_for(query, 20)
     finally:
         await conn.close()
+
+
+def test_a_node_whose_cancel_address_cannot_work_refuses_to_serve(cluster: Cluster) -> None:
+    """An advertised address peers could not use is refused in one line when the door
+    starts, not found out at the first cancel."""
+    a = cluster.node("a", "bastion-1")  # no port
+    done = subprocess.run([sys.executable, "-m", "bastion", "--config", str(a.config), "serve"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == Exit.CONFIG, done.stderr
+    assert "postgres.cancel_advertise: 'bastion-1' is not host:port" in done.stderr
