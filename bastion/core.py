@@ -27,7 +27,6 @@ from bastion.access.stepup import SESSION as STEP_UP_SESSION
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
-    CancelOwner,
     CommandLine,
     Event,
     FileOp,
@@ -37,6 +36,7 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
+from bastion.audit.cancelkeys import CancelKeyQueries
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
@@ -118,6 +118,7 @@ class Core:
     unmasking: Unmasking = field(init=False)
     tickets: Tickets = field(init=False)
     requests: Requests = field(init=False)
+    cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
@@ -132,6 +133,7 @@ class Core:
         self.unmasking = Unmasking(self.store, self.config, self.clock)
         self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
         self.requests = Requests(self.store, self.config, self.clock)
+        self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.
@@ -294,21 +296,6 @@ class Core:
             await self.run(self.store.close_session, session_id, state, reason, recording)
         finally:
             self.sessions_changed()
-
-    # -- cancel keys: which node holds each pid (bastion/pgproxy/cancels.py) -------------
-
-    async def claim_cancel_pid(self, pid: int, node: str, address: str, session: str) -> bool:
-        """Take pid for a session of `node`; False when any node holds it already."""
-        return await self.run(self.store.claim_cancel_pid, pid, node, address, session)
-
-    async def release_cancel_pid(self, pid: int, node: str, session: str) -> None:
-        await self.run(self.store.release_cancel_pid, pid, node, session)
-
-    async def clear_cancel_pids(self, node: str) -> int:
-        return await self.run(self.store.clear_cancel_pids, node)
-
-    async def cancel_owner(self, pid: int) -> CancelOwner | None:
-        return await self.run(self.store.cancel_owner, pid)
 
     # -- live sessions, for the console: every door's, and word of each change -----------
 

@@ -134,7 +134,8 @@ class CancelRoutes:
         """Advertise this door; the sessions this node held before it started are gone, so
         the pids the store still gives it are forgotten."""
         self.address = advertised(self.core, port)
-        left = await self.core.clear_cancel_pids(self.node)
+        keys = self.core.cancel_keys
+        left = await self.core.run(keys.clear_cancel_pids, self.node)
         if left:
             log.info("postgres.cancel_keys_cleared", node=self.node, count=left)
         self.forwarded.start()
@@ -149,7 +150,9 @@ class CancelRoutes:
             pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
             if not pid or pid in held:
                 continue
-            if await self.core.claim_cancel_pid(pid, self.node, self.address, session_id):
+            keys = self.core.cancel_keys
+            if await self.core.run(keys.claim_cancel_pid, pid, self.node, self.address,
+                                   session_id):  # fmt: skip
                 return pid
         raise BastionError("no cancel key could be claimed in the store")
 
@@ -157,7 +160,8 @@ class CancelRoutes:
         """The session ended: its pid names nothing (if the store fails now, the row stays
         until this node starts again, and a cancel sent to it finds nothing here)."""
         try:
-            await self.core.release_cancel_pid(pid, self.node, session_id)
+            keys = self.core.cancel_keys
+            await self.core.run(keys.release_cancel_pid, pid, self.node, session_id)
         except BastionError as exc:
             log.warning("postgres.cancel_key_kept", error=exc.message)
 
@@ -215,7 +219,7 @@ class CancelRoutes:
 
     async def _route(self, pid: int, key: bytes) -> str:
         try:
-            owner = await self.core.cancel_owner(pid)
+            owner = await self.core.run(self.core.cancel_keys.cancel_owner, pid)
         except BastionError:
             return "the store could not be read"
         if owner is None:
