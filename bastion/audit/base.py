@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from bastion.audit import chain
+from bastion.audit import chain, nul
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.chainwalk import CHUNK, walk_store
 from bastion.audit.sqlconn import Conn, DbError, Dialect, SqliteConn, one
@@ -71,6 +71,15 @@ def migrations(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def _nul_free(event: Event) -> Event:
+    """The event with a NUL a client put in its actor or subject escaped (bastion/audit/nul.py;
+    the detail is JSON, which escapes it anyway), so every engine holds and chains it alike."""
+    actor, subject = nul.escape(event.actor), nul.escape(event.subject)
+    if actor == event.actor and subject == event.subject:
+        return event
+    return replace(event, actor=actor, subject=subject)
 
 
 class StoreBase:
@@ -246,7 +255,7 @@ class StoreBase:
             events = [Event(chain.KEYED_KIND, "bastion", "", "notice", None, detail), *events]
         for event in events:
             seq += 1
-            row = chain.link(event, seq, at, prev, secret)
+            row = chain.link(_nul_free(event), seq, at, prev, secret)
             prev = row.row_hash
             out.append(row)
         if not out:

@@ -9,6 +9,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
+from bastion.audit.nul import escape, escape_opt
 from bastion.audit.records import OpenSession, SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
@@ -194,15 +195,16 @@ class SessionQueries(StoreBase):
         return [(r["id"], r["kill_requested_by"], r["kill_reason"] or "") for r in rows]
 
     def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
-
+        """Keep a session's commands; their text is stored NUL-escaped (bastion/audit/nul.py)
+        and read back as stored."""
         if not commands:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
                 " uncertain) VALUES (?,?,?,?,?,?)",
-                [(session_id, iso(c.at), c.channel, c.text, int(c.reconstructed), c.uncertain)
-                 for c in commands],
+                [(session_id, iso(c.at), c.channel, escape(c.text), int(c.reconstructed),
+                  escape_opt(c.uncertain)) for c in commands],
             )  # fmt: skip
 
     def commands(self, session_id: str) -> list[CommandLine]:
@@ -219,14 +221,15 @@ class SessionQueries(StoreBase):
         ]
 
     def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
+        """Keep a session's file operations; paths and statuses are stored NUL-escaped."""
         if not ops:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
                 " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
-                [(session_id, iso(o.at), o.operation, o.path, o.path2, o.size, o.sha256,
-                  o.status) for o in ops],
+                [(session_id, iso(o.at), o.operation, escape(o.path), escape_opt(o.path2),
+                  o.size, o.sha256, escape(o.status)) for o in ops],
             )  # fmt: skip
 
     def file_ops(self, session_id: str) -> list[FileOp]:
