@@ -156,9 +156,13 @@ class SqliteConn:
         """The store's connection to its file (created empty if missing: callers check)."""
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=15)
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+        try:
             for pragma in PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:
+            conn.close()
             raise _mapped(exc) from exc
         return cls(conn)
 
@@ -220,7 +224,10 @@ class SqliteConn:
         if self._recorded(number):
             return False
         row = ", ".join(_literal(v) for v in (number, name, applied_at))
-        script = f"BEGIN IMMEDIATE;\nINSERT INTO schema_migrations VALUES ({row});\n{sql}\n"
+        script = (
+            "BEGIN IMMEDIATE;\nINSERT INTO schema_migrations (number, name, applied_at)"
+            f" VALUES ({row});\n{sql}\n"
+        )
         try:
             if FOREIGN_KEYS_OFF in sql:
                 self._conn.execute("PRAGMA foreign_keys=OFF")
@@ -235,7 +242,9 @@ class SqliteConn:
                 self._conn.execute("ROLLBACK")
             if self._recorded(number):
                 return False
-            raise exc if isinstance(exc, DbError) else _mapped(exc) from exc
+            if isinstance(exc, DbError):
+                raise
+            raise _mapped(exc) from exc
         finally:
             self._conn.execute("PRAGMA foreign_keys=ON")
 
