@@ -103,7 +103,7 @@ class SessionQueries(StoreBase):
             conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
                 " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
-                (iso(self.clock.now()), state, reason,
+                (iso(self.clock.now()), state, escape(reason),  # it may quote a client
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
             )  # fmt: skip
@@ -166,7 +166,7 @@ class SessionQueries(StoreBase):
             conn.execute(
                 "UPDATE sessions SET kill_requested_at = ?, kill_requested_by = ?,"
                 " kill_reason = ? WHERE id = ?",
-                (iso(self.clock.now()), actor, reason, session_id),
+                (iso(self.clock.now()), actor, escape(reason), session_id),
             )
             event = Event("session.kill_requested", actor, found.user or "", "warning",
                           session_id, {"reason": reason, "target": found.target})  # fmt: skip

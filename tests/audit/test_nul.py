@@ -63,3 +63,13 @@ def test_a_nul_in_an_events_actor_or_subject_is_chained_escaped(store: Store) ->
     assert (event.actor, event.subject) == ("ssh:a\u24000b", "c\u24000")
     assert store.last_events(1)[0] == event
     assert store.verify_chain().ok
+
+
+def test_a_sessions_end_and_kill_reasons_are_stored_escaped(store: Store) -> None:
+    """A reason may quote what a client sent (an error naming its path, an admin's words)."""
+    store.request_kill("s1", "cli:admin", "stop\x00now")
+    assert store.pending_kills() == [("s1", "cli:admin", "stop\u24000now")]
+    store.close_session("s1", "killed", "ended: bad path /a\x00b")
+    [row] = store.sessions()
+    assert row.end_reason == "ended: bad path /a\u24000b"
+    assert store.verify_chain().ok
