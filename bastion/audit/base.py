@@ -147,19 +147,23 @@ class StoreBase:
     # -- schema -----------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        if not self.conn.table_exists("schema_migrations"):
-            return 0
-        row = one(self.conn.execute("SELECT max(number) FROM schema_migrations"))
+        with self._reading() as conn:
+            if not conn.table_exists("schema_migrations"):
+                return 0
+            row = one(conn.execute("SELECT max(number) FROM schema_migrations"))
         return int(row[0] or 0)
 
     def migrate(self) -> list[str]:
         """Apply every migration newer than the store, each in its own transaction."""
         applied = []
         with self._lock:
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
+            try:
+                self.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+            except DbError as exc:
+                raise StoreError(f"cannot use the store {self.path}: {exc}") from exc
             current = self.schema_version()
             for number, name, sql in migrations(self.conn.dialect):
                 if number <= current:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bastion.audit import Store
 from bastion.audit.sqlconn import FOREIGN_KEYS_OFF, DbError, Duplicate, SqliteConn, one
+from bastion.clock import FakeClock
+from bastion.errors import StoreError
 
 TABLES = (
     "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -150,3 +153,9 @@ def test_a_rebuild_must_leave_foreign_keys_whole(conn: SqliteConn) -> None:
     assert conn.apply_migration(4, "0004_p.sql", rebuilt, "2026-01-04T00:00:00.000000Z")
     with pytest.raises(DbError, match="FOREIGN KEY"):
         conn.execute("DELETE FROM p")  # foreign keys are on again after the rebuild
+
+
+def test_a_file_that_is_no_store_is_refused_as_a_store_error(path: Path) -> None:
+    path.write_bytes(b"not a database, " * 100)
+    with pytest.raises(StoreError, match="not a database"):
+        Store.open(path, FakeClock())
