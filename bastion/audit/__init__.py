@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.audit import sqliteutils  # noqa: F401 - first: sqlite-utils without pandas
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage

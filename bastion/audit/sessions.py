@@ -9,6 +9,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
+from bastion.audit.nul import escape, escape_opt
 from bastion.audit.records import OpenSession, SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
@@ -102,7 +103,7 @@ class SessionQueries(StoreBase):
             conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
                 " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
-                (iso(self.clock.now()), state, reason,
+                (iso(self.clock.now()), state, escape(reason),  # it may quote a client
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
             )  # fmt: skip
@@ -165,7 +166,7 @@ class SessionQueries(StoreBase):
             conn.execute(
                 "UPDATE sessions SET kill_requested_at = ?, kill_requested_by = ?,"
                 " kill_reason = ? WHERE id = ?",
-                (iso(self.clock.now()), actor, reason, session_id),
+                (iso(self.clock.now()), actor, escape(reason), session_id),
             )
             event = Event("session.kill_requested", actor, found.user or "", "warning",
                           session_id, {"reason": reason, "target": found.target})  # fmt: skip
@@ -194,15 +195,16 @@ class SessionQueries(StoreBase):
         return [(r["id"], r["kill_requested_by"], r["kill_reason"] or "") for r in rows]
 
     def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
-
+        """Keep a session's commands; their text is stored NUL-escaped (bastion/audit/nul.py)
+        and read back as stored."""
         if not commands:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
                 " uncertain) VALUES (?,?,?,?,?,?)",
-                [(session_id, iso(c.at), c.channel, c.text, int(c.reconstructed), c.uncertain)
-                 for c in commands],
+                [(session_id, iso(c.at), c.channel, escape(c.text), int(c.reconstructed),
+                  escape_opt(c.uncertain)) for c in commands],
             )  # fmt: skip
 
     def commands(self, session_id: str) -> list[CommandLine]:
@@ -219,14 +221,15 @@ class SessionQueries(StoreBase):
         ]
 
     def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
+        """Keep a session's file operations; paths and statuses are stored NUL-escaped."""
         if not ops:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
                 " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
-                [(session_id, iso(o.at), o.operation, o.path, o.path2, o.size, o.sha256,
-                  o.status) for o in ops],
+                [(session_id, iso(o.at), o.operation, escape(o.path), escape_opt(o.path2),
+                  o.size, o.sha256, escape(o.status)) for o in ops],
             )  # fmt: skip
 
     def file_ops(self, session_id: str) -> list[FileOp]:
