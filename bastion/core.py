@@ -24,6 +24,7 @@ from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
 from bastion.access.stepup import SESSION as STEP_UP_SESSION
+from bastion.access.storegrace import StoreGrace
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
@@ -36,15 +37,17 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
+from bastion.audit.cluster import node_lease
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
-from bastion.clock import Clock
+from bastion.clock import Clock, iso
 from bastion.config import Config
-from bastion.errors import Denied, StoreError
+from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
+from bastion.tasks import spawn
 
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
@@ -117,11 +120,14 @@ class Core:
     unmasking: Unmasking = field(init=False)
     tickets: Tickets = field(init=False)
     requests: Requests = field(init=False)
+    node: str = field(init=False)  # this node's name ([cluster] node)
+    grace: StoreGrace = field(init=False)  # whether the store answered lately (fail closed)
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
     writer: AuditWriter | None = field(default=None, init=False)
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
+    _lost_ids: set[str] = field(default_factory=set, init=False)  # ended for a lost store
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -131,6 +137,8 @@ class Core:
         self.unmasking = Unmasking(self.store, self.config, self.clock)
         self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
         self.requests = Requests(self.store, self.config, self.clock)
+        self.node = self.config.cluster.node_name()
+        self.grace = StoreGrace(self.config.cluster.store_grace)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.
@@ -169,7 +177,11 @@ class Core:
     # -- the one way in: bastion/access/admission.py decides, the core does the I/O -------
 
     def admission(self, door: str, source: str, user: str) -> Admission:
-        """A login beginning at `door` from `source`, for the person named `user`."""
+        """A login beginning at `door` from `source`, for the person named `user`; Denied
+        with one line while this node has lost its store (fail closed)."""
+        refusal = self.grace.refusal()
+        if refusal is not None:
+            raise Denied(refusal)
         return Admission(Attempt(door, source, user))
 
     async def login_facts(self, name: str) -> LoginFacts:
@@ -221,7 +233,12 @@ class Core:
         return found
 
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
-        """May this proven login open a session on `target` now? A refusal is audited."""
+        """May this proven login open a session on `target` now? A refusal is audited (one
+        for a lost store cannot be, and is logged)."""
+        lost = door_decision(admission, Decision(True, ""), self.grace.refusal())
+        if not lost.allowed:
+            log.warning("access.denied", user=admission.user, target=target, reason=lost.reason)
+            return lost
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
         if not decision.allowed:
@@ -283,7 +300,7 @@ class Core:
         await self.run(self.store.open_session, session_id=session_id, user=admission.user,
                        target=target, grant_id=grant_id, protocol=attempt.door,
                        client_addr=attempt.source, recording_path=recording_path,
-                       ticket_id=ticket_id)  # fmt: skip
+                       ticket_id=ticket_id, node=self.node)  # fmt: skip
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
@@ -376,23 +393,51 @@ class Core:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
         allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it looks every WATCH_EVERY, and no fault in one look or one session stops it. The
-        console lists the same sessions (live_sessions)."""
+        it ticks every WATCH_EVERY and starts a look at the store unless one is running, and
+        no fault in one look or one session stops it. A node that completes no look for longer
+        than [cluster] store_grace ends every session it serves and refuses logins until a
+        look completes again (StoreGrace). The console lists the same sessions."""
         self._lives = lives
+        look: asyncio.Task[None] | None = None
+        began = self.clock.now()
+        self.grace.looked(began)  # start-up has just read and written the store
         try:
             while True:
                 await asyncio.sleep(WATCH_EVERY)
-                try:
-                    await self._watch_once(lives)
-                except Exception as exc:  # keep watching; the store may come back
-                    log.error("session_watch_failed", error=repr(exc))
+                look, began = await self._tick(lives, look, began)
         finally:  # the server is stopping: the console's streams end with the watch
+            if look is not None:
+                look.cancel()
             self._lives = ()
             for feed in list(self._feeds):
                 feed.close()
 
+    async def _tick(self, lives: Sequence[Mapping[str, Killable]],
+                    look: asyncio.Task[None] | None,
+                    began: datetime) -> tuple[asyncio.Task[None], datetime]:  # fmt: skip
+        """One tick: take the last look's outcome, judge the grace, start the next look."""
+        now, missed = self.clock.now(), look is not None and not look.done()
+        if look is not None and look.done():
+            problem = None if look.cancelled() else look.exception()
+            if look.cancelled() or problem is not None:  # keep watching; it may come back
+                log.error("session_watch_failed", error=repr(problem))
+                missed = True
+            else:
+                since = self.grace.lost_since
+                if self.grace.looked(began):
+                    await self._store_back(lives, since, now)
+            look = None
+        if missed and (self.grace.missed(now) or self.grace.lost):
+            await self._store_lost(lives)
+        if look is None:
+            look, began = spawn(self._watch_once(lives), name="watch-look"), now
+        return look, began
+
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}
+        # A write: the node proves it can still commit (and tells the others it is alive).
+        await self.run(self.store.take_lease, node_lease(self.node), self.node,
+                       self.config.cluster.store_grace)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
         ended = await self.run(self.access.endings) if live else []
@@ -406,6 +451,36 @@ class Core:
             if session is not None:
                 await self._end(ending.session_id, session, ending.state, ending.message)
         await self._end_overstayed(live)
+
+    async def _store_lost(self, lives: Sequence[Mapping[str, Killable]]) -> None:
+        """Fail closed: end every session this node serves (their rows close when the store
+        answers again)."""
+        live = {key: session for sessions in lives for key, session in sessions.items()}
+        if live or not self._lost_ids:
+            log.error("store.lost", node=self.node, since=iso(self.grace.lost_since or
+                      self.clock.now()), ending=sorted(live))  # fmt: skip
+        self._lost_ids.update(live)
+        for session_id, session in live.items():
+            await self._end(session_id, session, "store_lost", self.grace.ended_message())
+        self.sessions_changed()
+
+    async def _store_back(self, lives: Sequence[Mapping[str, Killable]], since: datetime | None,
+                          now: datetime) -> None:  # fmt: skip
+        """The store answers again: logins are let in, the loss goes into the audit trail, and
+        the rows of the sessions ended for it that no door could close are closed now."""
+        live = {key for sessions in lives for key in sessions}
+        ended, self._lost_ids = self._lost_ids - live, set()
+        detail = {"node": self.node, "since": iso(since or now), "back_at": iso(now),
+                  "grace_seconds": int(self.grace.grace.total_seconds())}  # fmt: skip
+        log.warning("store.back", sessions_ended=len(ended), **detail)
+        with contextlib.suppress(BastionError):  # logged above; the store may fail again
+            await self.audit(Event("cluster.store_lost", f"node:{self.node}", self.node, "high",
+                                   detail=detail))  # fmt: skip
+        for session_id in sorted(ended):
+            with contextlib.suppress(BastionError):  # a door closed it already
+                await self.run(self.store.close_session, session_id, "store_lost",
+                               self.grace.ended_message())  # fmt: skip
+        self.sessions_changed()
 
     async def _end(self, session_id: str, session: Killable, state: str, message: str) -> None:
         """End one session; a fault there is logged and never keeps the others from ending."""

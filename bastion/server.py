@@ -17,6 +17,7 @@ import structlog
 from bastion import __version__
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
+from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core, Killable
@@ -80,10 +81,19 @@ class Server:
         return doors
 
     def recover(self) -> None:
-        """Sessions a crash left open are closed as interrupted; their recordings stay."""
-        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left)
+        """This node's sessions a crash left open are closed as interrupted; their recordings
+        stay. Sessions from before sessions named their node are closed too, unless another
+        node is alive on the store (it may be an older bastion serving them): they can only
+        come from a time when one bastion served the store alone."""
+        node = self.core.node
+        others = [name for name in self.store.live_nodes() if name != node]
+        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace)
+        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
+                                              node=node, unowned=not others)  # fmt: skip
         if closed:
-            log.warning("sessions.interrupted", count=len(closed), sessions=closed)
+            log.warning("sessions.interrupted", count=len(closed), sessions=closed, node=node)
+        if others:
+            log.info("cluster.nodes_alive", node=node, others=others)
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
@@ -175,6 +185,9 @@ class Server:
                 await door.stop()
         self.doors.clear()
         await self.core.stop_writer()
+        with contextlib.suppress(Exception):  # it expires by itself after store_grace
+            await self.core.run(self.store.release_lease, node_lease(self.core.node),
+                                self.core.node)  # fmt: skip
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")

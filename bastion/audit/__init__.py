@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bastion.audit import sqliteutils  # noqa: F401 - first: sqlite-utils without pandas
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
+from bastion.audit.cluster import ClusterQueries
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
@@ -73,6 +74,7 @@ class Store(
     ReviewerReadQueries,
     WebSessionQueries,
     EventLogQueries,
+    ClusterQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

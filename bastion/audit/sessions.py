@@ -65,21 +65,25 @@ class SessionQueries(StoreBase):
         client_addr: str,
         recording_path: str | None = None,
         ticket_id: int | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record a session as open; the audit event is durable before any byte is relayed."""
+        """Record a session as open, held by `node`; the audit event is durable before any byte
+        is relayed."""
         user_id = self._id_by_name("users", user)
         target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
-                " started_at, recording_path, ticket_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                " started_at, recording_path, ticket_id, node) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (session_id, user_id, target_id, grant_id, protocol, client_addr,
-                 iso(self.clock.now()), recording_path, ticket_id),
+                 iso(self.clock.now()), recording_path, ticket_id, node),
             )  # fmt: skip
             detail = {"target": target, "grant": grant_id, "protocol": protocol,
                       "client": client_addr}  # fmt: skip
             if ticket_id is not None:
                 detail["ticket"] = ticket_id
+            if node is not None:
+                detail["node"] = node
             self._append(
                 conn, [Event("session.opened", user, target, "notice", session_id, detail)]
             )
@@ -142,12 +146,24 @@ class SessionQueries(StoreBase):
         return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
 
     def close_interrupted(
-        self, actor: str, left: Callable[[str], RecordingInfo | None] | None = None
+        self,
+        actor: str,
+        left: Callable[[str], RecordingInfo | None] | None = None,
+        *,
+        node: str | None = None,
+        unowned: bool = True,
     ) -> list[str]:
-        """After a crash: every session still open is closed as interrupted. `left` hashes
-        what remains of a session's recording (None: nothing is there), so the chain holds
-        that hash too and a recording changed or removed later shows in `audit verify`."""
+        """After a crash: the sessions `node` holds that are still open are closed as
+        interrupted (every open session when no node is named), and with `unowned` those
+        opened before sessions named their node. `left` hashes what remains of a session's
+        recording (None: nothing is there), so the chain holds that hash too and a recording
+        changed or removed later shows in `audit verify`."""
         stale = self.sessions(open_only=True, limit=100_000)
+        if node is not None:
+            held = "(node = ? OR node IS NULL)" if unowned else "node = ?"
+            rows = self._rows(f"SELECT id FROM sessions WHERE ended_at IS NULL AND {held}", [node])
+            mine = {r["id"] for r in rows}
+            stale = [s for s in stale if s.id in mine]
         for found in stale:
             path = found.recording_path
             info = left(path) if left is not None and path else None

@@ -16,6 +16,7 @@ from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
 from bastion.core import Core
+from bastion.errors import Denied
 from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
 from bastion.ssh.login import Login, parse_login
@@ -176,7 +177,12 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.state.name = username
         self.state.login = parse_login(username)
         user = self.state.login.user
-        self.state.admission = self.core.admission("ssh", self.source, user)
+        try:
+            self.state.admission = self.core.admission("ssh", self.source, user)
+        except Denied as exc:  # this node has lost its store: one line, then goodbye
+            if self.conn is not None:
+                self.conn.send_auth_banner(f"bastion: {exc}\r\n")
+            raise asyncssh.PermissionDenied(str(exc)) from None
         facts = await self.core.login_facts(user)
         self.state.known = facts.known
         self.state.key_fingerprints = facts.key_fingerprints
