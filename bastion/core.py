@@ -437,7 +437,7 @@ class Core:
         live = {key: session for sessions in lives for key, session in sessions.items()}
         # A write: the node proves it can still commit (and tells the others it is alive).
         await self.run(self.store.take_lease, node_lease(self.node), self.node,
-                       self.config.cluster.store_grace)  # fmt: skip
+                       self.config.cluster.store_grace, quiet=True)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
         ended = await self.run(self.access.endings) if live else []

@@ -87,7 +87,8 @@ class Server:
         come from a time when one bastion served the store alone."""
         node = self.core.node
         others = [name for name in self.store.live_nodes() if name != node]
-        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace)
+        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace,
+                              quiet=True)  # fmt: skip
         closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
                                               node=node, unowned=not others)  # fmt: skip
         if closed:
@@ -122,7 +123,8 @@ class Server:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
-        detail = {"version": __version__, "doors": [d.name for d in self.doors]}
+        detail = {"version": __version__, "doors": [d.name for d in self.doors],
+                  "node": self.core.node}  # fmt: skip
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
         self._started = True

@@ -29,12 +29,14 @@ def node_lease(node: str) -> str:
 
 
 class ClusterQueries(StoreBase):
-    def take_lease(self, name: str, holder: str, ttl: timedelta) -> Lease | None:
+    def take_lease(self, name: str, holder: str, ttl: timedelta, *,
+                   quiet: bool = False) -> Lease | None:  # fmt: skip
         """Take the lease `name` for `holder` until now + `ttl` (the store's clock), if it is
         free, expired or held by `holder` already (then it is renewed, same term); None when
         someone else holds it. Atomic: decided inside one write transaction, and each write
         is conditional on what was read, so two nodes never both hold it. A change of hands
-        (not a renewal) is chained as `cluster.lease_taken`."""
+        (not a renewal) is chained as `cluster.lease_taken`, unless `quiet` (a node's own
+        presence: `bastion.started` says it)."""
         if ttl <= timedelta(0):
             raise ValueError("a lease lasts for a positive time")
         now = self.clock.now()
@@ -62,7 +64,7 @@ class ClusterQueries(StoreBase):
                 term, taken = term + 1, at
             if conn.execute(sql, params).rowcount != 1:
                 return None  # taken meanwhile: the conditional write found it changed
-            if previous != holder:
+            if previous != holder and not quiet:
                 detail = {"lease": name, "term": term, "expires_at": until, "from": previous}
                 self._append(conn, [Event("cluster.lease_taken", holder, name, "info",
                                           detail=detail)])  # fmt: skip

@@ -180,8 +180,6 @@ class BastionSSHServer(asyncssh.SSHServer):
         try:
             self.state.admission = self.core.admission("ssh", self.source, user)
         except Denied as exc:  # this node has lost its store: one line, then goodbye
-            if self.conn is not None:
-                self.conn.send_auth_banner(f"bastion: {exc}\r\n")
             raise asyncssh.PermissionDenied(str(exc)) from None
         facts = await self.core.login_facts(user)
         self.state.known = facts.known
