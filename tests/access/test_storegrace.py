@@ -1,0 +1,63 @@
+"""StoreGrace: a node is lost only when no look at the store has completed for longer than the
+grace, seen on two ticks in a row, and found again by the next look that completes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bastion.access.admission import Admission, Attempt, door_decision
+from bastion.access.grants import Decision
+from bastion.access.storegrace import StoreGrace
+
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_the_grace_runs_from_the_last_look_that_completed() -> None:
+    grace = StoreGrace(timedelta(seconds=30))
+    assert not grace.looked(at(0))
+    assert not grace.missed(at(10)) and not grace.missed(at(20))
+    assert not grace.missed(at(30))  # exactly the grace: not yet
+    assert grace.missed(at(30.5))  # past it: lost, once
+    assert grace.lost and grace.lost_since == at(0)
+    assert not grace.missed(at(40))  # still lost, said once
+    refusal = grace.refusal()
+    assert refusal is not None and "since 2026-12-07T09:00:00.000000Z" in refusal
+    assert "30 s" in grace.ended_message()
+    assert grace.looked(at(41))  # a look completed: found again
+    assert not grace.lost and grace.refusal() is None and grace.misses == 0
+
+
+def test_one_slow_look_across_a_clock_jump_is_no_loss() -> None:
+    """A test's clock may jump hours while one look is in flight: one miss is not enough."""
+    grace = StoreGrace(timedelta(seconds=30))
+    grace.looked(at(0))
+    assert not grace.missed(at(7200))
+    assert not grace.looked(at(7200))
+    assert not grace.missed(at(7200.5)) and not grace.lost
+
+
+def test_failed_looks_count_as_misses_from_the_first() -> None:
+    grace = StoreGrace(timedelta(seconds=30))
+    assert not grace.missed(at(0))  # no look has ever completed: the grace starts here
+    assert not grace.missed(at(29))
+    assert grace.missed(at(31))
+
+
+def test_an_older_look_completing_late_does_not_move_the_grace_back() -> None:
+    grace = StoreGrace(timedelta(seconds=30))
+    grace.looked(at(20))
+    grace.looked(at(10))
+    assert grace.reached_at == at(20)
+
+
+def test_a_lost_store_refuses_every_door_whatever_the_grants_say() -> None:
+    proven = Admission(Attempt("ssh", "10.0.0.7", "alice"), first_factor="publickey",
+                       authenticated=True)  # fmt: skip
+    granted = Decision(True, "grant 7")
+    assert door_decision(proven, granted) is granted
+    refused = door_decision(proven, granted, "this bastion cannot reach its audit store")
+    assert not refused.allowed and refused.reason.startswith("this bastion cannot reach")
