@@ -8,6 +8,7 @@ import gc
 import os
 import signal
 import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,7 @@ from bastion.tasks import spawn
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
+NAMESAKE_WAIT = 2.0  # seconds to watch a live-looking presence of this node's own name
 
 
 class ServeError(BastionError):
@@ -68,6 +70,7 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self.anchorer: Anchorer | None = None
         self._anchors_failing = False
+        self._present = False  # this node's presence lease is taken (released at stop)
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -86,15 +89,32 @@ class Server:
         node is alive on the store (it may be an older bastion serving them): they can only
         come from a time when one bastion served the store alone."""
         node = self.core.node
+        self._refuse_a_namesake(node)
         others = [name for name in self.store.live_nodes() if name != node]
         self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace,
                               quiet=True)  # fmt: skip
+        self._present = True
         closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
                                               node=node, unowned=not others)  # fmt: skip
         if closed:
             log.warning("sessions.interrupted", count=len(closed), sessions=closed, node=node)
         if others:
             log.info("cluster.nodes_alive", node=node, others=others)
+
+    def _refuse_a_namesake(self, node: str) -> None:
+        """Two processes serving as one node would close each other's sessions: if this
+        node's presence has not expired, it is a crashed predecessor's unless it is renewed
+        meanwhile (a live node renews it every look), and then this one does not start."""
+        held = self.store.lease(node_lease(node))
+        if held is None or held.expires_at <= self.core.clock.now():
+            return
+        time.sleep(NAMESAKE_WAIT)  # on the store's thread, before any door listens
+        again = self.store.lease(node_lease(node))
+        if again is not None and again.renewed_at != held.renewed_at:
+            raise ServeError(
+                f"cluster.node: another bastion is serving as node {node!r} on this store"
+                f" (alive at {iso(again.renewed_at)}); give each node its own name"
+            )
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
@@ -187,9 +207,11 @@ class Server:
                 await door.stop()
         self.doors.clear()
         await self.core.stop_writer()
-        with contextlib.suppress(Exception):  # it expires by itself after store_grace
-            await self.core.run(self.store.release_lease, node_lease(self.core.node),
-                                self.core.node)  # fmt: skip
+        if self._present:  # a namesake refused at start-up leaves the live one's alone
+            self._present = False
+            with contextlib.suppress(Exception):  # it expires by itself after store_grace
+                await self.core.run(self.store.release_lease, node_lease(self.core.node),
+                                    self.core.node)  # fmt: skip
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")

@@ -151,3 +151,37 @@ def test_a_revocation_while_a_serves_ends_a_session_held_by_b(tmp_path: Path,
     finally:
         node_a.stop()
         node_b.stop()
+
+
+def test_a_second_process_with_a_live_nodes_name_does_not_start(tmp_path: Path,
+                                                                sshd: Sshd) -> None:  # fmt: skip
+    """Two processes serving as one node would close each other's sessions at start-up."""
+    a, node_a, node_b, _ = two_nodes(tmp_path, sshd)
+    namesake = node_b.config.read_text().replace('node = "b"', 'node = "a"')
+    node_b.config.write_text(namesake)
+    try:
+        node_a.start()
+        with session_through(a, node_a, tmp_path / "client") as tmux:
+            done = node_b.cli("serve")
+            assert done.returncode != 0
+            assert "another bastion is serving as node 'a' on this store" in done.stderr
+            assert "give each node its own name" in done.stderr
+            tmux.type_text("echo still-here", enter=True)
+            tmux.wait_for(re.compile(r"still-here\n\$"))
+            [(_, state, node)] = open_rows(a)
+            assert (state, node) == ("open", "a")
+            wait_until(lambda: "a" in live_nodes(a))  # its presence was left alone
+        node_a.stop(signal.SIGKILL)
+        node_b.start()  # a crashed: its presence stands but is not renewed, so this starts
+        assert [row[1] for row in open_rows(a)] == ["interrupted"]
+    finally:
+        node_a.stop()
+        node_b.stop()
+
+
+def live_nodes(a: Bastion) -> list[str]:
+    store = Store.open(a.config.paths.store, SystemClock())
+    try:
+        return store.live_nodes()
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ class Lease:
     term: int
     taken_at: datetime
     expires_at: datetime
+    renewed_at: datetime
 
 
 def node_lease(node: str) -> str:
@@ -68,7 +69,7 @@ class ClusterQueries(StoreBase):
                 detail = {"lease": name, "term": term, "expires_at": until, "from": previous}
                 self._append(conn, [Event("cluster.lease_taken", holder, name, "info",
                                           detail=detail)])  # fmt: skip
-        return Lease(name, holder, int(term), parse_iso(str(taken)), parse_iso(until))
+        return Lease(name, holder, int(term), parse_iso(str(taken)), parse_iso(until), now)
 
     def release_lease(self, name: str, holder: str) -> bool:
         """Give up a lease `holder` holds (it expires now); False when it holds none."""
@@ -84,13 +85,15 @@ class ClusterQueries(StoreBase):
     def lease(self, name: str) -> Lease | None:
         """The lease's row as the store holds it (it may have expired), or None."""
         rows = self._rows(
-            "SELECT name, holder, term, taken_at, expires_at FROM leases WHERE name = ?", [name]
+            "SELECT name, holder, term, taken_at, expires_at, renewed_at FROM leases"
+            " WHERE name = ?",
+            [name],
         )
         if not rows:
             return None
         r = rows[0]
         return Lease(r["name"], r["holder"], int(r["term"]), parse_iso(r["taken_at"]),
-                     parse_iso(r["expires_at"]))  # fmt: skip
+                     parse_iso(r["expires_at"]), parse_iso(r["renewed_at"]))  # fmt: skip
 
     def live_nodes(self) -> list[str]:
         """The nodes whose presence lease has not expired (the store's clock), by name."""
