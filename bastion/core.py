@@ -41,12 +41,13 @@ from bastion.audit.cluster import node_lease
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
-from bastion.clock import Clock, iso
+from bastion.clock import Clock
 from bastion.config import Config
-from bastion.errors import BastionError, Denied, StoreError
+from bastion.errors import Denied, StoreError
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
+from bastion.storeloss import StoreLoss
 from bastion.tasks import spawn
 
 P = ParamSpec("P")
@@ -127,7 +128,7 @@ class Core:
     writer: AuditWriter | None = field(default=None, init=False)
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
-    _lost_ids: set[str] = field(default_factory=set, init=False)  # ended for a lost store
+    _loss: StoreLoss = field(default_factory=StoreLoss, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -425,10 +426,10 @@ class Core:
             else:
                 since = self.grace.lost_since
                 if self.grace.looked(began):
-                    await self._store_back(lives, since, now)
+                    await self._loss.found_again(self, _merged(lives), since, now)
             look = None
         if missed and (self.grace.missed(now) or self.grace.lost):
-            await self._store_lost(lives)
+            await self._loss.end_all(self, _merged(lives))
         if look is None:
             look, began = spawn(self._watch_once(lives), name="watch-look"), now
         return look, began
@@ -451,36 +452,6 @@ class Core:
             if session is not None:
                 await self._end(ending.session_id, session, ending.state, ending.message)
         await self._end_overstayed(live)
-
-    async def _store_lost(self, lives: Sequence[Mapping[str, Killable]]) -> None:
-        """Fail closed: end every session this node serves (their rows close when the store
-        answers again)."""
-        live = {key: session for sessions in lives for key, session in sessions.items()}
-        if live or not self._lost_ids:
-            log.error("store.lost", node=self.node, since=iso(self.grace.lost_since or
-                      self.clock.now()), ending=sorted(live))  # fmt: skip
-        self._lost_ids.update(live)
-        for session_id, session in live.items():
-            await self._end(session_id, session, "store_lost", self.grace.ended_message())
-        self.sessions_changed()
-
-    async def _store_back(self, lives: Sequence[Mapping[str, Killable]], since: datetime | None,
-                          now: datetime) -> None:  # fmt: skip
-        """The store answers again: logins are let in, the loss goes into the audit trail, and
-        the rows of the sessions ended for it that no door could close are closed now."""
-        live = {key for sessions in lives for key in sessions}
-        ended, self._lost_ids = self._lost_ids - live, set()
-        detail = {"node": self.node, "since": iso(since or now), "back_at": iso(now),
-                  "grace_seconds": int(self.grace.grace.total_seconds())}  # fmt: skip
-        log.warning("store.back", sessions_ended=len(ended), **detail)
-        with contextlib.suppress(BastionError):  # logged above; the store may fail again
-            await self.audit(Event("cluster.store_lost", f"node:{self.node}", self.node, "high",
-                                   detail=detail))  # fmt: skip
-        for session_id in sorted(ended):
-            with contextlib.suppress(BastionError):  # a door closed it already
-                await self.run(self.store.close_session, session_id, "store_lost",
-                               self.grace.ended_message())  # fmt: skip
-        self.sessions_changed()
 
     async def _end(self, session_id: str, session: Killable, state: str, message: str) -> None:
         """End one session; a fault there is logged and never keeps the others from ending."""
@@ -505,3 +476,8 @@ class Core:
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+
+
+def _merged(lives: Sequence[Mapping[str, Killable]]) -> dict[str, Killable]:
+    """Every door's live sessions, by session id."""
+    return {key: session for sessions in lives for key, session in sessions.items()}

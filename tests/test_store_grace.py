@@ -86,7 +86,7 @@ def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path,
             locker = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(b.config.paths.store)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
             assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
-            wait_until(lambda: b.core.grace.misses >= 2)  # the look cannot commit
+            wait_until(lambda: b.core.grace.misses >= 1)  # the look cannot commit
             assert not b.core.grace.lost  # within the grace: the session goes on
             b.clock.advance(31)
             tmux.wait_for(LOST)
