@@ -43,7 +43,7 @@ from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
 from bastion.config import Config
-from bastion.errors import Denied, StoreError
+from bastion.errors import Denied, StoreError, StoreLost
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
@@ -182,7 +182,7 @@ class Core:
         with one line while this node has lost its store (fail closed)."""
         refusal = self.grace.refusal()
         if refusal is not None:
-            raise Denied(refusal)
+            raise StoreLost(refusal)
         return Admission(Attempt(door, source, user))
 
     async def login_facts(self, name: str) -> LoginFacts:
