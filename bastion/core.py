@@ -74,6 +74,7 @@ class Killable(Protocol):
 
 
 T = TypeVar("T")
+Look = asyncio.Task[Exception | None]  # one look of the session watcher: what failed it
 
 
 class SessionFeed:
@@ -399,7 +400,7 @@ class Core:
         than [cluster] store_grace ends every session it serves and refuses logins until a
         look completes again (StoreGrace). The console lists the same sessions."""
         self._lives = lives
-        look: asyncio.Task[None] | None = None
+        look: Look | None = None
         began = self.clock.now()
         self.grace.looked(began)  # start-up has just read and written the store
         try:
@@ -413,15 +414,15 @@ class Core:
             for feed in list(self._feeds):
                 feed.close()
 
-    async def _tick(self, lives: Sequence[Mapping[str, Killable]],
-                    look: asyncio.Task[None] | None,
-                    began: datetime) -> tuple[asyncio.Task[None], datetime]:  # fmt: skip
+    async def _tick(self, lives: Sequence[Mapping[str, Killable]], look: Look | None,
+                    began: datetime) -> tuple[Look, datetime]:  # fmt: skip
         """One tick: take the last look's outcome, judge the grace, start the next look."""
         now, missed = self.clock.now(), look is not None and not look.done()
         if look is not None and look.done():
-            problem = None if look.cancelled() else look.exception()
+            problem = None if look.cancelled() else look.result()
             if look.cancelled() or problem is not None:  # keep watching; it may come back
-                log.error("session_watch_failed", error=repr(problem))
+                if not self.grace.misses:  # once a run of failures, not twice a second
+                    log.error("session_watch_failed", error=repr(problem))
                 missed = True
             else:
                 since = self.grace.lost_since
@@ -431,8 +432,16 @@ class Core:
         if missed and (self.grace.missed(now) or self.grace.lost):
             await self._loss.end_all(self, _merged(lives))
         if look is None:
-            look, began = spawn(self._watch_once(lives), name="watch-look"), now
+            look, began = spawn(self._look(lives), name="watch-look"), now
         return look, began
+
+    async def _look(self, lives: Sequence[Mapping[str, Killable]]) -> Exception | None:
+        """One look; what made it fail, if it failed (the tick logs it)."""
+        try:
+            await self._watch_once(lives)
+        except Exception as exc:
+            return exc
+        return None
 
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}
