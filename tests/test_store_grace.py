@@ -17,9 +17,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+
 from bastion.config import load_config
 from tests.harness import Bastion
-from tests.realpg import run_psql
+from tests.pgproxy.conftest import PASSWORD
+from tests.realpg import PgDatabase, psycopg_connect, run_psql
 from tests.realssh import Sshd, free_port
 
 HOLD_LOCK = """
@@ -67,21 +71,26 @@ def get(b: Bastion, url: str, body: dict[str, str] | None = None) -> tuple[int, 
         return exc.code, json.loads(exc.read())
 
 
-def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path,
-                                                               sshd: Sshd) -> None:  # fmt: skip
+def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path, sshd: Sshd,
+                                                               pg: PgDatabase) -> None:  # fmt: skip
     b = Bastion(tmp_path / "bastion", postgres=True)
-    b.add_user("alice")
+    b.add_user("alice", password=PASSWORD)
     b.add_target("web-1", sshd)
     b.grant("alice", "web-1")
+    b.add_pg_target("orders-prod", pg)
+    b.grant("alice", "orders-prod")
     web = with_web(b)
     health = f"https://localhost:{web}/healthz"
     b.start()
     locker = None
     try:
         ssh = b.openssh("alice", tmp_path / "client")
+        database = psycopg_connect(b.via_bastion("alice", "orders-prod", PASSWORD),
+                                   autocommit=True)  # fmt: skip
+        assert database.execute("SELECT 1").fetchone() == (1,)
         with ssh.tmux(login="alice+web-1", answers=b.answers("alice"), flags=["-t"]) as tmux:
             tmux.wait_for("$ ")
-            [session] = b.store.sessions(open_only=True)
+            assert len(b.store.sessions(open_only=True)) == 2  # a database one, a shell
             assert get(b, health)[1]["store"] == {"reachable": True}
             locker = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(b.config.paths.store)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
@@ -90,6 +99,9 @@ def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path,
             assert not b.core.grace.lost  # within the grace: the session goes on
             b.clock.advance(31)
             tmux.wait_for(LOST)
+        with pytest.raises(psycopg.OperationalError, match=LOST):  # both doors' sessions
+            database.execute("SELECT 1")
+        database.close()
         status, said = get(b, health)
         assert status == 503 and said["status"] == "failing"
         assert said["store"]["reachable"] is False and said["store"]["since"]
@@ -111,7 +123,7 @@ def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path,
         wait_until(lambda: not b.core.grace.lost)
         status, said = get(b, health)
         assert status == 200 and said["store"] == {"reachable": True}
-        wait_until(lambda: b.store.session(session.id).state == "store_lost")
+        wait_until(lambda: [s.state for s in b.store.sessions()] == ["store_lost"] * 2)
         assert [e.subject for e in b.events("cluster.store_lost")] == [b.core.node]
         back = ssh.run_ssh("echo back-again", login="alice+web-1", answers=b.answers("alice"))
         assert back.returncode == 0 and "back-again" in back.out, back.err
