@@ -237,10 +237,10 @@ class Core:
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
         """May this proven login open a session on `target` now? A refusal is audited (one
         for a lost store cannot be, and is logged)."""
-        lost = door_decision(admission, Decision(True, ""), self.grace.refusal())
-        if not lost.allowed:
-            log.warning("access.denied", user=admission.user, target=target, reason=lost.reason)
-            return lost
+        refusal = self.grace.refusal()
+        if refusal is not None:  # the store can be neither asked nor told
+            log.warning("access.denied", user=admission.user, target=target, reason=refusal)
+            return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
         if not decision.allowed:

@@ -3,13 +3,20 @@ grace, over several ticks in a row, and found again by the next look that comple
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from bastion.access.admission import Admission, Attempt, door_decision
 from bastion.access.grants import Decision
 from bastion.access.storegrace import StoreGrace
+from bastion.errors import StoreLost
+from tests.access.test_admission import PW, code_now, make_core
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+REFUSED = "this bastion cannot reach its audit store (since "
 
 
 def at(seconds: float) -> datetime:
@@ -72,3 +79,26 @@ def test_a_lost_store_refuses_every_door_whatever_the_grants_say() -> None:
     assert door_decision(proven, granted) is granted
     refused = door_decision(proven, granted, "this bastion cannot reach its audit store")
     assert not refused.allowed and refused.reason.startswith("this bastion cannot reach")
+
+
+async def test_a_login_under_way_when_the_store_is_lost_is_refused_at_the_decision(
+    tmp_path: Path,
+) -> None:
+    """Proven before the loss, deciding after it: refused with the line, the store untouched;
+    and a login beginning now is refused at its first step."""
+    core, seeds = make_core(tmp_path)
+    try:
+        proven = await core.sign_in("web", "10.0.0.9", "wes", PW, code_now(core, seeds["wes"]))
+        now = core.clock.now()
+        core.grace.looked(now)
+        for second in (1, 2, 3, 32):  # four ticks without a look, past the grace
+            core.grace.missed(now + timedelta(seconds=second))
+        assert core.grace.lost
+        before = len(core.store.events())
+        decision = await core.decide(proven, "web-1", "ssh")
+        assert not decision.allowed and decision.reason.startswith(REFUSED)
+        with pytest.raises(StoreLost, match=re.escape(REFUSED)):
+            core.admission("postgres", "10.0.0.9", "wes")
+        assert len(core.store.events()) == before
+    finally:
+        core.shutdown()
