@@ -82,6 +82,16 @@ class ClusterQueries(StoreBase):
             ).rowcount
         return bool(changed)
 
+    def still_holds(self, lease: Lease) -> bool:
+        """Whether `lease` is still its holder's, in the same term and unexpired (the store's
+        clock): check it before each step a job must not take after losing its lease."""
+        rows = self._rows(
+            "SELECT 1 AS held FROM leases WHERE name = ? AND holder = ? AND term = ?"
+            " AND expires_at > ?",
+            [lease.name, lease.holder, lease.term, iso(self.clock.now())],
+        )
+        return bool(rows)
+
     def lease(self, name: str) -> Lease | None:
         """The lease's row as the store holds it (it may have expired), or None."""
         rows = self._rows(

@@ -55,6 +55,19 @@ def test_a_lease_has_one_holder_until_it_expires(store: Store, clock: FakeClock)
     assert [(e.actor, e.subject) for e in events] == [("a", "uploads"), ("b", "uploads")]
 
 
+def test_a_holder_can_tell_it_lost_its_lease(store: Store, clock: FakeClock) -> None:
+    mine = store.take_lease("uploads", "a", TTL)
+    assert mine is not None and store.still_holds(mine)
+    clock.advance(31)
+    assert not store.still_holds(mine)  # expired, even before anyone takes it
+    again = store.take_lease("uploads", "a", TTL)  # nobody else held it meanwhile: same term
+    assert again is not None and again.term == 1 and store.still_holds(again)
+    clock.advance(31)
+    theirs = store.take_lease("uploads", "b", TTL)
+    assert theirs is not None and theirs.term == 2
+    assert not store.still_holds(again) and store.still_holds(theirs)
+
+
 def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert store.take_lease("uploads", "a", TTL) is not None
     assert not store.release_lease("uploads", "b")  # not b's to give up
