@@ -21,7 +21,7 @@ from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
-from bastion.core import Core, Killable
+from bastion.core import WATCH_EVERY, Core, Killable
 from bastion.errors import BastionError, Exit
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
@@ -34,7 +34,7 @@ from bastion.tasks import spawn
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
-NAMESAKE_WAIT = 2.0  # seconds to watch a live-looking presence of this node's own name
+NAMESAKE_WAIT = 5.0  # seconds to watch for a renewal of this node's own name's presence
 
 
 class ServeError(BastionError):
@@ -108,13 +108,15 @@ class Server:
         held = self.store.lease(node_lease(node))
         if held is None or held.expires_at <= self.core.clock.now():
             return
-        time.sleep(NAMESAKE_WAIT)  # on the store's thread, before any door listens
-        again = self.store.lease(node_lease(node))
-        if again is not None and again.renewed_at != held.renewed_at:
-            raise ServeError(
-                f"cluster.node: another bastion is serving as node {node!r} on this store"
-                f" (alive at {iso(again.renewed_at)}); give each node its own name"
-            )
+        deadline = time.monotonic() + NAMESAKE_WAIT
+        while time.monotonic() < deadline:  # on the store's thread, before any door listens
+            time.sleep(WATCH_EVERY / 2)
+            again = self.store.lease(node_lease(node))
+            if again is not None and again.renewed_at != held.renewed_at:
+                raise ServeError(
+                    f"cluster.node: another bastion is serving as node {node!r} on this store"
+                    f" (alive at {iso(again.renewed_at)}); give each node its own name"
+                )
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
