@@ -103,13 +103,16 @@ class SessionQueries(StoreBase):
         if found.ended_at is not None:
             raise Conflict(f"session {session_id} is closed already")
         with self._write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
-                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
+                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?"
+                " AND ended_at IS NULL",
                 (iso(self.clock.now()), state, reason,
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+            if changed != 1:  # closed meanwhile (by another node): once, not twice
+                raise Conflict(f"session {session_id} is closed already")
             detail: dict[str, Any] = {"state": state, "reason": reason}
             if recording is not None:
                 detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
@@ -164,13 +167,18 @@ class SessionQueries(StoreBase):
             rows = self._rows(f"SELECT id FROM sessions WHERE ended_at IS NULL AND {held}", [node])
             mine = {r["id"] for r in rows}
             stale = [s for s in stale if s.id in mine]
+        closed = []
         for found in stale:
             path = found.recording_path
             info = left(path) if left is not None and path else None
             missing = path if path and info is None else None
-            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})", info,
-                               missing=missing)  # fmt: skip
-        return [s.id for s in stale]
+            try:
+                self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})",
+                                   info, missing=missing)  # fmt: skip
+            except Conflict:  # another node starting at the same time closed it first
+                continue
+            closed.append(found.id)
+        return closed
 
     def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:
         """Ask whichever process serves the session to end it (it polls for this)."""

@@ -4,7 +4,10 @@ a node's start-up closes only the sessions it held."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from bastion.audit import Store
 from bastion.audit.cluster import node_lease
 from bastion.clock import FakeClock
+from bastion.errors import Conflict
 from tests.realpg import PgDatabase
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -174,3 +178,46 @@ async def test_the_postgresql_twin_of_0021_makes_the_same_columns(pg: PgDatabase
             await conn.execute("INSERT INTO leases VALUES ('other', 'a', 0, 't', 't', 't')")
     finally:
         await conn.close()
+
+
+def closed_first_by_another(
+    store: Store, session_id: str, call: Callable[[], object]
+) -> list[object]:
+    """Run `call` (node a) while node b holds the write lock: a reads the session as open and
+    waits; b closes it and commits; then a goes on. What a returned or raised."""
+    other = sqlite3.connect(store.path, isolation_level=None, timeout=30)
+    other.execute("BEGIN IMMEDIATE")
+    outcome: list[object] = []
+
+    def on_a() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=on_a)
+    thread.start()
+    time.sleep(0.3)  # a has read the row (open) and waits for the lock
+    other.execute(
+        "UPDATE sessions SET ended_at = '2026-12-07T09:00:01.000000Z', state = 'interrupted',"
+        " end_reason = 'b' WHERE id = ?",
+        (session_id,),
+    )
+    other.execute("COMMIT")
+    other.close()
+    thread.join(30)
+    return outcome
+
+
+def test_a_session_closed_meanwhile_by_another_node_is_not_closed_twice(store: Store) -> None:
+    _open(store, "s-1", None)
+    [raised] = closed_first_by_another(
+        store, "s-1", lambda: store.close_session("s-1", "killed", "by an admin")
+    )
+    assert isinstance(raised, Conflict)
+    assert store.session("s-1").end_reason == "b"  # b's close stands
+    assert not [e for e in store.events() if e.kind == "session.closed"]
+    # Two nodes starting at once, both adopting the unowned sessions: no failure, one close.
+    _open(store, "s-2", None)
+    closed = closed_first_by_another(store, "s-2", lambda: store.close_interrupted("a", node="a"))
+    assert closed == [[]] and store.session("s-2").end_reason == "b"
