@@ -171,7 +171,7 @@ def test_a_second_process_with_a_live_nodes_name_does_not_start(tmp_path: Path,
             [(_, state, node)] = open_rows(a)
             assert (state, node) == ("open", "a")
             wait_until(lambda: "a" in live_nodes(a))  # its presence was left alone
-        node_a.stop(signal.SIGKILL)
+            node_a.stop(signal.SIGKILL)  # with alice's session still open
         node_b.start()  # a crashed: its presence stands but is not renewed, so this starts
         assert [row[1] for row in open_rows(a)] == ["interrupted"]
     finally:
