@@ -229,6 +229,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
     Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
     Setting("web.step_up", "duration", "How long a proven TOTP code lets a sign-in make changes."),
+    Setting("cluster.node", "str", "This node's name; empty: the host name.", allow_empty=True),
+    Setting("cluster.store_grace", "duration", "Time without the store before failing closed."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
+from bastion.audit.cluster import ClusterQueries
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
@@ -75,6 +76,7 @@ class Store(
     WebSessionQueries,
     EventLogQueries,
     RestoreQueries,
+    ClusterQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -66,21 +66,25 @@ class SessionQueries(StoreBase):
         client_addr: str,
         recording_path: str | None = None,
         ticket_id: int | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record a session as open; the audit event is durable before any byte is relayed."""
+        """Record a session as open, held by `node`; the audit event is durable before any byte
+        is relayed."""
         user_id = self._id_by_name("users", user)
         target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
-                " started_at, recording_path, ticket_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                " started_at, recording_path, ticket_id, node) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (session_id, user_id, target_id, grant_id, protocol, client_addr,
-                 iso(self.clock.now()), recording_path, ticket_id),
+                 iso(self.clock.now()), recording_path, ticket_id, node),
             )  # fmt: skip
             detail = {"target": target, "grant": grant_id, "protocol": protocol,
                       "client": client_addr}  # fmt: skip
             if ticket_id is not None:
                 detail["ticket"] = ticket_id
+            if node is not None:
+                detail["node"] = node
             self._append(
                 conn, [Event("session.opened", user, target, "notice", session_id, detail)]
             )
@@ -100,13 +104,16 @@ class SessionQueries(StoreBase):
         if found.ended_at is not None:
             raise Conflict(f"session {session_id} is closed already")
         with self._write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
-                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
+                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?"
+                " AND ended_at IS NULL",
                 (iso(self.clock.now()), state, escape(reason),  # it may quote a client
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+            if changed != 1:  # closed meanwhile (by another node): once, not twice
+                raise Conflict(f"session {session_id} is closed already")
             detail: dict[str, Any] = {"state": state, "reason": reason}
             if recording is not None:
                 detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
@@ -143,19 +150,36 @@ class SessionQueries(StoreBase):
         return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
 
     def close_interrupted(
-        self, actor: str, left: Callable[[str], RecordingInfo | None] | None = None
+        self,
+        actor: str,
+        left: Callable[[str], RecordingInfo | None] | None = None,
+        *,
+        node: str | None = None,
+        unowned: bool = True,
     ) -> list[str]:
-        """After a crash: every session still open is closed as interrupted. `left` hashes
-        what remains of a session's recording (None: nothing is there), so the chain holds
-        that hash too and a recording changed or removed later shows in `audit verify`."""
+        """After a crash: the sessions `node` holds that are still open are closed as
+        interrupted (every open session when no node is named), and with `unowned` those
+        opened before sessions named their node. `left` hashes what remains of a session's
+        recording (None: nothing is there), so the chain holds that hash too and a recording
+        changed or removed later shows in `audit verify`."""
         stale = self.sessions(open_only=True, limit=100_000)
+        if node is not None:
+            held = "(node = ? OR node IS NULL)" if unowned else "node = ?"
+            rows = self._rows(f"SELECT id FROM sessions WHERE ended_at IS NULL AND {held}", [node])
+            mine = {r["id"] for r in rows}
+            stale = [s for s in stale if s.id in mine]
+        closed = []
         for found in stale:
             path = found.recording_path
             info = left(path) if left is not None and path else None
             missing = path if path and info is None else None
-            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})", info,
-                               missing=missing)  # fmt: skip
-        return [s.id for s in stale]
+            try:
+                self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})",
+                                   info, missing=missing)  # fmt: skip
+            except Conflict:  # another node starting at the same time closed it first
+                continue
+            closed.append(found.id)
+        return closed
 
     def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:
         """Ask whichever process serves the session to end it (it polls for this)."""
