@@ -24,9 +24,11 @@ from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
 from bastion.access.stepup import SESSION as STEP_UP_SESSION
+from bastion.access.storegrace import StoreGrace
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
+    CancelKeyQueries,
     CommandLine,
     Event,
     FileOp,
@@ -36,16 +38,18 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
-from bastion.audit.cancelkeys import CancelKeyQueries
+from bastion.audit.cluster import node_lease
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock
 from bastion.config import Config
-from bastion.errors import Denied, StoreError
+from bastion.errors import Denied, StoreError, StoreLost
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
+from bastion.storeloss import StoreLoss
+from bastion.tasks import spawn
 
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
@@ -71,6 +75,7 @@ class Killable(Protocol):
 
 
 T = TypeVar("T")
+Look = asyncio.Task[Exception | None]  # one look of the session watcher: what failed it
 
 
 class SessionFeed:
@@ -118,12 +123,15 @@ class Core:
     unmasking: Unmasking = field(init=False)
     tickets: Tickets = field(init=False)
     requests: Requests = field(init=False)
-    cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
+    node: str = field(init=False)  # this node's name ([cluster] node)
+    grace: StoreGrace = field(init=False)  # whether the store answered lately (fail closed)
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
+    cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
     writer: AuditWriter | None = field(default=None, init=False)
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
+    _loss: StoreLoss = field(default_factory=StoreLoss, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -133,11 +141,13 @@ class Core:
         self.unmasking = Unmasking(self.store, self.config, self.clock)
         self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
         self.requests = Requests(self.store, self.config, self.clock)
-        self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
+        self.node = self.config.cluster.node_name()
+        self.grace = StoreGrace(self.config.cluster.store_grace)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.
         self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bastion-argon2")
+        self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking core call off the event loop, in the store's thread."""
@@ -172,7 +182,11 @@ class Core:
     # -- the one way in: bastion/access/admission.py decides, the core does the I/O -------
 
     def admission(self, door: str, source: str, user: str) -> Admission:
-        """A login beginning at `door` from `source`, for the person named `user`."""
+        """A login beginning at `door` from `source`, for the person named `user`; Denied
+        with one line while this node has lost its store (fail closed)."""
+        refusal = self.grace.refusal()
+        if refusal is not None:
+            raise StoreLost(refusal)
         return Admission(Attempt(door, source, user))
 
     async def login_facts(self, name: str) -> LoginFacts:
@@ -224,7 +238,12 @@ class Core:
         return found
 
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
-        """May this proven login open a session on `target` now? A refusal is audited."""
+        """May this proven login open a session on `target` now? A refusal is audited (one
+        for a lost store cannot be, and is logged)."""
+        refusal = self.grace.refusal()
+        if refusal is not None:  # the store can be neither asked nor told
+            log.warning("access.denied", user=admission.user, target=target, reason=refusal)
+            return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
         if not decision.allowed:
@@ -286,7 +305,7 @@ class Core:
         await self.run(self.store.open_session, session_id=session_id, user=admission.user,
                        target=target, grant_id=grant_id, protocol=attempt.door,
                        client_addr=attempt.source, recording_path=recording_path,
-                       ticket_id=ticket_id)  # fmt: skip
+                       ticket_id=ticket_id, node=self.node)  # fmt: skip
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
@@ -379,23 +398,59 @@ class Core:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
         allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it looks every WATCH_EVERY, and no fault in one look or one session stops it. The
-        console lists the same sessions (live_sessions)."""
+        it ticks every WATCH_EVERY and starts a look at the store unless one is running, and
+        no fault in one look or one session stops it. A node that completes no look for longer
+        than [cluster] store_grace ends every session it serves and refuses logins until a
+        look completes again (StoreGrace). The console lists the same sessions."""
         self._lives = lives
+        look: Look | None = None
+        began = self.clock.now()
+        self.grace.looked(began)  # start-up has just read and written the store
         try:
             while True:
                 await asyncio.sleep(WATCH_EVERY)
-                try:
-                    await self._watch_once(lives)
-                except Exception as exc:  # keep watching; the store may come back
-                    log.error("session_watch_failed", error=repr(exc))
+                look, began = await self._tick(lives, look, began)
         finally:  # the server is stopping: the console's streams end with the watch
+            if look is not None:
+                look.cancel()
             self._lives = ()
             for feed in list(self._feeds):
                 feed.close()
 
+    async def _tick(self, lives: Sequence[Mapping[str, Killable]], look: Look | None,
+                    began: datetime) -> tuple[Look, datetime]:  # fmt: skip
+        """One tick: take the last look's outcome, judge the grace, start the next look."""
+        now, missed = self.clock.now(), look is not None and not look.done()
+        if look is not None and look.done():
+            problem = None if look.cancelled() else look.result()
+            if look.cancelled() or problem is not None:  # keep watching; it may come back
+                if not self.grace.misses:  # once a run of failures, not twice a second
+                    log.error("session_watch_failed", error=repr(problem))
+                missed = True
+            else:
+                since = self.grace.lost_since
+                if self.grace.looked(began):
+                    await self._loss.found_again(self, _merged(lives), since, now)
+            look = None
+        if missed and (self.grace.missed(now) or self.grace.lost):
+            await self._loss.end_all(self, _merged(lives))
+        if look is None:
+            look, began = spawn(self._look(lives), name="watch-look"), now
+        return look, began
+
+    async def _look(self, lives: Sequence[Mapping[str, Killable]]) -> Exception | None:
+        """One look; what made it fail, if it failed (the tick logs it)."""
+        try:
+            await self._watch_once(lives)
+        except Exception as exc:
+            return exc
+        return None
+
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}
+        # A write: the node proves it can still commit (and tells the others it is alive).
+        await self.run(self.store.take_lease, node_lease(self.node), self.node,
+                       self.config.cluster.store_grace, quiet=True)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
         ended = await self.run(self.access.endings) if live else []
@@ -433,3 +488,8 @@ class Core:
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+
+
+def _merged(lives: Sequence[Mapping[str, Killable]]) -> dict[str, Killable]:
+    """Every door's live sessions, by session id."""
+    return {key: session for sessions in lives for key, session in sessions.items()}

@@ -64,7 +64,7 @@ WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, n
 
 def node_name(core: Core) -> str:
     """This node's name among those sharing the store: [cluster] node, else the host's."""
-    return core.config.cluster.node_name()
+    return core.node
 
 
 def advertised(core: Core, port: int) -> str:

@@ -11,6 +11,7 @@ import ssl
 import structlog
 from aiohttp import web
 
+from bastion.clock import iso
 from bastion.config import Listener
 from bastion.core import Core, Killable
 from bastion.errors import BastionError, Exit
@@ -29,9 +30,18 @@ class NoCertificate(BastionError):
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
-    store's own thread, like every store call from the event loop)."""
+    store's own thread, like every store call from the event loop). A node that has lost its
+    store for longer than [cluster] store_grace says so, and since when, with a 503 (a load
+    balancer's check then sends logins to the other nodes)."""
     core = request.app[CORE_KEY]
-    return web.json_response({"status": "ok", "audit_head": await core.audit_head()})
+    since = core.grace.lost_since
+    if since is not None:
+        store = {"reachable": False, "since": iso(since)}
+        return web.json_response({"status": "failing", "node": core.node, "store": store},
+                                 status=503)  # fmt: skip
+    head = await core.audit_head()
+    return web.json_response({"status": "ok", "node": core.node, "store": {"reachable": True},
+                              "audit_head": head})  # fmt: skip
 
 
 def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:
