@@ -137,7 +137,9 @@ class DecisionFeed:
         self.heard: deque[str] = deque(maxlen=HEARD_KEPT)  # payloads, as they arrived
         self.wakes = 0  # times the consumer was woken (by a notice or by a resync)
         self.resync_wakes = 0  # of which by a resync: a decision found by seq
+        self.resyncs = 0  # looks by seq (each connect, each heartbeat)
         self.connects = 0  # connections made (the first, and each reconnect)
+        self.attempts = 0  # connections tried
 
     @classmethod
     def on(cls, location: PgLocation, clock: Clock, node: str | None = None,
@@ -149,6 +151,9 @@ class DecisionFeed:
 
     async def wait(self, timeout: float) -> bool:
         """Until a decision is heard (True) or `timeout` seconds pass (False)."""
+        if self._woken.is_set():
+            self._woken.clear()
+            return True
         try:
             await asyncio.wait_for(self._woken.wait(), timeout)
         except TimeoutError:
@@ -189,6 +194,7 @@ class DecisionFeed:
     async def _run(self) -> None:
         pause = self.backoff[0]
         while True:
+            self.attempts += 1
             try:
                 conn = await self._connect()
             except Exception as exc:  # whatever it was, try again later (the poll goes on)
@@ -226,6 +232,7 @@ class DecisionFeed:
     async def _resync(self, conn: Any) -> None:
         """Look at every event past the last seq looked at; wake if a decision is among them.
         The first time, only learn where the chain's head is (the watcher looks at start)."""
+        self.resyncs += 1
         checked = self._state.checked_to
         if checked is None:
             head = await conn.fetchval(HEAD, timeout=self.query_timeout)
