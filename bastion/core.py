@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
+from bastion.audit.location import PgLocation
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
@@ -46,8 +47,12 @@ from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
 
+if TYPE_CHECKING:
+    from bastion.audit.listen import DecisionFeed
+
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
+WATCH_SOONEST = 0.05  # seconds at least between two looks, however often decisions wake it
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
 
@@ -122,6 +127,7 @@ class Core:
     writer: AuditWriter | None = field(default=None, init=False)
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
+    decisions: DecisionFeed | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -381,7 +387,7 @@ class Core:
         self._lives = lives
         try:
             while True:
-                await asyncio.sleep(WATCH_EVERY)
+                await self._watch_pause()
                 try:
                     await self._watch_once(lives)
                 except Exception as exc:  # keep watching; the store may come back
@@ -390,6 +396,34 @@ class Core:
             self._lives = ()
             for feed in list(self._feeds):
                 feed.close()
+
+    async def _watch_pause(self) -> None:
+        """WATCH_EVERY, or less when the decision feed hears that a node (or the CLI) ended
+        or refused access; never less than WATCH_SOONEST, however often it is woken."""
+        feed = self.decisions
+        if feed is None:
+            await asyncio.sleep(WATCH_EVERY)
+            return
+        await asyncio.sleep(WATCH_SOONEST)
+        await feed.wait(WATCH_EVERY - WATCH_SOONEST)
+
+    async def start_decisions(self) -> None:
+        """On a PostgreSQL store, listen for every node's decisions on a connection of this
+        node's own (bastion/audit/listen.py), so the watcher acts on them at once; its poll
+        stays the backstop. A SQLite store has one process, which polls it: a no-op."""
+        location = getattr(self.store, "location", None)  # a PgLocation once stores can be
+        if self.decisions is not None or not isinstance(location, PgLocation):
+            return
+        from bastion.audit.listen import DecisionFeed  # noqa: PLC0415 - asyncpg on PostgreSQL only
+
+        feed = DecisionFeed.on(location, self.clock)
+        feed.start()
+        self.decisions = feed
+
+    async def stop_decisions(self) -> None:
+        feed, self.decisions = self.decisions, None
+        if feed is not None:
+            await feed.close()
 
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}

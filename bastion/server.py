@@ -93,6 +93,7 @@ class Server:
             raise ServeError(str(exc)) from None
         await self.core.run(self.recover)
         await self.core.start_writer()
+        await self.core.start_decisions()  # PostgreSQL: hear every node's decisions at once
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -174,6 +175,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
+        await self.core.stop_decisions()
         await self.core.stop_writer()
         if self._started:
             self._started = False
