@@ -40,7 +40,7 @@ from bastion.audit.location import PgLocation
 from bastion.audit.records import Grant, SessionRecord, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
-from bastion.clock import Clock
+from bastion.clock import Clock, iso
 from bastion.config import Config
 from bastion.errors import Denied, StoreError
 from bastion.identity import passwords
@@ -419,6 +419,18 @@ class Core:
         feed = DecisionFeed.on(location, self.clock)
         feed.start()
         self.decisions = feed
+
+    def decisions_health(self) -> dict[str, object] | None:
+        """For /healthz: whether the decision feed listens, or since when it does not (None
+        without a feed). Degraded, not down: the watcher's poll still ends sessions."""
+        feed = self.decisions
+        if feed is None:
+            return None
+        state = feed.state()
+        since = iso(state.since) if state.since is not None else None
+        if state.connected:
+            return {"listening": True, "since": since}
+        return {"listening": False, "disconnected_since": since, "error": state.error}
 
     async def stop_decisions(self) -> None:
         feed, self.decisions = self.decisions, None

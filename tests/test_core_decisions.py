@@ -13,7 +13,7 @@ import pytest
 from bastion import core as core_module
 from bastion.audit.grants import NewGrant
 from bastion.audit.listen import DecisionFeed
-from bastion.clock import FakeClock
+from bastion.clock import FakeClock, iso
 from bastion.core import Killable
 from tests.audit.decisions_pg import append, icu_store, location, store_conn
 from tests.realpg import PgCluster, PgDatabase
@@ -51,11 +51,18 @@ async def test_a_decision_heard_wakes_the_watcher_long_before_its_poll(
     watcher = asyncio.create_task(core.watch_sessions([live]))
     try:
         await asyncio.wait_for(_connected(feed), BOUND)
+        assert core.decisions_health() == {"listening": True, "since": iso(START)}
         store.request_kill("s1", "cli:root", "leaving the company")
         with store_conn(db) as other_node:
             append(other_node, ["session.kill_requested"])
         await asyncio.wait_for(session.ended_event.wait(), BOUND)
         assert session.ended[0][0] == "killed"
+        await feed.close()
+        assert core.decisions_health() == {
+            "listening": False,
+            "disconnected_since": iso(START),
+            "error": "closed",
+        }
     finally:
         watcher.cancel()
         await core.stop_decisions()
@@ -72,7 +79,7 @@ async def test_an_sqlite_store_starts_no_feed(tmp_path: Path) -> None:
     core = make_core(tmp_path, FakeClock(START))
     try:
         await core.start_decisions()
-        assert core.decisions is None
+        assert core.decisions is None and core.decisions_health() is None
         await core.stop_decisions()  # harmless
     finally:
         core.shutdown()

@@ -25,9 +25,14 @@ class NoCertificate(BastionError):
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
-    store's own thread, like every store call from the event loop)."""
+    store's own thread, like every store call from the event loop); on a PostgreSQL store,
+    whether this node hears the others' decisions."""
     core = request.app[CORE_KEY]
-    return web.json_response({"status": "ok", "audit_head": await core.audit_head()})
+    body: dict[str, object] = {"status": "ok", "audit_head": await core.audit_head()}
+    decisions = core.decisions_health()
+    if decisions is not None:
+        body["decisions"] = decisions
+    return web.json_response(body)
 
 
 def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:
