@@ -62,7 +62,8 @@ DECISION_KINDS = frozenset(
 HEAD = "SELECT coalesce(max(seq), 0) FROM audit_events"
 SINCE = (
     "SELECT max(seq) AS head,"
-    " max(seq) FILTER (WHERE kind = ANY (bastion_decision_kinds())) AS decided"
+    " max(seq) FILTER (WHERE kind = ANY (bastion_decision_kinds())) AS decided,"
+    " (SELECT coalesce(max(seq), 0) FROM audit_events) AS top"
     " FROM audit_events WHERE seq > $1"
 )
 HEARTBEAT_S = 5.0  # a resync this often: finds a silent dead connection, and a missed notice
@@ -241,7 +242,10 @@ class DecisionFeed:
         row = await conn.fetchrow(SINCE, checked, timeout=self.query_timeout)
         if row["head"] is not None:
             self._checked(int(row["head"]))
-        if row["decided"] is not None:
+        went_back = int(row["top"]) < checked  # a restored store: its chain is shorter now
+        if went_back:
+            self._checked(int(row["top"]))
+        if row["decided"] is not None or went_back:
             self.resync_wakes += 1
             self._wake()
 
@@ -267,7 +271,7 @@ class DecisionFeed:
         was = self._state
         since = self.clock.now() if was.connected or was.since is None else was.since
         self._state = FeedState(False, since, _why(exc), was.checked_to)
-        if was.connected:
+        if was.connected or self.attempts == 1:
             log.warning("decision_feed.lost", error=self._state.error)
         else:
             log.debug("decision_feed.connect_failed", error=self._state.error)
@@ -280,3 +284,6 @@ class DecisionFeed:
             await asyncio.wait_for(conn.close(), self.query_timeout)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             conn.terminate()
+        except asyncio.CancelledError:  # closed while closing: cut it, and stop
+            conn.terminate()
+            raise

@@ -167,3 +167,30 @@ async def test_the_heartbeat_finds_a_decision_no_notice_told_of(db: PgDatabase) 
         assert feed.state().checked_to == seq
     finally:
         await feed.close()
+
+
+async def test_a_store_restored_to_a_shorter_chain_is_looked_at_again(db: PgDatabase) -> None:
+    """A restore can put the chain's head below what the feed had looked at; the feed then
+    looks from the new head, so decisions appended after the restore are not skipped."""
+    feed = DecisionFeed.on(location(db), FakeClock(START), heartbeat=0.05)
+    feed.start()
+    try:
+        with store_conn(db) as cli:
+            kept = append(cli, [QUERIES_COMMITTED])[0]
+            lost = append(cli, [QUERIES_COMMITTED] * 5)
+            await until(lambda: feed.state().checked_to == lost[-1], "the feed looked")
+            with cli.transaction():  # the restore (as the owner, append-only triggers off)
+                cli.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+                cli.execute("DELETE FROM audit_events WHERE seq > %s", [kept])
+                cli.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+            assert await feed.wait(BOUND)
+            assert feed.state().checked_to == kept and feed.resync_wakes == 1
+            with cli.transaction():  # a decision no notice tells of, below the old head
+                cli.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_decided")
+                (seq,) = append(cli, ["grant.revoked"])
+                cli.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_decided")
+            assert seq < lost[-1]
+            assert await feed.wait(BOUND)
+        assert feed.resync_wakes == 2 and f"{SCHEMA} {seq}" not in feed.heard
+    finally:
+        await feed.close()
