@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import structlog
 
@@ -39,75 +38,32 @@ from bastion.audit import (
     TotpResult,
 )
 from bastion.audit.cluster import node_lease
-from bastion.audit.records import Grant, SessionRecord, Target
+from bastion.audit.location import PgLocation
+from bastion.audit.records import Grant, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
-from bastion.clock import Clock
+from bastion.clock import Clock, iso
 from bastion.config import Config
 from bastion.errors import Denied, StoreError, StoreLost
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
+from bastion.live import Killable, LiveSession, SessionFeed
 from bastion.storeloss import StoreLoss
 from bastion.tasks import spawn
 
+if TYPE_CHECKING:
+    from bastion.audit.listen import DecisionFeed
+
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
+WATCH_SOONEST = 0.05  # seconds at least between two looks, however often decisions wake it
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
 
 
-class Killable(Protocol):
-    """A live session the bastion can end: an admin's kill, access that ended, idleness."""
-
-    @property
-    def target_name(self) -> str: ...
-
-    @property
-    def opened_at(self) -> datetime: ...
-
-    @property
-    def last_input(self) -> datetime:
-        """When the engineer last sent anything (on the bastion's clock)."""
-
-    async def terminate(self, state: str, message: str) -> None:
-        """Show `message` to the user, end the session and close its row as `state`."""
-
-
 T = TypeVar("T")
 Look = asyncio.Task[Exception | None]  # one look of the session watcher: what failed it
-
-
-class SessionFeed:
-    """Word that the live sessions changed, for one subscriber (a console's stream); closed
-    when the server stops watching sessions."""
-
-    def __init__(self) -> None:
-        self._changed = asyncio.Event()
-        self.closed = False
-
-    def notify(self) -> None:
-        self._changed.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._changed.set()
-
-    async def wait(self, timeout: float) -> None:
-        """Until the next change (or close), or `timeout` seconds at most."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        self._changed.clear()
-
-
-@dataclass(frozen=True)
-class LiveSession:
-    """An open session as the console shows it: the store's row, and how long it is idle
-    (None when no door of this process serves it)."""
-
-    record: SessionRecord
-    idle_seconds: int | None
-    kill_requested: bool
 
 
 @dataclass
@@ -132,6 +88,7 @@ class Core:
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
     _loss: StoreLoss = field(default_factory=StoreLoss, init=False)
+    decisions: DecisionFeed | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -408,7 +365,7 @@ class Core:
         self.grace.looked(began)  # start-up has just read and written the store
         try:
             while True:
-                await asyncio.sleep(WATCH_EVERY)
+                await self._watch_pause()
                 look, began = await self._tick(lives, look, began)
         finally:  # the server is stopping: the console's streams end with the watch
             if look is not None:
@@ -445,6 +402,46 @@ class Core:
         except Exception as exc:
             return exc
         return None
+
+    async def _watch_pause(self) -> None:
+        """WATCH_EVERY, or less when the decision feed hears that a node (or the CLI) ended
+        or refused access; never less than WATCH_SOONEST, however often it is woken."""
+        feed = self.decisions
+        if feed is None:
+            await asyncio.sleep(WATCH_EVERY)
+            return
+        await asyncio.sleep(WATCH_SOONEST)
+        await feed.wait(WATCH_EVERY - WATCH_SOONEST)
+
+    async def start_decisions(self) -> None:
+        """On a PostgreSQL store, listen for every node's decisions on a connection of this
+        node's own (bastion/audit/listen.py), so the watcher acts on them at once; its poll
+        stays the backstop. A SQLite store has one process, which polls it: a no-op."""
+        location = getattr(self.store, "location", None)  # a PgLocation once stores can be
+        if self.decisions is not None or not isinstance(location, PgLocation):
+            return
+        from bastion.audit.listen import DecisionFeed  # noqa: PLC0415 - asyncpg on PostgreSQL only
+
+        feed = DecisionFeed.on(location, self.clock, node=self.node)
+        feed.start()
+        self.decisions = feed
+
+    def decisions_health(self) -> dict[str, object] | None:
+        """For /healthz: whether the decision feed listens, or since when it does not (None
+        without a feed). Degraded, not down: the watcher's poll still ends sessions."""
+        feed = self.decisions
+        if feed is None:
+            return None
+        state = feed.state()
+        since = iso(state.since) if state.since is not None else None
+        if state.connected:
+            return {"listening": True, "since": since}
+        return {"listening": False, "disconnected_since": since, "error": state.error}
+
+    async def stop_decisions(self) -> None:
+        feed, self.decisions = self.decisions, None
+        if feed is not None:
+            await feed.close()
 
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}

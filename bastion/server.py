@@ -21,8 +21,9 @@ from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
-from bastion.core import WATCH_EVERY, Core, Killable
+from bastion.core import WATCH_EVERY, Core
 from bastion.errors import BastionError, Exit
+from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
@@ -126,6 +127,7 @@ class Server:
             raise ServeError(str(exc)) from None
         await self.core.run(self.recover)
         await self.core.start_writer()
+        await self.core.start_decisions()  # PostgreSQL: hear every node's decisions at once
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -208,6 +210,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
+        await self.core.stop_decisions()
         await self.core.stop_writer()
         if self._present:  # a namesake refused at start-up leaves the live one's alone
             self._present = False

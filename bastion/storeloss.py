@@ -16,7 +16,8 @@ from bastion.clock import iso
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
-    from bastion.core import Core, Killable
+    from bastion.core import Core
+    from bastion.live import Killable
 
 log = structlog.get_logger("bastion.core")
 STATE = "store_lost"  # how such a session's row ends

@@ -13,8 +13,9 @@ from aiohttp import web
 
 from bastion.clock import iso
 from bastion.config import Listener
-from bastion.core import Core, Killable
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.live import Killable
 from bastion.proxied import ProxiedListener, SourcedProtocol, Trusted
 from bastion.web.app import build_app
 from bastion.web.state import CORE_KEY, PROXIED_KEY
@@ -32,16 +33,20 @@ async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
     store's own thread, like every store call from the event loop). A node that has lost its
     store for longer than [cluster] store_grace says so, and since when, with a 503 (a load
-    balancer's check then sends logins to the other nodes)."""
+    balancer's check then sends logins to the other nodes). On a PostgreSQL store, whether
+    this node hears the others' decisions."""
     core = request.app[CORE_KEY]
     since = core.grace.lost_since
     if since is not None:
         store = {"reachable": False, "since": iso(since)}
         return web.json_response({"status": "failing", "node": core.node, "store": store},
                                  status=503)  # fmt: skip
-    head = await core.audit_head()
-    return web.json_response({"status": "ok", "node": core.node, "store": {"reachable": True},
-                              "audit_head": head})  # fmt: skip
+    body: dict[str, object] = {"status": "ok", "node": core.node, "store": {"reachable": True},
+                               "audit_head": await core.audit_head()}  # fmt: skip
+    decisions = core.decisions_health()
+    if decisions is not None:
+        body["decisions"] = decisions
+    return web.json_response(body)
 
 
 def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:
