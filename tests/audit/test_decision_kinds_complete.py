@@ -39,6 +39,8 @@ REVIEWED = {
     "requests.py:close_request": "denying or cancelling a pending request: it gave no access",
     "requests.py:expire_requests": "each node's watcher expires them itself; no access ends",
     "tickets.py:revoke_users_tickets": "runs inside disable_user, which notifies",
+    "cluster.py:take_lease": "a node's presence or a job's lease: it ends nobody's access",
+    "cluster.py:release_lease": "a node's presence or a job's lease: it ends nobody's access",
 }
 
 
