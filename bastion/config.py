@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
+from bastion.config_cluster import ClusterPolicy
 from bastion.config_policies import (
     GrantPolicy,
     NotifyPolicy,
@@ -168,6 +169,7 @@ class Config:
     reports: ReportPolicy = field(default_factory=ReportPolicy)
     recordings: RecordingsPolicy = field(default_factory=RecordingsPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
+    cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -392,6 +394,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         recordings=_section(RecordingsPolicy, "recordings.", values),
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
+        cluster=_section(ClusterPolicy, "cluster.", values),
         targets=MappingProxyType(targets),
     )
 
@@ -403,6 +406,12 @@ def _check_reports(reports: ReportPolicy, recordings: RecordingsPolicy) -> None:
     for section, problem in (("reports", reports.problem()), ("recordings", recordings.problem())):
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])
+
+
+def _check_cluster(cluster: ClusterPolicy) -> None:
+    problem = cluster.problem()
+    if problem is not None:
+        raise _Bad(("cluster", problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -488,6 +497,7 @@ def load_config(path: str | Path) -> Config:
         _check_webhook(config.notify.webhook_url)
         _check_reports(config.reports, config.recordings)
         _check_anchors(config.audit)
+        _check_cluster(config.cluster)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

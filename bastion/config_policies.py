@@ -3,6 +3,7 @@ requests, notifications, sessions and the weekly review (bastion.config loads th
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +40,30 @@ class PostgresPolicy(DoorLimits):
     max_prepared: int = 10_000  # prepared statements, and open portals, per session
     max_sessions: int = 5_000  # database sessions open through this door at once
     max_sessions_per_user: int = 100  # and per person
+    cancel_advertise: str = ""  # host:port peers forward cancels to; "" is the listener's
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for a value that cannot work, else None."""
+        if self.cancel_advertise and host_port(self.cancel_advertise) is None:
+            why = "is not host:port (an IPv6 address in brackets, a port from 1 to 65535)"
+            return "cancel_advertise", f"{self.cancel_advertise!r} {why}"
+        return None
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """("host", port) from "host:port" or "[v6]:port"; None when it is not that."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        except ValueError:
+            return None
+    return (host, int(port)) if _HOST.fullmatch(host) else None
 
 
 @dataclass(frozen=True)

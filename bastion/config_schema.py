@@ -164,6 +164,12 @@ SETTINGS: tuple[Setting, ...] = (
         high=1_000_000,
     ),
     Setting(
+        "postgres.cancel_advertise",
+        "str",
+        "host:port other nodes forward cancel requests to (default: the listener's).",
+        allow_empty=True,
+    ),
+    Setting(
         "audit.durability",
         "choice",
         "When a statement's row is on disk.",
@@ -239,6 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
     Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
     Setting("web.step_up", "duration", "How long a proven TOTP code lets a sign-in make changes."),
+    Setting("cluster.node", "str", "This node's name; empty: the host name.", allow_empty=True),
+    Setting("cluster.store_grace", "duration", "Time without the store before failing closed."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import structlog
 
@@ -25,9 +24,11 @@ from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
 from bastion.access.stepup import SESSION as STEP_UP_SESSION
+from bastion.access.storegrace import StoreGrace
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
+    CancelKeyQueries,
     CommandLine,
     Event,
     FileOp,
@@ -37,82 +38,33 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
-from bastion.audit.records import Grant, SessionRecord, Target
+from bastion.audit.cluster import node_lease
+from bastion.audit.location import PgLocation
+from bastion.audit.records import Grant, Target
 from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
-from bastion.clock import Clock
+from bastion.clock import Clock, iso
 from bastion.config import Config
-from bastion.errors import Denied, StoreError
+from bastion.errors import Denied, StoreError, StoreLost
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
+from bastion.live import Killable, LiveSession, SessionFeed, Uploads
+from bastion.storeloss import StoreLoss
+from bastion.tasks import spawn
+
+if TYPE_CHECKING:
+    from bastion.audit.listen import DecisionFeed
 
 P = ParamSpec("P")
 WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
+WATCH_SOONEST = 0.05  # seconds at least between two looks, however often decisions wake it
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
 
 
-class Killable(Protocol):
-    """A live session the bastion can end: an admin's kill, access that ended, idleness."""
-
-    @property
-    def target_name(self) -> str: ...
-
-    @property
-    def opened_at(self) -> datetime: ...
-
-    @property
-    def last_input(self) -> datetime:
-        """When the engineer last sent anything (on the bastion's clock)."""
-
-    async def terminate(self, state: str, message: str) -> None:
-        """Show `message` to the user, end the session and close its row as `state`."""
-
-
 T = TypeVar("T")
-
-
-class SessionFeed:
-    """Word that the live sessions changed, for one subscriber (a console's stream); closed
-    when the server stops watching sessions."""
-
-    def __init__(self) -> None:
-        self._changed = asyncio.Event()
-        self.closed = False
-
-    def notify(self) -> None:
-        self._changed.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._changed.set()
-
-    async def wait(self, timeout: float) -> None:
-        """Until the next change (or close), or `timeout` seconds at most."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        self._changed.clear()
-
-
-@dataclass(frozen=True)
-class LiveSession:
-    """An open session as the console shows it: the store's row, and how long it is idle
-    (None when no door of this process serves it)."""
-
-    record: SessionRecord
-    idle_seconds: int | None
-    kill_requested: bool
-
-
-class Uploads(Protocol):
-    """Where recordings go once in the spool (bastion.recording.upload.Uploader)."""
-
-    def track(self, path: Path) -> None: ...
-
-    def finish(self, path: Path) -> None: ...
-
-    def health(self) -> dict[str, object]: ...
+Look = asyncio.Task[Exception | None]  # one look of the session watcher: what failed it
 
 
 @dataclass
@@ -128,12 +80,17 @@ class Core:
     unmasking: Unmasking = field(init=False)
     tickets: Tickets = field(init=False)
     requests: Requests = field(init=False)
+    node: str = field(init=False)  # this node's name ([cluster] node)
+    grace: StoreGrace = field(init=False)  # whether the store answered lately (fail closed)
     _executor: ThreadPoolExecutor = field(init=False)
     _hasher: ThreadPoolExecutor = field(init=False)
+    cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
+    _loss: StoreLoss = field(default_factory=StoreLoss, init=False)
+    decisions: DecisionFeed | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -143,10 +100,13 @@ class Core:
         self.unmasking = Unmasking(self.store, self.config, self.clock)
         self.tickets = Tickets(self.store, self.config, self.clock, self.access, self.identity)
         self.requests = Requests(self.store, self.config, self.clock)
+        self.node = self.config.cluster.node_name()
+        self.grace = StoreGrace(self.config.cluster.store_grace)
         # One thread owns store calls from the event loop: SQLite and argon2 never block it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-store")
         # argon2 has threads of its own, so a guessing client never stalls the store's.
         self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bastion-argon2")
+        self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking core call off the event loop, in the store's thread."""
@@ -154,9 +114,8 @@ class Core:
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     def recorded_hash(self, path: Path) -> str | None:
-        """For the recording uploader's thread: the SHA-256 the session row holds for the
-        spool file at `path` (None: the session is open, or the row names another file;
-        NotFound: no session has that id)."""
+        """For the uploader's thread: the SHA-256 the session row holds for the spool file
+        at `path` (None: open, or the row names another file; NotFound: no such session)."""
         found = self._executor.submit(self.store.session, path.stem).result(timeout=60)
         return found.recording_sha256 if found.recording_path == str(path) else None
 
@@ -188,7 +147,11 @@ class Core:
     # -- the one way in: bastion/access/admission.py decides, the core does the I/O -------
 
     def admission(self, door: str, source: str, user: str) -> Admission:
-        """A login beginning at `door` from `source`, for the person named `user`."""
+        """A login beginning at `door` from `source`, for the person named `user`; Denied
+        with one line while this node has lost its store (fail closed)."""
+        refusal = self.grace.refusal()
+        if refusal is not None:
+            raise StoreLost(refusal)
         return Admission(Attempt(door, source, user))
 
     async def login_facts(self, name: str) -> LoginFacts:
@@ -240,7 +203,12 @@ class Core:
         return found
 
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
-        """May this proven login open a session on `target` now? A refusal is audited."""
+        """May this proven login open a session on `target` now? A refusal is audited (one
+        for a lost store cannot be, and is logged)."""
+        refusal = self.grace.refusal()
+        if refusal is not None:  # the store can be neither asked nor told
+            log.warning("access.denied", user=admission.user, target=target, reason=refusal)
+            return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
         if not decision.allowed:
@@ -302,7 +270,7 @@ class Core:
         await self.run(self.store.open_session, session_id=session_id, user=admission.user,
                        target=target, grant_id=grant_id, protocol=attempt.door,
                        client_addr=attempt.source, recording_path=recording_path,
-                       ticket_id=ticket_id)  # fmt: skip
+                       ticket_id=ticket_id, node=self.node)  # fmt: skip
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
@@ -395,23 +363,99 @@ class Core:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
         allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it looks every WATCH_EVERY, and no fault in one look or one session stops it. The
-        console lists the same sessions (live_sessions)."""
+        it ticks every WATCH_EVERY and starts a look at the store unless one is running, and
+        no fault in one look or one session stops it. A node that completes no look for longer
+        than [cluster] store_grace ends every session it serves and refuses logins until a
+        look completes again (StoreGrace). The console lists the same sessions."""
         self._lives = lives
+        look: Look | None = None
+        began = self.clock.now()
+        self.grace.looked(began)  # start-up has just read and written the store
         try:
             while True:
-                await asyncio.sleep(WATCH_EVERY)
-                try:
-                    await self._watch_once(lives)
-                except Exception as exc:  # keep watching; the store may come back
-                    log.error("session_watch_failed", error=repr(exc))
+                await self._watch_pause()
+                look, began = await self._tick(lives, look, began)
         finally:  # the server is stopping: the console's streams end with the watch
+            if look is not None:
+                look.cancel()
             self._lives = ()
             for feed in list(self._feeds):
                 feed.close()
 
+    async def _tick(self, lives: Sequence[Mapping[str, Killable]], look: Look | None,
+                    began: datetime) -> tuple[Look, datetime]:  # fmt: skip
+        """One tick: take the last look's outcome, judge the grace, start the next look."""
+        now, missed = self.clock.now(), look is not None and not look.done()
+        if look is not None and look.done():
+            problem = None if look.cancelled() else look.result()
+            if look.cancelled() or problem is not None:  # keep watching; it may come back
+                if not self.grace.misses:  # once a run of failures, not twice a second
+                    log.error("session_watch_failed", error=repr(problem))
+                missed = True
+            else:
+                since = self.grace.lost_since
+                if self.grace.looked(began):
+                    await self._loss.found_again(self, _merged(lives), since, now)
+            look = None
+        if missed and (self.grace.missed(now) or self.grace.lost):
+            await self._loss.end_all(self, _merged(lives))
+        if look is None:
+            look, began = spawn(self._look(lives), name="watch-look"), now
+        return look, began
+
+    async def _look(self, lives: Sequence[Mapping[str, Killable]]) -> Exception | None:
+        """One look; what made it fail, if it failed (the tick logs it)."""
+        try:
+            await self._watch_once(lives)
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _watch_pause(self) -> None:
+        """WATCH_EVERY, or less when the decision feed hears that a node (or the CLI) ended
+        or refused access; never less than WATCH_SOONEST, however often it is woken."""
+        feed = self.decisions
+        if feed is None:
+            await asyncio.sleep(WATCH_EVERY)
+            return
+        await asyncio.sleep(WATCH_SOONEST)
+        await feed.wait(WATCH_EVERY - WATCH_SOONEST)
+
+    async def start_decisions(self) -> None:
+        """On a PostgreSQL store, listen for every node's decisions on a connection of this
+        node's own (bastion/audit/listen.py), so the watcher acts on them at once; its poll
+        stays the backstop. A SQLite store has one process, which polls it: a no-op."""
+        location = getattr(self.store, "location", None)  # a PgLocation once stores can be
+        if self.decisions is not None or not isinstance(location, PgLocation):
+            return
+        from bastion.audit.listen import DecisionFeed  # noqa: PLC0415 - asyncpg on PostgreSQL only
+
+        feed = DecisionFeed.on(location, self.clock, node=self.node)
+        feed.start()
+        self.decisions = feed
+
+    def decisions_health(self) -> dict[str, object] | None:
+        """For /healthz: whether the decision feed listens, or since when it does not (None
+        without a feed). Degraded, not down: the watcher's poll still ends sessions."""
+        feed = self.decisions
+        if feed is None:
+            return None
+        state = feed.state()
+        since = iso(state.since) if state.since is not None else None
+        if state.connected:
+            return {"listening": True, "since": since}
+        return {"listening": False, "disconnected_since": since, "error": state.error}
+
+    async def stop_decisions(self) -> None:
+        feed, self.decisions = self.decisions, None
+        if feed is not None:
+            await feed.close()
+
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         live = {key: session for sessions in lives for key, session in sessions.items()}
+        # A write: the node proves it can still commit (and tells the others it is alive).
+        await self.run(self.store.take_lease, node_lease(self.node), self.node,
+                       self.config.cluster.store_grace, quiet=True)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
         ended = await self.run(self.access.endings) if live else []
@@ -449,3 +493,8 @@ class Core:
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+
+
+def _merged(lives: Sequence[Mapping[str, Killable]]) -> dict[str, Killable]:
+    """Every door's live sessions, by session id."""
+    return {key: session for sessions in lives for key, session in sessions.items()}

@@ -54,6 +54,10 @@ class Denied(BastionError):
     exit_code = Exit.DENIED
 
 
+class StoreLost(Denied):
+    """This node has not reached its store for longer than [cluster] store_grace: no login."""
+
+
 class UsageError(BastionError):
     exit_code = Exit.USAGE
 

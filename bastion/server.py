@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -19,10 +20,12 @@ import structlog
 from bastion import __version__
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
+from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
-from bastion.core import Core, Killable
+from bastion.core import WATCH_EVERY, Core
 from bastion.errors import BastionError, Exit
+from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
@@ -36,6 +39,7 @@ from bastion.tasks import spawn
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
+NAMESAKE_WAIT = 5.0  # seconds to watch for a renewal of this node's own name's presence
 
 
 class ServeError(BastionError):
@@ -115,6 +119,7 @@ class Server:
         self._anchors_failing = False
         self.uploader: Uploader | None = None
         self._spool_lock: int | None = None  # hold_spool's descriptor while no uploader has it
+        self._present = False  # this node's presence lease is taken (released at stop)
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -128,10 +133,39 @@ class Server:
         return doors
 
     def recover(self) -> None:
-        """Sessions a crash left open are closed as interrupted; their recordings stay."""
-        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left)
+        """This node's sessions a crash left open are closed as interrupted; their recordings
+        stay. Sessions from before sessions named their node are closed too, unless another
+        node is alive on the store (it may be an older bastion serving them): they can only
+        come from a time when one bastion served the store alone."""
+        node = self.core.node
+        self._refuse_a_namesake(node)
+        others = [name for name in self.store.live_nodes() if name != node]
+        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace,
+                              quiet=True)  # fmt: skip
+        self._present = True
+        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
+                                              node=node, unowned=not others)  # fmt: skip
         if closed:
-            log.warning("sessions.interrupted", count=len(closed), sessions=closed)
+            log.warning("sessions.interrupted", count=len(closed), sessions=closed, node=node)
+        if others:
+            log.info("cluster.nodes_alive", node=node, others=others)
+
+    def _refuse_a_namesake(self, node: str) -> None:
+        """Two processes serving as one node would close each other's sessions: if this
+        node's presence has not expired, it is a crashed predecessor's unless it is renewed
+        meanwhile (a live node renews it every look), and then this one does not start."""
+        held = self.store.lease(node_lease(node))
+        if held is None or held.expires_at <= self.core.clock.now():
+            return
+        deadline = time.monotonic() + NAMESAKE_WAIT
+        while time.monotonic() < deadline:  # on the store's thread, before any door listens
+            time.sleep(WATCH_EVERY / 2)
+            again = self.store.lease(node_lease(node))
+            if again is not None and again.renewed_at != held.renewed_at:
+                raise ServeError(
+                    f"cluster.node: another bastion is serving as node {node!r} on this store"
+                    f" (alive at {iso(again.renewed_at)}); give each node its own name"
+                )
 
     async def start(self) -> None:
         """Open every door, or none: a door that cannot listen stops the others."""
@@ -151,6 +185,7 @@ class Server:
             self._release_spool()
             raise
         await self.core.start_writer()
+        await self.core.start_decisions()  # PostgreSQL: hear every node's decisions at once
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -170,7 +205,8 @@ class Server:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
-        detail = {"version": __version__, "doors": [d.name for d in self.doors]}
+        detail = {"version": __version__, "doors": [d.name for d in self.doors],
+                  "node": self.core.node}  # fmt: skip
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
         self._started = True
@@ -203,10 +239,11 @@ class Server:
         if queued:
             log.info("recordings.spool_queued", count=len(queued))
         self.core.uploads = self.uploader = uploader
-        # Seam for the upload completer (not built: it needs the store's lease, migration
-        # 0021): a task spawned here that, while this node holds the lease, lists
-        # store.uploads_in_progress(prefix), skips keys of live nodes' sessions, and aborts
-        # (or completes from its parts, for a node gone with its spool) the rest.
+        # Seam for the upload completer (not built yet): a task spawned here that, while
+        # store.take_lease("upload-completer", node, ttl) holds, lists
+        # store.uploads_in_progress(prefix), leaves the keys of sessions whose node is in
+        # store.live_nodes(), and completes from its parts (a node gone with its spool) or
+        # aborts the rest.
 
     def _alarm_from(
         self, loop: asyncio.AbstractEventLoop
@@ -279,12 +316,18 @@ class Server:
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
+        await self.core.stop_decisions()
         await self.core.stop_writer()
         if self.uploader is not None:  # what is not uploaded yet stays in the spool
             self.core.uploads = None
             await asyncio.to_thread(self.uploader.stop)
             self.uploader = None
         self._release_spool()
+        if self._present:  # a namesake refused at start-up leaves the live one's alone
+            self._present = False
+            with contextlib.suppress(Exception):  # it expires by itself after store_grace
+                await self.core.run(self.store.release_lease, node_lease(self.core.node),
+                                    self.core.node)  # fmt: skip
         if self._started:
             self._started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")

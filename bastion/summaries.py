@@ -20,10 +20,10 @@ FLUSH_EVERY = 1.0  # seconds between looks for windows that have closed
 class Summaries:
     """One door's tally and the task that writes its closed windows as summary events."""
 
-    def __init__(self, core: Core, door: str) -> None:
+    def __init__(self, core: Core, door: str, tally: Tally | None = None) -> None:
         self.core = core
         self.door = door
-        self.tally = Tally()
+        self.tally = tally or Tally()
         self._task: asyncio.Task[None] | None = None
 
     def note(self, kind: str, source: str, why: str = "") -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 from bastion.audit import Store
 from bastion.clock import FakeClock
 from bastion.config import load_config
-from bastion.core import Core, Killable
+from bastion.core import Core
 from bastion.identity.sealing import SecretBox
+from bastion.live import Killable
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

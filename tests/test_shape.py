@@ -43,6 +43,33 @@ def test_sql_lives_only_in_the_audit_package(path: Path) -> None:
     assert not SQL.search(text), f"{rel(path)} contains SQL"
 
 
+DRIVERS = {"sqlite3", "sqlite_utils", "asyncpg"}
+ADAPTERS = {"sqlconn.py", "pgconn.py", "listen.py", "evidence_db.py"}  # evidence_db: a file
+
+
+def imported(tree: ast.AST) -> set[str]:
+    """The top-level packages a module imports, wherever in it (also inside a function)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "audit").rglob("*.py")), ids=rel)
+def test_only_the_adapters_import_a_database_driver(path: Path) -> None:
+    """The store's modules speak to `Conn` (bastion/audit/sqlconn.py), whichever engine holds
+    the store; only the adapters import a driver."""
+    if path.name in ADAPTERS and path.parent == PACKAGE / "audit":
+        return
+    drivers = imported(ast.parse(path.read_text(encoding="utf-8"))) & DRIVERS
+    assert not drivers, (
+        f"{rel(path)} imports {', '.join(sorted(drivers))}: use bastion.audit.sqlconn"
+    )
+
+
 TASK_STARTERS = {"create_task", "ensure_future"}
 
 

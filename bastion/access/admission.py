@@ -182,9 +182,13 @@ class Admission:
         return {"protocol": self.attempt.door, "source": self.attempt.source, **more}
 
 
-def door_decision(admission: Admission, decision: Decision) -> Decision:
+def door_decision(admission: Admission, decision: Decision,
+                  store_refusal: str | None = None) -> Decision:  # fmt: skip
     """The access decision as a door must take it: refused unless both factors of this very
-    login were proven first, whatever the grants say."""
+    login were proven first, whatever the grants say; and refused, whatever else holds, while
+    this node has lost its store (`store_refusal`, from StoreGrace.refusal)."""
+    if store_refusal is not None:
+        return Decision(False, store_refusal)
     if not admission.may_decide():
         return Decision(False, NOT_PROVEN)
     return decision

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.audit import sqliteutils  # noqa: F401 - first: sqlite-utils without pandas
+from bastion.audit.cancelkeys import CancelKeyQueries, CancelOwner
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
+from bastion.audit.cluster import ClusterQueries
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
@@ -26,6 +27,8 @@ from bastion.audit.websessions import WebSession, WebSessionQueries
 from bastion.clock import Clock
 
 __all__ = [
+    "CancelKeyQueries",
+    "CancelOwner",
     "ChainKey",
     "ChainedEvent",
     "CommandLine",
@@ -65,6 +68,7 @@ class Store(
     RequestQueries,
     SessionQueries,
     QueryQueries,
+    CancelKeyQueries,
     OutboxQueries,
     UnmaskQueries,
     TicketQueries,
@@ -76,6 +80,7 @@ class Store(
     WebSessionQueries,
     EventLogQueries,
     RestoreQueries,
+    ClusterQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
+import string
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,26 +13,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 import structlog
 
-from bastion.audit import chain
+from bastion.audit import chain, nul
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.chainwalk import CHUNK, walk_store
+from bastion.audit.sqlconn import Conn, DbError, Dialect, SqliteConn, one
 from bastion.clock import Clock, iso
 from bastion.errors import NotFound, StoreError
 
 log = structlog.get_logger("bastion.audit")
 
-PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",  # an audit event is on disk before the action it records
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=15000",
-)
-
-
-FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"
 KEYED_SCHEMA = 11  # the migration from which the chain is keyed
 PROGRESS_EVERY = CHUNK  # verify_chain's progress callback: once per this many events walked
 
@@ -53,18 +44,47 @@ def where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """The numbered migrations shipped with the package, in order: (number, name, sql)."""
-    found = []
-    for item in resources.files("bastion.audit").joinpath("migrations").iterdir():
+# `column` holds `needle` as a substring, ASCII case ignored: lower() lowers ASCII letters only
+# on SQLite and on PostgreSQL under COLLATE "C" alike, and the parameter is contains(needle).
+CONTAINS = "lower({column}) LIKE ? ESCAPE '\\'"
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def contains(needle: str) -> str:
+    """The LIKE pattern CONTAINS takes for `needle`: ASCII-lowered, its `\\`, `%` and `_`
+    escaped (matched as themselves), between two `%`."""
+    low = needle.translate(_ASCII_LOWER)
+    return "%" + low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def migrations(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
+    """The numbered migrations shipped with the package for one engine, in order: (number,
+    name, sql). SQLite's are in migrations/, PostgreSQL's twins in migrations/postgresql/."""
+    found: list[tuple[int, str, str]] = []
+    folder = resources.files("bastion.audit").joinpath("migrations")
+    if dialect == "postgresql":
+        folder = folder.joinpath("postgresql")
+    if not folder.is_dir():
+        return found
+    for item in folder.iterdir():
         name = item.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name, item.read_text(encoding="utf-8")))
     return sorted(found)
 
 
+def _nul_free(event: Event) -> Event:
+    """The event with a NUL a client put in its actor or subject escaped (bastion/audit/nul.py;
+    the detail is JSON, which escapes it anyway), so every engine holds and chains it alike."""
+    actor, subject = nul.escape(event.actor), nul.escape(event.subject)
+    if actor == event.actor and subject == event.subject:
+        return event
+    return replace(event, actor=actor, subject=subject)
+
+
 class StoreBase:
-    """One SQLite file; every write is an IMMEDIATE transaction that also chains its events.
+    """The store (one SQLite file, through a `Conn`); every write is a transaction that
+    holds the store's one writer lock and also chains its events.
 
     `key` MACs the chain. Every process of a running bastion and every CLI command opens the
     store with it; without it (tests, tools) the store can only extend a chain that is not
@@ -78,16 +98,9 @@ class StoreBase:
         self.anchor_path = self.path.with_name(self.path.name + ".head")
         self._lock = threading.RLock()
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=15
-            )
-            conn.row_factory = sqlite3.Row
-            for pragma in PRAGMAS:
-                conn.execute(pragma)
-        except sqlite3.Error as exc:
+            self.conn: Conn = SqliteConn.open(self.path)
+        except DbError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._pending_head: tuple[int, str] | None = None
         self._anchor_fd: int | None = None
 
@@ -116,6 +129,14 @@ class StoreBase:
         store.migrate()
         return store
 
+    def reader(self) -> Conn:
+        """A read-only connection of its own to the store, usable from another thread (the
+        review's checks run beside the build); the caller closes it."""
+        try:
+            return SqliteConn.reader(self.path)
+        except DbError as exc:
+            raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()
@@ -126,81 +147,75 @@ class StoreBase:
     # -- schema -----------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        if "schema_migrations" not in self.db.table_names():
-            return 0
-        row = self.conn.execute("SELECT max(number) FROM schema_migrations").fetchone()
+        with self._reading() as conn:
+            if not conn.table_exists("schema_migrations"):
+                return 0
+            row = one(conn.execute("SELECT max(number) FROM schema_migrations"))
         return int(row[0] or 0)
 
     def migrate(self) -> list[str]:
         """Apply every migration newer than the store, each in its own transaction."""
         applied = []
         with self._lock:
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
+            try:
+                self.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+            except DbError as exc:
+                raise StoreError(f"cannot use the store {self.path}: {exc}") from exc
             current = self.schema_version()
-            for number, name, sql in migrations():
+            for number, name, sql in migrations(self.conn.dialect):
                 if number <= current:
                     continue
-                self._apply_migration(number, name, sql)
-                applied.append(name)
+                if self._apply_migration(number, name, sql):
+                    applied.append(name)
             if current < KEYED_SCHEMA <= self.schema_version() and self.chain_key is not None:
                 with self._write() as conn:  # the upgrade: key the chain, once, right now
                     self._append(conn, [], upgrade=True)
         return applied
 
-    def _apply_migration(self, number: int, name: str, sql: str) -> None:
-        """One migration in one transaction. A migration that rebuilds a table says
-        "-- bastion: foreign_keys off"; it runs with them off and must pass a foreign key
-        check before it commits."""
-        rebuild = FOREIGN_KEYS_OFF in sql
-        script = (
-            "BEGIN IMMEDIATE;\n" + sql + "\nINSERT INTO schema_migrations VALUES "
-            f"({number}, '{name}', '{iso(self.clock.now())}');"
-        )
+    def _apply_migration(self, number: int, name: str, sql: str) -> bool:
+        """One migration in one transaction (False: another process applied it first)."""
         try:
-            if rebuild:
-                self.conn.execute("PRAGMA foreign_keys=OFF")
-            self.conn.executescript(script)
-            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
-            if broken:
-                raise sqlite3.IntegrityError(f"{len(broken)} rows break a foreign key")
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            return self.conn.apply_migration(number, name, sql, iso(self.clock.now()))
+        except DbError as exc:
             raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
-        finally:
-            self.conn.execute("PRAGMA foreign_keys=ON")
 
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Conn]:
         """A write transaction; if anything fails, nothing of it is kept."""
         with self._lock:
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                self.conn.begin_write()
+            except DbError as exc:
                 raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
             try:
                 yield self.conn
-                self.conn.execute("COMMIT")
+                self.conn.commit()
             except BaseException as exc:
                 if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                    self.conn.rollback()
+                if isinstance(exc, DbError):
                     raise StoreError(f"store write failed on {self.path}: {exc}") from exc
                 raise
             self._write_anchor()
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    @contextmanager
+    def _reading(self) -> Iterator[Conn]:
+        """The connection for a few reads in a row, outside any transaction (each read sees
+        the store as it is then); the engine's errors come out as StoreError."""
         with self._lock:
             try:
-                return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
-            except sqlite3.Error as exc:
+                yield self.conn
+            except DbError as exc:
                 raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._reading() as conn:
+            return [dict(r) for r in conn.execute(sql, params).fetchall()]
 
     def _id_by_name(self, table: str, name: str) -> int:
         """The id of a user, or of a target that is not removed; NotFound otherwise."""
@@ -213,7 +228,7 @@ class StoreBase:
     # -- the audit chain --------------------------------------------------------------
 
     def _append(
-        self, conn: sqlite3.Connection, events: Sequence[Event], upgrade: bool = False
+        self, conn: Conn, events: Sequence[Event], upgrade: bool = False
     ) -> list[ChainedEvent]:
         """Chain events after the current head, inside the caller's transaction.
 
@@ -244,7 +259,7 @@ class StoreBase:
             events = [Event(chain.KEYED_KIND, "bastion", "", "notice", None, detail), *events]
         for event in events:
             seq += 1
-            row = chain.link(event, seq, at, prev, secret)
+            row = chain.link(_nul_free(event), seq, at, prev, secret)
             prev = row.row_hash
             out.append(row)
         if not out:

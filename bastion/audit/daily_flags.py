@@ -84,8 +84,7 @@ class DailyFlagQueries(StoreBase):
                 if cursor.rowcount != 1:
                     continue
                 if flag.notice is not None:
-                    enqueue(conn, now, (flag.notice,))
-                    (notice_id,) = conn.execute("SELECT max(id) FROM notifications").fetchone()
+                    (notice_id,) = enqueue(conn, now, (flag.notice,))
                     conn.execute(
                         "UPDATE daily_flags SET notification_id = ? WHERE finding_id = ?",
                         (notice_id, flag.finding_id),

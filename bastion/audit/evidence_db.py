@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 Value = str | int | float | bool | None
 
@@ -49,7 +53,7 @@ def write_tables(path: Path, tables: Sequence[PlainTable]) -> None:
             # A scratch file: no journal and no syncing while it is built, one sync at the end.
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
-            db = sqlite_utils.Database(conn)
+            db = _sqlite_utils().Database(conn)
             for table in tables:
                 _create(db, table)
             conn.commit()
@@ -59,6 +63,22 @@ def write_tables(path: Path, tables: Sequence[PlainTable]) -> None:
         _sync(path.parent)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def _sqlite_utils() -> ModuleType:
+    """sqlite_utils, imported without pandas and numpy: it imports them when installed, for
+    DataFrame and array values never handed to it, at a third of a second's cost. `import
+    pandas` and `import numpy` fail for that import only; later importers get them as usual."""
+    if "sqlite_utils" not in sys.modules:
+        blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]  # import fails: ImportError
+        try:
+            import sqlite_utils  # noqa: F401, PLC0415
+        finally:
+            for name in blocked:
+                del sys.modules[name]
+    return sys.modules["sqlite_utils"]
 
 
 def _sync(path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,12 +10,13 @@ from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
 from bastion.audit.outbox import Notice, enqueue
 from bastion.audit.records import Grant, Group, grant_from_row
+from bastion.audit.sqlconn import Conn, Duplicate, one
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
 # Grants as given: to a user (user set) or to a group (grp set, user empty).
 GRANT_SELECT = (
-    "SELECT g.*, COALESCE(u.name, '') AS user, gr.name AS grp, t.name AS target FROM grants g"
+    "SELECT g.*, COALESCE(u.name, '') AS \"user\", gr.name AS grp, t.name AS target FROM grants g"
     " LEFT JOIN users u ON u.id = g.user_id LEFT JOIN groups gr ON gr.id = g.group_id"
     " JOIN targets t ON t.id = g.target_id"
 )
@@ -46,20 +46,20 @@ class GrantQueries(StoreBase):
             enqueue(conn, self.clock.now(), notices)
         return self.grant(grant_id)
 
-    def _insert_grant(self, conn: sqlite3.Connection, new: NewGrant) -> int:
+    def _insert_grant(self, conn: Conn, new: NewGrant) -> int:
         """Write the grant and its event inside the caller's transaction; returns its id."""
         user_id = self._id_by_name("users", new.user) if new.user else None
         group_id = self._id_by_name("groups", new.group) if new.group else None
         target_id = self._id_by_name("targets", new.target)
-        cursor = conn.execute(
+        (grant_id,) = one(conn.execute(
             "INSERT INTO grants (user_id, group_id, target_id, mode, starts_at, ends_at, reason,"
             " granted_by, created_at, ticket_ref, break_glass, request_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (user_id, group_id, target_id, new.mode, iso(new.starts_at), iso(new.ends_at),
              new.reason, new.actor, iso(self.clock.now()), new.ticket_ref, int(new.break_glass),
              new.request_id),
-        )  # fmt: skip
-        grant_id = int(cursor.lastrowid or 0)
+        ))  # fmt: skip
+        grant_id = int(grant_id)
         detail = {"grant": grant_id, "target": new.target, "mode": new.mode,
                   "from": iso(new.starts_at), "until": iso(new.ends_at), "reason": new.reason,
                   "ticket": new.ticket_ref}  # fmt: skip
@@ -84,11 +84,13 @@ class GrantQueries(StoreBase):
         """Grants as they apply to people: a group's grant once for each member."""
         live = (iso(live_at), iso(live_at)) if live_at is not None else None
         clause, params = where([
-            ("user = ?", user or None),
+            ('"user" = ?', user or None),
             ("target = ? AND target_removed_at IS NULL", target or None),
             ("revoked_at IS NULL AND starts_at <= ? AND ends_at > ?", live),
         ])  # fmt: skip
-        rows = self._rows("SELECT * FROM effective_grants" + clause + " ORDER BY id, user", params)
+        rows = self._rows(
+            "SELECT * FROM effective_grants" + clause + ' ORDER BY id, "user"', params
+        )
         return [grant_from_row(r) for r in rows]
 
     def grant_rows(
@@ -162,7 +164,7 @@ class GrantQueries(StoreBase):
                     "INSERT INTO groups (name, created_at, created_by) VALUES (?,?,?)",
                     (name, iso(self.clock.now()), actor),
                 )
-            except sqlite3.IntegrityError as exc:
+            except Duplicate as exc:
                 raise Conflict(f"group {name!r} exists already") from exc
             self._append(conn, [Event("group.added", actor, f"group:{name}", "notice")])
         return self.group(name)
@@ -174,8 +176,8 @@ class GrantQueries(StoreBase):
         with self._write() as conn:
             if member:
                 changed = conn.execute(
-                    "INSERT OR IGNORE INTO group_members (group_id, user_id, added_at, added_by)"
-                    " VALUES (?,?,?,?)",
+                    "INSERT INTO group_members (group_id, user_id, added_at, added_by)"
+                    " VALUES (?,?,?,?) ON CONFLICT (group_id, user_id) DO NOTHING",
                     (group_id, user_id, iso(self.clock.now()), actor),
                 ).rowcount
             else:

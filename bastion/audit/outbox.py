@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import Notification
+from bastion.audit.sqlconn import Conn, one
 from bastion.clock import iso, parse_iso
 
 
@@ -23,14 +23,20 @@ class Notice:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-def enqueue(conn: sqlite3.Connection, now: datetime, notices: tuple[Notice, ...]) -> None:
-    """Queue notices inside the caller's transaction: they exist exactly when its events do."""
-    conn.executemany(
-        "INSERT INTO notifications (created_at, kind, severity, payload, next_attempt_at)"
-        " VALUES (?,?,?,?,?)",
-        [(iso(now), n.kind, n.severity, json.dumps(n.body, sort_keys=True), iso(now))
-         for n in notices],
-    )  # fmt: skip
+def enqueue(conn: Conn, now: datetime, notices: tuple[Notice, ...]) -> list[int]:
+    """Queue notices inside the caller's transaction: they exist exactly when its events do.
+    Returns their ids, in order."""
+    ids = []
+    for n in notices:
+        (new_id,) = one(
+            conn.execute(
+                "INSERT INTO notifications (created_at, kind, severity, payload, next_attempt_at)"
+                " VALUES (?,?,?,?,?) RETURNING id",
+                (iso(now), n.kind, n.severity, json.dumps(n.body, sort_keys=True), iso(now)),
+            )
+        )
+        ids.append(int(new_id))
+    return ids
 
 
 REPORT_READY = "report.ready"  # the weekly review's webhook message (bastion/reports)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import NewKey, SshKey, User, user_from_row
 from bastion.audit.requests import cancel_pending
+from bastion.audit.sqlconn import Conn, Duplicate, one
 from bastion.audit.tickets import revoke_users_tickets
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
@@ -54,7 +54,7 @@ class UserSecrets:
 class _Attempt:
     """One TOTP attempt inside its write transaction."""
 
-    conn: sqlite3.Connection
+    conn: Conn
     name: str
     row: dict[str, Any]
     via: str
@@ -75,15 +75,17 @@ class PeopleQueries(StoreBase):
         """A new user and their keys, all or nothing."""
         with self._write() as conn:
             try:
-                cursor = conn.execute(
-                    "INSERT INTO users (name, role, password_hash, totp_sealed, created_at)"
-                    " VALUES (?,?,?,?,?)",
-                    (name, role, password_hash, totp_sealed, iso(self.clock.now())),
+                (user_id,) = one(
+                    conn.execute(
+                        "INSERT INTO users (name, role, password_hash, totp_sealed, created_at)"
+                        " VALUES (?,?,?,?,?) RETURNING id",
+                        (name, role, password_hash, totp_sealed, iso(self.clock.now())),
+                    )
                 )
-            except sqlite3.IntegrityError as exc:
+            except Duplicate as exc:
                 raise Conflict(f"user {name!r} exists already") from exc
             self._append(conn, [Event("user.added", actor, name, "notice", detail={"role": role})])
-            self._insert_keys(conn, int(cursor.lastrowid or 0), name, keys, actor)
+            self._insert_keys(conn, int(user_id), name, keys, actor)
         return self.user(name)
 
     def find_user(self, name: str) -> User | None:
@@ -284,7 +286,7 @@ class PeopleQueries(StoreBase):
         return [k for k in self.ssh_keys(name) if k.fingerprint in wanted]
 
     def _insert_keys(
-        self, conn: sqlite3.Connection, user_id: int, name: str, keys: Sequence[NewKey], actor: str
+        self, conn: Conn, user_id: int, name: str, keys: Sequence[NewKey], actor: str
     ) -> None:
         now = iso(self.clock.now())
         for key in keys:
@@ -294,7 +296,7 @@ class PeopleQueries(StoreBase):
                     " added_at) VALUES (?,?,?,?,?,?)",
                     (user_id, key.algorithm, key.public_key, key.fingerprint, key.comment, now),
                 )
-            except sqlite3.IntegrityError as exc:
+            except Duplicate as exc:
                 raise Conflict(f"the key {key.fingerprint} is registered already") from exc
             detail = {"fingerprint": key.fingerprint, "algorithm": key.algorithm}
             self._append(conn, [Event("user.key_added", actor, name, "notice", detail=detail)])
@@ -320,7 +322,7 @@ class PeopleQueries(StoreBase):
         ]
 
 
-def _login_row(conn: sqlite3.Connection, name: str) -> Any:
+def _login_row(conn: Conn, name: str) -> Any:
     """What a login attempt needs of a user's row (None: no such user)."""
     return conn.execute(
         "SELECT id, totp_last_step, failed_attempts, locked_until, disabled_at,"

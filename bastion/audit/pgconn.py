@@ -14,8 +14,8 @@ write, a transaction cut in half, or a COMMIT whose outcome is unknown is never 
 could append an event twice, or run the rest of a transaction in autocommit).
 
 Errors are `Duplicate` (a unique key refused the row) or `DbError`, with the server's
-message and SQLSTATE; never a parameter's value or the password. This is the only module
-that imports asyncpg; it is imported lazily by whoever opens a PostgreSQL store.
+message and SQLSTATE; never a parameter's value or the password. This module and listen.py
+(the LISTEN connection) are the only ones importing asyncpg, lazily, for PostgreSQL stores.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, NamedTuple
 
 from bastion.audit import _fastqlog
 from bastion.audit.chain import Event, canonical_json
-from bastion.audit.querylog import reader
+from bastion.audit.sqlconn import Conn, DbError, one
 from bastion.errors import StoreError
 
 KIND = "queries.committed"
@@ -151,28 +150,32 @@ _PEOPLE = (
     f" json_each(a.detail, '$.sessions') j WHERE a.kind = '{KIND}' AND a.at >= ? AND a.at < ?) e"
     " LEFT JOIN sessions s ON s.id = e.session_id LEFT JOIN users u ON u.id = s.user_id"
     " LEFT JOIN targets t ON t.id = s.target_id"
-    " WHERE u.name IS NOT e.actor OR t.name IS NOT e.subject LIMIT 1"
+    " WHERE u.name IS DISTINCT FROM e.actor OR t.name IS DISTINCT FROM e.subject LIMIT 1"
 )
 _END_COLUMNS = "id, finished_at, rows, command_tag, sqlstate, duration_us, masked_columns"
 
 
-def boundary(conn: sqlite3.Connection) -> int | None:
+def boundary(conn: Conn) -> int | None:
     """The first id of the second form (bound by commits), or None: no commit event yet."""
     found = conn.execute(_FIRST + " ORDER BY seq LIMIT 1").fetchone()
     return None if found is None or found[0] is None else int(found[0])
 
 
-def check(path: Path, week: tuple[str, str], wide: tuple[str, str]) -> list[Finding]:
+def check(
+    reader: Callable[[], Conn], path: Path, week: tuple[str, str], wide: tuple[str, str]
+) -> list[Finding]:
     """The rows of [week) bound by commits, and the rows the commits of [wide) bind, that do
     not match: in id order, the deleted ones last. [] when the store has no commit event.
+    `reader` opens a read-only connection to the store; the rows are digested in C straight
+    from the file at `path`.
 
     The events and the rows are read on two connections: on a live store a commit can land
     between the two reads, and its rows look unbound. Rows and their commit event are
     written in one transaction, so what a second pass still finds is real."""
-    found = _check_once(path, week, wide)
+    found = _check_once(reader, path, week, wide)
     if not found:
         return found
-    again = {(f.id, f.code) for f in _check_once(path, week, wide)}
+    again = {(f.id, f.code) for f in _check_once(reader, path, week, wide)}
     return [f for f in found if (f.id, f.code) in again]
 
 
@@ -189,7 +192,7 @@ class _Commit(NamedTuple):
 
 
 def _expected(
-    conn: sqlite3.Connection, wide: tuple[str, str]
+    conn: Conn, wide: tuple[str, str]
 ) -> tuple[list[_Commit], list[tuple[int, bytes]], bytes]:
     """The commits of [wide), their start digests by first id, and their end records."""
     commits: list[_Commit] = []
@@ -205,37 +208,38 @@ def _expected(
     return commits, starts, b"".join(ends)
 
 
-def _check_once(path: Path, week: tuple[str, str], wide: tuple[str, str]) -> list[Finding]:
+def _check_once(
+    reader: Callable[[], Conn], path: Path, week: tuple[str, str], wide: tuple[str, str]
+) -> list[Finding]:
     try:
-        with closing(reader(path)) as conn:
+        with closing(reader()) as conn:
             first = boundary(conn)
             if first is None:
                 return []
             commits, starts, ends = _expected(conn, wide)
             if week == EVERYTHING:
-                lo, hi = conn.execute(_ALL_ROW_IDS, (first,)).fetchone()
+                lo, hi = one(conn.execute(_ALL_ROW_IDS, (first,)))
             else:
-                lo, hi = conn.execute(_ROW_IDS, (*week, first)).fetchone()
+                lo, hi = one(conn.execute(_ROW_IDS, (*week, first)))
             found = _fastqlog.check(str(path), lo if lo is not None else 1, hi or 0, first,
                                     *week, starts, ends, LIMIT)  # fmt: skip
             del starts
             return [_finding(conn, commits, ends, i, code) for i, code in found
                     if code != 4 or not _same_note(conn, ends, i)]  # fmt: skip
-    except (sqlite3.Error, OSError, ValueError) as exc:
+    except (DbError, OSError, ValueError) as exc:
         raise StoreError(f"cannot check the query log in {path}: {exc}") from exc
 
 
-def people_problem(path: Path, week: tuple[str, str]) -> dict[str, Any] | None:
+def people_problem(conn: Conn, week: tuple[str, str]) -> dict[str, Any] | None:
     """A session whose person or target is not what its statements' commits say, if any."""
     try:
-        with closing(reader(path)) as conn:
-            found = conn.execute(_PEOPLE, week).fetchone()
-            return dict(found) if found is not None else None
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot check the query log in {path}: {exc}") from exc
+        found = conn.execute(_PEOPLE, week).fetchone()
+        return dict(found) if found is not None else None
+    except DbError as exc:
+        raise StoreError(f"cannot check the query log: {exc}") from exc
 
 
-def _same_note(conn: sqlite3.Connection, ends: bytes, row_id: int) -> bool:
+def _same_note(conn: Conn, ends: bytes, row_id: int) -> bool:
     """Whether the row's outcome matches once its masking note is in canonical form (the same
     note written with other spacing, key order or escapes is no finding)."""
     row = conn.execute(f"SELECT {_END_COLUMNS} FROM queries WHERE id = ?", (row_id,)).fetchone()
@@ -257,9 +261,7 @@ def _bound_end(ends: bytes, row_id: int) -> bytes | None:
     return None
 
 
-def _finding(
-    conn: sqlite3.Connection, commits: list[_Commit], ends: bytes, row_id: int, code: int
-) -> Finding:
+def _finding(conn: Conn, commits: list[_Commit], ends: bytes, row_id: int, code: int) -> Finding:
     row = conn.execute("SELECT query_key FROM queries WHERE id = ?", (row_id,)).fetchone()
     seq = _binding_seq(commits, ends, row_id, code)
     return Finding(row_id, code, seq, row[0] if row else None)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bastion.audit import qlogbind
-from bastion.audit.base import StoreBase, where
+from bastion.audit.base import CONTAINS, StoreBase, contains, where
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, canonical_json
+from bastion.audit.sqlconn import one
 from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied, StoreError
 
@@ -103,7 +104,7 @@ class QueryQueries(StoreBase):
         owner: list[int] = []  # for each record, the index of its event (-1: the commit's)
         events: list[Event] = []
         with self._write() as conn:
-            next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM queries").fetchone()[0])
+            next_id = int(one(conn.execute("SELECT coalesce(max(id), 0) FROM queries"))[0])
             commit = qlogbind.Commit(next_id + 1)
             rows: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
@@ -157,7 +158,7 @@ class QueryQueries(StoreBase):
             ("t.name = ?", target),
             ("q.at >= ?", iso(since) if since else None),
             ("q.at < ?", iso(until) if until else None),
-            ("instr(lower(q.sql), lower(?)) > 0", grep or None),
+            (CONTAINS.format(column="q.sql"), contains(grep) if grep else None),
             ("q.session_id = ?", session_id),
             ("q.id < ?", before),
         ])  # fmt: skip
@@ -177,14 +178,16 @@ class QueryQueries(StoreBase):
         user_id = self._id_by_name("users", user)
         target_id = self._id_by_name("targets", target)
         with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at,"
-                " row_mac) VALUES (?,?,?,?,?,?)",
-                (user_id, target_id, digest, iso(self.clock.now()), iso(expires), row_mac),
+            (ticket_id,) = one(
+                conn.execute(
+                    "INSERT INTO tickets (user_id, target_id, token_sha256, created_at, expires_at,"
+                    " row_mac) VALUES (?,?,?,?,?,?) RETURNING id",
+                    (user_id, target_id, digest, iso(self.clock.now()), iso(expires), row_mac),
+                )
             )
-            detail = {"ticket": cursor.lastrowid, "target": target, "until": iso(expires)}
+            detail = {"ticket": ticket_id, "target": target, "until": iso(expires)}
             self._append(conn, [Event("ticket.issued", actor, user, "notice", detail=detail)])
-            return int(cursor.lastrowid or 0)
+            return int(ticket_id)
 
     def use_ticket(self, user: str, target: str, digest: str, via: str,
                    holds: RowCheck) -> int:  # fmt: skip
@@ -192,7 +195,7 @@ class QueryQueries(StoreBase):
         row must carry the key's MAC (`holds`: digest, person, target, end, MAC)."""
         now = self.clock.now()
         with self._write() as conn:
-            row = conn.execute(
+            row: Any = conn.execute(
                 "SELECT k.id, k.expires_at, k.used_at, k.revoked_at, k.row_mac, u.name AS user,"
                 " t.name AS target FROM tickets k JOIN users u ON u.id = k.user_id"
                 " JOIN targets t ON t.id = k.target_id"

@@ -10,18 +10,16 @@ row whose text, session, refusal or outcome is not what the chain says, and ever
 whose row is gone. The comparison is strict; what it names are candidates, which
 bastion/reports/querycheck.py confirms field by field (a masking note written with other
 spacing or escapes is the same note). JSON is read with SQLite's json_extract; on PostgreSQL
-it would be ->> on jsonb (issue 18), the rest is standard SQL.
+it would be ->> on jsonb (issue 18), the rest is standard SQL. Every function here reads
+through the store's `reader()` connection, which its caller opens and closes.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from bastion.audit.sqlconn import Conn, DbError, Duplicate, one
 from bastion.errors import StoreError
 
 Rows = list[dict[str, Any]]
@@ -50,14 +48,19 @@ _LOG = (
 _NOTE = (
     "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
 )
-_DIFFERS = "q.rows IS NOT o.rows OR q.command_tag IS NOT o.tag OR " + _NOTE + " IS NOT o.masking"
+_DIFFERS = (
+    "q.rows IS DISTINCT FROM o.rows OR q.command_tag IS DISTINCT FROM o.tag OR "
+    + _NOTE
+    + " IS DISTINCT FROM o.masking"
+)
 _JOINED = (
     " FROM queries q LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'{done_join}"
 )
 _DIFFERS_FROM_EVENT = (
-    "(st.k IS NULL OR q.session_id IS NOT st.session_id OR q.sql IS NOT st.sql"
-    " OR q.refused_reason IS NOT st.refused"
-    " OR (st.ran_at IS NOT NULL AND (q.at IS NOT st.ran_at OR q.statement_kind IS NOT st.tag_kind))"
+    "(st.k IS NULL OR q.session_id IS DISTINCT FROM st.session_id"
+    " OR q.sql IS DISTINCT FROM st.sql OR q.refused_reason IS DISTINCT FROM st.refused"
+    " OR (st.ran_at IS NOT NULL AND (q.at IS DISTINCT FROM st.ran_at"
+    " OR q.statement_kind IS DISTINCT FROM st.tag_kind))"
     " OR (st.done IS NULL AND {no_done} AND (q.finished_at IS NOT NULL OR q.rows IS NOT NULL"
     " OR q.command_tag IS NOT NULL OR q.masked_columns IS NOT NULL))"
     " OR (st.done = 'object' AND EXISTS (SELECT 1 FROM (SELECT st.rows AS rows, st.tag AS tag,"
@@ -113,25 +116,12 @@ _PEOPLE = (
     " AND at >= ? AND at < ?) e"
     " LEFT JOIN sessions s ON s.id = e.session_id LEFT JOIN users u ON u.id = s.user_id"
     " LEFT JOIN targets t ON t.id = s.target_id"
-    " WHERE u.name IS NOT e.actor OR t.name IS NOT e.subject LIMIT 1"
+    " WHERE u.name IS DISTINCT FROM e.actor OR t.name IS DISTINCT FROM e.subject LIMIT 1"
 )
 _REPEATED = (
     "SELECT k AS key, COUNT(*) AS n FROM ql WHERE k IS NOT NULL GROUP BY k"
     " HAVING COUNT(*) > 1 LIMIT 1"
 )
-
-
-def reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection of its own to the store file (usable from another thread)."""
-    try:
-        conn = sqlite3.connect(
-            f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=15
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA temp_store=FILE")  # a week's events would hold 150 MB in memory
-        return conn
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the store {path}: {exc}") from exc
 
 
 # Rows of the first form, or statement events of the first form, near the week: a week
@@ -144,7 +134,7 @@ NO_BOUND = 1 << 62  # `below` for a store with no commit event: every row is of 
 
 
 def query_log_candidates(
-    path: Path, week: tuple[str, str], wide: tuple[str, str], below: int = NO_BOUND
+    conn: Conn, week: tuple[str, str], wide: tuple[str, str], below: int = NO_BOUND
 ) -> Iterator[tuple[str, Rows]]:
     """Pages of ("row", query rows that may differ from their events, with the events' seqs),
     then ("people", a session whose person or target is not its statements', if any), then
@@ -154,8 +144,8 @@ def query_log_candidates(
     after its statement ran, and may be read for a row near the week's edge). Only rows with
     ids below `below` are of this form and compared here."""
     try:
-        with closing(reader(path)) as conn:
-            conn.execute("BEGIN")  # one snapshot for every read below
+        conn.begin_read()  # one snapshot for every read below
+        try:
             if below != NO_BOUND and not _any(conn, _FIRST_FORM, (*wide, below, *wide)):
                 return
             conn.execute(_EVENTS, wide)
@@ -164,9 +154,7 @@ def query_log_candidates(
             repeated = _index_log(conn)
             form = _WITH_DONE if _any(conn, _ANY_DONE) else _WITHOUT_DONE
             compare = _ROWS.format(**form)
-            tally = conn.execute(
-                _TALLY.format(**form), (*week, *week, *week, *wide, below)
-            ).fetchone()
+            tally = one(conn.execute(_TALLY.format(**form), (*week, *week, *week, *wide, below)))
             after, page = -(1 << 63), PAGE  # ids below 1 are rows too (an admin can write them)
             while tally["differ"]:
                 rows = [dict(r) for r in conn.execute(compare, (*week, after, below, page))]
@@ -179,38 +167,40 @@ def query_log_candidates(
             yield "repeated", [dict(r) for r in conn.execute(_REPEATED)] if repeated else []
             gone = repeated or tally["kept"] != tally["events"]
             yield "deleted", [dict(r) for r in conn.execute(_DELETED, week)] if gone else []
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot compare the query log in {path}: {exc}") from exc
+        finally:
+            if conn.in_transaction:
+                conn.rollback()  # nothing was written but TEMP tables, which go with it
+    except DbError as exc:
+        raise StoreError(f"cannot compare the query log: {exc}") from exc
 
 
-def _index_log(conn: sqlite3.Connection) -> bool:
+def _index_log(conn: Conn) -> bool:
     """Index the week's log rows by key; True when a key is held by more than one row (the
     unique index can't be made: _REPEATED names the key)."""
     try:
         conn.execute("CREATE UNIQUE INDEX temp.ql_k ON ql (k)")
-    except sqlite3.IntegrityError:
+    except Duplicate:
         conn.execute("CREATE INDEX temp.ql_k ON ql (k)")
         return True
     return False
 
 
-def _any(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> bool:
+def _any(conn: Conn, sql: str, params: tuple[Any, ...] = ()) -> bool:
     return conn.execute(sql, params).fetchone() is not None
 
 
 CHECKED_TABLES = ("audit_events", "queries", "sessions", "users", "targets", "grants")
 
 
-def index_problem(path: Path) -> str | None:
+def index_problem(conn: Conn) -> str | None:
     """None when every index of the tables the review reads agrees with its table; else the
     first disagreement. An admin with the files can rebuild an index to leave a row out of
     every read by time (and put its old definition back), which nothing else would see."""
     try:
-        with closing(reader(path)) as conn:
-            for table in CHECKED_TABLES:
-                said = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({table})")]
-                if said != ["ok"]:
-                    return f"the store's table {table} and its indexes disagree: {said[0]}"
-    except sqlite3.Error as exc:
+        for table in CHECKED_TABLES:
+            said = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({table})")]
+            if said != ["ok"]:
+                return f"the store's table {table} and its indexes disagree: {said[0]}"
+    except DbError as exc:
         return f"the store's tables could not be checked: {exc}"
     return None

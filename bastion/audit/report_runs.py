@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.outbox import REPORTS_ACTOR as ACTOR
 from bastion.audit.outbox import Notice, delivery_failed, enqueue
+from bastion.audit.sqlconn import Conn
 from bastion.clock import iso, parse_iso
 from bastion.errors import NotFound
 
@@ -128,8 +128,7 @@ class ReportRunQueries(StoreBase):
                 rows.append(("webhook", "skipped", None, "no [notify] webhook_url", None, None,
                              None))  # fmt: skip
             else:
-                enqueue(conn, self.clock.now(), (built.notice,))
-                (notice_id,) = conn.execute("SELECT max(id) FROM notifications").fetchone()
+                (notice_id,) = enqueue(conn, self.clock.now(), (built.notice,))
                 rows.append(("webhook", "queued", None, None, None, None, notice_id))
             conn.executemany(
                 "INSERT INTO report_runs (week, channel, state, next_attempt_at, last_error,"
@@ -188,7 +187,7 @@ class ReportRunQueries(StoreBase):
 
     def _failed(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         week: str,
         channel: str,
         error: str,
@@ -224,8 +223,7 @@ class ReportRunQueries(StoreBase):
                 raise NotFound(f"week {week} has no built pack to send again")
             notice_id = None
             if notice is not None:
-                enqueue(conn, self.clock.now(), (notice,))
-                (notice_id,) = conn.execute("SELECT max(id) FROM notifications").fetchone()
+                (notice_id,) = enqueue(conn, self.clock.now(), (notice,))
             state = "queued" if channel == "webhook" else "pending"
             conn.execute(
                 "INSERT INTO report_runs (week, channel, state, attempts, next_attempt_at,"

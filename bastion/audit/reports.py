@@ -16,8 +16,10 @@ from contextlib import closing
 from typing import Any
 
 from bastion.audit import qlogbind, querylog
-from bastion.audit.base import StoreBase
+from bastion.audit.base import StoreBase, contains
 from bastion.audit.chain import GENESIS, ChainedEvent, keyed_row_holds
+from bastion.audit.sqlconn import DbError
+from bastion.errors import StoreError
 
 Rows = list[dict[str, Any]]
 
@@ -39,17 +41,15 @@ _BY_SESSION = (
 # Statements that can matter: anything not a plain read, refused, or exporting; and a "read"
 # whose text may hold more (a second statement, a data-modifying CTE, EXPLAIN ANALYZE of a
 # DELETE): the first statement's tag does not speak for the rest. The review reads these
-# again with PostgreSQL's grammar (bastion/reports/sqlcheck.py). SQLite's LIKE ignores ASCII
-# case (PostgreSQL's ILIKE does the same), so the text is not lowered first: ten times cheaper
-# over a million statements.
-_MAY_HIDE = ("';'", "'delete'", "'update'", "'drop'", "'truncate'", "'grant'", "'revoke'",
-             "'alter'", "'merge'", "'insert'", "'create'", "'do '", "'$$'", "'prepare'",
-             "'execute'")  # fmt: skip
+# again with PostgreSQL's grammar (bastion/reports/sqlcheck.py). Each text is lowered once
+# (`low`, in its own CTE) and matched with base.CONTAINS, ASCII case ignored on both engines
+# (SQLite's LIKE would ignore it anyway, PostgreSQL's does not).
+_MAY_HIDE = (";", "delete", "update", "drop", "truncate", "grant", "revoke", "alter", "merge",
+             "insert", "create", "do ", "$$", "prepare", "execute")  # fmt: skip
+_MAY_HIDE_PATTERNS = tuple(contains(word) for word in _MAY_HIDE)
 _NOTABLE_TEXT = (
-    "("
-    + " OR ".join(f"g.sql LIKE '%' || {word} || '%'" for word in _MAY_HIDE)
-    + " OR g.kind IS NULL"
-    " OR g.kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
+    "(" + " OR ".join("low LIKE ? ESCAPE '\\'" for _ in _MAY_HIDE) + " OR kind IS NULL"
+    " OR kind NOT IN ('SELECT', 'SHOW', 'EXPLAIN', 'BEGIN', 'COMMIT', 'ROLLBACK',"
     " 'SET', 'RESET', 'DISCARD ALL', 'DEALLOCATE', 'START TRANSACTION', 'EMPTY', 'FETCH',"
     " 'DECLARE CURSOR', 'CLOSE CURSOR', 'SAVEPOINT', 'RELEASE'))"
 )
@@ -63,7 +63,9 @@ _STATEMENT_GROUPS = (
     f" SUM(CASE WHEN {_SMALL} THEN 1 ELSE 0 END) AS small_n,"
     f" SUM(CASE WHEN {_SMALL} THEN rows ELSE 0 END) AS small_rows,"
     " MIN(at) AS first_at, MAX(at) AS last_at FROM queries WHERE at >= ? AND at < ?"
-    f" GROUP BY session_id, statement_kind, sql, masked_columns, {_REFUSED}, {_BIG})"
+    f" GROUP BY session_id, statement_kind, sql, masked_columns, {_REFUSED}, {_BIG}),"
+    " w AS MATERIALIZED (SELECT session_id, kind, sql, n, first_at, last_at, lower(sql) AS low"
+    " FROM g WHERE refused = 0 AND big = 0)"
     " SELECT 'sessions' AS part, x.session_id, x.kind, NULL AS sql, x.n, x.refused,"
     " x.small_n, x.small_rows, NULL AS first_at, NULL AS last_at, u.name AS person,"
     " NULL AS target, CASE WHEN s.id IS NULL THEN 0 ELSE 1 END AS known FROM ("
@@ -77,7 +79,7 @@ _STATEMENT_GROUPS = (
     " MIN(x.first_at), MAX(x.last_at), u.name, t.name, NULL FROM ("
     "SELECT session_id, kind, sql, SUM(n) AS n, MIN(first_at) AS first_at,"
     " MAX(last_at) AS last_at"
-    f" FROM g WHERE refused = 0 AND big = 0 AND {_NOTABLE_TEXT} GROUP BY session_id, sql, kind) x"
+    f" FROM w WHERE {_NOTABLE_TEXT} GROUP BY session_id, sql, kind) x"
     " JOIN sessions s ON s.id = x.session_id LEFT JOIN users u ON u.id = s.user_id"
     " LEFT JOIN targets t ON t.id = s.target_id GROUP BY u.name, t.name, x.sql, x.kind"
 )
@@ -89,6 +91,17 @@ _GRANTS = (
     " FROM grants g LEFT JOIN users u ON u.id = g.user_id"
     " LEFT JOIN groups gr ON gr.id = g.group_id JOIN targets t ON t.id = g.target_id"
 )
+
+
+_GROUP_SUMS = ("n", "refused", "small_n", "small_rows")
+
+
+def _sums_as_int(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The row with its SUM() columns as int (PostgreSQL sums integers as numeric)."""
+    for name in names:
+        if row.get(name) is not None:
+            row[name] = int(row[name])
+    return row
 
 
 class ReportQueries(StoreBase):
@@ -109,8 +122,9 @@ class ReportQueries(StoreBase):
         first and last time and one of their sessions (a write run 5,000 times is one row).
         The text test runs once per group, not per statement."""
         found: dict[str, Rows] = {"sessions": [], "notes": [], "texts": []}
-        for row in self._rows(_STATEMENT_GROUPS, (big, big, big, start, end, big)):
-            found[row.pop("part")].append(row)
+        params = (big, big, big, start, end, big, *_MAY_HIDE_PATTERNS)
+        for row in self._rows(_STATEMENT_GROUPS, params):
+            found[row.pop("part")].append(_sums_as_int(row, _GROUP_SUMS))
         found["texts"].sort(key=lambda row: str(row["first_at"]))
         return found
 
@@ -144,13 +158,14 @@ class ReportQueries(StoreBase):
         cases = " ".join(f"WHEN at < ? THEN {i}" for i in range(len(days)))
         day = f"CASE {cases} ELSE {len(days)} END" if days else "0"
         only = f" AND session_id IN ({', '.join('?' for _ in sessions)})" if sessions else ""
-        return self._rows(
+        rows = self._rows(
             "SELECT session_id, day, COUNT(*) AS n, SUM(rows) AS rows FROM ("
             f"SELECT session_id, rows, {day} AS day FROM queries"
             f" WHERE at >= ? AND at < ? AND rows > 0 AND rows < ? AND refused_reason IS NULL{only}"
             ") pieces GROUP BY session_id, day",
             (*days, start, end, below, *(sessions or [])),
         )
+        return [_sums_as_int(row, ("rows",)) for row in rows]
 
     def largest_statements(self, session_ids: list[str], start: str, end: str, below: int,
                            limit: int) -> Rows:  # fmt: skip
@@ -286,12 +301,16 @@ class ReportQueries(StoreBase):
         """Query-log rows of the first form (ids below `below`) that may differ from their
         chained events, in pages, then the first event whose row is gone
         (bastion/audit/querylog.py); on a connection of its own."""
-        return querylog.query_log_candidates(self.path, week, wide, below)
+        with closing(self.reader()) as conn:
+            yield from querylog.query_log_candidates(conn, week, wide, below)
 
     def first_commit_id(self) -> int:
         """The first row id bound by a commit event; querylog.NO_BOUND before the first."""
-        with closing(querylog.reader(self.path)) as conn:
-            first = qlogbind.boundary(conn)
+        with closing(self.reader()) as conn:
+            try:
+                first = qlogbind.boundary(conn)
+            except DbError as exc:
+                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
         return querylog.NO_BOUND if first is None else first
 
     def commit_findings(
@@ -300,12 +319,14 @@ class ReportQueries(StoreBase):
         """Rows of the second form against their commit events (bastion/audit/qlogbind.py):
         the rows that don't match, and a session whose person or target is not what its
         commits say."""
-        found = qlogbind.check(self.path, week, wide)
-        return found, qlogbind.people_problem(self.path, week)
+        found = qlogbind.check(self.reader, self.path, week, wide)
+        with closing(self.reader()) as conn:
+            return found, qlogbind.people_problem(conn, week)
 
     def index_problem(self) -> str | None:
         """Whether the indexes of the tables the review reads agree with their tables."""
-        return querylog.index_problem(self.path)
+        with closing(self.reader()) as conn:
+            return querylog.index_problem(conn)
 
     def events_by_seq(self, seqs: list[int]) -> dict[int, dict[str, Any]]:
         """Events by seq: (kind, session_id, actor, subject, detail)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +11,7 @@ from bastion.audit.chain import Event
 from bastion.audit.grants import GrantQueries, NewGrant
 from bastion.audit.outbox import Notice, enqueue
 from bastion.audit.records import AccessRequest, request_from_row
+from bastion.audit.sqlconn import Conn, one
 from bastion.clock import iso
 from bastion.errors import Conflict, NotFound
 
@@ -35,7 +35,7 @@ class NewRequest:
 
 
 def cancel_pending(
-    conn: sqlite3.Connection, whose: tuple[str, int], actor: str, why: str, now: str
+    conn: Conn, whose: tuple[str, int], actor: str, why: str, now: str
 ) -> list[Event]:
     """Cancel the pending requests of one user or target (`whose` is ("user_id", id) or
     ("target_id", id)) inside the caller's transaction; returns one request.cancelled event
@@ -68,15 +68,15 @@ class RequestQueries(GrantQueries):
         user_id = self._id_by_name("users", new.user)
         target_id = self._id_by_name("targets", new.target)
         with self._write() as conn:
-            cursor = conn.execute(
+            (request_id,) = one(conn.execute(
                 "INSERT INTO access_requests (user_id, target_id, mode, duration_s, reason,"
                 " ticket_ref, requested_by, created_at, expires_at, approvals_needed)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (user_id, target_id, new.mode, int(new.duration.total_seconds()), new.reason,
                  new.ticket_ref, new.requested_by, iso(self.clock.now()), iso(new.expires_at),
                  new.approvals_needed),
-            )  # fmt: skip
-            request_id = int(cursor.lastrowid or 0)
+            ))  # fmt: skip
+            request_id = int(request_id)
             detail = {"request": request_id, "target": new.target, "mode": new.mode,
                       "for": int(new.duration.total_seconds()), "reason": new.reason,
                       "ticket": new.ticket_ref,
@@ -88,7 +88,7 @@ class RequestQueries(GrantQueries):
             enqueue(conn, self.clock.now(), notices(request_id))
         return self.request(request_id)
 
-    def _locked_request(self, conn: sqlite3.Connection, request_id: int) -> AccessRequest:
+    def _locked_request(self, conn: Conn, request_id: int) -> AccessRequest:
         """The request as it stands inside the caller's write transaction."""
         rows = conn.execute(REQUEST_SELECT + " WHERE r.id = ?", (request_id,)).fetchall()
         if not rows:
@@ -98,9 +98,7 @@ class RequestQueries(GrantQueries):
             (request_id,)))  # fmt: skip
         return request_from_row(dict(rows[0]), approvers)
 
-    def _open(
-        self, conn: sqlite3.Connection, request: AccessRequest, by: str, duration: timedelta
-    ) -> int:
+    def _open(self, conn: Conn, request: AccessRequest, by: str, duration: timedelta) -> int:
         """Approve: the grant's window starts now, at approval, not when it was asked for."""
         now = self.clock.now()
         grant_id = self._insert_grant(conn, NewGrant(
@@ -118,8 +116,8 @@ class RequestQueries(GrantQueries):
         return grant_id
 
     def request(self, request_id: int) -> AccessRequest:
-        with self._lock:
-            return self._locked_request(self.conn, request_id)
+        with self._reading() as conn:
+            return self._locked_request(conn, request_id)
 
     def requests(
         self, *, state: str | None = None, user: str | None = None, target: str | None = None
@@ -160,10 +158,12 @@ class RequestQueries(GrantQueries):
             )
             done = len(seen) + 1 >= request.approvals_needed
             if done:
-                shortest = conn.execute(
-                    "SELECT min(duration_s) FROM request_approvals WHERE request_id = ?",
-                    (request_id,),
-                ).fetchone()[0]
+                shortest = one(
+                    conn.execute(
+                        "SELECT min(duration_s) FROM request_approvals WHERE request_id = ?",
+                        (request_id,),
+                    )
+                )[0]
                 window = timedelta(seconds=shortest)
                 self._open(conn, request, ",".join((*seen, approver)), window)
             else:
@@ -174,7 +174,7 @@ class RequestQueries(GrantQueries):
             enqueue(conn, self.clock.now(), notices)
         return self.request(request_id)
 
-    def _pending(self, conn: sqlite3.Connection, request_id: int) -> AccessRequest:
+    def _pending(self, conn: Conn, request_id: int) -> AccessRequest:
         request = self._locked_request(conn, request_id)
         if request.state != "pending":
             raise Conflict(f"request {request_id} is {request.state}, not pending")

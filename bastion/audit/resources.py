@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.records import Target, target_from_row
 from bastion.audit.requests import cancel_pending
+from bastion.audit.sqlconn import Duplicate
 from bastion.clock import iso
 from bastion.errors import Conflict, NotFound
 
@@ -32,7 +31,7 @@ class ResourceQueries(StoreBase):
                     " secret_sealed, created_at) VALUES (?,?,?,?,?,?,?,?)",
                     (name, kind, host, port, login, database, secret_sealed, iso(self.clock.now())),
                 )
-            except sqlite3.IntegrityError as exc:
+            except Duplicate as exc:
                 raise Conflict(f"target {name!r} exists already") from exc
             detail = {"kind": kind, "host": host, "port": port, "login": login}
             if database:
@@ -86,8 +85,10 @@ class ResourceQueries(StoreBase):
         now = iso(self.clock.now())
         with self._write() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO target_roles (target_id, purpose, login, secret_sealed,"
-                " created_at) VALUES (?,?,?,?,?)",
+                "INSERT INTO target_roles (target_id, purpose, login, secret_sealed, created_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (target_id, purpose) DO UPDATE SET"
+                " login = excluded.login, secret_sealed = excluded.secret_sealed,"
+                " created_at = excluded.created_at",
                 [(target.id, purpose, login, sealed, now)
                  for purpose, (login, sealed) in sorted(roles.items())],
             )  # fmt: skip

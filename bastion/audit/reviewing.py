@@ -1,9 +1,9 @@
-"""Store reads for reviewers: session search, a session's command index, the consent ledger.
+r"""Store reads for reviewers: session search, a session's command index, the consent ledger.
 
 Every listing here is a page in a fixed order with a keyset cursor (the last row's sort key),
 so a page never repeats or skips a row when new ones arrive while someone pages through.
-Text is matched as a case-insensitive substring with instr(), never as a LIKE pattern, so a
-`%` or `_` in what a reviewer types is matched as itself.
+Text is matched as a substring, ASCII case ignored (base.CONTAINS): a `%`, `_` or `\` in what
+a reviewer types is matched as itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bastion.audit.base import StoreBase, where
+from bastion.audit.base import CONTAINS, StoreBase, contains, where
 from bastion.audit.records import SessionRecord, session_from_row
 from bastion.audit.sessions import SESSION_SELECT
 from bastion.audit.unmask import UNMASK_SELECT, UnmaskGrant, unmask_from_row
@@ -20,16 +20,15 @@ from bastion.clock import iso
 
 Rows = list[dict[str, Any]]
 
-_MATCHES = "instr(lower({column}), lower(?)) > 0"
 # A session matches a text when one of its commands, statements or file paths holds it: each
 # table is read once for the text (not once a session), and the sessions found are joined.
 _TEXT = (
     "s.id IN (SELECT session_id FROM commands WHERE "
-    + _MATCHES.format(column="command")
+    + CONTAINS.format(column="command")
     + " UNION SELECT session_id FROM queries WHERE "
-    + _MATCHES.format(column="sql")
+    + CONTAINS.format(column="sql")
     + " UNION SELECT session_id FROM file_transfers WHERE "
-    + _MATCHES.format(column="path || char(10) || coalesce(path2, '')")
+    + CONTAINS.format(column="path || '\n' || coalesce(path2, '')")  # a newline: no match across
     + ")"
 )
 
@@ -56,7 +55,7 @@ class ReviewerReadQueries(StoreBase):
     ) -> list[SessionRecord]:
         """Sessions matching every filter given, newest first; `after` is the (started_at,
         id) of the last row of the previous page."""
-        text = found.text or None
+        text = contains(found.text) if found.text else None
         clause, params = where([
             ("u.name = ?", found.user),
             ("t.name = ?", found.target),
@@ -112,7 +111,9 @@ class ReviewerReadQueries(StoreBase):
             "SELECT q.masked_columns AS note, COUNT(*) AS n FROM queries q"
             " JOIN sessions s ON s.id = q.session_id JOIN users u ON u.id = s.user_id"
             " JOIN targets t ON t.id = s.target_id WHERE u.name = ? AND t.name = ?"
-            " AND q.at >= ? AND q.at <= ? AND instr(q.masked_columns, '\"unmasked\"') > 0"
+            " AND q.at >= ? AND q.at <= ?"
+            # holds "unmasked", case and all (a case-sensitive substring test on both engines)
+            " AND replace(q.masked_columns, '\"unmasked\"', '') <> q.masked_columns"
             " GROUP BY q.masked_columns",
             [grant.user, grant.target, iso(grant.starts_at), iso(grant.ends_at)],
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import datetime
@@ -12,6 +11,7 @@ from typing import Any, Protocol
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
 from bastion.audit.outbox import Notice, enqueue
+from bastion.audit.sqlconn import Conn
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -109,7 +109,7 @@ def _week(row: dict[str, Any]) -> ReportWeek:
     )  # fmt: skip
 
 
-def _refs(conn: sqlite3.Connection, week: str, finding_id: str, kind: str) -> tuple[int, ...]:
+def _refs(conn: Conn, week: str, finding_id: str, kind: str) -> tuple[int, ...]:
     rows = conn.execute(
         "SELECT ref_id FROM report_finding_refs WHERE week = ? AND finding_id = ? AND kind = ?"
         " ORDER BY ref_id",
@@ -118,7 +118,7 @@ def _refs(conn: sqlite3.Connection, week: str, finding_id: str, kind: str) -> tu
     return tuple(int(r[0]) for r in rows)
 
 
-def _people(conn: sqlite3.Connection, week: str, finding_id: str) -> tuple[str, ...]:
+def _people(conn: Conn, week: str, finding_id: str) -> tuple[str, ...]:
     rows = conn.execute(
         "SELECT person FROM report_finding_people WHERE week = ? AND finding_id = ?"
         " ORDER BY person",
@@ -136,7 +136,7 @@ def _evidence(items: tuple[Any, ...]) -> str:
     return json.dumps(rows, sort_keys=True)
 
 
-def _finding(conn: sqlite3.Connection, row: Any) -> ReviewedFinding:
+def _finding(conn: Conn, row: Any) -> ReviewedFinding:
     week, fid = row["week"], row["finding_id"]
     return ReviewedFinding(
         week=week, id=fid, rule=row["rule"], severity=row["severity"], title=row["title"],
@@ -180,9 +180,7 @@ class ReviewQueries(StoreBase):
             self._replace_findings(conn, week, findings)
         return self.report_week(week)
 
-    def _replace_findings(
-        self, conn: sqlite3.Connection, week: str, findings: Sequence[FindingLike]
-    ) -> None:
+    def _replace_findings(self, conn: Conn, week: str, findings: Sequence[FindingLike]) -> None:
         kept = {
             row["finding_id"]: row
             for row in conn.execute(FINDING_SELECT + " WHERE week = ?", (week,)).fetchall()
@@ -214,9 +212,7 @@ class ReviewQueries(StoreBase):
                 [(week, f.id, kind, ref) for kind, ref in refs],
             )
 
-    def _locked_week(
-        self, conn: sqlite3.Connection, week: str, *, missing_ok: bool = False
-    ) -> ReportWeek | None:
+    def _locked_week(self, conn: Conn, week: str, *, missing_ok: bool = False) -> ReportWeek | None:
         row = conn.execute("SELECT * FROM report_weeks WHERE week = ?", (week,)).fetchone()
         if row is None:
             if missing_ok:
@@ -225,8 +221,8 @@ class ReviewQueries(StoreBase):
         return _week(dict(row))
 
     def report_week(self, week: str) -> ReportWeek:
-        with self._lock:
-            found = self._locked_week(self.conn, week)
+        with self._reading() as conn:
+            found = self._locked_week(conn, week)
         assert found is not None
         return found
 
@@ -236,17 +232,15 @@ class ReviewQueries(StoreBase):
     def report_findings(self, week: str, *, state: str | None = None) -> list[ReviewedFinding]:
         """The week's findings, most severe first; all, or those in one state."""
         clause, params = where([("week = ?", week), ("state = ?", state)])
-        with self._lock:
-            rows = self.conn.execute(FINDING_SELECT + clause + BY_SEVERITY, params)
-            return [_finding(self.conn, r) for r in rows.fetchall()]
+        with self._reading() as conn:
+            rows = conn.execute(FINDING_SELECT + clause + BY_SEVERITY, params)
+            return [_finding(conn, r) for r in rows.fetchall()]
 
     def report_finding(self, week: str, finding_id: str) -> ReviewedFinding:
-        with self._lock:
-            return self._locked_finding(self.conn, week, finding_id)
+        with self._reading() as conn:
+            return self._locked_finding(conn, week, finding_id)
 
-    def _locked_finding(
-        self, conn: sqlite3.Connection, week: str, finding_id: str
-    ) -> ReviewedFinding:
+    def _locked_finding(self, conn: Conn, week: str, finding_id: str) -> ReviewedFinding:
         row = conn.execute(
             FINDING_SELECT + " WHERE week = ? AND finding_id = ?", (week, finding_id)
         ).fetchone()
@@ -276,7 +270,7 @@ class ReviewQueries(StoreBase):
                                       finding.subject or "", "notice", detail=detail)])  # fmt: skip
         return self.report_finding(week, finding_id)
 
-    def _unsigned(self, conn: sqlite3.Connection, week: str) -> ReportWeek:
+    def _unsigned(self, conn: Conn, week: str) -> ReportWeek:
         found = self._locked_week(conn, week)
         assert found is not None
         if found.signed_at is not None:
@@ -322,8 +316,8 @@ class ReviewQueries(StoreBase):
             "                 WHERE d.finding_id = f.finding_id AND d.state <> 'open')"
             " ORDER BY f.week, f.finding_id"
         )
-        with self._lock:
-            return [_finding(self.conn, r) for r in self.conn.execute(sql, (week,)).fetchall()]
+        with self._reading() as conn:
+            return [_finding(conn, r) for r in conn.execute(sql, (week,)).fetchall()]
 
     def unsigned_report_weeks(self, built_before: datetime) -> list[ReportWeek]:
         """Weeks built before the instant and still not signed."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
+from bastion.audit.nul import escape, escape_opt
 from bastion.audit.records import OpenSession, SessionRecord, session_from_row
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
@@ -65,21 +66,25 @@ class SessionQueries(StoreBase):
         client_addr: str,
         recording_path: str | None = None,
         ticket_id: int | None = None,
+        node: str | None = None,
     ) -> None:
-        """Record a session as open; the audit event is durable before any byte is relayed."""
+        """Record a session as open, held by `node`; the audit event is durable before any byte
+        is relayed."""
         user_id = self._id_by_name("users", user)
         target_id = self._id_by_name("targets", target)
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO sessions (id, user_id, target_id, grant_id, protocol, client_addr,"
-                " started_at, recording_path, ticket_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                " started_at, recording_path, ticket_id, node) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (session_id, user_id, target_id, grant_id, protocol, client_addr,
-                 iso(self.clock.now()), recording_path, ticket_id),
+                 iso(self.clock.now()), recording_path, ticket_id, node),
             )  # fmt: skip
             detail = {"target": target, "grant": grant_id, "protocol": protocol,
                       "client": client_addr}  # fmt: skip
             if ticket_id is not None:
                 detail["ticket"] = ticket_id
+            if node is not None:
+                detail["node"] = node
             self._append(
                 conn, [Event("session.opened", user, target, "notice", session_id, detail)]
             )
@@ -99,13 +104,16 @@ class SessionQueries(StoreBase):
         if found.ended_at is not None:
             raise Conflict(f"session {session_id} is closed already")
         with self._write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
-                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?",
-                (iso(self.clock.now()), state, reason,
+                " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?"
+                " AND ended_at IS NULL",
+                (iso(self.clock.now()), state, escape(reason),  # it may quote a client
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+            if changed != 1:  # closed meanwhile (by another node): once, not twice
+                raise Conflict(f"session {session_id} is closed already")
             detail: dict[str, Any] = {"state": state, "reason": reason}
             if recording is not None:
                 detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
@@ -142,19 +150,36 @@ class SessionQueries(StoreBase):
         return [session_from_row(r) for r in self._rows(sql, [*params, limit])]
 
     def close_interrupted(
-        self, actor: str, left: Callable[[str], RecordingInfo | None] | None = None
+        self,
+        actor: str,
+        left: Callable[[str], RecordingInfo | None] | None = None,
+        *,
+        node: str | None = None,
+        unowned: bool = True,
     ) -> list[str]:
-        """After a crash: every session still open is closed as interrupted. `left` hashes
-        what remains of a session's recording (None: nothing is there), so the chain holds
-        that hash too and a recording changed or removed later shows in `audit verify`."""
+        """After a crash: the sessions `node` holds that are still open are closed as
+        interrupted (every open session when no node is named), and with `unowned` those
+        opened before sessions named their node. `left` hashes what remains of a session's
+        recording (None: nothing is there), so the chain holds that hash too and a recording
+        changed or removed later shows in `audit verify`."""
         stale = self.sessions(open_only=True, limit=100_000)
+        if node is not None:
+            held = "(node = ? OR node IS NULL)" if unowned else "node = ?"
+            rows = self._rows(f"SELECT id FROM sessions WHERE ended_at IS NULL AND {held}", [node])
+            mine = {r["id"] for r in rows}
+            stale = [s for s in stale if s.id in mine]
+        closed = []
         for found in stale:
             path = found.recording_path
             info = left(path) if left is not None and path else None
             missing = path if path and info is None else None
-            self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})", info,
-                               missing=missing)  # fmt: skip
-        return [s.id for s in stale]
+            try:
+                self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})",
+                                   info, missing=missing)  # fmt: skip
+            except Conflict:  # another node starting at the same time closed it first
+                continue
+            closed.append(found.id)
+        return closed
 
     def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:
         """Ask whichever process serves the session to end it (it polls for this)."""
@@ -165,7 +190,7 @@ class SessionQueries(StoreBase):
             conn.execute(
                 "UPDATE sessions SET kill_requested_at = ?, kill_requested_by = ?,"
                 " kill_reason = ? WHERE id = ?",
-                (iso(self.clock.now()), actor, reason, session_id),
+                (iso(self.clock.now()), actor, escape(reason), session_id),
             )
             event = Event("session.kill_requested", actor, found.user or "", "warning",
                           session_id, {"reason": reason, "target": found.target})  # fmt: skip
@@ -194,15 +219,16 @@ class SessionQueries(StoreBase):
         return [(r["id"], r["kill_requested_by"], r["kill_reason"] or "") for r in rows]
 
     def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
-
+        """Keep a session's commands; their text is stored NUL-escaped (bastion/audit/nul.py)
+        and read back as stored."""
         if not commands:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
                 " uncertain) VALUES (?,?,?,?,?,?)",
-                [(session_id, iso(c.at), c.channel, c.text, int(c.reconstructed), c.uncertain)
-                 for c in commands],
+                [(session_id, iso(c.at), c.channel, escape(c.text), int(c.reconstructed),
+                  escape_opt(c.uncertain)) for c in commands],
             )  # fmt: skip
 
     def commands(self, session_id: str) -> list[CommandLine]:
@@ -219,14 +245,15 @@ class SessionQueries(StoreBase):
         ]
 
     def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
+        """Keep a session's file operations; paths and statuses are stored NUL-escaped."""
         if not ops:
             return
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
                 " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
-                [(session_id, iso(o.at), o.operation, o.path, o.path2, o.size, o.sha256,
-                  o.status) for o in ops],
+                [(session_id, iso(o.at), o.operation, escape(o.path), escape_opt(o.path2),
+                  o.size, o.sha256, escape(o.status)) for o in ops],
             )  # fmt: skip
 
     def file_ops(self, session_id: str) -> list[FileOp]:

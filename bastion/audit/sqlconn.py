@@ -10,8 +10,11 @@ Rows behave like `sqlite3.Row` and `asyncpg.Record` alike: `row[0]`, `row["name"
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -76,3 +79,186 @@ class Conn(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- SQLite ---------------------------------------------------------------------------
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",  # an audit event is on disk before the action it records
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=15000",
+)
+FOREIGN_KEYS_OFF = "-- bastion: foreign_keys off"  # a migration that rebuilds a table says so
+_DUPLICATE_CODES = frozenset(
+    (sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+)
+
+
+def _literal(value: int | str) -> str:
+    """A value written into a script (no placeholders there): an int, or a quoted string."""
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _mapped(exc: sqlite3.Error) -> DbError:
+    """The engine's error as the store's: a unique or primary key refusal is a Duplicate."""
+    if isinstance(exc, sqlite3.IntegrityError) and exc.sqlite_errorcode in _DUPLICATE_CODES:
+        return Duplicate(str(exc))
+    return DbError(str(exc))
+
+
+class _SqliteResult:
+    """A sqlite3 cursor whose errors, also those met while reading rows, are the store's."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any | None:
+        try:
+            return self._cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._cursor
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+
+class SqliteConn:
+    """The store in one SQLite file: WAL, synced commits, foreign keys on; one writer at a
+    time (BEGIN IMMEDIATE), any number of readers. Opened with `open` (the store) or
+    `reader` (a read-only connection of its own, usable from another thread)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteConn:
+        """The store's connection to its file (created empty if missing: callers check)."""
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=15)
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+        try:
+            for pragma in PRAGMAS:
+                conn.execute(pragma)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _mapped(exc) from exc
+        return cls(conn)
+
+    @classmethod
+    def reader(cls, path: Path) -> SqliteConn:
+        """A read-only connection of its own to the store file; it never creates the file."""
+        try:
+            conn = sqlite3.connect(
+                f"file:{quote(str(path))}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=15,
+            )
+            conn.execute("PRAGMA temp_store=FILE")  # a week's events would hold 150 MB in memory
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+        return cls(conn)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        try:
+            return _SqliteResult(self._conn.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    def begin_write(self) -> None:
+        self.execute("BEGIN IMMEDIATE")
+
+    def begin_read(self) -> None:
+        self.execute("BEGIN")  # SQLite's snapshot starts at the first read and holds to the end
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.execute("ROLLBACK")
+
+    def table_exists(self, name: str) -> bool:
+        found = self.execute(
+            "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
+
+    def apply_migration(self, number: int, name: str, sql: str, applied_at: str) -> bool:
+        """One script in one IMMEDIATE transaction with its schema_migrations row (first, so
+        a number another process recorded meanwhile stops it at once). A script that rebuilds
+        a table says FOREIGN_KEYS_OFF: it runs with them off and must pass a foreign key check
+        before it commits."""
+        if self._recorded(number):
+            return False
+        row = ", ".join(_literal(v) for v in (number, name, applied_at))
+        script = (
+            "BEGIN IMMEDIATE;\nINSERT INTO schema_migrations (number, name, applied_at)"
+            f" VALUES ({row});\n{sql}\n"
+        )
+        try:
+            if FOREIGN_KEYS_OFF in sql:
+                self._conn.execute("PRAGMA foreign_keys=OFF")
+            self._conn.executescript(script)  # sqlite3 commits before a script: BEGIN is in it
+            broken = self._conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise DbError(f"{len(broken)} rows break a foreign key")
+            self._conn.execute("COMMIT")
+            return True
+        except (sqlite3.Error, DbError) as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            if self._recorded(number):
+                return False
+            if isinstance(exc, DbError):
+                raise
+            raise _mapped(exc) from exc
+        finally:
+            self._conn.execute("PRAGMA foreign_keys=ON")
+
+    def _recorded(self, number: int) -> bool:
+        done = "SELECT 1 FROM schema_migrations WHERE number = ?"
+        return self.execute(done, (number,)).fetchone() is not None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def one(result: Result) -> Any:
+    """The one row a statement always gives (an aggregate, INSERT ... RETURNING)."""
+    row = result.fetchone()
+    if row is None:
+        raise DbError("the statement gave no row")
+    return row

@@ -8,6 +8,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
+from bastion.audit.sqlconn import one
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -76,14 +77,14 @@ class TicketQueries(StoreBase):
         user_id = self._id_by_name("users", new.user)
         target_id = self._id_by_name("targets", new.target)
         with self._write() as conn:
-            cursor = conn.execute(
+            (ticket_id,) = one(conn.execute(
                 "INSERT INTO tickets (user_id, target_id, token_hmac, reusable, grant_id,"
                 " bind_address, created_at, created_by, expires_at, row_mac)"
-                " VALUES (?,?,?,1,?,?,?,?,?,?)",
+                " VALUES (?,?,?,1,?,?,?,?,?,?) RETURNING id",
                 (user_id, target_id, new.digest, new.grant_id, new.bind_address,
                  iso(self.clock.now()), new.actor, iso(new.expires_at), new.row_mac),
-            )  # fmt: skip
-            ticket_id = int(cursor.lastrowid or 0)
+            ))  # fmt: skip
+            ticket_id = int(ticket_id)
             detail = {"ticket": ticket_id, "target": new.target, "reusable": True,
                       "grant": new.grant_id, "until": iso(new.expires_at),
                       "capped_by": new.capped_by, "bound_to": new.bind_address}  # fmt: skip

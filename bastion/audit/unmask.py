@@ -9,6 +9,7 @@ from typing import Any
 
 from bastion.audit.base import StoreBase, where
 from bastion.audit.chain import Event
+from bastion.audit.sqlconn import one
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -91,15 +92,15 @@ class UnmaskQueries(StoreBase):
         user_id = self._id_by_name("users", new.user)
         target_id = self._id_by_name("targets", new.target)
         with self._write() as conn:
-            cursor = conn.execute(
+            (grant_id,) = one(conn.execute(
                 "INSERT INTO unmask_grants (user_id, target_id, columns, subject_key,"
                 " subject_value, reason, consent_ref, consent_sha256, duration_s, requested_by,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (user_id, target_id, json.dumps(list(new.columns)), new.subject_key,
                  new.subject_value, new.reason, new.consent_ref, new.consent_sha256,
                  int(new.duration.total_seconds()), new.requested_by, iso(self.clock.now())),
-            )  # fmt: skip
-            grant_id = int(cursor.lastrowid or 0)
+            ))  # fmt: skip
+            grant_id = int(grant_id)
             detail = {"unmask": grant_id, "target": new.target, "columns": list(new.columns),
                       "subject": f"{new.subject_key}={new.subject_value}", "reason": new.reason,
                       "consent_ref": new.consent_ref, "consent_sha256": new.consent_sha256,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ import structlog
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.sessionmac import WebSessionKey
+from bastion.audit.sqlconn import Conn
 from bastion.clock import iso, parse_iso
 from bastion.errors import NotFound
 
@@ -120,7 +120,7 @@ class WebSessionQueries(StoreBase):
         return _verified(self._rows(sql, [user, limit]), key)
 
     def _remac(
-        self, conn: sqlite3.Connection, key: WebSessionKey, session: WebSession, **change: Any
+        self, conn: Conn, key: WebSessionKey, session: WebSession, **change: Any
     ) -> WebSession | None:
         """Change a live session's last use or proof, with its new MAC, after checking the row
         as it is now (still live, still MACed, still this person's); None if it is not."""

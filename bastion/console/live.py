@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from bastion.clock import iso
-from bastion.core import Core, LiveSession
+from bastion.core import Core
 from bastion.errors import NotFound, UsageError
+from bastion.live import LiveSession
 
 MAX_REASON = 300
 

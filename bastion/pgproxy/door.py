@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import os
 import secrets
 import socket
 import ssl
@@ -20,6 +18,7 @@ from bastion.audit import Event
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.errors import BastionError
+from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
@@ -58,6 +57,7 @@ class PgDoor:
         self.summaries = Summaries(core, "postgres")
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
         self.read_names = ReadNames()  # each target's names, for read grants' guard
+        self.routes = CancelRoutes(core)  # pids unique across nodes; cancels sent to owners
 
     def _tls_context(self) -> ssl.SSLContext | None:
         paths = self.core.config.paths
@@ -75,14 +75,14 @@ class PgDoor:
             where = self.listener.address, self.listener.port
             self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
             self.port = await self._proxied.start()
-            self.summaries.start()
-            return
-        self._server = await asyncio.start_server(
-            self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
-        )
-        sockets = list(self._server.sockets or [])
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        else:
+            self._server = await asyncio.start_server(
+                self._handle, self.listener.address, self.listener.port, limit=PRELOGIN_READ
+            )
+            sockets = list(self._server.sockets or [])
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
+        await self.routes.start(self.port)
         self.summaries.start()
 
     async def stop(self) -> None:
@@ -98,6 +98,7 @@ class PgDoor:
         if self._server is not None:
             await self._server.wait_closed()
         await self.summaries.stop()
+        await self.routes.stop()
 
     async def _accepted(self, sock: socket.socket, source: str) -> None:
         """A connection the balancer-aware listener hands over, with its client's address."""
@@ -208,7 +209,9 @@ class PgDoor:
 
     async def _seated(self, client: Client, login: Login, passed: dict[str, str]) -> None:
         session = PgSession(self.core, client, self.maskings, self.read_names)
-        session.cancel_key = (self._new_pid(session), secrets.token_bytes(4))
+        pid = await self.routes.claim(self.by_key, session.id)
+        self.by_key[pid] = session
+        session.cancel_key = (pid, secrets.token_bytes(KEY_BYTES))
         opened = False
         try:
             await session.open(login, passed)
@@ -220,13 +223,13 @@ class PgDoor:
             raise
         finally:
             if not opened:  # a failed login keeps no cancel key
-                self.by_key.pop(session.cancel_key[0], None)
+                await self._forget_key(session)
         self.live[session.id] = session
         try:
             state, reason = await session.run()
         finally:
             self.live.pop(session.id, None)
-            self.by_key.pop(session.cancel_key[0], None)
+            await self._forget_key(session)
             if session.up is not None:
                 session.up.close()
         await self._close(session, state, reason)
@@ -235,22 +238,12 @@ class PgDoor:
         with contextlib.suppress(BastionError):
             await self.core.close_session(session.id, state, reason)
 
-    def _new_pid(self, session: PgSession) -> int:
-        """A random proxy-side backend pid: the client never learns the upstream's."""
-        while True:
-            pid = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
-            if pid and pid not in self.by_key:
-                self.by_key[pid] = session
-                return pid
+    async def _forget_key(self, session: PgSession) -> None:
+        """The session's cancel key names nothing any more, here or in the store."""
+        pid = session.cancel_key[0]
+        if self.by_key.pop(pid, None) is not None:
+            await self.routes.release(pid, session.id)
 
     async def _cancel(self, client: Client, request: pgwire.CancelRequest) -> None:
-        """A forged or stale key cancels nothing, and says nothing (as PostgreSQL does).
-        Cancels are counted per address into one audit summary a minute, and past the
-        minute's budget even a right key cancels nothing."""
-        session = self.by_key.get(request.pid)
-        valid = session is not None and hmac.compare_digest(session.cancel_key[1], request.key)
-        why = "cancelled" if valid else "no such backend key"
-        if self.summaries.note("query.cancel_request", client.address, why) and (
-            session is not None and valid
-        ):
-            await session.cancel("the client sent a cancel request")
+        """Checked here, or forwarded to the node holding it (cancels.py)."""
+        await self.routes.handle(client.address, request, self.by_key, self.summaries)

@@ -138,6 +138,7 @@ from bastion.pgwire.replies import (
 from bastion.pgwire.scanner import Run, Scan, Scanner
 from bastion.pgwire.startup import (
     CANCEL_REQUEST_CODE,
+    FORWARDED_CANCEL_CODE,
     GSSENC_REQUEST_CODE,
     MAX_CANCEL_KEY,
     MIN_CANCEL_KEY,
@@ -169,6 +170,7 @@ __all__ = [
     "AUTH_SSPI",
     "CANCEL_REQUEST_CODE",
     "DEFAULT_MAX_MESSAGE",
+    "FORWARDED_CANCEL_CODE",
     "GSSENC_REQUEST_CODE",
     "MAX_CANCEL_KEY",
     "MAX_STARTUP",

@@ -14,6 +14,9 @@ PROTOCOL_3_2 = 196610  # 3 << 16 | 2
 SSL_REQUEST_CODE = 80877103  # 1234 << 16 | 5679
 GSSENC_REQUEST_CODE = 80877104  # 1234 << 16 | 5680
 CANCEL_REQUEST_CODE = 80877102  # 1234 << 16 | 5678
+# bastion's own: a CancelRequest one bastion node forwards to the node holding the session.
+# The node it reaches cancels or drops it, and never forwards it again: no loops.
+FORWARDED_CANCEL_CODE = 80877124  # 1234 << 16 | 5700
 MIN_CANCEL_KEY = 4  # protocol 3.0 keys are exactly 4 bytes; 3.2 allows 4..256
 MAX_CANCEL_KEY = 256
 
@@ -30,10 +33,12 @@ class GSSENCRequest:
 
 @dataclass(frozen=True, slots=True)
 class CancelRequest:
-    """A new connection asking to cancel the query of backend (pid, key)."""
+    """A new connection asking to cancel the query of backend (pid, key); `forwarded` when
+    another bastion node passed it on (FORWARDED_CANCEL_CODE)."""
 
     pid: int
     key: bytes
+    forwarded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +70,11 @@ def parse_startup(body: bytes) -> StartupPacket:
         if cur.left:
             raise ProtocolError("trailing bytes in SSL or GSSENC request")
         return SSLRequest() if code == SSL_REQUEST_CODE else GSSENCRequest()
-    if code == CANCEL_REQUEST_CODE:
+    if code in (CANCEL_REQUEST_CODE, FORWARDED_CANCEL_CODE):
         pid = cur.int32()
         if not MIN_CANCEL_KEY <= cur.left <= MAX_CANCEL_KEY:
             raise ProtocolError(f"cancel request key of {cur.left} bytes (want 4 to 256)")
-        return CancelRequest(pid, cur.rest())
+        return CancelRequest(pid, cur.rest(), code == FORWARDED_CANCEL_CODE)
     major, minor = code >> 16 & 0xFFFF, code & 0xFFFF
     if major == 1234:
         raise ProtocolError(f"unknown startup request code 1234.{minor}")
@@ -124,8 +129,10 @@ def gssenc_request() -> bytes:
     return _packet(INT32.pack(GSSENC_REQUEST_CODE))
 
 
-def cancel_request(pid: int, key: bytes) -> bytes:
-    """A CancelRequest for backend ``pid`` with its secret ``key`` (4 to 256 bytes)."""
+def cancel_request(pid: int, key: bytes, *, forwarded: bool = False) -> bytes:
+    """A CancelRequest for backend ``pid`` with its secret ``key`` (4 to 256 bytes); with
+    ``forwarded``, the bastion nodes' own code for one passed on to the owner."""
     if not MIN_CANCEL_KEY <= len(key) <= MAX_CANCEL_KEY:
         raise ValueError(f"cancel key of {len(key)} bytes (want 4 to 256)")
-    return _packet(INT32.pack(CANCEL_REQUEST_CODE), INT32.pack(pid), key)
+    code = FORWARDED_CANCEL_CODE if forwarded else CANCEL_REQUEST_CODE
+    return _packet(INT32.pack(code), INT32.pack(pid), key)

@@ -16,6 +16,7 @@ from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
 from bastion.core import Core
+from bastion.errors import Denied
 from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
 from bastion.ssh.login import Login, parse_login
@@ -178,7 +179,10 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.state.name = username
         self.state.login = parse_login(username)
         user = self.state.login.user
-        self.state.admission = self.core.admission("ssh", self.source, user)
+        try:
+            self.state.admission = self.core.admission("ssh", self.source, user)
+        except Denied as exc:  # this node has lost its store: one line, then goodbye
+            raise asyncssh.PermissionDenied(str(exc)) from None
         facts = await self.core.login_facts(user)
         self.state.known = facts.known
         self.state.key_fingerprints = facts.key_fingerprints

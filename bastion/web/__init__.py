@@ -11,9 +11,11 @@ import ssl
 import structlog
 from aiohttp import web
 
+from bastion.clock import iso
 from bastion.config import Listener
-from bastion.core import Core, Killable
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.live import Killable
 from bastion.proxied import ProxiedListener, SourcedProtocol, Trusted
 from bastion.web.app import build_app
 from bastion.web.state import CORE_KEY, PROXIED_KEY
@@ -29,10 +31,22 @@ class NoCertificate(BastionError):
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
-    store's own thread, like every store call from the event loop); with [recordings] url,
-    whether the object store takes uploads and how many wait in the spool."""
+    store's own thread, like every store call from the event loop). A node that has lost its
+    store for longer than [cluster] store_grace says so, and since when, with a 503 (a load
+    balancer's check then sends logins to the other nodes). On a PostgreSQL store, whether
+    this node hears the others' decisions; with [recordings] url, whether the object store
+    takes uploads and how many finished recordings wait in the spool."""
     core = request.app[CORE_KEY]
-    body: dict[str, object] = {"status": "ok", "audit_head": await core.audit_head()}
+    since = core.grace.lost_since
+    if since is not None:
+        store = {"reachable": False, "since": iso(since)}
+        return web.json_response({"status": "failing", "node": core.node, "store": store},
+                                 status=503)  # fmt: skip
+    body: dict[str, object] = {"status": "ok", "node": core.node, "store": {"reachable": True},
+                               "audit_head": await core.audit_head()}  # fmt: skip
+    decisions = core.decisions_health()
+    if decisions is not None:
+        body["decisions"] = decisions
     if core.uploads is not None:
         body["recordings"] = core.uploads.health()
     return web.json_response(body)

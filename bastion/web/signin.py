@@ -14,7 +14,7 @@ from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event
 from bastion.console import websessions
 from bastion.core import Core
-from bastion.errors import Denied
+from bastion.errors import Denied, StoreLost
 
 WRONG = "wrong user name, password or verification code"  # as Core.sign_in says it
 MAX_FIELD = 1024  # longer user names, passwords or codes are refused unread
@@ -46,6 +46,8 @@ async def sign_in(core: Core, limiter: PreauthLimiter, *, username: str, passwor
         raise SignInRefused(WRONG)
     try:
         admission = await core.sign_in("web", client, username, password, code)
+    except StoreLost as exc:  # this node's fault, not the person's: no failure counted
+        raise SignInRefused(str(exc), 503) from None
     except Denied as exc:
         await _failed(core, limiter, client)
         raise SignInRefused(str(exc)) from None

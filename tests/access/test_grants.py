@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from bastion.access.grants import Access
-from bastion.audit import Store
+from bastion.audit import NewGrant, Store
 from bastion.audit.records import Grant
 from bastion.clock import FakeClock
 from bastion.config import Config, load_config
@@ -141,3 +142,28 @@ def test_every_grant_change_is_audited(access: Access) -> None:
     assert REASON in events["grant.created"].detail
     assert events["grant.revoked"].actor == "cli:other-admin"
     assert access.store.verify_chain().ok
+
+
+def test_grants_filtered_by_user_read_the_views_user_column(
+    access: Access, clock: FakeClock
+) -> None:
+    """`user` is the view's column, not the engine's current user (PostgreSQL reads a bare
+    `user` as CURRENT_USER): quoted, it filters and orders by the person on both engines."""
+    store = access.store
+    store.add_group("oncall", "cli:admin")
+    for member in ("alice", "bob"):
+        store.set_membership("oncall", member, "cli:admin", member=True)
+    now = clock.now()
+    window = NewGrant(target="web-1", mode="read", starts_at=now, reason=REASON,
+                      ends_at=now + timedelta(hours=1), actor="cli:admin")  # fmt: skip
+    own = store.add_grant(replace(window, user="alice"))
+    shared = store.add_grant(replace(window, target="orders-prod", group="oncall"))
+    bobs = store.add_grant(replace(window, user="bob"))
+    mine = store.grants(user="alice")
+    assert [(g.id, g.user, g.group) for g in mine] == [
+        (own.id, "alice", None), (shared.id, "alice", "oncall"),
+    ]  # fmt: skip
+    assert [(g.id, g.user) for g in store.grants()] == [
+        (own.id, "alice"), (shared.id, "alice"), (shared.id, "bob"), (bobs.id, "bob"),
+    ]  # fmt: skip
+    assert store.grants(user="carol") == []

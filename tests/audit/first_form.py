@@ -11,6 +11,7 @@ from typing import Any
 from bastion.audit import QueryEnd, QueryStart, Store
 from bastion.audit.chain import Event
 from bastion.audit.queries import _INSERT_QUERY, _UPDATE_QUERY
+from bastion.audit.sqlconn import one
 from bastion.clock import iso
 
 _OPEN: dict[tuple[str, str], int] = {}  # (store path, key) -> row id, for ends in a later batch
@@ -22,7 +23,7 @@ def write_first_form(store: Store, records: Sequence[QueryStart | QueryEnd]) -> 
     merged: set[str] = set()
     events: list[Event] = []
     with store._write() as conn:
-        next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM queries").fetchone()[0])
+        next_id = int(one(conn.execute("SELECT coalesce(max(id), 0) FROM queries"))[0])
         for record in records:
             if isinstance(record, QueryStart):
                 end = ends.get(record.key)

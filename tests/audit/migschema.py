@@ -363,8 +363,15 @@ def _pg_table(conn: psycopg.Connection[Any], oid: int) -> Table:
 
 # -- comparing -----------------------------------------------------------------------------
 
-WRITER_ASSIGNED = {("audit_events", "seq"), ("queries", "id")}  # plain bigint keys on PostgreSQL
-PG_ONLY_TRIGGERS = {"audit_events": {"audit_events_no_truncate"}}  # SQLite has no TRUNCATE
+# Keys the writer assigns (a rowid alias on SQLite, a plain bigint key on PostgreSQL): the
+# chain's seq, a commit's consecutive query ids, and the cancel key's pid a node draws.
+WRITER_ASSIGNED = {("audit_events", "seq"), ("queries", "id"), ("cancel_keys", "pid")}
+PG_ONLY_TRIGGERS = {
+    "audit_events": {
+        "audit_events_no_truncate",  # SQLite has no TRUNCATE
+        "audit_events_decided",  # 0023: notices to the other nodes (nobody to tell on SQLite)
+    }
+}
 
 
 def schema_differences(lite: Schema, pg: Schema) -> list[str]:

@@ -103,9 +103,11 @@ def old_store(path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> 
     from bastion.audit import base  # noqa: PLC0415 - patched for this test only
 
     every = migrations()
-    monkeypatch.setattr(base, "migrations", lambda: [m for m in every if m[0] < KEYED_SCHEMA])
+    monkeypatch.setattr(
+        base, "migrations", lambda dialect="sqlite": [m for m in every if m[0] < KEYED_SCHEMA]
+    )
     Store.create(path, clock).close()
-    monkeypatch.setattr(base, "migrations", lambda: every)
+    monkeypatch.setattr(base, "migrations", lambda dialect="sqlite": every)
     conn = sqlite3.connect(path, isolation_level=None)
     prev, hashes = chain.GENESIS, []
     for seq in range(1, 6):

@@ -13,6 +13,7 @@ import pytest
 
 from bastion.audit import ChainedEvent, Event, Store, TotpResult
 from bastion.audit.base import migrations
+from bastion.audit.sqlconn import DbError, one
 from bastion.clock import FakeClock
 from bastion.errors import Conflict, NotFound, StoreError
 
@@ -40,7 +41,7 @@ def test_create_migrates_and_refuses_to_overwrite(tmp_path: Path, clock: FakeClo
     store = Store.create(path, clock)
     assert store.schema_version() == migrations()[-1][0]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    tables = set(store.db.table_names())
+    tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master").fetchall()}
     assert {
         "users",
         "ssh_keys",
@@ -71,15 +72,15 @@ def test_reopening_applies_nothing_twice(tmp_path: Path, clock: FakeClock) -> No
 
 
 def test_the_store_uses_wal_and_full_sync(store: Store) -> None:
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert one(store.conn.execute("PRAGMA journal_mode"))[0] == "wal"
+    assert one(store.conn.execute("PRAGMA synchronous"))[0] == 2  # FULL
 
 
 def test_audit_rows_refuse_update_and_delete(store: Store) -> None:
     store.append_events([Event("test.one", "tester")])
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(DbError, match="append-only"):
         store.conn.execute("UPDATE audit_events SET actor = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(DbError, match="append-only"):
         store.conn.execute("DELETE FROM audit_events")
 
 
@@ -224,7 +225,9 @@ def test_grants_rebuilt_for_groups_keep_their_sessions(
     from bastion.audit import base  # noqa: PLC0415 - patched for this test only
 
     every = migrations()
-    monkeypatch.setattr(base, "migrations", lambda: [m for m in every if m[0] <= 5])
+    monkeypatch.setattr(
+        base, "migrations", lambda dialect="sqlite": [m for m in every if m[0] <= 5]
+    )
     path = tmp_path / "old.db"
     old = Store.create(path, clock)
     for sql in (
@@ -240,7 +243,7 @@ def test_grants_rebuilt_for_groups_keep_their_sessions(
     ):
         old.conn.execute(sql)
     old.close()
-    monkeypatch.setattr(base, "migrations", lambda: every)
+    monkeypatch.setattr(base, "migrations", lambda dialect="sqlite": every)
     new = Store.open(path, clock)
     assert new.schema_version() == every[-1][0]
     assert new.conn.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -248,7 +251,7 @@ def test_grants_rebuilt_for_groups_keep_their_sessions(
     assert (grant.user, grant.target, grant.ticket_ref, grant.group) == (
         "alice", "web-1", "INC-1", None,
     )  # fmt: skip
-    row = new.conn.execute("SELECT grant_id FROM sessions WHERE id = 's1'").fetchone()
+    row = one(new.conn.execute("SELECT grant_id FROM sessions WHERE id = 's1'"))
     assert row[0] == 1
     assert new.verify_chain().ok
 

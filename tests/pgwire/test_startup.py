@@ -13,6 +13,19 @@ def body(packet: bytes) -> bytes:
     return packet[4:]
 
 
+def test_a_forwarded_cancel_is_a_cancel_under_the_nodes_own_code() -> None:
+    """One bastion node hands another a client's cancel under its own code: same layout,
+    marked, so the node it reaches never forwards it again."""
+    plain, forwarded = (
+        pw.cancel_request(77, b"abcd"),
+        pw.cancel_request(77, b"abcd", forwarded=True),
+    )
+    assert len(forwarded) == 16 and forwarded[8:] == plain[8:]
+    assert forwarded[4:8] == pw.FORWARDED_CANCEL_CODE.to_bytes(4, "big")
+    assert pw.parse_startup(body(forwarded)) == pw.CancelRequest(77, b"abcd", forwarded=True)
+    assert not pw.parse_startup(body(plain)).forwarded  # type: ignore[union-attr]
+
+
 def test_round_trips() -> None:
     assert pw.parse_startup(body(pw.ssl_request())) == pw.SSLRequest()
     assert pw.parse_startup(body(pw.gssenc_request())) == pw.GSSENCRequest()

@@ -160,8 +160,8 @@ def test_a_row_deleted_and_another_copied_in_its_place_is_named(store: Store) ->
          " at, protocol_step, sql, statement_kind, query_key, finished_at, rows, command_tag,"
          " masked_columns FROM queries WHERE query_key = 'q1'")  # fmt: skip
     found = dict(
-        querylog.query_log_candidates(
-            store.path, (iso(WEEK.start), iso(WEEK.end)), (iso(WEEK.start), iso(WEEK.end))
+        store.query_log_candidates(
+            (iso(WEEK.start), iso(WEEK.end)), (iso(WEEK.start), iso(WEEK.end))
         )
     )
     assert [r["key"] for r in found["repeated"]] == ["q1"]

@@ -1,0 +1,7 @@
+-- Decision notices: nothing to do on SQLite.
+--
+-- On PostgreSQL this migration adds a trigger that tells every node's listening connection
+-- (LISTEN bastion_decisions) when an event that ends or refuses access is appended, so that
+-- every node's session watcher looks at once (bastion/audit/listen.py). An embedded SQLite
+-- store is served by one process, whose watcher polls it; there is nobody else to tell.
+-- The number is kept in step with the PostgreSQL twin, so both engines count the same.
