@@ -402,16 +402,12 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
-def _check_reports(reports: ReportPolicy, recordings: RecordingsPolicy) -> None:
-    for section, problem in (("reports", reports.problem()), ("recordings", recordings.problem())):
+def _check_policies(config: Config) -> None:
+    """The sections whose policy checks itself (problem(): the key and what is wrong)."""
+    for section in ("reports", "recordings", "cluster"):
+        problem = getattr(config, section).problem()
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])
-
-
-def _check_cluster(cluster: ClusterPolicy) -> None:
-    problem = cluster.problem()
-    if problem is not None:
-        raise _Bad(("cluster", problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -495,9 +491,8 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
-        _check_reports(config.reports, config.recordings)
+        _check_policies(config)
         _check_anchors(config.audit)
-        _check_cluster(config.cluster)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

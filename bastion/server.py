@@ -31,7 +31,7 @@ from bastion.pgproxy.door import PgDoor
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore, ObjectStoreError
 from bastion.recording.reader import file_digest
-from bastion.recording.upload import SpoolHeld, Uploader, hold_spool
+from bastion.recording.upload import Uploader, hold_spool
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
@@ -173,11 +173,9 @@ class Server:
             reports = ReportScheduler(self.core, self.report_builder)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
-        # The spool first: a second process on this home refuses here, before its crash
-        # recovery could close the live sessions of the process that holds the spool.
-        self._spool_lock = await asyncio.to_thread(
-            _hold_spool, self.config.paths.recordings, bool(self.config.recordings.url)
-        )
+        if self.config.recordings.url:  # the spool (one per node) before crash recovery:
+            # a second process on it refuses here, before it could close any session
+            self._spool_lock = await asyncio.to_thread(_hold_spool, self.config.paths.recordings)
         try:
             await self.core.run(self.recover)
             await self._start_uploads()
@@ -375,17 +373,11 @@ def run_server(core: Core) -> None:
         uvloop.run(Server(core).run())
 
 
-def _hold_spool(spool: Path, uploads: bool) -> int | None:
-    """The spool's lock (recording.upload.hold_spool), or ServeError in one line when another
-    process holds it. A lock that cannot be made (the recordings folder unusable) stops the
-    start only when an uploader needs it; else each session is refused when its recording
-    cannot be opened, as without the lock."""
+def _hold_spool(spool: Path) -> int:
+    """The spool's lock (recording.upload.hold_spool), or ServeError in one line."""
     held = hold_spool(spool)
-    if isinstance(held, SpoolHeld) or (isinstance(held, str) and uploads):
-        raise ServeError(held)
     if isinstance(held, str):
-        log.warning("recordings.spool_unlocked", error=held)
-        return None
+        raise ServeError(held)
     return held
 
 

@@ -36,16 +36,10 @@ _BLOCK = 1 << 20
 LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its whole life
 
 
-class SpoolHeld(str):
-    """hold_spool's line when another process holds the spool (not: the lock cannot be made)."""
-
-    __slots__ = ()
-
-
 def hold_spool(spool: Path) -> int | str:
     """Take the spool's lock (exclusive, for as long as the descriptor stays open): the
-    descriptor, or one line saying why not: a SpoolHeld when another process holds it (a
-    bastion serving this home, or its uploader), a plain str when it cannot be made."""
+    descriptor, or one line saying why not (another process holds it: a bastion serving
+    this spool, or its uploader; or the lock cannot be made)."""
     path = spool / LOCK_NAME
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -59,9 +53,8 @@ def hold_spool(spool: Path) -> int | str:
         said = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         holder = said if said.isdigit() else "?"  # the file is the spool's: only a number
         os.close(fd)
-        return SpoolHeld(f"recordings: another bastion (pid {holder}) holds the spool"
-                         f" {spool}: this one closes, uploads and removes nothing; run one"
-                         " bastion per spool")  # fmt: skip
+        return (f"recordings: another bastion (pid {holder}) holds the spool {spool}: this"
+                " one closes, uploads and removes nothing; run one bastion per spool")  # fmt: skip
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

@@ -1,6 +1,6 @@
 """Start-up after a crash, and beside a live process (issue 18): a second `bastion serve` on a
 home whose spool a live process holds refuses before it closes any session as interrupted
-(with or without an object store); a node killed mid-upload aborts what it left in the
+(recordings to an object store); a node killed mid-upload aborts what it left in the
 bucket on restart. Real sshd, real serve processes, moto_server."""
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ def moto(tmp_path: Path) -> Iterator[MotoS3]:
         server.close()
 
 
-@pytest.mark.parametrize("where", ["s3", "local"])
 def test_a_second_serve_never_closes_the_live_sessions_of_the_spools_holder(
-    tmp_path: Path, sshd: Sshd, moto: MotoS3, where: str
+    tmp_path: Path, sshd: Sshd, moto: MotoS3
 ) -> None:
     """alice is mid-session on the first process; a second `serve` on the same home (an
     operator's slip, a unit started twice) must refuse in one line before its crash
-    recovery closes her session, which goes on, open in the store, afterwards."""
-    extra = moto.config() if where == "s3" else ""
-    b = Bastion(tmp_path / "bastion", extra)
+    recovery closes her session, which goes on, open in the store, afterwards: the
+    spool's lock refuses it at once. (Without an object store there is no spool to hold;
+    the node's name does it: tests/test_cluster_nodes.py.)"""
+    b = Bastion(tmp_path / "bastion", moto.config())
     b.add_user("alice")
     b.add_target("web-1", sshd)
     b.grant("alice", "web-1")
