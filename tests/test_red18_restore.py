@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,14 @@ from bastion.clock import FakeClock
 from bastion.commands.app import App
 from bastion.commands.store import store_restore
 from tests import test_cli
-from tests.test_cli import assert_tampered, configure_anchors, serve_once, tamper_tail
+from tests.test_cli import (
+    DEADLINE,
+    assert_tampered,
+    child_env,
+    configure_anchors,
+    serve_once,
+    tamper_tail,
+)
 from tests.test_cli_requests import People, people
 
 pristine = test_cli.pristine
@@ -66,3 +75,34 @@ def test_red18_a_restore_dated_ahead_never_explains_a_later_deletion(
     # ... and everything after the restore is deleted from the end: anchors name it.
     tamper_tail(bst.db, keep=int(str(restored["restore_seq"])))
     assert_tampered(bst.run("audit", "verify"))
+
+
+def test_red18_an_offboarding_during_a_restore_is_never_lost_silently(
+    people: People, tmp_path: Path
+) -> None:
+    """`store restore` holds the store alone only against `serve`: an admin's CLI command run
+    while the restore waits for its TOTP code writes into the store being moved aside, says it
+    worked, and the restored store never learns of it (here: an offboarded engineer is back)."""
+    bst = people.bst
+    backup = tmp_path / "b.db"
+    bst.json("store", "backup", "--to", str(backup))
+    restoring = bst.db.with_name(bst.db.name + ".restoring")
+    proc = subprocess.Popen(
+        bst.argv("store", "restore", str(backup), "--as", "bob", "--reason", "drill"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=bst.cwd, env=child_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while not restoring.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the restore is under way (it then waits for the code)
+        offboard = bst.run("user", "disable", "alice", "--reason", "left the company")
+        _, err = proc.communicate(people.code("bob"), timeout=DEADLINE)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE)
+    alice = next(u for u in bst.json("user", "list") if u["name"] == "alice")
+    # Either the offboarding waited for (or was refused during) the restore, or it holds now.
+    assert offboard.returncode != 0 or alice["state"] == "disabled", (offboard.stdout, alice)
