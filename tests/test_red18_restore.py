@@ -106,3 +106,33 @@ def test_red18_an_offboarding_during_a_restore_is_never_lost_silently(
     alice = next(u for u in bst.json("user", "list") if u["name"] == "alice")
     # Either the offboarding waited for (or was refused during) the restore, or it holds now.
     assert offboard.returncode != 0 or alice["state"] == "disabled", (offboard.stdout, alice)
+
+
+UNDERSTATED = (
+    "red18: verify repeats the restore's own count of lost events, which the restorer chose"
+    " by which witnesses they showed it"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=UNDERSTATED)
+def test_red18_verify_names_every_event_a_restore_lost_not_only_those_it_admitted(
+    people: People, tmp_path: Path
+) -> None:
+    """The restorer decides which witnesses the restore reads (--anchors, the store and head
+    file moved away first): shown none, it chains "no witness named a later event", and
+    verify then explains every older anchor by it and repeats that nothing was lost."""
+    bst = people.bst
+    other_mount = tmp_path / "other-mount"
+    other_mount.mkdir()
+    configure_anchors(bst, f"file:{other_mount / 'anchors.log'}")
+    backup = tmp_path / "b.db"
+    kept = bst.json("store", "backup", "--to", str(backup))["head_seq"]
+    bst.add_user("erin", "--no-qr")
+    serve_once(bst)
+    last = bst.events()[-1]["seq"]
+    for sidecar in ("", "-wal", "-shm", ".head"):
+        Path(f"{bst.db}{sidecar}").unlink(missing_ok=True)
+    bst.json("store", "restore", str(backup), "--as", "bob", "--reason", "the disk died",
+             "--anchors", str(tmp_path / "elsewhere.log"), input=people.code("bob"))  # fmt: skip
+    verified = bst.run("audit", "verify")
+    assert f"events {kept + 1} to {last} were lost" in verified.stdout + verified.stderr
