@@ -8,6 +8,7 @@ afterwards would be explained by it, silently.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -23,6 +24,7 @@ from bastion.cli import build_parser
 from bastion.clock import FakeClock
 from bastion.commands.app import App
 from bastion.commands.store import store_restore
+from bastion.errors import Conflict
 from tests import test_cli
 from tests.test_cli import (
     DEADLINE,
@@ -136,3 +138,21 @@ def test_red18_verify_names_every_event_a_restore_lost_not_only_those_it_admitte
              "--anchors", str(tmp_path / "elsewhere.log"), input=people.code("bob"))  # fmt: skip
     verified = bst.run("audit", "verify")
     assert f"events {kept + 1} to {last} were lost" in verified.stdout + verified.stderr
+
+
+def test_red18_a_second_restore_in_the_same_second_keeps_the_first_replaced_store(
+    people: People, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore never deletes: the store it replaces is moved aside under the restore's
+    second. A second restore within that second (a script, a retry) must not move its own
+    replaced store over the first one, which alone holds the events the backup lost."""
+    bst = people.bst
+    backup = tmp_path / "b.db"
+    bst.json("store", "backup", "--to", str(backup))
+    bst.add_user("erin", "--no-qr")  # only in the store the first restore replaces
+    when = datetime.now(UTC).replace(microsecond=0)
+    restore_with_the_clock_at(people, backup, when, monkeypatch)
+    with contextlib.suppress(Conflict):  # refusing the second restore is right too
+        restore_with_the_clock_at(people, backup, when + timedelta(microseconds=1), monkeypatch)
+    asides = [p for p in bst.home.glob("bastion.db.before-restore-*") if p.suffix != ".head"]
+    assert any(b"erin" in p.read_bytes() for p in asides), asides
