@@ -1,4 +1,5 @@
-"""The lock file beside an embedded store: every `serve` shares it, a restore needs it alone."""
+"""The lock file beside an embedded store: every `serve` and every command that opens the store
+shares it, a restore needs it alone."""
 
 from __future__ import annotations
 
@@ -43,8 +44,27 @@ def alone(store: Path, doing: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise Conflict(
-                f"a bastion is serving from {store}: stop every `bastion serve` before {doing}"
+                f"a bastion is serving from {store} (or a command is using it): stop every"
+                f" `bastion serve` before {doing}"
             ) from exc
         yield
     finally:
         os.close(fd)
+
+
+def using(store: Path) -> int | None:
+    """Taken (shared) by a command before it opens the store, and held while the command runs
+    (the caller closes the descriptor returned): a command never writes into a store that a
+    restore is moving aside (its change would be reported done, then lost). Conflict while a
+    restore holds the store; None when the store's directory is missing (opening says so)."""
+    if not store.parent.is_dir():
+        return None
+    fd = _open(store)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise Conflict(
+            f"{store} is being restored (`bastion store restore`): run this again once it is done"
+        ) from exc
+    return fd

@@ -22,6 +22,7 @@ from typing import Any
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.chainwalk import walk_store
+from bastion.clock import iso
 from bastion.errors import StoreError
 
 RESTORED_KIND = "store.restored"
@@ -39,6 +40,9 @@ class Restore:
     lost_seq: int  # the furthest event a witness named when restoring (kept_seq if none)
     source: str
     reason: str
+    # The time of the event after it, or the reading's own time when none: a restore dated
+    # later than that was dated by a clock set ahead, and would excuse later witnesses too.
+    followed_at: str = ""
 
     def explains(self, seq: int, at: str) -> bool:
         """Whether a witness written at `at`, naming event `seq`, saw an event this restore
@@ -70,6 +74,11 @@ def restore_problems(restores: Sequence[Restore], mac_at: Callable[[int], str | 
                 f"event {found.seq} says the store was restored from a backup ending at event"
                 f" {found.kept_seq}, but it does not follow that event"
             )
+        elif found.followed_at and found.followed_at < found.at:
+            problems.append(
+                f"event {found.seq} says the store was restored at {found.at}, later than"
+                f" {found.followed_at} (what follows it): its clock was ahead"
+            )
     return problems
 
 
@@ -94,7 +103,11 @@ class RestoreQueries(StoreBase):
             [RESTORED_KIND, up_to],
         )
         found = (_restore(ChainedEvent(**row)) for row in rows)
-        return [r for r in found if r is not None]
+        return [replace(r, followed_at=self._followed_at(r.seq)) for r in found if r is not None]
+
+    def _followed_at(self, seq: int) -> str:
+        rows = self._rows("SELECT at FROM audit_events WHERE seq = ?", [seq + 1])
+        return str(rows[0]["at"]) if rows else iso(self.clock.now())
 
     def walk(self) -> Verdict:
         """The chain walked and its table checked, without a head file (a backup has none)."""

@@ -6,11 +6,13 @@ import getpass
 import json
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bastion import storelock
 from bastion.access.grants import Access
 from bastion.access.tickets import Tickets
 from bastion.access.viewing import Viewer
@@ -52,6 +54,9 @@ class App:
 
     @cached_property
     def store(self) -> Store:
+        held = storelock.using(self.config.paths.store)  # a restore waits for this command
+        if held is not None:
+            weakref.finalize(self, os.close, held)
         return Store.open(self.config.paths.store, self.clock, ChainKey.of(self.box))
 
     @cached_property

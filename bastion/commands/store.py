@@ -112,6 +112,8 @@ def _discard(path: Path) -> None:
 def _swap(store_path: Path, restoring: Path, stamp: str) -> Path:
     """Move the store aside (every file of it) and the restored copy into its place."""
     aside = store_path.with_name(f"{store_path.name}.before-restore-{stamp}")
+    if any(os.path.lexists(f"{aside}{sidecar}") for sidecar in SIDECARS):  # never over it
+        raise Conflict(f"{aside} exists (a restore in the same second): run this one again")
     for sidecar in SIDECARS:
         if Path(f"{store_path}{sidecar}").exists():
             os.rename(f"{store_path}{sidecar}", f"{aside}{sidecar}")
