@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from bastion.config_policies import (
     SessionPolicy,
     SshPolicy,
     WebPolicy,
+    balancer_network_problem,
 )
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.durations import parse_duration
@@ -436,10 +436,8 @@ def _check_listeners(listeners: Listeners) -> None:
     """Refuse two enabled listeners that would fight over one port, and a balancer address
     that is not an address or network."""
     for network in listeners.proxy_from:
-        try:
-            ipaddress.ip_network(network, strict=True)
-        except ValueError as exc:
-            raise _Bad(("listeners", "proxy_from"), f"{network!r}: {exc}") from None
+        if problem := balancer_network_problem(network):
+            raise _Bad(("listeners", "proxy_from"), problem)
     seen: list[tuple[str, Listener]] = []
     for name in Listeners.DOORS:
         mine: Listener = getattr(listeners, name)

@@ -193,3 +193,20 @@ class RecordingsPolicy:
         if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+|[a-z0-9-]{1,32}", self.region):
             return "region", f"{self.region!r} is not a region name (e.g. us-east-1)"
         return None
+
+
+NARROWEST_BALANCERS = {4: 16, 6: 48}  # prefix lengths: wider is a network of clients
+
+
+def balancer_network_problem(network: str) -> str:
+    """'' for an address or network of load balancers [listeners] proxy_from may trust; else
+    why not. A network as wide as the clients' would let any client claim any address."""
+    try:
+        parsed = ipaddress.ip_network(network, strict=True)
+    except ValueError as exc:
+        return f"{network!r}: {exc}"
+    narrowest = NARROWEST_BALANCERS[parsed.version]
+    if parsed.prefixlen < narrowest:
+        return (f"{network!r} is wider than /{narrowest}: list the balancers' own addresses,"
+                " never the clients' networks (anyone there could claim any address)")  # fmt: skip
+    return ""

@@ -26,8 +26,8 @@ CLIENT_FIRST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # what a psql sends first (S
 
 def test_proxy_from_takes_addresses_and_networks_only(tmp_path: Path) -> None:
     path = tmp_path / "bastion.toml"
-    path.write_text('[listeners]\nproxy_from = ["10.0.0.5", "10.1.0.0/16", "fd00::/8"]\n')
-    assert load_config(path).listeners.proxy_from == ("10.0.0.5", "10.1.0.0/16", "fd00::/8")
+    path.write_text('[listeners]\nproxy_from = ["10.0.0.5", "10.1.0.0/16", "fd00:1:2::/48"]\n')
+    assert load_config(path).listeners.proxy_from == ("10.0.0.5", "10.1.0.0/16", "fd00:1:2::/48")
     for bad in ('"lb.example.com"', '"10.0.0.5/24"', '"10.0.0.0/33"', '""', "5"):
         path.write_text(f"[listeners]\nproxy_from = [{bad}]\n")
         with pytest.raises(ConfigError, match=r"listeners\.proxy_from"):

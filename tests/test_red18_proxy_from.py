@@ -15,9 +15,9 @@ import pytest
 from tests.test_config import config_error, write
 
 
-@pytest.mark.xfail(strict=True, reason="red18: proxy_from takes any network, even 0.0.0.0/0"
-                   " (fix in bastion/config.py _check_listeners, the lead's file)")  # fmt: skip
-@pytest.mark.parametrize("network", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "::/1"])
+@pytest.mark.parametrize(
+    "network", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "::/1", "10.0.0.0/8", "2001:db8::/32"]
+)
 def test_red18_a_balancer_network_as_wide_as_everyone_is_refused(
     tmp_path: Path, network: str
 ) -> None:

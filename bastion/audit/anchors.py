@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.audit.chain import KeySource, canonical_json
-from bastion.audit.restores import Restore, explaining
+from bastion.audit.restores import Restore, explaining, understated
 
 ANCHOR_PURPOSE = "bastion audit anchor v1"
 TAG = "bastion-anchor"
@@ -124,6 +124,10 @@ def check(
     ends before the last anchor (events deleted from its end). An anchor of an event that a
     chained restore dropped (sent before the restore) is explained, not contradicted."""
     anchors = [anchor for anchor in anchors if explaining(restores, anchor.seq, anchor.at) is None]
+    over = [anchor for anchor in anchors if understated(restores, anchor.seq, anchor.at)]
+    if over:  # a loss larger than the restore admitted: named by its furthest witness
+        last = max(over, key=lambda anchor: anchor.seq)
+        return [understated(restores, last.seq, last.at)]
     problems = []
     beyond = [anchor for anchor in anchors if anchor.seq > head_seq]
     if beyond:

@@ -46,8 +46,14 @@ class Restore:
 
     def explains(self, seq: int, at: str) -> bool:
         """Whether a witness written at `at`, naming event `seq`, saw an event this restore
-        dropped: written before the restore, about an event after the backup's head."""
-        return seq > self.kept_seq and at < self.at
+        dropped and admitted: written before the restore, about an event after the backup's
+        head and no further than the loss the restore chained."""
+        return self.kept_seq < seq <= self.lost_seq and at < self.at
+
+    def understates(self, seq: int, at: str) -> bool:
+        """Whether a witness from before the restore names an event beyond the loss it
+        admitted: the restore did not see every witness (or was shown only some)."""
+        return seq > max(self.lost_seq, self.kept_seq) and at < self.at
 
     def describe(self) -> str:
         lost = self.lost_seq - self.kept_seq
@@ -62,6 +68,19 @@ class Restore:
 def explaining(restores: Sequence[Restore], seq: int, at: str) -> Restore | None:
     """The restore that explains a witness of event `seq` written at `at`, if any."""
     return next((r for r in restores if r.explains(seq, at)), None)
+
+
+def understated(restores: Sequence[Restore], seq: int, at: str) -> str:
+    """'' unless a witness of event `seq` written at `at` is beyond a restore's admitted loss;
+    then what to say (it fails verify: the loss was larger than the restore chained)."""
+    found = next((r for r in restores if r.understates(seq, at)), None)
+    if found is None:
+        return ""
+    return (
+        f"event {seq} was witnessed at {at}, before the restore at {found.at} (event"
+        f" {found.seq}), which admitted events only up to {max(found.lost_seq, found.kept_seq)}"
+        " lost: the restore did not see every witness"
+    )
 
 
 def restore_problems(restores: Sequence[Restore], mac_at: Callable[[int], str | None]) -> list[str]:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bastion.audit import Verdict
 from bastion.audit.chain import GENESIS
-from bastion.audit.restores import Restore, explaining
+from bastion.audit.restores import Restore, explaining, understated
 from bastion.errors import Conflict, UsageError
 from bastion.privatefiles import write_new
 from bastion.reports.model import ChainHead, utc
@@ -461,6 +461,8 @@ def anchor_problems(
         for which, head in (("end", manifest.chain_end), ("start", manifest.chain_start)):
             if explaining(restores, head.seq, manifest.made_at) is not None:
                 continue
+            if text := understated(restores, head.seq, manifest.made_at):
+                return [f"review pack {manifest.week} ({directory}): {text}"]
             if problem := head_problem(which, head, head_seq, mac_at):
                 return [f"review pack {manifest.week} ({directory}): {problem}"]
     return []
