@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from bastion import __version__, logs, storelock
@@ -342,7 +343,12 @@ def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
-    with storelock.serving(app.config.paths.store):  # first: a restore waits for no store
+    held = (  # first: a restore waits for no store (PostgreSQL's are pg_dump's and pg_restore's)
+        nullcontext()
+        if app.config.store.on_postgresql
+        else storelock.serving(app.config.paths.store)
+    )
+    with held:
         ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
         core = Core(app.config, app.store, app.box, app.clock)
         try:

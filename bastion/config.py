@@ -29,12 +29,15 @@ from bastion.config_policies import (
     WebPolicy,
 )
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
+from bastion.config_store import StoreConfig
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
 from bastion.masking.policy import MaskingConfigError, MaskingPolicy, parse_masking
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+    from bastion.audit.location import PgLocation
 
 TOTP_PERIOD = 30  # seconds per TOTP step (RFC 6238 default; authenticator apps assume it)
 TOTP_DIGITS = 6  # digits per TOTP code (RFC 6238 default)
@@ -168,6 +171,14 @@ class Config:
     reports: ReportPolicy = field(default_factory=ReportPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
     cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def store_where(self) -> Path | PgLocation:
+        """Where the store is: [store] url's PostgreSQL location (its password file read now),
+        else the SQLite file paths.store."""
+        if self.store.on_postgresql:
+            return self.store.location(self.path)
+        return self.paths.store
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -392,6 +403,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         cluster=_section(ClusterPolicy, "cluster.", values),
+        store=_section(StoreConfig, "store.", values),
         targets=MappingProxyType(targets),
     )
 
@@ -409,6 +421,12 @@ def _check_cluster(cluster: ClusterPolicy) -> None:
     problem = cluster.problem()
     if problem is not None:
         raise _Bad(("cluster", problem[0]), problem[1])
+
+
+def _check_store(store: StoreConfig) -> None:
+    problem = store.problem()
+    if problem is not None:
+        raise _Bad(("store", problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -495,6 +513,7 @@ def load_config(path: str | Path) -> Config:
         _check_reports(config.reports)
         _check_anchors(config.audit)
         _check_cluster(config.cluster)
+        _check_store(config.store)
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

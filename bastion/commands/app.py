@@ -49,7 +49,10 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(self.config.paths.store, self.clock, ChainKey.of(self.box))
+        return Store.open(
+            self.config.store_where(), self.clock, ChainKey.of(self.box),
+            node=self.config.cluster.node_name(),
+        )  # fmt: skip
 
     @cached_property
     def box(self) -> SecretBox:

@@ -89,7 +89,7 @@ def test_a_lease_is_never_for_no_time(store: Store) -> None:
 def test_two_stores_racing_for_a_lease_elect_one(tmp_path: Path, store: Store,
                                                  clock: FakeClock) -> None:  # fmt: skip
     """Eight connections to one file (as eight nodes), all at once: exactly one holder."""
-    stores = [Store.open(store.path, clock) for _ in range(8)]
+    stores = [Store.open(store.file, clock) for _ in range(8)]
     barrier = threading.Barrier(len(stores))
     won: list[str] = []
 
@@ -185,7 +185,7 @@ def closed_first_by_another(
 ) -> list[object]:
     """Run `call` (node a) while node b holds the write lock: a reads the session as open and
     waits; b closes it and commits; then a goes on. What a returned or raised."""
-    other = sqlite3.connect(store.path, isolation_level=None, timeout=30)
+    other = sqlite3.connect(store.file, isolation_level=None, timeout=30)
     other.execute("BEGIN IMMEDIATE")
     outcome: list[object] = []
 

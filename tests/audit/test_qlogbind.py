@@ -70,16 +70,16 @@ def test_each_row_s_digests_are_the_ones_its_commit_binds(tmp_path: Path) -> Non
     store = store_with_a_session(tmp_path, clock)
     store.write_batch([_start("a", clock), _start("b", clock), _end("a", clock)])
     store.write_batch([_end("b", clock)])
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
     store.conn.execute("UPDATE queries SET sqlstate = '00000' WHERE query_key = 'b'")
-    found = qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9"))
+    found = qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9"))
     assert [(f.id, f.code, f.key) for f in found] == [(2, 4, "b")]
     assert f"event {store.events()[-1].seq}" in str(found[0])  # the later commit binds it
 
 
 def test_a_store_without_commit_events_has_nothing_to_check(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "b.db", FakeClock())
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
 
 
 def test_a_commit_landing_during_the_check_is_no_finding(
@@ -100,7 +100,7 @@ def test_a_commit_landing_during_the_check_is_no_finding(
         return real(*args)
 
     monkeypatch.setattr(_fastqlog, "check", commit_lands_first)
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
     assert landed
     store.conn.execute("UPDATE queries SET sql = 'SELECT 2' WHERE query_key = 'a'")
-    assert [f.code for f in qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9"))] == [1]
+    assert [f.code for f in qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9"))] == [1]

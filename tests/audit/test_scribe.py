@@ -77,7 +77,7 @@ async def test_a_writer_killed_mid_commit_fails_that_batch_and_the_next_gets_a_n
     first = await writer.append(Event("test.before", "t"))
     pid = writer.scribe.pid
     assert pid is not None
-    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker = sqlite3.connect(store.file, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this lock
     lost = asyncio.create_task(writer.append(Event("test.lost", "t")))
     await asyncio.sleep(0.2)

@@ -117,7 +117,7 @@ def test_verify_names_an_edited_row_via_the_sqlite3_tool(store: Store) -> None:
         "DROP TRIGGER audit_events_no_update;"
         " UPDATE audit_events SET detail = '{\"n\":42}' WHERE seq = 4;"
     )
-    subprocess.run(["sqlite3", str(store.path), script], check=True)
+    subprocess.run(["sqlite3", str(store.file), script], check=True)
     verdict = store.verify_chain()
     assert not verdict.ok
     assert verdict.bad_seq == 4
@@ -126,7 +126,7 @@ def test_verify_names_an_edited_row_via_the_sqlite3_tool(store: Store) -> None:
 
 def test_verify_names_a_deleted_row(store: Store) -> None:
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(10)])
-    raw(store.path).execute("DELETE FROM audit_events WHERE seq = 7")
+    raw(store.file).execute("DELETE FROM audit_events WHERE seq = 7")
     verdict = store.verify_chain()
     assert not verdict.ok and verdict.bad_seq == 7
     assert "event 7 is missing" in verdict.problem
@@ -134,7 +134,7 @@ def test_verify_names_a_deleted_row(store: Store) -> None:
 
 def test_verify_names_a_reordered_row(store: Store) -> None:
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(10)])
-    conn = raw(store.path)
+    conn = raw(store.file)
     conn.execute("UPDATE audit_events SET seq = -5 WHERE seq = 5")
     conn.execute("UPDATE audit_events SET seq = 5 WHERE seq = 6")
     conn.execute("UPDATE audit_events SET seq = 6 WHERE seq = -5")
@@ -145,7 +145,7 @@ def test_verify_names_a_reordered_row(store: Store) -> None:
 
 def test_verify_catches_a_row_inserted_at_the_end(store: Store) -> None:
     store.append_events([Event("test.n", "tester") for _ in range(3)])
-    raw(store.path).execute(
+    raw(store.file).execute(
         "INSERT INTO audit_events VALUES"
         " (4, 'x', 'forged', 'info', 'evil', '', NULL, '{}', ?, ?, 'sha256')",
         ("0" * 64, "1" * 64),
@@ -156,7 +156,7 @@ def test_verify_catches_a_row_inserted_at_the_end(store: Store) -> None:
 
 def test_verify_catches_deleting_the_last_rows(store: Store) -> None:
     store.append_events([Event("test.n", "tester") for _ in range(5)])
-    raw(store.path).execute("DELETE FROM audit_events WHERE seq >= 4")
+    raw(store.file).execute("DELETE FROM audit_events WHERE seq >= 4")
     verdict = store.verify_chain()
     assert not verdict.ok
     assert "deleted from the end" in verdict.problem
@@ -212,8 +212,8 @@ def test_unknown_user_totp_is_not_found(store: Store) -> None:
 
 def test_store_file_never_holds_what_it_was_not_given(store: Store) -> None:
     store.add_user("alice", "engineer", None, b"\x00sealed-blob", "cli:root")
-    data = store.path.read_bytes() + (
-        Path(f"{store.path}-wal").read_bytes() if os.path.exists(f"{store.path}-wal") else b""
+    data = store.file.read_bytes() + (
+        Path(f"{store.file}-wal").read_bytes() if os.path.exists(f"{store.file}-wal") else b""
     )
     assert b"alice" in data  # sanity: we are reading the right file
 
@@ -261,7 +261,7 @@ def test_verify_is_not_fooled_by_a_write_during_the_walk(
 ) -> None:
     """A running bastion writes while an auditor verifies: no false alarm."""
     store.append_events([Event("test.one", "tester")])
-    writer = Store.open(store.path, clock)
+    writer = Store.open(store.file, clock)
     read = store.events
     wrote: list[bool] = []
 

@@ -162,7 +162,7 @@ def test_a_disabled_user_cannot_use_a_right_code(identity: Identity, clock: Fake
 
 def test_seeds_are_unreadable_from_the_raw_database(identity: Identity) -> None:
     seeds = [seed_of(identity.enrol(n, "engineer", None, "cli:root").uri) for n in ("alice", "bob")]
-    path = identity.store.path
+    path = identity.store.file
     data = path.read_bytes()
     wal = Path(f"{path}-wal")
     if wal.exists():
