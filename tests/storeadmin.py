@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from bastion.audit import Store
+from bastion.audit.dialect import CHAIN_LOCK
 from tests.realpg import PgCluster
 
 
@@ -62,3 +63,34 @@ def admin_of(store: Store, request: pytest.FixtureRequest) -> Admin:
     if store.location is None:
         return SqliteAdmin(store)
     return PgAdmin(store, request.getfixturevalue("pg_cluster"))
+
+
+class _SqliteWriteLock:
+    def __init__(self, store: Store) -> None:
+        self.conn = sqlite3.connect(store.file, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PgWriteLock:
+    def __init__(self, store: Store, cluster: PgCluster) -> None:
+        assert store.location is not None
+        database = urlsplit(store.location.url).path.lstrip("/")
+        self.conn: psycopg.Connection[tuple[Any, ...]] = cluster.connect(database)
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def hold_write_lock(
+    store: Store, request: pytest.FixtureRequest
+) -> _SqliteWriteLock | _PgWriteLock:
+    """The store's one writer lock, held by another session until close(): SQLite's BEGIN
+    IMMEDIATE, or the chain's advisory lock on PostgreSQL."""
+    if store.location is None:
+        return _SqliteWriteLock(store)
+    return _PgWriteLock(store, request.getfixturevalue("pg_cluster"))
