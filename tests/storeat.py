@@ -3,9 +3,10 @@
 The PostgreSQL side is a fresh database per test, owned by a role that is not a superuser,
 cloned from a template made once per test process: ICU en-US as its default collation (a
 text column without COLLATE "C" then sorts punctuation unlike SQLite, so the schema's own
-collation is what the tests see), with amcheck installed (by the superuser, as an operator
-would) and, per database, REPEATABLE READ as the default isolation (a transaction that does
-not state READ COMMITTED shows). The database is dropped after the test.
+collation is what the tests see), amcheck in a schema of its own and granted to the role
+(by the superuser, as an operator sets it up), and, per database, REPEATABLE READ as the
+default isolation (a transaction that does not state READ COMMITTED shows). The database
+is dropped after the test.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def store_template(pg_cluster: PgCluster) -> Iterator[StoreTemplate]:
             " LOCALE 'C.UTF-8'"
         ).format(pgsql.Identifier(template))
     )
-    pg_cluster.sql("CREATE EXTENSION amcheck", template)
+    pg_cluster.sql(  # as an operator sets it up, so `audit verify` can check the indexes
+        f"CREATE SCHEMA amcheck; CREATE EXTENSION amcheck SCHEMA amcheck;"
+        f" GRANT USAGE ON SCHEMA amcheck TO {role};"
+        f" GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA amcheck TO {role}",
+        template,
+    )
     made = StoreTemplate(pg_cluster, role, password, template)
     try:
         yield made
