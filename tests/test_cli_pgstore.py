@@ -4,13 +4,16 @@ silently falling back to the SQLite file."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bastion.audit.location import PgLocation
 from bastion.errors import Exit
-from tests.test_cli import Bastion, assert_error, assert_ok, run_bastion
+from tests.realssh import wait_for_banner
+from tests.test_cli import Bastion, assert_error, assert_ok, free_port, run_bastion
 
 
 @pytest.fixture
@@ -41,3 +44,34 @@ def test_a_store_on_postgresql_is_created_used_and_verified_there(pg_bastion: Ba
     assert not (pg_bastion.home / "bastion.db").exists()  # never fell back to the file
     backup = pg_bastion.run("store", "backup", "--to", str(pg_bastion.cwd / "copy.db"))
     assert_error(backup, Exit.STORE, "pg_dump")
+
+
+def test_serve_on_postgresql_refuses_to_start_without_an_anchor_sink(pg_bastion: Bastion) -> None:
+    pg_bastion.json("store", "create")
+    assert_error(pg_bastion.run("serve"), Exit.CONFIG, "audit.anchors", "cannot see a tail")
+
+
+def test_serve_on_postgresql_with_an_anchor_sink_serves_and_anchors_its_head(
+    pg_bastion: Bastion,
+) -> None:
+    pg_bastion.json("store", "create")
+    anchors = pg_bastion.home / "anchors.log"
+    config = pg_bastion.config
+    text = config.read_text().replace("\nanchors = []\n", f'\nanchors = ["file:{anchors}"]\n')
+    config.write_text(text)
+    pg_bastion.set_web_port(free_port())
+    ssh = free_port()
+    pg_bastion.set_port("ssh", ssh)
+    proc = subprocess.Popen(
+        pg_bastion.argv("serve"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_banner("127.0.0.1", ssh, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert anchors.read_text().strip()  # signed heads went to the sink
+    kinds = pg_bastion.kinds()
+    assert "bastion.started" in kinds and "bastion.stopped" in kinds, kinds
+    assert_ok(pg_bastion.run("audit", "verify"))
