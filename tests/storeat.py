@@ -12,13 +12,16 @@ is dropped after the test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import sql as pgsql
 
 from bastion.audit.location import PgLocation
+from bastion.audit.pgconn import PgConn
 from tests.realpg import PgCluster, random_password, unique_name
 
 BACKENDS = ("sqlite", "postgresql")
@@ -81,25 +84,43 @@ def store_template(pg_cluster: PgCluster) -> Iterator[StoreTemplate]:
         pg_cluster.drop_role(role)
 
 
+@contextmanager
+def _fresh(template: StoreTemplate, directory: Path) -> Iterator[PgLocation]:
+    """A fresh database's location; after, every connection made to it is closed (a test
+    need not close its stores), then it is dropped."""
+    database = template.fresh()
+    where = template.location(database, directory)
+    opened: list[PgConn] = []
+    connect = PgLocation.connect
+
+    def tracked(self: PgLocation, *args: Any, **kwargs: Any) -> PgConn:
+        conn = connect(self, *args, **kwargs)
+        if self.url == where.url:
+            opened.append(conn)
+        return conn
+
+    PgLocation.connect = tracked  # type: ignore[method-assign]
+    try:
+        yield where
+    finally:
+        PgLocation.connect = connect  # type: ignore[method-assign]
+        for conn in opened:
+            conn.close()
+        template.cluster.drop_database(database)
+
+
 @pytest.fixture(params=BACKENDS)
 def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | PgLocation]:
     """Where a test's new store goes: a file on SQLite, an empty database on PostgreSQL."""
     if request.param == "sqlite":
         yield tmp_path / "bastion.db"
         return
-    template: StoreTemplate = request.getfixturevalue("store_template")
-    database = template.fresh()
-    try:
-        yield template.location(database, tmp_path)
-    finally:
-        template.cluster.drop_database(database)
+    with _fresh(request.getfixturevalue("store_template"), tmp_path) as where:
+        yield where
 
 
 @pytest.fixture
 def pg_store_at(store_template: StoreTemplate, tmp_path: Path) -> Iterator[PgLocation]:
     """An empty PostgreSQL store's place only, for the tests of PostgreSQL's own behaviour."""
-    database = store_template.fresh()
-    try:
-        yield store_template.location(database, tmp_path)
-    finally:
-        store_template.cluster.drop_database(database)
+    with _fresh(store_template, tmp_path) as where:
+        yield where
