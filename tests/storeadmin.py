@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from bastion.audit import Store
 from bastion.audit.dialect import CHAIN_LOCK
@@ -46,9 +47,7 @@ class PgAdmin:
         self.conn: psycopg.Connection[tuple[Any, ...]] = cluster.connect(database)
         self.conn.execute("SET session_replication_role = replica")
         schema = store.location.schema
-        self.conn.execute(
-            psycopg.sql.SQL("SET search_path = {}").format(psycopg.sql.Identifier(schema))
-        )
+        self.conn.execute(pgsql.SQL("SET search_path = {}").format(pgsql.Identifier(schema)))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.conn.execute(sql.replace("?", "%s"), params)
@@ -67,8 +66,14 @@ def admin_of(store: Store, request: pytest.FixtureRequest) -> Admin:
 
 class _SqliteWriteLock:
     def __init__(self, store: Store) -> None:
-        self.conn = sqlite3.connect(store.file, isolation_level=None)
+        self.conn = sqlite3.connect(store.file, isolation_level=None, timeout=30)
         self.conn.execute("BEGIN IMMEDIATE")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql, params)
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -80,7 +85,15 @@ class _PgWriteLock:
         database = urlsplit(store.location.url).path.lstrip("/")
         self.conn: psycopg.Connection[tuple[Any, ...]] = cluster.connect(database)
         self.conn.execute("BEGIN")
+        self.conn.execute(pgsql.SQL("SET LOCAL search_path = {}").format(
+            pgsql.Identifier(store.location.schema)))  # fmt: skip
         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK])
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql.replace("?", "%s"), params)
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
