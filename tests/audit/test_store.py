@@ -328,3 +328,44 @@ def test_verify_is_not_fooled_by_a_write_during_the_walk(
     assert store.verify_chain().ok
     assert wrote
     writer.close()
+
+
+@pytest.mark.parametrize("forged_seq", [4, None])
+def test_a_postgresql_table_without_its_key_cannot_hide_a_row_beside_the_walk(
+    pg_store_at: PgLocation,
+    clock: FakeClock,
+    raw: Callable[[Store], Admin],
+    forged_seq: int | None,
+) -> None:
+    """The database's admin drops audit_events' primary key and adds a row that repeats a seq
+    (or has none): the walk would never read it, so verify says the table was rebuilt."""
+    store = Store.create(pg_store_at, clock)
+    store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(6)])
+    admin = raw(store)
+    admin.execute("ALTER TABLE audit_events DROP CONSTRAINT audit_events_pkey")
+    admin.execute("ALTER TABLE audit_events ALTER COLUMN seq DROP NOT NULL")
+    assert store.verify_chain().problem.endswith("seq is no longer its INTEGER PRIMARY KEY")
+    admin.execute(
+        "INSERT INTO audit_events SELECT ?, at, 'breakglass.acknowledged', severity, 'ciso',"
+        " subject, session_id, detail, prev_hash, row_hash, alg FROM audit_events WHERE seq = 4",
+        (forged_seq,),
+    )
+    assert not store.verify_chain().ok
+    store.close()
+
+
+def test_a_postgresql_row_repeating_a_seq_in_the_middle_is_caught(
+    pg_store_at: PgLocation, clock: FakeClock, raw: Callable[[Store], Admin]
+) -> None:
+    """The key dropped and a forged copy of event 2 added beside it: verify fails."""
+    store = Store.create(pg_store_at, clock)
+    store.append_events([Event("test.n", "tester") for _ in range(3)])
+    admin = raw(store)
+    admin.execute("ALTER TABLE audit_events DROP CONSTRAINT audit_events_pkey")
+    admin.execute(
+        "INSERT INTO audit_events SELECT seq, at, 'forged', severity, actor, subject,"
+        " session_id, detail, prev_hash, row_hash, alg FROM audit_events WHERE seq = 2"
+    )
+    verdict = store.verify_chain()
+    assert not verdict.ok
+    store.close()
