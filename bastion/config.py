@@ -37,8 +37,6 @@ from bastion.masking.policy import MaskingConfigError, MaskingPolicy, parse_mask
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-    from bastion.audit.location import PgLocation
-
 TOTP_PERIOD = 30  # seconds per TOTP step (RFC 6238 default; authenticator apps assume it)
 TOTP_DIGITS = 6  # digits per TOTP code (RFC 6238 default)
 SECRETS_KEY_ENV = "BASTION_SECRETS_KEY"  # base64 of a 32-byte key; overrides paths.secrets_key
@@ -172,13 +170,6 @@ class Config:
     web: WebPolicy = field(default_factory=WebPolicy)
     cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
     store: StoreConfig = field(default_factory=StoreConfig)
-
-    def store_where(self) -> Path | PgLocation:
-        """Where the store is: [store] url's PostgreSQL location (its password file read now),
-        else the SQLite file paths.store."""
-        if self.store.on_postgresql:
-            return self.store.location(self.path)
-        return self.paths.store
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -411,22 +402,10 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, never bound
 
 
-def _check_reports(reports: ReportPolicy) -> None:
-    problem = reports.problem()
+def _check_section(section: str, problem: tuple[str, str] | None) -> None:
+    """Refuse a section's first value that cannot work ((key, what is wrong), or None)."""
     if problem is not None:
-        raise _Bad(("reports", problem[0]), problem[1])
-
-
-def _check_cluster(cluster: ClusterPolicy) -> None:
-    problem = cluster.problem()
-    if problem is not None:
-        raise _Bad(("cluster", problem[0]), problem[1])
-
-
-def _check_store(store: StoreConfig) -> None:
-    problem = store.problem()
-    if problem is not None:
-        raise _Bad(("store", problem[0]), problem[1])
+        raise _Bad((section, problem[0]), problem[1])
 
 
 def _check_webhook(url: str) -> None:
@@ -510,10 +489,10 @@ def load_config(path: str | Path) -> Config:
         config = _build(file, values, _targets(raw.get("targets", {}), base))
         _check_listeners(config.listeners)
         _check_webhook(config.notify.webhook_url)
-        _check_reports(config.reports)
+        _check_section("reports", config.reports.problem())
         _check_anchors(config.audit)
-        _check_cluster(config.cluster)
-        _check_store(config.store)
+        _check_section("cluster", config.cluster.problem())
+        _check_section("store", config.store.problem())
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

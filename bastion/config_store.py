@@ -45,6 +45,11 @@ class StoreConfig:
             return "schema", f"{self.schema!r} is not a plain schema name"
         return None
 
+    def where(self, config_file: Path, sqlite_file: Path) -> Path | PgLocation:
+        """Where the store is: url's PostgreSQL location (its password file read now), else
+        the SQLite file (paths.store)."""
+        return self.location(config_file) if self.on_postgresql else sqlite_file
+
     def location(self, config_file: Path) -> PgLocation:
         """The PostgreSQL store's location (reads the password file now; ConfigError)."""
         from bastion.audit.location import PgLocation  # noqa: PLC0415

@@ -27,7 +27,7 @@ def refused(tmp_path: Path, text: str) -> ConfigError:
 
 def test_without_a_url_the_store_is_the_sqlite_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
-    assert config.store_where() == tmp_path / "bastion.db"
+    assert config.store.where(config.path, config.paths.store) == tmp_path / "bastion.db"
 
 
 def test_a_url_puts_the_store_on_postgresql_with_its_files_beside_the_config(
@@ -40,7 +40,7 @@ def test_a_url_puts_the_store_on_postgresql_with_its_files_beside_the_config(
         '[store]\nurl = "postgresql://bastion@127.0.0.1:5432/bastion"\n'
         'password_file = "store.pw"\nschema = "audit"\n'
     )))  # fmt: skip
-    where = config.store_where()
+    where = config.store.where(config.path, config.paths.store)
     assert isinstance(where, PgLocation)
     assert where.head_file == tmp_path / "store.head"
     assert where.schema == "audit" and where.password_file == secret
@@ -79,5 +79,5 @@ def test_a_password_file_others_can_read_is_refused_when_the_store_is_opened(
         '[store]\nurl = "postgresql://bastion@127.0.0.1/b"\npassword_file = "store.pw"\n'
     )))  # fmt: skip
     with pytest.raises(ConfigError, match="chmod 600") as caught:
-        config.store_where()
+        config.store.where(config.path, config.paths.store)
     assert "hunter2" not in str(caught.value)

@@ -49,10 +49,9 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(
-            self.config.store_where(), self.clock, ChainKey.of(self.box),
-            node=self.config.cluster.node_name(),
-        )  # fmt: skip
+        config = self.config
+        where = config.store.where(config.path, config.paths.store)
+        return Store.open(where, self.clock, ChainKey.of(self.box), node=config.cluster.node_name())
 
     @cached_property
     def box(self) -> SecretBox:

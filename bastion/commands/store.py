@@ -36,17 +36,16 @@ def store_create(app: App, args: argparse.Namespace) -> int:
     """Make the configured store: the tables in an empty PostgreSQL schema ([store] url), or
     the SQLite file; refuses one that exists."""
     config = app.config
-    store = Store.create(config.store_where(), app.clock, ChainKey.of(app.box),
-                         node=config.cluster.node_name())  # fmt: skip
+    where = config.store.where(config.path, config.paths.store)
+    store = Store.create(where, app.clock, ChainKey.of(app.box), node=config.cluster.node_name())
     try:
-        where = store.where
-        event = Event("store.created", app.actor, where, "notice")
+        event = Event("store.created", app.actor, store.where, "notice")
         store.append_events([event])
         version = store.schema_version()
     finally:
         store.close()
-    app.emit({"store": where, "schema_version": version},
-             f"created the store {where} (schema {version})")  # fmt: skip
+    app.emit({"store": store.where, "schema_version": version},
+             f"created the store {store.where} (schema {version})")  # fmt: skip
     return Exit.OK
 
 
