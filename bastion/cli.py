@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from bastion import __version__, logs, storelock
@@ -34,7 +35,7 @@ from bastion.commands.app import App, default_config_path
 from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
-from bastion.errors import BastionError, Exit
+from bastion.errors import BastionError, ConfigError, Exit
 from bastion.reports.signing import ensure_key
 
 
@@ -338,11 +339,23 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     json_flag(revoke)
 
 
+ANCHORS_NEEDED = (
+    "a store on PostgreSQL needs at least one anchor sink: the head file of one node cannot"
+    " see a tail of the chain deleted by another"
+)
+
+
 def serve(app: App, args: argparse.Namespace) -> int:
     from bastion.server import run_server  # noqa: PLC0415 - keeps other commands quick to start
 
     logs.configure(app.config.logging.format, app.config.logging.level)
-    with storelock.serving(app.config.paths.store):  # first: a restore waits for no store
+    config = app.config
+    if config.store.on_postgresql and not config.audit.anchors:
+        raise ConfigError(str(config.path), "audit.anchors", ANCHORS_NEEDED)
+    held = (  # first: a restore waits for no store (PostgreSQL's are pg_dump's and pg_restore's)
+        nullcontext() if config.store.on_postgresql else storelock.serving(config.paths.store)
+    )
+    with held:
         ensure_key(app.config.paths.report_signing_key, app.store, app.actor)  # gained on upgrade
         core = Core(app.config, app.store, app.box, app.clock)
         try:

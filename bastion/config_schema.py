@@ -116,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
     *_listener("postgres", "PostgreSQL"),
     *_listener("web", "web console"),
     Setting("listeners.proxy_from", "strings", "Load balancers that send a PROXY header."),
-    Setting("paths.store", "path", "SQLite store with the audit trail."),
+    Setting("paths.store", "path", "SQLite store with the audit trail (without [store] url)."),
     Setting("paths.recordings", "path", "Directory for session recordings."),
     Setting("paths.secrets_key", "path", "Key that seals secrets at rest."),
     Setting("paths.ssh_host_key", "path", "SSH host private key."),
@@ -245,6 +245,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
     Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
     Setting("web.step_up", "duration", "How long a proven TOTP code lets a sign-in make changes."),
+    Setting(
+        "store.url", "str", "PostgreSQL store URL, no password; empty: SQLite.", allow_empty=True
+    ),
+    Setting(
+        "store.password_file",
+        "str",
+        "File (mode 0600) holding the store's password.",
+        allow_empty=True,
+    ),
+    Setting("store.schema", "str", "Schema of the PostgreSQL store."),
+    Setting("store.head_file", "str", "This node's head file for a PostgreSQL store."),
     Setting("cluster.node", "str", "This node's name; empty: the host name.", allow_empty=True),
     Setting("cluster.store_grace", "duration", "Time without the store before failing closed."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),

@@ -118,3 +118,8 @@ def pg_cluster_factory(request: pytest.FixtureRequest) -> Iterator[PgClusterFact
 def pg_private(pg_cluster_factory: PgClusterFactory) -> PgCluster:
     """A started cluster of the test's own, to stop, restart or kill; closed after the test."""
     return pg_cluster_factory()
+
+
+# --- the store on each backend ---------------------------------------------------------
+
+from tests.storeat import pg_store_at, store_at, store_template  # noqa: E402, F401 - fixtures

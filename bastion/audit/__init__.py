@@ -10,6 +10,7 @@ from bastion.audit.cluster import ClusterQueries
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
+from bastion.audit.location import PgLocation
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
@@ -85,13 +86,19 @@ class Store(
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 
     @classmethod
-    def create(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> Store:
-        store = super().create(path, clock, key)
+    def create(
+        cls, where: Path | PgLocation, clock: Clock, key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> Store:  # fmt: skip
+        store = super().create(where, clock, key, node)
         assert isinstance(store, Store)
         return store
 
     @classmethod
-    def open(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> Store:
-        store = super().open(path, clock, key)
+    def open(
+        cls, where: Path | PgLocation, clock: Clock, key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> Store:  # fmt: skip
+        store = super().open(where, clock, key, node)
         assert isinstance(store, Store)
         return store

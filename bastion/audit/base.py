@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import string
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,8 @@ import structlog
 from bastion.audit import chain, nul
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.chainwalk import CHUNK, walk_store
+from bastion.audit.dialect import fragment
+from bastion.audit.location import PgLocation
 from bastion.audit.sqlconn import Conn, DbError, Dialect, SqliteConn, one
 from bastion.clock import Clock, iso
 from bastion.errors import NotFound, StoreError
@@ -83,59 +86,116 @@ def _nul_free(event: Event) -> Event:
 
 
 class StoreBase:
-    """The store (one SQLite file, through a `Conn`); every write is a transaction that
-    holds the store's one writer lock and also chains its events.
+    """The store (one SQLite file, or a PostgreSQL database, through a `Conn`); every write
+    is a transaction that holds the store's one writer lock and also chains its events.
 
     `key` MACs the chain. Every process of a running bastion and every CLI command opens the
     store with it; without it (tests, tools) the store can only extend a chain that is not
     keyed yet, and refuses to write to one that is.
     """
 
-    def __init__(self, path: Path, clock: Clock, key: ChainKey | None = None) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        where: Path | PgLocation,
+        clock: Clock,
+        key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> None:
         self.clock = clock
         self.chain_key = key
-        self.anchor_path = self.path.with_name(self.path.name + ".head")
         self._lock = threading.RLock()
+        self.node = node
+        self.path: Path | None = None
+        self.location: PgLocation | None = None
         try:
-            self.conn: Conn = SqliteConn.open(self.path)
+            if isinstance(where, PgLocation):
+                if where.head_file is None:
+                    raise StoreError(f"the store at {where} needs a head file ([store] head_file)")
+                self.location, self.anchor_path = where, where.head_file
+                self.where = str(where)
+                self.conn: Conn = where.connect(node)
+            else:
+                self.path = Path(where)
+                self.where = str(self.path)
+                self.anchor_path = self.path.with_name(self.path.name + ".head")
+                self.conn = SqliteConn.open(self.path)
         except DbError as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open the store {self.where}: {exc}") from exc
         self._pending_head: tuple[int, str] | None = None
         self._anchor_fd: int | None = None
 
     @classmethod
-    def create(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> StoreBase:
-        """Make a new store file; refuses to touch one that exists. With a key, the chain is
-        keyed from its first event on."""
+    def create(
+        cls, where: Path | PgLocation, clock: Clock, key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> StoreBase:  # fmt: skip
+        """Make a new store (a new file; on PostgreSQL, the tables in an empty schema);
+        refuses to touch one that exists. With a key, the chain is keyed from its first
+        event on."""
+        if isinstance(where, PgLocation):
+            store = cls(where, clock, key, node)
+            if store._has_tables():
+                store.close()
+                raise StoreError(
+                    f"the store at {where} exists already (it has schema_migrations);"
+                    " refusing to create it again"
+                )
+            store.migrate()
+            return store
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError as exc:
-            raise StoreError(f"the store {path} exists already; refusing to overwrite it") from exc
+            raise StoreError(f"the store {where} exists already; refusing to overwrite it") from exc
         except OSError as exc:
-            raise StoreError(f"cannot create the store {path}: {exc.strerror}") from exc
-        store = cls(path, clock, key)
+            raise StoreError(f"cannot create the store {where}: {exc.strerror}") from exc
+        store = cls(where, clock, key, node)
         store.migrate()
         return store
 
     @classmethod
-    def open(cls, path: Path, clock: Clock, key: ChainKey | None = None) -> StoreBase:
+    def open(
+        cls, where: Path | PgLocation, clock: Clock, key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> StoreBase:  # fmt: skip
         """Open an existing store and bring its schema up to date.
 
         An unkeyed chain (from before 0011) is keyed when 0011 is applied with the key."""
-        if not Path(path).exists():
-            raise StoreError(f"the store {path} does not exist; run `bastion init` first")
-        store = cls(path, clock, key)
+        if isinstance(where, PgLocation):
+            store = cls(where, clock, key, node)
+            if not store._has_tables():
+                store.close()
+                raise StoreError(
+                    f"the store at {where} has no tables (no schema_migrations): create it"
+                    " with `bastion store create`"
+                )
+        else:
+            if not Path(where).exists():
+                raise StoreError(f"the store {where} does not exist; run `bastion init` first")
+            store = cls(where, clock, key, node)
         store.migrate()
         return store
+
+    @property
+    def file(self) -> Path:
+        """The SQLite store's file; StoreError on PostgreSQL (no file: use the store)."""
+        if self.path is None:
+            raise StoreError(f"the store at {self.where} is on PostgreSQL, not in a file")
+        return self.path
+
+    def _has_tables(self) -> bool:
+        with self._reading() as conn:
+            return conn.table_exists("schema_migrations")
 
     def reader(self) -> Conn:
         """A read-only connection of its own to the store, usable from another thread (the
         review's checks run beside the build); the caller closes it."""
         try:
+            if self.location is not None:
+                return self.location.connect(f"{self.node or socket.gethostname()}-reader")
+            assert self.path is not None
             return SqliteConn.reader(self.path)
         except DbError as exc:
-            raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot read the store {self.where}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -157,13 +217,15 @@ class StoreBase:
         """Apply every migration newer than the store, each in its own transaction."""
         applied = []
         with self._lock:
-            try:
-                self.conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations"
-                    " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
+            try:  # PostgreSQL's apply_migration makes its own, under the migration lock
+                if self.conn.dialect == "sqlite":
+                    self.conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations"
+                        " (number INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                        " applied_at TEXT NOT NULL)"
+                    )
             except DbError as exc:
-                raise StoreError(f"cannot use the store {self.path}: {exc}") from exc
+                raise StoreError(f"cannot use the store {self.where}: {exc}") from exc
             current = self.schema_version()
             for number, name, sql in migrations(self.conn.dialect):
                 if number <= current:
@@ -180,7 +242,7 @@ class StoreBase:
         try:
             return self.conn.apply_migration(number, name, sql, iso(self.clock.now()))
         except DbError as exc:
-            raise StoreError(f"migration {name} failed on {self.path}: {exc}") from exc
+            raise StoreError(f"migration {name} failed on {self.where}: {exc}") from exc
 
     # -- transactions -----------------------------------------------------------------
 
@@ -191,7 +253,7 @@ class StoreBase:
             try:
                 self.conn.begin_write()
             except DbError as exc:
-                raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+                raise StoreError(f"cannot write to the store {self.where}: {exc}") from exc
             try:
                 yield self.conn
                 self.conn.commit()
@@ -199,7 +261,7 @@ class StoreBase:
                 if self.conn.in_transaction:
                     self.conn.rollback()
                 if isinstance(exc, DbError):
-                    raise StoreError(f"store write failed on {self.path}: {exc}") from exc
+                    raise StoreError(f"store write failed on {self.where}: {exc}") from exc
                 raise
             self._write_anchor()
 
@@ -211,7 +273,7 @@ class StoreBase:
             try:
                 yield self.conn
             except DbError as exc:
-                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+                raise StoreError(f"cannot read the store {self.where}: {exc}") from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._reading() as conn:
@@ -358,9 +420,8 @@ class StoreBase:
         """'' when the walk saw every row: seq is still the table's own key (no repeated or
         missing seq a rebuilt table could hide beside the walk), and the table holds no row
         up to the head that the walk did not check."""
-        columns = {r["name"]: r for r in self._rows("PRAGMA table_info(audit_events)")}
-        seq = columns.get("seq")
-        if seq is None or int(seq["pk"]) != 1 or str(seq["type"]).upper() != "INTEGER":
+        key = self._rows(fragment(self.conn.dialect, "seq_is_key"))
+        if not key or not key[0]["ok"]:
             return "the audit_events table was rebuilt: seq is no longer its INTEGER PRIMARY KEY"
         held = self._rows(
             "SELECT COUNT(*) AS n FROM audit_events WHERE seq IS NULL OR seq <= ?",

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from bastion.audit import qlogbind
 from bastion.audit.base import CONTAINS, StoreBase, contains, where
 from bastion.audit.chain import ChainedEvent, ChainKey, Event, canonical_json
+from bastion.audit.location import PgLocation
 from bastion.audit.sqlconn import one
 from bastion.clock import Clock, iso, parse_iso
 from bastion.errors import Denied, StoreError
@@ -85,8 +86,14 @@ Record = Event | QueryStart | QueryEnd
 
 
 class QueryQueries(StoreBase):
-    def __init__(self, path: Path, clock: Clock, key: ChainKey | None = None) -> None:
-        super().__init__(path, clock, key)
+    def __init__(
+        self,
+        where: Path | PgLocation,
+        clock: Clock,
+        key: ChainKey | None = None,
+        node: str | None = None,
+    ) -> None:
+        super().__init__(where, clock, key, node)
         self._query_ids: dict[str, int] = {}  # statements written and not yet ended: key -> id
 
     def write_batch(self, records: Sequence[Record]) -> list[ChainedEvent]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from bastion.audit import dialect
 from bastion.audit.sqlconn import Conn, DbError, Duplicate, one
 from bastion.errors import StoreError
 
@@ -130,6 +131,10 @@ _FIRST_FORM = (
     "SELECT 1 WHERE EXISTS (SELECT 1 FROM queries WHERE at >= ? AND at < ? AND id < ?)"
     f" OR EXISTS (SELECT 1 FROM audit_events WHERE kind IN {KINDS} AND at >= ? AND at < ?)"
 )
+FIRST_FORM_ON_POSTGRESQL = (
+    "the query log holds rows of the first form (written before commit events), which cannot"
+    " be compared on a PostgreSQL store yet: a finding, not a pass"
+)
 NO_BOUND = 1 << 62  # `below` for a store with no commit event: every row is of the first form
 
 
@@ -146,7 +151,12 @@ def query_log_candidates(
     try:
         conn.begin_read()  # one snapshot for every read below
         try:
-            if below != NO_BOUND and not _any(conn, _FIRST_FORM, (*wide, below, *wide)):
+            first_form = below == NO_BOUND or _any(conn, _FIRST_FORM, (*wide, below, *wide))
+            if conn.dialect == "postgresql" and first_form:
+                first_form = _any(conn, _FIRST_FORM, (*wide, below, *wide))
+                if first_form:
+                    raise StoreError(FIRST_FORM_ON_POSTGRESQL)
+            if not first_form:
                 return
             conn.execute(_EVENTS, wide)
             conn.execute("CREATE INDEX temp.ev_k ON ev (k, kind)")
@@ -196,11 +206,4 @@ def index_problem(conn: Conn) -> str | None:
     """None when every index of the tables the review reads agrees with its table; else the
     first disagreement. An admin with the files can rebuild an index to leave a row out of
     every read by time (and put its old definition back), which nothing else would see."""
-    try:
-        for table in CHECKED_TABLES:
-            said = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({table})")]
-            if said != ["ok"]:
-                return f"the store's table {table} and its indexes disagree: {said[0]}"
-    except DbError as exc:
-        return f"the store's tables could not be checked: {exc}"
-    return None
+    return dialect.index_problem(conn, CHECKED_TABLES)

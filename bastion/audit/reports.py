@@ -310,7 +310,7 @@ class ReportQueries(StoreBase):
             try:
                 first = qlogbind.boundary(conn)
             except DbError as exc:
-                raise StoreError(f"cannot read the store {self.path}: {exc}") from exc
+                raise StoreError(f"cannot read the store {self.where}: {exc}") from exc
         return querylog.NO_BOUND if first is None else first
 
     def commit_findings(

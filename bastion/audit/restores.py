@@ -138,6 +138,8 @@ class RestoreQueries(StoreBase):
 
     def backup_to(self, dest: Path) -> None:
         """A consistent copy of the whole store in a new file (0600), while others write."""
+        if self.path is None:
+            raise StoreError(f"the store at {self.where} is on PostgreSQL: back it up with pg_dump")
         try:
             os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError as exc:

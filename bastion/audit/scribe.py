@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from bastion.audit.chain import ChainedEvent, ChainKey
+from bastion.audit.location import PgLocation
 from bastion.audit.queries import QueryQueries, QueryStart, Record
 from bastion.errors import StoreError
 from bastion.sqlparse import command_kind, log_text
@@ -72,9 +73,12 @@ class Scribe:
     batch starts a new process: a crash loses no record that was reported written.
     """
 
-    def __init__(self, path: Path, key: ChainKey | None = None) -> None:
-        self.path = path
+    def __init__(
+        self, where: Path | PgLocation, key: ChainKey | None = None, node: str | None = None
+    ) -> None:
+        self.where = where
         self._key = key
+        self._node = node
         self._process: asyncio.subprocess.Process | None = None
         self._transport: asyncio.Transport | None = None
         self._link: _Link | None = None
@@ -89,7 +93,7 @@ class Scribe:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bastion.audit.scribe", str(child.fileno()),
-                str(self.path), pass_fds=(child.fileno(),),
+                pass_fds=(child.fileno(),),
             )  # fmt: skip
         except OSError as exc:
             parent.close()
@@ -98,8 +102,10 @@ class Scribe:
             child.close()
         loop = asyncio.get_running_loop()
         self._transport, self._link = await loop.create_connection(_Link, sock=parent)
-        # The chain key goes over the pair, first: never on a command line or in an environment.
-        self._transport.write(encode(None if self._key is None else self._key.secret))
+        # The chain key and where the store is (with its password, on PostgreSQL) go over the
+        # pair, first: never on a command line or in an environment.
+        secret = None if self._key is None else self._key.secret
+        self._transport.write(encode((secret, _where(self.where), self._node)))
         try:  # the process says it opened the store, or why it could not
             problem, _ = await asyncio.wait_for(self._link.expect(), STOP_WAIT)
         except (StoreError, TimeoutError):
@@ -212,18 +218,54 @@ def _write(store: QueryQueries, records: Sequence[Record], wanted: Sequence[int]
     return None, [rows[i] for i in wanted]
 
 
-def _receive_key(sock: socket.socket, frames: Frames) -> ChainKey | None:
-    """The first frame the parent sends: the chain key's bytes (or None: an unkeyed store)."""
+def _where(where: Path | PgLocation) -> tuple[Any, ...]:
+    """Where the store is, as the first frame carries it (the password included)."""
+    if isinstance(where, PgLocation):
+        url, password, schema, head_file = where.handoff()
+        return ("postgresql", url, password, schema, None if head_file is None else str(head_file))
+    return ("sqlite", str(where))
+
+
+def _place(sent: tuple[Any, ...]) -> Path | PgLocation:
+    if sent[0] == "postgresql":
+        _, url, password, schema, head_file = sent
+        return PgLocation.handed(
+            url, password, schema, None if head_file is None else Path(head_file)
+        )
+    return Path(sent[1])
+
+
+def _receive_first(
+    sock: socket.socket, frames: Frames
+) -> tuple[ChainKey | None, Path | PgLocation, str | None]:
+    """The first frame the parent sends: the chain key's bytes (or None: an unkeyed store),
+    where the store is, and the node's name."""
     while True:
         data = sock.recv(4096)
         if not data:
             raise StoreError("the parent closed the pair before sending the audit key")
         got = frames.feed(data)
         if got:
-            return None if got[0] is None else ChainKey(got[0])
+            secret, sent, node = got[0]
+            return (None if secret is None else ChainKey(secret)), _place(sent), node
 
 
-def serve(sock: socket.socket, path: Path) -> None:
+def _open(
+    where: Path | PgLocation, clock: _BatchClock, key: ChainKey | None, node: str | None
+) -> QueryQueries:
+    """The store, which must exist: never an empty one made in its place."""
+    if isinstance(where, Path):
+        if not where.exists():  # never let SQLite make an empty store in its place
+            raise StoreError(f"the store {where} does not exist")
+        return QueryQueries(where, clock, key, node)
+    store = QueryQueries(where, clock, key, node)
+    if not store._has_tables():
+        store.close()
+        raise StoreError(f"the store at {where} has no tables (no schema_migrations)")
+    return store
+
+
+def serve(sock: socket.socket) -> None:
     """Commit each batch in order and answer it, until the parent closes its end.
 
     Signals meant for the whole process group (Ctrl-C, a service manager's stop) are left to
@@ -234,10 +276,8 @@ def serve(sock: socket.socket, path: Path) -> None:
     clock = _BatchClock()
     frames = Frames()
     try:
-        key = _receive_key(sock, frames)
-        if not path.exists():  # never let SQLite make an empty store in its place
-            raise StoreError(f"the store {path} does not exist")
-        store = QueryQueries(path, clock, key)
+        key, where, node = _receive_first(sock, frames)
+        store = _open(where, clock, key, node)
     except (StoreError, ValueError, TypeError) as exc:
         sock.sendall(encode((str(exc), [])))
         return
@@ -250,4 +290,4 @@ def serve(sock: socket.socket, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])), Path(sys.argv[2]))
+    serve(socket.socket(fileno=int(sys.argv[1])))

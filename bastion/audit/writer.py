@@ -43,7 +43,8 @@ class AuditWriter:
         self._wake: asyncio.Future[None] | None = None  # set while the writer sleeps
         self._wake_on_any = False  # the writer sleeps until any record (not only urgent)
         self._stopping = False
-        self.scribe = Scribe(store.path, store.chain_key)
+        where = store.location if store.location is not None else store.file
+        self.scribe = Scribe(where, store.chain_key, store.node)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
 

@@ -54,10 +54,13 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        held = storelock.using(self.config.paths.store)  # a restore waits for this command
-        if held is not None:
-            weakref.finalize(self, os.close, held)
-        return Store.open(self.config.paths.store, self.clock, ChainKey.of(self.box))
+        config = self.config
+        where = config.store.where(config.path, config.paths.store)
+        if isinstance(where, Path):  # an embedded store: a restore waits for this command
+            held = storelock.using(where)
+            if held is not None:
+                weakref.finalize(self, os.close, held)
+        return Store.open(where, self.clock, ChainKey.of(self.box), node=config.cluster.node_name())
 
     @cached_property
     def box(self) -> SecretBox:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bastion import storelock
 from bastion.access.restoring import may_restore
-from bastion.audit import ChainKey, Store
+from bastion.audit import ChainKey, Event, Store
 from bastion.audit.anchors import anchor_key, read_anchors
 from bastion.audit.chain import read_head_file
 from bastion.cli_common import Parser, command, json_flag
@@ -30,6 +30,23 @@ from bastion.reports import pack
 from bastion.reports.signing import ReportKeyError, load_private_key
 
 SIDECARS = ("", "-wal", "-shm", ".head")  # the files an embedded store is made of
+
+
+def store_create(app: App, args: argparse.Namespace) -> int:
+    """Make the configured store: the tables in an empty PostgreSQL schema ([store] url), or
+    the SQLite file; refuses one that exists."""
+    config = app.config
+    where = config.store.where(config.path, config.paths.store)
+    store = Store.create(where, app.clock, ChainKey.of(app.box), node=config.cluster.node_name())
+    try:
+        event = Event("store.created", app.actor, store.where, "notice")
+        store.append_events([event])
+        version = store.schema_version()
+    finally:
+        store.close()
+    app.emit({"store": store.where, "schema_version": version},
+             f"created the store {store.where} (schema {version})")  # fmt: skip
+    return Exit.OK
 
 
 def store_backup(app: App, args: argparse.Namespace) -> int:
@@ -141,6 +158,8 @@ def _prove(app: App, store: Store, name: str) -> None:
 
 def store_restore(app: App, args: argparse.Namespace) -> int:
     """Put a backup back in the store's place, with the restore chained; see the module."""
+    if app.config.store.on_postgresql:
+        raise UsageError("the store is on PostgreSQL: restore it with pg_restore, not here")
     store_path: Path = app.config.paths.store
     reason = " ".join(args.reason.split())
     if not reason:
@@ -179,8 +198,10 @@ def store_restore(app: App, args: argparse.Namespace) -> int:
 
 
 def add_store_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    group = sub.add_parser("store", help="the store: back it up, restore a backup")
+    group = sub.add_parser("store", help="the store: create it, back it up, restore a backup")
     cmds = group.add_subparsers(dest="store_command", required=True, parser_class=Parser)
+    create = command(cmds, "create", store_create, "make the configured store (PostgreSQL)")
+    json_flag(create)
     backup = command(cmds, "backup", store_backup, "copy the store consistently, even live")
     backup.add_argument("--to", type=Path, required=True, metavar="FILE")
     json_flag(backup)

@@ -4,6 +4,7 @@ and the one shape of `auth.failed` and `access.denied` (bastion/access/admission
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from bastion.access.admission import (
 )
 from bastion.access.grants import Decision
 from bastion.audit import Store, TotpOutcome, TotpResult
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.core import Core
@@ -117,13 +119,14 @@ def test_the_admission_logic_is_pure() -> None:
 # -- the core's entry, with a real store ------------------------------------------------
 
 
-def make_core(tmp_path: Path) -> tuple[Core, dict[str, str]]:
+def make_core(tmp_path: Path, store_at: Path | PgLocation) -> tuple[Core, dict[str, str]]:
+    """A core on a new store (made off the event loop: store calls block)."""
     config_path = tmp_path / "bastion.toml"
     config_path.write_text("")
     config = load_config(config_path)
     SecretBox.create_key_file(config.paths.secrets_key)
     clock = FakeClock(START)
-    core = Core(config, Store.create(config.paths.store, clock), SecretBox.load(
+    core = Core(config, Store.create(store_at, clock), SecretBox.load(
         config.paths.secrets_key), clock)  # fmt: skip
     uri = core.identity.enrol("wes", "engineer", PW, "test").uri
     seed = uri.split("secret=")[1].split("&")[0]
@@ -136,8 +139,10 @@ def code_now(core: Core, seed: str) -> str:
     return totp.code_for_step(seed, totp.step_at(core.clock.now()))
 
 
-async def test_web_sign_in_is_password_then_code_without_a_target(tmp_path: Path) -> None:
-    core, seeds = make_core(tmp_path)
+async def test_web_sign_in_is_password_then_code_without_a_target(
+    tmp_path: Path, store_at: Path | PgLocation
+) -> None:
+    core, seeds = await asyncio.to_thread(make_core, tmp_path, store_at)
     try:
         with pytest.raises(Denied, match="wrong user name, password or verification code"):
             await core.sign_in("web", "10.0.0.9", "wes", "not it", code_now(core, seeds["wes"]))
@@ -145,17 +150,23 @@ async def test_web_sign_in_is_password_then_code_without_a_target(tmp_path: Path
             await core.sign_in("web", "10.0.0.9", "wes", PW, "000000")
         done = await core.sign_in("web", "10.0.0.9", "wes", PW, code_now(core, seeds["wes"]))
         assert done.may_decide() and done.first_factor == PASSWORD
-        failed = [json.loads(e.detail) for e in core.store.events() if e.kind == "auth.failed"]
+        failed = [
+            json.loads(e.detail)
+            for e in await core.run(core.store.events)
+            if e.kind == "auth.failed"
+        ]
         assert [f["failures"] for f in failed] == [["password"], ["totp wrong"]]
         assert {f["protocol"] for f in failed} == {"web"}
         assert any(e.kind == "auth.totp_ok" and e.actor == "web:10.0.0.9"
-                   for e in core.store.events())  # fmt: skip
+                   for e in await core.run(core.store.events))  # fmt: skip
     finally:
         core.shutdown()
 
 
-async def test_no_session_opens_for_an_unproven_login(tmp_path: Path) -> None:
-    core, _ = make_core(tmp_path)
+async def test_no_session_opens_for_an_unproven_login(
+    tmp_path: Path, store_at: Path | PgLocation
+) -> None:
+    core, _ = await asyncio.to_thread(make_core, tmp_path, store_at)
     try:
         half = core.admission("ssh", "10.0.0.9", "wes")
         assert await core.prove(half, PasswordProof(PW))
@@ -163,17 +174,17 @@ async def test_no_session_opens_for_an_unproven_login(tmp_path: Path) -> None:
             await core.open_session(half, "s-1", "web-1", None)
         decision = await core.decide(half, "web-1", "ssh")
         assert not decision.allowed and decision.reason == NOT_PROVEN
-        [denied] = [e for e in core.store.events() if e.kind == "access.denied"]
+        [denied] = [e for e in await core.run(core.store.events) if e.kind == "access.denied"]
         assert json.loads(denied.detail)["reason"] == NOT_PROVEN
     finally:
         core.shutdown()
 
 
-async def test_a_key_proves_only_for_its_owner(tmp_path: Path) -> None:
-    core, _ = make_core(tmp_path)
+async def test_a_key_proves_only_for_its_owner(tmp_path: Path, store_at: Path | PgLocation) -> None:
+    core, _ = await asyncio.to_thread(make_core, tmp_path, store_at)
     try:
         public = Path(f"{make_keypair(tmp_path / 'k', 'kim')}.pub").read_text()
-        core.identity.enrol("kim", "engineer", None, "test", ssh_keys=[public])
+        await core.run(core.identity.enrol, "kim", "engineer", None, "test", ssh_keys=[public])
         mine = fingerprint(public)
         kim, wes = (
             core.admission("ssh", "10.0.0.9", "kim"),

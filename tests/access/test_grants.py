@@ -12,6 +12,7 @@ import pytest
 
 from bastion.access.grants import Access
 from bastion.audit import NewGrant, Store
+from bastion.audit.location import PgLocation
 from bastion.audit.records import Grant
 from bastion.clock import FakeClock
 from bastion.config import Config, load_config
@@ -31,8 +32,8 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def access(tmp_path: Path, clock: FakeClock, config: Config) -> Access:
-    store = Store.create(tmp_path / "bastion.db", clock)
+def access(store_at: Path | PgLocation, clock: FakeClock, config: Config) -> Access:
+    store = Store.create(store_at, clock)
     for name in ("alice", "bob"):
         store.add_user(name, "engineer", None, os.urandom(8), "cli:root")
     for name in ("web-1", "orders-prod"):

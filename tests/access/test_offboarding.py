@@ -10,12 +10,15 @@ import pytest
 
 from bastion.access.offboarding import offboard
 from bastion.audit import Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.errors import Denied
 
 
-def test_an_admin_cannot_disable_themselves_and_another_can(tmp_path: Path) -> None:
-    store = Store.create(tmp_path / "bastion.db", FakeClock())
+def test_an_admin_cannot_disable_themselves_and_another_can(
+    store_at: Path | PgLocation,
+) -> None:
+    store = Store.create(store_at, FakeClock())
     for name in ("ada", "bob"):
         store.add_user(name, "admin", None, os.urandom(8), "cli:root")
     with pytest.raises(Denied, match="cannot disable yourself"):

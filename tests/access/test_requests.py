@@ -12,6 +12,7 @@ import pytest
 from bastion.access.grants import Access
 from bastion.access.requests import Requests
 from bastion.audit import Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.errors import Conflict, Denied, UsageError
@@ -40,10 +41,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def rules(tmp_path: Path, clock: FakeClock) -> Requests:
+def rules(tmp_path: Path, store_at: Path | PgLocation, clock: FakeClock) -> Requests:
     path = tmp_path / "bastion.toml"
     path.write_text(CONFIG, encoding="utf-8")
-    store = Store.create(tmp_path / "bastion.db", clock)
+    store = Store.create(store_at, clock)
     for name, role in (("alice", "engineer"), ("bob", "admin"), ("carol", "admin"),
                        ("dave", "reviewer"), ("erin", "engineer")):  # fmt: skip
         store.add_user(name, role, None, os.urandom(8), "cli:root")

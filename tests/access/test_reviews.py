@@ -14,6 +14,7 @@ import pytest
 from bastion.access.requests import Requests
 from bastion.access.reviews import Reviews
 from bastion.audit import NewGrant, Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.errors import Conflict, Denied
@@ -46,10 +47,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def reviews(tmp_path: Path, clock: FakeClock) -> Reviews:
+def reviews(tmp_path: Path, store_at: Path | PgLocation, clock: FakeClock) -> Reviews:
     path = tmp_path / "bastion.toml"
     path.write_text(CONFIG, encoding="utf-8")
-    store = Store.create(tmp_path / "bastion.db", clock)
+    store = Store.create(store_at, clock)
     for name, role in (("alice", "engineer"), ("bob", "admin"), ("carol", "admin"),
                        ("dave", "reviewer")):  # fmt: skip
         store.add_user(name, role, None, os.urandom(8), "cli:root")

@@ -86,7 +86,7 @@ async def test_a_login_under_way_when_the_store_is_lost_is_refused_at_the_decisi
 ) -> None:
     """Proven before the loss, deciding after it: refused with the line, the store untouched;
     and a login beginning now is refused at its first step."""
-    core, seeds = make_core(tmp_path)
+    core, seeds = make_core(tmp_path, tmp_path / "bastion.db")
     try:
         proven = await core.sign_in("web", "10.0.0.9", "wes", PW, code_now(core, seeds["wes"]))
         now = core.clock.now()

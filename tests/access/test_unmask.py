@@ -11,6 +11,7 @@ import pytest
 
 from bastion.access.unmask import Unmasking
 from bastion.audit import Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.errors import Conflict, Denied, UsageError
@@ -25,10 +26,10 @@ REASON = "SUP-1234 customer asked why their card was charged twice"
 
 
 @pytest.fixture
-def unmasking(tmp_path: Path) -> Unmasking:
+def unmasking(tmp_path: Path, store_at: Path | PgLocation) -> Unmasking:
     (tmp_path / "bastion.toml").write_text(CONFIG, encoding="utf-8")
     clock = FakeClock()
-    store = Store.create(tmp_path / "bastion.db", clock)
+    store = Store.create(store_at, clock)
     for name, role in (("alice", "engineer"), ("bob", "admin"), ("dave", "reviewer"),
                        ("erin", "engineer")):  # fmt: skip
         store.add_user(name, role, None, os.urandom(8), "cli:root")

@@ -157,7 +157,7 @@ def test_serve_anchors_at_start_on_its_timer_and_at_stop(tmp_path: Path) -> None
     key = anchors.anchor_key(b.box)
     found, problems = read_anchors(path, key)
     assert problems == []
-    conn = sqlite3.connect(b.store.path)  # the bastion's store is closed by now
+    conn = sqlite3.connect(b.store.file)  # the bastion's store is closed by now
     seq, mac, kind = conn.execute(
         "SELECT seq, row_hash, kind FROM audit_events ORDER BY seq DESC LIMIT 1"
     ).fetchone()

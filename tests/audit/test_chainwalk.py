@@ -139,7 +139,7 @@ def test_the_walk_goes_on_in_chunks_and_tells_progress(
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(50)])
     monkeypatch.setattr(chainwalk, "CHUNK", 7)
     told: list[int] = []
-    verdict = chainwalk.walk_store(store.events, store.path, KEY.secret, told.append)
+    verdict = chainwalk.walk_store(store.events, store.file, KEY.secret, told.append)
     assert verdict.ok and verdict.checked == store.chain_head()[0]
     assert told == list(range(7, verdict.checked + 1, 7))  # each multiple of CHUNK, once
     assert verdict == store.verify_chain()
@@ -171,7 +171,7 @@ def test_a_rebuilt_table_cannot_hide_a_row_beside_the_walk(
     seq (or has none): the walk would never read it, so verify says the table was rebuilt."""
     store = Store.create(tmp_path / "b.db", FakeClock(), KEY)
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(6)])
-    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn = sqlite3.connect(store.file, isolation_level=None)
     names = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(audit_events)"))
     conn.executescript(
         "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"

@@ -4,7 +4,6 @@ a node's start-up closes only the sessions it held."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +15,11 @@ import pytest
 
 from bastion.audit import Store
 from bastion.audit.cluster import node_lease
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.errors import Conflict
 from tests.realpg import PgDatabase
+from tests.storeadmin import hold_write_lock
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 TTL = timedelta(seconds=30)
@@ -31,8 +32,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Store:
-    made = Store.create(tmp_path / "bastion.db", clock)
+def store(store_at: Path | PgLocation, clock: FakeClock) -> Store:
+    made = Store.create(store_at, clock)
     made.add_user("alice", "engineer", None, b"seed", "test")
     made.add_target(name="web-1", kind="ssh", host="127.0.0.1", port=22, login="x",
                     database=None, secret_sealed=b"s", actor="test")  # fmt: skip
@@ -86,10 +87,9 @@ def test_a_lease_is_never_for_no_time(store: Store) -> None:
         store.take_lease("uploads", "a", timedelta(0))
 
 
-def test_two_stores_racing_for_a_lease_elect_one(tmp_path: Path, store: Store,
-                                                 clock: FakeClock) -> None:  # fmt: skip
-    """Eight connections to one file (as eight nodes), all at once: exactly one holder."""
-    stores = [Store.open(store.path, clock) for _ in range(8)]
+def test_two_stores_racing_for_a_lease_elect_one(store: Store, clock: FakeClock) -> None:
+    """Eight connections to one store (as eight nodes), all at once: exactly one holder."""
+    stores = [Store.open(store.location or store.file, clock) for _ in range(8)]
     barrier = threading.Barrier(len(stores))
     won: list[str] = []
 
@@ -181,12 +181,11 @@ async def test_the_postgresql_twin_of_0021_makes_the_same_columns(pg: PgDatabase
 
 
 def closed_first_by_another(
-    store: Store, session_id: str, call: Callable[[], object]
+    store: Store, session_id: str, call: Callable[[], object], request: pytest.FixtureRequest
 ) -> list[object]:
     """Run `call` (node a) while node b holds the write lock: a reads the session as open and
     waits; b closes it and commits; then a goes on. What a returned or raised."""
-    other = sqlite3.connect(store.path, isolation_level=None, timeout=30)
-    other.execute("BEGIN IMMEDIATE")
+    other = hold_write_lock(store, request)
     outcome: list[object] = []
 
     def on_a() -> None:
@@ -203,21 +202,25 @@ def closed_first_by_another(
         " end_reason = 'b' WHERE id = ?",
         (session_id,),
     )
-    other.execute("COMMIT")
+    other.commit()
     other.close()
     thread.join(30)
     return outcome
 
 
-def test_a_session_closed_meanwhile_by_another_node_is_not_closed_twice(store: Store) -> None:
+def test_a_session_closed_meanwhile_by_another_node_is_not_closed_twice(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
     _open(store, "s-1", None)
     [raised] = closed_first_by_another(
-        store, "s-1", lambda: store.close_session("s-1", "killed", "by an admin")
+        store, "s-1", lambda: store.close_session("s-1", "killed", "by an admin"), request
     )
     assert isinstance(raised, Conflict)
     assert store.session("s-1").end_reason == "b"  # b's close stands
     assert not [e for e in store.events() if e.kind == "session.closed"]
     # Two nodes starting at once, both adopting the unowned sessions: no failure, one close.
     _open(store, "s-2", None)
-    closed = closed_first_by_another(store, "s-2", lambda: store.close_interrupted("a", node="a"))
+    closed = closed_first_by_another(
+        store, "s-2", lambda: store.close_interrupted("a", node="a"), request
+    )
     assert closed == [[]] and store.session("s-2").end_reason == "b"

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from bastion.audit import Event, EventFilter, Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    made = Store.create(tmp_path / "bastion.db", FakeClock())
+def store(store_at: Path | PgLocation) -> Store:
+    made = Store.create(store_at, FakeClock())
     made.append_events([Event("test.filler", "bot", "", "info")] * 95)
     made.append_events([Event("session_x", "eve", "web-1", "high")])  # seq 96: "_" as itself
     made.append_events([Event("session.closed", "alice", "web-1", "notice", "s-1")])  # 97

@@ -8,16 +8,19 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bastion.audit import ChainKey, Event, Store, chain
 from bastion.audit.base import KEYED_SCHEMA, migrations
+from bastion.audit.location import PgLocation
 from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock
 from bastion.errors import StoreError
 from bastion.identity.sealing import SecretBox
+from tests.storeadmin import Admin, admin_of
 
 SECRETS_KEY = bytes(range(32))
 
@@ -34,63 +37,75 @@ def attacker(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def relink_unkeyed(path: Path) -> int:
+COLUMNS = "seq, at, kind, severity, actor, subject, session_id, detail, prev_hash, row_hash, alg"
+
+
+def relink_unkeyed(store: Store, admin: Admin) -> int:
     """Re-link every row left with SHA-256, as the code of today does, and rewrite the head
     file to match: all an admin with the files (but not the key) can do."""
-    conn = attacker(path)
-    rows = conn.execute("SELECT * FROM audit_events ORDER BY seq").fetchall()
-    names = [d[0] for d in conn.execute("SELECT * FROM audit_events LIMIT 0").description]
-    conn.execute("BEGIN")
-    conn.execute("DELETE FROM audit_events")
+    rows = admin.execute(f"SELECT {COLUMNS} FROM audit_events ORDER BY seq")
+    admin.execute("DELETE FROM audit_events")
     prev = chain.GENESIS
     for seq, values in enumerate(rows, 1):
-        row = dict(zip(names, values, strict=True))
+        row = dict(zip(COLUMNS.split(", "), values, strict=True))
         event = Event(row["kind"], row["actor"], row["subject"], row["severity"],
                       row["session_id"], json.loads(row["detail"]))  # fmt: skip
         linked = chain.link(event, seq, row["at"], prev, None)
-        conn.execute(
-            "INSERT INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        admin.execute(
+            f"INSERT INTO audit_events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (seq, linked.at, linked.kind, linked.severity, linked.actor, linked.subject,
              linked.session_id, linked.detail, linked.prev_hash, linked.row_hash, linked.alg),
         )  # fmt: skip
         prev = linked.row_hash
-    conn.execute("COMMIT")
-    conn.close()
-    path.with_name(path.name + ".head").write_text(f"{len(rows):020d} {prev}\n")
+    store.anchor_path.write_text(f"{len(rows):020d} {prev}\n")
     return len(rows)
 
 
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Store], Admin]]:
+    made: list[Admin] = []
+
+    def open_one(store: Store) -> Admin:
+        made.append(admin_of(store, request))
+        return made[-1]
+
+    yield open_one
+    for admin in made:
+        admin.close()
+
+
 def test_deleting_22806_events_and_relinking_without_the_key_is_caught(
-    tmp_path: Path, key: ChainKey
+    store_at: Path | PgLocation, key: ChainKey, raw: Callable[[Store], Admin]
 ) -> None:
-    path = tmp_path / "bastion.db"
-    store = Store.create(path, FakeClock(), key)
+    store = Store.create(store_at, FakeClock(), key)
     batch = [Event("query", "alice", "orders-prod", detail={"i": i}) for i in range(5000)]
     for _ in range(5):
         store.append_events(batch)
     assert store.verify_chain().ok
-    attacker(path).execute("DELETE FROM audit_events WHERE seq BETWEEN 1000 AND 23805")
-    assert relink_unkeyed(path) == 25_000 - 22_806
-    verdict = Store.open(path, FakeClock(), key).verify_chain()
+    admin = raw(store)
+    admin.execute("DELETE FROM audit_events WHERE seq BETWEEN 1000 AND 23805")
+    assert relink_unkeyed(store, admin) == 25_000 - 22_806
+    verdict = Store.open(store_at, FakeClock(), key).verify_chain()
     assert not verdict.ok
     assert "written, or rewritten, without the key" in verdict.problem
 
 
-def test_a_row_relinked_with_a_guessed_key_is_caught(tmp_path: Path, key: ChainKey) -> None:
-    path = tmp_path / "bastion.db"
-    store = Store.create(path, FakeClock(), key)
+def test_a_row_relinked_with_a_guessed_key_is_caught(
+    store_at: Path | PgLocation, key: ChainKey, raw: Callable[[Store], Admin]
+) -> None:
+    store = Store.create(store_at, FakeClock(), key)
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(10)])
-    guessed = Store.open(path, FakeClock(), ChainKey(hashlib.sha256(b"guess").digest()))
+    guessed = Store.open(store_at, FakeClock(), ChainKey(hashlib.sha256(b"guess").digest()))
     assert not guessed.verify_chain().ok
-    attacker(path).execute("DELETE FROM audit_events WHERE seq > 5")
+    raw(store).execute("DELETE FROM audit_events WHERE seq > 5")
     with pytest.raises(StoreError, match="keyed"):  # a keyless writer cannot extend it
-        Store.open(path, FakeClock()).append_events([Event("test.forged", "evil")])
+        Store.open(store_at, FakeClock()).append_events([Event("test.forged", "evil")])
     verdict = store.verify_chain()
     assert not verdict.ok and "deleted from the end" in verdict.problem
 
 
-def test_a_missing_head_file_fails_verify(tmp_path: Path, key: ChainKey) -> None:
-    store = Store.create(tmp_path / "bastion.db", FakeClock(), key)
+def test_a_missing_head_file_fails_verify(store_at: Path | PgLocation, key: ChainKey) -> None:
+    store = Store.create(store_at, FakeClock(), key)
     store.append_events([Event("test.n", "tester")])
     assert store.verify_chain().ok
     store.anchor_path.unlink()
@@ -147,16 +162,18 @@ def test_an_unkeyed_store_is_keyed_when_it_is_upgraded(
     assert not store.verify_chain().ok
 
 
-def test_a_chain_relinked_without_the_key_is_never_extended(tmp_path: Path, key: ChainKey) -> None:
+def test_a_chain_relinked_without_the_key_is_never_extended(
+    store_at: Path | PgLocation, key: ChainKey, raw: Callable[[Store], Admin]
+) -> None:
     """Keying happens once, at the upgrade: a keyed chain rewritten as an unkeyed one is not
     re-keyed by the next write (that would vouch for the forgery); the bastion stops."""
-    path = tmp_path / "bastion.db"
-    store = Store.create(path, FakeClock(), key)
+    store = Store.create(store_at, FakeClock(), key)
     store.append_events([Event("test.n", "tester", detail={"n": n}) for n in range(10)])
-    attacker(path).execute("DELETE FROM audit_events WHERE seq BETWEEN 3 AND 6")
-    relink_unkeyed(path)
+    admin = raw(store)
+    admin.execute("DELETE FROM audit_events WHERE seq BETWEEN 3 AND 6")
+    relink_unkeyed(store, admin)
     with pytest.raises(StoreError, match="not keyed: it was written without the key"):
-        Store.open(path, FakeClock(), key).append_events([Event("test.n", "tester")])
+        Store.open(store_at, FakeClock(), key).append_events([Event("test.n", "tester")])
     assert [e.alg for e in store.events()] == [chain.LEGACY] * 6
     assert "holds no keyed event" in store.verify_chain().problem
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bastion.audit import Event, FileOp, Store
+from bastion.audit.location import PgLocation
 from bastion.audit.nul import MARK, escape, restore
 from bastion.clock import FakeClock
 
@@ -36,8 +37,8 @@ def test_text_escape_could_not_have_made_is_refused(stored: str) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    made = Store.create(tmp_path / "b.db", FakeClock())
+def store(store_at: Path | PgLocation) -> Store:
+    made = Store.create(store_at, FakeClock())
     made.add_user("alice", "engineer", None, b"sealed", "cli:root")
     made.add_target(name="web-1", kind="ssh", host="127.0.0.1", port=22, login="deploy",
                     database=None, secret_sealed=b"sealed", actor="cli:root")  # fmt: skip

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bastion.audit import Event, QueryEnd, QueryStart, Store, _fastqlog, qlogbind
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
+from bastion.errors import StoreError
 from tests.audit.test_writer import store_with_a_session
 
 
@@ -40,20 +43,20 @@ def _end(key: str, clock: FakeClock, message: str | None = None) -> QueryEnd:
                     server_message=message)  # fmt: skip
 
 
-def test_a_batch_without_statements_has_no_commit_event(tmp_path: Path) -> None:
-    store = store_with_a_session(tmp_path, FakeClock())
+def test_a_batch_without_statements_has_no_commit_event(store_at: Path | PgLocation) -> None:
+    store = store_with_a_session(store_at, FakeClock())
     written = store.write_batch([Event("ticket.issued", "admin", "alice")])
     assert [e.kind for e in written] == ["ticket.issued"]
     assert store.events()[-1].kind == "ticket.issued"
 
 
 def test_the_commit_holds_the_server_message_and_an_outcome_without_its_row(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
     """The scrubbed error text is not a column of the row: the commit event keeps it. An end
     whose start another writer held has no row here: its outcome is kept whole."""
     clock = FakeClock()
-    store = store_with_a_session(tmp_path, clock)
+    store = store_with_a_session(store_at, clock)
     ticket = Event("ticket.issued", "admin", "alice")
     written = store.write_batch([_start("k1", clock), _end("k1", clock, "division by zero"),
                                  _end("gone", clock), ticket])  # fmt: skip
@@ -67,19 +70,36 @@ def test_the_commit_holds_the_server_message_and_an_outcome_without_its_row(
 
 def test_each_row_s_digests_are_the_ones_its_commit_binds(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = store_with_a_session(tmp_path, clock)
+    store = store_with_a_session(tmp_path / "b.db", clock)
     store.write_batch([_start("a", clock), _start("b", clock), _end("a", clock)])
     store.write_batch([_end("b", clock)])
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
     store.conn.execute("UPDATE queries SET sqlstate = '00000' WHERE query_key = 'b'")
-    found = qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9"))
+    found = qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9"))
     assert [(f.id, f.code, f.key) for f in found] == [(2, 4, "b")]
     assert f"event {store.events()[-1].seq}" in str(found[0])  # the later commit binds it
 
 
+def test_on_postgresql_the_commits_are_read_and_the_rows_check_fails_closed(
+    pg_store_at: PgLocation,
+) -> None:
+    """The statement digests are read in C from the SQLite file only, so far: on PostgreSQL
+    the commit events are found (dialect JSON) and the check says it cannot be made."""
+    clock = FakeClock()
+    store = store_with_a_session(pg_store_at, clock)
+    assert qlogbind.check(store.reader, None, ("0", "9"), ("0", "9")) == []  # no commit yet
+    store.write_batch([_start("a", clock), _end("a", clock)])
+    with closing(store.reader()) as conn:
+        assert qlogbind.boundary(conn) == 1
+        assert qlogbind.people_problem(conn, ("0", "9")) is None
+    with pytest.raises(StoreError, match="cannot be checked on a PostgreSQL store yet"):
+        qlogbind.check(store.reader, None, ("0", "9"), ("0", "9"))
+    store.close()
+
+
 def test_a_store_without_commit_events_has_nothing_to_check(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "b.db", FakeClock())
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
 
 
 def test_a_commit_landing_during_the_check_is_no_finding(
@@ -89,7 +109,7 @@ def test_a_commit_landing_during_the_check_is_no_finding(
     read of the rows: its row then shows an outcome the events read don't bind yet. The
     second pass sees that commit; an edit stays a finding on both."""
     clock = FakeClock()
-    store = store_with_a_session(tmp_path, clock)
+    store = store_with_a_session(tmp_path / "b.db", clock)
     store.write_batch([_start("a", clock)])
     real = _fastqlog.check
     landed: list[object] = []
@@ -100,7 +120,7 @@ def test_a_commit_landing_during_the_check_is_no_finding(
         return real(*args)
 
     monkeypatch.setattr(_fastqlog, "check", commit_lands_first)
-    assert qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9")) == []
+    assert qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9")) == []
     assert landed
     store.conn.execute("UPDATE queries SET sql = 'SELECT 2' WHERE query_key = 'a'")
-    assert [f.code for f in qlogbind.check(store.reader, store.path, ("0", "9"), ("0", "9"))] == [1]
+    assert [f.code for f in qlogbind.check(store.reader, store.file, ("0", "9"), ("0", "9"))] == [1]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bastion.audit import ChainKey, Event, Store
 from bastion.audit.anchors import Anchor, check
+from bastion.audit.location import PgLocation
 from bastion.audit.restores import RESTORED_KIND, restore_problems
 from bastion.clock import FakeClock, iso
 
@@ -17,9 +18,11 @@ def events(store: Store, count: int) -> None:
     store.append_events([Event("test.event", "tester", f"e{n}") for n in range(count)])
 
 
-def test_a_restore_explains_only_earlier_witnesses_of_events_it_dropped(tmp_path: Path) -> None:
+def test_a_restore_explains_only_earlier_witnesses_of_events_it_dropped(
+    store_at: Path | PgLocation,
+) -> None:
     clock = FakeClock()
-    store = Store.create(tmp_path / "s.db", clock, KEY)
+    store = Store.create(store_at, clock, KEY)
     events(store, 5)
     before = iso(clock.now())  # a witness of event 9 written before the restore (lost epoch)
     clock.advance(timedelta(minutes=1))
@@ -42,9 +45,9 @@ def test_a_restore_explains_only_earlier_witnesses_of_events_it_dropped(tmp_path
 
 
 def test_a_restore_event_that_does_not_follow_its_backup_head_is_a_problem(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
-    store = Store.create(tmp_path / "s.db", FakeClock(), KEY)
+    store = Store.create(store_at, FakeClock(), KEY)
     events(store, 5)
     detail = {"kept": {"seq": 2, "mac": store.mac_at(2)}, "lost_seq": 40, "source": "x",
               "reason": "hide events 3 to 5"}  # fmt: skip

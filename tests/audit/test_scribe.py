@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.audit import Event, Store
+from bastion.audit import ChainKey, Event, Store
+from bastion.audit.location import PgLocation
 from bastion.audit.scribe import Frames, Scribe, encode
 from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock, iso
 from bastion.errors import StoreError
 from tests.harness import Bastion
+from tests.storeadmin import hold_write_lock
 
 values = st.recursive(
     st.none() | st.integers() | st.text() | st.binary(),
@@ -56,29 +57,32 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-async def test_events_carry_the_parents_clock_and_stop_ends_the_process(tmp_path: Path) -> None:
+async def test_events_carry_the_parents_clock_and_stop_ends_the_process(
+    store_at: Path | PgLocation,
+) -> None:
     clock = FakeClock()
     clock.advance(timedelta(days=3))
-    writer = AuditWriter(Store.create(tmp_path / "b.db", clock))
+    store = await asyncio.to_thread(Store.create, store_at, clock)  # never on the loop
+    writer = AuditWriter(store)
     await writer.start()
     pid = writer.scribe.pid
     row = await writer.append(Event("test.n", "t"))
     await writer.stop()
     assert row.at == iso(clock.now())
     assert pid is not None and gone(pid)
+    await asyncio.to_thread(store.close)
 
 
 async def test_a_writer_killed_mid_commit_fails_that_batch_and_the_next_gets_a_new_process(
-    tmp_path: Path,
+    store_at: Path | PgLocation, request: pytest.FixtureRequest
 ) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+    store = await asyncio.to_thread(Store.create, store_at, FakeClock())
     writer = AuditWriter(store)
     await writer.start()
     first = await writer.append(Event("test.before", "t"))
     pid = writer.scribe.pid
     assert pid is not None
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this lock
+    blocker = hold_write_lock(store, request)  # the writer's next commit waits for this lock
     lost = asyncio.create_task(writer.append(Event("test.lost", "t")))
     await asyncio.sleep(0.2)
     assert not lost.done()
@@ -89,13 +93,19 @@ async def test_a_writer_killed_mid_commit_fails_that_batch_and_the_next_gets_a_n
     after = await writer.append(Event("test.after", "t"))
     await writer.stop()
     assert writer.scribe.started == 2
-    assert [e.kind for e in store.events()] == ["test.before", "test.after"]
+    assert [e.kind for e in (await asyncio.to_thread(store.events))] == [
+        "test.before",
+        "test.after",
+    ]
     assert (first.seq, after.seq) == (1, 2)
-    assert store.verify_chain().ok
+    assert (await asyncio.to_thread(store.verify_chain)).ok
+    await asyncio.to_thread(store.close)
 
 
-async def test_ctrl_c_for_the_process_group_leaves_the_flush_to_the_parent(tmp_path: Path) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+async def test_ctrl_c_for_the_process_group_leaves_the_flush_to_the_parent(
+    store_at: Path | PgLocation,
+) -> None:
+    store = await asyncio.to_thread(Store.create, store_at, FakeClock())
     writer = AuditWriter(store, linger=3600)
     await writer.start()
     pid = writer.scribe.pid
@@ -108,7 +118,11 @@ async def test_ctrl_c_for_the_process_group_leaves_the_flush_to_the_parent(tmp_p
     assert not gone(pid)
     await writer.stop()  # the parent flushes what lingers, then the process ends
     assert lingering.result().seq == 2
-    assert [e.kind for e in store.events()] == ["test.first", "test.lingering"]
+    assert [e.kind for e in (await asyncio.to_thread(store.events))] == [
+        "test.first",
+        "test.lingering",
+    ]
+    await asyncio.to_thread(store.close)
 
 
 async def test_a_writer_process_that_cannot_open_the_store_stops_the_start(
@@ -118,6 +132,42 @@ async def test_a_writer_process_that_cannot_open_the_store_stops_the_start(
     with pytest.raises(StoreError, match=r"could not start: the store .* does not exist"):
         await scribe.start()
     assert not (tmp_path / "gone.db").exists() and scribe.pid is None
+
+
+async def test_a_writer_process_on_an_empty_postgresql_store_stops_the_start(
+    pg_store_at: PgLocation,
+) -> None:
+    scribe = Scribe(pg_store_at)
+    with pytest.raises(StoreError, match=r"could not start: the store at .* has no tables"):
+        await scribe.start()
+    assert scribe.pid is None
+
+
+async def test_the_scribe_gets_the_store_and_its_password_only_over_its_pair(
+    store_at: Path | PgLocation,
+) -> None:
+    """Its command line names no store, its environment no password: both come over the pair,
+    with the chain key."""
+    key = ChainKey(os.urandom(32))
+    store = await asyncio.to_thread(Store.create, store_at, FakeClock(), key)
+    writer = AuditWriter(store)
+    await writer.start()
+    try:
+        await writer.append(Event("test.n", "tester"))
+        pid = writer.scribe.pid
+        assert pid is not None and pid != os.getpid()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        seen = argv + Path(f"/proc/{pid}/environ").read_bytes()
+        assert key.secret not in seen and key.secret.hex().encode() not in seen
+        if isinstance(store_at, PgLocation):
+            password = store_at.handoff()[1]
+            assert password is not None and password.encode() not in seen
+            assert store_at.url.encode() not in argv
+        assert str(store.where).encode() not in argv
+    finally:
+        await writer.stop()
+    assert (await asyncio.to_thread(store.verify_chain)).ok
+    await asyncio.to_thread(store.close)
 
 
 def children(pid: int) -> list[int]:

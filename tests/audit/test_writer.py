@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from bastion.audit import Event, QueryEnd, QueryStart, Store
+from bastion.audit.location import PgLocation
 from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock
 from bastion.errors import StoreError
+
+off = asyncio.to_thread  # store calls block: never on the event loop (PostgreSQL refuses)
 
 
 def break_chain_table(store: Store) -> None:
@@ -24,41 +27,43 @@ def mend_chain_table(store: Store) -> None:
     store.conn.execute("ALTER TABLE audit_events_away RENAME TO audit_events")
 
 
-async def test_concurrent_appends_are_all_durable_and_chained(tmp_path: Path) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+async def test_concurrent_appends_are_all_durable_and_chained(store_at: Path | PgLocation) -> None:
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store)
     await writer.start()
     rows = await asyncio.gather(*(writer.append(Event("test.n", f"t{i}")) for i in range(500)))
     await writer.stop()
     assert sorted(r.seq for r in rows) == list(range(1, 501))
     assert writer.commits < 500  # events shared commits
-    reopened = Store.open(tmp_path / "b.db", FakeClock())
-    verdict = reopened.verify_chain()
+    reopened = await off(Store.open, store_at, FakeClock())
+    verdict = await off(reopened.verify_chain)
     assert verdict.ok and verdict.checked == 500
 
 
-async def test_a_failed_commit_fails_every_waiter(tmp_path: Path) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+async def test_a_failed_commit_fails_every_waiter(store_at: Path | PgLocation) -> None:
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store)
     await writer.start()
-    break_chain_table(store)
+    await off(break_chain_table, store)
     results = await asyncio.gather(
         *(writer.append(Event("test.n", "t")) for _ in range(5)), return_exceptions=True
     )
     await writer.stop()
-    mend_chain_table(store)
+    await off(mend_chain_table, store)
     assert all(isinstance(r, StoreError) for r in results)
-    assert store.events() == []
+    assert (await off(store.events)) == []
 
 
-async def test_append_before_start_is_refused(tmp_path: Path) -> None:
-    writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()))
+async def test_append_before_start_is_refused(store_at: Path | PgLocation) -> None:
+    writer = AuditWriter(await off(Store.create, store_at, FakeClock()))
     with pytest.raises(StoreError, match="not running"):
         await writer.append(Event("test.n", "t"))
 
 
-async def test_lazy_records_wait_for_an_urgent_one_and_share_its_commit(tmp_path: Path) -> None:
-    writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()), linger=60)
+async def test_lazy_records_wait_for_an_urgent_one_and_share_its_commit(
+    store_at: Path | PgLocation,
+) -> None:
+    writer = AuditWriter(await off(Store.create, store_at, FakeClock()), linger=60)
     await writer.start()
     lazy = [writer.submit(Event("test.lazy", f"t{i}"), urgent=False) for i in range(3)]
     await asyncio.sleep(0.05)  # the writer is lingering, not committing
@@ -70,29 +75,31 @@ async def test_lazy_records_wait_for_an_urgent_one_and_share_its_commit(tmp_path
     assert [r.seq for r in rows] + [urgent.seq] == [1, 2, 3, 4]
 
 
-async def test_a_lone_lazy_record_is_committed_after_the_linger(tmp_path: Path) -> None:
-    writer = AuditWriter(Store.create(tmp_path / "b.db", FakeClock()), linger=0.01)
+async def test_a_lone_lazy_record_is_committed_after_the_linger(
+    store_at: Path | PgLocation,
+) -> None:
+    writer = AuditWriter(await off(Store.create, store_at, FakeClock()), linger=0.01)
     await writer.start()
     row = await writer.submit(Event("test.lazy", "t"), urgent=False)
     await writer.stop()
     assert row.seq == 1 and writer.commits == 1
 
 
-async def test_stop_writes_what_is_lingering(tmp_path: Path) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+async def test_stop_writes_what_is_lingering(store_at: Path | PgLocation) -> None:
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store, linger=3600)
     await writer.start()
     future = writer.submit(Event("test.lazy", "t"), urgent=False)
     await writer.stop()
     assert future.done() and future.result().seq == 1
-    assert [e.kind for e in store.events()] == ["test.lazy"]
+    assert [e.kind for e in (await off(store.events))] == ["test.lazy"]
     with pytest.raises(StoreError, match="not running"):
         writer.submit(Event("test.late", "t"))
 
 
-def store_with_a_session(tmp_path: Path, clock: FakeClock) -> Store:
+def store_with_a_session(store_at: Path | PgLocation, clock: FakeClock) -> Store:
     """A store where alice has session s1 open on the database target db."""
-    store = Store.create(tmp_path / "b.db", clock)
+    store = Store.create(store_at, clock)
     store.add_user("alice", "engineer", None, b"seed", "admin")
     store.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="svc",
                      database="d", secret_sealed=b"x", actor="admin")  # fmt: skip
@@ -102,10 +109,10 @@ def store_with_a_session(tmp_path: Path, clock: FakeClock) -> Store:
 
 
 def test_a_statement_started_and_ended_in_one_batch_is_one_row_bound_by_its_commit(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
     clock = FakeClock()
-    store = store_with_a_session(tmp_path, clock)
+    store = store_with_a_session(store_at, clock)
     start = [QueryStart(f"s1:{n}", "s1", "alice", "db", clock.now(), "simple", "SELECT $1")
              for n in (1, 2)]  # fmt: skip
     end = [QueryEnd(f"s1:{n}", "s1", "alice", "db", clock.now(), n, f"SELECT {n}", None, 7)
@@ -128,45 +135,48 @@ def test_a_statement_started_and_ended_in_one_batch_is_one_row_bound_by_its_comm
 
 
 async def test_posted_records_are_written_and_their_loss_is_told_once_per_batch(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store, linger=0.01)
     await writer.start()
     told: list[str] = []
     writer.post(Event("test.posted", "t"), lambda: told.append("a"))
     await writer.append(Event("test.urgent", "t"))  # shares the posted record's commit
-    assert [e.kind for e in store.events()] == ["test.posted", "test.urgent"] and told == []
-    break_chain_table(store)
+    assert [e.kind for e in (await off(store.events))] == [
+        "test.posted",
+        "test.urgent",
+    ] and told == []
+    await off(break_chain_table, store)
     lost_a, lost_b = (lambda: told.append("a")), (lambda: told.append("b"))
     for lost in (lost_a, lost_a, lost_b):
         writer.post(Event("test.posted", "t"), lost)
     with pytest.raises(StoreError):
         await writer.append(Event("test.urgent", "t"))
     await writer.stop()
-    mend_chain_table(store)
+    await off(mend_chain_table, store)
     assert sorted(told) == ["a", "b"]  # each session hears of the lost batch once
     with pytest.raises(StoreError, match="not running"):
         writer.post(Event("test.late", "t"), lost_a)
 
 
 async def test_records_submitted_together_resolve_only_when_all_are_written(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store, max_batch=2)  # five records: three commits
     await writer.start()
     together = writer.submit_all([Event("test.n", f"t{i}") for i in range(5)])
     await together
-    written = len(store.events())
+    written = len(await off(store.events))
     await writer.stop()
     assert written == 5 and writer.commits == 3
 
 
 async def test_records_submitted_together_fail_if_an_earlier_split_batch_fails(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
-    store = Store.create(tmp_path / "b.db", FakeClock())
+    store = await off(Store.create, store_at, FakeClock())
     writer = AuditWriter(store, max_batch=2)
     real_commit = writer.scribe.commit
     calls = 0
@@ -185,12 +195,14 @@ async def test_records_submitted_together_fail_if_an_earlier_split_batch_fails(
         await together
     await writer.stop()
     assert calls == 2  # the last record's batch was written, yet the group failed
-    assert [e.actor for e in store.events()] == ["t2"]
+    assert [e.actor for e in (await off(store.events))] == ["t2"]
 
 
-def test_the_store_refuses_a_statement_whose_text_was_not_redacted(tmp_path: Path) -> None:
+def test_the_store_refuses_a_statement_whose_text_was_not_redacted(
+    store_at: Path | PgLocation,
+) -> None:
     clock = FakeClock()
-    store = Store.create(tmp_path / "b.db", clock)
+    store = Store.create(store_at, clock)
     raw = QueryStart("s1:1", "s1", "alice", "db", clock.now(), "simple", "SELECT 'x'", raw=True)
     with pytest.raises(StoreError, match="must be redacted"):
         store.write_batch([Event("test.n", "t"), raw])
@@ -198,16 +210,16 @@ def test_the_store_refuses_a_statement_whose_text_was_not_redacted(tmp_path: Pat
 
 
 async def test_the_writer_redacts_a_statement_the_door_passed_on_unparsed(
-    tmp_path: Path,
+    store_at: Path | PgLocation,
 ) -> None:
     clock = FakeClock()
-    store = store_with_a_session(tmp_path, clock)
+    store = await off(store_with_a_session, store_at, clock)
     writer = AuditWriter(store)
     await writer.start()
     sql = "UPDATE t SET pin = '4321' WHERE id = 7"
     await writer.append(QueryStart("s1:1", "s1", "alice", "db", clock.now(), "simple", sql,
                                    raw=True))  # fmt: skip
     await writer.stop()
-    [row] = store.queries()
+    [row] = await off(store.queries)
     assert (row.sql, row.kind) == ("UPDATE t SET pin = $1 WHERE id = $2", "UPDATE")
-    assert "4321" not in json.dumps([e.as_dict() for e in store.events()])
+    assert "4321" not in json.dumps([e.as_dict() for e in (await off(store.events))])

@@ -62,7 +62,7 @@ def test_a_writer_process_killed_mid_commit_ends_the_session_and_the_next_one_wo
     b.grant("alice", "orders-prod", mode="write")
     b.start()
     dsn = b.via_bastion("alice", "orders-prod", PASSWORD)
-    blocker = sqlite3.connect(b.store.path, isolation_level=None)
+    blocker = sqlite3.connect(b.store.file, isolation_level=None)
     try:
         with psycopg_connect(dsn, autocommit=True) as conn, ThreadPoolExecutor(1) as pool:
             assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -73,7 +73,7 @@ def ran(pg: PgDatabase, marker: str) -> bool:
 
 def locked(b: Bastion) -> sqlite3.Connection:
     """Another connection holding the store's write lock: no record can commit."""
-    blocker = sqlite3.connect(b.store.path, isolation_level=None)
+    blocker = sqlite3.connect(b.store.file, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     return blocker
 

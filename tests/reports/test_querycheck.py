@@ -73,7 +73,7 @@ def store(tmp_path: Path, form: str) -> Store:
 
 
 def edit(store: Store, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn = sqlite3.connect(store.file, isolation_level=None)
     conn.execute(sql, params)
     conn.close()
 
@@ -223,7 +223,7 @@ def test_an_index_rebuilt_to_lie_is_named(store: Store) -> None:
     the week, then puts the index's old definition back: every read by time would skip it
     while its row stays untouched. The build checks the indexes against their tables."""
     assert store.index_problem() is None
-    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn = sqlite3.connect(store.file, isolation_level=None)
     (row_id,) = conn.execute("SELECT id FROM queries WHERE query_key = 'q2'").fetchone()
     (definition,) = conn.execute(
         "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'queries_at'"

@@ -47,7 +47,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def edit(store: Store, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn = sqlite3.connect(store.file, isolation_level=None)
     conn.execute(sql, params)
     conn.close()
 

@@ -62,7 +62,7 @@ def test_each_page_is_chained_before_it_is_returned_with_its_filters_never_a_tex
 
 @pytest.mark.parametrize("how", ["ABORT, 'no trace wanted'", "IGNORE"])
 def test_a_reading_that_cannot_be_chained_returns_nothing(world: World, how: str) -> None:
-    with sqlite3.connect(world.store.path) as conn:
+    with sqlite3.connect(world.store.file) as conn:
         conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind ="
                      f" 'queries.listed' BEGIN SELECT RAISE({how}); END")  # fmt: skip
     with pytest.raises(StoreError, match="the query log is not shown"):

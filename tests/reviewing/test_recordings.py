@@ -41,7 +41,7 @@ def kinds(world: World) -> list[str]:
 
 def refuse(world: World, how: str) -> None:
     """An insider's trigger: the viewing's event is refused, or silently dropped."""
-    with sqlite3.connect(world.store.path) as conn:
+    with sqlite3.connect(world.store.file) as conn:
         conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind LIKE"
                      f" 'recording.%' BEGIN SELECT RAISE({how}); END")  # fmt: skip
 
@@ -50,7 +50,7 @@ def refuse(world: World, how: str) -> None:
 def test_the_viewing_is_chained_before_the_first_byte(world: World, kind: str) -> None:
     opened = open_recording(world.store, world.box, RITA, "s-a1", kind=kind,
                             detail={"via": "web"})  # fmt: skip
-    out = ChainWatcher(world.store.path)
+    out = ChainWatcher(world.store.file)
     opened.write_asciicast(out)
     assert out.last_at_first_byte == (kind, "rita", "s-a1")
     [event] = [e for e in world.store.events() if e.kind == kind]

@@ -225,7 +225,7 @@ def test_an_ssh_session_s_index_is_not_a_query_log_reading(world: World) -> None
 
 
 def test_an_index_that_cannot_be_recorded_shows_nothing(world: World) -> None:
-    with sqlite3.connect(world.store.path) as conn:
+    with sqlite3.connect(world.store.file) as conn:
         conn.execute("CREATE TRIGGER hide BEFORE INSERT ON audit_events WHEN NEW.kind ="
                      " 'queries.listed' BEGIN SELECT RAISE(IGNORE); END")  # fmt: skip
     with pytest.raises(StoreError, match="is not shown"):
@@ -244,7 +244,7 @@ def test_searching_by_text_is_a_reading_of_the_query_log(world: World) -> None:
 def test_a_row_given_to_an_engineer_does_not_open_someone_else_s_session(world: World) -> None:
     """An admin with the files (not the key) gives bob's session to alice: the chain's
     session.opened still names bob, so alice is told it does not exist."""
-    with sqlite3.connect(world.store.path) as conn:
+    with sqlite3.connect(world.store.file) as conn:
         conn.execute("UPDATE sessions SET user_id = (SELECT id FROM users WHERE name = 'alice')"
                      " WHERE id = 's-b1'")  # fmt: skip
     with pytest.raises(NotFound, match="no session with id s-b1"):

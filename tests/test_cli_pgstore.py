@@ -1,0 +1,77 @@
+"""The CLI on a store on PostgreSQL ([store] url): created, used and verified there, never
+silently falling back to the SQLite file."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bastion.audit.location import PgLocation
+from bastion.errors import Exit
+from tests.realssh import wait_for_banner
+from tests.test_cli import Bastion, assert_error, assert_ok, free_port, run_bastion
+
+
+@pytest.fixture
+def pg_bastion(tmp_path: Path, pg_store_at: PgLocation) -> Bastion:
+    """`bastion init`, then [store] pointed at an empty PostgreSQL database; no SQLite file."""
+    assert_ok(run_bastion("init", str(tmp_path / "b"), cwd=tmp_path))
+    home = tmp_path / "b"
+    (home / "bastion.db").unlink()
+    assert pg_store_at.password_file is not None
+    shutil.copy2(pg_store_at.password_file, home / "store.password")
+    config = home / "bastion.toml"
+    text = config.read_text(encoding="utf-8").replace(
+        "[store]\n", f'[store]\nurl = "{pg_store_at.url}"\npassword_file = "store.password"\n', 1
+    )
+    config.write_text(text.replace('\nurl = ""\n', "\n").replace('\npassword_file = ""\n', "\n"))
+    return Bastion(home=home, cwd=tmp_path)
+
+
+def test_a_store_on_postgresql_is_created_used_and_verified_there(pg_bastion: Bastion) -> None:
+    assert_error(pg_bastion.run("user", "list"), Exit.STORE, "no tables", "bastion store create")
+    made = pg_bastion.json("store", "create")
+    assert made["store"].startswith("postgresql://") and made["schema_version"] > 20
+    assert_error(pg_bastion.run("store", "create"), Exit.STORE, "exists already")
+    pg_bastion.add_user("alice", role="admin")
+    assert pg_bastion.kinds()[:2] == ["store.created", "user.added"]
+    assert_ok(pg_bastion.run("audit", "verify"))
+    assert (pg_bastion.home / "store.head").exists()
+    assert not (pg_bastion.home / "bastion.db").exists()  # never fell back to the file
+    backup = pg_bastion.run("store", "backup", "--to", str(pg_bastion.cwd / "copy.db"))
+    assert_error(backup, Exit.STORE, "pg_dump")
+
+
+def test_serve_on_postgresql_refuses_to_start_without_an_anchor_sink(pg_bastion: Bastion) -> None:
+    pg_bastion.json("store", "create")
+    assert_error(pg_bastion.run("serve"), Exit.CONFIG, "audit.anchors", "cannot see a tail")
+
+
+def test_serve_on_postgresql_with_an_anchor_sink_serves_and_anchors_its_head(
+    pg_bastion: Bastion,
+) -> None:
+    pg_bastion.json("store", "create")
+    anchors = pg_bastion.home / "anchors.log"
+    config = pg_bastion.config
+    text = config.read_text().replace("\nanchors = []\n", f'\nanchors = ["file:{anchors}"]\n')
+    config.write_text(text)
+    pg_bastion.set_web_port(free_port())
+    ssh = free_port()
+    pg_bastion.set_port("ssh", ssh)
+    proc = subprocess.Popen(
+        pg_bastion.argv("serve"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_banner("127.0.0.1", ssh, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert anchors.read_text().strip()  # signed heads went to the sink
+    kinds = pg_bastion.kinds()
+    assert "bastion.started" in kinds and "bastion.stopped" in kinds, kinds
+    assert_ok(pg_bastion.run("audit", "verify"))
