@@ -9,10 +9,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import pytest
 
 from tests.realssh import LOOPBACK, ClosesOnExit, free_port
 
@@ -122,3 +124,13 @@ class MotoS3(ClosesOnExit):
 
     def close(self) -> None:
         self.stop()
+
+
+@pytest.fixture
+def moto(tmp_path: Path) -> Iterator[MotoS3]:
+    """An S3 server of the test's own (moto in server mode, on loopback), stopped after."""
+    server = MotoS3(tmp_path)
+    try:
+        yield server.start()
+    finally:
+        server.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from bastion.recording.fetch import Fetcher
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore
 from bastion.recording.upload import Uploader
+from tests import reals3
 from tests.hostiles3 import HostileS3
 from tests.reals3 import BUCKET, MotoS3
 from tests.recording.test_objects import store_for, wait_until
@@ -25,13 +25,7 @@ from tests.recording.test_objects import store_for, wait_until
 DAY = Path("2026") / "12" / "07"
 
 
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.close()
+moto = reals3.moto
 
 
 def spooled(spool: Path, name: str, data: bytes) -> Path:

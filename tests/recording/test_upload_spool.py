@@ -6,27 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bastion.errors import NotFound, StoreError
 from bastion.recording.objects import PART_SIZE
 from bastion.recording.upload import Uploader
+from tests import reals3
 from tests.reals3 import BUCKET, MotoS3
 from tests.recording.test_objects import store_for, wait_until
 
 DAY = Path("2026") / "12" / "07"
 
 
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.close()
+moto = reals3.moto
 
 
 def drain(uploader: Uploader) -> None:

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bastion.clock import SystemClock
 from bastion.errors import Exit
 from bastion.identity import totp
 from bastion.server import ServeError
+from tests import reals3
 from tests.harness import Bastion
 from tests.reals3 import BUCKET, MotoS3
 from tests.realssh import Sshd
@@ -32,14 +32,7 @@ from tests.recording.test_objects import wait_until
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_verify_recordings import cli, recorded_session
 
-
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.close()
+moto = reals3.moto
 
 
 def s3_bastion(tmp_path: Path, sshd: Sshd, moto: MotoS3, extra: str = "") -> Bastion:

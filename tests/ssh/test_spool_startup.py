@@ -11,32 +11,24 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
-import pytest
 
 from bastion.audit import Store
 from bastion.clock import SystemClock
 from bastion.errors import Exit
 from bastion.identity import totp
 from bastion.recording.objects import PART_SIZE
+from tests import reals3
 from tests.harness import Bastion
 from tests.reals3 import BUCKET, MotoS3
 from tests.realssh import Sshd
 from tests.recording.test_objects import wait_until
 from tests.ssh.test_door_auth import connect
 
-
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.close()
+moto = reals3.moto
 
 
 def test_a_second_serve_never_closes_the_live_sessions_of_the_spools_holder(
