@@ -24,6 +24,7 @@ from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.chainwalk import walk_store
 from bastion.clock import iso
 from bastion.errors import StoreError
+from bastion.text import printable_line
 
 RESTORED_KIND = "store.restored"
 
@@ -59,9 +60,10 @@ class Restore:
         lost = self.lost_seq - self.kept_seq
         what = f"events {self.kept_seq + 1} to {self.lost_seq} were lost" if lost > 0 else (
             "no witness named a later event")  # fmt: skip
-        return (
-            f"the store was restored at {self.at} by {self.actor} from {self.source}, which"
-            f" ends at event {self.kept_seq}: {what} (reason: {self.reason})"
+        actor, source = printable_line(self.actor), printable_line(self.source)
+        return (  # written by whoever restored: no escape may hide the line on a terminal
+            f"the store was restored at {self.at} by {actor} from {source}, which"
+            f" ends at event {self.kept_seq}: {what} (reason: {printable_line(self.reason, 300)})"
         )
 
 

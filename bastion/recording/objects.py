@@ -17,6 +17,7 @@ import botocore.exceptions
 from bastion.config_policies import RecordingsPolicy, parse_s3_url
 from bastion.privatefiles import NotPrivate, read_private
 from bastion.recording.model import RecordingError
+from bastion.text import printable_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -86,8 +87,7 @@ def _credentials(policy: RecordingsPolicy, base: Path) -> Credentials:
 def _printable(text: str) -> str:
     """What a store said, fit for one log line and a browser: no control characters (a
     hostile store's terminal escapes), at most 200 characters."""
-    text = "".join(c if c.isprintable() else " " for c in text)
-    return " ".join(text.split())[:200]
+    return printable_line(text, 200)
 
 
 class ObjectStore:

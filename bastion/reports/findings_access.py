@@ -22,6 +22,7 @@ from bastion.reports.findings import (
 )
 from bastion.reports.findings_volume import session_bytes
 from bastion.reports.model import Evidence, Finding, utc
+from bastion.text import printable_line
 
 _FAILED = ("auth.password_failed", "auth.totp_failed", "auth.failed")
 _BURST = 5  # failed logins ...
@@ -149,9 +150,10 @@ def restores(facts: Facts, config: Config) -> list[Finding]:
         )
         found.append(Finding(
             "store_restored", "high",
-            f"{event['actor']} restored the store from {detail['source']}: {gone}",
+            f"{event['actor']} restored the store from {printable_line(detail['source'])}: {gone}",
             "Confirm the store was lost with the operators (reason given:"
-            f" {detail['reason']}); the anchors and last week's pack name the lost events.",
+            f" {printable_line(detail['reason'])}); the anchors and last week's pack name the"
+            " lost events.",
             (event_evidence(event),), subject=event["actor"],
             involved=(event["actor"],)))  # fmt: skip
     return found

@@ -55,3 +55,15 @@ def test_a_restore_event_that_does_not_follow_its_backup_head_is_a_problem(
     restores = store.restores(store.chain_head()[0])
     assert "does not follow that event" in restore_problems(restores, store.mac_at)[0]
     store.close()
+
+
+def test_a_restore_is_described_on_one_clean_line(tmp_path: Path) -> None:
+    """The backup's name and the reason are the restorer's: no terminal escape or line break
+    of theirs may hide or rewrite the RESTORED line verify prints."""
+    store = Store.create(tmp_path / "s.db", FakeClock(), KEY)
+    events(store, 2)
+    store.record_restore("bob", "b.db\x1b[1A\x1b[2K", "drill\nall intact", 2, {})
+    [restore] = store.restores(store.chain_head()[0])
+    text = restore.describe()
+    assert "\x1b" not in text and "\n" not in text and "b.db [1A [2K" in text
+    store.close()
