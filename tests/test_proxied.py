@@ -162,13 +162,18 @@ def test_a_client_a_balancer_calls_local_still_needs_tls(tmp_path: Path) -> None
     b.start()
     try:
         said = {}
-        for peer, header in ((BALANCER, encode_v2("127.0.0.1", 1, "127.0.0.1", b.pg_port)),
-                             ("127.0.0.2", b"")):  # fmt: skip
+        local = V2_SIGNATURE + b"\x20\x00\x00\x00"  # LOCAL: no address, the balancer's own
+        for name, peer, header in (
+            ("named", BALANCER, encode_v2("127.0.0.1", 1, "127.0.0.1", b.pg_port)),
+            ("local", BALANCER, local), ("direct", "127.0.0.2", b"")):  # fmt: skip
             with socket.create_connection(("127.0.0.1", b.pg_port), timeout=10,
                                           source_address=(peer, 0)) as sock:  # fmt: skip
                 sock.sendall(header + startup("pia", "orders-prod"))
-                said[peer] = sock.recv(4096)
-        assert said[BALANCER].startswith(b"E") and b"requires TLS" in said[BALANCER]
-        assert b"requires TLS" not in said["127.0.0.2"]  # a local client without a balancer
+                said[name] = sock.recv(4096)
+        assert said["named"].startswith(b"E") and b"requires TLS" in said["named"]
+        # a header without an address leaves the balancer's own (loopback) address: still a
+        # connection a balancer made for someone, never this machine's client
+        assert said["local"].startswith(b"E") and b"requires TLS" in said["local"]
+        assert b"requires TLS" not in said["direct"]  # a local client without a balancer
     finally:
         b.stop()

@@ -36,7 +36,7 @@ class Client:
     frames: pgwire.FrameReader
     address: str
     tls: bool = False
-    proxied: bool = False  # the address is a load balancer's word, not this socket's peer
+    proxied: bool = False  # a balancer made this connection (whatever address it named)
 
     async def _fill(self) -> bool:
         data = await self.reader.read(256 * 1024)

@@ -101,11 +101,16 @@ class PgDoor:
         await self.routes.stop()
 
     async def _accepted(self, sock: socket.socket, source: str) -> None:
-        """A connection the balancer-aware listener hands over, with its client's address."""
-        await self._handle(*await open_streams(sock, PRELOGIN_READ), source=source)
+        """A connection the balancer-aware listener hands over, with its client's address; one
+        from a balancer is a balancer's whatever its header named (a LOCAL or UNKNOWN one
+        leaves the balancer's own address, which may be loopback: never this machine's)."""
+        listener = self._proxied
+        balanced = listener is not None and str(sock.getpeername()[0]) in listener.trusted
+        await self._handle(*await open_streams(sock, PRELOGIN_READ), source=source,
+                           balanced=balanced)  # fmt: skip
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      source: str | None = None) -> None:  # fmt: skip
+                      source: str | None = None, balanced: bool = False) -> None:  # fmt: skip
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -113,7 +118,8 @@ class PgDoor:
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
         address = source or str(peer[0])
-        client = Client(reader, writer, frames, address, proxied=address != str(peer[0]))
+        proxied = balanced or address != str(peer[0])
+        client = Client(reader, writer, frames, address, proxied=proxied)
         try:
             found = await self._admitted(client)
             if found is not None:

@@ -442,9 +442,9 @@ def test_behind_haproxy_a_cancel_sent_to_node_b_cancels_the_query_on_node_a(
     cluster: Cluster, pg: PgDatabase, tmp_path: Path
 ) -> None:
     """The issue's check behind a real HAProxy (send-proxy-v2). The nodes sit on the
-    balancers' own network (proxy_from covers every loopback address, theirs too), so each
+    balancers' own network (proxy_from covers the loopback addresses, theirs too), so each
     connection must open with a PROXY header: node b's forward to a opens with a LOCAL one."""
-    a, b = two_nodes(cluster, extra='[listeners]\nproxy_from = ["127.0.0.0/8"]\n')
+    a, b = two_nodes(cluster, extra='[listeners]\nproxy_from = ["127.0.0.0/16"]\n')
     with HAProxy(tmp_path / "haproxy", [Route("to_a", [a.pg_port]),
                                         Route("to_b", [b.pg_port])]) as lb:  # fmt: skip
         asyncio.run(_through_haproxy(cluster, lb, pg))
