@@ -4,7 +4,7 @@ around the store, with the append-only triggers out of the way, as an attacker w
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -107,3 +107,17 @@ def hold_write_lock(
     if store.location is None:
         return _SqliteWriteLock(store)
     return _PgWriteLock(store, request.getfixturevalue("pg_cluster"))
+
+
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Store], Admin]]:
+    """The attacker's view: the store's file or database, with the append-only triggers off."""
+    made: list[Admin] = []
+
+    def open_one(store: Store) -> Admin:
+        made.append(admin_of(store, request))
+        return made[-1]
+
+    yield open_one
+    for admin in made:
+        admin.close()

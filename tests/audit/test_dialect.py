@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg import sql as pgsql
 
 from bastion.audit import dialect
 from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK, fragment, index_problem, to_dollar
 from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import PgConn
 from bastion.audit.sqlconn import DbError, Dialect
-from tests.audit.test_pgconn import drop_database, icu_database, password_file
+from tests.audit.test_pgconn import drop_database, icu_database, own_schema, password_file
 from tests.realpg import PgCluster, PgDatabase, unique_name
 
 # What the PostgreSQL migrations define (another part of issue 18); the tests define it too.
@@ -115,30 +114,20 @@ def pgdb(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
 @pytest.fixture
 def engines(pgdb: PgDatabase, pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Engines]:
     """A SQLite file and a PostgreSQL schema of the test's own, side by side."""
-    schema = unique_name("d")
-    pg_cluster.sql(
-        pgsql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            pgsql.Identifier(schema), pgsql.Identifier(pgdb.user)
-        ),
-        pgdb.database,
-    )
-    location = PgLocation(
-        f"postgresql://{pgdb.user}@{pgdb.host}:{pgdb.port}/{pgdb.database}",
-        password_file=password_file(tmp_path / "pw", pgdb.password),
-        schema=schema,
-    )
-    pg = location.connect("dialect")
-    lite = SqliteReads(tmp_path / "store.db")
-    try:
-        pg.execute(JSON_VALID)
-        yield {"sqlite": lite, "postgresql": pg}
-    finally:
-        pg.close()
-        lite.conn.close()
-        pg_cluster.sql(
-            pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(schema)),
-            pgdb.database,
+    with own_schema(pg_cluster, pgdb, "d") as schema:
+        location = PgLocation(
+            f"postgresql://{pgdb.user}@{pgdb.host}:{pgdb.port}/{pgdb.database}",
+            password_file=password_file(tmp_path / "pw", pgdb.password),
+            schema=schema,
         )
+        pg = location.connect("dialect")
+        lite = SqliteReads(tmp_path / "store.db")
+        try:
+            pg.execute(JSON_VALID)
+            yield {"sqlite": lite, "postgresql": pg}
+        finally:
+            pg.close()
+            lite.conn.close()
 
 
 DETAILS = [

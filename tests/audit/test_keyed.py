@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,8 @@ from bastion.audit.writer import AuditWriter
 from bastion.clock import FakeClock
 from bastion.errors import StoreError
 from bastion.identity.sealing import SecretBox
-from tests.storeadmin import Admin, admin_of
+from tests import storeadmin
+from tests.storeadmin import Admin
 
 SECRETS_KEY = bytes(range(32))
 
@@ -61,17 +62,7 @@ def relink_unkeyed(store: Store, admin: Admin) -> int:
     return len(rows)
 
 
-@pytest.fixture
-def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Store], Admin]]:
-    made: list[Admin] = []
-
-    def open_one(store: Store) -> Admin:
-        made.append(admin_of(store, request))
-        return made[-1]
-
-    yield open_one
-    for admin in made:
-        admin.close()
+raw = storeadmin.raw
 
 
 def test_deleting_22806_events_and_relinking_without_the_key_is_caught(

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,25 @@ def drop_database(cluster: PgCluster, db: PgDatabase) -> None:
     cluster.drop_role(db.user)
 
 
+@contextmanager
+def own_schema(cluster: PgCluster, db: PgDatabase, prefix: str) -> Iterator[str]:
+    """A schema of the caller's own in `db`, owned by its role; dropped afterwards."""
+    schema = unique_name(prefix)
+    cluster.sql(
+        pgsql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            pgsql.Identifier(schema), pgsql.Identifier(db.user)
+        ),
+        db.database,
+    )
+    try:
+        yield schema
+    finally:
+        cluster.sql(
+            pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(schema)),
+            db.database,
+        )
+
+
 def password_file(path: Path, password: str, mode: int = 0o600) -> Path:
     path.write_text(password + "\n")
     path.chmod(mode)
@@ -68,22 +88,10 @@ def db(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
 @pytest.fixture
 def location(db: PgDatabase, pg_cluster: PgCluster, tmp_path: Path) -> Iterator[PgLocation]:
     """A location in a schema of the test's own (dropped after)."""
-    schema = unique_name("s")
-    pg_cluster.sql(
-        pgsql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            pgsql.Identifier(schema), pgsql.Identifier(db.user)
-        ),
-        db.database,
-    )
     url = f"postgresql://{db.user}@{db.host}:{db.port}/{db.database}"
     secret = password_file(tmp_path / "store.password", db.password)
-    try:
+    with own_schema(pg_cluster, db, "s") as schema:
         yield PgLocation(url, password_file=secret, schema=schema, head_file=tmp_path / "head")
-    finally:
-        pg_cluster.sql(
-            pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(schema)),
-            db.database,
-        )
 
 
 @pytest.fixture

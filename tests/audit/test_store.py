@@ -18,7 +18,8 @@ from bastion.audit.location import PgLocation
 from bastion.audit.sqlconn import DbError, one
 from bastion.clock import FakeClock
 from bastion.errors import Conflict, NotFound, StoreError
-from tests.storeadmin import Admin, admin_of
+from tests import storeadmin
+from tests.storeadmin import Admin
 
 
 @pytest.fixture
@@ -38,18 +39,7 @@ def sqlite_store(tmp_path: Path, clock: FakeClock) -> Store:
     return Store.create(tmp_path / "bastion.db", clock)
 
 
-@pytest.fixture
-def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Store], Admin]]:
-    """The attacker's view: the store's file or database, with the append-only triggers off."""
-    made: list[Admin] = []
-
-    def open_one(store: Store) -> Admin:
-        made.append(admin_of(store, request))
-        return made[-1]
-
-    yield open_one
-    for admin in made:
-        admin.close()
+raw = storeadmin.raw
 
 
 TABLES = ("users", "ssh_keys", "targets", "grants", "sessions", "commands", "queries",

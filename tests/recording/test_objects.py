@@ -31,6 +31,18 @@ def moto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MotoS3]:
         server.close()
 
 
+def drain(uploader: Uploader) -> list[Path]:
+    """Start the uploader, hand it what the spool holds, wait until it has sent it all, stop
+    it; what it found to send."""
+    uploader.start()
+    try:
+        found = uploader.recover()
+        wait_until(lambda: not uploader.pending())
+    finally:
+        uploader.stop()
+    return found
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -153,12 +165,7 @@ def test_the_uploader_keeps_the_spool_copy_when_told(moto: MotoS3, tmp_path: Pat
     path.parent.mkdir(parents=True)
     path.write_bytes(b"a small recording")
     uploader = Uploader(store_for(moto, tmp_path), spool, keep=True, poll=0.05)
-    uploader.start()
-    try:
-        assert uploader.recover() == [path]
-        wait_until(lambda: not uploader.pending())
-    finally:
-        uploader.stop()
+    assert drain(uploader) == [path]
     assert moto.read("node-a/2026/12/07/s2.cast") == path.read_bytes()
 
 

@@ -20,7 +20,7 @@ from bastion.recording.upload import Uploader
 from tests import reals3
 from tests.hostiles3 import HostileS3
 from tests.reals3 import BUCKET, MotoS3
-from tests.recording.test_objects import store_for, wait_until
+from tests.recording.test_objects import drain, store_for, wait_until
 
 DAY = Path("2026") / "12" / "07"
 
@@ -69,12 +69,7 @@ def test_keep_spool_never_takes_an_object_it_did_not_check(moto: MotoS3, tmp_pat
     moto.client().put_object(Bucket=BUCKET, Key="node-a/2026/12/07/s-kept.cast",
                              Body=b"\0" * len(real))  # fmt: skip
     uploader = Uploader(store_for(moto, tmp_path), spool, keep=True, poll=0.05)
-    uploader.start()
-    try:
-        uploader.recover()
-        wait_until(lambda: not uploader.pending())
-    finally:
-        uploader.stop()
+    drain(uploader)
     assert moto.read("node-a/2026/12/07/s-kept.cast") == real, "a planted object was kept"
 
 
@@ -90,12 +85,7 @@ def test_a_planted_object_is_replaced_and_the_spool_kept_until_checked(
     key = "node-a/2026/12/07/s-planted.cast"
     moto.client().put_object(Bucket=BUCKET, Key=key, Body=b"\0" * len(real))
     uploader = Uploader(store_for(moto, tmp_path), spool, poll=0.05)
-    uploader.start()
-    try:
-        uploader.recover()
-        wait_until(lambda: not uploader.pending())
-    finally:
-        uploader.stop()
+    drain(uploader)
     assert moto.read(key) == real
     assert not path.exists()
 
@@ -163,12 +153,7 @@ def test_the_uploader_never_follows_a_link_out_of_the_spool(moto: MotoS3, tmp_pa
     link.parent.mkdir(parents=True)
     link.symlink_to(secret)
     uploader = Uploader(store_for(moto, tmp_path), tmp_path / "recordings", poll=0.05)
-    uploader.start()
-    try:
-        uploader.recover()
-        wait_until(lambda: not uploader.pending())
-    finally:
-        uploader.stop()
+    drain(uploader)
     sent = [moto.read(key) for key in moto.object_keys()]
     assert secret.read_bytes() not in sent, "a file outside the spool went to the bucket"
 

@@ -13,21 +13,12 @@ from bastion.recording.objects import PART_SIZE
 from bastion.recording.upload import Uploader
 from tests import reals3
 from tests.reals3 import BUCKET, MotoS3
-from tests.recording.test_objects import store_for, wait_until
+from tests.recording.test_objects import drain, store_for, wait_until
 
 DAY = Path("2026") / "12" / "07"
 
 
 moto = reals3.moto
-
-
-def drain(uploader: Uploader) -> None:
-    uploader.start()
-    try:
-        uploader.recover()
-        wait_until(lambda: not uploader.pending())
-    finally:
-        uploader.stop()
 
 
 def test_a_linked_day_folder_is_never_read(moto: MotoS3, tmp_path: Path) -> None:
