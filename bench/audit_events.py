@@ -32,7 +32,8 @@ from pathlib import Path
 
 import asyncpg
 
-from bastion.audit import ChainKey, Event, PgLocation, Store, chain
+from bastion.audit import ChainKey, Event, Store, chain
+from bastion.audit.location import PgLocation
 from bastion.audit.writer import AuditWriter
 from bastion.clock import SystemClock
 from bastion.errors import StoreError
