@@ -76,6 +76,32 @@ def migrations(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+_EVENT_COLUMNS = (
+    "seq, at, kind, severity, actor, subject, session_id, detail, prev_hash, row_hash, alg"
+)
+_INSERT_EVENT = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+# On PostgreSQL a batch of events is one statement over one array per column: one execution
+# and one round trip, where executemany executes the INSERT once per event.
+_INSERT_EVENTS_PG = (
+    f"INSERT INTO audit_events ({_EVENT_COLUMNS}) SELECT * FROM unnest(?::bigint[]"
+    + ", ?::text[]" * 10
+    + ")"
+)
+
+
+def _insert_events(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
+    """The chained rows, in the caller's transaction. On PostgreSQL every row must be taken
+    (a trigger that drops rows makes it StoreError and the transaction is rolled back: an
+    event is never acknowledged that the store does not hold)."""
+    if conn.dialect != "postgresql":
+        conn.executemany(_INSERT_EVENT, rows)
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    inserted = conn.execute(_INSERT_EVENTS_PG, columns).rowcount
+    if inserted != len(rows):
+        raise StoreError(f"the store took {inserted} of a batch of {len(rows)} audit events")
+
+
 def _nul_free(event: Event) -> Event:
     """The event with a NUL a client put in its actor or subject escaped (bastion/audit/nul.py;
     the detail is JSON, which escapes it anyway), so every engine holds and chains it alike."""
@@ -326,26 +352,11 @@ class StoreBase:
             out.append(row)
         if not out:
             return out
-        conn.executemany(
-            "INSERT INTO audit_events (seq, at, kind, severity, actor, subject, session_id,"
-            " detail, prev_hash, row_hash, alg) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    r.seq,
-                    r.at,
-                    r.kind,
-                    r.severity,
-                    r.actor,
-                    r.subject,
-                    r.session_id,
-                    r.detail,
-                    r.prev_hash,
-                    r.row_hash,
-                    r.alg,
-                )
-                for r in out
-            ],
-        )
+        _insert_events(conn, [
+            (r.seq, r.at, r.kind, r.severity, r.actor, r.subject, r.session_id, r.detail,
+             r.prev_hash, r.row_hash, r.alg)
+            for r in out
+        ])  # fmt: skip
         self._pending_head = (seq, prev)
         return out[len(out) - wanted :]
 

@@ -111,7 +111,9 @@ class QueryQueries(StoreBase):
         owner: list[int] = []  # for each record, the index of its event (-1: the commit's)
         events: list[Event] = []
         with self._write() as conn:
-            next_id = int(one(conn.execute("SELECT coalesce(max(id), 0) FROM queries"))[0])
+            next_id = 0  # a batch of events alone needs no statement id: one round trip less
+            if ends or started:
+                next_id = int(one(conn.execute("SELECT coalesce(max(id), 0) FROM queries"))[0])
             commit = qlogbind.Commit(next_id + 1)
             rows: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
