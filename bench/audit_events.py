@@ -297,7 +297,7 @@ def report(found: dict[str, dict[str, Run]], args: argparse.Namespace) -> None:
         "grouped": f"grouped: {args.producers} producers, 1 writer",
         "nodes": f"nodes: {args.producers} producers, {args.writers} writers",
     }
-    head = "".join(f"{n:>22}" for n in names)
+    head = "".join(f"{n:>12}{'':10}" for n in names)
     print(f"  {'':<36}{head}" + ("   pg/sqlite" if len(names) == 2 else ""))
     for key, label in rows.items():
         cells = ""
