@@ -314,7 +314,7 @@ def report(found: dict[str, dict[str, Run]], args: argparse.Namespace) -> None:
             if run.chain:
                 fails = f", {run.failed} appends failed" if run.failed else ""
                 print(f"  chain after {name} {key}: {run.chain}{fails}")
-    unkeyed, keyed = bench_link()
+    unkeyed, keyed = bench_link(args.links)
     print(f"  chaining one event (CPU only): SHA-256 {unkeyed:.1f} us, HMAC-SHA-256 {keyed:.1f} us")
 
 
@@ -324,6 +324,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=64)
     parser.add_argument("--writers", type=int, default=3, help="writers (nodes) at once")
     parser.add_argument("--store", choices=["both", "sqlite", "postgresql"], default="both")
+    parser.add_argument("--links", type=int, default=100_000, help="events chained for CPU")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (default: tmp)")
     args = parser.parse_args()
     found: dict[str, dict[str, Run]] = {}

@@ -33,7 +33,7 @@ def test_one_chained_event_per_commit_verifies(store_at: Path | PgLocation) -> N
 def test_the_audit_events_bench_runs_and_prints_its_rows(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.audit_events", "--store", "sqlite", "--seconds", "0.1",
-         "--producers", "4", "--dir", str(tmp_path)],
+         "--producers", "4", "--links", "100", "--dir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
