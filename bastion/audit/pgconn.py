@@ -102,9 +102,18 @@ def _plan(sql: str) -> tuple[str, bool, bool]:
     return dialect.to_dollar(sql), dialect.is_read(sql), dialect.controls_transaction(sql)
 
 
-def _redacted(text: str, params: Iterable[Any]) -> str:
-    """The text without any string parameter's value in it."""
+def _flat(params: Iterable[Any]) -> Iterator[Any]:
+    """The parameters, with the elements of an array parameter (a list) in its place."""
     for value in params:
+        if isinstance(value, (list, tuple)):
+            yield from value
+        else:
+            yield value
+
+
+def _redacted(text: str, params: Iterable[Any]) -> str:
+    """The text without any string parameter's value in it (an array's elements included)."""
+    for value in _flat(params):
         shown = isinstance(value, str) and value and value in text
         if shown and (len(value) >= 4 or f'"{value}"' in text or f"'{value}'" in text):
             text = text.replace(value, "<value>")

@@ -271,6 +271,15 @@ def test_a_wrong_type_is_refused_without_the_value(conn: PgConn) -> None:
     assert "22P02" in str(refused.value)
 
 
+def test_a_value_inside_an_array_parameter_is_refused_without_the_value(conn: PgConn) -> None:
+    """The store inserts a commit's events as one array per column: an element the server
+    quotes back in its error is kept out of the message as a plain parameter is."""
+    with pytest.raises(DbError) as refused:
+        conn.execute("SELECT (?::text[])::bigint[]", [["1", "hunter2-secret"]])
+    assert "hunter2-secret" not in str(refused.value)
+    assert "22P02" in str(refused.value)
+
+
 def test_transaction_control_goes_through_its_methods(conn: PgConn) -> None:
     for statement in ("BEGIN", "commit", "START TRANSACTION", "SELECT 1; ROLLBACK"):
         with pytest.raises(DbError, match="begin_write"):
