@@ -1,0 +1,476 @@
+"""Issue 18's Done-when, for real: three `bastion serve` processes on this machine as nodes a, b
+and c of ONE store on PostgreSQL, recordings to ONE S3-compatible server (moto in server mode),
+each node with its own name, ports, spool and head file, and real OpenSSH, asyncpg and CLI
+clients. Node c reaches the store through an HAProxy the tests can freeze (a partition).
+
+The nodes are shared by the module's tests (one start-up for all); each test uses people of its
+own, so nothing one test decides touches another's. The partition test goes last."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bastion import pgwire as pw
+from bastion.access.offboarding import offboard
+from bastion.audit import Store
+from bastion.errors import Exit
+from bastion.identity import totp
+from tests.harness import Bastion
+from tests.nodes import ServeNode, key_of, pg_bastion, running, send_to, store_table, until
+from tests.pgproxy.conftest import PASSWORD, UNMASKED
+from tests.realhaproxy import HAProxy, Route
+from tests.realpg import PgCluster, PgDatabase
+from tests.reals3 import MotoS3
+from tests.realssh import OpenSSHClient, Sshd, TmuxSession
+from tests.storeat import StoreTemplate
+
+BOUND = 5.0  # seconds: a decision made anywhere ends the sessions it ends on every node by then
+GRACE = 3  # seconds: node c's [cluster] store_grace
+PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim")
+PREFIX = "recordings"  # the bucket's prefix, one for every node: any node replays any recording
+
+
+def sleep_sql(tag: str) -> str:
+    """A minute's query, told apart from other tests' by its text."""
+    return f"SELECT pg_sleep(60), '{tag}'"
+
+
+@dataclass
+class Three:
+    """The shared home (the harness's, its store on PostgreSQL: the tests' own view), the
+    three nodes, and what they serve."""
+
+    home: Bastion
+    nodes: dict[str, ServeNode]
+    target: PgDatabase  # orders-prod
+    moto: MotoS3
+    balancer: HAProxy  # between node c and the store
+    role: str  # the store's login role
+    grants: dict[tuple[str, str], int] = field(default_factory=dict)
+    minted: int = 0
+
+    def ticket_url(self, person: str, node: ServeNode) -> str:
+        """A fresh one-time ticket of `person`'s for orders-prod, as a URL through `node`."""
+        self.minted += 1
+        token = f"bt_three-nodes-{self.minted}"
+        expires = datetime.now(UTC) + timedelta(minutes=30)
+        self.home.clock.set(datetime.now(UTC))
+        self.home.core.identity.add_ticket(person, "orders-prod", token, expires, "test")
+        return PgDatabase("127.0.0.1", node.pg_port, "orders-prod", person, token).url
+
+    def node_of(self, session_id: str) -> str:
+        rows = self.home.store._rows("SELECT node FROM sessions WHERE id = ?", [session_id])
+        return str(rows[0]["node"])
+
+    def open_sessions(self, person: str) -> list[Any]:
+        return self.home.store.sessions(user=person, open_only=True)
+
+    def listener_pids(self, node: str) -> list[int]:
+        """The store's backends listening for node `node`'s decision feed."""
+        rows = self.home.store._rows(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = ?",
+            [f"bastion-listen/{node}"],
+        )
+        return [int(r["pid"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster,
+          store_template: StoreTemplate) -> Iterator[Three]:  # fmt: skip
+    root = tmp_path_factory.mktemp("three")
+    with contextlib.ExitStack() as stack:
+        sshd = stack.enter_context(Sshd())
+        sshd.start()
+        moto = stack.enter_context(MotoS3(root))
+        moto.start()
+        target = pg_cluster.fresh_orders()
+        stack.callback(pg_cluster.discard, target)
+        database = store_template.fresh()
+        stack.callback(pg_cluster.drop_database, database)
+        home = pg_bastion(root / "home", store_template.location(database, root), UNMASKED)
+        stack.callback(home.release)
+        home.add_target("web-1", sshd)
+        home.add_pg_target("orders-prod", target)
+        made = Three(home, {}, target, moto, HAProxy(root / "haproxy", []), store_template.role)
+        for person in PEOPLE:
+            home.add_user(person, password=PASSWORD)
+            for where in ("web-1", "orders-prod"):
+                made.grants[person, where] = home.grant(person, where)
+        recordings = moto.config(PREFIX, str(moto.write_credentials(root / "s3.credentials")))
+        route = Route("store", [pg_cluster.port])
+        made.balancer = HAProxy(root / "haproxy", [route], source="127.0.0.1", proxy="")
+        stack.enter_context(made.balancer)
+        location = home.store.location
+        assert location is not None
+        cut_off = store_table(location).replace(f":{pg_cluster.port}/",
+                                                f":{made.balancer.port('store')}/")  # fmt: skip
+        grace = f'store_grace = "{GRACE}s"\n'
+        made.nodes = {
+            "a": ServeNode(home, "a", recordings),
+            "b": ServeNode(home, "b", recordings),
+            "c": ServeNode(home, "c", recordings, cluster=grace, store=cut_off),
+        }
+        for node in made.nodes.values():
+            stack.callback(node.stop)
+            node.start(home.store)
+        yield made
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def code_of(three: Three, person: str) -> str:
+    """The code of the next TOTP step: a login's first, accepted once (real time: the nodes'
+    clocks are the system's)."""
+    step = totp.step_at(datetime.now(UTC)) + 1
+    return totp.code_for_step(three.home.seeds[person], step)
+
+
+def ssh_client(three: Three, person: str, node: ServeNode, workdir: Path) -> OpenSSHClient:
+    """OpenSSH pointed at `node`, pinned to the one host key every node shares."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    known = workdir / "known_hosts"
+    public = Path(f"{three.home.config.paths.ssh_host_key}.pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{node.ssh_port} {public[0]} {public[1]}\n")
+    return OpenSSHClient("127.0.0.1", node.ssh_port, person, workdir=workdir, known_hosts=known,
+                         identity=three.home.keys[person])  # fmt: skip
+
+
+@contextlib.contextmanager
+def shell(three: Three, person: str, node: ServeNode, workdir: Path) -> Iterator[TmuxSession]:
+    """`person`'s shell on web-1 through `node` (OpenSSH in a terminal), at its prompt."""
+    ssh = ssh_client(three, person, node, workdir)
+    answers = {"Verification code": code_of(three, person)}
+    with ssh.tmux(login=f"{person}+web-1", answers=answers, flags=["-t"]) as tmux:
+        tmux.wait_for("$ ")
+        yield tmux
+
+
+async def sleeping_through(three: Three, person: str, node: ServeNode,
+                           tag: str) -> tuple[asyncpg.Connection, asyncio.Future[Any]]:  # fmt: skip
+    """`person` running a minute's query through `node` (a ticket login): the connection and
+    the query's future, once the query runs upstream."""
+    url = await asyncio.to_thread(three.ticket_url, person, node)  # the store: off the loop
+    conn = await asyncpg.connect(url, ssl=False)
+    query = asyncio.ensure_future(conn.fetchval(sleep_sql(tag)))
+    await async_until(lambda: running(three.target, sleep_sql(tag)), f"{tag}'s query to run")
+    return conn, query
+
+
+async def async_until(check: Any, what: str, timeout: float = 20) -> None:
+    """`until` for an async check."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def ends_within(query: asyncio.Future[Any], bound: float) -> str:
+    """The error the running query ended with, which must come within `bound` seconds."""
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)) as ended:
+        await asyncio.wait_for(query, bound)
+    return str(ended.value)
+
+
+def cli_ok(node: ServeNode, *args: str) -> str:
+    done = node.cli(*args)
+    assert done.returncode == Exit.OK, done.stdout + done.stderr
+    return done.stdout
+
+
+# -- cancels find their session ---------------------------------------------------------------
+
+
+def test_a_cancel_sent_to_node_b_cancels_a_query_running_through_node_a(three: Three) -> None:
+    a, b = three.nodes["a"], three.nodes["b"]
+
+    async def scenario() -> None:
+        conn, query = await sleeping_through(three, "fay", a, "fay")
+        try:
+            pid, secret = key_of(conn)
+            packet = pw.cancel_request(pid, secret.to_bytes(4, "big", signed=True))
+            await asyncio.to_thread(send_to, b.pg_port, packet)  # what asyncpg's cancel sends
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await asyncio.wait_for(query, BOUND)
+            assert await conn.fetchval("SELECT 1") == 1  # the session itself goes on
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
+    routed = [r["outcome"] for r in b.logged("postgres.cancel_routed")]
+    assert routed == ["forwarded to node a"]
+
+
+# -- one code, one login ------------------------------------------------------------------------
+
+
+def test_one_code_offered_at_two_nodes_at_once_opens_one_database_session(three: Three) -> None:
+    a, b = three.nodes["a"], three.nodes["b"]
+    secret = PASSWORD + code_of(three, "gil")
+
+    async def race() -> list[Any]:
+        urls = [PgDatabase("127.0.0.1", n.pg_port, "orders-prod", "gil", secret).url
+                for n in (a, b)]  # fmt: skip
+        outcomes = await asyncio.gather(*(asyncpg.connect(u, ssl=False) for u in urls),
+                                        return_exceptions=True)  # fmt: skip
+        for conn in outcomes:
+            if isinstance(conn, asyncpg.Connection):
+                assert await conn.fetchval("SELECT 1") == 1
+                await conn.close()
+        return list(outcomes)
+
+    outcomes = asyncio.run(race())
+    refused = [o for o in outcomes if not isinstance(o, asyncpg.Connection)]
+    assert len(refused) == 1, outcomes  # and the other opened
+    assert isinstance(refused[0], asyncpg.PostgresError), refused
+    kinds = [e.kind for e in three.home.store.events() if e.subject == "gil"]
+    assert kinds.count("auth.totp_ok") == 1, kinds
+
+
+def test_one_code_offered_at_two_nodes_at_once_opens_one_shell(three: Three,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    a, b = three.nodes["a"], three.nodes["b"]
+    code = code_of(three, "hal")
+
+    async def race() -> list[Any]:
+        clients = [ssh_client(three, "hal", n, tmp_path / n.name) for n in (a, b)]
+        return list(await asyncio.gather(*(
+            c.run_ssh_async("echo in-as-hal", login="hal+web-1",
+                            answers={"Verification code": code}) for c in clients)))  # fmt: skip
+
+    outcomes = asyncio.run(race())
+    assert sorted(o.returncode for o in outcomes) == [0, 255], outcomes
+    assert sum("in-as-hal" in o.out for o in outcomes) == 1
+    kinds = [e.kind for e in three.home.store.events() if e.subject == "hal"]
+    assert kinds.count("auth.totp_ok") == 1, kinds
+
+
+# -- every node sees every decision -------------------------------------------------------------
+
+
+def test_a_revocation_on_node_a_ends_a_shell_and_a_running_query_on_node_b(
+    three: Three, tmp_path: Path
+) -> None:
+    """Each end is waited for with a bound of BOUND seconds from the CLI's return."""
+    a, b = three.nodes["a"], three.nodes["b"]
+    shell_grant, db_grant = three.grants["ann", "web-1"], three.grants["ann", "orders-prod"]
+
+    async def scenario(tmux: TmuxSession) -> str:
+        conn, query = await sleeping_through(three, "ann", b, "ann")
+        try:
+            opened = await asyncio.to_thread(three.open_sessions, "ann")
+            assert {await asyncio.to_thread(three.node_of, s.id) for s in opened} == {"b"}
+            await asyncio.to_thread(cli_ok, a, "revoke", str(shell_grant))
+            await tmux.wait_for_async(f"grant {shell_grant} was revoked", BOUND)
+            await asyncio.to_thread(cli_ok, a, "revoke", str(db_grant))
+            return await ends_within(query, BOUND)
+        finally:
+            conn.terminate()
+
+    with shell(three, "ann", b, tmp_path / "ssh") as tmux:
+        said = asyncio.run(scenario(tmux))
+    assert f"access to orders-prod ended: grant {db_grant} was revoked" in said
+    until(lambda: not three.open_sessions("ann"), "ann's session rows to close")
+    assert asyncio.run(running(three.target, sleep_sql("ann"))) == 0  # cancelled upstream
+
+
+def test_with_node_bs_listener_killed_the_poll_still_ends_its_sessions(
+    three: Three, tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """The feed is kept down, not only killed: the store's role may open no connection while
+    the decision is made (it is made on a connection the test opened before), so node b's
+    feed cannot come back and resync; only its watcher's poll can end the sessions."""
+    b = three.nodes["b"]
+    [listener] = three.listener_pids("b")
+
+    async def scenario(tmux: TmuxSession) -> str:
+        conn, query = await sleeping_through(three, "ben", b, "ben")
+        try:
+            with no_new_connections(pg_cluster, three.role):
+                await asyncio.to_thread(kill_listener, three, pg_cluster, listener)
+                await asyncio.to_thread(disable, three, "ben")
+                await tmux.wait_for_async("ben was disabled; the session is over", BOUND)
+                said = await ends_within(query, BOUND)
+                assert await asyncio.to_thread(three.listener_pids, "b") == []  # down throughout
+            return said
+        finally:
+            conn.terminate()
+
+    with shell(three, "ben", b, tmp_path / "ssh") as tmux:
+        said = asyncio.run(scenario(tmux))
+    assert "ben was disabled; the session is over" in said
+    until(lambda: three.listener_pids("b"), "node b's feed to listen again", timeout=30)
+    until(lambda: not three.open_sessions("ben"), "ben's session rows to close")
+
+
+def kill_listener(three: Three, cluster: PgCluster, pid: int) -> None:
+    cluster.sql("SELECT pg_terminate_backend(%s)", params=[pid])
+    until(lambda: not three.listener_pids("b"), "node b's listener to go")
+
+
+def disable(three: Three, person: str) -> None:
+    """`user disable`, on a connection of the store opened before (the test's own)."""
+    three.home.clock.set(datetime.now(UTC))
+    offboard(three.home.store, person, "test", "leaving")
+
+
+@contextlib.contextmanager
+def no_new_connections(cluster: PgCluster, role: str) -> Iterator[None]:
+    """The role may open no new connection (those open stay) until the block ends."""
+    [(count,)] = cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
+                             params=[role])  # fmt: skip
+    cluster.sql(f'ALTER ROLE "{role}" CONNECTION LIMIT {max(int(count) - 1, 0)}')
+    try:
+        yield
+    finally:
+        cluster.sql(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+
+
+# -- one chain ------------------------------------------------------------------------------------
+
+
+def test_audit_appends_from_all_three_nodes_at_once_verify_as_one_chain(
+    three: Three, tmp_path: Path
+) -> None:
+    before = three.home.store.events()[-1].seq
+    people = {"a": "ivy", "b": "jon", "c": "kim"}
+
+    async def queries(node: ServeNode) -> None:
+        url = await asyncio.to_thread(three.ticket_url, "eve", node)
+        conn = await asyncpg.connect(url, ssl=False)
+        try:
+            for n in range(5):
+                assert await conn.fetchval("SELECT count(*) + $1 FROM orders", n) is not None
+        finally:
+            await conn.close()
+
+    async def login(node: ServeNode) -> Any:
+        person = people[node.name]
+        client = ssh_client(three, person, node, tmp_path / node.name)
+        return await client.run_ssh_async(
+            f"echo in-as-{person}",
+            login=f"{person}+web-1",
+            answers={"Verification code": code_of(three, person)},
+        )
+
+    async def burst() -> list[Any]:
+        nodes = list(three.nodes.values())
+        work = [queries(n) for n in nodes for _ in range(3)] + [login(n) for n in nodes]
+        return list(await asyncio.gather(*work))
+
+    outcomes = asyncio.run(burst())
+    for shell_done in outcomes[-3:]:
+        assert shell_done.returncode == 0, shell_done.err
+    sessions = three.home.store._rows("SELECT node FROM sessions WHERE id IN (SELECT session_id"
+                                      " FROM audit_events WHERE seq > ?)", [before])  # fmt: skip
+    assert sorted({r["node"] for r in sessions}) == ["a", "b", "c"]
+    for node in three.nodes.values():  # each node's head file and anchors, against the one chain
+        one_chain(node, three.home.store)
+
+
+# What `audit verify` says on PostgreSQL once the query log has rows, until its check reads the
+# statement digests from the store rather than from the SQLite file (another part of issue 18).
+QUERY_LOG_NOT_YET = "the query log's commits cannot be checked on a PostgreSQL store yet"
+
+
+def one_chain(node: ServeNode, store: Store) -> None:
+    """`audit verify` through `node` (its head file and anchors) finds the chain intact, and
+    so does the store's own walk. Until the query-log check works on PostgreSQL, verify stops
+    at it, which it reaches only after the chain walked intact: that line, and no other."""
+    done = node.cli("audit", "verify")
+    if QUERY_LOG_NOT_YET in done.stderr:  # drop this branch once the check lands
+        assert done.returncode == Exit.STORE and done.stderr.count("\n") == 1, done.stderr
+    else:
+        assert done.returncode == Exit.OK, done.stdout + done.stderr
+        assert "intact" in done.stdout, done.stdout
+    assert store.verify_chain().ok
+
+
+# -- a node that dies ---------------------------------------------------------------------------
+
+
+def test_node_b_killed_mid_session_completes_its_recording_on_restart(
+    three: Three, tmp_path: Path
+) -> None:
+    a, b = three.nodes["a"], three.nodes["b"]
+    with shell(three, "dan", b, tmp_path / "ssh") as tmux:
+        [session] = three.open_sessions("dan")
+        [spooled] = b.spool.rglob(f"{session.id}.cast")
+        opened_at = spooled.stat().st_size
+        tmux.type_text("echo before-the-crash", enter=True)
+        tmux.wait_for(re.compile(r"before-the-crash\n\$"))
+        until(lambda: spooled.stat().st_size > opened_at, "the recording's flush")  # each second
+        b.stop(signal.SIGKILL)
+    flushed = spooled.stat().st_size  # the spool as the dead node left it: its last flush
+    key = f"{PREFIX}/{spooled.relative_to(b.spool).as_posix()}"
+    assert key not in three.moto.object_keys()  # the session never ended: nothing complete
+    b.start(three.home.store)
+    until(lambda: not spooled.exists(), "node b to upload the spool it left")
+    assert key in three.moto.object_keys()
+    assert len(three.moto.read(key)) == flushed
+    ended = three.home.store.session(session.id)
+    assert ended.state == "interrupted" and ended.recording_size == flushed
+    replayed = a.cli("replay", session.id, "--speed", "1000")  # node a reads b's recording
+    assert "before-the-crash" in replayed.stdout, replayed.stderr  # to the last flush,
+    assert "it was cut short" in replayed.stderr  # and says that it ends there
+
+
+# --------------------------------------------------------------------------------------------
+# THE UPLOAD COMPLETER (another helper's part, issue 18): node b killed mid-session and NOT
+# restarted; the completer elected among a and c (through the store's lease) uploads b's
+# spool once b's presence has expired, and the recording replays to its last flush. With the
+# nodes' spools on one machine here, the completer's test kills b as above, leaves it down,
+# and waits for the object `PREFIX/<spool path>` to appear in three.moto, then replays it
+# through node a as test_node_b_killed_mid_session_completes_its_recording_on_restart does.
+# (Start b again at the end: the module's later tests use it.)
+# --------------------------------------------------------------------------------------------
+
+
+def lost_events(three: Three) -> list[str]:
+    return [e.subject for e in three.home.store.events() if e.kind == "cluster.store_lost"]
+
+
+# -- a node cut off from the store (last: it partitions node c) ----------------------------------
+
+
+def test_a_node_cut_off_from_the_store_past_its_grace_ends_its_sessions(
+    three: Three, tmp_path: Path
+) -> None:
+    c = three.nodes["c"]
+    lost = f"this bastion lost its audit store for more than {GRACE} s; the session is over"
+
+    async def scenario(tmux: TmuxSession) -> tuple[str, str]:
+        conn, query = await sleeping_through(three, "cat", c, "cat")
+        url = await asyncio.to_thread(three.ticket_url, "cat", c)  # before the partition
+        try:
+            three.balancer.freeze()
+            try:
+                await tmux.wait_for_async(lost, GRACE + 10)
+                said = await ends_within(query, BOUND)
+                with pytest.raises(asyncpg.PostgresError) as refused:  # and it refuses logins
+                    await asyncpg.connect(url, ssl=False)
+            finally:
+                three.balancer.thaw()
+            return said, str(refused.value)
+        finally:
+            conn.terminate()
+
+    with shell(three, "cat", c, tmp_path / "ssh") as tmux:
+        said, refused = asyncio.run(scenario(tmux))
+    assert lost in said
+    assert "this bastion cannot reach its audit store (since " in refused, refused
+    until(lambda: [s.state for s in three.home.store.sessions(user="cat")] == ["store_lost"] * 2,
+          "node c, back, to close the rows", timeout=30)  # fmt: skip
+    until(lambda: lost_events(three) == ["c"], "node c to chain the loss", timeout=30)
