@@ -115,11 +115,19 @@ class ServeNode:
 
     def start(self, store: Store) -> ServeNode:
         """Serve, and return once this process has said in the store that it started."""
+        self.launch()
+        return self.started(store)
+
+    def launch(self) -> None:
+        """Start serving (see started())."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bastion", "--config", str(self.config), "serve"],
                 stdout=log, stderr=log,
             )  # fmt: skip
+
+    def started(self, store: Store) -> ServeNode:
+        """Return once the launched process has said in the store that it started."""
         until(lambda: self._started(store), f"node {self.name} to start", timeout=60)
         return self
 

@@ -26,6 +26,7 @@ from bastion.access.offboarding import offboard
 from bastion.audit import Store
 from bastion.errors import Exit
 from bastion.identity import totp
+from bastion.reports.signing import ensure_key
 from tests.harness import Bastion
 from tests.nodes import ServeNode, key_of, pg_bastion, running, send_to, store_table, until
 from tests.pgproxy.conftest import PASSWORD, UNMASKED
@@ -92,39 +93,49 @@ def three(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster,
     with contextlib.ExitStack() as stack:
         sshd = stack.enter_context(Sshd())
         sshd.start()
-        moto = stack.enter_context(MotoS3(root))
-        moto.start()
+        moto = stack.enter_context(MotoS3(root)).start()
+        balancer = HAProxy(root / "haproxy", [Route("store", [pg_cluster.port])],
+                           source="127.0.0.1", proxy="")  # fmt: skip
+        stack.enter_context(balancer)
         target = pg_cluster.fresh_orders()
         stack.callback(pg_cluster.discard, target)
         database = store_template.fresh()
         stack.callback(pg_cluster.drop_database, database)
         home = pg_bastion(root / "home", store_template.location(database, root), UNMASKED)
         stack.callback(home.release)
-        home.add_target("web-1", sshd)
-        home.add_pg_target("orders-prod", target)
-        made = Three(home, {}, target, moto, HAProxy(root / "haproxy", []), store_template.role)
-        for person in PEOPLE:
-            home.add_user(person, password=PASSWORD)
-            for where in ("web-1", "orders-prod"):
-                made.grants[person, where] = home.grant(person, where)
+        made = Three(home, {}, target, moto, balancer, store_template.role)
+        made.grants = people(home, sshd, target)
         recordings = moto.config(PREFIX, str(moto.write_credentials(root / "s3.credentials")))
-        route = Route("store", [pg_cluster.port])
-        made.balancer = HAProxy(root / "haproxy", [route], source="127.0.0.1", proxy="")
-        stack.enter_context(made.balancer)
         location = home.store.location
         assert location is not None
         cut_off = store_table(location).replace(f":{pg_cluster.port}/",
-                                                f":{made.balancer.port('store')}/")  # fmt: skip
+                                                f":{balancer.port('store')}/")  # fmt: skip
         grace = f'store_grace = "{GRACE}s"\n'
         made.nodes = {
             "a": ServeNode(home, "a", recordings),
             "b": ServeNode(home, "b", recordings),
             "c": ServeNode(home, "c", recordings, cluster=grace, store=cut_off),
         }
-        for node in made.nodes.values():
+        ensure_key(home.config.paths.report_signing_key, home.store, "test")  # one for all
+        for node in made.nodes.values():  # started side by side
             stack.callback(node.stop)
-            node.start(home.store)
+            node.launch()
+        for node in made.nodes.values():
+            node.started(home.store)
         yield made
+
+
+def people(home: Bastion, sshd: Sshd, target: PgDatabase) -> dict[tuple[str, str], int]:
+    """web-1 (sshd) and orders-prod (target), and everyone in PEOPLE (a key, a password and a
+    TOTP seed) granted both: the grants' ids by (person, target)."""
+    home.add_target("web-1", sshd)
+    home.add_pg_target("orders-prod", target)
+    grants = {}
+    for person in PEOPLE:
+        home.add_user(person, password=PASSWORD)
+        for where in ("web-1", "orders-prod"):
+            grants[person, where] = home.grant(person, where)
+    return grants
 
 
 # -- helpers ----------------------------------------------------------------------------------
