@@ -80,6 +80,13 @@ def pg_bastion(home: Path, location: PgLocation, extra_config: str = "") -> Bast
     return b
 
 
+PORT_TRIES = 5
+
+
+class PortTaken(AssertionError):
+    """A node could not listen: a port chosen free was taken meanwhile."""
+
+
 class ServeNode:
     """One `bastion serve` of a shared home: its own directory (config, spool, head file,
     anchors, log), its own ports; the home's keys, TLS and store. `extra` is appended to its
@@ -90,24 +97,27 @@ class ServeNode:
         self.name = name
         self.dir = home.home / "nodes" / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ssh_port, self.pg_port = free_port(), free_port()
         self.config = self.dir / "bastion.toml"
         self.log = self.dir / "serve.log"
         paths = home.config.paths
         location = home.store.location
         assert location is not None
-        text = CONFIG.format(port=self.ssh_port, postgres="true", pg_port=self.pg_port)
-        text += (
+        self._rest = (
             f'[paths]\nrecordings = "spool"\nsecrets_key = "{paths.secrets_key}"\n'
             f'ssh_host_key = "{paths.ssh_host_key}"\ntls_cert = "{paths.tls_cert}"\n'
             f'tls_key = "{paths.tls_key}"\ntls_ca = "{paths.tls_ca}"\n'
             f'report_signing_key = "{paths.report_signing_key}"\n'
             f'[audit]\nanchors = ["file:{self.dir / "anchors.log"}"]\n'
             f'[cluster]\nnode = "{name}"\n{cluster}[logging]\nformat = "json"\n'
-        )  # fmt: skip
-        text += store or store_table(location)
-        self.config.write_text(text + extra, encoding="utf-8")
+        ) + (store or store_table(location)) + extra  # fmt: skip
+        self._new_ports()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _new_ports(self) -> None:
+        """Ports free a moment ago, written into the config."""
+        self.ssh_port, self.pg_port = free_port(), free_port()
+        text = CONFIG.format(port=self.ssh_port, postgres="true", pg_port=self.pg_port)
+        self.config.write_text(text + self._rest, encoding="utf-8")
 
     @property
     def spool(self) -> Path:
@@ -127,14 +137,27 @@ class ServeNode:
             )  # fmt: skip
 
     def started(self, store: Store) -> ServeNode:
-        """Return once the launched process has said in the store that it started."""
-        until(lambda: self._started(store), f"node {self.name} to start", timeout=60)
+        """Return once the launched process has said in the store that it started. A port
+        taken since it was chosen (by another test's process) is given up for new ones, a
+        few times at most."""
+        for attempt in range(PORT_TRIES):
+            try:
+                until(lambda: self._started(store), f"node {self.name} to start", timeout=60)
+                return self
+            except PortTaken:
+                if attempt == PORT_TRIES - 1:
+                    raise
+                self._new_ports()
+                self.launch()
         return self
 
     def _started(self, store: Store) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"node {self.name} exited: {self.log.read_text()[-3000:]}")
+            said = self.log.read_text()[-3000:]
+            if "address already in use" in (said.splitlines() or [""])[-1]:
+                raise PortTaken(said)
+            raise AssertionError(f"node {self.name} exited: {said}")
         actor = f"serve:{self.proc.pid}"
         return any(e.kind == "bastion.started" and e.actor == actor for e in store.events())
 

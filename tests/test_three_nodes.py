@@ -38,7 +38,7 @@ from tests.storeat import StoreTemplate
 
 BOUND = 5.0  # seconds: a decision made anywhere ends the sessions it ends on every node by then
 GRACE = 3  # seconds: node c's [cluster] store_grace
-PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim")
+PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim", "lee")
 PREFIX = "recordings"  # the bucket's prefix, one for every node: any node replays any recording
 
 
@@ -138,7 +138,7 @@ def people(home: Bastion, sshd: Sshd, target: PgDatabase) -> dict[tuple[str, str
     return grants
 
 
-# -- helpers ----------------------------------------------------------------------------------
+# -- helpers --------------------------------------------------------------------------------------
 
 
 def code_of(three: Three, person: str) -> str:
@@ -201,7 +201,7 @@ def cli_ok(node: ServeNode, *args: str) -> str:
     return done.stdout
 
 
-# -- cancels find their session ---------------------------------------------------------------
+# -- cancels find their session -------------------------------------------------------------------
 
 
 def test_a_cancel_sent_to_node_b_cancels_a_query_running_through_node_a(three: Three) -> None:
@@ -224,16 +224,36 @@ def test_a_cancel_sent_to_node_b_cancels_a_query_running_through_node_a(three: T
     assert routed == ["forwarded to node a"]
 
 
-# -- one code, one login ------------------------------------------------------------------------
+# -- one code, one login; one ticket, one session -------------------------------------------------
 
 
 def test_one_code_offered_at_two_nodes_at_once_opens_one_database_session(three: Three) -> None:
     a, b = three.nodes["a"], three.nodes["b"]
     secret = PASSWORD + code_of(three, "gil")
+    refused = one_opens([PgDatabase("127.0.0.1", n.pg_port, "orders-prod", "gil", secret).url
+                         for n in (a, b)])  # fmt: skip
+    assert isinstance(refused, asyncpg.PostgresError), refused
+    kinds = [e.kind for e in three.home.store.events() if e.subject == "gil"]
+    assert kinds.count("auth.totp_ok") == 1, kinds
+
+
+def test_one_ticket_offered_at_two_nodes_at_once_opens_one_database_session(
+    three: Three,
+) -> None:
+    a, b = three.nodes["a"], three.nodes["b"]
+    through_a = three.ticket_url("lee", a)
+    through_b = through_a.replace(f":{a.pg_port}/", f":{b.pg_port}/")
+    refused = one_opens([through_a, through_b])
+    assert isinstance(refused, asyncpg.PostgresError), refused
+    kinds = [e.kind for e in three.home.store.events() if e.subject == "lee"]
+    assert sorted(k for k in kinds if k.startswith("auth.ticket_")) == [
+        "auth.ticket_ok", "auth.ticket_refused"]  # fmt: skip
+
+
+def one_opens(urls: list[str]) -> BaseException:
+    """Connect to every URL at once: exactly one opens (and answers); the other's error."""
 
     async def race() -> list[Any]:
-        urls = [PgDatabase("127.0.0.1", n.pg_port, "orders-prod", "gil", secret).url
-                for n in (a, b)]  # fmt: skip
         outcomes = await asyncio.gather(*(asyncpg.connect(u, ssl=False) for u in urls),
                                         return_exceptions=True)  # fmt: skip
         for conn in outcomes:
@@ -243,11 +263,9 @@ def test_one_code_offered_at_two_nodes_at_once_opens_one_database_session(three:
         return list(outcomes)
 
     outcomes = asyncio.run(race())
-    refused = [o for o in outcomes if not isinstance(o, asyncpg.Connection)]
-    assert len(refused) == 1, outcomes  # and the other opened
-    assert isinstance(refused[0], asyncpg.PostgresError), refused
-    kinds = [e.kind for e in three.home.store.events() if e.subject == "gil"]
-    assert kinds.count("auth.totp_ok") == 1, kinds
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == len(urls) - 1, outcomes  # and the other opened
+    return refused[0]
 
 
 def test_one_code_offered_at_two_nodes_at_once_opens_one_shell(three: Three,
@@ -268,7 +286,7 @@ def test_one_code_offered_at_two_nodes_at_once_opens_one_shell(three: Three,
     assert kinds.count("auth.totp_ok") == 1, kinds
 
 
-# -- every node sees every decision -------------------------------------------------------------
+# -- every node sees every decision ---------------------------------------------------------------
 
 
 def test_a_revocation_on_node_a_ends_a_shell_and_a_running_query_on_node_b(
@@ -409,7 +427,7 @@ def one_chain(node: ServeNode, store: Store) -> None:
     assert store.verify_chain().ok
 
 
-# -- a node that dies ---------------------------------------------------------------------------
+# -- a node that dies -----------------------------------------------------------------------------
 
 
 def test_node_b_killed_mid_session_completes_its_recording_on_restart(
@@ -453,7 +471,7 @@ def lost_events(three: Three) -> list[str]:
     return [e.subject for e in three.home.store.events() if e.kind == "cluster.store_lost"]
 
 
-# -- a node cut off from the store (last: it partitions node c) ----------------------------------
+# -- a node cut off from the store (last: it partitions node c) -----------------------------------
 
 
 def test_a_node_cut_off_from_the_store_past_its_grace_ends_its_sessions(
