@@ -38,7 +38,7 @@ from tests.storeat import StoreTemplate
 
 BOUND = 5.0  # seconds: a decision made anywhere ends the sessions it ends on every node by then
 GRACE = 3  # seconds: node c's [cluster] store_grace
-PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim", "lee")
+PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim", "lee", "mia")
 PREFIX = "recordings"  # the bucket's prefix, one for every node: any node replays any recording
 
 
@@ -313,6 +313,24 @@ def test_a_revocation_on_node_a_ends_a_shell_and_a_running_query_on_node_b(
     assert f"access to orders-prod ended: grant {db_grant} was revoked" in said
     until(lambda: not three.open_sessions("ann"), "ann's session rows to close")
     assert asyncio.run(running(three.target, sleep_sql("ann"))) == 0  # cancelled upstream
+
+
+def test_a_sessions_kill_on_node_c_ends_a_query_running_on_node_a(three: Three) -> None:
+    """Waited for with a bound of BOUND seconds from the CLI's return."""
+    a, c = three.nodes["a"], three.nodes["c"]
+
+    async def scenario() -> str:
+        conn, query = await sleeping_through(three, "mia", a, "mia")
+        try:
+            [session] = await asyncio.to_thread(three.open_sessions, "mia")
+            await asyncio.to_thread(cli_ok, c, "sessions", "kill", session.id, "--reason", "ir")
+            return await ends_within(query, BOUND)
+        finally:
+            conn.terminate()
+
+    said = asyncio.run(scenario())
+    assert "session ended by" in said and ": ir" in said, said
+    until(lambda: not three.open_sessions("mia"), "mia's session row to close")
 
 
 def test_with_node_bs_listener_killed_the_poll_still_ends_its_sessions(
