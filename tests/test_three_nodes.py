@@ -448,40 +448,55 @@ def one_chain(node: ServeNode, store: Store) -> None:
 # -- a node that dies -----------------------------------------------------------------------------
 
 
-def test_node_b_killed_mid_session_completes_its_recording_on_restart(
-    three: Three, tmp_path: Path
-) -> None:
-    a, b = three.nodes["a"], three.nodes["b"]
-    with shell(three, "dan", b, tmp_path / "ssh") as tmux:
-        [session] = three.open_sessions("dan")
-        [spooled] = b.spool.rglob(f"{session.id}.cast")
+@dataclass(frozen=True)
+class Crashed:
+    """A session whose node was killed under it: where its recording was left."""
+
+    session_id: str
+    spooled: Path  # the dead node's spool file
+    key: str  # the object the recording becomes in the bucket
+    flushed: int  # the spool file's size as the dead node left it: its last flush
+
+
+def crash_mid_session(three: Three, person: str, node: ServeNode, workdir: Path) -> Crashed:
+    """`person`'s shell through `node`, a line typed, echoed and flushed to the spool, then
+    the node killed (kill -9) and reaped."""
+    with shell(three, person, node, workdir) as tmux:
+        [session] = three.open_sessions(person)
+        [spooled] = node.spool.rglob(f"{session.id}.cast")
         opened_at = spooled.stat().st_size
         tmux.type_text("echo before-the-crash", enter=True)
         tmux.wait_for(re.compile(r"before-the-crash\n\$"))
         until(lambda: spooled.stat().st_size > opened_at, "the recording's flush")  # each second
-        b.stop(signal.SIGKILL)
-    flushed = spooled.stat().st_size  # the spool as the dead node left it: its last flush
-    key = f"{PREFIX}/{spooled.relative_to(b.spool).as_posix()}"
-    assert key not in three.moto.object_keys()  # the session never ended: nothing complete
+        node.stop(signal.SIGKILL)
+    key = f"{PREFIX}/{spooled.relative_to(node.spool).as_posix()}"
+    return Crashed(session.id, spooled, key, spooled.stat().st_size)
+
+
+def test_node_b_killed_mid_session_completes_its_recording_on_restart(
+    three: Three, tmp_path: Path
+) -> None:
+    a, b = three.nodes["a"], three.nodes["b"]
+    crashed = crash_mid_session(three, "dan", b, tmp_path / "ssh")
+    assert crashed.key not in three.moto.object_keys()  # the session never ended: not complete
     b.start(three.home.store)
-    until(lambda: not spooled.exists(), "node b to upload the spool it left")
-    assert key in three.moto.object_keys()
-    assert len(three.moto.read(key)) == flushed
-    ended = three.home.store.session(session.id)
-    assert ended.state == "interrupted" and ended.recording_size == flushed
-    replayed = a.cli("replay", session.id, "--speed", "1000")  # node a reads b's recording
+    until(lambda: not crashed.spooled.exists(), "node b to upload the spool it left")
+    assert len(three.moto.read(crashed.key)) == crashed.flushed
+    ended = three.home.store.session(crashed.session_id)
+    assert ended.state == "interrupted" and ended.recording_size == crashed.flushed
+    replayed = a.cli("replay", crashed.session_id, "--speed", "1000")  # a reads b's recording
     assert "before-the-crash" in replayed.stdout, replayed.stderr  # to the last flush,
     assert "it was cut short" in replayed.stderr  # and says that it ends there
 
 
 # --------------------------------------------------------------------------------------------
-# THE UPLOAD COMPLETER (another helper's part, issue 18): node b killed mid-session and NOT
-# restarted; the completer elected among a and c (through the store's lease) uploads b's
-# spool once b's presence has expired, and the recording replays to its last flush. With the
-# nodes' spools on one machine here, the completer's test kills b as above, leaves it down,
-# and waits for the object `PREFIX/<spool path>` to appear in three.moto, then replays it
-# through node a as test_node_b_killed_mid_session_completes_its_recording_on_restart does.
-# (Start b again at the end: the module's later tests use it.)
+# THE UPLOAD COMPLETER'S PLACE (another helper's part of issue 18). Its test goes here: a
+# person of its own (add one to PEOPLE), crashed = crash_mid_session(three, person, b, ...)
+# with a session long enough that b has sent parts of its multipart upload, b left DOWN; the
+# completer elected among a and c (the store's lease) completes b's upload from the parts in
+# the bucket once b's presence has expired (other nodes cannot read b's spool), closes the
+# session as interrupted, and node a replays it to its last uploaded part. Then start b again
+# (three.nodes["b"].start(three.home.store)): the partition test below uses the nodes.
 # --------------------------------------------------------------------------------------------
 
 
