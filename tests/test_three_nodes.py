@@ -376,9 +376,7 @@ def disable(three: Three, person: str) -> None:
 @contextlib.contextmanager
 def no_new_connections(cluster: PgCluster, role: str) -> Iterator[None]:
     """The role may open no new connection (those open stay) until the block ends."""
-    [(count,)] = cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
-                             params=[role])  # fmt: skip
-    cluster.sql(f'ALTER ROLE "{role}" CONNECTION LIMIT {max(int(count) - 1, 0)}')
+    cluster.sql(f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
     try:
         yield
     finally:
