@@ -27,6 +27,7 @@ from bastion.audit import Store
 from bastion.errors import Exit
 from bastion.identity import totp
 from bastion.reports.signing import ensure_key
+from tests.audit.test_pgconn import backend_pid
 from tests.harness import Bastion
 from tests.nodes import ServeNode, key_of, pg_bastion, running, send_to, store_table, until
 from tests.pgproxy.conftest import PASSWORD, UNMASKED
@@ -38,7 +39,8 @@ from tests.storeat import StoreTemplate
 
 BOUND = 5.0  # seconds: a decision made anywhere ends the sessions it ends on every node by then
 GRACE = 3  # seconds: node c's [cluster] store_grace
-PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil", "hal", "ivy", "jon", "kim", "lee", "mia")
+PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil",  # each test has its own
+          "hal", "ivy", "jon", "kim", "lee", "mia", "nia")  # fmt: skip
 PREFIX = "recordings"  # the bucket's prefix, one for every node: any node replays any recording
 
 
@@ -250,8 +252,8 @@ def test_one_ticket_offered_at_two_nodes_at_once_opens_one_database_session(
         "auth.ticket_ok", "auth.ticket_refused"]  # fmt: skip
 
 
-def one_opens(urls: list[str]) -> BaseException:
-    """Connect to every URL at once: exactly one opens (and answers); the other's error."""
+def one_opens(urls: list[str]) -> BaseException | None:
+    """Connect to every URL at once: exactly one opens (and answers); another's error."""
 
     async def race() -> list[Any]:
         outcomes = await asyncio.gather(*(asyncpg.connect(u, ssl=False) for u in urls),
@@ -262,10 +264,11 @@ def one_opens(urls: list[str]) -> BaseException:
                 await conn.close()
         return list(outcomes)
 
+    others = len(urls) - 1  # (the URLs hold secrets: never in an assertion's message)
     outcomes = asyncio.run(race())
     refused = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(refused) == len(urls) - 1, outcomes  # and the other opened
-    return refused[0]
+    assert len(refused) == others, outcomes  # and the other opened
+    return refused[0] if refused else None
 
 
 def test_one_code_offered_at_two_nodes_at_once_opens_one_shell(three: Three,
@@ -496,6 +499,33 @@ def test_node_b_killed_mid_session_completes_its_recording_on_restart(
 # session as interrupted, and node a replays it to its last uploaded part. Then start b again
 # (three.nodes["b"].start(three.home.store)): the partition test below uses the nodes.
 # --------------------------------------------------------------------------------------------
+
+
+# -- a node stuck holding the chain lock ---------------------------------------------------------
+
+
+def test_a_node_stuck_holding_the_chain_lock_stops_no_other_node(
+    three: Three, tmp_path: Path
+) -> None:
+    """A node frozen mid-transaction, as the server sees it: a store connection opened as
+    every node opens one, holding the chain lock and saying nothing more. A login through
+    node a (a write under that lock) waits until the server has cut the stuck one off, and
+    opens; a shell open on node b meanwhile goes on."""
+    a, b = three.nodes["a"], three.nodes["b"]
+    location = three.home.store.location
+    assert location is not None
+    url = three.ticket_url("nia", a)  # minted first: minting is a write too
+    stuck = location.connect("stuck")
+    try:
+        with shell(three, "nia", b, tmp_path / "ssh") as tmux:
+            stuck.begin_write()
+            pid = backend_pid(stuck)
+            assert one_opens([url]) is None  # the ticket spent, once the lock came free
+            tmux.type_text("echo still-here", enter=True)
+            tmux.wait_for(re.compile(r"still-here\n\$"))
+        assert not three.home.store._rows("SELECT 1 FROM pg_stat_activity WHERE pid = ?", [pid])
+    finally:
+        stuck.close()
 
 
 def lost_events(three: Three) -> list[str]:
