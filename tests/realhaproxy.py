@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -88,6 +89,16 @@ class HAProxy:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: every connection through it hangs, none is closed (a network partition)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: the partition heals; held bytes flow on."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def statuses(self) -> dict[tuple[str, str], str]:
         """Each server's status as HAProxy sees it: (backend, server) -> "UP", "DOWN", ..."""

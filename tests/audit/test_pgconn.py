@@ -316,7 +316,7 @@ def test_sessions_start_with_the_stores_settings(conn: PgConn, location: PgLocat
     assert shown["search_path"] == f'"{location.schema}"'
     assert shown["application_name"].startswith("bastion-store/")
     idle = conn.execute("SHOW idle_in_transaction_session_timeout").fetchall()[0][0]
-    assert idle == "30s"
+    assert idle == "5s"
 
 
 def test_writes_read_committed_and_reads_one_snapshot(conn: PgConn) -> None:
@@ -610,6 +610,21 @@ def test_a_writer_stuck_in_its_transaction_is_cut_off(
         stuck.execute("SELECT 1")
     stuck.rollback()
     assert stuck.execute("SELECT 1").fetchall()[0][0] == 1
+
+
+def test_a_node_stuck_holding_the_chain_lock_is_cut_off_before_the_others_give_up(
+    opened: Callable[..., PgConn], pg_cluster: PgCluster
+) -> None:
+    """Store connections as every node opens them (the default settings). One takes the chain
+    lock and goes silent (its node frozen, or cut off mid-transaction): the server must end it
+    before another node's wait for the lock (lock_timeout) gives up, so one stuck node never
+    stops every node's writes, and with them, past the grace, every node's sessions."""
+    stuck, other = opened(), opened()
+    stuck.begin_write()
+    pid = backend_pid(stuck)
+    other.begin_write()  # waits for the lock until the stuck one is cut off: no lock timeout
+    other.commit()
+    assert not pg_cluster.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", params=[pid])
 
 
 def test_a_schema_that_does_not_exist_is_named(location: PgLocation) -> None:

@@ -27,6 +27,7 @@ from bastion.clock import FakeClock
 from bastion.errors import Exit
 from bastion.pki import TlsFiles, make_tls
 from tests.harness import CONFIG, Bastion
+from tests.nodes import key_of, running, send_to, until
 from tests.pgproxy.conftest import UNMASKED, alice_on
 from tests.realhaproxy import HAProxy, Route
 from tests.realpg import PgDatabase
@@ -96,23 +97,6 @@ class Node:
         send_to(self.pg_port, packet)
 
 
-def send_to(port: int, packet: bytes) -> None:
-    """One start-up packet on a connection of its own; returns once the far end has closed
-    it (the node has done whatever it will do with it)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(packet)
-        assert sock.recv(1) == b""
-
-
-def until(done: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    """Wait for observable state, bounded; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 class Cluster:
     """alice may read orders-prod (the test database) and holds one-time tickets; nodes a
     and b serve the one store."""
@@ -152,17 +136,8 @@ def cluster(tmp_path: Path, pg: PgDatabase) -> Iterator[Cluster]:
 
 
 async def sleeping(pg: PgDatabase) -> int:
-    """How many pg_sleep queries this test's database is running (pg_stat_activity; other
-    tests share the cluster)."""
-    conn = await asyncpg.connect(pg.url, ssl=False)
-    try:
-        found = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE query = $1 AND state = 'active' AND datname = $2", SLEEP, pg.database
-        )  # fmt: skip
-    finally:
-        await conn.close()
-    return int(found)
+    """How many pg_sleep queries this test's database is running."""
+    return await running(pg, SLEEP)
 
 
 async def wait_until(check: Callable[[], Awaitable[object]], what: str) -> None:
@@ -181,12 +156,6 @@ async def sleep_through(url: str, pg: PgDatabase) -> tuple[asyncpg.Connection, A
     query = asyncio.ensure_future(conn.fetchval(SLEEP))
     await wait_until(lambda: sleeping(pg), "the query to run upstream")
     return conn, query, *key_of(conn)
-
-
-def key_of(conn: asyncpg.Connection) -> tuple[int, int]:
-    """The (pid, secret) the bastion gave this client, where asyncpg's own cancel reads them."""
-    protocol = conn._protocol
-    return int(protocol.backend_pid), int(protocol.backend_secret)
 
 
 async def logged(node: Node, event: str) -> list[dict[str, Any]]:
