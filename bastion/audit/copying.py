@@ -69,6 +69,10 @@ SOURCE_TABLES_SQL = (
 )
 
 
+class _NotEmpty(StoreError):
+    """The target holds something already: refused before anything is written."""
+
+
 @dataclass(frozen=True)
 class Table:
     """A table of the target: its columns (name, type, identity) in order."""
@@ -121,6 +125,8 @@ def copy_store(
         copied = _copy(reader, conn, key, head, progress)
         conn.commit()
         return copied
+    except _NotEmpty as exc:
+        raise StoreError(f"the target {target} {exc.message}") from None
     except DbError as exc:
         raise StoreError(f"the copy to {target} stopped and left it empty: {exc}") from exc
     except StoreError as exc:
@@ -142,9 +148,10 @@ def _copy(
     conn.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
     occupied = conn.execute(OCCUPIED_SQL).fetchone()
     if occupied is not None:
-        raise StoreError(
-            f"the target schema is not empty (it holds {occupied[0]!r}); the copy goes only into"
-            " an empty schema (a new database, or CREATE SCHEMA) and makes the tables itself"
+        raise _NotEmpty(
+            f"is not empty (its schema holds {occupied[0]!r}): the copy goes only into an empty"
+            " schema (a new database, or CREATE SCHEMA) and makes the tables itself; nothing"
+            " was changed"
         )
     done = [(int(r[0]), str(r[1]), str(r[2])) for r in reader.execute(
         "SELECT number, name, applied_at FROM schema_migrations ORDER BY number")]  # fmt: skip
