@@ -19,6 +19,7 @@ from tests.test_cli import (
     assert_ok,
     assert_tampered,
     configure_anchors,
+    run_bastion,
     serve_once,
     tamper,
 )
@@ -143,3 +144,20 @@ def test_a_password_in_the_url_is_refused(people: People, pg_store_at: PgLocatio
     result = people.bst.run("store", "copy", "--to", url)
     assert_error(result, Exit.CONFIG, "password_file")
     assert "secret" not in result.stderr
+
+
+def test_a_new_installation_on_postgresql_is_init_then_copy(
+    tmp_path: Path, pg_store_at: PgLocation
+) -> None:
+    """The two steps the README gives: `bastion init`, then `bastion store copy` of its fresh
+    store, then the [store] lines the copy prints."""
+    assert_ok(run_bastion("init", str(tmp_path / "b"), cwd=tmp_path))
+    fresh = Bastion(home=tmp_path / "b", cwd=tmp_path)
+    made = fresh.run(*copy_args(fresh, pg_store_at))
+    assert_ok(made)
+    assert f'url = "{pg_store_at.url}"' in made.stdout
+    assert 'password_file = "store.password"' in made.stdout
+    switch_to(fresh, pg_store_at)
+    fresh.add_user("alice", role="admin")
+    assert fresh.kinds()[-2:] == ["store.copied_from", "user.added"]
+    assert_ok(fresh.run("audit", "verify"))
