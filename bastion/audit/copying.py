@@ -73,6 +73,20 @@ class _NotEmpty(StoreError):
     """The target holds something already: refused before anything is written."""
 
 
+class _Committing(StoreError):
+    """COMMIT itself failed: whether the copy was kept is the server's to say."""
+
+
+def _commit(conn: PgConn, target: PgLocation) -> None:
+    try:
+        conn.commit()
+    except DbError as exc:
+        raise _Committing(
+            f"the copy to {target} was checked, but its COMMIT failed ({exc}); it is one"
+            " transaction, so the target holds all of it or nothing: look before copying again"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class Table:
     """A table of the target: its columns (name, type, identity) in order."""
@@ -123,8 +137,10 @@ def copy_store(
         reader.begin_read()
         conn.begin_write()  # the chain lock, and the migration lock: no other writer meanwhile
         copied = _copy(reader, conn, key, head, progress)
-        conn.commit()
+        _commit(conn, target)
         return copied
+    except _Committing:
+        raise
     except _NotEmpty as exc:
         raise StoreError(f"the target {target} {exc.message}") from None
     except DbError as exc:

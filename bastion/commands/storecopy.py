@@ -98,12 +98,20 @@ def _chain_both(app: App, source: Store, target: PgLocation, detail: dict[str, A
     """`store.copied_from` as the new store's next event (its head file is written), then
     `store.copied_to` in the SQLite store."""
     node = app.config.cluster.node_name()
-    copy = Store.open(target, app.clock, ChainKey.of(app.box), node=node)
     try:
-        copy.append_events([Event("store.copied_from", app.actor, str(app.config.paths.store),
-                                  "notice", None, detail)])  # fmt: skip
-    finally:
-        copy.close()
+        copy = Store.open(target, app.clock, ChainKey.of(app.box), node=node)
+        try:
+            origin = str(app.config.paths.store)
+            copy.append_events([Event("store.copied_from", app.actor, origin, "notice", None,
+                                      detail)])  # fmt: skip
+        finally:
+            copy.close()
+    except StoreError as exc:
+        raise StoreError(
+            f"the copy to {target} is committed (head {detail['head_seq']}), but chaining it"
+            f" there failed ({exc.message}); its head file {target.head_file} may be missing:"
+            " the next write there writes it, then `bastion audit verify`"
+        ) from exc
     try:
         source.append_events([Event("store.copied_to", app.actor, str(target), "notice", None,
                                     detail)])  # fmt: skip
