@@ -153,3 +153,22 @@ def test_a_raw_nul_elsewhere_stops_the_copy_naming_where(
     with pytest.raises(StoreError, match="targets row id=3: host holds a NUL"):
         copy_store(w.store, pg_store_at, ChainKey.of(w.box), head(w.store), node="node-a")
     assert relations(pg_cluster, pg_store_at) == []
+
+
+def test_a_copy_into_its_own_schema_beside_another_store(
+    tmp_path: Path, pg_store_at: PgLocation, pg_cluster: PgCluster
+) -> None:
+    w = world(tmp_path)
+    key = ChainKey.of(w.box)
+    beside = Store.create(pg_store_at, w.clock, key)
+    beside.append_events([Event("store.created", "test", "", "notice")])
+    role = urlsplit(pg_store_at.url).username
+    pg_cluster.sql(f'CREATE SCHEMA moved AUTHORIZATION "{role}"', database(pg_store_at))
+    assert pg_store_at.password_file is not None
+    into = PgLocation(pg_store_at.url, password_file=pg_store_at.password_file, schema="moved",
+                      head_file=tmp_path / "moved.head")  # fmt: skip
+    copied = copy_store(w.store, into, key, head(w.store), node="node-a")
+    copy = Store.open(into, w.clock, key)
+    assert rows(copy, "commands") == rows(w.store, "commands")
+    assert copy.chain_head() == (copied.head_seq, copied.head_mac)
+    assert [e.kind for e in beside.events()] == ["store.created"]  # the other store untouched
