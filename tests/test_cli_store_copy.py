@@ -78,7 +78,10 @@ def test_a_store_with_history_is_copied_and_verifies_and_serves_a_login_there(
     assert out["head_seq"] == before[-1]["seq"] and out["head_mac"] == before[-1]["row_hash"]
     assert out["tables"]["users"] == 4 and out["tables"]["audit_events"] == len(before)
     assert out["tables"]["grants"] >= 2 and out["tables"]["access_requests"] == 1
-    assert bst.kinds()[-1] == "store.copied_to"  # the SQLite store records where it went
+    assert bst.kinds()[-1] == "store.moved"  # the SQLite store records where it went
+    # and a node left on the old config can't write a trail nobody reads
+    assert_error(bst.run("revoke", "1"), Exit.STORE, "was copied to", "takes no more writes")
+    assert bst.kinds()[-1] == "store.moved"
 
     switch_to(bst, pg_store_at)
     copied = bst.events()

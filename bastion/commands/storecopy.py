@@ -4,7 +4,7 @@ The SQLite store is held alone (no `serve`, no other command meanwhile) and chec
 `audit verify` checks it: a chain, head file, anchor, review pack or query log that
 disagrees stops the copy before anything is written (a tampered store is not carried into
 a new home where it would look clean). The copy goes into an empty schema, all or nothing
-(bastion/audit/copying.py); then each side chains what happened (`store.copied_to` in the
+(bastion/audit/copying.py); then each side chains what happened (`store.moved` in the
 SQLite store, `store.copied_from` in the new one, which writes its head file), and the
 summary says what to change in the config.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from bastion import storelock
 from bastion.audit import ChainKey, Event, Store
+from bastion.audit.base import MOVED_KIND
 from bastion.audit.chain import Verdict
 from bastion.audit.location import PgLocation
 from bastion.audit.restores import restore_problems
@@ -96,7 +97,7 @@ def store_copy(app: App, args: argparse.Namespace) -> int:
 
 def _chain_both(app: App, source: Store, target: PgLocation, detail: dict[str, Any]) -> None:
     """`store.copied_from` as the new store's next event (its head file is written), then
-    `store.copied_to` in the SQLite store."""
+    `store.moved` in the SQLite store, which then takes no more writes."""
     node = app.config.cluster.node_name()
     try:
         copy = Store.open(target, app.clock, ChainKey.of(app.box), node=node)
@@ -113,7 +114,7 @@ def _chain_both(app: App, source: Store, target: PgLocation, detail: dict[str, A
             " the next write there writes it, then `bastion audit verify`"
         ) from exc
     try:
-        source.append_events([Event("store.copied_to", app.actor, str(target), "notice", None,
+        source.append_events([Event(MOVED_KIND, app.actor, str(target), "notice", None,
                                     detail)])  # fmt: skip
     except StoreError as exc:  # the copy is made; the old store only lacks the note
         app.out.write(f"note: the SQLite store did not record the copy: {exc.message}\n")
@@ -139,8 +140,8 @@ def _summary(app: App, args: argparse.Namespace, target: PgLocation, copied: Any
         f'[store]\nurl = "{target.url}"\n{password}{schema}'
         f'head_file = "{os.path.relpath(target.head_file or "", config_dir)}"',
         "and add a file or syslog sink to [audit] anchors (serve needs one on PostgreSQL).",
-        f"The SQLite store {app.config.paths.store} is left as it was (it records the copy):"
-        " keep it until the copy serves, and never serve from both.",
+        f"The SQLite store {app.config.paths.store} records the move and takes no more writes;"
+        " keep it (read-only) until the copy serves.",
     ]
     return "\n".join(lines)
 
