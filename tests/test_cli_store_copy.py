@@ -166,3 +166,15 @@ def test_a_new_installation_on_postgresql_is_init_then_copy(
     fresh.add_user("alice", role="admin")
     assert fresh.kinds()[-2:] == ["store.copied_from", "user.added"]
     assert_ok(fresh.run("audit", "verify"))
+
+
+def test_anchors_the_copy_cannot_read_are_no_pass(
+    people: People, pg_store_at: PgLocation, pg_cluster: PgCluster
+) -> None:
+    """As `audit verify`: with only a remote sink, a deleted tail with a rewritten head file
+    would go unseen, so the copy wants the sink's copy (--anchors) before it moves anything."""
+    bst = people.bst
+    configure_anchors(bst, "syslog:udp://127.0.0.1:9")
+    result = bst.run(*copy_args(bst, pg_store_at))
+    assert_tampered(result, "does not verify", "pass --anchors")
+    assert tables_in(pg_cluster, pg_store_at) == []

@@ -44,7 +44,10 @@ def _verified(app: App, args: argparse.Namespace) -> Verdict:
         raise SourceTampered(f"the store to copy does not verify, nothing was copied:"
                              f" {verdict.problem}")  # fmt: skip
     restores = store.restores(verdict.head_seq)
-    _, anchor_bad = anchor_problems(app, anchor_files(app, args), verdict.head_seq, restores)
+    files = anchor_files(app, args)
+    _, anchor_bad = anchor_problems(app, files, verdict.head_seq, restores)
+    if app.config.audit.anchors and not files:  # as verify: unseen anchors are no pass
+        anchor_bad.append("[audit] anchors has no file this command can read: pass --anchors")
     _, pack_bad = pack_problems(app, verdict.head_seq, restores)
     problems = restore_problems(restores, store.mac_at) + pack_bad + anchor_bad
     problems += query_log_problems(app)
