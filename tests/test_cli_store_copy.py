@@ -117,8 +117,8 @@ def test_a_tampered_source_is_refused_before_anything_is_copied(
 def test_a_value_that_does_not_fit_its_column_stops_the_copy_leaving_nothing(
     people: People, pg_store_at: PgLocation, pg_cluster: PgCluster
 ) -> None:
-    """A row the chain does not bind, edited (a grant made longer): the copy fails closed when
-    any check `audit verify` makes fails; here the target refuses the unparseable value."""
+    """A row edited to hold text where the store keeps a number: the copy names table, row
+    and column, and the target is left empty."""
     bst = people.bst
     history(people)
     tamper(bst.db, "UPDATE users SET failed_attempts = 'many' WHERE name = 'alice'")
