@@ -28,6 +28,7 @@ from bastion.errors import NotFound, StoreError
 log = structlog.get_logger("bastion.audit")
 
 KEYED_SCHEMA = 11  # the migration from which the chain is keyed
+MOVED_KIND = "store.moved"  # the last event of a SQLite store copied elsewhere (store copy)
 PROGRESS_EVERY = CHUNK  # verify_chain's progress callback: once per this many events walked
 
 
@@ -281,6 +282,8 @@ class StoreBase:
             except DbError as exc:
                 raise StoreError(f"cannot write to the store {self.where}: {exc}") from exc
             try:
+                if self.path is not None:
+                    self._refuse_if_moved(self.conn)
                 yield self.conn
                 self.conn.commit()
             except BaseException as exc:
@@ -290,6 +293,20 @@ class StoreBase:
                     raise StoreError(f"store write failed on {self.where}: {exc}") from exc
                 raise
             self._write_anchor()
+
+    def _refuse_if_moved(self, conn: Conn) -> None:
+        """A SQLite store whose last event is MOVED_KIND (`bastion store copy`) takes no more
+        writes: a node left on the old config fails instead of writing a trail nobody reads."""
+        moved = conn.execute(
+            "SELECT subject, at FROM audit_events WHERE kind = ?"
+            " AND seq = (SELECT max(seq) FROM audit_events)",
+            [MOVED_KIND],
+        ).fetchone()
+        if moved is not None:
+            raise StoreError(
+                f"the store {self.where} was copied to {moved[0]} at {moved[1]} (bastion store"
+                " copy) and takes no more writes: point [store] url at the copy"
+            )
 
     @contextmanager
     def _reading(self) -> Iterator[Conn]:

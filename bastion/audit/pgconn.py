@@ -366,6 +366,12 @@ class PgConn:
             flat = [value for row in batch[:10_000] for value in row]
             self._call(lambda conn: self._many(conn, text, batch), flat, "never")
 
+    def run(self, work: Work[T]) -> T:
+        """work(conn) on the asyncpg connection itself, inside the open transaction, for bulk
+        work the Conn calls don't cover (COPY, a cursor, a script): never run again after a
+        lost connection; its errors are DbError like every statement's."""
+        return self._call(work, (), "never")
+
     def _simple(self, sql: str, replay: Replay = "never") -> str:
         status: str = self._call(lambda conn: conn.execute(sql), (), replay)
         return status

@@ -24,6 +24,7 @@ from bastion.audit.chain import read_head_file
 from bastion.cli_common import Parser, command, json_flag
 from bastion.commands.app import App
 from bastion.commands.audit import anchor_files
+from bastion.commands.storecopy import add_copy_command
 from bastion.errors import Conflict, Exit, StoreError, UsageError
 from bastion.identity.service import Identity
 from bastion.reports import pack
@@ -213,3 +214,4 @@ def add_store_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     restore.add_argument("--anchors", type=Path, nargs="+", metavar="FILE",
                          help="anchors files (default: the file sinks configured)")  # fmt: skip
     json_flag(restore)
+    add_copy_command(cmds)
