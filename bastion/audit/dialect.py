@@ -238,10 +238,10 @@ FRAGMENTS: dict[Dialect, Fragments] = {
         f" THEN {{col}}::jsonb #>> {_PG_AT} END)",
         json_number=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'number'"
         f" THEN ({{col}}::jsonb #>> {_PG_AT})::numeric END)",
-        json_scalar=f"(({{col}}::jsonb #>> {_PG_AT}) COLLATE \"C\")",
+        json_scalar=f'(({{col}}::jsonb #>> {_PG_AT}) COLLATE "C")',
         json_scalar_number=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'number'"
         f" THEN ({{col}}::jsonb #>> {_PG_AT})::numeric END)",
-        json_part=f"((({{col}}::jsonb #> {_PG_AT})::text) COLLATE \"C\")",
+        json_part=f'((({{col}}::jsonb #> {_PG_AT})::text) COLLATE "C")',
         json_type=f"jsonb_typeof({{col}}::jsonb #> {_PG_AT})",
         json_at=f"(({{col}}::jsonb #> {_PG_AT})::text)",
         json_canonical=(

@@ -116,6 +116,8 @@ def _form(engine: Dialect, with_done: bool) -> dict[str, str]:
     form = dict(_WITH_DONE if with_done else _WITHOUT_DONE, differs=differs)
     form["done_differs"] = form["done_differs"].format(differs=differs)
     return form
+
+
 _ANY_DONE = "SELECT 1 FROM ev WHERE kind = 'query.done' LIMIT 1"
 # An event's row is gone when no row has its key (and, once events say when their statement
 # ran, that time: a row moved across the week's edge is gone from where it ran).

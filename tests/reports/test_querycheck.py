@@ -107,8 +107,11 @@ def test_an_untouched_log_passes(store: Store) -> None:
 
 
 DIFFERS = "in the query log differs"
-MOVED = {"first": "or moved from when it ran", "second": DIFFERS}
-GONE = {"first": "q3 is in the chain but was deleted", "second": "was deleted"}
+MOVED: dict[str, str | None] = {"first": "or moved from when it ran", "second": DIFFERS}
+GONE: dict[str, str | None] = {
+    "first": "q3 is in the chain but was deleted",
+    "second": "was deleted",
+}
 
 
 EDITS: list[tuple[str | None, str, str | dict[str, str | None]]] = [
