@@ -6,14 +6,24 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bastion.audit import ChainKey, Store
 from bastion.audit.location import PgLocation
+from bastion.clock import SystemClock
+from bastion.config import load_config
 from bastion.errors import Exit
+from bastion.identity.sealing import SecretBox
+from tests import storeadmin
 from tests.realssh import wait_for_banner
-from tests.test_cli import Bastion, assert_error, assert_ok, free_port, run_bastion
+from tests.storeadmin import Admin
+from tests.test_cli import Bastion, assert_error, assert_ok, assert_tampered, free_port, run_bastion
+from tests.test_cli_query_log_verify import end, session, start
+
+raw = storeadmin.raw
 
 
 @pytest.fixture
@@ -75,3 +85,24 @@ def test_serve_on_postgresql_with_an_anchor_sink_serves_and_anchors_its_head(
     kinds = pg_bastion.kinds()
     assert "bastion.started" in kinds and "bastion.stopped" in kinds, kinds
     assert_ok(pg_bastion.run("audit", "verify"))
+
+
+def test_audit_verify_on_postgresql_checks_each_statement_row_against_its_commit(
+    pg_bastion: Bastion, raw: Callable[[Store], Admin]
+) -> None:
+    """The query log's rows on a store on PostgreSQL are checked against the commit events
+    that bind them (once refused there as "cannot be checked"): an edited row is named."""
+    pg_bastion.json("store", "create")
+    config = load_config(pg_bastion.config)
+    key = ChainKey.of(SecretBox.load(config.paths.secrets_key))
+    store = Store.open(config.store.location(pg_bastion.config), SystemClock(), key)
+    session(store)
+    store.write_batch([start("q1", "SELECT email FROM customers", kind="SELECT"),
+                       end("q1", 2, "SELECT 2"),
+                       start("q2", "DROP TABLE t", kind="DROP")])  # fmt: skip
+    store.write_batch([end("q2", 0, "DROP TABLE")])
+    assert "intact" in assert_ok(pg_bastion.run("audit", "verify")).stdout
+    raw(store).execute("UPDATE queries SET command_tag = 'SELECT 0' WHERE query_key = 'q2'")
+    store.close()
+    said = "statement q2 in the query log differs from its chained commit (its outcome)"
+    assert_tampered(pg_bastion.run("audit", "verify"), "QUERY LOG EDITED", said)

@@ -20,6 +20,12 @@
  *   that no commit binds; 3 a bound row is gone; 4 the row's end record differs;
  *   5 a row whose start is bound shows an outcome no commit binds. At most `limit` found,
  *   rows in id order, then the deleted ones. Raises OSError when the store can't be read.
+ *
+ * check_rows(fetch, lo, hi, boundary, since, until, starts, ends, limit) -> list[(id, code)]
+ *   The same check of rows read by the caller (a store on PostgreSQL): fetch(lo, hi) is
+ *   called once with the widened span and gives an iterable of rows in id order, each a
+ *   sequence of the 16 columns SELECT below names, as None, int or str (any other type is
+ *   encoded "x"). Errors raised by fetch or its rows propagate.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -144,13 +150,66 @@ static int found(Check *c, long long id, int code) {
     return c->found >= c->limit;
 }
 
-static int add_column(Buf *b, sqlite3_stmt *st, int col) {
-    switch (sqlite3_column_type(st, col)) {
-    case SQLITE_NULL: return add_null(b);
-    case SQLITE_INTEGER: return add_int(b, (long long)sqlite3_column_int64(st, col));
-    case SQLITE_TEXT: {
-        const unsigned char *s = sqlite3_column_text(st, col);
-        return add_text(b, s, (size_t)sqlite3_column_bytes(st, col));
+/* A row being checked: the current row of the SQLite scan, or a Python sequence of the same
+ * 16 columns (rows read by the caller, on PostgreSQL). Its columns are read through these. */
+typedef struct {
+    sqlite3_stmt *st;
+    PyObject *const *items; /* the Python row's items, when st is NULL */
+} Row;
+
+enum { COL_NULL, COL_INT, COL_TEXT, COL_OTHER };
+
+static int col_type(const Row *r, int col) {
+    if (r->st != NULL) {
+        switch (sqlite3_column_type(r->st, col)) {
+        case SQLITE_NULL: return COL_NULL;
+        case SQLITE_INTEGER: return COL_INT;
+        case SQLITE_TEXT: return COL_TEXT;
+        default: return COL_OTHER;
+        }
+    }
+    PyObject *item = r->items[col];
+    if (item == Py_None)
+        return COL_NULL;
+    if (PyLong_CheckExact(item))
+        return COL_INT;
+    return PyUnicode_CheckExact(item) ? COL_TEXT : COL_OTHER;
+}
+
+/* A text column's UTF-8 bytes (col_type said COL_TEXT); NULL with an exception set. */
+static const char *col_text(const Row *r, int col, size_t *n) {
+    if (r->st != NULL) {
+        *n = (size_t)sqlite3_column_bytes(r->st, col);
+        return (const char *)sqlite3_column_text(r->st, col);
+    }
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(r->items[col], &len);
+    *n = (size_t)len;
+    return s;
+}
+
+/* An integer column (col_type said COL_INT); -1 with an exception set on overflow. */
+static int col_int(const Row *r, int col, long long *v) {
+    if (r->st != NULL) {
+        *v = (long long)sqlite3_column_int64(r->st, col);
+        return 0;
+    }
+    *v = PyLong_AsLongLong(r->items[col]);
+    return *v == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* -1 out of memory, -2 with an exception set (a Python row only). */
+static int add_column(Buf *b, const Row *r, int col) {
+    switch (col_type(r, col)) {
+    case COL_NULL: return add_null(b);
+    case COL_INT: {
+        long long v;
+        return col_int(r, col, &v) ? -2 : add_int(b, v);
+    }
+    case COL_TEXT: {
+        size_t n;
+        const char *s = col_text(r, col, &n);
+        return s == NULL ? -2 : add_text(b, s, n);
     }
     default: return buf_add(b, "x", 1);
     }
@@ -160,69 +219,104 @@ static const char SELECT[] =
     "SELECT id, session_id, at, protocol_step, sql, parameters, refused_reason,"
     " statement_kind, query_key, kept_whole, finished_at, rows, command_tag, sqlstate,"
     " duration_us, masked_columns FROM queries WHERE id BETWEEN ? AND ? ORDER BY id";
+#define COLUMNS 16
 static const int START_COLUMNS[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 static const int END_COLUMNS[] = {10, 11, 12, 13, 14, 15};
 
-/* The digest of the current row's start (or end) record into out; -1 on failure. */
-static int row_digest(sqlite3_stmt *st, int end, Buf *b, unsigned char out[DIGEST]) {
+/* The digest of the current row's start (or end) record into out; -1 out of memory, -2
+ * with an exception set. */
+static int row_digest(const Row *r, int end, Buf *b, unsigned char out[DIGEST]) {
     const int *cols = end ? END_COLUMNS : START_COLUMNS;
-    int count = end ? 6 : 9;
+    int count = end ? 6 : 9, rc;
     const char *tag = end ? END_TAG : START_TAG;
     b->size = 0;
-    if (add_text(b, tag, strlen(tag)) || add_column(b, st, 0))
+    if (add_text(b, tag, strlen(tag)))
         return -1;
+    if ((rc = add_column(b, r, 0)) != 0)
+        return rc;
     for (int i = 0; i < count; i++)
-        if (add_column(b, st, cols[i]))
-            return -1;
+        if ((rc = add_column(b, r, cols[i])) != 0)
+            return rc;
     sha_digest(b, out);
     return 0;
 }
 
-static int in_span(sqlite3_stmt *st, const Check *c) {
-    if (sqlite3_column_type(st, 2) != SQLITE_TEXT)
+/* 1 when the row's time is in [since, until), 0 when not, -2 with an exception set. */
+static int in_span(const Row *r, const Check *c) {
+    if (col_type(r, 2) != COL_TEXT)
         return 1; /* a time the writer never writes: judged as in the span */
-    const char *at = (const char *)sqlite3_column_text(st, 2);
+    size_t n;
+    const char *at = col_text(r, 2, &n);
+    if (at == NULL)
+        return -2;
     return strcmp(at, c->since) >= 0 && strcmp(at, c->until) < 0;
 }
 
-static int finished(sqlite3_stmt *st) {
+static int finished(const Row *r) {
     for (int i = 0; i < 6; i++)
-        if (sqlite3_column_type(st, END_COLUMNS[i]) != SQLITE_NULL)
+        if (col_type(r, END_COLUMNS[i]) != COL_NULL)
             return 1;
     return 0;
 }
 
-/* One row against its expectations; -1 on failure, 1 when the limit is reached. */
-static int check_row(sqlite3_stmt *st, Check *c, Buf *b) {
-    long long id = sqlite3_column_int64(st, 0), i = id - c->lo;
+/* A row of [since, until) from `boundary` on that no commit binds: 1 when the limit is
+ * reached, -2 with an exception set. */
+static int unbound(const Row *r, Check *c, long long id) {
+    if (id < c->boundary)
+        return 0;
+    int in = in_span(r, c);
+    return in < 0 ? in : in && found(c, id, 2);
+}
+
+/* One row against its expectations; -1 out of memory, -2 with an exception set, 1 when
+ * the limit is reached. */
+static int check_row(const Row *r, Check *c, Buf *b) {
+    long long id, i;
     unsigned char got[DIGEST];
+    int rc;
+    if (col_type(r, 0) != COL_INT) {
+        if (r->st == NULL)
+            PyErr_SetString(PyExc_ValueError, "a query log row's id is not an integer");
+        return -2;
+    }
+    if (col_int(r, 0, &id))
+        return -2;
+    i = id - c->lo;
     if (i < 0 || i >= c->n) /* no commit read binds this id */
-        return id >= c->boundary && in_span(st, c) && found(c, id, 2);
+        return unbound(r, c, id);
     c->flags[i] |= SEEN;
     if (!(c->flags[i] & BOUND_START)) {
-        if (id >= c->boundary && in_span(st, c) && found(c, id, 2))
-            return 1;
+        if ((rc = unbound(r, c, id)) != 0)
+            return rc;
     } else {
-        if (row_digest(st, 0, b, got))
-            return -1;
+        if ((rc = row_digest(r, 0, b, got)) != 0)
+            return rc;
         if (memcmp(got, c->starts + i * DIGEST, DIGEST) != 0 && found(c, id, 1))
             return 1;
     }
     if (c->flags[i] & BOUND_END) {
-        if (row_digest(st, 1, b, got))
-            return -1;
+        if ((rc = row_digest(r, 1, b, got)) != 0)
+            return rc;
         if (memcmp(got, c->ends + i * DIGEST, DIGEST) != 0 && found(c, id, 4))
             return 1;
-    } else if ((c->flags[i] & BOUND_START) && finished(st) && found(c, id, 5)) {
+    } else if ((c->flags[i] & BOUND_START) && finished(r) && found(c, id, 5)) {
         return 1;
     }
     return 0;
+}
+
+/* The bound rows the scan never saw: deleted (or renumbered). */
+static void gone(Check *c) {
+    for (long long i = 0; i < c->n && c->found < c->limit; i++)
+        if ((c->flags[i] & (BOUND_START | BOUND_END)) && !(c->flags[i] & SEEN))
+            found(c, c->lo + i, 3);
 }
 
 static const char *scan(sqlite3 *db, Check *c, char *detail, size_t detail_size) {
     sqlite3_stmt *st = NULL;
     Buf b = {0};
     const char *failure = NULL;
+    Row row = {0};
     if (sqlite3_prepare_v2(db, SELECT, -1, &st, NULL) != SQLITE_OK ||
         sqlite3_bind_int64(st, 1, c->scan_lo) != SQLITE_OK ||
         sqlite3_bind_int64(st, 2, c->scan_hi) != SQLITE_OK) {
@@ -238,15 +332,15 @@ static const char *scan(sqlite3 *db, Check *c, char *detail, size_t detail_size)
             failure = detail;
             break;
         }
-        int done = check_row(st, c, &b);
+        row.st = st;
+        int done = check_row(&row, c, &b);
         if (done < 0)
-            failure = "out of memory";
+            failure = done == -1 ? "out of memory" : "a row of a type the writer never writes";
         if (done)
             break;
     }
-    for (long long i = 0; failure == NULL && i < c->n && c->found < c->limit; i++)
-        if ((c->flags[i] & (BOUND_START | BOUND_END)) && !(c->flags[i] & SEEN))
-            found(c, c->lo + i, 3);
+    if (failure == NULL)
+        gone(c);
     sqlite3_finalize(st);
     free(b.data);
     return failure;
@@ -335,7 +429,46 @@ static const char *run(const char *path, Check *c, char *detail, size_t size) {
     return failure;
 }
 
-static PyObject *checked(const char *path, Check *c, PyObject *seq, const Py_buffer *ends) {
+/* The rows fetch(scan_lo, scan_hi) gives, in id order, against the expectations (under the
+ * GIL: they are Python objects); -1 with an exception set. */
+static int scan_rows(PyObject *fetch, Check *c) {
+    if (c->scan_lo > c->scan_hi)
+        return 0;
+    PyObject *rows = PyObject_CallFunction(fetch, "LL", c->scan_lo, c->scan_hi);
+    PyObject *it = rows == NULL ? NULL : PyObject_GetIter(rows);
+    Py_XDECREF(rows);
+    if (it == NULL)
+        return -1;
+    Buf b = {0};
+    int rc = 0;
+    PyObject *item;
+    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+        PyObject *fast = PySequence_Fast(item, "a query log row is a sequence of its columns");
+        Py_DECREF(item);
+        if (fast == NULL) {
+            rc = -2;
+        } else if (PySequence_Fast_GET_SIZE(fast) != COLUMNS) {
+            PyErr_SetString(PyExc_ValueError, "a query log row has 16 columns");
+            rc = -2;
+        } else {
+            Row row = {NULL, PySequence_Fast_ITEMS(fast)};
+            rc = check_row(&row, c, &b);
+        }
+        Py_XDECREF(fast);
+    }
+    Py_DECREF(it);
+    free(b.data);
+    if (rc == -1)
+        PyErr_NoMemory();
+    if (rc < 0 || PyErr_Occurred())
+        return -1;
+    gone(c);
+    return 0;
+}
+
+/* Check the rows of the SQLite file at path (the GIL released), or those fetch gives. */
+static PyObject *checked(const char *path, PyObject *fetch, Check *c, PyObject *seq,
+                         const Py_buffer *ends) {
     c->flags = calloc((size_t)c->n + 1, 1);
     c->starts = calloc((size_t)c->n + 1, DIGEST);
     c->ends = calloc((size_t)c->n + 1, DIGEST);
@@ -344,6 +477,10 @@ static PyObject *checked(const char *path, Check *c, PyObject *seq, const Py_buf
     PyObject *out = NULL;
     if (!c->flags || !c->starts || !c->ends || !c->ids || !c->codes) {
         PyErr_NoMemory();
+    } else if (path == NULL) {
+        expect(c, seq, ends);
+        if (scan_rows(fetch, c) == 0)
+            out = results(c);
     } else {
         expect(c, seq, ends);
         const char *failure;
@@ -364,16 +501,24 @@ static PyObject *checked(const char *path, Check *c, PyObject *seq, const Py_buf
     return out;
 }
 
-static PyObject *check(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *path;
-    PyObject *starts, *seq, *out = NULL;
+/* check() and check_rows(): the expectations parsed, the span widened, then checked. */
+static PyObject *check_any(PyObject *args, int rows) {
+    const char *path = NULL;
+    PyObject *fetch = NULL, *starts, *seq, *out = NULL;
     Py_buffer ends;
     Check c = {0};
     long long lo, hi, bound_lo = LLONG_MAX, bound_hi = LLONG_MIN;
-    if (!PyArg_ParseTuple(args, "sLLLssOy*L", &path, &lo, &hi, &c.boundary, &c.since,
-                          &c.until, &starts, &ends, &c.limit))
+    int parsed = rows ? PyArg_ParseTuple(args, "OLLLssOy*L", &fetch, &lo, &hi, &c.boundary,
+                                         &c.since, &c.until, &starts, &ends, &c.limit)
+                      : PyArg_ParseTuple(args, "sLLLssOy*L", &path, &lo, &hi, &c.boundary,
+                                         &c.since, &c.until, &starts, &ends, &c.limit);
+    if (!parsed)
         return NULL;
+    if (rows && !PyCallable_Check(fetch)) {
+        PyErr_SetString(PyExc_TypeError, "check_rows() takes a callable giving the rows");
+        PyBuffer_Release(&ends);
+        return NULL;
+    }
     seq = PySequence_Fast(starts, "starts is a list of (first id, digests)");
     if (seq != NULL && span(seq, &ends, &bound_lo, &bound_hi) == 0) {
         /* Arrays for the ids the commits bind only: rows of the given range beyond them
@@ -383,16 +528,27 @@ static PyObject *check(PyObject *self, PyObject *args) {
         c.scan_lo = lo <= hi && lo < bound_lo ? lo : bound_lo;
         c.scan_hi = lo <= hi && hi > bound_hi ? hi : bound_hi;
         c.limit = c.limit < 1 ? 1 : c.limit;
-        out = checked(path, &c, seq, &ends);
+        out = checked(path, fetch, &c, seq, &ends);
     }
     Py_XDECREF(seq);
     PyBuffer_Release(&ends);
     return out;
 }
 
+static PyObject *check(PyObject *self, PyObject *args) {
+    (void)self;
+    return check_any(args, 0);
+}
+
+static PyObject *check_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    return check_any(args, 1);
+}
+
 static PyMethodDef methods[] = {
     {"digest", digest, METH_O, "The 16-byte digest of a statement record's fields."},
     {"check", check, METH_VARARGS, "Check the query log's rows against their commits."},
+    {"check_rows", check_rows, METH_VARARGS, "Check rows given by a callable, the same way."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -189,6 +189,9 @@ class Fragments:
     """The SQL one engine needs where the two differ."""
 
     json_text: str  # a string at a path of a JSON text, as text; NULL if absent or no string
+    json_scalar: str  # a scalar at a path as SQLite's json_extract gives it; text on PostgreSQL
+    json_scalar_number: str  # the same for a number: a number on PostgreSQL (NULL if no number)
+    json_part: str  # an object at a path as JSON text (SQLite's json_extract: minified)
     json_number: str  # a number at a path, as a number; NULL if absent or no number
     json_type: str  # object, array, string, number, boolean or null; NULL if absent
     json_at: str  # the value at a path as JSON text (compare within one engine)
@@ -210,6 +213,9 @@ FRAGMENTS: dict[Dialect, Fragments] = {
         f" THEN json_extract({{col}}, {_SQLITE_AT}) END)",
         json_number=f"(CASE WHEN json_type({{col}}, {_SQLITE_AT}) IN ('integer', 'real')"
         f" THEN json_extract({{col}}, {_SQLITE_AT}) END)",
+        json_scalar=f"json_extract({{col}}, {_SQLITE_AT})",
+        json_scalar_number=f"json_extract({{col}}, {_SQLITE_AT})",
+        json_part=f"json_extract({{col}}, {_SQLITE_AT})",
         json_type=f"(CASE json_type({{col}}, {_SQLITE_AT}) WHEN 'integer' THEN 'number'"
         " WHEN 'real' THEN 'number' WHEN 'text' THEN 'string' WHEN 'true' THEN 'boolean'"
         f" WHEN 'false' THEN 'boolean' ELSE json_type({{col}}, {_SQLITE_AT}) END)",
@@ -232,9 +238,15 @@ FRAGMENTS: dict[Dialect, Fragments] = {
         f" THEN {{col}}::jsonb #>> {_PG_AT} END)",
         json_number=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'number'"
         f" THEN ({{col}}::jsonb #>> {_PG_AT})::numeric END)",
+        json_scalar=f'(({{col}}::jsonb #>> {_PG_AT}) COLLATE "C")',
+        json_scalar_number=f"(CASE WHEN jsonb_typeof({{col}}::jsonb #> {_PG_AT}) = 'number'"
+        f" THEN ({{col}}::jsonb #>> {_PG_AT})::numeric END)",
+        json_part=f'((({{col}}::jsonb #> {_PG_AT})::text) COLLATE "C")',
         json_type=f"jsonb_typeof({{col}}::jsonb #> {_PG_AT})",
         json_at=f"(({{col}}::jsonb #> {_PG_AT})::text)",
-        json_canonical="(CASE WHEN bastion_json_valid({x}) THEN ({x}::jsonb)::text ELSE {x} END)",
+        json_canonical=(
+            '(CASE WHEN bastion_json_valid({x}) THEN ({x}::jsonb)::text COLLATE "C" ELSE {x} END)'
+        ),
         json_valid="coalesce(bastion_json_valid({x}), false)",
         json_each=f"jsonb_each({{col}}::jsonb #> {_PG_AT})",
         json_item_text="({value} ->> {index})",

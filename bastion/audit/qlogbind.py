@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -151,10 +152,13 @@ def _commits_sql(engine: Dialect) -> str:
     )
 
 
-NO_FILE = (
-    "the query log's commits cannot be checked on a PostgreSQL store yet (the statement"
-    " digests are read from the SQLite file): a finding, not a pass"
-)
+_ROW_COLUMNS = (
+    "id, session_id, at, protocol_step, sql, parameters, refused_reason, statement_kind,"
+    " query_key, kept_whole, finished_at, rows, command_tag, sqlstate, duration_us,"
+    " masked_columns"
+)  # as _fastqlog.c's SELECT reads them
+_PAGE = f"SELECT {_ROW_COLUMNS} FROM queries WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?"
+PAGE = 20_000  # rows read at a time on PostgreSQL
 _ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE at >= ? AND at < ? AND id >= ?"
 _ALL_ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE id >= ?"  # whatever their time
 
@@ -188,7 +192,8 @@ def check(
     """The rows of [week) bound by commits, and the rows the commits of [wide) bind, that do
     not match: in id order, the deleted ones last. [] when the store has no commit event.
     `reader` opens a read-only connection to the store; the rows are digested in C straight
-    from the file at `path`.
+    from the SQLite file at `path`, or, with no path (PostgreSQL), read in pages on that
+    connection, in the snapshot the events were read in, and digested in C as they come.
 
     The events and the rows are read on two connections: on a live store a commit can land
     between the two reads, and its rows look unbound. Rows and their commit event are
@@ -234,23 +239,48 @@ def _check_once(
 ) -> list[Finding]:
     try:
         with closing(reader()) as conn:
-            first = boundary(conn)
-            if first is None:
-                return []
-            if path is None:  # the digests are read in C from the SQLite file only, so far
-                raise StoreError(NO_FILE)
-            commits, starts, ends = _expected(conn, wide)
-            if week == EVERYTHING:
-                lo, hi = one(conn.execute(_ALL_ROW_IDS, (first,)))
-            else:
-                lo, hi = one(conn.execute(_ROW_IDS, (*week, first)))
-            found = _fastqlog.check(str(path), lo if lo is not None else 1, hi or 0, first,
-                                    *week, starts, ends, LIMIT)  # fmt: skip
-            del starts
-            return [_finding(conn, commits, ends, i, code) for i, code in found
-                    if code != 4 or not _same_note(conn, ends, i)]  # fmt: skip
+            if path is None:
+                conn.begin_read()  # the events and the rows in one snapshot
+            try:
+                return _check_on(conn, path, week, wide)
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
     except (DbError, OSError, ValueError) as exc:
-        raise StoreError(f"cannot check the query log in {path}: {exc}") from exc
+        where = path if path is not None else "the store"
+        raise StoreError(f"cannot check the query log in {where}: {exc}") from exc
+
+
+def _check_on(
+    conn: Conn, path: Path | None, week: tuple[str, str], wide: tuple[str, str]
+) -> list[Finding]:
+    first = boundary(conn)
+    if first is None:
+        return []
+    commits, starts, ends = _expected(conn, wide)
+    if week == EVERYTHING:
+        lo, hi = one(conn.execute(_ALL_ROW_IDS, (first,)))
+    else:
+        lo, hi = one(conn.execute(_ROW_IDS, (*week, first)))
+    lo, hi = int(lo) if lo is not None else 1, int(hi or 0)
+    if path is not None:
+        found = _fastqlog.check(str(path), lo, hi, first, *week, starts, ends, LIMIT)
+    else:
+        found = _fastqlog.check_rows(partial(_pages, conn), lo, hi, first, *week, starts,
+                                     ends, LIMIT)  # fmt: skip
+    del starts
+    return [_finding(conn, commits, ends, i, code) for i, code in found
+            if code != 4 or not _same_note(conn, ends, i)]  # fmt: skip
+
+
+def _pages(conn: Conn, lo: int, hi: int) -> Iterator[Sequence[Field]]:
+    """The `queries` rows with lo <= id <= hi in id order, a page at a time."""
+    while lo <= hi:
+        rows = conn.execute(_PAGE, (lo, hi, PAGE)).fetchall()
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        lo = int(rows[-1][0]) + 1
 
 
 def people_problem(conn: Conn, week: tuple[str, str]) -> dict[str, Any] | None:

@@ -9,9 +9,10 @@ connection of its own (safe to run in a thread beside the build), and one join n
 row whose text, session, refusal or outcome is not what the chain says, and every event
 whose row is gone. The comparison is strict; what it names are candidates, which
 bastion/reports/querycheck.py confirms field by field (a masking note written with other
-spacing or escapes is the same note). JSON is read with SQLite's json_extract; on PostgreSQL
-it would be ->> on jsonb (issue 18), the rest is standard SQL. Every function here reads
-through the store's `reader()` connection, which its caller opens and closes.
+spacing or escapes is the same note). JSON is read through the dialect's fragments
+(json_extract on SQLite, jsonb on PostgreSQL), the rest is standard SQL on both. Every
+function here reads through the store's `reader()` connection, which its caller opens and
+closes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from bastion.audit import dialect
-from bastion.audit.sqlconn import Conn, DbError, Duplicate, one
+from bastion.audit.dialect import fragment
+from bastion.audit.sqlconn import Conn, DbError, Dialect, Duplicate, one
 from bastion.errors import StoreError
 
 Rows = list[dict[str, Any]]
@@ -28,31 +30,37 @@ KINDS = "('query', 'query.refused', 'query.done')"
 PAGE = 1000  # candidate rows read at a time
 
 
-def _outcome(field: str) -> str:
-    path = f"CASE kind WHEN 'query.done' THEN '$.{field}' ELSE '$.done.{field}' END"
-    return f"json_extract(detail, {path}) AS {field}"
+def _events_sql(engine: Dialect) -> str:
+    """The week's statement events, each field read out of its JSON once (a temporary table)."""
+
+    def field(name: str, path: str, how: str = "json_scalar") -> str:
+        return f"{fragment(engine, how, col='detail', path=path)} AS {name}"
+
+    def outcome(name: str, how: str) -> str:
+        ended = fragment(engine, how, col="detail", path=name)
+        within = fragment(engine, how, col="detail", path=f"done.{name}")
+        return f"CASE kind WHEN 'query.done' THEN {ended} ELSE {within} END AS {name}"
+
+    done = fragment(engine, "json_type", col="detail", path="done")
+    return (
+        f"CREATE TEMP TABLE ev AS SELECT seq, {field('k', 'key')}, kind, at, session_id,"
+        f" actor, subject, {field('sql', 'sql')}, {field('refused', 'refused')},"
+        f" {field('ran_at', 'at')}, {field('tag_kind', 'kind')},"
+        f" CASE kind WHEN 'query.done' THEN 'object' ELSE {done} END AS done,"
+        f" {outcome('rows', 'json_scalar_number')}, {outcome('tag', 'json_scalar')},"
+        f" {outcome('masking', 'json_part')}"
+        f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN {KINDS}"
+    )
 
 
-_EVENTS = (
-    "CREATE TEMP TABLE ev AS SELECT seq, json_extract(detail, '$.key') AS k, kind, at,"
-    " session_id, actor, subject, json_extract(detail, '$.sql') AS sql,"
-    " json_extract(detail, '$.refused') AS refused,"
-    " json_extract(detail, '$.at') AS ran_at, json_extract(detail, '$.kind') AS tag_kind,"
-    " CASE kind WHEN 'query.done' THEN 'object' ELSE json_type(detail, '$.done') END AS done,"
-    f" {_outcome('rows')}, {_outcome('tag')}, {_outcome('masking')}"
-    f" FROM audit_events WHERE at >= ? AND at < ? AND kind IN {KINDS}"
-)
 _LOG = (
     "CREATE TEMP TABLE ql AS SELECT query_key AS k, at FROM queries WHERE at >= ? AND at < ?"
     " AND id < ?"
 )
-_NOTE = (
-    "CASE WHEN json_valid(q.masked_columns) THEN json(q.masked_columns) ELSE q.masked_columns END"
-)
+# A row's outcome against an event's: {note} is the row's masking note as canonical JSON.
 _DIFFERS = (
-    "q.rows IS DISTINCT FROM o.rows OR q.command_tag IS DISTINCT FROM o.tag OR "
-    + _NOTE
-    + " IS DISTINCT FROM o.masking"
+    "q.rows IS DISTINCT FROM o.rows OR q.command_tag IS DISTINCT FROM o.tag OR"
+    " {note} IS DISTINCT FROM o.masking"
 )
 _JOINED = (
     " FROM queries q LEFT JOIN ev st ON st.k = q.query_key AND st.kind <> 'query.done'{done_join}"
@@ -65,7 +73,7 @@ _DIFFERS_FROM_EVENT = (
     " OR (st.done IS NULL AND {no_done} AND (q.finished_at IS NOT NULL OR q.rows IS NOT NULL"
     " OR q.command_tag IS NOT NULL OR q.masked_columns IS NOT NULL))"
     " OR (st.done = 'object' AND EXISTS (SELECT 1 FROM (SELECT st.rows AS rows, st.tag AS tag,"
-    " st.masking AS masking) o WHERE " + _DIFFERS + ")){done_differs})"
+    " st.masking AS masking) o WHERE {differs})){done_differs})"
 )
 _ROWS = (
     "SELECT q.id, q.query_key AS key, q.at, q.statement_kind AS kind, q.session_id, q.sql,"
@@ -97,9 +105,19 @@ _WITH_DONE = {
     "done_join": " LEFT JOIN ev dn ON dn.k = q.query_key AND dn.kind = 'query.done'",
     "no_done": "dn.k IS NULL",
     "done_differs": " OR (dn.k IS NOT NULL AND EXISTS (SELECT 1 FROM (SELECT dn.rows AS rows,"
-    " dn.tag AS tag, dn.masking AS masking) o WHERE " + _DIFFERS + "))",
+    " dn.tag AS tag, dn.masking AS masking) o WHERE {differs}))",
 }
 _WITHOUT_DONE = {"done_seq": "NULL", "done_join": "", "no_done": "1 = 1", "done_differs": ""}
+
+
+def _form(engine: Dialect, with_done: bool) -> dict[str, str]:
+    """What fills _ROWS and _TALLY: with or without query.done events, in this dialect."""
+    differs = _DIFFERS.format(note=fragment(engine, "json_canonical", x="q.masked_columns"))
+    form = dict(_WITH_DONE if with_done else _WITHOUT_DONE, differs=differs)
+    form["done_differs"] = form["done_differs"].format(differs=differs)
+    return form
+
+
 _ANY_DONE = "SELECT 1 FROM ev WHERE kind = 'query.done' LIMIT 1"
 # An event's row is gone when no row has its key (and, once events say when their statement
 # ran, that time: a row moved across the week's edge is gone from where it ran).
@@ -131,10 +149,6 @@ _FIRST_FORM = (
     "SELECT 1 WHERE EXISTS (SELECT 1 FROM queries WHERE at >= ? AND at < ? AND id < ?)"
     f" OR EXISTS (SELECT 1 FROM audit_events WHERE kind IN {KINDS} AND at >= ? AND at < ?)"
 )
-FIRST_FORM_ON_POSTGRESQL = (
-    "the query log holds rows of the first form (written before commit events), which cannot"
-    " be compared on a PostgreSQL store yet: a finding, not a pass"
-)
 NO_BOUND = 1 << 62  # `below` for a store with no commit event: every row is of the first form
 
 
@@ -152,17 +166,13 @@ def query_log_candidates(
         conn.begin_read()  # one snapshot for every read below
         try:
             first_form = below == NO_BOUND or _any(conn, _FIRST_FORM, (*wide, below, *wide))
-            if conn.dialect == "postgresql" and first_form:
-                first_form = _any(conn, _FIRST_FORM, (*wide, below, *wide))
-                if first_form:
-                    raise StoreError(FIRST_FORM_ON_POSTGRESQL)
             if not first_form:
                 return
-            conn.execute(_EVENTS, wide)
-            conn.execute("CREATE INDEX temp.ev_k ON ev (k, kind)")
+            conn.execute(_events_sql(conn.dialect), wide)
+            conn.execute("CREATE INDEX ev_k ON ev (k, kind)")  # with its temporary table
             conn.execute(_LOG, (*wide, below))
             repeated = _index_log(conn)
-            form = _WITH_DONE if _any(conn, _ANY_DONE) else _WITHOUT_DONE
+            form = _form(conn.dialect, _any(conn, _ANY_DONE))
             compare = _ROWS.format(**form)
             tally = one(conn.execute(_TALLY.format(**form), (*week, *week, *week, *wide, below)))
             after, page = -(1 << 63), PAGE  # ids below 1 are rows too (an admin can write them)
@@ -187,10 +197,12 @@ def query_log_candidates(
 def _index_log(conn: Conn) -> bool:
     """Index the week's log rows by key; True when a key is held by more than one row (the
     unique index can't be made: _REPEATED names the key)."""
+    conn.execute("SAVEPOINT ql_k")  # on PostgreSQL a refused statement fails its transaction
     try:
-        conn.execute("CREATE UNIQUE INDEX temp.ql_k ON ql (k)")
+        conn.execute("CREATE UNIQUE INDEX ql_k ON ql (k)")
     except Duplicate:
-        conn.execute("CREATE INDEX temp.ql_k ON ql (k)")
+        conn.execute("ROLLBACK TO SAVEPOINT ql_k")
+        conn.execute("CREATE INDEX ql_k ON ql (k)")
         return True
     return False
 

@@ -63,7 +63,7 @@ _STATEMENT_GROUPS = (
     f" SUM(CASE WHEN {_SMALL} THEN 1 ELSE 0 END) AS small_n,"
     f" SUM(CASE WHEN {_SMALL} THEN rows ELSE 0 END) AS small_rows,"
     " MIN(at) AS first_at, MAX(at) AS last_at FROM queries WHERE at >= ? AND at < ?"
-    f" GROUP BY session_id, statement_kind, sql, masked_columns, {_REFUSED}, {_BIG}),"
+    " GROUP BY 1, 2, 3, 4, 5, 6),"  # by position: PostgreSQL can't match `?` expressions
     " w AS MATERIALIZED (SELECT session_id, kind, sql, n, first_at, last_at, lower(sql) AS low"
     " FROM g WHERE refused = 0 AND big = 0)"
     " SELECT 'sessions' AS part, x.session_id, x.kind, NULL AS sql, x.n, x.refused,"
@@ -122,7 +122,7 @@ class ReportQueries(StoreBase):
         first and last time and one of their sessions (a write run 5,000 times is one row).
         The text test runs once per group, not per statement."""
         found: dict[str, Rows] = {"sessions": [], "notes": [], "texts": []}
-        params = (big, big, big, start, end, big, *_MAY_HIDE_PATTERNS)
+        params = (big, big, big, start, end, *_MAY_HIDE_PATTERNS)
         for row in self._rows(_STATEMENT_GROUPS, params):
             found[row.pop("part")].append(_sums_as_int(row, _GROUP_SUMS))
         found["texts"].sort(key=lambda row: str(row["first_at"]))

@@ -78,8 +78,8 @@ def verifying(
     fetcher: Fetcher | None = None,
 ) -> Callable[[], Verification]:  # fmt: skip
     """Start verifying the week in the pool (the chain's walk and the query log's comparison
-    run in compiled code and SQLite, off the GIL, beside the gathering); the returned call
-    waits for the verdict."""
+    run in compiled code beside the gathering, off the GIL on a SQLite store); the returned
+    call waits for the verdict."""
     verdict = pool.submit(store.verify_chain)
     query_log = pool.submit(query_log_problem, store, week)
     session_log = pool.submit(session_log_problem, store, week)

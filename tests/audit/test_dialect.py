@@ -188,6 +188,38 @@ def test_json_at_compares_with_a_canonical_note(engines: Engines) -> None:
     assert [r[1] for r in lite] == [1, None, None]
 
 
+def test_json_scalars_read_as_sqlite_s_json_extract_reads_them(engines: Engines) -> None:
+    """The first-form query log check's reads (bastion/audit/querylog.py): strings as text,
+    numbers as numbers, an object as JSON text that compares with a canonical note; absent
+    or null is NULL. On PostgreSQL the texts are in the "C" collation, as the store's columns
+    are, and join with them in a database whose default is ICU."""
+    fill(engines)
+
+    def reads(engine: Dialect) -> str:
+        texts = [fragment(engine, "json_scalar", col="detail", path=p)
+                 for p in ("sql", "done.tag", "missing", "z")]  # fmt: skip
+        numbers = [fragment(engine, "json_scalar_number", col="detail", path=p)
+                   for p in ("done.rows", "n", "missing", "z")]  # fmt: skip
+        part = fragment(engine, "json_part", col="detail", path="done.masking")
+        note = fragment(engine, "json_canonical", x="masked")
+        return (f"SELECT {', '.join(texts + numbers)}, {part} IS NOT DISTINCT FROM {note}"
+                " FROM ev ORDER BY seq")  # fmt: skip
+
+    lite, pg = rows_on(engines, reads)
+    lite[1][0] = str(lite[1][0])  # a number where a text is read: SQLite keeps its type
+    assert [
+        [bool(c) if i >= 8 and c is not None else c for i, c in enumerate(r)] for r in lite
+    ] == pg
+    assert pg[0][:8] == ["select 1", "SELECT 3", None, None, 3, 1.5, None, None]
+    assert [r[8] for r in pg] == [True, False, False]
+    pg_conn = engines["postgresql"]
+    pg_conn.execute('CREATE TABLE keyed (k text COLLATE "C")')  # as the store's columns are
+    pg_conn.execute("INSERT INTO keyed VALUES ('select 1')")
+    text = fragment("postgresql", "json_scalar", col="e.detail", path="sql")
+    joined = f"SELECT e.seq FROM ev e JOIN keyed k ON k.k = {text}"
+    assert [r[0] for r in pg_conn.execute(joined)] == [1]
+
+
 def test_json_valid_agrees(engines: Engines) -> None:
     texts = ['{"a": 1}', "[1, 2]", "5", '"x"', " {} ", "nope", "{bad", "", "{'a': 1}", None]
     lite, pg = (

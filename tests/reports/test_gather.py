@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ from typing import Any
 import pytest
 
 from bastion.audit import CommandLine, Event, FileOp, NewGrant, QueryEnd, QueryStart, Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
+from bastion.identity.sealing import SecretBox
+from bastion.reports.build import verify_week
 from bastion.reports.facts import fold_statements
 from bastion.reports.gather import gather
 from bastion.reports.model import TABLES, Finding, Verification, WeeklyReport
@@ -270,3 +274,26 @@ def test_a_restore_of_the_store_is_a_high_finding_the_restorer_cannot_pass(
     assert (
         f"events {int(kept)} to 40 were lost" in restored.title and "disk died" in restored.action
     )
+
+
+def test_the_same_week_on_a_store_on_postgresql_is_the_same_review(
+    tmp_path: Path, pg_store_at: PgLocation
+) -> None:
+    """One week written to a SQLite store and to a store on PostgreSQL: the same findings
+    with the same evidence, summary and tables (the review's reads run on both engines), and
+    the same verdict of the week's checks (the chain, the query log and its indexes)."""
+    reports, verdicts = [], []
+    for where, home in ((None, tmp_path / "lite"), (pg_store_at, tmp_path / "pg")):
+        home.mkdir()
+        clock = FakeClock(at(9, 9))
+        store = Store.create(where or home / "bastion.db", clock)
+        w = build_week(home, store, clock)
+        reports.append(gather(w.store, load_config_text(home), WEEK, now=clock.now(),
+                              verification=INTACT))  # fmt: skip
+        verdicts.append(verify_week(store, SecretBox(bytes(32)), WEEK))
+        store.close()
+    assert verdicts[1] == verdicts[0] == Verification("intact", 0)
+    lite, pg = (asdict(r) for r in reports)
+    for part in ("findings", "summary", "tables", "charts"):
+        assert pg[part] == lite[part], part
+    assert pg["provenance"]["counts"] == lite["provenance"]["counts"]

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion.audit import ChainKey, NewGrant, QueryEnd, QueryStart, Store, querylog
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock, iso
 from bastion.reports.facts import collect
 from bastion.reports.querycheck import query_log_problem
 from bastion.reports.tables import build_tables
 from bastion.reports.week import parse_week
+from tests import storeadmin
 from tests.audit.first_form import write_first_form
+from tests.storeadmin import Admin
 
+raw = storeadmin.raw
 WEEK = parse_week("2026-W47", "UTC")
 NOTE = {"masked": ["customers.email"], "unmasked": [{"grant": 3, "rows": 2, "columns": ["e"]}]}
 
@@ -40,6 +45,17 @@ def form(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def on(*cases: str) -> pytest.MarkDecorator:
+    """The engines and forms a test runs on ("sqlite-first", ...): on PostgreSQL, where the
+    engines' SQL differs (the first form is compared in SQL, the second digested in C by the
+    same code on both, tests/audit/test_qlogbind.py), not every combination."""
+    pairs = [tuple(case.split("-")) for case in cases]
+    return pytest.mark.parametrize(("store_at", "form"), pairs, indirect=["store_at"], ids=cases)
+
+
+SQLITE = ("sqlite-first", "sqlite-second")
+
+
 def write(store: Store, form: str, records: list[QueryStart | QueryEnd]) -> None:
     if form == "first":
         write_first_form(store, records)
@@ -48,9 +64,9 @@ def write(store: Store, form: str, records: list[QueryStart | QueryEnd]) -> None
 
 
 @pytest.fixture
-def store(tmp_path: Path, form: str) -> Store:
+def store(store_at: Path | PgLocation, form: str) -> Store:
     clock = FakeClock(WEEK.start)
-    made = Store.create(tmp_path / "bastion.db", clock, ChainKey(bytes(32)))
+    made = Store.create(store_at, clock, ChainKey(bytes(32)))
     made.add_user("alice", "engineer", None, bytes(16), "admin")
     made.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="x",
                     database="app", secret_sealed=b"x", actor="admin")  # fmt: skip
@@ -72,22 +88,33 @@ def store(tmp_path: Path, form: str) -> Store:
     return made
 
 
-def edit(store: Store, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(store.file, isolation_level=None)
-    conn.execute(sql, params)
-    conn.close()
+Edit = Callable[..., None]
 
 
+@pytest.fixture
+def edit(raw: Callable[[Store], Admin]) -> Edit:
+    """An admin's edit of the store's tables, on its engine: edit(store, sql, *params)."""
+
+    def run(store: Store, sql: str, *params: object) -> None:
+        raw(store).execute(sql, params)
+
+    return run
+
+
+@on(*SQLITE)  # and on PostgreSQL below, before each edit
 def test_an_untouched_log_passes(store: Store) -> None:
     assert query_log_problem(store, WEEK) is None
 
 
 DIFFERS = "in the query log differs"
-MOVED = {"first": "or moved from when it ran", "second": DIFFERS}
-GONE = {"first": "q3 is in the chain but was deleted", "second": "was deleted"}
+MOVED: dict[str, str | None] = {"first": "or moved from when it ran", "second": DIFFERS}
+GONE: dict[str, str | None] = {
+    "first": "q3 is in the chain but was deleted",
+    "second": "was deleted",
+}
 
 
-@pytest.mark.parametrize(("change", "key", "said"), [
+EDITS: list[tuple[str | None, str, str | dict[str, str | None]]] = [
     ("sql = 'SELECT 1'", "q2", DIFFERS),
     ("session_id = 's0'", "q2", DIFFERS),
     ("refused_reason = NULL", "q4", DIFFERS),
@@ -112,9 +139,19 @@ GONE = {"first": "q3 is in the chain but was deleted", "second": "was deleted"}
     ("statement_kind = 'SELECT'", "q2", DIFFERS),  # a DROP relabelled as a read
     (f"at = '{iso(WEEK.start - timedelta(minutes=40))}'", "q2", MOVED),
     (None, "q3", GONE),
-])  # fmt: skip
+]  # fmt: skip
+
+
+@on(*SQLITE)
+@pytest.mark.parametrize(("change", "key", "said"), EDITS)
 def test_each_field_the_review_reads_is_checked(
-    store: Store, form: str, change: str | None, key: str, said: str | dict[str, str | None]
+    store: Store,
+    form: str,
+    *,
+    change: str | None,
+    key: str,
+    said: str | dict[str, str | None],
+    edit: Edit,
 ) -> None:
     if change is None:
         edit(store, "DELETE FROM queries WHERE query_key = ?", key)
@@ -128,7 +165,33 @@ def test_each_field_the_review_reads_is_checked(
         assert problem is not None and expected in problem
 
 
-def test_a_session_handed_to_someone_else_is_named(store: Store) -> None:
+@on("postgresql-first", "postgresql-second")
+def test_each_field_is_checked_alike_on_a_store_on_postgresql(
+    store: Store, form: str, raw: Callable[[Store], Admin]
+) -> None:
+    """Every edit above, one at a time, on one store kept on PostgreSQL (its rows put back
+    after each): the same findings as on SQLite."""
+    admin = raw(store)
+    admin.execute("CREATE TEMP TABLE kept AS SELECT * FROM queries")
+    assert query_log_problem(store, WEEK) is None
+    for change, key, said in EDITS:
+        if change is None:
+            admin.execute("DELETE FROM queries WHERE query_key = ?", (key,))
+        else:
+            admin.execute(f"UPDATE queries SET {change} WHERE query_key = ?", (key,))
+        problem = query_log_problem(store, WEEK)
+        expected = said if isinstance(said, str) else said[form]
+        if expected is None:
+            assert problem is None, change
+        else:
+            assert problem is not None and expected in problem, change
+        admin.execute("DELETE FROM queries")
+        admin.execute("INSERT INTO queries SELECT * FROM kept")
+    assert query_log_problem(store, WEEK) is None  # put back as it was
+
+
+@on(*SQLITE, "postgresql-first", "postgresql-second")
+def test_a_session_handed_to_someone_else_is_named(store: Store, edit: Edit) -> None:
     """The statements' events say alice ran them: a session row pointed at bob (or alice
     renamed) no longer matches."""
     store.add_user("bob", "engineer", None, bytes(16), "admin")
@@ -138,7 +201,8 @@ def test_a_session_handed_to_someone_else_is_named(store: Store) -> None:
     assert "chained events alice on db" in problem
 
 
-def test_a_copied_row_is_named(store: Store, form: str) -> None:
+@on(*SQLITE, "postgresql-first", "postgresql-second")
+def test_a_copied_row_is_named(store: Store, form: str, edit: Edit) -> None:
     """Copies of a row would count its statement (and the unmasked rows it showed) twice."""
     edit(store, "INSERT INTO queries (id, session_id, at, protocol_step, sql, statement_kind,"
          " query_key, finished_at, rows, command_tag, masked_columns) SELECT 99, session_id,"
@@ -150,8 +214,8 @@ def test_a_copied_row_is_named(store: Store, form: str) -> None:
     assert problem is not None and said[form] in problem
 
 
-@pytest.mark.parametrize("form", ["first"])
-def test_a_row_deleted_and_another_copied_in_its_place_is_named(store: Store) -> None:
+@on("sqlite-first", "postgresql-first")
+def test_a_row_deleted_and_another_copied_in_its_place_is_named(store: Store, edit: Edit) -> None:
     """The rows still number the week's events, so the count alone would balance: the deleted
     row is named as well as the copy."""
     edit(store, "DELETE FROM queries WHERE query_key = 'q2'")
@@ -168,7 +232,8 @@ def test_a_row_deleted_and_another_copied_in_its_place_is_named(store: Store) ->
     assert [r["key"] for r in found["deleted"]] == ["q2"]
 
 
-def test_the_same_note_written_another_way_is_no_false_alarm(store: Store) -> None:
+@on(*SQLITE, "postgresql-first")
+def test_the_same_note_written_another_way_is_no_false_alarm(store: Store, edit: Edit) -> None:
     """Other key order, spacing and \\u escapes: the same note, so no finding."""
     edit(store, "UPDATE queries SET masked_columns = ? WHERE query_key = 'q1'",
          '{ "unmasked": [{"rows": 2, "columns": ["\\u0065"], "grant": 3}],'
@@ -176,8 +241,9 @@ def test_the_same_note_written_another_way_is_no_false_alarm(store: Store) -> No
     assert query_log_problem(store, WEEK) is None
 
 
+@on(*SQLITE, "postgresql-first")
 def test_a_problem_after_a_page_of_false_candidates_is_found(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, edit: Edit
 ) -> None:
     """Candidates come in pages: a real difference past the first page is still found."""
     monkeypatch.setattr(querylog, "PAGE", 1)
@@ -189,13 +255,15 @@ def test_a_problem_after_a_page_of_false_candidates_is_found(
     assert problem is not None and "q3" in problem
 
 
-def test_rows_outside_the_week_are_not_judged(store: Store) -> None:
+@on(*SQLITE, "postgresql-first")
+def test_rows_outside_the_week_are_not_judged(store: Store, edit: Edit) -> None:
     later = parse_week("2026-W48", "UTC")
     edit(store, "UPDATE queries SET sql = 'SELECT 1' WHERE query_key = 'q2'")
     assert query_log_problem(store, later) is None
     assert query_log_problem(store, WEEK) is not None
 
 
+@on(*SQLITE, "postgresql-second")
 def test_routine_writes_are_one_row_a_text_and_what_matters_one_row_each(store: Store) -> None:
     """The review's statements table: a write run many times is one row (how many, until
     when); a destructive statement, DDL or a refusal is a row each, with its own evidence."""
@@ -218,6 +286,7 @@ def test_routine_writes_are_one_row_a_text_and_what_matters_one_row_each(store: 
     assert {s["sql"] for s in facts.statements} >= {"DELETE FROM carts", "DROP TABLE invoices"}
 
 
+@on(*SQLITE)  # SQLite's schema, edited (PostgreSQL's indexes: tests/audit/test_store.py)
 def test_an_index_rebuilt_to_lie_is_named(store: Store) -> None:
     """An admin rebuilds the index on queries.at so that the DROP's entry says it ran before
     the week, then puts the index's old definition back: every read by time would skip it
@@ -241,7 +310,8 @@ def test_an_index_rebuilt_to_lie_is_named(store: Store) -> None:
     assert problem is not None and "queries and its indexes disagree" in problem
 
 
-def test_a_row_under_an_id_below_one_is_judged(store: Store) -> None:
+@on(*SQLITE, "postgresql-first")
+def test_a_row_under_an_id_below_one_is_judged(store: Store, edit: Edit) -> None:
     """Ids are what the writer hands out from 1, but an admin can write 0 or below: such a
     row is compared like any other (the comparison once paged from id 0 and skipped it)."""
     edit(store, "INSERT INTO queries (id, session_id, at, protocol_step, sql, statement_kind,"

@@ -6,24 +6,34 @@ table, with a session begun the week before, passes."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion.audit import ChainKey, RecordingInfo, Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock, iso
 from bastion.reports.daily import verify_day
 from bastion.reports.sessioncheck import session_log_problem
 from bastion.reports.week import parse_week
+from tests import storeadmin
+from tests.storeadmin import Admin
+
+raw = storeadmin.raw
 
 WEEK = parse_week("2026-W47", "UTC")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
+    return make_store(tmp_path / "bastion.db")
+
+
+def make_store(where: Path | PgLocation) -> Store:
     clock = FakeClock(WEEK.start - timedelta(days=2))
-    made = Store.create(tmp_path / "bastion.db", clock, ChainKey(bytes(32)))
+    made = Store.create(where, clock, ChainKey(bytes(32)))
     for name in ("alice", "bob"):
         made.add_user(name, "engineer", None, bytes(16), "admin")
     made.add_target(name="db", kind="postgres", host="127.0.0.1", port=5432, login="x",
@@ -59,7 +69,7 @@ def test_an_untouched_table_passes(store: Store) -> None:
 BEFORE = iso(WEEK.start - timedelta(days=3))
 
 
-@pytest.mark.parametrize(("change", "session", "said"), [
+EDITS = [
     ("user_id = (SELECT id FROM users WHERE name = 'bob')", "s1", "names bob on db"),
     ("target_id = (SELECT id FROM targets WHERE name = 'web1')", "s1", "names alice on web1"),
     ("client_addr = '10.9.9.9:1'", "s1", "from 10.9.9.9:1"),
@@ -72,7 +82,10 @@ BEFORE = iso(WEEK.start - timedelta(days=3))
     ("ended_at = NULL, state = 'open'", "s1", "is open in the sessions table"),
     (f"started_at = '{BEFORE}', ended_at = '{BEFORE}'", "s1", "not in the sessions table"),
     ("started_at = '2026-11-13T00:00:00.000000Z'", "s-long", "no chained session.opened"),
-])  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "session", "said"), EDITS)
 def test_each_edit_an_admin_could_make_is_caught(
     store: Store, change: str, session: str, said: str
 ) -> None:
@@ -102,3 +115,29 @@ def test_the_daily_check_reads_the_sessions_too(store: Store, tmp_path: Path) ->
 
     verdict = verify_day(store, SecretBox(bytes(32)), day)
     assert "ended killed" in verdict.chain
+
+
+def test_every_edit_is_caught_alike_on_a_store_on_postgresql(
+    pg_store_at: PgLocation, raw: Callable[[Store], Admin]
+) -> None:
+    """The edits above, one at a time, on one store kept on PostgreSQL (its sessions put back
+    after each), then a deletion and a forgery: the same findings as on SQLite."""
+    store = make_store(pg_store_at)
+    admin = raw(store)
+    admin.execute("CREATE TEMP TABLE kept AS SELECT * FROM sessions")
+    assert session_log_problem(store, WEEK) is None
+    for change, session, said in EDITS:
+        admin.execute(f"UPDATE sessions SET {change} WHERE id = ?", (session,))
+        problem = session_log_problem(store, WEEK)
+        assert problem is not None and said in problem and session in problem, change
+        admin.execute("DELETE FROM sessions")
+        admin.execute("INSERT INTO sessions SELECT * FROM kept")
+    assert session_log_problem(store, WEEK) is None
+    admin.execute("INSERT INTO sessions (id, user_id, target_id, protocol, client_addr,"
+                  " started_at) SELECT 's-forged', user_id, target_id, protocol, client_addr,"
+                  " started_at FROM sessions WHERE id = 's1'")  # fmt: skip
+    problem = session_log_problem(store, WEEK)
+    assert problem is not None and "s-forged" in problem and "session.opened" in problem
+    admin.execute("DELETE FROM sessions WHERE id IN ('s1', 's-forged')")
+    problem = session_log_problem(store, WEEK)
+    assert problem == "session s1 is in the chain (session.opened) but not in the sessions table"

@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 
 from bastion.access.viewing import Viewer
+from bastion.audit.location import PgLocation
 from tests.reviewing.world import World, build
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     w = build(tmp_path)
+    yield w
+    w.store.close()
+
+
+@pytest.fixture
+def pg_world(tmp_path: Path, pg_store_at: PgLocation) -> Iterator[World]:
+    """The same world, its store kept on PostgreSQL."""
+    w = build(tmp_path, new_at=pg_store_at)
     yield w
     w.store.close()
 

@@ -23,9 +23,7 @@ def listings(world: World) -> list[dict[str, object]]:
     return [e.as_dict()["detail"] for e in world.store.events() if e.kind == "queries.listed"]
 
 
-@pytest.mark.parametrize(
-    ("wanted", "expected"),
-    [
+FILTERS: list[tuple[dict[str, object], list[str]]] = [
         ({}, ["select 1", "DELETE FROM invoices WHERE id = $1", "SELECT * FROM customers"]),
         ({"user": "bob"}, ["select 1"]),
         ({"target": "db-1", "user": "alice"},
@@ -36,8 +34,10 @@ def listings(world: World) -> list[dict[str, object]]:
         ({"session": "s-b2"}, ["select 1"]),
         ({"user": "alice", "text": "select", "since": day(2, 0), "until": day(3, 0)},
          ["SELECT * FROM customers"]),
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("wanted", "expected"), FILTERS)
 def test_each_filter_and_together(world: World, wanted: dict[str, object],
                                   expected: list[str]) -> None:  # fmt: skip
     assert texts(world, **wanted) == expected
@@ -144,3 +144,14 @@ def test_an_engineer_reads_only_their_own_unmask_grants(world: World) -> None:
     assert [r["id"] for r in consent_ledger(world.store, BOB, now).items] == [pending]
     with pytest.raises(Denied):
         consent_ledger(world.store, BOB, now, user="alice")
+
+
+def test_the_same_reads_on_a_store_on_postgresql(pg_world: World) -> None:
+    """The reads above on one world whose store is on PostgreSQL: the same answers (the
+    paging first, while its listings are the only ones)."""
+    test_each_page_is_chained_before_it_is_returned_with_its_filters_never_a_text(pg_world)
+    for wanted, expected in FILTERS:
+        assert texts(pg_world, **wanted) == expected, wanted
+    test_an_engineer_searches_only_their_own_statements(pg_world)
+    test_the_masking_note_is_parsed_for_the_page(pg_world)
+    test_the_ledger_filters_and_pages(pg_world)

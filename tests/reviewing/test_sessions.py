@@ -31,28 +31,28 @@ def test_no_filter_is_every_session_newest_first(world: World) -> None:
     assert ids(world) == ALL
 
 
-@pytest.mark.parametrize(
-    ("wanted", "expected"),
-    [
-        ({"user": "bob"}, ["s-b2", "s-b1"]),
-        ({"target": "web-2"}, ["s-a3", "s-b1"]),
-        ({"protocol": "postgres"}, ["s-b2", "s-a2"]),
-        ({"open_only": True}, ["s-open"]),
-        # day 2, midnight to midnight: the session begun at 23:30 counts, the one before not
-        ({"since": day(2, 0), "until": day(3, 0)}, ["s-a2", "s-b1"]),
-        # day 3: the session that began on day 2 at 23:30 was still open after midnight
-        ({"since": day(3, 0), "until": day(4, 0)}, ["s-open", "s-a3", "s-b2", "s-a2"]),
-        ({"until": day(2, 0)}, ["s-a1"]),
-        # text: a command of an SSH session, any case
-        ({"text": "SYSTEMCTL"}, ["s-a1"]),
-        # text: a statement of a database session
-        ({"text": "delete from invoices"}, ["s-a2"]),
-        # % and _ are themselves, not LIKE's wildcards
-        ({"text": "100%_"}, ["s-a3"]),
-        ({"text": "0%"}, ["s-a3"]),
-        ({"text": "nothing like this"}, []),
-    ],
-)
+FILTERS: list[tuple[dict[str, Any], list[str]]] = [
+    ({"user": "bob"}, ["s-b2", "s-b1"]),
+    ({"target": "web-2"}, ["s-a3", "s-b1"]),
+    ({"protocol": "postgres"}, ["s-b2", "s-a2"]),
+    ({"open_only": True}, ["s-open"]),
+    # day 2, midnight to midnight: the session begun at 23:30 counts, the one before not
+    ({"since": day(2, 0), "until": day(3, 0)}, ["s-a2", "s-b1"]),
+    # day 3: the session that began on day 2 at 23:30 was still open after midnight
+    ({"since": day(3, 0), "until": day(4, 0)}, ["s-open", "s-a3", "s-b2", "s-a2"]),
+    ({"until": day(2, 0)}, ["s-a1"]),
+    # text: a command of an SSH session, any case
+    ({"text": "SYSTEMCTL"}, ["s-a1"]),
+    # text: a statement of a database session
+    ({"text": "delete from invoices"}, ["s-a2"]),
+    # % and _ are themselves, not LIKE's wildcards
+    ({"text": "100%_"}, ["s-a3"]),
+    ({"text": "0%"}, ["s-a3"]),
+    ({"text": "nothing like this"}, []),
+]
+
+
+@pytest.mark.parametrize(("wanted", "expected"), FILTERS)
 def test_each_filter(world: World, wanted: dict[str, Any], expected: list[str]) -> None:
     assert ids(world, **wanted) == expected
 
@@ -256,3 +256,25 @@ def test_a_row_given_to_an_engineer_does_not_open_someone_else_s_session(world: 
 def test_a_cursor_of_other_digits_is_refused_not_a_crash(world: World, cursor: str) -> None:
     with pytest.raises(UsageError, match="not a cursor"):
         command_index(world.store, RITA, "s-a1", cursor=cursor)
+
+
+def test_the_same_searches_on_a_store_on_postgresql(pg_world: World) -> None:
+    """The searches and indexes above on one world whose store is on PostgreSQL: the same
+    answers (text matched case-insensitively, % and _ as themselves, pages by time then id);
+    the tests that write sessions last."""
+    w = pg_world
+    test_no_filter_is_every_session_newest_first(w)
+    for wanted, expected in FILTERS:
+        assert ids(w, **wanted) == expected, wanted
+    test_filters_combine(w)
+    test_an_engineer_lists_only_their_own_sessions(w)
+    test_reviewers_and_admins_see_everyone_and_other_roles_nothing(w)
+    test_an_ssh_session_s_commands_with_their_moment_in_the_recording(w)
+    test_a_database_session_s_statements_with_their_offsets(w)
+    test_the_index_pages(w)
+    test_someone_else_s_session_is_not_found_as_a_missing_one_is(w)
+    test_a_search_text_is_bounded(w)
+    test_a_database_session_s_index_is_a_reading_of_the_query_log(w)
+    test_searching_by_text_is_a_reading_of_the_query_log(w)
+    test_pages_never_repeat_or_skip_even_as_sessions_arrive(w)
+    test_sessions_begun_at_the_same_moment_page_by_id(w)

@@ -22,6 +22,7 @@ from bastion.audit import (
     RecordingInfo,
     Store,
 )
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.identity.sealing import SecretBox
 from bastion.recording import RecordingWriter
@@ -51,11 +52,12 @@ class World:
     clock: FakeClock = field(default_factory=lambda: FakeClock(day(1, 8)))
     store_path: Path | None = None  # an existing store (made by `bastion init`), else a new one
     recordings: Path | None = None
+    new_at: PgLocation | None = None  # a new store on PostgreSQL, else a file in home
 
     def __post_init__(self) -> None:
         key = ChainKey.of(self.box)
         if self.store_path is None:
-            self.store = Store.create(self.home / "bastion.db", self.clock, key)
+            self.store = Store.create(self.new_at or self.home / "bastion.db", self.clock, key)
         else:
             self.store = Store.open(self.store_path, self.clock, key)
         self.recording_root = self.recordings or self.home / "recordings"
