@@ -428,21 +428,12 @@ def test_audit_appends_from_all_three_nodes_at_once_verify_as_one_chain(
         one_chain(node, three.home.store)
 
 
-# What `audit verify` says on PostgreSQL once the query log has rows, until its check reads the
-# statement digests from the store rather than from the SQLite file (another part of issue 18).
-QUERY_LOG_NOT_YET = "the query log's commits cannot be checked on a PostgreSQL store yet"
-
-
 def one_chain(node: ServeNode, store: Store) -> None:
-    """`audit verify` through `node` (its head file and anchors) finds the chain intact, and
-    so does the store's own walk. Until the query-log check works on PostgreSQL, verify stops
-    at it, which it reaches only after the chain walked intact: that line, and no other."""
+    """`audit verify` through `node` (its head file and anchors) finds the chain and the query
+    log intact, and so does the store's own walk."""
     done = node.cli("audit", "verify")
-    if QUERY_LOG_NOT_YET in done.stderr:  # drop this branch once the check lands
-        assert done.returncode == Exit.STORE and done.stderr.count("\n") == 1, done.stderr
-    else:
-        assert done.returncode == Exit.OK, done.stdout + done.stderr
-        assert "intact" in done.stdout, done.stdout
+    assert done.returncode == Exit.OK, done.stdout + done.stderr
+    assert "intact" in done.stdout, done.stdout
     assert store.verify_chain().ok
 
 
