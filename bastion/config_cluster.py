@@ -23,7 +23,7 @@ class ClusterPolicy:
     # how long after its presence lease expired a node counts as lost: the upload completer
     # then finishes its recordings and closes its sessions (at least store_grace: by then
     # a node merely cut off from the store has ended its sessions itself)
-    lost_after: timedelta = timedelta(minutes=2)
+    lost_after: timedelta = timedelta(minutes=10)
 
     def node_name(self) -> str:
         """This node's name: the configured one, else the host name's first label."""

@@ -349,9 +349,10 @@ class Uploader:
         """Whether the session row holds a hash that is not the spool file's and the object
         at the key has it: the upload completer completed this node's upload from its parts
         while the node was lost, and closed the session with that object's hash. Replacing
-        it would change a recording the chain holds; it stays. A row that cannot be read
-        now is retried (ObjectStoreError: the spool keeps every byte meanwhile)."""
-        if self._recorded is None:
+        it would change a recording the chain holds; it stays. With an object there, a row
+        that cannot be read now is retried (ObjectStoreError: the spool keeps every byte
+        meanwhile); with none, there is nothing to keep and the upload goes on."""
+        if self._recorded is None or self.store.head(upload.key) is None:
             return False
         try:
             expected = self._recorded(upload.path)
@@ -362,8 +363,6 @@ class Uploader:
             raise ObjectStoreError(f"recordings: the session row of {upload.path.name} could"
                                    f" not be read ({said}); retrying") from None  # fmt: skip
         if expected is None or fd_digest(fd)[0] == expected:
-            return False
-        if self.store.head(upload.key) is None:
             return False
         return self.store.sha256(upload.key)[0] == expected
 

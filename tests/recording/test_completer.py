@@ -19,9 +19,11 @@ from bastion.audit.location import PgLocation
 from bastion.audit.lostnodes import LostClose
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import FakeClock
+from bastion.config import load_config
 from bastion.identity.sealing import SecretBox
 from bastion.recording.check import chained_recording_problems
 from bastion.recording.completer import LEASE, Completer
+from bastion.recording.fetch import Fetcher
 from bastion.recording.objects import PART_SIZE, ObjectStore
 from bastion.recording.reader import file_digest, read_info, read_recording
 from bastion.recording.upload import Uploader
@@ -258,7 +260,8 @@ def test_the_node_itself_is_never_its_own_lost_node(store: Store, clock: FakeClo
 
 
 def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(
-    store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path],
+    store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path], moto: MotoS3,
+    tmp_path: Path,
 ) -> None:  # fmt: skip
     """b comes back after its recording was completed and its session closed: its uploader
     finds its crash's spool copy, but the object at the key is the one the chain holds:
@@ -288,6 +291,16 @@ def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(
     assert path.exists()
     assert [kind for kind, _ in alarms] == ["recording.upload_superseded"]
     assert objects.uploads_in_progress(key) == []
+    # b's readers (replay, export, verify) read the object the chain holds, not its fuller
+    # spool copy: the size the row holds tells them apart
+    (tmp_path / "bastion.toml").write_text(
+        moto.config(prefix="rec") + f'[paths]\nrecordings = "{spool}"\n', encoding="utf-8"
+    )
+    row = store.session(SESSION)
+    with Fetcher(load_config(tmp_path / "bastion.toml")) as fetcher:
+        found = fetcher.local(path, row.recording_size)
+        assert found != path and file_digest(found) == (held, row.recording_size)
+        assert fetcher.local(path) == path  # no size known: the spool's file, as before
 
 
 def test_an_upload_left_for_a_closed_session_of_a_lost_node_is_completed_and_said_short(
