@@ -181,6 +181,8 @@ class Completer:
         info = self._object(key, path)
         if info is None:
             return LostClose(node, self.node, self.lost_after, missing=path)
+        if not parts:  # its node completed it (its last act): no recording.completed
+            return LostClose(node, self.node, self.lost_after, info)
         detail = self._detail(key, node, info, parts, cut_short=True)
         return LostClose(node, self.node, self.lost_after, info, completed=detail)
 

@@ -321,3 +321,46 @@ def test_an_upload_left_for_a_closed_session_of_a_lost_node_is_completed_and_sai
     detail = json.loads(event.detail)
     assert event.severity == "high" and detail["cut_short"] is True
     assert detail["size"] == PART_SIZE and detail["session_size"] == path.stat().st_size
+
+
+def test_a_partitioned_node_still_uploading_never_replaces_what_the_completer_finished(
+    store: Store, clock: FakeClock, moto: MotoS3, tmp_path: Path, box: SecretBox
+) -> None:
+    """b was cut off from the store long enough to be lost, but its uploader still reaches
+    the bucket: once the completer completed its upload and closed the session, b's next
+    part finds no upload; it starts over, sees the object the chain holds, and stops there
+    (the spool keeps b's fuller copy), so the object still matches the chain."""
+    objects = store_for(moto, tmp_path, prefix="rec")
+    spool = tmp_path / "b-spool"
+    writer = make_writer(spool, box, session_id=SESSION)
+    path = writer.path
+    while path.stat().st_size < PART_SIZE + (1 << 20):
+        writer.output(os.urandom(256 << 10).hex().encode(), 1.0)
+        writer.flush()
+    open_on_b(store, path)
+    alarms: list[str] = []
+    b = Uploader(objects, spool, poll=0.05,
+                 recorded=lambda p: store.session(p.stem).recording_sha256,
+                 alarm=lambda kind, _: alarms.append(kind))  # fmt: skip
+    b.start()
+    try:
+        b.track(path)
+        key = b.name(path)
+        wait_until(
+            lambda: [n for k, u in objects.uploads_in_progress(key) if (n := objects.parts(k, u))]
+        )
+        clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
+        assert completer(store, objects).round().closed == [SESSION]
+        held = store.session(SESSION).recording_sha256
+        while path.stat().st_size < 2 * PART_SIZE + (1 << 20):  # b's session went on
+            writer.output(os.urandom(256 << 10).hex().encode(), 2.0)
+            writer.flush()
+        writer.close()
+        b.finish(path)  # b ended it on its own grace; its uploader sends the rest
+        wait_until(lambda: not b.pending())
+    finally:
+        b.stop()
+    assert alarms == ["recording.upload_superseded"]
+    assert objects.sha256(key)[0] == held
+    assert objects.uploads_in_progress(key) == []
+    assert path.exists()
