@@ -246,27 +246,24 @@ class Server:
         self.core.uploads = self.uploader = uploader
 
     async def _complete_every(self) -> None:
-        """The upload completer (bastion/recording/completer.py): a round in a thread of its
-        own every so often; one node at a time holds its lease. A failed round is logged and
-        the next one tries again."""
+        """The upload completer (bastion/recording/completer.py): a round every so often, in
+        a daemon thread of its own (a hanging object store never holds the store's thread,
+        the loop, or the process's exit); one node at a time holds its lease. A failed
+        round is logged and the next one tries again."""
         loop = asyncio.get_running_loop()
         lost_after = self.config.cluster.lost_after
         objects = self.uploader.store if self.uploader is not None else None
         self.completer = Completer(self.store, _OnStore(self.core, loop), objects,
                                    self.core.node, lost_after, left=_recording_left)  # fmt: skip
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bastion-completer")
-        try:
-            while True:
-                try:
-                    done = await loop.run_in_executor(pool, self.completer.round)
-                except Exception as exc:
-                    log.error("completer.round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                else:
-                    if done.completed or done.closed:
-                        log.warning("completer.round", completed=done.completed, closed=done.closed)
-                await asyncio.sleep(every(lost_after))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        while True:
+            await asyncio.sleep(every(lost_after))
+            try:
+                done = await _in_thread(self.completer.round, "bastion-completer")
+            except Exception as exc:
+                log.error("completer.round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            else:
+                if done.completed or done.closed:
+                    log.warning("completer.round", completed=done.completed, closed=done.closed)
 
     def _alarm_from(
         self, loop: asyncio.AbstractEventLoop
@@ -410,6 +407,20 @@ def _hold_spool(spool: Path) -> int:
     if isinstance(held, str):
         raise ServeError(held)
     return held
+
+
+async def _in_thread(fn: Callable[[], T], name: str) -> T:
+    """fn() in a daemon thread of its own, waited for (a cancelled wait leaves it to end)."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to whoever waits
+            done.set_exception(exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await asyncio.wrap_future(done)
 
 
 class _OnStore:
