@@ -27,6 +27,8 @@ from bastion.recording.fetch import Fetcher
 from bastion.recording.objects import PART_SIZE, ObjectStore
 from bastion.recording.reader import file_digest, read_info, read_recording
 from bastion.recording.upload import Uploader
+from bastion.reports.sessioncheck import session_log_problem
+from bastion.reports.week import Week
 from tests.reals3 import MotoS3
 from tests.recording.helpers import make_writer
 from tests.recording.test_objects import moto, store_for, wait_until
@@ -151,6 +153,9 @@ def test_a_lost_nodes_recording_is_completed_cut_short_and_its_session_closed(
     # `audit verify`'s check: the hash the chain holds, cut short but closed as interrupted
     assert chained_recording_problems(box, SESSION, closed, lambda p, s: copy) == []
     assert store.verify_chain().ok
+    week = Week(START.strftime("%G-W%V"), START.date(), "UTC", START - timedelta(days=1),
+                START + timedelta(days=6))  # fmt: skip
+    assert session_log_problem(store, week) is None  # the row matches its chained close
     again = completer(store, objects).round()  # nothing is left to do: nothing is done twice
     assert again.completed == [] and again.closed == []
     assert len([e for e in store.events() if e.kind == "recording.completed"]) == 1
