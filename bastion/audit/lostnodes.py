@@ -57,6 +57,16 @@ class LostNodeQueries(StoreBase):
         expired = parse_iso(str(rows[0]["expires_at"]))
         return expired if expired <= self.clock.now() - lost_after else None
 
+    def stopped_cleanly(self, node: str) -> bool:
+        """Whether `node` gave its presence up as it stopped (released: it expired the
+        moment it was last renewed) rather than letting it run out (killed, or cut off)."""
+        rows = self._rows(
+            "SELECT 1 AS released FROM leases WHERE name = ? AND holder = ?"
+            " AND expires_at = renewed_at",
+            [node_lease(node), node],
+        )
+        return bool(rows)
+
     def nodes_holding(self) -> list[str]:
         """Every node an open session or a database cancel key names, by name."""
         rows = self._rows(

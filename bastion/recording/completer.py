@@ -258,12 +258,16 @@ class Completer:
         killed after closing them, before the upload completed) whose node is lost: the
         parts there are completed so the bucket keeps what it can; when that is less than
         the row's hash covers, `recording.completed` says so (high) and `audit verify` shows
-        the recording changed. The node, if it ever returns, uploads its spool copy whole."""
+        the recording changed. The node, if it ever returns, uploads its spool copy whole.
+        A node that stopped cleanly (it gave its presence up) is left alone: it is down for
+        maintenance with its spool whole, and uploads it when it starts again."""
         for session_id, found in sorted(uploads.items()):
             held = self.on_store(self.store.held_session, session_id)
             if held is None or not held.ended or held.node is None or held.recording_path is None:
                 continue  # no such session, still open (its node alive), or not a node's
             if self._lost(held.node) is None:
+                continue
+            if self.on_store(self.store.stopped_cleanly, held.node):
                 continue
             key, parts = self._complete(held, found, done)
             info = self._object(key, held.recording_path) if key is not None and parts else None

@@ -369,3 +369,20 @@ def test_a_partitioned_node_still_uploading_never_replaces_what_the_completer_fi
     assert objects.sha256(key)[0] == held
     assert objects.uploads_in_progress(key) == []
     assert path.exists()
+
+
+def test_an_upload_left_by_a_node_that_stopped_cleanly_waits_for_it(
+    store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path]
+) -> None:
+    """b stopped cleanly (it gave its presence up) with an upload of a closed session still
+    in progress: down for maintenance, its spool whole; nothing of it is completed."""
+    objects, _, path = b_killed
+    key = objects.key("/".join(path.parts[-4:]))
+    store.close_session(SESSION, "closed", "client left",
+                        RecordingInfo(str(path), *file_digest(path)))  # fmt: skip
+    assert store.release_lease(node_lease("b"), "b")
+    clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
+    done = completer(store, objects).round()
+    assert done.completed == [] and done.aborted == []
+    assert len(objects.uploads_in_progress(key)) == 1
+    assert details(store, "recording.completed") == []
