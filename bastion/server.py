@@ -414,10 +414,16 @@ async def _in_thread(fn: Callable[[], T], name: str) -> T:
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def work() -> None:
+        if not done.set_running_or_notify_cancel():
+            return  # the wait was cancelled before the thread ran
         try:
-            done.set_result(fn())
+            result = fn()
         except BaseException as exc:  # handed to whoever waits
-            done.set_exception(exc)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_exception(exc)
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_result(result)
 
     threading.Thread(target=work, name=name, daemon=True).start()
     return await asyncio.wrap_future(done)

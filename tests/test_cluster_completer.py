@@ -1,7 +1,8 @@
 """Two `bastion serve` nodes on one PostgreSQL store and one S3-compatible server (moto): node b
 is killed mid-SSH-session after its uploader sent a part of the recording and stays down;
 node a's upload completer completes b's recording from that part, closes the session as
-interrupted ("node b lost"), and the recording exports (and verifies) up to that part."""
+interrupted ("node b lost"), and the recording exports (and verifies) up to that part. And
+in process on SQLite: a serving node's completer closes a lost node's sessions."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.audit import ChainKey, Store
+from bastion.audit.cluster import node_lease
 from bastion.audit.location import PgLocation
 from bastion.clock import SystemClock
 from bastion.config import load_config
@@ -21,8 +23,10 @@ from bastion.core import Core
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key
+from bastion.recording.completer import LEASE as COMPLETER
 from bastion.recording.objects import PART_SIZE
 from tests import reals3
+from tests.harness import Bastion
 from tests.reals3 import BUCKET, MotoS3
 from tests.realssh import OpenSSHClient, Sshd, TmuxSession, free_port, make_keypair
 from tests.test_cluster_nodes import Node, wait_until
@@ -178,3 +182,36 @@ def test_a_node_killed_mid_session_that_stays_down_has_its_recording_completed_b
     finally:
         node_a.stop()
         node_b.stop()
+
+
+def test_a_serving_node_closes_a_lost_nodes_sessions_and_gives_its_lease_up_at_stop(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """In process, on SQLite, with the injectable clock: node a's server runs the completer;
+    node b's session (b gone past lost_after) is closed as lost, its cancel key goes; a's
+    lease is given up when it stops, so another node may take it at once."""
+    a = Bastion(tmp_path / "a", '[cluster]\nnode = "a"\nstore_grace = "2s"\nlost_after = "2s"\n')
+    a.add_user("alice")
+    a.add_target("web-1", sshd)
+    a.store.take_lease(node_lease("b"), "b", timedelta(seconds=2), quiet=True)
+    a.store.open_session(session_id="s-on-b", user="alice", target="web-1", grant_id=None,
+                         protocol="postgres", client_addr="10.0.0.7", node="b")  # fmt: skip
+    assert a.store.claim_cancel_pid(77, "b", "10.0.0.2:6432", "s-on-b")
+    a.start()
+    try:
+        assert a.store.session("s-on-b").state == "open"
+        a.clock.advance(5)  # b silent past its presence and lost_after
+        wait_until(lambda: a.store.cancel_owner(77) is None, 30)  # the round's last step
+        assert a.store.session("s-on-b").state == "interrupted"
+        assert str(a.store.session("s-on-b").end_reason).startswith("node b lost")
+        held = a.store.lease(COMPLETER)
+        assert held is not None and held.holder == "a" and held.expires_at > a.clock.now()
+    finally:
+        a.stop()
+    store = Store.open(a.config.paths.store, a.clock)
+    try:
+        held = store.lease(COMPLETER)
+        assert held is not None and held.expires_at <= a.clock.now()  # given up
+        assert store.take_lease(COMPLETER, "c", timedelta(seconds=2), quiet=True) is not None
+    finally:
+        store.close()
