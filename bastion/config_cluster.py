@@ -1,5 +1,5 @@
-"""The [cluster] section: this node's name among several bastions on one store, and how long
-it may go without the store before it fails closed."""
+"""The [cluster] section: this node's name among several bastions on one store, how long it
+may go without the store before it fails closed, and when another node counts as lost."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import timedelta
 NODE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 NODE_RULE = "1-32 lowercase letters, digits or '-', not starting or ending with '-'"
 GRACE_LOW, GRACE_HIGH = timedelta(seconds=2), timedelta(minutes=10)
+LOST_HIGH = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class ClusterPolicy:
 
     node: str = ""
     store_grace: timedelta = timedelta(seconds=30)
+    # how long after its presence lease expired a node counts as lost: the upload completer
+    # then finishes its recordings and closes its sessions (at least store_grace: by then
+    # a node merely cut off from the store has ended its sessions itself)
+    lost_after: timedelta = timedelta(minutes=10)
 
     def node_name(self) -> str:
         """This node's name: the configured one, else the host name's first label."""
@@ -35,6 +40,8 @@ class ClusterPolicy:
             )
         if not GRACE_LOW <= self.store_grace <= GRACE_HIGH:
             return "store_grace", "must be between 2s and 10m"
+        if not self.store_grace <= self.lost_after <= LOST_HIGH:
+            return "lost_after", "must be at least store_grace and at most 7d"
         return None
 
 

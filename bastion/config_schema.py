@@ -258,6 +258,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store.head_file", "str", "This node's head file for a PostgreSQL store."),
     Setting("cluster.node", "str", "This node's name; empty: the host name.", allow_empty=True),
     Setting("cluster.store_grace", "duration", "Time without the store before failing closed."),
+    Setting("cluster.lost_after", "duration", "How long a node may be unseen before it is lost."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -28,6 +28,8 @@ from bastion.errors import BastionError, Exit
 from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
+from bastion.recording.completer import LEASE as COMPLETER_LEASE
+from bastion.recording.completer import Completer, every
 from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore, ObjectStoreError
 from bastion.recording.reader import file_digest
@@ -39,6 +41,9 @@ from bastion.tasks import spawn
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
+P = ParamSpec("P")
+T = TypeVar("T")
+STORE_WAIT = 60.0  # seconds the completer's thread waits for one store call
 NAMESAKE_WAIT = 5.0  # seconds to watch for a renewal of this node's own name's presence
 
 
@@ -120,6 +125,7 @@ class Server:
         self.uploader: Uploader | None = None
         self._spool_lock: int | None = None  # hold_spool's descriptor while no uploader has it
         self._present = False  # this node's presence lease is taken (released at stop)
+        self.completer: Completer | None = None
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -199,6 +205,7 @@ class Server:
         await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
         self._tasks.append(spawn(self.core.watch_sessions(lives), name="watch-sessions"))
+        self._tasks.append(spawn(self._complete_every(), name="upload-completer"))
         if self.config.notify.webhook_url:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
@@ -237,11 +244,26 @@ class Server:
         if queued:
             log.info("recordings.spool_queued", count=len(queued))
         self.core.uploads = self.uploader = uploader
-        # Seam for the upload completer (not built yet): a task spawned here that, while
-        # store.take_lease("upload-completer", node, ttl) holds, lists
-        # store.uploads_in_progress(prefix), leaves the keys of sessions whose node is in
-        # store.live_nodes(), and completes from its parts (a node gone with its spool) or
-        # aborts the rest.
+
+    async def _complete_every(self) -> None:
+        """The upload completer (bastion/recording/completer.py): a round every so often, in
+        a daemon thread of its own (a hanging object store never holds the store's thread,
+        the loop, or the process's exit); one node at a time holds its lease. A failed
+        round is logged and the next one tries again."""
+        loop = asyncio.get_running_loop()
+        lost_after = self.config.cluster.lost_after
+        objects = self.uploader.store if self.uploader is not None else None
+        self.completer = Completer(self.store, _OnStore(self.core, loop), objects,
+                                   self.core.node, lost_after, left=_recording_left)  # fmt: skip
+        while True:
+            await asyncio.sleep(every(lost_after))
+            try:
+                done = await _in_thread(self.completer.round, "bastion-completer")
+            except Exception as exc:
+                log.error("completer.round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            else:
+                if done.completed or done.closed:
+                    log.warning("completer.round", completed=done.completed, closed=done.closed)
 
     def _alarm_from(
         self, loop: asyncio.AbstractEventLoop
@@ -305,6 +327,8 @@ class Server:
                     log.warning("target.weak_transport", target=target.name, warning=line)
 
     async def stop(self) -> None:
+        if self.completer is not None:
+            self.completer.stopping = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -321,6 +345,10 @@ class Server:
             await asyncio.to_thread(self.uploader.stop)
             self.uploader = None
         self._release_spool()
+        if self.completer is not None and self.completer.holds:  # another node may take it
+            self.completer = None
+            with contextlib.suppress(Exception):  # else it expires after lost_after
+                await self.core.run(self.store.release_lease, COMPLETER_LEASE, self.core.node)
         if self._present:  # a namesake refused at start-up leaves the live one's alone
             self._present = False
             with contextlib.suppress(Exception):  # it expires by itself after store_grace
@@ -379,6 +407,37 @@ def _hold_spool(spool: Path) -> int:
     if isinstance(held, str):
         raise ServeError(held)
     return held
+
+
+async def _in_thread(fn: Callable[[], T], name: str) -> T:
+    """fn() in a daemon thread of its own, waited for (a cancelled wait leaves it to end)."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        if not done.set_running_or_notify_cancel():
+            return  # the wait was cancelled before the thread ran
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to whoever waits
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_exception(exc)
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                done.set_result(result)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await asyncio.wrap_future(done)
+
+
+class _OnStore:
+    """For the completer's thread: one store call on the store's thread, waited for."""
+
+    def __init__(self, core: Core, loop: asyncio.AbstractEventLoop) -> None:
+        self._core, self._loop = core, loop
+
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        done = asyncio.run_coroutine_threadsafe(self._core.run(fn, *args, **kwargs), self._loop)
+        return done.result(timeout=STORE_WAIT)
 
 
 def _recording_left(path: str) -> RecordingInfo | None:

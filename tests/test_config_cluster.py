@@ -41,3 +41,16 @@ def test_a_host_name_that_is_no_node_name_asks_for_one(
 @pytest.mark.parametrize("grace", ['"1s"', '"11m"', "30", '"soon"'])
 def test_a_store_grace_out_of_bounds_is_refused(tmp_path: Path, grace: str) -> None:
     config_error(write(tmp_path, f"[cluster]\nstore_grace = {grace}\n"), "cluster.store_grace")
+
+
+def test_a_node_is_lost_after_ten_minutes_unless_told(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).cluster.lost_after == timedelta(minutes=10)
+    told = load_config(write(tmp_path, '[cluster]\nstore_grace = "2s"\nlost_after = "2s"\n'))
+    assert told.cluster.lost_after == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("lost", ['"29s"', '"8d"', '"soon"'])
+def test_a_node_is_never_lost_before_the_store_grace_ran_out(tmp_path: Path, lost: str) -> None:
+    """Shorter than store_grace, a node merely cut off could still be serving sessions when
+    its recordings were completed and its sessions closed under it."""
+    config_error(write(tmp_path, f"[cluster]\nlost_after = {lost}\n"), "cluster.lost_after")

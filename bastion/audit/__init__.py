@@ -11,6 +11,7 @@ from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
 from bastion.audit.grants import NewGrant
 from bastion.audit.location import PgLocation
+from bastion.audit.lostnodes import LostNodeQueries
 from bastion.audit.outbox import Notice, OutboxQueries
 from bastion.audit.people import PeopleQueries, TotpOutcome, TotpResult, UserSecrets
 from bastion.audit.queries import QueryEnd, QueryQueries, QueryStart
@@ -82,6 +83,7 @@ class Store(
     EventLogQueries,
     RestoreQueries,
     ClusterQueries,
+    LostNodeQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -55,6 +55,15 @@ def object_name(recorded: Path) -> str | None:
     return name if _SPOOL_NAME.fullmatch(name) and ".." not in name else None
 
 
+def _spooled(recorded: Path, limit: int | None) -> bool:
+    """Whether the spool holds the recording, of the size the session row holds (if known)."""
+    try:
+        size = recorded.stat().st_size
+    except OSError:
+        return False
+    return limit is None or size == limit
+
+
 class Fetcher:
     """Finds recordings for one process; the object store is reached only when needed."""
 
@@ -79,17 +88,26 @@ class Fetcher:
     def local(self, recorded: Path, limit: int | None = None) -> Path:
         """The recording's local file: the spool's, or a fresh copy from the object store.
         A path the spool does not hold and no object store is configured comes back as it
-        is (the reader then says it is missing); RecordingError when the bucket has none,
+        is (the reader then says it is missing). A spool file of another size than `limit`
+        is not the recording the row holds (a node back after the upload completer finished
+        its recording from the parts it had uploaded keeps its fuller copy): the bucket's
+        object is read, and the spool file only when the bucket has none. RecordingError
+        when the bucket has none,
         or when it holds (or sends) more than it announced or than `limit` (bytes: the size
         the session row holds, when the caller has it): no copy is kept then."""
-        if recorded.exists() or not self._config.recordings.url:
+        if not self._config.recordings.url or _spooled(recorded, limit):
             return recorded
         name = object_name(recorded)
         if name is None:  # a row edited to reach outside the spool's names
             return recorded
         with self._lock:
             if recorded not in self._copies:
-                self._copies[recorded] = self._download(name, recorded.name, limit)
+                try:
+                    self._copies[recorded] = self._download(name, recorded.name, limit)
+                except RecordingError:
+                    if recorded.exists():  # the spool's, of another size: checked as it is
+                        return recorded
+                    raise
             return self._copies[recorded]
 
     def _download(self, name: str, file_name: str, limit: int | None) -> Path:

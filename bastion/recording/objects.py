@@ -201,6 +201,27 @@ class ObjectStore:
             raise
         return len(listed.get("Parts", []))
 
+    def part_tags(self, key: str, upload_id: str) -> list[str]:
+        """The ETags of an upload's parts 1, 2, ... as far as they run without a gap (a gap:
+        what follows is not the recording's next bytes); ObjectStoreError (NoSuchUpload)
+        when there is no such upload (any more)."""
+
+        def walk() -> list[tuple[int, str]]:
+            pages = self._client.get_paginator("list_parts")
+            found = []
+            for page in pages.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                found += [(int(item["PartNumber"]), str(item["ETag"]))
+                          for item in page.get("Parts", [])
+                          if "PartNumber" in item and "ETag" in item]  # fmt: skip
+            return found
+
+        tags: list[str] = []
+        for number, tag in sorted(self._call("list the parts of", key, walk)):
+            if number != len(tags) + 1:
+                break
+            tags.append(tag)
+        return tags
+
     def complete(self, key: str, upload_id: str, etags: list[str]) -> None:
         parts: list[CompletedPartTypeDef] = [
             {"PartNumber": n, "ETag": tag} for n, tag in enumerate(etags, 1)

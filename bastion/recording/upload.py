@@ -7,7 +7,10 @@ and checks the object's SHA-256 and size against the local file before the spool
 The object store being down never reaches a session: the thread retries with backoff and the
 spool keeps the bytes. On start-up, recover() queues what the spool holds (a node killed
 mid-session left a readable prefix: it is uploaded as it is). Only regular files below the
-spool are read, through no link, and hashed and sent from one descriptor.
+spool are read, through no link, and hashed and sent from one descriptor. An upload started
+over (a crash's leftover, or one the store no longer knows) never replaces an object whose
+hash the session row holds when the spool file is another: the upload completer finished
+it for a node it found lost, and the chain holds that object (the spool copy is kept).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = structlog.get_logger("bastion.recording.upload")
 POLL = 1.0  # seconds between looks at growing recordings
 MAX_BACKOFF = 60.0
 _BLOCK = 1 << 20
+SUPERSEDED = "superseded"  # _send: the chain holds the object there, not this spool file
 LOCK_NAME = ".uploader.lock"  # in the spool: one uploader per spool, for its whole life
 
 
@@ -107,10 +111,12 @@ class Upload:
     retry_at: float = 0.0
     again: bool = False  # started over: never take an object already there for this one
     leftover: bool = False  # queued at start-up: a crash may have left uploads of its key
+    suspect: bool = False  # left by a crash or started over: the completer may have finished it
 
     def restart(self) -> None:
         """Start again from the first byte (the upload was lost or came out wrong)."""
         self.upload_id, self.etags, self.sent, self.again = None, [], 0, True
+        self.suspect = True
 
 
 def next_part(sent: int, available: int, finished: bool) -> int:
@@ -150,6 +156,7 @@ class Uploader:
         self._monotonic = monotonic
         self._poll = poll
         self._uploads: dict[Path, Upload] = {}
+        self._kept: set[Path] = set()  # superseded: never uploaded again by this process
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -194,13 +201,16 @@ class Uploader:
         if self.refused:
             return
         with self._wake:
-            self._uploads.setdefault(path, Upload(path, self.name(path)))
+            if path not in self._kept:
+                self._uploads.setdefault(path, Upload(path, self.name(path)))
 
     def finish(self, path: Path) -> None:
         """The recording's writer closed it (or failed): send the rest and complete."""
         if self.refused:
             return
         with self._wake:
+            if path in self._kept:
+                return
             upload = self._uploads.setdefault(path, Upload(path, self.name(path)))
             upload.finished = True
             upload.retry_at = 0.0
@@ -217,7 +227,7 @@ class Uploader:
                 found.append(path)
                 self.finish(path)
                 with self._lock:
-                    self._uploads[path].leftover = True
+                    self._uploads[path].leftover = self._uploads[path].suspect = True
             else:
                 log.error("recording.upload_refused", path=str(path),
                           error="not a regular file in the spool: never uploaded")  # fmt: skip
@@ -259,7 +269,10 @@ class Uploader:
         try:
             fd = open_spooled(self.spool, upload.path)
             try:
-                if self._send(upload, fd):
+                sent = self._send(upload, fd)
+                if sent == SUPERSEDED:
+                    self._keep_superseded(upload)
+                elif sent:
                     self._done(upload, fd)
             finally:
                 os.close(fd)
@@ -287,18 +300,12 @@ class Uploader:
 
     def _send(self, upload: Upload, fd: int) -> str:
         """Upload every part due from the spool file's descriptor: "sent" once the object is
-        complete, "found" when it was there already, "" while more is to come."""
+        complete, "found" when it was there already, SUPERSEDED when the object the chain
+        holds is there and the spool file is another, "" while more is to come."""
         size = os.fstat(fd).st_size
         finished = upload.finished
-        if upload.leftover:  # before anything is sent: a crash's uploads of this key go
-            self._abort_leftovers(upload.key)
-            upload.leftover = False
-        if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
-            held = self.store.parts(upload.key, upload.upload_id)
-            if held is None or held < len(upload.etags):
-                if held is not None:  # parts lost: this upload is never completed
-                    self._abort(upload.key, upload.upload_id)
-                upload.restart()
+        if self._before_send(upload, fd):
+            return SUPERSEDED
         fresh = finished and upload.upload_id is None and not upload.again
         if fresh and self.store.head(upload.key) == size:
             return "found"  # uploaded before: kept, or stopped before the spool copy went
@@ -319,14 +326,69 @@ class Uploader:
         self.store.complete(upload.key, upload.upload_id, upload.etags)
         return "sent"
 
+    def _before_send(self, upload: Upload, fd: int) -> bool:
+        """What a crash or a failure left is settled before a byte is sent: a crash's uploads
+        of the key aborted, an upload that lost parts started over; True when the object
+        the chain holds is there and this spool file is another (nothing is sent then)."""
+        if upload.leftover:  # before anything is sent: a crash's uploads of this key go
+            self._abort_leftovers(upload.key)
+            upload.leftover = False
+        if upload.failures and upload.upload_id is not None:  # did the upload outlive it?
+            held = self.store.parts(upload.key, upload.upload_id)
+            if held is None or held < len(upload.etags):
+                if held is not None:  # parts lost: this upload is never completed
+                    self._abort(upload.key, upload.upload_id)
+                upload.restart()
+        if upload.upload_id is None and upload.suspect:
+            if self._superseded(upload, fd):
+                return True
+            upload.suspect = False
+        return False
+
+    def _superseded(self, upload: Upload, fd: int) -> bool:
+        """Whether the session row holds a hash that is not the spool file's and the object
+        at the key has it: the upload completer completed this node's upload from its parts
+        while the node was lost, and closed the session with that object's hash. Replacing
+        it would change a recording the chain holds; it stays. With an object there, a row
+        that cannot be read now is retried (ObjectStoreError: the spool keeps every byte
+        meanwhile); with none, there is nothing to keep and the upload goes on."""
+        if self._recorded is None or self.store.head(upload.key) is None:
+            return False
+        try:
+            expected = self._recorded(upload.path)
+        except NotFound:
+            return False
+        except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"[:200]
+            raise ObjectStoreError(f"recordings: the session row of {upload.path.name} could"
+                                   f" not be read ({said}); retrying") from None  # fmt: skip
+        if expected is None or fd_digest(fd)[0] == expected:
+            return False
+        return self.store.sha256(upload.key)[0] == expected
+
+    def _keep_superseded(self, upload: Upload) -> None:
+        """The object the chain holds stays; the spool copy (this node's fuller one) too."""
+        url = self.store.url(upload.key)
+        why = "completed for this node while it was lost; the spool copy stays"
+        log.warning("recording.upload_superseded", object=url, path=str(upload.path), reason=why)
+        if self._alarm is not None:
+            detail: dict[str, object] = {"object": url, "session": upload.path.stem,
+                                         "kept": str(upload.path)}  # fmt: skip
+            try:
+                self._alarm("recording.upload_superseded", detail)
+            except Exception as exc:  # the log line above says it
+                log.error("recording.alarm_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        with self._lock:
+            self._kept.add(upload.path)
+        self._forget(upload)
+
     def _abort_leftovers(self, key: str) -> None:
         """Abort the multipart uploads of `key` a crash of this node left (its id died with
         the process): the spool holds every byte, so the recording is uploaded whole again,
         and no upload is left to be billed for ever or completed into half a recording.
         Only keys of this node's own spool files come here (the spool's lock is held), never
         another node's live upload. Uploads whose node and spool are gone for good are the
-        upload completer's (not built: it needs an election through the store; it would
-        list them with ObjectStore.uploads_in_progress(prefix))."""
+        upload completer's (bastion/recording/completer.py)."""
         for found, upload_id in self.store.uploads_in_progress(key):
             if found == key:
                 self._abort(key, upload_id)
