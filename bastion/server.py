@@ -18,12 +18,13 @@ from typing import Protocol
 import structlog
 
 from bastion import __version__
+from bastion.access.storegrace import presence_ttl
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
-from bastion.core import WATCH_EVERY, Core
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
 from bastion.live import Killable
 from bastion.notify import Notifier
@@ -36,6 +37,7 @@ from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
 from bastion.tasks import spawn
+from bastion.watch import WATCH_EVERY
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
@@ -140,7 +142,7 @@ class Server:
         node = self.core.node
         self._refuse_a_namesake(node)
         others = [name for name in self.store.live_nodes() if name != node]
-        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace,
+        self.store.take_lease(node_lease(node), node, presence_ttl(self.config.cluster.store_grace),
                               quiet=True)  # fmt: skip
         self._present = True
         closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
@@ -323,7 +325,7 @@ class Server:
         self._release_spool()
         if self._present:  # a namesake refused at start-up leaves the live one's alone
             self._present = False
-            with contextlib.suppress(Exception):  # it expires by itself after store_grace
+            with contextlib.suppress(Exception):  # it expires by itself (presence_ttl)
                 await self.core.run(self.store.release_lease, node_lease(self.core.node),
                                     self.core.node)  # fmt: skip
         if self._started:
