@@ -53,6 +53,7 @@ from bastion.storeloss import StoreLoss
 from bastion.watch import SessionWatch
 
 if TYPE_CHECKING:
+    from bastion.anchoring import AnchorHealth
     from bastion.audit.listen import DecisionFeed
 
 P = ParamSpec("P")
@@ -83,6 +84,7 @@ class Core:
     cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
+    anchoring: AnchorHealth | None = field(default=None, init=False)  # set: [audit] anchors
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
     store_loss: StoreLoss = field(default_factory=StoreLoss, init=False)

@@ -19,6 +19,7 @@ import structlog
 
 from bastion import __version__
 from bastion.access.storegrace import presence_ttl
+from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
@@ -186,6 +187,9 @@ class Server:
             raise
         await self.core.start_writer()
         await self.core.start_decisions()  # PostgreSQL: hear every node's decisions at once
+        audit = self.config.audit
+        if audit.anchors:  # /healthz: "pending" until the first round, after the doors open
+            self.core.anchoring = AnchorHealth(audit.anchors, audit.anchor_every, self.core.clock)
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -276,15 +280,21 @@ class Server:
         """One round of signed heads: the head read on the store's thread, the sinks written
         off the event loop. A sink that fails is logged each time and audited once per
         outage; the sessions go on (their own audit is durable)."""
-        anchorer = self.anchorer
+        anchorer, health = self.anchorer, self.core.anchoring
         if anchorer is None:
             return
+        if health is not None:
+            health.began()
+        delivered: list[bool] | None = None
         try:
             head = await self.core.run(self.store.chain_head)
         except Exception as exc:  # the store could not be read: same as every sink failing
             failed = [f"the chain head could not be read: {exc}"]
         else:
             failed = await asyncio.get_running_loop().run_in_executor(None, anchorer.anchor, head)
+            delivered = anchorer.delivered
+        if health is not None:
+            health.ended(delivered)
         for problem in failed:
             log.error("audit.anchor_failed", sink=problem)
         if bool(failed) == self._anchors_failing:
@@ -337,6 +347,7 @@ class Server:
             await self._anchor()
             self.anchorer.close()
             self.anchorer = None
+        self.core.anchoring = None
 
     def _release_spool(self) -> None:
         if self._spool_lock is not None:

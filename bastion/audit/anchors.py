@@ -275,18 +275,23 @@ class Anchorer:
         self.sinks = [open_sink(spec) for spec in specs]
         self._key, self.node, self._now = key, node, now
         self.sent = 0
+        self.delivered: list[bool] = []  # the last round: which sinks took the head
 
     def anchor(self, head: tuple[int, str]) -> list[str]:
         """Send the signed head (seq, MAC), read by the caller on the store's own thread."""
         seq, mac = head
         line = Anchor(self.node, seq, mac, self._now()).signed(self._key)
-        failed = []
+        failed, delivered = [], []
         for sink in self.sinks:
             try:
                 sink.send(line)
             except OSError as exc:
                 failed.append(f"{sink.name}: {exc.strerror or exc}")
+                delivered.append(False)
+            else:
+                delivered.append(True)
         self.sent += 1
+        self.delivered = delivered
         return failed
 
     def close(self) -> None:
