@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,7 +237,8 @@ class WebhookSink:
     """POSTs each anchor as a JSON body; anything but a 2xx answer is a failure."""
 
     def __init__(self, url: str) -> None:
-        self.name = f"webhook:{url}"
+        parts = urllib.parse.urlsplit(url)  # logged and chained: no credentials, no query
+        self.name = f"webhook:{parts.scheme}://{parts.hostname}{_port(parts)}{parts.path}"
         self.url = url
 
     def send(self, line: str) -> None:
@@ -249,6 +251,13 @@ class WebhookSink:
 
     def close(self) -> None:
         pass
+
+
+def _port(parts: urllib.parse.SplitResult) -> str:
+    try:
+        return "" if parts.port is None else f":{parts.port}"
+    except ValueError:
+        return ""
 
 
 def open_sink(spec: str) -> Sink:
