@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -24,7 +23,7 @@ from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
 from bastion.access.stepup import SESSION as STEP_UP_SESSION
-from bastion.access.storegrace import StoreGrace
+from bastion.access.storegrace import StoreGrace, presence_ttl
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
@@ -51,20 +50,18 @@ from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
 from bastion.live import Killable, LiveSession, SessionFeed, Uploads
 from bastion.storeloss import StoreLoss
-from bastion.tasks import spawn
+from bastion.watch import SessionWatch
 
 if TYPE_CHECKING:
+    from bastion.anchoring import AnchorHealth
     from bastion.audit.listen import DecisionFeed
 
 P = ParamSpec("P")
-WATCH_EVERY = 0.5  # seconds between looks for kills and ended access
-WATCH_SOONEST = 0.05  # seconds at least between two looks, however often decisions wake it
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
 
 
 T = TypeVar("T")
-Look = asyncio.Task[Exception | None]  # one look of the session watcher: what failed it
 
 
 @dataclass
@@ -87,9 +84,10 @@ class Core:
     cancel_keys: CancelKeyQueries = field(init=False)  # the store's pids, through run()
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
+    anchoring: AnchorHealth | None = field(default=None, init=False)  # set: [audit] anchors
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
-    _loss: StoreLoss = field(default_factory=StoreLoss, init=False)
+    store_loss: StoreLoss = field(default_factory=StoreLoss, init=False)
     decisions: DecisionFeed | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -362,64 +360,17 @@ class Core:
     async def watch_sessions(self, lives: Sequence[Mapping[str, Killable]]) -> None:
         """End the live sessions (every door's) that an admin killed (`bastion sessions kill`)
         or whose access ended: grant expired or revoked, user disabled, idle, too long, outside
-        allowed hours; and expire requests left pending too long. One watcher for all doors;
-        it ticks every WATCH_EVERY and starts a look at the store unless one is running, and
-        no fault in one look or one session stops it. A node that completes no look for longer
-        than [cluster] store_grace ends every session it serves and refuses logins until a
-        look completes again (StoreGrace). The console lists the same sessions."""
+        allowed hours; and expire requests left pending too long. One watcher for all doors
+        (bastion/watch.py); no fault in one look or one session stops it. A node that completes
+        no look for longer than [cluster] store_grace ends every session it serves and refuses
+        logins until a look completes again (StoreGrace). The console lists the same sessions."""
         self._lives = lives
-        look: Look | None = None
-        began = self.clock.now()
-        self.grace.looked(began)  # start-up has just read and written the store
         try:
-            while True:
-                await self._watch_pause()
-                look, began = await self._tick(lives, look, began)
+            await SessionWatch(self, lives).run()
         finally:  # the server is stopping: the console's streams end with the watch
-            if look is not None:
-                look.cancel()
             self._lives = ()
             for feed in list(self._feeds):
                 feed.close()
-
-    async def _tick(self, lives: Sequence[Mapping[str, Killable]], look: Look | None,
-                    began: datetime) -> tuple[Look, datetime]:  # fmt: skip
-        """One tick: take the last look's outcome, judge the grace, start the next look."""
-        now, missed = self.clock.now(), look is not None and not look.done()
-        if look is not None and look.done():
-            problem = None if look.cancelled() else look.result()
-            if look.cancelled() or problem is not None:  # keep watching; it may come back
-                if not self.grace.misses:  # once a run of failures, not twice a second
-                    log.error("session_watch_failed", error=repr(problem))
-                missed = True
-            else:
-                since = self.grace.lost_since
-                if self.grace.looked(began):
-                    await self._loss.found_again(self, _merged(lives), since, now)
-            look = None
-        if missed and (self.grace.missed(now) or self.grace.lost):
-            await self._loss.end_all(self, _merged(lives))
-        if look is None:
-            look, began = spawn(self._look(lives), name="watch-look"), now
-        return look, began
-
-    async def _look(self, lives: Sequence[Mapping[str, Killable]]) -> Exception | None:
-        """One look; what made it fail, if it failed (the tick logs it)."""
-        try:
-            await self._watch_once(lives)
-        except Exception as exc:
-            return exc
-        return None
-
-    async def _watch_pause(self) -> None:
-        """WATCH_EVERY, or less when the decision feed hears that a node (or the CLI) ended
-        or refused access; never less than WATCH_SOONEST, however often it is woken."""
-        feed = self.decisions
-        if feed is None:
-            await asyncio.sleep(WATCH_EVERY)
-            return
-        await asyncio.sleep(WATCH_SOONEST)
-        await feed.wait(WATCH_EVERY - WATCH_SOONEST)
 
     async def start_decisions(self) -> None:
         """On a PostgreSQL store, listen for every node's decisions on a connection of this
@@ -455,7 +406,7 @@ class Core:
         live = {key: session for sessions in lives for key, session in sessions.items()}
         # A write: the node proves it can still commit (and tells the others it is alive).
         await self.run(self.store.take_lease, node_lease(self.node), self.node,
-                       self.config.cluster.store_grace, quiet=True)  # fmt: skip
+                       presence_ttl(self.config.cluster.store_grace), quiet=True)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
         ended = await self.run(self.access.endings) if live else []
@@ -493,8 +444,3 @@ class Core:
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)
         self._executor.shutdown(wait=True)
-
-
-def _merged(lives: Sequence[Mapping[str, Killable]]) -> dict[str, Killable]:
-    """Every door's live sessions, by session id."""
-    return {key: session for sessions in lives for key, session in sessions.items()}

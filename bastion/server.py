@@ -18,12 +18,14 @@ from typing import ParamSpec, Protocol, TypeVar
 import structlog
 
 from bastion import __version__
+from bastion.access.storegrace import presence_ttl
+from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
-from bastion.core import WATCH_EVERY, Core
+from bastion.core import Core
 from bastion.errors import BastionError, Exit
 from bastion.live import Killable
 from bastion.notify import Notifier
@@ -38,6 +40,7 @@ from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
 from bastion.ssh.door import SSHDoor
 from bastion.tasks import spawn
+from bastion.watch import WATCH_EVERY
 from bastion.web import WebDoor
 
 log = structlog.get_logger("bastion.server")
@@ -146,7 +149,7 @@ class Server:
         node = self.core.node
         self._refuse_a_namesake(node)
         others = [name for name in self.store.live_nodes() if name != node]
-        self.store.take_lease(node_lease(node), node, self.config.cluster.store_grace,
+        self.store.take_lease(node_lease(node), node, presence_ttl(self.config.cluster.store_grace),
                               quiet=True)  # fmt: skip
         self._present = True
         closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
@@ -190,6 +193,9 @@ class Server:
             raise
         await self.core.start_writer()
         await self.core.start_decisions()  # PostgreSQL: hear every node's decisions at once
+        audit = self.config.audit
+        if audit.anchors:  # /healthz: "pending" until the first round, after the doors open
+            self.core.anchoring = AnchorHealth(audit.anchors, audit.anchor_every, self.core.clock)
         for door in self._build_doors():
             listener = getattr(self.config.listeners, door.name)
             try:
@@ -296,15 +302,21 @@ class Server:
         """One round of signed heads: the head read on the store's thread, the sinks written
         off the event loop. A sink that fails is logged each time and audited once per
         outage; the sessions go on (their own audit is durable)."""
-        anchorer = self.anchorer
+        anchorer, health = self.anchorer, self.core.anchoring
         if anchorer is None:
             return
+        if health is not None:
+            health.began()
+        delivered: list[bool] | None = None
         try:
             head = await self.core.run(self.store.chain_head)
         except Exception as exc:  # the store could not be read: same as every sink failing
             failed = [f"the chain head could not be read: {exc}"]
         else:
             failed = await asyncio.get_running_loop().run_in_executor(None, anchorer.anchor, head)
+            delivered = anchorer.delivered
+        if health is not None:
+            health.ended(delivered)
         for problem in failed:
             log.error("audit.anchor_failed", sink=problem)
         if bool(failed) == self._anchors_failing:
@@ -351,7 +363,7 @@ class Server:
                 await self.core.run(self.store.release_lease, COMPLETER_LEASE, self.core.node)
         if self._present:  # a namesake refused at start-up leaves the live one's alone
             self._present = False
-            with contextlib.suppress(Exception):  # it expires by itself after store_grace
+            with contextlib.suppress(Exception):  # it expires by itself (presence_ttl)
                 await self.core.run(self.store.release_lease, node_lease(self.core.node),
                                     self.core.node)  # fmt: skip
         if self._started:
@@ -363,6 +375,7 @@ class Server:
             await self._anchor()
             self.anchorer.close()
             self.anchorer = None
+        self.core.anchoring = None
 
     def _release_spool(self) -> None:
         if self._spool_lock is not None:

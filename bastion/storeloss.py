@@ -4,6 +4,7 @@ the rows no door could close meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,10 +15,10 @@ import structlog
 from bastion.audit import Event
 from bastion.clock import iso
 from bastion.errors import BastionError
+from bastion.live import Killable
 
 if TYPE_CHECKING:
     from bastion.core import Core
-    from bastion.live import Killable
 
 log = structlog.get_logger("bastion.core")
 STATE = "store_lost"  # how such a session's row ends
@@ -40,11 +41,9 @@ class StoreLoss:
         self.ended.update(live)
         self.said = True
         message = core.grace.ended_message()
-        for session_id, session in live.items():
-            try:
-                await session.terminate(STATE, message)
-            except Exception as exc:  # one session's fault never keeps the others on
-                log.error("session_end_failed", session=session_id, state=STATE, error=repr(exc))
+        # All at once: a door's ending may wait (a cancel sent to a database), and no session
+        # waits for another's to be cut.
+        await asyncio.gather(*(_end(key, session, message) for key, session in live.items()))
         if live:
             core.sessions_changed()
 
@@ -64,3 +63,10 @@ class StoreLoss:
                 await core.run(core.store.close_session, session_id, STATE,
                                core.grace.ended_message())  # fmt: skip
         core.sessions_changed()
+
+
+async def _end(session_id: str, session: Killable, message: str) -> None:
+    try:
+        await session.terminate(STATE, message)
+    except Exception as exc:  # one session's fault never keeps the others on
+        log.error("session_end_failed", session=session_id, state=STATE, error=repr(exc))

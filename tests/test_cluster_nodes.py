@@ -4,6 +4,7 @@ comes back, and a revocation made while both serve ends a live session held by t
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -11,12 +12,15 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bastion.audit import Store
-from bastion.clock import SystemClock
+from bastion.audit.chain import ChainKey
+from bastion.audit.cluster import node_lease
+from bastion.clock import FakeClock, SystemClock
 from bastion.identity import totp
+from bastion.identity.sealing import SecretBox
 from tests.harness import Bastion
 from tests.realssh import OpenSSHClient, Sshd, TmuxSession, free_port, wait_for_banner
 
@@ -185,3 +189,54 @@ def live_nodes(a: Bastion) -> list[str]:
         return store.live_nodes()
     finally:
         store.close()
+
+
+def test_a_kill_on_node_a_ends_a_session_held_by_b_and_the_listing_names_b(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """`sessions list` (text and JSON) and the console's rows name the node holding each
+    session; `sessions kill` run on a's side reaches b through the store."""
+    a, node_a, node_b, _ = two_nodes(tmp_path, sshd)
+    try:
+        node_a.start()
+        node_b.start()
+        with session_through(a, node_b, tmp_path / "client") as tmux:
+            [(session_id, _, _)] = open_rows(a)
+            listed = node_a.cli("sessions", "list", "--open")
+            assert listed.returncode == 0, listed.stderr
+            header, row = listed.stdout.splitlines()
+            assert header.split()[4] == "NODE" and row.split()[4] == "b"
+            as_json = node_a.cli("sessions", "list", "--open", "--json")
+            assert [s["node"] for s in json.loads(as_json.stdout)] == ["b"]
+            done = node_a.cli("sessions", "kill", session_id, "--reason", "incident over")
+            assert done.returncode == 0, done.stderr
+            assert f"asked node b to end session {session_id}" in done.stdout
+            assert "it ends within a few seconds" in done.stdout
+            tmux.wait_for("incident over")
+            wait_until(lambda: open_rows(a)[0][1] == "killed")
+    finally:
+        node_a.stop()
+        node_b.stop()
+
+
+def test_a_kill_of_a_session_whose_node_is_gone_says_so(tmp_path: Path, sshd: Sshd) -> None:
+    """Node b's presence ran out (it ended its sessions when it lost the store, or it
+    stopped): the kill is recorded, and the admin is told that nobody is ending it now."""
+    a, node_a, _, _ = two_nodes(tmp_path, sshd)
+    long_ago = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    store = Store.open(
+        a.config.paths.store, long_ago, ChainKey.of(SecretBox.load(a.config.paths.secrets_key))
+    )
+    try:
+        store.take_lease(node_lease("b"), "b", timedelta(seconds=40), quiet=True)
+        store.open_session(session_id="s-b", user="alice", target="web-1", grant_id=None,
+                           protocol="ssh", client_addr="10.0.0.7", node="b")  # fmt: skip
+    finally:
+        store.close()
+    done = node_a.cli("sessions", "kill", "s-b", "--reason", "incident over")
+    assert done.returncode == 0, done.stderr
+    assert "asked node b to end session s-b" in done.stdout
+    assert "that node is not alive on the store" in done.stdout
+    assert "closes as interrupted when node b starts again" in done.stdout
+    said = json.loads(node_a.cli("sessions", "show", "s-b", "--json").stdout)
+    assert said["node"] == "b"

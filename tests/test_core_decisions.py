@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion import core as core_module
+from bastion import watch as watch_module
 from bastion.audit.grants import NewGrant
 from bastion.audit.listen import DecisionFeed
 from bastion.clock import FakeClock, iso
@@ -32,7 +32,7 @@ async def test_a_decision_heard_wakes_the_watcher_long_before_its_poll(
     tmp_path: Path, db: PgDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An hour between polls: the kill is acted on because the feed heard the decision."""
-    monkeypatch.setattr(core_module, "WATCH_EVERY", 3600.0)
+    monkeypatch.setattr(watch_module, "WATCH_EVERY", 3600.0)
     clock = FakeClock(START)
     core = make_core(tmp_path, clock)
     store = core.store

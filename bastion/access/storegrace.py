@@ -1,12 +1,24 @@
 """Whether this node may serve: not once it has gone longer than [cluster] store_grace without
-completing a look at the store (fail closed), and again as soon as a look completes.
+completing a look at the store (fail closed), and again once a recent look completes; and how
+long its presence lease lasts, so that no other node takes it for gone while it still serves.
 
 The session watcher starts a look at the store every tick and tells this tracker whether the
-last one completed (`looked`) or is still running or failed (`missed`). Time is the
-injectable clock's. The grace runs from the first tick that found no completed look (at most
-one tick after the last look that completed began), and a loss also needs MISSES_TO_LOSE
-such ticks in a row, so a clock that jumps while one look is in flight (a test's clock) is no
-loss. Pure: no store, no asyncio.
+last one completed (`looked`) or is still running or failed (`missed`). Durations are measured
+on the clock's monotonic reading: a step of the wall clock (an admin, NTP) neither ends the
+sessions nor stretches the grace; the wall clock only names the moment ("since ..."). A loss
+also needs MISSES_TO_LOSE ticks since that look began, so a test's clock that jumps while a
+look is in flight is no loss when the look completes in time. Pure: no store, no asyncio.
+
+Why others never take a serving node for gone (each look renews the presence lease after it
+began, so the last renewal R is at or after B, the beginning of the last completed look):
+- the node judges a loss at the first tick past B + grace that is also MISSES_TO_LOSE ticks
+  or more after B: at most JUDGED_WITHIN after B + grace while its event loop ticks (grace
+  at least 2 s), and it cuts every session in that tick, before any store call;
+- others see it gone only once their wall clock passes R + presence_ttl(grace), that is
+  B + grace + JUDGED_WITHIN + SKEW or later.
+What this cannot cover: a node whose whole event loop stops (SIGSTOP, a paused VM) relays
+nothing and judges nothing; and the lease is on the wall clock, which every node must share
+(NTP) to within SKEW.
 """
 
 from __future__ import annotations
@@ -17,35 +29,59 @@ from datetime import datetime, timedelta
 from bastion.clock import iso
 
 MISSES_TO_LOSE = 4  # ticks in a row without a completed look before the grace is judged
+TICK_AT_MOST = 1.0  # seconds between two ticks of a watcher that runs (it asks for 0.5)
+JUDGED_WITHIN = timedelta(seconds=(MISSES_TO_LOSE + 1) * TICK_AT_MOST)
+SKEW = timedelta(seconds=5)  # how far apart the nodes' wall clocks may be
+
+
+def presence_ttl(grace: timedelta) -> timedelta:
+    """How long a node's presence lease lasts from each renewal: past the moment it ends its
+    sessions for a lost store, so another node never takes it for gone while it serves."""
+    return grace + JUDGED_WITHIN + SKEW
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One tick of the watcher: its number, the monotonic reading and the wall clock's."""
+
+    tick: int
+    seconds: float
+    wall: datetime
 
 
 @dataclass
 class StoreGrace:
     grace: timedelta
-    reached_at: datetime | None = None  # when the last look that completed began
-    missing_from: datetime | None = None  # the first tick of this run without a look
+    reached: Moment | None = None  # when the last look that completed began
+    missing_from: Moment | None = None  # the first tick of this run without a look
     lost_since: datetime | None = None  # the store's last proof, once the grace ran out
-    misses: int = 0
+    misses: int = 0  # ticks in a row without a completed look
 
-    def looked(self, began: datetime) -> bool:
-        """A look that began at `began` completed; True when that ends a loss."""
-        if self.reached_at is None or began > self.reached_at:
-            self.reached_at = began
+    def looked(self, began: Moment, now: Moment) -> bool:
+        """A look that began at `began` completed by `now`; True when that ends a loss. A
+        look that began longer than the grace ago ends none: the lease it renewed may have
+        run out meanwhile (others took the node for gone), and the next look decides."""
+        if self.reached is None or began.seconds > self.reached.seconds:
+            self.reached = began
         self.misses, self.missing_from = 0, None
-        recovered, self.lost_since = self.lost_since is not None, None
-        return recovered
+        if self.lost_since is None or now.seconds - began.seconds > self._seconds():
+            return False
+        self.lost_since = None
+        return True
 
-    def missed(self, now: datetime) -> bool:
+    def missed(self, now: Moment) -> bool:
         """A tick found no completed look (still running, or it failed); True when the grace
-        has just run out: the caller ends every live session on this node."""
+        has just run out: the caller ends every live session on this node. It runs from the
+        beginning of the last look that completed, and needs MISSES_TO_LOSE ticks since."""
         self.misses += 1
         if self.missing_from is None:
             self.missing_from = now
-        if self.lost_since is not None or self.misses < MISSES_TO_LOSE:
+        start = self.reached or self.missing_from
+        if self.lost_since is not None or now.tick - start.tick < MISSES_TO_LOSE:
             return False
-        if now - self.missing_from <= self.grace:
+        if now.seconds - start.seconds <= self._seconds():
             return False
-        self.lost_since = self.reached_at or self.missing_from
+        self.lost_since = start.wall
         return True
 
     @property
@@ -55,7 +91,7 @@ class StoreGrace:
     def ended_message(self) -> str:
         """What a session ended for the loss shows its engineer."""
         return (
-            f"this bastion lost its audit store for more than {self._seconds()} s;"
+            f"this bastion lost its audit store for more than {int(self._seconds())} s;"
             " the session is over"
         )
 
@@ -68,5 +104,5 @@ class StoreGrace:
             " logins are refused until it is back: try another node"
         )
 
-    def _seconds(self) -> int:
-        return int(self.grace.total_seconds())
+    def _seconds(self) -> float:
+        return self.grace.total_seconds()

@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,7 +237,8 @@ class WebhookSink:
     """POSTs each anchor as a JSON body; anything but a 2xx answer is a failure."""
 
     def __init__(self, url: str) -> None:
-        self.name = f"webhook:{url}"
+        parts = urllib.parse.urlsplit(url)  # logged and chained: no credentials, no query
+        self.name = f"webhook:{parts.scheme}://{parts.hostname}{_port(parts)}{parts.path}"
         self.url = url
 
     def send(self, line: str) -> None:
@@ -249,6 +251,13 @@ class WebhookSink:
 
     def close(self) -> None:
         pass
+
+
+def _port(parts: urllib.parse.SplitResult) -> str:
+    try:
+        return "" if parts.port is None else f":{parts.port}"
+    except ValueError:
+        return ""
 
 
 def open_sink(spec: str) -> Sink:
@@ -275,18 +284,23 @@ class Anchorer:
         self.sinks = [open_sink(spec) for spec in specs]
         self._key, self.node, self._now = key, node, now
         self.sent = 0
+        self.delivered: list[bool] = []  # the last round: which sinks took the head
 
     def anchor(self, head: tuple[int, str]) -> list[str]:
         """Send the signed head (seq, MAC), read by the caller on the store's own thread."""
         seq, mac = head
         line = Anchor(self.node, seq, mac, self._now()).signed(self._key)
-        failed = []
+        failed, delivered = [], []
         for sink in self.sinks:
             try:
                 sink.send(line)
             except OSError as exc:
                 failed.append(f"{sink.name}: {exc.strerror or exc}")
+                delivered.append(False)
+            else:
+                delivered.append(True)
         self.sent += 1
+        self.delivered = delivered
         return failed
 
     def close(self) -> None:

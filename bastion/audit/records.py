@@ -256,6 +256,7 @@ class SessionRecord:
     recording_path: str | None
     recording_sha256: str | None
     recording_size: int | None
+    node: str | None = None  # the node that holds (or held) it; None from before [cluster]
 
     def public(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -276,6 +277,7 @@ def session_from_row(row: dict[str, Any]) -> SessionRecord:
         recording_path=row["recording_path"],
         recording_sha256=row["recording_sha256"],
         recording_size=row["recording_size"],
+        node=row.get("node"),
     )
 
 

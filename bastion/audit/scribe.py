@@ -9,6 +9,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -196,6 +197,9 @@ class _BatchClock:
 
     def now(self) -> datetime:
         return self.at
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 def _redacted(record: Record) -> Record:

@@ -47,7 +47,7 @@ def sessions_list(app: App, args: argparse.Namespace) -> int:
                            until=since_arg(args.until, app, "--until"), text=args.text,
                            protocol=args.protocol, open_only=args.open)  # fmt: skip
     page = search_sessions(app.store, app.viewer, wanted, cursor=args.cursor, limit=args.limit)
-    app.table(page.items, ["id", "user", "target", "protocol", "state", "started_at",
+    app.table(page.items, ["id", "user", "target", "protocol", "node", "state", "started_at",
                            "ended_at"], "no sessions match")  # fmt: skip
     more_note(page.next, "sessions")
     return 0
@@ -86,9 +86,19 @@ def sessions_show(app: App, args: argparse.Namespace) -> int:
 
 
 def sessions_kill(app: App, args: argparse.Namespace) -> int:
+    """Ask, through the store, whichever node holds the session to end it; say so plainly
+    when that node's presence has run out (it ended its sessions when it lost the store, or
+    it stopped: the row closes as interrupted when it starts again)."""
     session = app.store.request_kill(args.session_id, actor_of(app, args), args.reason or "")
-    app.emit(session.public(), f"asked the bastion to end session {session.id}"
-             f" ({session.user} on {session.target}); it ends within a few seconds")  # fmt: skip
+    node, held = session.node, f"session {session.id} ({session.user} on {session.target})"
+    alive = node is None or node in app.store.live_nodes()
+    asked = "the bastion" if node is None else f"node {node}"
+    text = f"asked {asked} to end {held}; it ends within a few seconds"
+    if not alive:
+        text = (f"asked {asked} to end {held}, but that node is not alive on the store: it"
+                " ended its sessions when it lost the store, or it stopped; the session closes"
+                f" as interrupted when node {node} starts again")  # fmt: skip
+    app.emit({**session.public(), "node_alive": alive}, text)
     return 0
 
 

@@ -56,7 +56,8 @@ def _grant_text(core: Core, grant_id: int | None) -> str:
 def _row(core: Core, live: LiveSession) -> dict[str, Any]:
     s = live.record
     return {"id": s.id, "user": s.user, "target": s.target, "door": s.protocol,
-            "client": s.client_addr, "started_at": iso(s.started_at), "since": _since(s.started_at),
+            "node": s.node or "-", "client": s.client_addr, "started_at": iso(s.started_at),
+            "since": _since(s.started_at),
             "idle_seconds": live.idle_seconds, "idle": _idle(live.idle_seconds),
             "grant_id": s.grant_id, "grant": _grant_text(core, s.grant_id),
             "kill_requested": live.kill_requested}  # fmt: skip

@@ -35,7 +35,11 @@ async def healthz(request: web.Request) -> web.Response:
     store for longer than [cluster] store_grace says so, and since when, with a 503 (a load
     balancer's check then sends logins to the other nodes). On a PostgreSQL store, whether
     this node hears the others' decisions; with [recordings] url, whether the object store
-    takes uploads and how many finished recordings wait in the spool."""
+    takes uploads and how many finished recordings wait in the spool; with [audit] anchors,
+    when the sinks last took the chain's head and since when they fail. A failing object
+    store or anchor sink makes the status "degraded", still 200: the node's sessions keep
+    their durable audit and spool, and the same sinks fail for every node behind the
+    balancer (taking them all out would lock everyone out); the operator is told."""
     core = request.app[CORE_KEY]
     since = core.grace.lost_since
     if since is not None:
@@ -47,8 +51,15 @@ async def healthz(request: web.Request) -> web.Response:
     decisions = core.decisions_health()
     if decisions is not None:
         body["decisions"] = decisions
+    degraded = False
     if core.uploads is not None:
-        body["recordings"] = core.uploads.health()
+        recordings = body["recordings"] = core.uploads.health()
+        degraded = recordings.get("object_store") != "ok"
+    if core.anchoring is not None:
+        anchors = body["anchors"] = core.anchoring.health()
+        degraded = degraded or anchors["status"] == "failing"
+    if degraded:
+        body["status"] = "degraded"
     return web.json_response(body)
 
 

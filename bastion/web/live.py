@@ -28,7 +28,7 @@ WATCHERS = frozenset({"admin", "reviewer"})  # who sees the live list; only admi
 REFRESH = 5.0  # seconds between lists on a quiet stream (idle times move on)
 KILL = schema("session_id", "reason")
 ACK = schema("grant_id", optional=("note",))
-HEADERS = ("who", "target", "door", "from", "since", "idle", "grant")
+HEADERS = ("who", "target", "door", "node", "from", "since", "idle", "grant")
 
 
 async def live_rows(core: Core) -> list[dict[str, Any]]:
@@ -62,7 +62,8 @@ def _live_table(rows: list[dict[str, Any]], csrf: str | None) -> Markup:
               el("th", {"scope": "col"}, "" if csrf is None else "end it"))  # fmt: skip
     body = []
     for r in rows:
-        cells = (r["user"], r["target"], r["door"], r["client"], r["since"], r["idle"], r["grant"])
+        cells = (r["user"], r["target"], r["door"], r["node"], r["client"], r["since"], r["idle"],
+                 r["grant"])  # fmt: skip
         last: object = ""
         if r["kill_requested"]:
             last = "kill requested"

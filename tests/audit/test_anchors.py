@@ -20,6 +20,7 @@ from bastion.audit.anchors import Anchor, Anchorer, AnchorError, parse_line, rea
 from bastion.config import load_config
 from bastion.errors import ConfigError
 from tests.harness import Bastion
+from tests.realssh import free_port
 
 KEY = bytes(32)
 DEADLINE = 20.0  # a safety net for waits, never a timing assertion
@@ -106,6 +107,16 @@ def test_the_webhook_sink_posts_each_anchor_and_a_refusal_is_a_failure() -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_webhook_failure_names_the_sink_without_its_credentials() -> None:
+    """The failure is logged and chained (audit.anchor_failed): a token in the URL's query
+    or its user part must reach neither."""
+    port = free_port()  # nothing listens: refused
+    url = f"http://anchor:pa55word@127.0.0.1:{port}/anchors?token=s3cr3t-t0ken"
+    [failure] = Anchorer([f"webhook:{url}"], KEY, "n", lambda: "t").anchor((4, "e" * 64))
+    assert failure.startswith(f"webhook:http://127.0.0.1:{port}/anchors: ")
+    assert "s3cr3t-t0ken" not in failure and "pa55word" not in failure
 
 
 def test_read_anchors_fails_on_a_missing_or_empty_file(tmp_path: Path) -> None:

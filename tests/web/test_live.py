@@ -140,6 +140,7 @@ async def test_the_stream_shows_a_real_ssh_session_open_and_end(
                 "127.0.0.1",
             )
             assert row["grant"].startswith("#1 read until ") and row["idle_seconds"] is not None
+            assert row["node"] == console.core.node  # which node holds it
             kill = {"session_id": row["id"], "reason": KILL_REASON}
             async with admin.post(
                 "/api/v1/live-sessions/kill", json=kill, headers={"X-CSRF-Token": csrf}

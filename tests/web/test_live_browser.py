@@ -37,8 +37,8 @@ async def test_a_live_ssh_session_appears_and_is_killed_from_the_page(
     await row.wait_for()  # arrives by the event stream: the page is not reloaded
     assert page.url.endswith("/live")
     cells = await row.locator("td").all_inner_texts()
-    assert cells[:4] == ["alice", "web-1", "ssh", "127.0.0.1"]
-    assert cells[6].startswith("#1 read until ")
+    assert cells[:5] == ["alice", "web-1", "ssh", console.core.node, "127.0.0.1"]
+    assert cells[7].startswith("#1 read until ")
     await row.locator("input[name=reason]").fill(REASON)
     await tab.shot("live-session")
     await tab.submit("#live tbody tr button.kill")

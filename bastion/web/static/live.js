@@ -7,7 +7,7 @@
   if (!table || !window.EventSource) { return; }
   const body = table.tBodies[0];
   const csrf = table.dataset.csrf || null;
-  const CELLS = ["user", "target", "door", "client", "since", "idle", "grant"];
+  const CELLS = ["user", "target", "door", "node", "client", "since", "idle", "grant"];
 
   function input(type, name, value) {
     const el = document.createElement("input");
