@@ -41,6 +41,7 @@ REVIEWED = {
     "tickets.py:revoke_users_tickets": "runs inside disable_user, which notifies",
     "cluster.py:take_lease": "a node's presence or a job's lease: it ends nobody's access",
     "cluster.py:release_lease": "a node's presence or a job's lease: it ends nobody's access",
+    "lostnodes.py:close_lost_session": "closes a lost node's session: no live node holds it",
 }
 
 
