@@ -109,6 +109,13 @@ def restore(location: PgLocation, archive: Path) -> None:
         _run(location, argv, f"pg_restore of {archive} into {location}")
 
 
+def admin_location(where: PgLocation) -> PgLocation:
+    """The store's database with only pg_catalog on the search path: a connection to it
+    opens whether or not the store's schema exists (for the statements here)."""
+    url, password, _schema, head = where.handoff()
+    return PgLocation.handed(url, password, schema="pg_catalog", head_file=head)
+
+
 def _quoted(schema: str) -> str:
     if not SCHEMA.fullmatch(schema):
         raise StoreError(f"{schema!r} is not a plain schema name")

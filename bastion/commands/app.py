@@ -132,7 +132,7 @@ def _pg_store(where: PgLocation, clock: Clock, key: ChainKey, node: str) -> Stor
     try:
         store = Store.open(where, clock, key, node=node)
     except StoreError:
-        probe = Store(where, clock, key, node)
+        probe = Store(pgbackup.admin_location(where), clock, key, node)
         try:
             left = pgbackup.restoring_schemas(probe.conn, where.schema)
         finally:

@@ -50,7 +50,7 @@ def backup_pg(app: App, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _alone(probe: Store, where: PgLocation) -> None:
+def _alone(app: App, probe: Store, where: PgLocation) -> None:
     """Conflict while a bastion is connected to the database or a node's lease is live."""
     deadline = time.monotonic() + SETTLE_S
     while others := pgbackup.others_connected(probe.conn):
@@ -61,11 +61,17 @@ def _alone(probe: Store, where: PgLocation) -> None:
             )
         time.sleep(0.1)  # a command that has just ended is gone in a moment
     try:
-        live = probe.live_nodes()
+        store = Store(where, app.clock, ChainKey.of(app.box))
+    except StoreError:
+        return  # no schema: no node serves from it
+    try:
+        live = store.live_nodes()
+        lease = store.lease(node_lease(live[0])) if live else None
     except StoreError:
         return  # no lease table: no node serves from it
+    finally:
+        store.close()
     if live:
-        lease = probe.lease(node_lease(live[0]))
         until = lease.expires_at.isoformat() if lease else "its lease ends"
         raise Conflict(
             f"node {live[0]} holds its presence on {where} until {until}: stop every"
@@ -87,16 +93,16 @@ def restore_pg(app: App, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.backup} is not a file")
     where = app.config.store.location(app.config.path)
     during, aside = _aside_names(where.schema, app.clock.now().strftime("%Y%m%dt%H%M%S"))
-    probe = Store(where, app.clock, ChainKey.of(app.box))
+    probe = Store(pgbackup.admin_location(where), app.clock, ChainKey.of(app.box))
     try:
-        _alone(probe, where)
+        _alone(app, probe, where)
         if left := pgbackup.restoring_schemas(probe.conn, where.schema):
             raise Conflict(f"schema {left[0]} is left by a restore that stopped half-way: drop"
                            f" schema {where.schema}, rename {left[0]} back to {where.schema},"
                            " then restore again")  # fmt: skip
         if pgbackup.schema_exists(probe.conn, aside):
             raise Conflict(f"schema {aside} exists (a restore in the same second): run it again")
-        old = replaced_head(app, where) if probe.schema_version() else None
+        old = replaced_head(app, where)
         witnesses = ([old] if old else []) + outside_witnesses(app, args, _head_file(where))
         moved = pgbackup.schema_exists(probe.conn, where.schema)
         if moved:
