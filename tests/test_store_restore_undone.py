@@ -75,9 +75,7 @@ def test_a_restore_that_crashed_mid_swap_stops_every_command_and_serve(
     assert_ok(bst.run("audit", "verify"))
 
 
-def test_a_lone_write_ahead_log_is_never_opened_as_a_store(
-    people: People, tmp_path: Path
-) -> None:
+def test_a_lone_write_ahead_log_is_never_opened_as_a_store(people: People, tmp_path: Path) -> None:
     bst = people.bst
     os.rename(bst.db, tmp_path / "elsewhere.db")
     bst.db.with_name("bastion.db-wal").write_bytes(b"\0" * 32)
