@@ -167,6 +167,23 @@ def test_a_restore_that_fails_on_postgresql_puts_the_store_back(
     assert bst.events() == before and "erin" in names(bst)
     assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
 
+    # An archive holding more than the store's schema (here a function elsewhere, which would
+    # run with the store's role) is refused whole, and the store is put back.
+    cluster = store_template.cluster
+    cluster.sql(pgsql.SQL("CREATE SCHEMA evil AUTHORIZATION {}").format(
+        pgsql.Identifier(store_template.role)), database)  # fmt: skip
+    cluster.sql("CREATE FUNCTION evil.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", database)
+    hostile = tmp_path / "hostile.dump"
+    url = load_config(bst.config).store.url
+    subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "-Fc", "-n", "public", "-n", "evil",
+                    f"--file={hostile}", f"--dbname={url}"], check=True,
+                   env={**child_env(), "PGPASSWORD": store_template.password})  # fmt: skip
+    refused = bst.run("store", "restore", str(hostile), "--as", "bob", "--reason", "x",
+                      input=people.code("bob"))  # fmt: skip
+    assert_error(refused, Exit.USAGE, "not a dump of the store's schema public alone")
+    assert bst.events() == before
+    assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
+
     store_template.cluster.sql(
         pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier("public_restoring_20261207t1200")),
         database,

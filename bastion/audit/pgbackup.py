@@ -27,7 +27,13 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's PostgreSQL 15 tools, bef
 TOOL_TIMEOUT_S = 3600.0
 # A connection a bastion makes to its store (bastion-store/NODE, bastion-listen/NODE).
 BASTION_APPS = ("bastion-store/%", "bastion-listen/%")
-_TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ (SCHEMA|COMMENT - SCHEMA|ACL - SCHEMA) ")
+# The kinds of object a store's dump holds (an allow-list: an archive holding anything else,
+# or anything outside the store's schema, is refused whole), and its schema's own entries.
+_TOC_KINDS = ("TABLE DATA", "TABLE", "SEQUENCE SET", "SEQUENCE OWNED BY", "SEQUENCE",
+              "FK CONSTRAINT", "CONSTRAINT", "INDEX", "FUNCTION", "TRIGGER", "VIEW",
+              "DEFAULT")  # fmt: skip
+_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ (" + "|".join(_TOC_KINDS) + r") (\S+) ")
+_TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ (SCHEMA -|COMMENT - SCHEMA|ACL - SCHEMA) (\S+) ")
 
 
 def tool(name: str) -> str:
@@ -97,9 +103,7 @@ def restore(location: PgLocation, archive: Path) -> None:
     """The archive's objects restored into the store's schema (made empty by the caller), in
     one transaction; the archive's own CREATE SCHEMA is left out (the schema exists)."""
     listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
-    if "; SCHEMA - " not in listing and " TABLE " not in listing:
-        raise UsageError(f"{archive} is not a pg_dump archive of a store")
-    kept = [line for line in listing.splitlines() if not _TOC_SCHEMA.match(line)]
+    kept = _entries(listing, location.schema, archive)
     with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
         use = Path(directory) / "use.list"
         use.write_text("\n".join(kept) + "\n", encoding="utf-8")
@@ -114,6 +118,26 @@ def admin_location(where: PgLocation) -> PgLocation:
     opens whether or not the store's schema exists (for the statements here)."""
     url, password, _schema, head = where.handoff()
     return PgLocation.handed(url, password, schema="pg_catalog", head_file=head)
+
+
+def _entries(listing: str, schema: str, archive: Path) -> list[str]:
+    """The archive's entries to restore: only the kinds a store's dump holds, each in the
+    store's schema (the schema's own entries left out); UsageError for anything else."""
+    kept = []
+    for line in listing.splitlines():
+        if not line.strip() or line.startswith(";"):
+            continue
+        own = _TOC_SCHEMA.match(line)
+        if own and own.group(2) == schema:
+            continue
+        entry = _TOC_ENTRY.match(line)
+        if entry is None or entry.group(2) != schema:
+            raise UsageError(f"{archive} is not a dump of the store's schema {schema} alone"
+                             f" (it holds: {printable_line(line, 120)})")  # fmt: skip
+        kept.append(line)
+    if not any(" TABLE DATA " in line for line in kept):
+        raise UsageError(f"{archive} holds no table of the schema {schema}: not a store backup")
+    return kept
 
 
 def _quoted(schema: str) -> str:

@@ -149,9 +149,9 @@ def _pg_store(where: PgLocation, clock: Clock, key: ChainKey, node: str) -> Stor
 
 def _half_restored(where: PgLocation, left: str) -> str:
     return (
-        f"schema {left} is left by a `bastion store restore` that stopped half-way (it is the"
-        f" store that restore replaced): drop schema {where.schema}, rename {left} back to"
-        f" {where.schema}, then restore again"
+        f"schema {left} is there: a `bastion store restore` is running, or stopped half-way"
+        f" (then {left} is the store it replaced: drop schema {where.schema}, rename {left}"
+        f" back to {where.schema}, or drop it if it is empty, then restore again)"
     )
 
 

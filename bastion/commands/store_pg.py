@@ -105,23 +105,31 @@ def restore_pg(app: App, args: argparse.Namespace) -> int:
         old = replaced_head(app, where)
         witnesses = ([old] if old else []) + outside_witnesses(app, args, _head_file(where))
         moved = pgbackup.schema_exists(probe.conn, where.schema)
-        if moved:
+        if moved:  # the replaced store, under a name every command refuses to start beside
             pgbackup.rename_schema(probe.conn, where.schema, during)
+        else:  # no store to keep: the same name, empty, still keeps every command out
+            pgbackup.create_schema(probe.conn, during)
         try:
             pgbackup.create_schema(probe.conn, where.schema)
             chained = _restore_into(app, args, where, witnesses, during if old else None)
         except BaseException:
             pgbackup.drop_schema(probe.conn, where.schema)
-            if moved:
-                pgbackup.rename_schema(probe.conn, during, where.schema)
+            _settle(probe, during, where.schema if moved else None)
             raise
-        if moved:
-            pgbackup.rename_schema(probe.conn, during, aside)
+        _settle(probe, during, aside if moved else None)
     finally:
         probe.close()
     kept_at = f"schema {aside}" if moved else "nowhere (there was no schema)"
     report_restore(app, str(where), args, chained, witnesses=witnesses, aside=kept_at)
     return Exit.OK
+
+
+def _settle(probe: Store, during: str, to: str | None) -> None:
+    """The replaced store's schema renamed `to` its lasting name, or the empty marker dropped."""
+    if to is None:
+        pgbackup.drop_schema(probe.conn, during)
+    else:
+        pgbackup.rename_schema(probe.conn, during, to)
 
 
 def _head_file(where: PgLocation) -> Path:
