@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from psycopg import sql as pgsql
 
 from bastion.audit import ChainKey, Store
+from bastion.audit.cluster import node_lease
 from bastion.clock import SystemClock, iso
 from bastion.config import load_config
 from bastion.errors import Exit
@@ -183,6 +184,27 @@ def test_a_restore_that_fails_on_postgresql_puts_the_store_back(
     assert_error(refused, Exit.USAGE, "not a dump of the store's schema public alone")
     assert bst.events() == before
     assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
+
+    # A node killed without stopping holds no connection, but its presence lease is live.
+    config = load_config(bst.config)
+    box = SecretBox.load(bst.home / "secrets.key", environ={})
+
+    def as_node_b(lease: bool) -> None:
+        store = Store.open(config.store.location(config.path), SystemClock(), ChainKey.of(box))
+        try:
+            if lease:
+                store.take_lease(node_lease("node-b"), "node-b", timedelta(minutes=5), quiet=True)
+            else:
+                store.release_lease(node_lease("node-b"), "node-b")
+        finally:
+            store.close()
+
+    as_node_b(lease=True)
+    assert_error(bst.run("store", "restore", str(backup), "--as", "bob", "--reason", "x",
+                         input=people.code("bob")), Exit.CONFLICT,
+                 "node node-b holds its presence")  # fmt: skip
+    as_node_b(lease=False)
+    assert bst.events() == before
 
     store_template.cluster.sql(
         pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier("public_restoring_20261207t1200")),

@@ -28,6 +28,7 @@ from bastion.commands.store import (
     report_restore,
 )
 from bastion.errors import Conflict, Exit, StoreError, UsageError
+from bastion.text import printable_line
 
 SETTLE_S = 3.0  # a command that just ended may still be listed by the server this long
 
@@ -55,8 +56,9 @@ def _alone(app: App, probe: Store, where: PgLocation) -> None:
     deadline = time.monotonic() + SETTLE_S
     while others := pgbackup.others_connected(probe.conn):
         if time.monotonic() >= deadline:
+            named = printable_line(", ".join(sorted(set(others))), 200)  # names clients chose
             raise Conflict(
-                f"a bastion is connected to {where} ({', '.join(sorted(set(others)))}): stop"
+                f"a bastion is connected to {where} ({named}): stop"
                 " every `bastion serve` (and wait for running commands) before restoring it"
             )
         time.sleep(0.1)  # a command that has just ended is gone in a moment
