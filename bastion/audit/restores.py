@@ -22,15 +22,15 @@ from typing import Any
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.chainwalk import walk_store
-from bastion.audit.listen import DECISION_KINDS
 from bastion.clock import iso
 from bastion.errors import StoreError
 from bastion.text import printable_line
 
 RESTORED_KIND = "store.restored"
 # What a restore undoes silently unless someone redoes it: every decision that ends or
-# refuses access (the kinds each node listens for), and each change of a credential.
-UNDONE_KINDS = DECISION_KINDS | {"user.totp_reset", "user.password_set", "user.password_removed"}
+# refuses access (listen.DECISION_KINDS, the kinds each node listens for), and each change of
+# a credential.
+CREDENTIAL_KINDS = frozenset({"user.totp_reset", "user.password_set", "user.password_removed"})
 UNDONE_SHOWN = 200  # the most a restore event lists by name (the count is always whole)
 
 
@@ -136,9 +136,11 @@ class RestoreQueries(StoreBase):
         return str(rows[0]["at"]) if rows else iso(self.clock.now())
 
     def undone_after(self, seq: int) -> list[dict[str, Any]]:
-        """The events after `seq` of the kinds in UNDONE_KINDS, oldest first: what a restore
+        """The events after `seq` of a decision or credential kind, oldest first: what a restore
         to a backup ending at `seq` brings back (an offboarding, a revocation, a lockout)."""
-        kinds = sorted(UNDONE_KINDS)
+        from bastion.audit.listen import DECISION_KINDS  # noqa: PLC0415 - asyncpg: only here
+
+        kinds = sorted(DECISION_KINDS | CREDENTIAL_KINDS)
         marks = ",".join("?" * len(kinds))
         rows = self._rows(
             "SELECT seq, at, kind, actor, subject FROM audit_events"
