@@ -4,6 +4,7 @@ shares it, a restore needs it alone."""
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,3 +69,24 @@ def using(store: Path) -> int | None:
             f"{store} is being restored (`bastion store restore`): run this again once it is done"
         ) from exc
     return fd
+
+
+def leftovers(store: Path) -> str:
+    """'' unless a restore stopped half-way beside the store (a crash between its renames):
+    then what to do, in one line. Read while holding the lock shared (no restore runs)."""
+    name = store.name
+    left = sorted(store.parent.glob(f"{glob.escape(name)}.restoring*"))
+    if left:
+        return (
+            f"{left[0]} is left by a `bastion store restore` that stopped half-way: if {store}"
+            f" is missing, move the newest {name}.before-restore-* files back to {name}*; then"
+            f" remove every {name}.restoring* file"
+        )
+    lone = [f"{store}{s}" for s in ("-wal", "-shm") if os.path.lexists(f"{store}{s}")]
+    if lone and not os.path.lexists(store):
+        return (
+            f"{lone[0]} is there without {store} (a restore stopped half-way, or the file was"
+            f" moved): put the store back beside it (from {name}.before-restore-* or a backup),"
+            " or move the log away; a store is never opened on another store's log"
+        )
+    return ""

@@ -52,8 +52,8 @@ def test_a_store_on_postgresql_is_created_used_and_verified_there(pg_bastion: Ba
     assert_ok(pg_bastion.run("audit", "verify"))
     assert (pg_bastion.home / "store.head").exists()
     assert not (pg_bastion.home / "bastion.db").exists()  # never fell back to the file
-    backup = pg_bastion.run("store", "backup", "--to", str(pg_bastion.cwd / "copy.db"))
-    assert_error(backup, Exit.STORE, "pg_dump")
+    backup = pg_bastion.json("store", "backup", "--to", str(pg_bastion.cwd / "copy.dump"))
+    assert backup["format"] == "pg_dump custom" and backup["head_seq"] >= 2
 
 
 def test_serve_on_postgresql_refuses_to_start_without_an_anchor_sink(pg_bastion: Bastion) -> None:

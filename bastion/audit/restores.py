@@ -27,6 +27,11 @@ from bastion.errors import StoreError
 from bastion.text import printable_line
 
 RESTORED_KIND = "store.restored"
+# What a restore undoes silently unless someone redoes it: every decision that ends or
+# refuses access (listen.DECISION_KINDS, the kinds each node listens for), and each change of
+# a credential.
+CREDENTIAL_KINDS = frozenset({"user.totp_reset", "user.password_set", "user.password_removed"})
+UNDONE_SHOWN = 200  # the most a restore event lists by name (the count is always whole)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,20 @@ class RestoreQueries(StoreBase):
     def _followed_at(self, seq: int) -> str:
         rows = self._rows("SELECT at FROM audit_events WHERE seq = ?", [seq + 1])
         return str(rows[0]["at"]) if rows else iso(self.clock.now())
+
+    def undone_after(self, seq: int) -> list[dict[str, Any]]:
+        """The events after `seq` of a decision or credential kind, oldest first: what a restore
+        to a backup ending at `seq` brings back (an offboarding, a revocation, a lockout)."""
+        from bastion.audit.listen import DECISION_KINDS  # noqa: PLC0415 - asyncpg: only here
+
+        kinds = sorted(DECISION_KINDS | CREDENTIAL_KINDS)
+        marks = ",".join("?" * len(kinds))
+        rows = self._rows(
+            "SELECT seq, at, kind, actor, subject FROM audit_events"
+            f" WHERE seq > ? AND kind IN ({marks}) ORDER BY seq",
+            [seq, *kinds],
+        )
+        return [{k: (int(v) if k == "seq" else str(v)) for k, v in row.items()} for row in rows]
 
     def walk(self) -> Verdict:
         """The chain walked and its table checked, without a head file (a backup has none)."""

@@ -16,10 +16,11 @@ from bastion import storelock
 from bastion.access.grants import Access
 from bastion.access.tickets import Tickets
 from bastion.access.viewing import Viewer
-from bastion.audit import ChainKey, Store
+from bastion.audit import ChainKey, Store, pgbackup
+from bastion.audit.location import PgLocation
 from bastion.clock import Clock, SystemClock
 from bastion.config import Config, load_config
-from bastion.errors import UsageError
+from bastion.errors import StoreError, UsageError
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
 
@@ -60,7 +61,11 @@ class App:
             held = storelock.using(where)
             if held is not None:
                 weakref.finalize(self, os.close, held)
-        return Store.open(where, self.clock, ChainKey.of(self.box), node=config.cluster.node_name())
+            if problem := storelock.leftovers(where):
+                raise StoreError(problem)
+            return Store.open(where, self.clock, ChainKey.of(self.box),
+                              node=config.cluster.node_name())  # fmt: skip
+        return _pg_store(where, self.clock, ChainKey.of(self.box), config.cluster.node_name())
 
     @cached_property
     def box(self) -> SecretBox:
@@ -119,6 +124,35 @@ class App:
             self.out.write(
                 "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
             )
+
+
+def _pg_store(where: PgLocation, clock: Clock, key: ChainKey, node: str) -> Store:
+    """The store on PostgreSQL, refused while a restore that stopped half-way left its
+    replaced schema (`<schema>_restoring_*`) beside it."""
+    try:
+        store = Store.open(where, clock, key, node=node)
+    except StoreError:
+        probe = Store(pgbackup.admin_location(where), clock, key, node)
+        try:
+            left = pgbackup.restoring_schemas(probe.conn, where.schema)
+        finally:
+            probe.close()
+        if left:
+            raise StoreError(_half_restored(where, left[0])) from None
+        raise
+    left = pgbackup.restoring_schemas(store.conn, where.schema)
+    if left:
+        store.close()
+        raise StoreError(_half_restored(where, left[0]))
+    return store
+
+
+def _half_restored(where: PgLocation, left: str) -> str:
+    return (
+        f"schema {left} is there: a `bastion store restore` is running, or stopped half-way"
+        f" (then {left} is the store it replaced: drop schema {where.schema}, rename {left}"
+        f" back to {where.schema}, or drop it if it is empty, then restore again)"
+    )
 
 
 def _cell(value: Any) -> str:

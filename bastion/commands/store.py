@@ -20,7 +20,9 @@ from bastion import storelock
 from bastion.access.restoring import may_restore
 from bastion.audit import ChainKey, Event, Store
 from bastion.audit.anchors import anchor_key, read_anchors
-from bastion.audit.chain import read_head_file
+from bastion.audit.chain import ChainedEvent, read_head_file
+from bastion.audit.location import PgLocation
+from bastion.audit.restores import UNDONE_SHOWN
 from bastion.cli_common import Parser, command, json_flag
 from bastion.commands.app import App
 from bastion.commands.audit import anchor_files
@@ -29,7 +31,9 @@ from bastion.errors import Conflict, Exit, StoreError, UsageError
 from bastion.identity.service import Identity
 from bastion.reports import pack
 from bastion.reports.signing import ReportKeyError, load_private_key
+from bastion.text import printable_line
 
+Chained = tuple[ChainedEvent, int, list[dict[str, Any]]]  # the restore event, lost_seq, undone
 SIDECARS = ("", "-wal", "-shm", ".head")  # the files an embedded store is made of
 
 
@@ -53,6 +57,10 @@ def store_create(app: App, args: argparse.Namespace) -> int:
 def store_backup(app: App, args: argparse.Namespace) -> int:
     """Copy the store, consistently even while bastions serve from it, and walk the copy."""
     dest: Path = args.to
+    if app.config.store.on_postgresql:
+        from bastion.commands.store_pg import backup_pg  # noqa: PLC0415
+
+        return backup_pg(app, args)
     app.store.backup_to(dest)
     copy = Store.open(dest, app.clock, ChainKey.of(app.box))
     try:
@@ -73,21 +81,11 @@ def store_backup(app: App, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _witnesses(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every head recorded outside the backup: the store being replaced, its head file, the
-    anchors files and the review packs. Read before anything changes."""
-    store_path = app.config.paths.store
+def outside_witnesses(app: App, args: argparse.Namespace, head_file: Path) -> list[dict[str, Any]]:
+    """The heads recorded outside the store: its head file, the anchors files and the review
+    packs. Read before anything changes."""
     found: list[dict[str, Any]] = []
-    if store_path.is_file():
-        try:
-            old = Store(store_path, app.clock, ChainKey.of(app.box))
-            try:
-                found.append({"where": "the store replaced", "seq": old.chain_head()[0]})
-            finally:
-                old.close()
-        except StoreError:
-            pass  # a store too damaged to read witnesses nothing
-    head = read_head_file(store_path.with_name(store_path.name + ".head"))
+    head = read_head_file(head_file)
     if head is not None:
         found.append({"where": "its head file", "seq": head[0]})
     key = anchor_key(app.box)
@@ -103,6 +101,78 @@ def _witnesses(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
     for directory, manifest in good:
         found.append({"where": f"review pack {directory.name}", "seq": manifest.chain_end.seq})
     return found
+
+
+def replaced_head(app: App, where: Path | PgLocation) -> dict[str, Any] | None:
+    """The head of the store being replaced, when it can still be read."""
+    try:
+        old = Store(where, app.clock, ChainKey.of(app.box))
+        try:
+            return {"where": "the store replaced", "seq": old.chain_head()[0]}
+        finally:
+            old.close()
+    except StoreError:
+        return None  # a store too damaged to read witnesses nothing
+
+
+def undone_by(app: App, where: Path | PgLocation, kept: int) -> list[dict[str, Any]]:
+    """The decisions in the replaced store after the backup's head (a restore undoes them),
+    or [] when it cannot be read."""
+    try:
+        old = Store(where, app.clock, ChainKey.of(app.box))
+        try:
+            return old.undone_after(kept)
+        finally:
+            old.close()
+    except StoreError:
+        return []
+
+
+def _witnesses(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every head recorded outside the backup: the store being replaced, and the others."""
+    store_path = app.config.paths.store
+    old = replaced_head(app, store_path) if store_path.is_file() else None
+    head_file = store_path.with_name(store_path.name + ".head")
+    return ([old] if old else []) + outside_witnesses(app, args, head_file)
+
+
+def chain_restore(app: App, copy: Store, args: argparse.Namespace, *,
+                  witnesses: list[dict[str, Any]], old: Path | PgLocation | None,
+                  ) -> Chained:  # fmt: skip
+    """The restored copy walked, the restore chained in it (with the decisions it undoes,
+    read from the replaced store `old`), and the restorer's code proven there."""
+    verdict = copy.walk()
+    if not verdict.ok:
+        raise StoreError(f"the backup's audit chain does not verify: {verdict.problem}")
+    lost = max((w["seq"] for w in witnesses), default=0)
+    undone = undone_by(app, old, verdict.head_seq) if old is not None else []
+    extra = {"witnesses": witnesses, "undone": undone[:UNDONE_SHOWN],
+             "undone_count": len(undone)}  # fmt: skip
+    event = copy.record_restore(args.as_user, args.backup.name, args.reason, lost, extra)
+    _prove(app, copy, args.as_user)
+    return event, lost, undone
+
+
+def report_restore(app: App, where: str, args: argparse.Namespace, chained: Chained, *,
+                   witnesses: list[dict[str, Any]], aside: str) -> None:  # fmt: skip
+    """What a restore says: what the chain keeps, what is lost, which decisions to redo."""
+    event, lost, undone = chained
+    kept = event.seq - 1
+    data = {"restored": where, "from": str(args.backup), "kept_seq": kept,
+            "lost_seq": max(lost, kept), "restore_seq": event.seq, "moved_aside": aside,
+            "witnesses": witnesses, "undone": undone}  # fmt: skip
+    gone = (
+        f"events {kept + 1} to {lost} are lost" if lost > kept else "no witness saw a later event"
+    )
+    lines = [f"restored {where} from {args.backup}: the chain keeps events 1 to {kept};"
+             f" {gone}; the restore is event {event.seq}. The replaced store is kept at"
+             f" {aside}"]  # fmt: skip
+    if undone:
+        lines.append(f"{len(undone)} decision(s) made after the backup are undone by this"
+                     " restore; redo each of them now:")  # fmt: skip
+        lines += [f"  event {u['seq']} at {u['at']}: {u['kind']} {printable_line(u['subject'])}"
+                  f" (by {printable_line(u['actor'])})" for u in undone]  # fmt: skip
+    app.emit(data, "\n".join(lines))
 
 
 def _copy_in(backup: Path, dest: Path) -> None:
@@ -159,12 +229,14 @@ def _prove(app: App, store: Store, name: str) -> None:
 
 def store_restore(app: App, args: argparse.Namespace) -> int:
     """Put a backup back in the store's place, with the restore chained; see the module."""
-    if app.config.store.on_postgresql:
-        raise UsageError("the store is on PostgreSQL: restore it with pg_restore, not here")
-    store_path: Path = app.config.paths.store
-    reason = " ".join(args.reason.split())
-    if not reason:
+    args.reason = " ".join(args.reason.split())
+    if not args.reason:
         raise UsageError("--reason: say why the store is restored")
+    if app.config.store.on_postgresql:
+        from bastion.commands.store_pg import restore_pg  # noqa: PLC0415
+
+        return restore_pg(app, args)
+    store_path: Path = app.config.paths.store
     restoring = store_path.with_name(store_path.name + ".restoring")
     with storelock.alone(store_path, "restoring it"):
         witnesses = _witnesses(app, args)
@@ -172,29 +244,15 @@ def store_restore(app: App, args: argparse.Namespace) -> int:
         try:
             copy = Store.open(restoring, app.clock, ChainKey.of(app.box))
             try:
-                verdict = copy.walk()
-                if not verdict.ok:
-                    raise StoreError(f"the backup's audit chain does not verify: {verdict.problem}")
-                lost = max((w["seq"] for w in witnesses), default=0)
-                event = copy.record_restore(args.as_user, args.backup.name, reason, lost,
-                                            {"witnesses": witnesses})  # fmt: skip
-                _prove(app, copy, args.as_user)
+                old = store_path if store_path.is_file() else None
+                chained = chain_restore(app, copy, args, witnesses=witnesses, old=old)
             finally:
                 copy.close()
             aside = _swap(store_path, restoring, app.clock.now().strftime("%Y%m%dT%H%M%S"))
         except BaseException:
             _discard(restoring)
             raise
-    kept = event.seq - 1
-    data = {"restored": str(store_path), "from": str(args.backup), "kept_seq": kept,
-            "lost_seq": max(lost, kept), "restore_seq": event.seq, "moved_aside": str(aside),
-            "witnesses": witnesses}  # fmt: skip
-    gone = (
-        f"events {kept + 1} to {lost} are lost" if lost > kept else "no witness saw a later event"
-    )
-    app.emit(data, (f"restored {store_path} from {args.backup}: the chain keeps events 1 to"
-                    f" {kept}; {gone}; the restore is event {event.seq}. The replaced store"
-                    f" is kept at {aside}"))  # fmt: skip
+    report_restore(app, str(store_path), args, chained, witnesses=witnesses, aside=str(aside))
     return Exit.OK
 
 

@@ -1,0 +1,201 @@
+"""Backing up and restoring a store on PostgreSQL with the engine's own tools (pg_dump,
+pg_restore), and the few statements a restore needs around them.
+
+The password reaches the tools through a password file of mode 0600 in a private temporary
+directory (PGPASSFILE), never argv or a log line. A restore never drops the store it
+replaces: the schema is renamed aside first, and the archive is restored into a new schema
+of the store's name; putting back means dropping that one and renaming the old one again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bastion.audit.location import SCHEMA, PgLocation
+from bastion.audit.sqlconn import Conn
+from bastion.errors import StoreError, UsageError
+from bastion.text import printable_line
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's PostgreSQL 15 tools, before PATH
+TOOL_TIMEOUT_S = 3600.0
+# A connection a bastion makes to its store (bastion-store/NODE, bastion-listen/NODE).
+BASTION_APPS = ("bastion-store/%", "bastion-listen/%")
+# The kinds of object a store's dump holds (an allow-list: an archive holding anything else,
+# or anything outside the store's schema, is refused whole), and its schema's own entries.
+_TOC_KINDS = ("TABLE DATA", "TABLE", "SEQUENCE SET", "SEQUENCE OWNED BY", "SEQUENCE",
+              "FK CONSTRAINT", "CONSTRAINT", "INDEX", "FUNCTION", "TRIGGER", "VIEW",
+              "DEFAULT")  # fmt: skip
+_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ (" + "|".join(_TOC_KINDS) + r") (\S+) ")
+_TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ (SCHEMA -|COMMENT - SCHEMA|ACL - SCHEMA) (\S+) ")
+
+
+def tool(name: str) -> str:
+    """The path of pg_dump or pg_restore: PostgreSQL 15's, else the one on PATH."""
+    local = PG_BIN / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise StoreError(f"{name} is not installed (looked in {PG_BIN} and PATH)")
+    return found
+
+
+def _pgpass_line(password: str) -> str:
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n"
+
+
+@contextmanager
+def _tool_env(location: PgLocation) -> Iterator[dict[str, str]]:
+    """The environment for a tool: PGPASSFILE naming a private file with the password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    _url, password, _schema, _head = location.handoff()
+    with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
+        if password is not None:
+            passfile = Path(directory) / "pgpass"
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(_pgpass_line(password))
+            env["PGPASSFILE"] = str(passfile)
+        yield env
+
+
+def _run(location: PgLocation, argv: list[str], what: str) -> str:
+    """Run a tool with the store's password in its environment; its output, or StoreError
+    with the last line it printed (never a password: the tools do not print it)."""
+    with _tool_env(location) as env:
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=TOOL_TIMEOUT_S, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise StoreError(f"{what} failed: {exc}") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no message"]
+        raise StoreError(f"{what} failed: {printable_line(lines[-1], 300)}")
+    return done.stdout
+
+
+def dump(location: PgLocation, dest: Path) -> None:
+    """The store's schema, dumped by pg_dump (custom format) into `dest`, a new 0600 file."""
+    try:
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError as exc:
+        raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from exc
+    argv = [tool("pg_dump"), "--format=custom", f"--schema={location.schema}", "--no-owner",
+            "--no-privileges", f"--file={dest}", f"--dbname={location.url}"]  # fmt: skip
+    try:
+        _run(location, argv, f"pg_dump of {location}")
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def restore(location: PgLocation, archive: Path) -> None:
+    """The archive's objects restored into the store's schema (made empty by the caller), in
+    one transaction; the archive's own CREATE SCHEMA is left out (the schema exists)."""
+    listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
+    kept = _entries(listing, location.schema, archive)
+    with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
+        use = Path(directory) / "use.list"
+        use.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        argv = [tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+                "--single-transaction", f"--use-list={use}", f"--dbname={location.url}",
+                str(archive)]  # fmt: skip
+        _run(location, argv, f"pg_restore of {archive} into {location}")
+
+
+def admin_location(where: PgLocation) -> PgLocation:
+    """The store's database with only pg_catalog on the search path: a connection to it
+    opens whether or not the store's schema exists (for the statements here)."""
+    url, password, _schema, head = where.handoff()
+    return PgLocation.handed(url, password, schema="pg_catalog", head_file=head)
+
+
+def _entries(listing: str, schema: str, archive: Path) -> list[str]:
+    """The archive's entries to restore: only the kinds a store's dump holds, each in the
+    store's schema (the schema's own entries left out); UsageError for anything else."""
+    kept = []
+    for line in listing.splitlines():
+        if not line.strip() or line.startswith(";"):
+            continue
+        own = _TOC_SCHEMA.match(line)
+        if own and own.group(2) == schema:
+            continue
+        entry = _TOC_ENTRY.match(line)
+        if entry is None or entry.group(2) != schema:
+            raise UsageError(f"{archive} is not a dump of the store's schema {schema} alone"
+                             f" (it holds: {printable_line(line, 120)})")  # fmt: skip
+        kept.append(line)
+    if not any(" TABLE DATA " in line for line in kept):
+        raise UsageError(f"{archive} holds no table of the schema {schema}: not a store backup")
+    return kept
+
+
+def _quoted(schema: str) -> str:
+    if not SCHEMA.fullmatch(schema):
+        raise StoreError(f"{schema!r} is not a plain schema name")
+    return f'"{schema}"'
+
+
+def schema_exists(conn: Conn, schema: str) -> bool:
+    rows = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", [schema]).fetchall()
+    return bool(rows)
+
+
+def rename_schema(conn: Conn, schema: str, to: str) -> None:
+    """One schema renamed (a restore moves the replaced store aside, or back)."""
+    _ddl(conn, f"ALTER SCHEMA {_quoted(schema)} RENAME TO {_quoted(to)}")
+
+
+def create_schema(conn: Conn, schema: str) -> None:
+    _ddl(conn, f"CREATE SCHEMA {_quoted(schema)}")
+
+
+def drop_schema(conn: Conn, schema: str) -> None:
+    """A half-restored schema dropped, with everything in it."""
+    _ddl(conn, f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE")
+
+
+def _ddl(conn: Conn, sql: str) -> None:
+    conn.begin_write()
+    try:
+        conn.execute(sql)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def restoring_schemas(conn: Conn, schema: str) -> list[str]:
+    """The schemas a restore of `schema` that stopped half-way left (`<schema>_restoring_*`:
+    the replaced store, renamed aside until the restore is chained and proven)."""
+    rows = conn.execute(
+        "SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, ?) ORDER BY nspname",
+        [restoring_prefix(schema)],
+    ).fetchall()
+    return [str(r["name"]) for r in rows]
+
+
+def restoring_prefix(schema: str) -> str:
+    return f"{schema}_restoring_"
+
+
+def others_connected(conn: Conn) -> list[str]:
+    """The application names of the other connections a bastion holds to this database
+    (a node serving, a command running), as pg_stat_activity shows them."""
+    rows = conn.execute(
+        "SELECT application_name AS name FROM pg_stat_activity WHERE datname ="
+        " current_database() AND pid <> pg_backend_pid() AND (application_name LIKE ?"
+        " OR application_name LIKE ?) ORDER BY application_name",
+        list(BASTION_APPS),
+    ).fetchall()
+    return [str(r["name"]) for r in rows]

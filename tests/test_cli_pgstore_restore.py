@@ -1,0 +1,216 @@
+"""The backup-and-restore drill on a store on PostgreSQL, as real processes: `bastion store
+backup` drives pg_dump, `bastion store restore` drives pg_restore into the store's schema with
+the replaced schema kept aside, and `audit verify` passes after, showing the loss."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from psycopg import sql as pgsql
+
+from bastion.audit import ChainKey, Store
+from bastion.audit.cluster import node_lease
+from bastion.clock import SystemClock, iso
+from bastion.config import load_config
+from bastion.errors import Exit
+from bastion.identity.sealing import SecretBox
+from bastion.reports.facts import EVENT_KINDS, Facts
+from bastion.reports.findings_access import restores
+from bastion.reports.week import parse_week
+from tests.storeat import StoreTemplate
+from tests.test_cli import (
+    DEADLINE,
+    Bastion,
+    assert_error,
+    assert_ok,
+    child_env,
+    close_pipes,
+    configure_anchors,
+    free_port,
+    mode_of,
+    serve_once,
+    wait_for_health,
+)
+from tests.test_cli_pgstore import pg_bastion
+from tests.test_cli_requests import People
+
+__all__ = ["pg_bastion"]
+
+
+def names(bst: Bastion) -> dict[str, str]:
+    return {user["name"]: user["state"] for user in bst.json("user", "list")}
+
+
+def schemas(template: StoreTemplate, database: str) -> set[str]:
+    rows = template.cluster.sql("SELECT nspname FROM pg_namespace", database)
+    return {str(r[0]) for r in rows or []}
+
+
+def restore(people: People, backup: Path, reason: str) -> subprocess.CompletedProcess[str]:
+    """Restored by bob, with a code of the current step (the backup knows no step of his
+    spent: each restore starts from it again)."""
+    people.used.pop("bob", None)
+    return people.bst.run("store", "restore", str(backup), "--as", "bob", "--reason", reason,
+                          "--json", input=people.code("bob"))  # fmt: skip
+
+
+def store_restored_findings(bst: Bastion) -> list[str]:
+    """The weekly review's store_restored findings for this week, from the store's events
+    as the review reads them (the rest of the review on PostgreSQL is another part's)."""
+    config = load_config(bst.config)
+    where = config.store.where(config.path, config.paths.store)
+    box = SecretBox.load(bst.home / "secrets.key", environ={})
+    store = Store.open(where, SystemClock(), ChainKey.of(box))
+    try:
+        now = datetime.now(UTC)
+        year, number, _ = now.isocalendar()
+        week = parse_week(f"{year}-W{number:02d}", "UTC")
+        events = store.week_events(iso(week.start), iso(week.end), EVENT_KINDS)
+    finally:
+        store.close()
+    facts = Facts(week=week, now=now, sessions=[], commands=[], statements=[],
+                  routine_writes=[], statement_counts=[], per_person_statements=[],
+                  masking_notes=[], file_ops=[], events=events, event_counts={}, grants=[],
+                  requests=[], unmasks=[])  # fmt: skip
+    return [f.title for f in restores(facts, config) if f.rule == "store_restored"]
+
+
+def test_the_drill_on_postgresql_back_up_lose_the_store_restore_verify(
+    pg_bastion: Bastion, store_template: StoreTemplate, tmp_path: Path
+) -> None:
+    bst = pg_bastion
+    database = urlsplit(load_config(bst.config).store.url).path.lstrip("/")
+    bst.json("store", "create")
+    other_mount = tmp_path / "other-mount"
+    other_mount.mkdir()
+    configure_anchors(bst, f"file:{other_mount / 'anchors.log'}")
+    people = People(bst)
+    bst.add_user("erin", "--no-qr")
+    serve_once(bst)
+
+    backup = tmp_path / "nightly.dump"
+    made = bst.json("store", "backup", "--to", str(backup))
+    assert mode_of(backup) == 0o600 and made["head_seq"] == bst.events()[-1]["seq"]
+    kept = made["head_seq"]
+    assert_error(bst.run("store", "backup", "--to", str(backup)), Exit.STORE, "exists already")
+    assert_ok(bst.run("user", "disable", "erin", "--reason", "left the company"))
+    serve_once(bst)  # anchored: the anchors now name events the backup lacks
+    last = bst.events()[-1]["seq"]
+
+    # While a node serves, the restore is refused and changes nothing.
+    port = free_port()
+    bst.set_web_port(port)
+    proc = subprocess.Popen(bst.argv("serve"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=bst.cwd, env=child_env())  # fmt: skip
+    try:
+        wait_for_health(proc, port, bst.home / "tls" / "bastion-ca.pem")
+        busy = restore(people, backup, "x")
+        assert_error(busy, Exit.CONFLICT, "stop every `bastion serve`")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=DEADLINE)
+        close_pipes(proc)
+    assert names(bst)["erin"] == "disabled"
+    last = bst.events()[-1]["seq"]
+
+    # 1. Restored over the store it replaces: the offboarding it undoes is named.
+    restored = json.loads(assert_ok(restore(people, backup, "bad migration")).stdout)
+    assert restored["kept_seq"] == kept and restored["lost_seq"] == last
+    assert [(u["kind"], u["subject"]) for u in restored["undone"]] == [("user.disabled", "erin")]
+    aside = restored["moved_aside"].removeprefix("schema ")
+    assert aside.startswith("public_before_restore_") and aside in schemas(store_template, database)
+    assert names(bst)["erin"] == "active"  # back, as the restore says: redo it
+    verified = assert_ok(bst.run("audit", "verify"))
+    assert "audit chain intact" in verified.stdout
+    assert f"events {kept + 1} to {last} were lost" in verified.stdout
+    assert_ok(bst.run("user", "disable", "erin", "--reason", "left the company (redone)"))
+    serve_once(bst)
+    assert_ok(bst.run("audit", "verify"))
+
+    # 2. The store lost for good (its schema dropped), restored from the same backup.
+    store_template.cluster.sql("DROP SCHEMA public CASCADE", database)
+    second = json.loads(assert_ok(restore(people, backup, "the disk died")).stdout)
+    assert second["kept_seq"] == kept and second["undone"] == []
+    assert "the store replaced" not in {w["where"] for w in second["witnesses"]}
+    verified = assert_ok(bst.run("audit", "verify"))
+    assert "RESTORED: the store was restored" in verified.stdout
+    assert f"events {kept + 1} to {second['lost_seq']} were lost" in verified.stdout
+    # Life goes on, and verifies.
+    bst.add_user("frank", "--no-qr")
+    serve_once(bst)
+    assert_ok(bst.run("audit", "verify"))
+    found = store_restored_findings(bst)
+    assert len(found) == 1 and "bob restored the store from nightly.dump" in found[0], found
+
+
+def test_a_restore_that_fails_on_postgresql_puts_the_store_back(
+    pg_bastion: Bastion, store_template: StoreTemplate, tmp_path: Path
+) -> None:
+    """A wrong code: the restored schema is dropped and the replaced one is the store again;
+    a schema left by a restore that crashed half-way stops every command, in one line."""
+    bst = pg_bastion
+    database = urlsplit(load_config(bst.config).store.url).path.lstrip("/")
+    bst.json("store", "create")
+    configure_anchors(bst, f"file:{tmp_path / 'anchors.log'}")
+    people = People(bst)
+    backup = tmp_path / "b.dump"
+    bst.json("store", "backup", "--to", str(backup))
+    bst.add_user("erin", "--no-qr")
+    before = bst.events()
+    refused = bst.run("store", "restore", str(backup), "--as", "bob", "--reason", "x",
+                      input="000000\n")  # fmt: skip
+    assert_error(refused, Exit.DENIED, "code")
+    assert bst.events() == before and "erin" in names(bst)
+    assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
+
+    # An archive holding more than the store's schema (here a function elsewhere, which would
+    # run with the store's role) is refused whole, and the store is put back.
+    cluster = store_template.cluster
+    cluster.sql(pgsql.SQL("CREATE SCHEMA evil AUTHORIZATION {}").format(
+        pgsql.Identifier(store_template.role)), database)  # fmt: skip
+    cluster.sql("CREATE FUNCTION evil.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", database)
+    hostile = tmp_path / "hostile.dump"
+    url = load_config(bst.config).store.url
+    subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "-Fc", "-n", "public", "-n", "evil",
+                    f"--file={hostile}", f"--dbname={url}"], check=True,
+                   env={**child_env(), "PGPASSWORD": store_template.password})  # fmt: skip
+    refused = bst.run("store", "restore", str(hostile), "--as", "bob", "--reason", "x",
+                      input=people.code("bob"))  # fmt: skip
+    assert_error(refused, Exit.USAGE, "not a dump of the store's schema public alone")
+    assert bst.events() == before
+    assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
+
+    # A node killed without stopping holds no connection, but its presence lease is live.
+    config = load_config(bst.config)
+    box = SecretBox.load(bst.home / "secrets.key", environ={})
+
+    def as_node_b(lease: bool) -> None:
+        store = Store.open(config.store.location(config.path), SystemClock(), ChainKey.of(box))
+        try:
+            if lease:
+                store.take_lease(node_lease("node-b"), "node-b", timedelta(minutes=5), quiet=True)
+            else:
+                store.release_lease(node_lease("node-b"), "node-b")
+        finally:
+            store.close()
+
+    as_node_b(lease=True)
+    assert_error(bst.run("store", "restore", str(backup), "--as", "bob", "--reason", "x",
+                         input=people.code("bob")), Exit.CONFLICT,
+                 "node node-b holds its presence")  # fmt: skip
+    as_node_b(lease=False)
+    assert bst.events() == before
+
+    store_template.cluster.sql(
+        pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier("public_restoring_20261207t1200")),
+        database,
+    )  # as a restore killed between its steps leaves it
+    for argv in (("user", "list"), ("serve",)):
+        assert_error(bst.run(*argv), Exit.STORE, "stopped half-way", "rename")
+    assert_error(bst.run("store", "restore", str(backup), "--as", "bob", "--reason", "x",
+                         input=people.code("bob")), Exit.CONFLICT, "stopped half-way")  # fmt: skip
