@@ -140,6 +140,55 @@ def _entries(listing: str, schema: str, archive: Path) -> list[str]:
     return kept
 
 
+# What a schema's code and shape are, one (kind, name, definition) row each, as the server
+# prints them: columns, relations, constraints, indexes, triggers (not the internal ones a
+# foreign key makes), rules, views and functions. A restored store must show exactly what
+# the store's own migrations make (an archive's rows are data; its code is not trusted).
+_SHAPE_SQL = (
+    "WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+    " SELECT 'column' AS kind, c.relname || '.' || a.attname AS name,"
+    " format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text || ' '"
+    " || a.attidentity::text || a.attgenerated::text || ' '"
+    " || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attcollation::regcollation::text"
+    " AS def FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+    " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+    " WHERE c.relnamespace = (SELECT oid FROM s) AND c.relkind IN ('r', 'p', 'v', 'm')"
+    " AND a.attnum > 0 AND NOT a.attisdropped"
+    " UNION ALL SELECT 'relation', c.relname, c.relkind::text || ' ' || c.relpersistence::text"
+    " || ' ' || c.relrowsecurity::text || c.relforcerowsecurity::text || ' '"
+    " || coalesce(array_to_string(c.reloptions, ','), '') FROM pg_class c"
+    " WHERE c.relnamespace = (SELECT oid FROM s)"
+    " UNION ALL SELECT 'constraint', coalesce(c.relname, '') || '.' || k.conname,"
+    " pg_get_constraintdef(k.oid) FROM pg_constraint k LEFT JOIN pg_class c ON c.oid = k.conrelid"
+    " WHERE k.connamespace = (SELECT oid FROM s)"
+    " UNION ALL SELECT 'index', i.relname, pg_get_indexdef(i.oid) FROM pg_class i"
+    " WHERE i.relnamespace = (SELECT oid FROM s) AND i.relkind IN ('i', 'I')"
+    " UNION ALL SELECT 'trigger', c.relname || '.' || t.tgname,"
+    " pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text FROM pg_trigger t"
+    " JOIN pg_class c ON c.oid = t.tgrelid"
+    " WHERE c.relnamespace = (SELECT oid FROM s) AND NOT t.tgisinternal"
+    " UNION ALL SELECT 'rule', c.relname || '.' || r.rulename, pg_get_ruledef(r.oid)"
+    " FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class"
+    " WHERE c.relnamespace = (SELECT oid FROM s)"
+    " UNION ALL SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid)"
+    " || ')', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)"
+    " ELSE p.prokind::text END FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM s)"
+)
+
+
+def shape(conn: Conn, schema: str) -> set[tuple[str, str, str]]:
+    """The schema's shape and code (a connection whose current schema is `schema`), the
+    schema's own name taken out of every definition (two schemas compare)."""
+    rows = conn.execute(_SHAPE_SQL).fetchall()
+    out = set()
+    for row in rows:
+        definition = str(row["def"])
+        for named in (f'"{schema}".', f"{schema}.", f"'{schema}'"):
+            definition = definition.replace(named, "<schema>")
+        out.add((str(row["kind"]), str(row["name"]), definition))
+    return out
+
+
 def _quoted(schema: str) -> str:
     if not SCHEMA.fullmatch(schema):
         raise StoreError(f"{schema!r} is not a plain schema name")

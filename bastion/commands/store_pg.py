@@ -12,6 +12,8 @@ drops the new schema and renames the old one back.
 from __future__ import annotations
 
 import argparse
+import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,40 @@ def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
     old = None if aside is None else _located(where, aside)
     copy = Store.open(where, app.clock, ChainKey.of(app.box))
     try:
+        _as_migrated(app, args.backup, where, copy)
         return chain_restore(app, copy, args, witnesses=witnesses, old=old)
     finally:
         copy.close()
+
+
+def _as_migrated(app: App, backup: Path, where: PgLocation, copy: Store) -> None:
+    """UsageError unless the restored schema's shape and code (functions, triggers, views,
+    constraints, indexes, columns) are exactly what the store's own migrations make, as a
+    scratch schema made by them beside it shows: an archive brings rows back, never code
+    (a view that grants more, a trigger left out or added, a function that notifies no
+    decision would pass `audit verify`, which checks rows)."""
+    url, password, _schema, _head = where.handoff()
+    scratch = f"bastion_reference_{secrets.token_hex(6)}"
+    pgbackup.create_schema(copy.conn, scratch)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bastion-ref-") as folder:  # never written
+            at = PgLocation.handed(url, password, schema=scratch, head_file=Path(folder) / "h")
+            made = Store.create(at, app.clock)
+            try:
+                wanted = pgbackup.shape(made.conn, scratch)
+            finally:
+                made.close()
+    finally:
+        pgbackup.drop_schema(copy.conn, scratch)
+    found = pgbackup.shape(copy.conn, where.schema)
+    if differ := sorted(found ^ wanted):
+        kind, name, _def = differ[0]
+        named = f"the {kind} {printable_line(name, 80)}"
+        what = f"{named} is not theirs" if differ[0] in found else f"it lacks {named} as theirs"
+        raise UsageError(
+            f"{backup} does not hold the store's schema as the store's migrations make it:"
+            f" {what} ({len(differ)} difference(s) in all); nothing was restored"
+        )
 
 
 def _located(where: PgLocation, schema: str) -> PgLocation:

@@ -1,0 +1,77 @@
+"""Red team (issue 18, second pass): a pg_dump archive restored as the store brings back only
+what the store's own migrations make. The archive allow-list admits the kinds of object a
+store's dump holds (functions, triggers, views...), so an archive that redefines one of them,
+or leaves one out, was restored as it was, and `audit verify` (which checks rows, not code)
+passed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from bastion.config import load_config
+from bastion.errors import Exit
+from tests.storeat import StoreTemplate
+from tests.test_cli import Bastion, assert_error, assert_ok, child_env, configure_anchors
+from tests.test_cli_pgstore import pg_bastion
+from tests.test_cli_requests import People
+
+__all__ = ["pg_bastion"]
+
+# Every grant anyone holds also applies to mallory (same columns as the store's own view).
+_EVERY_GRANT_TO_MALLORY = """
+CREATE OR REPLACE VIEW effective_grants AS
+    SELECT g.*, u.name AS "user", CAST(NULL AS text) COLLATE "C" AS grp, t.name AS target,
+           t.removed_at AS target_removed_at
+      FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+    UNION ALL
+    SELECT g.*, u.name AS "user", gr.name AS grp, t.name AS target,
+           t.removed_at AS target_removed_at
+      FROM grants g JOIN groups gr ON gr.id = g.group_id
+      JOIN group_members m ON m.group_id = g.group_id JOIN users u ON u.id = m.user_id
+      JOIN targets t ON t.id = g.target_id
+    UNION ALL
+    SELECT g.*, u.name AS "user", CAST(NULL AS text) COLLATE "C" AS grp, t.name AS target,
+           t.removed_at AS target_removed_at
+      FROM grants g CROSS JOIN users u JOIN targets t ON t.id = g.target_id
+     WHERE u.name = 'mallory'
+"""
+HOSTILE = {
+    "a view redefined (every grant also mallory's)": _EVERY_GRANT_TO_MALLORY,
+    "a function redefined (no decision is ever notified)":
+        "CREATE OR REPLACE FUNCTION bastion_decision_kinds() RETURNS text[]"
+        " LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY[]::text[] $$",
+    "a trigger left out (audit events deletable)":
+        "DROP TRIGGER audit_events_no_delete ON audit_events",
+    "a trigger added": "CREATE TRIGGER sneaky BEFORE INSERT ON users FOR EACH ROW"
+        " EXECUTE FUNCTION audit_events_append_only()",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", sorted(HOSTILE))
+def test_red18b_an_archive_whose_code_is_not_the_migrations_is_refused_whole(
+    pg_bastion: Bastion, store_template: StoreTemplate, tmp_path: Path, change: str
+) -> None:
+    bst = pg_bastion
+    config = load_config(bst.config)
+    database = urlsplit(config.store.url).path.lstrip("/")
+    bst.json("store", "create")
+    configure_anchors(bst, f"file:{tmp_path / 'anchors.log'}")
+    people = People(bst)
+    bst.add_user("mallory", "--no-qr")
+    cluster = store_template.cluster
+    cluster.sql(f"SET search_path = public; {HOSTILE[change]}", database)  # as the archive's
+    hostile = tmp_path / "hostile.dump"  # an archive someone with the backups' bucket wrote
+    password = {"PGPASSWORD": store_template.password}
+    subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "-Fc", "-n", "public", "--no-owner",
+                    "--no-privileges", f"--file={hostile}", f"--dbname={config.store.url}"],
+                   check=True, env={**child_env(), **password})  # fmt: skip
+    before = bst.events()
+    refused = bst.run("store", "restore", str(hostile), "--as", "bob", "--reason", "x",
+                      input=people.code("bob"))  # fmt: skip
+    assert_error(refused, Exit.USAGE, "as the store's migrations make it")
+    assert bst.events() == before  # the store it would have replaced is the store again
+    assert_ok(bst.run("user", "list"))
