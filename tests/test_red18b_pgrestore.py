@@ -6,6 +6,8 @@ passed."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,12 +16,15 @@ import pytest
 
 from bastion.config import load_config
 from bastion.errors import Exit
+from tests import test_cli
 from tests.storeat import StoreTemplate
 from tests.test_cli import Bastion, assert_error, assert_ok, child_env, configure_anchors
 from tests.test_cli_pgstore import pg_bastion
-from tests.test_cli_requests import People
+from tests.test_cli_requests import People, people
 
-__all__ = ["pg_bastion"]
+pristine = test_cli.pristine
+bst = test_cli.bst
+__all__ = ["people", "pg_bastion"]
 
 # Every grant anyone holds also applies to mallory (same columns as the store's own view).
 _EVERY_GRANT_TO_MALLORY = """
@@ -75,3 +80,39 @@ def test_red18b_an_archive_whose_code_is_not_the_migrations_is_refused_whole(
     assert_error(refused, Exit.USAGE, "as the store's migrations make it")
     assert bst.events() == before  # the store it would have replaced is the store again
     assert_ok(bst.run("user", "list"))
+
+
+_SQLITE_EVERY_GRANT_TO_MALLORY = """
+DROP VIEW effective_grants;
+CREATE VIEW effective_grants AS
+    SELECT g.*, u.name AS user, NULL AS grp, t.name AS target, t.removed_at AS target_removed_at
+      FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+    UNION ALL
+    SELECT g.*, u.name AS user, NULL AS grp, t.name AS target, t.removed_at AS target_removed_at
+      FROM grants g CROSS JOIN users u JOIN targets t ON t.id = g.target_id
+     WHERE u.name = 'mallory';
+"""
+SQLITE_HOSTILE = {
+    "a view redefined (every grant also mallory's)": _SQLITE_EVERY_GRANT_TO_MALLORY,
+    "a trigger left out (audit events deletable)": "DROP TRIGGER audit_events_no_delete;",
+    "an index left out": "DROP INDEX IF EXISTS grants_unacknowledged;"
+    " CREATE TABLE IF NOT EXISTS sneaky (x);",
+}
+
+
+@pytest.mark.parametrize("change", sorted(SQLITE_HOSTILE))
+def test_red18b_a_sqlite_backup_whose_schema_is_not_the_migrations_is_refused_whole(
+    people: People, tmp_path: Path, change: str
+) -> None:
+    bst = people.bst
+    configure_anchors(bst, f"file:{tmp_path / 'anchors.log'}")
+    backup = tmp_path / "b.db"
+    bst.json("store", "backup", "--to", str(backup))
+    with contextlib.closing(sqlite3.connect(backup)) as db:  # someone with the backups' disk
+        db.executescript(SQLITE_HOSTILE[change])
+        db.commit()
+    before = bst.events()
+    refused = bst.run("store", "restore", str(backup), "--as", "bob", "--reason", "x",
+                      input=people.code("bob"))  # fmt: skip
+    assert_error(refused, Exit.USAGE, "as the store's migrations make it")
+    assert bst.events() == before

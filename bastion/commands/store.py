@@ -13,6 +13,8 @@ import getpass
 import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from bastion.audit.anchors import anchor_key, read_anchors
 from bastion.audit.chain import ChainedEvent, read_head_file
 from bastion.audit.location import PgLocation
 from bastion.audit.restores import UNDONE_SHOWN
+from bastion.audit.shapes import sqlite_shape
 from bastion.cli_common import Parser, command, json_flag
+from bastion.clock import SystemClock
 from bastion.commands.app import App
 from bastion.commands.audit import anchor_files
 from bastion.commands.storecopy import add_copy_command
@@ -138,12 +142,14 @@ def _witnesses(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def chain_restore(app: App, copy: Store, args: argparse.Namespace, *,
                   witnesses: list[dict[str, Any]], old: Path | PgLocation | None,
-                  ) -> Chained:  # fmt: skip
-    """The restored copy walked, the restore chained in it (with the decisions it undoes,
-    read from the replaced store `old`), and the restorer's code proven there."""
+                  as_migrated: Callable[[], None]) -> Chained:  # fmt: skip
+    """The restored copy walked, its shape checked (`as_migrated`), the restore chained in it
+    (with the decisions it undoes, read from the replaced store `old`), and the restorer's
+    code proven there."""
     verdict = copy.walk()
     if not verdict.ok:
         raise StoreError(f"the backup's audit chain does not verify: {verdict.problem}")
+    as_migrated()
     lost = max((w["seq"] for w in witnesses), default=0)
     undone = undone_by(app, old, verdict.head_seq) if old is not None else []
     extra = {"witnesses": witnesses, "undone": undone[:UNDONE_SHOWN],
@@ -216,6 +222,28 @@ def _swap(store_path: Path, restoring: Path, stamp: str) -> Path:
     return aside
 
 
+def _as_migrated(backup: Path, copy: Store) -> None:
+    """UsageError unless the restored copy's tables, indexes, views and triggers are exactly
+    what the store's own migrations make (a fresh store made by them shows it): a backup
+    brings rows back, never code (a view that grants more, a trigger or an index left out
+    would pass `audit verify`, which checks rows). PostgreSQL: store_pg._as_migrated."""
+    with tempfile.TemporaryDirectory(prefix="bastion-ref-") as folder:
+        made = Store.create(Path(folder) / "reference.db", SystemClock())
+        try:
+            wanted = sqlite_shape(made.conn)
+        finally:
+            made.close()
+    found = sqlite_shape(copy.conn)
+    if differ := sorted(found ^ wanted):
+        kind, name, _sql = differ[0]
+        named = f"the {kind} {printable_line(name, 80)}"
+        what = f"{named} is not theirs" if differ[0] in found else f"it lacks {named} as theirs"
+        raise UsageError(
+            f"{backup} does not hold the store as the store's migrations make it: {what}"
+            f" ({len(differ)} difference(s) in all); nothing was restored"
+        )
+
+
 def _prove(app: App, store: Store, name: str) -> None:
     """The admin restoring proves a code held in the restored copy (their TOTP step is used
     there, after the restore event)."""
@@ -245,7 +273,14 @@ def store_restore(app: App, args: argparse.Namespace) -> int:
             copy = Store.open(restoring, app.clock, ChainKey.of(app.box))
             try:
                 old = store_path if store_path.is_file() else None
-                chained = chain_restore(app, copy, args, witnesses=witnesses, old=old)
+                chained = chain_restore(
+                    app,
+                    copy,
+                    args,
+                    witnesses=witnesses,
+                    old=old,
+                    as_migrated=lambda: _as_migrated(args.backup, copy),
+                )
             finally:
                 copy.close()
             aside = _swap(store_path, restoring, app.clock.now().strftime("%Y%m%dT%H%M%S"))

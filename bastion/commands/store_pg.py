@@ -150,8 +150,14 @@ def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
     old = None if aside is None else _located(where, aside)
     copy = Store.open(where, app.clock, ChainKey.of(app.box))
     try:
-        _as_migrated(app, args.backup, where, copy)
-        return chain_restore(app, copy, args, witnesses=witnesses, old=old)
+        return chain_restore(
+            app,
+            copy,
+            args,
+            witnesses=witnesses,
+            old=old,
+            as_migrated=lambda: _as_migrated(app, args.backup, where, copy),
+        )
     finally:
         copy.close()
 
