@@ -99,9 +99,36 @@ def dump(location: PgLocation, dest: Path) -> None:
         raise
 
 
-def restore(location: PgLocation, archive: Path) -> None:
+def functions_of(location: PgLocation, archive: Path, schema: str) -> list[str]:
+    """The SQL of the archive's FUNCTION entries (of `schema`), as pg_restore prints it and
+    without running it: comments and blank lines left out, the schema's name taken out."""
+    listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
+    chosen = [line for line in _entries(listing, schema, archive) if " FUNCTION " in line]
+    with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
+        use = Path(directory) / "functions.list"
+        use.write_text("\n".join(chosen) + "\n", encoding="utf-8")
+        argv = [tool("pg_restore"), "--no-owner", "--no-privileges", f"--use-list={use}",
+                "--file=-", str(archive)]  # fmt: skip
+        text = _run(location, argv, f"reading {archive}") if chosen else ""
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("--", "\\")):  # comments, \restrict's key
+            continue
+        for named in (f'"{schema}".', f"{schema}.", f"'{schema}'"):
+            line = line.replace(named, "<schema>")  # noqa: PLW2901 - normalised in place
+        out.append(line)
+    return out
+
+
+def restore(location: PgLocation, archive: Path, functions: list[str] | None = None) -> None:
     """The archive's objects restored into the store's schema (made empty by the caller), in
-    one transaction; the archive's own CREATE SCHEMA is left out (the schema exists)."""
+    one transaction; the archive's own CREATE SCHEMA is left out (the schema exists). With
+    `functions` (what a dump of the store's migrations prints, functions_of): an archive whose
+    functions print otherwise is refused before any of it runs (pg_restore runs an archive's
+    code as the store's role: a CHECK calling its function, on every row it copies)."""
+    if functions is not None and functions_of(location, archive, location.schema) != functions:
+        raise UsageError(f"{archive} does not hold the store's functions as the store's"
+                         " migrations make them: nothing of it was run or restored")  # fmt: skip
     listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
     kept = _entries(listing, location.schema, archive)
     with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:

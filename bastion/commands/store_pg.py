@@ -146,7 +146,7 @@ def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
                   witnesses: list[dict[str, Any]], aside: str | None) -> Chained:  # fmt: skip
     """The archive restored into the new, empty schema of the store's name, walked, chained
     and proven."""
-    pgbackup.restore(where, args.backup)
+    pgbackup.restore(where, args.backup, _migrations_functions(app, where))
     old = None if aside is None else _located(where, aside)
     copy = Store.open(where, app.clock, ChainKey.of(app.box))
     try:
@@ -160,6 +160,28 @@ def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
         )
     finally:
         copy.close()
+
+
+def _migrations_functions(app: App, where: PgLocation) -> list[str]:
+    """What pg_restore prints of the functions in a dump of a schema the store's migrations
+    make (a scratch schema beside the store, dropped after)."""
+    url, password, _schema, _head = where.handoff()
+    scratch = f"bastion_reference_{secrets.token_hex(6)}"
+    admin = Store(pgbackup.admin_location(where), app.clock)
+    try:
+        pgbackup.create_schema(admin.conn, scratch)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bastion-ref-") as folder:
+                at = PgLocation.handed(url, password, schema=scratch,
+                                       head_file=Path(folder) / "h")  # fmt: skip
+                Store.create(at, app.clock).close()
+                dumped = Path(folder) / "reference.dump"
+                pgbackup.dump(at, dumped)
+                return pgbackup.functions_of(at, dumped, scratch)
+        finally:
+            pgbackup.drop_schema(admin.conn, scratch)
+    finally:
+        admin.close()
 
 
 def _as_migrated(app: App, backup: Path, where: PgLocation, copy: Store) -> None:
