@@ -13,6 +13,8 @@ from tests import test_cli
 from tests.test_cli import REASON, Bastion, assert_error
 from tests.test_cli_requests import People, people
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 pristine = test_cli.pristine
 bst = test_cli.bst
 __all__ = ["people"]

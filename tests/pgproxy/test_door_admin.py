@@ -20,6 +20,8 @@ from tests.pgproxy.conftest import PASSWORD, wait_for_outcomes
 from tests.realpg import PgDatabase, psql_argv, psql_env, psycopg_connect, run_psql
 from tests.ssh.test_door_admin import cli, wait_until
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 
 def backend_queries(pg: PgDatabase, like: str) -> int:
     """Active statements on the cluster whose text starts like `like`."""

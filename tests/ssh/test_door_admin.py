@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
+import pytest
 
 from bastion.errors import Exit
 from bastion.identity import totp
@@ -22,6 +23,8 @@ from tests.harness import Bastion, proc_kib
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
+
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 
 
 def cli(b: Bastion, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -134,7 +137,7 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
         from bastion.audit import Store  # noqa: PLC0415
         from bastion.clock import SystemClock  # noqa: PLC0415
 
-        store = Store.open(b.config.paths.store, SystemClock())
+        store = Store.open(b.store_at, SystemClock())
         wait_until(lambda: any(s.state == "interrupted" for s in store.sessions()))
         [session] = store.sessions()
         assert session.recording_path is not None
