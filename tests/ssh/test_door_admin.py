@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import asyncssh
 import pytest
@@ -66,6 +67,32 @@ def test_sessions_kill_ends_a_live_session(bastion: Bastion) -> None:
     assert bastion.events("session.kill_requested")
     again = cli(bastion, "sessions", "kill", session.id)
     assert again.returncode == 5 and "ended already" in again.stderr
+
+
+def test_a_totp_reset_on_the_cli_retires_the_old_seed_at_the_running_door(
+    bastion: Bastion,
+) -> None:
+    """The CLI's reset is a decision the serving door reads from the store at the next login:
+    a code from the old seed is refused there, one from the new seed lets alice in."""
+    reset = cli(bastion, "user", "reset-totp", "alice", "--no-qr", "--json")
+    assert reset.returncode == 0, reset.stderr
+    uri = json.loads(reset.stdout)["otpauth_uri"]
+    new_seed = parse_qs(urlparse(uri).query)["secret"][0]
+    assert new_seed != bastion.seeds["alice"]
+    key = asyncssh.read_private_key(bastion.keys["alice"])
+
+    async def login(code: str) -> str:
+        conn, _ = await connect(bastion, "alice+web-1", [key], [code])
+        async with conn:
+            done = await conn.run("echo in", check=False)
+        return str(done.stdout)
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        bastion.call(login(bastion.code("alice")))  # the old seed's code
+    bastion.seeds["alice"] = new_seed
+    assert bastion.call(login(bastion.code("alice"))) == "in\n"
+    [event] = bastion.events("user.totp_reset")
+    assert event.subject == "alice" and event.actor.startswith("cli:")
 
 
 def test_list_show_replay_export_and_verify(bastion: Bastion, tmp_path: Path) -> None:
