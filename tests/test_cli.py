@@ -464,12 +464,12 @@ class TestUserAdd:
         assert bst.json("user", "list") == []
 
 
-@pytest.mark.both_stores  # decisions and serve, on SQLite and on PostgreSQL
 class TestUserLifecycle:
     def test_show_unknown_user(self, bst: Bastion) -> None:
         assert_error(bst.run("user", "show", "nobody"), Exit.NOT_FOUND, "nobody")
         assert_error(bst.run("user", "show", "nobody", "--json"), Exit.NOT_FOUND, "nobody")
 
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_disable_revokes_grants(self, bst: Bastion, ssh_key: SshKeyFiles) -> None:
         bst.add_user("alice", "--no-qr")
         add_targets(bst, ssh_key)
@@ -501,6 +501,7 @@ class TestUserLifecycle:
                                    "requests_cancelled": 0, "groups_left": 0,
                                    "unmask_revoked": 0}  # fmt: skip
 
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_unlock_clears_a_lockout(
         self, bst: Bastion, ssh_key: SshKeyFiles, request: pytest.FixtureRequest
     ) -> None:
@@ -613,8 +614,8 @@ def ready(bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
     return bst
 
 
-@pytest.mark.both_stores  # decisions and serve, on SQLite and on PostgreSQL
 class TestGrants:
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_grant_check_revoke(self, ready: Bastion) -> None:
         bst = ready
         denied = bst.run("access", "check", "alice", "web-1")
@@ -684,6 +685,7 @@ class TestGrants:
         assert_error(ready.run("revoke", "999"), Exit.NOT_FOUND, "999")
         assert_error(ready.run("revoke", "abc"), Exit.USAGE)
 
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_list_filters(self, ready: Bastion) -> None:
         ready.add_user("bob", "--no-qr")
         grant(ready, "alice", "web-1")
@@ -1046,8 +1048,8 @@ def serving(bst: Bastion) -> Iterator[tuple[Bastion, subprocess.Popen[str], int]
         close_pipes(proc)
 
 
-@pytest.mark.both_stores  # decisions and serve, on SQLite and on PostgreSQL
 class TestServe:
+    @pytest.mark.both_stores  # serve, on SQLite and on PostgreSQL
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
     def test_health_then_clean_stop(
         self, serving: tuple[Bastion, subprocess.Popen[str], int], sig: signal.Signals
