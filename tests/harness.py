@@ -207,8 +207,9 @@ class Bastion:
         return password + self.code(user)
 
     def code(self, user: str) -> str:
-        """A fresh TOTP code: the clock moves on one step first."""
-        self.clock.advance(totp.PERIOD)
+        """A fresh TOTP code: the wall clock steps on one TOTP period first (a step, not time
+        passing: the store's grace, measured on the monotonic reading, sees no gap)."""
+        self.clock.set(self.clock.now() + timedelta(seconds=totp.PERIOD))
         return totp.code_for_step(self.seeds[user], totp.step_at(self.clock.now()))
 
     # -- clients ------------------------------------------------------------------------
