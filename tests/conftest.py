@@ -122,4 +122,41 @@ def pg_private(pg_cluster_factory: PgClusterFactory) -> PgCluster:
 
 # --- the store on each backend ---------------------------------------------------------
 
-from tests.storeat import pg_store_at, store_at, store_template  # noqa: E402, F401 - fixtures
+from tests import doorstore  # noqa: E402
+from tests.storeat import (  # noqa: E402, F401 - fixtures
+    BACKENDS,
+    pg_store_at,
+    store_at,
+    store_template,
+)
+
+# --- the door and CLI suites on each backend -----------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{doorstore.MARK}: run each test with the bastions' stores on SQLite and on PostgreSQL",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a module marked both_stores run once per backend (ids [sqlite], [postgresql])."""
+    if metafunc.definition.get_closest_marker(doorstore.MARK) is not None:
+        metafunc.parametrize("door_store", BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def door_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where this test's bastions keep their stores: SQLite unless parametrised otherwise."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield backend
+        return
+    places = doorstore.StorePlaces(request.getfixturevalue("store_template"))
+    doorstore.use(places)
+    try:
+        yield backend
+    finally:
+        doorstore.use(doorstore.SQLITE)
+        places.close()

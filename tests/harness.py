@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from bastion.audit import ChainKey, Store
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import Config, load_config
 from bastion.core import Core
@@ -24,8 +26,9 @@ from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls
 from bastion.server import ServeError, Server
+from tests import doorstore
 from tests.realpg import PgDatabase
-from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair, wait_for_banner
+from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair
 
 T = TypeVar("T")
 
@@ -51,15 +54,19 @@ class Bastion:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self._postgres, self._extra_config = postgres, extra_config
+        self.store_at: Path | PgLocation = home / "bastion.db"
         self.port = free_port()
         self.pg_port = free_port()
         self.config = self._write_config()
+        self.store_at = doorstore.current().place(home, self.config.paths.store)
+        if isinstance(self.store_at, PgLocation):  # named in bastion.toml for the CLI too
+            self.config = self._write_config()
         SecretBox.create_key_file(self.config.paths.secrets_key)
         self.host_key_fingerprint = make_ssh_host_key(self.config.paths.ssh_host_key)
         self.tls = make_tls(self.config.paths.tls_cert.parent)
         self.clock = FakeClock(datetime.now(UTC))
         self.box = SecretBox.load(self.config.paths.secrets_key)
-        self.store = Store.create(self.config.paths.store, self.clock, ChainKey.of(self.box))
+        self.store = Store.create(self.store_at, self.clock, ChainKey.of(self.box))
         self.core = Core(self.config, self.store, self.box, self.clock)
         self.seeds: dict[str, str] = {}
         self.keys: dict[str, Path] = {}
@@ -102,6 +109,7 @@ class Bastion:
         """bastion.toml with this bastion's ports, read back."""
         text = CONFIG.format(port=self.port, postgres=str(self._postgres).lower(),
                              pg_port=self.pg_port) + self._extra_config  # fmt: skip
+        text = doorstore.StorePlaces.configure(text, self.store_at, self.home)
         (self.home / "bastion.toml").write_text(text, encoding="utf-8")
         return load_config(self.home / "bastion.toml")
 
@@ -127,13 +135,20 @@ class Bastion:
         self.store.close()
 
     def serve_process(self) -> subprocess.Popen[bytes]:
-        """`bastion serve` on this home as its own process (after release()), listening."""
+        """`bastion serve` on this home as its own process (after release()), every door
+        listening: its `bastion.started` event, chained once the last door listens, is in
+        the store (the SSH banner alone says nothing of the database door)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "bastion", "--config", str(self.home / "bastion.toml"),
              "serve"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_for_banner("127.0.0.1", self.port, timeout=20)
+        try:
+            wait_until_started(self.store_at, self.clock, proc)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         return proc
 
     async def _cancel_leftovers(self) -> None:
@@ -192,8 +207,9 @@ class Bastion:
         return password + self.code(user)
 
     def code(self, user: str) -> str:
-        """A fresh TOTP code: the clock moves on one step first."""
-        self.clock.advance(totp.PERIOD)
+        """A fresh TOTP code: the wall clock steps on one TOTP period first (a step, not time
+        passing: the store's grace, measured on the monotonic reading, sees no gap)."""
+        self.clock.set(self.clock.now() + timedelta(seconds=totp.PERIOD))
         return totp.code_for_step(self.seeds[user], totp.step_at(self.clock.now()))
 
     # -- clients ------------------------------------------------------------------------
@@ -223,6 +239,31 @@ class Bastion:
     def events(self, kind: str | None = None) -> list[Any]:
         found = self.store.events()
         return [e for e in found if kind is None or e.kind == kind]
+
+
+def wait_until_started(
+    where: Path | PgLocation,
+    clock: FakeClock,
+    proc: subprocess.Popen[bytes],
+    deadline: float = 60,
+) -> None:
+    """Poll the store until `proc` (a `bastion serve`) has chained its bastion.started event;
+    fails at once if it exits first. The deadline is a safety net, not a timing assertion."""
+    actor, seen = f"serve:{proc.pid}", 0
+    store = Store.open(where, clock)
+    try:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise AssertionError(f"bastion serve exited with {proc.returncode} at start")
+            events = store.events(after=seen)
+            if any(e.kind == "bastion.started" and e.actor == actor for e in events):
+                return
+            seen = events[-1].seq if events else seen
+            time.sleep(0.05)
+    finally:
+        store.close()
+    raise AssertionError(f"bastion serve did not chain bastion.started within {deadline}s")
 
 
 def env_without_agent() -> dict[str, str]:

@@ -8,6 +8,7 @@ except `Exit`, for the expected exit codes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -30,14 +31,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 import asyncssh
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion.audit.location import PgLocation
+from bastion.config import load_config
 from bastion.errors import Exit
+from tests import doorstore
+from tests.realpg import PgCluster
 
 DEADLINE = 20.0  # seconds; a safety net for waits, never a timing assertion
 POLL = 0.05
@@ -133,6 +138,11 @@ class Bastion:
     def db(self) -> Path:
         return self.home / "bastion.db"
 
+    @property
+    def store_at(self) -> Path | PgLocation:
+        """Where the store is, as bastion.toml says: the SQLite file or a PostgreSQL database."""
+        return load_config(self.config).store.where(self.config, self.db)
+
     def argv(self, *args: str) -> list[str]:
         return bastion_argv("--config", str(self.config), *args)
 
@@ -186,11 +196,50 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where / "b"
 
 
+def store_on_postgresql(b: Bastion, where: PgLocation) -> Bastion:
+    """`b`'s [store] pointed at the empty PostgreSQL database `where` (its SQLite file gone);
+    the store is not made (`bastion store create` makes it)."""
+    b.db.unlink(missing_ok=True)
+    assert where.password_file is not None
+    if where.password_file.parent != b.home:
+        shutil.copy2(where.password_file, b.home / "store.password")
+    password = (
+        where.password_file.name if where.password_file.parent == b.home else "store.password"
+    )
+    text = b.config.read_text(encoding="utf-8").replace(
+        "[store]\n", f'[store]\nurl = "{where.url}"\npassword_file = "{password}"\n', 1
+    )
+    text = text.replace('\nurl = ""\n', "\n").replace('\npassword_file = ""\n', "\n")
+    b.config.write_text(
+        text.replace("\nanchors = []\n", f'\nanchors = ["file:{b.home / "anchors.log"}"]\n')
+    )
+    return b
+
+
+def execute_raw(
+    b: Bastion, request: pytest.FixtureRequest, sql: str, params: tuple[Any, ...]
+) -> None:
+    """One statement straight on b's store, as an admin with the file or the database would."""
+    url = load_config(b.config).store.url
+    if not url:
+        with contextlib.closing(sqlite3.connect(b.db, isolation_level=None)) as conn:
+            conn.execute(sql, params)
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    with cluster.connect(urlsplit(url).path.lstrip("/")) as conn:
+        conn.execute(sql.replace("?", "%s"), params)
+
+
 @pytest.fixture
 def bst(tmp_path: Path, pristine: Path) -> Bastion:
-    """A fresh bastion: a copy of a freshly initialised one (modes kept)."""
+    """A fresh bastion: a copy of a freshly initialised one (modes kept), its store on the
+    test's backend (tests/doorstore.py)."""
     shutil.copytree(pristine, tmp_path / "b")
-    return Bastion(home=tmp_path / "b", cwd=tmp_path)
+    b = Bastion(home=tmp_path / "b", cwd=tmp_path)
+    where = doorstore.current().place(b.home, b.db)
+    if isinstance(where, PgLocation):
+        assert_ok(store_on_postgresql(b, where).run("store", "create"))
+    return b
 
 
 @dataclass(frozen=True)
@@ -420,6 +469,7 @@ class TestUserLifecycle:
         assert_error(bst.run("user", "show", "nobody"), Exit.NOT_FOUND, "nobody")
         assert_error(bst.run("user", "show", "nobody", "--json"), Exit.NOT_FOUND, "nobody")
 
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_disable_revokes_grants(self, bst: Bastion, ssh_key: SshKeyFiles) -> None:
         bst.add_user("alice", "--no-qr")
         add_targets(bst, ssh_key)
@@ -451,17 +501,16 @@ class TestUserLifecycle:
                                    "requests_cancelled": 0, "groups_left": 0,
                                    "unmask_revoked": 0}  # fmt: skip
 
-    def test_unlock_clears_a_lockout(self, bst: Bastion, ssh_key: SshKeyFiles) -> None:
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
+    def test_unlock_clears_a_lockout(
+        self, bst: Bastion, ssh_key: SshKeyFiles, request: pytest.FixtureRequest
+    ) -> None:
         bst.add_user("alice", "--no-qr")
         add_targets(bst, ssh_key)
         grant(bst, "alice", "web-1")
         # Lock alice as repeated wrong TOTP codes would (the CLI cannot type codes).
-        with sqlite3.connect(bst.db) as conn:
-            conn.execute(
-                "UPDATE users SET locked_until = '2999-01-01T00:00:00.000000Z' WHERE name = ?",
-                ("alice",),
-            )
-        conn.close()
+        forever = "UPDATE users SET locked_until = '2999-01-01T00:00:00.000000Z' WHERE name = ?"
+        execute_raw(bst, request, forever, ("alice",))
         assert bst.json("user", "list")[0]["state"] == "locked"
         locked = bst.run("access", "check", "alice", "web-1")
         assert locked.returncode == Exit.DENIED
@@ -566,6 +615,7 @@ def ready(bst: Bastion, ssh_key: SshKeyFiles) -> Bastion:
 
 
 class TestGrants:
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_grant_check_revoke(self, ready: Bastion) -> None:
         bst = ready
         denied = bst.run("access", "check", "alice", "web-1")
@@ -635,6 +685,7 @@ class TestGrants:
         assert_error(ready.run("revoke", "999"), Exit.NOT_FOUND, "999")
         assert_error(ready.run("revoke", "abc"), Exit.USAGE)
 
+    @pytest.mark.both_stores  # a decision, on SQLite and on PostgreSQL
     def test_list_filters(self, ready: Bastion) -> None:
         ready.add_user("bob", "--no-qr")
         grant(ready, "alice", "web-1")
@@ -962,6 +1013,20 @@ def wait_for_health(proc: subprocess.Popen[str], port: int, ca: Path) -> dict[st
     pytest.fail(f"{url} did not answer within {DEADLINE}s")
 
 
+def wait_for_started(bst: Bastion, proc: subprocess.Popen[str]) -> int:
+    """The seq of the bastion.started event `proc` (a `bastion serve`) chains once every door
+    listens, polled for in the store as `audit tail` reads it."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bastion serve exited early with {proc.returncode}")
+        for event in bst.events(5):
+            if event["kind"] == "bastion.started" and event["actor"] == f"serve:{proc.pid}":
+                return int(event["seq"])
+        time.sleep(POLL)
+    pytest.fail(f"bastion serve chained no bastion.started within {DEADLINE}s")
+
+
 @pytest.fixture
 def serving(bst: Bastion) -> Iterator[tuple[Bastion, subprocess.Popen[str], int]]:
     port = free_port()
@@ -984,11 +1049,13 @@ def serving(bst: Bastion) -> Iterator[tuple[Bastion, subprocess.Popen[str], int]
 
 
 class TestServe:
+    @pytest.mark.both_stores  # serve, on SQLite and on PostgreSQL
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
     def test_health_then_clean_stop(
         self, serving: tuple[Bastion, subprocess.Popen[str], int], sig: signal.Signals
     ) -> None:
         bst, proc, port = serving
+        started = wait_for_started(bst, proc)  # healthz answers before the event is chained
         health = wait_for_health(proc, port, bst.home / "tls" / "bastion-ca.pem")
         assert health["status"] == "ok"
         proc.send_signal(sig)
@@ -998,7 +1065,7 @@ class TestServe:
         events = bst.events()
         assert [e["kind"] for e in events[-2:]] == ["bastion.started", "bastion.stopped"]
         assert events[-1]["actor"] == f"serve:{proc.pid}"
-        assert health["audit_head"] == events[-2]["seq"]
+        assert health["audit_head"] == events[-2]["seq"] == started
         assert_ok(bst.run("audit", "verify"))
 
     def test_port_in_use_is_a_one_line_error(self, bst: Bastion) -> None:

@@ -31,6 +31,7 @@ def consented(people: People, tmp_path: Path) -> tuple[People, int, Path]:
     return people, made["id"], document
 
 
+@pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 def test_a_reviewer_confirms_consent_and_the_grant_goes_live(
     consented: tuple[People, int, Path],
 ) -> None:
@@ -62,6 +63,7 @@ def test_a_subject_key_must_be_configured(people: People) -> None:
     assert_error(result, Exit.USAGE, "not a subject key of orders-prod")
 
 
+@pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 def test_the_filer_may_not_confirm_consent_for_their_own_request(
     consented: tuple[People, int, Path],
 ) -> None:

@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from bastion.audit import harden as harden_sql
+from bastion.audit.records import Target
 from bastion.commands.app import App, read_secret_line
 from bastion.commands.masking import connect_as, read_catalog, rows
 from bastion.errors import Conflict, UsageError
@@ -29,10 +30,10 @@ def role_names(target: str, args: argparse.Namespace) -> tuple[str, str]:
     return args.masked_role or f"{base}_masked", args.unmasked_role or f"{base}_unmasked"
 
 
-def build(app: App, target: str, catalog: Catalog, roles: tuple[str, str],
+def build(app: App, target: Target, catalog: Catalog, roles: tuple[str, str],
           keep_temp: list[str]) -> harden_sql.Hardening:  # fmt: skip
     """What to create, from the catalog and the target's masking policy."""
-    policy = app.config.target_policy(target).masking
+    policy = app.config.target_policy(target.name).masking
     clean: dict[tuple[str, str], list[str]] = {}
     schemas: set[str] = set()
     for found in verdicts(catalog, policy):
@@ -41,15 +42,18 @@ def build(app: App, target: str, catalog: Catalog, roles: tuple[str, str],
         columns = clean.setdefault(key, [])
         if not found.verdict.sensitive:
             columns.append(found.attribute.name)
-    database = app.store.target(target).database or ""
+    database = target.database or ""
     return harden_sql.Hardening(database, roles[0], roles[1], sorted(schemas), clean,
                                 [r for r in keep_temp if r not in roles])  # fmt: skip
 
 
-async def run(app: App, args: argparse.Namespace, password: str) -> tuple[Outcome, dict[str, str]]:
+async def run(
+    app: App, args: argparse.Namespace, target: Target, password: str
+) -> tuple[Outcome, dict[str, str]]:
     """Read the catalog as the admin, then (unless --dry-run) create the roles in one
-    transaction. Returns the outcome and the new roles' passwords (never printed)."""
-    up = await connect_as(app, args.name, args.admin_user, password)
+    transaction. Returns the outcome and the new roles' passwords (never printed). No store
+    call in here: the target was read before the loop started."""
+    up = await connect_as(app, target, args.admin_user, password)
     try:
         roles = role_names(args.name, args)
         for role in roles:
@@ -58,7 +62,7 @@ async def run(app: App, args: argparse.Namespace, password: str) -> tuple[Outcom
                                " name other roles with --masked-role/--unmasked-role")  # fmt: skip
         catalog = await read_catalog(up)
         keep = [str(r["rolname"]) for r in await rows(up, harden_sql.TEMP_THROUGH_PUBLIC)]
-        plan = build(app, args.name, catalog, roles, keep)
+        plan = build(app, target, catalog, roles, keep)
         passwords = {"masked": secrets.token_urlsafe(24), "unmasked": secrets.token_urlsafe(24)}
         statements = harden_sql.statements(plan, passwords["masked"], passwords["unmasked"])
         withheld = sum(1 for v in verdicts(catalog, app.config.target_policy(args.name).masking)
@@ -78,7 +82,7 @@ def target_harden(app: App, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.name} is an {target.kind} target; harden is for databases")
     if not args.password_stdin:
         raise UsageError("give the admin's password on standard input with --password-stdin")
-    outcome, passwords = asyncio.run(run(app, args, read_secret_line("password")))
+    outcome, passwords = asyncio.run(run(app, args, target, read_secret_line("password")))
     plan = outcome.plan
     if not args.dry_run:
         sealed = {purpose: (role, app.box.seal(passwords[purpose].encode(),

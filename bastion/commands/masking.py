@@ -8,6 +8,7 @@ from typing import Any
 
 from bastion.audit import catalog as catalog_sql
 from bastion.audit import harden as harden_sql
+from bastion.audit.records import Target
 from bastion.commands.app import App
 from bastion.errors import NotFound, Unreachable, UsageError
 from bastion.masking.catalog import KINDS, Catalog, ColumnVerdict, verdicts
@@ -19,10 +20,12 @@ from bastion.pgproxy import upstream
 CONNECT_TIMEOUT = 10.0  # seconds
 
 
-async def connect_as(app: App, name: str, user: str, password: str) -> upstream.Upstream:
+async def connect_as(app: App, target: Target, user: str, password: str) -> upstream.Upstream:
     """A connection to a database target as `user`, logged in as the door does: the target's
-    TLS policy, only the login methods it allows, the SCRAM server signature checked."""
-    target = app.store.target(name)
+    TLS policy, only the login methods it allows, the SCRAM server signature checked. The
+    target is read from the store before the event loop runs (a store call blocks, and the
+    PostgreSQL store refuses one made from a thread running a loop)."""
+    name = target.name
     policy = app.config.target_policy(name)
     try:
         return await upstream.connect(target.host, target.port, user=user, password=password,
@@ -49,11 +52,9 @@ async def read_catalog(up: upstream.Upstream) -> Catalog:
                              await rows(up, catalog_sql.VIEWS))  # fmt: skip
 
 
-async def fetch_catalog(app: App, name: str) -> Catalog:
+async def fetch_catalog(app: App, target: Target, password: str) -> Catalog:
     """Log in to the target as its service role and read its catalog."""
-    target = app.store.target(name)
-    password = app.box.open(app.store.target_secret(name), context=f"target:{name}").decode()
-    up = await connect_as(app, name, target.login, password)
+    up = await connect_as(app, target, target.login, password)
     try:
         return await read_catalog(up)
     finally:
@@ -65,7 +66,8 @@ def masking_show(app: App, args: argparse.Namespace) -> int:
     if target.kind != "postgres":
         raise UsageError(f"{args.target} is an {target.kind} target; masking is for databases")
     policy = app.config.target_policy(args.target).masking
-    catalog = asyncio.run(fetch_catalog(app, args.target))
+    password = app.box.open(app.store.target_secret(args.target), context=f"target:{args.target}")
+    catalog = asyncio.run(fetch_catalog(app, target, password.decode()))
     rows = [_row(found, policy, text_types(catalog)) for found in verdicts(catalog, policy)]
     app.table(rows, ["schema", "relation", "kind", "column", "type", "masked", "style", "rule",
                      "scanned", "why"],
@@ -79,7 +81,8 @@ def masking_show(app: App, args: argparse.Namespace) -> int:
                       f" personal data in free text (detectors: {detectors})\n")  # fmt: skip
         sensitive = [(f.relation.relid, f.attribute.attnum)
                      for f in verdicts(catalog, policy) if f.verdict.sensitive]  # fmt: skip
-        login, missing = asyncio.run(missing_protections(app, args.target, sensitive))
+        login, door_password = door_login(app, args.target)
+        missing = asyncio.run(missing_protections(app, target, login, door_password, sensitive))
         if missing:
             app.out.write(f"the door reads {args.target} as {login}, which PostgreSQL does not"
                           f" hold back: {'; '.join(missing)}. Masking in the door still applies;"
@@ -133,11 +136,10 @@ def door_login(app: App, name: str) -> tuple[str, str]:
 
 
 async def missing_protections(
-    app: App, name: str, sensitive: list[tuple[int, int]]
-) -> tuple[str, list[str]]:
-    """What the database lets the door's masked-session role do that it should not."""
-    login, password = door_login(app, name)
-    up = await connect_as(app, name, login, password)
+    app: App, target: Target, login: str, password: str, sensitive: list[tuple[int, int]]
+) -> list[str]:
+    """What the database lets the door's masked-session role (`login`) do that it should not."""
+    up = await connect_as(app, target, login, password)
     try:
         [found] = await rows(up, harden_sql.CHECK_ROLE)
         role = {key: value == "t" for key, value in found.items()}
@@ -148,7 +150,7 @@ async def missing_protections(
     missing = [f"it can read {readable} sensitive column(s)"] if readable else []
     missing += [text for key, text in LACKS if role[key]]
     missing += [text for key, text in NOT_SET if not role[key]]
-    return login, missing
+    return missing
 
 
 LACKS = (("powerful", "it is a superuser or bypasses row security"),

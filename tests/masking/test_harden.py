@@ -16,6 +16,8 @@ from tests import test_cli
 from tests.realpg import PgCluster, PgDatabase
 from tests.test_cli import Bastion, assert_error
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 pristine = test_cli.pristine
 bst = test_cli.bst
 
@@ -36,7 +38,7 @@ def harden(bst: Bastion, cluster: PgCluster, *extra: str) -> Any:
 
 
 def role_login(bst: Bastion, shop: PgDatabase, purpose: str) -> psycopg.Connection[Any]:
-    store = Store.open(bst.db, SystemClock())
+    store = Store.open(bst.store_at, SystemClock())
     login, sealed = store.target_role("shop", purpose)
     store.close()
     box = SecretBox.load(bst.home / "secrets.key")

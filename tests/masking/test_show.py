@@ -13,6 +13,8 @@ from tests.masking.shop import make_shop
 from tests.realpg import PgCluster, PgDatabase
 from tests.test_cli import Bastion, assert_error
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 pristine = test_cli.pristine
 bst = test_cli.bst
 

@@ -20,6 +20,8 @@ from tests.masking.wiretap import Tap
 from tests.pgproxy.conftest import wait_for_outcomes
 from tests.realpg import PgCluster, PgDatabase, asyncpg_connect, psycopg_connect
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 JANE, JOHN = ("jane.doe@example.com", "123-45-6789"), ("john.roe@example.org", "987-65-4321")
 COLUMNS = ["customers.email", "customers.ssn", "orders.note"]
 

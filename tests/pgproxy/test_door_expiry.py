@@ -16,6 +16,8 @@ from tests.pgproxy.test_door_admin import backend_queries, finish, psql_running
 from tests.realpg import PgDatabase, psycopg_connect
 from tests.ssh.test_door_admin import cli, wait_until
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 SLEEP = "SELECT pg_sleep(60)"
 
 

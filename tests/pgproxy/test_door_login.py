@@ -17,6 +17,8 @@ from tests.pgproxy.conftest import PASSWORD
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
 from tests.ssh.test_door_admin import wait_until
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 
 def test_psql_logs_in_with_password_and_code_over_verified_tls(
     bastion: Bastion, pg: PgDatabase, caplog: pytest.LogCaptureFixture

@@ -5,11 +5,14 @@ FATAL, nothing of the reply). Writes still wait for their record before they go 
 from __future__ import annotations
 
 import asyncio
+import os
 import select
+import signal
 import socket
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,21 +81,32 @@ def locked(b: Bastion) -> sqlite3.Connection:
     return blocker
 
 
+@contextmanager
+def writer_stopped(b: Bastion) -> Iterator[None]:
+    """The audit writer's process stopped (SIGSTOP) until the block ends: no record becomes
+    durable meanwhile, for as long as the test needs (a lock held on the store would give
+    the writer's busy timeout, and a busy machine can outlast it), then it goes on (SIGCONT)."""
+    assert b.core.writer is not None
+    pid = b.core.writer.scribe.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_a_pure_read_goes_upstream_before_its_record_and_its_reply_waits(
     strict: Bastion, pg: PgDatabase
 ) -> None:
     sock, reader = logged_in(strict, "alice")
-    blocker = locked(strict)
-    try:
-        with sock:
+    with sock:
+        with writer_stopped(strict):
             sock.sendall(pw.query("SELECT 'strict-read-1' AS marker, 42 AS answer"))
             wait_for_backend(pg, "strict-read-1")  # it ran, and its reply left the server
             assert nothing_received(sock)  # ... but none of it reached the client
-            blocker.execute("ROLLBACK")  # the record commits; the reply is let go
-            frames = frames_until(sock, reader, 1)
-            sock.sendall(pw.terminate())
-    finally:
-        blocker.close()
+        frames = frames_until(sock, reader, 1)  # the record commits; the reply is let go
+        sock.sendall(pw.terminate())
     assert [f.type for f in frames] == [b"T", b"D", b"C", b"Z"]
     assert pw.data_row_values(frames[1].raw[5:]) == (b"strict-read-1", b"42")
     wait_for_outcomes(strict, 1)
@@ -131,9 +145,8 @@ def test_a_write_waits_for_its_record_before_it_goes_upstream(
 ) -> None:
     writer, writer_frames = logged_in(strict, "bob")
     reader, _ = logged_in(strict, "alice")
-    blocker = locked(strict)
-    try:
-        with writer, reader:
+    with writer, reader:
+        with writer_stopped(strict):
             insert = "INSERT INTO orders (customer_id, total) VALUES (1, 4343) -- strict-write"
             writer.sendall(pw.query(insert))
             # A read sent after it, on another session, reaches the server; the write does not.
@@ -141,12 +154,9 @@ def test_a_write_waits_for_its_record_before_it_goes_upstream(
             wait_for_backend(pg, "strict-read-3")
             assert not ran(pg, "strict-write")
             assert nothing_received(writer)
-            blocker.execute("ROLLBACK")
-            frames = frames_until(writer, writer_frames, 1)
-            writer.sendall(pw.terminate())
-            reader.sendall(pw.terminate())
-    finally:
-        blocker.close()
+        frames = frames_until(writer, writer_frames, 1)
+        writer.sendall(pw.terminate())
+        reader.sendall(pw.terminate())
     assert [f.type for f in frames] == [b"C", b"Z"]
     done = run_psql(pg, "-At", "-c", "SELECT count(*) FROM orders WHERE total = 4343")
     assert done.stdout.strip() == "1"
@@ -188,20 +198,16 @@ def test_a_held_reply_past_its_bound_stops_reading_the_database(
     door reading the database, which waits to write (ClientWrite) until the record is durable;
     then every row arrives."""
     sock, reader = logged_in(strict, "alice")
-    blocker = locked(strict)
-    try:
-        with sock:
+    with sock:
+        with writer_stopped(strict):
             sock.sendall(pw.query(
                 "SELECT 'strict-big', repeat('x', 1000) FROM generate_series(1, 100000)"
             ))  # fmt: skip
             wait_for_backend_waiting(pg, "strict-big")
             wait_for_upstream_paused(strict)  # the door holds a bounded part, reads no more
             assert nothing_received(sock)
-            blocker.execute("ROLLBACK")
-            frames = frames_until(sock, reader, 1)
-            sock.sendall(pw.terminate())
-    finally:
-        blocker.close()
+        frames = frames_until(sock, reader, 1)  # the record is durable: the reply goes
+        sock.sendall(pw.terminate())
     assert sum(f.type == b"D" for f in frames) == 100000
     assert frames[-2].type == b"C"
 

@@ -287,7 +287,7 @@ class Scenario:
         while not self._on_target(LONG):  # the session is through to the target
             assert time.monotonic() < deadline, "alice's session never reached web-1"
             time.sleep(0.05)
-        self.b.clock.advance(timedelta(minutes=25))  # it has been open a while
+        self.b.clock.set(self.b.clock.now() + timedelta(minutes=25))  # open a while (a wall step)
         assert self.b.server is not None
         self.b.call(self.b.server.stop())
         client.join(30)

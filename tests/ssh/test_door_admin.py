@@ -13,8 +13,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import asyncssh
+import pytest
 
 from bastion.errors import Exit
 from bastion.identity import totp
@@ -22,6 +24,8 @@ from tests.harness import Bastion, proc_kib
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
+
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 
 
 def cli(b: Bastion, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -63,6 +67,32 @@ def test_sessions_kill_ends_a_live_session(bastion: Bastion) -> None:
     assert bastion.events("session.kill_requested")
     again = cli(bastion, "sessions", "kill", session.id)
     assert again.returncode == 5 and "ended already" in again.stderr
+
+
+def test_a_totp_reset_on_the_cli_retires_the_old_seed_at_the_running_door(
+    bastion: Bastion,
+) -> None:
+    """The CLI's reset is a decision the serving door reads from the store at the next login:
+    a code from the old seed is refused there, one from the new seed lets alice in."""
+    reset = cli(bastion, "user", "reset-totp", "alice", "--no-qr", "--json")
+    assert reset.returncode == 0, reset.stderr
+    uri = json.loads(reset.stdout)["otpauth_uri"]
+    new_seed = parse_qs(urlparse(uri).query)["secret"][0]
+    assert new_seed != bastion.seeds["alice"]
+    key = asyncssh.read_private_key(bastion.keys["alice"])
+
+    async def login(code: str) -> str:
+        conn, _ = await connect(bastion, "alice+web-1", [key], [code])
+        async with conn:
+            done = await conn.run("echo in", check=False)
+        return str(done.stdout)
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        bastion.call(login(bastion.code("alice")))  # the old seed's code
+    bastion.seeds["alice"] = new_seed
+    assert bastion.call(login(bastion.code("alice"))) == "in\n"
+    [event] = bastion.events("user.totp_reset")
+    assert event.subject == "alice" and event.actor.startswith("cli:")
 
 
 def test_list_show_replay_export_and_verify(bastion: Bastion, tmp_path: Path) -> None:
@@ -134,7 +164,7 @@ def test_a_crash_leaves_an_interrupted_session_with_a_readable_recording(
         from bastion.audit import Store  # noqa: PLC0415
         from bastion.clock import SystemClock  # noqa: PLC0415
 
-        store = Store.open(b.config.paths.store, SystemClock())
+        store = Store.open(b.store_at, SystemClock())
         wait_until(lambda: any(s.state == "interrupted" for s in store.sessions()))
         [session] = store.sessions()
         assert session.recording_path is not None

@@ -17,6 +17,8 @@ import pytest
 from tests.harness import Bastion
 from tests.realssh import Sshd
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 
 class CodeClient(asyncssh.SSHClient):
     """An asyncssh client answering the verification prompt with the given codes."""

@@ -10,11 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncssh
+import pytest
 
 from tests.harness import Bastion
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 from tests.ssh.test_door_sessions import closed_sessions
+
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 
 STREAM = "while true; do echo tick; sleep 0.2; done"  # like `tail -f`: output until stopped
 

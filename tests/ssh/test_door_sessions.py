@@ -7,10 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from bastion.audit.records import SessionRecord
 from bastion.recording import read_recording
 from tests.harness import Bastion
 from tests.realssh import Sshd
+
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
 
 
 def closed_sessions(b: Bastion, count: int = 1, timeout: float = 15) -> list[SessionRecord]:

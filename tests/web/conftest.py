@@ -3,6 +3,7 @@ console's tests: people of each role, a target of each kind, and a clock the tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -12,13 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 
 from bastion.audit import ChainKey, Store
 from bastion.audit.chain import ChainedEvent
+from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import load_config
 from bastion.core import Core
@@ -27,6 +29,7 @@ from bastion.identity.sealing import SecretBox
 from bastion.pki import make_ssh_host_key, make_tls
 from bastion.server import Server
 from bastion.web.websession import COOKIE
+from tests import doorstore
 from tests.realssh import free_port
 
 PASSWORDS = {"alice": "alice-long-passphrase-1", "bob": "bob-long-passphrase-22",
@@ -130,25 +133,37 @@ async def running(home: Path, *, postgres: bool = False,
     text = text.replace("enabled = false", f"enabled = {str(postgres).lower()}") + extra
     (home / "bastion.toml").write_text(text, encoding="utf-8")
     config = load_config(home / "bastion.toml")
+    where = doorstore.current().place(home, config.paths.store)
+    if isinstance(where, PgLocation):  # named in bastion.toml, as for the CLI
+        text = doorstore.StorePlaces.configure(text, where, home)
+        (home / "bastion.toml").write_text(text, encoding="utf-8")
+        config = load_config(home / "bastion.toml")
     SecretBox.create_key_file(config.paths.secrets_key)
     make_ssh_host_key(config.paths.ssh_host_key)
     tls = make_tls(config.paths.tls_cert.parent)
     clock = FakeClock(datetime.now(UTC))
     box = SecretBox.load(config.paths.secrets_key)
-    store = Store.create(config.paths.store, clock, ChainKey.of(box))
-    core = Core(config, store, box, clock)
     seeds: dict[str, str] = {}
-    _enrol(core, seeds)
-    (before or _targets)(core, box)
+
+    def made() -> tuple[Store, Core]:  # off the loop: the store's calls block
+        store = Store.create(where, clock, ChainKey.of(box))
+        core = Core(config, store, box, clock)
+        _enrol(core, seeds)
+        (before or _targets)(core, box)
+        return store, core
+
+    store, core = await asyncio.to_thread(made)
     server = Server(core)
     await server.start()
     context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    off_loop = doorstore.OffLoop(store)
     try:
-        yield Console(home, clock, store, core, server, context, seeds)
+        yield Console(home, clock, cast(Store, off_loop), core, server, context, seeds)
     finally:
         await server.stop()
-        core.shutdown()
-        store.close()
+        off_loop.shutdown()
+        await asyncio.to_thread(core.shutdown)
+        await asyncio.to_thread(store.close)
 
 
 @pytest.fixture

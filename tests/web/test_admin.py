@@ -20,6 +20,8 @@ from bastion.web.security import CSRF_REFUSED
 from tests.realssh import Sshd
 from tests.web.conftest import CSRF_RE, Console
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 REASON = "deploy hotfix for INC-42"
 
 

@@ -22,6 +22,8 @@ from bastion.web.routes import ANYONE, ROUTES_KEY, UndeclaredRoute
 from bastion.web.websession import COOKIE
 from tests.web.conftest import PASSWORDS, Console, detail, set_cookie_headers
 
+pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
+
 PAGES = ("/access", "/unmask", "/sessions", "/ticket")
 
 
@@ -236,5 +238,5 @@ async def test_no_secret_reaches_the_audit_trail(console: Console) -> None:
     for secret in (PASSWORDS["alice"], "a-wrong-password-1", cookie, csrf,
                    console.seeds["alice"]):  # fmt: skip
         assert secret not in trail
-    stored = websessions.listed(console.core, "alice")[0]
+    stored = (await console.core.run(websessions.listed, console.core, "alice"))[0]
     assert stored.csrf_token == csrf and cookie not in str(stored)  # only the cookie's hash
