@@ -142,8 +142,10 @@ class LostNodeQueries(StoreBase):
 
     def forget_lost_node(self, node: str, lost_after: timedelta, by: str, closed: int) -> int:
         """The lost node's database cancel keys name nothing any more: removed. Chains
-        `cluster.node_lost` when anything of the node's was closed or removed (`closed`
-        sessions this round). How many keys went; 0 when the node is no longer lost."""
+        `cluster.node_lost` when a session of the node was closed (`closed` this round), or
+        keys went of a node that did not stop cleanly (a planned stop is no loss). How many
+        keys went; 0 when the node is no longer lost."""
+        planned = self.stopped_cleanly(node)
         with self._write() as conn:
             if not self._still_lost(conn, node, lost_after):
                 return 0
@@ -152,7 +154,7 @@ class LostNodeQueries(StoreBase):
             ).fetchone()
             conn.execute("DELETE FROM cancel_keys WHERE node = ?", (node,))
             keys = int(found[0]) if found is not None else 0
-            if keys or closed:
+            if closed or (keys and not planned):
                 detail = {"node": node, "sessions_closed": closed, "cancel_keys": keys,
                           "lost_after": int(lost_after.total_seconds())}  # fmt: skip
                 self._append(conn, [Event("cluster.node_lost", f"node:{by}", node, "warning",

@@ -386,3 +386,17 @@ def test_an_upload_left_by_a_node_that_stopped_cleanly_waits_for_it(
     assert done.completed == [] and done.aborted == []
     assert len(objects.uploads_in_progress(key)) == 1
     assert details(store, "recording.completed") == []
+
+
+def test_cancel_keys_left_by_a_node_that_stopped_cleanly_go_without_calling_it_lost(
+    store: Store, clock: FakeClock
+) -> None:
+    """b stopped cleanly (maintenance) and left a database cancel key: the key names nothing
+    any more and goes, but b is not reported lost (no warning for a planned stop)."""
+    store.take_lease(node_lease("b"), "b", GRACE, quiet=True)
+    assert store.claim_cancel_pid(4243, "b", "10.0.0.2:6432", "s-gone")
+    assert store.release_lease(node_lease("b"), "b")
+    clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
+    completer(store, None).round()
+    assert store.cancel_owner(4243) is None
+    assert details(store, "cluster.node_lost") == []
