@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bastion.audit.location import SCHEMA, PgLocation
+from bastion.audit.restores import new_backup_file
 from bastion.audit.sqlconn import Conn
 from bastion.errors import StoreError, UsageError
 from bastion.text import printable_line
@@ -84,12 +85,7 @@ def _run(location: PgLocation, argv: list[str], what: str) -> str:
 
 def dump(location: PgLocation, dest: Path) -> None:
     """The store's schema, dumped by pg_dump (custom format) into `dest`, a new 0600 file."""
-    try:
-        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError as exc:
-        raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
-    except OSError as exc:
-        raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from exc
+    new_backup_file(dest)
     argv = [tool("pg_dump"), "--format=custom", f"--schema={location.schema}", "--no-owner",
             "--no-privileges", f"--file={dest}", f"--dbname={location.url}"]  # fmt: skip
     try:

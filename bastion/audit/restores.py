@@ -161,12 +161,7 @@ class RestoreQueries(StoreBase):
         """A consistent copy of the whole store in a new file (0600), while others write."""
         if self.path is None:
             raise StoreError(f"the store at {self.where} is on PostgreSQL: back it up with pg_dump")
-        try:
-            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError as exc:
-            raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from exc
+        new_backup_file(dest)
         try:
             with self._lock:
                 self.conn.execute("VACUUM INTO ?", [str(dest)])
@@ -190,3 +185,13 @@ class RestoreQueries(StoreBase):
                       "source": source, "reason": reason, **extra}  # fmt: skip
             event = Event(RESTORED_KIND, actor, source, "high", None, detail)
             return self._append(conn, [event])[0]
+
+
+def new_backup_file(dest: Path) -> None:
+    """`dest` made, empty and 0600, for a backup; StoreError when it exists or can't be."""
+    try:
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError as exc:
+        raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from exc

@@ -233,13 +233,18 @@ def _as_migrated(backup: Path, copy: Store) -> None:
             wanted = sqlite_shape(made.conn)
         finally:
             made.close()
-    found = sqlite_shape(copy.conn)
+    refuse_unlike(backup, "the store", sqlite_shape(copy.conn), wanted)
+
+
+def refuse_unlike(backup: Path, held: str, found: set[Any], wanted: set[Any]) -> None:
+    """UsageError naming the first difference between the restored copy's shape (`found`:
+    (kind, name, definition) rows) and the one the migrations make (`wanted`), if any."""
     if differ := sorted(found ^ wanted):
-        kind, name, _sql = differ[0]
+        kind, name, _definition = differ[0]
         named = f"the {kind} {printable_line(name, 80)}"
         what = f"{named} is not theirs" if differ[0] in found else f"it lacks {named} as theirs"
         raise UsageError(
-            f"{backup} does not hold the store as the store's migrations make it: {what}"
+            f"{backup} does not hold {held} as the store's migrations make it: {what}"
             f" ({len(differ)} difference(s) in all); nothing was restored"
         )
 

@@ -26,6 +26,7 @@ from bastion.commands.store import (
     Chained,
     chain_restore,
     outside_witnesses,
+    refuse_unlike,
     replaced_head,
     report_restore,
 )
@@ -203,15 +204,7 @@ def _as_migrated(app: App, backup: Path, where: PgLocation, copy: Store) -> None
                 made.close()
     finally:
         pgbackup.drop_schema(copy.conn, scratch)
-    found = pgbackup.shape(copy.conn, where.schema)
-    if differ := sorted(found ^ wanted):
-        kind, name, _def = differ[0]
-        named = f"the {kind} {printable_line(name, 80)}"
-        what = f"{named} is not theirs" if differ[0] in found else f"it lacks {named} as theirs"
-        raise UsageError(
-            f"{backup} does not hold the store's schema as the store's migrations make it:"
-            f" {what} ({len(differ)} difference(s) in all); nothing was restored"
-        )
+    refuse_unlike(backup, "the store's schema", pgbackup.shape(copy.conn, where.schema), wanted)
 
 
 def _located(where: PgLocation, schema: str) -> PgLocation:
