@@ -85,6 +85,7 @@ class Core:
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     anchoring: AnchorHealth | None = field(default=None, init=False)  # set: [audit] anchors
+    started: bool = field(default=False, init=False)  # the server chained bastion.started
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
     store_loss: StoreLoss = field(default_factory=StoreLoss, init=False)

@@ -220,7 +220,7 @@ class Server:
                   "node": self.core.node}  # fmt: skip
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
-        self._started = True
+        self._started = self.core.started = True  # /healthz: "ok" from now on, not "starting"
         if self.config.audit.anchors:
             self.anchorer = Anchorer(
                 self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
@@ -367,7 +367,7 @@ class Server:
                 await self.core.run(self.store.release_lease, node_lease(self.core.node),
                                     self.core.node)  # fmt: skip
         if self._started:
-            self._started = False
+            self._started = self.core.started = False
             event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
             await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")

@@ -31,7 +31,10 @@ class NoCertificate(BastionError):
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive, and the store answers: the audit chain's head sequence number (asked on the
-    store's own thread, like every store call from the event loop). A node that has lost its
+    store's own thread, like every store call from the event loop). Until the node has
+    really started (every door listening, its bastion.started event chained) it says
+    "starting" with a 503, without waiting for the store, so a balancer's check keeps it
+    out while it starts. A node that has lost its
     store for longer than [cluster] store_grace says so, and since when, with a 503 (a load
     balancer's check then sends logins to the other nodes). On a PostgreSQL store, whether
     this node hears the others' decisions; with [recordings] url, whether the object store
@@ -46,6 +49,8 @@ async def healthz(request: web.Request) -> web.Response:
         store = {"reachable": False, "since": iso(since)}
         return web.json_response({"status": "failing", "node": core.node, "store": store},
                                  status=503)  # fmt: skip
+    if not core.started:
+        return web.json_response({"status": "starting", "node": core.node}, status=503)
     body: dict[str, object] = {"status": "ok", "node": core.node, "store": {"reachable": True},
                                "audit_head": await core.audit_head()}  # fmt: skip
     decisions = core.decisions_health()

@@ -51,7 +51,7 @@ def health_until(b: Bastion, url: str, predicate: Any, bound: float = 30) -> dic
     deadline = time.monotonic() + bound
     while True:
         status, said = get(b, url)
-        if predicate(said):
+        if said["status"] != "starting" and predicate(said):  # "starting": a moment at most
             assert status == 200, said
             return dict(said)
         assert time.monotonic() < deadline, said
