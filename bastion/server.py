@@ -8,7 +8,6 @@ import contextlib
 import gc
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -223,7 +222,7 @@ class Server:
         self._started = self.core.started = True  # /healthz: "ok" from now on, not "starting"
         if self.config.audit.anchors:
             self.anchorer = Anchorer(
-                self.config.audit.anchors, anchor_key(self.core.box), socket.gethostname(),
+                self.config.audit.anchors, anchor_key(self.core.box), self.core.node,
                 lambda: iso(self.core.clock.now()),
             )  # fmt: skip
             await self._anchor()

@@ -1,11 +1,13 @@
 """Signed chain heads kept outside the machine: the record, its sinks, and checking against them.
 
 An anchor is one line of JSON, MACed with a key derived from the secrets key for this purpose
-only: which node wrote it, when, and the chain's head (seq and that row's MAC). `bastion
-serve` sends one to every configured sink at start, at least every minute, and when it
-stops. Someone with the store's files can rewrite the head file beside the store, but not an
-anchor already sent to another machine or an append-only file on another mount; `bastion
-audit verify --anchors FILE` then shows events deleted after the last anchor.
+only: which node wrote it (its `[cluster] node` name; anchors written before nodes had names
+carry the host name there, and verify all the same: the name is only a label), when, and the
+chain's head (seq and that row's MAC). `bastion serve` sends one to every configured sink at
+start, at least every minute, and when it stops. Someone with the store's files can rewrite
+the head file beside the store, but not an anchor already sent to another machine or an
+append-only file on another mount; `bastion audit verify --anchors FILE` then shows events
+deleted after the last anchor.
 
 Sinks, as written in `[audit] anchors`:
     "file:/mnt/audit/bastion-anchors.log"   appended to (O_APPEND) and fsynced

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,15 +33,18 @@ def anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
 
 def anchor_problems(
     app: App, files: list[Path], head_seq: int, restores: Sequence[Restore] = ()
-) -> tuple[int, list[str]]:
-    """How many signed heads the files hold, and everything that disagrees with the chain."""
+) -> tuple[Counter[str], list[str]]:
+    """How many signed heads the files hold, by the node that signed each (anchors written
+    before anchors named the node name the host), and everything that disagrees with the
+    chain."""
     key = anchor_key(app.box)
-    count, problems = 0, []
+    signers: Counter[str] = Counter()
+    problems: list[str] = []
     for path in files:
         found, bad = read_anchors(path, key)
-        count += len(found)
+        signers.update(anchor.node for anchor in found)
         problems += bad + anchors.check(found, head_seq, app.store.mac_at, restores)
-    return count, problems
+    return signers, problems
 
 
 def pack_problems(
@@ -120,9 +124,10 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     verdict = walk_chain(app, progress)
     files = anchor_files(app, args)
     restores = app.store.restores(verdict.head_seq) if verdict.ok else []
-    anchored, anchor_bad = (
-        anchor_problems(app, files, verdict.head_seq, restores) if verdict.ok else (0, [])
+    signers, anchor_bad = (
+        anchor_problems(app, files, verdict.head_seq, restores) if verdict.ok else (Counter(), [])
     )
+    anchored = sum(signers.values())
     packs, pack_bad = pack_problems(app, verdict.head_seq, restores) if verdict.ok else (0, [])
     anchor_bad = restore_problems(restores, app.store.mac_at) + pack_bad + anchor_bad
     recorded, rec_bad = (
@@ -142,6 +147,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "anchor_checked": verdict.ok,
         "anchors_files": [str(f) for f in files],
         "anchors_checked": anchored,
+        "anchors_by_node": dict(sorted(signers.items())),
         "anchor_problems": anchor_bad,
         "review_packs_checked": packs,
         "recording_problems": rec_bad,
@@ -153,7 +159,7 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
     if query_bad and result in ("intact", "anchors not checked"):
         result, text = "query log edited", "QUERY LOG EDITED: " + "; ".join(query_bad)
     if result == "intact":
-        text = _intact_text(verdict, anchored, len(files), recorded)
+        text = _intact_text(verdict, signers, len(files), recorded)
         text += f"; {packs} signed review pack(s) agree" if packs else ""
         text += "".join(f"\nRESTORED: {found.describe()}" for found in restores)
     detail = {"command": "audit verify", "ok": result == "intact", "result": result,
@@ -186,7 +192,7 @@ def _outcome(
     return "intact", ""
 
 
-def _intact_text(verdict: Verdict, anchored: int, files: int, recorded: int) -> str:
+def _intact_text(verdict: Verdict, signers: Counter[str], files: int, recorded: int) -> str:
     text = (
         f"audit chain intact: {verdict.checked} events, head {verdict.head_seq}"
         f" {verdict.head_hash[:16]}; {recorded} recordings match"
@@ -197,7 +203,9 @@ def _intact_text(verdict: Verdict, anchored: int, files: int, recorded: int) -> 
             f" event {verdict.keyed_from}: only external anchors vouch for them)"
         )
     if files:
-        text += f"; {anchored} anchors in {files} file(s) agree"
+        text += f"; {signers.total()} anchors in {files} file(s) agree"
+        if signers:  # by the node that signed them (the host, for anchors from before)
+            text += f" ({', '.join(f'{n} from {node}' for node, n in sorted(signers.items()))})"
     else:
         text += "; no external anchors checked (see [audit] anchors)"
     return text
