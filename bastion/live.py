@@ -1,10 +1,12 @@
 """What the session watcher and the console hold of a live session: the session to end, the
-console's change feed, the row it lists, and where its recording goes (the uploads)."""
+console's change feed, the row it lists, where its recording goes (the uploads), and what an
+admin who asked for its end is told."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,3 +72,16 @@ class Uploads(Protocol):
     def finish(self, path: Path) -> None: ...
 
     def health(self) -> dict[str, object]: ...
+
+
+def kill_asked(session: SessionRecord, live_nodes: Collection[str]) -> tuple[str, bool]:
+    """What an admin who asked for a session's end is told, by `bastion sessions kill` and by
+    the console alike: which node was asked, and plainly when that node's presence has run
+    out (nobody ends the session now); with whether that node is alive on the store."""
+    node, held = session.node, f"session {session.id} ({session.user} on {session.target})"
+    asked = "the bastion" if node is None else f"node {node}"
+    if node is None or node in live_nodes:
+        return f"asked {asked} to end {held}; it ends within a few seconds", True
+    return (f"asked {asked} to end {held}, but that node is not alive on the store: it ended"
+            " its sessions when it lost the store, or it stopped; the session closes as"
+            f" interrupted when node {node} starts again"), False  # fmt: skip

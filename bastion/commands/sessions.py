@@ -12,6 +12,7 @@ from bastion.audit import SessionFilter
 from bastion.commands.app import App, actor_of
 from bastion.durations import parse_duration
 from bastion.errors import Exit, UsageError
+from bastion.live import kill_asked
 from bastion.recording import RecordingError, replay
 from bastion.reviewing.recordings import open_recording
 from bastion.reviewing.sessions import command_index, offset_of, search_sessions
@@ -90,14 +91,7 @@ def sessions_kill(app: App, args: argparse.Namespace) -> int:
     when that node's presence has run out (it ended its sessions when it lost the store, or
     it stopped: the row closes as interrupted when it starts again)."""
     session = app.store.request_kill(args.session_id, actor_of(app, args), args.reason or "")
-    node, held = session.node, f"session {session.id} ({session.user} on {session.target})"
-    alive = node is None or node in app.store.live_nodes()
-    asked = "the bastion" if node is None else f"node {node}"
-    text = f"asked {asked} to end {held}; it ends within a few seconds"
-    if not alive:
-        text = (f"asked {asked} to end {held}, but that node is not alive on the store: it"
-                " ended its sessions when it lost the store, or it stopped; the session closes"
-                f" as interrupted when node {node} starts again")  # fmt: skip
+    text, alive = kill_asked(session, app.store.live_nodes())  # the console's words too
     app.emit({**session.public(), "node_alive": alive}, text)
     return 0
 

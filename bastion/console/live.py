@@ -14,7 +14,7 @@ from typing import Any
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.errors import NotFound, UsageError
-from bastion.live import LiveSession
+from bastion.live import LiveSession, kill_asked
 
 MAX_REASON = 300
 
@@ -74,13 +74,15 @@ def kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]
     return {**done.public(), "kill_requested": True}
 
 
-def asked_to_end(core: Core, session_id: str) -> bool:
-    """Whether a kill was asked for this session (a notice names only a real one)."""
+def kill_notice(core: Core, session_id: str) -> str | None:
+    """What the admin is told after a kill, in `bastion sessions kill`'s words (which node
+    was asked, and when that node is gone); None for no such session (a notice names only a
+    real one)."""
     try:
-        core.store.session(session_id)
+        found = core.store.session(session_id)
     except NotFound:
-        return False
-    return True
+        return None
+    return kill_asked(found, core.store.live_nodes())[0]
 
 
 def acknowledge(core: Core, actor: str, grant_id: str, note: str) -> dict[str, Any]:

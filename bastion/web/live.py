@@ -81,8 +81,8 @@ async def live_page(request: web.Request, notice: str | None = None,
     rows = await live_rows(core)
     csrf = session.csrf_token if session.role in ADMIN else None
     killed = request.query.get("killed", "")
-    if notice is None and killed and await core.run(live.asked_to_end, core, killed):
-        notice = f"asked the bastion to end session {killed}; it ends within a few seconds"
+    if notice is None and killed:
+        notice = await core.run(live.kill_notice, core, killed)
     status = el(
         "p",
         {"id": "live-status", "class": "empty", "role": "status"},

@@ -5,6 +5,7 @@ its reason, as `bastion sessions kill` does."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -222,9 +223,40 @@ async def test_a_kill_without_its_csrf_token_is_refused(live: Console, tmp_path:
             "/live/kill", data={**form, "csrf": csrf, "reason": "the right way"}
         ) as done:
             assert done.status == 200 and done.url.path == "/live"
-            assert f"asked the bastion to end session {row['id']}" in await done.text()
+            assert (f"asked node {console.core.node} to end session {row['id']} (alice on"
+                    " web-1); it ends within a few seconds") in await done.text()  # fmt: skip
     result = await ssh
     assert "session ended by ada: the right way" in result.err
+
+
+async def test_the_kill_notice_names_the_node_asked_and_says_when_it_is_gone(
+    console: Console,
+) -> None:
+    """In `bastion sessions kill`'s words: the node holding the session is named; one whose
+    presence on the store ran out is said to be ending nothing now."""
+    for session_id, node in (("s-here", console.core.node), ("s-gone", "gone")):
+        console.store.open_session(session_id=session_id, user="alice", target="web-1",
+                                   grant_id=None, protocol="ssh", client_addr="10.0.0.7",
+                                   node=node)  # fmt: skip
+    async with console.http() as admin:
+        csrf = await console.sign_in(admin, "ada")
+        said = {}
+        for session_id in ("s-here", "s-gone"):
+            form = {"session_id": session_id, "reason": "INC-12", "csrf": csrf}
+            async with admin.post("/live/kill", data=form) as done:
+                assert done.status == 200 and done.url.path == "/live"
+                said[session_id] = " ".join(html.unescape(await done.text()).split())
+    here = f"asked node {console.core.node} to end session s-here (alice on web-1)"
+    assert f"{here}; it ends within a few seconds" in said["s-here"]
+    assert "not alive" not in said["s-here"]
+    gone = said["s-gone"]
+    assert (
+        "asked node gone to end session s-gone (alice on web-1), but that node is not"
+        " alive on the store: it ended its sessions when it lost the store, or it stopped;"
+        " the session closes as interrupted when node gone starts again" in gone
+    )
+    assert "within a few seconds" not in gone
+    assert len(console.events("session.kill_requested")) == 2
 
 
 async def test_break_glass_is_acknowledged_by_someone_else(console: Console) -> None:

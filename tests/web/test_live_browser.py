@@ -42,7 +42,9 @@ async def test_a_live_ssh_session_appears_and_is_killed_from_the_page(
     await row.locator("input[name=reason]").fill(REASON)
     await tab.shot("live-session")
     await tab.submit("#live tbody tr button.kill")
-    assert "asked the bastion to end session" in await page.inner_text(".notice")
+    notice = await page.inner_text(".notice")
+    assert f"asked node {console.core.node} to end session" in notice
+    assert notice.endswith("(alice on web-1); it ends within a few seconds")
     await page.locator("#live tbody tr", has_text="alice").wait_for(state="detached")
     await tab.shot("live-killed")
     result = await ssh
