@@ -76,11 +76,14 @@ def kill(core: Core, actor: str, session_id: str, reason: str) -> dict[str, Any]
 
 def kill_notice(core: Core, session_id: str) -> str | None:
     """What the admin is told after a kill, in `bastion sessions kill`'s words (which node
-    was asked, and when that node is gone); None for no such session (a notice names only a
-    real one)."""
+    was asked, and when that node is gone); None unless a kill of that session was asked for
+    (a link made up to claim one shows nothing)."""
     try:
         found = core.store.session(session_id)
     except NotFound:
+        return None
+    pending = {kill[0] for kill in core.store.pending_kills()}
+    if found.state != "killed" and found.id not in pending:
         return None
     return kill_asked(found, core.store.live_nodes())[0]
 

@@ -240,6 +240,8 @@ async def test_the_kill_notice_names_the_node_asked_and_says_when_it_is_gone(
                                    node=node)  # fmt: skip
     async with console.http() as admin:
         csrf = await console.sign_in(admin, "ada")
+        async with admin.get("/live?killed=s-here") as made_up:  # nobody asked for this kill
+            assert made_up.status == 200 and "end session s-here" not in await made_up.text()
         said = {}
         for session_id in ("s-here", "s-gone"):
             form = {"session_id": session_id, "reason": "INC-12", "csrf": csrf}
