@@ -9,8 +9,10 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +189,18 @@ def wait_until(
         if time.monotonic() > deadline:
             raise DemoError(f"{what} was not ready within {timeout:.0f} s")
         time.sleep(POLL)
+
+
+def healthy(port: int, ca: Path) -> bool:
+    """Whether https://127.0.0.1:port/healthz answers 200, verified against `ca`: the bastion
+    has really started (while it starts, every door not yet listening, it answers 503)."""
+    url = f"https://127.0.0.1:{port}/healthz"
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+        with urllib.request.urlopen(url, timeout=2, context=context) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # refused, a 503 (HTTPError), TLS not up yet, no CA file yet
+        return False
 
 
 def serves_banner(port: int) -> bool:

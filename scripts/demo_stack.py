@@ -22,7 +22,15 @@ from types import FrameType
 from typing import Any
 
 import pyotp
-from demo_processes import Children, DemoError, accepts, free_port, serves_banner, wait_until
+from demo_processes import (
+    Children,
+    DemoError,
+    accepts,
+    free_port,
+    healthy,
+    serves_banner,
+    wait_until,
+)
 from demo_targets import DemoTargets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,8 +261,10 @@ def run(demo: Demo) -> int:
         serve = [BASTION, "--config", str(demo.config), "serve"]
         children.start("bastion", serve, stop_signal=signal.SIGINT)
         ports = demo.ports()
+        ca = demo.dir / "tls" / "bastion-ca.pem"
         wait_until("the bastion", lambda: serves_banner(ports["ssh"])
-                   and accepts(ports["postgres"]) and accepts(ports["web"]), children)  # fmt: skip
+                   and accepts(ports["postgres"]) and healthy(ports["web"], ca),
+                   children)  # fmt: skip
         print(instructions(demo, targets.login.pw_name), flush=True)
         print(READY, flush=True)
         while True:

@@ -1055,7 +1055,7 @@ class TestServe:
         self, serving: tuple[Bastion, subprocess.Popen[str], int], sig: signal.Signals
     ) -> None:
         bst, proc, port = serving
-        started = wait_for_started(bst, proc)  # healthz answers before the event is chained
+        started = wait_for_started(bst, proc)  # healthz answers 200 once it is chained
         health = wait_for_health(proc, port, bst.home / "tls" / "bastion-ca.pem")
         assert health["status"] == "ok"
         proc.send_signal(sig)
