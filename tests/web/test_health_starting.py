@@ -44,7 +44,8 @@ class HeldServer(Server):
 
 @asynccontextmanager
 async def held_node(tmp_path: Path, listeners: str) -> AsyncIterator[HeldServer]:
-    """A node with the SSH and web doors on, started in a task and held as above."""
+    """A node with the doors `listeners` turns on (never the database door), its start in a
+    task held as above; stopped at the end."""
     tmp_path.mkdir(exist_ok=True)
     config_path = tmp_path / "bastion.toml"
     config_path.write_text(listeners + "[listeners.postgres]\nenabled = false\n")
