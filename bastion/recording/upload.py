@@ -285,6 +285,8 @@ class Uploader:
             upload.retry_at = self._monotonic() + backoff(upload.failures)
             if exc.code == "NoSuchUpload":
                 upload.restart()
+            elif exc.code == "InvalidPart":
+                self._start_over(upload)
             if self.failing != exc.message:
                 log.warning("recording.upload_failed", error=exc.message, retry=True)
             self.failing = exc.message
@@ -381,6 +383,19 @@ class Uploader:
         with self._lock:
             self._kept.add(upload.path)
         self._forget(upload)
+
+    def _start_over(self, upload: Upload) -> None:
+        """A part this node sent is no longer there as it sent it (someone holding the
+        bucket's credentials replaced it): that upload can never be completed, so it goes,
+        and the recording is uploaded again from the spool (never retried as it is for ever)."""
+        log.warning("recording.upload_part_replaced", object=self.store.url(upload.key),
+                    reason="a part is not what this node sent; uploading it again")  # fmt: skip
+        if upload.upload_id is not None:
+            try:
+                self._abort(upload.key, upload.upload_id)
+            except ObjectStoreError as exc:  # left to the bucket's lifecycle rule
+                log.warning("recording.upload_abort_failed", error=exc.message)
+        upload.restart()
 
     def _abort_leftovers(self, key: str) -> None:
         """Abort the multipart uploads of `key` a crash of this node left (its id died with
