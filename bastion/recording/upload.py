@@ -29,7 +29,7 @@ import structlog
 
 from bastion.errors import NotFound
 from bastion.recording.model import RecordingError
-from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
+from bastion.recording.objects import LARGER, PART_SIZE, ObjectStore, ObjectStoreError
 
 log = structlog.get_logger("bastion.recording.upload")
 
@@ -422,7 +422,12 @@ class Uploader:
         found at the key (uploaded before, or planted by someone who can write the bucket)
         is read and checked too, kept spool or not: a different one is uploaded again."""
         local = fd_digest(fd)
-        remote = self.store.sha256(upload.key)
+        try:  # no more than the spool file holds is read: a larger object is another
+            remote = self.store.sha256(upload.key, limit=local[1])
+        except ObjectStoreError as exc:
+            if exc.code != LARGER:
+                raise
+            remote = ("", local[1] + 1)
         if remote != local:
             upload.restart()
             self._raise_alarm(upload, remote[1], local[1])
