@@ -427,13 +427,14 @@ class Uploader:
         except ObjectStoreError as exc:
             if exc.code != LARGER:
                 raise
-            remote = ("", local[1] + 1)
+            remote = ("", local[1] + 1)  # at least: not read further
         if remote != local:
             upload.restart()
             self._raise_alarm(upload, remote[1], local[1])
+            size = f"more than {local[1]}" if remote[1] > local[1] else str(remote[1])
             raise ObjectStoreError(
                 f"object store: {self.store.url(upload.key)} does not match {upload.path}"
-                f" (size {remote[1]}, local {local[1]}): uploading it again"
+                f" (size {size}, local {local[1]}): uploading it again"
             )
         log.info("recording.uploaded", object=self.store.url(upload.key), size=local[1])
         if not self.keep and self._may_remove(upload.path, remote[0]):
