@@ -388,7 +388,9 @@ class Core:
 
     def decisions_health(self) -> dict[str, object] | None:
         """For /healthz: whether the decision feed listens, or since when it does not (None
-        without a feed). Degraded, not down: the watcher's poll still ends sessions."""
+        without a feed). Degraded, not down: the watcher's poll still ends sessions. Why it
+        is down is told by kind only (the log has the rest): the check answers anyone, and
+        the server's refusal names the store's role, database or address."""
         feed = self.decisions
         if feed is None:
             return None
@@ -396,7 +398,8 @@ class Core:
         since = iso(state.since) if state.since is not None else None
         if state.connected:
             return {"listening": True, "since": since}
-        return {"listening": False, "disconnected_since": since, "error": state.error}
+        kind = (state.error or "").partition(":")[0]
+        return {"listening": False, "disconnected_since": since, "error": kind}
 
     async def stop_decisions(self) -> None:
         feed, self.decisions = self.decisions, None

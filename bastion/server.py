@@ -22,6 +22,7 @@ from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
+from bastion.audit.exposure import NAMED
 from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core
@@ -157,6 +158,11 @@ class Server:
             log.warning("sessions.interrupted", count=len(closed), sessions=closed, node=node)
         if others:
             log.info("cluster.nodes_alive", node=node, others=others)
+        if exposed := self.store.roles_that_may_connect():
+            log.warning("store.others_may_connect", count=len(exposed), roles=exposed[:NAMED],
+                        why="each may hold the store's write lock or fill its NOTIFY queue",
+                        fix="REVOKE CONNECT ON DATABASE (the store's) FROM PUBLIC, and from"
+                            " each of these roles")  # fmt: skip
 
     def _refuse_a_namesake(self, node: str) -> None:
         """Two processes serving as one node would close each other's sessions: if this

@@ -30,6 +30,7 @@ _CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken"}
 )
 T = TypeVar("T")
+LARGER = "bastion:larger"  # ObjectStoreError.code: the object holds more than it may
 
 
 class ObjectStoreError(RecordingError):
@@ -272,12 +273,13 @@ class ObjectStore:
 
     def _larger(self, key: str, limit: int | None) -> ObjectStoreError:
         return ObjectStoreError(f"object store: {self.url(key)} sends more than the {limit}"
-                                " bytes it may hold: not read further")  # fmt: skip
+                                " bytes it may hold: not read further", code=LARGER)  # fmt: skip
 
-    def sha256(self, key: str) -> tuple[str, int]:
-        """The SHA-256 and size of the object's bytes, read as a stream."""
+    def sha256(self, key: str, limit: int | None = None) -> tuple[str, int]:
+        """The SHA-256 and size of the object's bytes, read as a stream; with limit,
+        ObjectStoreError (code LARGER) once it proves larger, at most limit + 1 bytes read."""
         digest, size = hashlib.sha256(), 0
-        for chunk in self._chunks(key):
+        for chunk in self._chunks(key, limit):
             digest.update(chunk)
             size += len(chunk)
         return digest.hexdigest(), size

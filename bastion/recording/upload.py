@@ -29,7 +29,7 @@ import structlog
 
 from bastion.errors import NotFound
 from bastion.recording.model import RecordingError
-from bastion.recording.objects import PART_SIZE, ObjectStore, ObjectStoreError
+from bastion.recording.objects import LARGER, PART_SIZE, ObjectStore, ObjectStoreError
 
 log = structlog.get_logger("bastion.recording.upload")
 
@@ -285,6 +285,8 @@ class Uploader:
             upload.retry_at = self._monotonic() + backoff(upload.failures)
             if exc.code == "NoSuchUpload":
                 upload.restart()
+            elif exc.code == "InvalidPart":
+                self._start_over(upload)
             if self.failing != exc.message:
                 log.warning("recording.upload_failed", error=exc.message, retry=True)
             self.failing = exc.message
@@ -382,6 +384,19 @@ class Uploader:
             self._kept.add(upload.path)
         self._forget(upload)
 
+    def _start_over(self, upload: Upload) -> None:
+        """A part this node sent is no longer there as it sent it (someone holding the
+        bucket's credentials replaced it): that upload can never be completed, so it goes,
+        and the recording is uploaded again from the spool (never retried as it is for ever)."""
+        log.warning("recording.upload_part_replaced", object=self.store.url(upload.key),
+                    reason="a part is not what this node sent; uploading it again")  # fmt: skip
+        if upload.upload_id is not None:
+            try:
+                self._abort(upload.key, upload.upload_id)
+            except ObjectStoreError as exc:  # left to the bucket's lifecycle rule
+                log.warning("recording.upload_abort_failed", error=exc.message)
+        upload.restart()
+
     def _abort_leftovers(self, key: str) -> None:
         """Abort the multipart uploads of `key` a crash of this node left (its id died with
         the process): the spool holds every byte, so the recording is uploaded whole again,
@@ -407,13 +422,19 @@ class Uploader:
         found at the key (uploaded before, or planted by someone who can write the bucket)
         is read and checked too, kept spool or not: a different one is uploaded again."""
         local = fd_digest(fd)
-        remote = self.store.sha256(upload.key)
+        try:  # no more than the spool file holds is read: a larger object is another
+            remote = self.store.sha256(upload.key, limit=local[1])
+        except ObjectStoreError as exc:
+            if exc.code != LARGER:
+                raise
+            remote = ("", local[1] + 1)  # at least: not read further
         if remote != local:
             upload.restart()
             self._raise_alarm(upload, remote[1], local[1])
+            size = f"more than {local[1]}" if remote[1] > local[1] else str(remote[1])
             raise ObjectStoreError(
                 f"object store: {self.store.url(upload.key)} does not match {upload.path}"
-                f" (size {remote[1]}, local {local[1]}): uploading it again"
+                f" (size {size}, local {local[1]}): uploading it again"
             )
         log.info("recording.uploaded", object=self.store.url(upload.key), size=local[1])
         if not self.keep and self._may_remove(upload.path, remote[0]):
