@@ -610,7 +610,8 @@ def replayed_to_the_last_part(node: ServeNode, session_id: str, out: Path) -> No
     cli_ok(node, "recordings", "export", session_id, "--out", str(out))
     text = "".join(json.loads(line)[2] for line in out.read_text().splitlines()[1:])
     assert "before-the-crash" in text
-    counted = text.rsplit(f"seq 1 {COUNT}", 1)[1].splitlines()[1:-1]  # the last may be cut
+    after = text.rsplit(f"seq 1 {COUNT}", 1)[1].lstrip("\r\n")  # the command's echo ends
+    counted = after.splitlines()[:-1]  # (the last line may be cut)
     assert counted and counted == [str(n) for n in range(1, len(counted) + 1)], counted[:3]
 
 
