@@ -4,7 +4,8 @@ each node with its own name, ports, spool and head file, and real OpenSSH, async
 clients. Node c reaches the store through an HAProxy the tests can freeze (a partition).
 
 The nodes are shared by the module's tests (one start-up for all); each test uses people of its
-own, so nothing one test decides touches another's. The partition test goes last."""
+own, so nothing one test decides touches another's. Node b killed and left down comes after
+every other test that uses node b; the partition test goes last."""
 
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ import pytest
 
 from bastion import pgwire as pw
 from bastion.access.offboarding import offboard
+from bastion.access.storegrace import presence_ttl
 from bastion.audit import Store
+from bastion.clock import parse_iso
+from bastion.config_cluster import ClusterPolicy
 from bastion.errors import Exit
 from bastion.identity import totp
+from bastion.recording.completer import every
+from bastion.recording.objects import PART_SIZE
 from bastion.reports.signing import ensure_key
 from tests.audit.test_pgconn import backend_pid
 from tests.harness import Bastion
@@ -34,14 +40,20 @@ from tests.nodes import ServeNode, key_of, pg_bastion, running, send_to, store_t
 from tests.pgproxy.conftest import PASSWORD, UNMASKED
 from tests.realhaproxy import HAProxy, Route
 from tests.realpg import PgCluster, PgDatabase
-from tests.reals3 import MotoS3
+from tests.reals3 import BUCKET, MotoS3
 from tests.realssh import OpenSSHClient, Sshd, TmuxSession
 from tests.storeat import StoreTemplate
 
 BOUND = 5.0  # seconds: a decision made anywhere ends the sessions it ends on every node by then
 GRACE = 8  # seconds: node c's [cluster] store_grace (past the 5 s cut-off of a stuck peer)
+LOST_AFTER = 30  # seconds: every node's [cluster] lost_after (the least it may be)
+LOST_AFTER_KILL = (  # seconds: node b (the default store_grace) killed, to closed as lost
+    presence_ttl(ClusterPolicy().store_grace).total_seconds() + LOST_AFTER
+    + 2 * every(timedelta(seconds=LOST_AFTER)) + 60  # two completer rounds, and a loaded host
+)  # fmt: skip
+COUNT = 1_500_000  # `seq 1 COUNT` prints more than a part of an upload (PART_SIZE)
 PEOPLE = ("ann", "ben", "cat", "dan", "eve", "fay", "gil",  # each test has its own
-          "hal", "ivy", "jon", "kim", "lee", "mia", "nia")  # fmt: skip
+          "hal", "ivy", "jon", "kim", "lee", "mia", "nia", "oli")  # fmt: skip
 PREFIX = "recordings"  # the bucket's prefix, one for every node: any node replays any recording
 
 
@@ -113,11 +125,11 @@ def three(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster,
         assert location is not None
         cut_off = store_table(location).replace(f":{pg_cluster.port}/",
                                                 f":{balancer.port('store')}/")  # fmt: skip
-        grace = f'store_grace = "{GRACE}s"\n'
+        grace, lost = f'store_grace = "{GRACE}s"\n', f'lost_after = "{LOST_AFTER}s"\n'
         made.nodes = {
-            "a": ServeNode(home, "a", recordings),
-            "b": ServeNode(home, "b", recordings),
-            "c": ServeNode(home, "c", recordings, cluster=grace, store=cut_off),
+            "a": ServeNode(home, "a", recordings, cluster=lost),
+            "b": ServeNode(home, "b", recordings, cluster=lost),
+            "c": ServeNode(home, "c", recordings, cluster=grace + lost, store=cut_off),
         }
         ensure_key(home.config.paths.report_signing_key, home.store, "test")  # one for all
         for node in made.nodes.values():  # started side by side
@@ -451,19 +463,33 @@ class Crashed:
     flushed: int  # the spool file's size as the dead node left it: its last flush
 
 
-def crash_mid_session(three: Three, person: str, node: ServeNode, workdir: Path) -> Crashed:
+def crash_mid_session(three: Three, person: str, node: ServeNode, workdir: Path, *,
+                      parts: bool = False) -> Crashed:  # fmt: skip
     """`person`'s shell through `node`, a line typed, echoed and flushed to the spool, then
-    the node killed (kill -9) and reaped."""
+    the node killed (kill -9) and reaped. With `parts`, the shell then prints a long count and
+    the node is killed while it prints, once its uploader has sent a part of the recording."""
     with shell(three, person, node, workdir) as tmux:
         [session] = three.open_sessions(person)
         [spooled] = node.spool.rglob(f"{session.id}.cast")
+        key = f"{PREFIX}/{spooled.relative_to(node.spool).as_posix()}"
         opened_at = spooled.stat().st_size
         tmux.type_text("echo before-the-crash", enter=True)
         tmux.wait_for(re.compile(r"before-the-crash\n\$"))
         until(lambda: spooled.stat().st_size > opened_at, "the recording's flush")  # each second
+        if parts:
+            tmux.type_text(f"seq 1 {COUNT}", enter=True)  # more than a part's worth
+            until(lambda: parts_sent(three, key) > 0, f"node {node.name} to send a part",
+                  timeout=180)  # fmt: skip
         node.stop(signal.SIGKILL)
-    key = f"{PREFIX}/{spooled.relative_to(node.spool).as_posix()}"
     return Crashed(session.id, spooled, key, spooled.stat().st_size)
+
+
+def parts_sent(three: Three, key: str) -> int:
+    """The parts in the bucket of the uploads in progress at `key`."""
+    client = three.moto.client()
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
+    return sum(len(client.list_parts(Bucket=BUCKET, Key=key, UploadId=u["UploadId"])
+                   .get("Parts", [])) for u in uploads if u["Key"] == key)  # fmt: skip
 
 
 def test_node_b_killed_mid_session_completes_its_recording_on_restart(
@@ -480,17 +506,6 @@ def test_node_b_killed_mid_session_completes_its_recording_on_restart(
     replayed = a.cli("replay", crashed.session_id, "--speed", "1000")  # a reads b's recording
     assert "before-the-crash" in replayed.stdout, replayed.stderr  # to the last flush,
     assert "it was cut short" in replayed.stderr  # and says that it ends there
-
-
-# --------------------------------------------------------------------------------------------
-# THE UPLOAD COMPLETER'S PLACE (another helper's part of issue 18). Its test goes here: a
-# person of its own (add one to PEOPLE), crashed = crash_mid_session(three, person, b, ...)
-# with a session long enough that b has sent parts of its multipart upload, b left DOWN; the
-# completer elected among a and c (the store's lease) completes b's upload from the parts in
-# the bucket once b's presence has expired (other nodes cannot read b's spool), closes the
-# session as interrupted, and node a replays it to its last uploaded part. Then start b again
-# (three.nodes["b"].start(three.home.store)): the partition test below uses the nodes.
-# --------------------------------------------------------------------------------------------
 
 
 # -- a node stuck holding the chain lock ---------------------------------------------------------
@@ -522,6 +537,82 @@ def test_a_node_stuck_holding_the_chain_lock_stops_no_other_node(
 
 def lost_events(three: Three) -> list[str]:
     return [e.subject for e in three.home.store.events() if e.kind == "cluster.store_lost"]
+
+
+# -- a node that dies and stays down (after every other test that uses node b) --------------------
+
+
+def test_node_b_killed_mid_session_and_left_down_has_its_recording_completed_by_one_node(
+    three: Three, tmp_path: Path
+) -> None:
+    """Node b is killed while a shell through it prints, once its uploader has sent a part of
+    the recording, and is not started again. Once b's presence has been expired for
+    lost_after, the node of a and c that holds the completer's lease (other nodes cannot
+    read b's spool) completes b's upload from the parts in the bucket, closes the session as
+    interrupted ("node b lost") and chains recording.completed; the recording then replays,
+    through node a, to the last part b sent; the chain verifies. One node does all of it."""
+    a, b, c = three.nodes["a"], three.nodes["b"], three.nodes["c"]
+    before = three.home.store.events()[-1].seq
+    crashed = crash_mid_session(three, "oli", b, tmp_path / "ssh", parts=True)
+    assert three.home.store.session(crashed.session_id).state == "open"  # b not yet lost
+    until(lambda: three.home.store.session(crashed.session_id).state != "open",
+          "the completer to close node b's session", timeout=LOST_AFTER_KILL)  # fmt: skip
+    ended = three.home.store.session(crashed.session_id)
+    assert ended.state == "interrupted" and ended.end_reason and ended.ended_at
+    seen = re.fullmatch(r"node b lost \(not seen since (.+)\)", ended.end_reason)
+    assert seen is not None, ended.end_reason
+    assert ended.ended_at - parse_iso(seen[1]) >= timedelta(seconds=LOST_AFTER)
+    size = ended.recording_size  # the parts b sent, completed: its spool up to the last one
+    assert size is not None and size > 0 and size % PART_SIZE == 0, size
+    assert three.moto.read(crashed.key) == crashed.spooled.read_bytes()[:size]
+    assert parts_sent(three, crashed.key) == 0  # nothing left in progress
+    by = one_completer(three, crashed, before, [a, c])
+    assert by in ("a", "c")
+    replayed_to_the_last_part(a, crashed.session_id, tmp_path / "exported.cast")
+    one_chain(a, three.home.store)
+    assert b.proc is None  # down throughout
+
+
+def one_completer(three: Three, crashed: Crashed, before: int, nodes: list[ServeNode]) -> str:
+    """The one node that completed the crashed session's upload, closed its row and chained
+    it (each once) and its node's loss: its name."""
+    events = three.home.store.events(before)
+    completed = [e for e in events if e.kind == "recording.completed"]
+    assert [e.session_id for e in completed] == [crashed.session_id], completed
+    detail = json.loads(completed[0].detail)
+    assert (detail["node"], detail["reason"], detail["cut_short"]) == ("b", "node b lost", True)
+    by = str(detail["completed_by"])
+    assert completed[0].actor == f"node:{by}"
+    closed = [json.loads(e.detail) for e in events
+              if e.kind == "session.closed" and e.session_id == crashed.session_id]  # fmt: skip
+    assert [(d["lost_node"], d["closed_by"]) for d in closed] == [("b", by)], closed
+    lost = [json.loads(e.detail) for e in events if e.kind == "cluster.node_lost"]
+    assert [(d["node"], d["sessions_closed"]) for d in lost] == [("b", 1)], lost
+    acted = [n.name for n in nodes if completed_at(n, crashed.key)]
+    assert acted == [by], acted
+    return by
+
+
+def completed_at(node: ServeNode, key: str) -> bool:
+    """Whether `node`'s log says its completer completed the upload at `key`."""
+    said = node.logged("completer.upload_completed")
+    return any(str(line.get("object", "")).endswith(f"/{key}") for line in said)
+
+
+def replayed_to_the_last_part(node: ServeNode, session_id: str, out: Path) -> None:
+    """`replay` through `node` plays the line typed before the crash and says the recording
+    is cut short (and nothing else: the chain's hash is the object's); `recordings export`
+    holds the count b printed from its first number on, none missing, up to the cut."""
+    replayed = node.cli("replay", session_id, "--speed", "1000")
+    assert "before-the-crash" in replayed.stdout
+    warnings = [line for line in replayed.stderr.splitlines() if line.startswith("bastion: ")]
+    assert len(warnings) == 1 and "it was cut short" in warnings[0], replayed.stderr
+    cli_ok(node, "recordings", "export", session_id, "--out", str(out))
+    text = "".join(json.loads(line)[2] for line in out.read_text().splitlines()[1:])
+    assert "before-the-crash" in text
+    after = text.rsplit(f"seq 1 {COUNT}", 1)[1].lstrip("\r\n")  # the command's echo ends
+    counted = after.splitlines()[:-1]  # (the last line may be cut)
+    assert counted and counted == [str(n) for n in range(1, len(counted) + 1)], counted[:3]
 
 
 # -- a node cut off from the store (last: it partitions node c) -----------------------------------
