@@ -184,6 +184,22 @@ def test_a_restore_that_fails_on_postgresql_puts_the_store_back(
                       input=people.code("bob"))  # fmt: skip
     assert_error(refused, Exit.USAGE, "not a dump of the store's schema public alone")
     assert bst.events() == before
+    # Rows aimed at another schema (a table of the same name there): refused whole too.
+    cluster.sql("DROP FUNCTION evil.f(); CREATE TABLE evil.users AS SELECT * FROM public.users",
+                database)  # fmt: skip
+    cluster.sql(pgsql.SQL("ALTER TABLE evil.users OWNER TO {}").format(
+        pgsql.Identifier(store_template.role)), database)  # fmt: skip
+    hostile.unlink()
+    subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "-Fc", "-n", "public", "-n", "evil",
+                    f"--file={hostile}", f"--dbname={url}"], check=True,
+                   env={**child_env(), "PGPASSWORD": store_template.password})  # fmt: skip
+    listed = subprocess.run(["/usr/lib/postgresql/15/bin/pg_restore", "--list", str(hostile)],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "TABLE DATA evil users" in listed and "FUNCTION evil" not in listed
+    refused = bst.run("store", "restore", str(hostile), "--as", "bob", "--reason", "x",
+                      input=people.code("bob"))  # fmt: skip
+    assert_error(refused, Exit.USAGE, "not a dump of the store's schema public alone")
+    assert bst.events() == before
     assert not {s for s in schemas(store_template, database) if s.startswith("public_")}
 
     # A node killed without stopping holds no connection, but its presence lease is live.

@@ -76,6 +76,8 @@ def load(where: PgLocation, archive: Path, node: str) -> int:
             _copy_rows(conn, data, where.schema, archive)
             _continue_identities(conn, data, archive)
             conn.commit()
+        except DbError as exc:
+            raise StoreError(f"the restore into {where} stopped and kept nothing: {exc}") from exc
         finally:
             if conn.in_transaction:
                 conn.rollback()
