@@ -3,8 +3,9 @@ pg_restore), and the few statements a restore needs around them.
 
 The password reaches the tools through a password file of mode 0600 in a private temporary
 directory (PGPASSFILE), never argv or a log line. A restore never drops the store it
-replaces: the schema is renamed aside first, and the archive is restored into a new schema
-of the store's name; putting back means dropping that one and renaming the old one again.
+replaces: the schema is renamed aside first, and the archive's rows are loaded into a new
+schema of the store's name (bastion/audit/pgload.py: the archive's own DDL never runs);
+putting back means dropping that one and renaming the old one again.
 """
 
 from __future__ import annotations
@@ -95,45 +96,9 @@ def dump(location: PgLocation, dest: Path) -> None:
         raise
 
 
-def functions_of(location: PgLocation, archive: Path, schema: str) -> list[str]:
-    """The SQL of the archive's FUNCTION entries (of `schema`), as pg_restore prints it and
-    without running it: comments and blank lines left out, the schema's name taken out."""
-    listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
-    chosen = [line for line in _entries(listing, schema, archive) if " FUNCTION " in line]
-    with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
-        use = Path(directory) / "functions.list"
-        use.write_text("\n".join(chosen) + "\n", encoding="utf-8")
-        argv = [tool("pg_restore"), "--no-owner", "--no-privileges", f"--use-list={use}",
-                "--file=-", str(archive)]  # fmt: skip
-        text = _run(location, argv, f"reading {archive}") if chosen else ""
-    out = []
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("--", "\\")):  # comments, \restrict's key
-            continue
-        for named in (f'"{schema}".', f"{schema}.", f"'{schema}'"):
-            line = line.replace(named, "<schema>")  # noqa: PLW2901 - normalised in place
-        out.append(line)
-    return out
-
-
-def restore(location: PgLocation, archive: Path, functions: list[str] | None = None) -> None:
-    """The archive's objects restored into the store's schema (made empty by the caller), in
-    one transaction; the archive's own CREATE SCHEMA is left out (the schema exists). With
-    `functions` (what a dump of the store's migrations prints, functions_of): an archive whose
-    functions print otherwise is refused before any of it runs (pg_restore runs an archive's
-    code as the store's role: a CHECK calling its function, on every row it copies)."""
-    if functions is not None and functions_of(location, archive, location.schema) != functions:
-        raise UsageError(f"{archive} does not hold the store's functions as the store's"
-                         " migrations make them: nothing of it was run or restored")  # fmt: skip
-    listing = _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
-    kept = _entries(listing, location.schema, archive)
-    with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
-        use = Path(directory) / "use.list"
-        use.write_text("\n".join(kept) + "\n", encoding="utf-8")
-        argv = [tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-                "--single-transaction", f"--use-list={use}", f"--dbname={location.url}",
-                str(archive)]  # fmt: skip
-        _run(location, argv, f"pg_restore of {archive} into {location}")
+def listing(location: PgLocation, archive: Path) -> str:
+    """The archive's table of contents, as `pg_restore --list` prints it (nothing connects)."""
+    return _run(location, [tool("pg_restore"), "--list", str(archive)], f"reading {archive}")
 
 
 def admin_location(where: PgLocation) -> PgLocation:
@@ -143,9 +108,9 @@ def admin_location(where: PgLocation) -> PgLocation:
     return PgLocation.handed(url, password, schema="pg_catalog", head_file=head)
 
 
-def _entries(listing: str, schema: str, archive: Path) -> list[str]:
-    """The archive's entries to restore: only the kinds a store's dump holds, each in the
-    store's schema (the schema's own entries left out); UsageError for anything else."""
+def entries(listing: str, schema: str, archive: Path) -> list[str]:
+    """The archive's entries: only the kinds a store's dump holds, each in the store's
+    schema (the schema's own entries left out); UsageError for anything else."""
     kept = []
     for line in listing.splitlines():
         if not line.strip() or line.startswith(";"):

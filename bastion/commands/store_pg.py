@@ -4,9 +4,11 @@ driven for the store's schema, the restore chained as on SQLite.
 A restore refuses while any bastion is connected to the database (pg_stat_activity names
 every store and listening connection a node or a command holds) or any node's presence
 lease has not expired. It never drops the store it replaces: that schema is renamed aside
-(`<schema>_before_restore_<stamp>`), the archive restored into a new schema of the store's
-name, walked, the restore chained in it and the restorer's code proven there; any failure
-drops the new schema and renames the old one back.
+(`<schema>_before_restore_<stamp>`), a new schema of the store's name made by the store's own
+migrations (those the archive's store had), the archive's rows loaded into it as COPY data
+(bastion/audit/pgload.py: nothing the archive defines runs), the later migrations applied,
+the chain walked, the restore chained in it and the restorer's code proven there; any
+failure drops the new schema and renames the old one back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bastion.audit import ChainKey, Store, pgbackup
+from bastion.audit import ChainKey, Store, pgbackup, pgload
 from bastion.audit.cluster import node_lease
 from bastion.audit.location import PgLocation
 from bastion.commands.app import App
@@ -145,11 +147,11 @@ def _head_file(where: PgLocation) -> Path:
 
 def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
                   witnesses: list[dict[str, Any]], aside: str | None) -> Chained:  # fmt: skip
-    """The archive restored into the new, empty schema of the store's name, walked, chained
-    and proven."""
-    pgbackup.restore(where, args.backup, _migrations_functions(app, where))
+    """The archive's rows loaded into the new, empty schema of the store's name (made by the
+    migrations it had), brought up to date by the later ones, walked, chained and proven."""
+    pgload.load(where, args.backup, node="restore")
     old = None if aside is None else _located(where, aside)
-    copy = Store.open(where, app.clock, ChainKey.of(app.box))
+    copy = Store.open(where, app.clock, ChainKey.of(app.box))  # the later migrations
     try:
         return chain_restore(
             app,
@@ -161,28 +163,6 @@ def _restore_into(app: App, args: argparse.Namespace, where: PgLocation,
         )
     finally:
         copy.close()
-
-
-def _migrations_functions(app: App, where: PgLocation) -> list[str]:
-    """What pg_restore prints of the functions in a dump of a schema the store's migrations
-    make (a scratch schema beside the store, dropped after)."""
-    url, password, _schema, _head = where.handoff()
-    scratch = f"bastion_reference_{secrets.token_hex(6)}"
-    admin = Store(pgbackup.admin_location(where), app.clock)
-    try:
-        pgbackup.create_schema(admin.conn, scratch)
-        try:
-            with tempfile.TemporaryDirectory(prefix="bastion-ref-") as folder:
-                at = PgLocation.handed(url, password, schema=scratch,
-                                       head_file=Path(folder) / "h")  # fmt: skip
-                Store.create(at, app.clock).close()
-                dumped = Path(folder) / "reference.dump"
-                pgbackup.dump(at, dumped)
-                return pgbackup.functions_of(at, dumped, scratch)
-        finally:
-            pgbackup.drop_schema(admin.conn, scratch)
-    finally:
-        admin.close()
 
 
 def _as_migrated(app: App, backup: Path, where: PgLocation, copy: Store) -> None:
