@@ -49,6 +49,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(store_at: Path | PgLocation, clock: FakeClock) -> Iterator[Store]:
     made = Store.create(store_at, clock)
+    made.store_clock = clock  # the store's clock too (the database's, on PostgreSQL)
     made.add_user("alice", "engineer", None, b"seed", "test")
     made.add_target(name="web-1", kind="ssh", host="127.0.0.1", port=22, login="x",
                     database=None, secret_sealed=b"s", actor="test")  # fmt: skip
