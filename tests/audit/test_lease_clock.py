@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,6 +25,7 @@ from bastion.core import Core
 from bastion.identity.sealing import SecretBox
 from bastion.recording.completer import LEASE, Completer
 from bastion.server import ServeError, Server
+from tests.storeadmin import admin_of
 
 SKEW = timedelta(minutes=5)  # far past what NTP lets two hosts drift apart
 GRACE = timedelta(seconds=30)
@@ -159,3 +161,28 @@ def test_a_fast_node_never_starts_as_a_live_nodes_namesake(
         server.core.shutdown()
         store.close()
     assert honest.session("s-a").state == "open"
+
+
+def test_the_databases_time_is_read_in_utc_whatever_its_time_zone(
+    honest: Store, pg_store_at: PgLocation, request: pytest.FixtureRequest
+) -> None:
+    """The lease columns hold iso() text in UTC: a node whose sessions run in UTC+14 (a
+    database's or a role's TimeZone) writes and compares the same instants as one in UTC."""
+    admin = admin_of(honest, request)
+    database = urlsplit(pg_store_at.url).path.lstrip("/")
+    try:
+        admin.execute(f"ALTER DATABASE \"{database}\" SET timezone = 'Pacific/Kiritimati'")
+    finally:
+        admin.close()
+    far_east = Store.open(pg_store_at, skewed(timedelta(0)))
+    try:
+        assert far_east._rows("SELECT current_setting('TimeZone') AS tz")[0]["tz"] == (
+            "Pacific/Kiritimati"
+        )
+        held = far_east.take_lease(LEASE, "e", LOST_AFTER, quiet=True)
+        assert held is not None
+        assert abs(held.taken_at - datetime.now(UTC)) < timedelta(minutes=1)
+        assert honest.take_lease(LEASE, "a", LOST_AFTER, quiet=True) is None
+        assert honest.still_holds(held) and far_east.still_holds(held)
+    finally:
+        far_east.close()
