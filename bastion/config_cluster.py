@@ -11,7 +11,7 @@ from datetime import timedelta
 NODE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 NODE_RULE = "1-32 lowercase letters, digits or '-', not starting or ending with '-'"
 GRACE_LOW, GRACE_HIGH = timedelta(seconds=2), timedelta(minutes=10)
-LOST_HIGH = timedelta(days=7)
+LOST_LOW, LOST_HIGH = timedelta(seconds=30), timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class ClusterPolicy:
     store_grace: timedelta = timedelta(seconds=30)
     # how long after its presence lease expired a node counts as lost: the upload completer
     # then finishes its recordings and closes its sessions (at least store_grace: by then
-    # a node merely cut off from the store has ended its sessions itself)
+    # a node merely cut off from the store has ended its sessions itself; and never under
+    # LOST_LOW, a margin for a step of the store's clock, which judges every lease)
     lost_after: timedelta = timedelta(minutes=10)
 
     def node_name(self) -> str:
@@ -40,8 +41,8 @@ class ClusterPolicy:
             )
         if not GRACE_LOW <= self.store_grace <= GRACE_HIGH:
             return "store_grace", "must be between 2s and 10m"
-        if not self.store_grace <= self.lost_after <= LOST_HIGH:
-            return "lost_after", "must be at least store_grace and at most 7d"
+        if not max(self.store_grace, LOST_LOW) <= self.lost_after <= LOST_HIGH:
+            return "lost_after", "must be at least store_grace and 30s, and at most 7d"
         return None
 
 

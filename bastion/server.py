@@ -169,7 +169,7 @@ class Server:
         node's presence has not expired, it is a crashed predecessor's unless it is renewed
         meanwhile (a live node renews it every look), and then this one does not start."""
         held = self.store.lease(node_lease(node))
-        if held is None or held.expires_at <= self.core.clock.now():
+        if held is None or held.expires_at <= self.store.store_time():  # one clock: the store's
             return
         deadline = time.monotonic() + NAMESAKE_WAIT
         while time.monotonic() < deadline:  # on the store's thread, before any door listens

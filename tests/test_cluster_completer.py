@@ -51,7 +51,7 @@ def node_config(home: Path, name: str, port: int, *, where: PgLocation, moto: Mo
         f'ssh_host_key = "{shared / "ssh_host_ed25519_key"}"\n'
         f'[audit]\nanchors = ["file:{home / "anchors.log"}"]\n'
         f'[store]\nurl = "{where.url}"\npassword_file = "store.password"\n'
-        f'[cluster]\nnode = "{name}"\nstore_grace = "2s"\nlost_after = "2s"\n'
+        f'[cluster]\nnode = "{name}"\nstore_grace = "2s"\nlost_after = "30s"\n'
         + moto.config(PREFIX)
     )  # fmt: skip
     return config
@@ -164,7 +164,8 @@ def test_a_node_killed_mid_session_that_stays_down_has_its_recording_completed_b
             wait_until(lambda: parts_uploaded(moto) >= 1, timeout=60)  # b sent a part
             assert session_row(pg_store_at, session_id)["state"] == "open"  # a waited for b
             node_b.stop(signal.SIGKILL)  # b dies mid-session and stays down
-            wait_until(lambda: session_row(pg_store_at, session_id)["state"] != "open", 60)
+            # b's presence runs out (12 s), then lost_after (30 s), then a completer round
+            wait_until(lambda: session_row(pg_store_at, session_id)["state"] != "open", 120)
         row = session_row(pg_store_at, session_id)
         assert row["state"] == "interrupted" and row["node"] == "b"
         assert str(row["end_reason"]).startswith("node b lost")
@@ -190,7 +191,7 @@ def test_a_serving_node_closes_a_lost_nodes_sessions_and_gives_its_lease_up_at_s
     """In process, on SQLite, with the injectable clock: node a's server runs the completer;
     node b's session (b gone past lost_after) is closed as lost, its cancel key goes; a's
     lease is given up when it stops, so another node may take it at once."""
-    a = Bastion(tmp_path / "a", '[cluster]\nnode = "a"\nstore_grace = "2s"\nlost_after = "2s"\n')
+    a = Bastion(tmp_path / "a", '[cluster]\nnode = "a"\nstore_grace = "2s"\nlost_after = "30s"\n')
     a.add_user("alice")
     a.add_target("web-1", sshd)
     a.store.take_lease(node_lease("b"), "b", timedelta(seconds=2), quiet=True)
@@ -200,8 +201,8 @@ def test_a_serving_node_closes_a_lost_nodes_sessions_and_gives_its_lease_up_at_s
     a.start()
     try:
         assert a.store.session("s-on-b").state == "open"
-        a.clock.advance(5)  # b silent past its presence and lost_after
-        wait_until(lambda: a.store.cancel_owner(77) is None, 30)  # the round's last step
+        a.clock.advance(35)  # b silent past its presence (2 s) and lost_after (30 s)
+        wait_until(lambda: a.store.cancel_owner(77) is None, 60)  # the round's last step
         assert a.store.session("s-on-b").state == "interrupted"
         assert str(a.store.session("s-on-b").end_reason).startswith("node b lost")
         held = a.store.lease(COMPLETER)

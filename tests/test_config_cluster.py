@@ -45,8 +45,10 @@ def test_a_store_grace_out_of_bounds_is_refused(tmp_path: Path, grace: str) -> N
 
 def test_a_node_is_lost_after_ten_minutes_unless_told(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")).cluster.lost_after == timedelta(minutes=10)
-    told = load_config(write(tmp_path, '[cluster]\nstore_grace = "2s"\nlost_after = "2s"\n'))
-    assert told.cluster.lost_after == timedelta(seconds=2)
+    told = load_config(write(tmp_path, '[cluster]\nstore_grace = "2s"\nlost_after = "30s"\n'))
+    assert told.cluster.lost_after == timedelta(seconds=30)
+    longer = load_config(write(tmp_path, '[cluster]\nstore_grace = "90s"\nlost_after = "90s"\n'))
+    assert longer.cluster.lost_after == timedelta(seconds=90)
 
 
 @pytest.mark.parametrize("lost", ['"29s"', '"8d"', '"soon"'])
@@ -54,3 +56,12 @@ def test_a_node_is_never_lost_before_the_store_grace_ran_out(tmp_path: Path, los
     """Shorter than store_grace, a node merely cut off could still be serving sessions when
     its recordings were completed and its sessions closed under it."""
     config_error(write(tmp_path, f"[cluster]\nlost_after = {lost}\n"), "cluster.lost_after")
+
+
+@pytest.mark.parametrize(("grace", "lost"), [("2s", "2s"), ("2s", "29s"), ("10s", "20s"),
+                                             ("90s", "60s")])  # fmt: skip
+def test_a_node_is_never_lost_in_under_30_seconds(tmp_path: Path, grace: str, lost: str) -> None:
+    """Even with a short store_grace: the completer closes a node's sessions only once its
+    presence has been over for 30 s or more by the store's clock (a margin for a step of it)."""
+    path = write(tmp_path, f'[cluster]\nstore_grace = "{grace}"\nlost_after = "{lost}"\n')
+    config_error(path, "cluster.lost_after", "at least store_grace and 30s")

@@ -10,15 +10,21 @@ also needs MISSES_TO_LOSE ticks since that look began, so a test's clock that ju
 look is in flight is no loss when the look completes in time. Pure: no store, no asyncio.
 
 Why others never take a serving node for gone (each look renews the presence lease after it
-began, so the last renewal R is at or after B, the beginning of the last completed look):
+began, so the last renewal happens at or after B, the beginning of the last completed look,
+and the store stamps it R on the store's clock: the database server's on PostgreSQL, one
+clock for every node, bastion/audit/storetime.py):
 - the node judges a loss at the first tick past B + grace that is also MISSES_TO_LOSE ticks
   or more after B: at most JUDGED_WITHIN after B + grace while its event loop ticks (grace
   at least 2 s), and it cuts every session in that tick, before any store call;
-- others see it gone only once their wall clock passes R + presence_ttl(grace), that is
+- others see it gone only once the store's clock passes R + presence_ttl(grace), whatever
+  their own clocks say: grace + JUDGED_WITHIN + SKEW after the renewal, so at
   B + grace + JUDGED_WITHIN + SKEW or later.
-What this cannot cover: a node whose whole event loop stops (SIGSTOP, a paused VM) relays
-nothing and judges nothing; and the lease is on the wall clock, which every node must share
-(NTP) to within SKEW.
+SKEW is the margin for the one clock itself: a step of the store's clock forward (an admin,
+NTP on the database host), or its rate against the node's monotonic clock; the nodes' own
+wall clocks judge no lease. What this cannot cover: a node whose whole event loop stops
+(SIGSTOP, a paused VM) relays nothing and judges nothing; and a step of the store's clock
+forward by more than SKEW makes presences run out early (then [cluster] lost_after, 30 s at
+least, passes on that clock before any node's sessions are closed as lost).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from bastion.clock import iso
 MISSES_TO_LOSE = 4  # ticks in a row without a completed look before the grace is judged
 TICK_AT_MOST = 1.0  # seconds between two ticks of a watcher that runs (it asks for 0.5)
 JUDGED_WITHIN = timedelta(seconds=(MISSES_TO_LOSE + 1) * TICK_AT_MOST)
-SKEW = timedelta(seconds=5)  # how far apart the nodes' wall clocks may be
+SKEW = timedelta(seconds=5)  # a step (or drift) of the store's clock that leases absorb
 
 
 def presence_ttl(grace: timedelta) -> timedelta:

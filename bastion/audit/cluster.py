@@ -1,12 +1,18 @@
-"""Store queries for several nodes on one store: leases that elect one node for a job."""
+"""Store queries for several nodes on one store: leases that elect one node for a job.
+
+Every lease is judged on the store's clock (bastion/audit/storetime.py): on PostgreSQL the
+database server's, so nodes whose own clocks disagree still agree on who holds what.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
+from bastion.audit.sqlconn import Conn
+from bastion.audit.storetime import StoreTimeQueries
 from bastion.clock import iso, parse_iso
 
 NODE_LEASE = "node:"  # a node's presence: `node:NAME`, held by NAME while it can reach the store
@@ -29,7 +35,7 @@ def node_lease(node: str) -> str:
     return NODE_LEASE + node
 
 
-class ClusterQueries(StoreBase):
+class ClusterQueries(StoreTimeQueries):
     def take_lease(self, name: str, holder: str, ttl: timedelta, *,
                    quiet: bool = False) -> Lease | None:  # fmt: skip
         """Take the lease `name` for `holder` until now + `ttl` (the store's clock), if it is
@@ -40,12 +46,9 @@ class ClusterQueries(StoreBase):
         presence: `bastion.started` says it)."""
         if ttl <= timedelta(0):
             raise ValueError("a lease lasts for a positive time")
-        now = self.clock.now()
-        at, until = iso(now), iso(now + ttl)
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT holder, term, taken_at, expires_at FROM leases WHERE name = ?", (name,)
-            ).fetchone()
+            row, now = self._lease_row(conn, name)
+            at, until = iso(now), iso(now + ttl)
             previous, term, taken = (None, 1, at) if row is None else (row[0], row[1], row[2])
             if row is None:
                 sql = ("INSERT INTO leases (name, holder, term, taken_at, renewed_at, expires_at)"
@@ -71,10 +74,23 @@ class ClusterQueries(StoreBase):
                                           detail=detail)])  # fmt: skip
         return Lease(name, holder, int(term), parse_iso(str(taken)), parse_iso(until), now)
 
+    def _lease_row(self, conn: Conn, name: str) -> tuple[tuple[Any, ...] | None, datetime]:
+        """Inside a write: (holder, term, taken_at, expires_at) of the lease, or None, and the
+        store's time, read in one statement after the write's lock is held."""
+        now, at = self.now_sql()
+        found = conn.execute(
+            f"SELECT {now} AS now, l.holder, l.term, l.taken_at, l.expires_at"
+            " FROM (SELECT 1 AS one) AS o LEFT JOIN leases AS l ON l.name = ?",
+            (*at, name),
+        ).fetchone()
+        assert found is not None  # one row, the lease's columns NULL without a lease
+        row = None if found[1] is None else (found[1], found[2], found[3], found[4])
+        return row, parse_iso(str(found[0]))
+
     def release_lease(self, name: str, holder: str) -> bool:
         """Give up a lease `holder` holds (it expires now); False when it holds none."""
-        at = iso(self.clock.now())
         with self._write() as conn:
+            at = iso(self.store_time(conn))
             changed = conn.execute(
                 "UPDATE leases SET expires_at = ?, renewed_at = ? WHERE name = ? AND holder = ?"
                 " AND expires_at > ?",
@@ -85,10 +101,11 @@ class ClusterQueries(StoreBase):
     def still_holds(self, lease: Lease) -> bool:
         """Whether `lease` is still its holder's, in the same term and unexpired (the store's
         clock): check it before each step a job must not take after losing its lease."""
+        now, at = self.now_sql()
         rows = self._rows(
             "SELECT 1 AS held FROM leases WHERE name = ? AND holder = ? AND term = ?"
-            " AND expires_at > ?",
-            [lease.name, lease.holder, lease.term, iso(self.clock.now())],
+            f" AND expires_at > {now}",
+            [lease.name, lease.holder, lease.term, *at],
         )
         return bool(rows)
 
@@ -107,9 +124,10 @@ class ClusterQueries(StoreBase):
 
     def live_nodes(self) -> list[str]:
         """The nodes whose presence lease has not expired (the store's clock), by name."""
+        now, at = self.now_sql()
         rows = self._rows(
-            "SELECT holder FROM leases WHERE name >= ? AND name < ? AND expires_at > ?"
+            f"SELECT holder FROM leases WHERE name >= ? AND name < ? AND expires_at > {now}"
             " ORDER BY holder",
-            [NODE_LEASE, NODE_LEASE[:-1] + chr(ord(NODE_LEASE[-1]) + 1), iso(self.clock.now())],
+            [NODE_LEASE, NODE_LEASE[:-1] + chr(ord(NODE_LEASE[-1]) + 1), *at],
         )
         return [str(r["holder"]) for r in rows]

@@ -1,4 +1,8 @@
-"""Store queries for a node that never returns: when it was last seen, closing what it held."""
+"""Store queries for a node that never returns: when it was last seen, closing what it held.
+
+A node is lost by the store's clock (bastion/audit/storetime.py): on PostgreSQL the database
+server's, so a node whose own clock runs fast never takes a live one for lost.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bastion.audit.base import StoreBase
 from bastion.audit.chain import Event
 from bastion.audit.cluster import node_lease
 from bastion.audit.nul import escape
 from bastion.audit.records import session_from_row
 from bastion.audit.sessions import SESSION_SELECT, RecordingInfo
+from bastion.audit.storetime import StoreTimeQueries
 from bastion.clock import iso, parse_iso
 
 
@@ -44,18 +48,20 @@ def lost_reason(node: str, since: datetime) -> str:
     return f"node {node} lost (not seen since {iso(since)})"
 
 
-class LostNodeQueries(StoreBase):
+class LostNodeQueries(StoreTimeQueries):
     def lost_since(self, node: str, lost_after: timedelta) -> datetime | None:
         """When `node` was last seen alive (its presence lease expired), if that is at least
         `lost_after` ago by the store's clock; None while it may still be alive, or when it
         never held a presence lease (nothing proves when it was last seen: never lost)."""
+        now, at = self.now_sql()
         rows = self._rows(
-            "SELECT holder, expires_at FROM leases WHERE name = ?", [node_lease(node)]
+            f"SELECT holder, expires_at, {now} AS now FROM leases WHERE name = ?",
+            [*at, node_lease(node)],
         )
         if not rows or rows[0]["holder"] != node:
             return None
         expired = parse_iso(str(rows[0]["expires_at"]))
-        return expired if expired <= self.clock.now() - lost_after else None
+        return expired if expired <= parse_iso(str(rows[0]["now"])) - lost_after else None
 
     def stopped_cleanly(self, node: str) -> bool:
         """Whether `node` gave its presence up as it stopped (released: it expired the
@@ -96,7 +102,7 @@ class LostNodeQueries(StoreBase):
         """Inside a write: whether `node` is still lost, its presence row locked until the
         commit (a conditional no-op update), so a renewal that comes meanwhile waits for
         this transaction and one that came before makes it change nothing."""
-        cutoff = iso(self.clock.now() - lost_after)
+        cutoff = iso(self.store_time(conn) - lost_after)
         changed = conn.execute(
             "UPDATE leases SET renewed_at = renewed_at WHERE name = ? AND holder = ?"
             " AND expires_at <= ?",

@@ -34,6 +34,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(store_at: Path | PgLocation, clock: FakeClock) -> Store:
     made = Store.create(store_at, clock)
+    if made.location is not None:  # the database's clock, which this test moves
+        made.store_clock = clock  # (SQLite's is the store's own clock already)
     made.add_user("alice", "engineer", None, b"seed", "test")
     made.add_target(name="web-1", kind="ssh", host="127.0.0.1", port=22, login="x",
                     database=None, secret_sealed=b"s", actor="test")  # fmt: skip
