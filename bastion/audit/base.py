@@ -274,11 +274,11 @@ class StoreBase:
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Conn]:
-        """A write transaction; if anything fails, nothing of it is kept."""
+    def _write(self, chained: bool = True) -> Iterator[Conn]:
+        """A write transaction, kept whole or not at all (`chained`: see Conn.begin_write)."""
         with self._lock:
             try:
-                self.conn.begin_write()
+                self.conn.begin_write(chained)
             except DbError as exc:
                 raise StoreError(f"cannot write to the store {self.where}: {exc}") from exc
             try:
@@ -341,6 +341,7 @@ class StoreBase:
         (upgrade): it then writes the keying event, which binds that head under the key. At
         any other time an unkeyed head means the chain was rewritten without the key, and
         nothing more is written to it."""
+        conn.lock_chain()  # a write begun without it: the head is only ever read under it
         head = conn.execute(
             "SELECT seq, row_hash, alg FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
