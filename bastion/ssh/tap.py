@@ -205,8 +205,8 @@ class SessionTap:
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"
         if self.detector is not None:
             self._take_commands(self.detector.flush())
-        last = Leftovers(self.commands, self.file_ops)  # stored with the close
-        self.commands, self.file_ops = [], []
+        last = Leftovers(self.commands, self.file_ops) if self.commands or self.file_ops else None
+        self.commands, self.file_ops = [], []  # stored with the close, in its one write
         if exit_status is not None:
             reason = f"{reason} (exit status {exit_status})"
         await self.core.close_session(self.session_id, state, reason, info, last=last)
