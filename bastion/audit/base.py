@@ -114,7 +114,8 @@ def _nul_free(event: Event) -> Event:
 
 class StoreBase:
     """The store (one SQLite file, or a PostgreSQL database, through a `Conn`); every write
-    is a transaction that holds the store's one writer lock and also chains its events.
+    is a transaction that holds the store's one writer lock (on PostgreSQL, one that chains
+    nothing may go without: Conn.begin_write) and also chains its events.
 
     `key` MACs the chain. Every process of a running bastion and every CLI command opens the
     store with it; without it (tests, tools) the store can only extend a chain that is not
@@ -157,8 +158,7 @@ class StoreBase:
         node: str | None = None,
     ) -> StoreBase:  # fmt: skip
         """Make a new store (a new file; on PostgreSQL, the tables in an empty schema);
-        refuses to touch one that exists. With a key, the chain is keyed from its first
-        event on."""
+        refuses to touch one that exists. With a key, the chain is keyed from its start."""
         if isinstance(where, PgLocation):
             store = cls(where, clock, key, node)
             if store._has_tables():
