@@ -31,6 +31,7 @@ from bastion.audit import (
     CommandLine,
     Event,
     FileOp,
+    Leftovers,
     RecordingInfo,
     Store,
     TicketRow,
@@ -273,10 +274,13 @@ class Core:
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
-                            recording: RecordingInfo | None = None) -> None:  # fmt: skip
-        """Close a session once, with its state, its reason and its recording's hash."""
+                            recording: RecordingInfo | None = None, *,
+                            last: Leftovers | None = None) -> None:  # fmt: skip
+        """Close a session once, with its state, its reason and its recording's hash (and
+        in the same transaction what it still has to store, `last`)."""
         try:
-            await self.run(self.store.close_session, session_id, state, reason, recording)
+            await self.run(self.store.close_session, session_id, state, reason, recording,
+                           last=last)  # fmt: skip
         finally:
             self.sessions_changed()
 
@@ -312,11 +316,10 @@ class Core:
             out.append(LiveSession(record, idle, record.id in kills))
         return out
 
-    async def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
-        await self.run(self.store.log_commands, session_id, commands)
-
-    async def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
-        await self.run(self.store.log_file_ops, session_id, ops)
+    async def log_activity(self, session_id: str, commands: Sequence[CommandLine],
+                           ops: Sequence[FileOp]) -> None:  # fmt: skip
+        """A session's commands and file operations so far, in one write."""
+        await self.run(self.store.log_activity, session_id, commands, ops)
 
     # -- targets and grants, as the doors need them --------------------------------------
 

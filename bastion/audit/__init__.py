@@ -23,7 +23,13 @@ from bastion.audit.resources import ResourceQueries
 from bastion.audit.restores import Restore, RestoreQueries
 from bastion.audit.reviewing import ReviewerReadQueries, SessionFilter
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
-from bastion.audit.sessions import CommandLine, FileOp, RecordingInfo, SessionQueries
+from bastion.audit.sessions import (
+    CommandLine,
+    FileOp,
+    Leftovers,
+    RecordingInfo,
+    SessionQueries,
+)
 from bastion.audit.tickets import NewTicket, TicketQueries, TicketRow
 from bastion.audit.unmask import NewUnmask, UnmaskGrant, UnmaskQueries
 from bastion.audit.websessions import WebSession, WebSessionQueries
@@ -41,6 +47,7 @@ __all__ = [
     "EventPage",
     "FileOp",
     "Flag",
+    "Leftovers",
     "NewGrant",
     "NewRequest",
     "NewTicket",

@@ -114,7 +114,8 @@ def _nul_free(event: Event) -> Event:
 
 class StoreBase:
     """The store (one SQLite file, or a PostgreSQL database, through a `Conn`); every write
-    is a transaction that holds the store's one writer lock and also chains its events.
+    is a transaction that holds the store's one writer lock (on PostgreSQL, one that chains
+    nothing may go without: Conn.begin_write) and also chains its events.
 
     `key` MACs the chain. Every process of a running bastion and every CLI command opens the
     store with it; without it (tests, tools) the store can only extend a chain that is not
@@ -157,8 +158,7 @@ class StoreBase:
         node: str | None = None,
     ) -> StoreBase:  # fmt: skip
         """Make a new store (a new file; on PostgreSQL, the tables in an empty schema);
-        refuses to touch one that exists. With a key, the chain is keyed from its first
-        event on."""
+        refuses to touch one that exists. With a key, the chain is keyed from its start."""
         if isinstance(where, PgLocation):
             store = cls(where, clock, key, node)
             if store._has_tables():
@@ -274,11 +274,11 @@ class StoreBase:
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Conn]:
-        """A write transaction; if anything fails, nothing of it is kept."""
+    def _write(self, chained: bool = True) -> Iterator[Conn]:
+        """A write transaction, kept whole or not at all (`chained`: see Conn.begin_write)."""
         with self._lock:
             try:
-                self.conn.begin_write()
+                self.conn.begin_write(chained)
             except DbError as exc:
                 raise StoreError(f"cannot write to the store {self.where}: {exc}") from exc
             try:
@@ -341,6 +341,7 @@ class StoreBase:
         (upgrade): it then writes the keying event, which binds that head under the key. At
         any other time an unkeyed head means the chain was rewritten without the key, and
         nothing more is written to it."""
+        conn.lock_chain()  # a write begun without it: the head is only ever read under it
         head = conn.execute(
             "SELECT seq, row_hash, alg FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()

@@ -30,7 +30,7 @@ def lock_key(purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "big", signed=True)
 
 
-CHAIN_LOCK = lock_key("bastion audit chain v1")  # every write transaction holds it first
+CHAIN_LOCK = lock_key("bastion audit chain v1")  # held by every write that may append, from BEGIN
 MIGRATION_LOCK = lock_key("bastion store migrations v1")  # one migration at a time
 
 

@@ -34,7 +34,7 @@ from asyncpg.exceptions import _base as pgbase
 
 from bastion.audit import dialect
 from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK, numeric, rowcount
-from bastion.audit.sqlconn import DbError, Dialect, Duplicate
+from bastion.audit.sqlconn import DbError, Dialect, Duplicate, RowsResult
 
 T = TypeVar("T")
 Work = Callable[[Any], Coroutine[Any, Any, T]]
@@ -58,7 +58,9 @@ WRITE_IN_DOUBT = (
     " unknown, so it is not retried"
 )
 ROLLED_BACK = "the transaction had failed, so COMMIT rolled it back; nothing of it was kept"
-BEGIN_WRITE = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+BEGIN_UNCHAINED = "BEGIN ISOLATION LEVEL READ COMMITTED"
+LOCK_CHAIN = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+BEGIN_WRITE = f"{BEGIN_UNCHAINED}; {LOCK_CHAIN}"
 BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 BEGIN_MIGRATION = (
     f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
@@ -69,31 +71,6 @@ MIGRATIONS_TABLE = (
     ' name text COLLATE "C" NOT NULL, applied_at text COLLATE "C" NOT NULL)'
 )
 _ARGUMENT = re.compile(r"invalid input for query argument (\$\d+)")
-
-
-class PgResult:
-    """A statement's rows (asyncpg Records: r[0], r["name"], dict(r)) and its rowcount."""
-
-    __slots__ = ("_at", "_rows", "rowcount")
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self._at = 0
-        self.rowcount = rowcount
-
-    def fetchone(self) -> Any | None:
-        if self._at >= len(self._rows):
-            return None
-        self._at += 1
-        return self._rows[self._at - 1]
-
-    def fetchall(self) -> list[Any]:
-        rest = self._rows[self._at :]
-        self._at = len(self._rows)
-        return rest
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchall())
 
 
 @lru_cache(maxsize=2048)
@@ -184,7 +161,7 @@ class PgConn:
         self._mutex = threading.Lock()
         self._conn: Any = None
         self._statements: OrderedDict[str, Any] = OrderedDict()
-        self._tx_open = False
+        self._tx_open = self._chained = False
         self._lost_tx: str | None = None
         self._committing = False
 
@@ -347,7 +324,7 @@ class PgConn:
 
     # -- Conn -------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgResult:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> RowsResult:
         text, read, controls = _plan(sql)
         if controls:
             raise DbError("transactions are begun and ended by begin_write/begin_read/commit")
@@ -355,7 +332,7 @@ class PgConn:
         rows, status = self._call(
             lambda conn: self._fetch(conn, text, args), args, "read" if read else "never"
         )
-        return PgResult(rows, rowcount(status))
+        return RowsResult(rows, rowcount(status))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         text, _, controls = _plan(sql)
@@ -376,7 +353,7 @@ class PgConn:
         status: str = self._call(lambda conn: conn.execute(sql), (), replay)
         return status
 
-    def _begin(self, sql: str) -> None:
+    def _begin(self, sql: str, chained: bool = False) -> None:
         if self._tx_open:
             raise DbError("a transaction is open already on this store connection")
         try:
@@ -384,7 +361,7 @@ class PgConn:
         except DbError:
             self._abandon()
             raise
-        self._tx_open = True
+        self._tx_open, self._chained = True, chained
 
     def _abandon(self) -> None:
         """Roll back whatever the server holds open (a BEGIN whose lock timed out)."""
@@ -402,8 +379,15 @@ class PgConn:
             except Exception:
                 self._drop()
 
-    def begin_write(self) -> None:
-        self._begin(BEGIN_WRITE)
+    def begin_write(self, chained: bool = True) -> None:
+        self._begin(BEGIN_WRITE if chained else BEGIN_UNCHAINED, chained)
+
+    def lock_chain(self) -> None:
+        if not self._tx_open:
+            raise DbError("the chain lock is taken inside a write transaction")
+        if not self._chained:
+            self._simple(LOCK_CHAIN)
+            self._chained = True
 
     def begin_read(self) -> None:
         self._begin(BEGIN_READ)

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bastion.audit.base import StoreBase, where
+from bastion.audit.cancelkeys import release_pid
 from bastion.audit.chain import Event
 from bastion.audit.nul import escape, escape_opt
 from bastion.audit.records import OpenSession, SessionRecord, session_from_row
+from bastion.audit.sqlconn import Conn
 from bastion.clock import iso, parse_iso
 from bastion.errors import Conflict, NotFound
 
@@ -45,6 +47,16 @@ class FileOp:
     size: int | None = None
     sha256: str | None = None
     status: str = "ok"
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a closing session still has to store: its last commands and file operations,
+    and its database cancel key to release (pid, node)."""
+
+    commands: Sequence[CommandLine] = ()
+    ops: Sequence[FileOp] = ()
+    cancel: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,13 +110,20 @@ class SessionQueries(StoreBase):
         channels: int = 0,
         *,
         missing: str | None = None,
+        last: Leftovers | None = None,
     ) -> None:
-        """Close a session once; the recording's hash goes into the row and the chain."""
+        """Close a session once; the recording's hash goes into the row and the chain. What
+        it did last and its cancel key's release (`last`) go in the same transaction, kept
+        even when the session was closed already (Conflict all the same)."""
         found = self.session(session_id)
-        if found.ended_at is not None:
+        if found.ended_at is not None and last is None:
             raise Conflict(f"session {session_id} is closed already")
         with self._write() as conn:
-            changed = conn.execute(
+            if last is not None:
+                _insert_activity(conn, session_id, last.commands, last.ops)
+                if last.cancel is not None:
+                    release_pid(conn, *last.cancel, session_id)
+            changed = 0 if found.ended_at is not None else conn.execute(
                 "UPDATE sessions SET ended_at = ?, state = ?, end_reason = ?,"
                 " recording_sha256 = ?, recording_size = ?, channel_count = ? WHERE id = ?"
                 " AND ended_at IS NULL",
@@ -112,18 +131,10 @@ class SessionQueries(StoreBase):
                  recording.sha256 if recording else None,
                  recording.size if recording else None, channels, session_id),
             ).rowcount  # fmt: skip
-            if changed != 1:  # closed meanwhile (by another node): once, not twice
-                raise Conflict(f"session {session_id} is closed already")
-            detail: dict[str, Any] = {"state": state, "reason": reason}
-            if recording is not None:
-                detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
-                           "recording_size": recording.size}  # fmt: skip
-            if missing is not None:  # the recording was gone when the session was closed
-                detail["recording_missing"] = missing
-            severity = "info" if state == "closed" else "warning"
-            event = Event("session.closed", found.user or "-", found.target or "", severity,
-                          session_id, detail)  # fmt: skip
-            self._append(conn, [event])
+            if changed == 1:
+                self._append(conn, [_closed(found, state, reason, recording, missing)])
+        if changed != 1:  # closed meanwhile (by another node): once, not twice
+            raise Conflict(f"session {session_id} is closed already")
 
     def session(self, session_id: str) -> SessionRecord:
         rows = self._rows(SESSION_SELECT + " WHERE s.id = ?", [session_id])
@@ -219,17 +230,17 @@ class SessionQueries(StoreBase):
         return [(r["id"], r["kill_requested_by"], r["kill_reason"] or "") for r in rows]
 
     def log_commands(self, session_id: str, commands: Sequence[CommandLine]) -> None:
-        """Keep a session's commands; their text is stored NUL-escaped (bastion/audit/nul.py)
-        and read back as stored."""
-        if not commands:
-            return
-        with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
-                " uncertain) VALUES (?,?,?,?,?,?)",
-                [(session_id, iso(c.at), c.channel, escape(c.text), int(c.reconstructed),
-                  escape_opt(c.uncertain)) for c in commands],
-            )  # fmt: skip
+        """Keep a session's commands (log_activity)."""
+        self.log_activity(session_id, commands, ())
+
+    def log_activity(
+        self, session_id: str, commands: Sequence[CommandLine], ops: Sequence[FileOp]
+    ) -> None:
+        """Keep a session's commands and file operations, in one transaction. Plain INSERTs
+        that chain nothing and read nothing: not under the chain lock."""
+        if commands or ops:
+            with self._write(chained=False) as conn:
+                _insert_activity(conn, session_id, commands, ops)
 
     def commands(self, session_id: str) -> list[CommandLine]:
         rows = self._rows("SELECT * FROM commands WHERE session_id = ? ORDER BY id", [session_id])
@@ -245,16 +256,8 @@ class SessionQueries(StoreBase):
         ]
 
     def log_file_ops(self, session_id: str, ops: Sequence[FileOp]) -> None:
-        """Keep a session's file operations; paths and statuses are stored NUL-escaped."""
-        if not ops:
-            return
-        with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
-                " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
-                [(session_id, iso(o.at), o.operation, escape(o.path), escape_opt(o.path2),
-                  o.size, o.sha256, escape(o.status)) for o in ops],
-            )  # fmt: skip
+        """Keep a session's file operations (log_activity)."""
+        self.log_activity(session_id, (), ops)
 
     def file_ops(self, session_id: str) -> list[FileOp]:
         rows = self._rows(
@@ -286,3 +289,38 @@ class SessionQueries(StoreBase):
             )
             for r in rows
         ]
+
+
+def _insert_activity(
+    conn: Conn, session_id: str, commands: Sequence[CommandLine], ops: Sequence[FileOp]
+) -> None:
+    """In the caller's transaction: a session's commands and file operations, their text
+    stored NUL-escaped (bastion/audit/nul.py) and read back as stored."""
+    if commands:
+        conn.executemany(
+            "INSERT INTO commands (session_id, at, channel, command, reconstructed,"
+            " uncertain) VALUES (?,?,?,?,?,?)",
+            [(session_id, iso(c.at), c.channel, escape(c.text), int(c.reconstructed),
+              escape_opt(c.uncertain)) for c in commands],
+        )  # fmt: skip
+    if ops:
+        conn.executemany(
+            "INSERT INTO file_transfers (session_id, at, operation, path, path2, bytes,"
+            " sha256, status) VALUES (?,?,?,?,?,?,?,?)",
+            [(session_id, iso(o.at), o.operation, escape(o.path), escape_opt(o.path2),
+              o.size, o.sha256, escape(o.status)) for o in ops],
+        )  # fmt: skip
+
+
+def _closed(found: SessionRecord, state: str, reason: str, recording: RecordingInfo | None,
+            missing: str | None) -> Event:  # fmt: skip
+    """The session.closed event: state, reason, and the recording's hash (or its absence)."""
+    detail: dict[str, Any] = {"state": state, "reason": reason}
+    if recording is not None:
+        detail |= {"recording": recording.path, "recording_sha256": recording.sha256,
+                   "recording_size": recording.size}  # fmt: skip
+    if missing is not None:  # the recording was gone when the session was closed
+        detail["recording_missing"] = missing
+    severity = "info" if state == "closed" else "warning"
+    return Event("session.closed", found.user or "-", found.target or "", severity,
+                 found.id, detail)  # fmt: skip

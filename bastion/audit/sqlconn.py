@@ -57,10 +57,19 @@ class Conn(Protocol):
         """Run one statement once per row of parameters."""
         ...
 
-    def begin_write(self) -> None:
+    def begin_write(self, chained: bool = True) -> None:
         """Open a write transaction that holds the store's one writer lock until it ends:
         SQLite's BEGIN IMMEDIATE; on PostgreSQL, READ COMMITTED and the chain's advisory
-        transaction lock taken first. Appends to the audit chain are serialised by it."""
+        transaction lock taken first. Appends to the audit chain are serialised by it.
+
+        `chained` False, on PostgreSQL: READ COMMITTED without the chain lock, for a write
+        whose correctness rests on its own statements (a unique key, a conditional UPDATE)
+        and not on being alone; lock_chain() takes the lock later, before any append."""
+        ...
+
+    def lock_chain(self) -> None:
+        """In a write transaction: hold the chain lock from now to its end, if it does not
+        already (SQLite's writer lock is held from BEGIN IMMEDIATE on)."""
         ...
 
     def begin_read(self) -> None:
@@ -107,6 +116,32 @@ def _mapped(exc: sqlite3.Error) -> DbError:
     if isinstance(exc, sqlite3.IntegrityError) and exc.sqlite_errorcode in _DUPLICATE_CODES:
         return Duplicate(str(exc))
     return DbError(str(exc))
+
+
+class RowsResult:
+    """A statement's rows, all fetched (PostgreSQL's asyncpg Records: r[0], r["name"], dict(r)),
+    and its rowcount."""
+
+    __slots__ = ("_at", "_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._at = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any | None:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
 
 
 class _SqliteResult:
@@ -198,8 +233,12 @@ class SqliteConn:
         except sqlite3.Error as exc:
             raise _mapped(exc) from exc
 
-    def begin_write(self) -> None:
-        self.execute("BEGIN IMMEDIATE")
+    def begin_write(self, chained: bool = True) -> None:
+        self.execute("BEGIN IMMEDIATE")  # one writer at a time, whatever `chained` says
+
+    def lock_chain(self) -> None:
+        if not self.in_transaction:
+            raise DbError("the chain lock is taken inside a write transaction")
 
     def begin_read(self) -> None:
         self.execute("BEGIN")  # SQLite's snapshot starts at the first read and holds to the end

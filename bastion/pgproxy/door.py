@@ -14,7 +14,7 @@ import structlog
 from bastion import pgwire
 from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
-from bastion.audit import Event
+from bastion.audit import Event, Leftovers
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.errors import BastionError
@@ -233,16 +233,27 @@ class PgDoor:
         self.live[session.id] = session
         try:
             state, reason = await session.run()
-        finally:
+        except BaseException:
             self.live.pop(session.id, None)
             await self._forget_key(session)
+            raise
+        finally:
             if session.up is not None:
                 session.up.close()
-        await self._close(session, state, reason)
+        self.live.pop(session.id, None)
+        await self._close(session, state, reason, self._let_go(session))
 
-    async def _close(self, session: PgSession, state: str, reason: str) -> None:
+    async def _close(self, session: PgSession, state: str, reason: str,
+                     last: Leftovers | None = None) -> None:  # fmt: skip
         with contextlib.suppress(BastionError):
-            await self.core.close_session(session.id, state, reason)
+            await self.core.close_session(session.id, state, reason, last=last)
+
+    def _let_go(self, session: PgSession) -> Leftovers | None:
+        """The session's cancel key, forgotten here, to release with its close (one write)."""
+        pid = session.cancel_key[0]
+        if self.by_key.pop(pid, None) is None:
+            return None
+        return Leftovers(cancel=(pid, self.routes.node))
 
     async def _forget_key(self, session: PgSession) -> None:
         """The session's cancel key names nothing any more, here or in the store."""

@@ -13,7 +13,7 @@ import structlog
 
 from bastion.access.admission import Admission
 from bastion.access.tunnels import tunnel_refusal
-from bastion.audit import CommandLine, FileOp, RecordingInfo
+from bastion.audit import CommandLine, FileOp, Leftovers, RecordingInfo
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.recording import RecordingWriter
@@ -181,10 +181,8 @@ class SessionTap:
     async def _store_batches(self) -> None:
         commands, self.commands = self.commands, []
         ops, self.file_ops = self.file_ops, []
-        if commands:
-            await self.core.log_commands(self.session_id, commands)
-        if ops:
-            await self.core.log_file_ops(self.session_id, ops)
+        if commands or ops:
+            await self.core.log_activity(self.session_id, commands, ops)
 
     async def close(self, state: str, reason: str, exit_status: int | None = None) -> None:
         """Seal the recording, store what is left, close the session row with its hash;
@@ -207,10 +205,11 @@ class SessionTap:
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"
         if self.detector is not None:
             self._take_commands(self.detector.flush())
-        await self._store_batches()
+        last = Leftovers(self.commands, self.file_ops) if self.commands or self.file_ops else None
+        self.commands, self.file_ops = [], []  # stored with the close, in its one write
         if exit_status is not None:
             reason = f"{reason} (exit status {exit_status})"
-        await self.core.close_session(self.session_id, state, reason, info)
+        await self.core.close_session(self.session_id, state, reason, info, last=last)
         if self.writer is not None and self.core.uploads is not None:
             # the final chunk (or what is there) written and its hash stored: the spool copy
             # may go once uploaded (a failure above leaves it to the next start's recovery)
