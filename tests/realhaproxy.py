@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -72,13 +74,24 @@ class HAProxy:
             self._proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)],
                                           stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 20
-        for route in self.routes.values():
-            while not _listening(route.port):
+        ready: list[Callable[[], bool]] = [
+            functools.partial(_listening, route.port) for route in self.routes.values()
+        ]
+        ready.append(self._stats_answer)  # HAProxy may bind its ports before its stats socket
+        for up in ready:
+            while not up():
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"haproxy did not start: {self.log.read_text()}")
                 time.sleep(0.05)
         return self
+
+    def _stats_answer(self) -> bool:
+        try:
+            self._stats()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
