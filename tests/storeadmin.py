@@ -13,7 +13,6 @@ import pytest
 from psycopg import sql as pgsql
 
 from bastion.audit import Store
-from bastion.audit.dialect import CHAIN_LOCK
 from tests.realpg import PgCluster
 
 
@@ -87,7 +86,7 @@ class _PgWriteLock:
         self.conn.execute("BEGIN")
         self.conn.execute(pgsql.SQL("SET LOCAL search_path = {}").format(
             pgsql.Identifier(store.location.schema)))  # fmt: skip
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK])
+        self.conn.execute("LOCK TABLE chain_lock IN EXCLUSIVE MODE")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.conn.execute(sql.replace("?", "%s"), params)
@@ -103,7 +102,7 @@ def hold_write_lock(
     store: Store, request: pytest.FixtureRequest
 ) -> _SqliteWriteLock | _PgWriteLock:
     """The store's one writer lock, held by another session until close(): SQLite's BEGIN
-    IMMEDIATE, or the chain's advisory lock on PostgreSQL."""
+    IMMEDIATE, or the chain lock (a table) on PostgreSQL."""
     if store.location is None:
         return _SqliteWriteLock(store)
     return _PgWriteLock(store, request.getfixturevalue("pg_cluster"))

@@ -239,6 +239,7 @@ UNDO_LAST_MIGRATION = {
     23: "DROP TRIGGER audit_events_decided ON audit_events;"
     " DROP FUNCTION audit_events_decided(); DROP FUNCTION bastion_decision_kinds();"
     " DELETE FROM schema_migrations WHERE number = 23",
+    24: "DROP TABLE chain_lock; DELETE FROM schema_migrations WHERE number = 24",
 }
 
 

@@ -135,7 +135,8 @@ def copy_store(
     reader = source.reader()
     try:
         reader.begin_read()
-        conn.begin_write()  # the chain lock, and the migration lock: no other writer meanwhile
+        conn.begin_write(chained=False)  # an empty schema: no chain to lock yet; the
+        # migration lock and the emptiness check keep any other copy out meanwhile
         copied = _copy(reader, conn, key, head, progress)
         _commit(conn, target)
         return copied

@@ -1,4 +1,4 @@
-"""Where the two engines' SQL differs: `?` to `$n`, the advisory lock keys, and fragments as data.
+"""Where the two engines' SQL differs: `?` to `$n`, the advisory lock key, and fragments as data.
 
 The store's SQL is written once with sqlite3's `?` placeholders. PostgreSQL numbers its
 parameters, so each text is rewritten once (cached): every `?` in code becomes `$1`, `$2`, ...
@@ -30,8 +30,7 @@ def lock_key(purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "big", signed=True)
 
 
-CHAIN_LOCK = lock_key("bastion audit chain v1")  # held by every write that may append, from BEGIN
-MIGRATION_LOCK = lock_key("bastion store migrations v1")  # one migration at a time
+MIGRATION_LOCK = lock_key("bastion store migrations v1")  # the first migration of a new store
 
 
 def _ident_char(ch: str) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bastion.audit.location import SCHEMA, PgLocation
 from bastion.audit.restores import new_backup_file
-from bastion.audit.sqlconn import Conn
+from bastion.audit.sqlconn import Conn, one
 from bastion.errors import StoreError, UsageError
 from bastion.text import printable_line
 
@@ -190,21 +190,27 @@ def schema_exists(conn: Conn, schema: str) -> bool:
 
 def rename_schema(conn: Conn, schema: str, to: str) -> None:
     """One schema renamed (a restore moves the replaced store aside, or back)."""
-    _ddl(conn, f"ALTER SCHEMA {_quoted(schema)} RENAME TO {_quoted(to)}")
+    _ddl(conn, f"ALTER SCHEMA {_quoted(schema)} RENAME TO {_quoted(to)}", schema)
 
 
 def create_schema(conn: Conn, schema: str) -> None:
-    _ddl(conn, f"CREATE SCHEMA {_quoted(schema)}")
+    _ddl(conn, f"CREATE SCHEMA {_quoted(schema)}", None)
 
 
 def drop_schema(conn: Conn, schema: str) -> None:
     """A half-restored schema dropped, with everything in it."""
-    _ddl(conn, f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE")
+    _ddl(conn, f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE", schema)
 
 
-def _ddl(conn: Conn, sql: str) -> None:
-    conn.begin_write()
+def _ddl(conn: Conn, sql: str, schema: str | None) -> None:
+    """`sql` in a transaction of its own, holding the chain lock of the store in `schema`
+    when it has one (a store from before migration 0024, or a half-made one, has none)."""
+    conn.begin_write(chained=False)
     try:
+        if schema is not None:
+            lock = f"{_quoted(schema)}.chain_lock"
+            if one(conn.execute("SELECT to_regclass(?) IS NOT NULL", [lock]))[0]:
+                conn.execute(f"LOCK TABLE {lock} IN EXCLUSIVE MODE")
         conn.execute(sql)
         conn.commit()
     except BaseException:

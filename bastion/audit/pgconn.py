@@ -33,7 +33,7 @@ from asyncpg import exceptions as pgerr
 from asyncpg.exceptions import _base as pgbase
 
 from bastion.audit import dialect
-from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK, numeric, rowcount
+from bastion.audit.dialect import MIGRATION_LOCK, numeric, rowcount
 from bastion.audit.sqlconn import DbError, Dialect, Duplicate, RowsResult
 
 T = TypeVar("T")
@@ -59,9 +59,13 @@ WRITE_IN_DOUBT = (
 )
 ROLLED_BACK = "the transaction had failed, so COMMIT rolled it back; nothing of it was kept"
 BEGIN_UNCHAINED = "BEGIN ISOLATION LEVEL READ COMMITTED"
-LOCK_CHAIN = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+# The chain lock: a table only the store's own role may lock (migration 0024); an advisory
+# key could be held by any role that may connect to the database (red team red18c 1).
+LOCK_CHAIN = "LOCK TABLE chain_lock IN EXCLUSIVE MODE"
 BEGIN_WRITE = f"{BEGIN_UNCHAINED}; {LOCK_CHAIN}"
 BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+# Once the store has its migrations table, migrations lock it, for the same reason.
+LOCK_MIGRATIONS = "LOCK TABLE schema_migrations IN EXCLUSIVE MODE"
 BEGIN_MIGRATION = (
     f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
 )
@@ -429,9 +433,12 @@ class PgConn:
         again under the lock, so several processes migrating at once apply it exactly once."""
         if dialect.controls_transaction(sql):
             raise DbError(f"migration {name} begins or ends a transaction of its own")
-        self._begin(BEGIN_MIGRATION)
+        fresh = not self.table_exists("schema_migrations")
+        self._begin(BEGIN_MIGRATION if fresh else BEGIN_UNCHAINED)
         try:
-            self._simple(MIGRATIONS_TABLE)
+            if fresh:  # no table to lock yet: the advisory key, for the first migration only
+                self._simple(MIGRATIONS_TABLE)
+            self._simple(LOCK_MIGRATIONS)
             done = "SELECT 1 FROM schema_migrations WHERE number = ?"
             if self.execute(done, [number]).fetchone() is not None:
                 self.rollback()

@@ -70,7 +70,7 @@ def load(where: PgLocation, archive: Path, node: str) -> int:
         done = _applied(data, archive)
         conn = _connect(where, node)
         try:
-            conn.begin_write()
+            conn.begin_write(chained=False)  # a new schema: its chain lock comes with it
             conn.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
             _make_tables(conn, done)
             _copy_rows(conn, data, where.schema, archive)

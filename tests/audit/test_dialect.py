@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bastion.audit import dialect
-from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK, fragment, index_problem, to_dollar
+from bastion.audit.dialect import MIGRATION_LOCK, fragment, index_problem, to_dollar
 from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import PgConn
 from bastion.audit.sqlconn import DbError, Dialect
@@ -60,11 +60,10 @@ def test_statement_words_see_code_only() -> None:
     assert not dialect.is_read("SELECT 1; DELETE FROM t")
 
 
-def test_lock_keys_are_named_64_bit_numbers() -> None:
-    digest = hashlib.sha256(b"bastion audit chain v1").digest()[:8]
-    assert int.from_bytes(digest, "big", signed=True) == CHAIN_LOCK
-    assert CHAIN_LOCK != MIGRATION_LOCK
-    assert all(-(1 << 63) <= k < (1 << 63) for k in (CHAIN_LOCK, MIGRATION_LOCK))
+def test_the_lock_key_is_a_named_64_bit_number() -> None:
+    digest = hashlib.sha256(b"bastion store migrations v1").digest()[:8]
+    assert int.from_bytes(digest, "big", signed=True) == MIGRATION_LOCK
+    assert -(1 << 63) <= MIGRATION_LOCK < (1 << 63)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """A role that may only connect to the store's database (PostgreSQL grants CONNECT to PUBLIC by
 default: any login on a shared cluster, a target's own role say) must not stop every node's
-writes by taking the store's lock keys itself (red team red18c 1)."""
+writes by taking the store's locks itself (red team red18c 1)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from bastion.audit import Store
 from bastion.audit.chain import Event
-from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK
+from bastion.audit.dialect import MIGRATION_LOCK
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
-from bastion.errors import StoreError
 from tests.realpg import PgCluster, PgDatabase, psycopg_connect, random_password, unique_name
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -34,29 +35,36 @@ def outsider(pg_cluster: PgCluster, pg_store_at: PgLocation) -> Iterator[PgDatab
         pg_cluster.drop_role(role)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red18c 1: the chain and migration locks are advisory keys (bastion/audit/dialect.py,"
-    " pgconn.py BEGIN_WRITE/BEGIN_MIGRATION) that any role able to connect may hold",
-)
 def test_a_role_without_grants_cannot_hold_the_stores_writes(
-    pg_store_at: PgLocation, outsider: PgDatabase
+    pg_store_at: PgLocation, outsider: PgDatabase, pg_cluster: PgCluster
 ) -> None:
     """The outsider holds, at session level (no transaction for the server to cut off), the
-    keys every write and every start takes; a node then still opens the store and writes (or
-    the store refuses to serve where roles not its own can connect at all)."""
+    only advisory key the store still names, and cannot lock the chain's table; a node then
+    still opens the store, migrates (a migration locks the migrations table, not the key)
+    and writes."""
     clock = FakeClock(START)
-    try:
-        first = Store.create(pg_store_at, clock)
-    except StoreError:
-        return  # refused outright: no role but the store's may connect
+    first = Store.create(pg_store_at, clock)
+    first.conn.execute("DELETE FROM schema_migrations WHERE number = 24")  # one left to apply
+    first.conn.execute("DROP TABLE chain_lock")
     first.close()
     with psycopg_connect(outsider, autocommit=True) as conn:
-        for key in (CHAIN_LOCK, MIGRATION_LOCK):
-            (held,) = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone() or (0,)
-            assert held is True  # it can: nothing of the store's is needed for that
-        node = Store.open(pg_store_at, clock)  # a node starting: the migration lock
+        held = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()
+        assert held == (True,)  # it can: nothing of the store's is needed for that
+        node = Store.open(pg_store_at, clock)  # a node starting: it applies 0024
         try:
             node.append_events([Event("test.written", "test", "", "notice", None, {})])
+            assert node.verify_chain().ok
         finally:
             node.close()
+
+    # Even a role an admin let read the store cannot take the chain's lock.
+    schema, table = (
+        pgsql.Identifier(pg_store_at.schema),
+        pgsql.Identifier(pg_store_at.schema, "chain_lock"),
+    )
+    role = pgsql.Identifier(outsider.user)
+    pg_cluster.sql(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {} TO {}")
+                         .format(schema, role, table, role), outsider.database)  # fmt: skip
+    refused = pytest.raises(psycopg.errors.InsufficientPrivilege, match="chain_lock")
+    with psycopg_connect(outsider) as conn, refused, conn.transaction():
+        conn.execute(pgsql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))

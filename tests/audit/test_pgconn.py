@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from bastion.audit import dialect
-from bastion.audit.dialect import CHAIN_LOCK, MIGRATION_LOCK
+from bastion.audit.dialect import MIGRATION_LOCK
 from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import PgConn
 from bastion.audit.sqlconn import Conn, DbError, Duplicate
@@ -91,6 +91,10 @@ def location(db: PgDatabase, pg_cluster: PgCluster, tmp_path: Path) -> Iterator[
     url = f"postgresql://{db.user}@{db.host}:{db.port}/{db.database}"
     secret = password_file(tmp_path / "store.password", db.password)
     with own_schema(pg_cluster, db, "s") as schema:
+        chain_lock = pgsql.Identifier(schema, "chain_lock")  # what migration 0024 makes
+        pg_cluster.sql(pgsql.SQL("CREATE TABLE {} (name text PRIMARY KEY);"
+                                 " ALTER TABLE {} OWNER TO {}").format(
+            chain_lock, chain_lock, pgsql.Identifier(db.user)), db.database)  # fmt: skip
         yield PgLocation(url, password_file=secret, schema=schema, head_file=tmp_path / "head")
 
 
@@ -154,13 +158,32 @@ def advisory_waiters(cluster: PgCluster, key: int) -> int:
     return int(rows[0][0])
 
 
-class Holder:
-    """The test's own session holding an advisory lock in a transaction until release()."""
+def chain_waiters(cluster: PgCluster, database: str, schema: str) -> int:
+    """How many sessions wait for the chain lock (the table `schema`.chain_lock)."""
+    rows = cluster.sql(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE l.locktype = 'relation'"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND NOT l.granted AND c.relname = 'chain_lock' AND n.nspname = %s",
+        database,
+        params=[schema],
+    )
+    return int(rows[0][0])
 
-    def __init__(self, cluster: PgCluster, db: PgDatabase, key: int) -> None:
+
+class Holder:
+    """The test's own session holding a lock in a transaction until release(): an advisory
+    `key`, or with `schema` the chain lock of the store in that schema."""
+
+    def __init__(self, cluster: PgCluster, db: PgDatabase, key: int | None = None,
+                 schema: str | None = None) -> None:  # fmt: skip
         self.session = cluster.connect(db.database)
         self.session.autocommit = False
-        self.session.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        if schema is not None:
+            self.session.execute(pgsql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
+                pgsql.Identifier(schema, "chain_lock")))  # fmt: skip
+        else:
+            self.session.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
     def release(self) -> None:
         self.session.rollback()
@@ -350,7 +373,7 @@ def test_a_commit_of_a_failed_transaction_is_refused(conn: PgConn) -> None:
 
 
 def test_begin_write_serialises_two_connections(
-    opened: Callable[..., PgConn], pg_cluster: PgCluster
+    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase, location: PgLocation
 ) -> None:
     first, second = opened(), opened()
     first.execute("CREATE TABLE chain (seq bigint PRIMARY KEY)")
@@ -365,7 +388,8 @@ def test_begin_write_serialises_two_connections(
         return seq
 
     thread, out = in_thread(append)
-    wait_until(lambda: advisory_waiters(pg_cluster, CHAIN_LOCK) == 1, "the second writer waits")
+    wait_until(lambda: chain_waiters(pg_cluster, db.database, location.schema) == 1,
+               "the second writer waits")  # fmt: skip
     head = int(first.execute("SELECT max(seq) FROM chain").fetchall()[0][0])
     first.execute("INSERT INTO chain VALUES (?)", [head + 1])
     first.commit()
@@ -400,7 +424,7 @@ def test_appends_from_three_connections_make_one_gapless_chain(
 
 
 def test_one_time_step_offered_twice_at_once_is_accepted_once(
-    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase
+    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase, location: PgLocation
 ) -> None:
     first, second = opened(), opened()
     first.execute("CREATE TABLE users (id bigint PRIMARY KEY, totp_last_step bigint NOT NULL)")
@@ -419,10 +443,11 @@ def test_one_time_step_offered_twice_at_once_is_accepted_once(
 
         return run
 
-    holder = Holder(pg_cluster, db, CHAIN_LOCK)
+    holder = Holder(pg_cluster, db, schema=location.schema)
     try:
         started = [in_thread(offer(c)) for c in (first, second)]
-        wait_until(lambda: advisory_waiters(pg_cluster, CHAIN_LOCK) == 2, "both offers wait")
+        wait_until(lambda: chain_waiters(pg_cluster, db.database, location.schema) == 2,
+                   "both offers wait")  # fmt: skip
     finally:
         holder.release()
     for thread, _ in started:
@@ -431,9 +456,9 @@ def test_one_time_step_offered_twice_at_once_is_accepted_once(
 
 
 def test_a_writer_that_waits_too_long_for_the_lock_fails(
-    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase
+    opened: Callable[..., PgConn], pg_cluster: PgCluster, db: PgDatabase, location: PgLocation
 ) -> None:
-    holder = Holder(pg_cluster, db, CHAIN_LOCK)
+    holder = Holder(pg_cluster, db, schema=location.schema)
     impatient = opened(lock_timeout=0.05)
     try:
         with pytest.raises(DbError, match="lock timeout"):

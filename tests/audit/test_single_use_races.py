@@ -9,11 +9,11 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from bastion.audit import Store, TotpResult
-from bastion.audit.dialect import CHAIN_LOCK
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config import LockoutPolicy, TotpPolicy
@@ -21,7 +21,7 @@ from bastion.errors import Denied
 from bastion.identity import totp
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity
-from tests.audit.test_pgconn import WAIT, advisory_waiters, in_thread, wait_until
+from tests.audit.test_pgconn import WAIT, chain_waiters, in_thread, wait_until
 from tests.realpg import PgCluster
 from tests.storeadmin import hold_write_lock
 
@@ -47,10 +47,12 @@ def at_once(
     """Run the offers in threads while the writer lock is held; release it once every offer
     waits for it. Their results (or exceptions), in order."""
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    assert store.location is not None
+    where = (urlsplit(store.location.url).path.lstrip("/"), store.location.schema)
     lock = hold_write_lock(store, request)
     try:
         started = [in_thread(offer) for offer in offers]
-        wait_until(lambda: advisory_waiters(cluster, CHAIN_LOCK) == len(offers),
+        wait_until(lambda: chain_waiters(cluster, *where) == len(offers),
                    "every offer to wait for the writer lock")  # fmt: skip
     finally:
         lock.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,7 +20,7 @@ from bastion.audit.chain import GENESIS, link
 from bastion.audit.location import PgLocation
 from bastion.audit.sessions import CommandLine, FileOp
 from bastion.clock import FakeClock, iso
-from tests.audit.test_pgconn import WAIT, in_thread, wait_until
+from tests.audit.test_pgconn import WAIT, chain_waiters, in_thread, wait_until
 from tests.realpg import PgCluster
 from tests.storeadmin import hold_write_lock
 
@@ -55,10 +56,11 @@ def row_waiters(cluster: PgCluster) -> int:
     return int(rows[0][0])
 
 
-def advisory_waiters_any(cluster: PgCluster) -> int:
-    rows = cluster.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                       " AND NOT granted")  # fmt: skip
-    return int(rows[0][0])
+def chain_waiters_of(cluster: PgCluster, store: Store) -> int:
+    """How many sessions wait for `store`'s chain lock."""
+    assert store.location is not None
+    database = urlsplit(store.location.url).path.lstrip("/")
+    return chain_waiters(cluster, database, store.location.schema)
 
 
 def test_cancel_keys_and_session_activity_do_not_wait_for_the_chain_lock(
@@ -129,7 +131,7 @@ def test_a_write_begun_without_the_lock_takes_it_before_reading_the_head(
                 first._append(conn, [Event("test.late", "test", "")])
 
         thread, out = in_thread(late_append)
-        wait_until(lambda: advisory_waiters_any(cluster) == 1, "the late append waits")
+        wait_until(lambda: chain_waiters_of(cluster, first) == 1, "the late append waits")
         seq, prev = second.chain_head()  # first's own lock is the waiting thread's
         assert seq >= 1 and prev != GENESIS
         row = link(Event("test.holder", "test", ""), seq + 1, iso(START), prev, None)
