@@ -11,6 +11,7 @@ runs it, and the whole log's, as `audit verify` runs it. Both find nothing on th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,16 +32,18 @@ from bench.reports import WEEK, fill
 RUNS = 3
 
 
-def timed(call: Callable[[], object]) -> tuple[float, object]:
-    runs, out = [], None
+def timed(call: Callable[[], object]) -> tuple[float, float, object]:
+    """The median wall time and this process's CPU time of RUNS calls, and what one gave."""
+    runs, cpu, out = [], [], None
     for _ in range(RUNS):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         out = call()
         runs.append(time.perf_counter() - started)
-    return statistics.median(runs), out
+        cpu.append(time.process_time() - used)
+    return statistics.median(runs), statistics.median(cpu), out
 
 
-def measure(store: Store) -> dict[str, tuple[float, object]]:
+def measure(store: Store) -> dict[str, tuple[float, float, object]]:
     week = parse_week(WEEK, "UTC")
     span = iso(week.start), iso(week.end)
     wide = iso(week.start - MARGIN), iso(week.end + MARGIN)
@@ -86,7 +89,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where the stores go")
     parser.add_argument("--profile", action="store_true", help="where PostgreSQL's time goes")
     args = parser.parse_args()
-    found: dict[str, dict[str, tuple[float, object]]] = {}
+    found: dict[str, dict[str, tuple[float, float, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-qlog-", dir=args.dir) as scratch:
         root = Path(scratch)
         started = time.perf_counter()
@@ -111,10 +114,13 @@ def main() -> int:
                 finally:
                     pg.close()
         store.close()
-    print(f"query-log check, {args.statements:,} statements (median of {RUNS}):")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"query-log check, {args.statements:,} statements (median of {RUNS}; wall time, and"
+          f" this process's CPU: PostgreSQL's own is apart), load average {load}:")  # fmt: skip
     for engine, rows in found.items():
-        for what, (seconds, findings) in rows.items():
-            print(f"  {engine:<11} {what:<26} {seconds:7.2f} s   findings {findings!r}")
+        for what, (seconds, cpu, findings) in rows.items():
+            print(f"  {engine:<11} {what:<26} {seconds:7.2f} s  cpu {cpu:6.2f} s"
+                  f"  findings {findings!r}")  # fmt: skip
     return 0
 
 
