@@ -25,7 +25,13 @@ setup(
         ),
         Extension(
             "bastion.audit._fastqlog",
-            ["bastion/audit/_fastqlog.c"],
+            [
+                "bastion/audit/_fastqlog.c",
+                "bastion/audit/_fastqlog_record.c",
+                "bastion/audit/_fastqlog_sqlite.c",
+                "bastion/audit/_fastqlog_copy.c",
+            ],
+            depends=["bastion/audit/_fastqlog.h"],
             libraries=["sqlite3", "crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
         ),

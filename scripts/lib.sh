@@ -56,7 +56,7 @@ make_venv() {
         apt_install python3-dev
     fi
     stamp="$VENV/.bastion-installed"
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/bastion/*/_fast*.c |
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/bastion/*/_fast*.[ch] |
         sha256sum | cut -d' ' -f1)"
     have="$(cat "$stamp" 2>/dev/null || true)"
     # Up to date when the build inputs are unchanged and the extras asked for are installed.

@@ -1,6 +1,6 @@
 """Statement records hashed and checked in bulk (bastion/audit/_fastqlog.c)."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 
 def digest(fields: tuple[str | int | None, ...], /) -> bytes: ...
 def check(
@@ -16,7 +16,8 @@ def check(
     /,
 ) -> list[tuple[int, int]]: ...
 def check_rows(
-    fetch: Callable[[int, int], Iterable[Sequence[str | int | None]]],
+    fetch: Callable[[int, int, Callable[[bytes], None]], object],
+    kinds: str,
     lo: int,
     hi: int,
     boundary: int,

@@ -24,10 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -146,19 +145,21 @@ def _commits_sql(engine: Dialect) -> str:
     first = fragment(engine, "json_number", col="detail", path="first")
     starts = fragment(engine, "json_text", col="detail", path="starts")
     ends = fragment(engine, "json_text", col="detail", path="ends")
-    return (
-        f"SELECT seq, {first} AS first, {starts} AS starts, {ends} AS ends FROM audit_events"
-        f" WHERE kind = '{KIND}' AND at >= ? AND at < ? ORDER BY seq"
-    )
+    events = f"FROM audit_events WHERE kind = '{KIND}' AND at >= ? AND at < ?"
+    if engine == "postgresql":  # each detail parsed once, not once per field read from it
+        events = f"FROM (SELECT seq, detail::jsonb AS detail {events} OFFSET 0) AS e"
+    return f"SELECT seq, {first} AS first, {starts} AS starts, {ends} AS ends {events} ORDER BY seq"
 
 
 _ROW_COLUMNS = (
     "id, session_id, at, protocol_step, sql, parameters, refused_reason, statement_kind,"
     " query_key, kept_whole, finished_at, rows, command_tag, sqlstate, duration_us,"
     " masked_columns"
-)  # as _fastqlog.c's SELECT reads them
-_PAGE = f"SELECT {_ROW_COLUMNS} FROM queries WHERE id >= ? AND id <= ? ORDER BY id LIMIT ?"
-PAGE = 20_000  # rows read at a time on PostgreSQL
+)  # as _fastqlog.h's SELECT_COLUMNS names them
+_ROWS = f"SELECT {_ROW_COLUMNS} FROM queries WHERE id BETWEEN $1 AND $2 ORDER BY id"
+# How _fastqlog reads each column's binary COPY value, by its PostgreSQL type: integers by
+# their width, text as its bytes; any other type (an admin's ALTER) as "x", never a match.
+_KINDS = {"int8": "8", "int4": "4", "int2": "2", "text": "s", "varchar": "s"}
 _ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE at >= ? AND at < ? AND id >= ?"
 _ALL_ROW_IDS = "SELECT min(id), max(id) FROM queries WHERE id >= ?"  # whatever their time
 
@@ -192,8 +193,9 @@ def check(
     """The rows of [week) bound by commits, and the rows the commits of [wide) bind, that do
     not match: in id order, the deleted ones last. [] when the store has no commit event.
     `reader` opens a read-only connection to the store; the rows are digested in C straight
-    from the SQLite file at `path`, or, with no path (PostgreSQL), read in pages on that
-    connection, in the snapshot the events were read in, and digested in C as they come.
+    from the SQLite file at `path`, or, with no path (PostgreSQL), streamed by one binary COPY
+    on that connection, in the snapshot the events were read in, and digested in C as the
+    stream comes.
 
     The events and the rows are read on two connections: on a live store a commit can land
     between the two reads, and its rows look unbound. Rows and their commit event are
@@ -266,21 +268,39 @@ def _check_on(
     if path is not None:
         found = _fastqlog.check(str(path), lo, hi, first, *week, starts, ends, LIMIT)
     else:
-        found = _fastqlog.check_rows(partial(_pages, conn), lo, hi, first, *week, starts,
-                                     ends, LIMIT)  # fmt: skip
+        found = _check_copied(conn, (lo, hi, first, *week), starts, ends)
     del starts
     return [_finding(conn, commits, ends, i, code) for i, code in found
             if code != 4 or not _same_note(conn, ends, i)]  # fmt: skip
 
 
-def _pages(conn: Conn, lo: int, hi: int) -> Iterator[Sequence[Field]]:
-    """The `queries` rows with lo <= id <= hi in id order, a page at a time."""
-    while lo <= hi:
-        rows = conn.execute(_PAGE, (lo, hi, PAGE)).fetchall()
-        yield from rows
-        if len(rows) < PAGE:
-            return
-        lo = int(rows[-1][0]) + 1
+def _check_copied(
+    conn: Conn, span: tuple[int, int, int, str, str], starts: list[tuple[int, bytes]], ends: bytes
+) -> list[tuple[int, int]]:
+    """On PostgreSQL: the rows streamed by COPY (binary) in the open snapshot, parsed and
+    digested in C as the pieces come (no Python object per row)."""
+    from bastion.audit.pgconn import PgConn  # noqa: PLC0415 - asyncpg, PostgreSQL only
+
+    if not isinstance(conn, PgConn):
+        raise DbError("the query log's rows are streamed from PostgreSQL only")
+    kinds = "".join(_KINDS.get(name, "x") for name in conn.run(_column_types))
+
+    def fetch(lo: int, hi: int, feed: Callable[[bytes], None]) -> None:
+        async def copy(pg: Any) -> None:
+            async def piece(data: bytes) -> None:
+                feed(data)
+
+            await pg.copy_from_query(_ROWS, lo, hi, output=piece, format="binary")
+
+        conn.run(copy)
+
+    return _fastqlog.check_rows(fetch, kinds, *span, starts, ends, LIMIT)
+
+
+async def _column_types(pg: Any) -> list[str]:
+    """The PostgreSQL type of each column the rows are read with."""
+    statement = await pg.prepare(_ROWS)
+    return [attribute.type.name for attribute in statement.get_attributes()]
 
 
 def people_problem(conn: Conn, week: tuple[str, str]) -> dict[str, Any] | None:

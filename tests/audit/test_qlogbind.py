@@ -16,6 +16,7 @@ import pytest
 from bastion.audit import Event, QueryEnd, QueryStart, Store, _fastqlog, qlogbind
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
+from bastion.errors import StoreError
 from tests import storeadmin
 from tests.audit.test_writer import store_with_a_session
 from tests.storeadmin import Admin
@@ -116,17 +117,141 @@ def test_every_kind_of_edit_is_found_alike_on_both_engines(
                      (2, 3, None)]  # fmt: skip
 
 
-def test_rows_beyond_a_page_are_all_read(
-    store_at: Path | PgLocation, raw: Callable[[Store], Admin], monkeypatch: pytest.MonkeyPatch
+def _restreamed(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[bytes], list[bytes]]
+) -> list[int]:
+    """The rows' COPY stream, on PostgreSQL, handed to the check as `change` makes it of the
+    whole; the sizes of the pieces the server sent."""
+    real = _fastqlog.check_rows
+    sizes: list[int] = []
+
+    def check_rows(fetch: Any, *rest: Any) -> list[tuple[int, int]]:
+        def changed(lo: int, hi: int, feed: Callable[[bytes], None]) -> None:
+            whole: list[bytes] = []
+            fetch(lo, hi, whole.append)
+            sizes.extend(len(piece) for piece in whole)
+            for piece in change(b"".join(whole)):
+                feed(piece)
+
+        return real(changed, *rest)
+
+    monkeypatch.setattr(_fastqlog, "check_rows", check_rows)
+    return sizes
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 1 << 20])
+def test_on_postgresql_the_rows_stream_is_read_in_pieces_of_any_size(
+    pg_store_at: PgLocation,
+    raw: Callable[[Store], Admin],
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
 ) -> None:
-    """On PostgreSQL the rows come a page at a time: an edit past the first page is found."""
-    monkeypatch.setattr(qlogbind, "PAGE", 3)
+    """The rows come as one binary COPY stream, in pieces cut anywhere (inside a row's
+    length, its text, the head, the trailer): each edit is found as when read whole."""
     clock = FakeClock()
-    store = store_with_a_session(store_at, clock)
-    store.write_batch([_start(f"k{i}", clock) for i in range(8)])
+    store = store_with_a_session(pg_store_at, clock)
+    store.write_batch([_start(f"k{i}", clock) for i in range(8)] + [_end("k2", clock)])
+    admin = raw(store)
+    admin.execute("UPDATE queries SET sql = 'SELECT 3' WHERE query_key = 'k6'")
+    admin.execute("UPDATE queries SET parameters = 'é\u2028' WHERE query_key = 'k1'")
+    admin.execute("UPDATE queries SET rows = -5 WHERE query_key = 'k2'")
+    sizes = _restreamed(
+        monkeypatch, lambda whole: [whole[i : i + size] for i in range(0, len(whole), size)]
+    )
+    assert [(f.id, f.code) for f in check(store)] == [(2, 1), (3, 4), (7, 1)]
+    assert sizes
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda whole: [whole[:-1]],  # the trailer cut short
+        lambda whole: [whole[:-2]],  # no trailer
+        lambda whole: [whole[: len(whole) // 2]],  # cut mid-row
+        lambda whole: [whole, b"\x00"],  # a byte after the trailer
+        lambda whole: [b"PGCOPY\n\xff\r\n\x00" + b"\x00\x01\x00\x00" + whole[15:]],  # OIDs
+        lambda whole: [whole[:19] + b"\x00\x0f" + whole[21:]],  # 15 columns
+        lambda whole: [b"not a COPY stream at all"],
+    ],
+)
+def test_on_postgresql_a_rows_stream_not_whole_fails_closed(
+    pg_store_at: PgLocation, monkeypatch: pytest.MonkeyPatch, change: Any
+) -> None:
+    """A stream cut short or not of its shape is no pass (nor a crash): the check refuses in
+    one line, on both passes."""
+    clock = FakeClock()
+    store = store_with_a_session(pg_store_at, clock)
+    store.write_batch([_start(f"k{i}", clock) for i in range(3)])
+    _restreamed(monkeypatch, change)
+    with pytest.raises(StoreError, match="cannot check the query log in the store: the query"
+                       " log's row stream is not as expected"):  # fmt: skip
+        check(store)
+    store.close()
+
+
+def test_on_postgresql_a_stream_refused_mid_copy_fails_closed(
+    pg_store_at: PgLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parser refusing a piece while the server is still sending (inside the driver's
+    COPY) stops the check in one line; the store reads on afterwards."""
+    clock = FakeClock()
+    store = store_with_a_session(pg_store_at, clock)
+    store.write_batch([_start(f"k{i}", clock) for i in range(3)])
+    real = _fastqlog.check_rows
+
+    def spoiled(fetch: Any, *rest: Any) -> list[tuple[int, int]]:
+        def fetch_spoiled(lo: int, hi: int, feed: Callable[[bytes], None]) -> None:
+            fetch(lo, hi, lambda piece: feed(b"X" + piece))
+
+        return real(fetch_spoiled, *rest)
+
+    monkeypatch.setattr(_fastqlog, "check_rows", spoiled)
+    with pytest.raises(StoreError, match="not as expected: no binary COPY signature"):
+        check(store)
+    monkeypatch.setattr(_fastqlog, "check_rows", real)
     assert check(store) == []
-    raw(store).execute("UPDATE queries SET sql = 'SELECT 3' WHERE query_key = 'k6'")
-    assert [(f.id, f.code) for f in check(store)] == [(7, 1)]
+    store.close()
+
+
+def test_on_postgresql_a_column_retyped_by_an_admin_never_matches(
+    pg_store_at: PgLocation, raw: Callable[[Store], Admin]
+) -> None:
+    """An admin's ALTER of a column to a type the writer never uses is read as "x": each row
+    with a value there is named, none passes. One to an integer of another width reads the
+    same values and still matches."""
+    clock = FakeClock()
+    store = store_with_a_session(pg_store_at, clock)
+    store.write_batch([_start("a", clock), _start("b", clock), _end("b", clock)])
+    admin = raw(store)
+    admin.execute("ALTER TABLE queries ALTER COLUMN duration_us TYPE integer")
+    assert check(store) == []
+    admin.execute("ALTER TABLE queries ALTER COLUMN duration_us TYPE numeric")
+    assert [(f.id, f.code) for f in check(store)] == [(2, 4)]
+    store.close()
+
+
+def test_on_postgresql_the_feed_works_only_while_its_check_runs(
+    pg_store_at: PgLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    store = store_with_a_session(pg_store_at, clock)
+    store.write_batch([_start("a", clock)])
+    real = _fastqlog.check_rows
+    kept: list[Callable[[bytes], None]] = []
+
+    def keeping(fetch: Any, *rest: Any) -> list[tuple[int, int]]:
+        def fetch_keeping(lo: int, hi: int, feed: Callable[[bytes], None]) -> None:
+            kept.append(feed)
+            fetch(lo, hi, feed)
+
+        return real(fetch_keeping, *rest)
+
+    monkeypatch.setattr(_fastqlog, "check_rows", keeping)
+    assert check(store) == []
+    with pytest.raises(RuntimeError, match="the check this feed was for is over"):
+        kept[0](b"PGCOPY")
+    store.close()
 
 
 def test_on_postgresql_the_events_and_rows_are_read_in_one_snapshot(
