@@ -7,7 +7,13 @@ finishes all of that when it restarts. When it stays down, the node holding the 
 [cluster] lost_after (by then a node merely cut off from the store has ended its sessions
 itself), it completes each upload from the parts already there (the recording then replays
 to its last uploaded part: cut short, without its final chunk), hashes the object, and
-closes the session as interrupted with that hash, chained with `recording.completed`. A
+closes the session as interrupted with that hash, chained with `recording.completed`.
+Anyone with the bucket's credentials can start an upload at that key too, or put an object
+there: a hash is chained only for an object that opens as the session's own recording
+(its header names the session, its key unwraps, every chunk authenticates, at most one
+record's cut tail follows). An upload whose object does not is copied aside under
+`rejected/` and chained as `recording.rejected` (high), and the next is tried; when none
+opens, the session closes with no hash (recording_missing) for a human to look at. A
 node still alive is never touched: the lease is checked (and renewed) before each step, and
 each close re-checks in the store, in one transaction, that the node is still lost. A node
 that comes back after its upload was completed finds the object the chain holds and leaves
@@ -65,7 +71,8 @@ class Round:
 
     held: bool = False  # this node held the lease
     completed: list[str] = field(default_factory=list)  # object keys completed
-    aborted: list[str] = field(default_factory=list)  # object keys whose upload had no part
+    aborted: list[str] = field(default_factory=list)  # keys of uploads aborted (no part, or
+    # another upload of the key opened as the session's recording)
     closed: list[str] = field(default_factory=list)  # session ids closed
     rejected: list[str] = field(default_factory=list)  # object keys not this session's recording
     stopped: str = ""  # why the round stopped early (the lease was lost)
