@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("bastion.recording.completer")
 LEASE = "upload-completer"
-CUT_TAIL = 2 * CHUNK_BYTES + (64 << 10)  # more than one sealed record a writer ever makes
+# A cut-short tail is less than one record (a chunk of up to 2 CHUNK_BYTES; base64 in format 1),
+# and less than S3's smallest part: a planted upload cannot add a whole part of junk.
+CUT_TAIL = 3 * CHUNK_BYTES  # < MIN_PART
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -290,13 +292,17 @@ class Completer:
         candidate's completion would replace it), one already there stays where it is."""
         assert self.objects is not None
         url = self.objects.url(key)
-        kept = url
+        kept, failed = url, None
         if upload_id is not None:
             tag = hashlib.sha256(upload_id.encode()).hexdigest()[:16]
             name = object_name(Path(str(held.recording_path)))
             aside = self.objects.key(f"rejected/{name}.{tag}")
-            self.objects.copy(key, aside)
-            kept = self.objects.url(aside)
+            try:
+                self.objects.copy(key, aside)
+                kept = self.objects.url(aside)
+            except ObjectStoreError as exc:  # chained as failed, then the round stops here
+                failed = exc
+                found = {**found, "set_aside": f"failed: {exc}"}
         detail = {"object": url, "upload": upload_id, "kept": kept, "node": held.node, **found,
                   "reason": "not this session's recording: its hash is not chained"}  # fmt: skip
         log.warning("completer.recording_rejected", session=held.id, object=url, kept=kept,
@@ -304,6 +310,8 @@ class Completer:
         self._check(f"chain the rejection of {key}")
         event = Event("recording.rejected", f"node:{self.node}", "", "high", held.id, detail)
         self.on_store(self.store.append_events, [event])
+        if failed is not None:
+            raise failed
 
     def _tags(self, key: str, upload_id: str) -> list[str]:
         assert self.objects is not None

@@ -14,8 +14,10 @@ from typing import Any
 from bastion.audit import Store
 from bastion.clock import FakeClock
 from bastion.identity.sealing import SecretBox
+from bastion.recording.completer import CUT_TAIL
 from bastion.recording.objects import MIN_PART, PART_SIZE, ObjectStore
 from bastion.recording.reader import file_digest, read_extent, read_info
+from bastion.recording.store import CHUNK_BYTES
 from tests.recording.test_completer import (
     GRACE,
     LOST_AFTER,
@@ -130,3 +132,8 @@ def test_without_the_secrets_key_nothing_is_chained(
 
 def file_digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def test_a_cut_short_tail_is_less_than_a_part() -> None:
+    """No whole part of junk (S3's smallest part) can pass as a crash's cut-short tail."""
+    assert CHUNK_BYTES * 2 < CUT_TAIL < MIN_PART
