@@ -265,7 +265,8 @@ class Server:
         lost_after = self.config.cluster.lost_after
         objects = self.uploader.store if self.uploader is not None else None
         self.completer = Completer(self.store, _OnStore(self.core, loop), objects,
-                                   self.core.node, lost_after, left=_recording_left)  # fmt: skip
+                                   self.core.node, lost_after, box=self.core.box,
+                                   left=_recording_left)  # fmt: skip
         while True:
             await asyncio.sleep(every(lost_after))
             try:

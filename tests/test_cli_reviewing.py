@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from bastion.audit import Event
+from bastion.audit.sessions import RecordingInfo
 from bastion.config import load_config
 from bastion.errors import Exit
 from bastion.identity.sealing import SecretBox
+from bastion.recording import file_digest
 from tests import test_cli
 from tests.reviewing.world import World, build
 from tests.test_cli import Bastion, assert_error, assert_ok
@@ -96,3 +100,55 @@ def test_queries_list_by_session_and_unmask_list_with_rows_shown(busy: Bastion) 
     assert [r["sql"] for r in rows] == ["DELETE FROM invoices WHERE id = $1",
                                         "SELECT * FROM customers"]  # fmt: skip
     assert busy.json("unmask", "list") == []
+
+
+@pytest.fixture
+def world(bst: Bastion) -> Iterator[tuple[Bastion, World]]:
+    """The sessions of tests/reviewing/world.py, its store still open for the test to close
+    s-open (a live recording, flushed, its writer never closed: cut short) its own way."""
+    config = load_config(bst.config)
+    made: World = build(bst.home, box=SecretBox.load(config.paths.secrets_key),
+                        store_path=bst.db, recordings=config.paths.recordings)  # fmt: skip
+    yield bst, made
+
+
+def close_cut_short(made: World, state: str, *, completed: str = "") -> None:
+    """s-open closed with a recording cut short: its own hash chained (state closed or
+    interrupted), or (completed) a hash covering more than the object holds, with a
+    chained recording.completed saying cut short, for the object ("match") or not."""
+    row = made.store.session("s-open")
+    assert row.recording_path is not None
+    digest, size = file_digest(Path(row.recording_path))
+    if completed:
+        info = RecordingInfo(row.recording_path, "ab" * 32, size + 4096)
+        made.store.close_session("s-open", state, "client closed", info)
+        said = {"sha256": digest if completed == "match" else "cd" * 32, "size": size,
+                "cut_short": True, "node": "b", "completed_by": "a"}  # fmt: skip
+        made.store.append_events([Event("recording.completed", "node:a", "", "high", "s-open",
+                                        said)])  # fmt: skip
+    else:
+        made.store.close_session("s-open", state, "node b lost",
+                                 RecordingInfo(row.recording_path, digest, size))  # fmt: skip
+    made.store.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "completed", "code"),
+    [("interrupted", "", Exit.OK), ("closed", "match", Exit.OK),
+     ("closed", "", Exit.TAMPERED), ("closed", "other", Exit.TAMPERED)],
+)  # fmt: skip
+def test_replay_of_a_cut_short_recording_is_tampering_only_when_the_chain_does_not_say_so(
+    world: tuple[Bastion, World], state: str, completed: str, code: int
+) -> None:
+    """A node crash cuts a recording short; the chain says so (the session closed as
+    interrupted, or a recording.completed cut short with the object's hash): replay warns
+    and exits 0. A cut the chain does not explain, or a hash it does not hold: tampered."""
+    bst, made = world
+    close_cut_short(made, state, completed=completed)
+    replayed = bst.run("replay", "s-open", "--speed", "1000")
+    assert replayed.returncode == code, replayed.stderr
+    assert "no final chunk" in replayed.stderr and "tail -f /var/log/syslog" in replayed.stdout
+    mismatch = "does not match the hash the audit chain holds" in replayed.stderr
+    assert mismatch == (completed == "other")
+    if code == Exit.OK:
+        assert "the audit chain records the cut" in replayed.stderr

@@ -506,6 +506,7 @@ def test_node_b_killed_mid_session_completes_its_recording_on_restart(
     replayed = a.cli("replay", crashed.session_id, "--speed", "1000")  # a reads b's recording
     assert "before-the-crash" in replayed.stdout, replayed.stderr  # to the last flush,
     assert "it was cut short" in replayed.stderr  # and says that it ends there
+    assert replayed.returncode == 0, replayed.stderr  # the chain records the cut: no tampering
 
 
 # -- a node stuck holding the chain lock ---------------------------------------------------------
@@ -607,6 +608,7 @@ def replayed_to_the_last_part(node: ServeNode, session_id: str, out: Path) -> No
     assert "before-the-crash" in replayed.stdout
     warnings = [line for line in replayed.stderr.splitlines() if line.startswith("bastion: ")]
     assert len(warnings) == 1 and "it was cut short" in warnings[0], replayed.stderr
+    assert replayed.returncode == 0, replayed.stderr  # the chain records the cut: no tampering
     cli_ok(node, "recordings", "export", session_id, "--out", str(out))
     text = "".join(json.loads(line)[2] for line in out.read_text().splitlines()[1:])
     assert "before-the-crash" in text

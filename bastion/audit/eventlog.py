@@ -10,6 +10,7 @@ as itself, exactly (a kind prefix as a range of the kind's text, never a LIKE pa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,3 +117,10 @@ class EventLogQueries(StoreBase):
         rows = self._rows(f"SELECT id FROM sessions WHERE id IN ({marks})"
                           " AND recording_path IS NOT NULL", wanted)  # fmt: skip
         return {str(row["id"]) for row in rows}
+
+    def session_event_details(self, session_id: str, kind: str) -> list[dict[str, Any]]:
+        """The detail of every chained event of this kind about this session, oldest first."""
+        rows = self._rows("SELECT detail FROM audit_events WHERE session_id = ? AND kind = ?"
+                          " ORDER BY seq", [session_id, kind])  # fmt: skip
+        found = [json.loads(row["detail"]) for row in rows]
+        return [detail for detail in found if isinstance(detail, dict)]

@@ -7,7 +7,13 @@ finishes all of that when it restarts. When it stays down, the node holding the 
 [cluster] lost_after (by then a node merely cut off from the store has ended its sessions
 itself), it completes each upload from the parts already there (the recording then replays
 to its last uploaded part: cut short, without its final chunk), hashes the object, and
-closes the session as interrupted with that hash, chained with `recording.completed`. A
+closes the session as interrupted with that hash, chained with `recording.completed`.
+Anyone with the bucket's credentials can start an upload at that key too, or put an object
+there: a hash is chained only for an object that opens as the session's own recording
+(its header names the session, its key unwraps, every chunk authenticates, at most one
+record's cut tail follows). An upload whose object does not is copied aside under
+`rejected/` and chained as `recording.rejected` (high), and the next is tried; when none
+opens, the session closes with no hash (recording_missing) for a human to look at. A
 node still alive is never touched: the lease is checked (and renewed) before each step, and
 each close re-checks in the store, in one transaction, that the node is still lost. A node
 that comes back after its upload was completed finds the object the chain holds and leaves
@@ -17,6 +23,8 @@ Object-store calls never run on the store's thread: `on_store` carries each stor
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,14 +37,21 @@ from bastion.audit.chain import Event
 from bastion.audit.cluster import Lease
 from bastion.audit.lostnodes import HeldSession, LostClose
 from bastion.audit.sessions import RecordingInfo
+from bastion.identity.sealing import SecretBox
 from bastion.recording.fetch import object_name
-from bastion.recording.objects import ObjectStore, ObjectStoreError
+from bastion.recording.model import RecordingError
+from bastion.recording.objects import LARGER, ObjectStore, ObjectStoreError
+from bastion.recording.reader import file_digest, read_extent
+from bastion.recording.store import CHUNK_BYTES
 
 if TYPE_CHECKING:
     from bastion.audit import Store
 
 log = structlog.get_logger("bastion.recording.completer")
 LEASE = "upload-completer"
+# A cut-short tail is less than one record (a chunk of up to 2 CHUNK_BYTES; base64 in format 1),
+# and less than S3's smallest part: a planted upload cannot add a whole part of junk.
+CUT_TAIL = 3 * CHUNK_BYTES  # < MIN_PART
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -58,8 +73,10 @@ class Round:
 
     held: bool = False  # this node held the lease
     completed: list[str] = field(default_factory=list)  # object keys completed
-    aborted: list[str] = field(default_factory=list)  # object keys whose upload had no part
+    aborted: list[str] = field(default_factory=list)  # keys of uploads aborted (no part, or
+    # another upload of the key opened as the session's recording)
     closed: list[str] = field(default_factory=list)  # session ids closed
+    rejected: list[str] = field(default_factory=list)  # object keys not this session's recording
     stopped: str = ""  # why the round stopped early (the lease was lost)
 
 
@@ -72,13 +89,15 @@ class Completer:
 
     def __init__(
         self, store: Store, on_store: OnStore, objects: ObjectStore | None, node: str,
-        lost_after: timedelta, *, left: Callable[[str], RecordingInfo | None] | None = None,
+        lost_after: timedelta, *, box: SecretBox | None = None,
+        left: Callable[[str], RecordingInfo | None] | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.on_store = on_store
         self.objects = objects
         self.node = node
         self.lost_after = lost_after
+        self.box = box  # opens recordings: an object is hashed only once it opens as its own
         self.left = left  # without an object store: what a disk shared with it holds
         self._lease: Lease | None = None
         self.stopping = False  # set by the server as it stops: the round ends at its next step
@@ -175,40 +194,124 @@ class Completer:
         if self.objects is None:
             info = self.left(path) if self.left is not None else None
             return LostClose(node, self.node, self.lost_after, info, None if info else path)
-        key, parts = self._complete(held, uploads, done)
-        if key is None:
+        found = self._complete(held, uploads, done)
+        if found is None:  # nothing there opens as this session's recording: no hash is chained
+            log.warning("completer.recording_unverified", session=held.id, node=node)
             return LostClose(node, self.node, self.lost_after, missing=path)
-        info = self._object(key, path)
-        if info is None:
-            return LostClose(node, self.node, self.lost_after, missing=path)
+        key, info, parts = found
         if not parts:  # its node completed it (its last act): no recording.completed
             return LostClose(node, self.node, self.lost_after, info)
         detail = self._detail(key, node, info, parts, cut_short=True)
         return LostClose(node, self.node, self.lost_after, info, completed=detail)
 
-    def _complete(self, held: HeldSession, uploads: list[tuple[str, str]],
-                  done: Round) -> tuple[str | None, int]:  # fmt: skip
-        """Complete the session's upload with the most parts (the others are aborted): the
-        object's key and how many parts it took (0: none completed here); (None, 0) when
-        its key is not the spool's shape."""
+    def _complete(self, held: HeldSession, uploads: list[tuple[str, str]], done: Round, *,
+                  existing: bool = True) -> tuple[str, RecordingInfo, int] | None:  # fmt: skip
+        """Complete the session's upload: of those with parts, most parts first, the first
+        whose object opens as this session's recording (one that does not is set aside and
+        chained as rejected, high); then the others are aborted. The object's key, what it
+        holds and how many parts it took (0: its node had completed it; looked at only when
+        `existing`); None when nothing at the key opens as the session's recording."""
         assert self.objects is not None and held.recording_path is not None
         name = object_name(Path(held.recording_path))
         if name is None:
-            return None, 0
+            return None
         key = self.objects.key(name)
         mine = [(upload_id, self._tags(key, upload_id)) for k, upload_id in uploads if k == key]
         mine.sort(key=lambda found: len(found[1]), reverse=True)
-        parts = 0
-        for number, (upload_id, tags) in enumerate(mine):
+        empty = [upload_id for upload_id, tags in mine if not tags]
+        self._abort_all(key, empty, done)  # nothing in them to lose
+        tried, candidates = False, mine[: len(mine) - len(empty)]
+        for number, (upload_id, tags) in enumerate(candidates):
             self._check(f"complete {key}")
-            if number == 0 and tags:
-                if self._completed(key, upload_id, tags):
-                    parts = len(tags)
-                    done.completed.append(key)
+            if not self._completed(key, upload_id, tags):
                 continue
+            tried = True
+            info = self._opens(held, key, upload_id, done)
+            if info is not None:
+                done.completed.append(key)
+                self._abort_all(key, [found for found, _ in candidates[number + 1 :]], done)
+                return key, info, len(tags)
+        if tried or not existing:
+            return None
+        info = self._opens(held, key, None, done)
+        return None if info is None else (key, info, 0)
+
+    def _abort_all(self, key: str, upload_ids: list[str], done: Round) -> None:
+        for upload_id in upload_ids:
+            self._check(f"abort {key}")
             self._abort(key, upload_id)
             done.aborted.append(key)
-        return key, parts
+
+    def _opens(self, held: HeldSession, key: str, upload_id: str | None,
+               done: Round) -> RecordingInfo | None:  # fmt: skip
+        """What the object at key holds (hash and size, read up to the size the store gives
+        for it) when it opens as this session's recording; None when there is no object, or
+        when it does not (then it is set aside and chained as rejected)."""
+        assert self.objects is not None and held.recording_path is not None
+        size = self.objects.head(key)
+        if size is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="bastion-completer-") as tmp:
+            copy = Path(tmp) / Path(held.recording_path).name
+            try:
+                with copy.open("wb") as out:
+                    self.objects.download(key, out, size)
+            except ObjectStoreError as exc:
+                if exc.code != LARGER:
+                    raise
+                problem: str | None = f"it grew past the {size} bytes the store gave while read"
+            else:
+                problem = self._problem(copy, held.id, self.objects.url(key))
+            digest, got = file_digest(copy)
+        if problem is None:
+            return RecordingInfo(held.recording_path, digest, got)
+        self._reject(held, key, upload_id, {"sha256": digest, "size": got, "problem": problem})
+        done.rejected.append(key)
+        return None
+
+    def _problem(self, copy: Path, session_id: str, where: str) -> str | None:
+        """Why the copy is not this session's recording (None: it is): its header names the
+        session and its key unwraps, every chunk authenticates, and at most one record's cut
+        tail follows the last authentic chunk."""
+        if self.box is None:
+            return "no secrets key here to open it with"
+        try:
+            info, extent = read_extent(copy, self.box, session_id)
+        except RecordingError as exc:
+            return str(exc).replace(str(copy), where)
+        tail = copy.stat().st_size - extent
+        if tail > CUT_TAIL:
+            return (f"{tail} bytes follow its last authentic chunk ({info.chunks}): more than a"
+                    " cut-short record")  # fmt: skip
+        return None
+
+    def _reject(self, held: HeldSession, key: str, upload_id: str | None,
+                found: dict[str, Any]) -> None:  # fmt: skip
+        """Alarm (a log line, a chained high event) for an object at key that is not the
+        session's recording; a completed upload's object is first copied aside (the next
+        candidate's completion would replace it), one already there stays where it is."""
+        assert self.objects is not None
+        url = self.objects.url(key)
+        kept, failed = url, None
+        if upload_id is not None:
+            tag = hashlib.sha256(upload_id.encode()).hexdigest()[:16]
+            name = object_name(Path(str(held.recording_path)))
+            aside = self.objects.key(f"rejected/{name}.{tag}")
+            try:
+                self.objects.copy(key, aside)
+                kept = self.objects.url(aside)
+            except ObjectStoreError as exc:  # chained as failed, then the round stops here
+                failed = exc
+                found = {**found, "set_aside": f"failed: {exc}"}
+        detail = {"object": url, "upload": upload_id, "kept": kept, "node": held.node, **found,
+                  "reason": "not this session's recording: its hash is not chained"}  # fmt: skip
+        log.warning("completer.recording_rejected", session=held.id, object=url, kept=kept,
+                    problem=found["problem"])  # fmt: skip
+        self._check(f"chain the rejection of {key}")
+        event = Event("recording.rejected", f"node:{self.node}", "", "high", held.id, detail)
+        self.on_store(self.store.append_events, [event])
+        if failed is not None:
+            raise failed
 
     def _tags(self, key: str, upload_id: str) -> list[str]:
         assert self.objects is not None
@@ -238,14 +341,6 @@ class Completer:
             if exc.code not in ("NoSuchUpload", "404"):
                 raise
 
-    def _object(self, key: str, path: str) -> RecordingInfo | None:
-        """The hash and size of the object at key (None: there is none)."""
-        assert self.objects is not None
-        if self.objects.head(key) is None:
-            return None
-        digest, size = self.objects.sha256(key)
-        return RecordingInfo(path, digest, size)
-
     def _detail(self, key: str, node: str, info: RecordingInfo, parts: int, *,
                 cut_short: bool) -> dict[str, Any]:  # fmt: skip
         assert self.objects is not None
@@ -269,10 +364,10 @@ class Completer:
                 continue
             if self.on_store(self.store.stopped_cleanly, held.node):
                 continue
-            key, parts = self._complete(held, found, done)
-            info = self._object(key, held.recording_path) if key is not None and parts else None
-            if key is None or info is None:
+            completed = self._complete(held, found, done, existing=False)
+            if completed is None:
                 continue
+            key, info, parts = completed
             whole = (info.sha256, info.size) == (held.recording_sha256, held.recording_size)
             detail = self._detail(key, held.node, info, parts, cut_short=not whole)
             detail["session_size"] = held.recording_size

@@ -21,7 +21,7 @@ from bastion.text import printable_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
 PART_SIZE = 8 << 20  # bytes per uploaded part; S3 wants >= 5 MiB for every part but the last
 MIN_PART = 5 << 20
@@ -160,6 +160,12 @@ class ObjectStore:
         self._call(
             "write", key, lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
         )
+
+    def copy(self, key: str, to: str) -> None:
+        """A copy of the object at key, made by the store itself, at `to`."""
+        source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": key}
+        self._call("copy", key, lambda: self._client.copy_object(
+            Bucket=self.bucket, Key=to, CopySource=source))  # fmt: skip
 
     def keys(self, under: str = "") -> list[str]:
         """Every key below the prefix (and `under`), sorted."""

@@ -107,7 +107,7 @@ def export_asciicast(
         emit("".join(frames.asciicast_line(event) for event in events))
 
     version_of = [0]
-    version, info = _decrypt(path, box, session_id, write, version_of)
+    version, info = _decrypt(path, box, session_id, write, version_out=version_of)
     if info.chunks == 0 or (version == 2 and not wrote_header):
         raise RecordingError(f"recording {path} holds no asciicast header")
     if version == 2:
@@ -121,23 +121,49 @@ def read_info(path: Path, box: SecretBox, session_id: str | None = None) -> Reco
     return _decrypt(path, box, session_id, lambda _: None)[1]
 
 
+def read_extent(path: Path, box: SecretBox, session_id: str) -> tuple[RecordingInfo, int]:
+    """read_info, and how many bytes from the file's start its header line and its authentic
+    chunks take (what follows them is a cut-short tail, or someone else's bytes)."""
+    ends: list[int] = []
+    info = _decrypt(path, box, session_id, lambda _: None, ends=ends)[1]
+    return info, ends[info.chunks]
+
+
 def _decrypt(
     path: Path,
     box: SecretBox,
     session_id: str | None,
     sink: Callable[[bytes], None],
+    *,
     version_out: list[int] | None = None,
+    ends: list[int] | None = None,
 ) -> tuple[int, RecordingInfo]:
-    """The format version and what was found; each authentic plaintext goes to sink in order."""
+    """The format version and what was found; each authentic plaintext goes to sink in order.
+    ends, when given, gets the offset where the header ends, then where each unit read ends."""
     try:
         with path.open("rb") as handle:
             version, aead, session = _open_header(handle, path, box, session_id)
             if version_out is not None:
                 version_out[0] = version
             read = _read_chunks if version == 1 else _read_records
-            return version, read(handle, path, aead, session, sink)
+            noted = _noting(handle, ends)
+            return version, read(handle, path, aead, session, sink, noted=noted)
     except OSError as exc:
         raise RecordingError(f"cannot read the recording {path}: {exc.strerror}") from None
+
+
+def _noting(handle: BinaryIO, ends: list[int] | None) -> Callable[[bytes | None], bytes | None]:
+    """What each unit read passes through: its end offset noted in ends (the header's first)."""
+    if ends is None:
+        return lambda unit: unit
+    ends.append(handle.tell())
+
+    def note(unit: bytes | None) -> bytes | None:
+        if unit is not None:
+            ends.append(handle.tell())
+        return unit
+
+    return note
 
 
 def _open_header(
@@ -163,13 +189,14 @@ def _open_header(
 
 
 def _read_chunks(
-    handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None]
-) -> RecordingInfo:
+    handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None],
+    *, noted: Callable[[bytes | None], bytes | None],
+) -> RecordingInfo:  # fmt: skip
     """Format 1: one base64 line a chunk; a line cut short reads as truncated."""
 
     def next_line() -> bytes | None:
         line = handle.readline()
-        return None if not line else line if line.endswith(b"\n") else b""
+        return noted(None if not line else line if line.endswith(b"\n") else b"")
 
     def open_line(line: bytes, index: int) -> tuple[bytes, bool] | None:
         return container.open_chunk(aead, session, index, line)
@@ -178,14 +205,15 @@ def _read_chunks(
 
 
 def _read_records(
-    handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None]
-) -> RecordingInfo:
+    handle: BinaryIO, path: Path, aead: AESGCM, session: str, sink: Callable[[bytes], None],
+    *, noted: Callable[[bytes | None], bytes | None],
+) -> RecordingInfo:  # fmt: skip
     """Format 2: length-prefixed records; a cut or forged last record reads as truncated."""
 
     def open_body(body: bytes, index: int) -> tuple[bytes, bool] | None:
         return container.open_record(aead, session, index, body)
 
-    return _authenticate(lambda: _next_record(handle), open_body, path, session, sink)
+    return _authenticate(lambda: noted(_next_record(handle)), open_body, path, session, sink)
 
 
 def _authenticate(

@@ -43,6 +43,7 @@ class OpenedRecording:
     path: Path
     warnings: tuple[str, ...]
     box: SecretBox
+    tampered: bool = False  # a warning the chain does not explain (a crash's cut it does)
 
     def write_asciicast(self, out: TextIO) -> RecordingInfo:
         """Plain asciicast v2, chunk by chunk as each is authenticated. RecordingError (after
@@ -86,33 +87,52 @@ def open_recording(
     if locate is not None:
         path = locate(path, session.recording_size)
     info = read_info(path, box, session.id)
-    warnings = recording_warnings(store, session, path, info)
+    warnings, tampered = recording_check(store, session, path, info)
     said: dict[str, Any] = {"target": session.target, **(detail or {})}
     if warnings:
         said["warnings"] = len(warnings)
     event = Event(kind, viewer.actor, session.user or "", "notice", session.id, said)
     chain_before_showing(store, event, "the recording")
-    return OpenedRecording(session, path, tuple(warnings), box)
+    return OpenedRecording(session, path, tuple(warnings), box, tampered)
 
 
 def recording_warnings(
     store: Store, session: SessionRecord, path: Path, info: RecordingInfo
 ) -> list[str]:
     """What makes this recording less than the whole closed session the chain vouches for."""
+    return recording_check(store, session, path, info)[0]
+
+
+def recording_check(
+    store: Store, session: SessionRecord, path: Path, info: RecordingInfo
+) -> tuple[list[str], bool]:
+    """The warnings, and whether any is tampering: a cut short the chain does not record
+    (the session closed as interrupted, or a cut-short `recording.completed` holding the
+    file's hash), no chained hash, or one the file does not match."""
     if session.ended_at is None:
-        return ["the session is still open: this is the recording so far"]
-    out = []
+        return ["the session is still open: this is the recording so far"], False
+    digest = file_digest(path)
+    chained = store.chained_recordings(2**62, session.id)
+    closed = chained[-1][1] if chained else {}
+    held = digest == (closed.get("recording_sha256"), closed.get("recording_size"))
+    completed = any(
+        detail.get("cut_short") is True and digest == (detail.get("sha256"), detail.get("size"))
+        for detail in store.session_event_details(session.id, "recording.completed")
+    )
+    out, tampered = [], False
     if not info.complete:
+        explained = completed or (held and closed.get("state") == "interrupted")
         out.append(
             "the recording has no final chunk: it was cut short (or its writer never closed"
             " it); what follows is not the whole session"
+            + ("; the audit chain records the cut (its node was lost)" if explained else "")
         )
-    chained = store.chained_recordings(2**62, session.id)
+        tampered = not explained
     if not chained:
         out.append("the audit chain holds no hash for this recording")
-    elif file_digest(path) != (
-        chained[-1][1].get("recording_sha256"),
-        chained[-1][1].get("recording_size"),
-    ):
+    elif not held and completed:
+        out.append("the recording is the copy completed from the parts its node had uploaded"
+                   " (recording.completed): the session's chained hash covers more")  # fmt: skip
+    elif not held:
         out.append("the recording does not match the hash the audit chain holds for it")
-    return out
+    return out, tampered or not chained or not (held or completed)

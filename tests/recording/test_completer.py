@@ -128,7 +128,7 @@ def test_a_lost_nodes_recording_is_completed_cut_short_and_its_session_closed(
     objects, _, path = b_killed
     key = objects.key("/".join(path.parts[-4:]))
     clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
-    done = completer(store, objects).round()
+    done = completer(store, objects, box=box).round()
     assert done.held and done.completed == [key] and done.closed == [SESSION]
     assert objects.uploads_in_progress(key) == []
     row = store.session(SESSION)
@@ -158,7 +158,7 @@ def test_a_lost_nodes_recording_is_completed_cut_short_and_its_session_closed(
     week = Week(START.strftime("%G-W%V"), START.date(), "UTC", START - timedelta(days=1),
                 START + timedelta(days=6))  # fmt: skip
     assert session_log_problem(store, week) is None  # the row matches its chained close
-    again = completer(store, objects).round()  # nothing is left to do: nothing is done twice
+    again = completer(store, objects, box=box).round()  # nothing left to do: nothing done twice
     assert again.completed == [] and again.closed == []
     assert len([e for e in store.events() if e.kind == "recording.completed"]) == 1
 
@@ -266,9 +266,9 @@ def test_the_node_itself_is_never_its_own_lost_node(store: Store, clock: FakeClo
     assert completer(store, None, "b").round().closed == []  # b's start-up closes its own
 
 
-def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(
+def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(  # noqa: PLR0917
     store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path], moto: MotoS3,
-    tmp_path: Path,
+    tmp_path: Path, box: SecretBox,
 ) -> None:  # fmt: skip
     """b comes back after its recording was completed and its session closed: its uploader
     finds its crash's spool copy, but the object at the key is the one the chain holds:
@@ -276,7 +276,7 @@ def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(
     objects, spool, path = b_killed
     key = objects.key("/".join(path.parts[-4:]))
     clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
-    assert completer(store, objects).round().completed == [key]
+    assert completer(store, objects, box=box).round().completed == [key]
     held = store.session(SESSION).recording_sha256
     alarms: list[tuple[str, dict[str, object]]] = []
 
@@ -311,7 +311,7 @@ def test_a_node_returning_after_the_completer_keeps_the_object_the_chain_holds(
 
 
 def test_an_upload_left_for_a_closed_session_of_a_lost_node_is_completed_and_said_short(
-    store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path]
+    store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path], box: SecretBox
 ) -> None:
     """b closed the session (with the whole spool file's hash), then died before its upload
     completed: the parts are completed so the bucket keeps what it can, and a high
@@ -322,7 +322,7 @@ def test_an_upload_left_for_a_closed_session_of_a_lost_node_is_completed_and_sai
         SESSION, "closed", "client left", RecordingInfo(str(path), *file_digest(path))
     )
     clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
-    done = completer(store, objects).round()
+    done = completer(store, objects, box=box).round()
     assert done.completed == [key] and done.closed == []
     event = [e for e in store.events() if e.kind == "recording.completed"][-1]
     detail = json.loads(event.detail)
@@ -357,7 +357,7 @@ def test_a_partitioned_node_still_uploading_never_replaces_what_the_completer_fi
             lambda: [n for k, u in objects.uploads_in_progress(key) if (n := objects.parts(k, u))]
         )
         clock.advance(GRACE + LOST_AFTER + timedelta(seconds=1))
-        assert completer(store, objects).round().closed == [SESSION]
+        assert completer(store, objects, box=box).round().closed == [SESSION]
         held = store.session(SESSION).recording_sha256
         while path.stat().st_size < 2 * PART_SIZE + (1 << 20):  # b's session went on
             writer.output(os.urandom(256 << 10).hex().encode(), 2.0)

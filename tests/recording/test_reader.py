@@ -24,6 +24,7 @@ from bastion.recording import (
     export_asciicast,
     read_recording,
 )
+from bastion.recording.reader import read_extent
 from tests.recording.helpers import (
     SESSION,
     body_of,
@@ -237,3 +238,27 @@ def test_a_format_1_recording_still_reads_and_exports(tmp_path: Path, box: Secre
     out = io.StringIO()
     export_asciicast(path, box, out)
     assert out.getvalue() == (header + events).decode()
+
+
+def test_read_extent_is_where_the_authentic_chunks_end(tmp_path: Path, box: SecretBox) -> None:
+    """The whole file for a closed recording; before a cut tail, or before bytes someone
+    added, for one cut short (what the upload completer measures a tail by)."""
+    writer = make_writer(tmp_path, box, session_id="s-extent")
+    for n in range(3):
+        writer.output(os.urandom(2048).hex().encode(), float(n))
+        writer.flush()
+    path = writer.path
+    flushed = path.read_bytes()
+    info, extent = read_extent(path, box, "s-extent")
+    chunks = info.chunks
+    assert extent == len(flushed) and chunks >= 3 and not info.complete
+    path.write_bytes(flushed[:-5])  # the last record cut
+    info, extent = read_extent(path, box, "s-extent")
+    assert info.truncated and info.chunks == chunks - 1 and extent < len(flushed) - 5
+    path.write_bytes(flushed + b"\xff" * 4 + os.urandom(4096))  # "a damaged length", then junk
+    info, extent = read_extent(path, box, "s-extent")
+    assert info.truncated and info.chunks == chunks and extent == len(flushed)
+    path.write_bytes(flushed)
+    writer.close()
+    info, extent = read_extent(path, box, "s-extent")
+    assert info.complete and extent == path.stat().st_size
