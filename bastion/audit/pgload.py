@@ -6,7 +6,8 @@ and a SEQUENCE SET's setval are the archive's text, so each must have the one sh
 writes, name the store's schema and one of the store's tables or sequences, and is then
 replaced by our own COPY of the store's table (the rows go as COPY data, never as SQL) and
 our own setval. The schema is made by the migrations the archive's schema_migrations rows
-name (refused if it names one this bastion does not know, or skips one); the caller opens
+name (refused if it names one this bastion does not know, skips one, or stops before the
+chain's key: the key would bind rows anyone could write); the caller opens
 the store after, which applies the later ones. Nothing the archive defines (functions,
 triggers, views, constraints, grants) is ever run.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bastion.audit import pgbackup
-from bastion.audit.base import migrations
+from bastion.audit.base import KEYED_SCHEMA, migrations
 from bastion.audit.copying import COLUMNS_SQL, PARENTS_SQL
 from bastion.audit.dialect import MIGRATION_LOCK
 from bastion.audit.location import PgLocation
@@ -213,6 +214,11 @@ def _applied(data: Data, archive: Path) -> list[int]:
         raise UsageError(f"{archive}'s schema_migrations rows skip a migration (it names"
                          f" {len(numbers)} of them, up to {max(numbers, default=0)}): not a"
                          " store this bastion made; nothing was restored")  # fmt: skip
+    if numbers[-1] < KEYED_SCHEMA:  # no store on PostgreSQL predates the key (red18d)
+        raise UsageError(f"{archive} is of a store from before the audit chain was keyed"
+                         f" (migration {KEYED_SCHEMA:04d}): its events are plain SHA-256 that"
+                         " anyone can write, and the key would bind them; no store on"
+                         " PostgreSQL is that old: nothing was restored")  # fmt: skip
     return numbers
 
 
