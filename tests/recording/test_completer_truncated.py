@@ -23,6 +23,8 @@ from bastion.identity.sealing import SecretBox
 from bastion.recording.objects import PART_SIZE, ObjectStore
 from bastion.recording.reader import read_extent, read_info
 from bastion.reviewing.recordings import recording_check
+from bastion.server import _recording_left
+from tests.recording.helpers import make_writer
 from tests.recording.test_completer import (
     GRACE,
     LOST_AFTER,
@@ -30,6 +32,7 @@ from tests.recording.test_completer import (
     b_killed,
     clock,
     completer,
+    open_on_b,
     store,
 )
 from tests.recording.test_objects import moto
@@ -75,4 +78,31 @@ def test_a_recording_cut_shorter_than_its_node_uploaded_is_never_a_crash_the_cha
     if row.recording_sha256 is None:
         return  # closed with its recording missing, for a human: fail closed
     _, tampered = recording_check(store, row, copy, read_info(copy, box, SESSION))
+    assert tampered, "replay exits 0: the cut reads as a crash's, not as removed content"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red18d 1 (local recordings): a node's restart chains the hash of whatever its"
+    " crash left on disk, cut shorter by anyone with the disk meanwhile, as the crash's cut",
+)
+def test_a_local_recording_cut_while_its_node_was_down_is_never_a_crash_the_chain_explains(
+    store: Store, box: SecretBox, tmp_path: Path
+) -> None:
+    """b crashed mid-session with its recording flushed to disk; before b restarts, someone
+    with the disk cuts the file after a whole chunk. The restart closes the session as
+    interrupted with the cut file's hash: replay then exits 0."""
+    writer = make_writer(tmp_path / "b-spool", box, session_id=SESSION)
+    for second in range(1, 9):
+        writer.output(f"secret line {second}\n".encode() * 64, float(second))
+        writer.flush()
+    path = writer.path
+    open_on_b(store, path)
+    half = tmp_path / "half.cast"
+    half.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _, extent = read_extent(half, box, SESSION)
+    path.write_bytes(path.read_bytes()[:extent])  # b is down; its disk is not only b's
+    assert store.close_interrupted("serve:1", _recording_left, node="b") == [SESSION]
+    row = store.session(SESSION)
+    _, tampered = recording_check(store, row, path, read_info(path, box, SESSION))
     assert tampered, "replay exits 0: the cut reads as a crash's, not as removed content"
