@@ -10,6 +10,7 @@ name (refused if it names one this bastion does not know, skips one, or stops be
 chain's key: the key would bind rows anyone could write); the caller opens
 the store after, which applies the later ones. Nothing the archive defines (functions,
 triggers, views, constraints, grants) is ever run.
+Leases the archive holds still running end at the restore (the live cluster's, not history).
 
 Triggers stay enabled while rows are copied: the store's only insert trigger sends a
 decision notice (no node listens during a restore), and its append-only triggers refuse
@@ -33,6 +34,7 @@ from bastion.audit.dialect import MIGRATION_LOCK
 from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import MIGRATIONS_TABLE, PgConn
 from bastion.audit.sqlconn import DbError
+from bastion.audit.storetime import NOW_SQL
 from bastion.errors import StoreError, UsageError
 from bastion.text import printable_line
 
@@ -45,6 +47,7 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # What pg_restore prints around the data that is never sent anywhere (a comment, a setting,
 # psql's \restrict key): read past. Anything else outside a COPY's rows refuses the archive.
 _PASSED = (b"--", b"SET ", b"SELECT pg_catalog.set_config(", b"\\restrict ", b"\\unrestrict ")
+LEASES_MIGRATION = 21  # 0021_cluster_nodes.sql makes the leases table
 _UTF8 = b"SET client_encoding = 'UTF8';\n"
 _MIGRATION_ROW = re.compile(r"(\d{1,9})\t(\d{4}_[a-z0-9_]+\.sql)\t([0-9A-Za-z:.+-]{1,40})")
 
@@ -76,6 +79,7 @@ def load(where: PgLocation, archive: Path, node: str) -> int:
             _make_tables(conn, done)
             _copy_rows(conn, data, where.schema, archive)
             _continue_identities(conn, data, archive)
+            _expire_leases(conn, done)
             conn.commit()
         except DbError as exc:
             raise StoreError(f"the restore into {where} stopped and kept nothing: {exc}") from exc
@@ -265,6 +269,14 @@ def _copy_rows(conn: PgConn, data: Data, schema: str, archive: Path) -> None:
         except DbError as exc:
             raise UsageError(f"{archive}'s rows of {table} do not fit the store's table"
                              f" ({exc}): nothing was restored") from exc  # fmt: skip
+
+
+def _expire_leases(conn: PgConn, numbers: list[int]) -> None:
+    """Every lease the archive holds still running ends now (the database's clock): a lease
+    is the live cluster's, not history, and no key covers its row (one held far ahead for
+    a made-up node would keep the completer's from every node)."""
+    if LEASES_MIGRATION in numbers:
+        conn.execute(f"UPDATE leases SET expires_at = {NOW_SQL} WHERE expires_at > {NOW_SQL}")
 
 
 def _continue_identities(conn: PgConn, data: Data, archive: Path) -> None:

@@ -8,6 +8,7 @@ an archive is refused whole."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from bastion.audit.location import PgLocation
 from bastion.audit.pgconn import MIGRATIONS_TABLE
 from bastion.clock import FakeClock, parse_iso
 from bastion.errors import UsageError
+from bastion.recording.completer import LEASE
 from tests.storeat import StoreTemplate
 
 KEY = ChainKey(bytes(range(32)))
@@ -47,6 +49,11 @@ def forged_archive(where: PgLocation, template: StoreTemplate, dest: Path) -> No
     finally:
         conn.close()
     pgbackup.dump(where, dest)
+    empty_again(where, template)
+
+
+def empty_again(where: PgLocation, template: StoreTemplate) -> None:
+    """The store's schema empty, as a restore makes it before loading an archive."""
     database = urlsplit(where.url).path.lstrip("/")
     template.cluster.sql(f'DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION'
                          f' "{template.role}"', database)  # fmt: skip
@@ -62,3 +69,24 @@ def test_an_archive_from_before_the_chains_key_is_refused(
     clock = FakeClock(parse_iso(AT))
     with pytest.raises(Exception, match="no tables"):  # nothing was kept
         Store.open(pg_store_at, clock, KEY).close()
+
+
+def test_a_lease_the_archive_holds_far_ahead_is_expired_by_the_restore(
+    pg_store_at: PgLocation, store_template: StoreTemplate, tmp_path: Path
+) -> None:
+    """A lease is no history, and no key covers its row: an archive written by someone with
+    the backups' bucket held the completer's lease for a made-up node until far ahead, and
+    after the restore no node could take it (a lost node's uploads never completed, its
+    sessions never closed). Every lease still running is expired at the restore."""
+    store = Store.create(pg_store_at, FakeClock(parse_iso(AT)))
+    store.take_lease(LEASE, "ghost", timedelta(days=36500), quiet=True)
+    store.close()
+    archive = tmp_path / "planted.dump"
+    pgbackup.dump(pg_store_at, archive)
+    empty_again(pg_store_at, store_template)
+    pgload.load(pg_store_at, archive, node="restore")
+    store = Store.open(pg_store_at, FakeClock(parse_iso(AT)))
+    try:
+        assert store.take_lease(LEASE, "a", timedelta(minutes=10), quiet=True) is not None
+    finally:
+        store.close()
