@@ -119,6 +119,12 @@ class Core:
         found = self._executor.submit(self.store.session, path.stem).result(timeout=60)
         return found.recording_sha256 if found.recording_path == str(path) else None
 
+    def note_progress(self, session_id: str, size: int, sha256: str) -> bool:
+        """For the uploader's and the recordings' threads: how far this node got with a
+        session's recording (Store.note_recording_progress), written on the store's thread."""
+        note = self.store.note_recording_progress
+        return self._executor.submit(note, session_id, self.node, size, sha256).result(60)
+
     async def check_password(self, name: str, password: str, via: str) -> bool:
         """Identity.check_password with argon2 in its own threads: the store's thread only
         reads the hash and counts a failure. Unknown, locked and key-only users cost one

@@ -247,7 +247,7 @@ class Server:
             raise ServeError(exc.message) from None
         await _check_store(store)
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
-                            recorded=self.core.recorded_hash,
+                            recorded=self.core.recorded_hash, progress=self.core.note_progress,
                             alarm=self._alarm_from(asyncio.get_running_loop()))  # fmt: skip
         held, self._spool_lock = self._spool_lock, None
         uploader.start(held)  # the uploader holds the spool's lock from now on

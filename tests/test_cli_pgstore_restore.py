@@ -240,6 +240,8 @@ UNDO_LAST_MIGRATION = {
     " DROP FUNCTION audit_events_decided(); DROP FUNCTION bastion_decision_kinds();"
     " DELETE FROM schema_migrations WHERE number = 23",
     24: "DROP TABLE chain_lock; DELETE FROM schema_migrations WHERE number = 24",
+    25: "ALTER TABLE sessions DROP COLUMN recording_progress_bytes,"
+    " DROP COLUMN recording_progress_sha256; DELETE FROM schema_migrations WHERE number = 25",
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bastion.audit.base import StoreBase, where
@@ -183,6 +185,8 @@ class SessionQueries(StoreBase):
         for found in stale:
             path = found.recording_path
             info = left(path) if left is not None and path else None
+            if info is not None and short_of(Path(info.path), self.recording_progress(found.id)):
+                info = None  # cut or changed since its node wrote it: never chained, for a human
             missing = path if path and info is None else None
             try:
                 self.close_session(found.id, "interrupted", f"the bastion stopped ({actor})",
@@ -191,6 +195,31 @@ class SessionQueries(StoreBase):
                 continue
             closed.append(found.id)
         return closed
+
+    def note_recording_progress(self, session_id: str, node: str, size: int, sha256: str) -> bool:
+        """How far `node` got with the session's recording: `size` bytes made durable (sent to
+        the object store, or fsynced) and their SHA-256. One conditional UPDATE, not under the
+        chain lock: only the session's own node, only while it is open, only growing. False
+        when nothing changed."""
+        with self._write(chained=False) as conn:
+            changed = conn.execute(
+                "UPDATE sessions SET recording_progress_bytes = ?, recording_progress_sha256 = ?"
+                " WHERE id = ? AND node = ? AND ended_at IS NULL AND (recording_progress_bytes"
+                " IS NULL OR recording_progress_bytes < ?)",
+                (size, sha256, session_id, node, size),
+            ).rowcount
+        return bool(changed == 1)
+
+    def recording_progress(self, session_id: str) -> tuple[int, str] | None:
+        """The bytes of the session's recording its node made durable and their SHA-256."""
+        rows = self._rows(
+            "SELECT recording_progress_bytes AS size, recording_progress_sha256 AS sha256"
+            " FROM sessions WHERE id = ?",
+            [session_id],
+        )
+        if not rows or rows[0]["size"] is None:
+            return None
+        return int(rows[0]["size"]), str(rows[0]["sha256"])
 
     def request_kill(self, session_id: str, actor: str, reason: str) -> SessionRecord:
         """Ask whichever process serves the session to end it (it polls for this)."""
@@ -289,6 +318,28 @@ class SessionQueries(StoreBase):
             )
             for r in rows
         ]
+
+
+def short_of(path: Path, progress: tuple[int, str] | None) -> str | None:
+    """Why the file at path is not all its node wrote of the recording (None: it holds the
+    recorded progress as its prefix, or no progress was recorded): shorter, or that prefix
+    hashes otherwise (cut or changed since)."""
+    if progress is None:
+        return None
+    size, expected = progress
+    digest, got = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as found:
+            while got < size and (block := found.read(min(1 << 20, size - got))):
+                digest.update(block)
+                got += len(block)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    if got < size:
+        return f"it holds {got} bytes, its node had made {size} durable: cut"
+    if digest.hexdigest() != expected:
+        return f"its first {size} bytes are not those its node made durable: changed"
+    return None
 
 
 def _insert_activity(

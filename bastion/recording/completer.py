@@ -36,7 +36,7 @@ import structlog
 from bastion.audit.chain import Event
 from bastion.audit.cluster import Lease
 from bastion.audit.lostnodes import HeldSession, LostClose
-from bastion.audit.sessions import RecordingInfo
+from bastion.audit.sessions import RecordingInfo, short_of
 from bastion.identity.sealing import SecretBox
 from bastion.recording.fetch import object_name
 from bastion.recording.model import RecordingError
@@ -193,6 +193,10 @@ class Completer:
             return close
         if self.objects is None:
             info = self.left(path) if self.left is not None else None
+            if info is not None and short_of(
+                Path(info.path), self.on_store(self.store.recording_progress, held.id)
+            ):
+                info = None  # cut or changed since its node wrote it: for a human
             return LostClose(node, self.node, self.lost_after, info, None if info else path)
         found = self._complete(held, uploads, done)
         if found is None:  # nothing there opens as this session's recording: no hash is chained
@@ -261,7 +265,9 @@ class Completer:
                     raise
                 problem: str | None = f"it grew past the {size} bytes the store gave while read"
             else:
-                problem = self._problem(copy, held.id, self.objects.url(key))
+                problem = self._problem(copy, held.id, self.objects.url(key)) or short_of(
+                    copy, self.on_store(self.store.recording_progress, held.id)
+                )
             digest, got = file_digest(copy)
         if problem is None:
             return RecordingInfo(held.recording_path, digest, got)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -112,11 +113,13 @@ class Upload:
     again: bool = False  # started over: never take an object already there for this one
     leftover: bool = False  # queued at start-up: a crash may have left uploads of its key
     suspect: bool = False  # left by a crash or started over: the completer may have finished it
+    digest: Any = field(default_factory=hashlib.sha256)  # of the `sent` bytes
+    noted: int = 0  # bytes whose progress the store holds (written by this process)
 
     def restart(self) -> None:
         """Start again from the first byte (the upload was lost or came out wrong)."""
         self.upload_id, self.etags, self.sent, self.again = None, [], 0, True
-        self.suspect = True
+        self.digest, self.suspect = hashlib.sha256(), True
 
 
 def next_part(sent: int, available: int, finished: bool) -> int:
@@ -145,8 +148,10 @@ class Uploader:
         monotonic: Callable[[], float] = time.monotonic, poll: float = POLL,
         recorded: Callable[[Path], str | None] | None = None,
         alarm: Callable[[str, dict[str, object]], None] | None = None,
+        progress: Callable[[str, int, str], object] | None = None,
     ) -> None:  # fmt: skip
         self.store = store
+        self._progress = progress  # the server's: (session id, bytes sent, their SHA-256)
         self.spool = spool
         self.keep = keep
         self._recorded = recorded
@@ -323,10 +328,26 @@ class Uploader:
             tag = self.store.upload_part(upload.key, upload.upload_id, len(upload.etags) + 1, data)
             upload.etags.append(tag)
             upload.sent += length
+            upload.digest.update(data)
+            self._note(upload)
+        self._note(upload)  # one that failed before: tried again
         if not finished or upload.upload_id is None:
             return ""
         self.store.complete(upload.key, upload.upload_id, upload.etags)
         return "sent"
+
+    def _note(self, upload: Upload) -> None:
+        """Tell the store how far this upload got (parts acknowledged), for whoever completes
+        it; a failed write loses nothing (the spool keeps all): logged, tried next step."""
+        if self._progress is None or upload.noted >= upload.sent:
+            return
+        try:
+            self._progress(upload.path.stem, upload.sent, upload.digest.hexdigest())
+        except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("recording.progress_failed", path=str(upload.path), error=said)
+            return
+        upload.noted = upload.sent
 
     def _before_send(self, upload: Upload, fd: int) -> bool:
         """What a crash or a failure left is settled before a byte is sent: a crash's uploads

@@ -4,6 +4,7 @@ never while the node may be alive. Real moto_server, the store on SQLite and Pos
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -94,10 +95,13 @@ def record_past_a_part(spool: Path, box: SecretBox, session_id: str = SESSION) -
     return writer.path
 
 
-def upload_a_part_then_die(objects: ObjectStore, spool: Path, path: Path) -> None:
+def upload_a_part_then_die(
+    objects: ObjectStore, spool: Path, path: Path,
+    progress: Callable[[str, int, str], object] | None = None,
+) -> None:  # fmt: skip
     """b's uploader sends the first part of the live recording, then b is gone (its upload
     stays in progress)."""
-    uploader = Uploader(objects, spool, poll=0.05)
+    uploader = Uploader(objects, spool, poll=0.05, progress=progress)
     uploader.start()
     try:
         uploader.track(path)
@@ -117,7 +121,10 @@ def b_killed(
     spool = tmp_path / "b-spool"
     path = record_past_a_part(spool, box)
     open_on_b(store, path)
-    upload_a_part_then_die(objects, spool, path)
+    upload_a_part_then_die(objects, spool, path, lambda *of: store.note_recording_progress(
+        of[0], "b", of[1], of[2]))  # b's uploader tells the store how far it got  # fmt: skip
+    assert store.recording_progress(SESSION) == (PART_SIZE, hashlib.sha256(
+        path.read_bytes()[:PART_SIZE]).hexdigest())  # fmt: skip
     return objects, spool, path
 
 

@@ -40,11 +40,6 @@ from tests.recording.test_objects import moto
 __all__ = ["b_killed", "clock", "moto", "store"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red18d 1: the completer chains a prefix of b's own upload cut by a bucket"
-    " credential holder as a crash's cut (the store never learns how far b's uploader got)",
-)
 @pytest.mark.parametrize("how", ["put", "upload"])
 def test_a_recording_cut_shorter_than_its_node_uploaded_is_never_a_crash_the_chain_explains(
     store: Store, clock: FakeClock, b_killed: tuple[ObjectStore, Path, Path], box: SecretBox,
