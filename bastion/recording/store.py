@@ -235,6 +235,7 @@ class RecordingWriter:
         self._written = 0
         self._last_flush = monotonic()
         self._unsynced = False  # chunks written but not yet fsynced
+        self.durable = (0, hashlib.sha256().hexdigest())  # bytes flush() fsynced, their SHA-256
         self._failed: str | None = None
         self._summary: RecordingSummary | None = None
 
@@ -301,10 +302,12 @@ class RecordingWriter:
                 self._check_usable()
                 self._write_sealed()
                 unsynced, self._unsynced = self._unsynced, False
+                upto = (self._written, self._digest.copy())
             with self._queue_lock:
                 self._spare.clear()  # an idle session keeps no big buffer; bulk makes a new one
             if unsynced:
                 self._sync()
+                self.durable = (upto[0], upto[1].hexdigest())
 
     def close(self) -> RecordingSummary:
         """Write the final chunk, fsync and close; return the file's SHA-256, size, streams."""

@@ -25,6 +25,8 @@ log = structlog.get_logger("bastion.ssh")
 
 RECORDED_KINDS = ("shell", "exec")
 T = TypeVar("T")
+PROGRESS_BYTES = 4 << 20  # a local recording's progress goes to the store every 4 MiB flushed,
+PROGRESS_EVERY = 30.0  # or every 30 s with anything new flushed
 # Recordings are flushed (an fsync) and sealed in threads of their own: not the store's, and
 # not asyncio's default pool, which anything else may fill (a download, a slow sink).
 _RECORDING_IO = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), "bastion-recording-io")
@@ -74,6 +76,7 @@ class SessionTap:
         self.commands: list[CommandLine] = []
         self.file_ops: list[FileOp] = []
         self.started = time.monotonic()
+        self._noted = (0, time.monotonic())  # recording progress the store holds: bytes, when
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -175,8 +178,28 @@ class SessionTap:
     async def tick(self) -> None:
         """Flush what is due; raises RecordingError if the recording cannot be written."""
         if self.writer is not None and self.writer.due(time.monotonic()):
-            await _in_recording_thread(self.writer.flush)  # an fsync: not the store's thread
+            await _in_recording_thread(self._flush)  # an fsync: not the store's thread
         await self._store_batches()
+
+    def _flush(self) -> None:
+        """In a recording thread: flush, then (local recordings: an uploader tells the store
+        its own progress) every PROGRESS_BYTES or PROGRESS_EVERY tell the store how far the
+        recording is durable, so nobody can cut it while this node is down unseen. A failed
+        write loses nothing: logged, tried again at the next flush."""
+        assert self.writer is not None
+        self.writer.flush()
+        size, sha256 = self.writer.durable
+        now, (noted, at) = time.monotonic(), self._noted
+        due = size - noted >= PROGRESS_BYTES or (size > noted and now - at >= PROGRESS_EVERY)
+        if not due or self.core.uploads is not None:
+            return
+        try:
+            self.core.note_progress(self.session_id, size, sha256)
+        except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("recording.progress_failed", session_id=self.session_id, error=said)
+            return
+        self._noted = (size, now)
 
     async def _store_batches(self) -> None:
         commands, self.commands = self.commands, []

@@ -76,23 +76,13 @@ def test_a_recording_cut_shorter_than_its_node_uploaded_is_never_a_crash_the_cha
     assert tampered, "replay exits 0: the cut reads as a crash's, not as removed content"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red18d 1 (local recordings): a node's restart chains the hash of whatever its"
-    " crash left on disk, cut shorter by anyone with the disk meanwhile, as the crash's cut",
-)
 def test_a_local_recording_cut_while_its_node_was_down_is_never_a_crash_the_chain_explains(
     store: Store, box: SecretBox, tmp_path: Path
 ) -> None:
     """b crashed mid-session with its recording flushed to disk; before b restarts, someone
     with the disk cuts the file after a whole chunk. The restart closes the session as
     interrupted with the cut file's hash: replay then exits 0."""
-    writer = make_writer(tmp_path / "b-spool", box, session_id=SESSION)
-    for second in range(1, 9):
-        writer.output(f"secret line {second}\n".encode() * 64, float(second))
-        writer.flush()
-    path = writer.path
-    open_on_b(store, path)
+    path = crashed_locally(store, box, tmp_path)
     half = tmp_path / "half.cast"
     half.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     _, extent = read_extent(half, box, SESSION)
@@ -101,3 +91,54 @@ def test_a_local_recording_cut_while_its_node_was_down_is_never_a_crash_the_chai
     row = store.session(SESSION)
     _, tampered = recording_check(store, row, path, read_info(path, box, SESSION))
     assert tampered, "replay exits 0: the cut reads as a crash's, not as removed content"
+
+
+def crashed_locally(store: Store, box: SecretBox, tmp_path: Path) -> Path:
+    """b records a session locally, telling the store how far its file is durable after each
+    flush (as its door does every few MiB or 30 s), then crashes. The file's path."""
+    writer = make_writer(tmp_path / "b-spool", box, session_id=SESSION)
+    open_on_b(store, writer.path)
+    for second in range(1, 9):
+        writer.output(f"secret line {second}\n".encode() * 64, float(second))
+        writer.flush()
+        assert store.note_recording_progress(SESSION, "b", *writer.durable)
+    assert writer.durable[0] == writer.path.stat().st_size
+    return writer.path
+
+
+def test_a_local_recording_a_crash_left_whole_is_closed_with_its_hash_and_replays(
+    store: Store, box: SecretBox, tmp_path: Path
+) -> None:
+    """No one touched the file: the restart chains its hash, and replay finds nothing wrong."""
+    path = crashed_locally(store, box, tmp_path)
+    assert store.close_interrupted("serve:1", _recording_left, node="b") == [SESSION]
+    row = store.session(SESSION)
+    assert row.recording_sha256 is not None and row.recording_size == path.stat().st_size
+    _, tampered = recording_check(store, row, path, read_info(path, box, SESSION))
+    assert not tampered
+
+
+def test_a_local_recording_changed_within_what_its_node_wrote_is_closed_as_missing(
+    store: Store, box: SecretBox, tmp_path: Path
+) -> None:
+    """Same length, one byte of what the node had made durable changed: no hash is chained."""
+    path = crashed_locally(store, box, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    assert store.close_interrupted("serve:1", _recording_left, node="b") == [SESSION]
+    assert store.session(SESSION).recording_sha256 is None
+
+
+def test_only_the_sessions_own_node_moves_its_progress_only_forward_only_while_open(
+    store: Store, box: SecretBox, tmp_path: Path
+) -> None:
+    open_on_b(store, tmp_path / "x.cast")
+    assert store.note_recording_progress(SESSION, "b", 100, "a" * 64)
+    assert not store.note_recording_progress(SESSION, "c", 200, "b" * 64)  # another node
+    assert not store.note_recording_progress(SESSION, "b", 50, "c" * 64)  # shrinking
+    assert not store.note_recording_progress(SESSION, "b", 100, "d" * 64)  # not growing
+    assert store.recording_progress(SESSION) == (100, "a" * 64)
+    store.close_session(SESSION, "closed", "done")
+    assert not store.note_recording_progress(SESSION, "b", 200, "e" * 64)  # closed
+    assert store.recording_progress(SESSION) == (100, "a" * 64)
