@@ -174,7 +174,8 @@ class SessionQueries(StoreBase):
         interrupted (every open session when no node is named), and with `unowned` those
         opened before sessions named their node. `left` hashes what remains of a session's
         recording (None: nothing is there), so the chain holds that hash too and a recording
-        changed or removed later shows in `audit verify`."""
+        changed or removed later shows in `audit verify`. A file shorter than its node told
+        the store it made durable, or whose prefix hashes otherwise, is closed as missing."""
         stale = self.sessions(open_only=True, limit=100_000)
         if node is not None:
             held = "(node = ? OR node IS NULL)" if unowned else "node = ?"

@@ -9,16 +9,18 @@ itself), it completes each upload from the parts already there (the recording th
 to its last uploaded part: cut short, without its final chunk), hashes the object, and
 closes the session as interrupted with that hash, chained with `recording.completed`.
 Anyone with the bucket's credentials can start an upload at that key too, or put an object
-there: a hash is chained only for an object that opens as the session's own recording
-(its header names the session, its key unwraps, every chunk authenticates, at most one
-record's cut tail follows). An upload whose object does not is copied aside under
-`rejected/` and chained as `recording.rejected` (high), and the next is tried; when none
-opens, the session closes with no hash (recording_missing) for a human to look at. A
-node still alive is never touched: the lease is checked (and renewed) before each step, and
-each close re-checks in the store, in one transaction, that the node is still lost. A node
-that comes back after its upload was completed finds the object the chain holds and leaves
-it (bastion/recording/upload.py); a node back before its session was closed keeps it.
-Object-store calls never run on the store's thread: `on_store` carries each store call there.
+there: a hash is chained only for an object that opens as the session's own recording (its
+header names the session, its key unwraps, every chunk authenticates, at most one record's
+cut tail follows) and holds, as its prefix, all the lost node's uploader had told the store
+it sent (bytes and their SHA-256: a cut past a whole chunk is refused). An upload whose
+object does not is copied aside under `rejected/` and chained as `recording.rejected`
+(high), and the next is tried; when none opens, the session closes with no hash
+(recording_missing) for a human to look at. A node still alive is never touched: the lease
+is checked (and renewed) before each step, and each close re-checks in the store, in one
+transaction, that the node is still lost. A node that comes back after its upload was
+completed finds the object the chain holds and leaves it (bastion/recording/upload.py); a
+node back before its session was closed keeps it. Object-store calls never run on the
+store's thread: `on_store` carries each store call there.
 """
 
 from __future__ import annotations
