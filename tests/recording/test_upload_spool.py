@@ -131,3 +131,31 @@ def test_uploads_a_crash_left_are_aborted_and_the_recording_sent_whole(
     uploads = moto.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
     assert [(u.get("Key"), u.get("UploadId")) for u in uploads] == [(elsewhere, live)]
     assert moto.read(key) == data and not path.exists()
+
+
+def test_the_uploader_tells_how_far_it_got_and_a_failed_write_loses_no_byte(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """After each part the object store acknowledged: the bytes sent and their SHA-256. The
+    store failing to take it (the first time) is made good by the next write; the recording
+    is uploaded whole all the same."""
+    spool = tmp_path / "recordings"
+    data = os.urandom(2 * PART_SIZE + 1000)  # three parts
+    path = spool / DAY / "s-long.cast"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    told: list[tuple[str, int, str]] = []
+
+    def progress(session_id: str, size: int, sha256: str) -> None:
+        if not told and size == PART_SIZE and not getattr(progress, "failed", False):
+            progress.failed = True  # type: ignore[attr-defined]
+            raise StoreError("the store is unreachable")
+        told.append((session_id, size, sha256))
+
+    store = store_for(moto, tmp_path)
+    drain(Uploader(store, spool, poll=0.05, progress=progress))
+    assert moto.read(store.key(f"{DAY.as_posix()}/s-long.cast")) == data
+    assert getattr(progress, "failed", False) and told, "no write failed, or none was told"
+    assert [size for _, size, _ in told][-1] == len(data)
+    for session_id, size, sha256 in told:
+        assert session_id == "s-long" and hashlib.sha256(data[:size]).hexdigest() == sha256
