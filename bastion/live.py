@@ -49,8 +49,9 @@ class SessionFeed:
 
     async def wait(self, timeout: float) -> None:
         """Until the next change (or close), or `timeout` seconds at most."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for could
+            async with asyncio.timeout(timeout):  # swallow a cancel landing as it is set
+                await self._changed.wait()
         self._changed.clear()
 
 

@@ -155,8 +155,9 @@ class DecisionFeed:
         if self._woken.is_set():
             self._woken.clear()
             return True
-        try:
-            await asyncio.wait_for(self._woken.wait(), timeout)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that lands
+            async with asyncio.timeout(timeout):  # as the event is set (the stop then hangs)
+                await self._woken.wait()
         except TimeoutError:
             return False
         self._woken.clear()
@@ -225,7 +226,8 @@ class DecisionFeed:
         log.info("decision_feed.listening", channel=CHANNEL, checked_to=self._state.checked_to)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self.heartbeat)
+                async with asyncio.timeout(self.heartbeat):  # a cancel is never swallowed
+                    await lost.wait()
             if lost.is_set() or conn.is_closed():
                 raise ConnectionError("the listening connection was closed")
             await self._resync(conn)
