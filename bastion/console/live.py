@@ -78,11 +78,11 @@ def kill_notice(core: Core, session_id: str) -> str | None:
     """What the admin is told after a kill, in `bastion sessions kill`'s words (which node
     was asked, and when that node is gone); None unless a kill of that session was asked for
     (a link made up to claim one shows nothing)."""
-    try:
+    pending = {kill[0] for kill in core.store.pending_kills()}  # first: a kill pending now
+    try:  # has ended as "killed" by the time the session is read, never neither
         found = core.store.session(session_id)
     except NotFound:
         return None
-    pending = {kill[0] for kill in core.store.pending_kills()}
     if found.state != "killed" and found.id not in pending:
         return None
     return kill_asked(found, core.store.live_nodes())[0]

@@ -13,11 +13,13 @@ import pytest
 from psycopg import sql as pgsql
 
 from bastion.audit import Store
+from bastion.audit.base import migrations
 from bastion.audit.chain import Event
 from bastion.audit.dialect import MIGRATION_LOCK
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from tests.realpg import PgCluster, PgDatabase, psycopg_connect, random_password, unique_name
+from tests.test_cli_pgstore_restore import UNDO_LAST_MIGRATION
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -44,8 +46,9 @@ def test_a_role_without_grants_cannot_hold_the_stores_writes(
     and writes."""
     clock = FakeClock(START)
     first = Store.create(pg_store_at, clock)
-    first.conn.execute("DELETE FROM schema_migrations WHERE number = 24")  # one left to apply
-    first.conn.execute("DROP TABLE chain_lock")
+    latest = max(number for number, _, _ in migrations("postgresql"))
+    for statement in UNDO_LAST_MIGRATION[latest].split(";"):  # one left to apply
+        first.conn.execute(statement)
     first.close()
     with psycopg_connect(outsider, autocommit=True) as conn:
         held = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()

@@ -223,8 +223,10 @@ async def test_a_kill_without_its_csrf_token_is_refused(live: Console, tmp_path:
             "/live/kill", data={**form, "csrf": csrf, "reason": "the right way"}
         ) as done:
             assert done.status == 200 and done.url.path == "/live"
+            # the sign-ins stepped the test's clock past the node's presence until its next
+            # renewal: whether it reads "alive" is the next test's; here, that it was asked
             assert (f"asked node {console.core.node} to end session {row['id']} (alice on"
-                    " web-1); it ends within a few seconds") in await done.text()  # fmt: skip
+                    " web-1)") in await done.text()  # fmt: skip
     result = await ssh
     assert "session ended by ada: the right way" in result.err
 
