@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -122,8 +122,13 @@ class Core:
     def note_progress(self, session_id: str, size: int, sha256: str) -> bool:
         """For the uploader's and the recordings' threads: how far this node got with a
         session's recording (Store.note_recording_progress), written on the store's thread."""
+        return self.submit_progress(session_id, size, sha256).result(60)
+
+    def submit_progress(self, session_id: str, size: int, sha256: str) -> Future[bool]:
+        """The same write queued on the store's thread, not waited for (the doors' recording
+        threads flush every session: a slow store must not hold them)."""
         note = self.store.note_recording_progress
-        return self._executor.submit(note, session_id, self.node, size, sha256).result(60)
+        return self._executor.submit(note, session_id, self.node, size, sha256)
 
     async def check_password(self, name: str, password: str, via: str) -> bool:
         """Identity.check_password with argon2 in its own threads: the store's thread only

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
@@ -77,6 +77,7 @@ class SessionTap:
         self.file_ops: list[FileOp] = []
         self.started = time.monotonic()
         self._noted = (0, time.monotonic())  # recording progress the store holds: bytes, when
+        self._noting: Future[bool] | None = None  # the progress write on its way, if any
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -193,13 +194,19 @@ class SessionTap:
         due = size - noted >= PROGRESS_BYTES or (size > noted and now - at >= PROGRESS_EVERY)
         if not due or self.core.uploads is not None:
             return
-        try:
-            self.core.note_progress(self.session_id, size, sha256)
-        except Exception as exc:
-            said = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("recording.progress_failed", session_id=self.session_id, error=said)
+        if self._noting is not None and not self._noting.done():
+            return  # the last one is still on its way: one at a time, the next flush tries
+        self._noting = self.core.submit_progress(self.session_id, size, sha256)
+        self._noting.add_done_callback(lambda done: self._progress_done(done, size, now))
+
+    def _progress_done(self, done: Future[bool], size: int, at: float) -> None:
+        """On the store's thread: a failed write is logged, and tried again at a next flush."""
+        exc = done.exception()
+        if exc is None:
+            self._noted = (size, at)
             return
-        self._noted = (size, now)
+        said = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("recording.progress_failed", session_id=self.session_id, error=said)
 
     async def _store_batches(self) -> None:
         commands, self.commands = self.commands, []
