@@ -23,6 +23,7 @@ from bastion.audit.location import SCHEMA, PgLocation
 from bastion.audit.restores import new_backup_file
 from bastion.audit.sqlconn import Conn, one
 from bastion.errors import StoreError, UsageError
+from bastion.privatefiles import write_new
 from bastion.text import printable_line
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's PostgreSQL 15 tools, before PATH
@@ -62,9 +63,7 @@ def _tool_env(location: PgLocation) -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="bastion-pg-") as directory:
         if password is not None:
             passfile = Path(directory) / "pgpass"
-            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(_pgpass_line(password))
+            write_new(passfile, _pgpass_line(password).encode(), 0o600)
             env["PGPASSFILE"] = str(passfile)
         yield env
 

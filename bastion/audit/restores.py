@@ -13,7 +13,6 @@ is an admitted, signed loss rather than a silent one.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from bastion.audit.chain import ChainedEvent, Event, Verdict
 from bastion.audit.chainwalk import walk_store
 from bastion.clock import iso
 from bastion.errors import StoreError
+from bastion.privatefiles import write_new
 from bastion.text import printable_line
 
 RESTORED_KIND = "store.restored"
@@ -190,7 +190,7 @@ class RestoreQueries(StoreBase):
 def new_backup_file(dest: Path) -> None:
     """`dest` made, empty and 0600, for a backup; StoreError when it exists or can't be."""
     try:
-        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        write_new(dest, b"", 0o600)
     except FileExistsError as exc:
         raise StoreError(f"{dest} exists already; refusing to overwrite it") from exc
     except OSError as exc:
