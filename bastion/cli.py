@@ -21,6 +21,7 @@ from bastion.cli_common import (
 from bastion.cli_reports import add_report_commands
 from bastion.commands import (
     audit,
+    doctor,
     harden,
     masking,
     people,
@@ -339,6 +340,27 @@ def _add_unmask_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     json_flag(revoke)
 
 
+def _add_doctor_command(sub: argparse._SubParsersAction[Parser]) -> None:
+    cmd = command(sub, "doctor", doctor.doctor,
+                  "check this host: files and modes, keys, clock, disk, store, targets,"
+                  " anchor sinks; what to fix, one line each")  # fmt: skip
+    cmd.add_argument(
+        "--warn-free",
+        default="10%",
+        metavar="SIZE",
+        help="warn when a volume has less free space: 10%% or 5G (default 10%%)",
+    )
+    cmd.add_argument(
+        "--fail-free",
+        default="2%",
+        metavar="SIZE",
+        help="fail when a volume has less free space (default 2%%)",
+    )
+    cmd.add_argument("--connect-timeout", type=float, default=3.0, metavar="SECONDS",
+                     help="how long to wait for each target and sink (default 3)")  # fmt: skip
+    json_flag(cmd)
+
+
 ANCHORS_NEEDED = (
     "a store on PostgreSQL needs at least one anchor sink: the head file of one node cannot"
     " see a tail of the chain deleted by another"
@@ -397,6 +419,7 @@ def build_parser() -> Parser:
     add_report_commands(sub)
     add_store_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
+    _add_doctor_command(sub)
     return parser
 
 
