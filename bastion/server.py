@@ -16,7 +16,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from bastion import __version__
+from bastion import __version__, sdnotify
 from bastion.access.storegrace import presence_ttl
 from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
@@ -403,8 +403,11 @@ class Server:
             gc.collect()
             gc.freeze()
             log.info("serve.ready", doors=[d.name for d in self.doors])
+            doors = ", ".join(d.name for d in self.doors)
+            sdnotify.notify("READY=1", f"STATUS=serving: {doors}", f"MAINPID={os.getpid()}")
             await self._stopping.wait()
         finally:
+            sdnotify.notify("STOPPING=1", "STATUS=stopping")
             await self.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
