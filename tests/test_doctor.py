@@ -275,6 +275,52 @@ class TestCertificate:
         status, text = lines_of(result)["tls certificate"]
         assert status == "warn" and "expires in 4 days" in text
 
+    def test_a_fifo_for_a_certificate_fails_without_hanging(self, bst: Bastion) -> None:
+        cert = bst.home / "tls" / "server.pem"
+        cert.unlink()
+        os.mkfifo(cert, 0o644)
+        result = doctor(bst)  # a read of the FIFO would block until the 120 s timeout
+        assert result.returncode == Exit.DENIED
+        status, text = lines_of(result)["tls certificate file"]
+        assert status == "FAIL" and "is not a regular file" in text
+        assert "tls certificate" not in lines_of(result)
+
+    def test_a_fifo_for_a_key_fails_without_hanging(self, bst: Bastion) -> None:
+        key = bst.home / "secrets.key"
+        key.unlink()
+        os.mkfifo(key, 0o600)
+        status, text = lines_of(doctor(bst))["secrets key"]
+        assert status == "FAIL" and "is not a regular file" in text
+
+
+class TestStoreUnreachable:
+    def test_a_postgresql_store_that_does_not_answer_fails(self, bst: Bastion) -> None:
+        closed = closed_port()
+        password = bst.home / "store.password"
+        password.write_text("store-password-4c1a\n")
+        password.chmod(0o600)
+        (bst.home / "anchors").mkdir(mode=0o700)
+        text = bst.config.read_text(encoding="utf-8").replace(
+            "[store]\n",
+            f'[store]\nurl = "postgresql://bastion@127.0.0.1:{closed}/bastion"\n'
+            'password_file = "store.password"\n',
+            1,
+        )
+        text = text.replace('\nurl = ""\n', "\n").replace('\npassword_file = ""\n', "\n")
+        text = text.replace(
+            "\nanchors = []\n", f'\nanchors = ["file:{bst.home / "anchors" / "a.log"}"]\n'
+        )
+        bst.config.write_text(text, encoding="utf-8")
+        result = doctor(bst)
+        assert result.returncode == Exit.DENIED
+        found = lines_of(result)
+        status, line = found["store"]
+        assert status == "FAIL" and f"127.0.0.1:{closed}" in line
+        assert found["store password file"][0] == "ok"
+        assert found["targets"][0] == "FAIL"  # they are read from the store
+        assert "store-password-4c1a" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+
 
 class TestTargets:
     def test_reachable_targets_pass_and_a_closed_port_fails_by_name(

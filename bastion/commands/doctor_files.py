@@ -193,7 +193,9 @@ def public_files(host: Host) -> list[Finding]:
             found.append(fail(check, f"{path} is missing", _RESTORE))
             continue
         mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o022:
+        if not stat.S_ISREG(info.st_mode):
+            found.append(fail(check, f"{path} is not a regular file", _RESTORE))
+        elif mode & 0o022:
             found.append(fail(check, f"{path} can be changed by other users (mode {mode:04o})",
                               f"chmod go-w {path}"))  # fmt: skip
         else:
@@ -201,15 +203,30 @@ def public_files(host: Host) -> list[Finding]:
     return found
 
 
+def _read_regular(path: Path) -> bytes | None:
+    """The file's first bytes, or None if it is missing or not a regular file (opened
+    without blocking, so a FIFO in its place cannot hang doctor)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, _CERT_LIMIT)
+    finally:
+        os.close(fd)
+
+
 def tls_certificate(host: Host) -> list[Finding]:
     """The certificate the web console and the PostgreSQL door present: valid now, and for
     more than two weeks."""
     path = host.config.paths.tls_cert
     try:
-        with path.open("rb") as handle:
-            cert = x509.load_pem_x509_certificate(handle.read(_CERT_LIMIT))
-    except FileNotFoundError:
-        return []  # public_files said so
+        data = _read_regular(path)
+        if data is None:  # missing, or not a file: public_files said so
+            return []
+        cert = x509.load_pem_x509_certificate(data)
     except ValueError:
         return [fail("tls certificate", f"{path} holds no PEM certificate",
                      f"put the certificate chain (PEM) in {path}")]  # fmt: skip
