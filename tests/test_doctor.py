@@ -19,6 +19,7 @@ import asyncssh
 import pytest
 
 from bastion.audit.base import migrations
+from bastion.commands.doctor_host import kernel_sync
 from bastion.errors import Exit
 from bastion.pki import make_tls
 from tests import test_cli
@@ -220,6 +221,15 @@ class TestFiles:
         assert f"{shared}, which other users can write" in text
         assert f"fix: chmod go-w {shared}" in text
 
+    def test_a_key_owned_by_another_user_warns(self, bst: Bastion) -> None:
+        key = bst.home / "report_signing.key"
+        os.chown(key, 65534, 65534)  # nobody: the tests run as root, who still reads it
+        result = assert_ok(doctor(bst))
+        status, text = lines_of(result)["report signing key"]
+        owner = bst.home.stat().st_uid
+        assert status == "warn" and f"is owned by uid 65534, the state directory {bst.home}" in text
+        assert f"fix: chown {owner} {key}" in text
+
     def test_a_missing_host_key_fails(self, bst: Bastion) -> None:
         host_key = bst.home / "ssh_host_ed25519_key"
         host_key.unlink()
@@ -255,6 +265,18 @@ class TestFiles:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_clock_line_follows_the_kernels_ntp_state(bst: Bastion) -> None:
+    kernel = kernel_sync()
+    assert kernel is not None  # Linux answers adjtimex with modes 0 to anyone
+    synchronised, max_error = kernel
+    assert max_error >= 0
+    status, text = lines_of(doctor(bst))["clock"]
+    if synchronised and max_error <= 1_000_000:
+        assert status == "ok" and text.startswith("synchronised")
+    else:
+        assert status == "warn" and "fix: run an NTP client" in text
 
 
 class TestCertificate:

@@ -101,6 +101,9 @@ def private_file(check: str, path: Path, host: Host, missing: str) -> list[Findi
     try:
         linked = stat.S_ISLNK(os.lstat(path).st_mode)
         info = path.stat()
+    except PermissionError:
+        return [fail(check, f"{path} cannot be reached by uid {_uid()} (permission denied)",
+                     "run doctor as the service's user, or chown the file to it")]  # fmt: skip
     except FileNotFoundError:
         if path.is_symlink():
             return [fail(check, f"{path} is a symlink to {os.path.realpath(path)}, which does"
