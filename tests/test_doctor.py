@@ -4,6 +4,7 @@ it says what to fix in one line, exits non-zero on a failure, changes nothing, l
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,8 +18,12 @@ from typing import Any
 
 import asyncssh
 import pytest
+from cryptography import x509
 
 from bastion.audit.base import migrations
+from bastion.cli import build_parser
+from bastion.clock import FakeClock
+from bastion.commands.app import App
 from bastion.commands.doctor_host import kernel_sync
 from bastion.errors import Exit
 from bastion.pki import make_tls
@@ -344,6 +349,30 @@ class TestStoreUnreachable:
         assert "Traceback" not in result.stderr
 
 
+def doctor_at(b: Bastion, when: datetime) -> tuple[int, dict[str, tuple[str, str]]]:
+    """`bastion doctor` run in this process with the clock at `when`."""
+    args = build_parser().parse_args(["--config", str(b.config), "doctor"])
+    out = io.StringIO()
+    code = args.handler(App(b.config, out=out, clock=FakeClock(when)), args)
+    done = Result(args=[], returncode=code, stdout=out.getvalue(), stderr="")
+    return code, lines_of(done)
+
+
+def test_the_certificate_is_judged_by_the_injected_clock(bst: Bastion) -> None:
+    cert = x509.load_pem_x509_certificate((bst.home / "tls" / "server.pem").read_bytes())
+    until = cert.not_valid_after_utc
+    code, found = doctor_at(bst, until - timedelta(days=15))
+    assert found["tls certificate"][0] == "ok"
+    code, found = doctor_at(bst, until - timedelta(days=13, hours=1))
+    assert found["tls certificate"][0] == "warn" and "expires in 13 days" in found[
+        "tls certificate"][1]  # fmt: skip
+    code, found = doctor_at(bst, until + timedelta(seconds=1))
+    assert code == Exit.DENIED and found["tls certificate"][0] == "FAIL"
+    code, found = doctor_at(bst, cert.not_valid_before_utc - timedelta(minutes=5))
+    assert found["tls certificate"][0] == "FAIL" and "not valid before" in found[
+        "tls certificate"][1]  # fmt: skip
+
+
 class TestTargets:
     def test_reachable_targets_pass_and_a_closed_port_fails_by_name(
         self, bst: Bastion, tmp_path: Path, sshd: Sshd, pg: PgDatabase
@@ -387,6 +416,8 @@ class TestDisk:
 
     def test_a_bad_threshold_is_a_usage_error(self, bst: Bastion) -> None:
         assert_error(doctor(bst, "--warn-free", "lots"), Exit.USAGE, "free-space threshold")
+        assert_error(doctor(bst, "--fail-free", "120%"), Exit.USAGE, "free-space threshold")
+        assert_error(doctor(bst, "--connect-timeout", "-1"), Exit.USAGE, "--connect-timeout")
 
 
 def store_version(db: Path) -> int:

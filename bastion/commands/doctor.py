@@ -134,6 +134,8 @@ def line(finding: Finding) -> str:
 def doctor(app: App, args: argparse.Namespace) -> int:
     """Check the host, print one line per finding (and the fix for each that is not ok);
     non-zero exit when any check fails."""
+    if not 0 < args.connect_timeout <= 60:
+        raise UsageError(f"--connect-timeout {args.connect_timeout:g}: give 0 < seconds <= 60")
     limits = Thresholds(size_limit(args.warn_free), size_limit(args.fail_free),
                         args.connect_timeout)  # fmt: skip
     try:
