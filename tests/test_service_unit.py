@@ -209,6 +209,29 @@ def test_serve_says_ready_once_healthy_and_stopping_on_sigterm(
         close_pipes(proc)
 
 
+def test_serve_that_cannot_listen_never_says_ready(
+    bst: Bastion, notify_socket: tuple[socket.socket, Path]
+) -> None:
+    sock, path = notify_socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        bst.set_web_port(blocker.getsockname()[1])
+        env = {**child_env(), "NOTIFY_SOCKET": str(path)}
+        done = subprocess.run(bst.argv("serve"), capture_output=True, text=True, cwd=bst.cwd,
+                              env=env, timeout=WAIT, check=False)  # fmt: skip
+    assert done.returncode != Exit.OK
+    assert "cannot listen" in done.stderr
+    sock.setblocking(False)
+    said = []
+    while True:
+        try:
+            said.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            break
+    assert not any("READY=1" in each for each in said), said
+
+
 def test_notify_reaches_an_abstract_socket_and_is_quiet_without_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
