@@ -47,6 +47,11 @@ def fetch(url: str, token: str | None = None) -> tuple[int, str]:
 def scrape(url: str, token: str | None = None) -> Scrape:
     status, text = fetch(url, token)
     assert status == 200, (status, text)
+    return parse(text)
+
+
+def parse(text: str) -> Scrape:
+    """The text format, read by prometheus_client's own parser."""
     samples = {}
     families = set()
     for family in text_string_to_metric_families(text):

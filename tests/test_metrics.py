@@ -15,9 +15,11 @@ from tests.harness import Bastion
 from tests.metrics_scrape import Scrape, scrape, until
 from tests.pgproxy.conftest import PASSWORD, UNMASKED
 from tests.realpg import PgDatabase, psycopg_connect, run_psql
+from tests.realprometheus import Prometheus
 from tests.realssh import Sshd, free_port
 from tests.ssh.test_door_auth import connect
 
+RULES = Path(__file__).resolve().parent.parent / "docs" / "prometheus" / "alerts.yml"
 SSH_LIVE = {"door": "ssh", "target": "web-1"}
 PG_LIVE = {"door": "postgres", "target": "orders-prod"}
 
@@ -187,3 +189,56 @@ def _bounded() -> set[str]:
     buckets = {str(b) for b in metrics.LATENCY} | {"+Inf"}
     return {*metrics.REFUSALS, *metrics.TOTP_RESULTS, *metrics.KINDS, "OTHER", "NONE", "ok",
             "error", "not_executed", "abandoned", *buckets}  # fmt: skip
+
+
+def test_a_real_prometheus_scrapes_the_bastion_with_its_token_and_loads_the_rules(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """Debian's Prometheus scrapes /metrics every second with the bearer token from a file
+    (as an operator sets it up), evaluates docs/prometheus/alerts.yml without an error, and
+    sees a live SSH session come and go."""
+    port = free_port()
+    settings = f'[metrics]\nlisten = "127.0.0.1:{port}"\ntoken_file = "metrics.token"\n'
+    b = Bastion(tmp_path / "bastion", settings)
+    token = b.home / "metrics.token"
+    token.write_text("prometheus-scrape-token-0123456789abcdef\n")
+    token.chmod(0o600)
+    b.add_user("alice")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.start()
+    prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}", token, RULES)
+    try:
+        prometheus.start()
+        prometheus.until(lambda: prometheus.value('up{job="bastion"}') == 1, "a good scrape")
+        assert prometheus.value("bastion_ready") == 1
+
+        def rules_ok() -> bool:
+            data = prometheus.api("rules")
+            rules = [r for g in (data or {}).get("groups", []) for r in g["rules"]]
+            return len(rules) >= 15 and all(r["health"] == "ok" for r in rules)
+
+        prometheus.until(rules_ok, "every rule evaluated without an error")
+        assert prometheus.api("alerts")["alerts"] == []  # a healthy bastion sets off none
+
+        async def open_shell() -> tuple[Any, Any]:
+            key = asyncssh.read_private_key(b.keys["alice"])
+            conn, _ = await connect(b, "alice+web-1", [key], [b.code("alice")])
+            return conn, await conn.create_process("cat")
+
+        conn, process = b.call(open_shell())
+        live = 'bastion_sessions_live{door="ssh",target="web-1"}'
+        prometheus.until(lambda: prometheus.value(live) == 1, "the live session")
+        assert prometheus.value('bastion_logins_total{door="ssh"}') == 1
+
+        async def close() -> None:
+            process.stdin.write_eof()
+            await process.wait_closed()
+            conn.close()
+            await conn.wait_closed()
+
+        b.call(close())
+        prometheus.until(lambda: prometheus.value(live) in (0, None), "the session's end")
+    finally:
+        prometheus.close()
+        b.stop()
