@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -59,6 +59,7 @@ KINDS = frozenset((
     "LISTEN", "UNLISTEN", "NOTIFY", "CALL", "DO", "DISCARD", "CHECKPOINT", "IMPORT", "SECURITY",
 ))  # fmt: skip
 NOT_EXECUTED = "not executed"  # bastion/pgproxy/tracker.py's tag for a skipped statement
+TAGS_CACHED = 4096
 LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -110,12 +111,6 @@ class Metrics:
         self.sessions_opened = Counter("bastion_sessions_opened",
                                        "Sessions opened, by door and target.",
                                        ["door", "target"], registry=r)  # fmt: skip
-        self.statements = Counter("bastion_statements",
-                                  "Database statements ended, by kind and outcome.",
-                                  ["kind", "outcome"], registry=r)  # fmt: skip
-        self.statements_refused = Counter("bastion_statements_refused",
-                                          "Statements the bastion refused (before upstream).",
-                                          registry=r)  # fmt: skip
         self.commit_seconds = Histogram("bastion_audit_commit_seconds",
                                         "Time one group commit of the audit writer took.",
                                         buckets=LATENCY, registry=r)  # fmt: skip
@@ -140,7 +135,11 @@ class Metrics:
         self.notify_given_up = Counter("bastion_notifications_given_up",
                                        "Notifications given up on after their last retry.",
                                        registry=r)  # fmt: skip
-        self._statement_children: dict[tuple[str, str], Any] = {}
+        # The database door's per-statement counts: plain numbers on the event loop (the
+        # only writer; scrapes read them there too), a fraction of a Counter's cost.
+        self.statements: dict[tuple[str, str], int] = {}
+        self.statements_refused = 0
+        self._labels_by_tag: dict[tuple[str | None, bool], tuple[str, str]] = {}
         self._prepare()
         r.register(_Scraped(self))
 
@@ -154,7 +153,7 @@ class Metrics:
             for reason in REFUSALS:
                 self.refusals.labels(door, reason)
         for outcome in ("ok", "error"):
-            self.statements.labels("SELECT", outcome)
+            self.statements["SELECT", outcome] = 0
 
     # -- the call sites' hooks ---------------------------------------------------------
 
@@ -184,20 +183,23 @@ class Metrics:
         self.sessions_opened.labels(_door(door), target).inc()
 
     def statements_started(self, starts: Iterable[Started]) -> None:
-        """A read's statement records: those the bastion refused are counted."""
-        refused = sum(1 for start in starts if start.refused is not None)
-        if refused:
-            self.statements_refused.inc(refused)
+        """A read's statement records: those the bastion refused are counted (event loop)."""
+        for start in starts:
+            if start.refused is not None:
+                self.statements_refused += 1
 
     def statements_ended(self, ends: Iterable[Ended]) -> None:
-        """Statements' outcomes (on the PostgreSQL door's hot path: one cached child each)."""
-        children = self._statement_children
+        """Statements' outcomes (the PostgreSQL door's hot path, on the event loop): labels
+        cached by tag (at most TAGS_CACHED tags: a row count makes each SELECT's differ)."""
+        counts, by_tag = self.statements, self._labels_by_tag
         for end in ends:
-            labels = statement_labels(end.tag, end.sqlstate)
-            child = children.get(labels)
-            if child is None:
-                child = children[labels] = self.statements.labels(*labels)
-            child.inc()
+            key = (end.tag, end.sqlstate is None)
+            labels = by_tag.get(key)
+            if labels is None:
+                labels = statement_labels(end.tag, end.sqlstate)
+                if len(by_tag) < TAGS_CACHED:
+                    by_tag[key] = labels
+            counts[labels] = counts.get(labels, 0) + 1
 
     def notification_failed(self, *, gave_up: bool) -> None:
         self.notify_failures.inc()
@@ -291,6 +293,7 @@ class _Scraped(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        yield from _statements(self._metrics)
         sources = self._metrics.sources
         if sources is None:
             return
@@ -323,6 +326,18 @@ def _live(sources: Sources) -> Iterator[Metric]:
         for target, count in sorted(counts.items()):
             live.add_metric([door, target], count)
     yield live
+
+
+def _statements(metrics: Metrics) -> Iterator[Metric]:
+    ended = CounterMetricFamily("bastion_statements",
+                                "Database statements ended, by kind and outcome.",
+                                labels=["kind", "outcome"])  # fmt: skip
+    for labels, count in sorted(metrics.statements.items()):
+        ended.add_metric(labels, count)
+    yield ended
+    yield CounterMetricFamily("bastion_statements_refused",
+                              "Statements the bastion refused (before upstream).",
+                              value=metrics.statements_refused)  # fmt: skip
 
 
 def _uploads(uploads: object | None) -> Iterator[Metric]:
