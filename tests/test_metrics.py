@@ -125,6 +125,31 @@ def test_a_wrong_code_counts_a_totp_failure_and_a_refusal(served: tuple[Bastion,
     assert after.value("bastion_logins_total", door="ssh") == before.value(
         "bastion_logins_total", door="ssh"
     )
+    assert after.value("bastion_lockouts_total", door="ssh") == 0
+
+
+def test_wrong_codes_in_a_row_lock_the_account_and_count_a_lockout(
+    served: tuple[Bastion, str],
+) -> None:
+    """[lockout] max_failures (5) wrong codes lock alice: one lockout; then even her right
+    code is refused as `locked`."""
+    b, url = served
+    key = asyncssh.read_private_key(b.keys["alice"])
+
+    async def attempt(right: bool) -> None:
+        code = b.code("alice")
+        sent = code if right else f"{(int(code) + 1) % 1_000_000:06d}"
+        with pytest.raises(asyncssh.PermissionDenied):
+            await connect(b, "alice+web-1", [key], [sent])
+
+    for _ in range(b.config.lockout.max_failures):
+        b.call(attempt(right=False))
+    b.call(attempt(right=True))
+    found = until(url, lambda s: s.value("bastion_login_refusals_total", door="ssh",
+                                         reason="locked") == 1, "the locked refusal")  # fmt: skip
+    assert found.value("bastion_lockouts_total", door="ssh") == 1
+    assert found.value("bastion_totp_failures_total", door="ssh", result="wrong") == 5
+    assert found.value("bastion_totp_failures_total", door="ssh", result="locked") == 1
 
 
 def test_database_sessions_count_statements_by_kind_and_outcome(
