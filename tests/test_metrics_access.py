@@ -10,10 +10,12 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bastion.audit import Store
 from bastion.clock import SystemClock
@@ -229,3 +231,53 @@ async def test_an_object_store_outage_counts_errors_and_waiting_uploads(tmp_path
                                 and s.value("bastion_recordings_waiting_upload") == 1)  # fmt: skip
             await asyncio.to_thread(moto.start)
             await scraped_until(lambda s: s.value("bastion_recordings_waiting_upload") == 0)
+
+
+async def test_a_failing_webhook_shows_as_failed_posts_and_a_pending_notification(
+    tmp_path: Path,
+) -> None:
+    """A request's notification meets a webhook answering 500: one failed post, and the
+    notification stays pending (its retry is an hour away)."""
+    answered: list[int] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        answered.append(500)
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/hook", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    notify = (f'[notify]\nwebhook_url = "http://127.0.0.1:{hook_port}/hook"\nretries = 2\n'
+              'retry_after = "1h"\n')  # fmt: skip
+    listen = f'listen = "127.0.0.1:{free_port()}"'
+    try:
+        async with serving(tmp_path, listen, notify) as (_, core):
+            url = f"http://{core.config.metrics.listen}/metrics"
+            before = parse((await get(url))[1])
+            assert before.value("bastion_notifications_pending") == 0
+            await core.run(_request, core)
+            end = asyncio.get_running_loop().time() + 60  # a safety net, not a timing
+            while not answered:
+                assert asyncio.get_running_loop().time() < end
+                await asyncio.sleep(0.05)
+            found = parse((await get(url))[1])
+            while found.value("bastion_notification_post_failures_total") < 1:
+                assert asyncio.get_running_loop().time() < end
+                await asyncio.sleep(0.05)
+                found = parse((await get(url))[1])
+            assert found.value("bastion_notifications_pending") == 1
+            assert found.value("bastion_notifications_given_up_total") == 0
+    finally:
+        await runner.cleanup()
+
+
+def _request(core: Core) -> None:
+    """alice asks for web-1 (on the store's thread): the request's notification is queued."""
+    core.identity.enrol("alice", "engineer", None, "test")
+    core.store.add_target(name="web-1", kind="ssh", host="127.0.0.1", port=22, login="deploy",
+                          database=None, secret_sealed=b"x", actor="test")  # fmt: skip
+    core.requests.request(user="alice", target="web-1", duration=timedelta(hours=1),
+                          reason="INC-1 metrics", requested_by="alice")  # fmt: skip
