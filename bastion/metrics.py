@@ -49,7 +49,8 @@ ACCESS_REASONS = (
     (re.compile(r".* is open to sessions only "), "outside_hours"),
 )
 REFUSALS = (*LOGIN_REASONS.values(), "account", "unknown_target", "no_grant", "not_proven",
-            "outside_hours", "store_lost", "access_denied", "other")  # fmt: skip
+            "outside_hours", "store_lost", "access_denied", "preauth_limit",
+            "other")  # fmt: skip
 # Command tags' first words (the server's CommandComplete); anything else is OTHER.
 KINDS = frozenset((
     "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE", "BEGIN", "START",
@@ -168,6 +169,11 @@ class Metrics:
         """A proven login refused its target; `reason` the decision's text, classified."""
         label = "store_lost" if store_lost else access_reason(reason)
         self.refusals.labels(_door(door), label).inc()
+
+    def preauth_refused(self, door: str) -> None:
+        """A connection refused before any proof: its address failed too often, or too many
+        logins are in progress ([ssh]/[postgres] pre-login limits)."""
+        self.refusals.labels(_door(door), "preauth_limit").inc()
 
     def totp_failed(self, door: str, result: str, just_locked: bool) -> None:
         if result in TOTP_RESULTS:

@@ -267,3 +267,32 @@ def test_a_real_prometheus_scrapes_the_bastion_with_its_token_and_loads_the_rule
     finally:
         prometheus.close()
         b.stop()
+
+
+def test_an_address_blocked_by_the_pre_login_limits_is_a_preauth_refusal(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    """[postgres] max_failures_per_source = 1: one wrong password blocks the address, and its
+    next connection is refused before any proof (`preauth_limit`)."""
+    port = free_port()
+    settings = f'[postgres]\nmax_failures_per_source = 1\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    b = Bastion(tmp_path / "bastion", UNMASKED + settings, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.add_pg_target("orders-prod", pg)
+    b.grant("alice", "orders-prod")
+    b.start()
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wrong = b.via_bastion("alice", "orders-prod", "not-" + PASSWORD)
+        assert run_psql(wrong, "-c", "SELECT 1").returncode != 0
+        again = run_psql(b.via_bastion("alice", "orders-prod", PASSWORD), "-c", "SELECT 1")
+        assert again.returncode != 0 and "too many failed logins" in again.stderr
+        blocked = {"door": "postgres", "reason": "preauth_limit"}
+        # (libpq tries again without TLS after a refusal over TLS: one or two connections)
+        found = until(url, lambda s: s.value("bastion_login_refusals_total", **blocked) >= 1,
+                      "the pre-login refusal")  # fmt: skip
+        assert found.value("bastion_login_refusals_total", door="postgres",
+                           reason="wrong_password") == 1  # fmt: skip
+        assert found.value("bastion_logins_total", door="postgres") == 0
+    finally:
+        b.stop()
