@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_cluster import ClusterPolicy
+from bastion.config_metrics import MetricsPolicy
 from bastion.config_policies import (
     GrantPolicy,
     NotifyPolicy,
@@ -172,6 +173,7 @@ class Config:
     web: WebPolicy = field(default_factory=WebPolicy)
     cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -211,8 +213,7 @@ class _Bad(Exception):
 
     def __init__(self, parts: Parts, problem: str) -> None:
         super().__init__(problem)
-        self.parts = parts
-        self.problem = problem
+        self.parts, self.problem = parts, problem
 
 
 def _show(parts: Parts) -> str:
@@ -381,7 +382,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
     listeners = {name: _section(Listener, f"listeners.{name}.", values) for name in Listeners.DOORS}
     return Config(
         path=path,
-        listeners=Listeners(**listeners, proxy_from=_strings_of(values["listeners.proxy_from"])),
+        listeners=Listeners(**listeners, proxy_from=_strings(values["listeners.proxy_from"] or ())),
         paths=_section(Paths, "paths.", values),
         totp=_section(TotpPolicy, "totp.", values),
         lockout=_section(LockoutPolicy, "lockout.", values),
@@ -398,6 +399,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         logging=_section(LoggingConfig, "logging.", values),
         cluster=_section(ClusterPolicy, "cluster.", values),
         store=_section(StoreConfig, "store.", values),
+        metrics=_section(MetricsPolicy, "metrics.", values),
         targets=MappingProxyType(targets),
     )
 
@@ -407,7 +409,7 @@ _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, 
 
 def _check_policies(config: Config) -> None:
     """The sections whose policy checks itself (problem(): the key and what is wrong)."""
-    for section in ("reports", "recordings", "cluster", "store"):
+    for section in ("reports", "recordings", "cluster", "store", "metrics"):
         problem = getattr(config, section).problem()
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])
@@ -429,10 +431,6 @@ def _check_anchors(audit: AuditPolicy) -> None:
             raise _Bad(("audit", "anchors"), str(exc)) from None
     if not timedelta(seconds=1) <= audit.anchor_every <= timedelta(minutes=1):
         raise _Bad(("audit", "anchor_every"), "must be between 1s and 1m")
-
-
-def _strings_of(value: Value) -> tuple[str, ...]:
-    return tuple(str(item) for item in value) if isinstance(value, tuple) else ()
 
 
 def _check_listeners(listeners: Listeners) -> None:

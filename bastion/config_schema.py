@@ -259,6 +259,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster.node", "str", "This node's name; empty: the host name.", allow_empty=True),
     Setting("cluster.store_grace", "duration", "Time without the store before failing closed."),
     Setting("cluster.lost_after", "duration", "How long a node may be unseen before it is lost."),
+    Setting(
+        "metrics.listen",
+        "str",
+        "HOST:PORT serving /metrics alone; empty: on the web listener (needs token_file).",
+        allow_empty=True,
+    ),
+    Setting(
+        "metrics.token_file",
+        "str",
+        "File (mode 0600) holding the bearer token a scrape must send; empty: none.",
+        allow_empty=True,
+    ),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

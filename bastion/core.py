@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import structlog
 
+from bastion import __version__
 from bastion.access.admission import (
     Admission,
     Attempt,
@@ -50,6 +51,7 @@ from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
 from bastion.identity.service import Identity, refusal_text
 from bastion.live import Killable, LiveSession, SessionFeed, Uploads
+from bastion.metrics import Metrics, Sources
 from bastion.storeloss import StoreLoss
 from bastion.watch import SessionWatch
 
@@ -91,6 +93,7 @@ class Core:
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)
     store_loss: StoreLoss = field(default_factory=StoreLoss, init=False)
     decisions: DecisionFeed | None = field(default=None, init=False)
+    metrics: Metrics = field(init=False)  # this core's own registry (bastion/metrics.py)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -107,11 +110,23 @@ class Core:
         # argon2 has threads of its own, so a guessing client never stalls the store's.
         self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bastion-argon2")
         self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
+        self.metrics = Metrics(self.node, __version__)
+        paths = self.config.paths
+        self.metrics.sources = Sources(
+            started=lambda: self.started, store_reachable=lambda: self.grace.lost_since is None,
+            queue_depth=lambda: self.writer.queued if self.writer is not None else None,
+            uploads=lambda: self.uploads, now=self.clock.now, tls_cert=paths.tls_cert,
+            host_key=paths.ssh_host_key,
+        )  # fmt: skip
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking core call off the event loop, in the store's thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except StoreError:
+            self.metrics.store_errors.inc()
+            raise
 
     def recorded_hash(self, path: Path) -> str | None:
         """For the uploader's thread: the SHA-256 the session row holds for the spool file
@@ -138,8 +153,8 @@ class Core:
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(self._hasher, passwords.verify_or_pretend, stored,
                                         password)  # fmt: skip
-        if not ok:
-            await self.run(self.identity.password_failed, name, via)
+        if not ok and await self.run(self.identity.password_failed, name, via):
+            self.metrics.locked_out(via.partition(":")[0])
         return ok
 
     async def audit(self, event: Event) -> None:
@@ -149,6 +164,10 @@ class Core:
     async def audit_all(self, events: Sequence[Event]) -> None:
         """Write several audit events durably, in one commit."""
         await self.run(self.store.append_events, list(events))
+
+    async def notifications_pending(self) -> int:
+        """Notifications neither delivered nor given up (for /metrics)."""
+        return await self.run(self.store.notifications_pending)
 
     async def audit_head(self) -> int:
         """The audit chain's head sequence number (0 when empty): the store answers."""
@@ -197,6 +216,11 @@ class Core:
             outcome = await self.run(self.identity.check_totp, admission.user, code,
                                      admission.attempt.via)  # fmt: skip
         admission.second_factor(outcome)
+        door = admission.attempt.door
+        if outcome.result is not TotpResult.ACCEPTED:
+            self.metrics.totp_failed(door, outcome.result.value, outcome.just_locked)
+        elif admission.first_factor != STEP_UP_SESSION:
+            self.metrics.login(door)
         return outcome
 
     async def admit_ticket(self, admission: Admission, target: str,
@@ -211,6 +235,7 @@ class Core:
         else:
             await self.run(self.identity.use_ticket, user, target, secret, via)
         admission.ticket()
+        self.metrics.login(admission.attempt.door)
         return found
 
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
@@ -219,10 +244,12 @@ class Core:
         refusal = self.grace.refusal()
         if refusal is not None:  # the store can be neither asked nor told
             log.warning("access.denied", user=admission.user, target=target, reason=refusal)
+            self.metrics.access_refused(admission.attempt.door, refusal, store_lost=True)
             return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
         if not decision.allowed:
+            self.metrics.access_refused(admission.attempt.door, decision.reason)
             await self.audit(admission.denied_event(target, decision.reason))
         return decision
 
@@ -231,6 +258,7 @@ class Core:
         that is no user is chained as its keyed digest, never as typed)."""
         if not admission.tried():
             return
+        self.metrics.login_refused(admission.attempt.door, admission.failures[-1])
         event = admission.failed_event(await self.audit_name(admission.user))
         if event is not None:
             await self.audit(event)
@@ -282,6 +310,7 @@ class Core:
                        target=target, grant_id=grant_id, protocol=attempt.door,
                        client_addr=attempt.source, recording_path=recording_path,
                        ticket_id=ticket_id, node=self.node)  # fmt: skip
+        self.metrics.session_opened(attempt.door, target)
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
@@ -364,7 +393,7 @@ class Core:
 
     async def start_writer(self) -> None:
         if self.writer is None:
-            self.writer = AuditWriter(self.store)
+            self.writer = AuditWriter(self.store, observe=self.metrics.audit_commit)
             await self.writer.start()
 
     async def stop_writer(self) -> None:

@@ -56,6 +56,7 @@ class Notifier:
                 delivered += 1
                 continue
             retry = self.retry_in(notice.attempts)
+            self.core.metrics.notification_failed(gave_up=retry is None)
             log.warning("notify.post_failed", host=self.host, kind=notice.kind, error=error,
                         attempt=notice.attempts + 1, gives_up=retry is None)  # fmt: skip
             await self.core.run(self.core.store.notification_failed, notice, error, retry)

@@ -42,6 +42,7 @@ from bastion.ssh.door import SSHDoor
 from bastion.tasks import spawn
 from bastion.watch import WATCH_EVERY
 from bastion.web import WebDoor
+from bastion.web.metrics import MetricsError, MetricsListener, load_token
 
 log = structlog.get_logger("bastion.server")
 P = ParamSpec("P")
@@ -129,6 +130,8 @@ class Server:
         self._spool_lock: int | None = None  # hold_spool's descriptor while no uploader has it
         self._present = False  # this node's presence lease is taken (released at stop)
         self.completer: Completer | None = None
+        self._metrics_token: bytes | None = None  # [metrics] token_file, read at start
+        self.metrics_listener: MetricsListener | None = None  # [metrics] listen
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -136,7 +139,7 @@ class Server:
         if listeners.ssh.enabled:
             doors.append(SSHDoor(listeners.ssh, self.core))
         if listeners.web.enabled:
-            doors.append(WebDoor(listeners.web, self.core))
+            doors.append(WebDoor(listeners.web, self.core, self._metrics_token))
         if listeners.postgres.enabled:
             doors.append(PgDoor(listeners.postgres, self.core))
         return doors
@@ -185,7 +188,8 @@ class Server:
         """Open every door, or none: a door that cannot listen stops the others."""
         try:
             reports = ReportScheduler(self.core, self.report_builder)
-        except ValueError as exc:
+            self._metrics_token = await asyncio.to_thread(load_token, self.config)
+        except (ValueError, MetricsError) as exc:
             raise ServeError(str(exc)) from None
         if self.config.recordings.url:  # the spool (one per node) before crash recovery:
             # a second process on it refuses here, before it could close any session
@@ -213,6 +217,7 @@ class Server:
                 ) from exc
             self.doors.append(door)
             log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        await self._start_metrics()
         await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
         self._tasks.append(spawn(self.core.watch_sessions(lives), name="watch-sessions"))
@@ -233,6 +238,21 @@ class Server:
             )  # fmt: skip
             await self._anchor()
             self._tasks.append(spawn(self._anchor_every(), name="anchors"))
+
+    async def _start_metrics(self) -> None:
+        """The doors' live sessions for /metrics; and with [metrics] listen, its listener."""
+        sources = self.core.metrics.sources
+        if sources is not None:
+            sources.doors = {door.name: door.live for door in self.doors}
+        if self.config.metrics.listen:
+            listener = MetricsListener(self.core, self._metrics_token)
+            try:
+                await listener.start()
+            except MetricsError as exc:
+                await self.stop()
+                raise ServeError(exc.message) from None
+            self.metrics_listener = listener
+            log.info("metrics.listening", address=self.config.metrics.listen, port=listener.port)
 
     async def _start_uploads(self) -> None:
         """With [recordings] url: prove the bucket and credentials (refusing to start when
@@ -356,6 +376,9 @@ class Server:
             with contextlib.suppress(Exception):
                 await door.stop()
         self.doors.clear()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
+            self.metrics_listener = None
         await self.core.stop_decisions()
         await self.core.stop_writer()
         if self.uploader is not None:  # what is not uploaded yet stays in the spool

@@ -75,6 +75,14 @@ class OutboxQueries(StoreBase):
         return [Notification(r["id"], r["kind"], r["severity"], r["payload"], r["attempts"],
                              parse_iso(r["created_at"])) for r in rows]  # fmt: skip
 
+    def notifications_pending(self) -> int:
+        """Notifications neither delivered nor given up (counted on the outbox's due index)."""
+        rows = self._rows(
+            "SELECT COUNT(*) AS n FROM notifications"
+            " WHERE delivered_at IS NULL AND failed_at IS NULL"
+        )
+        return int(rows[0]["n"])
+
     def notification_delivered(self, notification_id: int) -> None:
         with self._write() as conn:
             conn.execute(

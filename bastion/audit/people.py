@@ -207,10 +207,11 @@ class PeopleQueries(StoreBase):
 
     def record_password_failure(
         self, name: str, via: str, max_failures: int, lock_for: timedelta, *, unknown_as: str
-    ) -> None:
+    ) -> bool:
         """Count a wrong password towards the user's lockout, as a wrong code counts; the
         event is written for unknown users too, so both cost one durable write, naming them
-        `unknown_as` (a keyed digest: the text typed as a name may be a password)."""
+        `unknown_as` (a keyed digest: the text typed as a name may be a password). True when
+        this failure locked the account."""
         with self._write() as conn:
             row = _login_row(conn, name)
             now = self.clock.now()
@@ -222,9 +223,9 @@ class PeopleQueries(StoreBase):
                 shown = name if row is not None else unknown_as
                 self._append(conn, [Event("auth.password_failed", via, shown, "notice",
                                           detail=detail)])  # fmt: skip
-                return
+                return False
             attempt = _Attempt(conn, name, dict(row), via, now)
-            self._failure(attempt, None, max_failures, lock_for)
+            return self._failure(attempt, None, max_failures, lock_for).just_locked
 
     def _refusal(self, attempt: _Attempt) -> TotpOutcome | None:
         """Disabled or locked users are refused without looking at the code.

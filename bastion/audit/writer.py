@@ -4,6 +4,7 @@ by the store's own process (the scribe)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -31,8 +32,10 @@ class AuditWriter:
     does not depend on how busy the doors are.
     """
 
-    def __init__(self, store: QueryQueries, max_batch: int = 1024, linger: float = LINGER) -> None:
+    def __init__(self, store: QueryQueries, max_batch: int = 1024, linger: float = LINGER, *,
+                 observe: Callable[[float, bool], None] | None = None) -> None:  # fmt: skip
         self.store = store
+        self._observe = observe  # each commit's seconds and success (bastion/metrics.py)
         self.max_batch = max_batch
         self.linger = linger
         # (record, its future or None, urgent, whom to tell if it is lost, for posted records)
@@ -47,6 +50,11 @@ class AuditWriter:
         self.scribe = Scribe(where, store.chain_key, store.node)
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for a commit (a commit under way not counted)."""
+        return len(self._queue)
 
     async def start(self) -> None:
         self._stopping = False
@@ -140,9 +148,12 @@ class AuditWriter:
         self._urgent -= sum(1 for _, _, urgent, _ in batch if urgent)
         records = [record for record, _, _, _ in batch]
         wanted = [i for i, (_, future, _, _) in enumerate(batch) if future is not None]
+        began = time.perf_counter()
         try:
             written = await self.scribe.commit(self.store.clock.now(), records, wanted)
         except Exception as exc:  # every waiter learns its record was not written
+            if self._observe is not None:
+                self._observe(time.perf_counter() - began, False)
             failure = (
                 exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")
             )
@@ -155,6 +166,8 @@ class AuditWriter:
                     lost()
             return
         self.commits += 1
+        if self._observe is not None:
+            self._observe(time.perf_counter() - began, True)
         for i, row in zip(wanted, written, strict=True):
             future = batch[i][1]
             if future is not None and not future.done():

@@ -110,10 +110,11 @@ class Identity:
             return None
         return self.store.user_secrets(name).password_hash
 
-    def password_failed(self, name: str, via: str) -> None:
+    def password_failed(self, name: str, via: str) -> bool:
         """A wrong password: counted towards the user's lockout like a wrong code; a name that
-        is no user is chained as its keyed digest (bastion/identity/pseudonym.py)."""
-        self.store.record_password_failure(
+        is no user is chained as its keyed digest (bastion/identity/pseudonym.py). True when
+        it locked the account."""
+        return self.store.record_password_failure(
             name, via, self.lockout.max_failures, self.lockout.lock_for,
             unknown_as=unknown_name(self.box, name),
         )  # fmt: skip

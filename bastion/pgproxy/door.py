@@ -159,6 +159,7 @@ class PgDoor:
         seat = self._seat(client)
         refusal = seat.admit(source, now)
         if refusal is not None:
+            self.core.metrics.preauth_refused("postgres")
             await self._refuse(client, refusal)
         found = None
         try:

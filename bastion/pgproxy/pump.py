@@ -134,6 +134,7 @@ class Pump:
         """The read's statement records: under strict durability, the future its bytes wait
         for; otherwise posted (nobody waits)."""
         writer = self.core.audit_writer()
+        self.core.metrics.statements_started(starts)
         if self.strict:
             return writer.submit_all(starts)
         for record in starts:
@@ -143,6 +144,7 @@ class Pump:
     def post_ends(self, ends: Sequence[QueryEnd]) -> None:
         """Statements' outcomes: posted, in order; nobody waits for them."""
         writer = self.core.audit_writer()
+        self.core.metrics.statements_ended(ends)
         for record in ends:
             writer.post(record, self._write_lost)
 

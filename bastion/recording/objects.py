@@ -29,6 +29,7 @@ _READ = 1 << 20
 _CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken"}
 )
+_ABSENT = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})  # answers, not errors
 T = TypeVar("T")
 LARGER = "bastion:larger"  # ObjectStoreError.code: the object holds more than it may
 
@@ -98,6 +99,7 @@ class ObjectStore:
         self._client = client
         self.bucket = bucket
         self.prefix = prefix
+        self.errors = 0  # calls that failed, "no such object" answers aside (bastion/metrics.py)
 
     @classmethod
     def from_policy(cls, policy: RecordingsPolicy, base: Path) -> ObjectStore:
@@ -129,6 +131,7 @@ class ObjectStore:
         except botocore.exceptions.ClientError as exc:
             error: dict[str, Any] = dict(exc.response.get("Error", {}))
             code = _printable(str(error.get("Code", "error")))[:60]
+            self.errors += code not in _ABSENT
             said = _printable(str(error.get("Message", "")))
             if code in _CREDENTIAL_CODES:
                 said += " (refused: check the access key, its secret and its rights on the bucket)"
@@ -137,6 +140,7 @@ class ObjectStore:
                 code=code, lasting=code in _CREDENTIAL_CODES or code == "NoSuchBucket",
             ) from None  # fmt: skip
         except botocore.exceptions.BotoCoreError as exc:
+            self.errors += 1
             said = _printable(str(exc))
             raise ObjectStoreError(f"object store: {what} {self.url(key)}: {said}") from None
 

@@ -98,6 +98,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             self.admitted = True
             return
         log.warning("ssh.preauth_refused", source=self.source, why=refusal)
+        self.core.metrics.preauth_refused("ssh")
         self._repeatable("auth.preauth_refused", refusal)
         conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
 

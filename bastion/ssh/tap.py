@@ -188,8 +188,11 @@ class SessionTap:
         recording is durable, so nobody can cut it while this node is down unseen. A failed
         write loses nothing: logged, tried again at the next flush."""
         assert self.writer is not None
-        self.writer.flush()
+        before = self.writer.durable[0]
+        with self.core.metrics.recording_flush():
+            self.writer.flush()
         size, sha256 = self.writer.durable
+        self.core.metrics.recording_bytes.inc(size - before)
         now, (noted, at) = time.monotonic(), self._noted
         due = size - noted >= PROGRESS_BYTES or (size > noted and now - at >= PROGRESS_EVERY)
         if not due or self.core.uploads is not None:
@@ -225,12 +228,15 @@ class SessionTap:
             self._take_stdin(self.stdin_log.flush())
         if self.writer is not None:
             try:
+                flushed = self.writer.durable[0]
                 summary = await _in_recording_thread(self.writer.close)
                 info = RecordingInfo(str(summary.path), summary.sha256, summary.size)
+                self.core.metrics.recording_bytes.inc(max(0, summary.size - flushed))
                 now = self.core.clock.now()
                 self.file_ops += [FileOp(now, "stream", name, None, stat.size, stat.sha256)
                                   for name, stat in summary.streams.items()]  # fmt: skip
             except Exception as exc:
+                self.core.metrics.flush_failures.inc()
                 log.error("recording.close_failed", session_id=self.session_id, error=str(exc))
                 state, reason = "recording_failed", f"{reason}; recording: {exc}"
         if self.detector is not None:

@@ -18,6 +18,8 @@ from bastion.errors import BastionError, Exit
 from bastion.live import Killable
 from bastion.proxied import ProxiedListener, SourcedProtocol, Trusted
 from bastion.web.app import build_app
+from bastion.web.metrics import metrics, metrics_setup, on_console
+from bastion.web.routes import Handler
 from bastion.web.state import CORE_KEY, PROXIED_KEY
 
 log = structlog.get_logger("bastion.web")
@@ -98,10 +100,14 @@ class WebDoor:
 
     name = "web"
 
-    def __init__(self, listener: Listener, core: Core) -> None:
+    def __init__(self, listener: Listener, core: Core, metrics_token: bytes | None = None) -> None:
         self.listener = listener
         self.core = core
-        app = build_app(core, {"/healthz": healthz})
+        public: dict[str, Handler] = {"/healthz": healthz}
+        if metrics_token is not None and on_console(core.config):  # else: 404, not served
+            public["/metrics"] = metrics
+        app = build_app(core, public)
+        metrics_setup(app, core, metrics_token)
         self._sources: dict[asyncio.BaseTransport, str] = {}  # clients behind balancers
         app[PROXIED_KEY] = self._sources
         self._runner = web.AppRunner(app, access_log=None)

@@ -40,6 +40,7 @@ async def sign_in(core: Core, limiter: PreauthLimiter, *, username: str, passwor
                   code: str, client: str) -> SignedIn:  # fmt: skip
     """Both factors for `username` from `client`, or SignInRefused; audited as the doors do."""
     if limiter.blocked(client, core.clock.now()):
+        core.metrics.preauth_refused("web")
         raise SignInRefused(f"too many failed sign-ins from {client}; try again later", 429)
     if not username or max(len(username), len(password), len(code)) > MAX_FIELD:
         await _failed(core, limiter, client)
