@@ -1,0 +1,185 @@
+"""Reload without dropping sessions, through the real doors: a live SSH shell and a live asyncpg
+session go on with the settings they started with while a new session sees the new ones; a bad
+configuration or TLS key is refused and the running one stays; a rotated certificate serves new
+handshakes only; a listener change needs a restart and says so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import ssl
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.config import load_config
+from bastion.pki import make_tls
+from bastion.reload import plan
+from tests.harness import Bastion
+from tests.masking.shop import make_shop
+from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
+from tests.realssh import Sshd
+
+PASSWORD = "correct horse battery"
+UNMASKED = '[targets.shop.masking]\nenabled = false\n[sessions]\ndrain = "2s"\n'
+JANE = "SELECT email FROM customers WHERE id = 4711"
+
+
+@pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    db = make_shop(pg_cluster)
+    yield db
+    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
+    pg_cluster.drop_role(db.user)
+
+
+@pytest.fixture
+def bastion(tmp_path: Path, shop: PgDatabase, sshd: Sshd) -> Iterator[Bastion]:
+    """alice may read the shop (masking off) and use web-1 (a real sshd)."""
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.add_pg_target("shop", shop)
+    b.grant("alice", "shop")
+    b.add_target("web-1", sshd)
+    b.grant("alice", "web-1")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def edit_config(b: Bastion, old: str, new: str) -> None:
+    path = b.home / "bastion.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def reload(b: Bastion) -> str:
+    assert b.server is not None
+    return b.call(b.server.lifecycle.reload())
+
+
+def served_certificate(port: int) -> bytes:
+    """The DER certificate the PG door shows a new TLS handshake (SSLRequest, then TLS)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"S"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(sock) as tls:
+            found = tls.getpeercert(binary_form=True)
+    assert found is not None
+    return found
+
+
+def test_a_reload_applies_to_new_sessions_and_live_ones_go_on(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    b = bastion
+    ssh = b.openssh("alice", tmp_path / "client")
+    with ssh.tmux(login="alice+web-1", answers=b.answers("alice"), flags=["-t"]) as shell:
+        shell.wait_for("$ ")
+
+        async def sessions() -> tuple[str, str, str]:
+            live = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+            try:
+                before = await live.fetchval(JANE)
+                edit_config(b, "masking]\nenabled = false", "masking]\nenabled = true")
+                line = await asyncio.to_thread(reload, b)
+                assert line == "reloaded: 1 setting(s) changed, applied to new sessions"
+                fresh = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+                try:
+                    masked = await fresh.fetchval(JANE)
+                finally:
+                    await fresh.close()
+                return before, await live.fetchval(JANE), masked
+            finally:
+                await live.close()
+
+        before, after, masked = asyncio.run(sessions())
+        assert before == after == "jane.doe@example.com"  # the live session kept its settings
+        assert masked == "j*******@example.com"  # a new session has the new masking
+        shell.type_text("echo still-here", enter=True)
+        shell.wait_for(re.compile(r"still-here\n"))
+    [event] = b.events("config.reloaded")
+    assert json.loads(event.detail) == {"changed": ["targets.shop"], "needs_restart": []}
+    assert not [s for s in b.store.sessions() if s.state == "interrupted"]
+
+
+def test_a_bad_config_is_refused_and_the_running_one_stays(bastion: Bastion) -> None:
+    b = bastion
+    edit_config(b, 'drain = "2s"', 'drain = "2s"\nidle_timeout = 5')
+    edit_config(b, "masking]\nenabled = false", "masking]\nenabled = true")
+    line = reload(b)
+    assert line.startswith("reload refused: ") and "sessions.idle_timeout" in line
+    assert line.endswith("; the running configuration stays")
+    [event] = b.events("config.reload_refused")
+    assert "sessions.idle_timeout" in json.loads(event.detail)["error"]
+
+    async def fetch() -> str:
+        conn = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+        try:
+            return str(await conn.fetchval(JANE))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(fetch()) == "jane.doe@example.com"  # still unmasked: nothing applied
+
+
+def test_a_listener_change_needs_a_restart_and_the_rest_applies(bastion: Bastion) -> None:
+    b = bastion
+    edit_config(b, f"port = {b.pg_port}", f"port = {b.pg_port + 1}")
+    edit_config(b, 'drain = "2s"', 'drain = "2s"\nidle_timeout = "5m"')
+    line = reload(b)
+    assert line == "reloaded: listeners.postgres.port changed: needs a restart; the rest applied"
+    assert b.core.config.listeners.postgres.port == b.pg_port  # the running value stays
+    assert b.core.config.sessions.idle_timeout.total_seconds() == 300
+
+
+def test_a_rotated_certificate_serves_new_handshakes_and_a_bad_key_is_refused(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    b = bastion
+    paths = b.config.paths
+    old = served_certificate(b.pg_port)
+    fresh = make_tls(tmp_path / "rotated")
+
+    async def around_the_rotation() -> str:
+        live = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD), ssl="require")
+        try:
+            shutil.copyfile(fresh.server_cert, paths.tls_cert)
+            shutil.copyfile(fresh.server_key, paths.tls_key)
+            line = await asyncio.to_thread(reload, b)
+            assert await live.fetchval("SELECT 1") == 1  # the live TLS session goes on
+            return line
+        finally:
+            await live.close()
+
+    assert asyncio.run(around_the_rotation()).startswith("reloaded: ")
+    rotated = served_certificate(b.pg_port)
+    assert rotated != old and rotated == ssl.PEM_cert_to_DER_cert(fresh.server_cert.read_text())
+    paths.tls_key.write_text("not a key\n")
+    line = reload(b)
+    assert line.startswith("reload refused: paths.tls_key: ")
+    assert served_certificate(b.pg_port) == rotated  # the running certificate stays
+
+
+def test_a_plan_keeps_restart_only_values_and_names_changed_targets(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text("[listeners.ssh]\nport = 2200\n[targets.db]\napprovals = 1\n")
+    running = load_config(path)
+    path.write_text('[listeners.ssh]\nport = 2201\n[targets.db]\napprovals = 2\n[cluster]\n'
+                    'node = "other"\n[grants]\nmin_reason_length = 20\n')  # fmt: skip
+    found = plan(running, load_config(path))
+    assert found.needs_restart == ("listeners.ssh.port", "cluster.node")
+    assert found.changed == ("grants.min_reason_length", "targets.db")
+    assert found.config.listeners.ssh.port == 2200 and found.config.cluster.node == ""
+    assert found.config.grants.min_reason_length == 20
+    assert found.config.targets["db"].approvals == 2
