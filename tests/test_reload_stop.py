@@ -12,21 +12,24 @@ import shutil
 import socket
 import ssl
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bastion.config import load_config
 from bastion.pki import make_tls
-from bastion.reload import plan
+from bastion.reload import STOPPING, plan
 from tests.harness import Bastion
 from tests.masking.shop import make_shop
+from tests.nodes import running
 from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
 from tests.realssh import Sshd
 
 PASSWORD = "correct horse battery"
-UNMASKED = '[targets.shop.masking]\nenabled = false\n[sessions]\ndrain = "2s"\n'
+UNMASKED = "[targets.shop.masking]\nenabled = false\n"
 JANE = "SELECT email FROM customers WHERE id = 4711"
 
 
@@ -47,6 +50,8 @@ def bastion(tmp_path: Path, shop: PgDatabase, sshd: Sshd) -> Iterator[Bastion]:
     b.grant("alice", "shop")
     b.add_target("web-1", sshd)
     b.grant("alice", "web-1")
+    edit_config(b, 'drain = "1s"', 'drain = "3s"')
+    b.core.reconfigure(load_config(b.home / "bastion.toml"))
     b.start()
     try:
         yield b
@@ -115,7 +120,7 @@ def test_a_reload_applies_to_new_sessions_and_live_ones_go_on(
 
 def test_a_bad_config_is_refused_and_the_running_one_stays(bastion: Bastion) -> None:
     b = bastion
-    edit_config(b, 'drain = "2s"', 'drain = "2s"\nidle_timeout = 5')
+    edit_config(b, 'drain = "3s"', 'drain = "3s"\nidle_timeout = 5')
     edit_config(b, "masking]\nenabled = false", "masking]\nenabled = true")
     line = reload(b)
     assert line.startswith("reload refused: ") and "sessions.idle_timeout" in line
@@ -136,7 +141,7 @@ def test_a_bad_config_is_refused_and_the_running_one_stays(bastion: Bastion) -> 
 def test_a_listener_change_needs_a_restart_and_the_rest_applies(bastion: Bastion) -> None:
     b = bastion
     edit_config(b, f"port = {b.pg_port}", f"port = {b.pg_port + 1}")
-    edit_config(b, 'drain = "2s"', 'drain = "2s"\nidle_timeout = "5m"')
+    edit_config(b, 'drain = "3s"', 'drain = "3s"\nidle_timeout = "5m"')
     line = reload(b)
     assert line == "reloaded: listeners.postgres.port changed: needs a restart; the rest applied"
     assert b.core.config.listeners.postgres.port == b.pg_port  # the running value stays
@@ -183,3 +188,69 @@ def test_a_plan_keeps_restart_only_values_and_names_changed_targets(tmp_path: Pa
     assert found.config.listeners.ssh.port == 2200 and found.config.cluster.node == ""
     assert found.config.grants.min_reason_length == 20
     assert found.config.targets["db"].approvals == 2
+
+
+# --- a graceful stop ----------------------------------------------------------------------
+
+
+async def until_async(done: Callable[[], object], what: str, timeout: float = 20) -> None:
+    """Wait for observable state, bounded; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def until_running(pg: PgDatabase, query: str) -> None:
+    deadline = time.monotonic() + 20
+    while not await running(pg, query):
+        assert time.monotonic() < deadline, f"{query} never ran"
+        await asyncio.sleep(0.02)
+
+
+def test_a_stop_drains_tells_and_then_ends_the_rest_as_node_stopping(
+    bastion: Bastion, shop: PgDatabase, tmp_path: Path
+) -> None:
+    b = bastion
+    server = b.server
+    assert server is not None
+    ssh = b.openssh("alice", tmp_path / "client")
+    with ssh.tmux(login="alice+web-1", answers=b.answers("alice"), flags=["-t"]) as shell:
+        shell.wait_for("$ ")
+
+        async def drained() -> tuple[list[str], BaseException]:
+            staying = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+            told: list[str] = []
+            staying.add_log_listener(lambda _conn, message: told.append(message.message))
+            leaving = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+            via = b.via_bastion("alice", "shop", PASSWORD)  # its code taken before the stop
+            b._loop.call_soon_threadsafe(server.lifecycle.terminate)
+            await until_async(lambda: b.core.stopping, "the drain to begin")
+            with pytest.raises(OSError):  # the listener is closed: no new connection
+                await asyncpg_connect(via)
+            await until_async(lambda: told, "the notice")
+            assert await staying.fetchval("SELECT 1") == 1  # a live session goes on meanwhile
+            await leaving.close()  # ends by itself during the drain
+            await until_async(server._stopping.is_set, "the drain time to run out")
+            sleeping = asyncio.ensure_future(staying.fetchval("SELECT pg_sleep(30)"))
+            await until_running(shop, "SELECT pg_sleep(30)")  # the stop ends it mid-way
+            await asyncio.to_thread(b.call, server.stop())
+            b.server = None
+            with pytest.raises(asyncpg.PostgresError) as ended:
+                await sleeping
+            await staying.close()
+            return told, ended.value
+
+        told, ended = asyncio.run(drained())
+        assert told == ["this node is stopping; your session ends in 3 s"]
+        # The FATAL's text (57P01 admin_shutdown) reaches asyncpg, which reports the close.
+        assert STOPPING in str(ended)
+        shell.wait_for("bastion: this node is stopping; your session ends in 3 s")
+        shell.wait_for(f"bastion: {STOPPING}")
+    by_protocol = sorted((s.protocol, s.state, s.end_reason) for s in b.store.sessions())
+    assert by_protocol[0][:2] == ("postgres", "closed") and by_protocol[0][2] != STOPPING
+    assert by_protocol[1:] == [("postgres", "interrupted", STOPPING),
+                               ("ssh", "interrupted", STOPPING)]  # fmt: skip
+    [stopped] = b.events("bastion.stopped")
+    assert json.loads(stopped.detail)["sessions"] == {"drained": 1, "ended": 2}
