@@ -12,13 +12,16 @@ import hashlib
 import json
 import os
 import ssl
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.config import Config, Paths
+from bastion.config import Config, Paths, load_config
+from bastion.config_cluster import host_node_name
 from bastion.config_schema import SETTINGS
+from bastion.errors import ConfigError
 from bastion.privatefiles import write_new
 
 STOPPING = "node stopping: the bastion is shutting down"  # a stop's end of a live session
@@ -125,7 +128,29 @@ def file_digest(path: Path) -> str | None:
 
 def serve_file(config: Config) -> Path:
     """Beside the store (the node's state directory), named after the node."""
-    return config.paths.store.parent / f"bastion-serve.{config.cluster.node_name()}.json"
+    return _serve_file(config.paths.store, config.cluster.node_name())
+
+
+def _serve_file(store: Path, node: str) -> Path:
+    return store.parent / f"bastion-serve.{node}.json"
+
+
+def serve_file_of(path: Path) -> Path:
+    """The serve file for the configuration at `path`, found even while the file fails its
+    checks (the running server is to read it and refuse it, in its own words): only the
+    store's path and the node's name are read. ConfigError when the file is no TOML at all."""
+    try:
+        return serve_file(load_config(path))
+    except ConfigError as exc:
+        problem = exc
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        store = raw.get("paths", {}).get("store", str(Paths().store))
+        node = raw.get("cluster", {}).get("node", "") or host_node_name()
+        base = Path(os.path.abspath(path.expanduser())).parent
+        return _serve_file(Path(os.path.abspath(base / Path(str(store)).expanduser())), node)
+    except (OSError, ValueError, AttributeError, TypeError):
+        raise problem from None
 
 
 def write_serve_file(path: Path, state: dict[str, object]) -> None:

@@ -10,15 +10,16 @@ import time
 
 from bastion.commands.app import App
 from bastion.errors import Conflict, Exit, NotFound
-from bastion.reload import is_bastion_serve, read_serve_file, serve_file
+from bastion.reload import is_bastion_serve, read_serve_file, serve_file_of
 
 WAIT = 30.0  # seconds to wait for the server's answer
 
 
 def reload_server(app: App, args: argparse.Namespace) -> int:
     """Find the running server by its serve file, signal it, print the outcome line; exit
-    non-zero when the server refused the new configuration."""
-    path = serve_file(app.config)
+    non-zero when the server refused the new configuration (its checks are the server's:
+    a file that fails them is still sent, so the refusal is logged and chained)."""
+    path = serve_file_of(app.config_path)
     found = read_serve_file(path)
     if found is None or not is_bastion_serve(found["pid"]):
         raise NotFound(f"no `bastion serve` is running for this configuration ({path})")
