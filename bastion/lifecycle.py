@@ -57,6 +57,7 @@ class Lifecycle:
         self.ended: dict[str, int] | None = None  # sessions drained and ended: bastion.stopped
         self.file = reloading.serve_file(core.config)
         self._host_key = reloading.file_digest(core.config.paths.ssh_host_key)
+        self._read_digest: str | None = None  # the configuration file a reload read
 
     # -- the serve file -----------------------------------------------------------------
 
@@ -93,8 +94,10 @@ class Lifecycle:
         async with self._lock:
             if self.core.stopping:
                 return await self._refused("the node is stopping; nothing was reloaded")
+            path = self.core.config.path
             try:
-                read = await asyncio.to_thread(load_config, self.core.config.path)
+                read = await asyncio.to_thread(load_config, path)
+                self._read_digest = reloading.file_digest(path)  # what was read, about
             except BastionError as exc:
                 return await self._refused(exc.message)
             plan = reloading.plan(self.core.config, read)
@@ -115,7 +118,8 @@ class Lifecycle:
         plan = reloading.Plan(plan.config, plan.changed, tuple(restart))
         self.core.reconfigure(plan.config)
         line = plan.line()
-        detail: dict[str, object] = {"changed": list(plan.changed), "needs_restart": restart}
+        detail: dict[str, object] = {"changed": list(plan.changed), "needs_restart": restart,
+                                     "config_sha256": self._read_digest}  # fmt: skip
         log.info("config.reloaded", outcome=line, **detail)
         await self._chain(Event("config.reloaded", self._actor(), "", "notice", detail=detail))
         self._done(True, line)

@@ -14,6 +14,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +22,8 @@ import pytest
 
 from bastion.config import load_config
 from bastion.pki import make_tls
-from bastion.reload import STOPPING, plan
+from bastion.reload import STOPPING, file_digest, plan
+from bastion.watch import WATCH_EVERY
 from tests.harness import Bastion
 from tests.masking.shop import make_shop
 from tests.nodes import running
@@ -29,7 +31,13 @@ from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
 from tests.realssh import Sshd
 
 PASSWORD = "correct horse battery"
-UNMASKED = "[targets.shop.masking]\nenabled = false\n"
+UNMASKED = """
+[targets.shop]
+max_session = "1h"
+idle_timeout = "10h"
+[targets.shop.masking]
+enabled = false
+"""
 JANE = "SELECT email FROM customers WHERE id = 4711"
 
 
@@ -114,8 +122,55 @@ def test_a_reload_applies_to_new_sessions_and_live_ones_go_on(
         shell.type_text("echo still-here", enter=True)
         shell.wait_for(re.compile(r"still-here\n"))
     [event] = b.events("config.reloaded")
-    assert json.loads(event.detail) == {"changed": ["targets.shop"], "needs_restart": []}
+    detail = json.loads(event.detail)
+    assert detail.pop("config_sha256") == file_digest(b.home / "bastion.toml")
+    assert detail == {"changed": ["targets.shop"], "needs_restart": []}
     assert not [s for s in b.store.sessions() if s.state == "interrupted"]
+
+
+def test_a_reload_neither_cuts_nor_extends_a_live_session(bastion: Bastion) -> None:
+    """Sessions keep the limits they started with: a shorter max_session does not end a live
+    one (an admin ends it with `sessions kill`), a longer one does not let it run on."""
+    b = bastion
+
+    async def live_through() -> tuple[int, str]:
+        live = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+        try:
+            edit_config(b, 'max_session = "1h"', 'max_session = "10m"')
+            assert (await asyncio.to_thread(reload, b)).startswith("reloaded: 1 setting")
+            b.clock.advance(timedelta(minutes=30))  # past the new limit, within its own
+            await asyncio.sleep(2 * WATCH_EVERY)  # the watcher looks (and must not end it)
+            alive = await live.fetchval("SELECT 1")
+            edit_config(b, 'max_session = "10m"', 'max_session = "10h"')
+            assert (await asyncio.to_thread(reload, b)).startswith("reloaded: 1 setting")
+            b.clock.advance(timedelta(minutes=31))  # past the limit it started with
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)) as ended:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    await live.fetchval("SELECT 1")
+                    await asyncio.sleep(0.05)
+            return alive, str(ended.value)
+        finally:
+            await live.close()
+
+    alive, ended = asyncio.run(live_through())
+    assert alive == 1 and ended
+    [session] = b.store.sessions()
+    assert (session.state, session.end_reason) == ("session_cap",
+                                                   "sessions on shop last at most 1h")  # fmt: skip
+
+
+def test_a_flood_of_reloads_runs_one_at_a_time(bastion: Bastion) -> None:
+    b = bastion
+    assert b.server is not None
+    lifecycle = b.server.lifecycle
+
+    async def flood() -> list[str]:
+        return await asyncio.gather(*(lifecycle.reload() for _ in range(20)))
+
+    lines = b.call(flood())
+    assert lines == ["reloaded: no setting changed (TLS material re-read)"] * 20
+    assert lifecycle.reloads == 20 and len(b.events("config.reloaded")) == 20
 
 
 def test_a_bad_config_is_refused_and_the_running_one_stays(bastion: Bastion) -> None:
