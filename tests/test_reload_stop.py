@@ -14,6 +14,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -309,3 +310,30 @@ def test_a_stop_drains_tells_and_then_ends_the_rest_as_node_stopping(
                                ("ssh", "interrupted", STOPPING)]  # fmt: skip
     [stopped] = b.events("bastion.stopped")
     assert json.loads(stopped.detail)["sessions"] == {"drained": 1, "ended": 2}
+
+
+def test_a_second_signal_ends_the_drain_at_once(bastion: Bastion) -> None:
+    b = bastion
+    server = b.server
+    assert server is not None
+    policy = b.core.config
+    b.core.reconfigure(replace(policy, sessions=replace(policy.sessions, drain=timedelta(hours=1))))
+
+    async def cut_short() -> list[str]:
+        live = await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+        told: list[str] = []
+        live.add_log_listener(lambda _conn, message: told.append(message.message))
+        b._loop.call_soon_threadsafe(server.lifecycle.terminate)
+        await until_async(lambda: told, "the notice")
+        b._loop.call_soon_threadsafe(server.lifecycle.terminate)  # the second SIGTERM
+        await until_async(server._stopping.is_set, "the drain to end, an hour early")
+        await asyncio.to_thread(b.call, server.stop())
+        b.server = None
+        await live.close()
+        return told
+
+    assert asyncio.run(cut_short()) == ["this node is stopping; your session ends in 3600 s"]
+    [session] = b.store.sessions()
+    assert (session.state, session.end_reason) == ("interrupted", STOPPING)
+    [stopped] = b.events("bastion.stopped")
+    assert json.loads(stopped.detail)["sessions"] == {"drained": 0, "ended": 1}
