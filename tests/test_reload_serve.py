@@ -5,7 +5,9 @@ when refused, with a live database session going on; SIGTERM drains it (/healthz
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from bastion.audit import Store
 from bastion.clock import SystemClock
 from bastion.errors import Exit
 from bastion.identity import totp
+from bastion.pki import make_tls
 from bastion.reload import STOPPING
 from tests.harness import Bastion
 from tests.nodes import until
@@ -134,3 +137,18 @@ def test_sigterm_drains_then_ends_the_live_session_as_node_stopping(serving: Ser
         with pytest.raises(psycopg.OperationalError, match="node stopping"):
             live.execute("SELECT 2")
     assert serving.sessions() == [("interrupted", STOPPING)]
+
+
+def test_a_rotated_certificate_reaches_the_console_after_bastion_reload(
+    serving: Serving, tmp_path: Path
+) -> None:
+    paths = serving.b.config.paths
+    fresh = make_tls(tmp_path / "rotated")
+    shutil.copyfile(fresh.server_cert, paths.tls_cert)
+    shutil.copyfile(fresh.server_key, paths.tls_key)
+    done = serving.cli("reload")
+    assert done.stdout == "bastion: reloaded: no setting changed (TLS material re-read)\n"
+    context = ssl.create_default_context(cafile=str(fresh.ca_cert))  # only the new CA
+    sock = socket.create_connection(("127.0.0.1", serving.web_port), timeout=10)
+    with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+        assert tls.getpeercert() is not None  # verified against the rotated CA
