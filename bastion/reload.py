@@ -170,12 +170,15 @@ def read_serve_file(path: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and isinstance(found.get("pid"), int) else None
 
 
-def is_bastion_serve(pid: int) -> bool:
-    """Whether `pid` is a `bastion serve` of this user (a stale or planted serve file must
-    not make `bastion reload` signal another process)."""
+def is_bastion_serve(pid: int, serve_file: Path) -> bool:
+    """Whether `pid` is a `bastion serve` of this user, or (for root) of the user who owns
+    the serve file: a stale or planted serve file must not make `bastion reload` signal
+    another process."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         owner = os.stat(f"/proc/{pid}").st_uid
+        wrote = os.stat(serve_file).st_uid
     except OSError:
         return False
-    return owner == os.getuid() and b"serve" in argv and any(b"bastion" in a for a in argv)
+    mine = owner == os.getuid() or (os.getuid() == 0 and owner == wrote)
+    return mine and b"serve" in argv and any(b"bastion" in a for a in argv)

@@ -152,3 +152,21 @@ def test_a_rotated_certificate_reaches_the_console_after_bastion_reload(
     sock = socket.create_connection(("127.0.0.1", serving.web_port), timeout=10)
     with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
         assert tls.getpeercert() is not None  # verified against the rotated CA
+
+
+def test_a_planted_serve_file_signals_nothing(tmp_path: Path) -> None:
+    """A serve file naming another process (stale, or written by someone with the state
+    directory) is refused: `bastion reload` signals only a `bastion serve`."""
+    config = tmp_path / "bastion.toml"
+    config.write_text('[cluster]\nnode = "n1"\n', encoding="utf-8")
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            (tmp_path / "bastion-serve.n1.json").write_text(json.dumps({"pid": other.pid}))
+            done = subprocess.run([sys.executable, "-m", "bastion", "--config", str(config),
+                                   "reload"], capture_output=True, text=True, timeout=60,
+                                  check=False)  # fmt: skip
+            assert done.returncode == Exit.NOT_FOUND
+            assert "no `bastion serve` is running for this configuration" in done.stderr
+            assert other.poll() is None  # never sent SIGHUP (it would have ended)
+        finally:
+            other.kill()

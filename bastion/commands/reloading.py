@@ -21,7 +21,7 @@ def reload_server(app: App, args: argparse.Namespace) -> int:
     a file that fails them is still sent, so the refusal is logged and chained)."""
     path = serve_file_of(app.config_path)
     found = read_serve_file(path)
-    if found is None or not is_bastion_serve(found["pid"]):
+    if found is None or not is_bastion_serve(found["pid"], path):
         raise NotFound(f"no `bastion serve` is running for this configuration ({path})")
     pid, before = found["pid"], found.get("reloads", 0)
     os.kill(pid, signal.SIGHUP)
