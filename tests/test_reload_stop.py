@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from bastion.config import load_config
-from bastion.pki import make_tls
+from bastion.pki import make_ssh_host_key, make_tls
 from bastion.reload import STOPPING, file_digest, plan
 from bastion.watch import WATCH_EVERY
 from tests.harness import Bastion
@@ -202,6 +202,13 @@ def test_a_listener_change_needs_a_restart_and_the_rest_applies(bastion: Bastion
     assert line == "reloaded: listeners.postgres.port changed: needs a restart; the rest applied"
     assert b.core.config.listeners.postgres.port == b.pg_port  # the running value stays
     assert b.core.config.sessions.idle_timeout.total_seconds() == 300
+    host_key = b.config.paths.ssh_host_key  # a new host key is read at the next start only
+    host_key.unlink()
+    host_key.with_name(host_key.name + ".pub").unlink()
+    make_ssh_host_key(host_key)
+    line = reload(b)
+    assert line == ("reloaded: listeners.postgres.port, the SSH host key file changed: needs a"
+                    " restart; the rest applied")  # fmt: skip
 
 
 def test_a_rotated_certificate_serves_new_handshakes_and_a_bad_key_is_refused(
