@@ -33,6 +33,7 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.commands.reloading import reload_server
 from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
@@ -420,6 +421,8 @@ def build_parser() -> Parser:
     add_store_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     _add_doctor_command(sub)
+    command(sub, "reload", reload_server,
+            "re-read the running server's configuration and TLS files (SIGHUP)")  # fmt: skip
     return parser
 
 

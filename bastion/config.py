@@ -409,7 +409,7 @@ _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, 
 
 def _check_policies(config: Config) -> None:
     """The sections whose policy checks itself (problem(): the key and what is wrong)."""
-    for section in ("reports", "recordings", "cluster", "store", "metrics"):
+    for section in ("reports", "recordings", "cluster", "store", "metrics", "sessions"):
         problem = getattr(config, section).problem()
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])

@@ -134,6 +134,13 @@ class SessionPolicy:
 
     idle_timeout: timedelta = timedelta(minutes=15)
     max_length: timedelta = timedelta(hours=12)
+    drain: timedelta = timedelta(seconds=60)  # how long a stop waits for live sessions
+
+    def problem(self) -> tuple[str, str] | None:
+        """(key, what is wrong) for a value that cannot work, else None."""
+        if self.drain > timedelta(hours=1):
+            return "drain", "must be at most 1h (a stop that waits longer is a hang)"
+        return None
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recordings.keep_spool", "bool", "Keep the local copy once uploaded."),
     Setting("sessions.idle_timeout", "duration", "Time without input that ends a session."),
     Setting("sessions.max_length", "duration", "Longest a session may last."),
+    Setting("sessions.drain", "duration", "How long a stop (SIGTERM) waits for live sessions."),
     Setting("web.idle_timeout", "duration", "Time without a request that signs a web user out."),
     Setting("web.session_lifetime", "duration", "Longest a web console sign-in lasts."),
     Setting("web.step_up", "duration", "How long a proven TOTP code lets a sign-in make changes."),

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from bastion.audit.listen import DecisionFeed
 
 P = ParamSpec("P")
+STOPPING_REFUSAL = "this node is stopping; connect again to reach another node"
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
 
@@ -94,6 +95,10 @@ class Core:
     store_loss: StoreLoss = field(default_factory=StoreLoss, init=False)
     decisions: DecisionFeed | None = field(default=None, init=False)
     metrics: Metrics = field(init=False)  # this core's own registry (bastion/metrics.py)
+    stopping: bool = field(default=False, init=False)  # draining: /healthz says 503 "stopping"
+    # The config each live session of this node started with: a reload never changes a live
+    # session's limits, hours, masking or tunnels rule (it neither extends nor cuts it).
+    started_with: dict[str, Config] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -118,6 +123,18 @@ class Core:
             uploads=lambda: self.uploads, now=self.clock.now, tls_cert=paths.tls_cert,
             host_key=paths.ssh_host_key,
         )  # fmt: skip
+
+    def reconfigure(self, config: Config) -> None:
+        """Run with `config` from now on (a reload): every part that reads settings sees it
+        for what starts next; live sessions keep theirs (started_with)."""
+        self.config = config
+        self.identity.totp_policy, self.identity.lockout = config.totp, config.lockout
+        for part in (self.access, self.unmasking, self.tickets, self.requests):
+            part.config = config
+
+    def config_of(self, session_id: str) -> Config:
+        """The config a live session of this node started with (else the current one)."""
+        return self.started_with.get(session_id, self.config)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking core call off the event loop, in the store's thread."""
@@ -241,10 +258,11 @@ class Core:
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
         """May this proven login open a session on `target` now? A refusal is audited (one
         for a lost store cannot be, and is logged)."""
-        refusal = self.grace.refusal()
-        if refusal is not None:  # the store can be neither asked nor told
+        refusal = self.grace.refusal() or (STOPPING_REFUSAL if self.stopping else None)
+        if refusal is not None:  # the store can be neither asked nor told; or draining
             log.warning("access.denied", user=admission.user, target=target, reason=refusal)
-            self.metrics.access_refused(admission.attempt.door, refusal, store_lost=True)
+            state = "stopping" if refusal == STOPPING_REFUSAL else "store_lost"
+            self.metrics.access_refused(admission.attempt.door, refusal, node=state)
             return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
@@ -300,9 +318,10 @@ class Core:
 
     async def open_session(self, admission: Admission, session_id: str, target: str,
                            grant_id: int | None, *, recording_path: str | None = None,
-                           ticket_id: int | None = None) -> None:  # fmt: skip
+                           ticket_id: int | None = None,
+                           config: Config | None = None) -> None:  # fmt: skip
         """Record a session as open (durable before any byte is relayed); only for a login
-        whose two factors are proven."""
+        whose two factors are proven. `config`: the one the door began it with."""
         if not admission.may_decide():
             raise Denied("not signed in: both factors must be proven first")
         attempt = admission.attempt
@@ -311,6 +330,7 @@ class Core:
                        client_addr=attempt.source, recording_path=recording_path,
                        ticket_id=ticket_id, node=self.node)  # fmt: skip
         self.metrics.session_opened(attempt.door, target)
+        self.started_with[session_id] = config or self.config
         self.sessions_changed()
 
     async def close_session(self, session_id: str, state: str, reason: str,
@@ -322,6 +342,7 @@ class Core:
             await self.run(self.store.close_session, session_id, state, reason, recording,
                            last=last)  # fmt: skip
         finally:
+            self.started_with.pop(session_id, None)
             self.sessions_changed()
 
     # -- live sessions, for the console: every door's, and word of each change -----------
@@ -456,7 +477,9 @@ class Core:
                        presence_ttl(self.config.cluster.store_grace), quiet=True)  # fmt: skip
         await self.run(self.store.expire_requests)
         kills = await self.run(self.store.pending_kills)
-        ended = await self.run(self.access.endings) if live else []
+        hours = {key: self.config_of(key).target_policy(s.target_name).allowed_hours
+                 for key, s in live.items()}  # fmt: skip
+        ended = await self.run(self.access.endings, hours) if live else []
         for session_id, who, reason in kills:
             session = live.get(session_id)
             if session is not None:
@@ -479,7 +502,7 @@ class Core:
         now = self.clock.now()
         for session_id, session in list(live.items()):
             try:
-                limits = self.config.session_limits(session.target_name)
+                limits = self.config_of(session_id).session_limits(session.target_name)
                 found = overstayed(session.target_name, session.opened_at, session.last_input,
                                    now, limits)  # fmt: skip
             except Exception as exc:

@@ -49,7 +49,7 @@ ACCESS_REASONS = (
     (re.compile(r".* is open to sessions only "), "outside_hours"),
 )
 REFUSALS = (*LOGIN_REASONS.values(), "account", "unknown_target", "no_grant", "not_proven",
-            "outside_hours", "store_lost", "access_denied", "preauth_limit",
+            "outside_hours", "store_lost", "stopping", "access_denied", "preauth_limit",
             "other")  # fmt: skip
 # Command tags' first words (the server's CommandComplete); anything else is OTHER.
 KINDS = frozenset((
@@ -165,9 +165,10 @@ class Metrics:
         """A login that ended without both factors; `failure` its last failed step."""
         self.refusals.labels(_door(door), LOGIN_REASONS.get(failure, "other")).inc()
 
-    def access_refused(self, door: str, reason: str, *, store_lost: bool = False) -> None:
-        """A proven login refused its target; `reason` the decision's text, classified."""
-        label = "store_lost" if store_lost else access_reason(reason)
+    def access_refused(self, door: str, reason: str, *, node: str | None = None) -> None:
+        """A proven login refused its target; `reason` the decision's text, classified, or
+        `node` the refusing node's own state ("store_lost", "stopping") when it decided."""
+        label = node if node in ("store_lost", "stopping") else access_reason(reason)
         self.refusals.labels(_door(door), label).inc()
 
     def preauth_refused(self, door: str) -> None:

@@ -27,6 +27,7 @@ from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.lifecycle import Lifecycle, Pausable
 from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
@@ -57,7 +58,7 @@ class ServeError(BastionError):
     exit_code = Exit.CONFIG
 
 
-class Door(Protocol):
+class Door(Pausable, Protocol):
     name: str
     port: int
 
@@ -132,6 +133,7 @@ class Server:
         self.completer: Completer | None = None
         self._metrics_token: bytes | None = None  # [metrics] token_file, read at start
         self.metrics_listener: MetricsListener | None = None  # [metrics] listen
+        self.lifecycle = Lifecycle(core, self.doors, self._stopping)  # SIGHUP, SIGTERM
 
     def _build_doors(self) -> list[Door]:
         listeners = self.config.listeners
@@ -231,6 +233,7 @@ class Server:
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
         await self.core.run(self.store.append_events, [started])
         self._started = self.core.started = True  # /healthz: "ok" from now on, not "starting"
+        self.lifecycle.announce()  # `bastion reload` finds this server from now on
         if self.config.audit.anchors:
             self.anchorer = Anchorer(
                 self.config.audit.anchors, anchor_key(self.core.box), self.core.node,
@@ -372,6 +375,9 @@ class Server:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.lifecycle.ended is None:  # stopped without a drain: every live one is ended
+            ended = sum(len(door.live) for door in self.doors)
+            self.lifecycle.ended = {"drained": 0, "ended": ended}
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()
@@ -397,7 +403,9 @@ class Server:
                                     self.core.node)  # fmt: skip
         if self._started:
             self._started = self.core.started = False
-            event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice")
+            self.lifecycle.withdraw()
+            event = Event("bastion.stopped", f"serve:{os.getpid()}", "", "notice",
+                          detail={"sessions": self.lifecycle.ended})  # fmt: skip
             await self.core.run(self.store.append_events, [event])
             log.info("serve.stopped")
         if self.anchorer is not None:  # the last head, bastion.stopped included
@@ -415,10 +423,12 @@ class Server:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop every door."""
+        """Run until SIGINT or SIGTERM (a drain first), then stop every door; SIGHUP
+        reloads (bastion/lifecycle.py)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(sig, self.lifecycle.terminate)
+        loop.add_signal_handler(signal.SIGHUP, self.lifecycle.hangup)
         try:
             await self.start()
             # What start-up loaded lives as long as the process: frozen, it is never walked
@@ -432,7 +442,7 @@ class Server:
         finally:
             sdnotify.notify("STOPPING=1", "STATUS=stopping")
             await self.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
 

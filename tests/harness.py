@@ -32,7 +32,10 @@ from tests.realssh import OpenSSHClient, Sshd, free_port, make_keypair
 
 T = TypeVar("T")
 
+# A stop (SIGTERM to `bastion serve`) drains live sessions for 1 s, not the minute a node waits.
 CONFIG = """\
+[sessions]
+drain = "1s"
 [listeners.ssh]
 port = {port}
 [listeners.postgres]

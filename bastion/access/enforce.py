@@ -45,12 +45,14 @@ def endings(
     grants_by_id: Mapping[int, Grant],
     now: datetime,
     closed: Mapping[str, str] | None = None,
+    *,
+    closed_sessions: Mapping[str, str] | None = None,
 ) -> list[Ending]:
     """The sessions that no live grant covers any more (a new grant keeps a session going).
 
     `live` holds the grants live now; `grants_by_id` the grants the sessions opened under,
     which say why access ended; `closed` the targets outside their allowed hours now, with
-    the message their sessions end with.
+    the message their sessions end with; `closed_sessions` the same by session id.
     """
     sessions = list(sessions)
     lost = {s.session_id for s in uncovered(sessions, live, now)}
@@ -65,8 +67,9 @@ def endings(
                                 f"ticket {session.ticket_revoked}, which opened this session,"
                                 " was revoked; the session is over"))  # fmt: skip
             continue
-        if closed and session.target in closed:
-            found.append(Ending(session.session_id, "outside_hours", closed[session.target]))
+        shut = (closed_sessions or {}).get(session.session_id) or (closed or {}).get(session.target)
+        if shut:
+            found.append(Ending(session.session_id, "outside_hours", shut))
             continue
         if session.session_id in lost:
             found.append(_why(session, grants_by_id.get(session.grant_id or -1), now))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bastion.access.enforce import Ending, endings, uncovered
+from bastion.access.hours import Hours
 from bastion.audit import NewGrant, Store
 from bastion.audit.records import Grant
 from bastion.clock import Clock, iso
@@ -115,8 +117,10 @@ class Access:
         now = self.clock.now()
         return sorted({g.target for g in self.store.grants(user=user, live_at=now)})
 
-    def endings(self) -> list[Ending]:
-        """Open sessions whose access has ended (expired, revoked, user disabled)."""
+    def endings(self, hours_of: Mapping[str, Hours | None] | None = None) -> list[Ending]:
+        """Open sessions whose access has ended (expired, revoked, user disabled, outside
+        their target's hours). `hours_of`: the allowed hours a live session started with, by
+        its id (a reload neither extends nor cuts them); others go by the config's."""
         sessions = self.store.open_sessions_access()
         if not sessions:
             return []
@@ -125,11 +129,13 @@ class Access:
         lost = uncovered(sessions, live, now)
         own = self.store.grants_by_ids(s.grant_id for s in lost if s.grant_id is not None)
         closed: dict[str, str] = {}
-        for target in {s.target for s in sessions}:
-            hours = self.config.target_policy(target).allowed_hours
+        for session in sessions:
+            target, known = session.target, hours_of or {}
+            hours = (known[session.session_id] if session.session_id in known
+                     else self.config.target_policy(target).allowed_hours)  # fmt: skip
             if hours is not None and not hours.allows(now):
-                closed[target] = hours.refusal(target, now)
-        return endings(sessions, live, {g.id: g for g in own}, now, closed)
+                closed[session.session_id] = hours.refusal(target, now)
+        return endings(sessions, live, {g.id: g for g in own}, now, closed_sessions=closed)
 
     def _account_refusal(self, user: str, now: datetime) -> str | None:
         account = self.store.find_user(user)

@@ -25,6 +25,7 @@ from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.session import Login, PgSession, authenticate
 from bastion.pgproxy.upstream import UpstreamError
 from bastion.proxied import ProxiedListener, Trusted, open_streams
+from bastion.reload import STOPPING, tls_context
 from bastion.summaries import Summaries
 
 log = structlog.get_logger("bastion.postgres")
@@ -60,14 +61,45 @@ class PgDoor:
         self.routes = CancelRoutes(core)  # pids unique across nodes; cancels sent to owners
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        paths = self.core.config.paths
-        if not paths.tls_cert.exists():
+        context = tls_context(self.core.config.paths)
+        if context is None:
             log.warning("postgres.no_tls", detail="no certificate: only loopback clients")
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(paths.tls_cert, paths.tls_key)
         return context
+
+    def reload_tls(self, context: ssl.SSLContext | None) -> str | None:
+        """New handshakes use `context` (a reload read the certificate again); connections
+        already made keep theirs. Going to or from no TLS at all needs a restart."""
+        if (context is None) != (self.tls is None):
+            return "paths.tls_cert"
+        self.tls = context
+        return None
+
+    async def pause(self) -> None:
+        """Stop accepting connections (a stop's drain); live sessions go on."""
+        if self._server is not None:
+            self._server.close()
+        if self._proxied is not None:
+            await self._proxied.close()
+
+    def tell(self, message: str) -> None:
+        """A NoticeResponse to every live session's client (a stop's warning)."""
+        for session in list(self.live.values()):
+            session.client.send(pgwire.notice_response("WARNING", "01000", message))
+
+    async def stop(self) -> None:
+        """End every session with a message and let each close its row before returning."""
+        if self._server is not None:
+            self._server.close()
+        if self._proxied is not None:
+            await self._proxied.close()
+        for session in list(self.live.values()):
+            await session.terminate("interrupted", STOPPING)
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
+        if self._server is not None:
+            await self._server.wait_closed()
+        await self.summaries.stop()
+        await self.routes.stop()
 
     async def start(self) -> None:
         trusted = Trusted(self.core.config.listeners.proxy_from)
@@ -84,21 +116,6 @@ class PgDoor:
                 self.port = sockets[0].getsockname()[1]
         await self.routes.start(self.port)
         self.summaries.start()
-
-    async def stop(self) -> None:
-        """End every session with a message and let each close its row before returning."""
-        if self._server is not None:
-            self._server.close()
-        if self._proxied is not None:
-            await self._proxied.close()
-        for session in list(self.live.values()):
-            await session.terminate("interrupted", "the bastion is shutting down")
-        if self._handlers:
-            await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
-        if self._server is not None:
-            await self._server.wait_closed()
-        await self.summaries.stop()
-        await self.routes.stop()
 
     async def _accepted(self, sock: socket.socket, source: str) -> None:
         """A connection the balancer-aware listener hands over, with its client's address; one

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bastion.audit import UnmaskGrant
 from bastion.audit.records import Target
+from bastion.config import Config
 from bastion.core import Core
 from bastion.errors import NotFound
 from bastion.masking.scrub import startup_refusal
@@ -45,13 +46,17 @@ class Maskings:
 
     entries: dict[tuple[str, str], tuple[float, str, Masking]] = field(default_factory=dict)
 
-    async def guard(self, core: Core, target: Target, login: str, up: Upstream) -> Guard:
-        """A Guard for a session logged in as `login` on `up` (before it relays anything)."""
-        policy = core.config.target_policy(target.name).masking
+    async def guard(self, core: Core, target: Target, login: str, up: Upstream,
+                    config: Config | None = None) -> Guard:  # fmt: skip
+        """A Guard for a session logged in as `login` on `up` (before it relays anything),
+        under `config` (the one the session started with; the core's by default)."""
+        config = config or core.config
+        policy = config.target_policy(target.name).masking
         week = week_of(core.clock.now())
         found = self.entries.get((target.name, login))
         now = time.monotonic()
-        if found is None or now - found[0] > CATALOG_TTL or found[1] != week:
+        stale = found is None or now - found[0] > CATALOG_TTL or found[1] != week
+        if found is None or stale or found[2].policy != policy:  # a reload changed the rules
             catalog = await read_catalog(up)
             key = core.box.derive(f"masking:{target.name}")
             masking = Masking(catalog, policy, key, week, SEARCH_PATH)
@@ -60,7 +65,7 @@ class Maskings:
             masking = found[2]
         entry = (target.name, login)
         return Guard(masking, policy.subject_keys, lambda: self.forget(entry, masking),
-                     max_prepared=core.config.postgres.max_prepared)  # fmt: skip
+                     max_prepared=config.postgres.max_prepared)  # fmt: skip
 
     def forget(self, key: tuple[str, str], masking: Masking) -> None:
         """Read the catalog again for the next session (unless that happened already)."""

@@ -128,14 +128,15 @@ class PgSession:
         target, user = login.target, login.user
         grant = login.decision.grant
         read_only = grant is None or grant.mode == "read"
-        masking = self.core.config.target_policy(target.name).masking.enabled
+        config = self.core.config  # one config for the whole session, whatever a reload does
+        masking = config.target_policy(target.name).masking.enabled
         if masking:
             masked.check_startup(passed)
         elif read_only:
             _check_read_startup(passed)
         grant_id = grant.id if grant else None
         await self.core.open_session(login.admission, self.id, target.name, grant_id,
-                                     ticket_id=login.ticket_id)  # fmt: skip
+                                     ticket_id=login.ticket_id, config=config)  # fmt: skip
         params = {**passed, "application_name": f"bastion:{user}:{self.id}"}
         if read_only:
             params["default_transaction_read_only"] = "on"
@@ -145,7 +146,7 @@ class PgSession:
             role, password = await masked.login_for(self.core, target, grants)
         else:
             role, password = target.login, (await self.core.target_secret(target.name)).decode()
-        policy = self.core.config.target_policy(target.name)
+        policy = config.target_policy(target.name)
         self.up = await upstream.connect(
             target.host, target.port, user=role, password=password,
             database=target.database or target.name, params=params,
@@ -153,13 +154,12 @@ class PgSession:
         )  # fmt: skip
         guard: Guard | None = None
         if masking:
-            guard = await self.maskings.guard(self.core, target, role, self.up)
+            guard = await self.maskings.guard(self.core, target, role, self.up, config)
             guard.set_grants(grants)
         names, names_missed = None, None
         if read_only or masking:  # both check for calls in disguise
             names = await self.read_names.get(target.name, role, self.up)
             names_missed = self.read_names.forgetter(target.name, role, names)
-        config = self.core.config
         self.relay = Relay(self.id, user, target.name, read_only, self.core.clock.now(), guard,
                            names, names_missed, keep_literals=config.audit.keep_literals,
                            max_message=config.postgres.max_message,

@@ -18,7 +18,7 @@ CHANGE_KINDS = (
     "request.expired", "grant.created", "grant.revoked", "breakglass.opened",
     "breakglass.acknowledged", "user.disabled", "ticket.issued", "ticket.revoked",
     "unmask.requested", "unmask.approved", "unmask.denied", "unmask.revoked",
-    "session.kill_requested",
+    "session.kill_requested", "config.reloaded",
 )  # fmt: skip
 REVIEW_KINDS = ("recording.replayed", "recording.exported", "queries.listed", "audit.verified",
                 "report.signed")  # fmt: skip

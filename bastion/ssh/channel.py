@@ -364,6 +364,11 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
     async def terminate(self, state: str, message: str) -> None:
         self.end(message, state)
 
+    def tell(self, message: str) -> None:
+        """A line on the session's stderr (its terminal), the session going on."""
+        if self.chan is not None and self._ending is None:
+            self.chan.write_stderr(f"\r\nbastion: {message}\r\n".encode())
+
     def end(self, message: str, state: str = "killed") -> None:
         """End the session from the bastion's side (kill, expiry, recording failure)."""
         if self._ending is not None:

@@ -14,6 +14,7 @@ from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.proxied import ProxiedListener, Trusted
+from bastion.reload import STOPPING
 from bastion.ssh import twofactor
 from bastion.ssh.auth import BastionSSHServer
 from bastion.ssh.channel import ChannelSession
@@ -103,12 +104,28 @@ class SSHDoor:
         with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
             await asyncssh.run_server(sock, options=self._options, server_factory=server)
 
+    def reload_tls(self, context: object) -> str | None:
+        """The SSH door has no TLS; its host key is read at start only."""
+        return None
+
+    async def pause(self) -> None:
+        """Stop accepting connections (a stop's drain); live sessions and connections go on."""
+        if self._proxied is not None:
+            await self._proxied.close()
+        if self._server is not None:
+            self._server.close()
+
+    def tell(self, message: str) -> None:
+        """A line on every live session's stderr (a stop's warning)."""
+        for channel in list(self.live.values()):
+            channel.tell(message)
+
     async def stop(self) -> None:
         if self._proxied is not None:
             await self._proxied.close()
         channels = list(self.live.values())
         for channel in channels:
-            channel.end("the bastion is shutting down", "interrupted")
+            channel.end(STOPPING, "interrupted")
         pending = [c.finishing for c in channels if c.finishing is not None]
         if pending:
             await asyncio.wait(pending, timeout=10)

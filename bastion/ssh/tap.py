@@ -70,7 +70,8 @@ class SessionTap:
         scripted = kind in RECORDED_KINDS and not pty
         scripted = scripted and streams.reads_commands_from_stdin(command)
         self.stdin_log = streams.StdinCommands() if scripted else None
-        refuse = core.config.target_policy(target).raw_tunnels == "refuse"
+        self.config = core.config  # the session's, whatever a reload does meanwhile
+        refuse = self.config.target_policy(target).raw_tunnels == "refuse"
         self.stdin_guard = streams.TunnelGuard() if scripted and refuse else None
         self.command = command
         self.commands: list[CommandLine] = []
@@ -94,7 +95,7 @@ class SessionTap:
         """Open the recording first, then the session row: no recording, no session."""
         if self.kind in RECORDED_KINDS:
             self.writer = await self.core.run(
-                RecordingWriter.create, self.core.config.paths.recordings, self.session_id,
+                RecordingWriter.create, self.config.paths.recordings, self.session_id,
                 self.core.clock.now(), width, height, f"{self.user} → {self.target}", env,
                 self.core.box,
             )  # fmt: skip
@@ -102,7 +103,7 @@ class SessionTap:
                 self.writer.redactor.arm()  # sudo -S: stdin's first line is a password
         await self.core.open_session(
             self.admission, self.session_id, self.target, grant_id,
-            recording_path=str(self.writer.path) if self.writer else None,
+            recording_path=str(self.writer.path) if self.writer else None, config=self.config,
         )  # fmt: skip
         self.opened = True
         if self.writer is not None and self.core.uploads is not None:
@@ -129,7 +130,7 @@ class SessionTap:
         """A line for the shell that opens a raw tunnel ends the session before it is sent."""
         assert self.stdin_guard is not None
         why = self.stdin_guard.feed(data)
-        refusal = tunnel_refusal(self.core.config.target_policy(self.target), why)
+        refusal = tunnel_refusal(self.config.target_policy(self.target), why)
         if refusal:
             raise TunnelRefused(refusal)
 

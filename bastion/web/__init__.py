@@ -10,7 +10,9 @@ import ssl
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler as NextHandler
 
+from bastion import reload
 from bastion.clock import iso
 from bastion.config import Listener
 from bastion.core import Core
@@ -51,6 +53,8 @@ async def healthz(request: web.Request) -> web.Response:
         store = {"reachable": False, "since": iso(since)}
         return web.json_response({"status": "failing", "node": core.node, "store": store},
                                  status=503)  # fmt: skip
+    if core.stopping:  # draining: the balancer sends new logins to the other nodes
+        return web.json_response({"status": "stopping", "node": core.node}, status=503)
     if not core.started:
         return web.json_response({"status": "starting", "node": core.node}, status=503)
     body: dict[str, object] = {"status": "ok", "node": core.node, "store": {"reachable": True},
@@ -82,10 +86,16 @@ def tls_context(core: Core, listener: Listener) -> ssl.SSLContext | None:
             )
         log.warning("web.no_tls", detail="no certificate: serving loopback only, without TLS")
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(paths.tls_cert, paths.tls_key)
-    return context
+    return reload.tls_context(paths)
+
+
+@web.middleware
+async def _while_stopping(request: web.Request, handler: NextHandler) -> web.StreamResponse:
+    """While the node drains, only /healthz (503 "stopping") and /metrics answer; the console
+    says to come back (through the balancer, another node)."""
+    if request.app[CORE_KEY].stopping and request.path not in ("/healthz", "/metrics"):
+        raise web.HTTPServiceUnavailable(text="bastion: this node is stopping\n")
+    return await handler(request)
 
 
 def _loopback(address: str) -> bool:
@@ -108,6 +118,7 @@ class WebDoor:
             public["/metrics"] = metrics
         app = build_app(core, public)
         metrics_setup(app, core, metrics_token)
+        app.middlewares.insert(0, _while_stopping)
         self._sources: dict[asyncio.BaseTransport, str] = {}  # clients behind balancers
         app[PROXIED_KEY] = self._sources
         self._runner = web.AppRunner(app, access_log=None)
@@ -117,13 +128,29 @@ class WebDoor:
         self._context: ssl.SSLContext | None = None
         self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
 
+    def reload_tls(self, context: ssl.SSLContext | None) -> str | None:
+        """New handshakes use the certificate and key on disk now (loaded into the listener's
+        own context: aiohttp's site keeps it); connections already made keep theirs."""
+        if (context is None) != (self._context is None):
+            return "paths.tls_cert"
+        if self._context is not None:
+            paths = self.core.config.paths
+            self._context.load_cert_chain(paths.tls_cert, paths.tls_key)
+        return None
+
+    async def pause(self) -> None:
+        """A stop's drain keeps the console's listener: /healthz answers "stopping"."""
+
+    def tell(self, message: str) -> None:
+        """Web sign-ins are no target sessions: nothing to tell."""
+
     async def start(self) -> None:
         context = tls_context(self.core, self.listener)
         self.tls = context is not None
+        self._context = context
         await self._runner.setup()
         trusted = Trusted(self.core.config.listeners.proxy_from)
         if trusted:
-            self._context = context
             where = self.listener.address, self.listener.port
             self._proxied = ProxiedListener(self.name, *where, trusted, self._accepted)
             self.port = await self._proxied.start()
