@@ -20,11 +20,10 @@ from bastion.access.admission import (
     Proof,
     door_decision,
 )
-from bastion.access.enforce import overstayed
 from bastion.access.grants import Access, Decision
 from bastion.access.requests import Requests
 from bastion.access.stepup import SESSION as STEP_UP_SESSION
-from bastion.access.storegrace import StoreGrace, presence_ttl
+from bastion.access.storegrace import StoreGrace
 from bastion.access.tickets import REUSABLE_PREFIX, Tickets
 from bastion.access.unmask import Unmasking
 from bastion.audit import (
@@ -39,7 +38,6 @@ from bastion.audit import (
     TotpOutcome,
     TotpResult,
 )
-from bastion.audit.cluster import node_lease
 from bastion.audit.location import PgLocation
 from bastion.audit.records import Grant, Target
 from bastion.audit.unmask import UnmaskGrant
@@ -53,7 +51,7 @@ from bastion.identity.service import Identity, refusal_text
 from bastion.live import Killable, LiveSession, SessionFeed, Uploads
 from bastion.metrics import Metrics, Sources
 from bastion.storeloss import StoreLoss
-from bastion.watch import SessionWatch
+from bastion.watch import SessionWatch, watch_once
 
 if TYPE_CHECKING:
     from bastion.anchoring import AnchorHealth
@@ -471,45 +469,7 @@ class Core:
             await feed.close()
 
     async def _watch_once(self, lives: Sequence[Mapping[str, Killable]]) -> None:
-        live = {key: session for sessions in lives for key, session in sessions.items()}
-        # A write: the node proves it can still commit (and tells the others it is alive).
-        await self.run(self.store.take_lease, node_lease(self.node), self.node,
-                       presence_ttl(self.config.cluster.store_grace), quiet=True)  # fmt: skip
-        await self.run(self.store.expire_requests)
-        kills = await self.run(self.store.pending_kills)
-        hours = {key: self.config_of(key).target_policy(s.target_name).allowed_hours
-                 for key, s in live.items()}  # fmt: skip
-        ended = await self.run(self.access.endings, hours) if live else []
-        for session_id, who, reason in kills:
-            session = live.get(session_id)
-            if session is not None:
-                message = f"session ended by {who}: {reason or 'no reason given'}"
-                await self._end(session_id, session, "killed", message)
-        for ending in ended:
-            session = live.get(ending.session_id)
-            if session is not None:
-                await self._end(ending.session_id, session, ending.state, ending.message)
-        await self._end_overstayed(live)
-
-    async def _end(self, session_id: str, session: Killable, state: str, message: str) -> None:
-        """End one session; a fault there is logged and never keeps the others from ending."""
-        try:
-            await session.terminate(state, message)
-        except Exception as exc:
-            log.error("session_end_failed", session=session_id, state=state, error=repr(exc))
-
-    async def _end_overstayed(self, live: Mapping[str, Killable]) -> None:
-        now = self.clock.now()
-        for session_id, session in list(live.items()):
-            try:
-                limits = self.config_of(session_id).session_limits(session.target_name)
-                found = overstayed(session.target_name, session.opened_at, session.last_input,
-                                   now, limits)  # fmt: skip
-            except Exception as exc:
-                log.error("session_watch_failed", session=session_id, error=repr(exc))
-                continue
-            if found is not None:
-                await self._end(session_id, session, *found)
+        await watch_once(self, lives)  # bastion/watch.py: one look for ended access
 
     def shutdown(self) -> None:
         self._hasher.shutdown(wait=True)

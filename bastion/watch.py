@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bastion.access.storegrace import Moment
+from bastion.access.enforce import overstayed
+from bastion.access.storegrace import Moment, presence_ttl
+from bastion.audit.cluster import node_lease
 from bastion.live import Killable
 from bastion.tasks import spawn
 
@@ -105,3 +107,49 @@ class SessionWatch:
 def merged(lives: Lives) -> dict[str, Killable]:
     """Every door's live sessions, by session id."""
     return {key: session for sessions in lives for key, session in sessions.items()}
+
+
+async def watch_once(core: Core, lives: Lives) -> None:
+    """One look: take the node's presence lease, expire requests, and end the live sessions an
+    admin killed, whose access ended, or that overstayed their limits."""
+    live = merged(lives)
+    # A write: the node proves it can still commit (and tells the others it is alive).
+    await core.run(core.store.take_lease, node_lease(core.node), core.node,
+                   presence_ttl(core.config.cluster.store_grace), quiet=True)  # fmt: skip
+    await core.run(core.store.expire_requests)
+    kills = await core.run(core.store.pending_kills)
+    hours = {key: core.config_of(key).target_policy(s.target_name).allowed_hours
+             for key, s in live.items()}  # fmt: skip
+    ended = await core.run(core.access.endings, hours) if live else []
+    for session_id, who, reason in kills:
+        session = live.get(session_id)
+        if session is not None:
+            message = f"session ended by {who}: {reason or 'no reason given'}"
+            await _end(session_id, session, "killed", message)
+    for ending in ended:
+        session = live.get(ending.session_id)
+        if session is not None:
+            await _end(ending.session_id, session, ending.state, ending.message)
+    await _end_overstayed(core, live)
+
+
+async def _end(session_id: str, session: Killable, state: str, message: str) -> None:
+    """End one session; a fault there is logged and never keeps the others from ending."""
+    try:
+        await session.terminate(state, message)
+    except Exception as exc:
+        log.error("session_end_failed", session=session_id, state=state, error=repr(exc))
+
+
+async def _end_overstayed(core: Core, live: Mapping[str, Killable]) -> None:
+    now = core.clock.now()
+    for session_id, session in list(live.items()):
+        try:
+            limits = core.config_of(session_id).session_limits(session.target_name)
+            found = overstayed(session.target_name, session.opened_at, session.last_input,
+                               now, limits)  # fmt: skip
+        except Exception as exc:
+            log.error("session_watch_failed", session=session_id, error=repr(exc))
+            continue
+        if found is not None:
+            await _end(session_id, session, *found)
