@@ -29,6 +29,7 @@ from bastion.config_policies import (
     WebPolicy,
     balancer_network_problem,
 )
+from bastion.config_retention import RetentionPolicy
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.config_store import StoreConfig
 from bastion.durations import parse_duration
@@ -171,6 +172,7 @@ class Config:
     recordings: RecordingsPolicy = field(default_factory=RecordingsPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
     cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def max_grant_for(self, target: str) -> timedelta:
@@ -397,6 +399,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         cluster=_section(ClusterPolicy, "cluster.", values),
+        retention=_section(RetentionPolicy, "retention.", values),
         store=_section(StoreConfig, "store.", values),
         targets=MappingProxyType(targets),
     )
@@ -407,7 +410,7 @@ _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, 
 
 def _check_policies(config: Config) -> None:
     """The sections whose policy checks itself (problem(): the key and what is wrong)."""
-    for section in ("reports", "recordings", "cluster", "store"):
+    for section in ("reports", "recordings", "cluster", "store", "retention"):
         problem = getattr(config, section).problem()
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])

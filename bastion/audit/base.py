@@ -426,9 +426,10 @@ class StoreBase:
         """
         anchor = self.read_anchor()
         key = None if self.chain_key is None else self.chain_key.secret
-        verdict = walk_store(self.events, self.path, key, progress)
-        if not verdict.ok:
-            return verdict
+        start, problem = self._chain_start()
+        verdict = walk_store(self.events, self.path, key, progress, start)
+        if not verdict.ok or problem:
+            return verdict if not verdict.ok else replace(verdict, ok=False, problem=problem)
         problem = self._table_problem(verdict)
         if problem:
             return replace(verdict, ok=False, problem=problem, bad_seq=verdict.head_seq)
@@ -444,6 +445,11 @@ class StoreBase:
         if problem:
             return replace(verdict, ok=False, problem=problem, bad_seq=anchor[0])
         return verdict
+
+    def _chain_start(self) -> tuple[tuple[int, str] | None, str]:
+        """Where the walk starts (a retention checkpoint's seq and MAC, None: at event 1) and
+        '' or why that checkpoint is not one the chain itself holds (bastion/retention.py)."""
+        return None, ""
 
     def _table_problem(self, verdict: Verdict) -> str:
         """'' when the walk saw every row: seq is still the table's own key (no repeated or

@@ -18,6 +18,7 @@ from typing import Any
 from bastion.audit import qlogbind, querylog
 from bastion.audit.base import StoreBase, contains
 from bastion.audit.chain import GENESIS, ChainedEvent, keyed_row_holds
+from bastion.audit.retention import pruned_query_runs
 from bastion.audit.sqlconn import DbError
 from bastion.errors import StoreError
 
@@ -319,7 +320,7 @@ class ReportQueries(StoreBase):
         """Rows of the second form against their commit events (bastion/audit/qlogbind.py):
         the rows that don't match, and a session whose person or target is not what its
         commits say."""
-        found = qlogbind.check(self.reader, self.path, week, wide)
+        found = qlogbind.check(self.reader, self.path, week, wide, pruned_query_runs(self))
         with closing(self.reader()) as conn:
             return found, qlogbind.people_problem(conn, week)
 
