@@ -18,6 +18,7 @@ from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_cluster import ClusterPolicy
 from bastion.config_policies import (
+    AuditPolicy,
     GrantPolicy,
     NotifyPolicy,
     PostgresPolicy,
@@ -99,17 +100,6 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True)
-class AuditPolicy:
-    """How the PostgreSQL door writes its query log."""
-
-    durability: Literal["strict", "batched"] = "strict"
-    keep_literals: bool = False
-    ticket_valid_for: timedelta = timedelta(minutes=10)
-    anchors: tuple[str, ...] = ()  # sinks for signed chain heads (bastion/audit/anchors.py)
-    anchor_every: timedelta = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "auto"
     level: LogLevel = "info"
@@ -164,7 +154,7 @@ class Config:
     targets: Mapping[str, TargetPolicy]
     ssh: SshPolicy = field(default_factory=SshPolicy)
     postgres: PostgresPolicy = field(default_factory=PostgresPolicy)
-    audit: AuditPolicy = AuditPolicy()
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     requests: RequestPolicy = field(default_factory=RequestPolicy)
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)

@@ -16,7 +16,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from bastion import __version__
+from bastion import __version__, retention_schedule
 from bastion.access.storegrace import presence_ttl
 from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
@@ -221,6 +221,8 @@ class Server:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
+        if self.config.retention.enabled:  # one node at a time prunes (a lease)
+            self._tasks.append(spawn(retention_schedule.run_every(self.core), name="retention"))
         detail = {"version": __version__, "doors": [d.name for d in self.doors],
                   "node": self.core.node}  # fmt: skip
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)

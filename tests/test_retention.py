@@ -23,10 +23,12 @@ from bastion.cli import build_parser
 from bastion.clock import FakeClock, iso
 from bastion.commands.app import App
 from bastion.config import load_config
-from bastion.errors import ConfigError, UsageError
+from bastion.errors import ConfigError, NotFound, StoreError, UsageError
 from bastion.reports.facts import collect
 from bastion.reports.findings_retention import holds, pruned
 from bastion.reports.week import week_of
+from bastion.retention import LEASE, Runner
+from bastion.retention_schedule import run_once
 from tests.harness import Bastion
 from tests.recording.helpers import make_writer
 
@@ -264,3 +266,50 @@ def test_a_period_under_thirty_days_is_refused(tmp_path: Path) -> None:
     path.write_text('[retention]\nqueries = "40d"\n')
     with pytest.raises(ConfigError, match=r"retention\.archive_dir: must be set"):
         load_config(path)
+
+
+def test_serve_prunes_on_one_node_at_a_time(history: History) -> None:
+    bst = history.bst
+    assert bst.store.take_lease(LEASE, "node-2", timedelta(hours=1)) is not None
+    run_once(bst.core)  # node-2 holds the lease: this node leaves it alone
+    assert bst.store.recording_pruned_at() == {} and not history.archive_dir.exists()
+    assert bst.store.release_lease(LEASE, "node-2")
+    run_once(bst.core)
+    assert len(bst.store.recording_pruned_at()) == 30 + 20  # no hold: carol's days 10-29 too
+    assert bst.store.take_lease(LEASE, "node-2", timedelta(hours=1)) is not None  # let go
+
+
+def test_a_chain_that_does_not_verify_is_never_pruned(history: History) -> None:
+    """Fail closed: with an old event edited (by someone with the store), nothing goes."""
+    bst = history.bst
+    with bst.store._write(chained=False) as conn:
+        conn.execute("DROP TRIGGER audit_events_no_update" if conn.dialect == "sqlite" else
+                     "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update")  # fmt: skip
+        conn.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 5")
+    with pytest.raises(StoreError, match="retention refused: the audit chain does not verify"):
+        history.cli("retention", "run")
+    assert bst.store.recording_pruned_at() == {} and not history.archive_dir.exists()
+    assert bst.store.checkpoint() is None
+
+
+def test_the_export_low_water_holds_the_cut_back(history: History) -> None:
+    """The hook for the SIEM export: events not yet delivered are never cut."""
+    bst = history.bst
+    runner = Runner(bst.store, bst.box, bst.config.retention, "node-1", "test",
+                    low_water=lambda: 12)  # fmt: skip
+    done = runner.run()
+    assert done.plan.cut_to == 12 and done.events_deleted == 12
+    assert any("not yet exported" in why for why in done.plan.stopped_by)
+    assert bst.store.verify_chain().ok
+
+
+def test_a_hold_on_a_session_keeps_its_recording(history: History) -> None:
+    assert history.cli("hold", "add", "--session", "ssh-alice-03", "--reason", "incident 7")[0] == 0
+    with pytest.raises(NotFound):
+        history.cli("hold", "add", "--target", "nope", "--reason", "x")
+    with pytest.raises(UsageError, match="exactly one"):
+        history.cli("hold", "add", "--user", "alice", "--target", "web-1", "--reason", "x")
+    assert history.cli("retention", "run")[0] == 0
+    pruned = history.bst.store.recording_pruned_at()
+    assert "ssh-alice-03" not in pruned and "ssh-alice-04" in pruned
+    assert history.cli("audit", "verify")[0] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import string
@@ -482,25 +481,3 @@ class StoreBase:
         """The MAC of event seq, or None if there is no such event."""
         rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [seq])
         return str(rows[0]["row_hash"]) if rows else None
-
-    def chained_recordings(
-        self, up_to: int, session_id: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """(session id, detail) of every session.closed event with a recording (or one found
-        missing when a crashed session was closed), up to seq `up_to` (a verified head): the
-        hashes the chain holds, not the editable session rows."""
-        clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
-        rows = self._rows(
-            "SELECT session_id, detail FROM audit_events"
-            + clause
-            + " AND kind = 'session.closed' ORDER BY seq",
-            params,
-        )
-        out = []
-        for row in rows:
-            detail = json.loads(row["detail"])
-            if isinstance(detail, dict) and (
-                "recording_sha256" in detail or "recording_missing" in detail
-            ):
-                out.append((str(row["session_id"]), detail))
-        return out
