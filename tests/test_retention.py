@@ -25,7 +25,7 @@ from bastion.commands.app import App
 from bastion.config import load_config
 from bastion.errors import ConfigError, NotFound, StoreError, UsageError
 from bastion.reports.facts import collect
-from bastion.reports.findings_retention import holds, pruned
+from bastion.reports.gather import run_rules
 from bastion.reports.week import week_of
 from bastion.retention import LEASE, Runner
 from bastion.retention_schedule import run_once
@@ -216,7 +216,7 @@ def test_replay_of_a_pruned_recording_says_pruned_and_the_review_lists_it(
     week = week_of(history.end.date(), "UTC")
     facts = collect(history.bst.store, week, history.end)
     config = load_config(history.bst.home / "bastion.toml")
-    titles = [f.title for f in holds(facts, config) + pruned(facts, config)]
+    titles = [f.title for f in run_rules(facts, config)]  # the weekly review's rules
     assert any("put a legal hold on user carol" in t and "litigation 42" in t for t in titles)
     assert any(t.startswith("retention deleted 30 recordings") for t in titles)
     assert any(t.startswith("retention deleted 60 queries") for t in titles)
