@@ -82,7 +82,7 @@ def plan(store: Store, policy: RetentionPolicy, low_water: LowWater = no_limit,
          *, pruned: bool = False) -> Plan:  # fmt: skip
     """What is due now; `pruned`: recordings and query rows were just pruned (the kept ones
     are then read as they are, not as they will be)."""
-    now = store.clock.now()
+    now = store.store_time()  # on PostgreSQL the database's clock: not this host's alone
     found = Plan(now=iso(now), query_before=_before(now, policy, "queries"))
     rec_before = _before(now, policy, "recordings")
     if rec_before is not None:
@@ -158,6 +158,8 @@ class Runner:
             raise StoreError(
                 f"retention refused: the audit chain does not verify ({verdict.problem})"
             )
+        if problem := self.store.hold_problem():
+            raise StoreError(f"retention refused: {problem}")
         found = plan(self.store, self.policy, self.low_water)
         done = Outcome(found, dry_run)
         if dry_run or not (found.recordings or found.queries or found.cut_to > found.cut_from):

@@ -313,3 +313,14 @@ def test_a_hold_on_a_session_keeps_its_recording(history: History) -> None:
     pruned = history.bst.store.recording_pruned_at()
     assert "ssh-alice-03" not in pruned and "ssh-alice-04" in pruned
     assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_hold_deleted_from_the_table_behind_the_chain_stops_retention(history: History) -> None:
+    """An admin with the store's files deletes the hold's row to have carol's evidence pruned:
+    the chain still shows the hold, so retention refuses and deletes nothing."""
+    history.cli("hold", "add", "--user", "carol", "--reason", "litigation 42")
+    with history.bst.store._write(chained=False) as conn:
+        conn.execute("DELETE FROM legal_holds")
+    with pytest.raises(StoreError, match="hold 1 on user carol was never released"):
+        history.cli("retention", "run")
+    assert history.bst.store.recording_pruned_at() == {} and not history.archive_dir.exists()

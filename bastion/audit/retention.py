@@ -147,6 +147,27 @@ class RetentionQueries(StoreBase):
         times = [str(rows[0]["t"]) for rows in found if rows and rows[0]["t"] is not None]
         return min(times) if times else None
 
+    def hold_problem(self) -> str:
+        """'' when the holds table agrees with the chain: every hold the chain shows put and
+        not released (its hold.added event is never cut while it holds) is active in the
+        table with the same scope and value; else what differs (the table was edited)."""
+        chained: dict[int, dict[str, Any]] = {}
+        for row in self._rows("SELECT kind, subject, detail FROM audit_events WHERE kind IN"
+                              " (?, ?) ORDER BY seq", [HOLD_ADDED, HOLD_RELEASED]):  # fmt: skip
+            detail = json.loads(row["detail"])
+            if row["kind"] == HOLD_ADDED:
+                chained[int(detail["hold"])] = {"scope": detail["scope"], "value": row["subject"]}
+            else:
+                chained.pop(int(detail["hold"]), None)
+        active = {h.id: {"scope": h.scope, "value": h.value} for h in self.holds(True)}
+        for hold_id, held in sorted(chained.items()):
+            if active.get(hold_id) != held:
+                return (
+                    f"hold {hold_id} on {held['scope']} {held['value']} was never released"
+                    " in the audit chain, but the holds table does not hold it (edited)"
+                )
+        return ""
+
     def checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint: where the chain in the store starts (None: at event 1)."""
         rows = self._rows("SELECT * FROM chain_checkpoints ORDER BY seq DESC LIMIT 1")
