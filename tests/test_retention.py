@@ -23,13 +23,17 @@ from bastion.cli import build_parser
 from bastion.clock import FakeClock, iso
 from bastion.commands.app import App
 from bastion.config import load_config
+from bastion.config_policies import RecordingsPolicy
 from bastion.errors import ConfigError, NotFound, StoreError, UsageError
+from bastion.recording.fetch import object_name
+from bastion.recording.objects import ObjectStore
 from bastion.reports.facts import collect
 from bastion.reports.gather import run_rules
 from bastion.reports.week import week_of
 from bastion.retention import LEASE, Runner
 from bastion.retention_schedule import run_once
 from tests.harness import Bastion
+from tests.reals3 import BUCKET, MotoS3
 from tests.recording.helpers import make_writer
 
 pytestmark = pytest.mark.both_stores
@@ -324,3 +328,27 @@ def test_a_hold_deleted_from_the_table_behind_the_chain_stops_retention(history:
     with pytest.raises(StoreError, match="hold 1 on user carol was never released"):
         history.cli("retention", "run")
     assert history.bst.store.recording_pruned_at() == {} and not history.archive_dir.exists()
+
+
+def test_pruned_recordings_leave_the_object_store_too(history: History, tmp_path: Path) -> None:
+    """Each recording uploaded to S3 (moto_server, a real S3 API) goes from the bucket when it
+    is pruned; a held one stays."""
+    bst = history.bst
+    with MotoS3(tmp_path) as moto:
+        moto.start()
+        moto.write_credentials(tmp_path / "s3.credentials")
+        policy = RecordingsPolicy(url=f"s3://{BUCKET}/node-a", endpoint=moto.endpoint,
+                                  credentials_file="s3.credentials")  # fmt: skip
+        objects = ObjectStore.from_policy(policy, tmp_path)
+        keys = {}
+        for sid in ("ssh-alice-01", "ssh-carol-12", "ssh-alice-40"):
+            recorded = Path(bst.store.session(sid).recording_path or "")
+            name = object_name(recorded)
+            assert name is not None
+            keys[sid] = objects.key(name)
+            objects.put(keys[sid], recorded.read_bytes())
+        bst.store.add_hold("user", "carol", "litigation 42", "cli:test")
+        Runner(bst.store, bst.box, bst.config.retention, "node-1", "test", objects).run()
+        assert objects.head(keys["ssh-alice-01"]) is None  # pruned: gone from the bucket
+        assert objects.head(keys["ssh-carol-12"]) is not None  # held
+        assert objects.head(keys["ssh-alice-40"]) is not None  # within the period
