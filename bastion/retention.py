@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bastion import retention_archive
 from bastion.audit import Store
 from bastion.audit.anchors import anchor_key
-from bastion.audit.chain import KeySource
+from bastion.audit.chain import GENESIS, KeySource
 from bastion.audit.retention import Checkpoint, DueRecording
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
@@ -187,10 +187,11 @@ class Runner:
         folder = Path(self.policy.archive_dir)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = parse_iso(found.now).strftime("%Y%m%dT%H%M%SZ")
-        name = f"bastion-archive-{stamp}-{found.cut_from + 1}-{found.cut_to}.jsonl"
+        cut = f"-events-{found.cut_from + 1}-{found.cut_to}" if events else ""
+        name = f"bastion-archive-{stamp}{cut}.jsonl"
         start = self.store.checkpoint()
         header = {"from_seq": found.cut_from + 1, "to_seq": found.cut_to,
-                  "start_head": start.head if start else "0" * 64, "made_at": found.now,
+                  "start_head": start.head if start else GENESIS, "made_at": found.now,
                   "node": self.node}  # fmt: skip
         recordings = [r.__dict__ for r in found.recordings]
         body = retention_archive.render(header, events, found.queries, recordings)

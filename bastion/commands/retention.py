@@ -9,6 +9,7 @@ from bastion.cli_common import Parser, command, json_flag, optional_decider
 from bastion.commands.app import App, actor_of
 from bastion.errors import Exit, UsageError
 from bastion.retention import LEASE, Outcome, Runner
+from bastion.text import printable_line
 
 LEASE_TTL = timedelta(hours=6)  # a run longer than this lets another node start one
 
@@ -65,7 +66,8 @@ def hold_add(app: App, args: argparse.Namespace) -> int:
     if len(scopes) != 1:
         raise UsageError("a hold is on exactly one of --user, --target or --session")
     hold = app.store.add_hold(*scopes[0], args.reason, actor_of(app, args))
-    app.emit(hold.public(), f"hold {hold.id} on {hold.scope} {hold.value} by {hold.added_by}")
+    app.emit(hold.public(), printable_line(f"hold {hold.id} on {hold.scope} {hold.value} by"
+                                           f" {hold.added_by}"))  # fmt: skip
     return Exit.OK
 
 
@@ -77,9 +79,10 @@ def hold_release(app: App, args: argparse.Namespace) -> int:
 
 def hold_list(app: App, args: argparse.Namespace) -> int:
     holds = app.store.holds(active_only=not args.all)
-    lines = [f"{h.id:>4} {h.scope:<7} {h.value} since {h.added_at} by {h.added_by}: {h.reason}"
-             + (f" (released {h.released_at} by {h.released_by}: {h.release_reason})"
-                if h.released_at else "") for h in holds]  # fmt: skip
+    lines = [printable_line(
+        f"{h.id:>4} {h.scope:<7} {h.value} since {h.added_at} by {h.added_by}: {h.reason}"
+        + (f" (released {h.released_at} by {h.released_by}: {h.release_reason})"
+           if h.released_at else ""), 1000) for h in holds]  # fmt: skip
     app.emit([h.public() for h in holds], "\n".join(lines) or "no holds")
     return Exit.OK
 
