@@ -181,6 +181,10 @@ def test_retention_keeps_what_is_held_and_verify_proves_the_rest(history: Histor
     assert "pg-carol-10" in sessions_left and "pg-alice-00" not in sessions_left
 
     assert bst.store.verify_chain().ok
+    point = bst.store.checkpoint()
+    assert point is not None and point.seq == cut
+    first_kept = kept[cut + 1].at  # a review pack's start head, that early: the checkpoint
+    assert bst.store.chain_head_before(first_kept) == (point.seq, point.head)
     found, people = bst.store.commit_findings(EVERYTHING, EVERYTHING)
     assert found == [] and people is None
     code, said = history.cli("audit", "verify")

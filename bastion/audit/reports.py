@@ -241,6 +241,9 @@ class ReportQueries(StoreBase):
                 " ORDER BY seq DESC LIMIT 1",
                 (after, moment),
             ) or self._rows(_EVENT_BEFORE, (after,))
+        if not rows:  # before the chain's start: a retention checkpoint, if cut before then
+            rows = self._rows("SELECT seq, head AS row_hash FROM chain_checkpoints WHERE"
+                              " cut_at < ? ORDER BY seq DESC LIMIT 1", (moment,))  # fmt: skip
         return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, GENESIS)
 
     def week_grants(self, start: str, end: str) -> Rows:
