@@ -32,6 +32,7 @@ from bastion.reports.gather import run_rules
 from bastion.reports.week import week_of
 from bastion.retention import LEASE, Runner
 from bastion.retention_schedule import run_once
+from tests.audit.first_form import write_first_form
 from tests.harness import Bastion
 from tests.reals3 import BUCKET, MotoS3
 from tests.recording.helpers import make_writer
@@ -94,23 +95,38 @@ def _recorded(bst: Bastion, user: str, day: int, when: datetime) -> None:
     bst.store.close_session(sid, "closed", "client quit", info)
 
 
-def _queried(bst: Bastion, user: str, day: int, when: datetime) -> None:
-    """A database session with two statements in the query log, bound by commit events."""
+def _queried(bst: Bastion, user: str, day: int, when: datetime, legacy: bool) -> None:
+    """A database session with two statements in the query log, bound by commit events (or,
+    `legacy`, a chained event per statement, as stores wrote them before commit events)."""
     sid = f"pg-{user}-{day:02d}"
     bst.store.open_session(session_id=sid, user=user, target="db-1", grant_id=None,
                            protocol="postgres", client_addr="127.0.0.1:5001")  # fmt: skip
     for n in range(2):
         key = f"{sid}-{n}"
-        bst.store.write_batch([
+        records: list[QueryStart | QueryEnd] = [
             QueryStart(key, sid, user, "db-1", when, "simple", f"SELECT {n} FROM orders"),
             QueryEnd(key, sid, user, "db-1", when, 1, "SELECT 1", None, 120),
-        ])  # fmt: skip
+        ]
+        if legacy:
+            write_first_form(bst.store, records)
+        else:
+            bst.store.write_batch(records)
     bst.store.close_session(sid, "closed", "client quit")
 
 
 @pytest.fixture
 def history(tmp_path: Path) -> Iterator[History]:
     """alice works from day 0; carol (the one to be held) joins on day 10; 60 days in all."""
+    yield from _history(tmp_path, legacy_days=0)
+
+
+@pytest.fixture
+def legacy_history(tmp_path: Path) -> Iterator[History]:
+    """The same, the first 5 days' query log of the first form (from before commit events)."""
+    yield from _history(tmp_path, legacy_days=5)
+
+
+def _history(tmp_path: Path, legacy_days: int) -> Iterator[History]:
     archive = tmp_path / "archive"
     bst = Bastion(tmp_path / "b", RETENTION.format(archive=archive))
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=DAYS)
@@ -127,7 +143,7 @@ def history(tmp_path: Path) -> Iterator[History]:
         for user in ("alice", "carol") if day >= 10 else ("alice",):
             _recorded(bst, user, day, bst.clock.now())
             bst.clock.advance(60)
-            _queried(bst, user, day, bst.clock.now())
+            _queried(bst, user, day, bst.clock.now(), day < legacy_days)
             bst.clock.advance(60)
     end = start + timedelta(days=DAYS, hours=8)  # retention's cuts fall at 08:00, between days
     bst.clock.set(end)
@@ -356,3 +372,17 @@ def test_pruned_recordings_leave_the_object_store_too(history: History, tmp_path
         assert objects.head(keys["ssh-alice-01"]) is None  # pruned: gone from the bucket
         assert objects.head(keys["ssh-carol-12"]) is not None  # held
         assert objects.head(keys["ssh-alice-40"]) is not None  # within the period
+
+
+def test_first_form_query_rows_stay_and_hold_the_cut_back(legacy_history: History) -> None:
+    """Rows from before commit events are proven by their own statement events, which would
+    call them deleted: retention keeps them, and the chain is not cut past them."""
+    history = legacy_history
+    code, said = history.cli("retention", "run", "--json")
+    assert code == 0, said
+    done = json.loads(said)
+    assert done["queries_deleted"] == 2 * (30 + 20) - 2 * 5  # days 0-4 are of the first form
+    assert any("kept evidence" in why for why in done["plan"]["stopped_by"])
+    left = {r["session_id"] for r in history.bst.store._rows("SELECT session_id FROM queries")}
+    assert {f"pg-alice-{d:02d}" for d in range(5)} <= left and "pg-alice-05" not in left
+    assert history.cli("audit", "verify")[0] == 0

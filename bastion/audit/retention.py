@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.audit import qlogbind
 from bastion.audit.base import StoreBase
 from bastion.audit.chain import KEYED, ChainedEvent, Event
 from bastion.audit.sqlconn import one
@@ -185,10 +186,14 @@ class RetentionQueries(StoreBase):
                              r["recording_size"], r["started_at"]) for r in rows]  # fmt: skip
 
     def queries_due(self, before: str) -> list[dict[str, Any]]:
-        """Query-log rows written before `before` of sessions no hold keeps, in id order."""
+        """Query-log rows written before `before` of sessions no hold keeps, in id order.
+        Only rows bound by commit events (qlogbind.py): a row of the first form is proven by
+        its own statement events, which say it was deleted; those rows stay (and hold the
+        chain's cut back)."""
+        first = self._first_bound()
         return self._rows(
-            f"SELECT * FROM queries WHERE at < ? AND session_id NOT IN ({HELD_SESSIONS})"
-            " ORDER BY id", [before],
+            "SELECT * FROM queries WHERE at < ? AND id >= ? AND session_id NOT IN"
+            f" ({HELD_SESSIONS}) ORDER BY id", [before, first],
         )  # fmt: skip
 
     def oldest_kept(self, rec_before: str | None = None, q_before: str | None = None) -> str | None:
@@ -201,10 +206,17 @@ class RetentionQueries(StoreBase):
             self._rows("SELECT min(started_at) AS t FROM sessions WHERE recording_path IS NOT"
                        " NULL AND recording_pruned_at IS NULL AND started_at >= ?",
                        [rec_before or ""]),
-            self._rows("SELECT min(at) AS t FROM queries WHERE at >= ?", [q_before or ""]),
+            self._rows("SELECT min(at) AS t FROM queries WHERE at >= ? OR id < ?",
+                       [q_before or "", self._first_bound()]),  # the first form stays
         ]  # fmt: skip
         times = [str(rows[0]["t"]) for rows in found if rows and rows[0]["t"] is not None]
         return min(times) if times else None
+
+    def _first_bound(self) -> int:
+        """The first query row id a commit event binds (none yet: past every id)."""
+        with self._reading() as conn:
+            first = qlogbind.boundary(conn)
+        return 2**62 if first is None else first
 
     def last_seq_before(self, at: str) -> int:
         """The last event written before `at` (0: none)."""
