@@ -178,9 +178,16 @@ class Runner:
                 return done
             point = Checkpoint(**{k: seal[k] for k in Checkpoint.__dataclass_fields__})
             detail = {"archive": point.archive, "from_seq": found.cut_from + 1,
-                      "to_seq": found.cut_to, "before": found.events_before}  # fmt: skip
+                      "to_seq": found.cut_to, "before": found.events_before,
+                      "policy": self.said()}  # fmt: skip
             done.events_deleted = self.store.cut_chain(point, detail, self.actor)
         return done
+
+    def said(self) -> dict[str, Any]:
+        """The periods this run keeps to, chained with what it deletes (the review shows them)."""
+        policy = self.policy
+        return {"recordings": policy.recordings, "queries": policy.queries,
+                "events": policy.events, "allow_short": policy.allow_short}  # fmt: skip
 
     def _archive(self, found: Plan, events: list[Any]) -> tuple[dict[str, Any], Path]:
         """Write and read back the archive of everything this run removes."""
@@ -221,6 +228,7 @@ class Runner:
             "archive": done.archive.name if done.archive else None,
             "count": len(ids),
             "sessions": ids,
+            "policy": self.said(),
         }
         self.store.prune_recordings(ids, detail, self.actor)
         for due in found.recordings:
@@ -239,7 +247,8 @@ class Runner:
             return
         spans = runs([int(q["id"]) for q in found.queries])
         detail = {"archive": done.archive.name if done.archive else None,
-                  "runs": [list(s) for s in spans], "before": found.query_before}  # fmt: skip
+                  "runs": [list(s) for s in spans], "before": found.query_before,
+                  "policy": self.said()}  # fmt: skip
         done.queries_deleted = self.store.prune_queries(
             spans, found.query_before, detail, self.actor
         )

@@ -9,7 +9,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -386,3 +386,16 @@ def test_first_form_query_rows_stay_and_hold_the_cut_back(legacy_history: Histor
     left = {r["session_id"] for r in history.bst.store._rows("SELECT session_id FROM queries")}
     assert {f"pg-alice-{d:02d}" for d in range(5)} <= left and "pg-alice-05" not in left
     assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_short_period_allowed_by_override_is_a_high_finding(history: History) -> None:
+    """allow_short lets an admin prune after days instead of months: allowed, but the weekly
+    review raises every deletion made under it as high."""
+    bst = history.bst
+    policy = replace(bst.config.retention, recordings="1d", queries="1d", events="2d",
+                     allow_short=True)  # fmt: skip
+    assert policy.problem() is None
+    Runner(bst.store, bst.box, policy, "node-1", "cli:mallory").run()
+    facts = collect(bst.store, week_of(history.end.date(), "UTC"), history.end)
+    found = [f for f in run_rules(facts, bst.config) if f.rule == "retention_pruned"]
+    assert found and all(f.severity == "high" and "allow_short" in f.title for f in found)

@@ -37,10 +37,13 @@ def pruned(facts: Facts, config: Config) -> list[Finding]:
     for event in facts.events_of("retention.pruned"):
         detail = json.loads(event["detail"])
         count = detail.get("deleted", detail.get("count", 0))
+        policy = detail.get("policy") or {}
+        short = bool(policy.get("allow_short"))  # periods under 30 days were allowed
         found.append(Finding(
-            "retention_pruned", "low",
+            "retention_pruned", "high" if short else "low",
             f"retention deleted {count} {printable_line(event['subject'])}"
-            f" (archived in {printable_line(str(detail.get('archive')))})",
+            f" (archived in {printable_line(str(detail.get('archive')))})"
+            + (" under allow_short: periods may be under 30 days" if short else ""),
             "Check the count against [retention] and that the archive is kept where policy"
             " says; `bastion audit verify --archive FILE` proves it.",
             (event_evidence(event),), subject=event["actor"]))  # fmt: skip
