@@ -34,6 +34,7 @@ from bastion.commands import (
 )
 from bastion.commands.app import App, default_config_path
 from bastion.commands.reloading import reload_server
+from bastion.commands.retention import add_retention_commands
 from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
@@ -215,6 +216,12 @@ def _add_audit_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     verify.add_argument("--anchors", type=Path, action="append", metavar="FILE",
                         help="signed chain heads to check against (default: the file sinks"
                         " of [audit] anchors); repeatable")  # fmt: skip
+    verify.add_argument(
+        "--archive",
+        type=Path,
+        metavar="FILE",
+        help="prove a retention archive on its own instead of the store",
+    )
     json_flag(verify)
     tail = command(cmds, "tail", audit.audit_tail, "print the latest audit events")
     tail.add_argument("-n", "--lines", type=int, default=20)
@@ -419,6 +426,7 @@ def build_parser() -> Parser:
     _add_unmask_commands(sub)
     add_report_commands(sub)
     add_store_commands(sub)
+    add_retention_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     _add_doctor_command(sub)
     command(sub, "reload", reload_server,

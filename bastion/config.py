@@ -19,6 +19,7 @@ from bastion.access.hours import Hours, parse_hours
 from bastion.config_cluster import ClusterPolicy
 from bastion.config_metrics import MetricsPolicy
 from bastion.config_policies import (
+    AuditPolicy,
     GrantPolicy,
     NotifyPolicy,
     PostgresPolicy,
@@ -30,6 +31,7 @@ from bastion.config_policies import (
     WebPolicy,
     balancer_network_problem,
 )
+from bastion.config_retention import RetentionPolicy
 from bastion.config_schema import SETTINGS, TARGET_SETTINGS, LogFormat, LogLevel, Setting, Value
 from bastion.config_store import StoreConfig
 from bastion.durations import parse_duration
@@ -99,17 +101,6 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True)
-class AuditPolicy:
-    """How the PostgreSQL door writes its query log."""
-
-    durability: Literal["strict", "batched"] = "strict"
-    keep_literals: bool = False
-    ticket_valid_for: timedelta = timedelta(minutes=10)
-    anchors: tuple[str, ...] = ()  # sinks for signed chain heads (bastion/audit/anchors.py)
-    anchor_every: timedelta = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "auto"
     level: LogLevel = "info"
@@ -164,7 +155,7 @@ class Config:
     targets: Mapping[str, TargetPolicy]
     ssh: SshPolicy = field(default_factory=SshPolicy)
     postgres: PostgresPolicy = field(default_factory=PostgresPolicy)
-    audit: AuditPolicy = AuditPolicy()
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     requests: RequestPolicy = field(default_factory=RequestPolicy)
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
@@ -172,6 +163,7 @@ class Config:
     recordings: RecordingsPolicy = field(default_factory=RecordingsPolicy)
     web: WebPolicy = field(default_factory=WebPolicy)
     cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
@@ -398,6 +390,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         cluster=_section(ClusterPolicy, "cluster.", values),
+        retention=_section(RetentionPolicy, "retention.", values),
         store=_section(StoreConfig, "store.", values),
         metrics=_section(MetricsPolicy, "metrics.", values),
         targets=MappingProxyType(targets),
@@ -409,7 +402,8 @@ _WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - compared against, 
 
 def _check_policies(config: Config) -> None:
     """The sections whose policy checks itself (problem(): the key and what is wrong)."""
-    for section in ("reports", "recordings", "cluster", "store", "metrics", "sessions"):
+    sections = ("reports", "recordings", "cluster", "store", "metrics", "sessions", "retention")
+    for section in sections:
         problem = getattr(config, section).problem()
         if problem is not None:
             raise _Bad((section, problem[0]), problem[1])

@@ -16,6 +16,17 @@ _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 @dataclass(frozen=True)
+class AuditPolicy:
+    """How the PostgreSQL door writes its query log."""
+
+    durability: Literal["strict", "batched"] = "strict"
+    keep_literals: bool = False
+    ticket_valid_for: timedelta = timedelta(minutes=10)
+    anchors: tuple[str, ...] = ()  # sinks for signed chain heads (bastion/audit/anchors.py)
+    anchor_every: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
 class DoorLimits:
     """Limits a door applies before anyone has logged in (the same keys for each door)."""
 

@@ -272,6 +272,27 @@ SETTINGS: tuple[Setting, ...] = (
         "File (mode 0600) holding the bearer token a scrape must send; empty: none.",
         allow_empty=True,
     ),
+    Setting(
+        "retention.recordings",
+        "str",
+        "How long recordings are kept; empty: for ever.",
+        allow_empty=True,
+    ),
+    Setting(
+        "retention.queries",
+        "str",
+        "How long query-log rows are kept; empty: for ever.",
+        allow_empty=True,
+    ),
+    Setting(
+        "retention.events",
+        "str",
+        "How long audit events are kept; empty: for ever.",
+        allow_empty=True,
+    ),
+    Setting("retention.archive_dir", "str", "Where pruned evidence is archived.", allow_empty=True),
+    Setting("retention.every", "duration", "Time between retention runs of `bastion serve`."),
+    Setting("retention.allow_short", "bool", "Allow periods under 30 days."),
     Setting("logging.format", "choice", "Log format.", choices=get_args(LogFormat)),
     Setting("logging.level", "choice", "Least severe level.", choices=get_args(LogLevel)),
 )

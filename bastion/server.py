@@ -16,7 +16,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from bastion import __version__, sdnotify
+from bastion import __version__, retention_schedule, sdnotify
 from bastion.access.storegrace import presence_ttl
 from bastion.anchoring import AnchorHealth
 from bastion.audit import Event
@@ -43,7 +43,7 @@ from bastion.ssh.door import SSHDoor
 from bastion.tasks import spawn
 from bastion.watch import WATCH_EVERY
 from bastion.web import WebDoor
-from bastion.web.metrics import MetricsError, MetricsListener, load_token
+from bastion.web.metrics import MetricsError, MetricsListener, load_token, start_metrics
 
 log = structlog.get_logger("bastion.server")
 P = ParamSpec("P")
@@ -228,6 +228,8 @@ class Server:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
+        if self.config.retention.enabled:  # one node at a time prunes (a lease)
+            self._tasks.append(spawn(retention_schedule.run_every(self.core), name="retention"))
         detail = {"version": __version__, "doors": [d.name for d in self.doors],
                   "node": self.core.node}  # fmt: skip
         started = Event("bastion.started", f"serve:{os.getpid()}", "", "notice", detail=detail)
@@ -244,18 +246,12 @@ class Server:
 
     async def _start_metrics(self) -> None:
         """The doors' live sessions for /metrics; and with [metrics] listen, its listener."""
-        sources = self.core.metrics.sources
-        if sources is not None:
-            sources.doors = {door.name: door.live for door in self.doors}
-        if self.config.metrics.listen:
-            listener = MetricsListener(self.core, self._metrics_token)
-            try:
-                await listener.start()
-            except MetricsError as exc:
-                await self.stop()
-                raise ServeError(exc.message) from None
-            self.metrics_listener = listener
-            log.info("metrics.listening", address=self.config.metrics.listen, port=listener.port)
+        live = {door.name: door.live for door in self.doors}
+        try:
+            self.metrics_listener = await start_metrics(self.core, live, self._metrics_token)
+        except MetricsError as exc:
+            await self.stop()
+            raise ServeError(exc.message) from None
 
     async def _start_uploads(self) -> None:
         """With [recordings] url: prove the bucket and credentials (refusing to start when

@@ -21,6 +21,7 @@ from bastion.audit.reports import ReportQueries
 from bastion.audit.requests import NewRequest, RequestQueries
 from bastion.audit.resources import ResourceQueries
 from bastion.audit.restores import Restore, RestoreQueries
+from bastion.audit.retention import RetentionQueries
 from bastion.audit.reviewing import ReviewerReadQueries, SessionFilter
 from bastion.audit.reviews import ReportWeek, ReviewedFinding, ReviewQueries
 from bastion.audit.sessions import (
@@ -93,6 +94,7 @@ class Store(
     ClusterQueries,
     LostNodeQueries,
     ExposureQueries,
+    RetentionQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

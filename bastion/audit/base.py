@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import string
@@ -426,9 +425,10 @@ class StoreBase:
         """
         anchor = self.read_anchor()
         key = None if self.chain_key is None else self.chain_key.secret
-        verdict = walk_store(self.events, self.path, key, progress)
-        if not verdict.ok:
-            return verdict
+        start, problem = self._chain_start()
+        verdict = walk_store(self.events, self.path, key, progress, start)
+        if not verdict.ok or problem:
+            return verdict if not verdict.ok else replace(verdict, ok=False, problem=problem)
         problem = self._table_problem(verdict)
         if problem:
             return replace(verdict, ok=False, problem=problem, bad_seq=verdict.head_seq)
@@ -444,6 +444,11 @@ class StoreBase:
         if problem:
             return replace(verdict, ok=False, problem=problem, bad_seq=anchor[0])
         return verdict
+
+    def _chain_start(self) -> tuple[tuple[int, str] | None, str]:
+        """Where the walk starts (a retention checkpoint's seq and MAC, None: at event 1) and
+        '' or why that checkpoint is not one the chain itself holds (bastion/retention.py)."""
+        return None, ""
 
     def _table_problem(self, verdict: Verdict) -> str:
         """'' when the walk saw every row: seq is still the table's own key (no repeated or
@@ -476,25 +481,3 @@ class StoreBase:
         """The MAC of event seq, or None if there is no such event."""
         rows = self._rows("SELECT row_hash FROM audit_events WHERE seq = ?", [seq])
         return str(rows[0]["row_hash"]) if rows else None
-
-    def chained_recordings(
-        self, up_to: int, session_id: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """(session id, detail) of every session.closed event with a recording (or one found
-        missing when a crashed session was closed), up to seq `up_to` (a verified head): the
-        hashes the chain holds, not the editable session rows."""
-        clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
-        rows = self._rows(
-            "SELECT session_id, detail FROM audit_events"
-            + clause
-            + " AND kind = 'session.closed' ORDER BY seq",
-            params,
-        )
-        out = []
-        for row in rows:
-            detail = json.loads(row["detail"])
-            if isinstance(detail, dict) and (
-                "recording_sha256" in detail or "recording_missing" in detail
-            ):
-                out.append((str(row["session_id"]), detail))
-        return out

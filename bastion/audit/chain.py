@@ -237,10 +237,13 @@ class Walk:
     without one (tests and tools on an unkeyed store), only legacy rows can be checked.
     """
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(self, key: bytes | None, start: tuple[int, str] | None = None) -> None:
         self.key = key
         self.prev_seq, self.prev_hash, self.checked = 0, GENESIS, 0
         self.keyed_from: int | None = None
+        if start is not None:  # from a retention checkpoint: event start[0] (archived) had
+            self.prev_seq, self.prev_hash = start  # MAC start[1]; every row after is keyed
+            self.keyed_from = start[0] + 1
 
     def step(self, row: ChainedEvent) -> Verdict | None:
         """Take the next row: None when it holds, else the failing verdict."""

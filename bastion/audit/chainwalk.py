@@ -16,13 +16,14 @@ Progress = Callable[[int], None]  # rows checked so far
 
 
 def walk_store(
-    events: Events, path: Path | None, key: bytes | None, progress: Progress | None = None
-) -> Verdict:
+    events: Events, path: Path | None, key: bytes | None, progress: Progress | None = None,
+    start: tuple[int, str] | None = None,
+) -> Verdict:  # fmt: skip
     """Verify the chain whose rows `events` reads; with the store's file and its key, the keyed
     part is walked by compiled code (each row's MAC still checked), the rest here. Whatever
     the compiled walk can't vouch for, Python judges, so the verdict and its words are the
-    same either way."""
-    walk = Walk(key)
+    same either way. `start`: the (seq, MAC) of a retention checkpoint the chain starts after."""
+    walk = Walk(key, start)
     fast = key is not None and path is not None and path.is_file()
     while True:
         batch = CHUNK - walk.checked % CHUNK  # each chunk ends on a multiple of CHUNK

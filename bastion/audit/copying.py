@@ -329,7 +329,11 @@ def _check_chain(conn: PgConn, key: ChainKey | None, head: tuple[int, str]) -> N
         )
         return [ChainedEvent(**dict(r)) for r in rows]
 
-    verdict = walk_store(events, None, None if key is None else key.secret)
+    point = conn.execute(
+        "SELECT seq, head FROM chain_checkpoints ORDER BY seq DESC LIMIT 1"
+    ).fetchone() if conn.table_exists("chain_checkpoints") else None  # fmt: skip
+    start = None if point is None else (int(point[0]), str(point[1]))  # retention's cut
+    verdict = walk_store(events, None, None if key is None else key.secret, start=start)
     if not verdict.ok:
         raise StoreError(f"the copied chain does not verify: {verdict.problem}")
     if (verdict.head_seq, verdict.head_hash) != head:

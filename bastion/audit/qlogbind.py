@@ -188,8 +188,9 @@ def boundary(conn: Conn) -> int | None:
 
 
 def check(
-    reader: Callable[[], Conn], path: Path | None, week: tuple[str, str], wide: tuple[str, str]
-) -> list[Finding]:
+    reader: Callable[[], Conn], path: Path | None, week: tuple[str, str], wide: tuple[str, str],
+    pruned: Sequence[tuple[int, int]] = (),
+) -> list[Finding]:  # fmt: skip
     """The rows of [week) bound by commits, and the rows the commits of [wide) bind, that do
     not match: in id order, the deleted ones last. [] when the store has no commit event.
     `reader` opens a read-only connection to the store; the rows are digested in C straight
@@ -199,11 +200,12 @@ def check(
 
     The events and the rows are read on two connections: on a live store a commit can land
     between the two reads, and its rows look unbound. Rows and their commit event are
-    written in one transaction, so what a second pass still finds is real."""
-    found = _check_once(reader, path, week, wide)
+    written in one transaction, so what a second pass still finds is real. `pruned`: runs
+    of row ids retention deleted (as chained): their commits' records are not expected."""
+    found = _check_once(reader, path, week, wide, pruned)
     if not found:
         return found
-    again = {(f.id, f.code) for f in _check_once(reader, path, week, wide)}
+    again = {(f.id, f.code) for f in _check_once(reader, path, week, wide, pruned)}
     return [f for f in found if (f.id, f.code) in again]
 
 
@@ -237,14 +239,15 @@ def _expected(
 
 
 def _check_once(
-    reader: Callable[[], Conn], path: Path | None, week: tuple[str, str], wide: tuple[str, str]
-) -> list[Finding]:
+    reader: Callable[[], Conn], path: Path | None, week: tuple[str, str], wide: tuple[str, str],
+    pruned: Sequence[tuple[int, int]] = (),
+) -> list[Finding]:  # fmt: skip
     try:
         with closing(reader()) as conn:
             if path is None:
                 conn.begin_read()  # the events and the rows in one snapshot
             try:
-                return _check_on(conn, path, week, wide)
+                return _check_on(conn, path, week, wide, pruned)
             finally:
                 if conn.in_transaction:
                     conn.rollback()
@@ -254,12 +257,15 @@ def _check_once(
 
 
 def _check_on(
-    conn: Conn, path: Path | None, week: tuple[str, str], wide: tuple[str, str]
-) -> list[Finding]:
+    conn: Conn, path: Path | None, week: tuple[str, str], wide: tuple[str, str],
+    pruned: Sequence[tuple[int, int]] = (),
+) -> list[Finding]:  # fmt: skip
     first = boundary(conn)
     if first is None:
         return []
     commits, starts, ends = _expected(conn, wide)
+    if pruned:
+        starts, ends = _unpruned(starts, ends, sorted(pruned))
     if week == EVERYTHING:
         lo, hi = one(conn.execute(_ALL_ROW_IDS, (first,)))
     else:
@@ -356,3 +362,30 @@ def _binding_seq(commits: list[_Commit], ends: bytes, row_id: int, code: int) ->
 
 def _starts_here(commit: _Commit, row_id: int) -> bool:
     return commit.first <= row_id < commit.first + commit.new_rows
+
+
+def _in(runs: Sequence[tuple[int, int]], row_id: int) -> bool:
+    at = bisect_right(runs, (row_id, 2**63)) - 1
+    return at >= 0 and runs[at][0] <= row_id <= runs[at][1]
+
+
+def _unpruned(
+    starts: list[tuple[int, bytes]], ends: bytes, runs: Sequence[tuple[int, int]]
+) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The expectations without the rows retention deleted (sorted runs of ids)."""
+    kept: list[tuple[int, bytes]] = []
+    for first, blob in starts:
+        last, cur = first + len(blob) // 16 - 1, first
+        i = max(bisect_right(runs, (first, -1)) - 1, 0)
+        while i < len(runs) and runs[i][0] <= last:
+            lo, hi = runs[i]
+            if hi >= cur:
+                if lo > cur:
+                    kept.append((cur, blob[(cur - first) * 16 : (lo - first) * 16]))
+                cur = hi + 1
+            i += 1
+        if cur <= last:
+            kept.append((cur, blob[(cur - first) * 16 :]))
+    left = b"".join(ends[at : at + 24] for at in range(0, len(ends), 24)
+                    if not _in(runs, int.from_bytes(ends[at : at + 8], "big")))  # fmt: skip
+    return kept, left

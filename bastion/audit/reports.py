@@ -18,6 +18,7 @@ from typing import Any
 from bastion.audit import qlogbind, querylog
 from bastion.audit.base import StoreBase, contains
 from bastion.audit.chain import GENESIS, ChainedEvent, keyed_row_holds
+from bastion.audit.retention import pruned_query_runs
 from bastion.audit.sqlconn import DbError
 from bastion.errors import StoreError
 
@@ -240,6 +241,9 @@ class ReportQueries(StoreBase):
                 " ORDER BY seq DESC LIMIT 1",
                 (after, moment),
             ) or self._rows(_EVENT_BEFORE, (after,))
+        if not rows:  # before the chain's start: a retention checkpoint, if cut before then
+            rows = self._rows("SELECT seq, head AS row_hash FROM chain_checkpoints WHERE"
+                              " cut_at < ? ORDER BY seq DESC LIMIT 1", (moment,))  # fmt: skip
         return (int(rows[0]["seq"]), str(rows[0]["row_hash"])) if rows else (0, GENESIS)
 
     def week_grants(self, start: str, end: str) -> Rows:
@@ -319,7 +323,7 @@ class ReportQueries(StoreBase):
         """Rows of the second form against their commit events (bastion/audit/qlogbind.py):
         the rows that don't match, and a session whose person or target is not what its
         commits say."""
-        found = qlogbind.check(self.reader, self.path, week, wide)
+        found = qlogbind.check(self.reader, self.path, week, wide, pruned_query_runs(self))
         with closing(self.reader()) as conn:
             return found, qlogbind.people_problem(conn, week)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -305,6 +306,28 @@ class SessionQueries(StoreBase):
             )
             for r in rows
         ]
+
+    def chained_recordings(
+        self, up_to: int, session_id: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(session id, detail) of every session.closed event with a recording (or one found
+        missing when a crashed session was closed), up to seq `up_to` (a verified head): the
+        hashes the chain holds, not the editable session rows."""
+        clause, params = where([("seq <= ?", up_to), ("session_id = ?", session_id)])
+        rows = self._rows(
+            "SELECT session_id, detail FROM audit_events"
+            + clause
+            + " AND kind = 'session.closed' ORDER BY seq",
+            params,
+        )
+        out = []
+        for row in rows:
+            detail = json.loads(row["detail"])
+            if isinstance(detail, dict) and (
+                "recording_sha256" in detail or "recording_missing" in detail
+            ):
+                out.append((str(row["session_id"]), detail))
+        return out
 
     def recordings(self) -> list[tuple[str, RecordingInfo]]:
         """Every closed session's recording with the hash the chain holds, for verification."""

@@ -15,6 +15,7 @@ from bastion.audit.chain import ChainedEvent, Verdict
 from bastion.audit.qlogbind import EVERYTHING
 from bastion.audit.restores import Restore, restore_problems
 from bastion.commands.app import App
+from bastion.commands.audit_retention import archive_verify, checkpoint_problems, checkpoint_text
 from bastion.commands.reviewing import record_reading, record_verification
 from bastion.errors import Exit
 from bastion.progress import Progress, counted, every, quiet, terminal_progress
@@ -32,8 +33,9 @@ def anchor_files(app: App, args: argparse.Namespace) -> list[Path]:
 
 
 def anchor_problems(
-    app: App, files: list[Path], head_seq: int, restores: Sequence[Restore] = ()
-) -> tuple[Counter[str], list[str]]:
+    app: App, files: list[Path], head_seq: int, restores: Sequence[Restore] = (),
+    since: int = 0,
+) -> tuple[Counter[str], list[str]]:  # fmt: skip
     """How many signed heads the files hold, by the node that signed each (anchors written
     before anchors named the node name the host), and everything that disagrees with the
     chain."""
@@ -42,13 +44,14 @@ def anchor_problems(
     problems: list[str] = []
     for path in files:
         found, bad = read_anchors(path, key)
+        found = [anchor for anchor in found if anchor.seq > since]  # archived: --archive
         signers.update(anchor.node for anchor in found)
         problems += bad + anchors.check(found, head_seq, app.store.mac_at, restores)
     return signers, problems
 
 
 def pack_problems(
-    app: App, head_seq: int, restores: Sequence[Restore] = ()
+    app: App, head_seq: int, restores: Sequence[Restore] = (), since: int = 0
 ) -> tuple[int, list[str]]:
     """The weekly review packs' signed chain heads: how many packs, and every one the chain
     contradicts (the latest end head first) or whose signature fails. They outlive the head
@@ -61,6 +64,7 @@ def pack_problems(
     except ReportKeyError as exc:
         return 0, [f"the review packs in {reports} cannot be checked: {exc.message}"]
     good, bad = pack.signed_heads(reports, public)
+    good = [(where, made) for where, made in good if made.chain_start.seq > since]
     return len(good), bad + pack.anchor_problems(good, head_seq, app.store.mac_at, restores)
 
 
@@ -84,8 +88,9 @@ def recording_problems(
 ) -> tuple[int, list[str]]:
     """Check every recording against the hash in its chained session.closed event (not the
     editable session row), and each session row against the chain."""
-    chained = dict(app.store.chained_recordings(head_seq))
-    rows = dict(app.store.recordings())
+    pruned = app.store.recording_pruned_at()  # deleted by retention: not tampering
+    chained = {sid: d for sid, d in app.store.chained_recordings(head_seq) if sid not in pruned}
+    rows = {sid: info for sid, info in app.store.recordings() if sid not in pruned}
     total = len(chained)
     tick = every(counted(progress, "recordings", total, "checked"), RECORDINGS_EVERY, total)
     problems = []
@@ -120,16 +125,23 @@ def query_log_problems(app: App, progress: Progress = quiet) -> list[str]:
 def audit_verify(app: App, args: argparse.Namespace) -> int:
     """Walk the chain (MACs, head file), check the anchors, re-check every closed recording;
     the check and its result are chained as `audit.verified` (unless the chain is in doubt)."""
+    if args.archive is not None:
+        return archive_verify(app, args.archive)
     progress = quiet if app.as_json else terminal_progress()
     verdict = walk_chain(app, progress)
+    point, point_bad = checkpoint_problems(app)
+    since = point.seq if point else 0
     files = anchor_files(app, args)
     restores = app.store.restores(verdict.head_seq) if verdict.ok else []
     signers, anchor_bad = (
-        anchor_problems(app, files, verdict.head_seq, restores) if verdict.ok else (Counter(), [])
-    )
+        anchor_problems(app, files, verdict.head_seq, restores, since)
+        if verdict.ok else (Counter(), [])
+    )  # fmt: skip
     anchored = sum(signers.values())
-    packs, pack_bad = pack_problems(app, verdict.head_seq, restores) if verdict.ok else (0, [])
-    anchor_bad = restore_problems(restores, app.store.mac_at) + pack_bad + anchor_bad
+    packs, pack_bad = (
+        pack_problems(app, verdict.head_seq, restores, since) if verdict.ok else (0, [])
+    )
+    anchor_bad = point_bad + restore_problems(restores, app.store.mac_at) + pack_bad + anchor_bad
     recorded, rec_bad = (
         recording_problems(app, verdict.head_seq, progress) if verdict.ok else (0, [])
     )
@@ -153,17 +165,18 @@ def audit_verify(app: App, args: argparse.Namespace) -> int:
         "recording_problems": rec_bad,
         "query_log_problems": query_bad,
         "restores": [found.describe() for found in restores],
+        "checkpoint": point.public() if point else None,
     }
     data["ok"] = data["ok"] and not query_bad
     result, text = _outcome(app, verdict, files, anchor_bad, rec_bad)
     if query_bad and result in ("intact", "anchors not checked"):
         result, text = "query log edited", "QUERY LOG EDITED: " + "; ".join(query_bad)
     if result == "intact":
-        text = _intact_text(verdict, signers, len(files), recorded)
+        text = _intact_text(verdict, signers, len(files), recorded, since) + checkpoint_text(point)
         text += f"; {packs} signed review pack(s) agree" if packs else ""
         text += "".join(f"\nRESTORED: {found.describe()}" for found in restores)
     detail = {"command": "audit verify", "ok": result == "intact", "result": result,
-              "from_seq": 1, "to_seq": verdict.head_seq, "events": verdict.checked,
+              "from_seq": since + 1, "to_seq": verdict.head_seq, "events": verdict.checked,
               "recordings": recorded, "anchors": anchored, "review_packs": packs}  # fmt: skip
     record_verification(app, detail, end_in_doubt=not verdict.ok or bool(anchor_bad))
     app.emit(data, text)
@@ -192,12 +205,14 @@ def _outcome(
     return "intact", ""
 
 
-def _intact_text(verdict: Verdict, signers: Counter[str], files: int, recorded: int) -> str:
+def _intact_text(
+    verdict: Verdict, signers: Counter[str], files: int, recorded: int, since: int = 0
+) -> str:
     text = (
         f"audit chain intact: {verdict.checked} events, head {verdict.head_seq}"
         f" {verdict.head_hash[:16]}; {recorded} recordings match"
     )
-    if verdict.keyed_from is not None and verdict.keyed_from > 1:
+    if verdict.keyed_from is not None and verdict.keyed_from > since + 1:
         text += (
             f"; events 1-{verdict.keyed_from - 1} predate the key (unkeyed SHA-256, bound by"
             f" event {verdict.keyed_from}: only external anchors vouch for them)"

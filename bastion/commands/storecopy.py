@@ -25,6 +25,7 @@ from bastion.audit.restores import restore_problems
 from bastion.cli_common import Parser, command, json_flag
 from bastion.commands.app import App
 from bastion.commands.audit import anchor_files, anchor_problems, pack_problems, query_log_problems
+from bastion.commands.audit_retention import checkpoint_problems
 from bastion.errors import BastionError, Exit, StoreError, UsageError
 from bastion.progress import quiet, terminal_progress
 
@@ -45,11 +46,13 @@ def _verified(app: App, args: argparse.Namespace) -> Verdict:
                              f" {verdict.problem}")  # fmt: skip
     restores = store.restores(verdict.head_seq)
     files = anchor_files(app, args)
-    _, anchor_bad = anchor_problems(app, files, verdict.head_seq, restores)
+    point, point_bad = checkpoint_problems(app)  # retention: the chain starts after it
+    since = point.seq if point else 0
+    _, anchor_bad = anchor_problems(app, files, verdict.head_seq, restores, since)
     if app.config.audit.anchors and not files:  # as verify: unseen anchors are no pass
         anchor_bad.append("[audit] anchors has no file this command can read: pass --anchors")
-    _, pack_bad = pack_problems(app, verdict.head_seq, restores)
-    problems = restore_problems(restores, store.mac_at) + pack_bad + anchor_bad
+    _, pack_bad = pack_problems(app, verdict.head_seq, restores, since)
+    problems = point_bad + restore_problems(restores, store.mac_at) + pack_bad + anchor_bad
     problems += query_log_problems(app)
     if index_bad := store.index_problem():
         problems.append(index_bad)

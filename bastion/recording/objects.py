@@ -165,6 +165,10 @@ class ObjectStore:
             "write", key, lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
         )
 
+    def delete(self, key: str) -> None:
+        """Remove the object at key (retention); no such object is not an error."""
+        self._call("delete", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+
     def copy(self, key: str, to: str) -> None:
         """A copy of the object at key, made by the store itself, at `to`."""
         source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": key}

@@ -31,7 +31,8 @@ EVENT_KINDS = (
     "auth.totp_failed", "auth.failed", "auth.source_blocked", "recording.replayed",
     "recording.exported", "queries.listed", "audit.verified", "unmask.requested",
     "unmask.approved", "unmask.denied", "unmask.revoked", "ticket.issued", "ticket.revoked",
-    "session.kill_requested", "report.signed", "store.restored",
+    "session.kill_requested", "report.signed", "store.restored", "hold.added",
+    "hold.released", "retention.pruned", "retention.checkpoint",
 )  # fmt: skip
 READ_TAGS = frozenset({"SELECT", "SHOW", "EXPLAIN", "FETCH", "COPY", "VALUES", "TABLE"})
 WRITE_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})

@@ -21,6 +21,7 @@ from bastion.config import Config
 from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
 from bastion.reports import findings_input as input_rules
+from bastion.reports import findings_retention as retention_rules
 from bastion.reports import findings_volume as volume_rules
 from bastion.reports.charts import predraw
 from bastion.reports.facts import (
@@ -58,6 +59,7 @@ RULES = (
     access_rules.interrupted, access_rules.restores, access_rules.many_addresses,
     access_rules.large_transfers,
     volume_rules.large_transfer_days, volume_rules.large_export_days, input_rules.unparsed_input,
+    retention_rules.holds, retention_rules.pruned,
 )  # fmt: skip
 
 

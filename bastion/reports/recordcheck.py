@@ -20,6 +20,7 @@ def recording_problems(
     against the session.closed events up to seq `up_to` (a verified head); a recording the
     spool no longer holds is read from the object store through `fetcher`, one at a time."""
     ids = {row["id"] for row in store.week_sessions(iso(period.start), iso(period.end))}
+    ids -= set(store.recording_pruned_at())  # deleted by retention (the row says when)
     chained = [(sid, d) for sid, d in store.chained_recordings(up_to) if sid in ids]
     failed: list[str] = []
     for sid, detail in chained:

@@ -83,6 +83,10 @@ def open_recording(
     session = readable_session(store, viewer, session_id)
     if not session.recording_path:
         raise UsageError(f"session {session.id} has no recording ({session.protocol})")
+    pruned = store.recording_pruned_at(session.id).get(session.id)
+    if pruned is not None:
+        raise UsageError(f"session {session.id}'s recording was pruned by retention at {pruned}"
+                         " (its hash stays in the session row and the archive)")  # fmt: skip
     path = Path(session.recording_path)
     if locate is not None:
         path = locate(path, session.recording_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bastion.config import Config
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.live import Killable
 from bastion.privatefiles import NotPrivate, read_private
 from bastion.tasks import spawn
 from bastion.web.state import CORE_KEY
@@ -138,3 +140,17 @@ class MetricsListener:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._runner.cleanup()
+
+
+async def start_metrics(core: Core, live: dict[str, Mapping[str, Killable]],
+                        token: bytes | None) -> MetricsListener | None:  # fmt: skip
+    """Count the doors' live sessions; and with [metrics] listen, start its own listener
+    (None without one). Raises MetricsError when it cannot listen."""
+    if core.metrics.sources is not None:
+        core.metrics.sources.doors = live
+    if not core.config.metrics.listen:
+        return None
+    listener = MetricsListener(core, token)
+    await listener.start()
+    log.info("metrics.listening", address=core.config.metrics.listen, port=listener.port)
+    return listener

@@ -365,7 +365,8 @@ def _pg_table(conn: psycopg.Connection[Any], oid: int) -> Table:
 
 # Keys the writer assigns (a rowid alias on SQLite, a plain bigint key on PostgreSQL): the
 # chain's seq, a commit's consecutive query ids, and the cancel key's pid a node draws.
-WRITER_ASSIGNED = {("audit_events", "seq"), ("queries", "id"), ("cancel_keys", "pid")}
+WRITER_ASSIGNED = {("audit_events", "seq"), ("queries", "id"), ("cancel_keys", "pid"),
+                   ("chain_checkpoints", "seq")}  # fmt: skip
 PG_ONLY_TRIGGERS = {
     "audit_events": {
         "audit_events_no_truncate",  # SQLite has no TRUNCATE

@@ -43,6 +43,7 @@ REVIEWED = {
     "cluster.py:release_lease": "a node's presence or a job's lease: it ends nobody's access",
     "lostnodes.py:close_lost_session": "closes a lost node's session: no live node holds it",
     "pgload.py:_expire_leases": "a restore ends the archive's leases; no node is connected",
+    "retention.py:cut_chain": "deletes archived events before a checkpoint; no access ends",
 }
 
 

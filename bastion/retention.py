@@ -1,0 +1,254 @@
+"""Retention: prune recordings, query-log rows and audit events past their periods, never
+what a legal hold keeps, and never so that `bastion audit verify` stops proving what is kept.
+
+A run first verifies the whole chain (fail closed), then writes one archive of everything it
+is about to remove (bastion/retention_archive.py: synced, read back), then marks and deletes
+recordings, deletes query-log rows, and cuts the chain: the checkpoint row, the delete and
+the chained retention.checkpoint event in one transaction. The cut never passes an event
+newer than the oldest evidence kept: a held session's or event's time, an open session's
+start, a kept recording's or query row's time, nor `low_water` (the SIEM export's hook).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bastion import retention_archive
+from bastion.audit import Store
+from bastion.audit.anchors import anchor_key
+from bastion.audit.chain import GENESIS, KeySource
+from bastion.audit.retention import Checkpoint, DueRecording
+from bastion.clock import iso, parse_iso
+from bastion.config_retention import RetentionPolicy
+from bastion.errors import StoreError
+from bastion.recording.fetch import object_name
+from bastion.recording.model import RecordingError
+
+if TYPE_CHECKING:
+    from bastion.recording.objects import ObjectStore
+
+LEASE = "retention"  # on a shared store, one node prunes at a time
+LowWater = Callable[[], int | None]  # the highest seq a prune may cut (None: no limit)
+
+
+def no_limit() -> int | None:
+    """The default low water: nothing outside the store holds the cut back."""
+    return None
+
+
+@dataclass
+class Plan:
+    """What a run would remove, and where the chain cut stops and why."""
+
+    now: str
+    recordings: list[DueRecording] = field(default_factory=list)
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    query_before: str | None = None
+    cut_from: int = 0  # the chain starts after this event now
+    cut_to: int = 0  # and after this one once cut (== cut_from: nothing cut)
+    events_before: str | None = None
+    stopped_by: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {"now": self.now, "recordings": len(self.recordings),
+                "queries": len(self.queries), "events": self.cut_to - self.cut_from,
+                "cut_from": self.cut_from, "cut_to": self.cut_to,
+                "query_before": self.query_before, "events_before": self.events_before,
+                "stopped_by": self.stopped_by}  # fmt: skip
+
+
+def runs(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids."""
+    out: list[tuple[int, int]] = []
+    for i in ids:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def _before(now: datetime, policy: RetentionPolicy, kind: str) -> str | None:
+    period = policy.period(kind)
+    return None if period is None else iso(now - period)
+
+
+def plan(store: Store, policy: RetentionPolicy, low_water: LowWater = no_limit,
+         *, pruned: bool = False) -> Plan:  # fmt: skip
+    """What is due now; `pruned`: recordings and query rows were just pruned (the kept ones
+    are then read as they are, not as they will be)."""
+    now = store.store_time()  # on PostgreSQL the database's clock: not this host's alone
+    found = Plan(now=iso(now), query_before=_before(now, policy, "queries"))
+    rec_before = _before(now, policy, "recordings")
+    if rec_before is not None:
+        found.recordings = store.recordings_due(rec_before)
+    if found.query_before is not None:
+        found.queries = store.queries_due(found.query_before)
+    point = store.checkpoint()
+    found.cut_from = found.cut_to = point.seq if point else 0
+    found.events_before = _before(now, policy, "events")
+    if found.events_before is not None:
+        found.cut_to = max(found.cut_from, _cut(store, found, rec_before, low_water, pruned))
+    return found
+
+
+def _cut(store: Store, found: Plan, rec_before: str | None, low_water: LowWater,
+         pruned: bool) -> int:  # fmt: skip
+    """The last event the chain may be cut after (see the module's doc)."""
+    assert found.events_before is not None
+    limit = found.events_before
+    kept = store.oldest_kept(None if pruned else rec_before, None if pruned else found.query_before)
+    for why, when in (("a legal hold", store.held_since()), ("kept evidence", kept)):
+        if when is not None and when < limit:
+            limit = when
+            found.stopped_by.append(f"{why} from {when}")
+    cut = store.last_seq_before(limit)
+    water = low_water()  # HOOK: the SIEM export's low water (export_low_water), wired at merge
+    if water is not None and water < cut:
+        cut = water
+        found.stopped_by.append(f"events not yet exported after event {water}")
+    first_keyed = store.first_keyed_seq()
+    if first_keyed is None or cut < first_keyed - 1:
+        found.stopped_by.append("the chain is not keyed there")
+        return found.cut_from
+    return cut
+
+
+@dataclass
+class Outcome:
+    """What a run did (or, dry, would do)."""
+
+    plan: Plan
+    dry_run: bool
+    archive: Path | None = None
+    recordings_deleted: int = 0
+    queries_deleted: int = 0
+    events_deleted: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "plan": self.plan.public(),
+                "archive": str(self.archive) if self.archive else None,
+                "recordings_deleted": self.recordings_deleted,
+                "queries_deleted": self.queries_deleted, "events_deleted": self.events_deleted,
+                "warnings": self.warnings}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One retention run's surroundings: the store, the secrets (anchor key), the node."""
+
+    store: Store
+    box: KeySource
+    policy: RetentionPolicy
+    node: str
+    actor: str
+    objects: ObjectStore | None = None
+    low_water: LowWater = no_limit
+
+    def run(self, dry_run: bool = False) -> Outcome:
+        """Verify, plan, archive, prune; StoreError (nothing deleted) when the chain fails."""
+        verdict = self.store.verify_chain()
+        if not verdict.ok:
+            raise StoreError(
+                f"retention refused: the audit chain does not verify ({verdict.problem})"
+            )
+        if problem := self.store.hold_problem():
+            raise StoreError(f"retention refused: {problem}")
+        found = plan(self.store, self.policy, self.low_water)
+        done = Outcome(found, dry_run)
+        if dry_run or not (found.recordings or found.queries or found.cut_to > found.cut_from):
+            return done
+        events = self.store.events_between(found.cut_from, found.cut_to)
+        seal, done.archive = self._archive(found, events)
+        self._prune_recordings(found, done)
+        self._prune_queries(found, done)
+        if events:
+            again = plan(self.store, self.policy, self.low_water, pruned=True)
+            if again.cut_to < found.cut_to:
+                done.warnings.append(
+                    f"the chain was not cut: evidence before event"
+                    f" {found.cut_to} is still kept ({again.stopped_by})"
+                )
+                return done
+            point = Checkpoint(**{k: seal[k] for k in Checkpoint.__dataclass_fields__})
+            detail = {"archive": point.archive, "from_seq": found.cut_from + 1,
+                      "to_seq": found.cut_to, "before": found.events_before,
+                      "policy": self.said()}  # fmt: skip
+            done.events_deleted = self.store.cut_chain(point, detail, self.actor)
+        return done
+
+    def said(self) -> dict[str, Any]:
+        """The periods this run keeps to, chained with what it deletes (the review shows them)."""
+        policy = self.policy
+        return {"recordings": policy.recordings, "queries": policy.queries,
+                "events": policy.events, "allow_short": policy.allow_short}  # fmt: skip
+
+    def _archive(self, found: Plan, events: list[Any]) -> tuple[dict[str, Any], Path]:
+        """Write and read back the archive of everything this run removes."""
+        folder = Path(self.policy.archive_dir)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = parse_iso(found.now).strftime("%Y%m%dT%H%M%SZ")
+        cut = f"-events-{found.cut_from + 1}-{found.cut_to}" if events else ""
+        name = f"bastion-archive-{stamp}{cut}.jsonl"
+        start = self.store.checkpoint()
+        header = {"from_seq": found.cut_from + 1, "to_seq": found.cut_to,
+                  "start_head": start.head if start else GENESIS, "made_at": found.now,
+                  "node": self.node}  # fmt: skip
+        recordings = [r.__dict__ for r in found.recordings]
+        body = retention_archive.render(header, events, found.queries, recordings)
+        last = events[-1] if events else None
+        seal: dict[str, Any] = {
+            "seq": last.seq if last else None, "head": last.row_hash if last else None,
+            "cut_at": last.at if last else None, "made_at": found.now, "archive": name,
+            "archive_sha256": hashlib.sha256(body).hexdigest(), "node": self.node,
+        }  # fmt: skip
+        seal["sig"] = retention_archive.sign(seal, anchor_key(self.box))
+        path = folder / name
+        try:
+            retention_archive.write(path, body, seal)
+        except (OSError, ValueError) as exc:
+            raise StoreError(
+                f"retention refused: the archive {path} could not be written"
+                f" whole ({exc}); nothing was deleted"
+            ) from exc
+        return seal, path
+
+    def _prune_recordings(self, found: Plan, done: Outcome) -> None:
+        """Mark the recordings pruned (chained), then delete their files and objects."""
+        if not found.recordings:
+            return
+        ids = [r.session_id for r in found.recordings]
+        detail = {
+            "archive": done.archive.name if done.archive else None,
+            "count": len(ids),
+            "sessions": ids,
+            "policy": self.said(),
+        }
+        self.store.prune_recordings(ids, detail, self.actor)
+        for due in found.recordings:
+            try:
+                Path(due.path).unlink(missing_ok=True)
+                name = object_name(Path(due.path))
+                if self.objects is not None and name is not None:
+                    self.objects.delete(self.objects.key(name))
+            except (OSError, RecordingError) as exc:  # reported; the file stays for a look
+                done.warnings.append(f"recording of session {due.session_id}: {exc}")
+                continue
+            done.recordings_deleted += 1
+
+    def _prune_queries(self, found: Plan, done: Outcome) -> None:
+        if not found.queries or found.query_before is None:
+            return
+        spans = runs([int(q["id"]) for q in found.queries])
+        detail = {"archive": done.archive.name if done.archive else None,
+                  "runs": [list(s) for s in spans], "before": found.query_before,
+                  "policy": self.said()}  # fmt: skip
+        done.queries_deleted = self.store.prune_queries(
+            spans, found.query_before, detail, self.actor
+        )
