@@ -56,6 +56,7 @@ from bastion.watch import SessionWatch
 if TYPE_CHECKING:
     from bastion.anchoring import AnchorHealth
     from bastion.audit.listen import DecisionFeed
+    from bastion.export.worker import Exporter
 
 P = ParamSpec("P")
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
@@ -86,6 +87,7 @@ class Core:
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     anchoring: AnchorHealth | None = field(default=None, init=False)  # set: [audit] anchors
+    exporting: Exporter | None = field(default=None, init=False)  # set: [export] sinks
     started: bool = field(default=False, init=False)  # the server chained bastion.started
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)

@@ -27,6 +27,7 @@ from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.export.worker import Exporter
 from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
@@ -219,6 +220,7 @@ class Server:
         self._tasks.append(spawn(self._complete_every(), name="upload-completer"))
         if self.config.notify.webhook_url:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
+        await self._start_export()
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
         detail = {"version": __version__, "doors": [d.name for d in self.doors],
@@ -233,6 +235,17 @@ class Server:
             )  # fmt: skip
             await self._anchor()
             self._tasks.append(spawn(self._anchor_every(), name="anchors"))
+
+    async def _start_export(self) -> None:
+        """The [export] sinks' workers (bastion/export); every start says which sinks are
+        configured, so one taken out no longer holds retention back."""
+        sinks = tuple(sink for sink in self.config.export if sink.enabled)
+        await self.core.run(self.store.export_sinks_configured,
+                            [(sink.name, sink.kind) for sink in sinks])  # fmt: skip
+        if sinks:
+            exporter = Exporter(sinks, self.store, self.core, self.core.node, self.core.clock)
+            self.core.exporting = exporter
+            self._tasks.append(spawn(exporter.run(), name="export"))
 
     async def _start_uploads(self) -> None:
         """With [recordings] url: prove the bucket and credentials (refusing to start when
@@ -352,6 +365,9 @@ class Server:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.core.exporting is not None:
+            exporter, self.core.exporting = self.core.exporting, None
+            await exporter.close()
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()
