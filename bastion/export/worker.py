@@ -32,6 +32,7 @@ from bastion.export.sinks import FileSink, SinkError, SyslogSink, WebhookSink
 log = structlog.get_logger("bastion.export")
 
 LOOK_EVERY = 0.2  # seconds between looks at the chain when a sink is caught up
+STOP_GRACE = 5.0  # seconds a stop waits for a batch on its way to its sink
 ACTOR = "bastion:export"
 FAILING, RECOVERED = "export.sink_failing", "export.sink_recovered"
 
@@ -75,6 +76,7 @@ class SinkWorker:
         self.delivered_seq = 0
         self.failing_since: datetime | None = None
         self.failures, self.alerted, self.replay = 0, False, False
+        self._sending = False
         self.skip_through = 0  # the file sink: lines already written before a crash
 
     async def run(self) -> None:
@@ -83,7 +85,7 @@ class SinkWorker:
                 self.skip_through = await asyncio.to_thread(self.out.last_seq)
         while True:
             try:
-                more = await self.step()
+                more = await self._finished_step()
             except SinkError as exc:
                 await self._failed(str(exc))
                 wait = self.sink.retry_after * (2 ** min(self.failures - 1, 20))
@@ -95,6 +97,20 @@ class SinkWorker:
                 continue
             if not more:
                 await asyncio.sleep(LOOK_EVERY)
+
+    async def _finished_step(self) -> bool:
+        """A step that a stop lets finish, up to STOP_GRACE, once it reached the sink: what
+        the sink took is then marked taken (another node does not send it again)."""
+        step = asyncio.ensure_future(self.step())
+        step.add_done_callback(lambda _: setattr(self, "_sending", False))
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            if self._sending:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(step, STOP_GRACE)
+            step.cancel()
+            raise
 
     async def step(self) -> bool:
         """One batch; True when it was full (look again at once)."""
@@ -108,6 +124,7 @@ class SinkWorker:
             wanted = [e for e in events if e.seq > self.skip_through
                       and self.filter.takes(e.kind, e.severity)]  # fmt: skip
             if wanted:
+                self._sending = True  # until the step ends: the cursor moves with it
                 await self.out.deliver(wanted)
             self.replay = False
             last = events[-1].seq

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from bastion.audit.chain import ChainedEvent, canonical_json
 from bastion.export.formats import SD_ID, FrameError, FrameReader
+from tests.realssh import free_port
 
 SD = re.compile(
     r"\[" + re.escape(SD_ID) + r' seq="(\d+)" mac="([0-9a-f]{64})"'
@@ -138,3 +141,43 @@ class SyslogReceiver:
                 for message in connection:
                     seen.setdefault(message.seq, message)
         return [seen[s] for s in sorted(seen)]
+
+
+TOKEN = "s3cret-token-in-the-url"
+
+
+class Hook:
+    """An aiohttp server on its own loop: answers 503 while `down`, else takes the batch."""
+
+    def __init__(self) -> None:
+        self.port, self.down = free_port(), False
+        self.batches: list[dict[str, Any]] = []
+        self.refused = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        app = web.Application()
+        app.router.add_post("/hook", self._post)
+        self._runner = web.AppRunner(app)
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _post(self, request: web.Request) -> web.Response:
+        assert request.query.get("token") == TOKEN
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        self.batches.append(json.loads(await request.read()))
+        return web.Response(status=204)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def seqs(self) -> list[int]:
+        return [e["seq"] for batch in self.batches for e in batch["events"]]

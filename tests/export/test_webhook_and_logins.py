@@ -3,60 +3,18 @@ that hangs never holds a login up (the chain is the outbox, the sink only reads 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bastion.pki import make_tls
+from tests.export.receivers import TOKEN, Hook
 from tests.export.test_syslog_outage import activity, chained, wait_until
 from tests.harness import Bastion
-from tests.realssh import Sshd, free_port
-
-TOKEN = "s3cret-token-in-the-url"
-
-
-class Hook:
-    """An aiohttp server on its own loop: answers 503 while `down`, else takes the batch."""
-
-    def __init__(self) -> None:
-        self.port, self.down = free_port(), False
-        self.batches: list[dict[str, Any]] = []
-        self.refused = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        app = web.Application()
-        app.router.add_post("/hook", self._post)
-        self._runner = web.AppRunner(app)
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _post(self, request: web.Request) -> web.Response:
-        assert request.query.get("token") == TOKEN
-        if self.down:
-            self.refused += 1
-            return web.Response(status=503)
-        self.batches.append(json.loads(await request.read()))
-        return web.Response(status=204)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def seqs(self) -> list[int]:
-        return [e["seq"] for batch in self.batches for e in batch["events"]]
+from tests.realssh import Sshd
 
 
 @pytest.fixture
