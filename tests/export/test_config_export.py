@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion.config import load_config
+from bastion.config_export import BY_KIND, COMMON
+from bastion.config_text import default_config_text
 from bastion.errors import ConfigError
 
 GOOD = """\
@@ -111,3 +114,15 @@ def test_a_webhook_url_with_a_token_is_never_in_an_error(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_example_documents_every_export_key_and_its_sinks_load(tmp_path: Path) -> None:
+    text = default_config_text()
+    block = text[text.index("# --- SIEM export") : text.index("# --- Weekly access review")]
+    for key in {*COMMON, *(k for keys in BY_KIND.values() for k in keys)}:
+        assert re.search(rf"^#\s+(# )?{key}\b", block, re.M), key
+    start = block.index("# [export.siem]")
+    uncommented = "\n".join(line.removeprefix("# ") for line in block[start:].splitlines())
+    config = load(tmp_path, uncommented)
+    assert [s.name for s in config.export] == ["siem", "trail", "hook"]  # type: ignore[attr-defined]
+    assert load(tmp_path, text).export == ()  # type: ignore[attr-defined]
