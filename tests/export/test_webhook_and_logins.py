@@ -7,10 +7,14 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bastion.pki import make_tls
+from bastion.web import healthz
+from bastion.web.app import build_app
 from tests.export.receivers import TOKEN, Hook
 from tests.export.test_syslog_outage import activity, chained, wait_until
 from tests.harness import Bastion
@@ -43,6 +47,9 @@ def test_a_webhook_gets_every_event_once_in_order_after_it_failed(
         [state] = exporter.health()
         assert (state["status"], state["error"]) == ("failing", "HTTP 503")
         assert TOKEN not in json.dumps(state) and str(hook.port) not in json.dumps(state)
+        status, body = b.call(ask_healthz(b))
+        assert (status, body["status"], body["export"]) == (200, "degraded", exporter.health())
+        assert TOKEN not in json.dumps(body) and str(hook.port) not in json.dumps(body)
         hook.down = False
         wait_until(lambda: hook.seqs()[-1:] == [b.store.chain_head()[0]], "every event")
     finally:
@@ -52,6 +59,14 @@ def test_a_webhook_gets_every_event_once_in_order_after_it_failed(
     assert all(len(batch["events"]) <= 7 and batch["sink"] == "hook" for batch in hook.batches)
     first = hook.batches[0]["events"][0]
     assert first["mac"] == stored[0].row_hash and first["prev"] == stored[0].prev_hash
+
+
+async def ask_healthz(b: Bastion) -> tuple[int, dict[str, Any]]:
+    """GET /healthz from the web console's app, served on loopback for this question."""
+    app = build_app(b.core, {"/healthz": healthz})
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.get("/healthz")
+        return response.status, await response.json()
 
 
 def black_hole() -> socket.socket:
