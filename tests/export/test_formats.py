@@ -18,6 +18,7 @@ from bastion.export.formats import (
     syslog_message,
     webhook_body,
 )
+from tests.export.receivers import parse_message
 
 KEY = ChainKey(bytes(range(32)))
 
@@ -91,3 +92,17 @@ def test_filters_by_minimum_severity_and_kind() -> None:
 def test_a_webhook_batch_names_the_sink_and_keeps_seq_order() -> None:
     body = json.loads(webhook_body("siem", "node-1", [chained(seq=1), chained(seq=2)]))
     assert body["sink"] == "siem" and [e["seq"] for e in body["events"]] == [1, 2]
+
+
+def test_what_a_user_typed_cannot_forge_a_frame_or_structured_data() -> None:
+    forged = '"] 12 <13>1 - - - - fake\n77 [bastion@32473 seq="1"]'
+    event = link(Event("session.opened", forged, forged, "info", forged, {"sql": forged}), 9,
+                 "2026-12-07T09:00:00.000001Z", "ab" * 32, KEY.secret)  # fmt: skip
+    message = syslog_message(event, forged)
+    [frame] = FrameReader().feed(octet_frame(message))
+    assert frame == message and b"\n" not in message
+    parsed = parse_message(frame)  # the receiver's strict reading: header, SD, then JSON
+    assert (parsed.seq, parsed.mac, parsed.msgid) == (9, event.row_hash, "session.opened")
+    assert parsed.record["actor"] == forged and parsed.record["detail"] == {"sql": forged}
+    host = message.split(b" ")[2]
+    assert host == b'"]12<13>1----fake77[bastion@32473seq="1"]'  # printable, no space

@@ -128,3 +128,27 @@ def test_a_filtered_sink_takes_only_its_kinds_and_severities(
               and e.kind.split(".")[0] in ("user", "bastion")]  # fmt: skip
     assert [m.seq for m in receiver.deduped()] == wanted[: len(receiver.deduped())]
     assert wanted and len(receiver.deduped()) >= len(wanted) - 1  # bastion.stopped: after
+
+
+@pytest.mark.parametrize("wrong", ["another CA", "another name"])
+def test_a_receiver_that_cannot_prove_itself_gets_nothing(
+    tmp_path: Path, receiver: SyslogReceiver, wrong: str
+) -> None:
+    config = syslog_config(receiver)
+    if wrong == "another CA":
+        other = make_tls(tmp_path / "other-tls").ca_cert
+        config = config.replace(str(receiver.cert.parent / "bastion-ca.pem"), str(other))
+    else:
+        config = config.replace('server_name = "localhost"', 'server_name = "siem.example.com"')
+    b = Bastion(tmp_path / "bastion", config)
+    b.start()
+    try:
+        activity(b, range(0, 3))
+        exporter = b.core.exporting
+        assert exporter is not None
+        wait_until(lambda: exporter.health()[0]["status"] == "failing", "the sink to fail")
+        assert exporter.health()[0]["error"] == "TLS: the receiver's certificate is not trusted"
+        assert b.store.export_cursor("siem") == 0
+    finally:
+        b.stop()
+    assert receiver.seqs() == [] and bytes(receiver.raw) == b""
