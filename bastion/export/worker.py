@@ -156,7 +156,8 @@ class SinkWorker:
 
     async def _failed(self, error: str) -> None:
         now = self.clock.now()
-        self.status, self.error, self.replay = "failing", error, True
+        self.status, self.error = "failing", error
+        self.replay = self.sink.kind == "syslog"  # the others know what they took
         self.failures += 1
         self.failing_since = self.failing_since or now
         log.warning("export.sink_failed", sink=self.sink.name, kind=self.sink.kind, error=error,

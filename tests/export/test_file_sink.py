@@ -87,3 +87,31 @@ def test_a_bastion_feeds_a_rotating_file_every_event_in_order(tmp_path: Path) ->
         assert line["mac"] == event.row_hash and line["detail"] == json.loads(event.detail)
     assert len(list(path.parent.iterdir())) > 1  # it rotated
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_a_file_sink_that_fails_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    path = folder / "audit.jsonl"
+    config = (f'[export.trail]\nkind = "file"\npath = "{path}"\nretry_after = "1s"\n'
+              'retry_max = "1s"\n')  # fmt: skip
+    b = Bastion(tmp_path / "bastion", config)
+    b.start()
+    try:
+        activity(b, range(0, 5))
+        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        folder.rename(tmp_path / "aside")
+        folder.write_text("a file where the folder was")  # every open fails now
+        activity(b, range(5, 10))
+        exporter = b.core.exporting
+        assert exporter is not None
+        wait_until(lambda: exporter.health()[0]["status"] == "failing", "the sink to fail")
+        assert exporter.health()[0]["error"] == "cannot write the file (Not a directory)"
+        folder.unlink()
+        (tmp_path / "aside").rename(folder)
+        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the rest")
+    finally:
+        b.stop()
+    seqs = [line["seq"] for line in lines_of(path, 1)]
+    assert seqs == list(range(1, len(seqs) + 1))  # each once, in order
+    assert len(seqs) >= len(chained(b)) - 1
