@@ -32,6 +32,7 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.commands.export import add_export_commands
 from bastion.commands.store import add_store_commands
 from bastion.config import Listeners
 from bastion.core import Core
@@ -396,6 +397,7 @@ def build_parser() -> Parser:
     _add_unmask_commands(sub)
     add_report_commands(sub)
     add_store_commands(sub)
+    add_export_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     return parser
 

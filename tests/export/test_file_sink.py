@@ -12,9 +12,11 @@ from typing import Any
 from bastion.audit import ChainKey, Event
 from bastion.audit.chain import ChainedEvent, link
 from bastion.config_export import ExportSink
+from bastion.errors import Exit
 from bastion.export.sinks import FileSink
 from tests.export.test_syslog_outage import activity, chained, wait_until
 from tests.harness import Bastion
+from tests.test_cli import run_bastion
 
 KEY = ChainKey(bytes(range(32)))
 
@@ -115,3 +117,37 @@ def test_a_file_sink_that_fails_goes_on_where_it_stopped(tmp_path: Path) -> None
     seqs = [line["seq"] for line in lines_of(path, 1)]
     assert seqs == list(range(1, len(seqs) + 1))  # each once, in order
     assert len(seqs) >= len(chained(b)) - 1
+
+
+def test_export_verify_checks_a_file_sinks_records_and_export_status_shows_the_cursor(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export" / "audit.jsonl"
+    path.parent.mkdir()
+    config = f'[export.trail]\nkind = "file"\npath = "{path}"\nmax_bytes = 4096\nkeep = 100\n'
+    b = Bastion(tmp_path / "bastion", config)
+    b.start()
+    try:
+        activity(b, range(0, 12))
+        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+    finally:
+        b.stop()
+    files = [str(p) for p in sorted(path.parent.glob("audit.jsonl.*"), reverse=True)]
+    files.append(str(path))
+    home = ("--config", str(b.home / "bastion.toml"))
+    done = run_bastion(*home, "export", "verify", *files, "--json", cwd=path.parent)
+    assert done.stdout, done.stderr
+    report = json.loads(done.stdout)
+    assert (done.returncode, report["ok"], report["first_seq"]) == (0, True, 1), done.stderr
+    status = json.loads(run_bastion(*home, "export", "status", "--json", cwd=path.parent).stdout)
+    assert status[0]["sink"] == "trail" and status[0]["behind"] <= 2  # bastion.stopped, ...
+    lines = path.read_bytes().splitlines(keepends=True)
+    edited = json.loads(lines[1])
+    edited["detail"]["role"] = "admin"  # an insider with the SIEM's files edits a record
+    forged = [lines[0], json.dumps(edited).encode() + b"\n", *lines[3:]]  # and drops one
+    path.write_bytes(b"".join(forged))
+    done = run_bastion(*home, "export", "verify", *files, cwd=path.parent)
+    assert done.returncode == Exit.TAMPERED
+    seq = edited["seq"]
+    assert f"event {seq}: its MAC does not hold" in done.stdout
+    assert f"events {seq + 1}-{seq + 1} missing" in done.stdout
