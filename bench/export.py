@@ -65,7 +65,11 @@ def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
     served = ServedBastion(config, work / f"bastion-{name}.log").start()
     via = PgDatabase("127.0.0.1", b.pg_port, "benchdb", USERS[0], "")
     try:
-        wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
+        try:
+            wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
+        except RuntimeError:
+            print(served.log_path.read_text(errors="replace")[-3000:])
+            raise
         tps = pgbench_many(work, via, clients=10, mode="simple", seconds=seconds,
                            tickets=tickets)  # fmt: skip
         problem = "?"
