@@ -76,6 +76,7 @@ class SinkWorker:
         self.delivered_seq = 0
         self.failing_since: datetime | None = None
         self.failures, self.alerted, self.replay = 0, False, False
+        self.resend_from: int | None = None  # while sending the replay again: read after it
         self._sending = False
         self.skip_through = 0  # the file sink: lines already written before a crash
 
@@ -118,7 +119,9 @@ class SinkWorker:
             self.status = "standby"
             return False
         cursor = await self.core.run(self.store.export_cursor, self.sink.name)
-        start = max(0, cursor - self.sink.replay) if self.replay else cursor
+        if self.replay:  # a new connection after a failure: the last `replay` events again
+            self.resend_from, self.replay = max(0, cursor - self.sink.replay), False
+        start = cursor if self.resend_from is None else self.resend_from
         events: list[ChainedEvent] = await self.read(start, self.sink.batch)
         if events:
             wanted = [e for e in events if e.seq > self.skip_through
@@ -126,8 +129,8 @@ class SinkWorker:
             if wanted:
                 self._sending = True  # until the step ends: the cursor moves with it
                 await self.out.deliver(wanted)
-            self.replay = False
             last = events[-1].seq
+            self.resend_from = last if self.resend_from is not None and last < cursor else None
             if last > cursor and not await self.core.run(
                 self.store.advance_export, self.sink.name, cursor, last, self.lease
             ):

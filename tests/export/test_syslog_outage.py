@@ -63,10 +63,11 @@ def activity(b: Bastion, names: range) -> None:
             b.store.disable_user(f"user{n}", actor="test", reason="left the company")
 
 
+@pytest.mark.parametrize("batch", [500, 4])
 def test_every_event_arrives_once_in_order_across_an_outage(
-    tmp_path: Path, receiver: SyslogReceiver
+    tmp_path: Path, receiver: SyslogReceiver, batch: int
 ) -> None:
-    b = Bastion(tmp_path / "bastion", syslog_config(receiver))
+    b = Bastion(tmp_path / "bastion", syslog_config(receiver, batch=str(batch)))
     b.start()
     try:
         activity(b, range(0, 10))
@@ -94,6 +95,7 @@ def test_every_event_arrives_once_in_order_across_an_outage(
     assert [m.seq for m in got] == [e.seq for e in events[: len(got)]]
     assert [m.seq for m in got] == list(range(1, len(got) + 1))  # contiguous, from the first
     assert got[-1].seq >= events[-1].seq - 1  # bastion.stopped may be chained after the close
+    assert receiver.connections[-1][0].seq == 1  # the replay: everything before it (< 1000)
     for connection in receiver.connections:  # in order on each connection; a repeat only as
         seqs = [m.seq for m in connection]  # the replay that opens a new connection
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, str(seqs)
