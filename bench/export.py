@@ -6,13 +6,15 @@ private PostgreSQL 15 cluster, with no export sink, with a JSON-lines file sink,
 syslog sink over TLS to a local RFC 5425 receiver (tests/export/receivers.py, a thread of
 this process); the three alternated `--rounds` times, TPS the median of each. After each run
 the sink's cursor must reach the chain's head (every event delivered), else it says so.
-Figures only, never asserts speed.
+Also the bastion's CPU per transaction (its processes, from /proc), which a busy machine
+bends less than TPS. Figures only, never asserts speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -23,6 +25,7 @@ from bastion.audit import ChainKey, Store
 from bastion.clock import SystemClock
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_tls
+from bench import pgcpu, pgidle
 from bench._common import ServedBastion
 from bench.pg import USERS, Tickets, init_pgbench, pgbench_many
 from tests.export.receivers import SyslogReceiver
@@ -58,8 +61,9 @@ def delivered(b: Bastion) -> str:
 
 
 def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
-            seconds: int) -> tuple[float, str]:  # fmt: skip
-    """pgbench -S through a freshly served bastion with `export`; (TPS, problem or '')."""
+            seconds: int) -> tuple[float, float, str]:  # fmt: skip
+    """pgbench -S through a freshly served bastion with `export`: (TPS, the bastion's CPU
+    microseconds per transaction, its processes together, problem or '')."""
     config = b.home / "bastion.toml"
     config.write_text(b.home.joinpath("bastion.base.toml").read_text() + export)
     served = ServedBastion(config, work / f"bastion-{name}.log").start()
@@ -70,8 +74,10 @@ def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
         except RuntimeError:
             print(served.log_path.read_text(errors="replace")[-3000:])
             raise
-        tps = pgbench_many(work, via, clients=10, mode="simple", seconds=seconds,
-                           tickets=tickets)  # fmt: skip
+        with pgcpu.metered(lambda: processes(served.pid)) as cpu:
+            tps = pgbench_many(work, via, clients=10, mode="simple", seconds=seconds,
+                               tickets=tickets)  # fmt: skip
+            time.sleep(0.5)  # the feed's last batches, counted with the run
         problem = "?"
         for _ in range(100):  # the feed catches up within a few of its looks
             problem = delivered(b) if export else ""
@@ -80,7 +86,33 @@ def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
             time.sleep(0.1)
     finally:
         served.stop()
-    return tps, problem
+    per_transaction = sum(cpu.used.values()) / (tps * seconds) * 1e6 if tps else 0.0
+    return tps, per_transaction, problem
+
+
+def catch_up(work: Path, b: Bastion, configs: dict[str, str]) -> str:
+    """Serve once with every sink and no load, until each has taken the whole chain so far
+    (the set-up's events): the measured runs then carry only their own events."""
+    config = b.home / "bastion.toml"
+    config.write_text(b.home.joinpath("bastion.base.toml").read_text() + "".join(configs.values()))
+    served = ServedBastion(config, work / "bastion-warm-up.log").start()
+    try:
+        wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
+        problem = "?"
+        for _ in range(300):
+            problem = delivered(b)
+            if not problem:
+                break
+            time.sleep(0.1)
+    finally:
+        served.stop()
+    return problem
+
+
+def processes(pid: int) -> dict[str, int]:
+    """The served bastion and its children (the scribe), by name."""
+    return {"serve": pid, **{f"{name}-{child}": child for child, name in
+                             pgidle.children(pid).items()}}  # fmt: skip
 
 
 def main() -> None:
@@ -108,16 +140,18 @@ def main() -> None:
         shutil.copy(b.home / "bastion.toml", b.home / "bastion.base.toml")
         configs = sinks(work, receiver)
         tps: dict[str, list[float]] = {name: [] for name in configs}
-        problems: list[str] = []
+        cpu: dict[str, list[float]] = {name: [] for name in configs}
+        problems: list[str] = [f"warm-up: {p}" for p in [catch_up(work, b, configs)] if p]
         for _ in range(args.rounds):
             for name, export in configs.items():
-                rate, problem = one_run(
+                rate, used, problem = one_run(
                     work, b, name, export, tickets=tickets, seconds=args.seconds
                 )
                 tps[name].append(rate)
+                cpu[name].append(used)
                 if problem:
                     problems.append(f"{name}: {problem}")
-        report(tps, args, receiver, work, problems)
+        report(tps, cpu, args, receiver=receiver, work=work, problems=problems)
     finally:
         if receiver is not None:
             receiver.close()
@@ -127,9 +161,9 @@ def main() -> None:
             shutil.rmtree(work)
 
 
-def report(tps: dict[str, list[float]], args: argparse.Namespace, receiver: SyslogReceiver,
-           work: Path, problems: list[str]) -> None:  # fmt: skip
-    base = statistics.median(tps["none"])
+def report(tps: dict[str, list[float]], cpu: dict[str, list[float]], args: argparse.Namespace, *,
+           receiver: SyslogReceiver, work: Path, problems: list[str]) -> None:  # fmt: skip
+    base, base_cpu = statistics.median(tps["none"]), statistics.median(cpu["none"])
     print(f"pgbench -S through the PG door, 10 clients, simple protocol, {args.seconds}s each,"
           f" {args.rounds} rounds alternated (median TPS):")  # fmt: skip
     for name, rates in tps.items():
@@ -137,11 +171,20 @@ def report(tps: dict[str, list[float]], args: argparse.Namespace, receiver: Sysl
         cost = "" if name == "none" else f"  cost {1 - rate / base:+.1%}"
         runs = ", ".join(f"{r:,.0f}" for r in rates)
         print(f"  export {name:<7} {rate:>9,.0f} tps  {rate / base:.3f}x{cost}   (runs: {runs})")
+    print(f"the bastion's CPU per transaction (serve and scribe, median), load {load()}:")
+    for name, used in cpu.items():
+        each = statistics.median(used)
+        print(f"  export {name:<7} {each:>7.0f} us   {each / base_cpu:.3f}x   cost"
+              f" {each / base_cpu - 1:+.1%}")  # fmt: skip
     lines = sum(1 for p in work.glob("export.jsonl*") for _ in p.open("rb"))
     print(f"  events exported: file {lines} lines, syslog {len(receiver.deduped())} messages"
           f" ({len(receiver.seqs())} sent, replays included)")  # fmt: skip
     for problem in problems:
         print(f"  PROBLEM {problem}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
