@@ -23,10 +23,12 @@ from pathlib import Path
 
 from bastion.audit import ChainKey, Store
 from bastion.clock import SystemClock
+from bastion.config_export import ExportSink
 from bastion.identity.sealing import SecretBox
 from bastion.pki import make_tls
 from bench import pgcpu, pgidle
 from bench._common import ServedBastion
+from bench.export_feed import feed_alone
 from bench.pg import USERS, Tickets, init_pgbench, pgbench_many
 from tests.export.receivers import SyslogReceiver
 from tests.harness import Bastion
@@ -109,6 +111,36 @@ def catch_up(work: Path, b: Bastion, configs: dict[str, str]) -> str:
     return problem
 
 
+def chain_head(b: Bastion) -> int:
+    box = SecretBox.load(b.config.paths.secrets_key)
+    store = Store.open(b.store_at, SystemClock(), ChainKey.of(box))
+    try:
+        return store.chain_head()[0]
+    finally:
+        store.close()
+
+
+def alone(b: Bastion, receiver: SyslogReceiver, work: Path, per_transaction: float,
+          door_us: float) -> None:  # fmt: skip
+    """The feed's CPU per event measured alone, and what it comes to per transaction."""
+    key = ChainKey.of(SecretBox.load(b.config.paths.secrets_key))
+    ca = receiver.cert.parent / "bastion-ca.pem"
+    sinks = [
+        ExportSink("alone-file", "file", path=work / "alone.jsonl"),
+        ExportSink("alone-syslog", "syslog", address=f"127.0.0.1:{receiver.port}", tls_ca=ca,
+                   server_name="localhost"),
+    ]  # fmt: skip
+    print(
+        f"the feed alone, its CPU per event over the whole chain ({per_transaction:.2f} events"
+        f" per transaction above; the door's CPU {door_us:.0f} us per transaction):"
+    )
+    for sink in sinks:
+        events, us = feed_alone(b.store_at, key, sink, receiver.thread_id)
+        share = us * per_transaction / door_us if door_us else 0.0
+        print(f"  {sink.kind:<7} {events:>7,} events  {us:6.1f} us/event"
+              f"  = {share:.1%} of the door's CPU per transaction")  # fmt: skip
+
+
 def processes(pid: int) -> dict[str, int]:
     """The served bastion and its children (the scribe), by name."""
     return {"serve": pid, **{f"{name}-{child}": child for child, name in
@@ -142,6 +174,7 @@ def main() -> None:
         tps: dict[str, list[float]] = {name: [] for name in configs}
         cpu: dict[str, list[float]] = {name: [] for name in configs}
         problems: list[str] = [f"warm-up: {p}" for p in [catch_up(work, b, configs)] if p]
+        before = chain_head(b)
         for _ in range(args.rounds):
             for name, export in configs.items():
                 rate, used, problem = one_run(
@@ -152,6 +185,14 @@ def main() -> None:
                 if problem:
                     problems.append(f"{name}: {problem}")
         report(tps, cpu, args, receiver=receiver, work=work, problems=problems)
+        transactions = sum(sum(rates) for rates in tps.values()) * args.seconds
+        alone(
+            b,
+            receiver,
+            work,
+            (chain_head(b) - before) / transactions,
+            statistics.median(cpu["none"]),
+        )
     finally:
         if receiver is not None:
             receiver.close()

@@ -126,6 +126,11 @@ class SyslogReceiver:
         finally:
             writer.transport.abort()
 
+    @property
+    def thread_id(self) -> int | None:
+        """The native id of the thread it serves from (for CPU readings)."""
+        return self._thread.native_id
+
     def seqs(self) -> list[int]:
         with self._lock:
             return [m.seq for c in self.connections for m in c]
