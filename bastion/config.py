@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_cluster import ClusterPolicy
-from bastion.config_export import ExportConfigError, ExportSink, parse_exports
+from bastion.config_export import ExportSink, KeyProblem, parse_exports
 from bastion.config_policies import (
     GrantPolicy,
     NotifyPolicy,
@@ -208,13 +208,7 @@ for _parts in [*_BY_KEY, ("targets",), ("export",)]:
 # --- loading -------------------------------------------------------------------------------
 
 
-class _Bad(Exception):
-    """A problem with one key; load_config adds the file name."""
-
-    def __init__(self, parts: Parts, problem: str) -> None:
-        super().__init__(problem)
-        self.parts = parts
-        self.problem = problem
+_Bad = KeyProblem  # a problem with one key (parts, problem); load_config adds the file name
 
 
 def _show(parts: Parts) -> str:
@@ -497,8 +491,6 @@ def load_config(path: str | Path) -> Config:
         _check_policies(config)
         _check_anchors(config.audit)
         config = replace(config, export=parse_exports(raw.get("export", {}), base))
-    except ExportConfigError as exc:
-        raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

@@ -34,8 +34,8 @@ BY_KIND: dict[str, tuple[str, ...]] = {
 REQUIRED = {"syslog": ("address", "tls_ca"), "file": ("path",), "webhook": ("url",)}
 
 
-class ExportConfigError(Exception):
-    """A problem with one key of an [export.NAME] table (the loader names the file)."""
+class KeyProblem(Exception):
+    """A problem with one key of bastion.toml (load_config adds the file's name)."""
 
     def __init__(self, parts: tuple[str, ...], problem: str) -> None:
         super().__init__(problem)
@@ -75,17 +75,17 @@ class ExportSink:
 
 
 def parse_exports(raw: object, base: Path) -> tuple[ExportSink, ...]:
-    """Check the [export.NAME] tables; ExportConfigError names the first bad key."""
+    """Check the [export.NAME] tables; KeyProblem names the first bad key."""
     if not isinstance(raw, dict):
-        raise ExportConfigError(("export",), "expected a table of sinks, [export.NAME]")
+        raise KeyProblem(("export",), "expected a table of sinks, [export.NAME]")
     sinks = []
     for name, table in raw.items():
         where = ("export", name)
         if not SINK_NAME.fullmatch(name):
-            raise ExportConfigError(where, "invalid sink name: use 1-63 lowercase letters,"
+            raise KeyProblem(where, "invalid sink name: use 1-63 lowercase letters,"
                                     " digits, '_' or '-'")  # fmt: skip
         if not isinstance(table, dict):
-            raise ExportConfigError(where, "expected a table")
+            raise KeyProblem(where, "expected a table")
         sinks.append(_sink(name, table, base))
     return tuple(sinks)
 
@@ -94,25 +94,25 @@ def _sink(name: str, table: dict[str, object], base: Path) -> ExportSink:
     where = ("export", name)
     kind = table.get("kind")
     if kind not in BY_KIND:
-        raise ExportConfigError((*where, "kind"), "must be one of 'syslog', 'file', 'webhook'")
+        raise KeyProblem((*where, "kind"), "must be one of 'syslog', 'file', 'webhook'")
     allowed = (*COMMON, *BY_KIND[str(kind)])
     for key in table:
         if key not in allowed:
-            raise ExportConfigError((*where, key), f"unknown key for a {kind} sink (expected"
+            raise KeyProblem((*where, key), f"unknown key for a {kind} sink (expected"
                                     f" one of: {', '.join(allowed)})")  # fmt: skip
     for key in REQUIRED[str(kind)]:
         if key not in table:
-            raise ExportConfigError((*where, key), f"is required for a {kind} sink")
+            raise KeyProblem((*where, key), f"is required for a {kind} sink")
     values: dict[str, object] = {}
     for key, value in table.items():
         try:
             values[key] = _value(key, value, base)
         except ValueError as exc:
-            raise ExportConfigError((*where, key), str(exc)) from None
+            raise KeyProblem((*where, key), str(exc)) from None
     sink = ExportSink(name=name, **values)  # type: ignore[arg-type]
     problem = _problem(sink)
     if problem:
-        raise ExportConfigError((*where, problem[0]), problem[1])
+        raise KeyProblem((*where, problem[0]), problem[1])
     return sink
 
 

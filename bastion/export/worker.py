@@ -28,6 +28,7 @@ from bastion.clock import Clock, iso
 from bastion.config_export import ExportSink
 from bastion.export.formats import SinkFilter
 from bastion.export.sinks import FileSink, SinkError, SyslogSink, WebhookSink
+from bastion.tasks import spawn
 
 log = structlog.get_logger("bastion.export")
 
@@ -102,16 +103,27 @@ class SinkWorker:
     async def _finished_step(self) -> bool:
         """A step that a stop lets finish, up to STOP_GRACE, once it reached the sink: what
         the sink took is then marked taken (another node does not send it again)."""
-        step = asyncio.ensure_future(self.step())
+        step = spawn(self._outcome(), name=f"export-{self.sink.name}")
         step.add_done_callback(lambda _: setattr(self, "_sending", False))
         try:
-            return await asyncio.shield(step)
+            more, failed = await asyncio.shield(step)
         except asyncio.CancelledError:
             if self._sending:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(step, STOP_GRACE)
             step.cancel()
             raise
+        if failed is not None:
+            raise failed
+        return more
+
+    async def _outcome(self) -> tuple[bool, Exception | None]:
+        """The step's result or its failure, as a value (the task never fails: the loop
+        judges the failure, and the task helper does not log it as a crash)."""
+        try:
+            return await self.step(), None
+        except Exception as exc:
+            return False, exc
 
     async def step(self) -> bool:
         """One batch; True when it was full (look again at once)."""
