@@ -27,6 +27,7 @@ from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
+from bastion.export.sinks import SinkConfigError
 from bastion.export.worker import Exporter
 from bastion.live import Killable
 from bastion.notify import Notifier
@@ -186,7 +187,8 @@ class Server:
         """Open every door, or none: a door that cannot listen stops the others."""
         try:
             reports = ReportScheduler(self.core, self.report_builder)
-        except ValueError as exc:
+            exporter = self._exporter()  # a sink's unreadable CA stops the start, before a door
+        except (ValueError, SinkConfigError) as exc:
             raise ServeError(str(exc)) from None
         if self.config.recordings.url:  # the spool (one per node) before crash recovery:
             # a second process on it refuses here, before it could close any session
@@ -220,7 +222,7 @@ class Server:
         self._tasks.append(spawn(self._complete_every(), name="upload-completer"))
         if self.config.notify.webhook_url:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
-        await self._start_export()
+        await self._start_export(exporter)
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
         detail = {"version": __version__, "doors": [d.name for d in self.doors],
@@ -236,14 +238,20 @@ class Server:
             await self._anchor()
             self._tasks.append(spawn(self._anchor_every(), name="anchors"))
 
-    async def _start_export(self) -> None:
-        """The [export] sinks' workers (bastion/export); every start says which sinks are
-        configured, so one taken out no longer holds retention back."""
+    def _exporter(self) -> Exporter | None:
+        """The enabled [export] sinks' workers (bastion/export), or None without any."""
         sinks = tuple(sink for sink in self.config.export if sink.enabled)
+        if not sinks:
+            return None
+        return Exporter(sinks, self.store, self.core, self.core.node, self.core.clock)
+
+    async def _start_export(self, exporter: Exporter | None) -> None:
+        """Every start says which sinks are configured (one taken out no longer holds
+        retention back), then their workers start."""
+        sinks = exporter.sinks if exporter is not None else ()
         await self.core.run(self.store.export_sinks_configured,
                             [(sink.name, sink.kind) for sink in sinks])  # fmt: skip
-        if sinks:
-            exporter = Exporter(sinks, self.store, self.core, self.core.node, self.core.clock)
+        if exporter is not None:
             self.core.exporting = exporter
             self._tasks.append(spawn(exporter.run(), name="export"))
 

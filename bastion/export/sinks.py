@@ -33,6 +33,19 @@ class SinkError(Exception):
     """A delivery failed; the message is the kind of failure, safe to show anyone."""
 
 
+class SinkConfigError(Exception):
+    """A sink's files cannot be used: `export.NAME.KEY: problem`, one line."""
+
+    def __init__(self, sink: str, key: str, problem: str) -> None:
+        super().__init__(f"export.{sink}.{key}: {problem}")
+
+
+def _unreadable(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read it ({exc.strerror})"
+    return "not a usable PEM certificate (and key)"
+
+
 def reason(exc: BaseException) -> str:  # noqa: PLR0911 - one answer per kind of failure
     """The kind of a network failure, in a few words."""
     if isinstance(exc, SinkError):
@@ -59,10 +72,16 @@ class SyslogSink:
 
     def __init__(self, sink: ExportSink, hostname: str) -> None:
         self.sink, self.hostname = sink, hostname
-        self.context = ssl.create_default_context(cafile=sink.tls_ca)
+        try:
+            self.context = ssl.create_default_context(cafile=sink.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkConfigError(sink.name, "tls_ca", _unreadable(exc)) from None
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         if sink.tls_cert is not None and sink.tls_key is not None:
-            self.context.load_cert_chain(sink.tls_cert, sink.tls_key)
+            try:
+                self.context.load_cert_chain(sink.tls_cert, sink.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise SinkConfigError(sink.name, "tls_cert", _unreadable(exc)) from None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 

@@ -13,6 +13,7 @@ import pytest
 from bastion.audit import ChainedEvent, ChainKey, Store
 from bastion.audit.chain import keyed_row_holds
 from bastion.pki import make_tls
+from bastion.server import ServeError
 from tests.export.receivers import SyslogReceiver
 from tests.harness import Bastion
 from tests.realssh import free_port
@@ -154,3 +155,21 @@ def test_a_receiver_that_cannot_prove_itself_gets_nothing(
     finally:
         b.stop()
     assert receiver.seqs() == [] and bytes(receiver.raw) == b""
+
+
+def test_a_sinks_unreadable_ca_stops_the_start_with_one_line(
+    tmp_path: Path, receiver: SyslogReceiver
+) -> None:
+    config = syslog_config(receiver).replace(
+        str(receiver.cert.parent / "bastion-ca.pem"), str(tmp_path / "missing-ca.pem")
+    )
+    b = Bastion(tmp_path / "bastion", config)
+    try:
+        with pytest.raises(ServeError) as caught:
+            b.start()
+        assert str(caught.value) == (
+            "export.siem.tls_ca: cannot read it (No such file or directory)"
+        )
+        assert not b.events("bastion.started")
+    finally:
+        b.stop()
