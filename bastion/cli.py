@@ -33,6 +33,7 @@ from bastion.commands import (
     unmask,
 )
 from bastion.commands.app import App, default_config_path
+from bastion.commands.export import add_export_commands
 from bastion.commands.reloading import reload_server
 from bastion.commands.retention import add_retention_commands
 from bastion.commands.store import add_store_commands
@@ -427,6 +428,7 @@ def build_parser() -> Parser:
     add_report_commands(sub)
     add_store_commands(sub)
     add_retention_commands(sub)
+    add_export_commands(sub)
     command(sub, "serve", serve, "run every configured door until SIGINT/SIGTERM")
     _add_doctor_command(sub)
     command(sub, "reload", reload_server,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 from bastion import config_schema
 from bastion.access.hours import Hours, parse_hours
 from bastion.config_cluster import ClusterPolicy
+from bastion.config_export import ExportSink, KeyProblem, parse_exports
 from bastion.config_metrics import MetricsPolicy
 from bastion.config_policies import (
     AuditPolicy,
@@ -166,6 +167,7 @@ class Config:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
+    export: tuple[ExportSink, ...] = ()  # the [export.NAME] sinks (bastion/config_export.py)
 
     def max_grant_for(self, target: str) -> timedelta:
         """The longest grant allowed on a target: its own max_grant, else grants.default_max."""
@@ -190,7 +192,7 @@ _BY_KEY: dict[Parts, Setting] = {tuple(s.key.split(".")): s for s in SETTINGS}
 _DEFAULTS = config_schema.written_defaults(Config, SETTINGS)  # what an absent key reads as
 _TARGET_DEFAULTS = config_schema.written_defaults(TargetPolicy, TARGET_SETTINGS)
 _CHILDREN: dict[Parts, list[str]] = {(): []}
-for _parts in [*_BY_KEY, ("targets",)]:
+for _parts in [*_BY_KEY, ("targets",), ("export",)]:
     for _depth in range(len(_parts)):
         _names = _CHILDREN.setdefault(_parts[:_depth], [])
         if _parts[_depth] not in _names:
@@ -200,12 +202,7 @@ for _parts in [*_BY_KEY, ("targets",)]:
 # --- loading -------------------------------------------------------------------------------
 
 
-class _Bad(Exception):
-    """A problem with one key; load_config adds the file name."""
-
-    def __init__(self, parts: Parts, problem: str) -> None:
-        super().__init__(problem)
-        self.parts, self.problem = parts, problem
+_Bad = KeyProblem  # a problem with one key (parts, problem); load_config adds the file name
 
 
 def _show(parts: Parts) -> str:
@@ -305,8 +302,8 @@ def _collect(table: dict[str, object], prefix: Parts, found: dict[Parts, object]
     """Walk the parsed TOML, rejecting unknown keys and gathering the known ones."""
     for name, value in table.items():
         parts = (*prefix, name)
-        if parts == ("targets",):
-            continue  # checked by _targets
+        if parts in (("targets",), ("export",)):
+            continue  # checked by _targets, parse_exports
         if parts in _BY_KEY:
             found[parts] = value
         elif parts in _CHILDREN:
@@ -486,6 +483,7 @@ def load_config(path: str | Path) -> Config:
         _check_webhook(config.notify.webhook_url)
         _check_policies(config)
         _check_anchors(config.audit)
+        config = replace(config, export=parse_exports(raw.get("export", {}), base))
     except _Bad as exc:
         raise ConfigError(shown, _show(exc.parts), exc.problem) from None
     return config

@@ -56,6 +56,7 @@ from bastion.watch import SessionWatch, watch_once
 if TYPE_CHECKING:
     from bastion.anchoring import AnchorHealth
     from bastion.audit.listen import DecisionFeed
+    from bastion.export.worker import Exporter
 
 P = ParamSpec("P")
 STOPPING_REFUSAL = "this node is stopping; connect again to reach another node"
@@ -87,6 +88,7 @@ class Core:
     writer: AuditWriter | None = field(default=None, init=False)
     uploads: Uploads | None = field(default=None, init=False)  # set by the server: S3 on
     anchoring: AnchorHealth | None = field(default=None, init=False)  # set: [audit] anchors
+    exporting: Exporter | None = field(default=None, init=False)  # set: [export] sinks
     started: bool = field(default=False, init=False)  # the server chained bastion.started
     _lives: Sequence[Mapping[str, Killable]] = field(default=(), init=False)
     _feeds: set[SessionFeed] = field(default_factory=set, init=False)

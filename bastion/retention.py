@@ -108,10 +108,10 @@ def _cut(store: Store, found: Plan, rec_before: str | None, low_water: LowWater,
             limit = when
             found.stopped_by.append(f"{why} from {when}")
     cut = store.last_seq_before(limit)
-    water = low_water()  # HOOK: the SIEM export's low water (export_low_water), wired at merge
-    if water is not None and water < cut:
-        cut = water
-        found.stopped_by.append(f"events not yet exported after event {water}")
+    waters = [w for w in (low_water(), store.export_low_water()) if w is not None]
+    if waters and min(waters) < cut:  # an enabled SIEM sink has not taken what follows
+        cut = min(waters)
+        found.stopped_by.append(f"events not yet exported after event {cut}")
     first_keyed = store.first_keyed_seq()
     if first_keyed is None or cut < first_keyed - 1:
         found.stopped_by.append("the chain is not keyed there")

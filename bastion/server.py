@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import gc
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
@@ -23,39 +20,39 @@ from bastion.audit import Event
 from bastion.audit.anchors import Anchorer, anchor_key
 from bastion.audit.cluster import node_lease
 from bastion.audit.exposure import NAMED
-from bastion.audit.sessions import RecordingInfo
 from bastion.clock import iso
 from bastion.core import Core
-from bastion.errors import BastionError, Exit
+from bastion.export.sinks import SinkConfigError
+from bastion.export.worker import Exporter
 from bastion.lifecycle import Lifecycle, Pausable
 from bastion.live import Killable
 from bastion.notify import Notifier
 from bastion.pgproxy.door import PgDoor
 from bastion.recording.completer import LEASE as COMPLETER_LEASE
 from bastion.recording.completer import Completer, every
-from bastion.recording.model import RecordingError
 from bastion.recording.objects import ObjectStore, ObjectStoreError
-from bastion.recording.reader import file_digest
-from bastion.recording.upload import Uploader, hold_spool
+from bastion.recording.upload import Uploader
 from bastion.reports.deliver import ReportBuilder
 from bastion.reports.schedule import ReportScheduler, pack_builder
+from bastion.serve_helpers import (
+    OnStore,
+    ServeError,
+    check_store,
+    hold_spool_or_refuse,
+    in_thread,
+    recording_left,
+)
 from bastion.ssh.door import SSHDoor
 from bastion.tasks import spawn
 from bastion.watch import WATCH_EVERY
 from bastion.web import WebDoor
 from bastion.web.metrics import MetricsError, MetricsListener, load_token, start_metrics
 
+__all__ = ["ServeError", "Server", "run_server"]  # ServeError: the CLI and tests catch it here
 log = structlog.get_logger("bastion.server")
 P = ParamSpec("P")
 T = TypeVar("T")
-STORE_WAIT = 60.0  # seconds the completer's thread waits for one store call
 NAMESAKE_WAIT = 5.0  # seconds to watch for a renewal of this node's own name's presence
-
-
-class ServeError(BastionError):
-    """A door could not open; the configuration (or another process) is in the way."""
-
-    exit_code = Exit.CONFIG
 
 
 class Door(Pausable, Protocol):
@@ -69,48 +66,6 @@ class Door(Pausable, Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-START_CHECK = 2.0  # seconds start-up waits for the object store's answer; then it goes on
-
-
-async def _check_store(store: ObjectStore) -> None:
-    """Prove the bucket and credentials, waiting START_CHECK s at most (in a thread of its
-    own): refused credentials or a missing bucket stop the start; a store that cannot be
-    reached, or does not answer in time, only delays uploads (its late answer is logged)."""
-    checked: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def check() -> None:
-        try:
-            store.check()
-        except BaseException as exc:  # handed to whoever waits
-            checked.set_exception(exc)
-        else:
-            checked.set_result(None)
-
-    threading.Thread(target=check, name="bastion-store-check", daemon=True).start()
-    try:
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(checked)), START_CHECK)
-    except ObjectStoreError as exc:
-        if exc.lasting:
-            raise ServeError(exc.message) from None
-        log.warning("recordings.object_store_unreachable", error=exc.message)
-    except TimeoutError:
-        log.warning("recordings.object_store_not_answering", waited=START_CHECK,
-                    note="uploads wait in the spool; the check goes on")  # fmt: skip
-        checked.add_done_callback(_late_answer)
-
-
-def _late_answer(checked: concurrent.futures.Future[None]) -> None:
-    """The start-up check's answer after the doors opened: refused credentials are an error
-    to act on (every upload will fail; the spool keeps the recordings)."""
-    exc = checked.exception()
-    if isinstance(exc, ObjectStoreError) and exc.lasting:
-        log.error("recordings.object_store_refused", error=exc.message)
-    elif exc is not None:
-        log.warning("recordings.object_store_unreachable", error=str(exc))
-    else:
-        log.info("recordings.object_store_ok")
 
 
 class Server:
@@ -157,7 +112,7 @@ class Server:
         self.store.take_lease(node_lease(node), node, presence_ttl(self.config.cluster.store_grace),
                               quiet=True)  # fmt: skip
         self._present = True
-        closed = self.store.close_interrupted(f"serve:{os.getpid()}", _recording_left,
+        closed = self.store.close_interrupted(f"serve:{os.getpid()}", recording_left,
                                               node=node, unowned=not others)  # fmt: skip
         if closed:
             log.warning("sessions.interrupted", count=len(closed), sessions=closed, node=node)
@@ -191,11 +146,14 @@ class Server:
         try:
             reports = ReportScheduler(self.core, self.report_builder)
             self._metrics_token = await asyncio.to_thread(load_token, self.config)
-        except (ValueError, MetricsError) as exc:
+            exporter = self._exporter()  # a sink's unreadable CA stops the start, before a door
+        except (ValueError, MetricsError, SinkConfigError) as exc:
             raise ServeError(str(exc)) from None
         if self.config.recordings.url:  # the spool (one per node) before crash recovery:
             # a second process on it refuses here, before it could close any session
-            self._spool_lock = await asyncio.to_thread(_hold_spool, self.config.paths.recordings)
+            self._spool_lock = await asyncio.to_thread(
+                hold_spool_or_refuse, self.config.paths.recordings
+            )
         try:
             await self.core.run(self.recover)
             await self._start_uploads()
@@ -226,6 +184,7 @@ class Server:
         self._tasks.append(spawn(self._complete_every(), name="upload-completer"))
         if self.config.notify.webhook_url:
             self._tasks.append(spawn(Notifier(self.core).run(), name="notifier"))
+        await self._start_export(exporter)
         # builds last week's review when due (and a run missed while down), then delivers it
         self._tasks.append(spawn(reports.run(), name="weekly-reports"))
         if self.config.retention.enabled:  # one node at a time prunes (a lease)
@@ -253,6 +212,23 @@ class Server:
             await self.stop()
             raise ServeError(exc.message) from None
 
+    def _exporter(self) -> Exporter | None:
+        """The enabled [export] sinks' workers (bastion/export), or None without any."""
+        sinks = tuple(sink for sink in self.config.export if sink.enabled)
+        if not sinks:
+            return None
+        return Exporter(sinks, self.store, self.core, self.core.node, self.core.clock)
+
+    async def _start_export(self, exporter: Exporter | None) -> None:
+        """Every start says which sinks are configured (one taken out no longer holds
+        retention back), then their workers start."""
+        sinks = exporter.sinks if exporter is not None else ()
+        await self.core.run(self.store.export_sinks_configured,
+                            [(sink.name, sink.kind) for sink in sinks])  # fmt: skip
+        if exporter is not None:
+            self.core.exporting = exporter
+            self._tasks.append(spawn(exporter.run(), name="export"))
+
     async def _start_uploads(self) -> None:
         """With [recordings] url: prove the bucket and credentials (refusing to start when
         they are wrong; an unreachable store only delays uploads), start the uploader and
@@ -264,7 +240,7 @@ class Server:
             store = ObjectStore.from_policy(policy, self.config.path.parent)
         except ObjectStoreError as exc:
             raise ServeError(exc.message) from None
-        await _check_store(store)
+        await check_store(store)
         uploader = Uploader(store, self.config.paths.recordings, keep=policy.keep_spool,
                             recorded=self.core.recorded_hash, progress=self.core.note_progress,
                             alarm=self._alarm_from(asyncio.get_running_loop()))  # fmt: skip
@@ -283,13 +259,13 @@ class Server:
         loop = asyncio.get_running_loop()
         lost_after = self.config.cluster.lost_after
         objects = self.uploader.store if self.uploader is not None else None
-        self.completer = Completer(self.store, _OnStore(self.core, loop), objects,
+        self.completer = Completer(self.store, OnStore(self.core, loop), objects,
                                    self.core.node, lost_after, box=self.core.box,
-                                   left=_recording_left)  # fmt: skip
+                                   left=recording_left)  # fmt: skip
         while True:
             await asyncio.sleep(every(lost_after))
             try:
-                done = await _in_thread(self.completer.round, "bastion-completer")
+                done = await in_thread(self.completer.round, "bastion-completer")
             except Exception as exc:
                 log.error("completer.round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             else:
@@ -374,6 +350,9 @@ class Server:
         if self.lifecycle.ended is None:  # stopped without a drain: every live one is ended
             ended = sum(len(door.live) for door in self.doors)
             self.lifecycle.ended = {"drained": 0, "ended": ended}
+        if self.core.exporting is not None:
+            exporter, self.core.exporting = self.core.exporting, None
+            await exporter.close()
         for door in reversed(self.doors):
             with contextlib.suppress(Exception):
                 await door.stop()
@@ -388,15 +367,7 @@ class Server:
             await asyncio.to_thread(self.uploader.stop)
             self.uploader = None
         self._release_spool()
-        if self.completer is not None and self.completer.holds:  # another node may take it
-            self.completer = None
-            with contextlib.suppress(Exception):  # else it expires after lost_after
-                await self.core.run(self.store.release_lease, COMPLETER_LEASE, self.core.node)
-        if self._present:  # a namesake refused at start-up leaves the live one's alone
-            self._present = False
-            with contextlib.suppress(Exception):  # it expires by itself (presence_ttl)
-                await self.core.run(self.store.release_lease, node_lease(self.core.node),
-                                    self.core.node)  # fmt: skip
+        await self._release_leases()
         if self._started:
             self._started = self.core.started = False
             self.lifecycle.withdraw()
@@ -409,6 +380,18 @@ class Server:
             self.anchorer.close()
             self.anchorer = None
         self.core.anchoring = None
+
+    async def _release_leases(self) -> None:
+        """The completer's lease (another node may take it) and this node's presence."""
+        if self.completer is not None and self.completer.holds:
+            self.completer = None
+            with contextlib.suppress(Exception):  # else it expires after lost_after
+                await self.core.run(self.store.release_lease, COMPLETER_LEASE, self.core.node)
+        if self._present:  # a namesake refused at start-up leaves the live one's alone
+            self._present = False
+            with contextlib.suppress(Exception):  # it expires by itself (presence_ttl)
+                await self.core.run(self.store.release_lease, node_lease(self.core.node),
+                                    self.core.node)  # fmt: skip
 
     def _release_spool(self) -> None:
         if self._spool_lock is not None:
@@ -450,51 +433,3 @@ def run_server(core: Core) -> None:
         asyncio.run(Server(core).run())
     else:
         uvloop.run(Server(core).run())
-
-
-def _hold_spool(spool: Path) -> int:
-    """The spool's lock (recording.upload.hold_spool), or ServeError in one line."""
-    held = hold_spool(spool)
-    if isinstance(held, str):
-        raise ServeError(held)
-    return held
-
-
-async def _in_thread(fn: Callable[[], T], name: str) -> T:
-    """fn() in a daemon thread of its own, waited for (a cancelled wait leaves it to end)."""
-    done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def work() -> None:
-        if not done.set_running_or_notify_cancel():
-            return  # the wait was cancelled before the thread ran
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to whoever waits
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                done.set_exception(exc)
-        else:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                done.set_result(result)
-
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return await asyncio.wrap_future(done)
-
-
-class _OnStore:
-    """For the completer's thread: one store call on the store's thread, waited for."""
-
-    def __init__(self, core: Core, loop: asyncio.AbstractEventLoop) -> None:
-        self._core, self._loop = core, loop
-
-    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        done = asyncio.run_coroutine_threadsafe(self._core.run(fn, *args, **kwargs), self._loop)
-        return done.result(timeout=STORE_WAIT)
-
-
-def _recording_left(path: str) -> RecordingInfo | None:
-    """The hash and size of what a crash left of a recording (None: nothing is there)."""
-    try:
-        digest, size = file_digest(Path(path))
-    except RecordingError:
-        return None
-    return RecordingInfo(path, digest, size)

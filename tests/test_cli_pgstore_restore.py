@@ -242,6 +242,7 @@ UNDO_LAST_MIGRATION = {
     24: "DROP TABLE chain_lock; DELETE FROM schema_migrations WHERE number = 24",
     25: "ALTER TABLE sessions DROP COLUMN recording_progress_bytes,"
     " DROP COLUMN recording_progress_sha256; DELETE FROM schema_migrations WHERE number = 25",
+    26: "DROP TABLE export_cursors; DELETE FROM schema_migrations WHERE number = 26",
     27: "DROP TRIGGER audit_events_no_delete ON audit_events; CREATE TRIGGER"
     " audit_events_no_delete BEFORE DELETE ON audit_events FOR EACH ROW EXECUTE FUNCTION"
     " audit_events_append_only(); DROP FUNCTION audit_events_delete_checkpointed();"

@@ -24,7 +24,8 @@ from bastion.config_schema import (
 from bastion.config_text import default_config_text
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
-NOT_SETTINGS = {"path", "targets", "name", "masking"}  # filled by the loader, not by a key
+# filled by the loader, not by a key
+NOT_SETTINGS = {"path", "targets", "name", "masking", "export"}
 
 
 def write(directory: Path, text: str, name: str = "bastion.toml") -> Path:

@@ -327,6 +327,23 @@ def test_the_export_low_water_holds_the_cut_back(history: History) -> None:
     assert bst.store.verify_chain().ok
 
 
+def test_an_export_sink_behind_holds_the_cut_back(history: History) -> None:
+    """An enabled [export] sink's cursor (bastion/audit/exporting.py) limits every run, the
+    CLI's included: an event the SIEM has not taken is never cut; a sink taken out of the
+    config no longer holds retention back."""
+    bst = history.bst
+    bst.store.export_sinks_configured([("siem", "syslog")])
+    assert bst.store.advance_export("siem", 0, 9, None)
+    history.cli("retention", "run")
+    point = bst.store.checkpoint()
+    assert point is not None and point.seq == 9
+    bst.store.export_sinks_configured([])  # the sink is gone from the config
+    history.cli("retention", "run")
+    point = bst.store.checkpoint()
+    assert point is not None and point.seq > 9
+    assert bst.store.verify_chain().ok
+
+
 def test_a_hold_on_a_session_keeps_its_recording(history: History) -> None:
     assert history.cli("hold", "add", "--session", "ssh-alice-03", "--reason", "incident 7")[0] == 0
     with pytest.raises(NotFound):

@@ -9,6 +9,7 @@ from bastion.audit.chain import ChainedEvent, ChainKey, Event, Verdict
 from bastion.audit.cluster import ClusterQueries
 from bastion.audit.daily_flags import DailyFlagQueries, DayChecked, Flag
 from bastion.audit.eventlog import EventFilter, EventLogQueries, EventPage
+from bastion.audit.exporting import ExportQueries
 from bastion.audit.exposure import ExposureQueries
 from bastion.audit.grants import NewGrant
 from bastion.audit.location import PgLocation
@@ -95,6 +96,7 @@ class Store(
     LostNodeQueries,
     ExposureQueries,
     RetentionQueries,
+    ExportQueries,
 ):
     """The whole store: people, targets, grants, requests and the hash-chained audit trail."""
 

@@ -75,7 +75,7 @@ Check = Callable[[Host], list[Finding]]
 
 def checks() -> list[Check]:
     """Every check, in the order they print (imported here: each module imports Finding)."""
-    from bastion.commands import doctor_files, doctor_host  # noqa: PLC0415
+    from bastion.commands import doctor_export, doctor_files, doctor_host  # noqa: PLC0415
 
     return [
         doctor_files.config_file,
@@ -88,6 +88,7 @@ def checks() -> list[Check]:
         doctor_host.store,
         doctor_host.targets,
         doctor_host.anchor_sinks,
+        doctor_export.export_sinks,
     ]
 
 

@@ -69,6 +69,9 @@ async def healthz(request: web.Request) -> web.Response:
     if core.anchoring is not None:
         anchors = body["anchors"] = core.anchoring.health()
         degraded = degraded or anchors["status"] == "failing"
+    if core.exporting is not None:  # each [export] sink: its state, the kind of failure only
+        sinks = body["export"] = core.exporting.health()
+        degraded = degraded or any(sink["status"] == "failing" for sink in sinks)
     if degraded:
         body["status"] = "degraded"
     return web.json_response(body)

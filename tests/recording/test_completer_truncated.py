@@ -23,7 +23,7 @@ from bastion.identity.sealing import SecretBox
 from bastion.recording.objects import PART_SIZE, ObjectStore
 from bastion.recording.reader import read_extent, read_info
 from bastion.reviewing.recordings import recording_check
-from bastion.server import _recording_left
+from bastion.serve_helpers import recording_left as _recording_left
 from tests.recording.helpers import make_writer
 from tests.recording.test_completer import (
     GRACE,

@@ -1,0 +1,114 @@
+"""Store queries for the SIEM export: each sink's cursor into the audit chain (its outbox).
+
+The chain is the outbox: an event is there exactly when the transaction that made it
+committed, in seq order. A sink's worker reads the events after its cursor, delivers them,
+and only then moves the cursor on, with a conditional UPDATE that also requires it to still
+hold the sink's lease (on several nodes only the holder delivers; one that lost the lease
+mid-batch cannot move the cursor). Moving a cursor chains nothing: the export of an event
+never makes another event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bastion.audit.chain import ChainedEvent
+from bastion.audit.cluster import Lease
+from bastion.audit.sqlconn import Conn
+from bastion.audit.storetime import StoreTimeQueries
+from bastion.clock import iso
+
+EXPORT_LEASE = "export:"  # `export:NAME`: the node delivering to sink NAME
+
+
+@dataclass(frozen=True)
+class ExportCursor:
+    """A sink's place in the chain: the last seq it took (0: none yet)."""
+
+    sink: str
+    kind: str
+    delivered_seq: int
+    enabled: bool
+    updated_at: str
+
+
+def export_lease(sink: str) -> str:
+    """The name of the lease held by the node that delivers to `sink`."""
+    return EXPORT_LEASE + sink
+
+
+def export_low_water(conn: Conn) -> int | None:
+    """The lowest cursor over the enabled sinks (None: no sink is enabled): retention must
+    keep every event above it, for some sink has not taken it yet."""
+    row = conn.execute("SELECT min(delivered_seq) FROM export_cursors WHERE enabled = 1").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+class ExportQueries(StoreTimeQueries):
+    def export_sinks_configured(self, sinks: Sequence[tuple[str, str]]) -> None:
+        """Make a cursor for each configured (name, kind) that has none, starting before the
+        first event (a new sink gets the whole chain), enable them, and disable every other:
+        a sink taken out of the config no longer holds retention back."""
+        now = iso(self.clock.now())
+        with self._write(chained=False) as conn:
+            for name, kind in sinks:
+                conn.execute(
+                    "INSERT INTO export_cursors (sink, kind, delivered_seq, enabled, updated_at)"
+                    " VALUES (?,?,0,1,?) ON CONFLICT (sink) DO UPDATE SET enabled = 1,"
+                    " kind = excluded.kind",
+                    (name, kind, now),
+                )
+            names = [name for name, _ in sinks]
+            marks = ",".join("?" * len(names))
+            unlisted = f" AND sink NOT IN ({marks})" if names else ""
+            conn.execute(f"UPDATE export_cursors SET enabled = 0 WHERE enabled = 1{unlisted}",
+                         names)  # fmt: skip
+
+    def export_cursors(self) -> list[ExportCursor]:
+        """Every sink's cursor, by name."""
+        rows = self._rows("SELECT sink, kind, delivered_seq, enabled, updated_at"
+                          " FROM export_cursors ORDER BY sink")  # fmt: skip
+        return [ExportCursor(r["sink"], r["kind"], int(r["delivered_seq"]), bool(r["enabled"]),
+                             str(r["updated_at"])) for r in rows]  # fmt: skip
+
+    def export_cursor(self, sink: str) -> int:
+        """The last seq `sink` took (0 for a sink with no cursor yet)."""
+        rows = self._rows("SELECT delivered_seq FROM export_cursors WHERE sink = ?", [sink])
+        return int(rows[0]["delivered_seq"]) if rows else 0
+
+    def advance_export(self, sink: str, was: int, to: int, lease: Lease | None) -> bool:
+        """Move `sink`'s cursor from `was` to `to` after a delivery, only if it still stands
+        at `was` and (with a lease) its holder still holds it, unexpired; False otherwise."""
+        if to < was:
+            raise ValueError("an export cursor only moves forward")
+        params: list[object] = [to, iso(self.clock.now()), sink, was]
+        held = ""
+        if lease is not None:
+            now, at = self.now_sql()
+            held = (" AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ?"
+                    f" AND term = ? AND expires_at > {now})")  # fmt: skip
+            params += [lease.name, lease.holder, lease.term, *at]
+        with self._write(chained=False) as conn:
+            changed = conn.execute(
+                "UPDATE export_cursors SET delivered_seq = ?, updated_at = ?"
+                " WHERE sink = ? AND delivered_seq = ? AND enabled = 1" + held,
+                params,
+            ).rowcount
+        return changed == 1
+
+    def export_low_water(self) -> int | None:
+        """export_low_water on this store's connection."""
+        with self._reading() as conn:
+            return export_low_water(conn)
+
+
+def events_after(conn: Conn, after: int, limit: int) -> list[ChainedEvent]:
+    """Up to `limit` chained events after seq `after`, in seq order, on a reader connection
+    of the export's own (never the store's writer: a slow sink never holds a login up)."""
+    rows = conn.execute(
+        "SELECT seq, at, kind, severity, actor, subject, session_id, detail, prev_hash,"
+        " row_hash, alg FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [ChainedEvent(*row) for row in rows]
