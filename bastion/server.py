@@ -165,18 +165,7 @@ class Server:
         audit = self.config.audit
         if audit.anchors:  # /healthz: "pending" until the first round, after the doors open
             self.core.anchoring = AnchorHealth(audit.anchors, audit.anchor_every, self.core.clock)
-        for door in self._build_doors():
-            listener = getattr(self.config.listeners, door.name)
-            try:
-                await door.start()
-            except OSError as exc:
-                await self.stop()
-                raise ServeError(
-                    f"listeners.{door.name}: cannot listen on {listener.address}:{listener.port}:"
-                    f" {exc.strerror or exc}"
-                ) from exc
-            self.doors.append(door)
-            log.info("door.listening", door=door.name, address=listener.address, port=door.port)
+        await self._open_doors()
         await self._start_metrics()
         await self._warn_weak_targets()
         lives = [door.live for door in self.doors]
@@ -202,6 +191,21 @@ class Server:
             )  # fmt: skip
             await self._anchor()
             self._tasks.append(spawn(self._anchor_every(), name="anchors"))
+
+    async def _open_doors(self) -> None:
+        """Every configured door listens, or ServeError (the ones open are stopped)."""
+        for door in self._build_doors():
+            listener = getattr(self.config.listeners, door.name)
+            try:
+                await door.start()
+            except OSError as exc:
+                await self.stop()
+                raise ServeError(
+                    f"listeners.{door.name}: cannot listen on {listener.address}:{listener.port}:"
+                    f" {exc.strerror or exc}"
+                ) from exc
+            self.doors.append(door)
+            log.info("door.listening", door=door.name, address=listener.address, port=door.port)
 
     async def _start_metrics(self) -> None:
         """The doors' live sessions for /metrics; and with [metrics] listen, its listener."""
