@@ -25,7 +25,7 @@ from bastion.audit.chain import GENESIS, KeySource
 from bastion.audit.retention import Checkpoint, DueRecording
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
-from bastion.errors import StoreError
+from bastion.errors import Conflict, StoreError
 from bastion.recording.fetch import object_name
 from bastion.recording.model import RecordingError
 
@@ -180,7 +180,10 @@ class Runner:
             detail = {"archive": point.archive, "from_seq": found.cut_from + 1,
                       "to_seq": found.cut_to, "before": found.events_before,
                       "policy": self.said()}  # fmt: skip
-            done.events_deleted = self.store.cut_chain(point, detail, self.actor)
+            try:
+                done.events_deleted = self.store.cut_chain(point, detail, self.actor)
+            except Conflict as exc:  # a hold or another node's cut came between
+                done.warnings.append(f"the chain was not cut: {exc.message}")
         return done
 
     def said(self) -> dict[str, Any]:
@@ -230,8 +233,8 @@ class Runner:
             "sessions": ids,
             "policy": self.said(),
         }
-        self.store.prune_recordings(ids, detail, self.actor)
-        for due in found.recordings:
+        marked = set(self.store.prune_recordings(ids, detail, self.actor))
+        for due in (r for r in found.recordings if r.session_id in marked):  # not held meanwhile
             try:
                 Path(due.path).unlink(missing_ok=True)
                 name = object_name(Path(due.path))

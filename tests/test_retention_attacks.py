@@ -1,0 +1,130 @@
+"""Retention attacked: an admin with the store's files who edits the editable tables to have
+evidence deleted (or its deletion excused), a node whose clock is behind, and a hold put while
+a run is under way. Each must keep what a hold or a period keeps, or make `audit verify` fail.
+Run on SQLite and on PostgreSQL, on the month of history of tests/test_retention.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.audit.chain import Event
+from bastion.clock import iso
+from bastion.retention import LowWater, Runner, no_limit
+from tests.test_retention import History, _history
+
+pytestmark = pytest.mark.both_stores
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[History]:
+    yield from _history(tmp_path, legacy_days=0)
+
+
+def _runner(history: History, low_water: LowWater = no_limit) -> Runner:
+    bst = history.bst
+    return Runner(bst.store, bst.box, bst.config.retention, "node-1", "test",
+                  low_water=low_water)  # fmt: skip
+
+
+def _recording(history: History, sid: str) -> Path:
+    return Path(history.bst.store.session(sid).recording_path or "")
+
+
+def _query_sessions(history: History) -> set[str]:
+    rows = history.bst.store._rows("SELECT session_id FROM queries")
+    return {str(r["session_id"]) for r in rows}
+
+
+def test_a_recording_marked_pruned_in_the_table_alone_fails_verify(history: History) -> None:
+    """An admin deletes a recent recording and marks its row 'pruned by retention' to have
+    `audit verify` excuse it: no chained retention.pruned names the session, so it fails."""
+    bst, sid = history.bst, "ssh-alice-50"
+    with bst.store._write(chained=False) as conn:
+        conn.execute("UPDATE sessions SET recording_pruned_at = ? WHERE id = ?",
+                     [iso(history.end), sid])  # fmt: skip
+    _recording(history, sid).unlink()
+    code, said = history.cli("audit", "verify")
+    assert code != 0 and sid in said, said
+
+
+def test_a_node_whose_clock_is_behind_never_lets_the_cut_pass_what_is_kept(
+    history: History,
+) -> None:
+    """One event written by a node whose clock is two months behind: the chain is never cut
+    past an event written after the period's end, nor past the held user's first event."""
+    bst = history.bst
+    bst.store.add_hold("user", "carol", "litigation 42", "cli:test")
+    bst.clock.set(history.start)
+    bst.store.append_events([Event("test.skewed", "node-2", "", "info", None, {})])
+    bst.clock.set(history.end)
+    _runner(history).run()
+    kept = bst.store.events()
+    assert any(e.session_id == "pg-carol-10" for e in kept)  # the held user's first day
+    assert any(e.session_id == "ssh-alice-45" for e in kept)  # within the 40-day period
+    assert bst.store.verify_chain().ok
+
+
+def test_a_hold_put_while_a_run_archives_keeps_what_it_holds(history: History) -> None:
+    """Another admin puts a hold on carol after the run planned, before it deleted: her
+    recordings and query rows stay, and the store still verifies."""
+    bst = history.bst
+    calls: list[int] = []
+
+    def hold_meanwhile() -> int | None:
+        calls.append(1)
+        if len(calls) == 1:
+            bst.store.add_hold("user", "carol", "litigation 42", "cli:other")
+        return None
+
+    _runner(history, hold_meanwhile).run()
+    assert not [s for s in bst.store.recording_pruned_at() if "carol" in s]
+    assert _recording(history, "ssh-carol-12").exists()
+    assert "pg-carol-12" in _query_sessions(history)
+    assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_hold_put_just_before_the_cut_keeps_the_events_it_holds(history: History) -> None:
+    """The hold lands after the run's last look and before its cut: the cut holds back."""
+    bst = history.bst
+    calls: list[int] = []
+
+    def hold_meanwhile() -> int | None:
+        calls.append(1)
+        if len(calls) == 2:
+            bst.store.add_hold("user", "carol", "litigation 42", "cli:other")
+        return None
+
+    done = _runner(history, hold_meanwhile).run()
+    assert any(e.session_id == "pg-carol-10" for e in bst.store.events())
+    assert done.warnings
+    assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_held_session_given_to_someone_else_in_the_table_stays_held(history: History) -> None:
+    """An admin with the files moves carol's sessions to alice in the sessions table to have
+    them pruned under her hold: the chain says whose they are, and they stay."""
+    bst = history.bst
+    bst.store.add_hold("user", "carol", "litigation 42", "cli:test")
+    alice = bst.store._rows("SELECT id FROM users WHERE name = 'alice'")[0]["id"]
+    with bst.store._write(chained=False) as conn:
+        conn.execute("UPDATE sessions SET user_id = ? WHERE id IN (?, ?)",
+                     [alice, "ssh-carol-12", "pg-carol-12"])  # fmt: skip
+    _runner(history).run()
+    assert "ssh-carol-12" not in bst.store.recording_pruned_at()
+    assert _recording(history, "ssh-carol-12").exists()
+    assert "pg-carol-12" in _query_sessions(history)
+
+
+def test_a_recent_session_dated_back_in_the_table_is_not_pruned(history: History) -> None:
+    """An admin with the files dates a recent session back two months so that retention
+    deletes its recording (and verify calls it pruned): the chain says when it opened."""
+    bst = history.bst
+    with bst.store._write(chained=False) as conn:
+        conn.execute("UPDATE sessions SET started_at = ? WHERE id = ?",
+                     [iso(history.start), "ssh-alice-50"])  # fmt: skip
+    _runner(history).run()
+    assert "ssh-alice-50" not in bst.store.recording_pruned_at()
+    assert _recording(history, "ssh-alice-50").exists()
