@@ -22,6 +22,7 @@ from bastion import retention_archive
 from bastion.audit import Store
 from bastion.audit.anchors import anchor_key
 from bastion.audit.chain import GENESIS, KeySource
+from bastion.audit.qlogbind import EVERYTHING
 from bastion.audit.retention import Checkpoint, DueRecording
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
@@ -161,6 +162,8 @@ class Runner:
         if problem := self.store.hold_problem():
             raise StoreError(f"retention refused: {problem}")
         found = plan(self.store, self.policy, self.low_water)
+        if found.queries and found.query_before is not None:
+            self._queries_proven(found.query_before)
         done = Outcome(found, dry_run)
         if dry_run or not (found.recordings or found.queries or found.cut_to > found.cut_from):
             return done
@@ -185,6 +188,16 @@ class Runner:
             except Conflict as exc:  # a hold or another node's cut came between
                 done.warnings.append(f"the chain was not cut: {exc.message}")
         return done
+
+    def _queries_proven(self, before: str) -> None:
+        """Every query-log row written (as its row says) before `before` matches its commit
+        event: a recent row dated back by an admin is never pruned as old (StoreError)."""
+        bad, _ = self.store.commit_findings(("", before), EVERYTHING)
+        if bad:
+            raise StoreError(
+                f"retention refused: the query log does not agree with the chain ({bad[0]});"
+                " nothing was deleted"
+            )
 
     def said(self) -> dict[str, Any]:
         """The periods this run keeps to, chained with what it deletes (the review shows them)."""
@@ -220,13 +233,29 @@ class Runner:
                 f"retention refused: the archive {path} could not be written"
                 f" whole ({exc}); nothing was deleted"
             ) from exc
+        self._proven(path)
         return seal, path
+
+    def _proven(self, path: Path) -> None:
+        """The archive just written proves itself as `audit verify --archive` would, before
+        anything it holds is deleted (a cut made meanwhile by another run shows here)."""
+        key = self.store.chain_key
+        _, problem = retention_archive.verify(
+            path, key.secret if key else b"", anchor_key(self.box)
+        )
+        if problem:
+            path.unlink(missing_ok=True)  # it holds nothing deleted
+            raise StoreError(
+                f"retention refused: the archive written did not verify ({problem});"
+                " nothing was deleted"
+            )
 
     def _prune_recordings(self, found: Plan, done: Outcome) -> None:
         """Mark the recordings pruned (chained), then delete their files and objects."""
-        if not found.recordings:
+        as_chained = self._as_chained(found.recordings, done)
+        if not as_chained:
             return
-        ids = [r.session_id for r in found.recordings]
+        ids = [r.session_id for r in as_chained]
         detail = {
             "archive": done.archive.name if done.archive else None,
             "count": len(ids),
@@ -234,7 +263,7 @@ class Runner:
             "policy": self.said(),
         }
         marked = set(self.store.prune_recordings(ids, detail, self.actor))
-        for due in (r for r in found.recordings if r.session_id in marked):  # not held meanwhile
+        for due in (r for r in as_chained if r.session_id in marked):  # not held meanwhile
             try:
                 Path(due.path).unlink(missing_ok=True)
                 name = object_name(Path(due.path))
@@ -244,6 +273,17 @@ class Runner:
                 done.warnings.append(f"recording of session {due.session_id}: {exc}")
                 continue
             done.recordings_deleted += 1
+
+    def _as_chained(self, found: list[DueRecording], done: Outcome) -> list[DueRecording]:
+        """The due recordings whose row names the file the chain's session.closed does; the
+        rest are kept and named (the row was edited: never delete a file the chain did not
+        record to, say a held recording or the bastion's own)."""
+        head = self.store.chain_head()[0]
+        chained = {sid: d.get("recording") for sid, d in self.store.chained_recordings(head)}
+        for bad in (r for r in found if chained.get(r.session_id) != r.path):
+            done.warnings.append(f"recording of session {bad.session_id} not deleted: its row"
+                                 " names a file its chained session.closed does not")  # fmt: skip
+        return [r for r in found if chained.get(r.session_id) == r.path]
 
     def _prune_queries(self, found: Plan, done: Outcome) -> None:
         if not found.queries or found.query_before is None:

@@ -6,13 +6,15 @@ Run on SQLite and on PostgreSQL, on the month of history of tests/test_retention
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion.audit.chain import Event
 from bastion.clock import iso
-from bastion.retention import LowWater, Runner, no_limit
+from bastion.errors import StoreError, UsageError
+from bastion.retention import LEASE, LowWater, Runner, no_limit
 from tests.test_retention import History, _history
 
 pytestmark = pytest.mark.both_stores
@@ -128,3 +130,91 @@ def test_a_recent_session_dated_back_in_the_table_is_not_pruned(history: History
     _runner(history).run()
     assert "ssh-alice-50" not in bst.store.recording_pruned_at()
     assert _recording(history, "ssh-alice-50").exists()
+
+
+def test_a_manual_run_beside_serve_on_the_same_node_waits_for_its_lease(
+    history: History,
+) -> None:
+    """`bastion serve` holds the retention lease on this node: `bastion retention run` on the
+    same node does not share it (two runs at once), it is refused."""
+    bst = history.bst
+    node = bst.config.cluster.node_name()
+    assert bst.store.take_lease(LEASE, node, timedelta(hours=1)) is not None  # serve's run
+    with pytest.raises(UsageError, match="running retention now"):
+        history.cli("retention", "run")
+    assert bst.store.recording_pruned_at() == {} and not history.archive_dir.exists()
+
+
+def test_a_cut_made_meanwhile_never_leaves_an_archive_that_does_not_verify(
+    history: History,
+) -> None:
+    """Another run cuts the chain while this one plans: whatever this one then does, every
+    archive it leaves proves itself, and the store still verifies."""
+    calls: list[int] = []
+
+    def other_run_meanwhile() -> int | None:
+        calls.append(1)
+        if len(calls) == 1:
+            _runner(history, lambda: 12).run()
+        return None
+
+    try:
+        _runner(history, other_run_meanwhile).run()
+    except StoreError as exc:
+        assert "nothing was deleted" in exc.message
+    for archive in history.archive_dir.iterdir():
+        code, said = history.cli("audit", "verify", "--archive", str(archive))
+        assert code == 0, said
+    assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_row_pointing_at_another_file_never_has_retention_delete_it(history: History) -> None:
+    """Someone who can write the sessions table (a store on PostgreSQL: no file access needed)
+    points a due session's recording_path at a held recording, or any file the bastion may
+    delete: retention deletes only the file the chain says the session recorded to."""
+    bst = history.bst
+    bst.store.add_hold("user", "carol", "litigation 42", "cli:test")
+    held, other = _recording(history, "ssh-carol-12"), history.bst.home / "bastion.toml"
+    with bst.store._write(chained=False) as conn:
+        conn.execute("UPDATE sessions SET recording_path = ? WHERE id = ?",
+                     [str(held), "ssh-alice-01"])  # fmt: skip
+        conn.execute("UPDATE sessions SET recording_path = ? WHERE id = ?",
+                     [str(other), "ssh-alice-02"])  # fmt: skip
+    done = _runner(history).run()
+    assert held.exists() and other.exists()
+    assert any("ssh-alice-01" in w for w in done.warnings)
+
+
+def test_a_second_run_cuts_past_the_first_and_everything_still_verifies(
+    history: History,
+) -> None:
+    """Retention's own events (the first run's retention.pruned) are cut by a later run: the
+    recordings they named stay excused, both archives prove themselves, verify passes."""
+    bst = history.bst
+    bst.store.store_clock = bst.clock  # PostgreSQL's clock, 45 days on (storetime.py)
+    first = _runner(history).run()
+    history.end += timedelta(days=45)
+    bst.clock.set(history.end)
+    second = _runner(history).run()
+    assert first.events_deleted and second.events_deleted and not second.warnings
+    point = bst.store.checkpoint()
+    assert point is not None and point.cut_at >= first.plan.now  # the first run's events: cut
+    assert len(list(history.archive_dir.iterdir())) == 2
+    for archive in history.archive_dir.iterdir():
+        assert history.cli("audit", "verify", "--archive", str(archive))[0] == 0
+    code, said = history.cli("audit", "verify")
+    assert code == 0, said
+
+
+def test_a_recent_query_row_dated_back_is_not_pruned(history: History) -> None:
+    """An admin with the files dates a recent query-log row back two months so that retention
+    deletes it (and the chained runs excuse its absence): the row no longer matches its
+    commit event, so the run refuses and deletes nothing."""
+    bst = history.bst
+    with bst.store._write(chained=False) as conn:
+        conn.execute("UPDATE queries SET at = ? WHERE session_id = ?",
+                     [iso(history.start), "pg-alice-50"])  # fmt: skip
+    with pytest.raises(StoreError, match="query log"):
+        _runner(history).run()
+    assert "pg-alice-50" in _query_sessions(history)
+    assert bst.store.recording_pruned_at() == {}
