@@ -165,7 +165,10 @@ class Runner:
         if found.queries and found.query_before is not None:
             self._queries_proven(found.query_before)
         done = Outcome(found, dry_run)
-        if dry_run or not (found.recordings or found.queries or found.cut_to > found.cut_from):
+        if dry_run:
+            return done
+        self._finish_marked(done)
+        if not (found.recordings or found.queries or found.cut_to > found.cut_from):
             return done
         events = self.store.events_between(found.cut_from, found.cut_to)
         seal, done.archive = self._archive(found, events)
@@ -264,15 +267,30 @@ class Runner:
         }
         marked = set(self.store.prune_recordings(ids, detail, self.actor))
         for due in (r for r in as_chained if r.session_id in marked):  # not held meanwhile
-            try:
-                Path(due.path).unlink(missing_ok=True)
-                name = object_name(Path(due.path))
-                if self.objects is not None and name is not None:
-                    self.objects.delete(self.objects.key(name))
-            except (OSError, RecordingError) as exc:  # reported; the file stays for a look
-                done.warnings.append(f"recording of session {due.session_id}: {exc}")
-                continue
-            done.recordings_deleted += 1
+            self._delete(due.session_id, due.path, done)
+
+    def _delete(self, session_id: str, path: str, done: Outcome) -> None:
+        """A pruned recording's object, then its file (a crash between leaves the file, which
+        the next run's _finish_marked sees)."""
+        try:
+            name = object_name(Path(path))
+            if self.objects is not None and name is not None:
+                self.objects.delete(self.objects.key(name))
+            Path(path).unlink(missing_ok=True)
+        except (OSError, RecordingError) as exc:  # reported; the file stays for a look
+            done.warnings.append(f"recording of session {session_id}: {exc}")
+            return
+        done.recordings_deleted += 1
+
+    def _finish_marked(self, done: Outcome) -> None:
+        """Delete what a run that died between its chained mark and its delete left: the file
+        the chain names for each recording a chained retention.pruned names, if still here."""
+        head = self.store.chain_head()[0]
+        chained = {sid: d.get("recording") for sid, d in self.store.chained_recordings(head)}
+        for sid in self.store.recording_pruned_at():
+            path = chained.get(sid)
+            if isinstance(path, str) and Path(path).exists():
+                self._delete(sid, path, done)
 
     def _as_chained(self, found: list[DueRecording], done: Outcome) -> list[DueRecording]:
         """The due recordings whose row names the file the chain's session.closed does; the

@@ -218,3 +218,16 @@ def test_a_recent_query_row_dated_back_is_not_pruned(history: History) -> None:
         _runner(history).run()
     assert "pg-alice-50" in _query_sessions(history)
     assert bst.store.recording_pruned_at() == {}
+
+
+def test_a_run_that_died_between_marking_and_deleting_is_finished_by_the_next(
+    history: History,
+) -> None:
+    """A run marked a recording pruned (chained) and died before deleting its file: the next
+    run deletes it, so nothing outlives its period for good."""
+    sid = "ssh-alice-01"
+    history.bst.store.prune_recordings([sid], {"archive": None}, "node:node-1")  # then died
+    assert _recording(history, sid).exists()
+    done = _runner(history).run()
+    assert not _recording(history, sid).exists() and not done.warnings
+    assert history.cli("audit", "verify")[0] == 0
