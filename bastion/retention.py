@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,8 +266,8 @@ class Runner:
             "policy": self.said(),
         }
         marked = set(self.store.prune_recordings(ids, detail, self.actor))
-        for due in (r for r in as_chained if r.session_id in marked):  # not held meanwhile
-            self._delete(due.session_id, due.path, done)
+        for due in (r for r in as_chained if r.session_id in marked and r.path):  # not held
+            self._delete(due.session_id, due.path, done)  # meanwhile, and a file to delete
 
     def _delete(self, session_id: str, path: str, done: Outcome) -> None:
         """A pruned recording's object, then its file (a crash between leaves the file, which
@@ -293,15 +293,23 @@ class Runner:
                 self._delete(sid, path, done)
 
     def _as_chained(self, found: list[DueRecording], done: Outcome) -> list[DueRecording]:
-        """The due recordings whose row names the file the chain's session.closed does; the
-        rest are kept and named (the row was edited: never delete a file the chain did not
-        record to, say a held recording or the bastion's own)."""
+        """The due recordings, each with the file its chained session.closed names ('' when
+        the chain names none: nothing to delete). One whose row names another file is kept
+        and named (the row was edited: never delete a file the chain did not record to, say
+        a held recording or the bastion's own)."""
         head = self.store.chain_head()[0]
         chained = {sid: d.get("recording") for sid, d in self.store.chained_recordings(head)}
-        for bad in (r for r in found if chained.get(r.session_id) != r.path):
-            done.warnings.append(f"recording of session {bad.session_id} not deleted: its row"
-                                 " names a file its chained session.closed does not")  # fmt: skip
-        return [r for r in found if chained.get(r.session_id) == r.path]
+        out = []
+        for due in found:
+            said = chained.get(due.session_id)
+            if said is not None and said != due.path:
+                done.warnings.append(
+                    f"recording of session {due.session_id} not deleted: its row names a file"
+                    " its chained session.closed does not"
+                )
+                continue
+            out.append(replace(due, path=str(said or "")))
+        return out
 
     def _prune_queries(self, found: Plan, done: Outcome) -> None:
         if not found.queries or found.query_before is None:

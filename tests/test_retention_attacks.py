@@ -231,3 +231,20 @@ def test_a_run_that_died_between_marking_and_deleting_is_finished_by_the_next(
     done = _runner(history).run()
     assert not _recording(history, sid).exists() and not done.warnings
     assert history.cli("audit", "verify")[0] == 0
+
+
+def test_a_session_whose_recording_was_missing_at_close_is_pruned_without_a_warning(
+    history: History,
+) -> None:
+    """A session closed after a crash with its recording gone (the chain says so, and names
+    no file): retention marks it pruned, deletes nothing, and the chain is still cut."""
+    bst = history.bst
+    bst.clock.set(history.start + timedelta(days=1, hours=12))
+    bst.store.open_session(session_id="ssh-lost-01", user="alice", target="web-1",
+                           grant_id=None, protocol="ssh", client_addr="127.0.0.1:5000",
+                           recording_path=str(bst.home / "gone.cast"))  # fmt: skip
+    bst.store.close_session("ssh-lost-01", "interrupted", "node crashed", missing="gone")
+    bst.clock.set(history.end)
+    done = _runner(history).run()
+    assert done.warnings == [] and done.events_deleted
+    assert "ssh-lost-01" in bst.store.recording_pruned_at()
