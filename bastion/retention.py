@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +22,11 @@ from bastion import retention_archive
 from bastion.audit import Store
 from bastion.audit.anchors import anchor_key
 from bastion.audit.chain import GENESIS, KeySource
+from bastion.audit.qlogbind import EVERYTHING
 from bastion.audit.retention import Checkpoint, DueRecording
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
-from bastion.errors import StoreError
+from bastion.errors import Conflict, StoreError
 from bastion.recording.fetch import object_name
 from bastion.recording.model import RecordingError
 
@@ -161,8 +162,13 @@ class Runner:
         if problem := self.store.hold_problem():
             raise StoreError(f"retention refused: {problem}")
         found = plan(self.store, self.policy, self.low_water)
+        if found.queries and found.query_before is not None:
+            self._queries_proven(found.query_before)
         done = Outcome(found, dry_run)
-        if dry_run or not (found.recordings or found.queries or found.cut_to > found.cut_from):
+        if dry_run:
+            return done
+        self._finish_marked(done)
+        if not (found.recordings or found.queries or found.cut_to > found.cut_from):
             return done
         events = self.store.events_between(found.cut_from, found.cut_to)
         seal, done.archive = self._archive(found, events)
@@ -180,8 +186,21 @@ class Runner:
             detail = {"archive": point.archive, "from_seq": found.cut_from + 1,
                       "to_seq": found.cut_to, "before": found.events_before,
                       "policy": self.said()}  # fmt: skip
-            done.events_deleted = self.store.cut_chain(point, detail, self.actor)
+            try:
+                done.events_deleted = self.store.cut_chain(point, detail, self.actor)
+            except Conflict as exc:  # a hold or another node's cut came between
+                done.warnings.append(f"the chain was not cut: {exc.message}")
         return done
+
+    def _queries_proven(self, before: str) -> None:
+        """Every query-log row written (as its row says) before `before` matches its commit
+        event: a recent row dated back by an admin is never pruned as old (StoreError)."""
+        bad, _ = self.store.commit_findings(("", before), EVERYTHING)
+        if bad:
+            raise StoreError(
+                f"retention refused: the query log does not agree with the chain ({bad[0]});"
+                " nothing was deleted"
+            )
 
     def said(self) -> dict[str, Any]:
         """The periods this run keeps to, chained with what it deletes (the review shows them)."""
@@ -217,30 +236,80 @@ class Runner:
                 f"retention refused: the archive {path} could not be written"
                 f" whole ({exc}); nothing was deleted"
             ) from exc
+        self._proven(path)
         return seal, path
+
+    def _proven(self, path: Path) -> None:
+        """The archive just written proves itself as `audit verify --archive` would, before
+        anything it holds is deleted (a cut made meanwhile by another run shows here)."""
+        key = self.store.chain_key
+        _, problem = retention_archive.verify(
+            path, key.secret if key else b"", anchor_key(self.box)
+        )
+        if problem:
+            path.unlink(missing_ok=True)  # it holds nothing deleted
+            raise StoreError(
+                f"retention refused: the archive written did not verify ({problem});"
+                " nothing was deleted"
+            )
 
     def _prune_recordings(self, found: Plan, done: Outcome) -> None:
         """Mark the recordings pruned (chained), then delete their files and objects."""
-        if not found.recordings:
+        as_chained = self._as_chained(found.recordings, done)
+        if not as_chained:
             return
-        ids = [r.session_id for r in found.recordings]
+        ids = [r.session_id for r in as_chained]
         detail = {
             "archive": done.archive.name if done.archive else None,
             "count": len(ids),
             "sessions": ids,
             "policy": self.said(),
         }
-        self.store.prune_recordings(ids, detail, self.actor)
-        for due in found.recordings:
-            try:
-                Path(due.path).unlink(missing_ok=True)
-                name = object_name(Path(due.path))
-                if self.objects is not None and name is not None:
-                    self.objects.delete(self.objects.key(name))
-            except (OSError, RecordingError) as exc:  # reported; the file stays for a look
-                done.warnings.append(f"recording of session {due.session_id}: {exc}")
+        marked = set(self.store.prune_recordings(ids, detail, self.actor))
+        for due in (r for r in as_chained if r.session_id in marked and r.path):  # not held
+            self._delete(due.session_id, due.path, done)  # meanwhile, and a file to delete
+
+    def _delete(self, session_id: str, path: str, done: Outcome) -> None:
+        """A pruned recording's object, then its file (a crash between leaves the file, which
+        the next run's _finish_marked sees)."""
+        try:
+            name = object_name(Path(path))
+            if self.objects is not None and name is not None:
+                self.objects.delete(self.objects.key(name))
+            Path(path).unlink(missing_ok=True)
+        except (OSError, RecordingError) as exc:  # reported; the file stays for a look
+            done.warnings.append(f"recording of session {session_id}: {exc}")
+            return
+        done.recordings_deleted += 1
+
+    def _finish_marked(self, done: Outcome) -> None:
+        """Delete what a run that died between its chained mark and its delete left: the file
+        the chain names for each recording a chained retention.pruned names, if still here."""
+        head = self.store.chain_head()[0]
+        chained = {sid: d.get("recording") for sid, d in self.store.chained_recordings(head)}
+        for sid in self.store.recording_pruned_at():
+            path = chained.get(sid)
+            if isinstance(path, str) and Path(path).exists():
+                self._delete(sid, path, done)
+
+    def _as_chained(self, found: list[DueRecording], done: Outcome) -> list[DueRecording]:
+        """The due recordings, each with the file its chained session.closed names ('' when
+        the chain names none: nothing to delete). One whose row names another file is kept
+        and named (the row was edited: never delete a file the chain did not record to, say
+        a held recording or the bastion's own)."""
+        head = self.store.chain_head()[0]
+        chained = {sid: d.get("recording") for sid, d in self.store.chained_recordings(head)}
+        out = []
+        for due in found:
+            said = chained.get(due.session_id)
+            if said is not None and said != due.path:
+                done.warnings.append(
+                    f"recording of session {due.session_id} not deleted: its row names a file"
+                    " its chained session.closed does not"
+                )
                 continue
-            done.recordings_deleted += 1
+            out.append(replace(due, path=str(said or "")))
+        return out
 
     def _prune_queries(self, found: Plan, done: Outcome) -> None:
         if not found.queries or found.query_before is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,21 @@ def write(path: Path, body: bytes, seal: Mapping[str, Any]) -> None:
     ValueError unless the disk holds exactly what was meant."""
     data = body + canonical_json({"seal": dict(seal)}).encode() + b"\n"
     write_new(path, data, MODE)
+    _sync_dir(path.parent)  # the file's name too survives a power cut the deletes outlive
     try:
         back = read_private(path, LIMIT)
     except NotPrivate as exc:
         raise ValueError(f"the archive {path} is {exc}") from exc
     if back != data:
         raise ValueError(f"the archive {path} reads back other than it was written")
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _parse(data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any], bytes]:

@@ -24,16 +24,27 @@ SCOPES = ("user", "target", "session")
 HOLD_ADDED, HOLD_RELEASED = "hold.added", "hold.released"
 PRUNED, CHECKPOINT = "retention.pruned", "retention.checkpoint"
 
-# Sessions whose evidence an active hold keeps (by the person, the target's name or its id).
+# Sessions whose evidence an active hold keeps (by the person, the target's name or its id):
+# as the sessions table says, and as the chain's session.opened events say (the table is
+# editable: a held session moved to someone else, or its row deleted, stays held).
 HELD_SESSIONS = (
     "SELECT s.id FROM sessions s WHERE"
     " s.user_id IN (SELECT u.id FROM users u JOIN legal_holds h ON h.scope = 'user'"
     " AND h.value = u.name AND h.released_at IS NULL)"
     " OR s.target_id IN (SELECT t.id FROM targets t JOIN legal_holds h ON h.scope = 'target'"
     " AND h.value = t.name AND h.released_at IS NULL)"
-    " OR s.id IN (SELECT value FROM legal_holds WHERE scope = 'session' AND released_at IS NULL)"
+    " UNION SELECT value FROM legal_holds WHERE scope = 'session' AND released_at IS NULL"
+    " UNION SELECT e.session_id FROM audit_events e WHERE e.kind = 'session.opened'"
+    " AND e.session_id IS NOT NULL AND (e.actor IN (SELECT value FROM legal_holds WHERE"
+    " scope = 'user' AND released_at IS NULL) OR e.subject IN (SELECT value FROM legal_holds"
+    " WHERE scope = 'target' AND released_at IS NULL))"
 )
 _ACTIVE = "SELECT value FROM legal_holds WHERE scope = ? AND released_at IS NULL"
+# A session's opening as the chain holds it: retention judges a recording's age by this, not
+# by the editable sessions.started_at (a recent session dated back is not pruned).
+_OPENED_BEFORE = (
+    "id IN (SELECT session_id FROM audit_events WHERE kind = 'session.opened' AND at < ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -141,8 +152,8 @@ class RetentionQueries(StoreBase):
             self._rows(f"SELECT min(started_at) AS t FROM sessions WHERE id IN ({HELD_SESSIONS})"),
             self._rows(
                 f"SELECT min(at) AS t FROM audit_events WHERE actor IN ({_ACTIVE})"
-                f" OR subject IN ({_ACTIVE}) OR subject IN ({_ACTIVE})"
-                f" OR session_id IN ({HELD_SESSIONS})", ["user", "user", "target"],
+                f" OR subject IN ({_ACTIVE}) OR subject IN ({_ACTIVE}) OR subject IN ({_ACTIVE})"
+                f" OR session_id IN ({HELD_SESSIONS})", ["user", "user", "target", "session"],
             ),
         ]  # fmt: skip
         times = [str(rows[0]["t"]) for rows in found if rows and rows[0]["t"] is not None]
@@ -178,9 +189,9 @@ class RetentionQueries(StoreBase):
         """Closed sessions started before `before` whose recording is still kept, not held."""
         rows = self._rows(
             "SELECT id, recording_path, recording_sha256, recording_size, started_at FROM"
-            " sessions WHERE started_at < ? AND ended_at IS NOT NULL AND recording_path IS NOT"
-            f" NULL AND recording_pruned_at IS NULL AND id NOT IN ({HELD_SESSIONS})"
-            " ORDER BY started_at", [before],
+            " sessions s WHERE started_at < ? AND ended_at IS NOT NULL AND recording_path IS"
+            f" NOT NULL AND recording_pruned_at IS NULL AND id NOT IN ({HELD_SESSIONS})"
+            f" AND {_OPENED_BEFORE} ORDER BY started_at", [before, before],
         )  # fmt: skip
         return [DueRecording(r["id"], r["recording_path"], r["recording_sha256"] or "",
                              r["recording_size"], r["started_at"]) for r in rows]  # fmt: skip
@@ -219,9 +230,13 @@ class RetentionQueries(StoreBase):
         return 2**62 if first is None else first
 
     def last_seq_before(self, at: str) -> int:
-        """The last event written before `at` (0: none)."""
-        rows = self._rows("SELECT max(seq) AS s FROM audit_events WHERE at < ?", [at])
-        return int(rows[0]["s"] or 0)
+        """The last event before the first one written at or after `at` (0: none): every
+        event up to it was written before `at`, even where a node's clock was behind and
+        a later event carries an earlier time."""
+        rows = self._rows("SELECT seq FROM audit_events WHERE at >= ? ORDER BY seq LIMIT 1", [at])
+        if rows:
+            return int(rows[0]["seq"]) - 1
+        return self.chain_head()[0]
 
     def first_keyed_seq(self) -> int | None:
         rows = self._rows("SELECT min(seq) AS s FROM audit_events WHERE alg = ?", [KEYED])
@@ -232,27 +247,41 @@ class RetentionQueries(StoreBase):
                           [after, upto])  # fmt: skip
         return [ChainedEvent(**row) for row in rows]
 
-    def prune_recordings(self, ids: Sequence[str], detail: dict[str, Any], actor: str) -> None:
-        """Mark these sessions' recordings pruned now, chained as one retention.pruned."""
+    def prune_recordings(self, ids: Sequence[str], detail: dict[str, Any],
+                         actor: str) -> list[str]:  # fmt: skip
+        """Mark these sessions' recordings pruned now, but not one a hold put meanwhile keeps,
+        chained as one retention.pruned naming those marked; returns them."""
         at = iso(self.clock.now())
+        marked: list[str] = []
         with self._write() as conn:
             for sid in ids:
-                conn.execute("UPDATE sessions SET recording_pruned_at = ? WHERE id = ?"
-                             " AND recording_pruned_at IS NULL", (at, sid))  # fmt: skip
-            self._append(conn, [Event(PRUNED, actor, "recordings", "notice", None, detail)])
+                if conn.execute("UPDATE sessions SET recording_pruned_at = ? WHERE id = ?"
+                                f" AND recording_pruned_at IS NULL AND id NOT IN ({HELD_SESSIONS})",
+                                (at, sid)).rowcount:  # fmt: skip
+                    marked.append(sid)
+            if marked:
+                detail = {**detail, "count": len(marked), "sessions": marked}
+                self._append(conn, [Event(PRUNED, actor, "recordings", "notice", None, detail)])
+        return marked
 
     def prune_queries(self, runs: Sequence[tuple[int, int]], before: str,
                       detail: dict[str, Any], actor: str) -> int:  # fmt: skip
         """Delete the query rows in these id runs written before `before` (held rows are not
         in a run), chained as one retention.pruned naming the runs."""
-        gone = 0
+        gone: list[int] = []
         with self._write() as conn:
-            for lo, hi in runs:
-                gone += conn.execute("DELETE FROM queries WHERE id >= ? AND id <= ? AND at < ?",
-                                     (lo, hi, before)).rowcount  # fmt: skip
-            self._append(conn, [Event(PRUNED, actor, "queries", "notice", None,
-                                      {**detail, "deleted": gone})])  # fmt: skip
-        return gone
+            for lo, hi in runs:  # not a row a hold put meanwhile keeps
+                found = conn.execute(
+                    "SELECT id FROM queries WHERE id >= ? AND id <= ? AND at < ? AND session_id"
+                    f" NOT IN ({HELD_SESSIONS}) ORDER BY id", (lo, hi, before),
+                ).fetchall()  # fmt: skip
+                gone += [int(r[0]) for r in found]
+            deleted = _runs(gone)
+            for lo, hi in deleted:
+                conn.execute("DELETE FROM queries WHERE id >= ? AND id <= ?", (lo, hi))
+            detail = {**detail, "runs": [list(r) for r in deleted], "deleted": len(gone)}
+            self._append(conn, [Event(PRUNED, actor, "queries", "notice", None, detail)])
+        return len(gone)
 
     def cut_chain(self, point: Checkpoint, detail: dict[str, Any], actor: str) -> int:
         """In one transaction: the checkpoint row, the delete of every event up to it, and
@@ -264,6 +293,10 @@ class RetentionQueries(StoreBase):
                                 [point.seq]).fetchone()  # fmt: skip
             if held is None or held[0] != point.head:
                 raise Conflict(f"event {point.seq} is not the one archived: nothing was cut")
+            since = self.held_since()  # a hold put since the run last looked, under the lock
+            if since is not None and self.last_seq_before(since) < point.seq:
+                raise Conflict(f"a legal hold put meanwhile keeps events from {since}:"
+                               " nothing was cut")  # fmt: skip
             conn.execute(
                 "INSERT INTO chain_checkpoints (seq, head, cut_at, made_at, archive,"
                 " archive_sha256, node, sig) VALUES (?,?,?,?,?,?,?,?)",
@@ -292,12 +325,23 @@ class RetentionQueries(StoreBase):
         return pruned_query_runs(self)
 
     def recording_pruned_at(self, session_id: str | None = None) -> dict[str, str]:
-        """Sessions whose recording retention deleted (this one only, if named), and when."""
+        """Sessions whose recording retention deleted (this one only, if named), and when.
+        The row's mark counts only where the chain agrees: a chained retention.pruned names
+        the session, or its session.closed is no longer in the store (cut after it). A mark
+        an admin set on a row alone excuses nothing."""
         one = "" if session_id is None else " AND id = ?"
+        params = [] if session_id is None else [session_id]
         rows = self._rows("SELECT id, recording_pruned_at FROM sessions"
-                          f" WHERE recording_pruned_at IS NOT NULL{one}",
-                          [] if session_id is None else [session_id])  # fmt: skip
-        return {str(r["id"]): str(r["recording_pruned_at"]) for r in rows}
+                          f" WHERE recording_pruned_at IS NOT NULL{one}", params)  # fmt: skip
+        if not rows:
+            return {}
+        closed = {str(r["session_id"]) for r in self._rows(
+            "SELECT session_id FROM audit_events WHERE kind = 'session.closed' AND session_id"
+            f" IN (SELECT id FROM sessions WHERE recording_pruned_at IS NOT NULL{one})", params,
+        )}  # fmt: skip
+        named = set(_pruned_sessions(self))
+        return {str(r["id"]): str(r["recording_pruned_at"]) for r in rows
+                if str(r["id"]) in named or str(r["id"]) not in closed}  # fmt: skip
 
     def _chain_start(self) -> tuple[tuple[int, str] | None, str]:
         """The newest checkpoint's (seq, MAC), and '' when a chained retention.checkpoint
@@ -323,3 +367,21 @@ def pruned_query_runs(store: StoreBase) -> list[tuple[int, int]]:
         detail = json.loads(row["detail"])
         out += [(int(lo), int(hi)) for lo, hi in detail.get("runs", [])]
     return sorted(out)
+
+
+def _pruned_sessions(store: StoreBase) -> list[str]:
+    """Every session whose recording a chained retention.pruned names."""
+    rows = store._rows("SELECT detail FROM audit_events WHERE kind = ? AND subject = ?",
+                       [PRUNED, "recordings"])  # fmt: skip
+    return [str(sid) for row in rows for sid in json.loads(row["detail"]).get("sessions", [])]
+
+
+def _runs(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids."""
+    out: list[tuple[int, int]] = []
+    for i in ids:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import timedelta
 
 from bastion.cli_common import Parser, command, json_flag, optional_decider
@@ -49,9 +50,13 @@ def retention_run(app: App, args: argparse.Namespace) -> int:
         app.emit({"enabled": False}, "retention is off ([retention] sets no period): nothing"
                  " is deleted")  # fmt: skip
         return Exit.OK
-    node = app.config.cluster.node_name()
+    # This run's own holder: not the node's name, which `bastion serve` here holds it by.
+    node = f"{app.config.cluster.node_name()}:cli:{os.getpid()}"
     if not args.dry_run and app.store.take_lease(LEASE, node, LEASE_TTL) is None:
-        raise UsageError("another node is running retention now (its lease holds); try later")
+        raise UsageError(
+            "another run (another node, or bastion serve here) is running retention"
+            " now (its lease holds); try later"
+        )
     try:
         done = runner(app).run(dry_run=args.dry_run)
     finally:
