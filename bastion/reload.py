@@ -28,10 +28,10 @@ STOPPING = "node stopping: the bastion is shutting down"  # a stop's end of a li
 
 # Keys (or whole sections) a running node cannot change: what they configure is built once at
 # start (listeners, the store, the uploader, the anchorer, the notifier, the report scheduler,
-# the doors' limiters and logging).
+# the doors' limiters and logging, the metrics listener and its token).
 RESTART_ONLY: tuple[str, ...] = (
     "listeners", "paths", "store", "cluster", "recordings", "ssh", "postgres", "logging",
-    "notify", "reports", "audit.anchors", "audit.anchor_every", "sessions.drain",
+    "notify", "reports", "audit.anchors", "audit.anchor_every", "sessions.drain", "metrics",
 )  # fmt: skip
 
 
