@@ -3,10 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
+import pytest
+
+from bastion.reload import STOPPING
 from bastion.server import Server
+from tests.harness import Bastion
+from tests.masking.shop import make_shop
+from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
 from tests.test_metrics_access import TOKEN, get, serving, write_token
+from tests.test_reload_stop import PASSWORD, UNMASKED, until_async
 
 NEW_TOKEN = "another-metrics-token-9876543210"
 
@@ -28,3 +40,108 @@ async def test_a_reload_that_changes_the_metrics_token_says_it_needs_a_restart(
         assert core.config.metrics.token_file == "metrics.token"  # what is in force, said so
         url = f"http://127.0.0.1:{port}/metrics"
         assert (await get(url, TOKEN))[0] == 200
+
+
+# --- a session that opens as the drain begins ----------------------------------------------
+
+
+class SlowRelay:
+    """A real TCP relay in front of the database that holds each connection until released:
+    the bastion's upstream login waits there, after its session row is open."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+        self.arrived = asyncio.Event()
+        self.go = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.arrived.set()
+        await self.go.wait()
+        up_reader, up_writer = await asyncio.open_connection(self.db.host, self.db.port)
+        self.writers.append(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    db = make_shop(pg_cluster)
+    yield db
+    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
+    pg_cluster.drop_role(db.user)
+
+
+def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
+    tmp_path: Path, shop: PgDatabase
+) -> None:
+    """decide() passed before the drain; the session row opened; the upstream login was still
+    on its way when the drain found no live session and the stop began. The session must not
+    start relaying after the stop ended the door's sessions: it is ended, its row closed as
+    `interrupted` with the stop's reason (not left open for the next start to find)."""
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.start()
+    server = b.server
+    assert server is not None
+
+    async def race() -> BaseException | None:
+        relay = SlowRelay(shop)
+        await relay.start()
+        b.add_pg_target("shop", replace(shop, port=relay.port))
+        b.grant("alice", "shop")
+        connecting = asyncio.ensure_future(
+            asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD), timeout=60)
+        )
+        await asyncio.wait_for(relay.arrived.wait(), 20)  # the row is open, upstream waits
+        b._loop.call_soon_threadsafe(server.lifecycle.terminate)
+        await until_async(server._stopping.is_set, "the drain to end (nothing was live)")
+        stopping = asyncio.ensure_future(asyncio.to_thread(b.call, server.stop(), 60))
+        await until_async(lambda: not server._tasks, "the stop to reach the doors")
+        relay.go.set()
+        outcome: BaseException | None = None
+        try:
+            conn = await connecting
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                for _ in range(200):  # a relaying session answers; an ended one does not
+                    await conn.fetchval("SELECT 1")
+                    await asyncio.sleep(0.05)
+                outcome = AssertionError("the session relayed after the stop")
+            await conn.close()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            outcome = exc
+        await stopping
+        b.server = None
+        await relay.close()
+        return outcome
+
+    try:
+        outcome = asyncio.run(race())
+        assert not isinstance(outcome, AssertionError), outcome
+        [session] = b.store.sessions()
+        assert (session.state, session.end_reason) == ("interrupted", STOPPING)
+    finally:
+        b.stop()

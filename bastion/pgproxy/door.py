@@ -59,6 +59,7 @@ class PgDoor:
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
         self.read_names = ReadNames()  # each target's names, for read grants' guard
         self.routes = CancelRoutes(core)  # pids unique across nodes; cancels sent to owners
+        self._stopped = False  # stop() has ended the live sessions: one opening now ends too
 
     def _tls_context(self) -> ssl.SSLContext | None:
         context = tls_context(self.core.config.paths)
@@ -87,7 +88,9 @@ class PgDoor:
             session.client.send(pgwire.notice_response("WARNING", "01000", message))
 
     async def stop(self) -> None:
-        """End every session with a message and let each close its row before returning."""
+        """End every session with a message and let each close its row before returning
+        (one still opening, its row written before the drain began, ends as it goes live)."""
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         if self._proxied is not None:
@@ -249,6 +252,8 @@ class PgDoor:
             if not opened:  # a failed login keeps no cancel key
                 await self._forget_key(session)
         self.live[session.id] = session
+        if self._stopped:  # opened while the stop ended the others: it relays nothing
+            await session.terminate("interrupted", STOPPING)
         try:
             state, reason = await session.run()
         except BaseException:
