@@ -1,10 +1,13 @@
 """Red team of reload and stop: a reload never claims to apply what the running node keeps
-(the metrics token read at start), and a drain ends a session that was opening as it began."""
+(the metrics token read at start) and re-pins the certificate peers show for forwarded
+cancels; a stop ends a session that was opening as it began."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import ssl
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,13 +15,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bastion.pgproxy.door import PgDoor
+from bastion.pki import make_tls
 from bastion.reload import STOPPING
 from bastion.server import Server
 from tests.harness import Bastion
 from tests.masking.shop import make_shop
 from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
 from tests.test_metrics_access import TOKEN, get, serving, write_token
-from tests.test_reload_stop import PASSWORD, UNMASKED, until_async
+from tests.test_reload_stop import PASSWORD, UNMASKED, served_certificate, until_async
 
 NEW_TOKEN = "another-metrics-token-9876543210"
 
@@ -143,5 +148,27 @@ def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
         assert not isinstance(outcome, AssertionError), outcome
         [session] = b.store.sessions()
         assert (session.state, session.end_reason) == ("interrupted", STOPPING)
+    finally:
+        b.stop()
+
+
+def test_a_rotated_certificate_is_the_one_forwarded_cancels_expect_of_peers(
+    tmp_path: Path,
+) -> None:
+    """Nodes forward cancels to each other inside TLS, pinning their own (shared) certificate.
+    After a rotation every node reloads: each must now expect the new certificate of its
+    peers, or every forwarded cancel is refused ("another certificate") until a restart."""
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
+    b.start()
+    try:
+        assert b.server is not None
+        [door] = [d for d in b.server.doors if isinstance(d, PgDoor)]
+        fresh = make_tls(tmp_path / "rotated")
+        shutil.copyfile(fresh.server_cert, b.config.paths.tls_cert)
+        shutil.copyfile(fresh.server_key, b.config.paths.tls_key)
+        assert b.call(b.server.lifecycle.reload()).startswith("reloaded: ")
+        served = served_certificate(b.pg_port)  # what a peer's forwarded cancel is shown
+        assert served == ssl.PEM_cert_to_DER_cert(fresh.server_cert.read_text())
+        assert door.routes.pin == served
     finally:
         b.stop()

@@ -18,7 +18,7 @@ from bastion.audit import Event, Leftovers
 from bastion.config import Listener
 from bastion.core import Core
 from bastion.errors import BastionError
-from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes
+from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
@@ -73,6 +73,7 @@ class PgDoor:
         if (context is None) != (self.tls is None):
             return "paths.tls_cert"
         self.tls = context
+        self.routes.pin = pinned_certificate(self.core.config.paths.tls_cert)  # peers show it
         return None
 
     async def pause(self) -> None:
