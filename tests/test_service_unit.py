@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from bastion import sdnotify
+from bastion.commands.doctor_host import STOP_AFTER_DRAIN, UNIT_STOP_TIMEOUT
 from bastion.config import Paths
+from bastion.config_policies import SessionPolicy
 from bastion.errors import Exit
 from tests import test_cli
 from tests.test_cli import Bastion, child_env, close_pipes, free_port
@@ -96,6 +98,9 @@ class TestUnit:
         assert service["SystemCallFilter"][0] == "@system-service"
         assert int(service["LimitNOFILE"][0]) >= 4096
         assert service["TimeoutStopSec"][0].endswith("s")
+        stop = float(service["TimeoutStopSec"][0].removesuffix("s"))
+        assert stop == UNIT_STOP_TIMEOUT  # what doctor checks the drain against
+        assert SessionPolicy().drain.total_seconds() + STOP_AFTER_DRAIN <= stop
         assert service["ExecStart"] == [f"/usr/local/bin/bastion --config {STATE}/bastion.toml"
                                         " serve"]  # fmt: skip
 

@@ -88,6 +88,7 @@ def checks() -> list[Check]:
         doctor_host.store,
         doctor_host.targets,
         doctor_host.anchor_sinks,
+        doctor_host.service_unit,
     ]
 
 

@@ -278,3 +278,41 @@ def anchor_sinks(host: Host) -> list[Finding]:
         found.append(probe(where) if probe else
                      _network_sink(kind, where, host.limits.connect_timeout))  # fmt: skip
     return found
+
+
+UNIT_STOP_TIMEOUT = 150.0  # seconds: TimeoutStopSec in deploy/systemd/bastion.service
+STOP_AFTER_DRAIN = 30.0  # seconds a stop takes after its drain: the doors' grace, the last anchor
+
+
+def service_unit(host: Host) -> list[Finding]:
+    """What the shipped unit lets the bastion do: wait out its drain before systemd kills it,
+    and write only under the state directory (ProtectSystem=strict, ReadWritePaths)."""
+    config, home = host.config, host.home
+    drain = config.sessions.drain.total_seconds()
+    need = int(drain + STOP_AFTER_DRAIN) + 1
+    if drain + STOP_AFTER_DRAIN > UNIT_STOP_TIMEOUT:
+        found = [warn("stop time", f"[sessions] drain is {drain:g} s, but the service unit kills"
+                      f" the bastion {UNIT_STOP_TIMEOUT:g} s after SIGTERM: sessions would be"
+                      " cut without their rows closed", f"systemctl edit bastion:"
+                      f" [Service] TimeoutStopSec={need}s; or a shorter drain")]  # fmt: skip
+    else:
+        found = [ok("stop time", f"drain {drain:g} s fits the unit's TimeoutStopSec")]
+    written = [("recordings", config.paths.recordings), ("reports", config.paths.reports)]
+    if not config.store.on_postgresql:
+        written.append(("store", config.paths.store.parent))
+    if config.retention.archive_dir:
+        written.append(("retention archive", home / Path(config.retention.archive_dir)))
+    from bastion.audit.anchors import parse_spec  # noqa: PLC0415
+
+    for spec in config.audit.anchors:
+        kind, where = parse_spec(spec)
+        if kind == "file":
+            written.append((f"anchor sink file:{where}", Path(where).parent))
+    for what, path in written:
+        absolute = Path(os.path.abspath(path))
+        if not absolute.is_relative_to(os.path.abspath(home)):
+            fix = f"systemctl edit bastion: [Service] ReadWritePaths={absolute}"
+            found.append(warn(f"unit writes {what}", f"{absolute} is outside the state"
+                              f" directory {home}, which alone the service unit lets the"
+                              " bastion write", fix))  # fmt: skip
+    return found
