@@ -249,6 +249,11 @@ class PgDoor:
                                         "warning", session.id, {"detail": exc.detail}))  # fmt: skip
             await self._close(session, "upstream_failed", exc.message)
             raise
+        except BaseException as exc:
+            if session.id in self.core.started_with:  # its row is open: it closes, saying so
+                why = f"error: the session did not start ({type(exc).__name__})"
+                await self._close(session, "error", why)
+            raise
         finally:
             if not opened:  # a failed login keeps no cancel key
                 await self._forget_key(session)
