@@ -448,10 +448,11 @@ def _check_listeners(listeners: Listeners) -> None:
         seen.append((name, mine))
 
 
-def _read(file: Path, shown: str) -> dict[str, object]:
-    """Read and parse the TOML file, turning every failure into a one-line ConfigError."""
+def _read(file: Path, shown: str, data: bytes | None = None) -> dict[str, object]:
+    """Read (unless its bytes are given) and parse the TOML file, turning every failure into
+    a one-line ConfigError."""
     try:
-        data = file.read_bytes()
+        data = file.read_bytes() if data is None else data
     except FileNotFoundError:
         raise ConfigError(shown, "(file)", "file not found") from None
     except OSError as exc:
@@ -468,11 +469,12 @@ def _read(file: Path, shown: str) -> dict[str, object]:
         raise ConfigError(shown, "(syntax)", problem) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and check a bastion.toml; raise ConfigError naming the file, key and problem."""
+def load_config(path: str | Path, data: bytes | None = None) -> Config:
+    """Read and check a bastion.toml; raise ConfigError naming the file, key and problem.
+    `data`: the file's bytes, read already (a reload hashes exactly what it applies)."""
     shown = str(path)
     file = Path(os.path.abspath(Path(path).expanduser()))
-    raw = _read(file, shown)
+    raw = _read(file, shown, data)
     base = file.parent
     try:
         found: dict[Parts, object] = {}

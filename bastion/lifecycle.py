@@ -4,6 +4,7 @@ a time), SIGTERM or SIGINT drains the node (a second one ends its sessions at on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import ssl
 import time
@@ -95,11 +96,12 @@ class Lifecycle:
             if self.core.stopping:
                 return await self._refused("the node is stopping; nothing was reloaded")
             path = self.core.config.path
+            data = await asyncio.to_thread(reloading.file_bytes, path)
             try:
-                read = await asyncio.to_thread(load_config, path)
-                self._read_digest = reloading.file_digest(path)  # what was read, about
+                read = await asyncio.to_thread(load_config, path, data)
             except BastionError as exc:
                 return await self._refused(exc.message)
+            self._read_digest = hashlib.sha256(data).hexdigest() if data is not None else None
             plan = reloading.plan(self.core.config, read)
             problem = reloading.tls_problem(plan.config.paths)
             if problem is not None:

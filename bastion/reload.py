@@ -115,6 +115,14 @@ def tls_problem(paths: Paths) -> str | None:
     return None
 
 
+def file_bytes(path: Path) -> bytes | None:
+    """A file's bytes, read once (None: it cannot be read; load_config then says why)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def file_digest(path: Path) -> str | None:
     """SHA-256 of a file's bytes (None: it cannot be read), to tell a changed host key."""
     try:

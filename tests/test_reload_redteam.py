@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import os
 import shutil
+import socket
 import ssl
+import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -171,4 +177,77 @@ def test_a_rotated_certificate_is_the_one_forwarded_cancels_expect_of_peers(
         assert served == ssl.PEM_cert_to_DER_cert(fresh.server_cert.read_text())
         assert door.routes.pin == served
     finally:
+        b.stop()
+
+
+async def _reset_after_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A database that drops the bastion's login half-way: a TCP reset, no error message."""
+    await reader.read(1024)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def test_a_database_that_resets_the_login_leaves_no_open_row(
+    tmp_path: Path, shop: PgDatabase
+) -> None:
+    """The session row is written before the upstream login; a login cut by a reset (not an
+    error message) must close that row and forget the session's config, as any other failed
+    login does: a row left open is a live session on the console until the next restart."""
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.start()
+
+    async def attempt() -> None:
+        server = await asyncio.start_server(_reset_after_startup, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            b.add_pg_target("shop", replace(shop, port=port))
+            b.grant("alice", "shop")
+            with pytest.raises((asyncpg.PostgresError, OSError)):
+                await asyncpg_connect(b.via_bastion("alice", "shop", PASSWORD))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    try:
+        asyncio.run(attempt())
+        [session] = b.store.sessions()
+        assert session.state == "upstream_failed", session
+        assert not b.core.started_with
+    finally:
+        b.stop()
+
+
+def test_the_chained_digest_is_of_the_configuration_applied(tmp_path: Path) -> None:
+    """`config.reloaded` names the SHA-256 of the file read, so the weekly review can tell
+    which configuration ran. An admin who rewrites the file while the node reloads must not
+    get one configuration applied and another's digest chained."""
+    b = Bastion(tmp_path / "bastion")
+    path = b.home / "bastion.toml"
+    text = path.read_text(encoding="utf-8")
+    versions = {n: text + f"\n[grants]\nmin_reason_length = {n}\n" for n in (11, 12)}
+    by_digest = {hashlib.sha256(v.encode()).hexdigest(): n for n, v in versions.items()}
+    path.write_text(versions[11], encoding="utf-8")
+    b.start()
+    done = threading.Event()
+
+    def flip() -> None:  # the file is always whole (renamed over), never the same for long
+        while not done.is_set():
+            for n, version in versions.items():
+                part = path.with_name(f".flip{n}")
+                part.write_text(version, encoding="utf-8")
+                os.replace(part, path)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    try:
+        assert b.server is not None
+        for _ in range(60):
+            b.call(b.server.lifecycle.reload())
+            chained = json.loads(b.events("config.reloaded")[-1].detail)["config_sha256"]
+            assert by_digest[chained] == b.core.config.grants.min_reason_length
+    finally:
+        done.set()
+        flipper.join(10)
         b.stop()
