@@ -16,7 +16,7 @@ import structlog
 
 from bastion import reload as reloading
 from bastion.audit import Event
-from bastion.config import load_config
+from bastion.config import Paths, load_config
 from bastion.errors import BastionError
 from bastion.live import Killable
 from bastion.tasks import spawn
@@ -39,7 +39,7 @@ class Pausable(Protocol):
 
     def tell(self, message: str) -> None: ...
 
-    def reload_tls(self, context: ssl.SSLContext | None) -> str | None: ...
+    def reload_tls(self, context: ssl.SSLContext | None, tls: Paths) -> str | None: ...
 
 
 class Lifecycle:
@@ -103,16 +103,17 @@ class Lifecycle:
                 return await self._refused(exc.message)
             self._read_digest = hashlib.sha256(data).hexdigest() if data is not None else None
             plan = reloading.plan(self.core.config, read)
-            problem = reloading.tls_problem(plan.config.paths)
-            if problem is not None:
-                return await self._refused(problem)
-            return await self._apply(plan)
+            with reloading.tls_snapshot(plan.config.paths) as tls:  # one read for all doors
+                problem = reloading.tls_problem(tls)
+                if problem is not None:
+                    return await self._refused(problem)
+                return await self._apply(plan, tls)
 
-    async def _apply(self, plan: reloading.Plan) -> str:
+    async def _apply(self, plan: reloading.Plan, tls: Paths) -> str:
         restart = list(plan.needs_restart)
-        context = reloading.tls_context(plan.config.paths)
+        context = reloading.tls_context(tls)
         for door in self.doors:
-            key = door.reload_tls(context)
+            key = door.reload_tls(context, tls)
             if key is not None and key not in restart:
                 restart.append(key)
         if reloading.file_digest(plan.config.paths.ssh_host_key) != self._host_key:

@@ -11,9 +11,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import ssl
+import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,26 @@ def tls_context(paths: Paths) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(paths.tls_cert, paths.tls_key)
     return context
+
+
+@contextmanager
+def tls_snapshot(paths: Paths) -> Iterator[Paths]:
+    """`paths` with the TLS certificate and key read once into private copies for this
+    reload, so the check and every door load the very same pair (a renewal writing the files
+    meanwhile cannot hand one door a mismatched pair); the originals when there is no
+    certificate or no copy can be made (the check then reads them and says why)."""
+    try:
+        cert, key = paths.tls_cert.read_bytes(), paths.tls_key.read_bytes()
+        folder = Path(tempfile.mkdtemp(prefix=".reload-", dir=paths.tls_key.parent))
+    except OSError:
+        yield paths
+        return
+    try:
+        write_new(folder / "cert.pem", cert, 0o600)
+        write_new(folder / "key.pem", key, 0o600)
+        yield dataclasses.replace(paths, tls_cert=folder / "cert.pem", tls_key=folder / "key.pem")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def tls_problem(paths: Paths) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bastion.config import load_config
 from bastion.pgproxy.door import PgDoor
 from bastion.pki import make_tls
 from bastion.reload import STOPPING
@@ -28,6 +29,7 @@ from bastion.server import Server
 from tests.harness import Bastion
 from tests.masking.shop import make_shop
 from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
+from tests.realssh import free_port
 from tests.test_metrics_access import TOKEN, get, serving, write_token
 from tests.test_reload_stop import PASSWORD, UNMASKED, served_certificate, until_async
 
@@ -250,4 +252,58 @@ def test_the_chained_digest_is_of_the_configuration_applied(tmp_path: Path) -> N
     finally:
         done.set()
         flipper.join(10)
+        b.stop()
+
+
+def console_certificate(port: int) -> bytes | None:
+    """The DER certificate the console shows a new TLS handshake; None when none completes."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
+                context.wrap_socket(sock) as tls:  # fmt: skip
+            return tls.getpeercert(binary_form=True)
+    except (ssl.SSLError, OSError):
+        return None
+
+
+def test_a_renewal_written_during_a_reload_never_applies_half(tmp_path: Path) -> None:
+    """A renewal rewrites the certificate, then the key, while a reload runs. Whatever the
+    reload read, it is applied whole or refused whole: the PostgreSQL door and the console
+    serve the same certificate after it, and the console still completes handshakes (a
+    mismatched pair loaded into its live context would break every one, /healthz too)."""
+    b = Bastion(tmp_path / "bastion", postgres=True)
+    web_port = free_port()
+    config = b.home / "bastion.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[listeners.web]\nenabled = false",
+                                   f'[listeners.web]\naddress = "127.0.0.1"\nport = {web_port}'),
+                      encoding="utf-8")  # fmt: skip
+    b.core.reconfigure(load_config(config))
+    paths = b.config.paths
+    pairs = [make_tls(tmp_path / name) for name in ("one", "two")]
+    b.start()
+    done = threading.Event()
+
+    def renew() -> None:  # certificate first, then key, each renamed over the old
+        while not done.is_set():
+            for pair in pairs:
+                for source, target in ((pair.server_cert, paths.tls_cert),
+                                       (pair.server_key, paths.tls_key)):  # fmt: skip
+                    part = target.with_name(f".{target.name}.new")
+                    shutil.copyfile(source, part)
+                    os.replace(part, target)
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        assert b.server is not None
+        for _ in range(60):
+            b.call(b.server.lifecycle.reload())
+            web = console_certificate(web_port)
+            assert web is not None, "the console no longer completes a TLS handshake"
+            assert web == served_certificate(b.pg_port)
+    finally:
+        done.set()
+        renewer.join(10)
         b.stop()

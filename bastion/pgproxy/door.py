@@ -15,7 +15,7 @@ from bastion import pgwire
 from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
 from bastion.audit import Event, Leftovers
-from bastion.config import Listener
+from bastion.config import Listener, Paths
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
@@ -67,13 +67,13 @@ class PgDoor:
             log.warning("postgres.no_tls", detail="no certificate: only loopback clients")
         return context
 
-    def reload_tls(self, context: ssl.SSLContext | None) -> str | None:
-        """New handshakes use `context` (a reload read the certificate again); connections
-        already made keep theirs. Going to or from no TLS at all needs a restart."""
+    def reload_tls(self, context: ssl.SSLContext | None, tls: Paths) -> str | None:
+        """New handshakes use `context` (a reload read the certificate again, from `tls`);
+        connections already made keep theirs. Going to or from no TLS needs a restart."""
         if (context is None) != (self.tls is None):
             return "paths.tls_cert"
         self.tls = context
-        self.routes.pin = pinned_certificate(self.core.config.paths.tls_cert)  # peers show it
+        self.routes.pin = pinned_certificate(tls.tls_cert)  # what peers show from now on
         return None
 
     async def pause(self) -> None:
