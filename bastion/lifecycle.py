@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from bastion import reload as reloading
+from bastion import sdnotify
 from bastion.audit import Event
 from bastion.config import Paths, load_config
 from bastion.errors import BastionError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from bastion.core import Core
 
 log = structlog.get_logger("bastion.lifecycle")
+STOP_AFTER_DRAIN = 30.0  # seconds a stop may take after its drain: the doors' grace, uploads
 
 
 class Pausable(Protocol):
@@ -165,10 +167,13 @@ class Lifecycle:
         "stopping"), tell the live sessions, wait up to [sessions] drain for them to end by
         themselves, then let the server stop (ending the rest as "node stopping")."""
         self.core.stopping = True
+        wait = self.core.config.sessions.drain.total_seconds()
+        # systemd waits out the drain and the stop after it, whatever TimeoutStopSec says
+        sdnotify.notify("STOPPING=1", "STATUS=draining",
+                        f"EXTEND_TIMEOUT_USEC={int((wait + STOP_AFTER_DRAIN) * 1e6)}")  # fmt: skip
         try:
             await asyncio.gather(*(door.pause() for door in self.doors))
             began = self._live()
-            wait = self.core.config.sessions.drain.total_seconds()
             log.info("serve.draining", sessions=len(began), drain=wait)
             if began and wait > 0:
                 message = f"this node is stopping; your session ends in {wait:g} s"

@@ -275,15 +275,6 @@ def mode(path: Path) -> int:
 class TestServiceUnit:
     """What the shipped unit allows, against what the configuration asks of the service."""
 
-    def test_a_drain_longer_than_the_units_stop_timeout_warns(self, bst: Bastion) -> None:
-        assert lines_of(assert_ok(doctor(bst)))["stop time"][0] == "ok"  # the default 60 s
-        text = bst.config.read_text(encoding="utf-8")
-        bst.config.write_text(text.replace('drain = "60s"', 'drain = "5m"'), encoding="utf-8")
-        status, text = lines_of(assert_ok(doctor(bst)))["stop time"]
-        assert status == "warn" and "[sessions] drain is 300 s" in text
-        assert "kills the bastion 150 s after SIGTERM" in text
-        assert "fix: systemctl edit bastion: [Service] TimeoutStopSec=331s" in text
-
     def test_a_path_written_outside_the_state_directory_warns(
         self, bst: Bastion, tmp_path: Path
     ) -> None:
