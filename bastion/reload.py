@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import ssl
+import stat
 import tempfile
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -208,8 +209,11 @@ def is_bastion_serve(pid: int, serve_file: Path) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         owner = os.stat(f"/proc/{pid}").st_uid
-        wrote = os.stat(serve_file).st_uid
+        found = os.lstat(serve_file)  # a link would lend it the owner of what it names
     except OSError:
         return False
+    if not stat.S_ISREG(found.st_mode):
+        return False
+    wrote = found.st_uid
     mine = owner == os.getuid() or (os.getuid() == 0 and owner == wrote)
     return mine and b"serve" in argv and any(b"bastion" in a for a in argv)

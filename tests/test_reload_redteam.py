@@ -13,6 +13,8 @@ import shutil
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,6 +24,7 @@ import asyncpg
 import pytest
 
 from bastion.config import load_config
+from bastion.errors import Exit
 from bastion.pgproxy.door import PgDoor
 from bastion.pki import make_tls
 from bastion.reload import STOPPING
@@ -307,3 +310,30 @@ def test_a_renewal_written_during_a_reload_never_applies_half(tmp_path: Path) ->
         done.set()
         renewer.join(10)
         b.stop()
+
+
+def test_a_serve_file_linked_to_another_users_file_signals_nothing(tmp_path: Path) -> None:
+    """Run as root, `bastion reload` signals a `bastion serve` owned by the serve file's
+    owner. A serve file that is a symlink must not lend it the owner of what it points to:
+    whoever can write the state directory would make root signal another user's process."""
+    if os.geteuid() != 0:
+        pytest.skip("the owner check differs for root only")
+    config = tmp_path / "bastion.toml"
+    config.write_text('[cluster]\nnode = "n1"\n', encoding="utf-8")
+    nobody = 65534
+    argv = ["/bin/sh", "-c", "sleep 60; :", "bastion", "serve"]  # looks like one, is none
+    with subprocess.Popen(argv, user=nobody, cwd="/") as other:
+        try:
+            elsewhere = tmp_path / "theirs"
+            elsewhere.mkdir()
+            target = elsewhere / "state.json"
+            target.write_text(json.dumps({"pid": other.pid}))
+            os.chown(target, nobody, nobody)
+            (tmp_path / "bastion-serve.n1.json").symlink_to(target)
+            done = subprocess.run([sys.executable, "-m", "bastion", "--config", str(config),
+                                   "reload"], capture_output=True, text=True, timeout=60,
+                                  check=False)  # fmt: skip
+            assert other.poll() is None  # never sent SIGHUP (it would have ended)
+            assert done.returncode == Exit.NOT_FOUND, done.stderr
+        finally:
+            other.kill()
