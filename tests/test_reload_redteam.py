@@ -18,12 +18,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from bastion.config import load_config
+from bastion.console import websessions
 from bastion.errors import Exit
 from bastion.pgproxy.door import PgDoor
 from bastion.pki import make_tls
@@ -337,3 +339,27 @@ def test_a_serve_file_linked_to_another_users_file_signals_nothing(tmp_path: Pat
             assert done.returncode == Exit.NOT_FOUND, done.stderr
         finally:
             other.kill()
+
+
+def test_a_reload_never_extends_a_live_console_sign_in(tmp_path: Path) -> None:
+    """A console sign-in is a live session too: raising [web] session_lifetime by a reload
+    applies to sign-ins that start after it; one signed in before still ends when its own
+    lifetime (12h) is over, however busy (a stolen cookie ignores the browser's max-age)."""
+    b = Bastion(tmp_path / "bastion")
+    b.add_user("alice", password=PASSWORD)
+    before = websessions.open_session(b.core, "alice", "127.0.0.1")
+    config = b.home / "bastion.toml"
+    config.write_text(config.read_text(encoding="utf-8")
+                      + '\n[web]\nsession_lifetime = "30d"\n', encoding="utf-8")  # fmt: skip
+    try:
+        b.clock.advance(timedelta(seconds=1))
+        b.core.reconfigure(load_config(config))
+        b.clock.advance(timedelta(seconds=1))
+        after = websessions.open_session(b.core, "alice", "127.0.0.1")
+        for _ in range(40):  # busy (a request every 20 minutes), for 13 hours and more
+            b.clock.advance(timedelta(minutes=20))
+            assert websessions.current(b.core, after.token) is not None
+            websessions.current(b.core, before.token)
+        assert websessions.current(b.core, before.token) is None  # its own 12h are over
+    finally:
+        b.release()
