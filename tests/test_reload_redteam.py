@@ -363,3 +363,26 @@ def test_a_reload_never_extends_a_live_console_sign_in(tmp_path: Path) -> None:
         assert websessions.current(b.core, before.token) is None  # its own 12h are over
     finally:
         b.release()
+
+
+def test_a_refused_reload_chains_no_secret_from_the_file(tmp_path: Path) -> None:
+    """A reload refused for a mistyped anchor sink is logged and chained; the chain is kept
+    for years and shipped to the SIEM, so the refusal must not carry the sink's secret URL."""
+    secret = "T0KEN-5ecret-0123456789"
+    b = Bastion(tmp_path / "bastion")
+    b.start()
+    try:
+        assert b.server is not None
+        config = b.home / "bastion.toml"
+        text = config.read_text(encoding="utf-8")
+        bad = f'anchors = ["webhoook:https://hooks.example.com/services/{secret}"]'
+        config.write_text(text.replace("[sessions]", f"[audit]\n{bad}\n[sessions]", 1),
+                          encoding="utf-8")  # fmt: skip
+        line = b.call(b.server.lifecycle.reload())
+        assert line.startswith("reload refused: ") and "audit.anchors" in line
+        [event] = b.events("config.reload_refused")
+        served = b.server.lifecycle.file.read_text(encoding="utf-8")
+        for said in (line, event.detail, served):
+            assert secret not in said
+    finally:
+        b.stop()
