@@ -131,6 +131,12 @@ def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
     async def race() -> BaseException | None:
         relay = SlowRelay(shop)
         await relay.start()
+        try:
+            return await opening(relay)
+        finally:
+            await relay.close()
+
+    async def opening(relay: SlowRelay) -> BaseException | None:
         b.add_pg_target("shop", replace(shop, port=relay.port))
         b.grant("alice", "shop")
         connecting = asyncio.ensure_future(
@@ -155,7 +161,6 @@ def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
             outcome = exc
         await stopping
         b.server = None
-        await relay.close()
         return outcome
 
     try:
