@@ -366,6 +366,13 @@ def _section(cls: type[D], prefix: str, values: Mapping[str, Value]) -> D:
     )
 
 
+def _retention(path: Path, values: Mapping[str, Value]) -> RetentionPolicy:
+    """[retention], its archive_dir taken from this file's directory when relative."""
+    policy = _section(RetentionPolicy, "retention.", values)
+    folder = policy.archive_dir and str(path.parent / policy.archive_dir)
+    return replace(policy, archive_dir=folder)
+
+
 def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPolicy]) -> Config:
     """Assemble the dataclasses; each field is named after its key in the schema."""
     listeners = {name: _section(Listener, f"listeners.{name}.", values) for name in Listeners.DOORS}
@@ -387,7 +394,7 @@ def _build(path: Path, values: Mapping[str, Value], targets: dict[str, TargetPol
         web=_section(WebPolicy, "web.", values),
         logging=_section(LoggingConfig, "logging.", values),
         cluster=_section(ClusterPolicy, "cluster.", values),
-        retention=_section(RetentionPolicy, "retention.", values),
+        retention=_retention(path, values),
         store=_section(StoreConfig, "store.", values),
         metrics=_section(MetricsPolicy, "metrics.", values),
         targets=MappingProxyType(targets),
@@ -445,10 +452,11 @@ def _check_listeners(listeners: Listeners) -> None:
         seen.append((name, mine))
 
 
-def _read(file: Path, shown: str) -> dict[str, object]:
-    """Read and parse the TOML file, turning every failure into a one-line ConfigError."""
+def _read(file: Path, shown: str, data: bytes | None = None) -> dict[str, object]:
+    """Read (unless its bytes are given) and parse the TOML file, turning every failure into
+    a one-line ConfigError."""
     try:
-        data = file.read_bytes()
+        data = file.read_bytes() if data is None else data
     except FileNotFoundError:
         raise ConfigError(shown, "(file)", "file not found") from None
     except OSError as exc:
@@ -465,11 +473,12 @@ def _read(file: Path, shown: str) -> dict[str, object]:
         raise ConfigError(shown, "(syntax)", problem) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and check a bastion.toml; raise ConfigError naming the file, key and problem."""
+def load_config(path: str | Path, data: bytes | None = None) -> Config:
+    """Read and check a bastion.toml; raise ConfigError naming the file, key and problem.
+    `data`: the file's bytes, read already (a reload hashes exactly what it applies)."""
     shown = str(path)
     file = Path(os.path.abspath(Path(path).expanduser()))
-    raw = _read(file, shown)
+    raw = _read(file, shown, data)
     base = file.parent
     try:
         found: dict[Parts, object] = {}

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -44,6 +45,7 @@ from bastion.audit.unmask import UnmaskGrant
 from bastion.audit.writer import AuditWriter
 from bastion.clock import Clock, iso
 from bastion.config import Config
+from bastion.config_policies import WebPolicy
 from bastion.errors import Denied, StoreError, StoreLost
 from bastion.identity import passwords
 from bastion.identity.sealing import SecretBox
@@ -99,6 +101,7 @@ class Core:
     # The config each live session of this node started with: a reload never changes a live
     # session's limits, hours, masking or tunnels rule (it neither extends nor cuts it).
     started_with: dict[str, Config] = field(default_factory=dict, init=False)
+    _web_since: list[tuple[datetime, WebPolicy]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.identity = Identity(
@@ -115,6 +118,7 @@ class Core:
         # argon2 has threads of its own, so a guessing client never stalls the store's.
         self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="bastion-argon2")
         self.cancel_keys = self.store  # bastion/pgproxy/cancels.py: which node holds a pid
+        self._web_since.append((datetime.min.replace(tzinfo=UTC), self.config.web))
         self.metrics = Metrics(self.node, __version__)
         paths = self.config.paths
         self.metrics.sources = Sources(
@@ -127,10 +131,21 @@ class Core:
     def reconfigure(self, config: Config) -> None:
         """Run with `config` from now on (a reload): every part that reads settings sees it
         for what starts next; live sessions keep theirs (started_with)."""
+        if config.web != self.config.web:  # console sign-ins keep the [web] they began with
+            self._web_since.append((self.clock.now(), config.web))
         self.config = config
         self.identity.totp_policy, self.identity.lockout = config.totp, config.lockout
         for part in (self.access, self.unmasking, self.tickets, self.requests):
             part.config = config
+
+    def web_policy_at(self, began: datetime) -> WebPolicy:
+        """The [web] policy a console sign-in that began at `began` keeps (a reload neither
+        extends nor cuts it): the one this node ran with then (before its start: its first)."""
+        found = self._web_since[0][1] if self._web_since else self.config.web
+        for since, policy in self._web_since:
+            if since < began:
+                found = policy
+        return found
 
     def config_of(self, session_id: str) -> Config:
         """The config a live session of this node started with (else the current one)."""

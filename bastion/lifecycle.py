@@ -4,6 +4,7 @@ a time), SIGTERM or SIGINT drains the node (a second one ends its sessions at on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import ssl
 import time
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from bastion import reload as reloading
+from bastion import sdnotify
 from bastion.audit import Event
-from bastion.config import load_config
+from bastion.config import Paths, load_config
 from bastion.errors import BastionError
 from bastion.live import Killable
 from bastion.tasks import spawn
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from bastion.core import Core
 
 log = structlog.get_logger("bastion.lifecycle")
+STOP_AFTER_DRAIN = 30.0  # seconds a stop may take after its drain: the doors' grace, uploads
 
 
 class Pausable(Protocol):
@@ -38,7 +41,7 @@ class Pausable(Protocol):
 
     def tell(self, message: str) -> None: ...
 
-    def reload_tls(self, context: ssl.SSLContext | None) -> str | None: ...
+    def reload_tls(self, context: ssl.SSLContext | None, tls: Paths) -> str | None: ...
 
 
 class Lifecycle:
@@ -95,22 +98,24 @@ class Lifecycle:
             if self.core.stopping:
                 return await self._refused("the node is stopping; nothing was reloaded")
             path = self.core.config.path
+            data = await asyncio.to_thread(reloading.file_bytes, path)
             try:
-                read = await asyncio.to_thread(load_config, path)
-                self._read_digest = reloading.file_digest(path)  # what was read, about
+                read = await asyncio.to_thread(load_config, path, data)
             except BastionError as exc:
                 return await self._refused(exc.message)
+            self._read_digest = hashlib.sha256(data).hexdigest() if data is not None else None
             plan = reloading.plan(self.core.config, read)
-            problem = reloading.tls_problem(plan.config.paths)
-            if problem is not None:
-                return await self._refused(problem)
-            return await self._apply(plan)
+            with reloading.tls_snapshot(plan.config.paths) as tls:  # one read for all doors
+                problem = reloading.tls_problem(tls)
+                if problem is not None:
+                    return await self._refused(problem)
+                return await self._apply(plan, tls)
 
-    async def _apply(self, plan: reloading.Plan) -> str:
+    async def _apply(self, plan: reloading.Plan, tls: Paths) -> str:
         restart = list(plan.needs_restart)
-        context = reloading.tls_context(plan.config.paths)
+        context = reloading.tls_context(tls)
         for door in self.doors:
-            key = door.reload_tls(context)
+            key = door.reload_tls(context, tls)
             if key is not None and key not in restart:
                 restart.append(key)
         if reloading.file_digest(plan.config.paths.ssh_host_key) != self._host_key:
@@ -162,10 +167,13 @@ class Lifecycle:
         "stopping"), tell the live sessions, wait up to [sessions] drain for them to end by
         themselves, then let the server stop (ending the rest as "node stopping")."""
         self.core.stopping = True
+        wait = self.core.config.sessions.drain.total_seconds()
+        # systemd waits out the drain and the stop after it, whatever TimeoutStopSec says
+        sdnotify.notify("STOPPING=1", "STATUS=draining",
+                        f"EXTEND_TIMEOUT_USEC={int((wait + STOP_AFTER_DRAIN) * 1e6)}")  # fmt: skip
         try:
             await asyncio.gather(*(door.pause() for door in self.doors))
             began = self._live()
-            wait = self.core.config.sessions.drain.total_seconds()
             log.info("serve.draining", sessions=len(began), drain=wait)
             if began and wait > 0:
                 message = f"this node is stopping; your session ends in {wait:g} s"

@@ -11,9 +11,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import ssl
+import stat
+import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +32,11 @@ STOPPING = "node stopping: the bastion is shutting down"  # a stop's end of a li
 
 # Keys (or whole sections) a running node cannot change: what they configure is built once at
 # start (listeners, the store, the uploader, the anchorer, the notifier, the report scheduler,
-# the doors' limiters and logging).
+# the doors' limiters and logging, the metrics listener and its token).
 RESTART_ONLY: tuple[str, ...] = (
     "listeners", "paths", "store", "cluster", "recordings", "ssh", "postgres", "logging",
-    "notify", "reports", "audit.anchors", "audit.anchor_every", "sessions.drain",
+    "notify", "reports", "audit.anchors", "audit.anchor_every", "sessions.drain", "metrics",
+    "retention",  # its schedule starts with serve, or not at all
 )  # fmt: skip
 
 
@@ -88,6 +93,9 @@ def plan(running: Config, read: Config) -> Plan:
             config = _carry(config, running, setting.key.split("."))
         else:
             changed.append(setting.key)
+    if running.export != read.export:  # the [export.NAME] sinks' workers start with serve
+        restart.append("export")
+        config = dataclasses.replace(config, export=running.export)
     names = sorted(set(running.targets) | set(read.targets))
     changed += [f"targets.{n}" for n in names if running.targets.get(n) != read.targets.get(n)]
     return Plan(config, tuple(changed), tuple(restart))
@@ -104,6 +112,26 @@ def tls_context(paths: Paths) -> ssl.SSLContext | None:
     return context
 
 
+@contextmanager
+def tls_snapshot(paths: Paths) -> Iterator[Paths]:
+    """`paths` with the TLS certificate and key read once into private copies for this
+    reload, so the check and every door load the very same pair (a renewal writing the files
+    meanwhile cannot hand one door a mismatched pair); the originals when there is no
+    certificate or no copy can be made (the check then reads them and says why)."""
+    try:
+        cert, key = paths.tls_cert.read_bytes(), paths.tls_key.read_bytes()
+        folder = Path(tempfile.mkdtemp(prefix=".reload-", dir=paths.tls_key.parent))
+    except OSError:
+        yield paths
+        return
+    try:
+        write_new(folder / "cert.pem", cert, 0o600)
+        write_new(folder / "key.pem", key, 0o600)
+        yield dataclasses.replace(paths, tls_cert=folder / "cert.pem", tls_key=folder / "key.pem")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def tls_problem(paths: Paths) -> str | None:
     """Why the TLS certificate and key on disk cannot be loaded, in one line, else None."""
     try:
@@ -113,6 +141,14 @@ def tls_problem(paths: Paths) -> str | None:
     except OSError as exc:
         return f"paths.tls_key: cannot read the certificate or key: {exc.strerror or exc}"
     return None
+
+
+def file_bytes(path: Path) -> bytes | None:
+    """A file's bytes, read once (None: it cannot be read; load_config then says why)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def file_digest(path: Path) -> str | None:
@@ -177,8 +213,11 @@ def is_bastion_serve(pid: int, serve_file: Path) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         owner = os.stat(f"/proc/{pid}").st_uid
-        wrote = os.stat(serve_file).st_uid
+        found = os.lstat(serve_file)  # a link would lend it the owner of what it names
     except OSError:
         return False
+    if not stat.S_ISREG(found.st_mode):
+        return False
+    wrote = found.st_uid
     mine = owner == os.getuid() or (os.getuid() == 0 and owner == wrote)
     return mine and b"serve" in argv and any(b"bastion" in a for a in argv)

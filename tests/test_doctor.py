@@ -272,6 +272,28 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+class TestServiceUnit:
+    """What the shipped unit allows, against what the configuration asks of the service."""
+
+    def test_a_path_written_outside_the_state_directory_warns(
+        self, bst: Bastion, tmp_path: Path
+    ) -> None:
+        """doctor runs outside the unit's sandbox: a sink it can write may still be read-only
+        to the service (ProtectSystem=strict), which then fails at its first anchor."""
+        sink = tmp_path / "elsewhere"
+        sink.mkdir(mode=0o700)
+        text = bst.config.read_text(encoding="utf-8")
+        bst.config.write_text(text.replace("\nanchors = []\n",
+                                           f'\nanchors = ["file:{sink / "a.log"}"]\n'),
+                              encoding="utf-8")  # fmt: skip
+        found = lines_of(assert_ok(doctor(bst)))
+        assert found[f"anchor sink file:{sink / 'a.log'}"][0] == "ok"  # doctor may write it
+        status, text = found[f"unit writes anchor sink file:{sink / 'a.log'}"]
+        assert status == "warn" and f"{sink} is outside the state directory {bst.home}" in text
+        assert f"fix: systemctl edit bastion: [Service] ReadWritePaths={sink}" in text
+        assert not [c for c in found if c.startswith("unit writes ") and "anchor" not in c]
+
+
 def test_the_clock_line_follows_the_kernels_ntp_state(bst: Bastion) -> None:
     kernel = kernel_sync()
     assert kernel is not None  # Linux answers adjtimex with modes 0 to anyone

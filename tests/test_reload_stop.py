@@ -253,6 +253,22 @@ def test_a_plan_keeps_restart_only_values_and_names_changed_targets(tmp_path: Pa
     assert found.config.targets["db"].approvals == 2
 
 
+def test_export_sinks_and_retention_need_a_restart(tmp_path: Path) -> None:
+    """Both start with serve (a worker per sink, the retention schedule): a reload that
+    changed them names them and keeps what runs, rather than say "applied" and run the old."""
+    path = tmp_path / "bastion.toml"
+    feed = tmp_path / "feed.jsonl"
+    path.write_text("")
+    running = load_config(path)
+    path.write_text(f'[export.siem]\nkind = "file"\npath = "{feed}"\n[retention]\n'
+                    'events = "400d"\nrecordings = "90d"\nqueries = "90d"\n'
+                    'archive_dir = "archive"\n')  # fmt: skip
+    found = plan(running, load_config(path))
+    assert "export" in found.needs_restart and "retention.events" in found.needs_restart
+    assert found.config.export == () and not found.config.retention.enabled
+    assert "needs a restart" in found.line()
+
+
 # --- a graceful stop ----------------------------------------------------------------------
 
 

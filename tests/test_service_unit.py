@@ -20,7 +20,9 @@ import pytest
 
 from bastion import sdnotify
 from bastion.config import Paths
+from bastion.config_policies import SessionPolicy
 from bastion.errors import Exit
+from bastion.lifecycle import STOP_AFTER_DRAIN
 from tests import test_cli
 from tests.test_cli import Bastion, child_env, close_pipes, free_port
 
@@ -96,6 +98,8 @@ class TestUnit:
         assert service["SystemCallFilter"][0] == "@system-service"
         assert int(service["LimitNOFILE"][0]) >= 4096
         assert service["TimeoutStopSec"][0].endswith("s")
+        stop = float(service["TimeoutStopSec"][0].removesuffix("s"))
+        assert SessionPolicy().drain.total_seconds() + STOP_AFTER_DRAIN <= stop
         assert service["ExecStart"] == [f"/usr/local/bin/bastion --config {STATE}/bastion.toml"
                                         " serve"]  # fmt: skip
 
@@ -199,7 +203,11 @@ def test_serve_says_ready_once_healthy_and_stopping_on_sigterm(
             "postgres", "ssh", "web"]  # fmt: skip
         assert health(port, bst.home / "tls" / "bastion-ca.pem")["status"] == "ok"
         proc.send_signal(signal.SIGTERM)
-        assert message(sock)["STOPPING"] == "1"
+        stopping = message(sock)
+        assert stopping["STOPPING"] == "1"
+        # systemd is asked to wait out the drain (60 s by default) and the stop after it,
+        # whatever the unit's TimeoutStopSec: a longer drain is not killed half-way.
+        assert stopping["EXTEND_TIMEOUT_USEC"] == str(int((60 + STOP_AFTER_DRAIN) * 1e6))
         _, stderr = proc.communicate(timeout=WAIT)
         assert proc.returncode == Exit.OK, stderr
     finally:

@@ -166,9 +166,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     AnchorError if the spec is none of them."""
     found = _SPEC.fullmatch(spec)
     if found is None:
-        raise AnchorError(
-            f"{spec!r} is not an anchor sink: use 'file:/absolute/path', 'syslog',"
-            " 'syslog:/dev/log', 'syslog:udp://host:514' or 'webhook:https://host/path'"
+        raise AnchorError(  # only its kind is shown: a mistyped webhook URL holds a secret
+            f"{spec.partition(':')[0][:20]!r}... is not an anchor sink: use 'file:/absolute/path',"
+            " 'syslog', 'syslog:/dev/log', 'syslog:udp://host:514' or 'webhook:https://host/path'"
         )
     path, unix, host, port, url = found.groups()
     if path is not None:

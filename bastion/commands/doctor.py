@@ -89,6 +89,7 @@ def checks() -> list[Check]:
         doctor_host.targets,
         doctor_host.anchor_sinks,
         doctor_export.export_sinks,
+        doctor_host.service_unit,
     ]
 
 

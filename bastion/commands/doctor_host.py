@@ -278,3 +278,31 @@ def anchor_sinks(host: Host) -> list[Finding]:
         found.append(probe(where) if probe else
                      _network_sink(kind, where, host.limits.connect_timeout))  # fmt: skip
     return found
+
+
+def service_unit(host: Host) -> list[Finding]:
+    """What the shipped unit lets the bastion write: only under the state directory
+    (ProtectSystem=strict, ReadWritePaths); doctor itself runs outside that sandbox."""
+    config, home = host.config, host.home
+    found: list[Finding] = []
+    written = [("recordings", config.paths.recordings), ("reports", config.paths.reports)]
+    if not config.store.on_postgresql:
+        written.append(("store", config.paths.store.parent))
+    if config.retention.archive_dir:
+        written.append(("retention archive", home / Path(config.retention.archive_dir)))
+    from bastion.audit.anchors import parse_spec  # noqa: PLC0415
+
+    for spec in config.audit.anchors:
+        kind, where = parse_spec(spec)
+        if kind == "file":
+            written.append((f"anchor sink file:{where}", Path(where).parent))
+    written += [(f"export sink {sink.name}", sink.path.parent) for sink in config.export
+                if sink.enabled and sink.kind == "file" and sink.path is not None]  # fmt: skip
+    for what, path in written:
+        absolute = Path(os.path.abspath(path))
+        if not absolute.is_relative_to(os.path.abspath(home)):
+            fix = f"systemctl edit bastion: [Service] ReadWritePaths={absolute}"
+            found.append(warn(f"unit writes {what}", f"{absolute} is outside the state"
+                              f" directory {home}, which alone the service unit lets the"
+                              " bastion write", fix))  # fmt: skip
+    return found

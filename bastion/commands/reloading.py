@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from bastion.commands.app import App
 from bastion.errors import Conflict, Exit, NotFound
@@ -24,7 +25,7 @@ def reload_server(app: App, args: argparse.Namespace) -> int:
     if found is None or not is_bastion_serve(found["pid"], path):
         raise NotFound(f"no `bastion serve` is running for this configuration ({path})")
     pid, before = found["pid"], found.get("reloads", 0)
-    os.kill(pid, signal.SIGHUP)
+    _hangup(pid, path)
     deadline = time.monotonic() + float(WAIT)
     while time.monotonic() < deadline:
         state = read_serve_file(path)
@@ -37,3 +38,18 @@ def reload_server(app: App, args: argparse.Namespace) -> int:
             return Exit.OK if ok else Exit.CONFIG
         time.sleep(0.05)
     raise Conflict(f"sent SIGHUP to bastion serve (pid {pid}); no answer within {WAIT:g} s")
+
+
+def _hangup(pid: int, path: Path) -> None:
+    """SIGHUP to the process checked, through a pidfd: a pid reused once checked is no
+    other process's to receive it."""
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:
+        raise NotFound(f"no `bastion serve` is running for this configuration ({path})") from None
+    try:
+        if not is_bastion_serve(pid, path):  # checked again, the process now pinned
+            raise NotFound(f"no `bastion serve` is running for this configuration ({path})")
+        signal.pidfd_send_signal(handle, signal.SIGHUP)
+    finally:
+        os.close(handle)

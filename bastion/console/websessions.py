@@ -63,7 +63,7 @@ def why_over(core: Core, session: WebSession) -> str | None:
     if session.user_disabled:
         return "user disabled"
     now = core.clock.now()
-    policy = core.config.web
+    policy = core.web_policy_at(session.started_at)  # its own, whatever a reload did since
     if now - session.started_at >= policy.session_lifetime:
         return "lifetime over"
     if now - session.last_seen_at >= policy.idle_timeout:
@@ -121,8 +121,9 @@ def end_everywhere(core: Core, session: WebSession) -> list[str]:
 
 def step_up_check(core: Core, session: WebSession) -> StepUpCheck:
     """Whether this session proved its person's code recently enough for a step-up write."""
+    window = core.web_policy_at(session.started_at).step_up
     return stepup.check(role=session.role, proven_at=session.proven_at, now=core.clock.now(),
-                        window=core.config.web.step_up)  # fmt: skip
+                        window=window)  # fmt: skip
 
 
 def proved(core: Core, session: WebSession, client: str) -> datetime | None:
@@ -130,7 +131,7 @@ def proved(core: Core, session: WebSession, client: str) -> datetime | None:
     only; until when it holds. Denied when the session ended meanwhile."""
     if not core.store.prove_web_session(key_of(core), session, client):
         raise Denied("this sign-in has ended; sign in again")
-    return stepup.valid_until(core.clock.now(), core.config.web.step_up)
+    return stepup.valid_until(core.clock.now(), core.web_policy_at(session.started_at).step_up)
 
 
 def after_failed_step_up(core: Core, session: WebSession) -> bool:

@@ -15,10 +15,10 @@ from bastion import pgwire
 from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
 from bastion.audit import Event, Leftovers
-from bastion.config import Listener
+from bastion.config import Listener, Paths
 from bastion.core import Core
 from bastion.errors import BastionError
-from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes
+from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
 from bastion.pgproxy.client import Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
@@ -59,6 +59,7 @@ class PgDoor:
         self.maskings = Maskings()  # each target's catalog snapshot and plan cache
         self.read_names = ReadNames()  # each target's names, for read grants' guard
         self.routes = CancelRoutes(core)  # pids unique across nodes; cancels sent to owners
+        self._stopped = False  # stop() has ended the live sessions: one opening now ends too
 
     def _tls_context(self) -> ssl.SSLContext | None:
         context = tls_context(self.core.config.paths)
@@ -66,12 +67,13 @@ class PgDoor:
             log.warning("postgres.no_tls", detail="no certificate: only loopback clients")
         return context
 
-    def reload_tls(self, context: ssl.SSLContext | None) -> str | None:
-        """New handshakes use `context` (a reload read the certificate again); connections
-        already made keep theirs. Going to or from no TLS at all needs a restart."""
+    def reload_tls(self, context: ssl.SSLContext | None, tls: Paths) -> str | None:
+        """New handshakes use `context` (a reload read the certificate again, from `tls`);
+        connections already made keep theirs. Going to or from no TLS needs a restart."""
         if (context is None) != (self.tls is None):
             return "paths.tls_cert"
         self.tls = context
+        self.routes.pin = pinned_certificate(tls.tls_cert)  # what peers show from now on
         return None
 
     async def pause(self) -> None:
@@ -87,7 +89,9 @@ class PgDoor:
             session.client.send(pgwire.notice_response("WARNING", "01000", message))
 
     async def stop(self) -> None:
-        """End every session with a message and let each close its row before returning."""
+        """End every session with a message and let each close its row before returning
+        (one still opening, its row written before the drain began, ends as it goes live)."""
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         if self._proxied is not None:
@@ -245,10 +249,17 @@ class PgDoor:
                                         "warning", session.id, {"detail": exc.detail}))  # fmt: skip
             await self._close(session, "upstream_failed", exc.message)
             raise
+        except BaseException as exc:
+            if session.id in self.core.started_with:  # its row is open: it closes, saying so
+                why = f"error: the session did not start ({type(exc).__name__})"
+                await self._close(session, "error", why)
+            raise
         finally:
             if not opened:  # a failed login keeps no cancel key
                 await self._forget_key(session)
         self.live[session.id] = session
+        if self._stopped:  # opened while the stop ended the others: it relays nothing
+            await session.terminate("interrupted", STOPPING)
         try:
             state, reason = await session.run()
         except BaseException:

@@ -95,6 +95,11 @@ async def connect(
         writer.write(pgwire.startup_message(startup))
         exchange = UpstreamAuth(user, password, auth)
         await asyncio.wait_for(_login(up, exchange), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:  # reset, or silent: the session row must close
+        up.close()
+        what = "did not answer in time" if isinstance(exc, TimeoutError) else "dropped it"
+        raise UpstreamError(f"the database {what} during login ({host}:{port})",
+                            str(exc) or type(exc).__name__) from exc  # fmt: skip
     except BaseException:
         up.close()
         raise

@@ -104,7 +104,7 @@ class SSHDoor:
         with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
             await asyncssh.run_server(sock, options=self._options, server_factory=server)
 
-    def reload_tls(self, context: object) -> str | None:
+    def reload_tls(self, context: object, tls: object) -> str | None:
         """The SSH door has no TLS; its host key is read at start only."""
         return None
 

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler as NextHandler
 
 from bastion import reload
 from bastion.clock import iso
-from bastion.config import Listener
+from bastion.config import Listener, Paths
 from bastion.core import Core
 from bastion.errors import BastionError, Exit
 from bastion.live import Killable
@@ -131,14 +131,14 @@ class WebDoor:
         self._context: ssl.SSLContext | None = None
         self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
 
-    def reload_tls(self, context: ssl.SSLContext | None) -> str | None:
-        """New handshakes use the certificate and key on disk now (loaded into the listener's
-        own context: aiohttp's site keeps it); connections already made keep theirs."""
+    def reload_tls(self, context: ssl.SSLContext | None, tls: Paths) -> str | None:
+        """New handshakes use the certificate and key the reload read and checked (`tls`,
+        loaded into the listener's own context: aiohttp's site keeps it); connections
+        already made keep theirs."""
         if (context is None) != (self._context is None):
             return "paths.tls_cert"
         if self._context is not None:
-            paths = self.core.config.paths
-            self._context.load_cert_chain(paths.tls_cert, paths.tls_key)
+            self._context.load_cert_chain(tls.tls_cert, tls.tls_key)
         return None
 
     async def pause(self) -> None:
