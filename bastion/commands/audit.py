@@ -44,7 +44,8 @@ def anchor_problems(
     problems: list[str] = []
     for path in files:
         found, bad = read_anchors(path, key)
-        found = [anchor for anchor in found if anchor.seq > since]  # archived: --archive
+        if since:  # a checkpoint: the anchors of what it archived are --archive's to prove
+            found = [anchor for anchor in found if anchor.seq > since]
         signers.update(anchor.node for anchor in found)
         problems += bad + anchors.check(found, head_seq, app.store.mac_at, restores)
     return signers, problems
