@@ -23,7 +23,7 @@ from bastion.audit import Store
 from bastion.audit.anchors import anchor_key
 from bastion.audit.chain import GENESIS, KeySource
 from bastion.audit.qlogbind import EVERYTHING
-from bastion.audit.retention import Checkpoint, DueRecording
+from bastion.audit.retention import Checkpoint, DueRecording, id_runs
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
 from bastion.errors import Conflict, StoreError
@@ -61,17 +61,6 @@ class Plan:
                 "cut_from": self.cut_from, "cut_to": self.cut_to,
                 "query_before": self.query_before, "events_before": self.events_before,
                 "stopped_by": self.stopped_by}  # fmt: skip
-
-
-def runs(ids: list[int]) -> list[tuple[int, int]]:
-    """Sorted ids as (first, last) runs of consecutive ids."""
-    out: list[tuple[int, int]] = []
-    for i in ids:
-        if out and out[-1][1] == i - 1:
-            out[-1] = (out[-1][0], i)
-        else:
-            out.append((i, i))
-    return out
 
 
 def _before(now: datetime, policy: RetentionPolicy, kind: str) -> str | None:
@@ -314,7 +303,7 @@ class Runner:
     def _prune_queries(self, found: Plan, done: Outcome) -> None:
         if not found.queries or found.query_before is None:
             return
-        spans = runs([int(q["id"]) for q in found.queries])
+        spans = id_runs([int(q["id"]) for q in found.queries])
         detail = {"archive": done.archive.name if done.archive else None,
                   "runs": [list(s) for s in spans], "before": found.query_before,
                   "policy": self.said()}  # fmt: skip

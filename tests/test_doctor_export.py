@@ -12,8 +12,8 @@ import pytest
 
 from bastion.pki import make_tls
 from tests import test_cli
-from tests.export.receivers import SyslogReceiver
-from tests.test_cli import Bastion, free_port
+from tests.export.receivers import SyslogReceiver, tls_receiver
+from tests.test_cli import Bastion
 from tests.test_doctor import doctor, lines_of
 
 bst = test_cli.bst
@@ -22,13 +22,8 @@ pristine = test_cli.pristine
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[SyslogReceiver]:
-    tls = make_tls(tmp_path / "siem-tls")
-    server = SyslogReceiver(tls.server_cert, tls.server_key, free_port())
-    server.start()
-    try:
+    with tls_receiver(tmp_path / "siem-tls") as server:
         yield server
-    finally:
-        server.close()
 
 
 def with_sinks(b: Bastion, *tables: str) -> None:

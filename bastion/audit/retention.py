@@ -276,7 +276,7 @@ class RetentionQueries(StoreBase):
                     f" NOT IN ({HELD_SESSIONS}) ORDER BY id", (lo, hi, before),
                 ).fetchall()  # fmt: skip
                 gone += [int(r[0]) for r in found]
-            deleted = _runs(gone)
+            deleted = id_runs(gone)
             for lo, hi in deleted:
                 conn.execute("DELETE FROM queries WHERE id >= ? AND id <= ?", (lo, hi))
             detail = {**detail, "runs": [list(r) for r in deleted], "deleted": len(gone)}
@@ -376,7 +376,7 @@ def _pruned_sessions(store: StoreBase) -> list[str]:
     return [str(sid) for row in rows for sid in json.loads(row["detail"]).get("sessions", [])]
 
 
-def _runs(ids: list[int]) -> list[tuple[int, int]]:
+def id_runs(ids: list[int]) -> list[tuple[int, int]]:
     """Sorted ids as (first, last) runs of consecutive ids."""
     out: list[tuple[int, int]] = []
     for i in ids:

@@ -8,7 +8,8 @@ import json
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from bastion.audit.chain import ChainedEvent, canonical_json
 from bastion.export.formats import SD_ID, FrameError, FrameReader
+from bastion.pki import make_tls
 from tests.realssh import free_port
 
 SD = re.compile(
@@ -186,3 +188,16 @@ class Hook:
 
     def seqs(self) -> list[int]:
         return [e["seq"] for batch in self.batches for e in batch["events"]]
+
+
+@contextmanager
+def tls_receiver(folder: Path) -> Iterator[SyslogReceiver]:
+    """A SyslogReceiver up on a free loopback port, its certificate from a CA of its own in
+    `folder` (bastion-ca.pem); closed at the end."""
+    tls = make_tls(folder)
+    server = SyslogReceiver(tls.server_cert, tls.server_key, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

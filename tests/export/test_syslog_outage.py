@@ -14,9 +14,8 @@ from bastion.audit import ChainedEvent, ChainKey, Store
 from bastion.audit.chain import keyed_row_holds
 from bastion.pki import make_tls
 from bastion.server import ServeError
-from tests.export.receivers import SyslogReceiver
+from tests.export.receivers import SyslogReceiver, tls_receiver
 from tests.harness import Bastion
-from tests.realssh import free_port
 
 
 def wait_until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
@@ -29,13 +28,8 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 30) -> N
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[SyslogReceiver]:
-    tls = make_tls(tmp_path / "siem-tls")
-    server = SyslogReceiver(tls.server_cert, tls.server_key, free_port())
-    server.start()
-    try:
+    with tls_receiver(tmp_path / "siem-tls") as server:
         yield server
-    finally:
-        server.close()
 
 
 def syslog_config(receiver: SyslogReceiver, **extra: str) -> str:
