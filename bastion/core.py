@@ -126,6 +126,7 @@ class Core:
             queue_depth=lambda: self.writer.queued if self.writer is not None else None,
             uploads=lambda: self.uploads, now=self.clock.now, tls_cert=paths.tls_cert,
             host_key=paths.ssh_host_key,
+            exports=lambda: self.exporting.health() if self.exporting is not None else [],
         )  # fmt: skip
 
     def reconfigure(self, config: Config) -> None:

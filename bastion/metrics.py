@@ -268,10 +268,11 @@ class Sources:
 
     def __init__(self, *, started: Callable[[], bool], store_reachable: Callable[[], bool],
                  queue_depth: Callable[[], int | None], uploads: Callable[[], object | None],
-                 now: Callable[[], datetime], tls_cert: Path,
-                 host_key: Path) -> None:  # fmt: skip
+                 now: Callable[[], datetime], tls_cert: Path, host_key: Path,
+                 exports: Callable[[], list[dict[str, object]]] = list) -> None:  # fmt: skip
         self.started, self.store_reachable, self.queue_depth = started, store_reachable, queue_depth
         self.uploads, self.now, self.tls_cert, self.host_key = uploads, now, tls_cert, host_key
+        self.exports = exports  # each [export] sink's health (bastion/export/worker.py)
         self.doors: Mapping[str, Mapping[str, Killable]] = {}  # set by the server
         self._cert: tuple[tuple[int, int], datetime, datetime] | None = None
 
@@ -315,6 +316,7 @@ class _Scraped(Collector):
             yield _gauge("bastion_audit_queue_depth", "Records waiting for the audit writer.",
                          depth)  # fmt: skip
         yield from _uploads(sources.uploads())
+        yield from _exports(sources.exports())
         yield from _store_counts(self._metrics.store_counts)
         yield from _ages(sources)
 
@@ -360,6 +362,26 @@ def _uploads(uploads: object | None) -> Iterator[Metric]:
         yield _gauge("bastion_recordings_waiting_upload",
                      "Finished recordings in the spool not yet in the object store.",
                      float(waiting))  # fmt: skip
+
+
+def _exports(sinks: list[dict[str, object]]) -> Iterator[Metric]:
+    """Each [export] sink (names from the config): failing or not, and its cursor."""
+    if not sinks:
+        return
+    failing = GaugeMetricFamily("bastion_export_sink_failing",
+                                "1 while an export sink fails to take events (they wait).",
+                                labels=["sink"])  # fmt: skip
+    delivered = GaugeMetricFamily("bastion_export_delivered_seq",
+                                  "The last chain seq an export sink took (on the node"
+                                  " holding its lease; others show what they last saw).",
+                                  labels=["sink"])  # fmt: skip
+    for sink in sinks:
+        name, seq = str(sink["name"]), sink.get("delivered_seq")
+        failing.add_metric([name], float(sink.get("status") == "failing"))
+        if isinstance(seq, int):
+            delivered.add_metric([name], seq)
+    yield failing
+    yield delivered
 
 
 def _store_counts(counts: StoreCounts) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -197,7 +198,8 @@ async def test_every_metric_the_rules_name_is_in_a_real_scrape(tmp_path: Path) -
         moto.start()
         moto.write_credentials(tmp_path / "s3.credentials")
         listen = f'listen = "127.0.0.1:{free_port()}"'
-        async with serving(tmp_path, listen, moto.config(), tls=True) as (_, core):
+        feed = f'[export.feed]\nkind = "file"\npath = "{tmp_path / "feed.jsonl"}"\n'
+        async with serving(tmp_path, listen, moto.config() + feed, tls=True) as (_, core):
             status, text = await get(f"http://{core.config.metrics.listen}/metrics")
     assert status == 200
     missing = rule_metrics() - parse(text).names()
@@ -231,6 +233,32 @@ async def test_an_object_store_outage_counts_errors_and_waiting_uploads(tmp_path
                                 and s.value("bastion_recordings_waiting_upload") == 1)  # fmt: skip
             await asyncio.to_thread(moto.start)
             await scraped_until(lambda s: s.value("bastion_recordings_waiting_upload") == 0)
+
+
+async def test_an_export_sink_that_fails_shows_as_failing(tmp_path: Path) -> None:
+    """A syslog sink whose receiver is away: failing 1, its cursor still at 0; a file sink
+    beside it takes the events: failing 0, its cursor moving."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        tls = make_tls(tmp_path / "siem-tls")
+        sinks = (f'[export.siem]\nkind = "syslog"\naddress = "127.0.0.1:{port}"\n'
+                 f'tls_ca = "{tls.ca_cert}"\nserver_name = "localhost"\nretry_after = "1s"\n'
+                 f'[export.feed]\nkind = "file"\npath = "{tmp_path / "feed.jsonl"}"\n')  # fmt: skip
+        listen = f'listen = "127.0.0.1:{free_port()}"'
+        async with serving(tmp_path, listen, sinks) as (_, core):
+            url = f"http://{core.config.metrics.listen}/metrics"
+            end = asyncio.get_running_loop().time() + 60  # a safety net, not a timing
+            while True:
+                found = parse((await get(url))[1])
+                failing = found.value("bastion_export_sink_failing", sink="siem")
+                if failing == 1 and found.value("bastion_export_delivered_seq", sink="feed"):
+                    break
+                assert asyncio.get_running_loop().time() < end, found.text
+                await asyncio.sleep(0.05)
+    assert found.value("bastion_export_sink_failing", sink="feed") == 0
+    assert found.has("bastion_export_delivered_seq", sink="siem")
+    assert found.value("bastion_export_delivered_seq", sink="siem") == 0
 
 
 async def test_a_failing_webhook_shows_as_failed_posts_and_a_pending_notification(
