@@ -4,25 +4,13 @@ sink's lease), and when it stops the other goes on from the cursor: each event o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bastion.audit.exporting import export_lease
 from tests.export.receivers import TOKEN, Hook
 from tests.nodes import ServeNode, pg_bastion, until
 from tests.realpg import PgCluster
 from tests.storeat import StoreTemplate
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    server = Hook()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_two_nodes_deliver_each_event_once(

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bastion.pki import make_tls
@@ -19,15 +17,6 @@ from tests.export.receivers import TOKEN, Hook
 from tests.export.test_syslog_outage import activity, chained, wait_until
 from tests.harness import Bastion
 from tests.realssh import Sshd
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    server = Hook()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_a_webhook_gets_every_event_once_in_order_after_it_failed(
