@@ -248,6 +248,13 @@ UNDO_LAST_MIGRATION = {
     " audit_events_append_only(); DROP FUNCTION audit_events_delete_checkpointed();"
     " DROP TABLE legal_holds; DROP TABLE chain_checkpoints; ALTER TABLE sessions DROP COLUMN"
     " recording_pruned_at; DELETE FROM schema_migrations WHERE number = 27",
+    28: "DROP TRIGGER chain_checkpoints_no_update ON chain_checkpoints; DROP TRIGGER"
+    " chain_checkpoints_no_delete ON chain_checkpoints; DROP TRIGGER"
+    " chain_checkpoints_no_truncate ON chain_checkpoints; DROP FUNCTION"
+    " chain_checkpoints_append_only(); ALTER FUNCTION audit_events_append_only() RESET"
+    " search_path; ALTER FUNCTION audit_events_delete_checkpointed() RESET search_path;"
+    " ALTER FUNCTION audit_events_decided() SET search_path = public;"
+    " DELETE FROM schema_migrations WHERE number = 28",
 }
 
 

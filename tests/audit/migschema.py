@@ -371,7 +371,8 @@ PG_ONLY_TRIGGERS = {
     "audit_events": {
         "audit_events_no_truncate",  # SQLite has no TRUNCATE
         "audit_events_decided",  # 0023: notices to the other nodes (nobody to tell on SQLite)
-    }
+    },
+    "chain_checkpoints": {"chain_checkpoints_no_truncate"},
 }
 
 

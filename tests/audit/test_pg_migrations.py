@@ -247,6 +247,77 @@ def test_audit_events_refuse_update_delete_and_truncate(
         assert pg_head.execute("SELECT seq, actor FROM audit_events").fetchall() == [(1, "test")]
 
 
+CHECKPOINT_ROW = (
+    "INSERT INTO chain_checkpoints (seq, head, cut_at, made_at, archive,"
+    " archive_sha256, node, sig) VALUES (5, 'h', 'c', 'm', 'a', 's', 'n', 'g')"
+)
+CHECKPOINTS_APPEND_ONLY = "chain checkpoints are append-only"
+
+
+def test_chain_checkpoints_refuse_update_delete_and_truncate(
+    pg_head: psycopg.Connection[Any], sqlite_head: sqlite3.Connection
+) -> None:
+    """A checkpoint, once written, stays: forging one to let a delete through leaves it there
+    for `audit verify` to refuse, and a real one cannot be moved or taken away."""
+    with pg_head.transaction(force_rollback=True):
+        pg_head.execute(CHECKPOINT_ROW)
+        for statement in (
+            "UPDATE chain_checkpoints SET seq = 9",
+            "DELETE FROM chain_checkpoints",
+            "TRUNCATE chain_checkpoints",
+        ):
+            refused = pytest.raises(psycopg.errors.RestrictViolation, match=CHECKPOINTS_APPEND_ONLY)
+            with refused, pg_head.transaction():
+                pg_head.execute(statement)
+        assert pg_head.execute("SELECT seq FROM chain_checkpoints").fetchall() == [(5,)]
+    sqlite_head.execute("SAVEPOINT lite")
+    try:
+        sqlite_head.execute(CHECKPOINT_ROW)
+        for statement in ("UPDATE chain_checkpoints SET seq = 9", "DELETE FROM chain_checkpoints"):
+            with pytest.raises(sqlite3.IntegrityError, match=CHECKPOINTS_APPEND_ONLY):
+                sqlite_head.execute(statement)
+        assert sqlite_head.execute("SELECT seq FROM chain_checkpoints").fetchall() == [(5,)]
+    finally:
+        sqlite_head.execute("ROLLBACK TO lite")
+        sqlite_head.execute("RELEASE lite")
+
+
+def test_a_temporary_table_does_not_stand_in_for_the_checkpoints(
+    pg_head: psycopg.Connection[Any],
+) -> None:
+    """The delete trigger reads the store's own chain_checkpoints, whatever the deleting
+    session's search_path: a temporary table of that name, naming every seq, lets nothing go."""
+    with pg_head.transaction(force_rollback=True):
+        pg_head.execute(
+            "INSERT INTO audit_events (seq, at, kind, severity, actor, detail, prev_hash,"
+            " row_hash) VALUES (1, '2026-12-07T08:00:00.000000Z', 'test', 'info', 'test', '{}',"
+            " '', '')"
+        )
+        pg_head.execute("CREATE TEMPORARY TABLE chain_checkpoints (seq bigint)")
+        pg_head.execute("INSERT INTO pg_temp.chain_checkpoints VALUES (1000)")
+        pg_head.execute("SET LOCAL search_path = pg_temp, head")
+        refused = pytest.raises(psycopg.errors.RestrictViolation, match=APPEND_ONLY)
+        with refused, pg_head.transaction():
+            pg_head.execute("DELETE FROM head.audit_events")
+        pg_head.execute("SET LOCAL search_path = head")
+        assert pg_head.execute("SELECT seq FROM audit_events").fetchall() == [(1,)]
+
+
+def test_every_trigger_function_looks_only_in_the_store_schema(
+    pg_head: psycopg.Connection[Any],
+) -> None:
+    """Each trigger function's search_path is pinned to its own schema with pg_temp last, so
+    no session can put its own tables or types in front of the store's."""
+    rows = pg_head.execute(
+        "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid ="
+        " p.pronamespace WHERE n.nspname = 'head' AND p.prorettype = 'trigger'::regtype"
+    ).fetchall()
+    assert len(rows) >= 3
+    assert {name: config for name, config in rows} == {
+        name: ["search_path=head, pg_temp"] for name, _ in rows
+    }
+
+
 # -- rows written at an early version --------------------------------------------------------
 
 BIG = 5 * 2**31  # beyond PostgreSQL's 32-bit integer
