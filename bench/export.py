@@ -4,8 +4,10 @@ pgbench -S (10 clients, simple protocol, bench/pg.py's shape: 10 `-c 1` processe
 with one-time tickets) through the bastion served as its own process, in one run on one
 private PostgreSQL 15 cluster, with no export sink, with a JSON-lines file sink, and with a
 syslog sink over TLS to a local RFC 5425 receiver (tests/export/receivers.py, a thread of
-this process); the three alternated `--rounds` times, TPS the median of each. After each run
-the sink's cursor must reach the chain's head (every event delivered), else it says so.
+this process); the three alternated `--rounds` times, TPS the median of each. Before each
+measured run the sink first takes what the other setups' runs chained since its own last run
+(unmeasured), so a run carries only its own events; after it the sink's cursor must reach the
+chain's head (every event delivered), else it says so.
 Also the bastion's CPU per transaction (its processes, from /proc), which a busy machine
 bends less than TPS. Figures only, never asserts speed.
 """
@@ -76,6 +78,7 @@ def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
         except RuntimeError:
             print(served.log_path.read_text(errors="replace")[-3000:])
             raise
+        backlog = caught_up(b) if export else ""
         with pgcpu.metered(lambda: processes(served.pid)) as cpu:
             tps = pgbench_many(work, via, clients=10, mode="simple", seconds=seconds,
                                tickets=tickets)  # fmt: skip
@@ -89,26 +92,32 @@ def one_run(work: Path, b: Bastion, name: str, export: str, *, tickets: Tickets,
     finally:
         served.stop()
     per_transaction = sum(cpu.used.values()) / (tps * seconds) * 1e6 if tps else 0.0
-    return tps, per_transaction, problem
+    return tps, per_transaction, problem or (f"before the run: {backlog}" if backlog else "")
+
+
+def caught_up(b: Bastion) -> str:
+    """Wait until the sink has taken the events the other setups' runs made since its last
+    run, so the measured run carries only its own ('' or what is still behind)."""
+    problem = "?"
+    for _ in range(600):
+        problem = delivered(b)
+        if not problem:
+            break
+        time.sleep(0.1)
+    return problem
 
 
 def catch_up(work: Path, b: Bastion, configs: dict[str, str]) -> str:
     """Serve once with every sink and no load, until each has taken the whole chain so far
-    (the set-up's events): the measured runs then carry only their own events."""
+    (the set-up's events)."""
     config = b.home / "bastion.toml"
     config.write_text(b.home.joinpath("bastion.base.toml").read_text() + "".join(configs.values()))
     served = ServedBastion(config, work / "bastion-warm-up.log").start()
     try:
         wait_for_banner("127.0.0.1", b.port, timeout=30, alive=served.alive)
-        problem = "?"
-        for _ in range(300):
-            problem = delivered(b)
-            if not problem:
-                break
-            time.sleep(0.1)
+        return caught_up(b)
     finally:
         served.stop()
-    return problem
 
 
 def chain_head(b: Bastion) -> int:
