@@ -305,3 +305,15 @@ def test_any_small_archive_round_trips_and_any_flipped_byte_fails(
     at = len(data) // 3
     flipped = edited(path, data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
     assert check(flipped, chunk=chunk)[1] != ""
+
+
+def test_the_archive_bench_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.retention_archive", "--events", "50", "200",
+         "--dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["50", "12"], ["200", "50"]]
+    assert list(tmp_path.iterdir()) == []  # its archives are removed
