@@ -11,7 +11,6 @@ start, a kept recording's or query row's time, nor `low_water` (the SIEM export'
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,7 +22,7 @@ from bastion.audit import Store
 from bastion.audit.anchors import anchor_key
 from bastion.audit.chain import GENESIS, KeySource
 from bastion.audit.qlogbind import EVERYTHING
-from bastion.audit.retention import Checkpoint, DueRecording, id_runs
+from bastion.audit.retention import Checkpoint, DueRecording
 from bastion.clock import iso, parse_iso
 from bastion.config_retention import RetentionPolicy
 from bastion.errors import Conflict, StoreError
@@ -48,16 +47,21 @@ class Plan:
 
     now: str
     recordings: list[DueRecording] = field(default_factory=list)
-    queries: list[dict[str, Any]] = field(default_factory=list)
+    query_runs: list[tuple[int, int]] = field(default_factory=list)  # of due row ids
     query_before: str | None = None
     cut_from: int = 0  # the chain starts after this event now
     cut_to: int = 0  # and after this one once cut (== cut_from: nothing cut)
     events_before: str | None = None
     stopped_by: list[str] = field(default_factory=list)
 
+    @property
+    def queries(self) -> int:
+        """How many query-log rows are due."""
+        return sum(hi - lo + 1 for lo, hi in self.query_runs)
+
     def public(self) -> dict[str, Any]:
         return {"now": self.now, "recordings": len(self.recordings),
-                "queries": len(self.queries), "events": self.cut_to - self.cut_from,
+                "queries": self.queries, "events": self.cut_to - self.cut_from,
                 "cut_from": self.cut_from, "cut_to": self.cut_to,
                 "query_before": self.query_before, "events_before": self.events_before,
                 "stopped_by": self.stopped_by}  # fmt: skip
@@ -78,7 +82,7 @@ def plan(store: Store, policy: RetentionPolicy, low_water: LowWater = no_limit,
     if rec_before is not None:
         found.recordings = store.recordings_due(rec_before)
     if found.query_before is not None:
-        found.queries = store.queries_due(found.query_before)
+        found.query_runs = store.query_runs_due(found.query_before)
     point = store.checkpoint()
     found.cut_from = found.cut_to = point.seq if point else 0
     found.events_before = _before(now, policy, "events")
@@ -159,11 +163,10 @@ class Runner:
         self._finish_marked(done)
         if not (found.recordings or found.queries or found.cut_to > found.cut_from):
             return done
-        events = self.store.events_between(found.cut_from, found.cut_to)
-        seal, done.archive = self._archive(found, events)
+        seal, done.archive = self._archive(found)
         self._prune_recordings(found, done)
         self._prune_queries(found, done)
-        if events:
+        if seal["seq"] is not None:
             again = plan(self.store, self.policy, self.low_water, pruned=True)
             if again.cut_to < found.cut_to:
                 done.warnings.append(
@@ -197,29 +200,38 @@ class Runner:
         return {"recordings": policy.recordings, "queries": policy.queries,
                 "events": policy.events, "allow_short": policy.allow_short}  # fmt: skip
 
-    def _archive(self, found: Plan, events: list[Any]) -> tuple[dict[str, Any], Path]:
-        """Write and read back the archive of everything this run removes."""
+    def _archive(self, found: Plan) -> tuple[dict[str, Any], Path]:
+        """Write and read back the archive of everything this run removes, streamed: the
+        events and query rows are read from the store a page at a time as they are written."""
         folder = Path(self.policy.archive_dir)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = parse_iso(found.now).strftime("%Y%m%dT%H%M%SZ")
-        cut = f"-events-{found.cut_from + 1}-{found.cut_to}" if events else ""
+        cut = (
+            f"-events-{found.cut_from + 1}-{found.cut_to}" if found.cut_to > found.cut_from else ""
+        )
         name = f"bastion-archive-{stamp}{cut}.jsonl"
         start = self.store.checkpoint()
         header = {"from_seq": found.cut_from + 1, "to_seq": found.cut_to,
                   "start_head": start.head if start else GENESIS, "made_at": found.now,
                   "node": self.node}  # fmt: skip
+        events = self.store.events_between(found.cut_from, found.cut_to)
+        queries = self.store.queries_in(found.query_runs)
         recordings = [r.__dict__ for r in found.recordings]
-        body = retention_archive.render(header, events, found.queries, recordings)
-        last = events[-1] if events else None
-        seal: dict[str, Any] = {
-            "seq": last.seq if last else None, "head": last.row_hash if last else None,
-            "cut_at": last.at if last else None, "made_at": found.now, "archive": name,
-            "archive_sha256": hashlib.sha256(body).hexdigest(), "node": self.node,
-        }  # fmt: skip
-        seal["sig"] = retention_archive.sign(seal, anchor_key(self.box))
+        body = retention_archive.Body(header, events, queries, recordings)
+
+        def seal_for(body_sha256: str) -> dict[str, Any]:
+            last = body.last
+            seal: dict[str, Any] = {
+                "seq": last.seq if last else None, "head": last.row_hash if last else None,
+                "cut_at": last.at if last else None, "made_at": found.now, "archive": name,
+                "archive_sha256": body_sha256, "node": self.node,
+            }  # fmt: skip
+            seal["sig"] = retention_archive.sign(seal, anchor_key(self.box))
+            return seal
+
         path = folder / name
         try:
-            retention_archive.write(path, body, seal)
+            seal = retention_archive.write(path, body, seal_for)
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"retention refused: the archive {path} could not be written"
@@ -301,9 +313,9 @@ class Runner:
         return out
 
     def _prune_queries(self, found: Plan, done: Outcome) -> None:
-        if not found.queries or found.query_before is None:
+        if not found.query_runs or found.query_before is None:
             return
-        spans = id_runs([int(q["id"]) for q in found.queries])
+        spans = found.query_runs
         detail = {"archive": done.archive.name if done.archive else None,
                   "runs": [list(s) for s in spans], "before": found.query_before,
                   "policy": self.said()}  # fmt: skip

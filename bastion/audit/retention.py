@@ -9,7 +9,7 @@ retention.checkpoint and retention.pruned events (bastion/retention.py decides t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from bastion.errors import Conflict, NotFound, UsageError
 SCOPES = ("user", "target", "session")
 HOLD_ADDED, HOLD_RELEASED = "hold.added", "hold.released"
 PRUNED, CHECKPOINT = "retention.pruned", "retention.checkpoint"
+PAGE = 5000  # rows read at a time where a month of them is read
 
 # Sessions whose evidence an active hold keeps (by the person, the target's name or its id):
 # as the sessions table says, and as the chain's session.opened events say (the table is
@@ -196,16 +197,30 @@ class RetentionQueries(StoreBase):
         return [DueRecording(r["id"], r["recording_path"], r["recording_sha256"] or "",
                              r["recording_size"], r["started_at"]) for r in rows]  # fmt: skip
 
-    def queries_due(self, before: str) -> list[dict[str, Any]]:
-        """Query-log rows written before `before` of sessions no hold keeps, in id order.
-        Only rows bound by commit events (qlogbind.py): a row of the first form is proven by
-        its own statement events, which say it was deleted; those rows stay (and hold the
-        chain's cut back)."""
-        first = self._first_bound()
-        return self._rows(
-            "SELECT * FROM queries WHERE at < ? AND id >= ? AND session_id NOT IN"
-            f" ({HELD_SESSIONS}) ORDER BY id", [before, first],
-        )  # fmt: skip
+    def query_runs_due(self, before: str, page: int | None = None) -> list[tuple[int, int]]:
+        """The (first id, last id) runs of query-log rows written before `before` of sessions
+        no hold keeps, read a page of ids at a time. Only rows bound by commit events
+        (qlogbind.py): a row of the first form is proven by its own statement events, which
+        say it was deleted; those rows stay (and hold the chain's cut back)."""
+        runs: list[tuple[int, int]] = []
+        sql = (f"SELECT id FROM queries WHERE at < ? AND id > ? AND session_id NOT IN"
+               f" ({HELD_SESSIONS}) ORDER BY id LIMIT ?")  # fmt: skip
+        after = self._first_bound() - 1
+        while rows := self._rows(sql, [before, after, page or PAGE]):
+            after = int(rows[-1]["id"])
+            id_runs([int(r["id"]) for r in rows], runs)
+        return runs
+
+    def queries_in(self, runs: Sequence[tuple[int, int]], page: int | None = None
+                   ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Every query-log row in these id runs as it stands, in id order, read a page at a
+        time (never all at once)."""
+        sql = "SELECT * FROM queries WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+        for lo, hi in runs:
+            after = lo - 1
+            while rows := self._rows(sql, [after, hi, page or PAGE]):
+                yield from rows
+                after = int(rows[-1]["id"])
 
     def oldest_kept(self, rec_before: str | None = None, q_before: str | None = None) -> str | None:
         """The oldest time whose evidence stays in the store and is proven by the chain: an
@@ -242,10 +257,13 @@ class RetentionQueries(StoreBase):
         rows = self._rows("SELECT min(seq) AS s FROM audit_events WHERE alg = ?", [KEYED])
         return None if rows[0]["s"] is None else int(rows[0]["s"])
 
-    def events_between(self, after: int, upto: int) -> list[ChainedEvent]:
-        rows = self._rows("SELECT * FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq",
-                          [after, upto])  # fmt: skip
-        return [ChainedEvent(**row) for row in rows]
+    def events_between(self, after: int, upto: int, page: int | None = None
+                       ) -> Iterator[ChainedEvent]:  # fmt: skip
+        """The events after seq `after` up to `upto`, in seq order, read a page at a time."""
+        sql = "SELECT * FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+        while rows := self._rows(sql, [after, upto, page or PAGE]):
+            yield from (ChainedEvent(**row) for row in rows)
+            after = int(rows[-1]["seq"])
 
     def prune_recordings(self, ids: Sequence[str], detail: dict[str, Any],
                          actor: str) -> list[str]:  # fmt: skip
@@ -376,9 +394,9 @@ def _pruned_sessions(store: StoreBase) -> list[str]:
     return [str(sid) for row in rows for sid in json.loads(row["detail"]).get("sessions", [])]
 
 
-def id_runs(ids: list[int]) -> list[tuple[int, int]]:
-    """Sorted ids as (first, last) runs of consecutive ids."""
-    out: list[tuple[int, int]] = []
+def id_runs(ids: list[int], out: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids (added to `out`'s, if given)."""
+    out = [] if out is None else out
     for i in ids:
         if out and out[-1][1] == i - 1:
             out[-1] = (out[-1][0], i)

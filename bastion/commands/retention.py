@@ -28,7 +28,7 @@ def outcome_text(done: Outcome) -> str:
     found = done.plan
     verb = "would delete" if done.dry_run else "deleted"
     if done.dry_run:
-        counts = (len(found.recordings), len(found.queries), found.cut_to - found.cut_from)
+        counts = (len(found.recordings), found.queries, found.cut_to - found.cut_from)
     else:
         counts = (done.recordings_deleted, done.queries_deleted, done.events_deleted)
     lines = [f"retention {verb}: {counts[0]} recordings, {counts[1]} query-log rows,"
