@@ -4,7 +4,8 @@ pgbench -S (10 clients, simple protocol, bench/pg.py's shape: 10 `-c 1` processe
 with one-time tickets) through the bastion served as its own process, in one run on one
 private PostgreSQL 15 cluster, with no export sink, with a JSON-lines file sink, and with a
 syslog sink over TLS to a local RFC 5425 receiver (tests/export/receivers.py, a thread of
-this process); the three alternated `--rounds` times, TPS the median of each. Before each
+this process); the three alternated `--rounds` times, TPS the median of each, and
+"paired" the median of each round's ratio to that round's run without a sink. Before each
 measured run the sink first takes what the other setups' runs chained since its own last run
 (unmeasured), so a run carries only its own events; after it the sink's cursor must reach the
 chain's head (every event delivered), else it says so.
@@ -220,17 +221,24 @@ def report(tps: dict[str, list[float]], cpu: dict[str, list[float]], args: argpa
         rate = statistics.median(rates)
         cost = "" if name == "none" else f"  cost {1 - rate / base:+.1%}"
         runs = ", ".join(f"{r:,.0f}" for r in rates)
-        print(f"  export {name:<7} {rate:>9,.0f} tps  {rate / base:.3f}x{cost}   (runs: {runs})")
+        print(f"  export {name:<7} {rate:>9,.0f} tps  {rate / base:.3f}x{cost}"
+              f"  paired {paired(rates, tps['none']):.3f}x   (runs: {runs})")  # fmt: skip
     print(f"the bastion's CPU per transaction (serve and scribe, median), load {load()}:")
     for name, used in cpu.items():
         each = statistics.median(used)
         print(f"  export {name:<7} {each:>7.0f} us   {each / base_cpu:.3f}x   cost"
-              f" {each / base_cpu - 1:+.1%}")  # fmt: skip
+              f" {each / base_cpu - 1:+.1%}  paired {paired(used, cpu['none']):.3f}x")  # fmt: skip
     lines = sum(1 for p in work.glob("export.jsonl*") for _ in p.open("rb"))
     print(f"  events exported: file {lines} lines, syslog {len(receiver.deduped())} messages"
           f" ({len(receiver.seqs())} sent, replays included)")  # fmt: skip
     for problem in problems:
         print(f"  PROBLEM {problem}")
+
+
+def paired(runs: list[float], base: list[float]) -> float:
+    """The median over rounds of a run's figure against the no-sink run of the same round
+    (next to it in time, so under the same load)."""
+    return statistics.median(r / b for r, b in zip(runs, base, strict=True) if b)
 
 
 def load() -> str:

@@ -64,3 +64,4 @@ def test_the_export_bench_runs_and_every_sink_catches_up() -> None:
     for row in ("export none", "export file", "export syslog", "events exported: file"):
         assert row in done.stdout
     assert "PROBLEM" not in done.stdout
+    assert done.stdout.count(" paired ") == 6  # TPS and CPU, each setup against the same round's
