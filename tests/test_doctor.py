@@ -149,6 +149,16 @@ class TestHealthy:
         for secret in secrets:
             assert secret not in result.stdout + result.stderr
 
+    def test_doctor_makes_no_files_beside_a_closed_sqlite_store(self, bst: Bastion) -> None:
+        """Run by root before the first start, a -wal or -shm file doctor made would be
+        root's, and the service's user could then not open its own store."""
+        bst.add_user("alice")
+        store = next(bst.home.glob("*.db"))
+        assert not [p for p in store.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
+        result = doctor(bst)
+        assert lines_of(result)["store"][0] == "ok", result.stdout
+        assert not [p.name for p in store.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
+
     @pytest.mark.both_stores  # on PostgreSQL: its password file and its clock are checked
     def test_json_lists_every_finding(self, bst: Bastion, door_store: str) -> None:
         out = bst.json("doctor")

@@ -26,7 +26,8 @@ class TargetAddress:
 
 
 class Peek:
-    """One read-only connection to the store (SQLite opened `mode=ro`, never created)."""
+    """One read-only connection to the store (SQLite opened `mode=ro`, never created, and
+    with no -wal and -shm files made beside a store no connection has open)."""
 
     def __init__(self, where: Path | PgLocation, node: str) -> None:
         self.where = str(where)
@@ -36,7 +37,7 @@ class Peek:
             else:
                 if not where.is_file():
                     raise StoreError(f"the store {where} does not exist")
-                self.conn = SqliteConn.reader(where)
+                self.conn = SqliteConn.reader(where, untouched=True)  # run as root: no root files
         except DbError as exc:
             raise StoreError(f"cannot open the store {self.where}: {exc}") from exc
 

@@ -202,11 +202,15 @@ class SqliteConn:
         return cls(conn)
 
     @classmethod
-    def reader(cls, path: Path) -> SqliteConn:
-        """A read-only connection of its own to the store file; it never creates the file."""
+    def reader(cls, path: Path, *, untouched: bool = False) -> SqliteConn:
+        """A read-only connection of its own to the store file; it never creates the file.
+        `untouched`: nor its -wal and -shm files, when there is no -wal (no connection is
+        open: the file is read as it stands); else they are made if missing, as the reader
+        of a WAL store needs them, owned by whoever runs this."""
+        still = untouched and not path.with_name(path.name + "-wal").exists()
         try:
             conn = sqlite3.connect(
-                f"file:{quote(str(path))}?mode=ro",
+                f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if still else ""),
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,
