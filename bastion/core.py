@@ -287,6 +287,18 @@ class Core:
             await self.audit(admission.denied_event(target, decision.reason))
         return decision
 
+    def going_live(self, admission: Admission, target: str) -> str | None:
+        """The refusal of a session about to go live on a draining node (its decision came
+        before the drain began): the line decide() gives during a drain, counted the same.
+        A login that completes during a drain starts no session; the engineer connects again
+        and reaches a node that stays (the balancer sees /healthz 503 here)."""
+        if not self.stopping:
+            return None
+        log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL,
+                    when="going live")  # fmt: skip
+        self.metrics.access_refused(admission.attempt.door, STOPPING_REFUSAL, node="stopping")
+        return STOPPING_REFUSAL
+
     async def login_failed(self, admission: Admission) -> None:
         """The login ended without both factors: one `auth.failed` event, if it tried (a name
         that is no user is chained as its keyed digest, never as typed)."""

@@ -19,7 +19,7 @@ from bastion.config import Listener, Paths
 from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
-from bastion.pgproxy.client import Client, ClientRefused, check_startup
+from bastion.pgproxy.client import CANNOT_CONNECT_NOW, Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.session import Login, PgSession, authenticate
@@ -257,9 +257,12 @@ class PgDoor:
         finally:
             if not opened:  # a failed login keeps no cancel key
                 await self._forget_key(session)
-        self.live[session.id] = session
+        await self._refuse_if_draining(session, login)
+        self.live[session.id] = session  # from here a drain's warning reaches it
         if self._stopped:  # opened while the stop ended the others: it relays nothing
             await session.terminate("interrupted", STOPPING)
+        else:
+            await session.greet()
         try:
             state, reason = await session.run()
         except BaseException:
@@ -271,6 +274,17 @@ class PgDoor:
                 session.up.close()
         self.live.pop(session.id, None)
         await self._close(session, state, reason, self._let_go(session))
+
+    async def _refuse_if_draining(self, session: PgSession, login: Login) -> None:
+        """Refuse a session opened upstream after a drain began (its decision came before)
+        as every login is refused during a drain; its row closes as refused."""
+        refusal = self.core.going_live(login.admission, login.target.name)
+        if refusal is None:
+            return
+        if session.up is not None:
+            session.up.close()
+        await self._close(session, "refused", refusal, self._let_go(session))
+        raise ClientRefused(CANNOT_CONNECT_NOW, refusal)
 
     async def _close(self, session: PgSession, state: str, reason: str,
                      last: Leftovers | None = None) -> None:  # fmt: skip
