@@ -16,7 +16,7 @@ from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
 from bastion.audit import Event, Leftovers
 from bastion.config import Listener, Paths
-from bastion.core import Core
+from bastion.core import STOPPING_REFUSAL, Core
 from bastion.errors import BastionError
 from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
 from bastion.pgproxy.client import CANNOT_CONNECT_NOW, Client, ClientRefused, check_startup
@@ -51,6 +51,7 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._draining: set[asyncio.Task[Any]] = set()  # accepted during a drain: cancels only
         self.limiter = limiter_for(core.config.postgres)
         policy = core.config.postgres
         self.seats = Seats(policy.max_sessions, policy.max_sessions_per_user)
@@ -77,11 +78,9 @@ class PgDoor:
         return None
 
     async def pause(self) -> None:
-        """Stop accepting connections (a stop's drain); live sessions go on."""
-        if self._server is not None:
-            self._server.close()
-        if self._proxied is not None:
-            await self._proxied.close()
+        """A stop's drain: live sessions go on, and the listener stays for cancel requests
+        only (psql's Ctrl-C, a peer's forwarded cancel); any other connection is refused with
+        57P03 before its login (_login), and stop() closes the listener."""
 
     def tell(self, message: str) -> None:
         """A NoticeResponse to every live session's client (a stop's warning)."""
@@ -96,6 +95,8 @@ class PgDoor:
             self._server.close()
         if self._proxied is not None:
             await self._proxied.close()
+        for task in list(self._draining):  # the drain is over: its cancel window too
+            task.cancel()
         for session in list(self.live.values()):
             await session.terminate("interrupted", STOPPING)
         if self._handlers:
@@ -136,6 +137,9 @@ class PgDoor:
         if task is not None:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+            if self.core.stopping:  # a drain's cancel-only connection: ended with the drain
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
         address = source or str(peer[0])
@@ -219,6 +223,9 @@ class PgDoor:
         if isinstance(first, pgwire.CancelRequest):
             await self._cancel(client, first)
             return None
+        if self.core.stopping:  # draining: cancels only; nothing is checked or spent
+            self.core.metrics.access_refused(self.name, STOPPING_REFUSAL, node="stopping")
+            raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
         passed = check_startup(client, first)
         return await authenticate(self.core, client, first), passed
 
