@@ -288,14 +288,11 @@ class Core:
         return decision
 
     def going_live(self, admission: Admission, target: str) -> str | None:
-        """The refusal of a session about to go live on a draining node (its decision came
-        before the drain began): the line decide() gives during a drain, counted the same.
-        A login that completes during a drain starts no session; the engineer connects again
-        and reaches a node that stays (the balancer sees /healthz 503 here)."""
+        """The refusal of a session going live on a draining node (decided before the drain):
+        decide()'s during a drain, counted the same. No session starts during a drain."""
         if not self.stopping:
             return None
-        log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL,
-                    when="going live")  # fmt: skip
+        log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL)
         self.metrics.access_refused(admission.attempt.door, STOPPING_REFUSAL, node="stopping")
         return STOPPING_REFUSAL
 
