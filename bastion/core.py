@@ -287,6 +287,15 @@ class Core:
             await self.audit(admission.denied_event(target, decision.reason))
         return decision
 
+    def going_live(self, admission: Admission, target: str) -> str | None:
+        """The refusal of a session going live on a draining node (decided before the drain):
+        decide()'s during a drain, counted the same. No session starts during a drain."""
+        if not self.stopping:
+            return None
+        log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL)
+        self.metrics.access_refused(admission.attempt.door, STOPPING_REFUSAL, node="stopping")
+        return STOPPING_REFUSAL
+
     async def login_failed(self, admission: Admission) -> None:
         """The login ended without both factors: one `auth.failed` event, if it tried (a name
         that is no user is chained as its keyed digest, never as typed)."""

@@ -163,9 +163,10 @@ class Lifecycle:
             self._hurry.set()
 
     async def drain(self) -> None:
-        """Refuse new connections and sessions on every door at once (/healthz: 503
-        "stopping"), tell the live sessions, wait up to [sessions] drain for them to end by
-        themselves, then let the server stop (ending the rest as "node stopping")."""
+        """Refuse new sessions on every door at once (/healthz: 503 "stopping"; the
+        PostgreSQL door still takes cancel requests), tell the live sessions, wait up to
+        [sessions] drain for them to end by themselves, then let the server stop (ending the
+        rest as "node stopping"). A login that completes meanwhile is refused (`stopping`)."""
         self.core.stopping = True
         wait = self.core.config.sessions.drain.total_seconds()
         # systemd waits out the drain and the stop after it, whatever TimeoutStopSec says

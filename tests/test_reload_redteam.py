@@ -26,10 +26,10 @@ import pytest
 
 from bastion.config import load_config
 from bastion.console import websessions
+from bastion.core import STOPPING_REFUSAL
 from bastion.errors import Exit
 from bastion.pgproxy.door import PgDoor
 from bastion.pki import make_tls
-from bastion.reload import STOPPING
 from bastion.server import Server
 from tests.harness import Bastion
 from tests.masking.shop import make_shop
@@ -120,8 +120,9 @@ def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
 ) -> None:
     """decide() passed before the drain; the session row opened; the upstream login was still
     on its way when the drain found no live session and the stop began. The session must not
-    start relaying after the stop ended the door's sessions: it is ended, its row closed as
-    `interrupted` with the stop's reason (not left open for the next start to find)."""
+    start relaying after the stop ended the door's sessions: it is refused as every login is
+    during a drain, its row closed as `refused` with that line (not left open for the next
+    start to find)."""
     b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
     b.add_user("alice", password=PASSWORD)
     b.start()
@@ -167,7 +168,7 @@ def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(
         outcome = asyncio.run(race())
         assert not isinstance(outcome, AssertionError), outcome
         [session] = b.store.sessions()
-        assert (session.state, session.end_reason) == ("interrupted", STOPPING)
+        assert (session.state, session.end_reason) == ("refused", STOPPING_REFUSAL)
     finally:
         b.stop()
 

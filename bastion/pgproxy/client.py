@@ -21,6 +21,9 @@ PASSED_PARAMS = frozenset({
 IGNORED_PARAMS = frozenset({"user", "database", "application_name", "fallback_application_name"})
 
 
+CANNOT_CONNECT_NOW = "57P03"  # what PostgreSQL says to a new connection while it shuts down
+
+
 class ClientRefused(BastionError):
     """Refuse the client: FATAL with this SQLSTATE and message, then close."""
 

@@ -16,10 +16,10 @@ from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
 from bastion.audit import Event, Leftovers
 from bastion.config import Listener, Paths
-from bastion.core import Core
+from bastion.core import STOPPING_REFUSAL, Core
 from bastion.errors import BastionError
 from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
-from bastion.pgproxy.client import Client, ClientRefused, check_startup
+from bastion.pgproxy.client import CANNOT_CONNECT_NOW, Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
 from bastion.pgproxy.session import Login, PgSession, authenticate
@@ -51,6 +51,7 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._draining: set[asyncio.Task[Any]] = set()  # accepted during a drain: cancels only
         self.limiter = limiter_for(core.config.postgres)
         policy = core.config.postgres
         self.seats = Seats(policy.max_sessions, policy.max_sessions_per_user)
@@ -77,11 +78,9 @@ class PgDoor:
         return None
 
     async def pause(self) -> None:
-        """Stop accepting connections (a stop's drain); live sessions go on."""
-        if self._server is not None:
-            self._server.close()
-        if self._proxied is not None:
-            await self._proxied.close()
+        """A stop's drain: live sessions go on, and the listener stays for cancel requests
+        only (psql's Ctrl-C, a peer's forwarded cancel); any other connection is refused with
+        57P03 before its login (_login), and stop() closes the listener."""
 
     def tell(self, message: str) -> None:
         """A NoticeResponse to every live session's client (a stop's warning)."""
@@ -96,6 +95,8 @@ class PgDoor:
             self._server.close()
         if self._proxied is not None:
             await self._proxied.close()
+        for task in list(self._draining):  # the drain is over: its cancel window too
+            task.cancel()
         for session in list(self.live.values()):
             await session.terminate("interrupted", STOPPING)
         if self._handlers:
@@ -136,6 +137,9 @@ class PgDoor:
         if task is not None:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+            if self.core.stopping:  # a drain's cancel-only connection: ended with the drain
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
         address = source or str(peer[0])
@@ -219,6 +223,9 @@ class PgDoor:
         if isinstance(first, pgwire.CancelRequest):
             await self._cancel(client, first)
             return None
+        if self.core.stopping:  # draining: cancels only; nothing is checked or spent
+            self.core.metrics.access_refused(self.name, STOPPING_REFUSAL, node="stopping")
+            raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
         passed = check_startup(client, first)
         return await authenticate(self.core, client, first), passed
 
@@ -257,9 +264,12 @@ class PgDoor:
         finally:
             if not opened:  # a failed login keeps no cancel key
                 await self._forget_key(session)
-        self.live[session.id] = session
+        await self._refuse_if_draining(session, login)
+        self.live[session.id] = session  # from here a drain's warning reaches it
         if self._stopped:  # opened while the stop ended the others: it relays nothing
             await session.terminate("interrupted", STOPPING)
+        else:
+            await session.greet()
         try:
             state, reason = await session.run()
         except BaseException:
@@ -271,6 +281,17 @@ class PgDoor:
                 session.up.close()
         self.live.pop(session.id, None)
         await self._close(session, state, reason, self._let_go(session))
+
+    async def _refuse_if_draining(self, session: PgSession, login: Login) -> None:
+        """Refuse a session opened upstream after a drain began (its decision came before)
+        as every login is refused during a drain; its row closes as refused."""
+        refusal = self.core.going_live(login.admission, login.target.name)
+        if refusal is None:
+            return
+        if session.up is not None:
+            session.up.close()
+        await self._close(session, "refused", refusal, self._let_go(session))
+        raise ClientRefused(CANNOT_CONNECT_NOW, refusal)
 
     async def _close(self, session: PgSession, state: str, reason: str,
                      last: Leftovers | None = None) -> None:  # fmt: skip

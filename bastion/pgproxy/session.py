@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,11 +17,11 @@ from bastion.access.grants import Decision
 from bastion.access.tickets import REUSABLE_PREFIX, TICKET_REFUSED
 from bastion.audit import Event, QueryEnd
 from bastion.audit.records import Target
-from bastion.core import Core
+from bastion.core import STOPPING_REFUSAL, Core
 from bastion.errors import BastionError, Denied, StoreError
 from bastion.identity.service import TICKET_PREFIX, refusal_text
 from bastion.pgproxy import masked, upstream
-from bastion.pgproxy.client import Client, ClientRefused, split_password
+from bastion.pgproxy.client import CANNOT_CONNECT_NOW, Client, ClientRefused, split_password
 from bastion.pgproxy.guard import Guard
 from bastion.pgproxy.pump import Pump
 from bastion.pgproxy.readnames import ReadNames
@@ -83,7 +85,8 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
     if target is None or target.kind != "postgres":
         raise login_failed(user, name)  # audited as access.denied; the client learns nothing
     if not decision.allowed:
-        raise ClientRefused("28000", decision.reason)
+        stopping = decision.reason == STOPPING_REFUSAL  # draining: as PostgreSQL says it
+        raise ClientRefused(CANNOT_CONNECT_NOW if stopping else "28000", decision.reason)
     if ticket is None:
         return Login(admission, target, decision)
     # A reusable ticket's session runs under the ticket's own grant, whatever else is live.
@@ -124,7 +127,7 @@ class PgSession:
         return self.relay.last_input if self.relay is not None else self.opened_at
 
     async def open(self, login: Login, passed: dict[str, str]) -> None:
-        """Record the session, log in upstream, and greet the client as the server would."""
+        """Record the session and log in upstream (the door greets the client: greet())."""
         target, user = login.target, login.user
         grant = login.decision.grant
         read_only = grant is None or grant.mode == "read"
@@ -167,10 +170,15 @@ class PgSession:
                            upstream_read_only=_reported_read_only(self.up))  # fmt: skip
         self.target_name = target.name
         self.opened_at = self.relay.last_input
+
+    async def greet(self) -> None:
+        """Tell the client it is logged in, as the server would (once the door let it go live)."""
+        assert self.up is not None
         greeting = [pgwire.authentication_ok(), *self.up.parameters,
                     pgwire.backend_key_data(*self.cancel_key), self.up.ready]  # fmt: skip
         self.client.send(b"".join(greeting))
-        await self.client.writer.drain()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):  # gone: the relay sees it
+            await self.client.writer.drain()
 
     async def run(self) -> tuple[str, str]:
         """Relay until one side ends; returns (state, reason) for the session row."""

@@ -168,6 +168,9 @@ class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[type-arg]
 
             self.target_name = target
             self.opened_at = self.last_input = self.core.clock.now()
+            if (refusal := self.core.going_live(self.admission, target)) is not None:
+                await self._fail_start(refusal)  # draining since its decision: not started
+                return
             self.server.live[self.session_id] = self
             upstream = await self.server.upstream_for(target_row)
             if self._ending is None:  # not ended (killed) while the target was reached
