@@ -61,12 +61,10 @@ if TYPE_CHECKING:
     from bastion.export.worker import Exporter
 
 P = ParamSpec("P")
+T = TypeVar("T")
 STOPPING_REFUSAL = "this node is stopping; connect again to reach another node"
 HASH_THREADS = 2  # argon2 verifies at once (64 MiB each), never on the store's thread
 log = structlog.get_logger("bastion.core")
-
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -288,8 +286,7 @@ class Core:
         return decision
 
     def going_live(self, admission: Admission, target: str) -> str | None:
-        """The refusal of a session going live on a draining node (decided before the drain):
-        decide()'s during a drain, counted the same. No session starts during a drain."""
+        """decide()'s refusal during a drain, for a session decided before it: none starts."""
         if not self.stopping:
             return None
         log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL)
