@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import ssl
+import stat
 import struct
 import termios
 from collections.abc import Sequence
@@ -183,6 +184,9 @@ class FileSink:
         """The current file, opened to append; a line a crash cut short is cut off (its
         event is after the cursor: it comes again)."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted there
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
@@ -208,20 +212,30 @@ class FileSink:
     def _numbered(self, n: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{n}")
 
-    def last_seq(self) -> int:
-        """The seq of the last whole line written (the current file, else the newest old
-        one; 0: none): after a crash between the fsync and the cursor, skip up to it."""
+    def last_written(self) -> tuple[int, str] | None:
+        """The seq and MAC of the last whole line written (the current file, else the newest
+        old one; None: none): after a crash between the fsync and the cursor, the worker
+        skips up to it once the chain holds that seq with that MAC. Only regular files are
+        read, never through a symlink (a FIFO would hang the read)."""
         for path in (self.path, self._numbered(1)):
             try:
-                with path.open("rb") as file:
-                    size = file.seek(0, os.SEEK_END)
-                    file.seek(max(0, size - (1 << 20)))
-                    lines = [x for x in file.read().split(b"\n")[:-1] if x.strip()]
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except FileNotFoundError:
                 continue
+            except OSError:
+                return None
+            with os.fdopen(fd, "rb") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - (1 << 20)))
+                lines = [x for x in file.read().split(b"\n")[:-1] if x.strip()]
             if lines:
-                return int(json.loads(lines[-1])["seq"])
-        return 0
+                last = json.loads(lines[-1])
+                seq, mac = last["seq"], last["mac"]
+                ok = type(seq) is int and 0 < seq < 1 << 62 and isinstance(mac, str)
+                return (seq, mac) if ok else None
+        return None
 
 
 def _write_all(fd: int, data: bytes) -> None:
