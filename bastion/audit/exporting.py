@@ -5,15 +5,17 @@ committed, in seq order. A sink's worker reads the events after its cursor, deli
 and only then moves the cursor on, with a conditional UPDATE that also requires it to still
 hold the sink's lease (on several nodes only the holder delivers; one that lost the lease
 mid-batch cannot move the cursor). Moving a cursor chains nothing: the export of an event
-never makes another event.
+never makes another event. Each cursor carries a MAC under the chain key over the sink's
+name and seq (migration 0029): a cursor edited in the database without the key is seen.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bastion.audit.chain import ChainedEvent
+from bastion.audit.chain import ChainedEvent, ChainKey
 from bastion.audit.cluster import Lease
 from bastion.audit.sqlconn import Conn
 from bastion.audit.storetime import StoreTimeQueries
@@ -31,6 +33,13 @@ class ExportCursor:
     delivered_seq: int
     enabled: bool
     updated_at: str
+    intact: bool | None = None  # its MAC holds (None: the store has no chain key to check)
+
+
+def cursor_mac(key: ChainKey, sink: str, seq: int) -> str:
+    """The MAC of `sink`'s cursor standing at `seq` (lower hex)."""
+    message = f"bastion export cursor v1\n{sink}\n{seq}".encode()
+    return hmac.digest(key.secret, message, "sha256").hex()
 
 
 def export_lease(sink: str) -> str:
@@ -54,10 +63,10 @@ class ExportQueries(StoreTimeQueries):
         with self._write(chained=False) as conn:
             for name, kind in sinks:
                 conn.execute(
-                    "INSERT INTO export_cursors (sink, kind, delivered_seq, enabled, updated_at)"
-                    " VALUES (?,?,0,1,?) ON CONFLICT (sink) DO UPDATE SET enabled = 1,"
+                    "INSERT INTO export_cursors (sink, kind, delivered_seq, enabled, updated_at,"
+                    " mac) VALUES (?,?,0,1,?,?) ON CONFLICT (sink) DO UPDATE SET enabled = 1,"
                     " kind = excluded.kind",
-                    (name, kind, now),
+                    (name, kind, now, self._cursor_mac(name, 0)),
                 )
             names = [name for name, _ in sinks]
             marks = ",".join("?" * len(names))
@@ -65,33 +74,63 @@ class ExportQueries(StoreTimeQueries):
             conn.execute(f"UPDATE export_cursors SET enabled = 0 WHERE enabled = 1{unlisted}",
                          names)  # fmt: skip
 
+    def _cursor_mac(self, sink: str, seq: int) -> str:
+        return "" if self.chain_key is None else cursor_mac(self.chain_key, sink, seq)
+
+    def _intact(self, sink: str, seq: int, mac: str) -> bool | None:
+        if self.chain_key is None:
+            return None
+        return hmac.compare_digest(mac, cursor_mac(self.chain_key, sink, seq))
+
     def export_cursors(self) -> list[ExportCursor]:
-        """Every sink's cursor, by name."""
-        rows = self._rows("SELECT sink, kind, delivered_seq, enabled, updated_at"
+        """Every sink's cursor, by name, each with whether its MAC holds."""
+        rows = self._rows("SELECT sink, kind, delivered_seq, enabled, updated_at, mac"
                           " FROM export_cursors ORDER BY sink")  # fmt: skip
         return [ExportCursor(r["sink"], r["kind"], int(r["delivered_seq"]), bool(r["enabled"]),
-                             str(r["updated_at"])) for r in rows]  # fmt: skip
+                             str(r["updated_at"]),
+                             self._intact(r["sink"], int(r["delivered_seq"]), str(r["mac"])))
+                for r in rows]  # fmt: skip
 
     def export_cursor(self, sink: str) -> int:
         """The last seq `sink` took (0 for a sink with no cursor yet)."""
-        rows = self._rows("SELECT delivered_seq FROM export_cursors WHERE sink = ?", [sink])
-        return int(rows[0]["delivered_seq"]) if rows else 0
+        return self.export_position(sink)[0]
+
+    def export_position(self, sink: str) -> tuple[int, bool]:
+        """`sink`'s cursor and whether its MAC holds (no cursor yet: 0, True; a store without
+        the chain key cannot tell: True)."""
+        rows = self._rows("SELECT delivered_seq, mac FROM export_cursors WHERE sink = ?", [sink])
+        if not rows:
+            return 0, True
+        seq = int(rows[0]["delivered_seq"])
+        return seq, self._intact(sink, seq, str(rows[0]["mac"])) is not False
+
+    def reset_export(self, sink: str, was: int, lease: Lease | None) -> bool:
+        """Put back to 0 a cursor whose MAC did not hold (standing at `was`): the sink gets
+        the whole kept chain again. Same conditions as advance_export."""
+        return self._move_export(sink, was, 0, lease, check_was=False)
 
     def advance_export(self, sink: str, was: int, to: int, lease: Lease | None) -> bool:
         """Move `sink`'s cursor from `was` to `to` after a delivery, only if it still stands
-        at `was` and (with a lease) its holder still holds it, unexpired; False otherwise."""
+        at `was` with its MAC and (with a lease) its holder still holds it, unexpired; False
+        otherwise."""
         if to < was:
             raise ValueError("an export cursor only moves forward")
-        params: list[object] = [to, iso(self.clock.now()), sink, was]
+        return self._move_export(sink, was, to, lease, check_was=True)
+
+    def _move_export(self, sink: str, was: int, to: int, lease: Lease | None, *,
+                     check_was: bool) -> bool:  # fmt: skip
+        params: list[object] = [to, self._cursor_mac(sink, to), iso(self.clock.now()), sink, was]
         held = ""
+        if check_was and self.chain_key is not None:
+            held, params = " AND mac = ?", [*params, self._cursor_mac(sink, was)]
         if lease is not None:
             now, at = self.now_sql()
-            held = (" AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ?"
+            held += (" AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ?"
                     f" AND term = ? AND expires_at > {now})")  # fmt: skip
             params += [lease.name, lease.holder, lease.term, *at]
         with self._write(chained=False) as conn:
             changed = conn.execute(
-                "UPDATE export_cursors SET delivered_seq = ?, updated_at = ?"
+                "UPDATE export_cursors SET delivered_seq = ?, mac = ?, updated_at = ?"
                 " WHERE sink = ? AND delivered_seq = ? AND enabled = 1" + held,
                 params,
             ).rowcount

@@ -13,16 +13,25 @@ from bastion.commands.app import App
 from bastion.errors import Exit, NotFound
 from bastion.export.verify import check_lines
 
+CURSOR = {True: "ok", False: "MOVED OUTSIDE THE BASTION", None: "not checked"}
+
 
 def export_status(app: App, args: argparse.Namespace) -> int:
-    """Each sink's cursor against the chain's head: how far behind it is."""
+    """Each sink's cursor against the chain's head: how far behind it is, and whether its
+    MAC holds (a cursor edited in the database without the chain key exits 7)."""
     head = app.store.chain_head()[0]
+    cursors = app.store.export_cursors()
     rows = [{"sink": c.sink, "kind": c.kind, "enabled": c.enabled,
              "delivered_seq": c.delivered_seq, "behind": head - c.delivered_seq,
-             "updated_at": c.updated_at} for c in app.store.export_cursors()]  # fmt: skip
-    app.table(rows, ["sink", "kind", "enabled", "delivered_seq", "behind", "updated_at"],
-              "no export sink has run yet")  # fmt: skip
-    return Exit.OK
+             "updated_at": c.updated_at, "intact": c.intact}
+            for c in cursors]  # fmt: skip
+    shown = [{**row, "cursor": CURSOR[row["intact"]]} for row in rows]
+    columns = ["sink", "kind", "enabled", "delivered_seq", "behind", "updated_at", "cursor"]
+    if app.as_json:
+        app.emit(rows, "")
+    else:
+        app.table(shown, columns, "no export sink has run yet")
+    return Exit.TAMPERED if any(c.intact is False for c in cursors) else Exit.OK
 
 
 def _lines(files: list[Path]) -> Iterator[bytes]:

@@ -36,6 +36,7 @@ LOOK_EVERY = 0.2  # seconds between looks at the chain when a sink is caught up
 STOP_GRACE = 5.0  # seconds a stop waits for a batch on its way to its sink
 ACTOR = "bastion:export"
 FAILING, RECOVERED = "export.sink_failing", "export.sink_recovered"
+TAMPERED = "export.cursor_tampered"
 
 
 class Runner(Protocol):
@@ -141,7 +142,9 @@ class SinkWorker:
         if not await self._hold_lease():
             self.status = "standby"
             return False
-        cursor = await self.core.run(self.store.export_cursor, self.sink.name)
+        cursor, intact = await self.core.run(self.store.export_position, self.sink.name)
+        if not intact:
+            return await self._moved_by_hand(cursor)
         if self.replay:  # a new connection after a failure: the last `replay` events again
             self.resend_from, self.replay = max(0, cursor - self.sink.replay), False
         start = cursor if self.resend_from is None else self.resend_from
@@ -164,6 +167,23 @@ class SinkWorker:
             self.delivered_seq = cursor
         await self._recovered()
         return len(events) == self.sink.batch
+
+    async def _moved_by_hand(self, cursor: int) -> bool:
+        """The cursor's MAC does not hold: someone without the chain key edited it (to hide
+        events from the SIEM, or to let retention cut them). Send the sink the whole kept
+        chain again (receivers dedupe on seq) and chain one `export.cursor_tampered`."""
+        if not await self.core.run(self.store.reset_export, self.sink.name, cursor, self.lease):
+            self.lease = None
+            return False
+        self.resend_from, self.delivered_seq = None, 0
+        if isinstance(self.out, FileSink):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                self.skip_through = await self._already_written(self.out)
+        log.error("export.cursor_tampered", sink=self.sink.name, found=cursor)
+        detail = {"sink": self.sink.name, "kind": self.sink.kind, "found_seq": cursor,
+                  "node": self.node}  # fmt: skip
+        await self._chain(Event(TAMPERED, ACTOR, self.sink.name, "high", detail=detail))
+        return True
 
     async def _hold_lease(self) -> bool:
         """Take or renew the sink's lease when a third of its time has gone by (by the loop's
