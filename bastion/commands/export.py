@@ -25,7 +25,7 @@ def export_status(app: App, args: argparse.Namespace) -> int:
              "delivered_seq": c.delivered_seq, "behind": head - c.delivered_seq,
              "updated_at": c.updated_at, "intact": c.intact}
             for c in cursors]  # fmt: skip
-    shown = [{**row, "cursor": CURSOR[row["intact"]]} for row in rows]
+    shown = [{**row, "cursor": CURSOR[c.intact]} for row, c in zip(rows, cursors, strict=True)]
     columns = ["sink", "kind", "enabled", "delivered_seq", "behind", "updated_at", "cursor"]
     if app.as_json:
         app.emit(rows, "")
