@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ class ExportSink:
     max_bytes: int = 100 * 1024 * 1024
     keep: int = 10
     url: str = ""  # webhook
+
+    @property
+    def selection(self) -> str:
+        """What the sink takes, as canonical JSON (the store chains a change of it)."""
+        chosen = {"kinds": list(self.kinds), "min_severity": self.min_severity}
+        return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
     @property
     def host_port(self) -> tuple[str, int]:

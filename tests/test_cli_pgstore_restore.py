@@ -248,7 +248,8 @@ UNDO_LAST_MIGRATION = {
     " audit_events_append_only(); DROP FUNCTION audit_events_delete_checkpointed();"
     " DROP TABLE legal_holds; DROP TABLE chain_checkpoints; ALTER TABLE sessions DROP COLUMN"
     " recording_pruned_at; DELETE FROM schema_migrations WHERE number = 27",
-    29: "ALTER TABLE export_cursors DROP COLUMN mac; DELETE FROM schema_migrations"
+    29: "ALTER TABLE export_cursors DROP COLUMN mac, DROP COLUMN selection;"
+    " DELETE FROM schema_migrations"
     " WHERE number = 29",
 }
 

@@ -12,15 +12,18 @@ name and seq (migration 0029): a cursor edited in the database without the key i
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from bastion.audit.chain import ChainedEvent, ChainKey
+from bastion.audit.chain import ChainedEvent, ChainKey, Event
 from bastion.audit.cluster import Lease
 from bastion.audit.sqlconn import Conn
 from bastion.audit.storetime import StoreTimeQueries
 from bastion.clock import iso
 
+CONFIGURED = "export.sink_configured"
 EXPORT_LEASE = "export:"  # `export:NAME`: the node delivering to sink NAME
 
 
@@ -55,24 +58,31 @@ def export_low_water(conn: Conn) -> int | None:
 
 
 class ExportQueries(StoreTimeQueries):
-    def export_sinks_configured(self, sinks: Sequence[tuple[str, str]]) -> None:
-        """Make a cursor for each configured (name, kind) that has none, starting before the
-        first event (a new sink gets the whole chain), enable them, and disable every other:
-        a sink taken out of the config no longer holds retention back."""
+    def export_sinks_configured(self, sinks: Sequence[tuple[str, ...]]) -> None:
+        """Make a cursor for each configured (name, kind[, selection]) that has none,
+        starting before the first event (a new sink gets the whole chain), enable them, and
+        disable every other: a sink taken out of the config no longer holds retention back.
+        Each sink added, changed (kind or selection) or taken out is chained, once, as
+        `export.sink_configured`, in the same transaction."""
         now = iso(self.clock.now())
-        with self._write(chained=False) as conn:
-            for name, kind in sinks:
+        with self._write() as conn:
+            rows = conn.execute("SELECT sink, kind, selection, enabled FROM export_cursors")
+            was = {r[0]: _chosen(r[1], r[2]) for r in rows.fetchall() if r[3]}
+            wanted = {sink[0]: _chosen(sink[1], sink[2] if len(sink) > 2 else "")
+                      for sink in sinks}  # fmt: skip
+            for name, kind, *rest in sinks:
                 conn.execute(
                     "INSERT INTO export_cursors (sink, kind, delivered_seq, enabled, updated_at,"
-                    " mac) VALUES (?,?,0,1,?,?) ON CONFLICT (sink) DO UPDATE SET enabled = 1,"
-                    " kind = excluded.kind",
-                    (name, kind, now, self._cursor_mac(name, 0)),
+                    " mac, selection) VALUES (?,?,0,1,?,?,?) ON CONFLICT (sink) DO UPDATE SET"
+                    " enabled = 1, kind = excluded.kind, selection = excluded.selection",
+                    (name, kind, now, self._cursor_mac(name, 0), rest[0] if rest else ""),
                 )
-            names = [name for name, _ in sinks]
+            names = list(wanted)
             marks = ",".join("?" * len(names))
             unlisted = f" AND sink NOT IN ({marks})" if names else ""
             conn.execute(f"UPDATE export_cursors SET enabled = 0 WHERE enabled = 1{unlisted}",
                          names)  # fmt: skip
+            self._append(conn, _configured(was, wanted))
 
     def _cursor_mac(self, sink: str, seq: int) -> str:
         return "" if self.chain_key is None else cursor_mac(self.chain_key, sink, seq)
@@ -140,6 +150,23 @@ class ExportQueries(StoreTimeQueries):
         """export_low_water on this store's connection."""
         with self._reading() as conn:
             return export_low_water(conn)
+
+
+def _chosen(kind: str, selection: str) -> dict[str, Any]:
+    return {"kind": kind, **(json.loads(selection) if selection else {})}
+
+
+def _configured(was: dict[str, Any], now: dict[str, Any]) -> list[Event]:
+    """One `export.sink_configured` per sink added (notice), changed or taken out (warning:
+    the SIEM may get less from now on)."""
+    events = []
+    for sink in sorted(was.keys() | now.keys()):
+        before, after = was.get(sink), now.get(sink)
+        if before != after:
+            severity = "notice" if before is None else "warning"
+            detail = {"sink": sink, "was": before, "now": after}
+            events.append(Event(CONFIGURED, "bastion:export", sink, severity, detail=detail))
+    return events
 
 
 def events_after(conn: Conn, after: int, limit: int) -> list[ChainedEvent]:

@@ -266,7 +266,7 @@ class Exporter:
         return await asyncio.get_running_loop().run_in_executor(self._thread, read)
 
     async def run(self) -> None:
-        names = [(s.name, s.kind) for s in self.sinks]
+        names = [(s.name, s.kind, s.selection) for s in self.sinks]
         await self.core.run(self.store.export_sinks_configured, names)
         await asyncio.gather(*(w.run() for w in self.workers))
 

@@ -5,4 +5,8 @@
 -- them) leaves a cursor whose MAC does not hold. The worker then sends that sink everything
 -- again from the start of the chain and chains `export.cursor_tampered`; `bastion export
 -- status` shows it. A cursor from before this migration has no MAC ('') and counts as moved.
+-- `selection` is what the sink takes as last configured (its kind, min_severity and kinds, as
+-- JSON): a start that finds it changed chains `export.sink_configured`, so narrowing a
+-- filter to hide events from the SIEM is itself an event.
 ALTER TABLE export_cursors ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+ALTER TABLE export_cursors ADD COLUMN selection TEXT NOT NULL DEFAULT '';
