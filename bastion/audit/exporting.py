@@ -105,14 +105,16 @@ class ExportQueries(StoreTimeQueries):
         """The last seq `sink` took (0 for a sink with no cursor yet)."""
         return self.export_position(sink)[0]
 
-    def export_position(self, sink: str) -> tuple[int, bool]:
-        """`sink`'s cursor and whether its MAC holds (no cursor yet: 0, True; a store without
-        the chain key cannot tell: True)."""
-        rows = self._rows("SELECT delivered_seq, mac FROM export_cursors WHERE sink = ?", [sink])
+    def export_position(self, sink: str) -> tuple[int, bool, bool]:
+        """`sink`'s cursor, whether its MAC holds (a store without the chain key cannot tell:
+        True), and whether the store counts the sink (its row is there, enabled)."""
+        rows = self._rows("SELECT delivered_seq, mac, enabled FROM export_cursors"
+                          " WHERE sink = ?", [sink])  # fmt: skip
         if not rows:
-            return 0, True
+            return 0, True, False
         seq = int(rows[0]["delivered_seq"])
-        return seq, self._intact(sink, seq, str(rows[0]["mac"])) is not False
+        intact = self._intact(sink, seq, str(rows[0]["mac"])) is not False
+        return seq, intact, bool(rows[0]["enabled"])
 
     def reset_export(self, sink: str, was: int, lease: Lease | None) -> bool:
         """Put back to 0 a cursor whose MAC did not hold (standing at `was`): the sink gets

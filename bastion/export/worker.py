@@ -37,6 +37,8 @@ STOP_GRACE = 5.0  # seconds a stop waits for a batch on its way to its sink
 ACTOR = "bastion:export"
 FAILING, RECOVERED = "export.sink_failing", "export.sink_recovered"
 TAMPERED = "export.cursor_tampered"
+NOT_COUNTED = ("not enabled in the store (another node runs without this sink, or its cursor"
+               " was deleted): restart to enable it")  # fmt: skip
 
 
 class Runner(Protocol):
@@ -142,7 +144,9 @@ class SinkWorker:
         if not await self._hold_lease():
             self.status = "standby"
             return False
-        cursor, intact = await self.core.run(self.store.export_position, self.sink.name)
+        cursor, intact, counted = await self.core.run(self.store.export_position, self.sink.name)
+        if not counted:  # its cursor cannot move: sending would only send the batch again
+            raise SinkError(NOT_COUNTED)
         if not intact:
             return await self._moved_by_hand(cursor)
         if self.replay:  # a new connection after a failure: the last `replay` events again
