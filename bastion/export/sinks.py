@@ -184,10 +184,18 @@ class FileSink:
         """The current file, opened to append; a line a crash cut short is cut off (its
         event is after the cursor: it comes again)."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted there
+        found = os.fstat(fd)
+        problem = ""
+        if not stat.S_ISREG(found.st_mode):  # a FIFO, a device
+            problem = "not a regular file"
+        elif found.st_uid != os.geteuid():
+            problem = "owned by another user"
+        if problem:  # planted: whoever owns it could read, edit or cut what is shipped
             os.close(fd)
-            raise OSError(errno.EINVAL, "not a regular file")
-        size = os.fstat(fd).st_size
+            raise OSError(errno.EPERM, problem)
+        if found.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # made before the sink, open to others: private from now on
+        size = found.st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
             os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1)

@@ -3,11 +3,16 @@ sink's path or its rotated name. None of them may make the feed skip an event or
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
-from tests.export.test_file_sink import lines_of
+import pytest
+
+from bastion.config_export import ExportSink
+from bastion.export.sinks import FileSink, SinkError
+from tests.export.test_file_sink import events, lines_of
 from tests.export.test_syslog_outage import activity, chained, wait_until
 from tests.harness import Bastion
 
@@ -80,3 +85,23 @@ def test_a_fifo_at_the_path_is_refused_and_the_cursor_stays(tmp_path: Path) -> N
         assert b.store.export_cursor("trail") == 0
     finally:
         b.stop()
+
+
+def test_a_file_planted_open_to_others_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.touch(mode=0o666)
+    path.chmod(0o666)  # planted before the first start: anyone could read and edit the feed
+    sink = FileSink(ExportSink("trail", "file", path=path))
+    asyncio.run(sink.deliver(events(1, 2)))
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    assert os.geteuid() == 0, "the suite runs as root (tests/conftest.py)"
+    path = tmp_path / "audit.jsonl"
+    path.touch(mode=0o600)
+    os.chown(path, 65534, 65534)  # nobody's: they could truncate what the forwarder ships
+    sink = FileSink(ExportSink("trail", "file", path=path))
+    with pytest.raises(SinkError, match=r"^cannot write the file \(owned by another user\)$"):
+        asyncio.run(sink.deliver(events(1, 2)))
+    assert path.read_bytes() == b""
