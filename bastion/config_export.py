@@ -63,7 +63,7 @@ class ExportSink:
     tls_key: Path | None = None
     facility: str = "auth"
     timeout: timedelta = timedelta(seconds=10)
-    replay: int = 1000  # syslog: events sent again after a reconnect (receivers dedupe on seq)
+    replay: int = 1000  # syslog: events sent again after a reconnect (receivers dedupe on seq+mac)
     path: Path | None = None  # file
     max_bytes: int = 100 * 1024 * 1024
     keep: int = 10

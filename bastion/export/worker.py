@@ -175,7 +175,7 @@ class SinkWorker:
     async def _moved_by_hand(self, cursor: int) -> bool:
         """The cursor's MAC does not hold: someone without the chain key edited it (to hide
         events from the SIEM, or to let retention cut them). Send the sink the whole kept
-        chain again (receivers dedupe on seq) and chain one `export.cursor_tampered`."""
+        chain again (receivers dedupe on seq and mac) and chain one `export.cursor_tampered`."""
         if not await self.core.run(self.store.reset_export, self.sink.name, cursor, self.lease):
             self.lease = None
             return False
