@@ -45,8 +45,11 @@ def changed(facts: Facts, config: Config) -> list[Finding]:
             continue  # a sink added: the SIEM gets more, nothing to review
         sink = printable_line(event["subject"])
         title = f"export sink {sink} was taken out of the config"
-        if isinstance(now, dict):
+        if isinstance(now, dict) and _takes(now) != _takes(was):
             title = f"export sink {sink} now takes {_takes(now)} (was: {_takes(was)})"
+        elif isinstance(now, dict):
+            title = (f"export sink {sink} now goes to {printable_line(str(now.get('to')))}"
+                     f" (was: {printable_line(str(was.get('to')))})")  # fmt: skip
         found.append(Finding(
             "export_sink_changed", "medium", title,
             "Confirm the change to [export] was asked for: the SIEM gets less from then on.",
