@@ -24,6 +24,7 @@ from bastion.audit.storetime import StoreTimeQueries
 from bastion.clock import iso
 
 CONFIGURED = "export.sink_configured"
+CURSOR_MACS = 29  # the migration that gave each cursor its MAC
 EXPORT_LEASE = "export:"  # `export:NAME`: the node delivering to sink NAME
 
 
@@ -58,6 +59,20 @@ def export_low_water(conn: Conn) -> int | None:
 
 
 class ExportQueries(StoreTimeQueries):
+    def migrate(self) -> list[str]:
+        """The store's migrations; the one that adds the cursors' MACs (0029) then signs
+        each cursor as it stands, once (with the chain key; without it, the next bastion
+        that has it finds them unsigned and sends those sinks everything again)."""
+        applied = super().migrate()
+        signing = any(name.startswith(f"{CURSOR_MACS:04d}_") for name in applied)
+        if signing and self.chain_key is not None:
+            with self._write(chained=False) as conn:
+                rows = conn.execute("SELECT sink, delivered_seq FROM export_cursors")
+                for sink, seq in rows.fetchall():
+                    conn.execute("UPDATE export_cursors SET mac = ? WHERE sink = ?",
+                                 (self._cursor_mac(sink, int(seq)), sink))  # fmt: skip
+        return applied
+
     def export_sinks_configured(self, sinks: Sequence[tuple[str, ...]]) -> None:
         """Make a cursor for each configured (name, kind[, selection]) that has none,
         starting before the first event (a new sink gets the whole chain), enable them, and

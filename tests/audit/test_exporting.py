@@ -109,3 +109,25 @@ def test_retention_does_not_trust_a_cursor_moved_by_hand(
         assert [c.intact for c in keyed.export_cursors()] == [False, True]
     finally:
         keyed.close()
+
+
+def test_cursors_from_before_their_macs_are_signed_by_the_upgrade(
+    store_at: Path | PgLocation, clock: FakeClock
+) -> None:
+    """Migration 0029 adds the cursors' MACs; the bastion that applies it signs the cursors
+    as they stand (a sink is not sent the whole chain again, nor a tampering chained)."""
+    key = ChainKey(bytes(range(32)))
+    store = Store.create(store_at, clock, key)
+    store.export_sinks_configured([("siem", "syslog")])
+    assert store.advance_export("siem", 0, 0, None)
+    with store._write(chained=False) as conn:  # the store as 0028 left it
+        conn.execute("ALTER TABLE export_cursors DROP COLUMN mac")
+        conn.execute("ALTER TABLE export_cursors DROP COLUMN selection")
+        conn.execute("UPDATE export_cursors SET delivered_seq = 5")
+        conn.execute("DELETE FROM schema_migrations WHERE number = 29")
+    store.close()
+    upgraded = Store.open(store_at, clock, key)
+    try:
+        assert [(c.delivered_seq, c.intact) for c in upgraded.export_cursors()] == [(5, True)]
+    finally:
+        upgraded.close()
