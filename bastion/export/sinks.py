@@ -17,6 +17,7 @@ import ssl
 import stat
 import struct
 import termios
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from bastion.export.formats import json_line, octet_frame, syslog_message, webho
 
 TCP_ESTABLISHED = 1
 ACK_POLL = 0.005  # seconds between looks at the socket's unacknowledged bytes
+# What a receiver's kernel may have acknowledged and the receiver not read (Linux buffers
+# grow to 6 MiB by default): after a failure the events in the last this-many bytes sent
+# are sent again, whatever `replay` says.
+UNREAD_BYTES = 16 << 20
 
 
 class SinkError(Exception):
@@ -85,21 +90,36 @@ class SyslogSink:
                 raise SinkConfigError(sink.name, "tls_cert", _unreadable(exc)) from None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._sent: deque[tuple[int, int]] = deque()  # (seq, bytes) of the last frames sent
+        self._sent_bytes = 0
 
     async def deliver(self, events: Sequence[ChainedEvent]) -> None:
-        data = b"".join(octet_frame(syslog_message(e, self.hostname, self.sink.facility))
-                        for e in events)  # fmt: skip
+        frames = [octet_frame(syslog_message(e, self.hostname, self.sink.facility))
+                  for e in events]  # fmt: skip
         try:
             async with asyncio.timeout(self.sink.timeout.total_seconds()):
                 reader, writer = await self._connection()
                 if reader.at_eof():
                     raise SinkError("the receiver closed the connection")
-                writer.write(data)
+                writer.write(b"".join(frames))
                 await writer.drain()
                 await self._acknowledged(writer)
         except (OSError, ssl.SSLError, TimeoutError, SinkError, EOFError) as exc:
             await self.close()
             raise SinkError(reason(exc)) from None
+        for event, frame in zip(events, frames, strict=True):
+            self._sent.append((event.seq, len(frame)))
+            self._sent_bytes += len(frame)
+        while self._sent_bytes > UNREAD_BYTES and len(self._sent) > 1:
+            self._sent_bytes -= self._sent.popleft()[1]
+
+    @property
+    def unread_from(self) -> int | None:
+        """The lowest seq of the last UNREAD_BYTES sent, on whichever connection: a
+        receiver's kernel acknowledges what fits in its buffers whether or not the receiver
+        ever reads it, so after a failure all of it is sent again (a failure while sending
+        it again keeps it: none of it has to have been read). None: nothing sent yet."""
+        return min(seq for seq, _ in self._sent) if self._sent else None
 
     @property
     def connected(self) -> bool:

@@ -149,8 +149,12 @@ class SinkWorker:
             raise SinkError(NOT_COUNTED)
         if not intact:
             return await self._moved_by_hand(cursor)
-        if self.replay:  # a new connection after a failure: the last `replay` events again
-            self.resend_from, self.replay = max(0, cursor - self.sink.replay), False
+        if self.replay:  # a new connection after a failure: the last `replay` events again,
+            start = cursor - self.sink.replay  # and all the receiver may not have read
+            unread = self.out.unread_from if isinstance(self.out, SyslogSink) else None
+            if unread is not None:
+                start = min(start, unread - 1)
+            self.resend_from, self.replay = max(0, start), False
         start = cursor if self.resend_from is None else self.resend_from
         events: list[ChainedEvent] = await self.read(start, self.sink.batch)
         if events:
