@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,11 +64,30 @@ class ExportSink:
     tls_key: Path | None = None
     facility: str = "auth"
     timeout: timedelta = timedelta(seconds=10)
-    replay: int = 1000  # syslog: events sent again after a reconnect (receivers dedupe on seq)
+    replay: int = 1000  # syslog: events sent again after a reconnect (receivers dedupe on seq+mac)
     path: Path | None = None  # file
     max_bytes: int = 100 * 1024 * 1024
     keep: int = 10
     url: str = ""  # webhook
+
+    @property
+    def destination(self) -> str:
+        """Where the sink goes, safe to chain: a webhook by scheme, host and port only."""
+        if self.kind == "file":
+            return str(self.path)
+        if self.kind == "webhook":
+            parts = urllib.parse.urlsplit(self.url)
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{parts.hostname}{port}"
+        return self.address + (f" as {self.server_name}" if self.server_name else "")
+
+    @property
+    def selection(self) -> str:
+        """What the sink takes and where it goes, as canonical JSON (the store chains a
+        change of it)."""
+        chosen = {"kinds": list(self.kinds), "min_severity": self.min_severity,
+                  "to": self.destination}  # fmt: skip
+        return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -228,7 +228,7 @@ class Server:
         retention back), then their workers start."""
         sinks = exporter.sinks if exporter is not None else ()
         await self.core.run(self.store.export_sinks_configured,
-                            [(sink.name, sink.kind) for sink in sinks])  # fmt: skip
+                            [(sink.name, sink.kind, sink.selection) for sink in sinks])  # fmt: skip
         if exporter is not None:
             self.core.exporting = exporter
             self._tasks.append(spawn(exporter.run(), name="export"))

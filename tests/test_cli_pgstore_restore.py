@@ -255,6 +255,9 @@ UNDO_LAST_MIGRATION = {
     " search_path; ALTER FUNCTION audit_events_delete_checkpointed() RESET search_path;"
     " ALTER FUNCTION audit_events_decided() SET search_path = public;"
     " DELETE FROM schema_migrations WHERE number = 28",
+    29: "ALTER TABLE export_cursors DROP COLUMN mac, DROP COLUMN selection;"
+    " DELETE FROM schema_migrations"
+    " WHERE number = 29",
 }
 
 

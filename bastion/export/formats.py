@@ -22,6 +22,7 @@ SYSLOG_SEVERITY = {"info": 6, "notice": 5, "warning": 4, "high": 2}  # informati
 FACILITIES = {"auth": 4, "authpriv": 10, "audit": 13, **{f"local{n}": 16 + n for n in range(8)}}
 MAX_FRAME = 1 << 20  # the longest syslog message this parser takes (bytes)
 _MSGID = re.compile(r"[!-~]{1,32}")  # RFC 5424: 1-32 printable US-ASCII, no space
+OWN = "export."  # the kinds of the feed's own events, which every filter takes
 _KIND = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?|\*")
 
 
@@ -124,12 +125,15 @@ def kind_pattern_problem(pattern: str) -> str:
 
 @dataclass(frozen=True)
 class SinkFilter:
-    """Which events a sink takes: at least `min_severity`, and a kind `kinds` names."""
+    """Which events a sink takes: at least `min_severity`, and a kind `kinds` names; the
+    feed's own events (export.*) always, so the SIEM learns of every change to its feed."""
 
     min_severity: str = "info"
     kinds: tuple[str, ...] = ("*",)
 
     def takes(self, kind: str, severity: str) -> bool:
+        if kind.startswith(OWN):  # the feed's own events: failing, configured, tampered
+            return True
         if SEVERITIES.index(severity) < SEVERITIES.index(self.min_severity):
             return False
         for pattern in self.kinds:

@@ -14,8 +14,10 @@ import json
 import os
 import socket
 import ssl
+import stat
 import struct
 import termios
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,10 @@ from bastion.export.formats import json_line, octet_frame, syslog_message, webho
 
 TCP_ESTABLISHED = 1
 ACK_POLL = 0.005  # seconds between looks at the socket's unacknowledged bytes
+# What a receiver's kernel may have acknowledged and the receiver not read (Linux buffers
+# grow to 6 MiB by default): after a failure the events in the last this-many bytes sent
+# are sent again, whatever `replay` says.
+UNREAD_BYTES = 16 << 20
 
 
 class SinkError(Exception):
@@ -84,21 +90,36 @@ class SyslogSink:
                 raise SinkConfigError(sink.name, "tls_cert", _unreadable(exc)) from None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._sent: deque[tuple[int, int]] = deque()  # (seq, bytes) of the last frames sent
+        self._sent_bytes = 0
 
     async def deliver(self, events: Sequence[ChainedEvent]) -> None:
-        data = b"".join(octet_frame(syslog_message(e, self.hostname, self.sink.facility))
-                        for e in events)  # fmt: skip
+        frames = [octet_frame(syslog_message(e, self.hostname, self.sink.facility))
+                  for e in events]  # fmt: skip
         try:
             async with asyncio.timeout(self.sink.timeout.total_seconds()):
                 reader, writer = await self._connection()
                 if reader.at_eof():
                     raise SinkError("the receiver closed the connection")
-                writer.write(data)
+                writer.write(b"".join(frames))
                 await writer.drain()
                 await self._acknowledged(writer)
         except (OSError, ssl.SSLError, TimeoutError, SinkError, EOFError) as exc:
             await self.close()
             raise SinkError(reason(exc)) from None
+        for event, frame in zip(events, frames, strict=True):
+            self._sent.append((event.seq, len(frame)))
+            self._sent_bytes += len(frame)
+        while self._sent_bytes > UNREAD_BYTES and len(self._sent) > 1:
+            self._sent_bytes -= self._sent.popleft()[1]
+
+    @property
+    def unread_from(self) -> int | None:
+        """The lowest seq of the last UNREAD_BYTES sent, on whichever connection: a
+        receiver's kernel acknowledges what fits in its buffers whether or not the receiver
+        ever reads it, so after a failure all of it is sent again (a failure while sending
+        it again keeps it: none of it has to have been read). None: nothing sent yet."""
+        return min(seq for seq, _ in self._sent) if self._sent else None
 
     @property
     def connected(self) -> bool:
@@ -183,7 +204,18 @@ class FileSink:
         """The current file, opened to append; a line a crash cut short is cut off (its
         event is after the cursor: it comes again)."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        problem = ""
+        if not stat.S_ISREG(found.st_mode):  # a FIFO, a device
+            problem = "not a regular file"
+        elif found.st_uid != os.geteuid():
+            problem = "owned by another user"
+        if problem:  # planted: whoever owns it could read, edit or cut what is shipped
+            os.close(fd)
+            raise OSError(errno.EPERM, problem)
+        if found.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # made before the sink, open to others: private from now on
+        size = found.st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
             os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1)
@@ -208,20 +240,30 @@ class FileSink:
     def _numbered(self, n: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{n}")
 
-    def last_seq(self) -> int:
-        """The seq of the last whole line written (the current file, else the newest old
-        one; 0: none): after a crash between the fsync and the cursor, skip up to it."""
+    def last_written(self) -> tuple[int, str] | None:
+        """The seq and MAC of the last whole line written (the current file, else the newest
+        old one; None: none): after a crash between the fsync and the cursor, the worker
+        skips up to it once the chain holds that seq with that MAC. Only regular files are
+        read, never through a symlink (a FIFO would hang the read)."""
         for path in (self.path, self._numbered(1)):
             try:
-                with path.open("rb") as file:
-                    size = file.seek(0, os.SEEK_END)
-                    file.seek(max(0, size - (1 << 20)))
-                    lines = [x for x in file.read().split(b"\n")[:-1] if x.strip()]
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except FileNotFoundError:
                 continue
+            except OSError:
+                return None
+            with os.fdopen(fd, "rb") as file:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - (1 << 20)))
+                lines = [x for x in file.read().split(b"\n")[:-1] if x.strip()]
             if lines:
-                return int(json.loads(lines[-1])["seq"])
-        return 0
+                last = json.loads(lines[-1])
+                seq, mac = last["seq"], last["mac"]
+                ok = type(seq) is int and 0 < seq < 1 << 62 and isinstance(mac, str)
+                return (seq, mac) if ok else None
+        return None
 
 
 def _write_all(fd: int, data: bytes) -> None:

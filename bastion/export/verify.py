@@ -4,7 +4,7 @@ link to the record before it, and no record missing between two that should touc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ class Checked:
     repeats: int = 0  # the same seq and MAC again (a replay after a reconnect): harmless
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (after, before) with none between
     problems: list[str] = field(default_factory=list)
+    filtered: list[tuple[int, int]] = field(default_factory=list)  # gaps the filter explains
 
 
 def as_event(record: dict[str, Any]) -> ChainedEvent:
@@ -74,3 +75,22 @@ def _one(found: Checked, event: ChainedEvent, previous: ChainedEvent | None,
         found.problems.append(f"event {event.seq} does not link to event {previous.seq}")
     elif event.seq > previous.seq + 1:
         found.gaps.append((previous.seq, event.seq))
+
+
+def explain_gaps(found: Checked, cursor: int, stored: Callable[[int, int], list[ChainedEvent]],
+                 takes: Callable[[str, str], bool]) -> None:  # fmt: skip
+    """Sort a filtered sink's gaps (its cursor and filter given): one whose every event the
+    store still holds and the filter passes over moves to `filtered`; the others stay gaps.
+    Events after the last record up to the cursor that the filter takes are a gap too (a
+    truncated file, a dropped newest file). `stored(after, upto)`: the chain's events."""
+    if found.last is not None and cursor > found.last:
+        found.gaps.append((found.last, cursor + 1))
+    kept = []
+    for after, before in found.gaps:
+        events = stored(after, before - 1)
+        whole = [e.seq for e in events] == list(range(after + 1, before))
+        if whole and not any(takes(e.kind, e.severity) for e in events):
+            found.filtered.append((after, before))
+        else:
+            kept.append((after, before))
+    found.gaps = kept

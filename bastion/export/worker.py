@@ -36,6 +36,9 @@ LOOK_EVERY = 0.2  # seconds between looks at the chain when a sink is caught up
 STOP_GRACE = 5.0  # seconds a stop waits for a batch on its way to its sink
 ACTOR = "bastion:export"
 FAILING, RECOVERED = "export.sink_failing", "export.sink_recovered"
+TAMPERED = "export.cursor_tampered"
+NOT_COUNTED = ("not enabled in the store (another node runs without this sink, or its cursor"
+               " was deleted): restart to enable it")  # fmt: skip
 
 
 class Runner(Protocol):
@@ -83,8 +86,8 @@ class SinkWorker:
 
     async def run(self) -> None:
         if isinstance(self.out, FileSink):
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                self.skip_through = await asyncio.to_thread(self.out.last_seq)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                self.skip_through = await self._already_written(self.out)
         while True:
             try:
                 more = await self._finished_step()
@@ -99,6 +102,17 @@ class SinkWorker:
                 continue
             if not more:
                 await asyncio.sleep(LOOK_EVERY)
+
+    async def _already_written(self, out: FileSink) -> int:
+        """The seq up to which the file already holds the events (a crash between its fsync
+        and the cursor): its last line's, only if the chain holds that seq with that MAC. A
+        line anyone else wrote there never makes the feed skip an event."""
+        last = await asyncio.to_thread(out.last_written)
+        if last is None:
+            return 0
+        seq, mac = last
+        found = await self.read(seq - 1, 1)
+        return seq if found and found[0].seq == seq and found[0].row_hash == mac else 0
 
     async def _finished_step(self) -> bool:
         """A step that a stop lets finish, up to STOP_GRACE, once it reached the sink: what
@@ -130,9 +144,17 @@ class SinkWorker:
         if not await self._hold_lease():
             self.status = "standby"
             return False
-        cursor = await self.core.run(self.store.export_cursor, self.sink.name)
-        if self.replay:  # a new connection after a failure: the last `replay` events again
-            self.resend_from, self.replay = max(0, cursor - self.sink.replay), False
+        cursor, intact, counted = await self.core.run(self.store.export_position, self.sink.name)
+        if not counted:  # its cursor cannot move: sending would only send the batch again
+            raise SinkError(NOT_COUNTED)
+        if not intact:
+            return await self._moved_by_hand(cursor)
+        if self.replay:  # a new connection after a failure: the last `replay` events again,
+            start = cursor - self.sink.replay  # and all the receiver may not have read
+            unread = self.out.unread_from if isinstance(self.out, SyslogSink) else None
+            if unread is not None:
+                start = min(start, unread - 1)
+            self.resend_from, self.replay = max(0, start), False
         start = cursor if self.resend_from is None else self.resend_from
         events: list[ChainedEvent] = await self.read(start, self.sink.batch)
         if events:
@@ -153,6 +175,23 @@ class SinkWorker:
             self.delivered_seq = cursor
         await self._recovered()
         return len(events) == self.sink.batch
+
+    async def _moved_by_hand(self, cursor: int) -> bool:
+        """The cursor's MAC does not hold: someone without the chain key edited it (to hide
+        events from the SIEM, or to let retention cut them). Send the sink the whole kept
+        chain again (receivers dedupe on seq and mac) and chain one `export.cursor_tampered`."""
+        if not await self.core.run(self.store.reset_export, self.sink.name, cursor, self.lease):
+            self.lease = None
+            return False
+        self.resend_from, self.delivered_seq = None, 0
+        if isinstance(self.out, FileSink):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                self.skip_through = await self._already_written(self.out)
+        log.error("export.cursor_tampered", sink=self.sink.name, found=cursor)
+        detail = {"sink": self.sink.name, "kind": self.sink.kind, "found_seq": cursor,
+                  "node": self.node}  # fmt: skip
+        await self._chain(Event(TAMPERED, ACTOR, self.sink.name, "high", detail=detail))
+        return True
 
     async def _hold_lease(self) -> bool:
         """Take or renew the sink's lease when a third of its time has gone by (by the loop's
@@ -235,7 +274,7 @@ class Exporter:
         return await asyncio.get_running_loop().run_in_executor(self._thread, read)
 
     async def run(self) -> None:
-        names = [(s.name, s.kind) for s in self.sinks]
+        names = [(s.name, s.kind, s.selection) for s in self.sinks]
         await self.core.run(self.store.export_sinks_configured, names)
         await asyncio.gather(*(w.run() for w in self.workers))
 

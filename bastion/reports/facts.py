@@ -32,7 +32,8 @@ EVENT_KINDS = (
     "recording.exported", "queries.listed", "audit.verified", "unmask.requested",
     "unmask.approved", "unmask.denied", "unmask.revoked", "ticket.issued", "ticket.revoked",
     "session.kill_requested", "report.signed", "store.restored", "hold.added",
-    "hold.released", "retention.pruned", "retention.checkpoint",
+    "hold.released", "retention.pruned", "retention.checkpoint", "export.cursor_tampered",
+    "export.sink_configured",
 )  # fmt: skip
 READ_TAGS = frozenset({"SELECT", "SHOW", "EXPLAIN", "FETCH", "COPY", "VALUES", "TABLE"})
 WRITE_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})

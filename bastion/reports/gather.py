@@ -20,6 +20,7 @@ from bastion.clock import iso, parse_iso
 from bastion.config import Config
 from bastion.reports import findings as person_rules
 from bastion.reports import findings_access as access_rules
+from bastion.reports import findings_export as export_rules
 from bastion.reports import findings_input as input_rules
 from bastion.reports import findings_retention as retention_rules
 from bastion.reports import findings_volume as volume_rules
@@ -59,7 +60,7 @@ RULES = (
     access_rules.interrupted, access_rules.restores, access_rules.many_addresses,
     access_rules.large_transfers,
     volume_rules.large_transfer_days, volume_rules.large_export_days, input_rules.unparsed_input,
-    retention_rules.holds, retention_rules.pruned,
+    retention_rules.holds, retention_rules.pruned, export_rules.tampered, export_rules.changed,
 )  # fmt: skip
 
 

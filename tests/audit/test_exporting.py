@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.audit import Event, Store
+from bastion.audit import ChainKey, Event, Store
 from bastion.audit.exporting import events_after, export_lease, export_low_water
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
@@ -89,3 +89,45 @@ def test_events_after_a_cursor_come_in_seq_order_on_a_reader(store: Store) -> No
         conn.close()
     assert [e.seq for e in got] == [4, 5, 6, 7]
     assert got == store.events(3, 4)
+
+
+def test_retention_does_not_trust_a_cursor_moved_by_hand(
+    store_at: Path | PgLocation, clock: FakeClock
+) -> None:
+    """A cursor edited forward in the database would let retention cut events the sink never
+    had (and the sink could not get them back): a cursor whose MAC does not hold counts as 0."""
+    keyed = Store.create(store_at, clock, ChainKey(bytes(range(32))))
+    try:
+        keyed.append_events([Event("test.event", "t", str(n)) for n in range(10)])
+        keyed.export_sinks_configured([("siem", "syslog"), ("trail", "file")])
+        assert keyed.advance_export("siem", 0, 7, None)
+        assert keyed.advance_export("trail", 0, 8, None)
+        assert keyed.export_low_water() == 7
+        with keyed._write(chained=False) as conn:  # the DBA, without the chain key
+            conn.execute("UPDATE export_cursors SET delivered_seq = 9 WHERE sink = 'siem'")
+        assert keyed.export_low_water() == 0
+        assert [c.intact for c in keyed.export_cursors()] == [False, True]
+    finally:
+        keyed.close()
+
+
+def test_cursors_from_before_their_macs_are_signed_by_the_upgrade(
+    store_at: Path | PgLocation, clock: FakeClock
+) -> None:
+    """Migration 0029 adds the cursors' MACs; the bastion that applies it signs the cursors
+    as they stand (a sink is not sent the whole chain again, nor a tampering chained)."""
+    key = ChainKey(bytes(range(32)))
+    store = Store.create(store_at, clock, key)
+    store.export_sinks_configured([("siem", "syslog")])
+    assert store.advance_export("siem", 0, 0, None)
+    with store._write(chained=False) as conn:  # the store as 0028 left it
+        conn.execute("ALTER TABLE export_cursors DROP COLUMN mac")
+        conn.execute("ALTER TABLE export_cursors DROP COLUMN selection")
+        conn.execute("UPDATE export_cursors SET delivered_seq = 5")
+        conn.execute("DELETE FROM schema_migrations WHERE number = 29")
+    store.close()
+    upgraded = Store.open(store_at, clock, key)
+    try:
+        assert [(c.delivered_seq, c.intact) for c in upgraded.export_cursors()] == [(5, True)]
+    finally:
+        upgraded.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -126,3 +127,14 @@ def test_the_example_documents_every_export_key_and_its_sinks_load(tmp_path: Pat
     config = load(tmp_path, uncommented)
     assert [s.name for s in config.export] == ["siem", "trail", "hook"]  # type: ignore[attr-defined]
     assert load(tmp_path, text).export == ()  # type: ignore[attr-defined]
+
+
+def test_a_sinks_selection_names_where_it_goes_but_never_a_token(tmp_path: Path) -> None:
+    """Pointing a sink at a receiver of one's own (that forwards a filtered feed on) is a way
+    to hide events: the destination is part of what a start chains when it changes."""
+    siem, trail, hook = load(tmp_path, GOOD).export  # type: ignore[attr-defined]
+    expected = {"kinds": ["session.*", "grant.*"], "min_severity": "notice", "to": "127.0.0.1:6514"}
+    assert json.loads(siem.selection) == expected
+    assert json.loads(trail.selection)["to"] == str(tmp_path / "export/audit.jsonl")
+    assert json.loads(hook.selection)["to"] == "https://hooks.example.com"
+    assert "s3cret" not in hook.selection and "bastion?" not in hook.selection
