@@ -77,7 +77,8 @@ def _one(found: Checked, event: ChainedEvent, previous: ChainedEvent | None,
         found.gaps.append((previous.seq, event.seq))
 
 
-def explain_gaps(found: Checked, cursor: int, stored: Callable[[int, int], list[ChainedEvent]],
+def explain_gaps(found: Checked, cursor: int,
+                 stored: Callable[[int, int], Iterable[ChainedEvent]],
                  takes: Callable[[str, str], bool]) -> None:  # fmt: skip
     """Sort a filtered sink's gaps (its cursor and filter given): one whose every event the
     store still holds and the filter passes over moves to `filtered`; the others stay gaps.
@@ -87,7 +88,7 @@ def explain_gaps(found: Checked, cursor: int, stored: Callable[[int, int], list[
         found.gaps.append((found.last, cursor + 1))
     kept = []
     for after, before in found.gaps:
-        events = stored(after, before - 1)
+        events = list(stored(after, before - 1))  # read twice below
         whole = [e.seq for e in events] == list(range(after + 1, before))
         if whole and not any(takes(e.kind, e.severity) for e in events):
             found.filtered.append((after, before))
