@@ -1,0 +1,69 @@
+"""Red team, the drain: a database login whose password message arrives after the drain
+began is refused as stopping before anything is checked, so it spends nothing the engineer
+then needs on the next node (a one-time ticket, a TOTP code) and counts no failure."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+from bastion import pgwire as pw
+from bastion.core import STOPPING_REFUSAL
+from tests.harness import Bastion
+from tests.pgproxy.test_door_prelogin import error_of, read_frame
+from tests.test_drain_logins import bastion, running_server, shop, stop_after_drain
+from tests.test_reload_stop import PASSWORD, until_async
+
+__all__ = ["bastion", "shop"]  # the fixtures, as test_drain_logins makes them
+TICKET = "bt_drain-red-team-ticket"
+
+
+def asked_for_password(b: Bastion) -> tuple[socket.socket, pw.FrameReader]:
+    """Start-up sent before the drain; the door asked for the password."""
+    sock = socket.create_connection(("127.0.0.1", b.pg_port), timeout=15)
+    sock.sendall(pw.startup_message({"user": "alice", "database": "shop"}))
+    reader = pw.FrameReader()
+    frame = read_frame(sock, reader)
+    assert frame is not None and frame.type == b"R", frame
+    return sock, reader
+
+
+def drain(b: Bastion) -> None:
+    b._loop.call_soon_threadsafe(running_server(b).lifecycle.terminate)
+    b.call(until_async(lambda: b.core.stopping, "the drain to begin"))
+
+
+def auth_kinds(b: Bastion) -> list[str]:
+    return [e.kind for e in b.events() if e.kind.startswith("auth.")]
+
+
+def test_a_one_time_ticket_sent_during_the_drain_is_not_spent(bastion: Bastion) -> None:
+    b = bastion
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    b.core.identity.add_ticket("alice", "shop", TICKET, expires, "test")
+    before = auth_kinds(b)
+    sock, reader = asked_for_password(b)
+    with sock:
+        drain(b)
+        sock.sendall(pw.password_message(TICKET.encode()))
+        error = error_of(sock, reader)
+    assert (error.fields.get("C"), error.fields.get("M")) == ("57P03", STOPPING_REFUSAL)
+    assert auth_kinds(b) == before  # not spent, not refused: untouched for the next node
+    [row] = [t for t in b.store.tickets(user="alice") if t.target == "shop"]
+    assert row.used_at is None
+    stop_after_drain(b)
+
+
+def test_a_code_sent_during_the_drain_is_not_spent(bastion: Bastion) -> None:
+    b = bastion
+    code = b.code("alice")
+    before = auth_kinds(b)
+    sock, reader = asked_for_password(b)
+    with sock:
+        drain(b)
+        sock.sendall(pw.password_message(f"{PASSWORD}{code}".encode()))
+        error = error_of(sock, reader)
+    assert (error.fields.get("C"), error.fields.get("M")) == ("57P03", STOPPING_REFUSAL)
+    assert auth_kinds(b) == before
+    assert b.core.identity.check_totp("alice", code, "test").result.name == "ACCEPTED"
+    stop_after_drain(b)
