@@ -5,7 +5,10 @@ then needs on the next node (a one-time ticket, a TOTP code) and counts no failu
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from bastion import pgwire as pw
 from bastion.core import STOPPING_REFUSAL
@@ -66,4 +69,41 @@ def test_a_code_sent_during_the_drain_is_not_spent(bastion: Bastion) -> None:
     assert (error.fields.get("C"), error.fields.get("M")) == ("57P03", STOPPING_REFUSAL)
     assert auth_kinds(b) == before
     assert b.core.identity.check_totp("alice", code, "test").result.name == "ACCEPTED"
+    stop_after_drain(b)
+
+
+def test_an_ssh_code_typed_during_the_drain_is_not_spent(bastion: Bastion, tmp_path: Path) -> None:
+    """OpenSSH asked for the code before the drain; the engineer types it after: the line
+    says the node is stopping, and the code is left for the next node."""
+    b = bastion
+    asked, drained = threading.Event(), threading.Event()
+    typed: list[str] = []
+
+    def answer(prompt: str) -> str | None:
+        if "Verification code" not in prompt:
+            return None
+        asked.set()
+        drained.wait(30)
+        typed.append(b.code("alice"))
+        return typed[-1]
+
+    ssh = b.openssh("alice", tmp_path / "client")
+    outcome: list[Any] = []
+
+    def run() -> None:
+        outcome.append(ssh.run_ssh("echo hello", login="alice+web-1", answers=answer))
+
+    client = threading.Thread(target=run)
+    before = auth_kinds(b)
+    client.start()
+    try:
+        assert asked.wait(30), "the bastion never asked for the code"
+        drain(b)
+    finally:
+        drained.set()
+        client.join(60)
+    [result] = outcome
+    assert result.out == "" and f"bastion: {STOPPING_REFUSAL}" in result.err
+    assert auth_kinds(b) == before and not b.store.sessions()
+    assert b.core.identity.check_totp("alice", typed[0], "test").result.name == "ACCEPTED"
     stop_after_drain(b)
