@@ -12,6 +12,7 @@ from typing import Any
 
 from bastion import pgwire as pw
 from bastion.core import STOPPING_REFUSAL
+from bastion.pgproxy.door import PgDoor
 from tests.harness import Bastion
 from tests.pgproxy.test_door_prelogin import error_of, read_frame
 from tests.test_drain_logins import bastion, running_server, shop, stop_after_drain
@@ -107,3 +108,16 @@ def test_an_ssh_code_typed_during_the_drain_is_not_spent(bastion: Bastion, tmp_p
     assert auth_kinds(b) == before and not b.store.sessions()
     assert b.core.identity.check_totp("alice", typed[0], "test").result.name == "ACCEPTED"
     stop_after_drain(b)
+
+
+def test_a_connection_silent_in_login_does_not_hold_the_stop(bastion: Bastion) -> None:
+    """A slowloris: accepted before the drain, asked for its password, it never answers.
+    The stop ends it with the drain instead of waiting for it (or its login grace)."""
+    b = bastion
+    sock, reader = asked_for_password(b)
+    with sock:
+        door = next(d for d in running_server(b).doors if isinstance(d, PgDoor))
+        stop_after_drain(b)
+        assert not door._handlers  # none left running once the stop returned
+        sock.settimeout(5)
+        assert read_frame(sock, reader) is None  # closed by the bastion, not left open
