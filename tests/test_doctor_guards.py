@@ -1,7 +1,11 @@
-"""Red team, migration 0028: the store's owner role (the store's password, not a superuser)
-can switch the append-only guards off; `bastion doctor` must say so, one line naming each."""
+"""Red team, migration 0028: the store's owner role (the store's password, not a superuser),
+or whoever has a SQLite store's file, can switch the append-only guards off; `bastion doctor`
+must say so, one line naming each."""
 
 from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -51,10 +55,23 @@ def owner_runs(b: Bastion, sql: str) -> None:
 @pytest.mark.both_stores
 def test_an_untouched_store_has_its_guards(bst: Bastion, door_store: str) -> None:
     found = lines_of(bst.run("doctor"))
-    if door_store == "postgresql":
-        assert found["store guards"][0] == "ok", found
-    else:
-        assert "store guards" not in found
+    assert found["store guards"][0] == "ok", found
+
+
+@pytest.mark.parametrize(("sql", "said"), [
+    ("DROP TRIGGER audit_events_no_update", "trigger audit_events_no_update is missing"),
+    ("DROP TRIGGER chain_checkpoints_no_delete; CREATE TRIGGER chain_checkpoints_no_delete"
+     " BEFORE DELETE ON chain_checkpoints WHEN 0 BEGIN SELECT 1; END",
+     "trigger chain_checkpoints_no_delete is not the shipped one"),
+])  # fmt: skip
+def test_a_sqlite_store_whose_trigger_was_dropped_or_replaced_fails(
+    bst: Bastion, sql: str, said: str
+) -> None:
+    with closing(sqlite3.connect(bst.db)) as conn:
+        conn.executescript(sql)
+    result = bst.run("doctor")
+    status, text = lines_of(result)["store guards"]
+    assert status == "FAIL" and said in text, result.stdout
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))

@@ -1,5 +1,5 @@
-"""The PostgreSQL store's guards as its migrations make them (append-only triggers, their
-functions and pinned search_path), and what a store's own catalog shows differs from them."""
+"""The store's guards as its migrations make them (append-only triggers; on PostgreSQL their
+functions and pinned search_path too), and how a store's own catalog differs from them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ _FUNCTION = re.compile(
 )
 _TRIGGER = re.compile(r"CREATE TRIGGER (\w+)\s.*?\bON (\w+)", re.DOTALL)
 _DROPPED = re.compile(r"DROP TRIGGER (\w+) ON (\w+)")
+_SQLITE_TRIGGER = re.compile(r"(CREATE TRIGGER (\w+)\b.*?\bEND)\s*;", re.DOTALL)
+_SQLITE_DROPPED = re.compile(r"DROP TRIGGER (?:IF EXISTS )?(\w+)")
 # A trigger that fires in a session as the bastion opens it: 'O' (origin) or 'A' (always);
 # 'D' is disabled and 'R' fires only on a replica.
 FIRING = ("O", "A")
@@ -74,3 +76,27 @@ def problems(schema: str, triggers: Iterable[TriggerRow],
 _TRIGGER_FUNCTIONS = frozenset({"audit_events_append_only", "audit_events_decided",
                                 "audit_events_delete_checkpointed",
                                 "chain_checkpoints_append_only"})  # fmt: skip
+
+
+def sqlite_shipped() -> dict[str, str]:
+    """Each trigger the SQLite migrations leave, by name: its CREATE text as SQLite keeps it."""
+    out: dict[str, str] = {}
+    for _, _, sql in migrations("sqlite"):
+        found = [(m.start(), m.group(2), m.group(1)) for m in _SQLITE_TRIGGER.finditer(sql)]
+        found += [(m.start(), m.group(1), None) for m in _SQLITE_DROPPED.finditer(sql)]
+        for _, name, text in sorted(found, key=lambda f: f[0]):
+            if text is None:
+                out.pop(name, None)
+            else:
+                out[name] = text
+    return out
+
+
+def sqlite_problems(triggers: Iterable[tuple[str, str]]) -> list[str]:
+    """A SQLite store's triggers (name, CREATE text) against the shipped ones."""
+    want, have = sqlite_shipped(), dict(triggers)
+    out = [f"trigger {name} is missing" for name in want if name not in have]
+    out += [f"trigger {name} is not the shipped one" for name in want
+            if name in have and have[name] != want[name]]  # fmt: skip
+    out += [f"trigger {name} was not made by a migration" for name in have if name not in want]
+    return sorted(out)

@@ -20,6 +20,7 @@ _TRIGGERS_SQL = (
     " ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace"
     " AND NOT t.tgisinternal"
 )
+_SQLITE_TRIGGERS = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
 _FUNCTIONS_SQL = (
     "SELECT proname, prosrc, proconfig FROM pg_proc"
     " WHERE pronamespace = current_schema()::regnamespace"
@@ -90,13 +91,14 @@ class Peek:
         except DbError as exc:
             raise StoreError(f"cannot read the store's clock: {exc}") from exc
 
-    def guard_problems(self) -> list[str] | None:
-        """What a PostgreSQL store's append-only guards lack against what the migrations make
-        (a trigger dropped or disabled, a function replaced or unpinned, one added); None on
-        SQLite."""
-        if not self.on_postgresql:
-            return None
+    def guard_problems(self) -> list[str]:
+        """How the store's append-only guards differ from what the migrations make: a trigger
+        dropped, disabled or replaced, a function replaced or unpinned, one added (on SQLite,
+        its triggers)."""
         try:
+            if not self.on_postgresql:
+                rows = self.conn.execute(_SQLITE_TRIGGERS).fetchall()
+                return guards.sqlite_problems((str(r[0]), str(r[1])) for r in rows)
             schema = str(one(self.conn.execute("SELECT current_schema()"))[0])
             triggers = [(str(r[0]), str(r[1]), str(r[2]))
                         for r in self.conn.execute(_TRIGGERS_SQL).fetchall()]  # fmt: skip
