@@ -18,6 +18,15 @@ from bastion.audit.chain import GENESIS, ChainedEvent, Walk
 KINDS = ("event", "query", "recording")
 
 
+def loads(line: bytes) -> Any:
+    """One line's JSON; ValueError for any line that is not, one nested past Python's
+    recursion limit included (a crafted line of 100,000 '[' is damage, not a traceback)."""
+    try:
+        return json.loads(line)
+    except RecursionError as exc:
+        raise ValueError("a line is nested too deep to be JSON the bastion wrote") from exc
+
+
 class Checker:
     """One archive's lines taken in order; `read` returns its seal."""
 
@@ -45,7 +54,7 @@ class Checker:
         if pending is None:
             raise ValueError("it does not end with a whole line")
         self.body_sha256 = self._digest.hexdigest()
-        seal = json.loads(pending)
+        seal = loads(pending)
         if not isinstance(seal, dict) or not isinstance(seal.get("seal"), dict):
             raise ValueError("its last line is not a seal")
         if number == 1:
@@ -60,8 +69,8 @@ class Checker:
         """One line before the seal's: hashed, parsed, counted, and walked if an event."""
         self._digest.update(line)
         try:
-            value = json.loads(line)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            value = loads(line)
+        except ValueError as exc:  # JSONDecodeError, bytes that are not UTF-8, too deep
             self._not_json = self._not_json or exc
             return
         if self._not_json or self._misshapen:

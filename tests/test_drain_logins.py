@@ -130,7 +130,8 @@ def test_an_ssh_login_whose_code_is_typed_during_the_drain_is_refused_in_one_lin
     bastion: Bastion, tmp_path: Path
 ) -> None:
     """OpenSSH asks for the code; the engineer types it after the drain began: the bastion
-    says the node is stopping, in the usual one line, and starts no session."""
+    says the node is stopping, in the usual one line, and starts no session (the login is
+    refused before the code is checked: ssh exits 255, as for any refused login)."""
     b = bastion
     server = running_server(b)
     asked, drained = threading.Event(), threading.Event()
@@ -158,7 +159,7 @@ def test_an_ssh_login_whose_code_is_typed_during_the_drain_is_refused_in_one_lin
         drained.set()
         client.join(60)
     [result] = outcome
-    assert result.returncode == 1 and result.out == ""  # type: ignore[attr-defined]
+    assert result.returncode == 255 and result.out == ""  # type: ignore[attr-defined]
     assert REFUSED in result.err  # type: ignore[attr-defined]
     assert not b.store.sessions()
     assert stopping_refusals(b, "ssh") == 1

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bastion import retention_archive
 from bastion.audit import retention as store_retention
+from bastion.audit.queries import QueryEnd, QueryStart
 from bastion.retention import Runner, plan
 from tests.test_retention import History, _history
 
@@ -59,3 +61,28 @@ def test_tiny_pages_and_chunks_archive_exactly_what_is_deleted(
     assert code == 0 and said.startswith("archive intact:"), said
     code, said = history.cli("audit", "verify")
     assert code == 0, said
+
+
+def test_a_statement_still_running_in_an_open_session_is_kept_until_it_ends(
+    history: History,
+) -> None:
+    """A long-lived database session (an app's connection through the bastion) whose statement
+    began before the query-log limit and is still running: its row is neither archived
+    unfinished nor deleted, so its outcome, written when it ends, is not lost."""
+    bst = history.bst
+    sid, key = "pg-alice-long", "pg-alice-long-0"
+    began = history.start + timedelta(days=1, hours=12)
+    bst.clock.set(began)
+    bst.store.open_session(session_id=sid, user="alice", target="db-1", grant_id=None,
+                           protocol="postgres", client_addr="127.0.0.1:5002")  # fmt: skip
+    bst.store.write_batch([QueryStart(key, sid, "alice", "db-1", began, "simple",
+                                      "SELECT count(*) FROM orders, orders o2")])  # fmt: skip
+    bst.clock.set(history.end)
+    done = Runner(bst.store, bst.box, bst.config.retention, "node-1", "test").run()
+    assert done.archive is not None and done.queries_deleted > 0
+    archived = [json.loads(x) for x in done.archive.read_bytes().splitlines()]
+    assert not [x for x in archived if x.get("query", {}).get("session_id") == sid]
+    ended = history.end + timedelta(minutes=1)
+    bst.store.write_batch([QueryEnd(key, sid, "alice", "db-1", ended, 1, "SELECT 1", None, 9)])
+    [row] = bst.store._rows("SELECT command_tag FROM queries WHERE session_id = ?", [sid])
+    assert row["command_tag"] == "SELECT 1"

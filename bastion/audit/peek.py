@@ -7,12 +7,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bastion.audit import guards
 from bastion.audit.base import migrations
 from bastion.audit.location import PgLocation
 from bastion.audit.sqlconn import Conn, DbError, SqliteConn, one
 from bastion.audit.storetime import NOW_SQL
 from bastion.clock import parse_iso
 from bastion.errors import StoreError
+
+_TRIGGERS_SQL = (
+    "SELECT c.relname, t.tgname, t.tgenabled::text FROM pg_trigger t JOIN pg_class c"
+    " ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace"
+    " AND NOT t.tgisinternal"
+)
+_SQLITE_TRIGGERS = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+_FUNCTIONS_SQL = (
+    "SELECT proname, prosrc, proconfig FROM pg_proc"
+    " WHERE pronamespace = current_schema()::regnamespace"
+    " UNION ALL SELECT 'operator ' || oprname, '', NULL FROM pg_operator"
+    " WHERE oprnamespace = current_schema()::regnamespace"
+)
 
 
 @dataclass(frozen=True)
@@ -76,3 +90,20 @@ class Peek:
             return parse_iso(str(one(self.conn.execute(f"SELECT {NOW_SQL} AS now"))[0]))
         except DbError as exc:
             raise StoreError(f"cannot read the store's clock: {exc}") from exc
+
+    def guard_problems(self) -> list[str]:
+        """How the store's append-only guards differ from what the migrations make: a trigger
+        dropped, disabled or replaced, a function replaced or unpinned, one added (on SQLite,
+        its triggers)."""
+        try:
+            if not self.on_postgresql:
+                rows = self.conn.execute(_SQLITE_TRIGGERS).fetchall()
+                return guards.sqlite_problems((str(r[0]), str(r[1])) for r in rows)
+            schema = str(one(self.conn.execute("SELECT current_schema()"))[0])
+            triggers = [(str(r[0]), str(r[1]), str(r[2]))
+                        for r in self.conn.execute(_TRIGGERS_SQL).fetchall()]  # fmt: skip
+            functions = [(str(r[0]), str(r[1]), list(r[2]) if r[2] is not None else None)
+                         for r in self.conn.execute(_FUNCTIONS_SQL).fetchall()]  # fmt: skip
+        except DbError as exc:
+            raise StoreError(f"cannot read the store's guards: {exc}") from exc
+        return guards.problems(schema, triggers, functions)

@@ -40,6 +40,9 @@ HELD_SESSIONS = (
     " scope = 'user' AND released_at IS NULL) OR e.subject IN (SELECT value FROM legal_holds"
     " WHERE scope = 'target' AND released_at IS NULL))"
 )
+# A statement still running in a session still open: its row is not final (its outcome is
+# written when it ends), so it is neither archived nor deleted yet.
+RUNNING = "(finished_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE ended_at IS NULL))"
 _ACTIVE = "SELECT value FROM legal_holds WHERE scope = ? AND released_at IS NULL"
 # A session's opening as the chain holds it: retention judges a recording's age by this, not
 # by the editable sessions.started_at (a recent session dated back is not pruned).
@@ -199,12 +202,13 @@ class RetentionQueries(StoreBase):
 
     def query_runs_due(self, before: str, page: int | None = None) -> list[tuple[int, int]]:
         """The (first id, last id) runs of query-log rows written before `before` of sessions
-        no hold keeps, read a page of ids at a time. Only rows bound by commit events
+        no hold keeps, read a page of ids at a time (not a statement still running: RUNNING).
+        Only rows bound by commit events
         (qlogbind.py): a row of the first form is proven by its own statement events, which
         say it was deleted; those rows stay (and hold the chain's cut back)."""
         runs: list[tuple[int, int]] = []
         sql = (f"SELECT id FROM queries WHERE at < ? AND id > ? AND session_id NOT IN"
-               f" ({HELD_SESSIONS}) ORDER BY id LIMIT ?")  # fmt: skip
+               f" ({HELD_SESSIONS}) AND NOT {RUNNING} ORDER BY id LIMIT ?")  # fmt: skip
         after = self._first_bound() - 1
         while rows := self._rows(sql, [before, after, page or PAGE]):
             after = int(rows[-1]["id"])
@@ -291,7 +295,7 @@ class RetentionQueries(StoreBase):
             for lo, hi in runs:  # not a row a hold put meanwhile keeps
                 found = conn.execute(
                     "SELECT id FROM queries WHERE id >= ? AND id <= ? AND at < ? AND session_id"
-                    f" NOT IN ({HELD_SESSIONS}) ORDER BY id", (lo, hi, before),
+                    f" NOT IN ({HELD_SESSIONS}) AND NOT {RUNNING} ORDER BY id", (lo, hi, before),
                 ).fetchall()  # fmt: skip
                 gone += [int(r[0]) for r in found]
             deleted = id_runs(gone)

@@ -133,6 +133,7 @@ def store(host: Host) -> list[Finding]:
     try:
         have, shipped = peek.versions()
         their = peek.database_time()
+        tampered = peek.guard_problems() if have == shipped else None
     finally:
         peek.close()
     found: list[Finding] = []
@@ -146,6 +147,15 @@ def store(host: Host) -> list[Finding]:
                           f" ({shipped})", "install the bastion release that made it"))  # fmt: skip
     else:
         found.append(ok("store", f"{where} answers, schema {have} (current)"))
+    if tampered:
+        found.append(fail("store guards", "; ".join(tampered),
+                          "someone with the store's password changed its append-only guards:"
+                          " run `bastion audit verify`, find who (the database's own logs),"
+                          " change the store's password, and restore the guards from a backup"
+                          " or the migration's text"))  # fmt: skip
+    elif tampered is not None:
+        found.append(ok("store guards", "the append-only triggers are as the migrations made"
+                        " them"))  # fmt: skip
     if their is not None:
         skew = abs((their - host.clock.now()).total_seconds())
         text = f"this host and the store's PostgreSQL differ by {skew:.1f} s"

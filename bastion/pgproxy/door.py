@@ -51,7 +51,7 @@ class PgDoor:
         self._server: asyncio.Server | None = None
         self._proxied: ProxiedListener | None = None  # behind load balancers (proxy_from)
         self._handlers: set[asyncio.Task[Any]] = set()
-        self._draining: set[asyncio.Task[Any]] = set()  # accepted during a drain: cancels only
+        self._in_login: set[asyncio.Task[Any]] = set()  # not logged in yet (or a cancel's)
         self.limiter = limiter_for(core.config.postgres)
         policy = core.config.postgres
         self.seats = Seats(policy.max_sessions, policy.max_sessions_per_user)
@@ -95,8 +95,8 @@ class PgDoor:
             self._server.close()
         if self._proxied is not None:
             await self._proxied.close()
-        for task in list(self._draining):  # the drain is over: its cancel window too
-            task.cancel()
+        for task in list(self._in_login):  # the drain is over: its cancel window and every
+            task.cancel()  # login still in progress (one silent since before it too)
         for session in list(self.live.values()):
             await session.terminate("interrupted", STOPPING)
         if self._handlers:
@@ -137,9 +137,8 @@ class PgDoor:
         if task is not None:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
-            if self.core.stopping:  # a drain's cancel-only connection: ended with the drain
-                self._draining.add(task)
-                task.add_done_callback(self._draining.discard)
+            self._in_login.add(task)  # until its login is done: a stop ends it
+            task.add_done_callback(self._in_login.discard)
         peer = writer.get_extra_info("peername") or ("?", 0)
         frames = pgwire.FrameReader(PRELOGIN_MAX_MESSAGE)
         address = source or str(peer[0])
@@ -147,6 +146,7 @@ class PgDoor:
         client = Client(reader, writer, frames, address, proxied=proxied)
         try:
             found = await self._admitted(client)
+            self._in_login.discard(task)  # logged in (or refused): a stop lets it close its row
             if found is not None:
                 await self._serve(client, *found)
         except ClientRefused as exc:

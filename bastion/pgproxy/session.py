@@ -66,6 +66,9 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
     frame = await client.next_frame()
     if frame is None or frame.type != b"p":
         raise ClientRefused("28P01", "expected a password message")
+    if core.stopping:  # draining since its start-up: nothing checked, no ticket or code spent
+        core.metrics.access_refused("postgres", STOPPING_REFUSAL, node="stopping")
+        raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
     secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
     admission = core.admission("postgres", client.address, user)
     ticket = None

@@ -15,7 +15,7 @@ from bastion.access.admission import NAME_CHANGED, Admission, PasswordProof
 from bastion.access.preauth import PreauthLimiter
 from bastion.audit import Event, TotpResult
 from bastion.audit.records import Target
-from bastion.core import Core
+from bastion.core import STOPPING_REFUSAL, Core
 from bastion.errors import Denied
 from bastion.identity.service import refusal_text
 from bastion.ssh import upstream
@@ -289,6 +289,8 @@ class BastionSSHServer(asyncssh.SSHServer):
         admission = self.state.admission
         if admission is None:  # a first factor was proven on it: never without one
             return False
+        if self.core.stopping:  # draining: the code is not checked, so it is not spent
+            self._refuse_stopping()
         outcome = await self.core.second_factor(admission, responses[0])
         if admission.authenticated:
             return True
@@ -301,6 +303,15 @@ class BastionSSHServer(asyncssh.SSHServer):
             self.conn.send_auth_banner(f"bastion: {refusal_text(outcome)}\r\n")
         # No more codes on this connection: a client that would start again is cut off here.
         raise asyncssh.PermissionDenied(refusal_text(outcome))
+
+    def _refuse_stopping(self) -> None:
+        """The node began draining while the code was typed: the usual one line, no session
+        (a login is refused during a drain whatever it proves), counted as decide() does."""
+        log.warning("access.denied", user=self.state.name, reason=STOPPING_REFUSAL)
+        self.core.metrics.access_refused("ssh", STOPPING_REFUSAL, node="stopping")
+        if self.conn is not None:
+            self.conn.send_auth_banner(f"bastion: {STOPPING_REFUSAL}\r\n")
+        raise asyncssh.PermissionDenied(STOPPING_REFUSAL)
 
     def _failed(self) -> None:
         """Count a failed step against the source (the admission noted which step it was);
