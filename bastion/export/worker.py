@@ -34,6 +34,7 @@ log = structlog.get_logger("bastion.export")
 
 LOOK_EVERY = 0.2  # seconds between looks at the chain when a sink is caught up
 STOP_GRACE = 5.0  # seconds a stop waits for a batch on its way to its sink
+WRITE_EVERY = 5.0  # seconds between cursor writes while events flow (at once when idle)
 ACTOR = "bastion:export"
 FAILING, RECOVERED = "export.sink_failing", "export.sink_recovered"
 TAMPERED = "export.cursor_tampered"
@@ -83,6 +84,8 @@ class SinkWorker:
         self.resend_from: int | None = None  # while sending the replay again: read after it
         self._sending = False
         self.skip_through = 0  # the file sink: lines already written before a crash
+        self.held: tuple[int, int] | None = None  # (stored cursor, delivered past it), unwritten
+        self._written = -WRITE_EVERY  # when the cursor was last written (the clock's monotonic)
 
     async def run(self) -> None:
         if isinstance(self.out, FileSink):
@@ -142,13 +145,15 @@ class SinkWorker:
     async def step(self) -> bool:
         """One batch; True when it was full (look again at once)."""
         if not await self._hold_lease():
-            self.status = "standby"
+            self.status, self.held = "standby", None  # the next holder sends them again
             return False
-        cursor, intact, counted = await self.core.run(self.store.export_position, self.sink.name)
+        stored, intact, counted = await self.core.run(self.store.export_position, self.sink.name)
         if not counted:  # its cursor cannot move: sending would only send the batch again
             raise SinkError(NOT_COUNTED)
         if not intact:
-            return await self._moved_by_hand(cursor)
+            self.held = None
+            return await self._moved_by_hand(stored)
+        cursor = self.held[1] if self.held is not None and self.held[0] == stored else stored
         if self.replay:  # a new connection after a failure: the last `replay` events again,
             start = cursor - self.sink.replay  # and all the receiver may not have read
             unread = self.out.unread_from if isinstance(self.out, SyslogSink) else None
@@ -165,16 +170,26 @@ class SinkWorker:
                 await self.out.deliver(wanted)
             last = events[-1].seq
             self.resend_from = last if self.resend_from is not None and last < cursor else None
-            if last > cursor and not await self.core.run(
-                self.store.advance_export, self.sink.name, cursor, last, self.lease
-            ):
-                self.lease = None  # lost it meanwhile: the next look takes it again, or not
-                return False
-            self.delivered_seq = max(cursor, last)
-        else:
-            self.delivered_seq = cursor
+            cursor = max(cursor, last)
+        self.held, self.delivered_seq = (stored, cursor) if cursor > stored else None, cursor
+        due = not events or self.clock.monotonic() - self._written >= WRITE_EVERY
+        if due and not await self.write_cursor():
+            return False
         await self._recovered()
         return len(events) == self.sink.batch
+
+    async def write_cursor(self) -> bool:
+        """Write what was delivered past the stored cursor (held in memory between writes: a
+        node that dies sends it again from the stored one); False when the lease was lost
+        meanwhile (nothing written: the next look takes the lease again, or not)."""
+        held, self.held = self.held, None
+        self._written = self.clock.monotonic()
+        if held is None:
+            return True
+        if await self.core.run(self.store.advance_export, self.sink.name, *held, self.lease):
+            return True
+        self.lease = None
+        return False
 
     async def _moved_by_hand(self, cursor: int) -> bool:
         """The cursor's MAC does not hold: someone without the chain key edited it (to hide
@@ -282,8 +297,11 @@ class Exporter:
         return [w.health() for w in self.workers]
 
     async def close(self) -> None:
-        """Close the sinks' connections and give up the leases (another node takes over)."""
+        """Write each sink's cursor, close the sinks' connections and give up the leases
+        (another node takes over)."""
         for worker in self.workers:
+            with contextlib.suppress(Exception):
+                await worker.write_cursor()
             with contextlib.suppress(Exception):
                 await worker.out.close()
             if worker.lease is not None:
