@@ -91,6 +91,19 @@ def pg(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
 
 
 @pytest.fixture
+def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
+    """The masking tests' shop (tests/masking/shop.py) on the shared cluster, dropped with its
+    role after (tests/masking/conftest.py has its own, which drops the masking roles too)."""
+    from tests.masking.shop import make_shop  # noqa: PLC0415 - only the tests that use it
+
+    db = make_shop(pg_cluster)
+    try:
+        yield db
+    finally:
+        pg_cluster.discard(db)
+
+
+@pytest.fixture
 def pg_cluster_factory(request: pytest.FixtureRequest) -> Iterator[PgClusterFactory]:
     """Makes and starts private clusters (e.g. ssl=True); each is closed after the test, and its
     log printed when the test fails."""

@@ -27,21 +27,12 @@ from bastion.pgproxy.door import PgDoor
 from bastion.reload import STOPPING
 from bastion.server import Server
 from tests.harness import Bastion
-from tests.masking.shop import make_shop
 from tests.nodes import key_of, running
-from tests.realpg import PgCluster, PgDatabase, asyncpg_connect, psql_argv, psql_env
+from tests.realpg import PgDatabase, asyncpg_connect, psql_argv, psql_env
 from tests.test_reload_stop import PASSWORD, UNMASKED, until_async
 
 SLEEP = "SELECT pg_sleep(60)"
 FLOOD_FROM = "127.0.0.5"  # the flood's own address (the limits count per address)
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
-    pg_cluster.drop_role(db.user)
 
 
 @pytest.fixture

@@ -19,22 +19,13 @@ import pytest
 from bastion.core import STOPPING_REFUSAL
 from bastion.server import Server
 from tests.harness import Bastion
-from tests.masking.shop import make_shop
-from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
+from tests.realpg import PgDatabase, asyncpg_connect
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import connect
 from tests.test_reload_redteam import SlowRelay
 from tests.test_reload_stop import PASSWORD, UNMASKED, until_async
 
 REFUSED = f"bastion: {STOPPING_REFUSAL}"
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
-    pg_cluster.drop_role(db.user)
 
 
 @pytest.fixture

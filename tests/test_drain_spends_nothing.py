@@ -15,10 +15,10 @@ from bastion.core import STOPPING_REFUSAL
 from bastion.pgproxy.door import PgDoor
 from tests.harness import Bastion
 from tests.pgproxy.test_door_prelogin import error_of, read_frame
-from tests.test_drain_logins import bastion, running_server, shop, stop_after_drain
+from tests.test_drain_logins import bastion, running_server, stop_after_drain
 from tests.test_reload_stop import PASSWORD, until_async
 
-__all__ = ["bastion", "shop"]  # the fixtures, as test_drain_logins makes them
+__all__ = ["bastion"]  # the fixture, as test_drain_logins makes it
 TICKET = "bt_drain-red-team-ticket"
 
 

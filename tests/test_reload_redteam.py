@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -32,8 +31,7 @@ from bastion.pgproxy.door import PgDoor
 from bastion.pki import make_tls
 from bastion.server import Server
 from tests.harness import Bastion
-from tests.masking.shop import make_shop
-from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
+from tests.realpg import PgDatabase, asyncpg_connect
 from tests.realssh import free_port
 from tests.test_metrics_access import TOKEN, get, serving, write_token
 from tests.test_reload_stop import PASSWORD, UNMASKED, served_certificate, until_async
@@ -105,14 +103,6 @@ class SlowRelay:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         await self.server.wait_closed()
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
-    pg_cluster.drop_role(db.user)
 
 
 def test_a_session_opening_as_the_drain_begins_is_ended_and_its_row_closed(

@@ -26,9 +26,8 @@ from bastion.pki import make_ssh_host_key, make_tls
 from bastion.reload import STOPPING, file_digest, plan
 from bastion.watch import WATCH_EVERY
 from tests.harness import Bastion
-from tests.masking.shop import make_shop
 from tests.nodes import running
-from tests.realpg import PgCluster, PgDatabase, asyncpg_connect
+from tests.realpg import PgDatabase, asyncpg_connect
 from tests.realssh import Sshd
 
 PASSWORD = "correct horse battery"
@@ -40,14 +39,6 @@ idle_timeout = "10h"
 enabled = false
 """
 JANE = "SELECT email FROM customers WHERE id = 4711"
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.sql(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
-    pg_cluster.drop_role(db.user)
 
 
 @pytest.fixture

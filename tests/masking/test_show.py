@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bastion.errors import Exit
 from tests import test_cli
-from tests.masking.shop import make_shop
-from tests.realpg import PgCluster, PgDatabase
+from tests.realpg import PgDatabase
 from tests.test_cli import Bastion, assert_error
 
 pytestmark = pytest.mark.both_stores  # the store on SQLite and on PostgreSQL
@@ -24,13 +22,6 @@ sensitive = ["public.orders.note"]
 clean = ["public.newsletter_stats.email_count", "customers.name"]
 styles = { "customers.email" = "hash" }
 """
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.discard(db)
 
 
 def by_column(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -3,23 +3,13 @@ the same snapshot as a typed read of the same queries through asyncpg."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import asyncpg
 import pytest
 
 from bastion.audit import catalog as catalog_sql
 from bastion.masking.catalog import METADATA_RELATIONS, SYSTEM_SCHEMAS, Catalog
 from bastion.pgproxy import upstream
-from tests.masking.shop import make_shop
-from tests.realpg import PgCluster, PgDatabase
-
-
-@pytest.fixture
-def shop(pg_cluster: PgCluster) -> Iterator[PgDatabase]:
-    db = make_shop(pg_cluster)
-    yield db
-    pg_cluster.discard(db)
+from tests.realpg import PgDatabase
 
 
 async def read_with_asyncpg(conn: asyncpg.Connection) -> Catalog:
