@@ -167,7 +167,12 @@ class SinkWorker:
                       and self.filter.takes(e.kind, e.severity)]  # fmt: skip
             if wanted:
                 self._sending = True  # until the step ends: the cursor moves with it
-                await self.out.deliver(wanted)
+                try:
+                    await self.out.deliver(wanted)
+                except SinkError:  # what it took before stays taken through the outage
+                    with contextlib.suppress(Exception):
+                        await self.write_cursor()
+                    raise
             last = events[-1].seq
             self.resend_from = last if self.resend_from is not None and last < cursor else None
             cursor = max(cursor, last)

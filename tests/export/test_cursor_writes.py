@@ -17,6 +17,7 @@ from bastion.audit import ChainKey, Event, Store
 from bastion.audit.location import PgLocation
 from bastion.clock import FakeClock
 from bastion.config_export import ExportSink
+from bastion.export.sinks import SinkError
 from bastion.export.worker import WRITE_EVERY, Exporter
 
 KEY = ChainKey(bytes(range(32)))
@@ -128,3 +129,26 @@ def test_a_node_that_dies_before_its_write_repeats_nothing_in_the_file(
 
     asyncio.run(go())
     assert seqs(path) == list(range(1, store.chain_head()[0] + 1))  # each line once, in order
+
+
+def test_what_a_sink_took_before_it_failed_is_written_at_the_failure(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A sink down for hours does not leave the store's cursor behind what it took."""
+    path = tmp_path / "audit.jsonl"
+
+    async def go() -> None:
+        worker = (await exporter(store, clock, path)).workers[0]
+        await more(store, 5)
+        await worker.step()
+        taken = await more(store, 5)
+        await worker.step()
+        assert await cursor(store) < taken == worker.delivered_seq
+        path.unlink()
+        path.mkdir()  # the sink fails: the path is no longer a file
+        await more(store, 2)
+        with pytest.raises(SinkError):
+            await worker.step()
+        assert await cursor(store) == taken
+
+    asyncio.run(go())
