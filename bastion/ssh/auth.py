@@ -289,7 +289,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         admission = self.state.admission
         if admission is None:  # a first factor was proven on it: never without one
             return False
-        if self.core.stopping:  # draining: the code is not checked, so it is not spent
+        if self.core.going_live(admission, "") is not None:  # draining: not checked, not spent
             self._refuse_stopping()
         outcome = await self.core.second_factor(admission, responses[0])
         if admission.authenticated:
@@ -306,9 +306,7 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def _refuse_stopping(self) -> None:
         """The node began draining while the code was typed: the usual one line, no session
-        (a login is refused during a drain whatever it proves), counted as decide() does."""
-        log.warning("access.denied", user=self.state.name, reason=STOPPING_REFUSAL)
-        self.core.metrics.access_refused("ssh", STOPPING_REFUSAL, node="stopping")
+        (a login is refused during a drain whatever it proves; Core.going_live counted it)."""
         if self.conn is not None:
             self.conn.send_auth_banner(f"bastion: {STOPPING_REFUSAL}\r\n")
         raise asyncssh.PermissionDenied(STOPPING_REFUSAL)

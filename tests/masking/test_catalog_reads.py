@@ -198,7 +198,8 @@ def test_other_roles_and_functions_settings_never_show_through_the_door(
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="sensitive"):
                 conn.execute(sql)
     assert shown[0] and shown[2] == [("keyed", None)]
-    assert SETTING_SECRET not in str(shown) and "4242" not in str(shown)
+    assert SETTING_SECRET not in str(shown)
+    assert "n_distinct" not in str(shown)  # the option's name: an oid may hold its value
 
 
 def test_an_ordered_set_aggregate_takes_only_clean_values(masking: Masking) -> None:
