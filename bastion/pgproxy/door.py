@@ -16,13 +16,13 @@ from bastion.access.preauth import PreauthLimiter, limiter_for
 from bastion.access.seats import Seats
 from bastion.audit import Event, Leftovers
 from bastion.config import Listener, Paths
-from bastion.core import STOPPING_REFUSAL, Core
+from bastion.core import Core
 from bastion.errors import BastionError
 from bastion.pgproxy.cancels import KEY_BYTES, CancelRoutes, pinned_certificate
 from bastion.pgproxy.client import CANNOT_CONNECT_NOW, Client, ClientRefused, check_startup
 from bastion.pgproxy.masked import Maskings
 from bastion.pgproxy.readnames import ReadNames
-from bastion.pgproxy.session import Login, PgSession, authenticate
+from bastion.pgproxy.session import Login, PgSession, authenticate, refuse_if_stopping
 from bastion.pgproxy.upstream import UpstreamError
 from bastion.proxied import ProxiedListener, Trusted, open_streams
 from bastion.reload import STOPPING, tls_context
@@ -223,9 +223,7 @@ class PgDoor:
         if isinstance(first, pgwire.CancelRequest):
             await self._cancel(client, first)
             return None
-        if self.core.stopping:  # draining: cancels only; nothing is checked or spent
-            self.core.metrics.access_refused(self.name, STOPPING_REFUSAL, node="stopping")
-            raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
+        refuse_if_stopping(self.core)  # draining: cancels only
         passed = check_startup(client, first)
         return await authenticate(self.core, client, first), passed
 

@@ -53,6 +53,14 @@ def login_failed(user: str, target: str) -> ClientRefused:
                          " code; repeated failures lock the account for a while)")  # fmt: skip
 
 
+def refuse_if_stopping(core: Core) -> None:
+    """On a draining node a login is refused (57P03, as PostgreSQL's own shutdown answers)
+    before anything of it is checked or spent; counted as decide()'s refusal."""
+    if core.stopping:
+        core.metrics.access_refused("postgres", STOPPING_REFUSAL, node="stopping")
+        raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
+
+
 async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessage) -> Login:
     """Password + TOTP (or a ticket) inside TLS, then the access check; ClientRefused if not.
 
@@ -66,9 +74,7 @@ async def authenticate(core: Core, client: Client, startup: pgwire.StartupMessag
     frame = await client.next_frame()
     if frame is None or frame.type != b"p":
         raise ClientRefused("28P01", "expected a password message")
-    if core.stopping:  # draining since its start-up: nothing checked, no ticket or code spent
-        core.metrics.access_refused("postgres", STOPPING_REFUSAL, node="stopping")
-        raise ClientRefused(CANNOT_CONNECT_NOW, STOPPING_REFUSAL)
+    refuse_if_stopping(core)  # draining since its start-up: no ticket or code spent
     secret = bytes(frame.body).rstrip(b"\x00").decode("utf-8", "replace")
     admission = core.admission("postgres", client.address, user)
     ticket = None
