@@ -14,8 +14,6 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +27,8 @@ from bastion.server import Server
 from tests.harness import Bastion
 from tests.nodes import key_of, running
 from tests.realpg import PgDatabase, asyncpg_connect, psql_argv, psql_env
-from tests.test_reload_stop import PASSWORD, UNMASKED, until_async
+from tests.test_drain_logins import draining_an_hour
+from tests.test_reload_stop import PASSWORD, until_async
 
 SLEEP = "SELECT pg_sleep(60)"
 FLOOD_FROM = "127.0.0.5"  # the flood's own address (the limits count per address)
@@ -38,12 +37,7 @@ FLOOD_FROM = "127.0.0.5"  # the flood's own address (the limits count per addres
 @pytest.fixture
 def bastion(tmp_path: Path, shop: PgDatabase) -> Iterator[Bastion]:
     """alice may read the shop; drains last an hour (ended by the second signal)."""
-    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
-    b.add_user("alice", password=PASSWORD)
-    b.add_pg_target("shop", shop)
-    b.grant("alice", "shop")
-    policy = b.core.config
-    b.core.reconfigure(replace(policy, sessions=replace(policy.sessions, drain=timedelta(hours=1))))
+    b = draining_an_hour(tmp_path, shop)
     b.start()
     try:
         yield b

@@ -32,19 +32,26 @@ REFUSED = f"bastion: {STOPPING_REFUSAL}"
 def bastion(tmp_path: Path, shop: PgDatabase, sshd: Sshd) -> Iterator[Bastion]:
     """alice may read the shop (masking off) and use web-1 (a real sshd); drains last an hour
     (a test ends one with the second signal, as an operator would)."""
-    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
-    b.add_user("alice", password=PASSWORD)
-    b.add_pg_target("shop", shop)
-    b.grant("alice", "shop")
+    b = draining_an_hour(tmp_path, shop)
     b.add_target("web-1", sshd)
     b.grant("alice", "web-1")
-    policy = b.core.config
-    b.core.reconfigure(replace(policy, sessions=replace(policy.sessions, drain=timedelta(hours=1))))
     b.start()
     try:
         yield b
     finally:
         b.stop()
+
+
+def draining_an_hour(tmp_path: Path, shop: PgDatabase) -> Bastion:
+    """A bastion (not started) where alice may read the shop, masking off; its drains last an
+    hour."""
+    b = Bastion(tmp_path / "bastion", UNMASKED, postgres=True)
+    b.add_user("alice", password=PASSWORD)
+    b.add_pg_target("shop", shop)
+    b.grant("alice", "shop")
+    policy = b.core.config
+    b.core.reconfigure(replace(policy, sessions=replace(policy.sessions, drain=timedelta(hours=1))))
+    return b
 
 
 def running_server(b: Bastion) -> Server:
