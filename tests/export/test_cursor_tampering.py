@@ -11,7 +11,7 @@ import pytest
 
 from bastion.audit import Store
 from tests.export.test_file_sink import lines_of
-from tests.export.test_syslog_outage import activity, chained, wait_until
+from tests.export.test_syslog_outage import activity, caught_up, chained, wait_until
 from tests.harness import Bastion
 from tests.test_cli import run_bastion
 
@@ -39,11 +39,11 @@ def test_a_cursor_moved_forward_by_hand_hides_nothing(tmp_path: Path) -> None:
     b.start()
     try:
         activity(b, range(0, 4))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
         hand_edit(b, "UPDATE export_cursors SET delivered_seq = delivered_seq + 1000")
         activity(b, range(4, 8))
         wait_until(lambda: b.events("export.cursor_tampered"), "the tampering to be chained")
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the rest")
+        caught_up(b, "trail", "the rest")
     finally:
         b.stop()
     (tampered,) = [e for e in chained(b) if e.kind == "export.cursor_tampered"]
@@ -58,7 +58,7 @@ def test_export_status_shows_a_cursor_moved_by_hand(tmp_path: Path) -> None:
     b.start()
     try:
         activity(b, range(0, 3))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     home = ("--config", str(b.home / "bastion.toml"))

@@ -14,7 +14,7 @@ from bastion.audit.chain import ChainedEvent, link
 from bastion.config_export import ExportSink
 from bastion.errors import Exit
 from bastion.export.sinks import FileSink
-from tests.export.test_syslog_outage import activity, chained, wait_until
+from tests.export.test_syslog_outage import activity, caught_up, chained, wait_until
 from tests.harness import Bastion
 from tests.test_cli import run_bastion
 
@@ -78,7 +78,7 @@ def test_a_bastion_feeds_a_rotating_file_every_event_in_order(tmp_path: Path) ->
     b.start()
     try:
         activity(b, range(0, 30))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     written = lines_of(path, 100)
@@ -101,7 +101,7 @@ def test_a_file_sink_that_fails_goes_on_where_it_stopped(tmp_path: Path) -> None
     b.start()
     try:
         activity(b, range(0, 5))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
         folder.rename(tmp_path / "aside")
         folder.write_text("a file where the folder was")  # every open fails now
         activity(b, range(5, 10))
@@ -111,7 +111,7 @@ def test_a_file_sink_that_fails_goes_on_where_it_stopped(tmp_path: Path) -> None
         assert exporter.health()[0]["error"] == "cannot write the file (Not a directory)"
         folder.unlink()
         (tmp_path / "aside").rename(folder)
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the rest")
+        caught_up(b, "trail", "the rest")
     finally:
         b.stop()
     seqs = [line["seq"] for line in lines_of(path, 1)]
@@ -129,7 +129,7 @@ def test_export_verify_checks_a_file_sinks_records_and_export_status_shows_the_c
     b.start()
     try:
         activity(b, range(0, 12))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     files = [str(p) for p in sorted(path.parent.glob("audit.jsonl.*"), reverse=True)]

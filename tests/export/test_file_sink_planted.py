@@ -13,7 +13,7 @@ import pytest
 from bastion.config_export import ExportSink
 from bastion.export.sinks import FileSink, SinkError
 from tests.export.test_file_sink import events, lines_of
-from tests.export.test_syslog_outage import activity, chained, wait_until
+from tests.export.test_syslog_outage import activity, caught_up, chained, wait_until
 from tests.harness import Bastion
 
 
@@ -36,7 +36,7 @@ def test_a_forged_last_line_does_not_make_the_feed_skip_events(tmp_path: Path) -
     b.start()
     try:
         activity(b, range(4, 8))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     written = [line["seq"] for line in lines_of(path, 1)[1:]]
@@ -54,7 +54,7 @@ def test_a_symlinked_rotated_file_is_not_read_for_the_last_seq(tmp_path: Path) -
     os.symlink(elsewhere, path.with_name(path.name + ".1"))
     b.start()
     try:
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     assert [line["seq"] for line in lines_of(path, 0)][:2] == [1, 2]  # seq 1 not skipped
@@ -66,7 +66,7 @@ def test_a_fifo_at_the_rotated_name_does_not_hang_the_sink(tmp_path: Path) -> No
     activity(b, range(0, 3))
     b.start()
     try:
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     assert [line["seq"] for line in lines_of(path, 0)][:3] == [1, 2, 3]

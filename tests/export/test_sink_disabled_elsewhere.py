@@ -12,7 +12,7 @@ import pytest
 
 from tests.export.test_cursor_tampering import hand_edit
 from tests.export.test_file_sink import lines_of
-from tests.export.test_syslog_outage import activity, wait_until
+from tests.export.test_syslog_outage import activity, caught_up, wait_until
 from tests.harness import Bastion
 
 
@@ -28,7 +28,7 @@ def test_a_sink_the_store_no_longer_counts_fails_and_sends_nothing_twice(
     b.start()
     try:
         activity(b, range(0, 3))
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
         if how == "a deleted row":
             hand_edit(b, "DELETE FROM export_cursors")
         else:

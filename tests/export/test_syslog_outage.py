@@ -26,6 +26,11 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 30) -> N
         time.sleep(0.05)
 
 
+def caught_up(b: Bastion, sink: str, what: str) -> None:
+    """Wait until `sink`'s cursor in the store reaches the chain's head."""
+    wait_until(lambda: b.store.export_cursor(sink) == b.store.chain_head()[0], what)
+
+
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[SyslogReceiver]:
     with tls_receiver(tmp_path / "siem-tls") as server:
@@ -118,7 +123,7 @@ def test_a_filtered_sink_takes_only_its_kinds_and_severities(
     b.start()
     try:
         activity(b, range(0, 6))
-        wait_until(lambda: b.store.export_cursor("siem") == b.store.chain_head()[0], "the cursor")
+        caught_up(b, "siem", "the cursor")
     finally:
         b.stop()
     wanted = [e.seq for e in chained(b) if e.kind.startswith("export.") or (e.severity != "info"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bastion.pki import make_tls
 from tests.export.receivers import SyslogReceiver
-from tests.export.test_syslog_outage import activity, syslog_config, wait_until
+from tests.export.test_syslog_outage import activity, caught_up, syslog_config, wait_until
 from tests.harness import Bastion
 from tests.realssh import free_port
 
@@ -54,7 +54,7 @@ def test_what_a_stuck_receiver_never_read_comes_again(tmp_path: Path) -> None:
     b.start()
     try:
         activity(b, range(0, 60))
-        wait_until(lambda: b.store.export_cursor("siem") == b.store.chain_head()[0], "'delivery'")
+        caught_up(b, "siem", "'delivery'")
         stuck.crash()  # it read nothing of it
         real.start()
         activity(b, range(60, 62))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import Exit
-from tests.export.test_syslog_outage import activity, wait_until
+from tests.export.test_syslog_outage import activity, caught_up
 from tests.harness import Bastion
 from tests.test_cli import run_bastion
 
@@ -23,7 +23,7 @@ def filtered_feed(tmp_path: Path) -> tuple[Bastion, Path]:
     b.start()
     try:
         activity(b, range(0, 9))  # user.added each, user.disabled every third
-        wait_until(lambda: b.store.export_cursor("trail") == b.store.chain_head()[0], "the file")
+        caught_up(b, "trail", "the file")
     finally:
         b.stop()
     return b, path
