@@ -43,6 +43,7 @@ from bastion.config import load_config
 from bastion.errors import Exit
 from tests import doorstore
 from tests.realpg import PgCluster
+from tests.realssh import free_port
 
 DEADLINE = 20.0  # seconds; a safety net for waits, never a timing assertion
 POLL = 0.05
@@ -94,13 +95,6 @@ def assert_error(result: Result, code: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def mode_of(path: Path) -> int:

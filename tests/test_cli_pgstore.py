@@ -18,9 +18,9 @@ from bastion.config import load_config
 from bastion.errors import Exit
 from bastion.identity.sealing import SecretBox
 from tests import storeadmin
-from tests.realssh import wait_for_banner
+from tests.realssh import free_port, wait_for_banner
 from tests.storeadmin import Admin
-from tests.test_cli import Bastion, assert_error, assert_ok, assert_tampered, free_port, run_bastion
+from tests.test_cli import Bastion, assert_error, assert_ok, assert_tampered, run_bastion
 from tests.test_cli_query_log_verify import end, session, start
 
 raw = storeadmin.raw

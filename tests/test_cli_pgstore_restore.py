@@ -23,6 +23,7 @@ from bastion.identity.sealing import SecretBox
 from bastion.reports.facts import EVENT_KINDS, Facts
 from bastion.reports.findings_access import restores
 from bastion.reports.week import parse_week
+from tests.realssh import free_port
 from tests.storeat import StoreTemplate
 from tests.test_cli import (
     DEADLINE,
@@ -32,7 +33,6 @@ from tests.test_cli import (
     child_env,
     close_pipes,
     configure_anchors,
-    free_port,
     mode_of,
     serve_once,
     wait_for_health,

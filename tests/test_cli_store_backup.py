@@ -14,6 +14,7 @@ import pytest
 
 from bastion.errors import Exit
 from tests import test_cli
+from tests.realssh import free_port
 from tests.test_cli import (
     DEADLINE,
     Bastion,
@@ -23,7 +24,6 @@ from tests.test_cli import (
     child_env,
     close_pipes,
     configure_anchors,
-    free_port,
     mode_of,
     serve_once,
     tamper,

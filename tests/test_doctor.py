@@ -29,8 +29,8 @@ from bastion.errors import Exit
 from bastion.pki import make_tls
 from tests import test_cli
 from tests.realpg import PgDatabase
-from tests.realssh import Sshd
-from tests.test_cli import Bastion, Result, assert_error, assert_ok, free_port
+from tests.realssh import Sshd, free_port
+from tests.test_cli import Bastion, Result, assert_error, assert_ok
 
 bst = test_cli.bst
 pristine = test_cli.pristine

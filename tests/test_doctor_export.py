@@ -4,7 +4,6 @@ unreachable webhook each FAIL with what to fix; a webhook's path and token never
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from bastion.pki import make_tls
 from tests import test_cli
 from tests.export.receivers import SyslogReceiver, tls_receiver
+from tests.realssh import free_port
 from tests.test_cli import Bastion
 from tests.test_doctor import doctor, lines_of
 
@@ -37,9 +37,8 @@ def syslog_table(name: str, port: int, ca: Path) -> str:
 
 
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on."""
+    return free_port()
 
 
 def test_no_sink_is_one_ok_line(bst: Bastion) -> None:

@@ -20,6 +20,7 @@ from tests.realssh import (
     Sshd,
     descendants,
     fingerprint,
+    free_port,
     make_keypair,
     read_banner,
 )
@@ -336,3 +337,10 @@ def test_stop_ends_live_sessions(sshd: Sshd, sshd_client: OpenSSHClient) -> None
         assert pane.wait_exit() == 255
     _wait_gone(sleeper)
     assert not sshd.running
+
+
+def test_free_port_never_names_one_port_twice() -> None:
+    # A config built from three free_port() calls once named one port for two listeners
+    # (CI, stop 31): the kernel gives a let-go port out again.
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)

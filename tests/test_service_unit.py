@@ -24,7 +24,8 @@ from bastion.config_policies import SessionPolicy
 from bastion.errors import Exit
 from bastion.lifecycle import STOP_AFTER_DRAIN
 from tests import test_cli
-from tests.test_cli import Bastion, child_env, close_pipes, free_port
+from tests.realssh import free_port
+from tests.test_cli import Bastion, child_env, close_pipes
 
 bst = test_cli.bst
 pristine = test_cli.pristine
