@@ -9,6 +9,7 @@ from contextlib import closing
 
 import pytest
 
+from bastion.audit import guards
 from bastion.audit.location import PgLocation
 from tests import test_cli
 from tests.test_cli import Bastion
@@ -85,3 +86,33 @@ def test_the_owner_switching_a_guard_off_is_a_doctor_failure(
     status, text = lines_of(result)["store guards"]
     assert status == "FAIL" and said in text, result.stdout
     assert result.returncode != 0
+
+
+def test_the_shipped_guards_are_read_with_postgresqls_grammar_whatever_the_spelling() -> None:
+    # The first reading used regular expressions: a function whose body is a quoted string, a
+    # schema-qualified or quoted name, or a DROP ... IF EXISTS would have been misread, and
+    # doctor would then have called a shipped guard foreign, or missed a dropped one.
+    scripts = [
+        'CREATE FUNCTION s."Guard"() RETURNS trigger LANGUAGE plpgsql'
+        " AS 'BEGIN RAISE EXCEPTION ''no''; END;';\n"
+        'CREATE TRIGGER t1 BEFORE UPDATE ON s.events FOR EACH ROW EXECUTE FUNCTION s."Guard"();'
+        '\nCREATE TRIGGER t2 BEFORE DELETE ON events FOR EACH ROW EXECUTE PROCEDURE "Guard"();',
+        "DROP TRIGGER IF EXISTS t1 ON s.events; -- a comment naming CREATE TRIGGER t9 ON x\n"
+        "DO $$ BEGIN EXECUTE 'CREATE TRIGGER t8 BEFORE DELETE ON x'; END $$;",
+    ]
+    found = guards.read_guards(scripts)
+    assert found.triggers == {("events", "t2"): "Guard"}
+    assert found.bodies == {"Guard": "BEGIN RAISE EXCEPTION 'no'; END;"}
+    assert found.trigger_functions() == {"Guard"}
+
+
+def test_every_function_a_shipped_trigger_runs_must_pin_its_search_path() -> None:
+    # The functions that must be pinned come from the migrations' triggers, not a list by hand
+    # that a new trigger function could be missing from.
+    shipped = guards.shipped()
+    for function in shipped.trigger_functions():
+        unpinned = [(function, shipped.bodies[function], None)]
+        assert guards.problems("bastion", [], unpinned) == sorted(
+            [f"function {function} does not pin its search_path"]
+            + [f"trigger {name} on {table} is missing" for table, name in shipped.triggers]
+        )

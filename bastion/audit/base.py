@@ -60,6 +60,15 @@ def contains(needle: str) -> str:
     return "%" + low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+MIGRATIONS_TABLE_SQLITE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+"""The table a SQLite store records its applied migrations in (PostgreSQL's makes its own)."""
+SQLITE_TRIGGERS = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+"""Each trigger of a SQLite database with the CREATE text SQLite keeps for it."""
+
+
 def migrations(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
     """The numbered migrations shipped with the package for one engine, in order: (number,
     name, sql). SQLite's are in migrations/, PostgreSQL's twins in migrations/postgresql/."""
@@ -245,11 +254,7 @@ class StoreBase:
         with self._lock:
             try:  # PostgreSQL's apply_migration makes its own, under the migration lock
                 if self.conn.dialect == "sqlite":
-                    self.conn.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_migrations"
-                        " (number INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                        " applied_at TEXT NOT NULL)"
-                    )
+                    self.conn.execute(MIGRATIONS_TABLE_SQLITE)
             except DbError as exc:
                 raise StoreError(f"cannot use the store {self.where}: {exc}") from exc
             current = self.schema_version()

@@ -3,18 +3,14 @@ functions and pinned search_path too), and how a store's own catalog differs fro
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from bastion.audit.base import migrations
+from bastion.audit.base import MIGRATIONS_TABLE_SQLITE, SQLITE_TRIGGERS, migrations
+from bastion.audit.sqlconn import SqliteConn
+from bastion.sqlparse.tree import Node, parse
 
-_FUNCTION = re.compile(
-    r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(.*?\bAS \$(\w*)\$(.*?)\$\2\$", re.DOTALL
-)
-_TRIGGER = re.compile(r"CREATE TRIGGER (\w+)\s.*?\bON (\w+)", re.DOTALL)
-_DROPPED = re.compile(r"DROP TRIGGER (\w+) ON (\w+)")
-_SQLITE_TRIGGER = re.compile(r"(CREATE TRIGGER (\w+)\b.*?\bEND)\s*;", re.DOTALL)
-_SQLITE_DROPPED = re.compile(r"DROP TRIGGER (?:IF EXISTS )?(\w+)")
 # A trigger that fires in a session as the bastion opens it: 'O' (origin) or 'A' (always);
 # 'D' is disabled and 'R' fires only on a replica.
 FIRING = ("O", "A")
@@ -24,27 +20,54 @@ TriggerRow = tuple[str, str, str]
 FunctionRow = tuple[str, str, list[str] | None]
 
 
-def shipped() -> tuple[set[tuple[str, str]], dict[str, str]]:
-    """The (table, trigger) pairs and each function's body the PostgreSQL migrations leave."""
-    triggers: set[tuple[str, str]] = set()
-    bodies: dict[str, str] = {}
-    for _, _, sql in migrations("postgresql"):
-        for table_trigger in _events(sql):
-            kind, name, table = table_trigger
-            if kind == "drop":
-                triggers.discard((table, name))
-            else:
-                triggers.add((table, name))
-        for match in _FUNCTION.finditer(sql):
-            bodies[match.group(1)] = match.group(3)
-    return triggers, bodies
+@dataclass
+class Shipped:
+    """What the PostgreSQL migrations leave: (table, trigger) pairs, the function each trigger
+    runs, and each function's body."""
+
+    triggers: dict[tuple[str, str], str] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)
+
+    def trigger_functions(self) -> set[str]:
+        """The functions some shipped trigger runs: each must pin its search_path."""
+        return set(self.triggers.values())
 
 
-def _events(sql: str) -> list[tuple[str, str, str]]:
-    """CREATE and DROP TRIGGER statements in the order the migration runs them."""
-    found = [(m.start(), "create", m.group(1), m.group(2)) for m in _TRIGGER.finditer(sql)]
-    found += [(m.start(), "drop", m.group(1), m.group(2)) for m in _DROPPED.finditer(sql)]
-    return [(kind, name, table) for _, kind, name, table in sorted(found)]
+@functools.cache
+def shipped() -> Shipped:
+    """The guards the PostgreSQL migrations make, read with PostgreSQL's own grammar, each
+    migration's statements in the order they run."""
+    return read_guards(sql for _, _, sql in migrations("postgresql"))
+
+
+def read_guards(scripts: Iterable[str]) -> Shipped:
+    """The triggers and functions PostgreSQL scripts leave, run one after the other."""
+    out = Shipped()
+    for sql in scripts:
+        for kind, node in parse(sql):
+            _apply(out, kind, node)
+    return out
+
+
+def _apply(out: Shipped, kind: str, node: Node) -> None:
+    """One statement's effect on the shipped guards (others leave them as they are)."""
+    if kind == "CreateTrigStmt":
+        out.triggers[(node["relation"]["relname"], node["trigname"])] = _bare(node["funcname"])
+    elif kind == "CreateFunctionStmt":
+        body = next(o["DefElem"] for o in node["options"] if o["DefElem"]["defname"] == "as")
+        out.bodies[_bare(node["funcname"])] = body["arg"]["List"]["items"][0]["String"]["sval"]
+    elif kind == "DropStmt" and node["removeType"] == "OBJECT_TRIGGER":
+        for obj in node["objects"]:
+            table, name = (part["String"]["sval"] for part in obj["List"]["items"][-2:])
+            out.triggers.pop((table, name), None)
+    elif kind == "DropStmt" and node["removeType"] == "OBJECT_FUNCTION":
+        for obj in node["objects"]:
+            out.bodies.pop(_bare(obj["ObjectWithArgs"]["objname"]), None)
+
+
+def _bare(name: list[Node]) -> str:
+    """The last part of a possibly schema-qualified name."""
+    return str(name[-1]["String"]["sval"])
 
 
 def problems(schema: str, triggers: Iterable[TriggerRow],
@@ -52,11 +75,12 @@ def problems(schema: str, triggers: Iterable[TriggerRow],
     """What differs from the shipped guards: a trigger missing, disabled or firing only on a
     replica; a function whose body was replaced, whose search_path is not pinned, or that the
     migrations never made (one short phrase each, sorted)."""
-    want_triggers, want_bodies = shipped()
+    want = shipped()
+    want_bodies, trigger_functions = want.bodies, want.trigger_functions()
     pinned = [f"search_path={schema}, pg_temp", f'search_path="{schema}", pg_temp']
     out: list[str] = []
     have = {(table, name): enabled for table, name, enabled in triggers}
-    for table, name in sorted(want_triggers):
+    for table, name in sorted(want.triggers):
         enabled = have.get((table, name))
         if enabled is None:
             out.append(f"trigger {name} on {table} is missing")
@@ -68,28 +92,24 @@ def problems(schema: str, triggers: Iterable[TriggerRow],
             out.append(f"{what} was not made by a migration")
         elif body != want_bodies[name]:
             out.append(f"function {name} is not the shipped one")
-        elif name in _TRIGGER_FUNCTIONS and not any(p in (settings or []) for p in pinned):
+        elif name in trigger_functions and not any(p in (settings or []) for p in pinned):
             out.append(f"function {name} does not pin its search_path")
     return sorted(out)
 
 
-_TRIGGER_FUNCTIONS = frozenset({"audit_events_append_only", "audit_events_decided",
-                                "audit_events_delete_checkpointed",
-                                "chain_checkpoints_append_only"})  # fmt: skip
-
-
+@functools.cache
 def sqlite_shipped() -> dict[str, str]:
-    """Each trigger the SQLite migrations leave, by name: its CREATE text as SQLite keeps it."""
-    out: dict[str, str] = {}
-    for _, _, sql in migrations("sqlite"):
-        found = [(m.start(), m.group(2), m.group(1)) for m in _SQLITE_TRIGGER.finditer(sql)]
-        found += [(m.start(), m.group(1), None) for m in _SQLITE_DROPPED.finditer(sql)]
-        for _, name, text in sorted(found, key=lambda f: f[0]):
-            if text is None:
-                out.pop(name, None)
-            else:
-                out[name] = text
-    return out
+    """Each trigger the SQLite migrations leave, by name, with its CREATE text as SQLite keeps
+    it: SQLite itself runs them, as a store does, on a private in-memory database and says."""
+    scratch = SqliteConn.scratch()
+    try:
+        scratch.execute(MIGRATIONS_TABLE_SQLITE)
+        for number, name, sql in migrations("sqlite"):
+            scratch.apply_migration(number, name, sql, "1970-01-01T00:00:00Z")
+        rows = scratch.execute(SQLITE_TRIGGERS).fetchall()
+        return {str(row[0]): str(row[1]) for row in rows}
+    finally:
+        scratch.close()
 
 
 def sqlite_problems(triggers: Iterable[tuple[str, str]]) -> list[str]:

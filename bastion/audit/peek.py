@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bastion.audit import guards
-from bastion.audit.base import migrations
+from bastion.audit.base import SQLITE_TRIGGERS, migrations
 from bastion.audit.location import PgLocation
 from bastion.audit.sqlconn import Conn, DbError, SqliteConn, one
 from bastion.audit.storetime import NOW_SQL
@@ -20,7 +20,6 @@ _TRIGGERS_SQL = (
     " ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace"
     " AND NOT t.tgisinternal"
 )
-_SQLITE_TRIGGERS = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
 _FUNCTIONS_SQL = (
     "SELECT proname, prosrc, proconfig FROM pg_proc"
     " WHERE pronamespace = current_schema()::regnamespace"
@@ -97,7 +96,7 @@ class Peek:
         its triggers)."""
         try:
             if not self.on_postgresql:
-                rows = self.conn.execute(_SQLITE_TRIGGERS).fetchall()
+                rows = self.conn.execute(SQLITE_TRIGGERS).fetchall()
                 return guards.sqlite_problems((str(r[0]), str(r[1])) for r in rows)
             schema = str(one(self.conn.execute("SELECT current_schema()"))[0])
             triggers = [(str(r[0]), str(r[1]), str(r[2]))

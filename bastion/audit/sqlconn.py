@@ -202,6 +202,11 @@ class SqliteConn:
         return cls(conn)
 
     @classmethod
+    def scratch(cls) -> SqliteConn:
+        """A private in-memory database, gone when closed: nothing is read or written on disk."""
+        return cls(sqlite3.connect(":memory:", isolation_level=None))
+
+    @classmethod
     def reader(cls, path: Path, *, untouched: bool = False) -> SqliteConn:
         """A read-only connection of its own to the store file; it never creates the file.
         `untouched`: nor its -wal and -shm files, when there is no -wal (no connection is
