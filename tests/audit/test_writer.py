@@ -222,4 +222,6 @@ async def test_the_writer_redacts_a_statement_the_door_passed_on_unparsed(
     await writer.stop()
     [row] = await off(store.queries)
     assert (row.sql, row.kind) == ("UPDATE t SET pin = $1 WHERE id = $2", "UPDATE")
-    assert "4321" not in json.dumps([e.as_dict() for e in (await off(store.events))])
+    # the events' own words, not their MACs: a keyed hash's hex may hold "4321" by chance
+    words = [(e.kind, e.actor, e.subject, e.detail) for e in (await off(store.events))]
+    assert "4321" not in json.dumps(words)
