@@ -4,6 +4,7 @@ unreachable webhook each FAIL with what to fix; a webhook's path and token never
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def test_file_sinks_a_symlink_and_a_missing_folder_fail(bst: Bastion, tmp_path: 
     assert found["export sink nowhere (file)"][0] == "FAIL"
     assert found["export sink good (file)"][0] == "ok"
     assert not good.exists()  # doctor only reads
+
+
+def test_a_file_sink_planted_by_another_user_fails_as_the_sink_would_refuse_it(
+    bst: Bastion, tmp_path: Path
+) -> None:
+    # The sink refuses a file another user owns (whoever owns it could read, edit or cut
+    # what is shipped); doctor said ok to it because the file could be written.
+    planted = tmp_path / "feed" / "audit.jsonl"
+    planted.parent.mkdir()
+    planted.write_text("", encoding="utf-8")
+    planted.chmod(0o666)
+    os.chown(planted, 65534, 65534)
+    with_sinks(bst, f'[export.planted]\nkind = "file"\npath = "{planted}"\n')
+    status, text = lines_of(doctor(bst))["export sink planted (file)"]
+    assert status == "FAIL", text
+    assert f"owned by uid 65534, not the service's user (uid {os.getuid()})" in text
+    assert f"fix: remove {planted}" in text
 
 
 def test_an_unreachable_webhook_fails_and_never_shows_its_token(bst: Bastion) -> None:

@@ -20,11 +20,13 @@ after its "bastion-anchor: " tag.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import os
 import re
 import socket
+import stat
 import time
 import urllib.parse
 import urllib.request
@@ -190,8 +192,20 @@ class FileSink:
         self.path = path
 
     def send(self, line: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Append one line to the file itself: never through a symlink, never into a FIFO or
+        a device (opening one would hang, or send the anchor nowhere it is kept)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
+            fd = os.open(self.path, flags | os.O_NONBLOCK, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, "is a symlink: name the file itself") from None
+            if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+                raise OSError(exc.errno, "is not a regular file") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EPERM, "is not a regular file")
             os.write(fd, (line + "\n").encode())
             os.fsync(fd)
         finally:

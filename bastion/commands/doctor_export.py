@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import urllib.parse
+from pathlib import Path
 
 from bastion.commands.doctor import Finding, Host, fail, ok, warn
 from bastion.config_export import ExportSink
@@ -20,8 +21,9 @@ def export_sinks(host: Host) -> list[Finding]:
     if not sinks:
         return [ok("export sinks", "none configured (the audit trail stays in the store)")]
     timeout = host.limits.connect_timeout
-    probes = {"syslog": _syslog, "file": _file, "webhook": _webhook}
-    return [probes[sink.kind](sink, timeout) for sink in sinks]
+    probes = {"syslog": _syslog, "webhook": _webhook}
+    return [_file(sink, host) if sink.kind == "file" else probes[sink.kind](sink, timeout)
+            for sink in sinks]  # fmt: skip
 
 
 def _syslog(sink: ExportSink, timeout: float) -> Finding:
@@ -42,7 +44,7 @@ def _syslog(sink: ExportSink, timeout: float) -> Finding:
     return ok(name, f"{host}:{port} answers TLS with a certificate tls_ca vouches for")
 
 
-def _file(sink: ExportSink, timeout: float) -> Finding:
+def _file(sink: ExportSink, host: Host) -> Finding:
     name = f"export sink {sink.name} (file)"
     path = sink.path
     if path is None:  # refused at config load; here for the type checker
@@ -53,6 +55,11 @@ def _file(sink: ExportSink, timeout: float) -> Finding:
     if path.exists() and (not path.is_file() or not os.access(path, os.W_OK)):
         return fail(name, f"{path} cannot be appended to by uid {os.geteuid()}",
                     f"chown {path} to the service's user")  # fmt: skip
+    planted = _planted(path, host)
+    if planted:  # the sink refuses it: whoever owns it could read, edit or cut what is shipped
+        return fail(name, f"{path} is {planted}, and the sink refuses it",
+                    f"remove {path} if nobody should have put it there, else chown it to the"
+                    " service's user")  # fmt: skip
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return fail(name, f"{path.parent} cannot be written by uid {os.geteuid()}"
                     " (the file rotates there)", f"create {path.parent} for the service's user"
@@ -74,3 +81,15 @@ def _webhook(sink: ExportSink, timeout: float) -> Finding:
         return fail(name, f"cannot be reached: {exc.strerror or exc}",
                     "check the receiver is up and reachable from this host")  # fmt: skip
     return found
+
+
+def _planted(path: Path, host: Host) -> str:
+    """How a file at the sink's path is owned, if not by the service's user (the state
+    directory's owner, whoever runs doctor); "" when it is, or there is no file."""
+    try:
+        owner, service = path.stat().st_uid, host.home.stat().st_uid
+    except OSError:
+        return ""
+    if owner == service:
+        return ""
+    return f"owned by uid {owner}, not the service's user (uid {service})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import sqlite3
 import stat
@@ -62,6 +63,22 @@ def test_a_sink_that_fails_is_reported_not_raised(tmp_path: Path) -> None:
     anchorer = Anchorer([f"file:{missing}"], KEY, "n", lambda: "now")
     [failure] = anchorer.anchor((1, "a" * 64))
     assert str(missing) in failure
+
+
+def test_the_file_sink_never_writes_through_a_symlink_or_into_a_fifo(tmp_path: Path) -> None:
+    # Doctor fails a symlinked anchor file; the sink used to follow it (and append signed lines
+    # to whatever it named), and to hang on a FIFO planted at the path.
+    victim = tmp_path / "bastion.toml"
+    victim.write_text("[store]\n", encoding="utf-8")
+    link = tmp_path / "anchors.log"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    anchorer = Anchorer([f"file:{link}", f"file:{fifo}"], KEY, "n", lambda: "now")
+    failures = anchorer.anchor((1, "a" * 64))
+    assert len(failures) == 2 and anchorer.delivered == [False, False], failures
+    assert str(link) in failures[0] and str(fifo) in failures[1]
+    assert victim.read_text(encoding="utf-8") == "[store]\n"
 
 
 def test_the_syslog_sink_sends_to_a_unix_socket(tmp_path: Path) -> None:
