@@ -400,7 +400,8 @@ class StoreBase:
         record = f"{head[0]:020d} {head[1]}\n".encode("ascii")
         try:
             if self._anchor_fd is None:
-                self._anchor_fd = os.open(self.anchor_path, os.O_RDWR | os.O_CREAT, 0o600)
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK  # the file itself
+                self._anchor_fd = os.open(self.anchor_path, flags, 0o600)
             os.pwrite(self._anchor_fd, record, 0)
         except OSError as exc:
             log.warning("audit.anchor_write_failed", path=str(self.anchor_path), error=str(exc))

@@ -104,6 +104,25 @@ def test_a_missing_head_file_fails_verify(store_at: Path | PgLocation, key: Chai
     assert not verdict.ok and "head file" in verdict.problem
 
 
+def test_a_head_file_swapped_for_a_symlink_is_never_written_through(
+    store_at: Path | PgLocation, key: ChainKey, tmp_path: Path
+) -> None:
+    # The head is rewritten in place at offset 0: through a symlink it overwrote the start of
+    # whatever file the link named (the config, the store itself).
+    first = Store.create(store_at, FakeClock(), key)
+    first.append_events([Event("test.n", "tester")])
+    first.close()
+    victim = tmp_path / "victim.toml"
+    victim.write_text("[store]\n" + "x" * 200, encoding="utf-8")
+    store = Store.open(store_at, FakeClock(), key)
+    store.anchor_path.unlink()
+    store.anchor_path.symlink_to(victim)
+    store.append_events([Event("test.n", "tester")])
+    assert victim.read_text(encoding="utf-8") == "[store]\n" + "x" * 200
+    verdict = store.verify_chain()
+    assert not verdict.ok and "head file" in verdict.problem, verdict.problem
+
+
 def old_store(path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A store as the code before 0011 left it: unkeyed SHA-256 rows, no alg column."""
     from bastion.audit import base  # noqa: PLC0415 - patched for this test only
