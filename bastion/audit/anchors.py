@@ -234,6 +234,7 @@ class SyslogSink:
                 0
             ]
             sock, self._address = socket.socket(family, socket.SOCK_DGRAM), address
+        sock.setblocking(False)  # sent on the store's thread: a full queue fails the sink
         return sock
 
     def send(self, line: str) -> None:
@@ -241,7 +242,10 @@ class SyslogSink:
             self._sock = self._connect()
         stamp = time.strftime("%b %d %H:%M:%S", time.gmtime())
         message = f"<{_SYSLOG_PRI}>{stamp} {socket.gethostname()} {TAG}: {line}"
-        self._sock.sendto(message.encode()[:_MAX_LINE], self._address)
+        try:
+            self._sock.sendto(message.encode()[:_MAX_LINE], self._address)
+        except BlockingIOError:
+            raise OSError(errno.EAGAIN, "its queue is full: nothing is reading it") from None
 
     def close(self) -> None:
         if self._sock is not None:

@@ -108,6 +108,24 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def test_a_syslog_socket_nobody_reads_fails_the_sink_and_never_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    # Anchors are sent on the store's own thread. A datagram socket whose reader stopped
+    # blocks the sender once its queue is full, and every audit write with it.
+    address = str(tmp_path / "stuck.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        anchorer = Anchorer([f"syslog:{address}"], KEY, "n", lambda: "t")
+        rounds = [anchorer.anchor((seq, "f" * 64)) for seq in range(1, 5001)]
+        anchorer.close()
+    failed = [seq for seq, failures in enumerate(rounds, 1) if failures]
+    assert failed, "the queue never filled"
+    assert failed == list(range(failed[0], 5001))  # from the first full queue on, each fails
+    said = {failures[0] for failures in rounds if failures}
+    assert said == {f"syslog:{address}: its queue is full: nothing is reading it"}
+
+
 def test_the_webhook_sink_posts_each_anchor_and_a_refusal_is_a_failure() -> None:
     server = http.server.HTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
