@@ -227,23 +227,27 @@ def test_the_test_database_would_show_a_text_column_without_collate_c(
 # -- the append-only audit trail ---------------------------------------------------------------
 
 
+EVENT_ROW = (
+    "INSERT INTO audit_events (seq, at, kind, severity, actor, detail, prev_hash, row_hash)"
+    " VALUES (1, '2026-12-07T08:00:00.000000Z', 'test', 'info', 'test', '{}', '', '')"
+)
+
+
+def refuses_each(conn: psycopg.Connection[Any], why: str, *statements: str) -> None:
+    """Each statement is refused by a guard saying `why` (each in a savepoint of its own)."""
+    for statement in statements:
+        refused = pytest.raises(psycopg.errors.RestrictViolation, match=why)
+        with refused, conn.transaction():
+            conn.execute(statement)
+
+
 def test_audit_events_refuse_update_delete_and_truncate(
     pg_head: psycopg.Connection[Any],
 ) -> None:
     with pg_head.transaction(force_rollback=True):
-        pg_head.execute(
-            "INSERT INTO audit_events (seq, at, kind, severity, actor, detail, prev_hash,"
-            " row_hash) VALUES (1, '2026-12-07T08:00:00.000000Z', 'test', 'info', 'test', '{}',"
-            " '', '')"
-        )
-        for statement in (
-            "UPDATE audit_events SET actor = 'mallory'",
-            "DELETE FROM audit_events",
-            "TRUNCATE audit_events",
-        ):
-            refused = pytest.raises(psycopg.errors.RestrictViolation, match=APPEND_ONLY)
-            with refused, pg_head.transaction():
-                pg_head.execute(statement)
+        pg_head.execute(EVENT_ROW)
+        refuses_each(pg_head, APPEND_ONLY, "UPDATE audit_events SET actor = 'mallory'",
+                     "DELETE FROM audit_events", "TRUNCATE audit_events")  # fmt: skip
         assert pg_head.execute("SELECT seq, actor FROM audit_events").fetchall() == [(1, "test")]
 
 
@@ -261,14 +265,8 @@ def test_chain_checkpoints_refuse_update_delete_and_truncate(
     for `audit verify` to refuse, and a real one cannot be moved or taken away."""
     with pg_head.transaction(force_rollback=True):
         pg_head.execute(CHECKPOINT_ROW)
-        for statement in (
-            "UPDATE chain_checkpoints SET seq = 9",
-            "DELETE FROM chain_checkpoints",
-            "TRUNCATE chain_checkpoints",
-        ):
-            refused = pytest.raises(psycopg.errors.RestrictViolation, match=CHECKPOINTS_APPEND_ONLY)
-            with refused, pg_head.transaction():
-                pg_head.execute(statement)
+        refuses_each(pg_head, CHECKPOINTS_APPEND_ONLY, "UPDATE chain_checkpoints SET seq = 9",
+                     "DELETE FROM chain_checkpoints", "TRUNCATE chain_checkpoints")  # fmt: skip
         assert pg_head.execute("SELECT seq FROM chain_checkpoints").fetchall() == [(5,)]
     sqlite_head.execute("SAVEPOINT lite")
     try:
@@ -288,11 +286,7 @@ def test_a_temporary_table_does_not_stand_in_for_the_checkpoints(
     """The delete trigger reads the store's own chain_checkpoints, whatever the deleting
     session's search_path: a temporary table of that name, naming every seq, lets nothing go."""
     with pg_head.transaction(force_rollback=True):
-        pg_head.execute(
-            "INSERT INTO audit_events (seq, at, kind, severity, actor, detail, prev_hash,"
-            " row_hash) VALUES (1, '2026-12-07T08:00:00.000000Z', 'test', 'info', 'test', '{}',"
-            " '', '')"
-        )
+        pg_head.execute(EVENT_ROW)
         pg_head.execute("CREATE TEMPORARY TABLE chain_checkpoints (seq bigint)")
         pg_head.execute("INSERT INTO pg_temp.chain_checkpoints VALUES (1000)")
         pg_head.execute("SET LOCAL search_path = pg_temp, head")

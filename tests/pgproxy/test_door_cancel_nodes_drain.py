@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.nodes import key_of, running
+from tests.pgproxy import test_door_cancel_nodes
 from tests.pgproxy.test_door_cancel_nodes import (
     BEHIND_BALANCERS,
     SLEEP,
@@ -22,14 +21,7 @@ from tests.pgproxy.test_door_cancel_nodes import (
 )
 from tests.realpg import PgDatabase
 
-
-@pytest.fixture
-def cluster(tmp_path: Path, pg: PgDatabase) -> Iterator[Cluster]:
-    made = Cluster(tmp_path / "bastion", pg)
-    try:
-        yield made
-    finally:
-        made.stop()
+cluster = test_door_cancel_nodes.cluster  # the same two nodes behind a balancer
 
 
 def draining_for_an_hour(node: Node) -> None:
