@@ -271,12 +271,8 @@ class Core:
 
     async def decide(self, admission: Admission, target: str, kind: str | None) -> Decision:
         """May this proven login open a session on `target` now? A refusal is audited (one
-        for a lost store cannot be, and is logged)."""
-        refusal = self.grace.refusal() or (STOPPING_REFUSAL if self.stopping else None)
-        if refusal is not None:  # the store can be neither asked nor told; or draining
-            log.warning("access.denied", user=admission.user, target=target, reason=refusal)
-            state = "stopping" if refusal == STOPPING_REFUSAL else "store_lost"
-            self.metrics.access_refused(admission.attempt.door, refusal, node=state)
+        for a lost store cannot be, and is logged; nor one while draining)."""
+        if (refusal := self._node_refusal(admission, target, self.grace.refusal())) is not None:
             return door_decision(admission, Decision(False, refusal), refusal)
         decision = await self.run(self.access.decide, admission.user, target, kind)
         decision = door_decision(admission, decision)
@@ -287,11 +283,15 @@ class Core:
 
     def going_live(self, admission: Admission, target: str) -> str | None:
         """decide()'s refusal during a drain, for a session decided before it: none starts."""
-        if not self.stopping:
-            return None
-        log.warning("access.denied", user=admission.user, target=target, reason=STOPPING_REFUSAL)
-        self.metrics.access_refused(admission.attempt.door, STOPPING_REFUSAL, node="stopping")
-        return STOPPING_REFUSAL
+        return self._node_refusal(admission, target, None)
+
+    def _node_refusal(self, admission: Admission, target: str, lost: str | None) -> str | None:
+        """The node's own refusal (`lost`: its store's; else the drain's), logged and counted."""
+        if (refusal := lost or (STOPPING_REFUSAL if self.stopping else None)) is not None:
+            log.warning("access.denied", user=admission.user, target=target, reason=refusal)
+            state = "stopping" if refusal == STOPPING_REFUSAL else "store_lost"
+            self.metrics.access_refused(admission.attempt.door, refusal, node=state)
+        return refusal
 
     async def login_failed(self, admission: Admission) -> None:
         """The login ended without both factors: one `auth.failed` event, if it tried (a name

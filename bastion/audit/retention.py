@@ -203,9 +203,9 @@ class RetentionQueries(StoreBase):
     def query_runs_due(self, before: str, page: int | None = None) -> list[tuple[int, int]]:
         """The (first id, last id) runs of query-log rows written before `before` of sessions
         no hold keeps, read a page of ids at a time (not a statement still running: RUNNING).
-        Only rows bound by commit events
-        (qlogbind.py): a row of the first form is proven by its own statement events, which
-        say it was deleted; those rows stay (and hold the chain's cut back)."""
+        Only rows bound by commit events (qlogbind.py): a row of the first form is proven by
+        its own statement events, which say it was deleted; those rows stay (and hold the
+        chain's cut back)."""
         runs: list[tuple[int, int]] = []
         sql = (f"SELECT id FROM queries WHERE at < ? AND id > ? AND session_id NOT IN"
                f" ({HELD_SESSIONS}) AND NOT {RUNNING} ORDER BY id LIMIT ?")  # fmt: skip
