@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from bastion.audit.chain import KeySource, canonical_json
 from bastion.audit.restores import Restore, explaining, understated
+from bastion.privatefiles import write_all
 
 ANCHOR_PURPOSE = "bastion audit anchor v1"
 TAG = "bastion-anchor"
@@ -206,7 +207,7 @@ class FileSink:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EPERM, "is not a regular file")
-            os.write(fd, (line + "\n").encode())
+            write_all(fd, (line + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -26,6 +26,7 @@ import aiohttp
 from bastion.audit.chain import ChainedEvent
 from bastion.config_export import ExportSink
 from bastion.export.formats import json_line, octet_frame, syslog_message, webhook_body
+from bastion.privatefiles import write_all
 
 TCP_ESTABLISHED = 1
 ACK_POLL = 0.005  # seconds between looks at the socket's unacknowledged bytes
@@ -186,7 +187,7 @@ class FileSink:
             pending: list[bytes] = []
             for line in lines:
                 if size and size + len(line) > self.max_bytes:
-                    _write_all(fd, b"".join(pending))
+                    write_all(fd, b"".join(pending))
                     os.fsync(fd)
                     os.close(fd)
                     fd, size, pending = -1, 0, []
@@ -194,7 +195,7 @@ class FileSink:
                     fd = self._open()
                 pending.append(line)
                 size += len(line)
-            _write_all(fd, b"".join(pending))
+            write_all(fd, b"".join(pending))
             os.fsync(fd)
         finally:
             if fd >= 0:
@@ -264,12 +265,6 @@ class FileSink:
                 ok = type(seq) is int and 0 < seq < 1 << 62 and isinstance(mac, str)
                 return (seq, mac) if ok else None
         return None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class WebhookSink:
