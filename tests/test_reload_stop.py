@@ -26,7 +26,7 @@ from bastion.pki import make_ssh_host_key, make_tls
 from bastion.reload import STOPPING, file_digest, plan
 from bastion.watch import WATCH_EVERY
 from tests.harness import Bastion
-from tests.nodes import running
+from tests.nodes import running, until
 from tests.realpg import PgDatabase, asyncpg_connect
 from tests.realssh import Sshd
 
@@ -147,6 +147,8 @@ def test_a_reload_neither_cuts_nor_extends_a_live_session(bastion: Bastion) -> N
 
     alive, ended = asyncio.run(live_through())
     assert alive == 1 and ended
+    # The client is told first; the row closes after (the door's last write).
+    until(lambda: not b.store.sessions(open_only=True), "the session's row to close")
     [session] = b.store.sessions()
     assert (session.state, session.end_reason) == ("session_cap",
                                                    "sessions on shop last at most 1h")  # fmt: skip
