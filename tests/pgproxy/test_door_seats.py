@@ -13,6 +13,7 @@ import pytest
 
 from bastion.access.seats import Seats
 from tests.harness import Bastion
+from tests.nodes import until
 from tests.pgproxy.conftest import PASSWORD, alice_on
 from tests.realpg import PgDatabase, psycopg_connect
 from tests.realssh import free_port
@@ -44,6 +45,12 @@ def upstream_sessions(pg: PgDatabase) -> int:
     return int(str(row[0]))
 
 
+def until_open(b: Bastion, count: int) -> None:
+    """Wait for the door to close the rows of sessions a client closed: a client's close
+    returns at once, and its seat comes back once its row is closed."""
+    until(lambda: len(b.store.sessions(open_only=True)) == count, f"{count} open sessions")
+
+
 def test_a_person_past_their_cap_is_refused_and_a_seat_comes_back(
     capped: Bastion, pg: PgDatabase
 ) -> None:
@@ -57,6 +64,7 @@ def test_a_person_past_their_cap_is_refused_and_a_seat_comes_back(
     with connect(capped, "bob") as bob:  # another person is not held back by alice's cap
         assert bob.execute("SELECT 1").fetchone() == (1,)
     first.close()
+    until_open(capped, 1)
     with connect(capped, "alice") as again:
         assert again.execute("SELECT 2").fetchone() == (2,)
     second.close()
@@ -71,6 +79,7 @@ def test_the_door_refuses_past_its_total_and_says_so(capped: Bastion) -> None:
     finally:
         for conn in held:
             conn.close()
+    until_open(capped, 0)
     with connect(capped, "bob") as bob:
         assert bob.execute("SELECT 1").fetchone() == (1,)
 
