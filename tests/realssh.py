@@ -125,25 +125,51 @@ def fingerprint(public_key_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-_HANDED_OUT: set[int] = set()
-_HANDED_OUT_LOCK = threading.Lock()
+PORTS_FROM = 10000  # below the kernel's ephemeral range (32768 up by default): see free_port
+SLICE = 2500  # ports each xdist worker (and the one process without a worker) hands out
+_CURSOR_LOCK = threading.Lock()
+_CURSOR: list[int] = []  # the next port to try, once this process has handed one out
+
+
+def _slice() -> range:
+    """This process's own ports: xdist worker gwN has the Nth slice, any other process the
+    last; all below the ephemeral range."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    slices = (ephemeral - PORTS_FROM) // SLICE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % (slices - 1) if worker[2:].isdigit() else slices - 1
+    return range(PORTS_FROM + index * SLICE, PORTS_FROM + (index + 1) * SLICE)
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago and that this process has not handed out before.
+    """A TCP port that is free now, from this process's own slice below the ephemeral range.
 
-    The kernel may give the same port to two binds of port 0 in a row once the first is let go,
-    so a config asking for three free ports could name one twice; remembering them stops that.
-    Another process can still take the port: callers must handle losing that race.
+    A port the kernel picked for a bind of port 0 could be picked again, for another process's
+    bind or outgoing connection, before the server meant to listen there binds it ("address
+    already in use"), or be handed out twice in a row to one config. Below the ephemeral range
+    the kernel picks none, and each xdist worker has its own slice, taken in turn: a port comes
+    round again only after the slice's other ports have.
     """
-    with _HANDED_OUT_LOCK:
-        while True:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port: int = sock.getsockname()[1]
-            if port not in _HANDED_OUT:
-                _HANDED_OUT.add(port)
+    ports = _slice()
+    with _CURSOR_LOCK:
+        if not _CURSOR:  # two runs side by side start apart
+            _CURSOR.append(os.getpid())
+        for _ in range(len(ports)):
+            port = ports.start + _CURSOR[0] % len(ports)
+            _CURSOR[0] += 1
+            if _bindable(host, port):
                 return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def read_banner(host: str, port: int, timeout: float = 2.0) -> str | None:

@@ -1013,7 +1013,8 @@ def wait_for_started(bst: Bastion, proc: subprocess.Popen[str]) -> int:
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"bastion serve exited early with {proc.returncode}")
+            said = proc.stderr.read() if proc.stderr is not None else ""
+            pytest.fail(f"bastion serve exited early with {proc.returncode}: {said[-2000:]}")
         for event in bst.events(5):
             if event["kind"] == "bastion.started" and event["actor"] == f"serve:{proc.pid}":
                 return int(event["seq"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -344,3 +345,15 @@ def test_free_port_never_names_one_port_twice() -> None:
     # (CI, stop 31): the kernel gives a let-go port out again.
     ports = [free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
+
+
+def test_free_port_hands_out_none_the_kernel_could_pick_or_one_in_use() -> None:
+    # CI (stop 32's rehearsal, two suites side by side): `serve` could not listen on its port,
+    # which another process's bind of port 0 or outgoing connection had taken meanwhile.
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    nxt = free_port() + 1
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", nxt))
+        held.listen()
+        ports = [free_port() for _ in range(50)]
+    assert nxt not in ports and all(port < ephemeral for port in ports)
