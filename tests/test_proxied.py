@@ -17,6 +17,7 @@ from bastion.errors import ConfigError
 from bastion.proxied import ProxiedListener, Trusted
 from bastion.proxyproto import V2_SIGNATURE, encode_v1, encode_v2
 from tests.harness import Bastion
+from tests.nodes import until
 from tests.realhaproxy import BALANCER
 from tests.realssh import Sshd
 from tests.ssh.test_door_auth import CodeClient
@@ -143,6 +144,8 @@ def test_ssh_failed_logins_block_the_client_behind_the_balancer_not_the_balancer
 
     try:
         assert b.call(run()) == "still-in\n"
+        # The SSH door chains the block from a callback, without holding up the refusal.
+        until(lambda: b.events("auth.source_blocked"), "the block's event")
         blocked = [json.loads(e.detail)["source"] for e in b.events("auth.source_blocked")]
         assert blocked == ["198.51.100.1"]
         assert [s.client_addr for s in b.store.sessions()] == ["198.51.100.2"]

@@ -125,6 +125,7 @@ def test_a_node_that_loses_its_store_fails_closed_and_recovers(tmp_path: Path, s
         status, said = get(b, health)
         assert status == 200 and said["store"] == {"reachable": True}
         wait_until(lambda: [s.state for s in b.store.sessions()] == ["store_lost"] * 2)
+        wait_until(lambda: b.events("cluster.store_lost"))  # chained once the store is back
         assert [e.subject for e in b.events("cluster.store_lost")] == [b.core.node]
         back = ssh.run_ssh("echo back-again", login="alice+web-1", answers=b.answers("alice"))
         assert back.returncode == 0 and "back-again" in back.out, back.err
