@@ -127,8 +127,8 @@ def fingerprint(public_key_line: str) -> str:
 
 PORTS_FROM = 10000  # below the kernel's ephemeral range (32768 up by default): see free_port
 SLICE = 2500  # ports each xdist worker (and the one process without a worker) hands out
-_CURSOR_LOCK = threading.Lock()
-_CURSOR: list[int] = []  # the next port to try, once this process has handed one out
+_TURNS = itertools.count(os.getpid())  # two runs side by side start apart in their slices
+_TURNS_LOCK = threading.Lock()
 
 
 def _slice() -> range:
@@ -151,12 +151,9 @@ def free_port(host: str = LOOPBACK) -> int:
     round again only after the slice's other ports have.
     """
     ports = _slice()
-    with _CURSOR_LOCK:
-        if not _CURSOR:  # two runs side by side start apart
-            _CURSOR.append(os.getpid())
+    with _TURNS_LOCK:
         for _ in range(len(ports)):
-            port = ports.start + _CURSOR[0] % len(ports)
-            _CURSOR[0] += 1
+            port = ports.start + next(_TURNS) % len(ports)
             if _bindable(host, port):
                 return port
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
